@@ -1,0 +1,1 @@
+"""The Streamlit dashboard: subscribes to the bus, never computes predictions."""

@@ -1,0 +1,3 @@
+from harstream.cli import main
+
+raise SystemExit(main())

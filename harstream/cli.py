@@ -1,0 +1,54 @@
+"""The ``harstream`` command: one entry point, one module per subcommand.
+
+Each subcommand lives in ``harstream/commands/<name>.py`` with two functions,
+``configure(parser)`` and ``run(args) -> int``; it is imported only when
+used, so ``harstream tail`` does not pay for importing TensorFlow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+COMMANDS = {
+    "data": "summarise a recording source (embedded HAPT, RawData folder, CSV, UCI folder)",
+    "train": "train a model on windows made by the streaming pipeline",
+    "evaluate": "repeat train+evaluate, report mean ± std and confusion matrices",
+    "simulate": "replay recorded sessions as live 50 Hz devices on the bus",
+    "worker": "preprocess streams, run the model, publish predictions",
+    "proxy": "XSUB/XPUB proxy: one well-known address for publishers and subscribers",
+    "tail": "print live predictions and stats from the bus",
+    "gateway": "accept phone sensor apps (WebSocket/HTTP) and publish their samples",
+    "dashboard": "the live Streamlit dashboard",
+    "demo": "simulator + worker + dashboard in one command",
+    "bench": "benchmarks (results go to docs/BENCHMARKS.md)",
+}
+
+
+def _module(name: str):
+    return importlib.import_module(f"harstream.commands.{name}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(prog="harstream", description="Real-time human activity recognition")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    for name, help_text in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        # Configure only the chosen subcommand: importing all of them would
+        # import TensorFlow for every call.
+        if name == chosen:
+            _module(name).configure(p)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    try:
+        return int(_module(args.command).run(args) or 0)
+    except KeyboardInterrupt:
+        return 130

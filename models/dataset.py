@@ -1,0 +1,81 @@
+"""Training windows, made by the live pipeline itself (no train/serve skew)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from harstream.stream.pipeline import STEP, WINDOW, cut_windows, preprocess_recording
+from harstream.stream.recordings import UCI_TEST_SUBJECTS, Recording
+
+
+@dataclass(frozen=True)
+class Windows:
+    """Labelled windows: ``x`` (n, 128, 9) float32, ``y`` class 0-5, subject."""
+
+    x: np.ndarray
+    y: np.ndarray
+    subjects: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def take(self, mask: np.ndarray) -> "Windows":
+        return Windows(self.x[mask], self.y[mask], self.subjects[mask])
+
+    def class_counts(self) -> np.ndarray:
+        return np.bincount(self.y, minlength=6)
+
+
+def segment_windows(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Start sample and class (0-5) of every window lying wholly inside one
+    activity segment (labels 1-6), windows aligned to each segment's start
+    with a 64-sample step, as UCI HAR cut them.
+
+    >>> starts, classes = segment_windows(np.array([-1] * 10 + [1] * 200 + [7] * 5))  # 200 samples: 2 windows
+    >>> starts.tolist(), classes.tolist()
+    ([10, 74], [0, 0])
+    """
+    labels = np.asarray(labels)
+    change = np.flatnonzero(np.diff(labels)) + 1
+    seg_starts = np.concatenate([[0], change])
+    seg_ends = np.concatenate([change, [len(labels)]])
+    starts: list[np.ndarray] = []
+    classes: list[np.ndarray] = []
+    for a, b in zip(seg_starts, seg_ends):
+        if 1 <= labels[a] <= 6 and b - a >= WINDOW:
+            s = np.arange(a, b - WINDOW + 1, STEP)
+            starts.append(s)
+            classes.append(np.full(len(s), int(labels[a]) - 1))
+    if not starts:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    return np.concatenate(starts).astype(np.int64), np.concatenate(classes).astype(np.int64)
+
+
+def labelled_windows(recordings: Iterable[Recording], progress: bool = False) -> Windows:
+    """Run each recording through the live filters and cut the windows that lie
+    wholly inside one labelled activity."""
+    recordings = list(recordings)
+    if progress:
+        from tqdm import tqdm
+
+        recordings = tqdm(recordings, desc="windowing sessions", unit="session")
+    xs, ys, ss = [], [], []
+    for rec in recordings:
+        starts, classes = segment_windows(rec.labels)
+        xs.append(cut_windows(preprocess_recording(rec.samples), starts))
+        ys.append(classes)
+        ss.append(np.full(len(classes), rec.subject, dtype=np.int64))
+    if not xs:
+        return Windows(np.empty((0, WINDOW, 9), np.float32), np.empty(0, np.int64), np.empty(0, np.int64))
+    return Windows(np.concatenate(xs), np.concatenate(ys), np.concatenate(ss))
+
+
+def split_by_subject(
+    windows: Windows, test_subjects: Sequence[int] = UCI_TEST_SUBJECTS
+) -> tuple[Windows, Windows]:
+    """(train, test) split by subject, UCI's test subjects by default."""
+    test = np.isin(windows.subjects, list(test_subjects))
+    return windows.take(~test), windows.take(test)

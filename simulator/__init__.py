@@ -1,0 +1,1 @@
+"""Replays recordings as live 50 Hz devices on the bus."""

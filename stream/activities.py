@@ -1,0 +1,41 @@
+"""Activity names: the six UCI HAR classes and HAPT's postural transitions."""
+
+from __future__ import annotations
+
+# Model classes 0..5 are HAPT/UCI labels 1..6.
+ACTIVITIES = (
+    "WALKING",
+    "WALKING_UPSTAIRS",
+    "WALKING_DOWNSTAIRS",
+    "SITTING",
+    "STANDING",
+    "LAYING",
+)
+TRANSITIONS = (
+    "STAND_TO_SIT",
+    "SIT_TO_STAND",
+    "SIT_TO_LIE",
+    "LIE_TO_SIT",
+    "STAND_TO_LIE",
+    "LIE_TO_STAND",
+)
+UNKNOWN = "unknown"
+UNLABELLED = -1
+
+
+def label_name(label: int) -> str:
+    """Name of a HAPT label (1-12), ``unknown`` for -1 or anything else.
+
+    >>> label_name(1), label_name(8), label_name(-1)
+    ('WALKING', 'SIT_TO_STAND', 'unknown')
+    """
+    if 1 <= label <= 6:
+        return ACTIVITIES[label - 1]
+    if 7 <= label <= 12:
+        return TRANSITIONS[label - 7]
+    return UNKNOWN
+
+
+def class_of_label(label: int) -> int | None:
+    """Model class index (0-5) of a HAPT label, or ``None`` if not an activity."""
+    return label - 1 if 1 <= label <= 6 else None

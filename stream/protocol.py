@@ -1,0 +1,317 @@
+"""The wire protocol on the ZeroMQ bus (version 1; see docs/protocol.md).
+
+Pure encode/decode functions, no sockets. Every message is multipart with a
+topic frame first; topics are ``/``-delimited so ZeroMQ's prefix matching
+never confuses ``dev1`` with ``dev10``:
+
+- ``s/<shard>/<device>/`` samples: [topic, JSON header, float32 LE (n, 6)]
+- ``p/<device>/``         a prediction: [topic, JSON]
+- ``g/<device>/``         a decimated signal feed for display: [topic, JSON]
+- ``stats/<worker>/``     worker statistics, once a second: [topic, JSON]
+
+A malformed message raises :class:`ProtocolError` with a short ``reason``
+(counted by receivers) and a human-readable detail. Never pickle.
+
+>>> batch = SampleBatch("phone-1", seq=0, t0=0.0, samples=np.zeros((2, 6), np.float32))
+>>> frames = encode_samples(batch)
+>>> frames[0]
+b's/16/phone-1/'
+>>> decode_samples(frames).samples.shape
+(2, 6)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import zlib
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+VERSION = 1
+N_SHARDS = 64
+RATE_HZ = 50.0
+UNITS = {"acc": "g", "gyro": "rad/s"}
+DEVICE_ID = re.compile(r"^[A-Za-z0-9_.:@+-]{1,64}$")
+MAX_SAMPLES_PER_MESSAGE = 5000
+MAX_HEADER_BYTES = 64 * 1024 + 16
+
+SAMPLES_PREFIX = b"s/"
+PREDICTION_PREFIX = b"p/"
+SIGNAL_PREFIX = b"g/"
+STATS_PREFIX = b"stats/"
+
+# Every reason a receiver may count; docs/protocol.md lists the same.
+REASONS = (
+    "frame_count",  # wrong number of frames
+    "topic",  # topic frame not of the expected shape, or not matching the header
+    "header",  # header not JSON, not an object, too large, or missing/mistyped fields
+    "version",  # unknown protocol version
+    "device",  # device id empty, too long or with characters outside [A-Za-z0-9_.:@+-]
+    "byte_length",  # samples frame not n*6*4 bytes, or n outside 1..5000
+    "non_finite",  # NaN or inf in samples
+    "labels",  # labels present but not n integers
+)
+
+
+class ProtocolError(ValueError):
+    """A message that does not follow the protocol."""
+
+    def __init__(self, reason: str, detail: str):
+        assert reason in REASONS, reason
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def check_device_id(device: Any) -> str:
+    """``device`` if it is a valid device id, else :class:`ProtocolError`."""
+    if not isinstance(device, str) or not DEVICE_ID.match(device):
+        raise ProtocolError(
+            "device", f"device id {device!r} must be 1-64 characters of A-Z a-z 0-9 _ . : @ + -"
+        )
+    return device
+
+
+def shard_of(device: str, n_shards: int = N_SHARDS) -> int:
+    """Stable shard of a device id (crc32, the same in every process and run)."""
+    return zlib.crc32(device.encode()) % n_shards
+
+
+def samples_topic(device: str) -> bytes:
+    return b"s/%02d/%s/" % (shard_of(device), device.encode())
+
+
+def shard_prefixes(index: int, count: int) -> list[bytes]:
+    """Topic prefixes a worker subscribes to for shard ``index`` of ``count``.
+
+    >>> len(shard_prefixes(0, 2)), shard_prefixes(1, 2)[0]
+    (32, b's/01/')
+    """
+    if not 0 <= index < count <= N_SHARDS:
+        raise ValueError(f"shard {index}/{count}: need 0 <= k < N <= {N_SHARDS}")
+    return [b"s/%02d/" % s for s in range(N_SHARDS) if s % count == index]
+
+
+# ------------------------------------------------------------------- samples
+
+
+@dataclass
+class SampleBatch:
+    """Consecutive samples of one device.
+
+    ``seq`` is the index of the first sample in the device's stream, so a
+    receiver can tell a gap (seq jumps ahead) from a duplicate (seq behind).
+    ``t0`` is the time of the first sample in seconds (Unix epoch for live
+    data). ``labels`` are optional ground-truth HAPT labels, one per sample.
+    """
+
+    device: str
+    seq: int
+    t0: float
+    samples: np.ndarray
+    rate: float = RATE_HZ
+    labels: np.ndarray | None = None
+    meta: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+
+def encode_samples(batch: SampleBatch) -> list[bytes]:
+    """Frames of a samples message."""
+    check_device_id(batch.device)
+    samples = np.ascontiguousarray(batch.samples, dtype="<f4")
+    if samples.ndim != 2 or samples.shape[1] != 6:
+        raise ValueError(f"samples must be (n, 6), got {samples.shape}")
+    header: dict[str, Any] = {
+        "v": VERSION,
+        "device": batch.device,
+        "seq": int(batch.seq),
+        "t0": float(batch.t0),
+        "rate": float(batch.rate),
+        "n": int(len(samples)),
+        "units": UNITS,
+    }
+    if batch.labels is not None:
+        header["labels"] = [int(v) for v in batch.labels]
+    if batch.meta:
+        header["meta"] = batch.meta
+    return [samples_topic(batch.device), _dumps(header), samples.tobytes()]
+
+
+def decode_samples(frames: Sequence[bytes]) -> SampleBatch:
+    """Parse and validate a samples message; :class:`ProtocolError` if bad."""
+    if len(frames) != 3:
+        raise ProtocolError("frame_count", f"samples message has {len(frames)} frames, expected 3")
+    topic, raw_header, payload = frames
+    header = _loads_header(raw_header)
+    _check_version(header)
+    device = check_device_id(header.get("device"))
+    if bytes(topic) != samples_topic(device):
+        raise ProtocolError("topic", f"topic {bytes(topic)[:80]!r} does not match device {device!r}")
+    seq = _field(header, "seq", int)
+    if seq < 0:
+        raise ProtocolError("header", f"seq {seq} is negative")
+    t0 = float(_field(header, "t0", (int, float)))
+    rate = float(_field(header, "rate", (int, float)))
+    if not (math.isfinite(t0) and math.isfinite(rate) and rate > 0):
+        raise ProtocolError("header", f"t0 {t0} and rate {rate} must be finite, rate > 0")
+    n = _field(header, "n", int)
+    units = header.get("units", UNITS)
+    if units != UNITS:
+        raise ProtocolError("header", f"units {units!r}; the bus carries {UNITS}")
+    if not 1 <= n <= MAX_SAMPLES_PER_MESSAGE:
+        raise ProtocolError("byte_length", f"n={n} outside 1..{MAX_SAMPLES_PER_MESSAGE}")
+    if len(payload) != n * 24:
+        raise ProtocolError(
+            "byte_length", f"samples frame has {len(payload)} bytes, expected n*6*4 = {n * 24}"
+        )
+    samples = np.frombuffer(payload, dtype="<f4").reshape(n, 6)
+    if not np.isfinite(samples).all():
+        raise ProtocolError("non_finite", f"{int((~np.isfinite(samples)).sum())} NaN/inf values")
+    labels = None
+    if "labels" in header:
+        raw = header["labels"]
+        if not (isinstance(raw, list) and len(raw) == n and all(type(v) is int for v in raw)):
+            raise ProtocolError("labels", f"labels must be a list of {n} integers")
+        labels = np.asarray(raw, dtype=np.int16)
+    meta = header.get("meta", {})
+    if not isinstance(meta, dict):
+        raise ProtocolError("header", "meta must be an object")
+    return SampleBatch(device, seq, t0, samples, rate, labels, meta)
+
+
+# ---------------------------------------------------------------- predictions
+
+
+@dataclass
+class Prediction:
+    """The model's verdict on one window of one device.
+
+    ``window`` counts windows since the device's pipeline (re)started;
+    ``t_start``/``t_end`` are the times of its first and last sample.
+    ``latency_ms`` runs from the window's last sample arriving at the worker
+    to this prediction being sent. ``truth`` is the ground-truth activity at
+    the window's end where the source knows it.
+    """
+
+    device: str
+    window: int
+    t_start: float
+    t_end: float
+    label: str
+    probs: list[float]
+    smoothed: str
+    smoothed_probs: list[float]
+    model: str
+    latency_ms: float
+    truth: str | None = None
+    worker: str = ""
+
+
+def encode_prediction(p: Prediction) -> list[bytes]:
+    body = {"v": VERSION, **p.__dict__}
+    return [b"p/%s/" % p.device.encode(), _dumps(body)]
+
+
+def decode_prediction(frames: Sequence[bytes]) -> Prediction:
+    body = _single_json(frames, PREDICTION_PREFIX)
+    try:
+        return Prediction(**{k: body[k] for k in Prediction.__dataclass_fields__ if k in body})
+    except TypeError as exc:
+        raise ProtocolError("header", f"prediction lacks fields: {exc}") from exc
+
+
+# ------------------------------------------------------------- signal, stats
+
+
+@dataclass
+class Signal:
+    """A decimated slice of one device's raw signal, for display only.
+
+    ``acc`` in g and ``gyro`` in rad/s, each ``(m, 3)`` at ``rate`` Hz,
+    first sample at ``t0``.
+    """
+
+    device: str
+    t0: float
+    rate: float
+    acc: list[list[float]]
+    gyro: list[list[float]]
+
+
+def encode_signal(s: Signal) -> list[bytes]:
+    return [b"g/%s/" % s.device.encode(), _dumps({"v": VERSION, **s.__dict__})]
+
+
+def decode_signal(frames: Sequence[bytes]) -> Signal:
+    body = _single_json(frames, SIGNAL_PREFIX)
+    try:
+        return Signal(**{k: body[k] for k in Signal.__dataclass_fields__})
+    except KeyError as exc:
+        raise ProtocolError("header", f"signal lacks field {exc}") from exc
+
+
+def encode_stats(worker: str, stats: dict) -> list[bytes]:
+    return [b"stats/%s/" % worker.encode(), _dumps({"v": VERSION, "worker": worker, **stats})]
+
+
+def decode_stats(frames: Sequence[bytes]) -> dict:
+    return _single_json(frames, STATS_PREFIX)
+
+
+def decode_output(frames: Sequence[bytes]) -> Prediction | Signal | dict:
+    """Decode any message of the worker's output bus by its topic."""
+    topic = bytes(frames[0]) if frames else b""
+    if topic.startswith(PREDICTION_PREFIX):
+        return decode_prediction(frames)
+    if topic.startswith(SIGNAL_PREFIX):
+        return decode_signal(frames)
+    if topic.startswith(STATS_PREFIX):
+        return decode_stats(frames)
+    raise ProtocolError("topic", f"unknown topic {topic[:40]!r}")
+
+
+# ------------------------------------------------------------------ internals
+
+
+def _dumps(obj: dict) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode()
+
+
+def _loads_header(raw: bytes) -> dict:
+    if len(raw) > MAX_HEADER_BYTES:
+        raise ProtocolError("header", f"header of {len(raw)} bytes exceeds {MAX_HEADER_BYTES}")
+    try:
+        header = json.loads(bytes(raw))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ProtocolError("header", f"header is not JSON ({exc})") from exc
+    if not isinstance(header, dict):
+        raise ProtocolError("header", f"header is a JSON {type(header).__name__}, not an object")
+    return header
+
+
+def _check_version(header: dict) -> None:
+    if header.get("v") != VERSION:
+        raise ProtocolError("version", f"protocol version {header.get('v')!r}, this side speaks {VERSION}")
+
+
+def _field(header: dict, name: str, kind: type | tuple) -> Any:
+    value = header.get(name)
+    if value is None or isinstance(value, bool) or not isinstance(value, kind):
+        raise ProtocolError("header", f"field {name!r} missing or not {getattr(kind, '__name__', kind)}")
+    return value
+
+
+def _single_json(frames: Sequence[bytes], prefix: bytes) -> dict:
+    if len(frames) != 2:
+        raise ProtocolError("frame_count", f"message has {len(frames)} frames, expected 2")
+    if not bytes(frames[0]).startswith(prefix):
+        raise ProtocolError("topic", f"topic {bytes(frames[0])[:40]!r} does not start with {prefix!r}")
+    body = _loads_header(frames[1])
+    _check_version(body)
+    return body
