@@ -1,0 +1,34 @@
+"""``harstream bench <name>``: benchmarks, one module each in harstream/bench/.
+
+Each benchmark module has ``configure(parser)`` and ``run(args) -> int``,
+measures against a baseline in the same run, and prints a Markdown row or
+table ready for docs/BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+BENCHMARKS = {
+    "inference": "per-window latency and batched throughput of each model runtime vs model.predict",
+    "capacity": "concurrent 50 Hz devices one (or two sharded) workers keep up with",
+    "transport": "samples/s through simulator -> bus -> worker with inference off",
+    "gateway": "devices and samples/s one gateway process sustains",
+    "pipeline": "preprocessing cost per device-second vs a batch offline filter",
+}
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True)
+    for name, help_text in BENCHMARKS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        _module(name).configure(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    return int(_module(args.benchmark).run(args) or 0)
+
+
+def _module(name: str):
+    return importlib.import_module(f"harstream.bench.{name}")

@@ -1,0 +1,144 @@
+"""Model artifacts: a self-contained ``.keras`` file plus JSON metadata.
+
+The ``.keras`` model takes preprocessed windows exactly as
+:class:`~harstream.stream.pipeline.DevicePipeline` emits them (float32
+``[n, 128, 9]``, UCI channel order) and returns class probabilities; any
+normalisation or reshaping is a layer inside it. The metadata beside it
+(``<name>.json``) records the classes, the preprocessing the model expects,
+the data source and its hash, the split, epochs, test accuracy and library
+versions. Loading always uses Keras safe mode and refuses a model whose
+preprocessing differs from the pipeline's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harstream.stream.activities import ACTIVITIES
+from harstream.stream.pipeline import preprocessing_params
+
+PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
+DEFAULT_MODEL = PRETRAINED_DIR / "default.keras"
+
+
+class ArtifactError(ValueError):
+    """A model artifact is missing, unreadable or does not fit the pipeline."""
+
+
+@dataclass
+class ModelArtifact:
+    """A loaded model with its metadata."""
+
+    model: Any  # keras.Model
+    metadata: dict
+    path: Path
+
+    @property
+    def model_id(self) -> str:
+        """Short, stable id: architecture name and the file's hash prefix."""
+        return f"{self.metadata.get('architecture', 'model')}@{self.metadata.get('sha256', '')[:8]}"
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.metadata["classes"])
+
+
+def metadata_path(model_path: Path) -> Path:
+    return Path(model_path).with_suffix(".json")
+
+
+def library_versions() -> dict[str, str]:
+    import keras
+    import numpy
+    import scipy
+    import tensorflow as tf
+
+    return {
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "numpy": numpy.__version__,
+        "scipy": scipy.__version__,
+    }
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def save_artifact(model: Any, metadata: dict, path: str | Path) -> Path:
+    """Write ``path`` (``.keras``) and its ``.json`` metadata; returns ``path``.
+
+    ``classes``, ``preprocessing`` and ``library_versions`` are filled in when
+    absent; ``sha256`` is the hash of the written ``.keras`` file.
+    """
+    path = Path(path)
+    if path.suffix != ".keras":
+        raise ArtifactError(f"{path}: a model artifact must end in .keras")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model.save(path)
+    meta = {
+        "classes": list(ACTIVITIES),
+        "preprocessing": preprocessing_params(),
+        "input": {"shape": [None, 128, 9], "dtype": "float32"},
+        "library_versions": library_versions(),
+        **metadata,
+        "sha256": file_sha256(path),
+    }
+    metadata_path(path).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def read_metadata(path: str | Path) -> dict:
+    """The metadata of a model artifact, checked against the pipeline."""
+    path = Path(path)
+    meta_file = metadata_path(path)
+    if not path.is_file():
+        raise ArtifactError(f"{path}: no such model file")
+    if not meta_file.is_file():
+        raise ArtifactError(f"{meta_file}: metadata missing; a model needs its .json beside it")
+    try:
+        meta = json.loads(meta_file.read_text())
+    except json.JSONDecodeError as exc:
+        raise ArtifactError(f"{meta_file}: not valid JSON ({exc})") from exc
+    check_compatible(meta, where=str(meta_file))
+    return meta
+
+
+def check_compatible(meta: dict, where: str = "metadata") -> None:
+    """Refuse metadata whose preprocessing or classes differ from the pipeline's."""
+    expected = preprocessing_params()
+    got = meta.get("preprocessing")
+    if got != expected:
+        diffs = sorted(
+            k for k in set(expected) | set(got or {}) if (got or {}).get(k) != expected.get(k)
+        )
+        raise ArtifactError(
+            f"{where}: model was trained for different preprocessing "
+            f"(differs in {', '.join(diffs) or 'everything'}); retrain it with this version"
+        )
+    if meta.get("classes") != list(ACTIVITIES):
+        raise ArtifactError(f"{where}: classes {meta.get('classes')} are not {list(ACTIVITIES)}")
+
+
+def load_artifact(path: str | Path | None = None) -> ModelArtifact:
+    """Load a model artifact (the shipped default when ``path`` is None).
+
+    Always in Keras safe mode: a file that needs arbitrary code is refused.
+    """
+    import keras
+
+    path = Path(path) if path is not None else DEFAULT_MODEL
+    meta = read_metadata(path)
+    if meta.get("sha256") and file_sha256(path) != meta["sha256"]:
+        raise ArtifactError(f"{path}: file hash does not match its metadata; the file was changed")
+    try:
+        model = keras.saving.load_model(path, safe_mode=True, compile=False)
+    except Exception as exc:  # keras raises many types for a bad file
+        raise ArtifactError(f"{path}: Keras could not load it in safe mode ({exc})") from exc
+    return ModelArtifact(model=model, metadata=meta, path=path)
