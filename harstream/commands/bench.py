@@ -23,6 +23,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True)
     for name, help_text in BENCHMARKS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
+        # Benchmark modules import only argparse at module level; the heavy
+        # imports happen inside run().
         _module(name).configure(p)
 
 
