@@ -428,7 +428,7 @@ CSV_OPTIONAL = (CSV_LABEL, CSV_SUBJECT)
 #: Steps within this fraction of 1/50 s count as evenly spaced 50 Hz.
 EVEN_TOLERANCE = 0.10
 #: A longer pause than this is refused rather than bridged by interpolation.
-MAX_GAP_S = 1.0
+MAX_GAP_S = 0.5  # as the live resampler (stream/resample.py) splits segments
 _USER_IN_NAME = re.compile(r"user(\d+)", re.IGNORECASE)
 
 
@@ -599,9 +599,9 @@ def resample_to_50hz(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Resample timestamped samples onto ``time[0] + k / 50``.
 
-    Channels are interpolated linearly; above 75 Hz the signal is first put
-    on an even grid at a multiple of 50 Hz and decimated with an anti-alias
-    filter (``scipy.signal.resample_poly``). Labels take the nearest sample's.
+    Channels are interpolated linearly by timestamp, as the live path
+    (``stream/resample.py``) does for phones, so a model trained on a
+    resampled CSV sees what it will see live. Labels take the nearest sample's.
 
     >>> t = np.array([0.0, 0.01, 0.025, 0.04])
     >>> x, y = resample_to_50hz(t, np.column_stack([t] * 6), np.array([1, 1, 2, 2]))
@@ -611,16 +611,7 @@ def resample_to_50hz(
     period = 1 / RATE_HZ
     n = int(math.floor((time[-1] - time[0]) / period + 1e-9)) + 1
     grid = time[0] + np.arange(n) * period
-    source_rate = 1 / float(np.median(np.diff(time)))
-    factor = int(round(source_rate / RATE_HZ))
-    if factor >= 2:
-        from scipy.signal import resample_poly
-
-        fine = time[0] + np.arange((n - 1) * factor + 1) * (period / factor)
-        even = np.column_stack([np.interp(fine, time, samples[:, c]) for c in range(samples.shape[1])])
-        out = resample_poly(even, 1, factor, axis=0, padtype="line")[:n]
-    else:
-        out = np.column_stack([np.interp(grid, time, samples[:, c]) for c in range(samples.shape[1])])
+    out = np.column_stack([np.interp(grid, time, samples[:, c]) for c in range(samples.shape[1])])
     right = np.clip(np.searchsorted(time, grid), 1, len(time) - 1)
     nearest = np.where(grid - time[right - 1] <= time[right] - grid, right - 1, right)
     return out.astype(np.float64), np.asarray(labels)[nearest].astype(np.int16)
