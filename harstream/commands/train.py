@@ -1,0 +1,143 @@
+"""``harstream train``: train a model on pipeline windows and save the artifact.
+
+Example: ``harstream train --model cnn_lstm`` (embedded data, the tutorial's
+epochs, saved under ``runs/``). The shipped model is only replaced when
+``--out models/pretrained/default.keras`` says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import shlex
+import sys
+from pathlib import Path
+
+SEED_MODELS = ("lstm", "cnn_lstm", "conv_lstm")
+
+
+def model_names() -> list[str]:
+    """Registered architectures (imports the registry, which is light: no TF)."""
+    from harstream.models.architectures import ARCHITECTURES
+
+    return sorted(ARCHITECTURES)
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """--data and --subjects, shared with ``harstream evaluate``."""
+    parser.add_argument(
+        "--data",
+        default=None,
+        metavar="SRC",
+        help="recording source: 'embedded' (default), a HAPT RawData folder, a CSV file or folder, "
+        "or a UCI HAR Dataset folder",
+    )
+    parser.add_argument(
+        "--subjects",
+        default=None,
+        metavar="LIST",
+        help="use only these subjects, e.g. '1,2,3,4' (quick runs); the split stays UCI's",
+    )
+    parser.add_argument(
+        "--test-subjects",
+        default=None,
+        metavar="LIST",
+        help="held-out subjects (default: UCI's 2,4,9,10,12,13,18,20,24)",
+    )
+
+
+def parse_subjects(text: str | None) -> list[int] | None:
+    """'1,2, 5-7' -> [1, 2, 5, 6, 7]; None stays None."""
+    if text is None:
+        return None
+    out: list[int] = []
+    for part in text.replace(" ", "").split(","):
+        if not part:
+            continue
+        try:
+            if "-" in part:
+                a, b = part.split("-", 1)
+                out.extend(range(int(a), int(b) + 1))
+            else:
+                out.append(int(part))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"subjects {text!r}: {part!r} is not a number or a range a-b")
+    return out
+
+
+def load_data(args: argparse.Namespace, progress: bool = True):
+    """TrainingData for the --data/--subjects/--test-subjects arguments."""
+    from harstream.models.training import load_training_data
+    from harstream.stream.recordings import UCI_TEST_SUBJECTS
+
+    test = parse_subjects(args.test_subjects) or list(UCI_TEST_SUBJECTS)
+    return load_training_data(args.data, test_subjects=test, subjects=parse_subjects(args.subjects), progress=progress)
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model",
+        default="lstm",
+        choices=model_names(),
+        help="architecture (default lstm; lstm, cnn_lstm, conv_lstm are the tutorial's)",
+    )
+    add_data_arguments(parser)
+    parser.add_argument("--epochs", type=int, default=None, help="default: the architecture's (15 or 25)")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        metavar="PATH.keras",
+        help="artifact path (default runs/<model>-<UTC time>.keras)",
+    )
+    parser.add_argument(
+        "--progress",
+        choices=("bar", "epoch", "none"),
+        default="bar" if sys.stdout.isatty() else "epoch",
+        help="Keras progress: a bar per epoch, one line per epoch, or none",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from harstream.models.architectures import DEFAULT_EPOCHS
+    from harstream.models.training import train_and_save
+    from harstream.stream.recordings import RecordingError
+
+    if args.epochs is not None and args.epochs < 1:
+        print(f"harstream train: --epochs must be >= 1, got {args.epochs}", file=sys.stderr)
+        return 2
+    out = args.out
+    if out is None:
+        stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        out = Path("runs") / f"{args.model}-{stamp}.keras"
+    if out.suffix != ".keras":
+        print(f"harstream train: --out {out}: the artifact must end in .keras", file=sys.stderr)
+        return 2
+    try:
+        data = load_data(args)
+    except (RecordingError, ValueError, argparse.ArgumentTypeError) as exc:
+        print(f"harstream train: {exc}", file=sys.stderr)
+        return 2
+    print(data.describe(), flush=True)
+    if len(data.train) == 0:
+        print("harstream train: no training windows (all chosen subjects are test subjects)", file=sys.stderr)
+        return 2
+    epochs = args.epochs or DEFAULT_EPOCHS[args.model]
+    print(f"training {args.model}: {epochs} epochs, batch {args.batch_size}, seed {args.seed}", flush=True)
+    result = train_and_save(
+        args.model,
+        data,
+        out,
+        epochs=epochs,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        verbose={"bar": 1, "epoch": 2, "none": 0}[args.progress],
+        command=shlex.join(["harstream", "train", *sys.argv[2:]]) if sys.argv[1:2] == ["train"] else None,
+    )
+    print(f"trained in {result.seconds:.0f} s")
+    if result.evaluation is not None:
+        print(f"held-out subjects: {result.evaluation.summary()} on {len(data.test):,} windows")
+    print(f"saved {result.path} (+ {result.path.with_suffix('.json').name})")
+    return 0
