@@ -1,0 +1,164 @@
+"""The live dashboard (run with ``harstream dashboard``).
+
+Streamlit script: one subscriber and one :class:`LiveState` per browser
+session, drained and redrawn by a fragment every ``REFRESH_S`` seconds.
+Everything shown comes from the worker's output bus; nothing here computes
+a prediction.
+
+Environment: ``HARSTREAM_OUTPUT`` (the bus to subscribe to, default
+``tcp://127.0.0.1:5556``), ``HARSTREAM_DASHBOARD_REFRESH`` (seconds, 1.0).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import streamlit as st
+
+from harstream.dashboard.charts import (
+    confusion_chart,
+    overview_html,
+    pretty,
+    probability_chart,
+    signal_chart,
+    timeline_chart,
+)
+from harstream.dashboard.feed import Subscriber
+from harstream.dashboard.state import ACTIVITIES, STALE_AFTER_S, LiveState
+from harstream.stream.bus import output_address
+
+REFRESH_S = float(os.environ.get("HARSTREAM_DASHBOARD_REFRESH", "1.0"))
+TIMELINE_S = 180.0  # stream seconds of history in the device timeline
+FORGET_EVERY_S = 30.0
+
+st.set_page_config(page_title="harstream · live", page_icon=":material/directions_run:", layout="wide")
+
+
+def session() -> tuple[Subscriber, LiveState]:
+    """This browser session's subscriber and state (created on first run)."""
+    if "hs_subscriber" not in st.session_state:
+        st.session_state.hs_subscriber = Subscriber(output_address())
+        st.session_state.hs_state = LiveState()
+        st.session_state.hs_forgot = time.monotonic()
+        st.session_state.hs_tick_ms = []
+    return st.session_state.hs_subscriber, st.session_state.hs_state
+
+
+def fmt(value: float | None, spec: str = ".0f", unit: str = "") -> str:
+    return "n/a" if value is None else f"{value:{spec}}{unit}"
+
+
+def show_health(state: LiveState, endpoint: str, now: float) -> None:
+    health = state.health(now)
+    if health.problem == "no_worker":
+        if health.stats_age_s is None:
+            st.error(
+                f"**No worker**: nothing heard on `{endpoint}` yet. Start one with "
+                "`harstream worker` (or everything with `harstream demo`).",
+                icon=":material/cloud_off:",
+            )
+        else:
+            st.error(
+                f"**No worker**: no stats message on `{endpoint}` for {health.stats_age_s:.0f} s. "
+                "The worker stopped or the bus is unreachable; the page shows the last state it saw.",
+                icon=":material/cloud_off:",
+            )
+    elif health.problem == "no_data":
+        waited = "yet" if health.data_age_s is None else f"for {health.data_age_s:.0f} s"
+        st.warning(
+            f"**No data**: the worker is up but no prediction {waited}: is any device streaming "
+            "(`harstream simulate`, a phone on `harstream gateway`)?",
+            icon=":material/sensors_off:",
+        )
+    cols = st.columns(6)
+    cols[0].metric("devices (worker)", fmt(health.devices))
+    cols[1].metric("windows / s", fmt(health.windows_per_s, ".1f"))
+    cols[2].metric("samples / s", fmt(health.samples_per_s, ",.0f"))
+    cols[3].metric("latency p50", fmt(health.latency_p50_ms, ".1f", " ms"))
+    cols[4].metric("latency p99", fmt(health.latency_p99_ms, ".1f", " ms"))
+    dropped = sum(health.drops.values()) + sum(health.rejects.values())
+    cols[5].metric("dropped", f"{dropped:,}")
+    if dropped:
+        parts = [f"{reason} {count:,}" for reason, count in sorted(health.drops.items())]
+        parts += [f"undecodable here: {reason} {count:,}" for reason, count in sorted(health.rejects.items())]
+        st.caption("Dropped by reason: " + " · ".join(parts))
+    workers = ", ".join(health.workers) if health.workers else "none"
+    st.caption(f"Subscribed to `{endpoint}` · workers: {workers}")
+
+
+def show_overview(state: LiveState, now: float) -> list[str]:
+    rows = state.overview(now)
+    st.subheader(f"Live devices ({len(rows)})")
+    if not rows:
+        st.info("No live device yet: predictions appear here as soon as the worker labels a window.")
+        return []
+    confusion = state.fleet_confusion()
+    total = int(confusion.sum())
+    if total:
+        st.caption(
+            f"Fleet accuracy against ground truth (smoothed, session so far): "
+            f"{confusion[:, : len(ACTIVITIES)].trace() / total:.1%} of {total:,} windows"
+        )
+    with st.container(height=min(420, 110 + 86 * ((len(rows) + 4) // 5)), border=False):
+        st.html(overview_html(rows, stale_after=STALE_AFTER_S))
+    return [r.device for r in rows]
+
+
+def show_device(state: LiveState, devices: list[str]) -> None:
+    if not devices:
+        return
+    st.subheader("Device")
+    current = st.session_state.get("hs_device")
+    if current not in devices:
+        current = devices[0]
+    device = st.selectbox("device", devices, index=devices.index(current), key="hs_device_select",
+                          label_visibility="collapsed")
+    st.session_state.hs_device = device
+    ds = state.devices[device]
+    p = ds.latest
+    left, right = st.columns([1, 2])
+    with left:
+        st.markdown(f"**{pretty(p.smoothed)}** (window {p.window}: raw {pretty(p.label)}, "
+                    f"{p.latency_ms:.1f} ms, model `{p.model}`)")
+        st.vega_lite_chart(spec=probability_chart(p.smoothed_probs or p.probs, p.probs), width="stretch")
+    with right:
+        accuracy = ds.rolling_accuracy()
+        label = "no ground truth" if accuracy is None else f"rolling accuracy {accuracy:.0%} (last 100 labelled windows)"
+        st.markdown(f"**Activity, last {TIMELINE_S / 60:.0f} min** · {label}")
+        st.vega_lite_chart(spec=timeline_chart(ds.timeline(TIMELINE_S), TIMELINE_S), width="stretch")
+    signal = ds.signal_frame()
+    acc_col, gyro_col = st.columns(2)
+    if len(signal["t"]):
+        acc_col.vega_lite_chart(spec=signal_chart(signal["t"], signal["acc"], "acceleration", "g"), width="stretch")
+        gyro_col.vega_lite_chart(spec=signal_chart(signal["t"], signal["gyro"], "gyroscope", "rad/s"),
+                                 width="stretch")
+    else:
+        acc_col.caption("No signal feed for this device yet.")
+    matrix = ds.confusion()
+    if matrix.sum():
+        st.markdown(f"**Confusion matrix of this session** ({int(matrix.sum()):,} labelled windows)")
+        st.vega_lite_chart(spec=confusion_chart(matrix), width="stretch")
+
+
+@st.fragment(run_every=REFRESH_S)
+def live() -> None:
+    subscriber, state = session()
+    started = time.perf_counter()
+    now = time.monotonic()
+    state.feed_all(subscriber.drain(), now)
+    if now - st.session_state.hs_forgot > FORGET_EVERY_S:
+        state.forget(now)
+        st.session_state.hs_forgot = now
+    show_health(state, subscriber.endpoint, now)
+    devices = show_overview(state, now)
+    show_device(state, devices)
+    ticks = st.session_state.hs_tick_ms
+    ticks.append(1000 * (time.perf_counter() - started))
+    del ticks[:-30]
+    st.caption(f"{state.messages:,} messages · page tick {ticks[-1]:.0f} ms (median of last {len(ticks)}: "
+               f"{sorted(ticks)[len(ticks) // 2]:.0f} ms) · refresh every {REFRESH_S:g} s")
+
+
+st.title("harstream · live activity recognition")
+live()

@@ -1,0 +1,406 @@
+"""What the dashboard knows: per-device buffers and fleet aggregates.
+
+Pure state, no sockets and no Streamlit: :meth:`LiveState.feed` takes the
+frames of one output-bus message (or :meth:`LiveState.ingest` an already
+decoded one) and everything the page shows is read back from here. Every
+buffer is bounded (per device and in the number of devices), so a dashboard
+left open for a day uses the same memory as after ten minutes.
+
+Times: ``now`` is the dashboard's own clock (``time.monotonic()``), used for
+"seconds since last seen"; prediction and signal times (``t_start``,
+``t_end``, ``t0``) are stream times and only compared with each other.
+
+>>> from harstream.stream.protocol import Prediction, encode_prediction
+>>> state = LiveState()
+>>> p = Prediction("phone-1", 0, 0.0, 2.54, "SITTING", [0, 0, 0, .9, .1, 0],
+...                "SITTING", [0, 0, 0, .8, .2, 0], "m", 3.0, truth="SITTING")
+>>> state.feed(encode_prediction(p), now=10.0)
+True
+>>> row = state.overview(now=12.0)[0]
+>>> row.device, row.activity, row.confidence, row.match, row.age_s
+('phone-1', 'SITTING', 0.8, True, 2.0)
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, deque
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+from sklearn.metrics import confusion_matrix
+
+from harstream.stream.activities import ACTIVITIES, TRANSITIONS, UNKNOWN
+from harstream.stream.protocol import Prediction, ProtocolError, Signal, check_device_id, decode_output
+
+# Predicted columns of the confusion matrix: the six classes, then "unknown"
+# for windows the worker's smoother would not commit to.
+PREDICTED = ACTIVITIES + (UNKNOWN,)
+TRANSITION = "TRANSITION"  # ground truth during a postural transition
+
+MAX_PREDICTIONS = 400  # per device: ~8.5 min at one window per 1.28 s
+SIGNAL_SECONDS = 10.0  # raw signal kept per device (stream seconds)
+MAX_SIGNAL_CHUNKS = 400  # hard bound on signal messages kept per device
+MAX_DEVICES = 2000  # beyond this the least recently seen device is forgotten
+LIVE_AFTER_S = 60.0  # a device not heard from for this long is no longer "live"
+FORGET_AFTER_S = 600.0  # ... and is dropped entirely after this long
+STALE_AFTER_S = 5.0  # no stats / no predictions for this long: show a banner
+ROLLING_WINDOWS = 100  # predictions in the rolling accuracy
+
+
+@dataclass
+class OverviewRow:
+    """One device in the overview."""
+
+    device: str
+    activity: str  # smoothed activity
+    confidence: float  # smoothed probability of that activity
+    age_s: float  # seconds since its last prediction arrived
+    truth: str | None  # ground truth (replays), TRANSITION during transitions
+    match: bool | None  # activity == truth; None without a comparable truth
+    accuracy: float | None  # rolling accuracy against the truth
+    windows: int  # predictions received this session
+
+
+@dataclass
+class Health:
+    """Fleet health from the worker's stats messages and our own counters."""
+
+    workers: list[str]
+    devices: int | None
+    samples_per_s: float | None
+    windows_per_s: float | None
+    latency_p50_ms: float | None
+    latency_p99_ms: float | None
+    drops: dict[str, int]  # worker drops by reason, summed over workers
+    rejects: dict[str, int]  # messages this dashboard could not decode, by reason
+    stats_age_s: float | None  # since the last stats message (None: never)
+    data_age_s: float | None  # since the last prediction (None: never)
+    problem: str | None  # "no_worker", "no_data" or None when all is well
+
+
+def truth_category(truth: str | None) -> str | None:
+    """The truth as the dashboard compares it: an activity, TRANSITION,
+    UNKNOWN, or None when the source knows no truth.
+
+    >>> truth_category("SIT_TO_STAND"), truth_category("LAYING"), truth_category(None)
+    ('TRANSITION', 'LAYING', None)
+    """
+    if truth is None:
+        return None
+    if truth in ACTIVITIES:
+        return truth
+    if truth in TRANSITIONS:
+        return TRANSITION
+    return UNKNOWN
+
+
+class DeviceState:
+    """Bounded history of one device's predictions and raw signal."""
+
+    def __init__(self, device: str):
+        self.device = device
+        self.predictions: deque[Prediction] = deque(maxlen=MAX_PREDICTIONS)
+        self.signal: deque[tuple[float, float, np.ndarray, np.ndarray]] = deque(maxlen=MAX_SIGNAL_CHUNKS)
+        self.last_seen = -math.inf  # dashboard clock, any message
+        self.last_prediction = -math.inf  # dashboard clock
+        self.windows = 0
+        # Session confusion matrix: pairs wait in _pending and are folded in
+        # by scikit-learn when the matrix is read, so ingesting stays O(1).
+        self._confusion = np.zeros((len(ACTIVITIES), len(PREDICTED)), dtype=np.int64)
+        self._pending_truth: list[str] = []
+        self._pending_pred: list[str] = []
+
+    @property
+    def latest(self) -> Prediction | None:
+        return self.predictions[-1] if self.predictions else None
+
+    def add_prediction(self, p: Prediction, now: float) -> None:
+        self.predictions.append(p)
+        self.last_seen = self.last_prediction = now
+        self.windows += 1
+        if p.truth in ACTIVITIES:
+            self._pending_truth.append(p.truth)
+            self._pending_pred.append(p.smoothed if p.smoothed in ACTIVITIES else UNKNOWN)
+
+    def add_signal(self, s: Signal, now: float) -> None:
+        if not (_is_number(s.t0) and _is_number(s.rate) and s.rate > 0):
+            raise ValueError(f"signal t0 {s.t0!r} and rate {s.rate!r} must be numbers, rate > 0")
+        acc = np.asarray(s.acc, dtype=np.float32).reshape(-1, 3)
+        gyro = np.asarray(s.gyro, dtype=np.float32).reshape(-1, 3)
+        self.signal.append((float(s.t0), float(s.rate), acc, gyro))
+        self.last_seen = now
+        newest = s.t0 + len(acc) / s.rate
+        while self.signal and self.signal[0][0] + len(self.signal[0][2]) / self.signal[0][1] < newest - SIGNAL_SECONDS:
+            self.signal.popleft()
+
+    def confusion(self) -> np.ndarray:
+        """Session confusion matrix: rows ACTIVITIES (truth), columns PREDICTED."""
+        if self._pending_truth:
+            self._confusion += confusion_matrix(self._pending_truth, self._pending_pred, labels=list(PREDICTED))[
+                : len(ACTIVITIES)
+            ]
+            self._pending_truth.clear()
+            self._pending_pred.clear()
+        return self._confusion.copy()
+
+    def rolling_accuracy(self, n: int = ROLLING_WINDOWS) -> float | None:
+        """Share of the last ``n`` predictions with an activity as truth that match it."""
+        hits = total = 0
+        for p in reversed(self.predictions):
+            if p.truth in ACTIVITIES:
+                total += 1
+                hits += p.smoothed == p.truth
+                if total == n:
+                    break
+        return hits / total if total else None
+
+    def timeline(self, seconds: float) -> list[dict]:
+        """Bands of the last ``seconds`` of stream time, newest last.
+
+        Windows overlap by half, so each prediction owns the second half of
+        its window: bands ``[t_end - hop, t_end]`` tile the time line.
+        ``start``/``end`` are seconds relative to the newest window's end.
+        """
+        if not self.predictions:
+            return []
+        newest = self.predictions[-1].t_end
+        bands = []
+        for p in reversed(self.predictions):
+            if p.t_end < newest - seconds:
+                break
+            hop = max((p.t_end - p.t_start) / 2.0, 0.0)
+            bands.append(
+                {
+                    "start": p.t_end - hop - newest,
+                    "end": p.t_end - newest,
+                    "predicted": p.smoothed,
+                    "confidence": max(p.smoothed_probs, default=0.0),
+                    "truth": truth_category(p.truth),
+                }
+            )
+        bands.reverse()
+        return bands
+
+    def signal_frame(self, seconds: float = SIGNAL_SECONDS) -> dict[str, np.ndarray]:
+        """The last ``seconds`` of raw signal: ``t`` (relative to the newest
+        sample, <= 0), ``acc`` (m, 3) in g, ``gyro`` (m, 3) in rad/s."""
+        if not self.signal:
+            return {"t": np.zeros(0), "acc": np.zeros((0, 3)), "gyro": np.zeros((0, 3))}
+        t = np.concatenate([t0 + np.arange(len(acc)) / rate for t0, rate, acc, _ in self.signal])
+        acc = np.concatenate([c[2] for c in self.signal])
+        gyro = np.concatenate([c[3] for c in self.signal])
+        order = np.argsort(t, kind="stable")  # chunks may arrive out of order
+        t, acc, gyro = t[order], acc[order], gyro[order]
+        keep = t >= t[-1] - seconds
+        return {"t": t[keep] - t[-1], "acc": acc[keep], "gyro": gyro[keep]}
+
+
+class LiveState:
+    """Everything the dashboard has heard on the output bus."""
+
+    def __init__(self) -> None:
+        self.devices: dict[str, DeviceState] = {}
+        self.stats: dict[str, tuple[float, dict]] = {}  # worker -> (received, stats)
+        self.rejects: Counter[str] = Counter()
+        self.messages = 0
+        self.first_seen: float | None = None
+        self.last_prediction = -math.inf
+        self.last_stats = -math.inf
+
+    # ---------------------------------------------------------------- input
+
+    def feed(self, frames: Sequence[bytes], now: float) -> bool:
+        """Decode and ingest one message; count and skip it if malformed."""
+        try:
+            message = decode_output(frames)
+        except ProtocolError as exc:
+            self.rejects[exc.reason] += 1
+            return False
+        except (ValueError, TypeError):  # valid JSON, wrong field types
+            self.rejects["header"] += 1
+            return False
+        try:
+            self.ingest(message, now)
+        except ProtocolError as exc:
+            self.rejects[exc.reason] += 1
+            return False
+        except (ValueError, TypeError, AttributeError):
+            self.rejects["header"] += 1
+            return False
+        return True
+
+    def feed_all(self, messages: Iterable[Sequence[bytes]], now: float) -> int:
+        """Feed many messages; returns how many were accepted."""
+        return sum(self.feed(frames, now) for frames in messages)
+
+    def ingest(self, message: Prediction | Signal | dict, now: float) -> None:
+        """Take one decoded output-bus message."""
+        self.messages += 1
+        if self.first_seen is None:
+            self.first_seen = now
+        if isinstance(message, Prediction):
+            _check_prediction(message)
+            self._device(message.device, now).add_prediction(message, now)
+            self.last_prediction = now
+        elif isinstance(message, Signal):
+            check_device_id(message.device)
+            self._device(message.device, now).add_signal(message, now)
+        elif isinstance(message, dict):
+            worker = str(message.get("worker", "")) or "worker"
+            self.stats[worker] = (now, message)
+            self.last_stats = now
+        else:
+            raise TypeError(f"not an output-bus message: {type(message).__name__}")
+
+    def _device(self, device: str, now: float) -> DeviceState:
+        state = self.devices.get(device)
+        if state is None:
+            if len(self.devices) >= MAX_DEVICES:
+                self.forget(now, keep=MAX_DEVICES - 1)
+            state = self.devices[device] = DeviceState(device)
+        return state
+
+    def forget(self, now: float, keep: int = MAX_DEVICES) -> None:
+        """Drop devices silent for FORGET_AFTER_S, then the least recently
+        seen beyond ``keep``."""
+        for name in [d for d, s in self.devices.items() if now - s.last_seen > FORGET_AFTER_S]:
+            del self.devices[name]
+        if len(self.devices) > keep:
+            by_age = sorted(self.devices.values(), key=lambda s: s.last_seen)
+            for s in by_age[: len(self.devices) - keep]:
+                del self.devices[s.device]
+
+    # --------------------------------------------------------------- output
+
+    def live_devices(self, now: float) -> list[str]:
+        """Devices with a prediction in the last LIVE_AFTER_S, sorted by name."""
+        return sorted(d for d, s in self.devices.items() if now - s.last_prediction <= LIVE_AFTER_S)
+
+    def overview(self, now: float) -> list[OverviewRow]:
+        """One row per live device, sorted by device id."""
+        rows = []
+        for name in self.live_devices(now):
+            s = self.devices[name]
+            p = s.latest
+            probs = p.smoothed_probs or p.probs
+            if p.smoothed in ACTIVITIES and len(probs) == len(ACTIVITIES):
+                confidence = float(probs[ACTIVITIES.index(p.smoothed)])
+            else:
+                confidence = float(max(probs, default=0.0))
+            truth = truth_category(p.truth)
+            rows.append(
+                OverviewRow(
+                    device=name,
+                    activity=p.smoothed,
+                    confidence=confidence,
+                    age_s=max(now - s.last_prediction, 0.0),
+                    truth=truth,
+                    match=(p.smoothed == truth) if truth in ACTIVITIES else None,
+                    accuracy=s.rolling_accuracy(),
+                    windows=s.windows,
+                )
+            )
+        return rows
+
+    def fleet_confusion(self) -> np.ndarray:
+        """Sum of every device's session confusion matrix."""
+        total = np.zeros((len(ACTIVITIES), len(PREDICTED)), dtype=np.int64)
+        for s in self.devices.values():
+            total += s.confusion()
+        return total
+
+    def health(self, now: float, stale_after: float = STALE_AFTER_S) -> Health:
+        """Fleet health; ``problem`` says what the banner should say."""
+        fresh = [stats for received, stats in self.stats.values() if now - received <= 3 * stale_after]
+        drops: Counter[str] = Counter()
+        for stats in fresh:
+            for reason, count in _drops(stats).items():
+                drops[reason] += count
+        stats_age = now - self.last_stats if self.stats else None
+        data_age = now - self.last_prediction if self.last_prediction > -math.inf else None
+        if stats_age is None or stats_age > stale_after:
+            problem = "no_worker"
+        elif data_age is None or data_age > stale_after:
+            problem = "no_data"
+        else:
+            problem = None
+        return Health(
+            workers=sorted(w for w, (received, _) in self.stats.items() if now - received <= 3 * stale_after),
+            devices=_sum(fresh, "devices"),
+            samples_per_s=_sum(fresh, "samples_per_s"),
+            windows_per_s=_sum(fresh, "windows_per_s"),
+            latency_p50_ms=_max(fresh, "latency_p50_ms"),
+            latency_p99_ms=_max(fresh, "latency_p99_ms"),
+            drops=dict(drops),
+            rejects=dict(self.rejects),
+            stats_age_s=stats_age,
+            data_age_s=data_age,
+            problem=problem,
+        )
+
+
+# -------------------------------------------------------------- stats keys
+
+# The worker's stats keys, with the spellings we also accept, so a renamed
+# key degrades to "n/a" on the page rather than an exception.
+_STATS_KEYS: dict[str, tuple[str, ...]] = {
+    "devices": ("devices", "n_devices", "active_devices"),
+    "samples_per_s": ("samples_per_s", "samples_s", "samples_per_sec", "sample_rate"),
+    "windows_per_s": ("windows_per_s", "windows_s", "windows_per_sec", "window_rate"),
+    "latency_p50_ms": ("latency_p50_ms", "p50_ms", "latency_ms_p50"),
+    "latency_p99_ms": ("latency_p99_ms", "p99_ms", "latency_ms_p99"),
+}
+
+
+def stats_value(stats: dict, name: str) -> float | None:
+    """A number from a stats message by its dashboard name, or None.
+
+    Looks at the top level and one level down (e.g. ``{"latency_ms":
+    {"p50": ...}}``)."""
+    for key in _STATS_KEYS.get(name, (name,)):
+        value = stats.get(key)
+        if _is_number(value):
+            return float(value)
+    if name.startswith("latency_") and isinstance(stats.get("latency_ms"), dict):
+        value = stats["latency_ms"].get(name.split("_")[1])
+        if _is_number(value):
+            return float(value)
+    if isinstance(value := stats.get(name), (list, dict)) and name == "devices":
+        return float(len(value))
+    return None
+
+
+def _drops(stats: dict) -> dict[str, int]:
+    for key in ("drops", "dropped", "rejects", "rejected"):
+        value = stats.get(key)
+        if isinstance(value, dict):
+            return {str(k): int(v) for k, v in value.items() if _is_number(v)}
+    return {}
+
+
+def _sum(stats: list[dict], name: str) -> float | None:
+    values = [v for s in stats if (v := stats_value(s, name)) is not None]
+    return float(sum(values)) if values else None
+
+
+def _max(stats: list[dict], name: str) -> float | None:
+    values = [v for s in stats if (v := stats_value(s, name)) is not None]
+    return max(values) if values else None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_prediction(p: Prediction) -> None:
+    """Reject predictions the page could not draw (wrong types, wrong sizes)."""
+    check_device_id(p.device)
+    if not isinstance(p.smoothed, str) or not isinstance(p.label, str):
+        raise ValueError("label and smoothed must be strings")
+    for probs in (p.probs, p.smoothed_probs):
+        if not isinstance(probs, list) or not all(_is_number(v) for v in probs):
+            raise ValueError("probs must be lists of numbers")
+    if not (_is_number(p.t_start) and _is_number(p.t_end)):
+        raise ValueError("t_start and t_end must be numbers")
