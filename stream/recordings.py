@@ -442,7 +442,7 @@ def _parse_csv_labels(values: list[str], lines: np.ndarray, where: str) -> np.nd
     names = _label_names()
     unique, inverse = np.unique(np.array(values, dtype=str), return_inverse=True)
     codes = np.empty(len(unique), dtype=np.int16)
-    for i, text in enumerate(unique):
+    for i, text in enumerate(unique.tolist()):
         key = text.strip().lower()
         if key in names:
             codes[i] = names[key]
@@ -471,7 +471,7 @@ def _csv_subject(path: Path, values: list[str] | None, lines: np.ndarray) -> int
         order = np.argsort(first)
         raise RecordingError(
             f"{where} line {int(lines[first[order[1]]])}, column {CSV_SUBJECT}: subject "
-            f"{unique[order[1]]!r} differs from {unique[order[0]]!r} above; one file is one subject's session"
+            f"{str(unique[order[1]])!r} differs from {str(unique[order[0]])!r} above; one file is one subject's session"
         )
     try:
         subject = int(unique[0])
@@ -479,7 +479,7 @@ def _csv_subject(path: Path, values: list[str] | None, lines: np.ndarray) -> int
             raise ValueError
     except ValueError:
         raise RecordingError(
-            f"{where} line {int(lines[first[0]])}, column {CSV_SUBJECT}: {unique[0][:40]!r} is not a subject number (0 or more)"
+            f"{where} line {int(lines[first[0]])}, column {CSV_SUBJECT}: {str(unique[0])[:40]!r} is not a subject number (0 or more)"
         ) from None
     return subject
 
