@@ -10,7 +10,8 @@ Times: ``now`` is the dashboard's own clock (``time.monotonic()``), used for
 "seconds since last seen"; prediction and signal times (``t_start``,
 ``t_end``, ``t0``) are stream times and only compared with each other.
 
->>> from harstream.stream.protocol import Prediction, encode_prediction
+>>> from harstream.stream.pipeline import STEP, WINDOW
+from harstream.stream.protocol import Prediction, encode_prediction
 >>> state = LiveState()
 >>> p = Prediction("phone-1", 0, 0.0, 2.54, "SITTING", [0, 0, 0, .9, .1, 0],
 ...                "SITTING", [0, 0, 0, .8, .2, 0], "m", 3.0, truth="SITTING")
@@ -32,6 +33,7 @@ import numpy as np
 from sklearn.metrics import confusion_matrix
 
 from harstream.stream.activities import ACTIVITIES, TRANSITIONS, UNKNOWN
+from harstream.stream.pipeline import STEP, WINDOW
 from harstream.stream.protocol import Prediction, ProtocolError, Signal, check_device_id, decode_output
 
 # Predicted columns of the confusion matrix: the six classes, then "unknown"
@@ -159,8 +161,10 @@ class DeviceState:
     def timeline(self, seconds: float) -> list[dict]:
         """Bands of the last ``seconds`` of stream time, newest last.
 
-        Windows overlap by half, so each prediction owns the second half of
-        its window: bands ``[t_end - hop, t_end]`` tile the time line.
+        Windows overlap by half, so each prediction owns the last hop (STEP
+        samples) of its window: bands ``[t_end - hop, t_end]`` tile the time
+        line (``t_start``/``t_end`` are the first/last sample, WINDOW - 1
+        sample periods apart).
         ``start``/``end`` are seconds relative to the newest window's end.
         """
         if not self.predictions:
@@ -170,7 +174,7 @@ class DeviceState:
         for p in reversed(self.predictions):
             if p.t_end < newest - seconds:
                 break
-            hop = max((p.t_end - p.t_start) / 2.0, 0.0)
+            hop = max((p.t_end - p.t_start) * STEP / (WINDOW - 1), 0.0)
             bands.append(
                 {
                     "start": p.t_end - hop - newest,

@@ -1,0 +1,213 @@
+"""The dashboard's state layer: pure, fed the frames of output-bus messages."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import confusion_matrix
+
+from harstream.dashboard import state as state_module
+from harstream.dashboard.charts import (
+    confusion_chart,
+    overview_html,
+    probability_chart,
+    signal_chart,
+    timeline_chart,
+)
+from harstream.dashboard.state import PREDICTED, TRANSITION, LiveState
+from harstream.stream.activities import ACTIVITIES, UNKNOWN
+from harstream.stream.protocol import (
+    Prediction,
+    Signal,
+    encode_prediction,
+    encode_signal,
+    encode_stats,
+)
+
+
+def prediction(device: str, window: int, smoothed: str, truth: str | None = None, t_end: float | None = None):
+    probs = [0.02] * 6
+    if smoothed in ACTIVITIES:
+        probs[ACTIVITIES.index(smoothed)] = 0.9
+    t_end = window * 1.28 + 2.54 if t_end is None else t_end
+    return encode_prediction(
+        Prediction(device, window, t_end - 2.54, t_end, smoothed, probs, smoothed, probs, "m", 2.0, truth, "w0")
+    )
+
+
+def signal(device: str, t0: float, n: int = 10, rate: float = 10.0):
+    acc = [[float(t0 + i), 0.0, 1.0] for i in range(n)]
+    return encode_signal(Signal(device, t0, rate, acc, [[0.0, 0.0, 0.5]] * n))
+
+
+def test_overview_shows_latest_smoothed_activity_confidence_age_and_match():
+    live = LiveState()
+    live.feed(prediction("a", 0, "WALKING", truth="WALKING"), now=1.0)
+    live.feed(prediction("a", 1, "SITTING", truth="STANDING"), now=2.0)
+    live.feed(prediction("b", 0, "LAYING"), now=3.0)
+    rows = {r.device: r for r in live.overview(now=4.5)}
+    assert rows["a"].activity == "SITTING"
+    assert rows["a"].confidence == pytest.approx(0.9)
+    assert rows["a"].age_s == pytest.approx(2.5)
+    assert rows["a"].match is False and rows["a"].truth == "STANDING"
+    assert rows["a"].accuracy == pytest.approx(0.5)
+    assert rows["b"].match is None and rows["b"].truth is None
+
+
+def test_transition_truth_is_shown_but_not_scored():
+    live = LiveState()
+    live.feed(prediction("a", 0, "STANDING", truth="STAND_TO_SIT"), now=0.0)
+    (row,) = live.overview(now=0.0)
+    assert row.truth == TRANSITION and row.match is None and row.accuracy is None
+    assert live.devices["a"].confusion().sum() == 0
+
+
+def test_session_confusion_matrix_equals_sklearn_on_all_pairs():
+    rng = np.random.default_rng(0)
+    truths = rng.choice(ACTIVITIES, 500)
+    preds = [t if rng.random() < 0.7 else rng.choice(PREDICTED) for t in truths]
+    live = LiveState()
+    for i, (t, p) in enumerate(zip(truths, preds)):
+        live.feed(prediction("a", i, str(p), truth=str(t)), now=float(i))
+        if i == 123:  # reading mid-way must not lose or double-count pairs
+            live.devices["a"].confusion()
+    expected = confusion_matrix(truths, preds, labels=list(PREDICTED))[: len(ACTIVITIES)]
+    np.testing.assert_array_equal(live.devices["a"].confusion(), expected)
+    np.testing.assert_array_equal(live.fleet_confusion(), expected)
+
+
+def test_per_device_history_is_bounded_but_the_confusion_matrix_counts_the_whole_session():
+    live = LiveState()
+    n = state_module.MAX_PREDICTIONS + 250
+    for i in range(n):
+        live.feed(prediction("a", i, "WALKING", truth="WALKING"), now=float(i))
+        live.feed(signal("a", t0=float(i)), now=float(i))
+    device = live.devices["a"]
+    assert len(device.predictions) == state_module.MAX_PREDICTIONS
+    assert device.confusion().sum() == n
+    assert device.windows == n
+    # ten seconds of signal at 10 Hz, not the whole session
+    frame = device.signal_frame()
+    assert frame["t"][0] >= -state_module.SIGNAL_SECONDS and frame["t"][-1] == 0
+    assert len(device.signal) <= 12
+
+
+def test_timeline_bands_tile_the_last_seconds_with_truth_underneath():
+    live = LiveState()
+    for i in range(300):
+        live.feed(prediction("a", i, "WALKING" if i < 250 else "SITTING", truth="WALKING"), now=float(i))
+    bands = live.devices["a"].timeline(60.0)
+    assert bands[-1]["end"] == 0.0 and bands[-1]["predicted"] == "SITTING"
+    assert bands[0]["end"] >= -60.0
+    for before, after in zip(bands, bands[1:]):
+        assert after["start"] == pytest.approx(before["end"])
+    assert {b["truth"] for b in bands} == {"WALKING"}
+
+
+def test_signal_frame_is_time_ordered_even_when_chunks_arrive_out_of_order():
+    live = LiveState()
+    for t0 in (2.0, 0.0, 1.0):
+        live.feed(signal("a", t0, n=10), now=0.0)
+    frame = live.devices["a"].signal_frame()
+    assert np.all(np.diff(frame["t"]) > 0)
+    assert frame["acc"].shape == frame["gyro"].shape == (30, 3)
+
+
+def test_health_banner_says_no_worker_then_no_data_then_nothing():
+    live = LiveState()
+    assert live.health(now=0.0).problem == "no_worker"
+    live.feed(encode_stats("w0", {"devices": 0, "windows_per_s": 0.0}), now=1.0)
+    assert live.health(now=2.0).problem == "no_data"
+    live.feed(prediction("a", 0, "WALKING"), now=2.0)
+    assert live.health(now=3.0).problem is None
+    # a worker that stops is noticed a few seconds later, not never
+    assert live.health(now=1.0 + state_module.STALE_AFTER_S + 1).problem == "no_worker"
+
+
+def test_health_sums_workers_and_tolerates_missing_or_odd_stats_keys():
+    live = LiveState()
+    live.feed(encode_stats("w0", {"devices": 3, "windows_per_s": 2.5, "latency_p50_ms": 4.0,
+                                  "latency_p99_ms": 20.0, "drops": {"gap": 2, "non_finite": 1}}), now=0.0)
+    live.feed(encode_stats("w1", {"devices": ["x", "y"], "latency_ms": {"p50": 6.0, "p99": 9.0},
+                                  "drops": {"gap": 5}}), now=0.0)
+    live.feed(encode_stats("w2", {"unexpected": "shape"}), now=0.0)
+    h = live.health(now=0.5)
+    assert h.workers == ["w0", "w1", "w2"]
+    assert h.devices == 5 and h.windows_per_s == 2.5 and h.samples_per_s is None
+    assert h.latency_p50_ms == 6.0 and h.latency_p99_ms == 20.0
+    assert h.drops == {"gap": 7, "non_finite": 1}
+
+
+@pytest.mark.parametrize(
+    "frames, reason",
+    [
+        ([b"p/a/", b"not json"], "header"),
+        ([b"p/a/"], "frame_count"),
+        ([b"x/a/", b"{}"], "topic"),
+        ([b"p/a/", b'{"v": 2}'], "version"),
+        ([b"p/a/", b'{"v": 1, "device": "a"}'], "header"),
+        (prediction("bad device!", 0, "WALKING"), "device"),
+        ([b"g/a/", b'{"v":1,"device":"a","t0":0,"rate":0,"acc":[[0,0,0]],"gyro":[[0,0,0]]}'], "header"),
+        ([b"g/a/", b'{"v":1,"device":"a","t0":0,"rate":10,"acc":[[0,0]],"gyro":[[0,0,0]]}'], "header"),
+    ],
+)
+def test_malformed_messages_are_counted_by_reason_and_do_not_change_the_page(frames, reason):
+    live = LiveState()
+    live.feed(prediction("good", 0, "WALKING"), now=0.0)
+    assert live.feed(frames, now=0.0) is False
+    assert live.rejects == {reason: 1}
+    assert [r.device for r in live.overview(now=0.0)] == ["good"]
+    assert live.health(now=0.0).rejects == {reason: 1}
+
+
+def test_device_count_is_bounded_and_silent_devices_leave_the_overview(monkeypatch):
+    monkeypatch.setattr(state_module, "MAX_DEVICES", 50)
+    live = LiveState()
+    for i in range(80):
+        live.feed(prediction(f"d{i:02d}", 0, "WALKING"), now=float(i))
+    assert len(live.devices) == 50
+    assert min(live.devices) == "d30"  # the least recently seen went first
+    late = 79 + state_module.LIVE_AFTER_S + 1
+    live.feed(prediction("d79", 1, "SITTING"), now=late)
+    assert [r.device for r in live.overview(now=late)] == ["d79"]
+    live.forget(now=late + state_module.FORGET_AFTER_S)
+    assert list(live.devices) == ["d79"]
+
+
+def test_two_hundred_devices_feed_and_aggregate():
+    """200 live devices with a few minutes of history each: the page's
+    aggregates cover every device and stay consistent."""
+    live = LiveState()
+    n_devices, n_windows = 200, 150
+    messages = []
+    for w in range(n_windows):
+        for d in range(n_devices):
+            activity = ACTIVITIES[(w // 30 + d) % 6]
+            truth = activity if (w + d) % 10 else ACTIVITIES[(w // 30 + d + 1) % 6]
+            messages.append(prediction(f"phone-{d:03d}", w, activity, truth=truth))
+            messages.append(signal(f"phone-{d:03d}", t0=w * 1.28, n=13))
+    assert live.feed_all(messages, now=100.0) == len(messages)
+    rows = live.overview(now=101.0)
+    assert len(rows) == n_devices
+    assert all(r.accuracy == pytest.approx(0.9) for r in rows)
+    assert live.fleet_confusion().sum() == n_devices * n_windows
+    assert np.trace(live.fleet_confusion()) == n_devices * n_windows * 9 // 10
+    html = overview_html(rows)
+    assert html.count('class="hs-card') == n_devices
+    device = live.devices["phone-123"]
+    for spec in (
+        probability_chart(device.latest.smoothed_probs, device.latest.probs),
+        timeline_chart(device.timeline(180.0), 180.0),
+        signal_chart(device.signal_frame()["t"], device.signal_frame()["acc"], "acc", "g"),
+        confusion_chart(device.confusion()),
+    ):
+        assert spec["data"]["values"]
+
+
+def test_overview_cards_escape_device_ids_and_mark_the_activity():
+    live = LiveState()
+    live.feed(prediction("a<b", 0, "WALKING"), now=0.0)  # refused: not a device id
+    live.feed(prediction("a.b", 0, UNKNOWN), now=0.0)
+    html = overview_html(live.overview(now=0.0))
+    assert "a<b" not in html
+    assert 'data-device="a.b" data-activity="unknown"' in html
