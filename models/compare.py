@@ -14,6 +14,7 @@ models, confusion-matrix PNGs and the live-accuracy figures.
 from __future__ import annotations
 
 import argparse
+import sys
 import json
 import time
 from pathlib import Path
@@ -253,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         "runs": runs,
         "parameters": runs[0]["parameters"],
         "validation_accuracy": max(val) if val else None,
-        "command": "python -m harstream.models.compare " + " ".join(argv or []),
+        "command": "python -m harstream.models.compare " + " ".join(sys.argv[1:] if argv is None else argv),
     }
     results[recipe.label] = {**results.get(recipe.label, {}), **entry}
     save_results(results)

@@ -1,0 +1,289 @@
+"""Live (streaming) accuracy: what a user watching the display would see.
+
+Every held-out session is replayed through the live path as fast as possible:
+1-second chunks into :class:`~harstream.stream.pipeline.DevicePipeline`, the
+windows through the worker's runtime (:func:`harstream.models.runtime.load_runtime`)
+and the probabilities through :class:`~harstream.stream.smoothing.Smoother`.
+Window ``j`` completes when stream sample ``64*j+127`` arrives; from then until
+the next window completes, the display shows its label. Scored per sample:
+
+- accuracy over samples labelled with an activity (1-6): the label shown at
+  that moment vs the true one (nothing shown yet or ``unknown`` count as wrong),
+  with and without smoothing;
+- display delay: for every activity segment, the time from its first sample
+  until the display first shows that activity (median, p90; segments never
+  shown are counted apart);
+- what the display shows during postural transitions (HAPT labels 7-12).
+
+    python -m harstream.models.live_accuracy [--model PATH] [--runtime auto]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from harstream.stream.activities import ACTIVITIES, UNKNOWN
+from harstream.stream.pipeline import STEP, WINDOW, DevicePipeline
+from harstream.stream.recordings import UCI_TEST_SUBJECTS, Recording
+
+RATE = 50
+NOTHING = -1  # no window yet, or ``unknown``: the display shows no activity
+CHUNK = 50  # one second of samples per push, as a phone batches them
+
+
+@dataclass
+class SessionReplay:
+    """Per-sample truth and what the display showed (class 0-5 or NOTHING)."""
+
+    name: str
+    labels: np.ndarray
+    raw: np.ndarray
+    smoothed: np.ndarray
+
+
+def display_timeline(n_samples: int, window_classes: Sequence[int]) -> np.ndarray:
+    """Per-sample shown class: window ``j``'s class from sample ``64*j+127``
+    (when it completes) until the next window completes.
+
+    >>> display_timeline(260, [3, 4]).tolist()[126:130], display_timeline(260, [3, 4])[-1]
+    ([-1, 3, 3, 3], np.int64(4))
+    """
+    shown = np.full(n_samples, NOTHING, dtype=np.int64)
+    for j, c in enumerate(window_classes):
+        start = STEP * j + WINDOW - 1
+        shown[start : start + STEP if j + 1 < len(window_classes) else n_samples] = c
+    return shown
+
+
+def session_windows(samples: np.ndarray, chunk: int = CHUNK) -> np.ndarray:
+    """The session pushed chunk by chunk through a fresh DevicePipeline."""
+    pipe = DevicePipeline()
+    parts = [pipe.push(samples[i : i + chunk]) for i in range(0, len(samples), chunk)]
+    return np.concatenate(parts) if parts else np.empty((0, WINDOW, 9), np.float32)
+
+
+def replay_session(
+    rec: Recording,
+    predict: Callable[[np.ndarray], np.ndarray],
+    smoother_factory: Callable[[], object],
+    chunk: int = CHUNK,
+) -> SessionReplay:
+    """Replay one recording through pipeline → ``predict`` → smoother."""
+    x = session_windows(rec.samples, chunk)
+    probs = predict(x) if len(x) else np.empty((0, len(ACTIVITIES)))
+    raw = np.argmax(probs, axis=1) if len(probs) else np.empty(0, np.int64)
+    smoother = smoother_factory()
+    index = {name: i for i, name in enumerate(ACTIVITIES)}
+    smoothed = []
+    for p in probs:  # one window at a time, in stream order, as the worker does
+        label, _ = smoother.update(p)
+        smoothed.append(index.get(label, NOTHING) if label != UNKNOWN else NOTHING)
+    n = len(rec.samples)
+    return SessionReplay(rec.name, np.asarray(rec.labels), display_timeline(n, raw), display_timeline(n, smoothed))
+
+
+def sample_accuracy(labels: np.ndarray, shown: np.ndarray) -> tuple[int, int]:
+    """(correct, total) over samples labelled with an activity (1-6)."""
+    mask = (labels >= 1) & (labels <= 6)
+    return int(np.sum(shown[mask] == labels[mask] - 1)), int(mask.sum())
+
+
+def display_delays(labels: np.ndarray, shown: np.ndarray) -> tuple[list[float], int]:
+    """Seconds from each activity segment's first sample until the display
+    first shows that activity; and the number of segments never shown.
+
+    >>> labels = np.array([-1] * 10 + [1] * 100)
+    >>> shown = np.array([-1] * 60 + [0] * 50)
+    >>> display_delays(labels, shown)
+    ([1.0], 0)
+    """
+    change = np.flatnonzero(np.diff(labels)) + 1
+    starts = np.concatenate([[0], change])
+    ends = np.concatenate([change, [len(labels)]])
+    delays, missed = [], 0
+    for a, b in zip(starts, ends):
+        label = int(labels[a])
+        if not 1 <= label <= 6:
+            continue
+        hit = np.flatnonzero(shown[a:b] == label - 1)
+        if len(hit):
+            delays.append(hit[0] / RATE)
+        else:
+            missed += 1
+    return delays, missed
+
+
+def transition_display(labels: np.ndarray, shown: np.ndarray) -> dict[str, int]:
+    """Sample counts of what was shown during postural transitions (7-12)."""
+    shown_t = shown[(labels >= 7) & (labels <= 12)]
+    counts = {UNKNOWN: int(np.sum(shown_t == NOTHING))}
+    for i, name in enumerate(ACTIVITIES):
+        counts[name] = int(np.sum(shown_t == i))
+    return counts
+
+
+def score_replays(replays: list[SessionReplay]) -> dict:
+    """Aggregate figures over all sessions, for the raw and smoothed display."""
+    out: dict = {"sessions": len(replays), "samples": int(sum(len(r.labels) for r in replays))}
+    for kind in ("raw", "smoothed"):
+        correct = total = missed = 0
+        delays: list[float] = []
+        trans = {UNKNOWN: 0, **{a: 0 for a in ACTIVITIES}}
+        for r in replays:
+            shown = getattr(r, kind)
+            c, t = sample_accuracy(r.labels, shown)
+            correct, total = correct + c, total + t
+            d, m = display_delays(r.labels, shown)
+            delays += d
+            missed += m
+            for k, v in transition_display(r.labels, shown).items():
+                trans[k] += v
+        out[kind] = {
+            "sample_accuracy": correct / total if total else float("nan"),
+            "labelled_samples": total,
+            "delay_median_s": float(np.median(delays)) if delays else float("nan"),
+            "delay_p90_s": float(np.percentile(delays, 90)) if delays else float("nan"),
+            "segments_followed": len(delays),
+            "segments_never_shown": missed,
+            "transition_samples": trans,
+            "delays_s": [round(d, 2) for d in delays],
+        }
+    return out
+
+
+def plot_session(replay: SessionReplay, path: Path) -> Path:
+    """Truth vs raw vs smoothed display for one session."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t = np.arange(len(replay.labels)) / RATE
+    truth = np.where((replay.labels >= 1) & (replay.labels <= 6), replay.labels - 1, np.nan)
+    trans = np.where(replay.labels >= 7, -0.5, np.nan)
+    fig, ax = plt.subplots(figsize=(11, 3.6))
+    ax.plot(t, truth, lw=6, alpha=0.35, color="k", label="true activity")
+    ax.plot(t, trans, lw=6, alpha=0.35, color="tab:red", label="transition (7-12)")
+    ax.plot(t, np.where(replay.raw >= 0, replay.raw, -1.0) + 0.08, lw=1, label="shown (raw)")
+    ax.plot(t, np.where(replay.smoothed >= 0, replay.smoothed, -1.0) - 0.08, lw=1, label="shown (smoothed)")
+    ax.set_yticks(range(-1, 6), ["unknown / none", *[a.lower() for a in ACTIVITIES]])
+    ax.set_xlabel("seconds")
+    ax.set_title(f"{replay.name}: live display vs truth")
+    ax.legend(loc="upper right", fontsize=7, ncol=4)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_delays(live: dict, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    bins = np.arange(0, 12.5, 0.5)
+    for kind in ("raw", "smoothed"):
+        ax.hist(np.clip(live[kind]["delays_s"], 0, 12), bins=bins, alpha=0.55, label=kind)
+    ax.set_xlabel("seconds from activity change until the display shows it (12 = 12 or more)")
+    ax.set_ylabel("segments")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def live_report_lines(live: dict, reports_dir: Path, doc_dir: Path) -> list[str]:
+    """The live-accuracy section of docs/report.md."""
+    lines = [
+        "## Live (streaming) accuracy",
+        "",
+        f"Model `{live.get('model_id', '?')}` served by runtime `{live.get('runtime', '?')}`; "
+        f"smoothing `{live.get('smoothing', '?')}`. {live['sessions']} held-out sessions, "
+        f"{live['samples']:,} samples, replayed in {live.get('seconds', float('nan')):.0f} s "
+        f"(`{live.get('command', 'python -m harstream.models.live_accuracy')}`).",
+        "",
+        "| display | per-sample accuracy % (activity samples) | delay median s | delay p90 s | segments never shown | transitions shown as unknown % |",
+        "|---|---|---|---|---|---|",
+    ]
+    for kind in ("raw", "smoothed"):
+        k = live[kind]
+        trans = k["transition_samples"]
+        total = sum(trans.values()) or 1
+        lines.append(
+            f"| {kind} | {100 * k['sample_accuracy']:.2f} | {k['delay_median_s']:.2f} | {k['delay_p90_s']:.2f} | "
+            f"{k['segments_never_shown']} of {k['segments_followed'] + k['segments_never_shown']} | "
+            f"{100 * trans[UNKNOWN] / total:.1f} |"
+        )
+    lines += ["", "What the display shows during postural transitions (HAPT labels 7-12), % of transition samples:", ""]
+    lines += ["| display | " + " | ".join([UNKNOWN, *[a.lower() for a in ACTIVITIES]]) + " |", "|---|" + "---|" * 7]
+    for kind in ("raw", "smoothed"):
+        trans = live[kind]["transition_samples"]
+        total = sum(trans.values()) or 1
+        lines.append(f"| {kind} | " + " | ".join(f"{100 * trans[k] / total:.1f}" for k in [UNKNOWN, *ACTIVITIES]) + " |")
+    lines.append("")
+    for png in sorted(reports_dir.glob("live_*.png")):
+        lines += [f"![{png.stem}]({png.relative_to(doc_dir).as_posix()})", ""]
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="replay the held-out sessions through the live path and score the display")
+    parser.add_argument("--model", type=Path, help="model artifact (default: the shipped one)")
+    parser.add_argument("--runtime", default="auto", help="serving runtime, as the worker's --runtime")
+    parser.add_argument("--windows", type=int, default=None, help="smoothing windows (default: the worker's)")
+    parser.add_argument("--threshold", type=float, default=None, help="unknown threshold (default: the worker's)")
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent.parent / "docs" / "reports")
+    args = parser.parse_args(argv)
+
+    from harstream.stream import smoothing
+    from harstream.stream.recordings import load_embedded
+
+    from .artifact import load_artifact
+    from .runtime import load_runtime
+
+    artifact = load_artifact(args.model)
+    runtime = load_runtime(artifact, args.runtime)
+    windows = args.windows or smoothing.DEFAULT_WINDOWS
+    threshold = smoothing.DEFAULT_THRESHOLD if args.threshold is None else args.threshold
+    recs = load_embedded().of_subjects(UCI_TEST_SUBJECTS)
+    start = time.perf_counter()
+    replays = [
+        replay_session(r, runtime.predict, lambda: smoothing.Smoother(ACTIVITIES, windows=windows, threshold=threshold))
+        for r in recs
+    ]
+    seconds = time.perf_counter() - start
+    live = score_replays(replays)
+    live.update(
+        model_id=artifact.model_id,
+        runtime=runtime.name,
+        smoothing=f"mean of last {windows} windows, unknown below {threshold}",
+        seconds=seconds,
+        command="python -m harstream.models.live_accuracy " + " ".join(sys.argv[1:] if argv is None else argv),
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "live.json").write_text(json.dumps(live, indent=1) + "\n")
+    plot_session(replays[0], args.out / "live_session.png")
+    plot_delays(live, args.out / "live_delays.png")
+    for kind in ("raw", "smoothed"):
+        k = live[kind]
+        print(
+            f"{kind}: per-sample accuracy {100 * k['sample_accuracy']:.2f} %, delay median {k['delay_median_s']:.2f} s "
+            f"p90 {k['delay_p90_s']:.2f} s, transitions {k['transition_samples']}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,53 @@
+"""Fine-tuning a model on the user's own CSV recordings."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from harstream.stream.recordings import CHANNELS
+
+
+def _write_csv(path, rng, parts):
+    """parts: list of (label name, seconds); WALKING swings at 2 Hz with gravity on x,
+    LAYING lies still with gravity on z."""
+    rows, t = [], 0.0
+    for label, seconds in parts:
+        for i in range(int(seconds * 50)):
+            s = rng.normal(0, 0.02, size=6)
+            if label == "WALKING":
+                s[0] += 1.0 + 0.4 * np.sin(2 * np.pi * 2 * t)
+                s[3] += 0.8 * np.cos(2 * np.pi * 2 * t)
+            else:
+                s[2] += 1.0
+            rows.append([f"{t:.2f}", *(f"{v:.5f}" for v in s), label])
+            t += 0.02
+    path.write_text("\n".join([",".join(["time", *CHANNELS, "label"])] + [",".join(r) for r in rows]) + "\n")
+
+
+def test_finetune_on_own_csv_recordings_learns_them_and_writes_a_loadable_artifact(output_dir):
+    from harstream.models.architectures import ChannelStats, build_model
+    from harstream.models.artifact import load_artifact, save_artifact
+    from harstream.models.finetune import finetune
+
+    rng = np.random.default_rng(0)
+    data = output_dir / "mine"
+    data.mkdir(exist_ok=True)
+    for old in data.glob("*.csv"):
+        old.unlink()
+    _write_csv(data / "a_session.csv", rng, [("WALKING", 30), ("LAYING", 30), ("WALKING", 20), ("LAYING", 20)])
+    _write_csv(data / "b_session.csv", rng, [("LAYING", 20), ("WALKING", 20)])
+
+    base = build_model("resnet", ChannelStats.identity())
+    base_path = save_artifact(base, {"architecture": "resnet", "test_accuracy": 0.5}, output_dir / "base.keras")
+    result = finetune(base_path, data, output_dir / "mine.keras", epochs=6, learning_rate=3e-3, replay=0)
+
+    assert result.held_out == "b_session"
+    assert result.accuracy_after >= 0.95
+    tuned = load_artifact(result.path)
+    meta = json.loads(result.path.with_suffix(".json").read_text())
+    assert meta["finetune"]["held_out_accuracy_after"] == result.accuracy_after
+    assert "test_accuracy" not in meta  # the base model's figure no longer applies
+    assert meta["finetuned_from"]["model_id"].startswith("resnet@")
+    assert tuned.model.count_params() == base.count_params()

@@ -1,0 +1,98 @@
+"""Issue 6 models: contract, standardisation from training data only,
+augmentation geometry, validation split, and a tiny training run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from harstream.models import augment
+from harstream.models.dataset import Windows
+from harstream.models.selection import VALIDATION_SUBJECTS, validation_split
+from harstream.stream.recordings import UCI_TEST_SUBJECTS
+
+
+def _windows(n: int, seed: int = 0, offset: float = 0.0) -> np.ndarray:
+    return (np.random.default_rng(seed).normal(size=(n, 128, 9)) + offset).astype(np.float32)
+
+
+@pytest.mark.parametrize("name", ["resnet", "inception", "bilstm", "lstm_std"])
+def test_modern_architecture_saves_and_reloads_in_safe_mode_with_same_outputs(name, output_dir):
+    from harstream.models.architectures import ARCHITECTURES, build_model, ChannelStats
+    from harstream.models.artifact import load_artifact, save_artifact
+
+    assert name in ARCHITECTURES  # registered through the architectures plugin hook
+    x = _windows(16)
+    model = build_model(name, ChannelStats.of(x))
+    expected = np.asarray(model(x, training=False))
+    assert expected.shape == (16, 6)
+    np.testing.assert_allclose(expected.sum(axis=1), 1.0, atol=1e-5)
+    path = save_artifact(model, {"architecture": name}, output_dir / f"{name}.keras")
+    loaded = load_artifact(path)
+    np.testing.assert_allclose(np.asarray(loaded.model(x, training=False)), expected, atol=1e-5)
+
+
+def test_standardisation_uses_the_training_windows_statistics():
+    from harstream.models.modern import build
+
+    train = _windows(64, offset=3.0)
+    model = build("resnet", train, width=4)
+    norm = next(layer for layer in model.layers if layer.__class__.__name__ == "Normalization")
+    mean = np.asarray(norm.mean).reshape(-1)
+    np.testing.assert_allclose(mean, train.reshape(-1, 9).mean(axis=0), atol=1e-4)
+    assert np.all(np.abs(mean - 3.0) < 0.1)  # not zero, not some other data's mean
+
+
+def test_rotation_turns_all_three_triplets_by_the_same_rotation():
+    rng = np.random.default_rng(0)
+    triplet = rng.normal(size=(8, 128, 3)).astype(np.float32)
+    x = np.concatenate([triplet, 2 * triplet, -triplet], axis=-1)
+    y = augment.rotate(x, max_degrees=20, rng=np.random.default_rng(1))
+    assert not np.allclose(y, x, atol=1e-3)  # it did rotate
+    np.testing.assert_allclose(y[..., 3:6], 2 * y[..., 0:3], atol=1e-4)
+    np.testing.assert_allclose(y[..., 6:9], -y[..., 0:3], atol=1e-4)
+    np.testing.assert_allclose(np.linalg.norm(y[..., :3], axis=-1), np.linalg.norm(x[..., :3], axis=-1), atol=1e-4)
+
+
+def test_rotation_angle_stays_within_the_limit():
+    rots = augment.random_rotations(500, max_degrees=10, rng=np.random.default_rng(2))
+    angles = np.degrees(np.arccos(np.clip((np.trace(rots, axis1=1, axis2=2) - 1) / 2, -1, 1)))
+    assert angles.max() <= 10.0 + 1e-6 and angles.max() > 8.0
+
+
+def test_augmentation_keeps_shape_dtype_and_batches_keep_labels():
+    x = _windows(10)
+    y = np.arange(10) % 6
+    out = augment.Augmentation().apply(x, np.random.default_rng(0), channel_std=x.reshape(-1, 9).std(axis=0))
+    assert out.shape == x.shape and out.dtype == np.float32
+    batches = augment.augmented_batches(x, y, batch_size=4, augmentation=None, seed=0)
+    xs, ys = zip(*(batches[i] for i in range(len(batches))))
+    order = np.concatenate(ys)
+    assert sorted(order.tolist()) == sorted(y.tolist())
+    # without augmentation a batch is exactly the training windows of its labels
+    first_x, first_y = batches[0]
+    idx = [int(np.flatnonzero((x == w).all(axis=(1, 2)))[0]) for w in first_x]
+    assert y[idx].tolist() == first_y.tolist()
+
+
+def test_validation_subjects_are_training_subjects_and_split_is_disjoint():
+    assert not set(VALIDATION_SUBJECTS) & set(UCI_TEST_SUBJECTS)
+    subjects = np.repeat(np.array([1, 3, 8, 16, 22, 28, 30]), 3)
+    w = Windows(np.zeros((len(subjects), 128, 9), np.float32), np.zeros(len(subjects), np.int64), subjects)
+    fit_part, val_part = validation_split(w)
+    assert set(val_part.subjects.tolist()) == {3, 8, 16, 22, 28}
+    assert set(fit_part.subjects.tolist()) == {1, 30}
+
+
+def test_tiny_resnet_trained_two_epochs_beats_chance_on_unseen_subjects(embedded):
+    from harstream.models.compare import predict, score
+    from harstream.models.dataset import labelled_windows
+    from harstream.models.selection import Recipe, fit
+
+    train = labelled_windows(embedded.of_subjects([1, 3, 5]))
+    test = labelled_windows(embedded.of_subjects([2]))
+    recipe = Recipe("resnet", augment.Augmentation(), epochs=2, options={"width": 8})
+    model, history = fit(recipe, train, seed=0)
+    result = score(test.y, predict(model, test.x))
+    assert len(history["loss"]) == 2
+    assert result["accuracy"] > 0.4  # chance is about 1/6
