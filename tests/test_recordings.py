@@ -245,6 +245,7 @@ ROW = "0.04,0.1,0.2,1.0,0.0,0.0,0.0"
     [
         ("time,acc_x,acc_y,acc_z,gyro_x,gyro_y\n", "r.csv line 1 (header): missing gyro_z"),
         (CSV_HEADER + ",magnet_x\n", "r.csv line 1 (header): unknown 'magnet_x'"),
+        (CSV_HEADER.replace(",", ";") + "\n", "separated by commas, not semicolons"),
         ("", "r.csv line 1: empty; a header row is required"),
         (CSV_HEADER + "\n", "r.csv: no data rows after the header"),
         (f"{CSV_HEADER}\n0.0,0,0,1,0,0,0\n0.02,0,0,1,0,0\n", "r.csv line 3: 6 fields, the header has 7"),

@@ -10,6 +10,10 @@ from __future__ import annotations
 import argparse
 import sys
 from collections import Counter
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # keep `harstream data --help` free of numpy imports
+    from harstream.stream.recordings import Dataset, UciWindows
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -48,7 +52,7 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
-def describe_dataset(dataset, layout: str, sessions: bool = False) -> str:
+def describe_dataset(dataset: Dataset, layout: str, sessions: bool = False) -> str:
     """The summary ``harstream data`` prints for continuous recordings."""
     import numpy as np
 
@@ -90,7 +94,7 @@ def describe_dataset(dataset, layout: str, sessions: bool = False) -> str:
     return "\n".join(lines)
 
 
-def describe_uci(windows) -> str:
+def describe_uci(windows: UciWindows) -> str:
     """The summary ``harstream data`` prints for a UCI HAR Dataset folder."""
     import numpy as np
 
