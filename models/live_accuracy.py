@@ -97,8 +97,9 @@ def sample_accuracy(labels: np.ndarray, shown: np.ndarray) -> tuple[int, int]:
 
 
 def display_delays(labels: np.ndarray, shown: np.ndarray) -> tuple[list[float], int]:
-    """Seconds from each activity segment's first sample until the display
-    first shows that activity; and the number of segments never shown.
+    """Seconds from each activity change (an activity segment's first sample;
+    not the session's start) until the display first shows that activity; and
+    the number of such segments never shown.
 
     >>> labels = np.array([-1] * 10 + [1] * 100)
     >>> shown = np.array([-1] * 60 + [0] * 50)
@@ -111,11 +112,11 @@ def display_delays(labels: np.ndarray, shown: np.ndarray) -> tuple[list[float], 
     delays, missed = [], 0
     for a, b in zip(starts, ends):
         label = int(labels[a])
-        if not 1 <= label <= 6:
+        if a == 0 or not 1 <= label <= 6:
             continue
         hit = np.flatnonzero(shown[a:b] == label - 1)
         if len(hit):
-            delays.append(hit[0] / RATE)
+            delays.append(float(hit[0]) / RATE)
         else:
             missed += 1
     return delays, missed
