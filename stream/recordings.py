@@ -686,12 +686,30 @@ def _uci_root(path: Path) -> Path | None:
     return None
 
 
-def _read_column(path: Path, what: str) -> np.ndarray:
+def _line_of_row(path: Path, row: int) -> int:
+    """Line number of data row ``row`` (0-based), counting the blank lines skipped."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for number, line in enumerate(f, 1):
+            if line.strip():
+                if row == 0:
+                    return number
+                row -= 1
+    raise IndexError(row)
+
+
+def _read_column(path: Path, what: str, low: int, high: int | None = None) -> np.ndarray:
+    """One whole number per line, each in ``low..high``."""
     values = _read_matrix(path, 1, what)[:, 0]
     whole = values.astype(np.int64)
-    bad = np.flatnonzero(whole != values)
+    wrong = (whole != values) | (whole < low)
+    if high is not None:
+        wrong |= whole > high
+    bad = np.flatnonzero(wrong)
     if len(bad):
-        raise RecordingError(f"{_display(path)} row {bad[0] + 1}: {values[bad[0]]:g} is not a whole number")
+        wanted = f"{low}-{high}" if high is not None else f"{low} or more"
+        raise RecordingError(
+            f"{_display(path)} line {_line_of_row(path, int(bad[0]))}: {values[bad[0]]:g} is not a whole number {wanted} ({what})"
+        )
     return whole
 
 
@@ -734,11 +752,8 @@ def load_uci_folder(path: str | os.PathLike, progress: bool = False) -> UciWindo
         files.append(file)
     for split in UCI_SPLITS:
         y_file, s_file = root / split / f"y_{split}.txt", root / split / f"subject_{split}.txt"
-        y = _read_column(y_file, "activity 1-6 per window")
-        bad = np.flatnonzero((y < 1) | (y > 6))
-        if len(bad):
-            raise RecordingError(f"{_display(y_file)} row {bad[0] + 1}: activity {y[bad[0]]} is not 1-6")
-        subjects = _read_column(s_file, "subject per window")
+        y = _read_column(y_file, "activity per window", 1, 6)
+        subjects = _read_column(s_file, "subject per window", 0)
         agree(split, y_file, len(y))
         agree(split, s_file, len(subjects))
         parts[split] = (np.stack(signals[split], axis=-1), y - 1, subjects)

@@ -313,7 +313,8 @@ def test_load_dataset_refuses_uci_folder_and_points_to_load_uci_folder(tmp_path)
         ),
         (_drop_last_line("test/Inertial Signals/body_acc_z_test.txt"), "body_acc_z_test.txt: 1 rows but test/Inertial Signals/body_acc_x_test.txt has 2"),
         (_write("train/subject_train.txt", "1\n1\n"), "subject_train.txt: 2 rows but train/Inertial Signals/body_acc_x_train.txt has 3"),
-        (_write("train/y_train.txt", "1\n7\n1\n"), "y_train.txt row 2: activity 7 is not 1-6"),
+        (_write("train/y_train.txt", "1\n\n7\n1\n"), "y_train.txt line 3: 7 is not a whole number 1-6 (activity per window)"),
+        (_write("test/subject_test.txt", "4\n2.5\n"), "subject_test.txt line 2: 2.5 is not a whole number 0 or more"),
     ],
 )
 def test_bad_uci_folder_is_refused_naming_file_and_line(tmp_path, change, message):
