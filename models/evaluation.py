@@ -159,13 +159,13 @@ def repeat_evaluation(
     epochs: int | None = None,
     seed: int = 0,
     verbose: int | str = 0,
-    on_repeat: Callable[[int, float, float], None] | None = None,
+    on_repeat: Callable[[RepeatResult], None] | None = None,
 ) -> RepeatResult:
     """Train ``arch`` ``repeats`` times (seeds ``seed``, ``seed+1``…) and score
     each on ``test``, as the tutorial's ``run_experiment`` did.
 
-    ``on_repeat(i, accuracy, seconds)`` is called after each run (progress,
-    partial reports). The best run's :class:`Evaluation` is kept.
+    ``on_repeat(result)`` is called after each run with the result so far
+    (progress, partial reports). The best run's :class:`Evaluation` is kept.
     """
     from .architectures import DEFAULT_EPOCHS
     from .training import train_model
@@ -184,7 +184,7 @@ def repeat_evaluation(
         if result.best is None or evaluation.accuracy > result.best.accuracy:
             result.best, result.best_index = evaluation, i
         if on_repeat is not None:
-            on_repeat(i, evaluation.accuracy, seconds)
+            on_repeat(result)
     return result
 
 

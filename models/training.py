@@ -59,10 +59,6 @@ class TrainingData:
         return "\n".join(lines)
 
 
-def _is_uci_folder(path: Path) -> bool:
-    return path.is_dir() and (path / "train" / "Inertial Signals").is_dir()
-
-
 def load_training_data(
     source: str | Path | None = None,
     test_subjects: Sequence[int] = UCI_TEST_SUBJECTS,
@@ -80,17 +76,10 @@ def load_training_data(
 
     test_subjects = tuple(int(s) for s in test_subjects)
     keep = None if subjects is None else {int(s) for s in subjects}
-    if source is not None and _is_uci_folder(Path(source)):
-        loader = getattr(recordings, "load_uci_folder", None)
-        if loader is None:
-            raise recordings.RecordingError(f"{source}: this version cannot read UCI HAR folders yet")
-        uci = loader(Path(source))
-        y = np.asarray(uci.y, dtype=np.int64)
-        if y.min() >= 1:  # UCI's y_*.txt count activities from 1
-            y = y - 1
-        windows = Windows(np.asarray(uci.x, np.float32), y, np.asarray(uci.subjects, np.int64))
-        name = str(getattr(uci, "source", source))
-        sha = str(getattr(uci, "sha256", ""))
+    if recordings.detect_layout(source) == "uci-har":
+        uci = recordings.load_uci_folder(source, progress=progress)
+        windows = Windows(np.asarray(uci.x, np.float32), np.asarray(uci.y, np.int64), np.asarray(uci.subjects, np.int64))
+        name, sha = uci.source or str(source), uci.sha256
         windowed_by = UCI_WINDOWS
     else:
         dataset = recordings.load_dataset(source, progress=progress)

@@ -1,0 +1,166 @@
+"""``harstream evaluate``: score a saved model, or repeat train+evaluate.
+
+- ``harstream evaluate`` (or ``--artifact PATH.keras``): the shipped model
+  (or the given artifact) on the held-out subjects' windows; prints a
+  Markdown report (accuracy, macro F1, confusion matrix, per-class P/R/F1).
+- ``harstream evaluate --model cnn_lstm --repeats 5``: train and evaluate
+  five times as the tutorial did; mean ± std, and the best run's confusion
+  matrix and per-class scores. With ``--report``, the report is rewritten
+  after every repeat, so a cut-short run still leaves its finished repeats.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from .train import add_data_arguments, load_data, model_names, parse_subjects
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    what = parser.add_mutually_exclusive_group()
+    what.add_argument(
+        "--artifact",
+        type=Path,
+        default=None,
+        metavar="PATH.keras",
+        help="evaluate this saved model (default, without --model: the shipped models/pretrained/default.keras)",
+    )
+    what.add_argument("--model", choices=model_names(), default=None, help="train and evaluate this architecture")
+    parser.add_argument("--repeats", type=int, default=5, help="train+evaluate runs with --model (default 5)")
+    parser.add_argument("--epochs", type=int, default=None, help="with --model; default: the architecture's")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the first run; run i uses seed+i")
+    add_data_arguments(parser)
+    parser.add_argument(
+        "--report",
+        type=Path,
+        default=None,
+        metavar="PATH.md",
+        help="also write the Markdown report here, and the confusion matrix PNG beside it (PATH.png)",
+    )
+    parser.add_argument("--progress", choices=("bar", "epoch", "none"), default="none", help="Keras progress per run")
+
+
+def _command_line() -> str:
+    return shlex.join(["harstream", *sys.argv[1:]])
+
+
+def _write(report: str, path: Path | None) -> None:
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(report)
+
+
+def run_artifact(args: argparse.Namespace) -> int:
+    from harstream.models.artifact import ArtifactError, load_artifact
+    from harstream.models.evaluation import evaluate_model, evaluation_report, plot_confusion_matrix
+    from harstream.stream.recordings import UCI_TEST_SUBJECTS, RecordingError
+
+    try:
+        artifact = load_artifact(args.artifact)
+    except ArtifactError as exc:
+        print(f"harstream evaluate: {exc}", file=sys.stderr)
+        return 2
+    meta = artifact.metadata
+    held_out = parse_subjects(args.test_subjects) or meta.get("split", {}).get("test_subjects") or list(UCI_TEST_SUBJECTS)
+    if args.subjects:
+        held_out = [s for s in held_out if s in set(parse_subjects(args.subjects) or [])]
+    args.test_subjects = ",".join(str(s) for s in held_out)
+    args.subjects = args.test_subjects  # window only the held-out subjects: faster
+    try:
+        data = load_data(args, progress=False)
+    except (RecordingError, ValueError, argparse.ArgumentTypeError) as exc:
+        print(f"harstream evaluate: {exc}", file=sys.stderr)
+        return 2
+    evaluation = evaluate_model(artifact.model, data.test)
+    trained_on = meta.get("data", {})
+    same_source = trained_on.get("sha256") == data.sha256
+    intro = [
+        f"Model `{artifact.model_id}` ({artifact.path}), architecture {meta.get('architecture')}, "
+        f"{meta.get('epochs')} epochs, seed {meta.get('seed')}, trained on {meta.get('windows', {}).get('train', '?')} windows "
+        f"of `{trained_on.get('source')}`.",
+        "",
+        f"Evaluated on {len(data.test):,} windows of held-out subjects {', '.join(map(str, held_out))} "
+        f"from `{data.source}`" + ("" if same_source else " (NOT the source it was trained on)") + ", "
+        f"windowed by the {data.windowed_by}.",
+        "",
+        f"Command: `{_command_line()}`",
+    ]
+    png = args.report.with_suffix(".png") if args.report else None
+    if png is not None:
+        plot_confusion_matrix(evaluation, png, title=f"{artifact.model_id}: {100 * evaluation.accuracy:.1f} %")
+    report = evaluation_report(
+        f"{artifact.model_id} on the held-out subjects", evaluation, intro, png, args.report.parent if args.report else None
+    )
+    _write(report, args.report)
+    print(report)
+    if args.report:
+        print(f"wrote {args.report}" + (f" and {png}" if png else ""))
+    return 0
+
+
+def run_repeats(args: argparse.Namespace) -> int:
+    from harstream.models.architectures import DEFAULT_EPOCHS
+    from harstream.models.evaluation import RepeatResult, plot_confusion_matrix, repeat_evaluation, repeat_report
+    from harstream.stream.recordings import RecordingError
+
+    if args.repeats < 1:
+        print(f"harstream evaluate: --repeats must be >= 1, got {args.repeats}", file=sys.stderr)
+        return 2
+    try:
+        data = load_data(args, progress=False)
+    except (RecordingError, ValueError, argparse.ArgumentTypeError) as exc:
+        print(f"harstream evaluate: {exc}", file=sys.stderr)
+        return 2
+    if len(data.train) == 0 or len(data.test) == 0:
+        print("harstream evaluate: need both training and held-out windows", file=sys.stderr)
+        return 2
+    print(data.describe(), flush=True)
+    epochs = args.epochs or DEFAULT_EPOCHS[args.model]
+    png = args.report.with_suffix(".png") if args.report else Path("runs") / f"{args.model}-confusion.png"
+    intro = [
+        f"Architecture `{args.model}`, {epochs} epochs, batch 64, seeds {args.seed}…{args.seed + args.repeats - 1}.",
+        "",
+        f"Data: `{data.source}` (sha256 `{data.sha256[:12]}`), windowed by the {data.windowed_by}; "
+        f"{len(data.train):,} training windows, {len(data.test):,} held-out windows of subjects "
+        f"{', '.join(map(str, sorted(set(data.test.subjects.tolist()))))}.",
+        "",
+        f"Command: `{_command_line()}`",
+    ]
+    verbose = {"bar": 1, "epoch": 2, "none": 0}[args.progress]
+
+    def on_repeat(result: RepeatResult) -> None:
+        print(
+            f"run {len(result.accuracies)}/{args.repeats}: accuracy {100 * result.accuracies[-1]:.2f} % "
+            f"(training {result.train_seconds[-1]:.0f} s)",
+            flush=True,
+        )
+        if args.report:  # rewrite after every run: a cut-short job keeps its finished repeats
+            plot_confusion_matrix(result.best, png, title=_png_title(result))
+            _write(repeat_report(result, intro, png, args.report.parent), args.report)
+
+    result = repeat_evaluation(
+        args.model, data.train, data.test, repeats=args.repeats, epochs=epochs, seed=args.seed,
+        verbose=verbose, on_repeat=on_repeat,
+    )  # fmt: skip
+    assert result.best is not None
+    plot_confusion_matrix(result.best, png, title=_png_title(result))
+    report = repeat_report(result, intro, png, args.report.parent if args.report else None)
+    _write(report, args.report)
+    print(report)
+    print(result.summary())
+    print(f"wrote {png}" + (f" and {args.report}" if args.report else ""))
+    return 0
+
+
+def _png_title(result) -> str:
+    return f"{result.arch}, best of {len(result.accuracies)}: {100 * result.best.accuracy:.1f} %"
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.epochs is not None and args.epochs < 1:
+        print(f"harstream evaluate: --epochs must be >= 1, got {args.epochs}", file=sys.stderr)
+        return 2
+    return run_repeats(args) if args.model else run_artifact(args)
