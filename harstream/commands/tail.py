@@ -1,0 +1,62 @@
+"""``harstream tail``: print live predictions and stats from the output bus."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--subscribe", default=None,
+                        help="output endpoint (default $HARSTREAM_OUTPUT or tcp://127.0.0.1:5556, connected)")
+    parser.add_argument("--device", action="append", default=None, metavar="D",
+                        help="only this device (repeatable)")
+    parser.add_argument("--stats", action="store_true", help="also print the workers' stats lines")
+    parser.add_argument("--count", type=int, default=None, help="exit after this many predictions")
+
+
+def format_prediction(p) -> str:
+    """One terminal line per prediction."""
+    conf = max(p.smoothed_probs) if p.smoothed_probs else 0.0
+    truth = f"  truth {p.truth}" if p.truth else ""
+    mark = "" if not p.truth else ("  ok" if p.truth == p.smoothed else "  ≠")
+    return (f"{p.device:<20} #{p.window:<5} {p.smoothed:<18} {conf:5.2f}  (raw {p.label}){truth}{mark}"
+            f"  {p.latency_ms:.1f} ms")  # fmt: skip
+
+
+def run(args: argparse.Namespace) -> int:
+    import zmq
+
+    from harstream.stream.bus import attach, output_address
+    from harstream.stream.protocol import Prediction, ProtocolError, decode_output
+    from harstream.stream.worker import format_stats
+
+    ctx = zmq.Context.instance()
+    sock = ctx.socket(zmq.SUB)
+    sock.setsockopt(zmq.LINGER, 0)
+    for device in args.device or [""]:
+        sock.setsockopt(zmq.SUBSCRIBE, b"p/" + (device.encode() + b"/" if device else b""))
+    if args.stats:
+        sock.setsockopt(zmq.SUBSCRIBE, b"stats/")
+    address = attach(sock, args.subscribe or output_address(), "connect")
+    print(f"tail: listening on {address}", flush=True)
+    seen, bad = 0, 0
+    try:
+        while args.count is None or seen < args.count:
+            frames = sock.recv_multipart()
+            try:
+                msg = decode_output(frames)
+            except ProtocolError as exc:
+                bad += 1
+                if bad == 1:
+                    print(f"tail: skipping malformed message ({exc})", flush=True)
+                continue
+            if isinstance(msg, Prediction):
+                seen += 1
+                print(format_prediction(msg), flush=True)
+            elif isinstance(msg, dict):
+                print(format_stats(msg), flush=True)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sock.close(0)
+    return 0

@@ -1,0 +1,88 @@
+"""``harstream worker``: preprocess device streams, run the model, publish predictions."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _shard(text: str) -> tuple[int, int]:
+    try:
+        k, n = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"shard {text!r}: expected k/N, e.g. 0/2") from None
+    if not 0 <= k < n <= 64:
+        raise argparse.ArgumentTypeError(f"shard {text!r}: need 0 <= k < N <= 64")
+    return k, n
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    from harstream.stream.smoothing import DEFAULT_THRESHOLD, DEFAULT_WINDOWS
+
+    parser.add_argument("--model", default=None, help="model artifact (.keras; default: the shipped model)")
+    parser.add_argument("--runtime", default="auto", choices=("auto", "tflite", "tf-function", "keras", "none"),
+                        help="serving runtime; auto = fastest that agrees with Keras; none = no inference "
+                             "(uniform probabilities, for transport tests)")  # fmt: skip
+    parser.add_argument("--ingest", default=None,
+                        help="ingest endpoint (default $HARSTREAM_INGEST or tcp://127.0.0.1:5555, bound; "
+                             "prefix > to connect)")  # fmt: skip
+    parser.add_argument("--publish", default=None,
+                        help="output endpoint (default $HARSTREAM_OUTPUT or tcp://127.0.0.1:5556, bound)")
+    parser.add_argument("--proxy", action="store_true",
+                        help="connect to the back ends of `harstream proxy` (5557 in, 5558 out) instead of binding")
+    parser.add_argument("--shard", type=_shard, default=None, metavar="k/N", help="handle only shard k of N")
+    parser.add_argument("--id", default=None, help="worker id in stats and predictions")
+    parser.add_argument("--max-batch", type=int, default=64, help="windows per model call (default 64)")
+    parser.add_argument("--max-wait-ms", type=float, default=5.0,
+                        help="how long a completed window may wait for a batch to fill (default 5)")  # fmt: skip
+    parser.add_argument("--smooth", type=int, default=DEFAULT_WINDOWS, help="windows averaged (default %(default)s)")
+    parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
+                        help="smoothed probability below which the activity is 'unknown' (default %(default)s)")
+    parser.add_argument("--idle-timeout", type=float, default=30.0, help="seconds before a silent device is evicted")
+    parser.add_argument("--signal-interval", type=float, default=0.5,
+                        help="seconds between decimated signal messages per device (0 = off)")  # fmt: skip
+    parser.add_argument("--stats-every", type=float, default=5.0, help="seconds between printed stats lines")
+
+
+def run(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from harstream.stream import bus
+    from harstream.stream.activities import ACTIVITIES
+    from harstream.stream.worker import WorkerConfig, serve
+
+    ingest, output = args.ingest, args.publish
+    if args.proxy:
+        ingest = ingest or ">" + bus.DEFAULT_PROXY_INGEST_BACKEND
+        output = output or ">" + bus.DEFAULT_PROXY_OUTPUT_BACKEND
+    if args.runtime == "none":
+        from harstream.models.runtime import NullRuntime
+
+        runtime, classes, model_id = NullRuntime(len(ACTIVITIES)), list(ACTIVITIES), "none"
+    else:
+        from harstream.models.artifact import ArtifactError, load_artifact
+        from harstream.models.runtime import load_runtime
+
+        try:
+            artifact = load_artifact(args.model)
+        except ArtifactError as exc:
+            raise SystemExit(f"worker: {exc}") from None
+        runtime = load_runtime(artifact, args.runtime)
+        print(f"worker: model {artifact.model_id} served by {runtime.name} "
+              f"(fallback {runtime.fallback.name if runtime.fallback else 'none'}): {runtime.report}", flush=True)
+        classes, model_id = artifact.classes, artifact.model_id
+    config = WorkerConfig(
+        max_batch=args.max_batch, max_wait=args.max_wait_ms / 1000.0, smooth_windows=args.smooth,
+        threshold=args.threshold, idle_timeout=args.idle_timeout, signal_interval=args.signal_interval,
+        shard=args.shard,
+    )  # fmt: skip
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        final = serve(runtime, classes, model_id, ingest=ingest, output=output, config=config,
+                      worker_id=args.id, stop=stop, print_every=args.stats_every,
+                      printer=lambda line: print(line, flush=True))  # fmt: skip
+    except KeyboardInterrupt:
+        return 0
+    print(f"worker: stopped; totals {final.get('totals')}, drops {final.get('drops')}", flush=True)
+    return 0

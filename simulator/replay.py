@@ -1,0 +1,296 @@
+"""Replay recorded sessions as live 50 Hz devices on the ingest bus.
+
+:class:`ReplaySchedule` is the pure core: given how many samples of stream
+time have elapsed, it says which device sends which slice of its recording.
+:func:`replay` paces it against the wall clock and publishes on a ZeroMQ
+socket at the edge.
+
+Each device's chunk boundaries are offset by a different phase, so a
+thousand devices do not all send in the same millisecond.
+
+>>> import numpy as np
+>>> dev = ReplayDevice("d", np.zeros((25, 6), np.float32), np.ones(25, np.int16))
+>>> sched = ReplaySchedule([dev], chunk=10)
+>>> [(c.seq, len(c.samples)) for c in sched.advance(21)]
+[(0, 10), (10, 10)]
+>>> [(c.seq, len(c.samples)) for c in sched.advance(1000)], sched.finished
+([(20, 5)], True)
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+from harstream.stream.protocol import RATE_HZ, SampleBatch, check_device_id
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ReplayDevice:
+    """One simulated device: a recording played from ``start``."""
+
+    device: str
+    samples: np.ndarray  # (n, 6) float32
+    labels: np.ndarray | None  # (n,) int16 or None
+    start: int = 0  # first sample of the recording this device plays
+
+    def __post_init__(self) -> None:
+        check_device_id(self.device)
+        if len(self.samples) == 0:
+            raise ValueError(f"device {self.device}: recording is empty")
+        self.start %= len(self.samples)
+
+
+@dataclass
+class Chunk:
+    """A slice one device sends: samples ``seq .. seq+len-1`` of its stream."""
+
+    device: str
+    seq: int
+    samples: np.ndarray
+    labels: np.ndarray | None
+
+    def batch(self, t0: float, rate: float = RATE_HZ) -> SampleBatch:
+        return SampleBatch(self.device, self.seq, t0, self.samples, rate, self.labels)
+
+
+@dataclass
+class _Cursor:
+    dev: ReplayDevice
+    phase: int  # chunk ends are the sample counts congruent to phase mod chunk
+    total: int | None  # stream length without --loop
+    sent: int = 0  # samples of the stream sent so far (= next seq)
+
+
+class ReplaySchedule:
+    """Which device sends which slice, as stream time advances.
+
+    ``advance(available)`` returns every chunk whose samples all lie below
+    ``available`` (samples of stream time elapsed) and that was not sent yet.
+    Device ``i`` sends its first chunk after ``i % chunk`` samples (``chunk``
+    for phase 0), then every ``chunk`` samples. Without ``loop`` a device stops at the end of its
+    recording; with it the recording repeats and ``seq`` keeps counting.
+    """
+
+    def __init__(self, devices: Sequence[ReplayDevice], chunk: int = 10, loop: bool = False):
+        if chunk < 1:
+            raise ValueError(f"chunk must be at least 1 sample, got {chunk}")
+        names = [d.device for d in devices]
+        if len(set(names)) != len(names):
+            raise ValueError("device ids must be unique")
+        self.chunk = chunk
+        self.loop = loop
+        # Devices grouped by phase: group p sends when available % chunk == p.
+        self._groups: list[list[_Cursor]] = [[] for _ in range(chunk)]
+        for i, dev in enumerate(devices):
+            total = None if loop else len(dev.samples) - dev.start
+            self._groups[i % chunk].append(_Cursor(dev, i % chunk, total))
+        self._available = 0
+        self.active = len(devices)
+
+    @property
+    def finished(self) -> bool:
+        return self.active == 0
+
+    def next_boundary(self) -> int:
+        """The smallest ``available`` at which some chunk becomes due."""
+        return self._available + 1
+
+    def advance(self, available: int) -> list[Chunk]:
+        """Chunks that became due since the last call."""
+        out: list[Chunk] = []
+        if available <= self._available:
+            return out
+        first, self._available = self._available + 1, available
+        if available - first >= self.chunk:  # a long step: every group is due
+            phases = range(self.chunk)
+        else:
+            phases = sorted({a % self.chunk for a in range(first, available + 1)})
+        for phase in phases:
+            group = self._groups[phase]
+            for cursor in group:
+                out.extend(self._due(cursor, available))
+            if not self.loop:
+                kept = [c for c in group if c.sent < c.total]
+                self.active -= len(group) - len(kept)
+                self._groups[phase] = kept
+        return out
+
+    def _due(self, cursor: _Cursor, available: int) -> Iterable[Chunk]:
+        while True:
+            # Next chunk end: the smallest count above `sent` in the device's phase.
+            end = cursor.sent + (cursor.phase - cursor.sent - 1) % self.chunk + 1
+            if cursor.total is not None:
+                end = min(end, cursor.total)
+            if end > available or end <= cursor.sent:
+                return
+            yield self._slice(cursor, end)
+
+    def _slice(self, cursor: _Cursor, end: int) -> Chunk:
+        dev, seq = cursor.dev, cursor.sent
+        n = len(dev.samples)
+        idx = (dev.start + np.arange(seq, end)) % n
+        if idx[0] < idx[-1] and idx[-1] - idx[0] == len(idx) - 1:  # contiguous: a view
+            lo = int(idx[0])
+            samples, labels = dev.samples[lo : lo + len(idx)], None if dev.labels is None else dev.labels[lo : lo + len(idx)]
+        else:
+            samples, labels = dev.samples[idx], None if dev.labels is None else dev.labels[idx]
+        cursor.sent = end
+        return Chunk(dev.device, seq, samples, labels)
+
+
+def devices_for(recordings: Sequence, count: int | None = None, spread: int = 7919) -> list[ReplayDevice]:
+    """Devices replaying ``recordings`` (objects with name, samples, labels).
+
+    With ``count`` larger than the number of recordings, they are cycled; the
+    ``k``-th copy of a recording is called ``<name>.<k>`` and starts ``k *
+    spread`` samples in (wrapping), so copies do not move in lockstep.
+    """
+    if not recordings:
+        raise ValueError("no recordings to replay")
+    count = len(recordings) if count is None else count
+    out = []
+    for i in range(count):
+        rec = recordings[i % len(recordings)]
+        copy = i // len(recordings)
+        name = rec.name if copy == 0 else f"{rec.name}.{copy}"
+        samples = np.asarray(rec.samples, dtype=np.float32)
+        out.append(ReplayDevice(name, samples, np.asarray(rec.labels, np.int16), start=copy * spread))
+    return out
+
+
+@dataclass
+class ReplayStats:
+    messages: int = 0
+    samples: int = 0
+    drops: int = 0
+    elapsed: float = 0.0
+    devices: int = 0
+    extra: dict = field(default_factory=dict)
+
+    def line(self) -> str:
+        rate = self.samples / self.elapsed if self.elapsed else 0.0
+        return (
+            f"simulate: devices={self.devices} messages={self.messages} samples={self.samples} "
+            f"({rate:.0f}/s) drops={self.drops} elapsed={self.elapsed:.1f}s"
+        )
+
+
+def replay(
+    schedule: ReplaySchedule,
+    publish: str | None = None,
+    speed: float = 1.0,
+    rate: float = RATE_HZ,
+    sndhwm: int = 100_000,
+    stop=None,
+    wait_subscriptions: int = 0,
+    wait_timeout: float = 10.0,
+    duration: float | None = None,
+    context=None,
+    print_every: float = 5.0,
+    printer: Callable[[str], None] | None = print,
+) -> ReplayStats:
+    """Publish ``schedule`` on the ingest bus, paced at ``speed`` times real time.
+
+    ``speed=0`` sends as fast as the bus takes it: a full queue is waited on
+    (up to a second) before the message is dropped. Otherwise a send never
+    blocks: a full queue drops the message and counts it. With
+    ``wait_subscriptions`` the replay starts only after that many
+    subscriptions reached the socket (or ``wait_timeout`` passed).
+    """
+    import threading
+
+    import zmq
+
+    from harstream.stream.bus import attach, ingest_address
+    from harstream.stream.protocol import encode_samples
+
+    if speed < 0 or not math.isfinite(speed):
+        raise ValueError(f"speed must be >= 0, got {speed}")
+    stop = stop or threading.Event()
+    ctx = context or zmq.Context.instance()
+    # XPUB rather than PUB: with XPUB_NODROP a full queue fails the send with
+    # EAGAIN (counted) instead of dropping silently, and subscriptions can be
+    # seen, which lets a test wait for its worker.
+    sock = ctx.socket(zmq.XPUB)
+    sock.setsockopt(zmq.SNDHWM, sndhwm)
+    sock.setsockopt(zmq.XPUB_NODROP, 1)
+    sock.setsockopt(zmq.LINGER, 2000)
+    stats = ReplayStats(devices=schedule.active)
+    try:
+        address = attach(sock, publish or ingest_address(), "connect")
+        log.info("simulate: %d devices -> %s at speed %s", schedule.active, address, speed or "max")
+        if wait_subscriptions:
+            _wait_subscriptions(sock, wait_subscriptions, wait_timeout)
+        start = time.monotonic()
+        wall0 = time.time()
+        next_print = start + print_every
+        available = 0
+        while not schedule.finished and not stop.is_set():
+            now = time.monotonic()
+            if duration is not None and now - start >= duration:
+                break
+            if speed == 0:
+                available += schedule.chunk
+            else:
+                target = int((now - start) * rate * speed) + 1
+                if target < schedule.next_boundary():
+                    due = start + (schedule.next_boundary() - 1) / (rate * speed)
+                    time.sleep(min(max(due - now, 0.0005), 0.1))
+                    continue
+                available = target
+            for chunk in schedule.advance(available):
+                t0 = time.time() if speed == 0 else wall0 + chunk.seq / (rate * speed)
+                frames = encode_samples(chunk.batch(t0, rate))
+                if _send(sock, frames, wait=speed == 0):
+                    stats.messages += 1
+                    stats.samples += len(chunk.samples)
+                else:
+                    stats.drops += 1
+            if printer and now >= next_print:
+                next_print = now + print_every
+                stats.elapsed = now - start
+                printer(stats.line())
+        stats.elapsed = time.monotonic() - start
+        return stats
+    finally:
+        sock.close()
+
+
+def _send(sock, frames: list[bytes], wait: bool) -> bool:
+    import zmq
+
+    try:
+        sock.send_multipart(frames, zmq.NOBLOCK)
+        return True
+    except zmq.Again:
+        if not wait:
+            return False
+    if sock.poll(1000, zmq.POLLOUT):
+        try:
+            sock.send_multipart(frames, zmq.NOBLOCK)
+            return True
+        except zmq.Again:
+            pass
+    return False
+
+
+def _wait_subscriptions(sock, count: int, timeout: float) -> None:
+    import zmq
+
+    seen = 0
+    deadline = time.monotonic() + timeout
+    while seen < count:
+        left = deadline - time.monotonic()
+        if left <= 0 or not sock.poll(left * 1000, zmq.POLLIN):
+            log.warning("simulate: %d of %d subscriptions after %.0f s; starting anyway", seen, count, timeout)
+            return
+        if sock.recv()[:1] == b"\x01":
+            seen += 1
