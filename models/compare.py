@@ -69,6 +69,29 @@ def per_window_latency_ms(model, windows: np.ndarray, batch: int = 256, repeats:
     return {"batched_ms": 1e3 * float(np.median(batched)), "single_ms": 1e3 * float(np.median(single)), "batch": len(x)}
 
 
+def measure_latencies(recipes: list[Recipe], registry_names: list[str]) -> dict[str, dict]:
+    """Per-window latency of each model, built fresh (latency does not depend
+    on the weights), all measured in this one process so they compare."""
+    import keras
+
+    from harstream.stream.recordings import UCI_TEST_SUBJECTS, load_embedded
+
+    from .architectures import ChannelStats, build_model
+
+    windows = labelled_windows(load_embedded().of_subjects(UCI_TEST_SUBJECTS[:2])).x[:256]
+    stats = ChannelStats.of(windows)
+    from .modern import build
+
+    models = [(name, lambda name=name: build_model(name, stats)) for name in registry_names]
+    models += [(r.label, lambda r=r: build(r.architecture, windows, **r.options)) for r in recipes]
+    out = {}
+    for label, make in models:
+        model = make()
+        out[label] = {**per_window_latency_ms(model, windows), "parameters": int(model.count_params())}
+        keras.backend.clear_session()
+    return out
+
+
 def load_results(path: Path = RESULTS_FILE) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
@@ -228,7 +251,18 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--keep", type=Path, default=Path("/tmp/harstream-final"), help="folder for each seed's model")
     run.add_argument("--ship", action="store_true", help="save seed 0's model as models/pretrained/default.keras")
     sub.add_parser("report", help="write docs/report.md from docs/reports/results.json")
+    lat = sub.add_parser("latency", help="time per-window inference of every model in results.json and the seed LSTM, in one run")
+    lat.add_argument("--extra", nargs="*", default=["lstm", "cnn_lstm", "conv_lstm"], help="registry architectures to time too")
     args = parser.parse_args(argv)
+
+    if args.action == "latency":
+        results = load_results()
+        recipes = [Recipe.from_json(e["recipe"]) for e in results.values() if "recipe" in e]
+        for name, timing in measure_latencies(recipes, args.extra).items():
+            results.setdefault(name, {})["latency"] = timing
+            print(f"{name}: {timing['batched_ms']:.3f} ms/window batched, {timing['single_ms']:.2f} ms single call")
+        save_results(results)
+        return 0
 
     if args.action == "report":
         live_file = REPORTS / "live.json"

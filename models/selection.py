@@ -44,7 +44,8 @@ class Recipe:
 
     @property
     def label(self) -> str:
-        return self.architecture + ("+aug" if self.augmentation else "")
+        opts = "".join(f"-{k}{v}" for k, v in sorted(self.options.items()))
+        return self.architecture + opts + ("+aug" if self.augmentation else "")
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -65,9 +66,15 @@ class Recipe:
 
 
 def parse_recipe(text: str, epochs: int) -> Recipe:
-    """``resnet`` or ``resnet+aug`` → a :class:`Recipe`."""
-    name, _, extra = text.partition("+")
-    return Recipe(name, Augmentation() if extra == "aug" else None, epochs=epochs)
+    """``resnet``, ``resnet+aug`` or ``resnet:width=16+aug`` → a :class:`Recipe`.
+
+    >>> parse_recipe("resnet:width=16+aug", 10).label
+    'resnet-width16+aug'
+    """
+    spec, _, extra = text.partition("+")
+    name, _, opts = spec.partition(":")
+    options = {k: int(v) if v.isdigit() else float(v) for k, v in (o.split("=") for o in opts.split(",") if o)}
+    return Recipe(name, Augmentation() if extra == "aug" else None, epochs=epochs, options=options)
 
 
 def validation_split(train: Windows, subjects: Sequence[int] = VALIDATION_SUBJECTS) -> tuple[Windows, Windows]:
