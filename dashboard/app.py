@@ -100,8 +100,12 @@ def show_overview(state: LiveState, now: float) -> list[str]:
             f"Fleet accuracy against ground truth (smoothed, session so far): "
             f"{confusion[:, : len(ACTIVITIES)].trace() / total:.1%} of {total:,} windows"
         )
-    with st.container(height=min(420, 110 + 86 * ((len(rows) + 4) // 5)), border=False):
-        st.html(overview_html(rows, stale_after=STALE_AFTER_S))
+    cards = overview_html(rows, stale_after=STALE_AFTER_S)
+    if len(rows) > 24:  # a fleet scrolls inside its own box; the device view stays in reach
+        with st.container(height=420, border=False):
+            st.html(cards)
+    else:
+        st.html(cards)
     return [r.device for r in rows]
 
 
@@ -137,8 +141,10 @@ def show_device(state: LiveState, devices: list[str]) -> None:
         acc_col.caption("No signal feed for this device yet.")
     matrix = ds.confusion()
     if matrix.sum():
-        st.markdown(f"**Confusion matrix of this session** ({int(matrix.sum()):,} labelled windows)")
-        st.vega_lite_chart(spec=confusion_chart(matrix), width="stretch")
+        left, _ = st.columns([3, 2])
+        left.markdown(f"**Confusion matrix of this session** ({int(matrix.sum()):,} labelled windows, "
+                      "smoothed prediction vs ground truth)")
+        left.vega_lite_chart(spec=confusion_chart(matrix), width="stretch")
 
 
 @st.fragment(run_every=REFRESH_S)

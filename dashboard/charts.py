@@ -130,10 +130,10 @@ def probability_chart(probs: Sequence[float], raw: Sequence[float] | None = None
     values = [
         {"activity": ACTIVITIES[i], "smoothed": float(probs[i]), "raw": float(marks[i])} for i in range(n)
     ]
-    y = {"field": "activity", "type": "nominal", "sort": list(ACTIVITIES), "title": None}
+    y = {"field": "activity", "type": "nominal", "sort": list(ACTIVITIES), "title": None, "axis": {"labelLimit": 200}}
     return {
         "data": {"values": values},
-        "height": 190,
+        "height": {"step": 24},
         "layer": [
             {
                 "mark": "bar",
@@ -163,7 +163,7 @@ def timeline_chart(bands: Sequence[dict], seconds: float) -> Spec:
             values.append({"lane": "truth", "start": b["start"], "end": b["end"], "activity": b["truth"]})
     return {
         "data": {"values": values},
-        "height": 110,
+        "height": {"step": 34},
         "mark": "rect",
         "encoding": {
             "x": {"field": "start", "type": "quantitative", "scale": {"domain": [-seconds, 0]},
@@ -189,7 +189,7 @@ def signal_chart(t: np.ndarray, values: np.ndarray, title: str, unit: str) -> Sp
         "encoding": {
             "x": {"field": "t", "type": "quantitative", "title": "seconds"},
             "y": {"field": "value", "type": "quantitative", "title": unit},
-            "color": {"field": "axis", "type": "nominal", "legend": {"orient": "top-left", "title": None}},
+            "color": {"field": "axis", "type": "nominal", "legend": {"orient": "top", "title": None}},
         },
     }
 
@@ -208,11 +208,12 @@ def confusion_chart(matrix: np.ndarray) -> Spec:
     encoding = {
         "x": {"field": "predicted", "type": "nominal", "sort": columns, "title": "predicted",
               "axis": {"labelAngle": -30}},
-        "y": {"field": "truth", "type": "nominal", "sort": list(ACTIVITIES), "title": "truth"},
+        "y": {"field": "truth", "type": "nominal", "sort": list(ACTIVITIES), "title": "truth",
+              "axis": {"labelLimit": 200}},
     }
     return {
         "data": {"values": values},
-        "height": 260,
+        "height": {"step": 30},
         "encoding": encoding,
         "layer": [
             {

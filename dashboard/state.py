@@ -399,12 +399,16 @@ def _is_number(value: Any) -> bool:
 
 
 def _check_prediction(p: Prediction) -> None:
-    """Reject predictions the page could not draw (wrong types, wrong sizes)."""
+    """Reject predictions the page could not draw (wrong types, sizes, NaN)."""
     check_device_id(p.device)
     if not isinstance(p.smoothed, str) or not isinstance(p.label, str):
         raise ValueError("label and smoothed must be strings")
     for probs in (p.probs, p.smoothed_probs):
-        if not isinstance(probs, list) or not all(_is_number(v) for v in probs):
+        # type() rather than isinstance: one C-level check per value, and it
+        # refuses bools; the sum catches NaN and inf (JSON lets them through).
+        if not isinstance(probs, list) or not all(type(v) is float or type(v) is int for v in probs):
             raise ValueError("probs must be lists of numbers")
+        if not math.isfinite(sum(probs)):
+            raise ValueError("probs must be finite")
     if not (_is_number(p.t_start) and _is_number(p.t_end)):
         raise ValueError("t_start and t_end must be numbers")

@@ -1,0 +1,63 @@
+"""``harstream dashboard``: run the live Streamlit dashboard.
+
+Runs ``streamlit run <package>/dashboard/app.py`` headless on 127.0.0.1 with
+usage statistics off; the bus address reaches the app through
+``HARSTREAM_OUTPUT`` (the one setting the app reads).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--subscribe", metavar="ADDR",
+                        help="output bus to subscribe to (default $HARSTREAM_OUTPUT or tcp://127.0.0.1:5556)")
+    parser.add_argument("--port", type=int, default=8501, help="HTTP port (default 8501)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1)")
+    parser.add_argument("--refresh", type=float, default=1.0, help="seconds between page updates (default 1)")
+
+
+def app_path() -> Path:
+    """The Streamlit script inside the installed package."""
+    import harstream.dashboard
+
+    return Path(harstream.dashboard.__file__).resolve().parent / "app.py"
+
+
+def streamlit_command(port: int, host: str = "127.0.0.1") -> list[str]:
+    """The command line that serves the dashboard."""
+    return [
+        sys.executable, "-m", "streamlit", "run", str(app_path()),
+        "--server.headless", "true",
+        "--server.address", host,
+        "--server.port", str(port),
+        "--browser.gatherUsageStats", "false",
+        "--client.toolbarMode", "viewer",  # no "Deploy" button on a monitoring page
+        "--server.fileWatcherType", "none",  # an installed app does not change under us
+    ]  # fmt: skip
+
+
+def streamlit_env(subscribe: str | None, refresh: float = 1.0) -> dict[str, str]:
+    env = dict(os.environ)
+    if subscribe:
+        env["HARSTREAM_OUTPUT"] = subscribe
+    env["HARSTREAM_DASHBOARD_REFRESH"] = str(refresh)
+    env["STREAMLIT_BROWSER_GATHER_USAGE_STATS"] = "false"
+    return env
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.refresh <= 0:
+        print(f"harstream dashboard: --refresh must be > 0, got {args.refresh}", file=sys.stderr)
+        return 2
+    command = streamlit_command(args.port, args.host)
+    print(f"dashboard: http://{args.host}:{args.port}  (subscribing to "
+          f"{args.subscribe or os.environ.get('HARSTREAM_OUTPUT', 'tcp://127.0.0.1:5556')})", flush=True)
+    # Become Streamlit rather than wrap it: signals (Ctrl-C, the demo's
+    # SIGTERM) reach the server directly and no extra process is left over.
+    os.execve(sys.executable, command, streamlit_env(args.subscribe, args.refresh))
+    return 0  # not reached
