@@ -150,6 +150,27 @@ class RepeatResult:
             f"repeats ({self.epochs} epochs, {np.mean(self.train_seconds):.0f} s training per run)"
         )
 
+    def add(self, evaluation: Evaluation, seconds: float, seed: int) -> None:
+        """Record one finished run."""
+        self.accuracies.append(evaluation.accuracy)
+        self.macro_f1s.append(evaluation.macro_f1)
+        self.train_seconds.append(seconds)
+        self.seeds.append(seed)
+        if self.best is None or evaluation.accuracy > self.best.accuracy:
+            self.best, self.best_index = evaluation, len(self.accuracies) - 1
+
+
+def train_and_score(
+    arch: str, train: Windows, test: Windows, epochs: int | None = None, seed: int = 0, verbose: int | str = 0
+) -> tuple[Evaluation, float]:
+    """One run: train ``arch`` with ``seed``, score on ``test``; (evaluation, training seconds)."""
+    from .training import train_model
+
+    started = time.perf_counter()
+    model = train_model(arch, train, epochs=epochs, seed=seed, verbose=verbose)
+    seconds = time.perf_counter() - started
+    return evaluate_model(model, test), seconds
+
 
 def repeat_evaluation(
     arch: str,
@@ -167,25 +188,38 @@ def repeat_evaluation(
     ``on_repeat(result)`` is called after each run with the result so far
     (progress, partial reports). The best run's :class:`Evaluation` is kept.
     """
-    from .architectures import DEFAULT_EPOCHS
-    from .training import train_model
+    results = repeat_evaluations([arch], train, test, repeats, epochs, seed, verbose, on_repeat)
+    return results[arch]
 
-    epochs = int(epochs or DEFAULT_EPOCHS[arch])
-    result = RepeatResult(arch=arch, epochs=epochs, planned=repeats)
+
+def repeat_evaluations(
+    archs: Sequence[str],
+    train: Windows,
+    test: Windows,
+    repeats: int = 10,
+    epochs: int | None = None,
+    seed: int = 0,
+    verbose: int | str = 0,
+    on_repeat: Callable[[RepeatResult], None] | None = None,
+) -> dict[str, RepeatResult]:
+    """:func:`repeat_evaluation` for several architectures, round-robin: run
+    ``i`` of every architecture before run ``i+1`` of any, so a job stopped
+    early has compared them on the same number of repeats and seeds.
+
+    ``epochs`` overrides every architecture's default when given.
+    """
+    from .architectures import DEFAULT_EPOCHS
+
+    results = {
+        arch: RepeatResult(arch=arch, epochs=int(epochs or DEFAULT_EPOCHS[arch]), planned=repeats) for arch in archs
+    }
     for i in range(repeats):
-        started = time.perf_counter()
-        model = train_model(arch, train, epochs=epochs, seed=seed + i, verbose=verbose)
-        seconds = time.perf_counter() - started
-        evaluation = evaluate_model(model, test)
-        result.accuracies.append(evaluation.accuracy)
-        result.macro_f1s.append(evaluation.macro_f1)
-        result.train_seconds.append(seconds)
-        result.seeds.append(seed + i)
-        if result.best is None or evaluation.accuracy > result.best.accuracy:
-            result.best, result.best_index = evaluation, i
-        if on_repeat is not None:
-            on_repeat(result)
-    return result
+        for arch, result in results.items():
+            evaluation, seconds = train_and_score(arch, train, test, result.epochs, seed + i, verbose)
+            result.add(evaluation, seconds, seed + i)
+            if on_repeat is not None:
+                on_repeat(result)
+    return results
 
 
 def evaluation_report(

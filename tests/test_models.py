@@ -27,6 +27,7 @@ from harstream.models.evaluation import (
     evaluation_report,
     plot_confusion_matrix,
     repeat_evaluation,
+    repeat_evaluations,
     repeat_report,
 )
 from harstream.models.training import load_training_data, train_and_save, train_model
@@ -215,15 +216,30 @@ def test_evaluation_report_has_a_confusion_matrix_and_writes_a_png(trained, smal
     assert sum(int(v) for v in e.confusion.ravel()) == len(small_data.test)
 
 
-def test_repeat_evaluation_reports_mean_and_std_over_runs(small_data, scratch_architectures, output_dir):
+def test_repeat_evaluation_reports_mean_and_std_over_runs(small_data, scratch_architectures):
     register("tiny_test", build_tiny, epochs=2)
     seen = []
-    result = repeat_evaluation("tiny_test", small_data.train, small_data.test, repeats=2, on_repeat=lambda r: seen.append(len(r.accuracies)))
+    result = repeat_evaluation(
+        "tiny_test", small_data.train, small_data.test, repeats=2, on_repeat=lambda r: seen.append(len(r.accuracies))
+    )
     assert seen == [1, 2] and result.seeds == [0, 1]
     assert result.mean == pytest.approx(np.mean(result.accuracies))
     assert result.best.accuracy == max(result.accuracies)
     report = repeat_report(result)
     assert "over 2 repeats" in report and "±" in report and "## Confusion matrix" in report
+
+
+def test_several_architectures_are_repeated_round_robin(small_data, scratch_architectures):
+    register("tiny_a", build_tiny, epochs=1)
+    register("tiny_b", build_tiny, epochs=1)
+    order = []
+    few = small_data.train.take(np.arange(len(small_data.train)) % 4 == 0)
+    results = repeat_evaluations(
+        ["tiny_a", "tiny_b"], few, small_data.test, repeats=2, seed=5,
+        on_repeat=lambda r: order.append((r.arch, r.seeds[-1])),
+    )  # fmt: skip
+    assert order == [("tiny_a", 5), ("tiny_b", 5), ("tiny_a", 6), ("tiny_b", 6)]
+    assert results["tiny_a"].accuracies == results["tiny_b"].accuracies  # same builder, same seeds
 
 
 # ---------------------------------------------------------------------------- CLI

@@ -7,6 +7,9 @@
   five times as the tutorial did; mean ± std, and the best run's confusion
   matrix and per-class scores. With ``--report``, the report is rewritten
   after every repeat, so a cut-short run still leaves its finished repeats.
+- ``harstream evaluate --model lstm cnn_lstm conv_lstm --repeats 5
+  --report-dir docs/reports``: several architectures, round-robin, one
+  report each, and a summary table for docs/BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -28,7 +31,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="PATH.keras",
         help="evaluate this saved model (default, without --model: the shipped models/pretrained/default.keras)",
     )
-    what.add_argument("--model", choices=model_names(), default=None, help="train and evaluate this architecture")
+    what.add_argument(
+        "--model",
+        nargs="+",
+        choices=model_names(),
+        default=None,
+        metavar="NAME",
+        help=f"train and evaluate these architectures ({', '.join(model_names())}); several run round-robin "
+        "(repeat i of each before repeat i+1), so a job stopped early compares them on equal repeats",
+    )
     parser.add_argument("--repeats", type=int, default=5, help="train+evaluate runs with --model (default 5)")
     parser.add_argument("--epochs", type=int, default=None, help="with --model; default: the architecture's")
     parser.add_argument("--seed", type=int, default=0, help="seed of the first run; run i uses seed+i")
@@ -39,6 +50,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="PATH.md",
         help="also write the Markdown report here, and the confusion matrix PNG beside it (PATH.png)",
+    )
+    parser.add_argument(
+        "--report-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="with several --model: write DIR/<model>.md and DIR/<model>.png for each",
     )
     parser.add_argument("--progress", choices=("bar", "epoch", "none"), default="none", help="Keras progress per run")
 
@@ -103,7 +121,7 @@ def run_artifact(args: argparse.Namespace) -> int:
 
 def run_repeats(args: argparse.Namespace) -> int:
     from harstream.models.architectures import DEFAULT_EPOCHS
-    from harstream.models.evaluation import RepeatResult, plot_confusion_matrix, repeat_evaluation, repeat_report
+    from harstream.models.evaluation import RepeatResult, plot_confusion_matrix, repeat_evaluations, repeat_report
     from harstream.stream.recordings import RecordingError
 
     if args.repeats < 1:
@@ -118,40 +136,63 @@ def run_repeats(args: argparse.Namespace) -> int:
         print("harstream evaluate: need both training and held-out windows", file=sys.stderr)
         return 2
     print(data.describe(), flush=True)
-    epochs = args.epochs or DEFAULT_EPOCHS[args.model]
-    png = args.report.with_suffix(".png") if args.report else Path("runs") / f"{args.model}-confusion.png"
-    intro = [
-        f"Architecture `{args.model}`, {epochs} epochs, batch 64, seeds {args.seed}…{args.seed + args.repeats - 1}.",
-        "",
-        f"Data: `{data.source}` (sha256 `{data.sha256[:12]}`), windowed by the {data.windowed_by}; "
-        f"{len(data.train):,} training windows, {len(data.test):,} held-out windows of subjects "
-        f"{', '.join(map(str, sorted(set(data.test.subjects.tolist()))))}.",
-        "",
-        f"Command: `{_command_line()}`",
-    ]
-    verbose = {"bar": 1, "epoch": 2, "none": 0}[args.progress]
+    if len(args.model) > 1 and args.report:
+        print("harstream evaluate: with several --model use --report-dir, not --report", file=sys.stderr)
+        return 2
+    reports: dict[str, Path | None] = {}
+    for name in args.model:
+        if args.report_dir:
+            reports[name] = args.report_dir / f"{name}.md"
+        else:
+            reports[name] = args.report
+    pngs = {
+        name: report.with_suffix(".png") if report else Path("runs") / f"{name}-confusion.png"
+        for name, report in reports.items()
+    }
+
+    def intro(name: str) -> list[str]:
+        epochs = args.epochs or DEFAULT_EPOCHS[name]
+        return [
+            f"Architecture `{name}`, {epochs} epochs, batch 64, seeds {args.seed}…{args.seed + args.repeats - 1}.",
+            "",
+            f"Data: `{data.source}` (sha256 `{data.sha256[:12]}`), windowed by the {data.windowed_by}; "
+            f"{len(data.train):,} training windows, {len(data.test):,} held-out windows of subjects "
+            f"{', '.join(map(str, sorted(set(data.test.subjects.tolist()))))}.",
+            "",
+            f"Command: `{_command_line()}`",
+        ]
+
+    def save(result: RepeatResult) -> str:
+        report, png = reports[result.arch], pngs[result.arch]
+        plot_confusion_matrix(result.best, png, title=_png_title(result))
+        text = repeat_report(result, intro(result.arch), png, report.parent if report else None)
+        _write(text, report)
+        return text
 
     def on_repeat(result: RepeatResult) -> None:
         print(
-            f"run {len(result.accuracies)}/{args.repeats}: accuracy {100 * result.accuracies[-1]:.2f} % "
+            f"{result.arch} run {len(result.accuracies)}/{args.repeats}: accuracy {100 * result.accuracies[-1]:.2f} % "
             f"(training {result.train_seconds[-1]:.0f} s)",
             flush=True,
         )
-        if args.report:  # rewrite after every run: a cut-short job keeps its finished repeats
-            plot_confusion_matrix(result.best, png, title=_png_title(result))
-            _write(repeat_report(result, intro, png, args.report.parent), args.report)
+        if reports[result.arch]:  # rewrite after every run: a cut-short job keeps its finished repeats
+            save(result)
 
-    result = repeat_evaluation(
-        args.model, data.train, data.test, repeats=args.repeats, epochs=epochs, seed=args.seed,
-        verbose=verbose, on_repeat=on_repeat,
+    results = repeat_evaluations(
+        args.model, data.train, data.test, repeats=args.repeats, epochs=args.epochs, seed=args.seed,
+        verbose={"bar": 1, "epoch": 2, "none": 0}[args.progress], on_repeat=on_repeat,
     )  # fmt: skip
-    assert result.best is not None
-    plot_confusion_matrix(result.best, png, title=_png_title(result))
-    report = repeat_report(result, intro, png, args.report.parent if args.report else None)
-    _write(report, args.report)
-    print(report)
-    print(result.summary())
-    print(f"wrote {png}" + (f" and {args.report}" if args.report else ""))
+    for name, result in results.items():
+        print(save(result))
+    print("| model | accuracy (mean ± std) | repeats | epochs | training s per run |")
+    print("|---|---:|---:|---:|---:|")
+    for name, result in results.items():
+        print(
+            f"| {name} | {100 * result.mean:.1f} % ± {100 * result.std:.1f} | {len(result.accuracies)} | "
+            f"{result.epochs} | {sum(result.train_seconds) / len(result.train_seconds):.0f} |"
+        )
+    written = [str(p) for p in pngs.values()] + [str(r) for r in reports.values() if r]
+    print("wrote " + ", ".join(written))
     return 0
 
 
