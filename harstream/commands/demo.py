@@ -1,0 +1,138 @@
+"""``harstream demo``: simulator + worker + dashboard (+ gateway) in one command.
+
+Each part runs as its own ``harstream`` subprocess in its own process group,
+so Ctrl-C (or SIGTERM) stops every process the demo started, children of
+children included, and nothing is left behind. If one part dies the demo
+says which and stops the rest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+STOP_TIMEOUT_S = 10.0
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    from harstream.stream.recordings import UCI_TEST_SUBJECTS
+
+    parser.add_argument("--subjects", type=int, nargs="+", default=list(UCI_TEST_SUBJECTS), metavar="N",
+                        help="subjects to replay, looping (default: the UCI held-out test subjects)")
+    parser.add_argument("--speed", type=float, default=1.0, help="replay speed, 1 = real time (default 1)")
+    parser.add_argument("--model", help="model artifact for the worker (default: the shipped model)")
+    parser.add_argument("--gateway", action="store_true", help="also run the phone gateway")
+    parser.add_argument("--gateway-port", type=int, default=8765, help="gateway port (default 8765)")
+    parser.add_argument("--port", type=int, default=8501, help="dashboard port (default 8501)")
+    parser.add_argument("--ingest", default="tcp://127.0.0.1:5555",
+                        help="ingest bus address the worker binds (default tcp://127.0.0.1:5555)")
+    parser.add_argument("--output", default="tcp://127.0.0.1:5556",
+                        help="output bus address the worker binds (default tcp://127.0.0.1:5556)")
+
+
+def plan(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
+    """``(name, argv)`` of every process to start, in start order.
+
+    The worker binds both buses; everything else connects, so the order
+    only decides what the first seconds look like.
+    """
+    me = [sys.executable, "-m", "harstream"]
+    ingest, output = _bare(args.ingest), _bare(args.output)
+    worker = me + ["worker", "--ingest", "@" + ingest, "--publish", "@" + output]
+    if args.model:
+        worker += ["--model", args.model]
+    parts = [
+        ("worker", worker),
+        ("dashboard", me + ["dashboard", "--subscribe", ">" + output, "--port", str(args.port)]),
+        ("simulator", me + ["simulate", "--subjects", *map(str, args.subjects), "--speed", str(args.speed),
+                            "--loop", "--publish", ">" + ingest]),
+    ]  # fmt: skip
+    if args.gateway:
+        parts.append(("gateway", me + ["gateway", "--port", str(args.gateway_port),
+                                       "--ingest", ">" + ingest, "--output", ">" + output]))  # fmt: skip
+    return parts
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.speed <= 0:
+        print(f"harstream demo: --speed must be > 0, got {args.speed}", file=sys.stderr)
+        return 2
+    env = dict(os.environ, HARSTREAM_INGEST=_bare(args.ingest), HARSTREAM_OUTPUT=_bare(args.output),
+               PYTHONUNBUFFERED="1")  # fmt: skip
+    procs: list[tuple[str, subprocess.Popen]] = []
+    # SIGTERM ends the demo exactly like Ctrl-C does.
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        for name, argv in plan(args):
+            print(f"demo: starting {name}: {' '.join(argv[1:])}", flush=True)
+            # A new session puts each part in its own process group: the demo
+            # can stop all of it, and a Ctrl-C in the terminal reaches only
+            # the demo, which then stops the parts in order.
+            procs.append((name, subprocess.Popen(argv, env=env, start_new_session=True)))
+        url = f"http://127.0.0.1:{args.port}"
+        if _wait_http(f"{url}/_stcore/health", procs, timeout=60.0):
+            print(f"\n  harstream demo is running: open {url}\n  (Ctrl-C stops everything)\n", flush=True)
+        while True:
+            for name, proc in procs:
+                if proc.poll() is not None:
+                    print(f"demo: {name} exited with code {proc.returncode}; stopping the rest", file=sys.stderr)
+                    return 1
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        print("\ndemo: stopping", flush=True)
+        return 0
+    finally:
+        _stop(procs)
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _stop(procs: list[tuple[str, subprocess.Popen]]) -> None:
+    """SIGTERM every process group, wait, then SIGKILL what is left."""
+    for name, proc in reversed(procs):
+        _signal_group(proc, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    for name, proc in reversed(procs):
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            print(f"demo: {name} did not stop in {STOP_TIMEOUT_S:.0f} s; killing it", file=sys.stderr)
+            _signal_group(proc, signal.SIGKILL)
+            proc.wait()
+        # Children the part started itself share its group: end them too.
+        _signal_group(proc, signal.SIGKILL)
+
+
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _wait_http(url: str, procs: list[tuple[str, subprocess.Popen]], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(p.poll() is not None for _, p in procs):
+            return False
+        try:
+            with urllib.request.urlopen(url, timeout=1.0) as response:
+                if response.status == 200:
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.3)
+    return False
+
+
+def _bare(address: str) -> str:
+    """An address without a bind/connect prefix."""
+    return address.lstrip("@>")
+
+
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt

@@ -1,0 +1,164 @@
+"""The dashboard page (Streamlit AppTest) fed by a real ZeroMQ PUB socket."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import pytest
+import zmq
+from streamlit.testing.v1 import AppTest
+
+import harstream.dashboard
+from harstream.stream.activities import ACTIVITIES
+from harstream.stream.protocol import Prediction, Signal, encode_prediction, encode_signal, encode_stats
+
+APP = str(Path(harstream.dashboard.__file__).resolve().parent / "app.py")
+WAIT_S = 30.0  # upper bound for the subscriber to join and messages to arrive
+
+
+@pytest.fixture
+def bus(monkeypatch):
+    """A PUB socket on a free loopback port; the app subscribes to it."""
+    sock = zmq.Context.instance().socket(zmq.PUB)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.bind("tcp://127.0.0.1:*")
+    address = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+    monkeypatch.setenv("HARSTREAM_OUTPUT", address)
+    yield sock
+    sock.close(0)
+
+
+def new_app() -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def cards(at: AppTest) -> dict[str, str]:
+    """device -> activity, as the overview cards carry them."""
+    body = "".join(h.proto.body for h in at.get("html"))
+    return dict(re.findall(r'data-device="([^"]+)" data-activity="([^"]+)"', body))
+
+
+def publish_until(at: AppTest, send, done, wait_s: float = WAIT_S) -> None:
+    """Publish with ``send()`` and rerun the page until ``done(at)``.
+
+    Repeats the publishing because a SUB socket joins a moment after it
+    connects (ZeroMQ's slow joiner) and misses what was sent before."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        send()
+        time.sleep(0.3)
+        at.run()
+        assert not at.exception, at.exception
+        if done(at):
+            return
+        assert time.monotonic() < deadline, "the page did not show what was published"
+
+
+def prediction(device, window, smoothed, truth=None):
+    probs = [0.04] * 6
+    probs[ACTIVITIES.index(smoothed)] = 0.8
+    t_end = 2.54 + 1.28 * window
+    return encode_prediction(
+        Prediction(device, window, t_end - 2.54, t_end, smoothed, probs, smoothed, probs, "test-model", 4.0, truth, "w0")
+    )
+
+
+def stats(devices=3, **extra):
+    return encode_stats("w0", {"devices": devices, "samples_per_s": 150.0, "windows_per_s": 2.3,
+                               "latency_p50_ms": 4.5, "latency_p99_ms": 12.0, "drops": {"duplicate": 2}, **extra})
+
+
+def test_without_a_worker_the_page_says_so_instead_of_freezing(bus):
+    at = new_app()
+    assert [e for e in at.error if "No worker" in e.value]
+    assert not cards(at)
+
+
+def test_with_a_worker_but_no_devices_the_page_says_no_data(bus):
+    at = new_app()
+    publish_until(at, lambda: bus.send_multipart(stats(devices=0)), lambda at: at.warning)
+    assert "No data" in at.warning[0].value
+    assert not at.error
+
+
+def test_overview_shows_every_device_its_activity_and_the_health_numbers(bus):
+    at = new_app()
+    window = iter(range(10_000))
+
+    def send():
+        w = next(window)
+        bus.send_multipart(stats())
+        bus.send_multipart(prediction("phone-a", w, "WALKING", truth="WALKING"))
+        bus.send_multipart(prediction("phone-b", w, "SITTING", truth="STANDING"))
+        bus.send_multipart(prediction("phone-c", w, "LAYING"))
+
+    publish_until(at, send, lambda at: len(cards(at)) == 3)
+    assert cards(at) == {"phone-a": "WALKING", "phone-b": "SITTING", "phone-c": "LAYING"}
+    assert not at.error and not at.warning
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["devices (worker)"] == "3"
+    assert metrics["latency p99"] == "12.0 ms"
+    assert metrics["dropped"] == "2"
+    body = at.get("html")[0].proto.body
+    assert "✓</span> truth Walking" in body and "✗</span> truth Standing" in body
+    assert any("Fleet accuracy" in c.value and "50.0%" in c.value for c in at.caption)
+
+
+def test_device_view_follows_the_selected_device_and_its_activity_changes(bus):
+    at = new_app()
+    state = {"w": 0, "activity": "WALKING"}
+
+    def send():
+        state["w"] += 1
+        bus.send_multipart(stats(devices=2))
+        bus.send_multipart(prediction("phone-a", state["w"], state["activity"], truth="WALKING"))
+        bus.send_multipart(prediction("phone-b", state["w"], "STANDING", truth="STANDING"))
+        bus.send_multipart(encode_signal(Signal("phone-b", state["w"] * 1.28, 10.0, [[0, 0, 1]] * 13,
+                                                [[0, 0.1, 0]] * 13)))
+
+    publish_until(at, send, lambda at: len(cards(at)) == 2)
+    at.selectbox(key="hs_device_select").select("phone-b").run()
+    publish_until(at, send, lambda at: len(at.get("vega_lite_chart")) >= 4)
+    assert any(m.value.startswith("**Standing**") for m in at.markdown)
+    assert any("Confusion matrix of this session" in m.value for m in at.markdown)
+    # the selection survives the refreshes, and a change of activity shows
+    state["activity"] = "WALKING_UPSTAIRS"
+    publish_until(at, send, lambda at: cards(at).get("phone-a") == "WALKING_UPSTAIRS")
+    assert at.selectbox(key="hs_device_select").value == "phone-b"
+
+
+def test_malformed_messages_are_counted_on_the_page_not_raised(bus):
+    at = new_app()
+    window = iter(range(10_000))
+
+    def send():
+        bus.send_multipart([b"p/x/", b"{not json"])
+        bus.send_multipart([b"p/y/", b'{"v":1,"device":"y","probs":"NaN"}'])
+        bus.send_multipart(prediction("phone-a", next(window), "SITTING"))
+        bus.send_multipart(stats(devices=1))
+
+    publish_until(at, send, lambda at: cards(at) and any("undecodable here" in c.value for c in at.caption))
+    assert cards(at) == {"phone-a": "SITTING"}
+    assert any("undecodable here: header" in c.value for c in at.caption)
+
+
+def test_two_hundred_live_devices_all_appear(bus):
+    at = new_app()
+    window = iter(range(10_000))
+    names = [f"phone-{d:03d}" for d in range(200)]
+
+    def send():
+        w = next(window)
+        bus.send_multipart(stats(devices=200))
+        for d, name in enumerate(names):
+            bus.send_multipart(prediction(name, w, ACTIVITIES[d % 6], truth=ACTIVITIES[d % 6]))
+            bus.send_multipart(encode_signal(Signal(name, w * 1.28, 10.0, [[0, 0, 1]] * 13, [[0, 0, 0]] * 13)))
+
+    publish_until(at, send, lambda at: len(cards(at)) == 200)
+    assert not at.error and not at.warning
+    assert len(at.selectbox(key="hs_device_select").options) == 200
