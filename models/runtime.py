@@ -223,8 +223,7 @@ class NullRuntime:
         return np.full((len(x), self.classes), 1.0 / self.classes, np.float32)
 
 
-BUILDERS: dict[str, Callable[[ModelArtifact], Runtime]] = {
-    "keras": KerasRuntime,
+BUILDERS: dict[str, Callable[..., Runtime]] = {
     "tf-function": TfFunctionRuntime,
     "tflite": TfliteRuntime,
 }
@@ -300,7 +299,10 @@ def check_windows(count: int = 256, seed: int = 0) -> np.ndarray:
 
 
 def load_runtime(
-    artifact: ModelArtifact, kind: str = "auto", check: np.ndarray | None = None
+    artifact: ModelArtifact,
+    kind: str = "auto",
+    check: np.ndarray | None = None,
+    sizes: Sequence[int] = BATCH_SIZES,
 ) -> Selected:
     """The runtime to serve ``artifact`` with.
 
@@ -322,7 +324,7 @@ def load_runtime(
     report: dict = {"check_windows": len(check), "candidates": {}}
     for name in names:
         try:
-            rt = BUILDERS[name](artifact)
+            rt = BUILDERS[name](artifact, sizes)
         except Exception as exc:  # conversion can fail for exotic layers
             log.warning("runtime %s unavailable: %s", name, exc)
             report["candidates"][name] = {"error": str(exc)[:300]}

@@ -1,0 +1,113 @@
+"""Wire protocol v1: round trips and every malformed-frame reason."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from harstream.stream.protocol import (
+    REASONS,
+    Prediction,
+    ProtocolError,
+    SampleBatch,
+    Signal,
+    decode_output,
+    decode_prediction,
+    decode_samples,
+    decode_signal,
+    decode_stats,
+    encode_prediction,
+    encode_samples,
+    encode_signal,
+    encode_stats,
+    shard_of,
+    shard_prefixes,
+)
+
+
+def good_frames(n: int = 4, labels: bool = True) -> list[bytes]:
+    samples = np.arange(n * 6, dtype=np.float32).reshape(n, 6) / 7
+    lab = np.arange(n, dtype=np.int16) if labels else None
+    return encode_samples(SampleBatch("dev-1", seq=128, t0=1.7e9, samples=samples, labels=lab, meta={"app": "x"}))
+
+
+def test_samples_round_trip_keeps_every_field():
+    samples = np.random.default_rng(0).normal(size=(50, 6)).astype(np.float32)
+    sent = SampleBatch("phone_7", seq=12345, t0=1.7e9 + 0.02, samples=samples, rate=50.0,
+                       labels=np.full(50, 4, np.int16), meta={"source": "test"})  # fmt: skip
+    got = decode_samples(encode_samples(sent))
+    assert (got.device, got.seq, got.t0, got.rate, got.meta) == ("phone_7", 12345, sent.t0, 50.0, {"source": "test"})
+    np.testing.assert_array_equal(got.samples, samples)
+    np.testing.assert_array_equal(got.labels, sent.labels)
+
+
+def test_samples_without_labels_decode_with_none():
+    assert decode_samples(good_frames(labels=False)).labels is None
+
+
+def test_prediction_signal_and_stats_round_trip():
+    p = Prediction("d1", 3, 10.0, 12.54, "WALKING", [0.9] + [0.02] * 5, "unknown", [0.4] * 6, "m@1", 1.5,
+                   truth="SITTING", worker="w")  # fmt: skip
+    assert decode_prediction(encode_prediction(p)) == p
+    assert decode_output(encode_prediction(p)) == p
+    s = Signal("d1", 10.0, 10.0, [[0.0, 0.1, 1.0]], [[0.0, 0.0, 0.0]])
+    assert decode_signal(encode_signal(s)) == s
+    stats = decode_stats(encode_stats("w1", {"devices": 3, "drops": {"gap": 1}}))
+    assert stats["devices"] == 3 and stats["worker"] == "w1"
+
+
+def test_shards_partition_the_topic_space():
+    halves = [set(shard_prefixes(k, 2)) for k in range(2)]
+    assert not halves[0] & halves[1] and len(halves[0] | halves[1]) == 64
+    topic = encode_samples(SampleBatch("abc", 0, 0.0, np.zeros((1, 6))))[0]
+    assert sum(topic.startswith(p) for p in halves[0] | halves[1]) == 1
+    assert topic.startswith(b"s/%02d/" % shard_of("abc"))
+
+
+def _with_header(frames: list[bytes], **changes) -> list[bytes]:
+    header = json.loads(frames[1])
+    for key, value in changes.items():
+        if value is ...:
+            header.pop(key)
+        else:
+            header[key] = value
+    return [frames[0], json.dumps(header).encode(), frames[2]]
+
+
+def _nan_payload(frames):
+    arr = np.frombuffer(frames[2], "<f4").copy()
+    arr[5] = np.nan
+    return [frames[0], frames[1], arr.tobytes()]
+
+
+MALFORMED = {  # case: (expected reason, how to spoil a good message)
+    "two_frames": ("frame_count", lambda f: f[:2]),
+    "four_frames": ("frame_count", lambda f: f + [b""]),
+    "topic_of_another_device": ("topic", lambda f: [b"s/00/someone-else/", f[1], f[2]]),
+    "header_not_json": ("header", lambda f: [f[0], b"\xff{not json", f[2]]),
+    "header_not_object": ("header", lambda f: [f[0], b"[1, 2]", f[2]]),
+    "header_without_seq": ("header", lambda f: _with_header(f, seq=...)),
+    "negative_seq": ("header", lambda f: _with_header(f, seq=-1)),
+    "huge_header": ("header", lambda f: [f[0], b" " * 70_000 + f[1], f[2]]),
+    "other_units": ("header", lambda f: _with_header(f, units={"acc": "m/s^2", "gyro": "rad/s"})),
+    "version_2": ("version", lambda f: _with_header(f, v=2)),
+    "device_id_with_space": ("device", lambda f: [b"s/00/bad id/", _with_header(f, device="bad id")[1], f[2]]),
+    "payload_short": ("byte_length", lambda f: [f[0], f[1], f[2][:-4]]),
+    "zero_samples": ("byte_length", lambda f: _with_header(f, n=0)),
+    "nan_sample": ("non_finite", _nan_payload),
+    "labels_too_few": ("labels", lambda f: _with_header(f, labels=[1, 2])),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_each_malformed_samples_message_is_rejected_with_its_reason(case):
+    reason, spoil = MALFORMED[case]
+    with pytest.raises(ProtocolError) as err:
+        decode_samples(spoil(good_frames()))
+    assert err.value.reason == reason
+
+
+def test_the_malformed_cases_cover_every_reason():
+    assert {reason for reason, _ in MALFORMED.values()} == set(REASONS)

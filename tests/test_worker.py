@@ -1,0 +1,167 @@
+"""The worker core (no sockets): per-device state, batching, smoothing, rejects."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from harstream.stream.activities import ACTIVITIES, UNKNOWN
+from harstream.stream.pipeline import DevicePipeline
+from harstream.stream.protocol import SampleBatch, encode_samples
+from harstream.stream.smoothing import Smoother
+from harstream.stream.worker import StreamCore, WorkerConfig
+
+
+def signal(n: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)[:, None] / 50.0
+    return (np.sin(2 * np.pi * 1.5 * t + np.arange(6)) * 0.3 + rng.normal(0, 0.05, (n, 6))).astype(np.float32)
+
+
+def send(core, device, seq, samples, labels=None, now=0.0, t0=1000.0):
+    core.ingest(encode_samples(SampleBatch(device, seq, t0 + seq / 50, samples, labels=labels)), now)
+
+
+def drain(core) -> list:
+    """Run every pending window through a fake model (probabilities from the data)."""
+    out = []
+    while core.pending:
+        x, taken = core.take_batch()
+        probs = np.tile(np.eye(6)[0] * 0.5 + 0.5 / 6, (len(x), 1))
+        out += core.finish_batch(taken, probs, now=1.0)
+    return out
+
+
+def test_windows_match_the_offline_pipeline_whatever_the_chunking():
+    data = signal(1000)
+    core = StreamCore(ACTIVITIES, "m", WorkerConfig(max_batch=1000))
+    seq = 0
+    for size in [3, 50, 1, 77, 200, 13] * 10:
+        if seq >= len(data):
+            break
+        send(core, "d", seq, data[seq : seq + size])
+        seq += len(data[seq : seq + size])
+    x, taken = core.take_batch()
+    np.testing.assert_allclose(x, DevicePipeline().push(data), atol=1e-6)
+    assert [w.window for w in taken] == list(range(len(x)))
+
+
+def test_truth_is_the_label_at_the_window_end():
+    labels = np.repeat(np.arange(1, 7, dtype=np.int16), 100)  # 600 samples, 6 activities
+    core = StreamCore(ACTIVITIES, "m")
+    for seq in range(0, 600, 10):
+        send(core, "d", seq, signal(600)[seq : seq + 10], labels[seq : seq + 10])
+    preds = drain(core)
+    assert [p.truth for p in preds] == [ACTIVITIES[labels[64 * j + 127] - 1] for j in range(len(preds))]
+    assert preds[0].t_end == pytest.approx(1000.0 + 127 / 50)
+
+
+def test_a_gap_restarts_the_device_pipeline_and_is_counted():
+    core = StreamCore(ACTIVITIES, "m")
+    send(core, "d", 0, signal(200))
+    send(core, "d", 500, signal(200))  # samples 200..499 never arrived
+    preds = drain(core)
+    assert [p.window for p in preds] == [0, 1, 0, 1]
+    assert core.totals["gaps"] == 1 and not core.drops
+
+
+def test_duplicates_and_late_chunks_are_dropped_and_counted():
+    core = StreamCore(ACTIVITIES, "m")
+    send(core, "d", 0, signal(100))
+    send(core, "d", 0 + 50, signal(10))  # behind: overlaps what was seen
+    send(core, "d", 100, signal(100))
+    send(core, "d", 100, signal(100))  # exact duplicate
+    assert core.drops["duplicate"] == 2
+    assert [p.window for p in drain(core)] == [0, 1]
+
+
+def test_seq_zero_means_the_device_started_over():
+    core = StreamCore(ACTIVITIES, "m")
+    send(core, "d", 0, signal(300))
+    send(core, "d", 0, signal(128))
+    assert core.totals["restarts"] == 1 and [p.window for p in drain(core)] == [0, 1, 2, 0]
+
+
+def test_malformed_messages_are_counted_and_the_good_device_keeps_being_served():
+    core = StreamCore(ACTIVITIES, "m")
+    good = encode_samples(SampleBatch("good", 0, 0.0, signal(10)))
+    for seq in range(0, 256, 10):
+        send(core, "good", seq, signal(256)[seq : seq + 10])
+        core.ingest([b"garbage"], 0.0)
+        core.ingest([good[0], b"{", good[2]], 0.0)
+        core.ingest([good[0], good[1], good[2][:-1]], 0.0)
+        core.ingest([b"\x00" * 10_000] * 3, 0.0)
+    assert len(drain(core)) == 3
+    assert core.drops == {"frame_count": 26, "header": 52, "byte_length": 26}
+
+
+def test_idle_devices_are_evicted():
+    core = StreamCore(ACTIVITIES, "m", WorkerConfig(idle_timeout=5.0))
+    send(core, "old", 0, signal(10), now=0.0)
+    send(core, "new", 0, signal(10), now=4.0)
+    assert core.evict_idle(now=6.0) == ["old"] and list(core.devices) == ["new"]
+
+
+def test_waiting_windows_are_bounded_and_overflow_is_counted():
+    core = StreamCore(ACTIVITIES, "m", WorkerConfig(max_pending=3))
+    send(core, "d", 0, signal(128 + 64 * 9))  # 10 windows at once
+    assert len(core.pending) == 3 and core.drops["overload"] == 7
+    assert [w.window for w in core.pending] == [7, 8, 9]  # the newest are kept
+
+
+def test_devices_outside_the_shard_are_not_processed():
+    from harstream.stream.protocol import shard_of
+
+    core = StreamCore(ACTIVITIES, "m", WorkerConfig(shard=(0, 2)))
+    names = [f"dev{i}" for i in range(20)]
+    for name in names:
+        send(core, name, 0, signal(10))
+    mine = {n for n in names if shard_of(n) % 2 == 0}
+    assert set(core.devices) == mine and core.drops["shard"] == len(names) - len(mine)
+
+
+def test_a_batch_waits_at_most_max_wait_for_more_windows():
+    core = StreamCore(ACTIVITIES, "m", WorkerConfig(max_batch=4, max_wait=0.005))
+    send(core, "a", 0, signal(128), now=10.0)
+    assert not core.batch_due(10.004) and core.batch_due(10.005)
+    for name in "bcd":
+        send(core, name, 0, signal(128), now=10.001)
+    assert core.batch_due(10.001)
+
+
+def test_smoothed_label_is_unknown_when_windows_disagree():
+    core = StreamCore(ACTIVITIES, "m", WorkerConfig(smooth_windows=2, threshold=0.6))
+    send(core, "d", 0, signal(192))
+    x, taken = core.take_batch()
+    preds = core.finish_batch(taken, np.array([np.eye(6)[0], np.eye(6)[3]]), now=0.0)
+    assert [p.label for p in preds] == ["WALKING", "SITTING"]
+    assert [p.smoothed for p in preds] == ["WALKING", UNKNOWN]
+
+
+def test_smoother_averages_the_last_windows():
+    s = Smoother(["a", "b"], windows=3, threshold=0.5)
+    for probs in ([1, 0], [1, 0], [0, 1]):
+        label, mean = s.update(probs)
+    assert label == "a" and mean == pytest.approx([2 / 3, 1 / 3])
+
+
+def test_signal_feed_is_decimated_to_10_hz_per_device():
+    core = StreamCore(ACTIVITIES, "m", WorkerConfig(signal_interval=0.5))
+    data = signal(100)
+    for seq in range(0, 100, 7):
+        send(core, "d", seq, data[seq : seq + 7], now=0.1)
+    (sig,) = core.take_signals(now=1.0)
+    assert sig.rate == 10.0 and len(sig.acc) == 20
+    np.testing.assert_allclose(sig.acc, data[::5, :3], atol=1e-4)
+    assert core.take_signals(now=2.0) == []
+
+
+def test_stats_report_rates_latency_and_drops():
+    core = StreamCore(ACTIVITIES, "m")
+    core.started = 0.0
+    send(core, "d", 0, signal(256), now=0.0)
+    core.ingest([b"x"], 0.0)
+    drain(core)
+    stats = core.stats(now=2.0)
+    assert stats["devices"] == 1 and stats["samples_per_s"] == 128.0 and stats["windows_per_s"] == 1.5
+    assert stats["drops"] == {"frame_count": 1} and stats["latency_p99_ms"] == pytest.approx(1000.0)
