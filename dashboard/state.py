@@ -133,9 +133,10 @@ class DeviceState:
         gyro = np.asarray(s.gyro, dtype=np.float32).reshape(-1, 3)
         self.signal.append((float(s.t0), float(s.rate), acc, gyro))
         self.last_seen = now
-        newest = s.t0 + len(acc) / s.rate
-        while self.signal and self.signal[0][0] + len(self.signal[0][2]) / self.signal[0][1] < newest - SIGNAL_SECONDS:
-            self.signal.popleft()
+        # Keep just over SIGNAL_SECONDS of samples.
+        kept = sum(len(c[2]) for c in self.signal)
+        while kept - len(self.signal[0][2]) >= SIGNAL_SECONDS * s.rate:
+            kept -= len(self.signal.popleft()[2])
 
     def confusion(self) -> np.ndarray:
         """Session confusion matrix: rows ACTIVITIES (truth), columns PREDICTED."""
@@ -159,46 +160,48 @@ class DeviceState:
         return hits / total if total else None
 
     def timeline(self, seconds: float) -> list[dict]:
-        """Bands of the last ``seconds`` of stream time, newest last.
+        """Bands of the last ``seconds`` of recording, oldest first.
 
-        Windows overlap by half, so each prediction owns the last hop (STEP
-        samples) of its window: bands ``[t_end - hop, t_end]`` tile the time
-        line (``t_start``/``t_end`` are the first/last sample, WINDOW - 1
-        sample periods apart).
-        ``start``/``end`` are seconds relative to the newest window's end.
+        Consecutive windows start one hop (STEP samples, 1.28 s at 50 Hz)
+        apart, so the k-th newest prediction owns ``[-(k+1) hop, -k hop]``
+        seconds: bands tile the line in the device's own time, whatever the
+        replay speed (stream timestamps of a sped-up replay are compressed).
         """
-        if not self.predictions:
-            return []
-        newest = self.predictions[-1].t_end
         bands = []
+        end = 0.0
         for p in reversed(self.predictions):
-            if p.t_end < newest - seconds:
+            duration = p.t_end - p.t_start
+            # t_start/t_end are the first/last sample: WINDOW - 1 periods apart.
+            hop = STEP * duration / (WINDOW - 1) if duration > 0 else STEP / 50.0
+            if end - hop < -seconds:
                 break
-            hop = max((p.t_end - p.t_start) * STEP / (WINDOW - 1), 0.0)
             bands.append(
                 {
-                    "start": p.t_end - hop - newest,
-                    "end": p.t_end - newest,
+                    "start": end - hop,
+                    "end": end,
                     "predicted": p.smoothed,
                     "confidence": max(p.smoothed_probs, default=0.0),
                     "truth": truth_category(p.truth),
                 }
             )
+            end -= hop
         bands.reverse()
         return bands
 
     def signal_frame(self, seconds: float = SIGNAL_SECONDS) -> dict[str, np.ndarray]:
-        """The last ``seconds`` of raw signal: ``t`` (relative to the newest
-        sample, <= 0), ``acc`` (m, 3) in g, ``gyro`` (m, 3) in rad/s."""
+        """The last ``seconds`` of raw signal: ``t`` (seconds before the
+        newest sample, <= 0), ``acc`` (m, 3) in g, ``gyro`` (m, 3) in rad/s.
+
+        Chunks are taken in arrival order (ZeroMQ keeps one publisher's
+        order) and timed by sample count at their rate, which stays right
+        for sped-up replays whose timestamps are compressed."""
         if not self.signal:
             return {"t": np.zeros(0), "acc": np.zeros((0, 3)), "gyro": np.zeros((0, 3))}
-        t = np.concatenate([t0 + np.arange(len(acc)) / rate for t0, rate, acc, _ in self.signal])
-        acc = np.concatenate([c[2] for c in self.signal])
-        gyro = np.concatenate([c[3] for c in self.signal])
-        order = np.argsort(t, kind="stable")  # chunks may arrive out of order
-        t, acc, gyro = t[order], acc[order], gyro[order]
-        keep = t >= t[-1] - seconds
-        return {"t": t[keep] - t[-1], "acc": acc[keep], "gyro": gyro[keep]}
+        rate = self.signal[-1][1]
+        acc = np.concatenate([c[2] for c in self.signal])[-int(seconds * rate) :]
+        gyro = np.concatenate([c[3] for c in self.signal])[-int(seconds * rate) :]
+        t = (np.arange(len(acc)) - (len(acc) - 1)) / rate
+        return {"t": t, "acc": acc, "gyro": gyro}
 
 
 class LiveState:

@@ -1,0 +1,148 @@
+"""End to end: `harstream demo` on free ports, its dashboard in headless Chromium.
+
+Needs Debian's chromium (`make browser` installs it); driven by Playwright's
+Python package with `executable_path`, never a downloaded browser.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run",
+]  # fmt: skip
+SPEED = 10  # HAPT subjects change activity every ~15-60 s of recording: a few seconds here
+STARTUP_S = 240.0  # TensorFlow import and model load on a busy 2-core machine
+CHANGE_S = 120.0
+
+
+def free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process below ``pid`` (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def wait_http(url: str, demo: subprocess.Popen, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert demo.poll() is None, f"harstream demo exited with {demo.returncode}"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    pytest.fail(f"{url} not up within {timeout:.0f} s")
+
+
+def page_problems(page) -> list[str]:
+    """Exceptions and no-worker/no-data banners the page shows."""
+    problems = [f"exception: {t}" for t in page.locator('[data-testid="stException"]').all_inner_texts()]
+    for text in page.locator('[data-testid="stAlert"]').all_inner_texts():
+        if "No worker" in text or "No data" in text:
+            problems.append(f"banner: {text}")
+    return problems
+
+
+def activities(page) -> dict[str, str]:
+    return page.eval_on_selector_all(
+        "[data-device]", "els => Object.fromEntries(els.map(e => [e.dataset.device, e.dataset.activity]))"
+    )
+
+
+@pytest.mark.timeout(900)
+def test_demo_dashboard_in_chromium_shows_live_activities_that_change(output_dir):
+    from playwright.sync_api import sync_playwright
+
+    assert os.path.exists(CHROMIUM), f"{CHROMIUM} missing: run `make browser` (apt-get install chromium)"
+    ingest, output, http = free_ports(3)
+    url = f"http://127.0.0.1:{http}"
+    log = open(output_dir / "demo.log", "w")
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "harstream", "demo", "--subjects", "2", "4", "--speed", str(SPEED),
+         "--port", str(http), "--ingest", f"tcp://127.0.0.1:{ingest}", "--output", f"tcp://127.0.0.1:{output}"],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    started: set[int] = set()
+    try:
+        wait_http(f"{url}/_stcore/health", demo, timeout=STARTUP_S)
+        started = descendants(demo.pid)
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1400, "height": 1600})
+                page.goto(url)
+                page.wait_for_selector("[data-device]", timeout=STARTUP_S * 1000)
+                first = activities(page)
+                assert first and all(first.values()), first
+                changed = None
+                deadline = time.monotonic() + CHANGE_S
+                while changed is None and time.monotonic() < deadline:
+                    page.wait_for_timeout(1000)
+                    assert demo.poll() is None, f"harstream demo exited with {demo.returncode}"
+                    now = activities(page)
+                    changed = next((d for d in first if d in now and now[d] != first[d]), None)
+                assert changed, f"no device changed activity within {CHANGE_S:.0f} s: {first}"
+                # The device view has drawn too (charts are canvases/SVG).
+                page.wait_for_selector('[data-testid="stVegaLiteChart"]', timeout=30_000)
+                page.wait_for_timeout(3000)  # let the next refresh finish before the picture
+                page.screenshot(path=str(output_dir / "dashboard.png"), full_page=True)
+                assert page_problems(page) == []
+                assert activities(page), "the overview emptied"
+            finally:
+                browser.close()
+        started |= descendants(demo.pid)
+        demo.send_signal(signal.SIGTERM)
+        assert demo.wait(timeout=60) == 0
+        time.sleep(0.5)
+        left = [pid for pid in started if alive(pid)]
+        assert not left, f"processes left after the demo stopped: {left}"
+    finally:
+        if demo.poll() is None:
+            os.killpg(demo.pid, signal.SIGKILL)
+        for pid in started:  # a failed test must not leave the stack running either
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        log.close()
