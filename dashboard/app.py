@@ -83,8 +83,16 @@ def show_health(state: LiveState, endpoint: str, now: float) -> None:
         parts = [f"{reason} {count:,}" for reason, count in sorted(health.drops.items())]
         parts += [f"undecodable here: {reason} {count:,}" for reason, count in sorted(health.rejects.items())]
         st.caption("Dropped by reason: " + " · ".join(parts))
-    workers = ", ".join(health.workers) if health.workers else "none"
-    st.caption(f"Subscribed to `{endpoint}` · workers: {workers}")
+    workers = []
+    for name in health.workers:
+        stats = state.stats[name][1]
+        extra = [f"model `{stats['model']}`" if "model" in stats else None,
+                 f"runtime {stats['runtime']}" if "runtime" in stats else None,
+                 f"batch mean {stats['batch_mean']}" if "batch_mean" in stats else None,
+                 f"pending {stats['pending']}" if "pending" in stats else None]
+        details = ", ".join(str(x) for x in extra if x)
+        workers.append(f"{name} ({details})" if details else name)
+    st.caption(f"Subscribed to `{endpoint}` · workers: {'; '.join(workers) if workers else 'none'}")
 
 
 def show_overview(state: LiveState, now: float) -> list[str]:
