@@ -12,7 +12,8 @@ more recordings, the last one (by name) is held out and scored before and
 after fine-tuning, so the user sees whether it helped. Some windows of the
 embedded training subjects are mixed in (``replay``), so that the model does
 not forget the activities the user did not record. The standardisation inside
-the model is left as it was (the base model's training statistics).
+the model and the BatchNorm statistics are left as they were (the base
+model's training statistics).
 """
 
 from __future__ import annotations
@@ -97,6 +98,12 @@ def finetune(
         return float(np.mean(np.argmax(np.asarray(model(test.x, training=False)), axis=1) == test.y))
 
     before = accuracy()
+    # A few hundred own windows are too few to re-estimate BatchNorm's moving
+    # statistics; frozen BatchNorm layers keep the base model's (and run in
+    # inference mode), the usual practice for small-data fine-tuning.
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False
     keras.utils.set_random_seed(seed)
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),

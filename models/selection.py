@@ -121,7 +121,11 @@ def screen(recipe: Recipe, train: Windows, seed: int = 0, verbose: int = 0) -> d
     start = time.perf_counter()
     model, history = fit(recipe, fit_part, seed, validation=val_part, verbose=verbose)
     val_acc = history.get("val_accuracy", [float("nan")])
+    from sklearn.metrics import confusion_matrix
+
+    val_pred = np.argmax(np.asarray(model.predict(val_part.x, batch_size=512, verbose=0)), axis=1)
     return {
+        "validation_confusion": confusion_matrix(val_part.y, val_pred, labels=range(6)).tolist(),
         "recipe": recipe.to_json(),
         "seed": seed,
         "validation_subjects": list(VALIDATION_SUBJECTS),

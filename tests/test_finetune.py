@@ -27,7 +27,8 @@ def _write_csv(path, rng, parts):
 
 
 def test_finetune_on_own_csv_recordings_learns_them_and_writes_a_loadable_artifact(output_dir):
-    from harstream.models.architectures import ChannelStats, build_model
+    from harstream.models.architectures import ChannelStats
+    from harstream.models.modern import build_resnet
     from harstream.models.artifact import load_artifact, save_artifact
     from harstream.models.finetune import finetune
 
@@ -39,7 +40,7 @@ def test_finetune_on_own_csv_recordings_learns_them_and_writes_a_loadable_artifa
     _write_csv(data / "a_session.csv", rng, [("WALKING", 30), ("LAYING", 30), ("WALKING", 20), ("LAYING", 20)])
     _write_csv(data / "b_session.csv", rng, [("LAYING", 20), ("WALKING", 20)])
 
-    base = build_model("resnet", ChannelStats.identity())
+    base = build_resnet(ChannelStats.identity(), width=8)
     base_path = save_artifact(base, {"architecture": "resnet", "test_accuracy": 0.5}, output_dir / "base.keras")
     result = finetune(base_path, data, output_dir / "mine.keras", epochs=6, learning_rate=3e-3, replay=0)
 
