@@ -144,6 +144,16 @@ def train_model(
     return model
 
 
+def without_optimizer(model: "keras.Model") -> "keras.Model":
+    """An uncompiled copy with the same weights: the artifact then holds no
+    optimizer state (a third of the size; fine-tuning compiles afresh)."""
+    import keras
+
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
 @dataclass
 class TrainResult:
     """What :func:`train_and_save` made."""
@@ -193,7 +203,7 @@ def train_and_save(
     }
     if command:
         metadata["command"] = command
-    path = save_artifact(model, metadata, out)
+    path = save_artifact(without_optimizer(model), metadata, out)
     from .artifact import read_metadata
 
     return TrainResult(model, path, read_metadata(path), evaluation, seconds)
