@@ -175,13 +175,19 @@ def convert_to_tflite(artifact: ModelArtifact, batch: int, cache: Path | None = 
 
 
 class TfliteRuntime:
-    """LiteRT interpreters, one per fixed batch size; a batch is split exactly."""
+    """LiteRT interpreters, one per fixed batch size; a batch is split exactly.
+
+    An interpreter is not thread-safe, so calls are serialised by a lock.
+    """
 
     name = "tflite"
 
     def __init__(self, artifact: ModelArtifact, sizes: Sequence[int] = BATCH_SIZES, threads: int = 1):
+        import threading
+
         from ai_edge_litert.interpreter import Interpreter
 
+        self._lock = threading.Lock()
         self.sizes = tuple(sorted(sizes))
         self.classes = int(artifact.model.output_shape[-1])
         self._calls: dict[int, Callable[[np.ndarray], np.ndarray]] = {}
@@ -193,9 +199,10 @@ class TfliteRuntime:
     def predict(self, x: np.ndarray) -> np.ndarray:
         x = _as_windows(x)
         out, start = [], 0
-        for size in split_batch(len(x), self.sizes):
-            out.append(self._calls[size](x[start : start + size]))
-            start += size
+        with self._lock:
+            for size in split_batch(len(x), self.sizes):
+                out.append(self._calls[size](x[start : start + size]))
+                start += size
         return np.concatenate(out) if out else np.empty((0, self.classes), np.float32)
 
 
