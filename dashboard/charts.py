@@ -184,12 +184,12 @@ def signal_chart(t: np.ndarray, values: np.ndarray, title: str, unit: str) -> Sp
     return {
         "title": title,
         "data": {"values": rows},
-        "height": 200,
+        "height": 240,
         "mark": {"type": "line", "strokeWidth": 1.5},
         "encoding": {
             "x": {"field": "t", "type": "quantitative", "title": "seconds"},
             "y": {"field": "value", "type": "quantitative", "title": unit},
-            "color": {"field": "axis", "type": "nominal", "legend": {"orient": "top", "title": None}},
+            "color": {"field": "axis", "type": "nominal", "legend": {"orient": "right", "title": None}},
         },
     }
 
@@ -207,7 +207,7 @@ def confusion_chart(matrix: np.ndarray) -> Spec:
                            "share": count / total if total else 0.0})
     encoding = {
         "x": {"field": "predicted", "type": "nominal", "sort": columns, "title": "predicted",
-              "axis": {"labelAngle": -30}},
+              "axis": {"labelAngle": -35, "labelOverlap": False, "labelLimit": 200}},
         "y": {"field": "truth", "type": "nominal", "sort": list(ACTIVITIES), "title": "truth",
               "axis": {"labelLimit": 200}},
     }

@@ -98,11 +98,13 @@ def test_demo_dashboard_in_chromium_shows_live_activities_that_change(output_dir
     ingest, output, http = free_ports(3)
     url = f"http://127.0.0.1:{http}"
     log = open(output_dir / "demo.log", "w")
-    demo = subprocess.Popen(
-        [sys.executable, "-m", "harstream", "demo", "--subjects", "2", "4", "--speed", str(SPEED),
-         "--port", str(http), "--ingest", f"tcp://127.0.0.1:{ingest}", "--output", f"tcp://127.0.0.1:{output}"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
+    command = [
+        sys.executable, "-m", "harstream", "demo", "--subjects", "2", "4", "--speed", str(SPEED),
+        "--port", str(http), "--ingest", f"tcp://127.0.0.1:{ingest}", "--output", f"tcp://127.0.0.1:{output}",
+    ]  # fmt: skip
+    if os.environ.get("HARSTREAM_E2E_MODEL"):  # default: the shipped model, as `make demo` runs it
+        command += ["--model", os.environ["HARSTREAM_E2E_MODEL"]]
+    demo = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     started: set[int] = set()
     try:
         wait_http(f"{url}/_stcore/health", demo, timeout=STARTUP_S)
