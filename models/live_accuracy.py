@@ -39,14 +39,18 @@ NOTHING = -1  # no window yet, or ``unknown``: the display shows no activity
 CHUNK = 50  # one second of samples per push, as a phone batches them
 
 
+#: The displays scored: the model's plain argmax, and what the worker
+#: publishes unsmoothed (``unknown`` threshold on one window) and smoothed.
+DISPLAYS = ("argmax", "raw", "smoothed")
+
+
 @dataclass
 class SessionReplay:
-    """Per-sample truth and what the display showed (class 0-5 or NOTHING)."""
+    """Per-sample truth and what each display showed (class 0-5 or NOTHING)."""
 
     name: str
     labels: np.ndarray
-    raw: np.ndarray
-    smoothed: np.ndarray
+    shown: dict[str, np.ndarray]
 
 
 def display_timeline(n_samples: int, window_classes: Sequence[int]) -> np.ndarray:
@@ -73,21 +77,24 @@ def session_windows(samples: np.ndarray, chunk: int = CHUNK) -> np.ndarray:
 def replay_session(
     rec: Recording,
     predict: Callable[[np.ndarray], np.ndarray],
-    smoother_factory: Callable[[], object],
+    smoothers: dict[str, Callable[[], object]],
     chunk: int = CHUNK,
 ) -> SessionReplay:
-    """Replay one recording through pipeline → ``predict`` → smoother."""
+    """Replay one recording through pipeline → ``predict`` → each smoother
+    (name → factory of a fresh ``Smoother``); ``argmax`` is always added."""
     x = session_windows(rec.samples, chunk)
     probs = predict(x) if len(x) else np.empty((0, len(ACTIVITIES)))
-    raw = np.argmax(probs, axis=1) if len(probs) else np.empty(0, np.int64)
-    smoother = smoother_factory()
-    index = {name: i for i, name in enumerate(ACTIVITIES)}
-    smoothed = []
-    for p in probs:  # one window at a time, in stream order, as the worker does
-        label, _ = smoother.update(p)
-        smoothed.append(index.get(label, NOTHING) if label != UNKNOWN else NOTHING)
     n = len(rec.samples)
-    return SessionReplay(rec.name, np.asarray(rec.labels), display_timeline(n, raw), display_timeline(n, smoothed))
+    shown = {"argmax": display_timeline(n, np.argmax(probs, axis=1) if len(probs) else [])}
+    index = {name: i for i, name in enumerate(ACTIVITIES)}
+    for kind, factory in smoothers.items():
+        smoother = factory()
+        labels = []
+        for p in probs:  # one window at a time, in stream order, as the worker does
+            label, _ = smoother.update(p)
+            labels.append(index[label] if label != UNKNOWN else NOTHING)
+        shown[kind] = display_timeline(n, labels)
+    return SessionReplay(rec.name, np.asarray(rec.labels), shown)
 
 
 def sample_accuracy(labels: np.ndarray, shown: np.ndarray) -> tuple[int, int]:
@@ -134,12 +141,12 @@ def transition_display(labels: np.ndarray, shown: np.ndarray) -> dict[str, int]:
 def score_replays(replays: list[SessionReplay]) -> dict:
     """Aggregate figures over all sessions, for the raw and smoothed display."""
     out: dict = {"sessions": len(replays), "samples": int(sum(len(r.labels) for r in replays))}
-    for kind in ("raw", "smoothed"):
+    for kind in replays[0].shown if replays else ():
         correct = total = missed = 0
         delays: list[float] = []
         trans = {UNKNOWN: 0, **{a: 0 for a in ACTIVITIES}}
         for r in replays:
-            shown = getattr(r, kind)
+            shown = r.shown[kind]
             c, t = sample_accuracy(r.labels, shown)
             correct, total = correct + c, total + t
             d, m = display_delays(r.labels, shown)
@@ -173,8 +180,9 @@ def plot_session(replay: SessionReplay, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(11, 3.6))
     ax.plot(t, truth, lw=6, alpha=0.35, color="k", label="true activity")
     ax.plot(t, trans, lw=6, alpha=0.35, color="tab:red", label="transition (7-12)")
-    ax.plot(t, np.where(replay.raw >= 0, replay.raw, -1.0) + 0.08, lw=1, label="shown (raw)")
-    ax.plot(t, np.where(replay.smoothed >= 0, replay.smoothed, -1.0) - 0.08, lw=1, label="shown (smoothed)")
+    for offset, kind in zip((0.08, -0.08), ("raw", "smoothed")):
+        shown = replay.shown[kind]
+        ax.plot(t, np.where(shown >= 0, shown, -1.0) + offset, lw=1, label=f"shown ({kind})")
     ax.set_yticks(range(-1, 6), ["unknown / none", *[a.lower() for a in ACTIVITIES]])
     ax.set_xlabel("seconds")
     ax.set_title(f"{replay.name}: live display vs truth")
@@ -194,7 +202,7 @@ def plot_delays(live: dict, path: Path) -> Path:
 
     fig, ax = plt.subplots(figsize=(6, 3.4))
     bins = np.arange(0, 12.5, 0.5)
-    for kind in ("raw", "smoothed"):
+    for kind in ("argmax", "smoothed"):
         ax.hist(np.clip(live[kind]["delays_s"], 0, 12), bins=bins, alpha=0.55, label=kind)
     ax.set_xlabel("seconds from activity change until the display shows it (12 = 12 or more)")
     ax.set_ylabel("segments")
@@ -210,15 +218,17 @@ def live_report_lines(live: dict, reports_dir: Path, doc_dir: Path) -> list[str]
     lines = [
         "## Live (streaming) accuracy",
         "",
-        f"Model `{live.get('model_id', '?')}` served by runtime `{live.get('runtime', '?')}`; "
-        f"smoothing `{live.get('smoothing', '?')}`. {live['sessions']} held-out sessions, "
+        f"Model `{live.get('model_id', '?')}` served by runtime `{live.get('runtime', '?')}`. "
+        "Displays: `argmax` = the model's top class for the latest window; `raw` = what the worker "
+        "publishes unsmoothed (`unknown` when the top probability is below the threshold); "
+        f"`smoothed` = the worker's smoothed label ({live.get('smoothing', '?')}). {live['sessions']} held-out sessions, "
         f"{live['samples']:,} samples, replayed in {live.get('seconds', float('nan')):.0f} s "
         f"(`{live.get('command', 'python -m harstream.models.live_accuracy')}`).",
         "",
         "| display | per-sample accuracy % (activity samples) | delay median s | delay p90 s | segments never shown | transitions shown as unknown % |",
         "|---|---|---|---|---|---|",
     ]
-    for kind in ("raw", "smoothed"):
+    for kind in DISPLAYS:
         k = live[kind]
         trans = k["transition_samples"]
         total = sum(trans.values()) or 1
@@ -229,7 +239,7 @@ def live_report_lines(live: dict, reports_dir: Path, doc_dir: Path) -> list[str]
         )
     lines += ["", "What the display shows during postural transitions (HAPT labels 7-12), % of transition samples:", ""]
     lines += ["| display | " + " | ".join([UNKNOWN, *[a.lower() for a in ACTIVITIES]]) + " |", "|---|" + "---|" * 7]
-    for kind in ("raw", "smoothed"):
+    for kind in DISPLAYS:
         trans = live[kind]["transition_samples"]
         total = sum(trans.values()) or 1
         lines.append(f"| {kind} | " + " | ".join(f"{100 * trans[k] / total:.1f}" for k in [UNKNOWN, *ACTIVITIES]) + " |")
@@ -260,10 +270,11 @@ def main(argv: list[str] | None = None) -> int:
     threshold = smoothing.DEFAULT_THRESHOLD if args.threshold is None else args.threshold
     recs = load_embedded().of_subjects(UCI_TEST_SUBJECTS)
     start = time.perf_counter()
-    replays = [
-        replay_session(r, runtime.predict, lambda: smoothing.Smoother(ACTIVITIES, windows=windows, threshold=threshold))
-        for r in recs
-    ]
+    smoothers = {
+        "raw": lambda: smoothing.Smoother(ACTIVITIES, windows=1, threshold=threshold),
+        "smoothed": lambda: smoothing.Smoother(ACTIVITIES, windows=windows, threshold=threshold),
+    }
+    replays = [replay_session(r, runtime.predict, smoothers) for r in recs]
     seconds = time.perf_counter() - start
     live = score_replays(replays)
     live.update(
@@ -277,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "live.json").write_text(json.dumps(live, indent=1) + "\n")
     plot_session(replays[0], args.out / "live_session.png")
     plot_delays(live, args.out / "live_delays.png")
-    for kind in ("raw", "smoothed"):
+    for kind in DISPLAYS:
         k = live[kind]
         print(
             f"{kind}: per-sample accuracy {100 * k['sample_accuracy']:.2f} %, delay median {k['delay_median_s']:.2f} s "
