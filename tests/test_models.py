@@ -275,3 +275,12 @@ def test_cli_names_a_bad_data_source_and_a_bad_artifact(tmp_path, capsys):
     assert "missing" in capsys.readouterr().err
     assert main(["evaluate", "--artifact", str(tmp_path / "none.keras")]) == 2
     assert "none.keras: no such model file" in capsys.readouterr().err
+    assert main(["train", "--subjects", "1,x", "--out", str(tmp_path / "x.keras")]) == 2
+    assert "'x' is not a number" in capsys.readouterr().err
+
+
+def test_evaluating_the_shipped_model_refuses_its_own_training_subjects(capsys):
+    from harstream.cli import main
+
+    assert main(["evaluate", "--subjects", "1,3"]) == 2
+    assert "none of subjects 1,3 is held out" in capsys.readouterr().err

@@ -84,13 +84,28 @@ def run_artifact(args: argparse.Namespace) -> int:
     meta = artifact.metadata
     held_out = parse_subjects(args.test_subjects) or meta.get("split", {}).get("test_subjects") or list(UCI_TEST_SUBJECTS)
     if args.subjects:
-        held_out = [s for s in held_out if s in set(parse_subjects(args.subjects) or [])]
+        chosen = parse_subjects(args.subjects) or []
+        if not set(chosen) & set(held_out):
+            print(
+                f"harstream evaluate: none of subjects {args.subjects} is held out from this model "
+                f"(held out: {', '.join(map(str, held_out))}); evaluating on training subjects would flatter it",
+                file=sys.stderr,
+            )
+            return 2
+        held_out = [s for s in held_out if s in set(chosen)]
     args.test_subjects = ",".join(str(s) for s in held_out)
     args.subjects = args.test_subjects  # window only the held-out subjects: faster
     try:
         data = load_data(args, progress=False)
     except (RecordingError, ValueError, argparse.ArgumentTypeError) as exc:
         print(f"harstream evaluate: {exc}", file=sys.stderr)
+        return 2
+    if len(data.test) == 0:
+        print(
+            f"harstream evaluate: {data.source} has no labelled windows of the held-out subjects "
+            f"{', '.join(map(str, held_out))}; choose others with --test-subjects",
+            file=sys.stderr,
+        )
         return 2
     evaluation = evaluate_model(artifact.model, data.test)
     trained_on = meta.get("data", {})
@@ -100,7 +115,8 @@ def run_artifact(args: argparse.Namespace) -> int:
         f"{meta.get('epochs')} epochs, seed {meta.get('seed')}, trained on {meta.get('windows', {}).get('train', '?')} windows "
         f"of `{trained_on.get('source')}`.",
         "",
-        f"Evaluated on {len(data.test):,} windows of held-out subjects {', '.join(map(str, held_out))} "
+        f"Evaluated on {len(data.test):,} windows of held-out subjects "
+        f"{', '.join(map(str, sorted(set(data.test.subjects.tolist()))))} "
         f"from `{data.source}`" + ("" if same_source else " (NOT the source it was trained on)") + ", "
         f"windowed by the {data.windowed_by}.",
         "",
@@ -127,6 +143,9 @@ def run_repeats(args: argparse.Namespace) -> int:
     if args.repeats < 1:
         print(f"harstream evaluate: --repeats must be >= 1, got {args.repeats}", file=sys.stderr)
         return 2
+    if len(args.model) > 1 and args.report:
+        print("harstream evaluate: with several --model use --report-dir, not --report", file=sys.stderr)
+        return 2
     try:
         data = load_data(args, progress=False)
     except (RecordingError, ValueError, argparse.ArgumentTypeError) as exc:
@@ -136,9 +155,6 @@ def run_repeats(args: argparse.Namespace) -> int:
         print("harstream evaluate: need both training and held-out windows", file=sys.stderr)
         return 2
     print(data.describe(), flush=True)
-    if len(args.model) > 1 and args.report:
-        print("harstream evaluate: with several --model use --report-dir, not --report", file=sys.stderr)
-        return 2
     reports: dict[str, Path | None] = {}
     for name in args.model:
         if args.report_dir:
@@ -204,4 +220,8 @@ def run(args: argparse.Namespace) -> int:
     if args.epochs is not None and args.epochs < 1:
         print(f"harstream evaluate: --epochs must be >= 1, got {args.epochs}", file=sys.stderr)
         return 2
-    return run_repeats(args) if args.model else run_artifact(args)
+    try:
+        return run_repeats(args) if args.model else run_artifact(args)
+    except argparse.ArgumentTypeError as exc:
+        print(f"harstream evaluate: {exc}", file=sys.stderr)
+        return 2

@@ -23,6 +23,12 @@ def model_names() -> list[str]:
     return sorted(ARCHITECTURES)
 
 
+def _epochs_help() -> str:
+    from harstream.models.architectures import DEFAULT_EPOCHS
+
+    return ", ".join(f"{name} {n}" for name, n in sorted(DEFAULT_EPOCHS.items()))
+
+
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     """--data and --subjects, shared with ``harstream evaluate``."""
     parser.add_argument(
@@ -77,12 +83,12 @@ def load_data(args: argparse.Namespace, progress: bool = True):
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
-        default="lstm",
+        default="cnn_lstm",
         choices=model_names(),
-        help="architecture (default lstm; lstm, cnn_lstm, conv_lstm are the tutorial's)",
+        help="architecture (default cnn_lstm, the shipped model's; lstm, cnn_lstm, conv_lstm are the tutorial's)",
     )
     add_data_arguments(parser)
-    parser.add_argument("--epochs", type=int, default=None, help="default: the architecture's (15 or 25)")
+    parser.add_argument("--epochs", type=int, default=None, help=f"default: the architecture's ({_epochs_help()})")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
@@ -117,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         data = load_data(args)
-    except (RecordingError, ValueError, argparse.ArgumentTypeError) as exc:
+    except (RecordingError, ValueError, argparse.ArgumentTypeError) as exc:  # ArgumentTypeError: --subjects
         print(f"harstream train: {exc}", file=sys.stderr)
         return 2
     print(data.describe(), flush=True)
