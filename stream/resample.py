@@ -172,6 +172,10 @@ class Resampler:
                 break
         return chunks
 
+    def restart(self) -> None:
+        """Forget buffered readings; the next data starts a new segment (seq jumps)."""
+        self._end_segment(clear=True)
+
     # -------------------------------------------------------------- internals
 
     def _open_segment(self) -> bool:

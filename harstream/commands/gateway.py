@@ -1,0 +1,55 @@
+"""``harstream gateway``: phones in (WebSocket / HTTP), bus sample messages out."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Accept phone sensor streams (harstream JSON over WebSocket at /ws, Sensor Logger HTTP POST "
+        "at /data, a phone browser at /phone, SensorServer with --connect) and publish them as 50 Hz "
+        "samples on the ingest bus. See docs/phones.md."
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; any other needs --token)")
+    parser.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 = any free port)")
+    parser.add_argument("--token", help="shared secret every connection and POST must present (?token=… or Authorization: Bearer …)")
+    parser.add_argument("--tls-cert", help="PEM certificate: serve https:// and wss:// (phone browsers need it off loopback)")
+    parser.add_argument("--tls-key", help="PEM private key for --tls-cert")
+    parser.add_argument("--ingest", help="bus endpoint to publish samples to (default $HARSTREAM_INGEST or tcp://127.0.0.1:5555)")
+    parser.add_argument("--output", help="bus endpoint to read predictions from (default $HARSTREAM_OUTPUT or tcp://127.0.0.1:5556)")
+    parser.add_argument("--no-predictions", action="store_true", help="do not forward predictions to phones")
+    parser.add_argument("--connect", action="append", default=[], metavar="ws://PHONE:8080",
+                        help="also read a SensorServer phone (repeatable); reconnects with back-off")
+    parser.add_argument("--device", help="device id for a single --connect phone (default sensorserver-<host>)")
+    parser.add_argument("--max-message", type=int, default=256 * 1024, help="bytes per message or POST body (default 256 KiB)")
+    parser.add_argument("--max-connections", type=int, default=512)
+    parser.add_argument("--rate-limit", type=float, default=100.0, help="messages/s per connection (default 100)")
+    parser.add_argument("--readings-limit", type=float, default=4000.0, help="readings/s per connection (default 4000)")
+    parser.add_argument("--idle-timeout", type=float, default=30.0, help="close connections silent this long (s)")
+    parser.add_argument("--max-gap", type=float, default=0.5, help="silence (s) that starts a new segment")
+    parser.add_argument("--stats-interval", type=float, default=5.0, help="seconds between stats log lines (0: off)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+
+    from harstream.stream import bus
+    from harstream.stream.gateway import GatewayConfig, run_gateway
+
+    config = GatewayConfig(
+        host=args.host, port=args.port, token=args.token, tls_cert=args.tls_cert, tls_key=args.tls_key,
+        ingest=args.ingest or bus.ingest_address(),
+        output=None if args.no_predictions else (args.output or bus.output_address()),
+        connect=args.connect, device=args.device, max_message=args.max_message,
+        max_connections=args.max_connections, max_messages_per_s=args.rate_limit,
+        max_readings_per_s=args.readings_limit, idle_timeout=args.idle_timeout,
+        max_gap=args.max_gap, stats_interval=args.stats_interval,
+    )
+    try:
+        asyncio.run(run_gateway(config))
+    except ValueError as exc:
+        logging.getLogger("harstream.gateway").error("%s", exc)
+        return 2
+    return 0

@@ -1,0 +1,118 @@
+// Streams this phone's DeviceMotion to the harstream gateway over /ws
+// (protocol: docs/websocket-protocol.md) and shows the predictions coming back.
+"use strict";
+
+const G = 9.80665;
+const FLUSH_MS = 200;
+
+function deviceId() {
+  let id = localStorage.getItem("harstream-device");
+  if (!id) {
+    const bytes = crypto.getRandomValues(new Uint8Array(4));
+    id = "web-" + Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+    localStorage.setItem("harstream-device", id);
+  }
+  return id;
+}
+
+// iOS Safari reports accelerationIncludingGravity with the opposite sign to
+// the W3C/Android convention (flat, face up: z = -9.8 instead of +9.8).
+function frame() {
+  const ios = /iPhone|iPad|iPod/.test(navigator.userAgent) ||
+    (navigator.platform === "MacIntel" && navigator.maxTouchPoints > 1);
+  return ios ? "ios" : "w3c";
+}
+
+function socketUrl() {
+  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+  const token = new URLSearchParams(location.search).get("token");
+  return `${scheme}//${location.host}/ws` + (token ? `?token=${encodeURIComponent(token)}` : "");
+}
+
+const state = { device: deviceId(), ws: null, acc: [], gyro: [], sent: 0, started: false, predictions: 0 };
+const $ = (id) => document.getElementById(id);
+
+// The devicemotion listener: one reading of each sensor per event, stamped
+// with the event's own time (ms since the Unix epoch).
+function onMotion(event) {
+  const t = performance.timeOrigin + event.timeStamp;
+  const a = event.accelerationIncludingGravity;
+  const r = event.rotationRate;
+  if (a && a.x !== null && a.y !== null && a.z !== null) {
+    state.acc.push([t, a.x, a.y, a.z]);
+  }
+  // rotationRate: alpha about z, beta about x, gamma about y (deg/s).
+  if (r && r.alpha !== null && r.beta !== null && r.gamma !== null) {
+    state.gyro.push([t, r.beta, r.gamma, r.alpha]);
+  }
+}
+
+function flush() {
+  const ws = state.ws;
+  if (!ws || ws.readyState !== WebSocket.OPEN || (!state.acc.length && !state.gyro.length)) return;
+  const last = state.acc[state.acc.length - 1];
+  if (last) $("acc").textContent = last.slice(1).map((v) => (v / G).toFixed(2)).join("  ");
+  ws.send(JSON.stringify({ type: "samples", acc: state.acc, gyro: state.gyro }));
+  state.sent += state.acc.length + state.gyro.length;
+  state.acc = [];
+  state.gyro = [];
+  $("sent").textContent = String(state.sent);
+}
+
+function connect() {
+  $("status").textContent = "connecting…";
+  const ws = new WebSocket(socketUrl());
+  state.ws = ws;
+  ws.onopen = () => {
+    ws.send(JSON.stringify({
+      type: "hello", device: state.device, units: { acc: "m/s2", gyro: "deg/s" },
+      frame: frame(), key: sessionStorage.getItem("harstream-key") || undefined,
+    }));
+  };
+  ws.onmessage = (message) => {
+    const msg = JSON.parse(message.data);
+    if (msg.type === "welcome") {
+      sessionStorage.setItem("harstream-key", msg.key);
+      $("status").textContent = "streaming";
+    } else if (msg.type === "prediction") {
+      state.predictions += 1;
+      $("activity").textContent = (msg.smoothed || msg.label).replaceAll("_", " ").toLowerCase();
+    } else if (msg.type === "error") {
+      $("error").textContent = `${msg.reason}: ${msg.detail}`;
+    }
+  };
+  ws.onclose = (event) => {
+    $("status").textContent = `disconnected (${event.code}${event.reason ? " " + event.reason : ""}); retrying`;
+    state.ws = null;
+    setTimeout(connect, 2000);
+  };
+}
+
+async function start() {
+  if (state.started) return;
+  $("error").textContent = "";
+  // iOS asks the user, and only from a tap; elsewhere there is nothing to ask.
+  if (typeof DeviceMotionEvent !== "undefined" && typeof DeviceMotionEvent.requestPermission === "function") {
+    try {
+      if (await DeviceMotionEvent.requestPermission() !== "granted") {
+        $("error").textContent = "motion sensor permission denied";
+        return;
+      }
+    } catch (err) {
+      $("error").textContent = String(err);
+      return;
+    }
+  }
+  if (!window.isSecureContext) {
+    $("error").textContent = "motion sensors need https:// (see docs/phones.md)";
+  }
+  state.started = true;
+  window.addEventListener("devicemotion", onMotion);
+  setInterval(flush, FLUSH_MS);
+  connect();
+  $("start").disabled = true;
+}
+
+$("device").textContent = state.device;
+$("start").addEventListener("click", start);
+window.harstream = state;
