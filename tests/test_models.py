@@ -124,6 +124,31 @@ def test_training_windows_come_in_the_expected_counts(embedded):
     assert not set(data.train.subjects.tolist()) & set(data.test.subjects.tolist())
 
 
+def write_uci_folder(root: Path, parts: dict) -> Path:
+    """A UCI HAR Dataset folder holding ``parts[split] = Windows``."""
+    from harstream.stream.recordings import UCI_SIGNALS
+
+    for split, w in parts.items():
+        signals = root / split / "Inertial Signals"
+        signals.mkdir(parents=True)
+        for c, signal in enumerate(UCI_SIGNALS):
+            np.savetxt(signals / f"{signal}_{split}.txt", w.x[:, :, c], fmt="%.8e")
+        np.savetxt(root / split / f"y_{split}.txt", w.y + 1, fmt="%d")
+        np.savetxt(root / split / f"subject_{split}.txt", w.subjects, fmt="%d")
+    return root
+
+
+def test_a_uci_har_folder_trains_on_its_own_windows(small_data, tmp_path):
+    train = small_data.train.take(np.arange(len(small_data.train)) % 40 == 0)
+    test = small_data.test.take(np.arange(len(small_data.test)) % 40 == 0)
+    folder = write_uci_folder(tmp_path / "UCI HAR Dataset", {"train": train, "test": test})
+    data = load_training_data(folder)
+    assert "UCI HAR Dataset windows" in data.windowed_by
+    assert (len(data.train), len(data.test)) == (len(train), len(test))
+    np.testing.assert_allclose(data.train.x, train.x, atol=1e-6)
+    assert data.train.y.tolist() == train.y.tolist()
+
+
 def test_a_briefly_trained_cnn_lstm_beats_chance_on_other_subjects(trained, small_data):
     assert set(small_data.test.subjects.tolist()) == {2, 4}
     assert not set(small_data.train.subjects.tolist()) & {2, 4}
