@@ -20,7 +20,9 @@ and the next expected ``seq``:
 
 Raw samples are buffered per device and pushed through the pipeline only when
 they complete a window (the pipeline is chunk-invariant, so the windows are
-the same); this cuts filter calls from one per message to one per window.
+the same), and the devices that completed a window meanwhile are filtered
+together in one vectorised call; this cuts filter calls from one per message
+to a few per batch.
 Devices silent for ``idle_timeout`` seconds are evicted. Every queue is
 bounded: windows waiting for inference (oldest dropped, counted as
 ``overload``) and the number of devices (new ones refused as ``devices_full``).
@@ -37,7 +39,8 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .activities import label_name
-from .pipeline import STEP, WINDOW, DevicePipeline
+from .batch_push import push_many
+from .pipeline import STEP, WINDOW, DevicePipeline, check_samples
 from .protocol import (
     Prediction,
     ProtocolError,
@@ -99,7 +102,7 @@ class DeviceState:
     __slots__ = (
         "device", "generation", "pipeline", "next_seq", "raw", "raw_labels", "raw_n",
         "labels", "label_base", "has_labels", "last_seen", "smoother", "t0", "seq0", "seq0_batch", "rate",
-        "sig", "sig_t0", "sig_last",
+        "sig", "sig_t0", "sig_last", "ready_at",
     )  # fmt: skip
 
     def __init__(self, device: str, seq: int, classes: Sequence[str], config: WorkerConfig, now: float):
@@ -110,6 +113,7 @@ class DeviceState:
         self.sig_t0: float | None = None
         self.sig_last = now
         self.last_seen = now
+        self.ready_at: float | None = None  # when buffered samples completed a window
         self.t0, self.seq0_batch, self.rate = 0.0, seq, 50.0
         self.restart(seq)
 
@@ -161,7 +165,8 @@ class StreamCore:
         self.worker_id = worker_id
         self.wall_clock = wall_clock
         self.devices: dict[str, DeviceState] = {}
-        self.pending: list[PendingWindow] = []
+        self._pending: list[PendingWindow] = []
+        self._ready: list[DeviceState] = []  # devices whose buffered samples complete a window
         self.drops: Counter[str] = Counter()
         self.totals: Counter[str] = Counter()
         self._logged: set[str] = set()
@@ -169,7 +174,7 @@ class StreamCore:
         self._lags: list[float] = []
         self._batch_sizes: list[int] = []
         self._last_stats: tuple[float, Counter[str]] | None = None
-        self.pending_high_water = 0
+        self._pending_high_water = 0
         self.started = None
 
     # ------------------------------------------------------------- ingest
@@ -201,6 +206,8 @@ class StreamCore:
             state = self.devices[batch.device] = DeviceState(batch.device, batch.seq, self.classes, cfg, now)
             self.totals["devices_seen"] += 1
         elif batch.seq != state.next_seq:
+            if state.ready_at is not None and batch.seq >= state.next_seq or batch.seq == 0:
+                self.flush()  # windows the old stream completed go out before any reset
             if batch.seq > state.next_seq:
                 self.totals["gaps"] += 1
                 self._note(
@@ -229,24 +236,43 @@ class StreamCore:
         self.totals["samples"] += n
         if cfg.signal_interval > 0:
             self._collect_signal(state, batch)
-        if state.pipeline.samples_seen + state.raw_n >= state.next_window_end:
-            self._push(state, now)
+        if state.ready_at is None and state.pipeline.samples_seen + state.raw_n >= state.next_window_end:
+            state.ready_at = now
+            self._ready.append(state)
+            if len(self._ready) >= 4 * cfg.max_batch:
+                self.flush()
 
-    def _push(self, state: DeviceState, now: float) -> None:
-        raw = state.raw[0] if len(state.raw) == 1 else np.concatenate(state.raw)
-        labels = None
-        if state.has_labels:
-            labels = np.concatenate(
-                [lab if lab is not None else np.full(len(r), -1, np.int16) for r, lab in zip(state.raw, state.raw_labels)]
-            )
-        state.raw, state.raw_labels, state.raw_n = [], [], 0
-        first_window = state.pipeline.emitted
-        seen_before = state.pipeline.samples_seen
-        try:
-            windows = state.pipeline.push(raw)
-        except ValueError as exc:
-            self._drop("pipeline", f"device {state.device}: {exc}")
+    def flush(self) -> None:
+        """Push the buffered samples of every device that completed a window,
+        all at once (:func:`~harstream.stream.batch_push.push_many`)."""
+        if not self._ready:
             return
+        ready, self._ready = self._ready, []
+        jobs = []
+        for state in ready:
+            arrived, state.ready_at = state.ready_at, None
+            if state.raw_n == 0:  # restarted meanwhile
+                continue
+            raw = state.raw[0] if len(state.raw) == 1 else np.concatenate(state.raw)
+            labels = None
+            if state.has_labels:
+                labels = np.concatenate(
+                    [lab if lab is not None else np.full(len(r), -1, np.int16)
+                     for r, lab in zip(state.raw, state.raw_labels)]  # fmt: skip
+                )
+            state.raw, state.raw_labels, state.raw_n = [], [], 0
+            try:  # validated here so that push_many never fails half-way
+                raw = check_samples(raw, f"device {state.device}")
+            except ValueError as exc:
+                self._drop("pipeline", str(exc))
+                continue
+            jobs.append((state, raw, labels, arrived, state.pipeline.emitted, state.pipeline.samples_seen))
+        results = push_many([j[0].pipeline for j in jobs], [j[1] for j in jobs])
+        for (state, _, labels, arrived, first_window, seen_before), windows in zip(jobs, results):
+            self._emit(state, windows, labels, arrived, first_window, seen_before)
+
+    def _emit(self, state: DeviceState, windows: np.ndarray, labels: np.ndarray | None,
+              now: float, first_window: int, seen_before: int) -> None:  # fmt: skip
         if labels is not None:
             if len(state.labels) == 0:
                 state.label_base = seen_before
@@ -270,11 +296,11 @@ class StreamCore:
         self.totals["windows"] += len(windows)
 
     def _enqueue(self, window: PendingWindow) -> None:
-        if len(self.pending) >= self.config.max_pending:
-            old = self.pending.pop(0)
+        if len(self._pending) >= self.config.max_pending:
+            old = self._pending.pop(0)
             self._drop("overload", f"{self.config.max_pending} windows waiting; dropped one of {old.device}")
-        self.pending.append(window)
-        self.pending_high_water = max(self.pending_high_water, len(self.pending))
+        self._pending.append(window)
+        self._pending_high_water = max(self._pending_high_water, len(self._pending))
 
     def _collect_signal(self, state: DeviceState, batch: SampleBatch) -> None:
         step = self.config.signal_decimation
@@ -287,19 +313,28 @@ class StreamCore:
 
     # ------------------------------------------------------------ batches
 
+    @property
+    def pending(self) -> list[PendingWindow]:
+        """Completed windows waiting for the model, oldest first."""
+        self.flush()
+        return self._pending
+
     def next_deadline(self) -> float | None:
         """Monotonic time by which the waiting windows must run, if any."""
-        return self.pending[0].arrived + self.config.max_wait if self.pending else None
+        self.flush()
+        return self._pending[0].arrived + self.config.max_wait if self._pending else None
 
     def batch_due(self, now: float) -> bool:
-        return bool(self.pending) and (
-            len(self.pending) >= self.config.max_batch or now >= self.pending[0].arrived + self.config.max_wait
+        self.flush()
+        return bool(self._pending) and (
+            len(self._pending) >= self.config.max_batch or now >= self._pending[0].arrived + self.config.max_wait
         )
 
     def take_batch(self) -> tuple[np.ndarray, list[PendingWindow]]:
         """Up to ``max_batch`` waiting windows, oldest first, as one array."""
-        taken = self.pending[: self.config.max_batch]
-        del self.pending[: self.config.max_batch]
+        self.flush()
+        taken = self._pending[: self.config.max_batch]
+        del self._pending[: self.config.max_batch]
         if not taken:
             return np.empty((0, WINDOW, 9), np.float32), []
         self._batch_sizes.append(len(taken))
@@ -380,8 +415,8 @@ class StreamCore:
             "latency_p99_ms": round(float(np.percentile(lat, 99)), 2) if lat is not None else None,
             "lag_p50_ms": round(float(np.percentile(lag, 50)), 2) if lag is not None else None,
             "lag_p99_ms": round(float(np.percentile(lag, 99)), 2) if lag is not None else None,
-            "pending": len(self.pending),
-            "pending_high_water": self.pending_high_water,
+            "pending": len(self._pending),
+            "pending_high_water": self._pending_high_water,
             "drops": dict(self.drops),
             "totals": dict(self.totals),
             "model": self.model_id,
@@ -500,7 +535,7 @@ def serve(
                     except zmq.Again:
                         break
                     core.ingest(frames, time.monotonic())
-                    if len(core.pending) >= config.max_batch:
+                    if len(core._ready) >= config.max_batch:
                         break
             now = time.monotonic()
             while core.batch_due(now):

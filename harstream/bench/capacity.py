@@ -1,0 +1,204 @@
+"""``harstream bench capacity``: how many live 50 Hz devices a worker keeps up with.
+
+For each device count, starts real processes on free loopback ports — a
+worker (or a proxy and N sharded workers) and ``harstream simulate --devices
+N --loop --speed 1`` — and reads the workers' stats messages for the whole
+run. A run *keeps up* when the workers take in at least 97 % of the offered
+samples, nothing is dropped anywhere, and the lag (age of a window's last
+sample when its prediction leaves) does not grow from the first to the last
+third of the run. Prints a Markdown table for docs/BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--devices", type=int, nargs="+", default=[250, 500, 1000, 2000])
+    parser.add_argument("--duration", type=float, default=60.0, help="measured seconds per run")
+    parser.add_argument("--warmup", type=float, default=10.0, help="seconds before measuring")
+    parser.add_argument("--shards", type=int, nargs="+", default=[1], help="worker counts to try (>1 uses the proxy)")
+    parser.add_argument("--runtime", default="auto", help="worker runtime (none = inference off)")
+    parser.add_argument("--model", default=None)
+    parser.add_argument("--chunk", type=int, default=10, help="samples per message")
+    parser.add_argument("--speed", type=float, default=1.0, help="simulator speed (0 = as fast as the bus takes)")
+    parser.add_argument("--profile", default=None, metavar="FILE",
+                        help="run the (first) worker under cProfile and write the stats here")  # fmt: skip
+
+
+def run(args: argparse.Namespace) -> int:
+    import os
+
+    print(f"load average at start: {os.getloadavg()[0]:.1f} (2 cores shared with other jobs)")
+    rows = []
+    for shards in args.shards:
+        for n in args.devices:
+            result = measure(n, shards, args)
+            rows.append(result)
+            print(row(result), flush=True)
+    print()
+    print(HEADER)
+    for r in rows:
+        print(row(r))
+    return 0
+
+
+HEADER = (
+    "| devices | workers | offered samples/s | taken samples/s | windows/s | batch mean | latency p50 / p99 ms "
+    "| worst 1-s p99 ms | lag p50 / p99 ms | drops (sim / worker) | load avg | keeps up |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|"
+)
+
+
+def row(r: dict) -> str:
+    return (
+        f"| {r['devices']} | {r['workers']} | {r['offered']:,.0f} | {r['taken']:,.0f} | {r['windows']:,.0f} "
+        f"| {r['batch']:.1f} | {r['lat50']:.1f} / {r['lat99']:.1f} | {r['lat99max']:.1f} "
+        f"| {r['lag50']:.0f} / {r['lag99']:.0f} | {r['sim_drops']} / {r['worker_drops']} | {r['load']:.1f} "
+        f"| {'yes' if r['ok'] else 'no'} |"
+    )
+
+
+def free_address() -> str:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
+
+
+def start_workers(shards: int, args: argparse.Namespace, env: dict, extra: list[str] | None = None):
+    """Worker (and proxy) processes; returns (processes, output address)."""
+    import subprocess
+    import sys
+
+    exe = [sys.executable, "-m", "harstream"]
+    procs = []
+    base = ["worker", "--runtime", args.runtime, "--stats-every", "1000"] + (extra or [])
+    if args.model:
+        base += ["--model", args.model]
+    if shards == 1:
+        cmd = exe + base
+        if args.profile:
+            cmd = [sys.executable, "-m", "cProfile", "-o", args.profile, "-m", "harstream"] + base
+        procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL))
+        return procs, env["HARSTREAM_OUTPUT"]
+    backs = free_address(), free_address()
+    procs.append(subprocess.Popen(exe + ["proxy", "--ingest-backend", backs[0], "--output-backend", backs[1]],
+                                  env=env, stdout=subprocess.DEVNULL))  # fmt: skip
+    for k in range(shards):
+        cmd = base + ["--shard", f"{k}/{shards}", "--ingest", ">" + backs[0], "--publish", ">" + backs[1]]
+        procs.append(subprocess.Popen(exe + cmd, env=env, stdout=subprocess.DEVNULL))
+    return procs, env["HARSTREAM_OUTPUT"]
+
+
+def stop(procs) -> None:
+    import signal
+
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(30)
+        except Exception:
+            p.kill()
+
+
+def measure(n: int, shards: int, args: argparse.Namespace, sim_extra: list[str] | None = None) -> dict:
+    import os
+    import re
+    import subprocess
+    import sys
+    import time
+
+    import numpy as np
+    import zmq
+
+    from harstream.stream.protocol import decode_stats
+
+    env = {**os.environ, "HARSTREAM_INGEST": free_address(), "HARSTREAM_OUTPUT": free_address(),
+           "TF_CPP_MIN_LOG_LEVEL": "2"}  # fmt: skip
+    procs, output = start_workers(shards, args, env)
+    ctx = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, b"stats/")
+    sub.connect(output)
+    sim = None
+    try:
+        seen: set[str] = set()
+        deadline = time.monotonic() + 300
+        while len(seen) < shards and time.monotonic() < deadline:  # workers up (model loaded)
+            if sub.poll(1000):
+                seen.add(decode_stats(sub.recv_multipart())["worker"])
+        if len(seen) < shards:
+            raise SystemExit(f"capacity: only {len(seen)} of {shards} workers started")
+        total = args.warmup + args.duration
+        sim_cmd = [sys.executable, "-m", "harstream", "simulate", "--devices", str(n), "--loop",
+                   "--speed", str(args.speed), "--chunk", str(args.chunk), "--duration", str(total)]  # fmt: skip
+        sim = subprocess.Popen(sim_cmd + (sim_extra or []), env=env, stdout=subprocess.PIPE, text=True)
+        t_start = time.monotonic()
+        samples_rows = []
+        while sim.poll() is None or time.monotonic() - t_start < total + 2:
+            if time.monotonic() - t_start > total + 60:
+                break
+            if sub.poll(500):
+                s = decode_stats(sub.recv_multipart())
+                s["_t"] = time.monotonic() - t_start
+                samples_rows.append(s)
+            elif sim.poll() is not None and time.monotonic() - t_start > total + 2:
+                break
+        sim_out = sim.stdout.read() if sim.stdout else ""
+        load = os.getloadavg()[0]
+    finally:
+        if sim is not None and sim.poll() is None:
+            sim.terminate()
+            sim.wait(10)
+        stop(procs)
+        sub.close(0)
+        ctx.term()
+    # Stats from the simulator's own clock: time after warm-up, before it stopped.
+    t_sim_started = min((s["_t"] for s in samples_rows if s["samples_per_s"] > 0), default=0.0)
+    window = [s for s in samples_rows if t_sim_started + args.warmup <= s["_t"] <= t_sim_started + total]
+    sim_drops = int(m.group(1)) if (m := re.search(r"drops=(\d+)", sim_out.splitlines()[-1] if sim_out else "")) else -1
+    sim_rate = re.search(r"\(([\d.]+)/s\)", sim_out.splitlines()[-1]) if sim_out else None
+
+    def per_second(key: str) -> np.ndarray:
+        return np.array([s[key] for s in window if s.get(key) is not None], dtype=float)
+
+    def summed(key: str) -> float:
+        # Each worker reports its own rate; add them up per second.
+        by_worker: dict[str, list[float]] = {}
+        for s in window:
+            by_worker.setdefault(s["worker"], []).append(s[key])
+        return float(sum(np.median(v) for v in by_worker.values())) if by_worker else 0.0
+
+    lag = per_second("lag_p50_ms")
+    thirds = np.array_split(lag, 3) if len(lag) >= 3 else [lag, lag, lag]
+    growing = len(lag) >= 3 and np.median(thirds[2]) > np.median(thirds[0]) + 250.0
+    last = {}
+    for s in samples_rows:
+        last[s["worker"]] = s
+    worker_drops = sum(sum(s.get("drops", {}).values()) for s in last.values())
+    offered = n * 50.0 * (args.speed or 1.0) if args.speed else (float(sim_rate.group(1)) if sim_rate else 0.0)
+    taken = summed("samples_per_s")
+    lat99 = per_second("latency_p99_ms")
+    return {
+        "devices": n,
+        "workers": shards,
+        "offered": offered,
+        "taken": taken,
+        "windows": summed("windows_per_s"),
+        "batch": float(np.median(per_second("batch_mean"))) if len(window) else 0.0,
+        "lat50": float(np.median(per_second("latency_p50_ms"))) if len(window) else float("nan"),
+        "lat99": float(np.median(lat99)) if len(lat99) else float("nan"),
+        "lat99max": float(lat99.max()) if len(lat99) else float("nan"),
+        "lag50": float(np.median(lag)) if len(lag) else float("nan"),
+        "lag99": float(np.median(per_second("lag_p99_ms"))) if len(window) else float("nan"),
+        "sim_drops": sim_drops,
+        "worker_drops": worker_drops,
+        "load": load,
+        "ok": bool(window) and taken >= 0.97 * offered and sim_drops == 0 and worker_drops == 0 and not growing,
+        "sim_line": sim_out.splitlines()[-1] if sim_out else "",
+    }

@@ -1,0 +1,44 @@
+"""``harstream bench transport``: the bus's ceiling with inference off.
+
+Simulator -> ZeroMQ -> worker (``--runtime none``: full decoding, per-device
+pipelines and windowing, uniform probabilities instead of a model), the
+simulator sending as fast as the bus takes (``--speed 0``, back-pressured,
+lossless). Reports samples/s sent and taken, and the same in device
+equivalents at 50 Hz.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--devices", type=int, nargs="+", default=[1000])
+    parser.add_argument("--duration", type=float, default=20.0)
+    parser.add_argument("--warmup", type=float, default=3.0)
+    parser.add_argument("--chunk", type=int, nargs="+", default=[10, 25], help="samples per message")
+    parser.add_argument("--shards", type=int, nargs="+", default=[1])
+
+
+def run(args: argparse.Namespace) -> int:
+    import os
+
+    from harstream.bench.capacity import measure
+
+    print(f"load average at start: {os.getloadavg()[0]:.1f} (2 cores shared with other jobs)")
+    lines = []
+    for shards in args.shards:
+        for chunk in args.chunk:
+            for n in args.devices:
+                ns = argparse.Namespace(duration=args.duration, warmup=args.warmup, runtime="none", model=None,
+                                        chunk=chunk, speed=0.0, profile=None)  # fmt: skip
+                r = measure(n, shards, ns)
+                line = (f"| {n} | {chunk} | {shards} | {r['offered']:,.0f} | {r['taken']:,.0f} | "
+                        f"{r['taken'] / 50:,.0f} | {r['taken'] / chunk:,.0f} | {r['sim_drops']} / {r['worker_drops']} "
+                        f"| {r['load']:.1f} |")  # fmt: skip
+                print(line, flush=True)
+                lines.append(line)
+    print("\n| devices | chunk | workers | sent samples/s | taken samples/s | = devices at 50 Hz | messages/s "
+          "| drops (sim / worker) | load avg |\n|---|---|---|---|---|---|---|---|---|")
+    print("\n".join(lines))
+    return 0
