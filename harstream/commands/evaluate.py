@@ -65,6 +65,14 @@ def _command_line() -> str:
     return shlex.join(["harstream", *sys.argv[1:]])
 
 
+def _display(path: Path) -> str:
+    """``path`` relative to the working directory when inside it (reports get committed)."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def _write(report: str, path: Path | None) -> None:
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -111,8 +119,8 @@ def run_artifact(args: argparse.Namespace) -> int:
     trained_on = meta.get("data", {})
     same_source = trained_on.get("sha256") == data.sha256
     intro = [
-        f"Model `{artifact.model_id}` ({artifact.path}), architecture {meta.get('architecture')}, "
-        f"{meta.get('epochs')} epochs, seed {meta.get('seed')}, trained on {meta.get('windows', {}).get('train', '?')} windows "
+        f"Model `{artifact.model_id}` ({_display(artifact.path)}), architecture {meta.get('architecture')}, "
+        f"{meta.get('epochs')} epochs, seed {meta.get('seed')}, trained on {meta.get('windows', {}).get('train', 0):,} windows "
         f"of `{trained_on.get('source')}`.",
         "",
         f"Evaluated on {len(data.test):,} windows of held-out subjects "
