@@ -165,3 +165,27 @@ def test_stats_report_rates_latency_and_drops():
     stats = core.stats(now=2.0)
     assert stats["devices"] == 1 and stats["samples_per_s"] == 128.0 and stats["windows_per_s"] == 1.5
     assert stats["drops"] == {"frame_count": 1} and stats["latency_p99_ms"] == pytest.approx(1000.0)
+
+
+def test_many_devices_filtered_together_get_exactly_their_own_windows(monkeypatch):
+    from harstream.stream import batch_push
+
+    stacked = []
+    real = batch_push._filter_stacked
+    monkeypatch.setattr(batch_push, "_filter_stacked", lambda pipes, raw: stacked.append(len(pipes)) or real(pipes, raw))
+    rng = np.random.default_rng(7)
+    data = {f"d{i}": signal(700, seed=i) * (1 + i / 10) for i in range(20)}
+    core = StreamCore(ACTIVITIES, "m", WorkerConfig(max_batch=10_000, max_pending=10_000))
+    pos = dict.fromkeys(data, 0)
+    while any(p < 700 for p in pos.values()):
+        for name, samples in data.items():  # interleaved like a live bus
+            size = int(rng.choice([10, 10, 10, 64]))
+            if pos[name] < 700:
+                send(core, name, pos[name], samples[pos[name] : pos[name] + size])
+                pos[name] += len(samples[pos[name] : pos[name] + size])
+        core.flush()
+    x, taken = core.take_batch()
+    assert stacked and max(stacked) > 1  # the vectorised path did run
+    for name, samples in data.items():
+        mine = [i for i, w in enumerate(taken) if w.device == name]
+        np.testing.assert_array_equal(x[mine], DevicePipeline().push(samples))
