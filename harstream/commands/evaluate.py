@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -225,6 +226,7 @@ def _png_title(result) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter hides the report
     if args.epochs is not None and args.epochs < 1:
         print(f"harstream evaluate: --epochs must be >= 1, got {args.epochs}", file=sys.stderr)
         return 2

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -107,6 +108,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter hides the report
     from harstream.models.architectures import DEFAULT_EPOCHS
     from harstream.models.training import train_and_save
     from harstream.stream.recordings import RecordingError
