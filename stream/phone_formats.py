@@ -339,12 +339,22 @@ def _is_number(x: Any) -> bool:
     return isinstance(x, float)
 
 
+_NUMBER_TYPES = (int, float)  # type() is checked exactly, so bools are refused
+
+
 def _rows(raw: Any, name: str) -> np.ndarray:
     if not isinstance(raw, list):
         raise FormatError("types", f"{name} must be a list of [t_ms, x, y, z] rows")
     if len(raw) > MAX_ROWS:
         raise FormatError("too_large", f"{len(raw)} {name} rows, at most {MAX_ROWS} per message")
+    # The hot loop of the gateway: exact type tests, no function call per value.
     for i, row in enumerate(raw):
-        if not (isinstance(row, list) and len(row) == 4 and all(_is_number(x) for x in row)):
+        if type(row) is not list or len(row) != 4 or not all(type(x) in _NUMBER_TYPES for x in row):
             raise FormatError("types", f"{name}[{i}] must be [t_ms, x, y, z] numbers, got {str(row)[:60]}")
-    return np.array(raw, dtype=np.float64).reshape(-1, 4)
+    try:
+        rows = np.array(raw, dtype=np.float64).reshape(-1, 4)
+    except OverflowError:
+        raise FormatError("values", f"{name}: a number too large for a float") from None
+    if len(rows) and not (np.abs(rows[:, 0]) < 1e15).all():  # ms: beyond year 33658
+        raise FormatError("values", f"{name}: time beyond any clock (t_ms must be < 1e15)")
+    return rows

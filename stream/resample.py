@@ -88,8 +88,9 @@ class Resampler:
             raise ValueError(f"{stream}: NaN or inf in times or values")
         if len(t) == 0:
             return
-        order = np.argsort(t, kind="stable")
-        t, values = t[order], values[order]
+        if len(t) > 1 and not (t[1:] >= t[:-1]).all():
+            order = np.argsort(t, kind="stable")
+            t, values = t[order], values[order]
         old_t = self._t[stream]
         if len(old_t) and t[0] < old_t[-1] - self.max_gap and t[-1] < old_t[-1] - self.max_gap:
             # The whole batch is far behind this stream's clock: the clock
@@ -103,10 +104,13 @@ class Resampler:
             keep = t > self._last_t
             self.late += int((~keep).sum())
             t, values = t[keep], values[keep]
+        if not len(t):
+            return
         merged_t = np.concatenate([self._t[stream], t])
         merged_v = np.concatenate([self._v[stream], values])
-        order = np.argsort(merged_t, kind="stable")
-        merged_t, merged_v = merged_t[order], merged_v[order]
+        if len(self._t[stream]) and t[0] <= self._t[stream][-1]:  # out of order: merge by time
+            order = np.argsort(merged_t, kind="stable")
+            merged_t, merged_v = merged_t[order], merged_v[order]
         # Duplicated timestamps: keep the last reading.
         if len(merged_t) > 1:
             unique = np.append(merged_t[1:] != merged_t[:-1], True)

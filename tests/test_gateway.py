@@ -367,7 +367,8 @@ BAD_SAMPLES = [
     ({"type": "samples", "acc": [[1e12, 0, 0, 60]]}, "values"),  # 60 g
     ({"type": "samples", "gyro": [[1e12, 0, 0, 1e9]]}, "values"),
     ('{"type": "samples", "acc": [[1e12, NaN, 0, 1]]}', "values"),
-    ({"type": "samples", "acc": [[10**40, 0, 0, 1]]}, "types"),
+    ({"type": "samples", "acc": [[10**40, 0, 0, 1]]}, "values"),
+    ({"type": "samples", "acc": [[10**400, 0, 0, 1]]}, "values"),
     ({"type": "samples"}, "fields"),
 ]
 
