@@ -314,8 +314,8 @@ def load_runtime(
     """The runtime to serve ``artifact`` with.
 
     ``auto`` tries ``tflite`` and ``tf-function``, keeps those agreeing with
-    Keras on ``check`` windows, serves with the fastest on a batch of 1 and of
-    32, and keeps the next one (or Keras) as fallback. A named runtime is
+    Keras on ``check`` windows, serves with the fastest (per window of a full
+    batch plus a share of the single-window latency), and keeps the next one (or Keras) as fallback. A named runtime is
     checked too and refused if it disagrees.
     """
     if kind not in RUNTIMES:
@@ -337,7 +337,10 @@ def load_runtime(
             report["candidates"][name] = {"error": str(exc)[:300]}
             continue
         agreement = check_agreement(rt, reference, check)
-        cost = time_runtime(rt, check[:1]) + time_runtime(rt, check[:32]) / 32
+        # Cost per window of a full batch (what matters under load) plus a
+        # share of the single-window latency (what matters when idle).
+        top = max(sizes)
+        cost = (time_runtime(rt, check[:1]) + time_runtime(rt, check[:top])) / top
         report["candidates"][name] = {
             "agrees": agreement.ok,
             "argmax_mismatches": agreement.argmax_mismatches,

@@ -427,6 +427,15 @@ class StreamCore:
 
     # ------------------------------------------------------------ helpers
 
+    @property
+    def ready_devices(self) -> int:
+        """Devices whose buffered samples complete a window, not yet filtered."""
+        return len(self._ready)
+
+    def count_drop(self, reason: str, detail: str) -> None:
+        """Count (and log the first of each reason) something dropped."""
+        self._drop(reason, detail)
+
     def _drop(self, reason: str, detail: str) -> None:
         self.drops[reason] += 1
         self._note(reason, detail)
@@ -514,7 +523,7 @@ def serve(
             try:
                 pub.send_multipart(frames, zmq.NOBLOCK)
             except zmq.Again:
-                core.drops["output_hwm"] += 1
+                core.count_drop("output_hwm", "a subscriber's queue is full; output dropped")
 
         poller = zmq.Poller()
         poller.register(sub, zmq.POLLIN)
@@ -535,7 +544,7 @@ def serve(
                     except zmq.Again:
                         break
                     core.ingest(frames, time.monotonic())
-                    if len(core._ready) >= config.max_batch:
+                    if core.ready_devices >= config.max_batch:
                         break
             now = time.monotonic()
             while core.batch_due(now):
@@ -543,7 +552,7 @@ def serve(
                 try:
                     probs = runtime.predict(x)
                 except Exception as exc:  # never die on a batch
-                    core._drop("inference", f"{len(taken)} windows: {type(exc).__name__}: {exc}")
+                    core.count_drop("inference", f"{len(taken)} windows: {type(exc).__name__}: {exc}")
                     continue
                 now = time.monotonic()
                 for p in core.finish_batch(taken, probs, now):
