@@ -14,7 +14,7 @@ import numpy as np
 
 from harstream.stream.activities import ACTIVITIES, UNKNOWN
 
-from .state import PREDICTED, TRANSITION, OverviewRow
+from .state import PREDICTED, TRANSITION, UNLABELLED, OverviewRow
 
 # Tableau 10: distinct, colour-blind friendly enough, readable on white.
 COLOURS = {
@@ -25,7 +25,8 @@ COLOURS = {
     "STANDING": "#59a14f",
     "LAYING": "#edc948",
     TRANSITION: "#b07aa1",
-    UNKNOWN: "#bab0ac",
+    UNKNOWN: "#9d9590",  # the model abstained
+    UNLABELLED: "#dcd8d5",  # the recording has no label here
 }
 # Material Symbols ligatures (the icon font Streamlit itself ships).
 ICONS = {
@@ -37,6 +38,7 @@ ICONS = {
     "LAYING": "hotel",
     TRANSITION: "sync_alt",
     UNKNOWN: "help",
+    UNLABELLED: "help",
 }
 LEGEND = tuple(COLOURS)
 

@@ -10,8 +10,7 @@ Times: ``now`` is the dashboard's own clock (``time.monotonic()``), used for
 "seconds since last seen"; prediction and signal times (``t_start``,
 ``t_end``, ``t0``) are stream times and only compared with each other.
 
->>> from harstream.stream.pipeline import STEP, WINDOW
-from harstream.stream.protocol import Prediction, encode_prediction
+>>> from harstream.stream.protocol import Prediction, encode_prediction
 >>> state = LiveState()
 >>> p = Prediction("phone-1", 0, 0.0, 2.54, "SITTING", [0, 0, 0, .9, .1, 0],
 ...                "SITTING", [0, 0, 0, .8, .2, 0], "m", 3.0, truth="SITTING")
@@ -40,6 +39,7 @@ from harstream.stream.protocol import Prediction, ProtocolError, Signal, check_d
 # for windows the worker's smoother would not commit to.
 PREDICTED = ACTIVITIES + (UNKNOWN,)
 TRANSITION = "TRANSITION"  # ground truth during a postural transition
+UNLABELLED = "UNLABELLED"  # ground truth known to be unlabelled (HAPT label -1)
 
 MAX_PREDICTIONS = 400  # per device: ~8.5 min at one window per 1.28 s
 SIGNAL_SECONDS = 10.0  # raw signal kept per device (stream seconds)
@@ -84,10 +84,10 @@ class Health:
 
 def truth_category(truth: str | None) -> str | None:
     """The truth as the dashboard compares it: an activity, TRANSITION,
-    UNKNOWN, or None when the source knows no truth.
+    UNLABELLED, or None when the source knows no truth.
 
-    >>> truth_category("SIT_TO_STAND"), truth_category("LAYING"), truth_category(None)
-    ('TRANSITION', 'LAYING', None)
+    >>> truth_category("SIT_TO_STAND"), truth_category("LAYING"), truth_category("unknown")
+    ('TRANSITION', 'LAYING', 'UNLABELLED')
     """
     if truth is None:
         return None
@@ -95,7 +95,7 @@ def truth_category(truth: str | None) -> str | None:
         return truth
     if truth in TRANSITIONS:
         return TRANSITION
-    return UNKNOWN
+    return UNLABELLED
 
 
 class DeviceState:

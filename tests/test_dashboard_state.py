@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import doctest
+
 import numpy as np
 import pytest
 from sklearn.metrics import confusion_matrix
 
+from harstream.dashboard import charts as charts_module
 from harstream.dashboard import state as state_module
 from harstream.dashboard.charts import (
     confusion_chart,
@@ -215,3 +218,11 @@ def test_overview_cards_escape_device_ids_and_mark_the_activity():
     html = overview_html(live.overview(now=0.0))
     assert "a<b" not in html
     assert 'data-device="a.b" data-activity="unknown"' in html
+
+
+@pytest.mark.parametrize("module", [state_module, charts_module])
+def test_docstring_examples_of_the_dashboard_modules(module):
+    # tests/test_doctests.py leaves harstream.dashboard out (importing app.py
+    # would run the page), so the pure modules' examples run here.
+    result = doctest.testmod(module)
+    assert result.attempted > 0 and result.failed == 0
