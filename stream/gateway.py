@@ -70,6 +70,7 @@ from .resample import Resampler
 log = logging.getLogger("harstream.gateway")
 
 SENSOR_SERVER_TYPES = '["android.sensor.accelerometer","android.sensor.gyroscope"]'
+MAX_FEEDS = 10_000  # device states kept; beyond this the idle half is forgotten
 STATIC = {"/phone": ("phone.html", "text/html; charset=utf-8"), "/phone.js": ("phone.js", "text/javascript")}
 
 
@@ -189,6 +190,7 @@ class Gateway:
         self.feeds: dict[str, DeviceFeed] = {}
         self.claims: dict[str, Claim] = {}
         self._orders: dict[Any, MessageOrder] = {}  # Sensor Logger HTTP sessions
+        self._subscribed: set[str] = set()  # devices whose predictions we receive
         self.open_connections: set[ServerConnection] = set()
         self.started = time.time()
         self._ctx = zmq.asyncio.Context()
@@ -318,16 +320,26 @@ class Gateway:
             self.feeds[device] = DeviceFeed(device, self.config.max_gap)
         else:
             feed.restart()
-        if ws is not None and self._sub is not None:
+        if ws is not None and self._sub is not None and device not in self._subscribed:
             self._sub.setsockopt(zmq.SUBSCRIBE, b"p/%s/" % device.encode())
+            self._subscribed.add(device)
+        if len(self.feeds) > MAX_FEEDS:
+            self._forget_idle_feeds()
         return claim
+
+    def _forget_idle_feeds(self) -> None:
+        """Bound memory when many device ids come and go (oldest unclaimed first)."""
+        idle = sorted((f.last_seen, d) for d, f in self.feeds.items() if d not in self.claims)
+        for _, device in idle[: len(self.feeds) - MAX_FEEDS // 2]:
+            del self.feeds[device]
 
     def release(self, device: str, owner: Any) -> None:
         held = self.claims.get(device)
         if held is not None and held.owner == owner:
             del self.claims[device]
-            if held.ws is not None and self._sub is not None:
+            if device in self._subscribed:
                 self._sub.setsockopt(zmq.UNSUBSCRIBE, b"p/%s/" % device.encode())
+                self._subscribed.discard(device)
 
     def publish(self, device: str, readings: Readings, source: str) -> int:
         """Resample and publish one device's readings; returns samples sent."""
@@ -399,7 +411,8 @@ class Gateway:
         if path == "/stats":
             return _response(HTTPStatus.OK, json.dumps(self.stats(), indent=1).encode(), "application/json")
         origin = request.headers.get("Origin")
-        if origin is not None and urlsplit(origin).netloc != request.headers.get("Host"):
+        web = origin is not None and (origin == "null" or urlsplit(origin).scheme in ("http", "https"))
+        if web and urlsplit(origin).netloc != request.headers.get("Host"):
             # A page from another site in the user's browser must not stream into (or read) our devices.
             self.reject("auth", f"cross-origin WebSocket from {origin[:80]}")
             return _response(HTTPStatus.FORBIDDEN, b"cross-origin WebSocket refused\n")

@@ -98,11 +98,12 @@ async def _main(args) -> int:
         ctx.term()
     print()
     print(f"Command: `harstream bench gateway --devices {args.devices} --seconds {args.seconds:g} --rate {args.rate:g}`; "
-          f"gateway = one process, phones + bus subscriber = another; {os.cpu_count()} CPUs.")
+          f"gateway = one process, phones + bus subscriber = another; {os.cpu_count()} CPUs, "
+          f"load average {os.getloadavg()[0]:.1f} at the end (a busy machine caps what one process gets).")
     print()
     print("| mode | phones | readings/s handled | samples/s on bus | expected | delivered | gateway CPU (1 core = 100 %) "
-          "| 50 Hz phones per gateway core | cost per reading vs pure path |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "| 50 Hz phones per gateway core | CPU per reading vs pure path | phones behind schedule by |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(_row(r, baseline))
     return 0
@@ -113,8 +114,9 @@ def _row(r: dict, baseline: float) -> str:
     delivered = f"{r['out'] / r['expected']:.1%}" if r["expected"] else "–"
     per_core = r["out"] / max(r["cpu"], 1e-9) / 50
     cost = r["cpu"] * baseline / max(r["in"], 1e-9)
+    lag = "–" if r["mode"] == "flat out" else f"{max(r['lag'], 0.0):.1f} s"
     return (f"| {r['mode']} | {r['devices']} | {r['in']:,.0f} | {r['out']:,.0f} | {expected} | {delivered} | "
-            f"{r['cpu']:.0%} | {per_core:,.0f} | {cost:.1f}× |")
+            f"{r['cpu']:.0%} | {per_core:,.0f} | {cost:.1f}× | {lag} |")
 
 
 async def _run(port, pid, counts, n, seconds, rate, flat_out) -> dict:
@@ -123,8 +125,9 @@ async def _run(port, pid, counts, n, seconds, rate, flat_out) -> dict:
 
     prefix = f"{'flat' if flat_out else 'rt'}{n}-"
     stop = asyncio.Event()
-    sent, ready = [0], [0]
-    phones = [asyncio.create_task(_phone(port, f"{prefix}{i}", rate, seconds, stop, flat_out, sent, ready)) for i in range(n)]
+    sent, ready, lags = [0], [0], {}
+    phones = [asyncio.create_task(_phone(port, f"{prefix}{i}", rate, seconds, stop, flat_out, sent, ready, lags))
+              for i in range(n)]
     async with asyncio.timeout(120):
         while ready[0] < n:
             await asyncio.sleep(0.05)
@@ -133,6 +136,8 @@ async def _run(port, pid, counts, n, seconds, rate, flat_out) -> dict:
     cpu_before, t_before = _cpu_seconds(pid), time.monotonic()
     await asyncio.sleep(seconds)
     elapsed = time.monotonic() - t_before
+    # Behind schedule = the phones (this process) could not offer real time.
+    lag = max(lags.values(), default=0.0)
     after = sum(v for k, v in counts.items() if k.startswith(prefix))
     cpu = (_cpu_seconds(pid) - cpu_before) / elapsed
     stop.set()
@@ -141,15 +146,12 @@ async def _run(port, pid, counts, n, seconds, rate, flat_out) -> dict:
     # Readings the gateway turned into bus samples (what phones queued may be more).
     handled = out * 2 * rate / 50
     return {"mode": "flat out" if flat_out else "real time", "devices": n, "in": handled,
-            "out": out, "expected": 0 if flat_out else n * 50, "cpu": cpu}
+            "out": out, "expected": 0 if flat_out else n * 50, "cpu": cpu, "lag": lag}
 
 
-async def _phone(port, device, rate, seconds, stop, flat_out, sent=None, ready=None) -> None:
-    """One simulated phone: hello, then 200 ms batches of acc + gyro readings.
-
-    Flat out, the messages are made before the clock starts so that the
-    phones' own JSON encoding does not limit what the gateway is offered.
-    """
+async def _phone(port, device, rate, seconds, stop, flat_out, sent=None, ready=None, lag_out=None) -> None:
+    """One simulated phone: hello, then 200 ms batches of acc + gyro readings
+    (real time: one every 200 ms; flat out: as fast as the socket takes them)."""
     import asyncio
     import itertools
     import json
@@ -169,7 +171,9 @@ async def _phone(port, device, rate, seconds, stop, flat_out, sent=None, ready=N
         gyro = np.column_stack([ts, rng.normal(0, 20, (k, 3))]).round(3).tolist()
         return json.dumps({"type": "samples", "acc": acc, "gyro": gyro})
 
-    made = [message(i) for i in range(1500)] if flat_out else []
+    # Made before the clock starts, so the phones' own JSON encoding (in
+    # this one process for all phones) does not limit what the gateway gets.
+    made = [message(i) for i in range(1500 if flat_out else int((seconds + 4) / batch_s))]
     async with connect(f"ws://127.0.0.1:{port}/ws", compression=None, max_queue=None) as ws:
         await ws.send(json.dumps({"type": "hello", "device": device, "units": {"acc": "m/s2", "gyro": "deg/s"}}))
         await ws.recv()
@@ -177,20 +181,23 @@ async def _phone(port, device, rate, seconds, stop, flat_out, sent=None, ready=N
             ready[0] += 1
         next_send = time.monotonic()
         for i in itertools.count():
-            if stop.is_set() or (flat_out and i >= len(made)):
+            if stop.is_set() or i >= len(made):
                 break
-            await ws.send(made[i] if flat_out else message(i))
+            await ws.send(made[i])
             if sent is not None:
                 sent[0] += 2 * k
             if flat_out:
                 await asyncio.sleep(0)
             else:
                 next_send += batch_s
-                await asyncio.sleep(max(0.0, next_send - time.monotonic()))
+                lag = time.monotonic() - next_send
+                if lag_out is not None:
+                    lag_out[device] = lag
+                await asyncio.sleep(max(0.0, -lag))
 
 
 def _pure_path_readings_per_s(rate: float) -> float:
-    """Parse + convert + resample + encode in-process, no sockets: readings/s."""
+    """Parse + convert + resample + encode in-process, no sockets: readings per CPU-second."""
     import json
     import time
 
@@ -210,13 +217,13 @@ def _pure_path_readings_per_s(rate: float) -> float:
         messages.append(json.dumps({"type": "samples",
                                     "acc": np.column_stack([ts, rng.normal(0, 1, (k, 3))]).round(4).tolist(),
                                     "gyro": np.column_stack([ts, rng.normal(0, 20, (k, 3))]).round(3).tolist()}))
-    start = time.perf_counter()
+    start = time.process_time()  # CPU time, comparable to the gateway's CPU share
     for raw in messages:
         readings = parse_samples(load_message(raw), hello)
         for batch in feed.add(readings, t):
             encode_samples(batch)
         n += len(readings)
-    return n / (time.perf_counter() - start)
+    return n / (time.process_time() - start)
 
 
 def _cpu_seconds(pid: int) -> float:
