@@ -77,6 +77,8 @@ def run(args: argparse.Namespace) -> int:
         url = f"http://127.0.0.1:{args.port}"
         if _wait_http(f"{url}/_stcore/health", procs, timeout=60.0):
             print(f"\n  harstream demo is running: open {url}\n  (Ctrl-C stops everything)\n", flush=True)
+        elif all(p.poll() is None for _, p in procs):
+            print(f"demo: the dashboard is slow to start; it will be at {url}", flush=True)
         while True:
             for name, proc in procs:
                 if proc.poll() is not None:
