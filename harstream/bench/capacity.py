@@ -46,8 +46,9 @@ def run(args: argparse.Namespace) -> int:
 
 HEADER = (
     "| devices | workers | offered samples/s | taken samples/s | windows/s | batch mean | latency p50 / p99 ms "
-    "| worst 1-s p99 ms | lag p50 / p99 ms | drops (sim / worker) | load avg | keeps up |\n"
-    "|---|---|---|---|---|---|---|---|---|---|---|---|"
+    "| worst 1-s p99 ms | lag p50 / p99 ms | drops (sim / worker) | worker CPU (cores) | device-s per worker CPU-s "
+    "| simulator CPU | load avg | keeps up |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 )
 
 
@@ -55,9 +56,23 @@ def row(r: dict) -> str:
     return (
         f"| {r['devices']} | {r['workers']} | {r['offered']:,.0f} | {r['taken']:,.0f} | {r['windows']:,.0f} "
         f"| {r['batch']:.1f} | {r['lat50']:.1f} / {r['lat99']:.1f} | {r['lat99max']:.1f} "
-        f"| {r['lag50']:.0f} / {r['lag99']:.0f} | {r['sim_drops']} / {r['worker_drops']} | {r['load']:.1f} "
+        f"| {r['lag50']:.0f} / {r['lag99']:.0f} | {r['sim_drops']} / {r['worker_drops']} | {r['worker_cpu']:.2f} "
+        f"| {r['taken'] / 50 / r['worker_cpu'] if r['worker_cpu'] > 0 else float('nan'):,.0f} | {r['sim_cpu']:.2f} "
+        f"| {r['load']:.1f} "
         f"| {'yes' if r['ok'] else 'no'} |"
     )
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a live process (Linux /proc), 0 if gone."""
+    import os
+
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
 
 
 def free_address() -> str:
@@ -140,6 +155,8 @@ def measure(n: int, shards: int, args: argparse.Namespace, sim_extra: list[str] 
         sim = subprocess.Popen(sim_cmd + (sim_extra or []), env=env, stdout=subprocess.PIPE, text=True)
         t_start = time.monotonic()
         samples_rows = []
+        cpu_rows: list[tuple[float, float, float]] = []  # (t, worker CPU s, simulator CPU s)
+        worker_pids = [p.pid for p in procs[-shards:]]
         while sim.poll() is None or time.monotonic() - t_start < total + 2:
             if time.monotonic() - t_start > total + 60:
                 break
@@ -147,6 +164,7 @@ def measure(n: int, shards: int, args: argparse.Namespace, sim_extra: list[str] 
                 s = decode_stats(sub.recv_multipart())
                 s["_t"] = time.monotonic() - t_start
                 samples_rows.append(s)
+                cpu_rows.append((s["_t"], sum(cpu_seconds(p) for p in worker_pids), cpu_seconds(sim.pid)))
             elif sim.poll() is not None and time.monotonic() - t_start > total + 2:
                 break
         sim_out = sim.stdout.read() if sim.stdout else ""
@@ -174,6 +192,13 @@ def measure(n: int, shards: int, args: argparse.Namespace, sim_extra: list[str] 
             by_worker.setdefault(s["worker"], []).append(s[key])
         return float(sum(np.median(v) for v in by_worker.values())) if by_worker else 0.0
 
+    in_window = [c for c in cpu_rows if t_sim_started + args.warmup <= c[0] <= t_sim_started + total]
+    if len(in_window) >= 2:
+        span = in_window[-1][0] - in_window[0][0]
+        worker_cpu = (in_window[-1][1] - in_window[0][1]) / span
+        sim_cpu = (in_window[-1][2] - in_window[0][2]) / span
+    else:
+        worker_cpu = sim_cpu = float("nan")
     lag = per_second("lag_p50_ms")
     thirds = np.array_split(lag, 3) if len(lag) >= 3 else [lag, lag, lag]
     growing = len(lag) >= 3 and np.median(thirds[2]) > np.median(thirds[0]) + 250.0
@@ -199,6 +224,8 @@ def measure(n: int, shards: int, args: argparse.Namespace, sim_extra: list[str] 
         "sim_drops": sim_drops,
         "worker_drops": worker_drops,
         "load": load,
+        "worker_cpu": worker_cpu,
+        "sim_cpu": sim_cpu,
         "ok": bool(window) and taken >= 0.97 * offered and sim_drops == 0 and worker_drops == 0 and not growing,
         "sim_line": sim_out.splitlines()[-1] if sim_out else "",
     }
