@@ -148,3 +148,36 @@ def test_demo_dashboard_in_chromium_shows_live_activities_that_change(output_dir
             except OSError:
                 pass
         log.close()
+
+
+def test_demo_stops_every_part_and_fails_when_one_part_dies(output_dir):
+    """The dashboard's port is taken, so Streamlit exits: the demo must say
+    so, stop the worker and simulator it started, and exit non-zero."""
+    ingest, output, http = free_ports(3)
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", http))
+    blocker.listen()
+    started: set[int] = set()
+    with open(output_dir / "demo.log", "w") as log:
+        demo = subprocess.Popen(
+            [sys.executable, "-m", "harstream", "demo", "--subjects", "2", "--port", str(http),
+             "--ingest", f"tcp://127.0.0.1:{ingest}", "--output", f"tcp://127.0.0.1:{output}"],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 120
+            while demo.poll() is None and time.monotonic() < deadline:
+                started |= descendants(demo.pid)
+                time.sleep(0.2)
+            assert demo.poll() is not None, "the demo kept running without its dashboard"
+            assert demo.returncode == 1
+        finally:
+            blocker.close()
+            if demo.poll() is None:
+                os.killpg(demo.pid, signal.SIGKILL)
+                demo.wait()
+    text = (output_dir / "demo.log").read_text()
+    assert "demo: dashboard exited" in text
+    assert len(started) >= 3  # worker, dashboard, simulator were running
+    time.sleep(0.5)
+    assert not [pid for pid in started if alive(pid)], "the demo left processes behind"
