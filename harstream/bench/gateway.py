@@ -125,12 +125,13 @@ async def _run(port, pid, counts, n, seconds, rate, flat_out) -> dict:
 
     prefix = f"{'flat' if flat_out else 'rt'}{n}-"
     stop = asyncio.Event()
-    sent, ready, lags = [0], [0], {}
-    phones = [asyncio.create_task(_phone(port, f"{prefix}{i}", rate, seconds, stop, flat_out, sent, ready, lags))
+    sent, ready, lags, go = [0], [0], {}, asyncio.Event()
+    phones = [asyncio.create_task(_phone(port, f"{prefix}{i}", rate, seconds, stop, flat_out, sent, ready, lags, go))
               for i in range(n)]
-    async with asyncio.timeout(120):
+    async with asyncio.timeout(300):
         while ready[0] < n:
             await asyncio.sleep(0.05)
+    go.set()
     await asyncio.sleep(1.0)  # settle; measure the steady part
     before = sum(v for k, v in counts.items() if k.startswith(prefix))
     cpu_before, t_before = _cpu_seconds(pid), time.monotonic()
@@ -149,7 +150,7 @@ async def _run(port, pid, counts, n, seconds, rate, flat_out) -> dict:
             "out": out, "expected": 0 if flat_out else n * 50, "cpu": cpu, "lag": lag}
 
 
-async def _phone(port, device, rate, seconds, stop, flat_out, sent=None, ready=None, lag_out=None) -> None:
+async def _phone(port, device, rate, seconds, stop, flat_out, sent=None, ready=None, lag_out=None, go=None) -> None:
     """One simulated phone: hello, then 200 ms batches of acc + gyro readings
     (real time: one every 200 ms; flat out: as fast as the socket takes them)."""
     import asyncio
@@ -179,6 +180,8 @@ async def _phone(port, device, rate, seconds, stop, flat_out, sent=None, ready=N
         await ws.recv()
         if ready is not None:
             ready[0] += 1
+        if go is not None:  # all phones start together, once all are connected
+            await go.wait()
         next_send = time.monotonic()
         for i in itertools.count():
             if stop.is_set() or i >= len(made):
