@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import math
+import shutil
+import ssl
+import subprocess
 import time
 
 import numpy as np
@@ -537,5 +539,36 @@ def test_cross_origin_pages_cannot_open_the_websocket():
             async with connect(f"ws://127.0.0.1:{gw.port}/ws", origin=f"http://127.0.0.1:{gw.port}") as ws:
                 await ws.send(json.dumps({"type": "hello", "device": "same-origin"}))
                 assert json.loads(await ws.recv())["type"] == "welcome"
+
+    asyncio.run(main())
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl CLI not installed (needed to make a test certificate)")
+def test_tls_serves_wss_and_https_posts_with_a_self_signed_certificate(tmp_path):
+    cert, key = tmp_path / "gateway.crt", tmp_path / "gateway.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-keyout", str(key),
+         "-out", str(cert), "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )
+    client_tls = ssl.create_default_context(cafile=str(cert))
+
+    async def main():
+        async with running_gateway(tls_cert=str(cert), tls_key=str(key), open_timeout=2.0) as (gw, tap):
+            t = jittered(100, time.time(), 3, 9)
+            async with connect(f"wss://127.0.0.1:{gw.port}/ws", ssl=client_tls) as ws:
+                await ws.send(json.dumps({"type": "hello", "device": "tls-ws"}))
+                assert json.loads(await ws.recv())["type"] == "welcome"
+            for b in sensor_logger_batches(t, "tls-post", "s"):
+                reader, writer = await asyncio.open_connection("127.0.0.1", gw.port, ssl=client_tls)
+                body = json.dumps(b).encode()
+                writer.write(f"POST /data HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+                assert (await reader.read()).startswith(b"HTTP/1.1 200")
+                writer.close()
+            check_against_truth(await tap.collect("tls-post", 100), lambda t: t)
+            # Plain HTTP on the TLS port goes nowhere.
+            with pytest.raises(Exception):
+                async with connect(f"ws://127.0.0.1:{gw.port}/ws", open_timeout=5):
+                    pass
 
     asyncio.run(main())
