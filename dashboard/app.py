@@ -25,7 +25,7 @@ from harstream.dashboard.charts import (
     timeline_chart,
 )
 from harstream.dashboard.feed import Subscriber
-from harstream.dashboard.state import ACTIVITIES, STALE_AFTER_S, LiveState
+from harstream.dashboard.state import STALE_AFTER_S, LiveState
 from harstream.stream.bus import output_address
 
 REFRESH_S = float(os.environ.get("HARSTREAM_DASHBOARD_REFRESH", "1.0"))
@@ -101,13 +101,10 @@ def show_overview(state: LiveState, now: float) -> list[str]:
     if not rows:
         st.info("No live device yet: predictions appear here as soon as the worker labels a window.")
         return []
-    confusion = state.fleet_confusion()
-    total = int(confusion.sum())
-    if total:
-        st.caption(
-            f"Fleet accuracy against ground truth (smoothed, session so far): "
-            f"{confusion[:, : len(ACTIVITIES)].trace() / total:.1%} of {total:,} windows"
-        )
+    hits, scored = state.fleet_accuracy()
+    if scored:
+        st.caption(f"Fleet accuracy against ground truth (smoothed, session so far): "
+                   f"{hits / scored:.1%} of {scored:,} windows")
     cards = overview_html(rows, stale_after=STALE_AFTER_S)
     if len(rows) > 24:  # a fleet scrolls inside its own box; the device view stays in reach
         with st.container(height=420, border=False):
@@ -117,9 +114,10 @@ def show_overview(state: LiveState, now: float) -> list[str]:
     return [r.device for r in rows]
 
 
-def show_device(state: LiveState, devices: list[str]) -> None:
+def show_device(state: LiveState, devices: list[str]) -> str | None:
+    """The selected device's view; returns the device shown."""
     if not devices:
-        return
+        return None
     st.subheader("Device")
     current = st.session_state.get("hs_device")
     if current not in devices:
@@ -146,13 +144,14 @@ def show_device(state: LiveState, devices: list[str]) -> None:
         gyro_col.vega_lite_chart(spec=signal_chart(signal["t"], signal["gyro"], "gyroscope", "rad/s"),
                                  width="stretch")
     else:
-        acc_col.caption("No signal feed for this device yet.")
+        acc_col.caption("Waiting for this device's signal feed (the page subscribes to the device on screen).")
     matrix = ds.confusion()
     if matrix.sum():
         left, _ = st.columns([3, 2])
         left.markdown(f"**Confusion matrix of this session** ({int(matrix.sum()):,} labelled windows, "
                       "smoothed prediction vs ground truth)")
         left.vega_lite_chart(spec=confusion_chart(matrix), width="stretch")
+    return device
 
 
 @st.fragment(run_every=REFRESH_S)
@@ -166,7 +165,7 @@ def live() -> None:
         st.session_state.hs_forgot = now
     show_health(state, subscriber.endpoint, now)
     devices = show_overview(state, now)
-    show_device(state, devices)
+    subscriber.follow_signal(show_device(state, devices))
     ticks = st.session_state.hs_tick_ms
     ticks.append(1000 * (time.perf_counter() - started))
     del ticks[:-30]

@@ -12,6 +12,7 @@ import time
 import zmq
 
 from harstream.stream.bus import attach, output_address
+from harstream.stream.protocol import PREDICTION_PREFIX, SIGNAL_PREFIX, STATS_PREFIX
 
 # Messages queued beyond this are dropped by ZeroMQ, not by the page: a tab
 # that falls behind loses old messages instead of growing without bound.
@@ -19,20 +20,38 @@ RCVHWM = 50_000
 
 
 class Subscriber:
-    """A SUB socket on the worker's output bus (predictions, signal, stats)."""
+    """A SUB socket on the worker's output bus.
 
-    def __init__(self, endpoint: str | None = None, topics: tuple[bytes, ...] = (b"p/", b"g/", b"stats/")):
+    Subscribes to every prediction and stats message, and to the signal
+    feed of one device at a time (:meth:`follow_signal`): the page plots one
+    device's signal, and with hundreds of devices the feed would be most of
+    the traffic.
+    """
+
+    def __init__(self, endpoint: str | None = None):
         self.endpoint = endpoint or output_address()
         self._socket = zmq.Context.instance().socket(zmq.SUB)
         self._socket.setsockopt(zmq.RCVHWM, RCVHWM)
         self._socket.setsockopt(zmq.LINGER, 0)
-        for topic in topics:
+        for topic in (PREDICTION_PREFIX, STATS_PREFIX):
             self._socket.setsockopt(zmq.SUBSCRIBE, topic)
+        self.signal_device: str | None = None
         self.address = attach(self._socket, self.endpoint, "connect")
 
-    def drain(self, max_messages: int = 20_000, budget_s: float = 0.25) -> list[list[bytes]]:
+    def follow_signal(self, device: str | None) -> None:
+        """Receive the signal feed of ``device`` only (None: of no device)."""
+        if device == self.signal_device:
+            return
+        if self.signal_device is not None:
+            self._socket.setsockopt(zmq.UNSUBSCRIBE, _signal_topic(self.signal_device))
+        if device is not None:
+            self._socket.setsockopt(zmq.SUBSCRIBE, _signal_topic(device))
+        self.signal_device = device
+
+    def drain(self, max_messages: int = 5_000, budget_s: float = 0.25) -> list[list[bytes]]:
         """Every message waiting now, up to ``max_messages`` or ``budget_s``
-        seconds of receiving, whichever comes first; never blocks."""
+        seconds of receiving, whichever comes first; never blocks. A backlog
+        (a burst, a slow tick) is worked off over the following ticks."""
         messages: list[list[bytes]] = []
         deadline = time.monotonic() + budget_s
         while len(messages) < max_messages:
@@ -56,3 +75,8 @@ class Subscriber:
             self._socket.close(linger=0)
         except Exception:
             pass
+
+
+def _signal_topic(device: str) -> bytes:
+    # The trailing "/" keeps "phone-1" from matching "phone-10".
+    return SIGNAL_PREFIX + device.encode() + b"/"

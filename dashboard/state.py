@@ -105,11 +105,16 @@ class DeviceState:
         self.device = device
         self.predictions: deque[Prediction] = deque(maxlen=MAX_PREDICTIONS)
         self.signal: deque[tuple[float, float, np.ndarray, np.ndarray]] = deque(maxlen=MAX_SIGNAL_CHUNKS)
+        self._signal_n = 0  # samples in self.signal
         self.last_seen = -math.inf  # dashboard clock, any message
         self.last_prediction = -math.inf  # dashboard clock
         self.windows = 0
+        self.scored = 0  # predictions this session with an activity as truth
+        self.hits = 0  # ... whose smoothed activity matched it
         # Session confusion matrix: pairs wait in _pending and are folded in
-        # by scikit-learn when the matrix is read, so ingesting stays O(1).
+        # by scikit-learn when the matrix is read (one call per tick for the
+        # device on screen: a call costs ~10-50 ms of validation, too much to
+        # make for every device every second), so ingesting stays O(1).
         self._confusion = np.zeros((len(ACTIVITIES), len(PREDICTED)), dtype=np.int64)
         self._pending_truth: list[str] = []
         self._pending_pred: list[str] = []
@@ -123,6 +128,8 @@ class DeviceState:
         self.last_seen = self.last_prediction = now
         self.windows += 1
         if p.truth in ACTIVITIES:
+            self.scored += 1
+            self.hits += p.smoothed == p.truth
             self._pending_truth.append(p.truth)
             self._pending_pred.append(p.smoothed if p.smoothed in ACTIVITIES else UNKNOWN)
 
@@ -131,12 +138,14 @@ class DeviceState:
             raise ValueError(f"signal t0 {s.t0!r} and rate {s.rate!r} must be numbers, rate > 0")
         acc = np.asarray(s.acc, dtype=np.float32).reshape(-1, 3)
         gyro = np.asarray(s.gyro, dtype=np.float32).reshape(-1, 3)
+        if len(self.signal) == self.signal.maxlen:
+            self._signal_n -= len(self.signal[0][2])
         self.signal.append((float(s.t0), float(s.rate), acc, gyro))
+        self._signal_n += len(acc)
         self.last_seen = now
         # Keep just over SIGNAL_SECONDS of samples.
-        kept = sum(len(c[2]) for c in self.signal)
-        while kept - len(self.signal[0][2]) >= SIGNAL_SECONDS * s.rate:
-            kept -= len(self.signal.popleft()[2])
+        while self._signal_n - len(self.signal[0][2]) >= SIGNAL_SECONDS * s.rate:
+            self._signal_n -= len(self.signal.popleft()[2])
 
     def confusion(self) -> np.ndarray:
         """Session confusion matrix: rows ACTIVITIES (truth), columns PREDICTED."""
@@ -311,12 +320,14 @@ class LiveState:
             )
         return rows
 
-    def fleet_confusion(self) -> np.ndarray:
-        """Sum of every device's session confusion matrix."""
-        total = np.zeros((len(ACTIVITIES), len(PREDICTED)), dtype=np.int64)
+    def fleet_accuracy(self) -> tuple[int, int]:
+        """``(hits, scored)`` over every device this session: smoothed
+        predictions matching an activity as ground truth, out of all such."""
+        hits = scored = 0
         for s in self.devices.values():
-            total += s.confusion()
-        return total
+            hits += s.hits
+            scored += s.scored
+        return hits, scored
 
     def health(self, now: float, stale_after: float = STALE_AFTER_S) -> Health:
         """Fleet health; ``problem`` says what the banner should say."""
@@ -401,15 +412,18 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+_NUMBER_TYPES = {float, int}
+
+
 def _check_prediction(p: Prediction) -> None:
     """Reject predictions the page could not draw (wrong types, sizes, NaN)."""
     check_device_id(p.device)
     if not isinstance(p.smoothed, str) or not isinstance(p.label, str):
         raise ValueError("label and smoothed must be strings")
     for probs in (p.probs, p.smoothed_probs):
-        # type() rather than isinstance: one C-level check per value, and it
-        # refuses bools; the sum catches NaN and inf (JSON lets them through).
-        if not isinstance(probs, list) or not all(type(v) is float or type(v) is int for v in probs):
+        # Exact types (not isinstance) refuse bools; the sum catches NaN and
+        # inf, which JSON lets through. Set of types: C speed for 6 values.
+        if not isinstance(probs, list) or not set(map(type, probs)) <= _NUMBER_TYPES:
             raise ValueError("probs must be lists of numbers")
         if not math.isfinite(sum(probs)):
             raise ValueError("probs must be finite")

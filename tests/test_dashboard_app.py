@@ -162,3 +162,40 @@ def test_two_hundred_live_devices_all_appear(bus):
     publish_until(at, send, lambda at: len(cards(at)) == 200)
     assert not at.error and not at.warning
     assert len(at.selectbox(key="hs_device_select").options) == 200
+
+
+def test_the_subscriber_takes_the_signal_feed_of_the_followed_device_only(bus):
+    from harstream.dashboard.feed import Subscriber
+
+    sub = Subscriber(bus.getsockopt_string(zmq.LAST_ENDPOINT))
+    try:
+        sub.follow_signal("phone-1")
+        got: list[bytes] = []
+        deadline = time.monotonic() + WAIT_S
+        while b"p/phone-1/" not in got or b"g/phone-1/" not in got:
+            assert time.monotonic() < deadline, got
+            for device in ("phone-1", "phone-10", "phone-2"):
+                bus.send_multipart(encode_signal(Signal(device, 0.0, 10.0, [[0, 0, 1]], [[0, 0, 0]])))
+                bus.send_multipart(prediction(device, 0, "WALKING"))
+            time.sleep(0.1)
+            got += [frames[0] for frames in sub.drain()]
+        assert {t for t in got if t.startswith(b"g/")} == {b"g/phone-1/"}
+        assert {b"p/phone-10/", b"p/phone-2/"} <= set(got)
+        sub.follow_signal("phone-2")
+        deadline = time.monotonic() + WAIT_S
+        while b"g/phone-2/" not in got:
+            assert time.monotonic() < deadline
+            bus.send_multipart(encode_signal(Signal("phone-2", 0.0, 10.0, [[0, 0, 1]], [[0, 0, 0]])))
+            time.sleep(0.1)
+            got = [frames[0] for frames in sub.drain()]
+        bus.send_multipart(encode_signal(Signal("phone-1", 0.0, 10.0, [[0, 0, 1]], [[0, 0, 0]])))
+        bus.send_multipart(prediction("phone-1", 1, "WALKING"))  # sent after: arrives after
+        deadline = time.monotonic() + WAIT_S
+        got = []
+        while b"p/phone-1/" not in got:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+            got += [frames[0] for frames in sub.drain()]
+        assert b"g/phone-1/" not in got
+    finally:
+        sub.close()
