@@ -24,6 +24,7 @@ True
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
@@ -49,6 +50,7 @@ LIVE_AFTER_S = 60.0  # a device not heard from for this long is no longer "live"
 FORGET_AFTER_S = 600.0  # ... and is dropped entirely after this long
 STALE_AFTER_S = 5.0  # no stats / no predictions for this long: show a banner
 ROLLING_WINDOWS = 100  # predictions in the rolling accuracy
+_DIGITS = re.compile(r"(\d+)")
 
 
 @dataclass
@@ -80,6 +82,15 @@ class Health:
     stats_age_s: float | None  # since the last stats message (None: never)
     data_age_s: float | None  # since the last prediction (None: never)
     problem: str | None  # "no_worker", "no_data" or None when all is well
+
+
+def natural_key(name: str) -> list:
+    """Sort key with digit runs compared as numbers.
+
+    >>> sorted(["d.10", "d.2", "d.1"], key=natural_key)
+    ['d.1', 'd.2', 'd.10']
+    """
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in _DIGITS.split(name) if part]
 
 
 def truth_category(truth: str | None) -> str | None:
@@ -291,8 +302,10 @@ class LiveState:
     # --------------------------------------------------------------- output
 
     def live_devices(self, now: float) -> list[str]:
-        """Devices with a prediction in the last LIVE_AFTER_S, sorted by name."""
-        return sorted(d for d, s in self.devices.items() if now - s.last_prediction <= LIVE_AFTER_S)
+        """Devices with a prediction in the last LIVE_AFTER_S, in natural
+        order (``phone-2`` before ``phone-10``)."""
+        return sorted((d for d, s in self.devices.items() if now - s.last_prediction <= LIVE_AFTER_S),
+                      key=natural_key)
 
     def overview(self, now: float) -> list[OverviewRow]:
         """One row per live device, sorted by device id."""
