@@ -134,7 +134,7 @@ def test_demo_dashboard_in_chromium_shows_live_activities_that_change(output_dir
             finally:
                 browser.close()
         started |= descendants(demo.pid)
-        demo.send_signal(signal.SIGTERM)
+        demo.send_signal(signal.SIGINT)  # what Ctrl-C in the terminal sends
         assert demo.wait(timeout=60) == 0
         time.sleep(0.5)
         left = [pid for pid in started if alive(pid)]

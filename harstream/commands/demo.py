@@ -65,8 +65,11 @@ def run(args: argparse.Namespace) -> int:
     env = dict(os.environ, HARSTREAM_INGEST=_bare(args.ingest), HARSTREAM_OUTPUT=_bare(args.output),
                PYTHONUNBUFFERED="1")  # fmt: skip
     procs: list[tuple[str, subprocess.Popen]] = []
-    # SIGTERM ends the demo exactly like Ctrl-C does.
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    # SIGTERM and SIGHUP (terminal closed) end the demo exactly like Ctrl-C;
+    # SIGINT is set explicitly because a shell starts background jobs with
+    # it ignored, and then Python installs no handler of its own.
+    stop_signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, _raise_interrupt) for sig in stop_signals}
     try:
         for name, argv in plan(args):
             print(f"demo: starting {name}: {' '.join(argv[1:])}", flush=True)
@@ -89,8 +92,11 @@ def run(args: argparse.Namespace) -> int:
         print("\ndemo: stopping", flush=True)
         return 0
     finally:
+        for sig in stop_signals:  # a second Ctrl-C must not cut the clean-up short
+            signal.signal(sig, signal.SIG_IGN)
         _stop(procs)
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _stop(procs: list[tuple[str, subprocess.Popen]]) -> None:
