@@ -373,15 +373,17 @@ class Gateway:
             frames = await self._sub.recv_multipart()
             try:
                 p = decode_prediction(frames)
-            except ProtocolError:
+                claim = self.claims.get(p.device)
+                ws = claim.ws if claim else None
+                # A client that does not read gets no more predictions rather than an unbounded buffer.
+                if ws is None or ws.transport is None or ws.transport.get_write_buffer_size() > 64 * 1024:
+                    continue
+                body = json.dumps({"type": "prediction", "device": p.device, "label": p.label, "smoothed": p.smoothed,
+                                   "probs": p.probs, "t_end": p.t_end, "latency_ms": p.latency_ms, "model": p.model})
+            except (ProtocolError, TypeError, ValueError) as exc:  # a bad prediction must not stop the others
+                self.counts["bad_predictions"] += 1
+                log.debug("prediction not forwarded: %s", exc)
                 continue
-            claim = self.claims.get(p.device)
-            ws = claim.ws if claim else None
-            # A client that does not read gets no more predictions rather than an unbounded buffer.
-            if ws is None or ws.transport.get_write_buffer_size() > 64 * 1024:
-                continue
-            body = json.dumps({"type": "prediction", "device": p.device, "label": p.label, "smoothed": p.smoothed,
-                               "probs": p.probs, "t_end": p.t_end, "latency_ms": p.latency_ms, "model": p.model})
             asyncio.ensure_future(_send_quietly(ws, body))
             self.counts["predictions_forwarded"] += 1
 

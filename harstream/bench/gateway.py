@@ -130,6 +130,9 @@ async def _run(port, pid, counts, n, seconds, rate, flat_out) -> dict:
               for i in range(n)]
     async with asyncio.timeout(300):
         while ready[0] < n:
+            failed = [p for p in phones if p.done()]
+            if failed:
+                raise RuntimeError(f"{len(failed)} of {n} phones failed to connect: {failed[0].exception()!r}")
             await asyncio.sleep(0.05)
     go.set()
     await asyncio.sleep(1.0)  # settle; measure the steady part
@@ -175,7 +178,8 @@ async def _phone(port, device, rate, seconds, stop, flat_out, sent=None, ready=N
     # Made before the clock starts, so the phones' own JSON encoding (in
     # this one process for all phones) does not limit what the gateway gets.
     made = [message(i) for i in range(1500 if flat_out else int((seconds + 4) / batch_s))]
-    async with connect(f"ws://127.0.0.1:{port}/ws", compression=None, max_queue=None) as ws:
+    # No handshake timeout: with hundreds of phones in one process, making messages delays handshakes.
+    async with connect(f"ws://127.0.0.1:{port}/ws", compression=None, max_queue=None, open_timeout=None) as ws:
         await ws.send(json.dumps({"type": "hello", "device": device, "units": {"acc": "m/s2", "gyro": "deg/s"}}))
         await ws.recv()
         if ready is not None:

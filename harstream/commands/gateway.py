@@ -47,9 +47,13 @@ def run(args: argparse.Namespace) -> int:
         max_readings_per_s=args.readings_limit, idle_timeout=args.idle_timeout,
         max_gap=args.max_gap, stats_interval=args.stats_interval,
     )
+    log = logging.getLogger("harstream.gateway")
     try:
         asyncio.run(run_gateway(config))
     except ValueError as exc:
-        logging.getLogger("harstream.gateway").error("%s", exc)
+        log.error("%s", exc)
         return 2
+    except OSError as exc:  # port in use, address not on this machine, unreadable certificate
+        log.error("cannot serve on %s:%d: %s", args.host, args.port, exc)
+        return 1
     return 0
