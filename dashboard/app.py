@@ -29,7 +29,7 @@ from harstream.dashboard.state import STALE_AFTER_S, LiveState
 from harstream.stream.bus import output_address
 
 REFRESH_S = float(os.environ.get("HARSTREAM_DASHBOARD_REFRESH", "1.0"))
-TIMELINE_S = 180.0  # stream seconds of history in the device timeline
+TIMELINE_S = 180.0  # seconds of recording in the device timeline
 FORGET_EVERY_S = 30.0
 
 st.set_page_config(page_title="harstream · live", page_icon=":material/directions_run:", layout="wide")
@@ -103,7 +103,7 @@ def show_overview(state: LiveState, now: float) -> list[str]:
         return []
     hits, scored = state.fleet_accuracy()
     if scored:
-        st.caption(f"Fleet accuracy against ground truth (smoothed, session so far): "
+        st.caption(f"Fleet accuracy against ground truth (smoothed, since this page opened): "
                    f"{hits / scored:.1%} of {scored:,} windows")
     cards = overview_html(rows, stale_after=STALE_AFTER_S)
     if len(rows) > 24:  # a fleet scrolls inside its own box; the device view stays in reach
@@ -148,7 +148,7 @@ def show_device(state: LiveState, devices: list[str]) -> str | None:
     matrix = ds.confusion()
     if matrix.sum():
         left, _ = st.columns([3, 2])
-        left.markdown(f"**Confusion matrix of this session** ({int(matrix.sum()):,} labelled windows, "
+        left.markdown(f"**Confusion matrix since this page opened** ({int(matrix.sum()):,} labelled windows, "
                       "smoothed prediction vs ground truth)")
         left.vega_lite_chart(spec=confusion_chart(matrix), width="stretch")
     return device

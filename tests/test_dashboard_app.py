@@ -125,7 +125,7 @@ def test_device_view_follows_the_selected_device_and_its_activity_changes(bus):
     at.selectbox(key="hs_device_select").select("phone-b").run()
     publish_until(at, send, lambda at: len(at.get("vega_lite_chart")) >= 4)
     assert any(m.value.startswith("**Standing**") for m in at.markdown)
-    assert any("Confusion matrix of this session" in m.value for m in at.markdown)
+    assert any("Confusion matrix since this page opened" in m.value for m in at.markdown)
     # the selection survives the refreshes, and a change of activity shows
     state["activity"] = "WALKING_UPSTAIRS"
     publish_until(at, send, lambda at: cards(at).get("phone-a") == "WALKING_UPSTAIRS")
