@@ -50,6 +50,7 @@ LIVE_AFTER_S = 60.0  # a device not heard from for this long is no longer "live"
 FORGET_AFTER_S = 600.0  # ... and is dropped entirely after this long
 STALE_AFTER_S = 5.0  # no stats / no predictions for this long: show a banner
 ROLLING_WINDOWS = 100  # predictions in the rolling accuracy
+MAX_PENDING_PAIRS = 2000  # (truth, prediction) pairs waiting to be folded into the matrix
 _DIGITS = re.compile(r"(\d+)")
 
 
@@ -143,6 +144,8 @@ class DeviceState:
             self.hits += p.smoothed == p.truth
             self._pending_truth.append(p.truth)
             self._pending_pred.append(p.smoothed if p.smoothed in ACTIVITIES else UNKNOWN)
+            if len(self._pending_truth) >= MAX_PENDING_PAIRS:  # bounded even if never on screen
+                self._fold()
 
     def add_signal(self, s: Signal, now: float) -> None:
         if not (_is_number(s.t0) and _is_number(s.rate) and s.rate > 0):
@@ -160,13 +163,16 @@ class DeviceState:
 
     def confusion(self) -> np.ndarray:
         """Session confusion matrix: rows ACTIVITIES (truth), columns PREDICTED."""
+        self._fold()
+        return self._confusion.copy()
+
+    def _fold(self) -> None:
         if self._pending_truth:
             self._confusion += confusion_matrix(self._pending_truth, self._pending_pred, labels=list(PREDICTED))[
                 : len(ACTIVITIES)
             ]
             self._pending_truth.clear()
             self._pending_pred.clear()
-        return self._confusion.copy()
 
     def rolling_accuracy(self, n: int = ROLLING_WINDOWS) -> float | None:
         """Share of the last ``n`` predictions with an activity as truth that match it."""

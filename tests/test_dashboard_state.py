@@ -79,7 +79,8 @@ def test_session_confusion_matrix_equals_sklearn_on_all_pairs():
     assert live.fleet_accuracy() == (np.trace(expected), len(truths))
 
 
-def test_per_device_history_is_bounded_but_the_confusion_matrix_counts_the_whole_session():
+def test_per_device_history_is_bounded_but_the_confusion_matrix_counts_the_whole_session(monkeypatch):
+    monkeypatch.setattr(state_module, "MAX_PENDING_PAIRS", 300)
     live = LiveState()
     n = state_module.MAX_PREDICTIONS + 250
     for i in range(n):
@@ -87,6 +88,7 @@ def test_per_device_history_is_bounded_but_the_confusion_matrix_counts_the_whole
         live.feed(signal("a", t0=float(i)), now=float(i))
     device = live.devices["a"]
     assert len(device.predictions) == state_module.MAX_PREDICTIONS
+    assert len(device._pending_truth) < state_module.MAX_PENDING_PAIRS
     assert device.confusion().sum() == n
     assert device.windows == n
     # ten seconds of signal at 10 Hz, not the whole session
