@@ -423,7 +423,7 @@ def test_hostile_clients_leave_a_well_behaved_phone_served():
             for msg in our_protocol_messages(t_acc, t_gyro, batch_s=0.1):
                 await ws.send(json.dumps(msg))
                 await asyncio.sleep(0.01)
-            await stop_after.wait()
+            await stop_after.wait()  # (the gateway may close us for idling by now: fine)
 
     async def oversized(port):
         async with connect(f"ws://127.0.0.1:{port}/ws", max_size=None) as ws:
@@ -451,7 +451,7 @@ def test_hostile_clients_leave_a_well_behaved_phone_served():
     async def idle_websocket(port):
         async with connect(f"ws://127.0.0.1:{port}/ws") as ws:
             with pytest.raises(ConnectionClosed) as info:
-                await asyncio.wait_for(ws.recv(), 15)
+                await asyncio.wait_for(ws.recv(), 30)
             assert info.value.rcvd.code == 1008
 
     async def huge_post(port):
@@ -470,7 +470,8 @@ def test_hostile_clients_leave_a_well_behaved_phone_served():
             await asyncio.gather(*(one() for _ in range(100)))
 
     async def main():
-        async with running_gateway(max_message=64 * 1024, idle_timeout=1.0, open_timeout=2.0, max_errors=5) as (gw, tap):
+        # The idle limit is well above the good phone's 10 ms sends, even on a busy machine.
+        async with running_gateway(max_message=64 * 1024, idle_timeout=3.0, open_timeout=2.0, max_errors=5) as (gw, tap):
             start = time.time()
             t_acc, t_gyro = jittered(100, start, 6, 7), jittered(100, start, 6, 8)
             done = asyncio.Event()
@@ -517,15 +518,16 @@ def test_rate_limit_refuses_a_flood_on_that_connection_only():
             async with connect(f"ws://127.0.0.1:{gw.port}/ws") as ws:
                 await ws.send(json.dumps({"type": "hello", "device": "flood"}))
                 await ws.recv()
-                for _ in range(100):
+                for _ in range(300):
                     await ws.send(json.dumps({"type": "samples", "acc": []}))
                 replies = []
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(1):
-                        while True:
+                    while True:  # until the gateway has gone quiet for a second
+                        async with asyncio.timeout(1):
                             replies.append(json.loads(await ws.recv()))
-            assert sum(r.get("reason") == "rate_limit" for r in replies) >= 50
-            assert gw.rejects["rate_limit"] >= 50
+            # 10/s with bursts of 20 lets through at most 20 + 10/s of processing time.
+            assert sum(r.get("reason") == "rate_limit" for r in replies) >= 150
+            assert gw.rejects["rate_limit"] >= 150
 
     asyncio.run(main())
 
