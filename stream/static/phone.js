@@ -17,7 +17,10 @@ function deviceId() {
 
 // iOS Safari reports accelerationIncludingGravity with the opposite sign to
 // the W3C/Android convention (flat, face up: z = -9.8 instead of +9.8).
+// ?frame=w3c or ?frame=ios in the page URL overrides the guess.
 function frame() {
+  const forced = new URLSearchParams(location.search).get("frame");
+  if (forced === "w3c" || forced === "ios") return forced;
   const ios = /iPhone|iPad|iPod/.test(navigator.userAgent) ||
     (navigator.platform === "MacIntel" && navigator.maxTouchPoints > 1);
   return ios ? "ios" : "w3c";
