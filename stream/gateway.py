@@ -164,6 +164,7 @@ class DeviceFeed:
     def restart(self) -> None:
         """A new connection for this device: do not join its data to the old one."""
         self.resampler.restart()
+        self.offset = None  # the phone may have rebooted: pin its clock afresh
 
 
 @dataclass
