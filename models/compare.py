@@ -198,6 +198,26 @@ def write_report(results: dict, live: dict | None = None, path: Path = REPORT_FI
             f"{'' if val is None else f'{100 * val:.2f}'} |"
         )
     lines += ["", "Latency: median of 7 direct `model(x)` calls on this machine (2 shared cores), measured in one run.", ""]
+    selection = load_selection()
+    if selection:
+        lines += [
+            "## Candidates screened on the validation subjects",
+            "",
+            "Trained on 16 training subjects, scored on validation subjects "
+            f"{', '.join(map(str, VALIDATION_SUBJECTS))} (never the test subjects), one seed each. "
+            "The best final validation accuracy was chosen for the final runs above.",
+            "",
+            "| candidate | epochs | validation acc % (last epoch) | best epoch (acc %) | parameters | train s | sitting→standing / standing→sitting errors |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for r in selection:
+            cm = r.get("validation_confusion")
+            sit_stand = f"{cm[3][4]} / {cm[4][3]}" if cm else ""
+            lines.append(
+                f"| {r['recipe']['label']} | {r['recipe']['epochs']} | {100 * r['validation_accuracy']:.2f} | "
+                f"{r['best_epoch']} ({100 * r['best_validation_accuracy']:.2f}) | {r['parameters']:,} | {r['train_seconds']:.0f} | {sit_stand} |"
+            )
+        lines.append("")
     lines += ["## Confusion matrices (summed over the repeats)", ""]
     for name, entry in results.items():
         runs = entry.get("runs", [])
