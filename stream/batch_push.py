@@ -10,13 +10,16 @@ windows are identical; ``tests/test_worker.py`` checks that against
 :class:`~harstream.stream.pipeline.DevicePipeline`.
 
 It reads and writes the state of the pipeline's filters
-(:mod:`~harstream.stream.filters`); a pipeline in any other shape (not yet
-started, other median size) is pushed the ordinary way.
+(:mod:`~harstream.stream.filters`), and starts a new device's filters the way
+they start themselves (steady state for the first sample, ``sosfilt_zi``
+computed once per filter instead of once per device); a pipeline in any other
+shape is pushed the ordinary way.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from functools import lru_cache
 from typing import Sequence
 
 import numpy as np
@@ -37,6 +40,11 @@ def push_many(pipes: Sequence[DevicePipeline], chunks: Sequence[np.ndarray]) -> 
     for i, (pipe, chunk) in enumerate(zip(pipes, chunks)):
         if len(chunk) and _vectorisable(pipe):
             groups[len(chunk)].append(i)
+        elif len(chunk) and _startable(pipe):
+            # A new device: its filter state starts as filters.py starts it
+            # (steady state for its first sample), then it joins a group.
+            _start(pipe, check_samples(chunks[i])[0])
+            groups[len(chunk)].append(i)
         else:
             out[i] = pipe.push(chunk)
     for idx in groups.values():
@@ -53,12 +61,28 @@ def push_many(pipes: Sequence[DevicePipeline], chunks: Sequence[np.ndarray]) -> 
 
 def _vectorisable(pipe: DevicePipeline) -> bool:
     f = pipe._filters
-    return (
-        f.median.size == 3
-        and f.median._history is not None
-        and f.noise._zi is not None
-        and f.gravity._zi is not None
-    )
+    return f.median.size == 3 and f.median._history is not None and f.noise._zi is not None
+
+
+def _startable(pipe: DevicePipeline) -> bool:
+    f = pipe._filters
+    return f.median.size == 3 and f.median._history is None and f.noise._zi is None and f.gravity._zi is None
+
+
+@lru_cache(maxsize=None)
+def _unit_zi(sos_bytes: bytes, sections: int) -> np.ndarray:
+    """sosfilt_zi of a filter (costly: a linear solve), computed once per filter."""
+    return signal.sosfilt_zi(np.frombuffer(sos_bytes).reshape(sections, 6))
+
+
+def _start(pipe: DevicePipeline, first: np.ndarray) -> None:
+    """Initial filter state as the filters create it from the first sample."""
+    f = pipe._filters
+    f.median._history = np.repeat(first[None, :], f.median.size - 1, axis=0)
+    noise_zi = _unit_zi(f.noise.sos.tobytes(), len(f.noise.sos))
+    f.noise._zi = noise_zi[:, :, None] * first[None, None, :]
+    # The gravity filter's state comes from its own first input (the noise
+    # filter's first output): set in _filter_stacked once that is known.
 
 
 def _filter_stacked(pipes: list[DevicePipeline], raw: np.ndarray) -> np.ndarray:
@@ -70,7 +94,11 @@ def _filter_stacked(pipes: list[DevicePipeline], raw: np.ndarray) -> np.ndarray:
     noise_zi = np.stack([bk.noise._zi for bk in banks], axis=1)  # (sections, D, 2, 6)
     clean, noise_zi = signal.sosfilt(banks[0].noise.sos, median, axis=1, zi=noise_zi)
     total_acc, gyro = clean[..., :3], clean[..., 3:]
-    gravity_zi = np.stack([bk.gravity._zi for bk in banks], axis=1)
+    gravity_zi = np.stack([
+        bk.gravity._zi if bk.gravity._zi is not None
+        else _unit_zi(bk.gravity.sos.tobytes(), len(bk.gravity.sos))[:, :, None] * total_acc[k, 0][None, None, :]
+        for k, bk in enumerate(banks)
+    ], axis=1)  # fmt: skip
     gravity, gravity_zi = signal.sosfilt(banks[0].gravity.sos, total_acc, axis=1, zi=gravity_zi)
     for k, bk in enumerate(banks):
         bk.median._history = padded[k, -2:].copy()
