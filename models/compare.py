@@ -14,8 +14,9 @@ models, confusion-matrix PNGs and the live-accuracy figures.
 from __future__ import annotations
 
 import argparse
-import sys
 import json
+import re
+import sys
 import time
 from pathlib import Path
 
@@ -89,6 +90,40 @@ def measure_latencies(recipes: list[Recipe], registry_names: list[str]) -> dict[
         model = make()
         out[label] = {**per_window_latency_ms(model, windows), "parameters": int(model.count_params())}
         keras.backend.clear_session()
+    return out
+
+
+SEED_MODELS = ("lstm", "cnn_lstm", "conv_lstm")
+_RUN_ROW = re.compile(r"^\|\s*(\d+)\s*\|\s*(\d+)\s*\|\s*([\d.]+)\s*\|\s*([\d.]+)\s*\|\s*([\d.]+)\s*\|\s*$")
+
+
+def seed_model_runs(report: Path) -> list[dict]:
+    """The per-run rows (seed, accuracy, macro F1) of a ``harstream evaluate
+    --model NAME --repeats N --report-dir`` report (issue 2's seed models)."""
+    if not report.is_file():
+        return []
+    runs = []
+    for line in report.read_text().splitlines():
+        m = _RUN_ROW.match(line)
+        if m:
+            runs.append({"seed": int(m[2]), "accuracy": float(m[3]) / 100, "macro_f1": float(m[4]) / 100,
+                         "train_seconds": float(m[5])})
+    return runs
+
+
+def with_seed_models(results: dict, reports: Path = REPORTS) -> dict:
+    """``results`` with the tutorial's models first, from their own reports."""
+    out = {}
+    for name in SEED_MODELS:
+        runs = seed_model_runs(reports / f"{name}.md")
+        if runs:
+            out[f"{name} (tutorial)"] = {
+                "runs": runs,
+                "source": f"reports/{name}.md",
+                "latency": results.get(name, {}).get("latency", {}),
+                "parameters": results.get(name, {}).get("latency", {}).get("parameters", "?"),
+            }
+    out.update({k: v for k, v in results.items() if k not in SEED_MODELS})
     return out
 
 
@@ -166,6 +201,10 @@ def plot_confusion(confusion: list[list[int]], title: str, path: Path) -> Path:
     return path
 
 
+def _fmt_int(value) -> str:
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
 def _fmt_pct(mean: float, std: float) -> str:
     return f"{100 * mean:.2f} ± {100 * std:.2f}"
 
@@ -193,7 +232,7 @@ def write_report(results: dict, live: dict | None = None, path: Path = REPORT_FI
         val = entry.get("validation_accuracy")
         lines.append(
             f"| {name} | {s['repeats']} | {_fmt_pct(s['accuracy_mean'], s['accuracy_std'])} | "
-            f"{_fmt_pct(s['macro_f1_mean'], s['macro_f1_std'])} | {entry.get('parameters', runs[0].get('parameters', '?')):,} | "
+            f"{_fmt_pct(s['macro_f1_mean'], s['macro_f1_std'])} | {_fmt_int(entry.get('parameters', runs[0].get('parameters', '?')))} | "
             f"{lat.get('batched_ms', float('nan')):.3f} | {lat.get('single_ms', float('nan')):.2f} | "
             f"{'' if val is None else f'{100 * val:.2f}'} |"
         )
@@ -292,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.action == "report":
         live_file = REPORTS / "live.json"
         live = json.loads(live_file.read_text()) if live_file.is_file() else None
-        print(write_report(load_results(), live))
+        print(write_report(with_seed_models(load_results()), live))
         return 0
 
     from harstream.stream.recordings import load_embedded
