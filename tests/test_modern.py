@@ -96,3 +96,24 @@ def test_tiny_resnet_trained_two_epochs_beats_chance_on_unseen_subjects(embedded
     result = score(test.y, predict(model, test.x))
     assert len(history["loss"]) == 2
     assert result["accuracy"] > 0.4  # chance is about 1/6
+
+
+def test_report_reads_the_tutorial_models_runs_and_tables_every_model(tmp_path):
+    from harstream.models.compare import seed_model_runs, summarise, with_seed_models, write_report
+
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    (reports / "lstm.md").write_text(
+        "| run | seed | accuracy | macro F1 | training s |\n|---:|---:|---:|---:|---:|\n"
+        "| 1 | 0 | 89.75 | 89.93 | 808 |\n| 2 | 1 | 90.25 | 90.00 | 790 |\n"
+    )
+    runs = seed_model_runs(reports / "lstm.md")
+    assert [r["seed"] for r in runs] == [0, 1]
+    assert abs(summarise(runs)["accuracy_mean"] - 0.90) < 1e-9
+    cm = (np.eye(6, dtype=int) * 10).tolist()
+    mine = {"resnet": {"runs": [{"seed": 0, "accuracy": 0.93, "macro_f1": 0.92, "confusion": cm}], "parameters": 19000}}
+    table = with_seed_models(mine, reports)
+    assert list(table) == ["lstm (tutorial)", "resnet"]
+    text = write_report(table, None, tmp_path / "report.md").read_text()
+    assert "| 90.00 ± 0.25 |" in text and "| 93.00 ± 0.00 |" in text
+    assert (reports / "confusion_resnet.png").is_file()
