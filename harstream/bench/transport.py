@@ -35,10 +35,12 @@ def run(args: argparse.Namespace) -> int:
                 r = measure(n, shards, ns)
                 line = (f"| {n} | {chunk} | {shards} | {r['offered']:,.0f} | {r['taken']:,.0f} | "
                         f"{r['taken'] / 50:,.0f} | {r['taken'] / chunk:,.0f} | {r['sim_drops']} / {r['worker_drops']} "
-                        f"| {r['load']:.1f} |")  # fmt: skip
+                        f"| {r['worker_cpu']:.2f} | {r['taken'] / r['worker_cpu'] if r['worker_cpu'] > 0 else 0:,.0f} "
+                        f"| {r['sim_cpu']:.2f} | {r['load']:.1f} |")  # fmt: skip
                 print(line, flush=True)
                 lines.append(line)
     print("\n| devices | chunk | workers | sent samples/s | taken samples/s | = devices at 50 Hz | messages/s "
-          "| drops (sim / worker) | load avg |\n|---|---|---|---|---|---|---|---|---|")
+          "| drops (sim / worker) | worker CPU (cores) | samples per worker CPU-s | simulator CPU | load avg |\n"
+          "|---|---|---|---|---|---|---|---|---|---|---|---|")
     print("\n".join(lines))
     return 0
