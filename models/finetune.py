@@ -57,8 +57,6 @@ def finetune(
     ``replay`` embedded training windows (default: as many as the user's
     windows) are mixed in; 0 trains on the user's windows only.
     """
-    import keras
-
     from harstream.stream.recordings import load_dataset
 
     from .artifact import load_artifact, save_artifact
@@ -78,40 +76,11 @@ def finetune(
     if test is not None and len(test) == 0:
         test = None
 
-    rng = np.random.default_rng(seed)
-    fit_on = own
-    replay = len(own) if replay is None else replay
-    if replay > 0:
-        from harstream.stream.recordings import load_embedded
-
-        from .dataset import split_by_subject
-
-        base_train, _ = split_by_subject(labelled_windows(load_embedded().recordings))
-        pick = rng.choice(len(base_train), size=min(replay, len(base_train)), replace=False)
-        fit_on = _concat(own, base_train.take(np.sort(pick)))
-
+    replay_pool = None
+    if (len(own) if replay is None else replay) > 0:
+        replay_pool = embedded_training_windows()
     model = artifact.model
-
-    def accuracy() -> float | None:
-        if test is None:
-            return None
-        return float(np.mean(np.argmax(np.asarray(model(test.x, training=False)), axis=1) == test.y))
-
-    before = accuracy()
-    # A few hundred own windows are too few to re-estimate BatchNorm's moving
-    # statistics; frozen BatchNorm layers keep the base model's (and run in
-    # inference mode), the usual practice for small-data fine-tuning.
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.trainable = False
-    keras.utils.set_random_seed(seed)
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
-    model.fit(fit_on.x, fit_on.y, epochs=epochs, batch_size=64, shuffle=True, verbose=verbose)
-    after = accuracy()
+    before, after, fit_on = tune(model, own, test, epochs, learning_rate, replay_pool, replay, seed, verbose)
 
     meta = {k: v for k, v in artifact.metadata.items() if k not in ("sha256", "library_versions")}
     meta.update(
@@ -135,6 +104,84 @@ def finetune(
         meta.pop(key, None)
     path = save_artifact(model, meta, out)
     return FinetuneResult(path, len(own), held_out.name if held_out else None, before, after)
+
+
+def embedded_training_windows() -> Windows:
+    """Windows of the embedded data's training subjects (never the test subjects)."""
+    from harstream.stream.recordings import load_embedded
+
+    from .dataset import split_by_subject
+
+    train, _ = split_by_subject(labelled_windows(load_embedded().recordings))
+    return train
+
+
+def tune(
+    model,
+    own: Windows,
+    test: Windows | None,
+    epochs: int,
+    learning_rate: float,
+    replay_pool: Windows | None,
+    replay: int | None,
+    seed: int,
+    verbose: int = 0,
+) -> tuple[float | None, float | None, Windows]:
+    """Fine-tune ``model`` in place on ``own`` plus ``replay`` windows drawn
+    from ``replay_pool``; accuracy on ``test`` before and after."""
+    import keras
+
+    rng = np.random.default_rng(seed)
+    fit_on = own
+    replay = len(own) if replay is None else replay
+    if replay > 0 and replay_pool is not None and len(replay_pool):
+        pick = rng.choice(len(replay_pool), size=min(replay, len(replay_pool)), replace=False)
+        fit_on = _concat(own, replay_pool.take(np.sort(pick)))
+
+    def accuracy() -> float | None:
+        if test is None:
+            return None
+        return float(np.mean(np.argmax(np.asarray(model(test.x, training=False)), axis=1) == test.y))
+
+    before = accuracy()
+    # A few hundred own windows are too few to re-estimate BatchNorm's moving
+    # statistics; frozen BatchNorm layers keep the base model's (and run in
+    # inference mode), the usual practice for small-data fine-tuning.
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False
+    keras.utils.set_random_seed(seed)
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    model.fit(fit_on.x, fit_on.y, epochs=epochs, batch_size=64, shuffle=True, verbose=verbose)
+    return before, accuracy(), fit_on
+
+
+def personalisation_study(base: str | Path | None = None, epochs: int = 5, learning_rate: float = 1e-4) -> list[dict]:
+    """What fine-tuning on one's own data buys, measured on the held-out
+    subjects: for each test subject, fine-tune the base model on all but
+    their last session and score that last session before and after."""
+    from harstream.stream.recordings import UCI_TEST_SUBJECTS, load_embedded
+
+    from .artifact import load_artifact
+
+    data = load_embedded()
+    pool = embedded_training_windows()
+    rows = []
+    for subject in UCI_TEST_SUBJECTS:
+        recs = sorted(data.of_subjects([subject]), key=lambda r: r.name)
+        if len(recs) < 2:
+            continue
+        own, test = labelled_windows(recs[:-1]), labelled_windows(recs[-1:])
+        model = load_artifact(base).model
+        before, after, _ = tune(model, own, test, epochs, learning_rate, pool, None, seed=0)
+        rows.append({"subject": subject, "own_windows": len(own), "test_session": recs[-1].name,
+                     "test_windows": len(test), "accuracy_before": before, "accuracy_after": after})
+        print(f"subject {subject}: {len(own)} own windows; {recs[-1].name} {100 * before:.1f} % -> {100 * after:.1f} %", flush=True)
+    return rows
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -164,9 +211,19 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["study"]:
+        # python -m harstream.models.finetune study [BASE.keras]
+        import json
+
+        rows = personalisation_study(argv[1] if len(argv) > 1 else None)
+        out = Path(__file__).resolve().parent.parent / "docs" / "reports" / "personalisation.json"
+        out.write_text(json.dumps(rows, indent=1) + "\n")
+        print(out)
+        return 0
     parser = argparse.ArgumentParser(description="fine-tune a model on your own labelled CSV recordings")
     configure(parser)
-    return run(parser.parse_args(sys.argv[1:] if argv is None else argv))
+    return run(parser.parse_args(argv))
 
 
 if __name__ == "__main__":
