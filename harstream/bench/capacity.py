@@ -196,7 +196,8 @@ def measure(n: int, shards: int, args: argparse.Namespace, sim_extra: list[str] 
     if len(in_window) >= 2:
         span = in_window[-1][0] - in_window[0][0]
         worker_cpu = (in_window[-1][1] - in_window[0][1]) / span
-        sim_cpu = (in_window[-1][2] - in_window[0][2]) / span
+        alive = [c for c in in_window if c[2] > 0]  # 0 once the simulator has exited
+        sim_cpu = (alive[-1][2] - alive[0][2]) / (alive[-1][0] - alive[0][0]) if len(alive) >= 2 else float("nan")
     else:
         worker_cpu = sim_cpu = float("nan")
     lag = per_second("lag_p50_ms")
