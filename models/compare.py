@@ -236,7 +236,14 @@ def write_report(results: dict, live: dict | None = None, path: Path = REPORT_FI
             f"{lat.get('batched_ms', float('nan')):.3f} | {lat.get('single_ms', float('nan')):.2f} | "
             f"{'' if val is None else f'{100 * val:.2f}'} |"
         )
-    lines += ["", "Latency: median of 7 direct `model(x)` calls on this machine (2 shared cores), measured in one run.", ""]
+    lines += [
+        "",
+        "Latency: median of 7 direct eager `model(x)` calls (`python -m harstream.models.compare latency`), "
+        "256 windows per batched call, all models in one run on this machine (2 shared cores, loaded). "
+        "The single-window column is eager Keras overhead; the worker serves single windows through its "
+        "compiled runtime (`models/runtime.py`, tflite/tf-function), see the live section.",
+        "",
+    ]
     selection = load_selection()
     if selection:
         lines += [
@@ -246,15 +253,16 @@ def write_report(results: dict, live: dict | None = None, path: Path = REPORT_FI
             f"{', '.join(map(str, VALIDATION_SUBJECTS))} (never the test subjects), one seed each. "
             "The best final validation accuracy was chosen for the final runs above.",
             "",
-            "| candidate | epochs | validation acc % (last epoch) | best epoch (acc %) | parameters | train s | sitting→standing / standing→sitting errors |",
-            "|---|---|---|---|---|---|---|",
+            "| candidate | epochs | validation acc % (last epoch) | best epoch (acc %) | parameters | train s | sitting→standing / standing→sitting errors | batched ms/window |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for r in selection:
             cm = r.get("validation_confusion")
             sit_stand = f"{cm[3][4]} / {cm[4][3]}" if cm else ""
             lines.append(
                 f"| {r['recipe']['label']} | {r['recipe']['epochs']} | {100 * r['validation_accuracy']:.2f} | "
-                f"{r['best_epoch']} ({100 * r['best_validation_accuracy']:.2f}) | {r['parameters']:,} | {r['train_seconds']:.0f} | {sit_stand} |"
+                f"{r['best_epoch']} ({100 * r['best_validation_accuracy']:.2f}) | {r['parameters']:,} | {r['train_seconds']:.0f} | {sit_stand} | "
+                f"{results.get(r['recipe']['label'], {}).get('latency', {}).get('batched_ms', float('nan')):.3f} |"
             )
         lines.append("")
     lines += ["## Confusion matrices (summed over the repeats)", ""]
@@ -321,7 +329,9 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.action == "latency":
         results = load_results()
-        recipes = [Recipe.from_json(e["recipe"]) for e in results.values() if "recipe" in e]
+        recipes = {r.label: r for r in [Recipe.from_json(e["recipe"]) for e in results.values() if "recipe" in e]
+                   + [Recipe.from_json(x["recipe"]) for x in load_selection()]}
+        recipes = list(recipes.values())
         for name, timing in measure_latencies(recipes, args.extra).items():
             results.setdefault(name, {})["latency"] = timing
             print(f"{name}: {timing['batched_ms']:.3f} ms/window batched, {timing['single_ms']:.2f} ms single call")
