@@ -277,6 +277,27 @@ def write_report(results: dict, live: dict | None = None, path: Path = REPORT_FI
         from .live_accuracy import live_report_lines
 
         lines += live_report_lines(live, path.parent / "reports", path.parent)
+    study = path.parent / "reports" / "personalisation.json"
+    if study.is_file():
+        rows = json.loads(study.read_text())
+        lines += [
+            "## Fine-tuning on one's own data (personalisation study)",
+            "",
+            "`python -m harstream.models.finetune study`: per held-out subject, the shipped model fine-tuned "
+            "(5 epochs, Adam 1e-4, BatchNorm frozen, as many embedded training windows mixed in) on all but the "
+            "subject's last session, then scored on that last session.",
+            "",
+            "| subject | own windows | scored session (windows) | accuracy before % | after % |",
+            "|---|---|---|---|---|",
+        ]
+        for r in rows:
+            lines.append(
+                f"| {r['subject']} | {r['own_windows']} | {r['test_session']} ({r['test_windows']}) | "
+                f"{100 * r['accuracy_before']:.1f} | {100 * r['accuracy_after']:.1f} |"
+            )
+        before = np.mean([r["accuracy_before"] for r in rows])
+        after = np.mean([r["accuracy_after"] for r in rows])
+        lines += ["", f"Mean over subjects: {100 * before:.1f} % before, {100 * after:.1f} % after.", ""]
     path.write_text("\n".join(lines) + "\n")
     return path
 
