@@ -52,3 +52,27 @@ def test_finetune_on_own_csv_recordings_learns_them_and_writes_a_loadable_artifa
     assert "test_accuracy" not in meta  # the base model's figure no longer applies
     assert meta["finetuned_from"]["model_id"].startswith("resnet@")
     assert tuned.model.count_params() == base.count_params()
+
+
+def test_harstream_train_finetune_writes_a_model_from_a_csv(output_dir):
+    import subprocess
+    import sys
+
+    from harstream.models.architectures import ChannelStats
+    from harstream.models.artifact import load_artifact, save_artifact
+    from harstream.models.modern import build_resnet
+
+    rng = np.random.default_rng(1)
+    csv = output_dir / "one_session.csv"
+    _write_csv(csv, rng, [("WALKING", 10), ("LAYING", 10)])
+    base = save_artifact(build_resnet(ChannelStats.identity(), width=4), {"architecture": "resnet"}, output_dir / "base.keras")
+    out = output_dir / "tuned.keras"
+    out.unlink(missing_ok=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "harstream", "train", "--finetune", str(base), "--data", str(csv),
+         "--out", str(out), "--epochs", "1", "--progress", "none"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "fine-tuned on" in proc.stdout
+    assert load_artifact(out).metadata["finetune"]["own_windows"] > 0

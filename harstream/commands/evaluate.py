@@ -60,6 +60,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="with several --model: write DIR/<model>.md and DIR/<model>.png for each",
     )
     parser.add_argument("--progress", choices=("bar", "epoch", "none"), default="none", help="Keras progress per run")
+    parser.add_argument(
+        "--compare",
+        action="store_true",
+        help="write docs/report.md: every model's recorded results in one table, confusion matrices, "
+        "live accuracy (issue 6; harstream.models.compare)",
+    )
 
 
 def _command_line() -> str:
@@ -230,6 +236,10 @@ def run(args: argparse.Namespace) -> int:
     if args.epochs is not None and args.epochs < 1:
         print(f"harstream evaluate: --epochs must be >= 1, got {args.epochs}", file=sys.stderr)
         return 2
+    if args.compare:
+        from harstream.models.compare import main as compare_main
+
+        return compare_main(["report"])
     try:
         return run_repeats(args) if args.model else run_artifact(args)
     except argparse.ArgumentTypeError as exc:

@@ -105,6 +105,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default="bar" if sys.stdout.isatty() else "epoch",
         help="Keras progress: a bar per epoch, one line per epoch, or none",
     )
+    parser.add_argument(
+        "--finetune",
+        type=Path,
+        default=None,
+        metavar="BASE.keras",
+        help="fine-tune this model on --data (your own CSV recordings) instead of training --model "
+        "(harstream.models.finetune; see docs/evaluation.md)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -116,6 +124,17 @@ def run(args: argparse.Namespace) -> int:
     if args.epochs is not None and args.epochs < 1:
         print(f"harstream train: --epochs must be >= 1, got {args.epochs}", file=sys.stderr)
         return 2
+    if args.finetune is not None:
+        from harstream.models.finetune import finetune
+
+        if args.data is None or args.out is None:
+            print("harstream train --finetune: give --data (your CSV recordings) and --out PATH.keras", file=sys.stderr)
+            return 2
+        result = finetune(args.finetune, args.data, args.out, epochs=args.epochs or 5, seed=args.seed, verbose=2)
+        print(f"fine-tuned on {result.windows} windows -> {result.path}")
+        if result.held_out:
+            print(f"held-out {result.held_out}: {100 * result.accuracy_before:.1f} % before, {100 * result.accuracy_after:.1f} % after")
+        return 0
     out = args.out
     if out is None:
         stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
