@@ -491,7 +491,7 @@ def serve(
 
     import zmq
 
-    from .bus import attach, ingest_address, output_address
+    from .bus import ingest_address, output_address
     from .protocol import SAMPLES_PREFIX, encode_prediction, encode_signal, encode_stats, shard_prefixes
 
     config = config or WorkerConfig()
@@ -514,8 +514,8 @@ def serve(
     pub.setsockopt(zmq.LINGER, 0)
     core = StreamCore(classes, model_id, config, worker_id)
     try:
-        in_addr = attach(sub, ingest or ingest_address(), "bind")
-        out_addr = attach(pub, output or output_address(), "bind")
+        in_addr = _attach_retrying(sub, ingest or ingest_address())
+        out_addr = _attach_retrying(pub, output or output_address())
         log.info("worker %s: ingest %s, output %s, %s", worker_id, in_addr, out_addr,
                  f"shard {config.shard[0]}/{config.shard[1]}" if config.shard else "all shards")  # fmt: skip
 
@@ -580,3 +580,24 @@ def serve(
     finally:
         sub.close(0)
         pub.close(0)
+
+
+def _attach_retrying(socket, endpoint: str, timeout: float = 10.0) -> str:
+    """Bind (or connect) as ``attach`` does, retrying for a while if the
+    address is still held: a restarted worker's predecessor may not have
+    released it yet (ZeroMQ closes sockets asynchronously)."""
+    import errno
+
+    import zmq
+
+    from .bus import attach
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return attach(socket, endpoint, "bind")
+        except zmq.ZMQError as exc:
+            if exc.errno != errno.EADDRINUSE or time.monotonic() >= deadline:
+                raise
+            log.warning("%s is in use; retrying", endpoint)
+            time.sleep(0.2)
