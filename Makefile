@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test install dev browser bench clean
+.PHONY: demo test install dev browser clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)

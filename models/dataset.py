@@ -65,7 +65,9 @@ def labelled_windows(recordings: Iterable[Recording], progress: bool = False) ->
     xs, ys, ss = [], [], []
     for rec in recordings:
         starts, classes = segment_windows(rec.labels)
-        xs.append(cut_windows(preprocess_recording(rec.samples), starts))
+        # float32 first: live samples cross the bus as float32, so training
+        # sees exactly the numbers a replayed device would deliver.
+        xs.append(cut_windows(preprocess_recording(rec.samples.astype(np.float32)), starts))
         ys.append(classes)
         ss.append(np.full(len(classes), rec.subject, dtype=np.int64))
     if not xs:

@@ -66,6 +66,8 @@ def split_batch(n: int, sizes: Sequence[int] = BATCH_SIZES) -> list[int]:
         while left >= size:
             out.append(size)
             left -= size
+    if left:
+        raise ValueError(f"batch sizes {sorted(sizes)} cannot sum to {n}; include 1")
     return out
 
 

@@ -195,7 +195,12 @@ class Gateway:
         self.open_connections: set[ServerConnection] = set()
         self.started = time.time()
         self._ctx = zmq.asyncio.Context()
-        self._pub = self._ctx.socket(zmq.PUB)
+        # XPUB with XPUB_NODROP rather than PUB: a PUB past its high-water mark
+        # drops silently, this fails the send with EAGAIN, which is counted.
+        # Its unread subscription messages stay few: only distinct prefixes
+        # are passed up (XPUB_VERBOSE off).
+        self._pub = self._ctx.socket(zmq.XPUB)
+        self._pub.setsockopt(zmq.XPUB_NODROP, 1)
         self._pub.setsockopt(zmq.LINGER, 500)
         bus.attach(self._pub, config.ingest, "connect")
         self._sub = None
@@ -413,10 +418,8 @@ class Gateway:
             return _response(HTTPStatus.UNAUTHORIZED, b"missing or wrong token (?token=... or Authorization: Bearer ...)\n")
         if path == "/stats":
             return _response(HTTPStatus.OK, json.dumps(self.stats(), indent=1).encode(), "application/json")
-        origin = request.headers.get("Origin")
-        web = origin is not None and (origin == "null" or urlsplit(origin).scheme in ("http", "https"))
-        if web and urlsplit(origin).netloc != request.headers.get("Host"):
-            # A page from another site in the user's browser must not stream into (or read) our devices.
+        origin = _foreign_origin(request.headers)
+        if origin is not None:
             self.reject("auth", f"cross-origin WebSocket from {origin[:80]}")
             return _response(HTTPStatus.FORBIDDEN, b"cross-origin WebSocket refused\n")
         return None  # WebSocket handshake proceeds
@@ -431,6 +434,10 @@ class Gateway:
         if not self.token_ok(target, headers):
             self.reject("auth", "POST /data")
             return 401, "missing or wrong token (?token=... or Authorization: Bearer ...)\n"
+        origin = _foreign_origin(headers)
+        if origin is not None:
+            self.reject("auth", f"cross-origin POST from {origin[:80]}")
+            return 403, "cross-origin POST refused\n"
         query = parse_qs(split.query)
         try:
             msg = load_message(body)
@@ -697,6 +704,19 @@ class _HttpAwareConnection(ServerConnection):
             self.transport.write_eof()
         else:
             self.transport.close()
+
+
+def _foreign_origin(headers: Any) -> str | None:
+    """The Origin of a request made by a web page from another site, else None.
+
+    Apps (Sensor Logger, our clients) send no Origin; a page the user happens
+    to visit in a browser does, and must not stream into (or read) our devices.
+    """
+    origin = headers.get("Origin")
+    web = origin is not None and (origin == "null" or urlsplit(origin).scheme in ("http", "https"))
+    if web and urlsplit(origin).netloc != headers.get("Host"):
+        return origin
+    return None
 
 
 def _response(status: HTTPStatus, body: bytes, content_type: str = "text/plain; charset=utf-8") -> Response:

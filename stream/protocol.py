@@ -158,8 +158,11 @@ def decode_samples(frames: Sequence[bytes]) -> SampleBatch:
         raise ProtocolError("header", f"seq {seq} is negative")
     t0 = float(_field(header, "t0", (int, float)))
     rate = float(_field(header, "rate", (int, float)))
-    if not (math.isfinite(t0) and math.isfinite(rate) and rate > 0):
-        raise ProtocolError("header", f"t0 {t0} and rate {rate} must be finite, rate > 0")
+    if not math.isfinite(t0):
+        raise ProtocolError("header", f"t0 {t0} must be finite")
+    if rate != RATE_HZ:
+        # The filters and windows are designed for 50 Hz; producers resample.
+        raise ProtocolError("header", f"rate {rate} Hz; the bus carries {RATE_HZ:g} Hz samples")
     n = _field(header, "n", int)
     units = header.get("units", UNITS)
     if units != UNITS:

@@ -130,6 +130,9 @@ class DeviceState:
         self.label_base = 0
         self.has_labels = False
         self.smoother.reset()
+        # The display feed must not join samples from both sides of a gap.
+        self.sig = []
+        self.sig_t0 = None
 
     @property
     def next_window_end(self) -> int:
@@ -206,7 +209,7 @@ class StreamCore:
             state = self.devices[batch.device] = DeviceState(batch.device, batch.seq, self.classes, cfg, now)
             self.totals["devices_seen"] += 1
         elif batch.seq != state.next_seq:
-            if state.ready_at is not None and batch.seq >= state.next_seq or batch.seq == 0:
+            if (state.ready_at is not None and batch.seq >= state.next_seq) or batch.seq == 0:
                 self.flush()  # windows the old stream completed go out before any reset
             if batch.seq > state.next_seq:
                 self.totals["gaps"] += 1
@@ -342,9 +345,13 @@ class StreamCore:
 
     def finish_batch(self, taken: Sequence[PendingWindow], probs: np.ndarray, now: float) -> list[Prediction]:
         """Predictions for a batch the model has labelled with ``probs``."""
+        probs = np.asarray(probs, dtype=np.float64)
+        if probs.shape != (len(taken), len(self.classes)):
+            # A runtime that lost rows must not silently lose windows.
+            raise ValueError(f"model returned {probs.shape} for {len(taken)} windows")
         out = []
         wall = self.wall_clock()
-        for w, p in zip(taken, np.asarray(probs, dtype=np.float64)):
+        for w, p in zip(taken, probs):
             state = self.devices.get(w.device)
             raw = [round(float(v), 6) for v in p]
             if state is not None and state.generation == w.generation:
@@ -551,11 +558,12 @@ def serve(
                 x, taken = core.take_batch()
                 try:
                     probs = runtime.predict(x)
+                    now = time.monotonic()
+                    predictions = core.finish_batch(taken, probs, now)
                 except Exception as exc:  # never die on a batch
                     core.count_drop("inference", f"{len(taken)} windows: {type(exc).__name__}: {exc}")
                     continue
-                now = time.monotonic()
-                for p in core.finish_batch(taken, probs, now):
+                for p in predictions:
                     send(encode_prediction(p))
             if now >= next_chores:
                 next_chores = now + 0.1

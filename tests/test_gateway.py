@@ -532,6 +532,18 @@ def test_rate_limit_refuses_a_flood_on_that_connection_only():
     asyncio.run(main())
 
 
+def test_cross_origin_pages_cannot_post_samples():
+    async def main():
+        async with running_gateway() as (gw, tap):
+            body = json.dumps(next(sensor_logger_batches(jittered(100, time.time(), 1, 1), "web", "s"))).encode()
+            status, text = await http_post(gw.port, "/data", body, {"Origin": "http://evil.example"})
+            assert (status, text) == (403, "cross-origin POST refused\n")
+            assert gw.rejects["auth"] == 1
+            assert (await http_post(gw.port, "/data", body))[0] == 200  # apps send no Origin
+
+    asyncio.run(main())
+
+
 def test_cross_origin_pages_cannot_open_the_websocket():
     async def main():
         async with running_gateway() as (gw, tap):

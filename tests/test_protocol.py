@@ -92,6 +92,8 @@ MALFORMED = {  # case: (expected reason, how to spoil a good message)
     "negative_seq": ("header", lambda f: _with_header(f, seq=-1)),
     "huge_header": ("header", lambda f: [f[0], b" " * 70_000 + f[1], f[2]]),
     "other_units": ("header", lambda f: _with_header(f, units={"acc": "m/s^2", "gyro": "rad/s"})),
+    "rate_not_50_hz": ("header", lambda f: _with_header(f, rate=100.0)),
+    "rate_not_a_number": ("header", lambda f: _with_header(f, rate="fast")),
     "version_2": ("version", lambda f: _with_header(f, v=2)),
     "device_id_with_space": ("device", lambda f: [b"s/00/bad id/", _with_header(f, device="bad id")[1], f[2]]),
     "payload_short": ("byte_length", lambda f: [f[0], f[1], f[2][:-4]]),
