@@ -20,6 +20,7 @@ STOP_TIMEOUT_S = 10.0
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    from harstream.stream.bus import ingest_address, output_address
     from harstream.stream.recordings import UCI_TEST_SUBJECTS
 
     parser.add_argument("--subjects", type=int, nargs="+", default=list(UCI_TEST_SUBJECTS), metavar="N",
@@ -29,10 +30,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gateway", action="store_true", help="also run the phone gateway")
     parser.add_argument("--gateway-port", type=int, default=8765, help="gateway port (default 8765)")
     parser.add_argument("--port", type=int, default=8501, help="dashboard port (default 8501)")
-    parser.add_argument("--ingest", default="tcp://127.0.0.1:5555",
-                        help="ingest bus address the worker binds (default tcp://127.0.0.1:5555)")
-    parser.add_argument("--output", default="tcp://127.0.0.1:5556",
-                        help="output bus address the worker binds (default tcp://127.0.0.1:5556)")
+    parser.add_argument("--ingest", default=ingest_address(),
+                        help="ingest bus address the worker binds (default $HARSTREAM_INGEST or tcp://127.0.0.1:5555)")
+    parser.add_argument("--output", default=output_address(),
+                        help="output bus address the worker binds (default $HARSTREAM_OUTPUT or tcp://127.0.0.1:5556)")
 
 
 def plan(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
