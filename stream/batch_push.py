@@ -25,7 +25,7 @@ from typing import Sequence
 import numpy as np
 from scipy import signal
 
-from .pipeline import STEP, WINDOW, WINDOW_CHANNELS, DevicePipeline, check_samples
+from .pipeline import DevicePipeline, check_samples
 
 
 def push_many(pipes: Sequence[DevicePipeline], chunks: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -55,7 +55,7 @@ def push_many(pipes: Sequence[DevicePipeline], chunks: Sequence[np.ndarray]) -> 
         raw = np.stack([check_samples(chunks[i]) for i in idx])  # (D, n, 6); validated first
         processed = _filter_stacked(group, raw)
         for k, i in enumerate(idx):
-            out[i] = _window(group[k], processed[k])
+            out[i] = group[k].window_processed(processed[k])
     return out  # type: ignore[return-value]
 
 
@@ -105,17 +105,3 @@ def _filter_stacked(pipes: list[DevicePipeline], raw: np.ndarray) -> np.ndarray:
         bk.noise._zi = noise_zi[:, k].copy()
         bk.gravity._zi = gravity_zi[:, k].copy()
     return np.concatenate([total_acc - gravity, gyro, total_acc], axis=2)
-
-
-def _window(pipe: DevicePipeline, processed: np.ndarray) -> np.ndarray:
-    """The windowing half of DevicePipeline.push, on already filtered samples."""
-    pipe.samples_seen += len(processed)
-    buf = np.concatenate([pipe._tail, processed]) if len(pipe._tail) else processed
-    count = 0 if len(buf) < WINDOW else (len(buf) - WINDOW) // STEP + 1
-    if count:
-        windows = np.stack([buf[s : s + WINDOW] for s in range(0, count * STEP, STEP)]).astype(np.float32)
-    else:
-        windows = np.empty((0, WINDOW, WINDOW_CHANNELS), np.float32)
-    pipe._tail = buf[count * STEP :].copy()
-    pipe.emitted += count
-    return windows

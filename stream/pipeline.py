@@ -73,8 +73,12 @@ class DevicePipeline:
         raw = check_samples(samples)
         # Validation happens before any state changes, so bad input leaves
         # the pipeline exactly as it was.
-        processed = self._filters.apply(raw)
-        self.samples_seen += len(raw)
+        return self.window_processed(self._filters.apply(raw))
+
+    def window_processed(self, processed: np.ndarray) -> np.ndarray:
+        """The windowing half of :meth:`push`, on samples this pipeline's
+        filters already processed (the worker filters many devices at once)."""
+        self.samples_seen += len(processed)
         buf = np.concatenate([self._tail, processed]) if len(self._tail) else processed
         count = 0 if len(buf) < WINDOW else (len(buf) - WINDOW) // STEP + 1
         windows = cut_windows(buf, np.arange(count) * STEP)
