@@ -13,7 +13,8 @@ from functools import lru_cache
 import numpy as np
 from scipy import signal
 
-RATE_HZ = 50.0
+from .rate import RATE_HZ
+
 NOISE_CUTOFF_HZ = 20.0
 GRAVITY_CUTOFF_HZ = 0.3
 BUTTER_ORDER = 3

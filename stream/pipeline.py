@@ -14,9 +14,9 @@ from .filters import (
     GRAVITY_CUTOFF_HZ,
     MEDIAN_SIZE,
     NOISE_CUTOFF_HZ,
-    RATE_HZ,
     UciFilterBank,
 )
+from .rate import RATE_HZ
 
 WINDOW = 128
 STEP = 64

@@ -31,9 +31,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .rate import RATE_HZ
+
 VERSION = 1
 N_SHARDS = 64
-RATE_HZ = 50.0
 UNITS = {"acc": "g", "gyro": "rad/s"}
 DEVICE_ID = re.compile(r"^[A-Za-z0-9_.:@+-]{1,64}$")
 MAX_SAMPLES_PER_MESSAGE = 5000

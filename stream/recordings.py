@@ -33,9 +33,9 @@ from typing import Iterable
 import numpy as np
 
 from .activities import ACTIVITIES, TRANSITIONS, UNKNOWN, UNLABELLED
+from .rate import RATE_HZ
 from .safe_pickle import frame_columns, load_restricted
 
-RATE_HZ = 50.0
 CHANNELS = ("acc_x", "acc_y", "acc_z", "gyro_x", "gyro_y", "gyro_z")
 UCI_TEST_SUBJECTS = (2, 4, 9, 10, 12, 13, 18, 20, 24)
 EMBEDDED = "embedded"

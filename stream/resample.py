@@ -26,6 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .rate import RATE_HZ
+
 STREAMS = ("acc", "gyro")
 
 
@@ -52,7 +54,7 @@ class Resampler:
 
     def __init__(
         self,
-        rate: float = 50.0,
+        rate: float = RATE_HZ,
         max_gap: float = 0.5,
         hold: float = 0.1,
         max_skew: float = 5.0,

@@ -107,3 +107,13 @@ def test_bad_input_is_rejected_and_leaves_state_untouched(bad, message):
     with pytest.raises(ValueError, match=message):
         pipe.push(bad)
     np.testing.assert_array_equal(pipe.push(RECORDING[100:]), reference.push(RECORDING[100:]))
+
+
+def test_the_bus_the_recordings_and_the_filters_share_one_sample_rate():
+    from harstream.stream import filters, protocol, recordings, resample
+    from harstream.stream.pipeline import preprocessing_params
+    from harstream.stream.rate import RATE_HZ
+
+    assert preprocessing_params()["rate_hz"] == RATE_HZ == 50.0
+    assert filters.RATE_HZ is protocol.RATE_HZ is recordings.RATE_HZ is RATE_HZ
+    assert resample.Resampler().rate == RATE_HZ
