@@ -1,12 +1,22 @@
-"""Shared fixtures. Tests build their own small fixtures; only the expensive,
-read-only embedded dataset is shared."""
+"""Shared fixtures. Tests build their own small fixtures; shared here are the
+expensive, read-only embedded dataset and the bus/port plumbing several
+socket tests need."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
+import zmq
+import zmq.asyncio
+
+from harstream.stream.gateway import Gateway, GatewayConfig
+from harstream.stream.protocol import Prediction, SampleBatch, decode_samples, encode_prediction, encode_samples
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -25,3 +35,90 @@ def output_dir(request) -> Path:
     path = Path(__file__).resolve().parent.parent / "test-output" / request.node.name
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+# ------------------------------------------------------------------ buses and ports
+#
+# No test picks a port by binding port 0, closing the socket and reusing the
+# number: another process can take it in between. ZeroMQ and the gateway bind
+# wildcard/port 0 and report what they got; a bus the test does not need on TCP
+# is an ipc:// path in a fresh folder.
+
+
+class BusTap:
+    """Stands in for the worker around a gateway: a SUB socket bound on the
+    ingest bus and, if asked, a PUB socket bound on the output bus, both on
+    ports ZeroMQ picks on loopback."""
+
+    def __init__(self, output: bool = False):
+        self.ctx = zmq.asyncio.Context()
+        self.sub = self.ctx.socket(zmq.SUB)
+        self.sub.setsockopt(zmq.LINGER, 0)
+        self.sub.setsockopt(zmq.SUBSCRIBE, b"s/")
+        self.sub.bind("tcp://127.0.0.1:*")
+        self.endpoint = self.sub.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.pub = self.output = None
+        if output:
+            self.pub = self.ctx.socket(zmq.PUB)
+            self.pub.setsockopt(zmq.LINGER, 0)
+            self.pub.bind("tcp://127.0.0.1:*")
+            self.output = self.pub.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.batches: list[SampleBatch] = []
+
+    async def wait_connected(self, gateway: Gateway) -> None:
+        """Publish probes until one arrives: the PUB→SUB subscription is then live."""
+        probe = encode_samples(SampleBatch("probe", 0, 0.0, np.zeros((1, 6))))
+        for _ in range(200):
+            gateway._pub.send_multipart(probe)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.05):
+                    while True:
+                        frames = await self.sub.recv_multipart()
+                        if decode_samples(frames).device == "probe":
+                            return
+        raise AssertionError("gateway never reached the bus")
+
+    async def collect(self, device: str, n: int, timeout: float = 20) -> list[SampleBatch]:
+        """Batches of ``device`` until ``n`` samples arrived."""
+        got = [b for b in self.batches if b.device == device]
+        async with asyncio.timeout(timeout):
+            while sum(len(b) for b in got) < n:
+                b = decode_samples(await self.sub.recv_multipart())
+                self.batches.append(b)
+                if b.device == device:
+                    got.append(b)
+        return got
+
+    async def publish(self, prediction: Prediction) -> None:
+        """One prediction on the output bus, as the worker would send it."""
+        await self.pub.send_multipart(encode_prediction(prediction))
+
+    def close(self) -> None:
+        self.sub.close()
+        if self.pub is not None:
+            self.pub.close()
+        self.ctx.term()
+
+
+@contextlib.asynccontextmanager
+async def _running_gateway(output: bool = False, **overrides) -> AsyncIterator[tuple[Gateway, BusTap]]:
+    tap = BusTap(output=output)
+    try:
+        gateway = Gateway(GatewayConfig(port=0, ingest=tap.endpoint, output=tap.output, stats_interval=0, **overrides))
+        await gateway.start()
+        try:
+            await tap.wait_connected(gateway)
+            yield gateway, tap
+        finally:
+            await gateway.close()
+    finally:
+        tap.close()
+
+
+@pytest.fixture
+def running_gateway() -> Callable[..., contextlib.AbstractAsyncContextManager]:
+    """``async with running_gateway(**config) as (gateway, tap)``: a gateway on a
+    port it picked itself (``gateway.port``), publishing to ``tap``; with
+    ``output=True`` it also subscribes to predictions ``tap.publish`` sends.
+    Everything is closed on the way out, whatever the test did."""
+    return _running_gateway

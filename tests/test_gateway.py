@@ -1,5 +1,6 @@
 """The gateway end to end: real WebSocket/HTTP clients on 127.0.0.1, the real
-gateway, a real ZeroMQ subscriber on the ingest bus."""
+gateway, a real ZeroMQ subscriber on the ingest bus (``running_gateway`` and
+its ``BusTap`` in conftest.py)."""
 
 from __future__ import annotations
 
@@ -13,14 +14,12 @@ import time
 
 import numpy as np
 import pytest
-import zmq
-import zmq.asyncio
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import serve
 from websockets.exceptions import ConnectionClosed
 
 from harstream.stream.gateway import Gateway, GatewayConfig
-from harstream.stream.protocol import SampleBatch, decode_samples, encode_prediction, encode_samples, Prediction
+from harstream.stream.protocol import Prediction, SampleBatch
 
 G = 9.80665
 pytestmark = pytest.mark.timeout(120)
@@ -38,61 +37,6 @@ def jittered(rate: float, start: float, seconds: float, seed: int) -> np.ndarray
     rng = np.random.default_rng(seed)
     t = start + np.cumsum(rng.uniform(0.7, 1.3, int(seconds * rate * 1.4)) / rate)
     return t[t < start + seconds]
-
-
-class BusTap:
-    """A SUB socket bound on a free loopback port, standing in for the worker."""
-
-    def __init__(self):
-        self.ctx = zmq.asyncio.Context()
-        self.sub = self.ctx.socket(zmq.SUB)
-        self.sub.setsockopt(zmq.LINGER, 0)
-        self.sub.setsockopt(zmq.SUBSCRIBE, b"s/")
-        self.sub.bind("tcp://127.0.0.1:0")
-        self.endpoint = self.sub.getsockopt(zmq.LAST_ENDPOINT).decode()
-        self.batches: list[SampleBatch] = []
-
-    async def wait_connected(self, gateway: Gateway) -> None:
-        """Publish probes until one arrives: the PUB→SUB subscription is then live."""
-        probe = encode_samples(SampleBatch("probe", 0, 0.0, np.zeros((1, 6))))
-        for _ in range(200):
-            gateway._pub.send_multipart(probe)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(0.05):
-                    while True:
-                        frames = await self.sub.recv_multipart()
-                        if decode_samples(frames).device == "probe":
-                            return
-        raise AssertionError("gateway never reached the bus")
-
-    async def collect(self, device: str, n: int, timeout: float = 20) -> list[SampleBatch]:
-        """Batches of ``device`` until ``n`` samples arrived."""
-        got = [b for b in self.batches if b.device == device]
-        async with asyncio.timeout(timeout):
-            while sum(len(b) for b in got) < n:
-                b = decode_samples(await self.sub.recv_multipart())
-                self.batches.append(b)
-                if b.device == device:
-                    got.append(b)
-        return got
-
-    def close(self):
-        self.sub.close()
-        self.ctx.term()
-
-
-@contextlib.asynccontextmanager
-async def running_gateway(**overrides):
-    tap = BusTap()
-    config = GatewayConfig(port=0, ingest=tap.endpoint, output=None, stats_interval=0, **overrides)
-    gateway = Gateway(config)
-    await gateway.start()
-    try:
-        await tap.wait_connected(gateway)
-        yield gateway, tap
-    finally:
-        await gateway.close()
-        tap.close()
 
 
 def check_against_truth(batches: list[SampleBatch], time_of, atol=0.01) -> np.ndarray:
@@ -125,7 +69,7 @@ def our_protocol_messages(t_acc, t_gyro, batch_s=0.2):
 # ------------------------------------------------------------------ inputs
 
 
-def test_our_websocket_protocol_reaches_the_bus_as_50hz_samples_in_g_and_rad_s():
+def test_our_websocket_protocol_reaches_the_bus_as_50hz_samples_in_g_and_rad_s(running_gateway):
     async def main():
         async with running_gateway() as (gw, tap):
             start = time.time()
@@ -189,7 +133,7 @@ async def http_post(port: int, path: str, body: bytes, headers: dict | None = No
     ],
     ids=["android-total", "android-acc+gravity", "ios-flipped"],
 )
-def test_sensor_logger_http_posts_reach_the_bus_with_gravity_and_android_signs(names, platform, sign):
+def test_sensor_logger_http_posts_reach_the_bus_with_gravity_and_android_signs(names, platform, sign, running_gateway):
     async def main():
         async with running_gateway() as (gw, tap):
             t = jittered(100, time.time(), 4, 3)
@@ -205,7 +149,7 @@ def test_sensor_logger_http_posts_reach_the_bus_with_gravity_and_android_signs(n
     asyncio.run(main())
 
 
-def test_sensor_logger_json_over_a_websocket_is_accepted_too():
+def test_sensor_logger_json_over_a_websocket_is_accepted_too(running_gateway):
     async def main():
         async with running_gateway() as (gw, tap):
             t = jittered(100, time.time(), 4, 4)
@@ -218,7 +162,7 @@ def test_sensor_logger_json_over_a_websocket_is_accepted_too():
     asyncio.run(main())
 
 
-def test_sensorserver_phone_is_read_as_a_client_and_reconnected_after_a_drop():
+def test_sensorserver_phone_is_read_as_a_client_and_reconnected_after_a_drop(running_gateway):
     """A stand-in SensorServer app: one JSON event per message, ns since boot."""
     boot_t_acc = jittered(200, 1000.0, 6, 5)
     boot_t_gyro = jittered(200, 1000.0, 6, 6)
@@ -264,17 +208,9 @@ def test_sensorserver_phone_is_read_as_a_client_and_reconnected_after_a_drop():
     asyncio.run(main())
 
 
-def test_predictions_for_a_device_are_forwarded_to_its_connection():
+def test_predictions_for_a_device_are_forwarded_to_its_connection(running_gateway):
     async def main():
-        ctx = zmq.asyncio.Context()
-        out = ctx.socket(zmq.PUB)
-        out.setsockopt(zmq.LINGER, 0)
-        out.bind("tcp://127.0.0.1:0")
-        endpoint = out.getsockopt(zmq.LAST_ENDPOINT).decode()
-        tap = BusTap()
-        gw = Gateway(GatewayConfig(port=0, ingest=tap.endpoint, output=endpoint, stats_interval=0))
-        await gw.start()
-        try:
+        async with running_gateway(output=True) as (gw, tap):
             async with connect(f"ws://127.0.0.1:{gw.port}/ws") as ws, connect(f"ws://127.0.0.1:{gw.port}/ws") as other:
                 await ws.send(json.dumps({"type": "hello", "device": "pred-1"}))
                 await other.send(json.dumps({"type": "hello", "device": "pred-2"}))
@@ -282,7 +218,7 @@ def test_predictions_for_a_device_are_forwarded_to_its_connection():
                 p = Prediction("pred-1", 0, 1.0, 3.56, "WALKING", [1, 0, 0, 0, 0, 0], "WALKING", [1, 0, 0, 0, 0, 0], "m", 3.0)
                 async with asyncio.timeout(10):
                     while True:  # until the gateway's subscription is live
-                        await out.send_multipart(encode_prediction(p))
+                        await tap.publish(p)
                         with contextlib.suppress(TimeoutError):
                             async with asyncio.timeout(0.1):
                                 msg = json.loads(await ws.recv())
@@ -291,11 +227,6 @@ def test_predictions_for_a_device_are_forwarded_to_its_connection():
                 with pytest.raises(TimeoutError):
                     async with asyncio.timeout(0.3):
                         await other.recv()
-        finally:
-            await gw.close()
-            tap.close()
-            out.close()
-            ctx.term()
 
     asyncio.run(main())
 
@@ -308,7 +239,7 @@ def test_binding_beyond_loopback_requires_a_token():
         Gateway(GatewayConfig(host="0.0.0.0", port=0, output=None))
 
 
-def test_token_is_checked_on_every_connection_and_post():
+def test_token_is_checked_on_every_connection_and_post(running_gateway):
     async def main():
         async with running_gateway(token="s3cret") as (gw, tap):
             with pytest.raises(Exception, match="401"):
@@ -329,7 +260,7 @@ def test_token_is_checked_on_every_connection_and_post():
     asyncio.run(main())
 
 
-def test_a_device_id_cannot_be_taken_by_a_second_connection_without_its_key():
+def test_a_device_id_cannot_be_taken_by_a_second_connection_without_its_key(running_gateway):
     async def main():
         async with running_gateway() as (gw, tap):
             async with connect(f"ws://127.0.0.1:{gw.port}/ws") as first:
@@ -375,7 +306,7 @@ BAD_SAMPLES = [
 ]
 
 
-def test_malformed_messages_get_a_clear_error_and_a_counted_reason():
+def test_malformed_messages_get_a_clear_error_and_a_counted_reason(running_gateway):
     async def main():
         async with running_gateway() as (gw, tap):
             for raw, reason in BAD_MESSAGES:
@@ -412,7 +343,7 @@ async def http_get(port: int, path: str) -> tuple[int, str]:
     return int(head.split()[1]), body.decode()
 
 
-def test_hostile_clients_leave_a_well_behaved_phone_served():
+def test_hostile_clients_leave_a_well_behaved_phone_served(running_gateway):
     """Oversized frames, garbage, an idle slowloris, a huge POST and 1,000
     rapid connects, all while one good phone streams next to them."""
 
@@ -492,7 +423,7 @@ def test_hostile_clients_leave_a_well_behaved_phone_served():
     asyncio.run(main())
 
 
-def test_connections_beyond_the_limit_are_refused_not_queued():
+def test_connections_beyond_the_limit_are_refused_not_queued(running_gateway):
     async def main():
         async with running_gateway(max_connections=5) as (gw, tap):
             held = [await connect(f"ws://127.0.0.1:{gw.port}/ws") for _ in range(5)]
@@ -512,7 +443,7 @@ def test_connections_beyond_the_limit_are_refused_not_queued():
     asyncio.run(main())
 
 
-def test_rate_limit_refuses_a_flood_on_that_connection_only():
+def test_rate_limit_refuses_a_flood_on_that_connection_only(running_gateway):
     async def main():
         async with running_gateway(max_messages_per_s=10, max_errors=1000) as (gw, tap):
             async with connect(f"ws://127.0.0.1:{gw.port}/ws") as ws:
@@ -532,7 +463,7 @@ def test_rate_limit_refuses_a_flood_on_that_connection_only():
     asyncio.run(main())
 
 
-def test_cross_origin_pages_cannot_post_samples():
+def test_cross_origin_pages_cannot_post_samples(running_gateway):
     async def main():
         async with running_gateway() as (gw, tap):
             body = json.dumps(next(sensor_logger_batches(jittered(100, time.time(), 1, 1), "web", "s"))).encode()
@@ -544,7 +475,7 @@ def test_cross_origin_pages_cannot_post_samples():
     asyncio.run(main())
 
 
-def test_cross_origin_pages_cannot_open_the_websocket():
+def test_cross_origin_pages_cannot_open_the_websocket(running_gateway):
     async def main():
         async with running_gateway() as (gw, tap):
             with pytest.raises(Exception, match="403"):
@@ -558,7 +489,7 @@ def test_cross_origin_pages_cannot_open_the_websocket():
 
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl CLI not installed (needed to make a test certificate)")
-def test_tls_serves_wss_and_https_posts_with_a_self_signed_certificate(tmp_path):
+def test_tls_serves_wss_and_https_posts_with_a_self_signed_certificate(tmp_path, running_gateway):
     cert, key = tmp_path / "gateway.crt", tmp_path / "gateway.key"
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-keyout", str(key),

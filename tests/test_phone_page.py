@@ -10,12 +10,8 @@ import shutil
 
 import numpy as np
 import pytest
-import zmq
-import zmq.asyncio
 
-from harstream.stream.gateway import Gateway, GatewayConfig
-from harstream.stream.protocol import Prediction, encode_prediction
-from test_gateway import BusTap
+from harstream.stream.protocol import Prediction
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -44,19 +40,11 @@ MOTION_SCRIPT = """
 """
 
 
-def test_phone_page_streams_device_motion_and_shows_predictions():
+def test_phone_page_streams_device_motion_and_shows_predictions(running_gateway):
     from playwright.async_api import async_playwright
 
     async def main():
-        ctx = zmq.asyncio.Context()
-        out = ctx.socket(zmq.PUB)
-        out.setsockopt(zmq.LINGER, 0)
-        out.bind("tcp://127.0.0.1:0")
-        tap = BusTap()
-        gw = Gateway(GatewayConfig(port=0, ingest=tap.endpoint, output=out.getsockopt(zmq.LAST_ENDPOINT).decode(), stats_interval=0))
-        await gw.start()
-        try:
-            await tap.wait_connected(gw)
+        async with running_gateway(output=True) as (gw, tap):
             async with async_playwright() as pw:
                 browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
                 page = await browser.new_page()
@@ -83,14 +71,9 @@ def test_phone_page_streams_device_motion_and_shows_predictions():
                                [0, 1, 0, 0, 0, 0], "m", 2.0)
                 async with asyncio.timeout(15):
                     while await page.text_content("#activity") != "walking upstairs":
-                        await out.send_multipart(encode_prediction(p))
+                        await tap.publish(p)
                         await asyncio.sleep(0.1)
                 assert await page.text_content("#error") == ""
                 await browser.close()
-        finally:
-            await gw.close()
-            tap.close()
-            out.close()
-            ctx.term()
 
     asyncio.run(main())
