@@ -34,6 +34,7 @@ import numpy as np
 
 from .activities import ACTIVITIES, TRANSITIONS, UNKNOWN, UNLABELLED
 from .rate import RATE_HZ
+from .resample import MAX_GAP_S, resample_linear
 from .safe_pickle import frame_columns, load_restricted
 
 CHANNELS = ("acc_x", "acc_y", "acc_z", "gyro_x", "gyro_y", "gyro_z")
@@ -429,8 +430,8 @@ CSV_COLUMNS = (CSV_TIME, *CHANNELS)
 CSV_OPTIONAL = (CSV_LABEL, CSV_SUBJECT)
 #: Steps within this fraction of 1/50 s count as evenly spaced 50 Hz.
 EVEN_TOLERANCE = 0.10
-#: A longer pause than this is refused rather than bridged by interpolation.
-MAX_GAP_S = 0.5  # as the live resampler (stream/resample.py) splits segments
+# MAX_GAP_S (from stream/resample.py): a longer pause is refused rather than
+# bridged by interpolation, as the live resampler ends a segment there.
 _USER_IN_NAME = re.compile(r"user(\d+)", re.IGNORECASE)
 
 
@@ -607,19 +608,17 @@ def resample_to_50hz(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Resample timestamped samples onto ``time[0] + k / 50``.
 
-    Channels are interpolated linearly by timestamp, as the live path
-    (``stream/resample.py``) does for phones, so a model trained on a
-    resampled CSV sees what it will see live. Labels take the nearest sample's.
+    Channels are interpolated linearly by timestamp by the live path's own
+    code (:func:`~harstream.stream.resample.resample_linear`, the arithmetic
+    of the phones' ``Resampler``), so a model trained on a resampled CSV sees
+    what it will see live. Labels take the nearest sample's.
 
     >>> t = np.array([0.0, 0.01, 0.025, 0.04])
     >>> x, y = resample_to_50hz(t, np.column_stack([t] * 6), np.array([1, 1, 2, 2]))
     >>> x[:, 0].round(3).tolist(), y.tolist()
     ([0.0, 0.02, 0.04], [1, 2, 2])
     """
-    period = 1 / RATE_HZ
-    n = int(math.floor((time[-1] - time[0]) / period + 1e-9)) + 1
-    grid = time[0] + np.arange(n) * period
-    out = np.column_stack([np.interp(grid, time, samples[:, c]) for c in range(samples.shape[1])])
+    grid, out = resample_linear(time, samples, RATE_HZ)
     right = np.clip(np.searchsorted(time, grid), 1, len(time) - 1)
     nearest = np.where(grid - time[right - 1] <= time[right] - grid, right - 1, right)
     return out.astype(np.float64), np.asarray(labels)[nearest].astype(np.int16)

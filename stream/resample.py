@@ -10,6 +10,12 @@ Each :class:`Chunk` carries ``seq`` (index of its first sample in the device's
 stream, as on the bus); a new segment skips ``seq`` ahead by the length of the
 gap (at least 1), so a receiver sees it as a gap and resets.
 
+The arithmetic is in three pure functions, :func:`last_grid_index`,
+:func:`grid_points` and :func:`interpolate`, which
+:func:`resample_linear` also uses for a whole signal at once (CSV
+recordings, ``recordings.resample_to_50hz``): a file and a live phone with the
+same timestamps get the same samples.
+
 Pure: no clocks, no I/O; times are whatever seconds the caller passes.
 
 >>> r = Resampler(rate=50.0, hold=0.0)
@@ -29,6 +35,48 @@ import numpy as np
 from .rate import RATE_HZ
 
 STREAMS = ("acc", "gyro")
+#: A hole longer than this (seconds) is not bridged by interpolation.
+MAX_GAP_S = 0.5
+
+
+def last_grid_index(start: float, end: float, rate: float) -> int:
+    """Index ``k`` of the last grid point ``start + k / rate`` at or before ``end``.
+
+    A point within 1e-9 of a step past ``end`` still counts, so that rounding
+    in ``end`` does not drop the sample that lands on it.
+
+    >>> last_grid_index(0.0, 0.06, 50.0), last_grid_index(1.0, 1.059, 50.0)
+    (3, 2)
+    """
+    return int(np.floor((end - start) * rate + 1e-9))
+
+
+def grid_points(start: float, first: int, last: int, rate: float) -> np.ndarray:
+    """Times ``start + k / rate`` for ``k = first … last``."""
+    return start + np.arange(first, last + 1) * (1.0 / rate)
+
+
+def interpolate(grid: np.ndarray, t: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Each column of ``values`` (n, c), read at increasing times ``t`` (n,),
+    linearly interpolated at ``grid``: ``(len(grid), c)`` float64."""
+    out = np.empty((len(grid), values.shape[1]))
+    for c in range(values.shape[1]):
+        out[:, c] = np.interp(grid, t, values[:, c])
+    return out
+
+
+def resample_linear(t: np.ndarray, values: np.ndarray, rate: float = RATE_HZ) -> tuple[np.ndarray, np.ndarray]:
+    """A whole signal onto the grid ``t[0] + k / rate`` up to ``t[-1]``:
+    ``(grid, samples)``. ``t`` must increase; holes are the caller's to refuse.
+
+    The same arithmetic as :class:`Resampler` fed these readings in any batches.
+
+    >>> grid, x = resample_linear(np.array([0.0, 0.03, 0.05]), np.array([[0.0], [3.0], [5.0]]))
+    >>> grid.tolist(), x.ravel().round(9).tolist()
+    ([0.0, 0.02, 0.04], [0.0, 2.0, 4.0])
+    """
+    grid = grid_points(float(t[0]), 0, last_grid_index(float(t[0]), float(t[-1]), rate), rate)
+    return grid, interpolate(grid, t, values)
 
 
 @dataclass
@@ -55,7 +103,7 @@ class Resampler:
     def __init__(
         self,
         rate: float = RATE_HZ,
-        max_gap: float = 0.5,
+        max_gap: float = MAX_GAP_S,
         hold: float = 0.1,
         max_skew: float = 5.0,
     ):
@@ -140,12 +188,11 @@ class Resampler:
             if self._start is None and not self._open_segment():
                 break
             horizon = min(ends) - self.hold
-            dt = 1.0 / self.rate
             first = self._count
-            last = int(np.floor((horizon - self._start) * self.rate + 1e-9))
+            last = last_grid_index(self._start, horizon, self.rate)
             if last < first:
                 break
-            grid = self._start + np.arange(first, last + 1) * dt
+            grid = grid_points(self._start, first, last, self.rate)
             # Where does each grid point fall, and is the bracketing pair of
             # readings close enough together to interpolate between?
             n_ok = len(grid)
@@ -160,10 +207,7 @@ class Resampler:
                     gap_after = {s: float(t[right[bad[0]]])}
             if n_ok:
                 g = grid[:n_ok]
-                out = np.empty((n_ok, 6))
-                for i, s in enumerate(STREAMS):
-                    for axis in range(3):
-                        out[:, 3 * i + axis] = np.interp(g, self._t[s], self._v[s][:, axis])
+                out = np.concatenate([interpolate(g, self._t[s], self._v[s]) for s in STREAMS], axis=1)
                 chunks.append(Chunk(self.seq, float(g[0]), out, self._pending_new_segment))
                 self._pending_new_segment = False
                 self.seq += n_ok

@@ -229,6 +229,24 @@ def test_csv_with_irregular_timestamps_is_interpolated_by_time(tmp_path):
     np.testing.assert_allclose(rec.samples[:, 0], np.sin(grid), atol=2e-4)
 
 
+def test_csv_is_resampled_to_the_samples_a_live_phone_with_the_same_timestamps_gets(tmp_path):
+    from harstream.stream.resample import Resampler
+
+    rng = np.random.default_rng(8)
+    time = 1.7e3 + np.cumsum(rng.uniform(0.004, 0.03, size=600))  # ~70 Hz, jittered
+    x = signal(len(time), seed=8)
+    write_csv(tmp_path / "r.csv", time, x)
+    (rec,) = load_csv(tmp_path / "r.csv").recordings
+    live = Resampler(hold=0.0)
+    chunks = []
+    for part in np.array_split(np.arange(len(time)), 17):  # phone-sized batches
+        live.push("acc", time[part], x[part, :3])
+        live.push("gyro", time[part], x[part, 3:])
+        chunks += live.pull()
+    assert chunks[0].t0 == time[0] and not any(c.new_segment for c in chunks)
+    np.testing.assert_array_equal(np.concatenate([c.samples for c in chunks]), rec.samples)
+
+
 def test_load_dataset_detects_csv_file_and_folder(tmp_path):
     write_csv(tmp_path / "one.csv", np.arange(3) * 0.02, signal(3, 5))
     write_csv(tmp_path / "two.csv", np.arange(4) * 0.02, signal(4, 6))
