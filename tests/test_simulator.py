@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 
 import numpy as np
@@ -13,12 +12,6 @@ from hypothesis import strategies as st
 
 from harstream.simulator.replay import ReplayDevice, ReplaySchedule, devices_for, replay
 from harstream.stream.protocol import decode_samples
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def make_devices(count: int, length: int = 300) -> list[ReplayDevice]:
@@ -84,11 +77,11 @@ def replay_in_thread(**kwargs) -> tuple[threading.Thread, dict]:
 
 
 def test_replay_publishes_every_sample_with_seq_and_labels_over_zeromq():
-    address = f"tcp://127.0.0.1:{free_port()}"
     ctx = zmq.Context()
     sub = ctx.socket(zmq.SUB)
     sub.setsockopt(zmq.SUBSCRIBE, b"s/")
-    sub.bind(address)
+    sub.bind("tcp://127.0.0.1:*")
+    address = sub.getsockopt_string(zmq.LAST_ENDPOINT)
     devices = make_devices(3)
     expected = sum(len(d.samples) - d.start for d in devices)
     thread, result = replay_in_thread(schedule=ReplaySchedule(devices, chunk=7), publish=address, speed=0,
@@ -112,12 +105,12 @@ def test_replay_publishes_every_sample_with_seq_and_labels_over_zeromq():
 
 
 def test_a_full_queue_drops_and_counts_instead_of_blocking():
-    address = f"tcp://127.0.0.1:{free_port()}"
     ctx = zmq.Context()
     sub = ctx.socket(zmq.SUB)  # subscribes, then stops reading
     sub.setsockopt(zmq.RCVHWM, 10)
     sub.setsockopt(zmq.SUBSCRIBE, b"")
-    sub.bind(address)
+    sub.bind("tcp://127.0.0.1:*")
+    address = sub.getsockopt_string(zmq.LAST_ENDPOINT)
     devices = make_devices(20, length=2000)
     thread, result = replay_in_thread(schedule=ReplaySchedule(devices, chunk=5), publish=address, speed=200,
                                       sndhwm=10, wait_subscriptions=1, context=ctx)  # fmt: skip
