@@ -486,12 +486,15 @@ def serve(
     context=None,
     on_ready: Callable[[], None] | None = None,
     printer: Callable[[str], None] | None = print,
+    on_bound: Callable[[str, str], None] | None = None,
 ) -> dict:
     """Run the worker on ZeroMQ sockets until ``stop`` (a threading.Event) is set.
 
     ``runtime`` has ``predict(x) -> probs``. ``ingest``/``output`` are
     endpoints as in :mod:`~harstream.stream.bus` (the worker binds both by
-    default). Returns the last statistics.
+    default). ``on_bound(ingest, output)`` is called before ``on_ready`` with
+    the addresses actually attached, so ``tcp://127.0.0.1:*`` can let the OS
+    pick a free port. Returns the last statistics.
     """
     import os
     import threading
@@ -525,6 +528,8 @@ def serve(
         out_addr = _attach_retrying(pub, output or output_address())
         log.info("worker %s: ingest %s, output %s, %s", worker_id, in_addr, out_addr,
                  f"shard {config.shard[0]}/{config.shard[1]}" if config.shard else "all shards")  # fmt: skip
+        if on_bound:
+            on_bound(sub.getsockopt_string(zmq.LAST_ENDPOINT), pub.getsockopt_string(zmq.LAST_ENDPOINT))
 
         def send(frames: list[bytes]) -> None:
             try:

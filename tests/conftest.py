@@ -45,6 +45,20 @@ def output_dir(request) -> Path:
 # is an ipc:// path in a fresh folder.
 
 
+@pytest.fixture
+def ipc_address(tmp_path_factory) -> Callable[[str], str]:
+    """``ipc_address("ingest")`` -> an ``ipc://`` endpoint nobody else can hold."""
+    folder = tmp_path_factory.mktemp("bus")
+
+    def address(name: str) -> str:
+        path = folder / name
+        # A Unix socket path must fit in sun_path (108 bytes with its NUL).
+        assert len(str(path)) < 100, f"ipc path {path} is {len(str(path))} characters; Unix sockets allow 107"
+        return f"ipc://{path}"
+
+    return address
+
+
 class BusTap:
     """Stands in for the worker around a gateway: a SUB socket bound on the
     ingest bus and, if asked, a PUB socket bound on the output bus, both on

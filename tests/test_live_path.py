@@ -1,10 +1,11 @@
 """The live path over real ZeroMQ sockets on loopback: simulator -> worker
-(-> proxy) -> subscribers, with the worker and simulator in threads."""
+(-> proxy) -> subscribers, with the worker and simulator in threads. Where a
+part cannot report the port it bound (the proxy, a worker process), the bus is
+an ipc:// path instead."""
 
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -27,12 +28,6 @@ from harstream.stream.protocol import (
 from harstream.stream.worker import WorkerConfig, serve
 
 
-def free_address() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
-
-
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
     """A small untrained LSTM artifact (deterministic outputs) and its LiteRT runtime."""
@@ -50,17 +45,24 @@ def model(tmp_path_factory):
     return artifact, TfliteRuntime(artifact, (1, 16))
 
 
-class Worker:
-    """serve() in a thread, stopped on exit; ``result`` holds its final stats."""
+ANY_PORT = "tcp://127.0.0.1:*"  # ZeroMQ binds a free port; the worker reports which
 
-    def __init__(self, runtime, ingest, output, worker_id="w", **config):
+
+class Worker:
+    """serve() in a thread, stopped on exit; ``result`` holds its final stats,
+    ``ingest``/``output`` the addresses it bound."""
+
+    def __init__(self, runtime, ingest=ANY_PORT, output=ANY_PORT, worker_id="w", **config):
         self.stop, self.ready, self.result = threading.Event(), threading.Event(), {}
         cfg = WorkerConfig(**config)
+
+        def bound(ingest: str, output: str) -> None:
+            self.ingest, self.output = ingest, output
 
         def run():
             self.result.update(serve(runtime, ACTIVITIES, "tiny", ingest=ingest, output=output, config=cfg,
                                      worker_id=worker_id, stop=self.stop, stats_every=0.2,
-                                     on_ready=self.ready.set, printer=None))  # fmt: skip
+                                     on_ready=self.ready.set, on_bound=bound, printer=None))  # fmt: skip
 
         self.thread = threading.Thread(target=run, daemon=True)
         self.thread.start()
@@ -119,9 +121,9 @@ def offline_labels(artifact, samples: np.ndarray) -> list[str]:
 
 def test_a_replayed_held_out_subject_is_labelled_like_the_offline_pipeline(model, embedded):
     artifact, runtime = model
-    ingest, output = free_address(), free_address()
     recordings = embedded.of_subjects([2])
-    worker = Worker(runtime, ingest, output)
+    worker = Worker(runtime)
+    ingest, output = worker.ingest, worker.output
     tail = Collector(output)
     try:
         assert tail.wait(lambda c: c.stats), "no stats from the worker"
@@ -144,12 +146,12 @@ def test_a_replayed_held_out_subject_is_labelled_like_the_offline_pipeline(model
 
 def test_a_restarted_worker_recovers_within_one_window(model):
     _, runtime = model
-    ingest, output = free_address(), free_address()
     rng = np.random.default_rng(0)
     device = ReplayDevice("phone-1", rng.normal(0, 0.3, (3000, 6)).astype(np.float32), None)
     stop_sim = threading.Event()
+    first = Worker(runtime, worker_id="first")
+    ingest, output = first.ingest, first.output  # the restarted worker binds these again
     tail = Collector(output)
-    first = Worker(runtime, ingest, output, worker_id="first")
     sim = threading.Thread(target=replay, daemon=True, kwargs=dict(
         schedule=ReplaySchedule([device], chunk=10, loop=True), publish=ingest, speed=5, stop=stop_sim,
         wait_subscriptions=1, printer=None))  # fmt: skip
@@ -191,9 +193,9 @@ def hostile_messages() -> dict[str, list[list[bytes]]]:
 
 def test_malformed_and_hostile_frames_are_counted_while_a_good_device_is_served(model):
     artifact, runtime = model
-    ingest, output = free_address(), free_address()
     good = ReplayDevice("good", np.random.default_rng(1).normal(0, 0.3, (1000, 6)).astype(np.float32), None)
-    worker = Worker(runtime, ingest, output)
+    worker = Worker(runtime)
+    ingest, output = worker.ingest, worker.output
     tail = Collector(output)
     ctx = zmq.Context()
     attacker = ctx.socket(zmq.XPUB)
@@ -220,11 +222,12 @@ def test_malformed_and_hostile_frames_are_counted_while_a_good_device_is_served(
     assert "intruder" not in {p.device for p in tail.predictions}
 
 
-def test_two_sharded_workers_behind_the_proxy_split_devices_without_overlap(model):
+def test_two_sharded_workers_behind_the_proxy_split_devices_without_overlap(model, ipc_address):
     from harstream.stream.proxy import run_proxies
 
     _, runtime = model
-    front_in, back_in, back_out, front_out = (free_address() for _ in range(4))
+    # The proxy binds all four and cannot say which ports it got: ipc paths nobody else holds.
+    front_in, back_in, back_out, front_out = map(ipc_address, ("front-in", "back-in", "back-out", "front-out"))
     stop_proxy, proxy_ready = threading.Event(), threading.Event()
     proxy = threading.Thread(target=run_proxies, daemon=True, kwargs=dict(
         ingest=front_in, ingest_backend=back_in, output=front_out, output_backend=back_out,
@@ -255,10 +258,11 @@ def test_two_sharded_workers_behind_the_proxy_split_devices_without_overlap(mode
     assert all(not f["drops"] for f in finals)
 
 
-def test_the_cli_commands_find_each_other_with_default_flags(tmp_path):
+def test_the_cli_commands_find_each_other_with_default_flags(ipc_address):
     """simulate, worker and tail started with no address flags (the defaults come
-    from the environment here, so the test uses free ports)."""
-    env = {**os.environ, "HARSTREAM_INGEST": free_address(), "HARSTREAM_OUTPUT": free_address()}
+    from the environment here; ipc paths, since the worker process cannot tell
+    the others a port it picked)."""
+    env = {**os.environ, "HARSTREAM_INGEST": ipc_address("ingest"), "HARSTREAM_OUTPUT": ipc_address("output")}
     exe = [sys.executable, "-m", "harstream"]
     procs = []
     try:
