@@ -69,6 +69,13 @@ class DevicePipeline:
         self.samples_seen = 0
         self.emitted = 0
 
+    @property
+    def filters(self) -> UciFilterBank:
+        """This device's filter bank; its state is the device's filter history
+        (the worker advances many devices' banks at once with
+        :meth:`UciFilterBank.apply_many`, then calls :meth:`window_processed`)."""
+        return self._filters
+
     def push(self, samples: np.ndarray) -> np.ndarray:
         raw = check_samples(samples)
         # Validation happens before any state changes, so bad input leaves

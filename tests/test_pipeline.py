@@ -117,3 +117,30 @@ def test_the_bus_the_recordings_and_the_filters_share_one_sample_rate():
     assert preprocessing_params()["rate_hz"] == RATE_HZ == 50.0
     assert filters.RATE_HZ is protocol.RATE_HZ is recordings.RATE_HZ is RATE_HZ
     assert resample.Resampler().rate == RATE_HZ
+
+
+def test_filter_banks_stepped_together_match_each_bank_stepped_alone_bit_for_bit():
+    from harstream.stream.filters import UciFilterBank
+
+    devices = [synthetic_recording(300, seed=k) * (1 + k / 10) for k in range(5)]
+    together, alone = [UciFilterBank() for _ in devices], [UciFilterBank() for _ in devices]
+    for k in (1, 3):  # some devices already running, the others new
+        together[k].apply(devices[k][:37])
+        alone[k].apply(devices[k][:37])
+    for lo, hi in ((37, 101), (101, 102), (102, 300)):
+        got = UciFilterBank.apply_many(together, np.stack([d[lo:hi] for d in devices]))
+        want = np.stack([bank.apply(d[lo:hi]) for bank, d in zip(alone, devices)])
+        np.testing.assert_array_equal(got, want)
+    # The state carried on is the same too: the next single step agrees.
+    for bank_together, bank_alone, d in zip(together, alone, devices):
+        np.testing.assert_array_equal(bank_together.apply(d[:20]), bank_alone.apply(d[:20]))
+
+
+def test_filter_banks_of_different_rates_are_refused_together_and_left_untouched():
+    from harstream.stream.filters import UciFilterBank
+
+    banks = [UciFilterBank(), UciFilterBank(rate_hz=100.0)]
+    with pytest.raises(ValueError, match="different designs"):
+        UciFilterBank.apply_many(banks, np.zeros((2, 10, 6)))
+    for bank, rate in zip(banks, (50.0, 100.0)):
+        np.testing.assert_array_equal(bank.apply(RECORDING[:50]), UciFilterBank(rate_hz=rate).apply(RECORDING[:50]))
