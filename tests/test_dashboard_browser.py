@@ -1,4 +1,5 @@
-"""End to end: `harstream demo` on free ports, its dashboard in headless Chromium.
+"""End to end: `harstream demo` on ipc buses and a free dashboard port, its
+dashboard in headless Chromium.
 
 Needs Debian's chromium (`make browser` installs it); driven by Playwright's
 Python package with `executable_path`, never a downloaded browser.
@@ -27,14 +28,17 @@ STARTUP_S = 240.0  # TensorFlow import and model load on a busy 2-core machine
 CHANGE_S = 120.0
 
 
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
+def dashboard_port() -> int:
+    """A loopback port that was free a moment ago, for Streamlit.
+
+    Streamlit must be told its port up front and the demo cannot report back
+    one it picked, so here alone a port is probed and released: another
+    process can take it before Streamlit binds it (EADDRINUSE, logged as
+    "Port N is not available"), and the caller then starts again on a new one.
+    """
+    with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
+        return s.getsockname()[1]
 
 
 def descendants(pid: int) -> set[int]:
@@ -62,14 +66,16 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-def wait_http(url: str, demo: subprocess.Popen, timeout: float) -> None:
+def wait_http(url: str, demo: subprocess.Popen, timeout: float) -> bool:
+    """True once ``url`` answers 200, False if the demo exits first."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        assert demo.poll() is None, f"harstream demo exited with {demo.returncode}"
+        if demo.poll() is not None:
+            return False
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
                 if response.status == 200:
-                    return
+                    return True
         except OSError:
             time.sleep(0.5)
     pytest.fail(f"{url} not up within {timeout:.0f} s")
@@ -91,23 +97,30 @@ def activities(page) -> dict[str, str]:
 
 
 @pytest.mark.timeout(900)
-def test_demo_dashboard_in_chromium_shows_live_activities_that_change(output_dir):
+def test_demo_dashboard_in_chromium_shows_live_activities_that_change(output_dir, ipc_address):
     from playwright.sync_api import sync_playwright
 
     assert os.path.exists(CHROMIUM), f"{CHROMIUM} missing: run `make browser` (apt-get install chromium)"
-    ingest, output, http = free_ports(3)
-    url = f"http://127.0.0.1:{http}"
-    log = open(output_dir / "demo.log", "w")
+    log_path = output_dir / "demo.log"
+    log = open(log_path, "w")
     command = [
         sys.executable, "-m", "harstream", "demo", "--subjects", "2", "4", "--speed", str(SPEED),
-        "--port", str(http), "--ingest", f"tcp://127.0.0.1:{ingest}", "--output", f"tcp://127.0.0.1:{output}",
+        "--ingest", ipc_address("ingest"), "--output", ipc_address("output"),
     ]  # fmt: skip
     if os.environ.get("HARSTREAM_E2E_MODEL"):  # default: the shipped model, as `make demo` runs it
         command += ["--model", os.environ["HARSTREAM_E2E_MODEL"]]
-    demo = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    demo = None
     started: set[int] = set()
     try:
-        wait_http(f"{url}/_stcore/health", demo, timeout=STARTUP_S)
+        for _ in range(3):  # a new port only if the probed one was taken meanwhile (see dashboard_port)
+            http = dashboard_port()
+            url = f"http://127.0.0.1:{http}"
+            demo = subprocess.Popen(command + ["--port", str(http)], stdout=log, stderr=subprocess.STDOUT,
+                                    start_new_session=True)  # fmt: skip
+            up = wait_http(f"{url}/_stcore/health", demo, timeout=STARTUP_S)
+            if up or f"Port {http} is not available" not in log_path.read_text():
+                break
+        assert demo.poll() is None, f"harstream demo exited with {demo.returncode}"
         started = descendants(demo.pid)
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -140,7 +153,7 @@ def test_demo_dashboard_in_chromium_shows_live_activities_that_change(output_dir
         left = [pid for pid in started if alive(pid)]
         assert not left, f"processes left after the demo stopped: {left}"
     finally:
-        if demo.poll() is None:
+        if demo is not None and demo.poll() is None:
             os.killpg(demo.pid, signal.SIGKILL)
         for pid in started:  # a failed test must not leave the stack running either
             try:
@@ -150,18 +163,18 @@ def test_demo_dashboard_in_chromium_shows_live_activities_that_change(output_dir
         log.close()
 
 
-def test_demo_stops_every_part_and_fails_when_one_part_dies(output_dir):
+def test_demo_stops_every_part_and_fails_when_one_part_dies(output_dir, ipc_address):
     """The dashboard's port is taken, so Streamlit exits: the demo must say
     so, stop the worker and simulator it started, and exit non-zero."""
-    ingest, output, http = free_ports(3)
     blocker = socket.socket()
-    blocker.bind(("127.0.0.1", http))
+    blocker.bind(("127.0.0.1", 0))  # held until the end: the port stays taken
     blocker.listen()
+    http = blocker.getsockname()[1]
     started: set[int] = set()
     with open(output_dir / "demo.log", "w") as log:
         demo = subprocess.Popen(
             [sys.executable, "-m", "harstream", "demo", "--subjects", "2", "--port", str(http),
-             "--ingest", f"tcp://127.0.0.1:{ingest}", "--output", f"tcp://127.0.0.1:{output}"],
+             "--ingest", ipc_address("ingest"), "--output", ipc_address("output")],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
         try:
