@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from .errors import InputError
 from .protocol import DEVICE_ID
 
 STANDARD_GRAVITY = 9.80665  # m/s² per g
@@ -63,14 +64,10 @@ REASONS = (
 )
 
 
-class FormatError(ValueError):
-    """A message a phone sent that we cannot use."""
+class FormatError(InputError):
+    """A message a phone sent that we cannot use (``reason`` in :data:`REASONS`)."""
 
-    def __init__(self, reason: str, detail: str):
-        assert reason in REASONS, reason
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
+    REASONS = REASONS
 
 
 @dataclass

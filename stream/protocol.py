@@ -31,6 +31,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .errors import InputError
 from .rate import RATE_HZ
 
 VERSION = 1
@@ -58,14 +59,10 @@ REASONS = (
 )
 
 
-class ProtocolError(ValueError):
-    """A message that does not follow the protocol."""
+class ProtocolError(InputError):
+    """A message that does not follow the protocol (``reason`` in :data:`REASONS`)."""
 
-    def __init__(self, reason: str, detail: str):
-        assert reason in REASONS, reason
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
+    REASONS = REASONS
 
 
 def check_device_id(device: Any) -> str:

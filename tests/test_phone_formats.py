@@ -154,3 +154,20 @@ def test_message_order_waits_boundedly_for_a_missing_batch():
     assert order.add(11, "g", 0.5) == []
     assert order.add(12, "h", 4.0) == ["g", "h"]  # waited too long for 10
     assert order.add(None, "no id", 4.1) == ["no id"]
+
+
+def test_bus_and_phone_rejections_are_one_input_error_counted_by_reason():
+    from collections import Counter
+
+    from harstream.stream.errors import InputError
+    from harstream.stream.protocol import ProtocolError, decode_samples
+
+    rejected = Counter()
+    for refuse in (lambda: decode_samples([b"x"]), lambda: load_message("{")):
+        try:
+            refuse()
+        except InputError as exc:
+            rejected[exc.reason] += 1
+            assert str(exc) == f"{exc.reason}: {exc.detail}"
+    assert rejected == {"frame_count": 1, "json": 1}
+    assert issubclass(ProtocolError, ValueError) and issubclass(FormatError, ValueError)
