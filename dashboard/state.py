@@ -35,6 +35,7 @@ from sklearn.metrics import confusion_matrix
 from harstream.stream.activities import ACTIVITIES, TRANSITIONS, UNKNOWN
 from harstream.stream.pipeline import STEP, WINDOW
 from harstream.stream.protocol import Prediction, ProtocolError, Signal, check_device_id, decode_output
+from harstream.stream.rate import RATE_HZ
 
 # Predicted columns of the confusion matrix: the six classes, then "unknown"
 # for windows the worker's smoother would not commit to.
@@ -198,7 +199,7 @@ class DeviceState:
         for p in reversed(self.predictions):
             duration = p.t_end - p.t_start
             # t_start/t_end are the first/last sample: WINDOW - 1 periods apart.
-            hop = STEP * duration / (WINDOW - 1) if duration > 0 else STEP / 50.0
+            hop = STEP * duration / (WINDOW - 1) if duration > 0 else STEP / RATE_HZ
             if end - hop < -seconds:
                 break
             bands.append(

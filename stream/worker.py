@@ -41,6 +41,7 @@ import numpy as np
 from .activities import label_name
 from .batch_push import push_many
 from .pipeline import STEP, WINDOW, DevicePipeline, check_samples
+from .rate import RATE_HZ
 from .protocol import (
     Prediction,
     ProtocolError,
@@ -114,7 +115,7 @@ class DeviceState:
         self.sig_last = now
         self.last_seen = now
         self.ready_at: float | None = None  # when buffered samples completed a window
-        self.t0, self.seq0_batch, self.rate = 0.0, seq, 50.0
+        self.t0, self.seq0_batch, self.rate = 0.0, seq, RATE_HZ
         self.restart(seq)
 
     def restart(self, seq: int) -> None:
