@@ -133,6 +133,8 @@ def load_artifact(path: str | Path | None = None) -> ModelArtifact:
     """
     import keras
 
+    from . import features  # noqa: F401  registers WindowFeatures for safe-mode loading
+
     path = Path(path) if path is not None else DEFAULT_MODEL
     meta = read_metadata(path)
     if meta.get("sha256") and file_sha256(path) != meta["sha256"]:

@@ -1,13 +1,16 @@
 """Architectures beyond the tutorial (issue 6): standardised inputs, a small
-ResNet-style 1D-CNN, an InceptionTime-style network and a stacked
-bidirectional LSTM.
+ResNet-style 1D-CNN, an InceptionTime-style network, a stacked
+bidirectional LSTM, and two that use hand-crafted features
+(:mod:`harstream.models.features`): a feature MLP and a ResNet + features
+hybrid.
 
 Every builder follows :mod:`harstream.models.architectures`' contract:
 ``builder(stats)`` where ``stats`` are the TRAINING windows' per-channel mean
 and variance (never test data), put into a ``keras.layers.Normalization``
 layer inside the model; it returns an uncompiled ``keras.Model`` that eats
 pipeline windows directly and outputs class probabilities. Only built-in
-layers, so the saved ``.keras`` file loads in Keras safe mode. They are
+layers and our registered ``WindowFeatures`` (no ``Lambda``), so the saved
+``.keras`` file loads in Keras safe mode. They are
 registered in ``ARCHITECTURES`` (``harstream train --model resnet``).
 
 >>> import numpy as np
@@ -65,12 +68,11 @@ def _residual_block(x, filters: int, kernel: int):
     return keras.layers.ReLU()(keras.layers.Add()([y, shortcut]))
 
 
-def build_resnet(stats: ChannelStats, width: int = 32, dropout: float = 0.3):
-    """Small ResNet-style 1D-CNN: stem conv, three residual blocks with
-    pooling between them, global average pooling (+ channel means)."""
+def _resnet_trunk(x, width: int):
+    """Stem conv, three residual blocks with pooling between them, global
+    average pooling."""
     import keras
 
-    inputs, x, means = _stem(stats)
     x = _conv_bn(x, width, 7)
     x = _residual_block(x, width, 5)
     x = keras.layers.MaxPooling1D(2)(x)
@@ -78,6 +80,14 @@ def build_resnet(stats: ChannelStats, width: int = 32, dropout: float = 0.3):
     x = keras.layers.MaxPooling1D(2)(x)
     x = _residual_block(x, 2 * width, 3)
     x = keras.layers.GlobalAveragePooling1D()(x)
+    return x
+
+
+def build_resnet(stats: ChannelStats, width: int = 32, dropout: float = 0.3):
+    """Small ResNet-style 1D-CNN: stem conv, three residual blocks with
+    pooling between them, global average pooling (+ channel means)."""
+    inputs, x, means = _stem(stats)
+    x = _resnet_trunk(x, width)
     return _head(inputs, x, means, dropout, "resnet")
 
 
@@ -123,6 +133,42 @@ def build_bilstm(stats: ChannelStats, units: int = 32, dropout: float = 0.3):
     return _head(inputs, x, means, dropout, "bilstm")
 
 
+def _feature_branch(inputs, units: int):
+    """Hand-crafted features of the raw window, batch-normalised (statistics
+    of training batches only) and mixed by one dense layer."""
+    import keras
+
+    from .features import WindowFeatures
+
+    f = WindowFeatures(name="window_features")(inputs)
+    f = keras.layers.BatchNormalization(name="feature_norm")(f)
+    return keras.layers.Dense(units, activation="relu", name="feature_mix")(f)
+
+
+def build_features(stats: ChannelStats, units: int = 128, dropout: float = 0.3):
+    """Hand-crafted features (:mod:`harstream.models.features`) and a small
+    MLP: the UCI authors' approach with a network in place of the SVM."""
+    import keras
+
+    inputs, _ = window_input(stats)
+    x = _feature_branch(inputs, units)
+    x = keras.layers.Dropout(dropout)(x)
+    outputs = keras.layers.Dense(N_CLASSES, activation="softmax", name="probabilities")(x)
+    return keras.Model(inputs, outputs, name="features")
+
+
+def build_hybrid(stats: ChannelStats, width: int = 16, units: int = 64, dropout: float = 0.3):
+    """The ResNet's learned features side by side with the hand-crafted ones:
+    both feed the classifier, so it can lean on whichever tells sitting from
+    standing for a given window."""
+    import keras
+
+    inputs, x, means = _stem(stats)
+    x = _resnet_trunk(x, width)
+    x = keras.layers.Concatenate()([x, _feature_branch(inputs, units)])
+    return _head(inputs, x, means, dropout, "hybrid")
+
+
 def build_standardised_lstm(stats: ChannelStats, units: int = 100, dropout: float = 0.5):
     """The seed LSTM with standardised inputs: isolates what standardisation alone gives."""
     import keras
@@ -141,6 +187,8 @@ BUILDERS: dict[str, Callable[..., object]] = {
     "resnet": build_resnet,
     "inception": build_inception,
     "bilstm": build_bilstm,
+    "features": build_features,
+    "hybrid": build_hybrid,
 }
 
 
@@ -148,7 +196,7 @@ BUILDERS: dict[str, Callable[..., object]] = {
 #: tutorial's loop (constant-rate Adam, no augmentation, default widths); the
 #: shipped recipe (width 16, augmentation, cosine decay) is trained by
 #: ``python -m harstream.models.compare run`` -- see docs/evaluation.md.
-EPOCHS = {"lstm_std": 15, "resnet": 10, "inception": 10, "bilstm": 10}
+EPOCHS = {"lstm_std": 15, "resnet": 10, "inception": 10, "bilstm": 10, "features": 30, "hybrid": 10}
 
 
 def build(name: str, train_x: np.ndarray, **options):

@@ -16,7 +16,7 @@ def _windows(n: int, seed: int = 0, offset: float = 0.0) -> np.ndarray:
     return (np.random.default_rng(seed).normal(size=(n, 128, 9)) + offset).astype(np.float32)
 
 
-@pytest.mark.parametrize("name", ["resnet", "inception", "bilstm", "lstm_std"])
+@pytest.mark.parametrize("name", ["resnet", "inception", "bilstm", "lstm_std", "features", "hybrid"])
 def test_modern_architecture_saves_and_reloads_in_safe_mode_with_same_outputs(name, output_dir):
     from harstream.models.architectures import ARCHITECTURES, build_model, ChannelStats
     from harstream.models.artifact import load_artifact, save_artifact
