@@ -1,0 +1,128 @@
+"""Where the sitting/standing errors come from: a feature-SVM study on the
+validation subjects (issue 6 protocol; the test subjects are never loaded).
+
+Three questions, each answered with the same RBF SVM (scikit-learn) on the
+same hand-crafted features (:class:`~harstream.models.features.WindowFeatures`),
+trained on the fit subjects and scored on :data:`VALIDATION_SUBJECTS`:
+
+1. *features*: how far do the UCI-style features go on our causal windows?
+2. *non-causal*: what does the causal preprocessing cost? The same windows
+   cut from zero-phase (``filtfilt``) filtered recordings, as UCI HAR made them.
+3. *context*: does the device's recent past help? Features of the window and
+   of the windows 1, 2 and 4 steps (1.28 s each) before it, as a live worker
+   could keep per device.
+
+Run (about 3 minutes on 2 cores; results in ``docs/reports/feature_study.json``)::
+
+    python -m harstream.models.feature_study
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from harstream.stream.pipeline import STEP, WINDOW, preprocess_recording
+
+from .dataset import segment_windows
+from .selection import VALIDATION_SUBJECTS
+
+STUDY_FILE = Path(__file__).resolve().parent.parent / "docs" / "reports" / "feature_study.json"
+CONTEXT_STEPS = (1, 2, 4)
+
+
+def zero_phase_preprocess(samples: np.ndarray) -> np.ndarray:
+    """UCI's offline preprocessing: the same median and Butterworth filters as
+    the pipeline, run forwards and backwards (no lag, but needs the future)."""
+    from scipy.signal import medfilt, sosfiltfilt
+
+    from harstream.stream.filters import GRAVITY_CUTOFF_HZ, MEDIAN_SIZE, NOISE_CUTOFF_HZ, butter_lowpass
+
+    raw = np.asarray(samples, np.float64)
+    smooth = np.stack([medfilt(raw[:, c], MEDIAN_SIZE) for c in range(raw.shape[1])], axis=1)
+    smooth = sosfiltfilt(butter_lowpass(NOISE_CUTOFF_HZ), smooth, axis=0)
+    acc, gyro = smooth[:, :3], smooth[:, 3:]
+    gravity = sosfiltfilt(butter_lowpass(GRAVITY_CUTOFF_HZ), acc, axis=0)
+    return np.concatenate([acc - gravity, gyro, acc], axis=1).astype(np.float32)
+
+
+def windows_with_context(
+    recordings, preprocess: Callable[[np.ndarray], np.ndarray], steps: Sequence[int] = ()
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``x`` (n, 1 + len(steps), 128, 9): each labelled window, then the windows
+    ``steps`` × 64 samples before it (clamped at the recording's start); class; subject."""
+    xs, ys, ss = [], [], []
+    offsets = np.array([0, *steps]) * STEP
+    for rec in recordings:
+        processed = preprocess(rec.samples.astype(np.float32))
+        starts, classes = segment_windows(rec.labels)
+        idx = np.clip(starts[:, None, None] - offsets[None, :, None] + np.arange(WINDOW), 0, None)
+        xs.append(processed[idx])
+        ys.append(classes)
+        ss.append(np.full(len(classes), rec.subject))
+    return np.concatenate(xs), np.concatenate(ys), np.concatenate(ss)
+
+
+def features_of(x: np.ndarray, batch: int = 1024) -> np.ndarray:
+    """:class:`WindowFeatures` of (n, k, 128, 9) windows, the k feature vectors side by side."""
+    from .features import WindowFeatures
+
+    layer = WindowFeatures()
+    n, k = x.shape[:2]
+    flat = x.reshape(n * k, WINDOW, -1)
+    f = np.concatenate([np.asarray(layer(flat[i : i + batch])) for i in range(0, len(flat), batch)])
+    return f.reshape(n, -1)
+
+
+def svm_validation_accuracy(features: np.ndarray, y: np.ndarray, validation: np.ndarray) -> dict:
+    """RBF SVM on standardised features (statistics of the fit subjects only)."""
+    from sklearn.metrics import confusion_matrix
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVC
+
+    model = make_pipeline(StandardScaler(), SVC(C=10.0)).fit(features[~validation], y[~validation])
+    pred = model.predict(features[validation])
+    return {
+        "validation_accuracy": float(np.mean(pred == y[validation])),
+        "validation_confusion": confusion_matrix(y[validation], pred, labels=range(6)).tolist(),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="feature-SVM study on the validation subjects")
+    parser.add_argument("--out", type=Path, default=STUDY_FILE)
+    args = parser.parse_args(argv)
+
+    from tqdm import tqdm
+
+    from harstream.stream.recordings import UCI_TEST_SUBJECTS, load_embedded
+
+    # The test subjects' recordings are dropped before anything is computed.
+    recordings = [r for r in load_embedded().recordings if r.subject not in UCI_TEST_SUBJECTS]
+    studies = {
+        "features (causal pipeline)": (preprocess_recording, ()),
+        "features (zero-phase filters)": (zero_phase_preprocess, ()),
+        "features + context 1, 2, 4 steps back": (preprocess_recording, CONTEXT_STEPS),
+    }
+    results = {}
+    for name, (preprocess, steps) in tqdm(studies.items(), desc="studies", unit="study"):
+        start = time.perf_counter()
+        x, y, subjects = windows_with_context(recordings, preprocess, steps)
+        validation = np.isin(subjects, VALIDATION_SUBJECTS)
+        result = svm_validation_accuracy(features_of(x), y, validation)
+        result.update(windows=int(len(y)), validation_windows=int(validation.sum()), seconds=round(time.perf_counter() - start, 1))
+        results[name] = result
+        tqdm.write(f"{name}: validation {result['validation_accuracy']:.4f}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"validation_subjects": list(VALIDATION_SUBJECTS), "studies": results}, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
