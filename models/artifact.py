@@ -133,7 +133,7 @@ def load_artifact(path: str | Path | None = None) -> ModelArtifact:
     """
     import keras
 
-    from . import features  # noqa: F401  registers WindowFeatures for safe-mode loading
+    from . import features, svm  # noqa: F401  register our layers (WindowFeatures, RBFKernel) for safe mode
 
     path = Path(path) if path is not None else DEFAULT_MODEL
     meta = read_metadata(path)

@@ -92,7 +92,9 @@ def fit(
     """Train ``recipe`` on ``train``; returns ``(model, history dict)``.
 
     Adam with a cosine-decayed learning rate over the fixed number of epochs,
-    so the last epoch is the model (no peeking at any other split). When
+    so the last epoch is the model (no peeking at any other split). The
+    ``svm`` recipe is fitted by :func:`harstream.models.svm.fit_svm` instead
+    (epochs and augmentation do not apply). When
     ``validation`` is given its accuracy is recorded every epoch — for
     selection only.
     """
@@ -100,6 +102,10 @@ def fit(
 
     from .modern import build
 
+    if recipe.architecture == "svm":  # fitted by scikit-learn, not by gradient descent
+        from .svm import fit_svm
+
+        return fit_svm(train, seed, validation=validation, verbose=verbose, **recipe.options)
     keras.utils.set_random_seed(seed)
     model = build(recipe.architecture, train.x, **recipe.options)
     steps = int(np.ceil(len(train) / recipe.batch_size)) * recipe.epochs
