@@ -123,14 +123,20 @@ def seed_model_runs(report: Path) -> list[dict]:
 
 
 def with_seed_models(results: dict, reports: Path = REPORTS) -> dict:
-    """``results`` with the tutorial's models first, from their own reports."""
+    """``results`` with the tutorial's models first, from their own reports:
+    ``reports/NAME.md`` and any later repeats in ``reports/*/NAME.md`` (a
+    seed already counted is not counted twice)."""
     out = {}
     for name in SEED_MODELS:
-        runs = seed_model_runs(reports / f"{name}.md")
+        sources = [reports / f"{name}.md", *sorted(reports.glob(f"*/{name}.md"))]
+        runs: dict[int, dict] = {}
+        for source in sources:
+            for run in seed_model_runs(source):
+                runs.setdefault(run["seed"], run)
         if runs:
             out[f"{name} (tutorial)"] = {
-                "runs": runs,
-                "source": f"reports/{name}.md",
+                "runs": [runs[seed] for seed in sorted(runs)],
+                "sources": [str(p.relative_to(reports.parent)) for p in sources if p.is_file()],
                 "latency": results.get(name, {}).get("latency", {}),
                 "parameters": results.get(name, {}).get("latency", {}).get("parameters", "?"),
             }
@@ -239,8 +245,8 @@ def write_report(results: dict, live: dict | None = None, path: Path = REPORT_FI
         if not runs:
             continue
         s = summarise(runs)
-        if entry.get("source"):
-            name = f"{name} ([source]({entry['source']}))"
+        if entry.get("sources"):
+            name = f"{name} (" + ", ".join(f"[source]({src})" for src in entry["sources"]) + ")"
         lat = entry.get("latency", {})
         val = entry.get("validation_accuracy")
         lines.append(

@@ -117,3 +117,16 @@ def test_report_reads_the_tutorial_models_runs_and_tables_every_model(tmp_path):
     text = write_report(table, None, tmp_path / "report.md").read_text()
     assert "| 90.00 ± 0.25 |" in text and "| 93.00 ± 0.00 |" in text
     assert (reports / "confusion_resnet.png").is_file()
+
+
+def test_report_adds_later_repeats_of_a_tutorial_model_from_sub_folders_once_per_seed(tmp_path):
+    from harstream.models.compare import with_seed_models
+
+    header = "| run | seed | accuracy | macro F1 | training s |\n|---:|---:|---:|---:|---:|\n"
+    reports = tmp_path / "reports"
+    (reports / "seed4").mkdir(parents=True)
+    (reports / "lstm.md").write_text(header + "| 1 | 0 | 89.75 | 89.93 | 808 |\n")
+    (reports / "seed4" / "lstm.md").write_text(header + "| 1 | 4 | 91.00 | 91.00 | 300 |\n| 2 | 0 | 10.00 | 10.00 | 1 |\n")
+    entry = with_seed_models({}, reports)["lstm (tutorial)"]
+    assert [(r["seed"], r["accuracy"]) for r in entry["runs"]] == [(0, 0.8975), (4, 0.91)]
+    assert entry["sources"] == ["reports/lstm.md", "reports/seed4/lstm.md"]
