@@ -79,8 +79,7 @@ def finetune(
     replay_pool = None
     if (len(own) if replay is None else replay) > 0:
         replay_pool = embedded_training_windows()
-    model = artifact.model
-    before, after, fit_on = tune(model, own, test, epochs, learning_rate, replay_pool, replay, seed, verbose)
+    model, before, after, fit_on = tune(artifact.model, own, test, epochs, learning_rate, replay_pool, replay, seed, verbose)
 
     meta = {k: v for k, v in artifact.metadata.items() if k not in ("sha256", "library_versions")}
     meta.update(
@@ -88,6 +87,7 @@ def finetune(
             "finetuned_from": {"model_id": artifact.model_id, "path": str(artifact.path)},
             "finetune": {
                 "data": {"source": dataset.source, "sha256": dataset.sha256},
+                "method": "svm refit" if is_svm(model) else "gradient descent",
                 "own_windows": len(own),
                 "replay_windows": len(fit_on) - len(own),
                 "epochs": epochs,
@@ -116,6 +116,12 @@ def embedded_training_windows() -> Windows:
     return train
 
 
+def is_svm(model) -> bool:
+    """Whether ``model`` is a kernel SVM (:mod:`harstream.models.svm`): it has
+    nothing to train by gradient descent, so it is refitted instead."""
+    return any(layer.name == "rbf_kernel" for layer in model.layers)
+
+
 def tune(
     model,
     own: Windows,
@@ -126,24 +132,39 @@ def tune(
     replay: int | None,
     seed: int,
     verbose: int = 0,
-) -> tuple[float | None, float | None, Windows]:
-    """Fine-tune ``model`` in place on ``own`` plus ``replay`` windows drawn
-    from ``replay_pool``; accuracy on ``test`` before and after."""
+):
+    """Fine-tune ``model`` on ``own`` plus ``replay`` windows drawn from
+    ``replay_pool``; returns ``(model, accuracy on test before, after, windows fitted on)``.
+
+    A network is trained further in place. A kernel SVM is refitted on the
+    replay and own windows together, the own windows weighted so that both
+    parts weigh the same (as the network's equal mix does); ``replay`` of
+    None then means the whole pool (epochs and learning rate do not apply).
+    """
     import keras
 
+    svm = is_svm(model)
     rng = np.random.default_rng(seed)
     fit_on = own
-    replay = len(own) if replay is None else replay
+    replay = (len(replay_pool) if svm and replay_pool is not None else len(own)) if replay is None else replay
     if replay > 0 and replay_pool is not None and len(replay_pool):
         pick = rng.choice(len(replay_pool), size=min(replay, len(replay_pool)), replace=False)
         fit_on = _concat(own, replay_pool.take(np.sort(pick)))
 
-    def accuracy() -> float | None:
+    def accuracy(model) -> float | None:
         if test is None:
             return None
         return float(np.mean(np.argmax(np.asarray(model(test.x, training=False)), axis=1) == test.y))
 
-    before = accuracy()
+    before = accuracy(model)
+    if svm:
+        from .svm import fit_svm
+
+        weights = np.ones(len(fit_on))
+        if len(fit_on) > len(own):
+            weights[: len(own)] = (len(fit_on) - len(own)) / len(own)
+        model, _ = fit_svm(fit_on, seed, sample_weight=weights, verbose=verbose)
+        return model, before, accuracy(model), fit_on
     # A few hundred own windows are too few to re-estimate BatchNorm's moving
     # statistics; frozen BatchNorm layers keep the base model's (and run in
     # inference mode), the usual practice for small-data fine-tuning.
@@ -157,7 +178,7 @@ def tune(
         metrics=["accuracy"],
     )
     model.fit(fit_on.x, fit_on.y, epochs=epochs, batch_size=64, shuffle=True, verbose=verbose)
-    return before, accuracy(), fit_on
+    return model, before, accuracy(model), fit_on
 
 
 def personalisation_study(base: str | Path | None = None, epochs: int = 5, learning_rate: float = 1e-4) -> list[dict]:
@@ -176,8 +197,7 @@ def personalisation_study(base: str | Path | None = None, epochs: int = 5, learn
         if len(recs) < 2:
             continue
         own, test = labelled_windows(recs[:-1]), labelled_windows(recs[-1:])
-        model = load_artifact(base).model
-        before, after, _ = tune(model, own, test, epochs, learning_rate, pool, None, seed=0)
+        _, before, after, _ = tune(load_artifact(base).model, own, test, epochs, learning_rate, pool, None, seed=0)
         rows.append({"subject": subject, "own_windows": len(own), "test_session": recs[-1].name,
                      "test_windows": len(test), "accuracy_before": before, "accuracy_after": after})
         print(f"subject {subject}: {len(own)} own windows; {recs[-1].name} {100 * before:.1f} % -> {100 * after:.1f} %", flush=True)

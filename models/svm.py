@@ -169,18 +169,29 @@ def scale_gamma(scaled: np.ndarray) -> float:
 
 def out_of_fold_decisions(
     features: np.ndarray, y: np.ndarray, groups: np.ndarray, C: float, gamma: float, seed: int
-) -> np.ndarray:
-    """One-vs-one decision values of each window from an SVM that did not see
-    its subject (``GroupKFold`` over subjects, folds shuffled by ``seed``)."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """One-vs-one decision values of windows from an SVM that did not see
+    their subject (``GroupKFold`` over subjects, folds shuffled by ``seed``).
+
+    Returns ``(decisions, covered)``: a fold whose remaining subjects lack an
+    activity cannot give all 15 decisions, so its windows are left out
+    (``covered`` False).
+    """
     from sklearn.model_selection import GroupKFold
     from sklearn.svm import SVC
 
-    folds = min(CALIBRATION_FOLDS, len(np.unique(groups)))
     decisions = np.zeros((len(y), N_CLASSES * (N_CLASSES - 1) // 2))
+    covered = np.zeros(len(y), bool)
+    folds = min(CALIBRATION_FOLDS, len(np.unique(groups)))
+    if folds < 2:
+        return decisions, covered
     for fit_idx, held_idx in GroupKFold(folds, shuffle=True, random_state=seed).split(features, y, groups):
+        if len(np.unique(y[fit_idx])) < N_CLASSES:
+            continue
         svc = SVC(C=C, gamma=gamma, decision_function_shape="ovo").fit(features[fit_idx], y[fit_idx])
         decisions[held_idx] = svc.decision_function(features[held_idx])
-    return decisions
+        covered[held_idx] = True
+    return decisions, covered
 
 
 def build_svm_model(scaler, svc, temperature: float) -> "keras.Model":
@@ -204,26 +215,41 @@ def build_svm_model(scaler, svc, temperature: float) -> "keras.Model":
 
 
 def fit_svm(
-    train: Windows, seed: int = 0, validation: Windows | None = None, C: float = DEFAULT_C, verbose: int = 0
+    train: Windows,
+    seed: int = 0,
+    validation: Windows | None = None,
+    C: float = DEFAULT_C,
+    sample_weight: np.ndarray | None = None,
+    verbose: int = 0,
 ) -> tuple["keras.Model", dict]:
     """Fit features → scaler → RBF SVM → calibration on ``train``; returns the
     Keras model and a history dict (``val_accuracy`` when ``validation`` is given).
 
     The SVM itself is deterministic; ``seed`` shuffles the calibration folds.
+    ``sample_weight`` scales each window's ``C`` (fine-tuning weighs the
+    user's own windows up).
     """
     from sklearn.preprocessing import StandardScaler
     from sklearn.svm import SVC
 
+    missing = sorted(set(range(N_CLASSES)) - set(np.unique(train.y).tolist()))
+    if missing:
+        raise ValueError(
+            f"svm: no training windows of activities {missing}; the SVM needs all {N_CLASSES} "
+            "(when fine-tuning, keep some embedded windows with --replay)"
+        )
     start = time.perf_counter()
     features = window_features(train.x)
     scaler = StandardScaler().fit(features)
     scaled = scaler.transform(features)
     gamma = scale_gamma(scaled)
-    svc = SVC(C=C, gamma=gamma, decision_function_shape="ovo").fit(scaled, train.y)
+    svc = SVC(C=C, gamma=gamma, decision_function_shape="ovo").fit(scaled, train.y, sample_weight=sample_weight)
     if verbose:
         print(f"svm: {len(svc.support_vectors_)} support vectors of {len(train)} windows "
               f"({time.perf_counter() - start:.0f} s)", flush=True)  # fmt: skip
-    temperature = fit_temperature(out_of_fold_decisions(scaled, train.y, train.subjects, C, gamma, seed), train.y)
+    decisions, covered = out_of_fold_decisions(scaled, train.y, train.subjects, C, gamma, seed)
+    # Without out-of-fold decisions (too few subjects) the scores are used as they are.
+    temperature = fit_temperature(decisions[covered], train.y[covered]) if covered.any() else 1.0
     model = build_svm_model(scaler, svc, temperature)
     history: dict = {"support_vectors": [float(len(svc.support_vectors_))], "temperature": [temperature]}
     if validation is not None:

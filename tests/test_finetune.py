@@ -76,3 +76,41 @@ def test_harstream_train_finetune_writes_a_model_from_a_csv(output_dir):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "fine-tuned on" in proc.stdout
     assert load_artifact(out).metadata["finetune"]["own_windows"] > 0
+
+
+def test_finetuning_an_svm_refits_it_with_the_own_windows_weighted_in(output_dir):
+    from harstream.models.artifact import load_artifact, save_artifact
+    from harstream.models.dataset import Windows
+    from harstream.models.finetune import finetune
+    from harstream.models.svm import fit_svm
+
+    rng = np.random.default_rng(2)
+    data = output_dir / "mine_svm"
+    data.mkdir(exist_ok=True)
+    for old in data.glob("*.csv"):
+        old.unlink()
+    _write_csv(data / "a_session.csv", rng, [("WALKING", 30), ("LAYING", 30)])
+    _write_csv(data / "b_session.csv", rng, [("LAYING", 20), ("WALKING", 20)])
+    # a base SVM that has never seen anything like these recordings
+    x = rng.normal(size=(60, 128, 9)).astype(np.float32)
+    base = fit_svm(Windows(x, np.arange(60) % 6, np.arange(60) % 3), seed=0)[0]
+    base_path = save_artifact(base, {"architecture": "svm"}, output_dir / "base_svm.keras")
+
+    result = finetune(base_path, data, output_dir / "mine_svm.keras", replay=300)
+
+    assert result.accuracy_after >= 0.9 > result.accuracy_before
+    meta = json.loads(result.path.with_suffix(".json").read_text())
+    assert meta["finetune"]["method"] == "svm refit"
+    assert meta["finetune"]["replay_windows"] == 300
+    assert load_artifact(result.path).model.output_shape == (None, 6)
+
+
+def test_an_svm_refit_without_every_activity_is_refused_by_name():
+    import pytest
+
+    from harstream.models.dataset import Windows
+    from harstream.models.svm import fit_svm
+
+    x = np.zeros((8, 128, 9), np.float32)
+    with pytest.raises(ValueError, match=r"activities \[2, 3, 4, 5\]"):
+        fit_svm(Windows(x, np.arange(8) % 2, np.zeros(8, int)))
