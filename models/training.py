@@ -165,13 +165,18 @@ class TrainResult:
     seconds: float
 
 
+#: Models fitted by scikit-learn rather than by gradient descent, trainable by
+#: name like the registered architectures (``harstream train --model svm``).
+ESTIMATORS = ("svm",)
+
+
 def train_and_save(
     arch: str,
     data: TrainingData,
     out: str | Path,
     epochs: int | None = None,
     seed: int = 0,
-    batch_size: int = BATCH_SIZE,
+    batch_size: int | None = BATCH_SIZE,
     verbose: int | str = 1,
     command: str | None = None,
 ) -> TrainResult:
@@ -180,9 +185,15 @@ def train_and_save(
     from .artifact import save_artifact
     from .evaluation import evaluate_model
 
-    epochs = int(epochs or DEFAULT_EPOCHS[arch])
     started = time.perf_counter()
-    model = train_model(arch, data.train, epochs=epochs, batch_size=batch_size, seed=seed, verbose=verbose)
+    if arch in ESTIMATORS:  # fitted in closed form by scikit-learn: no epochs, no batches
+        from .svm import fit_svm
+
+        epochs = batch_size = None
+        model = fit_svm(data.train, seed, verbose=1 if verbose else 0)[0]
+    else:
+        epochs = int(epochs or DEFAULT_EPOCHS[arch])
+        model = train_model(arch, data.train, epochs=epochs, batch_size=batch_size, seed=seed, verbose=verbose)
     seconds = time.perf_counter() - started
     evaluation = evaluate_model(model, data.test) if len(data.test) else None
     metadata = {

@@ -297,6 +297,15 @@ def test_harstream_train_then_evaluate_on_the_command_line(tmp_path, embedded):
     assert report.with_suffix(".png").is_file() and "## Per class" in report.read_text()
 
 
+def test_harstream_train_fits_the_svm_and_records_that_epochs_do_not_apply(tmp_path, embedded):
+    out = tmp_path / "svm.keras"
+    trained = _harstream("train", "--model", "svm", "--subjects", "1,3,2", "--progress", "none", "--out", str(out))
+    assert trained.returncode == 0, trained.stderr
+    assert "fitting svm with scikit-learn" in trained.stdout and "held-out subjects:" in trained.stdout
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["architecture"] == "svm" and meta["epochs"] is None and meta["test_accuracy"] > 0.5
+
+
 def test_cli_names_a_bad_data_source_and_a_bad_artifact(tmp_path, capsys):
     from harstream.cli import main
 

@@ -21,7 +21,7 @@ def model_names() -> list[str]:
     """Registered architectures (imports the registry, which is light: no TF)."""
     from harstream.models.architectures import ARCHITECTURES
 
-    return sorted(ARCHITECTURES)
+    return sorted(ARCHITECTURES) + ["svm"]  # svm: harstream.models.training.ESTIMATORS (kept light: no TF import)
 
 
 def _epochs_help() -> str:
@@ -151,8 +151,12 @@ def run(args: argparse.Namespace) -> int:
     if len(data.train) == 0:
         print("harstream train: no training windows (all chosen subjects are test subjects)", file=sys.stderr)
         return 2
-    epochs = args.epochs or DEFAULT_EPOCHS[args.model]
-    print(f"training {args.model}: {epochs} epochs, batch {args.batch_size}, seed {args.seed}", flush=True)
+    if args.model == "svm":
+        epochs = None
+        print(f"fitting svm with scikit-learn (--epochs and --batch-size do not apply), seed {args.seed}", flush=True)
+    else:
+        epochs = args.epochs or DEFAULT_EPOCHS[args.model]
+        print(f"training {args.model}: {epochs} epochs, batch {args.batch_size}, seed {args.seed}", flush=True)
     result = train_and_save(
         args.model,
         data,
