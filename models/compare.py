@@ -45,6 +45,33 @@ def score(y_true: np.ndarray, probabilities: np.ndarray) -> dict:
     }
 
 
+def per_subject_counts(y_true: np.ndarray, y_pred: np.ndarray, subjects: np.ndarray) -> dict[str, list[int]]:
+    """``{subject: [correct windows, windows]}``.
+
+    >>> per_subject_counts(np.array([0, 1, 1]), np.array([0, 1, 0]), np.array([2, 2, 4]))
+    {'2': [2, 2], '4': [0, 1]}
+    """
+    return {
+        str(s): [int(np.sum((y_true == y_pred) & (subjects == s))), int(np.sum(subjects == s))]
+        for s in np.unique(subjects)
+    }
+
+
+def subject_bootstrap_interval(counts: dict[str, list[int]], confidence: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the window accuracy with the *subjects*
+    resampled: how much the figure depends on which people were held out,
+    which repeats of a deterministic model (or of a network's seeds) cannot show."""
+    from scipy.stats import bootstrap
+
+    correct = np.array([c for c, _ in counts.values()], float)
+    total = np.array([n for _, n in counts.values()], float)
+    res = bootstrap(
+        (correct, total), lambda c, n, axis=-1: c.sum(axis=axis) / n.sum(axis=axis), paired=True,
+        vectorized=True, confidence_level=confidence, method="percentile", n_resamples=5000, random_state=seed,
+    )
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
 def predict(model, x: np.ndarray, batch: int = 512) -> np.ndarray:
     """Class probabilities, calling the model directly batch by batch
     (``model.predict`` has a large constant overhead)."""
@@ -84,7 +111,7 @@ def measure_latencies(recipes: list[Recipe], registry_names: list[str]) -> dict[
     stats = ChannelStats.of(windows)
     from .modern import build
 
-    def make(recipe: Recipe):
+    def build_for_timing(recipe: Recipe):
         if recipe.architecture != "svm":
             return build(recipe.architecture, windows, **recipe.options)
         # An SVM's cost grows with its support vectors: time one fitted on
@@ -95,7 +122,7 @@ def measure_latencies(recipes: list[Recipe], registry_names: list[str]) -> dict[
         return fit_svm(train, 0, **recipe.options)[0]
 
     models = [(name, lambda name=name: build_model(name, stats)) for name in registry_names]
-    models += [(r.label, lambda r=r: make(r)) for r in recipes]
+    models += [(r.label, lambda r=r: build_for_timing(r)) for r in recipes]
     out = {}
     for label, make in models:
         model = make()
@@ -172,7 +199,9 @@ def final_runs(
         start = time.perf_counter()
         model, _ = fit(recipe, train, seed, verbose=verbose)
         seconds = time.perf_counter() - start
-        run = {"seed": seed, "train_seconds": round(seconds, 1), **score(test.y, predict(model, test.x))}
+        probs = predict(model, test.x)
+        run = {"seed": seed, "train_seconds": round(seconds, 1), **score(test.y, probs),
+               "per_subject": per_subject_counts(test.y, probs.argmax(axis=1), test.subjects)}
         run["parameters"] = int(model.count_params())
         if keep_dir is not None:
             from .artifact import save_artifact
@@ -263,6 +292,25 @@ def write_report(results: dict, live: dict | None = None, path: Path = REPORT_FI
         "compiled runtime (`models/runtime.py`, tflite/tf-function), see the live section.",
         "",
     ]
+    spread = [(name, entry["runs"][0]) for name, entry in results.items() if entry.get("runs") and "per_subject" in entry["runs"][0]]
+    if spread:
+        lines += [
+            "## How much the figure depends on who is held out",
+            "",
+            "Repeats with different seeds show how much a model depends on its initialisation; they "
+            "cannot show how much the accuracy depends on *which* nine people were held out (and a "
+            "deterministic model such as the SVM repeats itself exactly). Per test subject, the first "
+            "run's window accuracy, and a 95 % percentile bootstrap interval with the subjects resampled "
+            "(`scipy.stats.bootstrap`, 5,000 resamples).",
+            "",
+            "| model | accuracy per test subject % (min / median / max) | 95 % interval, subjects resampled |",
+            "|---|---|---|",
+        ]
+        for name, run in spread:
+            acc = sorted(100 * c / n for c, n in run["per_subject"].values())
+            low, high = subject_bootstrap_interval(run["per_subject"])
+            lines.append(f"| {name} | {acc[0]:.1f} / {np.median(acc):.1f} / {acc[-1]:.1f} | {100 * low:.2f} – {100 * high:.2f} |")
+        lines.append("")
     selection = load_selection()
     if selection:
         lines += [
@@ -303,8 +351,11 @@ def write_report(results: dict, live: dict | None = None, path: Path = REPORT_FI
             "## Fine-tuning on one's own data (personalisation study)",
             "",
             "`python -m harstream.models.finetune study`: per held-out subject, the shipped model fine-tuned "
-            "(5 epochs, Adam 1e-4, BatchNorm frozen, as many embedded training windows mixed in) on all but the "
-            "subject's last session, then scored on that last session.",
+            "on all but the subject's last session, then scored on that last session. "
+            + ("The SVM is refitted on all embedded training windows plus the subject's, the subject's "
+               "weighted to count as much as the rest."
+               if rows and rows[0].get("method") == "svm refit" else
+               "5 epochs, Adam 1e-4, BatchNorm frozen, as many embedded training windows mixed in."),
             "",
             "| subject | own windows | scored session (windows) | accuracy before % | after % |",
             "|---|---|---|---|---|",

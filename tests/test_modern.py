@@ -130,3 +130,15 @@ def test_report_adds_later_repeats_of_a_tutorial_model_from_sub_folders_once_per
     entry = with_seed_models({}, reports)["lstm (tutorial)"]
     assert [(r["seed"], r["accuracy"]) for r in entry["runs"]] == [(0, 0.8975), (4, 0.91)]
     assert entry["sources"] == ["reports/lstm.md", "reports/seed4/lstm.md"]
+
+
+def test_subject_bootstrap_interval_is_narrow_when_subjects_agree_and_wide_when_they_do_not():
+    from harstream.models.compare import subject_bootstrap_interval
+
+    agree = {str(s): [95, 100] for s in range(9)}
+    differ = {str(s): [60 + 5 * s, 100] for s in range(9)}  # 60 % .. 100 %
+    low_a, high_a = subject_bootstrap_interval(agree)
+    low_d, high_d = subject_bootstrap_interval(differ)
+    assert low_a == high_a == 0.95
+    pooled = sum(c for c, _ in differ.values()) / 900
+    assert low_d < pooled < high_d and high_d - low_d > 0.05
