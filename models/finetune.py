@@ -197,9 +197,12 @@ def personalisation_study(base: str | Path | None = None, epochs: int = 5, learn
         if len(recs) < 2:
             continue
         own, test = labelled_windows(recs[:-1]), labelled_windows(recs[-1:])
-        _, before, after, _ = tune(load_artifact(base).model, own, test, epochs, learning_rate, pool, None, seed=0)
+        model = load_artifact(base).model
+        method = "svm refit" if is_svm(model) else "gradient descent"
+        _, before, after, _ = tune(model, own, test, epochs, learning_rate, pool, None, seed=0)
         rows.append({"subject": subject, "own_windows": len(own), "test_session": recs[-1].name,
-                     "test_windows": len(test), "accuracy_before": before, "accuracy_after": after})
+                     "test_windows": len(test), "accuracy_before": before, "accuracy_after": after,
+                     "method": method})
         print(f"subject {subject}: {len(own)} own windows; {recs[-1].name} {100 * before:.1f} % -> {100 * after:.1f} %", flush=True)
     return rows
 
