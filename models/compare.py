@@ -26,6 +26,7 @@ from harstream.stream.activities import ACTIVITIES
 
 from .dataset import Windows, labelled_windows, split_by_subject
 from .selection import VALIDATION_SUBJECTS, Recipe, best_recipe, fit, load_selection
+from .training import ESTIMATORS
 
 ROOT = Path(__file__).resolve().parent.parent
 REPORTS = ROOT / "docs" / "reports"
@@ -327,7 +328,8 @@ def write_report(results: dict, live: dict | None = None, path: Path = REPORT_FI
             cm = r.get("validation_confusion")
             sit_stand = f"{cm[3][4]} / {cm[4][3]}" if cm else ""
             lines.append(
-                f"| {r['recipe']['label']} | {r['recipe']['epochs']} | {100 * r['validation_accuracy']:.2f} | "
+                f"| {r['recipe']['label']} | {'–' if r['recipe']['architecture'] in ESTIMATORS else r['recipe']['epochs']} | "
+                f"{100 * r['validation_accuracy']:.2f} | "
                 f"{r['best_epoch']} ({100 * r['best_validation_accuracy']:.2f}) | {r['parameters']:,} | {r['train_seconds']:.0f} | {sit_stand} | "
                 f"{results.get(r['recipe']['label'], {}).get('latency', {}).get('batched_ms', float('nan')):.3f} |"
             )
