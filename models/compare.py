@@ -334,6 +334,23 @@ def write_report(results: dict, live: dict | None = None, path: Path = REPORT_FI
                 f"{results.get(r['recipe']['label'], {}).get('latency', {}).get('batched_ms', float('nan')):.3f} |"
             )
         lines.append("")
+    study_file = path.parent / "reports" / "feature_study.json"
+    if study_file.is_file():
+        study = json.loads(study_file.read_text())["studies"]
+        lines += [
+            "## Feature study (validation subjects)",
+            "",
+            "`python -m harstream.models.feature_study`: an RBF SVM on the same hand-crafted features, "
+            "for three questions — how far the features go on the causal windows, what UCI's zero-phase "
+            "filtering would add, and what the windows just before the current one add.",
+            "",
+            "| study | validation acc % | sitting→standing / standing→sitting errors |",
+            "|---|---|---|",
+        ]
+        for name, r in study.items():
+            cm = r["validation_confusion"]
+            lines.append(f"| {name} | {100 * r['validation_accuracy']:.2f} | {cm[3][4]} / {cm[4][3]} |")
+        lines.append("")
     lines += ["## Confusion matrices (summed over the repeats)", ""]
     for name, entry in results.items():
         runs = entry.get("runs", [])

@@ -1,8 +1,8 @@
 """Where the sitting/standing errors come from: a feature-SVM study on the
 validation subjects (issue 6 protocol; the test subjects are never loaded).
 
-Three questions, each answered with the same RBF SVM (scikit-learn) on the
-same hand-crafted features (:class:`~harstream.models.features.WindowFeatures`),
+Three questions, each answered with the same RBF SVM (scikit-learn, with
+each ``C`` of ``--C``) on the same hand-crafted features (:class:`~harstream.models.features.WindowFeatures`),
 trained on the fit subjects and scored on :data:`VALIDATION_SUBJECTS`:
 
 1. *features*: how far do the UCI-style features go on our causal windows?
@@ -12,7 +12,7 @@ trained on the fit subjects and scored on :data:`VALIDATION_SUBJECTS`:
    of the windows 1, 2 and 4 steps (1.28 s each) before it, as a live worker
    could keep per device.
 
-Run (about 3 minutes on 2 cores; results in ``docs/reports/feature_study.json``)::
+Run (about 4 minutes on 2 cores; results in ``docs/reports/feature_study.json``)::
 
     python -m harstream.models.feature_study
 """
@@ -79,14 +79,14 @@ def features_of(x: np.ndarray, batch: int = 1024) -> np.ndarray:
     return f.reshape(n, -1)
 
 
-def svm_validation_accuracy(features: np.ndarray, y: np.ndarray, validation: np.ndarray) -> dict:
+def svm_validation_accuracy(features: np.ndarray, y: np.ndarray, validation: np.ndarray, C: float) -> dict:
     """RBF SVM on standardised features (statistics of the fit subjects only)."""
     from sklearn.metrics import confusion_matrix
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
     from sklearn.svm import SVC
 
-    model = make_pipeline(StandardScaler(), SVC(C=10.0)).fit(features[~validation], y[~validation])
+    model = make_pipeline(StandardScaler(), SVC(C=C)).fit(features[~validation], y[~validation])
     pred = model.predict(features[validation])
     return {
         "validation_accuracy": float(np.mean(pred == y[validation])),
@@ -97,6 +97,7 @@ def svm_validation_accuracy(features: np.ndarray, y: np.ndarray, validation: np.
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="feature-SVM study on the validation subjects")
     parser.add_argument("--out", type=Path, default=STUDY_FILE)
+    parser.add_argument("--C", type=float, nargs="+", default=[0.3, 1.0, 10.0], help="SVM C values, each study with each")
     args = parser.parse_args(argv)
 
     from tqdm import tqdm
@@ -115,10 +116,12 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         x, y, subjects = windows_with_context(recordings, preprocess, steps)
         validation = np.isin(subjects, VALIDATION_SUBJECTS)
-        result = svm_validation_accuracy(features_of(x), y, validation)
-        result.update(windows=int(len(y)), validation_windows=int(validation.sum()), seconds=round(time.perf_counter() - start, 1))
-        results[name] = result
-        tqdm.write(f"{name}: validation {result['validation_accuracy']:.4f}")
+        features = features_of(x)
+        for C in args.C:
+            result = svm_validation_accuracy(features, y, validation, C)
+            result.update(windows=int(len(y)), validation_windows=int(validation.sum()), seconds=round(time.perf_counter() - start, 1))
+            results[f"{name}, C={C:g}"] = result
+            tqdm.write(f"{name}, C={C:g}: validation {result['validation_accuracy']:.4f}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"validation_subjects": list(VALIDATION_SUBJECTS), "studies": results}, indent=1) + "\n")
     return 0

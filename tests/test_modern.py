@@ -142,3 +142,17 @@ def test_subject_bootstrap_interval_is_narrow_when_subjects_agree_and_wide_when_
     assert low_a == high_a == 0.95
     pooled = sum(c for c, _ in differ.values()) / 900
     assert low_d < pooled < high_d and high_d - low_d > 0.05
+
+
+def test_report_tables_the_feature_study_when_it_was_run(tmp_path):
+    import json
+
+    from harstream.models.compare import write_report
+
+    (tmp_path / "reports").mkdir()
+    cm = (np.eye(6, dtype=int) * 10)
+    cm[3][4], cm[4][3] = 7, 5
+    study = {"features (causal pipeline), C=0.3": {"validation_accuracy": 0.9436, "validation_confusion": cm.tolist()}}
+    (tmp_path / "reports" / "feature_study.json").write_text(json.dumps({"studies": study}))
+    text = write_report({}, None, tmp_path / "report.md").read_text()
+    assert "| features (causal pipeline), C=0.3 | 94.36 | 7 / 5 |" in text
