@@ -105,7 +105,7 @@ def measure_latencies(recipes: list[Recipe], registry_names: list[str]) -> dict[
 
     from harstream.stream.recordings import UCI_TEST_SUBJECTS, load_embedded
 
-    from .architectures import ChannelStats, build_model
+    from .registry import ChannelStats, build_model
 
     dataset = load_embedded()
     windows = labelled_windows(dataset.of_subjects(UCI_TEST_SUBJECTS[:2])).x[:256]

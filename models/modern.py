@@ -4,7 +4,7 @@ bidirectional LSTM, and two that use hand-crafted features
 (:mod:`harstream.models.features`): a feature MLP and a ResNet + features
 hybrid.
 
-Every builder follows :mod:`harstream.models.architectures`' contract:
+Every builder follows :mod:`harstream.models.registry`' contract:
 ``builder(stats)`` where ``stats`` are the TRAINING windows' per-channel mean
 and variance (never test data), put into a ``keras.layers.Normalization``
 layer inside the model; it returns an uncompiled ``keras.Model`` that eats
@@ -26,7 +26,7 @@ from typing import Callable
 
 import numpy as np
 
-from .architectures import ChannelStats, N_CLASSES, register, window_input
+from .registry import ChannelStats, N_CLASSES, register, window_input
 
 
 def _stem(stats: ChannelStats):

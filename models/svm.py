@@ -35,7 +35,7 @@ import numpy as np
 import keras
 from keras import ops
 
-from .architectures import N_CLASSES, window_input
+from .registry import N_CLASSES, window_input
 from .dataset import Windows
 
 DEFAULT_C = 0.3

@@ -23,7 +23,7 @@ import numpy as np
 
 from harstream.stream.recordings import UCI_TEST_SUBJECTS
 
-from .architectures import ARCHITECTURES, DEFAULT_EPOCHS, N_CLASSES, ChannelStats, build_model
+from .registry import ARCHITECTURES, DEFAULT_EPOCHS, N_CLASSES, ChannelStats, build_model
 from .dataset import Windows, labelled_windows, split_by_subject
 
 if TYPE_CHECKING:

@@ -19,13 +19,13 @@ SEED_MODELS = ("lstm", "cnn_lstm", "conv_lstm")
 
 def model_names() -> list[str]:
     """Registered architectures (imports the registry, which is light: no TF)."""
-    from harstream.models.architectures import ARCHITECTURES
+    from harstream.models.registry import ARCHITECTURES
 
     return sorted(ARCHITECTURES) + ["svm"]  # svm: harstream.models.training.ESTIMATORS (kept light: no TF import)
 
 
 def _epochs_help() -> str:
-    from harstream.models.architectures import DEFAULT_EPOCHS
+    from harstream.models.registry import DEFAULT_EPOCHS
 
     return ", ".join(f"{name} {n}" for name, n in sorted(DEFAULT_EPOCHS.items()))
 
@@ -117,7 +117,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter hides the report
-    from harstream.models.architectures import DEFAULT_EPOCHS
+    from harstream.models.registry import DEFAULT_EPOCHS
     from harstream.models.training import train_and_save
     from harstream.stream.recordings import RecordingError
 
