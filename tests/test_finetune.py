@@ -26,6 +26,17 @@ def _write_csv(path, rng, parts):
     path.write_text("\n".join([",".join(["time", *CHANNELS, "label"])] + [",".join(r) for r in rows]) + "\n")
 
 
+def _sessions(folder, rng, first):
+    """A fresh folder of two sessions: ``a_session`` with the parts ``first``,
+    then ``b_session`` (LAYING 20 s, WALKING 20 s), the one fine-tuning holds out."""
+    folder.mkdir(exist_ok=True)
+    for old in folder.glob("*.csv"):
+        old.unlink()
+    _write_csv(folder / "a_session.csv", rng, first)
+    _write_csv(folder / "b_session.csv", rng, [("LAYING", 20), ("WALKING", 20)])
+    return folder
+
+
 def test_finetune_on_own_csv_recordings_learns_them_and_writes_a_loadable_artifact(output_dir):
     from harstream.models.architectures import ChannelStats
     from harstream.models.modern import build_resnet
@@ -33,12 +44,7 @@ def test_finetune_on_own_csv_recordings_learns_them_and_writes_a_loadable_artifa
     from harstream.models.finetune import finetune
 
     rng = np.random.default_rng(0)
-    data = output_dir / "mine"
-    data.mkdir(exist_ok=True)
-    for old in data.glob("*.csv"):
-        old.unlink()
-    _write_csv(data / "a_session.csv", rng, [("WALKING", 30), ("LAYING", 30), ("WALKING", 20), ("LAYING", 20)])
-    _write_csv(data / "b_session.csv", rng, [("LAYING", 20), ("WALKING", 20)])
+    data = _sessions(output_dir / "mine", rng, [("WALKING", 30), ("LAYING", 30), ("WALKING", 20), ("LAYING", 20)])
 
     base = build_resnet(ChannelStats.identity(), width=8)
     base_path = save_artifact(base, {"architecture": "resnet", "test_accuracy": 0.5}, output_dir / "base.keras")
@@ -85,12 +91,7 @@ def test_finetuning_an_svm_refits_it_with_the_own_windows_weighted_in(output_dir
     from harstream.models.svm import fit_svm
 
     rng = np.random.default_rng(2)
-    data = output_dir / "mine_svm"
-    data.mkdir(exist_ok=True)
-    for old in data.glob("*.csv"):
-        old.unlink()
-    _write_csv(data / "a_session.csv", rng, [("WALKING", 30), ("LAYING", 30)])
-    _write_csv(data / "b_session.csv", rng, [("LAYING", 20), ("WALKING", 20)])
+    data = _sessions(output_dir / "mine_svm", rng, [("WALKING", 30), ("LAYING", 30)])
     # a base SVM that has never seen anything like these recordings
     x = rng.normal(size=(60, 128, 9)).astype(np.float32)
     base = fit_svm(Windows(x, np.arange(60) % 6, np.arange(60) % 3), seed=0)[0]
