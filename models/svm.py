@@ -200,8 +200,10 @@ def build_svm_model(scaler, svc, temperature: float) -> "keras.Model":
 
     inputs, _ = window_input()
     f = WindowFeatures(name="window_features")(inputs)
+    # scale_² rather than var_: the scaler leaves a constant feature unscaled
+    # (scale 1) where Normalization would divide by ~0.
     norm = keras.layers.Normalization(
-        mean=scaler.mean_.astype("float32"), variance=scaler.var_.astype("float32"), name="feature_scaler"
+        mean=scaler.mean_.astype("float32"), variance=(scaler.scale_**2).astype("float32"), name="feature_scaler"
     )
     f = norm(f)
     kernel = RBFKernel(len(svc.support_vectors_), svc.gamma, name="rbf_kernel")

@@ -60,6 +60,16 @@ def _windows(per_class: int, seed: int) -> Windows:
     return Windows(np.asarray(xs, np.float32), np.asarray(ys), np.asarray(subjects))
 
 
+def _sklearn_votes(train: Windows, x: np.ndarray, C: float) -> np.ndarray:
+    from sklearn.preprocessing import StandardScaler
+
+    f_train, f_test = window_features(train.x), window_features(x)
+    scaler = StandardScaler().fit(f_train)
+    scaled = scaler.transform(f_train)
+    svc = SVC(C=C, gamma=1.0 / (scaled.shape[1] * scaled.var())).fit(scaled, train.y)
+    return svc.predict(scaler.transform(f_test))
+
+
 def test_fitted_keras_model_predicts_the_svm_vote_and_probabilities(output_dir):
     from harstream.models.artifact import load_artifact, save_artifact
 
@@ -70,13 +80,7 @@ def test_fitted_keras_model_predicts_the_svm_vote_and_probabilities(output_dir):
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
     assert history["temperature"][0] > 0
     # the same SVM fitted by scikit-learn on the same standardised features votes the same
-    from sklearn.preprocessing import StandardScaler
-
-    f_train, f_test = window_features(train.x), window_features(test.x)
-    scaler = StandardScaler().fit(f_train)
-    scaled = scaler.transform(f_train)
-    svc = SVC(C=1.0, gamma=1.0 / (scaled.shape[1] * scaled.var())).fit(scaled, train.y)
-    assert probs.argmax(axis=1).tolist() == svc.predict(scaler.transform(f_test)).tolist()
+    assert probs.argmax(axis=1).tolist() == _sklearn_votes(train, test.x, C=1.0).tolist()
     # and it is an ordinary artifact: saved, reloaded in safe mode, same answers
     loaded = load_artifact(save_artifact(model, {"architecture": "svm"}, output_dir / "svm.keras"))
     np.testing.assert_allclose(np.asarray(loaded.model(test.x, training=False)), probs, atol=1e-5)
@@ -88,3 +92,14 @@ def test_svm_layers_hold_no_trainable_weights(name):
 
     layer = getattr(svm, name)(6, 1.0)
     assert layer.trainable is False
+
+
+def test_a_feature_constant_in_training_does_not_blow_up_the_served_model():
+    train = _windows(8, seed=3)
+    train.x[..., 6] = 1.0  # total_acc_x exactly constant: several features have zero variance
+    model, _ = fit_svm(train, seed=0, C=1.0)
+    probe = _windows(2, seed=4).x
+    probe[..., 6] = 1.01  # constant again, but not the training constant
+    probs = np.asarray(model(probe, training=False))
+    assert np.isfinite(probs).all()
+    assert probs.argmax(axis=1).tolist() == _sklearn_votes(train, probe, C=1.0).tolist()
