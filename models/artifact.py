@@ -47,6 +47,13 @@ class ModelArtifact:
     def classes(self) -> list[str]:
         return list(self.metadata["classes"])
 
+    @property
+    def context_steps(self) -> tuple[int, ...]:
+        """How many windows back each extra input window lies (empty: the model
+        takes one window); the worker stacks them with
+        :class:`~harstream.stream.context.WindowContext`."""
+        return tuple(int(s) for s in self.metadata.get("context_steps") or ())
+
 
 def metadata_path(model_path: Path) -> Path:
     return Path(model_path).with_suffix(".json")
@@ -143,4 +150,25 @@ def load_artifact(path: str | Path | None = None) -> ModelArtifact:
         model = keras.saving.load_model(path, safe_mode=True, compile=False)
     except Exception as exc:  # keras raises many types for a bad file
         raise ArtifactError(f"{path}: Keras could not load it in safe mode ({exc})") from exc
-    return ModelArtifact(model=model, metadata=meta, path=path)
+    artifact = ModelArtifact(model=model, metadata=meta, path=path)
+    check_input(artifact)
+    return artifact
+
+
+def check_input(artifact: ModelArtifact) -> None:
+    """Refuse a model whose input does not match what the worker will feed it:
+    ``(128, 9)`` windows, or ``(1 + len(context_steps), 128, 9)`` stacks."""
+    from harstream.stream.context import check_steps
+    from harstream.stream.pipeline import WINDOW, WINDOW_CHANNELS
+
+    try:
+        steps = check_steps(artifact.context_steps)
+    except ValueError as exc:
+        raise ArtifactError(f"{metadata_path(artifact.path)}: {exc}") from exc
+    expected = ((1 + len(steps),) if steps else ()) + (WINDOW, WINDOW_CHANNELS)
+    got = tuple(artifact.model.input_shape[1:])
+    if got != expected:
+        raise ArtifactError(
+            f"{artifact.path}: the model takes {got} per window but its metadata "
+            f"(context_steps {list(steps)}) means the worker feeds {expected}"
+        )

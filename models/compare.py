@@ -114,20 +114,23 @@ def measure_latencies(recipes: list[Recipe], registry_names: list[str]) -> dict[
 
     def build_for_timing(recipe: Recipe):
         if recipe.architecture != "svm":
-            return build(recipe.architecture, windows, **recipe.options)
+            return build(recipe.architecture, windows, **recipe.model_options)
         # An SVM's cost grows with its support vectors: time one fitted on
         # the training subjects, as the final runs fit it.
         from .svm import fit_svm
 
-        train, _ = split_by_subject(labelled_windows(dataset.recordings))
-        return fit_svm(train, 0, **recipe.options)[0]
+        train, _ = split_by_subject(labelled_windows(dataset.recordings, context_steps=recipe.context))
+        return fit_svm(train, 0, **recipe.model_options)[0]
 
     models = [(name, lambda name=name: build_model(name, stats)) for name in registry_names]
     models += [(r.label, lambda r=r: build_for_timing(r)) for r in recipes]
     out = {}
     for label, make in models:
         model = make()
-        out[label] = {**per_window_latency_ms(model, windows), "parameters": int(model.count_params())}
+        shape = tuple(model.input_shape[1:])
+        # a context model takes stacks of windows; what is in them does not change the cost
+        x = windows if shape == windows.shape[1:] else np.repeat(windows[:, None], shape[0], axis=1)
+        out[label] = {**per_window_latency_ms(model, x), "parameters": int(model.count_params())}
         keras.backend.clear_session()
     return out
 
@@ -208,6 +211,7 @@ def final_runs(
             from .artifact import save_artifact
 
             save_artifact(model, {"architecture": recipe.label, "recipe": recipe.to_json(), "seed": seed,
+                                  "context_steps": list(recipe.context),
                                   "test_accuracy": run["accuracy"]}, keep_dir / f"seed{seed}.keras")
         print(f"{recipe.label} seed {seed}: test accuracy {run['accuracy']:.4f} macro F1 {run['macro_f1']:.4f} ({seconds:.0f} s)", flush=True)
         runs.append(run)
@@ -463,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.epochs and not args.recipe:
         recipe = Recipe.from_json({**recipe.to_json(), "epochs": args.epochs})
     dataset = load_embedded()
-    windows = labelled_windows(dataset.recordings)
+    windows = labelled_windows(dataset.recordings, context_steps=recipe.context)
     train, test = split_by_subject(windows)
     runs = final_runs(recipe, train, test, args.seeds, keep_dir=args.keep / recipe.label, verbose=2)
     results = load_results()

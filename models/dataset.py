@@ -13,7 +13,8 @@ from harstream.stream.recordings import UCI_TEST_SUBJECTS, Recording
 
 @dataclass(frozen=True)
 class Windows:
-    """Labelled windows: ``x`` (n, 128, 9) float32, ``y`` class 0-5, subject."""
+    """Labelled windows: ``x`` (n, 128, 9) float32 — (n, 1 + k, 128, 9) with k
+    context windows — ``y`` class 0-5, subject."""
 
     x: np.ndarray
     y: np.ndarray
@@ -54,9 +55,29 @@ def segment_windows(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(starts).astype(np.int64), np.concatenate(classes).astype(np.int64)
 
 
-def labelled_windows(recordings: Iterable[Recording], progress: bool = False) -> Windows:
+def context_windows(processed: np.ndarray, starts: np.ndarray, steps: Sequence[int]) -> np.ndarray:
+    """``(n, 1 + len(steps), 128, 9)``: the window at each start and the windows
+    ``steps`` × 64 samples before it, as the worker's
+    :class:`~harstream.stream.context.WindowContext` stacks them: where the
+    recording has fewer whole steps before the window, the earliest window on
+    the same 64-sample grid stands in.
+
+    >>> p = np.arange(600, dtype=np.float32)[:, None] * np.ones((1, 9), np.float32)
+    >>> context_windows(p, np.array([100, 300]), (1, 2))[:, :, 0, 0].tolist()
+    [[100.0, 36.0, 36.0], [300.0, 236.0, 172.0]]
+    """
+    starts = np.asarray(starts, np.int64)
+    behind = starts // STEP  # whole steps between the grid's first window and this one
+    firsts = [starts] + [starts - STEP * np.minimum(step, behind) for step in steps]
+    return processed[np.stack(firsts, axis=1)[:, :, None] + np.arange(WINDOW)]
+
+
+def labelled_windows(
+    recordings: Iterable[Recording], progress: bool = False, context_steps: Sequence[int] = ()
+) -> Windows:
     """Run each recording through the live filters and cut the windows that lie
-    wholly inside one labelled activity."""
+    wholly inside one labelled activity; with ``context_steps`` each window
+    comes with the windows before it (:func:`context_windows`)."""
     recordings = list(recordings)
     if progress:
         from tqdm import tqdm
@@ -67,11 +88,13 @@ def labelled_windows(recordings: Iterable[Recording], progress: bool = False) ->
         starts, classes = segment_windows(rec.labels)
         # float32 first: live samples cross the bus as float32, so training
         # sees exactly the numbers a replayed device would deliver.
-        xs.append(cut_windows(preprocess_recording(rec.samples.astype(np.float32)), starts))
+        processed = preprocess_recording(rec.samples.astype(np.float32))
+        xs.append(context_windows(processed, starts, context_steps) if context_steps else cut_windows(processed, starts))
         ys.append(classes)
         ss.append(np.full(len(classes), rec.subject, dtype=np.int64))
     if not xs:
-        return Windows(np.empty((0, WINDOW, 9), np.float32), np.empty(0, np.int64), np.empty(0, np.int64))
+        shape = (0, 1 + len(context_steps), WINDOW, 9) if context_steps else (0, WINDOW, 9)
+        return Windows(np.empty(shape, np.float32), np.empty(0, np.int64), np.empty(0, np.int64))
     return Windows(np.concatenate(xs), np.concatenate(ys), np.concatenate(ss))
 
 

@@ -31,9 +31,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from harstream.stream.pipeline import STEP, WINDOW, preprocess_recording
+from harstream.stream.pipeline import WINDOW, preprocess_recording
 
-from .dataset import segment_windows
+from .dataset import context_windows, segment_windows
 from .selection import VALIDATION_SUBJECTS
 
 STUDY_FILE = Path(__file__).resolve().parent.parent / "docs" / "reports" / "feature_study.json"
@@ -58,15 +58,13 @@ def zero_phase_preprocess(samples: np.ndarray) -> np.ndarray:
 def windows_with_context(
     recordings, preprocess: Callable[[np.ndarray], np.ndarray], steps: Sequence[int] = ()
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``x`` (n, 1 + len(steps), 128, 9): each labelled window, then the windows
-    ``steps`` × 64 samples before it (clamped at the recording's start); class; subject."""
+    """``x`` (n, 1 + len(steps), 128, 9): each labelled window and the windows
+    ``steps`` × 64 samples before it (:func:`~harstream.models.dataset.context_windows`,
+    the worker's rule); class; subject. ``preprocess`` makes the signal."""
     xs, ys, ss = [], [], []
-    offsets = np.array([0, *steps]) * STEP
     for rec in recordings:
-        processed = preprocess(rec.samples.astype(np.float32))
         starts, classes = segment_windows(rec.labels)
-        idx = np.clip(starts[:, None, None] - offsets[None, :, None] + np.arange(WINDOW), 0, None)
-        xs.append(processed[idx])
+        xs.append(context_windows(preprocess(rec.samples.astype(np.float32)), starts, steps))
         ys.append(classes)
         ss.append(np.full(len(classes), rec.subject))
     return np.concatenate(xs), np.concatenate(ys), np.concatenate(ss)

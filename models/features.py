@@ -72,10 +72,19 @@ class WindowFeatures(keras.layers.Layer):
         self._sin = sin
 
     def compute_output_shape(self, input_shape):
-        return (input_shape[0], self.size())
+        windows = input_shape[1] if len(input_shape) == 4 else 1
+        return (input_shape[0], windows * self.size())
 
     def call(self, x):
+        """Features of each window; for a stack ``(n, k, 128, 9)`` (a window and
+        its context) the k feature vectors side by side."""
         x = ops.cast(x, "float32")
+        if len(x.shape) == 4:
+            k = x.shape[1]
+            return ops.reshape(self._features(ops.reshape(x, (-1, WINDOW, WINDOW_CHANNELS))), (-1, k * self.size()))
+        return self._features(x)
+
+    def _features(self, x):
         body, gyro, total = x[..., 0:3], x[..., 3:6], x[..., 6:9]
         signals = []
         for triplet in (body, gyro, total, _jerk(body), _jerk(gyro)):

@@ -22,6 +22,7 @@ import argparse
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -66,19 +67,20 @@ def finetune(
     recordings = sorted(dataset.recordings, key=lambda r: r.name)
     held_out = recordings[-1] if len(recordings) >= 2 else None
     train_recs = recordings[:-1] if held_out else recordings
-    own = labelled_windows(train_recs)
+    steps = artifact.context_steps  # a context model learns from windows with their past
+    own = labelled_windows(train_recs, context_steps=steps)
     if len(own) == 0:
         raise ValueError(
             f"{data}: no labelled windows; a recording needs at least 128 samples (2.56 s) "
             "of one activity (label 1-6) in a row"
         )
-    test = labelled_windows([held_out]) if held_out else None
+    test = labelled_windows([held_out], context_steps=steps) if held_out else None
     if test is not None and len(test) == 0:
         test = None
 
     replay_pool = None
     if (len(own) if replay is None else replay) > 0:
-        replay_pool = embedded_training_windows()
+        replay_pool = embedded_training_windows(steps)
     model, before, after, fit_on = tune(artifact.model, own, test, epochs, learning_rate, replay_pool, replay, seed, verbose)
 
     meta = {k: v for k, v in artifact.metadata.items() if k not in ("sha256", "library_versions")}
@@ -106,13 +108,13 @@ def finetune(
     return FinetuneResult(path, len(own), held_out.name if held_out else None, before, after)
 
 
-def embedded_training_windows() -> Windows:
+def embedded_training_windows(context_steps: Sequence[int] = ()) -> Windows:
     """Windows of the embedded data's training subjects (never the test subjects)."""
     from harstream.stream.recordings import load_embedded
 
     from .dataset import split_by_subject
 
-    train, _ = split_by_subject(labelled_windows(load_embedded().recordings))
+    train, _ = split_by_subject(labelled_windows(load_embedded().recordings, context_steps=context_steps))
     return train
 
 
@@ -190,13 +192,15 @@ def personalisation_study(base: str | Path | None = None, epochs: int = 5, learn
     from .artifact import load_artifact
 
     data = load_embedded()
-    pool = embedded_training_windows()
+    artifact = load_artifact(base)
+    steps = artifact.context_steps
+    pool = embedded_training_windows(steps)
     rows = []
     for subject in UCI_TEST_SUBJECTS:
         recs = sorted(data.of_subjects([subject]), key=lambda r: r.name)
         if len(recs) < 2:
             continue
-        own, test = labelled_windows(recs[:-1]), labelled_windows(recs[-1:])
+        own, test = labelled_windows(recs[:-1], context_steps=steps), labelled_windows(recs[-1:], context_steps=steps)
         model = load_artifact(base).model
         method = "svm refit" if is_svm(model) else "gradient descent"
         _, before, after, _ = tune(model, own, test, epochs, learning_rate, pool, None, seed=0)

@@ -31,6 +31,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from harstream.stream.activities import ACTIVITIES, UNKNOWN
+from harstream.stream.context import WindowContext
 from harstream.stream.pipeline import STEP, WINDOW, DevicePipeline
 from harstream.stream.recordings import UCI_TEST_SUBJECTS, Recording
 
@@ -67,11 +68,17 @@ def display_timeline(n_samples: int, window_classes: Sequence[int]) -> np.ndarra
     return shown
 
 
-def session_windows(samples: np.ndarray, chunk: int = CHUNK) -> np.ndarray:
-    """The session pushed chunk by chunk through a fresh DevicePipeline."""
+def session_windows(samples: np.ndarray, chunk: int = CHUNK, context_steps: Sequence[int] = ()) -> np.ndarray:
+    """The session pushed chunk by chunk through a fresh DevicePipeline (and
+    a fresh WindowContext for a model with context windows), as the worker does."""
     pipe = DevicePipeline()
-    parts = [pipe.push(samples[i : i + chunk]) for i in range(0, len(samples), chunk)]
-    return np.concatenate(parts) if parts else np.empty((0, WINDOW, 9), np.float32)
+    context = WindowContext(context_steps) if context_steps else None
+    parts = []
+    for i in range(0, len(samples), chunk):
+        windows = pipe.push(samples[i : i + chunk])
+        parts.append(context.push(windows) if context is not None else windows)
+    shape = (0, 1 + len(context_steps), WINDOW, 9) if context_steps else (0, WINDOW, 9)
+    return np.concatenate(parts) if parts else np.empty(shape, np.float32)
 
 
 def replay_session(
@@ -79,10 +86,11 @@ def replay_session(
     predict: Callable[[np.ndarray], np.ndarray],
     smoothers: dict[str, Callable[[], object]],
     chunk: int = CHUNK,
+    context_steps: Sequence[int] = (),
 ) -> SessionReplay:
     """Replay one recording through pipeline → ``predict`` → each smoother
     (name → factory of a fresh ``Smoother``); ``argmax`` is always added."""
-    x = session_windows(rec.samples, chunk)
+    x = session_windows(rec.samples, chunk, context_steps)
     probs = predict(x) if len(x) else np.empty((0, len(ACTIVITIES)))
     n = len(rec.samples)
     shown = {"argmax": display_timeline(n, np.argmax(probs, axis=1) if len(probs) else [])}
@@ -274,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
         "raw": lambda: smoothing.Smoother(ACTIVITIES, windows=1, threshold=threshold),
         "smoothed": lambda: smoothing.Smoother(ACTIVITIES, windows=windows, threshold=threshold),
     }
-    replays = [replay_session(r, runtime.predict, smoothers) for r in recs]
+    replays = [replay_session(r, runtime.predict, smoothers, context_steps=artifact.context_steps) for r in recs]
     seconds = time.perf_counter() - start
     live = score_replays(replays)
     live.update(

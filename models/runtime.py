@@ -3,7 +3,8 @@
 Keras ``model.predict`` pays milliseconds of fixed overhead per call (it
 builds a data pipeline every time), which dominates when a worker labels a
 few windows at a time. Three runtimes share one verb,
-``predict(x (n, 128, 9) float32) -> probabilities (n, classes) float32``:
+``predict(x (n, 128, 9) float32) -> probabilities (n, classes) float32``
+(``(n, k, 128, 9)`` for a model with context windows):
 
 - ``keras``: ``model.predict`` — the seed's way, the reference.
 - ``tf-function``: one ``tf.function`` traced per fixed batch size; a batch is
@@ -82,8 +83,8 @@ def padded_size(n: int, sizes: Sequence[int] = BATCH_SIZES) -> int:
 
 def _as_windows(x: np.ndarray) -> np.ndarray:
     x = np.ascontiguousarray(x, dtype=np.float32)
-    if x.ndim != 3:
-        raise ValueError(f"windows must be (n, 128, 9), got {x.shape}")
+    if x.ndim not in (3, 4):
+        raise ValueError(f"windows must be (n, 128, 9), or (n, k, 128, 9) with context, got {x.shape}")
     return x
 
 
@@ -295,13 +296,14 @@ class Selected:
         return self.runtime.name
 
 
-def check_windows(count: int = 256, seed: int = 0) -> np.ndarray:
+def check_windows(count: int = 256, seed: int = 0, context_steps: Sequence[int] = ()) -> np.ndarray:
     """Windows to check agreement on: a fixed sample of the held-out test
-    windows of the embedded data (all of them with ``count=0``)."""
+    windows of the embedded data (all of them with ``count=0``), with their
+    context windows for a context model."""
     from harstream.models.dataset import labelled_windows
     from harstream.stream.recordings import UCI_TEST_SUBJECTS, load_dataset
 
-    x = labelled_windows(load_dataset().of_subjects(UCI_TEST_SUBJECTS)).x
+    x = labelled_windows(load_dataset().of_subjects(UCI_TEST_SUBJECTS), context_steps=context_steps).x
     if count and count < len(x):
         x = x[np.sort(np.random.default_rng(seed).choice(len(x), count, replace=False))]
     return x
@@ -326,7 +328,7 @@ def load_runtime(
     if kind == "keras":
         return Selected(keras_rt, None, {"chosen": "keras"})
     if check is None:
-        check = check_windows()
+        check = check_windows(context_steps=artifact.context_steps)
     reference = keras_rt.predict(check)
     names = ["tflite", "tf-function"] if kind == "auto" else [kind]
     good: list[tuple[float, Runtime]] = []

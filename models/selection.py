@@ -44,8 +44,19 @@ class Recipe:
 
     @property
     def label(self) -> str:
-        opts = "".join(f"-{k}{v}" for k, v in sorted(self.options.items()))
+        opts = "".join(f"-{k}{_option_text(v)}" for k, v in sorted(self.options.items()))
         return self.architecture + opts + ("+aug" if self.augmentation else "")
+
+    @property
+    def context(self) -> tuple[int, ...]:
+        """Context steps (``context=1-2-4``): the model takes each window with
+        the windows 1, 2 and 4 steps before it (:mod:`harstream.stream.context`)."""
+        return tuple(self.options.get("context", ()))
+
+    @property
+    def model_options(self) -> dict:
+        """The options for the model builder (everything but the data's context)."""
+        return {k: v for k, v in self.options.items() if k != "context"}
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -65,15 +76,28 @@ class Recipe:
         )
 
 
+def _option_text(value) -> str:
+    return "-".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+
+
+def _option_value(text: str):
+    if "-" in text.strip("-"):  # 1-2-4: a list of ints (context steps)
+        return [int(part) for part in text.split("-")]
+    return int(text) if text.isdigit() else float(text)
+
+
 def parse_recipe(text: str, epochs: int) -> Recipe:
-    """``resnet``, ``resnet+aug`` or ``resnet:width=16+aug`` → a :class:`Recipe`.
+    """``resnet``, ``resnet+aug``, ``resnet:width=16+aug`` or
+    ``svm:C=1,context=1-2-4`` → a :class:`Recipe`.
 
     >>> parse_recipe("resnet:width=16+aug", 10).label
     'resnet-width16+aug'
+    >>> parse_recipe("svm:C=1,context=1-2-4", 1).context
+    (1, 2, 4)
     """
     spec, _, extra = text.partition("+")
     name, _, opts = spec.partition(":")
-    options = {k: int(v) if v.isdigit() else float(v) for k, v in (o.split("=") for o in opts.split(",") if o)}
+    options = {k: _option_value(v) for k, v in (o.split("=") for o in opts.split(",") if o)}
     return Recipe(name, Augmentation() if extra == "aug" else None, epochs=epochs, options=options)
 
 
@@ -105,9 +129,11 @@ def fit(
     if recipe.architecture == "svm":  # fitted by scikit-learn, not by gradient descent
         from .svm import fit_svm
 
-        return fit_svm(train, seed, validation=validation, verbose=verbose, **recipe.options)
+        return fit_svm(train, seed, validation=validation, verbose=verbose, **recipe.model_options)
+    if recipe.context:
+        raise ValueError(f"{recipe.label}: context windows are implemented for the svm only")
     keras.utils.set_random_seed(seed)
-    model = build(recipe.architecture, train.x, **recipe.options)
+    model = build(recipe.architecture, train.x, **recipe.model_options)
     steps = int(np.ceil(len(train) / recipe.batch_size)) * recipe.epochs
     schedule = keras.optimizers.schedules.CosineDecay(recipe.learning_rate, decay_steps=max(steps, 1))
     model.compile(
@@ -168,9 +194,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from harstream.stream.recordings import load_embedded
 
-    train, _ = split_by_subject(labelled_windows(load_embedded().recordings))
+    recordings = load_embedded().recordings
     for text in args.recipes:
         recipe = parse_recipe(text, args.epochs)
+        train, _ = split_by_subject(labelled_windows(recordings, context_steps=recipe.context))
         result = screen(recipe, train, seed=args.seed, verbose=2)
         results = [r for r in load_selection(args.out) if r["recipe"] != result["recipe"] or r["seed"] != args.seed]
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -35,7 +35,7 @@ import numpy as np
 import keras
 from keras import ops
 
-from .registry import N_CLASSES, window_input
+from .registry import INPUT_SHAPE, N_CLASSES
 from .dataset import Windows
 
 DEFAULT_C = 0.3
@@ -154,12 +154,14 @@ def one_vs_one_weights(svc) -> tuple[np.ndarray, np.ndarray]:
 
 
 def window_features(x: np.ndarray, batch: int = 1024) -> np.ndarray:
-    """:class:`WindowFeatures` of windows ``(n, 128, 9)`` as a float32 array."""
+    """:class:`WindowFeatures` of windows ``(n, 128, 9)`` (or stacks with
+    context, ``(n, k, 128, 9)``) as a float32 array."""
     from .features import WindowFeatures
 
     layer = WindowFeatures()
     parts = [np.asarray(layer(x[i : i + batch])) for i in range(0, len(x), batch)]
-    return np.concatenate(parts) if parts else np.empty((0, WindowFeatures.size()), np.float32)
+    width = WindowFeatures.size() * (x.shape[1] if x.ndim == 4 else 1)
+    return np.concatenate(parts) if parts else np.empty((0, width), np.float32)
 
 
 def scale_gamma(scaled: np.ndarray) -> float:
@@ -194,11 +196,12 @@ def out_of_fold_decisions(
     return decisions, covered
 
 
-def build_svm_model(scaler, svc, temperature: float) -> "keras.Model":
-    """The Keras model computing the calibrated ``svc`` ∘ ``scaler`` ∘ features."""
+def build_svm_model(scaler, svc, temperature: float, input_shape: tuple[int, ...] = INPUT_SHAPE) -> "keras.Model":
+    """The Keras model computing the calibrated ``svc`` ∘ ``scaler`` ∘ features
+    of an input of ``input_shape`` (a window, or a window and its context)."""
     from .features import WindowFeatures
 
-    inputs, _ = window_input()
+    inputs = keras.Input(shape=tuple(input_shape), dtype="float32", name="window")
     f = WindowFeatures(name="window_features")(inputs)
     # scale_² rather than var_: the scaler leaves a constant feature unscaled
     # (scale 1) where Normalization would divide by ~0.
@@ -226,6 +229,8 @@ def fit_svm(
 ) -> tuple["keras.Model", dict]:
     """Fit features → scaler → RBF SVM → calibration on ``train``; returns the
     Keras model and a history dict (``val_accuracy`` when ``validation`` is given).
+    Windows with context (``x`` of shape (n, k, 128, 9)) give a model of that
+    input, the features of the k windows side by side.
 
     The SVM itself is deterministic; ``seed`` shuffles the calibration folds.
     ``sample_weight`` scales each window's ``C`` (fine-tuning weighs the
@@ -252,7 +257,7 @@ def fit_svm(
     decisions, covered = out_of_fold_decisions(scaled, train.y, train.subjects, C, gamma, seed)
     # Without out-of-fold decisions (too few subjects) the scores are used as they are.
     temperature = fit_temperature(decisions[covered], train.y[covered]) if covered.any() else 1.0
-    model = build_svm_model(scaler, svc, temperature)
+    model = build_svm_model(scaler, svc, temperature, train.x.shape[1:])
     history: dict = {"support_vectors": [float(len(svc.support_vectors_))], "temperature": [temperature]}
     if validation is not None:
         probs = np.asarray(model.predict(validation.x, batch_size=512, verbose=0))

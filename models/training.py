@@ -64,19 +64,23 @@ def load_training_data(
     test_subjects: Sequence[int] = UCI_TEST_SUBJECTS,
     subjects: Iterable[int] | None = None,
     progress: bool = False,
+    context_steps: Sequence[int] = (),
 ) -> TrainingData:
     """Windows of ``source`` split by subject (UCI's test subjects by default).
 
     Recordings are windowed by the live pipeline
     (:func:`~harstream.models.dataset.labelled_windows`); a UCI HAR Dataset
     folder is already windowed and is used as it is. ``subjects`` keeps only
-    those subjects (for quick runs and tests).
+    those subjects (for quick runs and tests); ``context_steps`` adds each
+    window's past windows, as a context model takes them.
     """
     from harstream.stream import recordings
 
     test_subjects = tuple(int(s) for s in test_subjects)
     keep = None if subjects is None else {int(s) for s in subjects}
     if recordings.detect_layout(source) == "uci-har":
+        if context_steps:
+            raise ValueError(f"{source}: UCI HAR's cut windows have no past; a model with context windows needs recordings")
         uci = recordings.load_uci_folder(source, progress=progress)
         windows = Windows(np.asarray(uci.x, np.float32), np.asarray(uci.y, np.int64), np.asarray(uci.subjects, np.int64))
         name, sha = uci.source or str(source), uci.sha256
@@ -84,7 +88,7 @@ def load_training_data(
     else:
         dataset = recordings.load_dataset(source, progress=progress)
         recs = dataset.recordings if keep is None else dataset.of_subjects(keep)
-        windows = labelled_windows(recs, progress=progress)
+        windows = labelled_windows(recs, progress=progress, context_steps=context_steps)
         name, sha, windowed_by = dataset.source, dataset.sha256, PIPELINE
     if keep is not None:
         windows = windows.take(np.isin(windows.subjects, sorted(keep)))

@@ -40,6 +40,7 @@ import numpy as np
 
 from .activities import label_name
 from .batch_push import push_many
+from .context import WindowContext
 from .pipeline import STEP, WINDOW, DevicePipeline, check_samples
 from .rate import RATE_HZ
 from .protocol import (
@@ -81,6 +82,7 @@ class WorkerConfig:
     signal_decimation: int = 5  # 50 Hz -> 10 Hz for display
     shard: tuple[int, int] | None = None  # (k, N): only devices with shard_of % N == k
     n_shards: int = 64
+    context_steps: tuple[int, ...] = ()  # the model also takes the windows this many steps back
 
 
 @dataclass
@@ -90,7 +92,7 @@ class PendingWindow:
     device: str
     generation: int
     window: int
-    x: np.ndarray  # (128, 9) float32
+    x: np.ndarray  # (128, 9) float32; (1 + len(context_steps), 128, 9) for a context model
     arrived: float  # monotonic time its last sample arrived
     t_start: float
     t_end: float
@@ -103,7 +105,7 @@ class DeviceState:
     __slots__ = (
         "device", "generation", "pipeline", "next_seq", "raw", "raw_labels", "raw_n",
         "labels", "label_base", "has_labels", "last_seen", "smoother", "t0", "seq0", "seq0_batch", "rate",
-        "sig", "sig_t0", "sig_last", "ready_at",
+        "sig", "sig_t0", "sig_last", "ready_at", "context_steps", "context",
     )  # fmt: skip
 
     def __init__(self, device: str, seq: int, classes: Sequence[str], config: WorkerConfig, now: float):
@@ -116,12 +118,15 @@ class DeviceState:
         self.last_seen = now
         self.ready_at: float | None = None  # when buffered samples completed a window
         self.t0, self.seq0_batch, self.rate = 0.0, seq, RATE_HZ
+        self.context_steps = config.context_steps
         self.restart(seq)
 
     def restart(self, seq: int) -> None:
         """Start the pipeline afresh with ``seq`` as its first sample."""
         self.generation += 1
         self.pipeline = DevicePipeline()
+        # the model's past windows must not straddle a gap either
+        self.context = WindowContext(self.context_steps) if self.context_steps else None
         self.next_seq = seq
         self.seq0 = seq  # seq of pipeline sample 0
         self.raw: list[np.ndarray] = []
@@ -281,7 +286,8 @@ class StreamCore:
             if len(state.labels) == 0:
                 state.label_base = seen_before
             state.labels = np.concatenate([state.labels, labels])
-        for i, x in enumerate(windows):
+        model_inputs = state.context.push(windows) if state.context is not None else windows
+        for i, x in enumerate(model_inputs):
             j = first_window + i
             end = j * STEP + WINDOW - 1  # pipeline index of the window's last sample
             t_end = state.t0 + (state.seq0 + end - state.seq0_batch) / state.rate

@@ -24,7 +24,7 @@ def test_zero_phase_gravity_turns_halfway_at_the_tilt_while_the_causal_one_lags(
     assert gravity_y(out_causal)[500] < 0.1  # the causal filter has not seen the tilt yet
 
 
-def test_context_windows_sit_whole_steps_before_the_window_and_clamp_at_the_start():
+def test_context_windows_sit_whole_steps_before_the_window_or_fall_back_to_the_first_on_its_grid():
     samples = np.zeros((600, 6))
     samples[:, 0] = np.arange(600)  # acc x counts samples; the raw acc survives in total_acc_x
     labels = np.full(600, -1)
@@ -33,5 +33,5 @@ def test_context_windows_sit_whole_steps_before_the_window_and_clamp_at_the_star
     identity = lambda s: np.repeat(s[:, :1], 9, axis=1).astype(np.float32)  # noqa: E731
     x, y, subjects = windows_with_context([rec], identity, steps=(1, 2))
     assert x.shape == (3, 3, 128, 9) and y.tolist() == [0, 0, 0] and subjects.tolist() == [1, 1, 1]
-    assert [int(x[0, k, 0, 0]) for k in range(3)] == [100, 36, 0]  # 100-128 clamps to the first sample
+    assert [int(x[0, k, 0, 0]) for k in range(3)] == [100, 36, 36]  # no window 2 steps back: the first on its grid
     assert [int(x[1, k, 0, 0]) for k in range(3)] == [164, 100, 36]

@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     from harstream.models.runtime import BUILDERS, KerasRuntime, check_agreement, check_windows, time_runtime
 
     artifact = load_artifact(args.model)
-    x = check_windows(args.check)
+    x = check_windows(args.check, context_steps=artifact.context_steps)
     print(f"model {artifact.model_id}, {len(x)} held-out test windows, load average {os.getloadavg()[0]:.1f}")
     keras_rt = KerasRuntime(artifact)
     reference = keras_rt.predict(x)

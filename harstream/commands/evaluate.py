@@ -111,7 +111,7 @@ def run_artifact(args: argparse.Namespace) -> int:
     args.test_subjects = ",".join(str(s) for s in held_out)
     args.subjects = args.test_subjects  # window only the held-out subjects: faster
     try:
-        data = load_data(args, progress=False)
+        data = load_data(args, progress=False, context_steps=artifact.context_steps)
     except (RecordingError, ValueError, argparse.ArgumentTypeError) as exc:
         print(f"harstream evaluate: {exc}", file=sys.stderr)
         return 2

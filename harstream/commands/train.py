@@ -72,13 +72,17 @@ def parse_subjects(text: str | None) -> list[int] | None:
     return out
 
 
-def load_data(args: argparse.Namespace, progress: bool = True):
-    """TrainingData for the --data/--subjects/--test-subjects arguments."""
+def load_data(args: argparse.Namespace, progress: bool = True, context_steps: tuple[int, ...] = ()):
+    """TrainingData for the --data/--subjects/--test-subjects arguments
+    (windows with their past windows for a model with ``context_steps``)."""
     from harstream.models.training import load_training_data
     from harstream.stream.recordings import UCI_TEST_SUBJECTS
 
     test = parse_subjects(args.test_subjects) or list(UCI_TEST_SUBJECTS)
-    return load_training_data(args.data, test_subjects=test, subjects=parse_subjects(args.subjects), progress=progress)
+    return load_training_data(
+        args.data, test_subjects=test, subjects=parse_subjects(args.subjects), progress=progress,
+        context_steps=context_steps,
+    )  # fmt: skip
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

@@ -59,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
         from harstream.models.runtime import NullRuntime
 
         runtime, classes, model_id = NullRuntime(len(ACTIVITIES)), list(ACTIVITIES), "none"
+        context_steps: tuple[int, ...] = ()
     else:
         from harstream.models.artifact import ArtifactError, load_artifact
         from harstream.models.runtime import load_runtime
@@ -70,11 +71,11 @@ def run(args: argparse.Namespace) -> int:
         runtime = load_runtime(artifact, args.runtime)
         print(f"worker: model {artifact.model_id} served by {runtime.name} "
               f"(fallback {runtime.fallback.name if runtime.fallback else 'none'}): {runtime.report}", flush=True)
-        classes, model_id = artifact.classes, artifact.model_id
+        classes, model_id, context_steps = artifact.classes, artifact.model_id, artifact.context_steps
     config = WorkerConfig(
         max_batch=args.max_batch, max_wait=args.max_wait_ms / 1000.0, smooth_windows=args.smooth,
         threshold=args.threshold, idle_timeout=args.idle_timeout, signal_interval=args.signal_interval,
-        shard=args.shard,
+        shard=args.shard, context_steps=context_steps,
     )  # fmt: skip
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
