@@ -80,3 +80,36 @@ def test_after_a_gap_the_worker_starts_the_past_afresh():
     x, _ = core.take_batch()
     first_after_gap = DevicePipeline().push(samples[300:])[0]
     np.testing.assert_allclose(x[0, 1], first_after_gap, atol=1e-6)  # its past is itself, not the old stream
+
+
+def _context_svm(steps: tuple[int, ...]):
+    from harstream.models.dataset import Windows
+    from harstream.models.svm import fit_svm
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(36, 1 + len(steps), 128, 9)).astype(np.float32)
+    return fit_svm(Windows(x, np.arange(36) % 6, np.arange(36) % 3), seed=0, C=1.0)[0]
+
+
+def test_a_context_model_loads_with_the_steps_its_metadata_names(output_dir):
+    from harstream.models.artifact import load_artifact, save_artifact
+
+    path = save_artifact(_context_svm((1, 2)), {"architecture": "svm", "context_steps": [1, 2]}, output_dir / "ctx.keras")
+    artifact = load_artifact(path)
+    assert artifact.context_steps == (1, 2) and artifact.model.input_shape == (None, 3, 128, 9)
+
+
+def test_a_model_whose_input_disagrees_with_its_context_metadata_is_refused(output_dir):
+    from harstream.models.artifact import ArtifactError, load_artifact, save_artifact
+
+    path = save_artifact(_context_svm((1, 2)), {"architecture": "svm", "context_steps": [1]}, output_dir / "bad_ctx.keras")
+    with pytest.raises(ArtifactError, match=r"takes \(3, 128, 9\) per window but its metadata \(context_steps \[1\]\)"):
+        load_artifact(path)
+
+
+def test_live_accuracy_replays_a_context_model_with_the_workers_stacks():
+    from harstream.models.live_accuracy import session_windows
+
+    samples = _samples(800, seed=7)
+    expected = WindowContext((1, 4)).push(DevicePipeline().push(samples))
+    np.testing.assert_allclose(session_windows(samples, chunk=50, context_steps=(1, 4)), expected, atol=1e-6)
