@@ -92,9 +92,10 @@ def save_artifact(model: Any, metadata: dict, path: str | Path) -> Path:
     meta = {
         "classes": list(ACTIVITIES),
         "preprocessing": preprocessing_params(),
-        "input": {"shape": [None, 128, 9], "dtype": "float32"},
         "library_versions": library_versions(),
         **metadata,
+        # what the model takes, read from the model itself (never from copied metadata)
+        "input": {"shape": [None, *(int(d) for d in model.input_shape[1:])], "dtype": "float32"},
         "sha256": file_sha256(path),
     }
     metadata_path(path).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")

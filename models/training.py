@@ -183,6 +183,7 @@ def train_and_save(
     batch_size: int | None = BATCH_SIZE,
     verbose: int | str = 1,
     command: str | None = None,
+    context_steps: Sequence[int] = (),
 ) -> TrainResult:
     """Train ``arch`` on ``data.train``, evaluate on ``data.test`` and write the
     artifact ``out`` (``.keras``) with its metadata (``.json``)."""
@@ -218,6 +219,8 @@ def train_and_save(
     }
     if command:
         metadata["command"] = command
+    if context_steps:  # data's windows come with their past (load_training_data(context_steps=...))
+        metadata["context_steps"] = [int(s) for s in context_steps]
     path = save_artifact(without_optimizer(model), metadata, out)
     from .artifact import read_metadata
 

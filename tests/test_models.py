@@ -299,6 +299,24 @@ def test_harstream_train_fits_the_svm_and_records_that_epochs_do_not_apply(tmp_p
     assert meta["architecture"] == "svm" and meta["epochs"] is None and meta["test_accuracy"] > 0.5
 
 
+def test_harstream_train_fits_an_svm_with_context_windows_that_evaluate_reads_back(tmp_path, embedded):
+    out = tmp_path / "svm_ctx.keras"
+    trained = _harstream("train", "--model", "svm", "--context", "1,2", "--subjects", "1,3,2", "--progress", "none", "--out", str(out))
+    assert trained.returncode == 0, trained.stderr
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["context_steps"] == [1, 2] and meta["input"]["shape"] == [None, 3, 128, 9]
+    evaluated = _harstream("evaluate", "--artifact", str(out))
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert "held-out subjects 2" in evaluated.stdout
+
+
+def test_context_windows_are_refused_for_a_network(tmp_path, capsys):
+    from harstream.cli import main
+
+    assert main(["train", "--model", "cnn_lstm", "--context", "1,2", "--out", str(tmp_path / "x.keras")]) == 2
+    assert "--context is for --model svm only" in capsys.readouterr().err
+
+
 def test_cli_names_a_bad_data_source_and_a_bad_artifact(tmp_path, capsys):
     from harstream.cli import main
 

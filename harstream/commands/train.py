@@ -97,6 +97,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--context",
+        default=None,
+        metavar="STEPS",
+        help="svm only: also feed each window's past windows this many steps back, e.g. 1,2,4 "
+        "(the shipped default's; the worker keeps them per device)",
+    )
+    parser.add_argument(
         "--out",
         type=Path,
         default=None,
@@ -147,8 +154,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"harstream train: --out {out}: the artifact must end in .keras", file=sys.stderr)
         return 2
     try:
-        data = load_data(args)
-    except (RecordingError, ValueError, argparse.ArgumentTypeError) as exc:  # ArgumentTypeError: --subjects
+        context = tuple(parse_subjects(args.context) or ()) if args.context else ()
+        if context and args.model != "svm":
+            raise ValueError(f"--context is for --model svm only, not {args.model}")
+        data = load_data(args, context_steps=context)
+    except (RecordingError, ValueError, argparse.ArgumentTypeError) as exc:  # ArgumentTypeError: --subjects, --context
         print(f"harstream train: {exc}", file=sys.stderr)
         return 2
     print(data.describe(), flush=True)
@@ -157,7 +167,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if args.model == "svm":
         epochs = None
-        print(f"fitting svm with scikit-learn (--epochs and --batch-size do not apply), seed {args.seed}", flush=True)
+        print(f"fitting svm with scikit-learn (--epochs and --batch-size do not apply), seed {args.seed}"
+              + (f", context {list(context)}" if context else ""), flush=True)  # fmt: skip
     else:
         epochs = args.epochs or DEFAULT_EPOCHS[args.model]
         print(f"training {args.model}: {epochs} epochs, batch {args.batch_size}, seed {args.seed}", flush=True)
@@ -170,6 +181,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         verbose={"bar": 1, "epoch": 2, "none": 0}[args.progress],
         command=shlex.join(["harstream", "train", *sys.argv[2:]]) if sys.argv[1:2] == ["train"] else None,
+        context_steps=context,
     )
     print(f"trained in {result.seconds:.0f} s")
     if result.evaluation is not None:
