@@ -355,6 +355,23 @@ def write_report(results: dict, live: dict | None = None, path: Path = REPORT_FI
             cm = r["validation_confusion"]
             lines.append(f"| {name} | {100 * r['validation_accuracy']:.2f} | {cm[3][4]} / {cm[4][3]} |")
         lines.append("")
+    context_file = path.parent / "reports" / "context_study.json"
+    if context_file.is_file():
+        ctx = json.loads(context_file.read_text())
+        lines += [
+            "## Where the context windows help (test subjects, after the final runs)",
+            "",
+            f"`{ctx.get('command', 'python -m harstream.models.context_study')}`: the held-out windows split by "
+            f"whether the samples the context model looks at (windows {', '.join(map(str, ctx['context_steps']))} "
+            "steps back to the current one) hold an activity change. HAPT's script has short activities, so a "
+            "change is often in view; someone sitting for an hour gives no such hint.",
+            "",
+            f"| windows | count | with context ({ctx['with']}) % | without ({ctx['without']}) % |",
+            "|---|---|---|---|",
+        ]
+        for name, r in ctx["parts"].items():
+            lines.append(f"| {name} | {r['windows']:,} | {100 * r['with']:.2f} | {100 * r['without']:.2f} |")
+        lines.append("")
     lines += ["## Confusion matrices (summed over the repeats)", ""]
     for name, entry in results.items():
         runs = entry.get("runs", [])

@@ -156,3 +156,16 @@ def test_report_tables_the_feature_study_when_it_was_run(tmp_path):
     (tmp_path / "reports" / "feature_study.json").write_text(json.dumps({"studies": study}))
     text = write_report({}, None, tmp_path / "report.md").read_text()
     assert "| features (causal pipeline), C=0.3 | 94.36 | 7 / 5 |" in text
+
+
+def test_report_tables_the_context_study_when_it_was_run(tmp_path):
+    import json
+
+    from harstream.models.compare import write_report
+
+    (tmp_path / "reports").mkdir()
+    study = {"with": "svm-ctx@1", "without": "svm@2", "context_steps": [1, 2, 4], "command": "python -m x",
+             "parts": {"change in view": {"windows": 1019, "with": 0.9882, "without": 0.9607}}}
+    (tmp_path / "reports" / "context_study.json").write_text(json.dumps(study))
+    text = write_report({}, None, tmp_path / "report.md").read_text()
+    assert "| change in view | 1,019 | 98.82 | 96.07 |" in text
