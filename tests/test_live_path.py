@@ -144,6 +144,40 @@ def test_a_replayed_held_out_subject_is_labelled_like_the_offline_pipeline(model
         assert all(p.model == "tiny" and p.latency_ms >= 0 for p in got)
 
 
+def test_a_context_model_is_served_each_window_with_its_past_over_the_real_bus(tmp_path, embedded):
+    import keras
+
+    from harstream.models.artifact import load_artifact, save_artifact
+    from harstream.models.runtime import TfliteRuntime
+    from harstream.stream.context import WindowContext
+
+    keras.utils.set_random_seed(6)
+    inp = keras.Input((3, 128, 9))  # the window and the windows 1 and 2 steps back
+    x = keras.layers.Dense(6, activation="softmax")(keras.layers.Flatten()(keras.layers.AveragePooling2D((1, 16))(inp)))
+    artifact = load_artifact(save_artifact(keras.Model(inp, x), {"architecture": "tiny", "context_steps": [1, 2]},
+                                           tmp_path / "ctx.keras"))  # fmt: skip
+    runtime = TfliteRuntime(artifact, (1, 16))
+    rec = embedded.of_subjects([2])[0]
+    worker = Worker(runtime, context_steps=artifact.context_steps)
+    tail = Collector(worker.output)
+    try:
+        assert tail.wait(lambda c: c.stats), "no stats from the worker"
+        replay(ReplaySchedule(devices_for([rec]), chunk=25), publish=worker.ingest, speed=0,
+               wait_subscriptions=1, printer=None)  # fmt: skip
+        stacks = WindowContext((1, 2)).push(DevicePipeline().push(np.asarray(rec.samples, np.float32)))
+        expected = [ACTIVITIES[i] for i in artifact.model.predict(stacks, verbose=0).argmax(1)]
+        tail.wait(lambda c: len(c.predictions) >= len(expected))
+    finally:
+        final = worker.close()
+        tail.close()
+    assert not final["drops"]
+    got = sorted((p for p in tail.predictions if p.device == rec.name), key=lambda p: p.window)
+    assert [p.label for p in got] == expected
+    # the past matters to this model: single windows repeated as their own past label differently
+    alone = np.repeat(DevicePipeline().push(np.asarray(rec.samples, np.float32))[:, None], 3, axis=1)
+    assert [ACTIVITIES[i] for i in artifact.model.predict(alone, verbose=0).argmax(1)] != expected
+
+
 def test_a_restarted_worker_recovers_within_one_window(model):
     _, runtime = model
     rng = np.random.default_rng(0)
