@@ -6,13 +6,15 @@ windows, hand back the model's probabilities, and collect the predictions,
 signal feed and statistics to publish. :func:`serve` puts ZeroMQ sockets at
 its edges.
 
-Per device the core keeps a :class:`~harstream.stream.pipeline.DevicePipeline`
-and the next expected ``seq``:
+Per device the core keeps a :class:`~harstream.stream.pipeline.DevicePipeline`,
+for a model with context windows (``WorkerConfig.context_steps``) a
+:class:`~harstream.stream.context.WindowContext` of its recent windows, and
+the next expected ``seq``:
 
 - ``seq`` as expected: accepted.
-- ``seq`` ahead (a gap): the device's pipeline restarts at the new ``seq``
-  (filters and windows would otherwise straddle missing data); counted as a
-  reset and logged.
+- ``seq`` ahead (a gap): the device's pipeline (and window context) restarts
+  at the new ``seq`` (filters and windows would otherwise straddle missing
+  data); counted as a reset and logged.
 - ``seq`` behind: a duplicate or out-of-order chunk, dropped and counted —
   except ``seq == 0``, which means the device (or its replay) started over:
   the pipeline restarts.
