@@ -81,7 +81,8 @@ def finetune(
     replay_pool = None
     if (len(own) if replay is None else replay) > 0:
         replay_pool = embedded_training_windows(steps)
-    model, before, after, fit_on = tune(artifact.model, own, test, epochs, learning_rate, replay_pool, replay, seed, verbose)
+    model, before, after, fit_on = tune(artifact.model, own, test, epochs, learning_rate, replay_pool, replay, seed,
+                                        verbose, svm_options=svm_options(artifact.metadata))  # fmt: skip
 
     meta = {k: v for k, v in artifact.metadata.items() if k not in ("sha256", "library_versions")}
     meta.update(
@@ -124,6 +125,16 @@ def is_svm(model) -> bool:
     return any(layer.name == "rbf_kernel" for layer in model.layers)
 
 
+def svm_options(metadata: dict) -> dict:
+    """The base SVM's own settings (``C``) from its recipe, so a refit keeps them.
+
+    >>> svm_options({"recipe": {"options": {"C": 1.0, "context": [1, 2, 4]}}})
+    {'C': 1.0}
+    """
+    options = (metadata.get("recipe") or {}).get("options") or {}
+    return {k: v for k, v in options.items() if k == "C"}
+
+
 def tune(
     model,
     own: Windows,
@@ -134,14 +145,16 @@ def tune(
     replay: int | None,
     seed: int,
     verbose: int = 0,
+    svm_options: dict | None = None,
 ):
     """Fine-tune ``model`` on ``own`` plus ``replay`` windows drawn from
     ``replay_pool``; returns ``(model, accuracy on test before, after, windows fitted on)``.
 
     A network is trained further in place. A kernel SVM is refitted on the
-    replay and own windows together, the own windows weighted so that both
-    parts weigh the same (as the network's equal mix does); ``replay`` of
-    None then means the whole pool (epochs and learning rate do not apply).
+    replay and own windows together with the base's ``svm_options`` (its
+    ``C``), the own windows weighted so that both parts weigh the same (as
+    the network's equal mix does); ``replay`` of None then means the whole
+    pool (epochs and learning rate do not apply).
     """
     import keras
 
@@ -165,7 +178,7 @@ def tune(
         weights = np.ones(len(fit_on))
         if len(fit_on) > len(own):
             weights[: len(own)] = (len(fit_on) - len(own)) / len(own)
-        model, _ = fit_svm(fit_on, seed, sample_weight=weights, verbose=verbose)
+        model, _ = fit_svm(fit_on, seed, sample_weight=weights, verbose=verbose, **(svm_options or {}))
         return model, before, accuracy(model), fit_on
     # A few hundred own windows are too few to re-estimate BatchNorm's moving
     # statistics; frozen BatchNorm layers keep the base model's (and run in
@@ -203,7 +216,8 @@ def personalisation_study(base: str | Path | None = None, epochs: int = 5, learn
         own, test = labelled_windows(recs[:-1], context_steps=steps), labelled_windows(recs[-1:], context_steps=steps)
         model = load_artifact(base).model
         method = "svm refit" if is_svm(model) else "gradient descent"
-        _, before, after, _ = tune(model, own, test, epochs, learning_rate, pool, None, seed=0)
+        _, before, after, _ = tune(model, own, test, epochs, learning_rate, pool, None, seed=0,
+                                   svm_options=svm_options(artifact.metadata))  # fmt: skip
         rows.append({"subject": subject, "own_windows": len(own), "test_session": recs[-1].name,
                      "test_windows": len(test), "accuracy_before": before, "accuracy_after": after,
                      "method": method})
