@@ -260,6 +260,48 @@ def _fmt_pct(mean: float, std: float) -> str:
     return f"{100 * mean:.2f} ± {100 * std:.2f}"
 
 
+def feature_study_lines(study_file: Path) -> list[str]:
+    """The report's section on ``feature_study.json`` (none if it was not run)."""
+    if not study_file.is_file():
+        return []
+    study = json.loads(study_file.read_text())["studies"]
+    lines = [
+        "## Feature study (validation subjects)",
+        "",
+        "`python -m harstream.models.feature_study`: an RBF SVM on the same hand-crafted features, "
+        "for three questions — how far the features go on the causal windows, what UCI's zero-phase "
+        "filtering would add, and what the windows just before the current one add.",
+        "",
+        "| study | validation acc % | sitting→standing / standing→sitting errors |",
+        "|---|---|---|",
+    ]
+    for name, r in study.items():
+        cm = r["validation_confusion"]
+        lines.append(f"| {name} | {100 * r['validation_accuracy']:.2f} | {cm[3][4]} / {cm[4][3]} |")
+    return lines + [""]
+
+
+def context_study_lines(study_file: Path) -> list[str]:
+    """The report's section on ``context_study.json`` (none if it was not run)."""
+    if not study_file.is_file():
+        return []
+    ctx = json.loads(study_file.read_text())
+    lines = [
+        "## Where the context windows help (test subjects, after the final runs)",
+        "",
+        f"`{ctx.get('command', 'python -m harstream.models.context_study')}`: the held-out windows split by "
+        f"whether the samples the context model looks at (windows {', '.join(map(str, ctx['context_steps']))} "
+        "steps back to the current one) hold an activity change. HAPT's script has short activities, so a "
+        "change is often in view; someone sitting for an hour gives no such hint.",
+        "",
+        f"| windows | count | with context ({ctx['with']}) % | without ({ctx['without']}) % |",
+        "|---|---|---|---|",
+    ]
+    for name, r in ctx["parts"].items():
+        lines.append(f"| {name} | {r['windows']:,} | {100 * r['with']:.2f} | {100 * r['without']:.2f} |")
+    return lines + [""]
+
+
 def write_report(results: dict, live: dict | None = None, path: Path = REPORT_FILE) -> Path:
     """``docs/report.md``: one table of all models, confusion matrices, live accuracy."""
     lines = [
@@ -338,40 +380,8 @@ def write_report(results: dict, live: dict | None = None, path: Path = REPORT_FI
                 f"{results.get(r['recipe']['label'], {}).get('latency', {}).get('batched_ms', float('nan')):.3f} |"
             )
         lines.append("")
-    study_file = path.parent / "reports" / "feature_study.json"
-    if study_file.is_file():
-        study = json.loads(study_file.read_text())["studies"]
-        lines += [
-            "## Feature study (validation subjects)",
-            "",
-            "`python -m harstream.models.feature_study`: an RBF SVM on the same hand-crafted features, "
-            "for three questions — how far the features go on the causal windows, what UCI's zero-phase "
-            "filtering would add, and what the windows just before the current one add.",
-            "",
-            "| study | validation acc % | sitting→standing / standing→sitting errors |",
-            "|---|---|---|",
-        ]
-        for name, r in study.items():
-            cm = r["validation_confusion"]
-            lines.append(f"| {name} | {100 * r['validation_accuracy']:.2f} | {cm[3][4]} / {cm[4][3]} |")
-        lines.append("")
-    context_file = path.parent / "reports" / "context_study.json"
-    if context_file.is_file():
-        ctx = json.loads(context_file.read_text())
-        lines += [
-            "## Where the context windows help (test subjects, after the final runs)",
-            "",
-            f"`{ctx.get('command', 'python -m harstream.models.context_study')}`: the held-out windows split by "
-            f"whether the samples the context model looks at (windows {', '.join(map(str, ctx['context_steps']))} "
-            "steps back to the current one) hold an activity change. HAPT's script has short activities, so a "
-            "change is often in view; someone sitting for an hour gives no such hint.",
-            "",
-            f"| windows | count | with context ({ctx['with']}) % | without ({ctx['without']}) % |",
-            "|---|---|---|---|",
-        ]
-        for name, r in ctx["parts"].items():
-            lines.append(f"| {name} | {r['windows']:,} | {100 * r['with']:.2f} | {100 * r['without']:.2f} |")
-        lines.append("")
+    lines += feature_study_lines(path.parent / "reports" / "feature_study.json")
+    lines += context_study_lines(path.parent / "reports" / "context_study.json")
     lines += ["## Confusion matrices (summed over the repeats)", ""]
     for name, entry in results.items():
         runs = entry.get("runs", [])
