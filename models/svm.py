@@ -83,6 +83,16 @@ def _pair_matrices(n_classes: int) -> tuple[np.ndarray, np.ndarray]:
     return first, second
 
 
+def _scores(decisions, first, second):
+    """votes + confidence/(3(|confidence|+1)) per class, in Keras ops (so the
+    served layer and the numpy calibration share one formula)."""
+    dtype = str(first.dtype)  # float32 in the served layer, float64 for calibration
+    wins = ops.cast(ops.greater_equal(decisions, 0.0), dtype)
+    votes = ops.matmul(wins, first) + ops.matmul(1.0 - wins, second)
+    confidence = ops.matmul(ops.cast(decisions, dtype), first - second)
+    return votes + confidence / (3.0 * (ops.abs(confidence) + 1.0))
+
+
 def ovr_scores(decisions: np.ndarray, n_classes: int = N_CLASSES) -> np.ndarray:
     """One-vs-one decisions → votes + confidence/(3(|confidence|+1)) per class,
     the scores of scikit-learn's ``SVC.decision_function`` (shape ``"ovr"``).
@@ -91,10 +101,7 @@ def ovr_scores(decisions: np.ndarray, n_classes: int = N_CLASSES) -> np.ndarray:
     [[2.25, -0.2, 0.8]]
     """
     first, second = _pair_matrices(n_classes)
-    wins = (decisions >= 0).astype(np.float32)
-    votes = wins @ first + (1.0 - wins) @ second
-    confidence = decisions @ (first - second)
-    return votes + confidence / (3.0 * (np.abs(confidence) + 1.0))
+    return ops.convert_to_numpy(_scores(decisions, first.astype(np.float64), second.astype(np.float64)))
 
 
 @keras.saving.register_keras_serializable(package="harstream")
@@ -109,11 +116,7 @@ class VoteSoftmax(keras.layers.Layer):
         self._first, self._second = _pair_matrices(self.n_classes)
 
     def call(self, decisions):
-        wins = ops.cast(ops.greater_equal(decisions, 0.0), "float32")
-        votes = ops.matmul(wins, self._first) + ops.matmul(1.0 - wins, self._second)
-        confidence = ops.matmul(decisions, self._first - self._second)
-        scores = votes + confidence / (3.0 * (ops.abs(confidence) + 1.0))
-        return ops.softmax(self.temperature * scores, axis=-1)
+        return ops.softmax(self.temperature * _scores(decisions, self._first, self._second), axis=-1)
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.n_classes)
@@ -262,6 +265,4 @@ def fit_svm(
     if validation is not None:
         probs = np.asarray(model.predict(validation.x, batch_size=512, verbose=0))
         history["val_accuracy"] = [float(np.mean(probs.argmax(axis=1) == validation.y))]
-        votes = svc.predict(scaler.transform(window_features(validation.x)))
-        history["val_accuracy_svm_votes"] = [float(np.mean(votes == validation.y))]
     return model, history
