@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -73,11 +73,15 @@ def context_windows(processed: np.ndarray, starts: np.ndarray, steps: Sequence[i
 
 
 def labelled_windows(
-    recordings: Iterable[Recording], progress: bool = False, context_steps: Sequence[int] = ()
+    recordings: Iterable[Recording],
+    progress: bool = False,
+    context_steps: Sequence[int] = (),
+    preprocess: Callable[[np.ndarray], np.ndarray] = preprocess_recording,
 ) -> Windows:
-    """Run each recording through the live filters and cut the windows that lie
-    wholly inside one labelled activity; with ``context_steps`` each window
-    comes with the windows before it (:func:`context_windows`)."""
+    """Run each recording through the live filters (or another ``preprocess``,
+    for studies) and cut the windows that lie wholly inside one labelled
+    activity; with ``context_steps`` each window comes with the windows before
+    it (:func:`context_windows`)."""
     recordings = list(recordings)
     if progress:
         from tqdm import tqdm
@@ -88,7 +92,7 @@ def labelled_windows(
         starts, classes = segment_windows(rec.labels)
         # float32 first: live samples cross the bus as float32, so training
         # sees exactly the numbers a replayed device would deliver.
-        processed = preprocess_recording(rec.samples.astype(np.float32))
+        processed = preprocess(rec.samples.astype(np.float32))
         xs.append(context_windows(processed, starts, context_steps) if context_steps else cut_windows(processed, starts))
         ys.append(classes)
         ss.append(np.full(len(classes), rec.subject, dtype=np.int64))

@@ -27,13 +27,13 @@ import argparse
 import json
 import time
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
-from harstream.stream.pipeline import WINDOW, preprocess_recording
+from harstream.stream.pipeline import preprocess_recording
 
-from .dataset import context_windows, segment_windows
+from .dataset import labelled_windows
+from .features import window_features
 from .selection import VALIDATION_SUBJECTS
 
 STUDY_FILE = Path(__file__).resolve().parent.parent / "docs" / "reports" / "feature_study.json"
@@ -53,32 +53,6 @@ def zero_phase_preprocess(samples: np.ndarray) -> np.ndarray:
     acc, gyro = smooth[:, :3], smooth[:, 3:]
     gravity = sosfiltfilt(butter_lowpass(GRAVITY_CUTOFF_HZ), acc, axis=0)
     return np.concatenate([acc - gravity, gyro, acc], axis=1).astype(np.float32)
-
-
-def windows_with_context(
-    recordings, preprocess: Callable[[np.ndarray], np.ndarray], steps: Sequence[int] = ()
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``x`` (n, 1 + len(steps), 128, 9): each labelled window and the windows
-    ``steps`` × 64 samples before it (:func:`~harstream.models.dataset.context_windows`,
-    the worker's rule); class; subject. ``preprocess`` makes the signal."""
-    xs, ys, ss = [], [], []
-    for rec in recordings:
-        starts, classes = segment_windows(rec.labels)
-        xs.append(context_windows(preprocess(rec.samples.astype(np.float32)), starts, steps))
-        ys.append(classes)
-        ss.append(np.full(len(classes), rec.subject))
-    return np.concatenate(xs), np.concatenate(ys), np.concatenate(ss)
-
-
-def features_of(x: np.ndarray, batch: int = 1024) -> np.ndarray:
-    """:class:`WindowFeatures` of (n, k, 128, 9) windows, the k feature vectors side by side."""
-    from .features import WindowFeatures
-
-    layer = WindowFeatures()
-    n, k = x.shape[:2]
-    flat = x.reshape(n * k, WINDOW, -1)
-    f = np.concatenate([np.asarray(layer(flat[i : i + batch])) for i in range(0, len(flat), batch)])
-    return f.reshape(n, -1)
 
 
 def svm_validation_accuracy(features: np.ndarray, y: np.ndarray, validation: np.ndarray, C: float) -> dict:
@@ -132,9 +106,10 @@ def main(argv: list[str] | None = None) -> int:
     results, cross = {}, {}
     for name, (preprocess, steps) in tqdm(studies.items(), desc="studies", unit="study"):
         start = time.perf_counter()
-        x, y, subjects = windows_with_context(recordings, preprocess, steps)
+        windows = labelled_windows(recordings, context_steps=steps, preprocess=preprocess)
+        y, subjects = windows.y, windows.subjects
         validation = np.isin(subjects, VALIDATION_SUBJECTS)
-        features = features_of(x)
+        features = window_features(windows.x)
         for C in args.C:
             result = svm_validation_accuracy(features, y, validation, C)
             result.update(windows=int(len(y)), validation_windows=int(validation.sum()), seconds=round(time.perf_counter() - start, 1))

@@ -115,6 +115,16 @@ class WindowFeatures(keras.layers.Layer):
         )
 
 
+def window_features(x: np.ndarray, batch: int = 1024) -> np.ndarray:
+    """:class:`WindowFeatures` of windows ``(n, 128, 9)`` (or stacks with
+    context, ``(n, k, 128, 9)``, the k feature vectors side by side) as a
+    float32 array, computed in batches."""
+    layer = WindowFeatures()
+    parts = [np.asarray(layer(x[i : i + batch])) for i in range(0, len(x), batch)]
+    width = WindowFeatures.size() * (x.shape[1] if x.ndim == 4 else 1)
+    return np.concatenate(parts) if parts else np.empty((0, width), np.float32)
+
+
 def _jerk(triplet):
     """Time derivative (per second); the first sample repeats the second's."""
     d = (triplet[:, 1:, :] - triplet[:, :-1, :]) * RATE_HZ

@@ -35,8 +35,9 @@ import numpy as np
 import keras
 from keras import ops
 
-from .registry import INPUT_SHAPE, N_CLASSES
 from .dataset import Windows
+from .features import WindowFeatures, window_features
+from .registry import INPUT_SHAPE, N_CLASSES
 
 DEFAULT_C = 0.3
 CALIBRATION_FOLDS = 5
@@ -156,17 +157,6 @@ def one_vs_one_weights(svc) -> tuple[np.ndarray, np.ndarray]:
     return w.astype(np.float32), np.asarray(svc.intercept_, np.float32)
 
 
-def window_features(x: np.ndarray, batch: int = 1024) -> np.ndarray:
-    """:class:`WindowFeatures` of windows ``(n, 128, 9)`` (or stacks with
-    context, ``(n, k, 128, 9)``) as a float32 array."""
-    from .features import WindowFeatures
-
-    layer = WindowFeatures()
-    parts = [np.asarray(layer(x[i : i + batch])) for i in range(0, len(x), batch)]
-    width = WindowFeatures.size() * (x.shape[1] if x.ndim == 4 else 1)
-    return np.concatenate(parts) if parts else np.empty((0, width), np.float32)
-
-
 def scale_gamma(scaled: np.ndarray) -> float:
     """scikit-learn's ``gamma="scale"``, ``1 / (n_features * X.var())``, as a number we can store."""
     return float(1.0 / (scaled.shape[1] * scaled.var()))
@@ -202,8 +192,6 @@ def out_of_fold_decisions(
 def build_svm_model(scaler, svc, temperature: float, input_shape: tuple[int, ...] = INPUT_SHAPE) -> "keras.Model":
     """The Keras model computing the calibrated ``svc`` ∘ ``scaler`` ∘ features
     of an input of ``input_shape`` (a window, or a window and its context)."""
-    from .features import WindowFeatures
-
     inputs = keras.Input(shape=tuple(input_shape), dtype="float32", name="window")
     f = WindowFeatures(name="window_features")(inputs)
     # scale_² rather than var_: the scaler leaves a constant feature unscaled

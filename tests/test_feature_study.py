@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from harstream.models.feature_study import windows_with_context, zero_phase_preprocess
+from harstream.models.dataset import labelled_windows
+from harstream.models.feature_study import zero_phase_preprocess
 from harstream.stream.pipeline import preprocess_recording
 from harstream.stream.recordings import Recording
 
@@ -31,7 +32,8 @@ def test_context_windows_sit_whole_steps_before_the_window_or_fall_back_to_the_f
     labels[100:400] = 1  # windows start at 100 and 164 (and 228)
     rec = Recording(name="synthetic", subject=1, samples=samples, labels=labels)
     identity = lambda s: np.repeat(s[:, :1], 9, axis=1).astype(np.float32)  # noqa: E731
-    x, y, subjects = windows_with_context([rec], identity, steps=(1, 2))
+    windows = labelled_windows([rec], context_steps=(1, 2), preprocess=identity)
+    x, y, subjects = windows.x, windows.y, windows.subjects
     assert x.shape == (3, 3, 128, 9) and y.tolist() == [0, 0, 0] and subjects.tolist() == [1, 1, 1]
     assert [int(x[0, k, 0, 0]) for k in range(3)] == [100, 36, 36]  # no window 2 steps back: the first on its grid
     assert [int(x[1, k, 0, 0]) for k in range(3)] == [164, 100, 36]
