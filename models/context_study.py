@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from harstream.stream.pipeline import STEP, WINDOW
+from harstream.stream.pipeline import WINDOW
 
-from .dataset import context_windows, segment_windows
+from .dataset import context_starts, context_windows, segment_windows
 
 STUDY_FILE = Path(__file__).resolve().parent.parent / "docs" / "reports" / "context_study.json"
 
@@ -37,8 +37,7 @@ def change_in_view(labels: np.ndarray, starts: np.ndarray, steps) -> np.ndarray:
     >>> change_in_view(labels, np.array([300, 500]), (1, 2)).tolist()    # 300 looks back to 172; 500 to 372
     [True, False]
     """
-    behind = starts // STEP
-    oldest = starts - STEP * np.minimum(max(steps, default=0), behind)
+    oldest = context_starts(starts, steps).min(axis=1)
     return np.array([np.any(labels[a : s + WINDOW] != labels[s]) for a, s in zip(oldest, starts)], dtype=bool)
 
 

@@ -66,10 +66,19 @@ def context_windows(processed: np.ndarray, starts: np.ndarray, steps: Sequence[i
     >>> context_windows(p, np.array([100, 300]), (1, 2))[:, :, 0, 0].tolist()
     [[100.0, 36.0, 36.0], [300.0, 236.0, 172.0]]
     """
+    return processed[context_starts(starts, steps)[:, :, None] + np.arange(WINDOW)]
+
+
+def context_starts(starts: np.ndarray, steps: Sequence[int]) -> np.ndarray:
+    """``(n, 1 + len(steps))`` first samples of each window and its context
+    windows (:func:`context_windows`' rule).
+
+    >>> context_starts(np.array([100, 300]), (1, 2)).tolist()
+    [[100, 36, 36], [300, 236, 172]]
+    """
     starts = np.asarray(starts, np.int64)
     behind = starts // STEP  # whole steps between the grid's first window and this one
-    firsts = [starts] + [starts - STEP * np.minimum(step, behind) for step in steps]
-    return processed[np.stack(firsts, axis=1)[:, :, None] + np.arange(WINDOW)]
+    return np.stack([starts] + [starts - STEP * np.minimum(step, behind) for step in steps], axis=1)
 
 
 def labelled_windows(
