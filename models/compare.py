@@ -113,7 +113,7 @@ def measure_latencies(recipes: list[Recipe], registry_names: list[str]) -> dict[
     from .modern import build
 
     def build_for_timing(recipe: Recipe):
-        if recipe.architecture != "svm":
+        if recipe.architecture not in ESTIMATORS:
             return build(recipe.architecture, windows, **recipe.model_options)
         # An SVM's cost grows with its support vectors: time one fitted on
         # the training subjects, as the final runs fit it.

@@ -24,6 +24,7 @@ import numpy as np
 
 from .augment import Augmentation, augmented_batches
 from .dataset import Windows, labelled_windows, split_by_subject
+from .training import ESTIMATORS
 
 #: Five of the 21 UCI training subjects, spread over the range, fixed before
 #: any run so that the choice cannot be tuned on results.
@@ -126,7 +127,7 @@ def fit(
 
     from .modern import build
 
-    if recipe.architecture == "svm":  # fitted by scikit-learn, not by gradient descent
+    if recipe.architecture in ESTIMATORS:  # fitted by scikit-learn, not by gradient descent
         from .svm import fit_svm
 
         return fit_svm(train, seed, validation=validation, verbose=verbose, **recipe.model_options)

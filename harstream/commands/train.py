@@ -20,8 +20,9 @@ SEED_MODELS = ("lstm", "cnn_lstm", "conv_lstm")
 def model_names() -> list[str]:
     """Registered architectures (imports the registry, which is light: no TF)."""
     from harstream.models.registry import ARCHITECTURES
+    from harstream.models.training import ESTIMATORS
 
-    return sorted(ARCHITECTURES) + ["svm"]  # svm: harstream.models.training.ESTIMATORS (kept light: no TF import)
+    return sorted(ARCHITECTURES) + list(ESTIMATORS)
 
 
 def _epochs_help() -> str:
@@ -129,7 +130,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter hides the report
     from harstream.models.registry import DEFAULT_EPOCHS
-    from harstream.models.training import train_and_save
+    from harstream.models.training import ESTIMATORS, train_and_save
     from harstream.stream.recordings import RecordingError
 
     if args.epochs is not None and args.epochs < 1:
@@ -165,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
     if len(data.train) == 0:
         print("harstream train: no training windows (all chosen subjects are test subjects)", file=sys.stderr)
         return 2
-    if args.model == "svm":
+    if args.model in ESTIMATORS:
         epochs = None
         print(f"fitting svm with scikit-learn (--epochs and --batch-size do not apply), seed {args.seed}"
               + (f", context {list(context)}" if context else ""), flush=True)  # fmt: skip
