@@ -46,6 +46,9 @@ def test_finetune_on_own_csv_recordings_learns_them_and_writes_a_loadable_artifa
     rng = np.random.default_rng(0)
     data = _sessions(output_dir / "mine", rng, [("WALKING", 30), ("LAYING", 30), ("WALKING", 20), ("LAYING", 20)])
 
+    import keras
+
+    keras.utils.set_random_seed(0)  # the base's initial weights must not depend on which tests ran before
     base = build_resnet(ChannelStats.identity(), width=8)
     base_path = save_artifact(base, {"architecture": "resnet", "test_accuracy": 0.5}, output_dir / "base.keras")
     result = finetune(base_path, data, output_dir / "mine.keras", epochs=8, learning_rate=3e-3, replay=0)
