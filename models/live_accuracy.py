@@ -30,19 +30,32 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from harstream.stream.activities import ACTIVITIES, UNKNOWN
+from harstream.stream.activities import ACTIVITIES, TRANSITIONS, UNKNOWN
 from harstream.stream.context import WindowContext
 from harstream.stream.pipeline import STEP, WINDOW, DevicePipeline
 from harstream.stream.recordings import UCI_TEST_SUBJECTS, Recording
 
 RATE = 50
 NOTHING = -1  # no window yet, or ``unknown``: the display shows no activity
+TRANSITION = -2  # the display shows a postural transition (STAND_TO_SIT, ...)
 CHUNK = 50  # one second of samples per push, as a phone batches them
 
 
-#: The displays scored: the model's plain argmax, and what the worker
-#: publishes unsmoothed (``unknown`` threshold on one window) and smoothed.
-DISPLAYS = ("argmax", "raw", "smoothed")
+#: The displays scored: the model's plain argmax, what the worker published
+#: unsmoothed (``unknown`` threshold on one window), the old 3-window moving
+#: average, and the HMM decoder (:mod:`harstream.stream.decoder`, the default).
+DISPLAYS = ("argmax", "raw", "smoothed", "decoder")
+
+
+def display_code(label: str) -> int:
+    """Class index 0-5 of a shown label; TRANSITION or NOTHING otherwise.
+
+    >>> display_code("SITTING"), display_code("SIT_TO_STAND"), display_code("unknown")
+    (3, -2, -1)
+    """
+    if label in ACTIVITIES:
+        return ACTIVITIES.index(label)
+    return TRANSITION if label in TRANSITIONS else NOTHING
 
 
 @dataclass
@@ -84,23 +97,26 @@ def session_windows(samples: np.ndarray, chunk: int = CHUNK, context_steps: Sequ
 def replay_session(
     rec: Recording,
     predict: Callable[[np.ndarray], np.ndarray],
-    smoothers: dict[str, Callable[[], object]],
+    displays: dict[str, Callable[[], object]],
     chunk: int = CHUNK,
     context_steps: Sequence[int] = (),
 ) -> SessionReplay:
-    """Replay one recording through pipeline → ``predict`` → each smoother
-    (name → factory of a fresh ``Smoother``); ``argmax`` is always added."""
+    """Replay one recording through pipeline → ``predict`` → each display
+    core (name → factory of a fresh ``Smoother`` or ``Decoder``, anything
+    with ``update(probs) -> (label, probs)``); ``argmax`` is always added."""
     x = session_windows(rec.samples, chunk, context_steps)
     probs = predict(x) if len(x) else np.empty((0, len(ACTIVITIES)))
+    return replay_probabilities(rec, probs, displays)
+
+
+def replay_probabilities(rec: Recording, probs: np.ndarray, displays: dict[str, Callable[[], object]]) -> SessionReplay:
+    """The displays of one session whose windows' probabilities are known."""
     n = len(rec.samples)
     shown = {"argmax": display_timeline(n, np.argmax(probs, axis=1) if len(probs) else [])}
-    index = {name: i for i, name in enumerate(ACTIVITIES)}
-    for kind, factory in smoothers.items():
-        smoother = factory()
-        labels = []
-        for p in probs:  # one window at a time, in stream order, as the worker does
-            label, _ = smoother.update(p)
-            labels.append(index[label] if label != UNKNOWN else NOTHING)
+    for kind, factory in displays.items():
+        core = factory()
+        # one window at a time, in stream order, as the worker does
+        labels = [display_code(core.update([round(float(v), 6) for v in p])[0]) for p in probs]
         shown[kind] = display_timeline(n, labels)
     return SessionReplay(rec.name, np.asarray(rec.labels), shown)
 
@@ -137,10 +153,37 @@ def display_delays(labels: np.ndarray, shown: np.ndarray) -> tuple[list[float], 
     return delays, missed
 
 
+def display_changes(shown: np.ndarray) -> int:
+    """How often the display changed what it shows (after it first showed
+    anything); a change to or from ``unknown`` or a transition counts.
+
+    >>> display_changes(np.array([NOTHING, NOTHING, 2, 2, 3, NOTHING, 3]))
+    3
+    """
+    shown = np.asarray(shown)
+    first = np.flatnonzero(shown != NOTHING)
+    if len(first) == 0:
+        return 0
+    s = shown[first[0] :]
+    return int(np.sum(s[1:] != s[:-1]))
+
+
+def true_changes(labels: np.ndarray) -> int:
+    """How often the true activity (1-6) changed, joining stretches across
+    postural transitions and unlabelled time (walk, pause, walk is no change).
+
+    >>> true_changes(np.array([-1, 1, 1, -1, 1, 5, 7, 7, 4, 4]))
+    2
+    """
+    labels = np.asarray(labels)
+    act = labels[(labels >= 1) & (labels <= 6)]
+    return int(np.sum(act[1:] != act[:-1]))
+
+
 def transition_display(labels: np.ndarray, shown: np.ndarray) -> dict[str, int]:
     """Sample counts of what was shown during postural transitions (7-12)."""
     shown_t = shown[(labels >= 7) & (labels <= 12)]
-    counts = {UNKNOWN: int(np.sum(shown_t == NOTHING))}
+    counts = {UNKNOWN: int(np.sum(shown_t == NOTHING)), "transition": int(np.sum(shown_t == TRANSITION))}
     for i, name in enumerate(ACTIVITIES):
         counts[name] = int(np.sum(shown_t == i))
     return counts
@@ -152,9 +195,12 @@ def score_replays(replays: list[SessionReplay]) -> dict:
     for kind in replays[0].shown if replays else ():
         correct = total = missed = 0
         delays: list[float] = []
-        trans = {UNKNOWN: 0, **{a: 0 for a in ACTIVITIES}}
+        trans = {UNKNOWN: 0, "transition": 0, **{a: 0 for a in ACTIVITIES}}
+        changes = truth_changes = 0
         for r in replays:
             shown = r.shown[kind]
+            changes += display_changes(shown)
+            truth_changes += true_changes(r.labels)
             c, t = sample_accuracy(r.labels, shown)
             correct, total = correct + c, total + t
             d, m = display_delays(r.labels, shown)
@@ -170,6 +216,9 @@ def score_replays(replays: list[SessionReplay]) -> dict:
             "segments_followed": len(delays),
             "segments_never_shown": missed,
             "transition_samples": trans,
+            "display_changes": changes,
+            "true_changes": truth_changes,
+            "changes_per_true_change": changes / truth_changes if truth_changes else float("nan"),
             "delays_s": [round(d, 2) for d in delays],
         }
     return out

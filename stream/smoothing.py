@@ -25,6 +25,34 @@ from .activities import UNKNOWN
 
 DEFAULT_WINDOWS = 3
 DEFAULT_THRESHOLD = 0.5
+#: How far a window's probabilities may miss 1 in sum (the worker rounds them
+#: to 6 decimals, so a few 1e-6; anything past this is a broken model output).
+SUM_TOLERANCE = 1e-3
+
+
+def refusal_reason(probs: Sequence[float], n_classes: int) -> str | None:
+    """Why one window's class probabilities cannot be displayed, or ``None``.
+
+    >>> refusal_reason([0.5, 0.5], 2) is None
+    True
+    >>> refusal_reason([0.5, float("nan")], 2)
+    'probabilities contain NaN or infinity'
+    >>> refusal_reason([0.5, 0.6], 2)
+    'probabilities sum to 1.1, not 1'
+    """
+    try:
+        p = np.asarray(probs, dtype=np.float64)
+    except (TypeError, ValueError):
+        return "probabilities are not numbers"
+    if p.shape != (n_classes,):
+        return f"{p.shape} probabilities for {n_classes} classes"
+    if not np.all(np.isfinite(p)):
+        return "probabilities contain NaN or infinity"
+    if np.any(p < -SUM_TOLERANCE) or np.any(p > 1 + SUM_TOLERANCE):
+        return "probabilities outside 0..1"
+    if abs(p.sum() - 1.0) > SUM_TOLERANCE:
+        return f"probabilities sum to {p.sum():.6g}, not 1"
+    return None
 
 
 class Smoother:
@@ -40,14 +68,24 @@ class Smoother:
         self.classes = list(classes)
         self.threshold = threshold
         self._recent: deque[np.ndarray] = deque(maxlen=windows)
+        self._last: tuple[str, list[float]] = (UNKNOWN, [])
+        self.refused: str | None = None
 
     def update(self, probs: Sequence[float]) -> tuple[str, list[float]]:
-        """Add one window's probabilities; ``(smoothed label, smoothed probs)``."""
+        """Add one window's probabilities; ``(smoothed label, smoothed probs)``.
+        Malformed probabilities (:func:`refusal_reason`) are refused: the
+        answer stays the previous one and :attr:`refused` says why."""
+        self.refused = refusal_reason(probs, len(self.classes))
+        if self.refused is not None:
+            return self._last
         self._recent.append(np.asarray(probs, dtype=np.float64))
         mean = np.mean(self._recent, axis=0)
         best = int(mean.argmax())
         label = self.classes[best] if mean[best] >= self.threshold else UNKNOWN
-        return label, [round(float(v), 6) for v in mean]
+        self._last = (label, [round(float(v), 6) for v in mean])
+        return self._last
 
     def reset(self) -> None:
         self._recent.clear()
+        self._last = (UNKNOWN, [])
+        self.refused = None

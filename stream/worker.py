@@ -66,6 +66,7 @@ WORKER_REASONS = (
     "pipeline",  # the pipeline refused the samples
     "inference",  # the model runtime failed on a batch
     "output_hwm",  # an output message not sent: a subscriber's queue was full
+    "probabilities",  # a window's probabilities had NaN or did not sum to 1: not displayed
 )
 
 
@@ -85,6 +86,8 @@ class WorkerConfig:
     shard: tuple[int, int] | None = None  # (k, N): only devices with shard_of % N == k
     n_shards: int = 64
     context_steps: tuple[int, ...] = ()  # the model also takes the windows this many steps back
+    # factory of each device's display core (stream.decoder.display_for); None = moving average
+    display: Callable[[], Smoother] | None = None
 
 
 @dataclass
@@ -113,7 +116,7 @@ class DeviceState:
     def __init__(self, device: str, seq: int, classes: Sequence[str], config: WorkerConfig, now: float):
         self.device = device
         self.generation = 0
-        self.smoother = Smoother(classes, config.smooth_windows, config.threshold)
+        self.smoother = config.display() if config.display else Smoother(classes, config.smooth_windows, config.threshold)
         self.sig: list[np.ndarray] = []
         self.sig_t0: float | None = None
         self.sig_last = now
@@ -365,6 +368,8 @@ class StreamCore:
             raw = [round(float(v), 6) for v in p]
             if state is not None and state.generation == w.generation:
                 smoothed, smoothed_probs = state.smoother.update(raw)
+                if state.smoother.refused:
+                    self._drop("probabilities", f"device {w.device} window {w.window}: {state.smoother.refused}")
             else:  # the device was reset or evicted meanwhile: this window stands alone
                 smoothed, smoothed_probs = Smoother(self.classes, 1, self.config.threshold).update(raw)
             latency = (now - w.arrived) * 1000.0

@@ -34,7 +34,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-batch", type=int, default=64, help="windows per model call (default 64)")
     parser.add_argument("--max-wait-ms", type=float, default=5.0,
                         help="how long a completed window may wait for a batch to fill (default 5)")  # fmt: skip
-    parser.add_argument("--smooth", type=int, default=DEFAULT_WINDOWS, help="windows averaged (default %(default)s)")
+    parser.add_argument("--display", default="decoder", choices=("decoder", "smoothed", "raw"),
+                        help="what the published `smoothed` label is: decoder = the model's HMM decoder "
+                             "(its metadata's `decoder` entry; the raw label, with a warning, if it has none), "
+                             "smoothed = moving average of --smooth windows, raw = this window alone "
+                             "(default %(default)s)")  # fmt: skip
+    parser.add_argument("--smooth", type=int, default=DEFAULT_WINDOWS,
+                        help="windows averaged with --display smoothed (default %(default)s)")
     parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
                         help="smoothed probability below which the activity is 'unknown' (default %(default)s)")
     parser.add_argument("--idle-timeout", type=float, default=30.0, help="seconds before a silent device is evicted")
@@ -72,10 +78,18 @@ def run(args: argparse.Namespace) -> int:
         print(f"worker: model {artifact.model_id} served by {runtime.name} "
               f"(fallback {runtime.fallback.name if runtime.fallback else 'none'}): {runtime.report}", flush=True)
         classes, model_id, context_steps = artifact.classes, artifact.model_id, artifact.context_steps
+    from harstream.stream.decoder import display_for
+
+    display = None  # --display smoothed: the core's moving average of --smooth windows
+    if args.display == "decoder":
+        params = artifact.metadata.get("decoder") if args.runtime != "none" else None
+        display = display_for(classes, params, args.threshold)
+    elif args.display == "raw":
+        args.smooth = 1  # a moving average of one window is the raw label with the unknown threshold
     config = WorkerConfig(
         max_batch=args.max_batch, max_wait=args.max_wait_ms / 1000.0, smooth_windows=args.smooth,
         threshold=args.threshold, idle_timeout=args.idle_timeout, signal_interval=args.signal_interval,
-        shard=args.shard, context_steps=context_steps,
+        shard=args.shard, context_steps=context_steps, display=display,
     )  # fmt: skip
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -1,0 +1,285 @@
+"""The live display decoder: what a person sees, one window at a time.
+
+A forward filter over a hidden Markov model whose states are the model's
+activity classes plus HAPT's six postural transitions (STAND_TO_SIT, ...).
+The transition matrix (one window step) is counted from the training
+subjects' activity sequences (:mod:`harstream.models.decoder_fit`), so the
+filter knows that sitting follows STAND_TO_SIT and that walking rarely turns
+into lying within 1.28 s. The emission model says how the classifier's
+output looks in each state: ``emission[s, c]``, the classifier's mean
+probability of class ``c`` in windows of state ``s`` on subjects it was not
+trained on (fitted out-of-fold on the training subjects); a window's
+evidence for ``s`` is ``sum_c p_c * emission[s, c]``. So a classifier that
+often calls standing "sitting" does not throw the filter off, and a
+postural transition gets its own look. Without a fitted emission, an
+activity's evidence is its own probability and a transition's the mean of
+the two postures it joins.
+
+The display is a hysteresis on the filtered posterior: it moves to another
+state only when that state's posterior reaches ``switch_at``, so one odd
+window does not flip it. No look-ahead, a 12 × 12 matrix-vector product
+per window, and :meth:`Decoder.reset` on a gap (the worker calls it when the
+device's pipeline restarts).
+
+>>> params = DecoderParams.uniform(["A", "B"], stay=0.95, switch_at=0.6)
+>>> d = Decoder(params)
+>>> d.update([0.9, 0.1])[0]
+'A'
+>>> d.update([0.1, 0.9])[0]          # one odd window: not enough
+'A'
+>>> d.update([0.1, 0.9])[0]
+'B'
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from .activities import ACTIVITIES, TRANSITIONS, UNKNOWN
+from .smoothing import Smoother, refusal_reason
+
+log = logging.getLogger(__name__)
+
+#: The postural transition each HAPT transition state joins (from, to).
+TRANSITION_ENDS = {
+    "STAND_TO_SIT": ("STANDING", "SITTING"),
+    "SIT_TO_STAND": ("SITTING", "STANDING"),
+    "SIT_TO_LIE": ("SITTING", "LAYING"),
+    "LIE_TO_SIT": ("LAYING", "SITTING"),
+    "STAND_TO_LIE": ("STANDING", "LAYING"),
+    "LIE_TO_STAND": ("LAYING", "STANDING"),
+}
+
+
+def is_transition(label: str) -> bool:
+    """Whether a published label is a postural transition (shown as such).
+
+    >>> is_transition("SIT_TO_STAND"), is_transition("SITTING"), is_transition("unknown")
+    (True, False, False)
+    """
+    return label in TRANSITIONS
+
+
+class DecoderParamsError(ValueError):
+    """Decoder parameters that are malformed; the message says what and where."""
+
+
+@dataclass(frozen=True)
+class DecoderParams:
+    """Everything the decoder needs; ships as the ``decoder`` entry of a model
+    artifact's metadata (:meth:`to_json` / :meth:`from_json`)."""
+
+    classes: tuple[str, ...]  # the model's classes, in its output order
+    transitions: tuple[str, ...]  # extra states, shown as such (from TRANSITION_ENDS)
+    matrix: np.ndarray  # (S, S) row-stochastic, one window step; S = classes + transitions
+    initial: np.ndarray  # (S,) state distribution at a (re)start
+    sharpness: float = 1.0  # emission = (p + floor) ** sharpness
+    floor: float = 0.01
+    transition_evidence: float = 1.0
+    switch_at: float = 0.5  # posterior a new state needs before the display moves to it
+    emission: np.ndarray | None = None  # (S, len(classes)) rows sum to 1; None = identity / mean of ends
+
+    @property
+    def states(self) -> tuple[str, ...]:
+        return self.classes + self.transitions
+
+    @classmethod
+    def uniform(cls, classes: Sequence[str], stay: float = 0.9, switch_at: float = 0.5) -> "DecoderParams":
+        """A plain sticky filter over ``classes`` (no transition states): for
+        tests and for models without fitted parameters."""
+        n = len(classes)
+        matrix = np.full((n, n), (1.0 - stay) / max(n - 1, 1)) if n > 1 else np.ones((1, 1))
+        np.fill_diagonal(matrix, stay if n > 1 else 1.0)
+        return cls(tuple(classes), (), matrix, np.full(n, 1.0 / n), switch_at=switch_at)
+
+    def __post_init__(self) -> None:
+        s = len(self.classes) + len(self.transitions)
+        matrix = np.asarray(self.matrix, dtype=np.float64)
+        initial = np.asarray(self.initial, dtype=np.float64)
+        where = "decoder parameters"
+        if not self.classes:
+            raise DecoderParamsError(f"{where}: no classes")
+        unknown = [t for t in self.transitions if t not in TRANSITION_ENDS]
+        if unknown:
+            raise DecoderParamsError(f"{where}: transitions {unknown} are not among {list(TRANSITION_ENDS)}")
+        if matrix.shape != (s, s) or initial.shape != (s,):
+            raise DecoderParamsError(
+                f"{where}: {s} states need a {s}x{s} matrix and {s} initial probabilities, "
+                f"got {matrix.shape} and {initial.shape}"
+            )
+        for name, arr in (("matrix", matrix), ("initial", initial)):
+            if not np.all(np.isfinite(arr)) or np.any(arr < 0):
+                raise DecoderParamsError(f"{where}: {name} has negative or non-finite entries")
+        rows = np.flatnonzero(np.abs(matrix.sum(axis=1) - 1.0) > 1e-6)
+        if len(rows) or abs(initial.sum() - 1.0) > 1e-6:
+            bad = [self.states[i] for i in rows] or ["initial"]
+            raise DecoderParamsError(f"{where}: rows {bad} do not sum to 1")
+        for name, value, lo, hi in (
+            ("sharpness", self.sharpness, 0.0, 10.0),
+            ("floor", self.floor, 0.0, 1.0),
+            ("transition_evidence", self.transition_evidence, 0.0, 1e6),
+            ("switch_at", self.switch_at, 0.0, 1.0),
+        ):
+            if not (np.isfinite(value) and lo <= value <= hi):
+                raise DecoderParamsError(f"{where}: {name} {value} is outside {lo}..{hi}")
+        if self.emission is not None:
+            emission = np.asarray(self.emission, dtype=np.float64)
+            if emission.shape != (s, len(self.classes)):
+                raise DecoderParamsError(
+                    f"{where}: emission must be {s}x{len(self.classes)} (states x classes), got {emission.shape}"
+                )
+            if not np.all(np.isfinite(emission)) or np.any(emission < 0) or np.any(emission.sum(1) <= 0):
+                raise DecoderParamsError(f"{where}: emission has negative, non-finite or all-zero rows")
+            object.__setattr__(self, "emission", emission / emission.sum(1, keepdims=True))
+        object.__setattr__(self, "matrix", matrix)
+        object.__setattr__(self, "initial", initial)
+
+    def to_json(self) -> dict:
+        return {
+            "classes": list(self.classes),
+            "transitions": list(self.transitions),
+            "matrix": [[round(float(v), 8) for v in row] for row in self.matrix / self.matrix.sum(1, keepdims=True)],
+            "initial": [round(float(v), 8) for v in self.initial],
+            "sharpness": self.sharpness,
+            "floor": self.floor,
+            "transition_evidence": self.transition_evidence,
+            "switch_at": self.switch_at,
+            "emission": None if self.emission is None else [[round(float(v), 8) for v in row] for row in self.emission],
+        }
+
+    @classmethod
+    def from_json(cls, d: dict) -> "DecoderParams":
+        if not isinstance(d, dict):
+            raise DecoderParamsError(f"decoder parameters: expected an object, got {type(d).__name__}")
+        try:
+            matrix = np.asarray(d["matrix"], dtype=np.float64)
+            initial = np.asarray(d["initial"], dtype=np.float64)
+            # renormalise rounding of the stored rows; the checks still see gross errors
+            if matrix.ndim == 2 and np.all(np.abs(matrix.sum(1) - 1.0) < 1e-4):
+                matrix = matrix / matrix.sum(1, keepdims=True)
+            if initial.ndim == 1 and abs(initial.sum() - 1.0) < 1e-4:
+                initial = initial / initial.sum()
+            return cls(
+                classes=tuple(str(c) for c in d["classes"]),
+                transitions=tuple(str(t) for t in d.get("transitions", ())),
+                matrix=matrix,
+                initial=initial,
+                sharpness=float(d.get("sharpness", 1.0)),
+                floor=float(d.get("floor", 0.01)),
+                transition_evidence=float(d.get("transition_evidence", 1.0)),
+                switch_at=float(d.get("switch_at", 0.5)),
+                emission=None if d.get("emission") is None else np.asarray(d["emission"], dtype=np.float64),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            if isinstance(exc, DecoderParamsError):
+                raise
+            raise DecoderParamsError(f"decoder parameters: {type(exc).__name__}: {exc}") from None
+
+
+class Decoder:
+    """Forward filter + hysteresis for one device; ``update`` once per window.
+
+    ``update(probs)`` returns ``(label shown, posterior of each class)``; the
+    label is a class, a transition name, or ``unknown`` before the first
+    window. A window whose probabilities are malformed (NaN, outside 0..1,
+    not summing to 1, wrong length) is refused: the state does not move, the
+    display stays, and :attr:`refused` holds the reason until the next call.
+    """
+
+    def __init__(self, params: DecoderParams):
+        self.params = params
+        self.classes = list(params.classes)
+        n, s = len(params.classes), len(params.states)
+        # evidence of each state as a linear map of the class probabilities:
+        # activity state = its class; transition state = mean of its two postures
+        if params.emission is not None:
+            mix = params.emission
+        else:
+            mix = np.zeros((s, n))
+            mix[np.arange(n), np.arange(n)] = 1.0
+            index = {c: i for i, c in enumerate(params.classes)}
+            for k, name in enumerate(params.transitions):
+                ends = [index[c] for c in TRANSITION_ENDS[name] if c in index]
+                mix[n + k, ends] = 1.0 / len(ends) if ends else 0.0
+        self._mix = mix
+        self._scale = np.concatenate([np.ones(n), np.full(s - n, params.transition_evidence)])
+        self._t = params.matrix.T.copy()  # predict: prior = T @ posterior
+        self.refused: str | None = None
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the past (a gap, a restart): back to the initial state."""
+        self._posterior = self.params.initial.copy()
+        self._shown: int | None = None
+        self.refused = None
+
+    @property
+    def shown(self) -> str:
+        return self.params.states[self._shown] if self._shown is not None else UNKNOWN
+
+    def class_posterior(self) -> list[float]:
+        """The filtered probability of each class (transition states' mass is
+        the rest up to 1)."""
+        return [round(float(v), 6) for v in self._posterior[: len(self.classes)]]
+
+    def update(self, probs: Sequence[float]) -> tuple[str, list[float]]:
+        self.refused = refusal_reason(probs, len(self.classes))
+        if self.refused is not None:
+            return self.shown, self.class_posterior()
+        p = self.params
+        evidence = self._scale * (self._mix @ np.asarray(probs, dtype=np.float64) + p.floor) ** p.sharpness
+        posterior = evidence * (self._t @ self._posterior)
+        total = posterior.sum()
+        if not np.isfinite(total) or total <= 0.0:  # evidence ruled out every state: start afresh
+            posterior = evidence * p.initial
+            total = posterior.sum()
+        self._posterior = posterior / total
+        best = int(self._posterior.argmax())
+        if self._shown is None or (best != self._shown and self._posterior[best] >= p.switch_at):
+            self._shown = best
+        return self.shown, self.class_posterior()
+
+
+def decode_sequence(params: DecoderParams, probs: np.ndarray) -> list[str]:
+    """What the display shows after each window of one uninterrupted stream
+    (the offline twin of the worker's per-device decoder)."""
+    decoder = Decoder(params)
+    return [decoder.update(p)[0] for p in np.asarray(probs, dtype=np.float64)]
+
+
+def display_for(classes: Sequence[str], decoder: dict | None, threshold: float = 0.5):
+    """The display core a worker gives each device of a model with ``classes``:
+    a :class:`Decoder` from the artifact's ``decoder`` parameters, or, when
+    they are missing or do not fit the classes, the raw per-window label
+    (:class:`~harstream.stream.smoothing.Smoother` over one window) with a
+    logged warning. Returns a factory of fresh display cores."""
+    reason = None
+    if decoder is None:
+        reason = "the model has no decoder parameters"
+    else:
+        try:
+            params = DecoderParams.from_json(decoder)
+        except DecoderParamsError as exc:
+            params, reason = None, str(exc)
+        if params is not None and list(params.classes) != list(classes):
+            reason = f"decoder parameters are for classes {list(params.classes)}, the model has {list(classes)}"
+    if reason is not None:
+        log.warning("%s; showing the raw per-window label", reason)
+        return lambda: Smoother(classes, windows=1, threshold=threshold)
+    return lambda: Decoder(params)
+
+
+__all__ = [
+    "ACTIVITIES",
+    "Decoder",
+    "DecoderParams",
+    "DecoderParamsError",
+    "TRANSITION_ENDS",
+    "decode_sequence",
+    "display_for",
+    "is_transition",
+]
