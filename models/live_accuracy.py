@@ -180,6 +180,55 @@ def true_changes(labels: np.ndarray) -> int:
     return int(np.sum(act[1:] != act[:-1]))
 
 
+def runs(codes: np.ndarray, value: int) -> list[tuple[int, int]]:
+    """``(start, end)`` sample ranges (end exclusive) where ``codes == value``.
+
+    >>> runs(np.array([0, 1, 1, 0, 1]), 1)
+    [(1, 3), (4, 5)]
+    """
+    hit = np.concatenate([[0], (np.asarray(codes) == value).astype(np.int8), [0]])
+    edges = np.flatnonzero(np.diff(hit))
+    return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2])]
+
+
+#: Ward et al. (2011) event categories (ground truth: deletion D, fragmented F,
+#: merged M, both FM, correct C; detections: insertion I', fragmenting F',
+#: merging M', both FM') and frame categories (frames of insertion I,
+#: deletion D, fragmentation F, merge M, over/underfill at start/end Os Oe Us Ue).
+EVENT_KEYS = ("total_gt", "total_det", "C", "D", "F", "M", "FM", "I'", "F'", "M'", "FM'")
+FRAME_KEYS = ("TP", "TN", "I", "D", "F", "M", "Os", "Oe", "Us", "Ue")
+
+
+def event_metrics(labels: np.ndarray, shown: np.ndarray) -> dict[str, dict[str, int]]:
+    """Ward's event and frame categories of one session, one activity at a
+    time (its true stretches vs the stretches the display showed it), summed
+    over the six activities; computed by the ``ward-metrics`` package."""
+    from wardmetrics.core_methods import eval_events, eval_segments
+
+    truth = np.where((labels >= 1) & (labels <= 6), labels - 1, NOTHING)
+    events = dict.fromkeys(EVENT_KEYS, 0)
+    frames = dict.fromkeys(FRAME_KEYS, 0)
+    n = len(labels)
+    for c in range(len(ACTIVITIES)):
+        gt, det = runs(truth, c), runs(shown, c)
+        if not gt or not det:  # the package needs both; the rest is plain counting
+            events["total_gt"] += len(gt)
+            events["total_det"] += len(det)
+            events["D"] += len(gt)
+            events["I'"] += len(det)
+            frames["D"] += sum(b - a for a, b in gt)
+            frames["I"] += sum(b - a for a, b in det)
+            frames["TN"] += n - sum(b - a for a, b in gt + det)
+            continue
+        _, _, counts, _ = eval_events(list(gt), list(det), 0, n)
+        for k in EVENT_KEYS:
+            events[k] += int(counts[k])
+        _, _, seg_counts, _ = eval_segments(list(gt), list(det), 0, n)
+        for k in FRAME_KEYS:
+            frames[k] += int(seg_counts[k])
+    return {"events": events, "frames": frames}
+
+
 def transition_display(labels: np.ndarray, shown: np.ndarray) -> dict[str, int]:
     """Sample counts of what was shown during postural transitions (7-12)."""
     shown_t = shown[(labels >= 7) & (labels <= 12)]
@@ -197,8 +246,15 @@ def score_replays(replays: list[SessionReplay]) -> dict:
         delays: list[float] = []
         trans = {UNKNOWN: 0, "transition": 0, **{a: 0 for a in ACTIVITIES}}
         changes = truth_changes = 0
+        events = dict.fromkeys(EVENT_KEYS, 0)
+        frames = dict.fromkeys(FRAME_KEYS, 0)
         for r in replays:
             shown = r.shown[kind]
+            ward = event_metrics(r.labels, shown)
+            for k in EVENT_KEYS:
+                events[k] += ward["events"][k]
+            for k in FRAME_KEYS:
+                frames[k] += ward["frames"][k]
             changes += display_changes(shown)
             truth_changes += true_changes(r.labels)
             c, t = sample_accuracy(r.labels, shown)
@@ -219,6 +275,8 @@ def score_replays(replays: list[SessionReplay]) -> dict:
             "display_changes": changes,
             "true_changes": truth_changes,
             "changes_per_true_change": changes / truth_changes if truth_changes else float("nan"),
+            "ward_events": events,
+            "ward_frames": frames,
             "delays_s": [round(d, 2) for d in delays],
         }
     return out
@@ -237,9 +295,12 @@ def plot_session(replay: SessionReplay, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(11, 3.6))
     ax.plot(t, truth, lw=6, alpha=0.35, color="k", label="true activity")
     ax.plot(t, trans, lw=6, alpha=0.35, color="tab:red", label="transition (7-12)")
-    for offset, kind in zip((0.08, -0.08), ("raw", "smoothed")):
+    for offset, kind in zip((0.12, 0.0, -0.12), ("raw", "smoothed", "decoder")):
+        if kind not in replay.shown:
+            continue
         shown = replay.shown[kind]
-        ax.plot(t, np.where(shown >= 0, shown, -1.0) + offset, lw=1, label=f"shown ({kind})")
+        y = np.where(shown >= 0, shown, np.where(shown == TRANSITION, -0.5, -1.0))
+        ax.plot(t, y + offset, lw=1, label=f"shown ({kind})")
     ax.set_yticks(range(-1, 6), ["unknown / none", *[a.lower() for a in ACTIVITIES]])
     ax.set_xlabel("seconds")
     ax.set_title(f"{replay.name}: live display vs truth")
@@ -327,9 +388,12 @@ def main(argv: list[str] | None = None) -> int:
     threshold = smoothing.DEFAULT_THRESHOLD if args.threshold is None else args.threshold
     recs = load_embedded().of_subjects(UCI_TEST_SUBJECTS)
     start = time.perf_counter()
+    from harstream.stream.decoder import display_for
+
     smoothers = {
         "raw": lambda: smoothing.Smoother(ACTIVITIES, windows=1, threshold=threshold),
         "smoothed": lambda: smoothing.Smoother(ACTIVITIES, windows=windows, threshold=threshold),
+        "decoder": display_for(artifact.classes, artifact.metadata.get("decoder"), threshold),
     }
     replays = [replay_session(r, runtime.predict, smoothers, context_steps=artifact.context_steps) for r in recs]
     seconds = time.perf_counter() - start
@@ -345,11 +409,15 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "live.json").write_text(json.dumps(live, indent=1) + "\n")
     plot_session(replays[0], args.out / "live_session.png")
     plot_delays(live, args.out / "live_delays.png")
+    img = Path(__file__).resolve().parent.parent / "docs" / "img" / "live_timeline.png"
+    plot_session(replays[0], img)
     for kind in DISPLAYS:
         k = live[kind]
         print(
             f"{kind}: per-sample accuracy {100 * k['sample_accuracy']:.2f} %, delay median {k['delay_median_s']:.2f} s "
-            f"p90 {k['delay_p90_s']:.2f} s, transitions {k['transition_samples']}"
+            f"p90 {k['delay_p90_s']:.2f} s, changes {k['display_changes']} for {k['true_changes']} true "
+            f"({k['changes_per_true_change']:.2f}), ward events {k['ward_events']}, frames {k['ward_frames']}, "
+            f"transitions {k['transition_samples']}"
         )
     return 0
 

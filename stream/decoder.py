@@ -246,9 +246,10 @@ class Decoder:
 
 def decode_sequence(params: DecoderParams, probs: np.ndarray) -> list[str]:
     """What the display shows after each window of one uninterrupted stream
-    (the offline twin of the worker's per-device decoder)."""
+    (the offline twin of the worker's per-device decoder; the probabilities
+    are rounded to 6 decimals, as the worker publishes and decodes them)."""
     decoder = Decoder(params)
-    return [decoder.update(p)[0] for p in np.asarray(probs, dtype=np.float64)]
+    return [decoder.update([round(float(v), 6) for v in p])[0] for p in np.asarray(probs, dtype=np.float64)]
 
 
 def display_for(classes: Sequence[str], decoder: dict | None, threshold: float = 0.5):

@@ -1,0 +1,191 @@
+"""The live display decoder: blips do not flip it, real changes are followed
+within the stated delay, gaps reset it, bad input is refused and counted, and
+the worker publishes exactly what the offline decoder computes."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import numpy as np
+import pytest
+
+from harstream.stream.activities import ACTIVITIES, UNKNOWN
+from harstream.stream.decoder import Decoder, DecoderParams, DecoderParamsError, decode_sequence, display_for
+from harstream.stream.protocol import SampleBatch, encode_samples
+from harstream.stream.smoothing import Smoother
+from harstream.stream.worker import StreamCore, WorkerConfig
+
+AB = ["A", "B"]
+#: The decoder's stated delay for a sustained change the classifier gives 0.8: two windows (2.56 s).
+STATED_DELAY_WINDOWS = 2
+
+
+def sticky() -> DecoderParams:
+    params = DecoderParams.uniform(AB, stay=0.95, switch_at=0.6)
+    return DecoderParams(params.classes, (), params.matrix, params.initial, sharpness=2.0, switch_at=0.6)
+
+
+def shown_after(core, probs: list[list[float]]) -> list[str]:
+    return [core.update(p)[0] for p in probs]
+
+
+def test_a_single_odd_window_does_not_flip_the_display():
+    windows = [[0.6, 0.4]] * 10 + [[0.2, 0.8]] + [[0.6, 0.4]] * 3
+    assert set(shown_after(Decoder(sticky()), windows)) == {"A"}
+
+
+def test_a_moving_average_would_flip_on_that_same_window():
+    # the reason for the decoder: the old 3-window average shows the blip
+    windows = [[0.6, 0.4]] * 10 + [[0.2, 0.8]] + [[0.6, 0.4]] * 3
+    assert "B" in shown_after(Smoother(AB, windows=3, threshold=0.5), windows)
+
+
+def test_a_sustained_change_is_shown_within_the_stated_delay():
+    shown = shown_after(Decoder(sticky()), [[0.6, 0.4]] * 10 + [[0.2, 0.8]] * 5)
+    assert shown[10 + STATED_DELAY_WINDOWS - 1] == "B" and shown[-1] == "B"
+
+
+def test_a_confident_change_is_shown_on_its_first_window_where_a_moving_average_lags():
+    windows = [[0.9, 0.1]] * 10 + [[0.01, 0.99]] * 3
+    assert shown_after(Decoder(sticky()), windows)[10] == "B"
+    assert shown_after(Smoother(AB, windows=3, threshold=0.5), windows)[10] == "A"
+
+
+def test_a_reset_forgets_the_past_activity():
+    decoder = Decoder(sticky())
+    shown_after(decoder, [[0.9, 0.1]] * 20)
+    decoder.reset()
+    assert decoder.shown == UNKNOWN
+    assert decoder.update([0.4, 0.6])[0] == "B"  # without the reset the long A would hold
+
+
+def test_a_postural_transition_is_shown_as_such_and_is_followed_by_the_posture():
+    # STANDING -> STAND_TO_SIT -> SITTING
+    classes = ["SITTING", "STANDING", "WALKING"]
+    # standing turns into the transition, hardly ever straight into walking
+    matrix = np.array([[0.97, 0.01, 0.01, 0.01], [0.005, 0.96, 0.005, 0.03], [0.01, 0.01, 0.97, 0.01],
+                       [0.3, 0.01, 0.01, 0.68]])  # fmt: skip
+    # a transition window looks half standing, half sitting
+    emission = np.array([[0.9, 0.05, 0.05], [0.05, 0.9, 0.05], [0.05, 0.05, 0.9], [0.45, 0.45, 0.1]])
+    params = DecoderParams(tuple(classes), ("STAND_TO_SIT",), matrix, np.array([0.1, 0.7, 0.1, 0.1]),
+                           sharpness=2.0, switch_at=0.5, emission=emission, transition_evidence=4.0)  # fmt: skip
+    windows = [[0.05, 0.9, 0.05]] * 5 + [[0.5, 0.5, 0.0]] * 3 + [[0.9, 0.05, 0.05]] * 3
+    shown = decode_sequence(params, np.array(windows))
+    assert shown[:5] == ["STANDING"] * 5
+    assert "STAND_TO_SIT" in shown[5:8]
+    assert shown[-1] == "SITTING"
+
+
+def test_probabilities_with_nan_or_a_wrong_sum_are_refused_and_leave_the_display():
+    decoder = Decoder(sticky())
+    decoder.update([0.9, 0.1])
+    for bad, reason in (([float("nan"), 0.5], "NaN"), ([0.7, 0.7], "sum"), ([1.0], "classes")):
+        assert decoder.update(bad)[0] == "A"
+        assert reason in decoder.refused
+    decoder.update([0.9, 0.1])
+    assert decoder.refused is None
+
+
+def test_parameters_round_trip_through_json_and_malformed_ones_are_named():
+    params = sticky()
+    again = DecoderParams.from_json(params.to_json())
+    np.testing.assert_allclose(again.matrix, params.matrix)
+    assert again.sharpness == params.sharpness
+    bad = params.to_json() | {"matrix": [[0.5, 0.6], [0.5, 0.5]]}
+    with pytest.raises(DecoderParamsError, match="do not sum to 1"):
+        DecoderParams.from_json(bad)
+    with pytest.raises(DecoderParamsError, match="2x2 matrix"):
+        DecoderParams.from_json(params.to_json() | {"matrix": [[1.0]]})
+
+
+def test_a_model_whose_classes_have_no_decoder_falls_back_to_the_raw_label_with_a_warning(caplog):
+    with caplog.at_level(logging.WARNING, logger="harstream.stream.decoder"):
+        core = display_for(["X", "Y"], sticky().to_json())()
+    assert isinstance(core, Smoother) and "raw per-window label" in caplog.text
+    assert core.update([0.2, 0.8])[0] == "Y"  # the window alone
+    assert isinstance(display_for(AB, sticky().to_json())(), Decoder)
+
+
+def test_the_shipped_model_carries_decoder_parameters_for_its_classes():
+    import json
+
+    from harstream.models.artifact import DEFAULT_MODEL, metadata_path
+
+    meta = json.loads(metadata_path(DEFAULT_MODEL).read_text())
+    params = DecoderParams.from_json(meta["decoder"])
+    assert list(params.classes) == meta["classes"] and len(params.transitions) == 6
+
+
+# ------------------------------------------------------------- in the worker
+
+
+def _core_with_decoder() -> StreamCore:
+    params = DecoderParams.uniform(ACTIVITIES, stay=0.95, switch_at=0.6)
+    return StreamCore(ACTIVITIES, "m", WorkerConfig(display=lambda: Decoder(params), signal_interval=0))
+
+
+def _window(core: StreamCore, seq: int, probs: np.ndarray):
+    core.ingest(encode_samples(SampleBatch("d", seq=seq, t0=seq / 50, samples=np.zeros((128, 6)))), now=0.0)
+    _, pending = core.take_batch()
+    return core.finish_batch(pending, np.tile(probs, (len(pending), 1)), now=0.0)
+
+
+def test_the_worker_resets_the_decoder_on_a_gap_and_counts_refused_probabilities():
+    core = _core_with_decoder()
+    walking, laying = np.eye(6)[0] * 0.88 + 0.02, np.eye(6)[5] * 0.55 + 0.075  # each sums to 1
+    assert [p.smoothed for p in _window(core, 0, walking)] == ["WALKING"]
+    # a gap: samples 128..999 never came; the next window starts from nothing
+    assert [p.smoothed for p in _window(core, 1000, laying)] == ["LAYING"]
+    bad = np.full(6, np.nan)
+    assert [p.smoothed for p in _window(core, 2000, bad)] == [UNKNOWN]  # a fresh device state after the gap
+    assert core.drops["probabilities"] == 1
+
+
+def test_a_published_session_equals_the_offline_decoder_on_loopback(embedded, tmp_path):
+    """A real worker on 127.0.0.1 with the shipped model and its decoder; one
+    held-out session replayed; every published label equals the offline one."""
+    import zmq
+
+    from harstream.models.artifact import load_artifact
+    from harstream.models.live_accuracy import session_windows
+    from harstream.models.runtime import load_runtime
+    from harstream.simulator.replay import ReplaySchedule, devices_for, replay
+    from harstream.stream.protocol import Prediction, decode_output
+    from harstream.stream.worker import serve
+
+    artifact = load_artifact()
+    runtime = load_runtime(artifact, "auto")
+    params = DecoderParams.from_json(artifact.metadata["decoder"])
+    rec = embedded.of_subjects([9])[0]
+    rec = type(rec)(rec.name, rec.subject, rec.samples[:6000], rec.labels[:6000])  # 2 minutes, ~90 windows
+    offline = decode_sequence(params, runtime.predict(session_windows(rec.samples.astype(np.float32), 10, artifact.context_steps)))
+
+    stop, ready, bound = threading.Event(), threading.Event(), {}
+    config = WorkerConfig(context_steps=artifact.context_steps, display=display_for(artifact.classes, artifact.metadata["decoder"]))
+    thread = threading.Thread(target=serve, daemon=True, kwargs=dict(
+        runtime=runtime, classes=artifact.classes, model_id=artifact.model_id, ingest="tcp://127.0.0.1:*",
+        output="tcp://127.0.0.1:*", config=config, stop=stop, stats_every=0.2, on_ready=ready.set,
+        on_bound=lambda i, o: bound.update(ingest=i, output=o), printer=None))  # fmt: skip
+    thread.start()
+    ctx = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    try:
+        assert ready.wait(60), "worker did not start"
+        sub.setsockopt(zmq.SUBSCRIBE, b"p/")
+        sub.connect(bound["output"])
+        replay(ReplaySchedule(devices_for([rec]), chunk=10), publish=bound["ingest"], speed=0,
+               wait_subscriptions=1, printer=None)  # fmt: skip
+        got: list[Prediction] = []
+        while len(got) < len(offline) and sub.poll(30_000):
+            msg = decode_output(sub.recv_multipart())
+            if isinstance(msg, Prediction):
+                got.append(msg)
+    finally:
+        stop.set()
+        thread.join(30)
+        sub.close(0)
+        ctx.term()
+    got.sort(key=lambda p: p.window)
+    assert [p.window for p in got] == list(range(len(offline)))
+    assert [p.smoothed for p in got] == offline
