@@ -53,7 +53,7 @@ from harstream.stream.rate import RATE_HZ
 from harstream.stream.recordings import Recording
 
 from .dataset import context_windows, segment_windows
-from .invariant import gravity_direction
+from .invariant import PlacementFreeFeatures, gravity_direction, placement_free_features
 
 #: An activity needs at least this much labelled data to be calibrated.
 MIN_SECONDS = 20.0
@@ -71,19 +71,38 @@ class PersonalSettings:
     #: Farther than this (degrees) from every calibrated posture: plain STILL.
     max_angle: float = 30.0
     #: Compare |components| (a pocket phone may come back upside down).
-    sign_invariant: bool = True
+    sign_invariant: bool = False
     #: Consecutive still windows averaged into one prototype.
     windows_per_prototype: int = 4
-    #: Softmax sharpness over cosine similarities.
+    #: Logits per unit of cosine similarity to a posture's prototypes.
     sharpness: float = 200.0
+    #: Also tell calibrated postures apart by a linear discriminant on the
+    #: placement-free features (how still the body is), not by tilt alone.
+    discriminant: bool = True
 
 
 @keras.saving.register_keras_serializable(package="harstream")
 class PostureHead(keras.layers.Layer):
     """Windows (or stacks) → probabilities over ``postures + 1``: each
-    calibrated posture, then *none of them* (farther than ``max_angle`` from
-    every prototype). Prototypes are unit gravity directions in the device's
-    frame, ``owners[i]`` the posture of prototype ``i``."""
+    calibrated posture, then *none of them*.
+
+    Two cues, both of the current window:
+
+    - the gravity direction in the device's frame against the calibrated
+      ``prototypes`` (unit vectors; ``owners[i]`` is the posture of
+      prototype ``i``): farther than ``max_angle`` from all of them means
+      none of the calibrated postures (a sigmoid gate), and among them the
+      closer, the likelier (``sharpness`` × cosine, as logits);
+    - a linear discriminant on the standardised placement-free features
+      (``feature_mean``, ``feature_scale``, ``coef`` (features, postures),
+      ``intercept``), fitted on the calibration's still windows: sitting
+      and standing differ in how still the body is as much as in the tilt
+      of a waist, and a device re-attached a little differently moves the
+      tilt but not the stillness. Its logits are clipped to ±``LDA_CLIP``.
+    """
+
+    LDA_CLIP = 20.0
+    GATE_SHARPNESS = 200.0
 
     def __init__(
         self,
@@ -93,6 +112,10 @@ class PostureHead(keras.layers.Layer):
         max_angle: float,
         sign_invariant: bool,
         sharpness: float,
+        feature_mean: Sequence[float] = (),
+        feature_scale: Sequence[float] = (),
+        coef: Sequence[Sequence[float]] = (),
+        intercept: Sequence[float] = (),
         **kwargs,
     ):
         kwargs.setdefault("trainable", False)
@@ -103,15 +126,26 @@ class PostureHead(keras.layers.Layer):
         self.max_angle = float(max_angle)
         self.sign_invariant = bool(sign_invariant)
         self.sharpness = float(sharpness)
+        self.feature_mean = [float(v) for v in feature_mean]
+        self.feature_scale = [float(v) for v in feature_scale]
+        self.coef = [[float(v) for v in row] for row in coef]
+        self.intercept = [float(v) for v in intercept]
         protos = np.asarray(self.prototypes, np.float32).reshape(-1, 3)
         self._protos = np.abs(protos) if self.sign_invariant else protos
-        # (prototypes, postures) mask; -2 where a prototype is not the posture's (below any cosine)
         member = np.zeros((len(self.owners), self.postures), np.float32)
         member[np.arange(len(self.owners)), self.owners] = 1.0
         self._member = member
+        self._features = PlacementFreeFeatures() if self.coef else None
+
+    def build(self, input_shape):
+        if self._features is not None:
+            window = tuple(input_shape[-2:])
+            self._features.build((input_shape[0], *window))
+        self.built = True
 
     def call(self, x):
-        down = gravity_direction(ops.cast(x, "float32"))
+        x = ops.cast(x, "float32")
+        down = gravity_direction(x)
         if self.postures == 0:
             return ops.ones_like(down[:, :1])
         if self.sign_invariant:
@@ -119,8 +153,15 @@ class PostureHead(keras.layers.Layer):
         cos = ops.matmul(down, ops.transpose(self._protos))  # (n, prototypes)
         # best prototype of each posture: non-members pushed below any cosine
         per_posture = ops.max(cos[:, :, None] * self._member - 3.0 * (1.0 - self._member), axis=1)  # (n, postures)
-        none = ops.ones_like(per_posture[:, :1]) * float(np.cos(np.deg2rad(self.max_angle)))
-        return ops.softmax(self.sharpness * ops.concatenate([per_posture, none], axis=-1), axis=-1)
+        logits = self.sharpness * per_posture
+        if self._features is not None:
+            current = x[:, 0] if len(x.shape) == 4 else x
+            f = (self._features(current) - np.asarray(self.feature_mean, np.float32)) / np.asarray(self.feature_scale, np.float32)
+            lda = ops.matmul(f, np.asarray(self.coef, np.float32)) + np.asarray(self.intercept, np.float32)
+            logits = logits + ops.clip(lda, -self.LDA_CLIP, self.LDA_CLIP)
+        gate = float(np.cos(np.deg2rad(self.max_angle))) - ops.max(per_posture, axis=-1, keepdims=True)
+        none = ops.sigmoid(self.GATE_SHARPNESS * gate)
+        return ops.concatenate([(1.0 - none) * ops.softmax(logits, axis=-1), none], axis=-1)
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.postures + 1)
@@ -134,6 +175,10 @@ class PostureHead(keras.layers.Layer):
             "max_angle": self.max_angle,
             "sign_invariant": self.sign_invariant,
             "sharpness": self.sharpness,
+            "feature_mean": self.feature_mean,
+            "feature_scale": self.feature_scale,
+            "coef": self.coef,
+            "intercept": self.intercept,
         }
 
 
@@ -283,7 +328,7 @@ def fit_personal(
         base_class = np.asarray(base.model(data.x, training=False)).argmax(1)
     else:
         base_class = np.empty(0, np.int64)
-    checks, postures, prototypes, owners = [], [], [], []
+    checks, postures, prototypes, owners, still_windows = [], [], [], [], []
     for index, name in enumerate(ACTIVITIES):
         if name not in seconds:
             continue
@@ -295,9 +340,15 @@ def fit_personal(
             protos = posture_prototypes(data.x[still], data.bout[still], settings.windows_per_prototype)
             prototypes.append(protos)
             owners += [len(postures)] * len(protos)
+            still_windows.append(data.x[still])
             postures.append(name)
     classes = [*MOVING, *postures, STILL]
-    model = build_personal_model(base.model, np.concatenate(prototypes) if prototypes else np.empty((0, 3)), owners, len(postures), settings)
+    discriminant = fit_discriminant(still_windows) if settings.discriminant else {}
+    head = PostureHead(
+        (np.concatenate(prototypes) if prototypes else np.empty((0, 3))).tolist(), owners, len(postures),
+        settings.max_angle, settings.sign_invariant, settings.sharpness, name="posture", **discriminant,
+    )  # fmt: skip
+    model = build_personal_model(base.model, head)
     return PersonalFit(
         model=model,
         classes=classes,
@@ -309,16 +360,33 @@ def fit_personal(
     )
 
 
-def build_personal_model(
-    base: "keras.Model", prototypes: np.ndarray, owners: Sequence[int], postures: int, settings: PersonalSettings
-) -> "keras.Model":
-    """The base model and a :class:`PostureHead` on the same input, merged."""
+def fit_discriminant(still_windows: Sequence[np.ndarray]) -> dict:
+    """Shrinkage LDA on the placement-free features of each calibrated
+    posture's still windows (current window of a stack), as the
+    :class:`PostureHead` arguments; empty with fewer than two postures."""
+    if len(still_windows) < 2:
+        return {}
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+    current = [w[:, 0] if w.ndim == 4 else w for w in still_windows]
+    feats = placement_free_features(np.concatenate(current)).astype(np.float64)
+    y = np.concatenate([np.full(len(w), i) for i, w in enumerate(current)])
+    mean, scale = feats.mean(axis=0), feats.std(axis=0)
+    scale[scale < 1e-6] = 1.0
+    lda = LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto").fit((feats - mean) / scale, y)
+    coef, intercept = lda.coef_, lda.intercept_
+    if len(still_windows) == 2:  # binary: sklearn gives one decision for class 1
+        coef = np.stack([-coef[0] / 2, coef[0] / 2])
+        intercept = np.array([-intercept[0] / 2, intercept[0] / 2])
+    return {"feature_mean": mean.tolist(), "feature_scale": scale.tolist(), "coef": coef.T.tolist(), "intercept": intercept.tolist()}
+
+
+def build_personal_model(base: "keras.Model", head: PostureHead) -> "keras.Model":
+    """The base model and a :class:`PostureHead` on the same input, merged
+    (with no posture calibrated the head always says "none of them": STILL)."""
     inputs = keras.Input(shape=tuple(base.input_shape[1:]), dtype="float32", name="window")
     probs = base(inputs)
-    # with no posture calibrated the head says "none of them" (plain STILL) always
-    posture = PostureHead(
-        prototypes.tolist(), list(owners), postures, settings.max_angle, settings.sign_invariant, settings.sharpness, name="posture"
-    )(inputs)
+    posture = head(inputs)
     outputs = PostureSplit(name="probabilities")([probs, posture])
     return keras.Model(inputs, outputs, name="personal")
 

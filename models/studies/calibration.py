@@ -22,6 +22,7 @@ down (an extra half-turn about its x axis), as a pocket phone may be.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 from dataclasses import replace
@@ -143,7 +144,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--activities", default=",".join(DEFAULT_ACTIVITIES), help="calibrated activities, or 'all'")
     parser.add_argument("--seconds", type=float, default=60.0, help="first seconds of each activity used")
     parser.add_argument("--max-angle", type=float, nargs="+", default=[PersonalSettings.max_angle])
-    parser.add_argument("--sign", choices=["invariant", "signed", "both"], default="invariant")
+    parser.add_argument("--sign", choices=["invariant", "signed", "both"], default="signed" if not PersonalSettings.sign_invariant else "invariant")
+    parser.add_argument("--sharpness", type=float, nargs="+", default=[PersonalSettings.sharpness])
+    parser.add_argument("--discriminant", choices=["on", "off", "both"], default="on" if PersonalSettings.discriminant else "off")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--flip", action="store_true", help="also score the later session upside down")
     parser.add_argument("--out", type=Path, default=REPORT)
@@ -154,13 +157,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     activities = list(ACTIVITIES) if args.activities == "all" else [a.strip().upper() for a in args.activities.split(",")]
     reports = []
     signs = {"invariant": [True], "signed": [False], "both": [True, False]}[args.sign]
-    for angle in args.max_angle:
-        for sign in signs:
-            settings = PersonalSettings(max_angle=angle, sign_invariant=sign)
-            report = run(subjects, activities, args.seconds, settings, args.seed, args.flip)
-            print(f"\nmax_angle {angle}, sign_invariant {sign}, activities {activities}, subjects {args.subjects}")
-            print(table(report), flush=True)
-            reports.append(report)
+    discriminants = {"on": [True], "off": [False], "both": [True, False]}[args.discriminant]
+    for angle, sign, sharpness, discriminant in itertools.product(args.max_angle, signs, args.sharpness, discriminants):
+        settings = PersonalSettings(max_angle=angle, sign_invariant=sign, sharpness=sharpness, discriminant=discriminant)
+        report = run(subjects, activities, args.seconds, settings, args.seed, args.flip)
+        print(f"\n{settings}, activities {activities}, subjects {args.subjects}")
+        print(table(report), flush=True)
+        reports.append(report)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     existing = json.loads(args.out.read_text()) if args.out.is_file() else []
     args.out.write_text(json.dumps(existing + reports, indent=2) + "\n")
