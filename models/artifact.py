@@ -19,11 +19,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harstream.stream.activities import ACTIVITIES
+from harstream.stream.activities import ACTIVITIES, PLACEMENT_FREE, POSTURES, STILL
 from harstream.stream.pipeline import preprocessing_params
 
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
 DEFAULT_MODEL = PRETRAINED_DIR / "default.keras"
+#: The placement-free model (metadata ``"placement": "any"``).
+ANY_MODEL = PRETRAINED_DIR / "any.keras"
+#: Where a model may be worn, as its metadata's ``placement`` says: ``waist``
+#: (HAPT's phone at the waist; also a model without the key), ``any``
+#: (placement-free) or ``personal`` (calibrated on one device).
+PLACEMENTS = ("waist", "any", "personal")
 
 
 class ArtifactError(ValueError):
@@ -46,6 +52,11 @@ class ModelArtifact:
     @property
     def classes(self) -> list[str]:
         return list(self.metadata["classes"])
+
+    @property
+    def placement(self) -> str:
+        """``waist``, ``any`` or ``personal`` (see :data:`PLACEMENTS`)."""
+        return str(self.metadata.get("placement", "waist"))
 
     @property
     def context_steps(self) -> tuple[int, ...]:
@@ -130,8 +141,17 @@ def check_compatible(meta: dict, where: str = "metadata") -> None:
             f"{where}: model was trained for different preprocessing "
             f"(differs in {', '.join(diffs) or 'everything'}); retrain it with this version"
         )
-    if meta.get("classes") != list(ACTIVITIES):
-        raise ArtifactError(f"{where}: classes {meta.get('classes')} are not {list(ACTIVITIES)}")
+    placement = meta.get("placement", "waist")
+    if placement not in PLACEMENTS:
+        raise ArtifactError(f"{where}: placement {placement!r} is not one of {', '.join(PLACEMENTS)}")
+    classes = meta.get("classes")
+    if placement == "personal":
+        calibrated = [c for c in POSTURES if c in (classes or [])]
+        expected = [*PLACEMENT_FREE[:3], *calibrated, STILL]
+    else:
+        expected = list(PLACEMENT_FREE if placement == "any" else ACTIVITIES)
+    if classes != expected:
+        raise ArtifactError(f"{where}: classes {classes} are not what a {placement} model has: {expected}")
 
 
 def load_artifact(path: str | Path | None = None) -> ModelArtifact:
@@ -141,7 +161,8 @@ def load_artifact(path: str | Path | None = None) -> ModelArtifact:
     """
     import keras
 
-    from . import features, svm  # noqa: F401  register our layers (WindowFeatures, RBFKernel) for safe mode
+    # register our layers (WindowFeatures, RBFKernel, PlacementFreeFeatures, PostureHead, …) for safe mode
+    from . import features, invariant, personal, svm  # noqa: F401
 
     path = Path(path) if path is not None else DEFAULT_MODEL
     meta = read_metadata(path)
@@ -172,4 +193,10 @@ def check_input(artifact: ModelArtifact) -> None:
         raise ArtifactError(
             f"{artifact.path}: the model takes {got} per window but its metadata "
             f"(context_steps {list(steps)}) means the worker feeds {expected}"
+        )
+    outputs = int(artifact.model.output_shape[-1])
+    if outputs != len(artifact.classes):
+        raise ArtifactError(
+            f"{artifact.path}: the model gives {outputs} probabilities but its metadata names "
+            f"{len(artifact.classes)} classes ({', '.join(artifact.classes)})"
         )

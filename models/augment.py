@@ -103,3 +103,32 @@ def augmented_batches(
             self.order = self.rng.permutation(len(x))
 
     return _Batches()
+
+
+def uniform_rotations(n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` rotation matrices drawn uniformly over all 3-D orientations (any angle)."""
+    from scipy.spatial.transform import Rotation
+
+    return Rotation.random(n, random_state=rng).as_matrix()
+
+
+def rotation_within(max_degrees: float | None, rng: np.random.Generator) -> np.ndarray:
+    """One rotation matrix: uniform over all orientations when ``max_degrees``
+    is None, else about a random axis by an angle uniform in ±max_degrees."""
+    if max_degrees is None:
+        return uniform_rotations(1, rng)[0]
+    return random_rotations(1, max_degrees, rng)[0]
+
+
+def rotate_samples(samples: np.ndarray, rotation: np.ndarray) -> np.ndarray:
+    """Raw ``(n, 6)`` samples (acc xyz, gyro xyz) as a device turned by
+    ``rotation`` would have measured them (both sensors share the frame).
+
+    >>> r = np.array([[0.0, -1, 0], [1, 0, 0], [0, 0, 1]])   # 90° about z
+    >>> rotate_samples(np.array([[1.0, 0, 0, 0, 2, 0]]), r).tolist()
+    [[0.0, 1.0, 0.0, -2.0, 0.0, 0.0]]
+    """
+    out = np.empty_like(samples)
+    out[:, 0:3] = samples[:, 0:3] @ rotation.T.astype(samples.dtype)
+    out[:, 3:6] = samples[:, 3:6] @ rotation.T.astype(samples.dtype)
+    return out

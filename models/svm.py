@@ -126,12 +126,12 @@ class VoteSoftmax(keras.layers.Layer):
         return {**super().get_config(), "n_classes": self.n_classes, "temperature": self.temperature}
 
 
-def fit_temperature(decisions: np.ndarray, y: np.ndarray) -> float:
+def fit_temperature(decisions: np.ndarray, y: np.ndarray, n_classes: int = N_CLASSES) -> float:
     """The temperature minimising the log loss of ``softmax(T · ovr_scores)``."""
     from scipy.optimize import minimize_scalar
     from scipy.special import log_softmax
 
-    scores = ovr_scores(decisions)
+    scores = ovr_scores(decisions, n_classes)
 
     def loss(t: float) -> float:
         return float(-np.mean(log_softmax(t * scores, axis=1)[np.arange(len(y)), y]))
@@ -163,7 +163,13 @@ def scale_gamma(scaled: np.ndarray) -> float:
 
 
 def out_of_fold_decisions(
-    features: np.ndarray, y: np.ndarray, groups: np.ndarray, C: float, gamma: float, seed: int
+    features: np.ndarray,
+    y: np.ndarray,
+    groups: np.ndarray,
+    C: float,
+    gamma: float,
+    seed: int,
+    n_classes: int = N_CLASSES,
 ) -> tuple[np.ndarray, np.ndarray]:
     """One-vs-one decision values of windows from an SVM that did not see
     their subject (``GroupKFold`` over subjects, folds shuffled by ``seed``).
@@ -175,13 +181,13 @@ def out_of_fold_decisions(
     from sklearn.model_selection import GroupKFold
     from sklearn.svm import SVC
 
-    decisions = np.zeros((len(y), N_CLASSES * (N_CLASSES - 1) // 2))
+    decisions = np.zeros((len(y), n_classes * (n_classes - 1) // 2))
     covered = np.zeros(len(y), bool)
     folds = min(CALIBRATION_FOLDS, len(np.unique(groups)))
     if folds < 2:
         return decisions, covered
     for fit_idx, held_idx in GroupKFold(folds, shuffle=True, random_state=seed).split(features, y, groups):
-        if len(np.unique(y[fit_idx])) < N_CLASSES:
+        if len(np.unique(y[fit_idx])) < n_classes:
             continue
         svc = SVC(C=C, gamma=gamma, decision_function_shape="ovo").fit(features[fit_idx], y[fit_idx])
         decisions[held_idx] = svc.decision_function(features[held_idx])
@@ -189,11 +195,19 @@ def out_of_fold_decisions(
     return decisions, covered
 
 
-def build_svm_model(scaler, svc, temperature: float, input_shape: tuple[int, ...] = INPUT_SHAPE) -> "keras.Model":
+def build_svm_model(
+    scaler,
+    svc,
+    temperature: float,
+    input_shape: tuple[int, ...] = INPUT_SHAPE,
+    features: "keras.layers.Layer | None" = None,
+    name: str = "svm",
+) -> "keras.Model":
     """The Keras model computing the calibrated ``svc`` ∘ ``scaler`` ∘ features
-    of an input of ``input_shape`` (a window, or a window and its context)."""
+    of an input of ``input_shape`` (a window, or a window and its context);
+    ``features`` is the feature layer (:class:`WindowFeatures` by default)."""
     inputs = keras.Input(shape=tuple(input_shape), dtype="float32", name="window")
-    f = WindowFeatures(name="window_features")(inputs)
+    f = (features if features is not None else WindowFeatures(name="window_features"))(inputs)
     # scale_² rather than var_: the scaler leaves a constant feature unscaled
     # (scale 1) where Normalization would divide by ~0.
     norm = keras.layers.Normalization(
@@ -207,7 +221,7 @@ def build_svm_model(scaler, svc, temperature: float, input_shape: tuple[int, ...
     decisions = ovo(k)
     ovo.set_weights(list(one_vs_one_weights(svc)))
     outputs = VoteSoftmax(len(svc.classes_), temperature, name="probabilities")(decisions)
-    return keras.Model(inputs, outputs, name="svm")
+    return keras.Model(inputs, outputs, name=name)
 
 
 def fit_svm(
@@ -227,30 +241,53 @@ def fit_svm(
     ``sample_weight`` scales each window's ``C`` (fine-tuning weighs the
     user's own windows up).
     """
-    from sklearn.preprocessing import StandardScaler
-    from sklearn.svm import SVC
-
     missing = sorted(set(range(N_CLASSES)) - set(np.unique(train.y).tolist()))
     if missing:
         raise ValueError(
             f"svm: no training windows of activities {missing}; the SVM needs all {N_CLASSES} "
             "(when fine-tuning, keep some embedded windows with --replay)"
         )
-    start = time.perf_counter()
-    features = window_features(train.x)
-    scaler = StandardScaler().fit(features)
-    scaled = scaler.transform(features)
-    gamma = scale_gamma(scaled)
-    svc = SVC(C=C, gamma=gamma, decision_function_shape="ovo").fit(scaled, train.y, sample_weight=sample_weight)
-    if verbose:
-        print(f"svm: {len(svc.support_vectors_)} support vectors of {len(train)} windows "
-              f"({time.perf_counter() - start:.0f} s)", flush=True)  # fmt: skip
-    decisions, covered = out_of_fold_decisions(scaled, train.y, train.subjects, C, gamma, seed)
-    # Without out-of-fold decisions (too few subjects) the scores are used as they are.
-    temperature = fit_temperature(decisions[covered], train.y[covered]) if covered.any() else 1.0
-    model = build_svm_model(scaler, svc, temperature, train.x.shape[1:])
-    history: dict = {"support_vectors": [float(len(svc.support_vectors_))], "temperature": [temperature]}
+    model, history = fit_feature_svm(
+        window_features(train.x), train.y, train.subjects, train.x.shape[1:],
+        C=C, seed=seed, sample_weight=sample_weight, verbose=verbose,
+    )  # fmt: skip
     if validation is not None:
         probs = np.asarray(model.predict(validation.x, batch_size=512, verbose=0))
         history["val_accuracy"] = [float(np.mean(probs.argmax(axis=1) == validation.y))]
+    return model, history
+
+
+def fit_feature_svm(
+    features: np.ndarray,
+    y: np.ndarray,
+    groups: np.ndarray,
+    input_shape: tuple[int, ...],
+    C: float = DEFAULT_C,
+    seed: int = 0,
+    sample_weight: np.ndarray | None = None,
+    layer: "keras.layers.Layer | None" = None,
+    n_classes: int = N_CLASSES,
+    name: str = "svm",
+    verbose: int = 0,
+) -> tuple["keras.Model", dict]:
+    """Scaler → RBF SVM → calibration on precomputed ``features`` of windows
+    labelled ``y`` (0..n_classes-1) from subjects ``groups``; the Keras model
+    computes the same ``layer`` (:class:`WindowFeatures` by default) on
+    inputs of ``input_shape`` first."""
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVC
+
+    start = time.perf_counter()
+    scaler = StandardScaler().fit(features)
+    scaled = scaler.transform(features)
+    gamma = scale_gamma(scaled)
+    svc = SVC(C=C, gamma=gamma, decision_function_shape="ovo").fit(scaled, y, sample_weight=sample_weight)
+    if verbose:
+        print(f"{name}: {len(svc.support_vectors_)} support vectors of {len(y)} windows "
+              f"({time.perf_counter() - start:.0f} s)", flush=True)  # fmt: skip
+    decisions, covered = out_of_fold_decisions(scaled, y, groups, C, gamma, seed, n_classes)
+    # Without out-of-fold decisions (too few subjects) the scores are used as they are.
+    temperature = fit_temperature(decisions[covered], y[covered], n_classes) if covered.any() else 1.0
+    model = build_svm_model(scaler, svc, temperature, tuple(input_shape), layer, name)
+    history: dict = {"support_vectors": [float(len(svc.support_vectors_))], "temperature": [temperature]}
     return model, history

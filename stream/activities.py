@@ -19,6 +19,13 @@ TRANSITIONS = (
     "STAND_TO_LIE",
     "LIE_TO_STAND",
 )
+#: Still, in a posture the device cannot name without knowing where it sits.
+STILL = "STILL"
+#: What a device can know from any placement: the three ways of walking,
+#: and still (sitting, standing and lying merged).
+PLACEMENT_FREE = ("WALKING", "WALKING_UPSTAIRS", "WALKING_DOWNSTAIRS", STILL)
+#: The postures a calibration can teach a device, in ACTIVITIES order.
+POSTURES = ("SITTING", "STANDING", "LAYING")
 UNKNOWN = "unknown"
 UNLABELLED = -1
 

@@ -1,0 +1,191 @@
+"""Placement-free recognition and personal calibration, as a user meets them:
+features that do not care how the device is held, the shipped placement-free
+artifact, and ``harstream calibrate`` on small labelled CSVs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from harstream.models.artifact import ANY_MODEL, ArtifactError, check_compatible, load_artifact
+from harstream.models.augment import rotate_samples
+from harstream.models.invariant import PlacementFreeFeatures, placement_free_features
+from harstream.stream.activities import PLACEMENT_FREE
+from harstream.stream.pipeline import preprocessing_params
+
+RATE = 50
+
+
+def _window(seed: int) -> np.ndarray:
+    """One plausible window: gravity of 1 g in some direction, body motion on top."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(128) / RATE
+    down = rng.normal(size=3)
+    down /= np.linalg.norm(down)
+    body = 0.3 * np.sin(2 * np.pi * rng.uniform(0.5, 3, size=3) * t[:, None] + rng.uniform(0, 6, size=3)) + 0.05 * rng.normal(size=(128, 3))
+    gyro = 0.8 * np.sin(2 * np.pi * rng.uniform(0.5, 3, size=3) * t[:, None]) + 0.05 * rng.normal(size=(128, 3))
+    return np.concatenate([body, gyro, body + down], axis=1).astype(np.float32)[None]
+
+
+def _turned(x: np.ndarray, rotation: np.ndarray) -> np.ndarray:
+    out = x.copy()
+    for part in (slice(0, 3), slice(3, 6), slice(6, 9)):
+        out[..., part] = x[..., part] @ rotation.T.astype(np.float32)
+    return out
+
+
+unit_quaternions = st.tuples(*[st.floats(-1, 1) for _ in range(4)]).filter(lambda q: np.linalg.norm(q) > 0.1)
+
+
+@settings(max_examples=30, deadline=None)
+@given(q=unit_quaternions, seed=st.integers(0, 1000))
+def test_turning_the_device_frame_leaves_the_placement_free_features_unchanged(q, seed):
+    from scipy.spatial.transform import Rotation
+
+    x = _window(seed)
+    rotation = Rotation.from_quat(np.asarray(q) / np.linalg.norm(q)).as_matrix()
+    before, after = placement_free_features(x), placement_free_features(_turned(x, rotation))
+    np.testing.assert_allclose(after, before, rtol=1e-3, atol=2e-3)
+
+
+def test_the_features_of_a_context_stack_are_each_windows_side_by_side():
+    a, b = _window(1), _window(2)
+    stack = np.stack([a[0], b[0]])[None]
+    np.testing.assert_allclose(
+        placement_free_features(stack)[0], np.concatenate([placement_free_features(a)[0], placement_free_features(b)[0]]), rtol=1e-5, atol=1e-5
+    )
+    assert placement_free_features(stack).shape == (1, 2 * PlacementFreeFeatures.size())
+
+
+def test_rotating_raw_samples_turns_both_sensors_by_the_same_rotation():
+    samples = np.random.default_rng(0).normal(size=(10, 6))
+    half_turn = np.diag([1.0, -1.0, -1.0])
+    turned = rotate_samples(samples, half_turn)
+    np.testing.assert_allclose(turned[:, [1, 2, 4, 5]], -samples[:, [1, 2, 4, 5]])
+    np.testing.assert_allclose(turned[:, [0, 3]], samples[:, [0, 3]])
+
+
+# ------------------------------------------------------------ the shipped artifact
+
+
+@pytest.fixture(scope="module")
+def any_model():
+    return load_artifact(ANY_MODEL)
+
+
+def test_the_placement_free_model_loads_in_safe_mode_and_says_where_it_may_be_worn(any_model):
+    assert any_model.placement == "any"
+    assert any_model.classes == list(PLACEMENT_FREE)
+    assert tuple(any_model.model.input_shape[1:]) == (1 + len(any_model.context_steps), 128, 9)
+    probs = np.asarray(any_model.model(np.repeat(_window(3)[:, None], 1 + len(any_model.context_steps), axis=1)))
+    assert probs.shape == (1, 4) and np.isclose(probs.sum(), 1.0, atol=1e-5)
+
+
+def test_metadata_whose_classes_do_not_fit_its_placement_is_refused():
+    meta = {"preprocessing": preprocessing_params(), "placement": "any", "classes": ["WALKING", "SITTING"]}
+    with pytest.raises(ArtifactError, match="any model"):
+        check_compatible(meta)
+    with pytest.raises(ArtifactError, match="placement 'pocket'"):
+        check_compatible({**meta, "placement": "pocket"})
+
+
+# ------------------------------------------------------------ calibration
+
+
+def _activity(label: str, seconds: float, down, moving: bool, seed: int) -> list[tuple]:
+    """Rows (acc xyz, gyro xyz, label) of one synthetic bout: still in a
+    posture with gravity ``down``, or a 1.8 Hz walk on top of it."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * RATE)) / RATE
+    down = np.asarray(down, float) / np.linalg.norm(down)
+    side = np.cross(down, [0.3, 0.5, 0.8])
+    side /= np.linalg.norm(side)
+    noise = 0.004 * rng.normal(size=(len(t), 6))
+    if moving:
+        bounce = 0.25 * np.sin(2 * np.pi * 1.8 * t) + 0.08 * np.sin(2 * np.pi * 3.6 * t + 0.4)
+        sway = 0.12 * np.sin(2 * np.pi * 0.9 * t)
+        acc = down * (1 + bounce[:, None]) + side * sway[:, None]
+        gyro = np.outer(0.6 * np.sin(2 * np.pi * 0.9 * t), side) + np.outer(0.3 * np.sin(2 * np.pi * 1.8 * t), down)
+    else:
+        acc, gyro = np.tile(down, (len(t), 1)), np.zeros((len(t), 3))
+    values = np.concatenate([acc, gyro], axis=1) + noise
+    return [(*row, label) for row in values]
+
+
+def _write_csv(path, bouts) -> None:
+    rows = [row for bout in bouts for row in bout]
+    lines = ["time,acc_x,acc_y,acc_z,gyro_x,gyro_y,gyro_z,label"]
+    lines += [f"{i / RATE:.2f}," + ",".join(f"{v:.5f}" for v in row[:6]) + f",{row[6]}" for i, row in enumerate(rows)]
+    path.write_text("\n".join(lines) + "\n")
+
+
+SIT, STAND, LIE = (0.0, 0.6, 0.8), (0.0, 1.0, 0.0), (1.0, 0.0, 0.0)
+
+
+def test_calibrate_writes_a_personal_model_that_names_the_calibrated_postures(tmp_path, capsys):
+    from harstream.cli import main
+
+    data = tmp_path / "my_phone"
+    data.mkdir()
+    _write_csv(data / "calibration.csv", [
+        _activity("WALKING", 30, STAND, True, 0),
+        _activity("SITTING", 30, SIT, False, 1),
+        _activity("STANDING", 30, STAND, False, 2),
+    ])  # fmt: skip
+    out = tmp_path / "personal.keras"
+    assert main(["calibrate", "--data", str(data), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "calibrated SITTING" in printed and "calibrated STANDING" in printed and "calibrated WALKING" in printed
+
+    personal = load_artifact(out)
+    assert personal.placement == "personal"
+    assert personal.classes == ["WALKING", "WALKING_UPSTAIRS", "WALKING_DOWNSTAIRS", "SITTING", "STANDING", "STILL"]
+    assert personal.metadata["device"] == "my_phone"
+    assert personal.metadata["calibrated"] == ["WALKING", "SITTING", "STANDING"]
+    assert personal.metadata["base_model"]["sha256"] == load_artifact(ANY_MODEL).metadata["sha256"]
+
+    def label_of(rows) -> str:
+        from harstream.models.dataset import context_windows
+        from harstream.stream.pipeline import preprocess_recording
+
+        samples = np.array([r[:6] for r in rows])
+        processed = preprocess_recording(samples)
+        x = context_windows(processed, np.array([len(samples) - 128]), personal.context_steps)
+        return personal.classes[int(np.asarray(personal.model(x)).argmax())]
+
+    assert label_of(_activity("SITTING", 15, SIT, False, 7)) == "SITTING"
+    assert label_of(_activity("STANDING", 15, STAND, False, 8)) == "STANDING"
+    # lying was never calibrated: the model says what it knows, still
+    assert label_of(_activity("LAYING", 15, LIE, False, 9)) == "STILL"
+
+
+def test_calibration_refuses_an_activity_with_too_little_data_or_a_moving_posture_and_keeps_the_rest(tmp_path, capsys):
+    from harstream.cli import main
+
+    data = tmp_path / "phone"
+    data.mkdir()
+    _write_csv(data / "a.csv", [
+        _activity("STANDING", 30, STAND, False, 0),
+        _activity("LAYING", 12, LIE, False, 1),      # too short
+        _activity("SITTING", 30, SIT, True, 2),      # never still while "sitting"
+    ])  # fmt: skip
+    out = tmp_path / "p.keras"
+    assert main(["calibrate", "--data", str(data), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "refused LAYING: only 12.0 s of data" in printed
+    assert "refused SITTING: the device was moving in" in printed
+    personal = load_artifact(out)
+    assert personal.metadata["calibrated"] == ["STANDING"]
+    assert set(personal.metadata["refused"]) == {"LAYING", "SITTING"}
+    assert personal.classes == ["WALKING", "WALKING_UPSTAIRS", "WALKING_DOWNSTAIRS", "STANDING", "STILL"]
+
+
+def test_calibrate_names_an_unreadable_recording_and_exits_2(tmp_path, capsys):
+    from harstream.cli import main
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("time,acc_x\n0,1\n")
+    assert main(["calibrate", "--data", str(bad), "--out", str(tmp_path / "x.keras")]) == 2
+    assert "bad.csv" in capsys.readouterr().err
