@@ -221,8 +221,8 @@ class RedisWorker:
         """Entries the previous owner read and did not acknowledge, now ours (XAUTOCLAIM)."""
         claimed, cursor = [], "0-0"
         for _ in range(1000):
-            out = self.client.xautoclaim(stream, GROUP, self.worker_id, min_idle_time=0,
-                                         start_id=cursor, count=1000, justid=True)  # fmt: skip
+            out = self.client.execute_command("XAUTOCLAIM", stream, GROUP, self.worker_id, 0, cursor,
+                                              "COUNT", 1000, "JUSTID")  # fmt: skip
             cursor, ids = _text(out[0]), out[1]
             claimed += ids
             if cursor == "0-0":
@@ -549,6 +549,10 @@ def serve_redis(
                     log.warning("%s: broker %s: %s; retrying with back-off", worker_id, url, exc)
                 worker.broker_up = False
                 worker.counts["broker_errors"] += 1
+                worker.backoff.failed(now)
+            except Exception as exc:  # a bug must not stop the worker; counted and logged
+                log.exception("%s: unexpected %s; continuing", worker_id, type(exc).__name__)
+                worker.counts["errors"] += 1
                 worker.backoff.failed(now)
             if now >= next_balance:
                 next_balance = now + log_config.balance_every_ms / 1000
