@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
+import redis
 
 from .broker import GROUP, PREFIX, Backoff, Keys, connect
 from .leases import Fenced, Lease, Leases
@@ -149,8 +150,6 @@ class RedisWorker:
                 self._take_over(lease, now)
 
     def _take_over(self, lease: Lease, now: float) -> None:
-        import redis
-
         started = time.monotonic()
         core = StreamCore(self.classes, self.model_id, self.config, self.worker_id)
         core.started = now
