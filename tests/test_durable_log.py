@@ -165,3 +165,50 @@ def test_bridge_and_two_workers_label_a_replayed_subject_like_the_offline_pipeli
     client = connect(redis_url)
     assert client.xlen(Keys().predictions) == total
     assert {k.decode() for k in client.hkeys(Keys().latest)} == set(expected)
+
+
+def test_a_worker_killed_with_sigkill_is_taken_over_within_one_window_without_lost_or_duplicated_windows():
+    from harstream.bench.failover import measure_failover
+
+    result = measure_failover(devices=24, workers=2, before=4.0, after=4.0, speed=2.0, runtime="none", subjects=(2,))
+    assert result["orphaned_devices"] > 0 and result["by_worker"].get("w1", 0) > 0
+    assert result["lost_windows"] == 0
+    assert result["duplicate_windows"] == 0
+    assert result["devices"] == 24
+    assert result["takeover_s"] < 1.28, result
+
+
+def test_a_joining_worker_takes_partitions_and_every_window_is_predicted_once(redis_url, ipc_address):
+    from harstream.models.runtime import NullRuntime
+    from harstream.stream.recordings import load_embedded
+
+    out = ipc_address("out")
+    tail = Collector(out, verb="bind")
+    bridge = Bridge(redis_url)
+    first = LogWorker(NullRuntime(6), redis_url, out, "w0")
+    stop = threading.Event()
+    devices = devices_for(load_embedded().of_subjects([2]), 12)
+    sim = threading.Thread(target=replay, daemon=True, kwargs=dict(
+        schedule=ReplaySchedule(devices, chunk=10, loop=True), publish=bridge.ingest, speed=4.0, stop=stop,
+        printer=None))  # fmt: skip
+    second = None
+    try:
+        assert wait_for(lambda: owners(redis_url) == {"w0": PARTITIONS})
+        sim.start()
+        assert tail.wait(lambda c: len({p.device for p in c.predictions}) == len(devices), timeout=30)
+        second = LogWorker(NullRuntime(6), redis_url, out, "w1")
+        assert wait_for(lambda: owners(redis_url) == {"w0": 6, "w1": 6}), owners(redis_url)
+        joined = len(tail.predictions)
+        assert tail.wait(lambda c: sum(p.worker == "w1" for p in c.predictions[joined:]) >= 50, timeout=30)
+    finally:
+        stop.set()
+        sim.join(10)
+        time.sleep(1.0)
+        second and second.close()
+        first.close()
+        bridge.close()
+        tail.close()
+    count, windows = keys_seen(tail.predictions)
+    assert [k for k, c in count.items() if c > 1] == []
+    assert {d: len(w) for d, w in windows.items()} == {d: max(w) - min(w) + 1 for d, w in windows.items()}
+    assert len(windows) == len(devices)
