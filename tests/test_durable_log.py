@@ -212,3 +212,54 @@ def test_a_joining_worker_takes_partitions_and_every_window_is_predicted_once(re
     assert [k for k, c in count.items() if c > 1] == []
     assert {d: len(w) for d, w in windows.items()} == {d: max(w) - min(w) + 1 for d, w in windows.items()}
     assert len(windows) == len(devices)
+
+
+def test_a_stale_owner_cannot_write_after_its_lease_moved_and_a_replayed_window_is_not_written_twice(redis_url):
+    client = connect(redis_url)
+    leases = Leases(client, Keys(), ttl_ms=100)
+    old = leases.acquire(3, "old")
+    row = ("d1", 7, {"device": "d1", "window": 7}, {"w": 7, "recent": []})
+    assert leases.commit(old, [row], maxlen=100) == (1, 0)
+    time.sleep(0.2)  # the old owner stalls past its lease
+    new = leases.acquire(3, "new")
+    assert new.epoch == old.epoch + 1
+    with pytest.raises(Fenced):
+        leases.commit(old, [("d1", 8, {}, {"w": 8, "recent": []})], maxlen=100)
+    assert leases.commit(new, [row, ("d1", 8, {}, {"w": 8, "recent": []})], maxlen=100) == (1, 1)
+    assert client.xlen(Keys().predictions) == 2
+
+
+def test_bridge_and_worker_ride_out_a_broker_restart(ipc_address):
+    from harstream.models.runtime import NullRuntime
+    from harstream.stream.recordings import load_embedded
+
+    folder = Path(tempfile.mkdtemp(prefix="hs-redis-"))
+    proc, url = start_redis(folder, unix_socket=folder / "redis.sock")
+    out = ipc_address("out")
+    tail = Collector(out, verb="bind")
+    bridge = Bridge(url)
+    worker = LogWorker(NullRuntime(6), url, out, "w0")
+    stop = threading.Event()
+    sim = threading.Thread(target=replay, daemon=True, kwargs=dict(
+        schedule=ReplaySchedule(devices_for(load_embedded().of_subjects([2]), 4), chunk=10, loop=True),
+        publish=bridge.ingest, speed=4.0, stop=stop, printer=None))  # fmt: skip
+    try:
+        sim.start()
+        assert tail.wait(lambda c: len(c.predictions) >= 20, timeout=30)
+        proc.kill()
+        proc.wait()
+        time.sleep(1.0)  # both keep running while the broker is away
+        assert bridge.thread.is_alive() and worker.thread.is_alive()
+        before = len(tail.predictions)
+        proc, url = start_redis(folder, unix_socket=folder / "redis.sock")
+        assert tail.wait(lambda c: len(c.predictions) >= before + 20, timeout=30), "no predictions after the restart"
+    finally:
+        stop.set()
+        sim.join(10)
+        final = worker.close()
+        bridge.close()
+        tail.close()
+        proc.terminate()
+        proc.wait(10)
+        shutil.rmtree(folder, ignore_errors=True)
+    assert final["broker"]["broker_errors"] > 0
