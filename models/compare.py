@@ -24,8 +24,9 @@ import numpy as np
 
 from harstream.stream.activities import ACTIVITIES
 
-from .dataset import Windows, labelled_windows, split_by_subject
-from .selection import VALIDATION_SUBJECTS, Recipe, best_recipe, fit, load_selection
+from .dataset import VALIDATION_SUBJECTS, Windows, labelled_windows, split_by_subject
+from .recipe import Recipe, fit, parse_recipe
+from .selection import best_recipe, load_selection
 from .training import ESTIMATORS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -487,7 +488,6 @@ def main(argv: list[str] | None = None) -> int:
 
     from harstream.stream.recordings import load_embedded
 
-    from .selection import parse_recipe
 
     selection = load_selection()
     recipe = parse_recipe(args.recipe, args.epochs or 12) if args.recipe else best_recipe(selection)

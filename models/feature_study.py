@@ -32,9 +32,8 @@ import numpy as np
 
 from harstream.stream.pipeline import preprocess_recording
 
-from .dataset import labelled_windows
+from .dataset import VALIDATION_SUBJECTS, labelled_windows
 from .features import window_features
-from .selection import VALIDATION_SUBJECTS
 
 STUDY_FILE = Path(__file__).resolve().parent.parent / "docs" / "reports" / "feature_study.json"
 CONTEXT_STEPS = (1, 2, 4)

@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 
 from harstream.models import augment
-from harstream.models.dataset import Windows
-from harstream.models.selection import VALIDATION_SUBJECTS, validation_split
+from harstream.models.dataset import VALIDATION_SUBJECTS, Windows, validation_split
 from harstream.stream.recordings import UCI_TEST_SUBJECTS
 
 
@@ -87,7 +86,7 @@ def test_validation_subjects_are_training_subjects_and_split_is_disjoint():
 def test_tiny_resnet_trained_two_epochs_beats_chance_on_unseen_subjects(embedded):
     from harstream.models.compare import predict, score
     from harstream.models.dataset import labelled_windows
-    from harstream.models.selection import Recipe, fit
+    from harstream.models.recipe import Recipe, fit
 
     train = labelled_windows(embedded.of_subjects([1, 3, 5]))
     test = labelled_windows(embedded.of_subjects([2]))
