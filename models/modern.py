@@ -195,7 +195,7 @@ BUILDERS: dict[str, Callable[..., object]] = {
 #: Epochs for ``harstream train --model NAME``. That command trains with the
 #: tutorial's loop (constant-rate Adam, no augmentation, default widths); the
 #: shipped recipe (width 16, augmentation, cosine decay) is trained by
-#: ``python -m harstream.models.compare run`` -- see docs/evaluation.md.
+#: ``python -m harstream.models.studies.compare run`` -- see docs/evaluation.md.
 EPOCHS = {"lstm_std": 15, "resnet": 10, "inception": 10, "bilstm": 10, "features": 30, "hybrid": 10}
 
 

@@ -14,10 +14,10 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .dataset import Windows
-from .evaluation import Evaluation, evaluate_model, evaluation_report
-from .registry import DEFAULT_EPOCHS
-from .training import train_model
+from ..dataset import Windows
+from ..evaluation import Evaluation, evaluate_model, evaluation_report
+from ..registry import DEFAULT_EPOCHS
+from ..training import train_model
 
 
 @dataclass

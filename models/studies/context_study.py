@@ -11,7 +11,7 @@ chooses nothing.
 
 Run (results in ``docs/reports/context_study.json``)::
 
-    python -m harstream.models.context_study --with CONTEXT.keras --without PLAIN.keras
+    python -m harstream.models.studies.context_study --with CONTEXT.keras --without PLAIN.keras
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ import numpy as np
 
 from harstream.stream.pipeline import WINDOW
 
-from .dataset import context_starts, context_windows, segment_windows
+from ..dataset import context_starts, context_windows, segment_windows
 
-STUDY_FILE = Path(__file__).resolve().parent.parent / "docs" / "reports" / "context_study.json"
+STUDY_FILE = Path(__file__).resolve().parents[2] / "docs" / "reports" / "context_study.json"
 
 
 def change_in_view(labels: np.ndarray, starts: np.ndarray, steps) -> np.ndarray:
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     from harstream.stream.pipeline import preprocess_recording
     from harstream.stream.recordings import UCI_TEST_SUBJECTS, load_embedded
 
-    from .artifact import load_artifact
+    from ..artifact import load_artifact
     from .compare import predict
 
     ctx_model, plain_model = load_artifact(args.with_context), load_artifact(args.without)
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             name: {"windows": int(mask.sum()), **{k: float(v[mask].mean()) for k, v in right.items()}}
             for name, mask in parts.items()
         },
-        "command": "python -m harstream.models.context_study " + " ".join(argv if argv is not None else __import__("sys").argv[1:]),
+        "command": "python -m harstream.models.studies.context_study " + " ".join(argv if argv is not None else __import__("sys").argv[1:]),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")

@@ -1,14 +1,14 @@
 """The final protocol and the ``--compare`` report (issue 6).
 
 ``final_runs`` trains one recipe (chosen on the validation subjects by
-:mod:`harstream.models.selection`) on ALL training subjects once per seed and
+:mod:`harstream.models.studies.selection`) on ALL training subjects once per seed and
 touches the held-out test subjects exactly once per run: accuracy, macro F1,
 confusion matrix. Results accumulate in ``docs/reports/results.json``;
 ``write_report`` turns them into ``docs/report.md`` with one table of all
 models, confusion-matrix PNGs and the live-accuracy figures.
 
-    python -m harstream.models.compare run --seeds 0 1 2 3 4 --ship
-    python -m harstream.models.compare report
+    python -m harstream.models.studies.compare run --seeds 0 1 2 3 4 --ship
+    python -m harstream.models.studies.compare report
 """
 
 from __future__ import annotations
@@ -24,12 +24,12 @@ import numpy as np
 
 from harstream.stream.activities import ACTIVITIES
 
-from .dataset import VALIDATION_SUBJECTS, Windows, labelled_windows, split_by_subject
-from .recipe import Recipe, fit, parse_recipe
+from ..dataset import VALIDATION_SUBJECTS, Windows, labelled_windows, split_by_subject
+from ..recipe import Recipe, fit, parse_recipe
 from .selection import best_recipe, load_selection
-from .training import ESTIMATORS
+from ..training import ESTIMATORS
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 REPORTS = ROOT / "docs" / "reports"
 RESULTS_FILE = REPORTS / "results.json"
 REPORT_FILE = ROOT / "docs" / "report.md"
@@ -106,19 +106,19 @@ def measure_latencies(recipes: list[Recipe], registry_names: list[str]) -> dict[
 
     from harstream.stream.recordings import UCI_TEST_SUBJECTS, load_embedded
 
-    from .registry import ChannelStats, build_model
+    from ..registry import ChannelStats, build_model
 
     dataset = load_embedded()
     windows = labelled_windows(dataset.of_subjects(UCI_TEST_SUBJECTS[:2])).x[:256]
     stats = ChannelStats.of(windows)
-    from .modern import build
+    from ..modern import build
 
     def build_for_timing(recipe: Recipe):
         if recipe.architecture not in ESTIMATORS:
             return build(recipe.architecture, windows, **recipe.model_options)
         # An SVM's cost grows with its support vectors: time one fitted on
         # the training subjects, as the final runs fit it.
-        from .svm import fit_svm
+        from ..svm import fit_svm
 
         train, _ = split_by_subject(labelled_windows(dataset.recordings, context_steps=recipe.context))
         return fit_svm(train, 0, **recipe.model_options)[0]
@@ -209,7 +209,7 @@ def final_runs(
                "per_subject": per_subject_counts(test.y, probs.argmax(axis=1), test.subjects)}
         run["parameters"] = int(model.count_params())
         if keep_dir is not None:
-            from .artifact import save_artifact
+            from ..artifact import save_artifact
 
             save_artifact(model, {"architecture": recipe.label, "recipe": recipe.to_json(), "seed": seed,
                                   "context_steps": list(recipe.context),
@@ -269,7 +269,7 @@ def feature_study_lines(study_file: Path) -> list[str]:
     lines = [
         "## Feature study (validation subjects)",
         "",
-        "`python -m harstream.models.feature_study`: an RBF SVM on the same hand-crafted features, "
+        "`python -m harstream.models.studies.feature_study`: an RBF SVM on the same hand-crafted features, "
         "for three questions — how far the features go on the causal windows, what UCI's zero-phase "
         "filtering would add, and what the windows just before the current one add.",
         "",
@@ -290,7 +290,7 @@ def context_study_lines(study_file: Path) -> list[str]:
     lines = [
         "## Where the context windows help (test subjects, after the final runs)",
         "",
-        f"`{ctx.get('command', 'python -m harstream.models.context_study')}`: the held-out windows split by "
+        f"`{ctx.get('command', 'python -m harstream.models.studies.context_study')}`: the held-out windows split by "
         f"whether the samples the context model looks at (windows {', '.join(map(str, ctx['context_steps']))} "
         "steps back to the current one) hold an activity change. HAPT's script has short activities, so a "
         "change is often in view; someone sitting for an hour gives no such hint.",
@@ -310,7 +310,7 @@ def write_report(results: dict, live: dict | None = None, path: Path = REPORT_FI
         "",
         "Held-out UCI test subjects (2, 4, 9, 10, 12, 13, 18, 20, 24), windows from the causal",
         "streaming preprocessing, protocol in [evaluation.md](evaluation.md). Made by",
-        "`harstream evaluate --compare` (= `python -m harstream.models.compare report`) from",
+        "`harstream evaluate --compare` (= `python -m harstream.models.studies.compare report`) from",
         "`docs/reports/results.json` (final runs), `selection.json` (validation screen), `live.json`",
         "and the tutorial models' own `harstream evaluate` reports.",
         "",
@@ -334,7 +334,7 @@ def write_report(results: dict, live: dict | None = None, path: Path = REPORT_FI
         )
     lines += [
         "",
-        "Latency: median of 7 direct eager `model(x)` calls (`python -m harstream.models.compare latency`), "
+        "Latency: median of 7 direct eager `model(x)` calls (`python -m harstream.models.studies.compare latency`), "
         "256 windows per batched call, all models in one run on this machine (2 shared cores, loaded). "
         "The single-window column is eager Keras overhead; the worker serves single windows through its "
         "compiled runtime (`models/runtime.py`, tflite/tf-function), see the live section.",
@@ -392,7 +392,7 @@ def write_report(results: dict, live: dict | None = None, path: Path = REPORT_FI
         png = plot_confusion(total.tolist(), f"{name}: {len(runs)} runs, held-out subjects", path.parent / "reports" / f"confusion_{name}.png")
         lines += [f"### {name}", "", f"![{name} confusion]({png.relative_to(path.parent).as_posix()})", ""]
     if live:
-        from .live_accuracy import live_report_lines
+        from ..live_accuracy import live_report_lines
 
         lines += live_report_lines(live, path.parent / "reports", path.parent)
     study = path.parent / "reports" / "personalisation.json"
@@ -429,7 +429,7 @@ def ship_default(model_path: Path, entry: dict, target: Path | None = None) -> P
 
     The shipped seed is the FIRST seed of the run, fixed in advance, not the
     best on test (picking the best test run would leak the test subjects)."""
-    from .artifact import DEFAULT_MODEL, load_artifact, save_artifact
+    from ..artifact import DEFAULT_MODEL, load_artifact, save_artifact
 
     art = load_artifact(model_path)
     s = summarise(entry["runs"])
@@ -511,7 +511,7 @@ def main(argv: list[str] | None = None) -> int:
             "validation_subjects_for_selection": list(VALIDATION_SUBJECTS),
         },
         "windows": {"train": len(train), "test": len(test)},
-        "command": "python -m harstream.models.compare " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": "python -m harstream.models.studies.compare " + " ".join(sys.argv[1:] if argv is None else argv),
     }
     results[recipe.label] = {**results.get(recipe.label, {}), **entry}
     save_results(results)

@@ -4,11 +4,11 @@ The held-out UCI test subjects are never looked at here. Candidates are
 trained on the training subjects minus :data:`VALIDATION_SUBJECTS` and scored
 on those validation subjects; the best candidate's recipe (architecture,
 augmentation, epochs) is then trained on all training subjects and tested once
-per seed by :mod:`harstream.models.compare`.
+per seed by :mod:`harstream.models.studies.compare`.
 
 Run the screen (results appended to ``docs/reports/selection.json``)::
 
-    python -m harstream.models.selection --epochs 30 resnet resnet+aug inception+aug
+    python -m harstream.models.studies.selection --epochs 30 resnet resnet+aug inception+aug
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .dataset import VALIDATION_SUBJECTS, Windows, labelled_windows, split_by_subject, validation_split
-from .recipe import Recipe, fit, parse_recipe
+from ..dataset import VALIDATION_SUBJECTS, Windows, labelled_windows, split_by_subject, validation_split
+from ..recipe import Recipe, fit, parse_recipe
 
-SELECTION_FILE = Path(__file__).resolve().parent.parent / "docs" / "reports" / "selection.json"
+SELECTION_FILE = Path(__file__).resolve().parents[2] / "docs" / "reports" / "selection.json"
 
 
 def screen(recipe: Recipe, train: Windows, seed: int = 0, verbose: int = 0) -> dict:
@@ -58,7 +58,7 @@ def load_selection(path: Path = SELECTION_FILE) -> list[dict]:
 def best_recipe(results: list[dict]) -> Recipe:
     """The recipe with the highest final validation accuracy."""
     if not results:
-        raise ValueError("no selection results yet; run python -m harstream.models.selection first")
+        raise ValueError("no selection results yet; run python -m harstream.models.studies.selection first")
     best = max(results, key=lambda r: r["validation_accuracy"])
     return Recipe.from_json(best["recipe"])
 

@@ -18,7 +18,7 @@ best, so each question is also cross-validated over all 21 training subjects
 
 Run (about 12 minutes on 2 cores; results in ``docs/reports/feature_study.json``)::
 
-    python -m harstream.models.feature_study
+    python -m harstream.models.studies.feature_study
 """
 
 from __future__ import annotations
@@ -32,10 +32,10 @@ import numpy as np
 
 from harstream.stream.pipeline import preprocess_recording
 
-from .dataset import VALIDATION_SUBJECTS, labelled_windows
-from .features import window_features
+from ..dataset import VALIDATION_SUBJECTS, labelled_windows
+from ..features import window_features
 
-STUDY_FILE = Path(__file__).resolve().parent.parent / "docs" / "reports" / "feature_study.json"
+STUDY_FILE = Path(__file__).resolve().parents[2] / "docs" / "reports" / "feature_study.json"
 CONTEXT_STEPS = (1, 2, 4)
 
 
