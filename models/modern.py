@@ -1,4 +1,4 @@
-"""Architectures beyond the tutorial (issue 6): standardised inputs, a small
+"""Architectures beyond the tutorial: standardised inputs, a small
 ResNet-style 1D-CNN, an InceptionTime-style network, a stacked
 bidirectional LSTM, and two that use hand-crafted features
 (:mod:`harstream.models.features`): a feature MLP and a ResNet + features

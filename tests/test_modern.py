@@ -1,4 +1,4 @@
-"""Issue 6 models: contract, standardisation from training data only,
+"""The models beyond the tutorial: contract, standardisation from training data only,
 augmentation geometry, validation split, and a tiny training run."""
 
 from __future__ import annotations

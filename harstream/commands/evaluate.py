@@ -64,7 +64,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--compare",
         action="store_true",
         help="write docs/report.md: every model's recorded results in one table, confusion matrices, "
-        "live accuracy (issue 6; harstream.models.studies.compare)",
+        "live accuracy (the final protocol; harstream.models.studies.compare)",
     )
 
 

@@ -1,4 +1,4 @@
-"""The final protocol and the ``--compare`` report (issue 6).
+"""The final protocol and the ``--compare`` report.
 
 ``final_runs`` trains one recipe (chosen on the validation subjects by
 :mod:`harstream.models.studies.selection`) on ALL training subjects once per seed and
@@ -142,7 +142,7 @@ _RUN_ROW = re.compile(r"^\|\s*(\d+)\s*\|\s*(\d+)\s*\|\s*([\d.]+)\s*\|\s*([\d.]+)
 
 def seed_model_runs(report: Path) -> list[dict]:
     """The per-run rows (seed, accuracy, macro F1) of a ``harstream evaluate
-    --model NAME --repeats N --report-dir`` report (issue 2's seed models)."""
+    --model NAME --repeats N --report-dir`` report (the tutorial's seed models)."""
     if not report.is_file():
         return []
     runs = []

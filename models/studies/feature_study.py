@@ -1,5 +1,6 @@
 """Where the sitting/standing errors come from: a feature-SVM study on the
-validation subjects (issue 6 protocol; the test subjects are never loaded).
+validation subjects (the selection protocol: fit on training subjects, score
+on the validation subjects; the test subjects are never loaded).
 
 Three questions, each answered with the same RBF SVM (scikit-learn, with
 each ``C`` of ``--C``) on the same hand-crafted features (:class:`~harstream.models.features.WindowFeatures`),

@@ -1,4 +1,4 @@
-"""Model selection on TRAINING subjects only (issue 6 protocol).
+"""Model selection on TRAINING subjects only.
 
 The held-out UCI test subjects are never looked at here. Candidates are
 trained on the training subjects minus :data:`VALIDATION_SUBJECTS` and scored
