@@ -313,6 +313,8 @@ def write_report(results: dict, live: dict | None = None, path: Path = REPORT_FI
         "`harstream evaluate --compare` (= `python -m harstream.models.studies.compare report`) from",
         "`docs/reports/results.json` (final runs), `selection.json` (validation screen), `live.json`",
         "and the tutorial models' own `harstream evaluate` reports.",
+        "Each section names the command that made its figures; the studies are the modules in "
+        "`models/studies/` (`python -m harstream.models.studies.<name>`), kept apart from what the worker runs.",
         "",
         "| model | repeats | test accuracy % (mean ± std) | macro F1 % | parameters | batched ms/window | single-window call ms | validation acc % |",
         "|---|---|---|---|---|---|---|---|",
@@ -366,7 +368,8 @@ def write_report(results: dict, live: dict | None = None, path: Path = REPORT_FI
             "",
             "Trained on 16 training subjects, scored on validation subjects "
             f"{', '.join(map(str, VALIDATION_SUBJECTS))} (never the test subjects), one seed each. "
-            "The best final validation accuracy was chosen for the final runs above.",
+            "The best final validation accuracy was chosen for the final runs above "
+            "(`python -m harstream.models.studies.selection --epochs N RECIPE…`; the runs in docs/BENCHMARKS.md).",
             "",
             "| candidate | epochs | validation acc % (last epoch) | best epoch (acc %) | parameters | train s | sitting→standing / standing→sitting errors | batched ms/window |",
             "|---|---|---|---|---|---|---|---|",
