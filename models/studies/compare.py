@@ -404,7 +404,7 @@ def write_report(results: dict, live: dict | None = None, path: Path = REPORT_FI
         lines += [
             "## Fine-tuning on one's own data (personalisation study)",
             "",
-            "`python -m harstream.models.finetune study`: per held-out subject, the shipped model fine-tuned "
+            "`python -m harstream.models.studies.personalisation`: per held-out subject, the shipped model fine-tuned "
             "on all but the subject's last session, then scored on that last session. "
             + ("The SVM is refitted on all embedded training windows plus the subject's, the subject's "
                "weighted to count as much as the rest."
