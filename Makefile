@@ -1,10 +1,10 @@
-# Two entry points: `make demo` and `make test`. Both create .venv if missing.
+# Entry points: `make demo` and `make test` (both create .venv if missing); `make lint` for contributors.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test install dev browser clean
+.PHONY: demo test lint install dev browser clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,12 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed-dev browser
 	$(BIN)/python -m pytest
+
+# Lint (ruff), format check (ruff format) and types (mypy); settings in pyproject.toml.
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache test-output
