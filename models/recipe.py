@@ -46,7 +46,7 @@ class Recipe:
         return d
 
     @classmethod
-    def from_json(cls, d: dict) -> "Recipe":
+    def from_json(cls, d: dict) -> Recipe:
         aug = d.get("augmentation")
         return cls(
             architecture=d["architecture"],

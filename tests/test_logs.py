@@ -48,4 +48,3 @@ def test_importing_tensorflow_after_configure_logging_prints_nothing():
     out = _run(code)
     assert out.returncode == 0, out.stderr
     assert out.stderr == ""
-

@@ -26,8 +26,8 @@ from harstream.stream.activities import ACTIVITIES
 
 from ..dataset import VALIDATION_SUBJECTS, Windows, labelled_windows, split_by_subject
 from ..recipe import Recipe, fit, parse_recipe
-from .selection import best_recipe, load_selection
 from ..training import ESTIMATORS
+from .selection import best_recipe, load_selection
 
 ROOT = Path(__file__).resolve().parents[2]
 REPORTS = ROOT / "docs" / "reports"
@@ -59,7 +59,9 @@ def per_subject_counts(y_true: np.ndarray, y_pred: np.ndarray, subjects: np.ndar
     }
 
 
-def subject_bootstrap_interval(counts: dict[str, list[int]], confidence: float = 0.95, seed: int = 0) -> tuple[float, float]:
+def subject_bootstrap_interval(
+    counts: dict[str, list[int]], confidence: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
     """Percentile bootstrap interval of the window accuracy with the *subjects*
     resampled: how much the figure depends on which people were held out,
     which repeats of a deterministic model (or of a network's seeds) cannot show."""
@@ -68,8 +70,14 @@ def subject_bootstrap_interval(counts: dict[str, list[int]], confidence: float =
     correct = np.array([c for c, _ in counts.values()], float)
     total = np.array([n for _, n in counts.values()], float)
     res = bootstrap(
-        (correct, total), lambda c, n, axis=-1: c.sum(axis=axis) / n.sum(axis=axis), paired=True,
-        vectorized=True, confidence_level=confidence, method="percentile", n_resamples=5000, random_state=seed,
+        (correct, total),
+        lambda c, n, axis=-1: c.sum(axis=axis) / n.sum(axis=axis),
+        paired=True,
+        vectorized=True,
+        confidence_level=confidence,
+        method="percentile",
+        n_resamples=5000,
+        random_state=seed,
     )
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
@@ -149,8 +157,14 @@ def seed_model_runs(report: Path) -> list[dict]:
     for line in report.read_text().splitlines():
         m = _RUN_ROW.match(line)
         if m:
-            runs.append({"seed": int(m[2]), "accuracy": float(m[3]) / 100, "macro_f1": float(m[4]) / 100,
-                         "train_seconds": float(m[5])})
+            runs.append(
+                {
+                    "seed": int(m[2]),
+                    "accuracy": float(m[3]) / 100,
+                    "macro_f1": float(m[4]) / 100,
+                    "train_seconds": float(m[5]),
+                }
+            )
     return runs
 
 
@@ -205,16 +219,31 @@ def final_runs(
         model, _ = fit(recipe, train, seed, verbose=verbose)
         seconds = time.perf_counter() - start
         probs = predict(model, test.x)
-        run = {"seed": seed, "train_seconds": round(seconds, 1), **score(test.y, probs),
-               "per_subject": per_subject_counts(test.y, probs.argmax(axis=1), test.subjects)}
+        run = {
+            "seed": seed,
+            "train_seconds": round(seconds, 1),
+            **score(test.y, probs),
+            "per_subject": per_subject_counts(test.y, probs.argmax(axis=1), test.subjects),
+        }
         run["parameters"] = int(model.count_params())
         if keep_dir is not None:
             from ..artifact import save_artifact
 
-            save_artifact(model, {"architecture": recipe.label, "recipe": recipe.to_json(), "seed": seed,
-                                  "context_steps": list(recipe.context),
-                                  "test_accuracy": run["accuracy"]}, keep_dir / f"seed{seed}.keras")
-        print(f"{recipe.label} seed {seed}: test accuracy {run['accuracy']:.4f} macro F1 {run['macro_f1']:.4f} ({seconds:.0f} s)", flush=True)
+            save_artifact(
+                model,
+                {
+                    "architecture": recipe.label,
+                    "recipe": recipe.to_json(),
+                    "seed": seed,
+                    "context_steps": list(recipe.context),
+                    "test_accuracy": run["accuracy"],
+                },
+                keep_dir / f"seed{seed}.keras",
+            )
+        print(
+            f"{recipe.label} seed {seed}: test accuracy {run['accuracy']:.4f} macro F1 {run['macro_f1']:.4f} ({seconds:.0f} s)",
+            flush=True,
+        )
         runs.append(run)
         keras.backend.clear_session()
     return runs
@@ -342,7 +371,11 @@ def write_report(results: dict, live: dict | None = None, path: Path = REPORT_FI
         "compiled runtime (`models/runtime.py`, tflite/tf-function), see the live section.",
         "",
     ]
-    spread = [(name, entry["runs"][0]) for name, entry in results.items() if entry.get("runs") and "per_subject" in entry["runs"][0]]
+    spread = [
+        (name, entry["runs"][0])
+        for name, entry in results.items()
+        if entry.get("runs") and "per_subject" in entry["runs"][0]
+    ]
     if spread:
         lines += [
             "## How much the figure depends on who is held out",
@@ -359,7 +392,9 @@ def write_report(results: dict, live: dict | None = None, path: Path = REPORT_FI
         for name, run in spread:
             acc = sorted(100 * c / n for c, n in run["per_subject"].values())
             low, high = subject_bootstrap_interval(run["per_subject"])
-            lines.append(f"| {name} | {acc[0]:.1f} / {np.median(acc):.1f} / {acc[-1]:.1f} | {100 * low:.2f} – {100 * high:.2f} |")
+            lines.append(
+                f"| {name} | {acc[0]:.1f} / {np.median(acc):.1f} / {acc[-1]:.1f} | {100 * low:.2f} – {100 * high:.2f} |"
+            )
         lines.append("")
     selection = load_selection()
     if selection:
@@ -392,7 +427,11 @@ def write_report(results: dict, live: dict | None = None, path: Path = REPORT_FI
         if not runs or any("confusion" not in r for r in runs):
             continue
         total = np.sum([r["confusion"] for r in runs], axis=0)
-        png = plot_confusion(total.tolist(), f"{name}: {len(runs)} runs, held-out subjects", path.parent / "reports" / f"confusion_{name}.png")
+        png = plot_confusion(
+            total.tolist(),
+            f"{name}: {len(runs)} runs, held-out subjects",
+            path.parent / "reports" / f"confusion_{name}.png",
+        )
         lines += [f"### {name}", "", f"![{name} confusion]({png.relative_to(path.parent).as_posix()})", ""]
     if live:
         from ..live_accuracy import live_report_lines
@@ -406,10 +445,12 @@ def write_report(results: dict, live: dict | None = None, path: Path = REPORT_FI
             "",
             "`python -m harstream.models.studies.personalisation`: per held-out subject, the shipped model fine-tuned "
             "on all but the subject's last session, then scored on that last session. "
-            + ("The SVM is refitted on all embedded training windows plus the subject's, the subject's "
-               "weighted to count as much as the rest."
-               if rows and rows[0].get("method") == "svm refit" else
-               "5 epochs, Adam 1e-4, BatchNorm frozen, as many embedded training windows mixed in."),
+            + (
+                "The SVM is refitted on all embedded training windows plus the subject's, the subject's "
+                "weighted to count as much as the rest."
+                if rows and rows[0].get("method") == "svm refit"
+                else "5 epochs, Adam 1e-4, BatchNorm frozen, as many embedded training windows mixed in."
+            ),
             "",
             "| subject | own windows | scored session (windows) | accuracy before % | after % |",
             "|---|---|---|---|---|",
@@ -468,15 +509,22 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--keep", type=Path, default=Path("/tmp/harstream-final"), help="folder for each seed's model")
     run.add_argument("--ship", action="store_true", help="save seed 0's model as models/pretrained/default.keras")
     sub.add_parser("report", help="write docs/report.md from docs/reports/results.json")
-    lat = sub.add_parser("latency", help="time per-window inference of every model in results.json and the seed LSTM, in one run")
-    lat.add_argument("--extra", nargs="*", default=["lstm", "cnn_lstm", "conv_lstm"], help="registry architectures to time too")
+    lat = sub.add_parser(
+        "latency", help="time per-window inference of every model in results.json and the seed LSTM, in one run"
+    )
+    lat.add_argument(
+        "--extra", nargs="*", default=["lstm", "cnn_lstm", "conv_lstm"], help="registry architectures to time too"
+    )
     args = parser.parse_args(argv)
 
     if args.action == "latency":
         results = load_results()
-        recipes = {r.label: r for r in [Recipe.from_json(e["recipe"]) for e in results.values() if "recipe" in e]
-                   + [Recipe.from_json(x["recipe"]) for x in load_selection()]}
-        recipes = list(recipes.values())
+        by_label = {
+            r.label: r
+            for r in [Recipe.from_json(e["recipe"]) for e in results.values() if "recipe" in e]
+            + [Recipe.from_json(x["recipe"]) for x in load_selection()]
+        }
+        recipes = list(by_label.values())
         for name, timing in measure_latencies(recipes, args.extra).items():
             results.setdefault(name, {})["latency"] = timing
             print(f"{name}: {timing['batched_ms']:.3f} ms/window batched, {timing['single_ms']:.2f} ms single call")
@@ -490,7 +538,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     from harstream.stream.recordings import load_embedded
-
 
     selection = load_selection()
     recipe = parse_recipe(args.recipe, args.epochs or 12) if args.recipe else best_recipe(selection)

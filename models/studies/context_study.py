@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -71,18 +73,23 @@ def main(argv: list[str] | None = None) -> int:
     y, view = np.concatenate(ys), np.concatenate(in_view)
     right = {"with": np.concatenate(with_pred) == y, "without": np.concatenate(without_pred) == y}
     parts = {"change in view": view, "no change in view": ~view, "all": np.ones_like(view)}
-    result = {
-        "with": ctx_model.model_id, "without": plain_model.model_id, "context_steps": list(steps),
+    result: dict[str, Any] = {
+        "with": ctx_model.model_id,
+        "without": plain_model.model_id,
+        "context_steps": list(steps),
         "parts": {
             name: {"windows": int(mask.sum()), **{k: float(v[mask].mean()) for k, v in right.items()}}
             for name, mask in parts.items()
         },
-        "command": "python -m harstream.models.studies.context_study " + " ".join(argv if argv is not None else __import__("sys").argv[1:]),
+        "command": "python -m harstream.models.studies.context_study "
+        + " ".join(argv if argv is not None else sys.argv[1:]),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     for name, r in result["parts"].items():
-        print(f"{name}: {r['windows']} windows, with context {100 * r['with']:.2f} %, without {100 * r['without']:.2f} %")
+        print(
+            f"{name}: {r['windows']} windows, with context {100 * r['with']:.2f} %, without {100 * r['without']:.2f} %"
+        )
     return 0
 
 

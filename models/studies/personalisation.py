@@ -39,10 +39,21 @@ def personalisation_study(base: str | Path | None = None, epochs: int = 5, learn
         method = "svm refit" if is_svm(model) else "gradient descent"
         _, before, after, _ = tune(model, own, test, epochs, learning_rate, pool, None, seed=0,
                                    svm_options=svm_options(artifact.metadata))  # fmt: skip
-        rows.append({"subject": subject, "own_windows": len(own), "test_session": recs[-1].name,
-                     "test_windows": len(test), "accuracy_before": before, "accuracy_after": after,
-                     "method": method})
-        print(f"subject {subject}: {len(own)} own windows; {recs[-1].name} {100 * before:.1f} % -> {100 * after:.1f} %", flush=True)
+        rows.append(
+            {
+                "subject": subject,
+                "own_windows": len(own),
+                "test_session": recs[-1].name,
+                "test_windows": len(test),
+                "accuracy_before": before,
+                "accuracy_after": after,
+                "method": method,
+            }
+        )
+        print(
+            f"subject {subject}: {len(own)} own windows; {recs[-1].name} {100 * before:.1f} % -> {100 * after:.1f} %",
+            flush=True,
+        )
     return rows
 
 

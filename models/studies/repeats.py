@@ -8,9 +8,9 @@ It sits on top of :mod:`~harstream.models.training` (fitting) and
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
