@@ -7,7 +7,7 @@ itself saves artifacts (no import cycle).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import keras
 import numpy as np
@@ -95,7 +95,8 @@ class PostureHead(keras.layers.Layer):
         logits = self.sharpness * per_posture
         if self._features is not None:
             current = x[:, 0] if len(x.shape) == 4 else x
-            f = (self._features(current) - np.asarray(self.feature_mean, np.float32)) / np.asarray(self.feature_scale, np.float32)
+            mean, scale = np.asarray(self.feature_mean, np.float32), np.asarray(self.feature_scale, np.float32)
+            f = (self._features(current) - mean) / scale
             lda = ops.matmul(f, np.asarray(self.coef, np.float32)) + np.asarray(self.intercept, np.float32)
             logits = logits + ops.clip(lda, -self.LDA_CLIP, self.LDA_CLIP)
         gate = float(np.cos(np.deg2rad(self.max_angle))) - ops.max(per_posture, axis=-1, keepdims=True)
