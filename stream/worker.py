@@ -6,10 +6,14 @@ windows, hand back the model's probabilities, and collect the predictions,
 signal feed and statistics to publish. :func:`serve` puts ZeroMQ sockets at
 its edges.
 
-Per device the core keeps a :class:`~harstream.stream.pipeline.DevicePipeline`,
-for a model with context windows (``WorkerConfig.context_steps``) a
-:class:`~harstream.stream.context.WindowContext` of its recent windows, and
-the next expected ``seq``:
+Per device the core keeps a :class:`Device`, one small object per concern:
+its :class:`~harstream.stream.incarnation.Incarnation` (which stream, the
+next expected ``seq``), a :class:`~harstream.stream.sample_buffer.SampleBuffer`
+of raw samples waiting for a whole window, its
+:class:`~harstream.stream.device_windows.DeviceWindows` (pipeline and, for a
+model with context windows, their
+:class:`~harstream.stream.context.WindowContext`), its display decoder and
+its :class:`~harstream.stream.signal_feed.SignalFeed`:
 
 - ``seq`` as expected: accepted.
 - ``seq`` ahead (a gap): the device's pipeline (and window context) restarts
@@ -35,16 +39,15 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
 
-from .activities import label_name
 from .batch_push import push_many
-from .context import WindowContext
-from .pipeline import STEP, WINDOW, DevicePipeline, check_samples
-from .rate import RATE_HZ
+from .device_windows import DeviceWindows
+from .incarnation import DUPLICATE, GAP, RESTART, Incarnation
+from .pipeline import WINDOW, check_samples
 from .protocol import (
     Prediction,
     ProtocolError,
@@ -53,6 +56,8 @@ from .protocol import (
     decode_samples,
     shard_of,
 )
+from .sample_buffer import SampleBuffer
+from .signal_feed import SignalFeed
 from .smoothing import DEFAULT_THRESHOLD, DEFAULT_WINDOWS, Smoother
 
 log = logging.getLogger(__name__)
@@ -101,51 +106,33 @@ class PendingWindow:
     truth: str | None
 
 
-class DeviceState:
-    """What the worker knows about one device."""
+class Device:
+    """What the worker knows about one device: one small object per concern,
+    in the order the data flows through them."""
 
-    __slots__ = (
-        "device", "generation", "pipeline", "next_seq", "raw", "raw_labels", "raw_n",
-        "labels", "label_base", "has_labels", "last_seen", "smoother", "t0", "seq0", "seq0_batch", "rate",
-        "sig", "sig_t0", "sig_last", "ready_at", "context_steps", "context",
-    )  # fmt: skip
+    __slots__ = ("name", "generation", "incarnation", "inbox", "windows", "display", "signal", "ready_at",
+                 "context_steps")  # fmt: skip
 
-    def __init__(self, device: str, seq: int, classes: Sequence[str], config: WorkerConfig, now: float):
-        self.device = device
-        self.generation = 0
-        self.smoother = Smoother(classes, config.smooth_windows, config.threshold)
-        self.sig: list[np.ndarray] = []
-        self.sig_t0: float | None = None
-        self.sig_last = now
-        self.last_seen = now
-        self.ready_at: float | None = None  # when buffered samples completed a window
-        self.t0, self.seq0_batch, self.rate = 0.0, seq, RATE_HZ
+    def __init__(self, name: str, seq: int, classes: Sequence[str], config: WorkerConfig, now: float):
+        self.name = name
+        self.generation = 0  # counts pipeline restarts; a window of an older run skips the display
+        self.incarnation = Incarnation(seq, now)  # which stream, which seq next
+        self.inbox = SampleBuffer()  # raw samples waiting for a whole window
         self.context_steps = config.context_steps
+        self.windows = DeviceWindows(seq, self.context_steps)  # pipeline + window context
+        self.display = Smoother(classes, config.smooth_windows, config.threshold)  # what the screen shows
+        self.signal = SignalFeed(config.signal_decimation, config.signal_interval, now)  # decimated raw signal
+        self.ready_at: float | None = None  # when buffered samples completed a window
         self.restart(seq)
 
     def restart(self, seq: int) -> None:
         """Start the pipeline afresh with ``seq`` as its first sample."""
         self.generation += 1
-        self.pipeline = DevicePipeline()
-        # the model's past windows must not straddle a gap either
-        self.context = WindowContext(self.context_steps) if self.context_steps else None
-        self.next_seq = seq
-        self.seq0 = seq  # seq of pipeline sample 0
-        self.raw: list[np.ndarray] = []
-        self.raw_labels: list[np.ndarray | None] = []
-        self.raw_n = 0
-        self.labels = np.empty(0, np.int16)  # labels of pipeline samples label_base..
-        self.label_base = 0
-        self.has_labels = False
-        self.smoother.reset()
-        # The display feed must not join samples from both sides of a gap.
-        self.sig = []
-        self.sig_t0 = None
-
-    @property
-    def next_window_end(self) -> int:
-        """Pipeline sample count at which the next window completes."""
-        return self.pipeline.emitted * STEP + WINDOW
+        self.incarnation.next_seq = seq
+        self.windows = DeviceWindows(seq, self.context_steps)
+        self.inbox.clear()
+        self.display.reset()
+        self.signal.reset()  # the display feed must not join samples from both sides of a gap
 
 
 class StreamCore:
@@ -175,9 +162,9 @@ class StreamCore:
         self.config = config or WorkerConfig()
         self.worker_id = worker_id
         self.wall_clock = wall_clock
-        self.devices: dict[str, DeviceState] = {}
+        self.devices: dict[str, Device] = {}
         self._pending: list[PendingWindow] = []
-        self._ready: list[DeviceState] = []  # devices whose buffered samples complete a window
+        self._ready: list[Device] = []  # devices whose buffered samples complete a window
         self.drops: Counter[str] = Counter()
         self.totals: Counter[str] = Counter()
         self._logged: set[str] = set()
@@ -214,40 +201,34 @@ class StreamCore:
             if len(self.devices) >= cfg.max_devices:
                 self._drop("devices_full", f"already tracking {cfg.max_devices} devices")
                 return
-            state = self.devices[batch.device] = DeviceState(batch.device, batch.seq, self.classes, cfg, now)
+            state = self.devices[batch.device] = Device(batch.device, batch.seq, self.classes, cfg, now)
             self.totals["devices_seen"] += 1
-        elif batch.seq != state.next_seq:
-            if (state.ready_at is not None and batch.seq >= state.next_seq) or batch.seq == 0:
-                self.flush()  # windows the old stream completed go out before any reset
-            if batch.seq > state.next_seq:
-                self.totals["gaps"] += 1
-                self._note(
-                    "gap",
-                    f"device {batch.device}: samples {state.next_seq}..{batch.seq - 1} missing; pipeline reset",
-                )
-                state.restart(batch.seq)
-            elif batch.seq == 0:
-                self.totals["restarts"] += 1
-                self._note("restart", f"device {batch.device} started over at seq 0; pipeline reset")
-                state.restart(0)
-            else:
+        else:
+            verdict = state.incarnation.judge(batch.seq)
+            if verdict == DUPLICATE:
                 self._drop(
                     "duplicate",
-                    f"device {batch.device}: seq {batch.seq} but {state.next_seq} expected",
+                    f"device {batch.device}: seq {batch.seq} but {state.incarnation.next_seq} expected",
                 )
                 return
-        state.last_seen = now
-        state.t0, state.seq0_batch, state.rate = batch.t0, batch.seq, batch.rate  # anchor for times
-        n = len(batch)
-        state.next_seq = batch.seq + n
-        state.raw.append(batch.samples)
-        state.raw_labels.append(batch.labels)
-        state.has_labels |= batch.labels is not None
-        state.raw_n += n
-        self.totals["samples"] += n
+            if verdict in (GAP, RESTART):
+                if state.ready_at is not None:
+                    self.flush()  # windows the old stream completed go out before the reset
+                if verdict == GAP:
+                    self.totals["gaps"] += 1
+                    self._note("gap", f"device {batch.device}: samples {state.incarnation.next_seq}.."
+                                      f"{batch.seq - 1} missing; pipeline reset")  # fmt: skip
+                else:
+                    self.totals["restarts"] += 1
+                    self._note("restart", f"device {batch.device} started over at seq 0; pipeline reset")
+                state.restart(batch.seq)
+        state.incarnation.advance(batch.seq, len(batch), now)
+        state.windows.anchor(batch)  # times of later windows
+        state.inbox.append(batch.samples, batch.labels)
+        self.totals["samples"] += len(batch)
         if cfg.signal_interval > 0:
-            self._collect_signal(state, batch)
-        if state.ready_at is None and state.pipeline.samples_seen + state.raw_n >= state.next_window_end:
+            state.signal.add(batch)
+        if state.ready_at is None and state.windows.completes_window(len(state.inbox)):
             state.ready_at = now
             self._ready.append(state)
             if len(self._ready) >= 4 * cfg.max_batch:
@@ -262,50 +243,22 @@ class StreamCore:
         jobs = []
         for state in ready:
             arrived, state.ready_at = state.ready_at, None
-            if state.raw_n == 0:  # restarted meanwhile
+            if len(state.inbox) == 0:  # restarted meanwhile
                 continue
-            raw = state.raw[0] if len(state.raw) == 1 else np.concatenate(state.raw)
-            labels = None
-            if state.has_labels:
-                labels = np.concatenate(
-                    [lab if lab is not None else np.full(len(r), -1, np.int16)
-                     for r, lab in zip(state.raw, state.raw_labels)]  # fmt: skip
-                )
-            state.raw, state.raw_labels, state.raw_n = [], [], 0
+            raw, labels = state.inbox.take()
             try:  # validated here so that push_many never fails half-way
-                raw = check_samples(raw, f"device {state.device}")
+                raw = check_samples(raw, f"device {state.name}")
             except ValueError as exc:
                 self._drop("pipeline", str(exc))
                 continue
-            jobs.append((state, raw, labels, arrived, state.pipeline.emitted, state.pipeline.samples_seen))
-        results = push_many([j[0].pipeline for j in jobs], [j[1] for j in jobs])
+            pipe = state.windows.pipeline
+            jobs.append((state, raw, labels, arrived, pipe.emitted, pipe.samples_seen))
+        results = push_many([j[0].windows.pipeline for j in jobs], [j[1] for j in jobs])
         for (state, _, labels, arrived, first_window, seen_before), windows in zip(jobs, results):
-            self._emit(state, windows, labels, arrived, first_window, seen_before)
-
-    def _emit(self, state: DeviceState, windows: np.ndarray, labels: np.ndarray | None,
-              now: float, first_window: int, seen_before: int) -> None:  # fmt: skip
-        if labels is not None:
-            if len(state.labels) == 0:
-                state.label_base = seen_before
-            state.labels = np.concatenate([state.labels, labels])
-        model_inputs = state.context.push(windows) if state.context is not None else windows
-        for i, x in enumerate(model_inputs):
-            j = first_window + i
-            end = j * STEP + WINDOW - 1  # pipeline index of the window's last sample
-            t_end = state.t0 + (state.seq0 + end - state.seq0_batch) / state.rate
-            truth = None
-            if labels is not None and 0 <= end - state.label_base < len(state.labels):
-                truth = label_name(int(state.labels[end - state.label_base]))
-            self._enqueue(
-                PendingWindow(state.device, state.generation, j, x, now,
-                              t_end - (WINDOW - 1) / state.rate, t_end, truth)  # fmt: skip
-            )
-        if labels is not None:
-            keep_from = state.next_window_end - 1
-            cut = max(0, keep_from - state.label_base)
-            state.labels = state.labels[cut:]
-            state.label_base += cut
-        self.totals["windows"] += len(windows)
+            for w in state.windows.describe(windows, labels, first_window, seen_before):
+                self._enqueue(PendingWindow(state.name, state.generation, w.window, w.x, arrived,
+                                            w.t_start, w.t_end, w.truth))  # fmt: skip
+            self.totals["windows"] += len(windows)
 
     def _enqueue(self, window: PendingWindow) -> None:
         if len(self._pending) >= self.config.max_pending:
@@ -313,15 +266,6 @@ class StreamCore:
             self._drop("overload", f"{self.config.max_pending} windows waiting; dropped one of {old.device}")
         self._pending.append(window)
         self._pending_high_water = max(self._pending_high_water, len(self._pending))
-
-    def _collect_signal(self, state: DeviceState, batch: SampleBatch) -> None:
-        step = self.config.signal_decimation
-        first = (-batch.seq) % step  # keep samples whose seq is a multiple of step
-        if first >= len(batch):
-            return
-        if state.sig_t0 is None:
-            state.sig_t0 = batch.t0 + first / batch.rate
-        state.sig.append(batch.samples[first::step])
 
     # ------------------------------------------------------------ batches
 
@@ -364,7 +308,7 @@ class StreamCore:
             state = self.devices.get(w.device)
             raw = [round(float(v), 6) for v in p]
             if state is not None and state.generation == w.generation:
-                smoothed, smoothed_probs = state.smoother.update(raw)
+                smoothed, smoothed_probs = state.display.update(raw)
             else:  # the device was reset or evicted meanwhile: this window stands alone
                 smoothed, smoothed_probs = Smoother(self.classes, 1, self.config.threshold).update(raw)
             latency = (now - w.arrived) * 1000.0
@@ -385,22 +329,18 @@ class StreamCore:
 
     def take_signals(self, now: float) -> list[Signal]:
         """Signal messages of devices whose interval has passed."""
-        out = []
         if self.config.signal_interval <= 0:
-            return out
-        rate = None
+            return []
+        out = []
         for state in self.devices.values():
-            if not state.sig or now - state.sig_last < self.config.signal_interval:
-                continue
-            rate = state.rate / self.config.signal_decimation
-            data = np.round(np.concatenate(state.sig), 4)
-            out.append(Signal(state.device, state.sig_t0, rate, data[:, :3].tolist(), data[:, 3:].tolist()))
-            state.sig, state.sig_t0, state.sig_last = [], None, now
+            signal = state.signal.take(state.name, now)
+            if signal is not None:
+                out.append(signal)
         return out
 
     def evict_idle(self, now: float) -> list[str]:
         """Forget devices silent for longer than ``idle_timeout``."""
-        gone = [d for d, s in self.devices.items() if now - s.last_seen > self.config.idle_timeout]
+        gone = [d for d, s in self.devices.items() if now - s.incarnation.last_seen > self.config.idle_timeout]
         for device in gone:
             del self.devices[device]
             log.info("device %s idle for %.0f s; state evicted", device, self.config.idle_timeout)

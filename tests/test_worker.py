@@ -189,3 +189,58 @@ def test_many_devices_filtered_together_get_exactly_their_own_windows(monkeypatc
     for name, samples in data.items():
         mine = [i for i, w in enumerate(taken) if w.device == name]
         np.testing.assert_array_equal(x[mine], DevicePipeline().push(samples))
+
+
+# ------------------------------------------------------- the device's parts, one each
+
+
+def test_incarnation_tells_next_gap_duplicate_and_restart_apart():
+    from harstream.stream.incarnation import Incarnation
+
+    inc = Incarnation(seq=100, now=0.0)
+    inc.advance(100, 20, now=1.0)
+    assert (inc.next_seq, inc.last_seen) == (120, 1.0)
+    assert [inc.judge(s) for s in (120, 121, 119, 100, 0)] == ["next", "gap", "duplicate", "duplicate", "restart"]
+
+
+def test_sample_buffer_gives_back_its_chunks_in_order_with_unlabelled_gaps_marked():
+    from harstream.stream.sample_buffer import SampleBuffer
+
+    buf = SampleBuffer()
+    a, b = signal(5), signal(7, seed=1)
+    buf.append(a, np.arange(5, dtype=np.int16))
+    buf.append(b)
+    raw, labels = buf.take()
+    np.testing.assert_array_equal(raw, np.concatenate([a, b]))
+    assert labels.tolist() == [0, 1, 2, 3, 4] + [-1] * 7
+    assert len(buf) == 0 and buf.take()[1] is None
+
+
+def test_device_windows_number_time_and_label_windows_like_the_offline_pipeline():
+    from harstream.stream.device_windows import DeviceWindows
+
+    data, labels = signal(320), np.repeat(np.arange(1, 6, dtype=np.int16), 64)
+    dw = DeviceWindows(seq=1000)
+    dw.anchor(SampleBatch("d", 1000, 20.0, data, labels=labels))
+    assert dw.completes_window(128) and not dw.completes_window(127)
+    out = dw.describe(dw.pipeline.push(data), labels, first_window=0, seen_before=0)
+    np.testing.assert_allclose(np.stack([w.x for w in out]), DevicePipeline().push(data), atol=1e-6)
+    assert [w.window for w in out] == [0, 1, 2, 3]
+    assert [w.t_end for w in out] == pytest.approx([20.0 + (64 * j + 127) / 50 for j in range(4)])
+    assert [w.truth for w in out] == [ACTIVITIES[labels[64 * j + 127] - 1] for j in range(4)]
+
+
+def test_signal_feed_keeps_every_fifth_sample_by_seq_whatever_the_chunking():
+    from harstream.stream.signal_feed import SignalFeed
+
+    data = signal(60)
+    feed = SignalFeed(decimation=5, interval=0.5, now=0.0)
+    for seq in range(0, 60, 7):
+        feed.add(SampleBatch("d", seq, 100.0 + seq / 50, data[seq : seq + 7]))
+    assert feed.take("d", now=0.4) is None  # not due yet
+    sig = feed.take("d", now=0.5)
+    assert sig.t0 == 100.0 and sig.rate == 10.0
+    np.testing.assert_allclose(sig.gyro, data[::5, 3:], atol=1e-4)
+    feed.add(SampleBatch("d", 60, 101.2, data[:5]))
+    feed.reset()
+    assert feed.take("d", now=5.0) is None  # a reset forgets what was collected
