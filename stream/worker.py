@@ -46,7 +46,7 @@ import numpy as np
 
 from .batch_push import push_many
 from .device_windows import DeviceWindows
-from .incarnation import DUPLICATE, GAP, RESTART, Incarnation
+from .incarnation import DUPLICATE, FOREIGN, GAP, JUMP, NEXT, RESTART, TAKEOVER_AFTER, Incarnation
 from .pipeline import WINDOW, check_samples
 from .protocol import (
     Prediction,
@@ -70,7 +70,11 @@ WORKER_REASONS = (
     "overload",  # a window dropped because max_pending windows were waiting
     "pipeline",  # the pipeline refused the samples
     "inference",  # the model runtime failed on a batch
-    "output_hwm",  # an output message not sent: a subscriber's queue was full
+    "output_hwm",  # an output message a subscriber missed: its queue was full
+    "session",  # another session under the id of a live device
+    "jump",  # seq further ahead than the time since the device's last message allows
+    "stale",  # samples older than stale_after seconds (wall clock) when they arrived
+    "internal",  # a bug met on one message or output: that one was dropped, the worker went on
 )
 
 
@@ -90,6 +94,11 @@ class WorkerConfig:
     shard: tuple[int, int] | None = None  # (k, N): only devices with shard_of % N == k
     n_shards: int = 64
     context_steps: tuple[int, ...] = ()  # the model also takes the windows this many steps back
+    # Samples whose last one is older than this many seconds of wall clock are
+    # dropped as stale (a restarted worker's queued backlog). None: times are
+    # stream times, not judged against the clock (the core's default).
+    stale_after: float | None = None
+    takeover_after: float = TAKEOVER_AFTER  # seconds a device's session must be quiet before another takes it
 
 
 @dataclass
@@ -113,22 +122,23 @@ class Device:
     __slots__ = ("name", "generation", "incarnation", "inbox", "windows", "display", "signal", "ready_at",
                  "context_steps")  # fmt: skip
 
-    def __init__(self, name: str, seq: int, classes: Sequence[str], config: WorkerConfig, now: float):
+    def __init__(self, name: str, seq: int, classes: Sequence[str], config: WorkerConfig, now: float,
+                 session: str = ""):  # fmt: skip
         self.name = name
         self.generation = 0  # counts pipeline restarts; a window of an older run skips the display
-        self.incarnation = Incarnation(seq, now)  # which stream, which seq next
+        self.incarnation = Incarnation(seq, now, session, config.takeover_after)  # which stream, which seq next
         self.inbox = SampleBuffer()  # raw samples waiting for a whole window
         self.context_steps = config.context_steps
         self.windows = DeviceWindows(seq, self.context_steps)  # pipeline + window context
         self.display = Smoother(classes, config.smooth_windows, config.threshold)  # what the screen shows
         self.signal = SignalFeed(config.signal_decimation, config.signal_interval, now)  # decimated raw signal
         self.ready_at: float | None = None  # when buffered samples completed a window
-        self.restart(seq)
+        self.restart(seq, session)
 
-    def restart(self, seq: int) -> None:
-        """Start the pipeline afresh with ``seq`` as its first sample."""
+    def restart(self, seq: int, session: str) -> None:
+        """Start the pipeline afresh with ``seq`` of ``session`` as its first sample."""
         self.generation += 1
-        self.incarnation.next_seq = seq
+        self.incarnation.restart(seq, session)
         self.windows = DeviceWindows(seq, self.context_steps)
         self.inbox.clear()
         self.display.reset()
@@ -165,6 +175,8 @@ class StreamCore:
         self.devices: dict[str, Device] = {}
         self._pending: list[PendingWindow] = []
         self._ready: list[Device] = []  # devices whose buffered samples complete a window
+        # Devices that never completed a window, oldest first: evicted first when the table is full.
+        self._unproven: dict[str, None] = {}
         self.drops: Counter[str] = Counter()
         self.totals: Counter[str] = Counter()
         self._logged: set[str] = set()
@@ -186,9 +198,13 @@ class StreamCore:
             self._drop(exc.reason, exc.detail)
             return
         except Exception as exc:  # a decoder bug must not stop the worker
-            self._drop("header", f"undecodable message ({type(exc).__name__}: {exc})")
+            self._drop("internal", f"undecodable message ({type(exc).__name__}: {exc})")
             return
-        self.accept(batch, now)
+        try:
+            self.accept(batch, now)
+        except Exception as exc:  # nor a bug met on one message: drop it and go on
+            log.exception("device %s: message dropped", batch.device)
+            self._drop("internal", f"device {batch.device}: {type(exc).__name__}: {exc}")
 
     def accept(self, batch: SampleBatch, now: float) -> None:
         """Take one decoded batch of samples."""
@@ -196,32 +212,40 @@ class StreamCore:
         if cfg.shard is not None and shard_of(batch.device, cfg.n_shards) % cfg.shard[1] != cfg.shard[0]:
             self._drop("shard", f"device {batch.device} is not in shard {cfg.shard[0]}/{cfg.shard[1]}")
             return
+        if cfg.stale_after is not None:
+            age = self.wall_clock() - (batch.t0 + (len(batch) - 1) / batch.rate)
+            if age > cfg.stale_after:
+                self._drop("stale", f"device {batch.device}: samples {age:.1f} s old (bound {cfg.stale_after:g} s)")
+                return
         state = self.devices.get(batch.device)
         if state is None:
-            if len(self.devices) >= cfg.max_devices:
-                self._drop("devices_full", f"already tracking {cfg.max_devices} devices")
+            if len(self.devices) >= cfg.max_devices and not self._evict_unproven():
+                self._drop("devices_full", f"already tracking {cfg.max_devices} devices, all of them proven")
                 return
-            state = self.devices[batch.device] = Device(batch.device, batch.seq, self.classes, cfg, now)
+            state = Device(batch.device, batch.seq, self.classes, cfg, now, batch.session)
+            self.devices[batch.device] = state
+            self._unproven[batch.device] = None
             self.totals["devices_seen"] += 1
         else:
-            verdict = state.incarnation.judge(batch.seq)
-            if verdict == DUPLICATE:
-                self._drop(
-                    "duplicate",
-                    f"device {batch.device}: seq {batch.seq} but {state.incarnation.next_seq} expected",
-                )
+            inc = state.incarnation
+            verdict = inc.judge(batch.seq, now, batch.session, batch.rate)
+            if verdict in (DUPLICATE, FOREIGN, JUMP):
+                reason = {DUPLICATE: "duplicate", FOREIGN: "session", JUMP: "jump"}[verdict]
+                self._drop(reason, f"device {batch.device}: seq {batch.seq} of session {batch.session!r}, "
+                                   f"but seq {inc.next_seq} of session {inc.session!r} expected")  # fmt: skip
                 return
-            if verdict in (GAP, RESTART):
+            if verdict != NEXT:
                 if state.ready_at is not None:
                     self.flush()  # windows the old stream completed go out before the reset
                 if verdict == GAP:
                     self.totals["gaps"] += 1
-                    self._note("gap", f"device {batch.device}: samples {state.incarnation.next_seq}.."
-                                      f"{batch.seq - 1} missing; pipeline reset")  # fmt: skip
+                    self._note("gap", f"device {batch.device}: samples {inc.next_seq}..{batch.seq - 1} missing; "
+                                      "pipeline reset")  # fmt: skip
                 else:
                     self.totals["restarts"] += 1
-                    self._note("restart", f"device {batch.device} started over at seq 0; pipeline reset")
-                state.restart(batch.seq)
+                    how = "started over at seq 0" if verdict == RESTART else f"taken over by session {batch.session!r}"
+                    self._note("restart", f"device {batch.device} {how}; pipeline reset")
+                state.restart(batch.seq, batch.session)
         state.incarnation.advance(batch.seq, len(batch), now)
         state.windows.anchor(batch)  # times of later windows
         state.inbox.append(batch.samples, batch.labels)
@@ -255,6 +279,8 @@ class StreamCore:
             jobs.append((state, raw, labels, arrived, pipe.emitted, pipe.samples_seen))
         results = push_many([j[0].windows.pipeline for j in jobs], [j[1] for j in jobs])
         for (state, _, labels, arrived, first_window, seen_before), windows in zip(jobs, results):
+            if len(windows):
+                self._unproven.pop(state.name, None)  # it completed a window: a real device
             for w in state.windows.describe(windows, labels, first_window, seen_before):
                 self._enqueue(PendingWindow(state.name, state.generation, w.window, w.x, arrived,
                                             w.t_start, w.t_end, w.truth))  # fmt: skip
@@ -333,19 +359,50 @@ class StreamCore:
             return []
         out = []
         for state in self.devices.values():
-            signal = state.signal.take(state.name, now)
+            try:
+                signal = state.signal.take(state.name, now)
+            except Exception as exc:  # one device's feed must not stop the others'
+                state.signal.reset()
+                self._drop("internal", f"signal of {state.name}: {type(exc).__name__}: {exc}")
+                continue
             if signal is not None:
                 out.append(signal)
         return out
 
     def evict_idle(self, now: float) -> list[str]:
-        """Forget devices silent for longer than ``idle_timeout``."""
+        """Forget devices silent for longer than ``idle_timeout`` (one log line per sweep)."""
         gone = [d for d, s in self.devices.items() if now - s.incarnation.last_seen > self.config.idle_timeout]
         for device in gone:
             del self.devices[device]
-            log.info("device %s idle for %.0f s; state evicted", device, self.config.idle_timeout)
+            self._unproven.pop(device, None)
+        if gone:
+            log.info("%d device(s) idle for %.0f s evicted (%s%s)", len(gone), self.config.idle_timeout,
+                     ", ".join(gone[:3]), ", ..." if len(gone) > 3 else "")  # fmt: skip
         self.totals["evicted"] += len(gone)
         return gone
+
+    def _evict_unproven(self, look: int = 8) -> bool:
+        """Make room by forgetting a device that never completed a window: of
+        the ``look`` oldest such, the one with the fewest samples (a flood of
+        one-sample ids goes before a real device filling its first window)."""
+        oldest = []
+        for name in self._unproven:
+            oldest.append(name)
+            if len(oldest) >= look:
+                break
+        if not oldest:
+            return False
+
+        def samples(name: str) -> int:
+            d = self.devices[name]
+            return d.windows.pipeline.samples_seen + len(d.inbox)
+
+        victim = min(oldest, key=samples)
+        del self.devices[victim]
+        del self._unproven[victim]
+        self.totals["evicted_unproven"] += 1
+        self._note("evicted_unproven", f"device table full: {victim} (no window yet) forgotten to make room")
+        return True
 
     def stats(self, now: float) -> dict:
         """Statistics since the previous call (rates) and since start (totals)."""
@@ -451,7 +508,14 @@ def serve(
     import zmq
 
     from .bus import ingest_address, output_address
-    from .protocol import SAMPLES_PREFIX, encode_prediction, encode_signal, encode_stats, shard_prefixes
+    from .protocol import (
+        MAX_FRAME_BYTES,
+        SAMPLES_PREFIX,
+        encode_prediction,
+        encode_signal,
+        encode_stats,
+        shard_prefixes,
+    )
 
     config = config or WorkerConfig()
     worker_id = worker_id or (
@@ -462,15 +526,20 @@ def serve(
     sub = ctx.socket(zmq.SUB)
     sub.setsockopt(zmq.RCVHWM, rcvhwm)
     sub.setsockopt(zmq.LINGER, 0)
+    # A peer sending a larger frame is disconnected by ZeroMQ before it is held.
+    sub.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES)
     prefixes = shard_prefixes(*config.shard) if config.shard else [SAMPLES_PREFIX]
     for prefix in prefixes:
         sub.setsockopt(zmq.SUBSCRIBE, prefix)
     # XPUB with NODROP: a full subscriber queue makes a non-blocking send fail
-    # with EAGAIN, so drops are counted instead of happening silently.
+    # with EAGAIN, so a loss is seen and counted; the message is then sent
+    # again without NODROP, which reaches every subscriber with room (the full
+    # one loses its own copy). One stuck subscriber never silences the others.
     pub = ctx.socket(zmq.XPUB)
     pub.setsockopt(zmq.SNDHWM, sndhwm)
     pub.setsockopt(zmq.XPUB_NODROP, 1)
     pub.setsockopt(zmq.LINGER, 0)
+    pub.setsockopt(zmq.MAXMSGSIZE, 64 * 1024)  # it receives subscriptions only
     core = StreamCore(classes, model_id, config, worker_id)
     try:
         in_addr = _attach_retrying(sub, ingest or ingest_address())
@@ -480,11 +549,33 @@ def serve(
         if on_bound:
             on_bound(sub.getsockopt_string(zmq.LAST_ENDPOINT), pub.getsockopt_string(zmq.LAST_ENDPOINT))
 
-        def send(frames: list[bytes]) -> None:
+        def send(encode: Callable[..., list[bytes]], *what) -> None:
+            """Encode and publish one output message; never raises."""
             try:
-                pub.send_multipart(frames, zmq.NOBLOCK)
-            except zmq.Again:
-                core.count_drop("output_hwm", "a subscriber's queue is full; output dropped")
+                frames = encode(*what)
+                try:
+                    pub.send_multipart(frames, zmq.NOBLOCK)
+                    return
+                except zmq.Again:
+                    pass
+                core.count_drop("output_hwm", "a subscriber's queue is full; it misses output")
+                pub.setsockopt(zmq.XPUB_NODROP, 0)
+                try:
+                    pub.send_multipart(frames, zmq.NOBLOCK)  # lossy: to everyone with room
+                finally:
+                    pub.setsockopt(zmq.XPUB_NODROP, 1)
+            except Exception as exc:  # one output must not stop the worker
+                core.count_drop("internal", f"output {encode.__name__}: {type(exc).__name__}: {exc}")
+
+        def guarded(what: str, step: Callable, *args):
+            """Run one chore; a failure is counted, logged once, and the loop goes on."""
+            try:
+                return step(*args)
+            except Exception as exc:
+                if "internal" not in core.drops:
+                    log.exception("worker %s: %s failed", worker_id, what)
+                core.count_drop("internal", f"{what}: {type(exc).__name__}: {exc}")
+                return None
 
         poller = zmq.Poller()
         poller.register(sub, zmq.POLLIN)
@@ -496,7 +587,7 @@ def serve(
             on_ready()
         while not stop.is_set():
             now = time.monotonic()
-            deadline = core.next_deadline()
+            deadline = guarded("scheduling", core.next_deadline)
             wake = min(next_chores, deadline if deadline is not None else next_chores)
             if poller.poll(max(0.0, wake - now) * 1000.0):
                 for _ in range(5000):
@@ -504,13 +595,14 @@ def serve(
                         frames = sub.recv_multipart(zmq.NOBLOCK)
                     except zmq.Again:
                         break
-                    core.ingest(frames, time.monotonic())
+                    guarded("ingest", core.ingest, frames, time.monotonic())
                     if core.ready_devices >= config.max_batch:
                         break
             now = time.monotonic()
-            while core.batch_due(now):
-                x, taken = core.take_batch()
+            while guarded("batching", core.batch_due, now):
+                taken: list = []
                 try:
+                    x, taken = core.take_batch()
                     probs = runtime.predict(x)
                     now = time.monotonic()
                     predictions = core.finish_batch(taken, probs, now)
@@ -518,12 +610,12 @@ def serve(
                     core.count_drop("inference", f"{len(taken)} windows: {type(exc).__name__}: {exc}")
                     continue
                 for p in predictions:
-                    send(encode_prediction(p))
+                    send(encode_prediction, p)
             if now >= next_chores:
                 next_chores = now + 0.1
-                for signal in core.take_signals(now):
-                    send(encode_signal(signal))
-                core.evict_idle(now)
+                for signal in guarded("signals", core.take_signals, now) or ():
+                    send(encode_signal, signal)
+                guarded("eviction", core.evict_idle, now)
                 try:  # subscription messages queue up on an XPUB unless read
                     while True:
                         pub.recv(zmq.NOBLOCK)
@@ -531,13 +623,14 @@ def serve(
                     pass
             if now >= next_stats:
                 next_stats = now + stats_every
-                stats = {"worker": worker_id, "runtime": getattr(runtime, "name", "?"), **core.stats(now)}
+                stats = guarded("stats", core.stats, now) or {}
+                stats = {"worker": worker_id, "runtime": getattr(runtime, "name", "?"), **stats}
                 if config.shard:
                     stats["shard"] = f"{config.shard[0]}/{config.shard[1]}"
-                send(encode_stats(worker_id, stats))
+                send(encode_stats, worker_id, stats)
                 if printer and now >= next_print:
                     next_print = now + print_every
-                    printer(format_stats(stats))
+                    guarded("printing", lambda: printer(format_stats(stats)))
         return {"worker": worker_id, **core.stats(time.monotonic())}
     finally:
         sub.close(0)

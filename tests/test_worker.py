@@ -200,7 +200,29 @@ def test_incarnation_tells_next_gap_duplicate_and_restart_apart():
     inc = Incarnation(seq=100, now=0.0)
     inc.advance(100, 20, now=1.0)
     assert (inc.next_seq, inc.last_seen) == (120, 1.0)
-    assert [inc.judge(s) for s in (120, 121, 119, 100, 0)] == ["next", "gap", "duplicate", "duplicate", "restart"]
+    assert [inc.judge(s, now=1.2) for s in (120, 121, 119, 100, 0)] == ["next", "gap", "duplicate", "duplicate", "restart"]
+
+
+def test_incarnation_refuses_a_jump_further_than_the_time_since_the_last_message_allows():
+    from harstream.stream.incarnation import GAP_SLACK, GAP_SPEED, Incarnation
+
+    inc = Incarnation(seq=0, now=0.0, session="s")
+    inc.advance(0, 10, now=10.0)
+    most = int(50 * (GAP_SPEED * 2.0 + GAP_SLACK))  # two seconds after the last message
+    assert inc.judge(10 + most, now=12.0, session="s") == "gap"
+    assert inc.judge(11 + most, now=12.0, session="s") == "jump"
+    assert inc.judge(10**12, now=12.0, session="s") == "jump"
+
+
+def test_incarnation_lets_another_session_in_only_after_the_owner_went_quiet():
+    from harstream.stream.incarnation import Incarnation
+
+    inc = Incarnation(seq=0, now=0.0, session="owner", takeover_after=2.0)
+    inc.advance(0, 10, now=5.0)
+    assert inc.judge(10, now=6.9, session="intruder") == "foreign"
+    assert inc.judge(10, now=6.9, session="") == "foreign"  # nor a producer sending none
+    assert inc.judge(0, now=6.9, session="owner") == "duplicate"  # seq 0 restarts only without sessions
+    assert inc.judge(0, now=7.0, session="restarted") == "takeover"
 
 
 def test_sample_buffer_gives_back_its_chunks_in_order_with_unlabelled_gaps_marked():

@@ -40,6 +40,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--idle-timeout", type=float, default=30.0, help="seconds before a silent device is evicted")
     parser.add_argument("--signal-interval", type=float, default=0.5,
                         help="seconds between decimated signal messages per device (0 = off)")  # fmt: skip
+    parser.add_argument("--stale-after", type=float, default=5.0,
+                        help="drop samples older than this many seconds of wall clock when they arrive, counted "
+                             "as stale (a backlog a restarted worker is handed); 0 = never (default %(default)s)")
+    parser.add_argument("--takeover-after", type=float, default=2.56,
+                        help="seconds a device's session must be quiet before another session may take the "
+                             "device over (default %(default)s)")
     parser.add_argument("--stats-every", type=float, default=5.0, help="seconds between printed stats lines")
 
 
@@ -75,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
     config = WorkerConfig(
         max_batch=args.max_batch, max_wait=args.max_wait_ms / 1000.0, smooth_windows=args.smooth,
         threshold=args.threshold, idle_timeout=args.idle_timeout, signal_interval=args.signal_interval,
-        shard=args.shard, context_steps=context_steps,
+        shard=args.shard, context_steps=context_steps, stale_after=args.stale_after or None,
+        takeover_after=args.takeover_after,
     )  # fmt: skip
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
