@@ -15,6 +15,7 @@ import logging
 import threading
 from typing import Callable
 
+from .protocol import MAX_FRAME_BYTES
 from .bus import (
     DEFAULT_PROXY_INGEST_BACKEND,
     DEFAULT_PROXY_OUTPUT_BACKEND,
@@ -56,6 +57,10 @@ def run_proxies(
                 sock.setsockopt(zmq.SNDHWM, HWM)
                 sock.setsockopt(zmq.RCVHWM, HWM)
                 sock.setsockopt(zmq.LINGER, 0)
+            # A peer sending a larger frame is disconnected before it is held;
+            # an XPUB only ever receives subscriptions.
+            xsub.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES)
+            xpub.setsockopt(zmq.MAXMSGSIZE, 64 * 1024)
             a = attach(xsub, front, "bind")
             b = attach(xpub, back, "bind")
             pairs.append((xsub, xpub))

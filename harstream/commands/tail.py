@@ -27,12 +27,13 @@ def run(args: argparse.Namespace) -> int:
     import zmq
 
     from harstream.stream.bus import attach, output_address
-    from harstream.stream.protocol import Prediction, ProtocolError, decode_output
+    from harstream.stream.protocol import Prediction, decode_output
     from harstream.stream.worker import format_stats
 
     ctx = zmq.Context.instance()
     sock = ctx.socket(zmq.SUB)
     sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.MAXMSGSIZE, 1024 * 1024)  # a larger output message is not the worker's
     for device in args.device or [""]:
         sock.setsockopt(zmq.SUBSCRIBE, b"p/" + (device.encode() + b"/" if device else b""))
     if args.stats:
@@ -45,16 +46,15 @@ def run(args: argparse.Namespace) -> int:
             frames = sock.recv_multipart()
             try:
                 msg = decode_output(frames)
-            except ProtocolError as exc:
+                line = format_prediction(msg) if isinstance(msg, Prediction) else format_stats(msg)
+            except Exception as exc:  # malformed, or fields of the wrong type: skip it
                 bad += 1
                 if bad == 1:
                     print(f"tail: skipping malformed message ({exc})", flush=True)
                 continue
             if isinstance(msg, Prediction):
                 seen += 1
-                print(format_prediction(msg), flush=True)
-            elif isinstance(msg, dict):
-                print(format_stats(msg), flush=True)
+            print(line, flush=True)
     except KeyboardInterrupt:
         pass
     finally:
