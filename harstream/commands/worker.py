@@ -40,6 +40,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--idle-timeout", type=float, default=30.0, help="seconds before a silent device is evicted")
     parser.add_argument("--signal-interval", type=float, default=0.5,
                         help="seconds between decimated signal messages per device (0 = off)")  # fmt: skip
+    parser.add_argument("--no-fast-start", action="store_true",
+                        help="always load the model with Keras and check the runtime, even when a checked "
+                             "LiteRT conversion of it is cached")
     parser.add_argument("--stale-after", type=float, default=5.0,
                         help="drop samples older than this many seconds of wall clock when they arrive, counted "
                              "as stale (a backlog a restarted worker is handed); 0 = never (default %(default)s)")
@@ -67,17 +70,30 @@ def run(args: argparse.Namespace) -> int:
         runtime, classes, model_id = NullRuntime(len(ACTIVITIES)), list(ACTIVITIES), "none"
         context_steps: tuple[int, ...] = ()
     else:
-        from harstream.models.artifact import ArtifactError, load_artifact
-        from harstream.models.runtime import load_runtime
+        from harstream.models.artifact import ArtifactError, load_artifact, model_id_of
+        from harstream.models.runtime import load_cached_runtime, load_runtime
 
+        cached = None
         try:
-            artifact = load_artifact(args.model)
+            if args.runtime in ("auto", "tflite") and not args.no_fast_start:
+                # A conversion checked on an earlier start: no TensorFlow, serving in a second.
+                cached = load_cached_runtime(args.model)
+            if cached is not None:
+                runtime, meta = cached
+                classes, model_id = list(meta["classes"]), model_id_of(meta)
+                context_steps = tuple(int(s) for s in meta.get("context_steps") or ())
+                print(f"worker: model {model_id} served by {runtime.name} from its checked conversion "
+                      "(fast start)", flush=True)  # fmt: skip
+            else:
+                artifact = load_artifact(args.model)
         except ArtifactError as exc:
             raise SystemExit(f"worker: {exc}") from None
-        runtime = load_runtime(artifact, args.runtime)
-        print(f"worker: model {artifact.model_id} served by {runtime.name} "
-              f"(fallback {runtime.fallback.name if runtime.fallback else 'none'}): {runtime.report}", flush=True)
-        classes, model_id, context_steps = artifact.classes, artifact.model_id, artifact.context_steps
+        if cached is None:
+            runtime = load_runtime(artifact, args.runtime)
+            print(f"worker: model {artifact.model_id} served by {runtime.name} "
+                  f"(fallback {runtime.fallback.name if runtime.fallback else 'none'}): {runtime.report}",
+                  flush=True)  # fmt: skip
+            classes, model_id, context_steps = artifact.classes, artifact.model_id, artifact.context_steps
     config = WorkerConfig(
         max_batch=args.max_batch, max_wait=args.max_wait_ms / 1000.0, smooth_windows=args.smooth,
         threshold=args.threshold, idle_timeout=args.idle_timeout, signal_interval=args.signal_interval,
