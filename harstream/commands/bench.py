@@ -16,6 +16,7 @@ BENCHMARKS = {
     "transport": "samples/s through simulator -> bus -> worker with inference off",
     "gateway": "devices and samples/s one gateway process sustains",
     "pipeline": "preprocessing cost per device-second vs a batch offline filter",
+    "restart": "first prediction and windows lost after a worker is killed and restarted",
 }
 
 
