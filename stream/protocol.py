@@ -37,8 +37,8 @@ from .rate import RATE_HZ
 VERSION = 1
 N_SHARDS = 64
 UNITS = {"acc": "g", "gyro": "rad/s"}
-# Used with fullmatch: ``$`` would also match before a trailing newline.
-DEVICE_ID = re.compile(r"[A-Za-z0-9_.:@+-]{1,64}")
+# Anchored with \Z: ``$`` would also match before a trailing newline.
+DEVICE_ID = re.compile(r"^[A-Za-z0-9_.:@+-]{1,64}\Z")
 SESSION_ID = DEVICE_ID  # same alphabet and length
 MAX_SAMPLES_PER_MESSAGE = 5000
 MAX_HEADER_BYTES = 64 * 1024 + 16
