@@ -115,6 +115,12 @@ class PendingWindow:
     truth: str | None
 
 
+def make_display(classes: Sequence[str], config: WorkerConfig, windows: int | None = None) -> Smoother:
+    """The display decoder of one device (``update(probs) -> (label, probs)``,
+    ``reset()``): the one place that says which decoder the worker uses."""
+    return Smoother(classes, config.smooth_windows if windows is None else windows, config.threshold)
+
+
 class Device:
     """What the worker knows about one device: one small object per concern,
     in the order the data flows through them."""
@@ -130,7 +136,7 @@ class Device:
         self.inbox = SampleBuffer()  # raw samples waiting for a whole window
         self.context_steps = config.context_steps
         self.windows = DeviceWindows(seq, self.context_steps)  # pipeline + window context
-        self.display = Smoother(classes, config.smooth_windows, config.threshold)  # what the screen shows
+        self.display = make_display(classes, config)  # what the screen shows
         self.signal = SignalFeed(config.signal_decimation, config.signal_interval, now)  # decimated raw signal
         self.ready_at: float | None = None  # when buffered samples completed a window
         self.restart(seq, session)
@@ -336,7 +342,7 @@ class StreamCore:
             if state is not None and state.generation == w.generation:
                 smoothed, smoothed_probs = state.display.update(raw)
             else:  # the device was reset or evicted meanwhile: this window stands alone
-                smoothed, smoothed_probs = Smoother(self.classes, 1, self.config.threshold).update(raw)
+                smoothed, smoothed_probs = make_display(self.classes, self.config, windows=1).update(raw)
             latency = (now - w.arrived) * 1000.0
             self._latencies.append(latency)
             self._lags.append((wall - w.t_end) * 1000.0)
