@@ -196,6 +196,7 @@ def replay(
     context=None,
     print_every: float = 5.0,
     printer: Callable[[str], None] | None = print,
+    keys: str | None = None,
 ) -> ReplayStats:
     """Publish ``schedule`` on the ingest bus, paced at ``speed`` times real time.
 
@@ -204,7 +205,8 @@ def replay(
     blocks: a full queue drops the message and counts it. With
     ``wait_subscriptions`` the replay starts only after that many
     subscriptions reached the socket (or ``wait_timeout`` passed). Every
-    message carries the run's random session id.
+    message carries the run's random session id. ``keys``: a CURVE key folder
+    (needed for an address off loopback).
     """
     import threading
 
@@ -229,6 +231,9 @@ def replay(
     # (or a forger's) and lets it take a device over once the old run is quiet.
     session = new_session_id()
     try:
+        from harstream.stream.bus_auth import secure
+
+        secure(sock, publish or ingest_address(), "connect", keys)
         address = attach(sock, publish or ingest_address(), "connect")
         log.info("simulate: %d devices -> %s at speed %s", schedule.active, address, speed or "max")
         if wait_subscriptions:

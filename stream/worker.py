@@ -499,6 +499,7 @@ def serve(
     on_ready: Callable[[], None] | None = None,
     printer: Callable[[str], None] | None = print,
     on_bound: Callable[[str, str], None] | None = None,
+    keys: str | None = None,
 ) -> dict:
     """Run the worker on ZeroMQ sockets until ``stop`` (a threading.Event) is set.
 
@@ -506,7 +507,9 @@ def serve(
     endpoints as in :mod:`~harstream.stream.bus` (the worker binds both by
     default). ``on_bound(ingest, output)`` is called before ``on_ready`` with
     the addresses actually attached, so ``tcp://127.0.0.1:*`` can let the OS
-    pick a free port. Returns the last statistics.
+    pick a free port. ``keys``: a CURVE key folder
+    (:mod:`~harstream.stream.bus_auth`); without one, an address off loopback
+    is refused. Returns the last statistics.
     """
     import os
     import threading
@@ -547,9 +550,18 @@ def serve(
     pub.setsockopt(zmq.LINGER, 0)
     pub.setsockopt(zmq.MAXMSGSIZE, 64 * 1024)  # it receives subscriptions only
     core = StreamCore(classes, model_id, config, worker_id)
+    auth = None
     try:
-        in_addr = _attach_retrying(sub, ingest or ingest_address())
-        out_addr = _attach_retrying(pub, output or output_address())
+        from .bus import parse_endpoint
+        from .bus_auth import secure, start_authenticator
+
+        in_end, out_end = ingest or ingest_address(), output or output_address()
+        secure(sub, in_end, "bind", keys)
+        secure(pub, out_end, "bind", keys)
+        if keys is not None and "bind" in (parse_endpoint(in_end, "bind")[0], parse_endpoint(out_end, "bind")[0]):
+            auth = start_authenticator(ctx, keys)
+        in_addr = _attach_retrying(sub, in_end)
+        out_addr = _attach_retrying(pub, out_end)
         log.info("worker %s: ingest %s, output %s, %s", worker_id, in_addr, out_addr,
                  f"shard {config.shard[0]}/{config.shard[1]}" if config.shard else "all shards")  # fmt: skip
         if on_bound:
@@ -641,6 +653,8 @@ def serve(
     finally:
         sub.close(0)
         pub.close(0)
+        if auth is not None:
+            auth.stop()
 
 
 def _attach_retrying(socket, endpoint: str, timeout: float = 10.0) -> str:

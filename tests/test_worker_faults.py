@@ -156,3 +156,64 @@ def test_a_worker_killed_and_restarted_loses_at_most_one_window_per_device(ipc_a
         # no burst of old windows: the successor's come in order, one per 64 samples
         ends = sorted(p.t_end for p in mine_after)
         assert np.allclose(np.diff(ends), 64 / 50, atol=1e-3)
+
+
+# ------------------------------------------------------------------ authentication
+
+
+def test_off_loopback_the_worker_refuses_to_start_without_keys():
+    import pytest
+
+    from harstream.stream.bus_auth import BusAuthError
+
+    with pytest.raises(BusAuthError, match="0.0.0.0.*harstream keys"):
+        serve(NullRuntime(6), ACTIVITIES, "none", ingest="tcp://0.0.0.0:*", output="tcp://127.0.0.1:*",
+              printer=None)  # fmt: skip
+
+
+def test_with_curve_keys_only_a_keyed_producer_reaches_the_worker(tmp_path):
+    from harstream.stream.bus_auth import generate_keys
+
+    keys = tmp_path / "keys"
+    generate_keys(keys)
+    stranger = tmp_path / "stranger"  # a well-formed key folder the worker does not trust
+    generate_keys(stranger)
+    (stranger / "bus.key").write_bytes((keys / "bus.key").read_bytes())
+    stop, ready, addr = threading.Event(), threading.Event(), {}
+    worker = threading.Thread(target=serve, daemon=True, kwargs=dict(
+        runtime=NullRuntime(6), classes=ACTIVITIES, model_id="none", ingest="tcp://127.0.0.1:*",
+        output="tcp://127.0.0.1:*", worker_id="w", stop=stop, stats_every=0.1, on_ready=ready.set,
+        on_bound=lambda i, o: addr.update(ingest=i, output=o), printer=None, keys=str(keys)))  # fmt: skip
+    worker.start()
+    assert ready.wait(30)
+    from harstream.stream.bus_auth import secure
+
+    ctx = zmq.Context()
+    out = ctx.socket(zmq.SUB)
+    out.setsockopt(zmq.SUBSCRIBE, b"p/")
+    secure(out, addr["output"], "connect", keys)
+    out.connect(addr["output"])
+    stop_sims = threading.Event()
+    sims = []
+    for name, folder in (("keyed", keys), ("stranger", stranger), ("open", None)):
+        dev = ReplayDevice(name, np.random.default_rng(0).normal(0, 0.3, (400, 6)).astype(np.float32), None)
+        sim = threading.Thread(target=replay, daemon=True, kwargs=dict(
+            schedule=ReplaySchedule([dev], chunk=10, loop=True), publish=addr["ingest"], speed=4, stop=stop_sims,
+            printer=None, keys=None if folder is None else str(folder)))  # fmt: skip
+        sim.start()
+        sims.append(sim)
+    seen: set[str] = set()
+    try:
+        deadline = time.monotonic() + 8
+        while time.monotonic() < deadline:
+            if out.poll(100):
+                seen.add(decode_output(out.recv_multipart()).device)
+    finally:
+        stop_sims.set()
+        for sim in sims:
+            sim.join(10)
+        stop.set()
+        worker.join(10)
+        out.close(0)
+        ctx.term()
+    assert seen == {"keyed"}

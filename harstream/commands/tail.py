@@ -11,6 +11,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", action="append", default=None, metavar="D",
                         help="only this device (repeatable)")
     parser.add_argument("--stats", action="store_true", help="also print the workers' stats lines")
+    parser.add_argument("--keys", default=None, metavar="DIR",
+                        help="CURVE key folder (`harstream keys DIR`); required for an address off loopback")
     parser.add_argument("--count", type=int, default=None, help="exit after this many predictions")
 
 
@@ -38,6 +40,12 @@ def run(args: argparse.Namespace) -> int:
         sock.setsockopt(zmq.SUBSCRIBE, b"p/" + (device.encode() + b"/" if device else b""))
     if args.stats:
         sock.setsockopt(zmq.SUBSCRIBE, b"stats/")
+    from harstream.stream.bus_auth import BusAuthError, secure
+
+    try:
+        secure(sock, args.subscribe or output_address(), "connect", args.keys)
+    except BusAuthError as exc:
+        raise SystemExit(f"tail: {exc}") from None
     address = attach(sock, args.subscribe or output_address(), "connect")
     print(f"tail: listening on {address}", flush=True)
     seen, bad = 0, 0

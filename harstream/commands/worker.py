@@ -49,6 +49,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--takeover-after", type=float, default=2.56,
                         help="seconds a device's session must be quiet before another session may take the "
                              "device over (default %(default)s)")
+    parser.add_argument("--keys", default=None, metavar="DIR",
+                        help="CURVE key folder (`harstream keys DIR`); required for an address off loopback")
     parser.add_argument("--stats-every", type=float, default=5.0, help="seconds between printed stats lines")
 
 
@@ -58,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
 
     from harstream.stream import bus
     from harstream.stream.activities import ACTIVITIES
+    from harstream.stream.bus_auth import BusAuthError
     from harstream.stream.worker import WorkerConfig, serve
 
     ingest, output = args.ingest, args.publish
@@ -104,9 +107,11 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         final = serve(runtime, classes, model_id, ingest=ingest, output=output, config=config,
-                      worker_id=args.id, stop=stop, print_every=args.stats_every,
+                      worker_id=args.id, stop=stop, print_every=args.stats_every, keys=args.keys,
                       printer=lambda line: print(line, flush=True))  # fmt: skip
     except KeyboardInterrupt:
         return 0
+    except BusAuthError as exc:  # an address off loopback without keys, a key file missing
+        raise SystemExit(f"worker: {exc}") from None
     print(f"worker: stopped; totals {final.get('totals')}, drops {final.get('drops')}", flush=True)
     return 0
