@@ -13,16 +13,15 @@ of raw samples waiting for a whole window, its
 :class:`~harstream.stream.device_windows.DeviceWindows` (pipeline and, for a
 model with context windows, their
 :class:`~harstream.stream.context.WindowContext`), its display decoder and
-its :class:`~harstream.stream.signal_feed.SignalFeed`:
+its :class:`~harstream.stream.signal_feed.SignalFeed`.
 
-- ``seq`` as expected: accepted.
-- ``seq`` ahead (a gap): the device's pipeline (and window context) restarts
-  at the new ``seq`` (filters and windows would otherwise straddle missing
-  data); counted as a reset and logged.
-- ``seq`` behind: a duplicate or out-of-order chunk, dropped and counted —
-  except ``seq == 0``, which means the device (or its replay) started over:
-  the pipeline restarts.
-- a malformed message: dropped, counted by reason, logged once per reason.
+What a message means for its device (accepted, a gap that restarts the
+pipeline, a duplicate, another producer's session, an implausible jump) is
+the incarnation's rule, documented there and in docs/protocol.md ("Device
+identity"). A malformed message is dropped, counted by reason and logged
+once per reason; so is a bug met on one message (``internal``): the worker
+goes on. With ``stale_after`` set, samples older than that (wall clock) are
+dropped as ``stale``.
 
 Raw samples are buffered per device and pushed through the pipeline only when
 they complete a window (the pipeline is chunk-invariant, so the windows are
@@ -31,7 +30,9 @@ together in one vectorised call; this cuts filter calls from one per message
 to a few per batch.
 Devices silent for ``idle_timeout`` seconds are evicted. Every queue is
 bounded: windows waiting for inference (oldest dropped, counted as
-``overload``) and the number of devices (new ones refused as ``devices_full``).
+``overload``) and the number of devices (a full table forgets a device that
+never completed a window; only when all have is a new one refused as
+``devices_full``).
 """
 
 from __future__ import annotations
