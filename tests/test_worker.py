@@ -266,3 +266,36 @@ def test_signal_feed_keeps_every_fifth_sample_by_seq_whatever_the_chunking():
     feed.add(SampleBatch("d", 60, 101.2, data[:5]))
     feed.reset()
     assert feed.take("d", now=5.0) is None  # a reset forgets what was collected
+
+
+# ------------------------------------------------------------- identity and bounds
+
+
+def test_a_second_session_under_a_live_device_id_neither_feeds_nor_resets_it():
+    core = StreamCore(ACTIVITIES, "m", WorkerConfig(takeover_after=2.0))
+    data = signal(256)
+    for seq in range(0, 256, 32):
+        core.ingest(encode_samples(SampleBatch("d", seq, 1000 + seq / 50, data[seq : seq + 32], session="real")),
+                    now=seq / 50)  # fmt: skip
+        core.ingest(encode_samples(SampleBatch("d", 0, 1000.0, signal(32, seed=9), session="forger")), now=seq / 50)
+    x, _ = core.take_batch()
+    np.testing.assert_allclose(x, DevicePipeline().push(data), atol=1e-6)  # the real device's windows only
+    assert core.drops["session"] == 8 and core.totals["restarts"] == 0
+
+
+def test_stale_samples_are_dropped_against_the_wall_clock():
+    core = StreamCore(ACTIVITIES, "m", WorkerConfig(stale_after=5.0), wall_clock=lambda: 2000.0)
+    core.ingest(encode_samples(SampleBatch("old", 0, 1990.0, signal(10))), now=0.0)
+    core.ingest(encode_samples(SampleBatch("new", 0, 1999.0, signal(10))), now=0.0)
+    assert core.drops["stale"] == 1 and list(core.devices) == ["new"]
+
+
+def test_a_full_device_table_forgets_a_device_with_no_window_before_refusing():
+    core = StreamCore(ACTIVITIES, "m", WorkerConfig(max_devices=3))
+    send(core, "proven", 0, signal(128))
+    core.flush()
+    send(core, "filling", 0, signal(100))
+    send(core, "flood-1", 0, signal(1))
+    send(core, "flood-2", 0, signal(1))  # evicts flood-1 (fewest samples), not "filling"
+    assert set(core.devices) == {"proven", "filling", "flood-2"}
+    assert core.totals["evicted_unproven"] == 1 and not core.drops
