@@ -61,6 +61,7 @@ STATIC = {"/phone": ("phone.html", "text/html; charset=utf-8"), "/phone.js": ("p
 PUBLIC = ("/", *STATIC)  # served without a token: the page reads the token from its own URL
 OUTBOX = 64  # messages queued to one phone; past this, predictions for it are dropped (counted)
 MAX_SESSIONS = 10_000  # Sensor Logger HTTP sessions whose message order is tracked
+DRAIN_FACTOR = 16  # an oversized body up to this many times the limit is read before refusing it
 HTTP_STATUS = {"device_in_use": 409, "too_large": 413, "rate_limit": 429, "busy": 503}
 
 
@@ -123,9 +124,11 @@ def build_app(gateway: Gateway, policy: HostPolicy, extra_routes: Sequence[BaseR
 class PhoneConnection:
     """One phone's WebSocket, seen from the gateway: a bounded outbox and a close.
 
-    Replies and predictions go through :meth:`offer`, which never waits: a
-    phone that does not read fills its outbox and loses further predictions
-    (counted); the connection guard cuts it off if it stays stuck.
+    Replies to the phone's own messages are sent with :meth:`reply`, which
+    waits while the phone reads (so a phone that floods us is slowed down).
+    Predictions go through :meth:`offer`, which never waits: a phone that does
+    not read fills its outbox and loses further predictions (counted); the
+    connection guard cuts it off if it stays stuck.
     """
 
     def __init__(self, ws: WebSocket):
@@ -133,6 +136,14 @@ class PhoneConnection:
         self._outbox: asyncio.Queue[str] = asyncio.Queue(OUTBOX)
         self._pump = asyncio.create_task(self._send_all())
         self.closing = False
+
+    async def reply(self, message: dict) -> None:
+        """Send a reply now, waiting while the phone reads (a phone that never
+        reads is cut off by the connection guard, which ends this wait)."""
+        try:
+            await self.ws.send_text(json.dumps(message))
+        except Exception:  # gone: the receive loop sees the disconnect next
+            self.closing = True
 
     def offer(self, text: str) -> bool:
         try:
@@ -147,12 +158,6 @@ class PhoneConnection:
                 await self.ws.send_text(await self._outbox.get())
         except Exception:  # the connection went away; the receive loop sees it too
             return
-
-    async def flush(self, timeout: float) -> None:
-        """Wait (boundedly) until everything offered so far has been sent."""
-        async with asyncio.timeout(timeout):
-            while not self._outbox.empty() and not self._pump.done():
-                await asyncio.sleep(0.01)
 
     def close(self, code: int, reason: str) -> None:
         """Close from elsewhere (a takeover): the receive loop ends on the disconnect."""
@@ -233,16 +238,27 @@ class Routes:
         return PlainTextResponse("ok\n")
 
     async def _read_body(self, request: Request) -> bytes:
+        """The body, at most ``max_message`` bytes, complete within ``open_timeout``.
+
+        An oversized body is still read (and dropped) up to DRAIN_FACTOR times
+        the limit before the 413 goes out: closing on unread bytes makes the
+        kernel send a reset that can destroy the answer before it is read.
+        """
         limit = self.gateway.config.max_message
-        declared = request.headers.get("content-length")
-        if declared is not None and int(declared) > limit:  # h11 has checked it is digits
-            raise FormatError("too_large", f"body of {declared} bytes, at most {limit}")
+        declared = request.headers.get("content-length")  # h11 has checked it is digits
+        if declared is not None and (len(declared) > 15 or int(declared) > DRAIN_FACTOR * limit):
+            raise FormatError("too_large", f"body of {declared[:20]} bytes, at most {limit}")
         body = bytearray()
+        size = 0
         async with asyncio.timeout(self.gateway.config.open_timeout):
             async for chunk in request.stream():
-                body += chunk
-                if len(body) > limit:
-                    raise FormatError("too_large", f"body over {limit} bytes")
+                size += len(chunk)
+                if size <= limit:
+                    body += chunk
+                elif size > DRAIN_FACTOR * limit:
+                    break
+        if size > limit:
+            raise FormatError("too_large", f"body of {size}{'+' if size > DRAIN_FACTOR * limit else ''} bytes, at most {limit}")
         return bytes(body)
 
     # ----------------------------------------------------------- WebSocket
@@ -276,13 +292,12 @@ class Routes:
                 try:
                     if not messages.take():
                         raise FormatError("rate_limit", f"more than {c.max_messages_per_s:g} messages/s")
-                    self._handle(raw, session, conn)
+                    await self._handle(raw, session, conn)
                 except FormatError as exc:
                     gw.counters.reject(exc.reason, exc.detail)
                     errors += 1
-                    conn.offer(json.dumps({"type": "error", "reason": exc.reason, "detail": exc.detail}))
+                    await conn.reply({"type": "error", "reason": exc.reason, "detail": exc.detail})
                     if errors >= c.max_errors or exc.reason == "device_in_use":
-                        await _bounded(conn.flush(1.0))
                         conn.close(1008, exc.reason)
                 except MemoryError:
                     gw.counters.reject("memory", "WebSocket message")
@@ -296,7 +311,7 @@ class Routes:
                 gw.release(session.device, conn)
             await conn.stop()
 
-    def _handle(self, raw: str | bytes, session: _Session, conn: PhoneConnection) -> None:
+    async def _handle(self, raw: str | bytes, session: _Session, conn: PhoneConnection) -> None:
         """One message of a phone's WebSocket (raises :class:`FormatError`)."""
         gw = self.gateway
         msg = load_message(raw)
@@ -315,8 +330,8 @@ class Routes:
                 session.hello = hello
                 claim = gw.claims.get(session.device)
                 assert claim is not None
-                conn.offer(json.dumps({"type": "welcome", "device": hello.device, "bus_device": session.device,
-                                       "key": claim.key, "rate": 50}))
+                await conn.reply({"type": "welcome", "device": hello.device, "bus_device": session.device,
+                                  "key": claim.key, "rate": 50})
                 return
             if session.hello is None:
                 raise FormatError("order", "send a hello before samples")
@@ -344,9 +359,3 @@ class _Session:
         self.hello: Hello | None = None
         self.device: str | None = None  # bus id, once claimed
 
-
-async def _bounded(awaitable: Any) -> None:
-    try:
-        await awaitable
-    except TimeoutError:
-        pass

@@ -113,7 +113,8 @@ def sensor_logger_batches(t, device, session, names=("totalacceleration", "gyros
 async def http_post(port: int, path: str, body: bytes, headers: dict | None = None) -> tuple[int, str]:
     """A real HTTP/1.1 POST over a socket (no client library hides what is sent)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    head = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+    head = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n")
     for k, v in (headers or {}).items():
         head += f"{k}: {v}\r\n"
     writer.write(head.encode() + b"\r\n" + body)
@@ -337,7 +338,7 @@ def test_malformed_messages_get_a_clear_error_and_a_counted_reason(running_gatew
 
 async def http_get(port: int, path: str) -> tuple[int, str]:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n".encode())
     response = await reader.read()
     writer.close()
     head, _, body = response.partition(b"\r\n\r\n")
@@ -469,8 +470,8 @@ def test_cross_origin_pages_cannot_post_samples(running_gateway):
         async with running_gateway() as (gw, tap):
             body = json.dumps(next(sensor_logger_batches(jittered(100, time.time(), 1, 1), "web", "s"))).encode()
             status, text = await http_post(gw.port, "/data", body, {"Origin": "http://evil.example"})
-            assert (status, text) == (403, "cross-origin POST refused\n")
-            assert gw.rejects["auth"] == 1
+            assert (status, text) == (403, "cross-origin request from http://evil.example refused\n")
+            assert gw.rejects["origin"] == 1
             assert (await http_post(gw.port, "/data", body))[0] == 200  # apps send no Origin
 
     asyncio.run(main())
@@ -508,7 +509,7 @@ def test_tls_serves_wss_and_https_posts_with_a_self_signed_certificate(tmp_path,
             for b in sensor_logger_batches(t, "tls-post", "s"):
                 reader, writer = await asyncio.open_connection("127.0.0.1", gw.port, ssl=client_tls)
                 body = json.dumps(b).encode()
-                writer.write(f"POST /data HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+                writer.write(f"POST /data HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
                 assert (await reader.read()).startswith(b"HTTP/1.1 200")
                 writer.close()
             check_against_truth(await tap.collect("phone:tls-post", 100), lambda t: t)
