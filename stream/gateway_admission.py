@@ -90,8 +90,14 @@ def header_values(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> list[s
 
 
 def check_head(headers: Sequence[tuple[bytes, bytes]], target_length: int, max_headers: int,
-               max_target: int) -> Refusal | None:
-    """Sanity of a request head: header count, target length, no duplicated deciding header."""
+               max_target: int, max_head: int) -> Refusal | None:
+    """Sanity of a request head: size, header count, target length, no duplicated deciding header.
+
+    (h11 bounds a head that arrives in pieces; one that arrives whole is measured here.)
+    """
+    size = target_length + sum(len(k) + len(v) + 4 for k, v in headers)
+    if size > max_head:
+        return Refusal(431, "head_too_large", f"request head of {size} bytes, at most {max_head}")
     if len(headers) > max_headers:
         return Refusal(431, "headers", f"{len(headers)} header lines, at most {max_headers}")
     if target_length > max_target:

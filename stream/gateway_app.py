@@ -62,6 +62,7 @@ PUBLIC = ("/", *STATIC)  # served without a token: the page reads the token from
 OUTBOX = 64  # messages queued to one phone; past this, predictions for it are dropped (counted)
 MAX_SESSIONS = 10_000  # Sensor Logger HTTP sessions whose message order is tracked
 DRAIN_FACTOR = 16  # an oversized body up to this many times the limit is read before refusing it
+CLOSE = {"Connection": "close"}  # after a refused body: do not read the rest as another request
 HTTP_STATUS = {"device_in_use": 409, "too_large": 413, "rate_limit": 429, "busy": 503}
 
 
@@ -76,7 +77,7 @@ class Admission:
             return await self.app(scope, receive, send)
         c = self.gateway.config
         headers = scope["headers"]
-        refusal = (check_head(headers, len(scope["raw_path"]) + len(scope["query_string"]), c.max_headers, c.max_target)
+        refusal = (check_head(headers, len(scope["raw_path"]) + len(scope["query_string"]), c.max_headers, c.max_target, c.max_head)
                    or check_host(headers, self.policy))
         if refusal is None and scope["path"] not in PUBLIC:
             refusal = check_token(c.token, scope["query_string"], headers) or check_origin(headers)
@@ -90,7 +91,7 @@ async def refuse(scope: Scope, send: Send, refusal: Refusal) -> None:
     """Answer ``refusal`` as plain text, on HTTP or as a WebSocket handshake denial."""
     body = (refusal.text + "\n").encode()
     headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode()),
-               (b"cache-control", b"no-store")]
+               (b"cache-control", b"no-store"), (b"connection", b"close")]
     kind = "http" if scope["type"] == "http" else "websocket.http"
     await send({"type": f"{kind}.response.start", "status": refusal.status, "headers": headers})
     await send({"type": f"{kind}.response.body", "body": body})
@@ -115,7 +116,7 @@ def build_app(gateway: Gateway, policy: HostPolicy, extra_routes: Sequence[BaseR
         reason = {404: "not_found", 405: "method"}.get(exc.status_code, "http")
         gateway.counters.reject(reason, f"{request.method} {request.url.path[:80]}")
         text = "not found: try /phone, /ws, /data or /stats" if exc.status_code == 404 else exc.detail
-        return PlainTextResponse(f"{text}\n", status_code=exc.status_code, headers=getattr(exc, "headers", None))
+        return PlainTextResponse(f"{text}\n", status_code=exc.status_code, headers={**(exc.headers or {}), **CLOSE})
 
     app = Starlette(routes=table, exception_handlers={404: http_error, 405: http_error})
     return Admission(app, gateway, policy)
@@ -220,16 +221,17 @@ class Routes:
                 gw.publish(device, ready, "sensorlogger")
         except FormatError as exc:
             gw.counters.reject(exc.reason, exc.detail)
-            return PlainTextResponse(f"{exc.reason}: {exc.detail}\n", status_code=HTTP_STATUS.get(exc.reason, 400))
+            return PlainTextResponse(f"{exc.reason}: {exc.detail}\n", status_code=HTTP_STATUS.get(exc.reason, 400),
+                                     headers=CLOSE if exc.reason == "too_large" else None)
         except TimeoutError:
             gw.counters.reject("timeout", "POST body")
-            return PlainTextResponse(f"body not complete within {c.open_timeout:g} s\n", status_code=408)
+            return PlainTextResponse(f"body not complete within {c.open_timeout:g} s\n", status_code=408, headers=CLOSE)
         except ClientDisconnect:
             gw.counters.reject("timeout", "client left before sending its body")
             return PlainTextResponse("incomplete body\n", status_code=400)
         except MemoryError:
             gw.counters.reject("memory", "POST /data")
-            return PlainTextResponse("message too large to hold\n", status_code=413)
+            return PlainTextResponse("message too large to hold\n", status_code=413, headers=CLOSE)
         except Exception:  # never let one request take the gateway down
             log.exception("POST /data failed")
             gw.counters.reject("internal", "POST /data")
