@@ -37,6 +37,8 @@ from .rate import RATE_HZ
 STREAMS = ("acc", "gyro")
 #: A hole longer than this (seconds) is not bridged by interpolation.
 MAX_GAP_S = 0.5
+#: Grid points built in one pass of :meth:`Resampler.pull` (bounds its memory).
+MAX_GRID = 10_000
 
 
 def last_grid_index(start: float, end: float, rate: float) -> int:
@@ -189,6 +191,11 @@ class Resampler:
                 break
             horizon = min(ends) - self.hold
             first = self._count
+            # Never build grid points past the first hole of either stream
+            # (a hole is not interpolated, and two readings a year apart
+            # must not cost a year of grid), nor more than MAX_GRID at once.
+            g0 = self._start + first / self.rate
+            horizon = min(horizon, self._first_hole_end(g0), g0 + (MAX_GRID - 1) / self.rate)
             last = last_grid_index(self._start, horizon, self.rate)
             if last < first:
                 break
@@ -227,6 +234,18 @@ class Resampler:
         self._end_segment(clear=True)
 
     # -------------------------------------------------------------- internals
+
+    def _first_hole_end(self, after: float) -> float:
+        """The end of the earliest hole (> max_gap between readings) of either
+        stream that reaches past ``after``; inf if there is none."""
+        end = np.inf
+        for s in STREAMS:
+            t = self._t[s]
+            if len(t) > 1:
+                holes = np.flatnonzero((np.diff(t) > self.max_gap) & (t[1:] >= after))
+                if len(holes):
+                    end = min(end, float(t[holes[0] + 1]))
+        return end
 
     def _open_segment(self) -> bool:
         start = max(self._t[s][0] for s in STREAMS)

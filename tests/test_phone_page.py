@@ -11,6 +11,7 @@ import shutil
 import numpy as np
 import pytest
 
+from harstream.stream.gateway import Gateway, GatewayConfig
 from harstream.stream.protocol import Prediction
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
@@ -49,10 +50,12 @@ def test_phone_page_streams_device_motion_and_shows_predictions(running_gateway)
                 browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
                 page = await browser.new_page()
                 await page.goto(f"http://127.0.0.1:{gw.port}/phone")
-                device = await page.text_content("#device")
-                assert device.startswith("web-")
+                local = await page.text_content("#device")
+                assert local.startswith("web-")
                 await page.click("#start")
                 await page.wait_for_function("document.getElementById('status').textContent === 'streaming'")
+                device = await page.text_content("#bus-device")
+                assert device == "phone:" + local  # phones live in their own namespace on the bus
                 await page.evaluate(MOTION_SCRIPT, 3.5)
                 batches = await tap.collect(device, 120)
 
@@ -75,5 +78,49 @@ def test_phone_page_streams_device_motion_and_shows_predictions(running_gateway)
                         await asyncio.sleep(0.1)
                 assert await page.text_content("#error") == ""
                 await browser.close()
+
+    asyncio.run(main())
+
+
+def test_phone_page_resumes_streaming_after_the_gateway_restarts():
+    """The gateway goes away under a streaming page and comes back on the same
+    port: the page reconnects by itself and its samples reach the bus again."""
+    from conftest import BusTap
+    from playwright.async_api import async_playwright
+
+    async def gateway_on(tap, port):
+        gw = Gateway(GatewayConfig(port=port, ingest=tap.endpoint, output=None, stats_interval=0))
+        await gw.start()
+        await tap.wait_connected(gw)
+        return gw
+
+    async def main():
+        tap = BusTap()
+        gw = await gateway_on(tap, 0)
+        port = gw.port
+        try:
+            async with async_playwright() as pw:
+                browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+                page = await browser.new_page()
+                await page.goto(f"http://127.0.0.1:{port}/phone")
+                await page.click("#start")
+                await page.wait_for_function("document.getElementById('status').textContent === 'streaming'")
+                device = await page.text_content("#bus-device")
+                motion = asyncio.ensure_future(page.evaluate(MOTION_SCRIPT, 12))
+                await tap.collect(device, 50)
+                await gw.close()
+                await page.wait_for_function("document.getElementById('status').textContent.startsWith('disconnected')")
+                tap.batches.clear()
+                gw = await gateway_on(tap, port)
+                await page.wait_for_function("document.getElementById('status').textContent === 'streaming'",
+                                             timeout=10_000)
+                resumed = await tap.collect(device, 50)
+                assert sum(len(b) for b in resumed) >= 50
+                assert await page.evaluate("window.harstream.reconnects") >= 1
+                await motion
+                await browser.close()
+        finally:
+            await gw.close()
+            tap.close()
 
     asyncio.run(main())

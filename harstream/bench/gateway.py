@@ -53,7 +53,7 @@ async def _main(args) -> int:
         port = s.getsockname()[1]
     cmd = [sys.executable, "-c", "import sys; from harstream.cli import main; sys.exit(main())", "gateway", "--port", str(port), "--ingest", ingest,
            "--no-predictions", "--stats-interval", "0", "--rate-limit", "10000", "--readings-limit", "1000000",
-           "--max-connections", "5000"]
+           "--max-connections", "5000", "--connects-limit", "10000"]
     import tempfile
 
     log = tempfile.TemporaryFile()  # a pipe nobody reads would block the gateway
@@ -66,7 +66,8 @@ async def _main(args) -> int:
         while True:
             frames = await sub.recv_multipart()
             header = json.loads(frames[1])
-            counts[header["device"]] = counts.get(header["device"], 0) + header["n"]
+            device = header["device"].removeprefix("phone:")  # the gateway's namespace
+            counts[device] = counts.get(device, 0) + header["n"]
 
     counter = asyncio.create_task(count_samples())
     rows = []
@@ -210,13 +211,13 @@ def _pure_path_readings_per_s(rate: float) -> float:
 
     import numpy as np
 
-    from harstream.stream.gateway import DeviceFeed
+    from harstream.stream.phone_feeds import DeviceFeed
     from harstream.stream.phone_formats import load_message, parse_hello, parse_samples
     from harstream.stream.protocol import encode_samples
 
     hello = parse_hello({"type": "hello", "device": "pure", "units": {"acc": "m/s2", "gyro": "deg/s"}})
-    feed = DeviceFeed("pure", 0.5)
     k, t, n = int(rate * 0.2), time.time(), 0
+    feed = DeviceFeed("phone:pure", now=t, max_readings_per_s=1e12)
     rng = np.random.default_rng(0)
     messages = []
     for i in range(300):

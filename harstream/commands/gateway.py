@@ -12,6 +12,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "samples on the ingest bus. See docs/phones.md."
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; any other needs --token)")
+    parser.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                        help="a name or address phones use to reach the gateway (repeatable); requests naming any "
+                             "other Host than these, loopback and --host are refused (DNS rebinding)")
     parser.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 = any free port)")
     parser.add_argument("--token", help="shared secret every connection and POST must present (?token=… or Authorization: Bearer …)")
     parser.add_argument("--tls-cert", help="PEM certificate: serve https:// and wss:// (phone browsers need it off loopback)")
@@ -25,8 +28,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-message", type=int, default=256 * 1024, help="bytes per message or POST body (default 256 KiB)")
     parser.add_argument("--max-connections", type=int, default=512)
     parser.add_argument("--rate-limit", type=float, default=100.0, help="messages/s per connection (default 100)")
-    parser.add_argument("--readings-limit", type=float, default=4000.0, help="readings/s per connection (default 4000)")
+    parser.add_argument("--readings-limit", type=float, default=4000.0, help="readings/s per device (default 4000)")
+    parser.add_argument("--connects-limit", type=float, default=50.0,
+                        help="new connections/s per client address (default 50, bursts of 4 s worth)")
     parser.add_argument("--idle-timeout", type=float, default=30.0, help="close connections silent this long (s)")
+    parser.add_argument("--open-timeout", type=float, default=10.0,
+                        help="a request head, or a whole POST body, must arrive within this (s)")
+    parser.add_argument("--max-errors", type=int, default=20, help="refused messages before a WebSocket is closed")
+    parser.add_argument("--write-timeout", type=float, default=10.0,
+                        help="cut off a client that reads nothing this long while data waits for it (s)")
     parser.add_argument("--max-gap", type=float, default=0.5, help="silence (s) that starts a new segment")
     parser.add_argument("--stats-interval", type=float, default=5.0, help="seconds between stats log lines (0: off)")
 
@@ -40,6 +50,8 @@ def run(args: argparse.Namespace) -> int:
 
     config = GatewayConfig(
         host=args.host, port=args.port, token=args.token, tls_cert=args.tls_cert, tls_key=args.tls_key,
+        allow_host=args.allow_host, max_connects_per_s=args.connects_limit, write_timeout=args.write_timeout,
+        open_timeout=args.open_timeout, max_errors=args.max_errors,
         ingest=args.ingest or bus.ingest_address(),
         output=None if args.no_predictions else (args.output or bus.output_address()),
         connect=args.connect, device=args.device, max_message=args.max_message,

@@ -4,6 +4,8 @@
 
 const G = 9.80665;
 const FLUSH_MS = 200;
+const MAX_HELD = 500; // readings per sensor kept while disconnected (older ones would be a gap anyway)
+const MAX_RETRY_MS = 15000;
 
 function deviceId() {
   let id = localStorage.getItem("harstream-device");
@@ -32,7 +34,10 @@ function socketUrl() {
   return `${scheme}//${location.host}/ws` + (token ? `?token=${encodeURIComponent(token)}` : "");
 }
 
-const state = { device: deviceId(), ws: null, acc: [], gyro: [], sent: 0, started: false, predictions: 0 };
+const state = {
+  device: deviceId(), busDevice: null, ws: null, acc: [], gyro: [], sent: 0, started: false, predictions: 0,
+  retryMs: 1000, reconnects: 0,
+};
 const $ = (id) => document.getElementById(id);
 
 // The devicemotion listener: one reading of each sensor per event, stamped
@@ -52,7 +57,13 @@ function onMotion(event) {
 
 function flush() {
   const ws = state.ws;
-  if (!ws || ws.readyState !== WebSocket.OPEN || (!state.acc.length && !state.gyro.length)) return;
+  if (!ws || ws.readyState !== WebSocket.OPEN) {
+    // Bounded while the gateway is away: a restart must not end in one huge message.
+    state.acc = state.acc.slice(-MAX_HELD);
+    state.gyro = state.gyro.slice(-MAX_HELD);
+    return;
+  }
+  if (!state.acc.length && !state.gyro.length) return;
   const last = state.acc[state.acc.length - 1];
   if (last) $("acc").textContent = last.slice(1).map((v) => (v / G).toFixed(2)).join("  ");
   ws.send(JSON.stringify({ type: "samples", acc: state.acc, gyro: state.gyro }));
@@ -76,6 +87,9 @@ function connect() {
     const msg = JSON.parse(message.data);
     if (msg.type === "welcome") {
       sessionStorage.setItem("harstream-key", msg.key);
+      state.busDevice = msg.bus_device;
+      state.retryMs = 1000;
+      $("bus-device").textContent = msg.bus_device;
       $("status").textContent = "streaming";
     } else if (msg.type === "prediction") {
       state.predictions += 1;
@@ -85,9 +99,14 @@ function connect() {
     }
   };
   ws.onclose = (event) => {
-    $("status").textContent = `disconnected (${event.code}${event.reason ? " " + event.reason : ""}); retrying`;
+    // The gateway restarting or a network hiccup: reconnect with back-off
+    // (1 s doubling to 15 s); the same device id and key take the id back.
+    const wait = state.retryMs;
+    $("status").textContent = `disconnected (${event.code}${event.reason ? " " + event.reason : ""}); retrying in ${wait / 1000} s`;
     state.ws = null;
-    setTimeout(connect, 2000);
+    state.reconnects += 1;
+    state.retryMs = Math.min(state.retryMs * 2, MAX_RETRY_MS);
+    setTimeout(connect, wait);
   };
 }
 
