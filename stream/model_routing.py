@@ -31,8 +31,9 @@ with one integer comparison.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from .device_claims import NAMESPACE as PHONE_NAMESPACE
 

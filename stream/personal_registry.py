@@ -37,10 +37,10 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from .model_routing import ModelRouter, ServedModel, personal_model
 from .protocol import ProtocolError, check_device_id

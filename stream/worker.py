@@ -40,15 +40,16 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter, deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 
 from .batch_push import push_many
-from .device_windows import DeviceWindows
 from .context import WindowContext
+from .device_windows import DeviceWindows
 from .incarnation import DUPLICATE, FOREIGN, GAP, JUMP, NEXT, RESTART, TAKEOVER_AFTER, Incarnation
+from .model_routing import ModelRouter, ServedModel, declared_placement
 from .pipeline import WINDOW, check_samples
 from .protocol import (
     Prediction,
@@ -58,7 +59,6 @@ from .protocol import (
     decode_samples,
     shard_of,
 )
-from .model_routing import ModelRouter, ServedModel, declared_placement
 from .sample_buffer import SampleBuffer
 from .signal_feed import SignalFeed
 from .smoothing import DEFAULT_THRESHOLD, DEFAULT_WINDOWS, Smoother
