@@ -64,8 +64,8 @@ def personal_model_name(device: str) -> str:
     """A file-system-safe name for a device's personal model (no path
     separators, no leading dot, so no way out of the folder).
 
-    >>> personal_model_name("phone:pixel-7"), personal_model_name("../etc")
-    ('phone_pixel-7', '_._etc')
+    >>> personal_model_name("phone:pixel-7"), personal_model_name("..")
+    ('phone_pixel-7', '_.')
     """
     check_device_id(device)
     name = _UNSAFE.sub("_", device)
