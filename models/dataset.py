@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -23,7 +23,7 @@ class Windows:
     def __len__(self) -> int:
         return len(self.y)
 
-    def take(self, mask: np.ndarray) -> "Windows":
+    def take(self, mask: np.ndarray) -> Windows:
         return Windows(self.x[mask], self.y[mask], self.subjects[mask])
 
     def class_counts(self) -> np.ndarray:

@@ -24,10 +24,9 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import sys
 import time
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -83,8 +82,8 @@ def validation_probabilities(progress: bool = True) -> list[tuple[Recording, np.
     recipe trained on the fit subjects only (cached in :data:`CACHE`)."""
     from harstream.stream.recordings import load_embedded
 
-    from .live_accuracy import session_windows
     from .dataset import VALIDATION_SUBJECTS
+    from .live_accuracy import session_windows
 
     data = load_embedded()
     sessions = data.of_subjects(VALIDATION_SUBJECTS)

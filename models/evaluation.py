@@ -8,9 +8,10 @@ display needed). Reports are Markdown.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -35,7 +36,7 @@ class Evaluation:
     classes: tuple[str, ...] = ACTIVITIES
 
     @classmethod
-    def of(cls, y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[str] = ACTIVITIES) -> "Evaluation":
+    def of(cls, y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[str] = ACTIVITIES) -> Evaluation:
         """Score predicted class indices against true ones.
 
         >>> e = Evaluation.of(np.array([0, 1, 1, 2]), np.array([0, 1, 2, 2]))

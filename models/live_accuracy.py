@@ -21,12 +21,12 @@ the next window completes, the display shows its label. Scored per sample:
 from __future__ import annotations
 
 import argparse
-import sys
 import json
+import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 

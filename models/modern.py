@@ -22,11 +22,11 @@ registered in ``ARCHITECTURES`` (``harstream train --model resnet``).
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
-from .registry import ChannelStats, N_CLASSES, register, window_input
+from .registry import N_CLASSES, ChannelStats, register, window_input
 
 
 def _stem(stats: ChannelStats):

@@ -38,13 +38,13 @@ from __future__ import annotations
 
 import datetime as _dt
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
-
-import numpy as np
+from typing import Any
 
 import keras
+import numpy as np
 
 from harstream.stream.activities import ACTIVITIES, PLACEMENT_FREE, POSTURES, STILL
 from harstream.stream.pipeline import STEP, cut_windows, preprocess_recording
@@ -189,7 +189,7 @@ def posture_prototypes(
 
 
 def fit_personal(
-    recordings: Sequence[Recording], base: "ModelArtifact | None" = None, settings: PersonalSettings = PersonalSettings()  # noqa: F821
+    recordings: Sequence[Recording], base: ModelArtifact | None = None, settings: PersonalSettings = PersonalSettings()  # noqa: F821
 ) -> PersonalFit:
     """A personal model from one device's labelled calibration recordings.
 
@@ -264,7 +264,7 @@ def fit_discriminant(still_windows: Sequence[np.ndarray]) -> dict:
     return {"feature_mean": mean.tolist(), "feature_scale": scale.tolist(), "coef": coef.T.tolist(), "intercept": intercept.tolist()}
 
 
-def build_personal_model(base: "keras.Model", head: PostureHead) -> "keras.Model":
+def build_personal_model(base: keras.Model, head: PostureHead) -> keras.Model:
     """The base model and a :class:`PostureHead` on the same input, merged
     (with no posture calibrated the head always says "none of them": STILL)."""
     inputs = keras.Input(shape=tuple(base.input_shape[1:]), dtype="float32", name="window")
@@ -275,7 +275,7 @@ def build_personal_model(base: "keras.Model", head: PostureHead) -> "keras.Model
 
 
 def save_personal(
-    fit: PersonalFit, path: str | Path, device: str, base: "ModelArtifact", command: str | None = None  # noqa: F821
+    fit: PersonalFit, path: str | Path, device: str, base: ModelArtifact, command: str | None = None  # noqa: F821
 ) -> Path:
     """Write the personal model as an artifact with its metadata."""
     from .artifact import save_artifact
@@ -292,7 +292,7 @@ def save_personal(
         "posture_settings": asdict(fit.settings),
         "base_model": {"path": base.path.name, "model_id": base.model_id, "sha256": base.metadata.get("sha256")},
         "context_steps": list(fit.context_steps),
-        "calibrated_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "calibrated_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "fit_seconds": round(fit.seconds, 2),
     }
     if command:

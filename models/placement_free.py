@@ -36,9 +36,9 @@ import datetime as _dt
 import json
 import sys
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -135,7 +135,7 @@ def training_features(train: Windows, recipe: Recipe, seed: int) -> tuple[np.nda
 
 def fit_placement_free(
     train: Windows, recipe: Recipe = Recipe(), seed: int = 0, verbose: int = 0
-) -> tuple["keras.Model", dict]:  # noqa: F821
+) -> tuple[keras.Model, dict]:  # noqa: F821
     """Fit the placement-free SVM on ``train`` (HAPT classes 0-5, merged here);
     returns the Keras model (input ``train.x.shape[1:]``, 4 probabilities in
     :data:`PLACEMENT_FREE` order) and a history dict."""
@@ -232,7 +232,7 @@ def ship(recipe: Recipe, out: Path, seed: int = 0, command: str | None = None) -
         "test_rotation": "each test session turned by one uniform random rotation (any angle)",
         "support_vectors": history["support_vectors"][0],
         "training_seconds": round(seconds, 1),
-        "trained_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "trained_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
     if command:
         metadata["command"] = command

@@ -15,16 +15,17 @@ from __future__ import annotations
 
 import datetime as _dt
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from harstream.stream.recordings import UCI_TEST_SUBJECTS
 
-from .registry import ARCHITECTURES, DEFAULT_EPOCHS, N_CLASSES, ChannelStats, build_model
 from .dataset import Windows, labelled_windows, split_by_subject
+from .registry import ARCHITECTURES, DEFAULT_EPOCHS, N_CLASSES, ChannelStats, build_model
 
 if TYPE_CHECKING:
     import keras
@@ -116,7 +117,7 @@ def train_model(
     validation: Windows | None = None,
     callbacks: Sequence[Any] = (),
     verbose: int | str = 1,
-) -> "keras.Model":
+) -> keras.Model:
     """Build architecture ``arch`` and fit it on ``train``.
 
     Seeds Python, NumPy and TensorFlow with ``seed``; ``epochs`` defaults to
@@ -148,7 +149,7 @@ def train_model(
     return model
 
 
-def without_optimizer(model: "keras.Model") -> "keras.Model":
+def without_optimizer(model: keras.Model) -> keras.Model:
     """An uncompiled copy with the same weights: the artifact then holds no
     optimizer state (a third of the size; fine-tuning compiles afresh)."""
     import keras
@@ -165,7 +166,7 @@ class TrainResult:
     model: Any
     path: Path
     metadata: dict
-    evaluation: "Evaluation | None"
+    evaluation: Evaluation | None
     seconds: float
 
 
@@ -215,7 +216,7 @@ def train_and_save(
         "test_accuracy": None if evaluation is None else round(evaluation.accuracy, 6),
         "test_macro_f1": None if evaluation is None else round(evaluation.macro_f1, 6),
         "training_seconds": round(seconds, 1),
-        "trained_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "trained_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
     if command:
         metadata["command"] = command

@@ -34,8 +34,8 @@ device's pipeline restarts).
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -88,7 +88,7 @@ class DecoderParams:
         return self.classes + self.transitions
 
     @classmethod
-    def uniform(cls, classes: Sequence[str], stay: float = 0.9, switch_at: float = 0.5) -> "DecoderParams":
+    def uniform(cls, classes: Sequence[str], stay: float = 0.9, switch_at: float = 0.5) -> DecoderParams:
         """A plain sticky filter over ``classes`` (no transition states): for
         tests and for models without fitted parameters."""
         n = len(classes)
@@ -152,7 +152,7 @@ class DecoderParams:
         }
 
     @classmethod
-    def from_json(cls, d: dict) -> "DecoderParams":
+    def from_json(cls, d: dict) -> DecoderParams:
         if not isinstance(d, dict):
             raise DecoderParamsError(f"decoder parameters: expected an object, got {type(d).__name__}")
         try:

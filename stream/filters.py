@@ -23,8 +23,8 @@ and its state afterwards are bit-identical to its own ``apply``:
 
 from __future__ import annotations
 
-from functools import lru_cache
-from typing import Sequence
+from collections.abc import Sequence
+from functools import cache
 
 import numpy as np
 from scipy import signal
@@ -37,13 +37,13 @@ BUTTER_ORDER = 3
 MEDIAN_SIZE = 3
 
 
-@lru_cache(maxsize=None)
+@cache
 def butter_lowpass(cutoff_hz: float, rate_hz: float = RATE_HZ, order: int = BUTTER_ORDER) -> np.ndarray:
     """Second-order sections of a Butterworth low-pass."""
     return signal.butter(order, cutoff_hz, btype="low", fs=rate_hz, output="sos")
 
 
-@lru_cache(maxsize=None)
+@cache
 def _unit_steady_state(sos_bytes: bytes, sections: int) -> np.ndarray:
     # sosfilt_zi is a linear solve, far dearer than one chunk of filtering:
     # computed once per filter design, not once per device.

@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter, deque
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from .partitions import partition_of
 from .protocol import DEVICE_ID, SAMPLES_PREFIX

@@ -16,6 +16,7 @@ clock (Sensor Logger, browsers: Unix time) keeps its own times; any other
 clock (SensorServer's time since boot, a wrong phone clock) is pinned to the
 gateway's clock at first sight and again after it jumps back.
 
+>>> import numpy as np
 >>> from .phone_formats import Readings
 >>> feed = DeviceFeed("phone:a", now=1000.0)
 >>> t = 1000.0 + np.arange(60) / 100.0
@@ -30,8 +31,6 @@ time
 """
 
 from __future__ import annotations
-
-import numpy as np
 
 from .gateway_admission import RateLimit
 from .phone_formats import FormatError, Readings

@@ -26,9 +26,9 @@ import math
 import os
 import re
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 
@@ -669,7 +669,7 @@ class UciWindows:
     def __len__(self) -> int:
         return len(self.y)
 
-    def part(self, split: str) -> "UciWindows":
+    def part(self, split: str) -> UciWindows:
         """Only the windows of ``split`` (``'train'`` or ``'test'``)."""
         if split not in UCI_SPLITS:
             raise ValueError(f"split must be one of {UCI_SPLITS}, not {split!r}")

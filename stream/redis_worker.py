@@ -40,8 +40,8 @@ import logging
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import numpy as np
 import redis
@@ -50,7 +50,7 @@ from .broker import GROUP, PREFIX, Backoff, Keys, connect
 from .leases import Fenced, Lease, Leases
 from .partitions import DEFAULT_PARTITIONS, plan
 from .pipeline import STEP
-from .protocol import Prediction, ProtocolError, decode_samples, encode_prediction, encode_signal, encode_stats
+from .protocol import ProtocolError, decode_samples, encode_prediction, encode_signal, encode_stats
 from .window_keys import WindowGrid
 from .worker import StreamCore, WorkerConfig, format_stats
 

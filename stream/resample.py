@@ -110,7 +110,7 @@ class Resampler:
         max_skew: float = 5.0,
     ):
         if not (rate > 0 and max_gap > 1.0 / rate and hold >= 0 and max_skew > max_gap):
-            raise ValueError(f"need rate > 0, max_gap > 1/rate, hold >= 0, max_skew > max_gap")
+            raise ValueError("need rate > 0, max_gap > 1/rate, hold >= 0, max_skew > max_gap")
         self.rate = float(rate)
         self.max_gap = float(max_gap)
         self.hold = float(hold)

@@ -17,7 +17,7 @@ windows; below ``threshold`` for the best class the answer is ``unknown``.
 from __future__ import annotations
 
 from collections import deque
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -10,8 +10,6 @@ from pathlib import Path
 import pytest
 
 
-
-
 def modules_with_examples() -> list[str]:
     names = []
     for package in ("harstream", "harstream.stream", "harstream.models", "harstream.models.studies", "harstream.simulator"):

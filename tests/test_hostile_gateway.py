@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import re
 import socket
 import subprocess
@@ -301,13 +300,13 @@ def test_too_many_header_lines_are_answered_431(attack):
 
 def test_a_wrong_method_is_answered_405(attack):
     status, _ = refused(attack, "method", lambda: http(attack.port, (
-        f"DELETE /data HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").encode()))
+        b"DELETE /data HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")))
     assert status == 405
 
 
 def test_an_unknown_path_is_answered_404(attack):
     status, _ = refused(attack, "not_found", lambda: http(attack.port, (
-        f"GET /etc/passwd HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").encode()))
+        b"GET /etc/passwd HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")))
     assert status == 404
 
 
@@ -412,8 +411,8 @@ def test_a_message_over_the_size_limit_closes_with_1009(attack):
 def test_invalid_utf8_in_a_text_frame_closes_the_connection(attack):
     def bad_text():
         with socket.create_connection(("127.0.0.1", attack.port), timeout=10) as s:
-            s.sendall((f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                       "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+            s.sendall(b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                       b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
             s.recv(1000)
             s.sendall(b"\x81\x84\x00\x00\x00\x00\xff\xfe\xfd\xfc")  # text frame, 4 bytes of invalid UTF-8
             with contextlib.suppress(OSError):
@@ -425,8 +424,8 @@ def test_invalid_utf8_in_a_text_frame_closes_the_connection(attack):
 def test_an_unmasked_client_frame_closes_the_connection(attack):
     def unmasked():
         with socket.create_connection(("127.0.0.1", attack.port), timeout=10) as s:
-            s.sendall((f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                       "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+            s.sendall(b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                       b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
             s.recv(1000)
             s.sendall(b"\x81\x02{}")
             with contextlib.suppress(OSError):

@@ -17,7 +17,7 @@ def _windows(n: int, seed: int = 0, offset: float = 0.0) -> np.ndarray:
 
 @pytest.mark.parametrize("name", ["resnet", "inception", "bilstm", "lstm_std", "features", "hybrid"])
 def test_modern_architecture_saves_and_reloads_in_safe_mode_with_same_outputs(name, output_dir):
-    from harstream.models.architectures import ARCHITECTURES, build_model, ChannelStats
+    from harstream.models.architectures import ARCHITECTURES, ChannelStats, build_model
     from harstream.models.artifact import load_artifact, save_artifact
 
     assert name in ARCHITECTURES  # registered when the package is imported
@@ -84,9 +84,9 @@ def test_validation_subjects_are_training_subjects_and_split_is_disjoint():
 
 
 def test_tiny_resnet_trained_two_epochs_beats_chance_on_unseen_subjects(embedded):
-    from harstream.models.studies.compare import predict, score
     from harstream.models.dataset import labelled_windows
     from harstream.models.recipe import Recipe, fit
+    from harstream.models.studies.compare import predict, score
 
     train = labelled_windows(embedded.of_subjects([1, 3, 5]))
     test = labelled_windows(embedded.of_subjects([2]))

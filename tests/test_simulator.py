@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 
 import numpy as np
-import pytest
 import zmq
 from hypothesis import given, settings
 from hypothesis import strategies as st

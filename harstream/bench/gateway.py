@@ -37,7 +37,6 @@ async def _main(args) -> int:
     import socket
     import subprocess
     import sys
-    import time
 
     import zmq
     import zmq.asyncio

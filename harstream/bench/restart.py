@@ -134,9 +134,9 @@ class _Reader:
         self.thread.start()
 
     def _run(self) -> None:
-        from harstream.stream.protocol import decode_prediction
-
         import zmq
+
+        from harstream.stream.protocol import decode_prediction
 
         poller = zmq.Poller()
         poller.register(self.sock, zmq.POLLIN)

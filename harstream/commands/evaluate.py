@@ -151,8 +151,8 @@ def run_artifact(args: argparse.Namespace) -> int:
 
 
 def run_repeats(args: argparse.Namespace) -> int:
-    from harstream.models.registry import DEFAULT_EPOCHS
     from harstream.models.evaluation import plot_confusion_matrix
+    from harstream.models.registry import DEFAULT_EPOCHS
     from harstream.models.studies.repeats import RepeatResult, repeat_evaluations, repeat_report
     from harstream.stream.recordings import RecordingError
 

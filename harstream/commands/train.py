@@ -149,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     out = args.out
     if out is None:
-        stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%SZ")
         out = Path("runs") / f"{args.model}-{stamp}.keras"
     if out.suffix != ".keras":
         print(f"harstream train: --out {out}: the artifact must end in .keras", file=sys.stderr)
