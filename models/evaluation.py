@@ -63,7 +63,9 @@ class Evaluation:
         short = [c.lower().replace("walking_", "walk_") for c in self.classes]
         head = "| true \\ predicted | " + " | ".join(short) + " |"
         rule = "|---|" + "---:|" * len(short)
-        rows = [f"| {name} | " + " | ".join(str(int(v)) for v in row) + " |" for name, row in zip(short, self.confusion)]
+        rows = [
+            f"| {name} | " + " | ".join(str(int(v)) for v in row) + " |" for name, row in zip(short, self.confusion)
+        ]
         return "\n".join([head, rule, *rows])
 
     def per_class_text(self) -> str:
@@ -136,7 +138,14 @@ def evaluation_report(
     if intro:
         lines.append("")
     lines += [f"**{evaluation.summary()}** on {int(evaluation.support.sum()):,} windows.", ""]
-    lines += ["## Confusion matrix", "", "Rows: true activity; columns: predicted.", "", evaluation.confusion_text(), ""]
+    lines += [
+        "## Confusion matrix",
+        "",
+        "Rows: true activity; columns: predicted.",
+        "",
+        evaluation.confusion_text(),
+        "",
+    ]
     if png is not None:
         target = Path(png)
         if report_dir is not None:

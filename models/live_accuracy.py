@@ -369,7 +369,9 @@ def live_report_lines(live: dict, reports_dir: Path, doc_dir: Path) -> list[str]
     for kind in DISPLAYS:
         trans = live[kind]["transition_samples"]
         total = sum(trans.values()) or 1
-        lines.append(f"| {kind} | " + " | ".join(f"{100 * trans[k] / total:.1f}" for k in [UNKNOWN, *ACTIVITIES]) + " |")
+        lines.append(
+            f"| {kind} | " + " | ".join(f"{100 * trans[k] / total:.1f}" for k in [UNKNOWN, *ACTIVITIES]) + " |"
+        )
     lines.append("")
     for png in sorted(reports_dir.glob("live_*.png")):
         lines += [f"![{png.stem}]({png.relative_to(doc_dir).as_posix()})", ""]
@@ -377,7 +379,9 @@ def live_report_lines(live: dict, reports_dir: Path, doc_dir: Path) -> list[str]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="replay the held-out sessions through the live path and score the display")
+    parser = argparse.ArgumentParser(
+        description="replay the held-out sessions through the live path and score the display"
+    )
     parser.add_argument("--model", type=Path, help="model artifact (default: the shipped one)")
     parser.add_argument("--runtime", default="auto", help="serving runtime, as the worker's --runtime")
     parser.add_argument("--windows", type=int, default=None, help="smoothing windows (default: the worker's)")

@@ -157,7 +157,9 @@ def scores(predicted: np.ndarray, y: np.ndarray) -> dict:
     return {
         "windows": int(len(truth)),
         "accuracy": float(np.mean(predicted == truth)) if len(truth) else float("nan"),
-        "moving_vs_still": float(np.mean((predicted == STILL_CLASS) == (truth == STILL_CLASS))) if len(truth) else float("nan"),
+        "moving_vs_still": float(np.mean((predicted == STILL_CLASS) == (truth == STILL_CLASS)))
+        if len(truth)
+        else float("nan"),
     }
 
 
@@ -222,9 +224,13 @@ def ship(recipe: Recipe, out: Path, seed: int = 0, command: str | None = None) -
         "classes": list(PLACEMENT_FREE),
         "seed": seed,
         "context_steps": list(recipe.context),
-        "data": {"source": data.source, "sha256": data.sha256, "windowed_by": "harstream causal pipeline",
-                 "rotation": "each session turned by one uniform random rotation before the pipeline",
-                 "amplitude": list(recipe.amplitude) if recipe.amplitude else None},  # fmt: skip
+        "data": {
+            "source": data.source,
+            "sha256": data.sha256,
+            "windowed_by": "harstream causal pipeline",
+            "rotation": "each session turned by one uniform random rotation before the pipeline",
+            "amplitude": list(recipe.amplitude) if recipe.amplitude else None,
+        },  # fmt: skip
         "split": {"test_subjects": list(UCI_TEST_SUBJECTS), "train_subjects": train_subjects},
         "windows": {"train": len(train), "test": len(test)},
         "test_accuracy": round(result["accuracy"], 6),
@@ -260,7 +266,9 @@ def _recipe(text: str) -> Recipe:
 def main(argv: Sequence[str] | None = None) -> int:
     from .artifact import ANY_MODEL
 
-    parser = argparse.ArgumentParser(prog="python -m harstream.models.placement_free", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m harstream.models.placement_free", description=__doc__.split("\n")[0]
+    )
     sub = parser.add_subparsers(dest="step", required=True)
     s = sub.add_parser("select", help="score recipes on the validation subjects")
     s.add_argument("recipes", nargs="*", type=_recipe, help="e.g. C=1,context=1-2-4,amplitude=none")
@@ -274,7 +282,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.step == "select":
         select(args.recipes or [Recipe()], args.seed, args.out)
     else:
-        ship(args.recipe, args.out, args.seed, command="python -m harstream.models.placement_free " + " ".join(sys.argv[1:] if argv is None else argv))
+        ship(
+            args.recipe,
+            args.out,
+            args.seed,
+            command="python -m harstream.models.placement_free " + " ".join(sys.argv[1:] if argv is None else argv),
+        )
     return 0
 
 

@@ -119,7 +119,9 @@ def window_input(stats: ChannelStats | None = None, name: str = "window"):
     if stats is None:
         return inputs, inputs
     norm = keras.layers.Normalization(
-        axis=-1, mean=stats.mean.astype("float32"), variance=stats.variance.astype("float32"),
+        axis=-1,
+        mean=stats.mean.astype("float32"),
+        variance=stats.variance.astype("float32"),
         name="channel_norm",
     )
     return inputs, norm(inputs)

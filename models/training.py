@@ -54,8 +54,7 @@ class TrainingData:
         for name, w in (("train", self.train), ("test", self.test)):
             subjects = sorted(set(w.subjects.tolist()))
             lines.append(
-                f"{name}: {len(w):,} windows from {len(subjects)} subjects; "
-                f"per class {w.class_counts().tolist()}"
+                f"{name}: {len(w):,} windows from {len(subjects)} subjects; per class {w.class_counts().tolist()}"
             )
         return "\n".join(lines)
 
@@ -81,9 +80,13 @@ def load_training_data(
     keep = None if subjects is None else {int(s) for s in subjects}
     if recordings.detect_layout(source) == "uci-har":
         if context_steps:
-            raise ValueError(f"{source}: UCI HAR's cut windows have no past; a model with context windows needs recordings")
+            raise ValueError(
+                f"{source}: UCI HAR's cut windows have no past; a model with context windows needs recordings"
+            )
         uci = recordings.load_uci_folder(source, progress=progress)
-        windows = Windows(np.asarray(uci.x, np.float32), np.asarray(uci.y, np.int64), np.asarray(uci.subjects, np.int64))
+        windows = Windows(
+            np.asarray(uci.x, np.float32), np.asarray(uci.y, np.int64), np.asarray(uci.subjects, np.int64)
+        )
         name, sha = uci.source or str(source), uci.sha256
         windowed_by = UCI_WINDOWS
     else:

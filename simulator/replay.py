@@ -139,7 +139,10 @@ class ReplaySchedule:
         idx = (dev.start + np.arange(seq, end)) % n
         if idx[0] < idx[-1] and idx[-1] - idx[0] == len(idx) - 1:  # contiguous: a view
             lo = int(idx[0])
-            samples, labels = dev.samples[lo : lo + len(idx)], None if dev.labels is None else dev.labels[lo : lo + len(idx)]
+            samples, labels = (
+                dev.samples[lo : lo + len(idx)],
+                None if dev.labels is None else dev.labels[lo : lo + len(idx)],
+            )
         else:
             samples, labels = dev.samples[idx], None if dev.labels is None else dev.labels[idx]
         cursor.sent = end

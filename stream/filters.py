@@ -164,7 +164,9 @@ class UciFilterBank:
         _one_design("low-pass sos", [b.noise.sos for b in banks])
         _one_design("low-pass sos", [b.gravity.sos for b in banks])
         _check_stack(banks, raw)
-        clean = CausalLowpass.apply_many([b.noise for b in banks], CausalMedian.apply_many([b.median for b in banks], raw))
+        clean = CausalLowpass.apply_many(
+            [b.noise for b in banks], CausalMedian.apply_many([b.median for b in banks], raw)
+        )
         total_acc, gyro = clean[..., :3], clean[..., 3:]
         gravity = CausalLowpass.apply_many([b.gravity for b in banks], total_acc)
         return np.concatenate([total_acc - gravity, gyro, total_acc], axis=-1)
@@ -184,4 +186,6 @@ def _one_design(what: str, values: list):
 
 def _check_stack(filters: Sequence, x: np.ndarray) -> None:
     if x.ndim != 3 or x.shape[0] != len(filters):
-        raise ValueError(f"apply_many: expected ({len(filters)}, n, channels) for {len(filters)} filters, got {x.shape}")
+        raise ValueError(
+            f"apply_many: expected ({len(filters)}, n, channels) for {len(filters)} filters, got {x.shape}"
+        )

@@ -419,8 +419,10 @@ class RedisWorker:
         out = {
             "devices": sum(s["devices"] for s in per),
             "interval_s": max((s["interval_s"] for s in per), default=0.0),
-            **{k: round(sum(s[k] for s in per), 1)
-               for k in ("samples_per_s", "windows_per_s", "predictions_per_s", "messages_per_s")},  # fmt: skip
+            **{
+                k: round(sum(s[k] for s in per), 1)
+                for k in ("samples_per_s", "windows_per_s", "predictions_per_s", "messages_per_s")
+            },  # fmt: skip
             "batches": batches,
             "batch_mean": round(sum(s["batch_mean"] * s["batches"] for s in per) / batches, 2) if batches else 0.0,
             "batch_max": max((s["batch_max"] for s in per), default=0),

@@ -82,8 +82,10 @@ def run(args: argparse.Namespace) -> int:
         worker.wait()
         reader.close()
     print()
-    print("| start path | restarts | start → output bound, median s | start → first prediction, median (max) s "
-          "| kill → first prediction, median s | windows lost per device, max |")
+    print(
+        "| start path | restarts | start → output bound, median s | start → first prediction, median (max) s "
+        "| kill → first prediction, median s | windows lost per device, max |"
+    )
     print("|---|---|---|---|---|---|")
     for label, results in rows.items():
         if results:

@@ -97,7 +97,9 @@ def run_artifact(args: argparse.Namespace) -> int:
         print(f"harstream evaluate: {exc}", file=sys.stderr)
         return 2
     meta = artifact.metadata
-    held_out = parse_subjects(args.test_subjects) or meta.get("split", {}).get("test_subjects") or list(UCI_TEST_SUBJECTS)
+    held_out = (
+        parse_subjects(args.test_subjects) or meta.get("split", {}).get("test_subjects") or list(UCI_TEST_SUBJECTS)
+    )
     if args.subjects:
         chosen = parse_subjects(args.subjects) or []
         if not set(chosen) & set(held_out):
@@ -141,7 +143,11 @@ def run_artifact(args: argparse.Namespace) -> int:
     if png is not None:
         plot_confusion_matrix(evaluation, png, title=f"{artifact.model_id}: {100 * evaluation.accuracy:.1f} %")
     report = evaluation_report(
-        f"{artifact.model_id} on the held-out subjects", evaluation, intro, png, args.report.parent if args.report else None
+        f"{artifact.model_id} on the held-out subjects",
+        evaluation,
+        intro,
+        png,
+        args.report.parent if args.report else None,
     )
     _write(report, args.report)
     print(report)

@@ -145,7 +145,9 @@ def run(args: argparse.Namespace) -> int:
         result = finetune(args.finetune, args.data, args.out, epochs=args.epochs or 5, seed=args.seed, verbose=2)
         print(f"fine-tuned on {result.windows} windows -> {result.path}")
         if result.held_out:
-            print(f"held-out {result.held_out}: {100 * result.accuracy_before:.1f} % before, {100 * result.accuracy_after:.1f} % after")
+            print(
+                f"held-out {result.held_out}: {100 * result.accuracy_before:.1f} % before, {100 * result.accuracy_after:.1f} % after"
+            )
         return 0
     out = args.out
     if out is None:
