@@ -41,7 +41,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import keras
 import numpy as np
@@ -54,6 +54,9 @@ from harstream.stream.recordings import Recording
 from .dataset import context_windows, segment_windows
 from .invariant import gravity_direction, placement_free_features
 from .posture_layers import PostureHead, PostureSplit
+
+if TYPE_CHECKING:  # the functions below import .artifact when called; this import is for the annotations only
+    from .artifact import ModelArtifact
 
 #: An activity needs at least this much labelled data to be calibrated.
 MIN_SECONDS = 20.0
@@ -193,7 +196,7 @@ def posture_prototypes(x: np.ndarray, bout: np.ndarray, windows_per_prototype: i
 def fit_personal(
     recordings: Sequence[Recording],
     base: ModelArtifact | None = None,
-    settings: PersonalSettings = PersonalSettings(),  # noqa: F821
+    settings: PersonalSettings = PersonalSettings(),
 ) -> PersonalFit:
     """A personal model from one device's labelled calibration recordings.
 
@@ -290,7 +293,7 @@ def save_personal(
     path: str | Path,
     device: str,
     base: ModelArtifact,
-    command: str | None = None,  # noqa: F821
+    command: str | None = None,
 ) -> Path:
     """Write the personal model as an artifact with its metadata."""
     from .artifact import save_artifact

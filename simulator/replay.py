@@ -109,6 +109,7 @@ class ReplaySchedule:
         if available <= self._available:
             return out
         first, self._available = self._available + 1, available
+        phases: Iterable[int]
         if available - first >= self.chunk:  # a long step: every group is due
             phases = range(self.chunk)
         else:
@@ -118,7 +119,7 @@ class ReplaySchedule:
             for cursor in group:
                 out.extend(self._due(cursor, available))
             if not self.loop:
-                kept = [c for c in group if c.sent < c.total]
+                kept = [c for c in group if c.total is None or c.sent < c.total]  # total is set without loop
                 self.active -= len(group) - len(kept)
                 self._groups[phase] = kept
         return out

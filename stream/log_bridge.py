@@ -133,7 +133,7 @@ def serve_bridge(
     keys = Keys(prefix) if prefix else Keys()
     stop = stop or threading.Event()
     client = connect(url)
-    ctx = zmq.Context.instance()
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
     sub = ctx.socket(zmq.SUB)
     sub.setsockopt(zmq.RCVHWM, rcvhwm)
     sub.setsockopt(zmq.LINGER, 0)

@@ -355,7 +355,7 @@ def load_hapt_rawdata(path: str | os.PathLike, progress: bool = False) -> Datase
             sessions.setdefault((exp, user), {})[kind] = file
     if not sessions:
         raise RecordingError(f"{_display(root)}: no acc_expXX_userYY.txt files (not a HAPT RawData folder)")
-    for (exp, user), files in sorted(sessions.items()):
+    for _session, files in sorted(sessions.items()):
         for kind, other in (("acc", "gyro"), ("gyro", "acc")):
             if kind in files and other not in files:
                 missing = files[kind].name.replace(kind, other, 1)

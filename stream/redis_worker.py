@@ -190,7 +190,7 @@ class RedisWorker:
                 entries = self.client.xrange(stream, min=cursor, max=last, count=5000)
                 if not entries:
                     break
-                for entry_id, fields in entries:
+                for _entry_id, fields in entries:
                     batch = self._decode(owned, fields)
                     if batch is None:
                         continue
@@ -284,7 +284,7 @@ class RedisWorker:
             owned = self.owned.get(p)
             if owned is None:
                 continue
-            for entry_id, fields in entries:
+            for _entry_id, fields in entries:
                 batch = self._decode(owned, fields)
                 if batch is not None:
                     admitted = owned.grid.admit(batch)
@@ -341,7 +341,7 @@ class RedisWorker:
         try:
             probs_new = self.runtime.predict(x_new) if len(x_new) else np.empty((0, len(self.classes)))
         except Exception as exc:  # never die on a batch
-            for p, o, taken, _, _ in jobs:
+            for _, o, taken, _, _ in jobs:
                 o.core.count_drop("inference", f"{len(taken)} windows: {type(exc).__name__}: {exc}")
             return
         now = time.monotonic()
@@ -496,7 +496,7 @@ def serve_redis(
 
     worker_id = worker_id or f"worker-{os.getpid()}"
     stop = stop or threading.Event()
-    ctx = zmq.Context.instance()
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
     pub = ctx.socket(zmq.XPUB)
     pub.setsockopt(zmq.SNDHWM, sndhwm)
     pub.setsockopt(zmq.XPUB_NODROP, 1)

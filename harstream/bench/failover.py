@@ -66,7 +66,7 @@ def measure_failover(devices: int, workers: int, before: float, after: float, sp
     folder = Path(tempfile.mkdtemp(prefix="hs-failover-"))
     redis_proc, url = start_redis(folder, unix_socket=folder / "redis.sock")
     out_addr = f"ipc://{folder}/out"
-    ctx = zmq.Context.instance()
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
     sub = ctx.socket(zmq.SUB)
     sub.setsockopt(zmq.SUBSCRIBE, b"p/")
     sub.setsockopt(zmq.RCVHWM, 1_000_000)
@@ -129,7 +129,7 @@ def measure_failover(devices: int, workers: int, before: float, after: float, sp
     stop_sim.set()
     sim.join(10)
     time.sleep(3.0)  # let the last windows arrive
-    for wid, proc in procs.items():
+    for proc in procs.values():
         if proc.poll() is None:
             proc.terminate()
     for proc in procs.values():

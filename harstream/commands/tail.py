@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from harstream.stream.protocol import Prediction, decode_output
     from harstream.stream.worker import format_stats
 
-    ctx = zmq.Context.instance()
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
     sock = ctx.socket(zmq.SUB)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.MAXMSGSIZE, 1024 * 1024)  # a larger output message is not the worker's

@@ -69,7 +69,7 @@ def parse_subjects(text: str | None) -> list[int] | None:
             else:
                 out.append(int(part))
         except ValueError:
-            raise argparse.ArgumentTypeError(f"subjects {text!r}: {part!r} is not a number or a range a-b")
+            raise argparse.ArgumentTypeError(f"subjects {text!r}: {part!r} is not a number or a range a-b") from None
     return out
 
 
