@@ -163,7 +163,7 @@ def serve_bridge(
         next_print = time.monotonic() + stats_every
         while not stop.is_set():
             now = time.monotonic()
-            if sub.poll(max(0.0, next_flush - now) * 1000):
+            if sub.poll(int(max(0.0, next_flush - now) * 1000)):  # pyzmq truncates a float the same way
                 for _ in range(20_000):
                     try:
                         frames = sub.recv_multipart(zmq.NOBLOCK)

@@ -29,7 +29,7 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 
@@ -354,7 +354,7 @@ def check_readings(r: Readings) -> Readings:
     return r
 
 
-def _is_number(x: Any) -> bool:
+def _is_number(x: Any) -> TypeGuard[int | float]:
     # Huge JSON integers would overflow float(); they are garbage anyway.
     if isinstance(x, int) and not isinstance(x, bool):
         return abs(x) < 2**63

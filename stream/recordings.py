@@ -393,8 +393,8 @@ def load_hapt_rawdata(path: str | os.PathLike, progress: bool = False) -> Datase
         span = slice(row.start - 1, row.end)
         clash = np.flatnonzero(covered_by[key][span])
         if len(clash):
-            other = int(covered_by[key][span][clash[0]])
-            raise RecordingError(f"{where}: samples {row.start}..{row.end} overlap the segment of line {other}")
+            other_line = int(covered_by[key][span][clash[0]])
+            raise RecordingError(f"{where}: samples {row.start}..{row.end} overlap the segment of line {other_line}")
         covered_by[key][span] = row.line
         labels[key][span] = row.activity
 
@@ -408,8 +408,8 @@ def load_hapt_rawdata(path: str | os.PathLike, progress: bool = False) -> Datase
         )
         for exp, user in keys
     ]
-    files = [f for key in keys for f in sessions[key].values()] + [labels_path]
-    return Dataset(str(root), _files_sha256(files, root), recordings)
+    read = [f for key in keys for f in sessions[key].values()] + [labels_path]
+    return Dataset(str(root), _files_sha256(read, root), recordings)
 
 
 # --------------------------------------------------------------- own CSV
@@ -811,7 +811,7 @@ def load_dataset(source: str | os.PathLike | None = None, progress: bool = False
     replayed or re-windowed: it is refused with a pointer to :func:`load_uci_folder`.
     """
     layout = detect_layout(source)
-    if layout == EMBEDDED:
+    if layout == EMBEDDED or source is None:  # detect_layout calls None embedded
         return load_embedded(progress=progress)
     if layout == "hapt-rawdata":
         return load_hapt_rawdata(source, progress=progress)

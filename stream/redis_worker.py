@@ -501,7 +501,7 @@ def serve_redis(
     pub.setsockopt(zmq.SNDHWM, sndhwm)
     pub.setsockopt(zmq.XPUB_NODROP, 1)
     pub.setsockopt(zmq.LINGER, 1000)
-    drops = Counter()
+    drops: Counter[str] = Counter()
 
     def send(frames: list[bytes]) -> None:
         try:

@@ -48,7 +48,7 @@ async def _main(args) -> int:
     sub.setsockopt(zmq.SUBSCRIBE, b"s/")
     sub.setsockopt(zmq.RCVHWM, 1_000_000)
     sub.bind("tcp://127.0.0.1:0")
-    ingest = sub.getsockopt(zmq.LAST_ENDPOINT).decode()
+    ingest = sub.getsockopt_string(zmq.LAST_ENDPOINT)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -153,7 +153,8 @@ async def _run(port, pid, counts, n, seconds, rate, flat_out) -> dict:
 
     prefix = f"{'flat' if flat_out else 'rt'}{n}-"
     stop = asyncio.Event()
-    sent, ready, lags, go = [0], [0], {}, asyncio.Event()
+    sent, ready, go = [0], [0], asyncio.Event()
+    lags: dict[str, float] = {}  # device → how far behind schedule its sends ran, s
     phones = [
         asyncio.create_task(_phone(port, f"{prefix}{i}", rate, seconds, stop, flat_out, sent, ready, lags, go))
         for i in range(n)

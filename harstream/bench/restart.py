@@ -89,9 +89,9 @@ def run(args: argparse.Namespace) -> int:
     print("|---|---|---|---|---|---|")
     for label, results in rows.items():
         if results:
-            bound, first, since_kill, lost = zip(*results)
-            print(f"| {label} | {len(results)} | {statistics.median(bound):.2f} | {statistics.median(first):.2f} "
-                  f"({max(first):.2f}) | {statistics.median(since_kill):.2f} | {max(lost)} |")  # fmt: skip
+            bounds, firsts, since_kills, losts = zip(*results)
+            print(f"| {label} | {len(results)} | {statistics.median(bounds):.2f} | {statistics.median(firsts):.2f} "
+                  f"({max(firsts):.2f}) | {statistics.median(since_kills):.2f} | {max(losts)} |")  # fmt: skip
     return 0
 
 
