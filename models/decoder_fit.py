@@ -111,9 +111,9 @@ def validation_probabilities(progress: bool = True) -> list[tuple[Recording, np.
         probs = np.concatenate([np.asarray(model(x[i : i + 512])) for i in range(0, len(x), 512)])
         out.append((rec, probs.astype(np.float64)))
     CACHE.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(
-        CACHE, names=np.array([r.name for r in sessions]), **{f"p{i}": p for i, (_, p) in enumerate(out)}
-    )
+    arrays = {f"p{i}": p for i, (_, p) in enumerate(out)}
+    # mypy fears a key of arrays could be savez's allow_pickle; they are p0, p1, ...
+    np.savez_compressed(CACHE, names=np.array([r.name for r in sessions]), **arrays)  # type: ignore[arg-type]
     return out
 
 

@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -34,6 +35,10 @@ from harstream.stream.activities import ACTIVITIES, TRANSITIONS, UNKNOWN
 from harstream.stream.context import WindowContext
 from harstream.stream.pipeline import STEP, WINDOW, DevicePipeline
 from harstream.stream.recordings import UCI_TEST_SUBJECTS, Recording
+
+if TYPE_CHECKING:  # the display cores, for the annotations only
+    from harstream.stream.decoder import Decoder
+    from harstream.stream.smoothing import Smoother
 
 RATE = 50
 NOTHING = -1  # no window yet, or ``unknown``: the display shows no activity
@@ -97,7 +102,7 @@ def session_windows(samples: np.ndarray, chunk: int = CHUNK, context_steps: Sequ
 def replay_session(
     rec: Recording,
     predict: Callable[[np.ndarray], np.ndarray],
-    displays: dict[str, Callable[[], object]],
+    displays: dict[str, Callable[[], Smoother | Decoder]],
     chunk: int = CHUNK,
     context_steps: Sequence[int] = (),
 ) -> SessionReplay:
@@ -109,7 +114,9 @@ def replay_session(
     return replay_probabilities(rec, probs, displays)
 
 
-def replay_probabilities(rec: Recording, probs: np.ndarray, displays: dict[str, Callable[[], object]]) -> SessionReplay:
+def replay_probabilities(
+    rec: Recording, probs: np.ndarray, displays: dict[str, Callable[[], Smoother | Decoder]]
+) -> SessionReplay:
     """The displays of one session whose windows' probabilities are known."""
     n = len(rec.samples)
     shown = {"argmax": display_timeline(n, np.argmax(probs, axis=1) if len(probs) else [])}
@@ -328,7 +335,7 @@ def plot_delays(live: dict, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.4))
-    bins = np.arange(0, 12.5, 0.5)
+    bins = np.arange(0, 12.5, 0.5).tolist()  # matplotlib's stubs take a sequence of floats
     for kind in ("argmax", "smoothed"):
         ax.hist(np.clip(live[kind]["delays_s"], 0, 12), bins=bins, alpha=0.55, label=kind)
     ax.set_xlabel("seconds from activity change until the display shows it (12 = 12 or more)")

@@ -220,7 +220,11 @@ def fit_personal(
         base_class = np.asarray(base.model(data.x, training=False)).argmax(1)
     else:
         base_class = np.empty(0, np.int64)
-    checks, postures, prototypes, owners, still_windows = [], [], [], [], []
+    checks: list[ActivityCheck] = []
+    postures: list[str] = []
+    prototypes: list[np.ndarray] = []
+    owners: list[int] = []  # index into postures of each prototype
+    still_windows: list[np.ndarray] = []
     for index, name in enumerate(ACTIVITIES):
         if name not in seconds:
             continue

@@ -39,6 +39,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -48,6 +49,9 @@ from harstream.stream.recordings import UCI_TEST_SUBJECTS, Recording
 from .augment import rotate_samples, rotation_within
 from .dataset import Windows, labelled_windows
 from .invariant import PlacementFreeFeatures, placement_free_features
+
+if TYPE_CHECKING:  # Keras loads slowly; the functions below import it when they run
+    import keras
 
 STILL_CLASS = PLACEMENT_FREE.index("STILL")
 N_PLACEMENT_FREE = len(PLACEMENT_FREE)
@@ -135,7 +139,7 @@ def training_features(train: Windows, recipe: Recipe, seed: int) -> tuple[np.nda
 
 def fit_placement_free(
     train: Windows, recipe: Recipe = Recipe(), seed: int = 0, verbose: int = 0
-) -> tuple[keras.Model, dict]:  # noqa: F821
+) -> tuple[keras.Model, dict]:
     """Fit the placement-free SVM on ``train`` (HAPT classes 0-5, merged here);
     returns the Keras model (input ``train.x.shape[1:]``, 4 probabilities in
     :data:`PLACEMENT_FREE` order) and a history dict."""
@@ -190,7 +194,7 @@ def select(recipes: Sequence[Recipe], seed: int = 0, out: Path | None = None) ->
         results.append(row)
     if out is not None:  # appended: one file holds every screen run
         out.parent.mkdir(parents=True, exist_ok=True)
-        report = json.loads(out.read_text()) if out.is_file() else {
+        report: dict[str, Any] = json.loads(out.read_text()) if out.is_file() else {
             "validation_subjects": list(VALIDATION_SUBJECTS),
             "rotation": "every fit and validation session turned by one uniform random rotation",
             "results": [],
@@ -257,7 +261,10 @@ def _recipe(text: str) -> Recipe:
         elif key == "context":
             recipe = replace(recipe, context=() if value == "none" else tuple(int(v) for v in value.split("-")))
         elif key == "amplitude":
-            recipe = replace(recipe, amplitude=None if value == "none" else tuple(float(v) for v in value.split("-")))
+            bounds = [] if value == "none" else [float(v) for v in value.split("-")]
+            if len(bounds) not in (0, 2):
+                raise argparse.ArgumentTypeError(f"recipe {text!r}: amplitude is low-high (0.7-1.5) or none")
+            recipe = replace(recipe, amplitude=(bounds[0], bounds[1]) if bounds else None)
         else:
             raise argparse.ArgumentTypeError(f"recipe {text!r}: unknown key {key!r} (C, context, amplitude)")
     return recipe

@@ -115,7 +115,7 @@ def train_model(
     arch: str,
     train: Windows,
     epochs: int | None = None,
-    batch_size: int = BATCH_SIZE,
+    batch_size: int | None = BATCH_SIZE,
     seed: int = 0,
     validation: Windows | None = None,
     callbacks: Sequence[Any] = (),
@@ -124,7 +124,8 @@ def train_model(
     """Build architecture ``arch`` and fit it on ``train``.
 
     Seeds Python, NumPy and TensorFlow with ``seed``; ``epochs`` defaults to
-    the architecture's ``DEFAULT_EPOCHS``; an uncompiled model is compiled
+    the architecture's ``DEFAULT_EPOCHS``; ``batch_size=None`` is Keras's
+    default; an uncompiled model is compiled
     with Adam and categorical cross-entropy (labels are fed one-hot).
     ``verbose`` is Keras' (1: progress bar, 2: one line per epoch, 0: quiet).
     """
@@ -205,7 +206,7 @@ def train_and_save(
         model = train_model(arch, data.train, epochs=epochs, batch_size=batch_size, seed=seed, verbose=verbose)
     seconds = time.perf_counter() - started
     evaluation = evaluate_model(model, data.test) if len(data.test) else None
-    metadata = {
+    metadata: dict[str, Any] = {
         "architecture": arch,
         "epochs": epochs,
         "batch_size": batch_size,
