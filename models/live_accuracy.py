@@ -262,13 +262,13 @@ def score_replays(replays: list[SessionReplay], events: bool = True) -> dict:
         delays: list[float] = []
         trans = {UNKNOWN: 0, "transition": 0, **{a: 0 for a in ACTIVITIES}}
         changes = truth_changes = 0
-        events = dict.fromkeys(EVENT_KEYS, 0)
+        event_totals = dict.fromkeys(EVENT_KEYS, 0)
         frames = dict.fromkeys(FRAME_KEYS, 0)
         for r in replays:
             shown = r.shown[kind]
             ward = event_metrics(r.labels, shown) if events else {"events": events_zero(), "frames": frames_zero()}
             for k in EVENT_KEYS:
-                events[k] += ward["events"][k]
+                event_totals[k] += ward["events"][k]
             for k in FRAME_KEYS:
                 frames[k] += ward["frames"][k]
             changes += display_changes(shown)
@@ -291,7 +291,7 @@ def score_replays(replays: list[SessionReplay], events: bool = True) -> dict:
             "display_changes": changes,
             "true_changes": truth_changes,
             "changes_per_true_change": changes / truth_changes if truth_changes else float("nan"),
-            "ward_events": events,
+            "ward_events": event_totals,
             "ward_frames": frames,
             "delays_s": [round(d, 2) for d in delays],
         }
