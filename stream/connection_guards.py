@@ -81,8 +81,10 @@ class WriteWatch:
 
 def _plain_response(status: int, phrase: str, text: str) -> bytes:
     body = text.encode()
-    return (f"HTTP/1.1 {status} {phrase}\r\nContent-Type: text/plain; charset=utf-8\r\n"
-            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body
+    return (
+        f"HTTP/1.1 {status} {phrase}\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode() + body
 
 
 class GuardedH11Protocol(H11Protocol):
@@ -101,8 +103,12 @@ class GuardedH11Protocol(H11Protocol):
         if len(self.connections) > g.config.max_connections:
             return self._refuse(503, "Service Unavailable", "busy", "too many connections\n")
         if not g.sources.take(source):
-            return self._refuse(429, "Too Many Requests", "source_rate",
-                                f"more than {g.config.max_connects_per_s:g} new connections/s from {source}\n")
+            return self._refuse(
+                429,
+                "Too Many Requests",
+                "source_rate",
+                f"more than {g.config.max_connects_per_s:g} new connections/s from {source}\n",
+            )
         self._watch = WriteWatch(transport, g, self.loop)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -129,17 +135,29 @@ class GuardedH11Protocol(H11Protocol):
             return
         pending = len(self.conn.trailing_data[0])
         if pending >= self.guard.config.max_head:
-            self._refuse(431, "Request Header Fields Too Large", "head_too_large",
-                         f"request head over {self.guard.config.max_head} bytes\n")
+            self._refuse(
+                431,
+                "Request Header Fields Too Large",
+                "head_too_large",
+                f"request head over {self.guard.config.max_head} bytes\n",
+            )
         else:
-            self._refuse(400, "Bad Request", "http_malformed",
-                         "malformed HTTP request (request line, header or Content-Length)\n")
+            self._refuse(
+                400,
+                "Bad Request",
+                "http_malformed",
+                "malformed HTTP request (request line, header or Content-Length)\n",
+            )
 
     def _head_timeout(self) -> None:
         self._head_timer = None
         if not self._refused and not self.transport.is_closing():
-            self._refuse(408, "Request Timeout", "timeout",
-                         f"request head not complete within {self.guard.config.open_timeout:g} s\n")
+            self._refuse(
+                408,
+                "Request Timeout",
+                "timeout",
+                f"request head not complete within {self.guard.config.open_timeout:g} s\n",
+            )
 
     def _refuse(self, status: int, phrase: str, reason: str, text: str) -> None:
         self.guard.counters.reject(reason, text.strip())

@@ -81,8 +81,9 @@ class ClaimTable:
     def get(self, device: str) -> Claim | None:
         return self._claims.get(device)
 
-    def claim(self, device: str, owner: Any, key: str | None, now: float, conn: Any = None,
-              lease: float | None = None) -> tuple[Claim, Claim | None]:
+    def claim(
+        self, device: str, owner: Any, key: str | None, now: float, conn: Any = None, lease: float | None = None
+    ) -> tuple[Claim, Claim | None]:
         """Give ``device`` to ``owner``: ``(claim, displaced)``; ``displaced`` is the
         previous holder's claim when its key was shown (close its connection).
 
@@ -99,7 +100,9 @@ class ClaimTable:
         displaced = None
         if held is not None and not (held.expires is not None and held.expires < now):
             if not self.key_matches(device, key):
-                raise FormatError("device_in_use", f"device {device!r} is connected elsewhere; reconnect with its key to take over")
+                raise FormatError(
+                    "device_in_use", f"device {device!r} is connected elsewhere; reconnect with its key to take over"
+                )
             displaced = held
         if held is None and len(self._claims) >= self.max_claims:
             self.expire(now)

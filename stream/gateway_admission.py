@@ -28,8 +28,17 @@ from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
 #: Headers that must not appear twice: each decides who is asking or how the body is framed.
-SINGLE_HEADERS = (b"host", b"origin", b"authorization", b"content-length", b"transfer-encoding",
-                  b"content-type", b"upgrade", b"sec-websocket-key", b"sec-websocket-version")
+SINGLE_HEADERS = (
+    b"host",
+    b"origin",
+    b"authorization",
+    b"content-length",
+    b"transfer-encoding",
+    b"content-type",
+    b"upgrade",
+    b"sec-websocket-key",
+    b"sec-websocket-version",
+)
 LOOPBACK_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost")
 WILDCARDS = ("", "0.0.0.0", "::")
 
@@ -89,8 +98,9 @@ def header_values(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> list[s
     return [v.decode("latin-1") for k, v in headers if k == name]
 
 
-def check_head(headers: Sequence[tuple[bytes, bytes]], target_length: int, max_headers: int,
-               max_target: int, max_head: int) -> Refusal | None:
+def check_head(
+    headers: Sequence[tuple[bytes, bytes]], target_length: int, max_headers: int, max_target: int, max_head: int
+) -> Refusal | None:
     """Sanity of a request head: size, header count, target length, no duplicated deciding header.
 
     (h11 bounds a head that arrives in pieces; one that arrives whole is measured here.)
@@ -116,8 +126,11 @@ def check_host(headers: Sequence[tuple[bytes, bytes]], policy: HostPolicy) -> Re
     if not hosts:
         return Refusal(400, "host", "a Host header is required")
     if not policy.allows(hosts[0]):
-        return Refusal(403, "host", f"Host {hosts[0][:80]!r} is not this gateway; start it with --allow-host NAME "
-                                    f"to serve that name")
+        return Refusal(
+            403,
+            "host",
+            f"Host {hosts[0][:80]!r} is not this gateway; start it with --allow-host NAME to serve that name",
+        )
     return None
 
 

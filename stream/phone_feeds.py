@@ -16,6 +16,7 @@ clock (Sensor Logger, browsers: Unix time) keeps its own times; any other
 clock (SensorServer's time since boot, a wrong phone clock) is pinned to the
 gateway's clock at first sight and again after it jumps back.
 
+>>> import numpy as np
 >>> from .phone_formats import Readings
 >>> feed = DeviceFeed("phone:a", now=1000.0)
 >>> t = 1000.0 + np.arange(60) / 100.0
@@ -31,8 +32,6 @@ time
 
 from __future__ import annotations
 
-import numpy as np
-
 from .gateway_admission import RateLimit
 from .phone_formats import FormatError, Readings
 from .protocol import MAX_SAMPLES_PER_MESSAGE, SampleBatch
@@ -45,8 +44,15 @@ CLOCK_WINDOW_S = 120.0  # readings this close to the gateway's clock are taken a
 class DeviceFeed:
     """One device's resampler, clock offset and reading budget."""
 
-    def __init__(self, device: str, now: float, max_gap: float = 0.5, max_span: float = 60.0,
-                 max_ahead: float = 30.0, max_readings_per_s: float = 4000.0):
+    def __init__(
+        self,
+        device: str,
+        now: float,
+        max_gap: float = 0.5,
+        max_span: float = 60.0,
+        max_ahead: float = 30.0,
+        max_readings_per_s: float = 4000.0,
+    ):
         self.device = device
         self.resampler = Resampler(max_gap=max_gap)
         self.max_span, self.max_ahead = max_span, max_ahead
@@ -71,8 +77,11 @@ class DeviceFeed:
             ahead = lo - self._last_t
             allowed = (now - self._last_wall) + self.max_ahead
             if ahead > allowed:
-                raise FormatError("time", f"readings start {ahead:.0f} s after this device's previous message, "
-                                          f"but only {now - self._last_wall:.0f} s have passed")
+                raise FormatError(
+                    "time",
+                    f"readings start {ahead:.0f} s after this device's previous message, "
+                    f"but only {now - self._last_wall:.0f} s have passed",
+                )
 
     def add(self, readings: Readings, now: float) -> list[SampleBatch]:
         """Check, then push readings; return the 50 Hz batches ready to publish."""

@@ -29,7 +29,7 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 
@@ -315,7 +315,9 @@ def parse_sensor_server(msg: dict) -> Readings:
     """One SensorServer event → :class:`Readings` (time = ns since boot, in s)."""
     kind = SENSOR_SERVER_TYPES.get(msg.get("type"))  # type: ignore[arg-type]
     if kind is None:
-        raise FormatError("fields", f"sensor type {str(msg.get('type'))[:60]!r}: expected one of {sorted(SENSOR_SERVER_TYPES)}")
+        raise FormatError(
+            "fields", f"sensor type {str(msg.get('type'))[:60]!r}: expected one of {sorted(SENSOR_SERVER_TYPES)}"
+        )
     values, ts = msg.get("values"), msg.get("timestamp")
     if not _is_number(ts):
         raise FormatError("types", "timestamp must be a number (ns since boot)")
@@ -346,11 +348,13 @@ def check_readings(r: Readings) -> Readings:
             raise FormatError("values", f"{name}: negative time {t.min():.3f} s")
         if len(v) and np.abs(v).max() > limit:
             row = int(np.abs(v).max(axis=1).argmax())
-            raise FormatError("values", f"{name} reading {row}: |{np.abs(v).max():.1f}| {unit} exceeds {limit:g} {unit}")
+            raise FormatError(
+                "values", f"{name} reading {row}: |{np.abs(v).max():.1f}| {unit} exceeds {limit:g} {unit}"
+            )
     return r
 
 
-def _is_number(x: Any) -> bool:
+def _is_number(x: Any) -> TypeGuard[int | float]:
     # Huge JSON integers would overflow float(); they are garbage anyway.
     if isinstance(x, int) and not isinstance(x, bool):
         return abs(x) < 2**63

@@ -110,7 +110,7 @@ class Resampler:
         max_skew: float = 5.0,
     ):
         if not (rate > 0 and max_gap > 1.0 / rate and hold >= 0 and max_skew > max_gap):
-            raise ValueError(f"need rate > 0, max_gap > 1/rate, hold >= 0, max_skew > max_gap")
+            raise ValueError("need rate > 0, max_gap > 1/rate, hold >= 0, max_skew > max_gap")
         self.rate = float(rate)
         self.max_gap = float(max_gap)
         self.hold = float(hold)
@@ -189,17 +189,19 @@ class Resampler:
                 continue
             if self._start is None and not self._open_segment():
                 break
+            origin = self._start
+            assert origin is not None  # set by _open_segment when it returns True
             horizon = min(ends) - self.hold
             first = self._count
             # Never build grid points past the first hole of either stream
             # (a hole is not interpolated, and two readings a year apart
             # must not cost a year of grid), nor more than MAX_GRID at once.
-            g0 = self._start + first / self.rate
+            g0 = origin + first / self.rate
             horizon = min(horizon, self._first_hole_end(g0), g0 + (MAX_GRID - 1) / self.rate)
-            last = last_grid_index(self._start, horizon, self.rate)
+            last = last_grid_index(origin, horizon, self.rate)
             if last < first:
                 break
-            grid = grid_points(self._start, first, last, self.rate)
+            grid = grid_points(origin, first, last, self.rate)
             # Where does each grid point fall, and is the bracketing pair of
             # readings close enough together to interpolate between?
             n_ok = len(grid)

@@ -50,8 +50,9 @@ async def follow_sensor_server(gateway: Gateway, url: str, device: str | None = 
     while not gateway.closing:
         bus_id = None
         try:
-            async with ws_connect(sensor_server_url(url), max_size=gateway.config.max_message,
-                                  open_timeout=10, compression=None) as phone:
+            async with ws_connect(
+                sensor_server_url(url), max_size=gateway.config.max_message, open_timeout=10, compression=None
+            ) as phone:
                 bus_id = gateway.claim(local, owner, None)
                 log.info("connected to SensorServer %s as device %s", url, bus_id)
                 delay = 1.0

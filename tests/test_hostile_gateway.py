@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import re
 import socket
 import subprocess
@@ -106,7 +105,9 @@ class GoodPhone:
             with contextlib.suppress(OSError, ConnectionClosed, TimeoutError):
                 async with connect(f"ws://127.0.0.1:{self.port}/ws", open_timeout=5) as ws:
                     self.connections += 1
-                    await ws.send(json.dumps({"type": "hello", "device": GOOD, "units": {"acc": "m/s2", "gyro": "rad/s"}}))
+                    await ws.send(
+                        json.dumps({"type": "hello", "device": GOOD, "units": {"acc": "m/s2", "gyro": "rad/s"}})
+                    )
                     await ws.recv()
                     while not self.stop.is_set():
                         t = time.time() * 1000 - 100 + np.arange(10) * 10.0
@@ -129,7 +130,9 @@ class Attack:
         self.proc, self.port, self.bus = proc, port, bus
 
     def stats(self) -> dict:
-        status, body = http(self.port, f"GET /stats HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\nConnection: close\r\n\r\n".encode())
+        status, body = http(
+            self.port, f"GET /stats HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\nConnection: close\r\n\r\n".encode()
+        )
         assert status == 200, body
         return json.loads(body)
 
@@ -154,10 +157,30 @@ class Attack:
 @pytest.fixture(scope="module")
 def attack():
     bus = BusCounter()
-    cmd = [sys.executable, "-c", "import sys; from harstream.cli import main; sys.exit(main())", "gateway",
-           "--port", "0", "--ingest", bus.endpoint, "--output", bus.output, "--stats-interval", "0",
-           "--idle-timeout", "4", "--open-timeout", "2", "--write-timeout", "2", "--max-message", "65536",
-           "--max-errors", "1000"]
+    cmd = [
+        sys.executable,
+        "-c",
+        "import sys; from harstream.cli import main; sys.exit(main())",
+        "gateway",
+        "--port",
+        "0",
+        "--ingest",
+        bus.endpoint,
+        "--output",
+        bus.output,
+        "--stats-interval",
+        "0",
+        "--idle-timeout",
+        "4",
+        "--open-timeout",
+        "2",
+        "--write-timeout",
+        "2",
+        "--max-message",
+        "65536",
+        "--max-errors",
+        "1000",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     port = None
     lines = []
@@ -229,8 +252,9 @@ async def hello(port: int, device: str, **kwargs):
 
 def samples(acc_t_ms, gyro_t_ms=None) -> str:
     gyro_t_ms = acc_t_ms if gyro_t_ms is None else gyro_t_ms
-    return json.dumps({"type": "samples", "acc": [[t, 0, 1, 0] for t in acc_t_ms],
-                       "gyro": [[t, 0, 0, 0] for t in gyro_t_ms]})
+    return json.dumps(
+        {"type": "samples", "acc": [[t, 0, 1, 0] for t in acc_t_ms], "gyro": [[t, 0, 0, 0] for t in gyro_t_ms]}
+    )
 
 
 def run(coro):
@@ -249,15 +273,29 @@ def refused(attack: Attack, reason: str, action) -> object:
 
 
 def test_conflicting_content_lengths_are_answered_400(attack):
-    status, _ = refused(attack, "http_malformed", lambda: http(attack.port, (
-        f"POST /data HTTP/1.1\r\nHost: 127.0.0.1:{attack.port}\r\nContent-Length: 2\r\nContent-Length: 7\r\n\r\n{{}}").encode()))
+    status, _ = refused(
+        attack,
+        "http_malformed",
+        lambda: http(
+            attack.port,
+            (
+                f"POST /data HTTP/1.1\r\nHost: 127.0.0.1:{attack.port}\r\nContent-Length: 2\r\nContent-Length: 7\r\n\r\n{{}}"
+            ).encode(),
+        ),
+    )
     assert status == 400
 
 
 @pytest.mark.parametrize("length", ["+7", "1_0", "0x10", " 7 7", "-1"])
 def test_content_length_not_plain_digits_is_answered_400(attack, length):
-    status, _ = refused(attack, "http_malformed", lambda: http(attack.port, (
-        f"POST /data HTTP/1.1\r\nHost: 127.0.0.1:{attack.port}\r\nContent-Length: {length}\r\n\r\n{{}}").encode()))
+    status, _ = refused(
+        attack,
+        "http_malformed",
+        lambda: http(
+            attack.port,
+            (f"POST /data HTTP/1.1\r\nHost: 127.0.0.1:{attack.port}\r\nContent-Length: {length}\r\n\r\n{{}}").encode(),
+        ),
+    )
     assert status == 400
 
 
@@ -270,8 +308,14 @@ def test_a_deciding_header_given_twice_is_answered_400(attack, header):
 
 def test_two_host_headers_are_answered_400(attack):
     # h11 itself refuses a request with two Hosts.
-    status, _ = refused(attack, "http_malformed", lambda: http(attack.port, (
-        f"GET /stats HTTP/1.1\r\nHost: 127.0.0.1:{attack.port}\r\nHost: evil.example\r\n\r\n").encode()))
+    status, _ = refused(
+        attack,
+        "http_malformed",
+        lambda: http(
+            attack.port,
+            (f"GET /stats HTTP/1.1\r\nHost: 127.0.0.1:{attack.port}\r\nHost: evil.example\r\n\r\n").encode(),
+        ),
+    )
     assert status == 400
 
 
@@ -281,47 +325,78 @@ def test_garbage_instead_of_a_request_line_is_answered_400(attack):
 
 
 def test_an_overlong_url_is_answered_414(attack):
-    status, _ = refused(attack, "uri_too_long", lambda: http(attack.port, (
-        f"GET /stats?{'a' * 6000} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").encode()))
+    status, _ = refused(
+        attack,
+        "uri_too_long",
+        lambda: http(
+            attack.port, (f"GET /stats?{'a' * 6000} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").encode()
+        ),
+    )
     assert status == 414
 
 
 def test_a_head_over_the_limit_is_answered_431(attack):
-    status, _ = refused(attack, "head_too_large", lambda: http(attack.port, (
-        f"GET /stats HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: {'a' * 40_000}\r\n\r\n").encode()))
+    status, _ = refused(
+        attack,
+        "head_too_large",
+        lambda: http(
+            attack.port, (f"GET /stats HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: {'a' * 40_000}\r\n\r\n").encode()
+        ),
+    )
     assert status == 431
 
 
 def test_too_many_header_lines_are_answered_431(attack):
     lines = "".join(f"X-{i}: 1\r\n" for i in range(200))
-    status, _ = refused(attack, "headers", lambda: http(attack.port, (
-        f"GET /stats HTTP/1.1\r\nHost: 127.0.0.1\r\n{lines}Connection: close\r\n\r\n").encode()))
+    status, _ = refused(
+        attack,
+        "headers",
+        lambda: http(
+            attack.port, (f"GET /stats HTTP/1.1\r\nHost: 127.0.0.1\r\n{lines}Connection: close\r\n\r\n").encode()
+        ),
+    )
     assert status == 431
 
 
 def test_a_wrong_method_is_answered_405(attack):
-    status, _ = refused(attack, "method", lambda: http(attack.port, (
-        f"DELETE /data HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").encode()))
+    status, _ = refused(
+        attack,
+        "method",
+        lambda: http(attack.port, (b"DELETE /data HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")),
+    )
     assert status == 405
 
 
 def test_an_unknown_path_is_answered_404(attack):
-    status, _ = refused(attack, "not_found", lambda: http(attack.port, (
-        f"GET /etc/passwd HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").encode()))
+    status, _ = refused(
+        attack,
+        "not_found",
+        lambda: http(attack.port, (b"GET /etc/passwd HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")),
+    )
     assert status == 404
 
 
 def test_a_huge_declared_body_is_answered_413_without_reading_it(attack):
-    status, _ = refused(attack, "too_large", lambda: http(attack.port, (
-        f"POST /data HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {10**12}\r\n\r\n{{").encode()))
+    status, _ = refused(
+        attack,
+        "too_large",
+        lambda: http(
+            attack.port, (f"POST /data HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {10**12}\r\n\r\n{{").encode()
+        ),
+    )
     assert status == 413
 
 
 def test_a_chunked_body_over_the_limit_is_answered_413(attack):
     chunk = b"x" * 32768
     body = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(8)) + b"0\r\n\r\n"
-    status, _ = refused(attack, "too_large", lambda: http(attack.port, (
-        b"POST /data HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n" + body)))
+    status, _ = refused(
+        attack,
+        "too_large",
+        lambda: http(
+            attack.port, (b"POST /data HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n" + body)
+        ),
+    )
     assert status == 413
 
 
@@ -352,23 +427,40 @@ def test_json_nested_beyond_reason_is_refused(attack):
 def test_a_rebound_name_cannot_post_samples(attack):
     """Host and Origin both the attacker's name, as a DNS-rebinding page sends them."""
     evil = f"evil.example:{attack.port}"
-    status, text = refused(attack, "host", lambda: post(attack.port, sensor_logger("rebound", time.time()),
-                                                        f"Origin: http://{evil}\r\n", host=evil))
+    status, text = refused(
+        attack,
+        "host",
+        lambda: post(attack.port, sensor_logger("rebound", time.time()), f"Origin: http://{evil}\r\n", host=evil),
+    )
     assert status == 403 and "--allow-host" in text
     assert attack.bus.count("phone:rebound") == 0
 
 
 def test_a_rebound_name_cannot_read_stats(attack):
-    status, _ = refused(attack, "host", lambda: http(attack.port, (
-        f"GET /stats HTTP/1.1\r\nHost: evil.example:{attack.port}\r\nConnection: close\r\n\r\n").encode()))
+    status, _ = refused(
+        attack,
+        "host",
+        lambda: http(
+            attack.port,
+            (f"GET /stats HTTP/1.1\r\nHost: evil.example:{attack.port}\r\nConnection: close\r\n\r\n").encode(),
+        ),
+    )
     assert status == 403
 
 
 def test_a_rebound_name_cannot_open_the_websocket(attack):
     evil = f"evil.example:{attack.port}"
-    status, _ = refused(attack, "host", lambda: http(attack.port, (
-        f"GET /ws HTTP/1.1\r\nHost: {evil}\r\nOrigin: http://{evil}\r\nUpgrade: websocket\r\n"
-        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").encode()))
+    status, _ = refused(
+        attack,
+        "host",
+        lambda: http(
+            attack.port,
+            (
+                f"GET /ws HTTP/1.1\r\nHost: {evil}\r\nOrigin: http://{evil}\r\nUpgrade: websocket\r\n"
+                "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            ).encode(),
+        ),
+    )
     assert status == 403
 
 
@@ -380,9 +472,13 @@ def test_a_ping_flood_from_a_client_that_never_reads_is_closed(attack):
 
     def flood():
         with socket.create_connection(("127.0.0.1", attack.port), timeout=10) as s:
-            s.sendall((f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{attack.port}\r\nUpgrade: websocket\r\n"
-                       "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                       "Sec-WebSocket-Version: 13\r\n\r\n").encode())
+            s.sendall(
+                (
+                    f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{attack.port}\r\nUpgrade: websocket\r\n"
+                    "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                    "Sec-WebSocket-Version: 13\r\n\r\n"
+                ).encode()
+            )
             assert s.recv(1000).startswith(b"HTTP/1.1 101")
             ping = b"\x89\xfd" + b"\x00\x00\x00\x00" + b"p" * 125  # masked (zero mask) ping, 125 bytes
             with contextlib.suppress(OSError):
@@ -412,8 +508,10 @@ def test_a_message_over_the_size_limit_closes_with_1009(attack):
 def test_invalid_utf8_in_a_text_frame_closes_the_connection(attack):
     def bad_text():
         with socket.create_connection(("127.0.0.1", attack.port), timeout=10) as s:
-            s.sendall((f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                       "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+            s.sendall(
+                b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            )
             s.recv(1000)
             s.sendall(b"\x81\x84\x00\x00\x00\x00\xff\xfe\xfd\xfc")  # text frame, 4 bytes of invalid UTF-8
             with contextlib.suppress(OSError):
@@ -425,8 +523,10 @@ def test_invalid_utf8_in_a_text_frame_closes_the_connection(attack):
 def test_an_unmasked_client_frame_closes_the_connection(attack):
     def unmasked():
         with socket.create_connection(("127.0.0.1", attack.port), timeout=10) as s:
-            s.sendall((f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                       "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+            s.sendall(
+                b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            )
             s.recv(1000)
             s.sendall(b"\x81\x02{}")
             with contextlib.suppress(OSError):
@@ -539,7 +639,9 @@ def test_a_phone_naming_a_simulator_device_lives_in_its_own_namespace(attack):
     predictions for the real 12:3 never reach the phone."""
 
     def pred(device):
-        return encode_prediction(Prediction(device, 0, 0.0, 2.56, "LAYING", [0] * 5 + [1], "LAYING", [0] * 5 + [1], "m", 1.0))
+        return encode_prediction(
+            Prediction(device, 0, 0.0, 2.56, "LAYING", [0] * 5 + [1], "LAYING", [0] * 5 + [1], "m", 1.0)
+        )
 
     async def main():
         ws, welcome = await hello(attack.port, "12:3")
