@@ -42,14 +42,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from .model_routing import ModelRouter, ServedModel, personal_model
-from .protocol import ProtocolError, check_device_id
+from .model_routing import ModelRouter, ServedModel
+from .protocol import check_device_id
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PERSONAL_DIR = Path("runs/personal")
 #: A model file larger than this is refused unread (a personal model is a few hundred kB).
-MAX_MODEL_BYTES = 64 * 1024 * 1024
 #: At most this many refusals are kept by name for the stats.
 MAX_REFUSALS_LISTED = 50
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
@@ -140,43 +139,18 @@ def list_models(folder: Path) -> dict[str, Signature]:
     return out
 
 
-def load_personal_model(path: Path, runtime: str = "auto", display: Callable | None = None) -> ServedModel:
-    """A personal model file, checked and ready to serve; ``ArtifactError``
-    (or ``ValueError``) saying what is wrong otherwise. ``display(classes,
-    metadata)`` makes its display factory (None: the worker's moving average)."""
-    from harstream.models.artifact import ArtifactError, load_artifact, metadata_path, read_metadata
-    from harstream.models.runtime import NullRuntime, load_runtime
-
-    for file in (path, metadata_path(path)):
-        if file.is_file() and file.stat().st_size > MAX_MODEL_BYTES:
-            raise ArtifactError(f"{file}: {file.stat().st_size} bytes, more than the {MAX_MODEL_BYTES} a model may have")
-    meta = read_metadata(path)  # preprocessing, placement and classes agree with the pipeline
-    if meta.get("placement") != "personal":
-        raise ArtifactError(f"{path}: placement {meta.get('placement', 'waist')!r}; the registry serves personal models only")
-    try:
-        device = check_device_id(meta.get("device"))
-    except ProtocolError as exc:
-        raise ArtifactError(f"{metadata_path(path)}: device: {exc.detail}") from None
-    artifact = load_artifact(path)  # safe mode; hash, input shape and class count checked
-    served_by = NullRuntime(len(artifact.classes)) if runtime == "none" else load_runtime(artifact, runtime)
-    return personal_model(
-        device, artifact.model_id, artifact.classes, context_steps=artifact.context_steps,
-        display=display(artifact.classes, artifact.metadata) if display else None, runtime=served_by,
-        source=str(path),
-    )  # fmt: skip
-
-
 class PersonalRegistry:
     """Watches ``folder`` and keeps ``router``'s personal models in step with it.
 
-    ``load(path) -> ServedModel`` runs in one background thread
-    (:func:`load_personal_model` with the worker's runtime by default).
+    ``load(path) -> ServedModel`` runs in one background thread; the worker
+    passes :func:`harstream.models.personal_serving.load_personal_model`
+    (this package does not import the models, which import it).
     """
 
-    def __init__(self, folder: str | Path, load: Callable[[Path], ServedModel] | None = None,
+    def __init__(self, folder: str | Path, load: Callable[[Path], ServedModel],
                  interval: float = 1.0):  # fmt: skip
         self.folder = Path(folder)
-        self.load = load or load_personal_model
+        self.load = load
         self.interval = interval
         self.watch = FolderWatch()
         self.device_of: dict[str, str] = {}  # file name -> the device it serves

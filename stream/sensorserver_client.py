@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 from urllib.parse import quote, urlsplit
 
 import numpy as np
@@ -21,8 +21,23 @@ from websockets.exceptions import ConnectionClosed
 
 from .phone_formats import FormatError, Readings, check_device, load_message, parse_sensor_server
 
-if TYPE_CHECKING:
-    from .gateway import Gateway
+
+
+class Gateway(Protocol):
+    """What this client needs of the gateway (stream.gateway.Gateway has it);
+    a protocol, so that this module does not import the gateway that imports it."""
+
+    config: Any
+    counters: Any
+
+    @property
+    def closing(self) -> bool: ...
+
+    def claim(self, local: str, owner: Any, key: str | None) -> str: ...
+
+    def release(self, device: str, owner: Any) -> None: ...
+
+    def publish(self, device: str, readings: Readings, source: str) -> int: ...
 
 log = logging.getLogger("harstream.gateway")
 

@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 import zmq
 
+from harstream.models.personal_serving import load_personal_model
 from harstream.stream.activities import ACTIVITIES, PLACEMENT_FREE
 from harstream.stream.model_routing import ModelRouter, ServedModel
-from harstream.stream.personal_registry import PersonalRegistry, load_personal_model, personal_model_path
+from harstream.stream.personal_registry import PersonalRegistry, personal_model_path
 from harstream.stream.protocol import Prediction, SampleBatch, decode_output, encode_samples
 from harstream.stream.worker import WorkerConfig, serve
 

@@ -89,10 +89,11 @@ def run(args: argparse.Namespace) -> int:
     import signal
     import threading
 
+    from harstream.models.personal_serving import load_personal_model
     from harstream.stream import bus
     from harstream.stream.bus_auth import BusAuthError
     from harstream.stream.model_routing import ModelRouter
-    from harstream.stream.personal_registry import PersonalRegistry, load_personal_model, personal_dir
+    from harstream.stream.personal_registry import PersonalRegistry, personal_dir
     from harstream.stream.worker import WorkerConfig, serve
 
     ingest, output = args.ingest, args.publish
