@@ -31,6 +31,12 @@
     { activity: "downstairs", name: "Walk downstairs", moving: true, say: "Walk down a flight of stairs (skip if there are none)." },
   ];
 
+  const SAID = {
+    WALKING: "walking", WALKING_UPSTAIRS: "walking upstairs", WALKING_DOWNSTAIRS: "walking downstairs",
+    SITTING: "sitting", STANDING: "standing", LAYING: "lying down",
+  };
+  const said = (activity) => SAID[activity] || activity.toLowerCase();
+
   const cal = {
     phase: "idle", // idle | ready | get-ready | recording | checking | fitting | done
     step: 0, first: null, last: null, recent: [], moving: null, liveChecks: 0, liveRight: 0,
@@ -207,13 +213,13 @@
     for (const activity of msg.calibrated) {
       const li = document.createElement("li");
       li.className = "kept";
-      li.textContent = `✓ ${activity.toLowerCase().replaceAll("_", " ")} learned`;
+      li.textContent = `✓ ${said(activity)} learned`;
       list.append(li);
     }
     for (const [activity, reason] of Object.entries(msg.refused)) {
       const li = document.createElement("li");
       li.className = "refused";
-      li.textContent = `✗ ${activity.toLowerCase().replaceAll("_", " ")} not used: ${reason}`;
+      li.textContent = `✗ ${said(activity)} not used: ${reason}`;
       list.append(li);
     }
     box.append(list);
