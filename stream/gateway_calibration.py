@@ -37,7 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from .calibration import CalibrationError, CalibrationLimits, CalibrationSession, device_folder_name
+from .calibration import CalibrationError, CalibrationLimits, CalibrationSession, device_folder_name, parse_activity
 from .gateway_counters import Counters
 from .protocol import SampleBatch
 
@@ -104,8 +104,9 @@ class Calibrations:
         if desk is not None and desk.fitting and action != "cancel":
             raise CalibrationError("busy", "this device's calibration is being fitted; wait for its result")
         if action == "start":
+            activity = parse_activity(msg.get("activity"))  # before a desk is opened for it
             desk = desk or self._open(device, now)
-            activity = desk.session.start(msg.get("activity"))
+            desk.session.start(activity)
             desk.touched = now
             await reply({"type": "calibration", "event": "started", "activity": activity})
         elif action == "stop":
