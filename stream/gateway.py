@@ -288,7 +288,8 @@ class Gateway:
                     continue
                 body = json.dumps({"type": "prediction", "device": local_device(p.device), "bus_device": p.device,
                                    "label": p.label, "smoothed": p.smoothed, "probs": p.probs, "t_end": p.t_end,
-                                   "latency_ms": p.latency_ms, "model": p.model})
+                                   "latency_ms": p.latency_ms, "model": p.model, "mode": p.mode,
+                                   "classes": p.classes})
             except (ProtocolError, TypeError, ValueError) as exc:  # a bad prediction must not stop the others
                 self.counts["bad_predictions"] += 1
                 log.debug("prediction not forwarded: %s", exc)

@@ -6,10 +6,10 @@ can name them. Sizes are bytes, times seconds, rates per second.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 from . import bus
+from .personal_registry import personal_dir as registry_folder
 
 
 @dataclass
@@ -58,6 +58,6 @@ class GatewayConfig:
     # written under calibration_dir/<device folder>/, the personal model into
     # personal_dir, the registry the worker watches (same default and variable).
     calibration_dir: str = "runs/calibration"
-    personal_dir: str = field(default_factory=lambda: os.environ.get("HARSTREAM_PERSONAL_DIR") or "runs/personal")
+    personal_dir: str = field(default_factory=lambda: str(registry_folder()))
     calibration_max_take: float = 120.0  # seconds kept of one activity's take
     calibration_max_bytes: int = 4 * 1024 * 1024  # one device's calibration files together

@@ -19,7 +19,7 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-net
         "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 pytestmark = [
-    pytest.mark.timeout(120),
+    pytest.mark.timeout(240),
     pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (`make browser` installs Debian's chromium)"),
 ]
 
@@ -126,21 +126,24 @@ def test_phone_page_resumes_streaming_after_the_gateway_restarts():
     asyncio.run(main())
 
 
-# Calibration: synthetic motion of one kind, stamped on a clock of its own that
-# starts 100 s in the past and runs `speed` times faster than real time, so a
-# 22 s take is dispatched in about a second (the page counts down by the
-# readings' own times, as it would on a phone). The page's real devicemotion
-# listener receives every event.
+# Calibration: synthetic motion of one kind, stamped on a clock of its own
+# (window.__motionT, first set `offset` seconds from now) that runs `speed`
+# times faster than real time, so a 22 s take is dispatched in about a second
+# (the page counts down by the readings' own times, as it would on a phone).
+# The page's real devicemotion listener receives every event. Setting
+# window.__stopMotion ends it early.
 CALIBRATION_MOTION = """
-([kind, seconds, speed]) => new Promise((done) => {
+([kind, seconds, speed, offset]) => new Promise((done) => {
   const G = 9.80665;
-  if (window.__motionT === undefined) window.__motionT = performance.timeOrigin + performance.now() - 100000;
-  const total = Math.round(seconds * 50), perTick = Math.max(1, Math.round(speed * 16 / 20));
+  if (window.__motionT === undefined) window.__motionT = performance.timeOrigin + performance.now() + offset * 1000;
+  window.__stopMotion = false;
+  const total = Math.round(seconds * 50), wallStart = performance.now();
   const gravity = {sit: [0, 0.3, 0.95], stand: [0, 1, 0.05], lie: [1, 0, 0.02]};
   let sent = 0, seed = 1;
   const noise = () => { seed = (seed * 16807) % 2147483647; return seed / 2147483647 - 0.5; };
   const timer = setInterval(() => {
-    for (let i = 0; i < perTick && sent < total; i++, sent++) {
+    const due = Math.min(total, Math.floor((performance.now() - wallStart) * speed / 20));
+    for (; sent < due; sent++) {
       const t = window.__motionT;
       window.__motionT += 20;
       const s = t / 1000;
@@ -161,19 +164,19 @@ CALIBRATION_MOTION = """
       Object.defineProperty(event, "timeStamp", {value: t - performance.timeOrigin});
       window.dispatchEvent(event);
     }
-    if (sent >= total) { clearInterval(timer); done(); }
+    if (sent >= total || window.__stopMotion) { clearInterval(timer); done(); }
   }, 16);
 })
 """
 CAL_PHASE = "window.harstream.calibration.phase"
 
 
-async def take(page, kind: str, seconds: float = 24, speed: float = 20) -> str:
+async def take(page, kind: str, seconds: float = 24, speed: float = 20, offset: float = -100) -> str:
     """Start the current step, move like ``kind`` until the page stops the take; its check text."""
     await page.wait_for_function(f"{CAL_PHASE} === 'ready'")
     await page.click("#cal-go")
     await page.wait_for_function(f"{CAL_PHASE} === 'recording'")
-    await page.evaluate(CALIBRATION_MOTION, [kind, seconds, speed])
+    await page.evaluate(CALIBRATION_MOTION, [kind, seconds, speed, offset])
     await page.wait_for_function(f"{CAL_PHASE} === 'ready' && document.getElementById('cal-check').textContent !== ''")
     return await page.text_content("#cal-check")
 
@@ -238,3 +241,87 @@ def test_phone_page_calibration_writes_a_personal_model_into_the_registry(runnin
     seconds = {r.name: len(r.samples) / 50 for r in takes.recordings}
     assert set(seconds) == {"walking-1", "sitting-1", "standing-1", "laying-1"}
     assert all(20 <= s <= 23 for s in seconds.values()), seconds
+
+
+async def calibrate_walk_sit_stand(page, offset: float) -> dict:
+    """Walk, sit and stand on the page; lying and stairs skipped. The result shown."""
+    for kind in ("walk", "sit", "stand"):
+        check = await take(page, kind, offset=offset)
+        assert check.startswith("✓"), (kind, check)
+        await page.click("#cal-next")
+    for _ in range(3):
+        await page.click("#cal-skip")
+    await page.wait_for_function(f"{CAL_PHASE} === 'done'", timeout=60_000)
+    return await page.evaluate("window.harstream.calibration.result")
+
+
+async def move_until(page, kind: str, condition: str, timeout_s: float) -> None:
+    """Real-time synthetic motion until ``condition`` (page JS) holds."""
+    motion = asyncio.ensure_future(page.evaluate(CALIBRATION_MOTION, [kind, timeout_s + 5, 1, 0]))
+    try:
+        await page.wait_for_function(condition, timeout=timeout_s * 1000)
+    finally:
+        await page.evaluate("window.__stopMotion = true")
+        await motion
+
+
+def test_a_phone_calibrated_on_the_page_is_served_by_its_personal_model_without_a_restart(ipc_address, tmp_path):
+    """The whole path: a real worker (its own process) serves the page's phone
+    in mode any; the page's calibration goes through the gateway into the
+    registry folder the worker watches; the same worker, not restarted, then
+    serves the phone with its personal model, and the predictions coming back
+    to the page say so — and name the posture it was taught."""
+    import subprocess
+    import sys
+
+    from playwright.async_api import async_playwright
+
+    from harstream.commands.gateway import PersonalFitter
+
+    ingest, output = ipc_address("ingest"), ipc_address("output")
+    registry = tmp_path / "personal"
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "harstream", "worker", "--ingest", ingest, "--publish", output, "--personal-dir",
+         str(registry), "--personal-poll", "0.2", "--runtime", "keras", "--stats-every", "0"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+
+    async def main():
+        config = GatewayConfig(port=0, ingest=ingest, output=output, stats_interval=0,
+                               calibration_dir=str(tmp_path / "calibration"), personal_dir=str(registry))
+        gw = Gateway(config, fit=PersonalFitter())
+        await gw.start()
+        try:
+            async with async_playwright() as pw:
+                browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+                page = await browser.new_page()
+                await page.goto(f"http://127.0.0.1:{gw.port}/phone?calib=22&ready=0")
+                await page.click("#start")
+                await page.wait_for_function("document.getElementById('status').textContent === 'streaming'")
+                # Before calibration: the worker serves this phone placement-free.
+                await move_until(page, "walk", "window.harstream.mode === 'any'", 90)
+                assert "calibrate to see sitting/standing/lying" in await page.text_content("#mode")
+
+                await page.click("#cal-begin")
+                result = await calibrate_walk_sit_stand(page, offset=0)
+                assert result["calibrated"] == ["WALKING", "SITTING", "STANDING"] and result["refused"] == {}
+                assert (registry / result["model"]).is_file()
+
+                # The worker picks the model up while the phone streams on.
+                await move_until(page, "sit", "window.harstream.mode === 'personal'", 60)
+                mode = await page.text_content("#mode")
+                assert mode.startswith("mode: personal") and "sitting, standing" in mode
+                await move_until(page, "sit", "document.getElementById('activity').textContent === 'sitting'", 30)
+                assert worker.poll() is None  # never restarted
+                await browser.close()
+        finally:
+            await gw.close()
+
+    try:
+        asyncio.run(main())
+    finally:
+        worker.terminate()
+        try:
+            worker.wait(20)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
