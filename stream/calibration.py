@@ -79,6 +79,9 @@ class CalibrationLimits:
     max_bytes: int = 4 * 1024 * 1024  # all of a device's CSV files together
 
 
+DEFAULT_LIMITS = CalibrationLimits()
+
+
 def parse_activity(name: object) -> str:
     """The activity (an ACTIVITIES name) a page or CLI name stands for.
 
@@ -90,7 +93,9 @@ def parse_activity(name: object) -> str:
         if key in ALIASES:
             return ALIASES[key]
     shown = repr(name)[:60]
-    raise CalibrationError("calibration", f"activity {shown}: expected one of walk, upstairs, downstairs, sit, stand, lie")
+    raise CalibrationError(
+        "calibration", f"activity {shown}: expected one of walk, upstairs, downstairs, sit, stand, lie"
+    )
 
 
 def device_folder_name(device: str) -> str:
@@ -187,7 +192,7 @@ class CalibrationSession:
     :class:`TakeCheck`. ``files()`` renders every kept take.
     """
 
-    def __init__(self, device: str, limits: CalibrationLimits = CalibrationLimits()):
+    def __init__(self, device: str, limits: CalibrationLimits = DEFAULT_LIMITS):
         self.device = device
         self.limits = limits
         self.takes: dict[str, Take] = {}

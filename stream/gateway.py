@@ -43,8 +43,8 @@ import zmq.asyncio
 from starlette.routing import BaseRoute
 
 from . import bus
-from .connection_guards import guarded_protocols
 from .calibration import CalibrationLimits
+from .connection_guards import guarded_protocols
 from .device_claims import ClaimTable, bus_device, local_device
 from .gateway_admission import HostPolicy, is_loopback
 from .gateway_app import build_app

@@ -37,7 +37,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from .calibration import CalibrationError, CalibrationLimits, CalibrationSession, device_folder_name, parse_activity
+from .calibration import (
+    DEFAULT_LIMITS,
+    CalibrationError,
+    CalibrationLimits,
+    CalibrationSession,
+    device_folder_name,
+    parse_activity,
+)
 from .gateway_counters import Counters
 from .protocol import SampleBatch
 
@@ -65,7 +72,7 @@ class Calibrations:
     """Every device's calibration in this gateway."""
 
     def __init__(self, data_dir: str | Path, personal_dir: str | Path, fit: FitFunction | None,
-                 counters: Counters, limits: CalibrationLimits = CalibrationLimits()):  # fmt: skip
+                 counters: Counters, limits: CalibrationLimits = DEFAULT_LIMITS):  # fmt: skip
         self.data_dir = Path(data_dir)
         self.personal_dir = Path(personal_dir)
         self.fit = fit
@@ -133,7 +140,9 @@ class Calibrations:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         else:
-            raise CalibrationError("calibration", f"action {str(action)[:40]!r}: expected start, stop, discard, finish or cancel")
+            raise CalibrationError(
+                "calibration", f"action {str(action)[:40]!r}: expected start, stop, discard, finish or cancel"
+            )
 
     def _open(self, device: str, now: float) -> _Desk:
         for gone in [d for d, desk in self._desks.items() if now - desk.touched > SESSION_IDLE_S and not desk.fitting]:
@@ -159,7 +168,12 @@ class Calibrations:
         except Exception as exc:  # unreadable files, a fit error: this device's answer, not the gateway's end
             log.warning("calibration of %s failed: %s", device, exc)
             self.counters.reject("calibration_failed", f"{device}: {exc}")
-            message = {"type": "calibration", "event": "error", "reason": "calibration_failed", "detail": str(exc)[:300]}
+            message = {
+                "type": "calibration",
+                "event": "error",
+                "reason": "calibration_failed",
+                "detail": str(exc)[:300],
+            }
         finally:
             self._queued -= 1
             self._desks.pop(device, None)
