@@ -216,7 +216,7 @@ class CalibrationSession:
             return
         if len(samples) > room:
             samples, take.truncated = samples[:room], True
-        samples = np.array(samples, np.float64)  # a copy: the caller's batch may be reused
+        samples = np.array(samples, np.float32)  # a copy (the caller's batch may be reused), as on the bus
         # A gap (the resampler started a new segment) starts a new piece: a CSV
         # may not pause for more than 0.5 s, and interpolating across would invent data.
         if take.pieces and self._next_t is not None and abs(t0 - self._next_t) < 0.5 / RATE_HZ:

@@ -56,7 +56,7 @@ log = logging.getLogger("harstream.gateway")
 FitFunction = Callable[[Path, str, Path], dict]
 Reply = Callable[[dict], Awaitable[None]]
 
-MAX_SESSIONS = 64  # devices calibrating at once (each holds at most a few MB)
+MAX_SESSIONS = 32  # devices calibrating at once (each holds < 1 MB: 6 takes of 120 s, float32)
 MAX_QUEUED_FITS = 4  # fits waiting for the thread; past this ``busy``
 SESSION_IDLE_S = 600.0  # a calibration untouched this long is forgotten
 
