@@ -43,10 +43,12 @@ import zmq.asyncio
 from starlette.routing import BaseRoute
 
 from . import bus
+from .calibration import CalibrationLimits
 from .connection_guards import guarded_protocols
 from .device_claims import ClaimTable, bus_device, local_device
 from .gateway_admission import HostPolicy, is_loopback
 from .gateway_app import build_app
+from .gateway_calibration import Calibrations, FitFunction
 from .gateway_config import GatewayConfig
 from .gateway_counters import Counters
 from .phone_feeds import FeedTable
@@ -72,7 +74,7 @@ class _Server(uvicorn.Server):
 class Gateway:
     """The running gateway. ``await start()``, then ``await close()``."""
 
-    def __init__(self, config: GatewayConfig, extra_routes: Sequence[BaseRoute] = ()):
+    def __init__(self, config: GatewayConfig, extra_routes: Sequence[BaseRoute] = (), fit: FitFunction | None = None):
         if not is_loopback(config.host) and not config.token:
             raise ValueError(f"binding {config.host} (not loopback) requires a token (--token)")
         if bool(config.tls_cert) != bool(config.tls_key):
@@ -83,6 +85,11 @@ class Gateway:
         self.feeds = FeedTable(max_gap=config.max_gap, max_span=config.max_span, max_ahead=config.max_ahead,
                                max_readings_per_s=config.max_readings_per_s)
         self._subscribed: set[str] = set()  # devices whose predictions we receive
+        # ``fit`` comes from the command (this package does not import the
+        # models); without it calibration messages are refused.
+        self.calibrations = Calibrations(
+            config.calibration_dir, config.personal_dir, fit, self.counters,
+            CalibrationLimits(config.calibration_max_take, config.calibration_max_bytes))
         self.started = time.time()
         self._extra_routes = extra_routes
         self._ctx = zmq.asyncio.Context()
@@ -161,6 +168,7 @@ class Gateway:
         for task in others:
             task.cancel()
         await asyncio.gather(*others, return_exceptions=True)
+        await self.calibrations.close()
         if serving:
             try:
                 async with asyncio.timeout(5):
@@ -196,6 +204,7 @@ class Gateway:
             "devices_seen": len(self.feeds),
             "counts": dict(self.counts),
             "rejects": dict(self.rejects),
+            "calibration": self.calibrations.stats(),
             "devices": {
                 d: {"source": f.source, "samples_out": f.samples_out, "segments": f.resampler.segments,
                     "late": f.resampler.late, "idle_s": round(now - f.last_seen, 1)}
@@ -261,6 +270,7 @@ class Gateway:
                 self.counts["bus_dropped"] += len(batch)
                 continue
             sent += len(batch)
+            self.calibrations.feed(batch)  # kept only while the device records a calibration take
         if feed.resampler.late > late:
             self.rejects["late"] += feed.resampler.late - late
         self.counts["samples_out"] += sent
@@ -278,7 +288,8 @@ class Gateway:
                     continue
                 body = json.dumps({"type": "prediction", "device": local_device(p.device), "bus_device": p.device,
                                    "label": p.label, "smoothed": p.smoothed, "probs": p.probs, "t_end": p.t_end,
-                                   "latency_ms": p.latency_ms, "model": p.model})
+                                   "latency_ms": p.latency_ms, "model": p.model, "mode": p.mode,
+                                   "classes": p.classes})
             except (ProtocolError, TypeError, ValueError) as exc:  # a bad prediction must not stop the others
                 self.counts["bad_predictions"] += 1
                 log.debug("prediction not forwarded: %s", exc)
@@ -289,9 +300,9 @@ class Gateway:
                 self.counts["predictions_dropped"] += 1
 
 
-async def run_gateway(config: GatewayConfig) -> None:
-    """Run until cancelled (Ctrl-C)."""
-    gateway = Gateway(config)
+async def run_gateway(config: GatewayConfig, fit: FitFunction | None = None) -> None:
+    """Run until cancelled (Ctrl-C); ``fit`` enables calibration (:mod:`.gateway_calibration`)."""
+    gateway = Gateway(config, fit=fit)
     await gateway.start()
     try:
         await gateway.serve_forever()

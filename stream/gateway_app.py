@@ -57,7 +57,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("harstream.gateway")
 
-STATIC = {"/phone": ("phone.html", "text/html; charset=utf-8"), "/phone.js": ("phone.js", "text/javascript")}
+STATIC = {"/phone": ("phone.html", "text/html; charset=utf-8"), "/phone.js": ("phone.js", "text/javascript"),
+          "/calibrate.js": ("calibrate.js", "text/javascript")}
 PUBLIC = ("/", *STATIC)  # served without a token: the page reads the token from its own URL
 OUTBOX = 64  # messages queued to one phone; past this, predictions for it are dropped (counted)
 MAX_SESSIONS = 10_000  # Sensor Logger HTTP sessions whose message order is tracked
@@ -317,6 +318,11 @@ class Routes:
         """One message of a phone's WebSocket (raises :class:`FormatError`)."""
         gw = self.gateway
         msg = load_message(raw)
+        if msg.get("type") == "calibrate":  # guided calibration (stream/gateway_calibration.py)
+            if session.hello is None or session.device is None:
+                raise FormatError("order", "send a hello before calibrating")
+            await gw.calibrations.handle(session.device, msg, conn.reply)
+            return
         fmt = detect_format(msg)
         if session.kind is None:
             session.kind = fmt

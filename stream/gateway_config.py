@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from . import bus
+from .personal_registry import personal_dir as registry_folder
 
 
 @dataclass
@@ -52,3 +53,11 @@ class GatewayConfig:
     max_span: float = 60.0  # one message's readings may span at most this long
     max_ahead: float = 30.0  # a message may start this far beyond what the wall clock allows
     stats_interval: float = 5.0  # seconds between log lines; 0 = never
+
+    # Calibration (/phone "Teach harstream this phone"): labelled takes are
+    # written under calibration_dir/<device folder>/, the personal model into
+    # personal_dir, the registry the worker watches (same default and variable).
+    calibration_dir: str = "runs/calibration"
+    personal_dir: str = field(default_factory=lambda: str(registry_folder()))
+    calibration_max_take: float = 120.0  # seconds kept of one activity's take
+    calibration_max_bytes: int = 4 * 1024 * 1024  # one device's calibration files together

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import threading
+from pathlib import Path
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -39,6 +41,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="cut off a client that reads nothing this long while data waits for it (s)")
     parser.add_argument("--max-gap", type=float, default=0.5, help="silence (s) that starts a new segment")
     parser.add_argument("--stats-interval", type=float, default=5.0, help="seconds between stats log lines (0: off)")
+    parser.add_argument("--calibration-dir", default="runs/calibration", metavar="DIR",
+                        help="where the /phone page's calibration takes are written as CSV, one folder per device "
+                             "(default runs/calibration)")
+    parser.add_argument("--personal-dir", default=None, metavar="DIR",
+                        help="where personal models are saved: the folder `harstream worker --personal-dir` watches "
+                             "(default $HARSTREAM_PERSONAL_DIR or runs/personal)")
+    parser.add_argument("--base-model", default=None, metavar="PATH.keras",
+                        help="placement-free model personal models build on (default the shipped any.keras)")
+    parser.add_argument("--no-calibration", action="store_true", help="refuse calibration from the /phone page")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -57,11 +68,14 @@ def run(args: argparse.Namespace) -> int:
         connect=args.connect, device=args.device, max_message=args.max_message,
         max_connections=args.max_connections, max_messages_per_s=args.rate_limit,
         max_readings_per_s=args.readings_limit, idle_timeout=args.idle_timeout,
-        max_gap=args.max_gap, stats_interval=args.stats_interval,
+        max_gap=args.max_gap, stats_interval=args.stats_interval, calibration_dir=args.calibration_dir,
     )
+    if args.personal_dir:
+        config.personal_dir = args.personal_dir
     log = logging.getLogger("harstream.gateway")
     try:
-        asyncio.run(run_gateway(config))
+        fit = None if args.no_calibration else PersonalFitter(args.base_model)
+        asyncio.run(run_gateway(config, fit=fit))
     except ValueError as exc:
         log.error("%s", exc)
         return 2
@@ -69,3 +83,29 @@ def run(args: argparse.Namespace) -> int:
         log.error("cannot serve on %s:%d: %s", args.host, args.port, exc)
         return 1
     return 0
+
+
+class PersonalFitter:
+    """The gateway's ``fit``: a personal model from a device's calibration CSVs,
+    as ``harstream calibrate`` makes it (load_csv, fit_personal, save_personal).
+    The base model is loaded on first use, in the fit thread."""
+
+    def __init__(self, base: str | Path | None = None):
+        self.base_path = base
+        self._base = None
+        self._lock = threading.Lock()
+
+    def __call__(self, folder: Path, device: str, out: Path) -> dict:
+        from harstream.models.artifact import ANY_MODEL, load_artifact
+        from harstream.models.personal import fit_personal, save_personal
+        from harstream.stream.recordings import load_csv
+
+        with self._lock:
+            if self._base is None:
+                self._base = load_artifact(self.base_path or ANY_MODEL)
+            dataset = load_csv(folder)
+            fit = fit_personal(dataset.recordings, self._base)
+            save_personal(fit, out, device, self._base, command=f"/phone calibration of {device}")
+        return {"calibrated": fit.calibrated, "refused": fit.refused, "classes": fit.classes,
+                "fit_seconds": round(fit.seconds, 2),
+                "takes": {c.activity: {"seconds": c.seconds, "windows": c.windows} for c in fit.checks}}

@@ -36,7 +36,9 @@ function socketUrl() {
 
 const state = {
   device: deviceId(), busDevice: null, ws: null, acc: [], gyro: [], sent: 0, started: false, predictions: 0,
-  retryMs: 1000, reconnects: 0,
+  retryMs: 1000, reconnects: 0, mode: null, model: null,
+  motionListeners: [], // calibrate.js: called with (t ms, [x, y, z] m/s²) for every acceleration reading
+  onCalibration: null, // calibrate.js: called with every {type: "calibration"} answer
 };
 const $ = (id) => document.getElementById(id);
 
@@ -48,6 +50,7 @@ function onMotion(event) {
   const r = event.rotationRate;
   if (a && a.x !== null && a.y !== null && a.z !== null) {
     state.acc.push([t, a.x, a.y, a.z]);
+    for (const listener of state.motionListeners) listener(t, [a.x, a.y, a.z]);
   }
   // rotationRate: alpha about z, beta about x, gamma about y (deg/s).
   if (r && r.alpha !== null && r.beta !== null && r.gamma !== null) {
@@ -73,6 +76,35 @@ function flush() {
   $("sent").textContent = String(state.sent);
 }
 
+// Sends a message after every reading taken so far, so that the gateway sees
+// them before it (calibration takes are cut by these messages). False when offline.
+function sendNow(message) {
+  flush();
+  const ws = state.ws;
+  if (!ws || ws.readyState !== WebSocket.OPEN || !state.busDevice) return false;
+  ws.send(JSON.stringify(message));
+  return true;
+}
+
+const MODE_TEXT = {
+  any: "any placement: moving or still, walking and stairs; calibrate to see sitting/standing/lying",
+  personal: "calibrated on this phone",
+  waist: "the waist model (phone worn at the waist, like the HAPT recordings)",
+};
+
+function showMode(msg) {
+  if (!msg.mode || (msg.mode === state.mode && msg.model === state.model)) return;
+  state.mode = msg.mode;
+  state.model = msg.model;
+  let text = MODE_TEXT[msg.mode] || "";
+  if (msg.mode === "personal" && Array.isArray(msg.classes)) {
+    const postures = msg.classes.filter((c) => ["SITTING", "STANDING", "LAYING"].includes(c));
+    text += postures.length ? ` (${postures.map((c) => c.toLowerCase()).join(", ")})` : " (no posture kept)";
+  }
+  $("mode").textContent = `mode: ${msg.mode}${text ? " — " + text : ""}`;
+  $("model").textContent = msg.model || "–";
+}
+
 function connect() {
   $("status").textContent = "connecting…";
   const ws = new WebSocket(socketUrl());
@@ -94,6 +126,9 @@ function connect() {
     } else if (msg.type === "prediction") {
       state.predictions += 1;
       $("activity").textContent = (msg.smoothed || msg.label).replaceAll("_", " ").toLowerCase();
+      showMode(msg);
+    } else if (msg.type === "calibration") {
+      if (state.onCalibration) state.onCalibration(msg);
     } else if (msg.type === "error") {
       $("error").textContent = `${msg.reason}: ${msg.detail}`;
     }
@@ -111,18 +146,18 @@ function connect() {
 }
 
 async function start() {
-  if (state.started) return;
+  if (state.started) return true;
   $("error").textContent = "";
   // iOS asks the user, and only from a tap; elsewhere there is nothing to ask.
   if (typeof DeviceMotionEvent !== "undefined" && typeof DeviceMotionEvent.requestPermission === "function") {
     try {
       if (await DeviceMotionEvent.requestPermission() !== "granted") {
         $("error").textContent = "motion sensor permission denied";
-        return;
+        return false;
       }
     } catch (err) {
       $("error").textContent = String(err);
-      return;
+      return false;
     }
   }
   if (!window.isSecureContext) {
@@ -133,8 +168,11 @@ async function start() {
   setInterval(flush, FLUSH_MS);
   connect();
   $("start").disabled = true;
+  return true;
 }
 
 $("device").textContent = state.device;
 $("start").addEventListener("click", start);
+state.start = start;
+state.sendNow = sendNow;
 window.harstream = state;
