@@ -36,12 +36,12 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from .calibration import device_folder_name
 from .model_routing import ModelRouter, ServedModel
 from .protocol import check_device_id
 
@@ -51,7 +51,6 @@ DEFAULT_PERSONAL_DIR = Path("runs/personal")
 #: A model file larger than this is refused unread (a personal model is a few hundred kB).
 #: At most this many refusals are kept by name for the stats.
 MAX_REFUSALS_LISTED = 50
-_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 
 def personal_dir(option: str | None = None) -> Path:
@@ -60,15 +59,16 @@ def personal_dir(option: str | None = None) -> Path:
 
 
 def personal_model_name(device: str) -> str:
-    """A file-system-safe name for a device's personal model (no path
-    separators, no leading dot, so no way out of the folder).
+    """The file name (without ``.keras``) of a device's personal model: the
+    same safe, unique-per-id name as its calibration folder
+    (:func:`~harstream.stream.calibration.device_folder_name`), so no way out
+    of the folder and no two devices sharing a file.
 
-    >>> personal_model_name("phone:pixel-7"), personal_model_name("..")
-    ('phone_pixel-7', '_.')
+    >>> personal_model_name("phone:pixel-7")
+    'phone-pixel-7-57f2f006db99'
     """
     check_device_id(device)
-    name = _UNSAFE.sub("_", device)
-    return "_" + name[1:] if name.startswith(".") else name
+    return device_folder_name(device)
 
 
 def personal_model_path(folder: str | Path, device: str) -> Path:
