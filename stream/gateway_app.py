@@ -27,7 +27,7 @@ import logging
 import time
 from collections.abc import Sequence
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import parse_qs
 
 from starlette.applications import Starlette
@@ -40,6 +40,7 @@ from starlette.websockets import WebSocket
 
 from .device_claims import local_device
 from .gateway_admission import HostPolicy, RateLimit, Refusal, check_head, check_host, check_origin, check_token
+from .gateway_port import GatewayPort
 from .phone_formats import (
     FormatError,
     Hello,
@@ -52,13 +53,13 @@ from .phone_formats import (
     parse_sensor_logger,
 )
 
-if TYPE_CHECKING:
-    from .gateway import Gateway
-
 log = logging.getLogger("harstream.gateway")
 
-STATIC = {"/phone": ("phone.html", "text/html; charset=utf-8"), "/phone.js": ("phone.js", "text/javascript"),
-          "/calibrate.js": ("calibrate.js", "text/javascript")}
+STATIC = {
+    "/phone": ("phone.html", "text/html; charset=utf-8"),
+    "/phone.js": ("phone.js", "text/javascript"),
+    "/calibrate.js": ("calibrate.js", "text/javascript"),
+}
 PUBLIC = ("/", *STATIC)  # served without a token: the page reads the token from its own URL
 OUTBOX = 64  # messages queued to one phone; past this, predictions for it are dropped (counted)
 MAX_SESSIONS = 10_000  # Sensor Logger HTTP sessions whose message order is tracked
@@ -70,7 +71,7 @@ HTTP_STATUS = {"device_in_use": 409, "too_large": 413, "rate_limit": 429, "busy"
 class Admission:
     """ASGI middleware: Host, header sanity, token and Origin, before any route runs."""
 
-    def __init__(self, app: ASGIApp, gateway: Gateway, policy: HostPolicy):
+    def __init__(self, app: ASGIApp, gateway: GatewayPort, policy: HostPolicy):
         self.app, self.gateway, self.policy = app, gateway, policy
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -78,8 +79,9 @@ class Admission:
             return await self.app(scope, receive, send)
         c = self.gateway.config
         headers = scope["headers"]
-        refusal = (check_head(headers, len(scope["raw_path"]) + len(scope["query_string"]), c.max_headers, c.max_target, c.max_head)
-                   or check_host(headers, self.policy))
+        refusal = check_head(
+            headers, len(scope["raw_path"]) + len(scope["query_string"]), c.max_headers, c.max_target, c.max_head
+        ) or check_host(headers, self.policy)
         if refusal is None and scope["path"] not in PUBLIC:
             refusal = check_token(c.token, scope["query_string"], headers) or check_origin(headers)
         if refusal is None:
@@ -91,14 +93,18 @@ class Admission:
 async def refuse(scope: Scope, send: Send, refusal: Refusal) -> None:
     """Answer ``refusal`` as plain text, on HTTP or as a WebSocket handshake denial."""
     body = (refusal.text + "\n").encode()
-    headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode()),
-               (b"cache-control", b"no-store"), (b"connection", b"close")]
+    headers = [
+        (b"content-type", b"text/plain; charset=utf-8"),
+        (b"content-length", str(len(body)).encode()),
+        (b"cache-control", b"no-store"),
+        (b"connection", b"close"),
+    ]
     kind = "http" if scope["type"] == "http" else "websocket.http"
     await send({"type": f"{kind}.response.start", "status": refusal.status, "headers": headers})
     await send({"type": f"{kind}.response.body", "body": body})
 
 
-def build_app(gateway: Gateway, policy: HostPolicy, extra_routes: Sequence[BaseRoute] = ()) -> ASGIApp:
+def build_app(gateway: GatewayPort, policy: HostPolicy, extra_routes: Sequence[BaseRoute] = ()) -> ASGIApp:
     """The gateway's ASGI app: routes (plus ``extra_routes``) behind :class:`Admission`."""
     routes = Routes(gateway)
     table: list[BaseRoute] = [
@@ -181,16 +187,20 @@ class PhoneConnection:
 class Routes:
     """The handlers; all state lives in the :class:`~.gateway.Gateway`."""
 
-    def __init__(self, gateway: Gateway):
+    def __init__(self, gateway: GatewayPort):
         self.gateway = gateway
-        self._static = {path: resources.files(__package__).joinpath("static", name).read_bytes()
-                        for path, (name, _) in STATIC.items()}
+        self._static = {
+            path: resources.files(__package__).joinpath("static", name).read_bytes()
+            for path, (name, _) in STATIC.items()
+        }
         self._orders: dict[Any, MessageOrder] = {}  # Sensor Logger HTTP sessions
 
     # ---------------------------------------------------------------- HTTP
 
     async def index(self, request: Request) -> Response:
-        return PlainTextResponse("harstream gateway: WebSocket /ws, Sensor Logger POST /data, phone page /phone, /stats\n")
+        return PlainTextResponse(
+            "harstream gateway: WebSocket /ws, Sensor Logger POST /data, phone page /phone, /stats\n"
+        )
 
     async def static(self, request: Request) -> Response:
         path = request.url.path
@@ -222,8 +232,11 @@ class Routes:
                 gw.publish(device, ready, "sensorlogger")
         except FormatError as exc:
             gw.counters.reject(exc.reason, exc.detail)
-            return PlainTextResponse(f"{exc.reason}: {exc.detail}\n", status_code=HTTP_STATUS.get(exc.reason, 400),
-                                     headers=CLOSE if exc.reason == "too_large" else None)
+            return PlainTextResponse(
+                f"{exc.reason}: {exc.detail}\n",
+                status_code=HTTP_STATUS.get(exc.reason, 400),
+                headers=CLOSE if exc.reason == "too_large" else None,
+            )
         except TimeoutError:
             gw.counters.reject("timeout", "POST body")
             return PlainTextResponse(f"body not complete within {c.open_timeout:g} s\n", status_code=408, headers=CLOSE)
@@ -261,7 +274,9 @@ class Routes:
                 elif size > DRAIN_FACTOR * limit:
                     break
         if size > limit:
-            raise FormatError("too_large", f"body of {size}{'+' if size > DRAIN_FACTOR * limit else ''} bytes, at most {limit}")
+            raise FormatError(
+                "too_large", f"body of {size}{'+' if size > DRAIN_FACTOR * limit else ''} bytes, at most {limit}"
+            )
         return bytes(body)
 
     # ----------------------------------------------------------- WebSocket
@@ -338,8 +353,15 @@ class Routes:
                 session.hello = hello
                 claim = gw.claims.get(session.device)
                 assert claim is not None
-                await conn.reply({"type": "welcome", "device": hello.device, "bus_device": session.device,
-                                  "key": claim.key, "rate": 50})
+                await conn.reply(
+                    {
+                        "type": "welcome",
+                        "device": hello.device,
+                        "bus_device": session.device,
+                        "key": claim.key,
+                        "rate": 50,
+                    }
+                )
                 return
             if session.hello is None:
                 raise FormatError("order", "send a hello before samples")
@@ -350,7 +372,9 @@ class Routes:
             if session.device is None:
                 session.device = gw.claim(readings.device, conn, None, conn=conn)
             elif readings.device != local_device(session.device):
-                raise FormatError("device", f"deviceId {readings.device!r} on a connection of {local_device(session.device)!r}")
+                raise FormatError(
+                    "device", f"deviceId {readings.device!r} on a connection of {local_device(session.device)!r}"
+                )
         else:
             raise FormatError("fields", "SensorServer events are read by `harstream gateway --connect`, not sent here")
         assert session.device is not None
@@ -366,4 +390,3 @@ class _Session:
         self.kind: str | None = None
         self.hello: Hello | None = None
         self.device: str | None = None  # bus id, once claimed
-

@@ -12,32 +12,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Protocol
 from urllib.parse import quote, urlsplit
 
 import numpy as np
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
+from .gateway_port import GatewayPort
 from .phone_formats import FormatError, Readings, check_device, load_message, parse_sensor_server
-
-
-
-class Gateway(Protocol):
-    """What this client needs of the gateway (stream.gateway.Gateway has it);
-    a protocol, so that this module does not import the gateway that imports it."""
-
-    config: Any
-    counters: Any
-
-    @property
-    def closing(self) -> bool: ...
-
-    def claim(self, local: str, owner: Any, key: str | None) -> str: ...
-
-    def release(self, device: str, owner: Any) -> None: ...
-
-    def publish(self, device: str, readings: Readings, source: str) -> int: ...
 
 log = logging.getLogger("harstream.gateway")
 
@@ -57,7 +39,7 @@ def sensor_server_url(url: str) -> str:
     return base
 
 
-async def follow_sensor_server(gateway: Gateway, url: str, device: str | None = None) -> None:
+async def follow_sensor_server(gateway: GatewayPort, url: str, device: str | None = None) -> None:
     """Read a SensorServer phone into ``gateway``, reconnecting until the gateway closes."""
     local = check_device(device or f"sensorserver-{urlsplit(url).hostname or 'phone'}")
     owner = ("sensorserver", url)
@@ -86,7 +68,7 @@ async def follow_sensor_server(gateway: Gateway, url: str, device: str | None = 
         delay = min(delay * 2, 30.0)
 
 
-async def _read(gateway: Gateway, phone, device: str) -> None:
+async def _read(gateway: GatewayPort, phone, device: str) -> None:
     # One event per message: gather ~100 ms of events before resampling and
     # publishing, so bus messages are not one sample each.
     pending: list[Readings] = []
