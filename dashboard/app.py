@@ -88,10 +88,12 @@ def show_health(state: LiveState, endpoint: str, now: float) -> None:
     workers = []
     for name in health.workers:
         stats = state.stats[name][1]
-        extra = [f"model `{stats['model']}`" if "model" in stats else None,
-                 f"runtime {stats['runtime']}" if "runtime" in stats else None,
-                 f"batch mean {stats['batch_mean']}" if "batch_mean" in stats else None,
-                 f"pending {stats['pending']}" if "pending" in stats else None]
+        extra = [
+            f"model `{stats['model']}`" if "model" in stats else None,
+            f"runtime {stats['runtime']}" if "runtime" in stats else None,
+            f"batch mean {stats['batch_mean']}" if "batch_mean" in stats else None,
+            f"pending {stats['pending']}" if "pending" in stats else None,
+        ]
         details = ", ".join(str(x) for x in extra if x)
         workers.append(f"{name} ({details})" if details else name)
     st.caption(f"Subscribed to `{endpoint}` · workers: {'; '.join(workers) if workers else 'none'}")
@@ -107,12 +109,16 @@ def show_overview(state: LiveState, now: float) -> list[str]:
     mix_col, text_col = st.columns([1, 2])
     mix_col.vega_lite_chart(spec=mix_chart(state.activity_mix(now)), width="stretch")
     if scored:
-        text_col.caption(f"Fleet accuracy against ground truth (the decoded display, since this page opened): "
-                         f"{hits / scored:.1%} of {scored:,} windows")
-    text_col.caption("Cards show what the worker's display decoder decided and for how long; "
-                     "a hatched grey card is a posture change (sit to stand, ...), not an error. "
-                     "The badge is the device's mode: waist (HAPT model), any (placement-free: postures "
-                     "show as STILL) or personal (calibrated on the device).")
+        text_col.caption(
+            f"Fleet accuracy against ground truth (the decoded display, since this page opened): "
+            f"{hits / scored:.1%} of {scored:,} windows"
+        )
+    text_col.caption(
+        "Cards show what the worker's display decoder decided and for how long; "
+        "a hatched grey card is a posture change (sit to stand, ...), not an error. "
+        "The badge is the device's mode: waist (HAPT model), any (placement-free: postures "
+        "show as STILL) or personal (calibrated on the device)."
+    )
     cards = overview_html(rows, stale_after=STALE_AFTER_S)
     if len(rows) > 24:  # a fleet scrolls inside its own box; the device view stays in reach
         with st.container(height=420, border=False):
@@ -130,37 +136,43 @@ def show_device(state: LiveState, devices: list[str]) -> str | None:
     current = st.session_state.get("hs_device")
     if current not in devices:
         current = devices[0]
-    device = st.selectbox("device", devices, index=devices.index(current), key="hs_device_select",
-                          label_visibility="collapsed")
+    device = st.selectbox(
+        "device", devices, index=devices.index(current), key="hs_device_select", label_visibility="collapsed"
+    )
     st.session_state.hs_device = device
     ds = state.devices[device]
     p = ds.latest
     left, right = st.columns([1, 2])
     with left:
-        st.markdown(f"**{pretty(p.smoothed)}** for {duration_text(ds.run_seconds)} (window {p.window}: "
-                    f"raw {pretty(p.label)}, {p.latency_ms:.1f} ms, model `{p.model}`)")
+        st.markdown(
+            f"**{pretty(p.smoothed)}** for {duration_text(ds.run_seconds)} (window {p.window}: "
+            f"raw {pretty(p.label)}, {p.latency_ms:.1f} ms, model `{p.model}`)"
+        )
         if p.mode:
             st.caption(f"Mode **{p.mode}**: {MODE_HINTS.get(p.mode, 'a mode this page does not know')}")
         st.vega_lite_chart(spec=probability_chart(p.smoothed_probs or p.probs, p.probs, classes_of(p)),
                            width="stretch")  # fmt: skip
     with right:
         accuracy = ds.rolling_accuracy()
-        label = "no ground truth" if accuracy is None else f"rolling accuracy {accuracy:.0%} (last 100 labelled windows)"
+        label = (
+            "no ground truth" if accuracy is None else f"rolling accuracy {accuracy:.0%} (last 100 labelled windows)"
+        )
         st.markdown(f"**Activity, last {TIMELINE_S / 60:.0f} min** · {label}")
         st.vega_lite_chart(spec=timeline_chart(ds.segments(TIMELINE_S), TIMELINE_S), width="stretch")
     signal = ds.signal_frame()
     acc_col, gyro_col = st.columns(2)
     if len(signal["t"]):
         acc_col.vega_lite_chart(spec=signal_chart(signal["t"], signal["acc"], "acceleration", "g"), width="stretch")
-        gyro_col.vega_lite_chart(spec=signal_chart(signal["t"], signal["gyro"], "gyroscope", "rad/s"),
-                                 width="stretch")
+        gyro_col.vega_lite_chart(spec=signal_chart(signal["t"], signal["gyro"], "gyroscope", "rad/s"), width="stretch")
     else:
         acc_col.caption("Waiting for this device's signal feed (the page subscribes to the device on screen).")
     matrix = ds.confusion()
     if matrix.sum():
         left, _ = st.columns([3, 2])
-        left.markdown(f"**Confusion matrix since this page opened** ({int(matrix.sum()):,} labelled windows, "
-                      "displayed label vs ground truth; a transition on display counts as *unknown*)")
+        left.markdown(
+            f"**Confusion matrix since this page opened** ({int(matrix.sum()):,} labelled windows, "
+            "displayed label vs ground truth; a transition on display counts as *unknown*)"
+        )
         left.vega_lite_chart(spec=confusion_chart(matrix), width="stretch")
     return device
 
@@ -180,8 +192,10 @@ def live() -> None:
     ticks = st.session_state.hs_tick_ms
     ticks.append(1000 * (time.perf_counter() - started))
     del ticks[:-30]
-    st.caption(f"{state.messages:,} messages · page tick {ticks[-1]:.0f} ms (median of last {len(ticks)}: "
-               f"{sorted(ticks)[len(ticks) // 2]:.0f} ms) · refresh every {REFRESH_S:g} s")
+    st.caption(
+        f"{state.messages:,} messages · page tick {ticks[-1]:.0f} ms (median of last {len(ticks)}: "
+        f"{sorted(ticks)[len(ticks) // 2]:.0f} ms) · refresh every {REFRESH_S:g} s"
+    )
 
 
 st.title("harstream · live activity recognition")

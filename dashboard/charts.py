@@ -8,7 +8,7 @@ per activity everywhere (cards, timeline, probability bars).
 from __future__ import annotations
 
 import html
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -36,10 +36,16 @@ COLOURS = {
 HATCH_CSS = "repeating-linear-gradient(135deg,#d9d4cf 0 5px,#f4f2f0 5px 10px)"
 _STRIPES = 10
 HATCH_FILL = {
-    "gradient": "linear", "x1": 0, "y1": 0, "x2": 1, "y2": 1,
-    "stops": [{"offset": round(k / (2 * _STRIPES) + e, 4), "color": c}
-              for k in range(2 * _STRIPES)
-              for e, c in ((0.0, ("#b9b2ab", "#ece8e4")[k % 2]), (1 / (2 * _STRIPES) - 1e-4, ("#b9b2ab", "#ece8e4")[k % 2]))],
+    "gradient": "linear",
+    "x1": 0,
+    "y1": 0,
+    "x2": 1,
+    "y2": 1,
+    "stops": [
+        {"offset": round(k / (2 * _STRIPES) + e, 4), "color": c}
+        for k in range(2 * _STRIPES)
+        for e, c in ((0.0, ("#b9b2ab", "#ece8e4")[k % 2]), (1 / (2 * _STRIPES) - 1e-4, ("#b9b2ab", "#ece8e4")[k % 2]))
+    ],
 }
 # Material Symbols ligatures (the icon font Streamlit itself ships).
 ICONS = {
@@ -89,12 +95,15 @@ def duration_text(seconds: float) -> str:
 
 # ------------------------------------------------------------------ overview
 
-CARD_CSS = ("""
+CARD_CSS = (
+    """
 <style>
 .hs-grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(190px,1fr));gap:8px;font-family:inherit}
 .hs-card{border-radius:8px;padding:6px 10px;border-left:8px solid var(--c);background:color-mix(in srgb,var(--c) 14%,white);line-height:1.3}
 .hs-card.stale{opacity:.5}
-.hs-card.transition{background:""" + HATCH_CSS + """}
+.hs-card.transition{background:"""
+    + HATCH_CSS
+    + """}
 .hs-for{font-weight:600}
 .hs-dev{font-size:.78rem;color:#555;display:flex;justify-content:space-between}
 .hs-act{font-weight:600;font-size:1.0rem;display:flex;align-items:center;gap:4px;white-space:nowrap;overflow:hidden}
@@ -107,7 +116,8 @@ CARD_CSS = ("""
 .hs-badge{font-size:.68rem;padding:0 5px;border-radius:6px;border:1px solid #999;color:#333;background:#fff}
 .hs-badge.any{border-color:#9c755f;color:#6b4f3f}.hs-badge.personal{border-color:#1b7f3b;color:#1b7f3b}
 </style>
-""")
+"""
+)
 
 
 def overview_html(rows: Sequence[OverviewRow], stale_after: float = 5.0) -> str:
@@ -188,9 +198,7 @@ def probability_chart(probs: Sequence[float], raw: Sequence[float] | None = None
     the raw (unsmoothed) probabilities of the latest window."""
     n = min(len(probs), len(classes))
     marks = raw if raw is not None and len(raw) >= n else probs
-    values = [
-        {"activity": classes[i], "smoothed": float(probs[i]), "raw": float(marks[i])} for i in range(n)
-    ]
+    values = [{"activity": classes[i], "smoothed": float(probs[i]), "raw": float(marks[i])} for i in range(n)]
     y = {"field": "activity", "type": "nominal", "sort": list(classes[:n]), "title": None, "axis": {"labelLimit": 200}}
     return {
         "data": {"values": values},
@@ -199,12 +207,20 @@ def probability_chart(probs: Sequence[float], raw: Sequence[float] | None = None
             {
                 "mark": "bar",
                 "encoding": {
-                    "x": {"field": "smoothed", "type": "quantitative", "scale": {"domain": [0, 1]},
-                          "axis": {"format": "%"}, "title": "probability (smoothed; tick: this window)"},
+                    "x": {
+                        "field": "smoothed",
+                        "type": "quantitative",
+                        "scale": {"domain": [0, 1]},
+                        "axis": {"format": "%"},
+                        "title": "probability (smoothed; tick: this window)",
+                    },
                     "y": y,
                     "color": _colour("activity"),
-                    "tooltip": [{"field": "activity"}, {"field": "smoothed", "format": ".1%"},
-                                {"field": "raw", "format": ".1%"}],
+                    "tooltip": [
+                        {"field": "activity"},
+                        {"field": "smoothed", "format": ".1%"},
+                        {"field": "raw", "format": ".1%"},
+                    ],
                 },
             },
             {
@@ -225,26 +241,40 @@ def timeline_chart(segments: dict[str, Sequence[dict]], seconds: float) -> Spec:
     values = []
     for lane in LANES:
         for seg in segments.get(lane, ()):
-            values.append({"lane": lane, "start": seg["start"], "end": seg["end"],
-                           "activity": display_category(seg["label"]) if seg["label"] not in COLOURS else seg["label"],
-                           "label": pretty(seg["label"]), "seconds": round(seg["end"] - seg["start"], 1)})
+            values.append(
+                {
+                    "lane": lane,
+                    "start": seg["start"],
+                    "end": seg["end"],
+                    "activity": display_category(seg["label"]) if seg["label"] not in COLOURS else seg["label"],
+                    "label": pretty(seg["label"]),
+                    "seconds": round(seg["end"] - seg["start"], 1),
+                }
+            )
     encoding = {
-        "x": {"field": "start", "type": "quantitative", "scale": {"domain": [-seconds, 0]},
-              "title": "seconds (0 = latest window)"},
+        "x": {
+            "field": "start",
+            "type": "quantitative",
+            "scale": {"domain": [-seconds, 0]},
+            "title": "seconds (0 = latest window)",
+        },
         "x2": {"field": "end"},
         "y": {"field": "lane", "type": "nominal", "sort": list(LANES), "title": None},
-        "tooltip": [{"field": "lane"}, {"field": "label"}, {"field": "seconds"},
-                    {"field": "start", "format": ".1f"}],
+        "tooltip": [{"field": "lane"}, {"field": "label"}, {"field": "seconds"}, {"field": "start", "format": ".1f"}],
     }
     return {
         "data": {"values": values},
         "height": {"step": 30},
         "encoding": encoding,
         "layer": [
-            {"mark": {"type": "rect", "stroke": "white", "strokeWidth": 0.5},
-             "encoding": {"color": _colour("activity", {"orient": "bottom", "columns": 5, "title": None})}},
-            {"transform": [{"filter": {"field": "activity", "equal": TRANSITION}}],
-             "mark": {"type": "rect", "fill": HATCH_FILL, "stroke": "#8c847e", "strokeWidth": 0.5}},
+            {
+                "mark": {"type": "rect", "stroke": "white", "strokeWidth": 0.5},
+                "encoding": {"color": _colour("activity", {"orient": "bottom", "columns": 5, "title": None})},
+            },
+            {
+                "transform": [{"filter": {"field": "activity", "equal": TRANSITION}}],
+                "mark": {"type": "rect", "fill": HATCH_FILL, "stroke": "#8c847e", "strokeWidth": 0.5},
+            },
         ],
     }
 
@@ -252,20 +282,31 @@ def timeline_chart(segments: dict[str, Sequence[dict]], seconds: float) -> Spec:
 def mix_chart(counts: dict[str, int]) -> Spec:
     """The activity mix now: one bar per activity shown, how many devices."""
     values = [{"activity": k, "label": pretty(k), "devices": int(n)} for k, n in counts.items()]
-    y = {"field": "label", "type": "nominal", "sort": [pretty(k) for k in counts], "title": None,
-         "axis": {"labelLimit": 160, "ticks": False, "domain": False}}
+    y = {
+        "field": "label",
+        "type": "nominal",
+        "sort": [pretty(k) for k in counts],
+        "title": None,
+        "axis": {"labelLimit": 160, "ticks": False, "domain": False},
+    }
     return {
         "title": {"text": "activity mix now", "fontSize": 12, "anchor": "start"},
         "data": {"values": values},
         "height": {"step": 16},
         "encoding": {"y": y, "x": {"field": "devices", "type": "quantitative", "axis": None}},
         "layer": [
-            {"mark": {"type": "bar", "cornerRadiusEnd": 2},
-             "encoding": {"color": _colour("activity"), "tooltip": [{"field": "label"}, {"field": "devices"}]}},
-            {"transform": [{"filter": {"field": "activity", "equal": TRANSITION}}],
-             "mark": {"type": "bar", "fill": HATCH_FILL, "cornerRadiusEnd": 2}},
-            {"mark": {"type": "text", "align": "left", "dx": 3, "fontSize": 11},
-             "encoding": {"text": {"field": "devices", "type": "quantitative"}}},
+            {
+                "mark": {"type": "bar", "cornerRadiusEnd": 2},
+                "encoding": {"color": _colour("activity"), "tooltip": [{"field": "label"}, {"field": "devices"}]},
+            },
+            {
+                "transform": [{"filter": {"field": "activity", "equal": TRANSITION}}],
+                "mark": {"type": "bar", "fill": HATCH_FILL, "cornerRadiusEnd": 2},
+            },
+            {
+                "mark": {"type": "text", "align": "left", "dx": 3, "fontSize": 11},
+                "encoding": {"text": {"field": "devices", "type": "quantitative"}},
+            },
         ],
     }
 
@@ -297,13 +338,24 @@ def confusion_chart(matrix: np.ndarray) -> Spec:
         total = int(matrix[i].sum())
         for j, predicted in enumerate(columns):
             count = int(matrix[i, j])
-            values.append({"truth": truth, "predicted": predicted, "count": count,
-                           "share": count / total if total else 0.0})
+            values.append(
+                {"truth": truth, "predicted": predicted, "count": count, "share": count / total if total else 0.0}
+            )
     encoding = {
-        "x": {"field": "predicted", "type": "nominal", "sort": columns, "title": "predicted",
-              "axis": {"labelAngle": -35, "labelOverlap": False, "labelLimit": 200}},
-        "y": {"field": "truth", "type": "nominal", "sort": list(ACTIVITIES), "title": "truth",
-              "axis": {"labelLimit": 200}},
+        "x": {
+            "field": "predicted",
+            "type": "nominal",
+            "sort": columns,
+            "title": "predicted",
+            "axis": {"labelAngle": -35, "labelOverlap": False, "labelLimit": 200},
+        },
+        "y": {
+            "field": "truth",
+            "type": "nominal",
+            "sort": list(ACTIVITIES),
+            "title": "truth",
+            "axis": {"labelLimit": 200},
+        },
     }
     return {
         "data": {"values": values},
@@ -313,10 +365,18 @@ def confusion_chart(matrix: np.ndarray) -> Spec:
             {
                 "mark": "rect",
                 "encoding": {
-                    "color": {"field": "share", "type": "quantitative",
-                              "scale": {"scheme": "blues", "domain": [0, 1]}, "legend": None},
-                    "tooltip": [{"field": "truth"}, {"field": "predicted"}, {"field": "count"},
-                                {"field": "share", "format": ".1%"}],
+                    "color": {
+                        "field": "share",
+                        "type": "quantitative",
+                        "scale": {"scheme": "blues", "domain": [0, 1]},
+                        "legend": None,
+                    },
+                    "tooltip": [
+                        {"field": "truth"},
+                        {"field": "predicted"},
+                        {"field": "count"},
+                        {"field": "share", "format": ".1%"},
+                    ],
                 },
             },
             {

@@ -30,7 +30,7 @@ class Subscriber:
 
     def __init__(self, endpoint: str | None = None):
         self.endpoint = endpoint or output_address()
-        self._socket = zmq.Context.instance().socket(zmq.SUB)
+        self._socket: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.SUB)
         self._socket.setsockopt(zmq.RCVHWM, RCVHWM)
         self._socket.setsockopt(zmq.LINGER, 0)
         for topic in (PREDICTION_PREFIX, STATS_PREFIX):

@@ -26,8 +26,9 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter, deque
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any, TypeGuard
 
 import numpy as np
 from sklearn.metrics import confusion_matrix
@@ -57,7 +58,7 @@ DISPLAYED = ACTIVITIES + (STILL, TRANSITION, UNKNOWN)  # what a display label is
 MODE_HINTS = {
     "waist": "the HAPT model: a phone worn at the waist",
     "any": "placement-free: moving or still, and how it moves; postures show as STILL "
-           "(calibrate this phone to tell sitting/standing/lying)",
+    "(calibrate this phone to tell sitting/standing/lying)",
     "personal": "calibrated on this device: the postures it was taught, moving as placement-free",
 }
 _DIGITS = re.compile(r"(\d+)")
@@ -128,7 +129,7 @@ def display_category(label: str | None) -> str:
     >>> display_category("SIT_TO_LIE"), display_category("WALKING"), display_category(None)
     ('TRANSITION', 'WALKING', 'unknown')
     """
-    if label in ACTIVITIES or label == STILL:
+    if label is not None and (label in ACTIVITIES or label == STILL):
         return label
     if label in TRANSITIONS:
         return TRANSITION
@@ -295,8 +296,11 @@ class DeviceState:
         label the worker's decoder published, one segment per decision),
         ``raw`` (the per-window argmax) and ``truth`` (replays only)."""
         bands = self.timeline(seconds)
-        return {"display": merge_runs(bands, "predicted"), "raw": merge_runs(bands, "raw"),
-                "truth": merge_runs(bands, "truth")}
+        return {
+            "display": merge_runs(bands, "predicted"),
+            "raw": merge_runs(bands, "raw"),
+            "truth": merge_runs(bands, "truth"),
+        }
 
     def signal_frame(self, seconds: float = SIGNAL_SECONDS) -> dict[str, np.ndarray]:
         """The last ``seconds`` of raw signal: ``t`` (seconds before the
@@ -394,8 +398,7 @@ class LiveState:
     def live_devices(self, now: float) -> list[str]:
         """Devices with a prediction in the last LIVE_AFTER_S, in natural
         order (``phone-2`` before ``phone-10``)."""
-        return sorted((d for d, s in self.devices.items() if now - s.last_prediction <= LIVE_AFTER_S),
-                      key=natural_key)
+        return sorted((d for d, s in self.devices.items() if now - s.last_prediction <= LIVE_AFTER_S), key=natural_key)
 
     def overview(self, now: float) -> list[OverviewRow]:
         """One row per live device, sorted by device id."""
@@ -403,6 +406,8 @@ class LiveState:
         for name in self.live_devices(now):
             s = self.devices[name]
             p = s.latest
+            if p is None:  # live devices have a prediction; a guard for the type checker
+                continue
             probs = p.smoothed_probs or p.probs
             classes = classes_of(p)
             if p.smoothed in classes and len(probs) == len(classes):
@@ -432,7 +437,11 @@ class LiveState:
         """How many live devices the display shows in each activity now;
         postural transitions count as TRANSITION, anything else as UNKNOWN.
         Keys in DISPLAYED order, only those with a device."""
-        counts = Counter(display_category(self.devices[d].latest.smoothed) for d in self.live_devices(now))
+        counts = Counter(
+            display_category(latest.smoothed)
+            for d in self.live_devices(now)
+            if (latest := self.devices[d].latest) is not None
+        )
         return {k: counts[k] for k in DISPLAYED if counts[k]}
 
     def fleet_accuracy(self) -> tuple[int, int]:
@@ -461,7 +470,7 @@ class LiveState:
             problem = None
         return Health(
             workers=sorted(w for w, (received, _) in self.stats.items() if now - received <= 3 * stale_after),
-            devices=_sum(fresh, "devices"),
+            devices=None if (n := _sum(fresh, "devices")) is None else int(n),
             samples_per_s=_sum(fresh, "samples_per_s"),
             windows_per_s=_sum(fresh, "windows_per_s"),
             latency_p50_ms=_max(fresh, "latency_p50_ms"),
@@ -523,7 +532,7 @@ def _max(stats: list[dict], name: str) -> float | None:
     return max(values) if values else None
 
 
-def _is_number(value: Any) -> bool:
+def _is_number(value: Any) -> TypeGuard[int | float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
@@ -545,7 +554,8 @@ def _check_prediction(p: Prediction) -> None:
     if not isinstance(p.mode, str) or len(p.mode) > 32:
         raise ValueError("mode must be a short string")
     if p.classes is not None and not (
-        isinstance(p.classes, list) and len(p.classes) == len(p.probs) <= 64
+        isinstance(p.classes, list)
+        and len(p.classes) == len(p.probs) <= 64
         and all(isinstance(c, str) and len(c) <= 64 for c in p.classes)
     ):
         raise ValueError("classes must name each entry of probs")

@@ -65,7 +65,7 @@ class _Server(uvicorn.Server):
     """uvicorn's server without its signal handlers: Ctrl-C cancels the
     gateway's task like any other harstream command."""
 
-    def capture_signals(self):  # type: ignore[override]
+    def capture_signals(self):
         import contextlib
 
         return contextlib.nullcontext()
@@ -82,14 +82,22 @@ class Gateway:
         self.config = config
         self.counters = Counters()
         self.claims = ClaimTable()
-        self.feeds = FeedTable(max_gap=config.max_gap, max_span=config.max_span, max_ahead=config.max_ahead,
-                               max_readings_per_s=config.max_readings_per_s)
+        self.feeds = FeedTable(
+            max_gap=config.max_gap,
+            max_span=config.max_span,
+            max_ahead=config.max_ahead,
+            max_readings_per_s=config.max_readings_per_s,
+        )
         self._subscribed: set[str] = set()  # devices whose predictions we receive
         # ``fit`` comes from the command (this package does not import the
         # models); without it calibration messages are refused.
         self.calibrations = Calibrations(
-            config.calibration_dir, config.personal_dir, fit, self.counters,
-            CalibrationLimits(config.calibration_max_take, config.calibration_max_bytes))
+            config.calibration_dir,
+            config.personal_dir,
+            fit,
+            self.counters,
+            CalibrationLimits(config.calibration_max_take, config.calibration_max_bytes),
+        )
         self.started = time.time()
         self._extra_routes = extra_routes
         self._ctx = zmq.asyncio.Context()
@@ -124,11 +132,22 @@ class Gateway:
         logging.getLogger("uvicorn.error").setLevel(logging.ERROR)
         server_config = uvicorn.Config(
             build_app(self, policy, self._extra_routes),
-            http=http, ws=ws, lifespan="off", log_config=None, access_log=False,
-            ws_max_size=c.max_message, ws_ping_interval=20.0, ws_ping_timeout=20.0,
+            http=http,
+            ws=ws,
+            lifespan="off",
+            log_config=None,
+            access_log=False,
+            ws_max_size=c.max_message,
+            ws_ping_interval=20.0,
+            ws_ping_timeout=20.0,
             ws_per_message_deflate=False,  # compression costs CPU per message and lets small frames inflate past limits
-            h11_max_incomplete_event_size=c.max_head, timeout_keep_alive=5, timeout_graceful_shutdown=2,
-            ssl_certfile=c.tls_cert, ssl_keyfile=c.tls_key, server_header=False, date_header=False,
+            h11_max_incomplete_event_size=c.max_head,
+            timeout_keep_alive=5,
+            timeout_graceful_shutdown=2,
+            ssl_certfile=c.tls_cert,
+            ssl_keyfile=c.tls_key,
+            server_header=False,
+            date_header=False,
         )
         self._server = _Server(server_config)
         serving = asyncio.create_task(self._server.serve(sockets=[self._socket]))
@@ -145,8 +164,13 @@ class Gateway:
             device = c.device if c.device and len(c.connect) == 1 else None
             self._tasks.append(asyncio.create_task(follow_sensor_server(self, url, device)))
         scheme = "https" if c.tls_cert else "http"
-        log.info("gateway on %s://%s:%d (ws at /ws, Sensor Logger POST /data, page /phone, /stats) -> %s",
-                 scheme, c.host, self.port, c.ingest)
+        log.info(
+            "gateway on %s://%s:%d (ws at /ws, Sensor Logger POST /data, page /phone, /stats) -> %s",
+            scheme,
+            c.host,
+            self.port,
+            c.ingest,
+        )
 
     @property
     def port(self) -> int:
@@ -206,8 +230,13 @@ class Gateway:
             "rejects": dict(self.rejects),
             "calibration": self.calibrations.stats(),
             "devices": {
-                d: {"source": f.source, "samples_out": f.samples_out, "segments": f.resampler.segments,
-                    "late": f.resampler.late, "idle_s": round(now - f.last_seen, 1)}
+                d: {
+                    "source": f.source,
+                    "samples_out": f.samples_out,
+                    "segments": f.resampler.segments,
+                    "late": f.resampler.late,
+                    "idle_s": round(now - f.last_seen, 1),
+                }
                 for d, f in list(self.feeds.items())[:1000]
             },
         }
@@ -218,11 +247,14 @@ class Gateway:
             await asyncio.sleep(self.config.stats_interval)
             dt = self.config.stats_interval
             now = dict(self.counts)
-            log.info("%d connections, %d devices, in %.0f readings/s, out %.0f samples/s, rejects %s",
-                     self.open_connections(), len(self.claims),
-                     (now.get("readings_in", 0) - last.get("readings_in", 0)) / dt,
-                     (now.get("samples_out", 0) - last.get("samples_out", 0)) / dt,
-                     dict(self.rejects) or "none")
+            log.info(
+                "%d connections, %d devices, in %.0f readings/s, out %.0f samples/s, rejects %s",
+                self.open_connections(),
+                len(self.claims),
+                (now.get("readings_in", 0) - last.get("readings_in", 0)) / dt,
+                (now.get("samples_out", 0) - last.get("samples_out", 0)) / dt,
+                dict(self.rejects) or "none",
+            )
             last = now
 
     # ------------------------------------------------------- devices, bus
@@ -286,10 +318,21 @@ class Gateway:
                 claim = self.claims.get(p.device)
                 if claim is None or claim.conn is None:
                     continue
-                body = json.dumps({"type": "prediction", "device": local_device(p.device), "bus_device": p.device,
-                                   "label": p.label, "smoothed": p.smoothed, "probs": p.probs, "t_end": p.t_end,
-                                   "latency_ms": p.latency_ms, "model": p.model, "mode": p.mode,
-                                   "classes": p.classes})
+                body = json.dumps(
+                    {
+                        "type": "prediction",
+                        "device": local_device(p.device),
+                        "bus_device": p.device,
+                        "label": p.label,
+                        "smoothed": p.smoothed,
+                        "probs": p.probs,
+                        "t_end": p.t_end,
+                        "latency_ms": p.latency_ms,
+                        "model": p.model,
+                        "mode": p.mode,
+                        "classes": p.classes,
+                    }
+                )
             except (ProtocolError, TypeError, ValueError) as exc:  # a bad prediction must not stop the others
                 self.counts["bad_predictions"] += 1
                 log.debug("prediction not forwarded: %s", exc)

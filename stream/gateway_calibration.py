@@ -197,8 +197,11 @@ class Calibrations:
         staging = self.personal_dir / f".{name}.new"
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
+        fit = self.fit
+        if fit is None:  # callers check first; the type checker cannot see it
+            raise RuntimeError("calibration fitting is off")
         try:
-            result = self.fit(folder, device, staging / f"{name}.keras")
+            result = fit(folder, device, staging / f"{name}.keras")
             for suffix in (".json", ".keras"):
                 os.replace(staging / f"{name}{suffix}", self.personal_dir / f"{name}{suffix}")
         finally:

@@ -68,13 +68,25 @@ def prediction(device, window, smoothed, truth=None):
         probs[ACTIVITIES.index(smoothed)] = 0.8
     t_end = 2.54 + 1.28 * window
     return encode_prediction(
-        Prediction(device, window, t_end - 2.54, t_end, smoothed, probs, smoothed, probs, "test-model", 4.0, truth, "w0")
+        Prediction(
+            device, window, t_end - 2.54, t_end, smoothed, probs, smoothed, probs, "test-model", 4.0, truth, "w0"
+        )
     )
 
 
 def stats(devices=3, **extra):
-    return encode_stats("w0", {"devices": devices, "samples_per_s": 150.0, "windows_per_s": 2.3,
-                               "latency_p50_ms": 4.5, "latency_p99_ms": 12.0, "drops": {"duplicate": 2}, **extra})
+    return encode_stats(
+        "w0",
+        {
+            "devices": devices,
+            "samples_per_s": 150.0,
+            "windows_per_s": 2.3,
+            "latency_p50_ms": 4.5,
+            "latency_p99_ms": 12.0,
+            "drops": {"duplicate": 2},
+            **extra,
+        },
+    )
 
 
 def test_without_a_worker_the_page_says_so_instead_of_freezing(bus):
@@ -141,8 +153,9 @@ def test_device_view_follows_the_selected_device_and_its_activity_changes(bus):
         bus.send_multipart(stats(devices=2))
         bus.send_multipart(prediction("phone-a", state["w"], state["activity"], truth="WALKING"))
         bus.send_multipart(prediction("phone-b", state["w"], "STANDING", truth="STANDING"))
-        bus.send_multipart(encode_signal(Signal("phone-b", state["w"] * 1.28, 10.0, [[0, 0, 1]] * 13,
-                                                [[0, 0.1, 0]] * 13)))
+        bus.send_multipart(
+            encode_signal(Signal("phone-b", state["w"] * 1.28, 10.0, [[0, 0, 1]] * 13, [[0, 0.1, 0]] * 13))
+        )
 
     publish_until(at, send, lambda at: len(cards(at)) == 2)
     at.selectbox(key="hs_device_select").select("phone-b").run()

@@ -144,8 +144,8 @@ def test_demo_dashboard_in_chromium_shows_live_activities_that_change(output_dir
                 page.wait_for_selector('[data-testid="stVegaLiteChart"]', timeout=30_000)
                 # the activity mix above the cards plus the device view's charts
                 page.wait_for_function(
-                    "() => document.querySelectorAll('[data-testid=\"stVegaLiteChart\"]').length >= 3",
-                    timeout=30_000)
+                    "() => document.querySelectorAll('[data-testid=\"stVegaLiteChart\"]').length >= 3", timeout=30_000
+                )
                 page.wait_for_timeout(3000)  # let the next refresh finish before the picture
                 page.screenshot(path=str(output_dir / "dashboard.png"), full_page=True)
                 assert page_problems(page) == []

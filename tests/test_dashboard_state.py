@@ -199,10 +199,23 @@ def test_health_banner_says_no_worker_then_no_data_then_nothing():
 
 def test_health_sums_workers_and_tolerates_missing_or_odd_stats_keys():
     live = LiveState()
-    live.feed(encode_stats("w0", {"devices": 3, "windows_per_s": 2.5, "latency_p50_ms": 4.0,
-                                  "latency_p99_ms": 20.0, "drops": {"gap": 2, "non_finite": 1}}), now=0.0)
-    live.feed(encode_stats("w1", {"devices": ["x", "y"], "latency_ms": {"p50": 6.0, "p99": 9.0},
-                                  "drops": {"gap": 5}}), now=0.0)
+    live.feed(
+        encode_stats(
+            "w0",
+            {
+                "devices": 3,
+                "windows_per_s": 2.5,
+                "latency_p50_ms": 4.0,
+                "latency_p99_ms": 20.0,
+                "drops": {"gap": 2, "non_finite": 1},
+            },
+        ),
+        now=0.0,
+    )
+    live.feed(
+        encode_stats("w1", {"devices": ["x", "y"], "latency_ms": {"p50": 6.0, "p99": 9.0}, "drops": {"gap": 5}}),
+        now=0.0,
+    )
     live.feed(encode_stats("w2", {"unexpected": "shape"}), now=0.0)
     h = live.health(now=0.5)
     assert h.workers == ["w0", "w1", "w2"]

@@ -14,7 +14,7 @@ def _write_csv(path, rng, parts):
     LAYING lies still with gravity on z."""
     rows, t = [], 0.0
     for label, seconds in parts:
-        for i in range(int(seconds * 50)):
+        for _ in range(int(seconds * 50)):
             s = rng.normal(0, 0.02, size=6)
             if label == "WALKING":
                 s[0] += 1.0 + 0.4 * np.sin(2 * np.pi * 2 * t)
@@ -39,9 +39,9 @@ def _sessions(folder, rng, first):
 
 def test_finetune_on_own_csv_recordings_learns_them_and_writes_a_loadable_artifact(output_dir):
     from harstream.models.architectures import ChannelStats
-    from harstream.models.modern import build_resnet
     from harstream.models.artifact import load_artifact, save_artifact
     from harstream.models.finetune import finetune
+    from harstream.models.modern import build_resnet
 
     rng = np.random.default_rng(0)
     data = _sessions(output_dir / "mine", rng, [("WALKING", 30), ("LAYING", 30), ("WALKING", 20), ("LAYING", 20)])
@@ -74,13 +74,31 @@ def test_harstream_train_finetune_writes_a_model_from_a_csv(output_dir):
     rng = np.random.default_rng(1)
     csv = output_dir / "one_session.csv"
     _write_csv(csv, rng, [("WALKING", 10), ("LAYING", 10)])
-    base = save_artifact(build_resnet(ChannelStats.identity(), width=4), {"architecture": "resnet"}, output_dir / "base.keras")
+    base = save_artifact(
+        build_resnet(ChannelStats.identity(), width=4), {"architecture": "resnet"}, output_dir / "base.keras"
+    )
     out = output_dir / "tuned.keras"
     out.unlink(missing_ok=True)
     proc = subprocess.run(
-        [sys.executable, "-m", "harstream", "train", "--finetune", str(base), "--data", str(csv),
-         "--out", str(out), "--epochs", "1", "--progress", "none"],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "harstream",
+            "train",
+            "--finetune",
+            str(base),
+            "--data",
+            str(csv),
+            "--out",
+            str(out),
+            "--epochs",
+            "1",
+            "--progress",
+            "none",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "fine-tuned on" in proc.stdout

@@ -247,8 +247,12 @@ def test_malformed_and_hostile_frames_are_counted_while_a_good_device_is_served(
         replay(ReplaySchedule([good], chunk=7), publish=ingest, speed=0, wait_subscriptions=1, printer=None)
         expected = offline_labels(artifact, good.samples)
         want = {reason: 3 * len(frames) for reason, frames in sent.items()}
-        assert tail.wait(lambda c: len(c.predictions) >= len(expected)
-                         and all(c.stats.get("w", {}).get("drops", {}).get(r, 0) >= n for r, n in want.items()))
+        assert tail.wait(
+            lambda c: (
+                len(c.predictions) >= len(expected)
+                and all(c.stats.get("w", {}).get("drops", {}).get(r, 0) >= n for r, n in want.items())
+            )
+        )
     finally:
         final = worker.close()
         attacker.close(0)

@@ -81,8 +81,16 @@ def test_one_core_serves_each_device_with_its_own_models_classes():
     send(core, "replay-1", 0)
     send(core, "phone:p1", 0)
     got = {p.device: p for p in label_all(core)}
-    assert (got["replay-1"].mode, got["replay-1"].model, got["replay-1"].classes) == ("waist", "hapt@1", list(ACTIVITIES))
-    assert (got["phone:p1"].mode, got["phone:p1"].model, got["phone:p1"].classes) == ("any", "free@2", list(PLACEMENT_FREE))
+    assert (got["replay-1"].mode, got["replay-1"].model, got["replay-1"].classes) == (
+        "waist",
+        "hapt@1",
+        list(ACTIVITIES),
+    )
+    assert (got["phone:p1"].mode, got["phone:p1"].model, got["phone:p1"].classes) == (
+        "any",
+        "free@2",
+        list(PLACEMENT_FREE),
+    )
     assert len(got["phone:p1"].probs) == 4 and got["phone:p1"].label == "WALKING"
 
 
@@ -204,4 +212,6 @@ def test_a_changed_model_file_is_loaded_again_and_a_removed_one_reported():
 
 def test_personal_model_names_cannot_leave_the_registry_folder(tmp_path):
     assert personal_model_path(tmp_path, "..").parent == tmp_path
-    assert "/" not in personal_model_name("phone:a") and personal_model_name("phone:a") != personal_model_name("phone_a")
+    assert "/" not in personal_model_name("phone:a") and personal_model_name("phone:a") != personal_model_name(
+        "phone_a"
+    )

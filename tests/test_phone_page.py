@@ -15,8 +15,15 @@ from harstream.stream.gateway import Gateway, GatewayConfig
 from harstream.stream.protocol import Prediction
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 pytestmark = [
     pytest.mark.timeout(240),
@@ -70,8 +77,18 @@ def test_phone_page_streams_device_motion_and_shows_predictions(running_gateway)
                 assert batches[0].meta["source"] == "harstream"
 
                 # A prediction for this device on the output bus shows on the page.
-                p = Prediction(device, 0, 0.0, 2.56, "WALKING_UPSTAIRS", [0, 1, 0, 0, 0, 0], "WALKING_UPSTAIRS",
-                               [0, 1, 0, 0, 0, 0], "m", 2.0)
+                p = Prediction(
+                    device,
+                    0,
+                    0.0,
+                    2.56,
+                    "WALKING_UPSTAIRS",
+                    [0, 1, 0, 0, 0, 0],
+                    "WALKING_UPSTAIRS",
+                    [0, 1, 0, 0, 0, 0],
+                    "m",
+                    2.0,
+                )
                 async with asyncio.timeout(15):
                     while await page.text_content("#activity") != "walking upstairs":
                         await tap.publish(p)
@@ -112,8 +129,9 @@ def test_phone_page_resumes_streaming_after_the_gateway_restarts():
                 await page.wait_for_function("document.getElementById('status').textContent.startsWith('disconnected')")
                 tap.batches.clear()
                 gw = await gateway_on(tap, port)
-                await page.wait_for_function("document.getElementById('status').textContent === 'streaming'",
-                                             timeout=10_000)
+                await page.wait_for_function(
+                    "document.getElementById('status').textContent === 'streaming'", timeout=10_000
+                )
                 resumed = await tap.collect(device, 50)
                 assert sum(len(b) for b in resumed) >= 50
                 assert await page.evaluate("window.harstream.reconnects") >= 1
@@ -286,8 +304,14 @@ def test_a_phone_calibrated_on_the_page_is_served_by_its_personal_model_without_
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
 
     async def main():
-        config = GatewayConfig(port=0, ingest=ingest, output=output, stats_interval=0,
-                               calibration_dir=str(tmp_path / "calibration"), personal_dir=str(registry))
+        config = GatewayConfig(
+            port=0,
+            ingest=ingest,
+            output=output,
+            stats_interval=0,
+            calibration_dir=str(tmp_path / "calibration"),
+            personal_dir=str(registry),
+        )
         gw = Gateway(config, fit=PersonalFitter())
         await gw.start()
         try:

@@ -23,27 +23,53 @@ def configure(parser: argparse.ArgumentParser) -> None:
     from harstream.stream.bus import ingest_address, output_address
     from harstream.stream.recordings import UCI_TEST_SUBJECTS
 
-    parser.add_argument("--subjects", type=int, nargs="+", default=list(UCI_TEST_SUBJECTS), metavar="N",
-                        help="subjects to replay, looping (default: the UCI held-out test subjects)")
+    parser.add_argument(
+        "--subjects",
+        type=int,
+        nargs="+",
+        default=list(UCI_TEST_SUBJECTS),
+        metavar="N",
+        help="subjects to replay, looping (default: the UCI held-out test subjects)",
+    )
     parser.add_argument("--speed", type=float, default=1.0, help="replay speed, 1 = real time (default 1)")
     parser.add_argument("--model", help="model artifact for the worker (default: the shipped model)")
-    parser.add_argument("--any-model", default=None, metavar="PATH",
-                        help="placement-free model for phones (any mode; default: the shipped any.keras)")
-    parser.add_argument("--personal-dir", default=None, metavar="DIR",
-                        help="folder of personal models the worker watches (default $HARSTREAM_PERSONAL_DIR "
-                             "or runs/personal)")
-    parser.add_argument("--single-model", action="store_true",
-                        help="the worker serves --model to every device (no any or personal mode)")
+    parser.add_argument(
+        "--any-model",
+        default=None,
+        metavar="PATH",
+        help="placement-free model for phones (any mode; default: the shipped any.keras)",
+    )
+    parser.add_argument(
+        "--personal-dir",
+        default=None,
+        metavar="DIR",
+        help="folder of personal models the worker watches (default $HARSTREAM_PERSONAL_DIR or runs/personal)",
+    )
+    parser.add_argument(
+        "--single-model",
+        action="store_true",
+        help="the worker serves --model to every device (no any or personal mode)",
+    )
     parser.add_argument("--gateway", action="store_true", help="also run the phone gateway")
     parser.add_argument("--gateway-port", type=int, default=8765, help="gateway port (default 8765)")
-    parser.add_argument("--durable", default=None, metavar="URL",
-                        help="run the bridge and two workers on the durable log at URL (start `harstream broker` "
-                             "first) instead of one worker on the bus")
+    parser.add_argument(
+        "--durable",
+        default=None,
+        metavar="URL",
+        help="run the bridge and two workers on the durable log at URL (start `harstream broker` "
+        "first) instead of one worker on the bus",
+    )
     parser.add_argument("--port", type=int, default=8501, help="dashboard port (default 8501)")
-    parser.add_argument("--ingest", default=ingest_address(),
-                        help="ingest bus address the worker binds (default $HARSTREAM_INGEST or tcp://127.0.0.1:5555)")
-    parser.add_argument("--output", default=output_address(),
-                        help="output bus address the worker binds (default $HARSTREAM_OUTPUT or tcp://127.0.0.1:5556)")
+    parser.add_argument(
+        "--ingest",
+        default=ingest_address(),
+        help="ingest bus address the worker binds (default $HARSTREAM_INGEST or tcp://127.0.0.1:5555)",
+    )
+    parser.add_argument(
+        "--output",
+        default=output_address(),
+        help="output bus address the worker binds (default $HARSTREAM_OUTPUT or tcp://127.0.0.1:5556)",
+    )
 
 
 def plan(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
@@ -71,15 +97,19 @@ def plan(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
                                         "--id", f"worker-{k}", *model]) for k in "ab"]  # fmt: skip
         parts.append(("dashboard", me + ["dashboard", "--subscribe", "@" + output, "--port", str(args.port)]))
     else:
-        parts = [("worker", worker),
-                 ("dashboard", me + ["dashboard", "--subscribe", ">" + output, "--port", str(args.port)])]
+        parts = [
+            ("worker", worker),
+            ("dashboard", me + ["dashboard", "--subscribe", ">" + output, "--port", str(args.port)]),
+        ]
     parts += [
         ("simulator", me + ["simulate", "--subjects", *map(str, args.subjects), "--speed", str(args.speed),
                             "--loop", "--publish", ">" + ingest]),
     ]  # fmt: skip
     if args.gateway and getattr(args, "durable", None):
-        raise SystemExit("demo: --gateway with --durable is not supported yet (the gateway subscribes to the "
-                         "workers' output, which the dashboard binds in durable mode)")
+        raise SystemExit(
+            "demo: --gateway with --durable is not supported yet (the gateway subscribes to the "
+            "workers' output, which the dashboard binds in durable mode)"
+        )
     if args.gateway:
         parts.append(("gateway", me + ["gateway", "--port", str(args.gateway_port),
                                        "--ingest", ">" + ingest, "--output", ">" + output]))  # fmt: skip
@@ -129,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _stop(procs: list[tuple[str, subprocess.Popen]]) -> None:
     """SIGTERM every process group, wait, then SIGKILL what is left."""
-    for name, proc in reversed(procs):
+    for _name, proc in reversed(procs):
         _signal_group(proc, signal.SIGTERM)
     deadline = time.monotonic() + STOP_TIMEOUT_S
     for name, proc in reversed(procs):
