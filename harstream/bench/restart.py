@@ -110,11 +110,13 @@ def _start(env: dict, model: str | None, fast: bool):
 
 
 def _lost(before: list, after: list) -> int:
-    """Windows of the 64-sample grid missing between the two workers' labels."""
+    """Windows of the 64-sample grid missing between the two workers' labels
+    (0 also when the successor's first window overlaps the last one labelled,
+    as it does when it is built from the replayed tail); -1: no data."""
     if not before or not after:
         return -1
     last, first = max(p.t_end for p in before), min(p.t_end for p in after)
-    return int(round((first - last) * 50) // 64) - 1
+    return max(0, int(round((first - last) * 50) // 64) - 1)
 
 
 class _Reader:
