@@ -175,6 +175,7 @@ class ReplayStats:
     messages: int = 0
     samples: int = 0
     drops: int = 0
+    replayed: int = 0  # messages sent again for a new subscriber (tail replay)
     elapsed: float = 0.0
     devices: int = 0
     extra: dict = field(default_factory=dict)
@@ -183,7 +184,7 @@ class ReplayStats:
         rate = self.samples / self.elapsed if self.elapsed else 0.0
         return (
             f"simulate: devices={self.devices} messages={self.messages} samples={self.samples} "
-            f"({rate:.0f}/s) drops={self.drops} elapsed={self.elapsed:.1f}s"
+            f"({rate:.0f}/s) drops={self.drops} replayed={self.replayed} elapsed={self.elapsed:.1f}s"
         )
 
 
@@ -201,6 +202,7 @@ def replay(
     print_every: float = 5.0,
     printer: Callable[[str], None] | None = print,
     keys: str | None = None,
+    tail_replay: bool = True,
 ) -> ReplayStats:
     """Publish ``schedule`` on the ingest bus, paced at ``speed`` times real time.
 
@@ -211,6 +213,16 @@ def replay(
     subscriptions reached the socket (or ``wait_timeout`` passed). Every
     message carries the run's random session id. ``keys``: a CURVE key folder
     (needed for an address off loopback).
+
+    ``tail_replay``: keep each device's last window of messages
+    (:class:`~harstream.stream.tail_replay.TailCache`) and, when a subscription
+    arrives (a worker starting or restarting, or a subscriber reconnecting),
+    send them again, marked as replayed, before anything else reaches that
+    subscriber: a restarted worker's first window is ready at once instead of
+    2.56 s of fresh samples later. Subscriptions are applied by hand
+    (``XPUB_MANUAL``) so that the replay is queued to the new subscriber
+    before the next live message, and ``IMMEDIATE`` keeps nothing queued for
+    a peer that went away (the replay replaces that handover).
     """
     import threading
 
@@ -230,6 +242,15 @@ def replay(
     sock.setsockopt(zmq.SNDHWM, sndhwm)
     sock.setsockopt(zmq.XPUB_NODROP, 1)
     sock.setsockopt(zmq.LINGER, 2000)
+    sock.setsockopt(zmq.MAXMSGSIZE, 64 * 1024)  # it receives subscriptions only
+    tail = None
+    if tail_replay:
+        from harstream.stream.tail_replay import TailCache
+
+        tail = TailCache()
+        sock.setsockopt(zmq.XPUB_MANUAL, 1)
+        sock.setsockopt(zmq.IMMEDIATE, 1)
+        sock.setsockopt(zmq.RECONNECT_IVL, 20)  # find a restarted worker's bind within 20 ms
     stats = ReplayStats(devices=schedule.active)
     # One session per run: a worker tells this run's seq from an earlier run's
     # (or a forger's) and lets it take a device over once the old run is quiet.
@@ -241,7 +262,7 @@ def replay(
         address = attach(sock, publish or ingest_address(), "connect")
         log.info("simulate: %d devices -> %s at speed %s", schedule.active, address, speed or "max")
         if wait_subscriptions:
-            _wait_subscriptions(sock, wait_subscriptions, wait_timeout)
+            _wait_subscriptions(sock, wait_subscriptions, wait_timeout, tail is not None)
         start = time.monotonic()
         wall0 = time.time()
         next_print = start + print_every
@@ -256,17 +277,26 @@ def replay(
                 target = int((now - start) * rate * speed) + 1
                 if target < schedule.next_boundary():
                     due = start + (schedule.next_boundary() - 1) / (rate * speed)
-                    time.sleep(min(max(due - now, 0.0005), 0.1))
+                    pause = min(max(due - now, 0.0005), 0.1)
+                    if tail is not None and sock.poll(pause * 1000, zmq.POLLIN):
+                        _answer_subscriptions(sock, tail, stats)  # a new subscriber waits for no chunk
+                    elif tail is None:
+                        time.sleep(pause)
                     continue
                 available = target
+            if tail is not None:
+                _answer_subscriptions(sock, tail, stats)
             for chunk in schedule.advance(available):
                 t0 = time.time() if speed == 0 else wall0 + chunk.seq / (rate * speed)
-                frames = encode_samples(chunk.batch(t0, rate, session))
+                batch = chunk.batch(t0, rate, session)
+                frames = encode_samples(batch)
                 if _send(sock, frames, wait=speed == 0):
                     stats.messages += 1
                     stats.samples += len(chunk.samples)
                 else:
                     stats.drops += 1
+                if tail is not None:  # kept even if dropped: a replay may still deliver it
+                    tail.push(batch, time.monotonic())
             if printer and now >= next_print:
                 next_print = now + print_every
                 stats.elapsed = now - start
@@ -295,7 +325,33 @@ def _send(sock, frames: list[bytes], wait: bool) -> bool:
     return False
 
 
-def _wait_subscriptions(sock, count: int, timeout: float) -> None:
+def _answer_subscriptions(sock, tail, stats: ReplayStats) -> None:
+    """Apply every (un)subscription waiting on the manual XPUB; answer each
+    subscription with the tail of the devices it matches."""
+    import zmq
+
+    from harstream.stream.protocol import encode_samples
+
+    while True:
+        try:
+            message = sock.recv(zmq.NOBLOCK)
+        except zmq.Again:
+            return
+        kind, prefix = message[:1], message[1:]
+        if kind == b"\x00":
+            sock.setsockopt(zmq.UNSUBSCRIBE, prefix)
+        elif kind == b"\x01":
+            # applied to the pipe it came from (the last one read), so the
+            # replay below is the first thing queued for that subscriber
+            sock.setsockopt(zmq.SUBSCRIBE, prefix)
+            for batch in tail.replay(prefix, time.monotonic()):
+                if _send(sock, encode_samples(batch), wait=False):
+                    stats.replayed += 1
+                else:
+                    stats.drops += 1
+
+
+def _wait_subscriptions(sock, count: int, timeout: float, manual: bool = False) -> None:
     import zmq
 
     seen = 0
@@ -305,5 +361,8 @@ def _wait_subscriptions(sock, count: int, timeout: float) -> None:
         if left <= 0 or not sock.poll(left * 1000, zmq.POLLIN):
             log.warning("simulate: %d of %d subscriptions after %.0f s; starting anyway", seen, count, timeout)
             return
-        if sock.recv()[:1] == b"\x01":
+        message = sock.recv()
+        if manual and message[:1] in (b"\x00", b"\x01"):  # nothing to replay yet: just apply it
+            sock.setsockopt(zmq.SUBSCRIBE if message[:1] == b"\x01" else zmq.UNSUBSCRIBE, message[1:])
+        if message[:1] == b"\x01":
             seen += 1

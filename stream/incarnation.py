@@ -26,6 +26,13 @@ The rules, and why (docs/protocol.md, "Device identity"):
 - Behind is a **duplicate** — except ``seq`` 0 from a producer that sends no
   session (the protocol's first version), which can only say it started over
   that way: a **restart**.
+- Behind in a message the producer marks as a replay (its tail, sent again
+  for a subscriber that just joined: :mod:`~harstream.stream.tail_replay`) is
+  **replayed**: ignored, and not a drop, since every subscriber that was
+  already listening gets the replay too. A replay is never a restart.
+
+>>> inc.judge(5, now=0.4, session="a1", replay=True), inc.judge(10, now=0.4, session="a1", replay=True)
+('replayed', 'next')
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ GAP = "gap"  # plausibly ahead: samples were lost; the pipeline restarts there
 JUMP = "jump"  # further ahead than the time since the last message allows: dropped
 RESTART = "restart"  # seq 0 behind the expected one, no session: the device started over
 DUPLICATE = "duplicate"  # behind: a duplicate or out-of-order chunk, dropped
+REPLAYED = "replayed"  # behind, in a producer's replay of its tail: already had, ignored (not a drop)
 FOREIGN = "foreign"  # another session while this one is live: dropped
 TAKEOVER = "takeover"  # another session after this one went quiet: it restarts the device
 
@@ -56,8 +64,9 @@ class Incarnation:
         self.last_seen = now
         self.takeover_after = takeover_after
 
-    def judge(self, seq: int, now: float, session: str = "", rate: float = RATE_HZ) -> str:
-        """What a message of ``session`` starting at ``seq`` arriving at ``now`` is."""
+    def judge(self, seq: int, now: float, session: str = "", rate: float = RATE_HZ, replay: bool = False) -> str:
+        """What a message of ``session`` starting at ``seq`` arriving at ``now``
+        is; ``replay``: the producer marked it as a replay of its tail."""
         if session != self.session:
             return TAKEOVER if now - self.last_seen >= self.takeover_after else FOREIGN
         if seq == self.next_seq:
@@ -65,6 +74,8 @@ class Incarnation:
         if seq > self.next_seq:
             allowed = rate * (GAP_SPEED * max(now - self.last_seen, 0.0) + GAP_SLACK)
             return GAP if seq - self.next_seq <= allowed else JUMP
+        if replay:
+            return REPLAYED
         return RESTART if seq == 0 and not session else DUPLICATE
 
     def restart(self, seq: int, session: str) -> None:

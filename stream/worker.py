@@ -48,7 +48,7 @@ import numpy as np
 from .batch_push import push_many
 from .context import WindowContext
 from .device_windows import DeviceWindows
-from .incarnation import DUPLICATE, FOREIGN, GAP, JUMP, NEXT, RESTART, TAKEOVER_AFTER, Incarnation
+from .incarnation import DUPLICATE, FOREIGN, GAP, JUMP, NEXT, REPLAYED, RESTART, TAKEOVER_AFTER, Incarnation
 from .model_routing import ModelRouter, ServedModel, declared_placement
 from .pipeline import WINDOW, check_samples
 from .protocol import (
@@ -266,7 +266,10 @@ class StreamCore:
             self.totals["devices_seen"] += 1
         else:
             inc = state.incarnation
-            verdict = inc.judge(batch.seq, now, batch.session, batch.rate)
+            verdict = inc.judge(batch.seq, now, batch.session, batch.rate, batch.meta.get("replay") is True)
+            if verdict == REPLAYED:  # a producer's tail for a new subscriber: we have it already
+                self.totals["replayed"] += 1
+                return
             if verdict in (DUPLICATE, FOREIGN, JUMP):
                 reason = {DUPLICATE: "duplicate", FOREIGN: "session", JUMP: "jump"}[verdict]
                 self._drop(reason, f"device {batch.device}: seq {batch.seq} of session {batch.session!r}, "

@@ -113,10 +113,11 @@ def lost_windows(before: list[Prediction], after: list[Prediction]) -> int:
     return int(round((first - last) * 50) // 64) - 1
 
 
-def test_a_worker_killed_and_restarted_loses_at_most_one_window_per_device(ipc_address):
-    """The producer keeps the samples it published while no worker listened
-    (its ZeroMQ queue) and delivers them to the restarted worker, which builds
-    its first windows from them."""
+def test_a_worker_killed_and_restarted_builds_its_first_windows_from_the_replayed_tail(ipc_address):
+    """The producer keeps each device's last window of messages and sends them
+    again when the restarted worker's subscription arrives (tail replay), so
+    the new worker's first window is made of samples published before it
+    started, and at most one window per device goes unlabelled."""
     env = {**os.environ, "HARSTREAM_INGEST": ipc_address("in"), "HARSTREAM_OUTPUT": ipc_address("out")}
     cmd = [sys.executable, "-m", "harstream", "worker", "--runtime", "none", "--stats-every", "60"]
 
@@ -137,6 +138,7 @@ def test_a_worker_killed_and_restarted_loses_at_most_one_window_per_device(ipc_a
         first.wait(10)
         before = list(reader.predictions)
         second = start_worker()
+        started = time.time()  # sample times are wall-clock times at speed 1
         assert reader.wait(lambda r: all(sum(p.device == n for p in r.predictions[len(before):]) >= 2
                                          for n in names), 90)  # fmt: skip
         after = reader.predictions[len(before) :]
@@ -153,6 +155,8 @@ def test_a_worker_killed_and_restarted_loses_at_most_one_window_per_device(ipc_a
         mine_before = [p for p in before if p.device == name]
         mine_after = [p for p in after if p.device == name]
         assert lost_windows(mine_before, mine_after) <= 1, name
+        # its first window holds samples published before the new worker started: the replayed tail
+        assert min(p.t_start for p in mine_after) < started - 1.0, name
         # no burst of old windows: the successor's come in order, one per 64 samples
         ends = sorted(p.t_end for p in mine_after)
         assert np.allclose(np.diff(ends), 64 / 50, atol=1e-3)

@@ -10,9 +10,12 @@ start path (``--no-fast-start``: Keras load, runtime checks); the fast start
 loads the checked LiteRT conversion. Also measured: when the new worker had
 bound its output (the subscriber's reconnect, seen by a socket monitor). Goal:
 first prediction < 1.28 s after start, at most one window lost per device.
-A first window needs 128 samples from the first one the new worker receives,
-which is the first one published after the kill (the producer's queue), so
-the first prediction comes one window (2.56 s) after the kill at best.
+The simulator replays each device's last window of messages to a new
+subscriber (tail replay), so the new worker's first window is ready as soon
+as its subscription reaches the simulator. With ``--no-tail-replay`` a first
+window needs 128 samples from the first one the new worker receives (the
+first one published after the kill, handed over from the producer's queue),
+so the first prediction comes one window (2.56 s) after the kill at best.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--baseline-repeats", type=int, default=1, help="full-path restarts measured (0 = none)")
     parser.add_argument("--devices", type=int, default=4)
     parser.add_argument("--model", default=None, help="model artifact (default: the shipped model)")
+    parser.add_argument("--no-tail-replay", dest="tail_replay", action="store_false",
+                        help="the simulator does not replay its tail to a new subscriber")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,9 +52,10 @@ def run(args: argparse.Namespace) -> int:
     worker = _start(env, args.model, fast=True)  # the first start writes the conversion's record if missing
     sim = threading.Thread(target=replay, daemon=True, kwargs=dict(
         schedule=ReplaySchedule(devs, chunk=10, loop=True), publish=env["HARSTREAM_INGEST"], speed=1.0,
-        stop=stop, wait_subscriptions=1, wait_timeout=600, printer=None))  # fmt: skip
+        stop=stop, wait_subscriptions=1, wait_timeout=600, printer=None, tail_replay=args.tail_replay))  # fmt: skip
     sim.start()
-    print(f"load average at start: {os.getloadavg()[0]:.1f} (2 cores shared with other jobs)", flush=True)
+    print(f"load average at start: {os.getloadavg()[0]:.1f} (2 cores shared with other jobs); "
+          f"tail replay {'on' if args.tail_replay else 'off'}", flush=True)  # fmt: skip
     rows: dict[str, list[tuple[float, float, float, int]]] = {"full start (baseline)": [], "fast start": []}
     try:
         names = [d.device for d in devs]
@@ -106,11 +112,13 @@ def _start(env: dict, model: str | None, fast: bool):
 
 
 def _lost(before: list, after: list) -> int:
-    """Windows of the 64-sample grid missing between the two workers' labels."""
+    """Windows of the 64-sample grid missing between the two workers' labels
+    (0 also when the successor's first window overlaps the last one labelled,
+    as it does when it is built from the replayed tail); -1: no data."""
     if not before or not after:
         return -1
     last, first = max(p.t_end for p in before), min(p.t_end for p in after)
-    return int(round((first - last) * 50) // 64) - 1
+    return max(0, int(round((first - last) * 50) // 64) - 1)
 
 
 class _Reader:

@@ -29,6 +29,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="CURVE key folder (`harstream keys DIR`); required for an address off loopback",
     )
     parser.add_argument("--hwm", type=int, default=100_000, help="send high-water mark in messages")
+    parser.add_argument("--no-tail-replay", dest="tail_replay", action="store_false",
+                        help="do not send each device's last window again to a new subscriber "
+                             "(a restarted worker then needs 2.56 s of fresh samples per device)")  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
@@ -48,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"simulate: {len(devices)} devices from {len(recordings)} sessions of subjects "
           f"{' '.join(map(str, subjects))}, speed {args.speed or 'max'}, chunk {args.chunk}", flush=True)  # fmt: skip
     stats = replay(schedule, publish=args.publish, speed=args.speed, sndhwm=args.hwm,
-                   wait_subscriptions=args.wait, duration=args.duration, keys=args.keys,
+                   wait_subscriptions=args.wait, duration=args.duration, keys=args.keys, tail_replay=args.tail_replay,
                    printer=lambda line: print(line, flush=True))  # fmt: skip
     print(stats.line(), flush=True)
     return 0
