@@ -156,7 +156,8 @@ def test_a_worker_killed_and_restarted_builds_its_first_windows_from_the_replaye
         mine_after = [p for p in after if p.device == name]
         assert lost_windows(mine_before, mine_after) <= 1, name
         # its first window holds samples published before the new worker started: the replayed tail
-        assert min(p.t_start for p in mine_after) < started - 1.0, name
+        # (without it the first window starts after the worker subscribed, so after `started`)
+        assert min(p.t_start for p in mine_after) < started, name
         # no burst of old windows: the successor's come in order, one per 64 samples
         ends = sorted(p.t_end for p in mine_after)
         assert np.allclose(np.diff(ends), 64 / 50, atol=1e-3)
