@@ -65,6 +65,12 @@ class ModelArtifact:
         :class:`~harstream.stream.context.WindowContext`."""
         return tuple(int(s) for s in self.metadata.get("context_steps") or ())
 
+    @property
+    def stages(self) -> dict | None:
+        """The feature and decision stages the model carries (metadata
+        ``stages``; :mod:`harstream.models.staged`), None for a one-piece model."""
+        return self.metadata.get("stages") or None
+
 
 def metadata_path(model_path: Path) -> Path:
     return Path(model_path).with_suffix(".json")
@@ -95,6 +101,8 @@ def save_artifact(model: Any, metadata: dict, path: str | Path) -> Path:
     ``classes``, ``preprocessing`` and ``library_versions`` are filled in when
     absent; ``sha256`` is the hash of the written ``.keras`` file.
     """
+    from .staged import stage_metadata
+
     path = Path(path)
     if path.suffix != ".keras":
         raise ArtifactError(f"{path}: a model artifact must end in .keras")
@@ -107,8 +115,11 @@ def save_artifact(model: Any, metadata: dict, path: str | Path) -> Path:
         **metadata,
         # what the model takes, read from the model itself (never from copied metadata)
         "input": {"shape": [None, *(int(d) for d in model.input_shape[1:])], "dtype": "float32"},
+        "stages": stage_metadata(model),
         "sha256": file_sha256(path),
     }
+    if meta["stages"] is None:  # a one-piece model
+        del meta["stages"]
     metadata_path(path).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     return path
 
@@ -162,7 +173,7 @@ def load_artifact(path: str | Path | None = None) -> ModelArtifact:
     import keras
 
     # register our layers (WindowFeatures, RBFKernel, PlacementFreeFeatures, PostureHead, …) for safe mode
-    from . import features, invariant, personal, svm  # noqa: F401
+    from . import features, invariant, personal, staged, svm  # noqa: F401
 
     path = Path(path) if path is not None else DEFAULT_MODEL
     meta = read_metadata(path)
@@ -193,6 +204,13 @@ def check_input(artifact: ModelArtifact) -> None:
         raise ArtifactError(
             f"{artifact.path}: the model takes {got} per window but its metadata "
             f"(context_steps {list(steps)}) means the worker feeds {expected}"
+        )
+    from .staged import stage_metadata
+
+    if artifact.stages is not None and artifact.stages != stage_metadata(artifact.model):
+        raise ArtifactError(
+            f"{artifact.path}: its metadata names stages {artifact.stages} but the model carries "
+            f"{stage_metadata(artifact.model)}"
         )
     outputs = int(artifact.model.output_shape[-1])
     if outputs != len(artifact.classes):
