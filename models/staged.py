@@ -186,6 +186,31 @@ class StagedRuntime:
         return self.decide(self.features(x.reshape(n * k, WINDOW, WINDOW_CHANNELS)).reshape(n, k, -1))
 
 
+class NumpyFeatures:
+    """A feature stage run by numpy (the layer's ``numpy_call``): the graph's
+    formulas, float error apart, without a graph runtime's per-op costs;
+    its sort alone is ~40× faster than LiteRT's."""
+
+    name = "numpy"
+
+    def __init__(self, feature_stage: keras.Model):
+        self.layer = feature_layer(feature_stage)
+        if self.layer is None:
+            raise ValueError(f"feature stage {feature_stage.name!r} has no layer with a numpy_call")
+        self.size = int(feature_stage.output_shape[-1])
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        if len(x) == 0:
+            return np.empty((0, self.size), np.float32)
+        return np.asarray(self.layer.numpy_call(x), np.float32)
+
+
+def feature_layer(feature_stage: keras.Model) -> keras.layers.Layer | None:
+    """The feature stage's one feature layer if numpy can run it, else None."""
+    layers = [layer for layer in feature_stage.layers if not isinstance(layer, keras.layers.InputLayer)]
+    return layers[0] if len(layers) == 1 and hasattr(layers[0], "numpy_call") else None
+
+
 def stage_artifact(artifact, stage: str):
     """A :class:`~harstream.models.artifact.ModelArtifact` of one stage, so the
     runtimes build and cache it like any model (its own cache key)."""
@@ -200,7 +225,8 @@ def stage_artifact(artifact, stage: str):
 
 def load_staged_runtime(artifact, kind: str = "auto", check: np.ndarray | None = None) -> StagedRuntime:
     """Runtimes for the two stages of a staged ``artifact``: for each stage the
-    fastest of ``kind`` (``auto``: LiteRT and XLA ``tf.function``) whose
+    fastest of ``kind`` (``auto``: LiteRT, XLA ``tf.function`` and, for a
+    feature layer that has one, its numpy path) whose
     probabilities, with the other stage in Keras, agree with the whole Keras
     model on ``check`` stacks (same argmax, within 1e-4); the whole path is
     checked once more. Each stage keeps the next agreeing runtime (or Keras) as
@@ -225,9 +251,12 @@ def load_staged_runtime(artifact, kind: str = "auto", check: np.ndarray | None =
         sample = windows if name == FEATURE_STAGE else keras_features
         good: list[tuple[float, object]] = []
         candidates: dict = {}
-        for rt_name in (["tflite", "tf-function"] if kind == "auto" else [] if kind == "keras" else [kind]):
+        names = ["tflite", "tf-function"] if kind == "auto" else [] if kind == "keras" else [kind]
+        if name == FEATURE_STAGE and kind == "auto" and feature_layer(part.model) is not None:
+            names.insert(0, "numpy")
+        for rt_name in names:
             try:
-                rt = BUILDERS[rt_name](part)
+                rt = NumpyFeatures(part.model) if rt_name == "numpy" else BUILDERS[rt_name](part)
             except Exception as exc:  # conversion can fail for exotic layers
                 candidates[rt_name] = {"error": str(exc)[:300]}
                 continue
