@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test install dev browser clean
+.PHONY: demo test install dev browser redis clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,10 +25,14 @@ dev: $(VENV)/.installed-dev
 browser:
 	@command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
 
+# Debian's redis-server for the durable log (`harstream broker`); the default ZeroMQ path does not need it.
+redis:
+	@command -v redis-server >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends redis-server >/dev/null; }
+
 demo: $(VENV)/.installed
 	$(BIN)/harstream demo
 
-test: $(VENV)/.installed-dev browser
+test: $(VENV)/.installed-dev browser redis
 	$(BIN)/python -m pytest
 
 clean:

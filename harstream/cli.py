@@ -19,6 +19,8 @@ COMMANDS = {
     "evaluate": "repeat train+evaluate, report mean ± std and confusion matrices",
     "simulate": "replay recorded sessions as live 50 Hz devices on the bus",
     "worker": "preprocess streams, run the model, publish predictions",
+    "broker": "run redis-server for the durable partitioned log (data in runs/broker/)",
+    "bridge": "move samples from the ZeroMQ ingest bus into the partitioned Redis log",
     "proxy": "XSUB/XPUB proxy: one well-known address for publishers and subscribers",
     "tail": "print live predictions and stats from the bus",
     "gateway": "accept phone sensor apps (WebSocket/HTTP) and publish their samples",

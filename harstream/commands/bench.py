@@ -15,6 +15,7 @@ BENCHMARKS = {
     "capacity": "concurrent 50 Hz devices one (or two sharded) workers keep up with",
     "transport": "samples/s through simulator -> bus -> worker with inference off",
     "gateway": "devices and samples/s one gateway process sustains",
+    "failover": "kill -9 one of several workers on the durable Redis log: takeover time, lost and duplicate windows",
     "pipeline": "preprocessing cost per device-second vs a batch offline filter",
 }
 

@@ -29,6 +29,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="model artifact for the worker (default: the shipped model)")
     parser.add_argument("--gateway", action="store_true", help="also run the phone gateway")
     parser.add_argument("--gateway-port", type=int, default=8765, help="gateway port (default 8765)")
+    parser.add_argument("--durable", default=None, metavar="URL",
+                        help="run the bridge and two workers on the durable log at URL (start `harstream broker` "
+                             "first) instead of one worker on the bus")
     parser.add_argument("--port", type=int, default=8501, help="dashboard port (default 8501)")
     parser.add_argument("--ingest", default=ingest_address(),
                         help="ingest bus address the worker binds (default $HARSTREAM_INGEST or tcp://127.0.0.1:5555)")
@@ -47,12 +50,23 @@ def plan(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
     worker = me + ["worker", "--ingest", "@" + ingest, "--publish", "@" + output]
     if args.model:
         worker += ["--model", args.model]
-    parts = [
-        ("worker", worker),
-        ("dashboard", me + ["dashboard", "--subscribe", ">" + output, "--port", str(args.port)]),
+    if getattr(args, "durable", None):
+        # The bridge takes the ingest bus; both workers publish into the dashboard's bound subscriber.
+        model = ["--model", args.model] if args.model else []
+        parts = [("bridge", me + ["bridge", "--redis", args.durable, "--ingest", "@" + ingest])]
+        parts += [(f"worker-{k}", me + ["worker", "--redis", args.durable, "--publish", ">" + output,
+                                        "--id", f"worker-{k}", *model]) for k in "ab"]  # fmt: skip
+        parts.append(("dashboard", me + ["dashboard", "--subscribe", "@" + output, "--port", str(args.port)]))
+    else:
+        parts = [("worker", worker),
+                 ("dashboard", me + ["dashboard", "--subscribe", ">" + output, "--port", str(args.port)])]
+    parts += [
         ("simulator", me + ["simulate", "--subjects", *map(str, args.subjects), "--speed", str(args.speed),
                             "--loop", "--publish", ">" + ingest]),
     ]  # fmt: skip
+    if args.gateway and getattr(args, "durable", None):
+        raise SystemExit("demo: --gateway with --durable is not supported yet (the gateway subscribes to the "
+                         "workers' output, which the dashboard binds in durable mode)")
     if args.gateway:
         parts.append(("gateway", me + ["gateway", "--port", str(args.gateway_port),
                                        "--ingest", ">" + ingest, "--output", ">" + output]))  # fmt: skip

@@ -46,6 +46,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--idle-timeout", type=float, default=30.0, help="seconds before a silent device is evicted")
     parser.add_argument("--signal-interval", type=float, default=0.5,
                         help="seconds between decimated signal messages per device (0 = off)")  # fmt: skip
+    parser.add_argument("--redis", default=None, metavar="URL",
+                        help="consume the durable log on this broker (redis://127.0.0.1:PORT or unix://PATH) "
+                             "instead of the ingest bus; partitions are shared with other workers by lease")
+    parser.add_argument("--partitions", type=int, default=12, help="partitions of the log, as the bridge's (default 12)")
+    parser.add_argument("--lease-ms", type=int, default=600,
+                        help="lease time: a dead worker's partitions move after this (default 600)")
     parser.add_argument("--stats-every", type=float, default=5.0, help="seconds between printed stats lines")
 
 
@@ -93,6 +99,23 @@ def run(args: argparse.Namespace) -> int:
     )  # fmt: skip
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    if args.redis:
+        from harstream.stream.redis_worker import LogConfig, serve_redis
+
+        if not 1 <= args.partitions <= 1024 or not 100 <= args.lease_ms <= 60_000:
+            raise SystemExit("worker: --partitions must be within 1..1024 and --lease-ms within 100..60000")
+        log_config = LogConfig(partitions=args.partitions, lease_ttl_ms=args.lease_ms,
+                               renew_every_ms=max(20, args.lease_ms // 4))  # fmt: skip
+        try:
+            final = serve_redis(runtime, classes, model_id, args.redis, output=output, config=config,
+                                log_config=log_config, worker_id=args.id, stop=stop, print_every=args.stats_every,
+                                printer=lambda line: print(line, flush=True))  # fmt: skip
+        except ValueError as exc:
+            raise SystemExit(f"worker: {exc}") from None
+        except KeyboardInterrupt:
+            return 0
+        print(f"worker: stopped; totals {final.get('totals')}, broker {final.get('broker')}", flush=True)
+        return 0
     try:
         final = serve(runtime, classes, model_id, ingest=ingest, output=output, config=config,
                       worker_id=args.id, stop=stop, print_every=args.stats_every,

@@ -1,0 +1,265 @@
+"""The durable log on a real redis-server (Unix socket, started here): the
+bridge moves bus messages into partition streams, workers own partitions by
+lease, a killed worker's partitions are taken over from the log, and the
+predictions are exactly one per (device, window)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from harstream.simulator.replay import ReplaySchedule, devices_for, replay
+from harstream.stream.activities import ACTIVITIES
+from harstream.stream.broker import Keys, connect, start_redis
+from harstream.stream.leases import Fenced, Leases
+from harstream.stream.log_bridge import serve_bridge
+from harstream.stream.pipeline import DevicePipeline
+from harstream.stream.redis_worker import LogConfig, serve_redis
+
+from test_live_path import Collector
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("redis-server") is None,
+    reason="redis-server is not installed (`make redis` installs Debian's package)",
+)
+
+PARTITIONS = 12
+
+
+@pytest.fixture
+def redis_url():
+    """A fresh redis-server on a Unix socket in a short temporary folder."""
+    folder = Path(tempfile.mkdtemp(prefix="hs-redis-"))
+    proc, url = start_redis(folder, unix_socket=folder / "redis.sock")
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+class Bridge:
+    """serve_bridge in a thread; ``ingest`` is the address it bound."""
+
+    def __init__(self, url: str):
+        self.stop, ready = threading.Event(), threading.Event()
+
+        def bound(address: str) -> None:
+            self.ingest = address
+            ready.set()
+
+        self.thread = threading.Thread(target=serve_bridge, daemon=True, kwargs=dict(
+            url=url, ingest="tcp://127.0.0.1:*", partitions=PARTITIONS, stop=self.stop, printer=None,
+            on_ready=bound))  # fmt: skip
+        self.thread.start()
+        assert ready.wait(20), "bridge did not start"
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(20)
+
+
+class LogWorker:
+    """serve_redis in a thread, publishing to ``output`` (connected)."""
+
+    def __init__(self, runtime, url: str, output: str, worker_id: str, context_steps=()):
+        from harstream.stream.worker import WorkerConfig
+
+        self.stop, ready, self.result = threading.Event(), threading.Event(), {}
+
+        def run():
+            self.result.update(serve_redis(
+                runtime, ACTIVITIES, "tiny", url, output=">" + output, worker_id=worker_id, stop=self.stop,
+                config=WorkerConfig(context_steps=context_steps, signal_interval=0),
+                log_config=LogConfig(partitions=PARTITIONS), stats_every=0.2, on_ready=ready.set, printer=None))  # fmt: skip
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+        assert ready.wait(20), f"worker {worker_id} did not start"
+
+    def close(self) -> dict:
+        self.stop.set()
+        self.thread.join(30)
+        return self.result
+
+
+def owners(url: str) -> Counter:
+    """Partitions per lease holder."""
+    holders = Leases(connect(url), Keys(), 600).holders(PARTITIONS)
+    return Counter(h.split()[0] for h in holders if h)
+
+
+def wait_for(condition, timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def keys_seen(predictions) -> tuple[Counter, dict[str, list[int]]]:
+    count = Counter((p.device, p.window) for p in predictions)
+    by_device: dict[str, list[int]] = {}
+    for device, window in count:
+        by_device.setdefault(device, []).append(window)
+    return count, {d: sorted(w) for d, w in by_device.items()}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A small untrained LSTM artifact and its LiteRT runtime."""
+    import keras
+
+    from harstream.models.artifact import load_artifact, save_artifact
+    from harstream.models.runtime import TfliteRuntime
+
+    os.environ["HARSTREAM_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    keras.utils.set_random_seed(5)
+    inp = keras.Input((128, 9))
+    x = keras.layers.Dense(6, activation="softmax")(keras.layers.LSTM(8)(inp))
+    artifact = load_artifact(save_artifact(keras.Model(inp, x), {"architecture": "tiny"},
+                                           tmp_path_factory.mktemp("m") / "tiny.keras"))  # fmt: skip
+    return artifact, TfliteRuntime(artifact, (1, 16))
+
+
+def test_bridge_and_two_workers_label_a_replayed_subject_like_the_offline_pipeline(redis_url, tiny, ipc_address):
+    artifact, runtime = tiny
+    recordings = [r for r in __import__("harstream.stream.recordings", fromlist=["x"]).load_embedded().of_subjects([2])]
+    out = ipc_address("out")
+    tail = Collector(out, verb="bind")
+    bridge = Bridge(redis_url)
+    workers = [LogWorker(runtime, redis_url, out, f"w{i}") for i in range(2)]
+    try:
+        assert wait_for(lambda: sorted(owners(redis_url).values()) == [6, 6]), owners(redis_url)
+        replay(ReplaySchedule(devices_for(recordings), chunk=10), publish=bridge.ingest, speed=0,
+               wait_subscriptions=1, printer=None)  # fmt: skip
+        windows = {r.name: DevicePipeline().push(np.asarray(r.samples, np.float32)) for r in recordings}
+        expected = {name: [ACTIVITIES[i] for i in artifact.model.predict(w, verbose=0).argmax(1)]
+                    for name, w in windows.items()}  # fmt: skip
+        total = sum(map(len, expected.values()))
+        tail.wait(lambda c: len(c.predictions) >= total, timeout=60)
+    finally:
+        finals = [w.close() for w in workers]
+        bridge.close()
+        tail.close()
+    assert {p.worker for p in tail.predictions} <= {"w0", "w1"}
+    for name, labels in expected.items():
+        got = sorted((p for p in tail.predictions if p.device == name), key=lambda p: p.window)
+        assert [p.window for p in got] == list(range(len(labels)))
+        assert [p.label for p in got] == labels
+    assert all(not f["drops"] for f in finals), [f["drops"] for f in finals]
+    # and the durable copies: one entry per window in the capped stream, the last one per device in the hash
+    client = connect(redis_url)
+    assert client.xlen(Keys().predictions) == total
+    assert {k.decode() for k in client.hkeys(Keys().latest)} == set(expected)
+
+
+def test_a_worker_killed_with_sigkill_is_taken_over_within_one_window_without_lost_or_duplicated_windows():
+    from harstream.bench.failover import measure_failover
+
+    result = measure_failover(devices=24, workers=2, before=4.0, after=4.0, speed=2.0, runtime="none", subjects=(2,))
+    assert result["orphaned_devices"] > 0 and result["by_worker"].get("w1", 0) > 0
+    assert result["lost_windows"] == 0
+    assert result["duplicate_windows"] == 0
+    assert result["devices"] == 24
+    assert result["takeover_s"] < 1.28, result
+
+
+def test_a_joining_worker_takes_partitions_and_every_window_is_predicted_once(redis_url, ipc_address):
+    from harstream.models.runtime import NullRuntime
+    from harstream.stream.recordings import load_embedded
+
+    out = ipc_address("out")
+    tail = Collector(out, verb="bind")
+    bridge = Bridge(redis_url)
+    first = LogWorker(NullRuntime(6), redis_url, out, "w0")
+    stop = threading.Event()
+    devices = devices_for(load_embedded().of_subjects([2]), 12)
+    sim = threading.Thread(target=replay, daemon=True, kwargs=dict(
+        schedule=ReplaySchedule(devices, chunk=10, loop=True), publish=bridge.ingest, speed=4.0, stop=stop,
+        printer=None))  # fmt: skip
+    second = None
+    try:
+        assert wait_for(lambda: owners(redis_url) == {"w0": PARTITIONS})
+        sim.start()
+        assert tail.wait(lambda c: len({p.device for p in c.predictions}) == len(devices), timeout=30)
+        second = LogWorker(NullRuntime(6), redis_url, out, "w1")
+        assert wait_for(lambda: owners(redis_url) == {"w0": 6, "w1": 6}), owners(redis_url)
+        joined = len(tail.predictions)
+        assert tail.wait(lambda c: sum(p.worker == "w1" for p in c.predictions[joined:]) >= 50, timeout=30)
+    finally:
+        stop.set()
+        sim.join(10)
+        time.sleep(1.0)
+        second and second.close()
+        first.close()
+        bridge.close()
+        tail.close()
+    count, windows = keys_seen(tail.predictions)
+    assert [k for k, c in count.items() if c > 1] == []
+    assert {d: len(w) for d, w in windows.items()} == {d: max(w) - min(w) + 1 for d, w in windows.items()}
+    assert len(windows) == len(devices)
+
+
+def test_a_stale_owner_cannot_write_after_its_lease_moved_and_a_replayed_window_is_not_written_twice(redis_url):
+    client = connect(redis_url)
+    leases = Leases(client, Keys(), ttl_ms=100)
+    old = leases.acquire(3, "old")
+    row = ("d1", 7, {"device": "d1", "window": 7}, {"w": 7, "recent": []})
+    assert leases.commit(old, [row], maxlen=100) == (1, 0)
+    time.sleep(0.2)  # the old owner stalls past its lease
+    new = leases.acquire(3, "new")
+    assert new.epoch == old.epoch + 1
+    with pytest.raises(Fenced):
+        leases.commit(old, [("d1", 8, {}, {"w": 8, "recent": []})], maxlen=100)
+    assert leases.commit(new, [row, ("d1", 8, {}, {"w": 8, "recent": []})], maxlen=100) == (1, 1)
+    assert client.xlen(Keys().predictions) == 2
+
+
+def test_bridge_and_worker_ride_out_a_broker_restart(ipc_address):
+    from harstream.models.runtime import NullRuntime
+    from harstream.stream.recordings import load_embedded
+
+    folder = Path(tempfile.mkdtemp(prefix="hs-redis-"))
+    proc, url = start_redis(folder, unix_socket=folder / "redis.sock")
+    out = ipc_address("out")
+    tail = Collector(out, verb="bind")
+    bridge = Bridge(url)
+    worker = LogWorker(NullRuntime(6), url, out, "w0")
+    stop = threading.Event()
+    sim = threading.Thread(target=replay, daemon=True, kwargs=dict(
+        schedule=ReplaySchedule(devices_for(load_embedded().of_subjects([2]), 4), chunk=10, loop=True),
+        publish=bridge.ingest, speed=4.0, stop=stop, printer=None))  # fmt: skip
+    try:
+        sim.start()
+        assert tail.wait(lambda c: len(c.predictions) >= 20, timeout=30)
+        proc.kill()
+        proc.wait()
+        time.sleep(1.0)  # both keep running while the broker is away
+        assert bridge.thread.is_alive() and worker.thread.is_alive()
+        before = len(tail.predictions)
+        proc, url = start_redis(folder, unix_socket=folder / "redis.sock")
+        assert tail.wait(lambda c: len(c.predictions) >= before + 20, timeout=30), "no predictions after the restart"
+    finally:
+        stop.set()
+        sim.join(10)
+        final = worker.close()
+        bridge.close()
+        tail.close()
+        proc.terminate()
+        proc.wait(10)
+        shutil.rmtree(folder, ignore_errors=True)
+    assert final["broker"]["broker_errors"] > 0
