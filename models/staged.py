@@ -153,8 +153,8 @@ class StagedRuntime:
     """Serves a staged model with one runtime per stage.
 
     ``features(windows (n, 128, 9)) -> (n, F)`` and ``decide(stacks (n, 1 + k, F))
-    -> probabilities`` are what a server uses; ``predict(x (n, 1 + k, 128, 9))``
-    runs both on whole window stacks, as a one-piece runtime does (each stack's
+    -> probabilities`` are what a server uses; ``predict`` takes either feature
+    stacks or whole window stacks, as a one-piece runtime does (each stack's
     windows' features computed there, so only for checks and benchmarks).
     """
 
@@ -179,9 +179,14 @@ class StagedRuntime:
         return self.decision_runtime.predict(np.ascontiguousarray(stacks, dtype=np.float32))
 
     def predict(self, x: np.ndarray) -> np.ndarray:
+        """Probabilities of stacks of windows ``(n, 1 + k, 128, 9)``, or of
+        stacks of their feature vectors ``(n, 1 + k, F)`` (what a worker that
+        computed the features already hands over)."""
         x = np.ascontiguousarray(x, dtype=np.float32)
+        if x.ndim == 3:
+            return self.decide(x)
         if x.ndim != 4:
-            raise ValueError(f"a staged model takes window stacks (n, 1 + k, 128, 9), got {x.shape}")
+            raise ValueError(f"a staged model takes stacks of windows (n, 1 + k, 128, 9) or of features (n, 1 + k, F), got {x.shape}")
         n, k = x.shape[:2]
         return self.decide(self.features(x.reshape(n * k, WINDOW, WINDOW_CHANNELS)).reshape(n, k, -1))
 

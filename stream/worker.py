@@ -86,6 +86,9 @@ class WorkerConfig:
     shard: tuple[int, int] | None = None  # (k, N): only devices with shard_of % N == k
     n_shards: int = 64
     context_steps: tuple[int, ...] = ()  # the model also takes the windows this many steps back
+    # a staged model's feature stage, (n, 128, 9) -> (n, F): each window's features are computed
+    # once, for all devices' new windows together, and the context stacks feature vectors
+    features: Callable[[np.ndarray], np.ndarray] | None = None
     # factory of each device's display core (stream.decoder.display_for); None = moving average
     display: Callable[[], Smoother] | None = None
 
@@ -97,7 +100,9 @@ class PendingWindow:
     device: str
     generation: int
     window: int
-    x: np.ndarray  # (128, 9) float32; (1 + len(context_steps), 128, 9) for a context model
+    # (128, 9) float32; (1 + len(context_steps), 128, 9) for a context model; with a staged
+    # model's feature stage (WorkerConfig.features) feature vectors instead of windows: (1 + k, F)
+    x: np.ndarray
     arrived: float  # monotonic time its last sample arrived
     t_start: float
     t_end: float
@@ -282,16 +287,42 @@ class StreamCore:
                 continue
             jobs.append((state, raw, labels, arrived, state.pipeline.emitted, state.pipeline.samples_seen))
         results = push_many([j[0].pipeline for j in jobs], [j[1] for j in jobs])
-        for (state, _, labels, arrived, first_window, seen_before), windows in zip(jobs, results):
-            self._emit(state, windows, labels, arrived, first_window, seen_before)
+        inputs = self._window_inputs(results)
+        for (state, _, labels, arrived, first_window, seen_before), windows, x in zip(jobs, results, inputs):
+            self._emit(state, windows, x, labels, arrived, first_window, seen_before)
 
-    def _emit(self, state: DeviceState, windows: np.ndarray, labels: np.ndarray | None,
+    def _window_inputs(self, results: list[np.ndarray]) -> list[np.ndarray | None]:
+        """What the model takes of each device's new windows: the windows, or
+        for a staged model their features, computed for all devices in one
+        call (None where that call failed: those windows are dropped, counted)."""
+        features = self.config.features
+        if features is None:
+            return list(results)
+        counts = [len(w) for w in results]
+        if not sum(counts):
+            return [None] * len(results)
+        try:
+            f = features(np.concatenate([w for w in results if len(w)]))
+            if len(f) != sum(counts):
+                raise ValueError(f"the feature stage returned {len(f)} rows for {sum(counts)} windows")
+        except Exception as exc:  # a broken runtime must not stop the worker
+            self.drops["inference"] += sum(counts) - 1
+            self._drop("inference", f"{sum(counts)} windows: feature stage failed: {type(exc).__name__}: {exc}")
+            return [None] * len(results)
+        return np.split(f, np.cumsum(counts)[:-1])
+
+    def _emit(self, state: DeviceState, windows: np.ndarray, x: np.ndarray | None, labels: np.ndarray | None,
               now: float, first_window: int, seen_before: int) -> None:  # fmt: skip
+        """Queue a device's new ``windows`` (model inputs ``x``: the windows or
+        their features; None: not served) for the model."""
         if labels is not None:
             if len(state.labels) == 0:
                 state.label_base = seen_before
             state.labels = np.concatenate([state.labels, labels])
-        model_inputs = state.context.push(windows) if state.context is not None else windows
+        if x is None:
+            model_inputs = windows[:0]
+        else:
+            model_inputs = state.context.push(x) if state.context is not None else x
         for i, x in enumerate(model_inputs):
             j = first_window + i
             end = j * STEP + WINDOW - 1  # pipeline index of the window's last sample

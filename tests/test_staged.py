@@ -139,3 +139,46 @@ def test_a_staged_svm_is_still_refitted_when_fine_tuned(context_svm):
     from harstream.models.finetune import is_svm
 
     assert is_svm(context_svm) and not is_svm(_flat_context_model())
+
+
+def _serve_core(samples: np.ndarray, predict, features=None, chunk: int = 50) -> np.ndarray:
+    """Probabilities a worker core gives for one device's stream (no sockets)."""
+    from harstream.stream.activities import ACTIVITIES
+    from harstream.stream.protocol import SampleBatch, encode_samples
+    from harstream.stream.worker import StreamCore, WorkerConfig
+
+    core = StreamCore(ACTIVITIES, "m", WorkerConfig(context_steps=(1, 2), features=features, max_batch=8))
+    out = []
+    for seq in range(0, len(samples), chunk):
+        part = samples[seq : seq + chunk].astype(np.float32)
+        core.ingest(encode_samples(SampleBatch("d1", seq, 1000.0 + seq / 50, part)), now=0.0)
+        while core.pending:
+            x, taken = core.take_batch()
+            probs = predict(x)
+            out.append(np.asarray(probs))
+            core.finish_batch(taken, probs, now=0.0)
+    return np.concatenate(out)
+
+
+def test_a_worker_serving_the_stages_gives_the_whole_models_probabilities(context_svm):
+    rng = np.random.default_rng(8)
+    samples = rng.normal(scale=0.2, size=(1500, 6))
+    samples[:, 0] += 1.0
+    feature_stage, decision_stage = stages(context_svm)
+    whole = _serve_core(samples, lambda x: np.asarray(context_svm(x)))
+    staged = _serve_core(samples, lambda f: np.asarray(decision_stage(f)), features=lambda w: np.asarray(feature_stage(w)))
+    assert len(whole) == 22
+    np.testing.assert_array_equal(staged, whole)
+
+
+def test_a_failing_feature_stage_drops_its_windows_counted_and_the_worker_goes_on(context_svm):
+    from harstream.stream.activities import ACTIVITIES
+    from harstream.stream.protocol import SampleBatch, encode_samples
+    from harstream.stream.worker import StreamCore, WorkerConfig
+
+    def broken(windows):
+        raise RuntimeError("interpreter gone")
+
+    core = StreamCore(ACTIVITIES, "m", WorkerConfig(context_steps=(1, 2), features=broken))
+    core.ingest(encode_samples(SampleBatch("d1", 0, 0.0, np.zeros((256, 6), np.float32))), now=0.0)
+    assert core.pending == [] and core.drops["inference"] == 3  # windows 0, 1, 2

@@ -52,6 +52,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--partitions", type=int, default=12, help="partitions of the log, as the bridge's (default 12)")
     parser.add_argument("--lease-ms", type=int, default=600,
                         help="lease time: a dead worker's partitions move after this (default 600)")
+    parser.add_argument("--whole-model", action="store_true",
+                        help="serve a staged context model in one piece (every window's features computed for "
+                             "each decision it is part of) instead of its features once per window; for comparison")
     parser.add_argument("--stats-every", type=float, default=5.0, help="seconds between printed stats lines")
 
 
@@ -72,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
 
         runtime, classes, model_id = NullRuntime(len(ACTIVITIES)), list(ACTIVITIES), "none"
         context_steps: tuple[int, ...] = ()
+        features = None
     else:
         from harstream.models.artifact import ArtifactError, load_artifact
         from harstream.models.runtime import load_runtime
@@ -80,7 +84,18 @@ def run(args: argparse.Namespace) -> int:
             artifact = load_artifact(args.model)
         except ArtifactError as exc:
             raise SystemExit(f"worker: {exc}") from None
-        runtime = load_runtime(artifact, args.runtime)
+        features = None
+        if artifact.stages and not args.whole_model:
+            from harstream.models.staged import load_staged_runtime
+
+            from threadpoolctl import threadpool_limits
+
+            # One worker is one core: numpy's matmul (the feature stage) must not start BLAS threads.
+            threadpool_limits(1, user_api="blas")
+            runtime = load_staged_runtime(artifact, args.runtime)
+            features = runtime.features  # each window's features once, then decisions on feature stacks
+        else:
+            runtime = load_runtime(artifact, args.runtime)
         print(f"worker: model {artifact.model_id} served by {runtime.name} "
               f"(fallback {runtime.fallback.name if runtime.fallback else 'none'}): {runtime.report}", flush=True)
         classes, model_id, context_steps = artifact.classes, artifact.model_id, artifact.context_steps
@@ -95,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     config = WorkerConfig(
         max_batch=args.max_batch, max_wait=args.max_wait_ms / 1000.0, smooth_windows=args.smooth,
         threshold=args.threshold, idle_timeout=args.idle_timeout, signal_interval=args.signal_interval,
-        shard=args.shard, context_steps=context_steps, display=display,
+        shard=args.shard, context_steps=context_steps, display=display, features=features,
     )  # fmt: skip
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
