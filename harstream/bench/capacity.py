@@ -23,6 +23,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None)
     parser.add_argument("--chunk", type=int, default=10, help="samples per message")
     parser.add_argument("--speed", type=float, default=1.0, help="simulator speed (0 = as fast as the bus takes)")
+    parser.add_argument("--worker-arg", action="append", default=[], metavar="ARG",
+                        help="extra argument for every worker, e.g. --worker-arg=--whole-model (repeatable)")
     parser.add_argument("--profile", default=None, metavar="FILE",
                         help="run the (first) worker under cProfile and write the stats here")  # fmt: skip
 
@@ -90,7 +92,8 @@ def start_workers(shards: int, args: argparse.Namespace, env: dict, extra: list[
 
     exe = [sys.executable, "-m", "harstream"]
     procs = []
-    base = ["worker", "--runtime", args.runtime, "--stats-every", "1000"] + (extra or [])
+    base = ["worker", "--runtime", args.runtime, "--stats-every", "1000"] + list(getattr(args, "worker_arg", []))
+    base += extra or []
     if args.model:
         base += ["--model", args.model]
     if shards == 1:
