@@ -18,6 +18,8 @@ import streamlit as st
 
 from harstream.dashboard.charts import (
     confusion_chart,
+    duration_text,
+    mix_chart,
     overview_html,
     pretty,
     probability_chart,
@@ -102,9 +104,13 @@ def show_overview(state: LiveState, now: float) -> list[str]:
         st.info("No live device yet: predictions appear here as soon as the worker labels a window.")
         return []
     hits, scored = state.fleet_accuracy()
+    mix_col, text_col = st.columns([1, 2])
+    mix_col.vega_lite_chart(spec=mix_chart(state.activity_mix(now)), width="stretch")
     if scored:
-        st.caption(f"Fleet accuracy against ground truth (smoothed, since this page opened): "
-                   f"{hits / scored:.1%} of {scored:,} windows")
+        text_col.caption(f"Fleet accuracy against ground truth (the decoded display, since this page opened): "
+                         f"{hits / scored:.1%} of {scored:,} windows")
+    text_col.caption("Cards show what the worker's display decoder decided and for how long; "
+                     "a hatched grey card is a posture change (sit to stand, ...), not an error.")
     cards = overview_html(rows, stale_after=STALE_AFTER_S)
     if len(rows) > 24:  # a fleet scrolls inside its own box; the device view stays in reach
         with st.container(height=420, border=False):
@@ -129,14 +135,14 @@ def show_device(state: LiveState, devices: list[str]) -> str | None:
     p = ds.latest
     left, right = st.columns([1, 2])
     with left:
-        st.markdown(f"**{pretty(p.smoothed)}** (window {p.window}: raw {pretty(p.label)}, "
-                    f"{p.latency_ms:.1f} ms, model `{p.model}`)")
+        st.markdown(f"**{pretty(p.smoothed)}** for {duration_text(ds.run_seconds)} (window {p.window}: "
+                    f"raw {pretty(p.label)}, {p.latency_ms:.1f} ms, model `{p.model}`)")
         st.vega_lite_chart(spec=probability_chart(p.smoothed_probs or p.probs, p.probs), width="stretch")
     with right:
         accuracy = ds.rolling_accuracy()
         label = "no ground truth" if accuracy is None else f"rolling accuracy {accuracy:.0%} (last 100 labelled windows)"
         st.markdown(f"**Activity, last {TIMELINE_S / 60:.0f} min** · {label}")
-        st.vega_lite_chart(spec=timeline_chart(ds.timeline(TIMELINE_S), TIMELINE_S), width="stretch")
+        st.vega_lite_chart(spec=timeline_chart(ds.segments(TIMELINE_S), TIMELINE_S), width="stretch")
     signal = ds.signal_frame()
     acc_col, gyro_col = st.columns(2)
     if len(signal["t"]):
@@ -149,7 +155,7 @@ def show_device(state: LiveState, devices: list[str]) -> str | None:
     if matrix.sum():
         left, _ = st.columns([3, 2])
         left.markdown(f"**Confusion matrix since this page opened** ({int(matrix.sum()):,} labelled windows, "
-                      "smoothed prediction vs ground truth)")
+                      "displayed label vs ground truth; a transition on display counts as *unknown*)")
         left.vega_lite_chart(spec=confusion_chart(matrix), width="stretch")
     return device
 

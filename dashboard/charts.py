@@ -12,9 +12,9 @@ from typing import Sequence
 
 import numpy as np
 
-from harstream.stream.activities import ACTIVITIES, UNKNOWN
+from harstream.stream.activities import ACTIVITIES, TRANSITIONS, UNKNOWN
 
-from .state import PREDICTED, TRANSITION, UNLABELLED, OverviewRow
+from .state import PREDICTED, TRANSITION, UNLABELLED, OverviewRow, display_category
 
 # Tableau 10: distinct, colour-blind friendly enough, readable on white.
 COLOURS = {
@@ -24,9 +24,21 @@ COLOURS = {
     "SITTING": "#76b7b2",
     "STANDING": "#59a14f",
     "LAYING": "#edc948",
-    TRANSITION: "#b07aa1",
-    UNKNOWN: "#9d9590",  # the model abstained
-    UNLABELLED: "#dcd8d5",  # the recording has no label here
+    # A postural transition is a state of its own, not a mistake: neutral
+    # grey, hatched wherever it is drawn (cards, timeline lanes).
+    TRANSITION: "#b9b2ab",
+    UNKNOWN: "#6f6865",  # nothing decided yet, or the model abstained
+    UNLABELLED: "#e4e1de",  # the recording has no label here
+}
+# Stripes for transitions: CSS for the cards, a Vega gradient for the charts
+# (Vega-Lite has no pattern fill; a many-stop diagonal gradient draws stripes).
+HATCH_CSS = "repeating-linear-gradient(135deg,#d9d4cf 0 5px,#f4f2f0 5px 10px)"
+_STRIPES = 10
+HATCH_FILL = {
+    "gradient": "linear", "x1": 0, "y1": 0, "x2": 1, "y2": 1,
+    "stops": [{"offset": round(k / (2 * _STRIPES) + e, 4), "color": c}
+              for k in range(2 * _STRIPES)
+              for e, c in ((0.0, ("#b9b2ab", "#ece8e4")[k % 2]), (1 / (2 * _STRIPES) - 1e-4, ("#b9b2ab", "#ece8e4")[k % 2]))],
 }
 # Material Symbols ligatures (the icon font Streamlit itself ships).
 ICONS = {
@@ -55,16 +67,33 @@ def pretty(activity: str | None) -> str:
 
 
 def colour_of(activity: str | None) -> str:
-    return COLOURS.get(activity or UNKNOWN, COLOURS[UNKNOWN])
+    """Colour of a display label or truth category (transitions share one)."""
+    return COLOURS.get(activity or UNKNOWN) or COLOURS[display_category(activity)]
+
+
+def duration_text(seconds: float) -> str:
+    """How long, for a person: ``45 s``, ``3 min 05 s``, ``2 h 07 min``.
+
+    >>> duration_text(4.2), duration_text(185), duration_text(7630)
+    ('4 s', '3 min 05 s', '2 h 07 min')
+    """
+    s = int(max(seconds, 0.0))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
 
 
 # ------------------------------------------------------------------ overview
 
-CARD_CSS = """
+CARD_CSS = ("""
 <style>
 .hs-grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(190px,1fr));gap:8px;font-family:inherit}
 .hs-card{border-radius:8px;padding:6px 10px;border-left:8px solid var(--c);background:color-mix(in srgb,var(--c) 14%,white);line-height:1.3}
 .hs-card.stale{opacity:.5}
+.hs-card.transition{background:""" + HATCH_CSS + """}
+.hs-for{font-weight:600}
 .hs-dev{font-size:.78rem;color:#555;display:flex;justify-content:space-between}
 .hs-act{font-weight:600;font-size:1.0rem;display:flex;align-items:center;gap:4px;white-space:nowrap;overflow:hidden}
 .hs-ico{font-family:'Material Symbols Rounded';font-size:1.3rem;font-weight:normal;color:var(--c);filter:brightness(.8)}
@@ -72,19 +101,25 @@ CARD_CSS = """
 .hs-bar>div{height:4px;background:var(--c);border-radius:2px;filter:brightness(.85)}
 .hs-sub{font-size:.75rem;color:#444}
 .hs-ok{color:#1b7f3b;font-weight:600}.hs-bad{color:#c0392b;font-weight:600}
+.hs-badges{display:inline-flex;gap:4px;margin-left:4px}
 </style>
-"""
+""")
 
 
 def overview_html(rows: Sequence[OverviewRow], stale_after: float = 5.0) -> str:
     """One HTML grid of device cards (one element for any number of devices).
 
-    Each card carries ``data-device`` and ``data-activity`` so the browser
-    test (and any scraper) can read the page without parsing text.
+    Each card carries ``data-device``, ``data-activity`` (the label the
+    display shows) and ``data-lasted`` (its seconds so far) so the browser
+    test (and any scraper) can read the page without parsing text. A
+    postural transition on display gets a hatched neutral card, never the
+    error mark. Per-device badges go in the ``hs-badges`` slot after the
+    device name.
     """
     cards = []
     for r in rows:
         c = colour_of(r.activity)
+        transition = r.activity in TRANSITIONS
         if r.match is True:
             verdict = f'<span class="hs-ok">✓</span> truth {html.escape(pretty(r.truth))}'
         elif r.match is False:
@@ -94,14 +129,18 @@ def overview_html(rows: Sequence[OverviewRow], stale_after: float = 5.0) -> str:
         else:
             verdict = "no ground truth"
         acc = f" · acc {r.accuracy:.0%}" if r.accuracy is not None else ""
+        confidence = "changing posture" if transition else f"{r.confidence:.0%} confident"
+        classes = "hs-card" + (" stale" if r.age_s > stale_after else "") + (" transition" if transition else "")
+        icon = ICONS.get(r.activity) or ICONS[display_category(r.activity)]
         cards.append(
-            f'<div class="hs-card{" stale" if r.age_s > stale_after else ""}" style="--c:{c}" '
-            f'data-device="{html.escape(r.device)}" data-activity="{html.escape(r.activity)}">'
-            f'<div class="hs-dev"><span>{html.escape(r.device)}</span><span>{r.age_s:.1f} s ago</span></div>'
-            f'<div class="hs-act"><span class="hs-ico">{ICONS.get(r.activity, ICONS[UNKNOWN])}</span>'
-            f"{html.escape(pretty(r.activity))}</div>"
+            f'<div class="{classes}" style="--c:{c}" data-device="{html.escape(r.device)}" '
+            f'data-activity="{html.escape(r.activity)}" data-lasted="{r.lasted_s:.1f}">'
+            f'<div class="hs-dev"><span>{html.escape(r.device)}<span class="hs-badges"></span></span>'
+            f"<span>{r.age_s:.1f} s ago</span></div>"
+            f'<div class="hs-act"><span class="hs-ico">{icon}</span>{html.escape(pretty(r.activity))}</div>'
             f'<div class="hs-bar"><div style="width:{100 * r.confidence:.0f}%"></div></div>'
-            f'<div class="hs-sub">{r.confidence:.0%} confident · {verdict}{acc}</div></div>'
+            f'<div class="hs-sub"><b class="hs-for" title="how long the display has shown this">'
+            f"for {duration_text(r.lasted_s)}</b> · {confidence} · {verdict}{acc}</div></div>"
         )
     return CARD_CSS + '<div class="hs-grid" data-testid="hs-overview">' + "".join(cards) + "</div>"
 
@@ -156,25 +195,58 @@ def probability_chart(probs: Sequence[float], raw: Sequence[float] | None = None
     }
 
 
-def timeline_chart(bands: Sequence[dict], seconds: float) -> Spec:
-    """Coloured bands of the predicted activity, the ground truth underneath."""
+LANES = ("display", "raw", "truth")
+
+
+def timeline_chart(segments: dict[str, Sequence[dict]], seconds: float) -> Spec:
+    """The lanes of :meth:`DeviceState.segments` as coloured segments: what
+    the display showed (one segment per decoder decision), the per-window raw
+    label, and the ground truth. Postural transitions are hatched grey."""
     values = []
-    for b in bands:
-        values.append({"lane": "model", "start": b["start"], "end": b["end"], "activity": b["predicted"]})
-        if b["truth"] is not None:
-            values.append({"lane": "truth", "start": b["start"], "end": b["end"], "activity": b["truth"]})
+    for lane in LANES:
+        for seg in segments.get(lane, ()):
+            values.append({"lane": lane, "start": seg["start"], "end": seg["end"],
+                           "activity": display_category(seg["label"]) if seg["label"] not in COLOURS else seg["label"],
+                           "label": pretty(seg["label"]), "seconds": round(seg["end"] - seg["start"], 1)})
+    encoding = {
+        "x": {"field": "start", "type": "quantitative", "scale": {"domain": [-seconds, 0]},
+              "title": "seconds (0 = latest window)"},
+        "x2": {"field": "end"},
+        "y": {"field": "lane", "type": "nominal", "sort": list(LANES), "title": None},
+        "tooltip": [{"field": "lane"}, {"field": "label"}, {"field": "seconds"},
+                    {"field": "start", "format": ".1f"}],
+    }
     return {
         "data": {"values": values},
-        "height": {"step": 34},
-        "mark": "rect",
-        "encoding": {
-            "x": {"field": "start", "type": "quantitative", "scale": {"domain": [-seconds, 0]},
-                  "title": "seconds (0 = latest window)"},
-            "x2": {"field": "end"},
-            "y": {"field": "lane", "type": "nominal", "sort": ["model", "truth"], "title": None},
-            "color": _colour("activity", {"orient": "bottom", "columns": 4, "title": None}),
-            "tooltip": [{"field": "lane"}, {"field": "activity"}, {"field": "start", "format": ".1f"}],
-        },
+        "height": {"step": 30},
+        "encoding": encoding,
+        "layer": [
+            {"mark": {"type": "rect", "stroke": "white", "strokeWidth": 0.5},
+             "encoding": {"color": _colour("activity", {"orient": "bottom", "columns": 5, "title": None})}},
+            {"transform": [{"filter": {"field": "activity", "equal": TRANSITION}}],
+             "mark": {"type": "rect", "fill": HATCH_FILL, "stroke": "#8c847e", "strokeWidth": 0.5}},
+        ],
+    }
+
+
+def mix_chart(counts: dict[str, int]) -> Spec:
+    """The activity mix now: one bar per activity shown, how many devices."""
+    values = [{"activity": k, "label": pretty(k), "devices": int(n)} for k, n in counts.items()]
+    y = {"field": "label", "type": "nominal", "sort": [pretty(k) for k in counts], "title": None,
+         "axis": {"labelLimit": 160, "ticks": False, "domain": False}}
+    return {
+        "title": {"text": "activity mix now", "fontSize": 12, "anchor": "start"},
+        "data": {"values": values},
+        "height": {"step": 16},
+        "encoding": {"y": y, "x": {"field": "devices", "type": "quantitative", "axis": None}},
+        "layer": [
+            {"mark": {"type": "bar", "cornerRadiusEnd": 2},
+             "encoding": {"color": _colour("activity"), "tooltip": [{"field": "label"}, {"field": "devices"}]}},
+            {"transform": [{"filter": {"field": "activity", "equal": TRANSITION}}],
+             "mark": {"type": "bar", "fill": HATCH_FILL, "cornerRadiusEnd": 2}},
+            {"mark": {"type": "text", "align": "left", "dx": 3, "fontSize": 11},
+             "encoding": {"text": {"field": "devices", "type": "quantitative"}}},
+        ],
     }
 
 

@@ -40,7 +40,7 @@ from harstream.stream.rate import RATE_HZ
 # Predicted columns of the confusion matrix: the six classes, then "unknown"
 # for windows the worker's smoother would not commit to.
 PREDICTED = ACTIVITIES + (UNKNOWN,)
-TRANSITION = "TRANSITION"  # ground truth during a postural transition
+TRANSITION = "TRANSITION"  # a postural transition (ground truth, or the decoder showing one)
 UNLABELLED = "UNLABELLED"  # ground truth known to be unlabelled (HAPT label -1)
 
 MAX_PREDICTIONS = 400  # per device: ~8.5 min at one window per 1.28 s
@@ -52,6 +52,7 @@ FORGET_AFTER_S = 600.0  # ... and is dropped entirely after this long
 STALE_AFTER_S = 5.0  # no stats / no predictions for this long: show a banner
 ROLLING_WINDOWS = 100  # predictions in the rolling accuracy
 MAX_PENDING_PAIRS = 2000  # (truth, prediction) pairs waiting to be folded into the matrix
+DISPLAYED = ACTIVITIES + (TRANSITION, UNKNOWN)  # what a display label is drawn as
 _DIGITS = re.compile(r"(\d+)")
 
 
@@ -67,6 +68,7 @@ class OverviewRow:
     match: bool | None  # activity == truth; None without a comparable truth
     accuracy: float | None  # rolling accuracy against the truth
     windows: int  # predictions received this session
+    lasted_s: float = 0.0  # how long the display has shown this activity (device time)
 
 
 @dataclass
@@ -111,6 +113,49 @@ def truth_category(truth: str | None) -> str | None:
     return UNLABELLED
 
 
+def display_category(label: str | None) -> str:
+    """What a published display label is drawn as: an activity, TRANSITION
+    for a postural transition the decoder shows as such, else UNKNOWN.
+
+    >>> display_category("SIT_TO_LIE"), display_category("WALKING"), display_category(None)
+    ('TRANSITION', 'WALKING', 'unknown')
+    """
+    if label in ACTIVITIES:
+        return label
+    if label in TRANSITIONS:
+        return TRANSITION
+    return UNKNOWN
+
+
+def hop_seconds(p: Prediction) -> float:
+    """Device-time seconds between this window and the previous one (one hop,
+    1.28 s at 50 Hz), from the window's own span so that the compressed
+    timestamps of a sped-up replay do not shrink it."""
+    duration = p.t_end - p.t_start
+    # t_start/t_end are the first/last sample: WINDOW - 1 periods apart.
+    return STEP * duration / (WINDOW - 1) if duration > 0 else STEP / RATE_HZ
+
+
+def merge_runs(bands: Sequence[dict], key: str) -> list[dict]:
+    """Consecutive bands with the same ``key`` joined into one segment
+    ``{"start", "end", "label"}`` (None values are skipped).
+
+    >>> merge_runs([{"start": 0, "end": 1, "k": "A"}, {"start": 1, "end": 2, "k": "A"},
+    ...             {"start": 2, "end": 3, "k": "B"}], "k")
+    [{'start': 0, 'end': 2, 'label': 'A'}, {'start': 2, 'end': 3, 'label': 'B'}]
+    """
+    runs: list[dict] = []
+    for b in bands:
+        label = b[key]
+        if label is None:
+            continue
+        if runs and runs[-1]["label"] == label and runs[-1]["end"] == b["start"]:
+            runs[-1]["end"] = b["end"]
+        else:
+            runs.append({"start": b["start"], "end": b["end"], "label": label})
+    return runs
+
+
 class DeviceState:
     """Bounded history of one device's predictions and raw signal."""
 
@@ -131,12 +176,23 @@ class DeviceState:
         self._confusion = np.zeros((len(ACTIVITIES), len(PREDICTED)), dtype=np.int64)
         self._pending_truth: list[str] = []
         self._pending_pred: list[str] = []
+        # The display's current run (kept apart from the bounded buffer, so a
+        # device that sat still for an hour says an hour): label, seconds.
+        self.run_label: str | None = None
+        self.run_seconds = 0.0
 
     @property
     def latest(self) -> Prediction | None:
         return self.predictions[-1] if self.predictions else None
 
     def add_prediction(self, p: Prediction, now: float) -> None:
+        previous = self.latest
+        # A run goes on while the display keeps its label over consecutive
+        # windows; a restarted stream (window numbers start again) starts anew.
+        if previous is not None and p.smoothed == self.run_label and p.window == previous.window + 1:
+            self.run_seconds += hop_seconds(p)
+        else:
+            self.run_label, self.run_seconds = p.smoothed, 0.0
         self.predictions.append(p)
         self.last_seen = self.last_prediction = now
         self.windows += 1
@@ -197,9 +253,7 @@ class DeviceState:
         bands = []
         end = 0.0
         for p in reversed(self.predictions):
-            duration = p.t_end - p.t_start
-            # t_start/t_end are the first/last sample: WINDOW - 1 periods apart.
-            hop = STEP * duration / (WINDOW - 1) if duration > 0 else STEP / RATE_HZ
+            hop = hop_seconds(p)
             if end - hop < -seconds:
                 break
             bands.append(
@@ -207,6 +261,7 @@ class DeviceState:
                     "start": end - hop,
                     "end": end,
                     "predicted": p.smoothed,
+                    "raw": p.label,
                     "confidence": max(p.smoothed_probs, default=0.0),
                     "truth": truth_category(p.truth),
                 }
@@ -214,6 +269,14 @@ class DeviceState:
             end -= hop
         bands.reverse()
         return bands
+
+    def segments(self, seconds: float) -> dict[str, list[dict]]:
+        """The timeline as segments per lane, oldest first: ``display`` (the
+        label the worker's decoder published, one segment per decision),
+        ``raw`` (the per-window argmax) and ``truth`` (replays only)."""
+        bands = self.timeline(seconds)
+        return {"display": merge_runs(bands, "predicted"), "raw": merge_runs(bands, "raw"),
+                "truth": merge_runs(bands, "truth")}
 
     def signal_frame(self, seconds: float = SIGNAL_SECONDS) -> dict[str, np.ndarray]:
         """The last ``seconds`` of raw signal: ``t`` (seconds before the
@@ -333,12 +396,22 @@ class LiveState:
                     confidence=confidence,
                     age_s=max(now - s.last_prediction, 0.0),
                     truth=truth,
-                    match=(p.smoothed == truth) if truth in ACTIVITIES else None,
+                    # a transition on display is neither right nor wrong on the card
+                    # (it still counts as a miss in the accuracies)
+                    match=(p.smoothed == truth) if truth in ACTIVITIES and p.smoothed not in TRANSITIONS else None,
                     accuracy=s.rolling_accuracy(),
                     windows=s.windows,
+                    lasted_s=s.run_seconds,
                 )
             )
         return rows
+
+    def activity_mix(self, now: float) -> dict[str, int]:
+        """How many live devices the display shows in each activity now;
+        postural transitions count as TRANSITION, anything else as UNKNOWN.
+        Keys in DISPLAYED order, only those with a device."""
+        counts = Counter(display_category(self.devices[d].latest.smoothed) for d in self.live_devices(now))
+        return {k: counts[k] for k in DISPLAYED if counts[k]}
 
     def fleet_accuracy(self) -> tuple[int, int]:
         """``(hits, scored)`` over every device this session: smoothed

@@ -36,6 +36,7 @@ from harstream.stream.decoder import DecoderParams
 from harstream.stream.pipeline import STEP, WINDOW
 from harstream.stream.recordings import UCI_TEST_SUBJECTS, Recording
 
+PARETO = Path(__file__).resolve().parent.parent / "docs" / "reports" / "decoder_pareto.json"
 CACHE = Path(__file__).resolve().parent.parent / "docs" / "reports" / "decoder_validation_probs.npz"
 
 
@@ -150,7 +151,7 @@ def score_params(params: DecoderParams, sessions: Sequence[tuple[Recording, np.n
     from .live_accuracy import replay_probabilities, score_replays
 
     replays = [replay_probabilities(rec, probs, {"decoder": lambda: Decoder(params)}) for rec, probs in sessions]
-    return score_replays(replays)["decoder"]
+    return score_replays(replays, events=False)["decoder"]
 
 
 def out_of_fold_probabilities(
@@ -229,27 +230,48 @@ def fit_emission(sessions: Sequence[tuple[Recording, np.ndarray]], n_classes: in
     return sums / sums.sum(axis=1, keepdims=True)
 
 
-#: The grid the knobs are chosen from on the validation subjects.
+#: The grid the knobs are chosen from on the validation subjects (the joint
+#: tuning for the three goals: see docs/report.md for its Pareto front).
 GRID = {
-    "pseudocount": (0.1, 1.0),
-    "sharpness": (1.0, 2.0, 3.0),
+    "pseudocount": (0.01, 0.1, 1.0),
+    "sharpness": (1.0, 2.0, 3.0, 4.0),
     "floor": (0.01,),
-    "transition_evidence": (0.25, 0.5, 1.0),
-    "switch_at": (0.5, 0.6, 0.7, 0.8),
+    "transition_evidence": (0.1, 0.5, 1.0),
+    "switch_at": (0.5, 0.6, 0.7, 0.8, 0.9),
 }
+#: The display goals: per-sample accuracy, median delay (s), changes per true change.
+GOALS = {"sample_accuracy": 0.93, "delay_median_s": 1.0, "changes_per_true_change": 1.5}
+
+
 def choose(results: list[tuple[dict, dict]], raw: dict) -> tuple[dict, dict]:
-    """The knobs to ship: among the settings at least as accurate per sample
-    as the raw label on the validation subjects (``raw``, scored the same
-    way) and no slower than it by more than 0.3 s median, the one with the
+    """The knobs to ship, decided on the validation subjects: among the
+    settings that meet the delay goal and are at least as accurate per
+    sample as the raw label (``raw``, scored the same way), the one with the
     fewest display changes per true change (ties: accuracy). If none
     qualifies, the most accurate."""
     ok = [
         kr for kr in results
-        if kr[1]["sample_accuracy"] >= raw["sample_accuracy"] and kr[1]["delay_median_s"] <= raw["delay_median_s"] + 0.3
+        if kr[1]["sample_accuracy"] >= raw["sample_accuracy"] and kr[1]["delay_median_s"] <= GOALS["delay_median_s"]
     ]  # fmt: skip
     if not ok:
         return max(results, key=lambda kr: kr[1]["sample_accuracy"])
     return min(ok, key=lambda kr: (round(kr[1]["changes_per_true_change"], 2), -kr[1]["sample_accuracy"]))
+
+
+def pareto(results: list[tuple[dict, dict]]) -> list[tuple[dict, dict]]:
+    """Settings no other setting beats on all three goals at once (more
+    accurate, no slower, no more changes), most accurate first."""
+    keys = ("sample_accuracy", "delay_median_s", "changes_per_true_change")
+
+    def figures(r: dict) -> tuple[float, float, float]:
+        return (round(r[keys[0]], 4), round(r[keys[1]], 2), round(r[keys[2]], 2))
+
+    def beats(a: dict, b: dict) -> bool:
+        fa, fb = figures(a), figures(b)
+        return fa != fb and fa[0] >= fb[0] and fa[1] <= fb[1] and fa[2] <= fb[2]
+
+    front = [kr for kr in results if not any(beats(other[1], kr[1]) for other in results)]
+    return sorted(front, key=lambda kr: -kr[1]["sample_accuracy"])
 
 
 def tune(
@@ -299,6 +321,9 @@ def fit_decoder(progress: bool = True) -> tuple[DecoderParams, dict]:
         "validation": {k: round(float(chosen[k]), 4) for k in keep},
         "validation_raw": {k: round(float(raw[k]), 4) for k in keep},
         "grid": {k: list(v) for k, v in GRID.items()},
+        "rule": "meets the median-delay goal (<= 1.0 s) and is no less accurate than the raw label on the "
+        "validation subjects; of those, the fewest display changes per true change",
+        "pareto": [{**k, **{m: round(float(v), 4) for m, v in r.items() if m in keep}} for k, r in pareto(results)],
         "fitted_on": "transitions: training subjects' label sequences; emission: out-of-fold probabilities "
         "of the training subjects (7 folds by subject); knobs: chosen on validation subjects "
         + ", ".join(map(str, _validation_subjects())),
@@ -328,7 +353,10 @@ def main(argv: list[str] | None = None) -> int:
     from .artifact import DEFAULT_MODEL, metadata_path
 
     params, record = fit_decoder()
+    front = record.pop("pareto")  # the study, kept beside the report rather than in the artifact
+    PARETO.write_text(json.dumps(front, indent=1) + "\n")
     print(json.dumps(record, indent=1))
+    print("validation Pareto front written to", PARETO)
     if args.write:
         print("wrote", write_decoder(params, record, metadata_path(args.model or DEFAULT_MODEL)))
     return 0

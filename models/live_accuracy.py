@@ -229,6 +229,14 @@ def event_metrics(labels: np.ndarray, shown: np.ndarray) -> dict[str, dict[str, 
     return {"events": events, "frames": frames}
 
 
+def events_zero() -> dict[str, int]:
+    return dict.fromkeys(EVENT_KEYS, 0)
+
+
+def frames_zero() -> dict[str, int]:
+    return dict.fromkeys(FRAME_KEYS, 0)
+
+
 def transition_display(labels: np.ndarray, shown: np.ndarray) -> dict[str, int]:
     """Sample counts of what was shown during postural transitions (7-12)."""
     shown_t = shown[(labels >= 7) & (labels <= 12)]
@@ -238,8 +246,9 @@ def transition_display(labels: np.ndarray, shown: np.ndarray) -> dict[str, int]:
     return counts
 
 
-def score_replays(replays: list[SessionReplay]) -> dict:
-    """Aggregate figures over all sessions, for the raw and smoothed display."""
+def score_replays(replays: list[SessionReplay], events: bool = True) -> dict:
+    """Aggregate figures over all sessions, for the raw and smoothed display
+    (``events=False`` leaves out Ward's metrics, the slow part, for grids)."""
     out: dict = {"sessions": len(replays), "samples": int(sum(len(r.labels) for r in replays))}
     for kind in replays[0].shown if replays else ():
         correct = total = missed = 0
@@ -250,7 +259,7 @@ def score_replays(replays: list[SessionReplay]) -> dict:
         frames = dict.fromkeys(FRAME_KEYS, 0)
         for r in replays:
             shown = r.shown[kind]
-            ward = event_metrics(r.labels, shown)
+            ward = event_metrics(r.labels, shown) if events else {"events": events_zero(), "frames": frames_zero()}
             for k in EVENT_KEYS:
                 events[k] += ward["events"][k]
             for k in FRAME_KEYS:

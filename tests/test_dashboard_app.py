@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from pathlib import Path
 
+import pyarrow
+import pyarrow.ipc
 import pytest
 import zmq
 from streamlit.testing.v1 import AppTest
@@ -61,7 +64,8 @@ def publish_until(at: AppTest, send, done, wait_s: float = WAIT_S) -> None:
 
 def prediction(device, window, smoothed, truth=None):
     probs = [0.04] * 6
-    probs[ACTIVITIES.index(smoothed)] = 0.8
+    if smoothed in ACTIVITIES:
+        probs[ACTIVITIES.index(smoothed)] = 0.8
     t_end = 2.54 + 1.28 * window
     return encode_prediction(
         Prediction(device, window, t_end - 2.54, t_end, smoothed, probs, smoothed, probs, "test-model", 4.0, truth, "w0")
@@ -107,6 +111,25 @@ def test_overview_shows_every_device_its_activity_and_the_health_numbers(bus):
     body = at.get("html")[0].proto.body
     assert "✓</span> truth Walking" in body and "✗</span> truth Standing" in body
     assert any("Fleet accuracy" in c.value and "50.0%" in c.value for c in at.caption)
+
+
+def test_overview_has_the_activity_mix_and_how_long_each_display_has_lasted(bus):
+    at = new_app()
+    window = iter(range(10_000))
+
+    def send():
+        w = next(window)
+        bus.send_multipart(stats())
+        for name, activity in (("phone-a", "WALKING"), ("phone-b", "WALKING"), ("phone-c", "STAND_TO_SIT")):
+            bus.send_multipart(prediction(name, w, activity))
+
+    publish_until(at, send, lambda at: len(cards(at)) == 3 and "for 2 s" in at.get("html")[0].proto.body)
+    chart = at.get("vega_lite_chart")[0].proto
+    assert json.loads(chart.spec)["title"]["text"] == "activity mix now"
+    rows = pyarrow.ipc.open_stream(chart.data.data).read_all().to_pylist()  # Streamlit ships the data as Arrow
+    assert {r["activity"]: r["devices"] for r in rows} == {"WALKING": 2, "TRANSITION": 1}
+    body = at.get("html")[0].proto.body
+    assert 'class="hs-card transition"' in body and 'data-activity="STAND_TO_SIT"' in body
 
 
 def test_device_view_follows_the_selected_device_and_its_activity_changes(bus):

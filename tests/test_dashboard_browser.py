@@ -130,6 +130,8 @@ def test_demo_dashboard_in_chromium_shows_live_activities_that_change(output_dir
                 page.wait_for_selector("[data-device]", timeout=STARTUP_S * 1000)
                 first = activities(page)
                 assert first and all(first.values()), first
+                lasted = page.eval_on_selector_all("[data-device]", "els => els.map(e => Number(e.dataset.lasted))")
+                assert lasted and all(x >= 0 for x in lasted), lasted
                 changed = None
                 deadline = time.monotonic() + CHANGE_S
                 while changed is None and time.monotonic() < deadline:
@@ -140,6 +142,10 @@ def test_demo_dashboard_in_chromium_shows_live_activities_that_change(output_dir
                 assert changed, f"no device changed activity within {CHANGE_S:.0f} s: {first}"
                 # The device view has drawn too (charts are canvases/SVG).
                 page.wait_for_selector('[data-testid="stVegaLiteChart"]', timeout=30_000)
+                # the activity mix above the cards plus the device view's charts
+                page.wait_for_function(
+                    "() => document.querySelectorAll('[data-testid=\"stVegaLiteChart\"]').length >= 3",
+                    timeout=30_000)
                 page.wait_for_timeout(3000)  # let the next refresh finish before the picture
                 page.screenshot(path=str(output_dir / "dashboard.png"), full_page=True)
                 assert page_problems(page) == []

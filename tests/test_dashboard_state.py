@@ -12,6 +12,7 @@ from harstream.dashboard import charts as charts_module
 from harstream.dashboard import state as state_module
 from harstream.dashboard.charts import (
     confusion_chart,
+    mix_chart,
     overview_html,
     probability_chart,
     signal_chart,
@@ -110,6 +111,69 @@ def test_timeline_bands_tile_the_last_seconds_with_truth_underneath():
     assert {b["truth"] for b in bands} == {"WALKING"}
 
 
+def decoded(device: str, window: int, shown: str, raw: str, truth: str | None = None):
+    """A prediction whose display (the decoder's label) differs from the raw label."""
+    probs = [0.02] * 6
+    probs[ACTIVITIES.index(raw)] = 0.9
+    t_end = window * 1.28 + 2.54
+    return encode_prediction(Prediction(device, window, t_end - 2.54, t_end, raw, probs, shown, probs, "m", 2.0, truth))
+
+
+def test_timeline_draws_one_segment_per_display_decision_with_raw_and_truth_lanes():
+    live = LiveState()
+    raw = ["WALKING"] * 10 + ["SITTING"] + ["WALKING"] * 9 + ["STANDING"] * 20
+    shown = ["WALKING"] * 20 + ["STAND_TO_SIT"] * 3 + ["SITTING"] * 17
+    for i, (r, d) in enumerate(zip(raw, shown)):
+        live.feed(decoded("a", i, d, r, truth="WALKING" if i < 20 else "SITTING"), now=float(i))
+    lanes = live.devices["a"].segments(60.0)
+    assert [s["label"] for s in lanes["display"]] == ["WALKING", "STAND_TO_SIT", "SITTING"]
+    assert [s["label"] for s in lanes["raw"]] == ["WALKING", "SITTING", "WALKING", "STANDING"]
+    assert [s["label"] for s in lanes["truth"]] == ["WALKING", "SITTING"]
+    assert lanes["display"][-1]["end"] == 0.0
+    assert lanes["display"][1]["end"] - lanes["display"][1]["start"] == pytest.approx(3 * 1.28)
+    for lane in lanes.values():
+        for before, after in zip(lane, lane[1:]):
+            assert after["start"] == pytest.approx(before["end"])
+
+
+def test_device_card_says_how_long_the_display_has_shown_the_activity():
+    live = LiveState()
+    for i in range(30):
+        live.feed(prediction("a", i, "WALKING" if i < 20 else "SITTING"), now=float(i))
+    (row,) = live.overview(now=30.0)
+    assert row.activity == "SITTING" and row.lasted_s == pytest.approx(9 * 1.28)
+    assert 'data-lasted="11.5"' in overview_html([row]) and "for 11 s" in overview_html([row])
+    live.feed(prediction("a", 0, "SITTING"), now=31.0)  # the stream restarted: a new run
+    assert live.overview(now=31.0)[0].lasted_s == 0.0
+
+
+def test_activity_mix_counts_live_devices_by_what_they_show_with_transitions_together():
+    live = LiveState()
+    shown = {"a": "WALKING", "b": "WALKING", "c": "SIT_TO_STAND", "d": "LIE_TO_SIT", "e": "LAYING"}
+    for name, label in shown.items():
+        live.feed(decoded(name, 0, label, "WALKING"), now=0.0)
+    live.feed(prediction("old", 0, "SITTING"), now=-100.0)  # no longer live
+    assert live.activity_mix(now=1.0) == {"WALKING": 2, "LAYING": 1, TRANSITION: 2}
+    bars = mix_chart(live.activity_mix(now=1.0))["data"]["values"]
+    assert [(b["activity"], b["devices"]) for b in bars] == [("WALKING", 2), ("LAYING", 1), (TRANSITION, 2)]
+
+
+def test_a_transition_on_display_is_drawn_hatched_and_neutral_not_as_an_error():
+    live = LiveState()
+    live.feed(decoded("a", 0, "STANDING", "STANDING", truth="STANDING"), now=0.0)
+    live.feed(decoded("a", 1, "STAND_TO_SIT", "SITTING", truth="SITTING"), now=1.0)
+    (row,) = live.overview(now=1.0)
+    assert row.match is None and row.accuracy == pytest.approx(0.5)  # shown neutral, still scored
+    card = overview_html([row])
+    assert 'class="hs-card transition"' in card and 'class="hs-bad"' not in card and "Stand to sit" in card
+    spec = timeline_chart(live.devices["a"].segments(60.0), 60.0)
+    display = [v for v in spec["data"]["values"] if v["lane"] == "display"]
+    assert [v["activity"] for v in display] == ["STANDING", TRANSITION]
+    hatch = spec["layer"][1]
+    assert hatch["transform"][0]["filter"]["equal"] == TRANSITION and hatch["mark"]["fill"]["gradient"] == "linear"
+    assert charts_module.colour_of("STAND_TO_SIT") == charts_module.COLOURS[TRANSITION]
+
+
 def test_signal_frame_keeps_ten_seconds_of_samples_in_arrival_order_whatever_the_timestamps():
     live = LiveState()
     # a sped-up replay: 10 Hz samples, but chunk timestamps only 0.1 s apart
@@ -205,7 +269,8 @@ def test_two_hundred_devices_feed_and_aggregate():
     device = live.devices["phone-123"]
     for spec in (
         probability_chart(device.latest.smoothed_probs, device.latest.probs),
-        timeline_chart(device.timeline(180.0), 180.0),
+        timeline_chart(device.segments(180.0), 180.0),
+        mix_chart(live.activity_mix(now=101.0)),
         signal_chart(device.signal_frame()["t"], device.signal_frame()["acc"], "acc", "g"),
         confusion_chart(device.confusion()),
     ):
