@@ -70,19 +70,30 @@ def staged_rows(artifact, x, reference, args) -> list:
     window and the decision stage on its feature stack (both runtimes per stage)."""
     import time
 
+    import numpy as np
+
     from harstream.models.runtime import BUILDERS, check_agreement, time_runtime
-    from harstream.models.staged import DECISION_STAGE, FEATURE_STAGE, StagedRuntime, stage_artifact
+    from harstream.models.staged import (
+        DECISION_STAGE, FEATURE_STAGE, NumpyFeatures, StagedRuntime, feature_layer, stage_artifact,
+    )  # fmt: skip
 
     n, k = x.shape[:2]
     rows = []
-    for name in ("tf-function", "tflite"):
+    features_part, decision_part = stage_artifact(artifact, FEATURE_STAGE), stage_artifact(artifact, DECISION_STAGE)
+    pairs = [("tf-function", "tf-function"), ("tflite", "tflite")]
+    if feature_layer(features_part.model) is not None:
+        pairs.append(("numpy", "tflite"))
+    for feature_kind, decision_kind in pairs:
         start = time.perf_counter()
-        rt = StagedRuntime(BUILDERS[name](stage_artifact(artifact, FEATURE_STAGE)),
-                           BUILDERS[name](stage_artifact(artifact, DECISION_STAGE)))  # fmt: skip
+        rt = StagedRuntime(
+            NumpyFeatures(features_part.model) if feature_kind == "numpy" else BUILDERS[feature_kind](features_part),
+            BUILDERS[decision_kind](decision_part),
+        )
+        name = feature_kind if feature_kind == decision_kind else f"{feature_kind} + {decision_kind}"
         built = time.perf_counter() - start
         agreement = check_agreement(rt, reference, x)
         one_window, one_stack = x[:1, 0], rt.features(x[:1].reshape(k, *x.shape[2:])).reshape(1, k, -1)
-        windows = x[: args.batch, 0].copy()
+        windows = np.ascontiguousarray(x[: args.batch, 0], np.float32)
         stacks = rt.features(x[: args.batch].reshape(-1, *x.shape[2:])).reshape(len(windows), k, -1)
         repeats = max(3, args.repeats // 3)
         single = time_runtime(rt.feature_runtime, one_window, args.repeats) + time_runtime(rt.decision_runtime, one_stack, args.repeats)
