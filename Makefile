@@ -1,21 +1,24 @@
-# Two entry points: `make demo` and `make test`. Both create .venv if missing.
+# Entry points: `make demo` and `make test` (both create .venv if missing); `make lint` for contributors.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test install dev browser redis clean
+.PHONY: demo test lint install dev browser redis clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
+# -qq: pip still prints errors; it hides setuptools' informational note that an
+# editable install of this layout (stream/, models/… mapped into harstream.*)
+# goes through an import finder.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e .
+	$(BIN)/python -m pip install -qq -e .
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install -qq -e ".[dev]"
 	touch $@ $(VENV)/.installed
 
 install: $(VENV)/.installed
@@ -34,6 +37,12 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed-dev browser redis
 	$(BIN)/python -m pytest
+
+# Lint (ruff), format check (ruff format) and types (mypy); settings in pyproject.toml.
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache test-output

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
+
+from harstream.logs import configure_logging, verbose_requested
 
 COMMANDS = {
     "data": "summarise a recording source (embedded HAPT, RawData folder, CSV, UCI folder)",
@@ -37,9 +38,14 @@ def _module(name: str):
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="harstream", description="Real-time human activity recognition")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="debug logging, TensorFlow's own logs included (also: HARSTREAM_LOG=debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     chosen = next((a for a in argv if not a.startswith("-")), None)
+    # Before any subcommand is imported: TensorFlow reads its log level once,
+    # when it is first imported.
+    top_level = argv[: argv.index(chosen)] if chosen else argv
+    configure_logging(verbose_requested("-v" in top_level or "--verbose" in top_level))
     for name, help_text in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         # Configure only the chosen subcommand: importing all of them would
@@ -47,10 +53,6 @@ def main(argv: list[str] | None = None) -> int:
         if name == chosen:
             _module(name).configure(p)
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-    )
     try:
         return int(_module(args.command).run(args) or 0)
     except KeyboardInterrupt:

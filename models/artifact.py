@@ -173,7 +173,7 @@ def load_artifact(path: str | Path | None = None) -> ModelArtifact:
     import keras
 
     # register our layers (WindowFeatures, RBFKernel, PlacementFreeFeatures, PostureHead, …) for safe mode
-    from . import features, invariant, personal, staged, svm  # noqa: F401
+    from . import features, invariant, posture_layers, staged, svm  # noqa: F401
 
     path = Path(path) if path is not None else DEFAULT_MODEL
     meta = read_metadata(path)

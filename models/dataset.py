@@ -117,3 +117,15 @@ def split_by_subject(
     """(train, test) split by subject, UCI's test subjects by default."""
     test = np.isin(windows.subjects, list(test_subjects))
     return windows.take(~test), windows.take(test)
+
+
+#: Five of the 21 UCI training subjects, spread over the range, fixed before
+#: any run so that the choice cannot be tuned on results. Every choice
+#: (architecture, epochs, the SVM's C, the display decoder) is scored on them;
+#: the UCI test subjects are scored once per final run.
+VALIDATION_SUBJECTS = (3, 8, 16, 22, 28)
+
+
+def validation_split(train: Windows, subjects: Sequence[int] = VALIDATION_SUBJECTS) -> tuple[Windows, Windows]:
+    """(fit, validation) windows, both from training subjects only."""
+    return split_by_subject(train, test_subjects=subjects)

@@ -84,7 +84,7 @@ def validation_probabilities(progress: bool = True) -> list[tuple[Recording, np.
     from harstream.stream.recordings import load_embedded
 
     from .live_accuracy import session_windows
-    from .selection import VALIDATION_SUBJECTS
+    from .dataset import VALIDATION_SUBJECTS
 
     data = load_embedded()
     sessions = data.of_subjects(VALIDATION_SUBJECTS)
@@ -93,8 +93,8 @@ def validation_probabilities(progress: bool = True) -> list[tuple[Recording, np.
             if list(z["names"]) == [r.name for r in sessions]:
                 return [(r, z[f"p{i}"]) for i, r in enumerate(sessions)]
     from .artifact import load_artifact
-    from .dataset import labelled_windows
-    from .selection import Recipe, fit, validation_split
+    from .dataset import labelled_windows, validation_split
+    from .recipe import Recipe, fit
 
     meta = load_artifact().metadata
     recipe = Recipe.from_json(meta["recipe"])
@@ -165,7 +165,7 @@ def out_of_fold_probabilities(
     from .artifact import load_artifact
     from .dataset import labelled_windows
     from .live_accuracy import session_windows
-    from .selection import Recipe, fit
+    from .recipe import Recipe, fit
 
     recipe = Recipe.from_json(load_artifact().metadata["recipe"])
     subjects = sorted({r.subject for r in recordings})
@@ -199,7 +199,7 @@ def cached(path: Path, sessions: Sequence[Recording], compute) -> list[tuple[Rec
 def training_sessions(with_validation: bool) -> list[Recording]:
     from harstream.stream.recordings import load_embedded
 
-    from .selection import VALIDATION_SUBJECTS
+    from .dataset import VALIDATION_SUBJECTS
 
     held = set(UCI_TEST_SUBJECTS) | (set() if with_validation else set(VALIDATION_SUBJECTS))
     return [r for r in load_embedded().recordings if r.subject not in held]
@@ -332,7 +332,7 @@ def fit_decoder(progress: bool = True) -> tuple[DecoderParams, dict]:
 
 
 def _validation_subjects() -> tuple[int, ...]:
-    from .selection import VALIDATION_SUBJECTS
+    from .dataset import VALIDATION_SUBJECTS
 
     return VALIDATION_SUBJECTS
 

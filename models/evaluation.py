@@ -1,6 +1,6 @@
 """Evaluation of one model: accuracy, macro F1, per-class P/R/F1, confusion
 matrices and their Markdown report (repeated train+evaluate is
-:mod:`harstream.models.repeats`).
+:mod:`harstream.models.studies.repeats`).
 
 Metrics come from scikit-learn, plots from matplotlib (Agg backend, no
 display needed). Reports are Markdown.

@@ -19,7 +19,6 @@ model's training statistics).
 from __future__ import annotations
 
 import argparse
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -201,35 +200,6 @@ def tune(
     return model, before, accuracy(model), fit_on
 
 
-def personalisation_study(base: str | Path | None = None, epochs: int = 5, learning_rate: float = 1e-4) -> list[dict]:
-    """What fine-tuning on one's own data buys, measured on the held-out
-    subjects: for each test subject, fine-tune the base model on all but
-    their last session and score that last session before and after."""
-    from harstream.stream.recordings import UCI_TEST_SUBJECTS, load_embedded
-
-    from .artifact import load_artifact
-
-    data = load_embedded()
-    artifact = load_artifact(base)
-    steps = artifact.context_steps
-    pool = embedded_training_windows(steps)
-    rows = []
-    for subject in UCI_TEST_SUBJECTS:
-        recs = sorted(data.of_subjects([subject]), key=lambda r: r.name)
-        if len(recs) < 2:
-            continue
-        own, test = labelled_windows(recs[:-1], context_steps=steps), labelled_windows(recs[-1:], context_steps=steps)
-        model = load_artifact(base).model
-        method = "svm refit" if is_svm(model) else "gradient descent"
-        _, before, after, _ = tune(model, own, test, epochs, learning_rate, pool, None, seed=0,
-                                   svm_options=svm_options(artifact.metadata))  # fmt: skip
-        rows.append({"subject": subject, "own_windows": len(own), "test_session": recs[-1].name,
-                     "test_windows": len(test), "accuracy_before": before, "accuracy_after": after,
-                     "method": method})
-        print(f"subject {subject}: {len(own)} own windows; {recs[-1].name} {100 * before:.1f} % -> {100 * after:.1f} %", flush=True)
-    return rows
-
-
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="CSV recording or folder of them (docs/recordings.md)")
     parser.add_argument("--base", default=None, help="model to start from (default: the shipped one)")
@@ -257,16 +227,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["study"]:
-        # python -m harstream.models.finetune study [BASE.keras]
-        import json
-
-        rows = personalisation_study(argv[1] if len(argv) > 1 else None)
-        out = Path(__file__).resolve().parent.parent / "docs" / "reports" / "personalisation.json"
-        out.write_text(json.dumps(rows, indent=1) + "\n")
-        print(out)
-        return 0
     parser = argparse.ArgumentParser(description="fine-tune a model on your own labelled CSV recordings")
     configure(parser)
     return run(parser.parse_args(argv))

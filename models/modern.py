@@ -1,4 +1,4 @@
-"""Architectures beyond the tutorial (issue 6): standardised inputs, a small
+"""Architectures beyond the tutorial: standardised inputs, a small
 ResNet-style 1D-CNN, an InceptionTime-style network, a stacked
 bidirectional LSTM, and two that use hand-crafted features
 (:mod:`harstream.models.features`): a feature MLP and a ResNet + features
@@ -195,7 +195,7 @@ BUILDERS: dict[str, Callable[..., object]] = {
 #: Epochs for ``harstream train --model NAME``. That command trains with the
 #: tutorial's loop (constant-rate Adam, no augmentation, default widths); the
 #: shipped recipe (width 16, augmentation, cosine decay) is trained by
-#: ``python -m harstream.models.compare run`` -- see docs/evaluation.md.
+#: ``python -m harstream.models.studies.compare run`` -- see docs/evaluation.md.
 EPOCHS = {"lstm_std": 15, "resnet": 10, "inception": 10, "bilstm": 10, "features": 30, "hybrid": 10}
 
 

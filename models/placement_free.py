@@ -22,7 +22,7 @@ waist features, served as one ordinary ``.keras`` artifact (metadata
   regularly (``--amplitude``, chosen on validation subjects).
 
 Selection and shipping (validation subjects of
-:data:`~harstream.models.selection.VALIDATION_SUBJECTS` for choices, the UCI
+:data:`~harstream.models.dataset.VALIDATION_SUBJECTS` for choices, the UCI
 test subjects scored once)::
 
     python -m harstream.models.placement_free select    # docs/reports/placement_free_selection.json
@@ -170,7 +170,7 @@ def select(recipes: Sequence[Recipe], seed: int = 0, out: Path | None = None) ->
     it on the validation subjects, every session rotated at any angle."""
     from harstream.stream.recordings import load_dataset
 
-    from .selection import VALIDATION_SUBJECTS
+    from .dataset import VALIDATION_SUBJECTS
 
     data = load_dataset()
     train_subjects = [s for s in data.subjects() if s not in UCI_TEST_SUBJECTS]

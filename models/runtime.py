@@ -190,13 +190,17 @@ class TfliteRuntime:
 
         from ai_edge_litert.interpreter import Interpreter
 
+        from harstream.logs import quiet_native_stderr
+
         self._lock = threading.Lock()
         self.sizes = tuple(sorted(sizes))
         self.classes = int(artifact.model.output_shape[-1])
         self._calls: dict[int, Callable[[np.ndarray], np.ndarray]] = {}
         for size in self.sizes:
-            interp = Interpreter(model_content=convert_to_tflite(artifact, size), num_threads=threads)
-            interp.allocate_tensors()
+            content = convert_to_tflite(artifact, size)
+            with quiet_native_stderr():  # LiteRT announces its XNNPACK delegate on stderr
+                interp = Interpreter(model_content=content, num_threads=threads)
+                interp.allocate_tensors()
             self._calls[size] = _interpreter_call(interp)
 
     def predict(self, x: np.ndarray) -> np.ndarray:

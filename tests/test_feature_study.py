@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from harstream.models.dataset import labelled_windows
-from harstream.models.feature_study import zero_phase_preprocess
+from harstream.models.studies.feature_study import zero_phase_preprocess
 from harstream.stream.pipeline import preprocess_recording
 from harstream.stream.recordings import Recording
 

@@ -22,7 +22,7 @@ from harstream.models.architectures import (
 )
 from harstream.models.artifact import ArtifactError, load_artifact, save_artifact
 from harstream.models.evaluation import Evaluation, evaluate_model, evaluation_report, plot_confusion_matrix
-from harstream.models.repeats import repeat_evaluation, repeat_evaluations, repeat_report
+from harstream.models.studies.repeats import repeat_evaluation, repeat_evaluations, repeat_report
 from harstream.models.training import load_training_data, train_and_save, train_model
 
 # Subjects 1, 3, 5, 6 train; 2 and 4 (UCI test subjects) are held out.

@@ -1,4 +1,4 @@
-"""Issue 6 models: contract, standardisation from training data only,
+"""The models beyond the tutorial: contract, standardisation from training data only,
 augmentation geometry, validation split, and a tiny training run."""
 
 from __future__ import annotations
@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 
 from harstream.models import augment
-from harstream.models.dataset import Windows
-from harstream.models.selection import VALIDATION_SUBJECTS, validation_split
+from harstream.models.dataset import VALIDATION_SUBJECTS, Windows, validation_split
 from harstream.stream.recordings import UCI_TEST_SUBJECTS
 
 
@@ -85,9 +84,9 @@ def test_validation_subjects_are_training_subjects_and_split_is_disjoint():
 
 
 def test_tiny_resnet_trained_two_epochs_beats_chance_on_unseen_subjects(embedded):
-    from harstream.models.compare import predict, score
+    from harstream.models.studies.compare import predict, score
     from harstream.models.dataset import labelled_windows
-    from harstream.models.selection import Recipe, fit
+    from harstream.models.recipe import Recipe, fit
 
     train = labelled_windows(embedded.of_subjects([1, 3, 5]))
     test = labelled_windows(embedded.of_subjects([2]))
@@ -99,7 +98,7 @@ def test_tiny_resnet_trained_two_epochs_beats_chance_on_unseen_subjects(embedded
 
 
 def test_report_reads_the_tutorial_models_runs_and_tables_every_model(tmp_path):
-    from harstream.models.compare import seed_model_runs, summarise, with_seed_models, write_report
+    from harstream.models.studies.compare import seed_model_runs, summarise, with_seed_models, write_report
 
     reports = tmp_path / "reports"
     reports.mkdir()
@@ -120,7 +119,7 @@ def test_report_reads_the_tutorial_models_runs_and_tables_every_model(tmp_path):
 
 
 def test_report_adds_later_repeats_of_a_tutorial_model_from_sub_folders_once_per_seed(tmp_path):
-    from harstream.models.compare import with_seed_models
+    from harstream.models.studies.compare import with_seed_models
 
     header = "| run | seed | accuracy | macro F1 | training s |\n|---:|---:|---:|---:|---:|\n"
     reports = tmp_path / "reports"
@@ -133,7 +132,7 @@ def test_report_adds_later_repeats_of_a_tutorial_model_from_sub_folders_once_per
 
 
 def test_subject_bootstrap_interval_is_narrow_when_subjects_agree_and_wide_when_they_do_not():
-    from harstream.models.compare import subject_bootstrap_interval
+    from harstream.models.studies.compare import subject_bootstrap_interval
 
     agree = {str(s): [95, 100] for s in range(9)}
     differ = {str(s): [60 + 5 * s, 100] for s in range(9)}  # 60 % .. 100 %
@@ -147,7 +146,7 @@ def test_subject_bootstrap_interval_is_narrow_when_subjects_agree_and_wide_when_
 def test_report_tables_the_feature_study_when_it_was_run(tmp_path):
     import json
 
-    from harstream.models.compare import write_report
+    from harstream.models.studies.compare import write_report
 
     (tmp_path / "reports").mkdir()
     cm = (np.eye(6, dtype=int) * 10)
@@ -161,7 +160,7 @@ def test_report_tables_the_feature_study_when_it_was_run(tmp_path):
 def test_report_tables_the_context_study_when_it_was_run(tmp_path):
     import json
 
-    from harstream.models.compare import write_report
+    from harstream.models.studies.compare import write_report
 
     (tmp_path / "reports").mkdir()
     study = {"with": "svm-ctx@1", "without": "svm@2", "context_steps": [1, 2, 4], "command": "python -m x",

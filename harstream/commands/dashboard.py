@@ -12,6 +12,8 @@ import os
 import sys
 from pathlib import Path
 
+from harstream.logs import verbose_requested
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--subscribe", metavar="ADDR",
@@ -30,7 +32,7 @@ def app_path() -> Path:
 
 def streamlit_command(port: int, host: str = "127.0.0.1") -> list[str]:
     """The command line that serves the dashboard."""
-    return [
+    command = [
         sys.executable, "-m", "streamlit", "run", str(app_path()),
         "--server.headless", "true",
         "--server.address", host,
@@ -39,6 +41,10 @@ def streamlit_command(port: int, host: str = "127.0.0.1") -> list[str]:
         "--client.toolbarMode", "viewer",  # no "Deploy" button on a monitoring page
         "--server.fileWatcherType", "none",  # an installed app does not change under us
     ]  # fmt: skip
+    if not verbose_requested():
+        # harstream prints the address itself; Streamlit's welcome and INFO lines are noise here.
+        command += ["--logger.hideWelcomeMessage", "true", "--logger.level", "warning"]
+    return command
 
 
 def streamlit_env(subscribe: str | None, refresh: float = 1.0) -> dict[str, str]:

@@ -64,7 +64,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--compare",
         action="store_true",
         help="write docs/report.md: every model's recorded results in one table, confusion matrices, "
-        "live accuracy (issue 6; harstream.models.compare)",
+        "live accuracy (the final protocol; harstream.models.studies.compare)",
     )
 
 
@@ -153,7 +153,7 @@ def run_artifact(args: argparse.Namespace) -> int:
 def run_repeats(args: argparse.Namespace) -> int:
     from harstream.models.registry import DEFAULT_EPOCHS
     from harstream.models.evaluation import plot_confusion_matrix
-    from harstream.models.repeats import RepeatResult, repeat_evaluations, repeat_report
+    from harstream.models.studies.repeats import RepeatResult, repeat_evaluations, repeat_report
     from harstream.stream.recordings import RecordingError
 
     if args.repeats < 1:
@@ -238,7 +238,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"harstream evaluate: --epochs must be >= 1, got {args.epochs}", file=sys.stderr)
         return 2
     if args.compare:
-        from harstream.models.compare import main as compare_main
+        from harstream.models.studies.compare import main as compare_main
 
         return compare_main(["report"])
     try:

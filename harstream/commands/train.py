@@ -91,7 +91,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--model",
         default="cnn_lstm",
         choices=model_names(),
-        help="architecture (default cnn_lstm; lstm, cnn_lstm, conv_lstm are the tutorial's; the shipped default is made by python -m harstream.models.compare, see models/pretrained/README.md)",
+        help="architecture (default cnn_lstm; lstm, cnn_lstm, conv_lstm are the tutorial's; the shipped default is made by python -m harstream.models.studies.compare, see models/pretrained/README.md)",
     )
     add_data_arguments(parser)
     parser.add_argument("--epochs", type=int, default=None, help=f"default: the architecture's ({_epochs_help()})")

@@ -137,7 +137,7 @@ def table(report: dict) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from ..selection import VALIDATION_SUBJECTS
+    from ..dataset import VALIDATION_SUBJECTS
 
     parser = argparse.ArgumentParser(prog="python -m harstream.models.studies.calibration", description=__doc__.split("\n")[0])
     parser.add_argument("--subjects", default="test", help="'test' (UCI test subjects), 'validation', or e.g. 2,4,9")

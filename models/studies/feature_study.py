@@ -1,5 +1,6 @@
 """Where the sitting/standing errors come from: a feature-SVM study on the
-validation subjects (issue 6 protocol; the test subjects are never loaded).
+validation subjects (the selection protocol: fit on training subjects, score
+on the validation subjects; the test subjects are never loaded).
 
 Three questions, each answered with the same RBF SVM (scikit-learn, with
 each ``C`` of ``--C``) on the same hand-crafted features (:class:`~harstream.models.features.WindowFeatures`),
@@ -18,7 +19,7 @@ best, so each question is also cross-validated over all 21 training subjects
 
 Run (about 12 minutes on 2 cores; results in ``docs/reports/feature_study.json``)::
 
-    python -m harstream.models.feature_study
+    python -m harstream.models.studies.feature_study
 """
 
 from __future__ import annotations
@@ -32,11 +33,10 @@ import numpy as np
 
 from harstream.stream.pipeline import preprocess_recording
 
-from .dataset import labelled_windows
-from .features import window_features
-from .selection import VALIDATION_SUBJECTS
+from ..dataset import VALIDATION_SUBJECTS, labelled_windows
+from ..features import window_features
 
-STUDY_FILE = Path(__file__).resolve().parent.parent / "docs" / "reports" / "feature_study.json"
+STUDY_FILE = Path(__file__).resolve().parents[2] / "docs" / "reports" / "feature_study.json"
 CONTEXT_STEPS = (1, 2, 4)
 
 
@@ -70,7 +70,9 @@ def svm_validation_accuracy(features: np.ndarray, y: np.ndarray, validation: np.
     }
 
 
-def svm_cross_validation(features: np.ndarray, y: np.ndarray, subjects: np.ndarray, C: float, folds: int, seed: int = 0) -> list[float]:
+def svm_cross_validation(
+    features: np.ndarray, y: np.ndarray, subjects: np.ndarray, C: float, folds: int, seed: int = 0
+) -> list[float]:
     """Window accuracy of each fold of a ``GroupKFold`` over the (training)
     subjects: every subject is scored once, by an SVM that never saw them."""
     from sklearn.model_selection import GroupKFold
@@ -88,8 +90,15 @@ def svm_cross_validation(features: np.ndarray, y: np.ndarray, subjects: np.ndarr
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="feature-SVM study on the validation subjects")
     parser.add_argument("--out", type=Path, default=STUDY_FILE)
-    parser.add_argument("--C", type=float, nargs="+", default=[0.3, 1.0, 10.0], help="SVM C values, each study with each")
-    parser.add_argument("--folds", type=int, default=5, help="also cross-validate over the 21 training subjects with this many folds (0: off)")
+    parser.add_argument(
+        "--C", type=float, nargs="+", default=[0.3, 1.0, 10.0], help="SVM C values, each study with each"
+    )
+    parser.add_argument(
+        "--folds",
+        type=int,
+        default=5,
+        help="also cross-validate over the 21 training subjects with this many folds (0: off)",
+    )
     args = parser.parse_args(argv)
 
     from tqdm import tqdm
@@ -112,17 +121,30 @@ def main(argv: list[str] | None = None) -> int:
         features = window_features(windows.x)
         for C in args.C:
             result = svm_validation_accuracy(features, y, validation, C)
-            result.update(windows=int(len(y)), validation_windows=int(validation.sum()), seconds=round(time.perf_counter() - start, 1))
+            result.update(
+                windows=int(len(y)),
+                validation_windows=int(validation.sum()),
+                seconds=round(time.perf_counter() - start, 1),
+            )
             results[f"{name}, C={C:g}"] = result
             tqdm.write(f"{name}, C={C:g}: validation {result['validation_accuracy']:.4f}")
             if args.folds > 1:
                 scores = svm_cross_validation(features, y, subjects, C, args.folds)
-                cross[f"{name}, C={C:g}"] = {"folds": scores, "mean": float(np.mean(scores)), "std": float(np.std(scores))}
+                cross[f"{name}, C={C:g}"] = {
+                    "folds": scores,
+                    "mean": float(np.mean(scores)),
+                    "std": float(np.std(scores)),
+                }
                 tqdm.write(f"{name}, C={C:g}: {args.folds}-fold {np.mean(scores):.4f} ± {np.std(scores):.4f}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     out = {"validation_subjects": list(VALIDATION_SUBJECTS), "studies": results}
     if cross:
-        out["cross_validation"] = {"folds": args.folds, "grouped_by": "subject", "training_subjects_only": True, "studies": cross}
+        out["cross_validation"] = {
+            "folds": args.folds,
+            "grouped_by": "subject",
+            "training_subjects_only": True,
+            "studies": cross,
+        }
     args.out.write_text(json.dumps(out, indent=1) + "\n")
     return 0
 

@@ -11,22 +11,24 @@ chooses nothing.
 
 Run (results in ``docs/reports/context_study.json``)::
 
-    python -m harstream.models.context_study --with CONTEXT.keras --without PLAIN.keras
+    python -m harstream.models.studies.context_study --with CONTEXT.keras --without PLAIN.keras
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from harstream.stream.pipeline import WINDOW
 
-from .dataset import context_starts, context_windows, segment_windows
+from ..dataset import context_starts, context_windows, segment_windows
 
-STUDY_FILE = Path(__file__).resolve().parent.parent / "docs" / "reports" / "context_study.json"
+STUDY_FILE = Path(__file__).resolve().parents[2] / "docs" / "reports" / "context_study.json"
 
 
 def change_in_view(labels: np.ndarray, starts: np.ndarray, steps) -> np.ndarray:
@@ -51,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     from harstream.stream.pipeline import preprocess_recording
     from harstream.stream.recordings import UCI_TEST_SUBJECTS, load_embedded
 
-    from .artifact import load_artifact
+    from ..artifact import load_artifact
     from .compare import predict
 
     ctx_model, plain_model = load_artifact(args.with_context), load_artifact(args.without)
@@ -71,18 +73,23 @@ def main(argv: list[str] | None = None) -> int:
     y, view = np.concatenate(ys), np.concatenate(in_view)
     right = {"with": np.concatenate(with_pred) == y, "without": np.concatenate(without_pred) == y}
     parts = {"change in view": view, "no change in view": ~view, "all": np.ones_like(view)}
-    result = {
-        "with": ctx_model.model_id, "without": plain_model.model_id, "context_steps": list(steps),
+    result: dict[str, Any] = {
+        "with": ctx_model.model_id,
+        "without": plain_model.model_id,
+        "context_steps": list(steps),
         "parts": {
             name: {"windows": int(mask.sum()), **{k: float(v[mask].mean()) for k, v in right.items()}}
             for name, mask in parts.items()
         },
-        "command": "python -m harstream.models.context_study " + " ".join(argv if argv is not None else __import__("sys").argv[1:]),
+        "command": "python -m harstream.models.studies.context_study "
+        + " ".join(argv if argv is not None else sys.argv[1:]),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     for name, r in result["parts"].items():
-        print(f"{name}: {r['windows']} windows, with context {100 * r['with']:.2f} %, without {100 * r['without']:.2f} %")
+        print(
+            f"{name}: {r['windows']} windows, with context {100 * r['with']:.2f} %, without {100 * r['without']:.2f} %"
+        )
     return 0
 
 

@@ -1,14 +1,14 @@
-"""The final protocol and the ``--compare`` report (issue 6).
+"""The final protocol and the ``--compare`` report.
 
 ``final_runs`` trains one recipe (chosen on the validation subjects by
-:mod:`harstream.models.selection`) on ALL training subjects once per seed and
+:mod:`harstream.models.studies.selection`) on ALL training subjects once per seed and
 touches the held-out test subjects exactly once per run: accuracy, macro F1,
 confusion matrix. Results accumulate in ``docs/reports/results.json``;
 ``write_report`` turns them into ``docs/report.md`` with one table of all
 models, confusion-matrix PNGs and the live-accuracy figures.
 
-    python -m harstream.models.compare run --seeds 0 1 2 3 4 --ship
-    python -m harstream.models.compare report
+    python -m harstream.models.studies.compare run --seeds 0 1 2 3 4 --ship
+    python -m harstream.models.studies.compare report
 """
 
 from __future__ import annotations
@@ -24,11 +24,12 @@ import numpy as np
 
 from harstream.stream.activities import ACTIVITIES
 
-from .dataset import Windows, labelled_windows, split_by_subject
-from .selection import VALIDATION_SUBJECTS, Recipe, best_recipe, fit, load_selection
-from .training import ESTIMATORS
+from ..dataset import VALIDATION_SUBJECTS, Windows, labelled_windows, split_by_subject
+from ..recipe import Recipe, fit, parse_recipe
+from ..training import ESTIMATORS
+from .selection import best_recipe, load_selection
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 REPORTS = ROOT / "docs" / "reports"
 RESULTS_FILE = REPORTS / "results.json"
 REPORT_FILE = ROOT / "docs" / "report.md"
@@ -58,7 +59,9 @@ def per_subject_counts(y_true: np.ndarray, y_pred: np.ndarray, subjects: np.ndar
     }
 
 
-def subject_bootstrap_interval(counts: dict[str, list[int]], confidence: float = 0.95, seed: int = 0) -> tuple[float, float]:
+def subject_bootstrap_interval(
+    counts: dict[str, list[int]], confidence: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
     """Percentile bootstrap interval of the window accuracy with the *subjects*
     resampled: how much the figure depends on which people were held out,
     which repeats of a deterministic model (or of a network's seeds) cannot show."""
@@ -67,8 +70,14 @@ def subject_bootstrap_interval(counts: dict[str, list[int]], confidence: float =
     correct = np.array([c for c, _ in counts.values()], float)
     total = np.array([n for _, n in counts.values()], float)
     res = bootstrap(
-        (correct, total), lambda c, n, axis=-1: c.sum(axis=axis) / n.sum(axis=axis), paired=True,
-        vectorized=True, confidence_level=confidence, method="percentile", n_resamples=5000, random_state=seed,
+        (correct, total),
+        lambda c, n, axis=-1: c.sum(axis=axis) / n.sum(axis=axis),
+        paired=True,
+        vectorized=True,
+        confidence_level=confidence,
+        method="percentile",
+        n_resamples=5000,
+        random_state=seed,
     )
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
@@ -105,19 +114,19 @@ def measure_latencies(recipes: list[Recipe], registry_names: list[str]) -> dict[
 
     from harstream.stream.recordings import UCI_TEST_SUBJECTS, load_embedded
 
-    from .registry import ChannelStats, build_model
+    from ..registry import ChannelStats, build_model
 
     dataset = load_embedded()
     windows = labelled_windows(dataset.of_subjects(UCI_TEST_SUBJECTS[:2])).x[:256]
     stats = ChannelStats.of(windows)
-    from .modern import build
+    from ..modern import build
 
     def build_for_timing(recipe: Recipe):
         if recipe.architecture not in ESTIMATORS:
             return build(recipe.architecture, windows, **recipe.model_options)
         # An SVM's cost grows with its support vectors: time one fitted on
         # the training subjects, as the final runs fit it.
-        from .svm import fit_svm
+        from ..svm import fit_svm
 
         train, _ = split_by_subject(labelled_windows(dataset.recordings, context_steps=recipe.context))
         return fit_svm(train, 0, **recipe.model_options)[0]
@@ -141,15 +150,21 @@ _RUN_ROW = re.compile(r"^\|\s*(\d+)\s*\|\s*(\d+)\s*\|\s*([\d.]+)\s*\|\s*([\d.]+)
 
 def seed_model_runs(report: Path) -> list[dict]:
     """The per-run rows (seed, accuracy, macro F1) of a ``harstream evaluate
-    --model NAME --repeats N --report-dir`` report (issue 2's seed models)."""
+    --model NAME --repeats N --report-dir`` report (the tutorial's seed models)."""
     if not report.is_file():
         return []
     runs = []
     for line in report.read_text().splitlines():
         m = _RUN_ROW.match(line)
         if m:
-            runs.append({"seed": int(m[2]), "accuracy": float(m[3]) / 100, "macro_f1": float(m[4]) / 100,
-                         "train_seconds": float(m[5])})
+            runs.append(
+                {
+                    "seed": int(m[2]),
+                    "accuracy": float(m[3]) / 100,
+                    "macro_f1": float(m[4]) / 100,
+                    "train_seconds": float(m[5]),
+                }
+            )
     return runs
 
 
@@ -204,16 +219,31 @@ def final_runs(
         model, _ = fit(recipe, train, seed, verbose=verbose)
         seconds = time.perf_counter() - start
         probs = predict(model, test.x)
-        run = {"seed": seed, "train_seconds": round(seconds, 1), **score(test.y, probs),
-               "per_subject": per_subject_counts(test.y, probs.argmax(axis=1), test.subjects)}
+        run = {
+            "seed": seed,
+            "train_seconds": round(seconds, 1),
+            **score(test.y, probs),
+            "per_subject": per_subject_counts(test.y, probs.argmax(axis=1), test.subjects),
+        }
         run["parameters"] = int(model.count_params())
         if keep_dir is not None:
-            from .artifact import save_artifact
+            from ..artifact import save_artifact
 
-            save_artifact(model, {"architecture": recipe.label, "recipe": recipe.to_json(), "seed": seed,
-                                  "context_steps": list(recipe.context),
-                                  "test_accuracy": run["accuracy"]}, keep_dir / f"seed{seed}.keras")
-        print(f"{recipe.label} seed {seed}: test accuracy {run['accuracy']:.4f} macro F1 {run['macro_f1']:.4f} ({seconds:.0f} s)", flush=True)
+            save_artifact(
+                model,
+                {
+                    "architecture": recipe.label,
+                    "recipe": recipe.to_json(),
+                    "seed": seed,
+                    "context_steps": list(recipe.context),
+                    "test_accuracy": run["accuracy"],
+                },
+                keep_dir / f"seed{seed}.keras",
+            )
+        print(
+            f"{recipe.label} seed {seed}: test accuracy {run['accuracy']:.4f} macro F1 {run['macro_f1']:.4f} ({seconds:.0f} s)",
+            flush=True,
+        )
         runs.append(run)
         keras.backend.clear_session()
     return runs
@@ -268,7 +298,7 @@ def feature_study_lines(study_file: Path) -> list[str]:
     lines = [
         "## Feature study (validation subjects)",
         "",
-        "`python -m harstream.models.feature_study`: an RBF SVM on the same hand-crafted features, "
+        "`python -m harstream.models.studies.feature_study`: an RBF SVM on the same hand-crafted features, "
         "for three questions — how far the features go on the causal windows, what UCI's zero-phase "
         "filtering would add, and what the windows just before the current one add.",
         "",
@@ -289,7 +319,7 @@ def context_study_lines(study_file: Path) -> list[str]:
     lines = [
         "## Where the context windows help (test subjects, after the final runs)",
         "",
-        f"`{ctx.get('command', 'python -m harstream.models.context_study')}`: the held-out windows split by "
+        f"`{ctx.get('command', 'python -m harstream.models.studies.context_study')}`: the held-out windows split by "
         f"whether the samples the context model looks at (windows {', '.join(map(str, ctx['context_steps']))} "
         "steps back to the current one) hold an activity change. HAPT's script has short activities, so a "
         "change is often in view; someone sitting for an hour gives no such hint.",
@@ -309,9 +339,11 @@ def write_report(results: dict, live: dict | None = None, path: Path = REPORT_FI
         "",
         "Held-out UCI test subjects (2, 4, 9, 10, 12, 13, 18, 20, 24), windows from the causal",
         "streaming preprocessing, protocol in [evaluation.md](evaluation.md). Made by",
-        "`harstream evaluate --compare` (= `python -m harstream.models.compare report`) from",
+        "`harstream evaluate --compare` (= `python -m harstream.models.studies.compare report`) from",
         "`docs/reports/results.json` (final runs), `selection.json` (validation screen), `live.json`",
         "and the tutorial models' own `harstream evaluate` reports.",
+        "Each section names the command that made its figures; the studies are the modules in "
+        "`models/studies/` (`python -m harstream.models.studies.<name>`), kept apart from what the worker runs.",
         "",
         "| model | repeats | test accuracy % (mean ± std) | macro F1 % | parameters | batched ms/window | single-window call ms | validation acc % |",
         "|---|---|---|---|---|---|---|---|",
@@ -333,13 +365,17 @@ def write_report(results: dict, live: dict | None = None, path: Path = REPORT_FI
         )
     lines += [
         "",
-        "Latency: median of 7 direct eager `model(x)` calls (`python -m harstream.models.compare latency`), "
+        "Latency: median of 7 direct eager `model(x)` calls (`python -m harstream.models.studies.compare latency`), "
         "256 windows per batched call, all models in one run on this machine (2 shared cores, loaded). "
         "The single-window column is eager Keras overhead; the worker serves single windows through its "
         "compiled runtime (`models/runtime.py`, tflite/tf-function), see the live section.",
         "",
     ]
-    spread = [(name, entry["runs"][0]) for name, entry in results.items() if entry.get("runs") and "per_subject" in entry["runs"][0]]
+    spread = [
+        (name, entry["runs"][0])
+        for name, entry in results.items()
+        if entry.get("runs") and "per_subject" in entry["runs"][0]
+    ]
     if spread:
         lines += [
             "## How much the figure depends on who is held out",
@@ -356,7 +392,9 @@ def write_report(results: dict, live: dict | None = None, path: Path = REPORT_FI
         for name, run in spread:
             acc = sorted(100 * c / n for c, n in run["per_subject"].values())
             low, high = subject_bootstrap_interval(run["per_subject"])
-            lines.append(f"| {name} | {acc[0]:.1f} / {np.median(acc):.1f} / {acc[-1]:.1f} | {100 * low:.2f} – {100 * high:.2f} |")
+            lines.append(
+                f"| {name} | {acc[0]:.1f} / {np.median(acc):.1f} / {acc[-1]:.1f} | {100 * low:.2f} – {100 * high:.2f} |"
+            )
         lines.append("")
     selection = load_selection()
     if selection:
@@ -365,7 +403,8 @@ def write_report(results: dict, live: dict | None = None, path: Path = REPORT_FI
             "",
             "Trained on 16 training subjects, scored on validation subjects "
             f"{', '.join(map(str, VALIDATION_SUBJECTS))} (never the test subjects), one seed each. "
-            "The best final validation accuracy was chosen for the final runs above.",
+            "The best final validation accuracy was chosen for the final runs above "
+            "(`python -m harstream.models.studies.selection --epochs N RECIPE…`; the runs in docs/BENCHMARKS.md).",
             "",
             "| candidate | epochs | validation acc % (last epoch) | best epoch (acc %) | parameters | train s | sitting→standing / standing→sitting errors | batched ms/window |",
             "|---|---|---|---|---|---|---|---|",
@@ -388,10 +427,14 @@ def write_report(results: dict, live: dict | None = None, path: Path = REPORT_FI
         if not runs or any("confusion" not in r for r in runs):
             continue
         total = np.sum([r["confusion"] for r in runs], axis=0)
-        png = plot_confusion(total.tolist(), f"{name}: {len(runs)} runs, held-out subjects", path.parent / "reports" / f"confusion_{name}.png")
+        png = plot_confusion(
+            total.tolist(),
+            f"{name}: {len(runs)} runs, held-out subjects",
+            path.parent / "reports" / f"confusion_{name}.png",
+        )
         lines += [f"### {name}", "", f"![{name} confusion]({png.relative_to(path.parent).as_posix()})", ""]
     if live:
-        from .live_accuracy import live_report_lines
+        from ..live_accuracy import live_report_lines
 
         lines += live_report_lines(live, path.parent / "reports", path.parent)
     study = path.parent / "reports" / "personalisation.json"
@@ -400,12 +443,14 @@ def write_report(results: dict, live: dict | None = None, path: Path = REPORT_FI
         lines += [
             "## Fine-tuning on one's own data (personalisation study)",
             "",
-            "`python -m harstream.models.finetune study`: per held-out subject, the shipped model fine-tuned "
+            "`python -m harstream.models.studies.personalisation`: per held-out subject, the shipped model fine-tuned "
             "on all but the subject's last session, then scored on that last session. "
-            + ("The SVM is refitted on all embedded training windows plus the subject's, the subject's "
-               "weighted to count as much as the rest."
-               if rows and rows[0].get("method") == "svm refit" else
-               "5 epochs, Adam 1e-4, BatchNorm frozen, as many embedded training windows mixed in."),
+            + (
+                "The SVM is refitted on all embedded training windows plus the subject's, the subject's "
+                "weighted to count as much as the rest."
+                if rows and rows[0].get("method") == "svm refit"
+                else "5 epochs, Adam 1e-4, BatchNorm frozen, as many embedded training windows mixed in."
+            ),
             "",
             "| subject | own windows | scored session (windows) | accuracy before % | after % |",
             "|---|---|---|---|---|",
@@ -428,7 +473,7 @@ def ship_default(model_path: Path, entry: dict, target: Path | None = None) -> P
 
     The shipped seed is the FIRST seed of the run, fixed in advance, not the
     best on test (picking the best test run would leak the test subjects)."""
-    from .artifact import DEFAULT_MODEL, load_artifact, save_artifact
+    from ..artifact import DEFAULT_MODEL, load_artifact, save_artifact
 
     art = load_artifact(model_path)
     s = summarise(entry["runs"])
@@ -464,15 +509,22 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--keep", type=Path, default=Path("/tmp/harstream-final"), help="folder for each seed's model")
     run.add_argument("--ship", action="store_true", help="save seed 0's model as models/pretrained/default.keras")
     sub.add_parser("report", help="write docs/report.md from docs/reports/results.json")
-    lat = sub.add_parser("latency", help="time per-window inference of every model in results.json and the seed LSTM, in one run")
-    lat.add_argument("--extra", nargs="*", default=["lstm", "cnn_lstm", "conv_lstm"], help="registry architectures to time too")
+    lat = sub.add_parser(
+        "latency", help="time per-window inference of every model in results.json and the seed LSTM, in one run"
+    )
+    lat.add_argument(
+        "--extra", nargs="*", default=["lstm", "cnn_lstm", "conv_lstm"], help="registry architectures to time too"
+    )
     args = parser.parse_args(argv)
 
     if args.action == "latency":
         results = load_results()
-        recipes = {r.label: r for r in [Recipe.from_json(e["recipe"]) for e in results.values() if "recipe" in e]
-                   + [Recipe.from_json(x["recipe"]) for x in load_selection()]}
-        recipes = list(recipes.values())
+        by_label = {
+            r.label: r
+            for r in [Recipe.from_json(e["recipe"]) for e in results.values() if "recipe" in e]
+            + [Recipe.from_json(x["recipe"]) for x in load_selection()]
+        }
+        recipes = list(by_label.values())
         for name, timing in measure_latencies(recipes, args.extra).items():
             results.setdefault(name, {})["latency"] = timing
             print(f"{name}: {timing['batched_ms']:.3f} ms/window batched, {timing['single_ms']:.2f} ms single call")
@@ -486,8 +538,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     from harstream.stream.recordings import load_embedded
-
-    from .selection import parse_recipe
 
     selection = load_selection()
     recipe = parse_recipe(args.recipe, args.epochs or 12) if args.recipe else best_recipe(selection)
@@ -511,7 +561,7 @@ def main(argv: list[str] | None = None) -> int:
             "validation_subjects_for_selection": list(VALIDATION_SUBJECTS),
         },
         "windows": {"train": len(train), "test": len(test)},
-        "command": "python -m harstream.models.compare " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": "python -m harstream.models.studies.compare " + " ".join(sys.argv[1:] if argv is None else argv),
     }
     results[recipe.label] = {**results.get(recipe.label, {}), **entry}
     save_results(results)

@@ -8,16 +8,16 @@ It sits on top of :mod:`~harstream.models.training` (fitting) and
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
-from .dataset import Windows
-from .evaluation import Evaluation, evaluate_model, evaluation_report
-from .registry import DEFAULT_EPOCHS
-from .training import train_model
+from ..dataset import Windows
+from ..evaluation import Evaluation, evaluate_model, evaluation_report
+from ..registry import DEFAULT_EPOCHS
+from ..training import train_model
 
 
 @dataclass

@@ -1,0 +1,69 @@
+"""What fine-tuning on one's own data buys, per held-out subject (the
+personalisation figures of the report)::
+
+    python -m harstream.models.studies.personalisation [BASE.keras]
+
+writes ``docs/reports/personalisation.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from harstream.stream.recordings import UCI_TEST_SUBJECTS, load_embedded
+
+from ..artifact import load_artifact
+from ..dataset import labelled_windows
+from ..finetune import embedded_training_windows, is_svm, svm_options, tune
+
+REPORT_FILE = Path(__file__).resolve().parents[2] / "docs" / "reports" / "personalisation.json"
+
+
+def personalisation_study(base: str | Path | None = None, epochs: int = 5, learning_rate: float = 1e-4) -> list[dict]:
+    """What fine-tuning on one's own data buys, measured on the held-out
+    subjects: for each test subject, fine-tune the base model on all but
+    their last session and score that last session before and after."""
+    data = load_embedded()
+    artifact = load_artifact(base)
+    steps = artifact.context_steps
+    pool = embedded_training_windows(steps)
+    rows = []
+    for subject in UCI_TEST_SUBJECTS:
+        recs = sorted(data.of_subjects([subject]), key=lambda r: r.name)
+        if len(recs) < 2:
+            continue
+        own, test = labelled_windows(recs[:-1], context_steps=steps), labelled_windows(recs[-1:], context_steps=steps)
+        model = load_artifact(base).model
+        method = "svm refit" if is_svm(model) else "gradient descent"
+        _, before, after, _ = tune(model, own, test, epochs, learning_rate, pool, None, seed=0,
+                                   svm_options=svm_options(artifact.metadata))  # fmt: skip
+        rows.append(
+            {
+                "subject": subject,
+                "own_windows": len(own),
+                "test_session": recs[-1].name,
+                "test_windows": len(test),
+                "accuracy_before": before,
+                "accuracy_after": after,
+                "method": method,
+            }
+        )
+        print(
+            f"subject {subject}: {len(own)} own windows; {recs[-1].name} {100 * before:.1f} % -> {100 * after:.1f} %",
+            flush=True,
+        )
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    rows = personalisation_study(argv[0] if argv else None)
+    REPORT_FILE.write_text(json.dumps(rows, indent=1) + "\n")
+    print(REPORT_FILE)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
