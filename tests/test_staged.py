@@ -116,7 +116,7 @@ def test_a_one_window_model_cannot_be_restaged():
 
 @pytest.mark.parametrize("kind", ["tflite", "tf-function"])
 def test_each_stage_served_by_a_compiled_runtime_agrees_with_keras(staged_artifact, kind):
-    from harstream.models.staged import load_staged_runtime
+    from harstream.models.staged_runtime import load_staged_runtime
 
     check = WindowContext((1, 2)).push(_stream_windows())
     runtime = load_staged_runtime(staged_artifact, kind, check=check[:9])

@@ -73,9 +73,8 @@ def staged_rows(artifact, x, reference, args) -> list:
     import numpy as np
 
     from harstream.models.runtime import BUILDERS, check_agreement, time_runtime
-    from harstream.models.staged import (
-        DECISION_STAGE, FEATURE_STAGE, NumpyFeatures, StagedRuntime, feature_layer, stage_artifact,
-    )  # fmt: skip
+    from harstream.models.staged import DECISION_STAGE, FEATURE_STAGE, feature_layer
+    from harstream.models.staged_runtime import NumpyFeatures, StagedRuntime, stage_artifact
 
     n, k = x.shape[:2]
     rows = []

@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
             raise SystemExit(f"worker: {exc}") from None
         features = None
         if artifact.stages and not args.whole_model:
-            from harstream.models.staged import load_staged_runtime
+            from harstream.models.staged_runtime import load_staged_runtime
 
             from threadpoolctl import threadpool_limits
 
