@@ -11,7 +11,7 @@ kept.
 from __future__ import annotations
 
 import argparse
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -33,7 +33,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             continue
         staged = restage(artifact.model)
         x = check_windows(0, context_steps=artifact.context_steps)
-        before = np.concatenate([np.asarray(artifact.model(x[i : i + 512], training=False)) for i in range(0, len(x), 512)])
+        before = np.concatenate(
+            [np.asarray(artifact.model(x[i : i + 512], training=False)) for i in range(0, len(x), 512)]
+        )
         after = np.concatenate([np.asarray(staged(x[i : i + 512], training=False)) for i in range(0, len(x), 512)])
         mismatches = int((before.argmax(1) != after.argmax(1)).sum())
         diff = float(np.abs(before - after).max())

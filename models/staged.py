@@ -38,9 +38,7 @@ True
 
 from __future__ import annotations
 
-from typing import Sequence
-
-import numpy as np
+from collections.abc import Sequence
 
 import keras
 from keras import ops
@@ -96,7 +94,9 @@ def decision_stage_of(layers: Sequence[keras.layers.Layer], windows: int, featur
     return keras.Model(inputs, y, name=DECISION_STAGE)
 
 
-def build_staged_model(features: keras.layers.Layer, decision: keras.Model, windows: int, name: str = "svm") -> keras.Model:
+def build_staged_model(
+    features: keras.layers.Layer, decision: keras.Model, windows: int, name: str = "svm"
+) -> keras.Model:
     """The whole model over ``(n, windows, 128, 9)`` stacks, built from a
     per-window feature layer and a decision stage (:func:`decision_stage_of`)."""
     window = keras.Input(shape=(WINDOW, WINDOW_CHANNELS), dtype="float32", name="one_window")

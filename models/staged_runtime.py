@@ -55,7 +55,9 @@ class StagedRuntime:
         if x.ndim == 3:
             return self.decide(x)
         if x.ndim != 4:
-            raise ValueError(f"a staged model takes stacks of windows (n, 1 + k, 128, 9) or of features (n, 1 + k, F), got {x.shape}")
+            raise ValueError(
+                f"a staged model takes stacks of windows (n, 1 + k, 128, 9) or of features (n, 1 + k, F), got {x.shape}"
+            )
         n, k = x.shape[:2]
         return self.decide(self.features(x.reshape(n * k, WINDOW, WINDOW_CHANNELS)).reshape(n, k, -1))
 
@@ -67,7 +69,7 @@ class NumpyFeatures:
 
     name = "numpy"
 
-    def __init__(self, feature_stage: "keras.Model"):  # noqa: F821
+    def __init__(self, feature_stage: keras.Model):  # noqa: F821
         self.layer = feature_layer(feature_stage)
         if self.layer is None:
             raise ValueError(f"feature stage {feature_stage.name!r} has no layer with a numpy_call")
@@ -100,7 +102,14 @@ def load_staged_runtime(artifact, kind: str = "auto", check: np.ndarray | None =
     checked once more. Each stage keeps the next agreeing runtime (or Keras) as
     its fallback."""
     from .runtime import (
-        BUILDERS, RUNTIMES, KerasRuntime, RuntimeMismatch, Selected, check_agreement, check_windows, time_runtime,
+        BUILDERS,
+        RUNTIMES,
+        KerasRuntime,
+        RuntimeMismatch,
+        Selected,
+        check_agreement,
+        check_windows,
+        time_runtime,
     )  # fmt: skip
 
     if kind not in RUNTIMES:

@@ -89,7 +89,9 @@ def test_metadata_naming_stages_the_model_lacks_is_refused(output_dir):
 
     from harstream.models.artifact import ArtifactError, load_artifact, save_artifact
 
-    path = save_artifact(_flat_context_model(), {"architecture": "flat", "context_steps": [1, 2]}, output_dir / "flat.keras")
+    path = save_artifact(
+        _flat_context_model(), {"architecture": "flat", "context_steps": [1, 2]}, output_dir / "flat.keras"
+    )
     meta = json.loads(path.with_suffix(".json").read_text())
     meta["stages"] = {"features": "feature_stage", "decision": "decision_stage", "feature_size": 332, "windows": 3}
     path.with_suffix(".json").write_text(json.dumps(meta))
@@ -166,7 +168,9 @@ def test_a_worker_serving_the_stages_gives_the_whole_models_probabilities(contex
     samples[:, 0] += 1.0
     feature_stage, decision_stage = stages(context_svm)
     whole = _serve_core(samples, lambda x: np.asarray(context_svm(x)))
-    staged = _serve_core(samples, lambda f: np.asarray(decision_stage(f)), features=lambda w: np.asarray(feature_stage(w)))
+    staged = _serve_core(
+        samples, lambda f: np.asarray(decision_stage(f)), features=lambda w: np.asarray(feature_stage(w))
+    )
     assert len(whole) == 22
     np.testing.assert_array_equal(staged, whole)
 

@@ -25,9 +25,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--speed", type=float, default=1.0, help="simulator speed (0 = as fast as the bus takes)")
     parser.add_argument("--direct", action="store_true",
                         help="with --shards > 1: no proxy; the simulator binds the ingest and each worker "
-                             "connects to it (its shard's topics filtered at the publisher) and to the bench")
+                             "connects to it (its shard's topics filtered at the publisher) and to the bench")  # fmt: skip
     parser.add_argument("--worker-arg", action="append", default=[], metavar="ARG",
-                        help="extra argument for every worker, e.g. --worker-arg=--whole-model (repeatable)")
+                        help="extra argument for every worker, e.g. --worker-arg=--whole-model (repeatable)")  # fmt: skip
     parser.add_argument("--profile", default=None, metavar="FILE",
                         help="run the (first) worker under cProfile and write the stats here")  # fmt: skip
 

@@ -86,9 +86,9 @@ def run(args: argparse.Namespace) -> int:
             raise SystemExit(f"worker: {exc}") from None
         features = None
         if artifact.stages and not args.whole_model:
-            from harstream.models.staged_runtime import load_staged_runtime
-
             from threadpoolctl import threadpool_limits
+
+            from harstream.models.staged_runtime import load_staged_runtime
 
             # One worker is one core: numpy's matmul (the feature stage) must not start BLAS threads.
             threadpool_limits(1, user_api="blas")
