@@ -24,6 +24,7 @@ COMMANDS = {
     "bridge": "move samples from the ZeroMQ ingest bus into the partitioned Redis log",
     "proxy": "XSUB/XPUB proxy: one well-known address for publishers and subscribers",
     "tail": "print live predictions and stats from the bus",
+    "keys": "make CURVE keys for a bus reachable from other machines",
     "gateway": "accept phone sensor apps (WebSocket/HTTP) and publish their samples",
     "dashboard": "the live Streamlit dashboard",
     "demo": "simulator + worker + dashboard in one command",

@@ -47,7 +47,7 @@ class ModelArtifact:
     @property
     def model_id(self) -> str:
         """Short, stable id: architecture name and the file's hash prefix."""
-        return f"{self.metadata.get('architecture', 'model')}@{self.metadata.get('sha256', '')[:8]}"
+        return model_id_of(self.metadata)
 
     @property
     def classes(self) -> list[str]:
@@ -70,6 +70,15 @@ class ModelArtifact:
         """The feature and decision stages the model carries (metadata
         ``stages``; :mod:`harstream.models.staged`), None for a one-piece model."""
         return self.metadata.get("stages") or None
+
+
+def model_id_of(metadata: dict) -> str:
+    """``<architecture>@<sha256 prefix>`` of a model's metadata.
+
+    >>> model_id_of({"architecture": "svm", "sha256": "0123456789abcdef"})
+    'svm@01234567'
+    """
+    return f"{metadata.get('architecture', 'model')}@{metadata.get('sha256', '')[:8]}"
 
 
 def metadata_path(model_path: Path) -> Path:

@@ -16,6 +16,13 @@ few windows at a time. Three runtimes share one verb,
   interpreter per fixed batch size and a batch is split into those sizes.
   Converted files are cached by model hash.
 
+A runtime chosen by ``load_runtime`` that agreed with Keras leaves a
+*serving record* beside the cached LiteRT files (the model's hash, the hash
+of each converted file, the agreement). :func:`load_cached_runtime` starts
+from that record alone — no TensorFlow, no conversion, no check windows — so
+a restarted worker serves within a second; it refuses a record whose model
+or converted files changed.
+
 ``load_runtime(artifact, "auto")`` builds the candidates, keeps those that
 agree with Keras (same argmax, probabilities within 1e-4) on check windows,
 and serves with the fastest; the next agreeing one is its fallback.
@@ -186,6 +193,18 @@ class TfliteRuntime:
     name = "tflite"
 
     def __init__(self, artifact: ModelArtifact, sizes: Sequence[int] = BATCH_SIZES, threads: int = 1):
+        blobs = {size: convert_to_tflite(artifact, size) for size in sorted(sizes)}
+        self._setup(blobs, int(artifact.model.output_shape[-1]), threads)
+
+    @classmethod
+    def from_blobs(cls, blobs: dict[int, bytes], classes: int, threads: int = 1) -> "TfliteRuntime":
+        """A runtime from converted flatbuffers (batch size -> bytes); no TensorFlow."""
+        rt = cls.__new__(cls)
+        rt._setup(blobs, classes, threads)
+        return rt
+
+    def _setup(self, blobs: dict[int, bytes], classes: int, threads: int) -> None:
+        import hashlib
         import threading
 
         from ai_edge_litert.interpreter import Interpreter
@@ -193,13 +212,13 @@ class TfliteRuntime:
         from harstream.logs import quiet_native_stderr
 
         self._lock = threading.Lock()
-        self.sizes = tuple(sorted(sizes))
-        self.classes = int(artifact.model.output_shape[-1])
+        self.sizes = tuple(sorted(blobs))
+        self.classes = classes
+        self.blob_sha256 = {size: hashlib.sha256(blob).hexdigest() for size, blob in blobs.items()}
         self._calls: dict[int, Callable[[np.ndarray], np.ndarray]] = {}
         for size in self.sizes:
-            content = convert_to_tflite(artifact, size)
             with quiet_native_stderr():  # LiteRT announces its XNNPACK delegate on stderr
-                interp = Interpreter(model_content=content, num_threads=threads)
+                interp = Interpreter(model_content=blobs[size], num_threads=threads)
                 interp.allocate_tensors()
             self._calls[size] = _interpreter_call(interp)
 
@@ -357,6 +376,8 @@ def load_runtime(
         }
         if agreement.ok:
             good.append((cost, rt))
+            if isinstance(rt, TfliteRuntime):
+                record_serving(artifact, rt, report["candidates"][name])
         else:
             log.warning("runtime %s disagrees with Keras: %s", name, agreement)
     if not good:
@@ -368,3 +389,75 @@ def load_runtime(
     runtimes = [rt for _, rt in good] + [keras_rt]
     report["chosen"] = runtimes[0].name
     return Selected(runtimes[0], runtimes[1], report)
+
+
+# ------------------------------------------------------------ fast start
+
+
+def serving_record_path(model_sha256: str, cache: Path | None = None) -> Path:
+    return (tflite_cache_dir() if cache is None else cache) / f"{model_sha256[:16]}-serving.json"
+
+
+def record_serving(artifact: ModelArtifact, runtime: "TfliteRuntime", agreement: dict,
+                   cache: Path | None = None) -> Path | None:  # fmt: skip
+    """Write the serving record of a LiteRT runtime that agreed with Keras."""
+    import json
+
+    sha = artifact.metadata.get("sha256")
+    if not sha:
+        return None
+    path = serving_record_path(sha, cache)
+    record = {
+        "model_sha256": sha,
+        "runtime": runtime.name,
+        "context_steps": list(artifact.context_steps),
+        "blobs": {str(size): digest for size, digest in runtime.blob_sha256.items()},
+        "agreement": agreement,
+        "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(record, indent=1))
+    tmp.replace(path)
+    return path
+
+
+def load_cached_runtime(model: str | Path | None = None, cache: Path | None = None,
+                        threads: int = 1) -> tuple[TfliteRuntime, dict] | None:  # fmt: skip
+    """``(runtime, metadata)`` from the model's serving record, or ``None``
+    when there is none (or it no longer matches: then the caller takes the
+    full path, which writes a new one). Never imports TensorFlow.
+
+    Raises :class:`~harstream.models.artifact.ArtifactError` if the model file
+    itself does not match its metadata.
+    """
+    import hashlib
+    import json
+
+    from harstream.models.artifact import DEFAULT_MODEL, ArtifactError, file_sha256, read_metadata
+
+    path = Path(model) if model is not None else DEFAULT_MODEL
+    meta = read_metadata(path)
+    sha = meta.get("sha256")
+    if not sha:
+        return None
+    if file_sha256(path) != sha:
+        raise ArtifactError(f"{path}: file hash does not match its metadata; the file was changed")
+    cache = tflite_cache_dir() if cache is None else cache
+    try:
+        record = json.loads(serving_record_path(sha, cache).read_text())
+        steps = [int(s) for s in meta.get("context_steps") or ()]
+        if record.get("model_sha256") != sha or record.get("runtime") != "tflite" or record.get("context_steps") != steps:
+            return None
+        blobs = {}
+        for size, digest in record["blobs"].items():
+            blob = (cache / f"{sha[:16]}-b{int(size)}.tflite").read_bytes()
+            if hashlib.sha256(blob).hexdigest() != digest:
+                log.warning("cached LiteRT file for batch %s changed; converting again", size)
+                return None
+            blobs[int(size)] = blob
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if 1 not in blobs:
+        return None
+    return TfliteRuntime.from_blobs(blobs, len(meta["classes"]), threads), meta

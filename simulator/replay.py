@@ -57,8 +57,8 @@ class Chunk:
     samples: np.ndarray
     labels: np.ndarray | None
 
-    def batch(self, t0: float, rate: float = RATE_HZ) -> SampleBatch:
-        return SampleBatch(self.device, self.seq, t0, self.samples, rate, self.labels)
+    def batch(self, t0: float, rate: float = RATE_HZ, session: str = "") -> SampleBatch:
+        return SampleBatch(self.device, self.seq, t0, self.samples, rate, self.labels, session=session)
 
 
 @dataclass
@@ -196,6 +196,7 @@ def replay(
     context=None,
     print_every: float = 5.0,
     printer: Callable[[str], None] | None = print,
+    keys: str | None = None,
 ) -> ReplayStats:
     """Publish ``schedule`` on the ingest bus, paced at ``speed`` times real time.
 
@@ -203,14 +204,16 @@ def replay(
     (up to a second) before the message is dropped. Otherwise a send never
     blocks: a full queue drops the message and counts it. With
     ``wait_subscriptions`` the replay starts only after that many
-    subscriptions reached the socket (or ``wait_timeout`` passed).
+    subscriptions reached the socket (or ``wait_timeout`` passed). Every
+    message carries the run's random session id. ``keys``: a CURVE key folder
+    (needed for an address off loopback).
     """
     import threading
 
     import zmq
 
     from harstream.stream.bus import attach, ingest_address
-    from harstream.stream.protocol import encode_samples
+    from harstream.stream.protocol import encode_samples, new_session_id
 
     if speed < 0 or not math.isfinite(speed):
         raise ValueError(f"speed must be >= 0, got {speed}")
@@ -224,7 +227,13 @@ def replay(
     sock.setsockopt(zmq.XPUB_NODROP, 1)
     sock.setsockopt(zmq.LINGER, 2000)
     stats = ReplayStats(devices=schedule.active)
+    # One session per run: a worker tells this run's seq from an earlier run's
+    # (or a forger's) and lets it take a device over once the old run is quiet.
+    session = new_session_id()
     try:
+        from harstream.stream.bus_auth import secure
+
+        secure(sock, publish or ingest_address(), "connect", keys)
         address = attach(sock, publish or ingest_address(), "connect")
         log.info("simulate: %d devices -> %s at speed %s", schedule.active, address, speed or "max")
         if wait_subscriptions:
@@ -248,7 +257,7 @@ def replay(
                 available = target
             for chunk in schedule.advance(available):
                 t0 = time.time() if speed == 0 else wall0 + chunk.seq / (rate * speed)
-                frames = encode_samples(chunk.batch(t0, rate))
+                frames = encode_samples(chunk.batch(t0, rate, session))
                 if _send(sock, frames, wait=speed == 0):
                     stats.messages += 1
                     stats.samples += len(chunk.samples)

@@ -37,9 +37,22 @@ from .rate import RATE_HZ
 VERSION = 1
 N_SHARDS = 64
 UNITS = {"acc": "g", "gyro": "rad/s"}
-DEVICE_ID = re.compile(r"^[A-Za-z0-9_.:@+-]{1,64}$")
+# Anchored with \Z: ``$`` would also match before a trailing newline.
+DEVICE_ID = re.compile(r"^[A-Za-z0-9_.:@+-]{1,64}\Z")
+SESSION_ID = DEVICE_ID  # same alphabet and length
 MAX_SAMPLES_PER_MESSAGE = 5000
 MAX_HEADER_BYTES = 64 * 1024 + 16
+# The largest frame a receiver takes (ZMQ_MAXMSGSIZE; a peer sending more is
+# disconnected by ZeroMQ before the frame is held): the header or the samples
+# of the largest valid message, with room to spare.
+MAX_FRAME_BYTES = 256 * 1024
+# Physical range of the samples: beyond any human motion (a hard fall peaks
+# near 16 g, a wrist near 40 rad/s) and well inside what arithmetic survives.
+MAX_ACC_G = 100.0
+MAX_GYRO_RAD_S = 100.0
+# t0 in seconds: a Unix time before 2286 or a stream time since 0.
+MAX_T0 = 1e10
+MAX_SEQ = 2**53  # exact in a float, so times computed from seq stay exact
 
 SAMPLES_PREFIX = b"s/"
 PREDICTION_PREFIX = b"p/"
@@ -55,7 +68,10 @@ REASONS = (
     "device",  # device id empty, too long or with characters outside [A-Za-z0-9_.:@+-]
     "byte_length",  # samples frame not n*6*4 bytes, or n outside 1..5000
     "non_finite",  # NaN or inf in samples
+    "range",  # a sample outside the physical range (|acc| > 100 g, |gyro| > 100 rad/s)
+    "time",  # t0 outside 0..1e10 s
     "labels",  # labels present but not n integers
+    "session",  # session id not 1-64 characters of [A-Za-z0-9_.:@+-]
 )
 
 
@@ -67,11 +83,25 @@ class ProtocolError(InputError):
 
 def check_device_id(device: Any) -> str:
     """``device`` if it is a valid device id, else :class:`ProtocolError`."""
-    if not isinstance(device, str) or not DEVICE_ID.match(device):
+    if not isinstance(device, str) or not DEVICE_ID.fullmatch(device):
         raise ProtocolError(
             "device", f"device id {device!r} must be 1-64 characters of A-Z a-z 0-9 _ . : @ + -"
         )
     return device
+
+
+def check_session_id(session: Any) -> str:
+    """``session`` if it is a valid session id, else :class:`ProtocolError`."""
+    if not isinstance(session, str) or not SESSION_ID.fullmatch(session):
+        raise ProtocolError("session", f"session id {str(session)[:80]!r} must be 1-64 characters of A-Z a-z 0-9 _ . : @ + -")
+    return session
+
+
+def new_session_id() -> str:
+    """A fresh random session id (64 bits, hex)."""
+    import secrets
+
+    return secrets.token_hex(8)
 
 
 def shard_of(device: str, n_shards: int = N_SHARDS) -> int:
@@ -105,6 +135,10 @@ class SampleBatch:
     receiver can tell a gap (seq jumps ahead) from a duplicate (seq behind).
     ``t0`` is the time of the first sample in seconds (Unix epoch for live
     data). ``labels`` are optional ground-truth HAPT labels, one per sample.
+    ``session`` names this run of the producer's stream of the device (a
+    random id it picks when it starts): ``seq`` counts within a session, and
+    a worker lets a new session take a device over only once the old one has
+    gone quiet (docs/protocol.md, "Device identity"). ``""``: none sent.
     """
 
     device: str
@@ -114,6 +148,7 @@ class SampleBatch:
     rate: float = RATE_HZ
     labels: np.ndarray | None = None
     meta: dict = field(default_factory=dict)
+    session: str = ""
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -138,6 +173,8 @@ def encode_samples(batch: SampleBatch) -> list[bytes]:
         header["labels"] = [int(v) for v in batch.labels]
     if batch.meta:
         header["meta"] = batch.meta
+    if batch.session:
+        header["session"] = check_session_id(batch.session)
     return [samples_topic(batch.device), _dumps(header), samples.tobytes()]
 
 
@@ -152,12 +189,14 @@ def decode_samples(frames: Sequence[bytes]) -> SampleBatch:
     if bytes(topic) != samples_topic(device):
         raise ProtocolError("topic", f"topic {bytes(topic)[:80]!r} does not match device {device!r}")
     seq = _field(header, "seq", int)
-    if seq < 0:
-        raise ProtocolError("header", f"seq {seq} is negative")
-    t0 = float(_field(header, "t0", (int, float)))
+    if not 0 <= seq <= MAX_SEQ:
+        raise ProtocolError("header", f"seq {seq} outside 0..2**53")
+    session = check_session_id(header["session"]) if "session" in header else ""
+    t0 = _field(header, "t0", (int, float))
+    if not (isinstance(t0, float) and math.isfinite(t0) or isinstance(t0, int)) or not 0 <= t0 < MAX_T0:
+        raise ProtocolError("time", f"t0 {str(t0)[:40]} outside 0..{MAX_T0:g} s")
+    t0 = float(t0)
     rate = float(_field(header, "rate", (int, float)))
-    if not math.isfinite(t0):
-        raise ProtocolError("header", f"t0 {t0} must be finite")
     if rate != RATE_HZ:
         # The filters and windows are designed for 50 Hz; producers resample.
         raise ProtocolError("header", f"rate {rate} Hz; the bus carries {RATE_HZ:g} Hz samples")
@@ -174,16 +213,37 @@ def decode_samples(frames: Sequence[bytes]) -> SampleBatch:
     samples = np.frombuffer(payload, dtype="<f4").reshape(n, 6)
     if not np.isfinite(samples).all():
         raise ProtocolError("non_finite", f"{int((~np.isfinite(samples)).sum())} NaN/inf values")
+    check_sample_range(samples)
     labels = None
     if "labels" in header:
         raw = header["labels"]
-        if not (isinstance(raw, list) and len(raw) == n and all(type(v) is int for v in raw)):
-            raise ProtocolError("labels", f"labels must be a list of {n} integers")
+        if not (isinstance(raw, list) and len(raw) == n and all(type(v) is int and -32768 <= v <= 32767 for v in raw)):
+            raise ProtocolError("labels", f"labels must be a list of {n} integers within int16")
         labels = np.asarray(raw, dtype=np.int16)
     meta = header.get("meta", {})
     if not isinstance(meta, dict):
         raise ProtocolError("header", "meta must be an object")
-    return SampleBatch(device, seq, t0, samples, rate, labels, meta)
+    return SampleBatch(device, seq, t0, samples, rate, labels, meta, session)
+
+
+def check_sample_range(samples: np.ndarray) -> None:
+    """:class:`ProtocolError` (``range``) unless every (finite) sample is within
+    the physical range: acc (columns 0-2) ±100 g, gyro (3-5) ±100 rad/s.
+
+    >>> check_sample_range(np.array([[0, 0, 1, 0, 0, 0]], np.float32))
+    >>> check_sample_range(np.array([[1e35, 0, 1, 0, 0, 0]], np.float32))
+    Traceback (most recent call last):
+    ...
+    harstream.stream.protocol.ProtocolError: range: 1 samples outside ±100 g / ±100 rad/s (first: row 0, channel 0 = 1e+35)
+    """
+    bad = (np.abs(samples[:, :3]) > MAX_ACC_G) | (np.abs(samples[:, 3:]) > MAX_GYRO_RAD_S)
+    if bad.any():
+        row, col = np.argwhere(bad)[0]
+        raise ProtocolError(
+            "range",
+            f"{int(bad.any(axis=1).sum())} samples outside ±{MAX_ACC_G:g} g / ±{MAX_GYRO_RAD_S:g} rad/s "
+            f"(first: row {row}, channel {col} = {float(samples[row, col]):g})",
+        )
 
 
 # ---------------------------------------------------------------- predictions
@@ -215,8 +275,9 @@ class Prediction:
 
 
 def encode_prediction(p: Prediction) -> list[bytes]:
-    body = {"v": VERSION, **p.__dict__}
-    return [b"p/%s/" % p.device.encode(), _dumps(body)]
+    """Frames of a prediction message. Total, like every output encoder: it
+    cannot raise (a non-finite number is sent as ``null``)."""
+    return [b"p/%s/" % _topic_part(p.device), _dumps_total({"v": VERSION, **p.__dict__})]
 
 
 def decode_prediction(frames: Sequence[bytes]) -> Prediction:
@@ -246,7 +307,8 @@ class Signal:
 
 
 def encode_signal(s: Signal) -> list[bytes]:
-    return [b"g/%s/" % s.device.encode(), _dumps({"v": VERSION, **s.__dict__})]
+    """Frames of a signal message (total: cannot raise)."""
+    return [b"g/%s/" % _topic_part(s.device), _dumps_total({"v": VERSION, **s.__dict__})]
 
 
 def decode_signal(frames: Sequence[bytes]) -> Signal:
@@ -258,7 +320,8 @@ def decode_signal(frames: Sequence[bytes]) -> Signal:
 
 
 def encode_stats(worker: str, stats: dict) -> list[bytes]:
-    return [b"stats/%s/" % worker.encode(), _dumps({"v": VERSION, "worker": worker, **stats})]
+    """Frames of a stats message (total: cannot raise)."""
+    return [b"stats/%s/" % _topic_part(worker), _dumps_total({"v": VERSION, **stats, "worker": str(worker)})]
 
 
 def decode_stats(frames: Sequence[bytes]) -> dict:
@@ -284,20 +347,55 @@ def _dumps(obj: dict) -> bytes:
     return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode()
 
 
+def _dumps_total(obj: dict) -> bytes:
+    """JSON of an output message whatever it holds: non-finite floats become
+    ``null``, anything JSON lacks (numpy scalars, sets, ...) its number or text."""
+    try:
+        return json.dumps(obj, separators=(",", ":"), allow_nan=False, default=_jsonable).encode()
+    except (ValueError, TypeError, RecursionError):
+        return json.dumps(_finite(obj), separators=(",", ":"), allow_nan=False, default=_jsonable).encode()
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return _finite(value.item())
+    return str(value)[:200]
+
+
+def _finite(value: Any, depth: int = 0) -> Any:
+    if depth > 20:
+        return None
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, np.generic):
+        return _finite(value.item(), depth + 1)
+    if isinstance(value, dict):
+        return {str(k): _finite(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v, depth + 1) for v in value]
+    if value is None or isinstance(value, (str, int, bool)):
+        return value
+    return str(value)[:200]
+
+
+def _topic_part(name: Any) -> bytes:
+    return str(name).encode("utf-8", "replace")
+
+
 def _loads_header(raw: bytes) -> dict:
     if len(raw) > MAX_HEADER_BYTES:
         raise ProtocolError("header", f"header of {len(raw)} bytes exceeds {MAX_HEADER_BYTES}")
     try:
         header = json.loads(bytes(raw))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ProtocolError("header", f"header is not JSON ({exc})") from exc
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # ValueError: also a 5000-digit number
+        raise ProtocolError("header", f"header is not JSON we take ({type(exc).__name__}: {str(exc)[:100]})") from exc
     if not isinstance(header, dict):
         raise ProtocolError("header", f"header is a JSON {type(header).__name__}, not an object")
     return header
 
 
 def _check_version(header: dict) -> None:
-    if header.get("v") != VERSION:
+    if type(header.get("v")) is not int or header["v"] != VERSION:  # true == 1 in Python, not here
         raise ProtocolError("version", f"protocol version {header.get('v')!r}, this side speaks {VERSION}")
 
 

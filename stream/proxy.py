@@ -15,6 +15,7 @@ import logging
 import threading
 from typing import Callable
 
+from .protocol import MAX_FRAME_BYTES
 from .bus import (
     DEFAULT_PROXY_INGEST_BACKEND,
     DEFAULT_PROXY_OUTPUT_BACKEND,
@@ -37,8 +38,10 @@ def run_proxies(
     context=None,
     on_ready: Callable[[], None] | None = None,
     printer: Callable[[str], None] | None = None,
+    keys: str | None = None,
 ) -> None:
-    """Forward both buses until ``stop`` is set."""
+    """Forward both buses until ``stop`` is set. ``keys``: a CURVE key folder
+    (:mod:`~harstream.stream.bus_auth`); without one, addresses off loopback are refused."""
     import zmq
 
     ctx = context or zmq.Context.instance()
@@ -46,7 +49,12 @@ def run_proxies(
     pairs = []
     controls = []
     threads = []
+    auth = None
     try:
+        from .bus_auth import secure, start_authenticator
+
+        if keys is not None:
+            auth = start_authenticator(ctx, keys)
         for name, front, back in (
             ("ingest", ingest or ingest_address(), ingest_backend),
             ("output", output_backend, output or output_address()),
@@ -56,6 +64,12 @@ def run_proxies(
                 sock.setsockopt(zmq.SNDHWM, HWM)
                 sock.setsockopt(zmq.RCVHWM, HWM)
                 sock.setsockopt(zmq.LINGER, 0)
+            # A peer sending a larger frame is disconnected before it is held;
+            # an XPUB only ever receives subscriptions.
+            xsub.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES)
+            xpub.setsockopt(zmq.MAXMSGSIZE, 64 * 1024)
+            secure(xsub, front, "bind", keys)
+            secure(xpub, back, "bind", keys)
             a = attach(xsub, front, "bind")
             b = attach(xpub, back, "bind")
             pairs.append((xsub, xpub))
@@ -90,6 +104,8 @@ def run_proxies(
         for xsub, xpub in pairs:
             xsub.close(0)
             xpub.close(0)
+        if auth is not None:
+            auth.stop()
 
 
 def _forward(xsub, xpub, control) -> None:

@@ -6,19 +6,22 @@ windows, hand back the model's probabilities, and collect the predictions,
 signal feed and statistics to publish. :func:`serve` puts ZeroMQ sockets at
 its edges.
 
-Per device the core keeps a :class:`~harstream.stream.pipeline.DevicePipeline`,
-for a model with context windows (``WorkerConfig.context_steps``) a
-:class:`~harstream.stream.context.WindowContext` of its recent windows, and
-the next expected ``seq``:
+Per device the core keeps a :class:`Device`, one small object per concern:
+its :class:`~harstream.stream.incarnation.Incarnation` (which stream, the
+next expected ``seq``), a :class:`~harstream.stream.sample_buffer.SampleBuffer`
+of raw samples waiting for a whole window, its
+:class:`~harstream.stream.device_windows.DeviceWindows` (pipeline and, for a
+model with context windows, their
+:class:`~harstream.stream.context.WindowContext`), its display decoder and
+its :class:`~harstream.stream.signal_feed.SignalFeed`.
 
-- ``seq`` as expected: accepted.
-- ``seq`` ahead (a gap): the device's pipeline (and window context) restarts
-  at the new ``seq`` (filters and windows would otherwise straddle missing
-  data); counted as a reset and logged.
-- ``seq`` behind: a duplicate or out-of-order chunk, dropped and counted —
-  except ``seq == 0``, which means the device (or its replay) started over:
-  the pipeline restarts.
-- a malformed message: dropped, counted by reason, logged once per reason.
+What a message means for its device (accepted, a gap that restarts the
+pipeline, a duplicate, another producer's session, an implausible jump) is
+the incarnation's rule, documented there and in docs/protocol.md ("Device
+identity"). A malformed message is dropped, counted by reason and logged
+once per reason; so is a bug met on one message (``internal``): the worker
+goes on. With ``stale_after`` set, samples older than that (wall clock) are
+dropped as ``stale``.
 
 Raw samples are buffered per device and pushed through the pipeline only when
 they complete a window (the pipeline is chunk-invariant, so the windows are
@@ -27,7 +30,9 @@ together in one vectorised call; this cuts filter calls from one per message
 to a few per batch.
 Devices silent for ``idle_timeout`` seconds are evicted. Every queue is
 bounded: windows waiting for inference (oldest dropped, counted as
-``overload``) and the number of devices (new ones refused as ``devices_full``).
+``overload``) and the number of devices (a full table forgets a device that
+never completed a window; only when all have is a new one refused as
+``devices_full``).
 """
 
 from __future__ import annotations
@@ -35,16 +40,15 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
 
-from .activities import label_name
 from .batch_push import push_many
-from .context import WindowContext
-from .pipeline import STEP, WINDOW, DevicePipeline, check_samples
-from .rate import RATE_HZ
+from .device_windows import DeviceWindows
+from .incarnation import DUPLICATE, FOREIGN, GAP, JUMP, NEXT, RESTART, TAKEOVER_AFTER, Incarnation
+from .pipeline import WINDOW, check_samples
 from .protocol import (
     Prediction,
     ProtocolError,
@@ -53,6 +57,8 @@ from .protocol import (
     decode_samples,
     shard_of,
 )
+from .sample_buffer import SampleBuffer
+from .signal_feed import SignalFeed
 from .smoothing import DEFAULT_THRESHOLD, DEFAULT_WINDOWS, Smoother
 
 log = logging.getLogger(__name__)
@@ -65,8 +71,12 @@ WORKER_REASONS = (
     "overload",  # a window dropped because max_pending windows were waiting
     "pipeline",  # the pipeline refused the samples
     "inference",  # the model runtime failed on a batch
-    "output_hwm",  # an output message not sent: a subscriber's queue was full
+    "output_hwm",  # an output message a subscriber missed: its queue was full
     "probabilities",  # a window's probabilities had NaN or did not sum to 1: not displayed
+    "session",  # another session under the id of a live device
+    "jump",  # seq further ahead than the time since the device's last message allows
+    "stale",  # samples older than stale_after seconds (wall clock) when they arrived
+    "internal",  # a bug met on one message or output: that one was dropped, the worker went on
 )
 
 
@@ -91,6 +101,11 @@ class WorkerConfig:
     features: Callable[[np.ndarray], np.ndarray] | None = None
     # factory of each device's display core (stream.decoder.display_for); None = moving average
     display: Callable[[], Smoother] | None = None
+    # Samples whose last one is older than this many seconds of wall clock are
+    # dropped as stale (a restarted worker's queued backlog). None: times are
+    # stream times, not judged against the clock (the core's default).
+    stale_after: float | None = None
+    takeover_after: float = TAKEOVER_AFTER  # seconds a device's session must be quiet before another takes it
 
 
 @dataclass
@@ -109,51 +124,42 @@ class PendingWindow:
     truth: str | None
 
 
-class DeviceState:
-    """What the worker knows about one device."""
+def make_display(classes: Sequence[str], config: WorkerConfig, windows: int | None = None) -> Smoother:
+    """The display decoder of one device (``update(probs) -> (label, probs)``,
+    ``reset()``): the one place that says which decoder the worker uses."""
+    if config.display is not None:
+        return config.display()
+    return Smoother(classes, config.smooth_windows if windows is None else windows, config.threshold)
 
-    __slots__ = (
-        "device", "generation", "pipeline", "next_seq", "raw", "raw_labels", "raw_n",
-        "labels", "label_base", "has_labels", "last_seen", "smoother", "t0", "seq0", "seq0_batch", "rate",
-        "sig", "sig_t0", "sig_last", "ready_at", "context_steps", "context",
-    )  # fmt: skip
 
-    def __init__(self, device: str, seq: int, classes: Sequence[str], config: WorkerConfig, now: float):
-        self.device = device
-        self.generation = 0
-        self.smoother = config.display() if config.display else Smoother(classes, config.smooth_windows, config.threshold)
-        self.sig: list[np.ndarray] = []
-        self.sig_t0: float | None = None
-        self.sig_last = now
-        self.last_seen = now
-        self.ready_at: float | None = None  # when buffered samples completed a window
-        self.t0, self.seq0_batch, self.rate = 0.0, seq, RATE_HZ
+class Device:
+    """What the worker knows about one device: one small object per concern,
+    in the order the data flows through them."""
+
+    __slots__ = ("name", "generation", "incarnation", "inbox", "windows", "display", "signal", "ready_at",
+                 "context_steps")  # fmt: skip
+
+    def __init__(self, name: str, seq: int, classes: Sequence[str], config: WorkerConfig, now: float,
+                 session: str = ""):  # fmt: skip
+        self.name = name
+        self.generation = 0  # counts pipeline restarts; a window of an older run skips the display
+        self.incarnation = Incarnation(seq, now, session, config.takeover_after)  # which stream, which seq next
+        self.inbox = SampleBuffer()  # raw samples waiting for a whole window
         self.context_steps = config.context_steps
-        self.restart(seq)
+        self.windows = DeviceWindows(seq, self.context_steps)  # pipeline + window context
+        self.display = make_display(classes, config)  # what the screen shows
+        self.signal = SignalFeed(config.signal_decimation, config.signal_interval, now)  # decimated raw signal
+        self.ready_at: float | None = None  # when buffered samples completed a window
+        self.restart(seq, session)
 
-    def restart(self, seq: int) -> None:
-        """Start the pipeline afresh with ``seq`` as its first sample."""
+    def restart(self, seq: int, session: str) -> None:
+        """Start the pipeline afresh with ``seq`` of ``session`` as its first sample."""
         self.generation += 1
-        self.pipeline = DevicePipeline()
-        # the model's past windows must not straddle a gap either
-        self.context = WindowContext(self.context_steps) if self.context_steps else None
-        self.next_seq = seq
-        self.seq0 = seq  # seq of pipeline sample 0
-        self.raw: list[np.ndarray] = []
-        self.raw_labels: list[np.ndarray | None] = []
-        self.raw_n = 0
-        self.labels = np.empty(0, np.int16)  # labels of pipeline samples label_base..
-        self.label_base = 0
-        self.has_labels = False
-        self.smoother.reset()
-        # The display feed must not join samples from both sides of a gap.
-        self.sig = []
-        self.sig_t0 = None
-
-    @property
-    def next_window_end(self) -> int:
-        """Pipeline sample count at which the next window completes."""
-        return self.pipeline.emitted * STEP + WINDOW
+        self.incarnation.restart(seq, session)
+        self.windows = DeviceWindows(seq, self.context_steps)
+        self.inbox.clear()
+        self.display.reset()
+        self.signal.reset()  # the display feed must not join samples from both sides of a gap
 
 
 class StreamCore:
@@ -183,9 +189,11 @@ class StreamCore:
         self.config = config or WorkerConfig()
         self.worker_id = worker_id
         self.wall_clock = wall_clock
-        self.devices: dict[str, DeviceState] = {}
+        self.devices: dict[str, Device] = {}
         self._pending: list[PendingWindow] = []
-        self._ready: list[DeviceState] = []  # devices whose buffered samples complete a window
+        self._ready: list[Device] = []  # devices whose buffered samples complete a window
+        # Devices that never completed a window, oldest first: evicted first when the table is full.
+        self._unproven: dict[str, None] = {}
         self.drops: Counter[str] = Counter()
         self.totals: Counter[str] = Counter()
         self._logged: set[str] = set()
@@ -207,9 +215,13 @@ class StreamCore:
             self._drop(exc.reason, exc.detail)
             return
         except Exception as exc:  # a decoder bug must not stop the worker
-            self._drop("header", f"undecodable message ({type(exc).__name__}: {exc})")
+            self._drop("internal", f"undecodable message ({type(exc).__name__}: {exc})")
             return
-        self.accept(batch, now)
+        try:
+            self.accept(batch, now)
+        except Exception as exc:  # nor a bug met on one message: drop it and go on
+            log.exception("device %s: message dropped", batch.device)
+            self._drop("internal", f"device {batch.device}: {type(exc).__name__}: {exc}")
 
     def accept(self, batch: SampleBatch, now: float) -> None:
         """Take one decoded batch of samples."""
@@ -217,45 +229,47 @@ class StreamCore:
         if cfg.shard is not None and shard_of(batch.device, cfg.n_shards) % cfg.shard[1] != cfg.shard[0]:
             self._drop("shard", f"device {batch.device} is not in shard {cfg.shard[0]}/{cfg.shard[1]}")
             return
+        if cfg.stale_after is not None:
+            age = self.wall_clock() - (batch.t0 + (len(batch) - 1) / batch.rate)
+            if age > cfg.stale_after:
+                self._drop("stale", f"device {batch.device}: samples {age:.1f} s old (bound {cfg.stale_after:g} s)")
+                return
         state = self.devices.get(batch.device)
         if state is None:
-            if len(self.devices) >= cfg.max_devices:
-                self._drop("devices_full", f"already tracking {cfg.max_devices} devices")
+            if len(self.devices) >= cfg.max_devices and not self._evict_unproven():
+                self._drop("devices_full", f"already tracking {cfg.max_devices} devices, all of them proven")
                 return
-            state = self.devices[batch.device] = DeviceState(batch.device, batch.seq, self.classes, cfg, now)
+            state = Device(batch.device, batch.seq, self.classes, cfg, now, batch.session)
+            self.devices[batch.device] = state
+            self._unproven[batch.device] = None
             self.totals["devices_seen"] += 1
-        elif batch.seq != state.next_seq:
-            if (state.ready_at is not None and batch.seq >= state.next_seq) or batch.seq == 0:
-                self.flush()  # windows the old stream completed go out before any reset
-            if batch.seq > state.next_seq:
-                self.totals["gaps"] += 1
-                self._note(
-                    "gap",
-                    f"device {batch.device}: samples {state.next_seq}..{batch.seq - 1} missing; pipeline reset",
-                )
-                state.restart(batch.seq)
-            elif batch.seq == 0:
-                self.totals["restarts"] += 1
-                self._note("restart", f"device {batch.device} started over at seq 0; pipeline reset")
-                state.restart(0)
-            else:
-                self._drop(
-                    "duplicate",
-                    f"device {batch.device}: seq {batch.seq} but {state.next_seq} expected",
-                )
+        else:
+            inc = state.incarnation
+            verdict = inc.judge(batch.seq, now, batch.session, batch.rate)
+            if verdict in (DUPLICATE, FOREIGN, JUMP):
+                reason = {DUPLICATE: "duplicate", FOREIGN: "session", JUMP: "jump"}[verdict]
+                self._drop(reason, f"device {batch.device}: seq {batch.seq} of session {batch.session!r}, "
+                                   f"but seq {inc.next_seq} of session {inc.session!r} expected")  # fmt: skip
                 return
-        state.last_seen = now
-        state.t0, state.seq0_batch, state.rate = batch.t0, batch.seq, batch.rate  # anchor for times
-        n = len(batch)
-        state.next_seq = batch.seq + n
-        state.raw.append(batch.samples)
-        state.raw_labels.append(batch.labels)
-        state.has_labels |= batch.labels is not None
-        state.raw_n += n
-        self.totals["samples"] += n
+            if verdict != NEXT:
+                if state.ready_at is not None:
+                    self.flush()  # windows the old stream completed go out before the reset
+                if verdict == GAP:
+                    self.totals["gaps"] += 1
+                    self._note("gap", f"device {batch.device}: samples {inc.next_seq}..{batch.seq - 1} missing; "
+                                      "pipeline reset")  # fmt: skip
+                else:
+                    self.totals["restarts"] += 1
+                    how = "started over at seq 0" if verdict == RESTART else f"taken over by session {batch.session!r}"
+                    self._note("restart", f"device {batch.device} {how}; pipeline reset")
+                state.restart(batch.seq, batch.session)
+        state.incarnation.advance(batch.seq, len(batch), now)
+        state.windows.anchor(batch)  # times of later windows
+        state.inbox.append(batch.samples, batch.labels)
+        self.totals["samples"] += len(batch)
         if cfg.signal_interval > 0:
-            self._collect_signal(state, batch)
-        if state.ready_at is None and state.pipeline.samples_seen + state.raw_n >= state.next_window_end:
+            state.signal.add(batch)
+        if state.ready_at is None and state.windows.completes_window(len(state.inbox)):
             state.ready_at = now
             self._ready.append(state)
             if len(self._ready) >= 4 * cfg.max_batch:
@@ -270,76 +284,46 @@ class StreamCore:
         jobs = []
         for state in ready:
             arrived, state.ready_at = state.ready_at, None
-            if state.raw_n == 0:  # restarted meanwhile
+            if len(state.inbox) == 0:  # restarted meanwhile
                 continue
-            raw = state.raw[0] if len(state.raw) == 1 else np.concatenate(state.raw)
-            labels = None
-            if state.has_labels:
-                labels = np.concatenate(
-                    [lab if lab is not None else np.full(len(r), -1, np.int16)
-                     for r, lab in zip(state.raw, state.raw_labels)]  # fmt: skip
-                )
-            state.raw, state.raw_labels, state.raw_n = [], [], 0
+            raw, labels = state.inbox.take()
             try:  # validated here so that push_many never fails half-way
-                raw = check_samples(raw, f"device {state.device}")
+                raw = check_samples(raw, f"device {state.name}")
             except ValueError as exc:
                 self._drop("pipeline", str(exc))
                 continue
-            jobs.append((state, raw, labels, arrived, state.pipeline.emitted, state.pipeline.samples_seen))
-        results = push_many([j[0].pipeline for j in jobs], [j[1] for j in jobs])
+            pipe = state.windows.pipeline
+            jobs.append((state, raw, labels, arrived, pipe.emitted, pipe.samples_seen))
+        results = push_many([j[0].windows.pipeline for j in jobs], [j[1] for j in jobs])
         inputs = self._window_inputs(results)
         for (state, _, labels, arrived, first_window, seen_before), windows, x in zip(jobs, results, inputs):
-            self._emit(state, windows, x, labels, arrived, first_window, seen_before)
+            if len(windows):
+                self._unproven.pop(state.name, None)  # it completed a window: a real device
+            for w in state.windows.describe(windows, labels, first_window, seen_before, inputs=x):
+                self._enqueue(PendingWindow(state.name, state.generation, w.window, w.x, arrived,
+                                            w.t_start, w.t_end, w.truth))  # fmt: skip
+            self.totals["windows"] += len(windows)
 
-    def _window_inputs(self, results: list[np.ndarray]) -> list[np.ndarray | None]:
+    def _window_inputs(self, results: list[np.ndarray]) -> list[np.ndarray]:
         """What the model takes of each device's new windows: the windows, or
         for a staged model their features, computed for all devices in one
-        call (None where that call failed: those windows are dropped, counted)."""
+        call. Where that call fails, none (those windows are dropped, counted)."""
         features = self.config.features
         if features is None:
             return list(results)
         counts = [len(w) for w in results]
-        if not sum(counts):
-            return [None] * len(results)
+        total = sum(counts)
+        if not total:
+            return list(results)
         try:
             f = features(np.concatenate([w for w in results if len(w)]))
-            if len(f) != sum(counts):
-                raise ValueError(f"the feature stage returned {len(f)} rows for {sum(counts)} windows")
+            if len(f) != total:
+                raise ValueError(f"the feature stage returned {len(f)} rows for {total} windows")
         except Exception as exc:  # a broken runtime must not stop the worker
-            self.drops["inference"] += sum(counts) - 1
-            self._drop("inference", f"{sum(counts)} windows: feature stage failed: {type(exc).__name__}: {exc}")
-            return [None] * len(results)
+            self.drops["inference"] += total - 1
+            self._drop("inference", f"{total} windows: feature stage failed: {type(exc).__name__}: {exc}")
+            return [w[:0] for w in results]
         return np.split(f, np.cumsum(counts)[:-1])
-
-    def _emit(self, state: DeviceState, windows: np.ndarray, x: np.ndarray | None, labels: np.ndarray | None,
-              now: float, first_window: int, seen_before: int) -> None:  # fmt: skip
-        """Queue a device's new ``windows`` (model inputs ``x``: the windows or
-        their features; None: not served) for the model."""
-        if labels is not None:
-            if len(state.labels) == 0:
-                state.label_base = seen_before
-            state.labels = np.concatenate([state.labels, labels])
-        if x is None:
-            model_inputs = windows[:0]
-        else:
-            model_inputs = state.context.push(x) if state.context is not None else x
-        for i, x in enumerate(model_inputs):
-            j = first_window + i
-            end = j * STEP + WINDOW - 1  # pipeline index of the window's last sample
-            t_end = state.t0 + (state.seq0 + end - state.seq0_batch) / state.rate
-            truth = None
-            if labels is not None and 0 <= end - state.label_base < len(state.labels):
-                truth = label_name(int(state.labels[end - state.label_base]))
-            self._enqueue(
-                PendingWindow(state.device, state.generation, j, x, now,
-                              t_end - (WINDOW - 1) / state.rate, t_end, truth)  # fmt: skip
-            )
-        if labels is not None:
-            keep_from = state.next_window_end - 1
-            cut = max(0, keep_from - state.label_base)
-            state.labels = state.labels[cut:]
-            state.label_base += cut
-        self.totals["windows"] += len(windows)
 
     def _enqueue(self, window: PendingWindow) -> None:
         if len(self._pending) >= self.config.max_pending:
@@ -347,15 +331,6 @@ class StreamCore:
             self._drop("overload", f"{self.config.max_pending} windows waiting; dropped one of {old.device}")
         self._pending.append(window)
         self._pending_high_water = max(self._pending_high_water, len(self._pending))
-
-    def _collect_signal(self, state: DeviceState, batch: SampleBatch) -> None:
-        step = self.config.signal_decimation
-        first = (-batch.seq) % step  # keep samples whose seq is a multiple of step
-        if first >= len(batch):
-            return
-        if state.sig_t0 is None:
-            state.sig_t0 = batch.t0 + first / batch.rate
-        state.sig.append(batch.samples[first::step])
 
     # ------------------------------------------------------------ batches
 
@@ -398,11 +373,11 @@ class StreamCore:
             state = self.devices.get(w.device)
             raw = [round(float(v), 6) for v in p]
             if state is not None and state.generation == w.generation:
-                smoothed, smoothed_probs = state.smoother.update(raw)
-                if state.smoother.refused:
-                    self._drop("probabilities", f"device {w.device} window {w.window}: {state.smoother.refused}")
+                smoothed, smoothed_probs = state.display.update(raw)
+                if state.display.refused:
+                    self._drop("probabilities", f"device {w.device} window {w.window}: {state.display.refused}")
             else:  # the device was reset or evicted meanwhile: this window stands alone
-                smoothed, smoothed_probs = Smoother(self.classes, 1, self.config.threshold).update(raw)
+                smoothed, smoothed_probs = make_display(self.classes, self.config, windows=1).update(raw)
             latency = (now - w.arrived) * 1000.0
             self._latencies.append(latency)
             self._lags.append((wall - w.t_end) * 1000.0)
@@ -421,27 +396,54 @@ class StreamCore:
 
     def take_signals(self, now: float) -> list[Signal]:
         """Signal messages of devices whose interval has passed."""
-        out = []
         if self.config.signal_interval <= 0:
-            return out
-        rate = None
+            return []
+        out = []
         for state in self.devices.values():
-            if not state.sig or now - state.sig_last < self.config.signal_interval:
+            try:
+                signal = state.signal.take(state.name, now)
+            except Exception as exc:  # one device's feed must not stop the others'
+                state.signal.reset()
+                self._drop("internal", f"signal of {state.name}: {type(exc).__name__}: {exc}")
                 continue
-            rate = state.rate / self.config.signal_decimation
-            data = np.round(np.concatenate(state.sig), 4)
-            out.append(Signal(state.device, state.sig_t0, rate, data[:, :3].tolist(), data[:, 3:].tolist()))
-            state.sig, state.sig_t0, state.sig_last = [], None, now
+            if signal is not None:
+                out.append(signal)
         return out
 
     def evict_idle(self, now: float) -> list[str]:
-        """Forget devices silent for longer than ``idle_timeout``."""
-        gone = [d for d, s in self.devices.items() if now - s.last_seen > self.config.idle_timeout]
+        """Forget devices silent for longer than ``idle_timeout`` (one log line per sweep)."""
+        gone = [d for d, s in self.devices.items() if now - s.incarnation.last_seen > self.config.idle_timeout]
         for device in gone:
             del self.devices[device]
-            log.info("device %s idle for %.0f s; state evicted", device, self.config.idle_timeout)
+            self._unproven.pop(device, None)
+        if gone:
+            log.info("%d device(s) idle for %.0f s evicted (%s%s)", len(gone), self.config.idle_timeout,
+                     ", ".join(gone[:3]), ", ..." if len(gone) > 3 else "")  # fmt: skip
         self.totals["evicted"] += len(gone)
         return gone
+
+    def _evict_unproven(self, look: int = 8) -> bool:
+        """Make room by forgetting a device that never completed a window: of
+        the ``look`` oldest such, the one with the fewest samples (a flood of
+        one-sample ids goes before a real device filling its first window)."""
+        oldest = []
+        for name in self._unproven:
+            oldest.append(name)
+            if len(oldest) >= look:
+                break
+        if not oldest:
+            return False
+
+        def samples(name: str) -> int:
+            d = self.devices[name]
+            return d.windows.pipeline.samples_seen + len(d.inbox)
+
+        victim = min(oldest, key=samples)
+        del self.devices[victim]
+        del self._unproven[victim]
+        self.totals["evicted_unproven"] += 1
+        self._note("evicted_unproven", f"device table full: {victim} (no window yet) forgotten to make room")
+        return True
 
     def stats(self, now: float) -> dict:
         """Statistics since the previous call (rates) and since start (totals)."""
@@ -532,6 +534,7 @@ def serve(
     on_ready: Callable[[], None] | None = None,
     printer: Callable[[str], None] | None = print,
     on_bound: Callable[[str, str], None] | None = None,
+    keys: str | None = None,
 ) -> dict:
     """Run the worker on ZeroMQ sockets until ``stop`` (a threading.Event) is set.
 
@@ -539,7 +542,9 @@ def serve(
     endpoints as in :mod:`~harstream.stream.bus` (the worker binds both by
     default). ``on_bound(ingest, output)`` is called before ``on_ready`` with
     the addresses actually attached, so ``tcp://127.0.0.1:*`` can let the OS
-    pick a free port. Returns the last statistics.
+    pick a free port. ``keys``: a CURVE key folder
+    (:mod:`~harstream.stream.bus_auth`); without one, an address off loopback
+    is refused. Returns the last statistics.
     """
     import os
     import threading
@@ -547,7 +552,14 @@ def serve(
     import zmq
 
     from .bus import ingest_address, output_address
-    from .protocol import SAMPLES_PREFIX, encode_prediction, encode_signal, encode_stats, shard_prefixes
+    from .protocol import (
+        MAX_FRAME_BYTES,
+        SAMPLES_PREFIX,
+        encode_prediction,
+        encode_signal,
+        encode_stats,
+        shard_prefixes,
+    )
 
     config = config or WorkerConfig()
     worker_id = worker_id or (
@@ -558,29 +570,65 @@ def serve(
     sub = ctx.socket(zmq.SUB)
     sub.setsockopt(zmq.RCVHWM, rcvhwm)
     sub.setsockopt(zmq.LINGER, 0)
+    # A peer sending a larger frame is disconnected by ZeroMQ before it is held.
+    sub.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES)
     prefixes = shard_prefixes(*config.shard) if config.shard else [SAMPLES_PREFIX]
     for prefix in prefixes:
         sub.setsockopt(zmq.SUBSCRIBE, prefix)
     # XPUB with NODROP: a full subscriber queue makes a non-blocking send fail
-    # with EAGAIN, so drops are counted instead of happening silently.
+    # with EAGAIN, so a loss is seen and counted; the message is then sent
+    # again without NODROP, which reaches every subscriber with room (the full
+    # one loses its own copy). One stuck subscriber never silences the others.
     pub = ctx.socket(zmq.XPUB)
     pub.setsockopt(zmq.SNDHWM, sndhwm)
     pub.setsockopt(zmq.XPUB_NODROP, 1)
     pub.setsockopt(zmq.LINGER, 0)
+    pub.setsockopt(zmq.MAXMSGSIZE, 64 * 1024)  # it receives subscriptions only
     core = StreamCore(classes, model_id, config, worker_id)
+    auth = None
     try:
-        in_addr = _attach_retrying(sub, ingest or ingest_address())
-        out_addr = _attach_retrying(pub, output or output_address())
+        from .bus import parse_endpoint
+        from .bus_auth import secure, start_authenticator
+
+        in_end, out_end = ingest or ingest_address(), output or output_address()
+        secure(sub, in_end, "bind", keys)
+        secure(pub, out_end, "bind", keys)
+        if keys is not None and "bind" in (parse_endpoint(in_end, "bind")[0], parse_endpoint(out_end, "bind")[0]):
+            auth = start_authenticator(ctx, keys)
+        in_addr = _attach_retrying(sub, in_end)
+        out_addr = _attach_retrying(pub, out_end)
         log.info("worker %s: ingest %s, output %s, %s", worker_id, in_addr, out_addr,
                  f"shard {config.shard[0]}/{config.shard[1]}" if config.shard else "all shards")  # fmt: skip
         if on_bound:
             on_bound(sub.getsockopt_string(zmq.LAST_ENDPOINT), pub.getsockopt_string(zmq.LAST_ENDPOINT))
 
-        def send(frames: list[bytes]) -> None:
+        def send(encode: Callable[..., list[bytes]], *what) -> None:
+            """Encode and publish one output message; never raises."""
             try:
-                pub.send_multipart(frames, zmq.NOBLOCK)
-            except zmq.Again:
-                core.count_drop("output_hwm", "a subscriber's queue is full; output dropped")
+                frames = encode(*what)
+                try:
+                    pub.send_multipart(frames, zmq.NOBLOCK)
+                    return
+                except zmq.Again:
+                    pass
+                core.count_drop("output_hwm", "a subscriber's queue is full; it misses output")
+                pub.setsockopt(zmq.XPUB_NODROP, 0)
+                try:
+                    pub.send_multipart(frames, zmq.NOBLOCK)  # lossy: to everyone with room
+                finally:
+                    pub.setsockopt(zmq.XPUB_NODROP, 1)
+            except Exception as exc:  # one output must not stop the worker
+                core.count_drop("internal", f"output {encode.__name__}: {type(exc).__name__}: {exc}")
+
+        def guarded(what: str, step: Callable, *args):
+            """Run one chore; a failure is counted, logged once, and the loop goes on."""
+            try:
+                return step(*args)
+            except Exception as exc:
+                if "internal" not in core.drops:
+                    log.exception("worker %s: %s failed", worker_id, what)
+                core.count_drop("internal", f"{what}: {type(exc).__name__}: {exc}")
+                return None
 
         poller = zmq.Poller()
         poller.register(sub, zmq.POLLIN)
@@ -592,7 +640,7 @@ def serve(
             on_ready()
         while not stop.is_set():
             now = time.monotonic()
-            deadline = core.next_deadline()
+            deadline = guarded("scheduling", core.next_deadline)
             wake = min(next_chores, deadline if deadline is not None else next_chores)
             if poller.poll(max(0.0, wake - now) * 1000.0):
                 for _ in range(5000):
@@ -600,13 +648,14 @@ def serve(
                         frames = sub.recv_multipart(zmq.NOBLOCK)
                     except zmq.Again:
                         break
-                    core.ingest(frames, time.monotonic())
+                    guarded("ingest", core.ingest, frames, time.monotonic())
                     if core.ready_devices >= config.max_batch:
                         break
             now = time.monotonic()
-            while core.batch_due(now):
-                x, taken = core.take_batch()
+            while guarded("batching", core.batch_due, now):
+                taken: list = []
                 try:
+                    x, taken = core.take_batch()
                     probs = runtime.predict(x)
                     now = time.monotonic()
                     predictions = core.finish_batch(taken, probs, now)
@@ -614,12 +663,12 @@ def serve(
                     core.count_drop("inference", f"{len(taken)} windows: {type(exc).__name__}: {exc}")
                     continue
                 for p in predictions:
-                    send(encode_prediction(p))
+                    send(encode_prediction, p)
             if now >= next_chores:
                 next_chores = now + 0.1
-                for signal in core.take_signals(now):
-                    send(encode_signal(signal))
-                core.evict_idle(now)
+                for signal in guarded("signals", core.take_signals, now) or ():
+                    send(encode_signal, signal)
+                guarded("eviction", core.evict_idle, now)
                 try:  # subscription messages queue up on an XPUB unless read
                     while True:
                         pub.recv(zmq.NOBLOCK)
@@ -627,17 +676,20 @@ def serve(
                     pass
             if now >= next_stats:
                 next_stats = now + stats_every
-                stats = {"worker": worker_id, "runtime": getattr(runtime, "name", "?"), **core.stats(now)}
+                stats = guarded("stats", core.stats, now) or {}
+                stats = {"worker": worker_id, "runtime": getattr(runtime, "name", "?"), **stats}
                 if config.shard:
                     stats["shard"] = f"{config.shard[0]}/{config.shard[1]}"
-                send(encode_stats(worker_id, stats))
+                send(encode_stats, worker_id, stats)
                 if printer and now >= next_print:
                     next_print = now + print_every
-                    printer(format_stats(stats))
+                    guarded("printing", lambda: printer(format_stats(stats)))
         return {"worker": worker_id, **core.stats(time.monotonic())}
     finally:
         sub.close(0)
         pub.close(0)
+        if auth is not None:
+            auth.stop()
 
 
 def _attach_retrying(socket, endpoint: str, timeout: float = 10.0) -> str:

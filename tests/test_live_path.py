@@ -222,6 +222,9 @@ def hostile_messages() -> dict[str, list[list[bytes]]]:
         "byte_length": [[good[0], good[1], good[2] * 2], [good[0], good[1], b""]],
         "non_finite": [[good[0], good[1], nan.tobytes()]],
         "labels": [[good[0], good[1].replace(b"[1,1,1,1]", b'["a",1,1,1]'), good[2]]],
+        "range": [[good[0], good[1], np.full((4, 6), 1e35, np.float32).tobytes()]],
+        "time": [[good[0], good[1].replace(b'"t0":1.0', b'"t0":1e306'), good[2]]],
+        "session": [[good[0], good[1].replace(b'"v":1', b'"v":1,"session":"a\\n"'), good[2]]],
     }
 
 

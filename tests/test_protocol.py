@@ -100,7 +100,29 @@ MALFORMED = {  # case: (expected reason, how to spoil a good message)
     "zero_samples": ("byte_length", lambda f: _with_header(f, n=0)),
     "nan_sample": ("non_finite", _nan_payload),
     "labels_too_few": ("labels", lambda f: _with_header(f, labels=[1, 2])),
+    "labels_as_booleans": ("labels", lambda f: _with_header(f, labels=[True] * 4)),
+    "label_beyond_int16": ("labels", lambda f: _with_header(f, labels=[70_000] * 4)),
+    "acc_of_1e35_g": ("range", lambda f: _with_payload(f, 0, 1e35)),
+    "gyro_of_150_rad_s": ("range", lambda f: _with_payload(f, 4, -150.0)),
+    "t0_of_1e306": ("time", lambda f: _with_header(f, t0=1e306)),
+    "negative_t0": ("time", lambda f: _with_header(f, t0=-5.0)),
+    "t0_nan": ("time", lambda f: [f[0], f[1].replace(b'"t0":1700000000.0', b'"t0":NaN'), f[2]]),
+    "version_true": ("version", lambda f: _with_header(f, v=True)),
+    "seq_true": ("header", lambda f: _with_header(f, seq=True)),
+    "seq_beyond_2_to_53": ("header", lambda f: _with_header(f, seq=2**60)),
+    "n_as_float": ("header", lambda f: _with_header(f, n=4.0)),
+    "integer_of_5000_digits": ("header", lambda f: [f[0], f[1][:-1] + b',"x":' + b"9" * 5000 + b"}", f[2]]),
+    "nesting_deeper_than_the_parser": ("header", lambda f: [f[0], b"[" * 60_000 + b"]" * 60_000, f[2]]),
+    "device_id_ending_in_newline": ("device", lambda f: _with_header(f, device="dev-1\n")),
+    "session_with_a_slash": ("session", lambda f: _with_header(f, session="a/b")),
+    "session_not_a_string": ("session", lambda f: _with_header(f, session=7)),
 }
+
+
+def _with_payload(frames, channel, value):
+    arr = np.frombuffer(frames[2], "<f4").reshape(-1, 6).copy()
+    arr[1, channel] = value
+    return [frames[0], frames[1], arr.tobytes()]
 
 
 @pytest.mark.parametrize("case", sorted(MALFORMED))
@@ -113,3 +135,18 @@ def test_each_malformed_samples_message_is_rejected_with_its_reason(case):
 
 def test_the_malformed_cases_cover_every_reason():
     assert {reason for reason, _ in MALFORMED.values()} == set(REASONS)
+
+
+def test_a_session_id_travels_in_the_header():
+    sent = SampleBatch("dev-1", 0, 0.0, np.zeros((1, 6), np.float32), session="5f1e")
+    assert decode_samples(encode_samples(sent)).session == "5f1e"
+    assert decode_samples(good_frames()).session == ""  # none sent
+
+
+def test_output_encoders_are_total_on_non_finite_numbers():
+    p = Prediction("d1", 3, 10.0, float("inf"), "WALKING", [float("nan")] * 6, "unknown", [0.4] * 6, "m", 1.5)
+    assert decode_prediction(encode_prediction(p)).probs == [None] * 6
+    s = Signal("d1", 10.0, 10.0, [[float("inf"), 0.0, 1.0]], [[0.0, 0.0, 0.0]])
+    assert decode_signal(encode_signal(s)).acc == [[None, 0.0, 1.0]]
+    stats = decode_stats(encode_stats("w1", {"lag_p99_ms": float("inf"), "n": np.int64(3), "x": {1, 2}}))
+    assert stats["lag_p99_ms"] is None and stats["n"] == 3 and stats["worker"] == "w1"

@@ -16,7 +16,7 @@ from harstream.stream.protocol import decode_samples
 
 def make_devices(count: int, length: int = 300) -> list[ReplayDevice]:
     return [
-        ReplayDevice(f"d{i}", np.arange(length * 6, dtype=np.float32).reshape(length, 6) + i,
+        ReplayDevice(f"d{i}", np.arange(length * 6, dtype=np.float32).reshape(length, 6) / 100 + i,  # within ±100 g
                      np.arange(length, dtype=np.int16) % 13, start=17 * i)  # fmt: skip
         for i in range(count)
     ]

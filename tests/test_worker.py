@@ -189,3 +189,113 @@ def test_many_devices_filtered_together_get_exactly_their_own_windows(monkeypatc
     for name, samples in data.items():
         mine = [i for i, w in enumerate(taken) if w.device == name]
         np.testing.assert_array_equal(x[mine], DevicePipeline().push(samples))
+
+
+# ------------------------------------------------------- the device's parts, one each
+
+
+def test_incarnation_tells_next_gap_duplicate_and_restart_apart():
+    from harstream.stream.incarnation import Incarnation
+
+    inc = Incarnation(seq=100, now=0.0)
+    inc.advance(100, 20, now=1.0)
+    assert (inc.next_seq, inc.last_seen) == (120, 1.0)
+    assert [inc.judge(s, now=1.2) for s in (120, 121, 119, 100, 0)] == ["next", "gap", "duplicate", "duplicate", "restart"]
+
+
+def test_incarnation_refuses_a_jump_further_than_the_time_since_the_last_message_allows():
+    from harstream.stream.incarnation import GAP_SLACK, GAP_SPEED, Incarnation
+
+    inc = Incarnation(seq=0, now=0.0, session="s")
+    inc.advance(0, 10, now=10.0)
+    most = int(50 * (GAP_SPEED * 2.0 + GAP_SLACK))  # two seconds after the last message
+    assert inc.judge(10 + most, now=12.0, session="s") == "gap"
+    assert inc.judge(11 + most, now=12.0, session="s") == "jump"
+    assert inc.judge(10**12, now=12.0, session="s") == "jump"
+
+
+def test_incarnation_lets_another_session_in_only_after_the_owner_went_quiet():
+    from harstream.stream.incarnation import Incarnation
+
+    inc = Incarnation(seq=0, now=0.0, session="owner", takeover_after=2.0)
+    inc.advance(0, 10, now=5.0)
+    assert inc.judge(10, now=6.9, session="intruder") == "foreign"
+    assert inc.judge(10, now=6.9, session="") == "foreign"  # nor a producer sending none
+    assert inc.judge(0, now=6.9, session="owner") == "duplicate"  # seq 0 restarts only without sessions
+    assert inc.judge(0, now=7.0, session="restarted") == "takeover"
+
+
+def test_sample_buffer_gives_back_its_chunks_in_order_with_unlabelled_gaps_marked():
+    from harstream.stream.sample_buffer import SampleBuffer
+
+    buf = SampleBuffer()
+    a, b = signal(5), signal(7, seed=1)
+    buf.append(a, np.arange(5, dtype=np.int16))
+    buf.append(b)
+    raw, labels = buf.take()
+    np.testing.assert_array_equal(raw, np.concatenate([a, b]))
+    assert labels.tolist() == [0, 1, 2, 3, 4] + [-1] * 7
+    assert len(buf) == 0 and buf.take()[1] is None
+
+
+def test_device_windows_number_time_and_label_windows_like_the_offline_pipeline():
+    from harstream.stream.device_windows import DeviceWindows
+
+    data, labels = signal(320), np.repeat(np.arange(1, 6, dtype=np.int16), 64)
+    dw = DeviceWindows(seq=1000)
+    dw.anchor(SampleBatch("d", 1000, 20.0, data, labels=labels))
+    assert dw.completes_window(128) and not dw.completes_window(127)
+    out = dw.describe(dw.pipeline.push(data), labels, first_window=0, seen_before=0)
+    np.testing.assert_allclose(np.stack([w.x for w in out]), DevicePipeline().push(data), atol=1e-6)
+    assert [w.window for w in out] == [0, 1, 2, 3]
+    assert [w.t_end for w in out] == pytest.approx([20.0 + (64 * j + 127) / 50 for j in range(4)])
+    assert [w.truth for w in out] == [ACTIVITIES[labels[64 * j + 127] - 1] for j in range(4)]
+
+
+def test_signal_feed_keeps_every_fifth_sample_by_seq_whatever_the_chunking():
+    from harstream.stream.signal_feed import SignalFeed
+
+    data = signal(60)
+    feed = SignalFeed(decimation=5, interval=0.5, now=0.0)
+    for seq in range(0, 60, 7):
+        feed.add(SampleBatch("d", seq, 100.0 + seq / 50, data[seq : seq + 7]))
+    assert feed.take("d", now=0.4) is None  # not due yet
+    sig = feed.take("d", now=0.5)
+    assert sig.t0 == 100.0 and sig.rate == 10.0
+    np.testing.assert_allclose(sig.gyro, data[::5, 3:], atol=1e-4)
+    feed.add(SampleBatch("d", 60, 101.2, data[:5]))
+    feed.reset()
+    assert feed.take("d", now=5.0) is None  # a reset forgets what was collected
+
+
+# ------------------------------------------------------------- identity and bounds
+
+
+def test_a_second_session_under_a_live_device_id_neither_feeds_nor_resets_it():
+    core = StreamCore(ACTIVITIES, "m", WorkerConfig(takeover_after=2.0))
+    data = signal(256)
+    for seq in range(0, 256, 32):
+        core.ingest(encode_samples(SampleBatch("d", seq, 1000 + seq / 50, data[seq : seq + 32], session="real")),
+                    now=seq / 50)  # fmt: skip
+        core.ingest(encode_samples(SampleBatch("d", 0, 1000.0, signal(32, seed=9), session="forger")), now=seq / 50)
+    x, _ = core.take_batch()
+    np.testing.assert_allclose(x, DevicePipeline().push(data), atol=1e-6)  # the real device's windows only
+    assert core.drops["session"] == 8 and core.totals["restarts"] == 0
+
+
+def test_stale_samples_are_dropped_against_the_wall_clock():
+    core = StreamCore(ACTIVITIES, "m", WorkerConfig(stale_after=5.0), wall_clock=lambda: 2000.0)
+    core.ingest(encode_samples(SampleBatch("old", 0, 1990.0, signal(10))), now=0.0)
+    core.ingest(encode_samples(SampleBatch("new", 0, 1999.0, signal(10))), now=0.0)
+    assert core.drops["stale"] == 1 and list(core.devices) == ["new"]
+
+
+def test_a_full_device_table_forgets_a_device_with_no_window_before_refusing():
+    core = StreamCore(ACTIVITIES, "m", WorkerConfig(max_devices=3))
+    send(core, "proven", 0, signal(128))
+    core.flush()
+    send(core, "filling", 0, signal(100))
+    send(core, "flood-1", 0, signal(1))
+    send(core, "flood-2", 0, signal(1))  # evicts flood-1 (fewest samples), not "filling"
+    assert set(core.devices) == {"proven", "filling", "flood-2"}
+    assert core.totals["evicted_unproven"] == 1 and not core.drops

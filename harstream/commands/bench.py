@@ -17,6 +17,7 @@ BENCHMARKS = {
     "gateway": "devices and samples/s one gateway process sustains",
     "failover": "kill -9 one of several workers on the durable Redis log: takeover time, lost and duplicate windows",
     "pipeline": "preprocessing cost per device-second vs a batch offline filter",
+    "restart": "first prediction and windows lost after a worker is killed and restarted",
 }
 
 

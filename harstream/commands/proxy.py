@@ -21,6 +21,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", default=None, help=f"output front end, bound (default {bus.DEFAULT_OUTPUT})")
     parser.add_argument("--output-backend", default=bus.DEFAULT_PROXY_OUTPUT_BACKEND,
                         help="where workers connect their PUB (default %(default)s)")  # fmt: skip
+    parser.add_argument("--keys", default=None, metavar="DIR",
+                        help="CURVE key folder (`harstream keys DIR`); required for an address off loopback")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -33,7 +35,9 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         run_proxies(args.ingest, args.ingest_backend, args.output, args.output_backend, stop=stop,
-                    printer=lambda line: print(line, flush=True))  # fmt: skip
+                    printer=lambda line: print(line, flush=True), keys=args.keys)  # fmt: skip
     except KeyboardInterrupt:
         pass
+    except ValueError as exc:  # BusAuthError
+        raise SystemExit(f"proxy: {exc}") from None
     return 0

@@ -22,6 +22,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     parser.add_argument("--wait", type=int, default=0, metavar="N",
                         help="start only once N subscriptions reached the socket (at most 10 s)")  # fmt: skip
+    parser.add_argument("--keys", default=None, metavar="DIR",
+                        help="CURVE key folder (`harstream keys DIR`); required for an address off loopback")
     parser.add_argument("--hwm", type=int, default=100_000, help="send high-water mark in messages")
 
 
@@ -42,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"simulate: {len(devices)} devices from {len(recordings)} sessions of subjects "
           f"{' '.join(map(str, subjects))}, speed {args.speed or 'max'}, chunk {args.chunk}", flush=True)  # fmt: skip
     stats = replay(schedule, publish=args.publish, speed=args.speed, sndhwm=args.hwm,
-                   wait_subscriptions=args.wait, duration=args.duration,
+                   wait_subscriptions=args.wait, duration=args.duration, keys=args.keys,
                    printer=lambda line: print(line, flush=True))  # fmt: skip
     print(stats.line(), flush=True)
     return 0

@@ -11,6 +11,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", action="append", default=None, metavar="D",
                         help="only this device (repeatable)")
     parser.add_argument("--stats", action="store_true", help="also print the workers' stats lines")
+    parser.add_argument("--keys", default=None, metavar="DIR",
+                        help="CURVE key folder (`harstream keys DIR`); required for an address off loopback")
     parser.add_argument("--count", type=int, default=None, help="exit after this many predictions")
 
 
@@ -27,16 +29,23 @@ def run(args: argparse.Namespace) -> int:
     import zmq
 
     from harstream.stream.bus import attach, output_address
-    from harstream.stream.protocol import Prediction, ProtocolError, decode_output
+    from harstream.stream.protocol import Prediction, decode_output
     from harstream.stream.worker import format_stats
 
     ctx = zmq.Context.instance()
     sock = ctx.socket(zmq.SUB)
     sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.MAXMSGSIZE, 1024 * 1024)  # a larger output message is not the worker's
     for device in args.device or [""]:
         sock.setsockopt(zmq.SUBSCRIBE, b"p/" + (device.encode() + b"/" if device else b""))
     if args.stats:
         sock.setsockopt(zmq.SUBSCRIBE, b"stats/")
+    from harstream.stream.bus_auth import BusAuthError, secure
+
+    try:
+        secure(sock, args.subscribe or output_address(), "connect", args.keys)
+    except BusAuthError as exc:
+        raise SystemExit(f"tail: {exc}") from None
     address = attach(sock, args.subscribe or output_address(), "connect")
     print(f"tail: listening on {address}", flush=True)
     seen, bad = 0, 0
@@ -45,16 +54,15 @@ def run(args: argparse.Namespace) -> int:
             frames = sock.recv_multipart()
             try:
                 msg = decode_output(frames)
-            except ProtocolError as exc:
+                line = format_prediction(msg) if isinstance(msg, Prediction) else format_stats(msg)
+            except Exception as exc:  # malformed, or fields of the wrong type: skip it
                 bad += 1
                 if bad == 1:
                     print(f"tail: skipping malformed message ({exc})", flush=True)
                 continue
             if isinstance(msg, Prediction):
                 seen += 1
-                print(format_prediction(msg), flush=True)
-            elif isinstance(msg, dict):
-                print(format_stats(msg), flush=True)
+            print(line, flush=True)
     except KeyboardInterrupt:
         pass
     finally:

@@ -55,6 +55,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--whole-model", action="store_true",
                         help="serve a staged context model in one piece (every window's features computed for "
                              "each decision it is part of) instead of its features once per window; for comparison")
+    parser.add_argument("--no-fast-start", action="store_true",
+                        help="always load the model with Keras and check the runtime, even when a checked "
+                             "LiteRT conversion of it is cached")
+    parser.add_argument("--stale-after", type=float, default=5.0,
+                        help="drop samples older than this many seconds of wall clock when they arrive, counted "
+                             "as stale (a backlog a restarted worker is handed); 0 = never (default %(default)s)")
+    parser.add_argument("--takeover-after", type=float, default=2.56,
+                        help="seconds a device's session must be quiet before another session may take the "
+                             "device over (default %(default)s)")
+    parser.add_argument("--keys", default=None, metavar="DIR",
+                        help="CURVE key folder (`harstream keys DIR`); required for an address off loopback")
     parser.add_argument("--stats-every", type=float, default=5.0, help="seconds between printed stats lines")
 
 
@@ -64,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
 
     from harstream.stream import bus
     from harstream.stream.activities import ACTIVITIES
+    from harstream.stream.bus_auth import BusAuthError
     from harstream.stream.worker import WorkerConfig, serve
 
     ingest, output = args.ingest, args.publish
@@ -77,40 +89,57 @@ def run(args: argparse.Namespace) -> int:
         context_steps: tuple[int, ...] = ()
         features = None
     else:
-        from harstream.models.artifact import ArtifactError, load_artifact
-        from harstream.models.runtime import load_runtime
+        from harstream.models.artifact import ArtifactError, load_artifact, model_id_of
+        from harstream.models.runtime import load_cached_runtime, load_runtime
 
+        cached = None
+        features = None
         try:
-            artifact = load_artifact(args.model)
+            if args.runtime in ("auto", "tflite") and not args.no_fast_start:
+                # A conversion checked on an earlier start: no TensorFlow, serving in a second.
+                cached = load_cached_runtime(args.model)
+                if cached is not None and cached[1].get("stages") and not args.whole_model:
+                    cached = None  # a staged model is served stage by stage; the record is of the whole model
+            if cached is not None:
+                runtime, meta = cached
+                classes, model_id = list(meta["classes"]), model_id_of(meta)
+                context_steps = tuple(int(s) for s in meta.get("context_steps") or ())
+                print(f"worker: model {model_id} served by {runtime.name} from its checked conversion "
+                      "(fast start)", flush=True)  # fmt: skip
+            else:
+                artifact = load_artifact(args.model)
         except ArtifactError as exc:
             raise SystemExit(f"worker: {exc}") from None
-        features = None
-        if artifact.stages and not args.whole_model:
-            from threadpoolctl import threadpool_limits
+        if cached is None:
+            if artifact.stages and not args.whole_model:
+                from threadpoolctl import threadpool_limits
 
-            from harstream.models.staged_runtime import load_staged_runtime
+                from harstream.models.staged_runtime import load_staged_runtime
 
-            # One worker is one core: numpy's matmul (the feature stage) must not start BLAS threads.
-            threadpool_limits(1, user_api="blas")
-            runtime = load_staged_runtime(artifact, args.runtime)
-            features = runtime.features  # each window's features once, then decisions on feature stacks
-        else:
-            runtime = load_runtime(artifact, args.runtime)
-        print(f"worker: model {artifact.model_id} served by {runtime.name} "
-              f"(fallback {runtime.fallback.name if runtime.fallback else 'none'}): {runtime.report}", flush=True)
-        classes, model_id, context_steps = artifact.classes, artifact.model_id, artifact.context_steps
+                # One worker is one core: numpy's matmul (the feature stage) must not start BLAS threads.
+                threadpool_limits(1, user_api="blas")
+                runtime = load_staged_runtime(artifact, args.runtime)
+                features = runtime.features  # each window's features once, then decisions on feature stacks
+            else:
+                runtime = load_runtime(artifact, args.runtime)
+            print(f"worker: model {artifact.model_id} served by {runtime.name} "
+                  f"(fallback {runtime.fallback.name if runtime.fallback else 'none'}): {runtime.report}",
+                  flush=True)  # fmt: skip
+            classes, model_id, context_steps = artifact.classes, artifact.model_id, artifact.context_steps
+            meta = artifact.metadata
     from harstream.stream.decoder import display_for
 
     display = None  # --display smoothed: the core's moving average of --smooth windows
     if args.display == "decoder":
-        params = artifact.metadata.get("decoder") if args.runtime != "none" else None
+        params = meta.get("decoder") if args.runtime != "none" else None
         display = display_for(classes, params, args.threshold)
     elif args.display == "raw":
         args.smooth = 1  # a moving average of one window is the raw label with the unknown threshold
     config = WorkerConfig(
         max_batch=args.max_batch, max_wait=args.max_wait_ms / 1000.0, smooth_windows=args.smooth,
         threshold=args.threshold, idle_timeout=args.idle_timeout, signal_interval=args.signal_interval,
-        shard=args.shard, context_steps=context_steps, display=display, features=features,
+        shard=args.shard, context_steps=context_steps, display=display, stale_after=args.stale_after or None,
+        takeover_after=args.takeover_after, features=features,
     )  # fmt: skip
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -133,9 +162,11 @@ def run(args: argparse.Namespace) -> int:
         return 0
     try:
         final = serve(runtime, classes, model_id, ingest=ingest, output=output, config=config,
-                      worker_id=args.id, stop=stop, print_every=args.stats_every,
+                      worker_id=args.id, stop=stop, print_every=args.stats_every, keys=args.keys,
                       printer=lambda line: print(line, flush=True))  # fmt: skip
     except KeyboardInterrupt:
         return 0
+    except BusAuthError as exc:  # an address off loopback without keys, a key file missing
+        raise SystemExit(f"worker: {exc}") from None
     print(f"worker: stopped; totals {final.get('totals')}, drops {final.get('drops')}", flush=True)
     return 0
