@@ -85,18 +85,21 @@ class PlacementFreeFeatures(keras.layers.Layer):
         x = ops.cast(x, "float32")
         if len(x.shape) == 4:
             k = x.shape[1]
-            return ops.reshape(self._features(ops.reshape(x, (-1, WINDOW, WINDOW_CHANNELS))), (-1, k * self.size()))
-        return self._features(x)
+            x = ops.reshape(x, (-1, WINDOW, WINDOW_CHANNELS))
+            return ops.reshape(self._features(ops.transpose(x, (0, 2, 1))), (-1, k * self.size()))
+        return self._features(ops.transpose(x, (0, 2, 1)))
 
     def numpy_call(self, x: np.ndarray) -> np.ndarray:
         """The features of windows ``(n, 128, 9)`` computed by numpy: the same
         formulas (float error apart), for a server (numpy's vectorised sort is
         some 40× faster than LiteRT's, which dominates the graph's cost)."""
-        return self._features(np.asarray(x, np.float32), xp=np)
+        return self._features(np.ascontiguousarray(np.transpose(x, (0, 2, 1)), np.float32), xp=np)
 
     def _features(self, x, xp=ops):
-        # ``xp``: keras.ops in the graph, numpy in numpy_call; only names both share
-        body, gyro, total = x[..., 0:3], x[..., 3:6], x[..., 6:9]
+        """Features of channel-first windows ``(n, 9, 128)`` (statistics along
+        the last, time axis). ``xp``: keras.ops in the graph, numpy in
+        numpy_call; only names both share."""
+        body, gyro, total = x[:, 0:3], x[:, 3:6], x[:, 6:9]
         down = _unit(total - body, xp)  # the pipeline's gravity estimate, per sample
         acc_v = _dot(body, down, xp)
         acc_h = _norm(body - acc_v * down, xp)
@@ -105,22 +108,22 @@ class PlacementFreeFeatures(keras.layers.Layer):
         gyro_m = _norm(gyro, xp)
         jerk_v = _jerk(acc_v, xp)
         s = xp.concatenate(
-            [acc_v, acc_h, _norm(body, xp), _norm(total, xp), gyro_v, gyro_h, gyro_m, jerk_v, _norm(_jerk(body, xp), xp), _norm(_jerk(gyro, xp), xp)],
-            axis=-1,
-        )  # (n, 128, SIGNALS)
+            [acc_v, acc_h, _norm(body, xp), _norm(total, xp), gyro_v, gyro_h, gyro_m, jerk_v,
+             _norm(_jerk(body, xp), xp), _norm(_jerk(gyro, xp), xp)],
+            axis=1,
+        )  # (n, SIGNALS, 128)  # fmt: skip
 
-        mean = xp.mean(s, axis=1)
-        centred = s - mean[:, None, :]
-        var = xp.mean(xp.square(centred), axis=1)
+        mean = xp.mean(s, axis=-1)
+        centred = s - mean[..., None]
+        var = xp.mean(xp.square(centred), axis=-1)
         std = xp.sqrt(var + _EPS)
-        skew = xp.mean(centred * centred * centred, axis=1) / (var * std + _EPS)
-        ordered = xp.sort(xp.transpose(s, (0, 2, 1)), axis=-1)  # (n, SIGNALS, 128)
+        skew = xp.mean(centred * centred * centred, axis=-1) / (var * std + _EPS)
+        ordered = xp.sort(s, axis=-1)
         q25, q75 = ordered[..., WINDOW // 4], ordered[..., 3 * WINDOW // 4 - 1]
         median = 0.5 * (ordered[..., WINDOW // 2 - 1] + ordered[..., WINDOW // 2])
-        stats = [mean, std, xp.max(s, axis=1), xp.min(s, axis=1), xp.mean(xp.square(s), axis=1), median, q75 - q25, skew]
+        stats = [mean, std, xp.max(s, axis=-1), xp.min(s, axis=-1), xp.mean(xp.square(s), axis=-1), median, q75 - q25, skew]
 
-        seq = xp.transpose(centred, (0, 2, 1))
-        power = xp.square(xp.matmul(seq, self._cos)) + xp.square(xp.matmul(seq, self._sin))  # (n, SIGNALS, 64)
+        power = xp.square(xp.matmul(centred, self._cos)) + xp.square(xp.matmul(centred, self._sin))  # (n, SIGNALS, 64)
         bands = xp.log(xp.sum(xp.reshape(power, (-1, SIGNALS, BANDS, BINS // BANDS)), axis=-1) + _EPS)
         magnitude = xp.sqrt(power + _EPS)
         freqs = np.arange(1, BINS + 1, dtype=np.float32) * (RATE_HZ / WINDOW)
@@ -152,20 +155,21 @@ def _unit(v, xp=ops):
 
 
 def _norm(v, xp=ops):
-    return xp.sqrt(xp.sum(xp.square(v), axis=-1, keepdims=True) + _EPS)
+    """Length of channel-first vectors ``(n, 3, t)`` → ``(n, 1, t)``."""
+    return xp.sqrt(xp.sum(xp.square(v), axis=1, keepdims=True) + _EPS)
 
 
 def _dot(a, b, xp=ops):
-    return xp.sum(a * b, axis=-1, keepdims=True)
+    return xp.sum(a * b, axis=1, keepdims=True)
 
 
 def _jerk(v, xp=ops):
     """Time derivative (per second); the first sample repeats the second's."""
-    d = (v[:, 1:, :] - v[:, :-1, :]) * RATE_HZ
-    return xp.concatenate([d[:, :1, :], d], axis=1)
+    d = (v[..., 1:] - v[..., :-1]) * RATE_HZ
+    return xp.concatenate([d[..., :1], d], axis=-1)
 
 
 def _correlations(centred, std, pairs, xp=ops):
     return xp.stack(
-        [xp.mean(centred[..., i] * centred[..., j], axis=1) / (std[:, i] * std[:, j]) for i, j in pairs], axis=-1
+        [xp.mean(centred[:, i] * centred[:, j], axis=-1) / (std[:, i] * std[:, j]) for i, j in pairs], axis=-1
     )
