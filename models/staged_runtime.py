@@ -11,10 +11,13 @@ feature layer's own formulas (``numpy_call``).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from harstream.stream.pipeline import WINDOW, WINDOW_CHANNELS
 
+from .runtime import Runtime, Selected
 from .staged import DECISION_STAGE, FEATURE_STAGE, feature_layer, stages
 
 
@@ -27,14 +30,11 @@ class StagedRuntime:
     windows' features computed there, so only for checks and benchmarks).
     """
 
-    def __init__(self, features, decision, report: dict | None = None):
+    def __init__(self, features: Runtime | Selected, decision: Runtime | Selected, report: dict | None = None):
         self.feature_runtime = features
         self.decision_runtime = decision
         self.report = report or {}
-
-    @property
-    def name(self) -> str:
-        return f"staged({self.feature_runtime.name}+{self.decision_runtime.name})"
+        self.name = f"staged({features.name}+{decision.name})"
 
     @property
     def fallback(self):
@@ -69,10 +69,11 @@ class NumpyFeatures:
 
     name = "numpy"
 
-    def __init__(self, feature_stage: keras.Model):  # noqa: F821
-        self.layer = feature_layer(feature_stage)
-        if self.layer is None:
+    def __init__(self, feature_stage: Any):  # a keras.Model
+        layer = feature_layer(feature_stage)
+        if layer is None:
             raise ValueError(f"feature stage {feature_stage.name!r} has no layer with a numpy_call")
+        self.layer = layer
         self.size = int(feature_stage.output_shape[-1])
 
     def predict(self, x: np.ndarray) -> np.ndarray:
@@ -126,12 +127,13 @@ def load_staged_runtime(artifact, kind: str = "auto", check: np.ndarray | None =
     chosen = {}
     for name, part in parts.items():
         sample = windows if name == FEATURE_STAGE else keras_features
-        good: list[tuple[float, object]] = []
+        good: list[tuple[float, Runtime]] = []
         candidates: dict = {}
         names = ["tflite", "tf-function"] if kind == "auto" else [] if kind == "keras" else [kind]
         if name == FEATURE_STAGE and kind == "auto" and feature_layer(part.model) is not None:
             names.insert(0, "numpy")
         for rt_name in names:
+            rt: Runtime
             try:
                 rt = NumpyFeatures(part.model) if rt_name == "numpy" else BUILDERS[rt_name](part)
             except Exception as exc:  # conversion can fail for exotic layers
