@@ -27,7 +27,7 @@ from harstream.dashboard.charts import (
     timeline_chart,
 )
 from harstream.dashboard.feed import Subscriber
-from harstream.dashboard.state import STALE_AFTER_S, LiveState
+from harstream.dashboard.state import MODE_HINTS, STALE_AFTER_S, LiveState, classes_of
 from harstream.stream.bus import output_address
 
 REFRESH_S = float(os.environ.get("HARSTREAM_DASHBOARD_REFRESH", "1.0"))
@@ -110,7 +110,9 @@ def show_overview(state: LiveState, now: float) -> list[str]:
         text_col.caption(f"Fleet accuracy against ground truth (the decoded display, since this page opened): "
                          f"{hits / scored:.1%} of {scored:,} windows")
     text_col.caption("Cards show what the worker's display decoder decided and for how long; "
-                     "a hatched grey card is a posture change (sit to stand, ...), not an error.")
+                     "a hatched grey card is a posture change (sit to stand, ...), not an error. "
+                     "The badge is the device's mode: waist (HAPT model), any (placement-free: postures "
+                     "show as STILL) or personal (calibrated on the device).")
     cards = overview_html(rows, stale_after=STALE_AFTER_S)
     if len(rows) > 24:  # a fleet scrolls inside its own box; the device view stays in reach
         with st.container(height=420, border=False):
@@ -137,7 +139,10 @@ def show_device(state: LiveState, devices: list[str]) -> str | None:
     with left:
         st.markdown(f"**{pretty(p.smoothed)}** for {duration_text(ds.run_seconds)} (window {p.window}: "
                     f"raw {pretty(p.label)}, {p.latency_ms:.1f} ms, model `{p.model}`)")
-        st.vega_lite_chart(spec=probability_chart(p.smoothed_probs or p.probs, p.probs), width="stretch")
+        if p.mode:
+            st.caption(f"Mode **{p.mode}**: {MODE_HINTS.get(p.mode, 'a mode this page does not know')}")
+        st.vega_lite_chart(spec=probability_chart(p.smoothed_probs or p.probs, p.probs, classes_of(p)),
+                           width="stretch")  # fmt: skip
     with right:
         accuracy = ds.rolling_accuracy()
         label = "no ground truth" if accuracy is None else f"rolling accuracy {accuracy:.0%} (last 100 labelled windows)"

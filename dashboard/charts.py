@@ -12,9 +12,9 @@ from typing import Sequence
 
 import numpy as np
 
-from harstream.stream.activities import ACTIVITIES, TRANSITIONS, UNKNOWN
+from harstream.stream.activities import ACTIVITIES, STILL, TRANSITIONS, UNKNOWN
 
-from .state import PREDICTED, TRANSITION, UNLABELLED, OverviewRow, display_category
+from .state import MODE_HINTS, PREDICTED, TRANSITION, UNLABELLED, OverviewRow, display_category
 
 # Tableau 10: distinct, colour-blind friendly enough, readable on white.
 COLOURS = {
@@ -24,6 +24,7 @@ COLOURS = {
     "SITTING": "#76b7b2",
     "STANDING": "#59a14f",
     "LAYING": "#edc948",
+    STILL: "#9c755f",  # a posture the device cannot name (placement-free mode)
     # A postural transition is a state of its own, not a mistake: neutral
     # grey, hatched wherever it is drawn (cards, timeline lanes).
     TRANSITION: "#b9b2ab",
@@ -48,6 +49,7 @@ ICONS = {
     "SITTING": "chair",
     "STANDING": "accessibility_new",
     "LAYING": "hotel",
+    STILL: "airline_seat_recline_normal",
     TRANSITION: "sync_alt",
     UNKNOWN: "help",
     UNLABELLED: "help",
@@ -102,6 +104,8 @@ CARD_CSS = ("""
 .hs-sub{font-size:.75rem;color:#444}
 .hs-ok{color:#1b7f3b;font-weight:600}.hs-bad{color:#c0392b;font-weight:600}
 .hs-badges{display:inline-flex;gap:4px;margin-left:4px}
+.hs-badge{font-size:.68rem;padding:0 5px;border-radius:6px;border:1px solid #999;color:#333;background:#fff}
+.hs-badge.any{border-color:#9c755f;color:#6b4f3f}.hs-badge.personal{border-color:#1b7f3b;color:#1b7f3b}
 </style>
 """)
 
@@ -114,7 +118,8 @@ def overview_html(rows: Sequence[OverviewRow], stale_after: float = 5.0) -> str:
     test (and any scraper) can read the page without parsing text. A
     postural transition on display gets a hatched neutral card, never the
     error mark. Per-device badges go in the ``hs-badges`` slot after the
-    device name.
+    device name: the mode the worker serves it in (``data-mode`` too), with
+    what that mode can tell as its tooltip.
     """
     cards = []
     for r in rows:
@@ -132,10 +137,11 @@ def overview_html(rows: Sequence[OverviewRow], stale_after: float = 5.0) -> str:
         confidence = "changing posture" if transition else f"{r.confidence:.0%} confident"
         classes = "hs-card" + (" stale" if r.age_s > stale_after else "") + (" transition" if transition else "")
         icon = ICONS.get(r.activity) or ICONS[display_category(r.activity)]
+        badges = mode_badge(r.mode)
         cards.append(
             f'<div class="{classes}" style="--c:{c}" data-device="{html.escape(r.device)}" '
-            f'data-activity="{html.escape(r.activity)}" data-lasted="{r.lasted_s:.1f}">'
-            f'<div class="hs-dev"><span>{html.escape(r.device)}<span class="hs-badges"></span></span>'
+            f'data-activity="{html.escape(r.activity)}" data-lasted="{r.lasted_s:.1f}" data-mode="{html.escape(r.mode)}">'
+            f'<div class="hs-dev"><span>{html.escape(r.device)}<span class="hs-badges">{badges}</span></span>'
             f"<span>{r.age_s:.1f} s ago</span></div>"
             f'<div class="hs-act"><span class="hs-ico">{icon}</span>{html.escape(pretty(r.activity))}</div>'
             f'<div class="hs-bar"><div style="width:{100 * r.confidence:.0f}%"></div></div>'
@@ -143,6 +149,18 @@ def overview_html(rows: Sequence[OverviewRow], stale_after: float = 5.0) -> str:
             f"for {duration_text(r.lasted_s)}</b> · {confidence} · {verdict}{acc}</div></div>"
         )
     return CARD_CSS + '<div class="hs-grid" data-testid="hs-overview">' + "".join(cards) + "</div>"
+
+
+def mode_badge(mode: str) -> str:
+    """The badge of a device's mode (empty for a worker that predates modes).
+
+    >>> mode_badge("personal").split(" title=")[0] + ">"
+    '<span class="hs-badge personal">'
+    """
+    if not mode:
+        return ""
+    hint = MODE_HINTS.get(mode, "")
+    return f'<span class="hs-badge {html.escape(mode)}" title="{html.escape(hint)}">{html.escape(mode)}</span>'
 
 
 # ------------------------------------------------------------------- device
@@ -163,15 +181,17 @@ def _colour(field: str, legend: dict | None = None) -> dict:
     }
 
 
-def probability_chart(probs: Sequence[float], raw: Sequence[float] | None = None) -> Spec:
-    """Horizontal bars of the smoothed class probabilities; ticks mark the
-    raw (unsmoothed) probabilities of the latest window."""
-    n = min(len(probs), len(ACTIVITIES))
+def probability_chart(probs: Sequence[float], raw: Sequence[float] | None = None,
+                      classes: Sequence[str] = ACTIVITIES) -> Spec:  # fmt: skip
+    """Horizontal bars of the smoothed probabilities of ``classes`` (the
+    model's, in its order: only what the device's mode can know); ticks mark
+    the raw (unsmoothed) probabilities of the latest window."""
+    n = min(len(probs), len(classes))
     marks = raw if raw is not None and len(raw) >= n else probs
     values = [
-        {"activity": ACTIVITIES[i], "smoothed": float(probs[i]), "raw": float(marks[i])} for i in range(n)
+        {"activity": classes[i], "smoothed": float(probs[i]), "raw": float(marks[i])} for i in range(n)
     ]
-    y = {"field": "activity", "type": "nominal", "sort": list(ACTIVITIES), "title": None, "axis": {"labelLimit": 200}}
+    y = {"field": "activity", "type": "nominal", "sort": list(classes[:n]), "title": None, "axis": {"labelLimit": 200}}
     return {
         "data": {"values": values},
         "height": {"step": 24},

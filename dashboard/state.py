@@ -32,7 +32,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 from sklearn.metrics import confusion_matrix
 
-from harstream.stream.activities import ACTIVITIES, TRANSITIONS, UNKNOWN
+from harstream.stream.activities import ACTIVITIES, STILL, TRANSITIONS, UNKNOWN
 from harstream.stream.pipeline import STEP, WINDOW
 from harstream.stream.protocol import Prediction, ProtocolError, Signal, check_device_id, decode_output
 from harstream.stream.rate import RATE_HZ
@@ -52,7 +52,14 @@ FORGET_AFTER_S = 600.0  # ... and is dropped entirely after this long
 STALE_AFTER_S = 5.0  # no stats / no predictions for this long: show a banner
 ROLLING_WINDOWS = 100  # predictions in the rolling accuracy
 MAX_PENDING_PAIRS = 2000  # (truth, prediction) pairs waiting to be folded into the matrix
-DISPLAYED = ACTIVITIES + (TRANSITION, UNKNOWN)  # what a display label is drawn as
+DISPLAYED = ACTIVITIES + (STILL, TRANSITION, UNKNOWN)  # what a display label is drawn as
+#: How a device is served (the prediction's ``mode``), and what each mode can tell apart.
+MODE_HINTS = {
+    "waist": "the HAPT model: a phone worn at the waist",
+    "any": "placement-free: moving or still, and how it moves; postures show as STILL "
+           "(calibrate this phone to tell sitting/standing/lying)",
+    "personal": "calibrated on this device: the postures it was taught, moving as placement-free",
+}
 _DIGITS = re.compile(r"(\d+)")
 
 
@@ -69,6 +76,7 @@ class OverviewRow:
     accuracy: float | None  # rolling accuracy against the truth
     windows: int  # predictions received this session
     lasted_s: float = 0.0  # how long the display has shown this activity (device time)
+    mode: str = ""  # how the worker serves it: waist, any, personal ("" from an older worker)
 
 
 @dataclass
@@ -120,11 +128,23 @@ def display_category(label: str | None) -> str:
     >>> display_category("SIT_TO_LIE"), display_category("WALKING"), display_category(None)
     ('TRANSITION', 'WALKING', 'unknown')
     """
-    if label in ACTIVITIES:
+    if label in ACTIVITIES or label == STILL:
         return label
     if label in TRANSITIONS:
         return TRANSITION
     return UNKNOWN
+
+
+def classes_of(p: Prediction) -> list[str]:
+    """The classes ``p.probs`` are in: the prediction's own list, or the six
+    ACTIVITIES from a worker that predates modes.
+
+    >>> p = Prediction("d", 0, 0.0, 2.54, "STILL", [.1, 0, 0, .9], "STILL", [.1, 0, 0, .9], "m", 1.0,
+    ...                mode="any", classes=["WALKING", "WALKING_UPSTAIRS", "WALKING_DOWNSTAIRS", "STILL"])
+    >>> classes_of(p)[-1]
+    'STILL'
+    """
+    return list(p.classes) if p.classes else list(ACTIVITIES)
 
 
 def hop_seconds(p: Prediction) -> float:
@@ -384,8 +404,9 @@ class LiveState:
             s = self.devices[name]
             p = s.latest
             probs = p.smoothed_probs or p.probs
-            if p.smoothed in ACTIVITIES and len(probs) == len(ACTIVITIES):
-                confidence = float(probs[ACTIVITIES.index(p.smoothed)])
+            classes = classes_of(p)
+            if p.smoothed in classes and len(probs) == len(classes):
+                confidence = float(probs[classes.index(p.smoothed)])
             else:
                 confidence = float(max(probs, default=0.0))
             truth = truth_category(p.truth)
@@ -402,6 +423,7 @@ class LiveState:
                     accuracy=s.rolling_accuracy(),
                     windows=s.windows,
                     lasted_s=s.run_seconds,
+                    mode=p.mode,
                 )
             )
         return rows
@@ -520,5 +542,12 @@ def _check_prediction(p: Prediction) -> None:
             raise ValueError("probs must be lists of numbers")
         if not math.isfinite(sum(probs)):
             raise ValueError("probs must be finite")
+    if not isinstance(p.mode, str) or len(p.mode) > 32:
+        raise ValueError("mode must be a short string")
+    if p.classes is not None and not (
+        isinstance(p.classes, list) and len(p.classes) == len(p.probs) <= 64
+        and all(isinstance(c, str) and len(c) <= 64 for c in p.classes)
+    ):
+        raise ValueError("classes must name each entry of probs")
     if not (_is_number(p.t_start) and _is_number(p.t_end)):
         raise ValueError("t_start and t_end must be numbers")

@@ -39,8 +39,12 @@ def _module(name: str):
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="harstream", description="Real-time human activity recognition")
-    parser.add_argument("-v", "--verbose", action="store_true",
-                        help="debug logging, TensorFlow's own logs included (also: HARSTREAM_LOG=debug)")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="debug logging, TensorFlow's own logs included (also: HARSTREAM_LOG=debug)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     chosen = next((a for a in argv if not a.startswith("-")), None)
     # Before any subcommand is imported: TensorFlow reads its log level once,

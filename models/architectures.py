@@ -45,7 +45,7 @@ def _head(x, name: str):
     return keras.layers.Dense(N_CLASSES, activation="softmax", name="probabilities")(x)
 
 
-def build_lstm(stats: ChannelStats) -> "keras.Model":
+def build_lstm(stats: ChannelStats) -> keras.Model:
     """Tutorial LSTM: LSTM(100) -> Dropout 0.5 -> Dense(100, relu) -> softmax."""
     import keras
 
@@ -55,7 +55,7 @@ def build_lstm(stats: ChannelStats) -> "keras.Model":
     return keras.Model(inputs, _head(x, "lstm"), name="lstm")
 
 
-def build_cnn_lstm(stats: ChannelStats) -> "keras.Model":
+def build_cnn_lstm(stats: ChannelStats) -> keras.Model:
     """Tutorial CNN-LSTM: 4x32 sub-sequences, TimeDistributed CNN, LSTM(100)."""
     import keras
     from keras import layers
@@ -72,7 +72,7 @@ def build_cnn_lstm(stats: ChannelStats) -> "keras.Model":
     return keras.Model(inputs, _head(x, "cnn_lstm"), name="cnn_lstm")
 
 
-def build_conv_lstm(stats: ChannelStats) -> "keras.Model":
+def build_conv_lstm(stats: ChannelStats) -> keras.Model:
     """Tutorial ConvLSTM: (4, 1, 32, 9) -> ConvLSTM2D(64, (1, 3)) -> Dense."""
     import keras
     from keras import layers

@@ -75,9 +75,7 @@ class Augmentation:
         return x.astype(np.float32, copy=False)
 
 
-def augmented_batches(
-    x: np.ndarray, y: np.ndarray, batch_size: int, augmentation: Augmentation | None, seed: int
-):
+def augmented_batches(x: np.ndarray, y: np.ndarray, batch_size: int, augmentation: Augmentation | None, seed: int):
     """A ``keras.utils.PyDataset`` of shuffled (optionally augmented) batches, reshuffled every epoch."""
     import keras
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -23,7 +23,7 @@ class Windows:
     def __len__(self) -> int:
         return len(self.y)
 
-    def take(self, mask: np.ndarray) -> "Windows":
+    def take(self, mask: np.ndarray) -> Windows:
         return Windows(self.x[mask], self.y[mask], self.subjects[mask])
 
     def class_counts(self) -> np.ndarray:
@@ -102,7 +102,9 @@ def labelled_windows(
         # float32 first: live samples cross the bus as float32, so training
         # sees exactly the numbers a replayed device would deliver.
         processed = preprocess(rec.samples.astype(np.float32))
-        xs.append(context_windows(processed, starts, context_steps) if context_steps else cut_windows(processed, starts))
+        xs.append(
+            context_windows(processed, starts, context_steps) if context_steps else cut_windows(processed, starts)
+        )
         ys.append(classes)
         ss.append(np.full(len(classes), rec.subject, dtype=np.int64))
     if not xs:
@@ -111,9 +113,7 @@ def labelled_windows(
     return Windows(np.concatenate(xs), np.concatenate(ys), np.concatenate(ss))
 
 
-def split_by_subject(
-    windows: Windows, test_subjects: Sequence[int] = UCI_TEST_SUBJECTS
-) -> tuple[Windows, Windows]:
+def split_by_subject(windows: Windows, test_subjects: Sequence[int] = UCI_TEST_SUBJECTS) -> tuple[Windows, Windows]:
     """(train, test) split by subject, UCI's test subjects by default."""
     test = np.isin(windows.subjects, list(test_subjects))
     return windows.take(~test), windows.take(test)

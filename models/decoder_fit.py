@@ -24,10 +24,9 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import sys
 import time
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -83,8 +82,8 @@ def validation_probabilities(progress: bool = True) -> list[tuple[Recording, np.
     recipe trained on the fit subjects only (cached in :data:`CACHE`)."""
     from harstream.stream.recordings import load_embedded
 
-    from .live_accuracy import session_windows
     from .dataset import VALIDATION_SUBJECTS
+    from .live_accuracy import session_windows
 
     data = load_embedded()
     sessions = data.of_subjects(VALIDATION_SUBJECTS)
@@ -112,10 +111,10 @@ def validation_probabilities(progress: bool = True) -> list[tuple[Recording, np.
         probs = np.concatenate([np.asarray(model(x[i : i + 512])) for i in range(0, len(x), 512)])
         out.append((rec, probs.astype(np.float64)))
     CACHE.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(CACHE, names=np.array([r.name for r in sessions]), **{f"p{i}": p for i, (_, p) in enumerate(out)})
+    arrays = {f"p{i}": p for i, (_, p) in enumerate(out)}
+    # mypy fears a key of arrays could be savez's allow_pickle; they are p0, p1, ...
+    np.savez_compressed(CACHE, names=np.array([r.name for r in sessions]), **arrays)  # type: ignore[arg-type]
     return out
-
-
 
 
 # ------------------------------------------------------------------ fitting
@@ -177,9 +176,13 @@ def out_of_fold_probabilities(
         model, _ = fit(recipe, train, seed=0)
         for rec in (r for r in recordings if r.subject in held):
             x = session_windows(rec.samples, context_steps=recipe.context)
-            out[rec.name] = np.concatenate([np.asarray(model(x[i : i + 512])) for i in range(0, len(x), 512)]).astype(np.float64)
+            out[rec.name] = np.concatenate([np.asarray(model(x[i : i + 512])) for i in range(0, len(x), 512)]).astype(
+                np.float64
+            )
         if progress:
-            print(f"decoder_fit: fold {k + 1}/{folds} (subjects {held}) {time.perf_counter() - start:.0f} s", flush=True)
+            print(
+                f"decoder_fit: fold {k + 1}/{folds} (subjects {held}) {time.perf_counter() - start:.0f} s", flush=True
+            )
     return [(r, out[r.name]) for r in recordings]
 
 
@@ -217,7 +220,9 @@ def oof_training_subjects() -> list[tuple[Recording, np.ndarray]]:
     return cached(CACHE.with_name("decoder_oof_train.npz"), recs, lambda: out_of_fold_probabilities(recs, 7))
 
 
-def fit_emission(sessions: Sequence[tuple[Recording, np.ndarray]], n_classes: int = 6, smoothing: float = 0.5) -> np.ndarray:
+def fit_emission(
+    sessions: Sequence[tuple[Recording, np.ndarray]], n_classes: int = 6, smoothing: float = 0.5
+) -> np.ndarray:
     """``(12, n_classes)``: the mean probability the classifier gives each
     class in windows whose last sample is in each state (HAPT labels 1-12),
     from out-of-fold probabilities; ``smoothing`` windows of uniform output
@@ -313,7 +318,9 @@ def fit_decoder(progress: bool = True) -> tuple[DecoderParams, dict]:
     results = tune(counts, emission, validation, progress=progress)
     knobs, chosen = choose(results, raw)
     params = build_params(
-        fit_transitions(training_sessions(with_validation=True)), emission=fit_emission(oof_training_subjects()), **knobs
+        fit_transitions(training_sessions(with_validation=True)),
+        emission=fit_emission(oof_training_subjects()),
+        **knobs,
     )
     keep = ("sample_accuracy", "delay_median_s", "changes_per_true_change")
     record = {
@@ -346,8 +353,12 @@ def write_decoder(params: DecoderParams, record: dict, metadata_file: Path) -> P
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="fit the live display decoder on training subjects, choose on validation")
-    parser.add_argument("--model", type=Path, default=None, help="model artifact whose metadata gets the entry (default: shipped)")
+    parser = argparse.ArgumentParser(
+        description="fit the live display decoder on training subjects, choose on validation"
+    )
+    parser.add_argument(
+        "--model", type=Path, default=None, help="model artifact whose metadata gets the entry (default: shipped)"
+    )
     parser.add_argument("--write", action="store_true", help="write the decoder entry into the model's metadata")
     args = parser.parse_args(argv)
     from .artifact import DEFAULT_MODEL, metadata_path

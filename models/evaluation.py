@@ -8,9 +8,10 @@ display needed). Reports are Markdown.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -35,7 +36,7 @@ class Evaluation:
     classes: tuple[str, ...] = ACTIVITIES
 
     @classmethod
-    def of(cls, y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[str] = ACTIVITIES) -> "Evaluation":
+    def of(cls, y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[str] = ACTIVITIES) -> Evaluation:
         """Score predicted class indices against true ones.
 
         >>> e = Evaluation.of(np.array([0, 1, 1, 2]), np.array([0, 1, 2, 2]))
@@ -62,7 +63,9 @@ class Evaluation:
         short = [c.lower().replace("walking_", "walk_") for c in self.classes]
         head = "| true \\ predicted | " + " | ".join(short) + " |"
         rule = "|---|" + "---:|" * len(short)
-        rows = [f"| {name} | " + " | ".join(str(int(v)) for v in row) + " |" for name, row in zip(short, self.confusion)]
+        rows = [
+            f"| {name} | " + " | ".join(str(int(v)) for v in row) + " |" for name, row in zip(short, self.confusion)
+        ]
         return "\n".join([head, rule, *rows])
 
     def per_class_text(self) -> str:
@@ -135,7 +138,14 @@ def evaluation_report(
     if intro:
         lines.append("")
     lines += [f"**{evaluation.summary()}** on {int(evaluation.support.sum()):,} windows.", ""]
-    lines += ["## Confusion matrix", "", "Rows: true activity; columns: predicted.", "", evaluation.confusion_text(), ""]
+    lines += [
+        "## Confusion matrix",
+        "",
+        "Rows: true activity; columns: predicted.",
+        "",
+        evaluation.confusion_text(),
+        "",
+    ]
     if png is not None:
         target = Path(png)
         if report_dir is not None:

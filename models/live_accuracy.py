@@ -21,12 +21,13 @@ the next window completes, the display shows its label. Scored per sample:
 from __future__ import annotations
 
 import argparse
-import sys
 import json
+import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -34,6 +35,10 @@ from harstream.stream.activities import ACTIVITIES, TRANSITIONS, UNKNOWN
 from harstream.stream.context import WindowContext
 from harstream.stream.pipeline import STEP, WINDOW, DevicePipeline
 from harstream.stream.recordings import UCI_TEST_SUBJECTS, Recording
+
+if TYPE_CHECKING:  # the display cores, for the annotations only
+    from harstream.stream.decoder import Decoder
+    from harstream.stream.smoothing import Smoother
 
 RATE = 50
 NOTHING = -1  # no window yet, or ``unknown``: the display shows no activity
@@ -97,7 +102,7 @@ def session_windows(samples: np.ndarray, chunk: int = CHUNK, context_steps: Sequ
 def replay_session(
     rec: Recording,
     predict: Callable[[np.ndarray], np.ndarray],
-    displays: dict[str, Callable[[], object]],
+    displays: dict[str, Callable[[], Smoother | Decoder]],
     chunk: int = CHUNK,
     context_steps: Sequence[int] = (),
 ) -> SessionReplay:
@@ -109,7 +114,9 @@ def replay_session(
     return replay_probabilities(rec, probs, displays)
 
 
-def replay_probabilities(rec: Recording, probs: np.ndarray, displays: dict[str, Callable[[], object]]) -> SessionReplay:
+def replay_probabilities(
+    rec: Recording, probs: np.ndarray, displays: dict[str, Callable[[], Smoother | Decoder]]
+) -> SessionReplay:
     """The displays of one session whose windows' probabilities are known."""
     n = len(rec.samples)
     shown = {"argmax": display_timeline(n, np.argmax(probs, axis=1) if len(probs) else [])}
@@ -255,13 +262,13 @@ def score_replays(replays: list[SessionReplay], events: bool = True) -> dict:
         delays: list[float] = []
         trans = {UNKNOWN: 0, "transition": 0, **{a: 0 for a in ACTIVITIES}}
         changes = truth_changes = 0
-        events = dict.fromkeys(EVENT_KEYS, 0)
+        event_totals = dict.fromkeys(EVENT_KEYS, 0)
         frames = dict.fromkeys(FRAME_KEYS, 0)
         for r in replays:
             shown = r.shown[kind]
             ward = event_metrics(r.labels, shown) if events else {"events": events_zero(), "frames": frames_zero()}
             for k in EVENT_KEYS:
-                events[k] += ward["events"][k]
+                event_totals[k] += ward["events"][k]
             for k in FRAME_KEYS:
                 frames[k] += ward["frames"][k]
             changes += display_changes(shown)
@@ -284,7 +291,7 @@ def score_replays(replays: list[SessionReplay], events: bool = True) -> dict:
             "display_changes": changes,
             "true_changes": truth_changes,
             "changes_per_true_change": changes / truth_changes if truth_changes else float("nan"),
-            "ward_events": events,
+            "ward_events": event_totals,
             "ward_frames": frames,
             "delays_s": [round(d, 2) for d in delays],
         }
@@ -328,7 +335,7 @@ def plot_delays(live: dict, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.4))
-    bins = np.arange(0, 12.5, 0.5)
+    bins = np.arange(0, 12.5, 0.5).tolist()  # matplotlib's stubs take a sequence of floats
     for kind in ("argmax", "smoothed"):
         ax.hist(np.clip(live[kind]["delays_s"], 0, 12), bins=bins, alpha=0.55, label=kind)
     ax.set_xlabel("seconds from activity change until the display shows it (12 = 12 or more)")
@@ -369,7 +376,9 @@ def live_report_lines(live: dict, reports_dir: Path, doc_dir: Path) -> list[str]
     for kind in DISPLAYS:
         trans = live[kind]["transition_samples"]
         total = sum(trans.values()) or 1
-        lines.append(f"| {kind} | " + " | ".join(f"{100 * trans[k] / total:.1f}" for k in [UNKNOWN, *ACTIVITIES]) + " |")
+        lines.append(
+            f"| {kind} | " + " | ".join(f"{100 * trans[k] / total:.1f}" for k in [UNKNOWN, *ACTIVITIES]) + " |"
+        )
     lines.append("")
     for png in sorted(reports_dir.glob("live_*.png")):
         lines += [f"![{png.stem}]({png.relative_to(doc_dir).as_posix()})", ""]
@@ -377,7 +386,9 @@ def live_report_lines(live: dict, reports_dir: Path, doc_dir: Path) -> list[str]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="replay the held-out sessions through the live path and score the display")
+    parser = argparse.ArgumentParser(
+        description="replay the held-out sessions through the live path and score the display"
+    )
     parser.add_argument("--model", type=Path, help="model artifact (default: the shipped one)")
     parser.add_argument("--runtime", default="auto", help="serving runtime, as the worker's --runtime")
     parser.add_argument("--windows", type=int, default=None, help="smoothing windows (default: the worker's)")

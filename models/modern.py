@@ -22,11 +22,11 @@ registered in ``ARCHITECTURES`` (``harstream train --model resnet``).
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
-from .registry import ChannelStats, N_CLASSES, register, window_input
+from .registry import N_CLASSES, ChannelStats, register, window_input
 
 
 def _stem(stats: ChannelStats):
@@ -104,7 +104,10 @@ def _inception_module(x, filters: int, kernels: tuple[int, ...], bottleneck: int
 
 
 def build_inception(
-    stats: ChannelStats, filters: int = 16, depth: int = 3, kernels: tuple[int, ...] = (9, 19, 39),
+    stats: ChannelStats,
+    filters: int = 16,
+    depth: int = 3,
+    kernels: tuple[int, ...] = (9, 19, 39),
     dropout: float = 0.3,
 ):
     """InceptionTime-style network (Ismail Fawaz et al. 2020), scaled down:

@@ -38,13 +38,13 @@ from __future__ import annotations
 
 import datetime as _dt
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 import keras
+import numpy as np
 
 from harstream.stream.activities import ACTIVITIES, PLACEMENT_FREE, POSTURES, STILL
 from harstream.stream.pipeline import STEP, cut_windows, preprocess_recording
@@ -54,6 +54,9 @@ from harstream.stream.recordings import Recording
 from .dataset import context_windows, segment_windows
 from .invariant import gravity_direction, placement_free_features
 from .posture_layers import PostureHead, PostureSplit
+
+if TYPE_CHECKING:  # the functions below import .artifact when called; this import is for the annotations only
+    from .artifact import ModelArtifact
 
 #: An activity needs at least this much labelled data to be calibrated.
 MIN_SECONDS = 20.0
@@ -130,7 +133,9 @@ def _calibration_windows(recordings: Sequence[Recording], context_steps: Sequenc
         if len(starts) == 0:
             continue
         processed = preprocess_recording(rec.samples.astype(np.float32))
-        xs.append(context_windows(processed, starts, context_steps) if context_steps else cut_windows(processed, starts))
+        xs.append(
+            context_windows(processed, starts, context_steps) if context_steps else cut_windows(processed, starts)
+        )
         new = np.concatenate([[True], (np.diff(starts) != STEP) | (np.diff(classes) != 0)])
         bouts.append(next_bout + np.cumsum(new) - 1)
         next_bout = int(bouts[-1][-1]) + 1
@@ -160,7 +165,9 @@ def check_activity(name: str, seconds: float, windows: int, still: int) -> Activ
     check = ActivityCheck(name, round(seconds, 1), windows, True, still_windows=still)
     if seconds < MIN_SECONDS or windows == 0:
         check.accepted = False
-        check.reason = f"{name}: only {seconds:.1f} s of data; a calibration needs at least {MIN_SECONDS:.0f} s of each activity"
+        check.reason = (
+            f"{name}: only {seconds:.1f} s of data; a calibration needs at least {MIN_SECONDS:.0f} s of each activity"
+        )
     elif name in POSTURES and (windows - still) > MAX_WRONG_SHARE * windows:
         check.accepted = False
         check.reason = (
@@ -173,9 +180,7 @@ def check_activity(name: str, seconds: float, windows: int, still: int) -> Activ
     return check
 
 
-def posture_prototypes(
-    x: np.ndarray, bout: np.ndarray, windows_per_prototype: int
-) -> np.ndarray:
+def posture_prototypes(x: np.ndarray, bout: np.ndarray, windows_per_prototype: int) -> np.ndarray:
     """Unit gravity directions ``(m, 3)``: the mean over each run of up to
     ``windows_per_prototype`` consecutive windows of one bout."""
     directions = np.asarray(gravity_direction(x), np.float64)
@@ -189,7 +194,9 @@ def posture_prototypes(
 
 
 def fit_personal(
-    recordings: Sequence[Recording], base: "ModelArtifact | None" = None, settings: PersonalSettings = PersonalSettings()  # noqa: F821
+    recordings: Sequence[Recording],
+    base: ModelArtifact | None = None,
+    settings: PersonalSettings = PersonalSettings(),
 ) -> PersonalFit:
     """A personal model from one device's labelled calibration recordings.
 
@@ -203,7 +210,9 @@ def fit_personal(
     started = time.perf_counter()
     base = load_artifact(ANY_MODEL) if base is None else base
     if base.placement != "any" or base.classes != list(PLACEMENT_FREE):
-        raise ArtifactError(f"{base.path}: a personal model builds on a placement-free model (placement 'any'), not {base.placement!r}")
+        raise ArtifactError(
+            f"{base.path}: a personal model builds on a placement-free model (placement 'any'), not {base.placement!r}"
+        )
     steps = base.context_steps
     data = _calibration_windows(recordings, steps)
     seconds = labelled_seconds(recordings)
@@ -211,7 +220,11 @@ def fit_personal(
         base_class = np.asarray(base.model(data.x, training=False)).argmax(1)
     else:
         base_class = np.empty(0, np.int64)
-    checks, postures, prototypes, owners, still_windows = [], [], [], [], []
+    checks: list[ActivityCheck] = []
+    postures: list[str] = []
+    prototypes: list[np.ndarray] = []
+    owners: list[int] = []  # index into postures of each prototype
+    still_windows: list[np.ndarray] = []
     for index, name in enumerate(ACTIVITIES):
         if name not in seconds:
             continue
@@ -261,10 +274,15 @@ def fit_discriminant(still_windows: Sequence[np.ndarray]) -> dict:
     if len(still_windows) == 2:  # binary: sklearn gives one decision for class 1
         coef = np.stack([-coef[0] / 2, coef[0] / 2])
         intercept = np.array([-intercept[0] / 2, intercept[0] / 2])
-    return {"feature_mean": mean.tolist(), "feature_scale": scale.tolist(), "coef": coef.T.tolist(), "intercept": intercept.tolist()}
+    return {
+        "feature_mean": mean.tolist(),
+        "feature_scale": scale.tolist(),
+        "coef": coef.T.tolist(),
+        "intercept": intercept.tolist(),
+    }
 
 
-def build_personal_model(base: "keras.Model", head: PostureHead) -> "keras.Model":
+def build_personal_model(base: keras.Model, head: PostureHead) -> keras.Model:
     """The base model and a :class:`PostureHead` on the same input, merged
     (with no posture calibrated the head always says "none of them": STILL)."""
     inputs = keras.Input(shape=tuple(base.input_shape[1:]), dtype="float32", name="window")
@@ -275,7 +293,11 @@ def build_personal_model(base: "keras.Model", head: PostureHead) -> "keras.Model
 
 
 def save_personal(
-    fit: PersonalFit, path: str | Path, device: str, base: "ModelArtifact", command: str | None = None  # noqa: F821
+    fit: PersonalFit,
+    path: str | Path,
+    device: str,
+    base: ModelArtifact,
+    command: str | None = None,
 ) -> Path:
     """Write the personal model as an artifact with its metadata."""
     from .artifact import save_artifact
@@ -292,7 +314,7 @@ def save_personal(
         "posture_settings": asdict(fit.settings),
         "base_model": {"path": base.path.name, "model_id": base.model_id, "sha256": base.metadata.get("sha256")},
         "context_steps": list(fit.context_steps),
-        "calibrated_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "calibrated_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "fit_seconds": round(fit.seconds, 2),
     }
     if command:

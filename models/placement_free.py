@@ -36,9 +36,10 @@ import datetime as _dt
 import json
 import sys
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -48,6 +49,9 @@ from harstream.stream.recordings import UCI_TEST_SUBJECTS, Recording
 from .augment import rotate_samples, rotation_within
 from .dataset import Windows, labelled_windows
 from .invariant import PlacementFreeFeatures, placement_free_features
+
+if TYPE_CHECKING:  # Keras loads slowly; the functions below import it when they run
+    import keras
 
 STILL_CLASS = PLACEMENT_FREE.index("STILL")
 N_PLACEMENT_FREE = len(PLACEMENT_FREE)
@@ -135,7 +139,7 @@ def training_features(train: Windows, recipe: Recipe, seed: int) -> tuple[np.nda
 
 def fit_placement_free(
     train: Windows, recipe: Recipe = Recipe(), seed: int = 0, verbose: int = 0
-) -> tuple["keras.Model", dict]:  # noqa: F821
+) -> tuple[keras.Model, dict]:
     """Fit the placement-free SVM on ``train`` (HAPT classes 0-5, merged here);
     returns the Keras model (input ``train.x.shape[1:]``, 4 probabilities in
     :data:`PLACEMENT_FREE` order) and a history dict."""
@@ -157,7 +161,9 @@ def scores(predicted: np.ndarray, y: np.ndarray) -> dict:
     return {
         "windows": int(len(truth)),
         "accuracy": float(np.mean(predicted == truth)) if len(truth) else float("nan"),
-        "moving_vs_still": float(np.mean((predicted == STILL_CLASS) == (truth == STILL_CLASS))) if len(truth) else float("nan"),
+        "moving_vs_still": float(np.mean((predicted == STILL_CLASS) == (truth == STILL_CLASS)))
+        if len(truth)
+        else float("nan"),
     }
 
 
@@ -188,7 +194,7 @@ def select(recipes: Sequence[Recipe], seed: int = 0, out: Path | None = None) ->
         results.append(row)
     if out is not None:  # appended: one file holds every screen run
         out.parent.mkdir(parents=True, exist_ok=True)
-        report = json.loads(out.read_text()) if out.is_file() else {
+        report: dict[str, Any] = json.loads(out.read_text()) if out.is_file() else {
             "validation_subjects": list(VALIDATION_SUBJECTS),
             "rotation": "every fit and validation session turned by one uniform random rotation",
             "results": [],
@@ -222,9 +228,13 @@ def ship(recipe: Recipe, out: Path, seed: int = 0, command: str | None = None) -
         "classes": list(PLACEMENT_FREE),
         "seed": seed,
         "context_steps": list(recipe.context),
-        "data": {"source": data.source, "sha256": data.sha256, "windowed_by": "harstream causal pipeline",
-                 "rotation": "each session turned by one uniform random rotation before the pipeline",
-                 "amplitude": list(recipe.amplitude) if recipe.amplitude else None},  # fmt: skip
+        "data": {
+            "source": data.source,
+            "sha256": data.sha256,
+            "windowed_by": "harstream causal pipeline",
+            "rotation": "each session turned by one uniform random rotation before the pipeline",
+            "amplitude": list(recipe.amplitude) if recipe.amplitude else None,
+        },  # fmt: skip
         "split": {"test_subjects": list(UCI_TEST_SUBJECTS), "train_subjects": train_subjects},
         "windows": {"train": len(train), "test": len(test)},
         "test_accuracy": round(result["accuracy"], 6),
@@ -232,7 +242,7 @@ def ship(recipe: Recipe, out: Path, seed: int = 0, command: str | None = None) -
         "test_rotation": "each test session turned by one uniform random rotation (any angle)",
         "support_vectors": history["support_vectors"][0],
         "training_seconds": round(seconds, 1),
-        "trained_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "trained_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
     if command:
         metadata["command"] = command
@@ -251,7 +261,10 @@ def _recipe(text: str) -> Recipe:
         elif key == "context":
             recipe = replace(recipe, context=() if value == "none" else tuple(int(v) for v in value.split("-")))
         elif key == "amplitude":
-            recipe = replace(recipe, amplitude=None if value == "none" else tuple(float(v) for v in value.split("-")))
+            bounds = [] if value == "none" else [float(v) for v in value.split("-")]
+            if len(bounds) not in (0, 2):
+                raise argparse.ArgumentTypeError(f"recipe {text!r}: amplitude is low-high (0.7-1.5) or none")
+            recipe = replace(recipe, amplitude=(bounds[0], bounds[1]) if bounds else None)
         else:
             raise argparse.ArgumentTypeError(f"recipe {text!r}: unknown key {key!r} (C, context, amplitude)")
     return recipe
@@ -260,7 +273,9 @@ def _recipe(text: str) -> Recipe:
 def main(argv: Sequence[str] | None = None) -> int:
     from .artifact import ANY_MODEL
 
-    parser = argparse.ArgumentParser(prog="python -m harstream.models.placement_free", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m harstream.models.placement_free", description=__doc__.split("\n")[0]
+    )
     sub = parser.add_subparsers(dest="step", required=True)
     s = sub.add_parser("select", help="score recipes on the validation subjects")
     s.add_argument("recipes", nargs="*", type=_recipe, help="e.g. C=1,context=1-2-4,amplitude=none")
@@ -274,7 +289,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.step == "select":
         select(args.recipes or [Recipe()], args.seed, args.out)
     else:
-        ship(args.recipe, args.out, args.seed, command="python -m harstream.models.placement_free " + " ".join(sys.argv[1:] if argv is None else argv))
+        ship(
+            args.recipe,
+            args.out,
+            args.seed,
+            command="python -m harstream.models.placement_free " + " ".join(sys.argv[1:] if argv is None else argv),
+        )
     return 0
 
 

@@ -25,8 +25,9 @@ module imports neither (dependencies point one way: builders → registry).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -48,7 +49,7 @@ class ChannelStats:
     variance: np.ndarray
 
     @classmethod
-    def of(cls, x: np.ndarray) -> "ChannelStats":
+    def of(cls, x: np.ndarray) -> ChannelStats:
         """Statistics of windows ``x`` of shape (n, 128, 9).
 
         >>> s = ChannelStats.of(np.ones((2, 128, 9), np.float32))
@@ -59,7 +60,7 @@ class ChannelStats:
         return cls(mean=x.mean(axis=0), variance=x.var(axis=0))
 
     @classmethod
-    def identity(cls) -> "ChannelStats":
+    def identity(cls) -> ChannelStats:
         """Mean 0, variance 1: normalisation that changes nothing."""
         return cls(np.zeros(WINDOW_CHANNELS), np.ones(WINDOW_CHANNELS))
 
@@ -87,7 +88,7 @@ def register(name: str, builder: Builder, epochs: int, description: str = "") ->
     return builder
 
 
-def build_model(name: str, stats: ChannelStats | None = None) -> "keras.Model":
+def build_model(name: str, stats: ChannelStats | None = None) -> keras.Model:
     """Build architecture ``name`` (uncompiled or compiled, as its builder does)."""
     if name not in ARCHITECTURES:
         raise KeyError(f"unknown architecture {name!r}; known: {', '.join(sorted(ARCHITECTURES))}")
@@ -96,7 +97,7 @@ def build_model(name: str, stats: ChannelStats | None = None) -> "keras.Model":
     return model
 
 
-def _check_signature(name: str, model: "keras.Model") -> None:
+def _check_signature(name: str, model: keras.Model) -> None:
     in_shape = tuple(model.inputs[0].shape)
     out_shape = tuple(model.outputs[0].shape)
     if in_shape[1:] != INPUT_SHAPE or out_shape[1:] != (N_CLASSES,):
@@ -118,7 +119,9 @@ def window_input(stats: ChannelStats | None = None, name: str = "window"):
     if stats is None:
         return inputs, inputs
     norm = keras.layers.Normalization(
-        axis=-1, mean=stats.mean.astype("float32"), variance=stats.variance.astype("float32"),
+        axis=-1,
+        mean=stats.mean.astype("float32"),
+        variance=stats.variance.astype("float32"),
         name="channel_norm",
     )
     return inputs, norm(inputs)

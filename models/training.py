@@ -15,16 +15,17 @@ from __future__ import annotations
 
 import datetime as _dt
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from harstream.stream.recordings import UCI_TEST_SUBJECTS
 
-from .registry import ARCHITECTURES, DEFAULT_EPOCHS, N_CLASSES, ChannelStats, build_model
 from .dataset import Windows, labelled_windows, split_by_subject
+from .registry import ARCHITECTURES, DEFAULT_EPOCHS, N_CLASSES, ChannelStats, build_model
 
 if TYPE_CHECKING:
     import keras
@@ -53,8 +54,7 @@ class TrainingData:
         for name, w in (("train", self.train), ("test", self.test)):
             subjects = sorted(set(w.subjects.tolist()))
             lines.append(
-                f"{name}: {len(w):,} windows from {len(subjects)} subjects; "
-                f"per class {w.class_counts().tolist()}"
+                f"{name}: {len(w):,} windows from {len(subjects)} subjects; per class {w.class_counts().tolist()}"
             )
         return "\n".join(lines)
 
@@ -80,9 +80,13 @@ def load_training_data(
     keep = None if subjects is None else {int(s) for s in subjects}
     if recordings.detect_layout(source) == "uci-har":
         if context_steps:
-            raise ValueError(f"{source}: UCI HAR's cut windows have no past; a model with context windows needs recordings")
+            raise ValueError(
+                f"{source}: UCI HAR's cut windows have no past; a model with context windows needs recordings"
+            )
         uci = recordings.load_uci_folder(source, progress=progress)
-        windows = Windows(np.asarray(uci.x, np.float32), np.asarray(uci.y, np.int64), np.asarray(uci.subjects, np.int64))
+        windows = Windows(
+            np.asarray(uci.x, np.float32), np.asarray(uci.y, np.int64), np.asarray(uci.subjects, np.int64)
+        )
         name, sha = uci.source or str(source), uci.sha256
         windowed_by = UCI_WINDOWS
     else:
@@ -111,16 +115,17 @@ def train_model(
     arch: str,
     train: Windows,
     epochs: int | None = None,
-    batch_size: int = BATCH_SIZE,
+    batch_size: int | None = BATCH_SIZE,
     seed: int = 0,
     validation: Windows | None = None,
     callbacks: Sequence[Any] = (),
     verbose: int | str = 1,
-) -> "keras.Model":
+) -> keras.Model:
     """Build architecture ``arch`` and fit it on ``train``.
 
     Seeds Python, NumPy and TensorFlow with ``seed``; ``epochs`` defaults to
-    the architecture's ``DEFAULT_EPOCHS``; an uncompiled model is compiled
+    the architecture's ``DEFAULT_EPOCHS``; ``batch_size=None`` is Keras's
+    default; an uncompiled model is compiled
     with Adam and categorical cross-entropy (labels are fed one-hot).
     ``verbose`` is Keras' (1: progress bar, 2: one line per epoch, 0: quiet).
     """
@@ -148,7 +153,7 @@ def train_model(
     return model
 
 
-def without_optimizer(model: "keras.Model") -> "keras.Model":
+def without_optimizer(model: keras.Model) -> keras.Model:
     """An uncompiled copy with the same weights: the artifact then holds no
     optimizer state (a third of the size; fine-tuning compiles afresh)."""
     import keras
@@ -165,7 +170,7 @@ class TrainResult:
     model: Any
     path: Path
     metadata: dict
-    evaluation: "Evaluation | None"
+    evaluation: Evaluation | None
     seconds: float
 
 
@@ -201,7 +206,7 @@ def train_and_save(
         model = train_model(arch, data.train, epochs=epochs, batch_size=batch_size, seed=seed, verbose=verbose)
     seconds = time.perf_counter() - started
     evaluation = evaluate_model(model, data.test) if len(data.test) else None
-    metadata = {
+    metadata: dict[str, Any] = {
         "architecture": arch,
         "epochs": epochs,
         "batch_size": batch_size,
@@ -215,7 +220,7 @@ def train_and_save(
         "test_accuracy": None if evaluation is None else round(evaluation.accuracy, 6),
         "test_macro_f1": None if evaluation is None else round(evaluation.macro_f1, 6),
         "training_seconds": round(seconds, 1),
-        "trained_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "trained_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
     if command:
         metadata["command"] = command

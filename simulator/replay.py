@@ -22,8 +22,8 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -109,6 +109,7 @@ class ReplaySchedule:
         if available <= self._available:
             return out
         first, self._available = self._available + 1, available
+        phases: Iterable[int]
         if available - first >= self.chunk:  # a long step: every group is due
             phases = range(self.chunk)
         else:
@@ -118,7 +119,7 @@ class ReplaySchedule:
             for cursor in group:
                 out.extend(self._due(cursor, available))
             if not self.loop:
-                kept = [c for c in group if c.sent < c.total]
+                kept = [c for c in group if c.total is None or c.sent < c.total]  # total is set without loop
                 self.active -= len(group) - len(kept)
                 self._groups[phase] = kept
         return out
@@ -139,7 +140,10 @@ class ReplaySchedule:
         idx = (dev.start + np.arange(seq, end)) % n
         if idx[0] < idx[-1] and idx[-1] - idx[0] == len(idx) - 1:  # contiguous: a view
             lo = int(idx[0])
-            samples, labels = dev.samples[lo : lo + len(idx)], None if dev.labels is None else dev.labels[lo : lo + len(idx)]
+            samples, labels = (
+                dev.samples[lo : lo + len(idx)],
+                None if dev.labels is None else dev.labels[lo : lo + len(idx)],
+            )
         else:
             samples, labels = dev.samples[idx], None if dev.labels is None else dev.labels[idx]
         cursor.sent = end

@@ -105,7 +105,9 @@ def start_redis(
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-            log_tail = (folder / "redis.log").read_text(errors="replace")[-800:] if (folder / "redis.log").exists() else ""
+            log_tail = (
+                (folder / "redis.log").read_text(errors="replace")[-800:] if (folder / "redis.log").exists() else ""
+            )
             raise BrokerError(f"redis-server exited with {proc.returncode}: {err or log_tail}")
         try:
             redis.Redis.from_url(url, socket_timeout=0.5).ping()

@@ -34,7 +34,7 @@ def is_loopback(address: str) -> bool:
         return True
     if not address.startswith("tcp://"):
         return False
-    host = address[len("tcp://"):].rsplit(":", 1)[0].strip("[]")
+    host = address[len("tcp://") :].rsplit(":", 1)[0].strip("[]")
     host = host.split(";")[-1]  # "source;destination" form: the destination counts
     if host == "localhost":
         return True

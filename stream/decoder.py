@@ -34,8 +34,8 @@ device's pipeline restarts).
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -88,7 +88,7 @@ class DecoderParams:
         return self.classes + self.transitions
 
     @classmethod
-    def uniform(cls, classes: Sequence[str], stay: float = 0.9, switch_at: float = 0.5) -> "DecoderParams":
+    def uniform(cls, classes: Sequence[str], stay: float = 0.9, switch_at: float = 0.5) -> DecoderParams:
         """A plain sticky filter over ``classes`` (no transition states): for
         tests and for models without fitted parameters."""
         n = len(classes)
@@ -152,7 +152,7 @@ class DecoderParams:
         }
 
     @classmethod
-    def from_json(cls, d: dict) -> "DecoderParams":
+    def from_json(cls, d: dict) -> DecoderParams:
         if not isinstance(d, dict):
             raise DecoderParamsError(f"decoder parameters: expected an object, got {type(d).__name__}")
         try:
@@ -259,6 +259,7 @@ def display_for(classes: Sequence[str], decoder: dict | None, threshold: float =
     (:class:`~harstream.stream.smoothing.Smoother` over one window) with a
     logged warning. Returns a factory of fresh display cores."""
     reason = None
+    params: DecoderParams | None = None
     if decoder is None:
         reason = "the model has no decoder parameters"
     else:
@@ -268,10 +269,11 @@ def display_for(classes: Sequence[str], decoder: dict | None, threshold: float =
             params, reason = None, str(exc)
         if params is not None and list(params.classes) != list(classes):
             reason = f"decoder parameters are for classes {list(params.classes)}, the model has {list(classes)}"
-    if reason is not None:
+    if reason is not None or params is None:  # params is None only with a reason
         log.warning("%s; showing the raw per-window label", reason)
         return lambda: Smoother(classes, windows=1, threshold=threshold)
-    return lambda: Decoder(params)
+    fitted = params
+    return lambda: Decoder(fitted)
 
 
 __all__ = [

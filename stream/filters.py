@@ -23,8 +23,8 @@ and its state afterwards are bit-identical to its own ``apply``:
 
 from __future__ import annotations
 
-from functools import lru_cache
-from typing import Sequence
+from collections.abc import Sequence
+from functools import cache
 
 import numpy as np
 from scipy import signal
@@ -37,13 +37,13 @@ BUTTER_ORDER = 3
 MEDIAN_SIZE = 3
 
 
-@lru_cache(maxsize=None)
+@cache
 def butter_lowpass(cutoff_hz: float, rate_hz: float = RATE_HZ, order: int = BUTTER_ORDER) -> np.ndarray:
     """Second-order sections of a Butterworth low-pass."""
     return signal.butter(order, cutoff_hz, btype="low", fs=rate_hz, output="sos")
 
 
-@lru_cache(maxsize=None)
+@cache
 def _unit_steady_state(sos_bytes: bytes, sections: int) -> np.ndarray:
     # sosfilt_zi is a linear solve, far dearer than one chunk of filtering:
     # computed once per filter design, not once per device.
@@ -164,7 +164,9 @@ class UciFilterBank:
         _one_design("low-pass sos", [b.noise.sos for b in banks])
         _one_design("low-pass sos", [b.gravity.sos for b in banks])
         _check_stack(banks, raw)
-        clean = CausalLowpass.apply_many([b.noise for b in banks], CausalMedian.apply_many([b.median for b in banks], raw))
+        clean = CausalLowpass.apply_many(
+            [b.noise for b in banks], CausalMedian.apply_many([b.median for b in banks], raw)
+        )
         total_acc, gyro = clean[..., :3], clean[..., 3:]
         gravity = CausalLowpass.apply_many([b.gravity for b in banks], total_acc)
         return np.concatenate([total_acc - gravity, gyro, total_acc], axis=-1)
@@ -184,4 +186,6 @@ def _one_design(what: str, values: list):
 
 def _check_stack(filters: Sequence, x: np.ndarray) -> None:
     if x.ndim != 3 or x.shape[0] != len(filters):
-        raise ValueError(f"apply_many: expected ({len(filters)}, n, channels) for {len(filters)} filters, got {x.shape}")
+        raise ValueError(
+            f"apply_many: expected ({len(filters)}, n, channels) for {len(filters)} filters, got {x.shape}"
+        )

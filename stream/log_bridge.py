@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter, deque
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from .partitions import partition_of
 from .protocol import DEVICE_ID, SAMPLES_PREFIX
@@ -133,7 +133,7 @@ def serve_bridge(
     keys = Keys(prefix) if prefix else Keys()
     stop = stop or threading.Event()
     client = connect(url)
-    ctx = zmq.Context.instance()
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
     sub = ctx.socket(zmq.SUB)
     sub.setsockopt(zmq.RCVHWM, rcvhwm)
     sub.setsockopt(zmq.LINGER, 0)
@@ -163,7 +163,7 @@ def serve_bridge(
         next_print = time.monotonic() + stats_every
         while not stop.is_set():
             now = time.monotonic()
-            if sub.poll(max(0.0, next_flush - now) * 1000):
+            if sub.poll(int(max(0.0, next_flush - now) * 1000)):  # pyzmq truncates a float the same way
                 for _ in range(20_000):
                     try:
                         frames = sub.recv_multipart(zmq.NOBLOCK)

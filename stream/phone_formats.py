@@ -27,18 +27,22 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 
 from .errors import InputError
-from .protocol import DEVICE_ID
 
 STANDARD_GRAVITY = 9.80665  # m/s² per g
 MAX_ACC_G = 50.0  # no phone accelerometer reads beyond this; larger is garbage
 MAX_GYRO_RAD_S = 100.0  # ~5700 °/s; phone gyros saturate near 35 rad/s
 MAX_ROWS = 5000  # readings per stream per message
+MAX_INT_DIGITS = 20  # a JSON integer longer than this is garbage (and costly to convert)
+#: A phone's own device id. The gateway publishes it as ``phone:<id>``, which
+#: must fit the bus's 64 characters, hence 58.
+LOCAL_DEVICE_ID = re.compile(r"[A-Za-z0-9_.:@+-]{1,58}")
 
 ACC_UNITS = {"g": 1.0, "m/s2": 1.0 / STANDARD_GRAVITY, "m/s^2": 1.0 / STANDARD_GRAVITY}
 GYRO_UNITS = {"rad/s": 1.0, "deg/s": math.pi / 180.0}
@@ -52,15 +56,16 @@ REASONS = (
     "types",  # a field of the wrong type or shape
     "values",  # NaN/inf, |acc| > 50 g, |gyro| > 100 rad/s, negative time
     "units",  # unknown unit or frame name
-    "device",  # device id not 1-64 of [A-Za-z0-9_.:@+-]
+    "device",  # device id not 1-58 of [A-Za-z0-9_.:@+-]
     "order",  # samples before hello, or a second hello
     "auth",  # missing or wrong token
     "device_in_use",  # the device id is held by another connection
     "rate_limit",  # more messages or readings per second than allowed
-    "busy",  # too many connections
+    "busy",  # too many connections or devices
     "idle",  # connection closed for sending nothing
     "late",  # readings older than what was already published (dropped)
-    "http",  # malformed HTTP request, unsupported method or path
+    "http",  # a POST the Sensor Logger path cannot use
+    "time",  # readings spanning too long, or far beyond the device's previous message
 )
 
 
@@ -98,7 +103,7 @@ class Hello:
 def load_message(raw: str | bytes) -> dict:
     """A JSON object from one message, else :class:`FormatError`."""
     try:
-        msg = json.loads(raw)
+        msg = json.loads(raw, parse_int=_parse_int)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise FormatError("json", f"message is not JSON ({exc})") from None
     except RecursionError:
@@ -106,6 +111,12 @@ def load_message(raw: str | bytes) -> dict:
     if not isinstance(msg, dict):
         raise FormatError("json", f"message is a JSON {type(msg).__name__}, expected an object")
     return msg
+
+
+def _parse_int(digits: str) -> int:
+    if len(digits.lstrip("-")) > MAX_INT_DIGITS:
+        raise FormatError("values", f"an integer of {len(digits)} digits (at most {MAX_INT_DIGITS})")
+    return int(digits)
 
 
 def detect_format(msg: dict) -> str:
@@ -124,8 +135,18 @@ def detect_format(msg: dict) -> str:
 
 
 def check_device(device: Any, where: str = "device") -> str:
-    if not isinstance(device, str) or not DEVICE_ID.match(device):
-        raise FormatError("device", f"{where} {str(device)[:80]!r} must be 1-64 characters of A-Z a-z 0-9 _ . : @ + -")
+    """``device`` if it is a valid phone device id (whole string, 1-58 characters), else :class:`FormatError`.
+
+    >>> check_device("web-1a2b")
+    'web-1a2b'
+    >>> try:
+    ...     check_device("web-1\\n")
+    ... except FormatError as exc:
+    ...     print(exc.reason)
+    device
+    """
+    if not isinstance(device, str) or not LOCAL_DEVICE_ID.fullmatch(device):
+        raise FormatError("device", f"{where} {str(device)[:80]!r} must be 1-58 characters of A-Z a-z 0-9 _ . : @ + -")
     return device
 
 
@@ -294,7 +315,9 @@ def parse_sensor_server(msg: dict) -> Readings:
     """One SensorServer event → :class:`Readings` (time = ns since boot, in s)."""
     kind = SENSOR_SERVER_TYPES.get(msg.get("type"))  # type: ignore[arg-type]
     if kind is None:
-        raise FormatError("fields", f"sensor type {str(msg.get('type'))[:60]!r}: expected one of {sorted(SENSOR_SERVER_TYPES)}")
+        raise FormatError(
+            "fields", f"sensor type {str(msg.get('type'))[:60]!r}: expected one of {sorted(SENSOR_SERVER_TYPES)}"
+        )
     values, ts = msg.get("values"), msg.get("timestamp")
     if not _is_number(ts):
         raise FormatError("types", "timestamp must be a number (ns since boot)")
@@ -325,11 +348,13 @@ def check_readings(r: Readings) -> Readings:
             raise FormatError("values", f"{name}: negative time {t.min():.3f} s")
         if len(v) and np.abs(v).max() > limit:
             row = int(np.abs(v).max(axis=1).argmax())
-            raise FormatError("values", f"{name} reading {row}: |{np.abs(v).max():.1f}| {unit} exceeds {limit:g} {unit}")
+            raise FormatError(
+                "values", f"{name} reading {row}: |{np.abs(v).max():.1f}| {unit} exceeds {limit:g} {unit}"
+            )
     return r
 
 
-def _is_number(x: Any) -> bool:
+def _is_number(x: Any) -> TypeGuard[int | float]:
     # Huge JSON integers would overflow float(); they are garbage anyway.
     if isinstance(x, int) and not isinstance(x, bool):
         return abs(x) < 2**63

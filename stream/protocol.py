@@ -262,7 +262,11 @@ class Prediction:
     ``t_start``/``t_end`` are the times of its first and last sample.
     ``latency_ms`` runs from the window's last sample arriving at the worker
     to this prediction being sent. ``truth`` is the ground-truth activity at
-    the window's end where the source knows it.
+    the window's end where the source knows it. ``mode`` is how the device
+    is served (``waist``, ``any`` or ``personal``; ``""`` from a worker that
+    predates modes) and ``model`` the model's id; ``classes`` names the
+    entries of ``probs`` and ``smoothed_probs``, in order (None from an older
+    worker: then they are the six ACTIVITIES).
     """
 
     device: str
@@ -277,6 +281,8 @@ class Prediction:
     latency_ms: float
     truth: str | None = None
     worker: str = ""
+    mode: str = ""
+    classes: list[str] | None = None
 
 
 def encode_prediction(p: Prediction) -> list[bytes]:

@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Callable
+from collections.abc import Callable
 
-from .protocol import MAX_FRAME_BYTES
 from .bus import (
     DEFAULT_PROXY_INGEST_BACKEND,
     DEFAULT_PROXY_OUTPUT_BACKEND,
@@ -23,6 +22,7 @@ from .bus import (
     ingest_address,
     output_address,
 )
+from .protocol import MAX_FRAME_BYTES
 
 log = logging.getLogger(__name__)
 

@@ -26,9 +26,9 @@ import math
 import os
 import re
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 
@@ -64,9 +64,7 @@ class Recording:
         if self.samples.ndim != 2 or self.samples.shape[1] != 6:
             raise RecordingError(f"{self.name}: samples must be (n, 6), got {self.samples.shape}")
         if self.labels.shape != (len(self.samples),):
-            raise RecordingError(
-                f"{self.name}: {len(self.labels)} labels for {len(self.samples)} samples"
-            )
+            raise RecordingError(f"{self.name}: {len(self.labels)} labels for {len(self.samples)} samples")
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -222,7 +220,6 @@ def _read_cache(path: Path) -> Dataset:
     return Dataset(EMBEDDED, sha, recordings)
 
 
-
 # ------------------------------------------------------------- text matrices
 
 
@@ -258,9 +255,7 @@ def _first_bad_line(path: Path, columns: int) -> str:
             if not fields:
                 continue
             if len(fields) != columns:
-                return (
-                    f"{_display(path)} line {number}: {len(fields)} values, expected {columns}"
-                )
+                return f"{_display(path)} line {number}: {len(fields)} values, expected {columns}"
             for position, text in enumerate(fields, 1):
                 try:
                     value = float(text)
@@ -322,9 +317,7 @@ def _parse_hapt_labels(path: Path) -> list[_LabelRow]:
                 continue
             where = f"{_display(path)} line {number}"
             if len(fields) != 5:
-                raise RecordingError(
-                    f"{where}: {len(fields)} values, expected 5 (experiment user activity start end)"
-                )
+                raise RecordingError(f"{where}: {len(fields)} values, expected 5 (experiment user activity start end)")
             values = []
             for name, text in zip(("experiment", "user", "activity", "start", "end"), fields):
                 try:
@@ -362,7 +355,7 @@ def load_hapt_rawdata(path: str | os.PathLike, progress: bool = False) -> Datase
             sessions.setdefault((exp, user), {})[kind] = file
     if not sessions:
         raise RecordingError(f"{_display(root)}: no acc_expXX_userYY.txt files (not a HAPT RawData folder)")
-    for (exp, user), files in sorted(sessions.items()):
+    for _session, files in sorted(sessions.items()):
         for kind, other in (("acc", "gyro"), ("gyro", "acc")):
             if kind in files and other not in files:
                 missing = files[kind].name.replace(kind, other, 1)
@@ -400,10 +393,8 @@ def load_hapt_rawdata(path: str | os.PathLike, progress: bool = False) -> Datase
         span = slice(row.start - 1, row.end)
         clash = np.flatnonzero(covered_by[key][span])
         if len(clash):
-            other = int(covered_by[key][span][clash[0]])
-            raise RecordingError(
-                f"{where}: samples {row.start}..{row.end} overlap the segment of line {other}"
-            )
+            other_line = int(covered_by[key][span][clash[0]])
+            raise RecordingError(f"{where}: samples {row.start}..{row.end} overlap the segment of line {other_line}")
         covered_by[key][span] = row.line
         labels[key][span] = row.activity
 
@@ -417,8 +408,8 @@ def load_hapt_rawdata(path: str | os.PathLike, progress: bool = False) -> Datase
         )
         for exp, user in keys
     ]
-    files = [f for key in keys for f in sessions[key].values()] + [labels_path]
-    return Dataset(str(root), _files_sha256(files, root), recordings)
+    read = [f for key in keys for f in sessions[key].values()] + [labels_path]
+    return Dataset(str(root), _files_sha256(read, root), recordings)
 
 
 # --------------------------------------------------------------- own CSV
@@ -497,7 +488,9 @@ def read_csv_recording(path: str | os.PathLike) -> Recording:
         reader = csv.reader(f)
         header = next(reader, None)
         if not header:
-            raise RecordingError(f"{where} line 1: empty; a header row is required: {','.join(CSV_COLUMNS)}[,label][,subject]")
+            raise RecordingError(
+                f"{where} line 1: empty; a header row is required: {','.join(CSV_COLUMNS)}[,label][,subject]"
+            )
         names = [h.strip().lower() for h in header]
         missing = [c for c in CSV_COLUMNS if c not in names]
         unknown = [h for h, n in zip(header, names) if n not in CSV_COLUMNS + CSV_OPTIONAL]
@@ -510,7 +503,9 @@ def read_csv_recording(path: str | os.PathLike) -> Recording:
                 problems.append("unknown " + ", ".join(repr(u) for u in unknown))
             if duplicated:
                 problems.append("repeated " + ", ".join(duplicated))
-            hint = " (fields must be separated by commas, not semicolons)" if len(header) == 1 and ";" in header[0] else ""
+            hint = (
+                " (fields must be separated by commas, not semicolons)" if len(header) == 1 and ";" in header[0] else ""
+            )
             raise RecordingError(
                 f"{where} line 1 (header): {'; '.join(problems)}; expected columns "
                 f"{','.join(CSV_COLUMNS)} and optionally {','.join(CSV_OPTIONAL)}{hint}"
@@ -521,9 +516,7 @@ def read_csv_recording(path: str | os.PathLike) -> Recording:
             if not row or (len(row) == 1 and not row[0].strip()):
                 continue  # blank line
             if len(row) != len(names):
-                raise RecordingError(
-                    f"{where} line {reader.line_num}: {len(row)} fields, the header has {len(names)}"
-                )
+                raise RecordingError(f"{where} line {reader.line_num}: {len(row)} fields, the header has {len(names)}")
             for column, value in zip(columns, row):
                 column.append(value)
             lines.append(reader.line_num)
@@ -598,14 +591,16 @@ def _to_50hz(
     out = resample_to_50hz(time, samples, labels)
     log.info(
         "%s: time steps not an even 50 Hz (median %.3g ms, about %.0f Hz); resampled %d rows to %d samples at 50 Hz",
-        where, median * 1000, 1 / median, len(time), len(out[0]),
+        where,
+        median * 1000,
+        1 / median,
+        len(time),
+        len(out[0]),
     )
     return out
 
 
-def resample_to_50hz(
-    time: np.ndarray, samples: np.ndarray, labels: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
+def resample_to_50hz(time: np.ndarray, samples: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Resample timestamped samples onto ``time[0] + k / 50``.
 
     Channels are interpolated linearly by timestamp by the live path's own
@@ -643,9 +638,7 @@ def load_csv(path: str | os.PathLike, progress: bool = False) -> Dataset:
 
 # ------------------------------------------------------------ UCI HAR folder
 
-UCI_SIGNALS = tuple(
-    f"{group}_{axis}" for group in ("body_acc", "body_gyro", "total_acc") for axis in "xyz"
-)
+UCI_SIGNALS = tuple(f"{group}_{axis}" for group in ("body_acc", "body_gyro", "total_acc") for axis in "xyz")
 UCI_SPLITS = ("train", "test")
 UCI_WINDOW = 128
 
@@ -669,7 +662,7 @@ class UciWindows:
     def __len__(self) -> int:
         return len(self.y)
 
-    def part(self, split: str) -> "UciWindows":
+    def part(self, split: str) -> UciWindows:
         """Only the windows of ``split`` (``'train'`` or ``'test'``)."""
         if split not in UCI_SPLITS:
             raise ValueError(f"split must be one of {UCI_SPLITS}, not {split!r}")
@@ -740,7 +733,10 @@ def load_uci_folder(path: str | os.PathLike, progress: bool = False) -> UciWindo
             )
 
     for split in UCI_SPLITS:
-        for name, what in ((f"y_{split}.txt", "activity 1-6 per window"), (f"subject_{split}.txt", "subject per window")):
+        for name, what in (
+            (f"y_{split}.txt", "activity 1-6 per window"),
+            (f"subject_{split}.txt", "subject per window"),
+        ):
             if not (root / split / name).is_file():
                 raise RecordingError(f"{_display(root / split / name)}: missing ({what})")
     for split, signal in _progress(jobs, progress, "reading UCI HAR", "file"):
@@ -815,7 +811,7 @@ def load_dataset(source: str | os.PathLike | None = None, progress: bool = False
     replayed or re-windowed: it is refused with a pointer to :func:`load_uci_folder`.
     """
     layout = detect_layout(source)
-    if layout == EMBEDDED:
+    if layout == EMBEDDED or source is None:  # detect_layout calls None embedded
         return load_embedded(progress=progress)
     if layout == "hapt-rawdata":
         return load_hapt_rawdata(source, progress=progress)

@@ -40,8 +40,8 @@ import logging
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import numpy as np
 import redis
@@ -50,7 +50,7 @@ from .broker import GROUP, PREFIX, Backoff, Keys, connect
 from .leases import Fenced, Lease, Leases
 from .partitions import DEFAULT_PARTITIONS, plan
 from .pipeline import STEP
-from .protocol import Prediction, ProtocolError, decode_samples, encode_prediction, encode_signal, encode_stats
+from .protocol import ProtocolError, decode_samples, encode_prediction, encode_signal, encode_stats
 from .window_keys import WindowGrid
 from .worker import StreamCore, WorkerConfig, format_stats
 
@@ -190,7 +190,7 @@ class RedisWorker:
                 entries = self.client.xrange(stream, min=cursor, max=last, count=5000)
                 if not entries:
                     break
-                for entry_id, fields in entries:
+                for _entry_id, fields in entries:
                     batch = self._decode(owned, fields)
                     if batch is None:
                         continue
@@ -284,7 +284,7 @@ class RedisWorker:
             owned = self.owned.get(p)
             if owned is None:
                 continue
-            for entry_id, fields in entries:
+            for _entry_id, fields in entries:
                 batch = self._decode(owned, fields)
                 if batch is not None:
                     admitted = owned.grid.admit(batch)
@@ -341,7 +341,7 @@ class RedisWorker:
         try:
             probs_new = self.runtime.predict(x_new) if len(x_new) else np.empty((0, len(self.classes)))
         except Exception as exc:  # never die on a batch
-            for p, o, taken, _, _ in jobs:
+            for _, o, taken, _, _ in jobs:
                 o.core.count_drop("inference", f"{len(taken)} windows: {type(exc).__name__}: {exc}")
             return
         now = time.monotonic()
@@ -419,8 +419,10 @@ class RedisWorker:
         out = {
             "devices": sum(s["devices"] for s in per),
             "interval_s": max((s["interval_s"] for s in per), default=0.0),
-            **{k: round(sum(s[k] for s in per), 1)
-               for k in ("samples_per_s", "windows_per_s", "predictions_per_s", "messages_per_s")},  # fmt: skip
+            **{
+                k: round(sum(s[k] for s in per), 1)
+                for k in ("samples_per_s", "windows_per_s", "predictions_per_s", "messages_per_s")
+            },  # fmt: skip
             "batches": batches,
             "batch_mean": round(sum(s["batch_mean"] * s["batches"] for s in per) / batches, 2) if batches else 0.0,
             "batch_max": max((s["batch_max"] for s in per), default=0),
@@ -494,12 +496,12 @@ def serve_redis(
 
     worker_id = worker_id or f"worker-{os.getpid()}"
     stop = stop or threading.Event()
-    ctx = zmq.Context.instance()
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
     pub = ctx.socket(zmq.XPUB)
     pub.setsockopt(zmq.SNDHWM, sndhwm)
     pub.setsockopt(zmq.XPUB_NODROP, 1)
     pub.setsockopt(zmq.LINGER, 1000)
-    drops = Counter()
+    drops: Counter[str] = Counter()
 
     def send(frames: list[bytes]) -> None:
         try:

@@ -37,6 +37,8 @@ from .rate import RATE_HZ
 STREAMS = ("acc", "gyro")
 #: A hole longer than this (seconds) is not bridged by interpolation.
 MAX_GAP_S = 0.5
+#: Grid points built in one pass of :meth:`Resampler.pull` (bounds its memory).
+MAX_GRID = 10_000
 
 
 def last_grid_index(start: float, end: float, rate: float) -> int:
@@ -108,7 +110,7 @@ class Resampler:
         max_skew: float = 5.0,
     ):
         if not (rate > 0 and max_gap > 1.0 / rate and hold >= 0 and max_skew > max_gap):
-            raise ValueError(f"need rate > 0, max_gap > 1/rate, hold >= 0, max_skew > max_gap")
+            raise ValueError("need rate > 0, max_gap > 1/rate, hold >= 0, max_skew > max_gap")
         self.rate = float(rate)
         self.max_gap = float(max_gap)
         self.hold = float(hold)
@@ -187,12 +189,19 @@ class Resampler:
                 continue
             if self._start is None and not self._open_segment():
                 break
+            origin = self._start
+            assert origin is not None  # set by _open_segment when it returns True
             horizon = min(ends) - self.hold
             first = self._count
-            last = last_grid_index(self._start, horizon, self.rate)
+            # Never build grid points past the first hole of either stream
+            # (a hole is not interpolated, and two readings a year apart
+            # must not cost a year of grid), nor more than MAX_GRID at once.
+            g0 = origin + first / self.rate
+            horizon = min(horizon, self._first_hole_end(g0), g0 + (MAX_GRID - 1) / self.rate)
+            last = last_grid_index(origin, horizon, self.rate)
             if last < first:
                 break
-            grid = grid_points(self._start, first, last, self.rate)
+            grid = grid_points(origin, first, last, self.rate)
             # Where does each grid point fall, and is the bracketing pair of
             # readings close enough together to interpolate between?
             n_ok = len(grid)
@@ -227,6 +236,18 @@ class Resampler:
         self._end_segment(clear=True)
 
     # -------------------------------------------------------------- internals
+
+    def _first_hole_end(self, after: float) -> float:
+        """The end of the earliest hole (> max_gap between readings) of either
+        stream that reaches past ``after``; inf if there is none."""
+        end = np.inf
+        for s in STREAMS:
+            t = self._t[s]
+            if len(t) > 1:
+                holes = np.flatnonzero((np.diff(t) > self.max_gap) & (t[1:] >= after))
+                if len(holes):
+                    end = min(end, float(t[holes[0] + 1]))
+        return end
 
     def _open_segment(self) -> bool:
         start = max(self._t[s][0] for s in STREAMS)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import codecs
 import pickle
-from typing import Any, BinaryIO
+from typing import Any, Protocol
 
 import numpy as np
 from numpy._core.multiarray import _reconstruct
@@ -119,7 +119,14 @@ class RestrictedUnpickler(pickle.Unpickler):
         raise UnsafePickleError("pickle uses persistent ids, which are refused")
 
 
-def load_restricted(stream: BinaryIO) -> Any:
+class ReadableFile(Protocol):
+    """What the unpickler reads: an open binary file, a gzip stream, a BytesIO."""
+
+    def read(self, n: int, /) -> bytes: ...
+    def readline(self) -> bytes: ...
+
+
+def load_restricted(stream: ReadableFile) -> Any:
     """Unpickle ``stream`` allowing only numpy arrays and pandas frame shells."""
     return RestrictedUnpickler(stream, encoding="latin1").load()
 
@@ -154,6 +161,7 @@ def frame_columns(frame: FrameShell) -> dict[str, np.ndarray]:
 
 
 __all__ = [
+    "ReadableFile",
     "RestrictedUnpickler",
     "UnsafePickleError",
     "load_restricted",

@@ -17,7 +17,7 @@ windows; below ``threshold`` for the best class the answer is ``unknown``.
 from __future__ import annotations
 
 from collections import deque
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -58,9 +58,7 @@ def refusal_reason(probs: Sequence[float], n_classes: int) -> str | None:
 class Smoother:
     """Moving average of class probabilities with an ``unknown`` threshold."""
 
-    def __init__(
-        self, classes: Sequence[str], windows: int = DEFAULT_WINDOWS, threshold: float = DEFAULT_THRESHOLD
-    ):
+    def __init__(self, classes: Sequence[str], windows: int = DEFAULT_WINDOWS, threshold: float = DEFAULT_THRESHOLD):
         if windows < 1:
             raise ValueError(f"smoothing needs at least 1 window, got {windows}")
         if not 0.0 <= threshold <= 1.0:

@@ -39,15 +39,17 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 
 from .batch_push import push_many
+from .context import WindowContext
 from .device_windows import DeviceWindows
 from .incarnation import DUPLICATE, FOREIGN, GAP, JUMP, NEXT, RESTART, TAKEOVER_AFTER, Incarnation
+from .model_routing import ModelRouter, ServedModel, declared_placement
 from .pipeline import WINDOW, check_samples
 from .protocol import (
     Prediction,
@@ -77,6 +79,7 @@ WORKER_REASONS = (
     "jump",  # seq further ahead than the time since the device's last message allows
     "stale",  # samples older than stale_after seconds (wall clock) when they arrived
     "internal",  # a bug met on one message or output: that one was dropped, the worker went on
+    "model_refused",  # a personal model file that failed to load or disagreed with its metadata
 )
 
 
@@ -95,6 +98,7 @@ class WorkerConfig:
     signal_decimation: int = 5  # 50 Hz -> 10 Hz for display
     shard: tuple[int, int] | None = None  # (k, N): only devices with shard_of % N == k
     n_shards: int = 64
+    # Of the model given as ``classes``/``model_id`` when no ModelRouter is (one model for all):
     context_steps: tuple[int, ...] = ()  # the model also takes the windows this many steps back
     # a staged model's feature stage, (n, 128, 9) -> (n, F): each window's features are computed
     # once, for all devices' new windows together, and the context stacks feature vectors
@@ -122,14 +126,17 @@ class PendingWindow:
     t_start: float
     t_end: float
     truth: str | None
+    served: ServedModel  # the model it was made for (its input shape and classes)
 
 
-def make_display(classes: Sequence[str], config: WorkerConfig, windows: int | None = None) -> Smoother:
-    """The display decoder of one device (``update(probs) -> (label, probs)``,
-    ``reset()``): the one place that says which decoder the worker uses."""
-    if config.display is not None:
-        return config.display()
-    return Smoother(classes, config.smooth_windows if windows is None else windows, config.threshold)
+def make_display(served: ServedModel, config: WorkerConfig, windows: int | None = None) -> Smoother:
+    """The display decoder of one device served by ``served`` (``update(probs)
+    -> (label, probs)``, ``reset()``): the one place that says which decoder
+    the worker uses: the model's own (its decoder parameters), else a moving
+    average over its classes."""
+    if served.display is not None and windows is None:
+        return served.display()
+    return Smoother(served.classes, config.smooth_windows if windows is None else windows, config.threshold)
 
 
 class Device:
@@ -137,17 +144,19 @@ class Device:
     in the order the data flows through them."""
 
     __slots__ = ("name", "generation", "incarnation", "inbox", "windows", "display", "signal", "ready_at",
-                 "context_steps")  # fmt: skip
+                 "served", "placement", "route_version")  # fmt: skip
 
-    def __init__(self, name: str, seq: int, classes: Sequence[str], config: WorkerConfig, now: float,
-                 session: str = ""):  # fmt: skip
+    def __init__(self, name: str, seq: int, served: ServedModel, config: WorkerConfig, now: float,
+                 session: str = "", placement: str | None = None, route_version: int = 0):  # fmt: skip
         self.name = name
         self.generation = 0  # counts pipeline restarts; a window of an older run skips the display
         self.incarnation = Incarnation(seq, now, session, config.takeover_after)  # which stream, which seq next
         self.inbox = SampleBuffer()  # raw samples waiting for a whole window
-        self.context_steps = config.context_steps
-        self.windows = DeviceWindows(seq, self.context_steps)  # pipeline + window context
-        self.display = make_display(classes, config)  # what the screen shows
+        self.served = served  # the model that labels its windows (its mode: waist, any, personal)
+        self.placement = placement  # what its samples declared (meta.placement), if anything
+        self.route_version = route_version  # the router's version when it was routed
+        self.windows = DeviceWindows(seq, served.context_steps)  # pipeline + window context
+        self.display = make_display(served, config)  # what the screen shows
         self.signal = SignalFeed(config.signal_decimation, config.signal_interval, now)  # decimated raw signal
         self.ready_at: float | None = None  # when buffered samples completed a window
         self.restart(seq, session)
@@ -156,10 +165,19 @@ class Device:
         """Start the pipeline afresh with ``seq`` of ``session`` as its first sample."""
         self.generation += 1
         self.incarnation.restart(seq, session)
-        self.windows = DeviceWindows(seq, self.context_steps)
+        self.windows = DeviceWindows(seq, self.served.context_steps)
         self.inbox.clear()
         self.display.reset()
         self.signal.reset()  # the display feed must not join samples from both sides of a gap
+
+    def serve_with(self, served: ServedModel, config: WorkerConfig) -> None:
+        """Switch to another model: a display for its classes; the window
+        context starts afresh only if its context steps or feature stage differ."""
+        if served.context_steps != self.served.context_steps or served.features is not self.served.features:
+            # (a context of one model's feature vectors means nothing to another model)
+            self.windows.context = WindowContext(served.context_steps) if served.context_steps else None
+        self.served = served
+        self.display = make_display(served, config)
 
 
 class StreamCore:
@@ -183,14 +201,21 @@ class StreamCore:
         config: WorkerConfig | None = None,
         worker_id: str = "worker",
         wall_clock: Callable[[], float] = time.time,
+        router: ModelRouter | None = None,
     ):
-        self.classes = list(classes)
-        self.model_id = model_id
         self.config = config or WorkerConfig()
+        if router is None:  # one model for every device, described by classes/model_id and the config
+            router = ModelRouter(ServedModel("waist", "waist", model_id, tuple(classes), self.config.context_steps,
+                                             self.config.display, features=self.config.features))  # fmt: skip
+        self.router = router
+        self.classes = list(router.waist.classes)
+        self.model_id = router.waist.model_id
         self.worker_id = worker_id
         self.wall_clock = wall_clock
         self.devices: dict[str, Device] = {}
-        self._pending: list[PendingWindow] = []
+        # Windows waiting for the model, one queue per served model (key), each oldest first.
+        self._queues: dict[str, deque[PendingWindow]] = {}
+        self._waiting = 0
         self._ready: list[Device] = []  # devices whose buffered samples complete a window
         # Devices that never completed a window, oldest first: evicted first when the table is full.
         self._unproven: dict[str, None] = {}
@@ -235,11 +260,13 @@ class StreamCore:
                 self._drop("stale", f"device {batch.device}: samples {age:.1f} s old (bound {cfg.stale_after:g} s)")
                 return
         state = self.devices.get(batch.device)
+        placement = self._placement(batch)
         if state is None:
             if len(self.devices) >= cfg.max_devices and not self._evict_unproven():
                 self._drop("devices_full", f"already tracking {cfg.max_devices} devices, all of them proven")
                 return
-            state = Device(batch.device, batch.seq, self.classes, cfg, now, batch.session)
+            served = self.router.route(batch.device, placement)
+            state = Device(batch.device, batch.seq, served, cfg, now, batch.session, placement, self.router.version)
             self.devices[batch.device] = state
             self._unproven[batch.device] = None
             self.totals["devices_seen"] += 1
@@ -263,6 +290,8 @@ class StreamCore:
                     how = "started over at seq 0" if verdict == RESTART else f"taken over by session {batch.session!r}"
                     self._note("restart", f"device {batch.device} {how}; pipeline reset")
                 state.restart(batch.seq, batch.session)
+            if state.route_version != self.router.version or (placement is not None and placement != state.placement):
+                self._reroute(state, placement)
         state.incarnation.advance(batch.seq, len(batch), now)
         state.windows.anchor(batch)  # times of later windows
         state.inbox.append(batch.samples, batch.labels)
@@ -274,6 +303,38 @@ class StreamCore:
             self._ready.append(state)
             if len(self._ready) >= 4 * cfg.max_batch:
                 self.flush()
+
+    def _placement(self, batch: SampleBatch) -> str | None:
+        """The placement the batch declares; a value we do not serve is
+        ignored (counted and logged once), its samples are kept."""
+        if not batch.meta:
+            return None
+        try:
+            return declared_placement(batch.meta)
+        except ValueError as exc:
+            self.totals["placement_ignored"] += 1
+            self._note("placement_ignored", f"device {batch.device}: {exc}; routed as if it declared none")
+            return None
+
+    def _reroute(self, state: Device, placement: str | None) -> None:
+        """Route ``state`` again (the router changed, or its declared
+        placement did); a new model gets a fresh display."""
+        if placement is not None:
+            state.placement = placement
+        state.route_version = self.router.version
+        served = self.router.route(state.name, state.placement)
+        if served is not state.served:
+            log.info("device %s: now served in %s mode by %s (was %s by %s)", state.name, served.mode,
+                     served.model_id, state.served.mode, state.served.model_id)  # fmt: skip
+            self.totals["mode_switches"] += 1
+            state.serve_with(served, self.config)
+
+    def reroute_all(self) -> None:
+        """Route every device again now (after the router changed), rather
+        than on its next message."""
+        for state in self.devices.values():
+            if state.route_version != self.router.version:
+                self._reroute(state, None)
 
     def flush(self) -> None:
         """Push the buffered samples of every device that completed a window,
@@ -295,98 +356,134 @@ class StreamCore:
             pipe = state.windows.pipeline
             jobs.append((state, raw, labels, arrived, pipe.emitted, pipe.samples_seen))
         results = push_many([j[0].windows.pipeline for j in jobs], [j[1] for j in jobs])
-        inputs = self._window_inputs(results)
+        inputs = self._window_inputs([j[0] for j in jobs], results)
         for (state, _, labels, arrived, first_window, seen_before), windows, x in zip(jobs, results, inputs):
             if len(windows):
                 self._unproven.pop(state.name, None)  # it completed a window: a real device
             for w in state.windows.describe(windows, labels, first_window, seen_before, inputs=x):
                 self._enqueue(PendingWindow(state.name, state.generation, w.window, w.x, arrived,
-                                            w.t_start, w.t_end, w.truth))  # fmt: skip
+                                            w.t_start, w.t_end, w.truth, state.served))  # fmt: skip
             self.totals["windows"] += len(windows)
 
-    def _window_inputs(self, results: list[np.ndarray]) -> list[np.ndarray]:
-        """What the model takes of each device's new windows: the windows, or
-        for a staged model their features, computed for all devices in one
-        call. Where that call fails, none (those windows are dropped, counted)."""
-        features = self.config.features
-        if features is None:
-            return list(results)
-        counts = [len(w) for w in results]
-        total = sum(counts)
-        if not total:
-            return list(results)
-        try:
-            f = features(np.concatenate([w for w in results if len(w)]))
-            if len(f) != total:
-                raise ValueError(f"the feature stage returned {len(f)} rows for {total} windows")
-        except Exception as exc:  # a broken runtime must not stop the worker
-            self.drops["inference"] += total - 1
-            self._drop("inference", f"{total} windows: feature stage failed: {type(exc).__name__}: {exc}")
-            return [w[:0] for w in results]
-        return np.split(f, np.cumsum(counts)[:-1])
+    def _window_inputs(self, states: list[Device], results: list[np.ndarray]) -> list[np.ndarray]:
+        """What each device's model takes of its new windows: the windows, or
+        for a staged model their features, computed once per model for all its
+        devices' windows. Where that call fails, none (those windows are
+        dropped, counted)."""
+        inputs = list(results)
+        by_stage: dict[int, list[int]] = {}
+        for i, (state, windows) in enumerate(zip(states, results)):
+            if state.served.features is not None and len(windows):
+                by_stage.setdefault(id(state.served.features), []).append(i)
+        for idx in by_stage.values():
+            features = states[idx[0]].served.features
+            total = sum(len(results[i]) for i in idx)
+            try:
+                f = features(np.concatenate([results[i] for i in idx]))
+                if len(f) != total:
+                    raise ValueError(f"the feature stage returned {len(f)} rows for {total} windows")
+            except Exception as exc:  # a broken runtime must not stop the worker
+                self.drops["inference"] += total - 1
+                self._drop("inference", f"{total} windows: feature stage failed: {type(exc).__name__}: {exc}")
+                for i in idx:
+                    inputs[i] = results[i][:0]
+                continue
+            for i, part in zip(idx, np.split(f, np.cumsum([len(results[i]) for i in idx])[:-1])):
+                inputs[i] = part
+        return inputs
 
     def _enqueue(self, window: PendingWindow) -> None:
-        if len(self._pending) >= self.config.max_pending:
-            old = self._pending.pop(0)
+        if self._waiting >= self.config.max_pending:
+            queue = self._oldest_queue()
+            old = queue.popleft()
+            self._waiting -= 1
+            if not queue:
+                del self._queues[old.served.key]
             self._drop("overload", f"{self.config.max_pending} windows waiting; dropped one of {old.device}")
-        self._pending.append(window)
-        self._pending_high_water = max(self._pending_high_water, len(self._pending))
+        queue = self._queues.get(window.served.key)
+        if queue is None:
+            queue = self._queues[window.served.key] = deque()
+        queue.append(window)
+        self._waiting += 1
+        self._pending_high_water = max(self._pending_high_water, self._waiting)
+
+    def _oldest_queue(self) -> deque[PendingWindow]:
+        """The model queue whose first window waited longest (few models: a scan)."""
+        return min(self._queues.values(), key=lambda q: q[0].arrived)
 
     # ------------------------------------------------------------ batches
 
     @property
     def pending(self) -> list[PendingWindow]:
-        """Completed windows waiting for the model, oldest first."""
+        """Completed windows waiting for a model, oldest first (all models)."""
         self.flush()
-        return self._pending
+        if len(self._queues) == 1:
+            return list(next(iter(self._queues.values())))
+        return sorted((w for q in self._queues.values() for w in q), key=lambda w: w.arrived)
+
+    @property
+    def waiting(self) -> int:
+        """How many completed windows wait for a model."""
+        self.flush()
+        return self._waiting
 
     def next_deadline(self) -> float | None:
         """Monotonic time by which the waiting windows must run, if any."""
         self.flush()
-        return self._pending[0].arrived + self.config.max_wait if self._pending else None
+        return self._oldest_queue()[0].arrived + self.config.max_wait if self._queues else None
 
     def batch_due(self, now: float) -> bool:
+        """Whether a model has a full batch waiting, or a window waited ``max_wait``."""
         self.flush()
-        return bool(self._pending) and (
-            len(self._pending) >= self.config.max_batch or now >= self._pending[0].arrived + self.config.max_wait
-        )
+        if not self._queues:
+            return False
+        full = any(len(q) >= self.config.max_batch for q in self._queues.values())
+        return full or now >= self._oldest_queue()[0].arrived + self.config.max_wait
 
     def take_batch(self) -> tuple[np.ndarray, list[PendingWindow]]:
-        """Up to ``max_batch`` waiting windows, oldest first, as one array."""
+        """Up to ``max_batch`` waiting windows of one model, as one array: the
+        model whose oldest window waited longest, so no model starves. The
+        windows' ``served`` says which model (and runtime) labels them."""
         self.flush()
-        taken = self._pending[: self.config.max_batch]
-        del self._pending[: self.config.max_batch]
-        if not taken:
+        if not self._queues:
             return np.empty((0, WINDOW, 9), np.float32), []
+        queue = self._oldest_queue()
+        taken = [queue.popleft() for _ in range(min(self.config.max_batch, len(queue)))]
+        self._waiting -= len(taken)
+        if not queue:
+            del self._queues[taken[0].served.key]
         self._batch_sizes.append(len(taken))
         return np.stack([w.x for w in taken]), taken
 
     def finish_batch(self, taken: Sequence[PendingWindow], probs: np.ndarray, now: float) -> list[Prediction]:
-        """Predictions for a batch the model has labelled with ``probs``."""
+        """Predictions for a batch its model has labelled with ``probs``."""
         probs = np.asarray(probs, dtype=np.float64)
-        if probs.shape != (len(taken), len(self.classes)):
+        served = taken[0].served if taken else self.router.waist
+        if probs.shape != (len(taken), len(served.classes)):
             # A runtime that lost rows must not silently lose windows.
-            raise ValueError(f"model returned {probs.shape} for {len(taken)} windows")
+            raise ValueError(f"model {served.model_id} returned {probs.shape} for {len(taken)} windows")
         out = []
         wall = self.wall_clock()
+        classes = list(served.classes)
         for w, p in zip(taken, probs):
             state = self.devices.get(w.device)
             raw = [round(float(v), 6) for v in p]
-            if state is not None and state.generation == w.generation:
+            if state is not None and state.generation == w.generation and state.served is w.served:
                 smoothed, smoothed_probs = state.display.update(raw)
                 if state.display.refused:
                     self._drop("probabilities", f"device {w.device} window {w.window}: {state.display.refused}")
-            else:  # the device was reset or evicted meanwhile: this window stands alone
-                smoothed, smoothed_probs = make_display(self.classes, self.config, windows=1).update(raw)
+            else:  # the device was reset, evicted or moved to another model meanwhile: this window stands alone
+                smoothed, smoothed_probs = make_display(w.served, self.config, windows=1).update(raw)
             latency = (now - w.arrived) * 1000.0
             self._latencies.append(latency)
             self._lags.append((wall - w.t_end) * 1000.0)
             out.append(
                 Prediction(
                     device=w.device, window=w.window, t_start=w.t_start, t_end=w.t_end,
-                    label=self.classes[int(p.argmax())], probs=raw, smoothed=smoothed,
-                    smoothed_probs=smoothed_probs, model=self.model_id,
+                    label=classes[int(p.argmax())], probs=raw, smoothed=smoothed,
+                    smoothed_probs=smoothed_probs, model=w.served.model_id,
                     latency_ms=round(latency, 3), truth=w.truth, worker=self.worker_id,
+                    mode=w.served.mode, classes=classes,
                 )  # fmt: skip
             )
         self.totals["predictions"] += len(out)
@@ -469,11 +566,13 @@ class StreamCore:
             "latency_p99_ms": round(float(np.percentile(lat, 99)), 2) if lat is not None else None,
             "lag_p50_ms": round(float(np.percentile(lag, 50)), 2) if lag is not None else None,
             "lag_p99_ms": round(float(np.percentile(lag, 99)), 2) if lag is not None else None,
-            "pending": len(self._pending),
+            "pending": self._waiting,
             "pending_high_water": self._pending_high_water,
             "drops": dict(self.drops),
             "totals": dict(self.totals),
             "model": self.model_id,
+            "models": self.router.describe(Counter(d.served.key for d in self.devices.values())),
+            "modes": dict(Counter(d.served.mode for d in self.devices.values())),
         }
         self._last_stats = (now, Counter(self.totals))
         self._latencies, self._lags, self._batch_sizes = [], [], []
@@ -535,10 +634,18 @@ def serve(
     printer: Callable[[str], None] | None = print,
     on_bound: Callable[[str, str], None] | None = None,
     keys: str | None = None,
+    router: ModelRouter | None = None,
+    personal=None,
 ) -> dict:
     """Run the worker on ZeroMQ sockets until ``stop`` (a threading.Event) is set.
 
-    ``runtime`` has ``predict(x) -> probs``. ``ingest``/``output`` are
+    ``runtime`` has ``predict(x) -> probs``. ``router``
+    (:class:`~harstream.stream.model_routing.ModelRouter`) serves each device
+    in its mode, each model with its own ``runtime`` (``runtime`` serves a
+    model without one); without it, ``runtime`` serves ``classes``/``model_id``
+    to every device. ``personal``
+    (:class:`~harstream.stream.personal_registry.PersonalRegistry`) is polled
+    for personal models to serve, and closed on return. ``ingest``/``output`` are
     endpoints as in :mod:`~harstream.stream.bus` (the worker binds both by
     default). ``on_bound(ingest, output)`` is called before ``on_ready`` with
     the addresses actually attached, so ``tcp://127.0.0.1:*`` can let the OS
@@ -584,7 +691,7 @@ def serve(
     pub.setsockopt(zmq.XPUB_NODROP, 1)
     pub.setsockopt(zmq.LINGER, 0)
     pub.setsockopt(zmq.MAXMSGSIZE, 64 * 1024)  # it receives subscriptions only
-    core = StreamCore(classes, model_id, config, worker_id)
+    core = StreamCore(classes, model_id, config, worker_id, router=router)
     auth = None
     try:
         from .bus import parse_endpoint
@@ -656,7 +763,9 @@ def serve(
                 taken: list = []
                 try:
                     x, taken = core.take_batch()
-                    probs = runtime.predict(x)
+                    if not taken:
+                        break
+                    probs = (taken[0].served.runtime or runtime).predict(x)  # the model these windows were made for
                     now = time.monotonic()
                     predictions = core.finish_batch(taken, probs, now)
                 except Exception as exc:  # never die on a batch
@@ -669,6 +778,8 @@ def serve(
                 for signal in guarded("signals", core.take_signals, now) or ():
                     send(encode_signal, signal)
                 guarded("eviction", core.evict_idle, now)
+                if personal is not None:
+                    guarded("personal models", apply_registry, personal, core, now)
                 try:  # subscription messages queue up on an XPUB unless read
                     while True:
                         pub.recv(zmq.NOBLOCK)
@@ -678,6 +789,8 @@ def serve(
                 next_stats = now + stats_every
                 stats = guarded("stats", core.stats, now) or {}
                 stats = {"worker": worker_id, "runtime": getattr(runtime, "name", "?"), **stats}
+                if personal is not None:
+                    stats["personal"] = personal.stats()
                 if config.shard:
                     stats["shard"] = f"{config.shard[0]}/{config.shard[1]}"
                 send(encode_stats, worker_id, stats)
@@ -686,10 +799,24 @@ def serve(
                     guarded("printing", lambda: printer(format_stats(stats)))
         return {"worker": worker_id, **core.stats(time.monotonic())}
     finally:
+        if personal is not None:
+            personal.close()
         sub.close(0)
         pub.close(0)
         if auth is not None:
             auth.stop()
+
+
+def apply_registry(personal, core: StreamCore, now: float) -> list:
+    """Let the personal-model registry update the core's router; count its
+    refusals and move the devices concerned at once."""
+    events = personal.poll(now, core.router)
+    for event in events:
+        if event.kind == "refused":
+            core.drops["model_refused"] += 1
+    if events:
+        core.reroute_all()
+    return events
 
 
 def _attach_retrying(socket, endpoint: str, timeout: float = 10.0) -> str:

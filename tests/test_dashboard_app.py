@@ -14,7 +14,7 @@ import zmq
 from streamlit.testing.v1 import AppTest
 
 import harstream.dashboard
-from harstream.stream.activities import ACTIVITIES
+from harstream.stream.activities import ACTIVITIES, PLACEMENT_FREE
 from harstream.stream.protocol import Prediction, Signal, encode_prediction, encode_signal, encode_stats
 
 APP = str(Path(harstream.dashboard.__file__).resolve().parent / "app.py")
@@ -153,6 +153,41 @@ def test_device_view_follows_the_selected_device_and_its_activity_changes(bus):
     state["activity"] = "WALKING_UPSTAIRS"
     publish_until(at, send, lambda at: cards(at).get("phone-a") == "WALKING_UPSTAIRS")
     assert at.selectbox(key="hs_device_select").value == "phone-b"
+
+
+def moded(device, window, mode, classes, smoothed):
+    """A prediction from a worker serving ``device`` in ``mode`` with a model of ``classes``."""
+    probs = [round(0.2 / (len(classes) - 1), 6)] * len(classes)
+    probs[classes.index(smoothed)] = 0.8
+    t_end = 2.54 + 1.28 * window
+    return encode_prediction(Prediction(device, window, t_end - 2.54, t_end, smoothed, probs, smoothed, probs,
+                                        f"{mode}-model", 4.0, None, "w0", mode=mode, classes=classes))  # fmt: skip
+
+
+def test_each_device_card_has_a_badge_of_its_mode_and_the_view_shows_only_its_classes(bus):
+    at = new_app()
+    window = iter(range(10_000))
+    free = list(PLACEMENT_FREE)
+
+    def send():
+        w = next(window)
+        bus.send_multipart(stats(devices=3))
+        bus.send_multipart(moded("phone:a", w, "any", free, "STILL"))
+        bus.send_multipart(moded("phone:b", w, "personal", [*free[:3], "SITTING", "STILL"], "SITTING"))
+        bus.send_multipart(moded("replay-1", w, "waist", list(ACTIVITIES), "STANDING"))
+
+    publish_until(at, send, lambda at: len(cards(at)) == 3)
+    body = "".join(h.proto.body for h in at.get("html"))
+    modes = dict(re.findall(r'data-device="([^"]+)"[^>]*data-mode="([^"]*)"', body))
+    assert modes == {"phone:a": "any", "phone:b": "personal", "replay-1": "waist"}
+    assert body.count('class="hs-badge any"') == 1 and body.count('class="hs-badge personal"') == 1
+    assert cards(at)["phone:a"] == "STILL"
+    # the followed device (phone:a, first in order) is in any mode: its classes only, and the hint
+    publish_until(at, send, lambda at: len(at.get("vega_lite_chart")) >= 2)
+    assert any("calibrate this phone to tell sitting/standing/lying" in c.value for c in at.caption)
+    bars = next(c for c in at.get("vega_lite_chart") if "probability" in c.proto.spec).proto
+    rows = pyarrow.ipc.open_stream(bars.data.data).read_all().to_pylist()
+    assert [r["activity"] for r in rows] == free
 
 
 def test_malformed_messages_are_counted_on_the_page_not_raised(bus):

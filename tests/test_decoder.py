@@ -159,10 +159,14 @@ def test_a_published_session_equals_the_offline_decoder_on_loopback(embedded, tm
     params = DecoderParams.from_json(artifact.metadata["decoder"])
     rec = embedded.of_subjects([9])[0]
     rec = type(rec)(rec.name, rec.subject, rec.samples[:6000], rec.labels[:6000])  # 2 minutes, ~90 windows
-    offline = decode_sequence(params, runtime.predict(session_windows(rec.samples.astype(np.float32), 10, artifact.context_steps)))
+    offline = decode_sequence(
+        params, runtime.predict(session_windows(rec.samples.astype(np.float32), 10, artifact.context_steps))
+    )
 
     stop, ready, bound = threading.Event(), threading.Event(), {}
-    config = WorkerConfig(context_steps=artifact.context_steps, display=display_for(artifact.classes, artifact.metadata["decoder"]))
+    config = WorkerConfig(
+        context_steps=artifact.context_steps, display=display_for(artifact.classes, artifact.metadata["decoder"])
+    )
     thread = threading.Thread(target=serve, daemon=True, kwargs=dict(
         runtime=runtime, classes=artifact.classes, model_id=artifact.model_id, ingest="tcp://127.0.0.1:*",
         output="tcp://127.0.0.1:*", config=config, stop=stop, stats_every=0.2, on_ready=ready.set,

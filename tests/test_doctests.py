@@ -10,11 +10,15 @@ from pathlib import Path
 import pytest
 
 
-
-
 def modules_with_examples() -> list[str]:
     names = []
-    for package in ("harstream", "harstream.stream", "harstream.models", "harstream.models.studies", "harstream.simulator"):
+    for package in (
+        "harstream",
+        "harstream.stream",
+        "harstream.models",
+        "harstream.models.studies",
+        "harstream.simulator",
+    ):
         pkg = importlib.import_module(package)
         for info in pkgutil.iter_modules(pkg.__path__, prefix=f"{package}."):
             spec = importlib.util.find_spec(info.name)

@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -18,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_live_path import Collector
 
 from harstream.simulator.replay import ReplaySchedule, devices_for, replay
 from harstream.stream.activities import ACTIVITIES
@@ -26,8 +24,6 @@ from harstream.stream.leases import Fenced, Leases
 from harstream.stream.log_bridge import serve_bridge
 from harstream.stream.pipeline import DevicePipeline
 from harstream.stream.redis_worker import LogConfig, serve_redis
-
-from test_live_path import Collector
 
 pytestmark = pytest.mark.skipif(
     shutil.which("redis-server") is None,

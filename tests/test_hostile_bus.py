@@ -14,8 +14,8 @@ import json
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import pytest
@@ -196,8 +196,9 @@ CASES: dict[str, Case] = {
     "header_not_utf8": Case(lambda b: [[frames_of()[0], b"\xff\xfe{", frames_of()[2]]], "header"),
     "header_a_json_array": Case(lambda b: [[frames_of()[0], b"[1,2]", frames_of()[2]]], "header"),
     "header_over_64_kib": Case(lambda b: [with_header(frames_of(), meta={"pad": "x" * 70_000})], "header"),
-    "nesting_deeper_than_the_parser": Case(lambda b: [[frames_of()[0], b"[" * 50_000 + b"]" * 50_000,
-                                                       frames_of()[2]]], "header"),  # fmt: skip
+    "nesting_deeper_than_the_parser": Case(
+        lambda b: [[frames_of()[0], b"[" * 50_000 + b"]" * 50_000, frames_of()[2]]], "header"
+    ),  # fmt: skip
     "integer_of_5000_digits": Case(lambda b: [raw_header(frames_of(), b'"seq":0', b'"seq":' + b"7" * 5000)], "header"),
     "seq_true": Case(lambda b: [with_header(frames_of(), seq=True)], "header"),
     "seq_negative": Case(lambda b: [with_header(frames_of(), seq=-3)], "header"),
@@ -207,8 +208,9 @@ CASES: dict[str, Case] = {
     "meta_a_string": Case(lambda b: [with_header(frames_of(), meta="x")], "header"),
     "version_2": Case(lambda b: [with_header(frames_of(), v=2)], "version"),
     "version_true": Case(lambda b: [with_header(frames_of(), v=True)], "version"),
-    "device_id_ending_in_newline": Case(lambda b: [[b"s/00/x\n/", *with_header(frames_of(), device="x\n")[1:]]],
-                                        "device"),  # fmt: skip
+    "device_id_ending_in_newline": Case(
+        lambda b: [[b"s/00/x\n/", *with_header(frames_of(), device="x\n")[1:]]], "device"
+    ),  # fmt: skip
     "device_id_of_65_characters": Case(lambda b: [with_header(frames_of(), device="d" * 65)], "device"),
     "n_zero": Case(lambda b: [with_header(frames_of(), n=0)], "byte_length"),
     "payload_one_byte_short": Case(lambda b: [frames_of()[:2] + [frames_of()[2][:-1]]], "byte_length"),
@@ -222,13 +224,15 @@ CASES: dict[str, Case] = {
     "session_with_a_newline": Case(lambda b: [with_header(frames_of(), session="s\n")], "session"),
     "stale_samples_a_minute_old": Case(lambda b: [frames_of("late", t0=time.time() - 60)], "stale"),
     # identity: another publisher under the good device's id
-    "foreign_session_on_a_live_device": Case(lambda b: [good_id(b, seq=b.good_seq + k * 4, session="f0e")
-                                                        for k in range(3)], "session"),  # fmt: skip
+    "foreign_session_on_a_live_device": Case(
+        lambda b: [good_id(b, seq=b.good_seq + k * 4, session="f0e") for k in range(3)], "session"
+    ),  # fmt: skip
     "no_session_seq_0_on_a_live_device": Case(lambda b: [good_id(b, seq=0, session=None)], "session"),
     "forged_far_ahead_seq_in_its_session": Case(lambda b: [good_id(b, seq=10**12, session=GOOD_SESSION)], "jump"),
     # bounded tables: a flood of one-sample ids is evicted, the good device stays
-    "flood_of_new_device_ids": Case(lambda b: [frames_of(f"flood-{i}", n=1) for i in range(3 * MAX_DEVICES)],
-                                    None, "evicted_unproven"),  # fmt: skip
+    "flood_of_new_device_ids": Case(
+        lambda b: [frames_of(f"flood-{i}", n=1) for i in range(3 * MAX_DEVICES)], None, "evicted_unproven"
+    ),  # fmt: skip
 }
 
 

@@ -81,7 +81,9 @@ def test_oracle_predictions_replayed_through_pipeline_and_smoother_follow_within
 
 def test_a_constant_wrong_model_scores_zero():
     rec = _synthetic_session()
-    replay = replay_session(rec, lambda x: np.tile(np.eye(6)[2], (len(x), 1)), {"smoothed": lambda: Smoother(ACTIVITIES)})
+    replay = replay_session(
+        rec, lambda x: np.tile(np.eye(6)[2], (len(x), 1)), {"smoothed": lambda: Smoother(ACTIVITIES)}
+    )
     live = score_replays([replay])
     assert live["argmax"]["sample_accuracy"] == 0.0
     assert live["smoothed"]["segments_never_shown"] == 1  # LAYING after the transition

@@ -269,14 +269,14 @@ def test_several_architectures_are_repeated_round_robin(small_data, scratch_arch
 
 def _harstream(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    return subprocess.run(
-        [str(VENV_BIN / "harstream"), *args], capture_output=True, text=True, timeout=300, env=env
-    )
+    return subprocess.run([str(VENV_BIN / "harstream"), *args], capture_output=True, text=True, timeout=300, env=env)
 
 
 def test_harstream_train_then_evaluate_on_the_command_line(tmp_path, embedded):
     out = tmp_path / "cli.keras"
-    trained = _harstream("train", "--model", "cnn_lstm", "--subjects", "1,2", "--epochs", "1", "--progress", "none", "--out", str(out))
+    trained = _harstream(
+        "train", "--model", "cnn_lstm", "--subjects", "1,2", "--epochs", "1", "--progress", "none", "--out", str(out)
+    )
     assert trained.returncode == 0, trained.stderr
     assert "windows from 1 subjects" in trained.stdout  # train: subject 1, test: subject 2
     meta = json.loads(out.with_suffix(".json").read_text())
@@ -301,7 +301,9 @@ def test_harstream_train_fits_the_svm_and_records_that_epochs_do_not_apply(tmp_p
 
 def test_harstream_train_fits_an_svm_with_context_windows_that_evaluate_reads_back(tmp_path, embedded):
     out = tmp_path / "svm_ctx.keras"
-    trained = _harstream("train", "--model", "svm", "--context", "1,2", "--subjects", "1,3,2", "--progress", "none", "--out", str(out))
+    trained = _harstream(
+        "train", "--model", "svm", "--context", "1,2", "--subjects", "1,3,2", "--progress", "none", "--out", str(out)
+    )
     assert trained.returncode == 0, trained.stderr
     meta = json.loads(out.with_suffix(".json").read_text())
     assert meta["context_steps"] == [1, 2] and meta["input"]["shape"] == [None, 3, 128, 9]

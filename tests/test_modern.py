@@ -17,7 +17,7 @@ def _windows(n: int, seed: int = 0, offset: float = 0.0) -> np.ndarray:
 
 @pytest.mark.parametrize("name", ["resnet", "inception", "bilstm", "lstm_std", "features", "hybrid"])
 def test_modern_architecture_saves_and_reloads_in_safe_mode_with_same_outputs(name, output_dir):
-    from harstream.models.architectures import ARCHITECTURES, build_model, ChannelStats
+    from harstream.models.architectures import ARCHITECTURES, ChannelStats, build_model
     from harstream.models.artifact import load_artifact, save_artifact
 
     assert name in ARCHITECTURES  # registered when the package is imported
@@ -84,9 +84,9 @@ def test_validation_subjects_are_training_subjects_and_split_is_disjoint():
 
 
 def test_tiny_resnet_trained_two_epochs_beats_chance_on_unseen_subjects(embedded):
-    from harstream.models.studies.compare import predict, score
     from harstream.models.dataset import labelled_windows
     from harstream.models.recipe import Recipe, fit
+    from harstream.models.studies.compare import predict, score
 
     train = labelled_windows(embedded.of_subjects([1, 3, 5]))
     test = labelled_windows(embedded.of_subjects([2]))
@@ -125,7 +125,9 @@ def test_report_adds_later_repeats_of_a_tutorial_model_from_sub_folders_once_per
     reports = tmp_path / "reports"
     (reports / "seed4").mkdir(parents=True)
     (reports / "lstm.md").write_text(header + "| 1 | 0 | 89.75 | 89.93 | 808 |\n")
-    (reports / "seed4" / "lstm.md").write_text(header + "| 1 | 4 | 91.00 | 91.00 | 300 |\n| 2 | 0 | 10.00 | 10.00 | 1 |\n")
+    (reports / "seed4" / "lstm.md").write_text(
+        header + "| 1 | 4 | 91.00 | 91.00 | 300 |\n| 2 | 0 | 10.00 | 10.00 | 1 |\n"
+    )
     entry = with_seed_models({}, reports)["lstm (tutorial)"]
     assert [(r["seed"], r["accuracy"]) for r in entry["runs"]] == [(0, 0.8975), (4, 0.91)]
     assert entry["sources"] == ["reports/lstm.md", "reports/seed4/lstm.md"]
@@ -149,7 +151,7 @@ def test_report_tables_the_feature_study_when_it_was_run(tmp_path):
     from harstream.models.studies.compare import write_report
 
     (tmp_path / "reports").mkdir()
-    cm = (np.eye(6, dtype=int) * 10)
+    cm = np.eye(6, dtype=int) * 10
     cm[3][4], cm[4][3] = 7, 5
     study = {"features (causal pipeline), C=0.3": {"validation_accuracy": 0.9436, "validation_confusion": cm.tolist()}}
     (tmp_path / "reports" / "feature_study.json").write_text(json.dumps({"studies": study}))
@@ -163,8 +165,13 @@ def test_report_tables_the_context_study_when_it_was_run(tmp_path):
     from harstream.models.studies.compare import write_report
 
     (tmp_path / "reports").mkdir()
-    study = {"with": "svm-ctx@1", "without": "svm@2", "context_steps": [1, 2, 4], "command": "python -m x",
-             "parts": {"change in view": {"windows": 1019, "with": 0.9882, "without": 0.9607}}}
+    study = {
+        "with": "svm-ctx@1",
+        "without": "svm@2",
+        "context_steps": [1, 2, 4],
+        "command": "python -m x",
+        "parts": {"change in view": {"windows": 1019, "with": 0.9882, "without": 0.9607}},
+    }
     (tmp_path / "reports" / "context_study.json").write_text(json.dumps(study))
     text = write_report({}, None, tmp_path / "report.md").read_text()
     assert "| change in view | 1,019 | 98.82 | 96.07 |" in text

@@ -45,28 +45,33 @@ def test_ios_frame_flips_acceleration_but_not_rotation():
 
 
 def test_sensor_logger_total_acceleration_is_preferred_over_the_gravity_free_accelerometer():
-    r = parse_sensor_logger(logger_batch(
-        entry("accelerometer", 1.0, 0.5, 0, 0),
-        entry("totalacceleration", 1.0, 0.5, G, 0),
-        entry("gravity", 1.0, 0, G, 0),
-    ))
+    r = parse_sensor_logger(
+        logger_batch(
+            entry("accelerometer", 1.0, 0.5, 0, 0),
+            entry("totalacceleration", 1.0, 0.5, G, 0),
+            entry("gravity", 1.0, 0, G, 0),
+        )
+    )
     np.testing.assert_allclose(r.acc, [[0.5 / G, 1, 0]])
 
 
 def test_sensor_logger_adds_gravity_interpolated_to_the_accelerometer_times():
-    r = parse_sensor_logger(logger_batch(
-        entry("accelerometer", 1.00, 0, 0, 0),
-        entry("accelerometer", 1.01, G, 0, 0),
-        entry("gravity", 0.99, 0, 0, G),
-        entry("gravity", 1.03, 0, 0, 3 * G),
-    ))
+    r = parse_sensor_logger(
+        logger_batch(
+            entry("accelerometer", 1.00, 0, 0, 0),
+            entry("accelerometer", 1.01, G, 0, 0),
+            entry("gravity", 0.99, 0, 0, G),
+            entry("gravity", 1.03, 0, 0, 3 * G),
+        )
+    )
     np.testing.assert_allclose(r.acc, [[0, 0, 1.5], [1, 0, 2.0]])
     np.testing.assert_allclose(r.acc_t, [1.0, 1.01])
 
 
 def test_sensor_logger_ios_default_frame_is_flipped_to_android_signs():
-    batch = logger_batch(entry("accelerometer", 1.0, 0.1 * G, 0, 0), entry("gravity", 1.0, 0, 0, -G),
-                         entry("gyroscope", 1.0, 0.3, 0, 0))
+    batch = logger_batch(
+        entry("accelerometer", 1.0, 0.1 * G, 0, 0), entry("gravity", 1.0, 0, 0, -G), entry("gyroscope", 1.0, 0.3, 0, 0)
+    )
     r = parse_sensor_logger(batch, platform="ios")
     np.testing.assert_allclose(r.acc, [[-0.1, 0, 1]])
     np.testing.assert_allclose(r.gyro, [[0.3, 0, 0]])
@@ -79,17 +84,21 @@ def test_sensor_logger_accelerometer_without_gravity_says_what_to_enable():
 
 
 def test_sensor_logger_entries_are_sorted_by_time_and_other_sensors_ignored():
-    r = parse_sensor_logger(logger_batch(
-        entry("gyroscope", 2.0, 2, 0, 0), entry("gyroscope", 1.0, 1, 0, 0),
-        {"name": "location", "time": 5, "values": {"latitude": 51.5}},
-    ))
+    r = parse_sensor_logger(
+        logger_batch(
+            entry("gyroscope", 2.0, 2, 0, 0),
+            entry("gyroscope", 1.0, 1, 0, 0),
+            {"name": "location", "time": 5, "values": {"latitude": 51.5}},
+        )
+    )
     assert r.gyro_t.tolist() == [1.0, 2.0] and r.gyro[:, 0].tolist() == [1, 2]
     assert len(r.acc_t) == 0
 
 
 def test_sensor_server_event_in_m_s2_becomes_g_and_boot_time_becomes_seconds():
-    r = parse_sensor_server({"type": "android.sensor.gyroscope", "values": [0.1, 0.2, 0.3],
-                             "timestamp": 123_456_789_000, "accuracy": 3})
+    r = parse_sensor_server(
+        {"type": "android.sensor.gyroscope", "values": [0.1, 0.2, 0.3], "timestamp": 123_456_789_000, "accuracy": 3}
+    )
     assert r.gyro_t.tolist() == [123.456789] and r.gyro.tolist() == [[0.1, 0.2, 0.3]]
 
 
@@ -115,7 +124,11 @@ def test_sensor_server_refusals_name_the_problem(message, reason, words):
         ({"deviceId": "d", "payload": {}}, "types", "payload must be a list"),
         ({"deviceId": "has space", "payload": []}, "device", "deviceId"),
         ({"payload": []}, "device", "deviceId"),
-        (logger_batch({"name": "gyroscope", "time": 1, "values": {"x": 1, "y": 2}}), "types", r"payload\[0\] \(gyroscope\)"),
+        (
+            logger_batch({"name": "gyroscope", "time": 1, "values": {"x": 1, "y": 2}}),
+            "types",
+            r"payload\[0\] \(gyroscope\)",
+        ),
         (logger_batch({"name": "gyroscope", "time": True, "values": {"x": 1, "y": 2, "z": 3}}), "types", "time"),
         (logger_batch(entry("gyroscope", -1.0, 0, 0, 0)), "values", "negative time"),
     ],

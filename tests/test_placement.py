@@ -24,7 +24,9 @@ def _window(seed: int) -> np.ndarray:
     t = np.arange(128) / RATE
     down = rng.normal(size=3)
     down /= np.linalg.norm(down)
-    body = 0.3 * np.sin(2 * np.pi * rng.uniform(0.5, 3, size=3) * t[:, None] + rng.uniform(0, 6, size=3)) + 0.05 * rng.normal(size=(128, 3))
+    body = 0.3 * np.sin(
+        2 * np.pi * rng.uniform(0.5, 3, size=3) * t[:, None] + rng.uniform(0, 6, size=3)
+    ) + 0.05 * rng.normal(size=(128, 3))
     gyro = 0.8 * np.sin(2 * np.pi * rng.uniform(0.5, 3, size=3) * t[:, None]) + 0.05 * rng.normal(size=(128, 3))
     return np.concatenate([body, gyro, body + down], axis=1).astype(np.float32)[None]
 
@@ -54,7 +56,10 @@ def test_the_features_of_a_context_stack_are_each_windows_side_by_side():
     a, b = _window(1), _window(2)
     stack = np.stack([a[0], b[0]])[None]
     np.testing.assert_allclose(
-        placement_free_features(stack)[0], np.concatenate([placement_free_features(a)[0], placement_free_features(b)[0]]), rtol=1e-5, atol=1e-5
+        placement_free_features(stack)[0],
+        np.concatenate([placement_free_features(a)[0], placement_free_features(b)[0]]),
+        rtol=1e-5,
+        atol=1e-5,
     )
     assert placement_free_features(stack).shape == (1, 2 * PlacementFreeFeatures.size())
 

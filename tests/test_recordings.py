@@ -145,8 +145,14 @@ def _four_columns(name):
         (_delete("gyro_exp02_user03.txt"), "gyro_exp02_user03.txt: missing (needed with acc_exp02_user03.txt)"),
         (_delete("labels.txt"), "labels.txt: missing"),
         (_line("acc_exp01_user01.txt", 5, "0.1 0.2"), "acc_exp01_user01.txt line 5: 2 values, expected 3"),
-        (_line("gyro_exp01_user01.txt", 3, "0.1 abc 0.3"), "gyro_exp01_user01.txt line 3, value 2: 'abc' is not a number"),
-        (_line("acc_exp01_user01.txt", 9, "0.1 nan 0.3"), "acc_exp01_user01.txt line 9, value 2: 'nan' is not a finite number"),
+        (
+            _line("gyro_exp01_user01.txt", 3, "0.1 abc 0.3"),
+            "gyro_exp01_user01.txt line 3, value 2: 'abc' is not a number",
+        ),
+        (
+            _line("acc_exp01_user01.txt", 9, "0.1 nan 0.3"),
+            "acc_exp01_user01.txt line 9, value 2: 'nan' is not a finite number",
+        ),
         (_four_columns("acc_exp02_user03.txt"), "acc_exp02_user03.txt line 1: 4 values, expected 3"),
         (_drop_last_line("gyro_exp01_user01.txt"), "gyro_exp01_user01.txt: 39 samples but acc_exp01_user01.txt has 40"),
         (
@@ -267,14 +273,32 @@ ROW = "0.04,0.1,0.2,1.0,0.0,0.0,0.0"
         ("", "r.csv line 1: empty; a header row is required"),
         (CSV_HEADER + "\n", "r.csv: no data rows after the header"),
         (f"{CSV_HEADER}\n0.0,0,0,1,0,0,0\n0.02,0,0,1,0,0\n", "r.csv line 3: 6 fields, the header has 7"),
-        (f"{CSV_HEADER}\n0.0,0,0,1,0,0,0\n\n0.02,0,zero,1,0,0,0\n", "r.csv line 4, column acc_y: 'zero' is not a finite number"),
-        (f"{CSV_HEADER}\n0.0,0,0,1,0,0,0\n0.02,0,0,,0,0,0\n", "r.csv line 3, column acc_z: empty is not a finite number"),
-        (f"{CSV_HEADER},label\n0.0,0,0,1,0,0,0,1\n0.02,0,0,1,0,0,0,JOGGING\n", "r.csv line 3, column label: 'JOGGING' is not a HAPT label"),
+        (
+            f"{CSV_HEADER}\n0.0,0,0,1,0,0,0\n\n0.02,0,zero,1,0,0,0\n",
+            "r.csv line 4, column acc_y: 'zero' is not a finite number",
+        ),
+        (
+            f"{CSV_HEADER}\n0.0,0,0,1,0,0,0\n0.02,0,0,,0,0,0\n",
+            "r.csv line 3, column acc_z: empty is not a finite number",
+        ),
+        (
+            f"{CSV_HEADER},label\n0.0,0,0,1,0,0,0,1\n0.02,0,0,1,0,0,0,JOGGING\n",
+            "r.csv line 3, column label: 'JOGGING' is not a HAPT label",
+        ),
         (f"{CSV_HEADER},label\n0.0,0,0,1,0,0,0,13\n", "r.csv line 2, column label: '13' is not a HAPT label"),
-        (f"{CSV_HEADER},subject\n0.0,0,0,1,0,0,0,1\n0.02,0,0,1,0,0,0,2\n", "r.csv line 3, column subject: subject '2' differs"),
-        (f"{CSV_HEADER}\n0.0,0,0,1,0,0,0\n0.02,0,0,1,0,0,0\n0.02,0,0,1,0,0,0\n", "r.csv line 4, column time: 0.02 is not after"),
+        (
+            f"{CSV_HEADER},subject\n0.0,0,0,1,0,0,0,1\n0.02,0,0,1,0,0,0,2\n",
+            "r.csv line 3, column subject: subject '2' differs",
+        ),
+        (
+            f"{CSV_HEADER}\n0.0,0,0,1,0,0,0\n0.02,0,0,1,0,0,0\n0.02,0,0,1,0,0,0\n",
+            "r.csv line 4, column time: 0.02 is not after",
+        ),
         (f"{CSV_HEADER}\n0,0,0,1,0,0,0\n20,0,0,1,0,0,0\n40,0,0,1,0,0,0\n", "column time: median step 20 means 0.05 Hz"),
-        (f"{CSV_HEADER}\n0.0,0,0,1,0,0,0\n0.02,0,0,1,0,0,0\n0.04,0,0,1,0,0,0\n1.0,0,0,1,0,0,0\n", "r.csv line 5, column time: 0.96 s pause"),
+        (
+            f"{CSV_HEADER}\n0.0,0,0,1,0,0,0\n0.02,0,0,1,0,0,0\n0.04,0,0,1,0,0,0\n1.0,0,0,1,0,0,0\n",
+            "r.csv line 5, column time: 0.96 s pause",
+        ),
     ],
 )
 def test_bad_csv_is_refused_naming_file_line_and_column(tmp_path, text, message):
@@ -329,9 +353,18 @@ def test_load_dataset_refuses_uci_folder_and_points_to_load_uci_folder(tmp_path)
             _line("test/Inertial Signals/body_acc_x_test.txt", 1, "x " + " ".join(["1.0"] * 127)),
             "body_acc_x_test.txt line 1, value 1: 'x' is not a number",
         ),
-        (_drop_last_line("test/Inertial Signals/body_acc_z_test.txt"), "body_acc_z_test.txt: 1 rows but test/Inertial Signals/body_acc_x_test.txt has 2"),
-        (_write("train/subject_train.txt", "1\n1\n"), "subject_train.txt: 2 rows but train/Inertial Signals/body_acc_x_train.txt has 3"),
-        (_write("train/y_train.txt", "1\n\n7\n1\n"), "y_train.txt line 3: 7 is not a whole number 1-6 (activity per window)"),
+        (
+            _drop_last_line("test/Inertial Signals/body_acc_z_test.txt"),
+            "body_acc_z_test.txt: 1 rows but test/Inertial Signals/body_acc_x_test.txt has 2",
+        ),
+        (
+            _write("train/subject_train.txt", "1\n1\n"),
+            "subject_train.txt: 2 rows but train/Inertial Signals/body_acc_x_train.txt has 3",
+        ),
+        (
+            _write("train/y_train.txt", "1\n\n7\n1\n"),
+            "y_train.txt line 3: 7 is not a whole number 1-6 (activity per window)",
+        ),
         (_write("test/subject_test.txt", "4\n2.5\n"), "subject_test.txt line 2: 2.5 is not a whole number 0 or more"),
     ],
 )

@@ -141,3 +141,30 @@ def test_output_does_not_depend_on_batch_size(batch, seed):
     n = min(len(ref), len(got))
     assert abs(len(ref) - len(got)) <= 1
     np.testing.assert_allclose(got[:n], ref[:n], atol=1e-12)
+
+
+def test_readings_far_apart_cost_no_grid_between_them():
+    """Two readings per sensor a billion seconds apart: a hole, not 5e10 grid points."""
+    import tracemalloc
+
+    r = Resampler(rate=50.0, hold=0.0)
+    tracemalloc.start()
+    for t in ([0.0, 0.01, 0.02], [1e9, 1e9 + 0.01, 1e9 + 0.02]):
+        r.push("acc", np.array(t), np.zeros((3, 3)))
+        r.push("gyro", np.array(t), np.zeros((3, 3)))
+        chunks = r.pull()
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 10_000_000, f"pull allocated {peak} bytes"
+    assert r.segments == 2 and chunks and chunks[0].new_segment
+
+
+def test_one_pull_builds_its_grid_in_bounded_passes():
+    """A long gap-free span is emitted whole, but never as one giant grid."""
+    r = Resampler(rate=50.0, hold=0.0, max_gap=0.6)
+    t = np.arange(0, 1000, 0.5)  # 2000 readings, 1000 s, no hole
+    r.push("acc", t, np.ones((len(t), 3)))
+    r.push("gyro", t, np.ones((len(t), 3)))
+    chunks = r.pull()
+    assert sum(len(c.samples) for c in chunks) == int(t[-1] * 50) + 1
+    assert max(len(c.samples) for c in chunks) <= 10_000

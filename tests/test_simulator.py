@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 
 import numpy as np
-import pytest
 import zmq
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -16,8 +15,12 @@ from harstream.stream.protocol import decode_samples
 
 def make_devices(count: int, length: int = 300) -> list[ReplayDevice]:
     return [
-        ReplayDevice(f"d{i}", np.arange(length * 6, dtype=np.float32).reshape(length, 6) / 100 + i,  # within ±100 g
-                     np.arange(length, dtype=np.int16) % 13, start=17 * i)  # fmt: skip
+        ReplayDevice(
+            f"d{i}",
+            np.arange(length * 6, dtype=np.float32).reshape(length, 6) / 100 + i,  # within ±100 g
+            np.arange(length, dtype=np.int16) % 13,
+            start=17 * i,
+        )  # fmt: skip
         for i in range(count)
     ]
 

@@ -139,7 +139,7 @@ def test_a_worker_killed_and_restarted_loses_at_most_one_window_per_device(ipc_a
         second = start_worker()
         assert reader.wait(lambda r: all(sum(p.device == n for p in r.predictions[len(before):]) >= 2
                                          for n in names), 90)  # fmt: skip
-        after = reader.predictions[len(before):]
+        after = reader.predictions[len(before) :]
     finally:
         stop_sim.set()
         sim.join(10)

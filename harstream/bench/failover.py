@@ -66,7 +66,7 @@ def measure_failover(devices: int, workers: int, before: float, after: float, sp
     folder = Path(tempfile.mkdtemp(prefix="hs-failover-"))
     redis_proc, url = start_redis(folder, unix_socket=folder / "redis.sock")
     out_addr = f"ipc://{folder}/out"
-    ctx = zmq.Context.instance()
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
     sub = ctx.socket(zmq.SUB)
     sub.setsockopt(zmq.SUBSCRIBE, b"p/")
     sub.setsockopt(zmq.RCVHWM, 1_000_000)
@@ -89,9 +89,14 @@ def measure_failover(devices: int, workers: int, before: float, after: float, sp
     rx = threading.Thread(target=receive, daemon=True)
     rx.start()
     stop_bridge, bridge_ready, bridge_addr = threading.Event(), threading.Event(), []
+
+    def bridge_up(address: str) -> None:
+        bridge_addr.append(address)
+        bridge_ready.set()
+
     bridge = threading.Thread(target=serve_bridge, daemon=True, kwargs=dict(
         url=url, ingest=f"ipc://{folder}/in", partitions=partitions, stop=stop_bridge, printer=None,
-        on_ready=lambda a: (bridge_addr.append(a), bridge_ready.set())))  # fmt: skip
+        on_ready=bridge_up))  # fmt: skip
     bridge.start()
     bridge_ready.wait(20)
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "OMP_NUM_THREADS": "1", "TF_NUM_INTRAOP_THREADS": "1"}
@@ -129,7 +134,7 @@ def measure_failover(devices: int, workers: int, before: float, after: float, sp
     stop_sim.set()
     sim.join(10)
     time.sleep(3.0)  # let the last windows arrive
-    for wid, proc in procs.items():
+    for proc in procs.values():
         if proc.poll() is None:
             proc.terminate()
     for proc in procs.values():

@@ -19,7 +19,9 @@ import argparse
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--devices", default="1,10,50,100,200", help="comma-separated device counts for the real-time runs")
+    parser.add_argument(
+        "--devices", default="1,10,50,100,200", help="comma-separated device counts for the real-time runs"
+    )
     parser.add_argument("--seconds", type=float, default=5.0, help="length of each run")
     parser.add_argument("--rate", type=float, default=100.0, help="readings/s per sensor per phone")
     parser.add_argument("--flat-out-devices", type=int, default=4)
@@ -37,7 +39,6 @@ async def _main(args) -> int:
     import socket
     import subprocess
     import sys
-    import time
 
     import zmq
     import zmq.asyncio
@@ -47,13 +48,31 @@ async def _main(args) -> int:
     sub.setsockopt(zmq.SUBSCRIBE, b"s/")
     sub.setsockopt(zmq.RCVHWM, 1_000_000)
     sub.bind("tcp://127.0.0.1:0")
-    ingest = sub.getsockopt(zmq.LAST_ENDPOINT).decode()
+    ingest = sub.getsockopt_string(zmq.LAST_ENDPOINT)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    cmd = [sys.executable, "-c", "import sys; from harstream.cli import main; sys.exit(main())", "gateway", "--port", str(port), "--ingest", ingest,
-           "--no-predictions", "--stats-interval", "0", "--rate-limit", "10000", "--readings-limit", "1000000",
-           "--max-connections", "5000"]
+    cmd = [
+        sys.executable,
+        "-c",
+        "import sys; from harstream.cli import main; sys.exit(main())",
+        "gateway",
+        "--port",
+        str(port),
+        "--ingest",
+        ingest,
+        "--no-predictions",
+        "--stats-interval",
+        "0",
+        "--rate-limit",
+        "10000",
+        "--readings-limit",
+        "1000000",
+        "--max-connections",
+        "5000",
+        "--connects-limit",
+        "10000",
+    ]
     import tempfile
 
     log = tempfile.TemporaryFile()  # a pipe nobody reads would block the gateway
@@ -66,7 +85,8 @@ async def _main(args) -> int:
         while True:
             frames = await sub.recv_multipart()
             header = json.loads(frames[1])
-            counts[header["device"]] = counts.get(header["device"], 0) + header["n"]
+            device = header["device"].removeprefix("phone:")  # the gateway's namespace
+            counts[device] = counts.get(device, 0) + header["n"]
 
     counter = asyncio.create_task(count_samples())
     rows = []
@@ -81,7 +101,9 @@ async def _main(args) -> int:
         stop.set()
         await warm
         baseline = _pure_path_readings_per_s(args.rate)
-        print(f"gateway pid {gateway.pid}, port {port}, bus {ingest}; pure path (no sockets, this process): {baseline:,.0f} readings/s")
+        print(
+            f"gateway pid {gateway.pid}, port {port}, bus {ingest}; pure path (no sockets, this process): {baseline:,.0f} readings/s"
+        )
         for n in [int(x) for x in args.devices.split(",")]:
             rows.append(await _run(port, gateway.pid, counts, n, args.seconds, args.rate, False))
             print(_row(rows[-1], baseline), flush=True)
@@ -97,12 +119,16 @@ async def _main(args) -> int:
         sub.close()
         ctx.term()
     print()
-    print(f"Command: `harstream bench gateway --devices {args.devices} --seconds {args.seconds:g} --rate {args.rate:g}`; "
-          f"gateway = one process, phones + bus subscriber = another; {os.cpu_count()} CPUs, "
-          f"load average {os.getloadavg()[0]:.1f} at the end (a busy machine caps what one process gets).")
+    print(
+        f"Command: `harstream bench gateway --devices {args.devices} --seconds {args.seconds:g} --rate {args.rate:g}`; "
+        f"gateway = one process, phones + bus subscriber = another; {os.cpu_count()} CPUs, "
+        f"load average {os.getloadavg()[0]:.1f} at the end (a busy machine caps what one process gets)."
+    )
     print()
-    print("| mode | phones | readings/s handled | samples/s on bus | expected | delivered | gateway CPU (1 core = 100 %) "
-          "| 50 Hz phones per gateway core | CPU per reading vs pure path | phones behind schedule by |")
+    print(
+        "| mode | phones | readings/s handled | samples/s on bus | expected | delivered | gateway CPU (1 core = 100 %) "
+        "| 50 Hz phones per gateway core | CPU per reading vs pure path | phones behind schedule by |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(_row(r, baseline))
@@ -115,8 +141,10 @@ def _row(r: dict, baseline: float) -> str:
     per_core = r["out"] / max(r["cpu"], 1e-9) / 50
     cost = r["cpu"] * baseline / max(r["in"], 1e-9)
     lag = "–" if r["mode"] == "flat out" else f"{max(r['lag'], 0.0):.1f} s"
-    return (f"| {r['mode']} | {r['devices']} | {r['in']:,.0f} | {r['out']:,.0f} | {expected} | {delivered} | "
-            f"{r['cpu']:.0%} | {per_core:,.0f} | {cost:.1f}× | {lag} |")
+    return (
+        f"| {r['mode']} | {r['devices']} | {r['in']:,.0f} | {r['out']:,.0f} | {expected} | {delivered} | "
+        f"{r['cpu']:.0%} | {per_core:,.0f} | {cost:.1f}× | {lag} |"
+    )
 
 
 async def _run(port, pid, counts, n, seconds, rate, flat_out) -> dict:
@@ -125,9 +153,12 @@ async def _run(port, pid, counts, n, seconds, rate, flat_out) -> dict:
 
     prefix = f"{'flat' if flat_out else 'rt'}{n}-"
     stop = asyncio.Event()
-    sent, ready, lags, go = [0], [0], {}, asyncio.Event()
-    phones = [asyncio.create_task(_phone(port, f"{prefix}{i}", rate, seconds, stop, flat_out, sent, ready, lags, go))
-              for i in range(n)]
+    sent, ready, go = [0], [0], asyncio.Event()
+    lags: dict[str, float] = {}  # device → how far behind schedule its sends ran, s
+    phones = [
+        asyncio.create_task(_phone(port, f"{prefix}{i}", rate, seconds, stop, flat_out, sent, ready, lags, go))
+        for i in range(n)
+    ]
     async with asyncio.timeout(300):
         while ready[0] < n:
             failed = [p for p in phones if p.done()]
@@ -149,8 +180,15 @@ async def _run(port, pid, counts, n, seconds, rate, flat_out) -> dict:
     out = (after - before) / elapsed
     # Readings the gateway turned into bus samples (what phones queued may be more).
     handled = out * 2 * rate / 50
-    return {"mode": "flat out" if flat_out else "real time", "devices": n, "in": handled,
-            "out": out, "expected": 0 if flat_out else n * 50, "cpu": cpu, "lag": lag}
+    return {
+        "mode": "flat out" if flat_out else "real time",
+        "devices": n,
+        "in": handled,
+        "out": out,
+        "expected": 0 if flat_out else n * 50,
+        "cpu": cpu,
+        "lag": lag,
+    }
 
 
 async def _phone(port, device, rate, seconds, stop, flat_out, sent=None, ready=None, lag_out=None, go=None) -> None:
@@ -210,20 +248,26 @@ def _pure_path_readings_per_s(rate: float) -> float:
 
     import numpy as np
 
-    from harstream.stream.gateway import DeviceFeed
+    from harstream.stream.phone_feeds import DeviceFeed
     from harstream.stream.phone_formats import load_message, parse_hello, parse_samples
     from harstream.stream.protocol import encode_samples
 
     hello = parse_hello({"type": "hello", "device": "pure", "units": {"acc": "m/s2", "gyro": "deg/s"}})
-    feed = DeviceFeed("pure", 0.5)
     k, t, n = int(rate * 0.2), time.time(), 0
+    feed = DeviceFeed("phone:pure", now=t, max_readings_per_s=1e12)
     rng = np.random.default_rng(0)
     messages = []
     for i in range(300):
         ts = (t + (i * k + np.arange(k)) / rate) * 1000
-        messages.append(json.dumps({"type": "samples",
-                                    "acc": np.column_stack([ts, rng.normal(0, 1, (k, 3))]).round(4).tolist(),
-                                    "gyro": np.column_stack([ts, rng.normal(0, 20, (k, 3))]).round(3).tolist()}))
+        messages.append(
+            json.dumps(
+                {
+                    "type": "samples",
+                    "acc": np.column_stack([ts, rng.normal(0, 1, (k, 3))]).round(4).tolist(),
+                    "gyro": np.column_stack([ts, rng.normal(0, 20, (k, 3))]).round(3).tolist(),
+                }
+            )
+        )
     start = time.process_time()  # CPU time, comparable to the gateway's CPU share
     for raw in messages:
         readings = parse_samples(load_message(raw), hello)

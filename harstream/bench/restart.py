@@ -82,14 +82,16 @@ def run(args: argparse.Namespace) -> int:
         worker.wait()
         reader.close()
     print()
-    print("| start path | restarts | start → output bound, median s | start → first prediction, median (max) s "
-          "| kill → first prediction, median s | windows lost per device, max |")
+    print(
+        "| start path | restarts | start → output bound, median s | start → first prediction, median (max) s "
+        "| kill → first prediction, median s | windows lost per device, max |"
+    )
     print("|---|---|---|---|---|---|")
     for label, results in rows.items():
         if results:
-            bound, first, since_kill, lost = zip(*results)
-            print(f"| {label} | {len(results)} | {statistics.median(bound):.2f} | {statistics.median(first):.2f} "
-                  f"({max(first):.2f}) | {statistics.median(since_kill):.2f} | {max(lost)} |")  # fmt: skip
+            bounds, firsts, since_kills, losts = zip(*results)
+            print(f"| {label} | {len(results)} | {statistics.median(bounds):.2f} | {statistics.median(firsts):.2f} "
+                  f"({max(firsts):.2f}) | {statistics.median(since_kills):.2f} | {max(losts)} |")  # fmt: skip
     return 0
 
 
@@ -134,9 +136,9 @@ class _Reader:
         self.thread.start()
 
     def _run(self) -> None:
-        from harstream.stream.protocol import decode_prediction
-
         import zmq
+
+        from harstream.stream.protocol import decode_prediction
 
         poller = zmq.Poller()
         poller.register(self.sock, zmq.POLLIN)

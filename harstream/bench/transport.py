@@ -39,8 +39,10 @@ def run(args: argparse.Namespace) -> int:
                         f"| {r['sim_cpu']:.2f} | {r['load']:.1f} |")  # fmt: skip
                 print(line, flush=True)
                 lines.append(line)
-    print("\n| devices | chunk | workers | sent samples/s | taken samples/s | = devices at 50 Hz | messages/s "
-          "| drops (sim / worker) | worker CPU (cores) | samples per worker CPU-s | simulator CPU | load avg |\n"
-          "|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print(
+        "\n| devices | chunk | workers | sent samples/s | taken samples/s | = devices at 50 Hz | messages/s "
+        "| drops (sim / worker) | worker CPU (cores) | samples per worker CPU-s | simulator CPU | load avg |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|"
+    )
     print("\n".join(lines))
     return 0

@@ -6,10 +6,14 @@ import argparse
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--redis", default="redis://127.0.0.1:6379/0",
-                        help="broker URL (redis://127.0.0.1:PORT or unix://PATH; default %(default)s)")
-    parser.add_argument("--ingest", default=None,
-                        help="ingest endpoint (default $HARSTREAM_INGEST or tcp://127.0.0.1:5555, bound)")
+    parser.add_argument(
+        "--redis",
+        default="redis://127.0.0.1:6379/0",
+        help="broker URL (redis://127.0.0.1:PORT or unix://PATH; default %(default)s)",
+    )
+    parser.add_argument(
+        "--ingest", default=None, help="ingest endpoint (default $HARSTREAM_INGEST or tcp://127.0.0.1:5555, bound)"
+    )
     parser.add_argument("--partitions", type=int, default=12, help="partitions of the log (default 12)")
     parser.add_argument("--flush-ms", type=float, default=20.0, help="write interval per partition (default 20)")
     parser.add_argument("--retention", type=float, default=60.0, help="seconds of log kept (default 60)")

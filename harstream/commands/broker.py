@@ -9,8 +9,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dir", default="runs/broker", help="data and log folder (default runs/broker)")
     parser.add_argument("--port", type=int, default=6379, help="TCP port on 127.0.0.1 (default 6379)")
     parser.add_argument("--unix", default=None, metavar="PATH", help="serve on this Unix socket instead of TCP")
-    parser.add_argument("--persist", action="store_true",
-                        help="append-only file fsynced every second (default: none; the log is a retention buffer)")
+    parser.add_argument(
+        "--persist",
+        action="store_true",
+        help="append-only file fsynced every second (default: none; the log is a retention buffer)",
+    )
     parser.add_argument("--maxmemory-mb", type=int, default=0, help="refuse writes past this (default: no limit)")
 
 

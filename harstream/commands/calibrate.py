@@ -25,8 +25,12 @@ from pathlib import Path
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, metavar="DIR", help="labelled CSV file or folder of one device")
     parser.add_argument("--out", required=True, metavar="PATH.keras", help="where to write the personal model")
-    parser.add_argument("--device", default=None, help="device name in the metadata (default: the --data folder's name)")
-    parser.add_argument("--base", default=None, metavar="PATH.keras", help="placement-free base model (default: the shipped any.keras)")
+    parser.add_argument(
+        "--device", default=None, help="device name in the metadata (default: the --data folder's name)"
+    )
+    parser.add_argument(
+        "--base", default=None, metavar="PATH.keras", help="placement-free base model (default: the shipped any.keras)"
+    )
     parser.add_argument(
         "--max-angle", type=float, default=None, metavar="DEG",
         help="a still device farther than this from every calibrated posture shows plain STILL (default 30)",

@@ -16,8 +16,11 @@ from harstream.logs import verbose_requested
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--subscribe", metavar="ADDR",
-                        help="output bus to subscribe to (default $HARSTREAM_OUTPUT or tcp://127.0.0.1:5556)")
+    parser.add_argument(
+        "--subscribe",
+        metavar="ADDR",
+        help="output bus to subscribe to (default $HARSTREAM_OUTPUT or tcp://127.0.0.1:5556)",
+    )
     parser.add_argument("--port", type=int, default=8501, help="HTTP port (default 8501)")
     parser.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1)")
     parser.add_argument("--refresh", type=float, default=1.0, help="seconds between page updates (default 1)")
@@ -61,8 +64,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"harstream dashboard: --refresh must be > 0, got {args.refresh}", file=sys.stderr)
         return 2
     command = streamlit_command(args.port, args.host)
-    print(f"dashboard: http://{args.host}:{args.port}  (subscribing to "
-          f"{args.subscribe or os.environ.get('HARSTREAM_OUTPUT', 'tcp://127.0.0.1:5556')})", flush=True)
+    print(
+        f"dashboard: http://{args.host}:{args.port}  (subscribing to "
+        f"{args.subscribe or os.environ.get('HARSTREAM_OUTPUT', 'tcp://127.0.0.1:5556')})",
+        flush=True,
+    )
     # Become Streamlit rather than wrap it: signals (Ctrl-C, the demo's
     # SIGTERM) reach the server directly and no extra process is left over.
     os.execve(sys.executable, command, streamlit_env(args.subscribe, args.refresh))

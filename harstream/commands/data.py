@@ -73,9 +73,7 @@ def describe_dataset(dataset: Dataset, layout: str, sessions: bool = False) -> s
     ]
     for split, wanted in (("train", False), ("test", True)):
         part = [r for r in recs if (r.subject in UCI_TEST_SUBJECTS) == wanted]
-        lines.append(
-            f"{split:<26}{len({r.subject for r in part}):>9,}{len(part):>10,}{sum(len(r) for r in part):>12,}"
-        )
+        lines.append(f"{split:<26}{len({r.subject for r in part}):>9,}{len(part):>10,}{sum(len(r) for r in part):>12,}")
     counts: Counter[int] = Counter()
     for r in recs:
         values, n = np.unique(r.labels, return_counts=True)
@@ -88,9 +86,7 @@ def describe_dataset(dataset: Dataset, layout: str, sessions: bool = False) -> s
         lines += ["", f"{'session':<26}{'subject':>9}{'samples':>12}{'duration':>10}{'labelled':>10}"]
         for r in recs:
             labelled = float((r.labels >= 1).mean()) if len(r) else 0.0
-            lines.append(
-                f"{r.name:<26}{r.subject:>9}{len(r):>12,}{_duration(len(r) / r.rate):>10}{labelled:>10.0%}"
-            )
+            lines.append(f"{r.name:<26}{r.subject:>9}{len(r):>12,}{_duration(len(r) / r.rate):>10}{labelled:>10.0%}")
     return "\n".join(lines)
 
 

@@ -27,6 +27,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="subjects to replay, looping (default: the UCI held-out test subjects)")
     parser.add_argument("--speed", type=float, default=1.0, help="replay speed, 1 = real time (default 1)")
     parser.add_argument("--model", help="model artifact for the worker (default: the shipped model)")
+    parser.add_argument("--any-model", default=None, metavar="PATH",
+                        help="placement-free model for phones (any mode; default: the shipped any.keras)")
+    parser.add_argument("--personal-dir", default=None, metavar="DIR",
+                        help="folder of personal models the worker watches (default $HARSTREAM_PERSONAL_DIR "
+                             "or runs/personal)")
+    parser.add_argument("--single-model", action="store_true",
+                        help="the worker serves --model to every device (no any or personal mode)")
     parser.add_argument("--gateway", action="store_true", help="also run the phone gateway")
     parser.add_argument("--gateway-port", type=int, default=8765, help="gateway port (default 8765)")
     parser.add_argument("--durable", default=None, metavar="URL",
@@ -50,6 +57,12 @@ def plan(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
     worker = me + ["worker", "--ingest", "@" + ingest, "--publish", "@" + output]
     if args.model:
         worker += ["--model", args.model]
+    for option, value in (("--any-model", getattr(args, "any_model", None)),
+                          ("--personal-dir", getattr(args, "personal_dir", None))):  # fmt: skip
+        if value:
+            worker += [option, value]
+    if getattr(args, "single_model", False):
+        worker.append("--single-model")
     if getattr(args, "durable", None):
         # The bridge takes the ingest bus; both workers publish into the dashboard's bound subscriber.
         model = ["--model", args.model] if args.model else []

@@ -97,7 +97,9 @@ def run_artifact(args: argparse.Namespace) -> int:
         print(f"harstream evaluate: {exc}", file=sys.stderr)
         return 2
     meta = artifact.metadata
-    held_out = parse_subjects(args.test_subjects) or meta.get("split", {}).get("test_subjects") or list(UCI_TEST_SUBJECTS)
+    held_out = (
+        parse_subjects(args.test_subjects) or meta.get("split", {}).get("test_subjects") or list(UCI_TEST_SUBJECTS)
+    )
     if args.subjects:
         chosen = parse_subjects(args.subjects) or []
         if not set(chosen) & set(held_out):
@@ -141,7 +143,11 @@ def run_artifact(args: argparse.Namespace) -> int:
     if png is not None:
         plot_confusion_matrix(evaluation, png, title=f"{artifact.model_id}: {100 * evaluation.accuracy:.1f} %")
     report = evaluation_report(
-        f"{artifact.model_id} on the held-out subjects", evaluation, intro, png, args.report.parent if args.report else None
+        f"{artifact.model_id} on the held-out subjects",
+        evaluation,
+        intro,
+        png,
+        args.report.parent if args.report else None,
     )
     _write(report, args.report)
     print(report)
@@ -151,8 +157,8 @@ def run_artifact(args: argparse.Namespace) -> int:
 
 
 def run_repeats(args: argparse.Namespace) -> int:
-    from harstream.models.registry import DEFAULT_EPOCHS
     from harstream.models.evaluation import plot_confusion_matrix
+    from harstream.models.registry import DEFAULT_EPOCHS
     from harstream.models.studies.repeats import RepeatResult, repeat_evaluations, repeat_report
     from harstream.stream.recordings import RecordingError
 
@@ -214,7 +220,7 @@ def run_repeats(args: argparse.Namespace) -> int:
         args.model, data.train, data.test, repeats=args.repeats, epochs=args.epochs, seed=args.seed,
         verbose={"bar": 1, "epoch": 2, "none": 0}[args.progress], on_repeat=on_repeat,
     )  # fmt: skip
-    for name, result in results.items():
+    for result in results.values():
         print(save(result))
     print("| model | accuracy (mean ± std) | repeats | epochs | training s per run |")
     print("|---|---:|---:|---:|---:|")

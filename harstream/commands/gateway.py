@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import threading
+from pathlib import Path
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -12,6 +14,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "samples on the ingest bus. See docs/phones.md."
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; any other needs --token)")
+    parser.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                        help="a name or address phones use to reach the gateway (repeatable); requests naming any "
+                             "other Host than these, loopback and --host are refused (DNS rebinding)")
     parser.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 = any free port)")
     parser.add_argument("--token", help="shared secret every connection and POST must present (?token=… or Authorization: Bearer …)")
     parser.add_argument("--tls-cert", help="PEM certificate: serve https:// and wss:// (phone browsers need it off loopback)")
@@ -25,10 +30,26 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-message", type=int, default=256 * 1024, help="bytes per message or POST body (default 256 KiB)")
     parser.add_argument("--max-connections", type=int, default=512)
     parser.add_argument("--rate-limit", type=float, default=100.0, help="messages/s per connection (default 100)")
-    parser.add_argument("--readings-limit", type=float, default=4000.0, help="readings/s per connection (default 4000)")
+    parser.add_argument("--readings-limit", type=float, default=4000.0, help="readings/s per device (default 4000)")
+    parser.add_argument("--connects-limit", type=float, default=50.0,
+                        help="new connections/s per client address (default 50, bursts of 4 s worth)")
     parser.add_argument("--idle-timeout", type=float, default=30.0, help="close connections silent this long (s)")
+    parser.add_argument("--open-timeout", type=float, default=10.0,
+                        help="a request head, or a whole POST body, must arrive within this (s)")
+    parser.add_argument("--max-errors", type=int, default=20, help="refused messages before a WebSocket is closed")
+    parser.add_argument("--write-timeout", type=float, default=10.0,
+                        help="cut off a client that reads nothing this long while data waits for it (s)")
     parser.add_argument("--max-gap", type=float, default=0.5, help="silence (s) that starts a new segment")
     parser.add_argument("--stats-interval", type=float, default=5.0, help="seconds between stats log lines (0: off)")
+    parser.add_argument("--calibration-dir", default="runs/calibration", metavar="DIR",
+                        help="where the /phone page's calibration takes are written as CSV, one folder per device "
+                             "(default runs/calibration)")
+    parser.add_argument("--personal-dir", default=None, metavar="DIR",
+                        help="where personal models are saved: the folder `harstream worker --personal-dir` watches "
+                             "(default $HARSTREAM_PERSONAL_DIR or runs/personal)")
+    parser.add_argument("--base-model", default=None, metavar="PATH.keras",
+                        help="placement-free model personal models build on (default the shipped any.keras)")
+    parser.add_argument("--no-calibration", action="store_true", help="refuse calibration from the /phone page")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,16 +61,21 @@ def run(args: argparse.Namespace) -> int:
 
     config = GatewayConfig(
         host=args.host, port=args.port, token=args.token, tls_cert=args.tls_cert, tls_key=args.tls_key,
+        allow_host=args.allow_host, max_connects_per_s=args.connects_limit, write_timeout=args.write_timeout,
+        open_timeout=args.open_timeout, max_errors=args.max_errors,
         ingest=args.ingest or bus.ingest_address(),
         output=None if args.no_predictions else (args.output or bus.output_address()),
         connect=args.connect, device=args.device, max_message=args.max_message,
         max_connections=args.max_connections, max_messages_per_s=args.rate_limit,
         max_readings_per_s=args.readings_limit, idle_timeout=args.idle_timeout,
-        max_gap=args.max_gap, stats_interval=args.stats_interval,
+        max_gap=args.max_gap, stats_interval=args.stats_interval, calibration_dir=args.calibration_dir,
     )
+    if args.personal_dir:
+        config.personal_dir = args.personal_dir
     log = logging.getLogger("harstream.gateway")
     try:
-        asyncio.run(run_gateway(config))
+        fit = None if args.no_calibration else PersonalFitter(args.base_model)
+        asyncio.run(run_gateway(config, fit=fit))
     except ValueError as exc:
         log.error("%s", exc)
         return 2
@@ -57,3 +83,29 @@ def run(args: argparse.Namespace) -> int:
         log.error("cannot serve on %s:%d: %s", args.host, args.port, exc)
         return 1
     return 0
+
+
+class PersonalFitter:
+    """The gateway's ``fit``: a personal model from a device's calibration CSVs,
+    as ``harstream calibrate`` makes it (load_csv, fit_personal, save_personal).
+    The base model is loaded on first use, in the fit thread."""
+
+    def __init__(self, base: str | Path | None = None):
+        self.base_path = base
+        self._base = None
+        self._lock = threading.Lock()
+
+    def __call__(self, folder: Path, device: str, out: Path) -> dict:
+        from harstream.models.artifact import ANY_MODEL, load_artifact
+        from harstream.models.personal import fit_personal, save_personal
+        from harstream.stream.recordings import load_csv
+
+        with self._lock:
+            if self._base is None:
+                self._base = load_artifact(self.base_path or ANY_MODEL)
+            dataset = load_csv(folder)
+            fit = fit_personal(dataset.recordings, self._base)
+            save_personal(fit, out, device, self._base, command=f"/phone calibration of {device}")
+        return {"calibrated": fit.calibrated, "refused": fit.refused, "classes": fit.classes,
+                "fit_seconds": round(fit.seconds, 2),
+                "takes": {c.activity: {"seconds": c.seconds, "windows": c.windows} for c in fit.checks}}

@@ -19,6 +19,8 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"keys: {folder} already holds keys; not overwriting them")
     for path in generate_keys(folder):
         print(f"keys: wrote {path}")
-    print("keys: give --keys to worker, proxy, simulate and tail; a server host needs bus.key_secret and "
-          "clients/, a client host client.key_secret and bus.key")
+    print(
+        "keys: give --keys to worker, proxy, simulate and tail; a server host needs bus.key_secret and "
+        "clients/, a client host client.key_secret and bus.key"
+    )
     return 0

@@ -21,8 +21,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", default=None, help=f"output front end, bound (default {bus.DEFAULT_OUTPUT})")
     parser.add_argument("--output-backend", default=bus.DEFAULT_PROXY_OUTPUT_BACKEND,
                         help="where workers connect their PUB (default %(default)s)")  # fmt: skip
-    parser.add_argument("--keys", default=None, metavar="DIR",
-                        help="CURVE key folder (`harstream keys DIR`); required for an address off loopback")
+    parser.add_argument(
+        "--keys",
+        default=None,
+        metavar="DIR",
+        help="CURVE key folder (`harstream keys DIR`); required for an address off loopback",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

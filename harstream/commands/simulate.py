@@ -22,8 +22,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     parser.add_argument("--wait", type=int, default=0, metavar="N",
                         help="start only once N subscriptions reached the socket (at most 10 s)")  # fmt: skip
-    parser.add_argument("--keys", default=None, metavar="DIR",
-                        help="CURVE key folder (`harstream keys DIR`); required for an address off loopback")
+    parser.add_argument(
+        "--keys",
+        default=None,
+        metavar="DIR",
+        help="CURVE key folder (`harstream keys DIR`); required for an address off loopback",
+    )
     parser.add_argument("--hwm", type=int, default=100_000, help="send high-water mark in messages")
 
 

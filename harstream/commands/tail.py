@@ -6,13 +6,19 @@ import argparse
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--subscribe", default=None,
-                        help="output endpoint (default $HARSTREAM_OUTPUT or tcp://127.0.0.1:5556, connected)")
-    parser.add_argument("--device", action="append", default=None, metavar="D",
-                        help="only this device (repeatable)")
+    parser.add_argument(
+        "--subscribe",
+        default=None,
+        help="output endpoint (default $HARSTREAM_OUTPUT or tcp://127.0.0.1:5556, connected)",
+    )
+    parser.add_argument("--device", action="append", default=None, metavar="D", help="only this device (repeatable)")
     parser.add_argument("--stats", action="store_true", help="also print the workers' stats lines")
-    parser.add_argument("--keys", default=None, metavar="DIR",
-                        help="CURVE key folder (`harstream keys DIR`); required for an address off loopback")
+    parser.add_argument(
+        "--keys",
+        default=None,
+        metavar="DIR",
+        help="CURVE key folder (`harstream keys DIR`); required for an address off loopback",
+    )
     parser.add_argument("--count", type=int, default=None, help="exit after this many predictions")
 
 
@@ -32,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from harstream.stream.protocol import Prediction, decode_output
     from harstream.stream.worker import format_stats
 
-    ctx = zmq.Context.instance()
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
     sock = ctx.socket(zmq.SUB)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.MAXMSGSIZE, 1024 * 1024)  # a larger output message is not the worker's

@@ -69,7 +69,7 @@ def parse_subjects(text: str | None) -> list[int] | None:
             else:
                 out.append(int(part))
         except ValueError:
-            raise argparse.ArgumentTypeError(f"subjects {text!r}: {part!r} is not a number or a range a-b")
+            raise argparse.ArgumentTypeError(f"subjects {text!r}: {part!r} is not a number or a range a-b") from None
     return out
 
 
@@ -145,11 +145,13 @@ def run(args: argparse.Namespace) -> int:
         result = finetune(args.finetune, args.data, args.out, epochs=args.epochs or 5, seed=args.seed, verbose=2)
         print(f"fine-tuned on {result.windows} windows -> {result.path}")
         if result.held_out:
-            print(f"held-out {result.held_out}: {100 * result.accuracy_before:.1f} % before, {100 * result.accuracy_after:.1f} % after")
+            print(
+                f"held-out {result.held_out}: {100 * result.accuracy_before:.1f} % before, {100 * result.accuracy_after:.1f} % after"
+            )
         return 0
     out = args.out
     if out is None:
-        stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%SZ")
         out = Path("runs") / f"{args.model}-{stamp}.keras"
     if out.suffix != ".keras":
         print(f"harstream train: --out {out}: the artifact must end in .keras", file=sys.stderr)

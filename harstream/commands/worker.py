@@ -1,4 +1,11 @@
-"""``harstream worker``: preprocess device streams, run the model, publish predictions."""
+"""``harstream worker``: preprocess device streams, run the model, publish predictions.
+
+Each device is served in a mode (README, "Modes"): ``waist`` by ``--model``
+(the shipped HAPT model by default), ``any`` by ``--any-model`` (the shipped
+placement-free model; phones from the gateway), ``personal`` by a model
+found in ``--personal-dir`` (watched while serving). ``--single-model``
+serves ``--model`` to every device, as before modes.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +25,19 @@ def _shard(text: str) -> tuple[int, int]:
 def configure(parser: argparse.ArgumentParser) -> None:
     from harstream.stream.smoothing import DEFAULT_THRESHOLD, DEFAULT_WINDOWS
 
-    parser.add_argument("--model", default=None, help="model artifact (.keras; default: the shipped model)")
+    parser.add_argument("--model", default=None,
+                        help="model artifact (.keras) for waist mode: replays and phones declared at the waist "
+                             "(default: the shipped model)")  # fmt: skip
+    parser.add_argument("--any-model", default=None, metavar="PATH",
+                        help="placement-free model for any mode: phones from the gateway (default: the shipped "
+                             "any.keras; skipped with a warning if it does not load, unless given here)")
+    parser.add_argument("--personal-dir", default=None, metavar="DIR",
+                        help="folder of personal models (<name>.keras + .json, metadata device = the bus id), "
+                             "watched while serving (default $HARSTREAM_PERSONAL_DIR or runs/personal)")
+    parser.add_argument("--personal-poll", type=float, default=1.0, metavar="S",
+                        help="seconds between looks at --personal-dir (default %(default)s)")
+    parser.add_argument("--single-model", action="store_true",
+                        help="serve --model to every device: no any mode, no personal models")
     parser.add_argument("--runtime", default="auto", choices=("auto", "tflite", "tf-function", "keras", "none"),
                         help="serving runtime; auto = fastest that agrees with Keras; none = no inference "
                              "(uniform probabilities, for transport tests)")  # fmt: skip
@@ -52,9 +71,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--partitions", type=int, default=12, help="partitions of the log, as the bridge's (default 12)")
     parser.add_argument("--lease-ms", type=int, default=600,
                         help="lease time: a dead worker's partitions move after this (default 600)")
-    parser.add_argument("--whole-model", action="store_true",
-                        help="serve a staged context model in one piece (every window's features computed for "
-                             "each decision it is part of) instead of its features once per window; for comparison")
     parser.add_argument("--no-fast-start", action="store_true",
                         help="always load the model with Keras and check the runtime, even when a checked "
                              "LiteRT conversion of it is cached")
@@ -66,6 +82,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "device over (default %(default)s)")
     parser.add_argument("--keys", default=None, metavar="DIR",
                         help="CURVE key folder (`harstream keys DIR`); required for an address off loopback")
+    parser.add_argument("--whole-model", action="store_true",
+                        help="serve a staged context model in one piece (every window's features computed for "
+                             "each decision it is part of) instead of its features once per window; for comparison")
     parser.add_argument("--stats-every", type=float, default=5.0, help="seconds between printed stats lines")
 
 
@@ -73,79 +92,42 @@ def run(args: argparse.Namespace) -> int:
     import signal
     import threading
 
+    from harstream.models.personal_serving import load_personal_model
     from harstream.stream import bus
-    from harstream.stream.activities import ACTIVITIES
     from harstream.stream.bus_auth import BusAuthError
+    from harstream.stream.model_routing import ModelRouter
+    from harstream.stream.personal_registry import PersonalRegistry, personal_dir
     from harstream.stream.worker import WorkerConfig, serve
 
     ingest, output = args.ingest, args.publish
     if args.proxy:
         ingest = ingest or ">" + bus.DEFAULT_PROXY_INGEST_BACKEND
         output = output or ">" + bus.DEFAULT_PROXY_OUTPUT_BACKEND
-    if args.runtime == "none":
-        from harstream.models.runtime import NullRuntime
-
-        runtime, classes, model_id = NullRuntime(len(ACTIVITIES)), list(ACTIVITIES), "none"
-        context_steps: tuple[int, ...] = ()
-        features = None
-    else:
-        from harstream.models.artifact import ArtifactError, load_artifact, model_id_of
-        from harstream.models.runtime import load_cached_runtime, load_runtime
-
-        cached = None
-        features = None
-        try:
-            if args.runtime in ("auto", "tflite") and not args.no_fast_start:
-                # A conversion checked on an earlier start: no TensorFlow, serving in a second.
-                cached = load_cached_runtime(args.model)
-                if cached is not None and cached[1].get("stages") and not args.whole_model:
-                    cached = None  # a staged model is served stage by stage; the record is of the whole model
-            if cached is not None:
-                runtime, meta = cached
-                classes, model_id = list(meta["classes"]), model_id_of(meta)
-                context_steps = tuple(int(s) for s in meta.get("context_steps") or ())
-                print(f"worker: model {model_id} served by {runtime.name} from its checked conversion "
-                      "(fast start)", flush=True)  # fmt: skip
-            else:
-                artifact = load_artifact(args.model)
-        except ArtifactError as exc:
-            raise SystemExit(f"worker: {exc}") from None
-        if cached is None:
-            if artifact.stages and not args.whole_model:
-                from threadpoolctl import threadpool_limits
-
-                from harstream.models.staged_runtime import load_staged_runtime
-
-                # One worker is one core: numpy's matmul (the feature stage) must not start BLAS threads.
-                threadpool_limits(1, user_api="blas")
-                runtime = load_staged_runtime(artifact, args.runtime)
-                features = runtime.features  # each window's features once, then decisions on feature stacks
-            else:
-                runtime = load_runtime(artifact, args.runtime)
-            print(f"worker: model {artifact.model_id} served by {runtime.name} "
-                  f"(fallback {runtime.fallback.name if runtime.fallback else 'none'}): {runtime.report}",
-                  flush=True)  # fmt: skip
-            classes, model_id, context_steps = artifact.classes, artifact.model_id, artifact.context_steps
-            meta = artifact.metadata
-    from harstream.stream.decoder import display_for
-
-    display = None  # --display smoothed: the core's moving average of --smooth windows
-    if args.display == "decoder":
-        params = meta.get("decoder") if args.runtime != "none" else None
-        display = display_for(classes, params, args.threshold)
-    elif args.display == "raw":
+    if not 0.05 <= args.personal_poll <= 3600:
+        raise SystemExit("worker: --personal-poll must be within 0.05..3600 seconds")
+    if args.display == "raw":
         args.smooth = 1  # a moving average of one window is the raw label with the unknown threshold
+    routing = not (args.single_model or args.redis)  # the durable-log worker serves one model
+    try:
+        waist = load_served(args.model, "waist", args)
+        anywhere = None
+        if routing:
+            anywhere = load_any(args)
+    except ModelLoadError as exc:
+        raise SystemExit(f"worker: {exc}") from None
+    runtime, classes, model_id = waist.runtime, list(waist.classes), waist.model_id
+    context_steps, display = waist.context_steps, waist.display
     config = WorkerConfig(
         max_batch=args.max_batch, max_wait=args.max_wait_ms / 1000.0, smooth_windows=args.smooth,
         threshold=args.threshold, idle_timeout=args.idle_timeout, signal_interval=args.signal_interval,
         shard=args.shard, context_steps=context_steps, display=display, stale_after=args.stale_after or None,
-        takeover_after=args.takeover_after, features=features,
+        takeover_after=args.takeover_after, features=waist.features,
     )  # fmt: skip
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     import gc
 
-    # What is loaded by now (TensorFlow, Keras, the model: ~400,000 objects) lives as long as
+    # What is loaded by now (TensorFlow, Keras, the models: ~400,000 objects) lives as long as
     # the process; out of the collector's sight, a full collection no longer walks it (180 ms
     # every few seconds under load, a latency spike and ~4 % of a core).
     gc.freeze()
@@ -166,13 +148,105 @@ def run(args: argparse.Namespace) -> int:
             return 0
         print(f"worker: stopped; totals {final.get('totals')}, broker {final.get('broker')}", flush=True)
         return 0
+    router = personal = None
+    if routing:
+        router = ModelRouter(waist, anywhere)
+        folder = personal_dir(args.personal_dir)
+        personal = PersonalRegistry(folder, lambda path: load_personal_model(path, args.runtime, display_maker(args)),
+                                    interval=args.personal_poll)  # fmt: skip
+        print(f"worker: modes waist ({waist.model_id}), "
+              f"{'any (' + anywhere.model_id + ')' if anywhere else 'no any mode'}, personal (watching {folder})",
+              flush=True)  # fmt: skip
     try:
         final = serve(runtime, classes, model_id, ingest=ingest, output=output, config=config,
                       worker_id=args.id, stop=stop, print_every=args.stats_every, keys=args.keys,
-                      printer=lambda line: print(line, flush=True))  # fmt: skip
+                      printer=lambda line: print(line, flush=True), router=router, personal=personal)  # fmt: skip
     except KeyboardInterrupt:
         return 0
     except BusAuthError as exc:  # an address off loopback without keys, a key file missing
         raise SystemExit(f"worker: {exc}") from None
     print(f"worker: stopped; totals {final.get('totals')}, drops {final.get('drops')}", flush=True)
     return 0
+
+
+class ModelLoadError(Exception):
+    """A model given to the worker could not be served."""
+
+
+def display_maker(args: argparse.Namespace):
+    """``(classes, metadata) -> display factory`` for ``--display`` (None: the
+    core's moving average of ``--smooth`` windows)."""
+    from harstream.stream.decoder import display_for
+
+    if args.display != "decoder" or args.runtime == "none":
+        return None
+    return lambda classes, meta: display_for(classes, meta.get("decoder"), args.threshold)
+
+
+def load_served(path: str | None, mode: str, args: argparse.Namespace):
+    """The model at ``path`` (the shipped one for its mode when None) with its
+    runtime and display, as a :class:`~harstream.stream.model_routing.ServedModel`."""
+    from harstream.models.artifact import ANY_MODEL, ArtifactError, load_artifact, model_id_of
+    from harstream.models.runtime import NullRuntime, load_cached_runtime, load_runtime
+    from harstream.stream.activities import ACTIVITIES, PLACEMENT_FREE
+    from harstream.stream.model_routing import ServedModel
+
+    if args.runtime == "none":
+        classes = list(PLACEMENT_FREE if mode == "any" else ACTIVITIES)
+        return ServedModel(mode, mode, f"none-{mode}" if mode != "waist" else "none", tuple(classes),
+                           runtime=NullRuntime(len(classes)))  # fmt: skip
+    if path is None and mode == "any":
+        path = str(ANY_MODEL)
+    cached = None
+    features = None
+    try:
+        if args.runtime in ("auto", "tflite") and not args.no_fast_start:
+            # A conversion checked on an earlier start: no TensorFlow, serving in a second.
+            cached = load_cached_runtime(path)
+            if cached is not None and cached[1].get("stages") and not args.whole_model:
+                cached = None  # a staged model is served stage by stage; the record is of the whole model
+        if cached is not None:
+            runtime, meta = cached
+            print(f"worker: {mode} model {model_id_of(meta)} served by {runtime.name} from its checked conversion "
+                  "(fast start)", flush=True)  # fmt: skip
+        else:
+            artifact = load_artifact(path)
+            meta = artifact.metadata
+            if artifact.stages and not args.whole_model:
+                from threadpoolctl import threadpool_limits
+
+                from harstream.models.staged_runtime import load_staged_runtime
+
+                # One worker is one core: numpy's matmul (the feature stage) must not start BLAS threads.
+                threadpool_limits(1, user_api="blas")
+                runtime = load_staged_runtime(artifact, args.runtime)
+                features = runtime.features  # each window's features once, then decisions on feature stacks
+            else:
+                runtime = load_runtime(artifact, args.runtime)
+            print(f"worker: {mode} model {artifact.model_id} served by {runtime.name} "
+                  f"(fallback {runtime.fallback.name if runtime.fallback else 'none'}): {runtime.report}",
+                  flush=True)  # fmt: skip
+    except ArtifactError as exc:
+        raise ModelLoadError(str(exc)) from None
+    except Exception as exc:  # a runtime that cannot be built for this model
+        raise ModelLoadError(f"{path}: {type(exc).__name__}: {exc}") from None
+    placement = meta.get("placement", "waist")
+    if mode == "any" and placement != "any":
+        raise ModelLoadError(f"{path}: placement {placement!r}; --any-model needs a placement-free model ('any')")
+    classes = list(meta["classes"])
+    make = display_maker(args)
+    return ServedModel(mode, mode, model_id_of(meta), tuple(classes),
+                       tuple(int(s) for s in meta.get("context_steps") or ()),
+                       make(classes, meta) if make else None, runtime, str(path or ""), features)  # fmt: skip
+
+
+def load_any(args: argparse.Namespace):
+    """The placement-free model for any mode: ``--any-model`` (an error if it
+    does not load), else the shipped one (None, with a warning, if it does not)."""
+    try:
+        return load_served(args.any_model, "any", args)
+    except ModelLoadError as exc:
+        if args.any_model is not None:
+            raise
+        print(f"worker: no any mode (phones are served in waist mode): {exc}", flush=True)
+        return None

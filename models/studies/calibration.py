@@ -25,9 +25,9 @@ import argparse
 import itertools
 import json
 import sys
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -81,7 +81,9 @@ def study_subject(
     }
     variants = {"same": rotation, **({"flipped": FLIP @ rotation} if flip else {})}
     for variant, turn in variants.items():
-        test = labelled_windows([replace(r, samples=rotate_samples(r.samples, turn)) for r in later], context_steps=fit.context_steps)
+        test = labelled_windows(
+            [replace(r, samples=rotate_samples(r.samples, turn)) for r in later], context_steps=fit.context_steps
+        )
         predicted = np.array(fit.classes)[np.asarray(fit.model.predict(test.x, batch_size=256, verbose=0)).argmax(1)]
         expected = expected_names(test.y, fit.classes)
         row[f"accuracy_{variant}"] = float(np.mean(predicted == expected))
@@ -139,14 +141,22 @@ def table(report: dict) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     from ..dataset import VALIDATION_SUBJECTS
 
-    parser = argparse.ArgumentParser(prog="python -m harstream.models.studies.calibration", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m harstream.models.studies.calibration", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--subjects", default="test", help="'test' (UCI test subjects), 'validation', or e.g. 2,4,9")
     parser.add_argument("--activities", default=",".join(DEFAULT_ACTIVITIES), help="calibrated activities, or 'all'")
     parser.add_argument("--seconds", type=float, default=60.0, help="first seconds of each activity used")
     parser.add_argument("--max-angle", type=float, nargs="+", default=[PersonalSettings.max_angle])
-    parser.add_argument("--sign", choices=["invariant", "signed", "both"], default="signed" if not PersonalSettings.sign_invariant else "invariant")
+    parser.add_argument(
+        "--sign",
+        choices=["invariant", "signed", "both"],
+        default="signed" if not PersonalSettings.sign_invariant else "invariant",
+    )
     parser.add_argument("--sharpness", type=float, nargs="+", default=[PersonalSettings.sharpness])
-    parser.add_argument("--discriminant", choices=["on", "off", "both"], default="on" if PersonalSettings.discriminant else "off")
+    parser.add_argument(
+        "--discriminant", choices=["on", "off", "both"], default="on" if PersonalSettings.discriminant else "off"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--flip", action="store_true", help="also score the later session upside down")
     parser.add_argument("--out", type=Path, default=REPORT)
@@ -154,12 +164,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     subjects = {"test": list(UCI_TEST_SUBJECTS), "validation": list(VALIDATION_SUBJECTS)}.get(args.subjects)
     if subjects is None:
         subjects = [int(s) for s in args.subjects.split(",")]
-    activities = list(ACTIVITIES) if args.activities == "all" else [a.strip().upper() for a in args.activities.split(",")]
+    activities = (
+        list(ACTIVITIES) if args.activities == "all" else [a.strip().upper() for a in args.activities.split(",")]
+    )
     reports = []
     signs = {"invariant": [True], "signed": [False], "both": [True, False]}[args.sign]
     discriminants = {"on": [True], "off": [False], "both": [True, False]}[args.discriminant]
     for angle, sign, sharpness, discriminant in itertools.product(args.max_angle, signs, args.sharpness, discriminants):
-        settings = PersonalSettings(max_angle=angle, sign_invariant=sign, sharpness=sharpness, discriminant=discriminant)
+        settings = PersonalSettings(
+            max_angle=angle, sign_invariant=sign, sharpness=sharpness, discriminant=discriminant
+        )
         report = run(subjects, activities, args.seconds, settings, args.seed, args.flip)
         print(f"\n{settings}, activities {activities}, subjects {args.subjects}")
         print(table(report), flush=True)

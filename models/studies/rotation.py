@@ -19,8 +19,8 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -63,8 +63,15 @@ def run(models: Sequence[str], seeds: Sequence[int], subjects: Sequence[int] = U
         artifact = load_artifact(PRETRAINED_DIR / f"{name}.keras" if not name.endswith(".keras") else name)
         for condition, degrees in CONDITIONS.items():
             started = time.perf_counter()
-            per_seed = [score_model(artifact, degrees, seed, subjects) for seed in (seeds if degrees != 0.0 else seeds[:1])]
-            row = {"model": name, "placement": artifact.placement, "rotation": condition, "seconds": round(time.perf_counter() - started, 1)}
+            per_seed = [
+                score_model(artifact, degrees, seed, subjects) for seed in (seeds if degrees != 0.0 else seeds[:1])
+            ]
+            row = {
+                "model": name,
+                "placement": artifact.placement,
+                "rotation": condition,
+                "seconds": round(time.perf_counter() - started, 1),
+            }
             for key in per_seed[0]:
                 values = [s[key] for s in per_seed]
                 row[key] = float(np.mean(values))
@@ -91,7 +98,9 @@ def table(report: dict) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m harstream.models.studies.rotation", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m harstream.models.studies.rotation", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--models", nargs="+", default=["default", "any"], help="shipped names or .keras paths")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="rotation seeds")
     parser.add_argument("--out", type=Path, default=REPORT)

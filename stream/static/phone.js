@@ -4,6 +4,8 @@
 
 const G = 9.80665;
 const FLUSH_MS = 200;
+const MAX_HELD = 500; // readings per sensor kept while disconnected (older ones would be a gap anyway)
+const MAX_RETRY_MS = 15000;
 
 function deviceId() {
   let id = localStorage.getItem("harstream-device");
@@ -32,7 +34,12 @@ function socketUrl() {
   return `${scheme}//${location.host}/ws` + (token ? `?token=${encodeURIComponent(token)}` : "");
 }
 
-const state = { device: deviceId(), ws: null, acc: [], gyro: [], sent: 0, started: false, predictions: 0 };
+const state = {
+  device: deviceId(), busDevice: null, ws: null, acc: [], gyro: [], sent: 0, started: false, predictions: 0,
+  retryMs: 1000, reconnects: 0, mode: null, model: null,
+  motionListeners: [], // calibrate.js: called with (t ms, [x, y, z] m/s²) for every acceleration reading
+  onCalibration: null, // calibrate.js: called with every {type: "calibration"} answer
+};
 const $ = (id) => document.getElementById(id);
 
 // The devicemotion listener: one reading of each sensor per event, stamped
@@ -43,6 +50,7 @@ function onMotion(event) {
   const r = event.rotationRate;
   if (a && a.x !== null && a.y !== null && a.z !== null) {
     state.acc.push([t, a.x, a.y, a.z]);
+    for (const listener of state.motionListeners) listener(t, [a.x, a.y, a.z]);
   }
   // rotationRate: alpha about z, beta about x, gamma about y (deg/s).
   if (r && r.alpha !== null && r.beta !== null && r.gamma !== null) {
@@ -52,7 +60,13 @@ function onMotion(event) {
 
 function flush() {
   const ws = state.ws;
-  if (!ws || ws.readyState !== WebSocket.OPEN || (!state.acc.length && !state.gyro.length)) return;
+  if (!ws || ws.readyState !== WebSocket.OPEN) {
+    // Bounded while the gateway is away: a restart must not end in one huge message.
+    state.acc = state.acc.slice(-MAX_HELD);
+    state.gyro = state.gyro.slice(-MAX_HELD);
+    return;
+  }
+  if (!state.acc.length && !state.gyro.length) return;
   const last = state.acc[state.acc.length - 1];
   if (last) $("acc").textContent = last.slice(1).map((v) => (v / G).toFixed(2)).join("  ");
   ws.send(JSON.stringify({ type: "samples", acc: state.acc, gyro: state.gyro }));
@@ -60,6 +74,35 @@ function flush() {
   state.acc = [];
   state.gyro = [];
   $("sent").textContent = String(state.sent);
+}
+
+// Sends a message after every reading taken so far, so that the gateway sees
+// them before it (calibration takes are cut by these messages). False when offline.
+function sendNow(message) {
+  flush();
+  const ws = state.ws;
+  if (!ws || ws.readyState !== WebSocket.OPEN || !state.busDevice) return false;
+  ws.send(JSON.stringify(message));
+  return true;
+}
+
+const MODE_TEXT = {
+  any: "any placement: moving or still, walking and stairs; calibrate to see sitting/standing/lying",
+  personal: "calibrated on this phone",
+  waist: "the waist model (phone worn at the waist, like the HAPT recordings)",
+};
+
+function showMode(msg) {
+  if (!msg.mode || (msg.mode === state.mode && msg.model === state.model)) return;
+  state.mode = msg.mode;
+  state.model = msg.model;
+  let text = MODE_TEXT[msg.mode] || "";
+  if (msg.mode === "personal" && Array.isArray(msg.classes)) {
+    const postures = msg.classes.filter((c) => ["SITTING", "STANDING", "LAYING"].includes(c));
+    text += postures.length ? ` (${postures.map((c) => c.toLowerCase()).join(", ")})` : " (no posture kept)";
+  }
+  $("mode").textContent = `mode: ${msg.mode}${text ? " — " + text : ""}`;
+  $("model").textContent = msg.model || "–";
 }
 
 function connect() {
@@ -76,34 +119,45 @@ function connect() {
     const msg = JSON.parse(message.data);
     if (msg.type === "welcome") {
       sessionStorage.setItem("harstream-key", msg.key);
+      state.busDevice = msg.bus_device;
+      state.retryMs = 1000;
+      $("bus-device").textContent = msg.bus_device;
       $("status").textContent = "streaming";
     } else if (msg.type === "prediction") {
       state.predictions += 1;
       $("activity").textContent = (msg.smoothed || msg.label).replaceAll("_", " ").toLowerCase();
+      showMode(msg);
+    } else if (msg.type === "calibration") {
+      if (state.onCalibration) state.onCalibration(msg);
     } else if (msg.type === "error") {
       $("error").textContent = `${msg.reason}: ${msg.detail}`;
     }
   };
   ws.onclose = (event) => {
-    $("status").textContent = `disconnected (${event.code}${event.reason ? " " + event.reason : ""}); retrying`;
+    // The gateway restarting or a network hiccup: reconnect with back-off
+    // (1 s doubling to 15 s); the same device id and key take the id back.
+    const wait = state.retryMs;
+    $("status").textContent = `disconnected (${event.code}${event.reason ? " " + event.reason : ""}); retrying in ${wait / 1000} s`;
     state.ws = null;
-    setTimeout(connect, 2000);
+    state.reconnects += 1;
+    state.retryMs = Math.min(state.retryMs * 2, MAX_RETRY_MS);
+    setTimeout(connect, wait);
   };
 }
 
 async function start() {
-  if (state.started) return;
+  if (state.started) return true;
   $("error").textContent = "";
   // iOS asks the user, and only from a tap; elsewhere there is nothing to ask.
   if (typeof DeviceMotionEvent !== "undefined" && typeof DeviceMotionEvent.requestPermission === "function") {
     try {
       if (await DeviceMotionEvent.requestPermission() !== "granted") {
         $("error").textContent = "motion sensor permission denied";
-        return;
+        return false;
       }
     } catch (err) {
       $("error").textContent = String(err);
-      return;
+      return false;
     }
   }
   if (!window.isSecureContext) {
@@ -114,8 +168,11 @@ async function start() {
   setInterval(flush, FLUSH_MS);
   connect();
   $("start").disabled = true;
+  return true;
 }
 
 $("device").textContent = state.device;
 $("start").addEventListener("click", start);
+state.start = start;
+state.sendNow = sendNow;
 window.harstream = state;
