@@ -186,3 +186,17 @@ def test_a_failing_feature_stage_drops_its_windows_counted_and_the_worker_goes_o
     core = StreamCore(ACTIVITIES, "m", WorkerConfig(context_steps=(1, 2), features=broken))
     core.ingest(encode_samples(SampleBatch("d1", 0, 0.0, np.zeros((256, 6), np.float32))), now=0.0)
     assert core.pending == [] and core.drops["inference"] == 3  # windows 0, 1, 2
+
+
+def test_a_device_moved_to_a_model_with_another_feature_stage_starts_its_context_afresh():
+    from harstream.stream.model_routing import ServedModel
+    from harstream.stream.worker import Device, WorkerConfig
+
+    classes = ("WALKING", "STILL")
+    waist = ServedModel("waist", "waist", "a", classes, (1, 2), features=lambda w: np.zeros((len(w), 5)))
+    anywhere = ServedModel("any", "any", "b", classes, (1, 2), features=lambda w: np.zeros((len(w), 3)))
+    device = Device("d", 0, waist, WorkerConfig(), 0.0)
+    device.windows.context.push(np.zeros((2, 5), np.float32))
+    device.serve_with(anywhere, WorkerConfig())
+    assert device.windows.context.seen == 0
+    assert device.windows.context.push(np.ones((1, 3), np.float32)).shape == (1, 3, 3)
