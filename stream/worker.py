@@ -371,12 +371,11 @@ class StreamCore:
         devices' windows. Where that call fails, none (those windows are
         dropped, counted)."""
         inputs = list(results)
-        by_stage: dict[int, list[int]] = {}
+        by_stage: dict[int, tuple[Callable[[np.ndarray], np.ndarray], list[int]]] = {}
         for i, (state, windows) in enumerate(zip(states, results)):
             if state.served.features is not None and len(windows):
-                by_stage.setdefault(id(state.served.features), []).append(i)
-        for idx in by_stage.values():
-            features = states[idx[0]].served.features
+                by_stage.setdefault(id(state.served.features), (state.served.features, []))[1].append(i)
+        for features, idx in by_stage.values():
             total = sum(len(results[i]) for i in idx)
             try:
                 f = features(np.concatenate([results[i] for i in idx]))
