@@ -65,6 +65,12 @@ class ModelArtifact:
         :class:`~harstream.stream.context.WindowContext`."""
         return tuple(int(s) for s in self.metadata.get("context_steps") or ())
 
+    @property
+    def stages(self) -> dict | None:
+        """The feature and decision stages the model carries (metadata
+        ``stages``; :mod:`harstream.models.staged`), None for a one-piece model."""
+        return self.metadata.get("stages") or None
+
 
 def model_id_of(metadata: dict) -> str:
     """``<architecture>@<sha256 prefix>`` of a model's metadata.
@@ -104,6 +110,8 @@ def save_artifact(model: Any, metadata: dict, path: str | Path) -> Path:
     ``classes``, ``preprocessing`` and ``library_versions`` are filled in when
     absent; ``sha256`` is the hash of the written ``.keras`` file.
     """
+    from .staged import stage_metadata
+
     path = Path(path)
     if path.suffix != ".keras":
         raise ArtifactError(f"{path}: a model artifact must end in .keras")
@@ -116,8 +124,11 @@ def save_artifact(model: Any, metadata: dict, path: str | Path) -> Path:
         **metadata,
         # what the model takes, read from the model itself (never from copied metadata)
         "input": {"shape": [None, *(int(d) for d in model.input_shape[1:])], "dtype": "float32"},
+        "stages": stage_metadata(model),
         "sha256": file_sha256(path),
     }
+    if meta["stages"] is None:  # a one-piece model
+        del meta["stages"]
     metadata_path(path).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     return path
 
@@ -171,7 +182,7 @@ def load_artifact(path: str | Path | None = None) -> ModelArtifact:
     import keras
 
     # register our layers (WindowFeatures, RBFKernel, PlacementFreeFeatures, PostureHead, …) for safe mode
-    from . import features, invariant, posture_layers, svm  # noqa: F401
+    from . import features, invariant, posture_layers, staged, svm  # noqa: F401
 
     path = Path(path) if path is not None else DEFAULT_MODEL
     meta = read_metadata(path)
@@ -202,6 +213,13 @@ def check_input(artifact: ModelArtifact) -> None:
         raise ArtifactError(
             f"{artifact.path}: the model takes {got} per window but its metadata "
             f"(context_steps {list(steps)}) means the worker feeds {expected}"
+        )
+    from .staged import stage_metadata
+
+    if artifact.stages is not None and artifact.stages != stage_metadata(artifact.model):
+        raise ArtifactError(
+            f"{artifact.path}: its metadata names stages {artifact.stages} but the model carries "
+            f"{stage_metadata(artifact.model)}"
         )
     outputs = int(artifact.model.output_shape[-1])
     if outputs != len(artifact.classes):

@@ -121,7 +121,12 @@ def embedded_training_windows(context_steps: Sequence[int] = ()) -> Windows:
 def is_svm(model) -> bool:
     """Whether ``model`` is a kernel SVM (:mod:`harstream.models.svm`): it has
     nothing to train by gradient descent, so it is refitted instead."""
-    return any(layer.name == "rbf_kernel" for layer in model.layers)
+    from .staged import DECISION_STAGE
+
+    # a context SVM keeps its kernel in its decision stage (models/staged.py)
+    return any(
+        layer.name == "rbf_kernel" or (layer.name == DECISION_STAGE and is_svm(layer)) for layer in model.layers
+    )
 
 
 def svm_options(metadata: dict) -> dict:

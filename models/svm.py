@@ -16,6 +16,10 @@ The Keras graph is exactly the SVM, then a calibration::
       → Dense(15): the 15 one-vs-one decision values (libsvm's)
       → VoteSoftmax: softmax(T · (votes + bounded confidence))
 
+With context windows the features are a *feature stage* of each window and
+the rest a *decision stage* on the stack of feature vectors, two named
+sub-models of the one model (:mod:`harstream.models.staged`).
+
 ``votes + bounded confidence`` is scikit-learn's own one-vs-rest view of the
 one-vs-one decisions, so the most probable class is exactly the SVM's vote.
 The temperature ``T`` is fitted (log loss) on *out-of-fold* decision values
@@ -38,6 +42,7 @@ from keras import ops
 from .dataset import Windows
 from .features import WindowFeatures, window_features
 from .registry import INPUT_SHAPE, N_CLASSES
+from .staged import build_staged_model, decision_stage_of, feature_size
 
 DEFAULT_C = 0.3
 CALIBRATION_FOLDS = 5
@@ -205,23 +210,30 @@ def build_svm_model(
 ) -> "keras.Model":
     """The Keras model computing the calibrated ``svc`` ∘ ``scaler`` ∘ features
     of an input of ``input_shape`` (a window, or a window and its context);
-    ``features`` is the feature layer (:class:`WindowFeatures` by default)."""
-    inputs = keras.Input(shape=tuple(input_shape), dtype="float32", name="window")
-    f = (features if features is not None else WindowFeatures(name="window_features"))(inputs)
+    ``features`` is the feature layer (:class:`WindowFeatures` by default).
+
+    A context model is *staged* (:mod:`harstream.models.staged`): a feature
+    stage per window and a decision stage on the stack of feature vectors,
+    inside the one model, so a server can compute each window's features once."""
+    layer = features if features is not None else WindowFeatures(name="window_features")
     # scale_² rather than var_: the scaler leaves a constant feature unscaled
     # (scale 1) where Normalization would divide by ~0.
     norm = keras.layers.Normalization(
         mean=scaler.mean_.astype("float32"), variance=(scaler.scale_**2).astype("float32"), name="feature_scaler"
     )
-    f = norm(f)
     kernel = RBFKernel(len(svc.support_vectors_), svc.gamma, name="rbf_kernel")
-    k = kernel(f)
-    kernel.set_weights([svc.support_vectors_.astype("float32")])
     ovo = keras.layers.Dense(svc.intercept_.shape[0], name="one_vs_one", trainable=False)
-    decisions = ovo(k)
+    vote = VoteSoftmax(len(svc.classes_), temperature, name="probabilities")
+    if len(input_shape) == 3:  # (1 + k, 128, 9): a window and its context
+        windows = int(input_shape[0])
+        decision = decision_stage_of([norm, kernel, ovo, vote], windows, feature_size(layer))
+        model = build_staged_model(layer, decision, windows, name=name)
+    else:
+        inputs = keras.Input(shape=tuple(input_shape), dtype="float32", name="window")
+        model = keras.Model(inputs, vote(ovo(kernel(norm(layer(inputs))))), name=name)
+    kernel.set_weights([svc.support_vectors_.astype("float32")])
     ovo.set_weights(list(one_vs_one_weights(svc)))
-    outputs = VoteSoftmax(len(svc.classes_), temperature, name="probabilities")(decisions)
-    return keras.Model(inputs, outputs, name=name)
+    return model
 
 
 def fit_svm(

@@ -6,8 +6,9 @@ arithmetic. :func:`push_many` gives exactly what ``[p.push(c) for p, c in
 zip(pipes, chunks)]`` gives, but filters all devices whose chunks have the
 same length in one vectorised pass, through the filters' own batched step
 (:meth:`~harstream.stream.filters.UciFilterBank.apply_many`, bit-identical to
-each device's ``apply``), then windows each device with
-:meth:`~harstream.stream.pipeline.DevicePipeline.window_processed`.
+each device's ``apply``), then windows them with
+:func:`~harstream.stream.pipeline.window_processed_many` (one cut for all
+devices whose carried tails are equally long).
 ``tests/test_worker.py`` checks the windows against
 :class:`~harstream.stream.pipeline.DevicePipeline`.
 """
@@ -15,12 +16,12 @@ each device's ``apply``), then windows each device with
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from .filters import UciFilterBank
-from .pipeline import DevicePipeline, check_samples
+from .pipeline import DevicePipeline, check_samples, window_processed_many
 
 
 def push_many(pipes: Sequence[DevicePipeline], chunks: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -44,8 +45,8 @@ def push_many(pipes: Sequence[DevicePipeline], chunks: Sequence[np.ndarray]) -> 
         group = [pipes[i] for i in idx]
         raw = np.stack([check_samples(chunks[i]) for i in idx])  # (D, n, 6); validated first
         processed = _filter_stacked(group, raw)
-        for k, i in enumerate(idx):
-            out[i] = group[k].window_processed(processed[k])
+        for i, windows in zip(idx, window_processed_many(group, processed)):
+            out[i] = windows
     return out  # type: ignore[return-value]
 
 

@@ -9,6 +9,11 @@ window on. Training windows follow the same rule
 (:func:`harstream.models.dataset.labelled_windows`), so the model never sees
 a stack the worker could not build.
 
+The rule does not care what a window is: a server of a staged model
+(:mod:`harstream.models.staged`) pushes each window's *feature vector*
+``(k, F)`` instead and gets ``(k, 1 + len(steps), F)`` stacks, computing each
+window's features once instead of once per decision it is part of.
+
 >>> import numpy as np
 >>> ctx = WindowContext((1, 2))
 >>> w = np.arange(4, dtype=np.float32)[:, None, None] * np.ones((4, 128, 9), np.float32)   # windows 0..3
@@ -38,7 +43,8 @@ def check_steps(steps: Sequence[int]) -> tuple[int, ...]:
 
 
 class WindowContext:
-    """Per-device window history: ``push(windows (k, 128, 9)) -> (k, 1 + len(steps), 128, 9)``.
+    """Per-device window history: ``push(windows (k, 128, 9)) -> (k, 1 + len(steps), 128, 9)``,
+    or of any per-window array, e.g. features: ``(k, F) -> (k, 1 + len(steps), F)``.
 
     Output row ``i`` stacks the pushed window and the windows ``steps`` before
     it (the device's first window where there is no such window yet). The

@@ -35,7 +35,7 @@ class WindowOut:
     """A completed window, ready for the model."""
 
     window: int  # windows since the pipeline started
-    x: np.ndarray  # (128, 9); (1 + len(context_steps), 128, 9) for a context model
+    x: np.ndarray  # (128, 9); (1 + len(context_steps), 128, 9) for a context model; (…, F) features if staged
     t_start: float
     t_end: float
     truth: str | None
@@ -69,14 +69,18 @@ class DeviceWindows:
         return self.pipeline.samples_seen + buffered >= self.next_window_end
 
     def describe(self, windows: np.ndarray, labels: np.ndarray | None, first_window: int,
-                 seen_before: int) -> list[WindowOut]:  # fmt: skip
+                 seen_before: int, inputs: np.ndarray | None = None) -> list[WindowOut]:  # fmt: skip
         """The windows the pipeline emitted for samples ``seen_before..`` (with
-        their ``labels``, if any), numbered from ``first_window``."""
+        their ``labels``, if any), numbered from ``first_window``. ``inputs``
+        are what the model takes of them when that is not the windows
+        themselves (a staged model's feature vectors, stacked by the same
+        context rule); fewer rows than windows: only the first ones are served."""
         if labels is not None:
             if len(self.labels) == 0:
                 self.label_base = seen_before
             self.labels = np.concatenate([self.labels, labels])
-        inputs = self.context.push(windows) if self.context is not None else windows
+        inputs = windows if inputs is None else inputs
+        inputs = self.context.push(inputs) if self.context is not None else inputs
         out = []
         for i, x in enumerate(inputs):
             j = first_window + i

@@ -62,6 +62,9 @@ class ServedModel:
     display: Callable[[], Any] | None = None
     runtime: Any = None
     source: str = ""  # the file it came from, for logs and stats
+    # a staged model's feature stage, (n, 128, 9) -> (n, F): the core computes each window's
+    # features once and stacks feature vectors; ``runtime`` then takes (n, 1 + k, F)
+    features: Callable[[Any], Any] | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:

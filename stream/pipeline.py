@@ -94,6 +94,35 @@ class DevicePipeline:
         return windows
 
 
+def window_processed_many(pipes: "list[DevicePipeline]", processed: np.ndarray) -> list[np.ndarray]:
+    """:meth:`DevicePipeline.window_processed` of ``processed[k]`` for each of
+    ``pipes[k]``, the same windows and state, with one cut per group of
+    pipelines whose carried tails are equally long (in a worker, nearly all
+    of them): ``processed`` is ``(D, n, 9)``."""
+    out: list[np.ndarray] = [np.empty(0)] * len(pipes)
+    groups: dict[int, list[int]] = {}
+    for k, pipe in enumerate(pipes):
+        groups.setdefault(len(pipe._tail), []).append(k)
+    n = processed.shape[1]
+    for tail, idx in groups.items():
+        part = processed[idx]
+        buf = np.concatenate([np.stack([pipes[k]._tail for k in idx]), part], axis=1) if tail else part
+        count = 0 if buf.shape[1] < WINDOW else (buf.shape[1] - WINDOW) // STEP + 1
+        if count:
+            view = np.lib.stride_tricks.sliding_window_view(buf, WINDOW, axis=1)[:, : (count - 1) * STEP + 1 : STEP]
+            windows = np.ascontiguousarray(view.transpose(0, 1, 3, 2), dtype=np.float32)
+        else:
+            windows = np.empty((len(idx), 0, WINDOW, WINDOW_CHANNELS), np.float32)
+        rest = buf[:, count * STEP :]
+        for i, k in enumerate(idx):
+            pipe = pipes[k]
+            pipe.samples_seen += n
+            pipe._tail = rest[i].copy()
+            pipe.emitted += count
+            out[k] = windows[i]
+    return out
+
+
 def check_samples(samples: np.ndarray, where: str = "samples") -> np.ndarray:
     """Validate raw samples: shape (n, 6), finite numbers. Returns float64."""
     arr = np.asarray(samples)

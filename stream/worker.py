@@ -100,6 +100,9 @@ class WorkerConfig:
     n_shards: int = 64
     # Of the model given as ``classes``/``model_id`` when no ModelRouter is (one model for all):
     context_steps: tuple[int, ...] = ()  # the model also takes the windows this many steps back
+    # a staged model's feature stage, (n, 128, 9) -> (n, F): each window's features are computed
+    # once, for all devices' new windows together, and the context stacks feature vectors
+    features: Callable[[np.ndarray], np.ndarray] | None = None
     # factory of each device's display core (stream.decoder.display_for); None = moving average
     display: Callable[[], Smoother] | None = None
     # Samples whose last one is older than this many seconds of wall clock are
@@ -116,7 +119,9 @@ class PendingWindow:
     device: str
     generation: int
     window: int
-    x: np.ndarray  # (128, 9) float32; (1 + len(context_steps), 128, 9) for a context model
+    # (128, 9) float32; (1 + len(context_steps), 128, 9) for a context model; with a staged
+    # model's feature stage (WorkerConfig.features) feature vectors instead of windows: (1 + k, F)
+    x: np.ndarray
     arrived: float  # monotonic time its last sample arrived
     t_start: float
     t_end: float
@@ -167,8 +172,9 @@ class Device:
 
     def serve_with(self, served: ServedModel, config: WorkerConfig) -> None:
         """Switch to another model: a display for its classes; the window
-        context starts afresh only if its context steps differ."""
-        if served.context_steps != self.served.context_steps:
+        context starts afresh only if its context steps or feature stage differ."""
+        if served.context_steps != self.served.context_steps or served.features is not self.served.features:
+            # (a context of one model's feature vectors means nothing to another model)
             self.windows.context = WindowContext(served.context_steps) if served.context_steps else None
         self.served = served
         self.display = make_display(served, config)
@@ -200,7 +206,7 @@ class StreamCore:
         self.config = config or WorkerConfig()
         if router is None:  # one model for every device, described by classes/model_id and the config
             router = ModelRouter(ServedModel("waist", "waist", model_id, tuple(classes), self.config.context_steps,
-                                             self.config.display))  # fmt: skip
+                                             self.config.display, features=self.config.features))  # fmt: skip
         self.router = router
         self.classes = list(router.waist.classes)
         self.model_id = router.waist.model_id
@@ -353,13 +359,40 @@ class StreamCore:
             pipe = state.windows.pipeline
             jobs.append((state, raw, labels, arrived, pipe.emitted, pipe.samples_seen))
         results = push_many([j[0].windows.pipeline for j in jobs], [j[1] for j in jobs])
-        for (state, _, labels, arrived, first_window, seen_before), windows in zip(jobs, results):
+        inputs = self._window_inputs([j[0] for j in jobs], results)
+        for (state, _, labels, arrived, first_window, seen_before), windows, x in zip(jobs, results, inputs):
             if len(windows):
                 self._unproven.pop(state.name, None)  # it completed a window: a real device
-            for w in state.windows.describe(windows, labels, first_window, seen_before):
+            for w in state.windows.describe(windows, labels, first_window, seen_before, inputs=x):
                 self._enqueue(PendingWindow(state.name, state.generation, w.window, w.x, arrived,
                                             w.t_start, w.t_end, w.truth, state.served))  # fmt: skip
             self.totals["windows"] += len(windows)
+
+    def _window_inputs(self, states: list[Device], results: list[np.ndarray]) -> list[np.ndarray]:
+        """What each device's model takes of its new windows: the windows, or
+        for a staged model their features, computed once per model for all its
+        devices' windows. Where that call fails, none (those windows are
+        dropped, counted)."""
+        inputs = list(results)
+        by_stage: dict[int, tuple[Callable[[np.ndarray], np.ndarray], list[int]]] = {}
+        for i, (state, windows) in enumerate(zip(states, results)):
+            if state.served.features is not None and len(windows):
+                by_stage.setdefault(id(state.served.features), (state.served.features, []))[1].append(i)
+        for features, idx in by_stage.values():
+            total = sum(len(results[i]) for i in idx)
+            try:
+                f = features(np.concatenate([results[i] for i in idx]))
+                if len(f) != total:
+                    raise ValueError(f"the feature stage returned {len(f)} rows for {total} windows")
+            except Exception as exc:  # a broken runtime must not stop the worker
+                self.drops["inference"] += total - 1
+                self._drop("inference", f"{total} windows: feature stage failed: {type(exc).__name__}: {exc}")
+                for i in idx:
+                    inputs[i] = results[i][:0]
+                continue
+            for i, part in zip(idx, np.split(f, np.cumsum([len(results[i]) for i in idx])[:-1])):
+                inputs[i] = part
+        return inputs
 
     def _enqueue(self, window: PendingWindow) -> None:
         if self._waiting >= self.config.max_pending:

@@ -113,3 +113,13 @@ def test_live_accuracy_replays_a_context_model_with_the_workers_stacks():
     samples = _samples(800, seed=7)
     expected = WindowContext((1, 4)).push(DevicePipeline().push(samples))
     np.testing.assert_allclose(session_windows(samples, chunk=50, context_steps=(1, 4)), expected, atol=1e-6)
+
+
+def test_a_context_of_feature_vectors_follows_the_same_rule_as_windows():
+    windows = np.random.default_rng(2).normal(size=(7, 128, 9)).astype(np.float32)
+    features = windows.mean(axis=1)  # any per-window vector
+    stacked_windows = WindowContext((1, 2, 4)).push(windows)
+    ctx = WindowContext((1, 2, 4))
+    stacked_features = np.concatenate([ctx.push(features[:3]), ctx.push(features[3:])])
+    assert stacked_features.shape == (7, 4, 9)
+    np.testing.assert_array_equal(stacked_features, stacked_windows.mean(axis=2))

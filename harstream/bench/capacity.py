@@ -23,6 +23,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None)
     parser.add_argument("--chunk", type=int, default=10, help="samples per message")
     parser.add_argument("--speed", type=float, default=1.0, help="simulator speed (0 = as fast as the bus takes)")
+    parser.add_argument("--direct", action="store_true",
+                        help="with --shards > 1: no proxy; the simulator binds the ingest and each worker "
+                             "connects to it (its shard's topics filtered at the publisher) and to the bench")  # fmt: skip
+    parser.add_argument("--worker-arg", action="append", default=[], metavar="ARG",
+                        help="extra argument for every worker, e.g. --worker-arg=--whole-model (repeatable)")  # fmt: skip
     parser.add_argument("--profile", default=None, metavar="FILE",
                         help="run the (first) worker under cProfile and write the stats here")  # fmt: skip
 
@@ -84,13 +89,15 @@ def free_address() -> str:
 
 
 def start_workers(shards: int, args: argparse.Namespace, env: dict, extra: list[str] | None = None):
-    """Worker (and proxy) processes; returns (processes, output address)."""
+    """Worker (and proxy) processes; returns (processes, output address: the
+    bench binds it with ``--direct``, else connects)."""
     import subprocess
     import sys
 
     exe = [sys.executable, "-m", "harstream"]
     procs = []
-    base = ["worker", "--runtime", args.runtime, "--stats-every", "1000"] + (extra or [])
+    base = ["worker", "--runtime", args.runtime, "--stats-every", "1000"] + list(getattr(args, "worker_arg", []))
+    base += extra or []
     if args.model:
         base += ["--model", args.model]
     if shards == 1:
@@ -98,6 +105,12 @@ def start_workers(shards: int, args: argparse.Namespace, env: dict, extra: list[
         if args.profile:
             cmd = [sys.executable, "-m", "cProfile", "-o", args.profile, "-m", "harstream"] + base
         procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL))
+        return procs, env["HARSTREAM_OUTPUT"]
+    if getattr(args, "direct", False):  # no proxy: workers connect to the simulator and to the bench
+        for k in range(shards):
+            cmd = base + ["--shard", f"{k}/{shards}", "--ingest", ">" + env["HARSTREAM_INGEST"],
+                          "--publish", ">" + env["HARSTREAM_OUTPUT"]]  # fmt: skip
+            procs.append(subprocess.Popen(exe + cmd, env=env, stdout=subprocess.DEVNULL))
         return procs, env["HARSTREAM_OUTPUT"]
     backs = free_address(), free_address()
     procs.append(subprocess.Popen(exe + ["proxy", "--ingest-backend", backs[0], "--output-backend", backs[1]],
@@ -139,7 +152,12 @@ def measure(n: int, shards: int, args: argparse.Namespace, sim_extra: list[str] 
     ctx = zmq.Context()
     sub = ctx.socket(zmq.SUB)
     sub.setsockopt(zmq.SUBSCRIBE, b"stats/")
-    sub.connect(output)
+    direct = getattr(args, "direct", False) and shards > 1
+    if direct:  # the workers connect to us, and the simulator binds the ingest
+        sub.bind(output)
+        sim_extra = [*(sim_extra or []), "--publish", "@" + env["HARSTREAM_INGEST"]]
+    else:
+        sub.connect(output)
     sim = None
     try:
         seen: set[str] = set()

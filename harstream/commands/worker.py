@@ -82,6 +82,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "device over (default %(default)s)")
     parser.add_argument("--keys", default=None, metavar="DIR",
                         help="CURVE key folder (`harstream keys DIR`); required for an address off loopback")
+    parser.add_argument("--whole-model", action="store_true",
+                        help="serve a staged context model in one piece (every window's features computed for "
+                             "each decision it is part of) instead of its features once per window; for comparison")
     parser.add_argument("--stats-every", type=float, default=5.0, help="seconds between printed stats lines")
 
 
@@ -118,10 +121,16 @@ def run(args: argparse.Namespace) -> int:
         max_batch=args.max_batch, max_wait=args.max_wait_ms / 1000.0, smooth_windows=args.smooth,
         threshold=args.threshold, idle_timeout=args.idle_timeout, signal_interval=args.signal_interval,
         shard=args.shard, context_steps=context_steps, display=display, stale_after=args.stale_after or None,
-        takeover_after=args.takeover_after,
+        takeover_after=args.takeover_after, features=waist.features,
     )  # fmt: skip
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    import gc
+
+    # What is loaded by now (TensorFlow, Keras, the models: ~400,000 objects) lives as long as
+    # the process; out of the collector's sight, a full collection no longer walks it (180 ms
+    # every few seconds under load, a latency spike and ~4 % of a core).
+    gc.freeze()
     if args.redis:
         from harstream.stream.redis_worker import LogConfig, serve_redis
 
@@ -189,10 +198,13 @@ def load_served(path: str | None, mode: str, args: argparse.Namespace):
     if path is None and mode == "any":
         path = str(ANY_MODEL)
     cached = None
+    features = None
     try:
         if args.runtime in ("auto", "tflite") and not args.no_fast_start:
             # A conversion checked on an earlier start: no TensorFlow, serving in a second.
             cached = load_cached_runtime(path)
+            if cached is not None and cached[1].get("stages") and not args.whole_model:
+                cached = None  # a staged model is served stage by stage; the record is of the whole model
         if cached is not None:
             runtime, meta = cached
             print(f"worker: {mode} model {model_id_of(meta)} served by {runtime.name} from its checked conversion "
@@ -200,7 +212,17 @@ def load_served(path: str | None, mode: str, args: argparse.Namespace):
         else:
             artifact = load_artifact(path)
             meta = artifact.metadata
-            runtime = load_runtime(artifact, args.runtime)
+            if artifact.stages and not args.whole_model:
+                from threadpoolctl import threadpool_limits
+
+                from harstream.models.staged_runtime import load_staged_runtime
+
+                # One worker is one core: numpy's matmul (the feature stage) must not start BLAS threads.
+                threadpool_limits(1, user_api="blas")
+                runtime = load_staged_runtime(artifact, args.runtime)
+                features = runtime.features  # each window's features once, then decisions on feature stacks
+            else:
+                runtime = load_runtime(artifact, args.runtime)
             print(f"worker: {mode} model {artifact.model_id} served by {runtime.name} "
                   f"(fallback {runtime.fallback.name if runtime.fallback else 'none'}): {runtime.report}",
                   flush=True)  # fmt: skip
@@ -215,7 +237,7 @@ def load_served(path: str | None, mode: str, args: argparse.Namespace):
     make = display_maker(args)
     return ServedModel(mode, mode, model_id_of(meta), tuple(classes),
                        tuple(int(s) for s in meta.get("context_steps") or ()),
-                       make(classes, meta) if make else None, runtime, str(path or ""))  # fmt: skip
+                       make(classes, meta) if make else None, runtime, str(path or ""), features)  # fmt: skip
 
 
 def load_any(args: argparse.Namespace):
