@@ -154,9 +154,7 @@ def check_compatible(meta: dict, where: str = "metadata") -> None:
     expected = preprocessing_params()
     got = meta.get("preprocessing")
     if got != expected:
-        diffs = sorted(
-            k for k in set(expected) | set(got or {}) if (got or {}).get(k) != expected.get(k)
-        )
+        diffs = sorted(k for k in set(expected) | set(got or {}) if (got or {}).get(k) != expected.get(k))
         raise ArtifactError(
             f"{where}: model was trained for different preprocessing "
             f"(differs in {', '.join(diffs) or 'everything'}); retrain it with this version"

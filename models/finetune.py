@@ -19,9 +19,9 @@ model's training statistics).
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -124,9 +124,7 @@ def is_svm(model) -> bool:
     from .staged import DECISION_STAGE
 
     # a context SVM keeps its kernel in its decision stage (models/staged.py)
-    return any(
-        layer.name == "rbf_kernel" or (layer.name == DECISION_STAGE and is_svm(layer)) for layer in model.layers
-    )
+    return any(layer.name == "rbf_kernel" or (layer.name == DECISION_STAGE and is_svm(layer)) for layer in model.layers)
 
 
 def svm_options(metadata: dict) -> dict:
@@ -206,17 +204,28 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, type=Path, help="where to write the fine-tuned .keras")
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--learning-rate", type=float, default=1e-4)
-    parser.add_argument("--replay", type=int, default=None, help="embedded training windows mixed in (default: as many as yours; 0: none)")
+    parser.add_argument(
+        "--replay",
+        type=int,
+        default=None,
+        help="embedded training windows mixed in (default: as many as yours; 0: none)",
+    )
     parser.add_argument("--seed", type=int, default=0)
 
 
 def run(args: argparse.Namespace) -> int:
     result = finetune(
-        args.base, args.data, args.out, epochs=args.epochs, learning_rate=args.learning_rate,
-        replay=args.replay, seed=args.seed, verbose=2,
+        args.base,
+        args.data,
+        args.out,
+        epochs=args.epochs,
+        learning_rate=args.learning_rate,
+        replay=args.replay,
+        seed=args.seed,
+        verbose=2,
     )
     print(f"fine-tuned on {result.windows} windows of your recordings -> {result.path}")
-    if result.held_out:
+    if result.held_out and result.accuracy_before is not None and result.accuracy_after is not None:
         print(
             f"held-out recording {result.held_out}: accuracy {100 * result.accuracy_before:.1f} % before, "
             f"{100 * result.accuracy_after:.1f} % after"

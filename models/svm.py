@@ -34,9 +34,8 @@ from __future__ import annotations
 import time
 from itertools import combinations
 
-import numpy as np
-
 import keras
+import numpy as np
 from keras import ops
 
 from .dataset import Windows
@@ -205,9 +204,9 @@ def build_svm_model(
     svc,
     temperature: float,
     input_shape: tuple[int, ...] = INPUT_SHAPE,
-    features: "keras.layers.Layer | None" = None,
+    features: keras.layers.Layer | None = None,
     name: str = "svm",
-) -> "keras.Model":
+) -> keras.Model:
     """The Keras model computing the calibrated ``svc`` ∘ ``scaler`` ∘ features
     of an input of ``input_shape`` (a window, or a window and its context);
     ``features`` is the feature layer (:class:`WindowFeatures` by default).
@@ -243,7 +242,7 @@ def fit_svm(
     C: float = DEFAULT_C,
     sample_weight: np.ndarray | None = None,
     verbose: int = 0,
-) -> tuple["keras.Model", dict]:
+) -> tuple[keras.Model, dict]:
     """Fit features → scaler → RBF SVM → calibration on ``train``; returns the
     Keras model and a history dict (``val_accuracy`` when ``validation`` is given).
     Windows with context (``x`` of shape (n, k, 128, 9)) give a model of that
@@ -277,11 +276,11 @@ def fit_feature_svm(
     C: float = DEFAULT_C,
     seed: int = 0,
     sample_weight: np.ndarray | None = None,
-    layer: "keras.layers.Layer | None" = None,
+    layer: keras.layers.Layer | None = None,
     n_classes: int = N_CLASSES,
     name: str = "svm",
     verbose: int = 0,
-) -> tuple["keras.Model", dict]:
+) -> tuple[keras.Model, dict]:
     """Scaler → RBF SVM → calibration on precomputed ``features`` of windows
     labelled ``y`` (0..n_classes-1) from subjects ``groups``; the Keras model
     computes the same ``layer`` (:class:`WindowFeatures` by default) on

@@ -25,7 +25,7 @@ window's features once instead of once per decision it is part of.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

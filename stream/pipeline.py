@@ -94,7 +94,7 @@ class DevicePipeline:
         return windows
 
 
-def window_processed_many(pipes: "list[DevicePipeline]", processed: np.ndarray) -> list[np.ndarray]:
+def window_processed_many(pipes: list[DevicePipeline], processed: np.ndarray) -> list[np.ndarray]:
     """:meth:`DevicePipeline.window_processed` of ``processed[k]`` for each of
     ``pipes[k]``, the same windows and state, with one cut per group of
     pipelines whose carried tails are equally long (in a worker, nearly all
@@ -128,8 +128,7 @@ def check_samples(samples: np.ndarray, where: str = "samples") -> np.ndarray:
     arr = np.asarray(samples)
     if arr.ndim != 2 or arr.shape[1] != RAW_CHANNELS:
         raise ValueError(
-            f"{where}: expected shape (n, {RAW_CHANNELS}) "
-            f"(acc x,y,z in g, gyro x,y,z in rad/s), got {arr.shape}"
+            f"{where}: expected shape (n, {RAW_CHANNELS}) (acc x,y,z in g, gyro x,y,z in rad/s), got {arr.shape}"
         )
     if not np.issubdtype(arr.dtype, np.number):
         raise ValueError(f"{where}: expected numbers, got dtype {arr.dtype}")

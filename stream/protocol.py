@@ -26,8 +26,9 @@ import json
 import math
 import re
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import orjson
@@ -86,16 +87,16 @@ class ProtocolError(InputError):
 def check_device_id(device: Any) -> str:
     """``device`` if it is a valid device id, else :class:`ProtocolError`."""
     if not isinstance(device, str) or not DEVICE_ID.fullmatch(device):
-        raise ProtocolError(
-            "device", f"device id {device!r} must be 1-64 characters of A-Z a-z 0-9 _ . : @ + -"
-        )
+        raise ProtocolError("device", f"device id {device!r} must be 1-64 characters of A-Z a-z 0-9 _ . : @ + -")
     return device
 
 
 def check_session_id(session: Any) -> str:
     """``session`` if it is a valid session id, else :class:`ProtocolError`."""
     if not isinstance(session, str) or not SESSION_ID.fullmatch(session):
-        raise ProtocolError("session", f"session id {str(session)[:80]!r} must be 1-64 characters of A-Z a-z 0-9 _ . : @ + -")
+        raise ProtocolError(
+            "session", f"session id {str(session)[:80]!r} must be 1-64 characters of A-Z a-z 0-9 _ . : @ + -"
+        )
     return session
 
 
@@ -209,9 +210,7 @@ def decode_samples(frames: Sequence[bytes]) -> SampleBatch:
     if not 1 <= n <= MAX_SAMPLES_PER_MESSAGE:
         raise ProtocolError("byte_length", f"n={n} outside 1..{MAX_SAMPLES_PER_MESSAGE}")
     if len(payload) != n * 24:
-        raise ProtocolError(
-            "byte_length", f"samples frame has {len(payload)} bytes, expected n*6*4 = {n * 24}"
-        )
+        raise ProtocolError("byte_length", f"samples frame has {len(payload)} bytes, expected n*6*4 = {n * 24}")
     samples = np.frombuffer(payload, dtype="<f4").reshape(n, 6)
     # One pass for the usual case: |x| <= limit is False for NaN and inf too, so
     # anything unusual takes the checks below, which name the reason.

@@ -227,7 +227,7 @@ class StreamCore:
         self._batch_sizes: list[int] = []
         self._last_stats: tuple[float, Counter[str]] | None = None
         self._pending_high_water = 0
-        self.started = None
+        self.started: float | None = None
 
     # ------------------------------------------------------------- ingest
 
@@ -348,7 +348,7 @@ class StreamCore:
         jobs = []
         for state in ready:
             arrived, state.ready_at = state.ready_at, None
-            if len(state.inbox) == 0:  # restarted meanwhile
+            if len(state.inbox) == 0 or arrived is None:  # restarted meanwhile
                 continue
             raw, labels = state.inbox.take()
             try:  # validated here so that push_many never fails half-way
@@ -402,10 +402,10 @@ class StreamCore:
             if not queue:
                 del self._queues[old.served.key]
             self._drop("overload", f"{self.config.max_pending} windows waiting; dropped one of {old.device}")
-        queue = self._queues.get(window.served.key)
-        if queue is None:
-            queue = self._queues[window.served.key] = deque()
-        queue.append(window)
+        waiting = self._queues.get(window.served.key)
+        if waiting is None:
+            waiting = self._queues[window.served.key] = deque()
+        waiting.append(window)
         self._waiting += 1
         self._pending_high_water = max(self._pending_high_water, self._waiting)
 
@@ -481,11 +481,20 @@ class StreamCore:
             self._lags.append((wall - w.t_end) * 1000.0)
             out.append(
                 Prediction(
-                    device=w.device, window=w.window, t_start=w.t_start, t_end=w.t_end,
-                    label=classes[int(p.argmax())], probs=raw, smoothed=smoothed,
-                    smoothed_probs=smoothed_probs, model=w.served.model_id,
-                    latency_ms=round(latency, 3), truth=w.truth, worker=self.worker_id,
-                    mode=w.served.mode, classes=classes,
+                    device=w.device,
+                    window=w.window,
+                    t_start=w.t_start,
+                    t_end=w.t_end,
+                    label=classes[int(p.argmax())],
+                    probs=raw,
+                    smoothed=smoothed,
+                    smoothed_probs=smoothed_probs,
+                    model=w.served.model_id,
+                    latency_ms=round(latency, 3),
+                    truth=w.truth,
+                    worker=self.worker_id,
+                    mode=w.served.mode,
+                    classes=classes,
                 )  # fmt: skip
             )
         self.totals["predictions"] += len(out)
@@ -547,7 +556,7 @@ class StreamCore:
     def stats(self, now: float) -> dict:
         """Statistics since the previous call (rates) and since start (totals)."""
         if self._last_stats is None:
-            since, before = (self.started if self.started is not None else now), Counter()
+            since, before = (self.started if self.started is not None else now), Counter[str]()
         else:
             since, before = self._last_stats
         elapsed = max(now - since, 1e-9)
@@ -751,7 +760,7 @@ def serve(
             now = time.monotonic()
             deadline = guarded("scheduling", core.next_deadline)
             wake = min(next_chores, deadline if deadline is not None else next_chores)
-            if poller.poll(max(0.0, wake - now) * 1000.0):
+            if poller.poll(int(max(0.0, wake - now) * 1000.0)):
                 for _ in range(5000):
                     try:
                         frames = sub.recv_multipart(zmq.NOBLOCK)
@@ -798,7 +807,7 @@ def serve(
                 send(encode_stats, worker_id, stats)
                 if printer and now >= next_print:
                     next_print = now + print_every
-                    guarded("printing", lambda: printer(format_stats(stats)))
+                    guarded("printing", lambda s=stats: printer(format_stats(s)))
         return {"worker": worker_id, **core.stats(time.monotonic())}
     finally:
         if personal is not None:

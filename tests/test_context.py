@@ -94,7 +94,9 @@ def _context_svm(steps: tuple[int, ...]):
 def test_a_context_model_loads_with_the_steps_its_metadata_names(output_dir):
     from harstream.models.artifact import load_artifact, save_artifact
 
-    path = save_artifact(_context_svm((1, 2)), {"architecture": "svm", "context_steps": [1, 2]}, output_dir / "ctx.keras")
+    path = save_artifact(
+        _context_svm((1, 2)), {"architecture": "svm", "context_steps": [1, 2]}, output_dir / "ctx.keras"
+    )
     artifact = load_artifact(path)
     assert artifact.context_steps == (1, 2) and artifact.model.input_shape == (None, 3, 128, 9)
 
@@ -102,7 +104,9 @@ def test_a_context_model_loads_with_the_steps_its_metadata_names(output_dir):
 def test_a_model_whose_input_disagrees_with_its_context_metadata_is_refused(output_dir):
     from harstream.models.artifact import ArtifactError, load_artifact, save_artifact
 
-    path = save_artifact(_context_svm((1, 2)), {"architecture": "svm", "context_steps": [1]}, output_dir / "bad_ctx.keras")
+    path = save_artifact(
+        _context_svm((1, 2)), {"architecture": "svm", "context_steps": [1]}, output_dir / "bad_ctx.keras"
+    )
     with pytest.raises(ArtifactError, match=r"takes \(3, 128, 9\) per window but its metadata \(context_steps \[1\]\)"):
         load_artifact(path)
 

@@ -156,7 +156,10 @@ def test_a_replay_answers_only_the_devices_its_prefix_matches():
     assert {b.device for b in cache.replay(samples_topic("b")[:5], now=0.1)} == {
         n for n in "abc" if samples_topic(n).startswith(samples_topic("b")[:5])
     }
-    assert [b.device for b in cache.replay(samples_topic("a"), now=0.1)] in (["a"], [])  # [] if a's shard was just replayed
+    assert [b.device for b in cache.replay(samples_topic("a"), now=0.1)] in (
+        ["a"],
+        [],
+    )  # [] if a's shard was just replayed
 
 
 def test_a_subscription_storm_replays_each_device_at_most_once_per_interval():

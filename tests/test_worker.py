@@ -172,7 +172,9 @@ def test_many_devices_filtered_together_get_exactly_their_own_windows(monkeypatc
 
     stacked = []
     real = batch_push._filter_stacked
-    monkeypatch.setattr(batch_push, "_filter_stacked", lambda pipes, raw: stacked.append(len(pipes)) or real(pipes, raw))
+    monkeypatch.setattr(
+        batch_push, "_filter_stacked", lambda pipes, raw: stacked.append(len(pipes)) or real(pipes, raw)
+    )
     rng = np.random.default_rng(7)
     data = {f"d{i}": signal(700, seed=i) * (1 + i / 10) for i in range(20)}
     core = StreamCore(ACTIVITIES, "m", WorkerConfig(max_batch=10_000, max_pending=10_000))
@@ -200,7 +202,13 @@ def test_incarnation_tells_next_gap_duplicate_and_restart_apart():
     inc = Incarnation(seq=100, now=0.0)
     inc.advance(100, 20, now=1.0)
     assert (inc.next_seq, inc.last_seen) == (120, 1.0)
-    assert [inc.judge(s, now=1.2) for s in (120, 121, 119, 100, 0)] == ["next", "gap", "duplicate", "duplicate", "restart"]
+    assert [inc.judge(s, now=1.2) for s in (120, 121, 119, 100, 0)] == [
+        "next",
+        "gap",
+        "duplicate",
+        "duplicate",
+        "restart",
+    ]
 
 
 def test_incarnation_refuses_a_jump_further_than_the_time_since_the_last_message_allows():

@@ -26,8 +26,6 @@ def run(args: argparse.Namespace) -> int:
     import os
     import time
 
-    import numpy as np
-
     from harstream.models.artifact import load_artifact
     from harstream.models.runtime import BUILDERS, KerasRuntime, check_agreement, check_windows, time_runtime
 
@@ -38,7 +36,9 @@ def run(args: argparse.Namespace) -> int:
     reference = keras_rt.predict(x)
     one, batch = x[:1], x[: args.batch]
     rows = []
-    runtimes = [("keras", lambda: keras_rt)] + [(n, (lambda n=n: BUILDERS[n](artifact))) for n in ("tf-function", "tflite")]
+    runtimes = [("keras", lambda: keras_rt)] + [
+        (n, (lambda n=n: BUILDERS[n](artifact))) for n in ("tf-function", "tflite")
+    ]
     base = None
     for name, build in runtimes:
         start = time.perf_counter()
@@ -54,13 +54,17 @@ def run(args: argparse.Namespace) -> int:
     if artifact.stages:
         rows += staged_rows(artifact, x, reference, args)
     print()
-    print(f"| runtime | build s | 1 window ms | speed-up vs predict(1) | batch {args.batch}: windows/s "
-          "| throughput vs predict(1) | argmax mismatches | max abs diff |")
+    print(
+        f"| runtime | build s | 1 window ms | speed-up vs predict(1) | batch {args.batch}: windows/s "
+        "| throughput vs predict(1) | argmax mismatches | max abs diff |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for name, built, single, batched, agreement in rows:
         wps = len(batch) / batched
-        print(f"| {name} | {built:.1f} | {single * 1000:.2f} | {base / single:.1f}× | {wps:,.0f} | "
-              f"{wps * base:.0f}× | {agreement.argmax_mismatches} / {agreement.windows} | {agreement.max_abs_diff:.1e} |")
+        print(
+            f"| {name} | {built:.1f} | {single * 1000:.2f} | {base / single:.1f}× | {wps:,.0f} | "
+            f"{wps * base:.0f}× | {agreement.argmax_mismatches} / {agreement.windows} | {agreement.max_abs_diff:.1e} |"
+        )
     print(f"\nload average after: {os.getloadavg()[0]:.1f}")
     return 0
 
@@ -95,8 +99,12 @@ def staged_rows(artifact, x, reference, args) -> list:
         windows = np.ascontiguousarray(x[: args.batch, 0], np.float32)
         stacks = rt.features(x[: args.batch].reshape(-1, *x.shape[2:])).reshape(len(windows), k, -1)
         repeats = max(3, args.repeats // 3)
-        single = time_runtime(rt.feature_runtime, one_window, args.repeats) + time_runtime(rt.decision_runtime, one_stack, args.repeats)
-        batched = time_runtime(rt.feature_runtime, windows, repeats) + time_runtime(rt.decision_runtime, stacks, repeats)
+        single = time_runtime(rt.feature_runtime, one_window, args.repeats) + time_runtime(
+            rt.decision_runtime, one_stack, args.repeats
+        )
+        batched = time_runtime(rt.feature_runtime, windows, repeats) + time_runtime(
+            rt.decision_runtime, stacks, repeats
+        )
         label = f"{name} staged: features once per window"
         rows.append((label, built, single, batched, agreement))
         print(f"  {label}: 1 decision {single * 1000:.2f} ms, batch {len(windows)} {batched * 1000:.1f} ms", flush=True)
