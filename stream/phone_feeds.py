@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from .gateway_admission import RateLimit
 from .phone_formats import FormatError, Readings
-from .protocol import MAX_SAMPLES_PER_MESSAGE, SampleBatch
+from .protocol import MAX_SAMPLES_PER_MESSAGE, SampleBatch, new_session_id
 from .resample import Resampler
 
 MAX_FEEDS = 10_000  # device states kept; beyond this the idle half is forgotten
@@ -62,6 +62,9 @@ class DeviceFeed:
         self._last_t: float | None = None  # newest reading so far, device clock
         self._last_wall = now  # when it arrived, gateway clock
         self.source = ""
+        # one producer session per feed, kept across the phone's reconnects: the
+        # worker refuses another publisher's samples under this phone's id
+        self.session = new_session_id()
         self.samples_out = 0
         self.last_seen = now
 
@@ -109,7 +112,7 @@ class DeviceFeed:
                 part = chunk.samples[i : i + MAX_SAMPLES_PER_MESSAGE]
                 meta = {"source": self.source, "segment": r.segments}
                 t0 = chunk.t0 + i / r.rate + (self.offset or 0.0)
-                out.append(SampleBatch(self.device, chunk.seq + i, t0, part, meta=meta))
+                out.append(SampleBatch(self.device, chunk.seq + i, t0, part, meta=meta, session=self.session))
                 self.samples_out += len(part)
         return out
 

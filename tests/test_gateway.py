@@ -89,6 +89,32 @@ def test_our_websocket_protocol_reaches_the_bus_as_50hz_samples_in_g_and_rad_s(r
     asyncio.run(main())
 
 
+def test_a_phone_streams_under_one_producer_session_that_survives_a_reconnect(running_gateway):
+    """The worker refuses another publisher's samples under a device whose
+    session is live, so the gateway must name one session per phone and keep
+    it when the phone reconnects."""
+
+    async def send_some(gw, hello, start):
+        async with connect(f"ws://127.0.0.1:{gw.port}/ws") as ws:
+            await ws.send(json.dumps(hello))
+            welcome = json.loads(await ws.recv())
+            for msg in our_protocol_messages(jittered(100, start, 2, 1), jittered(200, start, 2, 2)):
+                await ws.send(json.dumps(msg))
+            return welcome["key"]
+
+    async def main():
+        async with running_gateway() as (gw, tap):
+            start = time.time()
+            key = await send_some(gw, {"type": "hello", "device": "sess-1"}, start)
+            first = await tap.collect("phone:sess-1", 60)
+            await send_some(gw, {"type": "hello", "device": "sess-1", "key": key}, start + 2.5)
+            both = await tap.collect("phone:sess-1", sum(len(b) for b in first) + 60)
+        sessions = {b.session for b in both}
+        assert len(sessions) == 1 and "" not in sessions
+
+    asyncio.run(main())
+
+
 def sensor_logger_batches(t, device, session, names=("totalacceleration", "gyroscope"), sign=1.0, batch_s=0.25):
     x = truth(t)
     edges = np.arange(t[0], t[-1] + batch_s, batch_s)
