@@ -319,3 +319,15 @@ def test_the_stage_names_of_the_runtime_are_the_staged_models():
     from harstream.models import staged, staged_runtime
 
     assert (staged_runtime.FEATURE_STAGE, staged_runtime.DECISION_STAGE) == (staged.FEATURE_STAGE, staged.DECISION_STAGE)
+
+
+@pytest.mark.parametrize("layer_name", ["WindowFeatures", "PlacementFreeFeatures"])
+def test_the_numpy_features_are_the_graph_features(layer_name):
+    from harstream.models import features, invariant
+    from harstream.models.staged_runtime import NumpyFeatures
+
+    layer = getattr(features, layer_name, None) or getattr(invariant, layer_name)
+    x = _stream_windows()[:20]
+    numpy_rt = NumpyFeatures(f"harstream>{layer_name}")
+    np.testing.assert_allclose(numpy_rt.predict(x), np.asarray(layer()(x)), rtol=1e-4, atol=1e-4)
+    assert numpy_rt.predict(x[:0]).shape == (0, layer.size())
