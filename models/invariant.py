@@ -41,14 +41,14 @@ import keras
 from keras import ops
 
 from harstream.stream.pipeline import WINDOW, WINDOW_CHANNELS
-from harstream.stream.rate import RATE_HZ
 
-from .features import BANDS, BINS, dft_matrices
+from . import feature_math
+from .feature_math import BANDS  # noqa: F401 (re-exported: the feature count's parts)
 
-SIGNALS = 10
-STATISTICS = 8
-CORRELATIONS = 3
-_EPS = 1e-6
+SIGNALS = feature_math.FREE_SIGNALS
+STATISTICS = feature_math.FREE_STATISTICS
+CORRELATIONS = feature_math.FREE_CORRELATIONS
+_EPS = feature_math.EPS
 #: The signals, in feature order (each gets STATISTICS + BANDS + 1 features).
 SIGNAL_NAMES = (
     "acc_vertical",
@@ -71,11 +71,7 @@ class PlacementFreeFeatures(keras.layers.Layer):
 
     @staticmethod
     def size() -> int:
-        return SIGNALS * (STATISTICS + BANDS + 1) + CORRELATIONS
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self._cos, self._sin = dft_matrices(WINDOW)
+        return feature_math.FREE_FEATURES
 
     def compute_output_shape(self, input_shape):
         windows = input_shape[1] if len(input_shape) == 4 else 1
@@ -93,44 +89,11 @@ class PlacementFreeFeatures(keras.layers.Layer):
         """The features of windows ``(n, 128, 9)`` computed by numpy: the same
         formulas (float error apart), for a server (numpy's vectorised sort is
         some 40× faster than LiteRT's, which dominates the graph's cost)."""
-        return self._features(np.ascontiguousarray(np.transpose(x, (0, 2, 1)), np.float32), xp=np)
+        return feature_math.placement_free_features(feature_math.channel_first(x), np)
 
-    def _features(self, x, xp=ops):
-        """Features of channel-first windows ``(n, 9, 128)`` (statistics along
-        the last, time axis). ``xp``: keras.ops in the graph, numpy in
-        numpy_call; only names both share."""
-        body, gyro, total = x[:, 0:3], x[:, 3:6], x[:, 6:9]
-        down = _unit(total - body, xp)  # the pipeline's gravity estimate, per sample
-        acc_v = _dot(body, down, xp)
-        acc_h = _norm(body - acc_v * down, xp)
-        gyro_v = _dot(gyro, down, xp)
-        gyro_h = _norm(gyro - gyro_v * down, xp)
-        gyro_m = _norm(gyro, xp)
-        jerk_v = _jerk(acc_v, xp)
-        s = xp.concatenate(
-            [acc_v, acc_h, _norm(body, xp), _norm(total, xp), gyro_v, gyro_h, gyro_m, jerk_v,
-             _norm(_jerk(body, xp), xp), _norm(_jerk(gyro, xp), xp)],
-            axis=1,
-        )  # (n, SIGNALS, 128)  # fmt: skip
-
-        mean = xp.mean(s, axis=-1)
-        centred = s - mean[..., None]
-        var = xp.mean(xp.square(centred), axis=-1)
-        std = xp.sqrt(var + _EPS)
-        skew = xp.mean(centred * centred * centred, axis=-1) / (var * std + _EPS)
-        ordered = xp.sort(s, axis=-1)
-        q25, q75 = ordered[..., WINDOW // 4], ordered[..., 3 * WINDOW // 4 - 1]
-        median = 0.5 * (ordered[..., WINDOW // 2 - 1] + ordered[..., WINDOW // 2])
-        stats = [mean, std, xp.max(s, axis=-1), xp.min(s, axis=-1), xp.mean(xp.square(s), axis=-1), median, q75 - q25, skew]
-
-        power = xp.square(xp.matmul(centred, self._cos)) + xp.square(xp.matmul(centred, self._sin))  # (n, SIGNALS, 64)
-        bands = xp.log(xp.sum(xp.reshape(power, (-1, SIGNALS, BANDS, BINS // BANDS)), axis=-1) + _EPS)
-        magnitude = xp.sqrt(power + _EPS)
-        freqs = np.arange(1, BINS + 1, dtype=np.float32) * (RATE_HZ / WINDOW)
-        mean_freq = xp.sum(magnitude * freqs, axis=-1) / (xp.sum(magnitude, axis=-1) + _EPS)
-
-        corr = _correlations(centred, std, [(0, 1), (0, 6), (1, 6)], xp)
-        return xp.concatenate(stats + [xp.reshape(bands, (-1, SIGNALS * BANDS)), mean_freq, corr], axis=-1)
+    def _features(self, x):
+        """Features of channel-first windows ``(n, 9, 128)`` in the graph."""
+        return feature_math.placement_free_features(x, ops)
 
 
 def placement_free_features(x: np.ndarray, batch: int = 1024) -> np.ndarray:
@@ -148,28 +111,3 @@ def gravity_direction(x):
         x = x[:, 0]
     g = ops.mean(x[..., 6:9] - x[..., 0:3], axis=1)
     return g / ops.sqrt(ops.sum(ops.square(g), axis=-1, keepdims=True) + _EPS)
-
-
-def _unit(v, xp=ops):
-    return v / _norm(v, xp)
-
-
-def _norm(v, xp=ops):
-    """Length of channel-first vectors ``(n, 3, t)`` → ``(n, 1, t)``."""
-    return xp.sqrt(xp.sum(xp.square(v), axis=1, keepdims=True) + _EPS)
-
-
-def _dot(a, b, xp=ops):
-    return xp.sum(a * b, axis=1, keepdims=True)
-
-
-def _jerk(v, xp=ops):
-    """Time derivative (per second); the first sample repeats the second's."""
-    d = (v[..., 1:] - v[..., :-1]) * RATE_HZ
-    return xp.concatenate([d[..., :1], d], axis=-1)
-
-
-def _correlations(centred, std, pairs, xp=ops):
-    return xp.stack(
-        [xp.mean(centred[:, i] * centred[:, j], axis=-1) / (std[:, i] * std[:, j]) for i, j in pairs], axis=-1
-    )

@@ -394,44 +394,76 @@ def load_runtime(
 # ------------------------------------------------------------ fast start
 
 
-def serving_record_path(model_sha256: str, cache: Path | None = None) -> Path:
-    return (tflite_cache_dir() if cache is None else cache) / f"{model_sha256[:16]}-serving.json"
+def serving_record_path(model_sha256: str, cache: Path | None = None, staged: bool = False) -> Path:
+    """Where the serving record of a model is: one for the whole model's LiteRT
+    conversion, one (``staged``) for a staged model served stage by stage."""
+    kind = "staged-serving" if staged else "serving"
+    return (tflite_cache_dir() if cache is None else cache) / f"{model_sha256[:16]}-{kind}.json"
+
+
+def write_serving_record(record: dict, staged: bool = False, cache: Path | None = None) -> Path:
+    """Write ``record`` (with its ``model_sha256``) atomically, stamped with the time."""
+    import json
+
+    path = serving_record_path(record["model_sha256"], cache, staged)
+    record = {**record, "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(record, indent=1))
+    tmp.replace(path)  # atomic: a starting worker never reads half a record
+    return path
 
 
 def record_serving(artifact: ModelArtifact, runtime: "TfliteRuntime", agreement: dict,
                    cache: Path | None = None) -> Path | None:  # fmt: skip
     """Write the serving record of a LiteRT runtime that agreed with Keras."""
-    import json
-
     sha = artifact.metadata.get("sha256")
     if not sha:
         return None
-    path = serving_record_path(sha, cache)
     record = {
         "model_sha256": sha,
         "runtime": runtime.name,
         "context_steps": list(artifact.context_steps),
         "blobs": {str(size): digest for size, digest in runtime.blob_sha256.items()},
         "agreement": agreement,
-        "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(record, indent=1))
-    tmp.replace(path)
-    return path
+    return write_serving_record(record, cache=cache)
 
 
-def load_cached_runtime(model: str | Path | None = None, cache: Path | None = None,
-                        threads: int = 1) -> tuple[TfliteRuntime, dict] | None:  # fmt: skip
+def read_blobs(digests: dict, key_sha256: str, cache: Path | None = None) -> dict[int, bytes] | None:
+    """The cached LiteRT files ``{batch size: bytes}`` of the model (or stage)
+    cached under ``key_sha256``, each checked against its recorded hash; None
+    if one is missing or changed, or there is none for a batch of one."""
+    import hashlib
+
+    cache = tflite_cache_dir() if cache is None else cache
+    blobs = {}
+    for size, digest in digests.items():
+        try:
+            blob = (cache / f"{key_sha256[:16]}-b{int(size)}.tflite").read_bytes()
+        except OSError:
+            return None
+        if hashlib.sha256(blob).hexdigest() != digest:
+            log.warning("cached LiteRT file for batch %s changed; converting again", size)
+            return None
+        blobs[int(size)] = blob
+    return blobs if 1 in blobs else None
+
+
+def load_cached_runtime(model: str | Path | None = None, cache: Path | None = None, threads: int = 1,
+                        whole_model: bool = False) -> tuple[Runtime, dict] | None:  # fmt: skip
     """``(runtime, metadata)`` from the model's serving record, or ``None``
     when there is none (or it no longer matches: then the caller takes the
-    full path, which writes a new one). Never imports TensorFlow.
+    full path, which writes a new one). Never imports TensorFlow or Keras.
+
+    A staged model (metadata ``stages``) is served stage by stage from its
+    staged record — numpy features and the decision stage's LiteRT files, a
+    :class:`~harstream.models.staged_runtime.StagedRuntime` — unless
+    ``whole_model``: then from the whole model's record, like a flat model.
 
     Raises :class:`~harstream.models.artifact.ArtifactError` if the model file
     itself does not match its metadata.
     """
-    import hashlib
     import json
 
     from harstream.models.artifact import DEFAULT_MODEL, ArtifactError, file_sha256, read_metadata
@@ -444,20 +476,22 @@ def load_cached_runtime(model: str | Path | None = None, cache: Path | None = No
     if file_sha256(path) != sha:
         raise ArtifactError(f"{path}: file hash does not match its metadata; the file was changed")
     cache = tflite_cache_dir() if cache is None else cache
+    staged = bool(meta.get("stages")) and not whole_model
     try:
-        record = json.loads(serving_record_path(sha, cache).read_text())
+        record = json.loads(serving_record_path(sha, cache, staged).read_text())
         steps = [int(s) for s in meta.get("context_steps") or ()]
-        if record.get("model_sha256") != sha or record.get("runtime") != "tflite" or record.get("context_steps") != steps:
+        if record.get("model_sha256") != sha or record.get("context_steps") != steps:
             return None
-        blobs = {}
-        for size, digest in record["blobs"].items():
-            blob = (cache / f"{sha[:16]}-b{int(size)}.tflite").read_bytes()
-            if hashlib.sha256(blob).hexdigest() != digest:
-                log.warning("cached LiteRT file for batch %s changed; converting again", size)
-                return None
-            blobs[int(size)] = blob
-    except (OSError, ValueError, KeyError, TypeError):
+        if staged:
+            from harstream.models.staged_runtime import staged_from_record
+
+            runtime = staged_from_record(record, meta, cache, threads)
+            return None if runtime is None else (runtime, meta)
+        if record.get("runtime") != "tflite":
+            return None
+        blobs = read_blobs(record["blobs"], sha, cache)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
-    if 1 not in blobs:
+    if blobs is None:
         return None
     return TfliteRuntime.from_blobs(blobs, len(meta["classes"]), threads), meta

@@ -82,3 +82,21 @@ def test_a_failing_runtime_falls_back():
     selected = Selected(Broken(), NullRuntime())
     assert selected.predict(np.zeros((2, 128, 9), np.float32)).shape == (2, 6)
     assert selected.name == "none" and selected.fallback is None
+
+
+def test_a_checked_conversion_restarts_from_its_record_and_a_changed_model_is_refused(tiny_artifact, windows, tmp_path):
+    import shutil
+
+    from harstream.models.artifact import ArtifactError
+    from harstream.models.runtime import load_cached_runtime
+
+    load_runtime(tiny_artifact, "tflite", check=windows, sizes=(1, 4))  # agrees: leaves the serving record
+    path = tmp_path / "copy.keras"  # the record is keyed by the model's hash, so a copy finds it
+    shutil.copy(tiny_artifact.path, path)
+    shutil.copy(tiny_artifact.path.with_suffix(".json"), path.with_suffix(".json"))
+    runtime, meta = load_cached_runtime(path)
+    np.testing.assert_allclose(runtime.predict(windows), tiny_artifact.model.predict(windows, verbose=0), atol=1e-4)
+    with path.open("ab") as f:
+        f.write(b"\0")
+    with pytest.raises(ArtifactError, match="file hash does not match"):
+        load_cached_runtime(path)

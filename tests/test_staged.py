@@ -200,3 +200,134 @@ def test_a_device_moved_to_a_model_with_another_feature_stage_starts_its_context
     device.serve_with(anywhere, WorkerConfig())
     assert device.windows.context.seen == 0
     assert device.windows.context.push(np.ones((1, 3), np.float32)).shape == (1, 3, 3)
+
+
+# ------------------------------------------------------------ fast start from the staged record
+
+
+@pytest.fixture
+def recorded_staged_model(staged_artifact, tmp_path):
+    """A copy of the staged model whose full start (numpy features + LiteRT
+    decision, checked against Keras) left its staged serving record in the
+    test's cache; returns ``(path, check stacks, the full path's runtime)``."""
+    import shutil
+
+    from harstream.models.artifact import load_artifact
+    from harstream.models.staged_runtime import load_staged_runtime
+
+    path = tmp_path / "ctx.keras"
+    shutil.copy(staged_artifact.path, path)
+    shutil.copy(staged_artifact.path.with_suffix(".json"), path.with_suffix(".json"))
+    check = WindowContext((1, 2)).push(_stream_windows())[:9]
+    full = load_staged_runtime(load_artifact(path), "auto", check=check)
+    assert full.name == "staged(numpy+tflite)", full.report
+    return path, check, full
+
+
+_FAST_START = """
+import json, sys
+import numpy as np
+from harstream.models.runtime import load_cached_runtime
+runtime, meta = load_cached_runtime(sys.argv[1])
+probs = runtime.predict(np.load(sys.argv[2]))
+print(json.dumps({"name": runtime.name, "probs": probs.tolist(),
+                  "loaded": sorted(m for m in ("tensorflow", "keras") if m in sys.modules)}))
+"""
+
+
+def test_a_staged_model_starts_again_from_its_record_without_tensorflow_and_the_same_numbers(
+    recorded_staged_model, tmp_path
+):
+    import json
+    import subprocess
+    import sys
+
+    path, check, full = recorded_staged_model
+    np.save(tmp_path / "check.npy", check)
+    out = subprocess.run([sys.executable, "-c", _FAST_START, str(path), str(tmp_path / "check.npy")],
+                         capture_output=True, text=True, timeout=120, check=True)  # fmt: skip
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["name"] == "staged(numpy+tflite)" and got["loaded"] == []
+    np.testing.assert_allclose(np.array(got["probs"], np.float32), full.predict(check), rtol=0, atol=1e-6)
+
+
+def test_a_worker_restarted_on_a_staged_model_serves_from_the_record_without_tensorflow(recorded_staged_model, tmp_path):
+    import os
+    import subprocess
+    import sys
+    import threading
+
+    path = recorded_staged_model[0]
+    cmd = [sys.executable, "-m", "harstream", "worker", "--single-model", "--model", str(path),
+           "--ingest", f"ipc://{tmp_path}/in", "--publish", f"ipc://{tmp_path}/out"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ.copy())
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)
+    reader.start()
+    try:
+        for _ in range(600):  # at most 60 s
+            if any("fast start" in line for line in lines) or proc.poll() is not None:
+                break
+            threading.Event().wait(0.1)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    start = [line for line in lines if "fast start" in line]
+    assert start and "staged(numpy+tflite)" in start[0] and "TensorFlow not loaded" in start[0], lines
+
+
+def test_a_staged_record_is_refused_when_the_model_file_changed(recorded_staged_model):
+    from harstream.models.artifact import ArtifactError
+    from harstream.models.runtime import load_cached_runtime
+
+    path = recorded_staged_model[0]
+    assert load_cached_runtime(path) is not None
+    with path.open("ab") as f:
+        f.write(b"\0")
+    with pytest.raises(ArtifactError, match="file hash does not match"):
+        load_cached_runtime(path)
+
+
+def test_a_staged_record_is_not_used_when_a_decision_file_changed(recorded_staged_model):
+    from harstream.models.artifact import read_metadata
+    from harstream.models.runtime import load_cached_runtime, tflite_cache_dir
+    from harstream.models.staged_runtime import DECISION_STAGE, stage_sha256
+
+    path = recorded_staged_model[0]
+    key = stage_sha256(read_metadata(path)["sha256"], DECISION_STAGE)
+    blob = tflite_cache_dir() / f"{key[:16]}-b4.tflite"
+    blob.write_bytes(blob.read_bytes()[:-8] + b"\0" * 8)
+    assert load_cached_runtime(path) is None  # the worker takes the full path, which converts again
+
+
+def test_numpy_features_need_no_keras_and_name_what_they_cannot_run():
+    import subprocess
+    import sys
+
+    code = ("import sys; from harstream.models.feature_math import numpy_features; "
+            "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))")  # fmt: skip
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+    from harstream.models.feature_math import numpy_features
+
+    with pytest.raises(ValueError, match="no numpy formulas"):
+        numpy_features("harstream>SomethingElse")
+    with pytest.raises(ValueError, match="options"):
+        numpy_features("harstream>WindowFeatures", {"bands": 4})
+
+
+def test_the_stage_names_of_the_runtime_are_the_staged_models():
+    from harstream.models import staged, staged_runtime
+
+    assert (staged_runtime.FEATURE_STAGE, staged_runtime.DECISION_STAGE) == (staged.FEATURE_STAGE, staged.DECISION_STAGE)
+
+
+@pytest.mark.parametrize("layer_name", ["WindowFeatures", "PlacementFreeFeatures"])
+def test_the_numpy_features_are_the_graph_features(layer_name):
+    from harstream.models import features, invariant
+    from harstream.models.staged_runtime import NumpyFeatures
+
+    layer = getattr(features, layer_name, None) or getattr(invariant, layer_name)
+    x = _stream_windows()[:20]
+    numpy_rt = NumpyFeatures(f"harstream>{layer_name}")
+    np.testing.assert_allclose(numpy_rt.predict(x), np.asarray(layer()(x)), rtol=1e-4, atol=1e-4)
+    assert numpy_rt.predict(x[:0]).shape == (0, layer.size())

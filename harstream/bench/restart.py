@@ -7,7 +7,8 @@ prediction arrives on the output bus, and per device how many windows of the
 64-sample grid went unlabelled between the last window of the killed worker
 and the first of its successor. The baseline in the same run is the full
 start path (``--no-fast-start``: Keras load, runtime checks); the fast start
-loads the checked LiteRT conversion. Also measured: when the new worker had
+loads the checked LiteRT conversion (of a staged model: numpy features and the
+decision stage's conversion, from its staged serving record). Also measured: when the new worker had
 bound its output (the subscriber's reconnect, seen by a socket monitor). Goal:
 first prediction < 1.28 s after start, at most one window lost per device.
 The simulator replays each device's last window of messages to a new

@@ -10,6 +10,7 @@ serves ``--model`` to every device, as before modes.
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def _shard(text: str) -> tuple[int, int]:
@@ -202,23 +203,24 @@ def load_served(path: str | None, mode: str, args: argparse.Namespace):
     try:
         if args.runtime in ("auto", "tflite") and not args.no_fast_start:
             # A conversion checked on an earlier start: no TensorFlow, serving in a second.
-            cached = load_cached_runtime(path)
-            if cached is not None and cached[1].get("stages") and not args.whole_model:
-                cached = None  # a staged model is served stage by stage; the record is of the whole model
+            # A staged model: numpy features and the decision stage's checked conversion.
+            cached = load_cached_runtime(path, whole_model=args.whole_model)
         if cached is not None:
             runtime, meta = cached
+            staged = bool(meta.get("stages")) and not args.whole_model
+            if staged:
+                _one_blas_thread()
+                features = runtime.features  # each window's features once, then decisions on feature stacks
+            tf_loaded = "tensorflow" in sys.modules or "keras" in sys.modules
             print(f"worker: {mode} model {model_id_of(meta)} served by {runtime.name} from its checked conversion "
-                  "(fast start)", flush=True)  # fmt: skip
+                  f"(fast start; TensorFlow {'loaded' if tf_loaded else 'not loaded'})", flush=True)  # fmt: skip
         else:
             artifact = load_artifact(path)
             meta = artifact.metadata
             if artifact.stages and not args.whole_model:
-                from threadpoolctl import threadpool_limits
-
                 from harstream.models.staged_runtime import load_staged_runtime
 
-                # One worker is one core: numpy's matmul (the feature stage) must not start BLAS threads.
-                threadpool_limits(1, user_api="blas")
+                _one_blas_thread()
                 runtime = load_staged_runtime(artifact, args.runtime)
                 features = runtime.features  # each window's features once, then decisions on feature stacks
             else:
@@ -238,6 +240,13 @@ def load_served(path: str | None, mode: str, args: argparse.Namespace):
     return ServedModel(mode, mode, model_id_of(meta), tuple(classes),
                        tuple(int(s) for s in meta.get("context_steps") or ()),
                        make(classes, meta) if make else None, runtime, str(path or ""), features)  # fmt: skip
+
+
+def _one_blas_thread() -> None:
+    """One worker is one core: numpy's matmul (the feature stage) must not start BLAS threads."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1, user_api="blas")
 
 
 def load_any(args: argparse.Namespace):

@@ -1,0 +1,199 @@
+"""The formulas of the per-window feature layers, without Keras.
+
+:class:`~harstream.models.features.WindowFeatures` and
+:class:`~harstream.models.invariant.PlacementFreeFeatures` compute their
+features with the functions here, in the graph (``xp`` = ``keras.ops``); a
+server computes the same features with numpy (``xp`` = ``numpy``), so the
+numbers are the same formulas, float error apart. This module imports no
+Keras and no TensorFlow: a worker starting from a serving record
+(:func:`harstream.models.runtime.load_cached_runtime`) computes features with
+:func:`numpy_features` alone. ``xp`` is always passed: only names numpy and
+``keras.ops`` share are used.
+
+>>> x = np.random.default_rng(0).normal(size=(2, 128, 9)).astype("float32")
+>>> numpy_features("harstream>WindowFeatures")(x).shape == (2, WINDOW_FEATURES)
+True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from harstream.stream.pipeline import WINDOW, WINDOW_CHANNELS
+from harstream.stream.rate import RATE_HZ
+
+BANDS = 8
+BINS = WINDOW // 2  # DFT bins 1..64, DC left out (the mean already has it)
+EPS = 1e-6
+
+#: :class:`~harstream.models.features.WindowFeatures`: signals and statistics per signal.
+WINDOW_SIGNALS = 20
+WINDOW_STATISTICS = 7
+WINDOW_FEATURES = WINDOW_SIGNALS * (WINDOW_STATISTICS + BANDS + 1) + 3 + 9
+#: :class:`~harstream.models.invariant.PlacementFreeFeatures`.
+FREE_SIGNALS = 10
+FREE_STATISTICS = 8
+FREE_CORRELATIONS = 3
+FREE_FEATURES = FREE_SIGNALS * (FREE_STATISTICS + BANDS + 1) + FREE_CORRELATIONS
+
+
+@lru_cache(maxsize=4)
+def dft_matrices(n: int = WINDOW) -> tuple[np.ndarray, np.ndarray]:
+    """Real and imaginary DFT matrices ``(n, n//2)`` for bins 1..n//2.
+
+    >>> c, s = dft_matrices(8)
+    >>> x = np.sin(2 * np.pi * 2 * np.arange(8) / 8)       # bin 2
+    >>> np.round(np.hypot(x @ c, x @ s), 6).tolist()
+    [0.0, 4.0, 0.0, 0.0]
+    """
+    t = np.arange(n)[:, None]
+    k = np.arange(1, n // 2 + 1)[None, :]
+    angle = 2 * np.pi * t * k / n
+    cos, sin = np.cos(angle).astype(np.float32), np.sin(angle).astype(np.float32)
+    cos.flags.writeable = sin.flags.writeable = False  # shared by every layer and server
+    return cos, sin
+
+
+def channel_first(x: np.ndarray) -> np.ndarray:
+    """Windows ``(n, 128, 9)`` as contiguous float32 ``(n, 9, 128)``."""
+    return np.ascontiguousarray(np.transpose(x, (0, 2, 1)), np.float32)
+
+
+def window_features(x, xp: Any):
+    """:class:`~harstream.models.features.WindowFeatures` of channel-first
+    windows ``(n, 9, 128)``: every statistic runs along the last (time) axis."""
+    body, gyro, total = x[:, 0:3], x[:, 3:6], x[:, 6:9]
+    signals = []
+    for triplet in (body, gyro, total, jerk(body, xp), jerk(gyro, xp)):
+        signals += [triplet, xp.sqrt(xp.sum(xp.square(triplet), axis=1, keepdims=True) + EPS)]
+    s = xp.concatenate(signals, axis=1)  # (n, 20, 128)
+
+    mean = xp.mean(s, axis=-1)
+    centred = s - mean[..., None]
+    std = xp.sqrt(xp.mean(xp.square(centred), axis=-1) + EPS)
+    median, iqr = _order_statistics(s, xp)
+    stats = [mean, std, xp.max(s, axis=-1), xp.min(s, axis=-1), xp.mean(xp.square(s), axis=-1), median, iqr]
+
+    bands, mean_freq = _spectrum(centred, WINDOW_SIGNALS, xp)
+    gravity = xp.mean(total, axis=-1)
+    direction = gravity / xp.sqrt(xp.sum(xp.square(gravity), axis=-1, keepdims=True) + EPS)
+    corr = [axis_correlations(t, xp) for t in (body, gyro, total)]
+    return xp.concatenate(stats + [bands, mean_freq, direction] + corr, axis=-1)
+
+
+def placement_free_features(x, xp: Any):
+    """:class:`~harstream.models.invariant.PlacementFreeFeatures` of
+    channel-first windows ``(n, 9, 128)`` (statistics along the time axis)."""
+    body, gyro, total = x[:, 0:3], x[:, 3:6], x[:, 6:9]
+    down = unit(total - body, xp)  # the pipeline's gravity estimate, per sample
+    acc_v = dot(body, down, xp)
+    acc_h = norm(body - acc_v * down, xp)
+    gyro_v = dot(gyro, down, xp)
+    gyro_h = norm(gyro - gyro_v * down, xp)
+    gyro_m = norm(gyro, xp)
+    jerk_v = jerk(acc_v, xp)
+    s = xp.concatenate(
+        [acc_v, acc_h, norm(body, xp), norm(total, xp), gyro_v, gyro_h, gyro_m, jerk_v,
+         norm(jerk(body, xp), xp), norm(jerk(gyro, xp), xp)],
+        axis=1,
+    )  # (n, FREE_SIGNALS, 128)  # fmt: skip
+
+    mean = xp.mean(s, axis=-1)
+    centred = s - mean[..., None]
+    var = xp.mean(xp.square(centred), axis=-1)
+    std = xp.sqrt(var + EPS)
+    skew = xp.mean(centred * centred * centred, axis=-1) / (var * std + EPS)
+    median, iqr = _order_statistics(s, xp)
+    stats = [mean, std, xp.max(s, axis=-1), xp.min(s, axis=-1), xp.mean(xp.square(s), axis=-1), median, iqr, skew]
+
+    bands, mean_freq = _spectrum(centred, FREE_SIGNALS, xp)
+    corr = correlations(centred, std, [(0, 1), (0, 6), (1, 6)], xp)
+    return xp.concatenate(stats + [bands, mean_freq, corr], axis=-1)
+
+
+def _order_statistics(s, xp):
+    """Median and interquartile range along the time axis."""
+    ordered = xp.sort(s, axis=-1)
+    q25, q75 = ordered[..., WINDOW // 4], ordered[..., 3 * WINDOW // 4 - 1]
+    median = 0.5 * (ordered[..., WINDOW // 2 - 1] + ordered[..., WINDOW // 2])
+    return median, q75 - q25
+
+
+def _spectrum(centred, signals: int, xp):
+    """Log energy in BANDS bands (flattened, ``(n, signals·BANDS)``) and the
+    mean frequency of each signal; the DFT is a constant matrix product, so
+    no FFT op is needed by any runtime."""
+    cos, sin = dft_matrices(WINDOW)
+    power = xp.square(xp.matmul(centred, cos)) + xp.square(xp.matmul(centred, sin))  # (n, signals, 64)
+    bands = xp.log(xp.sum(xp.reshape(power, (-1, signals, BANDS, BINS // BANDS)), axis=-1) + EPS)
+    magnitude = xp.sqrt(power + EPS)
+    freqs = np.arange(1, BINS + 1, dtype=np.float32) * (RATE_HZ / WINDOW)
+    mean_freq = xp.sum(magnitude * freqs, axis=-1) / (xp.sum(magnitude, axis=-1) + EPS)
+    return xp.reshape(bands, (-1, signals * BANDS)), mean_freq
+
+
+def jerk(v, xp: Any):
+    """Time derivative (per second) of channel-first signals; the first sample repeats the second's."""
+    d = (v[..., 1:] - v[..., :-1]) * RATE_HZ
+    return xp.concatenate([d[..., :1], d], axis=-1)
+
+
+def axis_correlations(triplet, xp: Any):
+    """Pearson correlation of (x,y), (x,z), (y,z) within each channel-first window."""
+    c = triplet - xp.mean(triplet, axis=-1, keepdims=True)
+    sd = xp.sqrt(xp.mean(xp.square(c), axis=-1) + EPS)
+    pairs = [(0, 1), (0, 2), (1, 2)]
+    return xp.stack([xp.mean(c[:, i] * c[:, j], axis=-1) / (sd[:, i] * sd[:, j]) for i, j in pairs], axis=-1)
+
+
+def unit(v, xp: Any):
+    return v / norm(v, xp)
+
+
+def norm(v, xp: Any):
+    """Length of channel-first vectors ``(n, 3, t)`` → ``(n, 1, t)``."""
+    return xp.sqrt(xp.sum(xp.square(v), axis=1, keepdims=True) + EPS)
+
+
+def dot(a, b, xp: Any):
+    return xp.sum(a * b, axis=1, keepdims=True)
+
+
+def correlations(centred, std, pairs, xp: Any):
+    return xp.stack(
+        [xp.mean(centred[:, i] * centred[:, j], axis=-1) / (std[:, i] * std[:, j]) for i, j in pairs], axis=-1
+    )
+
+
+#: Feature layers numpy can run, by their Keras registered name: (formulas, features per window).
+NUMPY_LAYERS: dict[str, tuple[Callable, int]] = {
+    "harstream>WindowFeatures": (window_features, WINDOW_FEATURES),
+    "harstream>PlacementFreeFeatures": (placement_free_features, FREE_FEATURES),
+}
+# Config keys every Keras layer has; the feature layers have no others (no weights, no options).
+_BASE_CONFIG = {"name", "trainable", "dtype"}
+
+
+def numpy_features(registered_name: str, config: dict | None = None) -> Callable[[np.ndarray], np.ndarray]:
+    """``windows (n, 128, 9) -> features (n, F)`` float32 by numpy, for the
+    feature layer registered as ``registered_name`` with ``config``; a
+    ValueError for a layer (or an option of one) numpy cannot run."""
+    if registered_name not in NUMPY_LAYERS:
+        raise ValueError(f"feature layer {registered_name!r}: no numpy formulas (known: {sorted(NUMPY_LAYERS)})")
+    extra = set(config or {}) - _BASE_CONFIG
+    if extra:
+        raise ValueError(f"feature layer {registered_name!r}: options {sorted(extra)} have no numpy formulas")
+    formulas, size = NUMPY_LAYERS[registered_name]
+
+    def features(x: np.ndarray) -> np.ndarray:
+        if x.ndim != 3 or x.shape[1:] != (WINDOW, WINDOW_CHANNELS):
+            raise ValueError(f"windows must be (n, {WINDOW}, {WINDOW_CHANNELS}), got {x.shape}")
+        if len(x) == 0:
+            return np.empty((0, size), np.float32)
+        return np.asarray(formulas(channel_first(x), np), np.float32)
+
+    return features
