@@ -10,7 +10,7 @@ is built, whatever the environment says. So, unless ``--verbose`` or
 
 - ``TF_CPP_MIN_LOG_LEVEL=2`` (warnings and info off, errors kept), unless the
   user set it;
-- the Python loggers ``tensorflow`` and ``absl`` at ERROR;
+- the Python loggers ``tensorflow`` and ``absl`` at ERROR, ``matplotlib`` at WARNING;
 - stderr is captured while TensorFlow is first imported and while a LiteRT
   interpreter is built (:func:`quiet_native_stderr`), and written back
   without the lines :func:`drop_noise` knows to be start-up notes; anything
@@ -78,6 +78,8 @@ def configure_logging(verbose: bool) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     for name in ("tensorflow", "absl"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    # matplotlib announces building its font cache on a fresh machine
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)
     if not any(isinstance(f, _QuietImport) for f in sys.meta_path):
         sys.meta_path.insert(0, _QuietImport("tensorflow"))
 

@@ -28,9 +28,8 @@ True
 
 from __future__ import annotations
 
-import numpy as np
-
 import keras
+import numpy as np
 from keras import ops
 
 from harstream.stream.pipeline import WINDOW, WINDOW_CHANNELS

@@ -33,9 +33,10 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 
@@ -197,7 +198,7 @@ class TfliteRuntime:
         self._setup(blobs, int(artifact.model.output_shape[-1]), threads)
 
     @classmethod
-    def from_blobs(cls, blobs: dict[int, bytes], classes: int, threads: int = 1) -> "TfliteRuntime":
+    def from_blobs(cls, blobs: dict[int, bytes], classes: int, threads: int = 1) -> TfliteRuntime:
         """A runtime from converted flatbuffers (batch size -> bytes); no TensorFlow."""
         rt = cls.__new__(cls)
         rt._setup(blobs, classes, threads)
@@ -414,7 +415,7 @@ def write_serving_record(record: dict, staged: bool = False, cache: Path | None 
     return path
 
 
-def record_serving(artifact: ModelArtifact, runtime: "TfliteRuntime", agreement: dict,
+def record_serving(artifact: ModelArtifact, runtime: TfliteRuntime, agreement: dict,
                    cache: Path | None = None) -> Path | None:  # fmt: skip
     """Write the serving record of a LiteRT runtime that agreed with Keras."""
     sha = artifact.metadata.get("sha256")

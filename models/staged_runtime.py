@@ -88,7 +88,7 @@ class NumpyFeatures:
         self.size = NUMPY_LAYERS[layer][1]
 
     @classmethod
-    def of_stage(cls, feature_stage: Any) -> "NumpyFeatures":
+    def of_stage(cls, feature_stage: Any) -> NumpyFeatures:
         """The numpy features of a Keras feature stage (its one feature layer)."""
         import keras
 
@@ -227,8 +227,11 @@ def record_staged_serving(artifact, features: NumpyFeatures, decision: TfliteRun
             "sha256": stage_sha256(sha, DECISION_STAGE),
             "blobs": {str(size): digest for size, digest in decision.blob_sha256.items()},
         },
-        "agreement": {"windows": agreement.windows, "argmax_mismatches": agreement.argmax_mismatches,
-                      "max_abs_diff": agreement.max_abs_diff},  # fmt: skip
+        "agreement": {
+            "windows": agreement.windows,
+            "argmax_mismatches": agreement.argmax_mismatches,
+            "max_abs_diff": agreement.max_abs_diff,
+        },  # fmt: skip
     }
     return write_serving_record(record, staged=True, cache=cache)
 

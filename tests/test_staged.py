@@ -251,7 +251,9 @@ def test_a_staged_model_starts_again_from_its_record_without_tensorflow_and_the_
     np.testing.assert_allclose(np.array(got["probs"], np.float32), full.predict(check), rtol=0, atol=1e-6)
 
 
-def test_a_worker_restarted_on_a_staged_model_serves_from_the_record_without_tensorflow(recorded_staged_model, tmp_path):
+def test_a_worker_restarted_on_a_staged_model_serves_from_the_record_without_tensorflow(
+    recorded_staged_model, tmp_path
+):
     import os
     import subprocess
     import sys
@@ -306,7 +308,9 @@ def test_numpy_features_need_no_keras_and_name_what_they_cannot_run():
 
     code = ("import sys; from harstream.models.feature_math import numpy_features; "
             "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))")  # fmt: skip
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+    assert (
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+    )
     from harstream.models.feature_math import numpy_features
 
     with pytest.raises(ValueError, match="no numpy formulas"):
@@ -318,7 +322,10 @@ def test_numpy_features_need_no_keras_and_name_what_they_cannot_run():
 def test_the_stage_names_of_the_runtime_are_the_staged_models():
     from harstream.models import staged, staged_runtime
 
-    assert (staged_runtime.FEATURE_STAGE, staged_runtime.DECISION_STAGE) == (staged.FEATURE_STAGE, staged.DECISION_STAGE)
+    assert (staged_runtime.FEATURE_STAGE, staged_runtime.DECISION_STAGE) == (
+        staged.FEATURE_STAGE,
+        staged.DECISION_STAGE,
+    )
 
 
 @pytest.mark.parametrize("layer_name", ["WindowFeatures", "PlacementFreeFeatures"])

@@ -89,7 +89,9 @@ def staged_rows(artifact, x, reference, args) -> list:
     for feature_kind, decision_kind in pairs:
         start = time.perf_counter()
         rt = StagedRuntime(
-            NumpyFeatures.of_stage(features_part.model) if feature_kind == "numpy" else BUILDERS[feature_kind](features_part),
+            NumpyFeatures.of_stage(features_part.model)
+            if feature_kind == "numpy"
+            else BUILDERS[feature_kind](features_part),
             BUILDERS[decision_kind](decision_part),
         )
         name = feature_kind if feature_kind == decision_kind else f"{feature_kind} + {decision_kind}"

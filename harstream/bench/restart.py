@@ -29,8 +29,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--baseline-repeats", type=int, default=1, help="full-path restarts measured (0 = none)")
     parser.add_argument("--devices", type=int, default=4)
     parser.add_argument("--model", default=None, help="model artifact (default: the shipped model)")
-    parser.add_argument("--no-tail-replay", dest="tail_replay", action="store_false",
-                        help="the simulator does not replay its tail to a new subscriber")
+    parser.add_argument(
+        "--no-tail-replay",
+        dest="tail_replay",
+        action="store_false",
+        help="the simulator does not replay its tail to a new subscriber",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

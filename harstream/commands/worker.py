@@ -10,6 +10,7 @@ serves ``--model`` to every device, as before modes.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 
@@ -29,26 +30,44 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None,
                         help="model artifact (.keras) for waist mode: replays and phones declared at the waist "
                              "(default: the shipped model)")  # fmt: skip
-    parser.add_argument("--any-model", default=None, metavar="PATH",
-                        help="placement-free model for any mode: phones from the gateway (default: the shipped "
-                             "any.keras; skipped with a warning if it does not load, unless given here)")
-    parser.add_argument("--personal-dir", default=None, metavar="DIR",
-                        help="folder of personal models (<name>.keras + .json, metadata device = the bus id), "
-                             "watched while serving (default $HARSTREAM_PERSONAL_DIR or runs/personal)")
-    parser.add_argument("--personal-poll", type=float, default=1.0, metavar="S",
-                        help="seconds between looks at --personal-dir (default %(default)s)")
-    parser.add_argument("--single-model", action="store_true",
-                        help="serve --model to every device: no any mode, no personal models")
+    parser.add_argument(
+        "--any-model",
+        default=None,
+        metavar="PATH",
+        help="placement-free model for any mode: phones from the gateway (default: the shipped "
+        "any.keras; skipped with a warning if it does not load, unless given here)",
+    )
+    parser.add_argument(
+        "--personal-dir",
+        default=None,
+        metavar="DIR",
+        help="folder of personal models (<name>.keras + .json, metadata device = the bus id), "
+        "watched while serving (default $HARSTREAM_PERSONAL_DIR or runs/personal)",
+    )
+    parser.add_argument(
+        "--personal-poll",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="seconds between looks at --personal-dir (default %(default)s)",
+    )
+    parser.add_argument(
+        "--single-model", action="store_true", help="serve --model to every device: no any mode, no personal models"
+    )
     parser.add_argument("--runtime", default="auto", choices=("auto", "tflite", "tf-function", "keras", "none"),
                         help="serving runtime; auto = fastest that agrees with Keras; none = no inference "
                              "(uniform probabilities, for transport tests)")  # fmt: skip
     parser.add_argument("--ingest", default=None,
                         help="ingest endpoint (default $HARSTREAM_INGEST or tcp://127.0.0.1:5555, bound; "
                              "prefix > to connect)")  # fmt: skip
-    parser.add_argument("--publish", default=None,
-                        help="output endpoint (default $HARSTREAM_OUTPUT or tcp://127.0.0.1:5556, bound)")
-    parser.add_argument("--proxy", action="store_true",
-                        help="connect to the back ends of `harstream proxy` (5557 in, 5558 out) instead of binding")
+    parser.add_argument(
+        "--publish", default=None, help="output endpoint (default $HARSTREAM_OUTPUT or tcp://127.0.0.1:5556, bound)"
+    )
+    parser.add_argument(
+        "--proxy",
+        action="store_true",
+        help="connect to the back ends of `harstream proxy` (5557 in, 5558 out) instead of binding",
+    )
     parser.add_argument("--shard", type=_shard, default=None, metavar="k/N", help="handle only shard k of N")
     parser.add_argument("--id", default=None, help="worker id in stats and predictions")
     parser.add_argument("--max-batch", type=int, default=64, help="windows per model call (default 64)")
@@ -59,33 +78,66 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "(its metadata's `decoder` entry; the raw label, with a warning, if it has none), "
                              "smoothed = moving average of --smooth windows, raw = this window alone "
                              "(default %(default)s)")  # fmt: skip
-    parser.add_argument("--smooth", type=int, default=DEFAULT_WINDOWS,
-                        help="windows averaged with --display smoothed (default %(default)s)")
-    parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
-                        help="smoothed probability below which the activity is 'unknown' (default %(default)s)")
+    parser.add_argument(
+        "--smooth",
+        type=int,
+        default=DEFAULT_WINDOWS,
+        help="windows averaged with --display smoothed (default %(default)s)",
+    )
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=DEFAULT_THRESHOLD,
+        help="smoothed probability below which the activity is 'unknown' (default %(default)s)",
+    )
     parser.add_argument("--idle-timeout", type=float, default=30.0, help="seconds before a silent device is evicted")
     parser.add_argument("--signal-interval", type=float, default=0.5,
                         help="seconds between decimated signal messages per device (0 = off)")  # fmt: skip
-    parser.add_argument("--redis", default=None, metavar="URL",
-                        help="consume the durable log on this broker (redis://127.0.0.1:PORT or unix://PATH) "
-                             "instead of the ingest bus; partitions are shared with other workers by lease")
-    parser.add_argument("--partitions", type=int, default=12, help="partitions of the log, as the bridge's (default 12)")
-    parser.add_argument("--lease-ms", type=int, default=600,
-                        help="lease time: a dead worker's partitions move after this (default 600)")
-    parser.add_argument("--no-fast-start", action="store_true",
-                        help="always load the model with Keras and check the runtime, even when a checked "
-                             "LiteRT conversion of it is cached")
-    parser.add_argument("--stale-after", type=float, default=5.0,
-                        help="drop samples older than this many seconds of wall clock when they arrive, counted "
-                             "as stale (a backlog a restarted worker is handed); 0 = never (default %(default)s)")
-    parser.add_argument("--takeover-after", type=float, default=2.56,
-                        help="seconds a device's session must be quiet before another session may take the "
-                             "device over (default %(default)s)")
-    parser.add_argument("--keys", default=None, metavar="DIR",
-                        help="CURVE key folder (`harstream keys DIR`); required for an address off loopback")
-    parser.add_argument("--whole-model", action="store_true",
-                        help="serve a staged context model in one piece (every window's features computed for "
-                             "each decision it is part of) instead of its features once per window; for comparison")
+    parser.add_argument(
+        "--redis",
+        default=None,
+        metavar="URL",
+        help="consume the durable log on this broker (redis://127.0.0.1:PORT or unix://PATH) "
+        "instead of the ingest bus; partitions are shared with other workers by lease",
+    )
+    parser.add_argument(
+        "--partitions", type=int, default=12, help="partitions of the log, as the bridge's (default 12)"
+    )
+    parser.add_argument(
+        "--lease-ms", type=int, default=600, help="lease time: a dead worker's partitions move after this (default 600)"
+    )
+    parser.add_argument(
+        "--no-fast-start",
+        action="store_true",
+        help="always load the model with Keras and check the runtime, even when a checked "
+        "LiteRT conversion of it is cached",
+    )
+    parser.add_argument(
+        "--stale-after",
+        type=float,
+        default=5.0,
+        help="drop samples older than this many seconds of wall clock when they arrive, counted "
+        "as stale (a backlog a restarted worker is handed); 0 = never (default %(default)s)",
+    )
+    parser.add_argument(
+        "--takeover-after",
+        type=float,
+        default=2.56,
+        help="seconds a device's session must be quiet before another session may take the "
+        "device over (default %(default)s)",
+    )
+    parser.add_argument(
+        "--keys",
+        default=None,
+        metavar="DIR",
+        help="CURVE key folder (`harstream keys DIR`); required for an address off loopback",
+    )
+    parser.add_argument(
+        "--whole-model",
+        action="store_true",
+        help="serve a staged context model in one piece (every window's features computed for "
+        "each decision it is part of) instead of its features once per window; for comparison",
+    )
     parser.add_argument("--stats-every", type=float, default=5.0, help="seconds between printed stats lines")
 
 
@@ -226,8 +278,9 @@ def load_served(path: str | None, mode: str, args: argparse.Namespace):
             else:
                 runtime = load_runtime(artifact, args.runtime)
             print(f"worker: {mode} model {artifact.model_id} served by {runtime.name} "
-                  f"(fallback {runtime.fallback.name if runtime.fallback else 'none'}): {runtime.report}",
-                  flush=True)  # fmt: skip
+                  f"(fallback {runtime.fallback.name if runtime.fallback else 'none'}; "
+                  f"{_agreement(runtime.report)})", flush=True)  # fmt: skip
+            logging.getLogger("harstream.worker").debug("runtime choice for %s: %s", artifact.model_id, runtime.report)
     except ArtifactError as exc:
         raise ModelLoadError(str(exc)) from None
     except Exception as exc:  # a runtime that cannot be built for this model
@@ -259,3 +312,16 @@ def load_any(args: argparse.Namespace):
             raise
         print(f"worker: no any mode (phones are served in waist mode): {exc}", flush=True)
         return None
+
+
+def _agreement(report: dict) -> str:
+    """One phrase from a runtime's choice report for the terminal (the whole
+    report is logged at debug level)."""
+    agreement = report.get("agreement") or report.get("candidates", {}).get(report.get("chosen"), {})
+    checked = report.get("check_windows")
+    if not agreement or checked is None:
+        return "agreement with Keras checked"
+    return (
+        f"agrees with Keras on {checked} check windows: {agreement.get('argmax_mismatches', '?')} label mismatches, "
+        f"max probability difference {agreement.get('max_abs_diff', float('nan')):.1e}"
+    )
