@@ -40,24 +40,37 @@ from .feature_math import BANDS, BINS, dft_matrices
 SIGNALS = feature_math.WINDOW_SIGNALS
 STATISTICS = feature_math.WINDOW_STATISTICS
 _EPS = feature_math.EPS
-__all__ = ["BANDS", "BINS", "SIGNALS", "STATISTICS", "WindowFeatures", "dft_matrices", "window_features"]
+__all__ = [
+    "BANDS",
+    "BINS",
+    "SIGNALS",
+    "STATISTICS",
+    "FeatureLayer",
+    "WindowFeatures",
+    "dft_matrices",
+    "window_features",
+]
 
 
-@keras.saving.register_keras_serializable(package="harstream")
-class WindowFeatures(keras.layers.Layer):
-    """``(n, 128, 9)`` pipeline windows → ``(n, size())`` features (no weights)."""
+class FeatureLayer(keras.layers.Layer):
+    """A weightless layer of per-window features whose formula lives in
+    :mod:`.feature_math` (one formula for the graph and for numpy). A
+    subclass names its ``formula(x_channel_first, xp)`` and ``size()``.
+
+    ``(n, 128, 9)`` windows → ``(n, size())``; a stack ``(n, k, 128, 9)`` (a
+    window and its context) gives the k feature vectors side by side."""
+
+    formula = staticmethod(feature_math.window_features)
 
     @staticmethod
     def size() -> int:
-        return feature_math.WINDOW_FEATURES
+        raise NotImplementedError
 
     def compute_output_shape(self, input_shape):
         windows = input_shape[1] if len(input_shape) == 4 else 1
         return (input_shape[0], windows * self.size())
 
     def call(self, x):
-        """Features of each window; for a stack ``(n, k, 128, 9)`` (a window and
-        its context) the k feature vectors side by side."""
         x = ops.cast(x, "float32")
         if len(x.shape) == 4:
             k = x.shape[1]
@@ -69,11 +82,22 @@ class WindowFeatures(keras.layers.Layer):
         """The features of windows ``(n, 128, 9)`` computed by numpy: the same
         formulas (float error apart), for a server (numpy's vectorised sort is
         some 40× faster than LiteRT's, which dominates the graph's cost)."""
-        return feature_math.window_features(feature_math.channel_first(x), np)
+        return self.formula(feature_math.channel_first(x), np)
 
     def _features(self, x):
         """Features of channel-first windows ``(n, 9, 128)`` in the graph."""
-        return feature_math.window_features(x, ops)
+        return self.formula(x, ops)
+
+
+@keras.saving.register_keras_serializable(package="harstream")
+class WindowFeatures(FeatureLayer):
+    """``(n, 128, 9)`` pipeline windows → ``(n, size())`` features (no weights)."""
+
+    formula = staticmethod(feature_math.window_features)
+
+    @staticmethod
+    def size() -> int:
+        return feature_math.WINDOW_FEATURES
 
 
 def window_features(x: np.ndarray, batch: int = 1024) -> np.ndarray:

@@ -39,10 +39,9 @@ import keras
 import numpy as np
 from keras import ops
 
-from harstream.stream.pipeline import WINDOW, WINDOW_CHANNELS
-
 from . import feature_math
 from .feature_math import BANDS  # noqa: F401 (re-exported: the feature count's parts)
+from .features import FeatureLayer
 
 SIGNALS = feature_math.FREE_SIGNALS
 STATISTICS = feature_math.FREE_STATISTICS
@@ -64,35 +63,15 @@ SIGNAL_NAMES = (
 
 
 @keras.saving.register_keras_serializable(package="harstream")
-class PlacementFreeFeatures(keras.layers.Layer):
+class PlacementFreeFeatures(FeatureLayer):
     """``(n, 128, 9)`` windows → ``(n, size())`` orientation-invariant features
     (no weights); a stack ``(n, k, 128, 9)`` gives the k vectors side by side."""
+
+    formula = staticmethod(feature_math.placement_free_features)
 
     @staticmethod
     def size() -> int:
         return feature_math.FREE_FEATURES
-
-    def compute_output_shape(self, input_shape):
-        windows = input_shape[1] if len(input_shape) == 4 else 1
-        return (input_shape[0], windows * self.size())
-
-    def call(self, x):
-        x = ops.cast(x, "float32")
-        if len(x.shape) == 4:
-            k = x.shape[1]
-            x = ops.reshape(x, (-1, WINDOW, WINDOW_CHANNELS))
-            return ops.reshape(self._features(ops.transpose(x, (0, 2, 1))), (-1, k * self.size()))
-        return self._features(ops.transpose(x, (0, 2, 1)))
-
-    def numpy_call(self, x: np.ndarray) -> np.ndarray:
-        """The features of windows ``(n, 128, 9)`` computed by numpy: the same
-        formulas (float error apart), for a server (numpy's vectorised sort is
-        some 40× faster than LiteRT's, which dominates the graph's cost)."""
-        return feature_math.placement_free_features(feature_math.channel_first(x), np)
-
-    def _features(self, x):
-        """Features of channel-first windows ``(n, 9, 128)`` in the graph."""
-        return feature_math.placement_free_features(x, ops)
 
 
 def placement_free_features(x: np.ndarray, batch: int = 1024) -> np.ndarray:
