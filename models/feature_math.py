@@ -6,7 +6,7 @@ features with the functions here, in the graph (``xp`` = ``keras.ops``); a
 server computes the same features with numpy (``xp`` = ``numpy``), so the
 numbers are the same formulas, float error apart. This module imports no
 Keras and no TensorFlow: a worker starting from a serving record
-(:func:`harstream.models.runtime.load_cached_runtime`) computes features with
+(:func:`harstream.models.fast_start.load_cached_runtime`) computes features with
 :func:`numpy_features` alone. ``xp`` is always passed: only names numpy and
 ``keras.ops`` share are used.
 

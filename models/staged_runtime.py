@@ -12,7 +12,7 @@ When the numpy features and the decision stage's LiteRT conversion agree with
 the whole Keras model, a *staged serving record* is left beside the cached
 conversion (:func:`record_staged_serving`); a restarted worker builds the same
 pair from it without TensorFlow or Keras
-(:func:`harstream.models.runtime.load_cached_runtime`). This module imports
+(:func:`harstream.models.fast_start.load_cached_runtime`). This module imports
 neither at import time: only the functions that take a Keras model do.
 """
 

@@ -45,7 +45,12 @@ def imported(name: str, path: Path) -> set[str]:
                 module = ".".join(base + ([node.module] if node.module else []))
             else:
                 module = node.module or ""
-            candidates = [module] + [f"{module}.{alias.name}" for alias in node.names]
+            # `from . import feature_math` imports the submodule (the package's
+            # __init__ runs for every submodule anyway); a name that is not a
+            # module is taken from the package itself
+            candidates = [
+                f"{module}.{alias.name}" if f"{module}.{alias.name}" in MODULES else module for alias in node.names
+            ]
         else:
             continue
         for candidate in candidates:

@@ -88,7 +88,7 @@ def test_a_checked_conversion_restarts_from_its_record_and_a_changed_model_is_re
     import shutil
 
     from harstream.models.artifact import ArtifactError
-    from harstream.models.runtime import load_cached_runtime
+    from harstream.models.fast_start import load_cached_runtime
 
     load_runtime(tiny_artifact, "tflite", check=windows, sizes=(1, 4))  # agrees: leaves the serving record
     path = tmp_path / "copy.keras"  # the record is keyed by the model's hash, so a copy finds it

@@ -227,7 +227,7 @@ def recorded_staged_model(staged_artifact, tmp_path):
 _FAST_START = """
 import json, sys
 import numpy as np
-from harstream.models.runtime import load_cached_runtime
+from harstream.models.fast_start import load_cached_runtime
 runtime, meta = load_cached_runtime(sys.argv[1])
 probs = runtime.predict(np.load(sys.argv[2]))
 print(json.dumps({"name": runtime.name, "probs": probs.tolist(),
@@ -280,7 +280,7 @@ def test_a_worker_restarted_on_a_staged_model_serves_from_the_record_without_ten
 
 def test_a_staged_record_is_refused_when_the_model_file_changed(recorded_staged_model):
     from harstream.models.artifact import ArtifactError
-    from harstream.models.runtime import load_cached_runtime
+    from harstream.models.fast_start import load_cached_runtime
 
     path = recorded_staged_model[0]
     assert load_cached_runtime(path) is not None
@@ -292,7 +292,8 @@ def test_a_staged_record_is_refused_when_the_model_file_changed(recorded_staged_
 
 def test_a_staged_record_is_not_used_when_a_decision_file_changed(recorded_staged_model):
     from harstream.models.artifact import read_metadata
-    from harstream.models.runtime import load_cached_runtime, tflite_cache_dir
+    from harstream.models.fast_start import load_cached_runtime
+    from harstream.models.runtime import tflite_cache_dir
     from harstream.models.staged_runtime import DECISION_STAGE, stage_sha256
 
     path = recorded_staged_model[0]

@@ -240,7 +240,8 @@ def load_served(path: str | None, mode: str, args: argparse.Namespace):
     """The model at ``path`` (the shipped one for its mode when None) with its
     runtime and display, as a :class:`~harstream.stream.model_routing.ServedModel`."""
     from harstream.models.artifact import ANY_MODEL, ArtifactError, load_artifact, model_id_of
-    from harstream.models.runtime import NullRuntime, load_cached_runtime, load_runtime
+    from harstream.models.fast_start import load_cached_runtime
+    from harstream.models.runtime import NullRuntime, load_runtime
     from harstream.stream.activities import ACTIVITIES, PLACEMENT_FREE
     from harstream.stream.model_routing import ServedModel
 
