@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -19,6 +20,34 @@ from harstream.stream.gateway import Gateway, GatewayConfig
 from harstream.stream.protocol import Prediction, SampleBatch, decode_samples, encode_prediction, encode_samples
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> bool:
+    """Poll ``condition`` every 50 ms; True once it holds, False after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.fixture(scope="module")
+def tiny_lstm(tmp_path_factory):
+    """A small untrained LSTM artifact (deterministic outputs) and its LiteRT
+    runtime, for tests of the live path that need a real model, not a good one."""
+    import keras
+
+    from harstream.models.artifact import load_artifact, save_artifact
+    from harstream.models.runtime import TfliteRuntime
+
+    os.environ["HARSTREAM_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    keras.utils.set_random_seed(5)
+    inp = keras.Input((128, 9))
+    x = keras.layers.Dense(6, activation="softmax")(keras.layers.LSTM(8)(inp))
+    path = tmp_path_factory.mktemp("m") / "tiny.keras"
+    artifact = load_artifact(save_artifact(keras.Model(inp, x), {"architecture": "tiny"}, path))
+    return artifact, TfliteRuntime(artifact, (1, 16))
 
 
 @pytest.fixture(scope="session")

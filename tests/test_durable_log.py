@@ -5,7 +5,6 @@ predictions are exactly one per (device, window)."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 import threading
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import wait_for
 from test_live_path import Collector
 
 from harstream.simulator.replay import ReplaySchedule, devices_for, replay
@@ -97,15 +97,6 @@ def owners(url: str) -> Counter:
     return Counter(h.split()[0] for h in holders if h)
 
 
-def wait_for(condition, timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def keys_seen(predictions) -> tuple[Counter, dict[str, list[int]]]:
     count = Counter((p.device, p.window) for p in predictions)
     by_device: dict[str, list[int]] = {}
@@ -114,25 +105,8 @@ def keys_seen(predictions) -> tuple[Counter, dict[str, list[int]]]:
     return count, {d: sorted(w) for d, w in by_device.items()}
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """A small untrained LSTM artifact and its LiteRT runtime."""
-    import keras
-
-    from harstream.models.artifact import load_artifact, save_artifact
-    from harstream.models.runtime import TfliteRuntime
-
-    os.environ["HARSTREAM_CACHE"] = str(tmp_path_factory.mktemp("cache"))
-    keras.utils.set_random_seed(5)
-    inp = keras.Input((128, 9))
-    x = keras.layers.Dense(6, activation="softmax")(keras.layers.LSTM(8)(inp))
-    artifact = load_artifact(save_artifact(keras.Model(inp, x), {"architecture": "tiny"},
-                                           tmp_path_factory.mktemp("m") / "tiny.keras"))  # fmt: skip
-    return artifact, TfliteRuntime(artifact, (1, 16))
-
-
-def test_bridge_and_two_workers_label_a_replayed_subject_like_the_offline_pipeline(redis_url, tiny, ipc_address):
-    artifact, runtime = tiny
+def test_bridge_and_two_workers_label_a_replayed_subject_like_the_offline_pipeline(redis_url, tiny_lstm, ipc_address):
+    artifact, runtime = tiny_lstm
     recordings = [r for r in __import__("harstream.stream.recordings", fromlist=["x"]).load_embedded().of_subjects([2])]
     out = ipc_address("out")
     tail = Collector(out, verb="bind")

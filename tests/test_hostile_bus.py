@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 import zmq
+from conftest import wait_for
 
 from harstream.stream.activities import ACTIVITIES
 from harstream.stream.protocol import Prediction, SampleBatch, decode_output, encode_samples, samples_topic
@@ -118,12 +119,7 @@ class Bus:
             return dict(self.stats.get("drops", {})), dict(self.stats.get("totals", {}))
 
     def wait(self, condition: Callable[[], bool], timeout: float = 30.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if condition():
-                return True
-            time.sleep(0.05)
-        return False
+        return wait_for(condition, timeout)
 
     def attacker(self) -> zmq.Socket:
         """A fresh publisher whose messages the worker is subscribed to."""

@@ -12,8 +12,8 @@ import threading
 import time
 
 import numpy as np
-import pytest
 import zmq
+from conftest import wait_for
 
 from harstream.simulator.replay import ReplayDevice, ReplaySchedule, devices_for, replay
 from harstream.stream.activities import ACTIVITIES, label_name
@@ -26,24 +26,6 @@ from harstream.stream.protocol import (
     encode_samples,
 )
 from harstream.stream.worker import WorkerConfig, serve
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    """A small untrained LSTM artifact (deterministic outputs) and its LiteRT runtime."""
-    import keras
-
-    from harstream.models.artifact import load_artifact, save_artifact
-    from harstream.models.runtime import TfliteRuntime
-
-    os.environ["HARSTREAM_CACHE"] = str(tmp_path_factory.mktemp("cache"))
-    keras.utils.set_random_seed(5)
-    inp = keras.Input((128, 9))
-    x = keras.layers.Dense(6, activation="softmax")(keras.layers.LSTM(8)(inp))
-    artifact = load_artifact(save_artifact(keras.Model(inp, x), {"architecture": "tiny"},
-                                           tmp_path_factory.mktemp("m") / "tiny.keras"))  # fmt: skip
-    return artifact, TfliteRuntime(artifact, (1, 16))
-
 
 ANY_PORT = "tcp://127.0.0.1:*"  # ZeroMQ binds a free port; the worker reports which
 
@@ -99,12 +81,7 @@ class Collector:
                     self.stats[msg["worker"]] = msg
 
     def wait(self, condition, timeout: float = 120.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if condition(self):
-                return True
-            time.sleep(0.05)
-        return False
+        return wait_for(lambda: condition(self), timeout)
 
     def close(self):
         self._stop.set()
@@ -119,8 +96,8 @@ def offline_labels(artifact, samples: np.ndarray) -> list[str]:
     return [ACTIVITIES[i] for i in artifact.model.predict(windows, verbose=0).argmax(1)]
 
 
-def test_a_replayed_held_out_subject_is_labelled_like_the_offline_pipeline(model, embedded):
-    artifact, runtime = model
+def test_a_replayed_held_out_subject_is_labelled_like_the_offline_pipeline(tiny_lstm, embedded):
+    artifact, runtime = tiny_lstm
     recordings = embedded.of_subjects([2])
     worker = Worker(runtime)
     ingest, output = worker.ingest, worker.output
@@ -178,8 +155,8 @@ def test_a_context_model_is_served_each_window_with_its_past_over_the_real_bus(t
     assert [ACTIVITIES[i] for i in artifact.model.predict(alone, verbose=0).argmax(1)] != expected
 
 
-def test_a_restarted_worker_recovers_within_one_window(model):
-    _, runtime = model
+def test_a_restarted_worker_recovers_within_one_window(tiny_lstm):
+    _, runtime = tiny_lstm
     rng = np.random.default_rng(0)
     device = ReplayDevice("phone-1", rng.normal(0, 0.3, (3000, 6)).astype(np.float32), None)
     stop_sim = threading.Event()
@@ -228,8 +205,8 @@ def hostile_messages() -> dict[str, list[list[bytes]]]:
     }
 
 
-def test_malformed_and_hostile_frames_are_counted_while_a_good_device_is_served(model):
-    artifact, runtime = model
+def test_malformed_and_hostile_frames_are_counted_while_a_good_device_is_served(tiny_lstm):
+    artifact, runtime = tiny_lstm
     good = ReplayDevice("good", np.random.default_rng(1).normal(0, 0.3, (1000, 6)).astype(np.float32), None)
     worker = Worker(runtime)
     ingest, output = worker.ingest, worker.output
@@ -263,10 +240,10 @@ def test_malformed_and_hostile_frames_are_counted_while_a_good_device_is_served(
     assert "intruder" not in {p.device for p in tail.predictions}
 
 
-def test_two_sharded_workers_behind_the_proxy_split_devices_without_overlap(model, ipc_address):
+def test_two_sharded_workers_behind_the_proxy_split_devices_without_overlap(tiny_lstm, ipc_address):
     from harstream.stream.proxy import run_proxies
 
-    _, runtime = model
+    _, runtime = tiny_lstm
     # The proxy binds all four and cannot say which ports it got: ipc paths nobody else holds.
     front_in, back_in, back_out, front_out = map(ipc_address, ("front-in", "back-in", "back-out", "front-out"))
     stop_proxy, proxy_ready = threading.Event(), threading.Event()

@@ -12,6 +12,7 @@ import time
 
 import numpy as np
 import zmq
+from conftest import wait_for
 
 from harstream.models.runtime import NullRuntime
 from harstream.simulator.replay import ReplayDevice, ReplaySchedule, replay
@@ -41,12 +42,7 @@ class Reader:
                 (self.predictions if isinstance(msg, Prediction) else self.stats).append(msg)
 
     def wait(self, condition, timeout: float = 60.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if condition(self):
-                return True
-            time.sleep(0.05)
-        return False
+        return wait_for(lambda: condition(self), timeout)
 
     def close(self) -> None:
         self.stop.set()
