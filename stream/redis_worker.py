@@ -492,7 +492,7 @@ def serve_redis(
 
     from .bus import output_address
     from .log_bridge import check_partitions
-    from .worker import _attach_retrying
+    from .worker import _attach_retrying, publish_to_all_with_room
 
     worker_id = worker_id or f"worker-{os.getpid()}"
     stop = stop or threading.Event()
@@ -504,9 +504,7 @@ def serve_redis(
     drops: Counter[str] = Counter()
 
     def send(frames: list[bytes]) -> None:
-        try:
-            pub.send_multipart(frames, zmq.NOBLOCK)
-        except zmq.Again:
+        if not publish_to_all_with_room(pub, frames):
             drops["output_hwm"] += 1
 
     worker = None

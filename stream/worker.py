@@ -723,18 +723,8 @@ def serve(
         def send(encode: Callable[..., list[bytes]], *what) -> None:
             """Encode and publish one output message; never raises."""
             try:
-                frames = encode(*what)
-                try:
-                    pub.send_multipart(frames, zmq.NOBLOCK)
-                    return
-                except zmq.Again:
-                    pass
-                core.count_drop("output_hwm", "a subscriber's queue is full; it misses output")
-                pub.setsockopt(zmq.XPUB_NODROP, 0)
-                try:
-                    pub.send_multipart(frames, zmq.NOBLOCK)  # lossy: to everyone with room
-                finally:
-                    pub.setsockopt(zmq.XPUB_NODROP, 1)
+                if not publish_to_all_with_room(pub, encode(*what)):
+                    core.count_drop("output_hwm", "a subscriber's queue is full; it misses output")
             except Exception as exc:  # one output must not stop the worker
                 core.count_drop("internal", f"output {encode.__name__}: {type(exc).__name__}: {exc}")
 
@@ -828,6 +818,26 @@ def apply_registry(personal, core: StreamCore, now: float) -> list:
     if events:
         core.reroute_all()
     return events
+
+
+def publish_to_all_with_room(pub, frames: list[bytes]) -> bool:
+    """Publish ``frames`` on an XPUB socket set to ``XPUB_NODROP``, never
+    blocking. True if every subscriber took it; if one's queue was full
+    (EAGAIN), send it again without NODROP, so every subscriber with room gets
+    it and only the full one loses its copy, and return False (count it)."""
+    import zmq
+
+    try:
+        pub.send_multipart(frames, zmq.NOBLOCK)
+        return True
+    except zmq.Again:
+        pass
+    pub.setsockopt(zmq.XPUB_NODROP, 0)
+    try:
+        pub.send_multipart(frames, zmq.NOBLOCK)  # lossy: to everyone with room
+    finally:
+        pub.setsockopt(zmq.XPUB_NODROP, 1)
+    return False
 
 
 def _attach_retrying(socket, endpoint: str, timeout: float = 10.0) -> str:
