@@ -12,7 +12,7 @@ import time
 import zmq
 
 from harstream.stream.bus import attach, output_address
-from harstream.stream.protocol import PREDICTION_PREFIX, SIGNAL_PREFIX, STATS_PREFIX
+from harstream.stream.protocol import PREDICTION_PREFIX, STATS_PREFIX, signal_topic
 
 # Messages queued beyond this are dropped by ZeroMQ, not by the page: a tab
 # that falls behind loses old messages instead of growing without bound.
@@ -43,9 +43,9 @@ class Subscriber:
         if device == self.signal_device:
             return
         if self.signal_device is not None:
-            self._socket.setsockopt(zmq.UNSUBSCRIBE, _signal_topic(self.signal_device))
+            self._socket.setsockopt(zmq.UNSUBSCRIBE, signal_topic(self.signal_device))
         if device is not None:
-            self._socket.setsockopt(zmq.SUBSCRIBE, _signal_topic(device))
+            self._socket.setsockopt(zmq.SUBSCRIBE, signal_topic(device))
         self.signal_device = device
 
     def drain(self, max_messages: int = 5_000, budget_s: float = 0.25) -> list[list[bytes]]:
@@ -75,8 +75,3 @@ class Subscriber:
             self._socket.close(linger=0)
         except Exception:
             pass
-
-
-def _signal_topic(device: str) -> bytes:
-    # The trailing "/" keeps "phone-1" from matching "phone-10".
-    return SIGNAL_PREFIX + device.encode() + b"/"
