@@ -769,6 +769,7 @@ def serve(
         now = time.monotonic()
         core.started = now
         next_stats, next_print, next_chores = now + stats_every, now + print_every, now + 0.1
+        next_sweep = now + 1.0  # idle devices: a sweep looks at every device, and the timeout is 30 s
         stats: dict = {}
         if on_ready:
             on_ready()
@@ -804,7 +805,9 @@ def serve(
                 next_chores = now + 0.1
                 for signal in guarded("signals", core.take_signals, now) or ():
                     send(encode_signal, signal)
-                guarded("eviction", core.evict_idle, now)
+                if now >= next_sweep:
+                    next_sweep = now + 1.0
+                    guarded("eviction", core.evict_idle, now)
                 if personal is not None:
                     guarded("personal models", apply_registry, personal, core, now)
                 try:  # subscription messages queue up on an XPUB unless read
