@@ -11,7 +11,8 @@ import time
 
 import zmq
 
-from harstream.stream.bus import attach, output_address
+from harstream.stream.bus import attach, output_address, parse_endpoint
+from harstream.stream.bus_auth import secure, start_authenticator
 from harstream.stream.protocol import PREDICTION_PREFIX, STATS_PREFIX, signal_topic
 
 # Messages queued beyond this are dropped by ZeroMQ, not by the page: a tab
@@ -28,9 +29,19 @@ class Subscriber:
     the traffic.
     """
 
-    def __init__(self, endpoint: str | None = None):
+    def __init__(self, endpoint: str | None = None, keys: str | None = None):
+        """``keys``: a CURVE key folder (:mod:`~harstream.stream.bus_auth`);
+        without one an endpoint off loopback is refused (``BusAuthError``)."""
         self.endpoint = endpoint or output_address()
         self._socket: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.SUB)
+        self._auth = None
+        try:
+            secure(self._socket, self.endpoint, "connect", keys)
+            if keys is not None and parse_endpoint(self.endpoint, "connect")[0] == "bind":
+                self._auth = start_authenticator(zmq.Context.instance(), keys)
+        except Exception:
+            self._socket.close(linger=0)
+            raise
         self._socket.setsockopt(zmq.RCVHWM, RCVHWM)
         self._socket.setsockopt(zmq.LINGER, 0)
         for topic in (PREDICTION_PREFIX, STATS_PREFIX):
@@ -65,6 +76,9 @@ class Subscriber:
 
     def close(self) -> None:
         self._socket.close(linger=0)
+        if self._auth is not None:
+            self._auth.stop()
+            self._auth = None
 
     @property
     def closed(self) -> bool:
