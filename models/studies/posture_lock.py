@@ -83,8 +83,12 @@ def fmt(r: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="fit the decoder's posture lock on training subjects, choose on validation")
-    parser.add_argument("--write", action="store_true", help="add the chosen knobs to the shipped model's decoder entry")
+    parser = argparse.ArgumentParser(
+        description="fit the decoder's posture lock on training subjects, choose on validation"
+    )
+    parser.add_argument(
+        "--write", action="store_true", help="add the chosen knobs to the shipped model's decoder entry"
+    )
     parser.add_argument("--top", type=int, default=5, help="training-best settings taken to validation")
     args = parser.parse_args(argv)
 
