@@ -47,6 +47,7 @@ import numpy as np
 
 from .batch_push import push_many
 from .context import WindowContext
+from .decoder import window_motion
 from .device_windows import DeviceWindows
 from .incarnation import DUPLICATE, FOREIGN, GAP, JUMP, NEXT, REPLAYED, RESTART, TAKEOVER_AFTER, Incarnation
 from .model_routing import ModelRouter, ServedModel, declared_placement
@@ -129,6 +130,7 @@ class PendingWindow:
     t_end: float
     truth: str | None
     served: ServedModel  # the model it was made for (its input shape and classes)
+    motion: float | None = None  # the window's body motion (decoder.window_motion): the posture lock's cue
 
 
 def make_display(served: ServedModel, config: WorkerConfig, windows: int | None = None) -> Smoother:
@@ -370,12 +372,17 @@ class StreamCore:
             jobs.append((state, raw, labels, arrived, pipe.emitted, pipe.samples_seen))
         results = push_many([j[0].windows.pipeline for j in jobs], [j[1] for j in jobs])
         inputs = self._window_inputs([j[0] for j in jobs], results)
-        for (state, _, labels, arrived, first_window, seen_before), windows, x in zip(jobs, results, inputs):
+        # each window's body motion for the display decoder, all devices' windows in one call
+        counts = [len(r) for r in results]
+        motions = np.split(window_motion(np.concatenate(results)), np.cumsum(counts)[:-1]) if sum(counts) else results
+        for (state, _, labels, arrived, first_window, seen_before), windows, x, moved in zip(
+            jobs, results, inputs, motions
+        ):
             if len(windows):
                 self._unproven.pop(state.name, None)  # it completed a window: a real device
-            for w in state.windows.describe(windows, labels, first_window, seen_before, inputs=x):
+            for w, m in zip(state.windows.describe(windows, labels, first_window, seen_before, inputs=x), moved):
                 self._enqueue(PendingWindow(state.name, state.generation, w.window, w.x, arrived,
-                                            w.t_start, w.t_end, w.truth, state.served))  # fmt: skip
+                                            w.t_start, w.t_end, w.truth, state.served, float(m)))  # fmt: skip
             self.totals["windows"] += len(windows)
 
     def _window_inputs(self, states: list[Device], results: list[np.ndarray]) -> list[np.ndarray]:
@@ -481,7 +488,7 @@ class StreamCore:
             state = self.devices.get(w.device)
             raw = [round(float(v), 6) for v in p]
             if state is not None and state.generation == w.generation and state.served is w.served:
-                smoothed, smoothed_probs = state.display.update(raw)
+                smoothed, smoothed_probs = state.display.update(raw, w.motion)
                 if state.display.refused:
                     self._drop("probabilities", f"device {w.device} window {w.window}: {state.display.refused}")
             else:  # the device was reset, evicted or moved to another model meanwhile: this window stands alone
