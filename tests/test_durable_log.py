@@ -70,7 +70,7 @@ class Bridge:
 class LogWorker:
     """serve_redis in a thread, publishing to ``output`` (connected)."""
 
-    def __init__(self, runtime, url: str, output: str, worker_id: str, context_steps=()):
+    def __init__(self, runtime, url: str, output: str, worker_id: str, context_steps=(), router=None, personal=None):
         from harstream.stream.worker import WorkerConfig
 
         self.stop, ready, self.result = threading.Event(), threading.Event(), {}
@@ -79,7 +79,8 @@ class LogWorker:
             self.result.update(serve_redis(
                 runtime, ACTIVITIES, "tiny", url, output=">" + output, worker_id=worker_id, stop=self.stop,
                 config=WorkerConfig(context_steps=context_steps, signal_interval=0),
-                log_config=LogConfig(partitions=PARTITIONS), stats_every=0.2, on_ready=ready.set, printer=None))  # fmt: skip
+                log_config=LogConfig(partitions=PARTITIONS), stats_every=0.2, on_ready=ready.set, printer=None,
+                router=router, personal=personal))  # fmt: skip
 
         self.thread = threading.Thread(target=run, daemon=True)
         self.thread.start()
@@ -233,3 +234,148 @@ def test_bridge_and_worker_ride_out_a_broker_restart(ipc_address):
         proc.wait(10)
         shutil.rmtree(folder, ignore_errors=True)
     assert final["broker"]["broker_errors"] > 0
+
+
+# ------------------------------------------------------------------ modes on the log
+
+
+class Producer:
+    """Streams devices into the bridge's ingest bus once the bridge's subscription
+    has arrived, and keeps what it sent (to compute the offline answer)."""
+
+    def __init__(self, address: str):
+        import zmq
+
+        self.ctx = zmq.Context()
+        self.pub = self.ctx.socket(zmq.XPUB)
+        self.pub.connect(address)
+        assert self.pub.poll(20_000), "the bridge never subscribed"
+        self.pub.recv()
+        self.sent: dict[str, list[np.ndarray]] = {}
+        self.rng = np.random.default_rng(3)
+        self.t0 = time.time()
+
+    def send(self, devices: dict[str, dict], chunks: int = 1) -> None:
+        """``chunks`` messages of 64 samples for each device (``{device: meta}``)."""
+        from harstream.stream.protocol import SampleBatch, encode_samples
+
+        for _ in range(chunks):
+            for device, meta in devices.items():
+                seq = 64 * len(self.sent.setdefault(device, []))
+                samples = self.rng.normal(0, 0.3, (64, 6)).astype(np.float32)
+                self.pub.send_multipart(encode_samples(SampleBatch(device, seq, self.t0 + seq / 50, samples,
+                                                                   meta=meta)))  # fmt: skip
+                self.sent[device].append(samples)
+
+    def offline_labels(self, device: str, artifact, classes, start_window: int = 0) -> list[str]:
+        """The labels of the device's windows by the offline pipeline started
+        at window ``start_window`` (as a rebuild starts it), for windows from there on."""
+        samples = np.concatenate(self.sent[device])[start_window * 64 :]
+        windows = DevicePipeline().push(samples)
+        return [classes[i] for i in artifact.model.predict(windows, verbose=0).argmax(1)]
+
+    def close(self) -> None:
+        self.pub.close(0)
+        self.ctx.term()
+
+
+@pytest.fixture(scope="module")
+def two_modes(tiny_lstm, tmp_path_factory):
+    """The tiny LSTM in waist mode and a tiny placement-free model (other classes) in any mode."""
+    from test_routing_live import tiny_artifact
+
+    from harstream.models.artifact import load_artifact
+    from harstream.models.runtime import KerasRuntime
+    from harstream.stream.activities import PLACEMENT_FREE
+    from harstream.stream.model_routing import ServedModel
+
+    waist_artifact, waist_runtime = tiny_lstm
+    any_artifact = load_artifact(tiny_artifact(tmp_path_factory.mktemp("any"), "anywhere", PLACEMENT_FREE,
+                                               placement="any"))  # fmt: skip
+    waist = ServedModel("waist", "waist", waist_artifact.model_id, ACTIVITIES, runtime=waist_runtime)
+    anywhere = ServedModel("any", "any", any_artifact.model_id, PLACEMENT_FREE, runtime=KerasRuntime(any_artifact))
+    return (waist, waist_artifact), (anywhere, any_artifact)
+
+
+# a replay-like device (waist), one declaring any placement, a gateway phone (any by its
+# namespace) and a gateway phone declaring the waist
+MODE_DEVICES = {"rec-1": {}, "watch-1": {"placement": "any"}, "phone:p1": {}, "phone:belt": {"placement": "waist"}}
+EXPECTED_MODE = {"rec-1": "waist", "watch-1": "any", "phone:p1": "any", "phone:belt": "waist"}
+
+
+def check_modes(predictions, producer, two_modes, rebuilt_from: int | None = None) -> None:
+    """Every device's windows once each, numbered from 0, labelled by its
+    mode's model as offline; from window ``rebuilt_from`` on (the first after a
+    takeover) as offline from where the rebuild restarts the pipeline."""
+    (waist, waist_artifact), (anywhere, any_artifact) = two_modes
+    by_mode = {"waist": (waist, waist_artifact), "any": (anywhere, any_artifact)}
+    for device, mode in EXPECTED_MODE.items():
+        served, artifact = by_mode[mode]
+        got = sorted((p for p in predictions if p.device == device), key=lambda p: p.window)
+        assert {(p.mode, p.model, tuple(p.classes)) for p in got} == {(mode, served.model_id, served.classes)}, device
+        assert [p.window for p in got] == list(range(len(got)))
+        expected = producer.offline_labels(device, artifact, served.classes)
+        if rebuilt_from is not None:
+            restart = rebuilt_from - LogConfig().warmup_windows  # the model has no context windows
+            expected[rebuilt_from:] = producer.offline_labels(device, artifact, served.classes, restart)[
+                rebuilt_from - restart :
+            ]
+        assert [p.label for p in got] == expected[: len(got)], device
+
+
+def test_one_durable_worker_serves_each_device_by_the_model_of_its_mode(redis_url, ipc_address, two_modes):
+    from harstream.stream.model_routing import ModelRouter
+
+    (waist, _), (anywhere, _) = two_modes
+    out = ipc_address("out")
+    tail = Collector(out, verb="bind")
+    bridge = Bridge(redis_url)
+    worker = LogWorker(None, redis_url, out, "w0", router=ModelRouter(waist, anywhere))
+    producer = Producer(bridge.ingest)
+    try:
+        assert wait_for(lambda: owners(redis_url) == {"w0": PARTITIONS})
+        producer.send(MODE_DEVICES, chunks=8)  # 512 samples: windows 0..6 of each device
+        assert tail.wait(lambda c: len(c.predictions) >= 7 * len(MODE_DEVICES), timeout=60), len(tail.predictions)
+    finally:
+        final = worker.close()
+        producer.close()
+        bridge.close()
+        tail.close()
+    check_modes(tail.predictions, producer, two_modes)
+    assert len(tail.predictions) == 7 * len(MODE_DEVICES)
+    assert not final["drops"], final["drops"]
+    assert {m["key"]: m["model"] for m in final["models"]} == {"waist": waist.model_id, "any": anywhere.model_id}
+
+
+def test_a_worker_taking_partitions_over_serves_their_devices_in_the_same_modes_without_repeating_a_window(
+    redis_url, ipc_address, two_modes
+):
+    from harstream.stream.model_routing import ModelRouter
+
+    (waist, _), (anywhere, _) = two_modes
+    out = ipc_address("out")
+    tail = Collector(out, verb="bind")
+    bridge = Bridge(redis_url)
+    first = LogWorker(None, redis_url, out, "w0", router=ModelRouter(waist, anywhere))
+    producer = Producer(bridge.ingest)
+    second = None
+    try:
+        assert wait_for(lambda: owners(redis_url) == {"w0": PARTITIONS})
+        producer.send(MODE_DEVICES, chunks=6)  # windows 0..4
+        assert tail.wait(lambda c: len(c.predictions) >= 5 * len(MODE_DEVICES), timeout=60)
+        first.close()  # gives every partition back; the next owner rebuilds each device from the log
+        second = LogWorker(None, redis_url, out, "w1", router=ModelRouter(waist, anywhere))
+        assert wait_for(lambda: owners(redis_url) == {"w1": PARTITIONS})
+        producer.send(MODE_DEVICES, chunks=6)  # windows 5..10
+        assert tail.wait(lambda c: len(c.predictions) >= 11 * len(MODE_DEVICES), timeout=60)
+        time.sleep(0.5)  # a duplicate would come now
+    finally:
+        final = second.close() if second else {}
+        first.close()
+        producer.close()
+        bridge.close()
+        tail.close()
+    check_modes(tail.predictions, producer, two_modes, rebuilt_from=5)
+    assert len(tail.predictions) == 11 * len(MODE_DEVICES)
+    assert {p.device for p in tail.predictions if p.worker == "w1"} == set(MODE_DEVICES)
+    assert final["broker"]["takeovers"] == PARTITIONS and not final["drops"], final
