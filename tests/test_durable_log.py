@@ -379,3 +379,56 @@ def test_a_worker_taking_partitions_over_serves_their_devices_in_the_same_modes_
     assert len(tail.predictions) == 11 * len(MODE_DEVICES)
     assert {p.device for p in tail.predictions if p.worker == "w1"} == set(MODE_DEVICES)
     assert final["broker"]["takeovers"] == PARTITIONS and not final["drops"], final
+
+
+def test_a_personal_model_dropped_into_the_watched_folder_takes_its_phone_over_on_a_durable_worker(
+    redis_url, ipc_address, two_modes, tmp_path
+):
+    from test_routing_live import PERSONAL, tiny_artifact
+
+    from harstream.models.personal_serving import load_personal_model
+    from harstream.stream.model_routing import ModelRouter
+    from harstream.stream.personal_registry import PersonalRegistry, personal_model_path
+
+    (waist, _), (anywhere, _) = two_modes
+    registry = tmp_path / "personal"
+    registry.mkdir()
+    mine = tiny_artifact(tmp_path, "mine", PERSONAL, placement="personal", device="phone:p1")
+    out = ipc_address("out")
+    tail = Collector(out, verb="bind")
+    bridge = Bridge(redis_url)
+    worker = LogWorker(None, redis_url, out, "w0", router=ModelRouter(waist, anywhere),
+                       personal=PersonalRegistry(registry, lambda path: load_personal_model(path, "keras"),
+                                                 interval=0.1))  # fmt: skip
+    producer = Producer(bridge.ingest)
+    devices = {"rec-1": {}, "phone:p1": {}}
+
+    def stream_until(condition, timeout: float = 60.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            producer.send(devices)
+            if wait_for(lambda: condition(tail), timeout=0.05):
+                return True
+        return False
+
+    def latest(device: str):
+        return next((p for p in reversed(tail.predictions) if p.device == device), None)
+
+    try:
+        assert stream_until(lambda c: latest("phone:p1") is not None and latest("rec-1") is not None)
+        assert latest("phone:p1").mode == "any"
+        target = personal_model_path(registry, "phone:p1")
+        shutil.copy(mine.with_suffix(".json"), target.with_suffix(".json"))
+        shutil.copy(mine, target)
+        assert stream_until(lambda c: latest("phone:p1").mode == "personal")
+        assert stream_until(lambda c: c.stats.get("w0", {}).get("modes", {}).get("personal") == 1)
+        stats = tail.stats["w0"]
+    finally:
+        worker.close()
+        producer.close()
+        bridge.close()
+        tail.close()
+    assert latest("phone:p1").classes == PERSONAL and latest("rec-1").mode == "waist"
+    assert stats["personal"]["loaded"] == 1
+    windows = [p.window for p in tail.predictions if p.device == "phone:p1"]
+    assert windows == list(range(len(windows)))  # the stream went on: no window lost, none repeated
