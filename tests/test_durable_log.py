@@ -5,6 +5,7 @@ predictions are exactly one per (device, window)."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 import threading
@@ -49,7 +50,7 @@ def redis_url():
 class Bridge:
     """serve_bridge in a thread; ``ingest`` is the address it bound."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, ingest: str = "tcp://127.0.0.1:*"):
         self.stop, ready = threading.Event(), threading.Event()
 
         def bound(address: str) -> None:
@@ -57,7 +58,7 @@ class Bridge:
             ready.set()
 
         self.thread = threading.Thread(target=serve_bridge, daemon=True, kwargs=dict(
-            url=url, ingest="tcp://127.0.0.1:*", partitions=PARTITIONS, stop=self.stop, printer=None,
+            url=url, ingest=ingest, partitions=PARTITIONS, stop=self.stop, printer=None,
             on_ready=bound))  # fmt: skip
         self.thread.start()
         assert ready.wait(20), "bridge did not start"
@@ -432,3 +433,71 @@ def test_a_personal_model_dropped_into_the_watched_folder_takes_its_phone_over_o
     assert stats["personal"]["loaded"] == 1
     windows = [p.window for p in tail.predictions if p.device == "phone:p1"]
     assert windows == list(range(len(windows)))  # the stream went on: no window lost, none repeated
+
+
+def test_a_phone_on_the_gateway_gets_its_any_mode_predictions_back_from_durable_workers_behind_the_proxy(
+    redis_url, ipc_address, two_modes
+):
+    """The durable demo's wiring (`harstream demo --durable URL --gateway`): the
+    proxy binds both buses, the bridge reads its ingest back end, the workers
+    publish into its output back end, and the gateway uses the fronts."""
+    import asyncio
+    import json
+
+    from websockets.asyncio.client import connect as ws_connect
+
+    from harstream.stream.gateway import Gateway, GatewayConfig
+    from harstream.stream.model_routing import ModelRouter
+    from harstream.stream.proxy import run_proxies
+
+    (waist, _), (anywhere, _) = two_modes
+    ingest, ingest_back, output, output_back = (ipc_address(n) for n in ("in", "in.back", "out", "out.back"))
+    stop_proxy, proxy_ready = threading.Event(), threading.Event()
+    proxy = threading.Thread(target=run_proxies, daemon=True, kwargs=dict(
+        ingest=ingest, ingest_backend=ingest_back, output=output, output_backend=output_back, stop=stop_proxy,
+        on_ready=proxy_ready.set))  # fmt: skip
+    proxy.start()
+    assert proxy_ready.wait(20), "proxy did not start"
+    bridge = Bridge(redis_url, ingest=">" + ingest_back)
+    workers = [LogWorker(None, redis_url, output_back, f"w{i}", router=ModelRouter(waist, anywhere)) for i in range(2)]
+
+    async def phone() -> list[dict]:
+        gateway = Gateway(GatewayConfig(port=0, ingest=ingest, output=output, stats_interval=0))
+        await gateway.start()
+        got: list[dict] = []
+        try:
+            async with ws_connect(f"ws://127.0.0.1:{gateway.port}/ws") as ws:
+                await ws.send(json.dumps({"type": "hello", "device": "pocket"}))
+                assert json.loads(await ws.recv())["bus_device"] == "phone:pocket"
+                rng = np.random.default_rng(1)
+                t0 = time.time() * 1000
+                async with asyncio.timeout(40):
+                    for second in range(30):  # 1 s of readings every 0.4 s until three predictions came back
+                        t = t0 + 1000 * second + 20 * np.arange(50)
+                        acc = np.column_stack([t, rng.normal(0, 0.2, (50, 3)) + [0, 0, 1]]).tolist()
+                        gyro = np.column_stack([t, rng.normal(0, 0.1, (50, 3))]).tolist()
+                        await ws.send(json.dumps({"type": "samples", "acc": acc, "gyro": gyro}))
+                        with contextlib.suppress(TimeoutError):
+                            async with asyncio.timeout(0.4):
+                                while True:
+                                    message = json.loads(await ws.recv())
+                                    if message["type"] == "prediction":
+                                        got.append(message)
+                        if len(got) >= 3:
+                            break
+        finally:
+            await gateway.close()
+        return got
+
+    try:
+        assert wait_for(lambda: sorted(owners(redis_url).values()) == [6, 6]), owners(redis_url)
+        got = asyncio.run(phone())
+    finally:
+        finals = [w.close() for w in workers]
+        bridge.close()
+        stop_proxy.set()
+        proxy.join(10)
+    assert len(got) >= 3, got
+    assert {(p["bus_device"], p["mode"], p["model"]) for p in got} == {("phone:pocket", "any", anywhere.model_id)}
+    assert all(p["classes"] == list(anywhere.classes) and p["label"] in anywhere.classes for p in got)
+    assert sum(f["totals"].get("predictions", 0) for f in finals) >= 3
