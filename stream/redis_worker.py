@@ -13,9 +13,12 @@ depend on the worker. The loop:
    free ones (acquire a lease with a new epoch, then rebuild);
 2. **read** each owned partition's stream with ``XREADGROUP … >`` and feed
    the samples to the partition's core; acknowledge them (fenced);
-3. **predict** due batches of all partitions in one model call; **commit**
-   the predictions through the fenced script (a window at or below the
-   device's committed one is skipped, so a replay never duplicates), then
+3. **predict** due batches of all partitions, one model call per served
+   model (each device is served in its mode, as by the single-process
+   worker: a :class:`~harstream.stream.model_routing.ModelRouter` shared by
+   every partition's core, kept in step with the personal-model folder);
+   **commit** the predictions through the fenced script (a window at or below
+   the device's committed one is skipped, so a replay never duplicates), then
    publish them on the ZeroMQ output bus as the single-process worker does.
 
 **Rebuild on takeover**: ``XAUTOCLAIM`` the previous owner's pending entries,
@@ -25,7 +28,9 @@ log up to the group's last delivered entry. Each device's pipeline restarts
 ``context + warm-up`` windows before its first uncommitted window, so filters
 and window context are warm; the windows already committed are not run
 through the model again (their stored probabilities rebuild the smoother)
-and not published. Then reading continues where the previous owner stopped.
+and not published. A device is routed by the replayed samples' headers, as
+when they first came, so it keeps its mode and model. Then reading continues
+where the previous owner stopped.
 
 Leases are renewed by a small thread (as Kafka's heartbeat thread), so a
 long model call does not cost the partitions; the main loop refuses to read a
@@ -48,6 +53,7 @@ import redis
 
 from .broker import GROUP, PREFIX, Backoff, Keys, connect
 from .leases import Fenced, Lease, Leases
+from .model_routing import ModelRouter, ServedModel
 from .partitions import DEFAULT_PARTITIONS, plan
 from .pipeline import STEP
 from .protocol import ProtocolError, decode_samples, encode_prediction, encode_signal, encode_stats
@@ -81,13 +87,23 @@ class Owned:
     core: StreamCore
     grid: WindowGrid = field(default_factory=WindowGrid)
     committed: dict[str, int] = field(default_factory=dict)  # device -> last window an earlier owner wrote
-    stored: dict[str, dict[int, list[float]]] = field(default_factory=dict)  # their last probabilities
-    recent: dict[str, deque] = field(default_factory=dict)  # device -> (window, probs) for the progress record
+    # their last probabilities: device -> (key of the model that made them, or None if not recorded, {window: probs})
+    stored: dict[str, tuple[str | None, dict[int, list[float]]]] = field(default_factory=dict)
+    # device -> (model key, (window, probs) of that model) for the progress record
+    recent: dict[str, tuple[str, deque]] = field(default_factory=dict)
     renewed: float = 0.0  # monotonic time of the last successful renewal
 
 
 class RedisWorker:
-    """One worker process on the log (sockets and Redis at the edges, cores inside)."""
+    """One worker process on the log (sockets and Redis at the edges, cores inside).
+
+    ``router`` serves each device in its mode, each model with its own
+    ``runtime`` (``runtime`` serves a model without one); without it,
+    ``runtime`` serves ``classes``/``model_id`` to every device. ``personal``
+    (:class:`~harstream.stream.personal_registry.PersonalRegistry`) is polled
+    in :meth:`chores` and keeps the router's personal models in step with its
+    folder.
+    """
 
     def __init__(
         self,
@@ -99,10 +115,17 @@ class RedisWorker:
         log_config: LogConfig | None = None,
         worker_id: str = "worker",
         send: Callable[[list[bytes]], None] | None = None,
+        router: ModelRouter | None = None,
+        personal=None,
     ):
-        self.runtime, self.classes, self.model_id = runtime, list(classes), model_id
-        self.url = url
         self.config = config or WorkerConfig()
+        if router is None:  # one model for every device, as StreamCore describes it from the config
+            router = ModelRouter(ServedModel("waist", "waist", model_id, tuple(classes), self.config.context_steps,
+                                             self.config.display, features=self.config.features))  # fmt: skip
+        self.router = router  # shared by every partition's core: a personal model serves wherever its device is
+        self.personal = personal
+        self.runtime, self.classes, self.model_id = runtime, list(router.waist.classes), router.waist.model_id
+        self.url = url
         self.lc = log_config or LogConfig()
         self.worker_id = worker_id
         self.keys = Keys(self.lc.prefix)
@@ -112,6 +135,7 @@ class RedisWorker:
         self.subscriptions = Subscriptions()  # of the output bus: whose signal feed to make
         self.owned: dict[int, Owned] = {}
         self.counts: Counter[str] = Counter()
+        self.drops: Counter[str] = Counter()  # of the worker itself (model_refused), beside its cores'
         self.retired: Counter[str] = Counter()  # totals of cores of partitions given away
         self.retired_drops: Counter[str] = Counter()
         self.backoff = Backoff()
@@ -125,7 +149,13 @@ class RedisWorker:
         self._renewer_stop = threading.Event()
         self._renewer = threading.Thread(target=self._renew_loop, name="lease-renewer", daemon=True)
         self._renewer.start()
-        self._context_windows = max(self.config.context_steps, default=0) + self.lc.warmup_windows
+
+    @property
+    def _context_windows(self) -> int:
+        """Windows a rebuilt pipeline starts before the first uncommitted one:
+        the deepest context of any served model, plus filter warm-up."""
+        steps = [s for m in self.router.models for s in m.context_steps] + list(self.config.context_steps)
+        return max(steps, default=0) + self.lc.warmup_windows
 
     # ----------------------------------------------------------- balance
 
@@ -153,7 +183,8 @@ class RedisWorker:
 
     def _take_over(self, lease: Lease, now: float) -> None:
         started = time.monotonic()
-        core = StreamCore(self.classes, self.model_id, self.config, self.worker_id, subscriptions=self.subscriptions)
+        core = StreamCore(self.classes, self.model_id, self.config, self.worker_id, router=self.router,
+                          subscriptions=self.subscriptions)  # fmt: skip
         core.started = now
         owned = Owned(lease, core, renewed=now)
         self.owned[lease.partition] = owned
@@ -180,10 +211,13 @@ class RedisWorker:
             record = json.loads(raw)
             device = _text(device)
             owned.committed[device] = int(record["w"])
-            owned.stored[device] = {int(w): probs for w, probs in record.get("recent", [])}
-            owned.recent[device] = deque(((int(w), probs) for w, probs in record.get("recent", [])),
-                                         maxlen=self.config.smooth_windows)  # fmt: skip
+            recent = [(int(w), probs) for w, probs in record.get("recent", [])]
+            model = record.get("m")  # absent in records of workers that served one model
+            owned.stored[device] = (model, dict(recent))
+            if model is not None:
+                owned.recent[device] = (model, deque(recent, maxlen=self.config.smooth_windows))
         replayed = 0
+        context_windows = self._context_windows
         if last != "0-0":
             since = max(0, int(last.split("-")[0]) - int(self.lc.rebuild_s * 1000))
             first_seq: dict[str, int] = {}
@@ -198,7 +232,7 @@ class RedisWorker:
                         continue
                     first_seq.setdefault(batch.device, batch.seq)
                     done = owned.committed.get(batch.device)
-                    start = 0 if done is None else max(0, (done + 1 - self._context_windows) * STEP)
+                    start = 0 if done is None else max(0, (done + 1 - context_windows) * STEP)
                     admitted = owned.grid.admit(batch, start_at=start)
                     if admitted is not None:
                         core.accept(admitted, now)
@@ -332,44 +366,65 @@ class RedisWorker:
         return total
 
     def _predict(self, taken_all: list) -> None:
+        """Label the batches taken from the partitions: one model call per
+        served model (a partition's batch holds one model's windows), each by
+        that model's runtime."""
+        by_model: dict[int, tuple[ServedModel, list]] = {}
+        for item in taken_all:
+            taken = item[3]
+            if taken:
+                by_model.setdefault(id(taken[0].served), (taken[0].served, []))[1].append(item)
+        for served, items in by_model.values():
+            self._predict_model(served, items)
+
+    def _predict_model(self, served: ServedModel, items: list) -> None:
         jobs = []  # (p, owned, taken, keys, suppressed mask)
         xs = []
-        for p, o, x, taken in taken_all:
+        for p, o, x, taken in items:
             keys = [o.grid.key(w.device, w.generation, w.window) for w in taken]
             old = np.array([k is not None and k <= o.committed.get(w.device, -1) for w, k in zip(taken, keys)], bool)
             jobs.append((p, o, taken, keys, old))
             xs.append(x[~old])
-        x_new = np.concatenate(xs) if xs else np.empty((0,))
+        x_new = np.concatenate(xs)
+        n_classes = len(served.classes)
         try:
-            probs_new = self.runtime.predict(x_new) if len(x_new) else np.empty((0, len(self.classes)))
+            if len(x_new):
+                probs_new = np.asarray((served.runtime or self.runtime).predict(x_new))
+                if probs_new.shape != (len(x_new), n_classes):  # a runtime that lost rows must not shift windows
+                    raise ValueError(f"model {served.model_id} returned {probs_new.shape} for {len(x_new)} windows")
+            else:
+                probs_new = np.empty((0, n_classes))
         except Exception as exc:  # never die on a batch
             for _, o, taken, _, _ in jobs:
                 o.core.count_drop("inference", f"{len(taken)} windows: {type(exc).__name__}: {exc}")
             return
         now = time.monotonic()
         wall = time.time()
-        uniform = [1.0 / len(self.classes)] * len(self.classes)
         offset = 0
         for p, o, taken, keys, old in jobs:
-            probs = np.empty((len(taken), len(self.classes)))
+            probs = np.empty((len(taken), n_classes))
             k_new = int((~old).sum())
             probs[~old] = probs_new[offset : offset + k_new]
             offset += k_new
             for i in np.flatnonzero(old):
-                probs[i] = o.stored.get(taken[i].device, {}).get(keys[i], uniform)
+                probs[i] = _stored_probs(o, taken[i], keys[i])
             predictions = o.core.finish_batch(taken, probs, now)
             rows, out = [], []
-            for pred, key, was_old in zip(predictions, keys, old):
+            for w, pred, key, was_old in zip(taken, predictions, keys, old):
                 if key is None:
                     self.counts["unkeyed"] += 1
                     continue
-                recent = o.recent.setdefault(pred.device, deque(maxlen=self.config.smooth_windows))
+                model, recent = o.recent.get(pred.device, (None, None))
+                if model != w.served.key or recent is None:  # another model's probabilities mean nothing to this one
+                    recent = deque(maxlen=self.config.smooth_windows)
+                    o.recent[pred.device] = (w.served.key, recent)
                 recent.append((key, pred.probs))
                 if was_old:
                     self.counts["replayed_windows"] += 1
                     continue
                 pred = dataclasses.replace(pred, window=key)
-                rows.append((pred.device, key, {"v": 1, **pred.__dict__}, {"w": key, "recent": list(recent)}))
+                progress = {"w": key, "m": w.served.key, "recent": list(recent)}
+                rows.append((pred.device, key, {"v": 1, **pred.__dict__}, progress))
                 out.append(pred)
             if rows:
                 try:
@@ -397,6 +452,9 @@ class RedisWorker:
         self._run_batches(time.monotonic())
 
     def chores(self, now: float) -> None:
+        """Signals, idle devices, and the personal-model folder."""
+        if self.personal is not None:
+            self.apply_registry(now)
         for o in self.owned.values():
             for signal in o.core.take_signals(now):
                 self.send(encode_signal(signal))
@@ -406,15 +464,33 @@ class RedisWorker:
                 o.stored.pop(device, None)
                 o.recent.pop(device, None)
 
+    def apply_registry(self, now: float) -> None:
+        """Let the personal-model registry update the router; count its
+        refusals and move the devices concerned at once, in every partition."""
+        try:
+            events = self.personal.poll(now, self.router)
+        except Exception as exc:  # the registry must not stop the worker (it does not raise for a bad file)
+            self.drops["internal"] += 1
+            log.exception("%s: personal models: %s", self.worker_id, exc)
+            return
+        self.drops["model_refused"] += sum(e.kind == "refused" for e in events)
+        if events:
+            for o in self.owned.values():
+                o.core.reroute_all()
+
     def stats(self, now: float) -> dict:
         """The worker's statistics in the single-process worker's shape, plus ``broker``."""
         per = [o.core.stats(now) for o in self.owned.values()]
-        totals, drops = Counter(self.retired), Counter(self.retired_drops)
+        totals, drops = Counter(self.retired), Counter(self.retired_drops) + self.drops
         grid: Counter[str] = Counter()
+        modes: Counter[str] = Counter()
+        served: Counter[str] = Counter()  # devices per model key
         for o, s in zip(self.owned.values(), per):
             totals.update(s["totals"])
             drops.update(s["drops"])
             grid.update(o.grid.counts)
+            modes.update(s["modes"])
+            served.update({m["key"]: m["devices"] for m in s["models"]})
         lat = np.asarray(self._latencies) if self._latencies else None
         lag = np.asarray(self._lags) if self._lags else None
         batches = sum(s["batches"] for s in per)
@@ -437,6 +513,8 @@ class RedisWorker:
             "drops": dict(drops),
             "totals": dict(totals),
             "model": self.model_id,
+            "models": self.router.describe(served),
+            "modes": dict(modes),
             "broker": {
                 "up": self.broker_up,
                 "url": self.url,
@@ -448,6 +526,8 @@ class RedisWorker:
                 **dict(self.counts),
             },
         }
+        if self.personal is not None:
+            out["personal"] = self.personal.stats()
         self._latencies, self._lags, self.rebuild_ms = [], [], []
         return out
 
@@ -484,9 +564,13 @@ def serve_redis(
     sndhwm: int = 200_000,
     on_ready: Callable[[], None] | None = None,
     printer: Callable[[str], None] | None = print,
+    router: ModelRouter | None = None,
+    personal=None,
 ) -> dict:
     """Run a worker on the log until ``stop`` is set; publishes on the ZeroMQ
-    output bus (``output`` as in :mod:`~harstream.stream.bus`, bound by default)."""
+    output bus (``output`` as in :mod:`~harstream.stream.bus`, bound by default).
+    ``router`` and ``personal`` serve each device in its mode, as in
+    :func:`~harstream.stream.worker.serve` (the registry is closed on return)."""
     import os
 
     import redis
@@ -516,7 +600,8 @@ def serve_redis(
         log_config = log_config or LogConfig()
         while not stop.is_set():
             try:
-                worker = RedisWorker(runtime, classes, model_id, url, config, log_config, worker_id, send)
+                worker = RedisWorker(runtime, classes, model_id, url, config, log_config, worker_id, send,
+                                     router=router, personal=personal)  # fmt: skip
                 check_partitions(worker.client, worker.keys, log_config.partitions)
                 break
             except redis.RedisError as exc:
@@ -582,7 +667,21 @@ def serve_redis(
             worker.close(leave=False)
         return final
     finally:
+        if personal is not None:
+            personal.close()
         pub.close(1000)
+
+
+def _stored_probs(owned: Owned, window, key: int | None) -> list[float]:
+    """The probabilities an earlier owner committed for ``window`` (key
+    ``key``), if they came from the model that now serves it; else uniform
+    over its classes (the smoother restarts a little less informed)."""
+    n = len(window.served.classes)
+    model, probs = owned.stored.get(window.device, (None, {}))
+    got = probs.get(key) if key is not None else None
+    if got is None or len(got) != n or (model is not None and model != window.served.key):
+        return [1.0 / n] * n
+    return got
 
 
 def _text(value) -> str:

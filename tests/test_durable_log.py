@@ -5,6 +5,7 @@ predictions are exactly one per (device, window)."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 import threading
@@ -49,7 +50,7 @@ def redis_url():
 class Bridge:
     """serve_bridge in a thread; ``ingest`` is the address it bound."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, ingest: str = "tcp://127.0.0.1:*"):
         self.stop, ready = threading.Event(), threading.Event()
 
         def bound(address: str) -> None:
@@ -57,7 +58,7 @@ class Bridge:
             ready.set()
 
         self.thread = threading.Thread(target=serve_bridge, daemon=True, kwargs=dict(
-            url=url, ingest="tcp://127.0.0.1:*", partitions=PARTITIONS, stop=self.stop, printer=None,
+            url=url, ingest=ingest, partitions=PARTITIONS, stop=self.stop, printer=None,
             on_ready=bound))  # fmt: skip
         self.thread.start()
         assert ready.wait(20), "bridge did not start"
@@ -70,7 +71,7 @@ class Bridge:
 class LogWorker:
     """serve_redis in a thread, publishing to ``output`` (connected)."""
 
-    def __init__(self, runtime, url: str, output: str, worker_id: str, context_steps=()):
+    def __init__(self, runtime, url: str, output: str, worker_id: str, context_steps=(), router=None, personal=None):
         from harstream.stream.worker import WorkerConfig
 
         self.stop, ready, self.result = threading.Event(), threading.Event(), {}
@@ -79,7 +80,8 @@ class LogWorker:
             self.result.update(serve_redis(
                 runtime, ACTIVITIES, "tiny", url, output=">" + output, worker_id=worker_id, stop=self.stop,
                 config=WorkerConfig(context_steps=context_steps, signal_interval=0),
-                log_config=LogConfig(partitions=PARTITIONS), stats_every=0.2, on_ready=ready.set, printer=None))  # fmt: skip
+                log_config=LogConfig(partitions=PARTITIONS), stats_every=0.2, on_ready=ready.set, printer=None,
+                router=router, personal=personal))  # fmt: skip
 
         self.thread = threading.Thread(target=run, daemon=True)
         self.thread.start()
@@ -233,3 +235,269 @@ def test_bridge_and_worker_ride_out_a_broker_restart(ipc_address):
         proc.wait(10)
         shutil.rmtree(folder, ignore_errors=True)
     assert final["broker"]["broker_errors"] > 0
+
+
+# ------------------------------------------------------------------ modes on the log
+
+
+class Producer:
+    """Streams devices into the bridge's ingest bus once the bridge's subscription
+    has arrived, and keeps what it sent (to compute the offline answer)."""
+
+    def __init__(self, address: str):
+        import zmq
+
+        self.ctx = zmq.Context()
+        self.pub = self.ctx.socket(zmq.XPUB)
+        self.pub.connect(address)
+        assert self.pub.poll(20_000), "the bridge never subscribed"
+        self.pub.recv()
+        self.sent: dict[str, list[np.ndarray]] = {}
+        self.rng = np.random.default_rng(3)
+        self.t0 = time.time()
+
+    def send(self, devices: dict[str, dict], chunks: int = 1) -> None:
+        """``chunks`` messages of 64 samples for each device (``{device: meta}``)."""
+        from harstream.stream.protocol import SampleBatch, encode_samples
+
+        for _ in range(chunks):
+            for device, meta in devices.items():
+                seq = 64 * len(self.sent.setdefault(device, []))
+                samples = self.rng.normal(0, 0.3, (64, 6)).astype(np.float32)
+                self.pub.send_multipart(encode_samples(SampleBatch(device, seq, self.t0 + seq / 50, samples,
+                                                                   meta=meta)))  # fmt: skip
+                self.sent[device].append(samples)
+
+    def offline_labels(self, device: str, artifact, classes, start_window: int = 0) -> list[str]:
+        """The labels of the device's windows by the offline pipeline started
+        at window ``start_window`` (as a rebuild starts it), for windows from there on."""
+        samples = np.concatenate(self.sent[device])[start_window * 64 :]
+        windows = DevicePipeline().push(samples)
+        return [classes[i] for i in artifact.model.predict(windows, verbose=0).argmax(1)]
+
+    def close(self) -> None:
+        self.pub.close(0)
+        self.ctx.term()
+
+
+@pytest.fixture(scope="module")
+def two_modes(tiny_lstm, tmp_path_factory):
+    """The tiny LSTM in waist mode and a tiny placement-free model (other classes) in any mode."""
+    from test_routing_live import tiny_artifact
+
+    from harstream.models.artifact import load_artifact
+    from harstream.models.runtime import KerasRuntime
+    from harstream.stream.activities import PLACEMENT_FREE
+    from harstream.stream.model_routing import ServedModel
+
+    waist_artifact, waist_runtime = tiny_lstm
+    any_artifact = load_artifact(tiny_artifact(tmp_path_factory.mktemp("any"), "anywhere", PLACEMENT_FREE,
+                                               placement="any"))  # fmt: skip
+    waist = ServedModel("waist", "waist", waist_artifact.model_id, ACTIVITIES, runtime=waist_runtime)
+    anywhere = ServedModel("any", "any", any_artifact.model_id, PLACEMENT_FREE, runtime=KerasRuntime(any_artifact))
+    return (waist, waist_artifact), (anywhere, any_artifact)
+
+
+# a replay-like device (waist), one declaring any placement, a gateway phone (any by its
+# namespace) and a gateway phone declaring the waist
+MODE_DEVICES = {"rec-1": {}, "watch-1": {"placement": "any"}, "phone:p1": {}, "phone:belt": {"placement": "waist"}}
+EXPECTED_MODE = {"rec-1": "waist", "watch-1": "any", "phone:p1": "any", "phone:belt": "waist"}
+
+
+def check_modes(predictions, producer, two_modes, rebuilt_from: int | None = None) -> None:
+    """Every device's windows once each, numbered from 0, labelled by its
+    mode's model as offline; from window ``rebuilt_from`` on (the first after a
+    takeover) as offline from where the rebuild restarts the pipeline."""
+    (waist, waist_artifact), (anywhere, any_artifact) = two_modes
+    by_mode = {"waist": (waist, waist_artifact), "any": (anywhere, any_artifact)}
+    for device, mode in EXPECTED_MODE.items():
+        served, artifact = by_mode[mode]
+        got = sorted((p for p in predictions if p.device == device), key=lambda p: p.window)
+        assert {(p.mode, p.model, tuple(p.classes)) for p in got} == {(mode, served.model_id, served.classes)}, device
+        assert [p.window for p in got] == list(range(len(got)))
+        expected = producer.offline_labels(device, artifact, served.classes)
+        if rebuilt_from is not None:
+            restart = rebuilt_from - LogConfig().warmup_windows  # the model has no context windows
+            expected[rebuilt_from:] = producer.offline_labels(device, artifact, served.classes, restart)[
+                rebuilt_from - restart :
+            ]
+        assert [p.label for p in got] == expected[: len(got)], device
+
+
+def test_one_durable_worker_serves_each_device_by_the_model_of_its_mode(redis_url, ipc_address, two_modes):
+    from harstream.stream.model_routing import ModelRouter
+
+    (waist, _), (anywhere, _) = two_modes
+    out = ipc_address("out")
+    tail = Collector(out, verb="bind")
+    bridge = Bridge(redis_url)
+    worker = LogWorker(None, redis_url, out, "w0", router=ModelRouter(waist, anywhere))
+    producer = Producer(bridge.ingest)
+    try:
+        assert wait_for(lambda: owners(redis_url) == {"w0": PARTITIONS})
+        producer.send(MODE_DEVICES, chunks=8)  # 512 samples: windows 0..6 of each device
+        assert tail.wait(lambda c: len(c.predictions) >= 7 * len(MODE_DEVICES), timeout=60), len(tail.predictions)
+    finally:
+        final = worker.close()
+        producer.close()
+        bridge.close()
+        tail.close()
+    check_modes(tail.predictions, producer, two_modes)
+    assert len(tail.predictions) == 7 * len(MODE_DEVICES)
+    assert not final["drops"], final["drops"]
+    assert {m["key"]: m["model"] for m in final["models"]} == {"waist": waist.model_id, "any": anywhere.model_id}
+
+
+def test_a_worker_taking_partitions_over_serves_their_devices_in_the_same_modes_without_repeating_a_window(
+    redis_url, ipc_address, two_modes
+):
+    from harstream.stream.model_routing import ModelRouter
+
+    (waist, _), (anywhere, _) = two_modes
+    out = ipc_address("out")
+    tail = Collector(out, verb="bind")
+    bridge = Bridge(redis_url)
+    first = LogWorker(None, redis_url, out, "w0", router=ModelRouter(waist, anywhere))
+    producer = Producer(bridge.ingest)
+    second = None
+    try:
+        assert wait_for(lambda: owners(redis_url) == {"w0": PARTITIONS})
+        producer.send(MODE_DEVICES, chunks=6)  # windows 0..4
+        assert tail.wait(lambda c: len(c.predictions) >= 5 * len(MODE_DEVICES), timeout=60)
+        first.close()  # gives every partition back; the next owner rebuilds each device from the log
+        second = LogWorker(None, redis_url, out, "w1", router=ModelRouter(waist, anywhere))
+        assert wait_for(lambda: owners(redis_url) == {"w1": PARTITIONS})
+        producer.send(MODE_DEVICES, chunks=6)  # windows 5..10
+        assert tail.wait(lambda c: len(c.predictions) >= 11 * len(MODE_DEVICES), timeout=60)
+        time.sleep(0.5)  # a duplicate would come now
+    finally:
+        final = second.close() if second else {}
+        first.close()
+        producer.close()
+        bridge.close()
+        tail.close()
+    check_modes(tail.predictions, producer, two_modes, rebuilt_from=5)
+    assert len(tail.predictions) == 11 * len(MODE_DEVICES)
+    assert {p.device for p in tail.predictions if p.worker == "w1"} == set(MODE_DEVICES)
+    assert final["broker"]["takeovers"] == PARTITIONS and not final["drops"], final
+
+
+def test_a_personal_model_dropped_into_the_watched_folder_takes_its_phone_over_on_a_durable_worker(
+    redis_url, ipc_address, two_modes, tmp_path
+):
+    from test_routing_live import PERSONAL, tiny_artifact
+
+    from harstream.models.personal_serving import load_personal_model
+    from harstream.stream.model_routing import ModelRouter
+    from harstream.stream.personal_registry import PersonalRegistry, personal_model_path
+
+    (waist, _), (anywhere, _) = two_modes
+    registry = tmp_path / "personal"
+    registry.mkdir()
+    mine = tiny_artifact(tmp_path, "mine", PERSONAL, placement="personal", device="phone:p1")
+    out = ipc_address("out")
+    tail = Collector(out, verb="bind")
+    bridge = Bridge(redis_url)
+    worker = LogWorker(None, redis_url, out, "w0", router=ModelRouter(waist, anywhere),
+                       personal=PersonalRegistry(registry, lambda path: load_personal_model(path, "keras"),
+                                                 interval=0.1))  # fmt: skip
+    producer = Producer(bridge.ingest)
+    devices = {"rec-1": {}, "phone:p1": {}}
+
+    def stream_until(condition, timeout: float = 60.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            producer.send(devices)
+            if wait_for(lambda: condition(tail), timeout=0.05):
+                return True
+        return False
+
+    def latest(device: str):
+        return next((p for p in reversed(tail.predictions) if p.device == device), None)
+
+    try:
+        assert stream_until(lambda c: latest("phone:p1") is not None and latest("rec-1") is not None)
+        assert latest("phone:p1").mode == "any"
+        target = personal_model_path(registry, "phone:p1")
+        shutil.copy(mine.with_suffix(".json"), target.with_suffix(".json"))
+        shutil.copy(mine, target)
+        assert stream_until(lambda c: latest("phone:p1").mode == "personal")
+        assert stream_until(lambda c: c.stats.get("w0", {}).get("modes", {}).get("personal") == 1)
+        stats = tail.stats["w0"]
+    finally:
+        worker.close()
+        producer.close()
+        bridge.close()
+        tail.close()
+    assert latest("phone:p1").classes == PERSONAL and latest("rec-1").mode == "waist"
+    assert stats["personal"]["loaded"] == 1
+    windows = [p.window for p in tail.predictions if p.device == "phone:p1"]
+    assert windows == list(range(len(windows)))  # the stream went on: no window lost, none repeated
+
+
+def test_a_phone_on_the_gateway_gets_its_any_mode_predictions_back_from_durable_workers_behind_the_proxy(
+    redis_url, ipc_address, two_modes
+):
+    """The durable demo's wiring (`harstream demo --durable URL --gateway`): the
+    proxy binds both buses, the bridge reads its ingest back end, the workers
+    publish into its output back end, and the gateway uses the fronts."""
+    import asyncio
+    import json
+
+    from websockets.asyncio.client import connect as ws_connect
+
+    from harstream.stream.gateway import Gateway, GatewayConfig
+    from harstream.stream.model_routing import ModelRouter
+    from harstream.stream.proxy import run_proxies
+
+    (waist, _), (anywhere, _) = two_modes
+    ingest, ingest_back, output, output_back = (ipc_address(n) for n in ("in", "in.back", "out", "out.back"))
+    stop_proxy, proxy_ready = threading.Event(), threading.Event()
+    proxy = threading.Thread(target=run_proxies, daemon=True, kwargs=dict(
+        ingest=ingest, ingest_backend=ingest_back, output=output, output_backend=output_back, stop=stop_proxy,
+        on_ready=proxy_ready.set))  # fmt: skip
+    proxy.start()
+    assert proxy_ready.wait(20), "proxy did not start"
+    bridge = Bridge(redis_url, ingest=">" + ingest_back)
+    workers = [LogWorker(None, redis_url, output_back, f"w{i}", router=ModelRouter(waist, anywhere)) for i in range(2)]
+
+    async def phone() -> list[dict]:
+        gateway = Gateway(GatewayConfig(port=0, ingest=ingest, output=output, stats_interval=0))
+        await gateway.start()
+        got: list[dict] = []
+        try:
+            async with ws_connect(f"ws://127.0.0.1:{gateway.port}/ws") as ws:
+                await ws.send(json.dumps({"type": "hello", "device": "pocket"}))
+                assert json.loads(await ws.recv())["bus_device"] == "phone:pocket"
+                rng = np.random.default_rng(1)
+                t0 = time.time() * 1000
+                async with asyncio.timeout(40):
+                    for second in range(30):  # 1 s of readings every 0.4 s until three predictions came back
+                        t = t0 + 1000 * second + 20 * np.arange(50)
+                        acc = np.column_stack([t, rng.normal(0, 0.2, (50, 3)) + [0, 0, 1]]).tolist()
+                        gyro = np.column_stack([t, rng.normal(0, 0.1, (50, 3))]).tolist()
+                        await ws.send(json.dumps({"type": "samples", "acc": acc, "gyro": gyro}))
+                        with contextlib.suppress(TimeoutError):
+                            async with asyncio.timeout(0.4):
+                                while True:
+                                    message = json.loads(await ws.recv())
+                                    if message["type"] == "prediction":
+                                        got.append(message)
+                        if len(got) >= 3:
+                            break
+        finally:
+            await gateway.close()
+        return got
+
+    try:
+        assert wait_for(lambda: sorted(owners(redis_url).values()) == [6, 6]), owners(redis_url)
+        got = asyncio.run(phone())
+    finally:
+        finals = [w.close() for w in workers]
+        bridge.close()
+        stop_proxy.set()
+        proxy.join(10)
+    assert len(got) >= 3, got
+    assert {(p["bus_device"], p["mode"], p["model"]) for p in got} == {("phone:pocket", "any", anywhere.model_id)}
+    assert all(p["classes"] == list(anywhere.classes) and p["label"] in anywhere.classes for p in got)
+    assert sum(f["totals"].get("predictions", 0) for f in finals) >= 3

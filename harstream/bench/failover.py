@@ -97,55 +97,58 @@ def measure_failover(devices: int, workers: int, before: float, after: float, sp
     bridge = threading.Thread(target=serve_bridge, daemon=True, kwargs=dict(
         url=url, ingest=f"ipc://{folder}/in", partitions=partitions, stop=stop_bridge, printer=None,
         on_ready=bridge_up))  # fmt: skip
-    bridge.start()
-    bridge_ready.wait(20)
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "OMP_NUM_THREADS": "1", "TF_NUM_INTRAOP_THREADS": "1"}
-    procs = {}
-    for i in range(workers):
-        wid = f"w{i}"
-        procs[wid] = subprocess.Popen(
-            [sys.executable, "-m", "harstream", "worker", "--redis", url, "--publish", ">" + out_addr, "--id", wid,
-             "--runtime", runtime, "--partitions", str(partitions), "--lease-ms", str(lease_ms),
-             "--signal-interval", "0", "--stats-every", "1000"],
-            env=env, stdout=subprocess.DEVNULL, stderr=open(folder / f"{wid}.log", "w"))  # fmt: skip
-    leases = Leases(connect(url), Keys(), lease_ms)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:  # every worker started and balanced
-        held = Counter(h.split()[0] for h in leases.holders(partitions) if h)
-        if len(held) == workers and sum(held.values()) == partitions:
-            break
-        time.sleep(0.2)
-    say(f"failover: {workers} workers balanced: {dict(held)}")
-    recordings = load_embedded().of_subjects(list(subjects))
+    procs: dict[str, subprocess.Popen] = {}
     stop_sim = threading.Event()
-    sim = threading.Thread(target=replay, daemon=True, kwargs=dict(
-        schedule=ReplaySchedule(devices_for(recordings, devices), chunk=10, loop=True), publish=bridge_addr[0],
-        speed=speed, stop=stop_sim, printer=None))  # fmt: skip
-    sim.start()
-    time.sleep(before)
-    holders = leases.holders(partitions)
-    victim = "w0"
-    orphaned = {p for p, h in enumerate(holders) if h and h.split()[0] == victim}
-    killed_at = time.time()
-    procs[victim].send_signal(signal.SIGKILL)
-    procs[victim].wait()
-    say(f"failover: killed {victim} (partitions {sorted(orphaned)}) at +{before:.0f} s")
-    time.sleep(after)
-    stop_sim.set()
-    sim.join(10)
-    time.sleep(3.0)  # let the last windows arrive
-    for proc in procs.values():
-        if proc.poll() is None:
-            proc.terminate()
-    for proc in procs.values():
-        proc.wait(30)
-    stop_bridge.set()
-    bridge.join(10)
-    stop_rx.set()
-    rx.join(5)
-    sub.close(0)
-    redis_proc.terminate()
-    redis_proc.wait(10)
+    try:
+        bridge.start()
+        bridge_ready.wait(20)
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "OMP_NUM_THREADS": "1", "TF_NUM_INTRAOP_THREADS": "1"}
+        for i in range(workers):
+            wid = f"w{i}"
+            procs[wid] = subprocess.Popen(
+                [sys.executable, "-m", "harstream", "worker", "--redis", url, "--publish", ">" + out_addr, "--id", wid,
+                 "--runtime", runtime, "--partitions", str(partitions), "--lease-ms", str(lease_ms),
+                 "--signal-interval", "0", "--stats-every", "1000"],
+                env=env, stdout=subprocess.DEVNULL, stderr=open(folder / f"{wid}.log", "w"))  # fmt: skip
+        leases = Leases(connect(url), Keys(), lease_ms)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # every worker started and balanced
+            held = Counter(h.split()[0] for h in leases.holders(partitions) if h)
+            if len(held) == workers and sum(held.values()) == partitions:
+                break
+            time.sleep(0.2)
+        say(f"failover: {workers} workers balanced: {dict(held)}")
+        recordings = load_embedded().of_subjects(list(subjects))
+        sim = threading.Thread(target=replay, daemon=True, kwargs=dict(
+            schedule=ReplaySchedule(devices_for(recordings, devices), chunk=10, loop=True), publish=bridge_addr[0],
+            speed=speed, stop=stop_sim, printer=None))  # fmt: skip
+        sim.start()
+        time.sleep(before)
+        holders = leases.holders(partitions)
+        victim = "w0"
+        orphaned = {p for p, h in enumerate(holders) if h and h.split()[0] == victim}
+        killed_at = time.time()
+        procs[victim].send_signal(signal.SIGKILL)
+        procs[victim].wait()
+        say(f"failover: killed {victim} (partitions {sorted(orphaned)}) at +{before:.0f} s")
+        time.sleep(after)
+        stop_sim.set()
+        sim.join(10)
+        time.sleep(3.0)  # let the last windows arrive
+    finally:  # whatever happened (a broker timeout on a loaded machine), nothing is left running
+        stop_sim.set()
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in procs.values():
+            proc.wait(30)
+        stop_bridge.set()
+        bridge.join(10)
+        stop_rx.set()
+        rx.join(5)
+        sub.close(0)
+        redis_proc.terminate()
+        redis_proc.wait(10)
     result = score(received, killed_at, orphaned, partitions, victim)
     result["line"] = (f"takeover_s={result['takeover_s']:.3f} lost_windows={result['lost_windows']} "
                       f"duplicate_windows={result['duplicate_windows']} devices={result['devices']} "

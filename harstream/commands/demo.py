@@ -57,7 +57,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="URL",
         help="run the bridge and two workers on the durable log at URL (start `harstream broker` "
-        "first) instead of one worker on the bus",
+        "first) behind `harstream proxy`, instead of one worker on the bus",
     )
     parser.add_argument("--port", type=int, default=8501, help="dashboard port (default 8501)")
     parser.add_argument(
@@ -76,43 +76,45 @@ def plan(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
     """``(name, argv)`` of every process to start, in start order.
 
     The worker binds both buses; everything else connects, so the order
-    only decides what the first seconds look like.
+    only decides what the first seconds look like. With ``--durable`` the
+    proxy binds them instead (as for several workers): producers and
+    subscribers connect to it as usual, the bridge takes the ingest bus from
+    its back end and the two workers publish into its output back end, where
+    the dashboard and the gateway both read them.
     """
+    from harstream.stream.bus import DEFAULT_PROXY_INGEST_BACKEND, DEFAULT_PROXY_OUTPUT_BACKEND
+
     me = [sys.executable, "-m", "harstream"]
     ingest, output = _bare(args.ingest), _bare(args.output)
-    worker = me + ["worker", "--ingest", "@" + ingest, "--publish", "@" + output]
-    if args.model:
-        worker += ["--model", args.model]
+    models = ["--model", args.model] if args.model else []
     for option, value in (("--any-model", getattr(args, "any_model", None)),
                           ("--personal-dir", getattr(args, "personal_dir", None))):  # fmt: skip
         if value:
-            worker += [option, value]
+            models += [option, value]
     if getattr(args, "single_model", False):
-        worker.append("--single-model")
+        models.append("--single-model")
     if getattr(args, "durable", None):
-        # The bridge takes the ingest bus; both workers publish into the dashboard's bound subscriber.
-        model = ["--model", args.model] if args.model else []
-        parts = [("bridge", me + ["bridge", "--redis", args.durable, "--ingest", "@" + ingest])]
-        parts += [(f"worker-{k}", me + ["worker", "--redis", args.durable, "--publish", ">" + output,
-                                        "--id", f"worker-{k}", *model]) for k in "ab"]  # fmt: skip
-        parts.append(("dashboard", me + ["dashboard", "--subscribe", "@" + output, "--port", str(args.port)]))
-    else:
+        ingest_back = _backend(ingest, DEFAULT_PROXY_INGEST_BACKEND)
+        output_back = _backend(output, DEFAULT_PROXY_OUTPUT_BACKEND)
         parts = [
-            ("worker", worker),
-            ("dashboard", me + ["dashboard", "--subscribe", ">" + output, "--port", str(args.port)]),
-        ]
+            ("proxy", me + ["proxy", "--ingest", "@" + ingest, "--ingest-backend", "@" + ingest_back,
+                            "--output", "@" + output, "--output-backend", "@" + output_back]),
+            ("bridge", me + ["bridge", "--redis", args.durable, "--ingest", ">" + ingest_back]),
+        ]  # fmt: skip
+        parts += [(f"worker-{k}", me + ["worker", "--redis", args.durable, "--publish", ">" + output_back,
+                                        "--id", f"worker-{k}", *models]) for k in "ab"]  # fmt: skip
+    else:
+        parts = [("worker", me + ["worker", "--ingest", "@" + ingest, "--publish", "@" + output, *models])]
     parts += [
+        ("dashboard", me + ["dashboard", "--subscribe", ">" + output, "--port", str(args.port)]),
         ("simulator", me + ["simulate", "--subjects", *map(str, args.subjects), "--speed", str(args.speed),
                             "--loop", "--publish", ">" + ingest]),
     ]  # fmt: skip
-    if args.gateway and getattr(args, "durable", None):
-        raise SystemExit(
-            "demo: --gateway with --durable is not supported yet (the gateway subscribes to the "
-            "workers' output, which the dashboard binds in durable mode)"
-        )
     if args.gateway:
-        parts.append(("gateway", me + ["gateway", "--port", str(args.gateway_port),
-                                       "--ingest", ">" + ingest, "--output", ">" + output]))  # fmt: skip
+        gateway = me + ["gateway", "--port", str(args.gateway_port), "--ingest", ">" + ingest, "--output", ">" + output]
+        if getattr(args, "personal_dir", None):  # calibrations from the phone page land where the workers look
+            gateway += ["--personal-dir", args.personal_dir]
+        parts.append(("gateway", gateway))
     return parts
 
 
@@ -193,6 +195,16 @@ def _wait_http(url: str, procs: list[tuple[str, subprocess.Popen]], timeout: flo
             pass
         time.sleep(0.3)
     return False
+
+
+def _backend(address: str, default: str) -> str:
+    """The proxy back end beside a front ``address``: a sibling socket file
+    for ``ipc://``, else ``default``.
+
+    >>> _backend("ipc:///tmp/bus/in", "tcp://127.0.0.1:5557"), _backend("tcp://127.0.0.1:5555", "tcp://127.0.0.1:5557")
+    ('ipc:///tmp/bus/in.back', 'tcp://127.0.0.1:5557')
+    """
+    return address + ".back" if address.startswith("ipc://") else default
 
 
 def _bare(address: str) -> str:

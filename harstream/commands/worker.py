@@ -160,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit("worker: --personal-poll must be within 0.05..3600 seconds")
     if args.display == "raw":
         args.smooth = 1  # a moving average of one window is the raw label with the unknown threshold
-    routing = not (args.single_model or args.redis)  # the durable-log worker serves one model
+    routing = not args.single_model
     try:
         waist = load_served(args.model, "waist", args)
         anywhere = None
@@ -184,6 +184,15 @@ def run(args: argparse.Namespace) -> int:
     # the process; out of the collector's sight, a full collection no longer walks it (180 ms
     # every few seconds under load, a latency spike and ~4 % of a core).
     gc.freeze()
+    router = personal = None
+    if routing:
+        router = ModelRouter(waist, anywhere)
+        folder = personal_dir(args.personal_dir)
+        personal = PersonalRegistry(folder, lambda path: load_personal_model(path, args.runtime, display_maker(args)),
+                                    interval=args.personal_poll)  # fmt: skip
+        print(f"worker: modes waist ({waist.model_id}), "
+              f"{'any (' + anywhere.model_id + ')' if anywhere else 'no any mode'}, personal (watching {folder})",
+              flush=True)  # fmt: skip
     if args.redis:
         from harstream.stream.redis_worker import LogConfig, serve_redis
 
@@ -194,22 +203,14 @@ def run(args: argparse.Namespace) -> int:
         try:
             final = serve_redis(runtime, classes, model_id, args.redis, output=output, config=config,
                                 log_config=log_config, worker_id=args.id, stop=stop, print_every=args.stats_every,
-                                printer=lambda line: print(line, flush=True))  # fmt: skip
+                                printer=lambda line: print(line, flush=True), router=router,
+                                personal=personal)  # fmt: skip
         except ValueError as exc:
             raise SystemExit(f"worker: {exc}") from None
         except KeyboardInterrupt:
             return 0
         print(f"worker: stopped; totals {final.get('totals')}, broker {final.get('broker')}", flush=True)
         return 0
-    router = personal = None
-    if routing:
-        router = ModelRouter(waist, anywhere)
-        folder = personal_dir(args.personal_dir)
-        personal = PersonalRegistry(folder, lambda path: load_personal_model(path, args.runtime, display_maker(args)),
-                                    interval=args.personal_poll)  # fmt: skip
-        print(f"worker: modes waist ({waist.model_id}), "
-              f"{'any (' + anywhere.model_id + ')' if anywhere else 'no any mode'}, personal (watching {folder})",
-              flush=True)  # fmt: skip
     try:
         final = serve(runtime, classes, model_id, ingest=ingest, output=output, config=config,
                       worker_id=args.id, stop=stop, print_every=args.stats_every, keys=args.keys,
