@@ -318,6 +318,10 @@ def personal_decoder(base_decoder: Any, classes: Sequence[str], base_id: str = "
     transitions, of = label_states(classes)
     states = [*classes, *transitions]
     base_rows = stats.emission_of(of, len(states))  # the base model's mean output in each personal state
+    still = states.index(STILL)
+    if not np.any(of == still):  # every posture calibrated: plain STILL looks like any posture to the base
+        pooled = stats.emission_sums[[ACTIVITIES.index(p) for p in POSTURES]].sum(axis=0) + 1e-6
+        base_rows[still] = pooled / pooled.sum()
     moving = [stats.classes.index(c) for c in MOVING]
     still_classes = list(classes)[len(MOVING) :]
     emission = np.zeros((len(states), len(classes)))
