@@ -6,7 +6,8 @@ Everything shown comes from the worker's output bus; nothing here computes
 a prediction.
 
 Environment: ``HARSTREAM_OUTPUT`` (the bus to subscribe to, default
-``tcp://127.0.0.1:5556``), ``HARSTREAM_DASHBOARD_REFRESH`` (seconds, 1.0).
+``tcp://127.0.0.1:5556``), ``HARSTREAM_DASHBOARD_REFRESH`` (seconds, 1.0),
+``HARSTREAM_KEYS`` (a CURVE key folder, for a bus off loopback).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from harstream.dashboard.charts import (
 from harstream.dashboard.feed import Subscriber
 from harstream.dashboard.state import MODE_HINTS, STALE_AFTER_S, LiveState, classes_of
 from harstream.stream.bus import output_address
+from harstream.stream.bus_auth import BusAuthError
 
 REFRESH_S = float(os.environ.get("HARSTREAM_DASHBOARD_REFRESH", "1.0"))
 TIMELINE_S = 180.0  # seconds of recording in the device timeline
@@ -40,7 +42,7 @@ st.set_page_config(page_title="harstream · live", page_icon=":material/directio
 def session() -> tuple[Subscriber, LiveState]:
     """This browser session's subscriber and state (created on first run)."""
     if "hs_subscriber" not in st.session_state:
-        st.session_state.hs_subscriber = Subscriber(output_address())
+        st.session_state.hs_subscriber = Subscriber(output_address(), os.environ.get("HARSTREAM_KEYS") or None)
         st.session_state.hs_state = LiveState()
         st.session_state.hs_forgot = time.monotonic()
         st.session_state.hs_tick_ms = []
@@ -179,7 +181,11 @@ def show_device(state: LiveState, devices: list[str]) -> str | None:
 
 @st.fragment(run_every=REFRESH_S)
 def live() -> None:
-    subscriber, state = session()
+    try:
+        subscriber, state = session()
+    except BusAuthError as exc:  # an address off loopback without keys, a key file missing
+        st.error(f"**Cannot subscribe to the bus**: {exc}")
+        return
     started = time.perf_counter()
     now = time.monotonic()
     state.feed_all(subscriber.drain(), now)

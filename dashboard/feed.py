@@ -11,8 +11,9 @@ import time
 
 import zmq
 
-from harstream.stream.bus import attach, output_address
-from harstream.stream.protocol import PREDICTION_PREFIX, SIGNAL_PREFIX, STATS_PREFIX
+from harstream.stream.bus import attach, output_address, parse_endpoint
+from harstream.stream.bus_auth import secure, start_authenticator
+from harstream.stream.protocol import PREDICTION_PREFIX, STATS_PREFIX, signal_topic
 
 # Messages queued beyond this are dropped by ZeroMQ, not by the page: a tab
 # that falls behind loses old messages instead of growing without bound.
@@ -28,9 +29,19 @@ class Subscriber:
     the traffic.
     """
 
-    def __init__(self, endpoint: str | None = None):
+    def __init__(self, endpoint: str | None = None, keys: str | None = None):
+        """``keys``: a CURVE key folder (:mod:`~harstream.stream.bus_auth`);
+        without one an endpoint off loopback is refused (``BusAuthError``)."""
         self.endpoint = endpoint or output_address()
         self._socket: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.SUB)
+        self._auth = None
+        try:
+            secure(self._socket, self.endpoint, "connect", keys)
+            if keys is not None and parse_endpoint(self.endpoint, "connect")[0] == "bind":
+                self._auth = start_authenticator(zmq.Context.instance(), keys)
+        except Exception:
+            self._socket.close(linger=0)
+            raise
         self._socket.setsockopt(zmq.RCVHWM, RCVHWM)
         self._socket.setsockopt(zmq.LINGER, 0)
         for topic in (PREDICTION_PREFIX, STATS_PREFIX):
@@ -43,9 +54,9 @@ class Subscriber:
         if device == self.signal_device:
             return
         if self.signal_device is not None:
-            self._socket.setsockopt(zmq.UNSUBSCRIBE, _signal_topic(self.signal_device))
+            self._socket.setsockopt(zmq.UNSUBSCRIBE, signal_topic(self.signal_device))
         if device is not None:
-            self._socket.setsockopt(zmq.SUBSCRIBE, _signal_topic(device))
+            self._socket.setsockopt(zmq.SUBSCRIBE, signal_topic(device))
         self.signal_device = device
 
     def drain(self, max_messages: int = 5_000, budget_s: float = 0.25) -> list[list[bytes]]:
@@ -65,6 +76,9 @@ class Subscriber:
 
     def close(self) -> None:
         self._socket.close(linger=0)
+        if self._auth is not None:
+            self._auth.stop()
+            self._auth = None
 
     @property
     def closed(self) -> bool:
@@ -75,8 +89,3 @@ class Subscriber:
             self._socket.close(linger=0)
         except Exception:
             pass
-
-
-def _signal_topic(device: str) -> bytes:
-    # The trailing "/" keeps "phone-1" from matching "phone-10".
-    return SIGNAL_PREFIX + device.encode() + b"/"

@@ -477,7 +477,7 @@ def score_params(params: DecoderParams, sessions: Sequence[tuple[Recording, np.n
     from .live_accuracy import replay_probabilities, score_replays
 
     replays = [
-        replay_probabilities(rec, probs, {"decoder": lambda: Decoder(params)}, params.classes)
+        replay_probabilities(rec, probs, {"decoder": lambda: Decoder(params)}, classes=params.classes)
         for rec, probs in sessions
     ]
     return score_replays(replays, events=False)["decoder"]
@@ -548,7 +548,7 @@ def fit_decoder(target: Target, progress: bool = True) -> tuple[DecoderParams, d
     tuning_stats = label_statistics(target, with_validation=False)
     validation = validation_probabilities(target, progress)
     raw = score_replays(
-        [replay_probabilities(r, p, {"raw": lambda: Smoother(classes, 1, 0.5)}, classes) for r, p in validation]
+        [replay_probabilities(r, p, {"raw": lambda: Smoother(classes, 1, 0.5)}, classes=classes) for r, p in validation]
     )["raw"]
     grid = grid_for(classes)
     results = tune(tuning_stats, classes, validation, grid, progress=progress)

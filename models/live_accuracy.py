@@ -141,25 +141,35 @@ def replay_session(
     """Replay one recording through pipeline → ``predict`` → each display
     core (name → factory of a fresh ``Smoother`` or ``Decoder``, anything
     with ``update(probs) -> (label, probs)``); ``argmax`` is always added."""
+    from harstream.stream.decoder import window_motion
+
     x = session_windows(rec.samples, chunk, context_steps)
     probs = predict(x) if len(x) else np.empty((0, len(classes)))
-    return replay_probabilities(rec, probs, displays, classes)
+    # the decoder's posture lock sees each window's motion, as the worker hands it over
+    motion = window_motion(x[:, 0] if context_steps else x) if len(x) else None
+    return replay_probabilities(rec, probs, displays, motion, classes)
 
 
 def replay_probabilities(
     rec: Recording,
     probs: np.ndarray,
     displays: dict[str, Callable[[], Smoother | Decoder]],
+    motion: np.ndarray | None = None,
     classes: Sequence[str] = ACTIVITIES,
 ) -> SessionReplay:
-    """The displays of one session whose windows' probabilities (over
-    ``classes``) are known; the truth in the same classes."""
+    """The displays of one session whose windows' probabilities over
+    ``classes`` (and, for the decoder's posture lock, motion:
+    :func:`~harstream.stream.decoder.window_motion`) are known; the truth in
+    the same classes."""
     n = len(rec.samples)
     shown = {"argmax": display_timeline(n, np.argmax(probs, axis=1) if len(probs) else [])}
+    moves: list[float | None] = [None] * len(probs) if motion is None else [float(m) for m in motion]
     for kind, factory in displays.items():
         core = factory()
         # one window at a time, in stream order, as the worker does
-        labels = [display_code(core.update([round(float(v), 6) for v in p])[0], classes) for p in probs]
+        labels = [
+            display_code(core.update([round(float(v), 6) for v in p], m)[0], classes) for p, m in zip(probs, moves)
+        ]
         shown[kind] = display_timeline(n, labels)
     return SessionReplay(rec.name, truth_labels(rec.labels, classes), shown, tuple(classes))
 

@@ -21,6 +21,17 @@ window does not flip it. No look-ahead, a 12 × 12 matrix-vector product
 per window, and :meth:`Decoder.reset` on a gap (the worker calls it when the
 device's pipeline restarts).
 
+The posture lock uses the signal as well as the classifier: a person only
+changes posture (sitting, standing, lying) by moving. Each window's body
+motion (:func:`window_motion`, the mean body-acceleration magnitude the
+worker computes from the window's own samples) tells the decoder whether the
+body moved since the display last changed. Once a posture has been shown for
+``lock_settle`` windows without such movement, the display does not leave it
+for another posture or a transition (a steady sitting/standing mix-up of the
+classifier is not shown); after movement it switches sooner, at posterior
+``moved_switch_at`` instead of ``switch_at``. ``lock_motion = 0`` turns the
+lock off, and so does calling :meth:`Decoder.update` without a motion.
+
 >>> params = DecoderParams.uniform(["A", "B"], stay=0.95, switch_at=0.6)
 >>> d = Decoder(params)
 >>> d.update([0.9, 0.1])[0]
@@ -39,7 +50,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .activities import ACTIVITIES, TRANSITIONS, UNKNOWN
+from .activities import ACTIVITIES, POSTURES, TRANSITIONS, UNKNOWN
 from .smoothing import Smoother, refusal_reason
 
 log = logging.getLogger(__name__)
@@ -82,6 +93,10 @@ class DecoderParams:
     transition_evidence: float = 1.0
     switch_at: float = 0.5  # posterior a new state needs before the display moves to it
     emission: np.ndarray | None = None  # (S, len(classes)) rows sum to 1; None = identity / mean of ends
+    # the posture lock (module docstring); lock_motion 0 = off
+    lock_motion: float = 0.0  # window_motion (g) above which the body counts as having moved
+    lock_settle: int = 3  # windows a posture is shown before the lock holds it
+    moved_switch_at: float = 0.5  # switch_at for leaving a posture after movement
 
     @property
     def states(self) -> tuple[str, ...]:
@@ -123,6 +138,9 @@ class DecoderParams:
             ("floor", self.floor, 0.0, 1.0),
             ("transition_evidence", self.transition_evidence, 0.0, 1e6),
             ("switch_at", self.switch_at, 0.0, 1.0),
+            ("lock_motion", self.lock_motion, 0.0, 16.0),
+            ("lock_settle", self.lock_settle, 0, 10_000),
+            ("moved_switch_at", self.moved_switch_at, 0.0, 1.0),
         ):
             if not (np.isfinite(value) and lo <= value <= hi):
                 raise DecoderParamsError(f"{where}: {name} {value} is outside {lo}..{hi}")
@@ -149,6 +167,9 @@ class DecoderParams:
             "transition_evidence": self.transition_evidence,
             "switch_at": self.switch_at,
             "emission": None if self.emission is None else [[round(float(v), 8) for v in row] for row in self.emission],
+            "lock_motion": self.lock_motion,
+            "lock_settle": self.lock_settle,
+            "moved_switch_at": self.moved_switch_at,
         }
 
     @classmethod
@@ -173,6 +194,9 @@ class DecoderParams:
                 transition_evidence=float(d.get("transition_evidence", 1.0)),
                 switch_at=float(d.get("switch_at", 0.5)),
                 emission=None if d.get("emission") is None else np.asarray(d["emission"], dtype=np.float64),
+                lock_motion=float(d.get("lock_motion", 0.0)),
+                lock_settle=int(d.get("lock_settle", 3)),
+                moved_switch_at=float(d.get("moved_switch_at", d.get("switch_at", 0.5))),
             )
         except (KeyError, TypeError, ValueError) as exc:
             if isinstance(exc, DecoderParamsError):
@@ -183,7 +207,7 @@ class DecoderParams:
 class Decoder:
     """Forward filter + hysteresis for one device; ``update`` once per window.
 
-    ``update(probs)`` returns ``(label shown, posterior of each class)``; the
+    ``update(probs, motion)`` returns ``(label shown, posterior of each class)``; the
     label is a class, a transition name, or ``unknown`` before the first
     window. A window whose probabilities are malformed (NaN, outside 0..1,
     not summing to 1, wrong length) is refused: the state does not move, the
@@ -208,6 +232,9 @@ class Decoder:
         self._mix = mix
         self._scale = np.concatenate([np.ones(n), np.full(s - n, params.transition_evidence)])
         self._t = params.matrix.T.copy()  # predict: prior = T @ posterior
+        # the postures among the classes, and what the lock keeps them from: other postures, transitions
+        self._postures = frozenset(i for i, c in enumerate(params.classes) if c in POSTURES)
+        self._lockable = self._postures | frozenset(range(n, s))
         self.refused: str | None = None
         self.reset()
 
@@ -215,6 +242,8 @@ class Decoder:
         """Forget the past (a gap, a restart): back to the initial state."""
         self._posterior = self.params.initial.copy()
         self._shown: int | None = None
+        self._moved = False  # the body moved since the display last changed
+        self._held = 0  # windows since the display last changed
         self.refused = None
 
     @property
@@ -226,7 +255,9 @@ class Decoder:
         the rest up to 1)."""
         return [round(float(v), 6) for v in self._posterior[: len(self.classes)]]
 
-    def update(self, probs: Sequence[float]) -> tuple[str, list[float]]:
+    def update(self, probs: Sequence[float], motion: float | None = None) -> tuple[str, list[float]]:
+        """One window: its class probabilities and, for the posture lock,
+        its :func:`window_motion` (``None``: no lock for this window)."""
         self.refused = refusal_reason(probs, len(self.classes))
         if self.refused is not None:
             return self.shown, self.class_posterior()
@@ -239,17 +270,42 @@ class Decoder:
             total = posterior.sum()
         self._posterior = posterior / total
         best = int(self._posterior.argmax())
-        if self._shown is None or (best != self._shown and self._posterior[best] >= p.switch_at):
-            self._shown = best
+        need = p.switch_at
+        if p.lock_motion > 0.0 and motion is not None and np.isfinite(motion) and self._shown in self._postures:
+            self._moved = self._moved or motion > p.lock_motion
+            if self._moved:
+                need = p.moved_switch_at
+            elif self._held >= p.lock_settle and best in self._lockable:
+                need = np.inf  # a settled posture, no movement: only walking may take over
+        if self._shown is None or (best != self._shown and self._posterior[best] >= need):
+            self._shown, self._moved, self._held = best, False, 0
+        else:
+            self._held += 1
         return self.shown, self.class_posterior()
 
 
-def decode_sequence(params: DecoderParams, probs: np.ndarray) -> list[str]:
+def window_motion(windows: np.ndarray) -> np.ndarray:
+    """Body motion of each window, the posture lock's cue: the mean magnitude
+    of the body acceleration (channels 0-2, g) over the window's samples.
+    ``(n, 128, 9)`` windows in, ``(n,)`` out; a few numpy operations per batch.
+
+    >>> w = np.zeros((2, 128, 9), np.float32); w[1, :, 0] = 0.3; w[1, :, 1] = 0.4
+    >>> window_motion(w).round(3).tolist()
+    [0.0, 0.5]
+    """
+    body = np.asarray(windows, dtype=np.float32)[:, :, 0:3]
+    return np.sqrt(np.einsum("nwc,nwc->nw", body, body)).mean(axis=1)
+
+
+def decode_sequence(params: DecoderParams, probs: np.ndarray, motion: np.ndarray | None = None) -> list[str]:
     """What the display shows after each window of one uninterrupted stream
     (the offline twin of the worker's per-device decoder; the probabilities
-    are rounded to 6 decimals, as the worker publishes and decodes them)."""
+    are rounded to 6 decimals, as the worker publishes and decodes them;
+    ``motion`` is each window's :func:`window_motion`, if known)."""
     decoder = Decoder(params)
-    return [decoder.update([round(float(v), 6) for v in p])[0] for p in np.asarray(probs, dtype=np.float64)]
+    probs = np.asarray(probs, dtype=np.float64)
+    moves: list[float | None] = [None] * len(probs) if motion is None else [float(m) for m in motion]
+    return [decoder.update([round(float(v), 6) for v in p], m)[0] for p, m in zip(probs, moves)]
 
 
 def display_for(classes: Sequence[str], decoder: dict | None, threshold: float = 0.5):
@@ -285,4 +341,5 @@ __all__ = [
     "decode_sequence",
     "display_for",
     "is_transition",
+    "window_motion",
 ]

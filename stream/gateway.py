@@ -106,13 +106,18 @@ class Gateway:
         self._pub = self._ctx.socket(zmq.XPUB)
         self._pub.setsockopt(zmq.XPUB_NODROP, 1)
         self._pub.setsockopt(zmq.LINGER, 500)
-        bus.attach(self._pub, config.ingest, "connect")
+        self._auth = None
         self._sub = None
-        if config.output:
-            self._sub = self._ctx.socket(zmq.SUB)
-            self._sub.setsockopt(zmq.LINGER, 0)
-            self._sub.setsockopt(zmq.MAXMSGSIZE, 1024 * 1024)  # predictions are small JSON
-            bus.attach(self._sub, config.output, "connect")
+        try:
+            self._attach_secured(self._pub, config.ingest)
+            if config.output:
+                self._sub = self._ctx.socket(zmq.SUB)
+                self._sub.setsockopt(zmq.LINGER, 0)
+                self._sub.setsockopt(zmq.MAXMSGSIZE, 1024 * 1024)  # predictions are small JSON
+                self._attach_secured(self._sub, config.output)
+        except Exception:
+            self._close_bus()
+            raise
         self._server: _Server | None = None
         self._socket: socket.socket | None = None
         self._tasks: list[asyncio.Task] = []
@@ -201,9 +206,25 @@ class Gateway:
                 serving[0].cancel()
         if self._socket is not None:
             self._socket.close()
+        self._close_bus()
+
+    def _attach_secured(self, sock, endpoint: str) -> None:
+        """Attach one bus socket; with ``keys``, over CURVE (an address off
+        loopback without keys is refused, :class:`~harstream.stream.bus_auth.BusAuthError`)."""
+        from .bus_auth import secure, start_authenticator
+
+        secure(sock, endpoint, "connect", self.config.keys)
+        if self.config.keys is not None and bus.parse_endpoint(endpoint, "connect")[0] == "bind" and not self._auth:
+            # the ZAP handler needs a blocking context on the same ZeroMQ context
+            self._auth = start_authenticator(zmq.Context.shadow(self._ctx.underlying), self.config.keys)
+        bus.attach(sock, endpoint, "connect")
+
+    def _close_bus(self) -> None:
         self._pub.close()
         if self._sub is not None:
             self._sub.close()
+        if self._auth is not None:
+            self._auth.stop()
         self._ctx.term()
 
     # ------------------------------------------------------------- counters

@@ -28,6 +28,7 @@ class GatewayConfig:
     output: str | None = field(default_factory=bus.output_address)  # None: no predictions back
     connect: list[str] = field(default_factory=list)  # SensorServer phones
     device: str | None = None  # device id for a single --connect phone
+    keys: str | None = None  # CURVE key folder for the bus (stream.bus_auth); needed off loopback
 
     # Sizes.
     max_message: int = 256 * 1024  # per WebSocket message or POST body

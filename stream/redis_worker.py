@@ -51,6 +51,7 @@ from .leases import Fenced, Lease, Leases
 from .partitions import DEFAULT_PARTITIONS, plan
 from .pipeline import STEP
 from .protocol import ProtocolError, decode_samples, encode_prediction, encode_signal, encode_stats
+from .subscriptions import Subscriptions
 from .window_keys import WindowGrid
 from .worker import StreamCore, WorkerConfig, format_stats
 
@@ -108,6 +109,7 @@ class RedisWorker:
         self.client = connect(url)
         self.leases = Leases(self.client, self.keys, self.lc.lease_ttl_ms)
         self.send = send or (lambda frames: None)
+        self.subscriptions = Subscriptions()  # of the output bus: whose signal feed to make
         self.owned: dict[int, Owned] = {}
         self.counts: Counter[str] = Counter()
         self.retired: Counter[str] = Counter()  # totals of cores of partitions given away
@@ -151,7 +153,7 @@ class RedisWorker:
 
     def _take_over(self, lease: Lease, now: float) -> None:
         started = time.monotonic()
-        core = StreamCore(self.classes, self.model_id, self.config, self.worker_id)
+        core = StreamCore(self.classes, self.model_id, self.config, self.worker_id, subscriptions=self.subscriptions)
         core.started = now
         owned = Owned(lease, core, renewed=now)
         self.owned[lease.partition] = owned
@@ -560,7 +562,7 @@ def serve_redis(
                 worker.chores(now)
                 try:
                     while True:
-                        pub.recv(zmq.NOBLOCK)
+                        worker.subscriptions.feed(pub.recv(zmq.NOBLOCK))
                 except zmq.Again:
                     pass
             if now >= next_stats:

@@ -40,6 +40,11 @@ def refusal_reason(probs: Sequence[float], n_classes: int) -> str | None:
     >>> refusal_reason([0.5, 0.6], 2)
     'probabilities sum to 1.1, not 1'
     """
+    if type(probs) is list and len(probs) == n_classes and all(type(v) is float for v in probs):
+        # The worker's case, without numpy: NaN or infinity makes the sum NaN or
+        # infinite, which fails its test, so those take the checks below.
+        if -SUM_TOLERANCE <= min(probs) and max(probs) <= 1 + SUM_TOLERANCE and abs(sum(probs) - 1.0) <= SUM_TOLERANCE:
+            return None
     try:
         p = np.asarray(probs, dtype=np.float64)
     except (TypeError, ValueError):
@@ -69,8 +74,9 @@ class Smoother:
         self._last: tuple[str, list[float]] = (UNKNOWN, [])
         self.refused: str | None = None
 
-    def update(self, probs: Sequence[float]) -> tuple[str, list[float]]:
-        """Add one window's probabilities; ``(smoothed label, smoothed probs)``.
+    def update(self, probs: Sequence[float], motion: float | None = None) -> tuple[str, list[float]]:
+        """Add one window's probabilities; ``(smoothed label, smoothed probs)``
+        (``motion``, the decoder's posture-lock cue, is not used here).
         Malformed probabilities (:func:`refusal_reason`) are refused: the
         answer stays the previous one and :attr:`refused` says why."""
         self.refused = refusal_reason(probs, len(self.classes))

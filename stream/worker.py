@@ -47,6 +47,7 @@ import numpy as np
 
 from .batch_push import push_many
 from .context import WindowContext
+from .decoder import window_motion
 from .device_windows import DeviceWindows
 from .incarnation import DUPLICATE, FOREIGN, GAP, JUMP, NEXT, REPLAYED, RESTART, TAKEOVER_AFTER, Incarnation
 from .model_routing import ModelRouter, ServedModel, declared_placement
@@ -58,10 +59,12 @@ from .protocol import (
     Signal,
     decode_samples,
     shard_of,
+    signal_topic,
 )
 from .sample_buffer import SampleBuffer
 from .signal_feed import SignalFeed
 from .smoothing import DEFAULT_THRESHOLD, DEFAULT_WINDOWS, Smoother
+from .subscriptions import Subscriptions
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +130,7 @@ class PendingWindow:
     t_end: float
     truth: str | None
     served: ServedModel  # the model it was made for (its input shape and classes)
+    motion: float | None = None  # the window's body motion (decoder.window_motion): the posture lock's cue
 
 
 def make_display(served: ServedModel, config: WorkerConfig, windows: int | None = None) -> Smoother:
@@ -202,6 +206,7 @@ class StreamCore:
         worker_id: str = "worker",
         wall_clock: Callable[[], float] = time.time,
         router: ModelRouter | None = None,
+        subscriptions: Subscriptions | None = None,
     ):
         self.config = config or WorkerConfig()
         if router is None:  # one model for every device, described by classes/model_id and the config
@@ -228,6 +233,11 @@ class StreamCore:
         self._last_stats: tuple[float, Counter[str]] | None = None
         self._pending_high_water = 0
         self.started: float | None = None
+        # The output bus's subscriptions: only devices whose signal topic someone
+        # subscribed to get a signal feed (None: every device's is made).
+        self.subscriptions = subscriptions
+        self._watched: set[str] = set()
+        self._watched_version = -1
 
     # ------------------------------------------------------------- ingest
 
@@ -269,6 +279,8 @@ class StreamCore:
             state = Device(batch.device, batch.seq, served, cfg, now, batch.session, placement, self.router.version)
             self.devices[batch.device] = state
             self._unproven[batch.device] = None
+            if self.subscriptions is not None and self.subscriptions.wants(signal_topic(batch.device)):
+                self._watched.add(batch.device)
             self.totals["devices_seen"] += 1
         else:
             inc = state.incarnation
@@ -299,7 +311,7 @@ class StreamCore:
         state.windows.anchor(batch)  # times of later windows
         state.inbox.append(batch.samples, batch.labels)
         self.totals["samples"] += len(batch)
-        if cfg.signal_interval > 0:
+        if cfg.signal_interval > 0 and (self.subscriptions is None or batch.device in self._watched):
             state.signal.add(batch)
         if state.ready_at is None and state.windows.completes_window(len(state.inbox)):
             state.ready_at = now
@@ -360,12 +372,17 @@ class StreamCore:
             jobs.append((state, raw, labels, arrived, pipe.emitted, pipe.samples_seen))
         results = push_many([j[0].windows.pipeline for j in jobs], [j[1] for j in jobs])
         inputs = self._window_inputs([j[0] for j in jobs], results)
-        for (state, _, labels, arrived, first_window, seen_before), windows, x in zip(jobs, results, inputs):
+        # each window's body motion for the display decoder, all devices' windows in one call
+        counts = [len(r) for r in results]
+        motions = np.split(window_motion(np.concatenate(results)), np.cumsum(counts)[:-1]) if sum(counts) else results
+        for (state, _, labels, arrived, first_window, seen_before), windows, x, moved in zip(
+            jobs, results, inputs, motions
+        ):
             if len(windows):
                 self._unproven.pop(state.name, None)  # it completed a window: a real device
-            for w in state.windows.describe(windows, labels, first_window, seen_before, inputs=x):
+            for w, m in zip(state.windows.describe(windows, labels, first_window, seen_before, inputs=x), moved):
                 self._enqueue(PendingWindow(state.name, state.generation, w.window, w.x, arrived,
-                                            w.t_start, w.t_end, w.truth, state.served))  # fmt: skip
+                                            w.t_start, w.t_end, w.truth, state.served, float(m)))  # fmt: skip
             self.totals["windows"] += len(windows)
 
     def _window_inputs(self, states: list[Device], results: list[np.ndarray]) -> list[np.ndarray]:
@@ -471,7 +488,7 @@ class StreamCore:
             state = self.devices.get(w.device)
             raw = [round(float(v), 6) for v in p]
             if state is not None and state.generation == w.generation and state.served is w.served:
-                smoothed, smoothed_probs = state.display.update(raw)
+                smoothed, smoothed_probs = state.display.update(raw, w.motion)
                 if state.display.refused:
                     self._drop("probabilities", f"device {w.device} window {w.window}: {state.display.refused}")
             else:  # the device was reset, evicted or moved to another model meanwhile: this window stands alone
@@ -507,7 +524,7 @@ class StreamCore:
         if self.config.signal_interval <= 0:
             return []
         out = []
-        for state in self.devices.values():
+        for state in self._signal_devices():
             try:
                 signal = state.signal.take(state.name, now)
             except Exception as exc:  # one device's feed must not stop the others'
@@ -516,7 +533,22 @@ class StreamCore:
                 continue
             if signal is not None:
                 out.append(signal)
+        self.totals["signals"] += len(out)
         return out
+
+    def _signal_devices(self) -> list[Device]:
+        """The devices whose signal feed someone can receive."""
+        if self.subscriptions is None:
+            return list(self.devices.values())
+        if self._watched_version != self.subscriptions.version:
+            wanted = {name for name in self.devices if self.subscriptions.wants(signal_topic(name))}
+            for name in self._watched - wanted:
+                if name in self.devices:  # nobody watches it now: a later feed must not join old samples
+                    self.devices[name].signal.reset()
+            self._watched, self._watched_version = wanted, self.subscriptions.version
+        gone = [name for name in self._watched if name not in self.devices]
+        self._watched.difference_update(gone)
+        return [self.devices[name] for name in self._watched]
 
     def evict_idle(self, now: float) -> list[str]:
         """Forget devices silent for longer than ``idle_timeout`` (one log line per sweep)."""
@@ -702,7 +734,8 @@ def serve(
     pub.setsockopt(zmq.XPUB_NODROP, 1)
     pub.setsockopt(zmq.LINGER, 0)
     pub.setsockopt(zmq.MAXMSGSIZE, 64 * 1024)  # it receives subscriptions only
-    core = StreamCore(classes, model_id, config, worker_id, router=router)
+    subscriptions = Subscriptions()
+    core = StreamCore(classes, model_id, config, worker_id, router=router, subscriptions=subscriptions)
     auth = None
     try:
         from .bus import parse_endpoint
@@ -743,6 +776,7 @@ def serve(
         now = time.monotonic()
         core.started = now
         next_stats, next_print, next_chores = now + stats_every, now + print_every, now + 0.1
+        next_sweep = now + 1.0  # idle devices: a sweep looks at every device, and the timeout is 30 s
         stats: dict = {}
         if on_ready:
             on_ready()
@@ -753,7 +787,7 @@ def serve(
             if poller.poll(int(max(0.0, wake - now) * 1000.0)):
                 for _ in range(5000):
                     try:
-                        frames = sub.recv_multipart(zmq.NOBLOCK)
+                        frames = receive_frames(sub.recv, zmq.NOBLOCK)
                     except zmq.Again:
                         break
                     guarded("ingest", core.ingest, frames, time.monotonic())
@@ -778,12 +812,14 @@ def serve(
                 next_chores = now + 0.1
                 for signal in guarded("signals", core.take_signals, now) or ():
                     send(encode_signal, signal)
-                guarded("eviction", core.evict_idle, now)
+                if now >= next_sweep:
+                    next_sweep = now + 1.0
+                    guarded("eviction", core.evict_idle, now)
                 if personal is not None:
                     guarded("personal models", apply_registry, personal, core, now)
                 try:  # subscription messages queue up on an XPUB unless read
                     while True:
-                        pub.recv(zmq.NOBLOCK)
+                        subscriptions.feed(pub.recv(zmq.NOBLOCK))
                 except zmq.Again:
                     pass
             if now >= next_stats:
@@ -818,6 +854,20 @@ def apply_registry(personal, core: StreamCore, now: float) -> list:
     if events:
         core.reroute_all()
     return events
+
+
+def receive_frames(recv: Callable, flags: int) -> list[bytes]:
+    """One multipart message from a socket's ``recv``, as
+    ``Socket.recv_multipart`` would return it, at 60 % of its cost: a frame's
+    ``more`` attribute answers what ``recv_multipart`` asks ``getsockopt``
+    (an enum conversion per frame), which is a tenth of a small message's
+    cost. Raises ``zmq.Again`` (no message) like ``recv``."""
+    frame = recv(flags, copy=False)
+    frames = [frame.bytes]
+    while frame.more:
+        frame = recv(flags, copy=False)
+        frames.append(frame.bytes)
+    return frames
 
 
 def publish_to_all_with_room(pub, frames: list[bytes]) -> bool:

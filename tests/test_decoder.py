@@ -11,7 +11,14 @@ import numpy as np
 import pytest
 
 from harstream.stream.activities import ACTIVITIES, UNKNOWN
-from harstream.stream.decoder import Decoder, DecoderParams, DecoderParamsError, decode_sequence, display_for
+from harstream.stream.decoder import (
+    Decoder,
+    DecoderParams,
+    DecoderParamsError,
+    decode_sequence,
+    display_for,
+    window_motion,
+)
 from harstream.stream.protocol import SampleBatch, encode_samples
 from harstream.stream.smoothing import Smoother
 from harstream.stream.worker import StreamCore, WorkerConfig
@@ -117,6 +124,71 @@ def test_the_shipped_model_carries_decoder_parameters_for_its_classes():
     assert list(params.classes) == meta["classes"] and len(params.transitions) == 6
 
 
+# ------------------------------------------------------------- the posture lock
+
+POSTURAL = ["SITTING", "STANDING", "WALKING"]
+SIT, STAND, WALK = [0.8, 0.15, 0.05], [0.15, 0.8, 0.05], [0.05, 0.05, 0.9]
+STILL, MOVING = 0.01, 0.4  # window_motion of a still body and of a postural transition (g)
+
+
+def posture_lock(lock_motion: float = 0.2) -> DecoderParams:
+    from dataclasses import replace
+
+    return replace(DecoderParams.uniform(POSTURAL, stay=0.9, switch_at=0.5), lock_motion=lock_motion, lock_settle=3)
+
+
+def shown_with_motion(params: DecoderParams, windows: list[tuple[list[float], float | None]]) -> list[str]:
+    decoder = Decoder(params)
+    return [decoder.update(p, m)[0] for p, m in windows]
+
+
+def test_a_settled_posture_is_not_left_for_another_without_movement():
+    # the classifier mistakes sitting for standing for four windows; the body never moved
+    windows = [(SIT, STILL)] * 6 + [(STAND, STILL)] * 4 + [(SIT, STILL)] * 2
+    assert set(shown_with_motion(posture_lock(), windows)) == {"SITTING"}
+
+
+def test_without_the_lock_that_same_mix_up_is_shown():
+    windows = [(SIT, STILL)] * 6 + [(STAND, STILL)] * 4 + [(SIT, STILL)] * 2
+    assert "STANDING" in shown_with_motion(posture_lock(lock_motion=0.0), windows)
+    assert "STANDING" in shown_with_motion(posture_lock(), [(p, None) for p, _ in windows])  # no motion: no lock
+
+
+def test_a_real_sit_to_stand_with_movement_is_followed():
+    windows = [(SIT, STILL)] * 6 + [(STAND, MOVING)] + [(STAND, STILL)] * 4
+    shown = shown_with_motion(posture_lock(), windows)
+    assert shown[:6] == ["SITTING"] * 6
+    assert shown[6 + 1] == "STANDING" and shown[-1] == "STANDING"
+
+
+def test_walking_takes_over_a_locked_posture():
+    windows = [(SIT, STILL)] * 6 + [(WALK, STILL)] * 3
+    assert shown_with_motion(posture_lock(), windows)[-1] == "WALKING"
+
+
+def test_a_fresh_posture_is_not_locked_before_it_settles():
+    # walking, then the classifier's first still window says sitting, the next ones standing
+    windows = [(WALK, MOVING)] * 3 + [(SIT, STILL)] + [(STAND, STILL)] * 3
+    assert shown_with_motion(posture_lock(), windows)[-1] == "STANDING"
+
+
+def test_window_motion_is_the_mean_body_acceleration_magnitude():
+    rng = np.random.default_rng(0)
+    windows = rng.normal(size=(3, 128, 9)).astype(np.float32)
+    expected = np.linalg.norm(windows[:, :, 0:3], axis=2).mean(axis=1)
+    np.testing.assert_allclose(window_motion(windows), expected, rtol=1e-5)
+
+
+def test_lock_knobs_round_trip_through_json_and_out_of_range_ones_are_named():
+    params = posture_lock()
+    again = DecoderParams.from_json(params.to_json())
+    assert (again.lock_motion, again.lock_settle, again.moved_switch_at) == (0.2, 3, 0.5)
+    with pytest.raises(DecoderParamsError, match="lock_motion"):
+        DecoderParams.from_json(params.to_json() | {"lock_motion": -1.0})
+    old = {k: v for k, v in params.to_json().items() if k not in ("lock_motion", "lock_settle", "moved_switch_at")}
+    assert DecoderParams.from_json(old).lock_motion == 0.0  # parameters from before the lock: no lock
+
+
 # ------------------------------------------------------------- in the worker
 
 
@@ -159,9 +231,8 @@ def test_a_published_session_equals_the_offline_decoder_on_loopback(embedded, tm
     params = DecoderParams.from_json(artifact.metadata["decoder"])
     rec = embedded.of_subjects([9])[0]
     rec = type(rec)(rec.name, rec.subject, rec.samples[:6000], rec.labels[:6000])  # 2 minutes, ~90 windows
-    offline = decode_sequence(
-        params, runtime.predict(session_windows(rec.samples.astype(np.float32), 10, artifact.context_steps))
-    )
+    x = session_windows(rec.samples.astype(np.float32), 10, artifact.context_steps)
+    offline = decode_sequence(params, runtime.predict(x), window_motion(x[:, 0] if artifact.context_steps else x))
 
     stop, ready, bound = threading.Event(), threading.Event(), {}
     config = WorkerConfig(

@@ -28,6 +28,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "connects to it (its shard's topics filtered at the publisher) and to the bench")  # fmt: skip
     parser.add_argument("--worker-arg", action="append", default=[], metavar="ARG",
                         help="extra argument for every worker, e.g. --worker-arg=--whole-model (repeatable)")  # fmt: skip
+    parser.add_argument("--watch-signals", action="store_true",
+                        help="subscribe to every device's signal feed too (g/), as if a page showed all of "
+                             "them; by default only stats are subscribed, and a worker makes no signal feed "
+                             "nobody receives")  # fmt: skip
     parser.add_argument("--profile", default=None, metavar="FILE",
                         help="run the (first) worker under cProfile and write the stats here")  # fmt: skip
 
@@ -152,6 +156,8 @@ def measure(n: int, shards: int, args: argparse.Namespace, sim_extra: list[str] 
     ctx = zmq.Context()
     sub = ctx.socket(zmq.SUB)
     sub.setsockopt(zmq.SUBSCRIBE, b"stats/")
+    if getattr(args, "watch_signals", False):
+        sub.setsockopt(zmq.SUBSCRIBE, b"g/")
     direct = getattr(args, "direct", False) and shards > 1
     if direct:  # the workers connect to us, and the simulator binds the ingest
         sub.bind(output)
@@ -179,7 +185,10 @@ def measure(n: int, shards: int, args: argparse.Namespace, sim_extra: list[str] 
             if time.monotonic() - t_start > total + 60:
                 break
             if sub.poll(500):
-                s = decode_stats(sub.recv_multipart())
+                frames = sub.recv_multipart()
+                if not frames[0].startswith(b"stats/"):
+                    continue  # a signal message (--watch-signals)
+                s = decode_stats(frames)
                 s["_t"] = time.monotonic() - t_start
                 samples_rows.append(s)
                 cpu_rows.append((s["_t"], sum(cpu_seconds(p) for p in worker_pids), cpu_seconds(sim.pid)))

@@ -24,6 +24,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=8501, help="HTTP port (default 8501)")
     parser.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1)")
     parser.add_argument("--refresh", type=float, default=1.0, help="seconds between page updates (default 1)")
+    parser.add_argument(
+        "--keys",
+        default=None,
+        metavar="DIR",
+        help="CURVE key folder (`harstream keys DIR`) for the bus; required for a bus address off loopback",
+    )
 
 
 def app_path() -> Path:
@@ -50,10 +56,12 @@ def streamlit_command(port: int, host: str = "127.0.0.1") -> list[str]:
     return command
 
 
-def streamlit_env(subscribe: str | None, refresh: float = 1.0) -> dict[str, str]:
+def streamlit_env(subscribe: str | None, refresh: float = 1.0, keys: str | None = None) -> dict[str, str]:
     env = dict(os.environ)
     if subscribe:
         env["HARSTREAM_OUTPUT"] = subscribe
+    if keys:
+        env["HARSTREAM_KEYS"] = str(Path(keys).resolve())
     env["HARSTREAM_DASHBOARD_REFRESH"] = str(refresh)
     env["STREAMLIT_BROWSER_GATHER_USAGE_STATS"] = "false"
     return env
@@ -71,5 +79,5 @@ def run(args: argparse.Namespace) -> int:
     )
     # Become Streamlit rather than wrap it: signals (Ctrl-C, the demo's
     # SIGTERM) reach the server directly and no extra process is left over.
-    os.execve(sys.executable, command, streamlit_env(args.subscribe, args.refresh))
+    os.execve(sys.executable, command, streamlit_env(args.subscribe, args.refresh, args.keys))
     return 0  # not reached

@@ -96,6 +96,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="placement-free model personal models build on (default the shipped any.keras)",
     )
     parser.add_argument("--no-calibration", action="store_true", help="refuse calibration from the /phone page")
+    parser.add_argument(
+        "--keys",
+        default=None,
+        metavar="DIR",
+        help="CURVE key folder (`harstream keys DIR`) for the bus; required for a bus address off loopback",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -128,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
         max_gap=args.max_gap,
         stats_interval=args.stats_interval,
         calibration_dir=args.calibration_dir,
+        keys=args.keys,
     )
     if args.personal_dir:
         config.personal_dir = args.personal_dir

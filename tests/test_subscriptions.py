@@ -1,0 +1,110 @@
+"""The worker makes a device's signal feed only while someone subscribes to it."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import zmq
+from conftest import wait_for
+
+from harstream.models.runtime import NullRuntime
+from harstream.simulator.replay import ReplayDevice, ReplaySchedule, replay
+from harstream.stream.activities import ACTIVITIES
+from harstream.stream.protocol import SampleBatch, Signal, decode_output, encode_samples
+from harstream.stream.subscriptions import Subscriptions
+from harstream.stream.worker import StreamCore, WorkerConfig, serve
+
+
+def test_a_prefix_is_wanted_from_its_first_subscription_to_its_last_unsubscription():
+    subs = Subscriptions()
+    assert subs.feed(b"\x01g/a/") and not subs.feed(b"\x01g/a/")  # a second subscriber changes nothing
+    assert not subs.feed(b"\x00g/a/") and subs.wants(b"g/a/")
+    assert subs.feed(b"\x00g/a/") and not subs.wants(b"g/a/")
+
+
+def test_a_shorter_prefix_wants_every_topic_it_starts():
+    subs = Subscriptions()
+    subs.feed(b"\x01g/")
+    assert subs.wants(b"g/phone-1/") and subs.wants(b"g/phone-2/") and not subs.wants(b"p/phone-1/")
+
+
+def test_messages_that_are_not_subscriptions_are_counted_and_ignored():
+    subs = Subscriptions()
+    assert not subs.feed(b"") and not subs.feed(b"\x02g/a/") and not subs.feed(b"\x00g/never-subscribed/")
+    assert subs.ignored == 2 and subs.version == 0
+
+
+def test_the_core_makes_signals_only_of_devices_someone_subscribed_to():
+    subs = Subscriptions()
+    core = StreamCore(ACTIVITIES, "m", WorkerConfig(signal_interval=0.5), subscriptions=subs)
+    subs.feed(b"\x01g/b/")
+    for seq in range(0, 50, 10):
+        for device in ("a", "b"):
+            core.ingest(encode_samples(SampleBatch(device, seq, seq / 50, np.zeros((10, 6), np.float32))), now=0.1)
+    assert [s.device for s in core.take_signals(now=1.0)] == ["b"]
+
+
+def test_a_device_unsubscribed_and_subscribed_again_starts_a_fresh_feed():
+    subs = Subscriptions()
+    core = StreamCore(ACTIVITIES, "m", WorkerConfig(signal_interval=0.5), subscriptions=subs)
+    subs.feed(b"\x01g/a/")
+    core.ingest(encode_samples(SampleBatch("a", 0, 0.0, np.zeros((10, 6), np.float32))), now=0.1)
+    core.take_signals(now=0.2)  # not due yet; the subscription is taken in
+    subs.feed(b"\x00g/a/")
+    assert core.take_signals(now=1.0) == []
+    subs.feed(b"\x01g/a/")
+    core.take_signals(now=1.1)
+    core.ingest(encode_samples(SampleBatch("a", 100, 2.0, np.zeros((10, 6), np.float32))), now=1.2)
+    (sig,) = core.take_signals(now=2.0)
+    assert sig.t0 == 2.0  # none of the samples from before the gap in watching
+
+
+def test_over_the_bus_the_worker_sends_the_signal_of_the_followed_device_only(ipc_address):
+    ingest, output = ipc_address("in"), ipc_address("out")
+    stop, ready = threading.Event(), threading.Event()
+    worker = threading.Thread(target=serve, daemon=True, kwargs=dict(
+        runtime=NullRuntime(6), classes=ACTIVITIES, model_id="none", ingest=ingest, output=output,
+        config=WorkerConfig(signal_interval=0.1), worker_id="w", stop=stop, stats_every=0.1,
+        on_ready=ready.set, printer=None))  # fmt: skip
+    worker.start()
+    assert ready.wait(30)
+    ctx = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, b"stats/")
+    sub.setsockopt(zmq.SUBSCRIBE, b"g/dev-1/")
+    sub.connect(output)
+    rng = np.random.default_rng(0)
+    devs = [ReplayDevice(f"dev-{i}", rng.normal(0, 0.3, (1000, 6)).astype(np.float32), None) for i in range(5)]
+    stop_sim = threading.Event()
+    sim = threading.Thread(target=replay, daemon=True, kwargs=dict(
+        schedule=ReplaySchedule(devs, chunk=10, loop=True), publish=ingest, speed=5, stop=stop_sim,
+        wait_subscriptions=1, printer=None))  # fmt: skip
+    sim.start()
+    signals: list[Signal] = []
+    stats: list[dict] = []
+
+    def read_until(enough) -> bool:
+        def step() -> bool:
+            while sub.poll(0):
+                msg = decode_output(sub.recv_multipart())
+                (signals if isinstance(msg, Signal) else stats).append(msg)
+            return enough()
+
+        return wait_for(step, timeout=30)
+
+    try:
+        assert read_until(lambda: len(signals) >= 10), "no signal of the followed device"
+        after = len(stats)
+        assert read_until(lambda: len(stats) >= after + 2)
+        made = stats[-1]["totals"]["signals"]
+        # every signal the worker made went to the one subscriber: dev-1's
+        assert {s.device for s in signals} == {"dev-1"}
+        assert len(signals) - 10 <= made <= len(signals) + 10
+    finally:
+        stop_sim.set()
+        sim.join(10)
+        stop.set()
+        worker.join(10)
+        sub.close(0)
+        ctx.term()
