@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from harstream.stream.activities import ACTIVITIES, PLACEMENT_FREE, TRANSITIONS, UNKNOWN, class_for
+from harstream.stream.activities import ACTIVITIES, TRANSITIONS, UNKNOWN, class_for
 from harstream.stream.context import WindowContext
 from harstream.stream.pipeline import STEP, WINDOW, DevicePipeline
 from harstream.stream.recordings import UCI_TEST_SUBJECTS, Recording
@@ -63,6 +63,7 @@ def display_code(label: str, classes: Sequence[str] = ACTIVITIES) -> int:
 
     >>> display_code("SITTING"), display_code("SIT_TO_STAND"), display_code("unknown")
     (3, -2, -1)
+    >>> from harstream.stream.activities import PLACEMENT_FREE
     >>> display_code("STILL", PLACEMENT_FREE)
     3
     """
@@ -79,6 +80,7 @@ def truth_labels(labels: np.ndarray, classes: Sequence[str] = ACTIVITIES) -> np.
     and unlabelled time stay. Only for models of at most six classes, so the
     two ranges stay apart.
 
+    >>> from harstream.stream.activities import PLACEMENT_FREE
     >>> truth_labels(np.array([1, 4, 5, 6, 8, -1]), PLACEMENT_FREE).tolist()
     [1, 4, 4, 4, 8, -1]
     """
@@ -313,7 +315,11 @@ def score_replays(replays: list[SessionReplay], events: bool = True) -> dict:
         frames = dict.fromkeys(FRAME_KEYS, 0)
         for r in replays:
             shown = r.shown[kind]
-            ward = event_metrics(r.labels, shown, len(classes)) if events else {"events": events_zero(), "frames": frames_zero()}
+            ward = (
+                event_metrics(r.labels, shown, len(classes))
+                if events
+                else {"events": events_zero(), "frames": frames_zero()}
+            )
             for k in EVENT_KEYS:
                 event_totals[k] += ward["events"][k]
             for k in FRAME_KEYS:

@@ -65,7 +65,10 @@ def _bout(label: int, seconds: float, down, moving: bool, seed: int) -> tuple[np
     side = np.cross(down, [0.3, 0.5, 0.8])
     side /= np.linalg.norm(side)
     if moving:
-        acc = down * (1 + 0.25 * np.sin(2 * np.pi * 1.8 * t))[:, None] + side * (0.12 * np.sin(2 * np.pi * 0.9 * t))[:, None]
+        acc = (
+            down * (1 + 0.25 * np.sin(2 * np.pi * 1.8 * t))[:, None]
+            + side * (0.12 * np.sin(2 * np.pi * 0.9 * t))[:, None]
+        )
         gyro = np.outer(0.6 * np.sin(2 * np.pi * 0.9 * t), side)
     else:
         acc, gyro = np.tile(down, (len(t), 1)), np.zeros((len(t), 3))
