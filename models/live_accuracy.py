@@ -16,6 +16,12 @@ the next window completes, the display shows its label. Scored per sample:
 - what the display shows during postural transitions (HAPT labels 7-12).
 
     python -m harstream.models.live_accuracy [--model PATH] [--runtime auto]
+
+A placement-free model (metadata ``placement: any``) is scored on the
+held-out sessions turned by the rotations its own test used
+(:func:`~harstream.models.placement_free.sessions_as_shipped`), the truth
+in its classes (sitting, standing and lying are STILL); its figures go to
+``any_live.json``.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from harstream.stream.activities import ACTIVITIES, TRANSITIONS, UNKNOWN
+from harstream.stream.activities import ACTIVITIES, TRANSITIONS, UNKNOWN, class_for
 from harstream.stream.context import WindowContext
 from harstream.stream.pipeline import STEP, WINDOW, DevicePipeline
 from harstream.stream.recordings import UCI_TEST_SUBJECTS, Recording
@@ -52,15 +58,41 @@ CHUNK = 50  # one second of samples per push, as a phone batches them
 DISPLAYS = ("argmax", "raw", "smoothed", "decoder")
 
 
-def display_code(label: str) -> int:
-    """Class index 0-5 of a shown label; TRANSITION or NOTHING otherwise.
+def display_code(label: str, classes: Sequence[str] = ACTIVITIES) -> int:
+    """Index in ``classes`` of a shown label; TRANSITION or NOTHING otherwise.
 
     >>> display_code("SITTING"), display_code("SIT_TO_STAND"), display_code("unknown")
     (3, -2, -1)
+    >>> from harstream.stream.activities import PLACEMENT_FREE
+    >>> display_code("STILL", PLACEMENT_FREE)
+    3
     """
-    if label in ACTIVITIES:
-        return ACTIVITIES.index(label)
+    if label in classes:
+        return list(classes).index(label)
     return TRANSITION if label in TRANSITIONS else NOTHING
+
+
+def truth_labels(labels: np.ndarray, classes: Sequence[str] = ACTIVITIES) -> np.ndarray:
+    """HAPT labels in the terms of a model with ``classes``: an activity
+    (1-6) becomes 1 + the index of the class it falls in
+    (:func:`~harstream.stream.activities.class_for`: a placement-free model's
+    STILL for sitting, standing and lying), -1 if none; transitions (7-12)
+    and unlabelled time stay. Only for models of at most six classes, so the
+    two ranges stay apart.
+
+    >>> from harstream.stream.activities import PLACEMENT_FREE
+    >>> truth_labels(np.array([1, 4, 5, 6, 8, -1]), PLACEMENT_FREE).tolist()
+    [1, 4, 4, 4, 8, -1]
+    """
+    if len(classes) > len(ACTIVITIES):
+        raise ValueError(f"scoring needs at most {len(ACTIVITIES)} classes, the model has {list(classes)}")
+    table = np.arange(13, dtype=np.int64)  # label -> label; entry 0 unused
+    for i, name in enumerate(ACTIVITIES):
+        cls = class_for(name, classes)
+        table[i + 1] = -1 if cls is None else 1 + list(classes).index(cls)
+    labels = np.asarray(labels).astype(np.int64)
+    inside = (labels >= 1) & (labels <= 12)
+    return np.where(inside, table[np.clip(labels, 0, 12)], labels)
 
 
 @dataclass
@@ -68,8 +100,9 @@ class SessionReplay:
     """Per-sample truth and what each display showed (class 0-5 or NOTHING)."""
 
     name: str
-    labels: np.ndarray
+    labels: np.ndarray  # HAPT labels in the model's terms (:func:`truth_labels`)
     shown: dict[str, np.ndarray]
+    classes: tuple[str, ...] = ACTIVITIES  # what the shown codes index
 
 
 def display_timeline(n_samples: int, window_classes: Sequence[int]) -> np.ndarray:
@@ -105,6 +138,7 @@ def replay_session(
     displays: dict[str, Callable[[], Smoother | Decoder]],
     chunk: int = CHUNK,
     context_steps: Sequence[int] = (),
+    classes: Sequence[str] = ACTIVITIES,
 ) -> SessionReplay:
     """Replay one recording through pipeline → ``predict`` → each display
     core (name → factory of a fresh ``Smoother`` or ``Decoder``, anything
@@ -112,10 +146,10 @@ def replay_session(
     from harstream.stream.decoder import window_motion
 
     x = session_windows(rec.samples, chunk, context_steps)
-    probs = predict(x) if len(x) else np.empty((0, len(ACTIVITIES)))
+    probs = predict(x) if len(x) else np.empty((0, len(classes)))
     # the decoder's posture lock sees each window's motion, as the worker hands it over
     motion = window_motion(x[:, 0] if context_steps else x) if len(x) else None
-    return replay_probabilities(rec, probs, displays, motion)
+    return replay_probabilities(rec, probs, displays, motion, classes)
 
 
 def replay_probabilities(
@@ -123,18 +157,23 @@ def replay_probabilities(
     probs: np.ndarray,
     displays: dict[str, Callable[[], Smoother | Decoder]],
     motion: np.ndarray | None = None,
+    classes: Sequence[str] = ACTIVITIES,
 ) -> SessionReplay:
-    """The displays of one session whose windows' probabilities (and, for the
-    decoder's posture lock, motion: :func:`~harstream.stream.decoder.window_motion`) are known."""
+    """The displays of one session whose windows' probabilities over
+    ``classes`` (and, for the decoder's posture lock, motion:
+    :func:`~harstream.stream.decoder.window_motion`) are known; the truth in
+    the same classes."""
     n = len(rec.samples)
     shown = {"argmax": display_timeline(n, np.argmax(probs, axis=1) if len(probs) else [])}
     moves: list[float | None] = [None] * len(probs) if motion is None else [float(m) for m in motion]
     for kind, factory in displays.items():
         core = factory()
         # one window at a time, in stream order, as the worker does
-        labels = [display_code(core.update([round(float(v), 6) for v in p], m)[0]) for p, m in zip(probs, moves)]
+        labels = [
+            display_code(core.update([round(float(v), 6) for v in p], m)[0], classes) for p, m in zip(probs, moves)
+        ]
         shown[kind] = display_timeline(n, labels)
-    return SessionReplay(rec.name, np.asarray(rec.labels), shown)
+    return SessionReplay(rec.name, truth_labels(rec.labels, classes), shown, tuple(classes))
 
 
 def sample_accuracy(labels: np.ndarray, shown: np.ndarray) -> tuple[int, int]:
@@ -215,17 +254,17 @@ EVENT_KEYS = ("total_gt", "total_det", "C", "D", "F", "M", "FM", "I'", "F'", "M'
 FRAME_KEYS = ("TP", "TN", "I", "D", "F", "M", "Os", "Oe", "Us", "Ue")
 
 
-def event_metrics(labels: np.ndarray, shown: np.ndarray) -> dict[str, dict[str, int]]:
+def event_metrics(labels: np.ndarray, shown: np.ndarray, n_classes: int = len(ACTIVITIES)) -> dict[str, dict[str, int]]:
     """Ward's event and frame categories of one session, one activity at a
     time (its true stretches vs the stretches the display showed it), summed
-    over the six activities; computed by the ``ward-metrics`` package."""
+    over the activities (``n_classes``); computed by the ``ward-metrics`` package."""
     from wardmetrics.core_methods import eval_events, eval_segments
 
     truth = np.where((labels >= 1) & (labels <= 6), labels - 1, NOTHING)
     events = dict.fromkeys(EVENT_KEYS, 0)
     frames = dict.fromkeys(FRAME_KEYS, 0)
     n = len(labels)
-    for c in range(len(ACTIVITIES)):
+    for c in range(n_classes):
         gt, det = runs(truth, c), runs(shown, c)
         if not gt or not det:  # the package needs both; the rest is plain counting
             events["total_gt"] += len(gt)
@@ -253,11 +292,11 @@ def frames_zero() -> dict[str, int]:
     return dict.fromkeys(FRAME_KEYS, 0)
 
 
-def transition_display(labels: np.ndarray, shown: np.ndarray) -> dict[str, int]:
+def transition_display(labels: np.ndarray, shown: np.ndarray, classes: Sequence[str] = ACTIVITIES) -> dict[str, int]:
     """Sample counts of what was shown during postural transitions (7-12)."""
     shown_t = shown[(labels >= 7) & (labels <= 12)]
     counts = {UNKNOWN: int(np.sum(shown_t == NOTHING)), "transition": int(np.sum(shown_t == TRANSITION))}
-    for i, name in enumerate(ACTIVITIES):
+    for i, name in enumerate(classes):
         counts[name] = int(np.sum(shown_t == i))
     return counts
 
@@ -266,16 +305,21 @@ def score_replays(replays: list[SessionReplay], events: bool = True) -> dict:
     """Aggregate figures over all sessions, for the raw and smoothed display
     (``events=False`` leaves out Ward's metrics, the slow part, for grids)."""
     out: dict = {"sessions": len(replays), "samples": int(sum(len(r.labels) for r in replays))}
+    classes = replays[0].classes if replays else ACTIVITIES
     for kind in replays[0].shown if replays else ():
         correct = total = missed = 0
         delays: list[float] = []
-        trans = {UNKNOWN: 0, "transition": 0, **{a: 0 for a in ACTIVITIES}}
+        trans = {UNKNOWN: 0, "transition": 0, **{a: 0 for a in classes}}
         changes = truth_changes = 0
         event_totals = dict.fromkeys(EVENT_KEYS, 0)
         frames = dict.fromkeys(FRAME_KEYS, 0)
         for r in replays:
             shown = r.shown[kind]
-            ward = event_metrics(r.labels, shown) if events else {"events": events_zero(), "frames": frames_zero()}
+            ward = (
+                event_metrics(r.labels, shown, len(classes))
+                if events
+                else {"events": events_zero(), "frames": frames_zero()}
+            )
             for k in EVENT_KEYS:
                 event_totals[k] += ward["events"][k]
             for k in FRAME_KEYS:
@@ -287,7 +331,7 @@ def score_replays(replays: list[SessionReplay], events: bool = True) -> dict:
             d, m = display_delays(r.labels, shown)
             delays += d
             missed += m
-            for k, v in transition_display(r.labels, shown).items():
+            for k, v in transition_display(r.labels, shown, classes).items():
                 trans[k] += v
         out[kind] = {
             "sample_accuracy": correct / total if total else float("nan"),
@@ -326,7 +370,7 @@ def plot_session(replay: SessionReplay, path: Path) -> Path:
         shown = replay.shown[kind]
         y = np.where(shown >= 0, shown, np.where(shown == TRANSITION, -0.5, -1.0))
         ax.plot(t, y + offset, lw=1, label=f"shown ({kind})")
-    ax.set_yticks(range(-1, 6), ["unknown / none", *[a.lower() for a in ACTIVITIES]])
+    ax.set_yticks(range(-1, len(replay.classes)), ["unknown / none", *[a.lower() for a in replay.classes]])
     ax.set_xlabel("seconds")
     ax.set_title(f"{replay.name}: live display vs truth")
     ax.legend(loc="upper right", fontsize=7, ncol=4)
@@ -415,16 +459,27 @@ def main(argv: list[str] | None = None) -> int:
     runtime = load_runtime(artifact, args.runtime)
     windows = args.windows or smoothing.DEFAULT_WINDOWS
     threshold = smoothing.DEFAULT_THRESHOLD if args.threshold is None else args.threshold
-    recs = load_embedded().of_subjects(UCI_TEST_SUBJECTS)
+    classes = artifact.classes
+    if artifact.placement == "any":  # the held-out sessions turned as the model's own test turned them
+        from .placement_free import sessions_as_shipped
+
+        recs = sessions_as_shipped(load_embedded().recordings, int(artifact.metadata.get("seed", 0)))[1]
+        prefix = "any_"
+    else:
+        recs = load_embedded().of_subjects(UCI_TEST_SUBJECTS)
+        prefix = ""
     start = time.perf_counter()
     from harstream.stream.decoder import display_for
 
     smoothers = {
-        "raw": lambda: smoothing.Smoother(ACTIVITIES, windows=1, threshold=threshold),
-        "smoothed": lambda: smoothing.Smoother(ACTIVITIES, windows=windows, threshold=threshold),
-        "decoder": display_for(artifact.classes, artifact.metadata.get("decoder"), threshold),
+        "raw": lambda: smoothing.Smoother(classes, windows=1, threshold=threshold),
+        "smoothed": lambda: smoothing.Smoother(classes, windows=windows, threshold=threshold),
+        "decoder": display_for(classes, artifact.metadata.get("decoder"), threshold),
     }
-    replays = [replay_session(r, runtime.predict, smoothers, context_steps=artifact.context_steps) for r in recs]
+    replays = [
+        replay_session(r, runtime.predict, smoothers, context_steps=artifact.context_steps, classes=classes)
+        for r in recs
+    ]
     seconds = time.perf_counter() - start
     live = score_replays(replays)
     live.update(
@@ -435,11 +490,14 @@ def main(argv: list[str] | None = None) -> int:
         command="python -m harstream.models.live_accuracy " + " ".join(sys.argv[1:] if argv is None else argv),
     )
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "live.json").write_text(json.dumps(live, indent=1) + "\n")
-    plot_session(replays[0], args.out / "live_session.png")
-    plot_delays(live, args.out / "live_delays.png")
-    img = Path(__file__).resolve().parent.parent / "docs" / "img" / "live_timeline.png"
-    plot_session(replays[0], img)
+    (args.out / f"{prefix}live.json").write_text(json.dumps(live, indent=1) + "\n")
+    if prefix:  # the placement-free model: its own timeline beside the report's figures
+        plot_session(replays[0], args.out / f"{prefix}live_session.png")
+    else:
+        plot_session(replays[0], args.out / "live_session.png")
+        plot_delays(live, args.out / "live_delays.png")
+        img = Path(__file__).resolve().parent.parent / "docs" / "img" / "live_timeline.png"
+        plot_session(replays[0], img)
     for kind in DISPLAYS:
         k = live[kind]
         print(

@@ -32,11 +32,16 @@ data is refused per activity with a reason, the rest is kept:
   movement in more than half of its windows);
 - a way of walking during which the device was still in more than half of
   its windows.
+
+The personal model also gets its live display decoder
+(:func:`personal_decoder`), derived from the base model's shipped decoder
+statistics (training subjects only) without reading any dataset.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -47,6 +52,7 @@ import keras
 import numpy as np
 
 from harstream.stream.activities import ACTIVITIES, PLACEMENT_FREE, POSTURES, STILL
+from harstream.stream.decoder import TRANSITION_ENDS
 from harstream.stream.pipeline import STEP, cut_windows, preprocess_recording
 from harstream.stream.rate import RATE_HZ
 from harstream.stream.recordings import Recording
@@ -65,6 +71,14 @@ MIN_SECONDS = 20.0
 MAX_WRONG_SHARE = 0.5
 MOVING = PLACEMENT_FREE[:3]
 _STILL_INDEX = PLACEMENT_FREE.index(STILL)
+#: The share of STILL's probability the decoder expects the posture head to
+#: give the posture actually held (the rest spread over the other still
+#: classes). An assumption, not a fit: nothing of the device's own is held
+#: out to measure it; the calibration study finds 0.8-1.0 per posture on
+#: most devices (docs/BENCHMARKS.md).
+POSTURE_TRUST = 0.8
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -107,6 +121,7 @@ class PersonalFit:
     context_steps: tuple[int, ...]
     seconds: float
     prototypes: dict[str, int] = field(default_factory=dict)
+    decoder: dict | None = None  # the metadata's ``decoder`` entry (None: the display shows the raw label)
 
     @property
     def calibrated(self) -> list[str]:
@@ -246,6 +261,7 @@ def fit_personal(
     )  # fmt: skip
     model = build_personal_model(base.model, head)
     return PersonalFit(
+        decoder=personal_decoder(base.metadata.get("decoder"), classes, base.model_id),
         model=model,
         classes=classes,
         checks=checks,
@@ -254,6 +270,67 @@ def fit_personal(
         seconds=time.perf_counter() - started,
         prototypes={name: int(np.sum(np.asarray(owners) == i)) for i, name in enumerate(postures)},
     )
+
+
+def posture_share(state: str, still_classes: Sequence[str], trust: float = POSTURE_TRUST) -> np.ndarray:
+    """How the decoder expects the posture head to share STILL's probability
+    over ``still_classes`` (the calibrated postures, then STILL) in ``state``:
+    ``trust`` to the posture held (half each to a transition's two ends), the
+    rest evenly to the others; evenly in a moving state.
+
+    >>> posture_share("SITTING", ["SITTING", "STANDING", "STILL"]).round(2).tolist()
+    [0.8, 0.1, 0.1]
+    >>> posture_share("SIT_TO_STAND", ["SITTING", "STANDING", "STILL"]).round(2).tolist()
+    [0.4, 0.4, 0.2]
+    >>> posture_share("WALKING", ["SITTING", "STILL"]).round(2).tolist()
+    [0.5, 0.5]
+    """
+    n = len(still_classes)
+    held = [state] if state in still_classes else [e for e in TRANSITION_ENDS.get(state, ()) if e in still_classes]
+    if not held or len(held) == n:
+        return np.full(n, 1.0 / n)
+    share = np.full(n, (1.0 - trust) / (n - len(held)))
+    share[[list(still_classes).index(h) for h in held]] = trust / len(held)
+    return share
+
+
+def personal_decoder(base_decoder: Any, classes: Sequence[str], base_id: str = "base") -> dict | None:
+    """The ``decoder`` metadata entry of a personal model with ``classes``,
+    derived from its base model's decoder entry (no dataset read, no test
+    data): the training subjects' transition counts mapped onto the personal
+    classes (:func:`~harstream.models.decoder_fit.label_states`: calibrated
+    postures and the transitions between them become states, the others stay
+    STILL); the emission is the base model's per-label mean output with its
+    STILL share spread by :func:`posture_share`; the knobs are the base's
+    (chosen on validation subjects). None, with a warning, when the base
+    ships no label statistics: the display then shows the raw label."""
+    from .decoder_fit import LabelStatistics, label_states, params_for
+
+    try:
+        stats = LabelStatistics.from_json((base_decoder or {}).get("label_statistics"))
+        knobs = dict(base_decoder["chosen"]["knobs"])
+        if list(stats.classes) != list(PLACEMENT_FREE):
+            raise ValueError(f"label statistics of classes {list(stats.classes)}, not {list(PLACEMENT_FREE)}")
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        log.warning("base model %s: no usable decoder statistics (%s); the personal display will show the raw label",
+                    base_id, exc)  # fmt: skip
+        return None
+    transitions, of = label_states(classes)
+    states = [*classes, *transitions]
+    base_rows = stats.emission_of(of, len(states))  # the base model's mean output in each personal state
+    still = states.index(STILL)
+    if not np.any(of == still):  # every posture calibrated: plain STILL looks like any posture to the base
+        pooled = stats.emission_sums[[ACTIVITIES.index(p) for p in POSTURES]].sum(axis=0) + 1e-6
+        base_rows[still] = pooled / pooled.sum()
+    moving = [stats.classes.index(c) for c in MOVING]
+    still_classes = list(classes)[len(MOVING) :]
+    emission = np.zeros((len(states), len(classes)))
+    for s, name in enumerate(states):
+        emission[s, : len(MOVING)] = base_rows[s, moving]
+        emission[s, len(MOVING) :] = base_rows[s, _STILL_INDEX] * posture_share(name, still_classes)
+    params = params_for(stats, classes, knobs, emission=emission)
+    return {**params.to_json(), "chosen": {"knobs": knobs, "derived_from": base_id, "posture_trust": POSTURE_TRUST,
+            "rule": "base model's training-subject statistics mapped onto the personal classes"}}  # fmt: skip
 
 
 def fit_discriminant(still_windows: Sequence[np.ndarray]) -> dict:
@@ -317,6 +394,8 @@ def save_personal(
         "calibrated_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "fit_seconds": round(fit.seconds, 2),
     }
+    if fit.decoder is not None:
+        metadata["decoder"] = fit.decoder
     if command:
         metadata["command"] = command
     return save_artifact(fit.model, metadata, path)

@@ -59,6 +59,8 @@ DEFAULT_CONTEXT = (1, 2, 4)
 DEFAULT_C = 3.0
 #: Motion scaled by a log-uniform factor in this range (see the module doc).
 DEFAULT_AMPLITUDE = (0.7, 1.5)
+#: The test sessions' rotations are drawn from the seed plus this.
+TEST_ROTATION_OFFSET = 1000
 REPORTS = Path(__file__).resolve().parent.parent / "docs" / "reports"
 
 
@@ -94,6 +96,18 @@ def rotated_recordings(
             rotation = rotation_within(max_degrees, rng)
         out.append(rotate_recording(rec, rotation))
     return out
+
+
+def sessions_as_shipped(recordings: Sequence[Recording], seed: int) -> tuple[list[Recording], list[Recording]]:
+    """``(training, test)`` sessions of ``recordings`` turned as :func:`ship`
+    turns them for the model shipped with ``seed``: the training subjects'
+    sessions by rotations drawn from ``seed``, the test subjects' from
+    ``seed + TEST_ROTATION_OFFSET`` (in the order given, the dataset's). What
+    the decoder fit and the live scoring of the placement-free model replay."""
+    test = set(UCI_TEST_SUBJECTS)
+    train = rotated_recordings([r for r in recordings if r.subject not in test], seed)
+    held = rotated_recordings([r for r in recordings if r.subject in test], seed + TEST_ROTATION_OFFSET)
+    return train, held
 
 
 def scale_motion(x: np.ndarray, factors: np.ndarray) -> np.ndarray:
@@ -216,10 +230,11 @@ def ship(recipe: Recipe, out: Path, seed: int = 0, command: str | None = None) -
     data = load_dataset()
     train_subjects = [s for s in data.subjects() if s not in UCI_TEST_SUBJECTS]
     started = time.perf_counter()
-    train = _windows(rotated_recordings(data.of_subjects(train_subjects), seed), recipe.context)
+    train_recs, test_recs = sessions_as_shipped(data.recordings, seed)
+    train = _windows(train_recs, recipe.context)
     model, history = fit_placement_free(train, recipe, seed, verbose=1)
     seconds = time.perf_counter() - started
-    test = _windows(rotated_recordings(data.of_subjects(UCI_TEST_SUBJECTS), seed + 1000), recipe.context)
+    test = _windows(test_recs, recipe.context)
     predicted = np.asarray(model.predict(test.x, batch_size=512, verbose=0)).argmax(1)
     result = scores(predicted, test.y)
     metadata = {

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 # Model classes 0..5 are HAPT/UCI labels 1..6.
 ACTIVITIES = (
     "WALKING",
@@ -46,3 +48,20 @@ def label_name(label: int) -> str:
 def class_of_label(label: int) -> int | None:
     """Model class index (0-5) of a HAPT label, or ``None`` if not an activity."""
     return label - 1 if 1 <= label <= 6 else None
+
+
+def class_for(activity: str, classes: Sequence[str]) -> str | None:
+    """The class of a model with ``classes`` an activity (one of
+    :data:`ACTIVITIES`) falls in: itself, else STILL for a posture the model
+    cannot name (a placement-free model, an uncalibrated posture), else None.
+
+    >>> class_for("SITTING", PLACEMENT_FREE), class_for("WALKING", PLACEMENT_FREE)
+    ('STILL', 'WALKING')
+    >>> class_for("LAYING", ("WALKING", "SITTING", "STILL")), class_for("LAYING", ("WALKING",))
+    ('STILL', None)
+    """
+    if activity in classes:
+        return activity
+    if activity in POSTURES and STILL in classes:
+        return STILL
+    return None

@@ -1,7 +1,10 @@
 """The live display decoder: what a person sees, one window at a time.
 
 A forward filter over a hidden Markov model whose states are the model's
-activity classes plus HAPT's six postural transitions (STAND_TO_SIT, ...).
+activity classes plus those of HAPT's six postural transitions
+(STAND_TO_SIT, ...) whose two postures it names: all six for the waist
+model, none for the placement-free one (its STILL takes them in), those
+between calibrated postures for a personal model.
 The transition matrix (one window step) is counted from the training
 subjects' activity sequences (:mod:`harstream.models.decoder_fit`), so the
 filter knows that sitting follows STAND_TO_SIT and that walking rarely turns

@@ -92,8 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top", type=int, default=5, help="training-best settings taken to validation")
     args = parser.parse_args(argv)
 
-    counts = fit.fit_transitions(fit.training_sessions(with_validation=False))
-    train = fit.oof_fit_subjects()  # out-of-fold probabilities of the 16 fit subjects
+    waist = fit.waist_target()
+    counts = fit.fit_transitions(fit.training_sessions(waist, with_validation=False))
+    train = fit.oof_fit_subjects(waist)  # out-of-fold probabilities of the 16 fit subjects
     base = fit.build_params(counts, emission=fit.fit_emission(train), **BASE_KNOBS)
     train_motion = {r.name: session_motion(r) for r, _ in train}
     unlocked = score(base, train, train_motion)
@@ -104,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
           and r["changes_per_true_change"] <= unlocked["decoder"]["changes_per_true_change"] + 0.05]  # fmt: skip
     top = sorted(ok or rows, key=lambda r: -r["sample_accuracy"])[: args.top]
 
-    validation = fit.validation_probabilities(progress=False)
+    validation = fit.validation_probabilities(waist, progress=False)
     val_motion = {r.name: session_motion(r) for r, _ in validation}
     val_base = score(base, validation, val_motion)
     print("validation: raw", fmt(val_base["raw"]), "| decoder without lock", fmt(val_base["decoder"]), flush=True)
