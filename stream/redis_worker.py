@@ -570,7 +570,7 @@ def serve_redis(
     """Run a worker on the log until ``stop`` is set; publishes on the ZeroMQ
     output bus (``output`` as in :mod:`~harstream.stream.bus`, bound by default).
     ``router`` and ``personal`` serve each device in its mode, as in
-    :func:`~harstream.stream.worker.serve` (the registry is closed on return)."""
+    :func:`~harstream.stream.zmq_worker.serve` (the registry is closed on return)."""
     import os
 
     import redis
@@ -578,7 +578,7 @@ def serve_redis(
 
     from .bus import output_address
     from .log_bridge import check_partitions
-    from .worker import _attach_retrying, publish_to_all_with_room
+    from .zmq_worker import attach_retrying, publish_to_all_with_room
 
     worker_id = worker_id or f"worker-{os.getpid()}"
     stop = stop or threading.Event()
@@ -596,7 +596,7 @@ def serve_redis(
     worker = None
     backoff = Backoff()
     try:
-        out_addr = _attach_retrying(pub, output or output_address())
+        out_addr = attach_retrying(pub, output or output_address())
         log_config = log_config or LogConfig()
         while not stop.is_set():
             try:

@@ -17,7 +17,8 @@ from harstream.models.runtime import NullRuntime
 from harstream.stream.activities import ACTIVITIES
 from harstream.stream.bus_auth import BusAuthError, generate_keys
 from harstream.stream.gateway import Gateway, GatewayConfig
-from harstream.stream.worker import WorkerConfig, serve
+from harstream.stream.worker import WorkerConfig
+from harstream.stream.zmq_worker import serve
 
 
 @contextlib.contextmanager

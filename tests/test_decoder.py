@@ -224,7 +224,7 @@ def test_a_published_session_equals_the_offline_decoder_on_loopback(embedded, tm
     from harstream.models.runtime import load_runtime
     from harstream.simulator.replay import ReplaySchedule, devices_for, replay
     from harstream.stream.protocol import Prediction, decode_output
-    from harstream.stream.worker import serve
+    from harstream.stream.zmq_worker import serve
 
     artifact = load_artifact()
     runtime = load_runtime(artifact, "auto")

@@ -24,7 +24,8 @@ from conftest import wait_for
 
 from harstream.stream.activities import ACTIVITIES
 from harstream.stream.protocol import Prediction, SampleBatch, decode_output, encode_samples, samples_topic
-from harstream.stream.worker import WorkerConfig, serve
+from harstream.stream.worker import WorkerConfig
+from harstream.stream.zmq_worker import serve
 
 MEMORY_BOUND = 64 * 2**20  # bytes of RSS growth allowed per case
 GOOD = "good-phone"

@@ -25,7 +25,8 @@ from harstream.stream.protocol import (
     decode_output,
     encode_samples,
 )
-from harstream.stream.worker import WorkerConfig, serve
+from harstream.stream.worker import WorkerConfig
+from harstream.stream.zmq_worker import serve
 
 ANY_PORT = "tcp://127.0.0.1:*"  # ZeroMQ binds a free port; the worker reports which
 

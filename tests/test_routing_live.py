@@ -19,7 +19,8 @@ from harstream.stream.activities import ACTIVITIES, PLACEMENT_FREE
 from harstream.stream.model_routing import ModelRouter, ServedModel
 from harstream.stream.personal_registry import PersonalRegistry, personal_model_path
 from harstream.stream.protocol import Prediction, SampleBatch, decode_output, encode_samples
-from harstream.stream.worker import WorkerConfig, serve
+from harstream.stream.worker import WorkerConfig
+from harstream.stream.zmq_worker import serve
 
 PERSONAL = ["WALKING", "WALKING_UPSTAIRS", "WALKING_DOWNSTAIRS", "SITTING", "STILL"]
 ANY_PORT = "tcp://127.0.0.1:*"

@@ -13,7 +13,8 @@ from harstream.simulator.replay import ReplayDevice, ReplaySchedule, replay
 from harstream.stream.activities import ACTIVITIES
 from harstream.stream.protocol import SampleBatch, Signal, decode_output, encode_samples
 from harstream.stream.subscriptions import Subscriptions
-from harstream.stream.worker import StreamCore, WorkerConfig, serve
+from harstream.stream.worker import StreamCore, WorkerConfig
+from harstream.stream.zmq_worker import serve
 
 
 def test_a_prefix_is_wanted_from_its_first_subscription_to_its_last_unsubscription():

@@ -18,7 +18,8 @@ from harstream.models.runtime import NullRuntime
 from harstream.simulator.replay import ReplayDevice, ReplaySchedule, replay
 from harstream.stream.activities import ACTIVITIES
 from harstream.stream.protocol import Prediction, decode_output
-from harstream.stream.worker import WorkerConfig, serve
+from harstream.stream.worker import WorkerConfig
+from harstream.stream.zmq_worker import serve
 
 
 class Reader:

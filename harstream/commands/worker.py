@@ -150,7 +150,8 @@ def run(args: argparse.Namespace) -> int:
     from harstream.stream.bus_auth import BusAuthError
     from harstream.stream.model_routing import ModelRouter
     from harstream.stream.personal_registry import PersonalRegistry, personal_dir
-    from harstream.stream.worker import WorkerConfig, serve
+    from harstream.stream.worker import WorkerConfig
+    from harstream.stream.zmq_worker import serve
 
     ingest, output = args.ingest, args.publish
     if args.proxy:
