@@ -114,6 +114,9 @@ class WorkerConfig:
     # stream times, not judged against the clock (the core's default).
     stale_after: float | None = None
     takeover_after: float = TAKEOVER_AFTER  # seconds a device's session must be quiet before another takes it
+    # Refuse messages without a producer session (counted as ``session``): a
+    # sessionless producer can be impersonated by anyone publishing its id.
+    require_session: bool = False
 
 
 @dataclass
@@ -264,6 +267,9 @@ class StreamCore:
         cfg = self.config
         if cfg.shard is not None and shard_of(batch.device, cfg.n_shards) % cfg.shard[1] != cfg.shard[0]:
             self._drop("shard", f"device {batch.device} is not in shard {cfg.shard[0]}/{cfg.shard[1]}")
+            return
+        if cfg.require_session and not batch.session:
+            self._drop("session", f"device {batch.device}: no producer session, and this worker requires one")
             return
         if cfg.stale_after is not None:
             age = self.wall_clock() - (batch.t0 + (len(batch) - 1) / batch.rate)

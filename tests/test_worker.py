@@ -307,3 +307,12 @@ def test_a_full_device_table_forgets_a_device_with_no_window_before_refusing():
     send(core, "flood-2", 0, signal(1))  # evicts flood-1 (fewest samples), not "filling"
     assert set(core.devices) == {"proven", "filling", "flood-2"}
     assert core.totals["evicted_unproven"] == 1 and not core.drops
+
+
+def test_a_worker_requiring_sessions_refuses_a_producer_that_names_none():
+    core = StreamCore(ACTIVITIES, "m", WorkerConfig(require_session=True))
+    data = signal(128)
+    core.ingest(encode_samples(SampleBatch("anon", 0, 0.0, data)), now=0.0)
+    core.ingest(encode_samples(SampleBatch("named", 0, 0.0, data, session="s1")), now=0.0)
+    _, taken = core.take_batch()
+    assert [w.device for w in taken] == ["named"] and core.drops["session"] == 1

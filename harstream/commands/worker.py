@@ -127,6 +127,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "device over (default %(default)s)",
     )
     parser.add_argument(
+        "--require-session",
+        action="store_true",
+        help="refuse samples that name no producer session (counted as `session`): a producer "
+        "without one can be impersonated; the simulator and the gateway always send one",
+    )
+    parser.add_argument(
         "--keys",
         default=None,
         metavar="DIR",
@@ -175,7 +181,7 @@ def run(args: argparse.Namespace) -> int:
         max_batch=args.max_batch, max_wait=args.max_wait_ms / 1000.0, smooth_windows=args.smooth,
         threshold=args.threshold, idle_timeout=args.idle_timeout, signal_interval=args.signal_interval,
         shard=args.shard, context_steps=context_steps, display=display, stale_after=args.stale_after or None,
-        takeover_after=args.takeover_after, features=waist.features,
+        takeover_after=args.takeover_after, features=waist.features, require_session=args.require_session,
     )  # fmt: skip
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
