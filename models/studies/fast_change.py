@@ -26,7 +26,12 @@ are not read here.
 
     python -m harstream.models.studies.fast_change [--probabilities-only]
 
-Record: ``docs/reports/fast_change_study.json``.
+Record: ``docs/reports/fast_change_study.json`` (about 2 min on one thread;
+the one-window fits take seconds). Outcome (docs/report.md, attempt 6): the
+one-window model is not the faster one. It is better only for a window or two
+after a change between two walks and worse after every other change, and no
+setting is both more accurate and no slower than the shipped decoder on
+validation; nothing of it is served.
 """
 
 from __future__ import annotations
