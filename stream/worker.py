@@ -60,12 +60,11 @@ from .protocol import (
     Signal,
     decode_samples,
     shard_of,
-    signal_topic,
 )
 from .sample_buffer import SampleBuffer
 from .signal_feed import SignalFeed
 from .smoothing import DEFAULT_THRESHOLD, DEFAULT_WINDOWS, Smoother
-from .subscriptions import Subscriptions
+from .subscriptions import Subscriptions, WatchedDevices
 
 log = logging.getLogger(__name__)
 
@@ -239,9 +238,7 @@ class StreamCore:
         self.started: float | None = None
         # The output bus's subscriptions: only devices whose signal topic someone
         # subscribed to get a signal feed (None: every device's is made).
-        self.subscriptions = subscriptions
-        self._watched: set[str] = set()
-        self._watched_version = -1
+        self._watched = None if subscriptions is None else WatchedDevices(subscriptions)
 
     # ------------------------------------------------------------- ingest
 
@@ -286,8 +283,8 @@ class StreamCore:
             state = Device(batch.device, batch.seq, served, cfg, now, batch.session, placement, self.router.version)
             self.devices[batch.device] = state
             self._unproven[batch.device] = None
-            if self.subscriptions is not None and self.subscriptions.wants(signal_topic(batch.device)):
-                self._watched.add(batch.device)
+            if self._watched is not None:
+                self._watched.add_if_wanted(batch.device)
             self.totals["devices_seen"] += 1
         else:
             inc = state.incarnation
@@ -318,7 +315,7 @@ class StreamCore:
         state.windows.anchor(batch)  # times of later windows
         state.inbox.append(batch.samples, batch.labels)
         self.totals["samples"] += len(batch)
-        if cfg.signal_interval > 0 and (self.subscriptions is None or batch.device in self._watched):
+        if cfg.signal_interval > 0 and (self._watched is None or batch.device in self._watched):
             state.signal.add(batch)
         if state.ready_at is None and state.windows.completes_window(len(state.inbox)):
             state.ready_at = now
@@ -531,7 +528,7 @@ class StreamCore:
         if self.config.signal_interval <= 0:
             return []
         out = []
-        for state in self._signal_devices():
+        for state in self._signal_devices(now):
             try:
                 signal = state.signal.take(state.name, now)
             except Exception as exc:  # one device's feed must not stop the others'
@@ -543,19 +540,14 @@ class StreamCore:
         self.totals["signals"] += len(out)
         return out
 
-    def _signal_devices(self) -> list[Device]:
+    def _signal_devices(self, now: float) -> list[Device]:
         """The devices whose signal feed someone can receive."""
-        if self.subscriptions is None:
+        if self._watched is None:
             return list(self.devices.values())
-        if self._watched_version != self.subscriptions.version:
-            wanted = {name for name in self.devices if self.subscriptions.wants(signal_topic(name))}
-            for name in self._watched - wanted:
-                if name in self.devices:  # nobody watches it now: a later feed must not join old samples
-                    self.devices[name].signal.reset()
-            self._watched, self._watched_version = wanted, self.subscriptions.version
-        gone = [name for name in self._watched if name not in self.devices]
-        self._watched.difference_update(gone)
-        return [self.devices[name] for name in self._watched]
+        for name in self._watched.update(self.devices.keys(), now):
+            if name in self.devices:  # nobody watches it now: a later feed must not join old samples
+                self.devices[name].signal.reset()
+        return [self.devices[name] for name in self._watched.names]
 
     def evict_idle(self, now: float) -> list[str]:
         """Forget devices silent for longer than ``idle_timeout`` (one log line per sweep)."""

@@ -12,7 +12,7 @@ from harstream.models.runtime import NullRuntime
 from harstream.simulator.replay import ReplayDevice, ReplaySchedule, replay
 from harstream.stream.activities import ACTIVITIES
 from harstream.stream.protocol import SampleBatch, Signal, decode_output, encode_samples
-from harstream.stream.subscriptions import Subscriptions
+from harstream.stream.subscriptions import Subscriptions, WatchedDevices
 from harstream.stream.worker import StreamCore, WorkerConfig
 from harstream.stream.zmq_worker import serve
 
@@ -109,3 +109,71 @@ def test_over_the_bus_the_worker_sends_the_signal_of_the_followed_device_only(ip
         worker.join(10)
         sub.close(0)
         ctx.term()
+
+
+def test_past_the_prefix_limit_every_topic_is_wanted_and_the_table_stops_growing():
+    from harstream.stream.subscriptions import MAX_PREFIXES
+
+    subs = Subscriptions()
+    for i in range(MAX_PREFIXES + 5):
+        subs.feed(b"\x01g/junk-%d/" % i)
+    assert subs.overflowed and subs.wants(b"g/anyone/") and len(subs) == 0
+    assert not subs.feed(b"\x00g/junk-1/") and subs.wants(b"g/anyone/")
+
+
+def test_the_empty_prefix_wants_every_topic():
+    subs = Subscriptions()
+    subs.feed(b"\x01")
+    assert subs.wants(b"g/a/") and subs.wants(b"p/b/")
+
+
+def test_following_one_device_takes_effect_at_once_and_stopping_names_it():
+    subs = Subscriptions()
+    watched = WatchedDevices(subs, full_every=1.0)
+    devices = {"a", "b"}
+    watched.update(devices, now=0.0)
+    subs.feed(b"\x01g/a/")
+    assert watched.update(devices, now=0.1) == set() and watched.names == {"a"}
+    subs.feed(b"\x00g/a/")
+    assert watched.update(devices, now=0.2) == {"a"} and watched.names == set()
+
+
+def test_a_change_to_many_signal_topics_is_applied_at_most_once_per_interval():
+    subs = Subscriptions()
+    watched = WatchedDevices(subs, full_every=1.0)
+    devices = {"a", "b"}
+    subs.feed(b"\x01g/")
+    watched.update(devices, now=0.0)
+    assert watched.names == {"a", "b"}
+    subs.feed(b"\x00g/")  # a subscriber toggling a broad prefix costs one look at every device per interval
+    watched.update(devices, now=0.5)
+    assert watched.names == {"a", "b"}
+    watched.update(devices, now=1.0)
+    assert watched.names == set()
+
+
+def test_a_device_that_is_gone_is_no_longer_watched():
+    subs = Subscriptions()
+    watched = WatchedDevices(subs)
+    subs.feed(b"\x01g/a/")
+    watched.add_if_wanted("a")
+    watched.update({"b"}, now=0.0)
+    assert "a" not in watched
+
+
+def test_every_consumer_of_the_subscriptions_is_told_each_change():
+    subs = Subscriptions()
+    first, second = WatchedDevices(subs), WatchedDevices(subs)  # e.g. two partitions' cores
+    subs.feed(b"\x01g/a/")
+    first.update({"a"}, now=0.0)
+    second.update({"a"}, now=0.0)
+    assert first.names == second.names == {"a"}
+
+
+def test_a_consumer_too_far_behind_is_told_that_anything_may_have_changed():
+    from harstream.stream.subscriptions import MAX_CHANGES
+
+    subs = Subscriptions()
+    for i in range(MAX_CHANGES + 1):
+        subs.feed(b"\x01g/d%d/" % i)
+    assert subs.changes_since(0) is None and subs.changes_since(subs.version - 1) == [b"g/d%d/" % MAX_CHANGES]
