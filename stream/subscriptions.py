@@ -56,6 +56,11 @@ class Subscriptions:
         """Prefixes kept."""
         return len(self._prefixes)
 
+    def stats(self) -> dict:
+        """For the stats topic: prefixes kept, whether the limit was passed,
+        messages ignored."""
+        return {"prefixes": len(self._prefixes), "overflowed": self.overflowed, "ignored": self.ignored}
+
     def changes_since(self, version: int) -> list[bytes] | None:
         """The prefixes subscribed or unsubscribed after ``version`` (each
         consumer keeps its own), or None when that is too far back to list

@@ -191,7 +191,8 @@ def serve(
             if now >= next_stats:
                 next_stats = now + stats_every
                 stats = guarded("stats", core.stats, now) or {}
-                stats = {"worker": worker_id, "runtime": getattr(runtime, "name", "?"), **stats}
+                stats = {"worker": worker_id, "runtime": getattr(runtime, "name", "?"), **stats,
+                         "subscriptions": subscriptions.stats()}  # fmt: skip
                 if personal is not None:
                     stats["personal"] = personal.stats()
                 if config.shard:

@@ -292,3 +292,34 @@ def test_a_frame_over_the_size_limit_is_refused_before_it_is_held(bus):
 
 def test_there_are_at_least_25_classes_of_hostile_message():
     assert len(CASES) >= 25
+
+
+def test_a_subscriber_flooding_the_output_with_subscriptions_harms_no_one(bus):
+    from harstream.stream.subscriptions import MAX_PREFIXES
+
+    windows0 = len(bus.good_windows())
+    mem0 = rss()
+    sub = bus.ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.LINGER, 0)
+    sub.connect(bus.output)
+    try:
+        for _ in range(200):  # a broad prefix toggled: each change would make the worker look at every device
+            sub.setsockopt(zmq.SUBSCRIBE, b"g/")
+            sub.setsockopt(zmq.UNSUBSCRIBE, b"g/")
+        for i in range(MAX_PREFIXES + 100):
+            sub.setsockopt(zmq.SUBSCRIBE, b"g/junk-%d/" % i)
+            if i % 500 == 499:
+                # ZeroMQ drops subscriptions past a pipe's high-water mark: a flood paces itself, and
+                # lets its socket take in the worker's "read more" (EVENTS processes pending commands)
+                time.sleep(0.2)
+                sub.getsockopt(zmq.EVENTS)
+        assert bus.wait(lambda: bus.stats.get("subscriptions", {}).get("overflowed") is True), bus.stats.get(
+            "subscriptions"
+        )
+        assert bus.wait(lambda: len(bus.good_windows()) >= windows0 + 3), "the good device stopped"
+    finally:
+        sub.close(0)
+    assert bus.worker.is_alive()
+    windows = bus.good_windows()
+    assert windows == list(range(windows[0], windows[0] + len(windows))), "the good device was reset"
+    assert rss() - mem0 < MEMORY_BOUND
