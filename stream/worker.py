@@ -315,7 +315,7 @@ class StreamCore:
         state.windows.anchor(batch)  # times of later windows
         state.inbox.append(batch.samples, batch.labels)
         self.totals["samples"] += len(batch)
-        if cfg.signal_interval > 0 and (self._watched is None or batch.device in self._watched):
+        if cfg.signal_interval > 0 and (self._watched is None or batch.device in self._watched.names):
             state.signal.add(batch)
         if state.ready_at is None and state.windows.completes_window(len(state.inbox)):
             state.ready_at = now
