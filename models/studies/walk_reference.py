@@ -131,7 +131,7 @@ class WalkReferenceDecoder(Decoder):
         self.llr_used += 1
         return ev
 
-    def update(self, probs, motion=None, gravity=None):  # type: ignore[override]
+    def update(self, probs, motion=None, gravity=None):
         self._gravity, self._motion = gravity, motion
         out = super().update(probs, motion)
         walking = self._shown == self._walk if self.source == "display" else int(np.argmax(probs)) == 0
@@ -141,7 +141,9 @@ class WalkReferenceDecoder(Decoder):
         return out
 
 
-def replay(rec: Recording, probs: np.ndarray, motion: np.ndarray, gravity: np.ndarray, factories: dict) -> SessionReplay:
+def replay(
+    rec: Recording, probs: np.ndarray, motion: np.ndarray, gravity: np.ndarray, factories: dict
+) -> SessionReplay:
     n = len(rec.samples)
     shown = {"argmax": display_timeline(n, np.argmax(probs, axis=1))}
     for kind, factory in factories.items():
@@ -149,7 +151,11 @@ def replay(rec: Recording, probs: np.ndarray, motion: np.ndarray, gravity: np.nd
         labels = []
         for p, m, g in zip(probs, motion, gravity):
             pr = [round(float(v), 6) for v in p]
-            label = core.update(pr, float(m), g)[0] if isinstance(core, WalkReferenceDecoder) else core.update(pr, float(m))[0]
+            label = (
+                core.update(pr, float(m), g)[0]
+                if isinstance(core, WalkReferenceDecoder)
+                else core.update(pr, float(m))[0]
+            )
             labels.append(display_code(label, ACTIVITIES))
         shown[kind] = display_timeline(n, labels)
     return SessionReplay(rec.name, truth_labels(rec.labels, ACTIVITIES), shown, ACTIVITIES)
@@ -290,8 +296,10 @@ def main(argv: list[str] | None = None) -> int:
 
     variants = {
         "previous_session": (previous_references(train, sig_t), previous_references(validation, sig_v)),
-        "lookahead_own_session": ({n: lookahead_reference(s) for n, s in sig_t.items()},
-                                  {n: lookahead_reference(s) for n, s in sig_v.items()}),  # fmt: skip
+        "lookahead_own_session": (
+            {n: lookahead_reference(s) for n, s in sig_t.items()},
+            {n: lookahead_reference(s) for n, s in sig_v.items()},
+        ),  # fmt: skip
     }
     for vname, (refs_t, refs_v) in variants.items():
         table_t, angles, sitting = angle_table(sig_t, refs_t)
@@ -320,7 +328,9 @@ def main(argv: list[str] | None = None) -> int:
             c = score(base, validation, sig_v, knobs, coef, None)
             record["validation"]["causal_within_stream"] = {"knobs": knobs, "shipped": c["decoder"],
                                                             "walk_reference": c["walk_reference"]}  # fmt: skip
-            print("causal within stream, validation", fmt(c["walk_reference"]), "| shipped", fmt(c["decoder"]), flush=True)
+            print(
+                "causal within stream, validation", fmt(c["walk_reference"]), "| shipped", fmt(c["decoder"]), flush=True
+            )
     # for the record, not for the choice: the look-ahead upper bound at larger weights on validation
     look_v = variants["lookahead_own_session"][1]
     coef_v = tuple(record["reference"]["lookahead_own_session"]["llr_a_b"])
@@ -332,7 +342,9 @@ def main(argv: list[str] | None = None) -> int:
         print("look-ahead validation (not a choice)", knobs, fmt(v), flush=True)
     look_t = variants["lookahead_own_session"][0]
     coef_t = tuple(record["reference"]["lookahead_own_session"]["llr_a_b"])
-    record["segments_changed_lookahead_weight2_clip2_fit"] = changed_segments(base, train, sig_t, look_t, coef_t, 2.0, 2.0)
+    record["segments_changed_lookahead_weight2_clip2_fit"] = changed_segments(
+        base, train, sig_t, look_t, coef_t, 2.0, 2.0
+    )
     record["rule"] = ("weight x clip x reference source on the fit subjects' out-of-fold probabilities; of the settings "
                       "no slower and with no more display changes (+0.05) than the shipped decoder, the most accurate "
                       "goes to validation; test subjects not read")  # fmt: skip
