@@ -258,6 +258,11 @@ class Decoder:
         the rest up to 1)."""
         return [round(float(v), 6) for v in self._posterior[: len(self.classes)]]
 
+    def evidence(self, probs: np.ndarray) -> np.ndarray:
+        """Each state's evidence from one window's (valid) class probabilities."""
+        p = self.params
+        return self._scale * (self._mix @ probs + p.floor) ** p.sharpness
+
     def update(self, probs: Sequence[float], motion: float | None = None) -> tuple[str, list[float]]:
         """One window: its class probabilities and, for the posture lock,
         its :func:`window_motion` (``None``: no lock for this window)."""
@@ -265,7 +270,7 @@ class Decoder:
         if self.refused is not None:
             return self.shown, self.class_posterior()
         p = self.params
-        evidence = self._scale * (self._mix @ np.asarray(probs, dtype=np.float64) + p.floor) ** p.sharpness
+        evidence = self.evidence(np.asarray(probs, dtype=np.float64))
         posterior = evidence * (self._t @ self._posterior)
         total = posterior.sum()
         if not np.isfinite(total) or total <= 0.0:  # evidence ruled out every state: start afresh
