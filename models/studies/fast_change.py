@@ -115,7 +115,7 @@ class TwoModelDecoder(Decoder):
         # walking states, divided by their mean), not whether it is a walk
         self._walks = np.array([params.states.index(c) for c in WALKS]) if scope == "walks" else None
 
-    def update(self, probs, motion=None, fast=None):  # type: ignore[override]
+    def update(self, probs, motion=None, fast=None):
         self.refused = refusal_reason(probs, len(self.classes))
         if self.refused is not None:
             return self.shown, self.class_posterior()
