@@ -253,15 +253,22 @@ class RedisWorker:
                  self.worker_id, lease.partition, lease.epoch, len(claimed), replayed, elapsed)  # fmt: skip
 
     def _claim_pending(self, stream: str) -> list:
-        """Entries the previous owner read and did not acknowledge, now ours (XAUTOCLAIM)."""
-        claimed, cursor = [], "0-0"
-        for _ in range(1000):
-            out = self.client.execute_command("XAUTOCLAIM", stream, GROUP, self.worker_id, 0, cursor,
-                                              "COUNT", 1000, "JUSTID")  # fmt: skip
-            cursor, ids = _text(out[0]), out[1]
-            claimed += ids
-            if cursor == "0-0":
+        """Entries the previous owner read and did not acknowledge, now ours:
+        listed page by page (XPENDING) and claimed by id (XCLAIM JUSTID).
+        Not XAUTOCLAIM: redis-py parses its JUSTID reply as whole entries,
+        which fails as soon as anything is pending, and with its own JUSTID
+        option it drops the cursor that pages through the rest."""
+        claimed: list = []
+        start = "-"
+        for _ in range(10_000):  # bounded: a page of 1,000 each
+            pending = self.client.xpending_range(stream, GROUP, min=start, max="+", count=1000)
+            if not pending:
                 break
+            ids = [p["message_id"] for p in pending]
+            claimed += self.client.xclaim(stream, GROUP, self.worker_id, 0, ids, justid=True)
+            if len(pending) < 1000:
+                break
+            start = "(" + _text(ids[-1])
         return claimed
 
     def release(self, p: int, now: float) -> None:

@@ -144,7 +144,7 @@ def test_a_worker_killed_with_sigkill_is_taken_over_within_one_window_without_lo
 
     result = measure_failover(devices=24, workers=2, before=4.0, after=4.0, speed=2.0, runtime="none", subjects=(2,))
     assert result["orphaned_devices"] > 0 and result["by_worker"].get("w1", 0) > 0
-    assert result["lost_windows"] == 0
+    assert result["lost_windows"] == 0 and result["stalled_devices"] == 0
     assert result["duplicate_windows"] == 0
     assert result["devices"] == 24
     assert result["takeover_s"] < 1.28, result
@@ -501,3 +501,24 @@ def test_a_phone_on_the_gateway_gets_its_any_mode_predictions_back_from_durable_
     assert {(p["bus_device"], p["mode"], p["model"]) for p in got} == {("phone:pocket", "any", anywhere.model_id)}
     assert all(p["classes"] == list(anywhere.classes) and p["label"] in anywhere.classes for p in got)
     assert sum(f["totals"].get("predictions", 0) for f in finals) >= 3
+
+
+def test_a_taking_worker_claims_every_entry_a_dead_owner_read_and_never_acknowledged(redis_url):
+    from harstream.models.runtime import NullRuntime
+    from harstream.stream.broker import GROUP
+    from harstream.stream.redis_worker import RedisWorker
+
+    client = connect(redis_url)
+    stream = Keys().partition(0)
+    client.xgroup_create(stream, GROUP, id="0", mkstream=True)
+    for i in range(2500):  # more than one page of pending entries
+        client.xadd(stream, {"i": i})
+    client.xreadgroup(GROUP, "dead-owner", {stream: ">"}, count=2500)  # read, never acknowledged
+    worker = RedisWorker(NullRuntime(6), ACTIVITIES, "none", redis_url, worker_id="heir")
+    try:
+        claimed = worker._claim_pending(stream)
+    finally:
+        worker.close(leave=False)
+    assert len(claimed) == 2500
+    consumers = {c["name"].decode(): c["pending"] for c in client.xinfo_consumers(stream, GROUP)}
+    assert consumers.get("dead-owner", 0) == 0 and consumers["heir"] == 2500

@@ -7,9 +7,13 @@ the predictions received on the output bus:
 
 - ``takeover_s``: the longest a window of the killed worker's devices waited
   after its last sample (arrival minus window end, wall clock) among windows
-  ending after the kill; the normal wait is ``normal_p50_s``;
+  ending after the kill (infinite if none of them arrived: no takeover);
+  the normal wait is ``normal_p50_s``;
 - ``lost_windows``: (device, window) keys missing between a device's first
-  and last received window;
+  and last received window, plus those missing at a device's end: every
+  device streams the same seconds, so each should reach the last window
+  any device reached (within one window, for the run's last moments);
+  ``stalled_devices`` counts devices more than one window short at the end;
 - ``duplicate_windows``: keys received more than once on the bus (the
   Redis copies are idempotent by construction).
 """
@@ -151,6 +155,7 @@ def measure_failover(devices: int, workers: int, before: float, after: float, sp
         redis_proc.wait(10)
     result = score(received, killed_at, orphaned, partitions, victim)
     result["line"] = (f"takeover_s={result['takeover_s']:.3f} lost_windows={result['lost_windows']} "
+                      f"stalled_devices={result['stalled_devices']} "
                       f"duplicate_windows={result['duplicate_windows']} devices={result['devices']} "
                       f"normal_p50_s={result['normal_p50_s']:.3f} orphaned_devices={result['orphaned_devices']} "
                       f"workers={workers} runtime={runtime} lease_ms={lease_ms}")  # fmt: skip
@@ -173,15 +178,19 @@ def score(received, killed_at: float, orphaned: set[int], partitions: int, victi
     windows: dict[str, set[int]] = {}
     for device, window in count:
         windows.setdefault(device, set()).add(window)
-    lost = sum(max(w) - min(w) + 1 - len(w) for w in windows.values())
+    gaps = sum(max(w) - min(w) + 1 - len(w) for w in windows.values())
+    last_all = max((max(w) for w in windows.values()), default=0)
+    short = {d: last_all - max(w) - 1 for d, w in windows.items() if last_all - max(w) > 1}
+    lost = gaps + sum(short.values())
     duplicates = sum(1 for c in count.values() if c > 1)
     waits_after = [t - p.t_end for t, p in received
                    if partition_of(p.device, partitions) in orphaned and p.t_end > killed_at]  # fmt: skip
     normal = [t - p.t_end for t, p in received if p.t_end < killed_at]
     orphaned_devices = {d for d in windows if partition_of(d, partitions) in orphaned}
     return {
-        "takeover_s": max(waits_after) if waits_after else float("nan"),
+        "takeover_s": max(waits_after) if waits_after else float("inf"),
         "lost_windows": lost,
+        "stalled_devices": len(short),
         "duplicate_windows": duplicates,
         "devices": len(windows),
         "orphaned_devices": len(orphaned_devices),

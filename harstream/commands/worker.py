@@ -115,9 +115,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--stale-after",
         type=float,
-        default=5.0,
+        default=None,
         help="drop samples older than this many seconds of wall clock when they arrive, counted "
-        "as stale (a backlog a restarted worker is handed); 0 = never (default %(default)s)",
+        "as stale (a backlog a restarted worker is handed); 0 = never (default 5 on the ingest bus; "
+        "never with --redis: the log is there so that every window is predicted, and a partition "
+        "taken over is rebuilt from samples older than that)",
     )
     parser.add_argument(
         "--takeover-after",
@@ -180,7 +182,7 @@ def run(args: argparse.Namespace) -> int:
     config = WorkerConfig(
         max_batch=args.max_batch, max_wait=args.max_wait_ms / 1000.0, smooth_windows=args.smooth,
         threshold=args.threshold, idle_timeout=args.idle_timeout, signal_interval=args.signal_interval,
-        shard=args.shard, context_steps=context_steps, display=display, stale_after=args.stale_after or None,
+        shard=args.shard, context_steps=context_steps, display=display, stale_after=stale_after(args),
         takeover_after=args.takeover_after, features=waist.features, require_session=args.require_session,
     )  # fmt: skip
     stop = threading.Event()
@@ -228,6 +230,13 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"worker: {exc}") from None
     print(f"worker: stopped; totals {final.get('totals')}, drops {final.get('drops')}", flush=True)
     return 0
+
+
+def stale_after(args: argparse.Namespace) -> float | None:
+    """``--stale-after`` as the worker takes it (None: never)."""
+    if args.stale_after is None:
+        return None if args.redis else 5.0
+    return args.stale_after or None
 
 
 class ModelLoadError(Exception):
