@@ -132,9 +132,6 @@ class WatchedDevices:
         self._full_due = False
         self._last_full = -math.inf
 
-    def __contains__(self, name: object) -> bool:
-        return name in self.names
-
     def add_if_wanted(self, name: str) -> None:
         """A new device: watched if its topic is subscribed to."""
         if self.subscriptions.wants(signal_topic(name)):
@@ -161,7 +158,8 @@ class WatchedDevices:
         if self._full_due and now >= self._last_full + self.full_every:
             self._full_due, self._last_full = False, now
             self.names = {name for name in devices if subs.wants(signal_topic(name))}
-        self.names.intersection_update(devices)
+        # by looking up each watched name: intersecting with a keys view walks every device
+        self.names = {name for name in self.names if name in devices}
         return before - self.names
 
 
