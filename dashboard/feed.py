@@ -11,7 +11,7 @@ import time
 
 import zmq
 
-from harstream.stream.bus import attach, output_address, parse_endpoint
+from harstream.stream.bus import attach, output_address
 from harstream.stream.bus_auth import secure, start_authenticator
 from harstream.stream.protocol import PREDICTION_PREFIX, STATS_PREFIX, signal_topic
 
@@ -36,8 +36,7 @@ class Subscriber:
         self._socket: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.SUB)
         self._auth = None
         try:
-            secure(self._socket, self.endpoint, "connect", keys)
-            if keys is not None and parse_endpoint(self.endpoint, "connect")[0] == "bind":
+            if secure(self._socket, self.endpoint, "connect", keys) and keys is not None:
                 self._auth = start_authenticator(zmq.Context.instance(), keys)
         except Exception:
             self._socket.close(linger=0)

@@ -255,10 +255,12 @@ def replay(
     # One session per run: a worker tells this run's seq from an earlier run's
     # (or a forger's) and lets it take a device over once the old run is quiet.
     session = new_session_id()
+    auth = None
     try:
-        from harstream.stream.bus_auth import secure
+        from harstream.stream.bus_auth import secure, start_authenticator
 
-        secure(sock, publish or ingest_address(), "connect", keys)
+        if secure(sock, publish or ingest_address(), "connect", keys) and keys is not None:
+            auth = start_authenticator(ctx, keys)  # a binding simulator lets in listed clients only
         address = attach(sock, publish or ingest_address(), "connect")
         log.info("simulate: %d devices -> %s at speed %s", schedule.active, address, speed or "max")
         if wait_subscriptions:
@@ -305,6 +307,8 @@ def replay(
         return stats
     finally:
         sock.close()
+        if auth is not None:
+            auth.stop()
 
 
 def _send(sock, frames: list[bytes], wait: bool) -> bool:

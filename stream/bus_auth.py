@@ -62,9 +62,11 @@ def generate_keys(folder: str | Path) -> list[Path]:
     return written + [allowed]
 
 
-def secure(socket, endpoint: str, default_verb: str, keys: str | Path | None) -> None:
+def secure(socket, endpoint: str, default_verb: str, keys: str | Path | None) -> bool:
     """Make ``socket`` a CURVE server (if it binds) or client (if it connects)
-    with the keys in ``keys``; without keys, refuse an address off loopback."""
+    with the keys in ``keys``; without keys, refuse an address off loopback.
+    True if it made a server: its context then needs :func:`start_authenticator`
+    (once), or any CURVE client would be let in."""
     verb, address = parse_endpoint(endpoint, default_verb)
     if keys is None:
         if not is_loopback(address):
@@ -72,7 +74,7 @@ def secure(socket, endpoint: str, default_verb: str, keys: str | Path | None) ->
                 f"{address} is reachable from other machines; the bus there needs CURVE keys "
                 "(make them with `harstream keys DIR`, then pass --keys DIR to every part)"
             )
-        return
+        return False
     import zmq.auth
 
     folder = Path(keys)
@@ -85,6 +87,7 @@ def secure(socket, endpoint: str, default_verb: str, keys: str | Path | None) ->
         socket.curve_secretkey, socket.curve_publickey = secret, public
         server_public, _ = zmq.auth.load_certificate(_need(folder / "bus.key"))
         socket.curve_serverkey = server_public
+    return verb == "bind"
 
 
 def start_authenticator(context, keys: str | Path):

@@ -213,8 +213,7 @@ class Gateway:
         loopback without keys is refused, :class:`~harstream.stream.bus_auth.BusAuthError`)."""
         from .bus_auth import secure, start_authenticator
 
-        secure(sock, endpoint, "connect", self.config.keys)
-        if self.config.keys is not None and bus.parse_endpoint(endpoint, "connect")[0] == "bind" and not self._auth:
+        if secure(sock, endpoint, "connect", self.config.keys) and self.config.keys and not self._auth:
             # the ZAP handler needs a blocking context on the same ZeroMQ context
             self._auth = start_authenticator(zmq.Context.shadow(self._ctx.underlying), self.config.keys)
         bus.attach(sock, endpoint, "connect")

@@ -104,13 +104,11 @@ def serve(
     core = StreamCore(classes, model_id, config, worker_id, router=router, subscriptions=subscriptions)
     auth = None
     try:
-        from .bus import parse_endpoint
         from .bus_auth import secure, start_authenticator
 
         in_end, out_end = ingest or ingest_address(), output or output_address()
-        secure(sub, in_end, "bind", keys)
-        secure(pub, out_end, "bind", keys)
-        if keys is not None and "bind" in (parse_endpoint(in_end, "bind")[0], parse_endpoint(out_end, "bind")[0]):
+        servers = [secure(sub, in_end, "bind", keys), secure(pub, out_end, "bind", keys)]
+        if any(servers) and keys is not None:
             auth = start_authenticator(ctx, keys)
         in_addr = attach_retrying(sub, in_end)
         out_addr = attach_retrying(pub, out_end)

@@ -48,6 +48,16 @@ def phone_seconds(seconds: float):
         yield {"type": "samples", "acc": acc.tolist(), "gyro": gyro.tolist()}
 
 
+@contextlib.contextmanager
+def socket_port():
+    """A free loopback TCP port (released on exit, for a process to bind next)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        yield s.getsockname()[1]
+
+
 async def first_prediction(gateway: Gateway, device: str, timeout: float) -> dict | None:
     async with connect(f"ws://127.0.0.1:{gateway.port}/ws") as ws:
         await ws.send(json.dumps({"type": "hello", "device": device, "units": {"acc": "m/s2", "gyro": "rad/s"}}))
@@ -117,3 +127,41 @@ def test_the_dashboard_subscriber_with_the_keys_hears_a_keyed_worker(tmp_path):
 def test_the_dashboard_subscriber_refuses_a_bus_off_loopback_without_keys():
     with pytest.raises(BusAuthError, match="10.1.2.3"):
         Subscriber("tcp://10.1.2.3:5556")
+
+
+def test_a_simulator_binding_with_keys_lets_in_listed_clients_only(tmp_path):
+    import zmq
+
+    from harstream.simulator.replay import ReplayDevice, ReplaySchedule, replay
+    from harstream.stream.bus_auth import secure
+
+    keys, stranger = tmp_path / "keys", tmp_path / "stranger"
+    generate_keys(keys)
+    generate_keys(stranger)  # a well-formed client pair the simulator's allow-list does not hold
+    (stranger / "bus.key").write_bytes((keys / "bus.key").read_bytes())
+    with socket_port() as port:
+        address = f"tcp://127.0.0.1:{port}"
+    ctx = zmq.Context()
+    subs = {}
+    for name, folder in (("listed", keys), ("stranger", stranger)):
+        sub = ctx.socket(zmq.SUB)
+        sub.setsockopt(zmq.LINGER, 0)
+        sub.setsockopt(zmq.SUBSCRIBE, b"s/")
+        secure(sub, address, "connect", folder)
+        sub.connect(address)
+        subs[name] = sub
+    stop = threading.Event()
+    dev = ReplayDevice("dev", np.zeros((400, 6), np.float32), None)
+    sim = threading.Thread(target=replay, daemon=True, kwargs=dict(
+        schedule=ReplaySchedule([dev], chunk=10, loop=True), publish="@" + address, speed=4, stop=stop,
+        printer=None, keys=str(keys)))  # fmt: skip
+    sim.start()
+    try:
+        heard = {name: sub.poll(5000 if name == "listed" else 1000) > 0 for name, sub in subs.items()}
+    finally:
+        stop.set()
+        sim.join(10)
+        for sub in subs.values():
+            sub.close(0)
+        ctx.term()
+    assert heard == {"listed": True, "stranger": False}

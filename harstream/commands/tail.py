@@ -46,10 +46,12 @@ def run(args: argparse.Namespace) -> int:
         sock.setsockopt(zmq.SUBSCRIBE, b"p/" + (device.encode() + b"/" if device else b""))
     if args.stats:
         sock.setsockopt(zmq.SUBSCRIBE, b"stats/")
-    from harstream.stream.bus_auth import BusAuthError, secure
+    from harstream.stream.bus_auth import BusAuthError, secure, start_authenticator
 
+    auth = None
     try:
-        secure(sock, args.subscribe or output_address(), "connect", args.keys)
+        if secure(sock, args.subscribe or output_address(), "connect", args.keys) and args.keys is not None:
+            auth = start_authenticator(ctx, args.keys)  # a binding tail lets in listed workers only
     except BusAuthError as exc:
         raise SystemExit(f"tail: {exc}") from None
     address = attach(sock, args.subscribe or output_address(), "connect")
@@ -73,4 +75,6 @@ def run(args: argparse.Namespace) -> int:
         pass
     finally:
         sock.close(0)
+        if auth is not None:
+            auth.stop()
     return 0
