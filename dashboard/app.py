@@ -29,8 +29,8 @@ from harstream.dashboard.charts import (
 )
 from harstream.dashboard.feed import Subscriber
 from harstream.dashboard.state import MODE_HINTS, STALE_AFTER_S, LiveState, classes_of
-from harstream.stream.bus import output_address
-from harstream.stream.bus_auth import BusAuthError
+from harstream.stream.bus.addresses import output_address
+from harstream.stream.bus.auth import BusAuthError
 
 REFRESH_S = float(os.environ.get("HARSTREAM_DASHBOARD_REFRESH", "1.0"))
 TIMELINE_S = 180.0  # seconds of recording in the device timeline

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from harstream.stream.activities import ACTIVITIES, STILL, TRANSITIONS, UNKNOWN
+from harstream.stream.core.activities import ACTIVITIES, STILL, TRANSITIONS, UNKNOWN
 
 from .state import MODE_HINTS, PREDICTED, TRANSITION, UNLABELLED, OverviewRow, display_category
 

@@ -11,9 +11,9 @@ import time
 
 import zmq
 
-from harstream.stream.bus import attach, output_address
-from harstream.stream.bus_auth import secure, start_authenticator
-from harstream.stream.protocol import PREDICTION_PREFIX, STATS_PREFIX, signal_topic
+from harstream.stream.bus.addresses import attach, output_address
+from harstream.stream.bus.auth import secure, start_authenticator
+from harstream.stream.core.protocol import PREDICTION_PREFIX, STATS_PREFIX, signal_topic
 
 # Messages queued beyond this are dropped by ZeroMQ, not by the page: a tab
 # that falls behind loses old messages instead of growing without bound.
@@ -30,7 +30,7 @@ class Subscriber:
     """
 
     def __init__(self, endpoint: str | None = None, keys: str | None = None):
-        """``keys``: a CURVE key folder (:mod:`~harstream.stream.bus_auth`);
+        """``keys``: a CURVE key folder (:mod:`~harstream.stream.bus.auth`);
         without one an endpoint off loopback is refused (``BusAuthError``)."""
         self.endpoint = endpoint or output_address()
         self._socket: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.SUB)

@@ -10,7 +10,7 @@ Times: ``now`` is the dashboard's own clock (``time.monotonic()``), used for
 "seconds since last seen"; prediction and signal times (``t_start``,
 ``t_end``, ``t0``) are stream times and only compared with each other.
 
->>> from harstream.stream.protocol import Prediction, encode_prediction
+>>> from harstream.stream.core.protocol import Prediction, encode_prediction
 >>> state = LiveState()
 >>> p = Prediction("phone-1", 0, 0.0, 2.54, "SITTING", [0, 0, 0, .9, .1, 0],
 ...                "SITTING", [0, 0, 0, .8, .2, 0], "m", 3.0, truth="SITTING")
@@ -33,10 +33,10 @@ from typing import Any, TypeGuard
 import numpy as np
 from sklearn.metrics import confusion_matrix
 
-from harstream.stream.activities import ACTIVITIES, STILL, TRANSITIONS, UNKNOWN
-from harstream.stream.pipeline import STEP, WINDOW
-from harstream.stream.protocol import Prediction, ProtocolError, Signal, check_device_id, decode_output
-from harstream.stream.rate import RATE_HZ
+from harstream.stream.core.activities import ACTIVITIES, STILL, TRANSITIONS, UNKNOWN
+from harstream.stream.core.pipeline import STEP, WINDOW
+from harstream.stream.core.protocol import Prediction, ProtocolError, Signal, check_device_id, decode_output
+from harstream.stream.core.rate import RATE_HZ
 
 # Predicted columns of the confusion matrix: the six classes, then "unknown"
 # for windows the worker's smoother would not commit to.

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from harstream.stream.pipeline import WINDOW, WINDOW_CHANNELS
+from harstream.stream.core.pipeline import WINDOW, WINDOW_CHANNELS
 
 from .registry import (  # noqa: F401  re-exported: the registry's public names
     ARCHITECTURES,

@@ -1,7 +1,7 @@
 """Model artifacts: a self-contained ``.keras`` file plus JSON metadata.
 
 The ``.keras`` model takes preprocessed windows exactly as
-:class:`~harstream.stream.pipeline.DevicePipeline` emits them (float32
+:class:`~harstream.stream.core.pipeline.DevicePipeline` emits them (float32
 ``[n, 128, 9]``, UCI channel order) and returns class probabilities; any
 normalisation or reshaping is a layer inside it. The metadata beside it
 (``<name>.json``) records the classes, the preprocessing the model expects,
@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harstream.stream.activities import ACTIVITIES, PLACEMENT_FREE, POSTURES, STILL
-from harstream.stream.pipeline import preprocessing_params
+from harstream.stream.core.activities import ACTIVITIES, PLACEMENT_FREE, POSTURES, STILL
+from harstream.stream.core.pipeline import preprocessing_params
 
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
 DEFAULT_MODEL = PRETRAINED_DIR / "default.keras"
@@ -62,7 +62,7 @@ class ModelArtifact:
     def context_steps(self) -> tuple[int, ...]:
         """How many windows back each extra input window lies (empty: the model
         takes one window); the worker stacks them with
-        :class:`~harstream.stream.context.WindowContext`."""
+        :class:`~harstream.stream.core.context.WindowContext`."""
         return tuple(int(s) for s in self.metadata.get("context_steps") or ())
 
     @property
@@ -198,8 +198,8 @@ def load_artifact(path: str | Path | None = None) -> ModelArtifact:
 def check_input(artifact: ModelArtifact) -> None:
     """Refuse a model whose input does not match what the worker will feed it:
     ``(128, 9)`` windows, or ``(1 + len(context_steps), 128, 9)`` stacks."""
-    from harstream.stream.context import check_steps
-    from harstream.stream.pipeline import WINDOW, WINDOW_CHANNELS
+    from harstream.stream.core.context import check_steps
+    from harstream.stream.core.pipeline import WINDOW, WINDOW_CHANNELS
 
     try:
         steps = check_steps(artifact.context_steps)

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harstream.stream.pipeline import STEP, WINDOW, cut_windows, preprocess_recording
-from harstream.stream.recordings import UCI_TEST_SUBJECTS, Recording
+from harstream.stream.core.pipeline import STEP, WINDOW, cut_windows, preprocess_recording
+from harstream.stream.data.recordings import UCI_TEST_SUBJECTS, Recording
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ def segment_windows(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def context_windows(processed: np.ndarray, starts: np.ndarray, steps: Sequence[int]) -> np.ndarray:
     """``(n, 1 + len(steps), 128, 9)``: the window at each start and the windows
     ``steps`` × 64 samples before it, as the worker's
-    :class:`~harstream.stream.context.WindowContext` stacks them: where the
+    :class:`~harstream.stream.core.context.WindowContext` stacks them: where the
     recording has fewer whole steps before the window, the earliest window on
     the same 64-sample grid stands in.
 

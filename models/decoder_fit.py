@@ -1,4 +1,4 @@
-"""Fitting the live display decoder (:mod:`harstream.stream.decoder`) of a model.
+"""Fitting the live display decoder (:mod:`harstream.stream.core.decoder`) of a model.
 
 Honest protocol, as for the models (docs/evaluation.md):
 
@@ -44,10 +44,10 @@ from typing import Any
 
 import numpy as np
 
-from harstream.stream.activities import ACTIVITIES, TRANSITIONS, class_for
-from harstream.stream.decoder import TRANSITION_ENDS, DecoderParams
-from harstream.stream.pipeline import STEP, WINDOW
-from harstream.stream.recordings import UCI_TEST_SUBJECTS, Recording
+from harstream.stream.core.activities import ACTIVITIES, TRANSITIONS, class_for
+from harstream.stream.core.decoder import TRANSITION_ENDS, DecoderParams
+from harstream.stream.core.pipeline import STEP, WINDOW
+from harstream.stream.data.recordings import UCI_TEST_SUBJECTS, Recording
 
 REPORTS = Path(__file__).resolve().parent.parent / "docs" / "reports"
 PARETO = REPORTS / "decoder_pareto.json"
@@ -100,7 +100,7 @@ def label_states(classes: Sequence[str]) -> tuple[tuple[str, ...], np.ndarray]:
     """The decoder's states for a model with ``classes``: its classes, then
     the HAPT transitions whose two postures it names; and the state each
     HAPT label 1-12 falls in (entry ``label - 1``; -1: none). An activity
-    falls in its class (:func:`~harstream.stream.activities.class_for`); a
+    falls in its class (:func:`~harstream.stream.core.activities.class_for`); a
     transition the model cannot show falls in the class of its two ends when
     they share one (a placement-free model: STILL), else in none.
 
@@ -308,7 +308,7 @@ class Target:
 
 def waist_target(model: Path | None = None) -> Target:
     """The HAPT (waist) model: the shipped recipe on the sessions as recorded."""
-    from harstream.stream.recordings import load_embedded
+    from harstream.stream.data.recordings import load_embedded
 
     from .artifact import load_artifact
     from .dataset import labelled_windows
@@ -330,7 +330,7 @@ def any_target(model: Path | None = None) -> Target:
     """The placement-free model: its recipe on the training sessions turned
     by the rotations its own training gave them
     (:func:`~harstream.models.placement_free.sessions_as_shipped`)."""
-    from harstream.stream.recordings import load_embedded
+    from harstream.stream.data.recordings import load_embedded
 
     from .artifact import ANY_MODEL, ArtifactError, load_artifact
     from .dataset import labelled_windows
@@ -472,7 +472,7 @@ def grid_for(classes: Sequence[str]) -> dict:
 
 def score_params(params: DecoderParams, sessions: Sequence[tuple[Recording, np.ndarray]]) -> dict:
     """The live figures of the decoder display over sessions with known window probabilities."""
-    from harstream.stream.decoder import Decoder
+    from harstream.stream.core.decoder import Decoder
 
     from .live_accuracy import replay_probabilities, score_replays
 
@@ -540,7 +540,7 @@ def fit_decoder(target: Target, progress: bool = True) -> tuple[DecoderParams, d
     all 21 training subjects with those knobs. Returns the parameters to
     ship, a record of how they were chosen, and the label statistics they
     were built from."""
-    from harstream.stream.smoothing import Smoother
+    from harstream.stream.core.smoothing import Smoother
 
     from .live_accuracy import replay_probabilities, score_replays
 

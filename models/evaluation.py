@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from harstream.stream.activities import ACTIVITIES
+from harstream.stream.core.activities import ACTIVITIES
 
 from .dataset import Windows
 

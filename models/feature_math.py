@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from harstream.stream.pipeline import WINDOW, WINDOW_CHANNELS
-from harstream.stream.rate import RATE_HZ
+from harstream.stream.core.pipeline import WINDOW, WINDOW_CHANNELS
+from harstream.stream.core.rate import RATE_HZ
 
 BANDS = 8
 BINS = WINDOW // 2  # DFT bins 1..64, DC left out (the mean already has it)

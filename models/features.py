@@ -32,7 +32,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from harstream.stream.pipeline import WINDOW, WINDOW_CHANNELS
+from harstream.stream.core.pipeline import WINDOW, WINDOW_CHANNELS
 
 from . import feature_math
 from .feature_math import BANDS, BINS, dft_matrices

@@ -57,7 +57,7 @@ def finetune(
     ``replay`` embedded training windows (default: as many as the user's
     windows) are mixed in; 0 trains on the user's windows only.
     """
-    from harstream.stream.recordings import load_dataset
+    from harstream.stream.data.recordings import load_dataset
 
     from .artifact import load_artifact, save_artifact
 
@@ -110,7 +110,7 @@ def finetune(
 
 def embedded_training_windows(context_steps: Sequence[int] = ()) -> Windows:
     """Windows of the embedded data's training subjects (never the test subjects)."""
-    from harstream.stream.recordings import load_embedded
+    from harstream.stream.data.recordings import load_embedded
 
     from .dataset import split_by_subject
 

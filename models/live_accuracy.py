@@ -1,9 +1,9 @@
 """Live (streaming) accuracy: what a user watching the display would see.
 
 Every held-out session is replayed through the live path as fast as possible:
-1-second chunks into :class:`~harstream.stream.pipeline.DevicePipeline`, the
+1-second chunks into :class:`~harstream.stream.core.pipeline.DevicePipeline`, the
 windows through the worker's runtime (:func:`harstream.models.runtime.load_runtime`)
-and the probabilities through :class:`~harstream.stream.smoothing.Smoother`.
+and the probabilities through :class:`~harstream.stream.core.smoothing.Smoother`.
 Window ``j`` completes when stream sample ``64*j+127`` arrives; from then until
 the next window completes, the display shows its label. Scored per sample:
 
@@ -37,14 +37,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from harstream.stream.activities import ACTIVITIES, TRANSITIONS, UNKNOWN, class_for
-from harstream.stream.context import WindowContext
-from harstream.stream.pipeline import STEP, WINDOW, DevicePipeline
-from harstream.stream.recordings import UCI_TEST_SUBJECTS, Recording
+from harstream.stream.core.activities import ACTIVITIES, TRANSITIONS, UNKNOWN, class_for
+from harstream.stream.core.context import WindowContext
+from harstream.stream.core.pipeline import STEP, WINDOW, DevicePipeline
+from harstream.stream.data.recordings import UCI_TEST_SUBJECTS, Recording
 
 if TYPE_CHECKING:  # the display cores, for the annotations only
-    from harstream.stream.decoder import Decoder
-    from harstream.stream.smoothing import Smoother
+    from harstream.stream.core.decoder import Decoder
+    from harstream.stream.core.smoothing import Smoother
 
 RATE = 50
 NOTHING = -1  # no window yet, or ``unknown``: the display shows no activity
@@ -54,7 +54,7 @@ CHUNK = 50  # one second of samples per push, as a phone batches them
 
 #: The displays scored: the model's plain argmax, what the worker published
 #: unsmoothed (``unknown`` threshold on one window), the old 3-window moving
-#: average, and the HMM decoder (:mod:`harstream.stream.decoder`, the default).
+#: average, and the HMM decoder (:mod:`harstream.stream.core.decoder`, the default).
 DISPLAYS = ("argmax", "raw", "smoothed", "decoder")
 
 
@@ -63,7 +63,7 @@ def display_code(label: str, classes: Sequence[str] = ACTIVITIES) -> int:
 
     >>> display_code("SITTING"), display_code("SIT_TO_STAND"), display_code("unknown")
     (3, -2, -1)
-    >>> from harstream.stream.activities import PLACEMENT_FREE
+    >>> from harstream.stream.core.activities import PLACEMENT_FREE
     >>> display_code("STILL", PLACEMENT_FREE)
     3
     """
@@ -75,12 +75,12 @@ def display_code(label: str, classes: Sequence[str] = ACTIVITIES) -> int:
 def truth_labels(labels: np.ndarray, classes: Sequence[str] = ACTIVITIES) -> np.ndarray:
     """HAPT labels in the terms of a model with ``classes``: an activity
     (1-6) becomes 1 + the index of the class it falls in
-    (:func:`~harstream.stream.activities.class_for`: a placement-free model's
+    (:func:`~harstream.stream.core.activities.class_for`: a placement-free model's
     STILL for sitting, standing and lying), -1 if none; transitions (7-12)
     and unlabelled time stay. Only for models of at most six classes, so the
     two ranges stay apart.
 
-    >>> from harstream.stream.activities import PLACEMENT_FREE
+    >>> from harstream.stream.core.activities import PLACEMENT_FREE
     >>> truth_labels(np.array([1, 4, 5, 6, 8, -1]), PLACEMENT_FREE).tolist()
     [1, 4, 4, 4, 8, -1]
     """
@@ -143,7 +143,7 @@ def replay_session(
     """Replay one recording through pipeline → ``predict`` → each display
     core (name → factory of a fresh ``Smoother`` or ``Decoder``, anything
     with ``update(probs) -> (label, probs)``); ``argmax`` is always added."""
-    from harstream.stream.decoder import window_motion
+    from harstream.stream.core.decoder import window_motion
 
     x = session_windows(rec.samples, chunk, context_steps)
     probs = predict(x) if len(x) else np.empty((0, len(classes)))
@@ -161,7 +161,7 @@ def replay_probabilities(
 ) -> SessionReplay:
     """The displays of one session whose windows' probabilities over
     ``classes`` (and, for the decoder's posture lock, motion:
-    :func:`~harstream.stream.decoder.window_motion`) are known; the truth in
+    :func:`~harstream.stream.core.decoder.window_motion`) are known; the truth in
     the same classes."""
     n = len(rec.samples)
     shown = {"argmax": display_timeline(n, np.argmax(probs, axis=1) if len(probs) else [])}
@@ -449,8 +449,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent.parent / "docs" / "reports")
     args = parser.parse_args(argv)
 
-    from harstream.stream import smoothing
-    from harstream.stream.recordings import load_embedded
+    from harstream.stream.core import smoothing
+    from harstream.stream.data.recordings import load_embedded
 
     from .artifact import load_artifact
     from .runtime import load_runtime
@@ -469,7 +469,7 @@ def main(argv: list[str] | None = None) -> int:
         recs = load_embedded().of_subjects(UCI_TEST_SUBJECTS)
         prefix = ""
     start = time.perf_counter()
-    from harstream.stream.decoder import display_for
+    from harstream.stream.core.decoder import display_for
 
     smoothers = {
         "raw": lambda: smoothing.Smoother(classes, windows=1, threshold=threshold),

@@ -51,11 +51,11 @@ from typing import TYPE_CHECKING, Any
 import keras
 import numpy as np
 
-from harstream.stream.activities import ACTIVITIES, PLACEMENT_FREE, POSTURES, STILL
-from harstream.stream.decoder import TRANSITION_ENDS
-from harstream.stream.pipeline import STEP, cut_windows, preprocess_recording
-from harstream.stream.rate import RATE_HZ
-from harstream.stream.recordings import Recording
+from harstream.stream.core.activities import ACTIVITIES, PLACEMENT_FREE, POSTURES, STILL
+from harstream.stream.core.decoder import TRANSITION_ENDS
+from harstream.stream.core.pipeline import STEP, cut_windows, preprocess_recording
+from harstream.stream.core.rate import RATE_HZ
+from harstream.stream.data.recordings import Recording
 
 from .dataset import context_windows, segment_windows
 from .invariant import gravity_direction, placement_free_features

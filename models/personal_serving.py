@@ -1,6 +1,6 @@
 """Loading a personal model for the worker to serve.
 
-The worker's registry (:mod:`harstream.stream.personal_registry`) watches a
+The worker's registry (:mod:`harstream.stream.personal.registry`) watches a
 folder and hands each new file to :func:`load_personal_model` in a background
 thread: the file is checked (size, placement, device id, Keras safe mode,
 hash, input shape, class count) and gets its serving runtime.
@@ -13,8 +13,8 @@ from pathlib import Path
 
 from harstream.models.artifact import ArtifactError, load_artifact, metadata_path, read_metadata
 from harstream.models.runtime import NullRuntime, load_runtime
-from harstream.stream.model_routing import ServedModel, personal_model
-from harstream.stream.protocol import ProtocolError, check_device_id
+from harstream.stream.core.model_routing import ServedModel, personal_model
+from harstream.stream.core.protocol import ProtocolError, check_device_id
 
 MAX_MODEL_BYTES = 64 * 1024 * 1024
 

@@ -1,6 +1,6 @@
 """The placement-free model: what any device can know, however it is carried.
 
-Classes :data:`~harstream.stream.activities.PLACEMENT_FREE`: WALKING,
+Classes :data:`~harstream.stream.core.activities.PLACEMENT_FREE`: WALKING,
 WALKING_UPSTAIRS, WALKING_DOWNSTAIRS and STILL (HAPT's sitting, standing and
 lying merged: telling them apart needs to know how the device sits on the
 body, which only a calibration of that device gives —
@@ -43,8 +43,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from harstream.stream.activities import PLACEMENT_FREE
-from harstream.stream.recordings import UCI_TEST_SUBJECTS, Recording
+from harstream.stream.core.activities import PLACEMENT_FREE
+from harstream.stream.data.recordings import UCI_TEST_SUBJECTS, Recording
 
 from .augment import rotate_samples, rotation_within
 from .dataset import Windows, labelled_windows
@@ -188,7 +188,7 @@ def _windows(recordings: Sequence[Recording], context: Sequence[int]) -> Windows
 def select(recipes: Sequence[Recipe], seed: int = 0, out: Path | None = None) -> list[dict]:
     """Fit each recipe on the fit subjects (training minus validation), score
     it on the validation subjects, every session rotated at any angle."""
-    from harstream.stream.recordings import load_dataset
+    from harstream.stream.data.recordings import load_dataset
 
     from .dataset import VALIDATION_SUBJECTS
 
@@ -222,7 +222,7 @@ def ship(recipe: Recipe, out: Path, seed: int = 0, command: str | None = None) -
     """Fit ``recipe`` on all training subjects (each session rotated at
     random), score it once on the test subjects (each session rotated at
     random, any angle) and save the artifact ``out`` with its metadata."""
-    from harstream.stream.recordings import load_dataset
+    from harstream.stream.data.recordings import load_dataset
 
     from .artifact import save_artifact
     from .training import without_optimizer

@@ -13,7 +13,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from harstream.stream.activities import PLACEMENT_FREE, STILL
+from harstream.stream.core.activities import PLACEMENT_FREE, STILL
 
 from .invariant import PlacementFreeFeatures, gravity_direction
 

@@ -32,7 +32,7 @@ class Recipe:
     @property
     def context(self) -> tuple[int, ...]:
         """Context steps (``context=1-2-4``): the model takes each window with
-        the windows 1, 2 and 4 steps before it (:mod:`harstream.stream.context`)."""
+        the windows 1, 2 and 4 steps before it (:mod:`harstream.stream.core.context`)."""
         return tuple(self.options.get("context", ()))
 
     @property

@@ -31,8 +31,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from harstream.stream.activities import ACTIVITIES
-from harstream.stream.pipeline import WINDOW, WINDOW_CHANNELS
+from harstream.stream.core.activities import ACTIVITIES
+from harstream.stream.core.pipeline import WINDOW, WINDOW_CHANNELS
 
 if TYPE_CHECKING:  # keras is imported lazily: importing this module stays cheap
     import keras

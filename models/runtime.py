@@ -325,7 +325,7 @@ def check_windows(count: int = 256, seed: int = 0, context_steps: Sequence[int] 
     windows of the embedded data (all of them with ``count=0``), with their
     context windows for a context model."""
     from harstream.models.dataset import labelled_windows
-    from harstream.stream.recordings import UCI_TEST_SUBJECTS, load_dataset
+    from harstream.stream.data.recordings import UCI_TEST_SUBJECTS, load_dataset
 
     x = labelled_windows(load_dataset().of_subjects(UCI_TEST_SUBJECTS), context_steps=context_steps).x
     if count and count < len(x):

@@ -1,7 +1,7 @@
 """Two-stage models: each window's features once, then a decision on a context of them.
 
 A context model looks at a window and the windows ``context_steps`` before it
-(:mod:`harstream.stream.context`). When its first layer computes features of
+(:mod:`harstream.stream.core.context`). When its first layer computes features of
 each window on its own (:class:`~harstream.models.features.WindowFeatures`,
 :class:`~harstream.models.invariant.PlacementFreeFeatures`), a whole-model call
 computes every window's features 1 + k times, once for each decision it is
@@ -14,7 +14,7 @@ one ``.keras`` file::
 so ``model(x_stack)`` works as before (evaluation, training, every runtime),
 while a server pulls the stages out (:func:`stages`), computes each window's
 features once per device and keeps a context of *feature vectors* (the same
-rule as for windows: :class:`~harstream.stream.context.WindowContext` works on
+rule as for windows: :class:`~harstream.stream.core.context.WindowContext` works on
 any per-window array). The numbers are the same as the flat model's: the
 feature layer always ran on the merged ``(n(1+k), 128, 9)`` batch.
 
@@ -43,7 +43,7 @@ from collections.abc import Sequence
 import keras
 from keras import ops
 
-from harstream.stream.pipeline import WINDOW, WINDOW_CHANNELS
+from harstream.stream.core.pipeline import WINDOW, WINDOW_CHANNELS
 
 FEATURE_STAGE = "feature_stage"
 DECISION_STAGE = "decision_stage"

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from harstream.stream.pipeline import WINDOW, WINDOW_CHANNELS
+from harstream.stream.core.pipeline import WINDOW, WINDOW_CHANNELS
 
 from .runtime import Agreement, Runtime, Selected, TfliteRuntime
 

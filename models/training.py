@@ -3,7 +3,7 @@
 The whole API:
 
 - :func:`load_training_data` turns a source (whatever
-  :func:`~harstream.stream.recordings.load_dataset` accepts, or a UCI HAR
+  :func:`~harstream.stream.data.recordings.load_dataset` accepts, or a UCI HAR
   folder) into train/test :class:`~harstream.models.dataset.Windows`, split
   by subject, with the source's name and hash for provenance.
 - :func:`train_model` builds a registered architecture and fits it, seeded.
@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from harstream.stream.recordings import UCI_TEST_SUBJECTS
+from harstream.stream.data.recordings import UCI_TEST_SUBJECTS
 
 from .dataset import Windows, labelled_windows, split_by_subject
 from .registry import ARCHITECTURES, DEFAULT_EPOCHS, N_CLASSES, ChannelStats, build_model
@@ -74,7 +74,7 @@ def load_training_data(
     those subjects (for quick runs and tests); ``context_steps`` adds each
     window's past windows, as a context model takes them.
     """
-    from harstream.stream import recordings
+    from harstream.stream.data import recordings
 
     test_subjects = tuple(int(s) for s in test_subjects)
     keep = None if subjects is None else {int(s) for s in subjects}

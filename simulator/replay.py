@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from harstream.stream.protocol import RATE_HZ, SampleBatch, check_device_id
+from harstream.stream.core.protocol import RATE_HZ, SampleBatch, check_device_id
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +215,7 @@ def replay(
     (needed for an address off loopback).
 
     ``tail_replay``: keep each device's last window of messages
-    (:class:`~harstream.stream.tail_replay.TailCache`) and, when a subscription
+    (:class:`~harstream.stream.bus.tail_replay.TailCache`) and, when a subscription
     arrives (a worker starting or restarting, or a subscriber reconnecting),
     send them again, marked as replayed, before anything else reaches that
     subscriber: a restarted worker's first window is ready at once instead of
@@ -228,8 +228,8 @@ def replay(
 
     import zmq
 
-    from harstream.stream.bus import attach, ingest_address
-    from harstream.stream.protocol import encode_samples, new_session_id
+    from harstream.stream.bus.addresses import attach, ingest_address
+    from harstream.stream.core.protocol import encode_samples, new_session_id
 
     if speed < 0 or not math.isfinite(speed):
         raise ValueError(f"speed must be >= 0, got {speed}")
@@ -245,7 +245,7 @@ def replay(
     sock.setsockopt(zmq.MAXMSGSIZE, 64 * 1024)  # it receives subscriptions only
     tail = None
     if tail_replay:
-        from harstream.stream.tail_replay import TailCache
+        from harstream.stream.bus.tail_replay import TailCache
 
         tail = TailCache()
         sock.setsockopt(zmq.XPUB_MANUAL, 1)
@@ -257,7 +257,7 @@ def replay(
     session = new_session_id()
     auth = None
     try:
-        from harstream.stream.bus_auth import secure, start_authenticator
+        from harstream.stream.bus.auth import secure, start_authenticator
 
         if secure(sock, publish or ingest_address(), "connect", keys) and keys is not None:
             auth = start_authenticator(ctx, keys)  # a binding simulator lets in listed clients only
@@ -334,7 +334,7 @@ def _answer_subscriptions(sock, tail, stats: ReplayStats) -> None:
     subscription with the tail of the devices it matches."""
     import zmq
 
-    from harstream.stream.protocol import encode_samples
+    from harstream.stream.core.protocol import encode_samples
 
     while True:
         try:

@@ -16,8 +16,8 @@ import pytest
 import zmq
 import zmq.asyncio
 
-from harstream.stream.gateway import Gateway, GatewayConfig
-from harstream.stream.protocol import Prediction, SampleBatch, decode_samples, encode_prediction, encode_samples
+from harstream.stream.core.protocol import Prediction, SampleBatch, decode_samples, encode_prediction, encode_samples
+from harstream.stream.gateway.server import Gateway, GatewayConfig
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -53,7 +53,7 @@ def tiny_lstm(tmp_path_factory):
 @pytest.fixture(scope="session")
 def embedded():
     """The embedded HAPT dataset (decoded once, cached on disk)."""
-    from harstream.stream.recordings import load_embedded
+    from harstream.stream.data.recordings import load_embedded
 
     return load_embedded()
 

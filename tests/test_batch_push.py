@@ -6,8 +6,8 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harstream.stream.batch_push import push_many
-from harstream.stream.pipeline import DevicePipeline
+from harstream.stream.core.batch_push import push_many
+from harstream.stream.core.pipeline import DevicePipeline
 
 
 def _streams(devices: int, n: int = 700, seed: int = 0) -> list[np.ndarray]:

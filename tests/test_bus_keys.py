@@ -14,11 +14,11 @@ from websockets.asyncio.client import connect
 
 from harstream.dashboard.feed import Subscriber
 from harstream.models.runtime import NullRuntime
-from harstream.stream.activities import ACTIVITIES
-from harstream.stream.bus_auth import BusAuthError, generate_keys
-from harstream.stream.gateway import Gateway, GatewayConfig
-from harstream.stream.worker import WorkerConfig
-from harstream.stream.zmq_worker import serve
+from harstream.stream.bus.auth import BusAuthError, generate_keys
+from harstream.stream.bus.zmq_worker import serve
+from harstream.stream.core.activities import ACTIVITIES
+from harstream.stream.core.worker import WorkerConfig
+from harstream.stream.gateway.server import Gateway, GatewayConfig
 
 
 @contextlib.contextmanager
@@ -133,7 +133,7 @@ def test_a_simulator_binding_with_keys_lets_in_listed_clients_only(tmp_path):
     import zmq
 
     from harstream.simulator.replay import ReplayDevice, ReplaySchedule, replay
-    from harstream.stream.bus_auth import secure
+    from harstream.stream.bus.auth import secure
 
     keys, stranger = tmp_path / "keys", tmp_path / "stranger"
     generate_keys(keys)

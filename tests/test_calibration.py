@@ -1,4 +1,4 @@
-"""The calibration core (stream/calibration.py): takes, checks, safe folder names, caps."""
+"""The calibration core (stream/personal/calibration.py): takes, checks, safe folder names, caps."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harstream.stream.calibration import (
+from harstream.stream.data.recordings import load_csv
+from harstream.stream.personal.calibration import (
     CalibrationError,
     CalibrationLimits,
     CalibrationSession,
@@ -17,7 +18,6 @@ from harstream.stream.calibration import (
     motion_share,
     parse_activity,
 )
-from harstream.stream.recordings import load_csv
 
 RATE = 50
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from harstream.models.dataset import context_windows
-from harstream.stream.context import WindowContext
-from harstream.stream.pipeline import STEP, DevicePipeline, preprocess_recording
+from harstream.stream.core.context import WindowContext
+from harstream.stream.core.pipeline import STEP, DevicePipeline, preprocess_recording
 
 
 def _samples(n: int = 1500, seed: int = 0) -> np.ndarray:
@@ -49,14 +49,14 @@ def test_context_steps_must_be_distinct_positive_counts(steps):
 
 
 def _send(core, device: str, seq: int, samples: np.ndarray) -> None:
-    from harstream.stream.protocol import SampleBatch, encode_samples
+    from harstream.stream.core.protocol import SampleBatch, encode_samples
 
     core.ingest(encode_samples(SampleBatch(device, seq, 1000.0 + seq / 50, samples.astype(np.float32))), 0.0)
 
 
 def test_the_worker_hands_a_context_model_each_window_stacked_with_its_past():
-    from harstream.stream.activities import ACTIVITIES
-    from harstream.stream.worker import StreamCore, WorkerConfig
+    from harstream.stream.core.activities import ACTIVITIES
+    from harstream.stream.core.worker import StreamCore, WorkerConfig
 
     samples = _samples(900).astype(np.float32)
     core = StreamCore(ACTIVITIES, "m", WorkerConfig(max_batch=1000, context_steps=(1, 2)))
@@ -69,8 +69,8 @@ def test_the_worker_hands_a_context_model_each_window_stacked_with_its_past():
 
 
 def test_after_a_gap_the_worker_starts_the_past_afresh():
-    from harstream.stream.activities import ACTIVITIES
-    from harstream.stream.worker import StreamCore, WorkerConfig
+    from harstream.stream.core.activities import ACTIVITIES
+    from harstream.stream.core.worker import StreamCore, WorkerConfig
 
     samples = _samples(700, seed=3).astype(np.float32)
     core = StreamCore(ACTIVITIES, "m", WorkerConfig(max_batch=1000, context_steps=(1,)))

@@ -14,8 +14,8 @@ import zmq
 from streamlit.testing.v1 import AppTest
 
 import harstream.dashboard
-from harstream.stream.activities import ACTIVITIES, PLACEMENT_FREE
-from harstream.stream.protocol import Prediction, Signal, encode_prediction, encode_signal, encode_stats
+from harstream.stream.core.activities import ACTIVITIES, PLACEMENT_FREE
+from harstream.stream.core.protocol import Prediction, Signal, encode_prediction, encode_signal, encode_stats
 
 APP = str(Path(harstream.dashboard.__file__).resolve().parent / "app.py")
 WAIT_S = 30.0  # upper bound for the subscriber to join and messages to arrive

@@ -19,8 +19,8 @@ from harstream.dashboard.charts import (
     timeline_chart,
 )
 from harstream.dashboard.state import PREDICTED, TRANSITION, LiveState
-from harstream.stream.activities import ACTIVITIES, UNKNOWN
-from harstream.stream.protocol import (
+from harstream.stream.core.activities import ACTIVITIES, UNKNOWN
+from harstream.stream.core.protocol import (
     Prediction,
     Signal,
     encode_prediction,

@@ -10,8 +10,8 @@ import threading
 import numpy as np
 import pytest
 
-from harstream.stream.activities import ACTIVITIES, UNKNOWN
-from harstream.stream.decoder import (
+from harstream.stream.core.activities import ACTIVITIES, UNKNOWN
+from harstream.stream.core.decoder import (
     Decoder,
     DecoderParams,
     DecoderParamsError,
@@ -19,9 +19,9 @@ from harstream.stream.decoder import (
     display_for,
     window_motion,
 )
-from harstream.stream.protocol import SampleBatch, encode_samples
-from harstream.stream.smoothing import Smoother
-from harstream.stream.worker import StreamCore, WorkerConfig
+from harstream.stream.core.protocol import SampleBatch, encode_samples
+from harstream.stream.core.smoothing import Smoother
+from harstream.stream.core.worker import StreamCore, WorkerConfig
 
 AB = ["A", "B"]
 #: The decoder's stated delay for a sustained change the classifier gives 0.8: two windows (2.56 s).
@@ -107,7 +107,7 @@ def test_parameters_round_trip_through_json_and_malformed_ones_are_named():
 
 
 def test_a_model_whose_classes_have_no_decoder_falls_back_to_the_raw_label_with_a_warning(caplog):
-    with caplog.at_level(logging.WARNING, logger="harstream.stream.decoder"):
+    with caplog.at_level(logging.WARNING, logger="harstream.stream.core.decoder"):
         core = display_for(["X", "Y"], sticky().to_json())()
     assert isinstance(core, Smoother) and "raw per-window label" in caplog.text
     assert core.update([0.2, 0.8])[0] == "Y"  # the window alone
@@ -223,8 +223,8 @@ def test_a_published_session_equals_the_offline_decoder_on_loopback(embedded, tm
     from harstream.models.live_accuracy import session_windows
     from harstream.models.runtime import load_runtime
     from harstream.simulator.replay import ReplaySchedule, devices_for, replay
-    from harstream.stream.protocol import Prediction, decode_output
-    from harstream.stream.zmq_worker import serve
+    from harstream.stream.bus.zmq_worker import serve
+    from harstream.stream.core.protocol import Prediction, decode_output
 
     artifact = load_artifact()
     runtime = load_runtime(artifact, "auto")

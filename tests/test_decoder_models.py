@@ -13,13 +13,13 @@ import pytest
 
 from harstream.models.artifact import ANY_MODEL, load_artifact, metadata_path
 from harstream.models.decoder_fit import LabelStatistics, label_states, params_for
-from harstream.stream.activities import ACTIVITIES, PLACEMENT_FREE
-from harstream.stream.decoder import Decoder, DecoderParams, display_for
-from harstream.stream.model_routing import ModelRouter, ServedModel
-from harstream.stream.protocol import SampleBatch, encode_samples
-from harstream.stream.recordings import Recording
-from harstream.stream.smoothing import Smoother
-from harstream.stream.worker import StreamCore, WorkerConfig
+from harstream.stream.core.activities import ACTIVITIES, PLACEMENT_FREE
+from harstream.stream.core.decoder import Decoder, DecoderParams, display_for
+from harstream.stream.core.model_routing import ModelRouter, ServedModel
+from harstream.stream.core.protocol import SampleBatch, encode_samples
+from harstream.stream.core.smoothing import Smoother
+from harstream.stream.core.worker import StreamCore, WorkerConfig
+from harstream.stream.data.recordings import Recording
 
 RATE = 50
 DEVICE = "phone:decoded"
@@ -121,7 +121,7 @@ def test_the_worker_shows_a_personal_models_decoded_label_so_one_odd_window_does
 
 
 def test_a_model_without_decoder_parameters_is_served_with_its_raw_label_and_one_warning(caplog):
-    with caplog.at_level(logging.WARNING, logger="harstream.stream.decoder"):
+    with caplog.at_level(logging.WARNING, logger="harstream.stream.core.decoder"):
         factory = display_for(PLACEMENT_FREE, None)
     anywhere = ServedModel("any", "any", "free@2", PLACEMENT_FREE, display=factory)
     core = StreamCore(ACTIVITIES, "hapt@1", WorkerConfig(signal_interval=0),

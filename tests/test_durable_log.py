@@ -19,12 +19,12 @@ from conftest import wait_for
 from test_live_path import Collector
 
 from harstream.simulator.replay import ReplaySchedule, devices_for, replay
-from harstream.stream.activities import ACTIVITIES
-from harstream.stream.broker import Keys, connect, start_redis
-from harstream.stream.leases import Fenced, Leases
-from harstream.stream.log_bridge import serve_bridge
-from harstream.stream.pipeline import DevicePipeline
-from harstream.stream.redis_worker import LogConfig, serve_redis
+from harstream.stream.core.activities import ACTIVITIES
+from harstream.stream.core.pipeline import DevicePipeline
+from harstream.stream.durable.bridge import serve_bridge
+from harstream.stream.durable.broker import Keys, connect, start_redis
+from harstream.stream.durable.leases import Fenced, Leases
+from harstream.stream.durable.redis_worker import LogConfig, serve_redis
 
 pytestmark = pytest.mark.skipif(
     shutil.which("redis-server") is None,
@@ -72,7 +72,7 @@ class LogWorker:
     """serve_redis in a thread, publishing to ``output`` (connected)."""
 
     def __init__(self, runtime, url: str, output: str, worker_id: str, context_steps=(), router=None, personal=None):
-        from harstream.stream.worker import WorkerConfig
+        from harstream.stream.core.worker import WorkerConfig
 
         self.stop, ready, self.result = threading.Event(), threading.Event(), {}
 
@@ -109,7 +109,9 @@ def keys_seen(predictions) -> tuple[Counter, dict[str, list[int]]]:
 
 def test_bridge_and_two_workers_label_a_replayed_subject_like_the_offline_pipeline(redis_url, tiny_lstm, ipc_address):
     artifact, runtime = tiny_lstm
-    recordings = [r for r in __import__("harstream.stream.recordings", fromlist=["x"]).load_embedded().of_subjects([2])]
+    recordings = [
+        r for r in __import__("harstream.stream.data.recordings", fromlist=["x"]).load_embedded().of_subjects([2])
+    ]
     out = ipc_address("out")
     tail = Collector(out, verb="bind")
     bridge = Bridge(redis_url)
@@ -152,7 +154,7 @@ def test_a_worker_killed_with_sigkill_is_taken_over_within_one_window_without_lo
 
 def test_a_joining_worker_takes_partitions_and_every_window_is_predicted_once(redis_url, ipc_address):
     from harstream.models.runtime import NullRuntime
-    from harstream.stream.recordings import load_embedded
+    from harstream.stream.data.recordings import load_embedded
 
     out = ipc_address("out")
     tail = Collector(out, verb="bind")
@@ -203,7 +205,7 @@ def test_a_stale_owner_cannot_write_after_its_lease_moved_and_a_replayed_window_
 
 def test_bridge_and_worker_ride_out_a_broker_restart(ipc_address):
     from harstream.models.runtime import NullRuntime
-    from harstream.stream.recordings import load_embedded
+    from harstream.stream.data.recordings import load_embedded
 
     folder = Path(tempfile.mkdtemp(prefix="hs-redis-"))
     proc, url = start_redis(folder, unix_socket=folder / "redis.sock")
@@ -258,7 +260,7 @@ class Producer:
 
     def send(self, devices: dict[str, dict], chunks: int = 1) -> None:
         """``chunks`` messages of 64 samples for each device (``{device: meta}``)."""
-        from harstream.stream.protocol import SampleBatch, encode_samples
+        from harstream.stream.core.protocol import SampleBatch, encode_samples
 
         for _ in range(chunks):
             for device, meta in devices.items():
@@ -287,8 +289,8 @@ def two_modes(tiny_lstm, tmp_path_factory):
 
     from harstream.models.artifact import load_artifact
     from harstream.models.runtime import KerasRuntime
-    from harstream.stream.activities import PLACEMENT_FREE
-    from harstream.stream.model_routing import ServedModel
+    from harstream.stream.core.activities import PLACEMENT_FREE
+    from harstream.stream.core.model_routing import ServedModel
 
     waist_artifact, waist_runtime = tiny_lstm
     any_artifact = load_artifact(tiny_artifact(tmp_path_factory.mktemp("any"), "anywhere", PLACEMENT_FREE,
@@ -325,7 +327,7 @@ def check_modes(predictions, producer, two_modes, rebuilt_from: int | None = Non
 
 
 def test_one_durable_worker_serves_each_device_by_the_model_of_its_mode(redis_url, ipc_address, two_modes):
-    from harstream.stream.model_routing import ModelRouter
+    from harstream.stream.core.model_routing import ModelRouter
 
     (waist, _), (anywhere, _) = two_modes
     out = ipc_address("out")
@@ -351,7 +353,7 @@ def test_one_durable_worker_serves_each_device_by_the_model_of_its_mode(redis_ur
 def test_a_worker_taking_partitions_over_serves_their_devices_in_the_same_modes_without_repeating_a_window(
     redis_url, ipc_address, two_modes
 ):
-    from harstream.stream.model_routing import ModelRouter
+    from harstream.stream.core.model_routing import ModelRouter
 
     (waist, _), (anywhere, _) = two_modes
     out = ipc_address("out")
@@ -388,8 +390,8 @@ def test_a_personal_model_dropped_into_the_watched_folder_takes_its_phone_over_o
     from test_routing_live import PERSONAL, tiny_artifact
 
     from harstream.models.personal_serving import load_personal_model
-    from harstream.stream.model_routing import ModelRouter
-    from harstream.stream.personal_registry import PersonalRegistry, personal_model_path
+    from harstream.stream.core.model_routing import ModelRouter
+    from harstream.stream.personal.registry import PersonalRegistry, personal_model_path
 
     (waist, _), (anywhere, _) = two_modes
     registry = tmp_path / "personal"
@@ -446,9 +448,9 @@ def test_a_phone_on_the_gateway_gets_its_any_mode_predictions_back_from_durable_
 
     from websockets.asyncio.client import connect as ws_connect
 
-    from harstream.stream.gateway import Gateway, GatewayConfig
-    from harstream.stream.model_routing import ModelRouter
-    from harstream.stream.proxy import run_proxies
+    from harstream.stream.bus.proxy import run_proxies
+    from harstream.stream.core.model_routing import ModelRouter
+    from harstream.stream.gateway.server import Gateway, GatewayConfig
 
     (waist, _), (anywhere, _) = two_modes
     ingest, ingest_back, output, output_back = (ipc_address(n) for n in ("in", "in.back", "out", "out.back"))
@@ -505,8 +507,8 @@ def test_a_phone_on_the_gateway_gets_its_any_mode_predictions_back_from_durable_
 
 def test_a_taking_worker_claims_every_entry_a_dead_owner_read_and_never_acknowledged(redis_url):
     from harstream.models.runtime import NullRuntime
-    from harstream.stream.broker import GROUP
-    from harstream.stream.redis_worker import RedisWorker
+    from harstream.stream.durable.broker import GROUP
+    from harstream.stream.durable.redis_worker import RedisWorker
 
     client = connect(redis_url)
     stream = Keys().partition(0)

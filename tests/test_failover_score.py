@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 
 from harstream.bench.failover import score
-from harstream.stream.partitions import partition_of
-from harstream.stream.protocol import Prediction
+from harstream.stream.core.protocol import Prediction
+from harstream.stream.durable.partitions import partition_of
 
 PARTITIONS = 12
 

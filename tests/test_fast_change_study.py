@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from harstream.models.studies.fast_change import TwoModelDecoder
-from harstream.stream.decoder import Decoder, DecoderParams
+from harstream.stream.core.decoder import Decoder, DecoderParams
 
 
 def labels_of(decoder, probs, fast=None):

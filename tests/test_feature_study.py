@@ -6,8 +6,8 @@ import numpy as np
 
 from harstream.models.dataset import labelled_windows
 from harstream.models.studies.feature_study import zero_phase_preprocess
-from harstream.stream.pipeline import preprocess_recording
-from harstream.stream.recordings import Recording
+from harstream.stream.core.pipeline import preprocess_recording
+from harstream.stream.data.recordings import Recording
 
 
 def _tilt_recording(n: int = 1000, at: int = 500) -> np.ndarray:

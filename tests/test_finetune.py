@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 
-from harstream.stream.recordings import CHANNELS
+from harstream.stream.data.recordings import CHANNELS
 
 
 def _write_csv(path, rng, parts):

@@ -18,8 +18,8 @@ from websockets.asyncio.client import connect
 from websockets.asyncio.server import serve
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
-from harstream.stream.gateway import Gateway, GatewayConfig
-from harstream.stream.protocol import Prediction, SampleBatch
+from harstream.stream.core.protocol import Prediction, SampleBatch
+from harstream.stream.gateway.server import Gateway, GatewayConfig
 
 G = 9.80665
 pytestmark = pytest.mark.timeout(120)

@@ -22,10 +22,10 @@ import pytest
 import zmq
 from conftest import wait_for
 
-from harstream.stream.activities import ACTIVITIES
-from harstream.stream.protocol import Prediction, SampleBatch, decode_output, encode_samples, samples_topic
-from harstream.stream.worker import WorkerConfig
-from harstream.stream.zmq_worker import serve
+from harstream.stream.bus.zmq_worker import serve
+from harstream.stream.core.activities import ACTIVITIES
+from harstream.stream.core.protocol import Prediction, SampleBatch, decode_output, encode_samples, samples_topic
+from harstream.stream.core.worker import WorkerConfig
 
 MEMORY_BOUND = 64 * 2**20  # bytes of RSS growth allowed per case
 GOOD = "good-phone"
@@ -295,7 +295,7 @@ def test_there_are_at_least_25_classes_of_hostile_message():
 
 
 def test_a_subscriber_flooding_the_output_with_subscriptions_harms_no_one(bus):
-    from harstream.stream.subscriptions import MAX_PREFIXES
+    from harstream.stream.core.subscriptions import MAX_PREFIXES
 
     windows0 = len(bus.good_windows())
     mem0 = rss()

@@ -30,7 +30,7 @@ import zmq
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from harstream.stream.protocol import Prediction, decode_samples, encode_prediction
+from harstream.stream.core.protocol import Prediction, decode_samples, encode_prediction
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -14,9 +14,9 @@ from harstream.models.live_accuracy import (
     score_replays,
     transition_display,
 )
-from harstream.stream.activities import ACTIVITIES
-from harstream.stream.recordings import Recording
-from harstream.stream.smoothing import Smoother
+from harstream.stream.core.activities import ACTIVITIES
+from harstream.stream.core.smoothing import Smoother
+from harstream.stream.data.recordings import Recording
 
 
 def test_a_window_is_shown_from_its_last_sample_until_the_next_completes():

@@ -16,17 +16,17 @@ import zmq
 from conftest import wait_for
 
 from harstream.simulator.replay import ReplayDevice, ReplaySchedule, devices_for, replay
-from harstream.stream.activities import ACTIVITIES, label_name
-from harstream.stream.pipeline import DevicePipeline
-from harstream.stream.protocol import (
+from harstream.stream.bus.zmq_worker import serve
+from harstream.stream.core.activities import ACTIVITIES, label_name
+from harstream.stream.core.pipeline import DevicePipeline
+from harstream.stream.core.protocol import (
     REASONS,
     Prediction,
     SampleBatch,
     decode_output,
     encode_samples,
 )
-from harstream.stream.worker import WorkerConfig
-from harstream.stream.zmq_worker import serve
+from harstream.stream.core.worker import WorkerConfig
 
 ANY_PORT = "tcp://127.0.0.1:*"  # ZeroMQ binds a free port; the worker reports which
 
@@ -127,7 +127,7 @@ def test_a_context_model_is_served_each_window_with_its_past_over_the_real_bus(t
 
     from harstream.models.artifact import load_artifact, save_artifact
     from harstream.models.runtime import TfliteRuntime
-    from harstream.stream.context import WindowContext
+    from harstream.stream.core.context import WindowContext
 
     keras.utils.set_random_seed(6)
     inp = keras.Input((3, 128, 9))  # the window and the windows 1 and 2 steps back
@@ -242,7 +242,7 @@ def test_malformed_and_hostile_frames_are_counted_while_a_good_device_is_served(
 
 
 def test_two_sharded_workers_behind_the_proxy_split_devices_without_overlap(tiny_lstm, ipc_address):
-    from harstream.stream.proxy import run_proxies
+    from harstream.stream.bus.proxy import run_proxies
 
     _, runtime = tiny_lstm
     # The proxy binds all four and cannot say which ports it got: ipc paths nobody else holds.

@@ -7,11 +7,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from harstream.stream.activities import ACTIVITIES, PLACEMENT_FREE
-from harstream.stream.model_routing import ModelRouter, ServedModel, declared_placement, personal_model
-from harstream.stream.personal_registry import FolderWatch, personal_model_name, personal_model_path
-from harstream.stream.protocol import SampleBatch, encode_samples
-from harstream.stream.worker import StreamCore, WorkerConfig
+from harstream.stream.core.activities import ACTIVITIES, PLACEMENT_FREE
+from harstream.stream.core.model_routing import ModelRouter, ServedModel, declared_placement, personal_model
+from harstream.stream.core.protocol import SampleBatch, encode_samples
+from harstream.stream.core.worker import StreamCore, WorkerConfig
+from harstream.stream.personal.registry import FolderWatch, personal_model_name, personal_model_path
 
 PERSONAL = ("WALKING", "WALKING_UPSTAIRS", "WALKING_DOWNSTAIRS", "SITTING", "STILL")
 

@@ -122,7 +122,7 @@ def test_training_windows_come_in_the_expected_counts(embedded):
 
 def write_uci_folder(root: Path, parts: dict) -> Path:
     """A UCI HAR Dataset folder holding ``parts[split] = Windows``."""
-    from harstream.stream.recordings import UCI_SIGNALS
+    from harstream.stream.data.recordings import UCI_SIGNALS
 
     for split, w in parts.items():
         signals = root / split / "Inertial Signals"

@@ -8,7 +8,7 @@ import pytest
 
 from harstream.models import augment
 from harstream.models.dataset import VALIDATION_SUBJECTS, Windows, validation_split
-from harstream.stream.recordings import UCI_TEST_SUBJECTS
+from harstream.stream.data.recordings import UCI_TEST_SUBJECTS
 
 
 def _windows(n: int, seed: int = 0, offset: float = 0.0) -> np.ndarray:

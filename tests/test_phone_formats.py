@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from harstream.stream.phone_formats import (
+from harstream.stream.gateway.phone_formats import (
     FormatError,
     MessageOrder,
     detect_format,
@@ -172,8 +172,8 @@ def test_message_order_waits_boundedly_for_a_missing_batch():
 def test_bus_and_phone_rejections_are_one_input_error_counted_by_reason():
     from collections import Counter
 
-    from harstream.stream.errors import InputError
-    from harstream.stream.protocol import ProtocolError, decode_samples
+    from harstream.stream.core.errors import InputError
+    from harstream.stream.core.protocol import ProtocolError, decode_samples
 
     rejected = Counter()
     for refuse in (lambda: decode_samples([b"x"]), lambda: load_message("{")):

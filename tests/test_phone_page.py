@@ -11,8 +11,8 @@ import shutil
 import numpy as np
 import pytest
 
-from harstream.stream.gateway import Gateway, GatewayConfig
-from harstream.stream.protocol import Prediction
+from harstream.stream.core.protocol import Prediction
+from harstream.stream.gateway.server import Gateway, GatewayConfig
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
 ARGS = [
@@ -208,8 +208,8 @@ def test_phone_page_calibration_writes_a_personal_model_into_the_registry(runnin
 
     from harstream.commands.gateway import PersonalFitter
     from harstream.models.artifact import read_metadata
-    from harstream.stream.calibration import device_folder_name
-    from harstream.stream.recordings import load_csv
+    from harstream.stream.data.recordings import load_csv
+    from harstream.stream.personal.calibration import device_folder_name
 
     registry, data = tmp_path / "personal", tmp_path / "calibration"
 

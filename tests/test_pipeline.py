@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harstream.stream.pipeline import STEP, WINDOW, DevicePipeline
+from harstream.stream.core.pipeline import STEP, WINDOW, DevicePipeline
 
 RATE = 50.0
 
@@ -110,9 +110,10 @@ def test_bad_input_is_rejected_and_leaves_state_untouched(bad, message):
 
 
 def test_the_bus_the_recordings_and_the_filters_share_one_sample_rate():
-    from harstream.stream import filters, protocol, recordings, resample
-    from harstream.stream.pipeline import preprocessing_params
-    from harstream.stream.rate import RATE_HZ
+    from harstream.stream.core import filters, protocol, resample
+    from harstream.stream.core.pipeline import preprocessing_params
+    from harstream.stream.core.rate import RATE_HZ
+    from harstream.stream.data import recordings
 
     assert preprocessing_params()["rate_hz"] == RATE_HZ == 50.0
     assert filters.RATE_HZ is protocol.RATE_HZ is recordings.RATE_HZ is RATE_HZ
@@ -120,7 +121,7 @@ def test_the_bus_the_recordings_and_the_filters_share_one_sample_rate():
 
 
 def test_filter_banks_stepped_together_match_each_bank_stepped_alone_bit_for_bit():
-    from harstream.stream.filters import UciFilterBank
+    from harstream.stream.core.filters import UciFilterBank
 
     devices = [synthetic_recording(300, seed=k) * (1 + k / 10) for k in range(5)]
     together, alone = [UciFilterBank() for _ in devices], [UciFilterBank() for _ in devices]
@@ -137,7 +138,7 @@ def test_filter_banks_stepped_together_match_each_bank_stepped_alone_bit_for_bit
 
 
 def test_filter_banks_of_different_rates_are_refused_together_and_left_untouched():
-    from harstream.stream.filters import UciFilterBank
+    from harstream.stream.core.filters import UciFilterBank
 
     banks = [UciFilterBank(), UciFilterBank(rate_hz=100.0)]
     with pytest.raises(ValueError, match="different designs"):

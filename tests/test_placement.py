@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from harstream.models.artifact import ANY_MODEL, ArtifactError, check_compatible, load_artifact
 from harstream.models.augment import rotate_samples
 from harstream.models.invariant import PlacementFreeFeatures, placement_free_features
-from harstream.stream.activities import PLACEMENT_FREE
-from harstream.stream.pipeline import preprocessing_params
+from harstream.stream.core.activities import PLACEMENT_FREE
+from harstream.stream.core.pipeline import preprocessing_params
 
 RATE = 50
 
@@ -153,7 +153,7 @@ def test_calibrate_writes_a_personal_model_that_names_the_calibrated_postures(tm
 
     def label_of(rows) -> str:
         from harstream.models.dataset import context_windows
-        from harstream.stream.pipeline import preprocess_recording
+        from harstream.stream.core.pipeline import preprocess_recording
 
         samples = np.array([r[:6] for r in rows])
         processed = preprocess_recording(samples)

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from harstream.stream.protocol import (
+from harstream.stream.core.protocol import (
     REASONS,
     Prediction,
     ProtocolError,

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harstream.stream.recordings import (
+from harstream.stream.data.recordings import (
     RecordingError,
     detect_layout,
     load_csv,
@@ -236,7 +236,7 @@ def test_csv_with_irregular_timestamps_is_interpolated_by_time(tmp_path):
 
 
 def test_csv_is_resampled_to_the_samples_a_live_phone_with_the_same_timestamps_gets(tmp_path):
-    from harstream.stream.resample import Resampler
+    from harstream.stream.core.resample import Resampler
 
     rng = np.random.default_rng(8)
     time = 1.7e3 + np.cumsum(rng.uniform(0.004, 0.03, size=600))  # ~70 Hz, jittered

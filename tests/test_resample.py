@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harstream.stream.resample import Resampler
+from harstream.stream.core.resample import Resampler
 
 
 def truth(t: np.ndarray) -> np.ndarray:

@@ -15,12 +15,12 @@ import pytest
 import zmq
 
 from harstream.models.personal_serving import load_personal_model
-from harstream.stream.activities import ACTIVITIES, PLACEMENT_FREE
-from harstream.stream.model_routing import ModelRouter, ServedModel
-from harstream.stream.personal_registry import PersonalRegistry, personal_model_path
-from harstream.stream.protocol import Prediction, SampleBatch, decode_output, encode_samples
-from harstream.stream.worker import WorkerConfig
-from harstream.stream.zmq_worker import serve
+from harstream.stream.bus.zmq_worker import serve
+from harstream.stream.core.activities import ACTIVITIES, PLACEMENT_FREE
+from harstream.stream.core.model_routing import ModelRouter, ServedModel
+from harstream.stream.core.protocol import Prediction, SampleBatch, decode_output, encode_samples
+from harstream.stream.core.worker import WorkerConfig
+from harstream.stream.personal.registry import PersonalRegistry, personal_model_path
 
 PERSONAL = ["WALKING", "WALKING_UPSTAIRS", "WALKING_DOWNSTAIRS", "SITTING", "STILL"]
 ANY_PORT = "tcp://127.0.0.1:*"

@@ -8,7 +8,7 @@ import pickle
 import numpy as np
 import pytest
 
-from harstream.stream.safe_pickle import UnsafePickleError, load_restricted
+from harstream.stream.data.safe_pickle import UnsafePickleError, load_restricted
 
 
 class Exploit:

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from harstream.simulator.replay import ReplayDevice, ReplaySchedule, devices_for, replay
-from harstream.stream.protocol import decode_samples
+from harstream.stream.core.protocol import decode_samples
 
 
 def make_devices(count: int, length: int = 300) -> list[ReplayDevice]:
@@ -130,13 +130,13 @@ def test_a_full_queue_drops_and_counts_instead_of_blocking():
 
 
 def _batch(device: str, seq: int, n: int = 10, session: str = "s1"):
-    from harstream.stream.protocol import SampleBatch
+    from harstream.stream.core.protocol import SampleBatch
 
     return SampleBatch(device, seq, seq / 50, np.full((n, 6), seq / 1000, np.float32), session=session)
 
 
 def test_the_tail_keeps_the_fewest_newest_messages_that_hold_a_window():
-    from harstream.stream.tail_replay import TailCache
+    from harstream.stream.bus.tail_replay import TailCache
 
     cache = TailCache(window=128)
     for seq in range(0, 1000, 10):
@@ -147,8 +147,8 @@ def test_the_tail_keeps_the_fewest_newest_messages_that_hold_a_window():
 
 
 def test_a_replay_answers_only_the_devices_its_prefix_matches():
-    from harstream.stream.protocol import samples_topic
-    from harstream.stream.tail_replay import TailCache
+    from harstream.stream.bus.tail_replay import TailCache
+    from harstream.stream.core.protocol import samples_topic
 
     cache = TailCache(window=10)
     for name in ("a", "b", "c"):
@@ -163,7 +163,7 @@ def test_a_replay_answers_only_the_devices_its_prefix_matches():
 
 
 def test_a_subscription_storm_replays_each_device_at_most_once_per_interval():
-    from harstream.stream.tail_replay import TailCache
+    from harstream.stream.bus.tail_replay import TailCache
 
     cache = TailCache(window=20, min_interval=1.0)
     cache.push(_batch("d", 0, 20), now=0.0)
@@ -173,7 +173,7 @@ def test_a_subscription_storm_replays_each_device_at_most_once_per_interval():
 
 
 def test_a_gap_or_a_new_session_starts_the_tail_afresh():
-    from harstream.stream.tail_replay import TailCache
+    from harstream.stream.bus.tail_replay import TailCache
 
     cache = TailCache(window=100, min_interval=0)
     for seq in (0, 10, 20):
@@ -185,7 +185,7 @@ def test_a_gap_or_a_new_session_starts_the_tail_afresh():
 
 
 def test_the_cache_is_bounded_in_devices_and_forgets_silent_ones():
-    from harstream.stream.tail_replay import TailCache
+    from harstream.stream.bus.tail_replay import TailCache
 
     cache = TailCache(window=10, max_devices=3, max_age=2.56, min_interval=0)
     for i in range(5):
@@ -196,10 +196,10 @@ def test_the_cache_is_bounded_in_devices_and_forgets_silent_ones():
 
 
 def test_a_replayed_message_a_worker_already_has_is_counted_as_replayed_not_dropped():
-    from harstream.stream.activities import ACTIVITIES
-    from harstream.stream.protocol import encode_samples
-    from harstream.stream.tail_replay import TailCache
-    from harstream.stream.worker import StreamCore
+    from harstream.stream.bus.tail_replay import TailCache
+    from harstream.stream.core.activities import ACTIVITIES
+    from harstream.stream.core.protocol import encode_samples
+    from harstream.stream.core.worker import StreamCore
 
     core, cache = StreamCore(ACTIVITIES, "m"), TailCache(window=128)
     for seq in range(0, 200, 10):

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from harstream.models.staged import is_staged, restage, stages
-from harstream.stream.context import WindowContext
-from harstream.stream.pipeline import DevicePipeline
+from harstream.stream.core.context import WindowContext
+from harstream.stream.core.pipeline import DevicePipeline
 
 
 @pytest.fixture(autouse=True)
@@ -145,9 +145,9 @@ def test_a_staged_svm_is_still_refitted_when_fine_tuned(context_svm):
 
 def _serve_core(samples: np.ndarray, predict, features=None, chunk: int = 50) -> np.ndarray:
     """Probabilities a worker core gives for one device's stream (no sockets)."""
-    from harstream.stream.activities import ACTIVITIES
-    from harstream.stream.protocol import SampleBatch, encode_samples
-    from harstream.stream.worker import StreamCore, WorkerConfig
+    from harstream.stream.core.activities import ACTIVITIES
+    from harstream.stream.core.protocol import SampleBatch, encode_samples
+    from harstream.stream.core.worker import StreamCore, WorkerConfig
 
     core = StreamCore(ACTIVITIES, "m", WorkerConfig(context_steps=(1, 2), features=features, max_batch=8))
     out = []
@@ -176,9 +176,9 @@ def test_a_worker_serving_the_stages_gives_the_whole_models_probabilities(contex
 
 
 def test_a_failing_feature_stage_drops_its_windows_counted_and_the_worker_goes_on(context_svm):
-    from harstream.stream.activities import ACTIVITIES
-    from harstream.stream.protocol import SampleBatch, encode_samples
-    from harstream.stream.worker import StreamCore, WorkerConfig
+    from harstream.stream.core.activities import ACTIVITIES
+    from harstream.stream.core.protocol import SampleBatch, encode_samples
+    from harstream.stream.core.worker import StreamCore, WorkerConfig
 
     def broken(windows):
         raise RuntimeError("interpreter gone")
@@ -189,8 +189,8 @@ def test_a_failing_feature_stage_drops_its_windows_counted_and_the_worker_goes_o
 
 
 def test_a_device_moved_to_a_model_with_another_feature_stage_starts_its_context_afresh():
-    from harstream.stream.model_routing import ServedModel
-    from harstream.stream.worker import Device, WorkerConfig
+    from harstream.stream.core.model_routing import ServedModel
+    from harstream.stream.core.worker import Device, WorkerConfig
 
     classes = ("WALKING", "STILL")
     waist = ServedModel("waist", "waist", "a", classes, (1, 2), features=lambda w: np.zeros((len(w), 5)))

@@ -10,11 +10,11 @@ from conftest import wait_for
 
 from harstream.models.runtime import NullRuntime
 from harstream.simulator.replay import ReplayDevice, ReplaySchedule, replay
-from harstream.stream.activities import ACTIVITIES
-from harstream.stream.protocol import SampleBatch, Signal, decode_output, encode_samples
-from harstream.stream.subscriptions import Subscriptions, WatchedDevices
-from harstream.stream.worker import StreamCore, WorkerConfig
-from harstream.stream.zmq_worker import serve
+from harstream.stream.bus.zmq_worker import serve
+from harstream.stream.core.activities import ACTIVITIES
+from harstream.stream.core.protocol import SampleBatch, Signal, decode_output, encode_samples
+from harstream.stream.core.subscriptions import Subscriptions, WatchedDevices
+from harstream.stream.core.worker import StreamCore, WorkerConfig
 
 
 def test_a_prefix_is_wanted_from_its_first_subscription_to_its_last_unsubscription():
@@ -112,7 +112,7 @@ def test_over_the_bus_the_worker_sends_the_signal_of_the_followed_device_only(ip
 
 
 def test_past_the_prefix_limit_every_topic_is_wanted_and_the_table_stops_growing():
-    from harstream.stream.subscriptions import MAX_PREFIXES
+    from harstream.stream.core.subscriptions import MAX_PREFIXES
 
     subs = Subscriptions()
     for i in range(MAX_PREFIXES + 5):
@@ -171,7 +171,7 @@ def test_every_consumer_of_the_subscriptions_is_told_each_change():
 
 
 def test_a_consumer_too_far_behind_is_told_that_anything_may_have_changed():
-    from harstream.stream.subscriptions import MAX_CHANGES
+    from harstream.stream.core.subscriptions import MAX_CHANGES
 
     subs = Subscriptions()
     for i in range(MAX_CHANGES + 1):

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from harstream.stream.activities import ACTIVITIES, UNKNOWN
-from harstream.stream.pipeline import DevicePipeline
-from harstream.stream.protocol import SampleBatch, encode_samples
-from harstream.stream.smoothing import Smoother
-from harstream.stream.worker import StreamCore, WorkerConfig
+from harstream.stream.core.activities import ACTIVITIES, UNKNOWN
+from harstream.stream.core.pipeline import DevicePipeline
+from harstream.stream.core.protocol import SampleBatch, encode_samples
+from harstream.stream.core.smoothing import Smoother
+from harstream.stream.core.worker import StreamCore, WorkerConfig
 
 
 def signal(n: int, seed: int = 0) -> np.ndarray:
@@ -110,7 +110,7 @@ def test_waiting_windows_are_bounded_and_overflow_is_counted():
 
 
 def test_devices_outside_the_shard_are_not_processed():
-    from harstream.stream.protocol import shard_of
+    from harstream.stream.core.protocol import shard_of
 
     core = StreamCore(ACTIVITIES, "m", WorkerConfig(shard=(0, 2)))
     names = [f"dev{i}" for i in range(20)]
@@ -168,7 +168,7 @@ def test_stats_report_rates_latency_and_drops():
 
 
 def test_many_devices_filtered_together_get_exactly_their_own_windows(monkeypatch):
-    from harstream.stream import batch_push
+    from harstream.stream.core import batch_push
 
     stacked = []
     real = batch_push._filter_stacked
@@ -197,7 +197,7 @@ def test_many_devices_filtered_together_get_exactly_their_own_windows(monkeypatc
 
 
 def test_incarnation_tells_next_gap_duplicate_and_restart_apart():
-    from harstream.stream.incarnation import Incarnation
+    from harstream.stream.core.incarnation import Incarnation
 
     inc = Incarnation(seq=100, now=0.0)
     inc.advance(100, 20, now=1.0)
@@ -212,7 +212,7 @@ def test_incarnation_tells_next_gap_duplicate_and_restart_apart():
 
 
 def test_incarnation_refuses_a_jump_further_than_the_time_since_the_last_message_allows():
-    from harstream.stream.incarnation import GAP_SLACK, GAP_SPEED, Incarnation
+    from harstream.stream.core.incarnation import GAP_SLACK, GAP_SPEED, Incarnation
 
     inc = Incarnation(seq=0, now=0.0, session="s")
     inc.advance(0, 10, now=10.0)
@@ -223,7 +223,7 @@ def test_incarnation_refuses_a_jump_further_than_the_time_since_the_last_message
 
 
 def test_incarnation_lets_another_session_in_only_after_the_owner_went_quiet():
-    from harstream.stream.incarnation import Incarnation
+    from harstream.stream.core.incarnation import Incarnation
 
     inc = Incarnation(seq=0, now=0.0, session="owner", takeover_after=2.0)
     inc.advance(0, 10, now=5.0)
@@ -234,7 +234,7 @@ def test_incarnation_lets_another_session_in_only_after_the_owner_went_quiet():
 
 
 def test_sample_buffer_gives_back_its_chunks_in_order_with_unlabelled_gaps_marked():
-    from harstream.stream.sample_buffer import SampleBuffer
+    from harstream.stream.core.sample_buffer import SampleBuffer
 
     buf = SampleBuffer()
     a, b = signal(5), signal(7, seed=1)
@@ -247,7 +247,7 @@ def test_sample_buffer_gives_back_its_chunks_in_order_with_unlabelled_gaps_marke
 
 
 def test_device_windows_number_time_and_label_windows_like_the_offline_pipeline():
-    from harstream.stream.device_windows import DeviceWindows
+    from harstream.stream.core.device_windows import DeviceWindows
 
     data, labels = signal(320), np.repeat(np.arange(1, 6, dtype=np.int16), 64)
     dw = DeviceWindows(seq=1000)
@@ -261,7 +261,7 @@ def test_device_windows_number_time_and_label_windows_like_the_offline_pipeline(
 
 
 def test_signal_feed_keeps_every_fifth_sample_by_seq_whatever_the_chunking():
-    from harstream.stream.signal_feed import SignalFeed
+    from harstream.stream.core.signal_feed import SignalFeed
 
     data = signal(60)
     feed = SignalFeed(decimation=5, interval=0.5, now=0.0)

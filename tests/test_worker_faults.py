@@ -16,10 +16,10 @@ from conftest import wait_for
 
 from harstream.models.runtime import NullRuntime
 from harstream.simulator.replay import ReplayDevice, ReplaySchedule, replay
-from harstream.stream.activities import ACTIVITIES
-from harstream.stream.protocol import Prediction, decode_output
-from harstream.stream.worker import WorkerConfig
-from harstream.stream.zmq_worker import serve
+from harstream.stream.bus.zmq_worker import serve
+from harstream.stream.core.activities import ACTIVITIES
+from harstream.stream.core.protocol import Prediction, decode_output
+from harstream.stream.core.worker import WorkerConfig
 
 
 class Reader:
@@ -166,7 +166,7 @@ def test_a_worker_killed_and_restarted_builds_its_first_windows_from_the_replaye
 def test_off_loopback_the_worker_refuses_to_start_without_keys():
     import pytest
 
-    from harstream.stream.bus_auth import BusAuthError
+    from harstream.stream.bus.auth import BusAuthError
 
     with pytest.raises(BusAuthError, match="0.0.0.0.*harstream keys"):
         serve(NullRuntime(6), ACTIVITIES, "none", ingest="tcp://0.0.0.0:*", output="tcp://127.0.0.1:*",
@@ -174,7 +174,7 @@ def test_off_loopback_the_worker_refuses_to_start_without_keys():
 
 
 def test_with_curve_keys_only_a_keyed_producer_reaches_the_worker(tmp_path):
-    from harstream.stream.bus_auth import generate_keys
+    from harstream.stream.bus.auth import generate_keys
 
     keys = tmp_path / "keys"
     generate_keys(keys)
@@ -188,7 +188,7 @@ def test_with_curve_keys_only_a_keyed_producer_reaches_the_worker(tmp_path):
         on_bound=lambda i, o: addr.update(ingest=i, output=o), printer=None, keys=str(keys)))  # fmt: skip
     worker.start()
     assert ready.wait(30)
-    from harstream.stream.bus_auth import secure
+    from harstream.stream.bus.auth import secure
 
     ctx = zmq.Context()
     out = ctx.socket(zmq.SUB)

@@ -148,7 +148,7 @@ def measure(n: int, shards: int, args: argparse.Namespace, sim_extra: list[str] 
     import numpy as np
     import zmq
 
-    from harstream.stream.protocol import decode_stats
+    from harstream.stream.core.protocol import decode_stats
 
     env = {**os.environ, "HARSTREAM_INGEST": free_address(), "HARSTREAM_OUTPUT": free_address(),
            "TF_CPP_MIN_LOG_LEVEL": "2"}  # fmt: skip

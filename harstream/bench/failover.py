@@ -60,11 +60,11 @@ def measure_failover(devices: int, workers: int, before: float, after: float, sp
     import zmq
 
     from harstream.simulator.replay import ReplaySchedule, devices_for, replay
-    from harstream.stream.broker import Keys, connect, start_redis
-    from harstream.stream.leases import Leases
-    from harstream.stream.log_bridge import serve_bridge
-    from harstream.stream.protocol import Prediction, decode_output
-    from harstream.stream.recordings import load_embedded
+    from harstream.stream.core.protocol import Prediction, decode_output
+    from harstream.stream.data.recordings import load_embedded
+    from harstream.stream.durable.bridge import serve_bridge
+    from harstream.stream.durable.broker import Keys, connect, start_redis
+    from harstream.stream.durable.leases import Leases
 
     say = printer or (lambda *_: None)
     folder = Path(tempfile.mkdtemp(prefix="hs-failover-"))
@@ -172,7 +172,7 @@ def score(received, killed_at: float, orphaned: set[int], partitions: int, victi
 
     import numpy as np
 
-    from harstream.stream.partitions import partition_of
+    from harstream.stream.durable.partitions import partition_of
 
     count = Counter((p.device, p.window) for _, p in received)
     windows: dict[str, set[int]] = {}

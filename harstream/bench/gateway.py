@@ -248,9 +248,9 @@ def _pure_path_readings_per_s(rate: float) -> float:
 
     import numpy as np
 
-    from harstream.stream.phone_feeds import DeviceFeed
-    from harstream.stream.phone_formats import load_message, parse_hello, parse_samples
-    from harstream.stream.protocol import encode_samples
+    from harstream.stream.core.protocol import encode_samples
+    from harstream.stream.gateway.phone_feeds import DeviceFeed
+    from harstream.stream.gateway.phone_formats import load_message, parse_hello, parse_samples
 
     hello = parse_hello({"type": "hello", "device": "pure", "units": {"acc": "m/s2", "gyro": "deg/s"}})
     k, t, n = int(rate * 0.2), time.time(), 0

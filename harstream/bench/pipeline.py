@@ -24,9 +24,9 @@ def run(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from harstream.stream.batch_push import push_many
-    from harstream.stream.pipeline import DevicePipeline, preprocess_recording
-    from harstream.stream.recordings import load_dataset
+    from harstream.stream.core.batch_push import push_many
+    from harstream.stream.core.pipeline import DevicePipeline, preprocess_recording
+    from harstream.stream.data.recordings import load_dataset
 
     rec = load_dataset().recordings[0]
     n = int(args.seconds * 50)

@@ -151,7 +151,7 @@ class _Reader:
     def _run(self) -> None:
         import zmq
 
-        from harstream.stream.protocol import decode_prediction
+        from harstream.stream.core.protocol import decode_prediction
 
         poller = zmq.Poller()
         poller.register(self.sock, zmq.POLLIN)

@@ -24,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from harstream.stream.log_bridge import serve_bridge
+    from harstream.stream.durable.bridge import serve_bridge
 
     if not 1 <= args.partitions <= 1024:
         raise SystemExit(f"bridge: --partitions {args.partitions} outside 1..1024")

@@ -21,7 +21,7 @@ def run(args: argparse.Namespace) -> int:
     import signal
     from pathlib import Path
 
-    from harstream.stream.broker import BrokerError, start_redis
+    from harstream.stream.durable.broker import BrokerError, start_redis
 
     try:
         proc, url = start_redis(Path(args.dir), port=args.port, unix_socket=Path(args.unix) if args.unix else None,

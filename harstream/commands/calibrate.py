@@ -40,7 +40,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from harstream.models.artifact import ANY_MODEL, ArtifactError, load_artifact
     from harstream.models.personal import PersonalSettings, fit_personal, save_personal
-    from harstream.stream.recordings import RecordingError, load_csv
+    from harstream.stream.data.recordings import RecordingError, load_csv
 
     out = Path(args.out)
     if out.suffix != ".keras":

@@ -13,7 +13,7 @@ from collections import Counter
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # keep `harstream data --help` free of numpy imports
-    from harstream.stream.recordings import Dataset, UciWindows
+    from harstream.stream.data.recordings import Dataset, UciWindows
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -28,16 +28,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from harstream.stream.recordings import LAYOUTS, RecordingError, detect_layout
+    from harstream.stream.data.recordings import LAYOUTS, RecordingError, detect_layout
 
     try:
         layout = detect_layout(args.data)
         if layout == "uci-har":
-            from harstream.stream.recordings import load_uci_folder
+            from harstream.stream.data.recordings import load_uci_folder
 
             print(describe_uci(load_uci_folder(args.data, progress=True)))
         else:
-            from harstream.stream.recordings import load_dataset
+            from harstream.stream.data.recordings import load_dataset
 
             dataset = load_dataset(args.data, progress=True)
             print(describe_dataset(dataset, LAYOUTS[layout], sessions=args.sessions))
@@ -56,8 +56,8 @@ def describe_dataset(dataset: Dataset, layout: str, sessions: bool = False) -> s
     """The summary ``harstream data`` prints for continuous recordings."""
     import numpy as np
 
-    from harstream.stream.activities import label_name
-    from harstream.stream.recordings import RATE_HZ, UCI_TEST_SUBJECTS
+    from harstream.stream.core.activities import label_name
+    from harstream.stream.data.recordings import RATE_HZ, UCI_TEST_SUBJECTS
 
     recs = dataset.recordings
     total = sum(len(r) for r in recs)
@@ -94,8 +94,8 @@ def describe_uci(windows: UciWindows) -> str:
     """The summary ``harstream data`` prints for a UCI HAR Dataset folder."""
     import numpy as np
 
-    from harstream.stream.activities import ACTIVITIES
-    from harstream.stream.recordings import UCI_SPLITS
+    from harstream.stream.core.activities import ACTIVITIES
+    from harstream.stream.data.recordings import UCI_SPLITS
 
     lines = [
         f"source    {windows.source}",

@@ -20,8 +20,8 @@ STOP_TIMEOUT_S = 10.0
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from harstream.stream.bus import ingest_address, output_address
-    from harstream.stream.recordings import UCI_TEST_SUBJECTS
+    from harstream.stream.bus.addresses import ingest_address, output_address
+    from harstream.stream.data.recordings import UCI_TEST_SUBJECTS
 
     parser.add_argument(
         "--subjects",
@@ -82,7 +82,7 @@ def plan(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
     its back end and the two workers publish into its output back end, where
     the dashboard and the gateway both read them.
     """
-    from harstream.stream.bus import DEFAULT_PROXY_INGEST_BACKEND, DEFAULT_PROXY_OUTPUT_BACKEND
+    from harstream.stream.bus.addresses import DEFAULT_PROXY_INGEST_BACKEND, DEFAULT_PROXY_OUTPUT_BACKEND
 
     me = [sys.executable, "-m", "harstream"]
     ingest, output = _bare(args.ingest), _bare(args.output)

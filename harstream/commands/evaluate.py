@@ -89,7 +89,7 @@ def _write(report: str, path: Path | None) -> None:
 def run_artifact(args: argparse.Namespace) -> int:
     from harstream.models.artifact import ArtifactError, load_artifact
     from harstream.models.evaluation import evaluate_model, evaluation_report, plot_confusion_matrix
-    from harstream.stream.recordings import UCI_TEST_SUBJECTS, RecordingError
+    from harstream.stream.data.recordings import UCI_TEST_SUBJECTS, RecordingError
 
     try:
         artifact = load_artifact(args.artifact)
@@ -160,7 +160,7 @@ def run_repeats(args: argparse.Namespace) -> int:
     from harstream.models.evaluation import plot_confusion_matrix
     from harstream.models.registry import DEFAULT_EPOCHS
     from harstream.models.studies.repeats import RepeatResult, repeat_evaluations, repeat_report
-    from harstream.stream.recordings import RecordingError
+    from harstream.stream.data.recordings import RecordingError
 
     if args.repeats < 1:
         print(f"harstream evaluate: --repeats must be >= 1, got {args.repeats}", file=sys.stderr)

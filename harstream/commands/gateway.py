@@ -108,8 +108,8 @@ def run(args: argparse.Namespace) -> int:
     import asyncio
     import logging
 
-    from harstream.stream import bus
-    from harstream.stream.gateway import GatewayConfig, run_gateway
+    from harstream.stream.bus import addresses as bus
+    from harstream.stream.gateway.server import GatewayConfig, run_gateway
 
     config = GatewayConfig(
         host=args.host,
@@ -164,7 +164,7 @@ class PersonalFitter:
     def __call__(self, folder: Path, device: str, out: Path) -> dict:
         from harstream.models.artifact import ANY_MODEL, load_artifact
         from harstream.models.personal import fit_personal, save_personal
-        from harstream.stream.recordings import load_csv
+        from harstream.stream.data.recordings import load_csv
 
         with self._lock:
             if self._base is None:

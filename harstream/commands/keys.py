@@ -12,7 +12,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from harstream.stream.bus_auth import generate_keys
+    from harstream.stream.bus.auth import generate_keys
 
     folder = Path(args.folder)
     if (folder / "bus.key_secret").exists():

@@ -13,7 +13,7 @@ import argparse
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from harstream.stream import bus
+    from harstream.stream.bus import addresses as bus
 
     parser.add_argument("--ingest", default=None, help=f"ingest front end, bound (default {bus.DEFAULT_INGEST})")
     parser.add_argument("--ingest-backend", default=bus.DEFAULT_PROXY_INGEST_BACKEND,
@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from harstream.stream.proxy import run_proxies
+    from harstream.stream.bus.proxy import run_proxies
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -36,7 +36,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from harstream.simulator.replay import ReplaySchedule, devices_for, replay
-    from harstream.stream.recordings import UCI_TEST_SUBJECTS, load_dataset
+    from harstream.stream.data.recordings import UCI_TEST_SUBJECTS, load_dataset
 
     subjects = args.subjects or list(UCI_TEST_SUBJECTS)
     dataset = load_dataset(args.source)

@@ -34,9 +34,9 @@ def format_prediction(p) -> str:
 def run(args: argparse.Namespace) -> int:
     import zmq
 
-    from harstream.stream.bus import attach, output_address
-    from harstream.stream.protocol import Prediction, decode_output
-    from harstream.stream.worker import format_stats
+    from harstream.stream.bus.addresses import attach, output_address
+    from harstream.stream.core.protocol import Prediction, decode_output
+    from harstream.stream.core.worker import format_stats
 
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
     sock = ctx.socket(zmq.SUB)
@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         sock.setsockopt(zmq.SUBSCRIBE, b"p/" + (device.encode() + b"/" if device else b""))
     if args.stats:
         sock.setsockopt(zmq.SUBSCRIBE, b"stats/")
-    from harstream.stream.bus_auth import BusAuthError, secure, start_authenticator
+    from harstream.stream.bus.auth import BusAuthError, secure, start_authenticator
 
     auth = None
     try:

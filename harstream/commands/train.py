@@ -77,7 +77,7 @@ def load_data(args: argparse.Namespace, progress: bool = True, context_steps: tu
     """TrainingData for the --data/--subjects/--test-subjects arguments
     (windows with their past windows for a model with ``context_steps``)."""
     from harstream.models.training import load_training_data
-    from harstream.stream.recordings import UCI_TEST_SUBJECTS
+    from harstream.stream.data.recordings import UCI_TEST_SUBJECTS
 
     test = parse_subjects(args.test_subjects) or list(UCI_TEST_SUBJECTS)
     return load_training_data(
@@ -131,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter hides the report
     from harstream.models.registry import DEFAULT_EPOCHS
     from harstream.models.training import ESTIMATORS, train_and_save
-    from harstream.stream.recordings import RecordingError
+    from harstream.stream.data.recordings import RecordingError
 
     if args.epochs is not None and args.epochs < 1:
         print(f"harstream train: --epochs must be >= 1, got {args.epochs}", file=sys.stderr)

@@ -25,7 +25,7 @@ def _shard(text: str) -> tuple[int, int]:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from harstream.stream.smoothing import DEFAULT_THRESHOLD, DEFAULT_WINDOWS
+    from harstream.stream.core.smoothing import DEFAULT_THRESHOLD, DEFAULT_WINDOWS
 
     parser.add_argument("--model", default=None,
                         help="model artifact (.keras) for waist mode: replays and phones declared at the waist "
@@ -154,12 +154,12 @@ def run(args: argparse.Namespace) -> int:
     import threading
 
     from harstream.models.personal_serving import load_personal_model
-    from harstream.stream import bus
-    from harstream.stream.bus_auth import BusAuthError
-    from harstream.stream.model_routing import ModelRouter
-    from harstream.stream.personal_registry import PersonalRegistry, personal_dir
-    from harstream.stream.worker import WorkerConfig
-    from harstream.stream.zmq_worker import serve
+    from harstream.stream.bus import addresses as bus
+    from harstream.stream.bus.auth import BusAuthError
+    from harstream.stream.bus.zmq_worker import serve
+    from harstream.stream.core.model_routing import ModelRouter
+    from harstream.stream.core.worker import WorkerConfig
+    from harstream.stream.personal.registry import PersonalRegistry, personal_dir
 
     ingest, output = args.ingest, args.publish
     if args.proxy:
@@ -203,7 +203,7 @@ def run(args: argparse.Namespace) -> int:
               f"{'any (' + anywhere.model_id + ')' if anywhere else 'no any mode'}, personal (watching {folder})",
               flush=True)  # fmt: skip
     if args.redis:
-        from harstream.stream.redis_worker import LogConfig, serve_redis
+        from harstream.stream.durable.redis_worker import LogConfig, serve_redis
 
         if not 1 <= args.partitions <= 1024 or not 100 <= args.lease_ms <= 60_000:
             raise SystemExit("worker: --partitions must be within 1..1024 and --lease-ms within 100..60000")
@@ -246,7 +246,7 @@ class ModelLoadError(Exception):
 def display_maker(args: argparse.Namespace):
     """``(classes, metadata) -> display factory`` for ``--display`` (None: the
     core's moving average of ``--smooth`` windows)."""
-    from harstream.stream.decoder import display_for
+    from harstream.stream.core.decoder import display_for
 
     if args.display != "decoder" or args.runtime == "none":
         return None
@@ -255,12 +255,12 @@ def display_maker(args: argparse.Namespace):
 
 def load_served(path: str | None, mode: str, args: argparse.Namespace):
     """The model at ``path`` (the shipped one for its mode when None) with its
-    runtime and display, as a :class:`~harstream.stream.model_routing.ServedModel`."""
+    runtime and display, as a :class:`~harstream.stream.core.model_routing.ServedModel`."""
     from harstream.models.artifact import ANY_MODEL, ArtifactError, load_artifact, model_id_of
     from harstream.models.fast_start import load_cached_runtime
     from harstream.models.runtime import NullRuntime, load_runtime
-    from harstream.stream.activities import ACTIVITIES, PLACEMENT_FREE
-    from harstream.stream.model_routing import ServedModel
+    from harstream.stream.core.activities import ACTIVITIES, PLACEMENT_FREE
+    from harstream.stream.core.model_routing import ServedModel
 
     if args.runtime == "none":
         classes = list(PLACEMENT_FREE if mode == "any" else ACTIVITIES)

@@ -31,9 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
-from harstream.stream.activities import ACTIVITIES, STILL
-from harstream.stream.rate import RATE_HZ
-from harstream.stream.recordings import UCI_TEST_SUBJECTS, Recording, load_dataset
+from harstream.stream.core.activities import ACTIVITIES, STILL
+from harstream.stream.core.rate import RATE_HZ
+from harstream.stream.data.recordings import UCI_TEST_SUBJECTS, Recording, load_dataset
 
 from ..artifact import ANY_MODEL, load_artifact
 from ..augment import rotate_samples, uniform_rotations

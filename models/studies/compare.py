@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harstream.stream.activities import ACTIVITIES
+from harstream.stream.core.activities import ACTIVITIES
 
 from ..dataset import VALIDATION_SUBJECTS, Windows, labelled_windows, split_by_subject
 from ..recipe import Recipe, fit, parse_recipe
@@ -112,7 +112,7 @@ def measure_latencies(recipes: list[Recipe], registry_names: list[str]) -> dict[
     on the weights), all measured in this one process so they compare."""
     import keras
 
-    from harstream.stream.recordings import UCI_TEST_SUBJECTS, load_embedded
+    from harstream.stream.data.recordings import UCI_TEST_SUBJECTS, load_embedded
 
     from ..registry import ChannelStats, build_model
 
@@ -537,7 +537,7 @@ def main(argv: list[str] | None = None) -> int:
         print(write_report(with_seed_models(load_results()), live))
         return 0
 
-    from harstream.stream.recordings import load_embedded
+    from harstream.stream.data.recordings import load_embedded
 
     selection = load_selection()
     recipe = parse_recipe(args.recipe, args.epochs or 12) if args.recipe else best_recipe(selection)

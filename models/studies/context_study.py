@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from harstream.stream.pipeline import WINDOW
+from harstream.stream.core.pipeline import WINDOW
 
 from ..dataset import context_starts, context_windows, segment_windows
 
@@ -50,8 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=STUDY_FILE)
     args = parser.parse_args(argv)
 
-    from harstream.stream.pipeline import preprocess_recording
-    from harstream.stream.recordings import UCI_TEST_SUBJECTS, load_embedded
+    from harstream.stream.core.pipeline import preprocess_recording
+    from harstream.stream.data.recordings import UCI_TEST_SUBJECTS, load_embedded
 
     from ..artifact import load_artifact
     from .compare import predict

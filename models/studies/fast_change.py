@@ -5,7 +5,7 @@ window's features beside those of the windows 1, 2 and 4 steps back). Right
 after a change three of its four windows still show the old activity, so it
 is sticky. A one-window SVM (``svm-C0.3``, no context) on the same features
 reacts sooner but flickers more. This study gives the decoder
-(:mod:`harstream.stream.decoder`) both, each with its own emission matrix
+(:mod:`harstream.stream.core.decoder`) both, each with its own emission matrix
 measured out-of-fold on training subjects (:mod:`harstream.models.decoder_fit`'s
 machinery, a second :class:`~harstream.models.decoder_fit.Target`):
 
@@ -54,11 +54,11 @@ from harstream.models.live_accuracy import (
     truth_labels,
 )
 from harstream.models.studies.posture_lock import session_motion
-from harstream.stream.activities import ACTIVITIES
-from harstream.stream.decoder import Decoder, DecoderParams
-from harstream.stream.pipeline import STEP, WINDOW
-from harstream.stream.recordings import UCI_TEST_SUBJECTS, Recording
-from harstream.stream.smoothing import Smoother, refusal_reason
+from harstream.stream.core.activities import ACTIVITIES
+from harstream.stream.core.decoder import Decoder, DecoderParams
+from harstream.stream.core.pipeline import STEP, WINDOW
+from harstream.stream.core.smoothing import Smoother, refusal_reason
+from harstream.stream.data.recordings import UCI_TEST_SUBJECTS, Recording
 
 REPORT = Path(__file__).resolve().parents[2] / "docs" / "reports" / "fast_change_study.json"
 #: The one-window recipe: the validation-best SVM without context (docs/report.md).
@@ -84,7 +84,7 @@ def fast_target() -> fit.Target:
     from harstream.models.dataset import labelled_windows
     from harstream.models.recipe import Recipe
     from harstream.models.recipe import fit as fit_recipe
-    from harstream.stream.recordings import load_embedded
+    from harstream.stream.data.recordings import load_embedded
 
     recipe = Recipe.from_json(FAST_RECIPE)
 

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harstream.stream.pipeline import preprocess_recording
+from harstream.stream.core.pipeline import preprocess_recording
 
 from ..dataset import VALIDATION_SUBJECTS, labelled_windows
 from ..features import window_features
@@ -45,7 +45,7 @@ def zero_phase_preprocess(samples: np.ndarray) -> np.ndarray:
     the pipeline, run forwards and backwards (no lag, but needs the future)."""
     from scipy.signal import medfilt, sosfiltfilt
 
-    from harstream.stream.filters import GRAVITY_CUTOFF_HZ, MEDIAN_SIZE, NOISE_CUTOFF_HZ, butter_lowpass
+    from harstream.stream.core.filters import GRAVITY_CUTOFF_HZ, MEDIAN_SIZE, NOISE_CUTOFF_HZ, butter_lowpass
 
     raw = np.asarray(samples, np.float64)
     smooth = np.stack([medfilt(raw[:, c], MEDIAN_SIZE) for c in range(raw.shape[1])], axis=1)
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from tqdm import tqdm
 
-    from harstream.stream.recordings import UCI_TEST_SUBJECTS, load_embedded
+    from harstream.stream.data.recordings import UCI_TEST_SUBJECTS, load_embedded
 
     # The test subjects' recordings are dropped before anything is computed.
     recordings = [r for r in load_embedded().recordings if r.subject not in UCI_TEST_SUBJECTS]

@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from harstream.stream.recordings import UCI_TEST_SUBJECTS, load_embedded
+from harstream.stream.data.recordings import UCI_TEST_SUBJECTS, load_embedded
 
 from ..artifact import load_artifact
 from ..dataset import labelled_windows

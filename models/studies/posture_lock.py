@@ -2,13 +2,13 @@
 
 A person changes posture (sitting, standing, lying) only by moving: a postural
 transition tilts the waist and shakes it. The decoder
-(:mod:`harstream.stream.decoder`) can therefore refuse to move the display
+(:mod:`harstream.stream.core.decoder`) can therefore refuse to move the display
 from a settled posture to another posture unless the body moved since the
 posture was shown, and switch sooner after it moved. This study measures
 that on the live figures (per-sample accuracy, median delay, display changes
 per true change), as the worker would show them:
 
-- the cue: :func:`~harstream.stream.decoder.window_motion` of each window
+- the cue: :func:`~harstream.stream.core.decoder.window_motion` of each window
   (mean body-acceleration magnitude), from the window's own samples; the
   gravity angle between the current window and the window at the last
   display change was tried as a second cue and added nothing once motion is
@@ -38,10 +38,10 @@ import numpy as np
 
 from harstream.models import decoder_fit as fit
 from harstream.models.live_accuracy import replay_probabilities, score_replays, session_windows
-from harstream.stream.activities import ACTIVITIES
-from harstream.stream.decoder import Decoder, DecoderParams, window_motion
-from harstream.stream.recordings import Recording
-from harstream.stream.smoothing import Smoother
+from harstream.stream.core.activities import ACTIVITIES
+from harstream.stream.core.decoder import Decoder, DecoderParams, window_motion
+from harstream.stream.core.smoothing import Smoother
+from harstream.stream.data.recordings import Recording
 
 REPORT = Path(__file__).resolve().parents[2] / "docs" / "reports" / "posture_lock_study.json"
 #: The knobs of the shipped decoder without the lock (docs/reports/decoder_pareto.json's choice).

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from harstream.stream.activities import PLACEMENT_FREE
-from harstream.stream.recordings import UCI_TEST_SUBJECTS, load_dataset
+from harstream.stream.core.activities import PLACEMENT_FREE
+from harstream.stream.data.recordings import UCI_TEST_SUBJECTS, load_dataset
 
 from ..artifact import PRETRAINED_DIR, load_artifact
 from ..dataset import labelled_windows

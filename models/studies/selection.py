@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=SELECTION_FILE)
     args = parser.parse_args(argv)
 
-    from harstream.stream.recordings import load_embedded
+    from harstream.stream.data.recordings import load_embedded
 
     recordings = load_embedded().recordings
     for text in args.recipes:

@@ -53,10 +53,10 @@ from harstream.models.live_accuracy import (
     session_windows,
     truth_labels,
 )
-from harstream.stream.activities import ACTIVITIES
-from harstream.stream.decoder import Decoder, DecoderParams, window_motion
-from harstream.stream.pipeline import STEP, WINDOW
-from harstream.stream.recordings import Recording
+from harstream.stream.core.activities import ACTIVITIES
+from harstream.stream.core.decoder import Decoder, DecoderParams, window_motion
+from harstream.stream.core.pipeline import STEP, WINDOW
+from harstream.stream.data.recordings import Recording
 
 REPORT = Path(__file__).resolve().parents[2] / "docs" / "reports" / "walk_reference_study.json"
 #: The shipped decoder's knobs (docs/reports/decoder_pareto.json, posture_lock_study.json).

@@ -1,0 +1,97 @@
+"""One device's pipeline and window context: accepted raw samples in, model
+inputs out, each with the times of its first and last sample and the
+ground-truth label at its end.
+
+The raw samples are filtered elsewhere (many devices at once, by
+:func:`~harstream.stream.core.batch_push.push_many` on :attr:`DeviceWindows.pipeline`);
+:meth:`DeviceWindows.describe` turns the windows that came out into what the
+model and the prediction need.
+
+>>> import numpy as np
+>>> from harstream.stream.core.protocol import SampleBatch
+>>> dw = DeviceWindows(seq=0)
+>>> dw.anchor(SampleBatch("d", seq=0, t0=100.0, samples=np.zeros((192, 6), np.float32)))
+>>> out = dw.describe(dw.pipeline.push(np.zeros((192, 6), np.float32)), None, first_window=0, seen_before=0)
+>>> [(w.window, round(w.t_start, 2), round(w.t_end, 2)) for w in out]
+[(0, 100.0, 102.54), (1, 101.28, 103.82)]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from harstream.stream.core.activities import label_name
+from harstream.stream.core.context import WindowContext
+from harstream.stream.core.pipeline import STEP, WINDOW, DevicePipeline
+from harstream.stream.core.protocol import SampleBatch
+from harstream.stream.core.rate import RATE_HZ
+
+
+@dataclass
+class WindowOut:
+    """A completed window, ready for the model."""
+
+    window: int  # windows since the pipeline started
+    x: np.ndarray  # (128, 9); (1 + len(context_steps), 128, 9) for a context model; (…, F) features if staged
+    t_start: float
+    t_end: float
+    truth: str | None
+
+
+class DeviceWindows:
+    """The pipeline of one run of a device's stream (from sample ``seq`` on)."""
+
+    __slots__ = ("pipeline", "context", "seq0", "labels", "label_base", "t0", "seq_t0", "rate")
+
+    def __init__(self, seq: int, context_steps: Sequence[int] = ()):
+        self.pipeline = DevicePipeline()
+        # the model's past windows must not straddle a gap either, so they start afresh too
+        self.context = WindowContext(context_steps) if context_steps else None
+        self.seq0 = seq  # seq of pipeline sample 0
+        self.labels = np.empty(0, np.int16)  # labels of pipeline samples label_base..
+        self.label_base = 0
+        self.t0, self.seq_t0, self.rate = 0.0, seq, RATE_HZ  # time anchor: sample seq_t0 is at t0
+
+    def anchor(self, batch: SampleBatch) -> None:
+        """Take the times of later windows from this batch."""
+        self.t0, self.seq_t0, self.rate = batch.t0, batch.seq, batch.rate
+
+    @property
+    def next_window_end(self) -> int:
+        """Pipeline sample count at which the next window completes."""
+        return self.pipeline.emitted * STEP + WINDOW
+
+    def completes_window(self, buffered: int) -> bool:
+        """Whether ``buffered`` more samples complete a window."""
+        return self.pipeline.samples_seen + buffered >= self.next_window_end
+
+    def describe(self, windows: np.ndarray, labels: np.ndarray | None, first_window: int,
+                 seen_before: int, inputs: np.ndarray | None = None) -> list[WindowOut]:  # fmt: skip
+        """The windows the pipeline emitted for samples ``seen_before..`` (with
+        their ``labels``, if any), numbered from ``first_window``. ``inputs``
+        are what the model takes of them when that is not the windows
+        themselves (a staged model's feature vectors, stacked by the same
+        context rule); fewer rows than windows: only the first ones are served."""
+        if labels is not None:
+            if len(self.labels) == 0:
+                self.label_base = seen_before
+            self.labels = np.concatenate([self.labels, labels])
+        inputs = windows if inputs is None else inputs
+        inputs = self.context.push(inputs) if self.context is not None else inputs
+        out = []
+        for i, x in enumerate(inputs):
+            j = first_window + i
+            end = j * STEP + WINDOW - 1  # pipeline index of the window's last sample
+            t_end = self.t0 + (self.seq0 + end - self.seq_t0) / self.rate
+            truth = None
+            if labels is not None and 0 <= end - self.label_base < len(self.labels):
+                truth = label_name(int(self.labels[end - self.label_base]))
+            out.append(WindowOut(j, x, t_end - (WINDOW - 1) / self.rate, t_end, truth))
+        if labels is not None:  # keep only the labels later windows can end on
+            cut = max(0, self.next_window_end - 1 - self.label_base)
+            self.labels = self.labels[cut:]
+            self.label_base += cut
+        return out

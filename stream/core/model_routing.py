@@ -1,0 +1,151 @@
+"""Which model serves which device: the worker's routing table (no I/O).
+
+Each device is served in one *mode* (docs/protocol.md, "Modes"):
+
+- ``personal`` — a model calibrated on this very device is loaded;
+- ``any`` — the placement-free model: the default for phones from the
+  gateway (device ids in its ``phone:`` namespace) and for any device whose
+  samples declare ``meta: {"placement": "any"}``;
+- ``waist`` — the HAPT model: replays, and phones that declare
+  ``meta: {"placement": "waist"}``; also every device when no placement-free
+  model is served.
+
+:class:`ModelRouter` holds the served models and answers
+:meth:`ModelRouter.route`; it never loads a file or calls a model (the worker's
+edge does, :mod:`~harstream.stream.personal.registry`). Its ``version`` moves
+on every change, so the worker core re-routes a device on its next message
+with one integer comparison.
+
+>>> waist = ServedModel("waist", "waist", "cnn@1234", ("WALKING", "SITTING"))
+>>> anywhere = ServedModel("any", "any", "svm@abcd", ("WALKING", "STILL"))
+>>> router = ModelRouter(waist, anywhere)
+>>> router.route("replay-3").mode, router.route("phone:pixel").mode
+('waist', 'any')
+>>> router.route("phone:pixel", placement="waist").mode
+'waist'
+>>> router.set_personal(personal_model("phone:pixel", "personal@77", ("WALKING", "SITTING", "STILL")))
+>>> router.route("phone:pixel").mode, router.version
+('personal', 1)
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from harstream.stream.gateway.device_claims import NAMESPACE as PHONE_NAMESPACE
+
+#: The modes a device can be served in.
+MODES = ("waist", "any", "personal")
+#: What a producer may declare in its samples header ``meta.placement``.
+DECLARABLE = ("waist", "any")
+
+
+@dataclass(frozen=True, eq=False)
+class ServedModel:
+    """One model the worker serves, as the core needs to know it.
+
+    ``key`` names its batch queue (``waist``, ``any`` or ``personal:<device>``);
+    ``display`` makes a fresh display core for a device (``update(probs) ->
+    (label, probs)``, ``reset()``), None for the core's moving average;
+    ``runtime`` (``predict(x) -> probs``) is carried for the edge and never
+    called by the core.
+    """
+
+    key: str
+    mode: str
+    model_id: str
+    classes: tuple[str, ...]
+    context_steps: tuple[int, ...] = ()
+    display: Callable[[], Any] | None = None
+    runtime: Any = None
+    source: str = ""  # the file it came from, for logs and stats
+    # a staged model's feature stage, (n, 128, 9) -> (n, F): the core computes each window's
+    # features once and stacks feature vectors; ``runtime`` then takes (n, 1 + k, F)
+    features: Callable[[Any], Any] | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"model {self.model_id}: mode {self.mode!r} is not one of {', '.join(MODES)}")
+        object.__setattr__(self, "classes", tuple(self.classes))
+        object.__setattr__(self, "context_steps", tuple(int(s) for s in self.context_steps))
+
+
+def personal_model(device: str, model_id: str, classes: Sequence[str], **kw: Any) -> ServedModel:
+    """A :class:`ServedModel` in ``personal`` mode for ``device``."""
+    return ServedModel(f"personal:{device}", "personal", model_id, tuple(classes), **kw)
+
+
+def declared_placement(meta: Mapping[str, Any]) -> str | None:
+    """The placement a samples header's ``meta`` declares, None if it declares
+    none; :class:`ValueError` naming the value if it is not one we serve.
+
+    >>> declared_placement({}), declared_placement({"placement": "waist"})
+    (None, 'waist')
+    >>> declared_placement({"placement": "ankle"})
+    Traceback (most recent call last):
+    ...
+    ValueError: meta placement 'ankle' is not one of waist, any
+    """
+    value = meta.get("placement")
+    if value is None:
+        return None
+    if value not in DECLARABLE:
+        raise ValueError(f"meta placement {str(value)[:40]!r} is not one of {', '.join(DECLARABLE)}")
+    return value
+
+
+class ModelRouter:
+    """The served models and the rule that picks one per device."""
+
+    def __init__(self, waist: ServedModel, any_model: ServedModel | None = None):
+        if waist.mode != "waist":
+            raise ValueError(f"the default model must be served in waist mode, not {waist.mode!r}")
+        if any_model is not None and any_model.mode != "any":
+            raise ValueError(f"the placement-free model must be served in any mode, not {any_model.mode!r}")
+        self.waist = waist
+        self.any = any_model
+        self.personal: dict[str, ServedModel] = {}  # device -> its model
+        self.version = 0
+
+    def route(self, device: str, placement: str | None = None) -> ServedModel:
+        """The model for ``device`` whose samples declared ``placement``
+        (``waist``, ``any`` or None): its personal model, else the declared
+        placement's model, else ``any`` for a gateway phone, else ``waist``."""
+        personal = self.personal.get(device)
+        if personal is not None:
+            return personal
+        if placement == "waist":
+            return self.waist
+        if self.any is not None and (placement == "any" or device.startswith(PHONE_NAMESPACE)):
+            return self.any
+        return self.waist
+
+    def set_personal(self, model: ServedModel) -> None:
+        """Serve ``model`` (mode ``personal``, key ``personal:<device>``) to its device."""
+        if model.mode != "personal" or not model.key.startswith("personal:"):
+            raise ValueError(f"model {model.model_id}: not a personal model (mode {model.mode!r}, key {model.key!r})")
+        self.personal[model.key.removeprefix("personal:")] = model
+        self.version += 1
+
+    def drop_personal(self, device: str) -> bool:
+        """Stop serving ``device`` its personal model; whether it had one."""
+        if self.personal.pop(device, None) is None:
+            return False
+        self.version += 1
+        return True
+
+    @property
+    def models(self) -> list[ServedModel]:
+        """Every model served: waist, any (if served), then personal ones by device."""
+        shared = [self.waist] + ([self.any] if self.any is not None else [])
+        return shared + [self.personal[d] for d in sorted(self.personal)]
+
+    def describe(self, modes: Counter[str] | None = None) -> list[dict]:
+        """The served models for stats: key, mode, model id, classes, and how
+        many devices each serves (``modes``: devices per model key)."""
+        modes = modes or Counter()
+        return [{"key": m.key, "mode": m.mode, "model": m.model_id, "classes": list(m.classes),
+                 "devices": modes.get(m.key, 0)} for m in self.models]  # fmt: skip

@@ -1,0 +1,665 @@
+"""The stream worker: samples in from the ingest bus, predictions out.
+
+The core, :class:`StreamCore`, is a pure state machine with no sockets: feed
+it message frames with the time they arrived, take batches of completed
+windows, hand back the model's probabilities, and collect the predictions,
+signal feed and statistics to publish. :func:`~harstream.stream.bus.zmq_worker.serve`
+puts ZeroMQ sockets at its edges, :mod:`~harstream.stream.durable.redis_worker` the
+durable log.
+
+Per device the core keeps a :class:`Device`, one small object per concern:
+its :class:`~harstream.stream.core.incarnation.Incarnation` (which stream, the
+next expected ``seq``), a :class:`~harstream.stream.core.sample_buffer.SampleBuffer`
+of raw samples waiting for a whole window, its
+:class:`~harstream.stream.core.device_windows.DeviceWindows` (pipeline and, for a
+model with context windows, their
+:class:`~harstream.stream.core.context.WindowContext`), its display decoder and
+its :class:`~harstream.stream.core.signal_feed.SignalFeed`.
+
+What a message means for its device (accepted, a gap that restarts the
+pipeline, a duplicate, another producer's session, an implausible jump) is
+the incarnation's rule, documented there and in docs/protocol.md ("Device
+identity"). A malformed message is dropped, counted by reason and logged
+once per reason; so is a bug met on one message (``internal``): the worker
+goes on. With ``stale_after`` set, samples older than that (wall clock) are
+dropped as ``stale``.
+
+Raw samples are buffered per device and pushed through the pipeline only when
+they complete a window (the pipeline is chunk-invariant, so the windows are
+the same), and the devices that completed a window meanwhile are filtered
+together in one vectorised call; this cuts filter calls from one per message
+to a few per batch.
+Devices silent for ``idle_timeout`` seconds are evicted. Every queue is
+bounded: windows waiting for inference (oldest dropped, counted as
+``overload``) and the number of devices (a full table forgets a device that
+never completed a window; only when all have is a new one refused as
+``devices_full``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from harstream.stream.core.batch_push import push_many
+from harstream.stream.core.context import WindowContext
+from harstream.stream.core.decoder import window_motion
+from harstream.stream.core.device_windows import DeviceWindows
+from harstream.stream.core.incarnation import (
+    DUPLICATE,
+    FOREIGN,
+    GAP,
+    JUMP,
+    NEXT,
+    REPLAYED,
+    RESTART,
+    TAKEOVER_AFTER,
+    Incarnation,
+)
+from harstream.stream.core.model_routing import ModelRouter, ServedModel, declared_placement
+from harstream.stream.core.pipeline import WINDOW, check_samples
+from harstream.stream.core.protocol import (
+    Prediction,
+    ProtocolError,
+    SampleBatch,
+    Signal,
+    decode_samples,
+    shard_of,
+)
+from harstream.stream.core.sample_buffer import SampleBuffer
+from harstream.stream.core.signal_feed import SignalFeed
+from harstream.stream.core.smoothing import DEFAULT_THRESHOLD, DEFAULT_WINDOWS, Smoother
+from harstream.stream.core.subscriptions import Subscriptions, WatchedDevices
+
+log = logging.getLogger(__name__)
+
+# Reasons the worker drops data besides protocol.REASONS.
+WORKER_REASONS = (
+    "duplicate",  # seq behind the expected one: duplicate or out-of-order chunk
+    "shard",  # a device outside this worker's shard
+    "devices_full",  # a new device while max_devices are tracked
+    "overload",  # a window dropped because max_pending windows were waiting
+    "pipeline",  # the pipeline refused the samples
+    "inference",  # the model runtime failed on a batch
+    "output_hwm",  # an output message a subscriber missed: its queue was full
+    "probabilities",  # a window's probabilities had NaN or did not sum to 1: not displayed
+    "session",  # another session under the id of a live device
+    "jump",  # seq further ahead than the time since the device's last message allows
+    "stale",  # samples older than stale_after seconds (wall clock) when they arrived
+    "internal",  # a bug met on one message or output: that one was dropped, the worker went on
+    "model_refused",  # a personal model file that failed to load or disagreed with its metadata
+)
+
+
+@dataclass
+class WorkerConfig:
+    """Tunables of the worker core (defaults suit thousands of devices)."""
+
+    max_batch: int = 64  # windows per model call
+    max_wait: float = 0.005  # seconds a completed window may wait for a batch to fill
+    smooth_windows: int = DEFAULT_WINDOWS
+    threshold: float = DEFAULT_THRESHOLD
+    idle_timeout: float = 30.0  # seconds without samples before a device is evicted
+    max_devices: int = 50_000
+    max_pending: int = 8192  # windows waiting for inference
+    signal_interval: float = 0.5  # seconds between signal messages per device; 0 = off
+    signal_decimation: int = 5  # 50 Hz -> 10 Hz for display
+    shard: tuple[int, int] | None = None  # (k, N): only devices with shard_of % N == k
+    n_shards: int = 64
+    # Of the model given as ``classes``/``model_id`` when no ModelRouter is (one model for all):
+    context_steps: tuple[int, ...] = ()  # the model also takes the windows this many steps back
+    # a staged model's feature stage, (n, 128, 9) -> (n, F): each window's features are computed
+    # once, for all devices' new windows together, and the context stacks feature vectors
+    features: Callable[[np.ndarray], np.ndarray] | None = None
+    # factory of each device's display core (stream.decoder.display_for); None = moving average
+    display: Callable[[], Smoother] | None = None
+    # Samples whose last one is older than this many seconds of wall clock are
+    # dropped as stale (a restarted worker's queued backlog). None: times are
+    # stream times, not judged against the clock (the core's default).
+    stale_after: float | None = None
+    takeover_after: float = TAKEOVER_AFTER  # seconds a device's session must be quiet before another takes it
+    # Refuse messages without a producer session (counted as ``session``): a
+    # sessionless producer can be impersonated by anyone publishing its id.
+    require_session: bool = False
+
+
+@dataclass
+class PendingWindow:
+    """A completed window waiting for the model."""
+
+    device: str
+    generation: int
+    window: int
+    # (128, 9) float32; (1 + len(context_steps), 128, 9) for a context model; with a staged
+    # model's feature stage (WorkerConfig.features) feature vectors instead of windows: (1 + k, F)
+    x: np.ndarray
+    arrived: float  # monotonic time its last sample arrived
+    t_start: float
+    t_end: float
+    truth: str | None
+    served: ServedModel  # the model it was made for (its input shape and classes)
+    motion: float | None = None  # the window's body motion (decoder.window_motion): the posture lock's cue
+
+
+def make_display(served: ServedModel, config: WorkerConfig, windows: int | None = None) -> Smoother:
+    """The display decoder of one device served by ``served`` (``update(probs)
+    -> (label, probs)``, ``reset()``): the one place that says which decoder
+    the worker uses: the model's own (its decoder parameters), else a moving
+    average over its classes."""
+    if served.display is not None and windows is None:
+        return served.display()
+    return Smoother(served.classes, config.smooth_windows if windows is None else windows, config.threshold)
+
+
+class Device:
+    """What the worker knows about one device: one small object per concern,
+    in the order the data flows through them."""
+
+    __slots__ = ("name", "generation", "incarnation", "inbox", "windows", "display", "signal", "ready_at",
+                 "served", "placement", "route_version")  # fmt: skip
+
+    def __init__(self, name: str, seq: int, served: ServedModel, config: WorkerConfig, now: float,
+                 session: str = "", placement: str | None = None, route_version: int = 0):  # fmt: skip
+        self.name = name
+        self.generation = 0  # counts pipeline restarts; a window of an older run skips the display
+        self.incarnation = Incarnation(seq, now, session, config.takeover_after)  # which stream, which seq next
+        self.inbox = SampleBuffer()  # raw samples waiting for a whole window
+        self.served = served  # the model that labels its windows (its mode: waist, any, personal)
+        self.placement = placement  # what its samples declared (meta.placement), if anything
+        self.route_version = route_version  # the router's version when it was routed
+        self.windows = DeviceWindows(seq, served.context_steps)  # pipeline + window context
+        self.display = make_display(served, config)  # what the screen shows
+        self.signal = SignalFeed(config.signal_decimation, config.signal_interval, now)  # decimated raw signal
+        self.ready_at: float | None = None  # when buffered samples completed a window
+        self.restart(seq, session)
+
+    def restart(self, seq: int, session: str) -> None:
+        """Start the pipeline afresh with ``seq`` of ``session`` as its first sample."""
+        self.generation += 1
+        self.incarnation.restart(seq, session)
+        self.windows = DeviceWindows(seq, self.served.context_steps)
+        self.inbox.clear()
+        self.display.reset()
+        self.signal.reset()  # the display feed must not join samples from both sides of a gap
+
+    def serve_with(self, served: ServedModel, config: WorkerConfig) -> None:
+        """Switch to another model: a display for its classes; the window
+        context starts afresh only if its context steps or feature stage differ."""
+        if served.context_steps != self.served.context_steps or served.features is not self.served.features:
+            # (a context of one model's feature vectors means nothing to another model)
+            self.windows.context = WindowContext(served.context_steps) if served.context_steps else None
+        self.served = served
+        self.display = make_display(served, config)
+
+
+class StreamCore:
+    """Per-device state, batching and smoothing of the worker; no sockets.
+
+    >>> from harstream.stream.core.protocol import SampleBatch, encode_samples
+    >>> core = StreamCore(["A", "B", "C", "D", "E", "F"], model_id="m")
+    >>> frames = encode_samples(SampleBatch("d1", seq=0, t0=0.0, samples=np.zeros((128, 6))))
+    >>> core.ingest(frames, now=0.0)
+    >>> x, pending = core.take_batch()
+    >>> x.shape, pending[0].device
+    ((1, 128, 9), 'd1')
+    >>> core.finish_batch(pending, np.full((1, 6), 1 / 6), now=0.01)[0].window
+    0
+    """
+
+    def __init__(
+        self,
+        classes: Sequence[str],
+        model_id: str,
+        config: WorkerConfig | None = None,
+        worker_id: str = "worker",
+        wall_clock: Callable[[], float] = time.time,
+        router: ModelRouter | None = None,
+        subscriptions: Subscriptions | None = None,
+    ):
+        self.config = config or WorkerConfig()
+        if router is None:  # one model for every device, described by classes/model_id and the config
+            router = ModelRouter(ServedModel("waist", "waist", model_id, tuple(classes), self.config.context_steps,
+                                             self.config.display, features=self.config.features))  # fmt: skip
+        self.router = router
+        self.classes = list(router.waist.classes)
+        self.model_id = router.waist.model_id
+        self.worker_id = worker_id
+        self.wall_clock = wall_clock
+        self.devices: dict[str, Device] = {}
+        # Windows waiting for the model, one queue per served model (key), each oldest first.
+        self._queues: dict[str, deque[PendingWindow]] = {}
+        self._waiting = 0
+        self._ready: list[Device] = []  # devices whose buffered samples complete a window
+        # Devices that never completed a window, oldest first: evicted first when the table is full.
+        self._unproven: dict[str, None] = {}
+        self.drops: Counter[str] = Counter()
+        self.totals: Counter[str] = Counter()
+        self._logged: set[str] = set()
+        self._latencies: list[float] = []
+        self._lags: list[float] = []
+        self._batch_sizes: list[int] = []
+        self._last_stats: tuple[float, Counter[str]] | None = None
+        self._pending_high_water = 0
+        self.started: float | None = None
+        # The output bus's subscriptions: only devices whose signal topic someone
+        # subscribed to get a signal feed (None: every device's is made).
+        self._watched = None if subscriptions is None else WatchedDevices(subscriptions)
+
+    # ------------------------------------------------------------- ingest
+
+    def ingest(self, frames: Sequence[bytes], now: float) -> None:
+        """Take one message; bad ones are counted and dropped, never raised."""
+        self.totals["messages"] += 1
+        try:
+            batch = decode_samples(frames)
+        except ProtocolError as exc:
+            self._drop(exc.reason, exc.detail)
+            return
+        except Exception as exc:  # a decoder bug must not stop the worker
+            self._drop("internal", f"undecodable message ({type(exc).__name__}: {exc})")
+            return
+        try:
+            self.accept(batch, now)
+        except Exception as exc:  # nor a bug met on one message: drop it and go on
+            log.exception("device %s: message dropped", batch.device)
+            self._drop("internal", f"device {batch.device}: {type(exc).__name__}: {exc}")
+
+    def accept(self, batch: SampleBatch, now: float) -> None:
+        """Take one decoded batch of samples."""
+        cfg = self.config
+        if cfg.shard is not None and shard_of(batch.device, cfg.n_shards) % cfg.shard[1] != cfg.shard[0]:
+            self._drop("shard", f"device {batch.device} is not in shard {cfg.shard[0]}/{cfg.shard[1]}")
+            return
+        if cfg.require_session and not batch.session:
+            self._drop("session", f"device {batch.device}: no producer session, and this worker requires one")
+            return
+        if cfg.stale_after is not None:
+            age = self.wall_clock() - (batch.t0 + (len(batch) - 1) / batch.rate)
+            if age > cfg.stale_after:
+                self._drop("stale", f"device {batch.device}: samples {age:.1f} s old (bound {cfg.stale_after:g} s)")
+                return
+        state = self.devices.get(batch.device)
+        placement = self._placement(batch)
+        if state is None:
+            if len(self.devices) >= cfg.max_devices and not self._evict_unproven():
+                self._drop("devices_full", f"already tracking {cfg.max_devices} devices, all of them proven")
+                return
+            served = self.router.route(batch.device, placement)
+            state = Device(batch.device, batch.seq, served, cfg, now, batch.session, placement, self.router.version)
+            self.devices[batch.device] = state
+            self._unproven[batch.device] = None
+            if self._watched is not None:
+                self._watched.add_if_wanted(batch.device)
+            self.totals["devices_seen"] += 1
+        else:
+            inc = state.incarnation
+            verdict = inc.judge(batch.seq, now, batch.session, batch.rate, batch.meta.get("replay") is True)
+            if verdict == REPLAYED:  # a producer's tail for a new subscriber: we have it already
+                self.totals["replayed"] += 1
+                return
+            if verdict in (DUPLICATE, FOREIGN, JUMP):
+                reason = {DUPLICATE: "duplicate", FOREIGN: "session", JUMP: "jump"}[verdict]
+                self._drop(reason, f"device {batch.device}: seq {batch.seq} of session {batch.session!r}, "
+                                   f"but seq {inc.next_seq} of session {inc.session!r} expected")  # fmt: skip
+                return
+            if verdict != NEXT:
+                if state.ready_at is not None:
+                    self.flush()  # windows the old stream completed go out before the reset
+                if verdict == GAP:
+                    self.totals["gaps"] += 1
+                    self._note("gap", f"device {batch.device}: samples {inc.next_seq}..{batch.seq - 1} missing; "
+                                      "pipeline reset")  # fmt: skip
+                else:
+                    self.totals["restarts"] += 1
+                    how = "started over at seq 0" if verdict == RESTART else f"taken over by session {batch.session!r}"
+                    self._note("restart", f"device {batch.device} {how}; pipeline reset")
+                state.restart(batch.seq, batch.session)
+            if state.route_version != self.router.version or (placement is not None and placement != state.placement):
+                self._reroute(state, placement)
+        state.incarnation.advance(batch.seq, len(batch), now)
+        state.windows.anchor(batch)  # times of later windows
+        state.inbox.append(batch.samples, batch.labels)
+        self.totals["samples"] += len(batch)
+        if cfg.signal_interval > 0 and (self._watched is None or batch.device in self._watched.names):
+            state.signal.add(batch)
+        if state.ready_at is None and state.windows.completes_window(len(state.inbox)):
+            state.ready_at = now
+            self._ready.append(state)
+            if len(self._ready) >= 4 * cfg.max_batch:
+                self.flush()
+
+    def _placement(self, batch: SampleBatch) -> str | None:
+        """The placement the batch declares; a value we do not serve is
+        ignored (counted and logged once), its samples are kept."""
+        if not batch.meta:
+            return None
+        try:
+            return declared_placement(batch.meta)
+        except ValueError as exc:
+            self.totals["placement_ignored"] += 1
+            self._note("placement_ignored", f"device {batch.device}: {exc}; routed as if it declared none")
+            return None
+
+    def _reroute(self, state: Device, placement: str | None) -> None:
+        """Route ``state`` again (the router changed, or its declared
+        placement did); a new model gets a fresh display."""
+        if placement is not None:
+            state.placement = placement
+        state.route_version = self.router.version
+        served = self.router.route(state.name, state.placement)
+        if served is not state.served:
+            log.info("device %s: now served in %s mode by %s (was %s by %s)", state.name, served.mode,
+                     served.model_id, state.served.mode, state.served.model_id)  # fmt: skip
+            self.totals["mode_switches"] += 1
+            state.serve_with(served, self.config)
+
+    def reroute_all(self) -> None:
+        """Route every device again now (after the router changed), rather
+        than on its next message."""
+        for state in self.devices.values():
+            if state.route_version != self.router.version:
+                self._reroute(state, None)
+
+    def flush(self) -> None:
+        """Push the buffered samples of every device that completed a window,
+        all at once (:func:`~harstream.stream.core.batch_push.push_many`)."""
+        if not self._ready:
+            return
+        ready, self._ready = self._ready, []
+        jobs = []
+        for state in ready:
+            arrived, state.ready_at = state.ready_at, None
+            if len(state.inbox) == 0 or arrived is None:  # restarted meanwhile
+                continue
+            raw, labels = state.inbox.take()
+            try:  # validated here so that push_many never fails half-way
+                raw = check_samples(raw, f"device {state.name}")
+            except ValueError as exc:
+                self._drop("pipeline", str(exc))
+                continue
+            pipe = state.windows.pipeline
+            jobs.append((state, raw, labels, arrived, pipe.emitted, pipe.samples_seen))
+        results = push_many([j[0].windows.pipeline for j in jobs], [j[1] for j in jobs])
+        inputs = self._window_inputs([j[0] for j in jobs], results)
+        # each window's body motion for the display decoder, all devices' windows in one call
+        counts = [len(r) for r in results]
+        motions = np.split(window_motion(np.concatenate(results)), np.cumsum(counts)[:-1]) if sum(counts) else results
+        for (state, _, labels, arrived, first_window, seen_before), windows, x, moved in zip(
+            jobs, results, inputs, motions
+        ):
+            if len(windows):
+                self._unproven.pop(state.name, None)  # it completed a window: a real device
+            for w, m in zip(state.windows.describe(windows, labels, first_window, seen_before, inputs=x), moved):
+                self._enqueue(PendingWindow(state.name, state.generation, w.window, w.x, arrived,
+                                            w.t_start, w.t_end, w.truth, state.served, float(m)))  # fmt: skip
+            self.totals["windows"] += len(windows)
+
+    def _window_inputs(self, states: list[Device], results: list[np.ndarray]) -> list[np.ndarray]:
+        """What each device's model takes of its new windows: the windows, or
+        for a staged model their features, computed once per model for all its
+        devices' windows. Where that call fails, none (those windows are
+        dropped, counted)."""
+        inputs = list(results)
+        by_stage: dict[int, tuple[Callable[[np.ndarray], np.ndarray], list[int]]] = {}
+        for i, (state, windows) in enumerate(zip(states, results)):
+            if state.served.features is not None and len(windows):
+                by_stage.setdefault(id(state.served.features), (state.served.features, []))[1].append(i)
+        for features, idx in by_stage.values():
+            total = sum(len(results[i]) for i in idx)
+            try:
+                f = features(np.concatenate([results[i] for i in idx]))
+                if len(f) != total:
+                    raise ValueError(f"the feature stage returned {len(f)} rows for {total} windows")
+            except Exception as exc:  # a broken runtime must not stop the worker
+                self.drops["inference"] += total - 1
+                self._drop("inference", f"{total} windows: feature stage failed: {type(exc).__name__}: {exc}")
+                for i in idx:
+                    inputs[i] = results[i][:0]
+                continue
+            for i, part in zip(idx, np.split(f, np.cumsum([len(results[i]) for i in idx])[:-1])):
+                inputs[i] = part
+        return inputs
+
+    def _enqueue(self, window: PendingWindow) -> None:
+        if self._waiting >= self.config.max_pending:
+            queue = self._oldest_queue()
+            old = queue.popleft()
+            self._waiting -= 1
+            if not queue:
+                del self._queues[old.served.key]
+            self._drop("overload", f"{self.config.max_pending} windows waiting; dropped one of {old.device}")
+        waiting = self._queues.get(window.served.key)
+        if waiting is None:
+            waiting = self._queues[window.served.key] = deque()
+        waiting.append(window)
+        self._waiting += 1
+        self._pending_high_water = max(self._pending_high_water, self._waiting)
+
+    def _oldest_queue(self) -> deque[PendingWindow]:
+        """The model queue whose first window waited longest (few models: a scan)."""
+        return min(self._queues.values(), key=lambda q: q[0].arrived)
+
+    # ------------------------------------------------------------ batches
+
+    @property
+    def pending(self) -> list[PendingWindow]:
+        """Completed windows waiting for a model, oldest first (all models)."""
+        self.flush()
+        if len(self._queues) == 1:
+            return list(next(iter(self._queues.values())))
+        return sorted((w for q in self._queues.values() for w in q), key=lambda w: w.arrived)
+
+    @property
+    def waiting(self) -> int:
+        """How many completed windows wait for a model."""
+        self.flush()
+        return self._waiting
+
+    def next_deadline(self) -> float | None:
+        """Monotonic time by which the waiting windows must run, if any."""
+        self.flush()
+        return self._oldest_queue()[0].arrived + self.config.max_wait if self._queues else None
+
+    def batch_due(self, now: float) -> bool:
+        """Whether a model has a full batch waiting, or a window waited ``max_wait``."""
+        self.flush()
+        if not self._queues:
+            return False
+        full = any(len(q) >= self.config.max_batch for q in self._queues.values())
+        return full or now >= self._oldest_queue()[0].arrived + self.config.max_wait
+
+    def take_batch(self) -> tuple[np.ndarray, list[PendingWindow]]:
+        """Up to ``max_batch`` waiting windows of one model, as one array: the
+        model whose oldest window waited longest, so no model starves. The
+        windows' ``served`` says which model (and runtime) labels them."""
+        self.flush()
+        if not self._queues:
+            return np.empty((0, WINDOW, 9), np.float32), []
+        queue = self._oldest_queue()
+        taken = [queue.popleft() for _ in range(min(self.config.max_batch, len(queue)))]
+        self._waiting -= len(taken)
+        if not queue:
+            del self._queues[taken[0].served.key]
+        self._batch_sizes.append(len(taken))
+        return np.stack([w.x for w in taken]), taken
+
+    def finish_batch(self, taken: Sequence[PendingWindow], probs: np.ndarray, now: float) -> list[Prediction]:
+        """Predictions for a batch its model has labelled with ``probs``."""
+        probs = np.asarray(probs, dtype=np.float64)
+        served = taken[0].served if taken else self.router.waist
+        if probs.shape != (len(taken), len(served.classes)):
+            # A runtime that lost rows must not silently lose windows.
+            raise ValueError(f"model {served.model_id} returned {probs.shape} for {len(taken)} windows")
+        out = []
+        wall = self.wall_clock()
+        classes = list(served.classes)
+        for w, p in zip(taken, probs):
+            state = self.devices.get(w.device)
+            raw = [round(float(v), 6) for v in p]
+            if state is not None and state.generation == w.generation and state.served is w.served:
+                smoothed, smoothed_probs = state.display.update(raw, w.motion)
+                if state.display.refused:
+                    self._drop("probabilities", f"device {w.device} window {w.window}: {state.display.refused}")
+            else:  # the device was reset, evicted or moved to another model meanwhile: this window stands alone
+                smoothed, smoothed_probs = make_display(w.served, self.config, windows=1).update(raw)
+            latency = (now - w.arrived) * 1000.0
+            self._latencies.append(latency)
+            self._lags.append((wall - w.t_end) * 1000.0)
+            out.append(
+                Prediction(
+                    device=w.device,
+                    window=w.window,
+                    t_start=w.t_start,
+                    t_end=w.t_end,
+                    label=classes[int(p.argmax())],
+                    probs=raw,
+                    smoothed=smoothed,
+                    smoothed_probs=smoothed_probs,
+                    model=w.served.model_id,
+                    latency_ms=round(latency, 3),
+                    truth=w.truth,
+                    worker=self.worker_id,
+                    mode=w.served.mode,
+                    classes=classes,
+                )  # fmt: skip
+            )
+        self.totals["predictions"] += len(out)
+        return out
+
+    # ----------------------------------------------------- periodic tasks
+
+    def take_signals(self, now: float) -> list[Signal]:
+        """Signal messages of devices whose interval has passed."""
+        if self.config.signal_interval <= 0:
+            return []
+        out = []
+        for state in self._signal_devices(now):
+            try:
+                signal = state.signal.take(state.name, now)
+            except Exception as exc:  # one device's feed must not stop the others'
+                state.signal.reset()
+                self._drop("internal", f"signal of {state.name}: {type(exc).__name__}: {exc}")
+                continue
+            if signal is not None:
+                out.append(signal)
+        self.totals["signals"] += len(out)
+        return out
+
+    def _signal_devices(self, now: float) -> list[Device]:
+        """The devices whose signal feed someone can receive."""
+        if self._watched is None:
+            return list(self.devices.values())
+        for name in self._watched.update(self.devices.keys(), now):
+            if name in self.devices:  # nobody watches it now: a later feed must not join old samples
+                self.devices[name].signal.reset()
+        return [self.devices[name] for name in self._watched.names]
+
+    def evict_idle(self, now: float) -> list[str]:
+        """Forget devices silent for longer than ``idle_timeout`` (one log line per sweep)."""
+        gone = [d for d, s in self.devices.items() if now - s.incarnation.last_seen > self.config.idle_timeout]
+        for device in gone:
+            del self.devices[device]
+            self._unproven.pop(device, None)
+        if gone:
+            log.info("%d device(s) idle for %.0f s evicted (%s%s)", len(gone), self.config.idle_timeout,
+                     ", ".join(gone[:3]), ", ..." if len(gone) > 3 else "")  # fmt: skip
+        self.totals["evicted"] += len(gone)
+        return gone
+
+    def _evict_unproven(self, look: int = 8) -> bool:
+        """Make room by forgetting a device that never completed a window: of
+        the ``look`` oldest such, the one with the fewest samples (a flood of
+        one-sample ids goes before a real device filling its first window)."""
+        oldest = []
+        for name in self._unproven:
+            oldest.append(name)
+            if len(oldest) >= look:
+                break
+        if not oldest:
+            return False
+
+        def samples(name: str) -> int:
+            d = self.devices[name]
+            return d.windows.pipeline.samples_seen + len(d.inbox)
+
+        victim = min(oldest, key=samples)
+        del self.devices[victim]
+        del self._unproven[victim]
+        self.totals["evicted_unproven"] += 1
+        self._note("evicted_unproven", f"device table full: {victim} (no window yet) forgotten to make room")
+        return True
+
+    def stats(self, now: float) -> dict:
+        """Statistics since the previous call (rates) and since start (totals)."""
+        if self._last_stats is None:
+            since, before = (self.started if self.started is not None else now), Counter[str]()
+        else:
+            since, before = self._last_stats
+        elapsed = max(now - since, 1e-9)
+        lat = np.asarray(self._latencies) if self._latencies else None
+        lag = np.asarray(self._lags) if self._lags else None
+        sizes = self._batch_sizes
+        stats = {
+            "devices": len(self.devices),
+            "interval_s": round(elapsed, 3),
+            "samples_per_s": round((self.totals["samples"] - before["samples"]) / elapsed, 1),
+            "windows_per_s": round((self.totals["windows"] - before["windows"]) / elapsed, 1),
+            "predictions_per_s": round((self.totals["predictions"] - before["predictions"]) / elapsed, 1),
+            "messages_per_s": round((self.totals["messages"] - before["messages"]) / elapsed, 1),
+            "batches": len(sizes),
+            "batch_mean": round(float(np.mean(sizes)), 2) if sizes else 0.0,
+            "batch_max": max(sizes) if sizes else 0,
+            "latency_p50_ms": round(float(np.percentile(lat, 50)), 2) if lat is not None else None,
+            "latency_p99_ms": round(float(np.percentile(lat, 99)), 2) if lat is not None else None,
+            "lag_p50_ms": round(float(np.percentile(lag, 50)), 2) if lag is not None else None,
+            "lag_p99_ms": round(float(np.percentile(lag, 99)), 2) if lag is not None else None,
+            "pending": self._waiting,
+            "pending_high_water": self._pending_high_water,
+            "drops": dict(self.drops),
+            "totals": dict(self.totals),
+            "model": self.model_id,
+            "models": self.router.describe(Counter(d.served.key for d in self.devices.values())),
+            "modes": dict(Counter(d.served.mode for d in self.devices.values())),
+        }
+        self._last_stats = (now, Counter(self.totals))
+        self._latencies, self._lags, self._batch_sizes = [], [], []
+        return stats
+
+    # ------------------------------------------------------------ helpers
+
+    @property
+    def ready_devices(self) -> int:
+        """Devices whose buffered samples complete a window, not yet filtered."""
+        return len(self._ready)
+
+    def count_drop(self, reason: str, detail: str) -> None:
+        """Count (and log the first of each reason) something dropped."""
+        self._drop(reason, detail)
+
+    def _drop(self, reason: str, detail: str) -> None:
+        self.drops[reason] += 1
+        self._note(reason, detail)
+
+    def _note(self, reason: str, detail: str) -> None:
+        # Once per reason at WARNING (a flood must not flood the log), then DEBUG.
+        if reason not in self._logged:
+            self._logged.add(reason)
+            log.warning("%s: %s (further ones are counted in stats)", reason, detail)
+        else:
+            log.debug("%s: %s", reason, detail)
+
+
+def format_stats(stats: dict) -> str:
+    """One line for a terminal."""
+    drops = ",".join(f"{k}={v}" for k, v in sorted(stats.get("drops", {}).items())) or "none"
+    return (
+        f"[{stats.get('worker', '?')}] devices={stats['devices']} samples/s={stats['samples_per_s']:.0f} "
+        f"windows/s={stats['windows_per_s']:.1f} batch={stats['batch_mean']:.1f}(max {stats['batch_max']}) "
+        f"latency p50={stats['latency_p50_ms']} p99={stats['latency_p99_ms']} ms "
+        f"lag p99={stats['lag_p99_ms']} ms pending={stats['pending']} drops={drops}"
+    )

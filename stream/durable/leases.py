@@ -1,0 +1,164 @@
+"""Partition leases and fenced writes, as Lua scripts run inside Redis.
+
+A lease is one key per partition holding ``"<worker> <epoch>"`` with a
+time-to-live; the epoch comes from a per-partition counter bumped on every
+acquisition, so each ownership has a number no earlier owner had. Every
+write an owner makes (predictions, progress, acknowledgements) goes through
+a script that first checks the lease still holds its own value: a stale
+owner (paused, partitioned away, or simply late) finds another value there
+and its write is refused — it is *fenced*. Times are Redis server time, so
+workers on different machines agree on expiry.
+
+Membership (for balancing) is a sorted set of worker ids scored by when
+their heartbeat expires.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from harstream.stream.durable.broker import Keys
+
+# KEYS: members; ARGV: worker, ttl_ms -> live member ids, sorted
+_HEARTBEAT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if ARGV[2] ~= '0' then redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1]) end
+return redis.call('ZRANGE', KEYS[1], 0, -1)
+"""
+
+# KEYS: lease, epoch; ARGV: worker, ttl_ms -> epoch, or 0 if held
+_ACQUIRE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local epoch = redis.call('INCR', KEYS[2])
+redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. epoch, 'PX', ARGV[2])
+return epoch
+"""
+
+# KEYS: lease; ARGV: value, ttl_ms -> 1 renewed, 0 lost
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"""
+
+# KEYS: lease; ARGV: value -> 1 released, 0 was not ours
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+# KEYS: lease, progress, predictions, latest
+# ARGV: value, maxlen, then (device, window, prediction JSON, progress JSON) per prediction
+# -> {written, skipped} or -1 when fenced. A window at or below the device's
+# committed one is skipped: a replay overwrites nothing and duplicates nothing.
+_COMMIT = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+local written, skipped = 0, 0
+for i = 3, #ARGV, 4 do
+  local device, window = ARGV[i], tonumber(ARGV[i + 1])
+  local cur = redis.call('HGET', KEYS[2], device)
+  local done = -1
+  if cur then done = tonumber(cjson.decode(cur)['w']) end
+  if window > done then
+    redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], '*', 'device', device, 'window', ARGV[i + 1], 'p', ARGV[i + 2])
+    redis.call('HSET', KEYS[4], device, ARGV[i + 2])
+    redis.call('HSET', KEYS[2], device, ARGV[i + 3])
+    written = written + 1
+  else
+    skipped = skipped + 1
+  end
+end
+return {written, skipped}
+"""
+
+# KEYS: lease, stream; ARGV: value, group, ids... -> acked count or -1 when fenced
+_ACK = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+local n = 0
+for i = 3, #ARGV do n = n + redis.call('XACK', KEYS[2], ARGV[2], ARGV[i]) end
+return n
+"""
+
+
+class Fenced(Exception):
+    """This worker's lease on the partition is gone; its write was refused."""
+
+
+@dataclass(frozen=True)
+class Lease:
+    partition: int
+    worker: str
+    epoch: int
+
+    @property
+    def value(self) -> str:
+        return f"{self.worker} {self.epoch}"
+
+
+class Leases:
+    """The scripts, registered once per client; every method is one round trip."""
+
+    def __init__(self, client, keys: Keys, ttl_ms: int):
+        self.client, self.keys, self.ttl_ms = client, keys, int(ttl_ms)
+        self._heartbeat = client.register_script(_HEARTBEAT)
+        self._acquire = client.register_script(_ACQUIRE)
+        self._renew = client.register_script(_RENEW)
+        self._release = client.register_script(_RELEASE)
+        self._commit = client.register_script(_COMMIT)
+        self._ack = client.register_script(_ACK)
+
+    def heartbeat(self, worker: str, leave: bool = False) -> list[str]:
+        """Refresh ``worker``'s membership; the live members, sorted."""
+        if leave:
+            self.client.zrem(self.keys.members, worker)
+        members = self._heartbeat(keys=[self.keys.members], args=[worker, 0 if leave else self.ttl_ms])
+        return sorted(m.decode() if isinstance(m, bytes) else m for m in members)
+
+    def holders(self, partitions: int) -> list[str | None]:
+        """The lease value of each partition (None where free)."""
+        values = self.client.mget([self.keys.lease(p) for p in range(partitions)])
+        return [v.decode() if v is not None else None for v in values]
+
+    def acquire(self, partition: int, worker: str) -> Lease | None:
+        epoch = int(self._acquire(keys=[self.keys.lease(partition), self.keys.epoch(partition)],
+                                  args=[worker, self.ttl_ms]))  # fmt: skip
+        return Lease(partition, worker, epoch) if epoch else None
+
+    def renew(self, lease: Lease) -> bool:
+        return bool(self._renew(keys=[self.keys.lease(lease.partition)], args=[lease.value, self.ttl_ms]))
+
+    def release(self, lease: Lease) -> bool:
+        return bool(self._release(keys=[self.keys.lease(lease.partition)], args=[lease.value]))
+
+    def commit(self, lease: Lease, rows: list[tuple[str, int, dict, dict]], maxlen: int) -> tuple[int, int]:
+        """Write predictions ``(device, window, prediction, progress)`` if the lease holds.
+
+        Returns (written, skipped as already committed); :class:`Fenced` if not ours.
+        """
+        args: list = [lease.value, maxlen]
+        for device, window, body, progress in rows:
+            args += [device, window, _dumps(body), _dumps(progress)]
+        out = self._commit(
+            keys=[self.keys.lease(lease.partition), self.keys.progress(lease.partition),
+                  self.keys.predictions, self.keys.latest], args=args)  # fmt: skip
+        if out == -1:
+            raise Fenced(f"partition {lease.partition}: lease epoch {lease.epoch} no longer held by {lease.worker}")
+        return int(out[0]), int(out[1])
+
+    def ack(self, lease: Lease, group: str, ids: list) -> int:
+        if not ids:
+            return 0
+        out = self._ack(keys=[self.keys.lease(lease.partition), self.keys.partition(lease.partition)],
+                        args=[lease.value, group, *ids])  # fmt: skip
+        if out == -1:
+            raise Fenced(f"partition {lease.partition}: lease epoch {lease.epoch} no longer held by {lease.worker}")
+        return int(out)
+
+
+def _dumps(obj: dict) -> str:
+    return json.dumps(obj, separators=(",", ":"), allow_nan=False)

@@ -1,0 +1,240 @@
+"""uvicorn's connection protocols with the gateway's limits on raw connections.
+
+uvicorn parses HTTP (h11) and WebSocket (the ``websockets`` library's
+sans-I/O protocol) and hands requests to the Starlette app. What a hostile
+client can do before or beside a request never reaches the app, so these
+subclasses guard it and count every refusal by reason:
+
+- **HTTP** (:class:`GuardedH11Protocol`): connections beyond
+  ``max_connections`` get ``503`` (``busy``), a source opening more than
+  ``max_connects_per_s`` gets ``429`` (``source_rate``), a request head not
+  complete within ``open_timeout`` gets ``408`` (``timeout``; uvicorn itself
+  waits forever), and what h11 cannot parse — a duplicated or signed
+  Content-Length, ``1_0``, a bad request line — is answered ``400``
+  (``http_malformed``) or ``431`` when the head is over ``max_head``
+  (``head_too_large``).
+- **WebSocket** (:class:`GuardedWebSocketProtocol`): pings and pongs beyond
+  ``max_pings_per_s`` close the connection (``ping_rate``); a frame over
+  ``max_message`` (``too_large``) or breaking the protocol (``ws_protocol``) is
+  counted when websockets closes the connection for it.
+- **Both**: a client that reads nothing while we have data for it — its
+  unsent bytes not shrinking for ``write_timeout``, or over
+  ``max_write_buffer`` — is cut off (``slow_reader``), and so is a connection
+  still flushing ``write_timeout`` after it was closed.
+
+:func:`guarded_protocols` makes the two classes for one gateway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+from harstream.stream.gateway.admission import RateLimit, SourceLimits
+from harstream.stream.gateway.config import GatewayConfig
+from harstream.stream.gateway.counters import Counters
+
+WATCH_INTERVAL_S = 0.5
+
+
+class Guard:
+    """What every guarded connection of one gateway shares: limits, counters, per-source buckets."""
+
+    def __init__(self, config: GatewayConfig, counters: Counters):
+        self.config = config
+        self.counters = counters
+        self.sources = SourceLimits(config.max_connects_per_s, 4 * config.max_connects_per_s)
+
+
+class WriteWatch:
+    """Cuts off a transport whose unsent bytes stop shrinking, grow past a cap,
+    or that is still flushing long after it was closed."""
+
+    def __init__(self, transport: asyncio.Transport, guard: Guard, loop: asyncio.AbstractEventLoop):
+        self.transport, self.guard, self.loop = transport, guard, loop
+        self._stuck = 0.0
+        self._closing = 0.0
+        self._last = 0
+        self._timer: asyncio.TimerHandle | None = loop.call_later(WATCH_INTERVAL_S, self._check)
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _check(self) -> None:
+        self._timer = None
+        c = self.guard.config
+        size = self.transport.get_write_buffer_size()
+        self._stuck = self._stuck + WATCH_INTERVAL_S if size > 0 and size >= self._last else 0.0
+        self._closing = self._closing + WATCH_INTERVAL_S if self.transport.is_closing() else 0.0
+        self._last = size
+        if size > c.max_write_buffer or self._stuck >= c.write_timeout or self._closing >= c.write_timeout:
+            self.guard.counters.reject("slow_reader", f"{size} bytes unread")
+            self.transport.abort()
+            return
+        self._timer = self.loop.call_later(WATCH_INTERVAL_S, self._check)
+
+
+def _plain_response(status: int, phrase: str, text: str) -> bytes:
+    body = text.encode()
+    return (
+        f"HTTP/1.1 {status} {phrase}\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode() + body
+
+
+class GuardedH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol with connection, source, head-time and parse-error limits."""
+
+    guard: Guard
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        g = self.guard
+        g.counters.count("tcp_connections")
+        self._refused = False
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._watch: WriteWatch | None = None
+        source = self.client[0] if self.client else "?"
+        if len(self.connections) > g.config.max_connections:
+            return self._refuse(503, "Service Unavailable", "busy", "too many connections\n")
+        if not g.sources.take(source):
+            return self._refuse(
+                429,
+                "Too Many Requests",
+                "source_rate",
+                f"more than {g.config.max_connects_per_s:g} new connections/s from {source}\n",
+            )
+        self._watch = WriteWatch(transport, g, self.loop)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_timers()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return
+        cycle = self.cycle
+        if self._head_timer is None and (cycle is None or cycle.response_complete):
+            self._head_timer = self.loop.call_later(self.guard.config.open_timeout, self._head_timeout)
+        super().data_received(data)
+        if self.cycle is not cycle and self._head_timer is not None:  # a request head arrived
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def handle_websocket_upgrade(self, event: Any) -> None:
+        self._stop_timers()  # the WebSocket protocol watches the transport from here on
+        super().handle_websocket_upgrade(event)
+
+    def send_400_response(self, msg: str) -> None:
+        if self._refused:
+            return
+        pending = len(self.conn.trailing_data[0])
+        if pending >= self.guard.config.max_head:
+            self._refuse(
+                431,
+                "Request Header Fields Too Large",
+                "head_too_large",
+                f"request head over {self.guard.config.max_head} bytes\n",
+            )
+        else:
+            self._refuse(
+                400,
+                "Bad Request",
+                "http_malformed",
+                "malformed HTTP request (request line, header or Content-Length)\n",
+            )
+
+    def _head_timeout(self) -> None:
+        self._head_timer = None
+        if not self._refused and not self.transport.is_closing():
+            self._refuse(
+                408,
+                "Request Timeout",
+                "timeout",
+                f"request head not complete within {self.guard.config.open_timeout:g} s\n",
+            )
+
+    def _refuse(self, status: int, phrase: str, reason: str, text: str) -> None:
+        self.guard.counters.reject(reason, text.strip())
+        self._refused = True
+        self.transport.write(_plain_response(status, phrase, text))
+        self.transport.close()
+        if self._watch is None:  # still cut off a client that never reads the answer
+            self._watch = WriteWatch(self.transport, self.guard, self.loop)
+
+    def _stop_timers(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+        if self._watch is not None:
+            self._watch.stop()
+            self._watch = None
+
+
+class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's websockets (sans-I/O) protocol with ping/pong, write and counted-close limits."""
+
+    guard: Guard
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._control = RateLimit(self.guard.config.max_pings_per_s, 10.0)
+        self._failed = False
+        self._watch: WriteWatch | None = None
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        self._watch = WriteWatch(transport, self.guard, self.loop)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._watch is not None:
+            self._watch.stop()
+        super().connection_lost(exc)
+
+    def handle_ping(self) -> None:
+        if self._control_frame_allowed():
+            super().handle_ping()
+
+    def handle_pong(self, event: Any) -> None:
+        if self._control_frame_allowed():
+            super().handle_pong(event)
+
+    def _control_frame_allowed(self) -> bool:
+        if self._failed:
+            return False
+        if self._control.take():
+            return True
+        self.guard.counters.reject("ping_rate", f"more than {self.guard.config.max_pings_per_s:g} pings/pongs per s")
+        self._failed = True
+        self.conn.fail(1008, "too many pings")
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        self.close_sent = True
+        self.transport.close()
+        return False
+
+    def handle_parser_exception(self) -> None:
+        if not self._failed:
+            self._failed = True
+            sent = self.conn.close_sent
+            code = sent.code if sent is not None else 1002
+            reason = "too_large" if code == 1009 else "ws_protocol"
+            self.guard.counters.reject(reason, f"WebSocket closed with {code}: {sent.reason if sent else ''}")
+        super().handle_parser_exception()
+
+    def data_received(self, data: bytes) -> None:
+        if self._failed:
+            return  # the connection is being closed; what it still sends is dropped
+        super().data_received(data)
+
+
+def guarded_protocols(config: GatewayConfig, counters: Counters) -> tuple[type, type]:
+    """The (HTTP, WebSocket) protocol classes for uvicorn's ``http=`` and ``ws=``."""
+    guard = Guard(config, counters)
+    http = type("GatewayHttpProtocol", (GuardedH11Protocol,), {"guard": guard})
+    ws = type("GatewayWebSocketProtocol", (GuardedWebSocketProtocol,), {"guard": guard})
+    return http, ws

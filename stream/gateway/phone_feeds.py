@@ -1,0 +1,154 @@
+"""Each phone's path to the bus: its times checked, resampled to 50 Hz, cut into bus batches.
+
+A :class:`DeviceFeed` is a small sans-I/O core: ``add(readings, now)`` returns
+the :class:`~.protocol.SampleBatch` es ready to publish, or raises
+:class:`~.phone_formats.FormatError` before touching any state when the
+readings cannot be right:
+
+- ``time``: one message spanning more than ``max_span`` seconds, or starting
+  further beyond the device's previous message than the wall clock has moved
+  since (plus ``max_ahead``): far-future timestamps never reach the resampler.
+- ``rate_limit``: more readings per second than the device's budget, summed
+  over all its connections and HTTP sessions.
+
+Clocks: a device whose readings are within ``clock_window`` of the gateway's
+clock (Sensor Logger, browsers: Unix time) keeps its own times; any other
+clock (SensorServer's time since boot, a wrong phone clock) is pinned to the
+gateway's clock at first sight and again after it jumps back.
+
+>>> import numpy as np
+>>> from .phone_formats import Readings
+>>> feed = DeviceFeed("phone:a", now=1000.0)
+>>> t = 1000.0 + np.arange(60) / 100.0
+>>> batches = feed.add(Readings(t, np.zeros((60, 3)), t, np.zeros((60, 3))), now=1001.0)
+>>> [(b.device, b.seq, len(b)) for b in batches]
+[('phone:a', 0, 25)]
+>>> try:
+...     feed.add(Readings(t + 1e6, np.zeros((60, 3)), t + 1e6, np.zeros((60, 3))), now=1001.5)
+... except FormatError as exc:
+...     print(exc.reason)
+time
+"""
+
+from __future__ import annotations
+
+from harstream.stream.core.protocol import MAX_SAMPLES_PER_MESSAGE, SampleBatch, new_session_id
+from harstream.stream.core.resample import Resampler
+from harstream.stream.gateway.admission import RateLimit
+from harstream.stream.gateway.phone_formats import FormatError, Readings
+
+MAX_FEEDS = 10_000  # device states kept; beyond this the idle half is forgotten
+CLOCK_WINDOW_S = 120.0  # readings this close to the gateway's clock are taken as Unix time
+
+
+class DeviceFeed:
+    """One device's resampler, clock offset and reading budget."""
+
+    def __init__(
+        self,
+        device: str,
+        now: float,
+        max_gap: float = 0.5,
+        max_span: float = 60.0,
+        max_ahead: float = 30.0,
+        max_readings_per_s: float = 4000.0,
+    ):
+        self.device = device
+        self.resampler = Resampler(max_gap=max_gap)
+        self.max_span, self.max_ahead = max_span, max_ahead
+        self.budget = RateLimit(max_readings_per_s, 2 * max_readings_per_s)
+        self.offset: float | None = None  # device clock → Unix time
+        self._jumps = 0
+        self._last_t: float | None = None  # newest reading so far, device clock
+        self._last_wall = now  # when it arrived, gateway clock
+        self.source = ""
+        # one producer session per feed, kept across the phone's reconnects: the
+        # worker refuses another publisher's samples under this phone's id
+        self.session = new_session_id()
+        self.samples_out = 0
+        self.last_seen = now
+
+    def check(self, readings: Readings, now: float) -> None:
+        """Refuse readings whose times cannot be right (see the module doc); changes nothing."""
+        times = [t for t in (readings.acc_t, readings.gyro_t) if len(t)]
+        if not times:
+            return
+        lo, hi = min(float(t.min()) for t in times), max(float(t.max()) for t in times)
+        if hi - lo > self.max_span:
+            raise FormatError("time", f"readings span {hi - lo:.0f} s in one message, at most {self.max_span:g} s")
+        if self._last_t is not None:
+            ahead = lo - self._last_t
+            allowed = (now - self._last_wall) + self.max_ahead
+            if ahead > allowed:
+                raise FormatError(
+                    "time",
+                    f"readings start {ahead:.0f} s after this device's previous message, "
+                    f"but only {now - self._last_wall:.0f} s have passed",
+                )
+
+    def add(self, readings: Readings, now: float) -> list[SampleBatch]:
+        """Check, then push readings; return the 50 Hz batches ready to publish."""
+        self.check(readings, now)
+        if not self.budget.take(len(readings)):
+            raise FormatError("rate_limit", f"more than {self.budget.rate:g} readings/s for device {self.device!r}")
+        self.last_seen = now
+        r = self.resampler
+        first = readings.acc_t[:1] if len(readings.acc_t) else readings.gyro_t[:1]
+        for stream in ("acc", "gyro"):
+            t = getattr(readings, f"{stream}_t")
+            if len(t):
+                r.push(stream, t, getattr(readings, stream))
+        if len(readings):
+            newest = max(float(t.max()) for t in (readings.acc_t, readings.gyro_t) if len(t))
+            jumped = r.clock_jumps != self._jumps
+            self._last_t = newest if (self._last_t is None or jumped) else max(self._last_t, newest)
+            self._last_wall = now
+        if len(first) and (self.offset is None or r.clock_jumps != self._jumps):
+            self.offset = 0.0 if abs(first[0] - now) < CLOCK_WINDOW_S else now - float(first[0])
+            self._jumps = r.clock_jumps
+        out = []
+        for chunk in r.pull():
+            for i in range(0, len(chunk.samples), MAX_SAMPLES_PER_MESSAGE):
+                part = chunk.samples[i : i + MAX_SAMPLES_PER_MESSAGE]
+                meta = {"source": self.source, "segment": r.segments}
+                t0 = chunk.t0 + i / r.rate + (self.offset or 0.0)
+                out.append(SampleBatch(self.device, chunk.seq + i, t0, part, meta=meta, session=self.session))
+                self.samples_out += len(part)
+        return out
+
+    def restart(self) -> None:
+        """A new connection for this device: do not join its data to the old one."""
+        self.resampler.restart()
+        self.offset = None  # the phone may have rebooted: pin its clock afresh
+        self._last_t = None
+
+
+class FeedTable:
+    """Device id → :class:`DeviceFeed`, bounded: past ``max_feeds`` the idle half not in ``keep`` is forgotten."""
+
+    def __init__(self, max_feeds: int = MAX_FEEDS, **feed_options: float):
+        self.max_feeds = max_feeds
+        self.options = feed_options
+        self._feeds: dict[str, DeviceFeed] = {}
+
+    def __len__(self) -> int:
+        return len(self._feeds)
+
+    def __getitem__(self, device: str) -> DeviceFeed:
+        return self._feeds[device]
+
+    def items(self):
+        return self._feeds.items()
+
+    def start(self, device: str, now: float, keep: set[str] | frozenset[str] = frozenset()) -> DeviceFeed:
+        """The feed of a device that (re)connects: new, or restarted as a new segment."""
+        feed = self._feeds.get(device)
+        if feed is None:
+            feed = self._feeds[device] = DeviceFeed(device, now, **self.options)
+            if len(self._feeds) > self.max_feeds:
+                idle = sorted((f.last_seen, d) for d, f in self._feeds.items() if d not in keep and d != device)
+                for _, gone in idle[: len(self._feeds) - self.max_feeds // 2]:
+                    del self._feeds[gone]
+        else:
+            feed.restart()
+        return feed

@@ -1,0 +1,382 @@
+"""What phone sensor apps send, parsed into timestamped readings in g and rad/s.
+
+Pure functions, no I/O. Three formats (see docs/websocket-protocol.md and
+docs/phones.md):
+
+- **harstream** JSON over WebSocket: a ``hello`` naming the device and units,
+  then ``samples`` messages with ``acc`` and ``gyro`` rows ``[t_ms, x, y, z]``.
+- **Sensor Logger** (iOS/Android app) HTTP push / WebSocket:
+  ``{messageId, sessionId, deviceId, payload: [{name, time (epoch ns), values: {x, y, z}}]}``
+  in m/s² and rad/s. Total acceleration is ``totalacceleration`` (Android) or
+  ``accelerometer + gravity``; iOS reports acceleration with the opposite sign
+  on all three axes unless "Standardise Units & Frames" is on.
+- **SensorServer** (Android app): one event per message
+  ``{type, values: [x, y, z], timestamp (ns since boot), accuracy}``,
+  m/s² including gravity and rad/s.
+
+Every problem raises :class:`FormatError` with a ``reason`` the gateway counts
+and a ``detail`` that says what and where.
+
+>>> r = parse_sensor_server({"type": "android.sensor.accelerometer",
+...                          "values": [0, 0, 9.80665], "timestamp": 2_000_000_000})
+>>> r.acc_t.tolist(), r.acc.tolist()
+([2.0], [[0.0, 0.0, 1.0]])
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any, TypeGuard
+
+import numpy as np
+
+from harstream.stream.core.errors import InputError
+
+STANDARD_GRAVITY = 9.80665  # m/s² per g
+MAX_ACC_G = 50.0  # no phone accelerometer reads beyond this; larger is garbage
+MAX_GYRO_RAD_S = 100.0  # ~5700 °/s; phone gyros saturate near 35 rad/s
+MAX_ROWS = 5000  # readings per stream per message
+MAX_INT_DIGITS = 20  # a JSON integer longer than this is garbage (and costly to convert)
+#: A phone's own device id. The gateway publishes it as ``phone:<id>``, which
+#: must fit the bus's 64 characters, hence 58.
+LOCAL_DEVICE_ID = re.compile(r"[A-Za-z0-9_.:@+-]{1,58}")
+
+ACC_UNITS = {"g": 1.0, "m/s2": 1.0 / STANDARD_GRAVITY, "m/s^2": 1.0 / STANDARD_GRAVITY}
+GYRO_UNITS = {"rad/s": 1.0, "deg/s": math.pi / 180.0}
+FRAMES = {"android": 1.0, "w3c": 1.0, "ios": -1.0}  # sign that turns acc into Android's frame
+
+# Every reason the gateway may count for a refused message or connection.
+REASONS = (
+    "json",  # not JSON, or not a JSON object
+    "too_large",  # message/body over the size limit
+    "fields",  # a required field missing, or an unknown message type
+    "types",  # a field of the wrong type or shape
+    "values",  # NaN/inf, |acc| > 50 g, |gyro| > 100 rad/s, negative time
+    "units",  # unknown unit or frame name
+    "device",  # device id not 1-58 of [A-Za-z0-9_.:@+-]
+    "order",  # samples before hello, or a second hello
+    "auth",  # missing or wrong token
+    "device_in_use",  # the device id is held by another connection
+    "rate_limit",  # more messages or readings per second than allowed
+    "busy",  # too many connections or devices
+    "idle",  # connection closed for sending nothing
+    "late",  # readings older than what was already published (dropped)
+    "http",  # a POST the Sensor Logger path cannot use
+    "time",  # readings spanning too long, or far beyond the device's previous message
+)
+
+
+class FormatError(InputError):
+    """A message a phone sent that we cannot use (``reason`` in :data:`REASONS`)."""
+
+    REASONS = REASONS
+
+
+@dataclass
+class Readings:
+    """Readings from one message: times in seconds, acc in g (with gravity), gyro in rad/s."""
+
+    acc_t: np.ndarray = field(default_factory=lambda: np.empty(0))
+    acc: np.ndarray = field(default_factory=lambda: np.empty((0, 3)))
+    gyro_t: np.ndarray = field(default_factory=lambda: np.empty(0))
+    gyro: np.ndarray = field(default_factory=lambda: np.empty((0, 3)))
+    device: str | None = None
+    session: str | None = None
+
+    def __len__(self) -> int:
+        return len(self.acc_t) + len(self.gyro_t)
+
+
+@dataclass
+class Hello:
+    """The first message of a harstream connection."""
+
+    device: str
+    acc_scale: float  # multiply to get g (includes the frame's sign)
+    gyro_scale: float  # multiply to get rad/s
+    key: str | None = None
+
+
+def load_message(raw: str | bytes) -> dict:
+    """A JSON object from one message, else :class:`FormatError`."""
+    try:
+        msg = json.loads(raw, parse_int=_parse_int)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise FormatError("json", f"message is not JSON ({exc})") from None
+    except RecursionError:
+        raise FormatError("json", "message is nested too deeply") from None
+    if not isinstance(msg, dict):
+        raise FormatError("json", f"message is a JSON {type(msg).__name__}, expected an object")
+    return msg
+
+
+def _parse_int(digits: str) -> int:
+    if len(digits.lstrip("-")) > MAX_INT_DIGITS:
+        raise FormatError("values", f"an integer of {len(digits)} digits (at most {MAX_INT_DIGITS})")
+    return int(digits)
+
+
+def detect_format(msg: dict) -> str:
+    """``harstream``, ``sensorlogger`` or ``sensorserver`` for a parsed message."""
+    if "payload" in msg:
+        return "sensorlogger"
+    if "type" in msg and isinstance(msg.get("type"), str) and msg["type"].startswith("android.sensor."):
+        return "sensorserver"
+    if msg.get("type") in ("hello", "samples"):
+        return "harstream"
+    raise FormatError(
+        "fields",
+        "unrecognised message: expected a harstream {type: hello|samples}, "
+        "a Sensor Logger {payload: [...]} or a SensorServer {type: android.sensor.*}",
+    )
+
+
+def check_device(device: Any, where: str = "device") -> str:
+    """``device`` if it is a valid phone device id (whole string, 1-58 characters), else :class:`FormatError`.
+
+    >>> check_device("web-1a2b")
+    'web-1a2b'
+    >>> try:
+    ...     check_device("web-1\\n")
+    ... except FormatError as exc:
+    ...     print(exc.reason)
+    device
+    """
+    if not isinstance(device, str) or not LOCAL_DEVICE_ID.fullmatch(device):
+        raise FormatError("device", f"{where} {str(device)[:80]!r} must be 1-58 characters of A-Z a-z 0-9 _ . : @ + -")
+    return device
+
+
+# ---------------------------------------------------------------- harstream
+
+
+def parse_hello(msg: dict) -> Hello:
+    """``{type: hello, device, units: {acc, gyro}, frame?, key?}`` → :class:`Hello`."""
+    if msg.get("type") != "hello":
+        raise FormatError("order", f"first message must be a hello, got type {msg.get('type')!r}")
+    device = check_device(msg.get("device"))
+    units = msg.get("units", {"acc": "g", "gyro": "rad/s"})
+    if not isinstance(units, dict):
+        raise FormatError("types", "hello.units must be an object {acc, gyro}")
+    acc_unit, gyro_unit = units.get("acc", "g"), units.get("gyro", "rad/s")
+    frame = msg.get("frame", "android")
+    if acc_unit not in ACC_UNITS:
+        raise FormatError("units", f"hello.units.acc {acc_unit!r}: expected one of {sorted(ACC_UNITS)}")
+    if gyro_unit not in GYRO_UNITS:
+        raise FormatError("units", f"hello.units.gyro {gyro_unit!r}: expected one of {sorted(GYRO_UNITS)}")
+    if frame not in FRAMES:
+        raise FormatError("units", f"hello.frame {frame!r}: expected one of {sorted(FRAMES)}")
+    key = msg.get("key")
+    if key is not None and not (isinstance(key, str) and len(key) <= 128):
+        raise FormatError("types", "hello.key must be a string of at most 128 characters")
+    return Hello(device, ACC_UNITS[acc_unit] * FRAMES[frame], GYRO_UNITS[gyro_unit], key)
+
+
+def parse_samples(msg: dict, hello: Hello) -> Readings:
+    """``{type: samples, acc: [[t_ms, x, y, z], ...], gyro: [...]}`` → :class:`Readings`."""
+    if msg.get("type") != "samples":
+        raise FormatError("fields", f"message type {msg.get('type')!r}: expected samples")
+    if "acc" not in msg and "gyro" not in msg:
+        raise FormatError("fields", "samples message has neither acc nor gyro")
+    out = Readings(device=hello.device)
+    for name, scale in (("acc", hello.acc_scale), ("gyro", hello.gyro_scale)):
+        rows = _rows(msg.get(name, []), name)
+        if len(rows):
+            t, v = rows[:, 0] / 1000.0, rows[:, 1:] * scale
+            setattr(out, f"{name}_t", t)
+            setattr(out, name, v)
+    check_readings(out)
+    return out
+
+
+# ------------------------------------------------------------- Sensor Logger
+
+SENSOR_LOGGER_SENSORS = ("accelerometer", "gravity", "totalacceleration", "gyroscope")
+
+
+def parse_sensor_logger(msg: dict, platform: str = "android") -> Readings:
+    """One Sensor Logger batch → :class:`Readings` with total acceleration.
+
+    ``platform="ios"`` flips the acceleration sign (Sensor Logger's iOS default
+    frame); ``android`` also fits iOS with "Standardise Units & Frames" on.
+    Other sensors in the payload (location, battery, …) are ignored.
+
+    >>> batch = {"deviceId": "a1", "sessionId": "s", "messageId": 3, "payload": [
+    ...   {"name": "totalacceleration", "time": 10**18, "values": {"x": 0, "y": 9.80665, "z": 0}},
+    ...   {"name": "gyroscope", "time": 10**18, "values": {"x": 0.1, "y": 0, "z": 0}}]}
+    >>> r = parse_sensor_logger(batch)
+    >>> r.device, r.acc.tolist(), r.gyro.tolist()
+    ('a1', [[0.0, 1.0, 0.0]], [[0.1, 0.0, 0.0]])
+    """
+    if platform not in ("android", "ios"):
+        raise FormatError("units", f"platform {platform!r}: expected android or ios")
+    device = check_device(msg.get("deviceId"), "deviceId")
+    session = msg.get("sessionId")
+    if session is not None and not isinstance(session, (str, int)):
+        raise FormatError("types", "sessionId must be a string")
+    payload = msg.get("payload")
+    if not isinstance(payload, list):
+        raise FormatError("types", "payload must be a list of {name, time, values}")
+    if len(payload) > 4 * MAX_ROWS:
+        raise FormatError("too_large", f"payload has {len(payload)} entries, at most {4 * MAX_ROWS}")
+    found: dict[str, list[list[float]]] = {name: [] for name in SENSOR_LOGGER_SENSORS}
+    for i, entry in enumerate(payload):
+        if not isinstance(entry, dict):
+            raise FormatError("types", f"payload[{i}] is not an object")
+        name = entry.get("name")
+        if name not in found:
+            continue
+        t, values = entry.get("time"), entry.get("values")
+        if not _is_number(t):
+            raise FormatError("types", f"payload[{i}] ({name}): time must be a number (epoch ns)")
+        if not isinstance(values, dict) or not all(_is_number(values.get(k)) for k in "xyz"):
+            raise FormatError("types", f"payload[{i}] ({name}): values must be {{x, y, z}} numbers")
+        found[name].append([float(t) / 1e9, float(values["x"]), float(values["y"]), float(values["z"])])
+    rows = {name: np.array(v, dtype=np.float64).reshape(-1, 4) for name, v in found.items()}
+    for name, r in rows.items():
+        if len(r) > MAX_ROWS:
+            raise FormatError("too_large", f"{len(r)} {name} readings, at most {MAX_ROWS} per batch")
+        order = np.argsort(r[:, 0], kind="stable")
+        rows[name] = r[order]
+    sign = -1.0 if platform == "ios" else 1.0
+    out = Readings(device=device, session=None if session is None else str(session))
+    if len(rows["totalacceleration"]):
+        total = rows["totalacceleration"]
+        out.acc_t, out.acc = total[:, 0], total[:, 1:] * (sign / STANDARD_GRAVITY)
+    elif len(rows["accelerometer"]):
+        acc, grav = rows["accelerometer"], rows["gravity"]
+        if not len(grav):
+            raise FormatError(
+                "fields",
+                "batch has accelerometer (gravity removed) but no gravity or totalacceleration; "
+                "enable Gravity or Total Acceleration in Sensor Logger",
+            )
+        # Gravity changes slowly; interpolate it onto the accelerometer's times.
+        g = np.column_stack([np.interp(acc[:, 0], grav[:, 0], grav[:, k]) for k in (1, 2, 3)])
+        out.acc_t, out.acc = acc[:, 0], (acc[:, 1:] + g) * (sign / STANDARD_GRAVITY)
+    if len(rows["gyroscope"]):
+        out.gyro_t, out.gyro = rows["gyroscope"][:, 0], rows["gyroscope"][:, 1:]
+    check_readings(out)
+    return out
+
+
+class MessageOrder:
+    """Puts one session's batches back in ``messageId`` order, waiting boundedly.
+
+    Sensor Logger numbers its pushes 0, 1, 2, …; concurrent HTTP requests may
+    arrive swapped. A batch ahead of the next expected id waits until the
+    missing one arrives, or until ``max_pending`` batches wait or the oldest
+    has waited ``max_wait`` seconds; then the missing one is given up on.
+
+    >>> order = MessageOrder()
+    >>> order.add(0, "a", now=0.0), order.add(2, "c", now=0.1), order.add(1, "b", now=0.2)
+    (['a'], [], ['b', 'c'])
+    """
+
+    def __init__(self, max_pending: int = 4, max_wait: float = 3.0):
+        self.max_pending, self.max_wait = max_pending, max_wait
+        self.next: int | None = None
+        self.pending: dict[int, tuple[float, Any]] = {}
+        self.skipped = 0
+
+    def add(self, message_id: Any, item: Any, now: float) -> list:
+        """Items now ready, in order (``message_id`` not an int: ready at once)."""
+        if not _is_number(message_id) or isinstance(message_id, float) or self.next is None or message_id < self.next:
+            if _is_number(message_id) and not isinstance(message_id, float) and self.next is None:
+                self.next = message_id + 1
+            return [item]
+        self.pending[message_id] = (now, item)
+        ready = []
+        while self.pending:
+            if self.next in self.pending:
+                ready.append(self.pending.pop(self.next)[1])
+                self.next += 1
+                continue
+            oldest = min(t for t, _ in self.pending.values())
+            if len(self.pending) > self.max_pending or now - oldest > self.max_wait:
+                # Give up on the missing batch; its readings will count as late.
+                first = min(self.pending)
+                self.skipped += first - self.next
+                self.next = first
+                continue
+            break
+        return ready
+
+
+# --------------------------------------------------------------- SensorServer
+
+SENSOR_SERVER_TYPES = {"android.sensor.accelerometer": "acc", "android.sensor.gyroscope": "gyro"}
+
+
+def parse_sensor_server(msg: dict) -> Readings:
+    """One SensorServer event → :class:`Readings` (time = ns since boot, in s)."""
+    kind = SENSOR_SERVER_TYPES.get(msg.get("type"))  # type: ignore[arg-type]
+    if kind is None:
+        raise FormatError(
+            "fields", f"sensor type {str(msg.get('type'))[:60]!r}: expected one of {sorted(SENSOR_SERVER_TYPES)}"
+        )
+    values, ts = msg.get("values"), msg.get("timestamp")
+    if not _is_number(ts):
+        raise FormatError("types", "timestamp must be a number (ns since boot)")
+    if not (isinstance(values, list) and len(values) >= 3 and all(_is_number(v) for v in values[:3])):
+        raise FormatError("types", "values must be a list of 3 numbers")
+    v = np.array([values[:3]], dtype=np.float64)
+    out = Readings()
+    if kind == "acc":
+        out.acc_t, out.acc = np.array([ts / 1e9]), v / STANDARD_GRAVITY
+    else:
+        out.gyro_t, out.gyro = np.array([ts / 1e9]), v
+    check_readings(out)
+    return out
+
+
+# ------------------------------------------------------------------ checks
+
+
+def check_readings(r: Readings) -> Readings:
+    """Refuse NaN/inf, negative times and physically absurd values."""
+    for name, t, v, limit, unit in (
+        ("acc", r.acc_t, r.acc, MAX_ACC_G, "g"),
+        ("gyro", r.gyro_t, r.gyro, MAX_GYRO_RAD_S, "rad/s"),
+    ):
+        if not (np.isfinite(t).all() and np.isfinite(v).all()):
+            raise FormatError("values", f"{name}: NaN or infinite value")
+        if len(t) and t.min() < 0:
+            raise FormatError("values", f"{name}: negative time {t.min():.3f} s")
+        if len(v) and np.abs(v).max() > limit:
+            row = int(np.abs(v).max(axis=1).argmax())
+            raise FormatError(
+                "values", f"{name} reading {row}: |{np.abs(v).max():.1f}| {unit} exceeds {limit:g} {unit}"
+            )
+    return r
+
+
+def _is_number(x: Any) -> TypeGuard[int | float]:
+    # Huge JSON integers would overflow float(); they are garbage anyway.
+    if isinstance(x, int) and not isinstance(x, bool):
+        return abs(x) < 2**63
+    return isinstance(x, float)
+
+
+_NUMBER_TYPES = (int, float)  # type() is checked exactly, so bools are refused
+
+
+def _rows(raw: Any, name: str) -> np.ndarray:
+    if not isinstance(raw, list):
+        raise FormatError("types", f"{name} must be a list of [t_ms, x, y, z] rows")
+    if len(raw) > MAX_ROWS:
+        raise FormatError("too_large", f"{len(raw)} {name} rows, at most {MAX_ROWS} per message")
+    # The hot loop of the gateway: exact type tests, no function call per value.
+    for i, row in enumerate(raw):
+        if type(row) is not list or len(row) != 4 or not all(type(x) in _NUMBER_TYPES for x in row):
+            raise FormatError("types", f"{name}[{i}] must be [t_ms, x, y, z] numbers, got {str(row)[:60]}")
+    try:
+        rows = np.array(raw, dtype=np.float64).reshape(-1, 4)
+    except OverflowError:
+        raise FormatError("values", f"{name}: a number too large for a float") from None
+    if len(rows) and not (np.abs(rows[:, 0]) < 1e15).all():  # ms: beyond year 33658
+        raise FormatError("values", f"{name}: time beyond any clock (t_ms must be < 1e15)")
+    return rows

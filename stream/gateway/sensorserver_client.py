@@ -1,0 +1,122 @@
+"""The gateway as a client of the SensorServer Android app (``--connect ws://phone:8080``).
+
+Here the phone is the WebSocket server and sends one JSON event per sensor
+reading. :func:`follow_sensor_server` connects, gathers about 100 ms of
+events per bus message, and reconnects with back-off (1 s doubling to 30 s)
+when the phone drops, for as long as the gateway runs. The device is
+published as ``phone:<device>`` like every gateway device.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from urllib.parse import quote, urlsplit
+
+import numpy as np
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import ConnectionClosed
+
+from harstream.stream.gateway.phone_formats import (
+    FormatError,
+    Readings,
+    check_device,
+    load_message,
+    parse_sensor_server,
+)
+from harstream.stream.gateway.port import GatewayPort
+
+log = logging.getLogger("harstream.gateway")
+
+SENSOR_SERVER_TYPES = '["android.sensor.accelerometer","android.sensor.gyroscope"]'
+GATHER_S = 0.1  # events gathered into one bus message
+
+
+def sensor_server_url(url: str) -> str:
+    """The SensorServer endpoint for accelerometer + gyroscope under ``url``.
+
+    >>> sensor_server_url("ws://192.168.1.42:8080")[:47]
+    'ws://192.168.1.42:8080/sensors/connect?types=%5'
+    """
+    base = url.rstrip("/")
+    if "/sensors/connect" not in base:
+        base += "/sensors/connect?types=" + quote(SENSOR_SERVER_TYPES)
+    return base
+
+
+async def follow_sensor_server(gateway: GatewayPort, url: str, device: str | None = None) -> None:
+    """Read a SensorServer phone into ``gateway``, reconnecting until the gateway closes."""
+    local = check_device(device or f"sensorserver-{urlsplit(url).hostname or 'phone'}")
+    owner = ("sensorserver", url)
+    delay = 1.0
+    while not gateway.closing:
+        bus_id = None
+        try:
+            async with ws_connect(
+                sensor_server_url(url), max_size=gateway.config.max_message, open_timeout=10, compression=None
+            ) as phone:
+                bus_id = gateway.claim(local, owner, None)
+                log.info("connected to SensorServer %s as device %s", url, bus_id)
+                delay = 1.0
+                await _read(gateway, phone, bus_id)
+        except (OSError, ConnectionClosed, TimeoutError) as exc:
+            log.warning("SensorServer %s: %s; retrying in %.0f s", url, exc, delay)
+        except FormatError as exc:
+            gateway.counters.reject(exc.reason, exc.detail)
+            log.warning("SensorServer %s: %s; retrying in %.0f s", url, exc, delay)
+        except Exception as exc:  # an unexpected reply must not end the reconnect loop
+            log.warning("SensorServer %s: %r; retrying in %.0f s", url, exc, delay)
+        finally:
+            if bus_id is not None:
+                gateway.release(bus_id, owner)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 30.0)
+
+
+async def _read(gateway: GatewayPort, phone, device: str) -> None:
+    # One event per message: gather ~100 ms of events before resampling and
+    # publishing, so bus messages are not one sample each.
+    pending: list[Readings] = []
+    deadline = time.monotonic() + GATHER_S
+    silent_since = time.monotonic()
+
+    def flush() -> None:
+        try:
+            gateway.publish(device, concat(pending), "sensorserver")
+            gateway.counters.count("messages", len(pending))
+        except FormatError as exc:
+            gateway.counters.reject(exc.reason, exc.detail)
+        pending.clear()
+
+    try:
+        while True:
+            try:
+                async with asyncio.timeout(max(deadline - time.monotonic(), 0.001)):
+                    raw = await phone.recv()
+                silent_since = time.monotonic()
+                try:
+                    pending.append(parse_sensor_server(load_message(raw)))
+                except FormatError as exc:
+                    gateway.counters.reject(exc.reason, exc.detail)
+            except TimeoutError:
+                if time.monotonic() - silent_since > gateway.config.idle_timeout:
+                    raise
+            if time.monotonic() >= deadline:
+                if pending:
+                    flush()
+                deadline = time.monotonic() + GATHER_S
+    finally:
+        if pending:
+            flush()
+
+
+def concat(parts: list[Readings]) -> Readings:
+    """Several messages' readings as one, each stream in arrival order."""
+    out = Readings()
+    for stream in ("acc", "gyro"):
+        ts = [getattr(p, f"{stream}_t") for p in parts if len(getattr(p, f"{stream}_t"))]
+        if ts:
+            setattr(out, f"{stream}_t", np.concatenate(ts))
+            setattr(out, stream, np.concatenate([getattr(p, stream) for p in parts if len(getattr(p, f"{stream}_t"))]))
+    return out
