@@ -152,8 +152,7 @@ def show_device(state: LiveState, devices: list[str]) -> str | None:
         )
         if p.mode:
             st.caption(f"Mode **{p.mode}**: {MODE_HINTS.get(p.mode, 'a mode this page does not know')}")
-        st.vega_lite_chart(spec=probability_chart(p.smoothed_probs or p.probs, p.probs, classes_of(p)),
-                           width="stretch")  # fmt: skip
+        st.vega_lite_chart(spec=probability_chart(p.smoothed_probs or p.probs, p.probs, classes_of(p)), width="stretch")
     with right:
         accuracy = ds.rolling_accuracy()
         label = (

@@ -191,8 +191,9 @@ def _colour(field: str, legend: dict | None = None) -> dict:
     }
 
 
-def probability_chart(probs: Sequence[float], raw: Sequence[float] | None = None,
-                      classes: Sequence[str] = ACTIVITIES) -> Spec:  # fmt: skip
+def probability_chart(
+    probs: Sequence[float], raw: Sequence[float] | None = None, classes: Sequence[str] = ACTIVITIES
+) -> Spec:
     """Horizontal bars of the smoothed probabilities of ``classes`` (the
     model's, in its order: only what the device's mode can know); ticks mark
     the raw (unsmoothed) probabilities of the latest window."""

@@ -194,18 +194,22 @@ class LabelStatistics:
     def to_json(self) -> dict:
         return {
             "classes": list(self.classes),
-            "counts": self.counts.astype(int).tolist() if np.all(self.counts == self.counts.round()) else
-            [[round(float(v), 6) for v in row] for row in self.counts],
+            "counts": self.counts.astype(int).tolist()
+            if np.all(self.counts == self.counts.round())
+            else [[round(float(v), 6) for v in row] for row in self.counts],
             "emission_sums": [[round(float(v), 6) for v in row] for row in self.emission_sums],
-        }  # fmt: skip
+        }
 
     @classmethod
     def from_json(cls, d: Any) -> LabelStatistics:
         if not isinstance(d, dict):
             raise ValueError(f"decoder label statistics: expected an object, got {type(d).__name__}")
         try:
-            return cls(np.asarray(d["counts"], dtype=np.float64), tuple(str(c) for c in d["classes"]),
-                       np.asarray(d["emission_sums"], dtype=np.float64))  # fmt: skip
+            return cls(
+                np.asarray(d["counts"], dtype=np.float64),
+                tuple(str(c) for c in d["classes"]),
+                np.asarray(d["emission_sums"], dtype=np.float64),
+            )
         except (KeyError, TypeError) as exc:
             raise ValueError(f"decoder label statistics: {type(exc).__name__}: {exc}") from None
 
@@ -252,10 +256,16 @@ def build_params(
     matrix = m / m.sum(axis=1, keepdims=True)
     visits = counts.sum(axis=1) + 1.0
     return DecoderParams(
-        classes=tuple(classes), transitions=tuple(transitions), matrix=matrix, initial=visits / visits.sum(),
-        sharpness=sharpness, floor=floor, transition_evidence=transition_evidence, switch_at=switch_at,
+        classes=tuple(classes),
+        transitions=tuple(transitions),
+        matrix=matrix,
+        initial=visits / visits.sum(),
+        sharpness=sharpness,
+        floor=floor,
+        transition_evidence=transition_evidence,
+        switch_at=switch_at,
         emission=emission,
-    )  # fmt: skip
+    )
 
 
 def params_for(
@@ -274,8 +284,9 @@ def params_for(
                 "pass the emission"
             )
         emission = stats.emission_of(of, n_states)
-    return build_params(state_counts(stats.counts, of, n_states), classes, transitions=transitions,
-                        emission=emission, **knobs)  # fmt: skip
+    return build_params(
+        state_counts(stats.counts, of, n_states), classes, transitions=transitions, emission=emission, **knobs
+    )
 
 
 # ------------------------------------------------------------------ targets
@@ -341,8 +352,10 @@ def any_target(model: Path | None = None) -> Target:
     amplitude = (meta.get("data") or {}).get("amplitude")
     recipe = Recipe(context=tuple(artifact.context_steps), amplitude=tuple(amplitude) if amplitude else None)
     if recipe.label != meta.get("architecture"):  # C is not in the metadata: the label must agree
-        raise ArtifactError(f"{artifact.path}: architecture {meta.get('architecture')!r} is not the recipe "
-                            f"{recipe.label!r} the decoder fit would refit")  # fmt: skip
+        raise ArtifactError(
+            f"{artifact.path}: architecture {meta.get('architecture')!r} is not the recipe "
+            f"{recipe.label!r} the decoder fit would refit"
+        )
     seed = int(meta.get("seed", 0))
 
     def fit_model(recs: Sequence[Recording]) -> Any:
@@ -392,8 +405,10 @@ def validation_probabilities(target: Target, progress: bool = True) -> list[tupl
         start = time.perf_counter()
         model = target.fit(training_sessions(target, with_validation=False))
         if progress:
-            print(f"decoder_fit: {target.name} model fitted on the fit subjects "
-                  f"({time.perf_counter() - start:.0f} s)", flush=True)  # fmt: skip
+            print(
+                f"decoder_fit: {target.name} model fitted on the fit subjects ({time.perf_counter() - start:.0f} s)",
+                flush=True,
+            )
         return [(rec, target.predict(model, rec)) for rec in sessions]
 
     path = CACHE if target.cache_prefix == "decoder" else REPORTS / f"{target.cache_prefix}_validation_probs.npz"
@@ -418,23 +433,28 @@ def out_of_fold_probabilities(
         for rec in (r for r in recordings if r.subject in held):
             out[rec.name] = target.predict(model, rec)
         if progress:
-            print(f"decoder_fit: {target.name} fold {k + 1}/{folds} (subjects {held}) "
-                  f"{time.perf_counter() - start:.0f} s", flush=True)  # fmt: skip
+            print(
+                f"decoder_fit: {target.name} fold {k + 1}/{folds} (subjects {held}) "
+                f"{time.perf_counter() - start:.0f} s",
+                flush=True,
+            )
     return [(r, out[r.name]) for r in recordings]
 
 
 def oof_fit_subjects(target: Target) -> list[tuple[Recording, np.ndarray]]:
     """Out-of-fold probabilities of the 16 fit subjects (4 folds): for tuning."""
     recs = training_sessions(target, with_validation=False)
-    return cached(REPORTS / f"{target.cache_prefix}_oof_fit.npz", recs,
-                  lambda: out_of_fold_probabilities(target, recs, 4))  # fmt: skip
+    return cached(
+        REPORTS / f"{target.cache_prefix}_oof_fit.npz", recs, lambda: out_of_fold_probabilities(target, recs, 4)
+    )
 
 
 def oof_training_subjects(target: Target) -> list[tuple[Recording, np.ndarray]]:
     """Out-of-fold probabilities of all 21 training subjects (7 folds): for the shipped parameters."""
     recs = training_sessions(target, with_validation=True)
-    return cached(REPORTS / f"{target.cache_prefix}_oof_train.npz", recs,
-                  lambda: out_of_fold_probabilities(target, recs, 7))  # fmt: skip
+    return cached(
+        REPORTS / f"{target.cache_prefix}_oof_train.npz", recs, lambda: out_of_fold_probabilities(target, recs, 7)
+    )
 
 
 def label_statistics(target: Target, with_validation: bool) -> LabelStatistics:
@@ -442,9 +462,10 @@ def label_statistics(target: Target, with_validation: bool) -> LabelStatistics:
     training subjects (without the validation subjects': for tuning)."""
     sessions = oof_training_subjects(target) if with_validation else oof_fit_subjects(target)
     return LabelStatistics(
-        fit_transitions([r for r, _ in sessions]), target.classes,
+        fit_transitions([r for r, _ in sessions]),
+        target.classes,
         label_probability_sums(sessions, len(target.classes)),
-    )  # fmt: skip
+    )
 
 
 # ------------------------------------------------------------------ tuning
@@ -490,9 +511,10 @@ def choose(results: list[tuple[dict, dict]], raw: dict) -> tuple[dict, dict]:
     fewest display changes per true change (ties: accuracy). If none
     qualifies, the most accurate."""
     ok = [
-        kr for kr in results
+        kr
+        for kr in results
         if kr[1]["sample_accuracy"] >= raw["sample_accuracy"] and kr[1]["delay_median_s"] <= GOALS["delay_median_s"]
-    ]  # fmt: skip
+    ]
     if not ok:
         return max(results, key=lambda kr: kr[1]["sample_accuracy"])
     return min(ok, key=lambda kr: (round(kr[1]["changes_per_true_change"], 2), -kr[1]["sample_accuracy"]))
@@ -529,8 +551,11 @@ def tune(
         r = {k: v for k, v in r.items() if k != "delays_s"}
         results.append((knobs, r))
         if progress:
-            print(f"{knobs}: {100 * r['sample_accuracy']:.2f} % delay {r['delay_median_s']:.2f} s "
-                  f"changes/true {r['changes_per_true_change']:.2f}", flush=True)  # fmt: skip
+            print(
+                f"{knobs}: {100 * r['sample_accuracy']:.2f} % delay {r['delay_median_s']:.2f} s "
+                f"changes/true {r['changes_per_true_change']:.2f}",
+                flush=True,
+            )
     return results
 
 
@@ -597,8 +622,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="fit the live display decoder on training subjects, choose on validation"
     )
-    parser.add_argument("--target", choices=sorted(TARGETS), default="waist",
-                        help="which model's recipe: waist (HAPT) or any (placement-free)")  # fmt: skip
+    parser.add_argument(
+        "--target",
+        choices=sorted(TARGETS),
+        default="waist",
+        help="which model's recipe: waist (HAPT) or any (placement-free)",
+    )
     parser.add_argument(
         "--model", type=Path, default=None, help="model artifact whose metadata gets the entry (default: shipped)"
     )

@@ -109,8 +109,15 @@ def plot_confusion_matrix(evaluation: Evaluation, path: str | Path, title: str =
     ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
     for i in range(cm.shape[0]):
         for j in range(cm.shape[1]):
-            ax.text(j, i, str(int(cm[i, j])), ha="center", va="center",
-                    color="white" if rates[i, j] > 0.5 else "black", fontsize=9)  # fmt: skip
+            ax.text(
+                j,
+                i,
+                str(int(cm[i, j])),
+                ha="center",
+                va="center",
+                color="white" if rates[i, j] > 0.5 else "black",
+                fontsize=9,
+            )
     names = [c.lower() for c in evaluation.classes]
     ax.set_xticks(range(len(names)), names, rotation=35, ha="right")
     ax.set_yticks(range(len(names)), names)

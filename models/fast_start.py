@@ -18,8 +18,9 @@ from harstream.models.runtime import Runtime, TfliteRuntime, read_blobs, serving
 from harstream.models.staged_runtime import staged_from_record
 
 
-def load_cached_runtime(model: str | Path | None = None, cache: Path | None = None, threads: int = 1,
-                        whole_model: bool = False) -> tuple[Runtime, dict] | None:  # fmt: skip
+def load_cached_runtime(
+    model: str | Path | None = None, cache: Path | None = None, threads: int = 1, whole_model: bool = False
+) -> tuple[Runtime, dict] | None:
     """``(runtime, metadata)`` from the model's serving record, or ``None``
     when there is none (or it no longer matches: then the caller takes the
     full path, which writes a new one). Never imports TensorFlow or Keras.

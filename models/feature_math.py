@@ -97,10 +97,20 @@ def placement_free_features(x, xp: Any):
     gyro_m = norm(gyro, xp)
     jerk_v = jerk(acc_v, xp)
     s = xp.concatenate(
-        [acc_v, acc_h, norm(body, xp), norm(total, xp), gyro_v, gyro_h, gyro_m, jerk_v,
-         norm(jerk(body, xp), xp), norm(jerk(gyro, xp), xp)],
+        [
+            acc_v,
+            acc_h,
+            norm(body, xp),
+            norm(total, xp),
+            gyro_v,
+            gyro_h,
+            gyro_m,
+            jerk_v,
+            norm(jerk(body, xp), xp),
+            norm(jerk(gyro, xp), xp),
+        ],
         axis=1,
-    )  # (n, FREE_SIGNALS, 128)  # fmt: skip
+    )  # (n, FREE_SIGNALS, 128)
 
     mean = xp.mean(s, axis=-1)
     centred = s - mean[..., None]

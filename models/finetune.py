@@ -80,8 +80,18 @@ def finetune(
     replay_pool = None
     if (len(own) if replay is None else replay) > 0:
         replay_pool = embedded_training_windows(steps)
-    model, before, after, fit_on = tune(artifact.model, own, test, epochs, learning_rate, replay_pool, replay, seed,
-                                        verbose, svm_options=svm_options(artifact.metadata))  # fmt: skip
+    model, before, after, fit_on = tune(
+        artifact.model,
+        own,
+        test,
+        epochs,
+        learning_rate,
+        replay_pool,
+        replay,
+        seed,
+        verbose,
+        svm_options=svm_options(artifact.metadata),
+    )
 
     meta = {k: v for k, v in artifact.metadata.items() if k not in ("sha256", "library_versions")}
     meta.update(

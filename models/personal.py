@@ -256,9 +256,15 @@ def fit_personal(
     classes = [*MOVING, *postures, STILL]
     discriminant = fit_discriminant(still_windows) if settings.discriminant else {}
     head = PostureHead(
-        (np.concatenate(prototypes) if prototypes else np.empty((0, 3))).tolist(), owners, len(postures),
-        settings.max_angle, settings.sign_invariant, settings.sharpness, name="posture", **discriminant,
-    )  # fmt: skip
+        (np.concatenate(prototypes) if prototypes else np.empty((0, 3))).tolist(),
+        owners,
+        len(postures),
+        settings.max_angle,
+        settings.sign_invariant,
+        settings.sharpness,
+        name="posture",
+        **discriminant,
+    )
     model = build_personal_model(base.model, head)
     return PersonalFit(
         decoder=personal_decoder(base.metadata.get("decoder"), classes, base.model_id),
@@ -312,8 +318,11 @@ def personal_decoder(base_decoder: Any, classes: Sequence[str], base_id: str = "
         if list(stats.classes) != list(PLACEMENT_FREE):
             raise ValueError(f"label statistics of classes {list(stats.classes)}, not {list(PLACEMENT_FREE)}")
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        log.warning("base model %s: no usable decoder statistics (%s); the personal display will show the raw label",
-                    base_id, exc)  # fmt: skip
+        log.warning(
+            "base model %s: no usable decoder statistics (%s); the personal display will show the raw label",
+            base_id,
+            exc,
+        )
         return None
     transitions, of = label_states(classes)
     states = [*classes, *transitions]
@@ -329,8 +338,15 @@ def personal_decoder(base_decoder: Any, classes: Sequence[str], base_id: str = "
         emission[s, : len(MOVING)] = base_rows[s, moving]
         emission[s, len(MOVING) :] = base_rows[s, _STILL_INDEX] * posture_share(name, still_classes)
     params = params_for(stats, classes, knobs, emission=emission)
-    return {**params.to_json(), "chosen": {"knobs": knobs, "derived_from": base_id, "posture_trust": POSTURE_TRUST,
-            "rule": "base model's training-subject statistics mapped onto the personal classes"}}  # fmt: skip
+    return {
+        **params.to_json(),
+        "chosen": {
+            "knobs": knobs,
+            "derived_from": base_id,
+            "posture_trust": POSTURE_TRUST,
+            "rule": "base model's training-subject statistics mapped onto the personal classes",
+        },
+    }
 
 
 def fit_discriminant(still_windows: Sequence[np.ndarray]) -> dict:

@@ -40,7 +40,11 @@ def load_personal_model(path: Path, runtime: str = "auto", display: Callable | N
     artifact = load_artifact(path)  # safe mode; hash, input shape and class count checked
     served_by = NullRuntime(len(artifact.classes)) if runtime == "none" else load_runtime(artifact, runtime)
     return personal_model(
-        device, artifact.model_id, artifact.classes, context_steps=artifact.context_steps,
-        display=display(artifact.classes, artifact.metadata) if display else None, runtime=served_by,
+        device,
+        artifact.model_id,
+        artifact.classes,
+        context_steps=artifact.context_steps,
+        display=display(artifact.classes, artifact.metadata) if display else None,
+        runtime=served_by,
         source=str(path),
-    )  # fmt: skip
+    )

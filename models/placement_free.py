@@ -161,10 +161,17 @@ def fit_placement_free(
 
     feats, y, groups = training_features(train, recipe, seed)
     return fit_feature_svm(
-        feats, y, groups, train.x.shape[1:], C=recipe.C, seed=seed,
+        feats,
+        y,
+        groups,
+        train.x.shape[1:],
+        C=recipe.C,
+        seed=seed,
         layer=PlacementFreeFeatures(name="placement_free_features"),
-        n_classes=N_PLACEMENT_FREE, name="placement_free_svm", verbose=verbose,
-    )  # fmt: skip
+        n_classes=N_PLACEMENT_FREE,
+        name="placement_free_svm",
+        verbose=verbose,
+    )
 
 
 def scores(predicted: np.ndarray, y: np.ndarray) -> dict:
@@ -202,17 +209,25 @@ def select(recipes: Sequence[Recipe], seed: int = 0, out: Path | None = None) ->
         fit, val = _windows(fit_recs, recipe.context), _windows(val_recs, recipe.context)
         model, history = fit_placement_free(fit, recipe, seed)
         predicted = np.asarray(model.predict(val.x, batch_size=512, verbose=0)).argmax(1)
-        row = {"recipe": recipe.label, **scores(predicted, val.y), "seconds": round(time.perf_counter() - started, 1),
-               "support_vectors": history["support_vectors"][0]}  # fmt: skip
+        row = {
+            "recipe": recipe.label,
+            **scores(predicted, val.y),
+            "seconds": round(time.perf_counter() - started, 1),
+            "support_vectors": history["support_vectors"][0],
+        }
         print(json.dumps(row), flush=True)
         results.append(row)
     if out is not None:  # appended: one file holds every screen run
         out.parent.mkdir(parents=True, exist_ok=True)
-        report: dict[str, Any] = json.loads(out.read_text()) if out.is_file() else {
-            "validation_subjects": list(VALIDATION_SUBJECTS),
-            "rotation": "every fit and validation session turned by one uniform random rotation",
-            "results": [],
-        }  # fmt: skip
+        report: dict[str, Any] = (
+            json.loads(out.read_text())
+            if out.is_file()
+            else {
+                "validation_subjects": list(VALIDATION_SUBJECTS),
+                "rotation": "every fit and validation session turned by one uniform random rotation",
+                "results": [],
+            }
+        )
         report["results"] += [{**row, "seed": seed} for row in results]
         out.write_text(json.dumps(report, indent=2) + "\n")
     return results
@@ -249,7 +264,7 @@ def ship(recipe: Recipe, out: Path, seed: int = 0, command: str | None = None) -
             "windowed_by": "harstream causal pipeline",
             "rotation": "each session turned by one uniform random rotation before the pipeline",
             "amplitude": list(recipe.amplitude) if recipe.amplitude else None,
-        },  # fmt: skip
+        },
         "split": {"test_subjects": list(UCI_TEST_SUBJECTS), "train_subjects": train_subjects},
         "windows": {"train": len(train), "test": len(test)},
         "test_accuracy": round(result["accuracy"], 6),

@@ -42,9 +42,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if mismatches:
             raise SystemExit(f"{path}: the staged model changes {mismatches} of {len(x)} test labels; not written")
         meta = {k: v for k, v in artifact.metadata.items() if k not in ("sha256", "input", "stages")}
-        meta["restaged"] = {"from_sha256": artifact.metadata.get("sha256"), "test_windows": len(x),
-                            "argmax_mismatches": mismatches, "max_abs_diff": diff,
-                            "command": f"python -m harstream.models.restage {path}"}  # fmt: skip
+        meta["restaged"] = {
+            "from_sha256": artifact.metadata.get("sha256"),
+            "test_windows": len(x),
+            "argmax_mismatches": mismatches,
+            "max_abs_diff": diff,
+            "command": f"python -m harstream.models.restage {path}",
+        }
         save_artifact(staged, meta, artifact.path)
         print(f"{path}: staged; {len(x)} test windows, argmax mismatches {mismatches}, max abs diff {diff:.1e}")
     return 0

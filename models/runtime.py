@@ -415,8 +415,9 @@ def write_serving_record(record: dict, staged: bool = False, cache: Path | None 
     return path
 
 
-def record_serving(artifact: ModelArtifact, runtime: TfliteRuntime, agreement: dict,
-                   cache: Path | None = None) -> Path | None:  # fmt: skip
+def record_serving(
+    artifact: ModelArtifact, runtime: TfliteRuntime, agreement: dict, cache: Path | None = None
+) -> Path | None:
     """Write the serving record of a LiteRT runtime that agreed with Keras."""
     sha = artifact.metadata.get("sha256")
     if not sha:

@@ -101,8 +101,10 @@ class NumpyFeatures:
         options = {k: v for k, v in layer.get_config().items() if k not in base}
         rt = cls(keras.saving.get_registered_name(type(layer)), options)
         if rt.size != int(feature_stage.output_shape[-1]):
-            raise ValueError(f"feature stage {feature_stage.name!r}: {feature_stage.output_shape[-1]} features, "
-                             f"its numpy formulas give {rt.size}")  # fmt: skip
+            raise ValueError(
+                f"feature stage {feature_stage.name!r}: {feature_stage.output_shape[-1]} features, "
+                f"its numpy formulas give {rt.size}"
+            )
         return rt
 
     def predict(self, x: np.ndarray) -> np.ndarray:
@@ -144,7 +146,7 @@ def load_staged_runtime(artifact, kind: str = "auto", check: np.ndarray | None =
         check_agreement,
         check_windows,
         time_runtime,
-    )  # fmt: skip
+    )
     from .staged import feature_layer
 
     if kind not in RUNTIMES:
@@ -181,8 +183,12 @@ def load_staged_runtime(artifact, kind: str = "auto", check: np.ndarray | None =
             agreement = check_agreement(whole, reference, check)
             top = min(64, len(sample))
             cost = (time_runtime(rt, sample[:1]) + time_runtime(rt, sample[:top])) / top
-            candidates[rt_name] = {"agrees": agreement.ok, "argmax_mismatches": agreement.argmax_mismatches,
-                                   "max_abs_diff": agreement.max_abs_diff, "cost_ms": round(cost * 1000, 3)}  # fmt: skip
+            candidates[rt_name] = {
+                "agrees": agreement.ok,
+                "argmax_mismatches": agreement.argmax_mismatches,
+                "max_abs_diff": agreement.max_abs_diff,
+                "cost_ms": round(cost * 1000, 3),
+            }
             if agreement.ok:
                 good.append((cost, rt))
                 agreeing.setdefault(name, {})[rt_name] = rt
@@ -208,8 +214,7 @@ def load_staged_runtime(artifact, kind: str = "auto", check: np.ndarray | None =
     return staged
 
 
-def record_staged_serving(artifact, features: NumpyFeatures, decision: TfliteRuntime, agreement: Agreement,
-                          cache=None):  # fmt: skip
+def record_staged_serving(artifact, features: NumpyFeatures, decision: TfliteRuntime, agreement: Agreement, cache=None):
     """Write the staged serving record: numpy features (the layer's registered
     name and options) and the decision stage's LiteRT files (their hashes),
     which together agreed with the whole Keras model."""
@@ -231,7 +236,7 @@ def record_staged_serving(artifact, features: NumpyFeatures, decision: TfliteRun
             "windows": agreement.windows,
             "argmax_mismatches": agreement.argmax_mismatches,
             "max_abs_diff": agreement.max_abs_diff,
-        },  # fmt: skip
+        },
     }
     return write_serving_record(record, staged=True, cache=cache)
 

@@ -259,9 +259,15 @@ def fit_svm(
             "(when fine-tuning, keep some embedded windows with --replay)"
         )
     model, history = fit_feature_svm(
-        window_features(train.x), train.y, train.subjects, train.x.shape[1:],
-        C=C, seed=seed, sample_weight=sample_weight, verbose=verbose,
-    )  # fmt: skip
+        window_features(train.x),
+        train.y,
+        train.subjects,
+        train.x.shape[1:],
+        C=C,
+        seed=seed,
+        sample_weight=sample_weight,
+        verbose=verbose,
+    )
     if validation is not None:
         probs = np.asarray(model.predict(validation.x, batch_size=512, verbose=0))
         history["val_accuracy"] = [float(np.mean(probs.argmax(axis=1) == validation.y))]
@@ -294,8 +300,11 @@ def fit_feature_svm(
     gamma = scale_gamma(scaled)
     svc = SVC(C=C, gamma=gamma, decision_function_shape="ovo").fit(scaled, y, sample_weight=sample_weight)
     if verbose:
-        print(f"{name}: {len(svc.support_vectors_)} support vectors of {len(y)} windows "
-              f"({time.perf_counter() - start:.0f} s)", flush=True)  # fmt: skip
+        print(
+            f"{name}: {len(svc.support_vectors_)} support vectors of {len(y)} windows "
+            f"({time.perf_counter() - start:.0f} s)",
+            flush=True,
+        )
     decisions, covered = out_of_fold_decisions(scaled, y, groups, C, gamma, seed, n_classes)
     # Without out-of-fold decisions (too few subjects) the scores are used as they are.
     temperature = fit_temperature(decisions[covered], y[covered], n_classes) if covered.any() else 1.0

@@ -25,11 +25,25 @@ from harstream.stream.gateway.server import Gateway, GatewayConfig
 def keyed_worker(keys):
     """A worker on loopback tcp with CURVE keys; yields its (ingest, output) addresses."""
     stop, ready, addr = threading.Event(), threading.Event(), {}
-    worker = threading.Thread(target=serve, daemon=True, kwargs=dict(
-        runtime=NullRuntime(6), classes=ACTIVITIES, model_id="none", ingest="tcp://127.0.0.1:*",
-        output="tcp://127.0.0.1:*", config=WorkerConfig(signal_interval=0), worker_id="w", stop=stop,
-        stats_every=0.1, on_ready=ready.set, on_bound=lambda i, o: addr.update(ingest=i, output=o),
-        printer=None, keys=str(keys)))  # fmt: skip
+    worker = threading.Thread(
+        target=serve,
+        daemon=True,
+        kwargs=dict(
+            runtime=NullRuntime(6),
+            classes=ACTIVITIES,
+            model_id="none",
+            ingest="tcp://127.0.0.1:*",
+            output="tcp://127.0.0.1:*",
+            config=WorkerConfig(signal_interval=0),
+            worker_id="w",
+            stop=stop,
+            stats_every=0.1,
+            on_ready=ready.set,
+            on_bound=lambda i, o: addr.update(ingest=i, output=o),
+            printer=None,
+            keys=str(keys),
+        ),
+    )
     worker.start()
     assert ready.wait(30)
     try:
@@ -78,8 +92,11 @@ def test_a_gateway_with_the_keys_gets_its_phones_predictions_from_a_keyed_worker
     with keyed_worker(tmp_path / "keys") as (ingest, output):
 
         async def main():
-            gateway = Gateway(GatewayConfig(port=0, ingest=">" + ingest, output=">" + output, stats_interval=0,
-                                            keys=str(tmp_path / "keys")))  # fmt: skip
+            gateway = Gateway(
+                GatewayConfig(
+                    port=0, ingest=">" + ingest, output=">" + output, stats_interval=0, keys=str(tmp_path / "keys")
+                )
+            )
             await gateway.start()
             try:
                 return await first_prediction(gateway, "keyed-1", timeout=20)
@@ -152,9 +169,18 @@ def test_a_simulator_binding_with_keys_lets_in_listed_clients_only(tmp_path):
         subs[name] = sub
     stop = threading.Event()
     dev = ReplayDevice("dev", np.zeros((400, 6), np.float32), None)
-    sim = threading.Thread(target=replay, daemon=True, kwargs=dict(
-        schedule=ReplaySchedule([dev], chunk=10, loop=True), publish="@" + address, speed=4, stop=stop,
-        printer=None, keys=str(keys)))  # fmt: skip
+    sim = threading.Thread(
+        target=replay,
+        daemon=True,
+        kwargs=dict(
+            schedule=ReplaySchedule([dev], chunk=10, loop=True),
+            publish="@" + address,
+            speed=4,
+            stop=stop,
+            printer=None,
+            keys=str(keys),
+        ),
+    )
     sim.start()
     try:
         heard = {name: sub.poll(5000 if name == "listed" else 1000) > 0 for name, sub in subs.items()}

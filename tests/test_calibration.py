@@ -42,10 +42,26 @@ def record(session: CalibrationSession, activity: str, samples: np.ndarray, t0: 
 
 
 HOSTILE_IDS = [
-    "../../etc/passwd", "..", ".", "/", "phone:../../x", "phone:..\\..\\x", "phone:a/b", "C:\\Windows",
-    "phone:Ünïcødé", "ｐｈｏｎｅ：ｆｕｌｌ", "phone:\u202eevil", "phone:\x00nul", "phone:💥", "\udcff",
-    "phone:" + "a" * 500, "CON", "phone:.hidden", "-rf", "",
-]  # fmt: skip
+    "../../etc/passwd",
+    "..",
+    ".",
+    "/",
+    "phone:../../x",
+    "phone:..\\..\\x",
+    "phone:a/b",
+    "C:\\Windows",
+    "phone:Ünïcødé",
+    "ｐｈｏｎｅ：ｆｕｌｌ",
+    "phone:\u202eevil",
+    "phone:\x00nul",
+    "phone:💥",
+    "\udcff",
+    "phone:" + "a" * 500,
+    "CON",
+    "phone:.hidden",
+    "-rf",
+    "",
+]
 
 
 @pytest.mark.parametrize("device", HOSTILE_IDS)

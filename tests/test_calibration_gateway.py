@@ -26,8 +26,11 @@ def messages(start: float, seconds: float, batch_s: float = 0.5):
     for lo in np.arange(start, start + seconds, batch_s):
         part = (t >= lo) & (t < lo + batch_s)
         stamps = t[part, None] * 1000
-        yield {"type": "samples", "acc": np.hstack([stamps, x[part, :3]]).tolist(),
-               "gyro": np.hstack([stamps, x[part, 3:]]).tolist()}  # fmt: skip
+        yield {
+            "type": "samples",
+            "acc": np.hstack([stamps, x[part, :3]]).tolist(),
+            "gyro": np.hstack([stamps, x[part, 3:]]).tolist(),
+        }
 
 
 async def hello(ws, device: str) -> dict:

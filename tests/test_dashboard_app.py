@@ -173,8 +173,24 @@ def moded(device, window, mode, classes, smoothed):
     probs = [round(0.2 / (len(classes) - 1), 6)] * len(classes)
     probs[classes.index(smoothed)] = 0.8
     t_end = 2.54 + 1.28 * window
-    return encode_prediction(Prediction(device, window, t_end - 2.54, t_end, smoothed, probs, smoothed, probs,
-                                        f"{mode}-model", 4.0, None, "w0", mode=mode, classes=classes))  # fmt: skip
+    return encode_prediction(
+        Prediction(
+            device,
+            window,
+            t_end - 2.54,
+            t_end,
+            smoothed,
+            probs,
+            smoothed,
+            probs,
+            f"{mode}-model",
+            4.0,
+            None,
+            "w0",
+            mode=mode,
+            classes=classes,
+        )
+    )
 
 
 def test_each_device_card_has_a_badge_of_its_mode_and_the_view_shows_only_its_classes(bus):

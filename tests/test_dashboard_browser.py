@@ -20,9 +20,14 @@ import pytest
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
-]  # fmt: skip
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 SPEED = 10  # HAPT subjects change activity every ~15-60 s of recording: a few seconds here
 STARTUP_S = 240.0  # TensorFlow import and model load on a busy 2-core machine
 CHANGE_S = 120.0
@@ -104,9 +109,20 @@ def test_demo_dashboard_in_chromium_shows_live_activities_that_change(output_dir
     log_path = output_dir / "demo.log"
     log = open(log_path, "w")
     command = [
-        sys.executable, "-m", "harstream", "demo", "--subjects", "2", "4", "--speed", str(SPEED),
-        "--ingest", ipc_address("ingest"), "--output", ipc_address("output"),
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "harstream",
+        "demo",
+        "--subjects",
+        "2",
+        "4",
+        "--speed",
+        str(SPEED),
+        "--ingest",
+        ipc_address("ingest"),
+        "--output",
+        ipc_address("output"),
+    ]
     if os.environ.get("HARSTREAM_E2E_MODEL"):  # default: the shipped model, as `make demo` runs it
         command += ["--model", os.environ["HARSTREAM_E2E_MODEL"]]
     demo = None
@@ -115,8 +131,9 @@ def test_demo_dashboard_in_chromium_shows_live_activities_that_change(output_dir
         for _ in range(3):  # a new port only if the probed one was taken meanwhile (see dashboard_port)
             http = dashboard_port()
             url = f"http://127.0.0.1:{http}"
-            demo = subprocess.Popen(command + ["--port", str(http)], stdout=log, stderr=subprocess.STDOUT,
-                                    start_new_session=True)  # fmt: skip
+            demo = subprocess.Popen(
+                command + ["--port", str(http)], stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
             up = wait_http(f"{url}/_stcore/health", demo, timeout=STARTUP_S)
             if up or f"Port {http} is not available" not in log_path.read_text():
                 break
@@ -179,10 +196,24 @@ def test_demo_stops_every_part_and_fails_when_one_part_dies(output_dir, ipc_addr
     started: set[int] = set()
     with open(output_dir / "demo.log", "w") as log:
         demo = subprocess.Popen(
-            [sys.executable, "-m", "harstream", "demo", "--subjects", "2", "--port", str(http),
-             "--ingest", ipc_address("ingest"), "--output", ipc_address("output")],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "harstream",
+                "demo",
+                "--subjects",
+                "2",
+                "--port",
+                str(http),
+                "--ingest",
+                ipc_address("ingest"),
+                "--output",
+                ipc_address("output"),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         try:
             deadline = time.monotonic() + 120
             while demo.poll() is None and time.monotonic() < deadline:

@@ -71,12 +71,21 @@ def test_a_postural_transition_is_shown_as_such_and_is_followed_by_the_posture()
     # STANDING -> STAND_TO_SIT -> SITTING
     classes = ["SITTING", "STANDING", "WALKING"]
     # standing turns into the transition, hardly ever straight into walking
-    matrix = np.array([[0.97, 0.01, 0.01, 0.01], [0.005, 0.96, 0.005, 0.03], [0.01, 0.01, 0.97, 0.01],
-                       [0.3, 0.01, 0.01, 0.68]])  # fmt: skip
+    matrix = np.array(
+        [[0.97, 0.01, 0.01, 0.01], [0.005, 0.96, 0.005, 0.03], [0.01, 0.01, 0.97, 0.01], [0.3, 0.01, 0.01, 0.68]]
+    )
     # a transition window looks half standing, half sitting
     emission = np.array([[0.9, 0.05, 0.05], [0.05, 0.9, 0.05], [0.05, 0.05, 0.9], [0.45, 0.45, 0.1]])
-    params = DecoderParams(tuple(classes), ("STAND_TO_SIT",), matrix, np.array([0.1, 0.7, 0.1, 0.1]),
-                           sharpness=2.0, switch_at=0.5, emission=emission, transition_evidence=4.0)  # fmt: skip
+    params = DecoderParams(
+        tuple(classes),
+        ("STAND_TO_SIT",),
+        matrix,
+        np.array([0.1, 0.7, 0.1, 0.1]),
+        sharpness=2.0,
+        switch_at=0.5,
+        emission=emission,
+        transition_evidence=4.0,
+    )
     windows = [[0.05, 0.9, 0.05]] * 5 + [[0.5, 0.5, 0.0]] * 3 + [[0.9, 0.05, 0.05]] * 3
     shown = decode_sequence(params, np.array(windows))
     assert shown[:5] == ["STANDING"] * 5
@@ -238,10 +247,23 @@ def test_a_published_session_equals_the_offline_decoder_on_loopback(embedded, tm
     config = WorkerConfig(
         context_steps=artifact.context_steps, display=display_for(artifact.classes, artifact.metadata["decoder"])
     )
-    thread = threading.Thread(target=serve, daemon=True, kwargs=dict(
-        runtime=runtime, classes=artifact.classes, model_id=artifact.model_id, ingest="tcp://127.0.0.1:*",
-        output="tcp://127.0.0.1:*", config=config, stop=stop, stats_every=0.2, on_ready=ready.set,
-        on_bound=lambda i, o: bound.update(ingest=i, output=o), printer=None))  # fmt: skip
+    thread = threading.Thread(
+        target=serve,
+        daemon=True,
+        kwargs=dict(
+            runtime=runtime,
+            classes=artifact.classes,
+            model_id=artifact.model_id,
+            ingest="tcp://127.0.0.1:*",
+            output="tcp://127.0.0.1:*",
+            config=config,
+            stop=stop,
+            stats_every=0.2,
+            on_ready=ready.set,
+            on_bound=lambda i, o: bound.update(ingest=i, output=o),
+            printer=None,
+        ),
+    )
     thread.start()
     ctx = zmq.Context()
     sub = ctx.socket(zmq.SUB)
@@ -249,8 +271,13 @@ def test_a_published_session_equals_the_offline_decoder_on_loopback(embedded, tm
         assert ready.wait(60), "worker did not start"
         sub.setsockopt(zmq.SUBSCRIBE, b"p/")
         sub.connect(bound["output"])
-        replay(ReplaySchedule(devices_for([rec]), chunk=10), publish=bound["ingest"], speed=0,
-               wait_subscriptions=1, printer=None)  # fmt: skip
+        replay(
+            ReplaySchedule(devices_for([rec]), chunk=10),
+            publish=bound["ingest"],
+            speed=0,
+            wait_subscriptions=1,
+            printer=None,
+        )
         got: list[Prediction] = []
         while len(got) < len(offline) and sub.poll(30_000):
             msg = decode_output(sub.recv_multipart())

@@ -49,8 +49,9 @@ def test_postures_and_their_transitions_fall_into_still_for_a_placement_free_mod
     counts = np.zeros((12, 12))  # rows and columns: HAPT labels 1-12
     counts[3, 3], counts[3, 7], counts[7, 4], counts[0, 0] = 10, 1, 1, 5  # sit, sit -> SIT_TO_STAND -> stand; walk
     transitions, _ = label_states(PLACEMENT_FREE)
-    params = params_for(LabelStatistics(counts, PLACEMENT_FREE, np.ones((12, 4))), PLACEMENT_FREE,
-                        {"pseudocount": 1e-9})  # fmt: skip
+    params = params_for(
+        LabelStatistics(counts, PLACEMENT_FREE, np.ones((12, 4))), PLACEMENT_FREE, {"pseudocount": 1e-9}
+    )
     assert transitions == () and params.matrix[3, 3] > 0.999 and params.matrix[0, 0] > 0.999
 
 
@@ -124,8 +125,12 @@ def test_a_model_without_decoder_parameters_is_served_with_its_raw_label_and_one
     with caplog.at_level(logging.WARNING, logger="harstream.stream.core.decoder"):
         factory = display_for(PLACEMENT_FREE, None)
     anywhere = ServedModel("any", "any", "free@2", PLACEMENT_FREE, display=factory)
-    core = StreamCore(ACTIVITIES, "hapt@1", WorkerConfig(signal_interval=0),
-                      router=ModelRouter(ServedModel("waist", "waist", "hapt@1", ACTIVITIES), anywhere))  # fmt: skip
+    core = StreamCore(
+        ACTIVITIES,
+        "hapt@1",
+        WorkerConfig(signal_interval=0),
+        router=ModelRouter(ServedModel("waist", "waist", "hapt@1", ACTIVITIES), anywhere),
+    )
     seq, shown = 0, []
     for probs in [[0.1, 0.1, 0.1, 0.7]] * 3 + [[0.7, 0.1, 0.1, 0.1]]:
         shown += [p.smoothed for p in _window(core, seq, probs)]

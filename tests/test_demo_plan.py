@@ -20,8 +20,15 @@ def option(args: list[str], name: str) -> str:
 
 
 def test_the_durable_demo_with_a_gateway_puts_every_part_on_an_address_the_proxy_binds():
-    parts = planned("--durable", "redis://127.0.0.1:6379/0", "--gateway", "--ingest", "ipc:///tmp/b/in",
-                    "--output", "ipc:///tmp/b/out")  # fmt: skip
+    parts = planned(
+        "--durable",
+        "redis://127.0.0.1:6379/0",
+        "--gateway",
+        "--ingest",
+        "ipc:///tmp/b/in",
+        "--output",
+        "ipc:///tmp/b/out",
+    )
     proxy = parts["proxy"]
     bound = {option(proxy, o) for o in ("--ingest", "--ingest-backend", "--output", "--output-backend")}
     assert bound == {"@ipc:///tmp/b/in", "@ipc:///tmp/b/in.back", "@ipc:///tmp/b/out", "@ipc:///tmp/b/out.back"}

@@ -57,9 +57,11 @@ class Bridge:
             self.ingest = address
             ready.set()
 
-        self.thread = threading.Thread(target=serve_bridge, daemon=True, kwargs=dict(
-            url=url, ingest=ingest, partitions=PARTITIONS, stop=self.stop, printer=None,
-            on_ready=bound))  # fmt: skip
+        self.thread = threading.Thread(
+            target=serve_bridge,
+            daemon=True,
+            kwargs=dict(url=url, ingest=ingest, partitions=PARTITIONS, stop=self.stop, printer=None, on_ready=bound),
+        )
         self.thread.start()
         assert ready.wait(20), "bridge did not start"
 
@@ -77,11 +79,24 @@ class LogWorker:
         self.stop, ready, self.result = threading.Event(), threading.Event(), {}
 
         def run():
-            self.result.update(serve_redis(
-                runtime, ACTIVITIES, "tiny", url, output=">" + output, worker_id=worker_id, stop=self.stop,
-                config=WorkerConfig(context_steps=context_steps, signal_interval=0),
-                log_config=LogConfig(partitions=PARTITIONS), stats_every=0.2, on_ready=ready.set, printer=None,
-                router=router, personal=personal))  # fmt: skip
+            self.result.update(
+                serve_redis(
+                    runtime,
+                    ACTIVITIES,
+                    "tiny",
+                    url,
+                    output=">" + output,
+                    worker_id=worker_id,
+                    stop=self.stop,
+                    config=WorkerConfig(context_steps=context_steps, signal_interval=0),
+                    log_config=LogConfig(partitions=PARTITIONS),
+                    stats_every=0.2,
+                    on_ready=ready.set,
+                    printer=None,
+                    router=router,
+                    personal=personal,
+                )
+            )
 
         self.thread = threading.Thread(target=run, daemon=True)
         self.thread.start()
@@ -118,11 +133,17 @@ def test_bridge_and_two_workers_label_a_replayed_subject_like_the_offline_pipeli
     workers = [LogWorker(runtime, redis_url, out, f"w{i}") for i in range(2)]
     try:
         assert wait_for(lambda: sorted(owners(redis_url).values()) == [6, 6]), owners(redis_url)
-        replay(ReplaySchedule(devices_for(recordings), chunk=10), publish=bridge.ingest, speed=0,
-               wait_subscriptions=1, printer=None)  # fmt: skip
+        replay(
+            ReplaySchedule(devices_for(recordings), chunk=10),
+            publish=bridge.ingest,
+            speed=0,
+            wait_subscriptions=1,
+            printer=None,
+        )
         windows = {r.name: DevicePipeline().push(np.asarray(r.samples, np.float32)) for r in recordings}
-        expected = {name: [ACTIVITIES[i] for i in artifact.model.predict(w, verbose=0).argmax(1)]
-                    for name, w in windows.items()}  # fmt: skip
+        expected = {
+            name: [ACTIVITIES[i] for i in artifact.model.predict(w, verbose=0).argmax(1)] for name, w in windows.items()
+        }
         total = sum(map(len, expected.values()))
         tail.wait(lambda c: len(c.predictions) >= total, timeout=60)
     finally:
@@ -162,9 +183,17 @@ def test_a_joining_worker_takes_partitions_and_every_window_is_predicted_once(re
     first = LogWorker(NullRuntime(6), redis_url, out, "w0")
     stop = threading.Event()
     devices = devices_for(load_embedded().of_subjects([2]), 12)
-    sim = threading.Thread(target=replay, daemon=True, kwargs=dict(
-        schedule=ReplaySchedule(devices, chunk=10, loop=True), publish=bridge.ingest, speed=4.0, stop=stop,
-        printer=None))  # fmt: skip
+    sim = threading.Thread(
+        target=replay,
+        daemon=True,
+        kwargs=dict(
+            schedule=ReplaySchedule(devices, chunk=10, loop=True),
+            publish=bridge.ingest,
+            speed=4.0,
+            stop=stop,
+            printer=None,
+        ),
+    )
     second = None
     try:
         assert wait_for(lambda: owners(redis_url) == {"w0": PARTITIONS})
@@ -214,9 +243,17 @@ def test_bridge_and_worker_ride_out_a_broker_restart(ipc_address):
     bridge = Bridge(url)
     worker = LogWorker(NullRuntime(6), url, out, "w0")
     stop = threading.Event()
-    sim = threading.Thread(target=replay, daemon=True, kwargs=dict(
-        schedule=ReplaySchedule(devices_for(load_embedded().of_subjects([2]), 4), chunk=10, loop=True),
-        publish=bridge.ingest, speed=4.0, stop=stop, printer=None))  # fmt: skip
+    sim = threading.Thread(
+        target=replay,
+        daemon=True,
+        kwargs=dict(
+            schedule=ReplaySchedule(devices_for(load_embedded().of_subjects([2]), 4), chunk=10, loop=True),
+            publish=bridge.ingest,
+            speed=4.0,
+            stop=stop,
+            printer=None,
+        ),
+    )
     try:
         sim.start()
         assert tail.wait(lambda c: len(c.predictions) >= 20, timeout=30)
@@ -266,8 +303,9 @@ class Producer:
             for device, meta in devices.items():
                 seq = 64 * len(self.sent.setdefault(device, []))
                 samples = self.rng.normal(0, 0.3, (64, 6)).astype(np.float32)
-                self.pub.send_multipart(encode_samples(SampleBatch(device, seq, self.t0 + seq / 50, samples,
-                                                                   meta=meta)))  # fmt: skip
+                self.pub.send_multipart(
+                    encode_samples(SampleBatch(device, seq, self.t0 + seq / 50, samples, meta=meta))
+                )
                 self.sent[device].append(samples)
 
     def offline_labels(self, device: str, artifact, classes, start_window: int = 0) -> list[str]:
@@ -293,8 +331,9 @@ def two_modes(tiny_lstm, tmp_path_factory):
     from harstream.stream.core.model_routing import ServedModel
 
     waist_artifact, waist_runtime = tiny_lstm
-    any_artifact = load_artifact(tiny_artifact(tmp_path_factory.mktemp("any"), "anywhere", PLACEMENT_FREE,
-                                               placement="any"))  # fmt: skip
+    any_artifact = load_artifact(
+        tiny_artifact(tmp_path_factory.mktemp("any"), "anywhere", PLACEMENT_FREE, placement="any")
+    )
     waist = ServedModel("waist", "waist", waist_artifact.model_id, ACTIVITIES, runtime=waist_runtime)
     anywhere = ServedModel("any", "any", any_artifact.model_id, PLACEMENT_FREE, runtime=KerasRuntime(any_artifact))
     return (waist, waist_artifact), (anywhere, any_artifact)
@@ -400,9 +439,14 @@ def test_a_personal_model_dropped_into_the_watched_folder_takes_its_phone_over_o
     out = ipc_address("out")
     tail = Collector(out, verb="bind")
     bridge = Bridge(redis_url)
-    worker = LogWorker(None, redis_url, out, "w0", router=ModelRouter(waist, anywhere),
-                       personal=PersonalRegistry(registry, lambda path: load_personal_model(path, "keras"),
-                                                 interval=0.1))  # fmt: skip
+    worker = LogWorker(
+        None,
+        redis_url,
+        out,
+        "w0",
+        router=ModelRouter(waist, anywhere),
+        personal=PersonalRegistry(registry, lambda path: load_personal_model(path, "keras"), interval=0.1),
+    )
     producer = Producer(bridge.ingest)
     devices = {"rec-1": {}, "phone:p1": {}}
 
@@ -455,9 +499,18 @@ def test_a_phone_on_the_gateway_gets_its_any_mode_predictions_back_from_durable_
     (waist, _), (anywhere, _) = two_modes
     ingest, ingest_back, output, output_back = (ipc_address(n) for n in ("in", "in.back", "out", "out.back"))
     stop_proxy, proxy_ready = threading.Event(), threading.Event()
-    proxy = threading.Thread(target=run_proxies, daemon=True, kwargs=dict(
-        ingest=ingest, ingest_backend=ingest_back, output=output, output_backend=output_back, stop=stop_proxy,
-        on_ready=proxy_ready.set))  # fmt: skip
+    proxy = threading.Thread(
+        target=run_proxies,
+        daemon=True,
+        kwargs=dict(
+            ingest=ingest,
+            ingest_backend=ingest_back,
+            output=output,
+            output_backend=output_back,
+            stop=stop_proxy,
+            on_ready=proxy_ready.set,
+        ),
+    )
     proxy.start()
     assert proxy_ready.wait(20), "proxy did not start"
     bridge = Bridge(redis_url, ingest=">" + ingest_back)

@@ -66,10 +66,24 @@ class Bus:
         def bound(ingest: str, output: str) -> None:
             self.ingest, self.output = ingest, output
 
-        self.worker = threading.Thread(target=serve, daemon=True, kwargs=dict(
-            runtime=runtime, classes=ACTIVITIES, model_id="tiny", ingest="tcp://127.0.0.1:*",
-            output="tcp://127.0.0.1:*", config=cfg, worker_id="w", stop=self.stop, stats_every=0.1,
-            on_ready=ready.set, on_bound=bound, printer=None))  # fmt: skip
+        self.worker = threading.Thread(
+            target=serve,
+            daemon=True,
+            kwargs=dict(
+                runtime=runtime,
+                classes=ACTIVITIES,
+                model_id="tiny",
+                ingest="tcp://127.0.0.1:*",
+                output="tcp://127.0.0.1:*",
+                config=cfg,
+                worker_id="w",
+                stop=self.stop,
+                stats_every=0.1,
+                on_ready=ready.set,
+                on_bound=bound,
+                printer=None,
+            ),
+        )
         self.worker.start()
         assert ready.wait(30), "worker did not start"
         self.lock = threading.Lock()
@@ -149,12 +163,26 @@ def bus(runtime):
 # ------------------------------------------------------------------ the cases
 
 
-def frames_of(device: str = "intruder", n: int = 4, session: str | None = "bad5e55", t0: float | None = None,
-              seq: int = 0, samples: np.ndarray | None = None, labels: bool = True) -> list[bytes]:  # fmt: skip
+def frames_of(
+    device: str = "intruder",
+    n: int = 4,
+    session: str | None = "bad5e55",
+    t0: float | None = None,
+    seq: int = 0,
+    samples: np.ndarray | None = None,
+    labels: bool = True,
+) -> list[bytes]:
     samples = np.full((n, 6), 0.5, np.float32) if samples is None else samples
-    return encode_samples(SampleBatch(device, seq, time.time() if t0 is None else t0, samples,
-                                      labels=np.ones(len(samples), np.int16) if labels else None,
-                                      session=session or ""))  # fmt: skip
+    return encode_samples(
+        SampleBatch(
+            device,
+            seq,
+            time.time() if t0 is None else t0,
+            samples,
+            labels=np.ones(len(samples), np.int16) if labels else None,
+            session=session or "",
+        )
+    )
 
 
 def with_header(frames: list[bytes], **changes) -> list[bytes]:
@@ -195,7 +223,7 @@ CASES: dict[str, Case] = {
     "header_over_64_kib": Case(lambda b: [with_header(frames_of(), meta={"pad": "x" * 70_000})], "header"),
     "nesting_deeper_than_the_parser": Case(
         lambda b: [[frames_of()[0], b"[" * 50_000 + b"]" * 50_000, frames_of()[2]]], "header"
-    ),  # fmt: skip
+    ),
     "integer_of_5000_digits": Case(lambda b: [raw_header(frames_of(), b'"seq":0', b'"seq":' + b"7" * 5000)], "header"),
     "seq_true": Case(lambda b: [with_header(frames_of(), seq=True)], "header"),
     "seq_negative": Case(lambda b: [with_header(frames_of(), seq=-3)], "header"),
@@ -207,7 +235,7 @@ CASES: dict[str, Case] = {
     "version_true": Case(lambda b: [with_header(frames_of(), v=True)], "version"),
     "device_id_ending_in_newline": Case(
         lambda b: [[b"s/00/x\n/", *with_header(frames_of(), device="x\n")[1:]]], "device"
-    ),  # fmt: skip
+    ),
     "device_id_of_65_characters": Case(lambda b: [with_header(frames_of(), device="d" * 65)], "device"),
     "n_zero": Case(lambda b: [with_header(frames_of(), n=0)], "byte_length"),
     "payload_one_byte_short": Case(lambda b: [frames_of()[:2] + [frames_of()[2][:-1]]], "byte_length"),
@@ -223,13 +251,13 @@ CASES: dict[str, Case] = {
     # identity: another publisher under the good device's id
     "foreign_session_on_a_live_device": Case(
         lambda b: [good_id(b, seq=b.good_seq + k * 4, session="f0e") for k in range(3)], "session"
-    ),  # fmt: skip
+    ),
     "no_session_seq_0_on_a_live_device": Case(lambda b: [good_id(b, seq=0, session=None)], "session"),
     "forged_far_ahead_seq_in_its_session": Case(lambda b: [good_id(b, seq=10**12, session=GOOD_SESSION)], "jump"),
     # bounded tables: a flood of one-sample ids is evicted, the good device stays
     "flood_of_new_device_ids": Case(
         lambda b: [frames_of(f"flood-{i}", n=1) for i in range(3 * MAX_DEVICES)], None, "evicted_unproven"
-    ),  # fmt: skip
+    ),
 }
 
 

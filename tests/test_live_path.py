@@ -43,9 +43,22 @@ class Worker:
             self.ingest, self.output = ingest, output
 
         def run():
-            self.result.update(serve(runtime, ACTIVITIES, "tiny", ingest=ingest, output=output, config=cfg,
-                                     worker_id=worker_id, stop=self.stop, stats_every=0.2,
-                                     on_ready=self.ready.set, on_bound=bound, printer=None))  # fmt: skip
+            self.result.update(
+                serve(
+                    runtime,
+                    ACTIVITIES,
+                    "tiny",
+                    ingest=ingest,
+                    output=output,
+                    config=cfg,
+                    worker_id=worker_id,
+                    stop=self.stop,
+                    stats_every=0.2,
+                    on_ready=self.ready.set,
+                    on_bound=bound,
+                    printer=None,
+                )
+            )
 
         self.thread = threading.Thread(target=run, daemon=True)
         self.thread.start()
@@ -105,8 +118,13 @@ def test_a_replayed_held_out_subject_is_labelled_like_the_offline_pipeline(tiny_
     tail = Collector(output)
     try:
         assert tail.wait(lambda c: c.stats), "no stats from the worker"
-        stats = replay(ReplaySchedule(devices_for(recordings), chunk=10), publish=ingest, speed=0,
-                       wait_subscriptions=1, printer=None)  # fmt: skip
+        stats = replay(
+            ReplaySchedule(devices_for(recordings), chunk=10),
+            publish=ingest,
+            speed=0,
+            wait_subscriptions=1,
+            printer=None,
+        )
         expected = {r.name: offline_labels(artifact, r.samples) for r in recordings}
         total = sum(map(len, expected.values()))
         tail.wait(lambda c: len(c.predictions) >= total)
@@ -132,16 +150,22 @@ def test_a_context_model_is_served_each_window_with_its_past_over_the_real_bus(t
     keras.utils.set_random_seed(6)
     inp = keras.Input((3, 128, 9))  # the window and the windows 1 and 2 steps back
     x = keras.layers.Dense(6, activation="softmax")(keras.layers.Flatten()(keras.layers.AveragePooling2D((1, 16))(inp)))
-    artifact = load_artifact(save_artifact(keras.Model(inp, x), {"architecture": "tiny", "context_steps": [1, 2]},
-                                           tmp_path / "ctx.keras"))  # fmt: skip
+    artifact = load_artifact(
+        save_artifact(keras.Model(inp, x), {"architecture": "tiny", "context_steps": [1, 2]}, tmp_path / "ctx.keras")
+    )
     runtime = TfliteRuntime(artifact, (1, 16))
     rec = embedded.of_subjects([2])[0]
     worker = Worker(runtime, context_steps=artifact.context_steps)
     tail = Collector(worker.output)
     try:
         assert tail.wait(lambda c: c.stats), "no stats from the worker"
-        replay(ReplaySchedule(devices_for([rec]), chunk=25), publish=worker.ingest, speed=0,
-               wait_subscriptions=1, printer=None)  # fmt: skip
+        replay(
+            ReplaySchedule(devices_for([rec]), chunk=25),
+            publish=worker.ingest,
+            speed=0,
+            wait_subscriptions=1,
+            printer=None,
+        )
         stacks = WindowContext((1, 2)).push(DevicePipeline().push(np.asarray(rec.samples, np.float32)))
         expected = [ACTIVITIES[i] for i in artifact.model.predict(stacks, verbose=0).argmax(1)]
         tail.wait(lambda c: len(c.predictions) >= len(expected))
@@ -164,9 +188,18 @@ def test_a_restarted_worker_recovers_within_one_window(tiny_lstm):
     first = Worker(runtime, worker_id="first")
     ingest, output = first.ingest, first.output  # the restarted worker binds these again
     tail = Collector(output)
-    sim = threading.Thread(target=replay, daemon=True, kwargs=dict(
-        schedule=ReplaySchedule([device], chunk=10, loop=True), publish=ingest, speed=5, stop=stop_sim,
-        wait_subscriptions=1, printer=None))  # fmt: skip
+    sim = threading.Thread(
+        target=replay,
+        daemon=True,
+        kwargs=dict(
+            schedule=ReplaySchedule([device], chunk=10, loop=True),
+            publish=ingest,
+            speed=5,
+            stop=stop_sim,
+            wait_subscriptions=1,
+            printer=None,
+        ),
+    )
     sim.start()
     try:
         assert tail.wait(lambda c: sum(p.worker == "first" for p in c.predictions) >= 2)
@@ -248,16 +281,26 @@ def test_two_sharded_workers_behind_the_proxy_split_devices_without_overlap(tiny
     # The proxy binds all four and cannot say which ports it got: ipc paths nobody else holds.
     front_in, back_in, back_out, front_out = map(ipc_address, ("front-in", "back-in", "back-out", "front-out"))
     stop_proxy, proxy_ready = threading.Event(), threading.Event()
-    proxy = threading.Thread(target=run_proxies, daemon=True, kwargs=dict(
-        ingest=front_in, ingest_backend=back_in, output=front_out, output_backend=back_out,
-        stop=stop_proxy, on_ready=proxy_ready.set))  # fmt: skip
+    proxy = threading.Thread(
+        target=run_proxies,
+        daemon=True,
+        kwargs=dict(
+            ingest=front_in,
+            ingest_backend=back_in,
+            output=front_out,
+            output_backend=back_out,
+            stop=stop_proxy,
+            on_ready=proxy_ready.set,
+        ),
+    )
     proxy.start()
     assert proxy_ready.wait(10)
     workers = [Worker(runtime, ">" + back_in, ">" + back_out, worker_id=f"w{k}", shard=(k, 2)) for k in range(2)]
     tail = Collector(front_out)
     rng = np.random.default_rng(2)
-    devices = [ReplayDevice(f"dev-{i}", rng.normal(0, 0.3, (128 + 64 * 3, 6)).astype(np.float32), None)
-               for i in range(12)]  # fmt: skip
+    devices = [
+        ReplayDevice(f"dev-{i}", rng.normal(0, 0.3, (128 + 64 * 3, 6)).astype(np.float32), None) for i in range(12)
+    ]
     try:
         assert tail.wait(lambda c: len(c.stats) == 2), "stats of both workers never arrived"
         replay(ReplaySchedule(devices, chunk=16), publish=front_in, speed=0, wait_subscriptions=64, printer=None)
@@ -287,11 +330,22 @@ def test_the_cli_commands_find_each_other_with_default_flags(ipc_address):
     try:
         tail = subprocess.Popen(exe + ["tail", "--count", "5"], env=env, stdout=subprocess.PIPE, text=True)
         procs.append(tail)
-        procs.append(subprocess.Popen(exe + ["worker", "--runtime", "none", "--stats-every", "1"], env=env,
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))  # fmt: skip
-        procs.append(subprocess.Popen(exe + ["simulate", "--subjects", "2", "--speed", "0", "--loop",
-                                             "--duration", "120"], env=env,
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))  # fmt: skip
+        procs.append(
+            subprocess.Popen(
+                exe + ["worker", "--runtime", "none", "--stats-every", "1"],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+        procs.append(
+            subprocess.Popen(
+                exe + ["simulate", "--subjects", "2", "--speed", "0", "--loop", "--duration", "120"],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
         out, _ = tail.communicate(timeout=180)
     finally:
         for p in procs:

@@ -257,9 +257,13 @@ def test_several_architectures_are_repeated_round_robin(small_data, scratch_arch
     order = []
     few = small_data.train.take(np.arange(len(small_data.train)) % 4 == 0)
     results = repeat_evaluations(
-        ["tiny_a", "tiny_b"], few, small_data.test, repeats=2, seed=5,
+        ["tiny_a", "tiny_b"],
+        few,
+        small_data.test,
+        repeats=2,
+        seed=5,
         on_repeat=lambda r: order.append((r.arch, r.seeds[-1])),
-    )  # fmt: skip
+    )
     assert order == [("tiny_a", 5), ("tiny_b", 5), ("tiny_a", 6), ("tiny_b", 6)]
     assert results["tiny_a"].accuracies == results["tiny_b"].accuracies  # same builder, same seeds
 

@@ -299,9 +299,27 @@ def test_a_phone_calibrated_on_the_page_is_served_by_its_personal_model_without_
     ingest, output = ipc_address("ingest"), ipc_address("output")
     registry = tmp_path / "personal"
     worker = subprocess.Popen(
-        [sys.executable, "-m", "harstream", "worker", "--ingest", ingest, "--publish", output, "--personal-dir",
-         str(registry), "--personal-poll", "0.2", "--runtime", "keras", "--stats-every", "0"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "harstream",
+            "worker",
+            "--ingest",
+            ingest,
+            "--publish",
+            output,
+            "--personal-dir",
+            str(registry),
+            "--personal-poll",
+            "0.2",
+            "--runtime",
+            "keras",
+            "--stats-every",
+            "0",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
     async def main():
         config = GatewayConfig(

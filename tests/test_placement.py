@@ -134,11 +134,14 @@ def test_calibrate_writes_a_personal_model_that_names_the_calibrated_postures(tm
 
     data = tmp_path / "my_phone"
     data.mkdir()
-    _write_csv(data / "calibration.csv", [
-        _activity("WALKING", 30, STAND, True, 0),
-        _activity("SITTING", 30, SIT, False, 1),
-        _activity("STANDING", 30, STAND, False, 2),
-    ])  # fmt: skip
+    _write_csv(
+        data / "calibration.csv",
+        [
+            _activity("WALKING", 30, STAND, True, 0),
+            _activity("SITTING", 30, SIT, False, 1),
+            _activity("STANDING", 30, STAND, False, 2),
+        ],
+    )
     out = tmp_path / "personal.keras"
     assert main(["calibrate", "--data", str(data), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
@@ -171,11 +174,14 @@ def test_calibration_refuses_an_activity_with_too_little_data_or_a_moving_postur
 
     data = tmp_path / "phone"
     data.mkdir()
-    _write_csv(data / "a.csv", [
-        _activity("STANDING", 30, STAND, False, 0),
-        _activity("LAYING", 12, LIE, False, 1),      # too short
-        _activity("SITTING", 30, SIT, True, 2),      # never still while "sitting"
-    ])  # fmt: skip
+    _write_csv(
+        data / "a.csv",
+        [
+            _activity("STANDING", 30, STAND, False, 0),
+            _activity("LAYING", 12, LIE, False, 1),  # too short
+            _activity("SITTING", 30, SIT, True, 2),  # never still while "sitting"
+        ],
+    )
     out = tmp_path / "p.keras"
     assert main(["calibrate", "--data", str(data), "--out", str(out)]) == 0
     printed = capsys.readouterr().out

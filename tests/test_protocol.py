@@ -35,8 +35,15 @@ def good_frames(n: int = 4, labels: bool = True) -> list[bytes]:
 
 def test_samples_round_trip_keeps_every_field():
     samples = np.random.default_rng(0).normal(size=(50, 6)).astype(np.float32)
-    sent = SampleBatch("phone_7", seq=12345, t0=1.7e9 + 0.02, samples=samples, rate=50.0,
-                       labels=np.full(50, 4, np.int16), meta={"source": "test"})  # fmt: skip
+    sent = SampleBatch(
+        "phone_7",
+        seq=12345,
+        t0=1.7e9 + 0.02,
+        samples=samples,
+        rate=50.0,
+        labels=np.full(50, 4, np.int16),
+        meta={"source": "test"},
+    )
     got = decode_samples(encode_samples(sent))
     assert (got.device, got.seq, got.t0, got.rate, got.meta) == ("phone_7", 12345, sent.t0, 50.0, {"source": "test"})
     np.testing.assert_array_equal(got.samples, samples)
@@ -48,8 +55,20 @@ def test_samples_without_labels_decode_with_none():
 
 
 def test_prediction_signal_and_stats_round_trip():
-    p = Prediction("d1", 3, 10.0, 12.54, "WALKING", [0.9] + [0.02] * 5, "unknown", [0.4] * 6, "m@1", 1.5,
-                   truth="SITTING", worker="w")  # fmt: skip
+    p = Prediction(
+        "d1",
+        3,
+        10.0,
+        12.54,
+        "WALKING",
+        [0.9] + [0.02] * 5,
+        "unknown",
+        [0.4] * 6,
+        "m@1",
+        1.5,
+        truth="SITTING",
+        worker="w",
+    )
     assert decode_prediction(encode_prediction(p)) == p
     assert decode_output(encode_prediction(p)) == p
     s = Signal("d1", 10.0, 10.0, [[0.0, 0.1, 1.0]], [[0.0, 0.0, 0.0]])

@@ -35,8 +35,9 @@ def tiny_artifact(folder, name: str, classes, **metadata):
     keras.utils.set_random_seed(len(classes))
     inp = keras.Input((128, 9))
     out = keras.layers.Dense(len(classes), activation="softmax")(keras.layers.GlobalAveragePooling1D()(inp))
-    return save_artifact(keras.Model(inp, out), {"architecture": name, "classes": list(classes), **metadata},
-                         folder / f"{name}.keras")  # fmt: skip
+    return save_artifact(
+        keras.Model(inp, out), {"architecture": name, "classes": list(classes), **metadata}, folder / f"{name}.keras"
+    )
 
 
 def served(path, mode: str) -> ServedModel:
@@ -44,8 +45,9 @@ def served(path, mode: str) -> ServedModel:
     from harstream.models.runtime import KerasRuntime
 
     artifact = load_artifact(path)
-    return ServedModel(mode, mode, artifact.model_id, tuple(artifact.classes), artifact.context_steps,
-                       runtime=KerasRuntime(artifact))  # fmt: skip
+    return ServedModel(
+        mode, mode, artifact.model_id, tuple(artifact.classes), artifact.context_steps, runtime=KerasRuntime(artifact)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -69,10 +71,24 @@ class Worker:
         def bound(ingest, output):
             self.ingest, self.output = ingest, output
 
-        self.thread = threading.Thread(target=serve, daemon=True, args=(None, ACTIVITIES, waist.model_id), kwargs=dict(
-            ingest=ANY_PORT, output=ANY_PORT, config=WorkerConfig(max_wait=0.01), worker_id="w", stop=self.stop,
-            stats_every=0.2, on_ready=self.ready.set, on_bound=bound, printer=None,
-            router=ModelRouter(waist, anywhere), personal=personal))  # fmt: skip
+        self.thread = threading.Thread(
+            target=serve,
+            daemon=True,
+            args=(None, ACTIVITIES, waist.model_id),
+            kwargs=dict(
+                ingest=ANY_PORT,
+                output=ANY_PORT,
+                config=WorkerConfig(max_wait=0.01),
+                worker_id="w",
+                stop=self.stop,
+                stats_every=0.2,
+                on_ready=self.ready.set,
+                on_bound=bound,
+                printer=None,
+                router=ModelRouter(waist, anywhere),
+                personal=personal,
+            ),
+        )
         self.thread.start()
         assert self.ready.wait(30), "worker did not start"
 
@@ -105,8 +121,11 @@ class Bus:
             for device in devices:
                 seq = self.seq.get(device, 0)
                 samples = self.rng.normal(0, 0.3, (64, 6)).astype(np.float32)
-                self.pub.send_multipart(encode_samples(SampleBatch(device, seq, time.time() - 1.28, samples,
-                                                                   meta=(meta or {}).get(device, {}))))  # fmt: skip
+                self.pub.send_multipart(
+                    encode_samples(
+                        SampleBatch(device, seq, time.time() - 1.28, samples, meta=(meta or {}).get(device, {}))
+                    )
+                )
                 self.seq[device] = seq + 64
             while self.sub.poll(20):
                 message = decode_output(self.sub.recv_multipart())

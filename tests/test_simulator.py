@@ -20,7 +20,7 @@ def make_devices(count: int, length: int = 300) -> list[ReplayDevice]:
             np.arange(length * 6, dtype=np.float32).reshape(length, 6) / 100 + i,  # within ±100 g
             np.arange(length, dtype=np.int16) % 13,
             start=17 * i,
-        )  # fmt: skip
+        )
         for i in range(count)
     ]
 
@@ -65,8 +65,13 @@ def test_loop_wraps_the_recording_and_keeps_counting():
 def test_more_devices_than_sessions_cycle_with_offsets(embedded):
     recs = embedded.of_subjects([2])
     devices = devices_for(recs, count=5)
-    assert [d.device for d in devices] == [recs[0].name, recs[1].name, f"{recs[0].name}.1",
-                                           f"{recs[1].name}.1", f"{recs[0].name}.2"]  # fmt: skip
+    assert [d.device for d in devices] == [
+        recs[0].name,
+        recs[1].name,
+        f"{recs[0].name}.1",
+        f"{recs[1].name}.1",
+        f"{recs[0].name}.2",
+    ]
     assert len({d.start for d in devices if d.device.startswith(recs[0].name)}) == 3
 
 
@@ -87,8 +92,9 @@ def test_replay_publishes_every_sample_with_seq_and_labels_over_zeromq():
     address = sub.getsockopt_string(zmq.LAST_ENDPOINT)
     devices = make_devices(3)
     expected = sum(len(d.samples) - d.start for d in devices)
-    thread, result = replay_in_thread(schedule=ReplaySchedule(devices, chunk=7), publish=address, speed=0,
-                                      wait_subscriptions=1, context=ctx)  # fmt: skip
+    thread, result = replay_in_thread(
+        schedule=ReplaySchedule(devices, chunk=7), publish=address, speed=0, wait_subscriptions=1, context=ctx
+    )
     received: dict[str, list] = {}
     got = 0
     while got < expected and sub.poll(5000):
@@ -115,8 +121,14 @@ def test_a_full_queue_drops_and_counts_instead_of_blocking():
     sub.bind("tcp://127.0.0.1:*")
     address = sub.getsockopt_string(zmq.LAST_ENDPOINT)
     devices = make_devices(20, length=2000)
-    thread, result = replay_in_thread(schedule=ReplaySchedule(devices, chunk=5), publish=address, speed=200,
-                                      sndhwm=10, wait_subscriptions=1, context=ctx)  # fmt: skip
+    thread, result = replay_in_thread(
+        schedule=ReplaySchedule(devices, chunk=5),
+        publish=address,
+        speed=200,
+        sndhwm=10,
+        wait_subscriptions=1,
+        context=ctx,
+    )
     sub.poll(2000)  # attach and subscribe, then read nothing more
     thread.join(60)
     sub.close(0)
@@ -235,9 +247,18 @@ def test_a_new_subscriber_gets_each_devices_tail_before_any_live_message(ipc_add
     first.setsockopt(zmq.SUBSCRIBE, b"s/")
     first.bind(address)
     stop = threading.Event()
-    sim = threading.Thread(target=replay, daemon=True, kwargs=dict(
-        schedule=ReplaySchedule(make_devices(3, 2000), chunk=10, loop=True), publish=address, speed=2,
-        stop=stop, wait_subscriptions=1, printer=None))  # fmt: skip
+    sim = threading.Thread(
+        target=replay,
+        daemon=True,
+        kwargs=dict(
+            schedule=ReplaySchedule(make_devices(3, 2000), chunk=10, loop=True),
+            publish=address,
+            speed=2,
+            stop=stop,
+            wait_subscriptions=1,
+            printer=None,
+        ),
+    )
     sim.start()
     second = None
     try:

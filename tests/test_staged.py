@@ -73,15 +73,20 @@ def test_a_feature_context_gives_what_a_window_context_gives(context_svm):
     feature_stage, decision_stage = stages(context_svm)
     whole = np.asarray(context_svm(WindowContext((1, 2)).push(windows)))
     ctx = WindowContext((1, 2))
-    staged = np.concatenate([np.asarray(decision_stage(ctx.push(np.asarray(feature_stage(part)))))
-                             for part in np.array_split(windows, 4)])  # fmt: skip
+    staged = np.concatenate(
+        [np.asarray(decision_stage(ctx.push(np.asarray(feature_stage(part))))) for part in np.array_split(windows, 4)]
+    )
     np.testing.assert_array_equal(staged, whole)
 
 
 def test_a_saved_staged_model_names_its_stages_in_its_metadata(staged_artifact):
     assert is_staged(staged_artifact.model)
-    assert staged_artifact.stages == {"features": "feature_stage", "decision": "decision_stage",
-                                      "feature_size": 332, "windows": 3}  # fmt: skip
+    assert staged_artifact.stages == {
+        "features": "feature_stage",
+        "decision": "decision_stage",
+        "feature_size": 332,
+        "windows": 3,
+    }
 
 
 def test_metadata_naming_stages_the_model_lacks_is_refused(output_dir):
@@ -244,8 +249,13 @@ def test_a_staged_model_starts_again_from_its_record_without_tensorflow_and_the_
 
     path, check, full = recorded_staged_model
     np.save(tmp_path / "check.npy", check)
-    out = subprocess.run([sys.executable, "-c", _FAST_START, str(path), str(tmp_path / "check.npy")],
-                         capture_output=True, text=True, timeout=120, check=True)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", _FAST_START, str(path), str(tmp_path / "check.npy")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
     got = json.loads(out.stdout.strip().splitlines()[-1])
     assert got["name"] == "staged(numpy+tflite)" and got["loaded"] == []
     np.testing.assert_allclose(np.array(got["probs"], np.float32), full.predict(check), rtol=0, atol=1e-6)
@@ -260,8 +270,19 @@ def test_a_worker_restarted_on_a_staged_model_serves_from_the_record_without_ten
     import threading
 
     path = recorded_staged_model[0]
-    cmd = [sys.executable, "-m", "harstream", "worker", "--single-model", "--model", str(path),
-           "--ingest", f"ipc://{tmp_path}/in", "--publish", f"ipc://{tmp_path}/out"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "harstream",
+        "worker",
+        "--single-model",
+        "--model",
+        str(path),
+        "--ingest",
+        f"ipc://{tmp_path}/in",
+        "--publish",
+        f"ipc://{tmp_path}/out",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ.copy())
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)
@@ -307,8 +328,10 @@ def test_numpy_features_need_no_keras_and_name_what_they_cannot_run():
     import subprocess
     import sys
 
-    code = ("import sys; from harstream.models.feature_math import numpy_features; "
-            "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))")  # fmt: skip
+    code = (
+        "import sys; from harstream.models.feature_math import numpy_features; "
+        "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))"
+    )
     assert (
         subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
     )

@@ -64,10 +64,23 @@ def test_a_device_unsubscribed_and_subscribed_again_starts_a_fresh_feed():
 def test_over_the_bus_the_worker_sends_the_signal_of_the_followed_device_only(ipc_address):
     ingest, output = ipc_address("in"), ipc_address("out")
     stop, ready = threading.Event(), threading.Event()
-    worker = threading.Thread(target=serve, daemon=True, kwargs=dict(
-        runtime=NullRuntime(6), classes=ACTIVITIES, model_id="none", ingest=ingest, output=output,
-        config=WorkerConfig(signal_interval=0.1), worker_id="w", stop=stop, stats_every=0.1,
-        on_ready=ready.set, printer=None))  # fmt: skip
+    worker = threading.Thread(
+        target=serve,
+        daemon=True,
+        kwargs=dict(
+            runtime=NullRuntime(6),
+            classes=ACTIVITIES,
+            model_id="none",
+            ingest=ingest,
+            output=output,
+            config=WorkerConfig(signal_interval=0.1),
+            worker_id="w",
+            stop=stop,
+            stats_every=0.1,
+            on_ready=ready.set,
+            printer=None,
+        ),
+    )
     worker.start()
     assert ready.wait(30)
     ctx = zmq.Context()
@@ -78,9 +91,18 @@ def test_over_the_bus_the_worker_sends_the_signal_of_the_followed_device_only(ip
     rng = np.random.default_rng(0)
     devs = [ReplayDevice(f"dev-{i}", rng.normal(0, 0.3, (1000, 6)).astype(np.float32), None) for i in range(5)]
     stop_sim = threading.Event()
-    sim = threading.Thread(target=replay, daemon=True, kwargs=dict(
-        schedule=ReplaySchedule(devs, chunk=10, loop=True), publish=ingest, speed=5, stop=stop_sim,
-        wait_subscriptions=1, printer=None))  # fmt: skip
+    sim = threading.Thread(
+        target=replay,
+        daemon=True,
+        kwargs=dict(
+            schedule=ReplaySchedule(devs, chunk=10, loop=True),
+            publish=ingest,
+            speed=5,
+            stop=stop_sim,
+            wait_subscriptions=1,
+            printer=None,
+        ),
+    )
     sim.start()
     signals: list[Signal] = []
     stats: list[dict] = []

@@ -283,8 +283,9 @@ def test_a_second_session_under_a_live_device_id_neither_feeds_nor_resets_it():
     core = StreamCore(ACTIVITIES, "m", WorkerConfig(takeover_after=2.0))
     data = signal(256)
     for seq in range(0, 256, 32):
-        core.ingest(encode_samples(SampleBatch("d", seq, 1000 + seq / 50, data[seq : seq + 32], session="real")),
-                    now=seq / 50)  # fmt: skip
+        core.ingest(
+            encode_samples(SampleBatch("d", seq, 1000 + seq / 50, data[seq : seq + 32], session="real")), now=seq / 50
+        )
         core.ingest(encode_samples(SampleBatch("d", 0, 1000.0, signal(32, seed=9), session="forger")), now=seq / 50)
     x, _ = core.take_batch()
     np.testing.assert_allclose(x, DevicePipeline().push(data), atol=1e-6)  # the real device's windows only

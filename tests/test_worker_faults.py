@@ -57,9 +57,18 @@ def devices(count: int, seed: int = 0) -> list[ReplayDevice]:
 
 
 def start_replay(devs, ingest: str, speed: float, stop: threading.Event) -> threading.Thread:
-    sim = threading.Thread(target=replay, daemon=True, kwargs=dict(
-        schedule=ReplaySchedule(devs, chunk=10, loop=True), publish=ingest, speed=speed, stop=stop,
-        wait_subscriptions=1, printer=None))  # fmt: skip
+    sim = threading.Thread(
+        target=replay,
+        daemon=True,
+        kwargs=dict(
+            schedule=ReplaySchedule(devs, chunk=10, loop=True),
+            publish=ingest,
+            speed=speed,
+            stop=stop,
+            wait_subscriptions=1,
+            printer=None,
+        ),
+    )
     sim.start()
     return sim
 
@@ -67,10 +76,24 @@ def start_replay(devs, ingest: str, speed: float, stop: threading.Event) -> thre
 def test_a_stuck_subscriber_loses_its_own_output_while_others_and_stats_flow(ipc_address):
     ingest, output = ipc_address("in"), ipc_address("out")
     stop, ready = threading.Event(), threading.Event()
-    worker = threading.Thread(target=serve, daemon=True, kwargs=dict(
-        runtime=NullRuntime(6), classes=ACTIVITIES, model_id="none", ingest=ingest, output=output,
-        config=WorkerConfig(signal_interval=0.1), worker_id="w", stop=stop, stats_every=0.1, sndhwm=20,
-        on_ready=ready.set, printer=None))  # fmt: skip
+    worker = threading.Thread(
+        target=serve,
+        daemon=True,
+        kwargs=dict(
+            runtime=NullRuntime(6),
+            classes=ACTIVITIES,
+            model_id="none",
+            ingest=ingest,
+            output=output,
+            config=WorkerConfig(signal_interval=0.1),
+            worker_id="w",
+            stop=stop,
+            stats_every=0.1,
+            sndhwm=20,
+            on_ready=ready.set,
+            printer=None,
+        ),
+    )
     worker.start()
     assert ready.wait(30)
     ctx = zmq.Context()
@@ -136,8 +159,9 @@ def test_a_worker_killed_and_restarted_builds_its_first_windows_from_the_replaye
         before = list(reader.predictions)
         second = start_worker()
         started = time.time()  # sample times are wall-clock times at speed 1
-        assert reader.wait(lambda r: all(sum(p.device == n for p in r.predictions[len(before):]) >= 2
-                                         for n in names), 90)  # fmt: skip
+        assert reader.wait(
+            lambda r: all(sum(p.device == n for p in r.predictions[len(before) :]) >= 2 for n in names), 90
+        )
         after = reader.predictions[len(before) :]
     finally:
         stop_sim.set()
@@ -169,8 +193,7 @@ def test_off_loopback_the_worker_refuses_to_start_without_keys():
     from harstream.stream.bus.auth import BusAuthError
 
     with pytest.raises(BusAuthError, match="0.0.0.0.*harstream keys"):
-        serve(NullRuntime(6), ACTIVITIES, "none", ingest="tcp://0.0.0.0:*", output="tcp://127.0.0.1:*",
-              printer=None)  # fmt: skip
+        serve(NullRuntime(6), ACTIVITIES, "none", ingest="tcp://0.0.0.0:*", output="tcp://127.0.0.1:*", printer=None)
 
 
 def test_with_curve_keys_only_a_keyed_producer_reaches_the_worker(tmp_path):
@@ -182,10 +205,24 @@ def test_with_curve_keys_only_a_keyed_producer_reaches_the_worker(tmp_path):
     generate_keys(stranger)
     (stranger / "bus.key").write_bytes((keys / "bus.key").read_bytes())
     stop, ready, addr = threading.Event(), threading.Event(), {}
-    worker = threading.Thread(target=serve, daemon=True, kwargs=dict(
-        runtime=NullRuntime(6), classes=ACTIVITIES, model_id="none", ingest="tcp://127.0.0.1:*",
-        output="tcp://127.0.0.1:*", worker_id="w", stop=stop, stats_every=0.1, on_ready=ready.set,
-        on_bound=lambda i, o: addr.update(ingest=i, output=o), printer=None, keys=str(keys)))  # fmt: skip
+    worker = threading.Thread(
+        target=serve,
+        daemon=True,
+        kwargs=dict(
+            runtime=NullRuntime(6),
+            classes=ACTIVITIES,
+            model_id="none",
+            ingest="tcp://127.0.0.1:*",
+            output="tcp://127.0.0.1:*",
+            worker_id="w",
+            stop=stop,
+            stats_every=0.1,
+            on_ready=ready.set,
+            on_bound=lambda i, o: addr.update(ingest=i, output=o),
+            printer=None,
+            keys=str(keys),
+        ),
+    )
     worker.start()
     assert ready.wait(30)
     from harstream.stream.bus.auth import secure
@@ -199,9 +236,18 @@ def test_with_curve_keys_only_a_keyed_producer_reaches_the_worker(tmp_path):
     sims = []
     for name, folder in (("keyed", keys), ("stranger", stranger), ("open", None)):
         dev = ReplayDevice(name, np.random.default_rng(0).normal(0, 0.3, (400, 6)).astype(np.float32), None)
-        sim = threading.Thread(target=replay, daemon=True, kwargs=dict(
-            schedule=ReplaySchedule([dev], chunk=10, loop=True), publish=addr["ingest"], speed=4, stop=stop_sims,
-            printer=None, keys=None if folder is None else str(folder)))  # fmt: skip
+        sim = threading.Thread(
+            target=replay,
+            daemon=True,
+            kwargs=dict(
+                schedule=ReplaySchedule([dev], chunk=10, loop=True),
+                publish=addr["ingest"],
+                speed=4,
+                stop=stop_sims,
+                printer=None,
+                keys=None if folder is None else str(folder),
+            ),
+        )
         sim.start()
         sims.append(sim)
     seen: set[str] = set()

@@ -23,17 +23,29 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None)
     parser.add_argument("--chunk", type=int, default=10, help="samples per message")
     parser.add_argument("--speed", type=float, default=1.0, help="simulator speed (0 = as fast as the bus takes)")
-    parser.add_argument("--direct", action="store_true",
-                        help="with --shards > 1: no proxy; the simulator binds the ingest and each worker "
-                             "connects to it (its shard's topics filtered at the publisher) and to the bench")  # fmt: skip
-    parser.add_argument("--worker-arg", action="append", default=[], metavar="ARG",
-                        help="extra argument for every worker, e.g. --worker-arg=--whole-model (repeatable)")  # fmt: skip
-    parser.add_argument("--watch-signals", action="store_true",
-                        help="subscribe to every device's signal feed too (g/), as if a page showed all of "
-                             "them; by default only stats are subscribed, and a worker makes no signal feed "
-                             "nobody receives")  # fmt: skip
-    parser.add_argument("--profile", default=None, metavar="FILE",
-                        help="run the (first) worker under cProfile and write the stats here")  # fmt: skip
+    parser.add_argument(
+        "--direct",
+        action="store_true",
+        help="with --shards > 1: no proxy; the simulator binds the ingest and each worker "
+        "connects to it (its shard's topics filtered at the publisher) and to the bench",
+    )
+    parser.add_argument(
+        "--worker-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="extra argument for every worker, e.g. --worker-arg=--whole-model (repeatable)",
+    )
+    parser.add_argument(
+        "--watch-signals",
+        action="store_true",
+        help="subscribe to every device's signal feed too (g/), as if a page showed all of "
+        "them; by default only stats are subscribed, and a worker makes no signal feed "
+        "nobody receives",
+    )
+    parser.add_argument(
+        "--profile", default=None, metavar="FILE", help="run the (first) worker under cProfile and write the stats here"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -112,13 +124,24 @@ def start_workers(shards: int, args: argparse.Namespace, env: dict, extra: list[
         return procs, env["HARSTREAM_OUTPUT"]
     if getattr(args, "direct", False):  # no proxy: workers connect to the simulator and to the bench
         for k in range(shards):
-            cmd = base + ["--shard", f"{k}/{shards}", "--ingest", ">" + env["HARSTREAM_INGEST"],
-                          "--publish", ">" + env["HARSTREAM_OUTPUT"]]  # fmt: skip
+            cmd = base + [
+                "--shard",
+                f"{k}/{shards}",
+                "--ingest",
+                ">" + env["HARSTREAM_INGEST"],
+                "--publish",
+                ">" + env["HARSTREAM_OUTPUT"],
+            ]
             procs.append(subprocess.Popen(exe + cmd, env=env, stdout=subprocess.DEVNULL))
         return procs, env["HARSTREAM_OUTPUT"]
     backs = free_address(), free_address()
-    procs.append(subprocess.Popen(exe + ["proxy", "--ingest-backend", backs[0], "--output-backend", backs[1]],
-                                  env=env, stdout=subprocess.DEVNULL))  # fmt: skip
+    procs.append(
+        subprocess.Popen(
+            exe + ["proxy", "--ingest-backend", backs[0], "--output-backend", backs[1]],
+            env=env,
+            stdout=subprocess.DEVNULL,
+        )
+    )
     for k in range(shards):
         cmd = base + ["--shard", f"{k}/{shards}", "--ingest", ">" + backs[0], "--publish", ">" + backs[1]]
         procs.append(subprocess.Popen(exe + cmd, env=env, stdout=subprocess.DEVNULL))
@@ -150,8 +173,12 @@ def measure(n: int, shards: int, args: argparse.Namespace, sim_extra: list[str] 
 
     from harstream.stream.core.protocol import decode_stats
 
-    env = {**os.environ, "HARSTREAM_INGEST": free_address(), "HARSTREAM_OUTPUT": free_address(),
-           "TF_CPP_MIN_LOG_LEVEL": "2"}  # fmt: skip
+    env = {
+        **os.environ,
+        "HARSTREAM_INGEST": free_address(),
+        "HARSTREAM_OUTPUT": free_address(),
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    }
     procs, output = start_workers(shards, args, env)
     ctx = zmq.Context()
     sub = ctx.socket(zmq.SUB)
@@ -174,8 +201,21 @@ def measure(n: int, shards: int, args: argparse.Namespace, sim_extra: list[str] 
         if len(seen) < shards:
             raise SystemExit(f"capacity: only {len(seen)} of {shards} workers started")
         total = args.warmup + args.duration
-        sim_cmd = [sys.executable, "-m", "harstream", "simulate", "--devices", str(n), "--loop",
-                   "--speed", str(args.speed), "--chunk", str(args.chunk), "--duration", str(total)]  # fmt: skip
+        sim_cmd = [
+            sys.executable,
+            "-m",
+            "harstream",
+            "simulate",
+            "--devices",
+            str(n),
+            "--loop",
+            "--speed",
+            str(args.speed),
+            "--chunk",
+            str(args.chunk),
+            "--duration",
+            str(total),
+        ]
         sim = subprocess.Popen(sim_cmd + (sim_extra or []), env=env, stdout=subprocess.PIPE, text=True)
         t_start = time.monotonic()
         samples_rows = []

@@ -35,17 +35,36 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    result = measure_failover(args.devices, args.workers, args.before, args.after, args.speed, args.runtime,
-                              args.lease_ms, printer=print, keep_folder=args.keep)  # fmt: skip
+    result = measure_failover(
+        args.devices,
+        args.workers,
+        args.before,
+        args.after,
+        args.speed,
+        args.runtime,
+        args.lease_ms,
+        printer=print,
+        keep_folder=args.keep,
+    )
     print(result["line"], flush=True)
     if args.keep:
         print(f"failover: logs in {result['folder']}")
     return 0
 
 
-def measure_failover(devices: int, workers: int, before: float, after: float, speed: float = 1.0,
-                     runtime: str = "auto", lease_ms: int = 600, partitions: int = 12, printer=None, keep_folder: bool = False,
-                     subjects=(2, 4, 9, 10, 12, 13, 18, 20, 24)) -> dict:  # fmt: skip
+def measure_failover(
+    devices: int,
+    workers: int,
+    before: float,
+    after: float,
+    speed: float = 1.0,
+    runtime: str = "auto",
+    lease_ms: int = 600,
+    partitions: int = 12,
+    printer=None,
+    keep_folder: bool = False,
+    subjects=(2, 4, 9, 10, 12, 13, 18, 20, 24),
+) -> dict:
     import os
     import shutil
     import signal
@@ -98,9 +117,18 @@ def measure_failover(devices: int, workers: int, before: float, after: float, sp
         bridge_addr.append(address)
         bridge_ready.set()
 
-    bridge = threading.Thread(target=serve_bridge, daemon=True, kwargs=dict(
-        url=url, ingest=f"ipc://{folder}/in", partitions=partitions, stop=stop_bridge, printer=None,
-        on_ready=bridge_up))  # fmt: skip
+    bridge = threading.Thread(
+        target=serve_bridge,
+        daemon=True,
+        kwargs=dict(
+            url=url,
+            ingest=f"ipc://{folder}/in",
+            partitions=partitions,
+            stop=stop_bridge,
+            printer=None,
+            on_ready=bridge_up,
+        ),
+    )
     procs: dict[str, subprocess.Popen] = {}
     stop_sim = threading.Event()
     try:
@@ -110,10 +138,32 @@ def measure_failover(devices: int, workers: int, before: float, after: float, sp
         for i in range(workers):
             wid = f"w{i}"
             procs[wid] = subprocess.Popen(
-                [sys.executable, "-m", "harstream", "worker", "--redis", url, "--publish", ">" + out_addr, "--id", wid,
-                 "--runtime", runtime, "--partitions", str(partitions), "--lease-ms", str(lease_ms),
-                 "--signal-interval", "0", "--stats-every", "1000"],
-                env=env, stdout=subprocess.DEVNULL, stderr=open(folder / f"{wid}.log", "w"))  # fmt: skip
+                [
+                    sys.executable,
+                    "-m",
+                    "harstream",
+                    "worker",
+                    "--redis",
+                    url,
+                    "--publish",
+                    ">" + out_addr,
+                    "--id",
+                    wid,
+                    "--runtime",
+                    runtime,
+                    "--partitions",
+                    str(partitions),
+                    "--lease-ms",
+                    str(lease_ms),
+                    "--signal-interval",
+                    "0",
+                    "--stats-every",
+                    "1000",
+                ],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=open(folder / f"{wid}.log", "w"),
+            )
         leases = Leases(connect(url), Keys(), lease_ms)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:  # every worker started and balanced
@@ -123,9 +173,17 @@ def measure_failover(devices: int, workers: int, before: float, after: float, sp
             time.sleep(0.2)
         say(f"failover: {workers} workers balanced: {dict(held)}")
         recordings = load_embedded().of_subjects(list(subjects))
-        sim = threading.Thread(target=replay, daemon=True, kwargs=dict(
-            schedule=ReplaySchedule(devices_for(recordings, devices), chunk=10, loop=True), publish=bridge_addr[0],
-            speed=speed, stop=stop_sim, printer=None))  # fmt: skip
+        sim = threading.Thread(
+            target=replay,
+            daemon=True,
+            kwargs=dict(
+                schedule=ReplaySchedule(devices_for(recordings, devices), chunk=10, loop=True),
+                publish=bridge_addr[0],
+                speed=speed,
+                stop=stop_sim,
+                printer=None,
+            ),
+        )
         sim.start()
         time.sleep(before)
         holders = leases.holders(partitions)
@@ -154,11 +212,13 @@ def measure_failover(devices: int, workers: int, before: float, after: float, sp
         redis_proc.terminate()
         redis_proc.wait(10)
     result = score(received, killed_at, orphaned, partitions, victim)
-    result["line"] = (f"takeover_s={result['takeover_s']:.3f} lost_windows={result['lost_windows']} "
-                      f"stalled_devices={result['stalled_devices']} "
-                      f"duplicate_windows={result['duplicate_windows']} devices={result['devices']} "
-                      f"normal_p50_s={result['normal_p50_s']:.3f} orphaned_devices={result['orphaned_devices']} "
-                      f"workers={workers} runtime={runtime} lease_ms={lease_ms}")  # fmt: skip
+    result["line"] = (
+        f"takeover_s={result['takeover_s']:.3f} lost_windows={result['lost_windows']} "
+        f"stalled_devices={result['stalled_devices']} "
+        f"duplicate_windows={result['duplicate_windows']} devices={result['devices']} "
+        f"normal_p50_s={result['normal_p50_s']:.3f} orphaned_devices={result['orphaned_devices']} "
+        f"workers={workers} runtime={runtime} lease_ms={lease_ms}"
+    )
     if keep_folder:
         result["folder"] = str(folder)
     else:
@@ -183,8 +243,9 @@ def score(received, killed_at: float, orphaned: set[int], partitions: int, victi
     short = {d: last_all - max(w) - 1 for d, w in windows.items() if last_all - max(w) > 1}
     lost = gaps + sum(short.values())
     duplicates = sum(1 for c in count.values() if c > 1)
-    waits_after = [t - p.t_end for t, p in received
-                   if partition_of(p.device, partitions) in orphaned and p.t_end > killed_at]  # fmt: skip
+    waits_after = [
+        t - p.t_end for t, p in received if partition_of(p.device, partitions) in orphaned and p.t_end > killed_at
+    ]
     normal = [t - p.t_end for t, p in received if p.t_end < killed_at]
     orphaned_devices = {d for d in windows if partition_of(d, partitions) in orphaned}
     return {

@@ -50,17 +50,32 @@ def run(args: argparse.Namespace) -> int:
     folder = tempfile.mkdtemp(prefix="hs-restart-")
     env = {**os.environ, "HARSTREAM_INGEST": f"ipc://{folder}/in", "HARSTREAM_OUTPUT": f"ipc://{folder}/out"}
     rng = np.random.default_rng(0)
-    devs = [ReplayDevice(f"dev-{i}", rng.normal(0, 0.3, (3000, 6)).astype(np.float32), None)
-            for i in range(args.devices)]  # fmt: skip
+    devs = [
+        ReplayDevice(f"dev-{i}", rng.normal(0, 0.3, (3000, 6)).astype(np.float32), None) for i in range(args.devices)
+    ]
     reader = _Reader(env["HARSTREAM_OUTPUT"])
     stop = threading.Event()
     worker = _start(env, args.model, fast=True)  # the first start writes the conversion's record if missing
-    sim = threading.Thread(target=replay, daemon=True, kwargs=dict(
-        schedule=ReplaySchedule(devs, chunk=10, loop=True), publish=env["HARSTREAM_INGEST"], speed=1.0,
-        stop=stop, wait_subscriptions=1, wait_timeout=600, printer=None, tail_replay=args.tail_replay))  # fmt: skip
+    sim = threading.Thread(
+        target=replay,
+        daemon=True,
+        kwargs=dict(
+            schedule=ReplaySchedule(devs, chunk=10, loop=True),
+            publish=env["HARSTREAM_INGEST"],
+            speed=1.0,
+            stop=stop,
+            wait_subscriptions=1,
+            wait_timeout=600,
+            printer=None,
+            tail_replay=args.tail_replay,
+        ),
+    )
     sim.start()
-    print(f"load average at start: {os.getloadavg()[0]:.1f} (2 cores shared with other jobs); "
-          f"tail replay {'on' if args.tail_replay else 'off'}", flush=True)  # fmt: skip
+    print(
+        f"load average at start: {os.getloadavg()[0]:.1f} (2 cores shared with other jobs); "
+        f"tail replay {'on' if args.tail_replay else 'off'}",
+        flush=True,
+    )
     rows: dict[str, list[tuple[float, float, float, int]]] = {"full start (baseline)": [], "fast start": []}
     try:
         names = [d.device for d in devs]
@@ -80,12 +95,16 @@ def run(args: argparse.Namespace) -> int:
             got = reader.predictions
             first_at = min(at for at, p in got[mark:] if p.worker == f"worker-{worker.pid}")
             bound = min((t for t in reader.connected if t >= started), default=float("nan")) - started
-            lost = max(_lost([p for _, p in got[:mark] if p.device == n], [p for _, p in got[mark:] if p.device == n])
-                       for n in names)  # fmt: skip
+            lost = max(
+                _lost([p for _, p in got[:mark] if p.device == n], [p for _, p in got[mark:] if p.device == n])
+                for n in names
+            )
             rows[label].append((bound, first_at - started, first_at - killed, lost))
-            print(f"{label}: bound {bound:.2f} s, first prediction {first_at - started:.2f} s after start "
-                  f"({first_at - killed:.2f} s after the kill), at most {lost} window(s) lost per device",
-                  flush=True)  # fmt: skip
+            print(
+                f"{label}: bound {bound:.2f} s, first prediction {first_at - started:.2f} s after start "
+                f"({first_at - killed:.2f} s after the kill), at most {lost} window(s) lost per device",
+                flush=True,
+            )
     finally:
         stop.set()
         sim.join(10)
@@ -101,8 +120,10 @@ def run(args: argparse.Namespace) -> int:
     for label, results in rows.items():
         if results:
             bounds, firsts, since_kills, losts = zip(*results)
-            print(f"| {label} | {len(results)} | {statistics.median(bounds):.2f} | {statistics.median(firsts):.2f} "
-                  f"({max(firsts):.2f}) | {statistics.median(since_kills):.2f} | {max(losts)} |")  # fmt: skip
+            print(
+                f"| {label} | {len(results)} | {statistics.median(bounds):.2f} | {statistics.median(firsts):.2f} "
+                f"({max(firsts):.2f}) | {statistics.median(since_kills):.2f} | {max(losts)} |"
+            )
     return 0
 
 

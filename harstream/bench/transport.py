@@ -30,13 +30,22 @@ def run(args: argparse.Namespace) -> int:
     for shards in args.shards:
         for chunk in args.chunk:
             for n in args.devices:
-                ns = argparse.Namespace(duration=args.duration, warmup=args.warmup, runtime="none", model=None,
-                                        chunk=chunk, speed=0.0, profile=None)  # fmt: skip
+                ns = argparse.Namespace(
+                    duration=args.duration,
+                    warmup=args.warmup,
+                    runtime="none",
+                    model=None,
+                    chunk=chunk,
+                    speed=0.0,
+                    profile=None,
+                )
                 r = measure(n, shards, ns)
-                line = (f"| {n} | {chunk} | {shards} | {r['offered']:,.0f} | {r['taken']:,.0f} | "
-                        f"{r['taken'] / 50:,.0f} | {r['taken'] / chunk:,.0f} | {r['sim_drops']} / {r['worker_drops']} "
-                        f"| {r['worker_cpu']:.2f} | {r['taken'] / r['worker_cpu'] if r['worker_cpu'] > 0 else 0:,.0f} "
-                        f"| {r['sim_cpu']:.2f} | {r['load']:.1f} |")  # fmt: skip
+                line = (
+                    f"| {n} | {chunk} | {shards} | {r['offered']:,.0f} | {r['taken']:,.0f} | "
+                    f"{r['taken'] / 50:,.0f} | {r['taken'] / chunk:,.0f} | {r['sim_drops']} / {r['worker_drops']} "
+                    f"| {r['worker_cpu']:.2f} | {r['taken'] / r['worker_cpu'] if r['worker_cpu'] > 0 else 0:,.0f} "
+                    f"| {r['sim_cpu']:.2f} | {r['load']:.1f} |"
+                )
                 print(line, flush=True)
                 lines.append(line)
     print(

@@ -33,8 +33,16 @@ def run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        final = serve_bridge(args.redis, args.ingest, args.partitions, args.flush_ms, args.retention, stop=stop,
-                             stats_every=args.stats_every, printer=lambda line: print(line, flush=True))  # fmt: skip
+        final = serve_bridge(
+            args.redis,
+            args.ingest,
+            args.partitions,
+            args.flush_ms,
+            args.retention,
+            stop=stop,
+            stats_every=args.stats_every,
+            printer=lambda line: print(line, flush=True),
+        )
     except ValueError as exc:
         raise SystemExit(f"bridge: {exc}") from None
     except KeyboardInterrupt:

@@ -24,12 +24,20 @@ def run(args: argparse.Namespace) -> int:
     from harstream.stream.durable.broker import BrokerError, start_redis
 
     try:
-        proc, url = start_redis(Path(args.dir), port=args.port, unix_socket=Path(args.unix) if args.unix else None,
-                                persist=args.persist, maxmemory_mb=args.maxmemory_mb)  # fmt: skip
+        proc, url = start_redis(
+            Path(args.dir),
+            port=args.port,
+            unix_socket=Path(args.unix) if args.unix else None,
+            persist=args.persist,
+            maxmemory_mb=args.maxmemory_mb,
+        )
     except BrokerError as exc:
         raise SystemExit(f"broker: {exc}") from None
-    print(f"broker: redis-server listening on {url}, data in {Path(args.dir).resolve()}, "
-          f"persistence {'AOF everysec' if args.persist else 'off'}", flush=True)  # fmt: skip
+    print(
+        f"broker: redis-server listening on {url}, data in {Path(args.dir).resolve()}, "
+        f"persistence {'AOF everysec' if args.persist else 'off'}",
+        flush=True,
+    )
     print(f"broker: next `harstream bridge --redis {url}` and `harstream worker --redis {url}`", flush=True)
     signal.signal(signal.SIGTERM, lambda *_: proc.terminate())
     try:

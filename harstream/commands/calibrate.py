@@ -32,9 +32,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--base", default=None, metavar="PATH.keras", help="placement-free base model (default: the shipped any.keras)"
     )
     parser.add_argument(
-        "--max-angle", type=float, default=None, metavar="DEG",
+        "--max-angle",
+        type=float,
+        default=None,
+        metavar="DEG",
         help="a still device farther than this from every calibrated posture shows plain STILL (default 30)",
-    )  # fmt: skip
+    )
 
 
 def run(args: argparse.Namespace) -> int:

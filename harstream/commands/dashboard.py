@@ -42,14 +42,24 @@ def app_path() -> Path:
 def streamlit_command(port: int, host: str = "127.0.0.1") -> list[str]:
     """The command line that serves the dashboard."""
     command = [
-        sys.executable, "-m", "streamlit", "run", str(app_path()),
-        "--server.headless", "true",
-        "--server.address", host,
-        "--server.port", str(port),
-        "--browser.gatherUsageStats", "false",
-        "--client.toolbarMode", "viewer",  # no "Deploy" button on a monitoring page
-        "--server.fileWatcherType", "none",  # an installed app does not change under us
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(app_path()),
+        "--server.headless",
+        "true",
+        "--server.address",
+        host,
+        "--server.port",
+        str(port),
+        "--browser.gatherUsageStats",
+        "false",
+        "--client.toolbarMode",
+        "viewer",  # no "Deploy" button on a monitoring page
+        "--server.fileWatcherType",
+        "none",  # an installed app does not change under us
+    ]
     if not verbose_requested():
         # harstream prints the address itself; Streamlit's welcome and INFO lines are noise here.
         command += ["--logger.hideWelcomeMessage", "true", "--logger.level", "warning"]

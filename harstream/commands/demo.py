@@ -87,8 +87,10 @@ def plan(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
     me = [sys.executable, "-m", "harstream"]
     ingest, output = _bare(args.ingest), _bare(args.output)
     models = ["--model", args.model] if args.model else []
-    for option, value in (("--any-model", getattr(args, "any_model", None)),
-                          ("--personal-dir", getattr(args, "personal_dir", None))):  # fmt: skip
+    for option, value in (
+        ("--any-model", getattr(args, "any_model", None)),
+        ("--personal-dir", getattr(args, "personal_dir", None)),
+    ):
         if value:
             models += [option, value]
     if getattr(args, "single_model", False):
@@ -97,19 +99,50 @@ def plan(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
         ingest_back = _backend(ingest, DEFAULT_PROXY_INGEST_BACKEND)
         output_back = _backend(output, DEFAULT_PROXY_OUTPUT_BACKEND)
         parts = [
-            ("proxy", me + ["proxy", "--ingest", "@" + ingest, "--ingest-backend", "@" + ingest_back,
-                            "--output", "@" + output, "--output-backend", "@" + output_back]),
+            (
+                "proxy",
+                me
+                + [
+                    "proxy",
+                    "--ingest",
+                    "@" + ingest,
+                    "--ingest-backend",
+                    "@" + ingest_back,
+                    "--output",
+                    "@" + output,
+                    "--output-backend",
+                    "@" + output_back,
+                ],
+            ),
             ("bridge", me + ["bridge", "--redis", args.durable, "--ingest", ">" + ingest_back]),
-        ]  # fmt: skip
-        parts += [(f"worker-{k}", me + ["worker", "--redis", args.durable, "--publish", ">" + output_back,
-                                        "--id", f"worker-{k}", *models]) for k in "ab"]  # fmt: skip
+        ]
+        parts += [
+            (
+                f"worker-{k}",
+                me
+                + ["worker", "--redis", args.durable, "--publish", ">" + output_back, "--id", f"worker-{k}", *models],
+            )
+            for k in "ab"
+        ]
     else:
         parts = [("worker", me + ["worker", "--ingest", "@" + ingest, "--publish", "@" + output, *models])]
     parts += [
         ("dashboard", me + ["dashboard", "--subscribe", ">" + output, "--port", str(args.port)]),
-        ("simulator", me + ["simulate", "--subjects", *map(str, args.subjects), "--speed", str(args.speed),
-                            "--loop", "--publish", ">" + ingest]),
-    ]  # fmt: skip
+        (
+            "simulator",
+            me
+            + [
+                "simulate",
+                "--subjects",
+                *map(str, args.subjects),
+                "--speed",
+                str(args.speed),
+                "--loop",
+                "--publish",
+                ">" + ingest,
+            ],
+        ),
+    ]
     if args.gateway:
         gateway = me + ["gateway", "--port", str(args.gateway_port), "--ingest", ">" + ingest, "--output", ">" + output]
         if getattr(args, "personal_dir", None):  # calibrations from the phone page land where the workers look
@@ -122,8 +155,9 @@ def run(args: argparse.Namespace) -> int:
     if args.speed <= 0:
         print(f"harstream demo: --speed must be > 0, got {args.speed}", file=sys.stderr)
         return 2
-    env = dict(os.environ, HARSTREAM_INGEST=_bare(args.ingest), HARSTREAM_OUTPUT=_bare(args.output),
-               PYTHONUNBUFFERED="1")  # fmt: skip
+    env = dict(
+        os.environ, HARSTREAM_INGEST=_bare(args.ingest), HARSTREAM_OUTPUT=_bare(args.output), PYTHONUNBUFFERED="1"
+    )
     procs: list[tuple[str, subprocess.Popen]] = []
     # SIGTERM and SIGHUP (terminal closed) end the demo exactly like Ctrl-C;
     # SIGINT is set explicitly because a shell starts background jobs with

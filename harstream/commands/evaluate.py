@@ -217,9 +217,15 @@ def run_repeats(args: argparse.Namespace) -> int:
             save(result)
 
     results = repeat_evaluations(
-        args.model, data.train, data.test, repeats=args.repeats, epochs=args.epochs, seed=args.seed,
-        verbose={"bar": 1, "epoch": 2, "none": 0}[args.progress], on_repeat=on_repeat,
-    )  # fmt: skip
+        args.model,
+        data.train,
+        data.test,
+        repeats=args.repeats,
+        epochs=args.epochs,
+        seed=args.seed,
+        verbose={"bar": 1, "epoch": 2, "none": 0}[args.progress],
+        on_repeat=on_repeat,
+    )
     for result in results.values():
         print(save(result))
     print("| model | accuracy (mean ± std) | repeats | epochs | training s per run |")

@@ -16,11 +16,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
     from harstream.stream.bus import addresses as bus
 
     parser.add_argument("--ingest", default=None, help=f"ingest front end, bound (default {bus.DEFAULT_INGEST})")
-    parser.add_argument("--ingest-backend", default=bus.DEFAULT_PROXY_INGEST_BACKEND,
-                        help="where workers connect their SUB (default %(default)s)")  # fmt: skip
+    parser.add_argument(
+        "--ingest-backend",
+        default=bus.DEFAULT_PROXY_INGEST_BACKEND,
+        help="where workers connect their SUB (default %(default)s)",
+    )
     parser.add_argument("--output", default=None, help=f"output front end, bound (default {bus.DEFAULT_OUTPUT})")
-    parser.add_argument("--output-backend", default=bus.DEFAULT_PROXY_OUTPUT_BACKEND,
-                        help="where workers connect their PUB (default %(default)s)")  # fmt: skip
+    parser.add_argument(
+        "--output-backend",
+        default=bus.DEFAULT_PROXY_OUTPUT_BACKEND,
+        help="where workers connect their PUB (default %(default)s)",
+    )
     parser.add_argument(
         "--keys",
         default=None,
@@ -38,8 +44,15 @@ def run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        run_proxies(args.ingest, args.ingest_backend, args.output, args.output_backend, stop=stop,
-                    printer=lambda line: print(line, flush=True), keys=args.keys)  # fmt: skip
+        run_proxies(
+            args.ingest,
+            args.ingest_backend,
+            args.output,
+            args.output_backend,
+            stop=stop,
+            printer=lambda line: print(line, flush=True),
+            keys=args.keys,
+        )
     except KeyboardInterrupt:
         pass
     except ValueError as exc:  # BusAuthError

@@ -27,8 +27,10 @@ def format_prediction(p) -> str:
     conf = max(p.smoothed_probs) if p.smoothed_probs else 0.0
     truth = f"  truth {p.truth}" if p.truth else ""
     mark = "" if not p.truth else ("  ok" if p.truth == p.smoothed else "  ≠")
-    return (f"{p.device:<20} #{p.window:<5} {p.smoothed:<18} {conf:5.2f}  (raw {p.label}){truth}{mark}"
-            f"  {p.latency_ms:.1f} ms")  # fmt: skip
+    return (
+        f"{p.device:<20} #{p.window:<5} {p.smoothed:<18} {conf:5.2f}  (raw {p.label}){truth}{mark}"
+        f"  {p.latency_ms:.1f} ms"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -81,9 +81,12 @@ def load_data(args: argparse.Namespace, progress: bool = True, context_steps: tu
 
     test = parse_subjects(args.test_subjects) or list(UCI_TEST_SUBJECTS)
     return load_training_data(
-        args.data, test_subjects=test, subjects=parse_subjects(args.subjects), progress=progress,
+        args.data,
+        test_subjects=test,
+        subjects=parse_subjects(args.subjects),
+        progress=progress,
         context_steps=context_steps,
-    )  # fmt: skip
+    )
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -170,8 +173,11 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if args.model in ESTIMATORS:
         epochs = None
-        print(f"fitting svm with scikit-learn (--epochs and --batch-size do not apply), seed {args.seed}"
-              + (f", context {list(context)}" if context else ""), flush=True)  # fmt: skip
+        print(
+            f"fitting svm with scikit-learn (--epochs and --batch-size do not apply), seed {args.seed}"
+            + (f", context {list(context)}" if context else ""),
+            flush=True,
+        )
     else:
         epochs = args.epochs or DEFAULT_EPOCHS[args.model]
         print(f"training {args.model}: {epochs} epochs, batch {args.batch_size}, seed {args.seed}", flush=True)

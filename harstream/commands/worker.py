@@ -27,9 +27,12 @@ def _shard(text: str) -> tuple[int, int]:
 def configure(parser: argparse.ArgumentParser) -> None:
     from harstream.stream.core.smoothing import DEFAULT_THRESHOLD, DEFAULT_WINDOWS
 
-    parser.add_argument("--model", default=None,
-                        help="model artifact (.keras) for waist mode: replays and phones declared at the waist "
-                             "(default: the shipped model)")  # fmt: skip
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="model artifact (.keras) for waist mode: replays and phones declared at the waist "
+        "(default: the shipped model)",
+    )
     parser.add_argument(
         "--any-model",
         default=None,
@@ -54,12 +57,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--single-model", action="store_true", help="serve --model to every device: no any mode, no personal models"
     )
-    parser.add_argument("--runtime", default="auto", choices=("auto", "tflite", "tf-function", "keras", "none"),
-                        help="serving runtime; auto = fastest that agrees with Keras; none = no inference "
-                             "(uniform probabilities, for transport tests)")  # fmt: skip
-    parser.add_argument("--ingest", default=None,
-                        help="ingest endpoint (default $HARSTREAM_INGEST or tcp://127.0.0.1:5555, bound; "
-                             "prefix > to connect)")  # fmt: skip
+    parser.add_argument(
+        "--runtime",
+        default="auto",
+        choices=("auto", "tflite", "tf-function", "keras", "none"),
+        help="serving runtime; auto = fastest that agrees with Keras; none = no inference "
+        "(uniform probabilities, for transport tests)",
+    )
+    parser.add_argument(
+        "--ingest",
+        default=None,
+        help="ingest endpoint (default $HARSTREAM_INGEST or tcp://127.0.0.1:5555, bound; prefix > to connect)",
+    )
     parser.add_argument(
         "--publish", default=None, help="output endpoint (default $HARSTREAM_OUTPUT or tcp://127.0.0.1:5556, bound)"
     )
@@ -71,13 +80,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shard", type=_shard, default=None, metavar="k/N", help="handle only shard k of N")
     parser.add_argument("--id", default=None, help="worker id in stats and predictions")
     parser.add_argument("--max-batch", type=int, default=64, help="windows per model call (default 64)")
-    parser.add_argument("--max-wait-ms", type=float, default=5.0,
-                        help="how long a completed window may wait for a batch to fill (default 5)")  # fmt: skip
-    parser.add_argument("--display", default="decoder", choices=("decoder", "smoothed", "raw"),
-                        help="what the published `smoothed` label is: decoder = the model's HMM decoder "
-                             "(its metadata's `decoder` entry; the raw label, with a warning, if it has none), "
-                             "smoothed = moving average of --smooth windows, raw = this window alone "
-                             "(default %(default)s)")  # fmt: skip
+    parser.add_argument(
+        "--max-wait-ms",
+        type=float,
+        default=5.0,
+        help="how long a completed window may wait for a batch to fill (default 5)",
+    )
+    parser.add_argument(
+        "--display",
+        default="decoder",
+        choices=("decoder", "smoothed", "raw"),
+        help="what the published `smoothed` label is: decoder = the model's HMM decoder "
+        "(its metadata's `decoder` entry; the raw label, with a warning, if it has none), "
+        "smoothed = moving average of --smooth windows, raw = this window alone "
+        "(default %(default)s)",
+    )
     parser.add_argument(
         "--smooth",
         type=int,
@@ -91,8 +108,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="smoothed probability below which the activity is 'unknown' (default %(default)s)",
     )
     parser.add_argument("--idle-timeout", type=float, default=30.0, help="seconds before a silent device is evicted")
-    parser.add_argument("--signal-interval", type=float, default=0.5,
-                        help="seconds between decimated signal messages per device (0 = off)")  # fmt: skip
+    parser.add_argument(
+        "--signal-interval",
+        type=float,
+        default=0.5,
+        help="seconds between decimated signal messages per device (0 = off)",
+    )
     parser.add_argument(
         "--redis",
         default=None,
@@ -180,11 +201,20 @@ def run(args: argparse.Namespace) -> int:
     runtime, classes, model_id = waist.runtime, list(waist.classes), waist.model_id
     context_steps, display = waist.context_steps, waist.display
     config = WorkerConfig(
-        max_batch=args.max_batch, max_wait=args.max_wait_ms / 1000.0, smooth_windows=args.smooth,
-        threshold=args.threshold, idle_timeout=args.idle_timeout, signal_interval=args.signal_interval,
-        shard=args.shard, context_steps=context_steps, display=display, stale_after=stale_after(args),
-        takeover_after=args.takeover_after, features=waist.features, require_session=args.require_session,
-    )  # fmt: skip
+        max_batch=args.max_batch,
+        max_wait=args.max_wait_ms / 1000.0,
+        smooth_windows=args.smooth,
+        threshold=args.threshold,
+        idle_timeout=args.idle_timeout,
+        signal_interval=args.signal_interval,
+        shard=args.shard,
+        context_steps=context_steps,
+        display=display,
+        stale_after=stale_after(args),
+        takeover_after=args.takeover_after,
+        features=waist.features,
+        require_session=args.require_session,
+    )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     import gc
@@ -197,23 +227,40 @@ def run(args: argparse.Namespace) -> int:
     if routing:
         router = ModelRouter(waist, anywhere)
         folder = personal_dir(args.personal_dir)
-        personal = PersonalRegistry(folder, lambda path: load_personal_model(path, args.runtime, display_maker(args)),
-                                    interval=args.personal_poll)  # fmt: skip
-        print(f"worker: modes waist ({waist.model_id}), "
-              f"{'any (' + anywhere.model_id + ')' if anywhere else 'no any mode'}, personal (watching {folder})",
-              flush=True)  # fmt: skip
+        personal = PersonalRegistry(
+            folder,
+            lambda path: load_personal_model(path, args.runtime, display_maker(args)),
+            interval=args.personal_poll,
+        )
+        print(
+            f"worker: modes waist ({waist.model_id}), "
+            f"{'any (' + anywhere.model_id + ')' if anywhere else 'no any mode'}, personal (watching {folder})",
+            flush=True,
+        )
     if args.redis:
         from harstream.stream.durable.redis_worker import LogConfig, serve_redis
 
         if not 1 <= args.partitions <= 1024 or not 100 <= args.lease_ms <= 60_000:
             raise SystemExit("worker: --partitions must be within 1..1024 and --lease-ms within 100..60000")
-        log_config = LogConfig(partitions=args.partitions, lease_ttl_ms=args.lease_ms,
-                               renew_every_ms=max(20, args.lease_ms // 4))  # fmt: skip
+        log_config = LogConfig(
+            partitions=args.partitions, lease_ttl_ms=args.lease_ms, renew_every_ms=max(20, args.lease_ms // 4)
+        )
         try:
-            final = serve_redis(runtime, classes, model_id, args.redis, output=output, config=config,
-                                log_config=log_config, worker_id=args.id, stop=stop, print_every=args.stats_every,
-                                printer=lambda line: print(line, flush=True), router=router,
-                                personal=personal)  # fmt: skip
+            final = serve_redis(
+                runtime,
+                classes,
+                model_id,
+                args.redis,
+                output=output,
+                config=config,
+                log_config=log_config,
+                worker_id=args.id,
+                stop=stop,
+                print_every=args.stats_every,
+                printer=lambda line: print(line, flush=True),
+                router=router,
+                personal=personal,
+            )
         except ValueError as exc:
             raise SystemExit(f"worker: {exc}") from None
         except KeyboardInterrupt:
@@ -221,9 +268,21 @@ def run(args: argparse.Namespace) -> int:
         print(f"worker: stopped; totals {final.get('totals')}, broker {final.get('broker')}", flush=True)
         return 0
     try:
-        final = serve(runtime, classes, model_id, ingest=ingest, output=output, config=config,
-                      worker_id=args.id, stop=stop, print_every=args.stats_every, keys=args.keys,
-                      printer=lambda line: print(line, flush=True), router=router, personal=personal)  # fmt: skip
+        final = serve(
+            runtime,
+            classes,
+            model_id,
+            ingest=ingest,
+            output=output,
+            config=config,
+            worker_id=args.id,
+            stop=stop,
+            print_every=args.stats_every,
+            keys=args.keys,
+            printer=lambda line: print(line, flush=True),
+            router=router,
+            personal=personal,
+        )
     except KeyboardInterrupt:
         return 0
     except BusAuthError as exc:  # an address off loopback without keys, a key file missing
@@ -264,8 +323,9 @@ def load_served(path: str | None, mode: str, args: argparse.Namespace):
 
     if args.runtime == "none":
         classes = list(PLACEMENT_FREE if mode == "any" else ACTIVITIES)
-        return ServedModel(mode, mode, f"none-{mode}" if mode != "waist" else "none", tuple(classes),
-                           runtime=NullRuntime(len(classes)))  # fmt: skip
+        return ServedModel(
+            mode, mode, f"none-{mode}" if mode != "waist" else "none", tuple(classes), runtime=NullRuntime(len(classes))
+        )
     if path is None and mode == "any":
         path = str(ANY_MODEL)
     cached = None
@@ -282,8 +342,11 @@ def load_served(path: str | None, mode: str, args: argparse.Namespace):
                 _one_blas_thread()
                 features = runtime.features  # each window's features once, then decisions on feature stacks
             tf_loaded = "tensorflow" in sys.modules or "keras" in sys.modules
-            print(f"worker: {mode} model {model_id_of(meta)} served by {runtime.name} from its checked conversion "
-                  f"(fast start; TensorFlow {'loaded' if tf_loaded else 'not loaded'})", flush=True)  # fmt: skip
+            print(
+                f"worker: {mode} model {model_id_of(meta)} served by {runtime.name} from its checked conversion "
+                f"(fast start; TensorFlow {'loaded' if tf_loaded else 'not loaded'})",
+                flush=True,
+            )
         else:
             artifact = load_artifact(path)
             meta = artifact.metadata
@@ -295,9 +358,12 @@ def load_served(path: str | None, mode: str, args: argparse.Namespace):
                 features = runtime.features  # each window's features once, then decisions on feature stacks
             else:
                 runtime = load_runtime(artifact, args.runtime)
-            print(f"worker: {mode} model {artifact.model_id} served by {runtime.name} "
-                  f"(fallback {runtime.fallback.name if runtime.fallback else 'none'}; "
-                  f"{_agreement(runtime.report)})", flush=True)  # fmt: skip
+            print(
+                f"worker: {mode} model {artifact.model_id} served by {runtime.name} "
+                f"(fallback {runtime.fallback.name if runtime.fallback else 'none'}; "
+                f"{_agreement(runtime.report)})",
+                flush=True,
+            )
             logging.getLogger("harstream.worker").debug("runtime choice for %s: %s", artifact.model_id, runtime.report)
     except ArtifactError as exc:
         raise ModelLoadError(str(exc)) from None
@@ -308,9 +374,17 @@ def load_served(path: str | None, mode: str, args: argparse.Namespace):
         raise ModelLoadError(f"{path}: placement {placement!r}; --any-model needs a placement-free model ('any')")
     classes = list(meta["classes"])
     make = display_maker(args)
-    return ServedModel(mode, mode, model_id_of(meta), tuple(classes),
-                       tuple(int(s) for s in meta.get("context_steps") or ()),
-                       make(classes, meta) if make else None, runtime, str(path or ""), features)  # fmt: skip
+    return ServedModel(
+        mode,
+        mode,
+        model_id_of(meta),
+        tuple(classes),
+        tuple(int(s) for s in meta.get("context_steps") or ()),
+        make(classes, meta) if make else None,
+        runtime,
+        str(path or ""),
+        features,
+    )
 
 
 def _one_blas_thread() -> None:

@@ -66,9 +66,14 @@ def expected_names(y: np.ndarray, classes: Sequence[str]) -> np.ndarray:
 
 
 def study_subject(
-    recs: Sequence[Recording], rotation: np.ndarray, base, activities: Sequence[str], seconds: float,
-    settings: PersonalSettings, flip: bool,
-) -> dict:  # fmt: skip
+    recs: Sequence[Recording],
+    rotation: np.ndarray,
+    base,
+    activities: Sequence[str],
+    seconds: float,
+    settings: PersonalSettings,
+    flip: bool,
+) -> dict:
     first, *later = sorted(recs, key=lambda r: r.name)
     calibration = first_seconds(rotate_recording(first, rotation), activities, seconds)
     fit = fit_personal([calibration], base, settings)
@@ -90,16 +95,21 @@ def study_subject(
         row[f"windows_{variant}"] = int(len(expected))
         row[f"per_activity_{variant}"] = {
             name: round(float(np.mean(predicted[test.y == i] == expected[test.y == i])), 4)
-            for i, name in enumerate(ACTIVITIES) if np.any(test.y == i)
-        }  # fmt: skip
+            for i, name in enumerate(ACTIVITIES)
+            if np.any(test.y == i)
+        }
     row["scored_on"] = [r.name for r in later]
     return row
 
 
 def run(
-    subjects: Sequence[int], activities: Sequence[str], seconds: float, settings: PersonalSettings,
-    seed: int, flip: bool,
-) -> dict:  # fmt: skip
+    subjects: Sequence[int],
+    activities: Sequence[str],
+    seconds: float,
+    settings: PersonalSettings,
+    seed: int,
+    flip: bool,
+) -> dict:
     data = load_dataset()
     base = load_artifact(ANY_MODEL)
     rng = np.random.default_rng(seed)
@@ -112,16 +122,22 @@ def run(
         row = study_subject(recs, rotation, base, activities, seconds, settings, flip)
         print(json.dumps({k: v for k, v in row.items() if not k.startswith("per_activity")}), flush=True)
         rows.append(row)
-    summary = {
-        key: float(np.mean([r[key] for r in rows])) for key in rows[0] if key.startswith("accuracy_")
-    } if rows else {}  # fmt: skip
+    summary = (
+        {key: float(np.mean([r[key] for r in rows])) for key in rows[0] if key.startswith("accuracy_")} if rows else {}
+    )
     summary["min_accuracy_same"] = float(min(r["accuracy_same"] for r in rows)) if rows else float("nan")
     summary["fit_seconds_median"] = float(np.median([r["fit_seconds"] for r in rows])) if rows else float("nan")
     summary["fit_seconds_max"] = float(max(r["fit_seconds"] for r in rows)) if rows else float("nan")
     return {
-        "subjects": list(subjects), "activities": list(activities), "seconds_per_activity": seconds,
-        "settings": settings.__dict__, "seed": seed, "base_model": base.model_id, "rows": rows, "summary": summary,
-    }  # fmt: skip
+        "subjects": list(subjects),
+        "activities": list(activities),
+        "seconds_per_activity": seconds,
+        "settings": settings.__dict__,
+        "seed": seed,
+        "base_model": base.model_id,
+        "rows": rows,
+        "summary": summary,
+    }
 
 
 def table(report: dict) -> str:

@@ -105,8 +105,14 @@ class TwoModelDecoder(Decoder):
     favoured state. ``fast_weight = 0`` and no ``agree_switch_at`` is
     :class:`Decoder` exactly."""
 
-    def __init__(self, params: DecoderParams, fast_emission: np.ndarray, fast_weight: float,
-                 agree_switch_at: float | None = None, scope: str = "all"):  # fmt: skip
+    def __init__(
+        self,
+        params: DecoderParams,
+        fast_emission: np.ndarray,
+        fast_weight: float,
+        agree_switch_at: float | None = None,
+        scope: str = "all",
+    ):
         super().__init__(params)
         self._fast_mix = np.asarray(fast_emission, dtype=np.float64)
         self.fast_weight = float(fast_weight)
@@ -156,8 +162,10 @@ def replay(rec: Recording, probs: np.ndarray, fast: np.ndarray, motion: np.ndarr
     """Each display core (name → factory) over one session, one window at a
     time, as the worker would feed it (probabilities rounded to 6 decimals)."""
     n = min(len(probs), len(fast), len(motion))
-    shown = {"argmax": display_timeline(len(rec.samples), np.argmax(probs[:n], axis=1)),
-             "fast_argmax": display_timeline(len(rec.samples), np.argmax(fast[:n], axis=1))}  # fmt: skip
+    shown = {
+        "argmax": display_timeline(len(rec.samples), np.argmax(probs[:n], axis=1)),
+        "fast_argmax": display_timeline(len(rec.samples), np.argmax(fast[:n], axis=1)),
+    }
     for kind, factory in displays.items():
         core = factory()
         codes = []
@@ -209,9 +217,16 @@ def accuracy_after_change(ctx: Sessions, fast: Sessions) -> list[dict]:
             t[0] += 1
             t[1] += int(p[j].argmax() == y - 1)
             t[2] += int(f[j].argmax() == y - 1)
-    return [{"windows_since_change": k[0], "change": k[1], "windows": t[0],
-             "context_accuracy": round(t[1] / t[0], 4), "one_window_accuracy": round(t[2] / t[0], 4)}
-            for k, t in sorted(tally.items())]  # fmt: skip
+    return [
+        {
+            "windows_since_change": k[0],
+            "change": k[1],
+            "windows": t[0],
+            "context_accuracy": round(t[1] / t[0], 4),
+            "one_window_accuracy": round(t[2] / t[0], 4),
+        }
+        for k, t in sorted(tally.items())
+    ]
 
 
 def choose(rows: list[dict]) -> dict:
@@ -220,14 +235,27 @@ def choose(rows: list[dict]) -> dict:
     the shipped decoder (w = 0, shipped knobs), the most accurate on
     validation; it counts as a clear improvement only if it gains at least
     0.3 points on validation and loses nothing on the fit subjects."""
-    shipped = next(r for r in rows if r["fast_weight"] == 0 and r["agree_switch_at"] is None and r["fast_scope"] == "all"
-                   and r["sharpness"] == SHIPPED_KNOBS["sharpness"] and r["switch_at"] == SHIPPED_KNOBS["switch_at"])  # fmt: skip
+    shipped = next(
+        r
+        for r in rows
+        if r["fast_weight"] == 0
+        and r["agree_switch_at"] is None
+        and r["fast_scope"] == "all"
+        and r["sharpness"] == SHIPPED_KNOBS["sharpness"]
+        and r["switch_at"] == SHIPPED_KNOBS["switch_at"]
+    )
     v = shipped["validation"]
-    ok = [r for r in rows if r["validation"]["delay_median_s"] <= v["delay_median_s"]
-          and r["validation"]["changes_per_true_change"] <= v["changes_per_true_change"]]  # fmt: skip
+    ok = [
+        r
+        for r in rows
+        if r["validation"]["delay_median_s"] <= v["delay_median_s"]
+        and r["validation"]["changes_per_true_change"] <= v["changes_per_true_change"]
+    ]
     best = max(ok, key=lambda r: (r["validation"]["sample_accuracy"], -r["validation"]["changes_per_true_change"]))
-    clear = (best["validation"]["sample_accuracy"] >= v["sample_accuracy"] + 0.003
-             and best["fit"]["sample_accuracy"] >= shipped["fit"]["sample_accuracy"])  # fmt: skip
+    clear = (
+        best["validation"]["sample_accuracy"] >= v["sample_accuracy"] + 0.003
+        and best["fit"]["sample_accuracy"] >= shipped["fit"]["sample_accuracy"]
+    )
     return {"shipped": shipped, "best": best, "clear_improvement": bool(clear)}
 
 
@@ -237,8 +265,11 @@ def fmt(r: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="the one-window model as a second decoder observation: study")
-    parser.add_argument("--probabilities-only", action="store_true",
-                        help="compute (cache) the one-window model's probabilities and stop")  # fmt: skip
+    parser.add_argument(
+        "--probabilities-only",
+        action="store_true",
+        help="compute (cache) the one-window model's probabilities and stop",
+    )
     args = parser.parse_args(argv)
     start = time.perf_counter()
     waist, fast = fit.waist_target(), fast_target()
@@ -259,8 +290,11 @@ def main(argv: list[str] | None = None) -> int:
         base = {**SHIPPED_KNOBS, "sharpness": knobs["sharpness"], "switch_at": knobs["switch_at"]}
         params = fit.build_params(counts, emission=ctx_emission, **base)
         params = DecoderParams.from_json({**params.to_json(), **SHIPPED_LOCK})
-        return {"decoder": lambda: TwoModelDecoder(params, fast_emission, knobs["fast_weight"],
-                                                   knobs["agree_switch_at"], knobs["fast_scope"])}  # fmt: skip
+        return {
+            "decoder": lambda: TwoModelDecoder(
+                params, fast_emission, knobs["fast_weight"], knobs["agree_switch_at"], knobs["fast_scope"]
+            )
+        }
 
     raw = {"raw": lambda: Smoother(ACTIVITIES, 1, 0.5)}
     baseline = {"fit": score(train, raw), "validation": score(val, raw)}
@@ -271,8 +305,11 @@ def main(argv: list[str] | None = None) -> int:
         knobs = dict(zip(GRID, values))
         if knobs["fast_scope"] != "all" and knobs["fast_weight"] == 0:
             continue  # the same decoder as scope "all"
-        row = {**knobs, "fit": score(train, displays(knobs))["decoder"],
-               "validation": score(val, displays(knobs))["decoder"]}  # fmt: skip
+        row = {
+            **knobs,
+            "fit": score(train, displays(knobs))["decoder"],
+            "validation": score(val, displays(knobs))["decoder"],
+        }
         rows.append(row)
         print(knobs, "fit", fmt(row["fit"]), "| validation", fmt(row["validation"]), flush=True)
     after = {"fit": accuracy_after_change(ctx_fit, fast_fit), "validation": accuracy_after_change(ctx_val, fast_val)}
@@ -280,10 +317,24 @@ def main(argv: list[str] | None = None) -> int:
         for t in table:
             print(part, t, flush=True)
     chosen = choose(rows)
-    print("shipped", fmt(chosen["shipped"]["validation"]), "| best", chosen["best"], "| clear:",
-          chosen["clear_improvement"], flush=True)  # fmt: skip
-    record = {"baseline": baseline, "accuracy_after_change": after, "choice": chosen, "grid": rows, "fast_recipe": FAST_RECIPE, "shipped_knobs": SHIPPED_KNOBS,
-              "shipped_lock": SHIPPED_LOCK}  # fmt: skip
+    print(
+        "shipped",
+        fmt(chosen["shipped"]["validation"]),
+        "| best",
+        chosen["best"],
+        "| clear:",
+        chosen["clear_improvement"],
+        flush=True,
+    )
+    record = {
+        "baseline": baseline,
+        "accuracy_after_change": after,
+        "choice": chosen,
+        "grid": rows,
+        "fast_recipe": FAST_RECIPE,
+        "shipped_knobs": SHIPPED_KNOBS,
+        "shipped_lock": SHIPPED_LOCK,
+    }
     REPORT.write_text(json.dumps(record, indent=1) + "\n")
     print("written", REPORT, f"({time.perf_counter() - start:.0f} s)")
     return 0

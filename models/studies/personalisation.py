@@ -37,8 +37,9 @@ def personalisation_study(base: str | Path | None = None, epochs: int = 5, learn
         own, test = labelled_windows(recs[:-1], context_steps=steps), labelled_windows(recs[-1:], context_steps=steps)
         model = load_artifact(base).model
         method = "svm refit" if is_svm(model) else "gradient descent"
-        _, before, after, _ = tune(model, own, test, epochs, learning_rate, pool, None, seed=0,
-                                   svm_options=svm_options(artifact.metadata))  # fmt: skip
+        _, before, after, _ = tune(
+            model, own, test, epochs, learning_rate, pool, None, seed=0, svm_options=svm_options(artifact.metadata)
+        )
         rows.append(
             {
                 "subject": subject,

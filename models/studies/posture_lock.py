@@ -60,10 +60,14 @@ def session_motion(rec: Recording) -> np.ndarray:
 def score(params: DecoderParams, sessions: Sessions, motion: dict[str, np.ndarray]) -> dict:
     """Live figures of the raw label, the decoder without motion and with it."""
     replays = [
-        replay_probabilities(rec, probs, {"raw": lambda: Smoother(ACTIVITIES, 1, 0.5), "decoder": lambda: Decoder(params)},
-                             motion=motion[rec.name])
+        replay_probabilities(
+            rec,
+            probs,
+            {"raw": lambda: Smoother(ACTIVITIES, 1, 0.5), "decoder": lambda: Decoder(params)},
+            motion=motion[rec.name],
+        )
         for rec, probs in sessions
-    ]  # fmt: skip
+    ]
     out = score_replays(replays, events=False)
     return {kind: {k: round(float(out[kind][k]), 4) for k in KEEP} for kind in ("raw", "decoder")}
 
@@ -101,8 +105,12 @@ def main(argv: list[str] | None = None) -> int:
     print("fit subjects: raw", fmt(unlocked["raw"]), "| decoder without lock", fmt(unlocked["decoder"]), flush=True)
     rows = grid_scores(base, train, train_motion)
     # training-best: most accurate among those no slower and no more changeable than the decoder without lock
-    ok = [r for r in rows if r["delay_median_s"] <= unlocked["decoder"]["delay_median_s"]
-          and r["changes_per_true_change"] <= unlocked["decoder"]["changes_per_true_change"] + 0.05]  # fmt: skip
+    ok = [
+        r
+        for r in rows
+        if r["delay_median_s"] <= unlocked["decoder"]["delay_median_s"]
+        and r["changes_per_true_change"] <= unlocked["decoder"]["changes_per_true_change"] + 0.05
+    ]
     top = sorted(ok or rows, key=lambda r: -r["sample_accuracy"])[: args.top]
 
     validation = fit.validation_probabilities(waist, progress=False)
@@ -132,8 +140,11 @@ def main(argv: list[str] | None = None) -> int:
         path = metadata_path(DEFAULT_MODEL)
         meta = json.loads(path.read_text())
         meta["decoder"].update(chosen["knobs"])
-        meta["decoder"]["chosen"]["posture_lock"] = {"knobs": chosen["knobs"], "validation": chosen["validation"],
-                                                     "study": "python -m harstream.models.studies.posture_lock"}  # fmt: skip
+        meta["decoder"]["chosen"]["posture_lock"] = {
+            "knobs": chosen["knobs"],
+            "validation": chosen["validation"],
+            "study": "python -m harstream.models.studies.posture_lock",
+        }
         path.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         print("wrote", path)
     return 0

@@ -94,8 +94,15 @@ def angle_deg(g: np.ndarray, ref: np.ndarray) -> np.ndarray:
 class WalkReferenceDecoder(Decoder):
     """The shipped decoder plus the walking reference as SITTING/STANDING evidence."""
 
-    def __init__(self, params: DecoderParams, weight: float, coef: tuple[float, float], clip: float, source: str,
-                 prior: np.ndarray | None = None):  # fmt: skip
+    def __init__(
+        self,
+        params: DecoderParams,
+        weight: float,
+        coef: tuple[float, float],
+        clip: float,
+        source: str,
+        prior: np.ndarray | None = None,
+    ):
         self.weight, self.coef, self.clip, self.source = weight, coef, clip, source
         self.prior = prior  # a reference known before this stream (previous session / look-ahead)
         super().__init__(params)
@@ -165,9 +172,13 @@ def signals(sessions: Sessions) -> dict[str, dict]:
     out = {}
     for rec, probs in sessions:
         x = session_windows(rec.samples)
-        out[rec.name] = {"motion": window_motion(x), "gravity": window_gravity(x),
-                         "truth": window_truth(rec.labels, len(x)), "raw": np.argmax(probs, axis=1),
-                         "subject": rec.subject}  # fmt: skip
+        out[rec.name] = {
+            "motion": window_motion(x),
+            "gravity": window_gravity(x),
+            "truth": window_truth(rec.labels, len(x)),
+            "raw": np.argmax(probs, axis=1),
+            "subject": rec.subject,
+        }
     return out
 
 
@@ -218,8 +229,14 @@ def angle_table(sig: dict[str, dict], refs: dict[str, np.ndarray | None]) -> tup
             continue
         for k in POSTURE_NAMES:
             per[k] += list(angle_deg(s["gravity"][s["truth"] == k], ref))
-    table = {POSTURE_NAMES[k]: {"windows": len(v), "p5_25_50_75_95_deg": np.percentile(v, [5, 25, 50, 75, 95]).round(1).tolist()}
-             for k, v in per.items() if v}  # fmt: skip
+    table = {
+        POSTURE_NAMES[k]: {
+            "windows": len(v),
+            "p5_25_50_75_95_deg": np.percentile(v, [5, 25, 50, 75, 95]).round(1).tolist(),
+        }
+        for k, v in per.items()
+        if v
+    }
     angles = np.array(per[SIT] + per[STAND])
     sitting = np.array([1] * len(per[SIT]) + [0] * len(per[STAND]))
     if len(angles):
@@ -242,16 +259,18 @@ def score(base: DecoderParams, sessions: Sessions, sig: dict, knobs: dict | None
         f = dict(factories)
         if knobs is not None:
             prior = None if prior_refs is None else prior_refs.get(rec.name)
-            f["walk_reference"] = lambda prior=prior: WalkReferenceDecoder(base, knobs["weight"], coef, knobs["clip"],
-                                                                          knobs["source"], prior)  # fmt: skip
+            f["walk_reference"] = lambda prior=prior: WalkReferenceDecoder(
+                base, knobs["weight"], coef, knobs["clip"], knobs["source"], prior
+            )
         s = sig[rec.name]
         reps.append(replay(rec, probs, s["motion"], s["gravity"], f))
     out = score_replays(reps, events=False)
     return {kind: {k: round(float(out[kind][k]), 4) for k in KEEP} for kind in out if isinstance(out[kind], dict)}
 
 
-def changed_segments(base: DecoderParams, sessions: Sessions, sig: dict, refs: dict, coef, weight: float,
-                     clip: float) -> list[dict]:  # fmt: skip
+def changed_segments(
+    base: DecoderParams, sessions: Sessions, sig: dict, refs: dict, coef, weight: float, clip: float
+) -> list[dict]:
     """Per session and true activity, the windows shown right by the shipped decoder and with the cue,
     where the two differ, with the median angle of those windows to the reference."""
     out = []
@@ -271,9 +290,16 @@ def changed_segments(base: DecoderParams, sessions: Sessions, sig: dict, refs: d
             right_a = sum(x == name for x, on in zip(a, mask) if on)
             right_b = sum(x == name for x, on in zip(b, mask) if on)
             if right_a != right_b:
-                out.append({"session": rec.name, "truth": name, "windows": int(mask.sum()), "right_shipped": int(right_a),
-                            "right_with_cue": int(right_b),
-                            "angle_median_deg": round(float(np.median(angle_deg(s["gravity"][mask], ref))), 1)})  # fmt: skip
+                out.append(
+                    {
+                        "session": rec.name,
+                        "truth": name,
+                        "windows": int(mask.sum()),
+                        "right_shipped": int(right_a),
+                        "right_with_cue": int(right_b),
+                        "angle_median_deg": round(float(np.median(angle_deg(s["gravity"][mask], ref))), 1),
+                    }
+                )
     return out
 
 
@@ -299,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
         "lookahead_own_session": (
             {n: lookahead_reference(s) for n, s in sig_t.items()},
             {n: lookahead_reference(s) for n, s in sig_v.items()},
-        ),  # fmt: skip
+        ),
     }
     for vname, (refs_t, refs_v) in variants.items():
         table_t, angles, sitting = angle_table(sig_t, refs_t)
@@ -314,20 +340,31 @@ def main(argv: list[str] | None = None) -> int:
             rows.append({**knobs, **r["walk_reference"]})
             print(vname, "fit", knobs, fmt(r["walk_reference"]), "| shipped", fmt(r["decoder"]), flush=True)
         shipped_t = r["decoder"]
-        ok = [x for x in rows if x["delay_median_s"] <= shipped_t["delay_median_s"]
-              and x["changes_per_true_change"] <= shipped_t["changes_per_true_change"] + 0.05]  # fmt: skip
+        ok = [
+            x
+            for x in rows
+            if x["delay_median_s"] <= shipped_t["delay_median_s"]
+            and x["changes_per_true_change"] <= shipped_t["changes_per_true_change"] + 0.05
+        ]
         best = max(ok or rows, key=lambda x: x["sample_accuracy"])
         knobs = {k: best[k] for k in GRID}
         v = score(base, validation, sig_v, knobs, coef, refs_v)
         print(vname, "validation", knobs, fmt(v["walk_reference"]), "| shipped", fmt(v["decoder"]), flush=True)
         record["fit_subjects"][vname] = {"shipped": shipped_t, "grid": rows, "best": best}
-        record["validation"][vname] = {"knobs": knobs, "shipped": v["decoder"], "walk_reference": v["walk_reference"],
-                                       "raw": v["argmax"]}  # fmt: skip
+        record["validation"][vname] = {
+            "knobs": knobs,
+            "shipped": v["decoder"],
+            "walk_reference": v["walk_reference"],
+            "raw": v["argmax"],
+        }
         if vname == "previous_session":
             # the deployable, within-stream reference with the same knobs (no prior)
             c = score(base, validation, sig_v, knobs, coef, None)
-            record["validation"]["causal_within_stream"] = {"knobs": knobs, "shipped": c["decoder"],
-                                                            "walk_reference": c["walk_reference"]}  # fmt: skip
+            record["validation"]["causal_within_stream"] = {
+                "knobs": knobs,
+                "shipped": c["decoder"],
+                "walk_reference": c["walk_reference"],
+            }
             print(
                 "causal within stream, validation", fmt(c["walk_reference"]), "| shipped", fmt(c["decoder"]), flush=True
             )
@@ -345,9 +382,11 @@ def main(argv: list[str] | None = None) -> int:
     record["segments_changed_lookahead_weight2_clip2_fit"] = changed_segments(
         base, train, sig_t, look_t, coef_t, 2.0, 2.0
     )
-    record["rule"] = ("weight x clip x reference source on the fit subjects' out-of-fold probabilities; of the settings "
-                      "no slower and with no more display changes (+0.05) than the shipped decoder, the most accurate "
-                      "goes to validation; test subjects not read")  # fmt: skip
+    record["rule"] = (
+        "weight x clip x reference source on the fit subjects' out-of-fold probabilities; of the settings "
+        "no slower and with no more display changes (+0.05) than the shipped decoder, the most accurate "
+        "goes to validation; test subjects not read"
+    )
     REPORT.write_text(json.dumps(record, indent=1) + "\n")
     print("written", REPORT)
     return 0

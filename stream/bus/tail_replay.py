@@ -57,8 +57,13 @@ class _Tail:
 class TailCache:
     """Each device's newest ``window`` samples, as the messages that carried them."""
 
-    def __init__(self, window: int = WINDOW, min_interval: float = MIN_INTERVAL, max_age: float = MAX_AGE,
-                 max_devices: int = MAX_DEVICES):  # fmt: skip
+    def __init__(
+        self,
+        window: int = WINDOW,
+        min_interval: float = MIN_INTERVAL,
+        max_age: float = MAX_AGE,
+        max_devices: int = MAX_DEVICES,
+    ):
         if window < 1 or max_devices < 1 or min_interval < 0 or max_age <= 0:
             raise ValueError("window and max_devices must be >= 1, min_interval >= 0, max_age > 0")
         self.window = window

@@ -112,8 +112,13 @@ def serve(
             auth = start_authenticator(ctx, keys)
         in_addr = attach_retrying(sub, in_end)
         out_addr = attach_retrying(pub, out_end)
-        log.info("worker %s: ingest %s, output %s, %s", worker_id, in_addr, out_addr,
-                 f"shard {config.shard[0]}/{config.shard[1]}" if config.shard else "all shards")  # fmt: skip
+        log.info(
+            "worker %s: ingest %s, output %s, %s",
+            worker_id,
+            in_addr,
+            out_addr,
+            f"shard {config.shard[0]}/{config.shard[1]}" if config.shard else "all shards",
+        )
         if on_bound:
             on_bound(sub.getsockopt_string(zmq.LAST_ENDPOINT), pub.getsockopt_string(zmq.LAST_ENDPOINT))
 
@@ -189,8 +194,12 @@ def serve(
             if now >= next_stats:
                 next_stats = now + stats_every
                 stats = guarded("stats", core.stats, now) or {}
-                stats = {"worker": worker_id, "runtime": getattr(runtime, "name", "?"), **stats,
-                         "subscriptions": subscriptions.stats()}  # fmt: skip
+                stats = {
+                    "worker": worker_id,
+                    "runtime": getattr(runtime, "name", "?"),
+                    **stats,
+                    "subscriptions": subscriptions.stats(),
+                }
                 if personal is not None:
                     stats["personal"] = personal.stats()
                 if config.shard:

@@ -68,8 +68,14 @@ class DeviceWindows:
         """Whether ``buffered`` more samples complete a window."""
         return self.pipeline.samples_seen + buffered >= self.next_window_end
 
-    def describe(self, windows: np.ndarray, labels: np.ndarray | None, first_window: int,
-                 seen_before: int, inputs: np.ndarray | None = None) -> list[WindowOut]:  # fmt: skip
+    def describe(
+        self,
+        windows: np.ndarray,
+        labels: np.ndarray | None,
+        first_window: int,
+        seen_before: int,
+        inputs: np.ndarray | None = None,
+    ) -> list[WindowOut]:
         """The windows the pipeline emitted for samples ``seen_before..`` (with
         their ``labels``, if any), numbered from ``first_window``. ``inputs``
         are what the model takes of them when that is not the windows

@@ -80,10 +80,12 @@ class CausalMedian:
         _check_stack(medians, x)
         if x.shape[1] == 0:
             return x.copy()
-        history = np.stack([
-            m._history if m._history is not None else np.repeat(x[k, :1], size - 1, axis=0)
-            for k, m in enumerate(medians)
-        ])  # fmt: skip
+        history = np.stack(
+            [
+                m._history if m._history is not None else np.repeat(x[k, :1], size - 1, axis=0)
+                for k, m in enumerate(medians)
+            ]
+        )
         padded = np.concatenate([history, x], axis=1)
         if size == 3:
             # Median of three by min/max: the same value np.median picks, at a

@@ -147,5 +147,13 @@ class ModelRouter:
         """The served models for stats: key, mode, model id, classes, and how
         many devices each serves (``modes``: devices per model key)."""
         modes = modes or Counter()
-        return [{"key": m.key, "mode": m.mode, "model": m.model_id, "classes": list(m.classes),
-                 "devices": modes.get(m.key, 0)} for m in self.models]  # fmt: skip
+        return [
+            {
+                "key": m.key,
+                "mode": m.mode,
+                "model": m.model_id,
+                "classes": list(m.classes),
+                "devices": modes.get(m.key, 0),
+            }
+            for m in self.models
+        ]

@@ -23,10 +23,16 @@ STEP = 64
 RAW_CHANNELS = 6
 WINDOW_CHANNELS = 9
 WINDOW_CHANNEL_NAMES = (
-    "body_acc_x", "body_acc_y", "body_acc_z",
-    "body_gyro_x", "body_gyro_y", "body_gyro_z",
-    "total_acc_x", "total_acc_y", "total_acc_z",
-)  # fmt: skip
+    "body_acc_x",
+    "body_acc_y",
+    "body_acc_z",
+    "body_gyro_x",
+    "body_gyro_y",
+    "body_gyro_z",
+    "total_acc_x",
+    "total_acc_y",
+    "total_acc_z",
+)
 
 
 def preprocessing_params() -> dict:

@@ -160,11 +160,31 @@ class Device:
     """What the worker knows about one device: one small object per concern,
     in the order the data flows through them."""
 
-    __slots__ = ("name", "generation", "incarnation", "inbox", "windows", "display", "signal", "ready_at",
-                 "served", "placement", "route_version")  # fmt: skip
+    __slots__ = (
+        "name",
+        "generation",
+        "incarnation",
+        "inbox",
+        "windows",
+        "display",
+        "signal",
+        "ready_at",
+        "served",
+        "placement",
+        "route_version",
+    )
 
-    def __init__(self, name: str, seq: int, served: ServedModel, config: WorkerConfig, now: float,
-                 session: str = "", placement: str | None = None, route_version: int = 0):  # fmt: skip
+    def __init__(
+        self,
+        name: str,
+        seq: int,
+        served: ServedModel,
+        config: WorkerConfig,
+        now: float,
+        session: str = "",
+        placement: str | None = None,
+        route_version: int = 0,
+    ):
         self.name = name
         self.generation = 0  # counts pipeline restarts; a window of an older run skips the display
         self.incarnation = Incarnation(seq, now, session, config.takeover_after)  # which stream, which seq next
@@ -223,8 +243,17 @@ class StreamCore:
     ):
         self.config = config or WorkerConfig()
         if router is None:  # one model for every device, described by classes/model_id and the config
-            router = ModelRouter(ServedModel("waist", "waist", model_id, tuple(classes), self.config.context_steps,
-                                             self.config.display, features=self.config.features))  # fmt: skip
+            router = ModelRouter(
+                ServedModel(
+                    "waist",
+                    "waist",
+                    model_id,
+                    tuple(classes),
+                    self.config.context_steps,
+                    self.config.display,
+                    features=self.config.features,
+                )
+            )
         self.router = router
         self.classes = list(router.waist.classes)
         self.model_id = router.waist.model_id
@@ -304,16 +333,20 @@ class StreamCore:
                 return
             if verdict in (DUPLICATE, FOREIGN, JUMP):
                 reason = {DUPLICATE: "duplicate", FOREIGN: "session", JUMP: "jump"}[verdict]
-                self._drop(reason, f"device {batch.device}: seq {batch.seq} of session {batch.session!r}, "
-                                   f"but seq {inc.next_seq} of session {inc.session!r} expected")  # fmt: skip
+                self._drop(
+                    reason,
+                    f"device {batch.device}: seq {batch.seq} of session {batch.session!r}, "
+                    f"but seq {inc.next_seq} of session {inc.session!r} expected",
+                )
                 return
             if verdict != NEXT:
                 if state.ready_at is not None:
                     self.flush()  # windows the old stream completed go out before the reset
                 if verdict == GAP:
                     self.totals["gaps"] += 1
-                    self._note("gap", f"device {batch.device}: samples {inc.next_seq}..{batch.seq - 1} missing; "
-                                      "pipeline reset")  # fmt: skip
+                    self._note(
+                        "gap", f"device {batch.device}: samples {inc.next_seq}..{batch.seq - 1} missing; pipeline reset"
+                    )
                 else:
                     self.totals["restarts"] += 1
                     how = "started over at seq 0" if verdict == RESTART else f"taken over by session {batch.session!r}"
@@ -353,8 +386,14 @@ class StreamCore:
         state.route_version = self.router.version
         served = self.router.route(state.name, state.placement)
         if served is not state.served:
-            log.info("device %s: now served in %s mode by %s (was %s by %s)", state.name, served.mode,
-                     served.model_id, state.served.mode, state.served.model_id)  # fmt: skip
+            log.info(
+                "device %s: now served in %s mode by %s (was %s by %s)",
+                state.name,
+                served.mode,
+                served.model_id,
+                state.served.mode,
+                state.served.model_id,
+            )
             self.totals["mode_switches"] += 1
             state.serve_with(served, self.config)
 
@@ -395,8 +434,20 @@ class StreamCore:
             if len(windows):
                 self._unproven.pop(state.name, None)  # it completed a window: a real device
             for w, m in zip(state.windows.describe(windows, labels, first_window, seen_before, inputs=x), moved):
-                self._enqueue(PendingWindow(state.name, state.generation, w.window, w.x, arrived,
-                                            w.t_start, w.t_end, w.truth, state.served, float(m)))  # fmt: skip
+                self._enqueue(
+                    PendingWindow(
+                        state.name,
+                        state.generation,
+                        w.window,
+                        w.x,
+                        arrived,
+                        w.t_start,
+                        w.t_end,
+                        w.truth,
+                        state.served,
+                        float(m),
+                    )
+                )
             self.totals["windows"] += len(windows)
 
     def _window_inputs(self, states: list[Device], results: list[np.ndarray]) -> list[np.ndarray]:
@@ -526,7 +577,7 @@ class StreamCore:
                     worker=self.worker_id,
                     mode=w.served.mode,
                     classes=classes,
-                )  # fmt: skip
+                )
             )
         self.totals["predictions"] += len(out)
         return out
@@ -566,8 +617,13 @@ class StreamCore:
             del self.devices[device]
             self._unproven.pop(device, None)
         if gone:
-            log.info("%d device(s) idle for %.0f s evicted (%s%s)", len(gone), self.config.idle_timeout,
-                     ", ".join(gone[:3]), ", ..." if len(gone) > 3 else "")  # fmt: skip
+            log.info(
+                "%d device(s) idle for %.0f s evicted (%s%s)",
+                len(gone),
+                self.config.idle_timeout,
+                ", ".join(gone[:3]),
+                ", ..." if len(gone) > 3 else "",
+            )
         self.totals["evicted"] += len(gone)
         return gone
 

@@ -98,8 +98,10 @@ def check_partitions(client, keys, partitions: int) -> int:
     client.hsetnx(keys.meta, "partitions", partitions)
     stored = int(client.hget(keys.meta, "partitions"))
     if stored != partitions:
-        raise ValueError(f"the broker's log has {stored} partitions; this process was started with {partitions} "
-                         f"(use --partitions {stored}, or a fresh broker)")  # fmt: skip
+        raise ValueError(
+            f"the broker's log has {stored} partitions; this process was started with {partitions} "
+            f"(use --partitions {stored}, or a fresh broker)"
+        )
     return stored
 
 
@@ -155,8 +157,10 @@ def serve_bridge(
                 stop.wait(backoff.next_delay())
         backoff.reset()
         if printer:
-            printer(f"bridge: {address} -> {url}, {partitions} partitions, flush {flush_ms:g} ms, "
-                    f"retention {retention_s:g} s")  # fmt: skip
+            printer(
+                f"bridge: {address} -> {url}, {partitions} partitions, flush {flush_ms:g} ms, "
+                f"retention {retention_s:g} s"
+            )
         if on_ready:
             on_ready(address)
         next_flush = time.monotonic() + flush_ms / 1000
@@ -211,6 +215,8 @@ def serve_bridge(
 
 def _line(counts: Counter, buf: PartitionBuffer, up: bool) -> str:
     rejected = ",".join(f"{k}={v}" for k, v in sorted(buf.rejected.items())) or "none"
-    return (f"bridge: broker={'up' if up else 'DOWN'} received={counts['received']} written={counts['written']} "
-            f"buffered={buf.buffered} unwritten={buf.unwritten} write_errors={counts['write_errors']} "
-            f"rejected={rejected}")  # fmt: skip
+    return (
+        f"bridge: broker={'up' if up else 'DOWN'} received={counts['received']} written={counts['written']} "
+        f"buffered={buf.buffered} unwritten={buf.unwritten} write_errors={counts['write_errors']} "
+        f"rejected={rejected}"
+    )

@@ -81,8 +81,21 @@ def start_redis(
         raise BrokerError("redis-server not found; install it with `make redis` (Debian: apt-get install redis-server)")
     folder = Path(folder).resolve()
     folder.mkdir(parents=True, exist_ok=True)
-    args = [binary, "--dir", str(folder), "--bind", "127.0.0.1", "--protected-mode", "yes",
-            "--save", "", "--logfile", str(folder / "redis.log"), "--daemonize", "no"]  # fmt: skip
+    args = [
+        binary,
+        "--dir",
+        str(folder),
+        "--bind",
+        "127.0.0.1",
+        "--protected-mode",
+        "yes",
+        "--save",
+        "",
+        "--logfile",
+        str(folder / "redis.log"),
+        "--daemonize",
+        "no",
+    ]
     args += ["--appendonly", "yes", "--appendfsync", "everysec"] if persist else ["--appendonly", "no"]
     if maxmemory_mb:
         # Streams are trimmed by time; a full server refuses writes (counted) rather than evicting leases.
@@ -122,12 +135,15 @@ def connect(url: str, timeout: float = 1.0):
     """A redis-py client with short timeouts (callers retry with back-off)."""
     import redis
 
-    if not (url.startswith("unix://") or url.startswith("redis://127.") or url.startswith("redis://localhost")
-            or url.startswith("redis://[::1]")):  # fmt: skip
+    if not (
+        url.startswith("unix://")
+        or url.startswith("redis://127.")
+        or url.startswith("redis://localhost")
+        or url.startswith("redis://[::1]")
+    ):
         # The project only talks to a broker on this machine (loopback or socket).
         raise ValueError(f"broker URL {url!r}: expected unix://PATH or redis://127.0.0.1:PORT")
-    return redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
-                                health_check_interval=0)  # fmt: skip
+    return redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout, health_check_interval=0)
 
 
 class Backoff:

@@ -125,8 +125,9 @@ class Leases:
         return [v.decode() if v is not None else None for v in values]
 
     def acquire(self, partition: int, worker: str) -> Lease | None:
-        epoch = int(self._acquire(keys=[self.keys.lease(partition), self.keys.epoch(partition)],
-                                  args=[worker, self.ttl_ms]))  # fmt: skip
+        epoch = int(
+            self._acquire(keys=[self.keys.lease(partition), self.keys.epoch(partition)], args=[worker, self.ttl_ms])
+        )
         return Lease(partition, worker, epoch) if epoch else None
 
     def renew(self, lease: Lease) -> bool:
@@ -144,8 +145,14 @@ class Leases:
         for device, window, body, progress in rows:
             args += [device, window, _dumps(body), _dumps(progress)]
         out = self._commit(
-            keys=[self.keys.lease(lease.partition), self.keys.progress(lease.partition),
-                  self.keys.predictions, self.keys.latest], args=args)  # fmt: skip
+            keys=[
+                self.keys.lease(lease.partition),
+                self.keys.progress(lease.partition),
+                self.keys.predictions,
+                self.keys.latest,
+            ],
+            args=args,
+        )
         if out == -1:
             raise Fenced(f"partition {lease.partition}: lease epoch {lease.epoch} no longer held by {lease.worker}")
         return int(out[0]), int(out[1])
@@ -153,8 +160,10 @@ class Leases:
     def ack(self, lease: Lease, group: str, ids: list) -> int:
         if not ids:
             return 0
-        out = self._ack(keys=[self.keys.lease(lease.partition), self.keys.partition(lease.partition)],
-                        args=[lease.value, group, *ids])  # fmt: skip
+        out = self._ack(
+            keys=[self.keys.lease(lease.partition), self.keys.partition(lease.partition)],
+            args=[lease.value, group, *ids],
+        )
         if out == -1:
             raise Fenced(f"partition {lease.partition}: lease epoch {lease.epoch} no longer held by {lease.worker}")
         return int(out)

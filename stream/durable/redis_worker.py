@@ -120,8 +120,17 @@ class RedisWorker:
     ):
         self.config = config or WorkerConfig()
         if router is None:  # one model for every device, as StreamCore describes it from the config
-            router = ModelRouter(ServedModel("waist", "waist", model_id, tuple(classes), self.config.context_steps,
-                                             self.config.display, features=self.config.features))  # fmt: skip
+            router = ModelRouter(
+                ServedModel(
+                    "waist",
+                    "waist",
+                    model_id,
+                    tuple(classes),
+                    self.config.context_steps,
+                    self.config.display,
+                    features=self.config.features,
+                )
+            )
         self.router = router  # shared by every partition's core: a personal model serves wherever its device is
         self.personal = personal
         self.runtime, self.classes, self.model_id = runtime, list(router.waist.classes), router.waist.model_id
@@ -183,8 +192,14 @@ class RedisWorker:
 
     def _take_over(self, lease: Lease, now: float) -> None:
         started = time.monotonic()
-        core = StreamCore(self.classes, self.model_id, self.config, self.worker_id, router=self.router,
-                          subscriptions=self.subscriptions)  # fmt: skip
+        core = StreamCore(
+            self.classes,
+            self.model_id,
+            self.config,
+            self.worker_id,
+            router=self.router,
+            subscriptions=self.subscriptions,
+        )
         core.started = now
         owned = Owned(lease, core, renewed=now)
         self.owned[lease.partition] = owned
@@ -249,8 +264,15 @@ class RedisWorker:
         elapsed = (time.monotonic() - started) * 1000
         self.rebuild_ms.append(elapsed)
         self.counts["takeovers"] += 1
-        log.info("%s: partition %d epoch %d taken (%d pending claimed, %d messages replayed, %.0f ms)",
-                 self.worker_id, lease.partition, lease.epoch, len(claimed), replayed, elapsed)  # fmt: skip
+        log.info(
+            "%s: partition %d epoch %d taken (%d pending claimed, %d messages replayed, %.0f ms)",
+            self.worker_id,
+            lease.partition,
+            lease.epoch,
+            len(claimed),
+            replayed,
+            elapsed,
+        )
 
     def _claim_pending(self, stream: str) -> list:
         """Entries the previous owner read and did not acknowledge, now ours:
@@ -318,8 +340,7 @@ class RedisWorker:
         if not streams:
             time.sleep(block_ms / 1000)
             return 0
-        reply = self.client.xreadgroup(GROUP, self.worker_id, streams, count=self.lc.read_count,
-                                       block=block_ms or None)  # fmt: skip
+        reply = self.client.xreadgroup(GROUP, self.worker_id, streams, count=self.lc.read_count, block=block_ms or None)
         n = 0
         now = time.monotonic()
         for stream, entries in reply or []:
@@ -356,8 +377,11 @@ class RedisWorker:
         """Model calls for every partition with a due batch; returns windows predicted."""
         total = 0
         for _ in range(1000):
-            parts = [(p, o) for p, o in self.owned.items() if (only is None or p == only)
-                     and (o.core.batch_due(now) or (force and o.core.pending))]  # fmt: skip
+            parts = [
+                (p, o)
+                for p, o in self.owned.items()
+                if (only is None or p == only) and (o.core.batch_due(now) or (force and o.core.pending))
+            ]
             if not parts:
                 break
             taken_all, rows = [], 0
@@ -507,7 +531,7 @@ class RedisWorker:
             **{
                 k: round(sum(s[k] for s in per), 1)
                 for k in ("samples_per_s", "windows_per_s", "predictions_per_s", "messages_per_s")
-            },  # fmt: skip
+            },
             "batches": batches,
             "batch_mean": round(sum(s["batch_mean"] * s["batches"] for s in per) / batches, 2) if batches else 0.0,
             "batch_max": max((s["batch_max"] for s in per), default=0),
@@ -607,8 +631,18 @@ def serve_redis(
         log_config = log_config or LogConfig()
         while not stop.is_set():
             try:
-                worker = RedisWorker(runtime, classes, model_id, url, config, log_config, worker_id, send,
-                                     router=router, personal=personal)  # fmt: skip
+                worker = RedisWorker(
+                    runtime,
+                    classes,
+                    model_id,
+                    url,
+                    config,
+                    log_config,
+                    worker_id,
+                    send,
+                    router=router,
+                    personal=personal,
+                )
                 check_partitions(worker.client, worker.keys, log_config.partitions)
                 break
             except redis.RedisError as exc:
@@ -665,8 +699,10 @@ def serve_redis(
                 if printer and now >= next_print:
                     next_print = now + print_every
                     b = stats["broker"]
-                    printer(format_stats(stats) + f" broker={'up' if b['up'] else 'DOWN'} "
-                            f"partitions={b['partitions']} lost_samples={b['lost_samples']}")  # fmt: skip
+                    printer(
+                        format_stats(stats) + f" broker={'up' if b['up'] else 'DOWN'} "
+                        f"partitions={b['partitions']} lost_samples={b['lost_samples']}"
+                    )
         final = {"worker": worker_id, **worker.stats(time.monotonic())}
         try:
             worker.close(leave=True)

@@ -71,8 +71,14 @@ class _Desk:
 class Calibrations:
     """Every device's calibration in this gateway."""
 
-    def __init__(self, data_dir: str | Path, personal_dir: str | Path, fit: FitFunction | None,
-                 counters: Counters, limits: CalibrationLimits = DEFAULT_LIMITS):  # fmt: skip
+    def __init__(
+        self,
+        data_dir: str | Path,
+        personal_dir: str | Path,
+        fit: FitFunction | None,
+        counters: Counters,
+        limits: CalibrationLimits = DEFAULT_LIMITS,
+    ):
         self.data_dir = Path(data_dir)
         self.personal_dir = Path(personal_dir)
         self.fit = fit

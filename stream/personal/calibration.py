@@ -42,13 +42,20 @@ from harstream.stream.core.rate import RATE_HZ
 
 #: What a person may be asked to do, by the names the page and CLI use.
 ALIASES = {
-    "walk": "WALKING", "walking": "WALKING",
-    "upstairs": "WALKING_UPSTAIRS", "walking_upstairs": "WALKING_UPSTAIRS",
-    "downstairs": "WALKING_DOWNSTAIRS", "walking_downstairs": "WALKING_DOWNSTAIRS",
-    "sit": "SITTING", "sitting": "SITTING",
-    "stand": "STANDING", "standing": "STANDING",
-    "lie": "LAYING", "lying": "LAYING", "laying": "LAYING",
-}  # fmt: skip
+    "walk": "WALKING",
+    "walking": "WALKING",
+    "upstairs": "WALKING_UPSTAIRS",
+    "walking_upstairs": "WALKING_UPSTAIRS",
+    "downstairs": "WALKING_DOWNSTAIRS",
+    "walking_downstairs": "WALKING_DOWNSTAIRS",
+    "sit": "SITTING",
+    "sitting": "SITTING",
+    "stand": "STANDING",
+    "standing": "STANDING",
+    "lie": "LAYING",
+    "lying": "LAYING",
+    "laying": "LAYING",
+}
 #: The same floor the personal model's fit applies (models/personal.py); checked
 #: here too so the page can say so right after the step, not at the end.
 MIN_SECONDS = 20.0
@@ -142,8 +149,14 @@ class TakeCheck:
     truncated: bool = False
 
     def as_message(self) -> dict:
-        return {"activity": self.activity, "seconds": self.seconds, "moving_share": self.moving_share,
-                "ok": self.ok, "reason": self.reason, "truncated": self.truncated}  # fmt: skip
+        return {
+            "activity": self.activity,
+            "seconds": self.seconds,
+            "moving_share": self.moving_share,
+            "ok": self.ok,
+            "reason": self.reason,
+            "truncated": self.truncated,
+        }
 
 
 def check_take(activity: str, seconds: float, moving: float) -> TakeCheck:

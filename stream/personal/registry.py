@@ -91,8 +91,9 @@ class FolderWatch:
         """``(names to load, names removed)`` for this listing. A name is
         loaded once its signature held for two looks in a row and differs
         from the one last handled."""
-        ready = [n for n, sig in sorted(listing.items())
-                 if self._previous.get(n) == sig and self._handled.get(n) != sig]  # fmt: skip
+        ready = [
+            n for n, sig in sorted(listing.items()) if self._previous.get(n) == sig and self._handled.get(n) != sig
+        ]
         for name in ready:
             self._handled[name] = listing[name]
         gone = sorted(n for n in self._handled if n not in listing)
@@ -147,8 +148,7 @@ class PersonalRegistry:
     (this package does not import the models, which import it).
     """
 
-    def __init__(self, folder: str | Path, load: Callable[[Path], ServedModel],
-                 interval: float = 1.0):  # fmt: skip
+    def __init__(self, folder: str | Path, load: Callable[[Path], ServedModel], interval: float = 1.0):
         self.folder = Path(folder)
         self.load = load
         self.interval = interval
@@ -231,8 +231,13 @@ class PersonalRegistry:
 
     def stats(self) -> dict:
         """For the worker's stats message."""
-        return {"folder": str(self.folder), "loaded": len(self.device_of), "loading": len(self._loading),
-                "refusals": self.refusals, "refused": dict(self.refused)}  # fmt: skip
+        return {
+            "folder": str(self.folder),
+            "loaded": len(self.device_of),
+            "loading": len(self._loading),
+            "refusals": self.refusals,
+            "refused": dict(self.refused),
+        }
 
     def close(self) -> None:
         """Stop loading (a load under way finishes in its thread, unused)."""
