@@ -35,7 +35,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from harstream.stream.gateway.device_claims import NAMESPACE as PHONE_NAMESPACE
+from harstream.stream.core.protocol import PHONE_NAMESPACE
 
 #: The modes a device can be served in.
 MODES = ("waist", "any", "personal")

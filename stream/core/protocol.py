@@ -42,6 +42,8 @@ UNITS = {"acc": "g", "gyro": "rad/s"}
 # Anchored with \Z: ``$`` would also match before a trailing newline.
 DEVICE_ID = re.compile(r"^[A-Za-z0-9_.:@+-]{1,64}\Z")
 SESSION_ID = DEVICE_ID  # same alphabet and length
+#: Devices the phone gateway publishes are named ``phone:<id>``; no other producer may use it.
+PHONE_NAMESPACE = "phone:"
 MAX_SAMPLES_PER_MESSAGE = 5000
 MAX_HEADER_BYTES = 64 * 1024 + 16
 # The largest frame a receiver takes (ZMQ_MAXMSGSIZE; a peer sending more is

@@ -35,9 +35,10 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
+from harstream.stream.core.protocol import PHONE_NAMESPACE
 from harstream.stream.gateway.phone_formats import FormatError
 
-NAMESPACE = "phone:"
+NAMESPACE = PHONE_NAMESPACE
 MAX_CLAIMS = 20_000  # held ids (connections are capped lower; HTTP leases expire)
 
 
