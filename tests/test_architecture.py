@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -136,3 +137,72 @@ def test_there_are_no_import_cycles():
         if v not in index:
             visit(v)
     assert cycles == []
+
+
+#: The rooms of ``stream/`` and the rooms each may import (besides itself).
+ROOMS = {
+    "core": set(),
+    "data": {"core"},
+    "personal": {"core"},
+    "bus": {"core", "personal"},
+    "gateway": {"core", "bus", "personal"},
+    "durable": {"core", "bus", "personal"},
+}
+
+
+def room_of(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[2] if len(parts) > 3 and parts[:2] == ["harstream", "stream"] else None
+
+
+def test_stream_holds_rooms_only_no_loose_modules():
+    loose = [path.name for path in (ROOT / "stream").glob("*.py") if path.name != "__init__.py"]
+    folders = {p.name for p in (ROOT / "stream").iterdir() if (p / "__init__.py").exists()}
+    assert loose == []
+    assert folders == set(ROOMS)
+
+
+@pytest.mark.parametrize("room", sorted(ROOMS))
+def test_each_room_imports_only_the_rooms_it_names(room):
+    crossing = {
+        (a, b)
+        for a, b in edges_from(f"harstream.stream.{room}")
+        if room_of(b) not in (None, room) and room_of(b) not in ROOMS[room]
+    }
+    assert crossing == set()
+
+
+@pytest.mark.parametrize("room", sorted(ROOMS))
+def test_each_room_says_in_three_lines_what_lives_there_and_what_it_may_import(room):
+    doc = ast.get_docstring(ast.parse((ROOT / "stream" / room / "__init__.py").read_text()))
+    assert doc is not None
+    lines = [line for line in doc.splitlines() if line.strip()]
+    assert 1 <= len(lines) <= 3
+    named = {other for other in ROOMS if f"stream.{other}" in doc}
+    assert named - {room} == ROOMS[room]
+
+
+def package_folders() -> set[str]:
+    """Every folder of ours that is a package, as a path relative to the root (``stream/core``)."""
+    found = set()
+    for folder in FOLDERS.values():
+        for init in folder.rglob("__init__.py"):
+            found.add(init.parent.relative_to(ROOT).as_posix())
+    return found
+
+
+def folder_of(package: str) -> str:
+    """``harstream.stream.core`` -> ``stream/core``, through pyproject's package-dir mapping."""
+    base = max((name for name in FOLDERS if package == name or package.startswith(name + ".")), key=len)
+    rest = package.removeprefix(base).lstrip(".").replace(".", "/")
+    return "/".join(part for part in (FOLDERS[base].relative_to(ROOT).as_posix(), rest) if part)
+
+
+def test_pyproject_lists_every_package_folder():
+    listed = re.findall(r'^\s*"(harstream(?:\.[a-z_]+)*)",$', (ROOT / "pyproject.toml").read_text(), re.M)
+    assert {folder_of(name) for name in listed} == package_folders()
+
+
+def test_the_folder_map_in_architecture_md_names_every_package_folder_and_no_other():
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    assert set(re.findall(r"^\| `([a-z_/]+)/` \|", text, re.M)) == package_folders()
