@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from harstream.models.reports import REPORTS
 from harstream.stream.core.activities import PLACEMENT_FREE
 from harstream.stream.data.recordings import UCI_TEST_SUBJECTS, Recording
 
@@ -61,7 +62,6 @@ DEFAULT_C = 3.0
 DEFAULT_AMPLITUDE = (0.7, 1.5)
 #: The test sessions' rotations are drawn from the seed plus this.
 TEST_ROTATION_OFFSET = 1000
-REPORTS = Path(__file__).resolve().parent.parent / "docs" / "reports"
 
 
 def placement_free_labels(y: np.ndarray) -> np.ndarray:

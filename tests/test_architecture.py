@@ -101,8 +101,7 @@ def test_imports_point_one_way(package, forbidden):
 def test_the_product_does_not_import_the_studies():
     studies = "harstream.models.studies"
     product = [(a, b) for a, b in edges_from("harstream.models") if not a.startswith(studies)]
-    # live_accuracy is a study that still lives among the product modules
-    assert [(a, b) for a, b in product if b.startswith(studies) and a != "harstream.models.live_accuracy"] == []
+    assert [(a, b) for a, b in product if b.startswith(studies)] == []
 
 
 def test_there_are_no_import_cycles():

@@ -112,7 +112,7 @@ def test_a_model_whose_input_disagrees_with_its_context_metadata_is_refused(outp
 
 
 def test_live_accuracy_replays_a_context_model_with_the_workers_stacks():
-    from harstream.models.live_accuracy import session_windows
+    from harstream.models.live_scoring import session_windows
 
     samples = _samples(800, seed=7)
     expected = WindowContext((1, 4)).push(DevicePipeline().push(samples))

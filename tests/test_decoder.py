@@ -229,7 +229,7 @@ def test_a_published_session_equals_the_offline_decoder_on_loopback(embedded, tm
     import zmq
 
     from harstream.models.artifact import load_artifact
-    from harstream.models.live_accuracy import session_windows
+    from harstream.models.live_scoring import session_windows
     from harstream.models.runtime import load_runtime
     from harstream.simulator.replay import ReplaySchedule, devices_for, replay
     from harstream.stream.bus.zmq_worker import serve

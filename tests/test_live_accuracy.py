@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from harstream.models.live_accuracy import (
+from harstream.models.live_scoring import (
     NOTHING,
     display_delays,
     display_timeline,

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from harstream.models.reports import REPORTS
 from harstream.stream.core.activities import ACTIVITIES, STILL
 from harstream.stream.core.rate import RATE_HZ
 from harstream.stream.data.recordings import UCI_TEST_SUBJECTS, Recording, load_dataset
@@ -41,7 +42,7 @@ from ..dataset import labelled_windows
 from ..personal import PersonalSettings, fit_personal
 from ..placement_free import rotate_recording
 
-REPORT = Path(__file__).resolve().parents[2] / "docs" / "reports" / "calibration_study.json"
+REPORT = REPORTS / "calibration_study.json"
 DEFAULT_ACTIVITIES = ("WALKING", "SITTING", "STANDING")
 #: Half a turn about the device's x axis: the phone back in the pocket upside down.
 FLIP = np.diag([1.0, -1.0, -1.0])

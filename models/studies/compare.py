@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from harstream.models.reports import REPORTS, add_reports_option
 from harstream.stream.core.activities import ACTIVITIES
 
 from ..dataset import VALIDATION_SUBJECTS, Windows, labelled_windows, split_by_subject
@@ -29,10 +30,8 @@ from ..recipe import Recipe, fit, parse_recipe
 from ..training import ESTIMATORS
 from .selection import best_recipe, load_selection
 
-ROOT = Path(__file__).resolve().parents[2]
-REPORTS = ROOT / "docs" / "reports"
 RESULTS_FILE = REPORTS / "results.json"
-REPORT_FILE = ROOT / "docs" / "report.md"
+REPORT_FILE = REPORTS.parent / "report.md"
 
 
 def score(y_true: np.ndarray, probabilities: np.ndarray) -> dict:
@@ -396,7 +395,7 @@ def write_report(results: dict, live: dict | None = None, path: Path = REPORT_FI
                 f"| {name} | {acc[0]:.1f} / {np.median(acc):.1f} / {acc[-1]:.1f} | {100 * low:.2f} – {100 * high:.2f} |"
             )
         lines.append("")
-    selection = load_selection()
+    selection = load_selection(path.parent / "reports" / "selection.json")
     if selection:
         lines += [
             "## Candidates screened on the validation subjects",
@@ -434,7 +433,7 @@ def write_report(results: dict, live: dict | None = None, path: Path = REPORT_FI
         )
         lines += [f"### {name}", "", f"![{name} confusion]({png.relative_to(path.parent).as_posix()})", ""]
     if live:
-        from ..live_accuracy import live_report_lines
+        from .live_accuracy import live_report_lines
 
         lines += live_report_lines(live, path.parent / "reports", path.parent)
     study = path.parent / "reports" / "personalisation.json"
@@ -501,6 +500,7 @@ def ship_default(model_path: Path, entry: dict, target: Path | None = None) -> P
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="final protocol runs and the comparison report")
+    add_reports_option(parser)
     sub = parser.add_subparsers(dest="action", required=True)
     run = sub.add_parser("run", help="train the selected recipe on all training subjects, test once per seed")
     run.add_argument("--recipe", help="architecture[+aug]; default: the best on validation in selection.json")
@@ -518,28 +518,34 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.action == "latency":
-        results = load_results()
+        results = load_results(args.reports / "results.json")
         by_label = {
             r.label: r
             for r in [Recipe.from_json(e["recipe"]) for e in results.values() if "recipe" in e]
-            + [Recipe.from_json(x["recipe"]) for x in load_selection()]
+            + [Recipe.from_json(x["recipe"]) for x in load_selection(args.reports / "selection.json")]
         }
         recipes = list(by_label.values())
         for name, timing in measure_latencies(recipes, args.extra).items():
             results.setdefault(name, {})["latency"] = timing
             print(f"{name}: {timing['batched_ms']:.3f} ms/window batched, {timing['single_ms']:.2f} ms single call")
-        save_results(results)
+        save_results(results, args.reports / "results.json")
         return 0
 
     if args.action == "report":
-        live_file = REPORTS / "live.json"
+        live_file = args.reports / "live.json"
         live = json.loads(live_file.read_text()) if live_file.is_file() else None
-        print(write_report(with_seed_models(load_results()), live))
+        print(
+            write_report(
+                with_seed_models(load_results(args.reports / "results.json"), args.reports),
+                live,
+                args.reports.parent / "report.md",
+            )
+        )
         return 0
 
     from harstream.stream.data.recordings import load_embedded
 
-    selection = load_selection()
+    selection = load_selection(args.reports / "selection.json")
     recipe = parse_recipe(args.recipe, args.epochs or 12) if args.recipe else best_recipe(selection)
     if args.epochs and not args.recipe:
         recipe = Recipe.from_json({**recipe.to_json(), "epochs": args.epochs})
@@ -547,7 +553,7 @@ def main(argv: list[str] | None = None) -> int:
     windows = labelled_windows(dataset.recordings, context_steps=recipe.context)
     train, test = split_by_subject(windows)
     runs = final_runs(recipe, train, test, args.seeds, keep_dir=args.keep / recipe.label, verbose=2)
-    results = load_results()
+    results = load_results(args.reports / "results.json")
     val = [r["validation_accuracy"] for r in selection if r["recipe"]["label"] == recipe.label]
     entry = {
         "recipe": recipe.to_json(),
@@ -564,7 +570,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python -m harstream.models.studies.compare " + " ".join(sys.argv[1:] if argv is None else argv),
     }
     results[recipe.label] = {**results.get(recipe.label, {}), **entry}
-    save_results(results)
+    save_results(results, args.reports / "results.json")
     print(json.dumps(summarise(runs)))
     if args.ship:
         print(ship_default(args.keep / recipe.label / f"seed{args.seeds[0]}.keras", results[recipe.label]))

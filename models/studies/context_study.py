@@ -24,11 +24,12 @@ from typing import Any
 
 import numpy as np
 
+from harstream.models.reports import REPORTS
 from harstream.stream.core.pipeline import WINDOW
 
 from ..dataset import context_starts, context_windows, segment_windows
 
-STUDY_FILE = Path(__file__).resolve().parents[2] / "docs" / "reports" / "context_study.json"
+STUDY_FILE = REPORTS / "context_study.json"
 
 
 def change_in_view(labels: np.ndarray, starts: np.ndarray, steps) -> np.ndarray:

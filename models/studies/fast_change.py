@@ -6,8 +6,8 @@ after a change three of its four windows still show the old activity, so it
 is sticky. A one-window SVM (``svm-C0.3``, no context) on the same features
 reacts sooner but flickers more. This study gives the decoder
 (:mod:`harstream.stream.core.decoder`) both, each with its own emission matrix
-measured out-of-fold on training subjects (:mod:`harstream.models.decoder_fit`'s
-machinery, a second :class:`~harstream.models.decoder_fit.Target`):
+measured out-of-fold on training subjects (:mod:`harstream.models.studies.decoder_tuning`'s
+machinery, a second :class:`~harstream.models.studies.decoder_tuning.Target`):
 
 - ``product``: a state's evidence is the context model's
   ``(E_ctx[s]·p + floor)^sharpness`` times the one-window model's
@@ -41,18 +41,19 @@ import itertools
 import json
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 
 from harstream.models import decoder_fit as fit
-from harstream.models.live_accuracy import (
+from harstream.models.live_scoring import (
     SessionReplay,
     display_code,
     display_timeline,
     score_replays,
     truth_labels,
 )
+from harstream.models.reports import add_reports_option
+from harstream.models.studies import decoder_tuning as tuning
 from harstream.models.studies.posture_lock import session_motion
 from harstream.stream.core.activities import ACTIVITIES
 from harstream.stream.core.decoder import Decoder, DecoderParams
@@ -60,7 +61,7 @@ from harstream.stream.core.pipeline import STEP, WINDOW
 from harstream.stream.core.smoothing import Smoother, refusal_reason
 from harstream.stream.data.recordings import UCI_TEST_SUBJECTS, Recording
 
-REPORT = Path(__file__).resolve().parents[2] / "docs" / "reports" / "fast_change_study.json"
+REPORT_NAME = "fast_change_study.json"
 #: The one-window recipe: the validation-best SVM without context (docs/report.md).
 FAST_RECIPE = {"architecture": "svm", "epochs": 1, "options": {"C": 0.3}}
 #: The shipped decoder's knobs (posture lock included): the starting point, w = 0.
@@ -79,7 +80,7 @@ KEEP = ("sample_accuracy", "delay_median_s", "changes_per_true_change")
 Sessions = Sequence[tuple[Recording, np.ndarray]]
 
 
-def fast_target() -> fit.Target:
+def fast_target() -> tuning.Target:
     """The one-window SVM on the HAPT sessions as recorded (no context)."""
     from harstream.models.dataset import labelled_windows
     from harstream.models.recipe import Recipe
@@ -94,7 +95,7 @@ def fast_target() -> fit.Target:
     def sessions() -> list[Recording]:
         return [r for r in load_embedded().recordings if r.subject not in set(UCI_TEST_SUBJECTS)]
 
-    return fit.Target("fast", tuple(ACTIVITIES), (), fit_model, sessions, "decoder_fast")
+    return tuning.Target("fast", tuple(ACTIVITIES), (), fit_model, sessions, "decoder_fast")
 
 
 class TwoModelDecoder(Decoder):
@@ -270,16 +271,17 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="compute (cache) the one-window model's probabilities and stop",
     )
+    add_reports_option(parser)
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    waist, fast = fit.waist_target(), fast_target()
-    fast_fit = fit.oof_fit_subjects(fast)
-    fast_val = fit.validation_probabilities(fast)
+    waist, fast = tuning.waist_target(), fast_target()
+    fast_fit = tuning.oof_fit_subjects(fast, reports=args.reports)
+    fast_val = tuning.validation_probabilities(fast, reports=args.reports)
     print(f"one-window probabilities ready ({time.perf_counter() - start:.0f} s)", flush=True)
     if args.probabilities_only:
         return 0
-    ctx_fit = fit.oof_fit_subjects(waist)
-    ctx_val = fit.validation_probabilities(waist)
+    ctx_fit = tuning.oof_fit_subjects(waist, reports=args.reports)
+    ctx_val = tuning.validation_probabilities(waist, reports=args.reports)
     counts = fit.fit_transitions([r for r, _ in ctx_fit])
     ctx_emission = fit.fit_emission(ctx_fit)
     fast_emission = fit.fit_emission(fast_fit)
@@ -335,8 +337,10 @@ def main(argv: list[str] | None = None) -> int:
         "shipped_knobs": SHIPPED_KNOBS,
         "shipped_lock": SHIPPED_LOCK,
     }
-    REPORT.write_text(json.dumps(record, indent=1) + "\n")
-    print("written", REPORT, f"({time.perf_counter() - start:.0f} s)")
+    report = args.reports / REPORT_NAME
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text(json.dumps(record, indent=1) + "\n")
+    print("written", report, f"({time.perf_counter() - start:.0f} s)")
     return 0
 
 

@@ -31,12 +31,13 @@ from pathlib import Path
 
 import numpy as np
 
+from harstream.models.reports import REPORTS
 from harstream.stream.core.pipeline import preprocess_recording
 
 from ..dataset import VALIDATION_SUBJECTS, labelled_windows
 from ..features import window_features
 
-STUDY_FILE = Path(__file__).resolve().parents[2] / "docs" / "reports" / "feature_study.json"
+STUDY_FILE = REPORTS / "feature_study.json"
 CONTEXT_STEPS = (1, 2, 4)
 
 

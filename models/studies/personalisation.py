@@ -1,24 +1,25 @@
 """What fine-tuning on one's own data buys, per held-out subject (the
 personalisation figures of the report)::
 
-    python -m harstream.models.studies.personalisation [BASE.keras]
+    python -m harstream.models.studies.personalisation [BASE.keras] [--reports DIR]
 
-writes ``docs/reports/personalisation.json``.
+writes ``personalisation.json`` into the reports folder (default ``docs/reports``).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from pathlib import Path
 
+from harstream.models.reports import add_reports_option
 from harstream.stream.data.recordings import UCI_TEST_SUBJECTS, load_embedded
 
 from ..artifact import load_artifact
 from ..dataset import labelled_windows
 from ..finetune import embedded_training_windows, is_svm, svm_options, tune
 
-REPORT_FILE = Path(__file__).resolve().parents[2] / "docs" / "reports" / "personalisation.json"
+REPORT_NAME = "personalisation.json"
 
 
 def personalisation_study(base: str | Path | None = None, epochs: int = 5, learning_rate: float = 1e-4) -> list[dict]:
@@ -59,10 +60,15 @@ def personalisation_study(base: str | Path | None = None, epochs: int = 5, learn
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    rows = personalisation_study(argv[0] if argv else None)
-    REPORT_FILE.write_text(json.dumps(rows, indent=1) + "\n")
-    print(REPORT_FILE)
+    parser = argparse.ArgumentParser(description="personalisation: a subject's own windows on top of the shipped model")
+    parser.add_argument("model", nargs="?", default=None, help="model artifact (default: the shipped one)")
+    add_reports_option(parser)
+    args = parser.parse_args(argv)
+    rows = personalisation_study(args.model)
+    report = args.reports / REPORT_NAME
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text(json.dumps(rows, indent=1) + "\n")
+    print(report)
     return 0
 
 

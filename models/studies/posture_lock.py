@@ -32,18 +32,19 @@ import itertools
 import json
 from collections.abc import Sequence
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 
 from harstream.models import decoder_fit as fit
-from harstream.models.live_accuracy import replay_probabilities, score_replays, session_windows
+from harstream.models.live_scoring import replay_probabilities, score_replays, session_windows
+from harstream.models.reports import add_reports_option
+from harstream.models.studies import decoder_tuning as tuning
 from harstream.stream.core.activities import ACTIVITIES
 from harstream.stream.core.decoder import Decoder, DecoderParams, window_motion
 from harstream.stream.core.smoothing import Smoother
 from harstream.stream.data.recordings import Recording
 
-REPORT = Path(__file__).resolve().parents[2] / "docs" / "reports" / "posture_lock_study.json"
+REPORT_NAME = "posture_lock_study.json"
 #: The knobs of the shipped decoder without the lock (docs/reports/decoder_pareto.json's choice).
 BASE_KNOBS = {"floor": 0.01, "pseudocount": 0.01, "sharpness": 2.0, "switch_at": 0.5, "transition_evidence": 1.0}
 GRID = {"lock_motion": (0.1, 0.15, 0.2, 0.3, 0.5), "lock_settle": (0, 2, 3, 4, 6), "moved_switch_at": (0.5, 0.35)}
@@ -94,11 +95,12 @@ def main(argv: list[str] | None = None) -> int:
         "--write", action="store_true", help="add the chosen knobs to the shipped model's decoder entry"
     )
     parser.add_argument("--top", type=int, default=5, help="training-best settings taken to validation")
+    add_reports_option(parser)
     args = parser.parse_args(argv)
 
-    waist = fit.waist_target()
-    counts = fit.fit_transitions(fit.training_sessions(waist, with_validation=False))
-    train = fit.oof_fit_subjects(waist)  # out-of-fold probabilities of the 16 fit subjects
+    waist = tuning.waist_target()
+    counts = fit.fit_transitions(tuning.training_sessions(waist, with_validation=False))
+    train = tuning.oof_fit_subjects(waist, reports=args.reports)  # out-of-fold probabilities of the 16 fit subjects
     base = fit.build_params(counts, emission=fit.fit_emission(train), **BASE_KNOBS)
     train_motion = {r.name: session_motion(r) for r, _ in train}
     unlocked = score(base, train, train_motion)
@@ -113,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     top = sorted(ok or rows, key=lambda r: -r["sample_accuracy"])[: args.top]
 
-    validation = fit.validation_probabilities(waist, progress=False)
+    validation = tuning.validation_probabilities(waist, progress=False, reports=args.reports)
     val_motion = {r.name: session_motion(r) for r, _ in validation}
     val_base = score(base, validation, val_motion)
     print("validation: raw", fmt(val_base["raw"]), "| decoder without lock", fmt(val_base["decoder"]), flush=True)
@@ -132,8 +134,10 @@ def main(argv: list[str] | None = None) -> int:
         f"more display changes (+0.05) than the decoder without the lock, the {args.top} most accurate go to "
         "validation; the most accurate there is chosen",
     }
-    REPORT.write_text(json.dumps(record, indent=1) + "\n")
-    print("chosen", chosen["knobs"], "validation", fmt(chosen["validation"]), "; written", REPORT)
+    report = args.reports / REPORT_NAME
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text(json.dumps(record, indent=1) + "\n")
+    print("chosen", chosen["knobs"], "validation", fmt(chosen["validation"]), "; written", report)
     if args.write:
         from harstream.models.artifact import DEFAULT_MODEL, metadata_path
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from harstream.models.reports import REPORTS
 from harstream.stream.core.activities import PLACEMENT_FREE
 from harstream.stream.data.recordings import UCI_TEST_SUBJECTS, load_dataset
 
@@ -31,7 +32,7 @@ from ..artifact import PRETRAINED_DIR, load_artifact
 from ..dataset import labelled_windows
 from ..placement_free import placement_free_labels, rotated_recordings, scores
 
-REPORT = Path(__file__).resolve().parents[2] / "docs" / "reports" / "rotation_study.json"
+REPORT = REPORTS / "rotation_study.json"
 #: Condition name → largest angle in degrees (None: any orientation).
 CONDITIONS = {"none": 0.0, "<=30deg": 30.0, "<=90deg": 90.0, "any": None}
 

@@ -20,10 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
+from harstream.models.reports import REPORTS
+
 from ..dataset import VALIDATION_SUBJECTS, Windows, labelled_windows, split_by_subject, validation_split
 from ..recipe import Recipe, fit, parse_recipe
 
-SELECTION_FILE = Path(__file__).resolve().parents[2] / "docs" / "reports" / "selection.json"
+SELECTION_FILE = REPORTS / "selection.json"
 
 
 def screen(recipe: Recipe, train: Windows, seed: int = 0, verbose: int = 0) -> dict:

@@ -39,13 +39,12 @@ import json
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
 from harstream.models import decoder_fit as fit
-from harstream.models.live_accuracy import (
+from harstream.models.live_scoring import (
     SessionReplay,
     display_code,
     display_timeline,
@@ -53,12 +52,14 @@ from harstream.models.live_accuracy import (
     session_windows,
     truth_labels,
 )
+from harstream.models.reports import add_reports_option
+from harstream.models.studies import decoder_tuning as tuning
 from harstream.stream.core.activities import ACTIVITIES
 from harstream.stream.core.decoder import Decoder, DecoderParams, window_motion
 from harstream.stream.core.pipeline import STEP, WINDOW
 from harstream.stream.data.recordings import Recording
 
-REPORT = Path(__file__).resolve().parents[2] / "docs" / "reports" / "walk_reference_study.json"
+REPORT_NAME = "walk_reference_study.json"
 #: The shipped decoder's knobs (docs/reports/decoder_pareto.json, posture_lock_study.json).
 BASE_KNOBS = {"floor": 0.01, "pseudocount": 0.01, "sharpness": 2.0, "switch_at": 0.5, "transition_evidence": 1.0}
 LOCK = {"lock_motion": 0.15, "lock_settle": 3, "moved_switch_at": 0.35}
@@ -309,12 +310,13 @@ def fmt(r: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="study the walking reference as a sitting/standing cue")
-    parser.parse_args(argv)
-    waist = fit.waist_target()
-    counts = fit.fit_transitions(fit.training_sessions(waist, with_validation=False))
-    train = fit.oof_fit_subjects(waist)
+    add_reports_option(parser)
+    args = parser.parse_args(argv)
+    waist = tuning.waist_target()
+    counts = fit.fit_transitions(tuning.training_sessions(waist, with_validation=False))
+    train = tuning.oof_fit_subjects(waist, reports=args.reports)
     base = replace(fit.build_params(counts, emission=fit.fit_emission(train), **BASE_KNOBS), **LOCK)
-    validation = fit.validation_probabilities(waist, progress=False)
+    validation = tuning.validation_probabilities(waist, progress=False, reports=args.reports)
     record: dict = {"reference": {}, "fit_subjects": {}, "validation": {}}
     sig_t, sig_v = signals(train), signals(validation)
     record["causal_coverage"] = {"fit": causal_coverage(sig_t), "validation": causal_coverage(sig_v)}
@@ -387,8 +389,10 @@ def main(argv: list[str] | None = None) -> int:
         "no slower and with no more display changes (+0.05) than the shipped decoder, the most accurate "
         "goes to validation; test subjects not read"
     )
-    REPORT.write_text(json.dumps(record, indent=1) + "\n")
-    print("written", REPORT)
+    report = args.reports / REPORT_NAME
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text(json.dumps(record, indent=1) + "\n")
+    print("written", report)
     return 0
 
 
