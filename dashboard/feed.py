@@ -11,8 +11,8 @@ import time
 
 import zmq
 
-from harstream.stream.bus.addresses import attach, output_address
-from harstream.stream.bus.auth import secure, start_authenticator
+from harstream.stream.bus.addresses import output_address
+from harstream.stream.bus.sockets import OUTPUT_MESSAGE_BYTES, BusSockets
 from harstream.stream.core.protocol import PREDICTION_PREFIX, STATS_PREFIX, signal_topic
 
 # Messages queued beyond this are dropped by ZeroMQ, not by the page: a tab
@@ -33,20 +33,17 @@ class Subscriber:
         """``keys``: a CURVE key folder (:mod:`~harstream.stream.bus.auth`);
         without one an endpoint off loopback is refused (``BusAuthError``)."""
         self.endpoint = endpoint or output_address()
-        self._socket: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.SUB)
-        self._auth = None
-        try:
-            if secure(self._socket, self.endpoint, "connect", keys) and keys is not None:
-                self._auth = start_authenticator(zmq.Context.instance(), keys)
-        except Exception:
-            self._socket.close(linger=0)
-            raise
-        self._socket.setsockopt(zmq.RCVHWM, RCVHWM)
-        self._socket.setsockopt(zmq.LINGER, 0)
-        for topic in (PREDICTION_PREFIX, STATS_PREFIX):
-            self._socket.setsockopt(zmq.SUBSCRIBE, topic)
+        self._sockets = BusSockets(keys)
+        self._socket: zmq.Socket[bytes] = self._sockets.open(
+            zmq.SUB,
+            self.endpoint,
+            "connect",
+            max_message=OUTPUT_MESSAGE_BYTES,
+            rcvhwm=RCVHWM,
+            subscribe=[PREDICTION_PREFIX, STATS_PREFIX],
+        )
         self.signal_device: str | None = None
-        self.address = attach(self._socket, self.endpoint, "connect")
+        self.address = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
 
     def follow_signal(self, device: str | None) -> None:
         """Receive the signal feed of ``device`` only (None: of no device)."""
@@ -74,10 +71,7 @@ class Subscriber:
         return messages
 
     def close(self) -> None:
-        self._socket.close(linger=0)
-        if self._auth is not None:
-            self._auth.stop()
-            self._auth = None
+        self._sockets.close(0)
 
     @property
     def closed(self) -> bool:

@@ -228,7 +228,8 @@ def replay(
 
     import zmq
 
-    from harstream.stream.bus.addresses import attach, ingest_address
+    from harstream.stream.bus.addresses import ingest_address
+    from harstream.stream.bus.sockets import SUBSCRIPTION_BYTES, BusSockets
     from harstream.stream.core.protocol import encode_samples, new_session_id
 
     if speed < 0 or not math.isfinite(speed):
@@ -238,30 +239,31 @@ def replay(
     # XPUB rather than PUB: with XPUB_NODROP a full queue fails the send with
     # EAGAIN (counted) instead of dropping silently, and subscriptions can be
     # seen, which lets a test wait for its worker.
-    sock = ctx.socket(zmq.XPUB)
-    sock.setsockopt(zmq.SNDHWM, sndhwm)
-    sock.setsockopt(zmq.XPUB_NODROP, 1)
-    sock.setsockopt(zmq.LINGER, 2000)
-    sock.setsockopt(zmq.MAXMSGSIZE, 64 * 1024)  # it receives subscriptions only
+    options = {zmq.XPUB_NODROP: 1}
     tail = None
     if tail_replay:
         from harstream.stream.bus.tail_replay import TailCache
 
         tail = TailCache()
-        sock.setsockopt(zmq.XPUB_MANUAL, 1)
-        sock.setsockopt(zmq.IMMEDIATE, 1)
-        sock.setsockopt(zmq.RECONNECT_IVL, 20)  # find a restarted worker's bind within 20 ms
+        options.update({zmq.XPUB_MANUAL: 1, zmq.IMMEDIATE: 1})
+        options[zmq.RECONNECT_IVL] = 20  # find a restarted worker's bind within 20 ms
+    sockets = BusSockets(keys, ctx)
     stats = ReplayStats(devices=schedule.active)
     # One session per run: a worker tells this run's seq from an earlier run's
     # (or a forger's) and lets it take a device over once the old run is quiet.
     session = new_session_id()
-    auth = None
     try:
-        from harstream.stream.bus.auth import secure, start_authenticator
-
-        if secure(sock, publish or ingest_address(), "connect", keys) and keys is not None:
-            auth = start_authenticator(ctx, keys)  # a binding simulator lets in listed clients only
-        address = attach(sock, publish or ingest_address(), "connect")
+        # It receives subscriptions only; a binding simulator with keys lets in listed clients only.
+        sock = sockets.open(
+            zmq.XPUB,
+            publish or ingest_address(),
+            "connect",
+            max_message=SUBSCRIPTION_BYTES,
+            sndhwm=sndhwm,
+            linger=2000,
+            options=options,
+        )
+        address = sock.getsockopt_string(zmq.LAST_ENDPOINT)
         log.info("simulate: %d devices -> %s at speed %s", schedule.active, address, speed or "max")
         if wait_subscriptions:
             _wait_subscriptions(sock, wait_subscriptions, wait_timeout, tail is not None)
@@ -306,9 +308,7 @@ def replay(
         stats.elapsed = time.monotonic() - start
         return stats
     finally:
-        sock.close()
-        if auth is not None:
-            auth.stop()
+        sockets.close()
 
 
 def _send(sock, frames: list[bytes], wait: bool) -> bool:

@@ -13,6 +13,19 @@ import argparse
 import logging
 import sys
 
+from harstream.commands._options import (
+    PARTITIONS,
+    SECONDS,
+    SECONDS_OR_OFF,
+    STATS_EVERY,
+    Number,
+    add_broker,
+    add_keys,
+    check_broker,
+    check_endpoints,
+    endpoint_help,
+)
+
 
 def _shard(text: str) -> tuple[int, int]:
     try:
@@ -49,7 +62,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--personal-poll",
-        type=float,
+        type=Number(float, 0.05, 3600),
         default=1.0,
         metavar="S",
         help="seconds between looks at --personal-dir (default %(default)s)",
@@ -64,14 +77,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="serving runtime; auto = fastest that agrees with Keras; none = no inference "
         "(uniform probabilities, for transport tests)",
     )
-    parser.add_argument(
-        "--ingest",
-        default=None,
-        help="ingest endpoint (default $HARSTREAM_INGEST or tcp://127.0.0.1:5555, bound; prefix > to connect)",
-    )
-    parser.add_argument(
-        "--publish", default=None, help="output endpoint (default $HARSTREAM_OUTPUT or tcp://127.0.0.1:5556, bound)"
-    )
+    parser.add_argument("--ingest", default=None, help=endpoint_help("ingest", "bind"))
+    parser.add_argument("--publish", default=None, help=endpoint_help("output", "bind"))
     parser.add_argument(
         "--proxy",
         action="store_true",
@@ -79,10 +86,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--shard", type=_shard, default=None, metavar="k/N", help="handle only shard k of N")
     parser.add_argument("--id", default=None, help="worker id in stats and predictions")
-    parser.add_argument("--max-batch", type=int, default=64, help="windows per model call (default 64)")
+    parser.add_argument(
+        "--max-batch", type=Number(int, 1, 4096), default=64, help="windows per model call (default 64)"
+    )
     parser.add_argument(
         "--max-wait-ms",
-        type=float,
+        type=Number(float, 0, 10_000),
         default=5.0,
         help="how long a completed window may wait for a batch to fill (default 5)",
     )
@@ -97,35 +106,37 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--smooth",
-        type=int,
+        type=Number(int, 1, 1000),
         default=DEFAULT_WINDOWS,
         help="windows averaged with --display smoothed (default %(default)s)",
     )
     parser.add_argument(
         "--threshold",
-        type=float,
+        type=Number(float, 0, 1),
         default=DEFAULT_THRESHOLD,
         help="smoothed probability below which the activity is 'unknown' (default %(default)s)",
     )
-    parser.add_argument("--idle-timeout", type=float, default=30.0, help="seconds before a silent device is evicted")
+    parser.add_argument("--idle-timeout", type=SECONDS, default=30.0, help="seconds before a silent device is evicted")
     parser.add_argument(
         "--signal-interval",
-        type=float,
+        type=SECONDS_OR_OFF,
         default=0.5,
         help="seconds between decimated signal messages per device (0 = off)",
     )
-    parser.add_argument(
-        "--redis",
-        default=None,
-        metavar="URL",
-        help="consume the durable log on this broker (redis://127.0.0.1:PORT or unix://PATH) "
+    add_broker(
+        parser,
+        None,
+        "consume the durable log on this broker (redis://127.0.0.1:PORT or unix://PATH) "
         "instead of the ingest bus; partitions are shared with other workers by lease",
     )
     parser.add_argument(
-        "--partitions", type=int, default=12, help="partitions of the log, as the bridge's (default 12)"
+        "--partitions", type=PARTITIONS, default=12, help="partitions of the log, as the bridge's (default 12)"
     )
     parser.add_argument(
-        "--lease-ms", type=int, default=600, help="lease time: a dead worker's partitions move after this (default 600)"
+        "--lease-ms",
+        type=Number(int, 100, 60_000),
+        default=600,
+        help="lease time: a dead worker's partitions move after this (default 600)",
     )
     parser.add_argument(
         "--no-fast-start",
@@ -135,7 +146,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--stale-after",
-        type=float,
+        type=SECONDS_OR_OFF,
         default=None,
         help="drop samples older than this many seconds of wall clock when they arrive, counted "
         "as stale (a backlog a restarted worker is handed); 0 = never (default 5 on the ingest bus; "
@@ -144,7 +155,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--takeover-after",
-        type=float,
+        type=Number(float, 0, 3600),
         default=2.56,
         help="seconds a device's session must be quiet before another session may take the "
         "device over (default %(default)s)",
@@ -155,25 +166,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="refuse samples that name no producer session (counted as `session`): a producer "
         "without one can be impersonated; the simulator and the gateway always send one",
     )
-    parser.add_argument(
-        "--keys",
-        default=None,
-        metavar="DIR",
-        help="CURVE key folder (`harstream keys DIR`); required for an address off loopback",
-    )
+    add_keys(parser)
     parser.add_argument(
         "--whole-model",
         action="store_true",
         help="serve a staged context model in one piece (every window's features computed for "
         "each decision it is part of) instead of its features once per window; for comparison",
     )
-    parser.add_argument("--stats-every", type=float, default=5.0, help="seconds between printed stats lines")
+    parser.add_argument("--stats-every", type=STATS_EVERY, default=5.0, help="seconds between printed stats lines")
 
 
 def run(args: argparse.Namespace) -> int:
-    import signal
-    import threading
-
+    from harstream.commands._stop import stop_on_signals
     from harstream.models.personal_serving import load_personal_model
     from harstream.stream.bus import addresses as bus
     from harstream.stream.bus.auth import BusAuthError
@@ -186,8 +190,16 @@ def run(args: argparse.Namespace) -> int:
     if args.proxy:
         ingest = ingest or ">" + bus.DEFAULT_PROXY_INGEST_BACKEND
         output = output or ">" + bus.DEFAULT_PROXY_OUTPUT_BACKEND
-    if not 0.05 <= args.personal_poll <= 3600:
-        raise SystemExit("worker: --personal-poll must be within 0.05..3600 seconds")
+    if args.redis:
+        check_broker("worker", args)
+        check_endpoints("worker", args.keys, ("--publish", output or bus.output_address(), "bind"))
+    else:
+        check_endpoints(
+            "worker",
+            args.keys,
+            ("--ingest", ingest or bus.ingest_address(), "bind"),
+            ("--publish", output or bus.output_address(), "bind"),
+        )
     if args.display == "raw":
         args.smooth = 1  # a moving average of one window is the raw label with the unknown threshold
     routing = not args.single_model
@@ -215,8 +227,7 @@ def run(args: argparse.Namespace) -> int:
         features=waist.features,
         require_session=args.require_session,
     )
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stop = stop_on_signals()
     import gc
 
     # What is loaded by now (TensorFlow, Keras, the models: ~400,000 objects) lives as long as
@@ -240,10 +251,11 @@ def run(args: argparse.Namespace) -> int:
     if args.redis:
         from harstream.stream.durable.redis_worker import LogConfig, serve_redis
 
-        if not 1 <= args.partitions <= 1024 or not 100 <= args.lease_ms <= 60_000:
-            raise SystemExit("worker: --partitions must be within 1..1024 and --lease-ms within 100..60000")
         log_config = LogConfig(
-            partitions=args.partitions, lease_ttl_ms=args.lease_ms, renew_every_ms=max(20, args.lease_ms // 4)
+            partitions=args.partitions,
+            lease_ttl_ms=args.lease_ms,
+            renew_every_ms=max(20, args.lease_ms // 4),
+            allow_remote_broker=args.allow_remote_broker,
         )
         try:
             final = serve_redis(
@@ -260,11 +272,10 @@ def run(args: argparse.Namespace) -> int:
                 printer=lambda line: print(line, flush=True),
                 router=router,
                 personal=personal,
+                keys=args.keys,
             )
-        except ValueError as exc:
+        except ValueError as exc:  # BusAuthError (a key file missing), a broker refused
             raise SystemExit(f"worker: {exc}") from None
-        except KeyboardInterrupt:
-            return 0
         print(f"worker: stopped; totals {final.get('totals')}, broker {final.get('broker')}", flush=True)
         return 0
     try:
@@ -283,8 +294,6 @@ def run(args: argparse.Namespace) -> int:
             router=router,
             personal=personal,
         )
-    except KeyboardInterrupt:
-        return 0
     except BusAuthError as exc:  # an address off loopback without keys, a key file missing
         raise SystemExit(f"worker: {exc}") from None
     print(f"worker: stopped; totals {final.get('totals')}, drops {final.get('drops')}", flush=True)

@@ -19,6 +19,7 @@ A server host needs ``bus.key_secret`` and ``clients/``; a client host needs
 from __future__ import annotations
 
 import ipaddress
+import threading
 from pathlib import Path
 
 from harstream.stream.bus.addresses import parse_endpoint
@@ -62,18 +63,25 @@ def generate_keys(folder: str | Path) -> list[Path]:
     return written + [allowed]
 
 
+def refuse_off_loopback(address: str, keys: str | Path | None) -> None:
+    """Raise :class:`BusAuthError` if ``address`` (without its ``@``/``>``
+    prefix) is reachable from other machines and there are no keys."""
+    if keys is None and not is_loopback(address):
+        raise BusAuthError(
+            f"{address} is reachable from other machines; the bus there needs CURVE keys "
+            "(make them with `harstream keys DIR`, then pass --keys DIR to every part)"
+        )
+
+
 def secure(socket, endpoint: str, default_verb: str, keys: str | Path | None) -> bool:
     """Make ``socket`` a CURVE server (if it binds) or client (if it connects)
     with the keys in ``keys``; without keys, refuse an address off loopback.
     True if it made a server: its context then needs :func:`start_authenticator`
-    (once), or any CURVE client would be let in."""
+    (once), or any CURVE client would be let in. Sockets are opened through
+    :class:`~harstream.stream.bus.sockets.BusSockets`, which does both."""
     verb, address = parse_endpoint(endpoint, default_verb)
+    refuse_off_loopback(address, keys)
     if keys is None:
-        if not is_loopback(address):
-            raise BusAuthError(
-                f"{address} is reachable from other machines; the bus there needs CURVE keys "
-                "(make them with `harstream keys DIR`, then pass --keys DIR to every part)"
-            )
         return False
     import zmq.auth
 
@@ -90,16 +98,59 @@ def secure(socket, endpoint: str, default_verb: str, keys: str | Path | None) ->
     return verb == "bind"
 
 
+class _SharedAuthenticator:
+    """One ZAP handler per ZeroMQ context (ZeroMQ allows one: it binds
+    ``inproc://zeromq.zap.01``), shared by every part of the process that binds
+    with keys there and stopped when the last of them stops."""
+
+    _lock = threading.Lock()
+    _running: dict[int, tuple[object, Path, int]] = {}  # context address -> (authenticator, clients, users)
+
+    def __init__(self, context, clients: Path):
+        import zmq
+        from zmq.auth.thread import ThreadAuthenticator
+
+        # ThreadAuthenticator needs a blocking context; a shadow shares the sockets' one (asyncio too).
+        self._key = context.underlying
+        self._stopped = False
+        with self._lock:
+            running = self._running.get(self._key)
+            if running is not None:
+                auth, folder, users = running
+                if folder != clients:
+                    raise BusAuthError(
+                        f"{clients}: this process already lets in the clients of {folder}; "
+                        "one process serves one key folder"
+                    )
+                self._running[self._key] = (auth, folder, users + 1)
+                return
+            auth = ThreadAuthenticator(zmq.Context.shadow(context.underlying))
+            auth.start()
+            auth.configure_curve(domain="*", location=str(clients))
+            self._running[self._key] = (auth, clients, 1)
+
+    def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        with self._lock:
+            running = self._running.get(self._key)
+            if running is None:
+                return
+            auth, folder, users = running
+            if users > 1:
+                self._running[self._key] = (auth, folder, users - 1)
+                return
+            del self._running[self._key]
+        auth.stop()  # type: ignore[attr-defined]
+
+
 def start_authenticator(context, keys: str | Path):
     """A ZAP handler in a thread letting in the clients listed in ``keys/clients``
-    (stop it with ``.stop()``)."""
-    from zmq.auth.thread import ThreadAuthenticator
-
-    clients = _need(Path(keys) / "clients")
-    auth = ThreadAuthenticator(context)
-    auth.start()
-    auth.configure_curve(domain="*", location=str(clients))
-    return auth
+    (stop it with ``.stop()``); parts of one process binding with the same keys
+    on one context share it."""
+    clients = _need(Path(keys) / "clients").resolve()
+    return _SharedAuthenticator(context, clients)
 
 
 def _pair(folder: Path, name: str) -> tuple[bytes, bytes]:

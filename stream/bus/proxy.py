@@ -18,11 +18,9 @@ from collections.abc import Callable
 from harstream.stream.bus.addresses import (
     DEFAULT_PROXY_INGEST_BACKEND,
     DEFAULT_PROXY_OUTPUT_BACKEND,
-    attach,
     ingest_address,
     output_address,
 )
-from harstream.stream.core.protocol import MAX_FRAME_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -44,35 +42,24 @@ def run_proxies(
     (:mod:`~harstream.stream.bus.auth`); without one, addresses off loopback are refused."""
     import zmq
 
+    from harstream.stream.bus.sockets import SAMPLE_MESSAGE_BYTES, SUBSCRIPTION_BYTES, BusSockets
+
     ctx = context or zmq.Context.instance()
     stop = stop or threading.Event()
-    pairs = []
+    sockets = BusSockets(keys, ctx)
     controls = []
     threads = []
-    auth = None
     try:
-        from harstream.stream.bus.auth import secure, start_authenticator
-
-        if keys is not None:
-            auth = start_authenticator(ctx, keys)
         for name, front, back in (
             ("ingest", ingest or ingest_address(), ingest_backend),
             ("output", output_backend, output or output_address()),
         ):
-            xsub, xpub = ctx.socket(zmq.XSUB), ctx.socket(zmq.XPUB)
-            for sock in (xsub, xpub):
-                sock.setsockopt(zmq.SNDHWM, HWM)
-                sock.setsockopt(zmq.RCVHWM, HWM)
-                sock.setsockopt(zmq.LINGER, 0)
             # A peer sending a larger frame is disconnected before it is held;
             # an XPUB only ever receives subscriptions.
-            xsub.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES)
-            xpub.setsockopt(zmq.MAXMSGSIZE, 64 * 1024)
-            secure(xsub, front, "bind", keys)
-            secure(xpub, back, "bind", keys)
-            a = attach(xsub, front, "bind")
-            b = attach(xpub, back, "bind")
-            pairs.append((xsub, xpub))
+            xsub = sockets.open(zmq.XSUB, front, "bind", max_message=SAMPLE_MESSAGE_BYTES, sndhwm=HWM, rcvhwm=HWM)
+            xpub = sockets.open(zmq.XPUB, back, "bind", max_message=SUBSCRIPTION_BYTES, sndhwm=HWM, rcvhwm=HWM)
+            a, b = xsub.getsockopt_string(zmq.LAST_ENDPOINT), xpub.getsockopt_string(zmq.LAST_ENDPOINT)
+            # The steering pair never leaves the process (inproc): no keys, no size to guard.
             ctl_addr = f"inproc://harstream-proxy-{name}-{id(xsub)}"
             ctl = ctx.socket(zmq.PAIR)
             ctl.bind(ctl_addr)
@@ -101,11 +88,7 @@ def run_proxies(
             t.join(2)
         for ctl in controls:
             ctl.close(0)
-        for xsub, xpub in pairs:
-            xsub.close(0)
-            xpub.close(0)
-        if auth is not None:
-            auth.stop()
+        sockets.close(0)
 
 
 def _forward(xsub, xpub, control) -> None:

@@ -68,8 +68,8 @@ def serve(
     import zmq
 
     from harstream.stream.bus.addresses import ingest_address, output_address
+    from harstream.stream.bus.sockets import SAMPLE_MESSAGE_BYTES, SUBSCRIPTION_BYTES, BusSockets
     from harstream.stream.core.protocol import (
-        MAX_FRAME_BYTES,
         SAMPLES_PREFIX,
         encode_prediction,
         encode_signal,
@@ -82,36 +82,34 @@ def serve(
         f"shard{config.shard[0]}of{config.shard[1]}-{os.getpid()}" if config.shard else f"worker-{os.getpid()}"
     )
     stop = stop or threading.Event()
-    ctx = context or zmq.Context.instance()
-    sub = ctx.socket(zmq.SUB)
-    sub.setsockopt(zmq.RCVHWM, rcvhwm)
-    sub.setsockopt(zmq.LINGER, 0)
-    # A peer sending a larger frame is disconnected by ZeroMQ before it is held.
-    sub.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES)
+    sockets = BusSockets(keys, context)
     prefixes = shard_prefixes(*config.shard) if config.shard else [SAMPLES_PREFIX]
-    for prefix in prefixes:
-        sub.setsockopt(zmq.SUBSCRIBE, prefix)
-    # XPUB with NODROP: a full subscriber queue makes a non-blocking send fail
-    # with EAGAIN, so a loss is seen and counted; the message is then sent
-    # again without NODROP, which reaches every subscriber with room (the full
-    # one loses its own copy). One stuck subscriber never silences the others.
-    pub = ctx.socket(zmq.XPUB)
-    pub.setsockopt(zmq.SNDHWM, sndhwm)
-    pub.setsockopt(zmq.XPUB_NODROP, 1)
-    pub.setsockopt(zmq.LINGER, 0)
-    pub.setsockopt(zmq.MAXMSGSIZE, 64 * 1024)  # it receives subscriptions only
     subscriptions = Subscriptions()
     core = StreamCore(classes, model_id, config, worker_id, router=router, subscriptions=subscriptions)
-    auth = None
     try:
-        from harstream.stream.bus.auth import secure, start_authenticator
-
-        in_end, out_end = ingest or ingest_address(), output or output_address()
-        servers = [secure(sub, in_end, "bind", keys), secure(pub, out_end, "bind", keys)]
-        if any(servers) and keys is not None:
-            auth = start_authenticator(ctx, keys)
-        in_addr = attach_retrying(sub, in_end)
-        out_addr = attach_retrying(pub, out_end)
+        sub = sockets.open(
+            zmq.SUB,
+            ingest or ingest_address(),
+            "bind",
+            max_message=SAMPLE_MESSAGE_BYTES,
+            rcvhwm=rcvhwm,
+            subscribe=prefixes,
+            retry_bind_s=10.0,
+        )
+        # XPUB with NODROP: a full subscriber queue makes a non-blocking send fail
+        # with EAGAIN, so a loss is seen and counted; the message is then sent
+        # again without NODROP, which reaches every subscriber with room (the full
+        # one loses its own copy). One stuck subscriber never silences the others.
+        pub = sockets.open(
+            zmq.XPUB,
+            output or output_address(),
+            "bind",
+            max_message=SUBSCRIPTION_BYTES,
+            sndhwm=sndhwm,
+            options={zmq.XPUB_NODROP: 1},
+            retry_bind_s=10.0,
+        )
+        in_addr, out_addr = sub.getsockopt_string(zmq.LAST_ENDPOINT), pub.getsockopt_string(zmq.LAST_ENDPOINT)
         log.info(
             "worker %s: ingest %s, output %s, %s",
             worker_id,
@@ -212,10 +210,7 @@ def serve(
     finally:
         if personal is not None:
             personal.close()
-        sub.close(0)
-        pub.close(0)
-        if auth is not None:
-            auth.stop()
+        sockets.close(0)
 
 
 def apply_registry(personal, core: StreamCore, now: float) -> list:

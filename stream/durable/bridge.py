@@ -117,11 +117,15 @@ def serve_bridge(
     printer: Callable[[str], None] | None = print,
     on_ready: Callable[[str], None] | None = None,
     rcvhwm: int = 200_000,
+    keys: str | None = None,
+    allow_remote_broker: bool = False,
 ) -> dict:
     """Run the bridge until ``stop`` is set; returns its counters.
 
     ``ingest`` is an endpoint as in :mod:`~harstream.stream.bus.addresses` (bound by
-    default, like a worker's, so producers connect to it unchanged).
+    default, like a worker's, so producers connect to it unchanged); ``keys``: a
+    CURVE key folder, needed for an address off loopback. ``allow_remote_broker``:
+    see :func:`~harstream.stream.durable.broker.connect`.
     ``on_ready(address)`` gets the ingest address actually bound.
     """
     import threading
@@ -129,23 +133,28 @@ def serve_bridge(
     import redis
     import zmq
 
-    from harstream.stream.bus.addresses import attach, ingest_address
+    from harstream.stream.bus.addresses import ingest_address
+    from harstream.stream.bus.sockets import SAMPLE_MESSAGE_BYTES, BusSockets
     from harstream.stream.durable.broker import Backoff, Keys, connect
 
     keys = Keys(prefix) if prefix else Keys()
     stop = stop or threading.Event()
-    client = connect(url)
-    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
-    sub = ctx.socket(zmq.SUB)
-    sub.setsockopt(zmq.RCVHWM, rcvhwm)
-    sub.setsockopt(zmq.LINGER, 0)
-    sub.setsockopt(zmq.SUBSCRIBE, SAMPLES_PREFIX)
+    client = connect(url, allow_remote=allow_remote_broker)
+    sockets = BusSockets(keys)
     buf = PartitionBuffer(partitions)
     counts: Counter[str] = Counter()
     backoff = Backoff()
     broker_up = False
     try:
-        attach(sub, ingest or ingest_address(), "bind")
+        # A peer sending a larger frame is disconnected by ZeroMQ before it is held.
+        sub = sockets.open(
+            zmq.SUB,
+            ingest or ingest_address(),
+            "bind",
+            max_message=SAMPLE_MESSAGE_BYTES,
+            rcvhwm=rcvhwm,
+            subscribe=[SAMPLES_PREFIX],
+        )
         address = sub.getsockopt_string(zmq.LAST_ENDPOINT)
         while not stop.is_set():  # the partition count must agree before anything is written
             try:
@@ -209,7 +218,7 @@ def serve_bridge(
                 printer(_line(counts, buf, broker_up))
         return {**counts, "unwritten": buf.unwritten, "rejected": dict(buf.rejected), "buffered": buf.buffered}
     finally:
-        sub.close(0)
+        sockets.close(0)
         client.close()
 
 

@@ -10,6 +10,7 @@ retention buffer of the last minute, rebuilt by the bridge after a restart);
 
 from __future__ import annotations
 
+import ipaddress
 import shutil
 import subprocess
 import time
@@ -131,18 +132,56 @@ def start_redis(
     raise BrokerError(f"redis-server did not answer on {url} within {timeout:.0f} s")
 
 
-def connect(url: str, timeout: float = 1.0):
-    """A redis-py client with short timeouts (callers retry with back-off)."""
+def broker_host(url: str) -> str | None:
+    """The host a broker URL really connects to, as redis-py reads it (None
+    for a Unix socket); a ``ValueError`` for a URL redis-py does not take.
+
+    >>> broker_host("redis://127.0.0.1@10.1.2.3:6379/0")  # 127.0.0.1 is the user name
+    '10.1.2.3'
+    >>> broker_host("unix:///tmp/redis.sock"), broker_host("redis://"), broker_host("redis://[::1]:6379/0")
+    (None, 'localhost', '::1')
+    """
+    from redis.connection import UnixDomainSocketConnection, parse_url
+
+    try:
+        parsed = parse_url(url)
+    except ValueError as exc:
+        raise ValueError(f"broker URL {url!r}: {exc}") from None
+    if parsed.get("connection_class") is UnixDomainSocketConnection:
+        return None
+    return str(parsed.get("host") or "localhost")  # redis-py's default host
+
+
+def is_local_broker(url: str) -> bool:
+    """Whether ``url`` reaches a broker on this machine only: a Unix socket, or
+    a host that is loopback (127.0.0.0/8, ::1, ``localhost``).
+
+    >>> is_local_broker("redis://127.0.0.1:6379/0"), is_local_broker("redis://127.0.0.1@10.1.2.3:6379/0")
+    (True, False)
+    """
+    host = broker_host(url)
+    if host is None or host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: not provably loopback
+        return False
+
+
+def connect(url: str, timeout: float = 1.0, allow_remote: bool = False):
+    """A redis-py client with short timeouts (callers retry with back-off).
+
+    The broker must be on this machine (a Unix socket or a loopback host, read
+    from the URL as redis-py reads it) unless ``allow_remote``: the log carries
+    every device's samples, and the project's broker listens on loopback only.
+    """
     import redis
 
-    if not (
-        url.startswith("unix://")
-        or url.startswith("redis://127.")
-        or url.startswith("redis://localhost")
-        or url.startswith("redis://[::1]")
-    ):
-        # The project only talks to a broker on this machine (loopback or socket).
-        raise ValueError(f"broker URL {url!r}: expected unix://PATH or redis://127.0.0.1:PORT")
+    if not allow_remote and not is_local_broker(url):
+        raise ValueError(
+            f"broker URL {url!r} connects to {broker_host(url)}, which is not this machine; expected "
+            "unix://PATH or redis://127.0.0.1:PORT (--allow-remote-broker to use a broker elsewhere)"
+        )
     return redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout, health_check_interval=0)
 
 

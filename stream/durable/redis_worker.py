@@ -77,6 +77,7 @@ class LogConfig:
     read_count: int = 2000  # entries per partition per read
     predictions_maxlen: int = 100_000  # the capped predictions stream
     prefix: str = PREFIX
+    allow_remote_broker: bool = False  # a broker off this machine (see broker.connect)
 
 
 @dataclass
@@ -138,7 +139,7 @@ class RedisWorker:
         self.lc = log_config or LogConfig()
         self.worker_id = worker_id
         self.keys = Keys(self.lc.prefix)
-        self.client = connect(url)
+        self.client = connect(url, allow_remote=self.lc.allow_remote_broker)
         self.leases = Leases(self.client, self.keys, self.lc.lease_ttl_ms)
         self.send = send or (lambda frames: None)
         self.subscriptions = Subscriptions()  # of the output bus: whose signal feed to make
@@ -316,7 +317,7 @@ class RedisWorker:
         log.info("%s: partition %d dropped (%s)", self.worker_id, p, why)
 
     def _renew_loop(self) -> None:
-        client = connect(self.url)
+        client = connect(self.url, allow_remote=self.lc.allow_remote_broker)
         leases = Leases(client, self.keys, self.lc.lease_ttl_ms)
         while not self._renewer_stop.wait(self.lc.renew_every_ms / 1000):
             for p, owned in list(self.owned.items()):
@@ -597,9 +598,11 @@ def serve_redis(
     printer: Callable[[str], None] | None = print,
     router: ModelRouter | None = None,
     personal=None,
+    keys: str | None = None,
 ) -> dict:
     """Run a worker on the log until ``stop`` is set; publishes on the ZeroMQ
-    output bus (``output`` as in :mod:`~harstream.stream.bus.addresses`, bound by default).
+    output bus (``output`` as in :mod:`~harstream.stream.bus.addresses`, bound by default;
+    ``keys``: a CURVE key folder, needed for an address off loopback).
     ``router`` and ``personal`` serve each device in its mode, as in
     :func:`~harstream.stream.bus.zmq_worker.serve` (the registry is closed on return)."""
     import os
@@ -608,16 +611,13 @@ def serve_redis(
     import zmq
 
     from harstream.stream.bus.addresses import output_address
-    from harstream.stream.bus.zmq_worker import attach_retrying, publish_to_all_with_room
+    from harstream.stream.bus.sockets import SUBSCRIPTION_BYTES, BusSockets
+    from harstream.stream.bus.zmq_worker import publish_to_all_with_room
     from harstream.stream.durable.bridge import check_partitions
 
     worker_id = worker_id or f"worker-{os.getpid()}"
     stop = stop or threading.Event()
-    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
-    pub = ctx.socket(zmq.XPUB)
-    pub.setsockopt(zmq.SNDHWM, sndhwm)
-    pub.setsockopt(zmq.XPUB_NODROP, 1)
-    pub.setsockopt(zmq.LINGER, 1000)
+    sockets = BusSockets(keys)
     drops: Counter[str] = Counter()
 
     def send(frames: list[bytes]) -> None:
@@ -627,7 +627,17 @@ def serve_redis(
     worker = None
     backoff = Backoff()
     try:
-        out_addr = attach_retrying(pub, output or output_address())
+        pub = sockets.open(
+            zmq.XPUB,
+            output or output_address(),
+            "bind",
+            max_message=SUBSCRIPTION_BYTES,
+            sndhwm=sndhwm,
+            linger=1000,
+            options={zmq.XPUB_NODROP: 1},
+            retry_bind_s=10.0,
+        )
+        out_addr = pub.getsockopt_string(zmq.LAST_ENDPOINT)
         log_config = log_config or LogConfig()
         while not stop.is_set():
             try:
@@ -712,7 +722,7 @@ def serve_redis(
     finally:
         if personal is not None:
             personal.close()
-        pub.close(1000)
+        sockets.close(1000)
 
 
 def _stored_probs(owned: Owned, window, key: int | None) -> list[float]:

@@ -42,7 +42,7 @@ import zmq
 import zmq.asyncio
 from starlette.routing import BaseRoute
 
-from harstream.stream.bus import addresses as bus
+from harstream.stream.bus.sockets import OUTPUT_MESSAGE_BYTES, SUBSCRIPTION_BYTES, BusSockets
 from harstream.stream.core.protocol import ProtocolError, decode_prediction, encode_samples
 from harstream.stream.gateway.admission import HostPolicy, is_loopback
 from harstream.stream.gateway.app import build_app
@@ -101,20 +101,22 @@ class Gateway:
         self.started = time.time()
         self._extra_routes = extra_routes
         self._ctx = zmq.asyncio.Context()
-        # XPUB with XPUB_NODROP rather than PUB: a PUB past its high-water mark
-        # drops silently, this fails the send with EAGAIN, which is counted.
-        self._pub = self._ctx.socket(zmq.XPUB)
-        self._pub.setsockopt(zmq.XPUB_NODROP, 1)
-        self._pub.setsockopt(zmq.LINGER, 500)
-        self._auth = None
+        # With keys, over CURVE; an address off loopback without keys is refused (BusAuthError).
+        self._bus = BusSockets(config.keys, self._ctx)
         self._sub = None
         try:
-            self._attach_secured(self._pub, config.ingest)
+            # XPUB with XPUB_NODROP rather than PUB: a PUB past its high-water mark
+            # drops silently, this fails the send with EAGAIN, which is counted.
+            self._pub = self._bus.open(
+                zmq.XPUB,
+                config.ingest,
+                "connect",
+                max_message=SUBSCRIPTION_BYTES,
+                linger=500,
+                options={zmq.XPUB_NODROP: 1},
+            )
             if config.output:
-                self._sub = self._ctx.socket(zmq.SUB)
-                self._sub.setsockopt(zmq.LINGER, 0)
-                self._sub.setsockopt(zmq.MAXMSGSIZE, 1024 * 1024)  # predictions are small JSON
-                self._attach_secured(self._sub, config.output)
+                self._sub = self._bus.open(zmq.SUB, config.output, "connect", max_message=OUTPUT_MESSAGE_BYTES)
         except Exception:
             self._close_bus()
             raise
@@ -208,22 +210,8 @@ class Gateway:
             self._socket.close()
         self._close_bus()
 
-    def _attach_secured(self, sock, endpoint: str) -> None:
-        """Attach one bus socket; with ``keys``, over CURVE (an address off
-        loopback without keys is refused, :class:`~harstream.stream.bus.auth.BusAuthError`)."""
-        from harstream.stream.bus.auth import secure, start_authenticator
-
-        if secure(sock, endpoint, "connect", self.config.keys) and self.config.keys and not self._auth:
-            # the ZAP handler needs a blocking context on the same ZeroMQ context
-            self._auth = start_authenticator(zmq.Context.shadow(self._ctx.underlying), self.config.keys)
-        bus.attach(sock, endpoint, "connect")
-
     def _close_bus(self) -> None:
-        self._pub.close()
-        if self._sub is not None:
-            self._sub.close()
-        if self._auth is not None:
-            self._auth.stop()
+        self._bus.close()
         self._ctx.term()
 
     # ------------------------------------------------------------- counters

@@ -1,0 +1,39 @@
+"""How a long-running command stops: SIGTERM and Ctrl-C end it cleanly.
+
+:func:`stop_on_signals` gives the command's loop a ``threading.Event`` that
+SIGTERM (``kill``, the demo stopping its parts) and the first Ctrl-C set: the
+loop ends, closes its sockets and prints its totals. A second signal raises
+``KeyboardInterrupt``, which ``harstream`` turns into exit code 130 (the one
+place that handles it), for a loop stuck somewhere it does not look.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def stop_on_signals() -> threading.Event:
+    """An event SIGTERM or Ctrl-C sets (outside the main thread: an event
+    nothing sets, since only the main thread may handle signals)."""
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        return stop
+
+    def handler(signum, frame) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, handler)
+    return stop
+
+
+def interrupt_on_signals() -> None:
+    """SIGTERM raises ``KeyboardInterrupt`` as Ctrl-C does: for a command whose
+    loop is asyncio's, which stops its tasks cleanly on it."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
