@@ -137,7 +137,7 @@ def serve_bridge(
     from harstream.stream.bus.sockets import SAMPLE_MESSAGE_BYTES, BusSockets
     from harstream.stream.durable.broker import Backoff, Keys, connect
 
-    keys = Keys(prefix) if prefix else Keys()
+    names = Keys(prefix) if prefix else Keys()
     stop = stop or threading.Event()
     client = connect(url, allow_remote=allow_remote_broker)
     sockets = BusSockets(keys)
@@ -158,7 +158,7 @@ def serve_bridge(
         address = sub.getsockopt_string(zmq.LAST_ENDPOINT)
         while not stop.is_set():  # the partition count must agree before anything is written
             try:
-                check_partitions(client, keys, partitions)
+                check_partitions(client, names, partitions)
                 broker_up = True
                 break
             except redis.RedisError as exc:
@@ -194,7 +194,7 @@ def serve_bridge(
                 try:
                     pipe = client.pipeline(transaction=False)
                     for p, rows in taken.items():
-                        stream = keys.partition(p)
+                        stream = names.partition(p)
                         for topic, header, samples in rows:
                             pipe.xadd(stream, {"t": topic, "h": header, "s": samples}, minid=minid, approximate=True)
                     pipe.execute()
