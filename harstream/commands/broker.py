@@ -4,23 +4,30 @@ from __future__ import annotations
 
 import argparse
 
+from harstream.commands._options import PORT, Number
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dir", default="runs/broker", help="data and log folder (default runs/broker)")
-    parser.add_argument("--port", type=int, default=6379, help="TCP port on 127.0.0.1 (default 6379)")
+    parser.add_argument("--port", type=PORT, default=6379, help="TCP port on 127.0.0.1 (default 6379)")
     parser.add_argument("--unix", default=None, metavar="PATH", help="serve on this Unix socket instead of TCP")
     parser.add_argument(
         "--persist",
         action="store_true",
         help="append-only file fsynced every second (default: none; the log is a retention buffer)",
     )
-    parser.add_argument("--maxmemory-mb", type=int, default=0, help="refuse writes past this (default: no limit)")
+    parser.add_argument(
+        "--maxmemory-mb",
+        type=Number(int, 0, 1 << 20),
+        default=0,
+        help="refuse writes past this (default 0: no limit)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    import signal
     from pathlib import Path
 
+    from harstream.commands._running import stop_on_signals
     from harstream.stream.durable.broker import BrokerError, start_redis
 
     try:
@@ -39,10 +46,10 @@ def run(args: argparse.Namespace) -> int:
         flush=True,
     )
     print(f"broker: next `harstream bridge --redis {url}` and `harstream worker --redis {url}`", flush=True)
-    signal.signal(signal.SIGTERM, lambda *_: proc.terminate())
-    try:
-        return proc.wait()
-    except KeyboardInterrupt:
-        proc.terminate()
-        proc.wait(10)
-        return 0
+    stop = stop_on_signals()
+    while proc.poll() is None:
+        if stop.wait(0.2):
+            proc.terminate()
+            proc.wait(10)
+            return 0
+    return proc.returncode

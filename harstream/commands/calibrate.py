@@ -21,6 +21,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from harstream.commands._options import Number
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, metavar="DIR", help="labelled CSV file or folder of one device")
@@ -33,7 +35,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--max-angle",
-        type=float,
+        type=Number(float, 0, 90, low_open=True),
         default=None,
         metavar="DEG",
         help="a still device farther than this from every calibrated posture shows plain STILL (default 30)",
@@ -56,9 +58,6 @@ def run(args: argparse.Namespace) -> int:
         print(exc, file=sys.stderr)
         return 2
     settings = PersonalSettings() if args.max_angle is None else PersonalSettings(max_angle=args.max_angle)
-    if not 0 < settings.max_angle <= 90:
-        print(f"--max-angle {settings.max_angle}: must be in (0, 90] degrees", file=sys.stderr)
-        return 2
     try:
         fit = fit_personal(dataset.recordings, base, settings)
     except ArtifactError as exc:

@@ -12,24 +12,20 @@ import os
 import sys
 from pathlib import Path
 
+from harstream.commands._options import PORT, Number, add_keys, check_endpoints, endpoint_help
 from harstream.logs import verbose_requested
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--subscribe",
-        metavar="ADDR",
-        help="output bus to subscribe to (default $HARSTREAM_OUTPUT or tcp://127.0.0.1:5556)",
+        "--subscribe", metavar="ADDR", help=endpoint_help("output", "connect", "output bus to subscribe to")
     )
-    parser.add_argument("--port", type=int, default=8501, help="HTTP port (default 8501)")
+    parser.add_argument("--port", type=PORT, default=8501, help="HTTP port (default 8501)")
     parser.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1)")
-    parser.add_argument("--refresh", type=float, default=1.0, help="seconds between page updates (default 1)")
     parser.add_argument(
-        "--keys",
-        default=None,
-        metavar="DIR",
-        help="CURVE key folder (`harstream keys DIR`) for the bus; required for a bus address off loopback",
+        "--refresh", type=Number(float, 0.05, 3600), default=1.0, help="seconds between page updates (default 1)"
     )
+    add_keys(parser)
 
 
 def app_path() -> Path:
@@ -78,15 +74,13 @@ def streamlit_env(subscribe: str | None, refresh: float = 1.0, keys: str | None 
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.refresh <= 0:
-        print(f"harstream dashboard: --refresh must be > 0, got {args.refresh}", file=sys.stderr)
-        return 2
+    from harstream.stream.bus.addresses import output_address
+
+    subscribe = args.subscribe or output_address()
+    # Refused here, before Streamlit starts: the page itself could only show the refusal.
+    check_endpoints("dashboard", args.keys, ("--subscribe", subscribe, "connect"))
     command = streamlit_command(args.port, args.host)
-    print(
-        f"dashboard: http://{args.host}:{args.port}  (subscribing to "
-        f"{args.subscribe or os.environ.get('HARSTREAM_OUTPUT', 'tcp://127.0.0.1:5556')})",
-        flush=True,
-    )
+    print(f"dashboard: http://{args.host}:{args.port}  (subscribing to {subscribe})", flush=True)
     # Become Streamlit rather than wrap it: signals (Ctrl-C, the demo's
     # SIGTERM) reach the server directly and no extra process is left over.
     os.execve(sys.executable, command, streamlit_env(args.subscribe, args.refresh, args.keys))

@@ -16,6 +16,8 @@ import sys
 import time
 import urllib.request
 
+from harstream.commands._options import PORT, SPEED, SUBJECT
+
 STOP_TIMEOUT_S = 10.0
 
 
@@ -25,13 +27,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument(
         "--subjects",
-        type=int,
+        type=SUBJECT,
         nargs="+",
         default=list(UCI_TEST_SUBJECTS),
         metavar="N",
         help="subjects to replay, looping (default: the UCI held-out test subjects)",
     )
-    parser.add_argument("--speed", type=float, default=1.0, help="replay speed, 1 = real time (default 1)")
+    parser.add_argument("--speed", type=SPEED, default=1.0, help="replay speed, 1 = real time (default 1)")
     parser.add_argument("--model", help="model artifact for the worker (default: the shipped model)")
     parser.add_argument(
         "--any-model",
@@ -51,7 +53,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="the worker serves --model to every device (no any or personal mode)",
     )
     parser.add_argument("--gateway", action="store_true", help="also run the phone gateway")
-    parser.add_argument("--gateway-port", type=int, default=8765, help="gateway port (default 8765)")
+    parser.add_argument("--gateway-port", type=PORT, default=8765, help="gateway port (default 8765)")
     parser.add_argument(
         "--durable",
         default=None,
@@ -59,7 +61,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="run the bridge and two workers on the durable log at URL (start `harstream broker` "
         "first) behind `harstream proxy`, instead of one worker on the bus",
     )
-    parser.add_argument("--port", type=int, default=8501, help="dashboard port (default 8501)")
+    parser.add_argument("--port", type=PORT, default=8501, help="dashboard port (default 8501)")
     parser.add_argument(
         "--ingest",
         default=ingest_address(),
@@ -152,9 +154,6 @@ def plan(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.speed <= 0:
-        print(f"harstream demo: --speed must be > 0, got {args.speed}", file=sys.stderr)
-        return 2
     env = dict(
         os.environ, HARSTREAM_INGEST=_bare(args.ingest), HARSTREAM_OUTPUT=_bare(args.output), PYTHONUNBUFFERED="1"
     )

@@ -20,6 +20,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from harstream.commands._options import EPOCHS, SEED, Number
+
 from .train import add_data_arguments, load_data, model_names, parse_subjects
 
 
@@ -41,9 +43,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help=f"train and evaluate these architectures ({', '.join(model_names())}); several run round-robin "
         "(repeat i of each before repeat i+1), so a job stopped early compares them on equal repeats",
     )
-    parser.add_argument("--repeats", type=int, default=5, help="train+evaluate runs with --model (default 5)")
-    parser.add_argument("--epochs", type=int, default=None, help="with --model; default: the architecture's")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the first run; run i uses seed+i")
+    parser.add_argument(
+        "--repeats", type=Number(int, 1, 1000), default=5, help="train+evaluate runs with --model (default 5)"
+    )
+    parser.add_argument("--epochs", type=EPOCHS, default=None, help="with --model; default: the architecture's")
+    parser.add_argument("--seed", type=SEED, default=0, help="seed of the first run; run i uses seed+i")
     add_data_arguments(parser)
     parser.add_argument(
         "--report",

@@ -6,6 +6,18 @@ import argparse
 import threading
 from pathlib import Path
 
+from harstream.commands._options import (
+    COUNT,
+    PORT_OR_ANY,
+    RATE,
+    SECONDS,
+    SECONDS_OR_OFF,
+    Number,
+    add_keys,
+    check_endpoints,
+    endpoint_help,
+)
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.description = (
@@ -24,7 +36,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="a name or address phones use to reach the gateway (repeatable); requests naming any "
         "other Host than these, loopback and --host are refused (DNS rebinding)",
     )
-    parser.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 = any free port)")
+    parser.add_argument("--port", type=PORT_OR_ANY, default=8765, help="port (default 8765; 0 = any free port)")
     parser.add_argument(
         "--token", help="shared secret every connection and POST must present (?token=… or Authorization: Bearer …)"
     )
@@ -32,12 +44,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--tls-cert", help="PEM certificate: serve https:// and wss:// (phone browsers need it off loopback)"
     )
     parser.add_argument("--tls-key", help="PEM private key for --tls-cert")
-    parser.add_argument(
-        "--ingest", help="bus endpoint to publish samples to (default $HARSTREAM_INGEST or tcp://127.0.0.1:5555)"
-    )
-    parser.add_argument(
-        "--output", help="bus endpoint to read predictions from (default $HARSTREAM_OUTPUT or tcp://127.0.0.1:5556)"
-    )
+    parser.add_argument("--ingest", help=endpoint_help("ingest", "connect", "bus endpoint to publish samples to"))
+    parser.add_argument("--output", help=endpoint_help("output", "connect", "bus endpoint to read predictions from"))
     parser.add_argument("--no-predictions", action="store_true", help="do not forward predictions to phones")
     parser.add_argument(
         "--connect",
@@ -48,33 +56,42 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--device", help="device id for a single --connect phone (default sensorserver-<host>)")
     parser.add_argument(
-        "--max-message", type=int, default=256 * 1024, help="bytes per message or POST body (default 256 KiB)"
+        "--max-message",
+        type=Number(int, 1024, 64 << 20),
+        default=256 * 1024,
+        help="bytes per message or POST body (default 256 KiB)",
     )
-    parser.add_argument("--max-connections", type=int, default=512)
-    parser.add_argument("--rate-limit", type=float, default=100.0, help="messages/s per connection (default 100)")
-    parser.add_argument("--readings-limit", type=float, default=4000.0, help="readings/s per device (default 4000)")
+    parser.add_argument(
+        "--max-connections", type=Number(int, 1, 1_000_000), default=512, help="open connections (default 512)"
+    )
+    parser.add_argument("--rate-limit", type=RATE, default=100.0, help="messages/s per connection (default 100)")
+    parser.add_argument("--readings-limit", type=RATE, default=4000.0, help="readings/s per device (default 4000)")
     parser.add_argument(
         "--connects-limit",
-        type=float,
+        type=RATE,
         default=50.0,
         help="new connections/s per client address (default 50, bursts of 4 s worth)",
     )
-    parser.add_argument("--idle-timeout", type=float, default=30.0, help="close connections silent this long (s)")
+    parser.add_argument("--idle-timeout", type=SECONDS, default=30.0, help="close connections silent this long (s)")
     parser.add_argument(
         "--open-timeout",
-        type=float,
+        type=SECONDS,
         default=10.0,
         help="a request head, or a whole POST body, must arrive within this (s)",
     )
-    parser.add_argument("--max-errors", type=int, default=20, help="refused messages before a WebSocket is closed")
+    parser.add_argument("--max-errors", type=COUNT, default=20, help="refused messages before a WebSocket is closed")
     parser.add_argument(
         "--write-timeout",
-        type=float,
+        type=SECONDS,
         default=10.0,
         help="cut off a client that reads nothing this long while data waits for it (s)",
     )
-    parser.add_argument("--max-gap", type=float, default=0.5, help="silence (s) that starts a new segment")
-    parser.add_argument("--stats-interval", type=float, default=5.0, help="seconds between stats log lines (0: off)")
+    parser.add_argument(
+        "--max-gap", type=Number(float, 0, 60, low_open=True), default=0.5, help="silence (s) that starts a new segment"
+    )
+    parser.add_argument(
+        "--stats-interval", type=SECONDS_OR_OFF, default=5.0, help="seconds between stats log lines (0: off)"
+    )
     parser.add_argument(
         "--calibration-dir",
         default="runs/calibration",
@@ -96,21 +113,22 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="placement-free model personal models build on (default the shipped any.keras)",
     )
     parser.add_argument("--no-calibration", action="store_true", help="refuse calibration from the /phone page")
-    parser.add_argument(
-        "--keys",
-        default=None,
-        metavar="DIR",
-        help="CURVE key folder (`harstream keys DIR`) for the bus; required for a bus address off loopback",
-    )
+    add_keys(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     import asyncio
     import logging
 
+    from harstream.commands._running import interrupt_on_signals
     from harstream.stream.bus import addresses as bus
     from harstream.stream.gateway.server import GatewayConfig, run_gateway
 
+    ingest, output = (
+        args.ingest or bus.ingest_address(),
+        None if args.no_predictions else (args.output or bus.output_address()),
+    )
+    check_endpoints("gateway", args.keys, ("--ingest", ingest, "connect"), ("--output", output, "connect"))
     config = GatewayConfig(
         host=args.host,
         port=args.port,
@@ -122,8 +140,8 @@ def run(args: argparse.Namespace) -> int:
         write_timeout=args.write_timeout,
         open_timeout=args.open_timeout,
         max_errors=args.max_errors,
-        ingest=args.ingest or bus.ingest_address(),
-        output=None if args.no_predictions else (args.output or bus.output_address()),
+        ingest=ingest,
+        output=output,
         connect=args.connect,
         device=args.device,
         max_message=args.max_message,
@@ -139,6 +157,7 @@ def run(args: argparse.Namespace) -> int:
     if args.personal_dir:
         config.personal_dir = args.personal_dir
     log = logging.getLogger("harstream.gateway")
+    interrupt_on_signals()  # SIGTERM closes the gateway as Ctrl-C does
     try:
         fit = None if args.no_calibration else PersonalFitter(args.base_model)
         asyncio.run(run_gateway(config, fit=fit))

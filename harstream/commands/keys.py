@@ -20,7 +20,7 @@ def run(args: argparse.Namespace) -> int:
     for path in generate_keys(folder):
         print(f"keys: wrote {path}")
     print(
-        "keys: give --keys to worker, proxy, simulate and tail; a server host needs bus.key_secret and "
+        "keys: give --keys to every part on the bus (worker, bridge, proxy, simulate, tail, gateway, dashboard); a server host needs bus.key_secret and "
         "clients/, a client host client.key_secret and bus.key"
     )
     return 0

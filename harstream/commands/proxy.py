@@ -11,39 +11,33 @@ from __future__ import annotations
 
 import argparse
 
+from harstream.commands._options import add_keys, endpoint_help
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     from harstream.stream.bus import addresses as bus
 
-    parser.add_argument("--ingest", default=None, help=f"ingest front end, bound (default {bus.DEFAULT_INGEST})")
+    parser.add_argument("--ingest", default=None, help=endpoint_help("ingest", "bind", "ingest front end"))
     parser.add_argument(
         "--ingest-backend",
         default=bus.DEFAULT_PROXY_INGEST_BACKEND,
         help="where workers connect their SUB (default %(default)s)",
     )
-    parser.add_argument("--output", default=None, help=f"output front end, bound (default {bus.DEFAULT_OUTPUT})")
+    parser.add_argument("--output", default=None, help=endpoint_help("output", "bind", "output front end"))
     parser.add_argument(
         "--output-backend",
         default=bus.DEFAULT_PROXY_OUTPUT_BACKEND,
         help="where workers connect their PUB (default %(default)s)",
     )
-    parser.add_argument(
-        "--keys",
-        default=None,
-        metavar="DIR",
-        help="CURVE key folder (`harstream keys DIR`); required for an address off loopback",
-    )
+    add_keys(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    import signal
-    import threading
-
+    from harstream.commands._running import bus_errors, stop_on_signals
     from harstream.stream.bus.proxy import run_proxies
 
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    try:
+    stop = stop_on_signals()
+    with bus_errors("proxy"):
         run_proxies(
             args.ingest,
             args.ingest_backend,
@@ -53,8 +47,4 @@ def run(args: argparse.Namespace) -> int:
             printer=lambda line: print(line, flush=True),
             keys=args.keys,
         )
-    except KeyboardInterrupt:
-        pass
-    except ValueError as exc:  # BusAuthError
-        raise SystemExit(f"proxy: {exc}") from None
     return 0

@@ -4,22 +4,15 @@ from __future__ import annotations
 
 import argparse
 
+from harstream.commands._options import COUNT, add_keys, endpoint_help
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--subscribe",
-        default=None,
-        help="output endpoint (default $HARSTREAM_OUTPUT or tcp://127.0.0.1:5556, connected)",
-    )
+    parser.add_argument("--subscribe", default=None, help=endpoint_help("output", "connect"))
     parser.add_argument("--device", action="append", default=None, metavar="D", help="only this device (repeatable)")
     parser.add_argument("--stats", action="store_true", help="also print the workers' stats lines")
-    parser.add_argument(
-        "--keys",
-        default=None,
-        metavar="DIR",
-        help="CURVE key folder (`harstream keys DIR`); required for an address off loopback",
-    )
-    parser.add_argument("--count", type=int, default=None, help="exit after this many predictions")
+    add_keys(parser)
+    parser.add_argument("--count", type=COUNT, default=None, help="exit after this many predictions")
 
 
 def format_prediction(p) -> str:
@@ -36,31 +29,32 @@ def format_prediction(p) -> str:
 def run(args: argparse.Namespace) -> int:
     import zmq
 
-    from harstream.stream.bus.addresses import attach, output_address
+    from harstream.commands._running import bus_errors, stop_on_signals
+    from harstream.stream.bus.addresses import output_address
+    from harstream.stream.bus.sockets import OUTPUT_MESSAGE_BYTES, BusSockets
     from harstream.stream.core.protocol import Prediction, decode_output
     from harstream.stream.core.worker import format_stats
 
-    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
-    sock = ctx.socket(zmq.SUB)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.setsockopt(zmq.MAXMSGSIZE, 1024 * 1024)  # a larger output message is not the worker's
-    for device in args.device or [""]:
-        sock.setsockopt(zmq.SUBSCRIBE, b"p/" + (device.encode() + b"/" if device else b""))
+    topics = [b"p/" + (device.encode() + b"/" if device else b"") for device in args.device or [""]]
     if args.stats:
-        sock.setsockopt(zmq.SUBSCRIBE, b"stats/")
-    from harstream.stream.bus.auth import BusAuthError, secure, start_authenticator
-
-    auth = None
-    try:
-        if secure(sock, args.subscribe or output_address(), "connect", args.keys) and args.keys is not None:
-            auth = start_authenticator(ctx, args.keys)  # a binding tail lets in listed workers only
-    except BusAuthError as exc:
-        raise SystemExit(f"tail: {exc}") from None
-    address = attach(sock, args.subscribe or output_address(), "connect")
-    print(f"tail: listening on {address}", flush=True)
+        topics.append(b"stats/")
+    # A binding tail (@tcp://...) with keys lets in listed workers only.
+    sockets = BusSockets(args.keys)
+    with bus_errors("tail"):
+        sock = sockets.open(
+            zmq.SUB,
+            args.subscribe or output_address(),
+            "connect",
+            max_message=OUTPUT_MESSAGE_BYTES,  # a larger output message is not the worker's
+            subscribe=topics,
+        )
+    print(f"tail: listening on {sock.getsockopt_string(zmq.LAST_ENDPOINT)}", flush=True)
+    stop = stop_on_signals()
     seen, bad = 0, 0
     try:
-        while args.count is None or seen < args.count:
+        while (args.count is None or seen < args.count) and not stop.is_set():
+            if not sock.poll(200):
+                continue
             frames = sock.recv_multipart()
             try:
                 msg = decode_output(frames)
@@ -73,10 +67,6 @@ def run(args: argparse.Namespace) -> int:
             if isinstance(msg, Prediction):
                 seen += 1
             print(line, flush=True)
-    except KeyboardInterrupt:
-        pass
     finally:
-        sock.close(0)
-        if auth is not None:
-            auth.stop()
+        sockets.close(0)
     return 0

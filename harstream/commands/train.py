@@ -14,6 +14,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from harstream.commands._options import EPOCHS, SEED, Number
+
 SEED_MODELS = ("lstm", "cnn_lstm", "conv_lstm")
 
 
@@ -97,9 +99,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="architecture (default cnn_lstm; lstm, cnn_lstm, conv_lstm are the tutorial's; the shipped default is made by python -m harstream.models.studies.compare, see models/pretrained/README.md)",
     )
     add_data_arguments(parser)
-    parser.add_argument("--epochs", type=int, default=None, help=f"default: the architecture's ({_epochs_help()})")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--epochs", type=EPOCHS, default=None, help=f"default: the architecture's ({_epochs_help()})")
+    parser.add_argument("--batch-size", type=Number(int, 1, 65_536), default=64)
+    parser.add_argument("--seed", type=SEED, default=0)
     parser.add_argument(
         "--context",
         default=None,

@@ -177,10 +177,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from harstream.commands._stop import stop_on_signals
+    from harstream.commands._running import bus_errors, stop_on_signals
     from harstream.models.personal_serving import load_personal_model
     from harstream.stream.bus import addresses as bus
-    from harstream.stream.bus.auth import BusAuthError
     from harstream.stream.bus.zmq_worker import serve
     from harstream.stream.core.model_routing import ModelRouter
     from harstream.stream.core.worker import WorkerConfig
@@ -258,27 +257,28 @@ def run(args: argparse.Namespace) -> int:
             allow_remote_broker=args.allow_remote_broker,
         )
         try:
-            final = serve_redis(
-                runtime,
-                classes,
-                model_id,
-                args.redis,
-                output=output,
-                config=config,
-                log_config=log_config,
-                worker_id=args.id,
-                stop=stop,
-                print_every=args.stats_every,
-                printer=lambda line: print(line, flush=True),
-                router=router,
-                personal=personal,
-                keys=args.keys,
-            )
-        except ValueError as exc:  # BusAuthError (a key file missing), a broker refused
+            with bus_errors("worker"):
+                final = serve_redis(
+                    runtime,
+                    classes,
+                    model_id,
+                    args.redis,
+                    output=output,
+                    config=config,
+                    log_config=log_config,
+                    worker_id=args.id,
+                    stop=stop,
+                    print_every=args.stats_every,
+                    printer=lambda line: print(line, flush=True),
+                    router=router,
+                    personal=personal,
+                    keys=args.keys,
+                )
+        except ValueError as exc:  # the broker refused, the partition count disagreeing
             raise SystemExit(f"worker: {exc}") from None
         print(f"worker: stopped; totals {final.get('totals')}, broker {final.get('broker')}", flush=True)
         return 0
-    try:
+    with bus_errors("worker"):
         final = serve(
             runtime,
             classes,
@@ -294,8 +294,6 @@ def run(args: argparse.Namespace) -> int:
             router=router,
             personal=personal,
         )
-    except BusAuthError as exc:  # an address off loopback without keys, a key file missing
-        raise SystemExit(f"worker: {exc}") from None
     print(f"worker: stopped; totals {final.get('totals')}, drops {final.get('drops')}", flush=True)
     return 0
 

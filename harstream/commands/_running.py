@@ -1,16 +1,20 @@
-"""How a long-running command stops: SIGTERM and Ctrl-C end it cleanly.
+"""How a long-running command stops, and how it reports a bus it cannot use.
 
 :func:`stop_on_signals` gives the command's loop a ``threading.Event`` that
 SIGTERM (``kill``, the demo stopping its parts) and the first Ctrl-C set: the
 loop ends, closes its sockets and prints its totals. A second signal raises
 ``KeyboardInterrupt``, which ``harstream`` turns into exit code 130 (the one
 place that handles it), for a loop stuck somewhere it does not look.
+
+:func:`bus_errors` turns a bus address refused or unusable into one line.
 """
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
+from collections.abc import Iterator
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -37,3 +41,19 @@ def interrupt_on_signals() -> None:
     loop is asyncio's, which stops its tasks cleanly on it."""
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+
+@contextlib.contextmanager
+def bus_errors(command: str) -> Iterator[None]:
+    """A bus address refused (off loopback without keys, a key file missing)
+    or unusable (in use, not on this machine) ends ``command`` with one line."""
+    import zmq
+
+    from harstream.stream.bus.auth import BusAuthError
+
+    try:
+        yield
+    except BusAuthError as exc:
+        raise SystemExit(f"{command}: {exc}") from None
+    except zmq.ZMQError as exc:
+        raise SystemExit(f"{command}: the bus: {exc}") from None
