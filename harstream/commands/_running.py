@@ -2,9 +2,11 @@
 
 :func:`stop_on_signals` gives the command's loop a ``threading.Event`` that
 SIGTERM (``kill``, the demo stopping its parts) and the first Ctrl-C set: the
-loop ends, closes its sockets and prints its totals. A second signal raises
+loop ends, closes its sockets and prints its totals. A second Ctrl-C raises
 ``KeyboardInterrupt``, which ``harstream`` turns into exit code 130 (the one
-place that handles it), for a loop stuck somewhere it does not look.
+place that handles it), for a loop stuck somewhere it does not look. SIGTERM
+never does: it may be delivered twice (``timeout`` sends it to the child and
+to its process group), and the second must not cut the clean stop short.
 
 :func:`bus_errors` turns a bus address refused or unusable into one line.
 """
@@ -27,7 +29,7 @@ def stop_on_signals() -> threading.Event:
         return stop
 
     def handler(signum, frame) -> None:
-        if stop.is_set():
+        if signum == signal.SIGINT and stop.is_set():
             raise KeyboardInterrupt
         stop.set()
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from harstream.commands._options import add_keys, endpoint_help
+from harstream.commands._options import add_keys, check_endpoints, endpoint_help
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -34,8 +34,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from harstream.commands._running import bus_errors, stop_on_signals
+    from harstream.stream.bus.addresses import ingest_address, output_address
     from harstream.stream.bus.proxy import run_proxies
 
+    check_endpoints(
+        "proxy",
+        args.keys,
+        ("--ingest", args.ingest or ingest_address(), "bind"),
+        ("--ingest-backend", args.ingest_backend, "bind"),
+        ("--output", args.output or output_address(), "bind"),
+        ("--output-backend", args.output_backend, "bind"),
+    )
     stop = stop_on_signals()
     with bus_errors("proxy"):
         run_proxies(

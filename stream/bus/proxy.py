@@ -85,7 +85,8 @@ def run_proxies(
             except zmq.ZMQError:
                 pass
         for t in threads:
-            t.join(2)
+            if t.ident is not None:  # started (a refused address stops the set-up before)
+                t.join(2)
         for ctl in controls:
             ctl.close(0)
         sockets.close(0)
