@@ -30,6 +30,7 @@ def run(args: argparse.Namespace) -> int:
     from harstream.commands._running import stop_on_signals
     from harstream.stream.durable.broker import BrokerError, start_redis
 
+    stop = stop_on_signals()  # before redis-server starts: a SIGTERM meanwhile must not orphan it
     try:
         proc, url = start_redis(
             Path(args.dir),
@@ -46,7 +47,6 @@ def run(args: argparse.Namespace) -> int:
         flush=True,
     )
     print(f"broker: next `harstream bridge --redis {url}` and `harstream worker --redis {url}`", flush=True)
-    stop = stop_on_signals()
     while proc.poll() is None:
         if stop.wait(0.2):
             proc.terminate()

@@ -48,8 +48,8 @@ def run(args: argparse.Namespace) -> int:
             max_message=OUTPUT_MESSAGE_BYTES,  # a larger output message is not the worker's
             subscribe=topics,
         )
-    print(f"tail: listening on {sock.getsockopt_string(zmq.LAST_ENDPOINT)}", flush=True)
     stop = stop_on_signals()
+    print(f"tail: listening on {sock.getsockopt_string(zmq.LAST_ENDPOINT)}", flush=True)
     seen, bad = 0, 0
     try:
         while (args.count is None or seen < args.count) and not stop.is_set():
