@@ -320,3 +320,47 @@ def test_a_keyed_bridge_and_durable_worker_serve_a_keyed_producer_and_refuse_a_s
     }
     assert topics and all("/keyed-1/" in t for t in topics), topics
     assert results["bridge"]["received"] == 10  # keyed-1's 320 samples in 32s, and nothing else
+
+
+# ------------------------------------------------------------- the broker's address
+
+
+@pytest.mark.parametrize(
+    "url,local",
+    [
+        ("redis://127.0.0.1@10.1.2.3:6379/0", False),  # 127.0.0.1 is the user name; the host is 10.1.2.3
+        ("redis://:secret@10.1.2.3:6379/0", False),
+        ("redis://localhost.example.com:6379/0", False),
+        ("rediss://10.1.2.3:6380/0", False),
+        ("redis://127.0.0.1:6379/0", True),
+        ("redis://10.1.2.3@127.0.0.2:6379/0", True),  # the user name does not matter either way
+        ("redis://localhost:6379", True),
+        ("redis://[::1]:6379/0", True),
+        ("unix:///tmp/redis.sock", True),
+    ],
+)
+def test_the_broker_must_be_on_this_machine_as_redis_py_reads_the_url(url, local):
+    from harstream.stream.durable.broker import connect, is_local_broker
+
+    assert is_local_broker(url) is local
+    if local:
+        connect(url).close()  # a client, not yet connected
+    else:
+        with pytest.raises(ValueError, match="not this machine"):
+            connect(url)
+        connect(url, allow_remote=True).close()  # explicitly allowed
+
+
+@pytest.mark.parametrize("command", ["bridge", "worker"])
+def test_bridge_and_worker_refuse_a_broker_url_whose_host_is_elsewhere(command):
+    extra = ["--runtime", "none", "--single-model"] if command == "worker" else []
+    done = subprocess.run(
+        [sys.executable, "-m", "harstream", command, "--redis", "redis://127.0.0.1@10.1.2.3:6379/0", *extra],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert done.returncode == 1, done.stderr[-1000:]
+    assert "connects to 10.1.2.3, which is not this machine" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -16,15 +16,20 @@ import pytest
 
 from harstream.cli import COMMANDS, _module, main
 from harstream.commands._options import Number
+from harstream.commands.bench import BENCHMARKS
 
 ROOT = Path(__file__).resolve().parent.parent
-# bench's options live with each benchmark (harstream/bench/), not here.
-CHECKED = [name for name in COMMANDS if name != "bench"]
+# Every command, and each benchmark of `harstream bench` (a command of its own each).
+CHECKED = [name for name in COMMANDS if name != "bench"] + [f"bench {name}" for name in BENCHMARKS]
 
 
 def parser_of(command: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=f"harstream {command}")
-    _module(command).configure(parser)
+    name, *benchmark = command.split()
+    _module(name).configure(parser)
+    if benchmark:
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        return sub.choices[benchmark[0]]
     return parser
 
 
@@ -70,14 +75,14 @@ def test_every_command_with_numbers_is_covered():
         "train",
         "evaluate",
         "calibrate",
-    }
+    } | {f"bench {name}" for name in BENCHMARKS}
 
 
 @pytest.mark.parametrize("command,option,kind", NUMBERS, ids=[f"{c} {o}" for c, o, _ in NUMBERS])
 def test_a_bad_number_is_a_one_line_usage_error_naming_the_option(command, option, kind, capsys):
     for bad in bad_values(kind):
         with pytest.raises(SystemExit) as exited:
-            main([command, f"{option}={bad}"])
+            main([*command.split(), f"{option}={bad}"])
         assert exited.value.code == 2, (option, bad)
         err = capsys.readouterr().err.strip().splitlines()
         assert err[-1].startswith(f"harstream {command}: error: argument {option}: "), err[-1]
@@ -99,7 +104,7 @@ def test_the_real_command_ends_a_bad_number_in_a_usage_error_not_a_traceback(com
     option, kind = FIRST_NUMBER[command]  # type: ignore[misc]
     bad = str(kind.high * 10 + 1)  # "harstream gateway --port 80000" was an OverflowError traceback
     done = subprocess.run(
-        [sys.executable, "-m", "harstream", command, option, bad], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "harstream", *command.split(), option, bad], capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 2, done.stderr[-1000:]
     assert "Traceback" not in done.stderr

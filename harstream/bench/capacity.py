@@ -13,16 +13,22 @@ from __future__ import annotations
 
 import argparse
 
+from harstream.commands._options import SECONDS, SECONDS_OR_OFF, Number
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--devices", type=int, nargs="+", default=[250, 500, 1000, 2000])
-    parser.add_argument("--duration", type=float, default=60.0, help="measured seconds per run")
-    parser.add_argument("--warmup", type=float, default=10.0, help="seconds before measuring")
-    parser.add_argument("--shards", type=int, nargs="+", default=[1], help="worker counts to try (>1 uses the proxy)")
+    parser.add_argument("--devices", type=Number(int, 1, 1_000_000), nargs="+", default=[250, 500, 1000, 2000])
+    parser.add_argument("--duration", type=SECONDS, default=60.0, help="measured seconds per run")
+    parser.add_argument("--warmup", type=SECONDS_OR_OFF, default=10.0, help="seconds before measuring")
+    parser.add_argument(
+        "--shards", type=Number(int, 1, 64), nargs="+", default=[1], help="worker counts to try (>1 uses the proxy)"
+    )
     parser.add_argument("--runtime", default="auto", help="worker runtime (none = inference off)")
     parser.add_argument("--model", default=None)
-    parser.add_argument("--chunk", type=int, default=10, help="samples per message")
-    parser.add_argument("--speed", type=float, default=1.0, help="simulator speed (0 = as fast as the bus takes)")
+    parser.add_argument("--chunk", type=Number(int, 1, 50_000), default=10, help="samples per message")
+    parser.add_argument(
+        "--speed", type=Number(float, 0, 1000), default=1.0, help="simulator speed (0 = as fast as the bus takes)"
+    )
     parser.add_argument(
         "--direct",
         action="store_true",

@@ -22,15 +22,17 @@ from __future__ import annotations
 
 import argparse
 
+from harstream.commands._options import SECONDS, SPEED, Number
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--devices", type=int, default=500)
-    parser.add_argument("--workers", type=int, default=3)
-    parser.add_argument("--before", type=float, default=15.0, help="seconds before the kill")
-    parser.add_argument("--after", type=float, default=15.0, help="seconds after the kill")
-    parser.add_argument("--speed", type=float, default=1.0, help="simulator speed (1 = real time)")
+    parser.add_argument("--devices", type=Number(int, 1, 1_000_000), default=500)
+    parser.add_argument("--workers", type=Number(int, 2, 64), default=3)
+    parser.add_argument("--before", type=SECONDS, default=15.0, help="seconds before the kill")
+    parser.add_argument("--after", type=SECONDS, default=15.0, help="seconds after the kill")
+    parser.add_argument("--speed", type=SPEED, default=1.0, help="simulator speed (1 = real time)")
     parser.add_argument("--runtime", default="auto", help="worker runtime (auto = the shipped model; none = no model)")
-    parser.add_argument("--lease-ms", type=int, default=600)
+    parser.add_argument("--lease-ms", type=Number(int, 100, 60_000), default=600)
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (worker logs)")
 
 

@@ -17,14 +17,16 @@ from __future__ import annotations
 
 import argparse
 
+from harstream.commands._options import RATE, SECONDS, Number
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--devices", default="1,10,50,100,200", help="comma-separated device counts for the real-time runs"
     )
-    parser.add_argument("--seconds", type=float, default=5.0, help="length of each run")
-    parser.add_argument("--rate", type=float, default=100.0, help="readings/s per sensor per phone")
-    parser.add_argument("--flat-out-devices", type=int, default=4)
+    parser.add_argument("--seconds", type=SECONDS, default=5.0, help="length of each run")
+    parser.add_argument("--rate", type=RATE, default=100.0, help="readings/s per sensor per phone")
+    parser.add_argument("--flat-out-devices", type=Number(int, 0, 10_000), default=4)
 
 
 def run(args: argparse.Namespace) -> int:

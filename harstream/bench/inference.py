@@ -13,12 +13,16 @@ from __future__ import annotations
 
 import argparse
 
+from harstream.commands._options import COUNT, Number
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, help="model artifact (default: the shipped model)")
-    parser.add_argument("--repeats", type=int, default=30, help="timed calls per measurement (median)")
-    parser.add_argument("--batch", type=int, default=64, help="batch size for throughput")
-    parser.add_argument("--check", type=int, default=0, help="test windows to check agreement on (default 0 = all)")
+    parser.add_argument("--repeats", type=COUNT, default=30, help="timed calls per measurement (median)")
+    parser.add_argument("--batch", type=Number(int, 1, 4096), default=64, help="batch size for throughput")
+    parser.add_argument(
+        "--check", type=Number(int, 0, 10**7), default=0, help="test windows to check agreement on (default 0 = all)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import argparse
 
+from harstream.commands._options import COUNT, SECONDS, Number
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--devices", type=int, default=256, help="devices for the vectorised push")
-    parser.add_argument("--seconds", type=float, default=60.0, help="seconds of signal per device")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--devices", type=Number(int, 1, 100_000), default=256, help="devices for the vectorised push")
+    parser.add_argument("--seconds", type=SECONDS, default=60.0, help="seconds of signal per device")
+    parser.add_argument("--repeats", type=COUNT, default=3)
 
 
 def run(args: argparse.Namespace) -> int:

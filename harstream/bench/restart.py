@@ -23,11 +23,15 @@ from __future__ import annotations
 
 import argparse
 
+from harstream.commands._options import COUNT, Number
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--repeats", type=int, default=5, help="fast restarts measured")
-    parser.add_argument("--baseline-repeats", type=int, default=1, help="full-path restarts measured (0 = none)")
-    parser.add_argument("--devices", type=int, default=4)
+    parser.add_argument("--repeats", type=COUNT, default=5, help="fast restarts measured")
+    parser.add_argument(
+        "--baseline-repeats", type=Number(int, 0, 1000), default=1, help="full-path restarts measured (0 = none)"
+    )
+    parser.add_argument("--devices", type=Number(int, 1, 100_000), default=4)
     parser.add_argument("--model", default=None, help="model artifact (default: the shipped model)")
     parser.add_argument(
         "--no-tail-replay",

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import argparse
 
+from harstream.commands._options import SECONDS, SECONDS_OR_OFF, Number
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--devices", type=int, nargs="+", default=[1000])
-    parser.add_argument("--duration", type=float, default=20.0)
-    parser.add_argument("--warmup", type=float, default=3.0)
-    parser.add_argument("--chunk", type=int, nargs="+", default=[10, 25], help="samples per message")
-    parser.add_argument("--shards", type=int, nargs="+", default=[1])
+    parser.add_argument("--devices", type=Number(int, 1, 1_000_000), nargs="+", default=[1000])
+    parser.add_argument("--duration", type=SECONDS, default=20.0)
+    parser.add_argument("--warmup", type=SECONDS_OR_OFF, default=3.0)
+    parser.add_argument("--chunk", type=Number(int, 1, 50_000), nargs="+", default=[10, 25], help="samples per message")
+    parser.add_argument("--shards", type=Number(int, 1, 64), nargs="+", default=[1])
 
 
 def run(args: argparse.Namespace) -> int:
