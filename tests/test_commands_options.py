@@ -6,6 +6,7 @@ long-running command cleanly."""
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import subprocess
 import sys
@@ -154,3 +155,41 @@ def test_ctrl_c_stops_tail_cleanly(ipc_address):
     proc.send_signal(signal.SIGINT)
     assert proc.wait(30) == 0
     assert "Traceback" not in (proc.stderr.read() if proc.stderr else "")
+
+
+def test_sigterm_stops_the_demo_and_every_part_it_started_even_when_it_comes_twice(ipc_address, tmp_path):
+    from test_dashboard_browser import STARTUP_S, alive, dashboard_port, descendants
+
+    log_path = tmp_path / "demo.log"
+    with open(log_path, "w") as log:
+        demo = subprocess.Popen(
+            [sys.executable, "-m", "harstream", "demo", "--subjects", "2", "--single-model"]
+            + ["--port", str(dashboard_port()), "--ingest", ipc_address("in"), "--output", ipc_address("out")],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        started: set[int] = set()
+        try:
+            deadline = time.monotonic() + STARTUP_S
+            while "harstream demo is running" not in log_path.read_text() and time.monotonic() < deadline:
+                assert demo.poll() is None, log_path.read_text()[-2000:]
+                started |= descendants(demo.pid)
+                time.sleep(0.5)
+            started |= descendants(demo.pid)
+            assert len(started) >= 3, log_path.read_text()[-2000:]  # worker, dashboard, simulator
+            demo.send_signal(signal.SIGTERM)
+            demo.send_signal(signal.SIGTERM)
+            assert demo.wait(60) == 0, log_path.read_text()[-2000:]
+        finally:
+            if demo.poll() is None:
+                os.killpg(demo.pid, signal.SIGKILL)
+                demo.wait()
+            for pid in started:
+                try:
+                    os.killpg(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+    time.sleep(0.5)
+    assert not [pid for pid in started if alive(pid)], "the demo left processes behind"
+    assert "demo: stopping" in log_path.read_text()

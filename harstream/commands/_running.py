@@ -18,12 +18,14 @@ import signal
 import threading
 from collections.abc import Iterator
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
-def stop_on_signals() -> threading.Event:
-    """An event SIGTERM or Ctrl-C sets (outside the main thread: an event
-    nothing sets, since only the main thread may handle signals)."""
+def stop_on_signals(hangup: bool = False) -> threading.Event:
+    """An event SIGTERM or Ctrl-C sets, and with ``hangup`` SIGHUP (the
+    terminal closed). Outside the main thread: an event nothing sets, since
+    only the main thread may handle signals. SIGINT is set explicitly even
+    where a shell started the command with it ignored (a background job)."""
     stop = threading.Event()
     if threading.current_thread() is not threading.main_thread():
         return stop
@@ -33,9 +35,17 @@ def stop_on_signals() -> threading.Event:
             raise KeyboardInterrupt
         stop.set()
 
-    for sig in STOP_SIGNALS:
+    for sig in STOP_SIGNALS if hangup else STOP_SIGNALS[:2]:
         signal.signal(sig, handler)
     return stop
+
+
+def ignore_signals() -> None:
+    """From here on the stop signals are ignored: a clean-up (stopping child
+    processes) that a second Ctrl-C must not cut short."""
+    if threading.current_thread() is threading.main_thread():
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
 
 
 def interrupt_on_signals() -> None:

@@ -13,10 +13,12 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 
 from harstream.commands._options import PORT, SPEED, SUBJECT
+from harstream.commands._running import ignore_signals, stop_on_signals
 
 STOP_TIMEOUT_S = 10.0
 
@@ -158,38 +160,32 @@ def run(args: argparse.Namespace) -> int:
         os.environ, HARSTREAM_INGEST=_bare(args.ingest), HARSTREAM_OUTPUT=_bare(args.output), PYTHONUNBUFFERED="1"
     )
     procs: list[tuple[str, subprocess.Popen]] = []
-    # SIGTERM and SIGHUP (terminal closed) end the demo exactly like Ctrl-C;
-    # SIGINT is set explicitly because a shell starts background jobs with
-    # it ignored, and then Python installs no handler of its own.
-    stop_signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-    previous = {sig: signal.signal(sig, _raise_interrupt) for sig in stop_signals}
+    # SIGTERM and SIGHUP (terminal closed) end the demo exactly like Ctrl-C.
+    stop = stop_on_signals(hangup=True)
     try:
         for name, argv in plan(args):
+            if stop.is_set():
+                break
             print(f"demo: starting {name}: {' '.join(argv[1:])}", flush=True)
             # A new session puts each part in its own process group: the demo
             # can stop all of it, and a Ctrl-C in the terminal reaches only
             # the demo, which then stops the parts in order.
             procs.append((name, subprocess.Popen(argv, env=env, start_new_session=True)))
         url = f"http://127.0.0.1:{args.port}"
-        if _wait_http(f"{url}/_stcore/health", procs, timeout=60.0):
+        if _wait_http(f"{url}/_stcore/health", procs, timeout=60.0, stop=stop):
             print(f"\n  harstream demo is running: open {url}\n  (Ctrl-C stops everything)\n", flush=True)
-        elif all(p.poll() is None for _, p in procs):
+        elif not stop.is_set() and all(p.poll() is None for _, p in procs):
             print(f"demo: the dashboard is slow to start; it will be at {url}", flush=True)
-        while True:
+        while not stop.wait(0.5):
             for name, proc in procs:
                 if proc.poll() is not None:
                     print(f"demo: {name} exited with code {proc.returncode}; stopping the rest", file=sys.stderr)
                     return 1
-            time.sleep(0.5)
-    except KeyboardInterrupt:
         print("\ndemo: stopping", flush=True)
         return 0
     finally:
-        for sig in stop_signals:  # a second Ctrl-C must not cut the clean-up short
-            signal.signal(sig, signal.SIG_IGN)
+        ignore_signals()  # a second Ctrl-C must not cut the clean-up short
         _stop(procs)
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def _stop(procs: list[tuple[str, subprocess.Popen]]) -> None:
@@ -215,9 +211,9 @@ def _signal_group(proc: subprocess.Popen, sig: int) -> None:
         pass
 
 
-def _wait_http(url: str, procs: list[tuple[str, subprocess.Popen]], timeout: float) -> bool:
+def _wait_http(url: str, procs: list[tuple[str, subprocess.Popen]], timeout: float, stop: threading.Event) -> bool:
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not stop.is_set():
         if any(p.poll() is not None for _, p in procs):
             return False
         try:
@@ -226,7 +222,7 @@ def _wait_http(url: str, procs: list[tuple[str, subprocess.Popen]], timeout: flo
                     return True
         except OSError:
             pass
-        time.sleep(0.3)
+        stop.wait(0.3)
     return False
 
 
@@ -243,7 +239,3 @@ def _backend(address: str, default: str) -> str:
 def _bare(address: str) -> str:
     """An address without a bind/connect prefix."""
     return address.lstrip("@>")
-
-
-def _raise_interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
