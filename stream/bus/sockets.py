@@ -103,6 +103,9 @@ class BusSockets:
             _attach(sock, verb, address, retry_bind_s)
         except BaseException:
             sock.close(0)
+            if self._auth is not None and not self._sockets:  # started for this socket alone
+                self._auth.stop()
+                self._auth = None
             raise
         self._sockets.append(sock)
         return sock
