@@ -129,12 +129,15 @@ def replay_session(
     core (name → factory of a fresh ``Smoother`` or ``Decoder``, anything
     with ``update(probs) -> (label, probs)``); ``argmax`` is always added."""
     from harstream.stream.core.decoder import window_motion
+    from harstream.stream.core.transition_direction import window_gravity
 
     x = session_windows(rec.samples, chunk, context_steps)
     probs = predict(x) if len(x) else np.empty((0, len(classes)))
     # the decoder's posture lock sees each window's motion, as the worker hands it over
-    motion = window_motion(x[:, 0] if context_steps else x) if len(x) else None
-    return replay_probabilities(rec, probs, displays, motion, classes)
+    own = x[:, 0] if context_steps else x
+    motion = window_motion(own) if len(x) else None
+    gravity = window_gravity(own) if len(x) else None
+    return replay_probabilities(rec, probs, displays, motion, classes, gravity)
 
 
 def replay_probabilities(
@@ -143,6 +146,7 @@ def replay_probabilities(
     displays: dict[str, Callable[[], Smoother | Decoder]],
     motion: np.ndarray | None = None,
     classes: Sequence[str] = ACTIVITIES,
+    gravity: np.ndarray | None = None,
 ) -> SessionReplay:
     """The displays of one session whose windows' probabilities over
     ``classes`` (and, for the decoder's posture lock, motion:
@@ -151,11 +155,15 @@ def replay_probabilities(
     n = len(rec.samples)
     shown = {"argmax": display_timeline(n, np.argmax(probs, axis=1) if len(probs) else [])}
     moves: list[float | None] = [None] * len(probs) if motion is None else [float(m) for m in motion]
+    turns: list[list[float] | None] = (
+        [None] * len(probs) if gravity is None else [[float(v) for v in g] for g in gravity]
+    )
     for kind, factory in displays.items():
         core = factory()
         # one window at a time, in stream order, as the worker does
         labels = [
-            display_code(core.update([round(float(v), 6) for v in p], m)[0], classes) for p, m in zip(probs, moves)
+            display_code(core.update([round(float(v), 6) for v in p], m, g)[0], classes)
+            for p, m, g in zip(probs, moves, turns)
         ]
         shown[kind] = display_timeline(n, labels)
     return SessionReplay(rec.name, truth_labels(rec.labels, classes), shown, tuple(classes))

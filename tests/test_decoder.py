@@ -21,6 +21,7 @@ from harstream.stream.core.decoder import (
 )
 from harstream.stream.core.protocol import SampleBatch, encode_samples
 from harstream.stream.core.smoothing import Smoother
+from harstream.stream.core.transition_direction import window_gravity
 from harstream.stream.core.worker import StreamCore, WorkerConfig
 
 AB = ["A", "B"]
@@ -241,7 +242,8 @@ def test_a_published_session_equals_the_offline_decoder_on_loopback(embedded, tm
     rec = embedded.of_subjects([9])[0]
     rec = type(rec)(rec.name, rec.subject, rec.samples[:6000], rec.labels[:6000])  # 2 minutes, ~90 windows
     x = session_windows(rec.samples.astype(np.float32), 10, artifact.context_steps)
-    offline = decode_sequence(params, runtime.predict(x), window_motion(x[:, 0] if artifact.context_steps else x))
+    own = x[:, 0] if artifact.context_steps else x
+    offline = decode_sequence(params, runtime.predict(x), window_motion(own), window_gravity(own))
 
     stop, ready, bound = threading.Event(), threading.Event(), {}
     config = WorkerConfig(

@@ -55,6 +55,12 @@ import numpy as np
 
 from harstream.stream.core.activities import ACTIVITIES, POSTURES, TRANSITIONS, UNKNOWN
 from harstream.stream.core.smoothing import Smoother, refusal_reason
+from harstream.stream.core.transition_direction import (
+    DIRECTION_POSTURES,
+    DirectionDetector,
+    DirectionParams,
+    DirectionParamsError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +106,8 @@ class DecoderParams:
     lock_motion: float = 0.0  # window_motion (g) above which the body counts as having moved
     lock_settle: int = 3  # windows a posture is shown before the lock holds it
     moved_switch_at: float = 0.5  # switch_at for leaving a posture after movement
+    # which posture follows a transition, from the gravity turn (module docstring); None = off
+    direction: DirectionParams | None = None
 
     @property
     def states(self) -> tuple[str, ...]:
@@ -173,6 +181,7 @@ class DecoderParams:
             "lock_motion": self.lock_motion,
             "lock_settle": self.lock_settle,
             "moved_switch_at": self.moved_switch_at,
+            "direction": None if self.direction is None else self.direction.to_json(),
         }
 
     @classmethod
@@ -200,10 +209,13 @@ class DecoderParams:
                 lock_motion=float(d.get("lock_motion", 0.0)),
                 lock_settle=int(d.get("lock_settle", 3)),
                 moved_switch_at=float(d.get("moved_switch_at", d.get("switch_at", 0.5))),
+                direction=None if d.get("direction") is None else DirectionParams.from_json(d["direction"]),
             )
         except (KeyError, TypeError, ValueError) as exc:
             if isinstance(exc, DecoderParamsError):
                 raise
+            if isinstance(exc, DirectionParamsError):
+                raise DecoderParamsError(f"decoder parameters: {exc}") from None
             raise DecoderParamsError(f"decoder parameters: {type(exc).__name__}: {exc}") from None
 
 
@@ -238,6 +250,14 @@ class Decoder:
         # the postures among the classes, and what the lock keeps them from: other postures, transitions
         self._postures = frozenset(i for i, c in enumerate(params.classes) if c in POSTURES)
         self._lockable = self._postures | frozenset(range(n, s))
+        # the transition-direction verdict weighs the posture classes it names
+        index = {c: i for i, c in enumerate(params.classes)}
+        self._verdict_of = [(index[c], c) for c in DIRECTION_POSTURES if c in index]
+        # a still stretch after a verdict is no transition: transition states get the weight of a posture ruled out
+        self._not_after_verdict = np.arange(n, s)
+        self._detector = (
+            DirectionDetector(params.direction) if params.direction is not None and self._postures else None
+        )
         self.refused: str | None = None
         self.reset()
 
@@ -247,6 +267,8 @@ class Decoder:
         self._shown: int | None = None
         self._moved = False  # the body moved since the display last changed
         self._held = 0  # windows since the display last changed
+        if self._detector is not None:
+            self._detector.reset()
         self.refused = None
 
     @property
@@ -263,14 +285,26 @@ class Decoder:
         p = self.params
         return self._scale * (self._mix @ probs + p.floor) ** p.sharpness
 
-    def update(self, probs: Sequence[float], motion: float | None = None) -> tuple[str, list[float]]:
+    def update(
+        self, probs: Sequence[float], motion: float | None = None, gravity: Sequence[float] | None = None
+    ) -> tuple[str, list[float]]:
         """One window: its class probabilities and, for the posture lock,
-        its :func:`window_motion` (``None``: no lock for this window)."""
+        its :func:`window_motion` (``None``: no lock for this window), and for
+        the transition direction its
+        :func:`~harstream.stream.core.transition_direction.window_gravity`."""
         self.refused = refusal_reason(probs, len(self.classes))
         if self.refused is not None:
             return self.shown, self.class_posterior()
         p = self.params
         evidence = self.evidence(np.asarray(probs, dtype=np.float64))
+        if self._detector is not None:
+            if motion is not None and gravity is not None and self._detector.push(float(motion), gravity):
+                self._moved = True  # a transition is movement, even one the lock's threshold missed
+            verdict = self._detector.verdict
+            if verdict is not None and p.direction is not None:
+                for i, name in self._verdict_of:
+                    evidence[i] *= (verdict[name] + p.direction.floor) ** p.direction.weight
+                evidence[self._not_after_verdict] *= p.direction.floor**p.direction.weight
         posterior = evidence * (self._t @ self._posterior)
         total = posterior.sum()
         if not np.isfinite(total) or total <= 0.0:  # evidence ruled out every state: start afresh
@@ -289,6 +323,8 @@ class Decoder:
             self._shown, self._moved, self._held = best, False, 0
         else:
             self._held += 1
+        if self._detector is not None and self._shown < len(self.classes) and self._shown not in self._postures:
+            self._detector.forget()  # walking: the next posture is open again
         return self.shown, self.class_posterior()
 
 
@@ -305,15 +341,21 @@ def window_motion(windows: np.ndarray) -> np.ndarray:
     return np.sqrt(np.einsum("nwc,nwc->nw", body, body)).mean(axis=1)
 
 
-def decode_sequence(params: DecoderParams, probs: np.ndarray, motion: np.ndarray | None = None) -> list[str]:
+def decode_sequence(
+    params: DecoderParams, probs: np.ndarray, motion: np.ndarray | None = None, gravity: np.ndarray | None = None
+) -> list[str]:
     """What the display shows after each window of one uninterrupted stream
     (the offline twin of the worker's per-device decoder; the probabilities
     are rounded to 6 decimals, as the worker publishes and decodes them;
-    ``motion`` is each window's :func:`window_motion`, if known)."""
+    ``motion`` is each window's :func:`window_motion` and ``gravity`` its
+    :func:`~harstream.stream.core.transition_direction.window_gravity`, if known)."""
     decoder = Decoder(params)
     probs = np.asarray(probs, dtype=np.float64)
     moves: list[float | None] = [None] * len(probs) if motion is None else [float(m) for m in motion]
-    return [decoder.update([round(float(v), 6) for v in p], m)[0] for p, m in zip(probs, moves)]
+    turns: list[list[float] | None] = (
+        [None] * len(probs) if gravity is None else [[float(v) for v in g] for g in gravity]
+    )
+    return [decoder.update([round(float(v), 6) for v in p], m, g)[0] for p, m, g in zip(probs, moves, turns)]
 
 
 def display_for(classes: Sequence[str], decoder: dict | None, threshold: float = 0.5):

@@ -74,9 +74,11 @@ class Smoother:
         self._last: tuple[str, list[float]] = (UNKNOWN, [])
         self.refused: str | None = None
 
-    def update(self, probs: Sequence[float], motion: float | None = None) -> tuple[str, list[float]]:
+    def update(
+        self, probs: Sequence[float], motion: float | None = None, gravity: Sequence[float] | None = None
+    ) -> tuple[str, list[float]]:
         """Add one window's probabilities; ``(smoothed label, smoothed probs)``
-        (``motion``, the decoder's posture-lock cue, is not used here).
+        (``motion`` and ``gravity``, the decoder's signal cues, are not used here).
         Malformed probabilities (:func:`refusal_reason`) are refused: the
         answer stays the previous one and :attr:`refused` says why."""
         self.refused = refusal_reason(probs, len(self.classes))

@@ -75,6 +75,7 @@ from harstream.stream.core.sample_buffer import SampleBuffer
 from harstream.stream.core.signal_feed import SignalFeed
 from harstream.stream.core.smoothing import DEFAULT_THRESHOLD, DEFAULT_WINDOWS, Smoother
 from harstream.stream.core.subscriptions import Subscriptions, WatchedDevices
+from harstream.stream.core.transition_direction import window_gravity
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +145,7 @@ class PendingWindow:
     truth: str | None
     served: ServedModel  # the model it was made for (its input shape and classes)
     motion: float | None = None  # the window's body motion (decoder.window_motion): the posture lock's cue
+    gravity: tuple[float, float, float] | None = None  # its newest half's gravity: the transition direction's cue
 
 
 def make_display(served: ServedModel, config: WorkerConfig, windows: int | None = None) -> Smoother:
@@ -425,15 +427,21 @@ class StreamCore:
             jobs.append((state, raw, labels, arrived, pipe.emitted, pipe.samples_seen))
         results = push_many([j[0].windows.pipeline for j in jobs], [j[1] for j in jobs])
         inputs = self._window_inputs([j[0] for j in jobs], results)
-        # each window's body motion for the display decoder, all devices' windows in one call
+        # each window's body motion and gravity for the display decoder, all devices' windows in one call
         counts = [len(r) for r in results]
-        motions = np.split(window_motion(np.concatenate(results)), np.cumsum(counts)[:-1]) if sum(counts) else results
-        for (state, _, labels, arrived, first_window, seen_before), windows, x, moved in zip(
-            jobs, results, inputs, motions
+        if sum(counts):
+            every = np.concatenate(results)
+            motions = np.split(window_motion(every), np.cumsum(counts)[:-1])
+            turns = np.split(window_gravity(every), np.cumsum(counts)[:-1])
+        else:
+            motions = turns = results
+        for (state, _, labels, arrived, first_window, seen_before), windows, x, moved, turned in zip(
+            jobs, results, inputs, motions, turns
         ):
             if len(windows):
                 self._unproven.pop(state.name, None)  # it completed a window: a real device
-            for w, m in zip(state.windows.describe(windows, labels, first_window, seen_before, inputs=x), moved):
+            described = state.windows.describe(windows, labels, first_window, seen_before, inputs=x)
+            for w, m, g in zip(described, moved, turned):
                 self._enqueue(
                     PendingWindow(
                         state.name,
@@ -446,6 +454,7 @@ class StreamCore:
                         w.truth,
                         state.served,
                         float(m),
+                        (float(g[0]), float(g[1]), float(g[2])),
                     )
                 )
             self.totals["windows"] += len(windows)
@@ -553,7 +562,7 @@ class StreamCore:
             state = self.devices.get(w.device)
             raw = [round(float(v), 6) for v in p]
             if state is not None and state.generation == w.generation and state.served is w.served:
-                smoothed, smoothed_probs = state.display.update(raw, w.motion)
+                smoothed, smoothed_probs = state.display.update(raw, w.motion, w.gravity)
                 if state.display.refused:
                     self._drop("probabilities", f"device {w.device} window {w.window}: {state.display.refused}")
             else:  # the device was reset, evicted or moved to another model meanwhile: this window stands alone
