@@ -42,7 +42,7 @@ from harstream.models.studies import decoder_tuning as tuning
 from harstream.models.transition_direction import Event, event_accuracy, find_events, fit_direction
 from harstream.stream.core.decoder import Decoder, DecoderParams, window_motion
 from harstream.stream.core.smoothing import Smoother
-from harstream.stream.core.transition_direction import window_gravity
+from harstream.stream.core.transition_direction import DirectionParams, window_gravity
 from harstream.stream.data.recordings import Recording
 
 REPORT_NAME = "transition_direction_study.json"
@@ -114,6 +114,45 @@ def best_by_rule(rows: list[dict]) -> dict:
     return max(ok, key=lambda r: (r["validation"]["sample_accuracy"], -r["validation"]["delay_median_s"]))
 
 
+def ship(record: dict, model: Path | None = None, direction: DirectionParams | None = None) -> Path:
+    """Write the chosen knobs (and detector) into a model's ``decoder`` entry.
+    The transitions are counted again from all 21 training subjects' label
+    sequences (the stickiness knob changes the matrix); the emission stays
+    the shipped one (out-of-fold probabilities of the 21 training subjects,
+    as :func:`~harstream.models.studies.decoder_tuning.fit_decoder` wrote
+    it: it does not depend on the knobs); nothing else in the metadata changes."""
+    from harstream.models.artifact import DEFAULT_MODEL, metadata_path
+
+    meta_file = metadata_path(model or DEFAULT_MODEL)
+    meta = json.loads(meta_file.read_text())
+    entry = meta["decoder"]
+    classes = tuple(entry["classes"])
+    transitions, of = fit.label_states(classes)
+    counts = fit.fit_transitions(tuning.training_sessions(tuning.waist_target(model), with_validation=True))
+    knobs = record["chosen"]["knobs"]
+    params = fit.build_params(
+        fit.state_counts(counts, of, len(classes) + len(transitions)),
+        classes,
+        transitions=transitions,
+        emission=np.asarray(entry["emission"], dtype=np.float64),
+        **knobs["knobs"],
+    )
+    params = replace(params, **LOCK, direction=direction)
+    chosen = {**entry.get("chosen", {})}
+    chosen["now_label"] = {
+        "knobs": knobs["knobs"],
+        "validation": knobs["validation"],
+        "validation_raw": record["raw"]["raw"],
+        "direction": None if direction is None else record["chosen"]["direction"]["detector"],
+        "direction_validation": record["chosen"]["direction"]["validation"],
+        "rule": record["chosen"]["rule"],
+        "study": f"python -m harstream.models.studies.transition_direction --write ({REPORT_NAME})",
+    }
+    meta["decoder"] = {**entry, **params.to_json(), "chosen": chosen}
+    meta_file.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    return meta_file
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="transition direction and now-label knobs: study on validation")
     parser.add_argument("--write", action="store_true", help="refit the chosen setting and ship it")
@@ -170,10 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     print("direction chosen:", best_direction["detector"], fmt(best_direction["validation"]), "used:", use_direction)
 
     if args.write:
-        from harstream.models.artifact import DEFAULT_MODEL, metadata_path
-
-        full_stats = tuning.label_statistics(waist, with_validation=True, reports=args.reports)
-        params = replace(fit.params_for(full_stats, classes, chosen_knobs["knobs"]), **LOCK)
+        direction = None
         if use_direction:
             all_recs = tuning.training_sessions(waist, with_validation=True)
             cue.update(cues([r for r in all_recs if r.name not in cue]))
@@ -185,25 +221,7 @@ def main(argv: list[str] | None = None) -> int:
                 weight=det["weight"],
                 min_confidence=det["min_confidence"],
             )
-            params = replace(params, direction=direction)
-        meta_file = metadata_path(args.model or DEFAULT_MODEL)
-        meta = json.loads(meta_file.read_text())
-        chosen = meta["decoder"].get("chosen", {})
-        chosen["now_label"] = {
-            "knobs": chosen_knobs["knobs"],
-            "validation": chosen_knobs["validation"],
-            "direction": best_direction["detector"] if use_direction else None,
-            "validation_with_direction": best_direction["validation"] if use_direction else None,
-            "rule": record["chosen"]["rule"],
-            "study": f"python -m harstream.models.studies.transition_direction --write ({REPORT_NAME})",
-        }
-        meta["decoder"] = {
-            **meta["decoder"],
-            **params.to_json(),
-            "chosen": chosen,
-        }
-        meta_file.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-        print("wrote", meta_file)
+        print("wrote", ship(record, args.model, direction))
     record["seconds"] = round(time.perf_counter() - start)
     report = args.reports / REPORT_NAME
     report.parent.mkdir(parents=True, exist_ok=True)
