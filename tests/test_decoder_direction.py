@@ -144,3 +144,32 @@ def test_a_fitted_detector_tells_standing_up_from_sitting_down():
     # outcomes never seen in training stay out
     p = params.outcome_probabilities(unit(STANDING), unit(SITTING))
     assert p[OUTCOMES.index("SIT_TO_LIE")] < 1e-6
+
+
+def test_the_worker_hands_each_windows_gravity_to_the_decoder():
+    """A device stands, moves, and comes to rest turned as after sitting down;
+    the classifier keeps saying 'standing'. Through a real StreamCore the
+    decoder with a direction shows SITTING; the same stream without gravity
+    reaching it could not."""
+    from harstream.stream.core.protocol import SampleBatch, encode_samples
+    from harstream.stream.core.worker import StreamCore, WorkerConfig
+
+    params = replace(
+        DecoderParams.uniform(ACTIVITIES, stay=0.9, switch_at=0.5),
+        direction=replace(DirectionParams.example(), weight=2.0, still_motion=0.05),
+    )
+    core = StreamCore(ACTIVITIES, "m", WorkerConfig(display=lambda: Decoder(params), signal_interval=0))
+    rng = np.random.default_rng(1)
+    stand = np.tile(np.r_[STANDING, 0.0, 0.0, 0.0], (1500, 1))
+    burst = np.tile(np.r_[STANDING, 0.0, 0.0, 0.0], (150, 1)) + rng.normal(0, 0.6, (150, 6))
+    sit = np.tile(np.r_[SITTING, 0.0, 0.0, 0.0], (1500, 1))
+    samples = np.concatenate([stand, burst, sit])
+    shown = []
+    for seq in range(0, len(samples), 100):
+        core.ingest(encode_samples(SampleBatch("d", seq=seq, t0=seq / 50, samples=samples[seq : seq + 100])), now=0.0)
+        _, pending = core.take_batch()
+        if pending:
+            probs = np.tile(_standing_classifier(), (len(pending), 1))
+            shown += [p.smoothed for p in core.finish_batch(pending, probs, now=0.0)]
+    assert shown[5] == "STANDING"
+    assert shown[-1] == "SITTING"

@@ -35,6 +35,13 @@ classifier is not shown); after movement it switches sooner, at posterior
 ``moved_switch_at`` instead of ``switch_at``. ``lock_motion = 0`` turns the
 lock off, and so does calling :meth:`Decoder.update` without a motion.
 
+The transition direction (``direction``, off when None): each window's
+gravity (:func:`~harstream.stream.core.transition_direction.window_gravity`)
+with its motion feeds a :class:`~harstream.stream.core.transition_direction.DirectionDetector`;
+after a burst of motion it names the posture that follows, and until the
+next burst the posture states' evidence is weighed by that verdict (and
+transition states are ruled out, as a still stretch is no transition).
+
 >>> params = DecoderParams.uniform(["A", "B"], stay=0.95, switch_at=0.6)
 >>> d = Decoder(params)
 >>> d.update([0.9, 0.1])[0]
