@@ -87,3 +87,15 @@ def test_a_constant_wrong_model_scores_zero():
     live = score_replays([replay])
     assert live["argmax"]["sample_accuracy"] == 0.0
     assert live["smoothed"]["segments_never_shown"] == 1  # LAYING after the transition
+
+
+def test_a_display_updated_every_32_samples_shows_the_newest_window_of_either_grid():
+    from harstream.models.studies.half_hop import timeline
+
+    # regular windows end at 127 and 191, the offset grid's at 159 and 223
+    ends = np.array([127, 191, 159, 223])
+    codes = np.array([0, 2, 1, 3])
+    shown = timeline(260, ends, codes)
+    assert shown[126] == NOTHING
+    assert [shown[127], shown[159], shown[191], shown[223], shown[259]] == [0, 1, 2, 3, 3]
+    assert shown[158] == 0 and shown[190] == 1

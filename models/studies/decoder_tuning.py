@@ -21,6 +21,11 @@ The same machinery serves every model: a :class:`Target` says what its
 classes are, how its recipe is fitted and what its sessions look like in
 training (the placement-free model's are turned by random rotations).
 
+The shipped waist decoder's knobs were chosen afterwards for the now label
+(accuracy at the delay goal) by :mod:`harstream.models.studies.transition_direction`;
+``--write`` here puts back the older rule's choice (fewest changes), so run
+that study's ``--write`` after it.
+
 Run (writes the ``decoder`` entry of the model's metadata)::
 
     python -m harstream.models.studies.decoder_tuning [--target waist|any] [--model PATH] [--write] [--reports DIR]
