@@ -135,6 +135,11 @@ MALFORMED = {  # case: (expected reason, how to spoil a good message)
     "device_id_ending_in_newline": ("device", lambda f: _with_header(f, device="dev-1\n")),
     "session_with_a_slash": ("session", lambda f: _with_header(f, session="a/b")),
     "session_not_a_string": ("session", lambda f: _with_header(f, session=7)),
+    "pressure_not_a_list": ("pressure", lambda f: _with_header(f, pressure={"t": 1, "hPa": 1000})),
+    "pressure_row_of_three": ("pressure", lambda f: _with_header(f, pressure=[[1.0, 1000.0, 3.0]])),
+    "pressure_as_text": ("pressure", lambda f: _with_header(f, pressure=[[1.0, "1000"]])),
+    "pressure_time_negative": ("pressure", lambda f: _with_header(f, pressure=[[-1.0, 1000.0]])),
+    "pressure_rows_beyond_1000": ("pressure", lambda f: _with_header(f, pressure=[[i, 1000.0] for i in range(1001)])),
 }
 
 
@@ -169,3 +174,32 @@ def test_output_encoders_are_total_on_non_finite_numbers():
     assert decode_signal(encode_signal(s)).acc == [[None, 0.0, 1.0]]
     stats = decode_stats(encode_stats("w1", {"lag_p99_ms": float("inf"), "n": np.int64(3), "x": {1, 2}}))
     assert stats["lag_p99_ms"] is None and stats["n"] == 3 and stats["worker"] == "w1"
+
+
+def test_pressure_travels_in_the_header_and_a_message_without_it_has_none():
+    rows = np.array([[1700000000.0, 1001.25], [1700000000.04, 1001.24]])
+    sent = SampleBatch("dev-1", 0, 1700000000.0, np.zeros((2, 6), np.float32), pressure=rows)
+    frames = encode_samples(sent)
+    assert len(frames) == 3  # today's three frames: the channel rides in the header
+    got = decode_samples(frames)
+    np.testing.assert_array_equal(got.pressure, rows)
+    assert got.pressure_refused == {}
+    assert decode_samples(good_frames()).pressure is None
+
+
+def test_pressure_that_cannot_be_right_is_refused_by_reason_and_the_samples_kept():
+    header = json.loads(good_frames()[1])
+    header["pressure"] = [[1.0, 1000.0], [2.0, 1200.0], [3.0, 250.0], [0.5, 1000.0], [4.0, 999.9]]
+    frames = good_frames()
+    got = decode_samples([frames[0], json.dumps(header).encode(), frames[2]])
+    assert got.pressure.tolist() == [[1.0, 1000.0], [4.0, 999.9]]
+    assert got.pressure_refused == {"pressure_range": 2, "pressure_order": 1}
+    assert len(got) == len(decode_samples(frames))  # the motion is not lost for a bad barometer
+
+
+def test_non_finite_pressure_is_refused_by_its_own_reason():
+    frames = good_frames()
+    raw = frames[1][:-1] + b',"pressure":[[1.0,NaN],[2.0,1000.0],[3.0,Infinity]]}'
+    got = decode_samples([frames[0], raw, frames[2]])
+    assert got.pressure.tolist() == [[2.0, 1000.0]]
+    assert got.pressure_refused == {"pressure_non_finite": 2}

@@ -4,7 +4,8 @@ Pure encode/decode functions, no sockets. Every message is multipart with a
 topic frame first; topics are ``/``-delimited so ZeroMQ's prefix matching
 never confuses ``dev1`` with ``dev10``:
 
-- ``s/<shard>/<device>/`` samples: [topic, JSON header, float32 LE (n, 6)]
+- ``s/<shard>/<device>/`` samples: [topic, JSON header, float32 LE (n, 6)];
+  the header may carry the device's barometer, ``"pressure": [[t_s, hPa], ...]``
 - ``p/<device>/``         a prediction: [topic, JSON]
 - ``g/<device>/``         a decimated signal feed for display: [topic, JSON]
 - ``stats/<worker>/``     worker statistics, once a second: [topic, JSON]
@@ -33,6 +34,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from harstream.stream.core.barometer import PRESSURE_REASONS, screen_pressure
 from harstream.stream.core.errors import InputError
 from harstream.stream.core.rate import RATE_HZ
 
@@ -45,6 +47,8 @@ SESSION_ID = DEVICE_ID  # same alphabet and length
 #: Devices the phone gateway publishes are named ``phone:<id>``; no other producer may use it.
 PHONE_NAMESPACE = "phone:"
 MAX_SAMPLES_PER_MESSAGE = 5000
+# Barometer readings one samples message may carry (25 Hz for 40 s; the header's bound holds them).
+MAX_PRESSURE_ROWS = 1000
 MAX_HEADER_BYTES = 64 * 1024 + 16
 # The largest frame a receiver takes (ZMQ_MAXMSGSIZE; a peer sending more is
 # disconnected by ZeroMQ before the frame is held): the header or the samples
@@ -78,6 +82,7 @@ REASONS = (
     "time",  # t0 outside 0..1e10 s
     "labels",  # labels present but not n integers
     "session",  # session id not 1-64 characters of [A-Za-z0-9_.:@+-]
+    "pressure",  # header pressure not a list of at most 1000 [t_s, hPa] number pairs, or a time outside 0..1e10 s
 )
 
 
@@ -145,6 +150,11 @@ class SampleBatch:
     random id it picks when it starts): ``seq`` counts within a session, and
     a worker lets a new session take a device over only once the old one has
     gone quiet (docs/protocol.md, "Device identity"). ``""``: none sent.
+    ``pressure``: the device's barometer readings that came with these
+    samples, ``(m, 2)`` rows of (time in s on ``t0``'s clock, hPa), or None
+    (no barometer: nothing waits for one). Decoding keeps only readings that
+    can be right and counts the others by reason in ``pressure_refused``
+    (:data:`~harstream.stream.core.barometer.PRESSURE_REASONS`).
     """
 
     device: str
@@ -155,6 +165,8 @@ class SampleBatch:
     labels: np.ndarray | None = None
     meta: dict = field(default_factory=dict)
     session: str = ""
+    pressure: np.ndarray | None = None
+    pressure_refused: dict[str, int] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -183,6 +195,11 @@ def encode_samples(batch: SampleBatch) -> list[bytes]:
         header["meta"] = batch.meta
     if batch.session:
         header["session"] = check_session_id(batch.session)
+    if batch.pressure is not None and len(batch.pressure):
+        rows = np.asarray(batch.pressure, dtype=np.float64)
+        if rows.ndim != 2 or rows.shape[1] != 2 or len(rows) > MAX_PRESSURE_ROWS:
+            raise ValueError(f"pressure must be (m <= {MAX_PRESSURE_ROWS}, 2), got {rows.shape}")
+        header["pressure"] = rows.tolist()
     return [samples_topic(batch.device), _dumps(header), samples.tobytes()]
 
 
@@ -233,7 +250,35 @@ def decode_samples(frames: Sequence[bytes]) -> SampleBatch:
     meta = header.get("meta", {})
     if not isinstance(meta, dict):
         raise ProtocolError("header", "meta must be an object")
-    return SampleBatch(device, seq, t0, samples, rate, labels, meta, session)
+    batch = SampleBatch(device, seq, t0, samples, rate, labels, meta, session)
+    if "pressure" in header:
+        batch.pressure, batch.pressure_refused = decode_pressure(header["pressure"])
+    return batch
+
+
+def decode_pressure(raw: Any) -> tuple[np.ndarray, dict[str, int]]:
+    """A header's ``pressure`` rows ``[[t_s, hPa], ...]``: the readings that
+    can be right, ``(m, 2)``, and the others counted by reason; a list of
+    another shape is :class:`ProtocolError` (``pressure``).
+
+    >>> rows, refused = decode_pressure([[1.0, 1000.5], [2.0, 2000.0], [0.5, 1000.4]])
+    >>> rows.tolist(), refused
+    ([[1.0, 1000.5]], {'pressure_range': 1, 'pressure_order': 1})
+    """
+    if not isinstance(raw, list) or len(raw) > MAX_PRESSURE_ROWS:
+        raise ProtocolError("pressure", f"pressure must be a list of at most {MAX_PRESSURE_ROWS} [t_s, hPa] rows")
+    for i, row in enumerate(raw):
+        if type(row) is not list or len(row) != 2 or not all(type(v) in (int, float) for v in row):
+            raise ProtocolError("pressure", f"pressure[{i}] must be [t_s, hPa] numbers, got {str(row)[:60]}")
+    try:
+        rows = np.array(raw, dtype=np.float64).reshape(-1, 2)
+    except OverflowError:
+        raise ProtocolError("pressure", "pressure: a number too large for a float") from None
+    times = rows[:, 0]
+    if not ((times >= 0) & (times < MAX_T0) | ~np.isfinite(times)).all():
+        raise ProtocolError("pressure", f"pressure times must lie within 0..{MAX_T0:g} s")
+    t, hpa, refused = screen_pressure(times, rows[:, 1])
+    return np.column_stack([t, hpa]), {r: refused[r] for r in PRESSURE_REASONS if refused[r]}
 
 
 def check_sample_range(samples: np.ndarray) -> None:
