@@ -65,12 +65,19 @@ class ServedModel:
     # a staged model's feature stage, (n, 128, 9) -> (n, F): the core computes each window's
     # features once and stacks feature vectors; ``runtime`` then takes (n, 1 + k, F)
     features: Callable[[Any], Any] | None = None
+    # the activities the device's own calibration taught its personal model (class names):
+    # stairs calibrated there need no other evidence (stream/core/stairs.py)
+    calibrated: frozenset[str] = frozenset()
+    # how like the waist gait stairs were learned on each window is, (n, 128, 9) -> (n,) in 0..1,
+    # where the model can tell; None: it says nothing
+    waist_likeness: Callable[[Any], Any] | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"model {self.model_id}: mode {self.mode!r} is not one of {', '.join(MODES)}")
         object.__setattr__(self, "classes", tuple(self.classes))
         object.__setattr__(self, "context_steps", tuple(int(s) for s in self.context_steps))
+        object.__setattr__(self, "calibrated", frozenset(self.calibrated))
 
 
 def personal_model(device: str, model_id: str, classes: Sequence[str], **kw: Any) -> ServedModel:

@@ -46,6 +46,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from harstream.stream.core.barometer import PRESSURE_REASONS
 from harstream.stream.core.batch_push import push_many
 from harstream.stream.core.context import WindowContext
 from harstream.stream.core.decoder import window_motion
@@ -74,6 +75,7 @@ from harstream.stream.core.protocol import (
 from harstream.stream.core.sample_buffer import SampleBuffer
 from harstream.stream.core.signal_feed import SignalFeed
 from harstream.stream.core.smoothing import DEFAULT_THRESHOLD, DEFAULT_WINDOWS, Smoother
+from harstream.stream.core.stairs import StairsEvidence, gated
 from harstream.stream.core.subscriptions import Subscriptions, WatchedDevices
 from harstream.stream.core.transition_direction import window_gravity
 
@@ -94,6 +96,7 @@ WORKER_REASONS = (
     "stale",  # samples older than stale_after seconds (wall clock) when they arrived
     "internal",  # a bug met on one message or output: that one was dropped, the worker went on
     "model_refused",  # a personal model file that failed to load or disagreed with its metadata
+    *PRESSURE_REASONS,  # barometer readings outside 300-1,100 hPa, not finite, or out of time order
 )
 
 
@@ -146,6 +149,7 @@ class PendingWindow:
     served: ServedModel  # the model it was made for (its input shape and classes)
     motion: float | None = None  # the window's body motion (decoder.window_motion): the posture lock's cue
     gravity: tuple[float, float, float] | None = None  # its newest half's gravity: the transition direction's cue
+    waist_likeness: float | None = None  # how like the waist gait (the model's own score, if it gives one)
 
 
 def make_display(served: ServedModel, config: WorkerConfig, windows: int | None = None) -> Smoother:
@@ -174,6 +178,7 @@ class Device:
         "served",
         "placement",
         "route_version",
+        "evidence",
     )
 
     def __init__(
@@ -198,11 +203,14 @@ class Device:
         self.display = make_display(served, config)  # what the screen shows
         self.signal = SignalFeed(config.signal_decimation, config.signal_interval, now)  # decimated raw signal
         self.ready_at: float | None = None  # when buffered samples completed a window
+        self.evidence = StairsEvidence()  # its barometer, if it sends pressure: what stairs may be shown
         self.restart(seq, session)
 
     def restart(self, seq: int, session: str) -> None:
         """Start the pipeline afresh with ``seq`` of ``session`` as its first sample."""
         self.generation += 1
+        if session != self.incarnation.session:  # another producer: another clock for its pressure
+            self.evidence = StairsEvidence()
         self.incarnation.restart(seq, session)
         self.windows = DeviceWindows(seq, self.served.context_steps)
         self.inbox.clear()
@@ -360,6 +368,8 @@ class StreamCore:
         state.windows.anchor(batch)  # times of later windows
         state.inbox.append(batch.samples, batch.labels)
         self.totals["samples"] += len(batch)
+        if batch.pressure is not None or batch.pressure_refused:
+            self._take_pressure(state, batch)
         if cfg.signal_interval > 0 and (self._watched is None or batch.device in self._watched.names):
             state.signal.add(batch)
         if state.ready_at is None and state.windows.completes_window(len(state.inbox)):
@@ -367,6 +377,18 @@ class StreamCore:
             self._ready.append(state)
             if len(self._ready) >= 4 * cfg.max_batch:
                 self.flush()
+
+    def _take_pressure(self, state: Device, batch: SampleBatch) -> None:
+        """The batch's barometer readings into the device's evidence; the
+        refused ones counted by reason."""
+        refused = dict(batch.pressure_refused)
+        if batch.pressure is not None and len(batch.pressure):
+            for reason, n in state.evidence.push_pressure(batch.pressure[:, 0], batch.pressure[:, 1]).items():
+                refused[reason] = refused.get(reason, 0) + n
+            self.totals["pressure_readings"] += len(batch.pressure)
+        for reason, n in refused.items():
+            self.drops[reason] += n - 1
+            self._drop(reason, f"device {batch.device}: {n} barometer readings refused ({reason})")
 
     def _placement(self, batch: SampleBatch) -> str | None:
         """The placement the batch declares; a value we do not serve is
@@ -440,8 +462,9 @@ class StreamCore:
         ):
             if len(windows):
                 self._unproven.pop(state.name, None)  # it completed a window: a real device
+            likeness = self._waist_likeness(state, windows)
             described = state.windows.describe(windows, labels, first_window, seen_before, inputs=x)
-            for w, m, g in zip(described, moved, turned):
+            for w, m, g, like in zip(described, moved, turned, likeness):
                 self._enqueue(
                     PendingWindow(
                         state.name,
@@ -455,9 +478,24 @@ class StreamCore:
                         state.served,
                         float(m),
                         (float(g[0]), float(g[1]), float(g[2])),
+                        like,
                     )
                 )
             self.totals["windows"] += len(windows)
+
+    def _waist_likeness(self, state: Device, windows: np.ndarray) -> list[float | None]:
+        """Each window's waist-likeness by the device's model, where it gives one."""
+        score = state.served.waist_likeness
+        if score is None or not len(windows) or not gated(state.served.mode, state.served.classes):
+            return [None] * len(windows)
+        try:
+            values = np.asarray(score(windows), dtype=np.float64).reshape(-1)
+            if len(values) != len(windows):
+                raise ValueError(f"{len(values)} scores for {len(windows)} windows")
+        except Exception as exc:  # a broken score must not stop the worker: no gait evidence then
+            self._drop("internal", f"device {state.name}: waist-likeness failed: {type(exc).__name__}: {exc}")
+            return [None] * len(windows)
+        return [float(v) if np.isfinite(v) else None for v in values]
 
     def _window_inputs(self, states: list[Device], results: list[np.ndarray]) -> list[np.ndarray]:
         """What each device's model takes of its new windows: the windows, or
@@ -567,6 +605,16 @@ class StreamCore:
                     self._drop("probabilities", f"device {w.device} window {w.window}: {state.display.refused}")
             else:  # the device was reset, evicted or moved to another model meanwhile: this window stands alone
                 smoothed, smoothed_probs = make_display(w.served, self.config, windows=1).update(raw)
+            label = classes[int(p.argmax())]
+            if gated(w.served.mode, classes):  # stairs only on evidence (stream/core/stairs.py)
+                evidence = state.evidence if state is not None else StairsEvidence()
+                judge = evidence.judge
+                label, raw = judge(label, raw, classes, w.t_end, w.served.calibrated, w.waist_likeness)
+                smoothed, smoothed_probs = judge(
+                    smoothed, smoothed_probs, classes, w.t_end, w.served.calibrated, w.waist_likeness
+                )
+                if evidence.last:
+                    self.totals[f"stairs_{evidence.last}"] += 1
             latency = (now - w.arrived) * 1000.0
             self._latencies.append(latency)
             self._lags.append((wall - w.t_end) * 1000.0)
@@ -576,7 +624,7 @@ class StreamCore:
                     window=w.window,
                     t_start=w.t_start,
                     t_end=w.t_end,
-                    label=classes[int(p.argmax())],
+                    label=label,
                     probs=raw,
                     smoothed=smoothed,
                     smoothed_probs=smoothed_probs,

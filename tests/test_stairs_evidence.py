@@ -1,0 +1,112 @@
+"""Stairs only on evidence: the worker core's published labels for devices in any/personal mode."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from harstream.stream.core.activities import ACTIVITIES, PLACEMENT_FREE
+from harstream.stream.core.barometer import pressure_hpa
+from harstream.stream.core.model_routing import ModelRouter, ServedModel, personal_model
+from harstream.stream.core.protocol import SampleBatch, encode_samples
+from harstream.stream.core.worker import StreamCore
+
+T0 = 1_700_000_000.0
+DOWNSTAIRS_PROBS = [0.1, 0.05, 0.8, 0.05]  # what a thigh's flat walk looks like to the waist-taught model
+
+
+def _core(**any_kw) -> StreamCore:
+    waist = ServedModel("waist", "waist", "waist@1", ACTIVITIES)
+    anywhere = ServedModel("any", "any", "any@1", PLACEMENT_FREE, **any_kw)
+    return StreamCore(ACTIVITIES, "waist@1", router=ModelRouter(waist, anywhere))
+
+
+def _run(core: StreamCore, device: str, seconds: int, probs, climb_m_s: float | None = None, meta=None) -> list:
+    """Stream ``seconds`` of samples (with a barometer climbing ``climb_m_s``
+    if given) in 1-s messages; every window labelled ``probs``."""
+    out = []
+    for s in range(seconds):
+        pressure = None
+        if climb_m_s is not None:
+            t = s + np.arange(0, 1, 0.1)
+            pressure = np.column_stack([T0 + t, pressure_hpa(climb_m_s * t, 1005.0)])
+        batch = SampleBatch(device, s * 50, T0 + s, np.zeros((50, 6), np.float32), meta=meta or {}, pressure=pressure)
+        core.ingest(encode_samples(batch), now=float(s))
+        while core.waiting:
+            x, taken = core.take_batch()
+            n = len(taken[0].served.classes)
+            p = np.tile(np.asarray(list(probs) + [0.0] * (n - len(probs))), (len(taken), 1))
+            out.extend(core.finish_batch(taken, p, now=float(s)))
+    return out
+
+
+def test_a_phone_without_a_barometer_is_shown_walking_where_the_model_says_stairs():
+    core = _core()
+    got = _run(core, "phone:page-1", 30, DOWNSTAIRS_PROBS)
+    assert got and {p.label for p in got} == {"WALKING"} and {p.smoothed for p in got} == {"WALKING"}
+    assert all(p.smoothed_probs[2] == 0.0 for p in got)  # the bars agree with the label
+    assert core.totals["stairs_withheld"] > 0
+
+
+def test_measured_climbing_keeps_stairs_and_names_the_direction_the_barometer_measured():
+    core = _core()
+    got = _run(core, "phone:pocket", 40, DOWNSTAIRS_PROBS, climb_m_s=0.25)
+    late = [p.smoothed for p in got if p.t_end > T0 + 12]  # the barometer needs its span
+    assert late and set(late) == {"WALKING_UPSTAIRS"}
+    down = _run(_core(), "phone:pocket", 40, [0.8, 0.1, 0.05, 0.05], climb_m_s=-0.25)
+    assert {p.smoothed for p in down if p.t_end > T0 + 12} == {"WALKING_DOWNSTAIRS"}
+
+
+def test_level_walking_measured_by_the_barometer_is_walking():
+    got = _run(_core(), "phone:pocket", 40, DOWNSTAIRS_PROBS, climb_m_s=0.0)
+    assert {p.smoothed for p in got} == {"WALKING"}
+
+
+def test_stairs_the_device_calibrated_are_kept_without_a_barometer():
+    core = _core()
+    classes = (*PLACEMENT_FREE[:3], "SITTING", "STILL")
+    core.router.set_personal(
+        personal_model("phone:cal", "p@1", classes, calibrated=frozenset({"WALKING", "WALKING_DOWNSTAIRS"}))
+    )
+    got = _run(core, "phone:cal", 30, [0.1, 0.05, 0.8, 0.0, 0.05])
+    assert got and {p.smoothed for p in got} == {"WALKING_DOWNSTAIRS"}
+    assert {p.mode for p in got} == {"personal"}
+
+
+def test_a_calibrated_walk_overrides_the_models_stairs_even_on_a_waist_like_gait():
+    core = _core(waist_likeness=lambda windows: np.ones(len(windows)))
+    classes = (*PLACEMENT_FREE[:3], "SITTING", "STILL")
+    core.router.set_personal(personal_model("phone:walk", "p@1", classes, calibrated=frozenset({"WALKING"})))
+    got = _run(core, "phone:walk", 30, [0.1, 0.05, 0.8, 0.0, 0.05])
+    assert {p.smoothed for p in got} == {"WALKING"}
+
+
+def test_measured_climbing_is_stairs_even_after_a_calibrated_walk():
+    core = _core()
+    classes = (*PLACEMENT_FREE[:3], "SITTING", "STILL")
+    core.router.set_personal(personal_model("phone:walk", "p@1", classes, calibrated=frozenset({"WALKING"})))
+    got = _run(core, "phone:walk", 40, [0.8, 0.1, 0.05, 0.0, 0.05], climb_m_s=0.3)
+    assert {p.smoothed for p in got if p.t_end > T0 + 12} == {"WALKING_UPSTAIRS"}
+
+
+@pytest.mark.parametrize("likeness, shown", [(0.9, "WALKING_DOWNSTAIRS"), (0.1, "WALKING")])
+def test_a_gait_the_model_finds_waist_like_may_keep_its_stairs(likeness, shown):
+    core = _core(waist_likeness=lambda windows: np.full(len(windows), likeness))
+    got = _run(core, "phone:w", 30, DOWNSTAIRS_PROBS)
+    assert {p.smoothed for p in got} == {shown}
+
+
+def test_a_phone_declaring_the_waist_keeps_the_hapt_models_stairs():
+    core = _core()
+    got = _run(core, "phone:belt", 30, [0.1, 0.05, 0.8, 0.0, 0.0, 0.05], meta={"placement": "waist"})
+    assert {p.mode for p in got} == {"waist"} and {p.label for p in got} == {"WALKING_DOWNSTAIRS"}
+
+
+def test_refused_pressure_is_counted_by_reason_and_the_device_is_still_served():
+    core = _core()
+    bad = np.array([[T0 + 0.1, 1005.0], [T0 + 0.2, 1500.0], [T0 + 0.05, 1005.0]])
+    core.ingest(encode_samples(SampleBatch("phone:x", 0, T0, np.zeros((50, 6), np.float32), pressure=bad)), 0.0)
+    again = np.array([[T0 + 0.1, 1005.0], [T0 + 1.2, 1005.0]])  # the first is no later than what was taken
+    core.ingest(encode_samples(SampleBatch("phone:x", 50, T0 + 1, np.zeros((50, 6), np.float32), pressure=again)), 1.0)
+    assert core.drops["pressure_range"] == 1 and core.drops["pressure_order"] == 2
+    assert core.totals["samples"] == 100
