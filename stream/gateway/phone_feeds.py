@@ -11,6 +11,13 @@ readings cannot be right:
 - ``rate_limit``: more readings per second than the device's budget, summed
   over all its connections and HTTP sessions.
 
+Barometer readings ride along: each batch out carries the device's pressure
+readings that came since the previous batch (in the batch's clock), at most
+:data:`~harstream.stream.core.protocol.MAX_PRESSURE_ROWS` (a device sending
+pressure and no motion keeps its newest, the older counted in
+``pressure_overflow``); a reading not later than the device's previous one
+is left out and counted (``pressure_order``).
+
 Clocks: a device whose readings are within ``clock_window`` of the gateway's
 clock (Sensor Logger, browsers: Unix time) keeps its own times; any other
 clock (SensorServer's time since boot, a wrong phone clock) is pinned to the
@@ -32,7 +39,10 @@ time
 
 from __future__ import annotations
 
-from harstream.stream.core.protocol import MAX_SAMPLES_PER_MESSAGE, SampleBatch, new_session_id
+import numpy as np
+
+from harstream.stream.core.barometer import screen_pressure
+from harstream.stream.core.protocol import MAX_PRESSURE_ROWS, MAX_SAMPLES_PER_MESSAGE, SampleBatch, new_session_id
 from harstream.stream.core.resample import Resampler
 from harstream.stream.gateway.admission import RateLimit
 from harstream.stream.gateway.phone_formats import FormatError, Readings
@@ -67,10 +77,13 @@ class DeviceFeed:
         self.session = new_session_id()
         self.samples_out = 0
         self.last_seen = now
+        self._pressure = np.empty((0, 2))  # barometer readings waiting for the next batch (device clock)
+        self._pressure_last: float | None = None  # newest barometer reading taken, device clock
+        self.pressure_refused: dict[str, int] = {}  # readings left out here, by reason
 
     def check(self, readings: Readings, now: float) -> None:
         """Refuse readings whose times cannot be right (see the module doc); changes nothing."""
-        times = [t for t in (readings.acc_t, readings.gyro_t) if len(t)]
+        times = [t for t in (readings.acc_t, readings.gyro_t, readings.pressure_t) if len(t)]
         if not times:
             return
         lo, hi = min(float(t.min()) for t in times), max(float(t.max()) for t in times)
@@ -98,7 +111,8 @@ class DeviceFeed:
             t = getattr(readings, f"{stream}_t")
             if len(t):
                 r.push(stream, t, getattr(readings, stream))
-        if len(readings):
+        self._take_pressure(readings)
+        if len(readings.acc_t) or len(readings.gyro_t):
             newest = max(float(t.max()) for t in (readings.acc_t, readings.gyro_t) if len(t))
             jumped = r.clock_jumps != self._jumps
             self._last_t = newest if (self._last_t is None or jumped) else max(self._last_t, newest)
@@ -112,15 +126,36 @@ class DeviceFeed:
                 part = chunk.samples[i : i + MAX_SAMPLES_PER_MESSAGE]
                 meta = {"source": self.source, "segment": r.segments}
                 t0 = chunk.t0 + i / r.rate + (self.offset or 0.0)
-                out.append(SampleBatch(self.device, chunk.seq + i, t0, part, meta=meta, session=self.session))
+                batch = SampleBatch(self.device, chunk.seq + i, t0, part, meta=meta, session=self.session)
+                if len(self._pressure):
+                    batch.pressure = self._pressure + [self.offset or 0.0, 0.0]
+                    self._pressure = self._pressure[:0]
+                out.append(batch)
                 self.samples_out += len(part)
         return out
+
+    def _take_pressure(self, readings: Readings) -> None:
+        for reason, n in readings.pressure_refused.items():
+            self.pressure_refused[reason] = self.pressure_refused.get(reason, 0) + n
+        if not len(readings.pressure_t):
+            return
+        t, hpa, refused = screen_pressure(readings.pressure_t, readings.pressure, self._pressure_last)
+        for reason, n in refused.items():
+            self.pressure_refused[reason] = self.pressure_refused.get(reason, 0) + n
+        if len(t):
+            self._pressure_last = float(t[-1])
+            self._pressure = np.concatenate([self._pressure, np.column_stack([t, hpa])])
+            if len(self._pressure) > MAX_PRESSURE_ROWS:
+                over = len(self._pressure) - MAX_PRESSURE_ROWS
+                self.pressure_refused["pressure_overflow"] = self.pressure_refused.get("pressure_overflow", 0) + over
+                self._pressure = self._pressure[over:]
 
     def restart(self) -> None:
         """A new connection for this device: do not join its data to the old one."""
         self.resampler.restart()
         self.offset = None  # the phone may have rebooted: pin its clock afresh
         self._last_t = None
+        self._pressure, self._pressure_last = self._pressure[:0], None
 
 
 class FeedTable:

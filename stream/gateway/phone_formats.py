@@ -4,7 +4,8 @@ Pure functions, no I/O. Three formats (see docs/websocket-protocol.md and
 docs/phones.md):
 
 - **harstream** JSON over WebSocket: a ``hello`` naming the device and units,
-  then ``samples`` messages with ``acc`` and ``gyro`` rows ``[t_ms, x, y, z]``.
+  then ``samples`` messages with ``acc`` and ``gyro`` rows ``[t_ms, x, y, z]``
+  and, from a device with a barometer, ``pressure`` rows ``[t_ms, hPa]``.
 - **Sensor Logger** (iOS/Android app) HTTP push / WebSocket:
   ``{messageId, sessionId, deviceId, payload: [{name, time (epoch ns), values: {x, y, z}}]}``
   in m/s² and rad/s. Total acceleration is ``totalacceleration`` (Android) or
@@ -12,7 +13,14 @@ docs/phones.md):
   on all three axes unless "Standardise Units & Frames" is on.
 - **SensorServer** (Android app): one event per message
   ``{type, values: [x, y, z], timestamp (ns since boot), accuracy}``,
-  m/s² including gravity and rad/s.
+  m/s² including gravity and rad/s; ``android.sensor.pressure`` ``values: [hPa]``.
+
+Barometer readings (Sensor Logger's ``barometer``, SensorServer's pressure,
+our ``pressure`` rows) travel as :attr:`Readings.pressure_t` /
+:attr:`Readings.pressure`; readings that cannot be right (outside
+300-1,100 hPa, not finite, out of time order) are left out and counted by
+reason in :attr:`Readings.pressure_refused`, and the motion of the message is
+kept.
 
 Every problem raises :class:`FormatError` with a ``reason`` the gateway counts
 and a ``detail`` that says what and where.
@@ -33,6 +41,7 @@ from typing import Any, TypeGuard
 
 import numpy as np
 
+from harstream.stream.core.barometer import PRESSURE_REASONS, screen_pressure
 from harstream.stream.core.errors import InputError
 
 STANDARD_GRAVITY = 9.80665  # m/s² per g
@@ -66,6 +75,8 @@ REASONS = (
     "late",  # readings older than what was already published (dropped)
     "http",  # a POST the Sensor Logger path cannot use
     "time",  # readings spanning too long, or far beyond the device's previous message
+    *PRESSURE_REASONS,  # barometer readings outside 300-1,100 hPa, not finite, or out of time order (left out)
+    "pressure_overflow",  # barometer readings beyond 1,000 waiting for motion to travel with (oldest left out)
 )
 
 
@@ -85,9 +96,19 @@ class Readings:
     gyro: np.ndarray = field(default_factory=lambda: np.empty((0, 3)))
     device: str | None = None
     session: str | None = None
+    pressure_t: np.ndarray = field(default_factory=lambda: np.empty(0))  # s, the device's clock
+    pressure: np.ndarray = field(default_factory=lambda: np.empty(0))  # hPa
+    pressure_refused: dict[str, int] = field(default_factory=dict)
 
     def __len__(self) -> int:
-        return len(self.acc_t) + len(self.gyro_t)
+        return len(self.acc_t) + len(self.gyro_t) + len(self.pressure_t)
+
+    def take_pressure(self, t: np.ndarray, hpa: np.ndarray) -> None:
+        """Keep the barometer readings that can be right; count the others by reason."""
+        kept_t, kept, refused = screen_pressure(t, hpa)
+        self.pressure_t, self.pressure = kept_t, kept
+        for reason, n in refused.items():
+            self.pressure_refused[reason] = self.pressure_refused.get(reason, 0) + n
 
 
 @dataclass
@@ -176,7 +197,14 @@ def parse_hello(msg: dict) -> Hello:
 
 
 def parse_samples(msg: dict, hello: Hello) -> Readings:
-    """``{type: samples, acc: [[t_ms, x, y, z], ...], gyro: [...]}`` → :class:`Readings`."""
+    """``{type: samples, acc: [[t_ms, x, y, z], ...], gyro: [...], pressure?: [[t_ms, hPa], ...]}``
+    → :class:`Readings`.
+
+    >>> hello = Hello("p", 1.0, 1.0)
+    >>> r = parse_samples({"type": "samples", "acc": [], "pressure": [[1000, 1001.5], [1040, 5000]]}, hello)
+    >>> r.pressure_t.tolist(), r.pressure.tolist(), r.pressure_refused
+    ([1.0], [1001.5], {'pressure_range': 1})
+    """
     if msg.get("type") != "samples":
         raise FormatError("fields", f"message type {msg.get('type')!r}: expected samples")
     if "acc" not in msg and "gyro" not in msg:
@@ -188,6 +216,9 @@ def parse_samples(msg: dict, hello: Hello) -> Readings:
             t, v = rows[:, 0] / 1000.0, rows[:, 1:] * scale
             setattr(out, f"{name}_t", t)
             setattr(out, name, v)
+    if "pressure" in msg:
+        rows = _rows(msg["pressure"], "pressure", width=2)
+        out.take_pressure(rows[:, 0] / 1000.0, rows[:, 1])
     check_readings(out)
     return out
 
@@ -195,6 +226,7 @@ def parse_samples(msg: dict, hello: Hello) -> Readings:
 # ------------------------------------------------------------- Sensor Logger
 
 SENSOR_LOGGER_SENSORS = ("accelerometer", "gravity", "totalacceleration", "gyroscope")
+BAROMETER = "barometer"  # Sensor Logger's entry: values {pressure (hPa), relativeAltitude (m)}
 
 
 def parse_sensor_logger(msg: dict, platform: str = "android") -> Readings:
@@ -210,6 +242,9 @@ def parse_sensor_logger(msg: dict, platform: str = "android") -> Readings:
     >>> r = parse_sensor_logger(batch)
     >>> r.device, r.acc.tolist(), r.gyro.tolist()
     ('a1', [[0.0, 1.0, 0.0]], [[0.1, 0.0, 0.0]])
+    >>> batch["payload"].append({"name": "barometer", "time": 10**18, "values": {"pressure": 1009.9}})
+    >>> parse_sensor_logger(batch).pressure.tolist()
+    [1009.9]
     """
     if platform not in ("android", "ios"):
         raise FormatError("units", f"platform {platform!r}: expected android or ios")
@@ -223,15 +258,21 @@ def parse_sensor_logger(msg: dict, platform: str = "android") -> Readings:
     if len(payload) > 4 * MAX_ROWS:
         raise FormatError("too_large", f"payload has {len(payload)} entries, at most {4 * MAX_ROWS}")
     found: dict[str, list[list[float]]] = {name: [] for name in SENSOR_LOGGER_SENSORS}
+    barometer: list[list[float]] = []
     for i, entry in enumerate(payload):
         if not isinstance(entry, dict):
             raise FormatError("types", f"payload[{i}] is not an object")
         name = entry.get("name")
-        if name not in found:
+        if name not in found and name != BAROMETER:
             continue
         t, values = entry.get("time"), entry.get("values")
         if not _is_number(t):
             raise FormatError("types", f"payload[{i}] ({name}): time must be a number (epoch ns)")
+        if name == BAROMETER:
+            if not isinstance(values, dict) or not _is_number(values.get("pressure")):
+                raise FormatError("types", f"payload[{i}] (barometer): values must hold pressure, a number (hPa)")
+            barometer.append([float(t) / 1e9, float(values["pressure"])])
+            continue
         if not isinstance(values, dict) or not all(_is_number(values.get(k)) for k in "xyz"):
             raise FormatError("types", f"payload[{i}] ({name}): values must be {{x, y, z}} numbers")
         found[name].append([float(t) / 1e9, float(values["x"]), float(values["y"]), float(values["z"])])
@@ -259,6 +300,12 @@ def parse_sensor_logger(msg: dict, platform: str = "android") -> Readings:
         out.acc_t, out.acc = acc[:, 0], (acc[:, 1:] + g) * (sign / STANDARD_GRAVITY)
     if len(rows["gyroscope"]):
         out.gyro_t, out.gyro = rows["gyroscope"][:, 0], rows["gyroscope"][:, 1:]
+    if barometer:
+        if len(barometer) > MAX_ROWS:
+            raise FormatError("too_large", f"{len(barometer)} barometer readings, at most {MAX_ROWS} per batch")
+        b = np.array(barometer, dtype=np.float64)
+        b = b[np.argsort(b[:, 0], kind="stable")]  # batches list sensors apart; time orders them
+        out.take_pressure(b[:, 0], b[:, 1])
     check_readings(out)
     return out
 
@@ -308,7 +355,11 @@ class MessageOrder:
 
 # --------------------------------------------------------------- SensorServer
 
-SENSOR_SERVER_TYPES = {"android.sensor.accelerometer": "acc", "android.sensor.gyroscope": "gyro"}
+SENSOR_SERVER_TYPES = {
+    "android.sensor.accelerometer": "acc",
+    "android.sensor.gyroscope": "gyro",
+    "android.sensor.pressure": "pressure",  # values: [hPa]
+}
 
 
 def parse_sensor_server(msg: dict) -> Readings:
@@ -321,6 +372,12 @@ def parse_sensor_server(msg: dict) -> Readings:
     values, ts = msg.get("values"), msg.get("timestamp")
     if not _is_number(ts):
         raise FormatError("types", "timestamp must be a number (ns since boot)")
+    if kind == "pressure":
+        if not (isinstance(values, list) and len(values) >= 1 and _is_number(values[0])):
+            raise FormatError("types", "pressure values must be a list whose first entry is a number (hPa)")
+        out = Readings()
+        out.take_pressure(np.array([ts / 1e9]), np.array([float(values[0])]))
+        return check_readings(out)
     if not (isinstance(values, list) and len(values) >= 3 and all(_is_number(v) for v in values[:3])):
         raise FormatError("types", "values must be a list of 3 numbers")
     v = np.array([values[:3]], dtype=np.float64)
@@ -338,6 +395,8 @@ def parse_sensor_server(msg: dict) -> Readings:
 
 def check_readings(r: Readings) -> Readings:
     """Refuse NaN/inf, negative times and physically absurd values."""
+    if len(r.pressure_t) and r.pressure_t.min() < 0:
+        raise FormatError("values", f"pressure: negative time {r.pressure_t.min():.3f} s")
     for name, t, v, limit, unit in (
         ("acc", r.acc_t, r.acc, MAX_ACC_G, "g"),
         ("gyro", r.gyro_t, r.gyro, MAX_GYRO_RAD_S, "rad/s"),
@@ -364,17 +423,18 @@ def _is_number(x: Any) -> TypeGuard[int | float]:
 _NUMBER_TYPES = (int, float)  # type() is checked exactly, so bools are refused
 
 
-def _rows(raw: Any, name: str) -> np.ndarray:
+def _rows(raw: Any, name: str, width: int = 4) -> np.ndarray:
+    shape = "[t_ms, x, y, z]" if width == 4 else "[t_ms, hPa]"
     if not isinstance(raw, list):
-        raise FormatError("types", f"{name} must be a list of [t_ms, x, y, z] rows")
+        raise FormatError("types", f"{name} must be a list of {shape} rows")
     if len(raw) > MAX_ROWS:
         raise FormatError("too_large", f"{len(raw)} {name} rows, at most {MAX_ROWS} per message")
     # The hot loop of the gateway: exact type tests, no function call per value.
     for i, row in enumerate(raw):
-        if type(row) is not list or len(row) != 4 or not all(type(x) in _NUMBER_TYPES for x in row):
-            raise FormatError("types", f"{name}[{i}] must be [t_ms, x, y, z] numbers, got {str(row)[:60]}")
+        if type(row) is not list or len(row) != width or not all(type(x) in _NUMBER_TYPES for x in row):
+            raise FormatError("types", f"{name}[{i}] must be {shape} numbers, got {str(row)[:60]}")
     try:
-        rows = np.array(raw, dtype=np.float64).reshape(-1, 4)
+        rows = np.array(raw, dtype=np.float64).reshape(-1, width)
     except OverflowError:
         raise FormatError("values", f"{name}: a number too large for a float") from None
     if len(rows) and not (np.abs(rows[:, 0]) < 1e15).all():  # ms: beyond year 33658

@@ -119,4 +119,11 @@ def concat(parts: list[Readings]) -> Readings:
         if ts:
             setattr(out, f"{stream}_t", np.concatenate(ts))
             setattr(out, stream, np.concatenate([getattr(p, stream) for p in parts if len(getattr(p, f"{stream}_t"))]))
+    with_pressure = [p for p in parts if len(p.pressure_t)]
+    if with_pressure:  # android.sensor.pressure events, where the URL asked for them
+        out.pressure_t = np.concatenate([p.pressure_t for p in with_pressure])
+        out.pressure = np.concatenate([p.pressure for p in with_pressure])
+    for p in parts:
+        for reason, n in p.pressure_refused.items():
+            out.pressure_refused[reason] = out.pressure_refused.get(reason, 0) + n
     return out

@@ -301,9 +301,14 @@ class Gateway:
         feed = self.feeds[device]
         feed.source = source
         late = feed.resampler.late
+        refused = dict(feed.pressure_refused)
         self.counts["readings_in"] += len(readings)
         sent = 0
-        for batch in feed.add(readings, time.time()):
+        batches = feed.add(readings, time.time())
+        for reason, n in feed.pressure_refused.items():  # barometer readings left out; the motion went on
+            if n > refused.get(reason, 0):
+                self.counters.reject(reason, f"device {device}: barometer readings left out", n - refused.get(reason, 0))
+        for batch in batches:
             try:
                 self._pub.send_multipart(encode_samples(batch), flags=zmq.NOBLOCK)
             except zmq.Again:
