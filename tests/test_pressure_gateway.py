@@ -9,9 +9,8 @@ import time
 
 import numpy as np
 import pytest
-from websockets.asyncio.client import connect
-
 from test_gateway import G, http_post, jittered, our_protocol_messages, sensor_logger_batches
+from websockets.asyncio.client import connect
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -29,7 +28,9 @@ def test_pressure_in_our_samples_messages_reaches_the_bus_and_bad_readings_are_c
             t_p = start + np.arange(0, 4, 0.1)  # a 10 Hz barometer
             hpa = 1003.0 - 0.03 * (t_p - start)
             async with connect(f"ws://127.0.0.1:{gw.port}/ws") as ws:
-                await ws.send(json.dumps({"type": "hello", "device": "baro-1", "units": {"acc": "m/s2", "gyro": "deg/s"}}))
+                await ws.send(
+                    json.dumps({"type": "hello", "device": "baro-1", "units": {"acc": "m/s2", "gyro": "deg/s"}})
+                )
                 await ws.recv()
                 for msg in our_protocol_messages(t_acc, t_gyro):
                     lo, hi = msg["acc"][0][0] / 1000, msg["acc"][-1][0] / 1000
@@ -64,7 +65,9 @@ def test_sensor_logger_barometer_entries_ride_on_the_bus(running_gateway):
             t = jittered(100, time.time(), 4, 3)
             for i, b in enumerate(sensor_logger_batches(t, "sl-baro", "s1")):
                 when = b["payload"][0]["time"]
-                b["payload"].append({"name": "barometer", "time": when, "values": {"pressure": 1001.0 + i / 100, "relativeAltitude": 0}})
+                b["payload"].append(
+                    {"name": "barometer", "time": when, "values": {"pressure": 1001.0 + i / 100, "relativeAltitude": 0}}
+                )
                 status, _ = await http_post(gw.port, "/data", json.dumps(b).encode())
                 assert status == 200
             got = _pressure_of(await tap.collect("phone:sl-baro", 150))

@@ -307,7 +307,9 @@ class Gateway:
         batches = feed.add(readings, time.time())
         for reason, n in feed.pressure_refused.items():  # barometer readings left out; the motion went on
             if n > refused.get(reason, 0):
-                self.counters.reject(reason, f"device {device}: barometer readings left out", n - refused.get(reason, 0))
+                self.counters.reject(
+                    reason, f"device {device}: barometer readings left out", n - refused.get(reason, 0)
+                )
         for batch in batches:
             try:
                 self._pub.send_multipart(encode_samples(batch), flags=zmq.NOBLOCK)
