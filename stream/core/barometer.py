@@ -46,8 +46,9 @@ finite (``pressure_non_finite``), or not later than the previous reading
 
 from __future__ import annotations
 
+import bisect
 import math
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -166,6 +167,9 @@ class AltitudeRate:
         self.refused: Counter[str] = Counter()
         self.readings = 0
         self._run: tuple[str | None, int] = (None, 0)  # the latest estimates' reading, and for how many
+        # (tick, verdict) of the last minute of estimates: a window is judged by the
+        # estimate at its own end, however far the readings ran ahead of it
+        self._verdicts: deque[tuple[float, str | None]] = deque(maxlen=int(60 / hop) + 1)
 
     def push(self, t: Sequence[float] | np.ndarray, hpa: Sequence[float] | np.ndarray) -> list[VerticalSpeed]:
         """Take readings; the estimates they completed, oldest first."""
@@ -192,6 +196,8 @@ class AltitudeRate:
                 out.append(estimate)
                 reading = _reading(estimate)
                 self._run = (reading, self._run[1] + 1 if reading == self._run[0] else 1)
+                held = None if reading in (UP, DOWN) and self._run[1] < HOLD else reading
+                self._verdicts.append((estimate.t, held))
             self._tick += 1
         keep = self._t > self._tick * self.hop - self.span - self.hop
         self._t, self._h = self._t[keep], self._h[keep]
@@ -202,23 +208,21 @@ class AltitudeRate:
 
     def verdict(self, t: float, max_age: float = 3.0) -> str | None:
         """``up``, ``down`` or ``level`` at time ``t`` (the device's clock), or
-        None where the barometer does not say: no estimate within ``max_age``
-        seconds of ``t``, too uncertain, or a climb not yet held for
-        :data:`HOLD` estimates.
+        None where the barometer does not say: no estimate in the ``max_age``
+        seconds up to ``t`` (within the last minute of estimates), too
+        uncertain, or a climb not yet held for :data:`HOLD` estimates.
 
         >>> est = AltitudeRate()
         >>> t = np.arange(0, 20, 0.2)
         >>> _ = est.push(t, pressure_hpa(-0.25 * t))         # going down 0.25 m/s
-        >>> est.verdict(20.0), est.verdict(60.0)
-        ('down', None)
+        >>> est.verdict(19.5), est.verdict(60.0), est.verdict(1.0)
+        ('down', None, None)
         """
-        latest = self.latest
-        if latest is None or abs(t - latest.t) > max_age:
+        ticks = [tick for tick, _ in self._verdicts]
+        i = bisect.bisect_right(ticks, t + 1e-9) - 1  # the newest estimate made by time t
+        if i < 0 or t - ticks[i] > max_age:
             return None
-        reading, held = self._run
-        if reading in (UP, DOWN) and held < HOLD:
-            return None
-        return reading
+        return self._verdicts[i][1]
 
     def _estimate(self, tick: float) -> VerticalSpeed | None:
         lo = tick - self.span

@@ -1,0 +1,137 @@
+"""Stairs on evidence end to end: phones on a real WebSocket to the real
+gateway, the real ingest bus to a real worker (serve() in a thread), its
+predictions back over the output bus to each phone's connection. The
+placement-free model is a stand-in that calls every window
+WALKING_DOWNSTAIRS, as the waist-taught model does for a thigh's flat walk."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+
+import numpy as np
+import pytest
+from websockets.asyncio.client import connect
+
+from harstream.stream.bus.zmq_worker import serve
+from harstream.stream.core.activities import ACTIVITIES, PLACEMENT_FREE
+from harstream.stream.core.barometer import pressure_hpa
+from harstream.stream.core.model_routing import ModelRouter, ServedModel
+from harstream.stream.gateway.server import Gateway, GatewayConfig
+
+pytestmark = pytest.mark.timeout(120)
+G = 9.80665
+
+
+class Always:
+    """A runtime that gives every window the same probabilities."""
+
+    def __init__(self, probs):
+        self.probs = np.asarray(probs, np.float32)
+
+    def predict(self, x):
+        return np.tile(self.probs, (len(x), 1))
+
+
+def _router() -> ModelRouter:
+    waist = ServedModel("waist", "waist", "waist@t", ACTIVITIES, runtime=Always([0, 0, 1, 0, 0, 0]))
+    anywhere = ServedModel("any", "any", "any@t", PLACEMENT_FREE, runtime=Always([0.1, 0.05, 0.8, 0.05]))
+    return ModelRouter(waist, anywhere)
+
+
+class _RoutedWorker:
+    """serve() with the stand-in router in a thread, on ports it picks."""
+
+    def __init__(self):
+        self.stop, self.ready, self.result = threading.Event(), threading.Event(), {}
+
+        def bound(ingest: str, output: str) -> None:
+            self.ingest, self.output = ingest, output
+
+        def run():
+            self.result.update(
+                serve(
+                    None,
+                    ACTIVITIES,
+                    "waist@t",
+                    ingest="tcp://127.0.0.1:*",
+                    output="tcp://127.0.0.1:*",
+                    stop=self.stop,
+                    stats_every=0.2,
+                    on_ready=self.ready.set,
+                    on_bound=bound,
+                    printer=None,
+                    router=_router(),
+                )
+            )
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+        assert self.ready.wait(30), "worker did not start"
+
+    def close(self) -> dict:
+        self.stop.set()
+        self.thread.join(30)
+        return self.result
+
+
+async def _phone(port: int, device: str, seconds: int, climb_m_s: float | None) -> list[dict]:
+    """A phone sending ``seconds`` of 50 Hz motion (1-s messages, as fast as
+    taken) and, if ``climb_m_s`` is given, a 10 Hz barometer climbing that
+    fast; the predictions it was sent back."""
+    start = time.time() - seconds  # readings of the last ``seconds``: the worker judges none stale
+    got: list[dict] = []
+    async with connect(f"ws://127.0.0.1:{port}/ws") as ws:
+        await ws.send(json.dumps({"type": "hello", "device": device, "units": {"acc": "m/s2", "gyro": "rad/s"}}))
+        assert json.loads(await ws.recv())["type"] == "welcome"
+        for s in range(seconds):
+            t = start + s + np.arange(50) / 50
+            msg = {
+                "type": "samples",
+                "acc": np.column_stack([t * 1000, np.zeros(50), np.full(50, G), 0.3 * np.sin(9 * t)]).tolist(),
+                "gyro": np.column_stack([t * 1000, np.zeros((50, 3))]).tolist(),
+            }
+            if climb_m_s is not None:
+                tp = start + s + np.arange(0, 1, 0.1)
+                msg["pressure"] = np.column_stack([tp * 1000, pressure_hpa(climb_m_s * (tp - start), 1002.0)]).tolist()
+            await ws.send(json.dumps(msg))
+        try:
+            async with asyncio.timeout(15):
+                while not got or got[-1]["t_end"] < start + seconds - 2:
+                    msg = json.loads(await ws.recv())
+                    if msg.get("type") == "prediction":
+                        got.append(msg)
+        except TimeoutError:
+            pass
+    return got
+
+
+def test_a_phone_without_a_barometer_gets_walking_and_a_climbing_one_gets_stairs_over_the_real_bus():
+    worker = _RoutedWorker()
+    try:
+
+        async def main():
+            gw = Gateway(GatewayConfig(port=0, ingest=worker.ingest, output=worker.output, stats_interval=0))
+            await gw.start()
+            try:
+                await asyncio.sleep(0.5)  # the worker's subscription reaches the gateway's socket
+                page, pocket = await asyncio.gather(
+                    _phone(gw.port, "page-1", 30, None), _phone(gw.port, "pocket-1", 30, 0.25)
+                )
+            finally:
+                await gw.close()
+            return page, pocket
+
+        page, pocket = asyncio.run(main())
+    finally:
+        stats = worker.close()
+    assert page and pocket
+    assert {p["mode"] for p in page + pocket} == {"any"}
+    # the browser page has no barometer: never a stairs claim
+    assert {p["smoothed"] for p in page} == {"WALKING"} and {p["label"] for p in page} == {"WALKING"}
+    # the pocket phone's barometer measured a climb: stairs, upward, once its span is filled
+    late = [p["smoothed"] for p in pocket if p["t_end"] > pocket[0]["t_end"] + 10]
+    assert late and set(late) == {"WALKING_UPSTAIRS"}
+    assert stats["totals"]["pressure_readings"] >= 250
