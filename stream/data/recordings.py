@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from harstream.stream.core.activities import ACTIVITIES, TRANSITIONS, UNKNOWN, UNLABELLED
+from harstream.stream.core.barometer import MAX_HPA, MIN_HPA
 from harstream.stream.core.rate import RATE_HZ
 from harstream.stream.core.resample import MAX_GAP_S, resample_linear
 from harstream.stream.data.safe_pickle import frame_columns, load_restricted
@@ -59,6 +60,9 @@ class Recording:
     labels: np.ndarray  # (n,) int16: -1, 1..12
     rate: float = RATE_HZ
     source: str = field(default="", compare=False)
+    # the device's barometer, where the recording has one: (m, 2) rows of
+    # (seconds since the first sample, hPa), in time order; None without one
+    pressure: np.ndarray | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if self.samples.ndim != 2 or self.samples.shape[1] != 6:
@@ -417,8 +421,9 @@ def load_hapt_rawdata(path: str | os.PathLike, progress: bool = False) -> Datase
 CSV_TIME = "time"
 CSV_LABEL = "label"
 CSV_SUBJECT = "subject"
+CSV_PRESSURE = "pressure_hpa"
 CSV_COLUMNS = (CSV_TIME, *CHANNELS)
-CSV_OPTIONAL = (CSV_LABEL, CSV_SUBJECT)
+CSV_OPTIONAL = (CSV_LABEL, CSV_SUBJECT, CSV_PRESSURE)
 #: Steps within this fraction of 1/50 s count as evenly spaced 50 Hz.
 EVEN_TOLERANCE = 0.10
 # MAX_GAP_S (from stream/core/resample.py): a longer pause is refused rather than
@@ -489,7 +494,8 @@ def read_csv_recording(path: str | os.PathLike) -> Recording:
         header = next(reader, None)
         if not header:
             raise RecordingError(
-                f"{where} line 1: empty; a header row is required: {','.join(CSV_COLUMNS)}[,label][,subject]"
+                f"{where} line 1: empty; a header row is required: "
+                f"{','.join(CSV_COLUMNS)}[,label][,subject][,pressure_hpa]"
             )
         names = [h.strip().lower() for h in header]
         missing = [c for c in CSV_COLUMNS if c not in names]
@@ -535,8 +541,34 @@ def read_csv_recording(path: str | os.PathLike) -> Recording:
     else:
         labels = np.full(len(time), UNLABELLED, dtype=np.int16)
     subject = _csv_subject(path, by_name.get(CSV_SUBJECT), line_numbers)
+    pressure = None
+    if CSV_PRESSURE in by_name:
+        pressure = _csv_pressure(by_name[CSV_PRESSURE], time, line_numbers, where)
     samples, labels = _to_50hz(time, samples, labels, line_numbers, where)
-    return Recording(name=path.stem, subject=subject, samples=samples, labels=labels, source=str(path))
+    return Recording(
+        name=path.stem, subject=subject, samples=samples, labels=labels, source=str(path), pressure=pressure
+    )
+
+
+def _csv_pressure(values: list[str], time: np.ndarray, lines: np.ndarray, where: str) -> np.ndarray:
+    """The ``pressure_hpa`` column: ``(m, 2)`` rows of (seconds since the
+    first row, hPa) for the rows that hold a reading (barometers read slower
+    than motion sensors: an empty cell is a row without one); a value that is
+    not a number within 300-1,100 hPa is an error naming its line."""
+    rows = [i for i, text in enumerate(values) if text.strip()]
+    hpa = np.empty(len(rows))
+    for k, i in enumerate(rows):
+        text = values[i]
+        try:
+            hpa[k] = float(text)
+        except ValueError:
+            hpa[k] = math.nan
+        if not (math.isfinite(hpa[k]) and MIN_HPA <= hpa[k] <= MAX_HPA):
+            raise RecordingError(
+                f"{where} line {int(lines[i])}, column {CSV_PRESSURE}: {text.strip()[:40]!r} is not a pressure "
+                f"in hPa within {MIN_HPA:g}-{MAX_HPA:g} (leave the cell empty where there is no reading)"
+            )
+    return np.column_stack([time[rows] - time[0], hpa]) if rows else np.empty((0, 2))
 
 
 def _csv_numbers(values: list[str], lines: np.ndarray, where: str, name: str) -> np.ndarray:
