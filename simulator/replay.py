@@ -40,6 +40,9 @@ class ReplayDevice:
     samples: np.ndarray  # (n, 6) float32
     labels: np.ndarray | None  # (n,) int16 or None
     start: int = 0  # first sample of the recording this device plays
+    # its barometer (real or simulator.barometer's): (m, 2) rows of (seconds since
+    # the recording's first sample, hPa); None: it sends no pressure
+    pressure: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         check_device_id(self.device)
@@ -56,9 +59,21 @@ class Chunk:
     seq: int
     samples: np.ndarray
     labels: np.ndarray | None
+    pressure: np.ndarray | None = None  # (m, 2): (seconds after the chunk's first sample, hPa)
 
-    def batch(self, t0: float, rate: float = RATE_HZ, session: str = "") -> SampleBatch:
-        return SampleBatch(self.device, self.seq, t0, self.samples, rate, self.labels, session=session)
+    def batch(self, t0: float, rate: float = RATE_HZ, session: str = "", meta: dict | None = None) -> SampleBatch:
+        pressure = None if self.pressure is None else self.pressure + [t0, 0.0]
+        return SampleBatch(
+            self.device,
+            self.seq,
+            t0,
+            self.samples,
+            rate,
+            self.labels,
+            meta=meta or {},
+            session=session,
+            pressure=pressure,
+        )
 
 
 @dataclass
@@ -147,7 +162,21 @@ class ReplaySchedule:
         else:
             samples, labels = dev.samples[idx], None if dev.labels is None else dev.labels[idx]
         cursor.sent = end
-        return Chunk(dev.device, seq, samples, labels)
+        return Chunk(dev.device, seq, samples, labels, _pressure_of(dev, idx))
+
+
+def _pressure_of(dev: ReplayDevice, idx: np.ndarray) -> np.ndarray | None:
+    """The device's barometer readings while samples ``idx`` of its recording
+    play, timed from the first of them (a loop's wrap joins two stretches)."""
+    if dev.pressure is None:
+        return None
+    parts = []
+    for run in np.split(idx, np.flatnonzero(np.diff(idx) != 1) + 1):
+        lo, hi = run[0] / RATE_HZ, (run[-1] + 1) / RATE_HZ
+        rows = dev.pressure[(dev.pressure[:, 0] >= lo) & (dev.pressure[:, 0] < hi)]
+        after = float(np.flatnonzero(idx == run[0])[0]) / RATE_HZ  # where this stretch starts in the chunk
+        parts.append(rows - [lo - after, 0.0])
+    return np.concatenate(parts)
 
 
 def devices_for(recordings: Sequence, count: int | None = None, spread: int = 7919) -> list[ReplayDevice]:
@@ -166,7 +195,10 @@ def devices_for(recordings: Sequence, count: int | None = None, spread: int = 79
         copy = i // len(recordings)
         name = rec.name if copy == 0 else f"{rec.name}.{copy}"
         samples = np.asarray(rec.samples, dtype=np.float32)
-        out.append(ReplayDevice(name, samples, np.asarray(rec.labels, np.int16), start=copy * spread))
+        pressure = getattr(rec, "pressure", None)
+        out.append(
+            ReplayDevice(name, samples, np.asarray(rec.labels, np.int16), start=copy * spread, pressure=pressure)
+        )
     return out
 
 
@@ -203,6 +235,8 @@ def replay(
     printer: Callable[[str], None] | None = print,
     keys: str | None = None,
     tail_replay: bool = True,
+    meta: dict | None = None,
+    stream_clock: bool = False,
 ) -> ReplayStats:
     """Publish ``schedule`` on the ingest bus, paced at ``speed`` times real time.
 
@@ -223,6 +257,12 @@ def replay(
     (``XPUB_MANUAL``) so that the replay is queued to the new subscriber
     before the next live message, and ``IMMEDIATE`` keeps nothing queued for
     a peer that went away (the replay replaces that handover).
+
+    ``meta``: put in every message's header (e.g. ``{"placement": "any"}``).
+    ``stream_clock``: time every message by its place in the stream
+    (``t0`` = start + seq / rate) whatever the speed (otherwise the time it
+    is sent at ``speed=0``, stream time divided by ``speed`` else): a
+    barometer's readings then keep their spacing against the samples.
     """
     import threading
 
@@ -291,8 +331,13 @@ def replay(
             if tail is not None:
                 _answer_subscriptions(sock, tail, stats)
             for chunk in schedule.advance(available):
-                t0 = time.time() if speed == 0 else wall0 + chunk.seq / (rate * speed)
-                batch = chunk.batch(t0, rate, session)
+                if stream_clock:
+                    t0 = wall0 + chunk.seq / rate
+                elif speed == 0:
+                    t0 = time.time()
+                else:
+                    t0 = wall0 + chunk.seq / (rate * speed)
+                batch = chunk.batch(t0, rate, session, meta)
                 frames = encode_samples(batch)
                 if _send(sock, frames, wait=speed == 0):
                     stats.messages += 1

@@ -135,3 +135,72 @@ def test_a_phone_without_a_barometer_gets_walking_and_a_climbing_one_gets_stairs
     late = [p["smoothed"] for p in pocket if p["t_end"] > pocket[0]["t_end"] + 10]
     assert late and set(late) == {"WALKING_UPSTAIRS"}
     assert stats["totals"]["pressure_readings"] >= 250
+
+
+def _collect_predictions(address: str, stop: threading.Event, into: list) -> threading.Thread:
+    import zmq
+
+    from harstream.stream.core.protocol import Prediction, decode_output
+
+    def run():
+        ctx = zmq.Context()
+        sock = ctx.socket(zmq.SUB)
+        sock.setsockopt(zmq.SUBSCRIBE, b"p/")
+        sock.connect(address)
+        while not stop.is_set():
+            if sock.poll(50):
+                msg = decode_output(sock.recv_multipart())
+                if isinstance(msg, Prediction):
+                    into.append(msg)
+        sock.close(0)
+        ctx.term()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize("pressure", [True, False], ids=["simulated-barometer", "no-barometer"])
+def test_the_simulators_pressure_channel_reaches_the_worker_over_the_real_bus(pressure):
+    """A replayed device in any mode, 20 s level then 30 s upstairs then 20 s
+    level; the stand-in model calls every window WALKING_DOWNSTAIRS."""
+    from harstream.simulator.barometer import SimulatedBarometer, simulate_pressure
+    from harstream.simulator.replay import ReplayDevice, ReplaySchedule, replay
+
+    labels = np.r_[np.full(1000, 1), np.full(1500, 2), np.full(1000, 1)].astype(np.int16)
+    rows = simulate_pressure(labels, SimulatedBarometer(rate_hz=10, noise_hpa=0.02, doors_per_min=0), seed=3)
+    samples = np.tile(np.float32([0, 1, 0, 0, 0, 0]), (len(labels), 1))
+    device = ReplayDevice("sim-baro", samples, labels, pressure=rows if pressure else None)
+    worker = _RoutedWorker()
+    got: list = []
+    stop = threading.Event()
+    reader = _collect_predictions(worker.output, stop, got)
+    try:
+        time.sleep(0.3)
+        replay(
+            ReplaySchedule([device], chunk=25),
+            publish=worker.ingest,
+            speed=5.0,
+            meta={"placement": "any"},
+            stream_clock=True,
+            wait_subscriptions=1,
+            printer=None,
+            tail_replay=False,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and len(got) < 50:
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        reader.join(5)
+        stats = worker.close()
+    assert len(got) >= 50 and {p.mode for p in got} == {"any"}
+    climbing = [p.smoothed for p in got if p.truth == "WALKING_UPSTAIRS" and p.window * 64 > 1000 + 600]
+    level = [p.smoothed for p in got if p.truth == "WALKING" and p.window * 64 > 2500 + 600]
+    if pressure:
+        assert stats["totals"]["pressure_readings"] >= 600
+        assert climbing and set(climbing) == {"WALKING_UPSTAIRS"}
+    else:
+        assert "pressure_readings" not in stats["totals"]
+        assert set(climbing) == {"WALKING"}
+    assert level and set(level) == {"WALKING"}

@@ -44,6 +44,23 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_keys(parser)
     parser.add_argument("--hwm", type=HWM, default=100_000, help="send high-water mark in messages")
     parser.add_argument(
+        "--pressure",
+        type=Number(float, 0.1, 100.0),
+        nargs="?",
+        const=10.0,
+        default=None,
+        metavar="HZ",
+        help="send a SIMULATED barometer at HZ (default 10) from the recordings' stairs labels, with noise, "
+        "drift, door steps and quantisation (simulator/barometer.py); a recording with its own pressure "
+        "(a CSV's pressure_hpa column) sends that instead",
+    )
+    parser.add_argument(
+        "--placement",
+        choices=("waist", "any"),
+        default=None,
+        help="declare this placement in every message (any: the worker serves the placement-free model)",
+    )
+    parser.add_argument(
         "--no-tail-replay",
         dest="tail_replay",
         action="store_false",
@@ -67,11 +84,20 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(
             f"simulate: no sessions of subjects {subjects} in {dataset.source} (it has subjects {dataset.subjects()})"
         )
+    if args.pressure is not None:
+        from harstream.simulator.barometer import SimulatedBarometer, with_simulated_pressure
+
+        model = SimulatedBarometer(rate_hz=args.pressure)  # 0.1-100 Hz, checked by the option's type
+        recordings = [
+            rec if rec.pressure is not None else with_simulated_pressure(rec, model, seed=i)
+            for i, rec in enumerate(recordings)
+        ]
     devices = devices_for(recordings, args.devices)
     schedule = ReplaySchedule(devices, chunk=args.chunk, loop=args.loop)
     print(
         f"simulate: {len(devices)} devices from {len(recordings)} sessions of subjects "
-        f"{' '.join(map(str, subjects))}, speed {args.speed or 'max'}, chunk {args.chunk}",
+        f"{' '.join(map(str, subjects))}, speed {args.speed or 'max'}, chunk {args.chunk}"
+        + (f", SIMULATED barometer at {args.pressure:g} Hz" if args.pressure is not None else ""),
         flush=True,
     )
     with bus_errors("simulate"):
@@ -84,6 +110,8 @@ def run(args: argparse.Namespace) -> int:
             duration=args.duration,
             keys=args.keys,
             tail_replay=args.tail_replay,
+            meta={"placement": args.placement} if args.placement else None,
+            stream_clock=args.pressure is not None,
             stop=stop_on_signals(),
             printer=lambda line: print(line, flush=True),
         )
