@@ -80,8 +80,9 @@ def simulate_pressure(
     duration = n / RATE_HZ
     altitude = simulated_altitude(labels, rng, model.climb_m_s)
     period = 1.0 / model.rate_hz
-    t = np.arange(0.0, duration - period, period) + rng.uniform(0, 0.05 * period, max(int(duration / period) - 1, 0))
-    t = t[(t >= 0) & (t < (n - 1) / RATE_HZ)]
+    t = np.arange(0.0, duration - period, period)
+    t = t + rng.uniform(0, 0.05 * period, len(t))  # timing jitter
+    t = t[t < (n - 1) / RATE_HZ]
     h = np.interp(t, np.arange(n) / RATE_HZ, altitude)
     p = pressure_hpa(h, rng.uniform(990.0, 1030.0))
     p += rng.uniform(-1, 1) * model.drift_hpa_per_h * t / 3600.0
