@@ -72,9 +72,17 @@ USELESS_SE = 0.1
 CLIMB_SPEED = 0.1
 CLIMB_Z = 3.0
 HOLD = 3
+#: An estimate over the short span (a flight is seen sooner) is used where its
+#: standard error is at most this (m/s); otherwise the whole span's ...
+SHORT_SE = 0.03
+#: ... and where the barometer reads at least this fast (Hz): fewer readings
+#: leave the short span's own error estimate too rough to choose by.
+SHORT_MIN_HZ = 8.0
 #: Level is claimed below this speed with a standard error below ``LEVEL_SE``.
 LEVEL_SPEED = 0.07
 LEVEL_SE = 0.05
+#: An estimate leans up or down at :data:`LEVEL_SPEED` or more and this many standard errors.
+LEAN_Z = 2.0
 UP, DOWN, LEVEL = "up", "down", "level"
 
 
@@ -154,10 +162,19 @@ class AltitudeRate:
     the readings refused by reason, ``last_t`` the time of the newest reading.
     """
 
-    def __init__(self, span: float = 8.0, hop: float = 0.5, bin: float = 0.5, step_ratio: float = 20.0):
+    def __init__(
+        self,
+        span: float = 8.0,
+        hop: float = 0.5,
+        bin: float = 0.5,
+        step_ratio: float = 20.0,
+        short_span: float | None = 4.0,
+    ):
         if not (0 < bin <= hop <= span and span / bin <= 200):
             raise ValueError(f"need 0 < bin ({bin}) <= hop ({hop}) <= span ({span}) and span/bin <= 200")
-        self.span, self.hop, self.bin, self.step_ratio = span, hop, bin, step_ratio
+        if short_span is not None and not 4 * bin <= short_span < span:
+            raise ValueError(f"short span {short_span} must be within 4 bins ({4 * bin}) .. span ({span})")
+        self.span, self.hop, self.bin, self.step_ratio, self.short_span = span, hop, bin, step_ratio, short_span
         self._t = np.empty(0)
         self._h = np.empty(0)
         self._reference: float | None = None  # the first reading: altitudes are relative to it
@@ -169,7 +186,7 @@ class AltitudeRate:
         self._run: tuple[str | None, int] = (None, 0)  # the latest estimates' reading, and for how many
         # (tick, verdict) of the last minute of estimates: a window is judged by the
         # estimate at its own end, however far the readings ran ahead of it
-        self._verdicts: deque[tuple[float, str | None]] = deque(maxlen=int(60 / hop) + 1)
+        self._verdicts: deque[tuple[float, str | None, VerticalSpeed]] = deque(maxlen=int(60 / hop) + 1)
 
     def push(self, t: Sequence[float] | np.ndarray, hpa: Sequence[float] | np.ndarray) -> list[VerticalSpeed]:
         """Take readings; the estimates they completed, oldest first."""
@@ -197,7 +214,7 @@ class AltitudeRate:
                 reading = _reading(estimate)
                 self._run = (reading, self._run[1] + 1 if reading == self._run[0] else 1)
                 held = None if reading in (UP, DOWN) and self._run[1] < HOLD else reading
-                self._verdicts.append((estimate.t, held))
+                self._verdicts.append((estimate.t, held, estimate))
             self._tick += 1
         keep = self._t > self._tick * self.hop - self.span - self.hop
         self._t, self._h = self._t[keep], self._h[keep]
@@ -218,27 +235,62 @@ class AltitudeRate:
         >>> est.verdict(19.5), est.verdict(60.0), est.verdict(1.0)
         ('down', None, None)
         """
-        ticks = [tick for tick, _ in self._verdicts]
+        found = self._at(t, max_age)
+        return None if found is None else found[1]
+
+    def leaning(self, t: float, max_age: float = 3.0) -> str | None:
+        """``up`` or ``down`` where the estimate at ``t`` leans that way
+        (at least :data:`LEVEL_SPEED`, :data:`LEAN_Z` standard errors from
+        level) without being a held climb: weak evidence that can back another
+        witness's claim of that direction, never claim it alone.
+
+        >>> est = AltitudeRate()
+        >>> t = np.arange(0, 20, 1.0)
+        >>> _ = est.push(t, pressure_hpa(0.09 * t) + np.tile([0.004, -0.004], 10))
+        >>> est.verdict(19.0), est.leaning(19.0)
+        (None, 'up')
+        """
+        found = self._at(t, max_age)
+        if found is None:
+            return None
+        v = found[2]
+        if abs(v.speed) >= LEVEL_SPEED and abs(v.speed) >= LEAN_Z * v.se:
+            return UP if v.speed > 0 else DOWN
+        return None
+
+    def _at(self, t: float, max_age: float) -> tuple[float, str | None, VerticalSpeed] | None:
+        ticks = [tick for tick, _, _ in self._verdicts]
         i = bisect.bisect_right(ticks, t + 1e-9) - 1  # the newest estimate made by time t
         if i < 0 or t - ticks[i] > max_age:
             return None
-        return self._verdicts[i][1]
+        return self._verdicts[i]
 
     def _estimate(self, tick: float) -> VerticalSpeed | None:
-        lo = tick - self.span
+        """The estimate at ``tick``: over the short span where that is precise
+        enough (a fast barometer sees a flight begin sooner), else the span."""
+        if self.short_span:
+            recent = int(np.count_nonzero(self._t > tick - self.short_span)) - int(np.count_nonzero(self._t > tick))
+            if recent >= SHORT_MIN_HZ * self.short_span:
+                quick = self._fit(tick, self.short_span)
+                if quick is not None and quick.se <= SHORT_SE:
+                    return quick
+        return self._fit(tick, self.span)
+
+    def _fit(self, tick: float, span: float) -> VerticalSpeed | None:
+        lo = tick - span
         inside = (self._t > lo) & (self._t <= tick)
         if inside.sum() < 3:
             return None
-        n_bins = int(round(self.span / self.bin))
+        n_bins = int(round(span / self.bin))
         which = np.minimum(((self._t[inside] - lo) / self.bin).astype(np.int64), n_bins - 1)
         heights = self._h[inside]
         order = np.argsort(which, kind="stable")
         which, heights = which[order], heights[order]
         present, starts = np.unique(which, return_index=True)
         y = np.array([np.median(part) for part in np.split(heights, starts[1:])])
-        x = (present + 0.5) * self.bin - self.span  # bin centres, seconds before the tick
+        x = (present + 0.5) * self.bin - span  # bin centres, seconds before the tick
         n = len(x)
-        covered = (x[-1] - x[0] + self.bin) / self.span if n else 0.0
+        covered = (x[-1] - x[0] + self.bin) / span if n else 0.0
         if n < 4 or covered < 0.5:
             return None
         speed, rss, steps = _line_with_steps(x, y, self.step_ratio)

@@ -8,7 +8,9 @@ evidence that holds where the device is:
 (a) its barometer (:class:`~harstream.stream.core.barometer.AltitudeRate`):
     where it says, it decides, both ways: measured climbing or descending
     while moving is stairs (even where the model said WALKING and even after
-    a calibrated walk), measured level walking is WALKING;
+    a calibrated walk), measured level walking is WALKING; where it only
+    leans the way the model's stairs go (the first seconds of a flight), the
+    two together are evidence;
 (b) stairs the device's own calibration learned (``calibrated``: the
     activity names its personal model was fitted on);
 (c) a gait the model can tell is like the waist gait it learned stairs on
@@ -90,6 +92,10 @@ class StairsEvidence:
         """What the barometer says at ``t``: up, down, level, or None."""
         return None if self.barometer is None else self.barometer.verdict(t)
 
+    def leaning(self, t: float) -> str | None:
+        """Which way the barometer leans at ``t`` (weak evidence), or None."""
+        return None if self.barometer is None else self.barometer.leaning(t)
+
     def judge(
         self,
         label: str,
@@ -108,6 +114,9 @@ class StairsEvidence:
         if vertical in (UP, DOWN):
             shown = UPSTAIRS if vertical == UP else DOWNSTAIRS
             self.last = BY_BAROMETER
+        elif label in STAIRS and self.leaning(t) == (UP if label == UPSTAIRS else DOWN):
+            self.last = BY_BAROMETER  # it backs the model's direction: shown as the model said
+            return label, list(probs)
         elif vertical == LEVEL:
             shown = WALKING
             self.last = BY_BAROMETER if label != WALKING else ""
