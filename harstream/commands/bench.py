@@ -18,6 +18,7 @@ BENCHMARKS = {
     "failover": "kill -9 one of several workers on the durable Redis log: takeover time, lost and duplicate windows",
     "pipeline": "preprocessing cost per device-second vs a batch offline filter",
     "restart": "first prediction and windows lost after a worker is killed and restarted",
+    "stairs": "stairs on evidence: the worker's published label on HAPT held-out subjects, SIMULATED pressure on/off",
 }
 
 

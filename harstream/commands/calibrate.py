@@ -10,7 +10,9 @@ of docs/recordings.md, with a ``label`` column naming the activity (any
 subset of walking, upstairs, downstairs, sitting, standing, lying). Each
 activity with at least 20 s of data that agrees with it (a posture held
 still, walking while moving) is calibrated; the others are refused with the
-reason and fall back to the placement-free classes. Exit code 2 for
+reason and fall back to the placement-free classes. Where a CSV has a
+``pressure_hpa`` column, its labelled stairs must climb (descend) by its own
+barometer, else they are refused. Exit code 2 for
 unreadable input, 0 otherwise (refusals are printed, not fatal).
 """
 
@@ -42,6 +44,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def stairs_checked(recordings: list) -> list:
+    """The recordings with stairs their own barometer (a ``pressure_hpa``
+    column) does not show climbing or descending refused; says what it found."""
+    from harstream.stream.personal.calibration import check_stairs_by_barometer
+
+    out = []
+    for rec in recordings:
+        rec, said = check_stairs_by_barometer(rec)
+        for line in said:
+            print(f"{rec.name}: {line}")
+        out.append(rec)
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     from harstream.models.artifact import ANY_MODEL, ArtifactError, load_artifact
     from harstream.models.personal import PersonalSettings, fit_personal, save_personal
@@ -59,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     settings = PersonalSettings() if args.max_angle is None else PersonalSettings(max_angle=args.max_angle)
     try:
-        fit = fit_personal(dataset.recordings, base, settings)
+        fit = fit_personal(stairs_checked(dataset.recordings), base, settings)
     except ArtifactError as exc:
         print(exc, file=sys.stderr)
         return 2

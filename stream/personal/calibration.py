@@ -28,15 +28,18 @@ together in bytes (:class:`CalibrationLimits`).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import re
 import unicodedata
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from harstream.stream.core.activities import ACTIVITIES, POSTURES
+from harstream.stream.core.barometer import AltitudeRate
 from harstream.stream.core.errors import InputError
 from harstream.stream.core.rate import RATE_HZ
 
@@ -291,3 +294,65 @@ def take_csv(samples: np.ndarray, activity: str) -> str:
     for ti, row in zip(t, samples):
         buf.write(f"{ti:.2f}," + ",".join(f"{v:.6g}" for v in row) + f",{activity}\n")
     return buf.getvalue()
+
+
+# --------------------------------------------------------- stairs on a barometer
+
+#: A labelled stairs take whose barometer measured less than this vertical
+#: speed (m/s) the labelled way is refused: people climb 0.15-0.4 m/s.
+MIN_STAIRS_SPEED = 0.08
+
+
+def check_stairs_by_barometer(recording: Any) -> tuple[Any, list[str]]:
+    """A calibration recording's stairs labels checked against its own
+    barometer (its ``pressure_hpa`` column): a labelled upstairs (downstairs)
+    stretch whose median vertical speed is not at least
+    :data:`MIN_STAIRS_SPEED` up (down) is refused (its labels become -1, so
+    no stairs are learned from it) and said why; one without pressure is
+    kept as it is. ``recording``: a :class:`~harstream.stream.data.recordings.Recording`
+    (any dataclass with 50 Hz ``labels`` and ``pressure`` rows). Returns it
+    (relabelled where refused) and one line per stairs activity.
+
+    >>> from harstream.stream.core.barometer import pressure_hpa
+    >>> from harstream.stream.data.recordings import Recording
+    >>> labels = np.r_[np.full(1500, 1), np.full(1500, 2)].astype(np.int16)     # 30 s walk, 30 s "upstairs"
+    >>> t = np.arange(0, 60, 0.5)
+    >>> flat = Recording("take", 0, np.zeros((3000, 6)), labels, pressure=np.column_stack([t, pressure_hpa(0 * t)]))
+    >>> checked, said = check_stairs_by_barometer(flat)
+    >>> said, int((checked.labels == 2).sum())
+    (['refused WALKING_UPSTAIRS: its barometer measured +0.00 m/s, not a climb (at least 0.08 m/s up)'], 0)
+    """
+    labels = np.asarray(recording.labels)
+    pressure = recording.pressure
+    if pressure is None or not len(pressure):
+        return recording, []
+    estimator = AltitudeRate()
+    estimates = estimator.push(pressure[:, 0], pressure[:, 1])
+    times = np.array([e.t for e in estimates])
+    speeds = np.array([e.speed for e in estimates])
+    said = []
+    refused = np.zeros(len(labels), dtype=bool)
+    for label, name, sign in ((2, "WALKING_UPSTAIRS", 1.0), (3, "WALKING_DOWNSTAIRS", -1.0)):
+        held = labels == label
+        if not held.any():
+            continue
+        # estimates whose whole span lies in the labelled stretch
+        inside = held[np.clip((times * RATE_HZ).astype(int), 0, len(labels) - 1)]
+        inside &= held[np.clip(((times - estimator.span) * RATE_HZ).astype(int), 0, len(labels) - 1)]
+        if not inside.any():
+            said.append(f"{name}: kept; its barometer has no reading spanning {estimator.span:g} s of it")
+            continue
+        speed = float(np.median(speeds[inside]))
+        if sign * speed >= MIN_STAIRS_SPEED:
+            said.append(f"{name}: its barometer measured {speed:+.2f} m/s")
+        else:
+            way = "a climb" if sign > 0 else "a descent"
+            direction = "up" if sign > 0 else "down"
+            said.append(
+                f"refused {name}: its barometer measured {speed:+.2f} m/s, not {way} "
+                f"(at least {MIN_STAIRS_SPEED:g} m/s {direction})"
+            )
+            refused |= held
+    if not refused.any():
+        return recording, said
+    return dataclasses.replace(recording, labels=np.where(refused, -1, labels).astype(labels.dtype)), said
