@@ -87,7 +87,7 @@ function sendNow(message) {
 }
 
 const MODE_TEXT = {
-  any: "any placement: moving or still, walking and stairs; calibrate to see sitting/standing/lying",
+  any: "any placement: moving or still, walking (a browser has no barometer: stairs are not claimed); calibrate to see sitting/standing/lying",
   personal: "calibrated on this phone",
   waist: "the waist model (phone worn at the waist, like the HAPT recordings)",
 };
