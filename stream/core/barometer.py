@@ -74,7 +74,7 @@ CLIMB_Z = 3.0
 HOLD = 3
 #: An estimate over the short span (a flight is seen sooner) is used where its
 #: standard error is at most this (m/s); otherwise the whole span's ...
-SHORT_SE = 0.03
+SHORT_SE = 0.04
 #: ... and where the barometer reads at least this fast (Hz): fewer readings
 #: leave the short span's own error estimate too rough to choose by.
 SHORT_MIN_HZ = 8.0
