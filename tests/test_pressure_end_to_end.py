@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import threading
 import time
 
 import numpy as np
 import pytest
+from conftest import wait_for
+from test_durable_log import PARTITIONS, Bridge, LogWorker, owners
+from test_live_path import Collector
 from websockets.asyncio.client import connect
 
 from harstream.stream.bus.zmq_worker import serve
@@ -187,14 +191,14 @@ def test_the_simulators_pressure_channel_reaches_the_worker_over_the_real_bus(pr
             printer=None,
             tail_replay=False,
         )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and len(got) < 50:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(got) < 53:  # (3500 - 128) // 64 + 1 windows
             time.sleep(0.1)
     finally:
         stop.set()
         reader.join(5)
         stats = worker.close()
-    assert len(got) >= 50 and {p.mode for p in got} == {"any"}
+    assert len(got) == 53 and {p.mode for p in got} == {"any"}
     climbing = [p.smoothed for p in got if p.truth == "WALKING_UPSTAIRS" and p.window * 64 > 1000 + 600]
     level = [p.smoothed for p in got if p.truth == "WALKING" and p.window * 64 > 2500 + 600]
     if pressure:
@@ -204,3 +208,58 @@ def test_the_simulators_pressure_channel_reaches_the_worker_over_the_real_bus(pr
         assert "pressure_readings" not in stats["totals"]
         assert set(climbing) == {"WALKING"}
     assert level and set(level) == {"WALKING"}
+
+
+@pytest.fixture
+def log_url(tmp_path_factory):
+    """A fresh redis-server on a Unix socket (as test_durable_log's)."""
+    import tempfile
+    from pathlib import Path
+
+    from harstream.stream.durable.broker import start_redis
+
+    folder = Path(tempfile.mkdtemp(prefix="hs-redis-"))
+    proc, url = start_redis(folder, unix_socket=folder / "redis.sock")
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed (`make redis`)")
+def test_the_durable_log_carries_the_pressure_channel_to_its_workers(log_url, ipc_address):
+    """simulator -> bridge -> Redis Streams -> durable worker, with a simulated
+    barometer climbing: the worker behind the log shows the stairs it measured."""
+
+    from harstream.simulator.barometer import SimulatedBarometer, simulate_pressure
+    from harstream.simulator.replay import ReplayDevice, ReplaySchedule, replay
+
+    labels = np.r_[np.full(1000, 1), np.full(1500, 2), np.full(500, 1)].astype(np.int16)
+    rows = simulate_pressure(labels, SimulatedBarometer(rate_hz=10, noise_hpa=0.02, doors_per_min=0), seed=4)
+    device = ReplayDevice("log-baro", np.tile(np.float32([0, 1, 0, 0, 0, 0]), (len(labels), 1)), labels, pressure=rows)
+    url = log_url
+    out = ipc_address("out")
+    tail = Collector(out, verb="bind")
+    bridge = Bridge(url)
+    worker = LogWorker(None, url, out, "w0", router=_router())
+    try:
+        assert wait_for(lambda: owners(url) == {"w0": PARTITIONS})
+        replay(
+            ReplaySchedule([device], chunk=25),
+            publish=bridge.ingest,
+            speed=5.0,
+            meta={"placement": "any"},
+            stream_clock=True,
+            printer=None,
+            tail_replay=False,
+        )
+        assert tail.wait(lambda c: len(c.predictions) >= 40, timeout=60), len(tail.predictions)
+    finally:
+        final = worker.close()
+        bridge.close()
+        tail.close()
+    climbing = [p.smoothed for p in tail.predictions if p.truth == "WALKING_UPSTAIRS" and p.window * 64 > 1000 + 600]
+    assert climbing and set(climbing) == {"WALKING_UPSTAIRS"}
+    assert final["totals"]["pressure_readings"] >= 250
