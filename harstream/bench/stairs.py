@@ -134,6 +134,7 @@ def barometer_only(rates=(1.0, 5.0, 25.0), noises=(0.01, 0.03, 0.05), runs: int 
         step = max(int(rate), 1)
         for noise in noises:
             claims = leans = level_n = missed = climb_n = 0
+            spent = 0.0
             for seed in range(runs):
                 rng = np.random.default_rng(seed)
                 t = np.arange(0, 120, 1 / rate)
@@ -148,7 +149,9 @@ def barometer_only(rates=(1.0, 5.0, 25.0), noises=(0.01, 0.03, 0.05), runs: int 
                 level, climbing = AltitudeRate(), AltitudeRate()
                 for i in range(0, len(t), step):
                     now = float(t[min(i + step, len(t)) - 1])
+                    began = time.perf_counter()
                     level.push(t[i : i + step], p[i : i + step])
+                    spent += time.perf_counter() - began
                     climbing.push(t[i : i + step], pc[i : i + step])
                     if now >= 10:
                         level_n += 1
@@ -160,6 +163,7 @@ def barometer_only(rates=(1.0, 5.0, 25.0), noises=(0.01, 0.03, 0.05), runs: int 
                         missed += climbing.verdict(now) != "up"
             rows.append(
                 {
+                    "cpu_ms_per_device_s": round(spent * 1000 / (runs * 120), 2),
                     "rate_hz": rate,
                     "noise_hpa": noise,
                     "level_claimed_down": round(claims / level_n, 3),

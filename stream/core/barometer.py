@@ -284,10 +284,10 @@ class AltitudeRate:
         n_bins = int(round(span / self.bin))
         which = np.minimum(((self._t[inside] - lo) / self.bin).astype(np.int64), n_bins - 1)
         heights = self._h[inside]
-        order = np.argsort(which, kind="stable")
+        order = np.lexsort((heights, which))  # by bin, then by height: each bin's median by index
         which, heights = which[order], heights[order]
-        present, starts = np.unique(which, return_index=True)
-        y = np.array([np.median(part) for part in np.split(heights, starts[1:])])
+        present, starts, counts = np.unique(which, return_index=True, return_counts=True)
+        y = 0.5 * (heights[starts + (counts - 1) // 2] + heights[starts + counts // 2])
         x = (present + 0.5) * self.bin - span  # bin centres, seconds before the tick
         n = len(x)
         covered = (x[-1] - x[0] + self.bin) / span if n else 0.0
