@@ -38,6 +38,8 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from harstream.commands._options import Number
+
 if TYPE_CHECKING:  # heavy imports happen inside the functions (bench modules import only argparse)
     from harstream.stream.core.model_routing import ServedModel
     from harstream.stream.data.recordings import Recording
@@ -45,7 +47,7 @@ if TYPE_CHECKING:  # heavy imports happen inside the functions (bench modules im
 T0 = 1_700_000_000.0
 
 
-def replay_published(recording: Recording, served: ServedModel, gated: bool) -> list[tuple[str, str]]:
+def replay_published(recording: Recording, served: ServedModel, gated: bool) -> list[tuple[str | None, str]]:
     """(truth, published label) of every window of ``recording`` through the
     worker core, in 1-s messages carrying its barometer rows if it has them."""
     import numpy as np
@@ -176,9 +178,13 @@ def barometer_only(rates=(1.0, 5.0, 25.0), noises=(0.01, 0.03, 0.05), runs: int 
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--rates", type=float, nargs="+", default=[1.0, 5.0, 25.0], help="barometer rates (Hz)")
-    parser.add_argument("--noise", type=float, default=0.03, help="barometer noise (hPa, standard deviation)")
-    parser.add_argument("--doors", type=float, default=0.5, help="door/ventilation steps per minute")
+    parser.add_argument(
+        "--rates", type=Number(float, 0.1, 100.0), nargs="+", default=[1.0, 5.0, 25.0], help="barometer rates (Hz)"
+    )
+    parser.add_argument(
+        "--noise", type=Number(float, 0.0, 1.0), default=0.03, help="barometer noise (hPa, standard deviation)"
+    )
+    parser.add_argument("--doors", type=Number(float, 0.0, 60.0), default=0.5, help="door/ventilation steps per minute")
     parser.add_argument("--runtime", default="auto")
     parser.add_argument("--out", type=Path, default=Path("docs/reports/stairs_evidence.json"))
     parser.add_argument("--barometer-only", action="store_true", help="the estimator alone on synthetic stretches")
