@@ -4,28 +4,35 @@ The placement-free model (:mod:`harstream.models.placement_free`) knows, for
 any placement, whether the device moves and how (walking, upstairs,
 downstairs) — but not whether its wearer sits, stands or lies: those are
 orientations of the body, and how the device sits on the body is unknown.
-A calibration of the device supplies exactly that. For each posture the
-person held, the device's own gravity direction (the pipeline's 0.3 Hz
-estimate) is kept as a few *prototypes*; later, when the placement-free
-model says STILL, the posture whose prototype lies closest to the current
-gravity direction is the answer — or plain STILL when none lies within
-:attr:`PersonalSettings.max_angle` degrees (a posture that was not
-calibrated falls back to what the placement-free model knows).
+A calibration of the device supplies exactly that, as a few numbers of its
+own (:class:`~harstream.stream.core.posture.PersonalHead`, a few kilobytes
+of JSON, :mod:`harstream.stream.personal.model_file`) applied after the
+shared model, in the same batch as every other device:
 
-A phone in a pocket may go back in upside down or facing the other way: a
-half-turn about one of the device's axes flips the sign of two gravity
-components. With ``sign_invariant`` (the default) directions are compared by
-the absolute values of their components, which such flips leave unchanged.
-
-The personal model is an ordinary artifact: the base model (nested, as it
-was) and a :class:`PostureHead` over the same input (a window or a context
-stack), merged by :class:`PostureSplit` into probabilities over
-
-    WALKING, WALKING_UPSTAIRS, WALKING_DOWNSTAIRS, <calibrated postures>, STILL
+- per calibrated posture, a few *prototypes* of the device's gravity
+  direction (the pipeline's 0.3 Hz estimate) and the mean of its
+  micro-motion cues (:func:`~harstream.stream.core.posture.posture_cues`:
+  how much the body sways and turns); later, when the shared model says
+  STILL, the posture whose prototypes lie closest (and whose stillness is
+  most alike) is the answer — or plain STILL when none lies within
+  :attr:`PersonalSettings.max_angle` degrees, or when the calibration showed
+  that the evidence does not separate the best posture from the next one by
+  the *margin* learned for that pair (:func:`learn_margins`: a two-fold check
+  on the calibration's own windows, first half against second half);
+- the *half-turns* the device may come back in (a phone back in a pocket top
+  down, or with the screen facing the other way, sees gravity with two
+  components' signs flipped): with :attr:`PersonalSettings.half_turns` (the
+  default) they are allowed wherever the calibrated postures stay at least
+  :data:`SEPARATION_DEG` apart under them (:func:`choose_turns`, decided at
+  fit time and said in the summary the page shows);
+- which activities were calibrated (``calibrated``), the base model it was
+  fitted over (a personal model over another base is refused by the worker:
+  refit it), and the display decoder's parameters.
 
 Fitting (:func:`fit_personal`) is a pure function of the labelled
-recordings and the base artifact; it takes about a second. Bad calibration
-data is refused per activity with a reason, the rest is kept:
+recordings and the base artifact (whose probabilities say whether the device
+was still); it takes about a second. Bad calibration data is refused per
+activity with a reason, the rest is kept:
 
 - less than :data:`MIN_SECONDS` of an activity;
 - a posture during which the device was not still (the base model saw
@@ -41,25 +48,33 @@ statistics (training subjects only) without reading any dataset.
 from __future__ import annotations
 
 import datetime as _dt
+import itertools
 import logging
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import keras
 import numpy as np
 
 from harstream.stream.core.activities import ACTIVITIES, PLACEMENT_FREE, POSTURES, STILL
 from harstream.stream.core.decoder import TRANSITION_ENDS
 from harstream.stream.core.pipeline import STEP, cut_windows, preprocess_recording
+from harstream.stream.core.posture import (
+    INSEPARABLE,
+    MAX_PROTOTYPES,
+    N_MOTION,
+    TURNS,
+    PersonalHead,
+    posture_cues,
+    posture_scores,
+)
 from harstream.stream.core.rate import RATE_HZ
 from harstream.stream.data.recordings import Recording
+from harstream.stream.personal.model_file import head_to_json, personal_file_name, write_personal_file
 
 from .dataset import context_windows, segment_windows
-from .invariant import gravity_direction, placement_free_features
-from .posture_layers import PostureHead, PostureSplit
 
 if TYPE_CHECKING:  # the functions below import .artifact when called; this import is for the annotations only
     from .artifact import ModelArtifact
@@ -73,29 +88,45 @@ MOVING = PLACEMENT_FREE[:3]
 _STILL_INDEX = PLACEMENT_FREE.index(STILL)
 #: The share of STILL's probability the decoder expects the posture head to
 #: give the posture actually held (the rest spread over the other still
-#: classes). An assumption, not a fit: nothing of the device's own is held
-#: out to measure it; the calibration study finds 0.8-1.0 per posture on
-#: most devices (docs/BENCHMARKS.md).
+#: classes). An assumption, not a fit.
 POSTURE_TRUST = 0.8
+#: Two postures whose gravity directions lie closer than this (degrees) are
+#: not told apart by tilt: a half-turn that brings them this close is not allowed.
+SEPARATION_DEG = 20.0
+#: A pair of postures is told apart only if the two-fold check on the
+#: calibration got at least this share of its windows right; else both show STILL.
+MIN_PAIR_ACCURACY = 0.9
+#: The smallest margin (score units: natural-log odds) a posture must win by.
+MARGIN_FLOOR = 2.0
+#: The learned margin is this many times the largest wrong win in the check.
+MARGIN_SAFETY = 1.5
+#: Micro-motion cues' spread is at least this (log10 units): another day, another chair.
+MOTION_SCALE_FLOOR = 0.25
+#: How the page and CLI name the half-turns.
+TURN_WORDS = {
+    "top_down": "top down",
+    "screen_flipped": "screen facing the other way",
+    "both": "top down and screen facing the other way",
+}
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class PersonalSettings:
-    """How postures are matched (chosen on validation subjects: docs/BENCHMARKS.md)."""
+    """How postures are matched (docs/BENCHMARKS.md, calibration study)."""
 
     #: Farther than this (degrees) from every calibrated posture: plain STILL.
     max_angle: float = 30.0
-    #: Compare |components| (a pocket phone may come back upside down).
-    sign_invariant: bool = False
+    #: Allow the half-turns under which the calibrated postures stay apart
+    #: (decided at fit time); False: the device must come back as it was.
+    half_turns: bool = True
     #: Consecutive still windows averaged into one prototype.
     windows_per_prototype: int = 4
-    #: Logits per unit of cosine similarity to a posture's prototypes.
+    #: Score units per unit of cosine similarity to a posture's prototypes.
     sharpness: float = 200.0
-    #: Also tell calibrated postures apart by a linear discriminant on the
-    #: placement-free features (how still the body is), not by tilt alone.
-    discriminant: bool = True
+    #: Weight of the micro-motion log-likelihood in a posture's score.
+    motion_weight: float = 1.0
 
 
 @dataclass
@@ -111,17 +142,34 @@ class ActivityCheck:
 
 
 @dataclass
+class PairCheck:
+    """How the calibration tells two postures apart (:func:`learn_margins`)."""
+
+    postures: tuple[str, str]
+    angle: float  # degrees between their gravity directions (closest prototypes)
+    accuracy: float  # share right in the two-fold check on the calibration's windows
+    margin: float  # score units the winner must lead by; INSEPARABLE: never named
+
+    @property
+    def separable(self) -> bool:
+        return self.margin < INSEPARABLE
+
+
+@dataclass
 class PersonalFit:
     """A fitted personal model and what went into it."""
 
-    model: Any  # keras.Model
-    classes: list[str]
+    head: PersonalHead
     checks: list[ActivityCheck]
     settings: PersonalSettings
     context_steps: tuple[int, ...]
     seconds: float
-    prototypes: dict[str, int] = field(default_factory=dict)
-    decoder: dict | None = None  # the metadata's ``decoder`` entry (None: the display shows the raw label)
+    pairs: list[PairCheck] = field(default_factory=list)
+    base_sha256: str = ""
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.head.classes)
 
     @property
     def calibrated(self) -> list[str]:
@@ -130,6 +178,14 @@ class PersonalFit:
     @property
     def refused(self) -> dict[str, str]:
         return {c.activity: c.reason for c in self.checks if not c.accepted}
+
+    @property
+    def prototypes(self) -> dict[str, int]:
+        return {p: len(v) for p, v in self.head.prototypes.items()}
+
+    @property
+    def summary(self) -> list[str]:
+        return list(self.head.summary)
 
 
 @dataclass
@@ -195,30 +251,169 @@ def check_activity(name: str, seconds: float, windows: int, still: int) -> Activ
     return check
 
 
-def posture_prototypes(x: np.ndarray, bout: np.ndarray, windows_per_prototype: int) -> np.ndarray:
-    """Unit gravity directions ``(m, 3)``: the mean over each run of up to
-    ``windows_per_prototype`` consecutive windows of one bout."""
-    directions = np.asarray(gravity_direction(x), np.float64)
+def posture_prototypes(down: np.ndarray, bout: np.ndarray, windows_per_prototype: int) -> np.ndarray:
+    """Unit gravity directions ``(m <= MAX_PROTOTYPES, 3)`` from the windows'
+    directions ``down``: the mean over each run of up to
+    ``windows_per_prototype`` consecutive windows of one bout (evenly thinned
+    to at most :data:`MAX_PROTOTYPES`).
+
+    >>> posture_prototypes(np.tile([0.0, 0.0, 1.0], (8, 1)), np.zeros(8), 4).tolist()
+    [[0.0, 0.0, 1.0], [0.0, 0.0, 1.0]]
+    """
     out = []
     for b in np.unique(bout):
-        d = directions[bout == b]
+        d = np.asarray(down, np.float64)[bout == b]
         for i in range(0, len(d), windows_per_prototype):
             m = d[i : i + windows_per_prototype].mean(axis=0)
             out.append(m / max(np.linalg.norm(m), 1e-9))
-    return np.asarray(out, np.float32).reshape(-1, 3)
+    protos = np.asarray(out, np.float32).reshape(-1, 3)
+    if len(protos) > MAX_PROTOTYPES:
+        protos = protos[np.linspace(0, len(protos) - 1, MAX_PROTOTYPES).round().astype(int)]
+    return protos
+
+
+def separation(a: np.ndarray, b: np.ndarray, turns: Sequence[str]) -> float:
+    """Degrees between the closest of prototypes ``a`` and prototypes ``b``
+    turned by any of ``turns``.
+
+    >>> separation(np.array([[0.0, 1.0, 0.0]]), np.array([[0.0, -1.0, 0.0]]), ["none"])
+    180.0
+    >>> separation(np.array([[0.0, 1.0, 0.0]]), np.array([[0.0, -1.0, 0.0]]), ["none", "top_down"])
+    0.0
+    """
+    signs = np.array([TURNS[t] for t in turns])
+    cos = np.einsum("id,sd,jd->sij", np.asarray(a, float), signs, np.asarray(b, float)).max()
+    return float(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))).round(1))
+
+
+#: The sets of half-turns tried, largest first (each a group: a phone turned
+#: twice is turned by their product).
+TURN_GROUPS = (
+    ("none", "top_down", "screen_flipped", "both"),
+    ("none", "top_down"),
+    ("none", "screen_flipped"),
+    ("none", "both"),
+    ("none",),
+)
+
+
+def choose_turns(prototypes: dict[str, np.ndarray]) -> tuple[str, ...]:
+    """The largest set of half-turns under which every two calibrated
+    postures that are :data:`SEPARATION_DEG` apart stay so (ties: the one
+    keeping them farthest apart); postures already closer rely on other
+    cues, which no turn changes.
+
+    >>> sit, stand = np.array([[0.0, 0.0, 1.0]]), np.array([[0.0, -1.0, 0.0]])
+    >>> choose_turns({"SITTING": sit, "STANDING": stand})
+    ('none', 'top_down', 'screen_flipped', 'both')
+    >>> choose_turns({"SITTING": sit, "LAYING": -sit})     # the screen the other way is the other posture
+    ('none', 'top_down')
+    """
+    pairs = [
+        (a, b)
+        for a, b in itertools.combinations(prototypes.values(), 2)
+        if separation(a, b, ["none"]) >= SEPARATION_DEG
+    ]
+    best: tuple[tuple[str, ...], float] | None = None
+    for group in TURN_GROUPS:
+        apart = min((separation(a, b, group) for a, b in pairs), default=180.0)
+        if apart < SEPARATION_DEG:
+            continue
+        if best is None or len(group) > len(best[0]) or (len(group) == len(best[0]) and apart > best[1]):
+            best = (group, apart)
+    return best[0] if best else ("none",)
+
+
+def _head(
+    postures: Sequence[str],
+    cues: Sequence[np.ndarray],
+    bouts: Sequence[np.ndarray],
+    turns: Sequence[str],
+    settings: PersonalSettings,
+    margins: np.ndarray | None = None,
+) -> PersonalHead:
+    """A head from each posture's still windows' cues (margins 0 unless given)."""
+    motion = [c[:, 3:].astype(np.float64) for c in cues]
+    if motion:
+        within = np.concatenate([m - m.mean(axis=0) for m in motion])
+        scale = np.maximum(within.std(axis=0), MOTION_SCALE_FLOOR) if len(within) > 1 else np.ones(N_MOTION)
+    else:
+        scale = np.ones(N_MOTION)
+    k = len(postures)
+    return PersonalHead(
+        "device",
+        "personal",
+        "base",
+        tuple(postures),
+        {p: posture_prototypes(c[:, :3], b, settings.windows_per_prototype) for p, c, b in zip(postures, cues, bouts)},
+        turns=turns,
+        max_angle=settings.max_angle,
+        sharpness=settings.sharpness,
+        motion_mean=[m.mean(axis=0).tolist() for m in motion],
+        motion_scale=scale.tolist(),
+        motion_weight=settings.motion_weight,
+        margins=(np.zeros((k, k)) if margins is None else margins).tolist(),
+    )
+
+
+def learn_margins(
+    postures: Sequence[str],
+    cues: Sequence[np.ndarray],
+    turns: Sequence[str],
+    settings: PersonalSettings,
+) -> tuple[np.ndarray, list[tuple[float, float]]]:
+    """``(margins (k, k), [(accuracy, margin) per pair in combinations order])``.
+
+    Two-fold check on the calibration's own windows: a head fitted on the
+    first half of each posture's windows scores the second half, and the
+    other way round. A pair the check gets right less than
+    :data:`MIN_PAIR_ACCURACY` of the time is never told apart
+    (:data:`INSEPARABLE`: both show STILL); otherwise the winner must lead by
+    :data:`MARGIN_SAFETY` times the largest lead a wrong posture had in the
+    check (at least :data:`MARGIN_FLOOR`)."""
+    k = len(postures)
+    margins = np.zeros((k, k))
+    leads: dict[tuple[int, int], list[np.ndarray]] = {}
+    halves = [(c[: len(c) // 2], c[len(c) // 2 :]) for c in cues]
+    if all(min(len(h[0]), len(h[1])) >= 2 for h in halves):
+        for fold in (0, 1):
+            train = [h[fold] for h in halves]
+            head = _head(postures, train, [np.zeros(len(t)) for t in train], turns, settings)
+            for i, held in enumerate(h[1 - fold] for h in halves):
+                scores, _, _ = posture_scores([head] * len(held), held)
+                slots = [POSTURES.index(p) for p in postures]
+                for j in range(k):
+                    if j != i:
+                        leads.setdefault((min(i, j), max(i, j)), []).append(scores[:, slots[i]] - scores[:, slots[j]])
+    report = []
+    for i, j in itertools.combinations(range(k), 2):
+        d = np.concatenate(leads.get((i, j), [np.empty(0)]))
+        accuracy = float(np.mean(d > 0)) if len(d) else 0.0
+        if accuracy < MIN_PAIR_ACCURACY:
+            margin = INSEPARABLE
+        else:
+            wrong = -d[d <= 0]
+            margin = max(MARGIN_FLOOR, MARGIN_SAFETY * float(wrong.max())) if len(wrong) else MARGIN_FLOOR
+            margin = min(margin, INSEPARABLE)
+        margins[i, j] = margins[j, i] = margin
+        report.append((round(accuracy, 4), round(margin, 3)))
+    return margins, report
 
 
 def fit_personal(
     recordings: Sequence[Recording],
     base: ModelArtifact | None = None,
     settings: PersonalSettings = PersonalSettings(),
+    base_probabilities: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> PersonalFit:
     """A personal model from one device's labelled calibration recordings.
 
     ``base`` is the placement-free artifact (the shipped ``any.keras`` when
-    None). Activities without enough data, or whose data contradicts the
-    activity (see the module doc), are refused with a reason and left out;
-    what they would have taught falls back to the base model's classes.
+    None); ``base_probabilities`` (windows or stacks → probabilities) may
+    stand in for calling its Keras model. Activities without enough data, or
+    whose data contradicts the activity (see the module doc), are refused
+    with a reason and left out; what they would have taught falls back to the
+    base model's classes.
     """
     from .artifact import ANY_MODEL, ArtifactError, load_artifact
 
@@ -232,14 +427,16 @@ def fit_personal(
     data = _calibration_windows(recordings, steps)
     seconds = labelled_seconds(recordings)
     if len(data.y):
-        base_class = np.asarray(base.model(data.x, training=False)).argmax(1)
+        predict = base_probabilities or (lambda x: np.asarray(base.model(x, training=False)))
+        base_class = np.concatenate([predict(data.x[i : i + 512]) for i in range(0, len(data.x), 512)]).argmax(1)
+        cues = posture_cues(data.x)
     else:
         base_class = np.empty(0, np.int64)
+        cues = np.empty((0, 7), np.float32)
     checks: list[ActivityCheck] = []
     postures: list[str] = []
-    prototypes: list[np.ndarray] = []
-    owners: list[int] = []  # index into postures of each prototype
-    still_windows: list[np.ndarray] = []
+    still_cues: list[np.ndarray] = []
+    still_bouts: list[np.ndarray] = []
     for index, name in enumerate(ACTIVITIES):
         if name not in seconds:
             continue
@@ -248,34 +445,86 @@ def fit_personal(
         check = check_activity(name, seconds[name], int(mine.sum()), int(still.sum()))
         checks.append(check)
         if check.accepted and name in POSTURES:
-            protos = posture_prototypes(data.x[still], data.bout[still], settings.windows_per_prototype)
-            prototypes.append(protos)
-            owners += [len(postures)] * len(protos)
-            still_windows.append(data.x[still])
             postures.append(name)
-    classes = [*MOVING, *postures, STILL]
-    discriminant = fit_discriminant(still_windows) if settings.discriminant else {}
-    head = PostureHead(
-        (np.concatenate(prototypes) if prototypes else np.empty((0, 3))).tolist(),
-        owners,
-        len(postures),
-        settings.max_angle,
-        settings.sign_invariant,
-        settings.sharpness,
-        name="posture",
-        **discriminant,
+            still_cues.append(cues[still])
+            still_bouts.append(data.bout[still])
+    head = _head(postures, still_cues, still_bouts, ("none",), settings)
+    turns = choose_turns({p: np.asarray(v) for p, v in head.prototypes.items()}) if settings.half_turns else ("none",)
+    margins, checked = learn_margins(postures, still_cues, turns, settings)
+    pairs = [
+        PairCheck(
+            (a, b),
+            separation(np.asarray(head.prototypes[a]), np.asarray(head.prototypes[b]), ["none"]),
+            accuracy,
+            margin,
+        )
+        for (a, b), (accuracy, margin) in zip(itertools.combinations(postures, 2), checked)
+    ]
+    head = replace(
+        head,
+        turns=turns,
+        margins=margins.tolist(),
+        calibrated=frozenset(c.activity for c in checks if c.accepted),
+        base_model=base.model_id,
     )
-    model = build_personal_model(base.model, head)
+    head = replace(
+        head,
+        decoder=personal_decoder(base.metadata.get("decoder"), head.classes, base.model_id),
+        summary=tuple(describe(head, pairs, checks)),
+    )
     return PersonalFit(
-        decoder=personal_decoder(base.metadata.get("decoder"), classes, base.model_id),
-        model=model,
-        classes=classes,
+        head=head,
         checks=checks,
         settings=settings,
         context_steps=steps,
         seconds=time.perf_counter() - started,
-        prototypes={name: int(np.sum(np.asarray(owners) == i)) for i, name in enumerate(postures)},
+        pairs=pairs,
+        base_sha256=str(base.metadata.get("sha256", "")),
     )
+
+
+def _said(name: str) -> str:
+    return "lying" if name == "LAYING" else name.lower().replace("_", " ")
+
+
+def describe(head: PersonalHead, pairs: Sequence[PairCheck], checks: Sequence[ActivityCheck]) -> list[str]:
+    """What the calibration learned and what will show as STILL, in a few
+    lines for the page and the CLI."""
+    lines = []
+    learned = [c.activity for c in checks if c.accepted]
+    lines.append(f"Learned: {', '.join(_said(a) for a in learned)}." if learned else "Nothing learned.")
+    for pair in pairs:
+        a, b = (_said(p) for p in pair.postures)
+        if not pair.separable:
+            lines.append(
+                f"{a.capitalize()} and {b} could not be told apart on this device "
+                f"({pair.angle:.0f}° apart, {pair.accuracy:.0%} right in a check): both show as STILL."
+            )
+        elif pair.angle >= SEPARATION_DEG:
+            lines.append(f"{a.capitalize()} and {b}: told apart by how the device is tilted ({pair.angle:.0f}° apart).")
+        else:
+            lines.append(
+                f"{a.capitalize()} and {b}: tilted alike ({pair.angle:.0f}° apart), told apart by how still the body "
+                f"is ({pair.accuracy:.0%} right in a check); STILL where that is not clear."
+            )
+    if len(head.postures) >= 1:
+        kept = [TURN_WORDS[t] for t in head.turns if t != "none"]
+        lost = [TURN_WORDS[t] for t in TURN_WORDS if t not in head.turns]
+        if kept:
+            lines.append(f"Postures keep their names when the device comes back turned: {'; '.join(kept)}.")
+        if lost:
+            lines.append(
+                f"Put back turned ({'; '.join(lost)}) the postures would look alike: it shows STILL or the "
+                "posture it then resembles; put it back as it was calibrated."
+            )
+    missing = [p for p in POSTURES if p not in head.postures]
+    still = [_said(p) for p in missing]
+    lines.append(
+        "Shows as STILL: "
+        + (f"{', '.join(still)} (not calibrated); " if still else "")
+        + f"a still device more than {head.max_angle:.0f}° from every posture learned."
+    )
+    return lines
 
 
 def posture_share(state: str, still_classes: Sequence[str], trust: float = POSTURE_TRUST) -> np.ndarray:
@@ -349,42 +598,6 @@ def personal_decoder(base_decoder: Any, classes: Sequence[str], base_id: str = "
     }
 
 
-def fit_discriminant(still_windows: Sequence[np.ndarray]) -> dict:
-    """Shrinkage LDA on the placement-free features of each calibrated
-    posture's still windows (current window of a stack), as the
-    :class:`PostureHead` arguments; empty with fewer than two postures."""
-    if len(still_windows) < 2:
-        return {}
-    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
-
-    current = [w[:, 0] if w.ndim == 4 else w for w in still_windows]
-    feats = placement_free_features(np.concatenate(current)).astype(np.float64)
-    y = np.concatenate([np.full(len(w), i) for i, w in enumerate(current)])
-    mean, scale = feats.mean(axis=0), feats.std(axis=0)
-    scale[scale < 1e-6] = 1.0
-    lda = LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto").fit((feats - mean) / scale, y)
-    coef, intercept = lda.coef_, lda.intercept_
-    if len(still_windows) == 2:  # binary: sklearn gives one decision for class 1
-        coef = np.stack([-coef[0] / 2, coef[0] / 2])
-        intercept = np.array([-intercept[0] / 2, intercept[0] / 2])
-    return {
-        "feature_mean": mean.tolist(),
-        "feature_scale": scale.tolist(),
-        "coef": coef.T.tolist(),
-        "intercept": intercept.tolist(),
-    }
-
-
-def build_personal_model(base: keras.Model, head: PostureHead) -> keras.Model:
-    """The base model and a :class:`PostureHead` on the same input, merged
-    (with no posture calibrated the head always says "none of them": STILL)."""
-    inputs = keras.Input(shape=tuple(base.input_shape[1:]), dtype="float32", name="window")
-    probs = base(inputs)
-    posture = head(inputs)
-    outputs = PostureSplit(name="probabilities")([probs, posture])
-    return keras.Model(inputs, outputs, name="personal")
-
-
 def save_personal(
     fit: PersonalFit,
     path: str | Path,
@@ -392,26 +605,20 @@ def save_personal(
     base: ModelArtifact,
     command: str | None = None,
 ) -> Path:
-    """Write the personal model as an artifact with its metadata."""
-    from .artifact import save_artifact
-
-    metadata = {
-        "architecture": "personal",
+    """Write the personal model (:mod:`harstream.stream.personal.model_file`)
+    at ``path`` with the ``.personal.json`` suffix (``x.keras`` → ``x.personal.json``);
+    returns where it went."""
+    head = replace(fit.head, device=device)
+    extra: dict[str, Any] = {
         "placement": "personal",
-        "classes": list(fit.classes),
-        "device": device,
-        "calibrated": fit.calibrated,
         "refused": fit.refused,
         "calibration": [asdict(c) for c in fit.checks],
-        "prototypes": fit.prototypes,
-        "posture_settings": asdict(fit.settings),
-        "base_model": {"path": base.path.name, "model_id": base.model_id, "sha256": base.metadata.get("sha256")},
+        "pairs": [asdict(p) for p in fit.pairs],
+        "base_model": {"model_id": base.model_id, "path": base.path.name, "sha256": fit.base_sha256},
         "context_steps": list(fit.context_steps),
         "calibrated_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "fit_seconds": round(fit.seconds, 2),
     }
-    if fit.decoder is not None:
-        metadata["decoder"] = fit.decoder
     if command:
-        metadata["command"] = command
-    return save_artifact(fit.model, metadata, path)
+        extra["command"] = command
+    return write_personal_file(personal_file_name(path), head_to_json(head, **extra))

@@ -1,9 +1,13 @@
-"""Loading a personal model for the worker to serve.
+"""Loading a personal model for the worker to serve: no TensorFlow, no conversion.
 
-The worker's registry (:mod:`harstream.stream.personal.registry`) watches a
-folder and hands each new file to :func:`load_personal_model` in a background
-thread: the file is checked (size, placement, device id, Keras safe mode,
-hash, input shape, class count) and gets its serving runtime.
+The worker's registry (:mod:`harstream.stream.personal.registry`) hands each
+new ``<name>.personal.json`` to :func:`load_personal_model`: the file is read
+and checked (:func:`~harstream.stream.personal.model_file.read_personal_file`:
+a regular file, at most 256 kB, JSON, every parameter's shape and range),
+must be fitted over the placement-free model this worker serves, and then
+serves its device in that model's batches. A file of the old format (a
+whole Keras model, ``<name>.keras``) is refused by name with the command
+that refits it.
 """
 
 from __future__ import annotations
@@ -11,40 +15,34 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from harstream.models.artifact import ArtifactError, load_artifact, metadata_path, read_metadata
-from harstream.models.runtime import NullRuntime, load_runtime
-from harstream.stream.core.model_routing import ServedModel, personal_model
-from harstream.stream.core.protocol import ProtocolError, check_device_id
+from harstream.stream.core.model_routing import ServedModel, personal_over
+from harstream.stream.personal.model_file import SUFFIX, PersonalModelError, read_personal_file
 
-MAX_MODEL_BYTES = 64 * 1024 * 1024
+#: Why a ``.keras`` personal model is no longer served, and what to do.
+KERAS_REFUSAL = (
+    "a Keras personal model (the format before {suffix}) is not served any more: refit it with "
+    "`harstream calibrate --data <its calibration folder> --device <id> --out {stem}{suffix}` "
+    "(the /phone page's calibrations are kept under runs/calibration/)"
+)
 
 
-def load_personal_model(path: Path, runtime: str = "auto", display: Callable | None = None) -> ServedModel:
-    """A personal model file, checked and ready to serve; ``ArtifactError``
-    (or ``ValueError``) saying what is wrong otherwise. ``display(classes,
-    metadata)`` makes its display factory (None: the worker's moving average)."""
-    for file in (path, metadata_path(path)):
-        if file.is_file() and file.stat().st_size > MAX_MODEL_BYTES:
-            raise ArtifactError(
-                f"{file}: {file.stat().st_size} bytes, more than the {MAX_MODEL_BYTES} a model may have"
-            )
-    meta = read_metadata(path)  # preprocessing, placement and classes agree with the pipeline
-    if meta.get("placement") != "personal":
-        raise ArtifactError(
-            f"{path}: placement {meta.get('placement', 'waist')!r}; the registry serves personal models only"
+def load_personal_model(path: Path, base: ServedModel | None, display: Callable | None = None) -> ServedModel:
+    """The personal model in ``path``, checked and ready to serve over
+    ``base`` (the worker's placement-free model); :class:`PersonalModelError`
+    saying what is wrong otherwise. ``display(classes, metadata)`` makes its
+    display factory (None: the worker's moving average)."""
+    path = Path(path)
+    if path.name.endswith(".keras"):
+        raise PersonalModelError(
+            f"{path.name}: " + KERAS_REFUSAL.format(suffix=SUFFIX, stem=path.name[: -len(".keras")])
         )
-    try:
-        device = check_device_id(meta.get("device"))
-    except ProtocolError as exc:
-        raise ArtifactError(f"{metadata_path(path)}: device: {exc.detail}") from None
-    artifact = load_artifact(path)  # safe mode; hash, input shape and class count checked
-    served_by = NullRuntime(len(artifact.classes)) if runtime == "none" else load_runtime(artifact, runtime)
-    return personal_model(
-        device,
-        artifact.model_id,
-        artifact.classes,
-        context_steps=artifact.context_steps,
-        display=display(artifact.classes, artifact.metadata) if display else None,
-        runtime=served_by,
-        source=str(path),
-    )
+    if base is None:
+        raise PersonalModelError(f"{path.name}: this worker serves no placement-free model to calibrate over")
+    head = read_personal_file(path)
+    if head.base_model != base.model_id:
+        raise PersonalModelError(
+            f"{path.name}: fitted over {head.base_model[:60]!r}, but this worker serves {base.model_id!r}: "
+            "refit it (harstream calibrate, or calibrate again on the /phone page)"
+        )
+    maker = display(head.classes, {"decoder": head.decoder}) if display else None
+    return personal_over(base, head, maker)

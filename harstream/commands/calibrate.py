@@ -2,8 +2,13 @@
 
 Example::
 
-    harstream calibrate --data my_phone/ --out my_phone.keras
-    harstream worker --model my_phone.keras
+    harstream calibrate --data my_phone/ --device phone:my-phone --out runs/personal/my_phone.personal.json
+    harstream worker --personal-dir runs/personal
+
+The personal model is a few kilobytes of JSON (``<name>.personal.json``:
+the device's own parameters over the shared placement-free model). An
+``--out`` of the old form, ``x.keras`` (or ``x.json``, or ``x``), writes
+``x.personal.json`` beside it and says so.
 
 ``--data`` is a CSV file or a folder of CSV files of ONE device in the format
 of docs/recordings.md, with a ``label`` column naming the activity (any
@@ -21,6 +26,7 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from harstream.commands._options import Number
@@ -28,12 +34,23 @@ from harstream.commands._options import Number
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, metavar="DIR", help="labelled CSV file or folder of one device")
-    parser.add_argument("--out", required=True, metavar="PATH.keras", help="where to write the personal model")
+    parser.add_argument(
+        "--out",
+        required=True,
+        metavar="PATH.personal.json",
+        help="where to write the personal model (x.keras or x.json become x.personal.json)",
+    )
     parser.add_argument(
         "--device", default=None, help="device name in the metadata (default: the --data folder's name)"
     )
     parser.add_argument(
         "--base", default=None, metavar="PATH.keras", help="placement-free base model (default: the shipped any.keras)"
+    )
+    parser.add_argument(
+        "--no-half-turns",
+        action="store_true",
+        help="never keep a posture's name when the device comes back turned round "
+        "(by default kept wherever the calibrated postures stay apart under the turn)",
     )
     parser.add_argument(
         "--max-angle",
@@ -61,11 +78,16 @@ def stairs_checked(recordings: list) -> list:
 def run(args: argparse.Namespace) -> int:
     from harstream.models.artifact import ANY_MODEL, ArtifactError, load_artifact
     from harstream.models.personal import PersonalSettings, fit_personal, save_personal
+    from harstream.stream.core.protocol import ProtocolError, check_device_id
     from harstream.stream.data.recordings import RecordingError, load_csv
+    from harstream.stream.personal.model_file import personal_file_name
 
     out = Path(args.out)
-    if out.suffix != ".keras":
-        print(f"--out {out}: a model artifact must end in .keras", file=sys.stderr)
+    device = args.device or Path(args.data).resolve().stem
+    try:
+        check_device_id(device)
+    except ProtocolError as exc:
+        print(f"--device {device[:60]!r}: {exc.detail}", file=sys.stderr)
         return 2
     try:
         dataset = load_csv(args.data)
@@ -73,13 +95,14 @@ def run(args: argparse.Namespace) -> int:
     except (RecordingError, ArtifactError) as exc:
         print(exc, file=sys.stderr)
         return 2
-    settings = PersonalSettings() if args.max_angle is None else PersonalSettings(max_angle=args.max_angle)
+    settings = PersonalSettings(half_turns=not args.no_half_turns)
+    if args.max_angle is not None:  # range-checked by its option type
+        settings = replace(settings, max_angle=args.max_angle)
     try:
         fit = fit_personal(stairs_checked(dataset.recordings), base, settings)
     except ArtifactError as exc:
         print(exc, file=sys.stderr)
         return 2
-    device = args.device or Path(args.data).resolve().stem
     for check in fit.checks:
         if check.accepted:
             print(f"calibrated {check.activity}: {check.seconds:.1f} s, {check.windows} windows")
@@ -88,6 +111,10 @@ def run(args: argparse.Namespace) -> int:
     if not fit.checks:
         print(f"{args.data}: no labelled activity (labels 1-6) in the recordings; the model is the placement-free one")
     command = "harstream calibrate " + shlex.join(sys.argv[2:]) if len(sys.argv) > 2 else None
+    for line in fit.summary:
+        print(line)
     path = save_personal(fit, out, device, base, command=command)
+    if path != out:
+        print(f"--out {out}: a personal model is {personal_file_name(out).name} now (JSON parameters, not Keras)")
     print(f"wrote {path} (classes {', '.join(fit.classes)}; fitted in {fit.seconds:.1f} s)")
     return 0

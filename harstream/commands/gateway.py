@@ -197,4 +197,6 @@ class PersonalFitter:
             "classes": fit.classes,
             "fit_seconds": round(fit.seconds, 2),
             "takes": {c.activity: {"seconds": c.seconds, "windows": c.windows} for c in fit.checks},
+            "summary": fit.summary,  # what was learned, which half-turns keep the names, what shows as STILL
+            "turns": [t for t in fit.head.turns if t != "none"],
         }

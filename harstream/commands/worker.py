@@ -57,7 +57,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--personal-dir",
         default=None,
         metavar="DIR",
-        help="folder of personal models (<name>.keras + .json, metadata device = the bus id), "
+        help="folder of personal models (<name>.personal.json, its device = the bus id), "
         "watched while serving (default $HARSTREAM_PERSONAL_DIR or runs/personal)",
     )
     parser.add_argument(
@@ -239,7 +239,7 @@ def run(args: argparse.Namespace) -> int:
         folder = personal_dir(args.personal_dir)
         personal = PersonalRegistry(
             folder,
-            lambda path: load_personal_model(path, args.runtime, display_maker(args)),
+            lambda path: load_personal_model(path, anywhere, display_maker(args)),
             interval=args.personal_poll,
         )
         print(

@@ -35,6 +35,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from harstream.stream.core.activities import PLACEMENT_FREE
+from harstream.stream.core.posture import PersonalHead
 from harstream.stream.core.protocol import PHONE_NAMESPACE
 
 #: The modes a device can be served in.
@@ -71,6 +73,19 @@ class ServedModel:
     # how like the waist gait stairs were learned on each window is, (n, 128, 9) -> (n,) in 0..1,
     # where the model can tell; None: it says nothing
     waist_likeness: Callable[[Any], Any] | None = None
+    # a calibrated device's own parameters (stream.core.posture.PersonalHead), applied after
+    # the shared model whose batch (``key``) its windows join; its runtime gives ``head.base`` classes
+    head: PersonalHead | None = None
+    device: str = ""  # the one device a personal model serves
+
+    @property
+    def output_classes(self) -> tuple[str, ...]:
+        """The classes of what ``runtime`` returns: the shared model's for a personal head."""
+        return self.base_classes if self.head is not None else self.classes
+
+    @property
+    def base_classes(self) -> tuple[str, ...]:
+        return PLACEMENT_FREE if self.head is not None else self.classes
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -81,8 +96,34 @@ class ServedModel:
 
 
 def personal_model(device: str, model_id: str, classes: Sequence[str], **kw: Any) -> ServedModel:
-    """A :class:`ServedModel` in ``personal`` mode for ``device``."""
-    return ServedModel(f"personal:{device}", "personal", model_id, tuple(classes), **kw)
+    """A :class:`ServedModel` in ``personal`` mode for ``device`` with a runtime of its own."""
+    return ServedModel(f"personal:{device}", "personal", model_id, tuple(classes), device=device, **kw)
+
+
+def personal_over(base: ServedModel, head: PersonalHead, display: Callable[[], Any] | None = None) -> ServedModel:
+    """``head``'s device served in ``personal`` mode over the shared ``base``
+    model: its windows join ``base``'s batches (same key, input, runtime), and
+    ``head`` turns the shared probabilities into the device's own classes."""
+    return ServedModel(
+        base.key,
+        "personal",
+        head.model_id,
+        head.classes,
+        base.context_steps,
+        display,
+        base.runtime,
+        head.model_id,
+        features=base.features,
+        calibrated=head.calibrated,  # what the stairs gate asks: stairs it calibrated need no other evidence
+        waist_likeness=base.waist_likeness,
+        head=head,
+        device=head.device,
+    )
+
+
+def served_device(model: ServedModel) -> str:
+    """The device a personal model serves."""
+    return model.device or model.key.removeprefix("personal:")
 
 
 def declared_placement(meta: Mapping[str, Any]) -> str | None:
@@ -132,9 +173,9 @@ class ModelRouter:
 
     def set_personal(self, model: ServedModel) -> None:
         """Serve ``model`` (mode ``personal``, key ``personal:<device>``) to its device."""
-        if model.mode != "personal" or not model.key.startswith("personal:"):
+        if model.mode != "personal" or not served_device(model):
             raise ValueError(f"model {model.model_id}: not a personal model (mode {model.mode!r}, key {model.key!r})")
-        self.personal[model.key.removeprefix("personal:")] = model
+        self.personal[served_device(model)] = model
         self.version += 1
 
     def drop_personal(self, device: str) -> bool:
@@ -152,9 +193,11 @@ class ModelRouter:
 
     def describe(self, modes: Counter[str] | None = None) -> list[dict]:
         """The served models for stats: key, mode, model id, classes, and how
-        many devices each serves (``modes``: devices per model key)."""
+        many devices each serves (``modes``: devices per :func:`stats_key`).
+        Personal models over a shared model are one line (thousands of them
+        would swamp every stats message)."""
         modes = modes or Counter()
-        return [
+        out = [
             {
                 "key": m.key,
                 "mode": m.mode,
@@ -163,4 +206,26 @@ class ModelRouter:
                 "devices": modes.get(m.key, 0),
             }
             for m in self.models
+            if m.head is None
         ]
+        heads = sum(1 for m in self.personal.values() if m.head is not None)
+        if heads:
+            out.append(
+                {
+                    "key": PERSONAL_HEADS,
+                    "mode": "personal",
+                    "model": f"{heads} personal model{'s' if heads != 1 else ''} over {self.any.model_id if self.any else '?'}",
+                    "classes": [],
+                    "devices": modes.get(PERSONAL_HEADS, 0),
+                }
+            )
+        return out
+
+
+#: The stats line of every personal model that rides on a shared model's batch.
+PERSONAL_HEADS = "personal"
+
+
+def stats_key(model: ServedModel) -> str:
+    """The stats line a device served by ``model`` counts under."""
+    return PERSONAL_HEADS if model.head is not None else model.key

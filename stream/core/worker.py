@@ -62,8 +62,9 @@ from harstream.stream.core.incarnation import (
     TAKEOVER_AFTER,
     Incarnation,
 )
-from harstream.stream.core.model_routing import ModelRouter, ServedModel, declared_placement
+from harstream.stream.core.model_routing import ModelRouter, ServedModel, declared_placement, stats_key
 from harstream.stream.core.pipeline import WINDOW, check_samples
+from harstream.stream.core.posture import N_CUES, apply_heads, posture_cues
 from harstream.stream.core.protocol import (
     Prediction,
     ProtocolError,
@@ -150,6 +151,7 @@ class PendingWindow:
     motion: float | None = None  # the window's body motion (decoder.window_motion): the posture lock's cue
     gravity: tuple[float, float, float] | None = None  # its newest half's gravity: the transition direction's cue
     waist_likeness: float | None = None  # how like the waist gait (the model's own score, if it gives one)
+    cue: np.ndarray | None = None  # a calibrated device's posture cues (posture.posture_cues) of this window
 
 
 def make_display(served: ServedModel, config: WorkerConfig, windows: int | None = None) -> Smoother:
@@ -457,14 +459,15 @@ class StreamCore:
             turns = np.split(window_gravity(every), np.cumsum(counts)[:-1])
         else:
             motions = turns = results
-        for (state, _, labels, arrived, first_window, seen_before), windows, x, moved, turned in zip(
-            jobs, results, inputs, motions, turns
+        cues = self._posture_cues([j[0] for j in jobs], results)
+        for (state, _, labels, arrived, first_window, seen_before), windows, x, moved, turned, cue in zip(
+            jobs, results, inputs, motions, turns, cues
         ):
             if len(windows):
                 self._unproven.pop(state.name, None)  # it completed a window: a real device
             likeness = self._waist_likeness(state, windows)
             described = state.windows.describe(windows, labels, first_window, seen_before, inputs=x)
-            for w, m, g, like in zip(described, moved, turned, likeness):
+            for i, (w, m, g, like) in enumerate(zip(described, moved, turned, likeness)):
                 self._enqueue(
                     PendingWindow(
                         state.name,
@@ -479,6 +482,7 @@ class StreamCore:
                         float(m),
                         (float(g[0]), float(g[1]), float(g[2])),
                         like,
+                        None if cue is None else cue[i],
                     )
                 )
             self.totals["windows"] += len(windows)
@@ -496,6 +500,19 @@ class StreamCore:
             self._drop("internal", f"device {state.name}: waist-likeness failed: {type(exc).__name__}: {exc}")
             return [None] * len(windows)
         return [float(v) if np.isfinite(v) else None for v in values]
+
+    def _posture_cues(self, states: list[Device], results: list[np.ndarray]) -> list[np.ndarray | None]:
+        """The posture cues of the new windows of calibrated devices (their
+        personal head needs them after the shared model), for all of them in
+        one call; None for the other devices."""
+        out: list[np.ndarray | None] = [None] * len(states)
+        idx = [i for i, (s, r) in enumerate(zip(states, results)) if s.served.head is not None and len(r)]
+        if not idx:
+            return out
+        cues = posture_cues(np.concatenate([results[i] for i in idx]))
+        for i, part in zip(idx, np.split(cues, np.cumsum([len(results[i]) for i in idx])[:-1])):
+            out[i] = part
+        return out
 
     def _window_inputs(self, states: list[Device], results: list[np.ndarray]) -> list[np.ndarray]:
         """What each device's model takes of its new windows: the windows, or
@@ -590,13 +607,21 @@ class StreamCore:
         """Predictions for a batch its model has labelled with ``probs``."""
         probs = np.asarray(probs, dtype=np.float64)
         served = taken[0].served if taken else self.router.waist
-        if probs.shape != (len(taken), len(served.classes)):
+        if probs.shape != (len(taken), len(served.output_classes)):
             # A runtime that lost rows must not silently lose windows.
             raise ValueError(f"model {served.model_id} returned {probs.shape} for {len(taken)} windows")
+        rows: list[np.ndarray] = list(probs)
+        calibrated = [i for i, w in enumerate(taken) if w.served.head is not None]
+        if calibrated:  # the shared model's batch carries calibrated devices: their heads, all at once
+            heads = [taken[i].served.head for i in calibrated]
+            cues = np.stack([_cue_of(taken[i]) for i in calibrated])
+            slots = apply_heads(probs[calibrated], cues, heads)
+            for i, head, row in zip(calibrated, heads, slots):
+                rows[i] = head.pick(row)
         out = []
         wall = self.wall_clock()
-        classes = list(served.classes)
-        for w, p in zip(taken, probs):
+        for w, p in zip(taken, rows):
+            classes = list(w.served.classes)
             state = self.devices.get(w.device)
             raw = [round(float(v), 6) for v in p]
             if state is not None and state.generation == w.generation and state.served is w.served:
@@ -736,7 +761,7 @@ class StreamCore:
             "drops": dict(self.drops),
             "totals": dict(self.totals),
             "model": self.model_id,
-            "models": self.router.describe(Counter(d.served.key for d in self.devices.values())),
+            "models": self.router.describe(Counter(stats_key(d.served) for d in self.devices.values())),
             "modes": dict(Counter(d.served.mode for d in self.devices.values())),
         }
         self._last_stats = (now, Counter(self.totals))
@@ -765,6 +790,12 @@ class StreamCore:
             log.warning("%s: %s (further ones are counted in stats)", reason, detail)
         else:
             log.debug("%s: %s", reason, detail)
+
+
+def _cue_of(window: PendingWindow) -> np.ndarray:
+    """A window's posture cues; NaN (the head then says plain STILL) for a
+    window made before its device was calibrated."""
+    return window.cue if window.cue is not None else np.full(N_CUES, np.nan, np.float32)
 
 
 def format_stats(stats: dict) -> str:

@@ -19,7 +19,7 @@ On ``finish`` the takes are written as CSV (docs/recordings.md) under
 calibration, and ``fit(folder, device, out)`` — supplied by the command that
 runs the gateway, since this package does not import the models — fits a
 personal model from them and saves it as ``<personal dir>/<device
-folder>.keras`` (+ ``.json``), the registry the worker watches. Writing and
+folder>.personal.json``, the registry the worker watches. Writing and
 fitting run in one background thread, one device at a time, so no phone's
 stream waits for TensorFlow; the model appears in the registry by a rename,
 never half-written.
@@ -47,10 +47,11 @@ from harstream.stream.personal.calibration import (
     device_folder_name,
     parse_activity,
 )
+from harstream.stream.personal.model_file import SUFFIX as PERSONAL_SUFFIX
 
 log = logging.getLogger("harstream.gateway")
 
-#: ``fit(csv folder, bus device id, where to write the .keras) -> result``;
+#: ``fit(csv folder, bus device id, where to write the .personal.json) -> result``;
 #: the result has ``calibrated`` (list), ``refused`` ({activity: reason}),
 #: ``classes`` and ``fit_seconds``. Runs in a worker thread.
 FitFunction = Callable[[Path, str, Path], dict]
@@ -206,13 +207,15 @@ class Calibrations:
         fit = self.fit
         if fit is None:  # callers check first; the type checker cannot see it
             raise RuntimeError("calibration fitting is off")
+        model = f"{name}{PERSONAL_SUFFIX}"
         try:
-            result = fit(folder, device, staging / f"{name}.keras")
-            for suffix in (".json", ".keras"):
-                os.replace(staging / f"{name}{suffix}", self.personal_dir / f"{name}{suffix}")
+            result = fit(folder, device, staging / model)
+            os.replace(staging / model, self.personal_dir / model)
+            for old in (f"{name}.keras", f"{name}.json"):  # the same device's model in the old Keras format
+                (self.personal_dir / old).unlink(missing_ok=True)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-        return {**result, "model": f"{name}.keras", "data": str(folder)}
+        return {**result, "model": model, "data": str(folder)}
 
     async def close(self) -> None:
         for task in list(self._tasks):

@@ -1,22 +1,26 @@
 """Personal models served live: a folder the worker watches.
 
 The registry folder (``--personal-dir``, default ``runs/personal/``, or
-``$HARSTREAM_PERSONAL_DIR``) holds one artifact per calibrated device:
-``<name>.keras`` and its ``<name>.json`` metadata, whose ``device`` is the
-device's id on the bus (``phone:pixel-7``) and whose ``placement`` is
-``personal``. :func:`personal_model_path` gives the usual file name; any
-name works, the metadata says which device a model is for.
+``$HARSTREAM_PERSONAL_DIR``) holds one file per calibrated device,
+``<name>.personal.json`` (:mod:`~harstream.stream.personal.model_file`),
+whose ``device`` is the device's id on the bus (``phone:pixel-7``).
+:func:`personal_model_path` gives the usual file name; any name works, the
+file says which device it is for.
 
 The worker's loop calls :meth:`PersonalRegistry.poll` often; it looks at the
-folder's modification times once per ``interval`` (cheap: one ``stat`` per
-file), and hands a file that changed — once it has stayed unchanged for one
-more look, so a half-written file is not read — to a background thread that
-loads it (Keras safe mode, hash and metadata checks, the serving runtime: a
-few seconds that must never block the loop). The loaded model then serves
-its device (:class:`~harstream.stream.core.model_routing.ModelRouter`); a file
-that fails to load or disagrees with its metadata is *refused by name*
-(logged, counted, listed in the stats) and the device keeps the model it
-had. A removed file sends its device back to its default mode.
+folder once per ``interval`` (one ``lstat`` per file), and loads a file that
+changed — once it has stayed unchanged for one more look, so a half-written
+file is not read — right there in the loop: a personal model is a few
+kilobytes of checked JSON, read in about a millisecond, and loading stops for
+the tick once :data:`LOAD_BUDGET_S` is spent (the rest go on the next tick).
+The loaded model then serves its device
+(:class:`~harstream.stream.core.model_routing.ModelRouter`); a file that fails
+its checks is *refused by name* (logged, counted, listed in the stats) and
+the device keeps the model it had — so is anything in the folder with a
+model's name that is not a regular file (a symlink, a FIFO, a device), and
+a ``.keras`` personal model of the old format (with the command that refits
+it). A removed file sends its device back to its default mode, and its
+model is freed.
 
 :class:`FolderWatch` is the pure part: listings in, files to load and files
 gone out.
@@ -36,21 +40,27 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from harstream.stream.core.model_routing import ModelRouter, ServedModel
+from harstream.stream.core.model_routing import ModelRouter, ServedModel, served_device
 from harstream.stream.core.protocol import check_device_id
 from harstream.stream.personal.calibration import device_folder_name
+from harstream.stream.personal.model_file import SUFFIX
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PERSONAL_DIR = Path("runs/personal")
-#: A model file larger than this is refused unread (a personal model is a few hundred kB).
 #: At most this many refusals are kept by name for the stats.
 MAX_REFUSALS_LISTED = 50
+#: Seconds of loading per poll; files past it wait for the next poll.
+LOAD_BUDGET_S = 0.02
+#: Files in the folder looked at, at most (a folder of a million files is not listed whole).
+MAX_FILES = 100_000
+#: Names the registry looks at: the personal-model format, and the old Keras one (refused).
+MODEL_SUFFIXES = (SUFFIX, ".keras")
 
 
 def personal_dir(option: str | None = None) -> Path:
@@ -59,7 +69,7 @@ def personal_dir(option: str | None = None) -> Path:
 
 
 def personal_model_name(device: str) -> str:
-    """The file name (without ``.keras``) of a device's personal model: the
+    """The file name (without its suffix) of a device's personal model: the
     same safe, unique-per-id name as its calibration folder
     (:func:`~harstream.stream.personal.calibration.device_folder_name`), so no way out
     of the folder and no two devices sharing a file.
@@ -73,10 +83,10 @@ def personal_model_name(device: str) -> str:
 
 def personal_model_path(folder: str | Path, device: str) -> Path:
     """Where ``device``'s personal model goes in the registry ``folder``."""
-    return Path(folder) / f"{personal_model_name(device)}.keras"
+    return Path(folder) / f"{personal_model_name(device)}{SUFFIX}"
 
 
-Signature = tuple[int, int]  # (modification time ns, bytes) of a model's two files together
+Signature = tuple[int, int, int]  # (modification time ns, bytes, file type bits) of a model file
 
 
 class FolderWatch:
@@ -116,112 +126,109 @@ class RegistryEvent:
 
 
 def list_models(folder: Path) -> dict[str, Signature]:
-    """``{name: signature}`` of the ``.keras`` files in ``folder`` (with their
-    ``.json``, whose changes count too); an absent folder lists nothing."""
+    """``{file name: signature}`` of the entries of ``folder`` named like a
+    model (:data:`MODEL_SUFFIXES`), whatever their type (the loader refuses
+    what is not a regular file); hidden names are skipped (a writer's
+    staging); an absent folder lists nothing."""
     out: dict[str, Signature] = {}
     try:
-        entries = list(os.scandir(folder))
+        with os.scandir(folder) as entries:
+            for n, entry in enumerate(entries):
+                if n >= MAX_FILES:
+                    log.warning(
+                        "personal models: more than %d entries in %s; the rest are not looked at", MAX_FILES, folder
+                    )
+                    break
+                if entry.name.startswith(".") or not entry.name.endswith(MODEL_SUFFIXES):
+                    continue
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                out[entry.name] = (st.st_mtime_ns, st.st_size, st.st_mode)
     except (FileNotFoundError, NotADirectoryError):
-        return out
-    stats = {}
-    for entry in entries:
-        if entry.name.startswith(".") or not entry.is_file(follow_symlinks=False):
-            continue
-        try:
-            st = entry.stat(follow_symlinks=False)
-        except OSError:
-            continue
-        stats[entry.name] = (st.st_mtime_ns, st.st_size)
-    for name, (mtime, size) in stats.items():
-        if name.endswith(".keras"):
-            stem = name[: -len(".keras")]
-            meta = stats.get(stem + ".json", (0, 0))
-            out[stem] = (max(mtime, meta[0]), size + meta[1])
+        pass
     return out
 
 
 class PersonalRegistry:
     """Watches ``folder`` and keeps ``router``'s personal models in step with it.
 
-    ``load(path) -> ServedModel`` runs in one background thread; the worker
-    passes :func:`harstream.models.personal_serving.load_personal_model`
-    (this package does not import the models, which import it).
+    ``load(path) -> ServedModel`` is called in the loop (the worker passes
+    :func:`harstream.models.personal_serving.load_personal_model` over its
+    placement-free model; this package does not import the models); any
+    exception it raises refuses that file by name.
     """
 
-    def __init__(self, folder: str | Path, load: Callable[[Path], ServedModel], interval: float = 1.0):
+    def __init__(
+        self,
+        folder: str | Path,
+        load: Callable[[Path], ServedModel],
+        interval: float = 1.0,
+        clock: Callable[[], float] = time.perf_counter,
+    ):
         self.folder = Path(folder)
         self.load = load
         self.interval = interval
+        self.clock = clock
         self.watch = FolderWatch()
         self.device_of: dict[str, str] = {}  # file name -> the device it serves
         self.refused: dict[str, str] = {}  # file name -> why (latest refusals)
         self.refusals = 0
-        self._loading: dict[str, Future] = {}
-        self._stale: set[str] = set()  # changed again while loading: load once more when done
+        self.loads = 0
+        self.load_ms_max = 0.0
+        self._queue: dict[str, None] = {}  # names waiting to be loaded, in order
         self._next_look = 0.0
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="personal-models")
 
     def poll(self, now: float, router: ModelRouter) -> list[RegistryEvent]:
-        """Apply finished loads and removals to ``router``; look at the folder
-        if ``interval`` has passed. Never blocks on a load, never raises for
-        a bad file."""
-        events = self._finished(router)
-        if now < self._next_look:
-            return events
-        self._next_look = now + self.interval
-        ready, gone = self.watch.update(list_models(self.folder))
-        for name in gone:
-            self._stale.discard(name)
-            device = self.device_of.pop(name, None)
-            self.refused.pop(name, None)
-            if device is not None and router.drop_personal(device):
-                log.info("personal model %s removed: device %s back to its default mode", name, device)
-                events.append(RegistryEvent("removed", name, device))
-        for name in ready:
-            if name in self._loading:
-                self._stale.add(name)
-            else:
-                self._start(name)
+        """Apply removals and load what is waiting (within
+        :data:`LOAD_BUDGET_S`); look at the folder if ``interval`` has passed.
+        Never raises for a bad file."""
+        events: list[RegistryEvent] = []
+        if now >= self._next_look:
+            self._next_look = now + self.interval
+            ready, gone = self.watch.update(list_models(self.folder))
+            for name in gone:
+                self._queue.pop(name, None)
+                self.refused.pop(name, None)
+                device = self.device_of.pop(name, None)
+                if device is not None and router.drop_personal(device):
+                    log.info("personal model %s removed: device %s back to its default mode", name, device)
+                    events.append(RegistryEvent("removed", name, device))
+            for name in ready:
+                self._queue[name] = None
+        started = self.clock()
+        while self._queue and self.clock() - started < LOAD_BUDGET_S:
+            name = next(iter(self._queue))
+            del self._queue[name]
+            events.append(self._load(name, router))
         return events
 
-    def _start(self, name: str) -> None:
-        path = self.folder / f"{name}.keras"
-        log.info("personal model %s: loading in the background", path)
-        self._loading[name] = self._pool.submit(self.load, path)
+    def _load(self, name: str, router: ModelRouter) -> RegistryEvent:
+        started = self.clock()
+        try:
+            model = self.load(self.folder / name)
+        except Exception as exc:  # PersonalModelError, or a bug met on one file: refuse this file only
+            return self._refuse(name, str(exc) or type(exc).__name__, router)
+        finally:
+            self.loads += 1
+            self.load_ms_max = max(self.load_ms_max, (self.clock() - started) * 1000.0)
+        device = served_device(model)
+        owner = next((n for n, d in self.device_of.items() if d == device and n != name), None)
+        if owner is not None:
+            return self._refuse(name, f"device {device} is already served by {owner}", router)
+        previous = self.device_of.get(name)
+        if previous is not None and previous != device:
+            router.drop_personal(previous)
+        self.device_of[name] = device
+        self.refused.pop(name, None)
+        router.set_personal(model)
+        log.info("personal model %s (%s) now serves device %s", name, model.model_id, device)
+        return RegistryEvent("loaded", name, device, model=model)
 
-    def _finished(self, router: ModelRouter) -> list[RegistryEvent]:
-        events = []
-        for name in [n for n, f in self._loading.items() if f.done()]:
-            future = self._loading.pop(name)
-            if name in self._stale:  # the file changed while it loaded: this result is old
-                self._stale.discard(name)
-                self._start(name)
-                continue
-            try:
-                model = future.result()
-            except Exception as exc:  # ArtifactError, a Keras or conversion error: refuse this file only
-                events.append(self._refuse(name, str(exc) or type(exc).__name__))
-                continue
-            device = model.key.removeprefix("personal:")
-            owner = next((n for n, d in self.device_of.items() if d == device and n != name), None)
-            if owner is not None:
-                events.append(self._refuse(name, f"device {device} is already served by {owner}.keras"))
-                continue
-            if not (self.folder / f"{name}.keras").is_file():  # removed while it loaded
-                continue
-            previous = self.device_of.get(name)
-            if previous is not None and previous != device:
-                router.drop_personal(previous)
-            self.device_of[name] = device
-            self.refused.pop(name, None)
-            router.set_personal(model)
-            log.info("personal model %s (%s) now serves device %s", name, model.model_id, device)
-            events.append(RegistryEvent("loaded", name, device, model=model))
-        return events
-
-    def _refuse(self, name: str, reason: str) -> RegistryEvent:
+    def _refuse(self, name: str, reason: str, router: ModelRouter) -> RegistryEvent:
         reason = reason.splitlines()[0][:300] if reason else "unknown error"
-        log.warning("personal model %s.keras refused: %s (its device keeps the model it had)", name, reason)
+        log.warning("personal model %s refused: %s (its device keeps the model it had)", name, reason)
         self.refusals += 1
         self.refused.pop(name, None)
         self.refused[name] = reason
@@ -234,11 +241,12 @@ class PersonalRegistry:
         return {
             "folder": str(self.folder),
             "loaded": len(self.device_of),
-            "loading": len(self._loading),
+            "waiting": len(self._queue),
+            "loads": self.loads,
+            "load_ms_max": round(self.load_ms_max, 2),
             "refusals": self.refusals,
             "refused": dict(self.refused),
         }
 
     def close(self) -> None:
-        """Stop loading (a load under way finishes in its thread, unused)."""
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        """Nothing runs in the background; kept for the edges that call it."""

@@ -207,7 +207,7 @@
     const box = $("cal-result");
     box.textContent = "";
     const head = document.createElement("p");
-    head.textContent = `Done in ${msg.fit_seconds} s: ${msg.model}. The worker serves it within a few seconds (mode: personal).`;
+    head.textContent = `Done in ${msg.fit_seconds} s: ${msg.model}. The worker serves it within a second or two (mode: personal).`;
     box.append(head);
     const list = document.createElement("ul");
     for (const activity of msg.calibrated) {
@@ -223,6 +223,16 @@
       list.append(li);
     }
     box.append(list);
+    if (Array.isArray(msg.summary) && msg.summary.length) {
+      const learned = document.createElement("ul");
+      learned.id = "cal-summary";
+      for (const line of msg.summary) {
+        const li = document.createElement("li");
+        li.textContent = String(line);
+        learned.append(li);
+      }
+      box.append(learned);
+    }
     $("cal-begin").textContent = "Calibrate again";
     show("cal-begin", true);
   }

@@ -1,0 +1,239 @@
+"""Postures of a calibrated device, applied after the shared placement-free model (pure numpy).
+
+A personal model is a device's own few parameters (:class:`PersonalHead`):
+for each calibrated posture a few gravity directions in the device's frame
+(*prototypes*) and the mean of a few micro-motion cues, the half-turns the
+device may come back in, and how sure the calibration must be before it
+names a posture. The shared placement-free model labels the window first
+(WALKING, upstairs, downstairs or STILL); :func:`apply_heads` then shares
+STILL's probability out over the device's calibrated postures and plain
+STILL, for a whole batch of windows of many devices in one vectorised call.
+
+The cues of a window (:func:`posture_cues`): the unit gravity direction
+(the pipeline's 0.3 Hz estimate, averaged over the window) and four
+orientation-free measures of how still the body is: the spread of the
+acceleration magnitude, the rotation energy, the wobble of the gravity
+direction (postural sway) and the low-frequency (< 2 Hz) body acceleration.
+A standing person sways; a seated one hardly does, even where the arm is
+held the same way.
+
+Half-turns: a phone put back into a pocket turned round (top down, or screen
+facing the other way) sees gravity with the signs of two of its components
+flipped. :data:`TURNS` are those sign patterns; a head matches the current
+direction against its prototypes under the turns it allows (decided when it
+was fitted: only where the calibrated postures stay apart under them).
+
+>>> head = PersonalHead(
+...     "phone:a", "personal@1", "any@2", ("SITTING", "STANDING"),
+...     {"SITTING": [[0.0, 0.0, 1.0]], "STANDING": [[0.0, -1.0, 0.0]]},
+...     turns=TURN_NAMES, motion_mean=[[-3.0] * 4, [-3.0] * 4], motion_scale=[1.0] * 4,
+...     margins=[[0.0, 1.0], [1.0, 0.0]])
+>>> head.classes
+('WALKING', 'WALKING_UPSTAIRS', 'WALKING_DOWNSTAIRS', 'SITTING', 'STANDING', 'STILL')
+>>> still = np.array([[0.0, 0.0, 0.0, 1.0]])
+>>> upside_down = np.array([[0.0, 1.0, 0.0, -3.0, -3.0, -3.0, -3.0]])    # standing, top down
+>>> head.pick(apply_heads(still, upside_down, [head]))[0].round(2).tolist()
+[0.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from harstream.stream.core.activities import PLACEMENT_FREE, POSTURES, STILL
+
+MOVING = PLACEMENT_FREE[:3]
+#: Every class a personal head can output, in a fixed order; a device's own
+#: classes are the moving ones, its calibrated postures, then STILL.
+SLOTS = (*MOVING, *POSTURES, STILL)
+_FIRST_POSTURE = len(MOVING)
+_STILL_SLOT = len(SLOTS) - 1
+_BASE_STILL = PLACEMENT_FREE.index(STILL)
+
+#: Half-turns of the device about one of its axes, as the sign flips they
+#: make of the gravity components (x across the screen, y along it, z out of it).
+TURNS: dict[str, tuple[float, float, float]] = {
+    "none": (1.0, 1.0, 1.0),
+    "top_down": (-1.0, -1.0, 1.0),  # about z: turned in the plane of the screen
+    "screen_flipped": (-1.0, 1.0, -1.0),  # about y: the screen faces the other way
+    "both": (1.0, -1.0, -1.0),  # about x: top down and the screen the other way
+}
+TURN_NAMES = tuple(TURNS)
+CUE_NAMES = (
+    "gravity_x",
+    "gravity_y",
+    "gravity_z",
+    "log_acc_spread",
+    "log_rotation_energy",
+    "log_tilt_wobble",
+    "log_slow_body_acc",
+)
+N_CUES = len(CUE_NAMES)
+N_MOTION = N_CUES - 3
+#: At most this many gravity prototypes per posture.
+MAX_PROTOTYPES = 16
+#: A pair of postures whose margin is this is never told apart: STILL.
+INSEPARABLE = 1e6
+#: A posture's motion log-likelihood is clipped here (a window unlike every
+#: calibrated posture must not swamp the tilt).
+MOTION_CLIP = 20.0
+_SLOW = 25  # samples (0.5 s) of the moving average that keeps the body acceleration below ~2 Hz
+
+
+def posture_cues(windows: np.ndarray) -> np.ndarray:
+    """``(n, N_CUES)`` cues of preprocessed windows ``(n, 128, 9)`` (of a
+    stack ``(n, k, 128, 9)``: its current window): the unit gravity
+    direction, then the log10 motion measures of :data:`CUE_NAMES`.
+
+    >>> w = np.zeros((1, 128, 9), np.float32); w[..., 7] = -1.0
+    >>> posture_cues(w)[0, :3].tolist()
+    [0.0, -1.0, 0.0]
+    """
+    x = np.asarray(windows, np.float32)
+    if x.ndim == 4:
+        x = x[:, 0]
+    body, gyro, total = x[..., 0:3], x[..., 3:6], x[..., 6:9]
+    gravity = total - body
+    mean = gravity.mean(axis=1)
+    down = mean / np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-6)
+    unit = gravity / np.maximum(np.linalg.norm(gravity, axis=2, keepdims=True), 1e-6)
+    wobble = unit.var(axis=1).sum(axis=1)
+    spread = np.linalg.norm(total, axis=2).std(axis=1)
+    rotation = np.einsum("nwc,nwc->n", gyro, gyro) / x.shape[1]
+    c = np.cumsum(body, axis=1, dtype=np.float64)
+    slow = (c[:, _SLOW:] - c[:, :-_SLOW]) / _SLOW
+    slow_var = slow.var(axis=1).sum(axis=1) if slow.shape[1] else np.zeros(len(x))
+    motion = np.stack(
+        [
+            np.log10(spread + 1e-4),
+            np.log10(rotation + 1e-7),
+            np.log10(wobble + 1e-9),
+            np.log10(slow_var + 1e-8),
+        ],
+        axis=1,
+    )
+    return np.concatenate([down, motion], axis=1).astype(np.float32)
+
+
+@dataclass(eq=False)
+class PersonalHead:
+    """One device's calibrated parameters (a few hundred numbers).
+
+    ``prototypes``: per calibrated posture, unit gravity directions ``(m, 3)``;
+    ``turns``: the half-turns (:data:`TURNS` names) under which they are
+    matched; ``motion_mean`` ``(postures, N_MOTION)`` and ``motion_scale``
+    ``(N_MOTION,)``: each posture's mean micro-motion cues and their spread;
+    ``margins`` ``(postures, postures)``: by how much (score units) the
+    best posture must beat each other one to be named, else STILL
+    (:data:`INSEPARABLE`: never). Farther than ``max_angle`` degrees from
+    every prototype is plain STILL too. ``calibrated`` is every activity the
+    calibration accepted (moving ones included).
+    """
+
+    device: str
+    model_id: str
+    base_model: str
+    postures: tuple[str, ...]
+    prototypes: Mapping[str, Sequence[Sequence[float]]]
+    turns: Sequence[str] = ("none",)
+    max_angle: float = 30.0
+    sharpness: float = 200.0
+    motion_mean: Sequence[Sequence[float]] = ()
+    motion_scale: Sequence[float] = ()
+    motion_weight: float = 1.0
+    margins: Sequence[Sequence[float]] = ()
+    calibrated: frozenset[str] = frozenset()
+    decoder: dict | None = None
+    summary: tuple[str, ...] = ()
+    _arrays: tuple = field(default=(), repr=False)
+
+    def __post_init__(self) -> None:
+        self.postures = tuple(self.postures)
+        self.turns = tuple(dict.fromkeys(("none", *self.turns)))
+        self.calibrated = frozenset(self.calibrated) | frozenset(self.postures)
+        k = len(self.postures)
+        signs = np.array([TURNS[t] for t in self.turns], np.float32)  # (S, 3)
+        turned = np.zeros((len(POSTURES), MAX_PROTOTYPES * len(TURNS), 3), np.float32)
+        penalty = np.full((len(POSTURES), MAX_PROTOTYPES * len(TURNS)), -10.0, np.float32)
+        mean = np.zeros((len(POSTURES), N_MOTION), np.float32)
+        margins = np.zeros((len(POSTURES), len(POSTURES)), np.float32)
+        slots = [POSTURES.index(p) for p in self.postures]
+        for i, (slot, posture) in enumerate(zip(slots, self.postures)):
+            protos = np.asarray(self.prototypes[posture], np.float32).reshape(-1, 3)
+            variants = (protos[None, :, :] * signs[:, None, :]).reshape(-1, 3)
+            turned[slot, : len(variants)] = variants
+            penalty[slot, : len(variants)] = 0.0
+            if k and len(self.motion_mean):
+                mean[slot] = np.asarray(self.motion_mean, np.float32)[i]
+            for j, other in enumerate(slots):
+                if len(self.margins):
+                    margins[slot, other] = float(np.asarray(self.margins)[i, j])
+        mask = np.zeros(len(POSTURES), bool)
+        mask[slots] = True
+        scale = np.asarray(self.motion_scale if len(self.motion_scale) else np.ones(N_MOTION), np.float32)
+        columns = [SLOTS.index(c) for c in self.classes]
+        self._arrays = (turned, penalty, mean, scale, margins, mask, np.array(columns))
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """What this device is shown: the moving classes, its postures, STILL."""
+        return (*MOVING, *self.postures, STILL)
+
+    def pick(self, slots: np.ndarray) -> np.ndarray:
+        """Rows over :data:`SLOTS` → rows over this head's :attr:`classes`."""
+        return np.asarray(slots)[..., self._arrays[6]]
+
+
+def posture_scores(heads: Sequence[PersonalHead], cues: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(scores, best cosine, calibrated)`` per row and posture slot, row
+    ``i`` scored by ``heads[i]`` (uncalibrated slots score -inf)."""
+    cues = np.asarray(cues, np.float32)
+    turned = np.stack([h._arrays[0] for h in heads])  # (n, 3, J, 3)
+    penalty = np.stack([h._arrays[1] for h in heads])
+    mean = np.stack([h._arrays[2] for h in heads])  # (n, 3, D)
+    scale = np.stack([h._arrays[3] for h in heads])  # (n, D)
+    mask = np.stack([h._arrays[5] for h in heads])  # (n, 3)
+    sharp = np.array([h.sharpness for h in heads], np.float32)[:, None]
+    weight = np.array([h.motion_weight for h in heads], np.float32)[:, None]
+    best = (np.einsum("nkjd,nd->nkj", turned, cues[:, :3]) + penalty).max(axis=2)  # (n, 3)
+    z = (cues[:, None, 3:] - mean) / scale[:, None, :]
+    likelihood = np.maximum(-0.5 * np.einsum("nkd,nkd->nk", z, z), -MOTION_CLIP)
+    scores = np.where(mask, sharp * best + weight * likelihood, -np.inf)
+    return scores, best, mask
+
+
+def apply_heads(base: np.ndarray, cues: np.ndarray, heads: Sequence[PersonalHead]) -> np.ndarray:
+    """Probabilities over :data:`SLOTS` for windows whose placement-free
+    probabilities are ``base`` ``(n, 4)`` and cues ``cues`` ``(n, N_CUES)``,
+    row ``i`` of device ``heads[i]``: the moving classes as the shared model
+    said; STILL's probability given to the postures the head is sure of, else
+    left on STILL. Use :meth:`PersonalHead.pick` for a device's own columns."""
+    base = np.asarray(base, np.float64)
+    n = len(base)
+    out = np.zeros((n, len(SLOTS)))
+    out[:, :_FIRST_POSTURE] = base[:, :_FIRST_POSTURE]
+    still = base[:, _BASE_STILL]
+    if n == 0:
+        return out
+    cues = np.asarray(cues, np.float32)
+    finite = np.isfinite(cues).all(axis=1)
+    cues = np.where(finite[:, None], cues, 0.0)
+    scores, best, mask = posture_scores(heads, cues)
+    gate = np.array([np.cos(np.deg2rad(h.max_angle)) for h in heads])
+    near = (np.where(mask, best, -np.inf).max(axis=1) >= gate) & finite & mask.any(axis=1)
+    top = scores.argmax(axis=1)
+    rows = np.arange(n)
+    margins = np.stack([h._arrays[4] for h in heads])[rows, top]  # (n, 3): top against each
+    lead = scores[rows, top][:, None] - scores
+    beaten = (lead >= margins) | ~mask
+    beaten[rows, top] = True
+    sure = near & beaten.all(axis=1)
+    finite_scores = np.where(mask, scores, -np.inf)
+    shifted = np.exp(finite_scores - finite_scores.max(axis=1, keepdims=True, initial=-1e30))
+    share = shifted / np.maximum(shifted.sum(axis=1, keepdims=True), 1e-30)
+    out[:, _FIRST_POSTURE:_STILL_SLOT] = (still * sure)[:, None] * share
+    out[:, _STILL_SLOT] = still * ~sure
+    return out

@@ -1,0 +1,228 @@
+"""The personal-model file: one device's few parameters as plain JSON, checked before use.
+
+``<name>.personal.json`` (:data:`SUFFIX`) holds a
+:class:`~harstream.stream.core.posture.PersonalHead` — prototypes,
+micro-motion means, margins, the half-turns it allows, the activities it
+calibrated, the base model it was fitted over — plus what the calibration
+said (``summary``, ``calibration``) and the display decoder's parameters:
+a few kilobytes. Reading it needs no TensorFlow and runs no code: the file
+is opened without following a symlink, must be a regular file of at most
+:data:`MAX_BYTES` (checked on the open file before a byte is read), is
+parsed as JSON, and every number is checked for its shape and range before
+a head is built. Anything else is a :class:`PersonalModelError` naming the
+file and what was wrong.
+
+>>> import tempfile, pathlib
+>>> folder = pathlib.Path(tempfile.mkdtemp())
+>>> (folder / "x.personal.json").write_text('{"format": "harstream-personal/1", "device": "phone:a"}')
+55
+>>> read_personal_file(folder / "x.personal.json")
+Traceback (most recent call last):
+...
+harstream.stream.personal.model_file.PersonalModelError: x.personal.json: base_model: missing
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harstream.stream.core.activities import ACTIVITIES, POSTURES
+from harstream.stream.core.posture import INSEPARABLE, MAX_PROTOTYPES, N_MOTION, TURN_NAMES, PersonalHead
+from harstream.stream.core.protocol import ProtocolError, check_device_id
+
+FORMAT = "harstream-personal/1"
+SUFFIX = ".personal.json"
+#: A personal model is a few kilobytes; a larger file is refused unread.
+MAX_BYTES = 256 * 1024
+
+
+class PersonalModelError(ValueError):
+    """A personal-model file that cannot be served, and why."""
+
+
+def read_personal_file(path: str | Path) -> PersonalHead:
+    """The checked :class:`PersonalHead` in ``path``; :class:`PersonalModelError` otherwise."""
+    path = Path(path)
+    raw = _read_bounded(path)
+    try:
+        doc = json.loads(raw)
+    except (ValueError, RecursionError) as exc:  # not UTF-8, not JSON, nested too deep, a 5000-digit number
+        raise PersonalModelError(
+            f"{path.name}: not a JSON personal model ({type(exc).__name__}: {exc})"[:300]
+        ) from None
+    return head_from_json(doc, path.name, hashlib.sha256(raw).hexdigest())
+
+
+def _read_bounded(path: Path) -> bytes:
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:  # a symlink (ELOOP under O_NOFOLLOW), gone, unreadable
+        kind = "a symlink" if path.is_symlink() else exc.strerror
+        raise PersonalModelError(f"{path.name}: not a regular file ({kind}); refused unread") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):  # a FIFO, a device, a folder: never read
+            raise PersonalModelError(f"{path.name}: not a regular file; refused unread")
+        if info.st_size > MAX_BYTES:
+            raise PersonalModelError(
+                f"{path.name}: {info.st_size} bytes, more than the {MAX_BYTES} a personal model may have; refused unread"
+            )
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            raw = f.read(MAX_BYTES + 1)
+        if len(raw) > MAX_BYTES:  # grew after the check
+            raise PersonalModelError(f"{path.name}: more than {MAX_BYTES} bytes; refused")
+        return raw
+    finally:
+        os.close(fd)
+
+
+def _floats(doc: dict, key: str, shape: tuple[int, ...], low: float, high: float, where: str) -> np.ndarray:
+    if key not in doc:
+        raise PersonalModelError(f"{where}: {key}: missing")
+    try:
+        value = np.asarray(doc[key], dtype=np.float64)
+    except (ValueError, TypeError, OverflowError):
+        raise PersonalModelError(f"{where}: {key}: not an array of numbers") from None
+    if value.shape != shape:
+        raise PersonalModelError(f"{where}: {key}: shape {value.shape}, expected {shape}")
+    if not np.isfinite(value).all() or (value.size and (value.min() < low or value.max() > high)):
+        raise PersonalModelError(f"{where}: {key}: values must be finite and within {low:g}..{high:g}")
+    return value
+
+
+def _names(doc: dict, key: str, allowed: Sequence[str], where: str) -> list[str]:
+    value = doc.get(key)
+    if not isinstance(value, list) or len(value) > len(allowed) or len(set(map(str, value))) != len(value):
+        raise PersonalModelError(f"{where}: {key}: expected a list of distinct names from {', '.join(allowed)}")
+    bad = [v for v in value if v not in allowed]
+    if bad:
+        raise PersonalModelError(f"{where}: {key}: {str(bad[0])[:40]!r} is not one of {', '.join(allowed)}")
+    return [str(v) for v in value]
+
+
+def head_from_json(doc: Any, where: str = "personal model", digest: str = "") -> PersonalHead:
+    """A :class:`PersonalHead` from a parsed file, every field checked."""
+    if not isinstance(doc, dict):
+        raise PersonalModelError(f"{where}: expected a JSON object")
+    if doc.get("format") != FORMAT:
+        raise PersonalModelError(f"{where}: format {str(doc.get('format'))[:40]!r}, expected {FORMAT!r}")
+    try:
+        device = check_device_id(doc.get("device"))
+    except ProtocolError as exc:
+        raise PersonalModelError(f"{where}: device: {exc.detail}") from None
+    base = doc.get("base_model")
+    if base is None:
+        raise PersonalModelError(f"{where}: base_model: missing")
+    if not isinstance(base, dict) or not isinstance(base.get("model_id"), str) or len(base["model_id"]) > 200:
+        raise PersonalModelError(f"{where}: base_model: expected {{'model_id': ...}}")
+    postures = _names(doc, "postures", POSTURES, where)
+    postures = [p for p in POSTURES if p in postures]
+    protos = doc.get("prototypes")
+    if not isinstance(protos, dict) or sorted(protos) != sorted(postures):
+        raise PersonalModelError(f"{where}: prototypes: expected one entry per posture ({', '.join(postures)})")
+    prototypes = {}
+    for posture in postures:
+        rows = protos[posture]
+        n = len(rows) if isinstance(rows, list) else 0
+        if not 1 <= n <= MAX_PROTOTYPES:
+            raise PersonalModelError(f"{where}: prototypes.{posture}: 1..{MAX_PROTOTYPES} directions expected")
+        p = _floats(protos, posture, (n, 3), -1.01, 1.01, f"{where}: prototypes")
+        norms = np.linalg.norm(p, axis=1)
+        if np.any(np.abs(norms - 1.0) > 0.05):
+            raise PersonalModelError(f"{where}: prototypes.{posture}: directions must be unit vectors")
+        prototypes[posture] = (p / norms[:, None]).tolist()
+    k = len(postures)
+    turns = _names(doc, "turns", TURN_NAMES, where)
+    settings = doc.get("settings")
+    if not isinstance(settings, dict):
+        raise PersonalModelError(f"{where}: settings: expected an object")
+    max_angle = float(_floats(settings, "max_angle", (), 0.1, 90.0, f"{where}: settings"))
+    sharpness = float(_floats(settings, "sharpness", (), 0.0, 10_000.0, f"{where}: settings"))
+    weight = float(_floats(settings, "motion_weight", (), 0.0, 100.0, f"{where}: settings"))
+    mean = _floats(doc, "motion_mean", (k, N_MOTION), -20.0, 20.0, where)
+    scale = _floats(doc, "motion_scale", (N_MOTION,), 1e-3, 100.0, where)
+    margins = _floats(doc, "margins", (k, k), 0.0, INSEPARABLE, where)
+    calibrated = _names(doc, "calibrated", ACTIVITIES, where)
+    decoder = doc.get("decoder")
+    if decoder is not None and not isinstance(decoder, dict):
+        raise PersonalModelError(f"{where}: decoder: expected an object")
+    summary = doc.get("summary", [])
+    if not isinstance(summary, list) or len(summary) > 20 or not all(isinstance(s, str) for s in summary):
+        raise PersonalModelError(f"{where}: summary: expected a list of at most 20 lines")
+    return PersonalHead(
+        device,
+        f"personal@{digest[:8]}" if digest else "personal",
+        base["model_id"],
+        tuple(postures),
+        prototypes,
+        turns=turns,
+        max_angle=max_angle,
+        sharpness=sharpness,
+        motion_mean=mean.tolist(),
+        motion_scale=scale.tolist(),
+        motion_weight=weight,
+        margins=margins.tolist(),
+        calibrated=frozenset(calibrated),
+        decoder=decoder,
+        summary=tuple(s[:300] for s in summary),
+    )
+
+
+def head_to_json(head: PersonalHead, **extra: Any) -> dict:
+    """The file's content for ``head`` (``extra``: what the calibration said,
+    kept for people; the loader reads only the parameters)."""
+    doc = {
+        "format": FORMAT,
+        "device": head.device,
+        "base_model": {"model_id": head.base_model},
+        "postures": list(head.postures),
+        "calibrated": [a for a in ACTIVITIES if a in head.calibrated],
+        "classes": list(head.classes),
+        "prototypes": {p: np.round(np.asarray(v, float), 6).tolist() for p, v in head.prototypes.items()},
+        "turns": list(head.turns),
+        "settings": {"max_angle": head.max_angle, "sharpness": head.sharpness, "motion_weight": head.motion_weight},
+        "motion_mean": np.round(np.asarray(head.motion_mean, float).reshape(-1, N_MOTION), 6).tolist(),
+        "motion_scale": np.round(np.asarray(head.motion_scale, float), 6).tolist(),
+        "margins": np.round(np.asarray(head.margins, float).reshape(len(head.postures), -1), 6).tolist(),
+        "summary": list(head.summary),
+    }
+    if head.decoder is not None:
+        doc["decoder"] = head.decoder
+    doc.update(extra)
+    return doc
+
+
+def write_personal_file(path: str | Path, doc: dict) -> Path:
+    """Write ``doc`` to ``path`` by a rename (a watcher never sees half a file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(doc, indent=1, sort_keys=False) + "\n"
+    if len(text.encode()) > MAX_BYTES:
+        raise PersonalModelError(f"{path.name}: {len(text)} bytes, more than the {MAX_BYTES} a personal model may have")
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text, encoding="utf-8")
+    os.replace(temporary, path)
+    return path
+
+
+def personal_file_name(path: str | Path) -> Path:
+    """``path`` with the personal-model suffix: ``x.keras`` (the old format's
+    name), ``x.json`` or ``x`` become ``x.personal.json``.
+
+    >>> personal_file_name("runs/personal/p.keras").name, personal_file_name("p.personal.json").name
+    ('p.personal.json', 'p.personal.json')
+    """
+    path = Path(path)
+    if path.name.endswith(SUFFIX):
+        return path
+    stem = path.name[: -len(path.suffix)] if path.suffix in (".keras", ".json") else path.name
+    return path.with_name(stem + SUFFIX)
