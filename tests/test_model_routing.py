@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 
 from harstream.stream.core.activities import ACTIVITIES, PLACEMENT_FREE
-from harstream.stream.core.model_routing import ModelRouter, ServedModel, declared_placement, personal_model
+from harstream.stream.core.model_routing import (
+    ModelRouter,
+    ServedModel,
+    declared_placement,
+    personal_model,
+    personal_over,
+)
+from harstream.stream.core.posture import PersonalHead
 from harstream.stream.core.protocol import SampleBatch, encode_samples
 from harstream.stream.core.worker import StreamCore, WorkerConfig
 from harstream.stream.personal.registry import FolderWatch, personal_model_name, personal_model_path
@@ -32,7 +39,7 @@ def label_all(core) -> list:
     out = []
     while core.waiting:
         x, taken = core.take_batch()
-        n = len(taken[0].served.classes)
+        n = len(taken[0].served.output_classes)
         out += core.finish_batch(taken, np.tile(np.eye(n)[0] * 0.9 + 0.1 / n, (len(x), 1)), now=1.0)
     return out
 
@@ -189,6 +196,91 @@ def test_a_core_without_a_router_serves_its_one_model_as_before():
     send(core, "phone:p1", 0)
     (p,) = label_all(core)
     assert (p.mode, p.model, p.classes) == ("waist", "m", list(ACTIVITIES))
+
+
+# ------------------------------------------- personal heads in the shared batch
+
+
+def head_for(device: str, base: str = "free@2") -> PersonalHead:
+    """A calibrated device whose sitting is the screen up, standing the top up."""
+    return PersonalHead(
+        device,
+        "personal@9",
+        base,
+        ("SITTING", "STANDING"),
+        {"SITTING": [[0.0, 0.0, 1.0]], "STANDING": [[0.0, 1.0, 0.0]]},
+        turns=("top_down",),
+        motion_mean=[[-3.0] * 4, [-3.0] * 4],
+        motion_scale=[1.0] * 4,
+        margins=[[0.0, 2.0], [2.0, 0.0]],
+        calibrated={"WALKING", "SITTING", "STANDING"},
+    )
+
+
+def send_still(core, device, seq, down, n=128, now=0.0):
+    """A still device whose gravity points along ``down`` (g, device frame)."""
+    samples = np.zeros((n, 6), np.float32)
+    samples[:, :3] = down
+    core.ingest(encode_samples(SampleBatch(device, seq, 1000.0 + seq / 50, samples)), now)
+
+
+def still_everywhere(core) -> list:
+    """Run every batch through a shared model that says STILL, counting model calls."""
+    out, calls = [], 0
+    while core.waiting:
+        x, taken = core.take_batch()
+        calls += 1
+        out += core.finish_batch(taken, np.tile([0.0, 0.0, 0.0, 1.0], (len(x), 1)), now=1.0)
+    return out, calls
+
+
+def test_calibrated_devices_ride_in_the_shared_models_batch_and_get_their_own_classes():
+    r = router()
+    r.set_personal(personal_over(r.any, head_for("phone:cal")))
+    core = StreamCore(ACTIVITIES, "hapt@1", WorkerConfig(max_batch=100), router=r)
+    send_still(core, "phone:cal", 0, [0.0, 1.0, 0.0])
+    send_still(core, "phone:plain", 0, [0.0, 1.0, 0.0])
+    got, calls = still_everywhere(core)
+    assert calls == 1  # one call of the shared model for both devices
+    by_device = {p.device: p for p in got}
+    assert by_device["phone:plain"].classes == list(PLACEMENT_FREE) and by_device["phone:plain"].label == "STILL"
+    mine = by_device["phone:cal"]
+    assert (mine.mode, mine.label) == ("personal", "STANDING")
+    assert mine.classes == ["WALKING", "WALKING_UPSTAIRS", "WALKING_DOWNSTAIRS", "SITTING", "STANDING", "STILL"]
+    assert mine.model == "personal@9" and abs(sum(mine.probs) - 1) < 1e-6
+
+
+@pytest.mark.parametrize(
+    "down, shown",
+    [
+        ([0.0, -1.0, 0.0], "STANDING"),  # top down: a turn the head allows
+        ([0.0, 0.0, 1.0], "SITTING"),
+        ([1.0, 0.0, 0.0], "STILL"),  # far from every calibrated posture
+        ([0.0, 0.72, 0.69], "STILL"),  # halfway between them: not sure
+    ],
+)
+def test_a_calibrated_device_is_shown_a_posture_only_where_its_parameters_are_sure(down, shown):
+    r = router()
+    r.set_personal(personal_over(r.any, head_for("phone:cal")))
+    core = StreamCore(ACTIVITIES, "hapt@1", router=r)
+    send_still(core, "phone:cal", 0, down)
+    (p,), _ = still_everywhere(core)
+    assert p.label == shown
+
+
+def test_a_thousand_calibrated_devices_share_one_model_call_per_batch():
+    r = router()
+    for i in range(1000):
+        r.set_personal(personal_over(r.any, head_for(f"phone:{i}")))
+    core = StreamCore(ACTIVITIES, "hapt@1", WorkerConfig(max_batch=64), router=r)
+    for i in range(128):
+        send_still(core, f"phone:{i}", 0, [0.0, 0.0, 1.0])
+    got, calls = still_everywhere(core)
+    assert calls == 2 and {p.label for p in got} == {"SITTING"}
+    stats = core.stats(2.0)
+    assert [m for m in stats["models"] if m["mode"] == "personal"] == [
+        {"key": "personal", "mode": "personal", "model": "1000 personal models over free@2", "classes": [], "devices": 128}
+    ]
 
 
 # ------------------------------------------------------------ the registry

@@ -1,11 +1,10 @@
 """Per-device modes on the live path: one worker on loopback ZeroMQ serving a
 replay at the waist, a gateway phone anywhere, and a personal model dropped
 into its registry folder while the phone streams — with tiny real Keras
-artifacts, so each test takes seconds."""
+artifacts for the shared models, so each test takes seconds."""
 
 from __future__ import annotations
 
-import json
 import shutil
 import threading
 import time
@@ -18,8 +17,10 @@ from harstream.models.personal_serving import load_personal_model
 from harstream.stream.bus.zmq_worker import serve
 from harstream.stream.core.activities import ACTIVITIES, PLACEMENT_FREE
 from harstream.stream.core.model_routing import ModelRouter, ServedModel
+from harstream.stream.core.posture import PersonalHead
 from harstream.stream.core.protocol import Prediction, SampleBatch, decode_output, encode_samples
 from harstream.stream.core.worker import WorkerConfig
+from harstream.stream.personal.model_file import head_to_json, write_personal_file
 from harstream.stream.personal.registry import PersonalRegistry, personal_model_path
 
 PERSONAL = ["WALKING", "WALKING_UPSTAIRS", "WALKING_DOWNSTAIRS", "SITTING", "STILL"]
@@ -50,14 +51,30 @@ def served(path, mode: str) -> ServedModel:
     )
 
 
+def personal_file(folder, device: str, base_id: str):
+    """A personal model of ``device`` over the model ``base_id``: a head that
+    knows sitting (gravity along z) — a few hundred bytes of JSON."""
+    head = PersonalHead(
+        device,
+        "p",
+        base_id,
+        ("SITTING",),
+        {"SITTING": [[0.0, 0.0, 1.0]]},
+        motion_mean=[[-3.0] * 4],
+        motion_scale=[1.0] * 4,
+        margins=[[0.0]],
+        calibrated={"SITTING", "WALKING"},
+    )
+    return write_personal_file(folder / "mine.personal.json", head_to_json(head))
+
+
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     """The waist and any models, and a personal one for ``phone:p1`` kept aside."""
     folder = tmp_path_factory.mktemp("models")
     waist = tiny_artifact(folder, "waist", ACTIVITIES)
-    anywhere = tiny_artifact(folder, "anywhere", PLACEMENT_FREE, placement="any")
-    personal = tiny_artifact(folder, "mine", PERSONAL, placement="personal", device="phone:p1")
-    return served(waist, "waist"), served(anywhere, "any"), personal
+    anywhere = served(tiny_artifact(folder, "anywhere", PLACEMENT_FREE, placement="any"), "any")
+    return served(waist, "waist"), anywhere, personal_file(folder, "phone:p1", anywhere.model_id)
 
 
 class Worker:
@@ -66,7 +83,7 @@ class Worker:
     def __init__(self, models, registry):
         waist, anywhere, _ = models
         self.stop, self.ready = threading.Event(), threading.Event()
-        personal = PersonalRegistry(registry, lambda path: load_personal_model(path, "keras"), interval=0.1)
+        personal = PersonalRegistry(registry, lambda path: load_personal_model(path, anywhere), interval=0.1)
 
         def bound(ingest, output):
             self.ingest, self.output = ingest, output
@@ -181,31 +198,62 @@ def test_a_personal_model_dropped_in_while_streaming_takes_over_its_device(live,
     bus, registry = live
     assert bus.stream(["replay-1", "phone:p1"], lambda b: both_seen(b, "replay-1", "phone:p1"))
     assert bus.latest("phone:p1").mode == "any"
-    personal = models[2]
     target = personal_model_path(registry, "phone:p1")
-    shutil.copy(personal.with_suffix(".json"), target.with_suffix(".json"))
-    shutil.copy(personal, target)
+    shutil.copy(models[2], target)
     assert bus.stream(["replay-1", "phone:p1"], lambda b: b.latest("phone:p1").mode == "personal", timeout=60)
     mine = bus.latest("phone:p1")
     assert mine.classes == PERSONAL and len(mine.probs) == 5
     assert bus.latest("replay-1").mode == "waist"  # the other device is not touched
     assert bus.stream(["phone:p1"], lambda b: b.stats.get("modes", {}).get("personal") == 1)
+    assert bus.stats["personal"]["loaded"] == 1 and bus.stats["personal"]["refusals"] == 0
     # the windows go on: no restart of the device's stream
     windows = [p.window for p in bus.predictions if p.device == "phone:p1"]
     assert windows == sorted(windows) and windows[-1] == len(windows) - 1
     target.unlink()
     assert bus.stream(["phone:p1"], lambda b: b.latest("phone:p1").mode == "any", timeout=30)
+    assert bus.stream(["phone:p1"], lambda b: b.stats.get("personal", {}).get("loaded") == 0)
+
+
+def refusals(bus) -> dict:
+    return bus.stats.get("personal", {}).get("refused", {})
 
 
 def test_a_broken_personal_model_is_refused_by_name_and_the_device_keeps_its_mode(live, models):
     bus, registry = live
     assert bus.stream(["phone:p1"], lambda b: both_seen(b, "phone:p1"))
     target = personal_model_path(registry, "phone:p1")
-    meta = json.loads(models[2].with_suffix(".json").read_text())
-    target.with_suffix(".json").write_text(json.dumps(meta))
-    target.write_bytes(b"not a keras file")
+    target.write_bytes(b"not a personal model")
     assert bus.stream(["phone:p1"], lambda b: b.stats.get("drops", {}).get("model_refused") == 1, timeout=30)
-    refused = bus.stats["personal"]["refused"]
-    assert list(refused) == [target.stem] and "hash does not match" in refused[target.stem]
+    assert list(refusals(bus)) == [target.name] and "not a JSON personal model" in refusals(bus)[target.name]
     assert bus.stream(["phone:p1"], lambda b: len([p for p in b.predictions if p.device == "phone:p1"]) >= 4)
+    assert bus.latest("phone:p1").mode == "any"
+
+
+def test_a_symlink_to_an_endless_device_file_is_refused_by_name_and_the_worker_serves_on(live):
+    bus, registry = live
+    assert bus.stream(["phone:p1"], lambda b: both_seen(b, "phone:p1"))
+    (registry / "endless.personal.json").symlink_to("/dev/zero")
+    (registry / "endless.keras").symlink_to("/dev/urandom")
+    assert bus.stream(["phone:p1"], lambda b: len(refusals(b)) == 2, timeout=30)
+    assert "not a regular file" in refusals(bus)["endless.personal.json"]
+    assert "not served any more" in refusals(bus)["endless.keras"]  # never opened: named by its suffix
+    assert bus.stats["drops"]["model_refused"] == 2
+    before = len(bus.predictions)
+    assert bus.stream(["phone:p1"], lambda b: len(b.predictions) >= before + 4)
+
+
+def test_a_personal_model_of_the_old_keras_format_is_refused_with_the_command_that_refits_it(live, models):
+    bus, registry = live
+    tiny_artifact(registry, "old", PERSONAL, placement="personal", device="phone:p1")
+    assert bus.stream(["phone:p1"], lambda b: "old.keras" in refusals(b), timeout=30)
+    assert "harstream calibrate --data" in refusals(bus)["old.keras"]
+    assert bus.latest("phone:p1").mode == "any"
+
+
+def test_a_personal_model_fitted_over_another_shared_model_is_refused_until_refitted(live, models, tmp_path):
+    bus, registry = live
+    other = personal_file(tmp_path, "phone:p1", "any-svm@00000000")
+    shutil.copy(other, registry / "p1.personal.json")
+    assert bus.stream(["phone:p1"], lambda b: "p1.personal.json" in refusals(b), timeout=30)
+    assert "refit" in refusals(bus)["p1.personal.json"] and "any-svm@00000000" in refusals(bus)["p1.personal.json"]
     assert bus.latest("phone:p1").mode == "any"

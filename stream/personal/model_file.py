@@ -16,10 +16,11 @@ file and what was wrong.
 >>> folder = pathlib.Path(tempfile.mkdtemp())
 >>> (folder / "x.personal.json").write_text('{"format": "harstream-personal/1", "device": "phone:a"}')
 55
->>> read_personal_file(folder / "x.personal.json")
-Traceback (most recent call last):
-...
-harstream.stream.personal.model_file.PersonalModelError: x.personal.json: base_model: missing
+>>> try:
+...     read_personal_file(folder / "x.personal.json")
+... except PersonalModelError as exc:
+...     print(exc)
+x.personal.json: base_model: missing
 """
 
 from __future__ import annotations
