@@ -1,0 +1,210 @@
+"""Personal-model files in the worker's registry folder: nothing a file can
+contain takes the worker down, every refusal names the file and the reason,
+and a removed model is freed. Real files, the real registry and router."""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import weakref
+
+import numpy as np
+import pytest
+
+from harstream.models.personal_serving import load_personal_model
+from harstream.stream.core.activities import ACTIVITIES, PLACEMENT_FREE
+from harstream.stream.core.model_routing import ModelRouter, ServedModel
+from harstream.stream.core.posture import PersonalHead
+from harstream.stream.personal.model_file import MAX_BYTES, head_to_json, read_personal_file, write_personal_file
+from harstream.stream.personal.registry import PersonalRegistry
+
+BASE = ServedModel("any", "any", "any-svm@12345678", PLACEMENT_FREE, (1, 2, 4))
+
+
+def good_doc(device: str = "phone:a") -> dict:
+    head = PersonalHead(
+        device,
+        "p",
+        BASE.model_id,
+        ("SITTING", "STANDING"),
+        {"SITTING": [[0.0, 0.0, 1.0]], "STANDING": [[0.0, 1.0, 0.0]]},
+        turns=("top_down",),
+        motion_mean=[[-3.0] * 4, [-2.0] * 4],
+        motion_scale=[0.5] * 4,
+        margins=[[0.0, 2.0], [2.0, 0.0]],
+        calibrated={"SITTING", "STANDING", "WALKING"},
+    )
+    return head_to_json(head)
+
+
+class Folder:
+    """A registry folder watched by a real registry feeding a real router."""
+
+    def __init__(self, path):
+        self.path = path
+        self.router = ModelRouter(ServedModel("waist", "waist", "hapt@1", ACTIVITIES), BASE)
+        self.registry = PersonalRegistry(path, lambda p: load_personal_model(p, BASE), interval=0.0)
+        self.now = 0.0
+
+    def settle(self) -> list:
+        """Two looks (a file is loaded once it stayed unchanged for one) and
+        every load that waits."""
+        events = []
+        for _ in range(2):
+            self.now += 1.0
+            events += self.registry.poll(self.now, self.router)
+        while self.registry.stats()["waiting"]:
+            self.now += 1.0
+            events += self.registry.poll(self.now, self.router)
+        return events
+
+
+@pytest.fixture
+def folder(tmp_path):
+    return Folder(tmp_path)
+
+
+def write(path, doc) -> None:
+    path.write_text(json.dumps(doc))
+
+
+def test_a_good_file_serves_its_device_over_the_shared_model(folder):
+    write_personal_file(folder.path / "a.personal.json", good_doc())
+    (event,) = folder.settle()
+    assert (event.kind, event.device) == ("loaded", "phone:a")
+    served = folder.router.route("phone:a")
+    assert served.mode == "personal" and served.key == BASE.key and served.head.calibrated == {
+        "SITTING",
+        "STANDING",
+        "WALKING",
+    }
+
+
+def edited(**changes) -> dict:
+    doc = good_doc()
+    for key, value in changes.items():
+        doc[key] = value
+    return doc
+
+
+@pytest.mark.parametrize(
+    "doc, words",
+    [
+        (edited(format="keras"), "format 'keras'"),
+        (edited(prototypes={"SITTING": [[0.0, 0.0, 1.0]] * 5000, "STANDING": [[0, 1, 0]]}), "1..16 directions"),
+        (edited(motion_mean=[[1e308, 0, 0, 0], [0, 0, 0, 0]]), "motion_mean: values must be finite"),
+        (edited(margins=[[0.0, -1.0], [2.0, 0.0]]), "margins: values must be finite and within"),
+        (edited(margins=[[0.0]]), "margins: shape (1, 1), expected (2, 2)"),
+        (edited(motion_scale=[0.5] * 400), "motion_scale: shape (400,)"),
+        (edited(postures=["SITTING", "DANCING"]), "'DANCING' is not one of"),
+        (edited(prototypes={"SITTING": [[0.0, 0.0, 5.0]], "STANDING": [[0, 1, 0]]}), "values must be finite and within"),
+        (edited(device="x" * 500), "device:"),
+        (edited(turns=["upside"]), "'upside' is not one of"),
+        (edited(settings={"max_angle": float("nan"), "sharpness": 1, "motion_weight": 1}), "max_angle"),
+        (edited(base_model=None), "base_model: missing"),
+    ],
+)
+def test_a_file_whose_parameters_are_out_of_shape_or_range_is_refused_by_name(folder, doc, words):
+    text = json.dumps(doc)
+    assert len(text) <= MAX_BYTES  # within the size limit: the parameters' checks refuse it
+    (folder.path / "bad.personal.json").write_text(text)
+    (event,) = folder.settle()
+    assert event.kind == "refused" and event.name == "bad.personal.json"
+    assert words in folder.registry.stats()["refused"]["bad.personal.json"]
+    assert folder.router.personal == {}
+
+
+@pytest.mark.parametrize(
+    "content, words",
+    [
+        (b"[" * 200_000 + b"]" * 200_000, "more than the"),  # past the size limit: never read
+        (b"[" * 100_000 + b"]" * 100_000, "not a JSON personal model"),  # nested deeper than the parser goes
+        (b"1" * 100_000, "not a JSON personal model"),  # a number of 100,000 digits
+        (b'{"format": "harstream-personal/1", "device": "\xff"}', "not a JSON personal model"),
+        (b"\x00" * 1000, "not a JSON personal model"),
+    ],
+)
+def test_no_file_content_takes_the_loader_down(folder, content, words):
+    (folder.path / "hostile.personal.json").write_bytes(content)
+    (event,) = folder.settle()
+    assert event.kind == "refused" and words in event.reason
+
+
+def test_a_huge_sparse_file_is_refused_unread_by_its_size(folder):
+    with open(folder.path / "bomb.personal.json", "wb") as f:
+        f.truncate(8 * 1024**3)  # 8 GiB of nothing, within a second
+    (event,) = folder.settle()
+    assert event.kind == "refused" and f"{8 * 1024**3} bytes, more than the {MAX_BYTES}" in event.reason
+
+
+@pytest.mark.parametrize("target", ["/dev/zero", "/dev/urandom"])
+def test_a_symlink_to_a_device_file_is_refused_by_name_not_ignored(folder, target):
+    (folder.path / "endless.personal.json").symlink_to(target)
+    (event,) = folder.settle()
+    assert (event.kind, event.name) == ("refused", "endless.personal.json")
+    assert "not a regular file" in event.reason
+    assert folder.registry.stats()["refusals"] == 1
+
+
+def test_a_symlink_to_a_good_file_is_refused_too(folder, tmp_path_factory):
+    elsewhere = tmp_path_factory.mktemp("elsewhere") / "a.personal.json"
+    write_personal_file(elsewhere, good_doc())
+    (folder.path / "a.personal.json").symlink_to(elsewhere)
+    (event,) = folder.settle()
+    assert event.kind == "refused" and "a symlink" in event.reason
+
+
+def test_a_fifo_is_refused_without_waiting_for_a_writer(folder):
+    os.mkfifo(folder.path / "pipe.personal.json")
+    (event,) = folder.settle()
+    assert event.kind == "refused" and "not a regular file" in event.reason
+
+
+def test_a_folder_named_like_a_model_is_refused_by_name(folder):
+    (folder.path / "odd.personal.json").mkdir()
+    (event,) = folder.settle()
+    assert event.kind == "refused" and event.name == "odd.personal.json"
+
+
+def test_a_second_file_for_a_served_device_is_refused_and_the_first_keeps_serving(folder):
+    write_personal_file(folder.path / "a.personal.json", good_doc())
+    folder.settle()
+    write_personal_file(folder.path / "b.personal.json", good_doc())
+    (event,) = folder.settle()
+    assert event.kind == "refused" and "already served by a.personal.json" in event.reason
+    assert folder.router.route("phone:a").mode == "personal"
+
+
+def test_a_removed_model_is_freed_and_its_device_goes_back_to_any_mode(folder):
+    path = write_personal_file(folder.path / "a.personal.json", good_doc())
+    folder.settle()
+    gone = weakref.ref(folder.router.personal["phone:a"].head)
+    path.unlink()
+    (event,) = folder.settle()
+    assert event.kind == "removed" and folder.router.route("phone:a").mode == "any"
+    gc.collect()
+    assert gone() is None
+
+
+def test_rewriting_a_model_many_times_keeps_one_in_memory(folder):
+    path = folder.path / "a.personal.json"
+    heads = []
+    for i in range(50):
+        doc = good_doc()
+        doc["motion_mean"][0][0] = -3.0 + i / 100  # a new calibration each time
+        write_personal_file(path, doc)
+        os.utime(path, ns=(i * 10**9, i * 10**9))
+        folder.settle()
+        heads.append(weakref.ref(folder.router.personal["phone:a"].head))
+    gc.collect()
+    assert sum(h() is not None for h in heads) == 1
+    assert folder.registry.stats()["loads"] == 50
+
+
+def test_a_file_reads_back_as_the_parameters_written(tmp_path):
+    doc = good_doc()
+    head = read_personal_file(write_personal_file(tmp_path / "a.personal.json", doc))
+    assert head.postures == ("SITTING", "STANDING") and head.turns == ("none", "top_down")
+    np.testing.assert_allclose(head.margins, [[0.0, 2.0], [2.0, 0.0]])
+    assert head.model_id.startswith("personal@") and len(head.model_id) == len("personal@") + 8
