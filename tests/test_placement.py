@@ -4,6 +4,8 @@ artifact, and ``harstream calibrate`` on small labelled CSVs."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -129,68 +131,192 @@ def _write_csv(path, bouts) -> None:
 SIT, STAND, LIE = (0.0, 0.6, 0.8), (0.0, 1.0, 0.0), (1.0, 0.0, 0.0)
 
 
-def test_calibrate_writes_a_personal_model_that_names_the_calibrated_postures(tmp_path, capsys):
+def shown(head, rows, turn=None) -> list[str]:
+    """What the worker shows (raw label) for each window of a bout of ``rows``,
+    the device turned by the sign pattern ``turn``: the shipped placement-free
+    model's probabilities, then the personal head, as the worker applies them."""
+    from harstream.models.dataset import context_windows
+    from harstream.stream.core.pipeline import preprocess_recording
+    from harstream.stream.core.posture import apply_heads, posture_cues
+
+    samples = np.array([r[:6] for r in rows], np.float64)
+    if turn is not None:
+        samples = samples * np.concatenate([turn, turn])
+    processed = preprocess_recording(samples)
+    starts = np.arange(256, len(samples) - 127, 64)  # past the filters' settling
+    x = context_windows(processed, starts, BASE.context_steps)
+    probs = np.asarray(BASE.model(x))
+    slots = apply_heads(probs, posture_cues(x), [head] * len(x))
+    return [head.classes[int(i)] for i in head.pick(slots).argmax(1)]
+
+
+BASE = None
+
+
+@pytest.fixture(scope="module", autouse=True)
+def base_model():
+    global BASE
+    BASE = load_artifact(ANY_MODEL)
+    yield BASE
+
+
+def calibrate(tmp_path, bouts, *extra) -> tuple:
     from harstream.cli import main
+    from harstream.stream.personal.model_file import read_personal_file
 
     data = tmp_path / "my_phone"
-    data.mkdir()
-    _write_csv(
-        data / "calibration.csv",
+    data.mkdir(exist_ok=True)
+    _write_csv(data / "calibration.csv", bouts)
+    out = tmp_path / "personal.personal.json"
+    assert main(["calibrate", "--data", str(data), "--out", str(out), *extra]) == 0
+    return read_personal_file(out), json.loads(out.read_text())
+
+
+def test_calibrate_writes_a_personal_model_that_names_the_calibrated_postures(tmp_path, capsys):
+    head, doc = calibrate(
+        tmp_path,
         [
             _activity("WALKING", 30, STAND, True, 0),
             _activity("SITTING", 30, SIT, False, 1),
             _activity("STANDING", 30, STAND, False, 2),
         ],
     )
-    out = tmp_path / "personal.keras"
-    assert main(["calibrate", "--data", str(data), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "calibrated SITTING" in printed and "calibrated STANDING" in printed and "calibrated WALKING" in printed
+    assert doc["placement"] == "personal" and doc["device"] == "my_phone"
+    assert head.classes == ("WALKING", "WALKING_UPSTAIRS", "WALKING_DOWNSTAIRS", "SITTING", "STANDING", "STILL")
+    assert doc["calibrated"] == ["WALKING", "SITTING", "STANDING"] and head.calibrated == {"WALKING", "SITTING", "STANDING"}
+    assert head.base_model == BASE.model_id and doc["base_model"]["sha256"] == BASE.metadata["sha256"]
+    assert len(json.dumps(doc)) < 16_000  # the device's few parameters, not a model
 
-    personal = load_artifact(out)
-    assert personal.placement == "personal"
-    assert personal.classes == ["WALKING", "WALKING_UPSTAIRS", "WALKING_DOWNSTAIRS", "SITTING", "STANDING", "STILL"]
-    assert personal.metadata["device"] == "my_phone"
-    assert personal.metadata["calibrated"] == ["WALKING", "SITTING", "STANDING"]
-    assert personal.metadata["base_model"]["sha256"] == load_artifact(ANY_MODEL).metadata["sha256"]
+    def most(labels):
+        return max(set(labels), key=labels.count)
 
-    def label_of(rows) -> str:
-        from harstream.models.dataset import context_windows
-        from harstream.stream.core.pipeline import preprocess_recording
-
-        samples = np.array([r[:6] for r in rows])
-        processed = preprocess_recording(samples)
-        x = context_windows(processed, np.array([len(samples) - 128]), personal.context_steps)
-        return personal.classes[int(np.asarray(personal.model(x)).argmax())]
-
-    assert label_of(_activity("SITTING", 15, SIT, False, 7)) == "SITTING"
-    assert label_of(_activity("STANDING", 15, STAND, False, 8)) == "STANDING"
+    assert most(shown(head, _activity("SITTING", 15, SIT, False, 7))) == "SITTING"
+    assert most(shown(head, _activity("STANDING", 15, STAND, False, 8))) == "STANDING"
     # lying was never calibrated: the model says what it knows, still
-    assert label_of(_activity("LAYING", 15, LIE, False, 9)) == "STILL"
+    assert most(shown(head, _activity("LAYING", 15, LIE, False, 9))) == "STILL"
 
 
-def test_calibration_refuses_an_activity_with_too_little_data_or_a_moving_posture_and_keeps_the_rest(tmp_path, capsys):
+def test_an_out_path_of_the_old_keras_form_gets_the_personal_suffix_and_says_so(tmp_path, capsys):
     from harstream.cli import main
 
     data = tmp_path / "phone"
     data.mkdir()
-    _write_csv(
-        data / "a.csv",
+    _write_csv(data / "a.csv", [_activity("STANDING", 30, STAND, False, 0)])
+    assert main(["calibrate", "--data", str(data), "--device", "phone:x", "--out", str(tmp_path / "p.keras")]) == 0
+    assert "a personal model is p.personal.json now" in capsys.readouterr().out
+    assert (tmp_path / "p.personal.json").is_file() and not (tmp_path / "p.keras").exists()
+
+
+def test_calibration_refuses_an_activity_with_too_little_data_or_a_moving_posture_and_keeps_the_rest(tmp_path, capsys):
+    head, doc = calibrate(
+        tmp_path,
         [
             _activity("STANDING", 30, STAND, False, 0),
             _activity("LAYING", 12, LIE, False, 1),  # too short
             _activity("SITTING", 30, SIT, True, 2),  # never still while "sitting"
         ],
     )
-    out = tmp_path / "p.keras"
-    assert main(["calibrate", "--data", str(data), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "refused LAYING: only 12.0 s of data" in printed
     assert "refused SITTING: the device was moving in" in printed
-    personal = load_artifact(out)
-    assert personal.metadata["calibrated"] == ["STANDING"]
-    assert set(personal.metadata["refused"]) == {"LAYING", "SITTING"}
-    assert personal.classes == ["WALKING", "WALKING_UPSTAIRS", "WALKING_DOWNSTAIRS", "STANDING", "STILL"]
+    assert doc["calibrated"] == ["STANDING"]
+    assert set(doc["refused"]) == {"LAYING", "SITTING"}
+    assert head.classes == ("WALKING", "WALKING_UPSTAIRS", "WALKING_DOWNSTAIRS", "STANDING", "STILL")
+
+
+# A phone in a trouser pocket: standing, the thigh is upright (gravity along the
+# phone's long axis); sitting, it is level (gravity through the screen).
+POCKET_STAND, POCKET_SIT = (0.08, 0.97, 0.2), (0.15, 0.25, 0.95)
+HALF_TURNS = {
+    "top_down": np.array([-1.0, -1.0, 1.0]),
+    "screen_flipped": np.array([-1.0, 1.0, -1.0]),
+    "both": np.array([1.0, -1.0, -1.0]),
+}
+
+
+@pytest.mark.parametrize("turn", list(HALF_TURNS))
+def test_pocket_postures_keep_their_names_when_the_phone_goes_back_turned_round(tmp_path, capsys, turn):
+    head, doc = calibrate(
+        tmp_path,
+        [
+            _activity("WALKING", 30, POCKET_STAND, True, 0),
+            _activity("SITTING", 30, POCKET_SIT, False, 1),
+            _activity("STANDING", 30, POCKET_STAND, False, 2),
+        ],
+    )
+    assert doc["turns"] == ["none", "top_down", "screen_flipped", "both"]
+    assert any("keep their names when the device comes back turned" in line for line in doc["summary"])
+    standing = shown(head, _activity("STANDING", 20, POCKET_STAND, False, 11), HALF_TURNS[turn])
+    sitting = shown(head, _activity("SITTING", 20, POCKET_SIT, False, 12), HALF_TURNS[turn])
+    assert standing.count("STANDING") >= 0.9 * len(standing)
+    assert sitting.count("SITTING") >= 0.9 * len(sitting)
+
+
+def test_postures_a_half_turn_would_confuse_allow_only_the_turns_that_keep_them_apart(tmp_path, capsys):
+    face_up, face_down = (0.0, 0.05, 1.0), (0.0, 0.05, -1.0)  # a phone on a chest: sitting back, lying face down
+    head, doc = calibrate(
+        tmp_path, [_activity("SITTING", 30, face_up, False, 1), _activity("LAYING", 30, face_down, False, 2)]
+    )
+    assert doc["turns"] == ["none", "top_down"]  # turning the screen the other way would swap them
+    assert any("screen facing the other way" in line and "look alike" in line for line in doc["summary"])
+    # the turn that is allowed keeps the name
+    assert shown(head, _activity("SITTING", 20, face_up, False, 3), HALF_TURNS["top_down"]).count("SITTING") >= 5
+
+
+def test_without_half_turns_a_phone_put_back_turned_shows_still(tmp_path, capsys):
+    head, doc = calibrate(
+        tmp_path,
+        [_activity("SITTING", 30, POCKET_SIT, False, 1), _activity("STANDING", 30, POCKET_STAND, False, 2)],
+        "--no-half-turns",
+    )
+    assert doc["turns"] == ["none"]
+    assert set(shown(head, _activity("STANDING", 20, POCKET_STAND, False, 3), HALF_TURNS["top_down"])) == {"STILL"}
+
+
+def _wrist(label: str, seconds: float, sway_degrees: float, seed: int) -> list[tuple]:
+    """A still arm resting the same way whether its owner sits or stands; a
+    standing body sways (a slow wobble of the tilt of a degree or two, and the
+    rotation that comes with it), a seated one hardly does."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * RATE)) / RATE
+    down = np.array([0.35, -0.25, 0.9])
+    down /= np.linalg.norm(down)
+    axis = np.cross(down, [1.0, 0.0, 0.0])
+    axis /= np.linalg.norm(axis)
+    amplitude = np.deg2rad(sway_degrees)
+    phase = rng.uniform(0, 6, 3)
+    angle = amplitude * (
+        np.sin(2 * np.pi * 0.25 * t + phase[0])
+        + 0.6 * np.sin(2 * np.pi * 0.6 * t + phase[1])
+        + 0.3 * np.sin(2 * np.pi * 1.3 * t + phase[2])
+    )
+    rate = np.gradient(angle, 1 / RATE)
+    tilted = np.cos(angle)[:, None] * down + np.sin(angle)[:, None] * np.cross(axis, down)
+    acc = tilted + 0.002 * rng.normal(size=(len(t), 3))
+    gyro = rate[:, None] * axis + 0.003 * rng.normal(size=(len(t), 3))
+    return [(*row, label) for row in np.concatenate([acc, gyro], axis=1)]
+
+
+def test_on_a_wrist_sitting_and_standing_held_alike_are_told_apart_by_the_bodys_sway(tmp_path, capsys):
+    head, doc = calibrate(tmp_path, [_wrist("SITTING", 40, 0.1, 1), _wrist("STANDING", 40, 1.5, 2)])
+    (pair,) = doc["pairs"]
+    assert pair["angle"] < 20 and pair["accuracy"] >= 0.9 and pair["margin"] < 1e6
+    assert any("told apart by how still the body is" in line for line in doc["summary"])
+    standing = shown(head, _wrist("STANDING", 30, 1.5, 21))
+    sitting = shown(head, _wrist("SITTING", 30, 0.1, 22))
+    assert "SITTING" not in standing and standing.count("STANDING") >= 0.7 * len(standing)
+    assert "STANDING" not in sitting and sitting.count("SITTING") >= 0.7 * len(sitting)
+
+
+def test_on_a_wrist_postures_nothing_separates_show_still_not_a_confident_wrong_posture(tmp_path, capsys):
+    head, doc = calibrate(tmp_path, [_wrist("SITTING", 40, 0.8, 1), _wrist("STANDING", 40, 0.8, 2)])
+    (pair,) = doc["pairs"]
+    assert pair["margin"] >= 1e6
+    assert any("could not be told apart" in line and "STILL" in line for line in doc["summary"])
+    for label, seed in (("STANDING", 31), ("SITTING", 32)):
+        assert set(shown(head, _wrist(label, 30, 0.8, seed))) == {"STILL"}
 
 
 def test_calibrate_names_an_unreadable_recording_and_exits_2(tmp_path, capsys):
