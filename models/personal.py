@@ -18,7 +18,8 @@ shared model, in the same batch as every other device:
   :attr:`PersonalSettings.max_angle` degrees, or when the calibration showed
   that the evidence does not separate the best posture from the next one by
   the *margin* learned for that pair (:func:`learn_margins`: a two-fold check
-  on the calibration's own windows, first half against second half);
+  on the calibration's own windows, first half against second half, finds
+  the lead past which 95 % were named right);
 - the *half-turns* the device may come back in (a phone back in a pocket top
   down, or with the screen facing the other way, sees gravity with two
   components' signs flipped): with :attr:`PersonalSettings.half_turns` (the
@@ -93,13 +94,14 @@ POSTURE_TRUST = 0.8
 #: Two postures whose gravity directions lie closer than this (degrees) are
 #: not told apart by tilt: a half-turn that brings them this close is not allowed.
 SEPARATION_DEG = 20.0
-#: A pair of postures is told apart only if the two-fold check on the
-#: calibration got at least this share of its windows right; else both show STILL.
-MIN_PAIR_ACCURACY = 0.9
+#: A posture is named only past a lead at which the two-fold check on the
+#: calibration named this share of its windows right ...
+NAMED_PRECISION = 0.95
+#: ... and only if that lead lets at least this share of the windows be named;
+#: else the pair is never told apart (both show STILL).
+MIN_NAMED_SHARE = 0.3
 #: The smallest margin (score units: natural-log odds) a posture must win by.
 MARGIN_FLOOR = 2.0
-#: The learned margin is this many times the largest wrong win in the check.
-MARGIN_SAFETY = 1.5
 #: Micro-motion cues' spread is at least this (log10 units): another day, another chair.
 MOTION_SCALE_FLOOR = 0.25
 #: How the page and CLI name the half-turns.
@@ -366,11 +368,8 @@ def learn_margins(
 
     Two-fold check on the calibration's own windows: a head fitted on the
     first half of each posture's windows scores the second half, and the
-    other way round. A pair the check gets right less than
-    :data:`MIN_PAIR_ACCURACY` of the time is never told apart
-    (:data:`INSEPARABLE`: both show STILL); otherwise the winner must lead by
-    :data:`MARGIN_SAFETY` times the largest lead a wrong posture had in the
-    check (at least :data:`MARGIN_FLOOR`)."""
+    other way round. The margin of a pair is :func:`confident_margin` of the
+    leads the right posture had in the check (negative where the wrong one won)."""
     k = len(postures)
     margins = np.zeros((k, k))
     leads: dict[tuple[int, int], list[np.ndarray]] = {}
@@ -389,15 +388,38 @@ def learn_margins(
     for i, j in itertools.combinations(range(k), 2):
         d = np.concatenate(leads.get((i, j), [np.empty(0)]))
         accuracy = float(np.mean(d > 0)) if len(d) else 0.0
-        if accuracy < MIN_PAIR_ACCURACY:
-            margin = INSEPARABLE
-        else:
-            wrong = -d[d <= 0]
-            margin = max(MARGIN_FLOOR, MARGIN_SAFETY * float(wrong.max())) if len(wrong) else MARGIN_FLOOR
-            margin = min(margin, INSEPARABLE)
+        margin = confident_margin(d)
         margins[i, j] = margins[j, i] = margin
         report.append((round(accuracy, 4), round(margin, 3)))
     return margins, report
+
+
+def confident_margin(leads: np.ndarray) -> float:
+    """The smallest lead (at least :data:`MARGIN_FLOOR`) past which the
+    check's windows were named right at least :data:`NAMED_PRECISION` of the
+    time; :data:`INSEPARABLE` when fewer than :data:`MIN_NAMED_SHARE` of them
+    get past it (or there was no check).
+
+    >>> confident_margin(np.array([5.0, 6.0, 7.0, -1.0]))   # halfway between the last right and the first wrong
+    3.0
+    >>> confident_margin(np.array([1.0, -1.0, 0.5, -0.5])) == INSEPARABLE
+    True
+    """
+    if len(leads) == 0:
+        return INSEPARABLE
+    size = np.abs(leads)
+    order = np.argsort(-size)
+    right = np.cumsum(leads[order] > 0) / np.arange(1, len(leads) + 1)  # precision of the k most confident
+    good = np.flatnonzero(right >= NAMED_PRECISION)
+    if len(good) == 0:
+        return INSEPARABLE
+    k = int(good.max())  # the most windows named at that precision
+    ranked = size[order]
+    cut = (ranked[k] + ranked[k + 1]) / 2 if k + 1 < len(ranked) else ranked[k]
+    margin = max(MARGIN_FLOOR, float(cut))
+    if np.mean(size >= margin) < MIN_NAMED_SHARE:
+        return INSEPARABLE
+    return min(margin, INSEPARABLE)
 
 
 def fit_personal(

@@ -15,7 +15,7 @@ import pytest
 from harstream.models.personal_serving import load_personal_model
 from harstream.stream.core.activities import ACTIVITIES, PLACEMENT_FREE
 from harstream.stream.core.model_routing import ModelRouter, ServedModel
-from harstream.stream.core.posture import PersonalHead
+from harstream.stream.core.posture import N_MOTION, PersonalHead
 from harstream.stream.personal.model_file import MAX_BYTES, head_to_json, read_personal_file, write_personal_file
 from harstream.stream.personal.registry import PersonalRegistry
 
@@ -30,8 +30,8 @@ def good_doc(device: str = "phone:a") -> dict:
         ("SITTING", "STANDING"),
         {"SITTING": [[0.0, 0.0, 1.0]], "STANDING": [[0.0, 1.0, 0.0]]},
         turns=("top_down",),
-        motion_mean=[[-3.0] * 4, [-2.0] * 4],
-        motion_scale=[0.5] * 4,
+        motion_mean=[[-3.0] * N_MOTION, [-2.0] * N_MOTION],
+        motion_scale=[0.5] * N_MOTION,
         margins=[[0.0, 2.0], [2.0, 0.0]],
         calibrated={"SITTING", "STANDING", "WALKING"},
     )
@@ -74,11 +74,16 @@ def test_a_good_file_serves_its_device_over_the_shared_model(folder):
     (event,) = folder.settle()
     assert (event.kind, event.device) == ("loaded", "phone:a")
     served = folder.router.route("phone:a")
-    assert served.mode == "personal" and served.key == BASE.key and served.head.calibrated == {
-        "SITTING",
-        "STANDING",
-        "WALKING",
-    }
+    assert (
+        served.mode == "personal"
+        and served.key == BASE.key
+        and served.head.calibrated
+        == {
+            "SITTING",
+            "STANDING",
+            "WALKING",
+        }
+    )
 
 
 def edited(**changes) -> dict:
@@ -93,12 +98,18 @@ def edited(**changes) -> dict:
     [
         (edited(format="keras"), "format 'keras'"),
         (edited(prototypes={"SITTING": [[0.0, 0.0, 1.0]] * 5000, "STANDING": [[0, 1, 0]]}), "1..16 directions"),
-        (edited(motion_mean=[[1e308, 0, 0, 0], [0, 0, 0, 0]]), "motion_mean: values must be finite"),
+        (
+            edited(motion_mean=[[1e308] + [0.0] * (N_MOTION - 1), [0.0] * N_MOTION]),
+            "motion_mean: values must be finite",
+        ),
         (edited(margins=[[0.0, -1.0], [2.0, 0.0]]), "margins: values must be finite and within"),
         (edited(margins=[[0.0]]), "margins: shape (1, 1), expected (2, 2)"),
         (edited(motion_scale=[0.5] * 400), "motion_scale: shape (400,)"),
         (edited(postures=["SITTING", "DANCING"]), "'DANCING' is not one of"),
-        (edited(prototypes={"SITTING": [[0.0, 0.0, 5.0]], "STANDING": [[0, 1, 0]]}), "values must be finite and within"),
+        (
+            edited(prototypes={"SITTING": [[0.0, 0.0, 5.0]], "STANDING": [[0, 1, 0]]}),
+            "values must be finite and within",
+        ),
         (edited(device="x" * 500), "device:"),
         (edited(turns=["upside"]), "'upside' is not one of"),
         (edited(settings={"max_angle": float("nan"), "sharpness": 1, "motion_weight": 1}), "max_angle"),

@@ -15,7 +15,7 @@ from harstream.stream.core.model_routing import (
     personal_model,
     personal_over,
 )
-from harstream.stream.core.posture import PersonalHead
+from harstream.stream.core.posture import N_MOTION, PersonalHead
 from harstream.stream.core.protocol import SampleBatch, encode_samples
 from harstream.stream.core.worker import StreamCore, WorkerConfig
 from harstream.stream.personal.registry import FolderWatch, personal_model_name, personal_model_path
@@ -210,8 +210,8 @@ def head_for(device: str, base: str = "free@2") -> PersonalHead:
         ("SITTING", "STANDING"),
         {"SITTING": [[0.0, 0.0, 1.0]], "STANDING": [[0.0, 1.0, 0.0]]},
         turns=("top_down",),
-        motion_mean=[[-3.0] * 4, [-3.0] * 4],
-        motion_scale=[1.0] * 4,
+        motion_mean=[[-3.0] * N_MOTION, [-3.0] * N_MOTION],
+        motion_scale=[1.0] * N_MOTION,
         margins=[[0.0, 2.0], [2.0, 0.0]],
         calibrated={"WALKING", "SITTING", "STANDING"},
     )
@@ -279,7 +279,13 @@ def test_a_thousand_calibrated_devices_share_one_model_call_per_batch():
     assert calls == 2 and {p.label for p in got} == {"SITTING"}
     stats = core.stats(2.0)
     assert [m for m in stats["models"] if m["mode"] == "personal"] == [
-        {"key": "personal", "mode": "personal", "model": "1000 personal models over free@2", "classes": [], "devices": 128}
+        {
+            "key": "personal",
+            "mode": "personal",
+            "model": "1000 personal models over free@2",
+            "classes": [],
+            "devices": 128,
+        }
     ]
 
 

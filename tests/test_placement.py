@@ -185,7 +185,11 @@ def test_calibrate_writes_a_personal_model_that_names_the_calibrated_postures(tm
     assert "calibrated SITTING" in printed and "calibrated STANDING" in printed and "calibrated WALKING" in printed
     assert doc["placement"] == "personal" and doc["device"] == "my_phone"
     assert head.classes == ("WALKING", "WALKING_UPSTAIRS", "WALKING_DOWNSTAIRS", "SITTING", "STANDING", "STILL")
-    assert doc["calibrated"] == ["WALKING", "SITTING", "STANDING"] and head.calibrated == {"WALKING", "SITTING", "STANDING"}
+    assert doc["calibrated"] == ["WALKING", "SITTING", "STANDING"] and head.calibrated == {
+        "WALKING",
+        "SITTING",
+        "STANDING",
+    }
     assert head.base_model == BASE.model_id and doc["base_model"]["sha256"] == BASE.metadata["sha256"]
     assert len(json.dumps(doc)) < 16_000  # the device's few parameters, not a model
 

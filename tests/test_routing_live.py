@@ -17,7 +17,7 @@ from harstream.models.personal_serving import load_personal_model
 from harstream.stream.bus.zmq_worker import serve
 from harstream.stream.core.activities import ACTIVITIES, PLACEMENT_FREE
 from harstream.stream.core.model_routing import ModelRouter, ServedModel
-from harstream.stream.core.posture import PersonalHead
+from harstream.stream.core.posture import N_MOTION, PersonalHead
 from harstream.stream.core.protocol import Prediction, SampleBatch, decode_output, encode_samples
 from harstream.stream.core.worker import WorkerConfig
 from harstream.stream.personal.model_file import head_to_json, write_personal_file
@@ -60,8 +60,8 @@ def personal_file(folder, device: str, base_id: str):
         base_id,
         ("SITTING",),
         {"SITTING": [[0.0, 0.0, 1.0]]},
-        motion_mean=[[-3.0] * 4],
-        motion_scale=[1.0] * 4,
+        motion_mean=[[-3.0] * N_MOTION],
+        motion_scale=[1.0] * N_MOTION,
         margins=[[0.0]],
         calibrated={"SITTING", "WALKING"},
     )

@@ -10,10 +10,11 @@ STILL's probability out over the device's calibrated postures and plain
 STILL, for a whole batch of windows of many devices in one vectorised call.
 
 The cues of a window (:func:`posture_cues`): the unit gravity direction
-(the pipeline's 0.3 Hz estimate, averaged over the window) and four
+(the pipeline's 0.3 Hz estimate, averaged over the window) and six
 orientation-free measures of how still the body is: the spread of the
 acceleration magnitude, the rotation energy, the wobble of the gravity
-direction (postural sway) and the low-frequency (< 2 Hz) body acceleration.
+direction (postural sway), and the low-frequency (< 2 Hz) body acceleration
+along gravity and across it, and rotation.
 A standing person sways; a seated one hardly does, even where the arm is
 held the same way.
 
@@ -26,12 +27,12 @@ was fitted: only where the calibrated postures stay apart under them).
 >>> head = PersonalHead(
 ...     "phone:a", "personal@1", "any@2", ("SITTING", "STANDING"),
 ...     {"SITTING": [[0.0, 0.0, 1.0]], "STANDING": [[0.0, -1.0, 0.0]]},
-...     turns=TURN_NAMES, motion_mean=[[-3.0] * 4, [-3.0] * 4], motion_scale=[1.0] * 4,
+...     turns=TURN_NAMES, motion_mean=[[-3.0] * 6, [-3.0] * 6], motion_scale=[1.0] * 6,
 ...     margins=[[0.0, 1.0], [1.0, 0.0]])
 >>> head.classes
 ('WALKING', 'WALKING_UPSTAIRS', 'WALKING_DOWNSTAIRS', 'SITTING', 'STANDING', 'STILL')
 >>> still = np.array([[0.0, 0.0, 0.0, 1.0]])
->>> upside_down = np.array([[0.0, 1.0, 0.0, -3.0, -3.0, -3.0, -3.0]])    # standing, top down
+>>> upside_down = np.array([[0.0, 1.0, 0.0] + [-3.0] * 6])    # standing, top down
 >>> head.pick(apply_heads(still, upside_down, [head]))[0].round(2).tolist()
 [0.0, 0.0, 0.0, 0.0, 1.0, 0.0]
 """
@@ -69,7 +70,9 @@ CUE_NAMES = (
     "log_acc_spread",
     "log_rotation_energy",
     "log_tilt_wobble",
-    "log_slow_body_acc",
+    "log_slow_vertical_acc",
+    "log_slow_horizontal_acc",
+    "log_slow_rotation",
 )
 N_CUES = len(CUE_NAMES)
 N_MOTION = N_CUES - 3
@@ -81,6 +84,14 @@ INSEPARABLE = 1e6
 #: calibrated posture must not swamp the tilt).
 MOTION_CLIP = 20.0
 _SLOW = 25  # samples (0.5 s) of the moving average that keeps the body acceleration below ~2 Hz
+
+
+def _slow_variance(signal: np.ndarray) -> np.ndarray:
+    """Variance over the window of ``(n, w, c)`` after a 0.5 s moving
+    average (below about 2 Hz: sway and breathing, not steps), summed over channels."""
+    c = np.cumsum(signal, axis=1, dtype=np.float64)
+    slow = (c[:, _SLOW:] - c[:, :-_SLOW]) / _SLOW
+    return slow.var(axis=1).sum(axis=1) if slow.shape[1] else np.zeros(len(signal))
 
 
 def posture_cues(windows: np.ndarray) -> np.ndarray:
@@ -103,15 +114,16 @@ def posture_cues(windows: np.ndarray) -> np.ndarray:
     wobble = unit.var(axis=1).sum(axis=1)
     spread = np.linalg.norm(total, axis=2).std(axis=1)
     rotation = np.einsum("nwc,nwc->n", gyro, gyro) / x.shape[1]
-    c = np.cumsum(body, axis=1, dtype=np.float64)
-    slow = (c[:, _SLOW:] - c[:, :-_SLOW]) / _SLOW
-    slow_var = slow.var(axis=1).sum(axis=1) if slow.shape[1] else np.zeros(len(x))
+    vertical = np.einsum("nwc,nc->nw", body, down)  # body acceleration along gravity, and across it
+    across = body - vertical[:, :, None] * down[:, None, :]
     motion = np.stack(
         [
             np.log10(spread + 1e-4),
             np.log10(rotation + 1e-7),
             np.log10(wobble + 1e-9),
-            np.log10(slow_var + 1e-8),
+            np.log10(_slow_variance(vertical[:, :, None]) + 1e-8),
+            np.log10(_slow_variance(across) + 1e-8),
+            np.log10(_slow_variance(gyro) + 1e-8),
         ],
         axis=1,
     )

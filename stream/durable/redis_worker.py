@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import redis
 
-from harstream.stream.core.model_routing import ModelRouter, ServedModel
+from harstream.stream.core.model_routing import ModelRouter, ServedModel, stats_key
 from harstream.stream.core.pipeline import STEP
 from harstream.stream.core.protocol import ProtocolError, decode_samples, encode_prediction, encode_signal, encode_stats
 from harstream.stream.core.subscriptions import Subscriptions
@@ -418,7 +418,7 @@ class RedisWorker:
             jobs.append((p, o, taken, keys, old))
             xs.append(x[~old])
         x_new = np.concatenate(xs)
-        n_classes = len(served.classes)
+        n_classes = len(served.output_classes)  # a personal head's windows get the shared model's classes
         try:
             if len(x_new):
                 probs_new = np.asarray((served.runtime or self.runtime).predict(x_new))
@@ -447,15 +447,15 @@ class RedisWorker:
                     self.counts["unkeyed"] += 1
                     continue
                 model, recent = o.recent.get(pred.device, (None, None))
-                if model != w.served.key or recent is None:  # another model's probabilities mean nothing to this one
+                if model != stats_key(w.served) or recent is None:  # another model's probabilities mean nothing here
                     recent = deque(maxlen=self.config.smooth_windows)
-                    o.recent[pred.device] = (w.served.key, recent)
+                    o.recent[pred.device] = (stats_key(w.served), recent)
                 recent.append((key, pred.probs))
                 if was_old:
                     self.counts["replayed_windows"] += 1
                     continue
                 pred = dataclasses.replace(pred, window=key)
-                progress = {"w": key, "m": w.served.key, "recent": list(recent)}
+                progress = {"w": key, "m": stats_key(w.served), "recent": list(recent)}
                 rows.append((pred.device, key, {"v": 1, **pred.__dict__}, progress))
                 out.append(pred)
             if rows:
@@ -729,10 +729,10 @@ def _stored_probs(owned: Owned, window, key: int | None) -> list[float]:
     """The probabilities an earlier owner committed for ``window`` (key
     ``key``), if they came from the model that now serves it; else uniform
     over its classes (the smoother restarts a little less informed)."""
-    n = len(window.served.classes)
+    n = len(window.served.output_classes)  # (a personal head's stored output is not the shared model's: uniform)
     model, probs = owned.stored.get(window.device, (None, {}))
     got = probs.get(key) if key is not None else None
-    if got is None or len(got) != n or (model is not None and model != window.served.key):
+    if got is None or len(got) != n or (model is not None and model != stats_key(window.served)):
         return [1.0 / n] * n
     return got
 
