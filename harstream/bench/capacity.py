@@ -50,6 +50,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "nobody receives",
     )
     parser.add_argument(
+        "--personal",
+        type=int,
+        default=None,
+        metavar="N",
+        help="the devices declare placement any (the placement-free model serves them) and the first N "
+        "of them are calibrated: a personal model each, written into a fresh --personal-dir; "
+        "0 = any mode, none calibrated (the baseline to compare with)",
+    )
+    parser.add_argument(
         "--profile", default=None, metavar="FILE", help="run the (first) worker under cProfile and write the stats here"
     )
 
@@ -61,7 +70,16 @@ def run(args: argparse.Namespace) -> int:
     rows = []
     for shards in args.shards:
         for n in args.devices:
-            result = measure(n, shards, args)
+            if args.personal is not None:
+                from harstream.bench.personal_models import calibrated_devices
+
+                folder, placed = calibrated_devices(n, args.personal)
+                run_args = argparse.Namespace(**vars(args))
+                run_args.worker_arg = [*args.worker_arg, f"--personal-dir={folder}", "--personal-poll=0.5"]
+                result = measure(n, shards, run_args, ["--placement", "any"])
+                print(f"personal models written: {placed} of {n} devices ({folder})", flush=True)
+            else:
+                result = measure(n, shards, args)
             rows.append(result)
             print(row(result), flush=True)
     print()

@@ -19,6 +19,7 @@ BENCHMARKS = {
     "pipeline": "preprocessing cost per device-second vs a batch offline filter",
     "restart": "first prediction and windows lost after a worker is killed and restarted",
     "stairs": "stairs on evidence: the worker's published label on HAPT held-out subjects, SIMULATED pressure on/off",
+    "personal_models": "personal models: noticed -> serving, load time, memory, the heads' cost in a batch",
 }
 
 

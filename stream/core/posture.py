@@ -86,12 +86,18 @@ MOTION_CLIP = 20.0
 _SLOW = 25  # samples (0.5 s) of the moving average that keeps the body acceleration below ~2 Hz
 
 
+def _variance(a: np.ndarray) -> np.ndarray:
+    """Variance along the last axis (contiguous: numpy reduces it fastest)."""
+    centred = a - a.mean(axis=-1, keepdims=True)
+    return np.einsum("...w,...w->...", centred, centred) / a.shape[-1]
+
+
 def _slow_variance(signal: np.ndarray) -> np.ndarray:
-    """Variance over the window of ``(n, w, c)`` after a 0.5 s moving
+    """Variance over the window of ``(n, c, w)`` after a 0.5 s moving
     average (below about 2 Hz: sway and breathing, not steps), summed over channels."""
-    c = np.cumsum(signal, axis=1, dtype=np.float64)
-    slow = (c[:, _SLOW:] - c[:, :-_SLOW]) / _SLOW
-    return slow.var(axis=1).sum(axis=1) if slow.shape[1] else np.zeros(len(signal))
+    c = np.cumsum(signal, axis=-1)
+    slow = (c[..., _SLOW:] - c[..., :-_SLOW]) / _SLOW
+    return _variance(slow).sum(axis=-1)
 
 
 def posture_cues(windows: np.ndarray) -> np.ndarray:
@@ -106,22 +112,23 @@ def posture_cues(windows: np.ndarray) -> np.ndarray:
     x = np.asarray(windows, np.float32)
     if x.ndim == 4:
         x = x[:, 0]
-    body, gyro, total = x[..., 0:3], x[..., 3:6], x[..., 6:9]
+    x = np.ascontiguousarray(x.transpose(0, 2, 1), np.float64)  # (n, 9, w): reductions along the last axis
+    body, gyro, total = x[:, 0:3], x[:, 3:6], x[:, 6:9]
     gravity = total - body
-    mean = gravity.mean(axis=1)
+    mean = gravity.mean(axis=-1)
     down = mean / np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-6)
-    unit = gravity / np.maximum(np.linalg.norm(gravity, axis=2, keepdims=True), 1e-6)
-    wobble = unit.var(axis=1).sum(axis=1)
-    spread = np.linalg.norm(total, axis=2).std(axis=1)
-    rotation = np.einsum("nwc,nwc->n", gyro, gyro) / x.shape[1]
-    vertical = np.einsum("nwc,nc->nw", body, down)  # body acceleration along gravity, and across it
-    across = body - vertical[:, :, None] * down[:, None, :]
+    unit = gravity / np.maximum(np.sqrt(np.einsum("ncw,ncw->nw", gravity, gravity)), 1e-6)[:, None, :]
+    wobble = _variance(unit).sum(axis=1)
+    spread = np.sqrt(_variance(np.sqrt(np.einsum("ncw,ncw->nw", total, total))))
+    rotation = np.einsum("ncw,ncw->n", gyro, gyro) / x.shape[-1]
+    vertical = np.einsum("ncw,nc->nw", body, down)  # body acceleration along gravity, and across it
+    across = body - vertical[:, None, :] * down[:, :, None]
     motion = np.stack(
         [
             np.log10(spread + 1e-4),
             np.log10(rotation + 1e-7),
             np.log10(wobble + 1e-9),
-            np.log10(_slow_variance(vertical[:, :, None]) + 1e-8),
+            np.log10(_slow_variance(vertical[:, None, :]) + 1e-8),
             np.log10(_slow_variance(across) + 1e-8),
             np.log10(_slow_variance(gyro) + 1e-8),
         ],

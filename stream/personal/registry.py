@@ -198,10 +198,21 @@ class PersonalRegistry:
             for name in ready:
                 self._queue[name] = None
         started = self.clock()
+        loaded = 0
         while self._queue and self.clock() - started < LOAD_BUDGET_S:
             name = next(iter(self._queue))
             del self._queue[name]
-            events.append(self._load(name, router))
+            event = self._load(name, router)
+            loaded += event.kind == "loaded"
+            events.append(event)
+        if loaded:  # one line per look, not per model (a folder of thousands)
+            log.info(
+                "%d personal model(s) now serving (%s%s); %d waiting",
+                loaded,
+                ", ".join(e.name for e in events if e.kind == "loaded")[:200],
+                "" if loaded <= 3 else ", ...",
+                len(self._queue),
+            )
         return events
 
     def _load(self, name: str, router: ModelRouter) -> RegistryEvent:
@@ -223,7 +234,7 @@ class PersonalRegistry:
         self.device_of[name] = device
         self.refused.pop(name, None)
         router.set_personal(model)
-        log.info("personal model %s (%s) now serves device %s", name, model.model_id, device)
+        log.debug("personal model %s (%s) now serves device %s", name, model.model_id, device)
         return RegistryEvent("loaded", name, device, model=model)
 
     def _refuse(self, name: str, reason: str, router: ModelRouter) -> RegistryEvent:
