@@ -5,6 +5,7 @@ script, through the page's real devicemotion listener."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 
@@ -207,7 +208,6 @@ def test_phone_page_calibration_writes_a_personal_model_into_the_registry(runnin
     from playwright.async_api import async_playwright
 
     from harstream.commands.gateway import PersonalFitter
-    from harstream.models.artifact import read_metadata
     from harstream.stream.data.recordings import load_csv
     from harstream.stream.personal.calibration import device_folder_name
 
@@ -242,18 +242,20 @@ def test_phone_page_calibration_writes_a_personal_model_into_the_registry(runnin
                 assert list(result["refused"]) == ["LAYING"] and "moving" in result["refused"]["LAYING"]
                 shown = await page.text_content("#cal-result")
                 assert "sitting learned" in shown and "lying down not used" in shown
+                assert "Shows as STILL" in shown  # what was learned and what will show as STILL
                 assert await page.text_content("#error") == ""
                 await browser.close()
             return device, result
 
     device, result = asyncio.run(main())
     name = device_folder_name(device)
-    model = registry / f"{name}.keras"
+    model = registry / f"{name}.personal.json"
     assert result["model"] == model.name and model.is_file()
-    meta = read_metadata(model)
+    meta = json.loads(model.read_text())
     assert meta["device"] == device and meta["placement"] == "personal"
     assert meta["calibrated"] == ["WALKING", "SITTING", "STANDING"]
-    assert sorted(p.name for p in registry.iterdir()) == [f"{name}.json", f"{name}.keras"]  # nothing half-written left
+    assert result["summary"] == meta["summary"] and result["summary"][0].startswith("Learned: walking, sitting")
+    assert sorted(p.name for p in registry.iterdir()) == [model.name]  # nothing half-written left
 
     takes = load_csv(data / name)  # the documented CSV format, read by the documented loader
     seconds = {r.name: len(r.samples) / 50 for r in takes.recordings}
