@@ -12,7 +12,14 @@ with the real loader, in this process) then serves them. Measured:
 - each load's time (median, max) and the process's memory growth per model;
 - the personal heads' cost in the worker's batch: one batch of 64 windows of
   64 different calibrated devices vs the same batch uncalibrated (the shared
-  model's probabilities given), median of repeats.
+  model's probabilities given), median of repeats;
+- the worker core's CPU time per device-second with ``--devices`` devices
+  streaming HAPT sessions in 0.2 s messages through the real
+  :class:`~harstream.stream.core.worker.StreamCore` and the shipped
+  placement-free model's serving runtime, all in ``any`` mode vs all
+  calibrated (rounds interleaved, process CPU time: robust to other jobs on
+  the machine, unlike wall-clock capacity): the ratio is the calibrated
+  capacity against the uncalibrated.
 
 The capacity of a worker with calibrated devices is ``harstream bench
 capacity --personal N`` (which uses :func:`calibrated_devices`).
@@ -26,6 +33,9 @@ import argparse
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", type=int, nargs="+", default=[17, 1000], help="personal models written at once")
     parser.add_argument("--repeats", type=int, default=200, help="batches timed for the head's cost")
+    parser.add_argument("--devices", type=int, default=1000, help="devices in the worker-core comparison")
+    parser.add_argument("--seconds", type=float, default=20.0, help="stream seconds per device in that comparison")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of that comparison (median)")
 
 
 def _fit():
@@ -156,4 +166,84 @@ def run(args: argparse.Namespace) -> int:
         f"personal heads in a batch of 64 windows of 64 calibrated devices: {1000 * cost:.3f} ms "
         f"({1e6 * cost / 64:.1f} µs per window: cues + heads + picking each device's classes)"
     )
+    core_comparison(args, fit, base)
     return 0
+
+
+def core_comparison(args: argparse.Namespace, fit, base) -> None:
+    """Worker-core CPU per device-second, uncalibrated vs calibrated (see the module doc)."""
+    import dataclasses
+    import shutil
+    import tempfile
+    import time
+    from pathlib import Path
+
+    import numpy as np
+
+    from harstream.commands.worker import load_served
+    from harstream.models.personal_serving import load_personal_model
+    from harstream.simulator.replay import ReplaySchedule, devices_for
+    from harstream.stream.core.model_routing import ModelRouter
+    from harstream.stream.core.protocol import encode_samples
+    from harstream.stream.core.worker import StreamCore, WorkerConfig
+    from harstream.stream.data.recordings import UCI_TEST_SUBJECTS, load_dataset
+    from harstream.stream.personal.registry import personal_model_path
+
+    opts = argparse.Namespace(
+        runtime="auto", no_fast_start=False, whole_model=False, display="decoder", threshold=0.5, smooth=5
+    )
+    waist, anywhere = load_served(None, "waist", opts), load_served(None, "any", opts)
+    devices = devices_for(load_dataset().of_subjects(list(UCI_TEST_SUBJECTS)), args.devices)
+    names = [d.device for d in devices]
+    # the messages, encoded once: every device's first --seconds in 0.2 s chunks, interleaved as live
+    schedule = ReplaySchedule(devices, chunk=10, loop=True)
+    messages = [
+        encode_samples(chunk.batch(1000.0 + chunk.seq / 50.0, meta={"placement": "any"}))
+        for step in range(1, int(args.seconds * 5) + 1)
+        for chunk in schedule.advance(step * 10)
+    ]
+    folder = Path(tempfile.mkdtemp(prefix="harstream-personal-bench-"))
+    try:
+        write_models(folder, names, fit, base)
+        heads = [load_personal_model(personal_model_path(folder, n), anywhere, None) for n in names]
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    # the personal models' display decoders as the worker makes them
+    from harstream.stream.core.decoder import display_for
+
+    factories = {m.classes: display_for(m.classes, m.head.decoder) for m in heads if m.head is not None}
+    heads = [dataclasses.replace(m, display=factories[m.classes]) for m in heads]
+
+    def one_run(calibrated: bool) -> tuple[float, int]:
+        router = ModelRouter(waist, anywhere)
+        if calibrated:
+            for model in heads:
+                router.set_personal(model)
+        core = StreamCore(waist.classes, waist.model_id, WorkerConfig(max_batch=64), router=router)
+        predictions = 0
+        started = time.process_time()
+        for i, frames in enumerate(messages):
+            core.ingest(frames, now=i * 1e-4)
+            if core.ready_devices >= 64 or i == len(messages) - 1:
+                while core.waiting:
+                    x, taken = core.take_batch()
+                    probs = taken[0].served.runtime.predict(x)
+                    predictions += len(core.finish_batch(taken, probs, now=i * 1e-4))
+        return time.process_time() - started, predictions
+
+    plain, calibrated = [], []
+    for _ in range(args.rounds):
+        plain.append(one_run(False))
+        calibrated.append(one_run(True))
+    device_seconds = args.devices * args.seconds
+    cpu_plain = float(np.median([c for c, _ in plain]))
+    cpu_cal = float(np.median([c for c, _ in calibrated]))
+    print()
+    print(f"worker core, {args.devices} devices × {args.seconds:g} s of HAPT each, {args.rounds} interleaved rounds:")
+    print("| devices served | CPU s (median) | predictions | device-s per CPU-s | capacity vs uncalibrated |")
+    print("|---|---|---|---|---|")
+    print(f"| all in any mode | {cpu_plain:.2f} | {plain[0][1]} | {device_seconds / cpu_plain:,.0f} | 100 % |")
+    print(
+        f"| all calibrated ({args.devices} personal models) | {cpu_cal:.2f} | {calibrated[0][1]} | "
+        f"{device_seconds / cpu_cal:,.0f} | {100 * cpu_plain / cpu_cal:.0f} % |"
+    )
