@@ -219,3 +219,15 @@ def test_a_file_reads_back_as_the_parameters_written(tmp_path):
     assert head.postures == ("SITTING", "STANDING") and head.turns == ("none", "top_down")
     np.testing.assert_allclose(head.margins, [[0.0, 2.0], [2.0, 0.0]])
     assert head.model_id.startswith("personal@") and len(head.model_id) == len("personal@") + 8
+
+
+def test_a_device_that_calibrated_only_walking_reads_back_and_shows_still_for_postures(tmp_path):
+    from harstream.stream.core.posture import apply_heads
+
+    head = PersonalHead("phone:w", "p", BASE.model_id, (), {}, calibrated={"WALKING"})
+    back = read_personal_file(write_personal_file(tmp_path / "w.personal.json", head_to_json(head)))
+    assert back.classes == ("WALKING", "WALKING_UPSTAIRS", "WALKING_DOWNSTAIRS", "STILL")
+    assert back.calibrated == {"WALKING"}
+    cues = np.zeros((1, 3 + N_MOTION), np.float32)
+    cues[0, 2] = 1.0
+    assert back.pick(apply_heads(np.array([[0.1, 0.0, 0.0, 0.9]]), cues, [back]))[0].tolist() == [0.1, 0.0, 0.0, 0.9]

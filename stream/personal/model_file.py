@@ -93,6 +93,8 @@ def _floats(doc: dict, key: str, shape: tuple[int, ...], low: float, high: float
         value = np.asarray(doc[key], dtype=np.float64)
     except (ValueError, TypeError, OverflowError):
         raise PersonalModelError(f"{where}: {key}: not an array of numbers") from None
+    if value.size == 0 and np.prod(shape) == 0:  # no posture calibrated: [] stands for (0, n)
+        value = value.reshape(shape)
     if value.shape != shape:
         raise PersonalModelError(f"{where}: {key}: shape {value.shape}, expected {shape}")
     if not np.isfinite(value).all() or (value.size and (value.min() < low or value.max() > high)):
@@ -192,8 +194,12 @@ def head_to_json(head: PersonalHead, **extra: Any) -> dict:
         "turns": list(head.turns),
         "settings": {"max_angle": head.max_angle, "sharpness": head.sharpness, "motion_weight": head.motion_weight},
         "motion_mean": np.round(np.asarray(head.motion_mean, float).reshape(-1, N_MOTION), 6).tolist(),
-        "motion_scale": np.round(np.asarray(head.motion_scale, float), 6).tolist(),
-        "margins": np.round(np.asarray(head.margins, float).reshape(len(head.postures), -1), 6).tolist(),
+        "motion_scale": np.round(
+            np.asarray(head.motion_scale if len(head.motion_scale) else [1.0] * N_MOTION), 6
+        ).tolist(),
+        "margins": np.round(
+            np.asarray(head.margins, float).reshape(len(head.postures), len(head.postures)), 6
+        ).tolist(),
         "summary": list(head.summary),
     }
     if head.decoder is not None:
