@@ -208,7 +208,7 @@ class PersonalHead:
 
 def posture_scores(heads: Sequence[PersonalHead], cues: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(scores, best cosine, calibrated)`` per row and posture slot, row
-    ``i`` scored by ``heads[i]`` (uncalibrated slots score -inf)."""
+    ``i`` scored by ``heads[i]`` (uncalibrated slots score -1e9)."""
     cues = np.asarray(cues, np.float32)
     turned = np.stack([h._arrays[0] for h in heads])  # (n, 3, J, 3)
     penalty = np.stack([h._arrays[1] for h in heads])
@@ -220,7 +220,7 @@ def posture_scores(heads: Sequence[PersonalHead], cues: np.ndarray) -> tuple[np.
     best = (np.einsum("nkjd,nd->nkj", turned, cues[:, :3]) + penalty).max(axis=2)  # (n, 3)
     z = (cues[:, None, 3:] - mean) / scale[:, None, :]
     likelihood = np.maximum(-0.5 * np.einsum("nkd,nkd->nk", z, z), -MOTION_CLIP)
-    scores = np.where(mask, sharp * best + weight * likelihood, -np.inf)
+    scores = np.where(mask, sharp * best + weight * likelihood, -1e9)
     return scores, best, mask
 
 
