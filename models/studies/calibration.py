@@ -133,6 +133,14 @@ def study_subject(
             row[f"{what}_{variant}_per_class"] = {
                 name: round(float(right[y == i].mean()), 4) for i, name in enumerate(ACTIVITIES) if np.any(y == i)
             }
+            # the calibrated postures' windows: right, shown as STILL (honest), or another posture (confidently wrong)
+            held = np.isin(np.array(ACTIVITIES)[y], [a for a in activities if a in fit.classes and a != "WALKING"])
+            if held.any():
+                row[f"{what}_{variant}_postures"] = {
+                    "right": round(float(right[held].mean()), 4),
+                    "still": round(float((got[held] == STILL).mean()), 4),
+                    "other_posture": round(float((~right[held] & (got[held] != STILL)).mean()), 4),
+                }
         row[f"windows_{variant}"] = int(len(y))
     return row
 
@@ -163,6 +171,13 @@ def run(subjects: Sequence[int], activities: Sequence[str], seconds: float, sett
                 for c in ACTIVITIES
                 if any(c in p for p in per)
             }
+    for what in ("raw", "shown"):
+        for variant in TURNS:
+            outcomes = [r[f"{what}_{variant}_postures"] for r in rows if f"{what}_{variant}_postures" in r]
+            if outcomes:
+                summary[f"{what}_{variant}_postures"] = {
+                    k: round(float(np.mean([o[k] for o in outcomes])), 4) for k in outcomes[0]
+                }
     summary["fit_seconds_median"] = float(np.median([r["fit_seconds"] for r in rows])) if rows else float("nan")
     return {
         "subjects": list(subjects),
