@@ -129,6 +129,9 @@ class PersonalSettings:
     sharpness: float = 200.0
     #: Weight of the micro-motion log-likelihood in a posture's score.
     motion_weight: float = 1.0
+    #: Also a linear discriminant on the shared model's own features of the
+    #: window (how the body moves, placement-free), with two postures or more.
+    discriminant: bool = True
 
 
 @dataclass
@@ -333,8 +336,11 @@ def _head(
     turns: Sequence[str],
     settings: PersonalSettings,
     margins: np.ndarray | None = None,
+    features: Sequence[np.ndarray] | None = None,
 ) -> PersonalHead:
-    """A head from each posture's still windows' cues (margins 0 unless given)."""
+    """A head from each posture's still windows' cues (and the shared
+    model's features of them: a discriminant with two postures or more);
+    margins 0 unless given."""
     motion = [c[:, 3:].astype(np.float64) for c in cues]
     if motion:
         within = np.concatenate([m - m.mean(axis=0) for m in motion])
@@ -355,7 +361,33 @@ def _head(
         motion_scale=scale.tolist(),
         motion_weight=settings.motion_weight,
         margins=(np.zeros((k, k)) if margins is None else margins).tolist(),
+        **(fit_discriminant(features) if features is not None and settings.discriminant else {}),
     )
+
+
+def fit_discriminant(features: Sequence[np.ndarray]) -> dict:
+    """Shrinkage LDA on the shared model's features of each calibrated
+    posture's still windows, as :class:`PersonalHead` arguments; empty with
+    fewer than two postures (or too few windows)."""
+    if len(features) < 2 or any(len(f) < 2 for f in features):
+        return {}
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+    x = np.concatenate(features).astype(np.float64)
+    y = np.concatenate([np.full(len(f), i) for i, f in enumerate(features)])
+    mean, scale = x.mean(axis=0), x.std(axis=0)
+    scale[scale < 1e-6] = 1.0
+    lda = LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto").fit((x - mean) / scale, y)
+    coef, intercept = lda.coef_, lda.intercept_
+    if len(features) == 2:  # binary: sklearn gives one decision, for the second class
+        coef = np.stack([-coef[0] / 2, coef[0] / 2])
+        intercept = np.array([-intercept[0] / 2, intercept[0] / 2])
+    return {
+        "feature_mean": mean.tolist(),
+        "feature_scale": scale.tolist(),
+        "feature_coef": coef.T.tolist(),
+        "feature_intercept": intercept.tolist(),
+    }
 
 
 def learn_margins(
@@ -363,6 +395,7 @@ def learn_margins(
     cues: Sequence[np.ndarray],
     turns: Sequence[str],
     settings: PersonalSettings,
+    features: Sequence[np.ndarray] | None = None,
 ) -> tuple[np.ndarray, list[tuple[float, float]]]:
     """``(margins (k, k), [(accuracy, margin) per pair in combinations order])``.
 
@@ -374,13 +407,16 @@ def learn_margins(
     margins = np.zeros((k, k))
     leads: dict[tuple[int, int], list[np.ndarray]] = {}
     halves = [(c[: len(c) // 2], c[len(c) // 2 :]) for c in cues]
+    feature_halves = [(f[: len(f) // 2], f[len(f) // 2 :]) for f in features] if features is not None else None
     if all(min(len(h[0]), len(h[1])) >= 2 for h in halves):
         for fold in (0, 1):
             train = [h[fold] for h in halves]
-            head = _head(postures, train, [np.zeros(len(t)) for t in train], turns, settings)
+            train_features = [h[fold] for h in feature_halves] if feature_halves is not None else None
+            head = _head(postures, train, [np.zeros(len(t)) for t in train], turns, settings, None, train_features)
+            slots = [POSTURES.index(p) for p in postures]
             for i, held in enumerate(h[1 - fold] for h in halves):
-                scores, _, _ = posture_scores([head] * len(held), held)
-                slots = [POSTURES.index(p) for p in postures]
+                held_features = feature_halves[i][1 - fold] if feature_halves is not None else None
+                scores, _, _ = posture_scores([head] * len(held), held, held_features)
                 for j in range(k):
                     if j != i:
                         leads.setdefault((min(i, j), max(i, j)), []).append(scores[:, slots[i]] - scores[:, slots[j]])
@@ -452,13 +488,16 @@ def fit_personal(
         predict = base_probabilities or (lambda x: np.asarray(base.model(x, training=False)))
         base_class = np.concatenate([predict(data.x[i : i + 512]) for i in range(0, len(data.x), 512)]).argmax(1)
         cues = posture_cues(data.x)
+        features = window_features(data.x)
     else:
         base_class = np.empty(0, np.int64)
-        cues = np.empty((0, 7), np.float32)
+        cues = np.empty((0, 3 + N_MOTION), np.float32)
+        features = np.empty((0, 0), np.float32)
     checks: list[ActivityCheck] = []
     postures: list[str] = []
     still_cues: list[np.ndarray] = []
     still_bouts: list[np.ndarray] = []
+    still_features: list[np.ndarray] = []
     for index, name in enumerate(ACTIVITIES):
         if name not in seconds:
             continue
@@ -470,9 +509,10 @@ def fit_personal(
             postures.append(name)
             still_cues.append(cues[still])
             still_bouts.append(data.bout[still])
-    head = _head(postures, still_cues, still_bouts, ("none",), settings)
+            still_features.append(features[still])
+    head = _head(postures, still_cues, still_bouts, ("none",), settings, None, still_features)
     turns = choose_turns({p: np.asarray(v) for p, v in head.prototypes.items()}) if settings.half_turns else ("none",)
-    margins, checked = learn_margins(postures, still_cues, turns, settings)
+    margins, checked = learn_margins(postures, still_cues, turns, settings, still_features)
     pairs = [
         PairCheck(
             (a, b),
@@ -503,6 +543,14 @@ def fit_personal(
         pairs=pairs,
         base_sha256=str(base.metadata.get("sha256", "")),
     )
+
+
+def window_features(x: np.ndarray) -> np.ndarray:
+    """The shared model's features of each window (of a stack: its current
+    window), as its feature stage computes them for the worker."""
+    from .invariant import placement_free_features
+
+    return placement_free_features(np.asarray(x)[:, 0] if np.ndim(x) == 4 else np.asarray(x))
 
 
 def _said(name: str) -> str:

