@@ -95,9 +95,8 @@ POSTURE_TRUST = 0.8
 #: not told apart by tilt: a half-turn that brings them this close is not allowed.
 SEPARATION_DEG = 20.0
 #: A posture is named only past a lead at which the two-fold check on the
-#: calibration named this share of its windows right ...
-NAMED_PRECISION = 0.95
-#: ... and only if that lead lets at least this share of the windows be named;
+#: calibration named PersonalSettings.named_precision of its windows right,
+#: and only if that lead lets at least this share of the windows be named;
 #: else the pair is never told apart (both show STILL).
 MIN_NAMED_SHARE = 0.3
 #: The smallest margin (score units: natural-log odds) a posture must win by.
@@ -132,6 +131,9 @@ class PersonalSettings:
     #: Also a linear discriminant on the shared model's own features of the
     #: window (how the body moves, placement-free), with two postures or more.
     discriminant: bool = True
+    #: A posture is named past the lead at which the calibration's own check
+    #: named this share of its windows right (:func:`confident_margin`).
+    named_precision: float = 0.95
 
 
 @dataclass
@@ -424,16 +426,16 @@ def learn_margins(
     for i, j in itertools.combinations(range(k), 2):
         d = np.concatenate(leads.get((i, j), [np.empty(0)]))
         accuracy = float(np.mean(d > 0)) if len(d) else 0.0
-        margin = confident_margin(d)
+        margin = confident_margin(d, settings.named_precision)
         margins[i, j] = margins[j, i] = margin
         report.append((round(accuracy, 4), round(margin, 3)))
     return margins, report
 
 
-def confident_margin(leads: np.ndarray) -> float:
+def confident_margin(leads: np.ndarray, precision: float = 0.95) -> float:
     """The smallest lead (at least :data:`MARGIN_FLOOR`) past which the
-    check's windows were named right at least :data:`NAMED_PRECISION` of the
-    time; :data:`INSEPARABLE` when fewer than :data:`MIN_NAMED_SHARE` of them
+    check's windows were named right at least ``precision`` of the time
+    (:attr:`PersonalSettings.named_precision`); :data:`INSEPARABLE` when fewer than :data:`MIN_NAMED_SHARE` of them
     get past it (or there was no check).
 
     >>> confident_margin(np.array([5.0, 6.0, 7.0, -1.0]))   # halfway between the last right and the first wrong
@@ -446,7 +448,7 @@ def confident_margin(leads: np.ndarray) -> float:
     size = np.abs(leads)
     order = np.argsort(-size)
     right = np.cumsum(leads[order] > 0) / np.arange(1, len(leads) + 1)  # precision of the k most confident
-    good = np.flatnonzero(right >= NAMED_PRECISION)
+    good = np.flatnonzero(right >= precision)
     if len(good) == 0:
         return INSEPARABLE
     k = int(good.max())  # the most windows named at that precision

@@ -219,6 +219,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=60.0, help="first seconds of each activity used")
     parser.add_argument("--max-angle", type=float, default=PersonalSettings.max_angle)
     parser.add_argument("--no-half-turns", action="store_true")
+    parser.add_argument("--no-discriminant", action="store_true", help="no discriminant on the shared model's features")
+    parser.add_argument(
+        "--named-precision", type=float, nargs="+", default=[PersonalSettings.named_precision], help="one run each"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=REPORT)
     args = parser.parse_args(argv)
@@ -228,14 +232,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     activities = (
         list(ACTIVITIES) if args.activities == "all" else [a.strip().upper() for a in args.activities.split(",")]
     )
-    settings = PersonalSettings(max_angle=args.max_angle, half_turns=not args.no_half_turns)
-    report = run(subjects, activities, args.seconds, settings, args.seed)
-    report["subject_set"] = args.subjects
-    print(f"\n{settings}, activities {activities}, subjects {args.subjects}")
-    print(table(report), flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     existing = json.loads(args.out.read_text()) if args.out.is_file() else []
-    args.out.write_text(json.dumps(existing + [report], indent=2) + "\n")
+    for precision in args.named_precision:
+        settings = PersonalSettings(
+            max_angle=args.max_angle,
+            half_turns=not args.no_half_turns,
+            discriminant=not args.no_discriminant,
+            named_precision=precision,
+        )
+        report = run(subjects, activities, args.seconds, settings, args.seed)
+        report["subject_set"] = args.subjects
+        print(f"\n{settings}, activities {activities}, subjects {args.subjects}")
+        print(table(report), flush=True)
+        existing.append(report)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(existing, indent=2) + "\n")
     return 0
 
 
