@@ -19,7 +19,7 @@ shared model, in the same batch as every other device:
   that the evidence does not separate the best posture from the next one by
   the *margin* learned for that pair (:func:`learn_margins`: a two-fold check
   on the calibration's own windows, first half against second half, finds
-  the lead past which 95 % were named right);
+  the lead past which 90 % were named right);
 - the *half-turns* the device may come back in (a phone back in a pocket top
   down, or with the screen facing the other way, sees gravity with two
   components' signs flipped): with :attr:`PersonalSettings.half_turns` (the
@@ -133,7 +133,7 @@ class PersonalSettings:
     discriminant: bool = True
     #: A posture is named past the lead at which the calibration's own check
     #: named this share of its windows right (:func:`confident_margin`).
-    named_precision: float = 0.95
+    named_precision: float = 0.9
 
 
 @dataclass
@@ -432,7 +432,7 @@ def learn_margins(
     return margins, report
 
 
-def confident_margin(leads: np.ndarray, precision: float = 0.95) -> float:
+def confident_margin(leads: np.ndarray, precision: float = 0.9) -> float:
     """The smallest lead (at least :data:`MARGIN_FLOOR`) past which the
     check's windows were named right at least ``precision`` of the time
     (:attr:`PersonalSettings.named_precision`); :data:`INSEPARABLE` when fewer than :data:`MIN_NAMED_SHARE` of them
