@@ -438,8 +438,10 @@ def confident_margin(leads: np.ndarray, precision: float = 0.9) -> float:
     (:attr:`PersonalSettings.named_precision`); :data:`INSEPARABLE` when fewer than :data:`MIN_NAMED_SHARE` of them
     get past it (or there was no check).
 
-    >>> confident_margin(np.array([5.0, 6.0, 7.0, -1.0]))   # halfway between the last right and the first wrong
+    >>> confident_margin(np.array([5.0, 6.0, 7.0, -1.0]), 0.95)   # halfway between the last right and the first wrong
     3.0
+    >>> confident_margin(np.array([30.0, 40.0, 50.0]))   # never wrong: the floor
+    2.0
     >>> confident_margin(np.array([1.0, -1.0, 0.5, -0.5])) == INSEPARABLE
     True
     """
@@ -453,7 +455,8 @@ def confident_margin(leads: np.ndarray, precision: float = 0.9) -> float:
         return INSEPARABLE
     k = int(good.max())  # the most windows named at that precision
     ranked = size[order]
-    cut = (ranked[k] + ranked[k + 1]) / 2 if k + 1 < len(ranked) else ranked[k]
+    # every window named at that precision: nothing in the check asks for more than the floor
+    cut = (ranked[k] + ranked[k + 1]) / 2 if k + 1 < len(ranked) else 0.0
     margin = max(MARGIN_FLOOR, float(cut))
     if np.mean(size >= margin) < MIN_NAMED_SHARE:
         return INSEPARABLE
