@@ -100,7 +100,10 @@ def run(args: argparse.Namespace) -> int:
 
     print(f"load average at start: {os.getloadavg()[0]:.1f} (2 cores shared with other jobs)")
     fit, base = _fit()
-    shared = ServedModel("any", "any", base.model_id, PLACEMENT_FREE, base.context_steps)
+    from harstream.models.personal import window_features
+
+    # the shared model as a staged worker serves it (its feature stage: the heads' discriminant needs it)
+    shared = ServedModel("any", "any", base.model_id, PLACEMENT_FREE, base.context_steps, features=window_features)
     print("| models written | noticed → all serving (s) | ticks | load ms median / max | memory per model (kB) |")
     print("|---|---|---|---|---|")
     for count in args.models:
@@ -122,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
             rss = _rss_mb()
             noticed = time.perf_counter()
             ticks, now = 0, 1.0
-            while len(router.personal) < count and ticks < 100_000:
+            while len(router.personal) < count and ticks < 100_000 and not registry.refusals:
                 registry.poll(now, router)
                 ticks += 1
                 now += 0.1
@@ -152,8 +155,6 @@ def run(args: argparse.Namespace) -> int:
         heads = [read_personal_file(p) for p in sorted(folder.iterdir())]
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-
-    from harstream.models.personal import window_features
 
     features = window_features(windows)  # the worker has them already (the shared model's feature stage)
 
