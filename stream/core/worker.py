@@ -390,6 +390,17 @@ class StreamCore:
             self.drops[reason] += n - 1
             self._drop(reason, f"device {batch.device}: {n} barometer readings refused ({reason})")
 
+    def judge(self, batch: SampleBatch, now: float) -> str | None:
+        """What the device's incarnation would make of ``batch`` arriving at
+        ``now`` (``incarnation.NEXT``, ``GAP``, ``JUMP``, ``FOREIGN``, ...), or
+        None for a device without state; changes nothing. An edge that keeps
+        its own seq bookkeeping in front of the core asks this first, so a
+        message the core refuses moves nothing there either."""
+        state = self.devices.get(batch.device)
+        if state is None:
+            return None
+        return state.incarnation.judge(batch.seq, now, batch.session, batch.rate, batch.meta.get("replay") is True)
+
     def _placement(self, batch: SampleBatch) -> str | None:
         """The placement the batch declares; a value we do not serve is
         ignored (counted and logged once), its samples are kept."""

@@ -51,6 +51,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import redis
 
+from harstream.stream.core.incarnation import FOREIGN, JUMP
 from harstream.stream.core.model_routing import ModelRouter, ServedModel
 from harstream.stream.core.pipeline import STEP
 from harstream.stream.core.protocol import ProtocolError, decode_samples, encode_prediction, encode_signal, encode_stats
@@ -249,10 +250,7 @@ class RedisWorker:
                     first_seq.setdefault(batch.device, batch.seq)
                     done = owned.committed.get(batch.device)
                     start = 0 if done is None else max(0, (done + 1 - context_windows) * STEP)
-                    admitted = owned.grid.admit(batch, start_at=start)
-                    if admitted is not None:
-                        core.accept(admitted, now)
-                        replayed += 1
+                    replayed += _admit(owned, batch, now, start)
                 cursor = "(" + _text(entries[-1][0])
                 if len(entries) < 5000:
                     break
@@ -352,9 +350,7 @@ class RedisWorker:
             for _entry_id, fields in entries:
                 batch = self._decode(owned, fields)
                 if batch is not None:
-                    admitted = owned.grid.admit(batch)
-                    if admitted is not None:
-                        owned.core.accept(admitted, now)
+                    _admit(owned, batch, now)
                 n += 1
             try:
                 self.leases.ack(owned.lease, GROUP, [e[0] for e in entries])
@@ -723,6 +719,22 @@ def serve_redis(
         if personal is not None:
             personal.close()
         sockets.close(1000)
+
+
+def _admit(owned: Owned, batch, now: float, start_at: int = 0) -> bool:
+    """Give one logged batch to the partition's core through its window grid;
+    True if the core got samples. A batch the core's incarnation refuses (a
+    seq jump far ahead, another session on a live device) goes to the core
+    unaligned, which counts it (``jump``, ``session``) as the bus worker
+    does, and never reaches the grid: it must not move the device's seq."""
+    if owned.core.judge(batch, now) in (JUMP, FOREIGN):
+        owned.core.accept(batch, now)
+        return False
+    admitted = owned.grid.admit(batch, start_at=start_at)
+    if admitted is None:
+        return False
+    owned.core.accept(admitted, now)
+    return True
 
 
 def _stored_probs(owned: Owned, window, key: int | None) -> list[float]:
