@@ -260,3 +260,31 @@ def test_a_producer_naming_a_live_device_with_a_seq_far_ahead_is_refused_and_the
     finally:
         pub.close(0)
     assert max(d.good_windows()) < 10**6
+
+
+def test_devices_gone_quiet_are_forgotten_by_the_broker_and_a_live_one_is_kept(durable_factory):
+    """Without a policy every id ever seen stays in hs:latest and the progress
+    hashes for good; an id-rotating client grows them without bound."""
+    d = durable_factory(log_config=LogConfig(partitions=PARTITIONS, forget_after_s=1.0))
+    client = connect(d.url)
+    keys = Keys()
+    rotated = [f"rotated-{i}" for i in range(8)]
+
+    def known() -> set[str]:
+        names = {k.decode() for k in client.hkeys(keys.latest)}
+        for p in range(PARTITIONS):
+            names |= {k.decode() for k in client.hkeys(keys.progress(p))}
+        return names
+
+    pub = d.publisher()
+    try:
+        for name in rotated:  # two windows each, then never again
+            pub.send_multipart(junk(name, 0, n=192))
+        assert d.wait(lambda: set(rotated) <= known()), known()
+        assert d.wait(lambda: not set(rotated) & known(), timeout=20), known()
+    finally:
+        pub.close(0)
+    assert GOOD in known()
+    with d.lock:
+        assert d.stats["broker"]["forgotten_devices"] >= len(rotated)
+    assert all(client.zcard(keys.seen(p)) <= 1 for p in range(PARTITIONS))

@@ -52,12 +52,15 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
-# KEYS: lease, progress, predictions, latest
+# KEYS: lease, progress, predictions, latest, seen
 # ARGV: value, maxlen, then (device, window, prediction JSON, progress JSON) per prediction
 # -> {written, skipped} or -1 when fenced. A window at or below the device's
 # committed one is skipped: a replay overwrites nothing and duplicates nothing.
+# Each written device is scored in ``seen`` by the server's time, for _FORGET.
 _COMMIT = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local written, skipped = 0, 0
 for i = 3, #ARGV, 4 do
   local device, window = ARGV[i], tonumber(ARGV[i + 1])
@@ -68,12 +71,30 @@ for i = 3, #ARGV, 4 do
     redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], '*', 'device', device, 'window', ARGV[i + 1], 'p', ARGV[i + 2])
     redis.call('HSET', KEYS[4], device, ARGV[i + 2])
     redis.call('HSET', KEYS[2], device, ARGV[i + 3])
+    redis.call('ZADD', KEYS[5], now, device)
     written = written + 1
   else
     skipped = skipped + 1
   end
 end
 return {written, skipped}
+"""
+
+# KEYS: lease, progress, latest, seen; ARGV: value, age_ms, limit
+# -> devices forgotten, or -1 when fenced: up to ``limit`` devices of the
+# partition whose last window was committed more than ``age_ms`` ago lose
+# their progress record and their latest prediction.
+_FORGET = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local old = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now - tonumber(ARGV[2]), 'LIMIT', 0, tonumber(ARGV[3]))
+for _, device in ipairs(old) do
+  redis.call('HDEL', KEYS[2], device)
+  redis.call('HDEL', KEYS[3], device)
+  redis.call('ZREM', KEYS[4], device)
+end
+return #old
 """
 
 # KEYS: lease, stream; ARGV: value, group, ids... -> acked count or -1 when fenced
@@ -111,6 +132,7 @@ class Leases:
         self._release = client.register_script(_RELEASE)
         self._commit = client.register_script(_COMMIT)
         self._ack = client.register_script(_ACK)
+        self._forget = client.register_script(_FORGET)
 
     def heartbeat(self, worker: str, leave: bool = False) -> list[str]:
         """Refresh ``worker``'s membership; the live members, sorted."""
@@ -150,12 +172,26 @@ class Leases:
                 self.keys.progress(lease.partition),
                 self.keys.predictions,
                 self.keys.latest,
+                self.keys.seen(lease.partition),
             ],
             args=args,
         )
         if out == -1:
             raise Fenced(f"partition {lease.partition}: lease epoch {lease.epoch} no longer held by {lease.worker}")
         return int(out[0]), int(out[1])
+
+    def forget(self, lease: Lease, older_than_ms: int, limit: int = 1000) -> int:
+        """Remove the progress record and latest prediction of up to ``limit``
+        devices of the partition whose last window was committed more than
+        ``older_than_ms`` ago (server time); how many. :class:`Fenced` if not ours."""
+        p = lease.partition
+        out = self._forget(
+            keys=[self.keys.lease(p), self.keys.progress(p), self.keys.latest, self.keys.seen(p)],
+            args=[lease.value, int(older_than_ms), int(limit)],
+        )
+        if out == -1:
+            raise Fenced(f"partition {p}: lease epoch {lease.epoch} no longer held by {lease.worker}")
+        return int(out)
 
     def ack(self, lease: Lease, group: str, ids: list) -> int:
         if not ids:

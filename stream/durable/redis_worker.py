@@ -77,6 +77,9 @@ class LogConfig:
     warmup_windows: int = 2  # windows of filter warm-up before the first context window
     read_count: int = 2000  # entries per partition per read
     predictions_maxlen: int = 100_000  # the capped predictions stream
+    # A device with no window committed for this long loses its progress record and latest
+    # prediction in the broker (0: kept for ever); an id-rotating client cannot grow them for good.
+    forget_after_s: float = 3600.0
     prefix: str = PREFIX
     allow_remote_broker: bool = False  # a broker off this machine (see broker.connect)
 
@@ -156,6 +159,7 @@ class RedisWorker:
         self._latencies: list[float] = []
         self._lags: list[float] = []
         self._lock = threading.Lock()
+        self._next_forget = 0.0
         self._lost: set[int] = set()
         self._renewer_stop = threading.Event()
         self._renewer = threading.Thread(target=self._renew_loop, name="lease-renewer", daemon=True)
@@ -483,6 +487,9 @@ class RedisWorker:
         """Signals, idle devices, and the personal-model folder."""
         if self.personal is not None:
             self.apply_registry(now)
+        if self.lc.forget_after_s > 0 and now >= self._next_forget:
+            self._next_forget = now + 1.0
+            self.forget_old_devices()
         for o in self.owned.values():
             for signal in o.core.take_signals(now):
                 self.send(encode_signal(signal))
@@ -491,6 +498,18 @@ class RedisWorker:
                 o.committed.pop(device, None)
                 o.stored.pop(device, None)
                 o.recent.pop(device, None)
+
+    def forget_old_devices(self) -> int:
+        """Let the broker forget the owned partitions' devices with no window
+        committed for ``forget_after_s`` (fenced, as every write); how many."""
+        gone = 0
+        for p, o in list(self.owned.items()):
+            try:
+                gone += self.leases.forget(o.lease, int(self.lc.forget_after_s * 1000))
+            except Fenced as exc:
+                self._drop(p, str(exc))
+        self.counts["forgotten_devices"] += gone
+        return gone
 
     def apply_registry(self, now: float) -> None:
         """Let the personal-model registry update the router; count its
