@@ -163,11 +163,13 @@ class Durable:
         time.sleep(0.3)  # the connection is up before the first message (PUB drops before)
         return sock
 
-    def assert_good_device_goes_on(self, more: int = 5, timeout: float = 30.0) -> None:
+    def assert_good_device_goes_on(self, more: int = 5, timeout: float = 30.0, max_lost: int = 0) -> None:
         before = len(self.good_windows())
         assert self.wait(lambda: len(self.good_windows()) >= before + more, timeout), "the good device stopped"
         windows = self.good_windows()
-        assert windows == list(range(windows[0], windows[0] + len(windows))), "the good device was reset"
+        assert windows == sorted(set(windows)), "the good device was reset"
+        lost = windows[-1] - windows[0] + 1 - len(windows)
+        assert lost <= max_lost, f"the good device lost {lost} windows"
 
     def close(self) -> None:
         self.stop.set()
@@ -239,7 +241,9 @@ def test_a_full_broker_refuses_what_does_not_fit_and_the_good_device_goes_on(dur
         for i in range(400):  # 48 MB of valid samples from ten devices, as fast as the bus takes them
             pub.send_multipart(junk(f"junk-{i % 10}", (i // 10) * 5000))
         assert d.wait(lambda: d.rejected().get("broker_full", 0) >= 1, timeout=60), d.bridge_stats
-        d.assert_good_device_goes_on(more=10, timeout=60)
+        # While the broker is full its writes can be refused for a moment: a window or two may go
+        # (counted as broker_full), never the device's numbering, and it gets in as soon as there is room.
+        d.assert_good_device_goes_on(more=10, timeout=60, max_lost=4)
     finally:
         pub.close(0)
     with d.lock:
@@ -285,6 +289,5 @@ def test_devices_gone_quiet_are_forgotten_by_the_broker_and_a_live_one_is_kept(d
     finally:
         pub.close(0)
     assert GOOD in known()
-    with d.lock:
-        assert d.stats["broker"]["forgotten_devices"] >= len(rotated)
+    assert d.wait(lambda: d.stats.get("broker", {}).get("forgotten_devices", 0) >= len(rotated)), d.stats["broker"]
     assert all(client.zcard(keys.seen(p)) <= 1 for p in range(PARTITIONS))

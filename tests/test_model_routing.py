@@ -180,8 +180,8 @@ def test_stats_count_devices_per_mode_and_list_the_models_served():
     for device in ("replay-1", "phone:a", "phone:b"):
         send(core, device, 0)
     stats = core.stats(now=1.0)
-    assert stats["modes"] == {"waist": 1, "any": 2}
-    assert [(m["mode"], m["devices"]) for m in stats["models"]] == [("waist", 1), ("any", 2)]
+    assert stats.modes == {"waist": 1, "any": 2}
+    assert [(m["mode"], m["devices"]) for m in stats.models] == [("waist", 1), ("any", 2)]
 
 
 def test_a_core_without_a_router_serves_its_one_model_as_before():

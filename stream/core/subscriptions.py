@@ -31,12 +31,14 @@ from harstream.stream.core.protocol import SIGNAL_PREFIX, signal_topic
 MAX_PREFIXES = 10_000  # more than this and every topic counts as wanted from then on (never lose output to a limit)
 # The longest prefix worth keeping: longer than any topic the output bus carries
 # (``p/`` + a 64-character device id + ``/``; a stats topic names a worker), so a
-# longer one can match nothing. ZeroMQ keeps every subscription in a trie of one
-# node per byte (about 80 bytes of memory per byte of prefix), so an XPUB socket
-# takes no subscription message longer than MAX_SUBSCRIPTION_BYTES (ZMQ_MAXMSGSIZE:
-# the peer sending one is disconnected before it is held).
+# longer one can match nothing and is counted (``too_long``), not kept. ZeroMQ keeps
+# every subscription in a trie of one node per byte (about 80 bytes of memory per
+# byte of prefix), so an XPUB socket takes no message longer than
+# MAX_SUBSCRIPTION_BYTES (ZMQ_MAXMSGSIZE: the peer sending one is disconnected
+# before it is held). That bound also applies to the CURVE handshake's commands
+# (INITIATE is about 300 bytes), hence 1 KiB rather than a topic's length.
 MAX_PREFIX_BYTES = 255
-MAX_SUBSCRIPTION_BYTES = 1 + MAX_PREFIX_BYTES  # the (un)subscribe flag byte, then the prefix
+MAX_SUBSCRIPTION_BYTES = 1024  # and CURVE handshake commands (INITIATE: ~300 bytes), which count too
 MAX_CHANGES = 256  # recent changes listed for consumers; one further back sees "anything may have changed"
 
 
@@ -91,7 +93,7 @@ class Subscriptions:
         if not message or message[0] not in (0, 1):
             self.ignored += 1
             return False
-        if len(message) > MAX_SUBSCRIPTION_BYTES:
+        if len(message) - 1 > MAX_PREFIX_BYTES:
             self.too_long += 1
             return False
         if self.overflowed:
