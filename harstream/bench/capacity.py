@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import argparse
 
-from harstream.commands._options import SECONDS, SECONDS_OR_OFF, Number
+from harstream.commands._options import PARTITIONS, SECONDS, SECONDS_OR_OFF, Number
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -62,7 +62,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="measure the durable path too (redis-server + bridge + workers on the log), "
         "each device count right after the bus path's run, and compare their CPU per device-second",
     )
-    parser.add_argument("--partitions", type=int, default=12, help="partitions of the log with --redis (default 12)")
+    parser.add_argument(
+        "--partitions", type=PARTITIONS, default=12, help="partitions of the log with --redis (default 12)"
+    )
     parser.add_argument(
         "--profile", default=None, metavar="FILE", help="run the (first) worker under cProfile and write the stats here"
     )
@@ -72,8 +74,6 @@ def run(args: argparse.Namespace) -> int:
     import os
 
     print(f"load average at start: {os.getloadavg()[0]:.1f} (2 cores shared with other jobs)")
-    if getattr(args, "redis", False) and not 1 <= args.partitions <= 1024:
-        raise SystemExit(f"capacity: --partitions {args.partitions} outside 1..1024")
     rows, pairs = [], []
     for shards in args.shards:
         for n in args.devices:
