@@ -163,19 +163,7 @@ class Leases:
 
         Returns (written, skipped as already committed); :class:`Fenced` if not ours.
         """
-        args: list = [lease.value, maxlen]
-        for device, window, body, progress in rows:
-            args += [device, window, _dumps(body), _dumps(progress)]
-        out = self._commit(
-            keys=[
-                self.keys.lease(lease.partition),
-                self.keys.progress(lease.partition),
-                self.keys.predictions,
-                self.keys.latest,
-                self.keys.seen(lease.partition),
-            ],
-            args=args,
-        )
+        out = self._commit(keys=self._commit_keys(lease), args=self._commit_args(lease, rows, maxlen))
         if out == -1:
             raise Fenced(f"partition {lease.partition}: lease epoch {lease.epoch} no longer held by {lease.worker}")
         return int(out[0]), int(out[1])
@@ -193,6 +181,50 @@ class Leases:
             raise Fenced(f"partition {p}: lease epoch {lease.epoch} no longer held by {lease.worker}")
         return int(out)
 
+    def ack_many(self, group: str, acks: list[tuple[Lease, list]]) -> list[int | Fenced]:
+        """:meth:`ack` for several partitions in one round trip: per partition,
+        entries acknowledged or the :class:`Fenced` it met (not raised)."""
+        acks = [(lease, ids) for lease, ids in acks if ids]
+        if not acks:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for lease, ids in acks:
+            self._ack(
+                keys=[self.keys.lease(lease.partition), self.keys.partition(lease.partition)],
+                args=[lease.value, group, *ids],
+                client=pipe,
+            )
+        out: list[int | Fenced] = []
+        for (lease, _), result in zip(acks, pipe.execute()):
+            out.append(_fenced(lease) if result == -1 else int(result))
+        return out
+
+    def commit_many(
+        self, commits: list[tuple[Lease, list[tuple[str, int, dict, dict]]]], maxlen: int
+    ) -> list[tuple[int, int] | Fenced]:
+        """:meth:`commit` for several partitions in one round trip: per
+        partition, (written, skipped) or the :class:`Fenced` it met (not raised)."""
+        if not commits:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for lease, rows in commits:
+            self._commit(keys=self._commit_keys(lease), args=self._commit_args(lease, rows, maxlen), client=pipe)
+        out: list[tuple[int, int] | Fenced] = []
+        for (lease, _), result in zip(commits, pipe.execute()):
+            out.append(_fenced(lease) if result == -1 else (int(result[0]), int(result[1])))
+        return out
+
+    def _commit_keys(self, lease: Lease) -> list[str]:
+        p = lease.partition
+        return [self.keys.lease(p), self.keys.progress(p), self.keys.predictions, self.keys.latest, self.keys.seen(p)]
+
+    @staticmethod
+    def _commit_args(lease: Lease, rows: list[tuple[str, int, dict, dict]], maxlen: int) -> list:
+        args: list = [lease.value, maxlen]
+        for device, window, body, progress in rows:
+            args += [device, window, _dumps(body), _dumps(progress)]
+        return args
+
     def ack(self, lease: Lease, group: str, ids: list) -> int:
         if not ids:
             return 0
@@ -203,6 +235,10 @@ class Leases:
         if out == -1:
             raise Fenced(f"partition {lease.partition}: lease epoch {lease.epoch} no longer held by {lease.worker}")
         return int(out)
+
+
+def _fenced(lease: Lease) -> Fenced:
+    return Fenced(f"partition {lease.partition}: lease epoch {lease.epoch} no longer held by {lease.worker}")
 
 
 def _dumps(obj: dict) -> str:

@@ -312,6 +312,7 @@ class RedisWorker:
         reply = self.client.xreadgroup(GROUP, self.worker_id, streams, count=self.lc.read_count, block=block_ms or None)
         n = 0
         now = time.monotonic()
+        acks: list[tuple[int, Lease, list]] = []
         for stream, entries in reply or []:
             p = int(_text(stream).rsplit(":", 1)[1])
             owned = self.owned.get(p)
@@ -322,10 +323,14 @@ class RedisWorker:
                 if batch is not None:
                     owned.admit(batch, now)
                 n += 1
-            try:
-                self.leases.ack(owned.lease, GROUP, [e[0] for e in entries])
-            except Fenced as exc:
-                self._drop(p, str(exc))
+            acks.append((p, owned.lease, [e[0] for e in entries]))
+        # every partition's acknowledgement in one round trip, each fenced by its own lease
+        results = self.leases.ack_many(GROUP, [(lease, ids) for _, lease, ids in acks if ids])
+        for (p, _, _), result in zip([a for a in acks if a[2]], results):
+            if isinstance(result, Fenced):
+                if p in self.owned:
+                    self.owned[p].fence()
+                self._drop(p, str(result))
         self.counts["entries"] += n
         return n
 
@@ -398,21 +403,26 @@ class RedisWorker:
         now = time.monotonic()
         wall = time.time()
         offset = 0
+        settled_all = []
         for p, o, taken, keys, old in jobs:
             k_new = int((~old).sum())
             settled = o.settle(taken, keys, old, probs_new[offset : offset + k_new], now)
             offset += k_new
             self.counts["unkeyed"] += settled.unkeyed
             self.counts["replayed_windows"] += settled.replayed
-            if settled.rows:
-                try:
-                    written, skipped = self.leases.commit(o.lease, settled.rows, self.lc.predictions_maxlen)
-                    self.counts["committed"] += written
-                    self.counts["skipped_committed"] += skipped
-                except Fenced as exc:
-                    self.counts["fenced"] += len(settled.rows)
-                    o.fence()
-                    self._drop(p, str(exc))
+            settled_all.append((p, o, settled))
+        # every partition's commit in one round trip, each fenced by its own lease
+        to_commit = [(p, o, settled) for p, o, settled in settled_all if settled.rows]
+        results = self.leases.commit_many([(o.lease, st.rows) for _, o, st in to_commit], self.lc.predictions_maxlen)
+        for (p, o, settled), result in zip(to_commit, results):
+            if isinstance(result, Fenced):
+                self.counts["fenced"] += len(settled.rows)
+                o.fence()
+                self._drop(p, str(result))
+            else:
+                self.counts["committed"] += result[0]
+                self.counts["skipped_committed"] += result[1]
+        for _, o, settled in settled_all:
             out = o.to_publish(settled)  # a stale owner publishes nothing
             for pred in out:
                 self._latencies.append(pred.latency_ms)
