@@ -267,7 +267,7 @@ class RedisWorker:
         owned = self.owned.get(p)
         if owned is None:
             return
-        while owned.core.pending:
+        while owned.core.waiting:
             self._run_batches(now, only=p, force=True)
         self.leases.release(owned.lease)
         self._drop(p, "released")
@@ -352,7 +352,7 @@ class RedisWorker:
             parts = [
                 (p, o)
                 for p, o in self.owned.items()
-                if (only is None or p == only) and (o.core.batch_due(now) or (force and o.core.pending))
+                if (only is None or p == only) and (o.core.batch_due(now) or (force and o.core.waiting))
             ]
             if not parts:
                 break
@@ -446,8 +446,13 @@ class RedisWorker:
             if now >= self._next_balance:
                 self._next_balance = now + self.lc.balance_every_ms / 1000
                 self.balance(now)
-            due = any(o.core.pending for o in self.owned.values())
-            self.read(now, block_ms=0 if due else int(max(1.0, min(10.0, (wake - now) * 1000))))
+            # Wait for entries until the oldest waiting window must run (never past 10 ms or the next
+            # chore), not in a busy loop of non-blocking reads while windows wait for a batch to fill.
+            for o in self.owned.values():
+                deadline = o.core.next_deadline()
+                if deadline is not None:
+                    wake = min(wake, deadline)
+            self.read(now, block_ms=int(min(10.0, (wake - now) * 1000)) if wake > now + 0.001 else 0)
             self._run_batches(time.monotonic())
             if not self.broker_up:
                 log.warning("%s: broker %s back", self.worker_id, self.url)
