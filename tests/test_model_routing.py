@@ -187,8 +187,8 @@ def test_stats_count_devices_per_mode_and_list_the_models_served():
     for device in ("replay-1", "phone:a", "phone:b"):
         send(core, device, 0)
     stats = core.stats(now=1.0)
-    assert stats["modes"] == {"waist": 1, "any": 2}
-    assert [(m["mode"], m["devices"]) for m in stats["models"]] == [("waist", 1), ("any", 2)]
+    assert stats.modes == {"waist": 1, "any": 2}
+    assert [(m["mode"], m["devices"]) for m in stats.models] == [("waist", 1), ("any", 2)]
 
 
 def test_a_core_without_a_router_serves_its_one_model_as_before():
@@ -278,7 +278,7 @@ def test_a_thousand_calibrated_devices_share_one_model_call_per_batch():
     got, calls = still_everywhere(core)
     assert calls == 2 and {p.label for p in got} == {"SITTING"}
     stats = core.stats(2.0)
-    assert [m for m in stats["models"] if m["mode"] == "personal"] == [
+    assert [m for m in stats.models if m["mode"] == "personal"] == [
         {
             "key": "personal",
             "mode": "personal",

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
+import pytest
 import zmq
 from conftest import wait_for
 
@@ -199,3 +201,98 @@ def test_a_consumer_too_far_behind_is_told_that_anything_may_have_changed():
     for i in range(MAX_CHANGES + 1):
         subs.feed(b"\x01g/d%d/" % i)
     assert subs.changes_since(0) is None and subs.changes_since(subs.version - 1) == [b"g/d%d/" % MAX_CHANGES]
+
+
+def test_a_prefix_longer_than_any_topic_is_counted_and_not_kept():
+    from harstream.stream.core.subscriptions import MAX_PREFIX_BYTES
+
+    subs = Subscriptions()
+    assert subs.feed(b"\x01" + b"g/" + b"x" * (MAX_PREFIX_BYTES - 2)) is True  # the longest kept
+    assert subs.feed(b"\x01" + b"g/" + b"x" * 60_000) is False
+    assert subs.stats()["too_long"] == 1 and len(subs) == 1
+
+
+def _rss() -> int:
+    import os
+
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.fixture(params=["bus", "durable"])
+def any_worker(request, ipc_address):
+    """A worker of either edge in a thread, binding its output on ``ipc``;
+    yields (output address, stop event, thread)."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    output = ipc_address(f"out-{request.param}")
+    stop, ready = threading.Event(), threading.Event()
+    common = dict(
+        runtime=NullRuntime(6),
+        classes=ACTIVITIES,
+        model_id="none",
+        output=output,
+        worker_id="w",
+        stop=stop,
+        stats_every=0.1,
+        on_ready=ready.set,
+        printer=None,
+    )
+    cleanup = []
+    if request.param == "bus":
+        target, kwargs = serve, dict(common, ingest=ipc_address("in-bus"))
+    else:
+        if shutil.which("redis-server") is None:
+            pytest.skip("redis-server is not installed")
+        from harstream.stream.durable.broker import start_redis
+        from harstream.stream.durable.redis_worker import LogConfig, serve_redis
+
+        folder = Path(tempfile.mkdtemp(prefix="hs-redis-"))
+        proc, url = start_redis(folder, unix_socket=folder / "redis.sock")
+        cleanup.append(lambda: (proc.terminate(), proc.wait(10), shutil.rmtree(folder, ignore_errors=True)))
+        target, kwargs = serve_redis, dict(common, url=url, log_config=LogConfig(partitions=2))
+    thread = threading.Thread(target=target, kwargs=kwargs, daemon=True)
+    thread.start()
+    assert ready.wait(30), f"{request.param} worker did not start"
+    try:
+        yield output, stop, thread
+    finally:
+        stop.set()
+        thread.join(30)
+        for step in cleanup:
+            step()
+
+
+def test_subscriptions_longer_than_any_topic_cost_a_worker_no_memory_and_its_output_goes_on(any_worker):
+    """ZeroMQ keeps a subscription in a trie of a node per byte (~80 bytes each):
+    30 prefixes of 60 kB would hold ~140 MB in the worker for as long as it runs."""
+    output, _stop, thread = any_worker
+    ctx = zmq.Context()
+    good = ctx.socket(zmq.SUB)
+    good.setsockopt(zmq.SUBSCRIBE, b"stats/")
+    good.connect(output)
+    hostile = ctx.socket(zmq.SUB)
+    hostile.setsockopt(zmq.LINGER, 0)
+    try:
+        assert wait_for(lambda: good.poll(100) and good.recv_multipart(), timeout=20), "no stats before"
+        for i in range(30):  # before connecting: the subscriber's own copy is not the worker's cost
+            hostile.setsockopt(zmq.SUBSCRIBE, b"g/%d-" % i + b"x" * 60_000)
+        time.sleep(0.5)
+        mem0 = _rss()
+        hostile.connect(output)
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:  # let both sides' I/O threads move the subscriptions
+            hostile.getsockopt(zmq.EVENTS)
+            time.sleep(0.05)
+        grown = _rss() - mem0
+        while good.poll(0):
+            good.recv_multipart()
+        assert wait_for(lambda: good.poll(100) and good.recv_multipart(), timeout=10), "stats stopped"
+    finally:
+        hostile.close(0)
+        good.close(0)
+        ctx.term()
+    assert thread.is_alive()
+    assert grown < 48 * 2**20, f"the worker's process grew by {grown / 2**20:.0f} MB"

@@ -163,8 +163,8 @@ def test_stats_report_rates_latency_and_drops():
     core.ingest([b"x"], 0.0)
     drain(core)
     stats = core.stats(now=2.0)
-    assert stats["devices"] == 1 and stats["samples_per_s"] == 128.0 and stats["windows_per_s"] == 1.5
-    assert stats["drops"] == {"frame_count": 1} and stats["latency_p99_ms"] == pytest.approx(1000.0)
+    assert stats.devices == 1 and stats.samples_per_s == 128.0 and stats.windows_per_s == 1.5
+    assert stats.drops == {"frame_count": 1} and stats.latency_p99_ms == pytest.approx(1000.0)
 
 
 def test_many_devices_filtered_together_get_exactly_their_own_windows(monkeypatch):

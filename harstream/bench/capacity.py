@@ -7,13 +7,20 @@ run. A run *keeps up* when the workers take in at least 97 % of the offered
 samples, nothing is dropped anywhere, and the lag (age of a window's last
 sample when its prediction leaves) does not grow from the first to the last
 third of the run. Prints a Markdown table for docs/BENCHMARKS.md.
+
+With ``--redis`` each run is made twice, on the bus and on the durable path
+(a redis-server on a Unix socket, ``harstream bridge`` and ``harstream worker
+--redis`` processes), and a second table sets the two side by side: the CPU
+of every process of the path (worker(s) and proxy on the bus; worker(s),
+bridge and redis-server on the log; the simulator in neither) and the
+device-seconds served per CPU-second.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from harstream.commands._options import SECONDS, SECONDS_OR_OFF, Number
+from harstream.commands._options import PARTITIONS, SECONDS, SECONDS_OR_OFF, Number
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -51,12 +58,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--personal",
-        type=int,
+        type=Number(int, 0, 10**6),
         default=None,
         metavar="N",
         help="the devices declare placement any (the placement-free model serves them) and the first N "
         "of them are calibrated: a personal model each, written into a fresh --personal-dir; "
         "0 = any mode, none calibrated (the baseline to compare with)",
+    )
+    parser.add_argument(
+        "--redis",
+        action="store_true",
+        help="measure the durable path too (redis-server + bridge + workers on the log), "
+        "each device count right after the bus path's run, and compare their CPU per device-second",
+    )
+    parser.add_argument(
+        "--partitions", type=PARTITIONS, default=12, help="partitions of the log with --redis (default 12)"
     )
     parser.add_argument(
         "--profile", default=None, metavar="FILE", help="run the (first) worker under cProfile and write the stats here"
@@ -67,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     import os
 
     print(f"load average at start: {os.getloadavg()[0]:.1f} (2 cores shared with other jobs)")
-    rows = []
+    rows, pairs = [], []
     for shards in args.shards:
         for n in args.devices:
             if args.personal is not None:
@@ -82,11 +98,43 @@ def run(args: argparse.Namespace) -> int:
                 result = measure(n, shards, args)
             rows.append(result)
             print(row(result), flush=True)
+            if getattr(args, "redis", False):
+                durable = measure(n, shards, args, durable=True)
+                rows.append(durable)
+                pairs.append((result, durable))
+                print(row(durable), flush=True)
     print()
     print(HEADER)
     for r in rows:
         print(row(r))
+    if pairs:
+        print()
+        print(PATHS_HEADER)
+        for bus, durable in pairs:
+            print(paths_row(bus, durable))
     return 0
+
+
+PATHS_HEADER = (
+    "| devices | workers | bus: CPU (cores) | bus: device-s per CPU-s | durable: CPU (cores: workers + bridge + "
+    "redis) | durable: device-s per CPU-s | durable cost per device-s (x bus) | both keep up |\n"
+    "|---|---|---|---|---|---|---|---|"
+)
+
+
+def per_cpu(r: dict) -> float:
+    """Device-seconds served per CPU-second of every process of the path."""
+    return r["taken"] / 50 / r["path_cpu"] if r["path_cpu"] > 0 else float("nan")
+
+
+def paths_row(bus: dict, durable: dict) -> str:
+    d = durable["path_parts"]
+    return (
+        f"| {bus['devices']} | {bus['workers']} | {bus['path_cpu']:.2f} | {per_cpu(bus):,.0f} "
+        f"| {durable['path_cpu']:.2f} ({d['workers']:.2f} + {d['bridge']:.2f} + {d['redis']:.2f}) "
+        f"| {per_cpu(durable):,.0f} | {per_cpu(bus) / per_cpu(durable):.2f} "
+        f"| {'yes' if bus['ok'] and durable['ok'] else 'no'} |"
+    )
 
 
 HEADER = (
@@ -99,7 +147,7 @@ HEADER = (
 
 def row(r: dict) -> str:
     return (
-        f"| {r['devices']} | {r['workers']} | {r['offered']:,.0f} | {r['taken']:,.0f} | {r['windows']:,.0f} "
+        f"| {r['devices']} | {r['workers']}{' (log)' if r.get('durable') else ''} | {r['offered']:,.0f} | {r['taken']:,.0f} | {r['windows']:,.0f} "
         f"| {r['batch']:.1f} | {r['lat50']:.1f} / {r['lat99']:.1f} | {r['lat99max']:.1f} "
         f"| {r['lag50']:.0f} / {r['lag99']:.0f} | {r['sim_drops']} / {r['worker_drops']} | {r['worker_cpu']:.2f} "
         f"| {r['taken'] / 50 / r['worker_cpu'] if r['worker_cpu'] > 0 else float('nan'):,.0f} | {r['sim_cpu']:.2f} "
@@ -172,6 +220,40 @@ def start_workers(shards: int, args: argparse.Namespace, env: dict, extra: list[
     return procs, env["HARSTREAM_OUTPUT"]
 
 
+def start_durable(shards: int, args: argparse.Namespace, env: dict, folder):
+    """redis-server, the bridge (binding the ingest) and ``shards`` workers on
+    the log (connecting to the output, which the bench binds); returns
+    (processes, output address, {part: pids} for the CPU count)."""
+    import subprocess
+    import sys
+
+    from harstream.stream.durable.broker import start_redis
+
+    redis_proc, url = start_redis(folder, unix_socket=folder / "redis.sock")
+    exe = [sys.executable, "-m", "harstream"]
+    partitions = str(args.partitions)
+    bridge = subprocess.Popen(
+        exe + ["bridge", "--redis", url, "--partitions", partitions, "--stats-every", "1000"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
+    base = ["worker", "--runtime", args.runtime, "--stats-every", "1000", "--redis", url, "--partitions", partitions]
+    base += list(getattr(args, "worker_arg", []))
+    if args.model:
+        base += ["--model", args.model]
+    workers = [
+        subprocess.Popen(
+            exe + base + ["--publish", ">" + env["HARSTREAM_OUTPUT"], "--id", f"log-worker-{k}"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+        )
+        for k in range(shards)
+    ]
+    parts = {"workers": [w.pid for w in workers], "bridge": [bridge.pid], "redis": [redis_proc.pid]}
+    # redis-server last: the others stop first (SIGTERM), so nothing waits on a broker gone away
+    return [bridge, *workers, redis_proc], env["HARSTREAM_OUTPUT"], parts
+
+
 def stop(procs) -> None:
     import signal
 
@@ -185,12 +267,17 @@ def stop(procs) -> None:
             p.kill()
 
 
-def measure(n: int, shards: int, args: argparse.Namespace, sim_extra: list[str] | None = None) -> dict:
+def measure(
+    n: int, shards: int, args: argparse.Namespace, sim_extra: list[str] | None = None, durable: bool = False
+) -> dict:
     import os
     import re
+    import shutil
     import subprocess
     import sys
+    import tempfile
     import time
+    from pathlib import Path
 
     import numpy as np
     import zmq
@@ -203,14 +290,21 @@ def measure(n: int, shards: int, args: argparse.Namespace, sim_extra: list[str] 
         "HARSTREAM_OUTPUT": free_address(),
         "TF_CPP_MIN_LOG_LEVEL": "2",
     }
-    procs, output = start_workers(shards, args, env)
+    folder = Path(tempfile.mkdtemp(prefix="hs-cap-")) if durable else None
+    if folder is not None:
+        procs, output, parts = start_durable(shards, args, env, folder)
+    else:
+        procs, output = start_workers(shards, args, env)
+        parts = {"workers": [p.pid for p in procs[-shards:]], "proxy": [p.pid for p in procs[:-shards]]}
     ctx = zmq.Context()
     sub = ctx.socket(zmq.SUB)
     sub.setsockopt(zmq.SUBSCRIBE, b"stats/")
     if getattr(args, "watch_signals", False):
         sub.setsockopt(zmq.SUBSCRIBE, b"g/")
-    direct = getattr(args, "direct", False) and shards > 1
-    if direct:  # the workers connect to us, and the simulator binds the ingest
+    direct = getattr(args, "direct", False) and shards > 1 and not durable
+    if durable:  # the workers on the log connect to us
+        sub.bind(output)
+    elif direct:  # the workers connect to us, and the simulator binds the ingest
         sub.bind(output)
         sim_extra = [*(sim_extra or []), "--publish", "@" + env["HARSTREAM_INGEST"]]
     else:
@@ -243,8 +337,8 @@ def measure(n: int, shards: int, args: argparse.Namespace, sim_extra: list[str] 
         sim = subprocess.Popen(sim_cmd + (sim_extra or []), env=env, stdout=subprocess.PIPE, text=True)
         t_start = time.monotonic()
         samples_rows = []
-        cpu_rows: list[tuple[float, float, float]] = []  # (t, worker CPU s, simulator CPU s)
-        worker_pids = [p.pid for p in procs[-shards:]]
+        cpu_rows: list[tuple[float, float, float, dict]] = []  # (t, worker CPU s, simulator CPU s, per part)
+        worker_pids = parts["workers"]
         while sim.poll() is None or time.monotonic() - t_start < total + 2:
             if time.monotonic() - t_start > total + 60:
                 break
@@ -255,7 +349,14 @@ def measure(n: int, shards: int, args: argparse.Namespace, sim_extra: list[str] 
                 s = decode_stats(frames)
                 s["_t"] = time.monotonic() - t_start
                 samples_rows.append(s)
-                cpu_rows.append((s["_t"], sum(cpu_seconds(p) for p in worker_pids), cpu_seconds(sim.pid)))
+                cpu_rows.append(
+                    (
+                        s["_t"],
+                        sum(cpu_seconds(p) for p in worker_pids),
+                        cpu_seconds(sim.pid),
+                        {part: sum(cpu_seconds(p) for p in pids) for part, pids in parts.items()},
+                    )
+                )
             elif sim.poll() is not None and time.monotonic() - t_start > total + 2:
                 break
         sim_out = sim.stdout.read() if sim.stdout else ""
@@ -267,6 +368,8 @@ def measure(n: int, shards: int, args: argparse.Namespace, sim_extra: list[str] 
         stop(procs)
         sub.close(0)
         ctx.term()
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
     # Stats from the simulator's own clock: time after warm-up, before it stopped.
     t_sim_started = min((s["_t"] for s in samples_rows if s["samples_per_s"] > 0), default=0.0)
     window = [s for s in samples_rows if t_sim_started + args.warmup <= s["_t"] <= t_sim_started + total]
@@ -289,8 +392,10 @@ def measure(n: int, shards: int, args: argparse.Namespace, sim_extra: list[str] 
         worker_cpu = (in_window[-1][1] - in_window[0][1]) / span
         alive = [c for c in in_window if c[2] > 0]  # 0 once the simulator has exited
         sim_cpu = (alive[-1][2] - alive[0][2]) / (alive[-1][0] - alive[0][0]) if len(alive) >= 2 else float("nan")
+        path_parts = {part: (in_window[-1][3][part] - in_window[0][3][part]) / span for part in parts}
     else:
         worker_cpu = sim_cpu = float("nan")
+        path_parts = {part: float("nan") for part in parts}
     lag = per_second("lag_p50_ms")
     thirds = np.array_split(lag, 3) if len(lag) >= 3 else [lag, lag, lag]
     growing = len(lag) >= 3 and np.median(thirds[2]) > np.median(thirds[0]) + 250.0
@@ -320,4 +425,7 @@ def measure(n: int, shards: int, args: argparse.Namespace, sim_extra: list[str] 
         "sim_cpu": sim_cpu,
         "ok": bool(window) and taken >= 0.97 * offered and sim_drops == 0 and worker_drops == 0 and not growing,
         "sim_line": sim_out.splitlines()[-1] if sim_out else "",
+        "durable": durable,
+        "path_cpu": sum(path_parts.values()),  # every process of the path: workers (+ proxy | bridge + redis)
+        "path_parts": path_parts,
     }

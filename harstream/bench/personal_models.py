@@ -29,13 +29,21 @@ from __future__ import annotations
 
 import argparse
 
+from harstream.commands._options import COUNT, SECONDS, Number
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--models", type=int, nargs="+", default=[17, 1000], help="personal models written at once")
-    parser.add_argument("--repeats", type=int, default=200, help="batches timed for the head's cost")
-    parser.add_argument("--devices", type=int, default=1000, help="devices in the worker-core comparison")
-    parser.add_argument("--seconds", type=float, default=20.0, help="stream seconds per device in that comparison")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of that comparison (median)")
+    parser.add_argument(
+        "--models", type=Number(int, 1, 100_000), nargs="+", default=[17, 1000], help="personal models written at once"
+    )
+    parser.add_argument("--repeats", type=COUNT, default=200, help="batches timed for the head's cost")
+    parser.add_argument(
+        "--devices", type=Number(int, 1, 100_000), default=1000, help="devices in the worker-core comparison"
+    )
+    parser.add_argument("--seconds", type=SECONDS, default=20.0, help="stream seconds per device in that comparison")
+    parser.add_argument(
+        "--rounds", type=Number(int, 1, 1000), default=3, help="interleaved rounds of that comparison (median)"
+    )
 
 
 def _fit():

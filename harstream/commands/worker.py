@@ -139,6 +139,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="lease time: a dead worker's partitions move after this (default 600)",
     )
     parser.add_argument(
+        "--forget-after",
+        type=Number(float, 0, 30 * 86400),
+        default=3600.0,
+        metavar="SECONDS",
+        help="with --redis: a device with no window committed for this long loses its progress record and "
+        "latest prediction in the broker (0 = kept for ever; default %(default)g)",
+    )
+    parser.add_argument(
         "--no-fast-start",
         action="store_true",
         help="always load the model with Keras and check the runtime, even when a checked "
@@ -255,6 +263,7 @@ def run(args: argparse.Namespace) -> int:
             lease_ttl_ms=args.lease_ms,
             renew_every_ms=max(20, args.lease_ms // 4),
             allow_remote_broker=args.allow_remote_broker,
+            forget_after_s=args.forget_after,
         )
         try:
             with bus_errors("worker"):

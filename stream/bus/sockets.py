@@ -36,13 +36,16 @@ import zmq
 from harstream.stream.bus.addresses import parse_endpoint
 from harstream.stream.bus.auth import refuse_off_loopback, secure, start_authenticator
 from harstream.stream.core.protocol import MAX_FRAME_BYTES
+from harstream.stream.core.subscriptions import MAX_SUBSCRIPTION_BYTES
 
 log = logging.getLogger(__name__)
 
 # An output message (a prediction, a stats record, a decimated signal) is a few kB.
 OUTPUT_MESSAGE_BYTES = 1024 * 1024
-# What an XPUB receives: subscription messages (a topic prefix each).
-SUBSCRIPTION_BYTES = 64 * 1024
+# What an XPUB receives: subscription messages (a topic prefix each), bounded
+# in length (stream/core/subscriptions.py says why: ZeroMQ's trie holds ~80 bytes
+# per prefix byte).
+SUBSCRIPTION_BYTES = MAX_SUBSCRIPTION_BYTES
 SAMPLE_MESSAGE_BYTES = MAX_FRAME_BYTES
 
 

@@ -3,13 +3,11 @@
 socket) and the output bus (an XPUB socket), with the model's runtime in
 between; the durable-log edge is :mod:`~harstream.stream.durable.redis_worker`.
 
-The loop: receive messages (up to a batch's worth of completed windows),
-run every batch that is full or has waited ``max_wait``, publish the
-predictions; every 0.1 s the signal feeds someone subscribed to (the output
-socket's subscription messages say who), the personal-model registry and
-the subscriptions; every second the idle sweep; statistics every
-``stats_every`` seconds. Every step is guarded: a failure is counted
-(``internal``), logged once, and the loop goes on.
+The loop is the edge loop both workers share
+(:func:`~harstream.stream.bus.edge.run_edge`: chores on timers, each guarded,
+outputs published in one place); this module supplies its transport,
+:class:`BusTransport`: receive messages (up to a batch's worth of completed
+windows) and run every batch that is full or has waited ``max_wait``.
 """
 
 from __future__ import annotations
@@ -18,9 +16,12 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
+from harstream.stream.bus.edge import OutputEdge, publish_to_all_with_room, run_edge
 from harstream.stream.core.model_routing import ModelRouter
-from harstream.stream.core.subscriptions import Subscriptions
-from harstream.stream.core.worker import StreamCore, WorkerConfig, format_stats
+from harstream.stream.core.protocol import Prediction
+from harstream.stream.core.worker import StreamCore, WorkerConfig, WorkerStats
+
+__all__ = ["BusTransport", "attach_retrying", "publish_to_all_with_room", "receive_frames", "run_due_batches", "serve"]
 
 log = logging.getLogger(__name__)
 
@@ -69,13 +70,7 @@ def serve(
 
     from harstream.stream.bus.addresses import ingest_address, output_address
     from harstream.stream.bus.sockets import SAMPLE_MESSAGE_BYTES, SUBSCRIPTION_BYTES, BusSockets
-    from harstream.stream.core.protocol import (
-        SAMPLES_PREFIX,
-        encode_prediction,
-        encode_signal,
-        encode_stats,
-        shard_prefixes,
-    )
+    from harstream.stream.core.protocol import SAMPLES_PREFIX, shard_prefixes
 
     config = config or WorkerConfig()
     worker_id = worker_id or (
@@ -84,8 +79,6 @@ def serve(
     stop = stop or threading.Event()
     sockets = BusSockets(keys, context)
     prefixes = shard_prefixes(*config.shard) if config.shard else [SAMPLES_PREFIX]
-    subscriptions = Subscriptions()
-    core = StreamCore(classes, model_id, config, worker_id, router=router, subscriptions=subscriptions)
     try:
         sub = sockets.open(
             zmq.SUB,
@@ -109,6 +102,8 @@ def serve(
             options={zmq.XPUB_NODROP: 1},
             retry_bind_s=10.0,
         )
+        edge = OutputEdge(pub)
+        core = StreamCore(classes, model_id, config, worker_id, router=router, subscriptions=edge.subscriptions)
         in_addr, out_addr = sub.getsockopt_string(zmq.LAST_ENDPOINT), pub.getsockopt_string(zmq.LAST_ENDPOINT)
         log.info(
             "worker %s: ingest %s, output %s, %s",
@@ -119,110 +114,93 @@ def serve(
         )
         if on_bound:
             on_bound(sub.getsockopt_string(zmq.LAST_ENDPOINT), pub.getsockopt_string(zmq.LAST_ENDPOINT))
-
-        def send(encode: Callable[..., list[bytes]], *what) -> None:
-            """Encode and publish one output message; never raises."""
-            try:
-                if not publish_to_all_with_room(pub, encode(*what)):
-                    core.count_drop("output_hwm", "a subscriber's queue is full; it misses output")
-            except Exception as exc:  # one output must not stop the worker
-                core.count_drop("internal", f"output {encode.__name__}: {type(exc).__name__}: {exc}")
-
-        def guarded(what: str, step: Callable, *args):
-            """Run one chore; a failure is counted, logged once, and the loop goes on."""
-            try:
-                return step(*args)
-            except Exception as exc:
-                if "internal" not in core.drops:
-                    log.exception("worker %s: %s failed", worker_id, what)
-                core.count_drop("internal", f"{what}: {type(exc).__name__}: {exc}")
-                return None
-
-        poller = zmq.Poller()
-        poller.register(sub, zmq.POLLIN)
-        now = time.monotonic()
-        core.started = now
-        next_stats, next_print, next_chores = now + stats_every, now + print_every, now + 0.1
-        next_sweep = now + 1.0  # idle devices: a sweep looks at every device, and the timeout is 30 s
-        stats: dict = {}
+        core.started = time.monotonic()
         if on_ready:
             on_ready()
-        while not stop.is_set():
-            now = time.monotonic()
-            deadline = guarded("scheduling", core.next_deadline)
-            wake = min(next_chores, deadline if deadline is not None else next_chores)
-            if poller.poll(int(max(0.0, wake - now) * 1000.0)):
-                for _ in range(5000):
-                    try:
-                        frames = receive_frames(sub.recv, zmq.NOBLOCK)
-                    except zmq.Again:
-                        break
-                    guarded("ingest", core.ingest, frames, time.monotonic())
-                    if core.ready_devices >= config.max_batch:
-                        break
-            now = time.monotonic()
-            while guarded("batching", core.batch_due, now):
-                taken: list = []
-                try:
-                    x, taken = core.take_batch()
-                    if not taken:
-                        break
-                    probs = (taken[0].served.runtime or runtime).predict(x)  # the model these windows were made for
-                    now = time.monotonic()
-                    predictions = core.finish_batch(taken, probs, now)
-                except Exception as exc:  # never die on a batch
-                    core.count_drop("inference", f"{len(taken)} windows: {type(exc).__name__}: {exc}")
-                    continue
-                for p in predictions:
-                    send(encode_prediction, p)
-            if now >= next_chores:
-                next_chores = now + 0.1
-                for signal in guarded("signals", core.take_signals, now) or ():
-                    send(encode_signal, signal)
-                if now >= next_sweep:
-                    next_sweep = now + 1.0
-                    guarded("eviction", core.evict_idle, now)
-                if personal is not None:
-                    guarded("personal models", apply_registry, personal, core, now)
-                try:  # subscription messages queue up on an XPUB unless read
-                    while True:
-                        subscriptions.feed(pub.recv(zmq.NOBLOCK))
-                except zmq.Again:
-                    pass
-            if now >= next_stats:
-                next_stats = now + stats_every
-                stats = guarded("stats", core.stats, now) or {}
-                stats = {
-                    "worker": worker_id,
-                    "runtime": getattr(runtime, "name", "?"),
-                    **stats,
-                    "subscriptions": subscriptions.stats(),
-                }
-                if personal is not None:
-                    stats["personal"] = personal.stats()
-                if config.shard:
-                    stats["shard"] = f"{config.shard[0]}/{config.shard[1]}"
-                send(encode_stats, worker_id, stats)
-                if printer and now >= next_print:
-                    next_print = now + print_every
-                    guarded("printing", lambda s=stats: printer(format_stats(s)))
-        return {"worker": worker_id, **core.stats(time.monotonic())}
+        final = run_edge(
+            BusTransport(sub, core, runtime),
+            edge,
+            worker_id,
+            stop,
+            runtime_name=getattr(runtime, "name", "?"),
+            stats_every=stats_every,
+            print_every=print_every,
+            printer=printer,
+            personal=personal,
+            router=core.router,
+            registry_drops=core.drops,
+        )
+        return final.to_dict()
     finally:
         if personal is not None:
             personal.close()
         sockets.close(0)
 
 
-def apply_registry(personal, core: StreamCore, now: float) -> list:
-    """Let the personal-model registry update the core's router; count its
-    refusals and move the devices concerned at once."""
-    events = personal.poll(now, core.router)
-    for event in events:
-        if event.kind == "refused":
-            core.drops["model_refused"] += 1
-    if events:
-        core.reroute_all()
-    return events
+class BusTransport:
+    """The bus worker's side of the edge loop: one core fed by a SUB socket;
+    nothing to acknowledge (the bus is at-most-once)."""
+
+    def __init__(self, sub, core: StreamCore, runtime):
+        import zmq
+
+        self.sub, self.core, self.runtime = sub, core, runtime
+        self.poller = zmq.Poller()
+        self.poller.register(sub, zmq.POLLIN)
+
+    def cores(self) -> list[StreamCore]:
+        return [self.core]
+
+    def step(self, now: float, wake: float, publish: Callable[[list[Prediction]], None]) -> None:
+        """Wait for messages until ``wake`` or the oldest window's deadline,
+        take up to a batch's worth of completed windows, run every due batch."""
+        import zmq
+
+        core = self.core
+        deadline = core.next_deadline()
+        if deadline is not None:
+            wake = min(wake, deadline)
+        if self.poller.poll(int(max(0.0, wake - now) * 1000.0)):
+            for _ in range(5000):
+                try:
+                    frames = receive_frames(self.sub.recv, zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                core.ingest(frames, time.monotonic())  # never raises: bad messages are counted
+                if core.ready_devices >= core.config.max_batch:
+                    break
+        run_due_batches(core, self.runtime, time.monotonic(), publish)
+
+    def evict_idle(self, now: float) -> None:
+        self.core.evict_idle(now)
+
+    def stats(self, now: float) -> WorkerStats:
+        stats = self.core.stats(now)
+        shard = self.core.config.shard
+        if shard:
+            stats.shard = f"{shard[0]}/{shard[1]}"
+        return stats
+
+
+def run_due_batches(core: StreamCore, runtime, now: float, publish: Callable[[list[Prediction]], None]) -> int:
+    """Run every due batch of ``core`` through its model's runtime and publish
+    each batch's predictions as it is done; a failed model call drops its
+    windows (counted as ``inference``, one per window). Windows predicted."""
+    done = 0
+    while core.batch_due(now):
+        x, taken = core.take_batch()
+        if not taken:
+            break
+        try:
+            probs = (taken[0].served.runtime or runtime).predict(x)  # the model these windows were made for
+            now = time.monotonic()
+            predictions = core.finish_batch(taken, probs, now)
+        except Exception as exc:  # never die on a batch
+            core.count_drop("inference", f"{len(taken)} windows: {type(exc).__name__}: {exc}", len(taken))
+            continue
+        publish(predictions)
+        done += len(taken)
+    return done
 
 
 def receive_frames(recv: Callable, flags: int) -> list[bytes]:
@@ -237,26 +215,6 @@ def receive_frames(recv: Callable, flags: int) -> list[bytes]:
         frame = recv(flags, copy=False)
         frames.append(frame.bytes)
     return frames
-
-
-def publish_to_all_with_room(pub, frames: list[bytes]) -> bool:
-    """Publish ``frames`` on an XPUB socket set to ``XPUB_NODROP``, never
-    blocking. True if every subscriber took it; if one's queue was full
-    (EAGAIN), send it again without NODROP, so every subscriber with room gets
-    it and only the full one loses its copy, and return False (count it)."""
-    import zmq
-
-    try:
-        pub.send_multipart(frames, zmq.NOBLOCK)
-        return True
-    except zmq.Again:
-        pass
-    pub.setsockopt(zmq.XPUB_NODROP, 0)
-    try:
-        pub.send_multipart(frames, zmq.NOBLOCK)  # lossy: to everyone with room
-    finally:
-        pub.setsockopt(zmq.XPUB_NODROP, 1)
-    return False
 
 
 def attach_retrying(socket, endpoint: str, timeout: float = 10.0) -> str:

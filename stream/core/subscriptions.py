@@ -29,6 +29,16 @@ from collections.abc import Collection
 from harstream.stream.core.protocol import SIGNAL_PREFIX, signal_topic
 
 MAX_PREFIXES = 10_000  # more than this and every topic counts as wanted from then on (never lose output to a limit)
+# The longest prefix worth keeping: longer than any topic the output bus carries
+# (``p/`` + a 64-character device id + ``/``; a stats topic names a worker), so a
+# longer one can match nothing and is counted (``too_long``), not kept. ZeroMQ keeps
+# every subscription in a trie of one node per byte (about 80 bytes of memory per
+# byte of prefix), so an XPUB socket takes no message longer than
+# MAX_SUBSCRIPTION_BYTES (ZMQ_MAXMSGSIZE: the peer sending one is disconnected
+# before it is held). That bound also applies to the CURVE handshake's commands
+# (INITIATE is about 300 bytes), hence 1 KiB rather than a topic's length.
+MAX_PREFIX_BYTES = 255
+MAX_SUBSCRIPTION_BYTES = 1024  # and CURVE handshake commands (INITIATE: ~300 bytes), which count too
 MAX_CHANGES = 256  # recent changes listed for consumers; one further back sees "anything may have changed"
 
 
@@ -39,15 +49,18 @@ class Subscriptions:
     most ``MAX_PREFIXES`` prefixes are kept (past that, every topic counts as
     wanted, which is what a worker did before it read subscriptions), and
     :meth:`wants` looks up each prefix of the topic, so its cost follows the
-    topic's length, not the number of subscriptions.
+    topic's length, not the number of subscriptions. A prefix longer than
+    ``MAX_PREFIX_BYTES`` can match no topic: it is counted (``too_long``)
+    and not kept.
     """
 
-    __slots__ = ("_prefixes", "version", "ignored", "overflowed", "_log", "_floor")
+    __slots__ = ("_prefixes", "version", "ignored", "too_long", "overflowed", "_log", "_floor")
 
     def __init__(self) -> None:
         self._prefixes: Counter[bytes] = Counter()
         self.version = 0
         self.ignored = 0  # messages that were not subscription messages
+        self.too_long = 0  # prefixes longer than MAX_PREFIX_BYTES, not kept
         self.overflowed = False
         self._log: deque[tuple[int, bytes]] = deque()  # (version it made, prefix), oldest first
         self._floor = 0  # a consumer at a version below this cannot be told what changed
@@ -58,8 +71,13 @@ class Subscriptions:
 
     def stats(self) -> dict:
         """For the stats topic: prefixes kept, whether the limit was passed,
-        messages ignored."""
-        return {"prefixes": len(self._prefixes), "overflowed": self.overflowed, "ignored": self.ignored}
+        messages ignored, prefixes refused as too long."""
+        return {
+            "prefixes": len(self._prefixes),
+            "overflowed": self.overflowed,
+            "ignored": self.ignored,
+            "too_long": self.too_long,
+        }
 
     def changes_since(self, version: int) -> list[bytes] | None:
         """The prefixes subscribed or unsubscribed after ``version`` (each
@@ -74,6 +92,9 @@ class Subscriptions:
         the set. Anything but a (un)subscription is counted and ignored."""
         if not message or message[0] not in (0, 1):
             self.ignored += 1
+            return False
+        if len(message) - 1 > MAX_PREFIX_BYTES:
+            self.too_long += 1
             return False
         if self.overflowed:
             return False

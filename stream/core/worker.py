@@ -42,7 +42,7 @@ import logging
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
@@ -102,6 +102,67 @@ WORKER_REASONS = (
 
 
 @dataclass
+class WorkerStats:
+    """A worker's statistics, one shape for every edge (bus, durable log)
+    and every reader (:meth:`to_dict` is the stats message's body,
+    :meth:`from_dict` reads one back).
+
+    Units: ``drops`` counts *messages* for a refused message (every protocol
+    reason, ``duplicate``, ``session``, ``jump``, ``stale``, ``shard``,
+    ``devices_full``, ``internal`` met on a message or an output, ``output_hwm``)
+    and *windows* for what is lost after windowing (``overload``, ``inference``,
+    ``probabilities``); ``model_refused`` counts files. Rates are over the last
+    ``interval_s``; ``drops`` and ``totals`` are since start.
+    """
+
+    devices: int = 0
+    interval_s: float = 0.0
+    samples_per_s: float = 0.0
+    windows_per_s: float = 0.0
+    predictions_per_s: float = 0.0
+    messages_per_s: float = 0.0
+    batches: int = 0
+    batch_mean: float = 0.0
+    batch_max: int = 0
+    latency_p50_ms: float | None = None
+    latency_p99_ms: float | None = None
+    lag_p50_ms: float | None = None
+    lag_p99_ms: float | None = None
+    pending: int = 0
+    pending_high_water: int = 0
+    drops: dict[str, int] = field(default_factory=dict)
+    totals: dict[str, int] = field(default_factory=dict)
+    model: str = ""
+    models: list[dict] = field(default_factory=list)
+    modes: dict[str, int] = field(default_factory=dict)
+    worker: str = ""
+    runtime: str = "?"
+    # Set by the edge where it has them (absent from the message when None):
+    subscriptions: dict | None = None  # the output bus's subscriptions (Subscriptions.stats)
+    personal: dict | None = None  # the watched personal-model folder
+    shard: str | None = None  # "k/N" of a sharded bus worker
+    broker: dict | None = None  # the durable log: partitions, epochs, leases, commits
+
+    def to_dict(self) -> dict:
+        """The stats message's body: every field, the optional ones only when set."""
+        out = {"worker": self.worker, "runtime": self.runtime}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name not in out and not (value is None and f.name in _OPTIONAL_STATS):
+                out[f.name] = value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> WorkerStats:
+        """A stats message's body (unknown keys ignored, missing ones default)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+_OPTIONAL_STATS = frozenset({"subscriptions", "personal", "shard", "broker"})
+
+
+@dataclass
 class WorkerConfig:
     """Tunables of the worker core (defaults suit thousands of devices)."""
 
@@ -152,6 +213,23 @@ class PendingWindow:
     gravity: tuple[float, float, float] | None = None  # its newest half's gravity: the transition direction's cue
     waist_likeness: float | None = None  # how like the waist gait (the model's own score, if it gives one)
     cue: np.ndarray | None = None  # a calibrated device's posture cues (posture.posture_cues) of this window
+
+
+def one_model_router(classes: Sequence[str], model_id: str, config: WorkerConfig) -> ModelRouter:
+    """The router of a worker serving one model to every device (no modes):
+    ``classes``/``model_id``, with the config's context steps, display and
+    feature stage."""
+    return ModelRouter(
+        ServedModel(
+            "waist",
+            "waist",
+            model_id,
+            tuple(classes),
+            config.context_steps,
+            config.display,
+            features=config.features,
+        )
+    )
 
 
 def make_display(served: ServedModel, config: WorkerConfig, windows: int | None = None) -> Smoother:
@@ -254,21 +332,9 @@ class StreamCore:
         subscriptions: Subscriptions | None = None,
     ):
         self.config = config or WorkerConfig()
-        if router is None:  # one model for every device, described by classes/model_id and the config
-            router = ModelRouter(
-                ServedModel(
-                    "waist",
-                    "waist",
-                    model_id,
-                    tuple(classes),
-                    self.config.context_steps,
-                    self.config.display,
-                    features=self.config.features,
-                )
-            )
-        self.router = router
-        self.classes = list(router.waist.classes)
-        self.model_id = router.waist.model_id
+        self.router: ModelRouter = router if router is not None else one_model_router(classes, model_id, self.config)
+        self.classes = list(self.router.waist.classes)
+        self.model_id = self.router.waist.model_id
         self.worker_id = worker_id
         self.wall_clock = wall_clock
         self.devices: dict[str, Device] = {}
@@ -391,6 +457,17 @@ class StreamCore:
         for reason, n in refused.items():
             self.drops[reason] += n - 1
             self._drop(reason, f"device {batch.device}: {n} barometer readings refused ({reason})")
+
+    def judge(self, batch: SampleBatch, now: float) -> str | None:
+        """What the device's incarnation would make of ``batch`` arriving at
+        ``now`` (``incarnation.NEXT``, ``GAP``, ``JUMP``, ``FOREIGN``, ...), or
+        None for a device without state; changes nothing. An edge that keeps
+        its own seq bookkeeping in front of the core asks this first, so a
+        message the core refuses moves nothing there either."""
+        state = self.devices.get(batch.device)
+        if state is None:
+            return None
+        return state.incarnation.judge(batch.seq, now, batch.session, batch.rate, batch.meta.get("replay") is True)
 
     def _placement(self, batch: SampleBatch) -> str | None:
         """The placement the batch declares; a value we do not serve is
@@ -531,8 +608,7 @@ class StreamCore:
                 if len(f) != total:
                     raise ValueError(f"the feature stage returned {len(f)} rows for {total} windows")
             except Exception as exc:  # a broken runtime must not stop the worker
-                self.drops["inference"] += total - 1
-                self._drop("inference", f"{total} windows: feature stage failed: {type(exc).__name__}: {exc}")
+                self._drop("inference", f"{total} windows: feature stage failed: {type(exc).__name__}: {exc}", total)
                 for i in idx:
                     inputs[i] = results[i][:0]
                 continue
@@ -735,7 +811,7 @@ class StreamCore:
         self._note("evicted_unproven", f"device table full: {victim} (no window yet) forgotten to make room")
         return True
 
-    def stats(self, now: float) -> dict:
+    def stats(self, now: float) -> WorkerStats:
         """Statistics since the previous call (rates) and since start (totals)."""
         if self._last_stats is None:
             since, before = (self.started if self.started is not None else now), Counter[str]()
@@ -745,28 +821,29 @@ class StreamCore:
         lat = np.asarray(self._latencies) if self._latencies else None
         lag = np.asarray(self._lags) if self._lags else None
         sizes = self._batch_sizes
-        stats = {
-            "devices": len(self.devices),
-            "interval_s": round(elapsed, 3),
-            "samples_per_s": round((self.totals["samples"] - before["samples"]) / elapsed, 1),
-            "windows_per_s": round((self.totals["windows"] - before["windows"]) / elapsed, 1),
-            "predictions_per_s": round((self.totals["predictions"] - before["predictions"]) / elapsed, 1),
-            "messages_per_s": round((self.totals["messages"] - before["messages"]) / elapsed, 1),
-            "batches": len(sizes),
-            "batch_mean": round(float(np.mean(sizes)), 2) if sizes else 0.0,
-            "batch_max": max(sizes) if sizes else 0,
-            "latency_p50_ms": round(float(np.percentile(lat, 50)), 2) if lat is not None else None,
-            "latency_p99_ms": round(float(np.percentile(lat, 99)), 2) if lat is not None else None,
-            "lag_p50_ms": round(float(np.percentile(lag, 50)), 2) if lag is not None else None,
-            "lag_p99_ms": round(float(np.percentile(lag, 99)), 2) if lag is not None else None,
-            "pending": self._waiting,
-            "pending_high_water": self._pending_high_water,
-            "drops": dict(self.drops),
-            "totals": dict(self.totals),
-            "model": self.model_id,
-            "models": self.router.describe(Counter(stats_key(d.served) for d in self.devices.values())),
-            "modes": dict(Counter(d.served.mode for d in self.devices.values())),
-        }
+        stats = WorkerStats(
+            devices=len(self.devices),
+            interval_s=round(elapsed, 3),
+            samples_per_s=round((self.totals["samples"] - before["samples"]) / elapsed, 1),
+            windows_per_s=round((self.totals["windows"] - before["windows"]) / elapsed, 1),
+            predictions_per_s=round((self.totals["predictions"] - before["predictions"]) / elapsed, 1),
+            messages_per_s=round((self.totals["messages"] - before["messages"]) / elapsed, 1),
+            batches=len(sizes),
+            batch_mean=round(float(np.mean(sizes)), 2) if sizes else 0.0,
+            batch_max=max(sizes) if sizes else 0,
+            latency_p50_ms=round(float(np.percentile(lat, 50)), 2) if lat is not None else None,
+            latency_p99_ms=round(float(np.percentile(lat, 99)), 2) if lat is not None else None,
+            lag_p50_ms=round(float(np.percentile(lag, 50)), 2) if lag is not None else None,
+            lag_p99_ms=round(float(np.percentile(lag, 99)), 2) if lag is not None else None,
+            pending=self._waiting,
+            pending_high_water=self._pending_high_water,
+            drops=dict(self.drops),
+            totals=dict(self.totals),
+            model=self.model_id,
+            models=self.router.describe(Counter(stats_key(d.served) for d in self.devices.values())),
+            modes=dict(Counter(d.served.mode for d in self.devices.values())),
+            worker=self.worker_id,
+        )
         self._last_stats = (now, Counter(self.totals))
         self._latencies, self._lags, self._batch_sizes = [], [], []
         return stats
@@ -778,12 +855,13 @@ class StreamCore:
         """Devices whose buffered samples complete a window, not yet filtered."""
         return len(self._ready)
 
-    def count_drop(self, reason: str, detail: str) -> None:
-        """Count (and log the first of each reason) something dropped."""
-        self._drop(reason, detail)
+    def count_drop(self, reason: str, detail: str, n: int = 1) -> None:
+        """Count ``n`` of something dropped (and log the first of each reason);
+        the unit is the reason's (:class:`WorkerStats`: messages, or windows)."""
+        self._drop(reason, detail, n)
 
-    def _drop(self, reason: str, detail: str) -> None:
-        self.drops[reason] += 1
+    def _drop(self, reason: str, detail: str, n: int = 1) -> None:
+        self.drops[reason] += n
         self._note(reason, detail)
 
     def _note(self, reason: str, detail: str) -> None:
@@ -801,12 +879,19 @@ def _cue_of(window: PendingWindow) -> np.ndarray:
     return window.cue if window.cue is not None else np.full(N_CUES, np.nan, np.float32)
 
 
-def format_stats(stats: dict) -> str:
+def format_stats(stats: dict | WorkerStats) -> str:
     """One line for a terminal."""
-    drops = ",".join(f"{k}={v}" for k, v in sorted(stats.get("drops", {}).items())) or "none"
-    return (
-        f"[{stats.get('worker', '?')}] devices={stats['devices']} samples/s={stats['samples_per_s']:.0f} "
-        f"windows/s={stats['windows_per_s']:.1f} batch={stats['batch_mean']:.1f}(max {stats['batch_max']}) "
-        f"latency p50={stats['latency_p50_ms']} p99={stats['latency_p99_ms']} ms "
-        f"lag p99={stats['lag_p99_ms']} ms pending={stats['pending']} drops={drops}"
+    s = stats if isinstance(stats, WorkerStats) else WorkerStats.from_dict(stats)
+    drops = ",".join(f"{k}={v}" for k, v in sorted(s.drops.items())) or "none"
+    line = (
+        f"[{s.worker or '?'}] devices={s.devices} samples/s={s.samples_per_s:.0f} "
+        f"windows/s={s.windows_per_s:.1f} batch={s.batch_mean:.1f}(max {s.batch_max}) "
+        f"latency p50={s.latency_p50_ms} p99={s.latency_p99_ms} ms "
+        f"lag p99={s.lag_p99_ms} ms pending={s.pending} drops={drops}"
     )
+    if s.broker is not None:
+        line += (
+            f" broker={'up' if s.broker.get('up') else 'DOWN'} partitions={s.broker.get('partitions')} "
+            f"lost_samples={s.broker.get('lost_samples')}"
+        )
+    return line

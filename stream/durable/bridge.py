@@ -9,46 +9,79 @@ validate the bus. Messages are gathered per partition and written every
 ``retention_s`` seconds (``XADD … MINID ~``).
 
 :class:`PartitionBuffer` is the sans-I/O core; :func:`serve_bridge` puts a
-ZeroMQ socket and a Redis client at its edges. If Redis is unreachable the
-bridge keeps at most ``max_buffered`` messages (the oldest go first, counted
-as ``unwritten``) and retries with back-off; it never stops on a bad message
-or a broker outage.
+ZeroMQ socket and a Redis client at its edges. No message larger than the
+largest valid one is taken (ZeroMQ disconnects a sender of a frame over
+``MAX_FRAME_BYTES``; a header over 64 KiB or more than 5,000 samples is
+refused as ``too_large``). If Redis is unreachable the bridge keeps at most
+``max_buffered`` messages and ``max_bytes`` bytes (past either, the oldest
+of the device holding the most bytes go first, counted as ``unwritten``)
+and retries with back-off. A message the broker refuses while it answers
+(over its ``maxmemory``: ``broker_full``; anything else: ``broker_refused``)
+is dropped and counted, never retried at the front of every later batch;
+when full, the bridge first trims what the workers have already read and
+writes the refused ones once more. It never stops on a bad message or a
+broker outage.
 
 >>> buf = PartitionBuffer(partitions=4)
 >>> buf.add([b"s/07/d1/", b"{}", b"\\0" * 24]), buf.add([b"junk"])
 (True, False)
->>> {p: len(v) for p, v in buf.take().items()}, dict(buf.rejected)
-({2: 1}, {'frame_count': 1})
+>>> [(p, device, len(rows)) for p, device, rows in buf.take()], dict(buf.rejected)
+([(2, 'd1', 1)], {'frame_count': 1})
 """
 
 from __future__ import annotations
 
+import heapq
 import logging
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
 
-from harstream.stream.core.protocol import DEVICE_ID, SAMPLES_PREFIX
+from harstream.stream.core.protocol import (
+    DEVICE_ID,
+    MAX_HEADER_BYTES,
+    MAX_SAMPLES_PER_MESSAGE,
+    SAMPLES_PREFIX,
+)
 from harstream.stream.durable.partitions import partition_of
 
 log = logging.getLogger(__name__)
 
+MAX_SAMPLES_BYTES = MAX_SAMPLES_PER_MESSAGE * 24  # the largest valid samples frame: 5000 x 6 float32
+MAX_MESSAGE_BYTES = 1024 + MAX_HEADER_BYTES + MAX_SAMPLES_BYTES  # the largest valid message, topic included
+DEFAULT_MAX_BYTES = 128 * 2**20  # bytes buffered while the broker is away
+
 
 class PartitionBuffer:
-    """Messages waiting to be written, per partition, in arrival order."""
+    """Messages waiting to be written, per device in arrival order.
 
-    def __init__(self, partitions: int, max_buffered: int = 500_000):
+    Bounded in count and in bytes: past either bound the oldest message of
+    the device holding the most bytes goes (counted as ``unwritten``), so a
+    flooding device sheds its own data before a device streaming at 50 Hz
+    loses any. :meth:`take` hands the devices holding the fewest bytes out
+    first, so where a write fails part-way (a full broker) it is the
+    largest backlogs that are refused.
+    """
+
+    def __init__(self, partitions: int, max_buffered: int = 500_000, max_bytes: int = DEFAULT_MAX_BYTES):
         self.partitions = partitions
         self.max_buffered = max_buffered
-        self._queues: dict[int, deque] = {}
+        self.max_bytes = max_bytes
+        self._queues: dict[str, deque[tuple[bytes, bytes, bytes]]] = {}
+        self._bytes: dict[str, int] = {}
+        self._heap: list[tuple[int, str]] = []  # (-bytes, device), refreshed lazily
         self.buffered = 0
+        self.buffered_bytes = 0
         self.rejected: Counter[str] = Counter()
-        self.unwritten = 0  # dropped because the broker stayed away too long
+        self.unwritten = 0  # dropped because the broker stayed away (or a device flooded) too long
 
     def add(self, frames: Sequence[bytes]) -> bool:
         """Queue one bus message; False (counted by reason) if it is not a samples message."""
         if len(frames) != 3:
             self.rejected["frame_count"] += 1
+            return False
+        if len(frames[1]) > MAX_HEADER_BYTES or len(frames[2]) > MAX_SAMPLES_BYTES:
+            self.rejected["too_large"] += 1  # no valid message is this large: never written
             return False
         topic = bytes(frames[0])
         parts = topic.split(b"/")
@@ -62,34 +95,110 @@ class PartitionBuffer:
         if not DEVICE_ID.match(device):
             self.rejected["device"] += 1
             return False
-        p = partition_of(device, self.partitions)
-        self._queues.setdefault(p, deque()).append((topic, bytes(frames[1]), bytes(frames[2])))
-        self.buffered += 1
-        while self.buffered > self.max_buffered:  # broker away: keep the newest
-            fullest = max(self._queues.values(), key=len)
-            fullest.popleft()
-            self.buffered -= 1
-            self.unwritten += 1
+        self._append(device, [(topic, bytes(frames[1]), bytes(frames[2]))], front=False)
         return True
 
-    def take(self) -> dict[int, list[tuple[bytes, bytes, bytes]]]:
-        """Everything queued, by partition; the buffer is empty afterwards."""
-        out = {p: list(q) for p, q in self._queues.items() if q}
+    def _append(self, device: str, rows: list[tuple[bytes, bytes, bytes]], front: bool) -> None:
+        q = self._queues.get(device)
+        if q is None:
+            q = self._queues[device] = deque()
+        size = sum(len(t) + len(h) + len(x) for t, h, x in rows)
+        if front:
+            q.extendleft(reversed(rows))
+        else:
+            q.extend(rows)
+        self._bytes[device] = self._bytes.get(device, 0) + size
+        self.buffered += len(rows)
+        self.buffered_bytes += size
+        if self.buffered > self.max_buffered or self.buffered_bytes > self.max_bytes:
+            heapq.heappush(self._heap, (-self._bytes[device], device))
+            self._shed()
+
+    def _shed(self) -> None:
+        """Drop oldest messages of the devices holding the most bytes until within bounds."""
+        while self.buffered > self.max_buffered or self.buffered_bytes > self.max_bytes:
+            if not self._heap:  # rebuild: bytes changed since the heap was made
+                self._heap = [(-b, d) for d, b in self._bytes.items()]
+                heapq.heapify(self._heap)
+            neg, device = heapq.heappop(self._heap)
+            held = self._bytes.get(device, 0)
+            if held != -neg or held == 0:
+                if held:
+                    heapq.heappush(self._heap, (-held, device))
+                continue
+            topic, header, samples = self._queues[device].popleft()
+            size = len(topic) + len(header) + len(samples)
+            self.buffered -= 1
+            self.buffered_bytes -= size
+            self.unwritten += 1
+            if self._queues[device]:
+                self._bytes[device] = held - size
+                heapq.heappush(self._heap, (size - held, device))
+            else:
+                del self._queues[device], self._bytes[device]
+
+    def take(self) -> list[tuple[int, str, list[tuple[bytes, bytes, bytes]]]]:
+        """Everything queued as (partition, device, messages), the devices
+        holding the fewest bytes first; the buffer is empty afterwards."""
+        out = [
+            (partition_of(device, self.partitions), device, list(self._queues[device]))
+            for device in sorted(self._bytes, key=self._bytes.__getitem__)
+        ]
         self._queues.clear()
-        self.buffered = 0
+        self._bytes.clear()
+        self._heap.clear()
+        self.buffered = self.buffered_bytes = 0
         return out
 
-    def put_back(self, taken: dict[int, list]) -> None:
-        """Return a batch whose write failed, ahead of what came meanwhile."""
-        for p, rows in taken.items():
-            q = self._queues.setdefault(p, deque())
-            q.extendleft(reversed(rows))
-            self.buffered += len(rows)
-        while self.buffered > self.max_buffered:
-            fullest = max(self._queues.values(), key=len)
-            fullest.popleft()
-            self.buffered -= 1
-            self.unwritten += 1
+    def put_back(self, taken: list[tuple[int, str, list[tuple[bytes, bytes, bytes]]]]) -> None:
+        """Return a batch whose write failed (the broker is away), ahead of
+        what came meanwhile; the bounds apply as to new messages."""
+        for _, device, rows in taken:
+            self._append(device, rows, front=True)
+
+
+class BrokerMemory:
+    """The broker's memory as last seen (``INFO memory``), and how much of a
+    batch fits under its ``maxmemory`` with room left for the workers'
+    commits (which a full broker would refuse too).
+
+    >>> m = BrokerMemory(used=70, limit=100)
+    >>> m.tight, m.fit([(0, "small", [(b"t", b"h", b"s")]), (1, "big", [(b"t", b"h", b"s" * 40)])])
+    (False, ([(0, 'small', [(b't', b'h', b's')])], 1))
+    """
+
+    TIGHT = 0.75  # past this share of maxmemory the bridge trims what the workers have read
+    FILL = 0.9  # the log is written up to this share; the rest is the workers' room...
+    SMALL_FILL = 0.95  # ...but for devices streaming at a device's pace (a few messages per flush)
+    SMALL = 64 * 1024  # bytes a device may hold in one flush to count as one
+
+    def __init__(self, used: int = 0, limit: int = 0):
+        self.used, self.limit, self.checked = used, limit, -1e9
+
+    def refresh(self, client, now: float) -> None:
+        info = client.info("memory")
+        self.used, self.limit, self.checked = int(info["used_memory"]), int(info.get("maxmemory", 0)), now
+
+    @property
+    def tight(self) -> bool:
+        return self.limit > 0 and self.used > self.TIGHT * self.limit
+
+    def fit(self, taken: list) -> tuple[list, int]:
+        """The part of ``taken`` (devices holding the fewest bytes first) that
+        fits, and how many messages do not; counts what it lets through as used."""
+        if self.limit <= 0:
+            return taken, 0
+        kept, over = [], 0
+        for p, device, rows in taken:
+            raw = sum(len(t) + len(h) + len(x) for t, h, x in rows)
+            size = 2 * raw  # an entry costs about twice its bytes
+            fill = self.SMALL_FILL if raw <= self.SMALL else self.FILL
+            if self.used + size <= fill * self.limit:
+                kept.append((p, device, rows))
+                self.used += size
+            else:
+                over += len(rows)
+        return kept, over
 
 
 def check_partitions(client, keys, partitions: int) -> int:
@@ -119,6 +228,8 @@ def serve_bridge(
     rcvhwm: int = 200_000,
     keys: str | None = None,
     allow_remote_broker: bool = False,
+    max_buffered_bytes: int = DEFAULT_MAX_BYTES,
+    on_stats: Callable[[dict], None] | None = None,
 ) -> dict:
     """Run the bridge until ``stop`` is set; returns its counters.
 
@@ -126,7 +237,8 @@ def serve_bridge(
     default, like a worker's, so producers connect to it unchanged); ``keys``: a
     CURVE key folder, needed for an address off loopback. ``allow_remote_broker``:
     see :func:`~harstream.stream.durable.broker.connect`.
-    ``on_ready(address)`` gets the ingest address actually bound.
+    ``on_ready(address)`` gets the ingest address actually bound;
+    ``on_stats(counters)`` the counters every ``stats_every`` seconds.
     """
     import threading
 
@@ -135,13 +247,15 @@ def serve_bridge(
 
     from harstream.stream.bus.addresses import ingest_address
     from harstream.stream.bus.sockets import SAMPLE_MESSAGE_BYTES, BusSockets
+    from harstream.stream.bus.zmq_worker import receive_frames
     from harstream.stream.durable.broker import Backoff, Keys, connect
 
     names = Keys(prefix) if prefix else Keys()
     stop = stop or threading.Event()
     client = connect(url, allow_remote=allow_remote_broker)
     sockets = BusSockets(keys)
-    buf = PartitionBuffer(partitions)
+    buf = PartitionBuffer(partitions, max_bytes=max_buffered_bytes)
+    memory = BrokerMemory()
     counts: Counter[str] = Counter()
     backoff = Backoff()
     broker_up = False
@@ -179,7 +293,7 @@ def serve_bridge(
             if sub.poll(int(max(0.0, next_flush - now) * 1000)):  # pyzmq truncates a float the same way
                 for _ in range(20_000):
                     try:
-                        frames = sub.recv_multipart(zmq.NOBLOCK)
+                        frames = receive_frames(sub.recv, zmq.NOBLOCK)  # recv_multipart at 60 % of its cost
                     except zmq.Again:
                         break
                     counts["received"] += 1
@@ -190,36 +304,124 @@ def serve_bridge(
             next_flush = now + flush_ms / 1000
             if buf.buffered and backoff.ready(now):
                 taken = buf.take()
-                minid = f"{max(0, int(time.time() * 1000 - retention_s * 1000))}-0"
                 try:
-                    pipe = client.pipeline(transaction=False)
-                    for p, rows in taken.items():
-                        stream = names.partition(p)
-                        for topic, header, samples in rows:
-                            pipe.xadd(stream, {"t": topic, "h": header, "s": samples}, minid=minid, approximate=True)
-                    pipe.execute()
-                    counts["written"] += sum(map(len, taken.values()))
+                    if memory.tight or now >= memory.checked + 0.25:
+                        memory.refresh(client, now)
+                        if memory.tight:  # make room before the broker refuses anyone's writes
+                            counts["trimmed"] += _make_room(client, names, partitions, retention_s)
+                            memory.refresh(client, now)
+                    # leave the workers room for their commits: past it, the largest backlogs are refused
+                    taken, over = memory.fit(taken)
+                    buf.rejected["broker_full"] += over
+                    refused = _write(client, names, taken, retention_s)
+                    if any(reason == "broker_full" for _, _, reason in refused):
+                        # Full: trim what the workers have read, then write the refused ones once more
+                        # (the devices holding the least first); what is refused again is dropped.
+                        counts["trimmed"] += _make_room(client, names, partitions, retention_s)
+                        refused = _write(client, names, [(p, "", [row]) for p, row, _ in refused], retention_s)
+                    counts["written"] += sum(len(rows) for _, _, rows in taken) - len(refused)
                     counts["flushes"] += 1
+                    # Refused by a broker that answered: dropped and counted, never retried at the front.
+                    buf.rejected.update(reason for _, _, reason in refused)
                     if not broker_up:
                         log.warning("bridge: broker %s back", url)
                     broker_up = True
                     backoff.reset()
                 except redis.RedisError as exc:
-                    # A failed pipeline may have written part of the batch; writing it again would
-                    # duplicate entries, which the workers drop by seq (counted there), so retry all.
+                    # The broker is away. A failed pipeline may have written part of the batch; writing
+                    # it again would duplicate entries, which the workers drop by seq (counted there),
+                    # so retry all, within the buffer's bounds.
                     buf.put_back(taken)
                     counts["write_errors"] += 1
                     if broker_up:
                         log.warning("bridge: broker %s unreachable (%s); buffering and retrying", url, exc)
                     broker_up = False
                     backoff.failed(now)
-            if printer and now >= next_print:
+            if now >= next_print:
                 next_print = now + stats_every
-                printer(_line(counts, buf, broker_up))
-        return {**counts, "unwritten": buf.unwritten, "rejected": dict(buf.rejected), "buffered": buf.buffered}
+                if printer:
+                    printer(_line(counts, buf, broker_up))
+                if on_stats:
+                    on_stats(_stats(counts, buf, broker_up))
+        return _stats(counts, buf, broker_up)
     finally:
         sockets.close(0)
         client.close()
+
+
+def _write(client, keys, taken: list, retention_s: float) -> list[tuple[int, tuple, str]]:
+    """Write ``taken`` (partition, device, messages) in one pipelined round
+    trip, each stream trimmed to ``retention_s``; returns the messages the
+    broker refused as (partition, message, reason): ``broker_full`` (over its
+    ``maxmemory``) or ``broker_refused`` (anything else it refused for that
+    entry). Raises ``RedisError`` if the broker is away."""
+    import redis
+
+    minid = f"{max(0, int(time.time() * 1000 - retention_s * 1000))}-0"
+    pipe = client.pipeline(transaction=False)
+    sent = []
+    for p, _device, rows in taken:
+        stream = keys.partition(p)
+        for row in rows:
+            topic, header, samples = row
+            pipe.xadd(stream, {"t": topic, "h": header, "s": samples}, minid=minid, approximate=True)
+            sent.append((p, row))
+    refused = []
+    for (p, row), result in zip(sent, pipe.execute(raise_on_error=False)):
+        if isinstance(result, redis.exceptions.OutOfMemoryError):
+            refused.append((p, row, "broker_full"))
+        elif isinstance(result, Exception):
+            refused.append((p, row, "broker_refused"))
+    return refused
+
+
+def _make_room(client, keys, partitions: int, retention_s: float) -> int:
+    """A full broker: trim every partition to the entries the workers have
+    not read yet (and to ``retention_s``), giving up the tail a taking-over
+    worker would replay before refusing new data; returns entries removed.
+    (XTRIM and XINFO are allowed over ``maxmemory``.)"""
+    import redis
+
+    from harstream.stream.durable.broker import GROUP
+
+    streams = [keys.partition(p) for p in range(partitions)]
+    retention_id = f"{max(0, int(time.time() * 1000 - retention_s * 1000))}-0"
+    try:
+        pipe = client.pipeline(transaction=False)
+        for stream in streams:
+            pipe.xinfo_groups(stream)
+        infos = pipe.execute(raise_on_error=False)
+        pipe = client.pipeline(transaction=False)
+        for stream, groups in zip(streams, infos):
+            if isinstance(groups, Exception):  # no such stream yet
+                continue
+            delivered = [_text(g["last-delivered-id"]) for g in groups if _text(g["name"]) == GROUP]
+            minid = max([retention_id, *delivered], key=_stream_id)
+            pipe.xtrim(stream, minid=minid, approximate=False)
+        return sum(n for n in pipe.execute(raise_on_error=False) if isinstance(n, int))
+    except redis.RedisError:
+        return 0
+
+
+def _stream_id(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _stats(counts: Counter, buf: PartitionBuffer, up: bool) -> dict:
+    """The bridge's counters; ``rejected`` counts messages, by reason."""
+    return {
+        **counts,
+        "broker_up": up,
+        "unwritten": buf.unwritten,
+        "rejected": dict(buf.rejected),
+        "buffered": buf.buffered,
+        "buffered_bytes": buf.buffered_bytes,
+    }
 
 
 def _line(counts: Counter, buf: PartitionBuffer, up: bool) -> str:

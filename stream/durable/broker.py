@@ -39,6 +39,10 @@ class Keys:
     def progress(self, p: int) -> str:
         return f"{self.prefix}progress:{p}"
 
+    def seen(self, p: int) -> str:
+        """Devices of partition ``p`` scored by when their last window was committed (ms)."""
+        return f"{self.prefix}seen:{p}"
+
     @property
     def members(self) -> str:
         return f"{self.prefix}members"

@@ -52,12 +52,15 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
-# KEYS: lease, progress, predictions, latest
+# KEYS: lease, progress, predictions, latest, seen
 # ARGV: value, maxlen, then (device, window, prediction JSON, progress JSON) per prediction
 # -> {written, skipped} or -1 when fenced. A window at or below the device's
 # committed one is skipped: a replay overwrites nothing and duplicates nothing.
+# Each written device is scored in ``seen`` by the server's time, for _FORGET.
 _COMMIT = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local written, skipped = 0, 0
 for i = 3, #ARGV, 4 do
   local device, window = ARGV[i], tonumber(ARGV[i + 1])
@@ -68,12 +71,30 @@ for i = 3, #ARGV, 4 do
     redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], '*', 'device', device, 'window', ARGV[i + 1], 'p', ARGV[i + 2])
     redis.call('HSET', KEYS[4], device, ARGV[i + 2])
     redis.call('HSET', KEYS[2], device, ARGV[i + 3])
+    redis.call('ZADD', KEYS[5], now, device)
     written = written + 1
   else
     skipped = skipped + 1
   end
 end
 return {written, skipped}
+"""
+
+# KEYS: lease, progress, latest, seen; ARGV: value, age_ms, limit
+# -> devices forgotten, or -1 when fenced: up to ``limit`` devices of the
+# partition whose last window was committed more than ``age_ms`` ago lose
+# their progress record and their latest prediction.
+_FORGET = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local old = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now - tonumber(ARGV[2]), 'LIMIT', 0, tonumber(ARGV[3]))
+for _, device in ipairs(old) do
+  redis.call('HDEL', KEYS[2], device)
+  redis.call('HDEL', KEYS[3], device)
+  redis.call('ZREM', KEYS[4], device)
+end
+return #old
 """
 
 # KEYS: lease, stream; ARGV: value, group, ids... -> acked count or -1 when fenced
@@ -111,6 +132,7 @@ class Leases:
         self._release = client.register_script(_RELEASE)
         self._commit = client.register_script(_COMMIT)
         self._ack = client.register_script(_ACK)
+        self._forget = client.register_script(_FORGET)
 
     def heartbeat(self, worker: str, leave: bool = False) -> list[str]:
         """Refresh ``worker``'s membership; the live members, sorted."""
@@ -141,21 +163,67 @@ class Leases:
 
         Returns (written, skipped as already committed); :class:`Fenced` if not ours.
         """
-        args: list = [lease.value, maxlen]
-        for device, window, body, progress in rows:
-            args += [device, window, _dumps(body), _dumps(progress)]
-        out = self._commit(
-            keys=[
-                self.keys.lease(lease.partition),
-                self.keys.progress(lease.partition),
-                self.keys.predictions,
-                self.keys.latest,
-            ],
-            args=args,
-        )
+        out = self._commit(keys=self._commit_keys(lease), args=self._commit_args(lease, rows, maxlen))
         if out == -1:
             raise Fenced(f"partition {lease.partition}: lease epoch {lease.epoch} no longer held by {lease.worker}")
         return int(out[0]), int(out[1])
+
+    def forget(self, lease: Lease, older_than_ms: int, limit: int = 1000) -> int:
+        """Remove the progress record and latest prediction of up to ``limit``
+        devices of the partition whose last window was committed more than
+        ``older_than_ms`` ago (server time); how many. :class:`Fenced` if not ours."""
+        p = lease.partition
+        out = self._forget(
+            keys=[self.keys.lease(p), self.keys.progress(p), self.keys.latest, self.keys.seen(p)],
+            args=[lease.value, int(older_than_ms), int(limit)],
+        )
+        if out == -1:
+            raise Fenced(f"partition {p}: lease epoch {lease.epoch} no longer held by {lease.worker}")
+        return int(out)
+
+    def ack_many(self, group: str, acks: list[tuple[Lease, list]]) -> list[int | Fenced]:
+        """:meth:`ack` for several partitions in one round trip: per partition,
+        entries acknowledged or the :class:`Fenced` it met (not raised)."""
+        acks = [(lease, ids) for lease, ids in acks if ids]
+        if not acks:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for lease, ids in acks:
+            self._ack(
+                keys=[self.keys.lease(lease.partition), self.keys.partition(lease.partition)],
+                args=[lease.value, group, *ids],
+                client=pipe,
+            )
+        out: list[int | Fenced] = []
+        for (lease, _), result in zip(acks, pipe.execute()):
+            out.append(_fenced(lease) if result == -1 else int(result))
+        return out
+
+    def commit_many(
+        self, commits: list[tuple[Lease, list[tuple[str, int, dict, dict]]]], maxlen: int
+    ) -> list[tuple[int, int] | Fenced]:
+        """:meth:`commit` for several partitions in one round trip: per
+        partition, (written, skipped) or the :class:`Fenced` it met (not raised)."""
+        if not commits:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for lease, rows in commits:
+            self._commit(keys=self._commit_keys(lease), args=self._commit_args(lease, rows, maxlen), client=pipe)
+        out: list[tuple[int, int] | Fenced] = []
+        for (lease, _), result in zip(commits, pipe.execute()):
+            out.append(_fenced(lease) if result == -1 else (int(result[0]), int(result[1])))
+        return out
+
+    def _commit_keys(self, lease: Lease) -> list[str]:
+        p = lease.partition
+        return [self.keys.lease(p), self.keys.progress(p), self.keys.predictions, self.keys.latest, self.keys.seen(p)]
+
+    @staticmethod
+    def _commit_args(lease: Lease, rows: list[tuple[str, int, dict, dict]], maxlen: int) -> list:
+        args: list = [lease.value, maxlen]
+        for device, window, body, progress in rows:
+            args += [device, window, _dumps(body), _dumps(progress)]
+        return args
 
     def ack(self, lease: Lease, group: str, ids: list) -> int:
         if not ids:
@@ -167,6 +235,10 @@ class Leases:
         if out == -1:
             raise Fenced(f"partition {lease.partition}: lease epoch {lease.epoch} no longer held by {lease.worker}")
         return int(out)
+
+
+def _fenced(lease: Lease) -> Fenced:
+    return Fenced(f"partition {lease.partition}: lease epoch {lease.epoch} no longer held by {lease.worker}")
 
 
 def _dumps(obj: dict) -> str:

@@ -39,27 +39,25 @@ partition whose last renewal is older than the lease time.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import threading
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import redis
 
-from harstream.stream.core.model_routing import ModelRouter, ServedModel, stats_key
-from harstream.stream.core.pipeline import STEP
-from harstream.stream.core.protocol import ProtocolError, decode_samples, encode_prediction, encode_signal, encode_stats
+from harstream.stream.core.model_routing import ModelRouter, ServedModel
+from harstream.stream.core.protocol import Prediction, ProtocolError, decode_samples
 from harstream.stream.core.subscriptions import Subscriptions
-from harstream.stream.core.worker import StreamCore, WorkerConfig, format_stats
+from harstream.stream.core.worker import StreamCore, WorkerConfig, WorkerStats, one_model_router
 from harstream.stream.durable.broker import GROUP, PREFIX, Backoff, Keys, connect
 from harstream.stream.durable.leases import Fenced, Lease, Leases
+from harstream.stream.durable.partition_state import PartitionState
 from harstream.stream.durable.partitions import DEFAULT_PARTITIONS, plan
-from harstream.stream.durable.window_keys import WindowGrid
 
 log = logging.getLogger(__name__)
 
@@ -76,23 +74,11 @@ class LogConfig:
     warmup_windows: int = 2  # windows of filter warm-up before the first context window
     read_count: int = 2000  # entries per partition per read
     predictions_maxlen: int = 100_000  # the capped predictions stream
+    # A device with no window committed for this long loses its progress record and latest
+    # prediction in the broker (0: kept for ever); an id-rotating client cannot grow them for good.
+    forget_after_s: float = 3600.0
     prefix: str = PREFIX
     allow_remote_broker: bool = False  # a broker off this machine (see broker.connect)
-
-
-@dataclass
-class Owned:
-    """A partition this worker holds."""
-
-    lease: Lease
-    core: StreamCore
-    grid: WindowGrid = field(default_factory=WindowGrid)
-    committed: dict[str, int] = field(default_factory=dict)  # device -> last window an earlier owner wrote
-    # their last probabilities: device -> (key of the model that made them, or None if not recorded, {window: probs})
-    stored: dict[str, tuple[str | None, dict[int, list[float]]]] = field(default_factory=dict)
-    # device -> (model key, (window, probs) of that model) for the progress record
-    recent: dict[str, tuple[str, deque]] = field(default_factory=dict)
-    renewed: float = 0.0  # monotonic time of the last successful renewal
 
 
 class RedisWorker:
@@ -102,8 +88,11 @@ class RedisWorker:
     ``runtime`` (``runtime`` serves a model without one); without it,
     ``runtime`` serves ``classes``/``model_id`` to every device. ``personal``
     (:class:`~harstream.stream.personal.registry.PersonalRegistry`) is polled
-    in :meth:`chores` and keeps the router's personal models in step with its
-    folder.
+    by the edge loop and keeps the router's personal models in step with its
+    folder. It is the edge loop's transport
+    (:class:`~harstream.stream.bus.edge.Transport`): :meth:`step` balances,
+    reads (and acknowledges) and predicts; each partition's decisions are its
+    :class:`~harstream.stream.durable.partition_state.PartitionState`'s.
     """
 
     def __init__(
@@ -115,23 +104,14 @@ class RedisWorker:
         config: WorkerConfig | None = None,
         log_config: LogConfig | None = None,
         worker_id: str = "worker",
-        send: Callable[[list[bytes]], None] | None = None,
+        publish: Callable[[list[Prediction]], None] | None = None,
         router: ModelRouter | None = None,
         personal=None,
+        subscriptions: Subscriptions | None = None,
     ):
         self.config = config or WorkerConfig()
         if router is None:  # one model for every device, as StreamCore describes it from the config
-            router = ModelRouter(
-                ServedModel(
-                    "waist",
-                    "waist",
-                    model_id,
-                    tuple(classes),
-                    self.config.context_steps,
-                    self.config.display,
-                    features=self.config.features,
-                )
-            )
+            router = one_model_router(classes, model_id, self.config)
         self.router = router  # shared by every partition's core: a personal model serves wherever its device is
         self.personal = personal
         self.runtime, self.classes, self.model_id = runtime, list(router.waist.classes), router.waist.model_id
@@ -141,9 +121,10 @@ class RedisWorker:
         self.keys = Keys(self.lc.prefix)
         self.client = connect(url, allow_remote=self.lc.allow_remote_broker)
         self.leases = Leases(self.client, self.keys, self.lc.lease_ttl_ms)
-        self.send = send or (lambda frames: None)
-        self.subscriptions = Subscriptions()  # of the output bus: whose signal feed to make
-        self.owned: dict[int, Owned] = {}
+        self.publish = publish or (lambda predictions: None)
+        # of the output bus: whose signal feed to make
+        self.subscriptions = subscriptions if subscriptions is not None else Subscriptions()
+        self.owned: dict[int, PartitionState] = {}
         self.counts: Counter[str] = Counter()
         self.drops: Counter[str] = Counter()  # of the worker itself (model_refused), beside its cores'
         self.retired: Counter[str] = Counter()  # totals of cores of partitions given away
@@ -155,6 +136,7 @@ class RedisWorker:
         self._latencies: list[float] = []
         self._lags: list[float] = []
         self._lock = threading.Lock()
+        self._next_balance = 0.0
         self._lost: set[int] = set()
         self._renewer_stop = threading.Event()
         self._renewer = threading.Thread(target=self._renew_loop, name="lease-renewer", daemon=True)
@@ -202,7 +184,7 @@ class RedisWorker:
             subscriptions=self.subscriptions,
         )
         core.started = now
-        owned = Owned(lease, core, renewed=now)
+        owned = PartitionState(lease, core, self.config.smooth_windows, renewed=now)
         self.owned[lease.partition] = owned
         try:
             self._rebuild(owned, now, started)
@@ -210,7 +192,7 @@ class RedisWorker:
             self.owned.pop(lease.partition, None)  # half rebuilt: the lease runs out, someone retries
             raise
 
-    def _rebuild(self, owned: Owned, now: float, started: float) -> None:
+    def _rebuild(self, owned: PartitionState, now: float, started: float) -> None:
         lease, core = owned.lease, owned.core
         stream = self.keys.partition(lease.partition)
         try:
@@ -223,15 +205,8 @@ class RedisWorker:
             if _text(group["name"]) == GROUP:
                 last = _text(group["last-delivered-id"])
         claimed = self._claim_pending(stream)
-        for device, raw in self.client.hgetall(self.keys.progress(lease.partition)).items():
-            record = json.loads(raw)
-            device = _text(device)
-            owned.committed[device] = int(record["w"])
-            recent = [(int(w), probs) for w, probs in record.get("recent", [])]
-            model = record.get("m")  # absent in records of workers that served one model
-            owned.stored[device] = (model, dict(recent))
-            if model is not None:
-                owned.recent[device] = (model, deque(recent, maxlen=self.config.smooth_windows))
+        progress = self.client.hgetall(self.keys.progress(lease.partition))
+        owned.load_progress({_text(device): json.loads(raw) for device, raw in progress.items()})
         replayed = 0
         context_windows = self._context_windows
         if last != "0-0":
@@ -247,18 +222,11 @@ class RedisWorker:
                     if batch is None:
                         continue
                     first_seq.setdefault(batch.device, batch.seq)
-                    done = owned.committed.get(batch.device)
-                    start = 0 if done is None else max(0, (done + 1 - context_windows) * STEP)
-                    admitted = owned.grid.admit(batch, start_at=start)
-                    if admitted is not None:
-                        core.accept(admitted, now)
-                        replayed += 1
+                    replayed += owned.admit(batch, now, owned.replay_from(batch.device, context_windows))
                 cursor = "(" + _text(entries[-1][0])
                 if len(entries) < 5000:
                     break
-            for device, done in owned.committed.items():  # samples the log no longer had
-                if device in first_seq and first_seq[device] > (done + 1) * STEP:
-                    owned.grid.counts["lost_samples"] += first_seq[device] - (done + 1) * STEP
+            owned.count_unlogged(first_seq)
             core.take_signals(now + 1e9)  # the replay is not news for the display
         if claimed:
             self.leases.ack(lease, GROUP, claimed)
@@ -299,7 +267,7 @@ class RedisWorker:
         owned = self.owned.get(p)
         if owned is None:
             return
-        while owned.core.pending:
+        while owned.core.waiting:
             self._run_batches(now, only=p, force=True)
         self.leases.release(owned.lease)
         self._drop(p, "released")
@@ -309,8 +277,8 @@ class RedisWorker:
         if owned is None:
             return
         stats = owned.core.stats(time.monotonic())
-        self.retired.update(stats["totals"])
-        self.retired_drops.update(stats["drops"])
+        self.retired.update(stats.totals)
+        self.retired_drops.update(stats.drops)
         self.retired.update({k: v for k, v in owned.grid.counts.items()})
         if why != "released":
             self.counts["leases_lost"] += 1
@@ -336,14 +304,15 @@ class RedisWorker:
 
     def read(self, now: float, block_ms: int) -> int:
         """Read new entries of the owned partitions into their cores; how many."""
-        fresh = now - self.lc.lease_ttl_ms / 1000
-        streams = {self.keys.partition(p): ">" for p, o in self.owned.items() if o.renewed > fresh}
+        ttl = self.lc.lease_ttl_ms / 1000
+        streams = {self.keys.partition(p): ">" for p, o in self.owned.items() if o.readable(now, ttl)}
         if not streams:
             time.sleep(block_ms / 1000)
             return 0
         reply = self.client.xreadgroup(GROUP, self.worker_id, streams, count=self.lc.read_count, block=block_ms or None)
         n = 0
         now = time.monotonic()
+        acks: list[tuple[int, Lease, list]] = []
         for stream, entries in reply or []:
             p = int(_text(stream).rsplit(":", 1)[1])
             owned = self.owned.get(p)
@@ -352,18 +321,20 @@ class RedisWorker:
             for _entry_id, fields in entries:
                 batch = self._decode(owned, fields)
                 if batch is not None:
-                    admitted = owned.grid.admit(batch)
-                    if admitted is not None:
-                        owned.core.accept(admitted, now)
+                    owned.admit(batch, now)
                 n += 1
-            try:
-                self.leases.ack(owned.lease, GROUP, [e[0] for e in entries])
-            except Fenced as exc:
-                self._drop(p, str(exc))
+            acks.append((p, owned.lease, [e[0] for e in entries]))
+        # every partition's acknowledgement in one round trip, each fenced by its own lease
+        results = self.leases.ack_many(GROUP, [(lease, ids) for _, lease, ids in acks if ids])
+        for (p, _, _), result in zip([a for a in acks if a[2]], results):
+            if isinstance(result, Fenced):
+                if p in self.owned:
+                    self.owned[p].fence()
+                self._drop(p, str(result))
         self.counts["entries"] += n
         return n
 
-    def _decode(self, owned: Owned, fields: dict):
+    def _decode(self, owned: PartitionState, fields: dict):
         try:
             return decode_samples([fields[b"t"], fields[b"h"], fields[b"s"]])
         except KeyError as exc:
@@ -381,7 +352,7 @@ class RedisWorker:
             parts = [
                 (p, o)
                 for p, o in self.owned.items()
-                if (only is None or p == only) and (o.core.batch_due(now) or (force and o.core.pending))
+                if (only is None or p == only) and (o.core.batch_due(now) or (force and o.core.waiting))
             ]
             if not parts:
                 break
@@ -410,11 +381,10 @@ class RedisWorker:
             self._predict_model(served, items)
 
     def _predict_model(self, served: ServedModel, items: list) -> None:
-        jobs = []  # (p, owned, taken, keys, suppressed mask)
+        jobs = []  # (p, state, taken, keys, mask of windows an earlier owner committed)
         xs = []
         for p, o, x, taken in items:
-            keys = [o.grid.key(w.device, w.generation, w.window) for w in taken]
-            old = np.array([k is not None and k <= o.committed.get(w.device, -1) for w, k in zip(taken, keys)], bool)
+            keys, old = o.to_run(taken)
             jobs.append((p, o, taken, keys, old))
             xs.append(x[~old])
         x_new = np.concatenate(xs)
@@ -426,128 +396,145 @@ class RedisWorker:
                     raise ValueError(f"model {served.model_id} returned {probs_new.shape} for {len(x_new)} windows")
             else:
                 probs_new = np.empty((0, n_classes))
-        except Exception as exc:  # never die on a batch
+        except Exception as exc:  # never die on a batch; counted in windows, as on the bus
             for _, o, taken, _, _ in jobs:
-                o.core.count_drop("inference", f"{len(taken)} windows: {type(exc).__name__}: {exc}")
+                o.core.count_drop("inference", f"{len(taken)} windows: {type(exc).__name__}: {exc}", len(taken))
             return
         now = time.monotonic()
         wall = time.time()
         offset = 0
+        settled_all = []
         for p, o, taken, keys, old in jobs:
-            probs = np.empty((len(taken), n_classes))
             k_new = int((~old).sum())
-            probs[~old] = probs_new[offset : offset + k_new]
+            settled = o.settle(taken, keys, old, probs_new[offset : offset + k_new], now)
             offset += k_new
-            for i in np.flatnonzero(old):
-                probs[i] = _stored_probs(o, taken[i], keys[i])
-            predictions = o.core.finish_batch(taken, probs, now)
-            rows, out = [], []
-            for w, pred, key, was_old in zip(taken, predictions, keys, old):
-                if key is None:
-                    self.counts["unkeyed"] += 1
-                    continue
-                model, recent = o.recent.get(pred.device, (None, None))
-                if model != stats_key(w.served) or recent is None:  # another model's probabilities mean nothing here
-                    recent = deque(maxlen=self.config.smooth_windows)
-                    o.recent[pred.device] = (stats_key(w.served), recent)
-                recent.append((key, pred.probs))
-                if was_old:
-                    self.counts["replayed_windows"] += 1
-                    continue
-                pred = dataclasses.replace(pred, window=key)
-                progress = {"w": key, "m": stats_key(w.served), "recent": list(recent)}
-                rows.append((pred.device, key, {"v": 1, **pred.__dict__}, progress))
-                out.append(pred)
-            if rows:
-                try:
-                    written, skipped = self.leases.commit(o.lease, rows, self.lc.predictions_maxlen)
-                    self.counts["committed"] += written
-                    self.counts["skipped_committed"] += skipped
-                except Fenced as exc:
-                    self.counts["fenced"] += len(rows)
-                    self._drop(p, str(exc))
-                    continue  # a stale owner publishes nothing
+            self.counts["unkeyed"] += settled.unkeyed
+            self.counts["replayed_windows"] += settled.replayed
+            settled_all.append((p, o, settled))
+        # every partition's commit in one round trip, each fenced by its own lease
+        to_commit = [(p, o, settled) for p, o, settled in settled_all if settled.rows]
+        results = self.leases.commit_many([(o.lease, st.rows) for _, o, st in to_commit], self.lc.predictions_maxlen)
+        for (p, o, settled), result in zip(to_commit, results):
+            if isinstance(result, Fenced):
+                self.counts["fenced"] += len(settled.rows)
+                o.fence()
+                self._drop(p, str(result))
+            else:
+                self.counts["committed"] += result[0]
+                self.counts["skipped_committed"] += result[1]
+        for _, o, settled in settled_all:
+            out = o.to_publish(settled)  # a stale owner publishes nothing
             for pred in out:
                 self._latencies.append(pred.latency_ms)
                 self._lags.append((wall - pred.t_end) * 1000.0)
-                self.send(encode_prediction(pred))
+            if out:
+                self.publish(out)
             self.counts["published"] += len(out)
 
     # ---------------------------------------------------------- the loop
 
-    def step(self, now: float, next_balance: float) -> None:
-        """One turn of the loop: balance if due, read, predict."""
-        if now >= next_balance:
-            self.balance(now)
-        due = any(o.core.pending for o in self.owned.values())
-        self.read(now, block_ms=0 if due else 10)
-        self._run_batches(time.monotonic())
-
-    def chores(self, now: float) -> None:
-        """Signals, idle devices, and the personal-model folder."""
-        if self.personal is not None:
-            self.apply_registry(now)
-        for o in self.owned.values():
-            for signal in o.core.take_signals(now):
-                self.send(encode_signal(signal))
-            for device in o.core.evict_idle(now):
-                o.grid.forget(device)
-                o.committed.pop(device, None)
-                o.stored.pop(device, None)
-                o.recent.pop(device, None)
-
-    def apply_registry(self, now: float) -> None:
-        """Let the personal-model registry update the router; count its
-        refusals and move the devices concerned at once, in every partition."""
-        try:
-            events = self.personal.poll(now, self.router)
-        except Exception as exc:  # the registry must not stop the worker (it does not raise for a bad file)
-            self.drops["internal"] += 1
-            log.exception("%s: personal models: %s", self.worker_id, exc)
+    def step(self, now: float, wake: float, publish: Callable[[list[Prediction]], None]) -> None:
+        """One turn of the edge loop: balance if due, read (waiting at most
+        until ``wake``, 10 ms), predict, commit and ``publish``. A broker error
+        is counted and retried with back-off; anything else is counted here
+        and raised for the loop to count (``internal``)."""
+        self.publish = publish
+        if not self.backoff.ready(now):
+            time.sleep(max(0.0, min(0.01, wake - now)))
             return
-        self.drops["model_refused"] += sum(e.kind == "refused" for e in events)
-        if events:
+        try:
+            if now >= self._next_balance:
+                self._next_balance = now + self.lc.balance_every_ms / 1000
+                self.balance(now)
+            # Wait for entries until the oldest waiting window must run (never past 10 ms or the next
+            # chore), not in a busy loop of non-blocking reads while windows wait for a batch to fill.
             for o in self.owned.values():
-                o.core.reroute_all()
+                deadline = o.core.next_deadline()
+                if deadline is not None:
+                    wake = min(wake, deadline)
+            self.read(now, block_ms=int(min(10.0, (wake - now) * 1000)) if wake > now + 0.001 else 0)
+            self._run_batches(time.monotonic())
+            if not self.broker_up:
+                log.warning("%s: broker %s back", self.worker_id, self.url)
+            self.broker_up = True
+            self.backoff.reset()
+        except redis.RedisError as exc:
+            if self.broker_up:
+                log.warning("%s: broker %s: %s; retrying with back-off", self.worker_id, self.url, exc)
+            self.broker_up = False
+            self.counts["broker_errors"] += 1
+            self.backoff.failed(now)
+        except Exception:  # a bug must not stop the worker; counted, and the loop logs it
+            self.counts["errors"] += 1
+            self.backoff.failed(now)
+            raise
 
-    def stats(self, now: float) -> dict:
-        """The worker's statistics in the single-process worker's shape, plus ``broker``."""
+    def cores(self) -> list[StreamCore]:
+        return [o.core for o in self.owned.values()]
+
+    def evict_idle(self, now: float) -> None:
+        """Idle devices of every owned partition, forgotten by its core and its state."""
+        for o in self.owned.values():
+            o.forget(o.core.evict_idle(now))
+
+    def forget_chore(self, now: float) -> None:
+        """The broker's forgetting of devices gone quiet, as a chore; a broker away is retried next time."""
+        try:
+            self.forget_old_devices()
+        except redis.RedisError:
+            self.counts["broker_errors"] += 1
+
+    def forget_old_devices(self) -> int:
+        """Let the broker forget the owned partitions' devices with no window
+        committed for ``forget_after_s`` (fenced, as every write); how many."""
+        gone = 0
+        for p, o in list(self.owned.items()):
+            try:
+                gone += self.leases.forget(o.lease, int(self.lc.forget_after_s * 1000))
+            except Fenced as exc:
+                self._drop(p, str(exc))
+        self.counts["forgotten_devices"] += gone
+        return gone
+
+    def stats(self, now: float) -> WorkerStats:
+        """The worker's statistics, every partition's together, with ``broker``."""
         per = [o.core.stats(now) for o in self.owned.values()]
         totals, drops = Counter(self.retired), Counter(self.retired_drops) + self.drops
         grid: Counter[str] = Counter()
         modes: Counter[str] = Counter()
         served: Counter[str] = Counter()  # devices per model key
         for o, s in zip(self.owned.values(), per):
-            totals.update(s["totals"])
-            drops.update(s["drops"])
+            totals.update(s.totals)
+            drops.update(s.drops)
             grid.update(o.grid.counts)
-            modes.update(s["modes"])
-            served.update({m["key"]: m["devices"] for m in s["models"]})
+            modes.update(s.modes)
+            served.update({m["key"]: m["devices"] for m in s.models})
         lat = np.asarray(self._latencies) if self._latencies else None
         lag = np.asarray(self._lags) if self._lags else None
-        batches = sum(s["batches"] for s in per)
-        out = {
-            "devices": sum(s["devices"] for s in per),
-            "interval_s": max((s["interval_s"] for s in per), default=0.0),
-            **{
-                k: round(sum(s[k] for s in per), 1)
-                for k in ("samples_per_s", "windows_per_s", "predictions_per_s", "messages_per_s")
-            },
-            "batches": batches,
-            "batch_mean": round(sum(s["batch_mean"] * s["batches"] for s in per) / batches, 2) if batches else 0.0,
-            "batch_max": max((s["batch_max"] for s in per), default=0),
-            "latency_p50_ms": round(float(np.percentile(lat, 50)), 2) if lat is not None else None,
-            "latency_p99_ms": round(float(np.percentile(lat, 99)), 2) if lat is not None else None,
-            "lag_p50_ms": round(float(np.percentile(lag, 50)), 2) if lag is not None else None,
-            "lag_p99_ms": round(float(np.percentile(lag, 99)), 2) if lag is not None else None,
-            "pending": sum(s["pending"] for s in per),
-            "pending_high_water": max((s["pending_high_water"] for s in per), default=0),
-            "drops": dict(drops),
-            "totals": dict(totals),
-            "model": self.model_id,
-            "models": self.router.describe(served),
-            "modes": dict(modes),
-            "broker": {
+        batches = sum(s.batches for s in per)
+        out = WorkerStats(
+            devices=sum(s.devices for s in per),
+            interval_s=max((s.interval_s for s in per), default=0.0),
+            samples_per_s=round(sum(s.samples_per_s for s in per), 1),
+            windows_per_s=round(sum(s.windows_per_s for s in per), 1),
+            predictions_per_s=round(sum(s.predictions_per_s for s in per), 1),
+            messages_per_s=round(sum(s.messages_per_s for s in per), 1),
+            batches=batches,
+            batch_mean=round(sum(s.batch_mean * s.batches for s in per) / batches, 2) if batches else 0.0,
+            batch_max=max((s.batch_max for s in per), default=0),
+            latency_p50_ms=round(float(np.percentile(lat, 50)), 2) if lat is not None else None,
+            latency_p99_ms=round(float(np.percentile(lat, 99)), 2) if lat is not None else None,
+            lag_p50_ms=round(float(np.percentile(lag, 50)), 2) if lag is not None else None,
+            lag_p99_ms=round(float(np.percentile(lag, 99)), 2) if lag is not None else None,
+            pending=sum(s.pending for s in per),
+            pending_high_water=max((s.pending_high_water for s in per), default=0),
+            drops=dict(drops),
+            totals=dict(totals),
+            model=self.model_id,
+            models=self.router.describe(served),
+            modes=dict(modes),
+            worker=self.worker_id,
+            broker={
                 "up": self.broker_up,
                 "url": self.url,
                 "members": len(self.members),
@@ -557,9 +544,7 @@ class RedisWorker:
                 "rebuild_ms_max": round(max(self.rebuild_ms), 1) if self.rebuild_ms else None,
                 **dict(self.counts),
             },
-        }
-        if self.personal is not None:
-            out["personal"] = self.personal.stats()
+        )
         self._latencies, self._lags, self.rebuild_ms = [], [], []
         return out
 
@@ -604,26 +589,21 @@ def serve_redis(
     output bus (``output`` as in :mod:`~harstream.stream.bus.addresses`, bound by default;
     ``keys``: a CURVE key folder, needed for an address off loopback).
     ``router`` and ``personal`` serve each device in its mode, as in
-    :func:`~harstream.stream.bus.zmq_worker.serve` (the registry is closed on return)."""
+    :func:`~harstream.stream.bus.zmq_worker.serve` (the registry is closed on return).
+    The loop is the bus worker's (:func:`~harstream.stream.bus.edge.run_edge`)."""
     import os
 
     import redis
     import zmq
 
     from harstream.stream.bus.addresses import output_address
+    from harstream.stream.bus.edge import OutputEdge, run_edge
     from harstream.stream.bus.sockets import SUBSCRIPTION_BYTES, BusSockets
-    from harstream.stream.bus.zmq_worker import publish_to_all_with_room
     from harstream.stream.durable.bridge import check_partitions
 
     worker_id = worker_id or f"worker-{os.getpid()}"
     stop = stop or threading.Event()
     sockets = BusSockets(keys)
-    drops: Counter[str] = Counter()
-
-    def send(frames: list[bytes]) -> None:
-        if not publish_to_all_with_room(pub, frames):
-            drops["output_hwm"] += 1
-
     worker = None
     backoff = Backoff()
     try:
@@ -637,6 +617,7 @@ def serve_redis(
             options={zmq.XPUB_NODROP: 1},
             retry_bind_s=10.0,
         )
+        edge = OutputEdge(pub)
         out_addr = pub.getsockopt_string(zmq.LAST_ENDPOINT)
         log_config = log_config or LogConfig()
         while not stop.is_set():
@@ -649,9 +630,9 @@ def serve_redis(
                     config,
                     log_config,
                     worker_id,
-                    send,
                     router=router,
                     personal=personal,
+                    subscriptions=edge.subscriptions,
                 )
                 check_partitions(worker.client, worker.keys, log_config.partitions)
                 break
@@ -667,74 +648,30 @@ def serve_redis(
             printer(f"worker {worker_id}: log {url} ({log_config.partitions} partitions), output {out_addr}")
         if on_ready:
             on_ready()
-        now = time.monotonic()
-        next_balance = now
-        next_chores, next_stats, next_print = now + 0.1, now + stats_every, now + print_every
-        while not stop.is_set():
-            now = time.monotonic()
-            if not worker.backoff.ready(now):
-                time.sleep(0.01)
-                continue
-            try:
-                worker.step(now, next_balance)
-                if not worker.broker_up:
-                    log.warning("%s: broker %s back", worker_id, url)
-                worker.broker_up = True
-                worker.backoff.reset()
-            except redis.RedisError as exc:
-                if worker.broker_up:
-                    log.warning("%s: broker %s: %s; retrying with back-off", worker_id, url, exc)
-                worker.broker_up = False
-                worker.counts["broker_errors"] += 1
-                worker.backoff.failed(now)
-            except Exception as exc:  # a bug must not stop the worker; counted and logged
-                log.exception("%s: unexpected %s; continuing", worker_id, type(exc).__name__)
-                worker.counts["errors"] += 1
-                worker.backoff.failed(now)
-            if now >= next_balance:
-                next_balance = now + log_config.balance_every_ms / 1000
-            if now >= next_chores:
-                next_chores = now + 0.1
-                worker.chores(now)
-                try:
-                    while True:
-                        worker.subscriptions.feed(pub.recv(zmq.NOBLOCK))
-                except zmq.Again:
-                    pass
-            if now >= next_stats:
-                next_stats = now + stats_every
-                stats = {"worker": worker_id, "runtime": getattr(runtime, "name", "?"), **worker.stats(now)}
-                stats["drops"] = {**stats["drops"], **drops}
-                send(encode_stats(worker_id, stats))
-                if printer and now >= next_print:
-                    next_print = now + print_every
-                    b = stats["broker"]
-                    printer(
-                        format_stats(stats) + f" broker={'up' if b['up'] else 'DOWN'} "
-                        f"partitions={b['partitions']} lost_samples={b['lost_samples']}"
-                    )
-        final = {"worker": worker_id, **worker.stats(time.monotonic())}
+        forget = [("forgetting devices", 1.0, worker.forget_chore)] if log_config.forget_after_s > 0 else []
+        final = run_edge(
+            worker,
+            edge,
+            worker_id,
+            stop,
+            runtime_name=getattr(runtime, "name", "?"),
+            stats_every=stats_every,
+            print_every=print_every,
+            printer=printer,
+            personal=personal,
+            router=worker.router,
+            registry_drops=worker.drops,
+            extra_chores=forget,
+        )
         try:
             worker.close(leave=True)
         except redis.RedisError:
             worker.close(leave=False)
-        return final
+        return final.to_dict()
     finally:
         if personal is not None:
             personal.close()
         sockets.close(1000)
-
-
-def _stored_probs(owned: Owned, window, key: int | None) -> list[float]:
-    """The probabilities an earlier owner committed for ``window`` (key
-    ``key``), if they came from the model that now serves it; else uniform
-    over its classes (the smoother restarts a little less informed)."""
-    n = len(window.served.output_classes)  # (a personal head's stored output is not the shared model's: uniform)
-    model, probs = owned.stored.get(window.device, (None, {}))
-    got = probs.get(key) if key is not None else None
-    if got is None or len(got) != n or (model is not None and model != stats_key(window.served)):
-        return [1.0 / n] * n
-    return got
 
 
 def _text(value) -> str:

@@ -1,0 +1,208 @@
+"""One edge loop for both workers: the ZeroMQ output edge and the loop around
+a transport.
+
+Both workers (the bus worker, :func:`~harstream.stream.bus.zmq_worker.serve`,
+and the worker on the durable log,
+:func:`~harstream.stream.durable.redis_worker.serve_redis`) run the same
+loop: read and predict (the transport's :meth:`Transport.step`), publish,
+and do chores on timers (:class:`~harstream.stream.core.chores.Chores`:
+signal feeds and subscriptions every 0.1 s, the idle sweep every second,
+the personal-model folder, statistics), each chore guarded: a failure is
+counted as ``internal`` and logged once, never the end of the worker. A
+transport supplies only what differs: how it reads (and acknowledges) and
+which cores it holds.
+
+:class:`OutputEdge` is the output bus: every core output goes out through
+:meth:`OutputEdge.publish_outputs` (one place), with room (a subscriber with a
+full queue loses its own copy, counted as ``output_hwm``, one per message),
+and the subscription messages the XPUB socket receives are read into
+:class:`~harstream.stream.core.subscriptions.Subscriptions`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Protocol
+
+from harstream.stream.core.chores import CHORES_S, IDLE_SWEEP_S, Chores
+from harstream.stream.core.model_routing import ModelRouter
+from harstream.stream.core.protocol import Prediction, Signal, encode_prediction, encode_signal, encode_stats
+from harstream.stream.core.subscriptions import Subscriptions
+from harstream.stream.core.worker import StreamCore, WorkerStats, format_stats
+
+log = logging.getLogger(__name__)
+
+
+class OutputEdge:
+    """The worker's output bus: an XPUB socket set to ``XPUB_NODROP``.
+
+    ``drops`` counts, in messages, what the edge itself loses: ``output_hwm``
+    (some subscriber missed a message: its queue was full) and ``internal``
+    (an output that could not be encoded or sent)."""
+
+    def __init__(self, pub: Any, subscriptions: Subscriptions | None = None):
+        self.pub = pub
+        self.subscriptions = subscriptions if subscriptions is not None else Subscriptions()
+        self.drops: Counter[str] = Counter()
+        self._logged: set[str] = set()
+
+    def send(self, frames: list[bytes]) -> None:
+        """Publish one message to every subscriber with room; never blocks, never raises."""
+        try:
+            if not publish_to_all_with_room(self.pub, frames):
+                self._count("output_hwm", "a subscriber's queue is full; it misses output")
+        except Exception as exc:  # one output must not stop the worker
+            self._count("internal", f"output: {type(exc).__name__}: {exc}")
+
+    def publish_outputs(self, predictions: Iterable[Prediction] = (), signals: Iterable[Signal] = ()) -> None:
+        """The one place the core's outputs leave the worker (a new kind of
+        output goes out here too)."""
+        for prediction in predictions:
+            self._encode_and_send(encode_prediction, prediction)
+        for signal in signals:
+            self._encode_and_send(encode_signal, signal)
+
+    def publish_stats(self, worker_id: str, stats: WorkerStats) -> None:
+        self._encode_and_send(encode_stats, worker_id, stats.to_dict())
+
+    def read_subscriptions(self) -> None:
+        """Take the subscription messages queued on the XPUB socket (they queue up unless read)."""
+        import zmq
+
+        try:
+            while True:
+                self.subscriptions.feed(self.pub.recv(zmq.NOBLOCK))
+        except zmq.Again:
+            pass
+
+    def _encode_and_send(self, encode: Callable[..., list[bytes]], *what: Any) -> None:
+        try:
+            frames = encode(*what)
+        except Exception as exc:
+            self._count("internal", f"output {encode.__name__}: {type(exc).__name__}: {exc}")
+            return
+        self.send(frames)
+
+    def _count(self, reason: str, detail: str) -> None:
+        self.drops[reason] += 1
+        if reason not in self._logged:
+            self._logged.add(reason)
+            log.warning("%s: %s (further ones are counted in stats)", reason, detail)
+
+
+class Transport(Protocol):
+    """What an edge supplies to :func:`run_edge`: how it reads and acknowledges."""
+
+    def step(self, now: float, wake: float, publish: Callable[[list[Prediction]], None]) -> None:
+        """Read what came (waiting at most until ``wake``), push it into the
+        core(s), acknowledge it, run the due batches and ``publish`` their
+        predictions. May raise; the loop counts it and goes on."""
+
+    def cores(self) -> Sequence[StreamCore]:
+        """The cores whose signals, idle devices and routes the loop tends."""
+
+    def evict_idle(self, now: float) -> None:
+        """Forget devices silent for longer than the idle timeout."""
+
+    def stats(self, now: float) -> WorkerStats:
+        """Statistics since the previous call."""
+
+
+def apply_registry(personal: Any, router: ModelRouter, cores: Iterable[StreamCore], drops: Counter, now: float) -> list:
+    """Let the personal-model registry update ``router``; count its refusals
+    in ``drops`` (``model_refused``, one per file refused) and move the
+    devices concerned at once, in every core."""
+    events = personal.poll(now, router)
+    drops["model_refused"] += sum(event.kind == "refused" for event in events)
+    if events:
+        for core in cores:
+            core.reroute_all()
+    return events
+
+
+def run_edge(
+    transport: Transport,
+    edge: OutputEdge,
+    worker_id: str,
+    stop: Any,
+    runtime_name: str = "?",
+    stats_every: float = 1.0,
+    print_every: float = 5.0,
+    printer: Callable[[str], None] | None = print,
+    personal: Any = None,
+    router: ModelRouter | None = None,
+    registry_drops: Counter | None = None,
+    extra_chores: Sequence[tuple[str, float, Callable[[float], Any]]] = (),
+) -> WorkerStats:
+    """Run ``transport`` until ``stop`` (a threading.Event) is set; returns the last statistics.
+
+    ``personal`` (a :class:`~harstream.stream.personal.registry.PersonalRegistry`)
+    is polled every 0.1 s to keep ``router`` in step with its folder, its
+    refusals counted in ``registry_drops``; ``extra_chores`` are the
+    transport's own ``(name, period, step(now))``.
+    """
+    cores = transport.cores
+    chores = Chores(on_failure=lambda name, exc: edge._count("internal", f"{name}: {type(exc).__name__}: {exc}"))
+
+    def outputs(now: float) -> None:
+        edge.read_subscriptions()
+        edge.publish_outputs(signals=[s for core in cores() for s in core.take_signals(now)])
+
+    def publish_stats(now: float) -> None:
+        stats = transport.stats(now)
+        stats.worker, stats.runtime = worker_id, runtime_name
+        stats.drops = dict(Counter(stats.drops) + edge.drops)
+        stats.subscriptions = edge.subscriptions.stats()
+        if personal is not None:
+            stats.personal = personal.stats()
+        last[0] = stats
+        edge.publish_stats(worker_id, stats)
+        if printer is not None and now >= next_print[0]:
+            next_print[0] = now + print_every
+            printer(format_stats(stats.to_dict()))
+
+    now = time.monotonic()
+    last: list[WorkerStats | None] = [None]
+    next_print = [now + print_every]
+    chores.every("signals", CHORES_S, outputs, first=now + CHORES_S)
+    chores.every("eviction", IDLE_SWEEP_S, transport.evict_idle, first=now + IDLE_SWEEP_S)
+    if personal is not None and router is not None:
+        drops = registry_drops if registry_drops is not None else Counter()
+        chores.every("personal models", CHORES_S, lambda t: apply_registry(personal, router, cores(), drops, t))
+    for name, period, step in extra_chores:
+        chores.every(name, period, step, first=now + period)
+    chores.every("stats", stats_every, publish_stats, first=now + stats_every)
+
+    def publish(predictions: list[Prediction]) -> None:
+        edge.publish_outputs(predictions=predictions)
+
+    while not stop.is_set():
+        chores.guarded("step", transport.step, time.monotonic(), chores.next_due, publish)
+        chores.run_due(time.monotonic())
+    final = transport.stats(time.monotonic())
+    final.worker, final.runtime = worker_id, runtime_name
+    final.drops = dict(Counter(final.drops) + edge.drops)
+    return final
+
+
+def publish_to_all_with_room(pub: Any, frames: list[bytes]) -> bool:
+    """Publish ``frames`` on an XPUB socket set to ``XPUB_NODROP``, never
+    blocking. True if every subscriber took it; if one's queue was full
+    (EAGAIN), send it again without NODROP, so every subscriber with room gets
+    it and only the full one loses its copy, and return False (count it)."""
+    import zmq
+
+    try:
+        pub.send_multipart(frames, zmq.NOBLOCK)
+        return True
+    except zmq.Again:
+        pass
+    pub.setsockopt(zmq.XPUB_NODROP, 0)
+    try:
+        pub.send_multipart(frames, zmq.NOBLOCK)  # lossy: to everyone with room
+    finally:
+        pub.setsockopt(zmq.XPUB_NODROP, 1)
+    return False
