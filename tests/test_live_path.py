@@ -236,6 +236,7 @@ def hostile_messages() -> dict[str, list[list[bytes]]]:
         "range": [[good[0], good[1], np.full((4, 6), 1e35, np.float32).tobytes()]],
         "time": [[good[0], good[1].replace(b'"t0":1.0', b'"t0":1e306'), good[2]]],
         "session": [[good[0], good[1].replace(b'"v":1', b'"v":1,"session":"a\\n"'), good[2]]],
+        "pressure": [[good[0], good[1].replace(b'"v":1', b'"v":1,"pressure":"1013"'), good[2]]],
     }
 
 
