@@ -39,6 +39,17 @@ FREE_SIGNALS = 10
 FREE_STATISTICS = 8
 FREE_CORRELATIONS = 3
 FREE_FEATURES = FREE_SIGNALS * (FREE_STATISTICS + BANDS + 1) + FREE_CORRELATIONS
+#: :func:`gait_features` (see its docstring for the list).
+GAIT_FEATURES = 12
+#: :class:`~harstream.models.invariant.PlacementRobustFeatures`: the placement-free ones and the gait ones.
+ROBUST_FEATURES = FREE_FEATURES + GAIT_FEATURES
+#: Autocorrelation lags (samples at 50 Hz) where one step (0.3-0.8 s) and one
+#: stride (two steps, 0.8-1.28 s: the longest lag a 2.56 s window shows) repeat.
+STEP_LAGS = (15, 40)
+STRIDE_LAGS = (40, WINDOW // 2 + 1)
+#: DFT bins (1 bin = 50/128 Hz) of the stride (0.6-1.3 Hz) and step (1.3-2.8 Hz) frequencies.
+STRIDE_BINS = (2, 4)
+STEP_BINS = (4, 8)
 
 
 @lru_cache(maxsize=4)
@@ -125,6 +136,86 @@ def placement_free_features(x, xp: Any):
     return xp.concatenate(stats + [bands, mean_freq, corr], axis=-1)
 
 
+def gait_features(x, xp: Any):
+    """Twelve features of channel-first windows ``(n, 9, 128)`` that describe
+    the gait and how the device swings, none of which depends on the device's
+    orientation, and few on where it sits:
+
+    - regularity: the autocorrelation's highest value at one step's lag and
+      at one stride's lag, of the total-acceleration magnitude and of the
+      rotation-rate magnitude (a walk repeats every step at the waist, every
+      stride on a swinging limb; both are high in any walk);
+    - stride against step: log power ratio of the stride band (0.6-1.3 Hz)
+      to the step band (1.3-2.8 Hz) of the acceleration magnitude, the
+      rotation-rate magnitude and the acceleration along gravity;
+    - the dominant rotation: the share of the rotation rate's energy about
+      its main axis (a pendulum turns about one axis: near 1) and the log of
+      that energy;
+    - the swing of the device's tilt: mean and spread of how far the total
+      acceleration's direction leaves its window mean (a thigh pitches
+      ±20-30°, a waist a few degrees), and the mean resultant length of that
+      direction.
+    """
+    body, gyro, total = x[:, 0:3], x[:, 3:6], x[:, 6:9]
+    down = unit(total - body, xp)
+    magnitude = norm(total, xp)[:, 0]
+    spin = norm(gyro, xp)[:, 0]
+    vertical = dot(body, down, xp)[:, 0]
+    s = xp.stack([magnitude, spin, vertical], axis=1)  # (n, 3, 128)
+    centred = s - xp.mean(s, axis=-1, keepdims=True)
+    cos, sin = dft_matrices(WINDOW)
+    power = xp.square(xp.matmul(centred, cos)) + xp.square(xp.matmul(centred, sin))  # (n, 3, 64)
+    lags = np.arange(WINDOW // 2 + 1, dtype=np.float32)
+    bins = np.arange(1, BINS + 1, dtype=np.float32)
+    lag_cos = np.cos(2 * np.pi * bins[:, None] * lags[None, :] / WINDOW).astype(np.float32)  # (64, 65)
+    # circular autocorrelation = inverse DFT of the power (Wiener-Khinchin), normalised at lag 0
+    ac = xp.matmul(power[:, 0:2], lag_cos) / (xp.sum(power[:, 0:2], axis=-1, keepdims=True) + EPS)
+    regularity = [
+        xp.max(ac[..., STEP_LAGS[0] : STEP_LAGS[1]], axis=-1),
+        xp.max(ac[..., STRIDE_LAGS[0] : STRIDE_LAGS[1]], axis=-1),
+    ]
+    stride = xp.sum(power[..., STRIDE_BINS[0] - 1 : STRIDE_BINS[1] - 1], axis=-1)
+    step = xp.sum(power[..., STEP_BINS[0] - 1 : STEP_BINS[1] - 1], axis=-1)
+    stride_vs_step = xp.log(stride + EPS) - xp.log(step + EPS)  # (n, 3)
+
+    # the rotation rate's energy matrix and its largest eigenvalue (closed form for 3x3 symmetric)
+    c = xp.matmul(gyro, xp.transpose(gyro, (0, 2, 1))) / WINDOW  # (n, 3, 3)
+    trace = c[:, 0, 0] + c[:, 1, 1] + c[:, 2, 2]
+    q = trace / 3.0
+    off = xp.square(c[:, 0, 1]) + xp.square(c[:, 0, 2]) + xp.square(c[:, 1, 2])
+    p2 = xp.square(c[:, 0, 0] - q) + xp.square(c[:, 1, 1] - q) + xp.square(c[:, 2, 2] - q) + 2.0 * off
+    p = xp.sqrt(p2 / 6.0 + EPS)
+    b00, b11, b22 = (c[:, 0, 0] - q) / p, (c[:, 1, 1] - q) / p, (c[:, 2, 2] - q) / p
+    b01, b02, b12 = c[:, 0, 1] / p, c[:, 0, 2] / p, c[:, 1, 2] / p
+    det = b00 * (b11 * b22 - b12 * b12) - b01 * (b01 * b22 - b12 * b02) + b02 * (b01 * b12 - b11 * b02)
+    angle = xp.arccos(xp.clip(det / 2.0, -1.0, 1.0)) / 3.0
+    largest = q + 2.0 * p * xp.cos(angle)
+    planarity = largest / (trace + EPS)
+
+    direction = unit(total, xp)  # (n, 3, 128)
+    mean_dir = xp.mean(direction, axis=-1, keepdims=True)
+    resultant = norm(mean_dir, xp)[:, 0, 0]
+    along = dot(direction, mean_dir / resultant[:, None, None], xp)
+    tilt = norm(direction - along * (mean_dir / resultant[:, None, None]), xp)[:, 0]
+    tilt_mean = xp.mean(tilt, axis=-1)
+    tilt_std = xp.sqrt(xp.mean(xp.square(tilt - tilt_mean[:, None]), axis=-1) + EPS)
+    return xp.concatenate(
+        regularity[0:1]
+        + regularity[1:2]
+        + [
+            stride_vs_step,
+            xp.stack([planarity, xp.log(largest + EPS), tilt_mean, tilt_std, resultant], axis=-1),
+        ],
+        axis=-1,
+    )
+
+
+def placement_robust_features(x, xp: Any):
+    """:class:`~harstream.models.invariant.PlacementRobustFeatures`: the
+    placement-free features followed by :func:`gait_features`."""
+    return xp.concatenate([placement_free_features(x, xp), gait_features(x, xp)], axis=-1)
+
+
 def _order_statistics(s, xp):
     """Median and interquartile range along the time axis."""
     ordered = xp.sort(s, axis=-1)
@@ -183,6 +274,7 @@ def correlations(centred, std, pairs, xp: Any):
 NUMPY_LAYERS: dict[str, tuple[Callable, int]] = {
     "harstream>WindowFeatures": (window_features, WINDOW_FEATURES),
     "harstream>PlacementFreeFeatures": (placement_free_features, FREE_FEATURES),
+    "harstream>PlacementRobustFeatures": (placement_robust_features, ROBUST_FEATURES),
 }
 # Config keys every Keras layer has; the feature layers have no others (no weights, no options).
 _BASE_CONFIG = {"name", "trainable", "dtype"}

@@ -89,3 +89,36 @@ def gravity_direction(x):
         x = x[:, 0]
     g = ops.mean(x[..., 6:9] - x[..., 0:3], axis=1)
     return g / ops.sqrt(ops.sum(ops.square(g), axis=-1, keepdims=True) + _EPS)
+
+
+@keras.saving.register_keras_serializable(package="harstream")
+class PlacementRobustFeatures(FeatureLayer):
+    """:class:`PlacementFreeFeatures` followed by the gait features of
+    :func:`~harstream.models.feature_math.gait_features` (regularity at the
+    step and stride lags, stride-against-step power, the dominant rotation
+    axis's share and energy, the swing of the device's tilt): every one is
+    unchanged by turning the device, and together they say how the device
+    swings — a waist bounces once per step, a thigh or an arm swings once
+    per stride."""
+
+    formula = staticmethod(feature_math.placement_robust_features)
+
+    @staticmethod
+    def size() -> int:
+        return feature_math.ROBUST_FEATURES
+
+
+def placement_robust_features(x: np.ndarray, batch: int = 2048) -> np.ndarray:
+    """:class:`PlacementRobustFeatures` of windows ``(n, 128, 9)`` or stacks
+    ``(n, k, 128, 9)`` (k vectors side by side) as float32, by numpy (the
+    same formulas as the layer)."""
+    n = len(x)
+    k = x.shape[1] if x.ndim == 4 else 1
+    flat = x.reshape((-1,) + x.shape[-2:])
+    parts = [
+        np.asarray(feature_math.placement_robust_features(feature_math.channel_first(flat[i : i + batch]), np))
+        for i in range(0, len(flat), batch)
+    ]
+    size = PlacementRobustFeatures.size()
+    out = np.concatenate(parts) if parts else np.empty((0, size), np.float32)
+    return out.reshape(n, k * size).astype(np.float32)

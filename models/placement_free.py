@@ -47,9 +47,15 @@ from harstream.models.reports import REPORTS
 from harstream.stream.core.activities import PLACEMENT_FREE
 from harstream.stream.data.recordings import UCI_TEST_SUBJECTS, Recording
 
-from .augment import rotate_samples, rotation_within
+from .augment import LIMBS, LimbMotion, rotate_samples, rotation_within, simulate_limb, uniform_rotations
 from .dataset import Windows, labelled_windows
-from .invariant import PlacementFreeFeatures, placement_free_features
+from .invariant import (
+    PlacementFreeFeatures,
+    PlacementRobustFeatures,
+    placement_free_features,
+    placement_robust_features,
+)
+from .placement_estimate import PLACEMENTS, PlacementEstimator, fit_placement_estimator
 
 if TYPE_CHECKING:  # Keras loads slowly; the functions below import it when they run
     import keras
@@ -59,7 +65,11 @@ N_PLACEMENT_FREE = len(PLACEMENT_FREE)
 DEFAULT_CONTEXT = (1, 2, 4)
 DEFAULT_C = 3.0
 #: Motion scaled by a log-uniform factor in this range (see the module doc).
-DEFAULT_AMPLITUDE = (0.7, 1.5)
+DEFAULT_AMPLITUDE = None
+#: Simulated placements added to the training data (see the module doc).
+DEFAULT_LIMBS = LIMBS
+#: Feature sets: the orientation-invariant ones, and those plus the gait features.
+FEATURE_SETS = {"free": PlacementFreeFeatures, "robust": PlacementRobustFeatures}
 #: The test sessions' rotations are drawn from the seed plus this.
 TEST_ROTATION_OFFSET = 1000
 
@@ -127,12 +137,46 @@ class Recipe:
     context: tuple[int, ...] = DEFAULT_CONTEXT
     C: float = DEFAULT_C
     amplitude: tuple[float, float] | None = DEFAULT_AMPLITUDE
+    limbs: tuple[str, ...] = DEFAULT_LIMBS
+    features: str = "robust"
 
     @property
     def label(self) -> str:
         ctx = "context" + "-".join(map(str, self.context)) if self.context else "single"
         amp = f"+amp{self.amplitude[0]}-{self.amplitude[1]}" if self.amplitude else ""
-        return f"any-svm-C{self.C:g}-{ctx}{amp}"
+        limbs = "+limbs-" + "-".join(self.limbs) if self.limbs else ""
+        feats = "" if self.features == "free" else f"+{self.features}"
+        return f"any-svm-C{self.C:g}-{ctx}{amp}{limbs}{feats}"
+
+    @staticmethod
+    def from_label(label: str) -> Recipe:
+        """The recipe whose :attr:`label` is ``label`` (a ValueError if none is)."""
+        import re
+
+        m = re.fullmatch(
+            r"any-svm-C([0-9.eE+-]+)-(single|context[0-9-]+)(\+amp([0-9.]+)-([0-9.]+))?"
+            r"(\+limbs-([a-z-]+))?(\+(robust))?",
+            label,
+        )
+        if m is None:
+            raise ValueError(f"placement-free recipe label {label!r} is not one this module writes")
+        context = () if m.group(2) == "single" else tuple(int(v) for v in m.group(2)[len("context") :].split("-"))
+        amplitude = (float(m.group(4)), float(m.group(5))) if m.group(3) else None
+        limbs = tuple(m.group(7).split("-")) if m.group(6) else ()
+        recipe = Recipe(context, float(m.group(1)), amplitude, limbs, m.group(9) or "free")
+        if recipe.label != label:
+            raise ValueError(f"placement-free recipe label {label!r} does not round-trip (got {recipe.label!r})")
+        return recipe
+
+    def feature_layer(self):
+        """A fresh instance of the recipe's feature layer."""
+        if self.features not in FEATURE_SETS:
+            raise ValueError(f"recipe {self.label}: unknown feature set {self.features!r} ({sorted(FEATURE_SETS)})")
+        return FEATURE_SETS[self.features](name=f"placement_{self.features}_features")
+
+    def compute_features(self, x: np.ndarray) -> np.ndarray:
+        """The recipe's features of windows or stacks, as float32."""
+        return placement_robust_features(x) if self.features == "robust" else placement_free_features(x)
 
 
 def training_features(train: Windows, recipe: Recipe, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -140,38 +184,101 @@ def training_features(train: Windows, recipe: Recipe, seed: int) -> tuple[np.nda
     stacks, already rotated), with the recipe's amplitude augmentation: the
     windows as they are plus one copy with the motion scaled."""
     x, y, groups = train.x, placement_free_labels(train.y), train.subjects
-    feats = placement_free_features(x)
+    feats = recipe.compute_features(x)
     if recipe.amplitude is None:
         return feats, y, groups
     low, high = recipe.amplitude
     rng = np.random.default_rng(seed)
     # one factor per window, the same for all windows of its stack (a person's vigour)
     factors = np.exp(rng.uniform(np.log(low), np.log(high), size=len(x)))
-    scaled = placement_free_features(scale_motion(x, factors))
+    scaled = recipe.compute_features(scale_motion(x, factors))
     return np.concatenate([feats, scaled]), np.concatenate([y, y]), np.concatenate([groups, groups])
 
 
+def limb_labels(y: np.ndarray) -> np.ndarray:
+    """What the placement-free model is taught for a swinging-limb window of
+    HAPT class ``y``: a walk on stairs is WALKING (a limb's gait is not the one
+    stairs were learned from; stairs there need other evidence), postures STILL.
+
+    >>> limb_labels(np.arange(6)).tolist()
+    [0, 0, 0, 3, 3, 3]
+    """
+    merged = placement_free_labels(y)
+    return np.where(merged < STILL_CLASS, 0, merged)
+
+
+def limb_recordings(recordings: Iterable[Recording], kind: str, seed: int) -> list[Recording]:
+    """Each HAPT waist recording (as recorded, not turned) as a device on a
+    swinging ``kind`` limb would have measured it
+    (:func:`~harstream.models.augment.simulate_limb`, a random limb per
+    session), then turned by a uniform random rotation (how the pocket or
+    strap holds it). Labels are the recording's own; names get ``@kind``."""
+    rng = np.random.default_rng([seed, LIMBS.index(kind) + 1])
+    out = []
+    for rec in recordings:
+        limb = LimbMotion.draw(kind, rng)
+        samples = rotate_samples(simulate_limb(rec.samples, limb, rec.rate), uniform_rotations(1, rng)[0])
+        out.append(replace(rec, name=f"{rec.name}@{kind}", samples=samples))
+    return out
+
+
 def fit_placement_free(
-    train: Windows, recipe: Recipe = Recipe(), seed: int = 0, verbose: int = 0
+    train: Windows,
+    recipe: Recipe = Recipe(),
+    seed: int = 0,
+    verbose: int = 0,
+    limbs: dict[str, Windows] | None = None,
 ) -> tuple[keras.Model, dict]:
-    """Fit the placement-free SVM on ``train`` (HAPT classes 0-5, merged here);
-    returns the Keras model (input ``train.x.shape[1:]``, 4 probabilities in
-    :data:`PLACEMENT_FREE` order) and a history dict."""
+    """Fit the placement-free SVM on ``train`` (HAPT classes 0-5, merged here)
+    and, when given, simulated ``limbs`` windows by kind (their gait taught as
+    WALKING: :func:`limb_labels`); returns the Keras model (input
+    ``train.x.shape[1:]``, 4 probabilities in :data:`PLACEMENT_FREE` order)
+    and a history dict. With limbs, ``history["placement_estimate"]`` is the
+    fitted :class:`~harstream.models.placement_estimate.PlacementEstimator`
+    (moving windows: waist against each limb)."""
     from .svm import fit_feature_svm
 
     feats, y, groups = training_features(train, recipe, seed)
-    return fit_feature_svm(
-        feats,
-        y,
-        groups,
+    where = [np.full(len(y), PLACEMENTS.index("waist"))]
+    parts = [(feats, y, groups)]
+    for kind, windows in (limbs or {}).items():
+        parts.append((recipe.compute_features(windows.x), limb_labels(windows.y), windows.subjects))
+        where.append(np.full(len(windows), PLACEMENTS.index(kind)))
+    all_feats = np.concatenate([p[0] for p in parts])
+    all_y = np.concatenate([p[1] for p in parts])
+    all_groups = np.concatenate([p[2] for p in parts])
+    model, history = fit_feature_svm(
+        all_feats,
+        all_y,
+        all_groups,
         train.x.shape[1:],
         C=recipe.C,
         seed=seed,
-        layer=PlacementFreeFeatures(name="placement_free_features"),
+        layer=recipe.feature_layer(),
         n_classes=N_PLACEMENT_FREE,
         name="placement_free_svm",
         verbose=verbose,
     )
+    history["train_windows"] = int(len(all_y))
+    if limbs and recipe.features == "robust":
+        placement = np.concatenate(where)
+        # the estimator sees the current window only (the first of a stack), moving windows only
+        current = all_feats[:, : PlacementRobustFeatures.size()]
+        moving = all_y != STILL_CLASS
+        history["placement_estimate"] = fit_placement_estimator(current[moving], placement[moving])
+    return model, history
+
+
+def fit_on_sessions(
+    waist: Sequence[Recording], recipe: Recipe, seed: int, verbose: int = 0
+) -> tuple[keras.Model, dict]:
+    """:func:`fit_placement_free` on the training sessions ``waist`` *as
+    recorded* (not turned): the waist windows come from the sessions turned
+    at random (:func:`rotated_recordings` with ``seed``), the limb windows
+    from :func:`limb_recordings` of the recipe's limbs."""
+    turned = rotated_recordings(waist, seed)
+    limbs = {kind: _windows(limb_recordings(waist, kind, seed), recipe.context) for kind in recipe.limbs}
+    return fit_placement_free(_windows(turned, recipe.context), recipe, seed, verbose, limbs=limbs)
 
 
 def scores(predicted: np.ndarray, y: np.ndarray) -> dict:
@@ -192,29 +299,70 @@ def _windows(recordings: Sequence[Recording], context: Sequence[int]) -> Windows
     return labelled_windows(recordings, context_steps=tuple(context))
 
 
+def placement_scores(predicted: np.ndarray, y: np.ndarray, placement: str) -> dict:
+    """What a user sees of the placement-free classes at one placement, from
+    predicted placement-free classes and HAPT classes ``y``:
+
+    - ``own_classes``: at the waist, all four classes; on a limb, flat walking
+      → WALKING and postures → STILL (a limb's stairs windows are left out:
+      without other evidence the model should call them WALKING, which is not
+      the truth either — they count in ``moving_vs_still`` and
+      ``stairs_as_walking``);
+    - ``moving_vs_still``; ``walking_as_walking`` (flat walking shown as
+      WALKING); ``stairs_false_alarm`` (flat walking shown as up- or
+      downstairs); ``stairs_as_walking`` (stairs shown as WALKING)."""
+    truth = placement_free_labels(y)
+    predicted = np.asarray(predicted)
+    walking = truth == 0
+    stairs = (truth == 1) | (truth == 2)
+    own = ~stairs if placement != "waist" else np.ones(len(truth), bool)
+
+    def rate(mask: np.ndarray, hit: np.ndarray) -> float:
+        return float(np.mean(hit[mask])) if mask.any() else float("nan")
+
+    return {
+        "placement": placement,
+        "windows": int(len(truth)),
+        "own_classes": rate(own, predicted == truth),
+        "moving_vs_still": rate(np.ones(len(truth), bool), (predicted == STILL_CLASS) == (truth == STILL_CLASS)),
+        "walking_as_walking": rate(walking, predicted == 0),
+        "stairs_false_alarm": rate(walking, (predicted == 1) | (predicted == 2)),
+        "stairs_as_walking": rate(stairs, predicted == 0),
+    }
+
+
+def placement_sets(recordings: Sequence[Recording], seed: int) -> dict[str, list[Recording]]:
+    """The held-out ``recordings`` as worn at each placement: the waist turned
+    at random, and simulated thigh and wrist (:func:`limb_recordings`)."""
+    return {
+        "waist": rotated_recordings(recordings, seed),
+        **{kind: limb_recordings(recordings, kind, seed) for kind in LIMBS},
+    }
+
+
 def select(recipes: Sequence[Recipe], seed: int = 0, out: Path | None = None) -> list[dict]:
     """Fit each recipe on the fit subjects (training minus validation), score
-    it on the validation subjects, every session rotated at any angle."""
+    it on the validation subjects as worn at the waist (turned at any angle)
+    and as simulated thighs and wrists."""
     from harstream.stream.data.recordings import load_dataset
 
     from .dataset import VALIDATION_SUBJECTS
 
     data = load_dataset()
     train_subjects = [s for s in data.subjects() if s not in UCI_TEST_SUBJECTS]
-    fit_recs = rotated_recordings(data.of_subjects(set(train_subjects) - set(VALIDATION_SUBJECTS)), seed)
-    val_recs = rotated_recordings(data.of_subjects(VALIDATION_SUBJECTS), seed + 1000)
+    fit_recs = data.of_subjects(set(train_subjects) - set(VALIDATION_SUBJECTS))
+    val_sets = placement_sets(data.of_subjects(VALIDATION_SUBJECTS), seed + TEST_ROTATION_OFFSET)
     results = []
     for recipe in recipes:
         started = time.perf_counter()
-        fit, val = _windows(fit_recs, recipe.context), _windows(val_recs, recipe.context)
-        model, history = fit_placement_free(fit, recipe, seed)
-        predicted = np.asarray(model.predict(val.x, batch_size=512, verbose=0)).argmax(1)
-        row = {
-            "recipe": recipe.label,
-            **scores(predicted, val.y),
-            "seconds": round(time.perf_counter() - started, 1),
-            "support_vectors": history["support_vectors"][0],
-        }
+        model, history = fit_on_sessions(fit_recs, recipe, seed)
+        row: dict[str, Any] = {"recipe": recipe.label, "seconds": 0.0}
+        for placement, recs in val_sets.items():
+            val = _windows(recs, recipe.context)
+            predicted = np.asarray(model.predict(val.x, batch_size=512, verbose=0)).argmax(1)
+            row[placement] = {k: v for k, v in placement_scores(predicted, val.y, placement).items() if k != "placement"}
+        row["seconds"] = round(time.perf_counter() - started, 1)
+        row["support_vectors"] = history["support_vectors"][0]
         print(json.dumps(row), flush=True)
         results.append(row)
     if out is not None:  # appended: one file holds every screen run
@@ -228,6 +376,7 @@ def select(recipes: Sequence[Recipe], seed: int = 0, out: Path | None = None) ->
                 "results": [],
             }
         )
+        report["placements"] = "waist: turned at random; thigh, wrist: simulated swinging limbs (augment.simulate_limb)"
         report["results"] += [{**row, "seed": seed} for row in results]
         out.write_text(json.dumps(report, indent=2) + "\n")
     return results
@@ -235,8 +384,9 @@ def select(recipes: Sequence[Recipe], seed: int = 0, out: Path | None = None) ->
 
 def ship(recipe: Recipe, out: Path, seed: int = 0, command: str | None = None) -> dict:
     """Fit ``recipe`` on all training subjects (each session rotated at
-    random), score it once on the test subjects (each session rotated at
-    random, any angle) and save the artifact ``out`` with its metadata."""
+    random, plus the recipe's simulated limbs), score it once on the test
+    subjects (each session rotated at random, any angle) and save the
+    artifact ``out`` with its metadata (and the placement estimate)."""
     from harstream.stream.data.recordings import load_dataset
 
     from .artifact import save_artifact
@@ -245,13 +395,14 @@ def ship(recipe: Recipe, out: Path, seed: int = 0, command: str | None = None) -
     data = load_dataset()
     train_subjects = [s for s in data.subjects() if s not in UCI_TEST_SUBJECTS]
     started = time.perf_counter()
-    train_recs, test_recs = sessions_as_shipped(data.recordings, seed)
-    train = _windows(train_recs, recipe.context)
-    model, history = fit_placement_free(train, recipe, seed, verbose=1)
+    _, test_recs = sessions_as_shipped(data.recordings, seed)
+    train_originals = [r for r in data.recordings if r.subject not in set(UCI_TEST_SUBJECTS)]
+    model, history = fit_on_sessions(train_originals, recipe, seed, verbose=1)
     seconds = time.perf_counter() - started
     test = _windows(test_recs, recipe.context)
     predicted = np.asarray(model.predict(test.x, batch_size=512, verbose=0)).argmax(1)
     result = scores(predicted, test.y)
+    estimator: PlacementEstimator | None = history.get("placement_estimate")
     metadata = {
         "architecture": recipe.label,
         "placement": "any",
@@ -264,9 +415,13 @@ def ship(recipe: Recipe, out: Path, seed: int = 0, command: str | None = None) -
             "windowed_by": "harstream causal pipeline",
             "rotation": "each session turned by one uniform random rotation before the pipeline",
             "amplitude": list(recipe.amplitude) if recipe.amplitude else None,
+            "limbs": list(recipe.limbs),
+            "limb_simulation": "each training session also as a device on a swinging thigh and forearm "
+            "(augment.simulate_limb: pendulum at the waist's stride phase, lever accelerations, random limb and "
+            "rotation per session); their walks and stairs taught as WALKING, postures as STILL",
         },
         "split": {"test_subjects": list(UCI_TEST_SUBJECTS), "train_subjects": train_subjects},
-        "windows": {"train": len(train), "test": len(test)},
+        "windows": {"train": int(history.get("train_windows", 0)) or None, "test": len(test)},
         "test_accuracy": round(result["accuracy"], 6),
         "test_moving_vs_still": round(result["moving_vs_still"], 6),
         "test_rotation": "each test session turned by one uniform random rotation (any angle)",
@@ -274,6 +429,8 @@ def ship(recipe: Recipe, out: Path, seed: int = 0, command: str | None = None) -
         "training_seconds": round(seconds, 1),
         "trained_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
+    if estimator is not None:
+        metadata["placement_estimate"] = estimator.to_json()
     if command:
         metadata["command"] = command
     save_artifact(without_optimizer(model), metadata, out)
@@ -282,7 +439,8 @@ def ship(recipe: Recipe, out: Path, seed: int = 0, command: str | None = None) -
 
 
 def _recipe(text: str) -> Recipe:
-    """``C=1,context=1-2-4,amplitude=0.7-1.5`` (``context=none``, ``amplitude=none``)."""
+    """``C=1,context=1-2-4,amplitude=0.7-1.5,limbs=thigh-wrist,features=robust``
+    (``context=none``, ``amplitude=none``, ``limbs=none``, ``features=free``)."""
     recipe = Recipe()
     for part in filter(None, text.split(",")):
         key, _, value = part.partition("=")
@@ -290,13 +448,24 @@ def _recipe(text: str) -> Recipe:
             recipe = replace(recipe, C=float(value))
         elif key == "context":
             recipe = replace(recipe, context=() if value == "none" else tuple(int(v) for v in value.split("-")))
+        elif key == "limbs":
+            limbs = () if value == "none" else tuple(value.split("-"))
+            if set(limbs) - set(LIMBS):
+                raise argparse.ArgumentTypeError(f"recipe {text!r}: limbs are {'-'.join(LIMBS)} or none")
+            recipe = replace(recipe, limbs=limbs)
+        elif key == "features":
+            if value not in FEATURE_SETS:
+                raise argparse.ArgumentTypeError(f"recipe {text!r}: features are {' or '.join(FEATURE_SETS)}")
+            recipe = replace(recipe, features=value)
         elif key == "amplitude":
             bounds = [] if value == "none" else [float(v) for v in value.split("-")]
             if len(bounds) not in (0, 2):
                 raise argparse.ArgumentTypeError(f"recipe {text!r}: amplitude is low-high (0.7-1.5) or none")
             recipe = replace(recipe, amplitude=(bounds[0], bounds[1]) if bounds else None)
         else:
-            raise argparse.ArgumentTypeError(f"recipe {text!r}: unknown key {key!r} (C, context, amplitude)")
+            raise argparse.ArgumentTypeError(
+                f"recipe {text!r}: unknown key {key!r} (C, context, amplitude, limbs, features)"
+            )
     return recipe
 
 
