@@ -360,7 +360,9 @@ def select(recipes: Sequence[Recipe], seed: int = 0, out: Path | None = None) ->
         for placement, recs in val_sets.items():
             val = _windows(recs, recipe.context)
             predicted = np.asarray(model.predict(val.x, batch_size=512, verbose=0)).argmax(1)
-            row[placement] = {k: v for k, v in placement_scores(predicted, val.y, placement).items() if k != "placement"}
+            row[placement] = {
+                k: v for k, v in placement_scores(predicted, val.y, placement).items() if k != "placement"
+            }
         row["seconds"] = round(time.perf_counter() - started, 1)
         row["support_vectors"] = history["support_vectors"][0]
         print(json.dumps(row), flush=True)

@@ -103,30 +103,37 @@ def waist_target(model: Path | None = None) -> Target:
 
 
 def any_target(model: Path | None = None) -> Target:
-    """The placement-free model: its recipe on the training sessions turned
-    by the rotations its own training gave them
-    (:func:`~harstream.models.placement_free.sessions_as_shipped`)."""
+    """The placement-free model: its recipe (read back from the artifact's
+    architecture label) on the training sessions turned by the rotations its
+    own training gave them
+    (:func:`~harstream.models.placement_free.sessions_as_shipped`); each
+    refit also gets its simulated limbs, from the same sessions as recorded."""
     from harstream.models.artifact import ANY_MODEL, ArtifactError, load_artifact
-    from harstream.models.dataset import labelled_windows
-    from harstream.models.placement_free import Recipe, fit_placement_free, sessions_as_shipped
+    from harstream.models.placement_free import Recipe, fit_on_sessions, sessions_as_shipped
     from harstream.stream.data.recordings import load_embedded
 
     artifact = load_artifact(model or ANY_MODEL)
     meta = artifact.metadata
-    amplitude = (meta.get("data") or {}).get("amplitude")
-    recipe = Recipe(context=tuple(artifact.context_steps), amplitude=tuple(amplitude) if amplitude else None)
-    if recipe.label != meta.get("architecture"):  # C is not in the metadata: the label must agree
+    try:
+        recipe = Recipe.from_label(str(meta.get("architecture")))
+    except ValueError as exc:
+        raise ArtifactError(f"{artifact.path}: {exc}; the decoder fit cannot refit it") from None
+    if tuple(recipe.context) != tuple(artifact.context_steps):
         raise ArtifactError(
-            f"{artifact.path}: architecture {meta.get('architecture')!r} is not the recipe "
-            f"{recipe.label!r} the decoder fit would refit"
+            f"{artifact.path}: architecture {recipe.label!r} has context {recipe.context}, "
+            f"the artifact {tuple(artifact.context_steps)}"
         )
     seed = int(meta.get("seed", 0))
+    recorded: dict[str, Recording] = {}
 
     def fit_model(recs: Sequence[Recording]) -> Any:
-        return fit_placement_free(labelled_windows(recs, context_steps=recipe.context), recipe, seed)[0]
+        # the sessions come turned; the fit turns them itself (same seed) and simulates limbs from them as recorded
+        return fit_on_sessions([recorded[r.name] for r in recs], recipe, seed)[0]
 
     def sessions() -> list[Recording]:
-        return sessions_as_shipped(load_embedded().recordings, seed)[0]
+        recordings = load_embedded().recordings
+        recorded.update({r.name: r for r in recordings})
+        return sessions_as_shipped(recordings, seed)[0]
 
     return Target("any", tuple(artifact.classes), tuple(recipe.context), fit_model, sessions, "decoder_any")
 

@@ -1,0 +1,172 @@
+"""Cross-placement study: the placement-free model at the waist, on a thigh and on a wrist.
+
+HAPT's held-out (UCI test) subjects, each session as worn at the waist
+(turned by one uniform random rotation, as the shipped model's test) and as
+a *simulated* device on a swinging thigh and on a swinging forearm
+(:func:`~harstream.models.augment.simulate_limb`: a rigid-body pendulum at
+the waist's own stride phase, random amplitude, lever, roll and mounting
+per session — physics, not recordings; no real pocket or wrist recording is
+used or held by this project). Per placement and model: the confusion of
+HAPT's six classes against the four placement-free ones, the model's own
+classes (on a limb: flat walking → WALKING, postures → STILL), moving vs
+still, flat walking shown as WALKING, stairs false alarms on flat walking,
+and, for a model that carries one, the placement estimate's confusion on
+moving windows. Scored once, on the test subjects.
+
+    python -m harstream.models.studies.placement                          # the shipped any model
+    python -m harstream.models.studies.placement --models base.keras any  # with a baseline
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from harstream.stream.core.activities import ACTIVITIES, PLACEMENT_FREE
+from harstream.stream.data.recordings import UCI_TEST_SUBJECTS, load_dataset
+
+from ..artifact import PRETRAINED_DIR, load_artifact
+from ..dataset import labelled_windows
+from ..placement_estimate import PLACEMENTS, PlacementEstimator
+from ..placement_free import TEST_ROTATION_OFFSET, placement_scores, placement_sets
+
+REPORTS = Path(__file__).resolve().parents[2] / "docs" / "reports"
+REPORT = REPORTS / "placement_study.json"
+PICTURE = REPORTS / "placement_study.png"
+
+
+def _artifact_path(name: str) -> Path:
+    return Path(name) if name.endswith(".keras") else PRETRAINED_DIR / f"{name}.keras"
+
+
+def run(models: Sequence[str], seed: int = 0, subjects: Sequence[int] = UCI_TEST_SUBJECTS) -> dict:
+    """Score each model on the test subjects' sessions at every placement."""
+    sets = placement_sets(load_dataset().of_subjects(subjects), seed + TEST_ROTATION_OFFSET)
+    report: dict = {
+        "subjects": list(subjects),
+        "seed": seed,
+        "simulated": "thigh and wrist are HAPT waist sessions turned into swinging-limb kinematics "
+        "(augment.simulate_limb); the waist is HAPT as recorded, turned at random",
+        "classes_true": list(ACTIVITIES[:6]),
+        "classes_predicted": list(PLACEMENT_FREE),
+        "rows": [],
+    }
+    windows = {}
+    for name in models:
+        artifact = load_artifact(_artifact_path(name))
+        if artifact.placement != "any":
+            raise SystemExit(f"{name}: placement {artifact.placement!r}; this study scores placement-free models")
+        estimator = PlacementEstimator.from_metadata(artifact.metadata)
+        for placement, recs in sets.items():
+            started = time.perf_counter()
+            key = (placement, tuple(artifact.context_steps))
+            if key not in windows:
+                windows[key] = labelled_windows(recs, context_steps=artifact.context_steps)
+            w = windows[key]
+            probs = np.asarray(artifact.model.predict(w.x, batch_size=256, verbose=0))
+            predicted = probs.argmax(1)
+            confusion = np.zeros((6, len(PLACEMENT_FREE)), int)
+            np.add.at(confusion, (w.y, predicted), 1)
+            row = {
+                "model": name,
+                "architecture": artifact.metadata.get("architecture"),
+                **placement_scores(predicted, w.y, placement),
+                "confusion": confusion.tolist(),
+            }
+            if estimator is not None:
+                moving = w.y < 3
+                guess = estimator.probabilities(w.x[moving]).argmax(1)
+                row["placement_estimate"] = np.bincount(guess, minlength=len(PLACEMENTS)).tolist()
+                row["placement_right"] = float(np.mean(guess == PLACEMENTS.index(placement))) if moving.any() else None
+            row["seconds"] = round(time.perf_counter() - started, 1)
+            print(json.dumps({k: v for k, v in row.items() if k != "confusion"}), flush=True)
+            report["rows"].append(row)
+    return report
+
+
+def table(report: dict) -> str:
+    """The report as a Markdown table."""
+    lines = [
+        "| model | placement | own classes | moving vs still | walking → WALKING | stairs false alarm "
+        "(flat walking) | stairs → WALKING | placement estimate right |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in report["rows"]:
+        right = f"{100 * r['placement_right']:.1f} %" if r.get("placement_right") is not None else "—"
+        lines.append(
+            f"| {r['model']} | {r['placement']} | {100 * r['own_classes']:.1f} % | "
+            f"{100 * r['moving_vs_still']:.1f} % | {100 * r['walking_as_walking']:.1f} % | "
+            f"{100 * r['stairs_false_alarm']:.1f} % | {100 * r['stairs_as_walking']:.1f} % | {right} |"
+        )
+    return "\n".join(lines)
+
+
+def draw(report: dict, path: Path) -> Path:
+    """One confusion matrix (rows: true HAPT class, share of the row) per model and placement."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = list(dict.fromkeys(r["model"] for r in report["rows"]))
+    placements = list(dict.fromkeys(r["placement"] for r in report["rows"]))
+    fig, axes = plt.subplots(
+        len(models), len(placements), figsize=(3.6 * len(placements), 3.2 * len(models)), squeeze=False
+    )
+    short_true = ["walk", "up", "down", "sit", "stand", "lie"]
+    short_pred = ["WALK", "UP", "DOWN", "STILL"]
+    for r in report["rows"]:
+        ax = axes[models.index(r["model"])][placements.index(r["placement"])]
+        m = np.asarray(r["confusion"], float)
+        share = m / np.maximum(m.sum(axis=1, keepdims=True), 1)
+        ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+        for i in range(share.shape[0]):
+            for j in range(share.shape[1]):
+                ax.text(
+                    j,
+                    i,
+                    f"{100 * share[i, j]:.0f}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if share[i, j] > 0.6 else "black",
+                )
+        ax.set_xticks(range(len(short_pred)), short_pred, fontsize=7)
+        ax.set_yticks(range(len(short_true)), short_true, fontsize=7)
+        ax.set_title(f"{Path(r['model']).stem}: {r['placement']}", fontsize=9)
+    fig.suptitle("HAPT test subjects; thigh and wrist simulated (share of each true class, %)", fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m harstream.models.studies.placement", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--models", nargs="+", default=["any"], help="shipped names or .keras paths")
+    parser.add_argument("--seed", type=int, default=0, help="rotation and limb seed (test offset added)")
+    parser.add_argument("--out", type=Path, default=REPORT)
+    parser.add_argument("--picture", type=Path, default=PICTURE)
+    args = parser.parse_args(argv)
+    report = run(args.models, args.seed)
+    report["command"] = "python -m harstream.models.studies.placement " + " ".join(
+        sys.argv[1:] if argv is None else argv
+    )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    draw(report, args.picture)
+    print(table(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,232 @@
+"""A device on a swinging thigh or wrist: the simulation that makes one from
+a waist recording, the gait features that tell it apart, the placement
+estimate, and a placement-free model that calls a swinging-limb walk WALKING."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from harstream.models import feature_math
+from harstream.models.augment import LimbMotion, gait_phase, rotate_samples, simulate_limb
+from harstream.models.invariant import PlacementRobustFeatures, placement_robust_features
+from harstream.models.placement_estimate import PLACEMENTS, PlacementEstimator
+from harstream.models.placement_free import Recipe, limb_labels, placement_scores
+from harstream.stream.core.pipeline import WINDOW, preprocess_recording
+from harstream.stream.data.recordings import Recording
+
+RATE = 50.0
+
+
+def _waist_walk(seconds: float = 30.0, cadence: float = 1.8, still: float = 10.0, seed: int = 0) -> np.ndarray:
+    """HAPT-like waist samples: ``still`` s standing (x reads +1 g), then a
+    walk bouncing along x at ``cadence`` steps/s and swaying along z at half of it."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int((still + seconds) * RATE)) / RATE
+    walking = (t >= still).astype(float)
+    acc = np.zeros((len(t), 3))
+    acc[:, 0] = 1.0 + walking * (0.25 * np.sin(2 * np.pi * cadence * t) + 0.08 * np.sin(4 * np.pi * cadence * t))
+    acc[:, 1] = walking * 0.15 * np.sin(2 * np.pi * cadence * t + 1.0)
+    acc[:, 2] = walking * 0.1 * np.sin(np.pi * cadence * t)
+    gyro = np.zeros((len(t), 3))
+    gyro[:, 0] = walking * 0.4 * np.sin(np.pi * cadence * t)
+    gyro[:, 1] = walking * 0.3 * np.sin(2 * np.pi * cadence * t)
+    return np.concatenate([acc, gyro], axis=1) + 0.003 * rng.normal(size=(len(t), 6))
+
+
+def _limb(kind: str, **changes) -> LimbMotion:
+    base = LimbMotion.draw(kind, np.random.default_rng(0))
+    from dataclasses import replace
+
+    return replace(base, **changes)
+
+
+def _windows(samples: np.ndarray) -> np.ndarray:
+    processed = preprocess_recording(samples)
+    starts = np.arange(0, len(processed) - WINDOW + 1, WINDOW // 2)
+    return np.stack([processed[s : s + WINDOW] for s in starts]).astype(np.float32)
+
+
+def _dominant_hz(signal: np.ndarray) -> float:
+    power = np.abs(np.fft.rfft(signal - signal.mean())) ** 2
+    return float(np.fft.rfftfreq(len(signal), 1 / RATE)[np.argmax(power)])
+
+
+# ------------------------------------------------------------ the simulation
+
+
+def test_the_gait_phase_runs_at_half_the_step_rate_and_the_gate_opens_only_while_walking():
+    samples = _waist_walk(cadence=1.8)
+    phase, gate = gait_phase(samples)
+    walk = slice(int(15 * RATE), int(38 * RATE))
+    stride_hz = (phase[walk][-1] - phase[walk][0]) / (2 * np.pi) / ((walk.stop - walk.start) / RATE)
+    assert stride_hz == pytest.approx(0.9, abs=0.03)
+    assert gate[: int(8 * RATE)].max() < 0.05 and gate[walk].min() > 0.95
+
+
+def test_a_thigh_swings_at_the_stride_frequency_with_the_amplitude_it_was_given():
+    samples = _waist_walk(cadence=1.8)
+    limb = _limb("thigh", swing=25.0, harmonic=0.0, roll=0.0, offset=0.0, lever=0.01)
+    thigh = simulate_limb(samples, limb)
+    walk = slice(int(15 * RATE), int(38 * RATE))
+    spin = thigh[walk, 3:6] - samples[walk, 3:6]  # the limb's own rotation rate (about z at small angles)
+    assert _dominant_hz(spin[:, 2]) == pytest.approx(0.9, abs=0.1)
+    # a ±25° pendulum at 0.9 Hz turns at up to A·ω = 0.436 · 2π·0.9 ≈ 2.47 rad/s
+    assert np.abs(spin[:, 2]).max() == pytest.approx(np.deg2rad(25) * 2 * np.pi * 0.9, rel=0.1)
+    # gravity turns through the device frame (no lever here: a lever near the free
+    # pendulum's length would cancel it): the y reading swings by ±sin(25°) on top of the waist's own
+    assert np.ptp(thigh[walk, 1]) > 2 * np.sin(np.deg2rad(25)) > 2.5 * np.ptp(samples[walk, 1])
+
+
+def test_a_still_wearer_gets_no_swing_only_the_limb_s_fixed_angle():
+    samples = _waist_walk(seconds=0.0, still=20.0)
+    wrist = simulate_limb(samples, _limb("wrist", offset=10.0))
+    np.testing.assert_allclose(
+        np.linalg.norm(wrist[:, 0:3], axis=1), np.linalg.norm(samples[:, 0:3], axis=1), atol=0.01
+    )
+    assert np.abs(wrist[:, 3:6]).max() < 0.05
+
+
+def test_the_lever_adds_centripetal_and_tangential_acceleration_that_no_rotation_of_the_waist_gives():
+    samples = _waist_walk(cadence=1.8)
+    walk = slice(int(15 * RATE), int(38 * RATE))
+    waist = np.linalg.norm(samples[walk, :3], axis=1)
+
+    def change(lever: float) -> float:
+        limb = simulate_limb(samples, _limb("wrist", lever=lever, swing=20.0, trunk_coupling=1.0))
+        return float(np.std(np.linalg.norm(limb[walk, :3], axis=1) - waist))
+
+    # turning a frame never changes a vector's length; only the lever does
+    assert change(0.0) < 0.01
+    assert change(0.75) > 0.1
+
+
+def test_an_unknown_limb_is_refused_by_name():
+    with pytest.raises(ValueError, match="limb kind 'ankle'"):
+        LimbMotion.draw("ankle", np.random.default_rng(0))
+
+
+# ------------------------------------------------------------ gait features
+
+
+def test_the_robust_features_are_the_placement_free_ones_followed_by_the_gait_ones():
+    x = _windows(_waist_walk())
+    feats = placement_robust_features(x)
+    assert feats.shape == (len(x), PlacementRobustFeatures.size())
+    free = feature_math.placement_free_features(feature_math.channel_first(x), np)
+    np.testing.assert_allclose(feats[:, : feature_math.FREE_FEATURES], free, rtol=1e-5, atol=1e-5)
+
+
+@settings(max_examples=20, deadline=None)
+@given(q=st.tuples(*[st.floats(-1, 1) for _ in range(4)]).filter(lambda q: np.linalg.norm(q) > 0.1))
+def test_turning_the_device_leaves_the_gait_features_unchanged(q):
+    from scipy.spatial.transform import Rotation
+
+    x = _windows(simulate_limb(_waist_walk(seconds=10.0, still=2.0), _limb("thigh")))
+    rotation = Rotation.from_quat(np.asarray(q) / np.linalg.norm(q)).as_matrix().astype(np.float32)
+    turned = x.copy()
+    for part in (slice(0, 3), slice(3, 6), slice(6, 9)):
+        turned[..., part] = x[..., part] @ rotation.T
+    before = placement_robust_features(x)[:, feature_math.FREE_FEATURES :]
+    after = placement_robust_features(turned)[:, feature_math.FREE_FEATURES :]
+    np.testing.assert_allclose(after, before, rtol=2e-3, atol=2e-3)
+
+
+def test_a_swinging_thigh_repeats_per_stride_and_turns_harder_about_one_axis_than_a_waist():
+    waist = _waist_walk()
+    thigh = simulate_limb(waist, _limb("thigh", swing=25.0, harmonic=0.0))
+    gait = slice(feature_math.FREE_FEATURES, None)
+    w = placement_robust_features(_windows(waist)[-8:])[:, gait].mean(axis=0)
+    t = placement_robust_features(_windows(thigh)[-8:])[:, gait].mean(axis=0)
+    stride_vs_step_accel, planarity, rotation_energy = 2, 7, 8
+    assert t[stride_vs_step_accel] > w[stride_vs_step_accel]
+    assert t[planarity] > 0.8 > w[planarity]
+    assert t[rotation_energy] > w[rotation_energy] + 1.0
+
+
+# ------------------------------------------------------------ labels and scores
+
+
+def test_a_limb_s_stairs_are_taught_as_walking_and_its_postures_as_still():
+    assert limb_labels(np.array([0, 1, 2, 3, 4, 5])).tolist() == [0, 0, 0, 3, 3, 3]
+
+
+def test_placement_scores_count_stairs_claims_on_flat_walking_as_false_alarms():
+    y = np.array([0, 0, 0, 0, 1, 3])
+    predicted = np.array([0, 2, 1, 0, 0, 3])
+    s = placement_scores(predicted, y, "thigh")
+    assert s["walking_as_walking"] == 0.5 and s["stairs_false_alarm"] == 0.5
+    assert s["stairs_as_walking"] == 1.0
+    assert s["own_classes"] == pytest.approx(3 / 5)  # the limb's stairs window is left out
+
+
+@pytest.mark.parametrize(
+    "label",
+    ["any-svm-C3-context1-2-4+amp0.7-1.5", "any-svm-C3-context1-2-4+limbs-thigh-wrist+robust", "any-svm-C1-single"],
+)
+def test_a_recipe_label_reads_back_as_the_recipe_that_wrote_it(label):
+    assert Recipe.from_label(label).label == label
+
+
+def test_a_recipe_label_this_module_never_writes_is_refused():
+    with pytest.raises(ValueError, match="not one this module writes"):
+        Recipe.from_label("any-lstm-context1")
+
+
+# ------------------------------------------------------------ the placement estimate
+
+
+def test_the_placement_estimate_round_trips_through_json_and_refuses_a_broken_entry():
+    rng = np.random.default_rng(0)
+    f = PlacementRobustFeatures.size()
+    est = PlacementEstimator(
+        rng.normal(size=f), rng.uniform(0.5, 2, size=f), rng.normal(size=(f, 3)), rng.normal(size=3)
+    )
+    again = PlacementEstimator.from_json(est.to_json())
+    x = _windows(_waist_walk())[:3]
+    np.testing.assert_allclose(again.probabilities(x), est.probabilities(x), atol=1e-5)
+    broken = {**est.to_json(), "coef": [[0.0, 1.0]]}
+    with pytest.raises(ValueError, match="shapes"):
+        PlacementEstimator.from_json(broken)
+    with pytest.raises(ValueError, match="windows must be"):
+        est.probabilities(np.zeros((2, 64, 9)))
+
+
+@pytest.fixture(scope="module")
+def tiny_fit():
+    """A placement-free model and estimator fitted on three HAPT subjects (waist, thigh, wrist)."""
+    from harstream.models.placement_free import fit_on_sessions
+    from harstream.stream.data.recordings import load_dataset
+
+    data = load_dataset()
+    recipe = Recipe(context=(), C=3.0)
+    model, history = fit_on_sessions(data.of_subjects([1, 3, 5]), recipe, seed=0)
+    return data, recipe, model, history["placement_estimate"]
+
+
+def _held_out(data, kind: str) -> tuple[np.ndarray, np.ndarray]:
+    from harstream.models.dataset import labelled_windows
+    from harstream.models.placement_free import placement_sets
+
+    recs: list[Recording] = placement_sets(data.of_subjects([8]), seed=7)[kind]
+    w = labelled_windows(recs, context_steps=())
+    return w.x, w.y
+
+
+@pytest.mark.parametrize("kind", ["thigh", "wrist"])
+def test_a_model_taught_swinging_limbs_calls_a_held_out_limb_walk_walking_and_says_where_it_is(tiny_fit, kind):
+    data, recipe, model, estimator = tiny_fit
+    x, y = _held_out(data, kind)
+    walking = y == 0
+    predicted = np.asarray(model.predict(x[walking], verbose=0)).argmax(1)
+    assert np.mean(predicted == 0) >= 0.9
+    guess = estimator.probabilities(x[y < 3]).argmax(1)
+    assert np.mean(guess == PLACEMENTS.index(kind)) >= 0.7
+
+
+def test_the_placement_estimate_calls_a_held_out_waist_walk_waist_like(tiny_fit):
+    data, _, _, estimator = tiny_fit
+    x, y = _held_out(data, "waist")
+    assert np.mean(estimator.waist_likeness(x[y < 3]) > 0.5) >= 0.7
