@@ -203,6 +203,32 @@ class LimbMotion:
             )
         raise ValueError(f"limb kind {kind!r}: expected one of {LIMBS}")
 
+    @staticmethod
+    def draw_unseen(kind: str, rng: np.random.Generator) -> LimbMotion:
+        """A random limb of ``kind`` from ranges *beyond* :meth:`draw`'s (larger
+        swings, longer levers, stronger step-frequency harmonics and rolls):
+        for studies, to see how a model taught :meth:`draw`'s limbs copes
+        with limbs it never saw."""
+        from dataclasses import replace
+
+        limb = LimbMotion.draw(kind, rng)
+        if kind == "thigh":
+            return replace(
+                limb,
+                swing=rng.uniform(35, 45),
+                lever=rng.uniform(0.35, 0.45),
+                harmonic=rng.uniform(0.3, 0.5),
+                roll=rng.uniform(6, 12),
+            )
+        return replace(
+            limb,
+            swing=rng.uniform(25, 35),
+            lever=rng.uniform(0.75, 0.85),
+            harmonic=rng.uniform(0.4, 0.7),
+            roll=rng.uniform(20, 30),
+            trunk_coupling=rng.uniform(0.4, 0.6),
+        )
+
 
 def gait_phase(samples: np.ndarray, rate: float = 50.0) -> tuple[np.ndarray, np.ndarray]:
     """``(stride phase in radians, walking gate 0..1)`` per sample of a HAPT

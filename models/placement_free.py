@@ -68,6 +68,8 @@ DEFAULT_C = 3.0
 DEFAULT_AMPLITUDE = None
 #: Simulated placements added to the training data (see the module doc).
 DEFAULT_LIMBS = LIMBS
+#: Of a simulated limb's labelled windows, every so-many is used for training (see :func:`recording_features`).
+LIMB_EVERY = 2
 #: Feature sets: the orientation-invariant ones, and those plus the gait features.
 FEATURE_SETS = {"free": PlacementFreeFeatures, "robust": PlacementRobustFeatures}
 #: The test sessions' rotations are drawn from the seed plus this.
@@ -207,19 +209,55 @@ def limb_labels(y: np.ndarray) -> np.ndarray:
     return np.where(merged < STILL_CLASS, 0, merged)
 
 
-def limb_recordings(recordings: Iterable[Recording], kind: str, seed: int) -> list[Recording]:
+def limb_recordings(recordings: Iterable[Recording], kind: str, seed: int, unseen: bool = False) -> list[Recording]:
     """Each HAPT waist recording (as recorded, not turned) as a device on a
     swinging ``kind`` limb would have measured it
     (:func:`~harstream.models.augment.simulate_limb`, a random limb per
     session), then turned by a uniform random rotation (how the pocket or
-    strap holds it). Labels are the recording's own; names get ``@kind``."""
-    rng = np.random.default_rng([seed, LIMBS.index(kind) + 1])
+    strap holds it). Labels are the recording's own; names get ``@kind``.
+    ``unseen``: limbs from beyond the training ranges (:meth:`LimbMotion.draw_unseen`)."""
+    rng = np.random.default_rng([seed, LIMBS.index(kind) + 1] + ([1] if unseen else []))
+    draw = LimbMotion.draw_unseen if unseen else LimbMotion.draw
     out = []
     for rec in recordings:
-        limb = LimbMotion.draw(kind, rng)
+        limb = draw(kind, rng)
         samples = rotate_samples(simulate_limb(rec.samples, limb, rec.rate), uniform_rotations(1, rng)[0])
         out.append(replace(rec, name=f"{rec.name}@{kind}", samples=samples))
     return out
+
+
+def recording_features(
+    recordings: Iterable[Recording], recipe: Recipe, every: int = 1
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(features, HAPT classes, subjects)`` of the labelled windows of
+    ``recordings`` with the recipe's context, exactly the recipe's feature
+    layer on :func:`~harstream.models.dataset.labelled_windows`' stacks, but
+    each window's features computed once (a window is its successors' context
+    too). ``every`` > 1 keeps every so-many labelled window of a recording
+    (half-overlapping windows are much alike: the simulated limbs take every
+    second one, which halves the SVM's cost with little loss)."""
+    from harstream.stream.core.pipeline import cut_windows, preprocess_recording
+
+    from .dataset import context_starts, segment_windows
+
+    size = recipe.feature_layer().size()
+    k = 1 + len(recipe.context)
+    feats, ys, ss = [], [], []
+    for rec in recordings:
+        starts, classes = segment_windows(rec.labels)
+        starts, classes = starts[::every], classes[::every]
+        if len(starts) == 0:
+            continue
+        grid = context_starts(starts, recipe.context) if recipe.context else starts[:, None]
+        unique, where = np.unique(grid, return_inverse=True)
+        processed = preprocess_recording(rec.samples.astype(np.float32))
+        per_window = recipe.compute_features(cut_windows(processed, unique))
+        feats.append(per_window[where.reshape(grid.shape)].reshape(len(starts), k * size))
+        ys.append(classes)
+        ss.append(np.full(len(classes), rec.subject, dtype=np.int64))
+    if not feats:
+        return np.empty((0, k * size), np.float32), np.empty(0, np.int64), np.empty(0, np.int64)
+    return np.concatenate(feats), np.concatenate(ys), np.concatenate(ss)
 
 
 def fit_placement_free(
@@ -236,14 +274,29 @@ def fit_placement_free(
     and a history dict. With limbs, ``history["placement_estimate"]`` is the
     fitted :class:`~harstream.models.placement_estimate.PlacementEstimator`
     (moving windows: waist against each limb)."""
+    waist = training_features(train, recipe, seed)
+    limb_parts = {kind: (recipe.compute_features(w.x), w.y, w.subjects) for kind, w in (limbs or {}).items()}
+    return fit_features(waist, limb_parts, recipe, seed, train.x.shape[1:], verbose)
+
+
+def fit_features(
+    waist: tuple[np.ndarray, np.ndarray, np.ndarray],
+    limbs: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]],
+    recipe: Recipe,
+    seed: int,
+    input_shape: tuple[int, ...],
+    verbose: int = 0,
+) -> tuple[keras.Model, dict]:
+    """The fit itself, on features: ``waist`` is ``(features, placement-free
+    labels, subjects)``; ``limbs`` by kind ``(features, HAPT classes,
+    subjects)`` (relabelled by :func:`limb_labels`)."""
     from .svm import fit_feature_svm
 
-    feats, y, groups = training_features(train, recipe, seed)
-    where = [np.full(len(y), PLACEMENTS.index("waist"))]
-    parts = [(feats, y, groups)]
-    for kind, windows in (limbs or {}).items():
-        parts.append((recipe.compute_features(windows.x), limb_labels(windows.y), windows.subjects))
-        where.append(np.full(len(windows), PLACEMENTS.index(kind)))
+    parts = [waist]
+    where = [np.full(len(waist[1]), PLACEMENTS.index("waist"))]
+    for kind, (feats, y, groups) in limbs.items():
+        parts.append((feats, limb_labels(y), groups))
+        where.append(np.full(len(y), PLACEMENTS.index(kind)))
     all_feats = np.concatenate([p[0] for p in parts])
     all_y = np.concatenate([p[1] for p in parts])
     all_groups = np.concatenate([p[2] for p in parts])
@@ -251,7 +304,7 @@ def fit_placement_free(
         all_feats,
         all_y,
         all_groups,
-        train.x.shape[1:],
+        tuple(input_shape),
         C=recipe.C,
         seed=seed,
         layer=recipe.feature_layer(),
@@ -276,9 +329,19 @@ def fit_on_sessions(
     recorded* (not turned): the waist windows come from the sessions turned
     at random (:func:`rotated_recordings` with ``seed``), the limb windows
     from :func:`limb_recordings` of the recipe's limbs."""
+    from harstream.stream.core.pipeline import WINDOW, WINDOW_CHANNELS
+
     turned = rotated_recordings(waist, seed)
-    limbs = {kind: _windows(limb_recordings(waist, kind, seed), recipe.context) for kind in recipe.limbs}
-    return fit_placement_free(_windows(turned, recipe.context), recipe, seed, verbose, limbs=limbs)
+    input_shape = ((1 + len(recipe.context),) if recipe.context else ()) + (WINDOW, WINDOW_CHANNELS)
+    if recipe.amplitude is None:
+        feats, y, groups = recording_features(turned, recipe)
+        waist_part = (feats, placement_free_labels(y), groups)
+    else:  # the motion scaling works on windows: take the slow path
+        waist_part = training_features(_windows(turned, recipe.context), recipe, seed)
+    limbs = {
+        kind: recording_features(limb_recordings(waist, kind, seed), recipe, every=LIMB_EVERY) for kind in recipe.limbs
+    }
+    return fit_features(waist_part, limbs, recipe, seed, input_shape, verbose)
 
 
 def scores(predicted: np.ndarray, y: np.ndarray) -> dict:
@@ -331,13 +394,18 @@ def placement_scores(predicted: np.ndarray, y: np.ndarray, placement: str) -> di
     }
 
 
-def placement_sets(recordings: Sequence[Recording], seed: int) -> dict[str, list[Recording]]:
+def placement_sets(recordings: Sequence[Recording], seed: int, unseen: bool = False) -> dict[str, list[Recording]]:
     """The held-out ``recordings`` as worn at each placement: the waist turned
-    at random, and simulated thigh and wrist (:func:`limb_recordings`)."""
-    return {
+    at random, and simulated thigh and wrist (:func:`limb_recordings`); with
+    ``unseen`` also thighs and wrists from beyond the training ranges
+    (``thigh_unseen``, ``wrist_unseen``)."""
+    sets = {
         "waist": rotated_recordings(recordings, seed),
         **{kind: limb_recordings(recordings, kind, seed) for kind in LIMBS},
     }
+    if unseen:
+        sets.update({f"{kind}_unseen": limb_recordings(recordings, kind, seed, unseen=True) for kind in LIMBS})
+    return sets
 
 
 def select(recipes: Sequence[Recipe], seed: int = 0, out: Path | None = None) -> list[dict]:
