@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from harstream.models import feature_math
-from harstream.models.augment import LimbMotion, gait_phase, rotate_samples, simulate_limb
+from harstream.models.augment import LimbMotion, gait_phase, simulate_limb
 from harstream.models.invariant import PlacementRobustFeatures, placement_robust_features
 from harstream.models.placement_estimate import PLACEMENTS, PlacementEstimator
 from harstream.models.placement_free import Recipe, limb_labels, placement_scores
@@ -230,3 +230,33 @@ def test_the_placement_estimate_calls_a_held_out_waist_walk_waist_like(tiny_fit)
     data, _, _, estimator = tiny_fit
     x, y = _held_out(data, "waist")
     assert np.mean(estimator.waist_likeness(x[y < 3]) > 0.5) >= 0.7
+
+
+# ------------------------------------------------------------ the shipped model
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    from harstream.models.artifact import ANY_MODEL, load_artifact
+
+    return load_artifact(ANY_MODEL)
+
+
+def test_the_shipped_placement_free_model_carries_a_placement_estimate_over_its_own_features(shipped):
+    estimator = PlacementEstimator.from_metadata(shipped.metadata)
+    assert estimator is not None and estimator.classes == PLACEMENTS
+    assert shipped.metadata["data"]["limbs"] == ["thigh", "wrist"]
+
+
+@pytest.mark.parametrize("kind", ["thigh", "wrist"])
+def test_the_shipped_model_calls_a_test_subject_s_simulated_limb_walk_walking_not_stairs(shipped, kind):
+    from harstream.models.dataset import labelled_windows
+    from harstream.models.placement_free import placement_sets
+    from harstream.stream.data.recordings import load_dataset
+
+    recs = placement_sets(load_dataset().of_subjects([2]), seed=11)[kind]
+    w = labelled_windows(recs, context_steps=shipped.context_steps)
+    walking = w.x[w.y == 0]
+    predicted = np.asarray(shipped.model.predict(walking, verbose=0)).argmax(1)
+    assert np.mean(predicted == 0) >= 0.9
+    assert np.mean((predicted == 1) | (predicted == 2)) <= 0.05

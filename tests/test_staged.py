@@ -352,7 +352,7 @@ def test_the_stage_names_of_the_runtime_are_the_staged_models():
     )
 
 
-@pytest.mark.parametrize("layer_name", ["WindowFeatures", "PlacementFreeFeatures"])
+@pytest.mark.parametrize("layer_name", ["WindowFeatures", "PlacementFreeFeatures", "PlacementRobustFeatures"])
 def test_the_numpy_features_are_the_graph_features(layer_name):
     from harstream.models import features, invariant
     from harstream.models.staged_runtime import NumpyFeatures
