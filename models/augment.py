@@ -215,18 +215,18 @@ class LimbMotion:
         if kind == "thigh":
             return replace(
                 limb,
-                swing=rng.uniform(35, 45),
-                lever=rng.uniform(0.35, 0.45),
-                harmonic=rng.uniform(0.3, 0.5),
-                roll=rng.uniform(6, 12),
+                swing=rng.uniform(35, 40),
+                lever=rng.uniform(0.35, 0.4),
+                harmonic=rng.uniform(0.3, 0.4),
+                roll=rng.uniform(6, 10),
             )
         return replace(
             limb,
-            swing=rng.uniform(25, 35),
-            lever=rng.uniform(0.75, 0.85),
-            harmonic=rng.uniform(0.4, 0.7),
-            roll=rng.uniform(20, 30),
-            trunk_coupling=rng.uniform(0.4, 0.6),
+            swing=rng.uniform(25, 30),
+            lever=rng.uniform(0.75, 0.8),
+            harmonic=rng.uniform(0.4, 0.5),
+            roll=rng.uniform(20, 25),
+            trunk_coupling=rng.uniform(0.5, 0.6),
         )
 
 
