@@ -260,3 +260,16 @@ def test_the_shipped_model_calls_a_test_subject_s_simulated_limb_walk_walking_no
     predicted = np.asarray(shipped.model.predict(walking, verbose=0)).argmax(1)
     assert np.mean(predicted == 0) >= 0.9
     assert np.mean((predicted == 1) | (predicted == 2)) <= 0.05
+
+
+def test_the_placement_estimate_runs_without_keras_or_scikit_learn():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np; from harstream.models.placement_estimate import PlacementEstimator; "
+        "PlacementEstimator.uniform().waist_likeness(np.zeros((1, 128, 9), np.float32)); "
+        "print(sorted(m for m in ('tensorflow', 'keras', 'sklearn') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
