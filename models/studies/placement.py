@@ -15,8 +15,8 @@ still, flat walking shown as WALKING, stairs false alarms on flat walking,
 and, for a model that carries one, the placement estimate's confusion on
 moving windows. Scored once, on the test subjects.
 
-    python -m harstream.models.studies.placement                          # the shipped any model
-    python -m harstream.models.studies.placement --models base.keras any  # with a baseline
+    python -m harstream.models.studies.placement                          # docs/reports/placement_study.json,
+    python -m harstream.models.studies.placement --models base.keras any  # docs/img/placement_study.png
 """
 
 from __future__ import annotations
@@ -37,10 +37,10 @@ from ..artifact import PRETRAINED_DIR, load_artifact
 from ..dataset import labelled_windows
 from ..placement_estimate import PLACEMENTS, PlacementEstimator
 from ..placement_free import TEST_ROTATION_OFFSET, placement_scores, placement_sets
+from ..reports import IMAGES, add_reports_option
 
-REPORTS = Path(__file__).resolve().parents[2] / "docs" / "reports"
-REPORT = REPORTS / "placement_study.json"
-PICTURE = REPORTS / "placement_study.png"
+REPORT_NAME = "placement_study.json"
+PICTURE = IMAGES / "placement_study.png"
 
 
 def _artifact_path(name: str) -> Path:
@@ -157,15 +157,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--models", nargs="+", default=["any"], help="shipped names or .keras paths")
     parser.add_argument("--seed", type=int, default=0, help="rotation and limb seed (test offset added)")
-    parser.add_argument("--out", type=Path, default=REPORT)
-    parser.add_argument("--picture", type=Path, default=PICTURE)
+    add_reports_option(parser)
+    parser.add_argument("--picture", type=Path, default=PICTURE, help=f"confusion matrices (default: {PICTURE})")
     args = parser.parse_args(argv)
     report = run(args.models, args.seed)
     report["command"] = "python -m harstream.models.studies.placement " + " ".join(
         sys.argv[1:] if argv is None else argv
     )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    out = args.reports / REPORT_NAME
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1) + "\n")
     draw(report, args.picture)
     print(table(report))
     return 0
