@@ -188,7 +188,9 @@ def gait_features(x, xp: Any):
     b00, b11, b22 = (c[:, 0, 0] - q) / p, (c[:, 1, 1] - q) / p, (c[:, 2, 2] - q) / p
     b01, b02, b12 = c[:, 0, 1] / p, c[:, 0, 2] / p, c[:, 1, 2] / p
     det = b00 * (b11 * b22 - b12 * b12) - b01 * (b01 * b22 - b12 * b02) + b02 * (b01 * b12 - b11 * b02)
-    angle = xp.arccos(xp.clip(det / 2.0, -1.0, 1.0)) / 3.0
+    half_det = xp.clip(det / 2.0, -1.0, 1.0)
+    # arccos(h) as arctan2(sqrt(1 - h²), h): LiteRT has ATAN2 but no ACOS op
+    angle = xp.arctan2(xp.sqrt(xp.maximum(1.0 - half_det * half_det, 0.0)), half_det) / 3.0
     largest = q + 2.0 * p * xp.cos(angle)
     planarity = largest / (trace + EPS)
 

@@ -273,3 +273,13 @@ def test_the_placement_estimate_runs_without_keras_or_scikit_learn():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_the_shipped_placement_free_model_converts_to_litert_and_agrees_with_keras(shipped):
+    """Every op of the gait features must exist in LiteRT (it has no ACOS, for one)."""
+    from harstream.models.runtime import load_runtime
+
+    x = np.stack([_windows(simulate_limb(_waist_walk(), _limb("thigh")))[-12:]] * 4, axis=1)
+    selected = load_runtime(shipped, "tflite", check=x)
+    candidate = selected.report["candidates"]["tflite"]
+    assert selected.report["chosen"] == "tflite" and candidate["agrees"] and candidate["argmax_mismatches"] == 0
