@@ -283,3 +283,19 @@ def test_the_shipped_placement_free_model_converts_to_litert_and_agrees_with_ker
     selected = load_runtime(shipped, "tflite", check=x)
     candidate = selected.report["candidates"]["tflite"]
     assert selected.report["chosen"] == "tflite" and candidate["agrees"] and candidate["argmax_mismatches"] == 0
+
+
+def test_the_worker_serves_the_placement_free_model_with_its_waist_likeness_for_the_stairs_gate():
+    import json
+
+    from harstream.commands.worker import waist_likeness_of
+    from harstream.models.artifact import ANY_MODEL, metadata_path
+
+    meta = json.loads(metadata_path(ANY_MODEL).read_text())
+    score = waist_likeness_of(meta, str(ANY_MODEL))
+    waist = _windows(_waist_walk())[-6:]
+    thigh = _windows(simulate_limb(_waist_walk(), _limb("thigh")))[-6:]
+    assert score is not None
+    assert (score(waist) > 0.5).all() and (score(thigh) < 0.5).all()
+    assert waist_likeness_of({**meta, "placement": "waist"}, "x") is None
+    assert waist_likeness_of({k: v for k, v in meta.items() if k != "placement_estimate"}, "x") is None

@@ -400,7 +400,23 @@ def load_served(path: str | None, mode: str, args: argparse.Namespace):
         runtime,
         str(path or ""),
         features,
+        waist_likeness=waist_likeness_of(meta, path),
     )
+
+
+def waist_likeness_of(meta: dict, path: str | None):
+    """The stairs gate's gait evidence from a placement-free model's metadata
+    (its numpy placement estimate: ``(n, 128, 9) -> (n,)`` probability that
+    each window's gait is a waist's), None when the model carries none."""
+    from harstream.models.placement_estimate import PlacementEstimator
+
+    if meta.get("placement") != "any":
+        return None
+    try:
+        estimator = PlacementEstimator.from_metadata(meta)
+    except ValueError as exc:
+        raise ModelLoadError(f"{path}: {exc}") from None
+    return None if estimator is None else estimator.waist_likeness
 
 
 def _one_blas_thread() -> None:
