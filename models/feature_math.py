@@ -47,6 +47,8 @@ ROBUST_FEATURES = FREE_FEATURES + GAIT_FEATURES
 #: stride (two steps, 0.8-1.28 s: the longest lag a 2.56 s window shows) repeat.
 STEP_LAGS = (15, 40)
 STRIDE_LAGS = (40, WINDOW // 2 + 1)
+#: (rad/s)²: added to the rotation rate's energy on every axis (a gyroscope's noise floor).
+ROTATION_FLOOR = 1e-4
 #: DFT bins (1 bin = 50/128 Hz) of the stride (0.6-1.3 Hz) and step (1.3-2.8 Hz) frequencies.
 STRIDE_BINS = (2, 4)
 STEP_BINS = (4, 8)
@@ -179,20 +181,22 @@ def gait_features(x, xp: Any):
     stride_vs_step = xp.log(stride + EPS) - xp.log(step + EPS)  # (n, 3)
 
     # the rotation rate's energy matrix and its largest eigenvalue (closed form for 3x3 symmetric)
-    c = xp.matmul(gyro, xp.transpose(gyro, (0, 2, 1))) / WINDOW  # (n, 3, 3)
+    # plus a floor of (0.01 rad/s)² on every axis, a gyroscope's noise: a still device then
+    # reads as turning about no axis in particular (share 1/3), whatever its own noise level
+    c = xp.matmul(gyro, xp.transpose(gyro, (0, 2, 1))) / WINDOW + ROTATION_FLOOR * np.eye(3, dtype=np.float32)
     trace = c[:, 0, 0] + c[:, 1, 1] + c[:, 2, 2]
     q = trace / 3.0
     off = xp.square(c[:, 0, 1]) + xp.square(c[:, 0, 2]) + xp.square(c[:, 1, 2])
     p2 = xp.square(c[:, 0, 0] - q) + xp.square(c[:, 1, 1] - q) + xp.square(c[:, 2, 2] - q) + 2.0 * off
-    p = xp.sqrt(p2 / 6.0 + EPS)
+    p = xp.sqrt(p2 / 6.0) + 1e-12  # p2 is 0 only when all three axes are alike
     b00, b11, b22 = (c[:, 0, 0] - q) / p, (c[:, 1, 1] - q) / p, (c[:, 2, 2] - q) / p
     b01, b02, b12 = c[:, 0, 1] / p, c[:, 0, 2] / p, c[:, 1, 2] / p
     det = b00 * (b11 * b22 - b12 * b12) - b01 * (b01 * b22 - b12 * b02) + b02 * (b01 * b12 - b11 * b02)
     half_det = xp.clip(det / 2.0, -1.0, 1.0)
     # arccos(h) as arctan2(sqrt(1 - h²), h): LiteRT has ATAN2 but no ACOS op
     angle = xp.arctan2(xp.sqrt(xp.maximum(1.0 - half_det * half_det, 0.0)), half_det) / 3.0
-    largest = q + 2.0 * p * xp.cos(angle)
-    planarity = largest / (trace + EPS)
+    largest = xp.maximum(q + 2.0 * p * xp.cos(angle), q)  # the largest eigenvalue is never below the mean
+    planarity = largest / trace
 
     direction = unit(total, xp)  # (n, 3, 128)
     mean_dir = xp.mean(direction, axis=-1, keepdims=True)

@@ -299,3 +299,17 @@ def test_the_worker_serves_the_placement_free_model_with_its_waist_likeness_for_
     assert (score(waist) > 0.5).all() and (score(thigh) < 0.5).all()
     assert waist_likeness_of({**meta, "placement": "waist"}, "x") is None
     assert waist_likeness_of({k: v for k, v in meta.items() if k != "placement_estimate"}, "x") is None
+
+
+@settings(max_examples=25, deadline=None)
+@given(noise=st.floats(0.0, 0.05), seed=st.integers(0, 100))
+def test_a_still_device_turns_about_no_axis_in_particular_however_quiet_its_gyroscope(noise, seed):
+    """The dominant-rotation share of a still window sits near 1/3 and stays in
+    [1/3, 1]: a quieter gyroscope than HAPT's must not look like a swing."""
+    x = np.zeros((1, WINDOW, 9), np.float32)
+    x[..., 6] = 1.0
+    x[0, :, 3:6] = noise * np.random.default_rng(seed).normal(size=(WINDOW, 3))
+    planarity, energy = placement_robust_features(x)[0, feature_math.FREE_FEATURES + 7 : feature_math.FREE_FEATURES + 9]
+    assert 1 / 3 - 1e-4 <= planarity <= 1.0
+    if noise <= 0.005:
+        assert planarity < 0.45 and energy < -8.5
