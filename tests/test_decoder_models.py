@@ -80,12 +80,12 @@ def _bout(label: int, seconds: float, down, moving: bool, seed: int) -> tuple[np
 @pytest.fixture(scope="module")
 def personal_file(tmp_path_factory):
     """A personal model calibrated on walking, sitting and standing, saved as the calibration saves it."""
-    from harstream.models.personal import fit_personal, save_personal
+    from harstream.models.personal import PersonalSettings, fit_personal, save_personal
 
     bouts = [_bout(1, 30, (0, 1, 0), True, 0), _bout(4, 30, (0, 0.6, 0.8), False, 1), _bout(5, 30, (0, 1, 0), False, 2)]
     rec = Recording("calibration", 0, np.concatenate([b[0] for b in bouts]), np.concatenate([b[1] for b in bouts]))
     base = load_artifact(ANY_MODEL)
-    fit = fit_personal([rec], base)
+    fit = fit_personal([rec], base, PersonalSettings(discriminant=False))  # postures from gravity and cues alone
     return save_personal(fit, tmp_path_factory.mktemp("personal") / "p.keras", DEVICE, base)
 
 
@@ -98,8 +98,10 @@ def test_a_saved_personal_model_carries_decoder_parameters_for_its_classes(perso
     assert params.emission[sitting].argmax() == sitting  # sitting is expected to look like sitting
 
 
-def _window(core: StreamCore, seq: int, probs: list[float]):
-    core.ingest(encode_samples(SampleBatch(DEVICE, seq, 1000.0 + seq / RATE, np.zeros((64 if seq else 128, 6)))), 0.0)
+def _window(core: StreamCore, seq: int, probs: list[float], gravity=(0.0, 0.0, 0.0)):
+    samples = np.zeros((64 if seq else 128, 6))
+    samples[:, :3] = gravity
+    core.ingest(encode_samples(SampleBatch(DEVICE, seq, 1000.0 + seq / RATE, samples)), 0.0)
     _, taken = core.take_batch()
     return core.finish_batch(taken, np.tile(probs, (len(taken), 1)), now=0.0)
 
@@ -107,14 +109,19 @@ def _window(core: StreamCore, seq: int, probs: list[float]):
 def test_the_worker_shows_a_personal_models_decoded_label_so_one_odd_window_does_not_flip_it(personal_file):
     from harstream.models.personal_serving import load_personal_model
 
-    model = load_personal_model(personal_file, "none", lambda classes, meta: display_for(classes, meta.get("decoder")))
-    router = ModelRouter(ServedModel("waist", "waist", "hapt@1", ACTIVITIES))
+    base = load_artifact(ANY_MODEL)
+    anywhere = ServedModel("any", "any", base.model_id, PLACEMENT_FREE)
+    model = load_personal_model(
+        personal_file, anywhere, lambda classes, meta: display_for(classes, meta.get("decoder"))
+    )
+    router = ModelRouter(ServedModel("waist", "waist", "hapt@1", ACTIVITIES), anywhere)
     router.set_personal(model)
     core = StreamCore(ACTIVITIES, "hapt@1", WorkerConfig(signal_interval=0), router=router)
-    sitting, walking = [0.02, 0.02, 0.02, 0.86, 0.04, 0.04], [0.86, 0.04, 0.04, 0.02, 0.02, 0.02]
+    # the shared model's classes (WALKING, UPSTAIRS, DOWNSTAIRS, STILL); the device held as it sat when calibrated
+    still, walking = [0.04, 0.03, 0.03, 0.9], [0.9, 0.03, 0.03, 0.04]
     seq, published = 0, []
-    for probs in [sitting] * 6 + [walking] + [sitting] * 2:
-        published += _window(core, seq, probs)
+    for probs in [still] * 6 + [walking] + [still] * 2:
+        published += _window(core, seq, probs, gravity=(0.0, 0.6, 0.8))
         seq += 128 if seq == 0 else 64
     assert [p.mode for p in published] == ["personal"] * 9
     assert [p.label for p in published][6] == "WALKING"  # the raw label flips on the blip ...
