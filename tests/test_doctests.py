@@ -15,6 +15,12 @@ def modules_with_examples() -> list[str]:
     for package in (
         "harstream",
         "harstream.stream",
+        "harstream.stream.core",
+        "harstream.stream.bus",
+        "harstream.stream.data",
+        "harstream.stream.personal",
+        "harstream.stream.gateway",
+        "harstream.stream.durable",
         "harstream.models",
         "harstream.models.studies",
         "harstream.simulator",

@@ -1,0 +1,269 @@
+"""The final history of one device: a fixed-lag smoother over the decoder's lattice.
+
+The card shows the quick, causal "now" label (:mod:`~harstream.stream.core.decoder`).
+The timeline, the day's minutes and every record kept show this history: each
+window's state decided over the same hidden Markov model (the decoder's
+states, transition matrix and emission) with ``lag`` windows of look-ahead,
+given the state already decided for the window before. With lag 2 a window
+is final 2.56 s after it ends (two more 1.28 s hops).
+
+A window stands for the middle half of its samples (a window is about its
+middle): its piece of time runs from the end of the previous piece to 96 of
+its 128 samples. The first window of a run also takes its first quarter, the
+last one (when the run is settled) its last quarter, so pieces tile the
+stream without gaps or overlaps.
+
+:meth:`History.push` takes one window and returns the new final pieces (each
+adjacent to the one before) and the provisional pieces after them, which
+replace every provisional piece returned before (a settled device has none).
+A long bout thus arrives in final pieces, one per window. Nothing final is
+ever taken back: a piece starts no earlier than the history's
+:attr:`~History.final_until`, and a window already seen (a duplicate, or out
+of order) is refused. :meth:`History.settle` makes everything pending final
+with the look-ahead there is (a gap, a restart, a device gone quiet).
+
+>>> from harstream.stream.core.decoder import DecoderParams
+>>> h = History(DecoderParams.uniform(["A", "B"], stay=0.9), HistorySettings(lag=1))
+>>> h.push(0, 0.0, 2.54, [0.9, 0.1])             # nothing final yet: one provisional piece
+[Piece(start=0.0, end=2.56, label='A', final=False)]
+>>> h.push(1, 1.28, 3.82, [0.8, 0.2])[0]          # window 0 is final: its first three quarters
+Piece(start=0.0, end=1.92, label='A', final=True)
+>>> h.push(1, 1.28, 3.82, [0.1, 0.9]), h.refused  # seen already: refused, nothing changes
+([], 'window 1 is not after window 1')
+>>> h.settle()                                    # the device went quiet: the rest is final
+[Piece(start=1.92, end=3.84, label='A', final=True)]
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from harstream.stream.core.decoder import Decoder, DecoderParams
+from harstream.stream.core.pipeline import STEP, WINDOW
+from harstream.stream.core.smoothing import refusal_reason
+
+#: How many hops of look-ahead the smoother may take at most: with 1.28 s
+#: hops, 2 keeps every window final within 3 s of its end.
+MAX_LAG = 2
+#: A window longer than this (seconds, first to last sample) is not a 50 Hz window.
+MAX_WINDOW_SECONDS = 60.0
+METHODS = ("marginal", "viterbi")
+
+
+@dataclass(frozen=True)
+class Piece:
+    """From ``start`` to ``end`` (bus time, seconds) the device was doing ``label``."""
+
+    start: float
+    end: float
+    label: str
+    final: bool
+
+
+@dataclass(frozen=True)
+class HistorySettings:
+    """The smoother's knobs (chosen on validation subjects: docs/report.md)."""
+
+    lag: int = 2  # windows of look-ahead before a window is final
+    method: str = "marginal"  # each window's most probable state, or the best path's
+    stay: float = 0.0  # extra weight on staying put: matrix + stay * I, renormalised
+    power: float = 1.0  # evidence ** power (below 1 trusts the classifier less)
+
+    def __post_init__(self) -> None:
+        if not (type(self.lag) is int and 0 <= self.lag <= MAX_LAG):
+            raise ValueError(f"history lag {self.lag!r} must be an int in 0..{MAX_LAG}")
+        if self.method not in METHODS:
+            raise ValueError(f"history method {self.method!r} must be one of {', '.join(METHODS)}")
+        for name, value, hi in (("stay", self.stay, 1e3), ("power", self.power, 10.0)):
+            if not (math.isfinite(value) and 0.0 <= value <= hi):
+                raise ValueError(f"history {name} {value!r} must be within 0..{hi:g}")
+
+
+@dataclass
+class _Window:
+    window: int
+    t_start: float
+    t_end: float
+    evidence: np.ndarray
+
+
+class History:
+    """Fixed-lag smoothing of one device's windows into final pieces of time."""
+
+    def __init__(self, params: DecoderParams, settings: HistorySettings | None = None):
+        self.settings = settings or HistorySettings()
+        self.params = params
+        self.states = params.states
+        matrix = params.matrix + self.settings.stay * np.eye(len(self.states))
+        self._matrix = matrix / matrix.sum(axis=1, keepdims=True)
+        with np.errstate(divide="ignore"):
+            self._log_matrix = np.log(self._matrix)
+        self._evidence = Decoder(params).evidence  # the decoder's own emission, read, not changed
+        self._pending: list[_Window] = []
+        self._decided: int | None = None  # state of the last final window of this run
+        self._last: _Window | None = None  # the last window taken (its number and times)
+        self.final_until: float | None = None  # everything before this time is final
+        self.refused: str | None = None
+
+    # ------------------------------------------------------------ the verbs
+
+    def push(self, window: int, t_start: float, t_end: float, probs: Sequence[float]) -> list[Piece]:
+        """One window (its number since the stream began, its first and last
+        sample's time, its class probabilities): the new final pieces, then
+        the provisional ones. A window refused (:attr:`refused` says why)
+        changes nothing and returns nothing."""
+        self.refused = self._refusal(window, t_start, t_end, probs)
+        if self.refused is not None:
+            return []
+        out: list[Piece] = []
+        last = self._last
+        if last is not None and (window != last.window + 1 or t_start < last.t_start):
+            out += self.settle()  # a gap in the windows: the run before it is over
+            self._decided = None
+        evidence = self._evidence(np.asarray(probs, dtype=np.float64)) ** self.settings.power
+        item = _Window(window, float(t_start), float(t_end), evidence)
+        self._pending.append(item)
+        self._last = item
+        while len(self._pending) > self.settings.lag:
+            state = self._decode()[0]
+            out += self._finalise(state, last_of_run=False)
+        return out + self._provisional()
+
+    def settle(self) -> list[Piece]:
+        """Make every pending window final with the look-ahead there is; the
+        last one takes its whole tail. The next contiguous window carries on
+        from the state decided here (its piece only covers what is not final)."""
+        out: list[Piece] = []
+        while self._pending:
+            state = self._decode()[0]
+            out += self._finalise(state, last_of_run=len(self._pending) == 1)
+        return out
+
+    @property
+    def pending(self) -> int:
+        """Windows taken whose pieces are not final yet."""
+        return len(self._pending)
+
+    # ------------------------------------------------------------ internals
+
+    def _refusal(self, window: int, t_start: float, t_end: float, probs: Sequence[float]) -> str | None:
+        if type(window) is not int or window < 0:
+            return f"window number {window!r} is not a count"
+        if not (isinstance(t_start, (int, float)) and isinstance(t_end, (int, float))):
+            return "window times are not numbers"
+        if not (math.isfinite(t_start) and math.isfinite(t_end) and 0.0 < t_end - t_start <= MAX_WINDOW_SECONDS):
+            return f"window times {t_start!r}..{t_end!r} are not a window (0 < length <= {MAX_WINDOW_SECONDS:g} s)"
+        if self._last is not None and window <= self._last.window:
+            return f"window {window} is not after window {self._last.window}"
+        return refusal_reason(probs, len(self.params.classes))
+
+    def _prior(self) -> tuple[np.ndarray, bool]:
+        """The distribution of the first pending window's state before its
+        evidence, and whether it follows a decided state (one transition)."""
+        if self._decided is None:
+            return self.params.initial, False
+        return self._matrix[self._decided], True
+
+    def _decode(self) -> list[int]:
+        """The state of each pending window, given the one decided before them."""
+        prior, _ = self._prior()
+        evidence = np.stack([w.evidence for w in self._pending])
+        if self.settings.method == "viterbi":
+            return self._viterbi(prior, evidence)
+        n = len(evidence)
+        forward = np.empty_like(evidence)
+        f = prior * evidence[0]
+        for k in range(n):
+            if k:
+                f = evidence[k] * (self._matrix.T @ forward[k - 1])
+            total = f.sum()
+            f = f / total if np.isfinite(total) and total > 0 else evidence[k] / max(evidence[k].sum(), 1e-300)
+            forward[k] = f
+        states = [0] * n
+        b = np.ones(len(self.states))
+        for k in range(n - 1, -1, -1):
+            gamma = forward[k] * b
+            states[k] = int(gamma.argmax())
+            b = self._matrix @ (evidence[k] * b)
+            b = b / b.sum() if b.sum() > 0 else np.ones_like(b)
+        return states
+
+    def _viterbi(self, prior: np.ndarray, evidence: np.ndarray) -> list[int]:
+        with np.errstate(divide="ignore"):
+            score = np.log(prior) + np.log(evidence[0])
+            back = []
+            for e in evidence[1:]:
+                step = score[:, None] + self._log_matrix
+                back.append(step.argmax(axis=0))
+                score = step.max(axis=0) + np.log(e)
+        path = [int(score.argmax())]
+        for pointers in reversed(back):
+            path.append(int(pointers[path[-1]]))
+        return path[::-1]
+
+    def _span(self, w: _Window, last_of_run: bool) -> tuple[float, float]:
+        """The piece of time a window stands for, before clipping to what is final."""
+        dt = (w.t_end - w.t_start) / (WINDOW - 1)
+        start = w.t_start if self._decided is None else w.t_start + (STEP // 2) * dt
+        end = w.t_end + dt if last_of_run else w.t_start + (STEP + STEP // 2) * dt
+        return start, end
+
+    def _finalise(self, state: int, last_of_run: bool) -> list[Piece]:
+        w = self._pending.pop(0)
+        start, end = self._span(w, last_of_run)
+        self._decided = state
+        if self.final_until is not None:
+            start = max(start, self.final_until)  # contiguous with, never over, what is final
+        if end <= start:  # all of it is final already (a window after a settle)
+            return []
+        self.final_until = end
+        return [Piece(round(start, 6), round(end, 6), self.states[state], True)]
+
+    def _provisional(self) -> list[Piece]:
+        if not self._pending:
+            return []
+        out: list[Piece] = []
+        start = self.final_until
+        for w, state in zip(self._pending, self._decode()):
+            dt = (w.t_end - w.t_start) / (WINDOW - 1)
+            piece_start = w.t_start if start is None else start
+            end = w.t_end + dt if w is self._pending[-1] else w.t_start + (STEP + STEP // 2) * dt
+            start = end
+            if end <= piece_start:
+                continue
+            label = self.states[state]
+            if out and out[-1].label == label:
+                out[-1] = Piece(out[-1].start, round(end, 6), label, False)
+            else:
+                out.append(Piece(round(piece_start, 6), round(end, 6), label, False))
+        return out
+
+
+def merge_pieces(pieces: Sequence[Piece]) -> list[Piece]:
+    """Adjacent pieces of one label and finality joined (for display and scoring).
+
+    >>> merge_pieces([Piece(0, 1, "A", True), Piece(1, 2, "A", True), Piece(2, 3, "B", True)])
+    [Piece(start=0, end=2, label='A', final=True), Piece(start=2, end=3, label='B', final=True)]
+    """
+    out: list[Piece] = []
+    for p in pieces:
+        if out and out[-1].label == p.label and out[-1].final == p.final and abs(out[-1].end - p.start) < 1e-6:
+            out[-1] = Piece(out[-1].start, p.end, p.label, p.final)
+        else:
+            out.append(p)
+    return out
+
+
+def history_params(display: object, classes: Sequence[str]) -> DecoderParams:
+    """The lattice a device's history smooths over: its display decoder's own
+    parameters, or (a model without them) a plain sticky filter over its classes."""
+    if isinstance(display, Decoder):
+        return display.params
+    return DecoderParams.uniform(classes, stay=0.9)
+
+
+__all__ = ["History", "HistorySettings", "MAX_LAG", "Piece", "history_params", "merge_pieces"]
