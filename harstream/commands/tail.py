@@ -1,8 +1,11 @@
-"""``harstream tail``: print live predictions and stats from the output bus."""
+"""``harstream tail``: print live predictions and stats from the output bus;
+with ``--final``, the devices' final history instead (``--json``: one JSON
+object per final piece, ``{"device", "start", "end", "label"}``, bus time)."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 
 from harstream.commands._options import COUNT, add_keys, endpoint_help
 
@@ -12,7 +15,29 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", action="append", default=None, metavar="D", help="only this device (repeatable)")
     parser.add_argument("--stats", action="store_true", help="also print the workers' stats lines")
     add_keys(parser)
-    parser.add_argument("--count", type=COUNT, default=None, help="exit after this many predictions")
+    parser.add_argument(
+        "--count", type=COUNT, default=None, help="exit after this many predictions (with --final: final pieces)"
+    )
+    parser.add_argument(
+        "--final", action="store_true", help="print the final history (settled pieces of time), not predictions"
+    )
+    parser.add_argument("--json", action="store_true", help="with --final: one JSON object per line")
+
+
+def format_piece(device: str, piece: dict, as_json: bool) -> str:
+    """One line per final piece of history.
+
+    >>> format_piece("d1", {"start": 10.0, "end": 11.28, "label": "SITTING", "final": True}, True)
+    '{"device": "d1", "start": 10.0, "end": 11.28, "label": "SITTING"}'
+    >>> format_piece("d1", {"start": 10.0, "end": 11.28, "label": "SITTING", "final": True}, False)
+    'd1                   10.000 .. 11.280  (1.28 s)  SITTING'
+    """
+    import json
+
+    if as_json:
+        return json.dumps({"device": device, "start": piece["start"], "end": piece["end"], "label": piece["label"]})
+    length = piece["end"] - piece["start"]
+    return f"{device:<20} {piece['start']:.3f} .. {piece['end']:.3f}  ({length:.2f} s)  {piece['label']}"
 
 
 def format_prediction(p) -> str:
@@ -32,10 +57,13 @@ def run(args: argparse.Namespace) -> int:
     from harstream.commands._running import bus_errors, stop_on_signals
     from harstream.stream.bus.addresses import output_address
     from harstream.stream.bus.sockets import OUTPUT_MESSAGE_BYTES, BusSockets
-    from harstream.stream.core.protocol import Prediction, decode_output
+    from harstream.stream.core.protocol import HistoryUpdate, Prediction, decode_output
     from harstream.stream.core.worker import format_stats
 
-    topics = [b"p/" + (device.encode() + b"/" if device else b"") for device in args.device or [""]]
+    if args.json and not args.final:
+        raise SystemExit("tail: --json goes with --final")
+    kind = b"h/" if args.final else b"p/"
+    topics = [kind + (device.encode() + b"/" if device else b"") for device in args.device or [""]]
     if args.stats:
         topics.append(b"stats/")
     # A binding tail (@tcp://...) with keys lets in listed workers only.
@@ -49,7 +77,9 @@ def run(args: argparse.Namespace) -> int:
             subscribe=topics,
         )
     stop = stop_on_signals()
-    print(f"tail: listening on {sock.getsockopt_string(zmq.LAST_ENDPOINT)}", flush=True)
+    # with --json stdout holds only JSON lines
+    where = sys.stderr if args.json else sys.stdout
+    print(f"tail: listening on {sock.getsockopt_string(zmq.LAST_ENDPOINT)}", file=where, flush=True)
     seen, bad = 0, 0
     try:
         while (args.count is None or seen < args.count) and not stop.is_set():
@@ -58,15 +88,23 @@ def run(args: argparse.Namespace) -> int:
             frames = sock.recv_multipart()
             try:
                 msg = decode_output(frames)
-                line = format_prediction(msg) if isinstance(msg, Prediction) else format_stats(msg)
+                if isinstance(msg, HistoryUpdate):
+                    lines = [format_piece(msg.device, p, args.json) for p in msg.final_pieces()]
+                else:
+                    lines = [format_prediction(msg) if isinstance(msg, Prediction) else format_stats(msg)]
             except Exception as exc:  # malformed, or fields of the wrong type: skip it
                 bad += 1
                 if bad == 1:
-                    print(f"tail: skipping malformed message ({exc})", flush=True)
+                    print(f"tail: skipping malformed message ({exc})", file=sys.stderr, flush=True)
+                continue
+            if isinstance(msg, HistoryUpdate):
+                for line in lines[: None if args.count is None else args.count - seen]:
+                    print(line, flush=True)
+                    seen += 1
                 continue
             if isinstance(msg, Prediction):
                 seen += 1
-            print(line, flush=True)
+            print(lines[0], flush=True)
     finally:
         sockets.close(0)
     return 0

@@ -8,6 +8,7 @@ never confuses ``dev1`` with ``dev10``:
   the header may carry the device's barometer, ``"pressure": [[t_s, hPa], ...]``
 - ``p/<device>/``         a prediction: [topic, JSON]
 - ``g/<device>/``         a decimated signal feed for display: [topic, JSON]
+- ``h/<device>/``         the device's history: final and provisional pieces of time [topic, JSON]
 - ``stats/<worker>/``     worker statistics, once a second: [topic, JSON]
 
 A malformed message raises :class:`ProtocolError` with a short ``reason``
@@ -67,6 +68,7 @@ _abs, _max_reduce = np.abs, np.maximum.reduce
 SAMPLES_PREFIX = b"s/"
 PREDICTION_PREFIX = b"p/"
 SIGNAL_PREFIX = b"g/"
+HISTORY_PREFIX = b"h/"
 STATS_PREFIX = b"stats/"
 
 # Every reason a receiver may count; docs/protocol.md lists the same.
@@ -395,9 +397,107 @@ def decode_stats(frames: Sequence[bytes]) -> dict:
     return _single_json(frames, STATS_PREFIX)
 
 
-def decode_output(frames: Sequence[bytes]) -> Prediction | Signal | dict:
+# ------------------------------------------------------------------- history
+
+#: Bounds a receiver checks a history message against.
+MAX_HISTORY_PIECES = 64
+MAX_TIME = 1e10  # seconds: bus times (epoch seconds or stream seconds) stay below this
+
+
+@dataclass
+class HistoryUpdate:
+    """A revision of one device's history (:mod:`~harstream.stream.core.history`).
+
+    ``pieces``: ``{"start", "end", "label", "final"}`` objects in time order
+    (bus time, seconds). Final pieces are new, each adjacent to the device's
+    previous final piece and never overlapping one; the message's provisional
+    pieces replace every provisional piece the device had before (none: the
+    device is settled). ``today``: the device's minutes of the day so far from
+    its final pieces (``{"day": "YYYY-MM-DD", "minutes": {...}}``, UTC), or None.
+    """
+
+    device: str
+    pieces: list[dict]
+    mode: str = ""
+    today: dict | None = None
+    worker: str = ""
+
+    def final_pieces(self) -> list[dict]:
+        return [p for p in self.pieces if p["final"]]
+
+
+def history_topic(device: str) -> bytes:
+    """The topic of ``device``'s history messages (``/``-terminated, as every topic)."""
+    return b"h/%s/" % _topic_part(device)
+
+
+def encode_history(h: HistoryUpdate) -> list[bytes]:
+    """Frames of a history message (total: cannot raise)."""
+    return [history_topic(h.device), _dumps_total({"v": VERSION, **h.__dict__})]
+
+
+def decode_history(frames: Sequence[bytes]) -> HistoryUpdate:
+    """A history message, every field checked (a piece's times finite,
+    within 0..1e10 and in order, its label text, ``final`` a bool).
+
+    >>> frames = encode_history(HistoryUpdate("d1", [{"start": 1.0, "end": 2.0, "label": "SITTING", "final": True}]))
+    >>> decode_history(frames).final_pieces()
+    [{'start': 1.0, 'end': 2.0, 'label': 'SITTING', 'final': True}]
+    >>> decode_history(encode_history(HistoryUpdate("d1", [{"start": 2.0, "end": 1.0, "label": "A", "final": True}])))
+    Traceback (most recent call last):
+    ...
+    harstream.stream.core.protocol.ProtocolError: header: history of d1, piece 0: start 2.0 and end 1.0 are not times in order within 0..1e+10
+    """
+    body = _single_json(frames, HISTORY_PREFIX)
+    device = check_device_id(body.get("device"))
+    pieces = body.get("pieces")
+    if not isinstance(pieces, list) or len(pieces) > MAX_HISTORY_PIECES:
+        raise ProtocolError("header", f"history of {device}: pieces must be a list of at most {MAX_HISTORY_PIECES}")
+    out = []
+    for i, p in enumerate(pieces):
+        where = f"history of {device}, piece {i}"
+        if not isinstance(p, dict):
+            raise ProtocolError("header", f"{where}: not an object")
+        start, end, label, final = p.get("start"), p.get("end"), p.get("label"), p.get("final")
+        if not all(isinstance(t, (int, float)) and not isinstance(t, bool) for t in (start, end)):
+            raise ProtocolError("header", f"{where}: start and end must be numbers")
+        if not (0.0 <= start < end <= MAX_TIME):
+            raise ProtocolError("header", f"{where}: start {start} and end {end} are not times in order within 0..{MAX_TIME:g}")
+        if not isinstance(label, str) or not 0 < len(label) <= 64 or not isinstance(final, bool):
+            raise ProtocolError("header", f"{where}: label must be 1-64 characters and final a bool")
+        out.append({"start": float(start), "end": float(end), "label": label, "final": final})
+    today = body.get("today")
+    if today is not None and not _valid_today(today):
+        raise ProtocolError("header", f"history of {device}: today must be {{day, minutes: {{name: minutes}}}}")
+    mode, worker = body.get("mode", ""), body.get("worker", "")
+    if not isinstance(mode, str) or not isinstance(worker, str):
+        raise ProtocolError("header", f"history of {device}: mode and worker must be text")
+    return HistoryUpdate(device, out, mode[:32], today, worker[:200])
+
+
+def _valid_today(today: Any) -> bool:
+    if not isinstance(today, dict) or not isinstance(today.get("day"), str) or len(today["day"]) > 10:
+        return False
+    minutes = today.get("minutes")
+    return (
+        isinstance(minutes, dict)
+        and len(minutes) <= 16
+        and all(
+            isinstance(k, str)
+            and isinstance(v, (int, float))
+            and not isinstance(v, bool)
+            and math.isfinite(v)
+            and 0 <= v <= 1440
+            for k, v in minutes.items()
+        )
+    )
+
+
+def decode_output(frames: Sequence[bytes]) -> Prediction | Signal | HistoryUpdate | dict:
     """Decode any message of the worker's output bus by its topic."""
     topic = bytes(frames[0]) if frames else b""
+    if topic.startswith(HISTORY_PREFIX):
+        return decode_history(frames)
     if topic.startswith(PREDICTION_PREFIX):
         return decode_prediction(frames)
     if topic.startswith(SIGNAL_PREFIX):

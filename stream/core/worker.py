@@ -14,7 +14,13 @@ of raw samples waiting for a whole window, its
 :class:`~harstream.stream.core.device_windows.DeviceWindows` (pipeline and, for a
 model with context windows, their
 :class:`~harstream.stream.core.context.WindowContext`), its display decoder and
-its :class:`~harstream.stream.core.signal_feed.SignalFeed`.
+its :class:`~harstream.stream.core.signal_feed.SignalFeed` and its final
+:class:`~harstream.stream.core.history.History` (fixed-lag pieces of time,
+taken with :meth:`StreamCore.take_history`; the day's minutes per device from
+its final pieces in :class:`~harstream.stream.core.today.DayTotals`). A
+device's history is settled (made final with the look-ahead there is) on a
+gap or restart, when it moves to another model, when it has been quiet for
+``history_quiet`` seconds, and before it is evicted.
 
 What a message means for its device (accepted, a gap that restarts the
 pipeline, a duplicate, another producer's session, an implausible jump) is
@@ -50,6 +56,7 @@ from harstream.stream.core.barometer import PRESSURE_REASONS
 from harstream.stream.core.batch_push import push_many
 from harstream.stream.core.context import WindowContext
 from harstream.stream.core.decoder import window_motion
+from harstream.stream.core.history import History, HistorySettings, Piece, history_params
 from harstream.stream.core.device_windows import DeviceWindows
 from harstream.stream.core.incarnation import (
     DUPLICATE,
@@ -66,6 +73,7 @@ from harstream.stream.core.model_routing import ModelRouter, ServedModel, declar
 from harstream.stream.core.pipeline import WINDOW, check_samples
 from harstream.stream.core.posture import N_CUES, apply_heads, posture_cues
 from harstream.stream.core.protocol import (
+    HistoryUpdate,
     Prediction,
     ProtocolError,
     SampleBatch,
@@ -79,6 +87,7 @@ from harstream.stream.core.smoothing import DEFAULT_THRESHOLD, DEFAULT_WINDOWS, 
 from harstream.stream.core.stairs import StairsEvidence, gated
 from harstream.stream.core.subscriptions import Subscriptions, WatchedDevices
 from harstream.stream.core.transition_direction import window_gravity
+from harstream.stream.core.today import DayTotals
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +107,7 @@ WORKER_REASONS = (
     "internal",  # a bug met on one message or output: that one was dropped, the worker went on
     "model_refused",  # a personal model file that failed to load or disagreed with its metadata
     *PRESSURE_REASONS,  # barometer readings outside 300-1,100 hPa, not finite, or out of time order
+    "history",  # a window the history refused: seen already (duplicate, out of order) or malformed times
 )
 
 
@@ -192,6 +202,8 @@ class WorkerConfig:
     # Refuse messages without a producer session (counted as ``session``): a
     # sessionless producer can be impersonated by anyone publishing its id.
     require_session: bool = False
+    history: HistorySettings = HistorySettings()  # the final history's smoother
+    history_quiet: float = 1.5  # seconds without samples after which a device's history is settled
 
 
 @dataclass
@@ -253,6 +265,7 @@ class Device:
         "inbox",
         "windows",
         "display",
+        "history",
         "signal",
         "ready_at",
         "served",
@@ -281,13 +294,16 @@ class Device:
         self.route_version = route_version  # the router's version when it was routed
         self.windows = DeviceWindows(seq, served.context_steps)  # pipeline + window context
         self.display = make_display(served, config)  # what the screen shows
+        self.history = History(history_params(self.display, served.classes), config.history)  # what happened
         self.signal = SignalFeed(config.signal_decimation, config.signal_interval, now)  # decimated raw signal
         self.ready_at: float | None = None  # when buffered samples completed a window
         self.evidence = StairsEvidence()  # its barometer, if it sends pressure: what stairs may be shown
         self.restart(seq, session)
 
-    def restart(self, seq: int, session: str) -> None:
-        """Start the pipeline afresh with ``seq`` of ``session`` as its first sample."""
+    def restart(self, seq: int, session: str) -> list[Piece]:
+        """Start the pipeline afresh with ``seq`` of ``session`` as its first
+        sample; the history's pending windows become final (returned)."""
+        settled = self.history.settle()
         self.generation += 1
         if session != self.incarnation.session:  # another producer: another clock for its pressure
             self.evidence = StairsEvidence()
@@ -296,15 +312,22 @@ class Device:
         self.inbox.clear()
         self.display.reset()
         self.signal.reset()  # the display feed must not join samples from both sides of a gap
+        return settled
 
-    def serve_with(self, served: ServedModel, config: WorkerConfig) -> None:
-        """Switch to another model: a display for its classes; the window
-        context starts afresh only if its context steps or feature stage differ."""
+    def serve_with(self, served: ServedModel, config: WorkerConfig) -> list[Piece]:
+        """Switch to another model: a display and a history for its classes (the
+        old history settled and returned); the window context starts afresh
+        only if its context steps or feature stage differ."""
         if served.context_steps != self.served.context_steps or served.features is not self.served.features:
             # (a context of one model's feature vectors means nothing to another model)
             self.windows.context = WindowContext(served.context_steps) if served.context_steps else None
         self.served = served
         self.display = make_display(served, config)
+        settled = self.history.settle()
+        final_until = self.history.final_until
+        self.history = History(history_params(self.display, served.classes), config.history)
+        self.history.final_until = final_until  # the new model's pieces start where the old ones ended
+        return settled
 
 
 class StreamCore:
@@ -352,6 +375,8 @@ class StreamCore:
         self._batch_sizes: list[int] = []
         self._last_stats: tuple[float, Counter[str]] | None = None
         self._pending_high_water = 0
+        self._history: list[HistoryUpdate] = []  # revisions waiting to be published
+        self.today = DayTotals(self.config.max_devices)
         self.started: float | None = None
         # The output bus's subscriptions: only devices whose signal topic someone
         # subscribed to get a signal feed (None: every device's is made).
@@ -429,7 +454,7 @@ class StreamCore:
                     self.totals["restarts"] += 1
                     how = "started over at seq 0" if verdict == RESTART else f"taken over by session {batch.session!r}"
                     self._note("restart", f"device {batch.device} {how}; pipeline reset")
-                state.restart(batch.seq, batch.session)
+                self._revise(state, state.restart(batch.seq, batch.session))
             if state.route_version != self.router.version or (placement is not None and placement != state.placement):
                 self._reroute(state, placement)
         state.incarnation.advance(batch.seq, len(batch), now)
@@ -498,7 +523,7 @@ class StreamCore:
                 state.served.model_id,
             )
             self.totals["mode_switches"] += 1
-            state.serve_with(served, self.config)
+            self._revise(state, state.serve_with(served, self.config))
 
     def reroute_all(self) -> None:
         """Route every device again now (after the router changed), rather
@@ -707,6 +732,10 @@ class StreamCore:
                 smoothed, smoothed_probs = state.display.update(raw, w.motion, w.gravity)
                 if state.display.refused:
                     self._drop("probabilities", f"device {w.device} window {w.window}: {state.display.refused}")
+                pieces = state.history.push(w.window, w.t_start, w.t_end, raw)
+                if state.history.refused and not state.display.refused:
+                    self._drop("history", f"device {w.device} window {w.window}: {state.history.refused}")
+                self._revise(state, pieces)
             else:  # the device was reset, evicted or moved to another model meanwhile: this window stands alone
                 smoothed, smoothed_probs = make_display(w.served, self.config, windows=1).update(raw)
             label = classes[int(p.argmax())]
@@ -771,10 +800,46 @@ class StreamCore:
                 self.devices[name].signal.reset()
         return [self.devices[name] for name in self._watched.names]
 
+    def take_history(self) -> list[HistoryUpdate]:
+        """The history revisions made since the last call, to publish in order."""
+        out, self._history = self._history, []
+        return out
+
+    def _revise(self, state: Device, pieces: list[Piece]) -> None:
+        """Queue a revision of ``state``'s history; its final pieces count toward its day."""
+        if not pieces:
+            return
+        final = False
+        for p in pieces:
+            if p.final:
+                final = True
+                self.today.add(state.name, p.start, p.end, p.label)
+        self._history.append(
+            HistoryUpdate(
+                state.name,
+                [{"start": p.start, "end": p.end, "label": p.label, "final": p.final} for p in pieces],
+                state.served.mode,
+                self.today.summary(state.name, state.served.classes) if final else None,
+                self.worker_id,
+            )
+        )
+        self.totals["history_final"] += sum(p.final for p in pieces)
+
+    def settle_quiet(self, now: float) -> None:
+        """Settle the history of devices quiet for ``history_quiet`` seconds:
+        their last windows will get no look-ahead, so they are final now."""
+        quiet = self.config.history_quiet
+        for state in self.devices.values():
+            if state.history.pending and now - state.incarnation.last_seen > quiet:
+                self._revise(state, state.history.settle())
+
     def evict_idle(self, now: float) -> list[str]:
-        """Forget devices silent for longer than ``idle_timeout`` (one log line per sweep)."""
+        """Forget devices silent for longer than ``idle_timeout`` (one log line
+        per sweep); first settle the history of those quiet for ``history_quiet``."""
+        self.settle_quiet(now)
         gone = [d for d, s in self.devices.items() if now - s.incarnation.last_seen > self.config.idle_timeout]
         for device in gone:
+            self._revise(self.devices[device], self.devices[device].history.settle())
             del self.devices[device]
             self._unproven.pop(device, None)
         if gone:
