@@ -66,16 +66,22 @@ class Piece:
 
 @dataclass(frozen=True)
 class HistorySettings:
-    """The smoother's knobs (chosen on validation subjects: docs/report.md)."""
+    """The smoother's knobs; the defaults chosen on the validation subjects
+    (`python -m harstream.models.history_accuracy choose`, docs/reports/history_choice.json)."""
 
     lag: int = 2  # windows of look-ahead before a window is final
     method: str = "marginal"  # each window's most probable state, or the best path's
     stay: float = 0.0  # extra weight on staying put: matrix + stay * I, renormalised
-    power: float = 1.0  # evidence ** power (below 1 trusts the classifier less)
+    power: float = 0.5  # evidence ** power (below 1 trusts the classifier less)
+    # what the next decision starts from: the filtered distribution of the last final window
+    # ("soft"), or its decided state ("hard": consistent, but one wrong decision carries on)
+    carry: str = "soft"
 
     def __post_init__(self) -> None:
         if not (type(self.lag) is int and 0 <= self.lag <= MAX_LAG):
             raise ValueError(f"history lag {self.lag!r} must be an int in 0..{MAX_LAG}")
+        if self.carry not in ("soft", "hard"):
+            raise ValueError(f"history carry {self.carry!r} must be soft or hard")
         if self.method not in METHODS:
             raise ValueError(f"history method {self.method!r} must be one of {', '.join(METHODS)}")
         for name, value, hi in (("stay", self.stay, 1e3), ("power", self.power, 10.0)):
@@ -105,6 +111,7 @@ class History:
         self._evidence = Decoder(params).evidence  # the decoder's own emission, read, not changed
         self._pending: list[_Window] = []
         self._decided: int | None = None  # state of the last final window of this run
+        self._filtered: np.ndarray | None = None  # its filtered state distribution
         self._last: _Window | None = None  # the last window taken (its number and times)
         self.final_until: float | None = None  # everything before this time is final
         self.refused: str | None = None
@@ -123,7 +130,7 @@ class History:
         last = self._last
         if last is not None and (window != last.window + 1 or t_start < last.t_start):
             out += self.settle()  # a gap in the windows: the run before it is over
-            self._decided = None
+            self._decided = self._filtered = None
         evidence = self._evidence(np.asarray(probs, dtype=np.float64)) ** self.settings.power
         item = _Window(window, float(t_start), float(t_end), evidence)
         self._pending.append(item)
@@ -161,16 +168,17 @@ class History:
             return f"window {window} is not after window {self._last.window}"
         return refusal_reason(probs, len(self.params.classes))
 
-    def _prior(self) -> tuple[np.ndarray, bool]:
-        """The distribution of the first pending window's state before its
-        evidence, and whether it follows a decided state (one transition)."""
-        if self._decided is None:
-            return self.params.initial, False
-        return self._matrix[self._decided], True
+    def _prior(self) -> np.ndarray:
+        """The distribution of the first pending window's state before its evidence."""
+        if self._decided is None or self._filtered is None:
+            return self.params.initial
+        if self.settings.carry == "hard":
+            return self._matrix[self._decided]
+        return self._matrix.T @ self._filtered
 
     def _decode(self) -> list[int]:
-        """The state of each pending window, given the one decided before them."""
-        prior, _ = self._prior()
+        """The state of each pending window, given what came before them."""
+        prior = self._prior()
         evidence = np.stack([w.evidence for w in self._pending])
         if self.settings.method == "viterbi":
             return self._viterbi(prior, evidence)
@@ -213,7 +221,11 @@ class History:
         return start, end
 
     def _finalise(self, state: int, last_of_run: bool) -> list[Piece]:
-        w = self._pending.pop(0)
+        w = self._pending[0]
+        f = self._prior() * w.evidence
+        total = f.sum()
+        self._filtered = f / total if np.isfinite(total) and total > 0 else self.params.initial
+        self._pending.pop(0)
         start, end = self._span(w, last_of_run)
         self._decided = state
         if self.final_until is not None:

@@ -1,0 +1,357 @@
+"""The final history, scored: its knobs chosen on validation subjects, then the
+worker's published history over the held-out sessions scored once.
+
+Offline (for the choice): each validation session's window probabilities
+(from the recipe fitted on the fit subjects, :func:`~harstream.models.decoder_fit.validation_probabilities`)
+through :class:`~harstream.stream.core.history.History` over decoder
+parameters fitted on the fit subjects only (the shipped knobs), window ``j``
+at stream time ``64 j / 50`` s. Every sample is labelled by the final piece
+covering it and scored as :mod:`harstream.models.live_accuracy` scores the
+display (per sample over activity samples, changes per true change, Ward's
+events)::
+
+    python -m harstream.models.history_accuracy choose
+
+As published: ``harstream simulate --wait 1`` replays the 19 held-out
+sessions at 50 Hz into ``harstream worker``; :func:`collect` (``collect``
+subcommand) subscribes to its output and writes every history message and
+prediction with the wall time it arrived; ``score`` maps bus times back to
+samples (the simulator stamps sample ``i`` at ``wall0 + i / 50``) and scores the
+final pieces, the now label (the predictions' ``smoothed``) and how late each
+sample became final after its window ended::
+
+    python -m harstream.models.history_accuracy collect --out run.jsonl &
+    harstream worker & harstream simulate --wait 1
+    python -m harstream.models.history_accuracy score run.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from harstream.stream.core.activities import ACTIVITIES
+from harstream.stream.core.decoder import DecoderParams
+from harstream.stream.core.history import History, HistorySettings, Piece
+from harstream.stream.core.pipeline import STEP, WINDOW
+
+from .live_accuracy import NOTHING, SessionReplay, display_code, display_timeline, score_replays, truth_labels
+
+RATE = 50
+REPORTS = Path(__file__).resolve().parent.parent / "docs" / "reports"
+GRID = {
+    "lag": (1, 2),
+    "method": ("marginal", "viterbi"),
+    "stay": (0.0, 4.0, 20.0),
+    "power": (0.5, 0.75, 1.0),
+}
+#: The history's goals (issue: the final history, per sample; its changes per true change).
+GOALS = {"sample_accuracy": 0.96, "changes_per_true_change": 1.2, "final_within_s": 3.0}
+
+
+def offline_pieces(params: DecoderParams, settings: HistorySettings, probs: np.ndarray) -> list[Piece]:
+    """The final pieces of one uninterrupted session whose window ``j`` has
+    ``probs[j]`` (times in seconds from the session's first sample)."""
+    h = History(params, settings)
+    out: list[Piece] = []
+    for j, p in enumerate(np.asarray(probs, dtype=np.float64)):
+        t = STEP * j / RATE
+        out += [q for q in h.push(j, t, t + (WINDOW - 1) / RATE, [round(float(v), 6) for v in p]) if q.final]
+    return out + h.settle()
+
+
+def shown_from_pieces(
+    n_samples: int, pieces: Sequence[Piece | dict], t0: float = 0.0, classes: Sequence[str] = ACTIVITIES
+) -> np.ndarray:
+    """Per-sample code (:func:`~harstream.models.live_accuracy.display_code`)
+    of the final piece covering sample ``i`` (time ``t0 + i / 50``); NOTHING where none does.
+
+    >>> shown_from_pieces(6, [Piece(0.0, 0.06, "SITTING", True), Piece(0.06, 1.0, "WALKING", True)]).tolist()
+    [3, 3, 3, 0, 0, 0]
+    """
+    shown = np.full(n_samples, NOTHING, dtype=np.int64)
+    times = t0 + np.arange(n_samples) / RATE
+    for p in pieces:
+        start, end, label = (p.start, p.end, p.label) if isinstance(p, Piece) else (p["start"], p["end"], p["label"])
+        # half a sample's slack: bus times are rounded to the microsecond
+        a, b = np.searchsorted(times, [start - 0.5 / RATE, end - 0.5 / RATE])
+        shown[a:b] = display_code(label, classes)
+    return shown
+
+
+def activity_changes(shown: np.ndarray) -> int:
+    """Changes between activities shown, joined across transitions and
+    nothing shown, as :func:`~harstream.models.live_accuracy.true_changes`
+    joins the truth (sitting, SIT_TO_STAND, standing is one change).
+
+    >>> activity_changes(np.array([3, 3, -2, -2, 4, -1, 4, 0]))
+    2
+    """
+    a = np.asarray(shown)
+    a = a[a >= 0]
+    return int(np.sum(a[1:] != a[:-1]))
+
+
+def add_activity_changes(figures: dict, replays: Sequence[SessionReplay], kind: str) -> dict:
+    """``figures`` with ``activity_changes`` and their ratio to the true changes."""
+    changes = sum(activity_changes(r.shown[kind]) for r in replays)
+    figures["activity_changes"] = changes
+    figures["activity_changes_per_true_change"] = changes / figures["true_changes"] if figures["true_changes"] else 0.0
+    return figures
+
+
+def score_offline(
+    params: DecoderParams, settings: HistorySettings, sessions: Sequence[tuple], events: bool = False
+) -> dict:
+    """The history's figures over sessions ``(recording, window probabilities)``."""
+    replays = []
+    for rec, probs in sessions:
+        n = len(rec.samples)
+        replays.append(
+            SessionReplay(
+                rec.name,
+                truth_labels(rec.labels, params.classes),
+                {"history": shown_from_pieces(n, offline_pieces(params, settings, probs), 0.0, params.classes)},
+                tuple(params.classes),
+            )
+        )
+    return add_activity_changes(score_replays(replays, events=events)["history"], replays, "history")
+
+
+def tuning_params() -> DecoderParams:
+    """The shipped decoder's knobs over statistics of the fit subjects only
+    (transitions and out-of-fold emission without the validation subjects)."""
+    from .artifact import load_artifact
+    from .decoder_fit import label_statistics, params_for, waist_target
+
+    knobs = load_artifact().metadata["decoder"]["chosen"]["knobs"]
+    target = waist_target()
+    return params_for(label_statistics(target, with_validation=False), target.classes, knobs)
+
+
+def choose(progress: bool = True) -> dict:
+    """Score every setting of :data:`GRID` on the validation subjects; the
+    choice: the most accurate per sample among those with at most 1.2 changes
+    per true change (if none, the most accurate)."""
+    from .decoder_fit import validation_probabilities, waist_target
+
+    params = tuning_params()
+    validation = validation_probabilities(waist_target(), progress)
+    results = []
+    for values in itertools.product(*GRID.values()):
+        knobs = dict(zip(GRID, values))
+        r = score_offline(params, HistorySettings(**knobs), validation)
+        keep = ("sample_accuracy", "changes_per_true_change", "activity_changes_per_true_change")
+        figures = {k: round(float(r[k]), 4) for k in keep}
+        results.append({**knobs, **figures})
+        if progress:
+            print(knobs, figures, flush=True)
+    ok = [r for r in results if r["activity_changes_per_true_change"] <= GOALS["changes_per_true_change"]]
+    best = max(ok or results, key=lambda r: (r["sample_accuracy"], -r["activity_changes_per_true_change"]))
+    from .dataset import VALIDATION_SUBJECTS
+
+    return {
+        "chosen": {k: best[k] for k in GRID},
+        "validation": {k: best[k] for k in keep},
+        "rule": "most accurate per sample among settings with <= 1.2 activity changes (transitions joined, as the "
+        "truth's) per true change on the validation subjects (if none, the most accurate)",
+        "validation_subjects": list(VALIDATION_SUBJECTS),
+        "decoder_parameters": "shipped knobs over transitions and out-of-fold emission of the fit subjects only",
+        "grid": results,
+    }
+
+
+# ----------------------------------------------------------------- as published
+
+
+def collect(address: str, out: Path, idle: float = 20.0, start_timeout: float = 600.0) -> int:
+    """Subscribe to a worker's output at ``address``; write each history
+    message and prediction, with the wall time it arrived, as JSON lines to
+    ``out``, until nothing arrives for ``idle`` seconds after the first message."""
+    import zmq
+
+    from harstream.stream.core.protocol import HistoryUpdate, Prediction, decode_output
+
+    ctx = zmq.Context.instance()
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.RCVHWM, 1_000_000)
+    for topic in (b"h/", b"p/"):
+        sub.setsockopt(zmq.SUBSCRIBE, topic)
+    sub.connect(address)
+    count, started = 0, False
+    with out.open("w") as f:
+        while sub.poll(int(1000 * (idle if started else start_timeout))):
+            frames = sub.recv_multipart()
+            received = time.time()
+            started = True
+            msg = decode_output(frames)
+            if isinstance(msg, HistoryUpdate):
+                row = {"kind": "history", "device": msg.device, "pieces": msg.pieces, "today": msg.today}
+            elif isinstance(msg, Prediction):
+                row = {"kind": "prediction", "device": msg.device, "window": msg.window, "t_start": msg.t_start}
+                row |= {"t_end": msg.t_end, "smoothed": msg.smoothed, "label": msg.label}
+            else:
+                continue
+            f.write(json.dumps({**row, "received": received}) + "\n")
+            count += 1
+    sub.close(0)
+    return count
+
+
+def score_published(path: Path, subjects: Sequence[int] | None = None) -> dict:
+    """Score a :func:`collect` record against the held-out sessions (by device
+    name): the final history, the now label, and when each sample became final."""
+    from harstream.stream.data.recordings import UCI_TEST_SUBJECTS, load_embedded
+
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    wanted = set(subjects or UCI_TEST_SUBJECTS)
+    recs = {r.name: r for r in load_embedded().recordings if r.subject in wanted}
+    finals: dict[str, list[dict]] = {name: [] for name in recs}
+    now: dict[str, dict[int, str]] = {name: {} for name in recs}
+    starts: list[float] = []
+    for row in rows:
+        if row["device"] not in recs:
+            continue
+        if row["kind"] == "history":
+            for p in row["pieces"]:
+                if p["final"]:
+                    finals[row["device"]].append({**p, "received": row["received"]})
+        else:
+            now[row["device"]][row["window"]] = row["smoothed"]
+            if row["window"] == 0:
+                starts.append(row["t_start"])
+    wall0 = min(starts)  # the simulator stamps every device's sample i at wall0 + i / 50
+    replays, late, overlaps, uncovered = [], [], 0, 0
+    for name, rec in recs.items():
+        n = len(rec.samples)
+        pieces = sorted(finals[name], key=lambda p: p["start"])
+        overlaps += sum(1 for a, b in zip(pieces, pieces[1:]) if b["start"] < a["end"] - 1e-6)
+        shown = shown_from_pieces(n, pieces, wall0)
+        uncovered += int(np.sum(shown == NOTHING))
+        windows = max(now[name]) + 1 if now[name] else 0
+        now_codes = [display_code(now[name].get(j, "unknown")) for j in range(windows)]
+        replays.append(
+            SessionReplay(
+                name, truth_labels(rec.labels), {"history": shown, "now": display_timeline(n, now_codes)}, ACTIVITIES
+            )
+        )
+        late += finality_lateness(n, pieces, wall0, windows)
+    out = score_replays(replays, events=True)
+    for kind in ("history", "now"):
+        add_activity_changes(out[kind], replays, kind)
+    lateness = np.asarray(late)
+    out["final_after_window_end_s"] = {
+        "median": round(float(np.median(lateness)), 3),
+        "p99": round(float(np.percentile(lateness, 99)), 3),
+        "max": round(float(lateness.max()), 3),
+        "samples_over_3s": int(np.sum(lateness > GOALS["final_within_s"])),
+        "samples": len(lateness),
+    }
+    out["overlapping_final_pieces"] = overlaps
+    out["samples_never_final"] = uncovered
+    out["wall0"] = wall0
+    return out
+
+
+def finality_lateness(n_samples: int, pieces: Sequence[dict], wall0: float, windows: int) -> list[float]:
+    """For each sample a final piece covers: seconds from the end of its
+    window (the one whose middle half holds it; the first window's first
+    quarter, the last one's last quarter) until that piece arrived."""
+    if not windows:
+        return []
+    times = wall0 + np.arange(n_samples) / RATE
+    index = np.arange(n_samples)
+    window = np.clip((index - STEP // 2) // STEP, 0, windows - 1)
+    window_end = wall0 + (STEP * window + WINDOW - 1) / RATE
+    out: list[float] = []
+    for p in pieces:
+        a, b = np.searchsorted(times, [p["start"] - 0.5 / RATE, p["end"] - 0.5 / RATE])
+        out += (p["received"] - window_end[a:b]).tolist()
+    return out
+
+
+def plot_published(path: Path, device: str, image: Path, wall0: float | None = None) -> Path:
+    """Truth, the now label and the final history of one published session."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from harstream.stream.data.recordings import load_embedded
+
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rec = next(r for r in load_embedded().recordings if r.name == device)
+    if wall0 is None:
+        wall0 = min(r["t_start"] for r in rows if r["kind"] == "prediction" and r["window"] == 0)
+    n = len(rec.samples)
+    pieces = [p for r in rows if r["kind"] == "history" and r["device"] == device for p in r["pieces"] if p["final"]]
+    now = {r["window"]: r["smoothed"] for r in rows if r["kind"] == "prediction" and r["device"] == device}
+    truth = truth_labels(rec.labels) - 1
+    lines = {
+        "truth": np.where((truth >= 0) & (truth < 6), truth, NOTHING),
+        "now (card)": display_timeline(n, [display_code(now.get(j, "unknown")) for j in range(max(now) + 1)]),
+        "final history": shown_from_pieces(n, pieces, wall0),
+    }
+    t = np.arange(n) / RATE
+    fig, axes = plt.subplots(len(lines), 1, figsize=(12, 4.5), sharex=True)
+    for ax, (name, codes) in zip(axes, lines.items()):
+        ax.plot(t, np.where(codes >= 0, codes, np.nan), drawstyle="steps-post", lw=1.2)
+        ax.set_yticks(range(6), [a.replace("WALKING_", "").title() for a in ACTIVITIES], fontsize=7)
+        ax.set_ylim(-0.5, 5.5)
+        ax.set_ylabel(name, fontsize=8)
+        if name != "truth":
+            wrong = (truth >= 0) & (truth < 6) & (codes != truth)
+            ax.fill_between(t, -0.5, 5.5, where=wrong, color="tab:red", alpha=0.15, lw=0)
+    axes[-1].set_xlabel(f"seconds ({device}; red: wrong while an activity was labelled)")
+    fig.tight_layout()
+    image.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(image, dpi=110)
+    plt.close(fig)
+    return image
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="the final history: choose on validation, score as published")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("choose", help="score the knob grid on the validation subjects")
+    c = sub.add_parser("collect", help="record a worker's published history and predictions")
+    c.add_argument("--subscribe", default="tcp://127.0.0.1:5556")
+    c.add_argument("--out", type=Path, required=True)
+    c.add_argument("--idle", type=float, default=20.0)
+    s = sub.add_parser("score", help="score a collected record against the held-out sessions")
+    s.add_argument("record", type=Path)
+    s.add_argument("--plot", default=None, metavar="DEVICE", help="also draw this session's timeline")
+    args = parser.parse_args(argv)
+    if args.command == "choose":
+        record = choose()
+        (REPORTS / "history_choice.json").write_text(json.dumps(record, indent=2) + "\n")
+        print(json.dumps({k: v for k, v in record.items() if k != "grid"}, indent=2))
+    elif args.command == "collect":
+        print(f"collected {collect(args.subscribe, args.out, args.idle)} messages", file=sys.stderr)
+    else:
+        result = score_published(args.record)
+        (REPORTS / "history_published.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
+        for kind in ("history", "now"):
+            r = result[kind]
+            print(
+                f"{kind}: {100 * r['sample_accuracy']:.2f} % per sample, "
+                f"{r['display_changes']} / {r['true_changes']} = {r['changes_per_true_change']:.2f} changes per "
+                f"true change ({r['activity_changes_per_true_change']:.2f} between activities), "
+                f"Ward events {r['ward_events']}"
+            )
+        print("final after window end:", result["final_after_window_end_s"])
+        print("overlapping final pieces:", result["overlapping_final_pieces"], "never final:", result["samples_never_final"])
+        if args.plot:
+            plot_published(args.record, args.plot, Path("docs/img/history_timeline.png"), result["wall0"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,281 @@
+"""The final history: fixed-lag pieces of time, never rewritten; in the worker core
+and on a real ZeroMQ bus read by `harstream tail --final --json`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from harstream.stream.core.activities import ACTIVITIES, PLACEMENT_FREE
+from harstream.stream.core.decoder import DecoderParams
+from harstream.stream.core.history import History, HistorySettings, Piece, merge_pieces
+from harstream.stream.core.protocol import SampleBatch, encode_samples
+from harstream.stream.core.today import DayTotals
+from harstream.stream.core.worker import StreamCore, WorkerConfig
+
+PARAMS = DecoderParams.uniform(["A", "B"], stay=0.9)
+HOP, LENGTH = 64 / 50, 127 / 50
+
+
+def window(j: int, t0: float = 1000.0) -> tuple[float, float]:
+    return t0 + j * HOP, t0 + j * HOP + LENGTH
+
+
+def push_all(h: History, probs: list[list[float]], order: list[int] | None = None) -> list[Piece]:
+    out: list[Piece] = []
+    for j in order if order is not None else range(len(probs)):
+        out += h.push(j, *window(j), probs[j])
+    return out
+
+
+def finals(pieces: list[Piece]) -> list[Piece]:
+    return [p for p in pieces if p.final]
+
+
+def assert_tiles(pieces: list[Piece]) -> None:
+    """Final pieces in time order, each starting where the one before ended."""
+    for a, b in zip(pieces, pieces[1:]):
+        assert b.start == pytest.approx(a.end, abs=1e-6), (a, b)
+        assert b.start < b.end
+
+
+def test_a_long_bout_is_published_in_final_pieces_as_it_settles():
+    h = History(PARAMS, HistorySettings(lag=2))
+    probs = [[0.9, 0.1]] * 20
+    got = []
+    for j in range(20):
+        new = finals(h.push(j, *window(j), probs[j]))
+        # window j - 2 becomes final when window j arrives: 2.56 s after it ended
+        assert [p.end for p in new] == ([] if j < 2 else [pytest.approx(window(j - 2)[0] + 96 / 50)])
+        got += new
+    got += h.settle()
+    assert_tiles(got)
+    assert got[0].start == 1000.0 and got[-1].end == pytest.approx(window(19)[1] + 1 / 50)
+    assert merge_pieces(got) == [Piece(1000.0, got[-1].end, "A", True)]
+
+
+def test_provisional_pieces_cover_what_is_not_final_yet_and_a_settled_device_has_none():
+    h = History(PARAMS, HistorySettings(lag=2))
+    out = push_all(h, [[0.9, 0.1]] * 5)
+    last = [p for p in out if not p.final]
+    assert last[-1].end == pytest.approx(window(4)[1] + 1 / 50)
+    assert all(not p.final for p in h.push(5, *window(5), [0.9, 0.1])[1:])
+    settled = h.settle()
+    assert settled and all(p.final for p in settled) and h.pending == 0
+
+
+def test_a_change_is_found_with_look_ahead_and_one_odd_window_is_smoothed_away():
+    h = History(DecoderParams.uniform(["A", "B"], stay=0.98), HistorySettings(lag=2))
+    probs = [[0.9, 0.1]] * 8 + [[0.3, 0.7]] + [[0.9, 0.1]] * 6 + [[0.1, 0.9]] * 8
+    merged = merge_pieces(finals(push_all(h, probs)) + h.settle())
+    assert [p.label for p in merged] == ["A", "B"]
+    assert merged[1].start == pytest.approx(window(15)[0] + 32 / 50, abs=HOP)
+
+
+def test_duplicate_and_late_windows_are_refused_and_change_nothing():
+    h = History(PARAMS, HistorySettings(lag=1))
+    push_all(h, [[0.9, 0.1]] * 4)
+    until = h.final_until
+    for j in (3, 1, 0):
+        assert h.push(j, *window(j), [0.1, 0.9]) == [] and h.refused.startswith(f"window {j} is not after")
+    assert h.final_until == until
+
+
+@pytest.mark.parametrize(
+    "times, reason",
+    [((5.0, 5.0), "not a window"), ((float("nan"), 5.0), "not a window"), ((0.0, 1e6), "not a window")],
+)
+def test_a_window_with_impossible_times_is_refused(times, reason):
+    h = History(PARAMS)
+    assert h.push(0, *times, [0.5, 0.5]) == [] and reason in h.refused
+
+
+def test_malformed_probabilities_are_refused():
+    h = History(PARAMS)
+    assert h.push(0, *window(0), [0.5, float("nan")]) == [] and "NaN" in h.refused
+
+
+def test_a_gap_in_the_windows_settles_the_run_before_it():
+    h = History(PARAMS, HistorySettings(lag=2))
+    before = finals(push_all(h, [[0.9, 0.1]] * 5))
+    after = finals(h.push(9, *window(9), [0.1, 0.9]))  # windows 5..8 never came
+    assert after and after[-1].end == pytest.approx(window(4)[1] + 1 / 50)  # the run's tail is final
+    assert_tiles(before + after)
+
+
+def test_a_window_after_a_settle_never_covers_what_is_final():
+    h = History(PARAMS, HistorySettings(lag=2))
+    out = finals(push_all(h, [[0.9, 0.1]] * 5)) + h.settle()
+    out += finals(push_all(h, [[0.1, 0.9]] * 10, order=list(range(5, 10))))
+    out += h.settle()
+    assert_tiles(out)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    order=st.lists(st.integers(0, 30), min_size=1, max_size=80),
+    shift=st.lists(st.floats(-3.0, 3.0), min_size=80, max_size=80),
+    settle_at=st.sets(st.integers(0, 79), max_size=5),
+    lag=st.integers(0, 2),
+)
+def test_no_order_of_windows_makes_two_final_pieces_for_one_stretch(order, shift, settle_at, lag):
+    """Duplicates, windows out of order, times that jump back or forth,
+    settles anywhere: final pieces still never overlap and run forward."""
+    h = History(DecoderParams.uniform(ACTIVITIES[:3], stay=0.8), HistorySettings(lag=lag))
+    rng = np.random.default_rng(len(order))
+    out: list[Piece] = []
+    for k, j in enumerate(order):
+        t_start = 1000.0 + j * HOP + shift[k]
+        out += finals(h.push(j, t_start, t_start + LENGTH, rng.dirichlet(np.ones(3)).round(6).tolist()))
+        if k in settle_at:
+            out += h.settle()
+    out += h.settle()
+    for a, b in zip(out, out[1:]):
+        assert b.start >= a.end - 1e-9, (a, b)
+    assert all(p.start < p.end for p in out)
+
+
+def test_day_totals_count_final_minutes_and_split_at_midnight():
+    days = DayTotals()
+    midnight = 20_000 * 86_400.0
+    days.add("d", midnight - 60.0, midnight + 120.0, "SITTING")  # one minute yesterday, two today
+    days.add("d", midnight + 120.0, midnight + 180.0, "SIT_TO_STAND")  # a transition counts nothing
+    days.add("d", midnight + 180.0, midnight + 240.0, "WALKING_UPSTAIRS")
+    summary = days.summary("d", ACTIVITIES)
+    assert summary["minutes"] == {"walking": 0.0, "stairs": 1.0, "sitting": 2.0, "standing": 0.0, "lying": 0.0}
+    assert days.summary("d", PLACEMENT_FREE)["minutes"] == {"moving": 1.0, "still": 2.0}
+
+
+# ---------------------------------------------------------------- in the worker core
+
+
+def samples(n: int) -> np.ndarray:
+    t = np.arange(n)[:, None] / 50.0
+    return (np.sin(2 * np.pi * 1.5 * t + np.arange(6)) * 0.3).astype(np.float32)
+
+
+def feed(core: StreamCore, device: str, first: int, n: int, now: float, t0: float = 1000.0) -> None:
+    data = samples(first + n)
+    for seq in range(first, first + n, 10):
+        core.ingest(encode_samples(SampleBatch(device, seq, t0 + seq / 50, data[seq : seq + 10])), now)
+
+
+def run_model(core: StreamCore, now: float) -> None:
+    while core.pending:
+        x, taken = core.take_batch()
+        core.finish_batch(taken, np.tile(np.eye(6)[3] * 0.9 + 0.1 / 6, (len(x), 1)), now=now)
+
+
+def final_pieces(core: StreamCore) -> list[dict]:
+    return [p for h in core.take_history() for p in h.pieces if p["final"]]
+
+
+def test_the_worker_publishes_final_pieces_and_the_days_minutes():
+    core = StreamCore(ACTIVITIES, "m", WorkerConfig(max_batch=100))
+    feed(core, "d", 0, 50 * 30, now=0.0)  # 30 s of samples
+    run_model(core, now=0.1)
+    updates = core.take_history()
+    pieces = [p for h in updates for p in h.pieces if p["final"]]
+    assert {p["label"] for p in pieces} == {"SITTING"}
+    assert pieces[0]["start"] == 1000.0
+    assert_tiles([Piece(**p) for p in pieces])
+    assert updates[-1].today["minutes"]["sitting"] == pytest.approx((pieces[-1]["end"] - 1000.0) / 60, abs=0.01)
+
+
+def test_a_quiet_device_gets_its_last_stretch_settled_and_an_evicted_one_too():
+    core = StreamCore(ACTIVITIES, "m", WorkerConfig(history_quiet=1.5, idle_timeout=30.0))
+    feed(core, "d", 0, 50 * 10, now=0.0)
+    run_model(core, now=0.1)
+    before = final_pieces(core)
+    core.evict_idle(now=1.0)
+    assert final_pieces(core) == []  # not quiet long enough
+    core.evict_idle(now=2.0)
+    tail = final_pieces(core)
+    assert tail and tail[-1]["end"] == pytest.approx(1000.0 + (64 * 5 + 128) / 50)  # the last window's end
+    assert_tiles([Piece(**p) for p in before + tail])
+    assert "d" in core.devices and core.devices["d"].history.pending == 0
+
+
+def test_a_restart_settles_the_history_and_the_new_stream_never_rewrites_it():
+    core = StreamCore(ACTIVITIES, "m")
+    feed(core, "d", 0, 50 * 10, now=0.0)
+    run_model(core, now=0.1)
+    first = final_pieces(core)
+    feed(core, "d", 0, 50 * 10, now=0.2, t0=1005.0)  # the device started over, its times overlap
+    run_model(core, now=0.3)
+    second = final_pieces(core) + final_pieces(core)
+    out = first + second
+    for a, b in zip(out, out[1:]):
+        assert b["start"] >= a["end"] - 1e-9
+    assert core.totals["restarts"] == 1
+
+
+# ---------------------------------------------------------------- on a real bus
+
+
+def test_tail_final_json_prints_the_published_final_pieces_on_loopback(embedded, tmp_path):
+    """A real worker with the shipped model on 127.0.0.1, a held-out session
+    replayed into it, and `harstream tail --final --json` as the reader."""
+    from harstream.models.artifact import load_artifact
+    from harstream.models.runtime import load_runtime
+    from harstream.simulator.replay import ReplaySchedule, devices_for, replay
+    from harstream.stream.bus.zmq_worker import serve
+    from harstream.stream.core.decoder import display_for
+
+    artifact = load_artifact()
+    rec = embedded.of_subjects([9])[0]
+    rec = type(rec)(rec.name, rec.subject, rec.samples[:3000], rec.labels[:3000])  # one minute
+    stop, ready, bound = threading.Event(), threading.Event(), {}
+    config = WorkerConfig(
+        context_steps=artifact.context_steps, display=display_for(artifact.classes, artifact.metadata["decoder"])
+    )
+    thread = threading.Thread(
+        target=serve,
+        daemon=True,
+        kwargs=dict(
+            runtime=load_runtime(artifact, "auto"),
+            classes=artifact.classes,
+            model_id=artifact.model_id,
+            ingest="tcp://127.0.0.1:*",
+            output="tcp://127.0.0.1:*",
+            config=config,
+            stop=stop,
+            on_ready=ready.set,
+            on_bound=lambda i, o: bound.update(ingest=i, output=o),
+            printer=None,
+        ),
+    )
+    thread.start()
+    tail = None
+    try:
+        assert ready.wait(60), "worker did not start"
+        tail = subprocess.Popen(
+            [sys.executable, "-m", "harstream", "tail", "--final", "--json", "--count", "20"]
+            + ["--subscribe", bound["output"]],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        import time
+
+        time.sleep(3.0)  # the tail's subscription reaches the worker (ZeroMQ keeps nothing for late joiners)
+        replay(ReplaySchedule(devices_for([rec]), chunk=10), publish=bound["ingest"], speed=20, printer=None)
+        out, err = tail.communicate(timeout=60)
+    finally:
+        stop.set()
+        thread.join(10)
+        if tail is not None and tail.poll() is None:
+            tail.kill()
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert len(lines) == 20, err
+    assert all(set(p) == {"device", "start", "end", "label"} and p["device"] == rec.name for p in lines)
+    assert all(p["label"] in ACTIVITIES or "_TO_" in p["label"] for p in lines)
+    for a, b in zip(lines, lines[1:]):
+        assert b["start"] == pytest.approx(a["end"], abs=1e-6)
