@@ -26,6 +26,8 @@ from harstream.dashboard.charts import (
     probability_chart,
     signal_chart,
     timeline_chart,
+    today_chart,
+    today_text,
 )
 from harstream.dashboard.feed import Subscriber
 from harstream.dashboard.state import MODE_HINTS, STALE_AFTER_S, LiveState, classes_of
@@ -116,7 +118,8 @@ def show_overview(state: LiveState, now: float) -> list[str]:
             f"{hits / scored:.1%} of {scored:,} windows"
         )
     text_col.caption(
-        "Cards show what the worker's display decoder decided and for how long; "
+        "Cards show what the worker's display decoder decided and for how long (the now label), "
+        "and the day's minutes from the worker's final history; "
         "a hatched grey card is a posture change (sit to stand, ...), not an error. "
         "The badge is the device's mode: waist (HAPT model), any (placement-free: postures "
         "show as STILL) or personal (calibrated on the device)."
@@ -160,6 +163,13 @@ def show_device(state: LiveState, devices: list[str]) -> str | None:
         )
         st.markdown(f"**Activity, last {TIMELINE_S / 60:.0f} min** · {label}")
         st.vega_lite_chart(spec=timeline_chart(ds.segments(TIMELINE_S), TIMELINE_S), width="stretch")
+        st.caption(
+            "Final history: what happened, settled by the worker a few seconds after each window "
+            "(hatched: not final yet). Now label: what the card shows at once."
+        )
+        if ds.today:
+            st.vega_lite_chart(spec=today_chart(ds.today), width="stretch")
+            st.caption(today_text(ds.today) + " (kept by the worker: a reload shows it again)")
     signal = ds.signal_frame()
     acc_col, gyro_col = st.columns(2)
     if len(signal["t"]):

@@ -8,6 +8,7 @@ per activity everywhere (cards, timeline, probability bars).
 from __future__ import annotations
 
 import html
+import json
 from collections.abc import Sequence
 
 import numpy as np
@@ -45,6 +46,15 @@ HATCH_FILL = {
         {"offset": round(k / (2 * _STRIPES) + e, 4), "color": c}
         for k in range(2 * _STRIPES)
         for e, c in ((0.0, ("#b9b2ab", "#ece8e4")[k % 2]), (1 / (2 * _STRIPES) - 1e-4, ("#b9b2ab", "#ece8e4")[k % 2]))
+    ],
+}
+# Stripes over a segment's own colour: the final history's provisional end.
+PROVISIONAL_FILL = {
+    **HATCH_FILL,
+    "stops": [
+        {"offset": round(k / (2 * _STRIPES) + e, 4), "color": ("rgba(255,255,255,0.7)", "rgba(255,255,255,0)")[k % 2]}
+        for k in range(2 * _STRIPES)
+        for e in (0.0, 1 / (2 * _STRIPES) - 1e-4)
     ],
 }
 # Material Symbols ligatures (the icon font Streamlit itself ships).
@@ -111,6 +121,7 @@ CARD_CSS = (
 .hs-bar{height:4px;background:#ddd;border-radius:2px;margin:2px 0}
 .hs-bar>div{height:4px;background:var(--c);border-radius:2px;filter:brightness(.85)}
 .hs-sub{font-size:.75rem;color:#444}
+.hs-today{font-size:.72rem;color:#555;margin-top:2px}
 .hs-ok{color:#1b7f3b;font-weight:600}.hs-bad{color:#c0392b;font-weight:600}
 .hs-badges{display:inline-flex;gap:4px;margin-left:4px}
 .hs-badge{font-size:.68rem;padding:0 5px;border-radius:6px;border:1px solid #999;color:#333;background:#fff}
@@ -156,7 +167,9 @@ def overview_html(rows: Sequence[OverviewRow], stale_after: float = 5.0) -> str:
             f'<div class="hs-act"><span class="hs-ico">{icon}</span>{html.escape(pretty(r.activity))}</div>'
             f'<div class="hs-bar"><div style="width:{100 * r.confidence:.0f}%"></div></div>'
             f'<div class="hs-sub"><b class="hs-for" title="how long the display has shown this">'
-            f"for {duration_text(r.lasted_s)}</b> · {confidence} · {verdict}{acc}</div></div>"
+            f"for {duration_text(r.lasted_s)}</b> · {confidence} · {verdict}{acc}</div>"
+            f'<div class="hs-today" data-today="{html.escape(json.dumps((r.today or {}).get("minutes", {})))}">'
+            f"{html.escape(today_text(r.today))}</div></div>"
         )
     return CARD_CSS + '<div class="hs-grid" data-testid="hs-overview">' + "".join(cards) + "</div>"
 
@@ -232,19 +245,25 @@ def probability_chart(
     }
 
 
-LANES = ("display", "raw", "truth")
+#: The timeline's lanes, top down: the worker's final history (its provisional
+#: end hatched), the now label the card shows, the per-window raw label, the truth.
+LANES = ("history", "display", "raw", "truth")
+LANE_TITLES = {"history": "final history", "display": "now label", "raw": "raw window", "truth": "truth"}
 
 
 def timeline_chart(segments: dict[str, Sequence[dict]], seconds: float) -> Spec:
-    """The lanes of :meth:`DeviceState.segments` as coloured segments: what
-    the display showed (one segment per decoder decision), the per-window raw
-    label, and the ground truth. Postural transitions are hatched grey."""
+    """The lanes of :meth:`DeviceState.segments` as coloured segments: the
+    final history (what happened, settled a few seconds late; its provisional
+    end hatched), what the display showed (one segment per decoder decision),
+    the per-window raw label, and the ground truth. Postural transitions are
+    hatched grey."""
     values = []
     for lane in LANES:
         for seg in segments.get(lane, ()):
             values.append(
                 {
-                    "lane": lane,
+                    "lane": LANE_TITLES[lane],
+                    "provisional": bool(seg.get("provisional", False)),
                     "start": seg["start"],
                     "end": seg["end"],
                     "activity": display_category(seg["label"]) if seg["label"] not in COLOURS else seg["label"],
@@ -260,8 +279,14 @@ def timeline_chart(segments: dict[str, Sequence[dict]], seconds: float) -> Spec:
             "title": "seconds (0 = latest window)",
         },
         "x2": {"field": "end"},
-        "y": {"field": "lane", "type": "nominal", "sort": list(LANES), "title": None},
-        "tooltip": [{"field": "lane"}, {"field": "label"}, {"field": "seconds"}, {"field": "start", "format": ".1f"}],
+        "y": {"field": "lane", "type": "nominal", "sort": [LANE_TITLES[k] for k in LANES], "title": None},
+        "tooltip": [
+            {"field": "lane"},
+            {"field": "label"},
+            {"field": "seconds"},
+            {"field": "start", "format": ".1f"},
+            {"field": "provisional"},
+        ],
     }
     return {
         "data": {"values": values},
@@ -276,7 +301,51 @@ def timeline_chart(segments: dict[str, Sequence[dict]], seconds: float) -> Spec:
                 "transform": [{"filter": {"field": "activity", "equal": TRANSITION}}],
                 "mark": {"type": "rect", "fill": HATCH_FILL, "stroke": "#8c847e", "strokeWidth": 0.5},
             },
+            {  # not final yet: hatched over its colour
+                "transform": [{"filter": "datum.provisional"}],
+                "mark": {"type": "rect", "fill": PROVISIONAL_FILL, "stroke": "#555", "strokeDash": [3, 2]},
+            },
         ],
+    }
+
+
+def today_text(today: dict | None) -> str:
+    """The day's minutes from the final history, for a card or a caption.
+
+    >>> today_text({"day": "2026-12-07", "minutes": {"walking": 12.4, "stairs": 0.0, "sitting": 61.0}})
+    'today: walking 12 min · sitting 1 h 1 min'
+    >>> today_text({"day": "2026-12-07", "minutes": {"walking": 0.25, "lying": 0.0}})
+    'today: walking 15 s'
+    >>> today_text(None)
+    ''
+    """
+    if not today or not isinstance(today.get("minutes"), dict):
+        return ""
+    parts = []
+    for name, minutes in today["minutes"].items():
+        whole = int(round(minutes))
+        if whole >= 60:
+            parts.append(f"{name} {whole // 60} h {whole % 60} min")
+        elif whole >= 1:
+            parts.append(f"{name} {whole} min")
+        elif minutes * 60 >= 1:  # a sped-up replay counts bus time: seconds, not minutes
+            parts.append(f"{name} {minutes * 60:.0f} s")
+    return "today: " + (" · ".join(parts) if parts else "nothing final yet")
+
+
+def today_chart(today: dict) -> Spec:
+    """The day's minutes per activity (final history) as bars."""
+    values = [{"activity": k, "minutes": round(float(v), 1)} for k, v in today["minutes"].items()]
+    return {
+        "title": {"text": f"today ({today['day']}, UTC): minutes from the final history", "fontSize": 12},
+        "data": {"values": values},
+        "height": {"step": 18},
+        "mark": {"type": "bar", "color": "#4c78a8"},
+        "encoding": {
+            "y": {"field": "activity", "type": "nominal", "sort": None, "title": None},
+            "x": {"field": "minutes", "type": "quantitative", "title": "minutes"},
+            "tooltip": [{"field": "activity"}, {"field": "minutes"}],
+        },
     }
 
 

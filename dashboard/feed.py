@@ -13,7 +13,7 @@ import zmq
 
 from harstream.stream.bus.addresses import output_address
 from harstream.stream.bus.sockets import OUTPUT_MESSAGE_BYTES, BusSockets
-from harstream.stream.core.protocol import PREDICTION_PREFIX, STATS_PREFIX, signal_topic
+from harstream.stream.core.protocol import HISTORY_PREFIX, PREDICTION_PREFIX, STATS_PREFIX, signal_topic
 
 # Messages queued beyond this are dropped by ZeroMQ, not by the page: a tab
 # that falls behind loses old messages instead of growing without bound.
@@ -23,7 +23,7 @@ RCVHWM = 50_000
 class Subscriber:
     """A SUB socket on the worker's output bus.
 
-    Subscribes to every prediction and stats message, and to the signal
+    Subscribes to every prediction, history and stats message, and to the signal
     feed of one device at a time (:meth:`follow_signal`): the page plots one
     device's signal, and with hundreds of devices the feed would be most of
     the traffic.
@@ -40,7 +40,7 @@ class Subscriber:
             "connect",
             max_message=OUTPUT_MESSAGE_BYTES,
             rcvhwm=RCVHWM,
-            subscribe=[PREDICTION_PREFIX, STATS_PREFIX],
+            subscribe=[PREDICTION_PREFIX, HISTORY_PREFIX, STATS_PREFIX],
         )
         self.signal_device: str | None = None
         self.address = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)

@@ -35,7 +35,14 @@ from sklearn.metrics import confusion_matrix
 
 from harstream.stream.core.activities import ACTIVITIES, STILL, TRANSITIONS, UNKNOWN
 from harstream.stream.core.pipeline import STEP, WINDOW
-from harstream.stream.core.protocol import Prediction, ProtocolError, Signal, check_device_id, decode_output
+from harstream.stream.core.protocol import (
+    HistoryUpdate,
+    Prediction,
+    ProtocolError,
+    Signal,
+    check_device_id,
+    decode_output,
+)
 from harstream.stream.core.rate import RATE_HZ
 
 # Predicted columns of the confusion matrix: the six classes, then "unknown"
@@ -45,6 +52,7 @@ TRANSITION = "TRANSITION"  # a postural transition (ground truth, or the decoder
 UNLABELLED = "UNLABELLED"  # ground truth known to be unlabelled (HAPT label -1)
 
 MAX_PREDICTIONS = 400  # per device: ~8.5 min at one window per 1.28 s
+MAX_HISTORY_RUNS = 400  # per device: final history, adjacent pieces of one label joined
 SIGNAL_SECONDS = 10.0  # raw signal kept per device (stream seconds)
 MAX_SIGNAL_CHUNKS = 400  # hard bound on signal messages kept per device
 MAX_DEVICES = 2000  # beyond this the least recently seen device is forgotten
@@ -78,6 +86,7 @@ class OverviewRow:
     windows: int  # predictions received this session
     lasted_s: float = 0.0  # how long the display has shown this activity (device time)
     mode: str = ""  # how the worker serves it: waist, any, personal ("" from an older worker)
+    today: dict | None = None  # minutes of the day from the final history ({"day", "minutes"}), if published
 
 
 @dataclass
@@ -201,6 +210,11 @@ class DeviceState:
         # device that sat still for an hour says an hour): label, seconds.
         self.run_label: str | None = None
         self.run_seconds = 0.0
+        # The worker's final history (runs of final pieces, bus time), its
+        # provisional pieces after them, and the day's minutes it keeps.
+        self.final: deque[dict] = deque(maxlen=MAX_HISTORY_RUNS)
+        self.provisional: list[dict] = []
+        self.today: dict | None = None
 
     @property
     def latest(self) -> Prediction | None:
@@ -224,6 +238,49 @@ class DeviceState:
             self._pending_pred.append(p.smoothed if p.smoothed in ACTIVITIES else UNKNOWN)
             if len(self._pending_truth) >= MAX_PENDING_PAIRS:  # bounded even if never on screen
                 self._fold()
+
+    def add_history(self, h: HistoryUpdate, now: float) -> None:
+        """Take a history revision: final pieces join the final history (a
+        piece before what is final already is ignored: final is never
+        rewritten), the provisional ones replace the last ones."""
+        for piece in h.pieces:
+            if not piece["final"]:
+                continue
+            last = self.final[-1] if self.final else None
+            if last is not None and piece["start"] < last["end"] - 1e-6:
+                continue
+            if last is not None and last["label"] == piece["label"] and abs(last["end"] - piece["start"]) < 1e-6:
+                last["end"] = piece["end"]
+            else:
+                self.final.append({"start": piece["start"], "end": piece["end"], "label": piece["label"]})
+        until = self.final[-1]["end"] if self.final else -math.inf
+        self.provisional = [
+            {"start": max(p["start"], until), "end": p["end"], "label": p["label"]}
+            for p in h.pieces
+            if not p["final"] and p["end"] > until
+        ]
+        if h.today is not None:
+            self.today = h.today
+        self.last_seen = now
+
+    def history_segments(self, seconds: float) -> list[dict]:
+        """The final history and its provisional end as segments on the
+        timeline's axis (0 = the latest window's end, device seconds: a
+        sped-up replay's compressed bus times are stretched by its speed,
+        read from the latest window's length); provisional ones marked."""
+        p = self.latest
+        if p is None or not (self.final or self.provisional):
+            return []
+        length = p.t_end - p.t_start
+        speed = ((WINDOW - 1) / RATE_HZ) / length if _is_number(length) and length > 0 else 1.0
+        out = []
+        for seg, provisional in [(s, False) for s in self.final] + [(s, True) for s in self.provisional]:
+            start, end = (seg["start"] - p.t_end) * speed, (seg["end"] - p.t_end) * speed
+            if end < -seconds or start > 1.0:
+                continue
+            start, end = max(start, -seconds), min(end, 1.0)
+            out.append({"start": start, "end": end, "label": seg["label"], "provisional": provisional})
+        return out
 
     def add_signal(self, s: Signal, now: float) -> None:
         if not (_is_number(s.t0) and _is_number(s.rate) and s.rate > 0):
@@ -297,6 +354,7 @@ class DeviceState:
         ``raw`` (the per-window argmax) and ``truth`` (replays only)."""
         bands = self.timeline(seconds)
         return {
+            "history": self.history_segments(seconds),
             "display": merge_runs(bands, "predicted"),
             "raw": merge_runs(bands, "raw"),
             "truth": merge_runs(bands, "truth"),
@@ -356,7 +414,7 @@ class LiveState:
         """Feed many messages; returns how many were accepted."""
         return sum(self.feed(frames, now) for frames in messages)
 
-    def ingest(self, message: Prediction | Signal | dict, now: float) -> None:
+    def ingest(self, message: Prediction | Signal | HistoryUpdate | dict, now: float) -> None:
         """Take one decoded output-bus message."""
         self.messages += 1
         if self.first_seen is None:
@@ -368,6 +426,8 @@ class LiveState:
         elif isinstance(message, Signal):
             check_device_id(message.device)
             self._device(message.device, now).add_signal(message, now)
+        elif isinstance(message, HistoryUpdate):  # checked by decode_history
+            self._device(message.device, now).add_history(message, now)
         elif isinstance(message, dict):
             worker = str(message.get("worker", "")) or "worker"
             self.stats[worker] = (now, message)
@@ -429,6 +489,7 @@ class LiveState:
                     windows=s.windows,
                     lasted_s=s.run_seconds,
                     mode=p.mode,
+                    today=s.today,
                 )
             )
         return rows

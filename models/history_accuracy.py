@@ -144,7 +144,7 @@ def choose(progress: bool = True) -> dict:
 
     params = tuning_params()
     validation = validation_probabilities(waist_target(), progress)
-    results = []
+    results: list[dict] = []
     for values in itertools.product(*GRID.values()):
         knobs = dict(zip(GRID, values))
         r = score_offline(params, HistorySettings(**knobs), validation)
@@ -179,7 +179,7 @@ def collect(address: str, out: Path, idle: float = 20.0, start_timeout: float = 
 
     from harstream.stream.core.protocol import HistoryUpdate, Prediction, decode_output
 
-    ctx = zmq.Context.instance()
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
     sub = ctx.socket(zmq.SUB)
     sub.setsockopt(zmq.RCVHWM, 1_000_000)
     for topic in (b"h/", b"p/"):
@@ -347,7 +347,12 @@ def main(argv: list[str] | None = None) -> int:
                 f"Ward events {r['ward_events']}"
             )
         print("final after window end:", result["final_after_window_end_s"])
-        print("overlapping final pieces:", result["overlapping_final_pieces"], "never final:", result["samples_never_final"])
+        print(
+            "overlapping final pieces:",
+            result["overlapping_final_pieces"],
+            "never final:",
+            result["samples_never_final"],
+        )
         if args.plot:
             plot_published(args.record, args.plot, Path("docs/img/history_timeline.png"), result["wall0"])
     return 0

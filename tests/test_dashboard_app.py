@@ -286,3 +286,53 @@ def test_the_subscriber_takes_the_signal_feed_of_the_followed_device_only(bus):
         assert b"g/phone-1/" not in got
     finally:
         sub.close()
+
+
+def history(device, window, label, today_minutes):
+    """A history revision as the worker publishes it after ``window``: one
+    final piece, then the provisional rest (the last two windows)."""
+    from harstream.stream.core.protocol import HistoryUpdate, encode_history
+
+    t = 1.28 * window
+    return encode_history(
+        HistoryUpdate(
+            device,
+            [
+                {"start": t - 2.56 - 1.28, "end": t - 2.56, "label": label, "final": True},
+                {"start": t - 2.56, "end": t + 2.56, "label": label, "final": False},
+            ],
+            "waist",
+            {"day": "2026-12-07", "minutes": today_minutes},
+            "w0",
+        )
+    )
+
+
+def test_the_timeline_draws_the_final_history_with_its_provisional_end_hatched_and_the_card_the_days_minutes(bus):
+    at = new_app()
+    state = {"w": 3}
+    minutes = {"walking": 12.0, "stairs": 1.0, "sitting": 65.0, "standing": 0.0, "lying": 0.0}
+
+    def send():
+        state["w"] += 1
+        bus.send_multipart(stats(devices=1))
+        bus.send_multipart(prediction("phone-a", state["w"], "SITTING"))
+        bus.send_multipart(history("phone-a", state["w"], "SITTING", minutes))
+
+    def timeline_has_history(at) -> bool:
+        return any("final history" in c.proto.spec for c in at.get("vega_lite_chart"))
+
+    publish_until(at, send, timeline_has_history)
+    timeline = next(c for c in at.get("vega_lite_chart") if "final history" in c.proto.spec).proto
+    values = pyarrow.ipc.open_stream(timeline.data.data).read_all().to_pylist()  # Streamlit ships the data as Arrow
+    lane = [v for v in values if v["lane"] == "final history"]
+    assert {v["provisional"] for v in lane} == {True, False}
+    assert all(v["label"] == "Sitting" for v in lane)
+    final_end = max(v["end"] for v in lane if not v["provisional"])
+    assert min(v["start"] for v in lane if v["provisional"]) >= final_end - 1e-6  # hatched only after the final part
+    assert "datum.provisional" in timeline.spec  # the hatch layer
+    # the card keeps the now label and gets the day's minutes
+    body = "".join(h.proto.body for h in at.get("html"))
+    assert cards(at) == {"phone-a": "SITTING"}
+    assert "today: walking 12 min · stairs 1 min · sitting 1 h 5 min" in body
+    assert any(c.value.startswith("today: walking 12 min") for c in at.caption)

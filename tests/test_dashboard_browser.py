@@ -163,6 +163,15 @@ def test_demo_dashboard_in_chromium_shows_live_activities_that_change(output_dir
                 page.wait_for_function(
                     "() => document.querySelectorAll('[data-testid=\"stVegaLiteChart\"]').length >= 3", timeout=30_000
                 )
+                # each card carries the day's time from the worker's final history, and a reload
+                # shows it again (the worker keeps it and sends it with the device's next revision)
+                today = "els => els.map(e => e.textContent).filter(t => /^today: \\w+ \\d+ (s|min)/.test(t))"
+                page.wait_for_function(f"() => ({today})([...document.querySelectorAll('.hs-today')]).length > 0")
+                page.reload()
+                page.wait_for_selector("[data-device]", timeout=60_000)
+                page.wait_for_function(
+                    f"() => ({today})([...document.querySelectorAll('.hs-today')]).length > 0", timeout=30_000
+                )
                 page.wait_for_timeout(3000)  # let the next refresh finish before the picture
                 page.screenshot(path=str(output_dir / "dashboard.png"), full_page=True)
                 assert page_problems(page) == []

@@ -459,10 +459,13 @@ def decode_history(frames: Sequence[bytes]) -> HistoryUpdate:
         if not isinstance(p, dict):
             raise ProtocolError("header", f"{where}: not an object")
         start, end, label, final = p.get("start"), p.get("end"), p.get("label"), p.get("final")
-        if not all(isinstance(t, (int, float)) and not isinstance(t, bool) for t in (start, end)):
+        if not (_is_time(start) and _is_time(end)):
             raise ProtocolError("header", f"{where}: start and end must be numbers")
+        assert isinstance(start, (int, float)) and isinstance(end, (int, float))  # for the type checker
         if not (0.0 <= start < end <= MAX_TIME):
-            raise ProtocolError("header", f"{where}: start {start} and end {end} are not times in order within 0..{MAX_TIME:g}")
+            raise ProtocolError(
+                "header", f"{where}: start {start} and end {end} are not times in order within 0..{MAX_TIME:g}"
+            )
         if not isinstance(label, str) or not 0 < len(label) <= 64 or not isinstance(final, bool):
             raise ProtocolError("header", f"{where}: label must be 1-64 characters and final a bool")
         out.append({"start": float(start), "end": float(end), "label": label, "final": final})
@@ -473,6 +476,10 @@ def decode_history(frames: Sequence[bytes]) -> HistoryUpdate:
     if not isinstance(mode, str) or not isinstance(worker, str):
         raise ProtocolError("header", f"history of {device}: mode and worker must be text")
     return HistoryUpdate(device, out, mode[:32], today, worker[:200])
+
+
+def _is_time(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _valid_today(today: Any) -> bool:

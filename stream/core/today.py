@@ -49,7 +49,7 @@ def day_of(t: float) -> str:
     >>> day_of(0.0), day_of(86_399.9), day_of(86_400.0)
     ('1970-01-01', '1970-01-01', '1970-01-02')
     """
-    return dt.datetime.fromtimestamp(t, dt.timezone.utc).date().isoformat()
+    return dt.datetime.fromtimestamp(t, dt.UTC).date().isoformat()
 
 
 class DayTotals:

@@ -56,8 +56,8 @@ from harstream.stream.core.barometer import PRESSURE_REASONS
 from harstream.stream.core.batch_push import push_many
 from harstream.stream.core.context import WindowContext
 from harstream.stream.core.decoder import window_motion
-from harstream.stream.core.history import History, HistorySettings, Piece, history_params
 from harstream.stream.core.device_windows import DeviceWindows
+from harstream.stream.core.history import History, HistorySettings, Piece, history_params
 from harstream.stream.core.incarnation import (
     DUPLICATE,
     FOREIGN,

@@ -55,6 +55,7 @@ from harstream.stream.core.protocol import Prediction, ProtocolError, decode_sam
 from harstream.stream.core.subscriptions import Subscriptions
 from harstream.stream.core.worker import StreamCore, WorkerConfig, WorkerStats, one_model_router
 from harstream.stream.durable.broker import GROUP, PREFIX, Backoff, Keys, connect
+from harstream.stream.durable.history_store import HistoryStore, restore_today
 from harstream.stream.durable.leases import Fenced, Lease, Leases
 from harstream.stream.durable.partition_state import PartitionState
 from harstream.stream.durable.partitions import DEFAULT_PARTITIONS, plan
@@ -430,6 +431,20 @@ class RedisWorker:
             if out:
                 self.publish(out)
             self.counts["published"] += len(out)
+            self._keep_history(p, o)
+
+    def _keep_history(self, p: int, o: Owned) -> None:
+        """Keep the partition core's history revisions (final pieces idempotent
+        by device and time), then publish them as kept."""
+        for update in o.core.take_history():
+            state = o.core.devices.get(update.device)
+            classes = state.served.classes if state is not None else tuple(self.classes)
+            kept = self.history.keep(self.keys.lease(p), o.lease.value, update, o.core, classes)
+            if kept is None:
+                self.counts["fenced"] += 1
+                self._drop(p, f"lease of partition {p} lost while keeping history")
+                return
+            self.send(encode_history(kept))
 
     # ---------------------------------------------------------- the loop
 

@@ -1,0 +1,155 @@
+"""The final history kept on the durable log: idempotent by device and time.
+
+Every final piece a worker publishes is kept in Redis through one fenced
+script (the partition's lease must still be the worker's): per device, the
+time up to which its history is final (``hist_until``), its pieces (a hash
+keyed by start time) and its day's seconds per category (``today:<device>``).
+A piece is clipped to start at the device's ``hist_until`` and skipped if
+nothing is left, so a new owner that replays windows an earlier owner
+already made final never stores (or publishes) a stretch twice, and the day's
+minutes never count it twice. On takeover :func:`restore_today` gives the
+new owner's core each device's day, so the minutes survive a worker restart.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+
+from harstream.stream.core.protocol import HistoryUpdate
+from harstream.stream.core.today import CATEGORY, DAY, day_of
+
+# KEYS: lease, hist_until, hist:<device>, today:<device>
+# ARGV: lease value, device, then per piece: start, end, label, category ("" = none), day number
+# Returns {kept pieces as a flat list [start, end, label, ...] (clipped), the day's hash flat},
+# or -1 if not our lease.
+_KEEP = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+local device = ARGV[2]
+local until_ = tonumber(redis.call('HGET', KEYS[2], device) or '-1')
+local kept = {}
+for i = 3, #ARGV, 5 do
+  local s, e = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
+  local label, category, day = ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+  if s < until_ then s = until_ end
+  if e > s then
+    redis.call('HSET', KEYS[3], string.format('%.6f', s), cjson.encode({s, e, label}))
+    if category ~= '' then
+      if redis.call('HGET', KEYS[4], 'day') ~= day then
+        redis.call('DEL', KEYS[4])
+        redis.call('HSET', KEYS[4], 'day', day)
+      end
+      redis.call('HINCRBYFLOAT', KEYS[4], category, e - s)
+    end
+    until_ = e
+    table.insert(kept, string.format('%.6f', s))
+    table.insert(kept, string.format('%.6f', e))
+    table.insert(kept, label)
+  end
+end
+redis.call('HSET', KEYS[2], device, string.format('%.6f', until_))
+return {kept, redis.call('HGETALL', KEYS[4])}
+"""
+
+
+class HistoryStore:
+    """Final pieces kept per device in Redis, fenced by a partition's lease."""
+
+    def __init__(self, client, prefix: str):
+        self.client = client
+        self.prefix = prefix
+        self._keep = client.register_script(_KEEP)
+
+    def until_key(self) -> str:
+        return f"{self.prefix}hist_until"
+
+    def pieces_key(self, device: str) -> str:
+        return f"{self.prefix}hist:{device}"
+
+    def today_key(self, device: str) -> str:
+        return f"{self.prefix}today:{device}"
+
+    def keep(
+        self, lease_key: str, lease_value: str, update: HistoryUpdate, core=None, classes: Sequence[str] = ()
+    ) -> HistoryUpdate | None:
+        """Keep ``update``'s final pieces; returns the update to publish (its
+        final pieces as kept, clipped; its provisional ones as they were; the
+        day as kept, also given to ``core``'s day totals), or None if the
+        lease is no longer ours (publish nothing)."""
+        args: list = [lease_value, update.device]
+        for p in split_at_midnight(update.final_pieces()):
+            category = CATEGORY.get(p["label"], "")
+            args += [repr(p["start"]), repr(p["end"]), p["label"], category, str(int(p["start"] // DAY))]
+        if len(args) == 2:
+            return update
+        out = self._keep(
+            keys=[lease_key, self.until_key(), self.pieces_key(update.device), self.today_key(update.device)],
+            args=args,
+        )
+        if out == -1:
+            return None
+        flat, day_flat = out
+        kept = [
+            {"start": float(flat[i]), "end": float(flat[i + 1]), "label": _text(flat[i + 2]), "final": True}
+            for i in range(0, len(flat), 3)
+        ]
+        provisional = [p for p in update.pieces if not p["final"]]
+        today = update.today
+        held = _day(dict(zip(map(_text, day_flat[::2]), map(_text, day_flat[1::2]))))
+        if core is not None and held is not None:
+            core.today.restore(update.device, *held)
+            today = core.today.summary(update.device, classes)
+        return HistoryUpdate(update.device, kept + provisional, update.mode, today, update.worker)
+
+    def today(self, device: str) -> tuple[str, dict[str, float]] | None:
+        """The device's day as kept: its date and seconds per category."""
+        return _day({_text(k): _text(v) for k, v in self.client.hgetall(self.today_key(device)).items()})
+
+    def pieces(self, device: str) -> list[dict]:
+        """Every final piece kept for the device, in time order."""
+        rows = [json.loads(v) for v in self.client.hvals(self.pieces_key(device))]
+        return [{"start": s, "end": e, "label": label} for s, e, label in sorted(rows)]
+
+
+def split_at_midnight(pieces: Sequence[dict]) -> list[dict]:
+    """Pieces that cross midnight (UTC) cut in two, so each day counts its own part.
+
+    >>> split_at_midnight([{"start": 86_390.0, "end": 86_410.0, "label": "A", "final": True}])
+    [{'start': 86390.0, 'end': 86400.0, 'label': 'A', 'final': True}, {'start': 86400.0, 'end': 86410.0, 'label': 'A', 'final': True}]
+    """
+    out = []
+    for p in pieces:
+        start = p["start"]
+        while start < p["end"]:
+            end = min(p["end"], (math.floor(start / DAY) + 1) * DAY)
+            out.append({**p, "start": start, "end": end})
+            start = end
+    return out
+
+
+def restore_today(store: HistoryStore, core, devices: Sequence[str]) -> int:
+    """Give ``core`` (a StreamCore) each device's day as kept; how many had one."""
+    n = 0
+    for device in devices:
+        held = store.today(device)
+        if held is not None:
+            core.today.restore(device, *held)
+            n += 1
+    return n
+
+
+def _day(raw: dict[str, str]) -> tuple[str, dict[str, float]] | None:
+    """A kept day hash (``day`` number and seconds per category) as (date, seconds)."""
+    day = raw.pop("day", None)
+    if day is None:
+        return None
+    try:
+        seconds = {k: float(v) for k, v in raw.items() if math.isfinite(float(v))}
+        return day_of(int(day) * DAY), seconds
+    except ValueError:
+        return None
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -1,0 +1,96 @@
+"""The final history on the durable log: kept in a real redis-server through a
+fenced script, idempotent by device and time, and the day's minutes survive a
+new owner."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from harstream.stream.core.activities import ACTIVITIES
+from harstream.stream.core.protocol import HistoryUpdate
+from harstream.stream.core.worker import StreamCore
+from harstream.stream.durable.broker import Keys, connect, start_redis
+from harstream.stream.durable.history_store import HistoryStore, restore_today
+from harstream.stream.durable.leases import Leases
+
+T0 = 20_000 * 86_400.0 + 3600.0  # an hour into a day (UTC)
+
+
+@pytest.fixture
+def redis_url():
+    folder = Path(tempfile.mkdtemp(prefix="hs-redis-"))
+    proc, url = start_redis(folder, unix_socket=folder / "redis.sock")
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def update(*pieces, provisional=()):
+    rows = [{"start": T0 + a, "end": T0 + b, "label": label, "final": True} for a, b, label in pieces]
+    rows += [{"start": T0 + a, "end": T0 + b, "label": label, "final": False} for a, b, label in provisional]
+    return HistoryUpdate("phone-1", rows, "waist", None, "w0")
+
+
+def test_final_pieces_are_kept_once_per_stretch_and_a_replay_is_clipped_to_what_is_not_final(redis_url):
+    client = connect(redis_url)
+    lease = Leases(client, Keys(), ttl_ms=10_000).acquire(0, "w0")
+    store = HistoryStore(client, Keys().prefix)
+    lease_key = Keys().lease(0)
+    first = store.keep(
+        lease_key, lease.value, update((0, 60, "WALKING"), (60, 120, "SITTING"), provisional=[(120, 122, "SITTING")])
+    )
+    assert [(p["start"] - T0, p["end"] - T0, p["final"]) for p in first.pieces] == [
+        (0, 60, True),
+        (60, 120, True),
+        (120, 122, False),
+    ]
+    # the same revision again (a new owner replaying windows), and one overlapping what is final
+    assert store.keep(lease_key, lease.value, update((0, 60, "WALKING"), (60, 120, "SITTING"))).final_pieces() == []
+    again = store.keep(lease_key, lease.value, update((100, 180, "STANDING")))
+    assert [(p["start"] - T0, p["end"] - T0) for p in again.final_pieces()] == [(120, 180)]
+    kept = store.pieces("phone-1")
+    assert [(p["start"] - T0, p["end"] - T0, p["label"]) for p in kept] == [
+        (0, 60, "WALKING"),
+        (60, 120, "SITTING"),
+        (120, 180, "STANDING"),
+    ]
+    day, seconds = store.today("phone-1")
+    assert seconds == {"walking": 60.0, "sitting": 60.0, "standing": 60.0}
+
+
+def test_a_worker_whose_lease_moved_keeps_and_publishes_nothing(redis_url):
+    client = connect(redis_url)
+    leases = Leases(client, Keys(), ttl_ms=10_000)
+    lease = leases.acquire(0, "w0")
+    store = HistoryStore(client, Keys().prefix)
+    assert store.keep(Keys().lease(0), "w-old 0", update((0, 60, "WALKING"))) is None
+    assert store.pieces("phone-1") == [] and store.today("phone-1") is None
+    assert store.keep(Keys().lease(0), lease.value, update((0, 60, "WALKING"))) is not None
+
+
+def test_the_days_minutes_survive_a_new_owner(redis_url):
+    client = connect(redis_url)
+    lease = Leases(client, Keys(), ttl_ms=10_000).acquire(0, "w0")
+    store = HistoryStore(client, Keys().prefix)
+    first = StreamCore(ACTIVITIES, "m")
+    published = store.keep(
+        Keys().lease(0), lease.value, update((0, 120, "WALKING"), (120, 300, "LAYING")), first, ACTIVITIES
+    )
+    assert published.today["minutes"]["lying"] == 3.0
+    fresh = StreamCore(ACTIVITIES, "m")  # the worker restarted: a new core knows nothing
+    assert fresh.today.summary("phone-1", ACTIVITIES) is None
+    assert restore_today(store, fresh, ["phone-1", "never-seen"]) == 1
+    assert fresh.today.summary("phone-1", ACTIVITIES)["minutes"] == {
+        "walking": 2.0,
+        "stairs": 0.0,
+        "sitting": 0.0,
+        "standing": 0.0,
+        "lying": 3.0,
+    }
