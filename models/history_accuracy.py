@@ -215,7 +215,8 @@ def score_published(path: Path, subjects: Sequence[int] | None = None) -> dict:
     recs = {r.name: r for r in load_embedded().recordings if r.subject in wanted}
     finals: dict[str, list[dict]] = {name: [] for name in recs}
     now: dict[str, dict[int, str]] = {name: {} for name in recs}
-    starts: list[float] = []
+    # the simulator stamps every device's sample i at wall0 + i / 50, and all start together
+    wall0 = min(row["t_start"] for row in rows if row["kind"] == "prediction" and row["device"] in recs)
     for row in rows:
         if row["device"] not in recs:
             continue
@@ -223,11 +224,8 @@ def score_published(path: Path, subjects: Sequence[int] | None = None) -> dict:
             for p in row["pieces"]:
                 if p["final"]:
                     finals[row["device"]].append({**p, "received": row["received"]})
-        else:
-            now[row["device"]][row["window"]] = row["smoothed"]
-            if row["window"] == 0:
-                starts.append(row["t_start"])
-    wall0 = min(starts)  # the simulator stamps every device's sample i at wall0 + i / 50
+        else:  # by time, not by number: a pipeline restarted after a gap numbers its windows from 0
+            now[row["device"]][round((row["t_start"] - wall0) * RATE / STEP)] = row["smoothed"]
     replays, late, overlaps, uncovered = [], [], 0, 0
     for name, rec in recs.items():
         n = len(rec.samples)
@@ -289,10 +287,14 @@ def plot_published(path: Path, device: str, image: Path, wall0: float | None = N
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     rec = next(r for r in load_embedded().recordings if r.name == device)
     if wall0 is None:
-        wall0 = min(r["t_start"] for r in rows if r["kind"] == "prediction" and r["window"] == 0)
+        wall0 = min(r["t_start"] for r in rows if r["kind"] == "prediction")
     n = len(rec.samples)
     pieces = [p for r in rows if r["kind"] == "history" and r["device"] == device for p in r["pieces"] if p["final"]]
-    now = {r["window"]: r["smoothed"] for r in rows if r["kind"] == "prediction" and r["device"] == device}
+    now = {
+        round((r["t_start"] - wall0) * RATE / STEP): r["smoothed"]
+        for r in rows
+        if r["kind"] == "prediction" and r["device"] == device
+    }
     truth = truth_labels(rec.labels) - 1
     lines = {
         "truth": np.where((truth >= 0) & (truth < 6), truth, NOTHING),

@@ -20,7 +20,8 @@ A long bout thus arrives in final pieces, one per window. Nothing final is
 ever taken back: a piece starts no earlier than the history's
 :attr:`~History.final_until`, and a window already seen (a duplicate, or out
 of order) is refused. :meth:`History.settle` makes everything pending final
-with the look-ahead there is (a gap, a restart, a device gone quiet).
+with the look-ahead there is (a device gone quiet); :meth:`History.restart`
+also numbers windows afresh (the pipeline restarted after a gap or a new session).
 
 >>> from harstream.stream.core.decoder import DecoderParams
 >>> h = History(DecoderParams.uniform(["A", "B"], stay=0.9), HistorySettings(lag=1))
@@ -32,6 +33,10 @@ Piece(start=0.0, end=1.92, label='A', final=True)
 ([], 'window 1 is not after window 1')
 >>> h.settle()                                    # the device went quiet: the rest is final
 [Piece(start=1.92, end=3.84, label='A', final=True)]
+>>> h.restart()                                   # its pipeline restarted: windows count from 0 again
+[]
+>>> h.push(0, 3.0, 5.54, [0.1, 0.9])              # what is final stays: the new run starts at 3.84
+[Piece(start=3.84, end=5.56, label='B', final=False)]
 """
 
 from __future__ import annotations
@@ -150,6 +155,15 @@ class History:
             out += self._finalise(state, last_of_run=len(self._pending) == 1)
         return out
 
+    def restart(self) -> list[Piece]:
+        """The stream starts over (a gap the pipeline restarted on, a new
+        session): settle what is pending, then number windows afresh. What is
+        final stays final: the new run's pieces start no earlier."""
+        out = self.settle()
+        self._last = None
+        self._decided = self._filtered = None
+        return out
+
     @property
     def pending(self) -> int:
         """Windows taken whose pieces are not final yet."""
@@ -217,16 +231,30 @@ class History:
         """The piece of time a window stands for, before clipping to what is final."""
         dt = (w.t_end - w.t_start) / (WINDOW - 1)
         start = w.t_start if self._decided is None else w.t_start + (STEP // 2) * dt
-        end = w.t_end + dt if last_of_run else w.t_start + (STEP + STEP // 2) * dt
-        return start, end
+        return start, self._end(w, last_of_run)
+
+    def _end(self, w: _Window, last_of_run: bool) -> float:
+        """Where a window's piece ends: halfway between its middle and the
+        next window's (by the times the windows were given, whatever their
+        spacing: a sped-up replay's windows are 2.54 s long but closer than
+        1.28 s apart); its last sample's end if it ends the run; three
+        quarters in if the next window is not here yet (lag 0)."""
+        dt = (w.t_end - w.t_start) / (WINDOW - 1)
+        if last_of_run:
+            return w.t_end + dt
+        after = next((b for a, b in zip(self._pending, self._pending[1:]) if a is w), None)
+        if after is None:
+            return w.t_start + (STEP + STEP // 2) * dt
+        middle = (w.t_start + w.t_end + dt) / 2
+        return (middle + (after.t_start + after.t_end + dt) / 2) / 2
 
     def _finalise(self, state: int, last_of_run: bool) -> list[Piece]:
         w = self._pending[0]
+        start, end = self._span(w, last_of_run)
         f = self._prior() * w.evidence
         total = f.sum()
         self._filtered = f / total if np.isfinite(total) and total > 0 else self.params.initial
         self._pending.pop(0)
-        start, end = self._span(w, last_of_run)
         self._decided = state
         if self.final_until is not None:
             start = max(start, self.final_until)  # contiguous with, never over, what is final
@@ -241,9 +269,8 @@ class History:
         out: list[Piece] = []
         start = self.final_until
         for w, state in zip(self._pending, self._decode()):
-            dt = (w.t_end - w.t_start) / (WINDOW - 1)
             piece_start = w.t_start if start is None else start
-            end = w.t_end + dt if w is self._pending[-1] else w.t_start + (STEP + STEP // 2) * dt
+            end = self._end(w, last_of_run=w is self._pending[-1])
             start = end
             if end <= piece_start:
                 continue

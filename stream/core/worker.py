@@ -303,7 +303,7 @@ class Device:
     def restart(self, seq: int, session: str) -> list[Piece]:
         """Start the pipeline afresh with ``seq`` of ``session`` as its first
         sample; the history's pending windows become final (returned)."""
-        settled = self.history.settle()
+        settled = self.history.restart()  # window numbers start again at 0
         self.generation += 1
         if session != self.incarnation.session:  # another producer: another clock for its pressure
             self.evidence = StairsEvidence()
