@@ -203,7 +203,7 @@ class WorkerConfig:
     # sessionless producer can be impersonated by anyone publishing its id.
     require_session: bool = False
     history: HistorySettings = HistorySettings()  # the final history's smoother
-    history_quiet: float = 1.5  # seconds without samples after which a device's history is settled
+    history_quiet: float = 1.0  # seconds without samples after which a device's history is settled
 
 
 @dataclass
