@@ -265,14 +265,13 @@ class DeviceState:
 
     def history_segments(self, seconds: float) -> list[dict]:
         """The final history and its provisional end as segments on the
-        timeline's axis (0 = the latest window's end, device seconds: a
-        sped-up replay's compressed bus times are stretched by its speed,
-        read from the latest window's length); provisional ones marked."""
+        timeline's axis (0 = the latest window's end, bus seconds; a sped-up
+        replay's bus times are compressed, so its history lane is too);
+        provisional ones marked."""
         p = self.latest
-        if p is None or not (self.final or self.provisional):
+        if p is None or not (self.final or self.provisional) or not _is_number(p.t_end):
             return []
-        length = p.t_end - p.t_start
-        speed = ((WINDOW - 1) / RATE_HZ) / length if _is_number(length) and length > 0 else 1.0
+        speed = 1.0
         out = []
         for seg, provisional in [(s, False) for s in self.final] + [(s, True) for s in self.provisional]:
             start, end = (seg["start"] - p.t_end) * speed, (seg["end"] - p.t_end) * speed

@@ -133,7 +133,7 @@ class History:
             return []
         out: list[Piece] = []
         last = self._last
-        if last is not None and (window != last.window + 1 or t_start < last.t_start):
+        if last is not None and window != last.window + 1:
             out += self.settle()  # a gap in the windows: the run before it is over
             self._decided = self._filtered = None
         evidence = self._evidence(np.asarray(probs, dtype=np.float64)) ** self.settings.power
