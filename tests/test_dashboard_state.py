@@ -167,7 +167,7 @@ def test_a_transition_on_display_is_drawn_hatched_and_neutral_not_as_an_error():
     card = overview_html([row])
     assert 'class="hs-card transition"' in card and 'class="hs-bad"' not in card and "Stand to sit" in card
     spec = timeline_chart(live.devices["a"].segments(60.0), 60.0)
-    display = [v for v in spec["data"]["values"] if v["lane"] == "display"]
+    display = [v for v in spec["data"]["values"] if v["lane"] == "now label"]  # the lane the card's label is drawn in
     assert [v["activity"] for v in display] == ["STANDING", TRANSITION]
     hatch = spec["layer"][1]
     assert hatch["transform"][0]["filter"]["equal"] == TRANSITION and hatch["mark"]["fill"]["gradient"] == "linear"
@@ -305,3 +305,26 @@ def test_docstring_examples_of_the_dashboard_modules(module):
     # would run the page), so the pure modules' examples run here.
     result = doctest.testmod(module)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_the_final_history_is_never_rewritten_on_the_page_and_provisional_pieces_are_replaced():
+    from harstream.stream.core.protocol import HistoryUpdate, encode_history
+
+    def piece(a, b, label, final):
+        return {"start": a, "end": b, "label": label, "final": final}
+
+    live = LiveState()
+    live.feed(prediction("a", 5, "SITTING", t_end=10.0), now=1.0)
+    revisions = [
+        [piece(0, 4, "SITTING", True), piece(4, 10, "STANDING", False)],
+        [piece(4, 5, "SITTING", True), piece(5, 10, "SITTING", False)],
+        [piece(2, 6, "WALKING", True)],  # overlaps what is final: a duplicate, ignored
+        [piece(5, 6, "SITTING", True)],  # settled: no provisional piece left
+    ]
+    for pieces in revisions:
+        assert live.feed(encode_history(HistoryUpdate("a", pieces, "waist", None, "w0")), now=2.0)
+    device = live.devices["a"]
+    assert list(device.final) == [{"start": 0.0, "end": 6.0, "label": "SITTING"}]
+    assert device.provisional == []
+    segments = device.segments(60.0)["history"]
+    assert segments == [{"start": -10.0, "end": -4.0, "label": "SITTING", "provisional": False}]
