@@ -72,7 +72,7 @@ class Piece:
 @dataclass(frozen=True)
 class HistorySettings:
     """The smoother's knobs; the defaults chosen on the validation subjects
-    (`python -m harstream.models.history_accuracy choose`, docs/reports/history_choice.json)."""
+    (`python -m harstream.models.studies.history_accuracy choose`, docs/reports/history_choice.json)."""
 
     lag: int = 2  # windows of look-ahead before a window is final
     method: str = "marginal"  # each window's most probable state, or the best path's

@@ -86,8 +86,8 @@ from harstream.stream.core.signal_feed import SignalFeed
 from harstream.stream.core.smoothing import DEFAULT_THRESHOLD, DEFAULT_WINDOWS, Smoother
 from harstream.stream.core.stairs import StairsEvidence, gated
 from harstream.stream.core.subscriptions import Subscriptions, WatchedDevices
-from harstream.stream.core.transition_direction import window_gravity
 from harstream.stream.core.today import DayTotals
+from harstream.stream.core.transition_direction import window_gravity
 
 log = logging.getLogger(__name__)
 

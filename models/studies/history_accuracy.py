@@ -2,15 +2,15 @@
 worker's published history over the held-out sessions scored once.
 
 Offline (for the choice): each validation session's window probabilities
-(from the recipe fitted on the fit subjects, :func:`~harstream.models.decoder_fit.validation_probabilities`)
+(from the recipe fitted on the fit subjects, :func:`~harstream.models.studies.decoder_tuning.validation_probabilities`)
 through :class:`~harstream.stream.core.history.History` over decoder
 parameters fitted on the fit subjects only (the shipped knobs), window ``j``
 at stream time ``64 j / 50`` s. Every sample is labelled by the final piece
-covering it and scored as :mod:`harstream.models.live_accuracy` scores the
+covering it and scored as :mod:`harstream.models.live_scoring` scores the
 display (per sample over activity samples, changes per true change, Ward's
 events)::
 
-    python -m harstream.models.history_accuracy choose
+    python -m harstream.models.studies.history_accuracy choose
 
 As published: ``harstream simulate --wait 1`` replays the 19 held-out
 sessions at 50 Hz into ``harstream worker``; :func:`collect` (``collect``
@@ -20,9 +20,9 @@ samples (the simulator stamps sample ``i`` at ``wall0 + i / 50``) and scores the
 final pieces, the now label (the predictions' ``smoothed``) and how late each
 sample became final after its window ended::
 
-    python -m harstream.models.history_accuracy collect --out run.jsonl &
+    python -m harstream.models.studies.history_accuracy collect --out run.jsonl &
     harstream worker & harstream simulate --wait 1
-    python -m harstream.models.history_accuracy score run.jsonl
+    python -m harstream.models.studies.history_accuracy score run.jsonl
 """
 
 from __future__ import annotations
@@ -42,10 +42,10 @@ from harstream.stream.core.decoder import DecoderParams
 from harstream.stream.core.history import History, HistorySettings, Piece
 from harstream.stream.core.pipeline import STEP, WINDOW
 
-from .live_accuracy import NOTHING, SessionReplay, display_code, display_timeline, score_replays, truth_labels
+from ..live_scoring import NOTHING, SessionReplay, display_code, display_timeline, score_replays, truth_labels
 
 RATE = 50
-REPORTS = Path(__file__).resolve().parent.parent / "docs" / "reports"
+REPORTS = Path(__file__).resolve().parent.parent.parent / "docs" / "reports"
 GRID = {
     "lag": (1, 2),
     "method": ("marginal", "viterbi"),
@@ -70,7 +70,7 @@ def offline_pieces(params: DecoderParams, settings: HistorySettings, probs: np.n
 def shown_from_pieces(
     n_samples: int, pieces: Sequence[Piece | dict], t0: float = 0.0, classes: Sequence[str] = ACTIVITIES
 ) -> np.ndarray:
-    """Per-sample code (:func:`~harstream.models.live_accuracy.display_code`)
+    """Per-sample code (:func:`~harstream.models.live_scoring.display_code`)
     of the final piece covering sample ``i`` (time ``t0 + i / 50``); NOTHING where none does.
 
     >>> shown_from_pieces(6, [Piece(0.0, 0.06, "SITTING", True), Piece(0.06, 1.0, "WALKING", True)]).tolist()
@@ -88,7 +88,7 @@ def shown_from_pieces(
 
 def activity_changes(shown: np.ndarray) -> int:
     """Changes between activities shown, joined across transitions and
-    nothing shown, as :func:`~harstream.models.live_accuracy.true_changes`
+    nothing shown, as :func:`~harstream.models.live_scoring.true_changes`
     joins the truth (sitting, SIT_TO_STAND, standing is one change).
 
     >>> activity_changes(np.array([3, 3, -2, -2, 4, -1, 4, 0]))
@@ -128,8 +128,9 @@ def score_offline(
 def tuning_params() -> DecoderParams:
     """The shipped decoder's knobs over statistics of the fit subjects only
     (transitions and out-of-fold emission without the validation subjects)."""
-    from .artifact import load_artifact
-    from .decoder_fit import label_statistics, params_for, waist_target
+    from ..artifact import load_artifact
+    from ..decoder_fit import params_for
+    from .decoder_tuning import label_statistics, waist_target
 
     knobs = load_artifact().metadata["decoder"]["chosen"]["knobs"]
     target = waist_target()
@@ -140,7 +141,7 @@ def choose(progress: bool = True) -> dict:
     """Score every setting of :data:`GRID` on the validation subjects; the
     choice: the most accurate per sample among those with at most 1.2 changes
     per true change (if none, the most accurate)."""
-    from .decoder_fit import validation_probabilities, waist_target
+    from .decoder_tuning import validation_probabilities, waist_target
 
     params = tuning_params()
     validation = validation_probabilities(waist_target(), progress)
@@ -155,7 +156,7 @@ def choose(progress: bool = True) -> dict:
             print(knobs, figures, flush=True)
     ok = [r for r in results if r["activity_changes_per_true_change"] <= GOALS["changes_per_true_change"]]
     best = max(ok or results, key=lambda r: (r["sample_accuracy"], -r["activity_changes_per_true_change"]))
-    from .dataset import VALIDATION_SUBJECTS
+    from ..dataset import VALIDATION_SUBJECTS
 
     return {
         "chosen": {k: best[k] for k in GRID},
