@@ -94,3 +94,62 @@ def test_the_days_minutes_survive_a_new_owner(redis_url):
         "standing": 0.0,
         "lying": 3.0,
     }
+
+
+def test_a_durable_worker_publishes_the_final_history_it_keeps(redis_url, tiny_lstm, ipc_address):
+    """Bridge → Redis Streams → a worker on the log; what it publishes on h/ is
+    what it kept: the same final pieces, no stretch twice, the day's minutes."""
+    import threading
+
+    import zmq
+    from test_durable_log import Bridge, LogWorker, owners
+
+    from harstream.simulator.replay import ReplaySchedule, devices_for, replay
+    from harstream.stream.core.protocol import decode_output
+    from harstream.stream.data.recordings import load_embedded
+
+    artifact, runtime = tiny_lstm
+    rec = load_embedded().of_subjects([2])[0]
+    rec = type(rec)(rec.name, rec.subject, rec.samples[:1500], rec.labels[:1500])  # 30 s
+    out = ipc_address("out")
+    sub = zmq.Context.instance().socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, b"h/")
+    sub.bind(out)
+    got: list = []
+    done = threading.Event()
+
+    def collect():
+        while not done.is_set():
+            if sub.poll(50):
+                got.append(decode_output(sub.recv_multipart()))
+
+    reader = threading.Thread(target=collect, daemon=True)
+    reader.start()
+    bridge = Bridge(redis_url)
+    worker = LogWorker(runtime, redis_url, out, "w0")
+    try:
+        from conftest import wait_for
+
+        assert wait_for(lambda: sum(owners(redis_url).values()) > 0)
+        replay(ReplaySchedule(devices_for([rec]), chunk=10), publish=bridge.ingest, speed=5, wait_subscriptions=1)
+        # the device goes quiet: its last stretch is settled (a revision with no provisional piece) and kept
+        assert wait_for(lambda: bool(got) and all(p["final"] for p in got[-1].pieces), timeout=30)
+    finally:
+        worker.close()
+        bridge.close()
+        done.set()
+        reader.join(5)
+        sub.close(0)
+    published = [p for h in got for p in h.final_pieces()]
+    assert published, "no final piece published"
+    for a, b in zip(published, published[1:]):
+        assert b["start"] >= a["end"] - 1e-6  # no stretch twice
+    store = HistoryStore(connect(redis_url), Keys().prefix)
+    kept = store.pieces(rec.name)
+    assert [(p["start"], p["end"], p["label"]) for p in kept] == [
+        (pytest.approx(p["start"], abs=1e-5), pytest.approx(p["end"], abs=1e-5), p["label"]) for p in published
+    ]
+    day, seconds = store.today(rec.name)
+    counted = sum(p["end"] - p["start"] for p in published if "_TO_" not in p["label"])
+    assert sum(seconds.values()) == pytest.approx(counted, abs=1e-3)
+    assert got[-1].today is not None or any(h.today for h in got)

@@ -34,7 +34,9 @@ for i = 3, #ARGV, 5 do
   local label, category, day = ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   if s < until_ then s = until_ end
   if e > s then
-    redis.call('HSET', KEYS[3], string.format('%.6f', s), cjson.encode({s, e, label}))
+    -- times as text: cjson writes numbers with 14 digits, too few for epoch microseconds
+    redis.call('HSET', KEYS[3], string.format('%.6f', s),
+      cjson.encode({string.format('%.6f', s), string.format('%.6f', e), label}))
     if category ~= '' then
       if redis.call('HGET', KEYS[4], 'day') ~= day then
         redis.call('DEL', KEYS[4])
@@ -108,8 +110,10 @@ class HistoryStore:
 
     def pieces(self, device: str) -> list[dict]:
         """Every final piece kept for the device, in time order."""
-        rows = [json.loads(v) for v in self.client.hvals(self.pieces_key(device))]
-        return [{"start": s, "end": e, "label": label} for s, e, label in sorted(rows)]
+        rows = sorted(
+            (float(s), float(e), label) for s, e, label in map(json.loads, self.client.hvals(self.pieces_key(device)))
+        )
+        return [{"start": s, "end": e, "label": label} for s, e, label in rows]
 
 
 def split_at_midnight(pieces: Sequence[dict]) -> list[dict]:
