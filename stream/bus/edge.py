@@ -6,7 +6,8 @@ and the worker on the durable log,
 :func:`~harstream.stream.durable.redis_worker.serve_redis`) run the same
 loop: read and predict (the transport's :meth:`Transport.step`), publish,
 and do chores on timers (:class:`~harstream.stream.core.chores.Chores`:
-signal feeds and subscriptions every 0.1 s, the idle sweep every second,
+signal feeds and subscriptions every 0.1 s, the history of devices gone
+quiet every 0.25 s, the idle sweep every second,
 the personal-model folder, statistics), each chore guarded: a failure is
 counted as ``internal`` and logged once, never the end of the worker. A
 transport supplies only what differs: how it reads (and acknowledges) and
@@ -29,11 +30,23 @@ from typing import Any, Protocol
 
 from harstream.stream.core.chores import CHORES_S, IDLE_SWEEP_S, Chores
 from harstream.stream.core.model_routing import ModelRouter
-from harstream.stream.core.protocol import Prediction, Signal, encode_prediction, encode_signal, encode_stats
+from harstream.stream.core.protocol import (
+    HistoryUpdate,
+    Prediction,
+    Signal,
+    encode_history,
+    encode_prediction,
+    encode_signal,
+    encode_stats,
+)
 from harstream.stream.core.subscriptions import Subscriptions
 from harstream.stream.core.worker import StreamCore, WorkerStats, format_stats
 
 log = logging.getLogger(__name__)
+
+#: How often the history of devices gone quiet is looked at (a look at every device):
+#: a device that stops is final about WorkerConfig.history_quiet + this after its last sample.
+HISTORY_S = 0.25
 
 
 class OutputEdge:
@@ -57,11 +70,18 @@ class OutputEdge:
         except Exception as exc:  # one output must not stop the worker
             self._count("internal", f"output: {type(exc).__name__}: {exc}")
 
-    def publish_outputs(self, predictions: Iterable[Prediction] = (), signals: Iterable[Signal] = ()) -> None:
+    def publish_outputs(
+        self,
+        predictions: Iterable[Prediction] = (),
+        signals: Iterable[Signal] = (),
+        histories: Iterable[HistoryUpdate] = (),
+    ) -> None:
         """The one place the core's outputs leave the worker (a new kind of
         output goes out here too)."""
         for prediction in predictions:
             self._encode_and_send(encode_prediction, prediction)
+        for history in histories:
+            self._encode_and_send(encode_history, history)
         for signal in signals:
             self._encode_and_send(encode_signal, signal)
 
@@ -107,6 +127,13 @@ class Transport(Protocol):
     def evict_idle(self, now: float) -> None:
         """Forget devices silent for longer than the idle timeout."""
 
+    def settle_quiet(self, now: float) -> None:
+        """Make final the history of devices gone quiet (StreamCore.settle_quiet)."""
+
+    def take_history(self) -> list[HistoryUpdate]:
+        """The history revisions made since the last call, to publish (kept
+        first where the transport keeps them); may raise like :meth:`step`."""
+
     def stats(self, now: float) -> WorkerStats:
         """Statistics since the previous call."""
 
@@ -151,6 +178,10 @@ def run_edge(
         edge.read_subscriptions()
         edge.publish_outputs(signals=[s for core in cores() for s in core.take_signals(now)])
 
+    def history(now: float) -> None:
+        transport.settle_quiet(now)
+        edge.publish_outputs(histories=transport.take_history())  # also what a sweep or a restart settled
+
     def publish_stats(now: float) -> None:
         stats = transport.stats(now)
         stats.worker, stats.runtime = worker_id, runtime_name
@@ -169,6 +200,7 @@ def run_edge(
     next_print = [now + print_every]
     chores.every("signals", CHORES_S, outputs, first=now + CHORES_S)
     chores.every("eviction", IDLE_SWEEP_S, transport.evict_idle, first=now + IDLE_SWEEP_S)
+    chores.every("history", HISTORY_S, history, first=now + HISTORY_S)
     if personal is not None and router is not None:
         drops = registry_drops if registry_drops is not None else Counter()
         chores.every("personal models", CHORES_S, lambda t: apply_registry(personal, router, cores(), drops, t))
@@ -177,7 +209,8 @@ def run_edge(
     chores.every("stats", stats_every, publish_stats, first=now + stats_every)
 
     def publish(predictions: list[Prediction]) -> None:
-        edge.publish_outputs(predictions=predictions)
+        # the history revisions these windows made go out right after them
+        edge.publish_outputs(predictions=predictions, histories=transport.take_history())
 
     while not stop.is_set():
         chores.guarded("step", transport.step, time.monotonic(), chores.next_due, publish)

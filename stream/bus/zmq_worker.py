@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 
 from harstream.stream.bus.edge import OutputEdge, publish_to_all_with_room, run_edge
 from harstream.stream.core.model_routing import ModelRouter
-from harstream.stream.core.protocol import Prediction
+from harstream.stream.core.protocol import HistoryUpdate, Prediction
 from harstream.stream.core.worker import StreamCore, WorkerConfig, WorkerStats
 
 __all__ = ["BusTransport", "attach_retrying", "publish_to_all_with_room", "receive_frames", "run_due_batches", "serve"]
@@ -173,6 +173,12 @@ class BusTransport:
 
     def evict_idle(self, now: float) -> None:
         self.core.evict_idle(now)
+
+    def settle_quiet(self, now: float) -> None:
+        self.core.settle_quiet(now)
+
+    def take_history(self) -> list[HistoryUpdate]:
+        return self.core.take_history()
 
     def stats(self, now: float) -> WorkerStats:
         stats = self.core.stats(now)

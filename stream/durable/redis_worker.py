@@ -51,7 +51,7 @@ import numpy as np
 import redis
 
 from harstream.stream.core.model_routing import ModelRouter, ServedModel
-from harstream.stream.core.protocol import Prediction, ProtocolError, decode_samples
+from harstream.stream.core.protocol import HistoryUpdate, Prediction, ProtocolError, decode_samples
 from harstream.stream.core.subscriptions import Subscriptions
 from harstream.stream.core.worker import StreamCore, WorkerConfig, WorkerStats, one_model_router
 from harstream.stream.durable.broker import GROUP, PREFIX, Backoff, Keys, connect
@@ -122,6 +122,7 @@ class RedisWorker:
         self.keys = Keys(self.lc.prefix)
         self.client = connect(url, allow_remote=self.lc.allow_remote_broker)
         self.leases = Leases(self.client, self.keys, self.lc.lease_ttl_ms)
+        self.history = HistoryStore(self.client, self.lc.prefix)  # final pieces and the day's minutes
         self.publish = publish or (lambda predictions: None)
         # of the output bus: whose signal feed to make
         self.subscriptions = subscriptions if subscriptions is not None else Subscriptions()
@@ -208,6 +209,7 @@ class RedisWorker:
         claimed = self._claim_pending(stream)
         progress = self.client.hgetall(self.keys.progress(lease.partition))
         owned.load_progress({_text(device): json.loads(raw) for device, raw in progress.items()})
+        restore_today(self.history, core, list(owned.committed))  # the day's minutes survive a restart
         replayed = 0
         context_windows = self._context_windows
         if last != "0-0":
@@ -431,20 +433,6 @@ class RedisWorker:
             if out:
                 self.publish(out)
             self.counts["published"] += len(out)
-            self._keep_history(p, o)
-
-    def _keep_history(self, p: int, o: Owned) -> None:
-        """Keep the partition core's history revisions (final pieces idempotent
-        by device and time), then publish them as kept."""
-        for update in o.core.take_history():
-            state = o.core.devices.get(update.device)
-            classes = state.served.classes if state is not None else tuple(self.classes)
-            kept = self.history.keep(self.keys.lease(p), o.lease.value, update, o.core, classes)
-            if kept is None:
-                self.counts["fenced"] += 1
-                self._drop(p, f"lease of partition {p} lost while keeping history")
-                return
-            self.send(encode_history(kept))
 
     # ---------------------------------------------------------- the loop
 
@@ -491,6 +479,29 @@ class RedisWorker:
         """Idle devices of every owned partition, forgotten by its core and its state."""
         for o in self.owned.values():
             o.forget(o.core.evict_idle(now))
+
+    def settle_quiet(self, now: float) -> None:
+        for o in self.owned.values():
+            o.core.settle_quiet(now)
+
+    def take_history(self) -> list[HistoryUpdate]:
+        """Every owned partition's history revisions, kept first (fenced by
+        its lease; final pieces idempotent by device and time, clipped to what
+        is not final yet) and returned as kept; a partition whose lease is
+        lost publishes nothing more."""
+        out: list[HistoryUpdate] = []
+        for p, o in list(self.owned.items()):
+            for update in o.core.take_history():
+                state = o.core.devices.get(update.device)
+                classes = state.served.classes if state is not None else tuple(self.classes)
+                kept = self.history.keep(self.keys.lease(p), o.lease.value, update, o.core, classes)
+                if kept is None:
+                    self.counts["fenced"] += 1
+                    o.fence()
+                    self._drop(p, f"partition {p}: lease lost while keeping history")
+                    break
+                out.append(kept)
+        return out
 
     def forget_chore(self, now: float) -> None:
         """The broker's forgetting of devices gone quiet, as a chore; a broker away is retried next time."""
