@@ -73,7 +73,7 @@ def test_provisional_pieces_cover_what_is_not_final_yet_and_a_settled_device_has
 
 
 def test_a_change_is_found_with_look_ahead_and_one_odd_window_is_smoothed_away():
-    h = History(DecoderParams.uniform(["A", "B"], stay=0.98), HistorySettings(lag=2))
+    h = History(DecoderParams.uniform(["A", "B"], stay=0.98), HistorySettings(lag=2, stay=0.0))
     probs = [[0.9, 0.1]] * 8 + [[0.3, 0.7]] + [[0.9, 0.1]] * 6 + [[0.1, 0.9]] * 8
     merged = merge_pieces(finals(push_all(h, probs)) + h.settle())
     assert [p.label for p in merged] == ["A", "B"]

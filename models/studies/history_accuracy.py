@@ -132,7 +132,9 @@ def tuning_params() -> DecoderParams:
     from ..decoder_fit import params_for
     from .decoder_tuning import label_statistics, waist_target
 
-    knobs = load_artifact().metadata["decoder"]["chosen"]["knobs"]
+    chosen = load_artifact().metadata["decoder"]["chosen"]
+    # the knobs the shipped parameters were built with (the now label's, where it has its own)
+    knobs = (chosen.get("now_label") or {}).get("knobs") or chosen["knobs"]
     target = waist_target()
     return params_for(label_statistics(target, with_validation=False), target.classes, knobs)
 

@@ -76,7 +76,7 @@ class HistorySettings:
 
     lag: int = 2  # windows of look-ahead before a window is final
     method: str = "marginal"  # each window's most probable state, or the best path's
-    stay: float = 0.0  # extra weight on staying put: matrix + stay * I, renormalised
+    stay: float = 4.0  # extra weight on staying put: matrix + stay * I, renormalised
     power: float = 0.5  # evidence ** power (below 1 trusts the classifier less)
     # what the next decision starts from: the filtered distribution of the last final window
     # ("soft"), or its decided state ("hard": consistent, but one wrong decision carries on)
