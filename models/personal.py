@@ -493,7 +493,7 @@ def fit_personal(
         predict = base_probabilities or (lambda x: np.asarray(base.model(x, training=False)))
         base_class = np.concatenate([predict(data.x[i : i + 512]) for i in range(0, len(data.x), 512)]).argmax(1)
         cues = posture_cues(data.x)
-        features = window_features(data.x)
+        features = window_features(data.x, base)
     else:
         base_class = np.empty(0, np.int64)
         cues = np.empty((0, 3 + N_MOTION), np.float32)
@@ -550,12 +550,24 @@ def fit_personal(
     )
 
 
-def window_features(x: np.ndarray) -> np.ndarray:
+def window_features(x: np.ndarray, base: ModelArtifact | None = None) -> np.ndarray:
     """The shared model's features of each window (of a stack: its current
-    window), as its feature stage computes them for the worker."""
+    window), as its feature stage computes them for the worker: the staged
+    ``base``'s own feature stage (numpy formulas where it has them), else the
+    placement-free features."""
+    from .staged import is_staged, stages
+    from .staged_runtime import NumpyFeatures
+
+    current = np.asarray(x)[:, 0] if np.ndim(x) == 4 else np.asarray(x)
+    if base is not None and is_staged(base.model):
+        feature_stage = stages(base.model)[0]
+        try:
+            return np.asarray(NumpyFeatures.of_stage(feature_stage).predict(current), np.float32)
+        except ValueError:  # no numpy formulas: the graph's own
+            return np.asarray(feature_stage(current, training=False), np.float32)
     from .invariant import placement_free_features
 
-    return placement_free_features(np.asarray(x)[:, 0] if np.ndim(x) == 4 else np.asarray(x))
+    return placement_free_features(current)
 
 
 def _said(name: str) -> str:
