@@ -174,6 +174,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="refuse samples that name no producer session (counted as `session`): a producer "
         "without one can be impersonated; the simulator and the gateway always send one",
     )
+    parser.add_argument(
+        "--placement-interval",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="seconds a device's declared placement (meta.placement) holds before it may change "
+        "again; sooner changes are refused and counted as placement_refused (default 10)",
+    )
     add_keys(parser)
     parser.add_argument(
         "--whole-model",
@@ -207,6 +215,8 @@ def run(args: argparse.Namespace) -> int:
             ("--ingest", ingest or bus.ingest_address(), "bind"),
             ("--publish", output or bus.output_address(), "bind"),
         )
+    if not 0 <= args.placement_interval <= 86400:
+        raise SystemExit("worker: --placement-interval must be within 0..86400 seconds")
     if args.display == "raw":
         args.smooth = 1  # a moving average of one window is the raw label with the unknown threshold
     routing = not args.single_model
@@ -233,6 +243,7 @@ def run(args: argparse.Namespace) -> int:
         takeover_after=args.takeover_after,
         features=waist.features,
         require_session=args.require_session,
+        placement_interval=args.placement_interval,
     )
     stop = stop_on_signals()
     import gc
