@@ -113,6 +113,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="placement-free model personal models build on (default the shipped any.keras)",
     )
     parser.add_argument("--no-calibration", action="store_true", help="refuse calibration from the /phone page")
+    parser.add_argument(
+        "--calibrations-per-address",
+        type=int,
+        default=2,
+        metavar="N",
+        help="calibration sessions one client address may hold at once (default 2; see docs/phones.md)",
+    )
+    parser.add_argument(
+        "--calibration-idle",
+        type=float,
+        default=120.0,
+        metavar="S",
+        help="a calibration session untouched this long gives its place up (default 120 s)",
+    )
     add_keys(parser)
 
 
@@ -152,11 +166,16 @@ def run(args: argparse.Namespace) -> int:
         max_gap=args.max_gap,
         stats_interval=args.stats_interval,
         calibration_dir=args.calibration_dir,
+        calibration_per_address=args.calibrations_per_address,
+        calibration_idle=args.calibration_idle,
         keys=args.keys,
     )
     if args.personal_dir:
         config.personal_dir = args.personal_dir
     log = logging.getLogger("harstream.gateway")
+    if not (1 <= args.calibrations_per_address <= 10_000 and 1 <= args.calibration_idle <= 86400):
+        log.error("--calibrations-per-address must be 1..10000 and --calibration-idle 1..86400 s")
+        return 2
     interrupt_on_signals()  # SIGTERM closes the gateway as Ctrl-C does
     try:
         fit = None if args.no_calibration else PersonalFitter(args.base_model)

@@ -7,12 +7,28 @@ A phone that said ``hello`` on ``/ws`` may send, on the same connection::
     {"type": "calibrate", "action": "discard", "activity": "sit"}
     {"type": "calibrate", "action": "finish"}        -> files, fit, the result
     {"type": "calibrate", "action": "cancel"}        -> forget everything
+    {"type": "calibrate", "action": "delete"}        -> remove its files and model
 
 Between ``start`` and ``stop`` every 50 Hz sample the gateway publishes for
-that device is kept too (:class:`~.calibration.CalibrationSession`); only
-the connection that holds the device's id can calibrate it. Answers are
-``{"type": "calibration", "event": "started" | "take" | "fitting" | "done" |
-"cancelled" | "error", ...}``.
+that device is kept too (:class:`~.calibration.CalibrationSession`). Answers
+are ``{"type": "calibration", "event": "started" | "take" | "fitting" | "done"
+| "cancelled" | "deleted" | "error", ...}``.
+
+**Who may calibrate.** Only the connection that holds the device's id, and
+only with the device's ``key`` (the one its ``welcome`` gave, shown again in
+the ``hello`` of a later connection): the first finished calibration records a
+hash of that key beside the device's CSVs (``owner``), and from then on start,
+finish and delete need the same key; a session in progress belongs to the key
+that opened it. A device with a personal model but no owner record (made by
+``harstream calibrate``) cannot be recalibrated from a phone at all. Refusals
+are counted as ``not_owner``.
+
+**How many.** A calibration session holds memory and a place among
+``max_sessions``: one client address may hold ``per_address`` of them, and a
+session untouched for ``idle`` seconds (no calibrate message, no sample of an
+open take) is forgotten when room is needed (``calibration_limit``). A fit is
+CPU for seconds: one address may have one fit queued or running, and at most
+MAX_QUEUED_FITS wait in all (``busy``).
 
 On ``finish`` the takes are written as CSV (docs/recordings.md) under
 ``<calibration dir>/<device folder>/``, replacing that device's previous
@@ -28,6 +44,8 @@ never half-written.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import logging
 import os
 import shutil
@@ -59,13 +77,36 @@ Reply = Callable[[dict], Awaitable[None]]
 
 MAX_SESSIONS = 32  # devices calibrating at once (each holds < 1 MB: 6 takes of 120 s, float32)
 MAX_QUEUED_FITS = 4  # fits waiting for the thread; past this ``busy``
-SESSION_IDLE_S = 600.0  # a calibration untouched this long is forgotten
+OWNER_FILE = "owner"  # beside a device's CSVs: sha256 of the key that calibrated it
+MODEL_SUFFIXES = (PERSONAL_SUFFIX, ".keras", ".json")  # a personal model in the registry (and the older format)
+
+
+@dataclass(frozen=True)
+class CalibrationPolicy:
+    """How many calibration sessions may be held, by whom, for how long."""
+
+    max_sessions: int = MAX_SESSIONS  # in the whole gateway
+    per_address: int = 2  # sessions one client address may hold at once
+    idle: float = 120.0  # seconds a session may go untouched before it can be forgotten
+
+
+class CalibrationRefusal(CalibrationError):
+    """A calibration refused for who asked rather than what they sent."""
+
+    REASONS = (*CalibrationError.REASONS, "not_owner", "calibration_limit")
+
+
+def key_hash(key: str) -> str:
+    """What the owner record keeps of a key (the key itself is never written)."""
+    return hashlib.sha256(key.encode()).hexdigest()
 
 
 @dataclass
 class _Desk:
     session: CalibrationSession
     touched: float
+    owner: str  # key_hash of the key that opened it
+    address: str  # the client address that opened it
     fitting: bool = False
 
 
@@ -79,15 +120,18 @@ class Calibrations:
         fit: FitFunction | None,
         counters: Counters,
         limits: CalibrationLimits = DEFAULT_LIMITS,
+        policy: CalibrationPolicy = CalibrationPolicy(),
     ):
         self.data_dir = Path(data_dir)
         self.personal_dir = Path(personal_dir)
         self.fit = fit
         self.counters = counters
         self.limits = limits
+        self.policy = policy
         self._desks: dict[str, _Desk] = {}
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="calibration-fit")
         self._queued = 0
+        self._fitting_from: set[str] = set()  # client addresses with a fit queued or running
         self._tasks: set[asyncio.Task] = set()
 
     def recording(self, device: str) -> bool:
@@ -99,27 +143,33 @@ class Calibrations:
         desk = self._desks.get(batch.device)
         if desk is not None and desk.session.current is not None:
             desk.session.add(batch.t0, batch.samples)
+            desk.touched = time.monotonic()  # a long take is not idle
 
-    async def handle(self, device: str, msg: dict, reply: Reply) -> None:
-        """One ``calibrate`` message of ``device``'s own connection; never raises
-        for bad input: refusals are answered and counted."""
+    async def handle(self, device: str, msg: dict, reply: Reply, key: str = "", address: str = "") -> None:
+        """One ``calibrate`` message of ``device``'s own connection, which holds
+        it with ``key`` and comes from client ``address``; never raises for bad
+        input: refusals are answered and counted."""
         try:
-            await self._handle(device, msg, reply)
+            await self._handle(device, msg, reply, key_hash(key), address)
         except CalibrationError as exc:
             self.counters.reject(exc.reason, exc.detail)
             await reply({"type": "calibration", "event": "error", "reason": exc.reason, "detail": exc.detail})
 
-    async def _handle(self, device: str, msg: dict, reply: Reply) -> None:
+    async def _handle(self, device: str, msg: dict, reply: Reply, owner: str, address: str) -> None:
         action = msg.get("action")
         now = time.monotonic()
         if self.fit is None:
             raise CalibrationError("calibration", "calibration is off on this gateway (started without a model to fit)")
         desk = self._desks.get(device)
+        if desk is not None and not hmac.compare_digest(desk.owner, owner):
+            raise CalibrationRefusal("not_owner", "this device's calibration was started with another key")
         if desk is not None and desk.fitting and action != "cancel":
             raise CalibrationError("busy", "this device's calibration is being fitted; wait for its result")
         if action == "start":
             activity = parse_activity(msg.get("activity"))  # before a desk is opened for it
-            desk = desk or self._open(device, now)
+            if desk is None:
+                self._check_owner(device, owner)
+                desk = self._open(device, owner, address, now)
             desk.session.start(activity)
             desk.touched = now
             await reply({"type": "calibration", "event": "started", "activity": activity})
@@ -130,33 +180,79 @@ class Calibrations:
             self._desk(device).session.discard(msg.get("activity"))
             await reply({"type": "calibration", "event": "discarded"})
         elif action == "cancel":
-            self._desks.pop(device, None)
+            if desk is not None and not desk.fitting:
+                del self._desks[device]
             await reply({"type": "calibration", "event": "cancelled"})
         elif action == "finish":
             desk = self._desk(device)
             if desk.session.current is not None:
                 desk.session.stop()
-            files = desk.session.files()  # raises when empty or too large
+            if not any(take.pieces for take in desk.session.takes.values()):  # files() would be empty
+                raise CalibrationError("calibration", "nothing recorded: record at least one activity for 20 s first")
+            if desk.address in self._fitting_from:
+                raise CalibrationRefusal(
+                    "calibration_limit", "a calibration from this address is being fitted; wait for its result"
+                )
             if self._queued >= MAX_QUEUED_FITS:
                 raise CalibrationError("busy", f"{self._queued} calibrations are being fitted; try again in a minute")
+            self._check_owner(device, owner)  # it may have been calibrated under another key meanwhile
             desk.fitting = True
             self._queued += 1
+            self._fitting_from.add(desk.address)
             self.counters.count("calibrations")
-            await reply({"type": "calibration", "event": "fitting", "files": sorted(files)})
-            task = asyncio.create_task(self._fit(device, files, reply))
+            await reply({"type": "calibration", "event": "fitting", "activities": sorted(desk.session.takes)})
+            task = asyncio.create_task(self._fit(device, desk, reply))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+        elif action == "delete":
+            if desk is not None and desk.fitting:
+                raise CalibrationError("busy", "this device's calibration is being fitted; wait for its result")
+            self._check_owner(device, owner)
+            self._desks.pop(device, None)
+            removed = self._delete(device)
+            self.counters.count("calibrations_deleted")
+            await reply({"type": "calibration", "event": "deleted", "removed": removed})
         else:
             raise CalibrationError(
-                "calibration", f"action {str(action)[:40]!r}: expected start, stop, discard, finish or cancel"
+                "calibration", f"action {str(action)[:40]!r}: expected start, stop, discard, finish, cancel or delete"
             )
 
-    def _open(self, device: str, now: float) -> _Desk:
-        for gone in [d for d, desk in self._desks.items() if now - desk.touched > SESSION_IDLE_S and not desk.fitting]:
+    def _check_owner(self, device: str, owner: str) -> None:
+        """Refuse (``not_owner``) unless ``owner`` made this device's calibration,
+        or it has none yet."""
+        name = device_folder_name(device)
+        try:
+            with open(self.data_dir / name / OWNER_FILE, "rb") as f:
+                recorded = f.read(200).decode("ascii", "replace").strip()
+        except FileNotFoundError:
+            if any((self.personal_dir / f"{name}{suffix}").exists() for suffix in MODEL_SUFFIXES):
+                raise CalibrationRefusal(
+                    "not_owner",
+                    "this device has a personal model made outside the phone page; "
+                    "it can only be replaced or removed where it was made",
+                ) from None
+            return
+        except OSError as exc:
+            raise CalibrationRefusal(
+                "not_owner", f"this device's owner record cannot be read ({exc.strerror})"
+            ) from None
+        if not hmac.compare_digest(recorded, owner):
+            raise CalibrationRefusal(
+                "not_owner", "this device was calibrated with another key: reconnect with the key of its welcome"
+            )
+
+    def _open(self, device: str, owner: str, address: str, now: float) -> _Desk:
+        p = self.policy
+        for gone in [d for d, desk in self._desks.items() if now - desk.touched > p.idle and not desk.fitting]:
             del self._desks[gone]
-        if len(self._desks) >= MAX_SESSIONS:
+        held = sum(1 for desk in self._desks.values() if desk.address == address)
+        if held >= p.per_address:
+            raise CalibrationRefusal(
+                "calibration_limit", f"{held} devices of this address are calibrating; finish or cancel one first"
+            )
+        if len(self._desks) >= p.max_sessions:
             raise CalibrationError("busy", f"{len(self._desks)} devices are calibrating; try again later")
-        desk = self._desks[device] = _Desk(CalibrationSession(device, self.limits), now)
+        desk = self._desks[device] = _Desk(CalibrationSession(device, self.limits), now, owner, address)
         return desk
 
     def _desk(self, device: str) -> _Desk:
@@ -166,12 +262,30 @@ class Calibrations:
         desk.touched = time.monotonic()
         return desk
 
-    async def _fit(self, device: str, files: dict[str, str], reply: Reply) -> None:
+    def _delete(self, device: str) -> list[str]:
+        """Remove a device's calibration files and personal model; what was removed."""
+        name = device_folder_name(device)
+        removed = []
+        folder = self.data_dir / name
+        if folder.is_dir():
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(name)
+        for suffix in MODEL_SUFFIXES:
+            path = self.personal_dir / f"{name}{suffix}"
+            if path.is_file():
+                path.unlink(missing_ok=True)
+                removed.append(path.name)
+        return removed
+
+    async def _fit(self, device: str, desk: _Desk, reply: Reply) -> None:
         loop = asyncio.get_running_loop()
         try:
-            result = await loop.run_in_executor(self._pool, self._write_and_fit, device, files)
+            result = await loop.run_in_executor(self._pool, self._write_and_fit, device, desk.session, desk.owner)
             self.counters.count("calibrations_fitted")
             message = {"type": "calibration", "event": "done", **result}
+        except CalibrationError as exc:  # the takes' files over the size limit
+            self.counters.reject(exc.reason, exc.detail)
+            message = {"type": "calibration", "event": "error", "reason": exc.reason, "detail": exc.detail}
         except Exception as exc:  # unreadable files, a fit error: this device's answer, not the gateway's end
             log.warning("calibration of %s failed: %s", device, exc)
             self.counters.reject("calibration_failed", f"{device}: {exc}")
@@ -183,11 +297,16 @@ class Calibrations:
             }
         finally:
             self._queued -= 1
-            self._desks.pop(device, None)
+            self._fitting_from.discard(desk.address)
+            if self._desks.get(device) is desk:
+                del self._desks[device]
         await reply(message)
 
-    def _write_and_fit(self, device: str, files: dict[str, str]) -> dict:
-        """In the fit thread: write the CSVs, fit, move the model into the registry."""
+    def _write_and_fit(self, device: str, session: CalibrationSession, owner: str) -> dict:
+        """In the fit thread: render and write the CSVs (with the owner record),
+        fit, move the model into the registry. The session no longer changes:
+        its desk is marked fitting, which refuses new takes."""
+        files = session.files()  # raises when too large
         name = device_folder_name(device)
         folder = self.data_dir / name
         fresh = self.data_dir / f".{name}.new"
@@ -196,6 +315,7 @@ class Calibrations:
         for file, text in files.items():
             (fresh / file).write_text(text, encoding="utf-8")
         (fresh / "device.txt").write_text(device + "\n", encoding="utf-8")
+        (fresh / OWNER_FILE).write_text(owner + "\n", encoding="ascii")
         shutil.rmtree(folder, ignore_errors=True)  # the previous calibration of this device
         os.replace(fresh, folder)
 
@@ -215,7 +335,7 @@ class Calibrations:
                 (self.personal_dir / old).unlink(missing_ok=True)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-        return {**result, "model": model, "data": str(folder)}
+        return {**result, "model": model, "data": str(folder), "files": sorted(files)}
 
     async def close(self) -> None:
         for task in list(self._tasks):
@@ -224,4 +344,10 @@ class Calibrations:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def stats(self) -> dict:
-        return {"calibrating": len(self._desks), "fits_queued": self._queued}
+        return {
+            "calibrating": len(self._desks),
+            "fits_queued": self._queued,
+            "max_sessions": self.policy.max_sessions,
+            "per_address": self.policy.per_address,
+            "idle_s": self.policy.idle,
+        }
