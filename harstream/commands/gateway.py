@@ -192,12 +192,20 @@ def run(args: argparse.Namespace) -> int:
 class PersonalFitter:
     """The gateway's ``fit``: a personal model from a device's calibration CSVs,
     as ``harstream calibrate`` makes it (load_csv, fit_personal, save_personal).
-    The base model is loaded on first use, in the fit thread."""
+    The base model is loaded on first use, in the gateway's fit process."""
 
     def __init__(self, base: str | Path | None = None):
         self.base_path = base
         self._base = None
         self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict:
+        # The gateway runs fits in a child process: send the base model's path,
+        # not the loaded model or the lock.
+        return {"base_path": self.base_path}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["base_path"])  # type: ignore[misc]
 
     def __call__(self, folder: Path, device: str, out: Path) -> dict:
         from harstream.models.artifact import ANY_MODEL, load_artifact

@@ -36,24 +36,28 @@ calibration, and ``fit(folder, device, out)`` — supplied by the command that
 runs the gateway, since this package does not import the models — fits a
 personal model from them and saves it as ``<personal dir>/<device
 folder>.personal.json``, the registry the worker watches. Writing and
-fitting run in one background thread, one device at a time, so no phone's
-stream waits for TensorFlow; the model appears in the registry by a rename,
-never half-written.
+fitting run in one child process (:class:`FitProcess`), one device at a time,
+so no phone's stream waits for TensorFlow, nor shares an interpreter with it;
+the model appears in the registry by a rename, never half-written.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import logging
+import multiprocessing
 import os
+import pickle
 import shutil
+import threading
 import time
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from harstream.stream.core.protocol import SampleBatch
 from harstream.stream.gateway.counters import Counters
@@ -71,12 +75,13 @@ log = logging.getLogger("harstream.gateway")
 
 #: ``fit(csv folder, bus device id, where to write the .personal.json) -> result``;
 #: the result has ``calibrated`` (list), ``refused`` ({activity: reason}),
-#: ``classes`` and ``fit_seconds``. Runs in a worker thread.
+#: ``classes`` and ``fit_seconds``. Runs in a child process (:class:`FitProcess`),
+#: so it must pickle.
 FitFunction = Callable[[Path, str, Path], dict]
 Reply = Callable[[dict], Awaitable[None]]
 
 MAX_SESSIONS = 32  # devices calibrating at once (each holds < 1 MB: 6 takes of 120 s, float32)
-MAX_QUEUED_FITS = 4  # fits waiting for the thread; past this ``busy``
+MAX_QUEUED_FITS = 4  # fits waiting for the fit process; past this ``busy``
 OWNER_FILE = "owner"  # beside a device's CSVs: sha256 of the key that calibrated it
 MODEL_SUFFIXES = (PERSONAL_SUFFIX, ".keras", ".json")  # a personal model in the registry (and the older format)
 
@@ -129,7 +134,7 @@ class Calibrations:
         self.limits = limits
         self.policy = policy
         self._desks: dict[str, _Desk] = {}
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="calibration-fit")
+        self._fitter = FitProcess()
         self._queued = 0
         self._fitting_from: set[str] = set()  # client addresses with a fit queued or running
         self._tasks: set[asyncio.Task] = set()
@@ -278,9 +283,12 @@ class Calibrations:
         return removed
 
     async def _fit(self, device: str, desk: _Desk, reply: Reply) -> None:
-        loop = asyncio.get_running_loop()
         try:
-            result = await loop.run_in_executor(self._pool, self._write_and_fit, device, desk.session, desk.owner)
+            if self.fit is None:  # turned off since the finish was accepted
+                raise RuntimeError("calibration fitting is off")
+            result = await self._fitter.run(
+                self.fit, self.data_dir, self.personal_dir, device, desk.session, desk.owner
+            )
             self.counters.count("calibrations_fitted")
             message = {"type": "calibration", "event": "done", **result}
         except CalibrationError as exc:  # the takes' files over the size limit
@@ -302,46 +310,11 @@ class Calibrations:
                 del self._desks[device]
         await reply(message)
 
-    def _write_and_fit(self, device: str, session: CalibrationSession, owner: str) -> dict:
-        """In the fit thread: render and write the CSVs (with the owner record),
-        fit, move the model into the registry. The session no longer changes:
-        its desk is marked fitting, which refuses new takes."""
-        files = session.files()  # raises when too large
-        name = device_folder_name(device)
-        folder = self.data_dir / name
-        fresh = self.data_dir / f".{name}.new"
-        shutil.rmtree(fresh, ignore_errors=True)
-        fresh.mkdir(parents=True)
-        for file, text in files.items():
-            (fresh / file).write_text(text, encoding="utf-8")
-        (fresh / "device.txt").write_text(device + "\n", encoding="utf-8")
-        (fresh / OWNER_FILE).write_text(owner + "\n", encoding="ascii")
-        shutil.rmtree(folder, ignore_errors=True)  # the previous calibration of this device
-        os.replace(fresh, folder)
-
-        # Fit into a hidden folder (the worker skips dot-names), then rename:
-        # the registry never shows a half-written model.
-        staging = self.personal_dir / f".{name}.new"
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
-        fit = self.fit
-        if fit is None:  # callers check first; the type checker cannot see it
-            raise RuntimeError("calibration fitting is off")
-        model = f"{name}{PERSONAL_SUFFIX}"
-        try:
-            result = fit(folder, device, staging / model)
-            os.replace(staging / model, self.personal_dir / model)
-            for old in (f"{name}.keras", f"{name}.json"):  # the same device's model in the old Keras format
-                (self.personal_dir / old).unlink(missing_ok=True)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-        return {**result, "model": model, "data": str(folder), "files": sorted(files)}
-
     async def close(self) -> None:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._fitter.close()
 
     def stats(self) -> dict:
         return {
@@ -351,3 +324,121 @@ class Calibrations:
             "per_address": self.policy.per_address,
             "idle_s": self.policy.idle,
         }
+
+
+def write_and_fit(
+    fit: FitFunction, data_dir: Path, personal_dir: Path, device: str, session: CalibrationSession, owner: str
+) -> dict:
+    """In the fit process: render and write the CSVs (with the owner record),
+    fit, move the model into the registry."""
+    files = session.files()  # raises when too large
+    name = device_folder_name(device)
+    folder = data_dir / name
+    fresh = data_dir / f".{name}.new"
+    shutil.rmtree(fresh, ignore_errors=True)
+    fresh.mkdir(parents=True)
+    for file, text in files.items():
+        (fresh / file).write_text(text, encoding="utf-8")
+    (fresh / "device.txt").write_text(device + "\n", encoding="utf-8")
+    (fresh / OWNER_FILE).write_text(owner + "\n", encoding="ascii")
+    shutil.rmtree(folder, ignore_errors=True)  # the previous calibration of this device
+    os.replace(fresh, folder)
+
+    # Fit into a hidden folder (the worker skips dot-names), then rename:
+    # the registry never shows a half-written model.
+    staging = personal_dir / f".{name}.new"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    model = f"{name}{PERSONAL_SUFFIX}"
+    try:
+        result = fit(folder, device, staging / model)
+        os.replace(staging / model, personal_dir / model)
+        for old in (f"{name}.keras", f"{name}.json"):  # the same device's model in the old Keras format
+            (personal_dir / old).unlink(missing_ok=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return {**result, "model": model, "data": str(folder), "files": sorted(files)}
+
+
+class FitProcess:
+    """One child process (spawned, niced) that runs :func:`write_and_fit`, one
+    call at a time.
+
+    A fit is seconds of TensorFlow: in a thread of the gateway it held the
+    interpreter lock long enough to stall every phone's stream (and loaded
+    hundreds of MB into the gateway). In its own process it cannot; a fit that
+    kills its process (out of memory) is that device's error, and the next fit
+    starts a fresh process. ``fit`` is pickled to the child, which keeps the
+    last one (and whatever it loaded, such as its base model) for the next call.
+    """
+
+    def __init__(self) -> None:
+        self._lock = asyncio.Lock()
+        self._process: Any = None
+        self._conn: Any = None
+
+    async def run(self, fit: FitFunction, *args: Any) -> dict:
+        """``write_and_fit(fit, *args)`` in the child; raises its error."""
+        blob = pickle.dumps(fit)  # our own object, to our own child
+        async with self._lock:
+            ok, value = await asyncio.to_thread(self._call, blob, args)
+        if ok:
+            return value
+        if value[0] == "calibration":
+            raise CalibrationError(value[1], value[2])
+        raise RuntimeError(value[1])
+
+    def _call(self, blob: bytes, args: tuple) -> tuple[bool, Any]:
+        if self._process is None or not self._process.is_alive():
+            self._start()
+        try:
+            self._conn.send((blob, args))
+            return self._conn.recv()
+        except (EOFError, OSError):  # the child died (killed, out of memory)
+            code = self._process.exitcode if self._process is not None else None
+            self._process = None
+            return False, ("failed", f"the fit process ended (exit code {code})")
+
+    def _start(self) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self._process = ctx.Process(target=_serve_fits, args=(child,), name="calibration-fit", daemon=True)
+        self._process.start()
+        child.close()
+
+    def close(self) -> None:
+        if self._process is not None:
+            self._process.kill()
+            self._process.join(5)
+            self._process = None
+
+
+def _serve_fits(conn: Any) -> None:
+    """The fit process: fits in, results out, until the gateway goes."""
+    with contextlib.suppress(OSError):
+        os.nice(10)  # the gateway's phones come first
+    parent = os.getppid()
+
+    def follow_parent() -> None:  # a gateway killed outright leaves no fit running
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=follow_parent, daemon=True).start()
+    fits: dict[bytes, FitFunction] = {}
+    while True:
+        try:
+            blob, args = conn.recv()
+        except (EOFError, OSError):
+            return
+        try:
+            fit = fits.get(blob)
+            if fit is None:
+                fits.clear()
+                fit = fits[blob] = pickle.loads(blob)  # from our parent, never from outside input
+            reply: tuple[bool, Any] = (True, write_and_fit(fit, *args))
+        except CalibrationError as exc:
+            reply = (False, ("calibration", exc.reason, exc.detail))
+        except Exception as exc:
+            reply = (False, ("failed", str(exc) or type(exc).__name__))
+        conn.send(reply)
