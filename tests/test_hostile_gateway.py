@@ -764,11 +764,6 @@ def test_phones_hammering_finish_from_many_addresses_do_not_stall_the_gateway(at
                 msg = json.loads(await ws.recv())
                 if msg.get("type") == "calibration":
                     answers.append(msg.get("reason") or msg["event"])
-                    if msg["event"] in ("fitting", "done"):
-                        print(
-                            f"DEBUG {time.monotonic():.2f} phone {i} {msg['event']} {msg.get('fit_seconds')}",
-                            flush=True,
-                        )
 
         reader = asyncio.create_task(read())
         deadline = time.monotonic() + 20
