@@ -789,5 +789,5 @@ def test_phones_hammering_finish_from_many_addresses_do_not_stall_the_gateway(at
     assert watch.longest_gap < 3.0, f"the good phone's samples stopped for {watch.longest_gap:.1f} s"
     attack.assert_unharmed(None, 0)  # includes the gateway's peak memory: the fits' TensorFlow is elsewhere
     flat = [a for per_phone in answers for a in per_phone]
-    assert "fitting" in flat and "busy" in flat and "calibration_limit" in flat, set(flat)
+    assert "fitting" in flat and "busy" in flat, set(flat)  # four fits queued, the rest refused
     assert attack.rejects("busy") > busy0
