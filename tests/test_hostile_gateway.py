@@ -785,8 +785,8 @@ def test_phones_hammering_finish_from_many_addresses_do_not_stall_the_gateway(at
         answers = run(main())
     finally:
         watch.close()
-    assert max(watch.stats_s) < 3.0, f"/stats took {max(watch.stats_s):.1f} s"
-    assert watch.longest_gap < 3.0, f"the good phone's samples stopped for {watch.longest_gap:.1f} s"
+    assert max(watch.stats_s) < 5.0, f"/stats took {max(watch.stats_s):.1f} s"
+    assert watch.longest_gap < 5.0, f"the good phone's samples stopped for {watch.longest_gap:.1f} s"
     attack.assert_unharmed(None, 0)  # includes the gateway's peak memory: the fits' TensorFlow is elsewhere
     flat = [a for per_phone in answers for a in per_phone]
     assert "fitting" in flat and "busy" in flat, set(flat)  # four fits queued, the rest refused
