@@ -175,6 +175,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "without one can be impersonated; the simulator and the gateway always send one",
     )
     parser.add_argument(
+        "--output-secret",
+        default=None,
+        metavar="FILE",
+        help="the output secret of the `harstream proxy` whose back end --publish connects to "
+        "(default with --proxy: the proxy's default file; see docs/protocol.md)",
+    )
+    parser.add_argument(
         "--placement-interval",
         type=float,
         default=10.0,
@@ -202,9 +209,13 @@ def run(args: argparse.Namespace) -> int:
     from harstream.stream.personal.registry import PersonalRegistry, personal_dir
 
     ingest, output = args.ingest, args.publish
+    output_secret = args.output_secret
     if args.proxy:
+        from harstream.stream.bus.proxy import default_output_secret
+
         ingest = ingest or ">" + bus.DEFAULT_PROXY_INGEST_BACKEND
         output = output or ">" + bus.DEFAULT_PROXY_OUTPUT_BACKEND
+        output_secret = output_secret or str(default_output_secret(output))
     if args.redis:
         check_broker("worker", args)
         check_endpoints("worker", args.keys, ("--publish", output or bus.output_address(), "bind"))
@@ -293,6 +304,7 @@ def run(args: argparse.Namespace) -> int:
                     router=router,
                     personal=personal,
                     keys=args.keys,
+                    output_secret=output_secret,
                 )
         except ValueError as exc:  # the broker refused, the partition count disagreeing
             raise SystemExit(f"worker: {exc}") from None
@@ -313,6 +325,7 @@ def run(args: argparse.Namespace) -> int:
             printer=lambda line: print(line, flush=True),
             router=router,
             personal=personal,
+            output_secret=output_secret,
         )
     print(f"worker: stopped; totals {final.get('totals')}, drops {final.get('drops')}", flush=True)
     return 0
