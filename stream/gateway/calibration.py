@@ -228,7 +228,7 @@ class Calibrations:
         name = device_folder_name(device)
         try:
             with open(self.data_dir / name / OWNER_FILE, "rb") as f:
-                recorded = f.read(200).decode("ascii", "replace").strip()
+                recorded = f.read(200).strip()
         except FileNotFoundError:
             if any((self.personal_dir / f"{name}{suffix}").exists() for suffix in MODEL_SUFFIXES):
                 raise CalibrationRefusal(
@@ -241,7 +241,7 @@ class Calibrations:
             raise CalibrationRefusal(
                 "not_owner", f"this device's owner record cannot be read ({exc.strerror})"
             ) from None
-        if not hmac.compare_digest(recorded, owner):
+        if not hmac.compare_digest(recorded, owner.encode()):
             raise CalibrationRefusal(
                 "not_owner", "this device was calibrated with another key: reconnect with the key of its welcome"
             )
