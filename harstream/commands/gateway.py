@@ -207,6 +207,15 @@ class PersonalFitter:
     def __setstate__(self, state: dict) -> None:
         self.__init__(state["base_path"])  # type: ignore[misc]
 
+    def prepare(self) -> None:
+        """Load the base model now (the gateway calls this in its fit process
+        when a calibration starts, so the first fit does not wait for it)."""
+        from harstream.models.artifact import ANY_MODEL, load_artifact
+
+        with self._lock:
+            if self._base is None:
+                self._base = load_artifact(self.base_path or ANY_MODEL)
+
     def __call__(self, folder: Path, device: str, out: Path) -> dict:
         from harstream.models.artifact import ANY_MODEL, load_artifact
         from harstream.models.personal import fit_personal, save_personal

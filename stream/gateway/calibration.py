@@ -175,6 +175,8 @@ class Calibrations:
             if desk is None:
                 self._check_owner(device, owner)
                 desk = self._open(device, owner, address, now)
+                if self._queued == 0:  # the fit process loads its model while the person records
+                    self._spawn(self._fitter.prepare(self.fit))
             desk.session.start(activity)
             desk.touched = now
             await reply({"type": "calibration", "event": "started", "activity": activity})
@@ -206,9 +208,7 @@ class Calibrations:
             self._fitting_from.add(desk.address)
             self.counters.count("calibrations")
             await reply({"type": "calibration", "event": "fitting", "activities": sorted(desk.session.takes)})
-            task = asyncio.create_task(self._fit(device, desk, reply))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._spawn(self._fit(device, desk, reply))
         elif action == "delete":
             if desk is not None and desk.fitting:
                 raise CalibrationError("busy", "this device's calibration is being fitted; wait for its result")
@@ -221,6 +221,11 @@ class Calibrations:
             raise CalibrationError(
                 "calibration", f"action {str(action)[:40]!r}: expected start, stop, discard, finish, cancel or delete"
             )
+
+    def _spawn(self, job: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(job)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _check_owner(self, device: str, owner: str) -> None:
         """Refuse (``not_owner``) unless ``owner`` made this device's calibration,
@@ -370,6 +375,8 @@ class FitProcess:
     kills its process (out of memory) is that device's error, and the next fit
     starts a fresh process. ``fit`` is pickled to the child, which keeps the
     last one (and whatever it loaded, such as its base model) for the next call.
+    :meth:`prepare` starts the process and lets the fit load what it needs
+    (its ``prepare()``, if it has one) while a person is still recording.
     """
 
     def __init__(self) -> None:
@@ -388,7 +395,15 @@ class FitProcess:
             raise CalibrationError(value[1], value[2])
         raise RuntimeError(value[1])
 
-    def _call(self, blob: bytes, args: tuple) -> tuple[bool, Any]:
+    async def prepare(self, fit: FitFunction) -> None:
+        """Get the child ready for ``fit`` (never raises: a failure shows at the fit)."""
+        blob = pickle.dumps(fit)
+        async with self._lock:
+            ok, value = await asyncio.to_thread(self._call, blob, None)
+        if not ok:
+            log.warning("calibration fit process not ready: %s", value[-1])
+
+    def _call(self, blob: bytes, args: tuple | None) -> tuple[bool, Any]:
         if self._process is None or not self._process.is_alive():
             self._start()
         try:
@@ -436,7 +451,13 @@ def _serve_fits(conn: Any) -> None:
             if fit is None:
                 fits.clear()
                 fit = fits[blob] = pickle.loads(blob)  # from our parent, never from outside input
-            reply: tuple[bool, Any] = (True, write_and_fit(fit, *args))
+            if args is None:  # prepare: load what the fits need before the first one
+                prepare = getattr(fit, "prepare", None)
+                if prepare is not None:
+                    prepare()
+                reply: tuple[bool, Any] = (True, None)
+            else:
+                reply = (True, write_and_fit(fit, *args))
         except CalibrationError as exc:
             reply = (False, ("calibration", exc.reason, exc.detail))
         except Exception as exc:
