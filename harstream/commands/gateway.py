@@ -115,14 +115,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-calibration", action="store_true", help="refuse calibration from the /phone page")
     parser.add_argument(
         "--calibrations-per-address",
-        type=int,
+        type=Number(int, 1, 10_000),
         default=2,
         metavar="N",
         help="calibration sessions one client address may hold at once (default 2; see docs/phones.md)",
     )
     parser.add_argument(
         "--calibration-idle",
-        type=float,
+        type=Number(float, 1, 86400),
         default=120.0,
         metavar="S",
         help="a calibration session untouched this long gives its place up (default 120 s)",
@@ -173,9 +173,6 @@ def run(args: argparse.Namespace) -> int:
     if args.personal_dir:
         config.personal_dir = args.personal_dir
     log = logging.getLogger("harstream.gateway")
-    if not (1 <= args.calibrations_per_address <= 10_000 and 1 <= args.calibration_idle <= 86400):
-        log.error("--calibrations-per-address must be 1..10000 and --calibration-idle 1..86400 s")
-        return 2
     interrupt_on_signals()  # SIGTERM closes the gateway as Ctrl-C does
     try:
         fit = None if args.no_calibration else PersonalFitter(args.base_model)

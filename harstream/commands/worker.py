@@ -183,7 +183,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--placement-interval",
-        type=float,
+        type=Number(float, 0, 86400),
         default=10.0,
         metavar="S",
         help="seconds a device's declared placement (meta.placement) holds before it may change "
@@ -226,8 +226,6 @@ def run(args: argparse.Namespace) -> int:
             ("--ingest", ingest or bus.ingest_address(), "bind"),
             ("--publish", output or bus.output_address(), "bind"),
         )
-    if not 0 <= args.placement_interval <= 86400:
-        raise SystemExit("worker: --placement-interval must be within 0..86400 seconds")
     if args.display == "raw":
         args.smooth = 1  # a moving average of one window is the raw label with the unknown threshold
     routing = not args.single_model
