@@ -174,6 +174,8 @@ def run_proxies(
             t = threading.Thread(target=_forward, args=(xsub, xpub, peer), name=f"proxy-{name}", daemon=True)
             threads.append(t)
             line = f"proxy {name}: publishers -> {a}  |  subscribers -> {b}"
+            if options:
+                line += f"  (publishers show the output secret in {output_secret})"
             log.info(line)
             if printer:
                 printer(line)

@@ -397,7 +397,11 @@ class FitProcess:
 
     async def prepare(self, fit: FitFunction) -> None:
         """Get the child ready for ``fit`` (never raises: a failure shows at the fit)."""
-        blob = pickle.dumps(fit)
+        try:
+            blob = pickle.dumps(fit)
+        except Exception as exc:  # the fit itself will say so to the phone
+            log.warning("calibration fit cannot be sent to the fit process: %s", exc)
+            return
         async with self._lock:
             ok, value = await asyncio.to_thread(self._call, blob, None)
         if not ok:
