@@ -383,6 +383,7 @@ class FitProcess:
         self._lock = asyncio.Lock()
         self._process: Any = None
         self._conn: Any = None
+        self._closed = False
 
     async def run(self, fit: FitFunction, *args: Any) -> dict:
         """``write_and_fit(fit, *args)`` in the child; raises its error."""
@@ -408,15 +409,18 @@ class FitProcess:
             log.warning("calibration fit process not ready: %s", value[-1])
 
     def _call(self, blob: bytes, args: tuple | None) -> tuple[bool, Any]:
+        if self._closed:
+            return False, ("failed", "the gateway is closing")
         if self._process is None or not self._process.is_alive():
             self._start()
+        process, conn = self._process, self._conn
         try:
-            self._conn.send((blob, args))
-            return self._conn.recv()
+            conn.send((blob, args))
+            return conn.recv()
         except (EOFError, OSError):  # the child died (killed, out of memory)
-            code = self._process.exitcode if self._process is not None else None
-            self._process = None
-            return False, ("failed", f"the fit process ended (exit code {code})")
+            if self._process is process:
+                self._process = None
+            return False, ("failed", f"the fit process ended (exit code {process.exitcode})")
 
     def _start(self) -> None:
         ctx = multiprocessing.get_context("spawn")
@@ -426,10 +430,11 @@ class FitProcess:
         child.close()
 
     def close(self) -> None:
-        if self._process is not None:
-            self._process.kill()
-            self._process.join(5)
-            self._process = None
+        self._closed = True
+        process, self._process = self._process, None
+        if process is not None:
+            process.kill()
+            process.join(5)
 
 
 def _serve_fits(conn: Any) -> None:
