@@ -181,7 +181,7 @@ def test_a_calibration_belongs_to_the_key_that_made_it(running_gateway, tmp_path
             assert again["key"] == welcome["key"]
             assert (await ask(owner, action="cancel"))["event"] == "cancelled"  # its own unfinished session
             deleted = await ask(owner, action="delete")
-            assert deleted["event"] == "deleted" and f"{model.stem}.keras" in deleted["removed"], deleted
+            assert deleted["event"] == "deleted" and model.name in deleted["removed"], deleted
             assert not model.exists() and not Path(done["data"]).exists()
             await owner.close()
 
