@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 from websockets.asyncio.client import connect
@@ -134,5 +135,101 @@ def test_other_phones_stream_on_while_a_calibration_is_fitted(running_gateway, t
                 done = json.loads(await asyncio.wait_for(ws.recv(), 60))
                 assert done["event"] == "done" and done["calibrated"] == ["WALKING"], done
             assert (tmp_path / "p" / done["model"]).is_file()
+
+    asyncio.run(main())
+
+
+async def hello_with(url: str, device: str, key: str | None = None, local: str = "127.0.0.1"):
+    """A connection from client address ``local`` that said hello; (socket, welcome)."""
+    ws = await connect(url, local_addr=(local, 0))
+    await ws.send(json.dumps({"type": "hello", "device": device, **({"key": key} if key else {})}))
+    welcome = json.loads(await ws.recv())
+    assert welcome["type"] == "welcome", welcome
+    return ws, welcome
+
+
+def test_a_calibration_belongs_to_the_key_that_made_it(running_gateway, tmp_path):
+    """The owner calibrates and leaves; a stranger taking the free id cannot
+    start, finish or delete its calibration (counted as not_owner), and the
+    owner, back with its key, can."""
+
+    async def main():
+        data, models = tmp_path / "c", tmp_path / "p"
+        async with running_gateway(calibration_dir=str(data), personal_dir=str(models)) as (gw, _):
+            gw.calibrations.fit = PersonalFitter()
+            url = f"ws://127.0.0.1:{gw.port}/ws"
+            ws, welcome = await hello_with(url, "victim")
+            assert (await record_walk(ws, 22, time.time() - 120))["ok"]
+            assert (await ask(ws, action="finish"))["event"] == "fitting"
+            done = json.loads(await asyncio.wait_for(ws.recv(), 60))
+            assert done["event"] == "done", done
+            model = models / done["model"]
+            before = (model.stat().st_mtime_ns, sorted(p.name for p in Path(done["data"]).iterdir()))
+            # it starts another take and loses its connection before finishing
+            assert (await ask(ws, action="start", activity="sit"))["event"] == "started"
+            await ws.close()
+
+            thief, _ = await hello_with(url, "victim")  # the id is free: anyone may stream under it
+            for action in ("finish", "stop", "start", "delete"):
+                answer = await ask(thief, action=action, activity="lie")
+                assert answer["reason"] == "not_owner", (action, answer)
+            await thief.close()
+            assert gw.stats()["rejects"]["not_owner"] == 4
+            assert (model.stat().st_mtime_ns, sorted(p.name for p in Path(done["data"]).iterdir())) == before
+
+            owner, again = await hello_with(url, "victim", key=welcome["key"])
+            assert again["key"] == welcome["key"]
+            assert (await ask(owner, action="cancel"))["event"] == "cancelled"  # its own unfinished session
+            deleted = await ask(owner, action="delete")
+            assert deleted["event"] == "deleted" and model.name in deleted["removed"], deleted
+            assert not model.exists() and not Path(done["data"]).exists()
+            await owner.close()
+
+    asyncio.run(main())
+
+
+def test_a_model_made_outside_the_page_cannot_be_replaced_from_a_phone(running_gateway, tmp_path):
+    from harstream.stream.personal.calibration import device_folder_name
+
+    async def main():
+        models = tmp_path / "p"
+        models.mkdir()
+        made = models / f"{device_folder_name('phone:cli-made')}.keras"
+        made.write_bytes(b"a model harstream calibrate wrote")
+        async with running_gateway(calibration_dir=str(tmp_path / "c"), personal_dir=str(models)) as (gw, _):
+            gw.calibrations.fit = PersonalFitter()
+            ws, _ = await hello_with(f"ws://127.0.0.1:{gw.port}/ws", "cli-made")
+            for action in ("start", "delete"):
+                assert (await ask(ws, action=action, activity="walk"))["reason"] == "not_owner"
+            await ws.close()
+        assert made.read_bytes() == b"a model harstream calibrate wrote"
+
+    asyncio.run(main())
+
+
+def test_idle_calibrations_from_one_address_cannot_lock_other_phones_out(running_gateway, tmp_path):
+    """32 connections from one address each open a calibration and go quiet:
+    the address holds two (the rest are refused as calibration_limit), a phone
+    from another address calibrates, and an idle session gives its place up."""
+
+    async def main():
+        async with running_gateway(
+            calibration_dir=str(tmp_path / "c"), personal_dir=str(tmp_path / "p"), calibration_idle=2.0
+        ) as (gw, _):
+            gw.calibrations.fit = PersonalFitter()
+            url = f"ws://127.0.0.1:{gw.port}/ws"
+            squatters = [(await hello_with(url, f"squat-{i}"))[0] for i in range(32)]
+            answers = [await ask(ws, action="start", activity="sit") for ws in squatters]
+            assert [a["event"] for a in answers].count("started") == 2
+            assert {a.get("reason") for a in answers if a["event"] != "started"} == {"calibration_limit"}
+            assert gw.stats()["rejects"]["calibration_limit"] == 30
+
+            other, _ = await hello_with(url, "honest", local="127.0.0.2")
+            assert (await ask(other, action="start", activity="walk"))["event"] == "started"
+            await asyncio.sleep(2.5)  # the squatters' sessions go idle; a squatter's next one may take a place
+            assert (await ask(squatters[5], action="start", activity="sit"))["event"] == "started"
+            assert gw.stats()["calibration"]["calibrating"] == 1  # every idle one was forgotten (honest's too)
+            for ws in [*squatters, other]:
+                await ws.close()
 
     asyncio.run(main())

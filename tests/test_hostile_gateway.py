@@ -155,8 +155,9 @@ class Attack:
 
 
 @pytest.fixture(scope="module")
-def attack():
+def attack(tmp_path_factory):
     bus = BusCounter()
+    folder = tmp_path_factory.mktemp("calibration")
     cmd = [
         sys.executable,
         "-c",
@@ -180,6 +181,10 @@ def attack():
         "65536",
         "--max-errors",
         "1000",
+        "--calibration-dir",
+        str(folder / "csv"),
+        "--personal-dir",
+        str(folder / "personal"),
     ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     port = None
@@ -688,3 +693,102 @@ def test_a_phone_that_never_reads_its_predictions_is_cut_off(attack):
 
     refused(attack, "slow_reader", lambda: run(main()))
     assert attack.stats()["counts"].get("predictions_dropped", 0) > 0
+
+
+# ---------------------------------------------------------- calibration
+
+
+def walk_messages(start: float, seconds: float) -> list[str]:
+    """harstream ``samples`` messages (g, rad/s, ms) of a walk, 0.5 s each."""
+    t = start + np.arange(int(seconds * 50)) / 50
+    s = np.sin(2 * np.pi * 1.8 * t)
+    x = np.column_stack([0.25 * s, 1 + 0.35 * s, 0.1 * s, 0.8 * s, 0.5 * s, 0.3 * s])
+    out = []
+    for lo in range(0, len(t), 25):
+        stamps = t[lo : lo + 25, None] * 1000
+        acc = np.hstack([stamps, x[lo : lo + 25, :3]]).tolist()
+        gyro = np.hstack([stamps, x[lo : lo + 25, 3:]]).tolist()
+        out.append(json.dumps({"type": "samples", "acc": acc, "gyro": gyro}))
+    return out
+
+
+class StallWatch:
+    """In a thread: how long ``/stats`` takes to answer and the longest time
+    the good phone's samples stopped reaching the bus, while it runs."""
+
+    def __init__(self, attack: Attack):
+        self.attack = attack
+        self.stats_s: list[float] = []
+        self.longest_gap = 0.0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        last, last_change = self.attack.bus.count("phone:" + GOOD), time.monotonic()
+        while not self.stop.is_set():
+            t = time.monotonic()
+            self.attack.stats()
+            self.stats_s.append(time.monotonic() - t)
+            now, count = time.monotonic(), self.attack.bus.count("phone:" + GOOD)
+            if count != last:
+                last, last_change = count, now
+            self.longest_gap = max(self.longest_gap, now - last_change)
+            time.sleep(0.1)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(30)
+
+
+@pytest.mark.timeout(240)
+def test_phones_hammering_finish_from_many_addresses_do_not_stall_the_gateway(attack):
+    """16 phones, each from its own address, record a walk and then send
+    ``finish`` every 50 ms for 20 s: fits queue up to the bound and the rest
+    are refused (counted); ``/stats`` keeps answering and the good phone's
+    samples keep flowing. Bounds are generous: they catch a stalled event
+    loop (seconds), not a slow one."""
+
+    async def phone(i: int) -> list[str]:
+        ws = await connect(f"ws://127.0.0.1:{attack.port}/ws", local_addr=(f"127.0.0.{10 + i}", 0))
+        await ws.send(json.dumps({"type": "hello", "device": f"hammer-{i}"}))
+        await ws.recv()
+        await ws.send(json.dumps({"type": "calibrate", "action": "start", "activity": "walk"}))
+        for message in walk_messages(time.time() - 60, 22):
+            await ws.send(message)
+        await ws.send(json.dumps({"type": "calibrate", "action": "stop"}))
+        answers: list[str] = []
+
+        async def read() -> None:
+            while True:
+                msg = json.loads(await ws.recv())
+                if msg.get("type") == "calibration":
+                    answers.append(msg.get("reason") or msg["event"])
+
+        reader = asyncio.create_task(read())
+        deadline = time.monotonic() + 20
+        with contextlib.suppress(ConnectionClosed):
+            while time.monotonic() < deadline:
+                await ws.send(json.dumps({"type": "calibrate", "action": "finish"}))
+                await asyncio.sleep(0.05)
+        reader.cancel()
+        await asyncio.gather(reader, return_exceptions=True)
+        await ws.close()
+        return answers
+
+    async def main() -> list[list[str]]:
+        return await asyncio.gather(*(phone(i) for i in range(16)))
+
+    busy0 = attack.rejects("busy")
+    watch = StallWatch(attack)
+    try:
+        answers = run(main())
+    finally:
+        watch.close()
+    print(f"/stats at most {max(watch.stats_s):.2f} s, good phone's longest pause {watch.longest_gap:.2f} s")
+    assert max(watch.stats_s) < 5.0, f"/stats took {max(watch.stats_s):.1f} s"
+    assert watch.longest_gap < 5.0, f"the good phone's samples stopped for {watch.longest_gap:.1f} s"
+    attack.assert_unharmed(None, 0)  # includes the gateway's peak memory: the fits' TensorFlow is elsewhere
+    flat = [a for per_phone in answers for a in per_phone]
+    assert "fitting" in flat and "busy" in flat, set(flat)  # four fits queued, the rest refused
+    assert attack.rejects("busy") > busy0

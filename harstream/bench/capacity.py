@@ -206,6 +206,8 @@ def start_workers(shards: int, args: argparse.Namespace, env: dict, extra: list[
             ]
             procs.append(subprocess.Popen(exe + cmd, env=env, stdout=subprocess.DEVNULL))
         return procs, env["HARSTREAM_OUTPUT"]
+    from harstream.stream.bus.proxy import default_output_secret
+
     backs = free_address(), free_address()
     procs.append(
         subprocess.Popen(
@@ -216,6 +218,7 @@ def start_workers(shards: int, args: argparse.Namespace, env: dict, extra: list[
     )
     for k in range(shards):
         cmd = base + ["--shard", f"{k}/{shards}", "--ingest", ">" + backs[0], "--publish", ">" + backs[1]]
+        cmd += ["--output-secret", str(default_output_secret(backs[1]))]  # the proxy's, by default
         procs.append(subprocess.Popen(exe + cmd, env=env, stdout=subprocess.DEVNULL))
     return procs, env["HARSTREAM_OUTPUT"]
 

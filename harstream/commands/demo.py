@@ -100,8 +100,11 @@ def plan(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
     if getattr(args, "single_model", False):
         models.append("--single-model")
     if getattr(args, "durable", None):
+        from harstream.stream.bus.proxy import default_output_secret
+
         ingest_back = _backend(ingest, DEFAULT_PROXY_INGEST_BACKEND)
         output_back = _backend(output, DEFAULT_PROXY_OUTPUT_BACKEND)
+        secret = str(default_output_secret(output_back))  # only the workers may publish output
         parts = [
             (
                 "proxy",
@@ -116,6 +119,8 @@ def plan(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
                     "@" + output,
                     "--output-backend",
                     "@" + output_back,
+                    "--output-secret",
+                    secret,
                 ],
             ),
             ("bridge", me + ["bridge", "--redis", args.durable, "--ingest", ">" + ingest_back]),
@@ -124,7 +129,18 @@ def plan(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
             (
                 f"worker-{k}",
                 me
-                + ["worker", "--redis", args.durable, "--publish", ">" + output_back, "--id", f"worker-{k}", *models],
+                + [
+                    "worker",
+                    "--redis",
+                    args.durable,
+                    "--publish",
+                    ">" + output_back,
+                    "--output-secret",
+                    secret,
+                    "--id",
+                    f"worker-{k}",
+                    *models,
+                ],
             )
             for k in "ab"
         ]

@@ -113,6 +113,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="placement-free model personal models build on (default the shipped any.keras)",
     )
     parser.add_argument("--no-calibration", action="store_true", help="refuse calibration from the /phone page")
+    parser.add_argument(
+        "--calibrations-per-address",
+        type=Number(int, 1, 10_000),
+        default=2,
+        metavar="N",
+        help="calibration sessions one client address may hold at once (default 2; see docs/phones.md)",
+    )
+    parser.add_argument(
+        "--calibration-idle",
+        type=Number(float, 1, 86400),
+        default=120.0,
+        metavar="S",
+        help="a calibration session untouched this long gives its place up (default 120 s)",
+    )
     add_keys(parser)
 
 
@@ -152,6 +166,8 @@ def run(args: argparse.Namespace) -> int:
         max_gap=args.max_gap,
         stats_interval=args.stats_interval,
         calibration_dir=args.calibration_dir,
+        calibration_per_address=args.calibrations_per_address,
+        calibration_idle=args.calibration_idle,
         keys=args.keys,
     )
     if args.personal_dir:
@@ -173,12 +189,29 @@ def run(args: argparse.Namespace) -> int:
 class PersonalFitter:
     """The gateway's ``fit``: a personal model from a device's calibration CSVs,
     as ``harstream calibrate`` makes it (load_csv, fit_personal, save_personal).
-    The base model is loaded on first use, in the fit thread."""
+    The base model is loaded on first use, in the gateway's fit process."""
 
     def __init__(self, base: str | Path | None = None):
         self.base_path = base
         self._base = None
         self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict:
+        # The gateway runs fits in a child process: send the base model's path,
+        # not the loaded model or the lock.
+        return {"base_path": self.base_path}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["base_path"])  # type: ignore[misc]
+
+    def prepare(self) -> None:
+        """Load the base model now (the gateway calls this in its fit process
+        when a calibration starts, so the first fit does not wait for it)."""
+        from harstream.models.artifact import ANY_MODEL, load_artifact
+
+        with self._lock:
+            if self._base is None:
+                self._base = load_artifact(self.base_path or ANY_MODEL)
 
     def __call__(self, folder: Path, device: str, out: Path) -> dict:
         from harstream.models.artifact import ANY_MODEL, load_artifact

@@ -4,7 +4,9 @@ Ingest: producers connect to the front end (default tcp://127.0.0.1:5555, the
 usual ingest address); workers connect their SUB to the back end (5557).
 Output: workers connect their PUB to the back end (5558); subscribers connect
 to the front end (5556, the usual output address). Run workers with
-``harstream worker --proxy --shard k/N``.
+``harstream worker --proxy --shard k/N``. Only workers showing the output
+secret (a file made by whichever starts first) may publish on the output back
+end: see docs/protocol.md.
 """
 
 from __future__ import annotations
@@ -29,13 +31,25 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=bus.DEFAULT_PROXY_OUTPUT_BACKEND,
         help="where workers connect their PUB (default %(default)s)",
     )
+    parser.add_argument(
+        "--output-secret",
+        default=None,
+        metavar="FILE",
+        help="file of the secret workers must show to publish on the output back end; made if "
+        "missing (default: beside an ipc back end, else under $XDG_RUNTIME_DIR or ~/.cache/harstream)",
+    )
+    parser.add_argument(
+        "--open-output",
+        action="store_true",
+        help="let any publisher into the output back end (anyone who can reach it can forge predictions)",
+    )
     add_keys(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     from harstream.commands._running import bus_errors, stop_on_signals
     from harstream.stream.bus.addresses import ingest_address, output_address
-    from harstream.stream.bus.proxy import run_proxies
+    from harstream.stream.bus.proxy import default_output_secret, run_proxies
 
     check_endpoints(
         "proxy",
@@ -55,5 +69,8 @@ def run(args: argparse.Namespace) -> int:
             stop=stop,
             printer=lambda line: print(line, flush=True),
             keys=args.keys,
+            output_secret=None
+            if args.open_output
+            else (args.output_secret or default_output_secret(args.output_backend)),
         )
     return 0

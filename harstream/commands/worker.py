@@ -174,6 +174,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="refuse samples that name no producer session (counted as `session`): a producer "
         "without one can be impersonated; the simulator and the gateway always send one",
     )
+    parser.add_argument(
+        "--output-secret",
+        default=None,
+        metavar="FILE",
+        help="the output secret of the `harstream proxy` whose back end --publish connects to "
+        "(default with --proxy: the proxy's default file; see docs/protocol.md)",
+    )
+    parser.add_argument(
+        "--placement-interval",
+        type=Number(float, 0, 86400),
+        default=10.0,
+        metavar="S",
+        help="seconds a device's declared placement (meta.placement) holds before it may change "
+        "again; sooner changes are refused and counted as placement_refused (default 10)",
+    )
     add_keys(parser)
     parser.add_argument(
         "--whole-model",
@@ -194,9 +209,13 @@ def run(args: argparse.Namespace) -> int:
     from harstream.stream.personal.registry import PersonalRegistry, personal_dir
 
     ingest, output = args.ingest, args.publish
+    output_secret = args.output_secret
     if args.proxy:
+        from harstream.stream.bus.proxy import default_output_secret
+
         ingest = ingest or ">" + bus.DEFAULT_PROXY_INGEST_BACKEND
         output = output or ">" + bus.DEFAULT_PROXY_OUTPUT_BACKEND
+        output_secret = output_secret or str(default_output_secret(output))
     if args.redis:
         check_broker("worker", args)
         check_endpoints("worker", args.keys, ("--publish", output or bus.output_address(), "bind"))
@@ -233,6 +252,7 @@ def run(args: argparse.Namespace) -> int:
         takeover_after=args.takeover_after,
         features=waist.features,
         require_session=args.require_session,
+        placement_interval=args.placement_interval,
     )
     stop = stop_on_signals()
     import gc
@@ -282,6 +302,7 @@ def run(args: argparse.Namespace) -> int:
                     router=router,
                     personal=personal,
                     keys=args.keys,
+                    output_secret=output_secret,
                 )
         except ValueError as exc:  # the broker refused, the partition count disagreeing
             raise SystemExit(f"worker: {exc}") from None
@@ -302,6 +323,7 @@ def run(args: argparse.Namespace) -> int:
             printer=lambda line: print(line, flush=True),
             router=router,
             personal=personal,
+            output_secret=output_secret,
         )
     print(f"worker: stopped; totals {final.get('totals')}, drops {final.get('drops')}", flush=True)
     return 0

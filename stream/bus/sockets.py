@@ -75,7 +75,7 @@ class BusSockets:
         rcvhwm: int | None = None,
         linger: int = 0,
         subscribe: Sequence[bytes] = (),
-        options: Mapping[int, int] | None = None,
+        options: Mapping[int, int | bytes] | None = None,
         retry_bind_s: float = 0.0,
     ) -> zmq.Socket:
         """A socket of ``kind`` (``zmq.SUB``, ``zmq.XPUB``...) attached to

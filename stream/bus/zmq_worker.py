@@ -46,6 +46,7 @@ def serve(
     keys: str | None = None,
     router: ModelRouter | None = None,
     personal=None,
+    output_secret: str | None = None,
 ) -> dict:
     """Run the worker on ZeroMQ sockets until ``stop`` (a threading.Event) is set.
 
@@ -61,7 +62,8 @@ def serve(
     the addresses actually attached, so ``tcp://127.0.0.1:*`` can let the OS
     pick a free port. ``keys``: a CURVE key folder
     (:mod:`~harstream.stream.bus.auth`); without one, an address off loopback
-    is refused. Returns the last statistics.
+    is refused. ``output_secret``: the file of a proxy's output secret, shown when
+    publishing into its back end (:mod:`~harstream.stream.bus.proxy`). Returns the last statistics.
     """
     import os
     import threading
@@ -69,6 +71,7 @@ def serve(
     import zmq
 
     from harstream.stream.bus.addresses import ingest_address, output_address
+    from harstream.stream.bus.proxy import output_credentials
     from harstream.stream.bus.sockets import SAMPLE_MESSAGE_BYTES, SUBSCRIPTION_BYTES, BusSockets
     from harstream.stream.core.protocol import SAMPLES_PREFIX, shard_prefixes
 
@@ -99,7 +102,8 @@ def serve(
             "bind",
             max_message=SUBSCRIPTION_BYTES,
             sndhwm=sndhwm,
-            options={zmq.XPUB_NODROP: 1},
+            # behind a proxy, its output secret (only workers may publish output)
+            options={zmq.XPUB_NODROP: 1, **output_credentials(None if keys else output_secret)},
             retry_bind_s=10.0,
         )
         edge = OutputEdge(pub)

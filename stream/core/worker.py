@@ -45,6 +45,7 @@ never completed a window; only when all have is a new one refused as
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
@@ -204,6 +205,11 @@ class WorkerConfig:
     require_session: bool = False
     history: HistorySettings = HistorySettings()  # the final history's smoother
     history_quiet: float = 1.0  # seconds without samples after which a device's history is settled
+    # Seconds a device's declared placement (meta.placement) holds before it may
+    # change again: a producer flipping it on every message would otherwise
+    # switch the device's model (and log a line) each time. A refused change
+    # keeps the current mode and the samples; counted as ``placement_refused``.
+    placement_interval: float = 10.0
 
 
 @dataclass
@@ -270,6 +276,7 @@ class Device:
         "ready_at",
         "served",
         "placement",
+        "placement_at",
         "route_version",
         "evidence",
     )
@@ -291,6 +298,7 @@ class Device:
         self.inbox = SampleBuffer()  # raw samples waiting for a whole window
         self.served = served  # the model that labels its windows (its mode: waist, any, personal)
         self.placement = placement  # what its samples declared (meta.placement), if anything
+        self.placement_at = -math.inf  # when a declared placement last changed its route
         self.route_version = route_version  # the router's version when it was routed
         self.windows = DeviceWindows(seq, served.context_steps)  # pipeline + window context
         self.display = make_display(served, config)  # what the screen shows
@@ -455,6 +463,8 @@ class StreamCore:
                     how = "started over at seq 0" if verdict == RESTART else f"taken over by session {batch.session!r}"
                     self._note("restart", f"device {batch.device} {how}; pipeline reset")
                 self._revise(state, state.restart(batch.seq, batch.session))
+            if placement is not None and placement != state.placement:
+                placement = self._placement_change(state, placement, now)
             if state.route_version != self.router.version or (placement is not None and placement != state.placement):
                 self._reroute(state, placement)
         state.incarnation.advance(batch.seq, len(batch), now)
@@ -505,6 +515,21 @@ class StreamCore:
             self.totals["placement_ignored"] += 1
             self._note("placement_ignored", f"device {batch.device}: {exc}; routed as if it declared none")
             return None
+
+    def _placement_change(self, state: Device, placement: str, now: float) -> str | None:
+        """``placement`` if ``state`` may change to it now, else None (the
+        device stays as it is; counted, logged once per reason)."""
+        interval = self.config.placement_interval
+        if now - state.placement_at < interval:
+            self.totals["placement_refused"] += 1
+            self._note(
+                "placement_refused",
+                f"device {state.name}: placement {placement!r} within {interval:g} s of its last change; "
+                f"stays {state.placement or 'undeclared'}",
+            )
+            return None
+        state.placement_at = now
+        return placement
 
     def _reroute(self, state: Device, placement: str | None) -> None:
         """Route ``state`` again (the router changed, or its declared

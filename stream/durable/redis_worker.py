@@ -610,10 +610,12 @@ def serve_redis(
     router: ModelRouter | None = None,
     personal=None,
     keys: str | None = None,
+    output_secret: str | None = None,
 ) -> dict:
     """Run a worker on the log until ``stop`` is set; publishes on the ZeroMQ
     output bus (``output`` as in :mod:`~harstream.stream.bus.addresses`, bound by default;
-    ``keys``: a CURVE key folder, needed for an address off loopback).
+    ``keys``: a CURVE key folder, needed for an address off loopback;
+    ``output_secret``: a proxy's output secret file, shown to its back end).
     ``router`` and ``personal`` serve each device in its mode, as in
     :func:`~harstream.stream.bus.zmq_worker.serve` (the registry is closed on return).
     The loop is the bus worker's (:func:`~harstream.stream.bus.edge.run_edge`)."""
@@ -624,6 +626,7 @@ def serve_redis(
 
     from harstream.stream.bus.addresses import output_address
     from harstream.stream.bus.edge import OutputEdge, run_edge
+    from harstream.stream.bus.proxy import output_credentials
     from harstream.stream.bus.sockets import SUBSCRIPTION_BYTES, BusSockets
     from harstream.stream.durable.bridge import check_partitions
 
@@ -640,7 +643,8 @@ def serve_redis(
             max_message=SUBSCRIPTION_BYTES,
             sndhwm=sndhwm,
             linger=1000,
-            options={zmq.XPUB_NODROP: 1},
+            # behind a proxy, its output secret (only workers may publish output)
+            options={zmq.XPUB_NODROP: 1, **output_credentials(None if keys else output_secret)},
             retry_bind_s=10.0,
         )
         edge = OutputEdge(pub)

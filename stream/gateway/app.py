@@ -298,7 +298,7 @@ class Routes:
         gw.counters.count("ws_connections")
         await ws.accept()
         conn = PhoneConnection(ws)
-        session = _Session(ws.query_params.get("platform", "android"))
+        session = _Session(ws.query_params.get("platform", "android"), ws.client.host if ws.client else "")
         messages = RateLimit(c.max_messages_per_s, 2 * c.max_messages_per_s)
         errors = 0
         try:
@@ -344,7 +344,10 @@ class Routes:
         if msg.get("type") == "calibrate":  # guided calibration (stream/gateway/calibration.py)
             if session.hello is None or session.device is None:
                 raise FormatError("order", "send a hello before calibrating")
-            await gw.calibrations.handle(session.device, msg, conn.reply)
+            claim = gw.claims.get(session.device)
+            if claim is None or claim.owner is not conn:  # taken over: this connection is closing
+                raise FormatError("device_in_use", "this connection no longer holds its device")
+            await gw.calibrations.handle(session.device, msg, conn.reply, claim.key, session.address)
             return
         fmt = detect_format(msg)
         if session.kind is None:
@@ -393,8 +396,9 @@ class Routes:
 class _Session:
     """What one WebSocket has said so far."""
 
-    def __init__(self, platform: str):
+    def __init__(self, platform: str, address: str = ""):
         self.platform = platform
+        self.address = address  # the client's address, for per-address limits
         self.kind: str | None = None
         self.hello: Hello | None = None
         self.device: str | None = None  # bus id, once claimed

@@ -62,3 +62,6 @@ class GatewayConfig:
     personal_dir: str = field(default_factory=lambda: str(registry_folder()))
     calibration_max_take: float = 120.0  # seconds kept of one activity's take
     calibration_max_bytes: int = 4 * 1024 * 1024  # one device's calibration files together
+    calibration_max_sessions: int = 32  # devices calibrating at once, in the whole gateway
+    calibration_per_address: int = 2  # of those, held by one client address
+    calibration_idle: float = 120.0  # a session untouched this long gives its place up

@@ -46,7 +46,7 @@ from harstream.stream.bus.sockets import OUTPUT_MESSAGE_BYTES, SUBSCRIPTION_BYTE
 from harstream.stream.core.protocol import ProtocolError, decode_prediction, encode_samples
 from harstream.stream.gateway.admission import HostPolicy, is_loopback
 from harstream.stream.gateway.app import build_app
-from harstream.stream.gateway.calibration import Calibrations, FitFunction
+from harstream.stream.gateway.calibration import CalibrationPolicy, Calibrations, FitFunction
 from harstream.stream.gateway.config import GatewayConfig
 from harstream.stream.gateway.connection_guards import guarded_protocols
 from harstream.stream.gateway.counters import Counters
@@ -97,6 +97,7 @@ class Gateway:
             fit,
             self.counters,
             CalibrationLimits(config.calibration_max_take, config.calibration_max_bytes),
+            CalibrationPolicy(config.calibration_max_sessions, config.calibration_per_address, config.calibration_idle),
         )
         self.started = time.time()
         self._extra_routes = extra_routes

@@ -112,13 +112,13 @@ function connect() {
   ws.onopen = () => {
     ws.send(JSON.stringify({
       type: "hello", device: state.device, units: { acc: "m/s2", gyro: "deg/s" },
-      frame: frame(), key: sessionStorage.getItem("harstream-key") || undefined,
+      frame: frame(), key: localStorage.getItem("harstream-key") || undefined,
     }));
   };
   ws.onmessage = (message) => {
     const msg = JSON.parse(message.data);
     if (msg.type === "welcome") {
-      sessionStorage.setItem("harstream-key", msg.key);
+      localStorage.setItem("harstream-key", msg.key);
       state.busDevice = msg.bus_device;
       state.retryMs = 1000;
       $("bus-device").textContent = msg.bus_device;
