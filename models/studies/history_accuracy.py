@@ -180,14 +180,12 @@ def collect(address: str, out: Path, idle: float = 20.0, start_timeout: float = 
     ``out``, until nothing arrives for ``idle`` seconds after the first message."""
     import zmq
 
+    from harstream.stream.bus.sockets import OUTPUT_MESSAGE_BYTES, BusSockets
     from harstream.stream.core.protocol import HistoryUpdate, Prediction, decode_output
 
-    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
-    sub = ctx.socket(zmq.SUB)
-    sub.setsockopt(zmq.RCVHWM, 1_000_000)
-    for topic in (b"h/", b"p/"):
-        sub.setsockopt(zmq.SUBSCRIBE, topic)
-    sub.connect(address)
+    sub = BusSockets().open(
+        zmq.SUB, address, "connect", max_message=OUTPUT_MESSAGE_BYTES, rcvhwm=1_000_000, subscribe=(b"h/", b"p/")
+    )
     count, started = 0, False
     with out.open("w") as f:
         while sub.poll(int(1000 * (idle if started else start_timeout))):
