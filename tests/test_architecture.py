@@ -205,3 +205,14 @@ def test_pyproject_lists_every_package_folder():
 def test_the_folder_map_in_architecture_md_names_every_package_folder_and_no_other():
     text = (ROOT / "docs" / "architecture.md").read_text()
     assert set(re.findall(r"^\| `([a-z_/]+)/` \|", text, re.M)) == package_folders()
+
+
+@pytest.mark.parametrize(
+    "folder",
+    [*(f"stream/{room}" for room in ROOMS), "models", "models/studies", "simulator", "dashboard"],
+)
+def test_the_folder_map_names_every_module_of_the_folders_it_describes(folder):
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    row = dict(re.findall(r"^\| `([a-z_/]+)/` \|(.*)$", text, re.M))[folder]
+    modules = {path.stem for path in (ROOT / folder).glob("*.py") if path.name != "__init__.py"}
+    assert {m for m in modules if f"`{m}.py`" not in row and f"`{m}`" not in row} == set()
