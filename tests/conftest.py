@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -165,3 +167,19 @@ def running_gateway() -> Callable[..., contextlib.AbstractAsyncContextManager]:
     ``output=True`` it also subscribes to predictions ``tap.publish`` sends.
     Everything is closed on the way out, whatever the test did."""
     return _running_gateway
+
+
+@pytest.fixture
+def redis_url():
+    """A fresh redis-server on a Unix socket in a short temporary folder (a
+    socket path must stay under ~100 bytes); its URL."""
+    from harstream.stream.durable.broker import start_redis
+
+    folder = Path(tempfile.mkdtemp(prefix="hs-redis-"))
+    proc, url = start_redis(folder, unix_socket=folder / "redis.sock")
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        shutil.rmtree(folder, ignore_errors=True)

@@ -9,7 +9,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -150,20 +149,6 @@ def test_a_socket_without_a_largest_message_size_cannot_be_opened():
 
 
 # ------------------------------------------------------------- the durable path, keyed
-
-
-@pytest.fixture
-def redis_url():
-    from harstream.stream.durable.broker import start_redis
-
-    folder = Path(tempfile.mkdtemp(prefix="hs-redis-"))
-    proc, url = start_redis(folder, unix_socket=folder / "redis.sock")
-    try:
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture

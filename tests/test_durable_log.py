@@ -35,19 +35,6 @@ pytestmark = pytest.mark.skipif(
 PARTITIONS = 12
 
 
-@pytest.fixture
-def redis_url():
-    """A fresh redis-server on a Unix socket in a short temporary folder."""
-    folder = Path(tempfile.mkdtemp(prefix="hs-redis-"))
-    proc, url = start_redis(folder, unix_socket=folder / "redis.sock")
-    try:
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        shutil.rmtree(folder, ignore_errors=True)
-
-
 class Bridge:
     """serve_bridge in a thread; ``ingest`` is the address it bound."""
 

@@ -4,32 +4,16 @@ new owner."""
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-from pathlib import Path
-
 import pytest
 
 from harstream.stream.core.activities import ACTIVITIES
 from harstream.stream.core.protocol import HistoryUpdate
 from harstream.stream.core.worker import StreamCore
-from harstream.stream.durable.broker import Keys, connect, start_redis
+from harstream.stream.durable.broker import Keys, connect
 from harstream.stream.durable.history_store import HistoryStore, restore_today
 from harstream.stream.durable.leases import Leases
 
 T0 = 20_000 * 86_400.0 + 3600.0  # an hour into a day (UTC)
-
-
-@pytest.fixture
-def redis_url():
-    folder = Path(tempfile.mkdtemp(prefix="hs-redis-"))
-    proc, url = start_redis(folder, unix_socket=folder / "redis.sock")
-    try:
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def update(*pieces, provisional=()):

@@ -210,26 +210,8 @@ def test_the_simulators_pressure_channel_reaches_the_worker_over_the_real_bus(pr
     assert level and set(level) == {"WALKING"}
 
 
-@pytest.fixture
-def log_url(tmp_path_factory):
-    """A fresh redis-server on a Unix socket (as test_durable_log's)."""
-    import tempfile
-    from pathlib import Path
-
-    from harstream.stream.durable.broker import start_redis
-
-    folder = Path(tempfile.mkdtemp(prefix="hs-redis-"))
-    proc, url = start_redis(folder, unix_socket=folder / "redis.sock")
-    try:
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        shutil.rmtree(folder, ignore_errors=True)
-
-
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed (`make redis`)")
-def test_the_durable_log_carries_the_pressure_channel_to_its_workers(log_url, ipc_address):
+def test_the_durable_log_carries_the_pressure_channel_to_its_workers(redis_url, ipc_address):
     """simulator -> bridge -> Redis Streams -> durable worker, with a simulated
     barometer climbing: the worker behind the log shows the stairs it measured."""
 
@@ -239,7 +221,7 @@ def test_the_durable_log_carries_the_pressure_channel_to_its_workers(log_url, ip
     labels = np.r_[np.full(1000, 1), np.full(1500, 2), np.full(500, 1)].astype(np.int16)
     rows = simulate_pressure(labels, SimulatedBarometer(rate_hz=10, noise_hpa=0.02, doors_per_min=0), seed=4)
     device = ReplayDevice("log-baro", np.tile(np.float32([0, 1, 0, 0, 0, 0]), (len(labels), 1)), labels, pressure=rows)
-    url = log_url
+    url = redis_url
     out = ipc_address("out")
     tail = Collector(out, verb="bind")
     bridge = Bridge(url)
