@@ -110,3 +110,28 @@ def test_refused_pressure_is_counted_by_reason_and_the_device_is_still_served():
     core.ingest(encode_samples(SampleBatch("phone:x", 50, T0 + 1, np.zeros((50, 6), np.float32), pressure=again)), 1.0)
     assert core.drops["pressure_range"] == 1 and core.drops["pressure_order"] == 2
     assert core.totals["samples"] == 100
+
+
+def test_the_gait_score_is_one_call_for_every_devices_windows_of_a_flush():
+    calls = []
+
+    def score(windows):
+        calls.append(len(windows))
+        return np.full(len(windows), 0.9)
+
+    core = _core(waist_likeness=score)
+    for device in ("phone:a", "phone:b", "phone:c"):
+        core.ingest(encode_samples(SampleBatch(device, 0, T0, np.zeros((128, 6), np.float32))), now=0.0)
+    assert core.waiting == 3
+    assert calls == [3]
+    assert [w.waist_likeness for w in core.pending] == [0.9, 0.9, 0.9]
+
+
+def test_a_failing_gait_score_is_counted_and_the_windows_are_served_without_gait_evidence():
+    def broken(windows):
+        raise RuntimeError("boom")
+
+    core = _core(waist_likeness=broken)
+    got = _run(core, "phone:w", 10, DOWNSTAIRS_PROBS)
+    assert got and {p.smoothed for p in got} == {"WALKING"}
+    assert core.drops["internal"] >= 1
