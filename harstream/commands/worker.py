@@ -423,6 +423,7 @@ def load_served(path: str | None, mode: str, args: argparse.Namespace):
         str(path or ""),
         features,
         waist_likeness=waist_likeness_of(meta, path),
+        placement_probabilities=placement_probabilities_of(meta, path),
     )
 
 
@@ -439,6 +440,22 @@ def waist_likeness_of(meta: dict, path: str | None):
     except ValueError as exc:
         raise ModelLoadError(f"{path}: {exc}") from None
     return None if estimator is None else estimator.waist_likeness
+
+
+def placement_probabilities_of(meta: dict, path: str | None):
+    """Where each window's device seems worn, from a placement-free model's
+    metadata (``(n, 128, 9) -> (n, 3)`` probabilities of waist, thigh,
+    wrist; the core takes the waist-likeness from it too), None when the
+    model carries no estimate."""
+    from harstream.models.placement_estimate import PlacementEstimator
+
+    if meta.get("placement") != "any":
+        return None
+    try:
+        estimator = PlacementEstimator.from_metadata(meta)
+    except ValueError as exc:
+        raise ModelLoadError(f"{path}: {exc}") from None
+    return None if estimator is None else estimator.probabilities
 
 
 def _one_blas_thread() -> None:

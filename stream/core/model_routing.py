@@ -73,6 +73,10 @@ class ServedModel:
     # how like the waist gait stairs were learned on each window is, (n, 128, 9) -> (n,) in 0..1,
     # where the model can tell; None: it says nothing
     waist_likeness: Callable[[Any], Any] | None = None
+    # where each window's device seems worn, (n, 128, 9) -> (n, 3) probabilities of
+    # stream.core.placement.PLACEMENTS; when given, the core takes the waist-likeness from it
+    # (one call for both) and tracks each device's placement for the page; None: no estimate
+    placement_probabilities: Callable[[Any], Any] | None = None
     # a calibrated device's own parameters (stream.core.posture.PersonalHead), applied after
     # the shared model whose batch (``key``) its windows join; its runtime gives ``head.base`` classes
     head: PersonalHead | None = None
@@ -116,6 +120,7 @@ def personal_over(base: ServedModel, head: PersonalHead, display: Callable[[], A
         features=base.features,
         calibrated=head.calibrated,  # what the stairs gate asks: stairs it calibrated need no other evidence
         waist_likeness=base.waist_likeness,
+        placement_probabilities=base.placement_probabilities,
         head=head,
         device=head.device,
     )

@@ -37,6 +37,7 @@ import orjson
 
 from harstream.stream.core.barometer import PRESSURE_REASONS, screen_pressure
 from harstream.stream.core.errors import InputError
+from harstream.stream.core.placement import PLACEMENTS
 from harstream.stream.core.rate import RATE_HZ
 
 VERSION = 1
@@ -318,7 +319,10 @@ class Prediction:
     is served (``waist``, ``any`` or ``personal``; ``""`` from a worker that
     predates modes) and ``model`` the model's id; ``classes`` names the
     entries of ``probs`` and ``smoothed_probs``, in order (None from an older
-    worker: then they are the six ACTIVITIES).
+    worker: then they are the six ACTIVITIES). ``placement`` is where the
+    device seems worn (``waist``, ``thigh`` or ``wrist``), estimated from its
+    gait in ``any`` and ``personal`` mode; None while unsure, while still, or
+    from a worker that does not estimate it.
     """
 
     device: str
@@ -335,6 +339,7 @@ class Prediction:
     worker: str = ""
     mode: str = ""
     classes: list[str] | None = None
+    placement: str | None = None
 
 
 def encode_prediction(p: Prediction) -> list[bytes]:
@@ -346,9 +351,16 @@ def encode_prediction(p: Prediction) -> list[bytes]:
 def decode_prediction(frames: Sequence[bytes]) -> Prediction:
     body = _single_json(frames, PREDICTION_PREFIX)
     try:
-        return Prediction(**{k: body[k] for k in Prediction.__dataclass_fields__ if k in body})
+        p = Prediction(**{k: body[k] for k in Prediction.__dataclass_fields__ if k in body})
     except TypeError as exc:
         raise ProtocolError("header", f"prediction lacks fields: {exc}") from exc
+    if p.placement is not None and p.placement not in PLACEMENTS:
+        raise ProtocolError(
+            "header",
+            f"prediction of device {str(p.device)[:64]!r}: placement {str(p.placement)[:40]!r} "
+            f"is not one of {', '.join(PLACEMENTS)}",
+        )
+    return p
 
 
 # ------------------------------------------------------------- signal, stats

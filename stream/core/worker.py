@@ -73,6 +73,7 @@ from harstream.stream.core.incarnation import (
 )
 from harstream.stream.core.model_routing import ModelRouter, ServedModel, declared_placement, stats_key
 from harstream.stream.core.pipeline import WINDOW, check_samples
+from harstream.stream.core.placement import PLACEMENTS, PlacementTracker
 from harstream.stream.core.posture import N_CUES, apply_heads, posture_cues
 from harstream.stream.core.protocol import (
     HistoryUpdate,
@@ -86,7 +87,7 @@ from harstream.stream.core.protocol import (
 from harstream.stream.core.sample_buffer import SampleBuffer
 from harstream.stream.core.signal_feed import SignalFeed
 from harstream.stream.core.smoothing import DEFAULT_THRESHOLD, DEFAULT_WINDOWS, Smoother
-from harstream.stream.core.stairs import StairsEvidence, gated
+from harstream.stream.core.stairs import MOVING, StairsEvidence, gated
 from harstream.stream.core.subscriptions import Subscriptions, WatchedDevices
 from harstream.stream.core.today import DayTotals
 from harstream.stream.core.transition_direction import window_gravity
@@ -232,6 +233,7 @@ class PendingWindow:
     gravity: tuple[float, float, float] | None = None  # its newest half's gravity: the transition direction's cue
     waist_likeness: float | None = None  # how like the waist gait (the model's own score, if it gives one)
     cue: np.ndarray | None = None  # a calibrated device's posture cues (posture.posture_cues) of this window
+    placement: np.ndarray | None = None  # (3,) where the device seems worn (placement.PLACEMENTS), if estimated
 
 
 def one_model_router(classes: Sequence[str], model_id: str, config: WorkerConfig) -> ModelRouter:
@@ -280,6 +282,7 @@ class Device:
         "placement_at",
         "route_version",
         "evidence",
+        "worn",
     )
 
     def __init__(
@@ -307,6 +310,7 @@ class Device:
         self.signal = SignalFeed(config.signal_decimation, config.signal_interval, now)  # decimated raw signal
         self.ready_at: float | None = None  # when buffered samples completed a window
         self.evidence = StairsEvidence()  # its barometer, if it sends pressure: what stairs may be shown
+        self.worn = PlacementTracker()  # where it seems worn, from its moving windows (any/personal mode)
         self.restart(seq, session)
 
     def restart(self, seq: int, session: str) -> list[Piece]:
@@ -316,6 +320,7 @@ class Device:
         self.generation += 1
         if session != self.incarnation.session:  # another producer: another clock for its pressure
             self.evidence = StairsEvidence()
+            self.worn = PlacementTracker()  # and perhaps another body: its placement is learned afresh
         self.incarnation.restart(seq, session)
         self.windows = DeviceWindows(seq, self.served.context_steps)
         self.inbox.clear()
@@ -588,10 +593,17 @@ class StreamCore:
         else:
             motions = turns = results
         cues = self._posture_cues([j[0] for j in jobs], results)
-        likenesses = self._waist_likeness([j[0] for j in jobs], results)
-        for (state, _, labels, arrived, first_window, seen_before), windows, x, moved, turned, cue, likeness in zip(
-            jobs, results, inputs, motions, turns, cues, likenesses
-        ):
+        likenesses, placements = self._waist_likeness([j[0] for j in jobs], results)
+        for (
+            (state, _, labels, arrived, first_window, seen_before),
+            windows,
+            x,
+            moved,
+            turned,
+            cue,
+            likeness,
+            worn,
+        ) in zip(jobs, results, inputs, motions, turns, cues, likenesses, placements):
             if len(windows):
                 self._unproven.pop(state.name, None)  # it completed a window: a real device
             described = state.windows.describe(windows, labels, first_window, seen_before, inputs=x)
@@ -611,34 +623,56 @@ class StreamCore:
                         (float(g[0]), float(g[1]), float(g[2])),
                         like,
                         None if cue is None else cue[i],
+                        None if worn is None else worn[i],
                     )
                 )
             self.totals["windows"] += len(windows)
 
-    def _waist_likeness(self, states: list[Device], results: list[np.ndarray]) -> list[list[float | None]]:
+    def _waist_likeness(
+        self, states: list[Device], results: list[np.ndarray]
+    ) -> tuple[list[list[float | None]], list[np.ndarray | None]]:
         """Each new window's waist-likeness by its device's model, where it
-        gives one and the device's stairs are gated: one call per scoring
-        function for all its devices' windows (per device, a call costs ~10×
-        a batched window)."""
+        gives one and the device's stairs are gated, and its placement
+        estimate where the model gives one and the device is served in
+        ``any`` or ``personal`` mode (the waist-likeness is then its waist
+        column: one call for both): one call per scoring function for all its
+        devices' windows (per device, a call costs ~10× a batched window)."""
         out: list[list[float | None]] = [[None] * len(r) for r in results]
-        groups: dict[int, tuple[Callable[[Any], Any], list[int]]] = {}
+        worn: list[np.ndarray | None] = [None] * len(results)
+        groups: dict[int, tuple[Callable[[Any], Any], bool, list[int]]] = {}
         for i, (state, windows) in enumerate(zip(states, results)):
-            score = state.served.waist_likeness
-            if score is not None and len(windows) and gated(state.served.mode, state.served.classes):
-                groups.setdefault(id(score), (score, []))[1].append(i)
-        for score, idx in groups.values():
+            served = state.served
+            if not len(windows) or served.mode not in ("any", "personal"):
+                continue
+            if served.placement_probabilities is not None:
+                score, whole = served.placement_probabilities, True
+            elif served.waist_likeness is not None and gated(served.mode, served.classes):
+                score, whole = served.waist_likeness, False
+            else:
+                continue
+            groups.setdefault(id(score), (score, whole, []))[2].append(i)
+        for score, whole, idx in groups.values():
             windows = np.concatenate([results[i] for i in idx])
             try:
-                values = np.asarray(score(windows), dtype=np.float64).reshape(-1)
-                if len(values) != len(windows):
-                    raise ValueError(f"{len(values)} scores for {len(windows)} windows")
+                values = np.asarray(score(windows), dtype=np.float64)
+                values = values if whole else values.reshape(-1)
+                shape = (len(windows), len(PLACEMENTS)) if whole else (len(windows),)
+                if values.shape != shape:
+                    raise ValueError(f"scores of shape {values.shape} for {len(windows)} windows, expected {shape}")
             except Exception as exc:  # a broken score must not stop the worker: no gait evidence then
                 names = ", ".join(states[i].name for i in idx[:3])
                 self._drop("internal", f"devices {names}…: waist-likeness failed: {type(exc).__name__}: {exc}")
                 continue
             for i, part in zip(idx, np.split(values, np.cumsum([len(results[i]) for i in idx])[:-1])):
-                out[i] = [float(v) if np.isfinite(v) else None for v in part]
-        return out
+                if whole:
+                    worn[i] = part
+                    like = part[:, PLACEMENTS.index("waist")]
+                    if not gated(states[i].served.mode, states[i].served.classes):
+                        continue
+                else:
+                    like = part
+                out[i] = [float(v) if np.isfinite(v) else None for v in like]
+        return out, worn
 
     def _posture_cues(self, states: list[Device], results: list[np.ndarray]) -> list[np.ndarray | None]:
         """The posture cues of the new windows of calibrated devices (their
@@ -776,6 +810,12 @@ class StreamCore:
             else:  # the device was reset, evicted or moved to another model meanwhile: this window stands alone
                 smoothed, smoothed_probs = make_display(w.served, self.config, windows=1).update(raw)
             label = classes[int(p.argmax())]
+            worn = None
+            if state is not None and w.placement is not None:
+                # the gait says where the device is worn: moving windows only, shown while moving
+                moving = label in MOVING
+                placement = state.worn.push(w.placement[None, :], np.array([moving]))
+                worn = placement if moving else None
             if gated(w.served.mode, classes):  # stairs only on evidence (stream/core/stairs.py)
                 evidence = state.evidence if state is not None else StairsEvidence()
                 judge = evidence.judge
@@ -804,6 +844,7 @@ class StreamCore:
                     worker=self.worker_id,
                     mode=w.served.mode,
                     classes=classes,
+                    placement=worn,
                 )
             )
         self.totals["predictions"] += len(out)

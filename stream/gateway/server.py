@@ -347,6 +347,7 @@ class Gateway:
                         "model": p.model,
                         "mode": p.mode,
                         "classes": p.classes,
+                        "placement": p.placement,
                     }
                 )
             except (ProtocolError, TypeError, ValueError) as exc:  # a bad prediction must not stop the others

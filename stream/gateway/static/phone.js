@@ -36,7 +36,7 @@ function socketUrl() {
 
 const state = {
   device: deviceId(), busDevice: null, ws: null, acc: [], gyro: [], sent: 0, started: false, predictions: 0,
-  retryMs: 1000, reconnects: 0, mode: null, model: null,
+  retryMs: 1000, reconnects: 0, mode: null, model: null, worn: null,
   motionListeners: [], // calibrate.js: called with (t ms, [x, y, z] m/s²) for every acceleration reading
   onCalibration: null, // calibrate.js: called with every {type: "calibration"} answer
 };
@@ -92,15 +92,21 @@ const MODE_TEXT = {
   waist: "the waist model (phone worn at the waist, like the HAPT recordings)",
 };
 
+// Where the worker's gait estimate says the phone is worn (any/personal mode, only while walking).
+const WORN_TEXT = { waist: "waist", thigh: "thigh (pocket)", wrist: "wrist" };
+
 function showMode(msg) {
-  if (!msg.mode || (msg.mode === state.mode && msg.model === state.model)) return;
+  const worn = WORN_TEXT[msg.placement] || null;
+  if (!msg.mode || (msg.mode === state.mode && msg.model === state.model && worn === state.worn)) return;
   state.mode = msg.mode;
   state.model = msg.model;
+  state.worn = worn;
   let text = MODE_TEXT[msg.mode] || "";
   if (msg.mode === "personal" && Array.isArray(msg.classes)) {
     const postures = msg.classes.filter((c) => ["SITTING", "STANDING", "LAYING"].includes(c));
     text += postures.length ? ` (${postures.map((c) => c.toLowerCase()).join(", ")})` : " (no posture kept)";
   }
+  if (worn) text += ` · worn: ${worn} (estimated)`;
   $("mode").textContent = `mode: ${msg.mode}${text ? " — " + text : ""}`;
   $("model").textContent = msg.model || "–";
 }
