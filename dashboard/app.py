@@ -30,7 +30,7 @@ from harstream.dashboard.charts import (
     today_text,
 )
 from harstream.dashboard.feed import Subscriber
-from harstream.dashboard.state import MODE_HINTS, STALE_AFTER_S, LiveState, classes_of
+from harstream.dashboard.state import MODE_HINTS, STALE_AFTER_S, WORN_TEXT, LiveState, classes_of
 from harstream.stream.bus.addresses import output_address
 from harstream.stream.bus.auth import BusAuthError
 
@@ -154,7 +154,10 @@ def show_device(state: LiveState, devices: list[str]) -> str | None:
             f"raw {pretty(p.label)}, {p.latency_ms:.1f} ms, model `{p.model}`)"
         )
         if p.mode:
-            st.caption(f"Mode **{p.mode}**: {MODE_HINTS.get(p.mode, 'a mode this page does not know')}")
+            worn = (
+                f" · worn: **{WORN_TEXT[p.placement]}** (estimated from the gait)" if p.placement in WORN_TEXT else ""
+            )
+            st.caption(f"Mode **{p.mode}**: {MODE_HINTS.get(p.mode, 'a mode this page does not know')}{worn}")
         st.vega_lite_chart(spec=probability_chart(p.smoothed_probs or p.probs, p.probs, classes_of(p)), width="stretch")
     with right:
         accuracy = ds.rolling_accuracy()

@@ -15,7 +15,7 @@ import numpy as np
 
 from harstream.stream.core.activities import ACTIVITIES, STILL, TRANSITIONS, UNKNOWN
 
-from .state import MODE_HINTS, PREDICTED, TRANSITION, UNLABELLED, OverviewRow, display_category
+from .state import MODE_HINTS, PREDICTED, TRANSITION, UNLABELLED, WORN_TEXT, OverviewRow, display_category
 
 # Tableau 10: distinct, colour-blind friendly enough, readable on white.
 COLOURS = {
@@ -125,7 +125,7 @@ CARD_CSS = (
 .hs-ok{color:#1b7f3b;font-weight:600}.hs-bad{color:#c0392b;font-weight:600}
 .hs-badges{display:inline-flex;gap:4px;margin-left:4px}
 .hs-badge{font-size:.68rem;padding:0 5px;border-radius:6px;border:1px solid #999;color:#333;background:#fff}
-.hs-badge.any{border-color:#9c755f;color:#6b4f3f}.hs-badge.personal{border-color:#1b7f3b;color:#1b7f3b}
+.hs-badge.any{border-color:#9c755f;color:#6b4f3f}.hs-badge.worn{border-style:dashed}.hs-badge.personal{border-color:#1b7f3b;color:#1b7f3b}
 </style>
 """
 )
@@ -158,7 +158,7 @@ def overview_html(rows: Sequence[OverviewRow], stale_after: float = 5.0) -> str:
         confidence = "changing posture" if transition else f"{r.confidence:.0%} confident"
         classes = "hs-card" + (" stale" if r.age_s > stale_after else "") + (" transition" if transition else "")
         icon = ICONS.get(r.activity) or ICONS[display_category(r.activity)]
-        badges = mode_badge(r.mode)
+        badges = mode_badge(r.mode) + worn_badge(r.placement)
         cards.append(
             f'<div class="{classes}" style="--c:{c}" data-device="{html.escape(r.device)}" '
             f'data-activity="{html.escape(r.activity)}" data-lasted="{r.lasted_s:.1f}" data-mode="{html.escape(r.mode)}">'
@@ -184,6 +184,18 @@ def mode_badge(mode: str) -> str:
         return ""
     hint = MODE_HINTS.get(mode, "")
     return f'<span class="hs-badge {html.escape(mode)}" title="{html.escape(hint)}">{html.escape(mode)}</span>'
+
+
+def worn_badge(placement: str | None) -> str:
+    """The badge of where a device seems worn (empty while the worker is unsure).
+
+    >>> worn_badge("thigh")
+    '<span class="hs-badge worn" title="where its gait says it is worn (estimated)">worn: thigh (pocket)</span>'
+    """
+    if not placement:
+        return ""
+    text = WORN_TEXT.get(placement, placement)
+    return f'<span class="hs-badge worn" title="where its gait says it is worn (estimated)">worn: {html.escape(text)}</span>'
 
 
 # ------------------------------------------------------------------- device

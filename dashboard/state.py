@@ -35,6 +35,7 @@ from sklearn.metrics import confusion_matrix
 
 from harstream.stream.core.activities import ACTIVITIES, STILL, TRANSITIONS, UNKNOWN
 from harstream.stream.core.pipeline import STEP, WINDOW
+from harstream.stream.core.placement import PLACEMENTS
 from harstream.stream.core.protocol import (
     HistoryUpdate,
     Prediction,
@@ -69,6 +70,8 @@ MODE_HINTS = {
     "(calibrate this phone to tell sitting/standing/lying)",
     "personal": "calibrated on this device: the postures it was taught, moving as placement-free",
 }
+#: How a device's estimated placement (the prediction's ``placement``) is named on the page.
+WORN_TEXT = {"waist": "waist", "thigh": "thigh (pocket)", "wrist": "wrist"}
 _DIGITS = re.compile(r"(\d+)")
 
 
@@ -87,6 +90,7 @@ class OverviewRow:
     lasted_s: float = 0.0  # how long the display has shown this activity (device time)
     mode: str = ""  # how the worker serves it: waist, any, personal ("" from an older worker)
     today: dict | None = None  # minutes of the day from the final history ({"day", "minutes"}), if published
+    placement: str | None = None  # where its gait says it is worn (waist, thigh, wrist), if the worker is sure
 
 
 @dataclass
@@ -489,6 +493,7 @@ class LiveState:
                     lasted_s=s.run_seconds,
                     mode=p.mode,
                     today=s.today,
+                    placement=p.placement,
                 )
             )
         return rows
@@ -613,6 +618,8 @@ def _check_prediction(p: Prediction) -> None:
             raise ValueError("probs must be finite")
     if not isinstance(p.mode, str) or len(p.mode) > 32:
         raise ValueError("mode must be a short string")
+    if p.placement is not None and p.placement not in PLACEMENTS:
+        raise ValueError(f"placement must be one of {', '.join(PLACEMENTS)}")
     if p.classes is not None and not (
         isinstance(p.classes, list)
         and len(p.classes) == len(p.probs) <= 64

@@ -301,6 +301,36 @@ def test_the_worker_serves_the_placement_free_model_with_its_waist_likeness_for_
     assert waist_likeness_of({k: v for k, v in meta.items() if k != "placement_estimate"}, "x") is None
 
 
+@pytest.mark.parametrize("kind", ["waist", "thigh", "wrist"])
+def test_the_worker_core_publishes_where_a_simulated_walk_is_worn_with_the_shipped_estimate(kind):
+    """End to end through StreamCore (raw samples in, predictions out) on a
+    *simulated* limb: the estimate learned simulated limbs, so this checks the
+    wiring, not real pockets or watches."""
+    import json
+
+    from harstream.commands.worker import placement_probabilities_of
+    from harstream.models.artifact import ANY_MODEL, metadata_path
+    from harstream.stream.core.activities import ACTIVITIES, PLACEMENT_FREE
+    from harstream.stream.core.model_routing import ModelRouter, ServedModel
+    from harstream.stream.core.protocol import SampleBatch, encode_samples
+    from harstream.stream.core.worker import StreamCore
+
+    estimate = placement_probabilities_of(json.loads(metadata_path(ANY_MODEL).read_text()), str(ANY_MODEL))
+    anywhere = ServedModel("any", "any", "any@1", PLACEMENT_FREE, placement_probabilities=estimate)
+    core = StreamCore(ACTIVITIES, "w", router=ModelRouter(ServedModel("waist", "waist", "w", ACTIVITIES), anywhere))
+    walk = _waist_walk(40, still=0)
+    samples = walk if kind == "waist" else simulate_limb(walk, _limb(kind))
+    shown = []
+    for s in range(0, len(samples) - 50, 50):
+        batch = SampleBatch("phone:x", s, 1.7e9 + s / RATE, samples[s : s + 50].astype(np.float32))
+        core.ingest(encode_samples(batch), now=s / RATE)
+        while core.waiting:
+            _, taken = core.take_batch()
+            walking = np.tile([0.9, 0.04, 0.03, 0.03], (len(taken), 1))  # the model's part is not under test
+            shown += [p.placement for p in core.finish_batch(taken, walking, now=s / RATE)]
+    assert shown[0] is None and shown[-10:] == [kind] * 10
+
+
 @settings(max_examples=25, deadline=None)
 @given(noise=st.floats(0.0, 0.05), seed=st.integers(0, 100))
 def test_a_still_device_turns_about_no_axis_in_particular_however_quiet_its_gyroscope(noise, seed):

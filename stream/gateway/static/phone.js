@@ -106,7 +106,7 @@ function showMode(msg) {
     const postures = msg.classes.filter((c) => ["SITTING", "STANDING", "LAYING"].includes(c));
     text += postures.length ? ` (${postures.map((c) => c.toLowerCase()).join(", ")})` : " (no posture kept)";
   }
-  if (worn) text += ` · worn: ${worn} (estimated)`;
+  if (worn) text += ` · worn: ${worn}, estimated from the gait`;
   $("mode").textContent = `mode: ${msg.mode}${text ? " — " + text : ""}`;
   $("model").textContent = msg.model || "–";
 }
