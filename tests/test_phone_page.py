@@ -94,6 +94,28 @@ def test_phone_page_streams_device_motion_and_shows_predictions(running_gateway)
                     while await page.text_content("#activity") != "walking upstairs":
                         await tap.publish(p)
                         await asyncio.sleep(0.1)
+                # where the worker's gait estimate says the phone is worn shows on the mode line
+                free = ["WALKING", "WALKING_UPSTAIRS", "WALKING_DOWNSTAIRS", "STILL"]
+                worn = Prediction(
+                    device,
+                    1,
+                    1.28,
+                    3.84,
+                    "WALKING",
+                    [1, 0, 0, 0],
+                    "WALKING",
+                    [1, 0, 0, 0],
+                    "m",
+                    2.0,
+                    mode="any",
+                    classes=free,
+                    placement="thigh",
+                )
+                async with asyncio.timeout(15):
+                    while "worn: thigh (pocket)" not in await page.text_content("#mode"):
+                        await tap.publish(worn)
+                        await asyncio.sleep(0.1)
+                assert (await page.text_content("#mode")).startswith("mode: any")
                 assert await page.text_content("#error") == ""
                 await browser.close()
 
