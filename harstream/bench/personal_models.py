@@ -111,7 +111,9 @@ def run(args: argparse.Namespace) -> int:
     from harstream.models.personal import window_features
 
     # the shared model as a staged worker serves it (its feature stage: the heads' discriminant needs it)
-    shared = ServedModel("any", "any", base.model_id, PLACEMENT_FREE, base.context_steps, features=lambda x: window_features(x, base))
+    shared = ServedModel(
+        "any", "any", base.model_id, PLACEMENT_FREE, base.context_steps, features=lambda x: window_features(x, base)
+    )
     print("| models written | noticed → all serving (s) | ticks | load ms median / max | memory per model (kB) |")
     print("|---|---|---|---|---|")
     for count in args.models:
