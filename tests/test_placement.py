@@ -147,7 +147,7 @@ def shown(head, rows, turn=None) -> list[str]:
     starts = np.arange(256, len(samples) - 127, 64)  # past the filters' settling
     x = context_windows(processed, starts, BASE.context_steps)
     probs = np.asarray(BASE.model(x))
-    slots = apply_heads(probs, posture_cues(x), [head] * len(x), window_features(x))
+    slots = apply_heads(probs, posture_cues(x), [head] * len(x), window_features(x, BASE))
     return [head.classes[int(i)] for i in head.pick(slots).argmax(1)]
 
 

@@ -111,7 +111,9 @@ def run(args: argparse.Namespace) -> int:
     from harstream.models.personal import window_features
 
     # the shared model as a staged worker serves it (its feature stage: the heads' discriminant needs it)
-    shared = ServedModel("any", "any", base.model_id, PLACEMENT_FREE, base.context_steps, features=window_features)
+    shared = ServedModel(
+        "any", "any", base.model_id, PLACEMENT_FREE, base.context_steps, features=lambda x: window_features(x, base)
+    )
     print("| models written | noticed → all serving (s) | ticks | load ms median / max | memory per model (kB) |")
     print("|---|---|---|---|---|")
     for count in args.models:
@@ -164,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
-    features = window_features(windows)  # the worker has them already (the shared model's feature stage)
+    features = window_features(windows, base)  # the worker has them already (the shared model's feature stage)
 
     def once() -> float:
         t = time.perf_counter()
