@@ -381,6 +381,10 @@ class FitProcess:
 
     def __init__(self) -> None:
         self._lock = asyncio.Lock()
+        # starting and closing the child happen in different threads (a fit's
+        # thread, the event loop's): a close while a start is under way must
+        # wait for it, or it finds a process not yet started and the child outlives the gateway
+        self._guard = threading.Lock()
         self._process: Any = None
         self._conn: Any = None
         self._closed = False
@@ -409,11 +413,12 @@ class FitProcess:
             log.warning("calibration fit process not ready: %s", value[-1])
 
     def _call(self, blob: bytes, args: tuple | None) -> tuple[bool, Any]:
-        if self._closed:
-            return False, ("failed", "the gateway is closing")
-        if self._process is None or not self._process.is_alive():
-            self._start()
-        process, conn = self._process, self._conn
+        with self._guard:
+            if self._closed:
+                return False, ("failed", "the gateway is closing")
+            if self._process is None or not self._process.is_alive():
+                self._start()
+            process, conn = self._process, self._conn
         try:
             conn.send((blob, args))
             return conn.recv()
@@ -430,8 +435,9 @@ class FitProcess:
         child.close()
 
     def close(self) -> None:
-        self._closed = True
-        process, self._process = self._process, None
+        with self._guard:
+            self._closed = True
+            process, self._process = self._process, None
         if process is not None:
             process.kill()
             process.join(5)

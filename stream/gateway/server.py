@@ -200,16 +200,18 @@ class Gateway:
         for task in others:
             task.cancel()
         await asyncio.gather(*others, return_exceptions=True)
-        await self.calibrations.close()
-        if serving:
-            try:
-                async with asyncio.timeout(5):
-                    await asyncio.gather(*serving, return_exceptions=True)
-            except TimeoutError:
-                serving[0].cancel()
-        if self._socket is not None:
-            self._socket.close()
-        self._close_bus()
+        try:
+            await self.calibrations.close()
+        finally:  # whatever the fits did, the server stops and the bus is let go (a context left open hangs at exit)
+            if serving:
+                try:
+                    async with asyncio.timeout(5):
+                        await asyncio.gather(*serving, return_exceptions=True)
+                except TimeoutError:
+                    serving[0].cancel()
+            if self._socket is not None:
+                self._socket.close()
+            self._close_bus()
 
     def _close_bus(self) -> None:
         self._bus.close()
