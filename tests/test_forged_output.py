@@ -131,7 +131,9 @@ def test_only_workers_with_the_output_secret_reach_the_phones_behind_the_proxy(t
         ctx.term()
     assert sum(p["model"] == artifact.model_id for p in got) >= 5, got[:3]
     assert FORGED_MODEL not in {p["model"] for p in got}
-    assert refused["output_no_secret"] > 0 and refused["output_bad_secret"] > 0, refused
+    assert refused["output_bad_secret"] > 0, refused  # the guessed secret: refused by the ZAP handler
+    # no secret at all: libzmq reports the mechanism mismatch as a protocol error or without detail, by timing
+    assert refused["output_no_secret"] + refused["output_handshake"] > 0, refused
 
 
 def test_the_output_secret_is_made_once_and_then_read(tmp_path):
