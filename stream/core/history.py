@@ -257,7 +257,9 @@ class History:
         self._pending.pop(0)
         self._decided = state
         if self.final_until is not None:
-            start = max(start, self.final_until)  # contiguous with, never over, what is final
+            # contiguous with, never over, what is final; a boundary computed another way may land a
+            # fraction of a microsecond after it: that is float noise (the wire rounds to µs), not a gap
+            start = self.final_until if start < self.final_until + 1e-6 else start
         if end <= start:  # all of it is final already (a window after a settle)
             return []
         self.final_until = end
