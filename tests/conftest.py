@@ -9,8 +9,10 @@ import contextlib
 import os
 import shutil
 import tempfile
+import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +20,8 @@ import pytest
 import zmq
 import zmq.asyncio
 
+from harstream.stream.bus.zmq_worker import serve
+from harstream.stream.core.activities import ACTIVITIES
 from harstream.stream.core.protocol import Prediction, SampleBatch, decode_samples, encode_prediction, encode_samples
 from harstream.stream.gateway.server import Gateway, GatewayConfig
 
@@ -167,6 +171,55 @@ def running_gateway() -> Callable[..., contextlib.AbstractAsyncContextManager]:
     ``output=True`` it also subscribes to predictions ``tap.publish`` sends.
     Everything is closed on the way out, whatever the test did."""
     return _running_gateway
+
+
+@dataclass
+class ThreadWorker:
+    """A `serve` running in a thread: the addresses it bound and its stop event."""
+
+    ingest: str
+    output: str
+    stop: threading.Event
+    thread: threading.Thread
+
+
+@contextlib.contextmanager
+def worker_thread(
+    runtime=None,
+    classes=ACTIVITIES,
+    model_id: str = "none",
+    *,
+    ingest: str = "tcp://127.0.0.1:*",
+    output: str = "tcp://127.0.0.1:*",
+    ready_timeout: float = 60.0,
+    **kwargs,
+) -> Iterator[ThreadWorker]:
+    """The real ZeroMQ worker loop in a thread, on ports it picked on loopback
+    unless given ``ingest``/``output``; yields once it is ready and stops it
+    on the way out, whatever the test did. Keyword arguments go to `serve`."""
+    stop, ready, bound = threading.Event(), threading.Event(), {"ingest": ingest, "output": output}
+    kwargs.setdefault("worker_id", "w")
+    kwargs.setdefault("printer", None)
+    thread = threading.Thread(
+        target=serve,
+        daemon=True,
+        args=(runtime, classes, model_id),
+        kwargs=dict(
+            ingest=ingest,
+            output=output,
+            stop=stop,
+            on_ready=ready.set,
+            on_bound=lambda i, o: bound.update(ingest=i, output=o),
+            **kwargs,
+        ),
+    )
+    thread.start()
+    try:
+        assert ready.wait(ready_timeout), "worker did not start"
+        yield ThreadWorker(bound["ingest"], bound["output"], stop, thread)
+    finally:
+        stop.set()
+        thread.join(30)
 
 
 @pytest.fixture

@@ -10,13 +10,12 @@ import time
 
 import numpy as np
 import pytest
+from conftest import worker_thread
 from websockets.asyncio.client import connect
 
 from harstream.dashboard.feed import Subscriber
 from harstream.models.runtime import NullRuntime
 from harstream.stream.bus.auth import BusAuthError, generate_keys
-from harstream.stream.bus.zmq_worker import serve
-from harstream.stream.core.activities import ACTIVITIES
 from harstream.stream.core.worker import WorkerConfig
 from harstream.stream.gateway.server import Gateway, GatewayConfig
 
@@ -24,33 +23,8 @@ from harstream.stream.gateway.server import Gateway, GatewayConfig
 @contextlib.contextmanager
 def keyed_worker(keys):
     """A worker on loopback tcp with CURVE keys; yields its (ingest, output) addresses."""
-    stop, ready, addr = threading.Event(), threading.Event(), {}
-    worker = threading.Thread(
-        target=serve,
-        daemon=True,
-        kwargs=dict(
-            runtime=NullRuntime(6),
-            classes=ACTIVITIES,
-            model_id="none",
-            ingest="tcp://127.0.0.1:*",
-            output="tcp://127.0.0.1:*",
-            config=WorkerConfig(signal_interval=0),
-            worker_id="w",
-            stop=stop,
-            stats_every=0.1,
-            on_ready=ready.set,
-            on_bound=lambda i, o: addr.update(ingest=i, output=o),
-            printer=None,
-            keys=str(keys),
-        ),
-    )
-    worker.start()
-    assert ready.wait(30)
-    try:
-        yield addr["ingest"], addr["output"]
-    finally:
-        stop.set()
-        worker.join(10)
+    with worker_thread(NullRuntime(6), config=WorkerConfig(signal_interval=0), stats_every=0.1, keys=str(keys)) as w:
+        yield w.ingest, w.output
 
 
 def phone_seconds(seconds: float):

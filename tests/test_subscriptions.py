@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 import zmq
-from conftest import wait_for
+from conftest import wait_for, worker_thread
 
 from harstream.models.runtime import NullRuntime
 from harstream.simulator.replay import ReplayDevice, ReplaySchedule, replay
@@ -65,74 +65,55 @@ def test_a_device_unsubscribed_and_subscribed_again_starts_a_fresh_feed():
 
 def test_over_the_bus_the_worker_sends_the_signal_of_the_followed_device_only(ipc_address):
     ingest, output = ipc_address("in"), ipc_address("out")
-    stop, ready = threading.Event(), threading.Event()
-    worker = threading.Thread(
-        target=serve,
-        daemon=True,
-        kwargs=dict(
-            runtime=NullRuntime(6),
-            classes=ACTIVITIES,
-            model_id="none",
-            ingest=ingest,
-            output=output,
-            config=WorkerConfig(signal_interval=0.1),
-            worker_id="w",
-            stop=stop,
-            stats_every=0.1,
-            on_ready=ready.set,
-            printer=None,
-        ),
-    )
-    worker.start()
-    assert ready.wait(30)
-    ctx = zmq.Context()
-    sub = ctx.socket(zmq.SUB)
-    sub.setsockopt(zmq.SUBSCRIBE, b"stats/")
-    sub.setsockopt(zmq.SUBSCRIBE, b"g/dev-1/")
-    sub.connect(output)
-    rng = np.random.default_rng(0)
-    devs = [ReplayDevice(f"dev-{i}", rng.normal(0, 0.3, (1000, 6)).astype(np.float32), None) for i in range(5)]
-    stop_sim = threading.Event()
-    sim = threading.Thread(
-        target=replay,
-        daemon=True,
-        kwargs=dict(
-            schedule=ReplaySchedule(devs, chunk=10, loop=True),
-            publish=ingest,
-            speed=5,
-            stop=stop_sim,
-            wait_subscriptions=1,
-            printer=None,
-        ),
-    )
-    sim.start()
-    signals: list[Signal] = []
-    stats: list[dict] = []
+    with worker_thread(
+        NullRuntime(6), ingest=ingest, output=output, config=WorkerConfig(signal_interval=0.1), stats_every=0.1
+    ):
+        ctx = zmq.Context()
+        sub = ctx.socket(zmq.SUB)
+        sub.setsockopt(zmq.SUBSCRIBE, b"stats/")
+        sub.setsockopt(zmq.SUBSCRIBE, b"g/dev-1/")
+        sub.connect(output)
+        rng = np.random.default_rng(0)
+        devs = [ReplayDevice(f"dev-{i}", rng.normal(0, 0.3, (1000, 6)).astype(np.float32), None) for i in range(5)]
+        stop_sim = threading.Event()
+        sim = threading.Thread(
+            target=replay,
+            daemon=True,
+            kwargs=dict(
+                schedule=ReplaySchedule(devs, chunk=10, loop=True),
+                publish=ingest,
+                speed=5,
+                stop=stop_sim,
+                wait_subscriptions=1,
+                printer=None,
+            ),
+        )
+        sim.start()
+        signals: list[Signal] = []
+        stats: list[dict] = []
 
-    def read_until(enough) -> bool:
-        def step() -> bool:
-            while sub.poll(0):
-                msg = decode_output(sub.recv_multipart())
-                (signals if isinstance(msg, Signal) else stats).append(msg)
-            return enough()
+        def read_until(enough) -> bool:
+            def step() -> bool:
+                while sub.poll(0):
+                    msg = decode_output(sub.recv_multipart())
+                    (signals if isinstance(msg, Signal) else stats).append(msg)
+                return enough()
 
-        return wait_for(step, timeout=30)
+            return wait_for(step, timeout=30)
 
-    try:
-        assert read_until(lambda: len(signals) >= 10), "no signal of the followed device"
-        after = len(stats)
-        assert read_until(lambda: len(stats) >= after + 2)
-        made = stats[-1]["totals"]["signals"]
-        # every signal the worker made went to the one subscriber: dev-1's
-        assert {s.device for s in signals} == {"dev-1"}
-        assert len(signals) - 10 <= made <= len(signals) + 10
-    finally:
-        stop_sim.set()
-        sim.join(10)
-        stop.set()
-        worker.join(10)
-        sub.close(0)
-        ctx.term()
+        try:
+            assert read_until(lambda: len(signals) >= 10), "no signal of the followed device"
+            after = len(stats)
+            assert read_until(lambda: len(stats) >= after + 2)
+            made = stats[-1]["totals"]["signals"]
+            # every signal the worker made went to the one subscriber: dev-1's
+            assert {s.device for s in signals} == {"dev-1"}
+            assert len(signals) - 10 <= made <= len(signals) + 10
+        finally:
+            stop_sim.set()
+            sim.join(10)
+            sub.close(0)
+            ctx.term()
 
 
 def test_past_the_prefix_limit_every_topic_is_wanted_and_the_table_stops_growing():

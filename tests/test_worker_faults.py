@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 import zmq
-from conftest import wait_for
+from conftest import wait_for, worker_thread
 
 from harstream.models.runtime import NullRuntime
 from harstream.simulator.replay import ReplayDevice, ReplaySchedule, replay
@@ -75,55 +75,40 @@ def start_replay(devs, ingest: str, speed: float, stop: threading.Event) -> thre
 
 def test_a_stuck_subscriber_loses_its_own_output_while_others_and_stats_flow(ipc_address):
     ingest, output = ipc_address("in"), ipc_address("out")
-    stop, ready = threading.Event(), threading.Event()
-    worker = threading.Thread(
-        target=serve,
-        daemon=True,
-        kwargs=dict(
-            runtime=NullRuntime(6),
-            classes=ACTIVITIES,
-            model_id="none",
-            ingest=ingest,
-            output=output,
-            config=WorkerConfig(signal_interval=0.1),
-            worker_id="w",
-            stop=stop,
-            stats_every=0.1,
-            sndhwm=20,
-            on_ready=ready.set,
-            printer=None,
-        ),
-    )
-    worker.start()
-    assert ready.wait(30)
-    ctx = zmq.Context()
-    stuck = ctx.socket(zmq.SUB)  # subscribes to everything and never reads
-    stuck.setsockopt(zmq.RCVHWM, 10)
-    stuck.setsockopt(zmq.RCVBUF, 4096)
-    stuck.setsockopt(zmq.SUBSCRIBE, b"")
-    stuck.connect(output)
-    reader = Reader(ctx, output)
-    stop_sim = threading.Event()
-    sim = start_replay(devices(20), ingest, speed=5, stop=stop_sim)
-    try:
-        assert reader.wait(lambda r: r.stats and r.stats[-1]["drops"].get("output_hwm", 0) > 0), (
-            "the stuck subscriber never filled up"
-        )
-        seen, stats_seen = len(reader.predictions), len(reader.stats)
-        lost = reader.stats[-1]["drops"]["output_hwm"]
-        # the other subscriber goes on getting predictions and stats, which
-        # show the stuck one's losses growing
-        assert reader.wait(lambda r: len(r.predictions) >= seen + 40 and len(r.stats) >= stats_seen + 5, timeout=20)
-        assert reader.stats[-1]["drops"]["output_hwm"] > lost
-    finally:
-        stop_sim.set()
-        sim.join(10)
-        stop.set()
-        worker.join(10)
-        reader.close()
-        stuck.close(0)
-        ctx.term()
-    assert not worker.is_alive()
+    with worker_thread(
+        NullRuntime(6),
+        ingest=ingest,
+        output=output,
+        config=WorkerConfig(signal_interval=0.1),
+        stats_every=0.1,
+        sndhwm=20,
+    ) as w:
+        ctx = zmq.Context()
+        stuck = ctx.socket(zmq.SUB)  # subscribes to everything and never reads
+        stuck.setsockopt(zmq.RCVHWM, 10)
+        stuck.setsockopt(zmq.RCVBUF, 4096)
+        stuck.setsockopt(zmq.SUBSCRIBE, b"")
+        stuck.connect(output)
+        reader = Reader(ctx, output)
+        stop_sim = threading.Event()
+        sim = start_replay(devices(20), ingest, speed=5, stop=stop_sim)
+        try:
+            assert reader.wait(lambda r: r.stats and r.stats[-1]["drops"].get("output_hwm", 0) > 0), (
+                "the stuck subscriber never filled up"
+            )
+            seen, stats_seen = len(reader.predictions), len(reader.stats)
+            lost = reader.stats[-1]["drops"]["output_hwm"]
+            # the other subscriber goes on getting predictions and stats, which
+            # show the stuck one's losses growing
+            assert reader.wait(lambda r: len(r.predictions) >= seen + 40 and len(r.stats) >= stats_seen + 5, timeout=20)
+            assert reader.stats[-1]["drops"]["output_hwm"] > lost
+        finally:
+            stop_sim.set()
+            sim.join(10)
+            reader.close()
+            stuck.close(0)
+            ctx.term()
+    assert not w.thread.is_alive()
 
 
 def lost_windows(before: list[Prediction], after: list[Prediction]) -> int:
@@ -142,7 +127,15 @@ def test_a_worker_killed_and_restarted_builds_its_first_windows_from_the_replaye
     cmd = [sys.executable, "-m", "harstream", "worker", "--runtime", "none", "--stats-every", "60"]
 
     def start_worker() -> subprocess.Popen:
-        return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    def wait_bound(proc: subprocess.Popen) -> None:
+        """Until the worker logs its bound addresses (its subscription follows at once); then drain its log."""
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if "ingest" in line:
+                break
+        threading.Thread(target=proc.stderr.read, daemon=True).start()
 
     ctx = zmq.Context()
     reader = Reader(ctx, env["HARSTREAM_OUTPUT"])
@@ -158,6 +151,7 @@ def test_a_worker_killed_and_restarted_builds_its_first_windows_from_the_replaye
         first.wait(10)
         before = list(reader.predictions)
         second = start_worker()
+        wait_bound(second)
         started = time.time()  # sample times are wall-clock times at speed 1
         assert reader.wait(
             lambda r: all(sum(p.device == n for p in r.predictions[len(before) :]) >= 2 for n in names), 90
@@ -176,8 +170,8 @@ def test_a_worker_killed_and_restarted_builds_its_first_windows_from_the_replaye
         mine_before = [p for p in before if p.device == name]
         mine_after = [p for p in after if p.device == name]
         assert lost_windows(mine_before, mine_after) <= 1, name
-        # its first window holds samples published before the new worker started: the replayed tail
-        # (without it the first window starts after the worker subscribed, so after `started`)
+        # its first window holds samples published before the new worker was listening: the replayed
+        # tail (without it the first window starts after the worker subscribed, so after `started`)
         assert min(p.t_start for p in mine_after) < started, name
         # no burst of old windows: the successor's come in order, one per 64 samples
         ends = sorted(p.t_end for p in mine_after)
@@ -204,64 +198,42 @@ def test_with_curve_keys_only_a_keyed_producer_reaches_the_worker(tmp_path):
     stranger = tmp_path / "stranger"  # a well-formed key folder the worker does not trust
     generate_keys(stranger)
     (stranger / "bus.key").write_bytes((keys / "bus.key").read_bytes())
-    stop, ready, addr = threading.Event(), threading.Event(), {}
-    worker = threading.Thread(
-        target=serve,
-        daemon=True,
-        kwargs=dict(
-            runtime=NullRuntime(6),
-            classes=ACTIVITIES,
-            model_id="none",
-            ingest="tcp://127.0.0.1:*",
-            output="tcp://127.0.0.1:*",
-            worker_id="w",
-            stop=stop,
-            stats_every=0.1,
-            on_ready=ready.set,
-            on_bound=lambda i, o: addr.update(ingest=i, output=o),
-            printer=None,
-            keys=str(keys),
-        ),
-    )
-    worker.start()
-    assert ready.wait(30)
-    from harstream.stream.bus.auth import secure
+    with worker_thread(NullRuntime(6), stats_every=0.1, keys=str(keys)) as w:
+        from harstream.stream.bus.auth import secure
 
-    ctx = zmq.Context()
-    out = ctx.socket(zmq.SUB)
-    out.setsockopt(zmq.SUBSCRIBE, b"p/")
-    secure(out, addr["output"], "connect", keys)
-    out.connect(addr["output"])
-    stop_sims = threading.Event()
-    sims = []
-    for name, folder in (("keyed", keys), ("stranger", stranger), ("open", None)):
-        dev = ReplayDevice(name, np.random.default_rng(0).normal(0, 0.3, (400, 6)).astype(np.float32), None)
-        sim = threading.Thread(
-            target=replay,
-            daemon=True,
-            kwargs=dict(
-                schedule=ReplaySchedule([dev], chunk=10, loop=True),
-                publish=addr["ingest"],
-                speed=4,
-                stop=stop_sims,
-                printer=None,
-                keys=None if folder is None else str(folder),
-            ),
-        )
-        sim.start()
-        sims.append(sim)
-    seen: set[str] = set()
-    try:
-        deadline = time.monotonic() + 8
-        while time.monotonic() < deadline:
-            if out.poll(100):
-                seen.add(decode_output(out.recv_multipart()).device)
-    finally:
-        stop_sims.set()
-        for sim in sims:
-            sim.join(10)
-        stop.set()
-        worker.join(10)
-        out.close(0)
-        ctx.term()
-    assert seen == {"keyed"}
+        ctx = zmq.Context()
+        out = ctx.socket(zmq.SUB)
+        out.setsockopt(zmq.SUBSCRIBE, b"p/")
+        secure(out, w.output, "connect", keys)
+        out.connect(w.output)
+        stop_sims = threading.Event()
+        sims = []
+        for name, folder in (("keyed", keys), ("stranger", stranger), ("open", None)):
+            dev = ReplayDevice(name, np.random.default_rng(0).normal(0, 0.3, (400, 6)).astype(np.float32), None)
+            sim = threading.Thread(
+                target=replay,
+                daemon=True,
+                kwargs=dict(
+                    schedule=ReplaySchedule([dev], chunk=10, loop=True),
+                    publish=w.ingest,
+                    speed=4,
+                    stop=stop_sims,
+                    printer=None,
+                    keys=None if folder is None else str(folder),
+                ),
+            )
+            sim.start()
+            sims.append(sim)
+        seen: set[str] = set()
+        try:
+            deadline = time.monotonic() + 8
+            while time.monotonic() < deadline:
+                if out.poll(100):
+                    seen.add(decode_output(out.recv_multipart()).device)
+        finally:
+            stop_sims.set()
+            for sim in sims:
+                sim.join(10)
+            out.close(0)
+            ctx.term()
+        assert seen == {"keyed"}
