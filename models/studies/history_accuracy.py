@@ -50,7 +50,10 @@ GRID = {
     "lag": (1, 2),
     "method": ("marginal", "viterbi"),
     "stay": (0.0, 4.0, 20.0),
-    "power": (0.5, 0.75, 1.0),
+    "power": (0.5, 1.0),
+    "carry": ("soft", "hard"),
+    "min_windows": (1, 3, 5, 8),
+    "confirm": (0, 1, 2),
 }
 #: The history's goals (issue: the final history, per sample; its changes per true change).
 GOALS = {"sample_accuracy": 0.96, "changes_per_true_change": 1.2, "final_within_s": 3.0}
@@ -139,10 +142,105 @@ def tuning_params() -> DecoderParams:
     return params_for(label_statistics(target, with_validation=False), target.classes, knobs)
 
 
+#: The choice. Both goals at once: a setting must keep the history >= 96 % per sample. (First
+#: written without that condition in its first branch, it picked a lag-1 setting at 1.15 changes
+#: and 67 % per sample on validation, which breaks the accuracy goal; the issue asks for <= 1.2
+#: "while staying >= 96 %".)
+RULE = (
+    "among settings with >= 96 % per sample and <= 1.2 activity changes (transitions joined, as the "
+    "truth's) per true change on the validation subjects, the most accurate; if none, the fewest such "
+    "changes among settings >= 96 % per sample (ties: the more accurate); if none, the most accurate"
+)
+
+
+def choose_by_rule(results: Sequence[dict]) -> dict:
+    """The setting :data:`RULE` picks from grid rows with ``sample_accuracy`` and
+    ``activity_changes_per_true_change``.
+
+    >>> rows = [{"sample_accuracy": 0.97, "activity_changes_per_true_change": 1.9},
+    ...         {"sample_accuracy": 0.961, "activity_changes_per_true_change": 1.7},
+    ...         {"sample_accuracy": 0.67, "activity_changes_per_true_change": 1.1}]
+    >>> choose_by_rule(rows)["activity_changes_per_true_change"]    # none both: fewest changes at >= 96 %
+    1.7
+    >>> choose_by_rule(rows + [{"sample_accuracy": 0.962, "activity_changes_per_true_change": 1.2}])["sample_accuracy"]
+    0.962
+    """
+    changes = "activity_changes_per_true_change"
+    accurate = [r for r in results if r["sample_accuracy"] >= GOALS["sample_accuracy"]]
+    both = [r for r in accurate if r[changes] <= GOALS["changes_per_true_change"]]
+    if both:
+        return max(both, key=lambda r: (r["sample_accuracy"], -r[changes]))
+    if accurate:
+        return min(accurate, key=lambda r: (r[changes], -r["sample_accuracy"]))
+    return max(results, key=lambda r: (r["sample_accuracy"], -r[changes]))
+
+
+def inserted_changes(params: DecoderParams, settings: HistorySettings, sessions: Sequence[tuple]) -> dict:
+    """Where the history's changes beyond the true ones are: every stretch
+    the history shows one activity (transition states and nothing dropped and
+    joined over, as the changes are counted) that is not a true bout of that
+    activity (no more than half of its labelled samples are that activity),
+    by where it lies (before the session's first labelled sample, after its
+    last, in an unlabelled or transition gap between activities, or over a
+    labelled activity), by class pair, duration and subject; and the changes
+    the history shows counted on the labelled samples only."""
+    from harstream.models.live_scoring import true_changes
+
+    classes = list(params.classes)
+    kinds: dict[str, dict] = {}
+    changes = changes_labelled = truth_changes = 0
+    for rec, probs in sessions:
+        n = len(rec.samples)
+        shown = shown_from_pieces(n, offline_pieces(params, settings, probs), 0.0, classes)
+        truth = truth_labels(rec.labels, classes)
+        labelled = (truth >= 1) & (truth <= len(classes))
+        changes += activity_changes(shown)
+        changes_labelled += activity_changes(np.where(labelled, shown, NOTHING))
+        truth_changes += true_changes(truth)
+        first, last = np.flatnonzero(labelled)[[0, -1]]
+        at = np.flatnonzero(shown >= 0)
+        edges = np.flatnonzero(np.diff(shown[at]) != 0) + 1
+        for a, b in zip(np.r_[0, edges], np.r_[edges, len(at)]):
+            code, start, end = int(shown[at[a]]), int(at[a]), int(at[b - 1]) + 1
+            under = truth[start:end][labelled[start:end]] - 1
+            if len(under) and np.sum(under == code) * 2 >= len(under):
+                continue  # a true bout of what it shows
+            if len(under):
+                kind = "over a labelled activity"
+                values, counts = np.unique(under, return_counts=True)
+                pair = f"{classes[int(values[counts.argmax()])]} shown as {classes[code]}"
+            else:
+                kind = "before the first label" if end <= first else "after the last label" if start > last else "in a gap"
+                pair = classes[code]
+            k = kinds.setdefault(kind, {"stretches": 0, "seconds": [], "shown": {}, "subjects": {}})
+            k["stretches"] += 1
+            k["seconds"].append((end - start) / RATE)
+            k["shown"][pair] = k["shown"].get(pair, 0) + 1
+            k["subjects"][str(rec.subject)] = k["subjects"].get(str(rec.subject), 0) + 1
+    for k in kinds.values():
+        seconds = np.asarray(k.pop("seconds"))
+        k["seconds"] = {
+            "median": round(float(np.median(seconds)), 2),
+            "shortest": round(float(seconds.min()), 2),
+            "longest": round(float(seconds.max()), 2),
+            "at_most_2.56": int(np.sum(seconds <= 2.56 + 1e-9)),
+            "at_most_6.4": int(np.sum(seconds <= 6.4 + 1e-9)),
+        }
+        k["shown"] = dict(sorted(k["shown"].items(), key=lambda kv: -kv[1]))
+    return {
+        "settings": {k: getattr(settings, k) for k in GRID},
+        "activity_changes": changes,
+        "activity_changes_on_labelled_samples_only": changes_labelled,
+        "true_changes": truth_changes,
+        "by_where": kinds,
+    }
+
+
 def choose(progress: bool = True) -> dict:
     """Score every setting of :data:`GRID` on the validation subjects; the
-    choice: the most accurate per sample among those with at most 1.2 changes
-    per true change (if none, the most accurate)."""
+    choice by :data:`RULE`; where the chosen setting's extra changes are
+    (:func:`inserted_changes`), and the same for the setting chosen before
+    (plain lattice, no confirmation)."""
     from .decoder_tuning import validation_probabilities, waist_target
 
     params = tuning_params()
@@ -150,21 +248,24 @@ def choose(progress: bool = True) -> dict:
     results: list[dict] = []
     for values in itertools.product(*GRID.values()):
         knobs = dict(zip(GRID, values))
+        if knobs["confirm"] > knobs["lag"]:
+            continue  # confirmation looks no further than the look-ahead: the same as confirm = lag
         r = score_offline(params, HistorySettings(**knobs), validation)
         keep = ("sample_accuracy", "changes_per_true_change", "activity_changes_per_true_change")
         figures = {k: round(float(r[k]), 4) for k in keep}
         results.append({**knobs, **figures})
         if progress:
             print(knobs, figures, flush=True)
-    ok = [r for r in results if r["activity_changes_per_true_change"] <= GOALS["changes_per_true_change"]]
-    best = max(ok or results, key=lambda r: (r["sample_accuracy"], -r["activity_changes_per_true_change"]))
+    best = choose_by_rule(results)
     from ..dataset import VALIDATION_SUBJECTS
 
     return {
         "chosen": {k: best[k] for k in GRID},
         "validation": {k: best[k] for k in keep},
-        "rule": "most accurate per sample among settings with <= 1.2 activity changes (transitions joined, as the "
-        "truth's) per true change on the validation subjects (if none, the most accurate)",
+        "rule": RULE,
+        "inserted_changes": inserted_changes(params, HistorySettings(**{k: best[k] for k in GRID}), validation),
+        "inserted_changes_before": inserted_changes(params, PREVIOUS, validation),
+        "pareto": pareto(results),
         "validation_subjects": list(VALIDATION_SUBJECTS),
         "decoder_parameters": "shipped knobs over transitions and out-of-fold emission of the fit subjects only",
         "grid": results,
