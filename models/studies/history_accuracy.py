@@ -153,6 +153,25 @@ RULE = (
 )
 
 
+#: The setting chosen before bouts had a minimum length (the plain lattice).
+PREVIOUS = HistorySettings(lag=2, method="marginal", stay=4.0, power=0.5, carry="soft", min_windows=1, confirm=0)
+
+
+def pareto(results: Sequence[dict]) -> list[dict]:
+    """The grid rows no other row beats on both accuracy and changes, most accurate first.
+
+    >>> pareto([{"sample_accuracy": 0.9, "activity_changes_per_true_change": 2},
+    ...         {"sample_accuracy": 0.8, "activity_changes_per_true_change": 3},
+    ...         {"sample_accuracy": 0.7, "activity_changes_per_true_change": 1}])
+    [{'sample_accuracy': 0.9, 'activity_changes_per_true_change': 2}, {'sample_accuracy': 0.7, 'activity_changes_per_true_change': 1}]
+    """
+    front: list[dict] = []
+    for r in sorted(results, key=lambda r: (-r["sample_accuracy"], r["activity_changes_per_true_change"])):
+        if not front or r["activity_changes_per_true_change"] < front[-1]["activity_changes_per_true_change"]:
+            front.append(r)
+    return front
+
+
 def choose_by_rule(results: Sequence[dict]) -> dict:
     """The setting :data:`RULE` picks from grid rows with ``sample_accuracy`` and
     ``activity_changes_per_true_change``.
@@ -210,7 +229,9 @@ def inserted_changes(params: DecoderParams, settings: HistorySettings, sessions:
                 values, counts = np.unique(under, return_counts=True)
                 pair = f"{classes[int(values[counts.argmax()])]} shown as {classes[code]}"
             else:
-                kind = "before the first label" if end <= first else "after the last label" if start > last else "in a gap"
+                kind = (
+                    "before the first label" if end <= first else "after the last label" if start > last else "in a gap"
+                )
                 pair = classes[code]
             k = kinds.setdefault(kind, {"stretches": 0, "seconds": [], "shown": {}, "subjects": {}})
             k["stretches"] += 1
