@@ -12,6 +12,12 @@ events)::
 
     python -m harstream.models.studies.history_accuracy choose
 
+The record (``docs/reports/history_choice.json``) also says where the chosen
+setting's changes beyond the true ones are (:func:`inserted_changes`: before
+a session's first label, after its last, in unlabelled gaps, over labelled
+activities; by what was shown, how long, which subject) and keeps the grid's
+Pareto front of accuracy against changes (:func:`pareto`).
+
 As published: ``harstream simulate --wait 1`` replays the 19 held-out
 sessions at 50 Hz into ``harstream worker``; :func:`collect` (``collect``
 subcommand) subscribes to its output and writes every history message and
@@ -46,7 +52,7 @@ from ..live_scoring import NOTHING, SessionReplay, display_code, display_timelin
 
 RATE = 50
 REPORTS = Path(__file__).resolve().parent.parent.parent / "docs" / "reports"
-GRID = {
+GRID: dict[str, tuple] = {
     "lag": (1, 2),
     "method": ("marginal", "viterbi"),
     "stay": (0.0, 4.0, 20.0),
@@ -268,7 +274,7 @@ def choose(progress: bool = True) -> dict:
     validation = validation_probabilities(waist_target(), progress)
     results: list[dict] = []
     for values in itertools.product(*GRID.values()):
-        knobs = dict(zip(GRID, values))
+        knobs: dict = dict(zip(GRID, values))
         if knobs["confirm"] > knobs["lag"]:
             continue  # confirmation looks no further than the look-ahead: the same as confirm = lag
         r = score_offline(params, HistorySettings(**knobs), validation)

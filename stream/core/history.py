@@ -7,6 +7,17 @@ states, transition matrix and emission) with ``lag`` windows of look-ahead,
 given the state already decided for the window before. With lag 2 a window
 is final 2.56 s after it ends (two more 1.28 s hops).
 
+Two things keep a short bout out of the history. Bouts have a minimum length
+(``min_windows``): each activity state of the lattice becomes a chain of that
+many states, so a bout once entered lasts that long in the model (a
+duration-expanded, semi-Markov-like lattice; transition states keep one
+window). And a change from one activity to another is made final only when
+the look-ahead agrees (``confirm``): if the next windows, decoded without the
+minimum length, are not all in the new activity, the bout before goes on
+(a bout shorter than the look-ahead, walking-stairs-walking within 2.56 s,
+is merged into the one before it while it is still provisional). Neither
+waits for more windows than the lag.
+
 A window stands for the middle half of its samples (a window is about its
 middle): its piece of time runs from the end of the previous piece to 96 of
 its 128 samples. The first window of a run also takes its first quarter, the
