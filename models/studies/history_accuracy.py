@@ -299,6 +299,42 @@ def choose(progress: bool = True) -> dict:
     }
 
 
+def lying_motion(sessions: Sequence[tuple]) -> dict:
+    """Body motion (:func:`~harstream.stream.core.decoder.window_motion`, g) of the
+    windows the classifier calls LAYING: those inside a labelled lying bout,
+    and those wholly before a session's first label or after its last (the
+    phone handled before and after the protocol). A cue the history does not
+    use yet (it takes no motion)."""
+    from harstream.models.live_scoring import session_windows
+    from harstream.stream.core.decoder import window_motion
+
+    groups: dict[str, list[float]] = {"labelled lying": [], "before the first / after the last label": []}
+    laying = list(ACTIVITIES).index("LAYING")
+    for rec, probs in sessions:
+        motion = window_motion(session_windows(rec.samples))
+        labels = rec.labels
+        known = np.flatnonzero((labels >= 1) & (labels <= 12))
+        for j in range(min(len(motion), len(probs))):
+            if int(np.argmax(probs[j])) != laying:
+                continue
+            span = labels[STEP * j : STEP * j + WINDOW]
+            if np.all(span == laying + 1):
+                groups["labelled lying"].append(float(motion[j]))
+            elif STEP * j + WINDOW <= known[0] or STEP * j >= known[-1]:
+                groups["before the first / after the last label"].append(float(motion[j]))
+    out: dict = {}
+    for name, values in groups.items():
+        v = np.asarray(values)
+        out[name] = {
+            "windows": len(v),
+            "median_g": round(float(np.median(v)), 4),
+            "p10_g": round(float(np.percentile(v, 10)), 4),
+            "p90_g": round(float(np.percentile(v, 90)), 4),
+            "share_above_0.05_g": round(float(np.mean(v > 0.05)), 3),
+        }
+    return out
+
+
 # ----------------------------------------------------------------- as published
 
 
@@ -452,6 +488,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="the final history: choose on validation, score as published")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("choose", help="score the knob grid on the validation subjects")
+    sub.add_parser("motion", help="body motion of LAYING windows, lying vs the phone handled (validation subjects)")
     c = sub.add_parser("collect", help="record a worker's published history and predictions")
     c.add_argument("--subscribe", default="tcp://127.0.0.1:5556")
     c.add_argument("--out", type=Path, required=True)
@@ -464,6 +501,12 @@ def main(argv: list[str] | None = None) -> int:
         record = choose()
         (REPORTS / "history_choice.json").write_text(json.dumps(record, indent=2) + "\n")
         print(json.dumps({k: v for k, v in record.items() if k != "grid"}, indent=2))
+    elif args.command == "motion":
+        from .decoder_tuning import validation_probabilities, waist_target
+
+        record = lying_motion(validation_probabilities(waist_target(), False))
+        (REPORTS / "history_motion.json").write_text(json.dumps(record, indent=2) + "\n")
+        print(json.dumps(record, indent=2))
     elif args.command == "collect":
         print(f"collected {collect(args.subscribe, args.out, args.idle)} messages", file=sys.stderr)
     else:
