@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from harstream.stream.core.activities import ACTIVITIES, PLACEMENT_FREE
 from harstream.stream.core.decoder import DecoderParams
-from harstream.stream.core.history import History, HistorySettings, Piece, merge_pieces
+from harstream.stream.core.history import History, HistorySettings, Piece, duration_lattice, merge_pieces
 from harstream.stream.core.protocol import SampleBatch, encode_samples
 from harstream.stream.core.today import DayTotals
 from harstream.stream.core.worker import StreamCore, WorkerConfig
@@ -47,8 +47,11 @@ def assert_tiles(pieces: list[Piece]) -> None:
         assert b.start < b.end
 
 
-def test_a_long_bout_is_published_in_final_pieces_as_it_settles():
-    h = History(PARAMS, HistorySettings(lag=2))
+@pytest.mark.parametrize(
+    "knobs", [{}, {"confirm": 2}, {"min_windows": 5, "carry": "hard"}, {"min_windows": 8, "confirm": 1}]
+)
+def test_a_long_bout_is_published_in_final_pieces_as_it_settles(knobs):
+    h = History(PARAMS, HistorySettings(lag=2, **knobs))
     probs = [[0.9, 0.1]] * 20
     got = []
     for j in range(20):
@@ -78,6 +81,61 @@ def test_a_change_is_found_with_look_ahead_and_one_odd_window_is_smoothed_away()
     merged = merge_pieces(finals(push_all(h, probs)) + h.settle())
     assert [p.label for p in merged] == ["A", "B"]
     assert merged[1].start == pytest.approx(window(15)[0] + 32 / 50, abs=HOP)
+
+
+STRONG = {"A": [0.98, 0.01, 0.01], "B": [0.01, 0.98, 0.01], "C": [0.01, 0.01, 0.98]}
+PARAMS3 = DecoderParams.uniform(["A", "B", "C"], stay=0.9)
+
+
+def history_of(settings: HistorySettings, labels: str) -> list[tuple[str, int]]:
+    """The merged final history of windows whose strong evidence spells ``labels``: (label, windows)."""
+    h = History(PARAMS3, settings)
+    out = finals(push_all(h, [STRONG[c] for c in labels])) + h.settle()
+    return [(p.label, round((p.end - p.start) / HOP)) for p in merge_pieces(out)]
+
+
+def test_without_confirmation_a_two_window_bout_is_shown():
+    """The control for the next test: the plain lattice shows the short bout."""
+    settings = HistorySettings(lag=2, stay=0.0, power=1.0, confirm=0)
+    assert [label for label, _ in history_of(settings, "AAAAAABBAAAAAA")] == ["A", "B", "A"]
+
+
+def test_a_bout_shorter_than_the_look_ahead_is_merged_into_the_bout_before():
+    settings = HistorySettings(lag=2, stay=0.0, power=1.0, confirm=2)
+    assert [label for label, _ in history_of(settings, "AAAAAABBAAAAAA")] == ["A"]
+    assert [label for label, _ in history_of(settings, "AAAAAABBCCCCCC")] == ["A", "C"]  # one change, not two
+
+
+def test_a_change_the_look_ahead_confirms_is_made_final_where_it_happened():
+    plain = history_of(HistorySettings(lag=2, stay=0.0, power=1.0, confirm=0), "AAAAAABBBCCCCC")
+    confirmed = history_of(HistorySettings(lag=2, stay=0.0, power=1.0, confirm=2), "AAAAAABBBCCCCC")
+    assert confirmed == plain and [label for label, _ in plain] == ["A", "B", "C"]
+
+
+def test_a_confirmed_change_is_final_as_soon_as_without_confirmation():
+    """Confirmation looks only at windows already there: window j is final when window j + lag arrives."""
+    h = History(PARAMS3, HistorySettings(lag=2, confirm=2, min_windows=3))
+    for j, c in enumerate("AAAABBBBBB"):
+        new = finals(h.push(j, *window(j), STRONG[c]))
+        assert [p.end for p in new] == ([] if j < 2 else [pytest.approx(window(j - 2)[0] + 96 / 50)])
+
+
+def test_the_duration_lattice_keeps_a_bout_at_least_its_minimum():
+    matrix, initial, base = duration_lattice(PARAMS3.matrix, PARAMS3.initial, [1, 3, 2])
+    assert np.allclose(matrix.sum(axis=1), 1.0) and initial.sum() == pytest.approx(1.0)
+    for state, minimum in ((1, 3), (2, 2)):
+        entry = np.flatnonzero(base == state)[0]
+        here = np.eye(len(base))[entry]
+        for _ in range(minimum - 1):  # the steps after entering: still in the bout, surely
+            here = here @ matrix
+            assert here[base == state].sum() == pytest.approx(1.0)
+        assert (here @ matrix)[base == state].sum() < 1.0  # then it may end
+
+
+@pytest.mark.parametrize("knobs", [{"confirm": 3}, {"min_windows": 0}, {"min_windows": 9}, {"confirm": -1}])
+def test_impossible_duration_knobs_are_refused(knobs):
+    with pytest.raises(ValueError, match="history"):
+        HistorySettings(**knobs)
 
 
 def test_duplicate_and_late_windows_are_refused_and_change_nothing():
@@ -125,11 +183,17 @@ def test_a_window_after_a_settle_never_covers_what_is_final():
     shift=st.lists(st.floats(-3.0, 3.0), min_size=80, max_size=80),
     settle_at=st.sets(st.integers(0, 79), max_size=5),
     lag=st.integers(0, 2),
+    min_windows=st.sampled_from([1, 3, 8]),
+    confirm=st.integers(0, 2),
+    carry=st.sampled_from(["soft", "hard"]),
 )
-def test_no_order_of_windows_makes_two_final_pieces_for_one_stretch(order, shift, settle_at, lag):
+def test_no_order_of_windows_makes_two_final_pieces_for_one_stretch(
+    order, shift, settle_at, lag, min_windows, confirm, carry
+):
     """Duplicates, windows out of order, times that jump back or forth,
     settles anywhere: final pieces still never overlap and run forward."""
-    h = History(DecoderParams.uniform(ACTIVITIES[:3], stay=0.8), HistorySettings(lag=lag))
+    knobs = HistorySettings(lag=lag, min_windows=min_windows, confirm=confirm, carry=carry)
+    h = History(DecoderParams.uniform(ACTIVITIES[:3], stay=0.8), knobs)
     rng = np.random.default_rng(len(order))
     out: list[Piece] = []
     for k, j in enumerate(order):

@@ -12,6 +12,12 @@ events)::
 
     python -m harstream.models.studies.history_accuracy choose
 
+The record (``docs/reports/history_choice.json``) also says where the chosen
+setting's changes beyond the true ones are (:func:`inserted_changes`: before
+a session's first label, after its last, in unlabelled gaps, over labelled
+activities; by what was shown, how long, which subject) and keeps the grid's
+Pareto front of accuracy against changes (:func:`pareto`).
+
 As published: ``harstream simulate --wait 1`` replays the 19 held-out
 sessions at 50 Hz into ``harstream worker``; :func:`collect` (``collect``
 subcommand) subscribes to its output and writes every history message and
@@ -46,11 +52,14 @@ from ..live_scoring import NOTHING, SessionReplay, display_code, display_timelin
 
 RATE = 50
 REPORTS = Path(__file__).resolve().parent.parent.parent / "docs" / "reports"
-GRID = {
+GRID: dict[str, tuple] = {
     "lag": (1, 2),
     "method": ("marginal", "viterbi"),
     "stay": (0.0, 4.0, 20.0),
-    "power": (0.5, 0.75, 1.0),
+    "power": (0.5, 1.0),
+    "carry": ("soft", "hard"),
+    "min_windows": (1, 3, 5, 8),
+    "confirm": (0, 1, 2),
 }
 #: The history's goals (issue: the final history, per sample; its changes per true change).
 GOALS = {"sample_accuracy": 0.96, "changes_per_true_change": 1.2, "final_within_s": 3.0}
@@ -139,36 +148,191 @@ def tuning_params() -> DecoderParams:
     return params_for(label_statistics(target, with_validation=False), target.classes, knobs)
 
 
+#: The choice. Both goals at once: a setting must keep the history >= 96 % per sample. (First
+#: written without that condition in its first branch, it picked a lag-1 setting at 1.15 changes
+#: and 67 % per sample on validation, which breaks the accuracy goal; the issue asks for <= 1.2
+#: "while staying >= 96 %".)
+RULE = (
+    "among settings with >= 96 % per sample and <= 1.2 activity changes (transitions joined, as the "
+    "truth's) per true change on the validation subjects, the most accurate; if none, the fewest such "
+    "changes among settings >= 96 % per sample (ties: the more accurate); if none, the most accurate"
+)
+
+
+#: The setting chosen before bouts had a minimum length (the plain lattice).
+PREVIOUS = HistorySettings(lag=2, method="marginal", stay=4.0, power=0.5, carry="soft", min_windows=1, confirm=0)
+
+
+def pareto(results: Sequence[dict]) -> list[dict]:
+    """The grid rows no other row beats on both accuracy and changes, most accurate first.
+
+    >>> pareto([{"sample_accuracy": 0.9, "activity_changes_per_true_change": 2},
+    ...         {"sample_accuracy": 0.8, "activity_changes_per_true_change": 3},
+    ...         {"sample_accuracy": 0.7, "activity_changes_per_true_change": 1}])
+    [{'sample_accuracy': 0.9, 'activity_changes_per_true_change': 2}, {'sample_accuracy': 0.7, 'activity_changes_per_true_change': 1}]
+    """
+    front: list[dict] = []
+    for r in sorted(results, key=lambda r: (-r["sample_accuracy"], r["activity_changes_per_true_change"])):
+        if not front or r["activity_changes_per_true_change"] < front[-1]["activity_changes_per_true_change"]:
+            front.append(r)
+    return front
+
+
+def choose_by_rule(results: Sequence[dict]) -> dict:
+    """The setting :data:`RULE` picks from grid rows with ``sample_accuracy`` and
+    ``activity_changes_per_true_change``.
+
+    >>> rows = [{"sample_accuracy": 0.97, "activity_changes_per_true_change": 1.9},
+    ...         {"sample_accuracy": 0.961, "activity_changes_per_true_change": 1.7},
+    ...         {"sample_accuracy": 0.67, "activity_changes_per_true_change": 1.1}]
+    >>> choose_by_rule(rows)["activity_changes_per_true_change"]    # none both: fewest changes at >= 96 %
+    1.7
+    >>> choose_by_rule(rows + [{"sample_accuracy": 0.962, "activity_changes_per_true_change": 1.2}])["sample_accuracy"]
+    0.962
+    """
+    changes = "activity_changes_per_true_change"
+    accurate = [r for r in results if r["sample_accuracy"] >= GOALS["sample_accuracy"]]
+    both = [r for r in accurate if r[changes] <= GOALS["changes_per_true_change"]]
+    if both:
+        return max(both, key=lambda r: (r["sample_accuracy"], -r[changes]))
+    if accurate:
+        return min(accurate, key=lambda r: (r[changes], -r["sample_accuracy"]))
+    return max(results, key=lambda r: (r["sample_accuracy"], -r[changes]))
+
+
+def inserted_changes(params: DecoderParams, settings: HistorySettings, sessions: Sequence[tuple]) -> dict:
+    """Where the history's changes beyond the true ones are: every stretch
+    the history shows one activity (transition states and nothing dropped and
+    joined over, as the changes are counted) that is not a true bout of that
+    activity (no more than half of its labelled samples are that activity),
+    by where it lies (before the session's first labelled sample, after its
+    last, in an unlabelled or transition gap between activities, or over a
+    labelled activity), by class pair, duration and subject; and the changes
+    the history shows counted on the labelled samples only."""
+    from harstream.models.live_scoring import true_changes
+
+    classes = list(params.classes)
+    kinds: dict[str, dict] = {}
+    changes = changes_labelled = truth_changes = 0
+    for rec, probs in sessions:
+        n = len(rec.samples)
+        shown = shown_from_pieces(n, offline_pieces(params, settings, probs), 0.0, classes)
+        truth = truth_labels(rec.labels, classes)
+        labelled = (truth >= 1) & (truth <= len(classes))
+        changes += activity_changes(shown)
+        changes_labelled += activity_changes(np.where(labelled, shown, NOTHING))
+        truth_changes += true_changes(truth)
+        first, last = np.flatnonzero(labelled)[[0, -1]]
+        at = np.flatnonzero(shown >= 0)
+        edges = np.flatnonzero(np.diff(shown[at]) != 0) + 1
+        for a, b in zip(np.r_[0, edges], np.r_[edges, len(at)]):
+            code, start, end = int(shown[at[a]]), int(at[a]), int(at[b - 1]) + 1
+            under = truth[start:end][labelled[start:end]] - 1
+            if len(under) and np.sum(under == code) * 2 >= len(under):
+                continue  # a true bout of what it shows
+            if len(under):
+                kind = "over a labelled activity"
+                values, counts = np.unique(under, return_counts=True)
+                pair = f"{classes[int(values[counts.argmax()])]} shown as {classes[code]}"
+            else:
+                kind = (
+                    "before the first label" if end <= first else "after the last label" if start > last else "in a gap"
+                )
+                pair = classes[code]
+            k = kinds.setdefault(kind, {"stretches": 0, "seconds": [], "shown": {}, "subjects": {}})
+            k["stretches"] += 1
+            k["seconds"].append((end - start) / RATE)
+            k["shown"][pair] = k["shown"].get(pair, 0) + 1
+            k["subjects"][str(rec.subject)] = k["subjects"].get(str(rec.subject), 0) + 1
+    for k in kinds.values():
+        seconds = np.asarray(k.pop("seconds"))
+        k["seconds"] = {
+            "median": round(float(np.median(seconds)), 2),
+            "shortest": round(float(seconds.min()), 2),
+            "longest": round(float(seconds.max()), 2),
+            "at_most_2.56": int(np.sum(seconds <= 2.56 + 1e-9)),
+            "at_most_6.4": int(np.sum(seconds <= 6.4 + 1e-9)),
+        }
+        k["shown"] = dict(sorted(k["shown"].items(), key=lambda kv: -kv[1]))
+    return {
+        "settings": {k: getattr(settings, k) for k in GRID},
+        "activity_changes": changes,
+        "activity_changes_on_labelled_samples_only": changes_labelled,
+        "true_changes": truth_changes,
+        "by_where": kinds,
+    }
+
+
 def choose(progress: bool = True) -> dict:
     """Score every setting of :data:`GRID` on the validation subjects; the
-    choice: the most accurate per sample among those with at most 1.2 changes
-    per true change (if none, the most accurate)."""
+    choice by :data:`RULE`; where the chosen setting's extra changes are
+    (:func:`inserted_changes`), and the same for the setting chosen before
+    (plain lattice, no confirmation)."""
     from .decoder_tuning import validation_probabilities, waist_target
 
     params = tuning_params()
     validation = validation_probabilities(waist_target(), progress)
     results: list[dict] = []
     for values in itertools.product(*GRID.values()):
-        knobs = dict(zip(GRID, values))
+        knobs: dict = dict(zip(GRID, values))
+        if knobs["confirm"] > knobs["lag"]:
+            continue  # confirmation looks no further than the look-ahead: the same as confirm = lag
         r = score_offline(params, HistorySettings(**knobs), validation)
         keep = ("sample_accuracy", "changes_per_true_change", "activity_changes_per_true_change")
         figures = {k: round(float(r[k]), 4) for k in keep}
         results.append({**knobs, **figures})
         if progress:
             print(knobs, figures, flush=True)
-    ok = [r for r in results if r["activity_changes_per_true_change"] <= GOALS["changes_per_true_change"]]
-    best = max(ok or results, key=lambda r: (r["sample_accuracy"], -r["activity_changes_per_true_change"]))
+    best = choose_by_rule(results)
     from ..dataset import VALIDATION_SUBJECTS
 
     return {
         "chosen": {k: best[k] for k in GRID},
         "validation": {k: best[k] for k in keep},
-        "rule": "most accurate per sample among settings with <= 1.2 activity changes (transitions joined, as the "
-        "truth's) per true change on the validation subjects (if none, the most accurate)",
+        "rule": RULE,
+        "inserted_changes": inserted_changes(params, HistorySettings(**{k: best[k] for k in GRID}), validation),
+        "inserted_changes_before": inserted_changes(params, PREVIOUS, validation),
+        "pareto": pareto(results),
         "validation_subjects": list(VALIDATION_SUBJECTS),
         "decoder_parameters": "shipped knobs over transitions and out-of-fold emission of the fit subjects only",
         "grid": results,
     }
+
+
+def lying_motion(sessions: Sequence[tuple]) -> dict:
+    """Body motion (:func:`~harstream.stream.core.decoder.window_motion`, g) of the
+    windows the classifier calls LAYING: those inside a labelled lying bout,
+    and those wholly before a session's first label or after its last (the
+    phone handled before and after the protocol). A cue the history does not
+    use yet (it takes no motion)."""
+    from harstream.models.live_scoring import session_windows
+    from harstream.stream.core.decoder import window_motion
+
+    groups: dict[str, list[float]] = {"labelled lying": [], "before the first / after the last label": []}
+    laying = list(ACTIVITIES).index("LAYING")
+    for rec, probs in sessions:
+        motion = window_motion(session_windows(rec.samples))
+        labels = rec.labels
+        known = np.flatnonzero((labels >= 1) & (labels <= 12))
+        for j in range(min(len(motion), len(probs))):
+            if int(np.argmax(probs[j])) != laying:
+                continue
+            span = labels[STEP * j : STEP * j + WINDOW]
+            if np.all(span == laying + 1):
+                groups["labelled lying"].append(float(motion[j]))
+            elif STEP * j + WINDOW <= known[0] or STEP * j >= known[-1]:
+                groups["before the first / after the last label"].append(float(motion[j]))
+    out: dict = {}
+    for name, values in groups.items():
+        v = np.asarray(values)
+        out[name] = {
+            "windows": len(v),
+            "median_g": round(float(np.median(v)), 4),
+            "p10_g": round(float(np.percentile(v, 10)), 4),
+            "p90_g": round(float(np.percentile(v, 90)), 4),
+            "share_above_0.05_g": round(float(np.mean(v > 0.05)), 3),
+        }
+    return out
 
 
 # ----------------------------------------------------------------- as published
@@ -324,6 +488,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="the final history: choose on validation, score as published")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("choose", help="score the knob grid on the validation subjects")
+    sub.add_parser("motion", help="body motion of LAYING windows, lying vs the phone handled (validation subjects)")
     c = sub.add_parser("collect", help="record a worker's published history and predictions")
     c.add_argument("--subscribe", default="tcp://127.0.0.1:5556")
     c.add_argument("--out", type=Path, required=True)
@@ -336,6 +501,12 @@ def main(argv: list[str] | None = None) -> int:
         record = choose()
         (REPORTS / "history_choice.json").write_text(json.dumps(record, indent=2) + "\n")
         print(json.dumps({k: v for k, v in record.items() if k != "grid"}, indent=2))
+    elif args.command == "motion":
+        from .decoder_tuning import validation_probabilities, waist_target
+
+        record = lying_motion(validation_probabilities(waist_target(), False))
+        (REPORTS / "history_motion.json").write_text(json.dumps(record, indent=2) + "\n")
+        print(json.dumps(record, indent=2))
     elif args.command == "collect":
         print(f"collected {collect(args.subscribe, args.out, args.idle)} messages", file=sys.stderr)
     else:

@@ -7,6 +7,17 @@ states, transition matrix and emission) with ``lag`` windows of look-ahead,
 given the state already decided for the window before. With lag 2 a window
 is final 2.56 s after it ends (two more 1.28 s hops).
 
+Two things keep a short bout out of the history. Bouts have a minimum length
+(``min_windows``): each activity state of the lattice becomes a chain of that
+many states, so a bout once entered lasts that long in the model (a
+duration-expanded, semi-Markov-like lattice; transition states keep one
+window). And a change from one activity to another is made final only when
+the look-ahead agrees (``confirm``): if the next windows, decoded without the
+minimum length, are not all in the new activity, the bout before goes on
+(a bout shorter than the look-ahead, walking-stairs-walking within 2.56 s,
+is merged into the one before it while it is still provisional). Neither
+waits for more windows than the lag.
+
 A window stands for the middle half of its samples (a window is about its
 middle): its piece of time runs from the end of the previous piece to 96 of
 its 128 samples. The first window of a run also takes its first quarter, the
@@ -57,6 +68,8 @@ MAX_LAG = 2
 #: A window longer than this (seconds, first to last sample) is not a 50 Hz window.
 MAX_WINDOW_SECONDS = 60.0
 METHODS = ("marginal", "viterbi")
+#: The longest minimum bout the lattice may impose (windows; 8 is about 10 s).
+MAX_MIN_WINDOWS = 8
 
 
 @dataclass(frozen=True)
@@ -76,15 +89,25 @@ class HistorySettings:
 
     lag: int = 2  # windows of look-ahead before a window is final
     method: str = "marginal"  # each window's most probable state, or the best path's
-    stay: float = 4.0  # extra weight on staying put: matrix + stay * I, renormalised
+    stay: float = 20.0  # extra weight on staying put: matrix + stay * I, renormalised
     power: float = 0.5  # evidence ** power (below 1 trusts the classifier less)
     # what the next decision starts from: the filtered distribution of the last final window
     # ("soft"), or its decided state ("hard": consistent, but one wrong decision carries on)
     carry: str = "soft"
+    # the shortest bout of an activity, in windows (1: any length, a plain hidden Markov model);
+    # transition states keep 1 (a postural transition takes a window or two)
+    min_windows: int = 8
+    # a change between activities is made final only when this many windows of look-ahead (at
+    # most lag: those there are) are decoded in the new activity too (0: off)
+    confirm: int = 2
 
     def __post_init__(self) -> None:
         if not (type(self.lag) is int and 0 <= self.lag <= MAX_LAG):
             raise ValueError(f"history lag {self.lag!r} must be an int in 0..{MAX_LAG}")
+        if not (type(self.min_windows) is int and 1 <= self.min_windows <= MAX_MIN_WINDOWS):
+            raise ValueError(f"history min_windows {self.min_windows!r} must be an int in 1..{MAX_MIN_WINDOWS}")
+        if not (type(self.confirm) is int and 0 <= self.confirm <= MAX_LAG):
+            raise ValueError(f"history confirm {self.confirm!r} must be an int in 0..{MAX_LAG}")
         if self.carry not in ("soft", "hard"):
             raise ValueError(f"history carry {self.carry!r} must be soft or hard")
         if self.method not in METHODS:
@@ -110,7 +133,13 @@ class History:
         self.params = params
         self.states = params.states
         matrix = params.matrix + self.settings.stay * np.eye(len(self.states))
-        self._matrix = matrix / matrix.sum(axis=1, keepdims=True)
+        self._matrix, self._initial, self._base = duration_lattice(
+            matrix / matrix.sum(axis=1, keepdims=True),
+            params.initial,
+            [self.settings.min_windows if i < len(params.classes) else 1 for i in range(len(self.states))],
+        )
+        self._of_base = np.eye(len(self.states))[self._base]  # (expanded, base) one-hot: marginals per state
+        self._plain = matrix / matrix.sum(axis=1, keepdims=True)  # the same without minimum bout lengths
         with np.errstate(divide="ignore"):
             self._log_matrix = np.log(self._matrix)
         self._evidence = Decoder(params).evidence  # the decoder's own emission, read, not changed
@@ -141,8 +170,7 @@ class History:
         self._pending.append(item)
         self._last = item
         while len(self._pending) > self.settings.lag:
-            state = self._decode()[0]
-            out += self._finalise(state, last_of_run=False)
+            out += self._finalise(self._next_state(), last_of_run=False)
         return out + self._provisional()
 
     def settle(self) -> list[Piece]:
@@ -151,8 +179,7 @@ class History:
         from the state decided here (its piece only covers what is not final)."""
         out: list[Piece] = []
         while self._pending:
-            state = self._decode()[0]
-            out += self._finalise(state, last_of_run=len(self._pending) == 1)
+            out += self._finalise(self._next_state(), last_of_run=len(self._pending) == 1)
         return out
 
     def restart(self) -> list[Piece]:
@@ -185,34 +212,42 @@ class History:
     def _prior(self) -> np.ndarray:
         """The distribution of the first pending window's state before its evidence."""
         if self._decided is None or self._filtered is None:
-            return self.params.initial
-        if self.settings.carry == "hard":
-            return self._matrix[self._decided]
+            return self._initial
+        if self.settings.carry == "hard":  # the filtered distribution given the decided state
+            given = np.where(self._base == self._decided, self._filtered, 0.0)
+            if given.sum() > 0:
+                return self._matrix.T @ (given / given.sum())
+            return self._matrix[np.flatnonzero(self._base == self._decided)[-1]]
         return self._matrix.T @ self._filtered
+
+    def _next_state(self) -> int:
+        """The state the first pending window is made final in: the decoded
+        one, unless it changes from one activity to another that the next
+        ``confirm`` pending windows are not all decoded in (then the last
+        final state goes on: a bout shorter than the look-ahead is not one).
+        The look-ahead is read without the minimum bout length, which would
+        make it agree with any change by construction."""
+        states = self._decode()
+        new, last, need = states[0], self._decided, self.settings.confirm
+        n = len(self.params.classes)
+        if need and last is not None and new != last and new < n and last < n:
+            ahead = states if self.settings.min_windows == 1 else self._decode_plain()
+            if any(s != new for s in ahead[1 : 1 + need]):
+                return last
+        return new
 
     def _decode(self) -> list[int]:
         """The state of each pending window, given what came before them."""
         prior = self._prior()
-        evidence = np.stack([w.evidence for w in self._pending])
+        evidence = np.stack([w.evidence for w in self._pending])[:, self._base]
         if self.settings.method == "viterbi":
             return self._viterbi(prior, evidence)
-        n = len(evidence)
-        forward = np.empty_like(evidence)
-        f = prior * evidence[0]
-        for k in range(n):
-            if k:
-                f = evidence[k] * (self._matrix.T @ forward[k - 1])
-            total = f.sum()
-            f = f / total if np.isfinite(total) and total > 0 else evidence[k] / max(evidence[k].sum(), 1e-300)
-            forward[k] = f
-        states = [0] * n
-        b = np.ones(len(self.states))
-        for k in range(n - 1, -1, -1):
-            gamma = forward[k] * b
-            states[k] = int(gamma.argmax())
-            b = self._matrix @ (evidence[k] * b)
-            b = b / b.sum() if b.sum() > 0 else np.ones_like(b)
-        return states
+        return _marginal_states(prior, evidence, self._matrix, self._of_base)
+
+    def _decode_plain(self) -> list[int]:
+        """:meth:`_decode` (marginal) on the lattice without minimum bout lengths."""
+        evidence = np.stack([w.evidence for w in self._pending])
+        return _marginal_states(self._prior() @ self._of_base, evidence, self._plain, np.eye(len(self.states)))
 
     def _viterbi(self, prior: np.ndarray, evidence: np.ndarray) -> list[int]:
         with np.errstate(divide="ignore"):
@@ -225,7 +260,7 @@ class History:
         path = [int(score.argmax())]
         for pointers in reversed(back):
             path.append(int(pointers[path[-1]]))
-        return path[::-1]
+        return [int(self._base[e]) for e in path[::-1]]
 
     def _span(self, w: _Window, last_of_run: bool) -> tuple[float, float]:
         """The piece of time a window stands for, before clipping to what is final."""
@@ -251,9 +286,9 @@ class History:
     def _finalise(self, state: int, last_of_run: bool) -> list[Piece]:
         w = self._pending[0]
         start, end = self._span(w, last_of_run)
-        f = self._prior() * w.evidence
+        f = self._prior() * w.evidence[self._base]
         total = f.sum()
-        self._filtered = f / total if np.isfinite(total) and total > 0 else self.params.initial
+        self._filtered = f / total if np.isfinite(total) and total > 0 else self._initial
         self._pending.pop(0)
         self._decided = state
         if self.final_until is not None:
@@ -284,6 +319,60 @@ class History:
         return out
 
 
+def _marginal_states(prior: np.ndarray, evidence: np.ndarray, matrix: np.ndarray, of_base: np.ndarray) -> list[int]:
+    """Forward-backward over ``evidence`` (windows x lattice states) from
+    ``prior``: each window's most probable base state (lattice states summed
+    by ``of_base``)."""
+    n = len(evidence)
+    forward = np.empty_like(evidence)
+    f = prior * evidence[0]
+    for k in range(n):
+        if k:
+            f = evidence[k] * (matrix.T @ forward[k - 1])
+        total = f.sum()
+        f = f / total if np.isfinite(total) and total > 0 else evidence[k] / max(evidence[k].sum(), 1e-300)
+        forward[k] = f
+    states = [0] * n
+    b = np.ones(evidence.shape[1])
+    for k in range(n - 1, -1, -1):
+        states[k] = int(((forward[k] * b) @ of_base).argmax())
+        b = matrix @ (evidence[k] * b)
+        b = b / b.sum() if b.sum() > 0 else np.ones_like(b)
+    return states
+
+
+def duration_lattice(
+    matrix: np.ndarray, initial: np.ndarray, min_windows: Sequence[int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A hidden Markov model whose state ``s`` lasts at least ``min_windows[s]``
+    steps: each state becomes a chain of that many (its age), the chain's
+    last link stays with ``matrix[s, s]`` and leaves as ``matrix`` says to the
+    first link of another state's chain. A (re)start may be in the middle of
+    a bout, so it starts in the last links. Returns the expanded matrix, the
+    initial distribution and each expanded state's base state.
+
+    >>> m, init, base = duration_lattice(np.array([[0.9, 0.1], [0.2, 0.8]]), np.array([0.5, 0.5]), [1, 3])
+    >>> base.tolist(), init.tolist()
+    ([0, 1, 1, 1], [0.5, 0.0, 0.0, 0.5])
+    >>> m.round(2).tolist()             # B, once entered, stays three steps
+    [[0.9, 0.1, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0], [0.2, 0.0, 0.0, 0.8]]
+    """
+    d = [int(k) for k in min_windows]
+    first = np.concatenate([[0], np.cumsum(d)[:-1]]).astype(np.int64)
+    last = first + np.asarray(d) - 1
+    base = np.repeat(np.arange(len(d)), d)
+    expanded = np.zeros((len(base), len(base)))
+    for s, (a, z) in enumerate(zip(first, last)):
+        for e in range(a, z):
+            expanded[e, e + 1] = 1.0  # a bout younger than its minimum goes on
+        expanded[z, first] = matrix[s]  # a grown bout leaves as the matrix says, to a new bout's first step
+        expanded[z, a] = 0.0
+        expanded[z, z] = matrix[s, s]  # or stays
+    start = np.zeros(len(base))
+    start[last] = initial
+    return expanded, start, base
+
+
 def merge_pieces(pieces: Sequence[Piece]) -> list[Piece]:
     """Adjacent pieces of one label and finality joined (for display and scoring).
 
@@ -307,4 +396,4 @@ def history_params(display: object, classes: Sequence[str]) -> DecoderParams:
     return DecoderParams.uniform(classes, stay=0.9)
 
 
-__all__ = ["History", "HistorySettings", "MAX_LAG", "Piece", "history_params", "merge_pieces"]
+__all__ = ["History", "HistorySettings", "MAX_LAG", "Piece", "duration_lattice", "history_params", "merge_pieces"]
