@@ -57,6 +57,72 @@ def _dominant_hz(signal: np.ndarray) -> float:
 # ------------------------------------------------------------ the simulation
 
 
+@pytest.mark.parametrize(
+    ("kind", "drawn", "unseen"),
+    [
+        (
+            "thigh",
+            (
+                27.739233746429086,
+                0.08093601412916109,
+                0.25744424357926954,
+                0.10384619671527331,
+                0.31265404784005446,
+                5.47653346366633,
+                3.811604993109835,
+                9.589931219679968,
+                1.0087249982930846,
+            ),
+            (
+                36.498559452686926,
+                0.3028319671145463,
+                0.017206504032783308,
+                5.3872299529679575,
+                0.3711343610598829,
+                6.497133105998255,
+                1.1036768144935105,
+                12.26357844699773,
+                1.0082922440498183,
+            ),
+        ),
+        (
+            "wrist",
+            (
+                18.82834868446472,
+                0.10791468550554813,
+                0.25744424357926954,
+                0.10384619671527331,
+                0.703317559800068,
+                18.51684481372127,
+                3.811604993109835,
+                14.589931219679968,
+                0.8174499965861691,
+            ),
+            (
+                26.498559452686923,
+                0.40283196711454633,
+                0.017206504032783308,
+                5.3872299529679575,
+                0.771134361059883,
+                20.62141638249782,
+                1.1036768144935105,
+                17.26357844699773,
+                0.567062441469363,
+            ),
+        ),
+    ],
+)
+def test_a_seed_draws_the_same_limbs_as_the_per_limb_code_did(kind, drawn, unseen):
+    """The values the thigh's and the wrist's own draw functions gave for seed 0
+    (one table-driven draw replaced them): the shipped model's training limbs
+    depend on them."""
+    from dataclasses import astuple
+
+    rng = np.random.default_rng(0)
+    assert astuple(LimbMotion.draw(kind, rng))[1:] == pytest.approx(drawn, rel=1e-12)
+    assert astuple(LimbMotion.draw_unseen(kind, rng))[1:] == pytest.approx(unseen, rel=1e-12)
+
+
 def test_the_gait_phase_runs_at_half_the_step_rate_and_the_gate_opens_only_while_walking():
     samples = _waist_walk(cadence=1.8)
     phase, gate = gait_phase(samples)
