@@ -230,7 +230,12 @@ def test_placement_scores_count_stairs_claims_on_flat_walking_as_false_alarms():
 
 @pytest.mark.parametrize(
     "label",
-    ["any-svm-C3-context1-2-4+amp0.7-1.5", "any-svm-C3-context1-2-4+limbs-thigh-wrist+robust", "any-svm-C1-single"],
+    [
+        "any-svm-C3-context1-2-4+amp0.7-1.5",
+        "any-svm-C3-context1-2-4+limbs-thigh-wrist+robust",
+        "any-svm-C3-context1-2-4+limbs-thigh-wrist+robust+limbstairs-omit",
+        "any-svm-C1-single",
+    ],
 )
 def test_a_recipe_label_reads_back_as_the_recipe_that_wrote_it(label):
     assert Recipe.from_label(label).label == label
@@ -409,3 +414,19 @@ def test_a_still_device_turns_about_no_axis_in_particular_however_quiet_its_gyro
     assert 1 / 3 - 1e-4 <= planarity <= 1.0
     if noise <= 0.005:
         assert planarity < 0.45 and energy < -8.5
+
+
+@pytest.mark.parametrize(("limb_stairs", "taught"), [("walking", 40 + 30 + 30), ("omit", 40 + 20 + 20)])
+def test_a_limbs_stairs_windows_are_taught_as_walking_or_left_out_as_the_recipe_says(limb_stairs, taught):
+    from harstream.models.placement_free import fit_features
+
+    rng = np.random.default_rng(0)
+    f = PlacementRobustFeatures.size()
+    waist = (rng.normal(size=(40, f)), np.tile(np.arange(4), 10), np.repeat(np.arange(4), 10))
+    thigh = (rng.normal(size=(30, f)) + 3, np.r_[np.zeros(10), np.full(10, 3), np.full(10, 1)], np.tile([0, 1, 2], 10))
+    recipe = Recipe(context=(), limb_stairs=limb_stairs)
+    wrist = (thigh[0] - 6, thigh[1], thigh[2])
+    _, history = fit_features(waist, {"thigh": thigh, "wrist": wrist}, recipe, seed=0, input_shape=(WINDOW, 9))
+    assert history["train_windows"] == taught
+    # the placement estimate learns where the device is from every moving window, stairs included
+    assert history["placement_estimate"] is not None
