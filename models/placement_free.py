@@ -25,10 +25,13 @@ probabilities). Training data:
   and a waist-trained model reads that swing as stairs (on the validation
   subjects the previous model called 62 % of simulated-thigh and 37 % of
   simulated-wrist flat walking stairs, close to what was measured on real
-  pockets and wrists). On a limb, walks *and stairs* are taught as WALKING:
-  the model's stairs classes are kept for a gait like the one they were
-  learned on (the waist); a stairs claim elsewhere needs other evidence
-  (a barometer, the device's own calibration);
+  pockets and wrists). On a limb, flat walks are taught as WALKING and
+  postures as STILL; its stairs windows are left out of the model's
+  training (``limb_stairs="omit"``; taught as WALKING they took stairs
+  recall from the waist, ``"walking"``, the recipe before). The model's
+  stairs are trusted only for a gait like the one they were learned on (the
+  waist); a stairs claim elsewhere needs other evidence (a barometer, the
+  device's own calibration: the worker's stairs gate);
 - optionally (``amplitude``), each window's motion scaled by a random factor
   (the previous recipe; not used now).
 
