@@ -18,6 +18,7 @@ True
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -192,7 +193,8 @@ class LimbMotion:
         from dataclasses import replace
 
         limb = LimbMotion.draw(kind, rng)
-        return replace(limb, **{name: rng.uniform(*lo_hi) for name, lo_hi in _ranges_of(kind, UNSEEN_RANGES).items()})
+        beyond: dict[str, Any] = {name: rng.uniform(*lo_hi) for name, lo_hi in _ranges_of(kind, UNSEEN_RANGES).items()}
+        return replace(limb, **beyond)
 
 
 #: The fields :meth:`LimbMotion.draw` draws, in its order, and which of them are phases.
