@@ -18,6 +18,7 @@ True
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -174,60 +175,77 @@ class LimbMotion:
 
     @staticmethod
     def draw(kind: str, rng: np.random.Generator) -> LimbMotion:
-        """A random limb of ``kind`` (``"thigh"`` or ``"wrist"``) within the ranges above."""
-        if kind == "thigh":
-            return LimbMotion(
-                kind,
-                swing=rng.uniform(15, 35),
-                harmonic=rng.uniform(0, 0.3),
-                harmonic_phase=rng.uniform(0, 2 * np.pi),
-                phase=rng.uniform(0, 2 * np.pi),
-                lever=rng.uniform(0.15, 0.35),
-                roll=rng.uniform(0, 6),
-                roll_phase=rng.uniform(0, 2 * np.pi),
-                offset=rng.uniform(-5, 15),
-                trunk_coupling=rng.uniform(0.9, 1.1),
-            )
-        if kind == "wrist":
-            return LimbMotion(
-                kind,
-                swing=rng.uniform(8, 25),
-                harmonic=rng.uniform(0, 0.4),
-                harmonic_phase=rng.uniform(0, 2 * np.pi),
-                phase=rng.uniform(0, 2 * np.pi),
-                lever=rng.uniform(0.5, 0.75),
-                roll=rng.uniform(3, 20),
-                roll_phase=rng.uniform(0, 2 * np.pi),
-                offset=rng.uniform(0, 20),
-                trunk_coupling=rng.uniform(0.6, 1.0),
-            )
-        raise ValueError(f"limb kind {kind!r}: expected one of {LIMBS}")
+        """A random limb of ``kind`` (``"thigh"`` or ``"wrist"``) within its
+        :data:`LIMB_RANGES` (phases uniform over a turn)."""
+        ranges = _ranges_of(kind, LIMB_RANGES)
+        # one draw per field, in the dataclass's order (a seed gives the same limb as it always did)
+        values = {
+            name: rng.uniform(0, 2 * np.pi) if name in PHASES else rng.uniform(*ranges[name]) for name in LIMB_FIELDS
+        }
+        return LimbMotion(kind, **values)
 
     @staticmethod
     def draw_unseen(kind: str, rng: np.random.Generator) -> LimbMotion:
-        """A random limb of ``kind`` from ranges *beyond* :meth:`draw`'s (larger
-        swings, longer levers, stronger step-frequency harmonics and rolls):
-        for studies, to see how a model taught :meth:`draw`'s limbs copes
-        with limbs it never saw."""
+        """A random limb of ``kind`` from ranges *beyond* :meth:`draw`'s
+        (:data:`UNSEEN_RANGES`: larger swings, longer levers, stronger
+        step-frequency harmonics and rolls): for studies, to see how a model
+        taught :meth:`draw`'s limbs copes with limbs it never saw."""
         from dataclasses import replace
 
         limb = LimbMotion.draw(kind, rng)
-        if kind == "thigh":
-            return replace(
-                limb,
-                swing=rng.uniform(35, 40),
-                lever=rng.uniform(0.35, 0.4),
-                harmonic=rng.uniform(0.3, 0.4),
-                roll=rng.uniform(6, 10),
-            )
-        return replace(
-            limb,
-            swing=rng.uniform(25, 30),
-            lever=rng.uniform(0.75, 0.8),
-            harmonic=rng.uniform(0.4, 0.5),
-            roll=rng.uniform(20, 25),
-            trunk_coupling=rng.uniform(0.5, 0.6),
-        )
+        beyond: dict[str, Any] = {name: rng.uniform(*lo_hi) for name, lo_hi in _ranges_of(kind, UNSEEN_RANGES).items()}
+        return replace(limb, **beyond)
+
+
+#: The fields :meth:`LimbMotion.draw` draws, in its order, and which of them are phases.
+LIMB_FIELDS = (
+    "swing",
+    "harmonic",
+    "harmonic_phase",
+    "phase",
+    "lever",
+    "roll",
+    "roll_phase",
+    "offset",
+    "trunk_coupling",
+)
+PHASES = ("harmonic_phase", "phase", "roll_phase")
+#: Each limb's ranges (uniform) for :meth:`LimbMotion.draw` (see the note above the class).
+LIMB_RANGES: dict[str, dict[str, tuple[float, float]]] = {
+    "thigh": {
+        "swing": (15, 35),
+        "harmonic": (0, 0.3),
+        "lever": (0.15, 0.35),
+        "roll": (0, 6),
+        "offset": (-5, 15),
+        "trunk_coupling": (0.9, 1.1),
+    },
+    "wrist": {
+        "swing": (8, 25),
+        "harmonic": (0, 0.4),
+        "lever": (0.5, 0.75),
+        "roll": (3, 20),
+        "offset": (0, 20),
+        "trunk_coupling": (0.6, 1.0),
+    },
+}
+#: What :meth:`LimbMotion.draw_unseen` draws afresh after :meth:`LimbMotion.draw`, in this order.
+UNSEEN_RANGES: dict[str, dict[str, tuple[float, float]]] = {
+    "thigh": {"swing": (35, 40), "lever": (0.35, 0.4), "harmonic": (0.3, 0.4), "roll": (6, 10)},
+    "wrist": {
+        "swing": (25, 30),
+        "lever": (0.75, 0.8),
+        "harmonic": (0.4, 0.5),
+        "roll": (20, 25),
+        "trunk_coupling": (0.5, 0.6),
+    },
+}
+
+
+def _ranges_of(kind: str, table: dict[str, dict[str, tuple[float, float]]]) -> dict[str, tuple[float, float]]:
+    if kind not in table:
+        raise ValueError(f"limb kind {kind!r}: expected one of {LIMBS}")
+    return table[kind]
 
 
 def gait_phase(samples: np.ndarray, rate: float = 50.0) -> tuple[np.ndarray, np.ndarray]:

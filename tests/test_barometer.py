@@ -114,3 +114,25 @@ def test_a_reading_older_than_one_already_taken_is_refused_across_pushes():
     est.push([10.0, 11.0], [1000.0, 1000.0])
     est.push([10.5, 12.0], [1000.0, 1000.0])
     assert dict(est.refused) == {"pressure_order": 1} and est.readings == 3
+
+
+def test_a_steady_climb_reads_up_wherever_the_estimates_ticks_fall():
+    """The estimator ticks at whole half-seconds of the device's clock, so
+    where a stream starts decides how its readings fall into bins. A slow
+    climb (0.17 m/s, 0.02 hPa of noise at 10 Hz: the end-to-end test's
+    simulated barometer) was read in a few bins as a door step plus level for
+    about one start in five; the whole span now tells them apart."""
+    from harstream.simulator.barometer import SimulatedBarometer, simulate_pressure
+
+    labels = np.r_[np.full(1000, 1), np.full(1500, 2), np.full(1000, 1)].astype(np.int16)
+    rows = simulate_pressure(labels, SimulatedBarometer(rate_hz=10, noise_hpa=0.02, doors_per_min=0), seed=3)
+    climbing = [(w * 64 + 127) / 50 for w in range(53) if w * 64 > 1600 and labels[w * 64 + 127] == 2]
+    for phase in np.arange(0.0, 1.0, 0.025):
+        t0 = 1_700_000_000.0 + phase
+        est = AltitudeRate()
+        said = []
+        for c in range(0, len(labels), 25):  # 0.5-s messages, each window judged when it is complete
+            part = rows[(rows[:, 0] >= c / 50) & (rows[:, 0] < (c + 25) / 50)]
+            est.push(part[:, 0] + t0, part[:, 1])
+            said += [est.verdict(t0 + end) for end in climbing if c / 50 <= end < (c + 25) / 50]
+        assert said == ["up"] * len(climbing), (phase, said)

@@ -57,6 +57,72 @@ def _dominant_hz(signal: np.ndarray) -> float:
 # ------------------------------------------------------------ the simulation
 
 
+@pytest.mark.parametrize(
+    ("kind", "drawn", "unseen"),
+    [
+        (
+            "thigh",
+            (
+                27.739233746429086,
+                0.08093601412916109,
+                0.25744424357926954,
+                0.10384619671527331,
+                0.31265404784005446,
+                5.47653346366633,
+                3.811604993109835,
+                9.589931219679968,
+                1.0087249982930846,
+            ),
+            (
+                36.498559452686926,
+                0.3028319671145463,
+                0.017206504032783308,
+                5.3872299529679575,
+                0.3711343610598829,
+                6.497133105998255,
+                1.1036768144935105,
+                12.26357844699773,
+                1.0082922440498183,
+            ),
+        ),
+        (
+            "wrist",
+            (
+                18.82834868446472,
+                0.10791468550554813,
+                0.25744424357926954,
+                0.10384619671527331,
+                0.703317559800068,
+                18.51684481372127,
+                3.811604993109835,
+                14.589931219679968,
+                0.8174499965861691,
+            ),
+            (
+                26.498559452686923,
+                0.40283196711454633,
+                0.017206504032783308,
+                5.3872299529679575,
+                0.771134361059883,
+                20.62141638249782,
+                1.1036768144935105,
+                17.26357844699773,
+                0.567062441469363,
+            ),
+        ),
+    ],
+)
+def test_a_seed_draws_the_same_limbs_as_the_per_limb_code_did(kind, drawn, unseen):
+    """The values the thigh's and the wrist's own draw functions gave for seed 0
+    (one table-driven draw replaced them): the shipped model's training limbs
+    depend on them."""
+    from dataclasses import astuple
+
+    rng = np.random.default_rng(0)
+    assert astuple(LimbMotion.draw(kind, rng))[1:] == pytest.approx(drawn, rel=1e-12)
+    assert astuple(LimbMotion.draw_unseen(kind, rng))[1:] == pytest.approx(unseen, rel=1e-12)
+
+
 def test_the_gait_phase_runs_at_half_the_step_rate_and_the_gate_opens_only_while_walking():
     samples = _waist_walk(cadence=1.8)
     phase, gate = gait_phase(samples)
@@ -164,7 +230,12 @@ def test_placement_scores_count_stairs_claims_on_flat_walking_as_false_alarms():
 
 @pytest.mark.parametrize(
     "label",
-    ["any-svm-C3-context1-2-4+amp0.7-1.5", "any-svm-C3-context1-2-4+limbs-thigh-wrist+robust", "any-svm-C1-single"],
+    [
+        "any-svm-C3-context1-2-4+amp0.7-1.5",
+        "any-svm-C3-context1-2-4+limbs-thigh-wrist+robust",
+        "any-svm-C3-context1-2-4+limbs-thigh-wrist+robust+limbstairs-omit",
+        "any-svm-C1-single",
+    ],
 )
 def test_a_recipe_label_reads_back_as_the_recipe_that_wrote_it(label):
     assert Recipe.from_label(label).label == label
@@ -343,3 +414,19 @@ def test_a_still_device_turns_about_no_axis_in_particular_however_quiet_its_gyro
     assert 1 / 3 - 1e-4 <= planarity <= 1.0
     if noise <= 0.005:
         assert planarity < 0.45 and energy < -8.5
+
+
+@pytest.mark.parametrize(("limb_stairs", "taught"), [("walking", 40 + 30 + 30), ("omit", 40 + 20 + 20)])
+def test_a_limbs_stairs_windows_are_taught_as_walking_or_left_out_as_the_recipe_says(limb_stairs, taught):
+    from harstream.models.placement_free import fit_features
+
+    rng = np.random.default_rng(0)
+    f = PlacementRobustFeatures.size()
+    waist = (rng.normal(size=(40, f)), np.tile(np.arange(4), 10), np.repeat(np.arange(4), 10))
+    thigh = (rng.normal(size=(30, f)) + 3, np.r_[np.zeros(10), np.full(10, 3), np.full(10, 1)], np.tile([0, 1, 2], 10))
+    recipe = Recipe(context=(), limb_stairs=limb_stairs)
+    wrist = (thigh[0] - 6, thigh[1], thigh[2])
+    _, history = fit_features(waist, {"thigh": thigh, "wrist": wrist}, recipe, seed=0, input_shape=(WINDOW, 9))
+    assert history["train_windows"] == taught
+    # the placement estimate learns where the device is from every moving window, stairs included
+    assert history["placement_estimate"] is not None

@@ -135,3 +135,43 @@ def test_a_failing_gait_score_is_counted_and_the_windows_are_served_without_gait
     got = _run(core, "phone:w", 10, DOWNSTAIRS_PROBS)
     assert got and {p.smoothed for p in got} == {"WALKING"}
     assert core.drops["internal"] >= 1
+
+
+def _judged(likeness: list[float]) -> list[str]:
+    """What a device without a barometer is shown for windows the model calls
+    downstairs, each window's gait as waist-like as ``likeness`` says."""
+    from harstream.stream.core.stairs import StairsEvidence
+
+    ev = StairsEvidence()
+    shown = []
+    for i, like in enumerate(likeness):
+        t = T0 + 1.28 * i
+        ev.judge("WALKING_DOWNSTAIRS", DOWNSTAIRS_PROBS, PLACEMENT_FREE, t, waist_likeness=like)  # the raw label
+        shown.append(ev.judge("WALKING_DOWNSTAIRS", DOWNSTAIRS_PROBS, PLACEMENT_FREE, t, waist_likeness=like)[0])
+    return shown
+
+
+def test_one_limb_like_window_of_a_waist_walk_keeps_its_stairs():
+    assert _judged([0.95] * 10 + [0.2] + [0.95] * 3) == ["WALKING_DOWNSTAIRS"] * 14
+
+
+def test_one_waist_like_window_of_a_limb_walk_claims_no_stairs():
+    assert _judged([0.05] * 10 + [0.8] + [0.05] * 3) == ["WALKING"] * 14
+
+
+def test_the_gait_evidence_is_the_windows_own_until_the_device_has_a_few_moving_windows():
+    assert _judged([0.8, 0.2, 0.8]) == ["WALKING_DOWNSTAIRS", "WALKING", "WALKING_DOWNSTAIRS"]
+
+
+def test_still_windows_do_not_count_as_gait_evidence():
+    """A still limb reads waist-like (nothing swings): it must not vouch for the next walk's stairs."""
+    from harstream.stream.core.stairs import StairsEvidence
+
+    ev = StairsEvidence()
+    for i in range(30):
+        ev.judge("STILL", [0.0, 0.0, 0.0, 1.0], PLACEMENT_FREE, T0 + i, waist_likeness=0.99)
+    shown = [
+        ev.judge("WALKING_DOWNSTAIRS", DOWNSTAIRS_PROBS, PLACEMENT_FREE, T0 + 30 + i, waist_likeness=0.05)[0]
+        for i in range(8)
+    ]
+    assert shown == ["WALKING"] * 8

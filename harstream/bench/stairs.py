@@ -7,8 +7,11 @@ Every held-out session, turned as the placement-free model's own test turns it
 placement-free model exactly as ``harstream worker`` loads it
 (:func:`harstream.commands.worker.load_served`: runtime and display decoder),
 and each window's published label (``smoothed``, what the page shows) is
-scored against the activity at the window's end, per class, in the model's
-classes (sitting, standing, lying: STILL). Conditions:
+scored per class, in the model's classes (sitting, standing, lying: STILL),
+two ways: against the activity at the window's end (every labelled window,
+those spanning a change of activity included: a label shown *now* has not
+seen the new activity long), and on the windows wholly inside one labelled
+activity (the windows the model's own test scores). Conditions:
 
 - ``ungated``: the same model and display without the stairs gate (served as
   if the device declared the waist): what the model alone claims;
@@ -17,9 +20,15 @@ classes (sitting, standing, lying: STILL). Conditions:
   (:mod:`harstream.simulator.barometer`: altitude from the stairs labels,
   noise, drift, door steps, quantisation). HAPT has no barometer: these
   figures say what the estimator and gate do with a barometer that behaves
-  as simulated, not what a real phone's does.
+  as simulated, not what a real phone's does;
+- ``thigh`` / ``wrist``: any mode, gated, no barometer, the held-out
+  sessions as a SIMULATED device on a swinging thigh or wrist
+  (:func:`~harstream.models.placement_free.limb_recordings`, as the
+  cross-placement study makes them): flat walking must stay WALKING
+  (``stairs false alarm``), and a limb's stairs without evidence are
+  WALKING too.
 
-    harstream bench stairs [--rates 1 5 25] [--noise 0.03]
+    harstream bench stairs [--rates 1 5 25] [--noise 0.03] [--model PATH] [--no-limbs]
 
 ``--barometer-only`` scores the estimator alone on synthetic level walking
 and climbs (no model): how often a level barometer with door steps and
@@ -47,13 +56,19 @@ if TYPE_CHECKING:  # heavy imports happen inside the functions (bench modules im
 T0 = 1_700_000_000.0
 
 
-def replay_published(recording: Recording, served: ServedModel, gated: bool) -> list[tuple[str | None, str]]:
-    """(truth, published label) of every window of ``recording`` through the
-    worker core, in 1-s messages carrying its barometer rows if it has them."""
+def replay_published(
+    recording: Recording, served: ServedModel, gated: bool
+) -> list[tuple[str | None, str, str | None, str]]:
+    """(truth at the window's end, published label, the activity the whole
+    window lies in or None, the window's own label) of every window of
+    ``recording`` through the worker core, in 1-s messages carrying its
+    barometer rows if it has them. The window's own label is the model's
+    argmax where the device is not gated."""
     import numpy as np
 
     from harstream.stream.core.activities import ACTIVITIES
     from harstream.stream.core.model_routing import ModelRouter, ServedModel
+    from harstream.stream.core.pipeline import WINDOW
     from harstream.stream.core.protocol import SampleBatch
     from harstream.stream.core.worker import StreamCore
 
@@ -98,17 +113,24 @@ def replay_published(recording: Recording, served: ServedModel, gated: bool) -> 
             x, taken = core.take_batch()
             probs = taken[0].served.runtime.predict(x)
             for pred in core.finish_batch(taken, probs, now=float(start) / 50):
-                out.append((pred.truth, pred.smoothed))
+                end = int(round((pred.t_end - T0) * 50))
+                inside = labels[end - WINDOW + 1 : end + 1]
+                whole = pred.truth if end >= WINDOW - 1 and (inside == inside[-1]).all() else None
+                out.append((pred.truth, pred.smoothed, whole, pred.label))
     return out
 
 
-def score(pairs: list[tuple[str | None, str]]) -> dict:
+def score(rows: list[tuple[str | None, str, str | None, str]], whole: bool = False, raw: bool = False) -> dict:
     """Per class of the model (truth in its classes): windows and the share
-    published as that class; overall accuracy on the model's classes."""
+    published as that class (``raw``: labelled so by the window alone);
+    overall accuracy on the model's classes. Truth at each window's end, or
+    (``whole``) only the windows wholly inside one activity."""
     from harstream.stream.core.activities import ACTIVITIES, PLACEMENT_FREE, class_for
 
     per: dict[str, Counter] = {c: Counter() for c in PLACEMENT_FREE}
-    for truth, shown in pairs:
+    for end_truth, published, inside, own in rows:
+        truth = inside if whole else end_truth
+        shown = own if raw else published
         if truth not in ACTIVITIES:
             continue  # transitions and unlabelled time
         cls = class_for(truth, PLACEMENT_FREE)
@@ -117,9 +139,18 @@ def score(pairs: list[tuple[str | None, str]]) -> dict:
         per[cls][f"shown {shown}"] += 1
     total = sum(c["n"] for c in per.values())
     right = sum(c["right"] for c in per.values())
+    walking = per["WALKING"]
     return {
         "accuracy": round(right / max(total, 1), 4),
         "windows": total,
+        "stairs_as_walking": round(
+            sum(per[c]["shown WALKING"] for c in ("WALKING_UPSTAIRS", "WALKING_DOWNSTAIRS"))
+            / max(per["WALKING_UPSTAIRS"]["n"] + per["WALKING_DOWNSTAIRS"]["n"], 1),
+            4,
+        ),
+        "stairs_false_alarm": round(
+            (walking["shown WALKING_UPSTAIRS"] + walking["shown WALKING_DOWNSTAIRS"]) / max(walking["n"], 1), 4
+        ),
         "per_class": {c: {"windows": v["n"], "recall": round(v["right"] / max(v["n"], 1), 4)} for c, v in per.items()},
         "shown": {c: {k[6:]: n for k, n in v.items() if k.startswith("shown ")} for c, v in per.items()},
     }
@@ -186,6 +217,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--doors", type=Number(float, 0.0, 60.0), default=0.5, help="door/ventilation steps per minute")
     parser.add_argument("--runtime", default="auto")
+    parser.add_argument("--model", default=None, help="the placement-free model (default: the shipped one)")
+    parser.add_argument("--no-limbs", action="store_true", help="leave out the simulated thigh and wrist")
     parser.add_argument("--out", type=Path, default=Path("docs/reports/stairs_evidence.json"))
     parser.add_argument("--barometer-only", action="store_true", help="the estimator alone on synthetic stretches")
 
@@ -197,18 +230,24 @@ def run(args: argparse.Namespace) -> int:
 
     from harstream.commands.worker import load_served
     from harstream.models.artifact import ANY_MODEL, load_artifact
-    from harstream.models.placement_free import sessions_as_shipped
+    from harstream.models.augment import LIMBS
+    from harstream.models.placement_free import TEST_ROTATION_OFFSET, limb_recordings, sessions_as_shipped
     from harstream.simulator.barometer import SimulatedBarometer, with_simulated_pressure
     from harstream.stream.core.smoothing import DEFAULT_THRESHOLD
-    from harstream.stream.data.recordings import load_embedded
+    from harstream.stream.data.recordings import UCI_TEST_SUBJECTS, load_embedded
 
     worker_args = argparse.Namespace(
         runtime=args.runtime, no_fast_start=False, whole_model=False, display="decoder", threshold=DEFAULT_THRESHOLD
     )
-    served = load_served(None, "any", worker_args)
-    seed = int(load_artifact(ANY_MODEL).metadata.get("seed", 0))
-    held = sessions_as_shipped(load_embedded().recordings, seed)[1]
+    served = load_served(args.model, "any", worker_args)
+    seed = int(load_artifact(args.model or ANY_MODEL).metadata.get("seed", 0))
+    recordings = load_embedded().recordings
+    held = sessions_as_shipped(recordings, seed)[1]
     conditions: dict[str, tuple[bool, list[Recording]]] = {"ungated": (False, held), "no pressure": (True, held)}
+    if not args.no_limbs:  # the held-out sessions as recorded, each as a simulated limb (then turned at random)
+        originals = [r for r in recordings if r.subject in set(UCI_TEST_SUBJECTS)]
+        for kind in LIMBS:
+            conditions[kind] = (True, limb_recordings(originals, kind, seed + TEST_ROTATION_OFFSET))
     for rate in args.rates:
         model = SimulatedBarometer(rate_hz=rate, noise_hpa=args.noise, doors_per_min=args.doors)
         conditions[f"pressure {rate:g} Hz"] = (
@@ -218,15 +257,22 @@ def run(args: argparse.Namespace) -> int:
     results = {}
     for name, (gated, recordings) in conditions.items():
         began = time.perf_counter()
-        pairs = [pair for rec in recordings for pair in replay_published(rec, served, gated)]
-        results[name] = score(pairs)
-        r = results[name]
-        print(
-            f"{name:>16}: accuracy {r['accuracy']:.4f} on {r['windows']} windows; recall "
-            + ", ".join(f"{c} {v['recall']:.3f}" for c, v in r["per_class"].items())
-            + f" ({time.perf_counter() - began:.0f} s)",
-            flush=True,
-        )
+        rows = [t for rec in recordings for t in replay_published(rec, served, gated)]
+        results[name] = {**score(rows), "whole_windows": score(rows, whole=True)}
+        if not gated:  # the model alone, window by window (no display, no gate)
+            results[name]["window_label"] = {
+                "at_window_end": score(rows, raw=True)["accuracy"],
+                "whole_windows": score(rows, whole=True, raw=True)["accuracy"],
+            }
+            print(f"{name:>16}: the window's own label {results[name]['window_label']}", flush=True)
+        for label, r in (("end", results[name]), ("whole", results[name]["whole_windows"])):
+            print(
+                f"{name:>16} {label:>5}: accuracy {r['accuracy']:.4f} on {r['windows']} windows; recall "
+                + ", ".join(f"{c} {v['recall']:.3f}" for c, v in r["per_class"].items())
+                + f"; stairs false alarm {r['stairs_false_alarm']:.3f}"
+                + f" ({time.perf_counter() - began:.0f} s)",
+                flush=True,
+            )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
         json.dumps(

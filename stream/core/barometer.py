@@ -267,13 +267,20 @@ class AltitudeRate:
 
     def _estimate(self, tick: float) -> VerticalSpeed | None:
         """The estimate at ``tick``: over the short span where that is precise
-        enough (a fast barometer sees a flight begin sooner), else the span."""
+        enough (a fast barometer sees a flight begin sooner), else the span;
+        where the short span took a step out, the more precise of the two."""
         if self.short_span:
             recent = int(np.count_nonzero(self._t > tick - self.short_span)) - int(np.count_nonzero(self._t > tick))
             if recent >= SHORT_MIN_HZ * self.short_span:
                 quick = self._fit(tick, self.short_span)
                 if quick is not None and quick.se <= SHORT_SE:
-                    return quick
+                    if not quick.step_m:
+                        return quick
+                    # In a few bins a step and a slope look alike: a steady climb's noise can be
+                    # read as a door step plus level. The whole span tells them apart better; the
+                    # more precise of the two stands.
+                    whole = self._fit(tick, self.span)
+                    return quick if whole is None or quick.se <= whole.se else whole
         return self._fit(tick, self.span)
 
     def _fit(self, tick: float, span: float) -> VerticalSpeed | None:

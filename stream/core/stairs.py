@@ -15,7 +15,12 @@ evidence that holds where the device is:
     activity names its personal model was fitted on);
 (c) a gait the model can tell is like the waist gait it learned stairs on
     (``waist_likeness`` 0..1 per window, from the placement-free model where
-    it gives one; absent, it says nothing).
+    it gives one; absent, it says nothing). A device does not change
+    placement from one window to the next, so the evidence is the device's:
+    the mean over its last :data:`GAIT_MEMORY` moving windows once
+    :data:`GAIT_MIN_WINDOWS` were seen (the window's own before that). One
+    window of a waist's stairs that reads limb-like keeps the stairs, one
+    window of a limb's walk that reads waist-like claims none.
 
 Without evidence, moving is WALKING. Without a barometer's word, a
 calibrated walk overrides the model's stairs unless stairs were calibrated
@@ -45,6 +50,7 @@ class shown, so the bars agree with the label.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
 
 import numpy as np
@@ -56,8 +62,12 @@ MOVING = (WALKING, UPSTAIRS, DOWNSTAIRS)
 STAIRS = (UPSTAIRS, DOWNSTAIRS)
 #: The modes whose stairs need evidence (waist mode keeps the HAPT model's).
 GATED_MODES = ("any", "personal")
-#: A window whose gait is at least this like the waist one may keep the model's stairs.
+#: A device whose gait is at least this like the waist one may keep the model's stairs.
 WAIST_LIKE = 0.5
+#: The gait evidence is the mean waist-likeness of this many of the device's latest moving
+#: windows, once it has seen this many (as the page's placement, ``placement.PlacementTracker``).
+GAIT_MEMORY = 20
+GAIT_MIN_WINDOWS = 5
 
 #: Why a label was shown, counted by the worker (``stairs_<why>``).
 BY_BAROMETER, BY_CALIBRATION, BY_GAIT, WITHHELD = "barometer", "calibration", "gait", "withheld"
@@ -73,11 +83,23 @@ class StairsEvidence:
     """One device's evidence for stairs: its barometer (if it sends pressure)
     and the rule above (see the module doc)."""
 
-    __slots__ = ("barometer", "last")
+    __slots__ = ("barometer", "last", "gait", "_gait_t")
 
     def __init__(self) -> None:
         self.barometer: AltitudeRate | None = None  # made at the first pressure reading
         self.last = ""  # why the latest judged label was shown (for counting)
+        self.gait: deque[float] = deque(maxlen=GAIT_MEMORY)  # the latest moving windows' waist-likeness
+        self._gait_t: float | None = None  # the window whose likeness was taken last (judged twice: label, display)
+
+    def waist_like(self, t: float, likeness: float | None, moving: bool) -> float | None:
+        """The device's gait evidence for the window ending at ``t`` (see the
+        module doc), taking that window's ``likeness`` once if it was ``moving``."""
+        if likeness is not None and moving and t != self._gait_t and np.isfinite(likeness):
+            self.gait.append(float(likeness))
+            self._gait_t = t
+        if len(self.gait) >= GAIT_MIN_WINDOWS:
+            return float(np.mean(self.gait))
+        return likeness
 
     def push_pressure(self, t: np.ndarray | Sequence[float], hpa: np.ndarray | Sequence[float]) -> dict[str, int]:
         """Take barometer readings (seconds on the samples' clock, hPa); the
@@ -108,6 +130,7 @@ class StairsEvidence:
         """The label (and probabilities over ``classes``) that may be shown
         for a window ending at ``t`` that the model labelled ``label``."""
         self.last = ""
+        gait = self.waist_like(t, waist_likeness, label in MOVING)
         if label not in MOVING:
             return label, list(probs)
         vertical = self.vertical(t)
@@ -126,7 +149,7 @@ class StairsEvidence:
             shown, self.last = label, BY_CALIBRATION
         elif WALKING in calibrated:  # a calibrated walk overrides the model's stairs
             shown, self.last = WALKING, WITHHELD
-        elif waist_likeness is not None and waist_likeness >= WAIST_LIKE:
+        elif gait is not None and gait >= WAIST_LIKE:
             shown, self.last = label, BY_GAIT
         else:
             shown, self.last = WALKING, WITHHELD
