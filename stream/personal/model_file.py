@@ -48,7 +48,14 @@ MAX_FEATURES = 2048
 
 
 class PersonalModelError(ValueError):
-    """A personal-model file that cannot be served, and why."""
+    """A personal-model file that cannot be served, and why; ``kind`` names
+    the reason for the counts (``bad_file``: unreadable or out of shape or
+    range; ``keras_format``, ``other_base``, ``needs_features``,
+    ``feature_width``: the loader's reasons)."""
+
+    def __init__(self, message: str, kind: str = "bad_file"):
+        super().__init__(message)
+        self.kind = kind
 
 
 def read_personal_file(path: str | Path) -> PersonalHead:
