@@ -180,6 +180,21 @@ def run(subjects: Sequence[int], activities: Sequence[str], seconds: float, sett
         row = study_subject(recs, rotation, base, activities, seconds, settings)
         print(json.dumps({k: v for k, v in row.items() if not k.endswith(("per_class", "postures"))}), flush=True)
         rows.append(row)
+    summary = summarise(rows)
+    return {
+        "subjects": list(subjects),
+        "activities": list(activities),
+        "seconds_per_activity": seconds,
+        "settings": settings.__dict__,
+        "seed": seed,
+        "base_model": base.model_id,
+        "rows": rows,
+        "summary": summary,
+    }
+
+
+def summarise(rows: Sequence[dict]) -> dict:
+    """Means (and worst subjects) over :func:`study_subject` rows."""
     summary: dict = {}
     for key in rows[0] if rows else []:
         if key.startswith(("raw_", "shown_")) and not key.endswith(("per_class", "postures")):
@@ -201,16 +216,7 @@ def run(subjects: Sequence[int], activities: Sequence[str], seconds: float, sett
                     k: round(float(np.mean([o[k] for o in outcomes])), 4) for k in outcomes[0]
                 }
     summary["fit_seconds_median"] = float(np.median([r["fit_seconds"] for r in rows])) if rows else float("nan")
-    return {
-        "subjects": list(subjects),
-        "activities": list(activities),
-        "seconds_per_activity": seconds,
-        "settings": settings.__dict__,
-        "seed": seed,
-        "base_model": base.model_id,
-        "rows": rows,
-        "summary": summary,
-    }
+    return summary
 
 
 def table(report: dict) -> str:
