@@ -134,6 +134,13 @@ class PersonalSettings:
     #: A posture is named past the lead at which the calibration's own check
     #: named this share of its windows right (:func:`confident_margin`).
     named_precision: float = 0.9
+    #: Also score each posture by its angle from the calibrated walk's gravity
+    #: direction (the limb's flexion, the trunk's lean), where a walk was calibrated.
+    walk_anchor: bool = True
+    #: Weight of that angle's log-likelihood in a posture's score.
+    angle_weight: float = 1.0
+    #: The angle's spread is at least this (degrees): another bout, another chair.
+    angle_spread: float = 12.0
 
 
 @dataclass
@@ -339,9 +346,11 @@ def _head(
     settings: PersonalSettings,
     margins: np.ndarray | None = None,
     features: Sequence[np.ndarray] | None = None,
+    walk_down: np.ndarray | None = None,
 ) -> PersonalHead:
     """A head from each posture's still windows' cues (and the shared
-    model's features of them: a discriminant with two postures or more);
+    model's features of them: a discriminant with two postures or more;
+    the walk's gravity direction: each posture's angle from it);
     margins 0 unless given."""
     motion = [c[:, 3:].astype(np.float64) for c in cues]
     if motion:
@@ -364,7 +373,35 @@ def _head(
         motion_weight=settings.motion_weight,
         margins=(np.zeros((k, k)) if margins is None else margins).tolist(),
         **(fit_discriminant(features) if features is not None and settings.discriminant else {}),
+        **(walk_angles(walk_down, cues, settings) if walk_down is not None and settings.walk_anchor else {}),
     )
+
+
+def walk_angles(walk_down: np.ndarray, cues: Sequence[np.ndarray], settings: PersonalSettings) -> dict:
+    """``walk_down`` and each posture's angle from it (mean, spread at least
+    :attr:`PersonalSettings.angle_spread`), as :class:`PersonalHead` arguments.
+
+    >>> walk_angles(np.array([1.0, 0.0, 0.0]), [np.array([[0.0, 1.0, 0.0] + [0.0] * 6])], PersonalSettings())
+    {'walk_down': [1.0, 0.0, 0.0], 'walk_angle': [[90.0, 12.0]], 'angle_weight': 1.0}
+    """
+    rows = []
+    for c in cues:
+        degrees = np.degrees(np.arccos(np.clip(c[:, :3].astype(np.float64) @ walk_down, -1.0, 1.0)))
+        rows.append([round(float(degrees.mean()), 3), round(max(float(degrees.std()), settings.angle_spread), 3)])
+    return {
+        "walk_down": np.round(np.asarray(walk_down, float), 6).tolist(),
+        "walk_angle": rows,
+        "angle_weight": settings.angle_weight,
+    }
+
+
+def walk_direction(cues: np.ndarray) -> np.ndarray | None:
+    """The unit mean gravity direction of walking windows' cues (None without any)."""
+    if len(cues) == 0:
+        return None
+    m = np.asarray(cues, np.float64)[:, :3].mean(axis=0)
+    norm = np.linalg.norm(m)
+    return m / norm if norm > 0.5 else None  # a walk whose direction wanders all round anchors nothing
 
 
 def fit_discriminant(features: Sequence[np.ndarray]) -> dict:
@@ -398,6 +435,7 @@ def learn_margins(
     turns: Sequence[str],
     settings: PersonalSettings,
     features: Sequence[np.ndarray] | None = None,
+    walk_down: np.ndarray | None = None,
 ) -> tuple[np.ndarray, list[tuple[float, float]]]:
     """``(margins (k, k), [(accuracy, margin) per pair in combinations order])``.
 
@@ -414,11 +452,13 @@ def learn_margins(
         for fold in (0, 1):
             train = [h[fold] for h in halves]
             train_features = [h[fold] for h in feature_halves] if feature_halves is not None else None
-            head = _head(postures, train, [np.zeros(len(t)) for t in train], turns, settings, None, train_features)
+            head = _head(
+                postures, train, [np.zeros(len(t)) for t in train], turns, settings, None, train_features, walk_down
+            )
             slots = [POSTURES.index(p) for p in postures]
             for i, held in enumerate(h[1 - fold] for h in halves):
                 held_features = feature_halves[i][1 - fold] if feature_halves is not None else None
-                scores, _, _ = posture_scores([head] * len(held), held, held_features)
+                scores, *_ = posture_scores([head] * len(held), held, held_features)
                 for j in range(k):
                     if j != i:
                         leads.setdefault((min(i, j), max(i, j)), []).append(scores[:, slots[i]] - scores[:, slots[j]])
@@ -503,6 +543,7 @@ def fit_personal(
     still_cues: list[np.ndarray] = []
     still_bouts: list[np.ndarray] = []
     still_features: list[np.ndarray] = []
+    walk_down = None
     for index, name in enumerate(ACTIVITIES):
         if name not in seconds:
             continue
@@ -515,9 +556,11 @@ def fit_personal(
             still_cues.append(cues[still])
             still_bouts.append(data.bout[still])
             still_features.append(features[still])
-    head = _head(postures, still_cues, still_bouts, ("none",), settings, None, still_features)
+        if check.accepted and name == "WALKING":
+            walk_down = walk_direction(cues[mine & (base_class != _STILL_INDEX)])
+    head = _head(postures, still_cues, still_bouts, ("none",), settings, None, still_features, walk_down)
     turns = choose_turns({p: np.asarray(v) for p, v in head.prototypes.items()}) if settings.half_turns else ("none",)
-    margins, checked = learn_margins(postures, still_cues, turns, settings, still_features)
+    margins, checked = learn_margins(postures, still_cues, turns, settings, still_features, walk_down)
     pairs = [
         PairCheck(
             (a, b),

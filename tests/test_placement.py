@@ -331,3 +331,30 @@ def test_calibrate_names_an_unreadable_recording_and_exits_2(tmp_path, capsys):
     bad.write_text("time,acc_x\n0,1\n")
     assert main(["calibrate", "--data", str(bad), "--out", str(tmp_path / "x.keras")]) == 2
     assert "bad.csv" in capsys.readouterr().err
+
+
+def _rolled(direction, axis, degrees: float) -> tuple[float, float, float]:
+    """``direction`` turned by ``degrees`` about ``axis`` (Rodrigues)."""
+    from scipy.spatial.transform import Rotation
+
+    axis = np.asarray(axis, float) / np.linalg.norm(axis)
+    return tuple(Rotation.from_rotvec(np.deg2rad(degrees) * axis).apply(np.asarray(direction, float)))
+
+
+def test_a_thigh_on_another_chair_still_sits_by_its_angle_from_the_walk(tmp_path, capsys):
+    head, doc = calibrate(
+        tmp_path,
+        [
+            _activity("WALKING", 30, POCKET_STAND, True, 0),
+            _activity("SITTING", 30, POCKET_SIT, False, 1),
+            _activity("STANDING", 30, POCKET_STAND, False, 2),
+        ],
+    )
+    assert len(doc["walk_down"]) == 3 and doc["walk_angle"][0][0] > 60  # sitting: the thigh far from upright
+    # the same thigh flexion, the leg rolled 60° about its own length: far from the sitting prototypes
+    other_chair = _rolled(POCKET_SIT, POCKET_STAND, 60.0)
+    down = np.asarray(other_chair) / np.linalg.norm(other_chair)
+    protos = np.asarray(head.prototypes["SITTING"])
+    assert np.degrees(np.arccos((protos @ down).max())) > head.max_angle
+    sitting = shown(head, _activity("SITTING", 20, other_chair, False, 13))
+    assert sitting.count("SITTING") >= 0.9 * len(sitting)

@@ -236,6 +236,30 @@ def table(report: dict) -> str:
     return "\n".join(lines)
 
 
+def add_head_options(parser: argparse.ArgumentParser) -> None:
+    """The personal head's settings a study may vary (:class:`PersonalSettings`)."""
+    defaults = PersonalSettings()
+    parser.add_argument("--max-angle", type=float, default=defaults.max_angle)
+    parser.add_argument("--no-half-turns", action="store_true")
+    parser.add_argument("--no-discriminant", action="store_true", help="no discriminant on the shared model's features")
+    parser.add_argument("--no-walk-anchor", action="store_true", help="no angle from the calibrated walk's gravity")
+    parser.add_argument("--angle-weight", type=float, default=defaults.angle_weight)
+    parser.add_argument("--angle-spread", type=float, default=defaults.angle_spread)
+    parser.add_argument("--sharpness", type=float, default=defaults.sharpness)
+
+
+def head_settings(args: argparse.Namespace) -> PersonalSettings:
+    return PersonalSettings(
+        max_angle=args.max_angle,
+        half_turns=not args.no_half_turns,
+        discriminant=not args.no_discriminant,
+        walk_anchor=not args.no_walk_anchor,
+        angle_weight=args.angle_weight,
+        angle_spread=args.angle_spread,
+        sharpness=args.sharpness,
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from ..dataset import VALIDATION_SUBJECTS
 
@@ -245,12 +269,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--subjects", default="test", help="'test' (UCI test subjects), 'validation', or e.g. 2,4,9")
     parser.add_argument("--activities", default=",".join(DEFAULT_ACTIVITIES), help="calibrated activities, or 'all'")
     parser.add_argument("--seconds", type=float, default=60.0, help="first seconds of each activity used")
-    parser.add_argument("--max-angle", type=float, default=PersonalSettings.max_angle)
-    parser.add_argument("--no-half-turns", action="store_true")
-    parser.add_argument("--no-discriminant", action="store_true", help="no discriminant on the shared model's features")
     parser.add_argument(
         "--named-precision", type=float, nargs="+", default=[PersonalSettings.named_precision], help="one run each"
     )
+    add_head_options(parser)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=REPORT)
     args = parser.parse_args(argv)
@@ -262,12 +284,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     existing = json.loads(args.out.read_text()) if args.out.is_file() else []
     for precision in args.named_precision:
-        settings = PersonalSettings(
-            max_angle=args.max_angle,
-            half_turns=not args.no_half_turns,
-            discriminant=not args.no_discriminant,
-            named_precision=precision,
-        )
+        settings = replace(head_settings(args), named_precision=precision)
         report = run(subjects, activities, args.seconds, settings, args.seed)
         report["subject_set"] = args.subjects
         print(f"\n{settings}, activities {activities}, subjects {args.subjects}")

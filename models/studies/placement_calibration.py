@@ -59,7 +59,7 @@ from harstream.stream.data.recordings import UCI_TEST_SUBJECTS, Recording, load_
 from ..artifact import ANY_MODEL, load_artifact
 from ..augment import WAIST_SIDEWAYS, WAIST_UP, LimbMotion, simulate_limb, uniform_rotations
 from ..personal import PersonalSettings
-from .calibration import DEFAULT_ACTIVITIES, study_subject, summarise, table
+from .calibration import DEFAULT_ACTIVITIES, add_head_options, head_settings, study_subject, summarise, table
 
 REPORT = REPORTS / "placement_calibration_study.json"
 PLACEMENTS = ("thigh", "wrist")
@@ -185,7 +185,7 @@ def simulate_placement(
         after = next((fixed[j] for j in range(i + 1, len(runs)) if fixed[j] is not None), None)
         before = after if before is None else before
         after = before if after is None else after
-        if before is None:
+        if before is None or after is None:
             rotation[start:end] = hanging
             continue
         ends = Rotation.from_matrix(np.stack([before, after]))
@@ -258,6 +258,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--subjects", default="test", help="'test' (UCI test subjects), 'validation', or e.g. 2,4,9")
     parser.add_argument("--placements", default=",".join(PLACEMENTS), help="thigh, wrist, or both")
     parser.add_argument("--seconds", type=float, default=60.0, help="first seconds of each activity used")
+    add_head_options(parser)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(REPORT))
     args = parser.parse_args(argv)
@@ -268,7 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     out = Path(args.out)
     existing = json.loads(out.read_text()) if out.is_file() else []
-    settings = PersonalSettings()
+    settings = head_settings(args)
     for placement in [p.strip() for p in args.placements.split(",")]:
         if placement not in PLACEMENTS:
             parser.error(f"placement {placement!r}: expected one of {', '.join(PLACEMENTS)}")

@@ -20,6 +20,18 @@ held the same way. Where the calibration had two postures or more, a linear
 discriminant on the shared model's own features of the window (its feature
 stage's output: how the body moves, in a placement-free way) adds to that.
 
+The walking anchor: where the calibration had a walk, the head keeps the
+device's mean gravity direction while walking (``walk_down``) and, per
+posture, the angle between it and the posture's gravity (``walk_angle``:
+mean and spread, degrees). On a thigh or a forearm that is the limb's
+flexion from hanging (standing near 0°, sitting near 90° on a thigh), on a
+waist the trunk's lean from upright (the APE method: sitting leans back);
+it does not depend on how the device is rolled about the limb, which
+changes from bout to bout where the prototypes' full direction does not
+repeat. A still window whose angle from the walk lies within
+:data:`ANGLE_GATE_Z` spreads of a posture's is near it even where it is
+farther than ``max_angle`` from every prototype.
+
 Half-turns: a phone put back into a pocket turned round (top down, or screen
 facing the other way) sees gravity with the signs of two of its components
 flipped. :data:`TURNS` are those sign patterns; a head matches the current
@@ -85,6 +97,8 @@ INSEPARABLE = 1e6
 #: A posture's motion log-likelihood is clipped here (a window unlike every
 #: calibrated posture must not swamp the tilt).
 MOTION_CLIP = 20.0
+#: A window within this many spreads of a posture's angle from the walk is near it.
+ANGLE_GATE_Z = 2.0
 _SLOW = 25  # samples (0.5 s) of the moving average that keeps the body acceleration below ~2 Hz
 
 
@@ -147,6 +161,9 @@ class PersonalHead:
     ``turns``: the half-turns (:data:`TURNS` names) under which they are
     matched; ``motion_mean`` ``(postures, N_MOTION)`` and ``motion_scale``
     ``(N_MOTION,)``: each posture's mean micro-motion cues and their spread;
+    ``walk_down`` ``(3,)`` (or empty) and ``walk_angle`` ``(postures, 2)``:
+    the calibrated walk's gravity direction and each posture's angle from
+    it, mean and spread (degrees), scored with weight ``angle_weight``;
     ``margins`` ``(postures, postures)``: by how much (score units) the
     best posture must beat each other one to be named, else STILL
     (:data:`INSEPARABLE`: never). Farther than ``max_angle`` degrees from
@@ -167,6 +184,9 @@ class PersonalHead:
     motion_weight: float = 1.0
     margins: Sequence[Sequence[float]] = ()
     calibrated: frozenset[str] = frozenset()
+    walk_down: Sequence[float] = ()
+    walk_angle: Sequence[Sequence[float]] = ()
+    angle_weight: float = 1.0
     # a linear discriminant on the shared model's own window features (its feature
     # stage's output for the current window): mean, scale (F,), coef (F, postures), intercept
     feature_mean: Sequence[float] = ()
@@ -185,14 +205,25 @@ class PersonalHead:
         signs = np.array([TURNS[t] for t in self.turns], np.float32)  # (S, 3)
         turned = np.zeros((len(POSTURES), MAX_PROTOTYPES * len(TURNS), 3), np.float32)
         penalty = np.full((len(POSTURES), MAX_PROTOTYPES * len(TURNS)), -10.0, np.float32)
+        turn_of = np.zeros((len(POSTURES), MAX_PROTOTYPES * len(TURNS)), np.int64)
         mean = np.zeros((len(POSTURES), N_MOTION), np.float32)
         margins = np.zeros((len(POSTURES), len(POSTURES)), np.float32)
         slots = [POSTURES.index(p) for p in self.postures]
+        # the walk's direction under each allowed turn, and each posture's angle from it (spread 1: unused)
+        walks = np.zeros((len(TURNS), 3), np.float32)
+        angles = np.zeros((len(POSTURES), 2), np.float32)
+        angles[:, 1] = 1.0
+        anchored = len(self.walk_down) == 3 and len(self.walk_angle) == k and k > 0
+        if anchored:
+            walks[: len(signs)] = np.asarray(self.walk_down, np.float32)[None, :] * signs
         for i, (slot, posture) in enumerate(zip(slots, self.postures)):
             protos = np.asarray(self.prototypes[posture], np.float32).reshape(-1, 3)
             variants = (protos[None, :, :] * signs[:, None, :]).reshape(-1, 3)
             turned[slot, : len(variants)] = variants
             penalty[slot, : len(variants)] = 0.0
+            turn_of[slot, : len(variants)] = np.repeat(np.arange(len(signs)), len(protos))
+            if anchored:
+                angles[slot] = np.asarray(self.walk_angle, np.float32)[i]
             if k and len(self.motion_mean):
                 mean[slot] = np.asarray(self.motion_mean, np.float32)[i]
             for j, other in enumerate(slots):
@@ -215,7 +246,8 @@ class PersonalHead:
                 padded,
                 intercept,
             )
-        self._arrays = (turned, penalty, mean, scale, margins, mask, np.array(columns), discriminant)
+        anchor = (walks, turn_of, angles) if anchored else None
+        self._arrays = (turned, penalty, mean, scale, margins, mask, np.array(columns), discriminant, anchor)
 
     @property
     def feature_size(self) -> int:
@@ -238,12 +270,13 @@ LDA_CLIP = 20.0
 
 def posture_scores(
     heads: Sequence[PersonalHead], cues: np.ndarray, features: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(scores, best cosine, usable)`` per row and posture slot, row ``i``
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(scores, best cosine, usable, angle z)`` per row and posture slot, row ``i``
     scored by ``heads[i]`` (a slot is usable where the posture was
     calibrated and the row has what its head needs: the shared model's
     features ``features[i]`` for a head with a feature discriminant;
-    unusable slots score -1e9)."""
+    unusable slots score -1e9; angle z: how many spreads the row's angle
+    from the walk lies from the posture's, inf without a walking anchor)."""
     cues = np.asarray(cues, np.float32)
     turned = np.stack([h._arrays[0] for h in heads])  # (n, 3, J, 3)
     penalty = np.stack([h._arrays[1] for h in heads])
@@ -252,10 +285,27 @@ def posture_scores(
     mask = np.stack([h._arrays[5] for h in heads])  # (n, 3)
     sharp = np.array([h.sharpness for h in heads], np.float32)[:, None]
     weight = np.array([h.motion_weight for h in heads], np.float32)[:, None]
-    best = (np.einsum("nkjd,nd->nkj", turned, cues[:, :3]) + penalty).max(axis=2)  # (n, 3)
+    cosines = np.einsum("nkjd,nd->nkj", turned, cues[:, :3]) + penalty  # (n, 3, J)
+    best = cosines.max(axis=2)  # (n, 3)
+    tilt = sharp * best
+    anchored = np.zeros((len(heads), cosines.shape[1]), np.float32)  # (n, 3): z of the angle from the walk
+    anchored[:] = np.inf
+    with_anchor = [i for i, h in enumerate(heads) if h._arrays[8] is not None]
+    if with_anchor:
+        a = np.asarray(with_anchor)
+        walks = np.stack([heads[i]._arrays[8][0] for i in with_anchor])  # (m, T, 3)
+        turn_of = np.stack([heads[i]._arrays[8][1] for i in with_anchor])  # (m, 3, J)
+        angles = np.stack([heads[i]._arrays[8][2] for i in with_anchor])  # (m, 3, 2)
+        degrees = np.degrees(np.arccos(np.clip(np.einsum("mtd,md->mt", walks, cues[a, :3]), -1.0, 1.0)))
+        at = np.take_along_axis(degrees[:, None, :], turn_of, axis=2)  # (m, 3, J): under each variant's turn
+        zed = np.abs(at - angles[:, :, :1]) / angles[:, :, 1:]
+        w = np.array([heads[i].angle_weight for i in with_anchor], np.float32)[:, None, None]
+        term = np.maximum(-0.5 * w * zed * zed, -MOTION_CLIP)
+        tilt[a] = (sharp[a][:, :, None] * cosines[a] + term).max(axis=2)
+        anchored[a] = np.where(penalty[a] == 0.0, zed, np.inf).min(axis=2)
     z = (cues[:, None, 3:] - mean) / scale[:, None, :]
     likelihood = np.maximum(-0.5 * np.einsum("nkd,nkd->nk", z, z), -MOTION_CLIP)
-    scores = sharp * best + weight * likelihood
+    scores = tilt + weight * likelihood
     with_lda = [i for i, h in enumerate(heads) if h._arrays[7] is not None]
     if with_lda:
         width = None if features is None else np.asarray(features).reshape(len(heads), -1).shape[1]
@@ -268,7 +318,7 @@ def posture_scores(
             centred = (f - np.stack([p[0] for p in parts])) / np.stack([p[1] for p in parts])
             lda = np.einsum("nf,nfk->nk", centred, np.stack([p[2] for p in parts])) + np.stack([p[3] for p in parts])
             scores[fits] += np.clip(np.nan_to_num(lda), -LDA_CLIP, LDA_CLIP)
-    return np.where(mask, scores, -1e9), best, mask
+    return np.where(mask, scores, -1e9), best, mask, anchored
 
 
 def apply_heads(
@@ -291,11 +341,12 @@ def apply_heads(
     cues = np.asarray(cues, np.float32)
     finite = np.isfinite(cues).all(axis=1)
     cues = np.where(finite[:, None], cues, 0.0)
-    scores, best, mask = posture_scores(heads, cues, features)
+    scores, best, mask, zed = posture_scores(heads, cues, features)
     gate = np.array([np.cos(np.deg2rad(h.max_angle)) for h in heads])
-    near = (np.where(mask, best, -np.inf).max(axis=1) >= gate) & finite & mask.any(axis=1)
     top = scores.argmax(axis=1)
     rows = np.arange(n)
+    near = (np.where(mask, best, -np.inf).max(axis=1) >= gate) | (zed[rows, top] <= ANGLE_GATE_Z)
+    near &= finite & mask.any(axis=1)
     margins = np.stack([h._arrays[4] for h in heads])[rows, top]  # (n, 3): top against each
     lead = scores[rows, top][:, None] - scores
     beaten = (lead >= margins) | ~mask
