@@ -141,6 +141,16 @@ class PersonalSettings:
     angle_weight: float = 1.0
     #: The angle's spread is at least this (degrees): another bout, another chair.
     angle_spread: float = 12.0
+    #: Also try trusting the angle from the walk over the whole tilt
+    #: (:func:`roll_free`) and keep whichever the calibration's check names more right with.
+    roll_free: bool = True
+
+
+def roll_free(settings: PersonalSettings) -> PersonalSettings:
+    """``settings`` trusting a posture's angle from the walk (which a limb's
+    roll does not change) over its whole gravity direction: a quarter of the
+    sharpness, three times the angle's weight (docs/BENCHMARKS.md)."""
+    return replace(settings, sharpness=settings.sharpness / 4, angle_weight=settings.angle_weight * 3)
 
 
 @dataclass
@@ -163,6 +173,7 @@ class PairCheck:
     angle: float  # degrees between their gravity directions (closest prototypes)
     accuracy: float  # share right in the two-fold check on the calibration's windows
     margin: float  # score units the winner must lead by; INSEPARABLE: never named
+    named: float = 0.0  # share of the check's windows named, and named right, past that margin
 
     @property
     def separable(self) -> bool:
@@ -436,8 +447,8 @@ def learn_margins(
     settings: PersonalSettings,
     features: Sequence[np.ndarray] | None = None,
     walk_down: np.ndarray | None = None,
-) -> tuple[np.ndarray, list[tuple[float, float]]]:
-    """``(margins (k, k), [(accuracy, margin) per pair in combinations order])``.
+) -> tuple[np.ndarray, list[tuple[float, float, float]]]:
+    """``(margins (k, k), [(accuracy, margin, named right) per pair in combinations order])``.
 
     Two-fold check on the calibration's own windows: a head fitted on the
     first half of each posture's windows scores the second half, and the
@@ -468,7 +479,8 @@ def learn_margins(
         accuracy = float(np.mean(d > 0)) if len(d) else 0.0
         margin = confident_margin(d, settings.named_precision)
         margins[i, j] = margins[j, i] = margin
-        report.append((round(accuracy, 4), round(margin, 3)))
+        named = float(np.mean(d >= margin)) if len(d) and margin < INSEPARABLE else 0.0
+        report.append((round(accuracy, 4), round(margin, 3), round(named, 4)))
     return margins, report
 
 
@@ -560,15 +572,25 @@ def fit_personal(
             walk_down = walk_direction(cues[mine & (base_class != _STILL_INDEX)])
     head = _head(postures, still_cues, still_bouts, ("none",), settings, None, still_features, walk_down)
     turns = choose_turns({p: np.asarray(v) for p, v in head.prototypes.items()}) if settings.half_turns else ("none",)
+    chosen = settings
     margins, checked = learn_margins(postures, still_cues, turns, settings, still_features, walk_down)
+    if walk_down is not None and settings.walk_anchor and settings.roll_free and len(postures) >= 2:
+        # how much to trust the whole tilt: a limb rolled otherwise from bout to bout (a forearm) is
+        # better told by its angle from the walk; the calibration's own check decides
+        other = roll_free(settings)
+        other_margins, other_checked = learn_margins(postures, still_cues, turns, other, still_features, walk_down)
+        if sum(c[2] for c in other_checked) > sum(c[2] for c in checked):
+            chosen, margins, checked = other, other_margins, other_checked
+            head = _head(postures, still_cues, still_bouts, ("none",), chosen, None, still_features, walk_down)
     pairs = [
         PairCheck(
             (a, b),
             separation(np.asarray(head.prototypes[a]), np.asarray(head.prototypes[b]), ["none"]),
             accuracy,
             margin,
+            named,
         )
-        for (a, b), (accuracy, margin) in zip(itertools.combinations(postures, 2), checked)
+        for (a, b), (accuracy, margin, named) in zip(itertools.combinations(postures, 2), checked)
     ]
     head = replace(
         head,
@@ -580,12 +602,12 @@ def fit_personal(
     head = replace(
         head,
         decoder=personal_decoder(base.metadata.get("decoder"), head.classes, base.model_id),
-        summary=tuple(describe(head, pairs, checks)),
+        summary=tuple(describe(head, pairs, checks, roll_free_chosen=chosen is not settings)),
     )
     return PersonalFit(
         head=head,
         checks=checks,
-        settings=settings,
+        settings=chosen,
         context_steps=steps,
         seconds=time.perf_counter() - started,
         pairs=pairs,
@@ -617,12 +639,23 @@ def _said(name: str) -> str:
     return "lying" if name == "LAYING" else name.lower().replace("_", " ")
 
 
-def describe(head: PersonalHead, pairs: Sequence[PairCheck], checks: Sequence[ActivityCheck]) -> list[str]:
+def describe(
+    head: PersonalHead, pairs: Sequence[PairCheck], checks: Sequence[ActivityCheck], roll_free_chosen: bool = False
+) -> list[str]:
     """What the calibration learned and what will show as STILL, in a few
     lines for the page and the CLI."""
     lines = []
     learned = [c.activity for c in checks if c.accepted]
     lines.append(f"Learned: {', '.join(_said(a) for a in learned)}." if learned else "Nothing learned.")
+    if len(head.walk_down) == 3 and len(head.postures):
+        lines.append(
+            "Postures are judged by how far the device is tilted from the way it hangs while walking"
+            + (
+                " more than by its exact direction (the check on this calibration named more right that way)."
+                if roll_free_chosen
+                else ", and by its direction."
+            )
+        )
     for pair in pairs:
         a, b = (_said(p) for p in pair.postures)
         if not pair.separable:

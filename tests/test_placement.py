@@ -358,3 +358,28 @@ def test_a_thigh_on_another_chair_still_sits_by_its_angle_from_the_walk(tmp_path
     assert np.degrees(np.arccos((protos @ down).max())) > head.max_angle
     sitting = shown(head, _activity("SITTING", 20, other_chair, False, 13))
     assert sitting.count("SITTING") >= 0.9 * len(sitting)
+
+
+def _forearm(flexion: float, roll: float) -> tuple[float, float, float]:
+    """Gravity on a forearm flexed ``flexion`` degrees from hanging (hanging: along x) and rolled ``roll``."""
+    f, r = np.deg2rad(flexion), np.deg2rad(roll)
+    return (float(np.cos(f)), float(np.sin(f) * np.cos(r)), float(np.sin(f) * np.sin(r)))
+
+
+def test_a_forearm_rolled_otherwise_each_bout_is_told_by_its_angle_from_the_walk(tmp_path, capsys):
+    head, doc = calibrate(
+        tmp_path,
+        [
+            _activity("WALKING", 30, _forearm(0, 0), True, 0),
+            _activity("SITTING", 25, _forearm(70, 0), False, 1),
+            _activity("STANDING", 25, _forearm(40, 180), False, 2),
+            _activity("SITTING", 25, _forearm(70, 100), False, 3),
+            _activity("STANDING", 25, _forearm(40, 280), False, 4),
+        ],
+    )
+    assert any("more than by its exact direction" in line for line in doc["summary"])  # the check chose it
+    # later bouts rolled otherwise again: each nearer the other posture's direction than its own
+    standing = shown(head, _activity("STANDING", 20, _forearm(40, 0), False, 5))
+    sitting = shown(head, _activity("SITTING", 20, _forearm(70, 180), False, 6))
+    assert standing.count("STANDING") >= 0.9 * len(standing)
+    assert sitting.count("SITTING") >= 0.9 * len(sitting)

@@ -246,6 +246,7 @@ def add_head_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--angle-weight", type=float, default=defaults.angle_weight)
     parser.add_argument("--angle-spread", type=float, default=defaults.angle_spread)
     parser.add_argument("--sharpness", type=float, default=defaults.sharpness)
+    parser.add_argument("--no-roll-free", action="store_true", help="never trust the angle from the walk over the tilt")
 
 
 def head_settings(args: argparse.Namespace) -> PersonalSettings:
@@ -257,6 +258,7 @@ def head_settings(args: argparse.Namespace) -> PersonalSettings:
         angle_weight=args.angle_weight,
         angle_spread=args.angle_spread,
         sharpness=args.sharpness,
+        roll_free=not args.no_roll_free,
     )
 
 
