@@ -383,3 +383,58 @@ def test_a_forearm_rolled_otherwise_each_bout_is_told_by_its_angle_from_the_walk
     sitting = shown(head, _activity("SITTING", 20, _forearm(70, 180), False, 6))
     assert standing.count("STANDING") >= 0.9 * len(standing)
     assert sitting.count("SITTING") >= 0.9 * len(sitting)
+
+
+def shown_in_order(head, rows, turn) -> list[str]:
+    """Like :func:`shown`, the head given one window at a time in time order (as the worker's batches do)."""
+    from harstream.models.dataset import context_windows
+    from harstream.models.personal import window_features
+    from harstream.stream.core.pipeline import preprocess_recording
+    from harstream.stream.core.posture import apply_heads, posture_cues
+
+    samples = np.array([r[:6] for r in rows], np.float64) * np.concatenate([turn, turn])
+    processed = preprocess_recording(samples)
+    starts = np.arange(256, len(samples) - 127, 64)
+    x = context_windows(processed, starts, BASE.context_steps)
+    probs, cues, features = np.asarray(BASE.model(x)), posture_cues(x), window_features(x, BASE)
+    return [
+        head.classes[
+            int(head.pick(apply_heads(probs[i : i + 1], cues[i : i + 1], [head], features[i : i + 1])).argmax())
+        ]
+        for i in range(len(x))
+    ]
+
+
+# a phone worn so that turning its screen the other way brings standing onto sitting
+ODD_WALK, ODD_STAND, ODD_SIT = (0.6, 0.7, 0.4), (0.62, 0.72, 0.3), (-0.55, 0.75, -0.2)
+
+
+def test_a_phone_put_back_in_a_turn_its_postures_forbid_stands_again_once_its_walk_shows_the_turn(tmp_path, capsys):
+    head, doc = calibrate(
+        tmp_path,
+        [
+            _activity("WALKING", 30, ODD_WALK, True, 0),
+            _activity("SITTING", 30, ODD_SIT, False, 1),
+            _activity("STANDING", 30, ODD_STAND, False, 2),
+        ],
+    )
+    assert "screen_flipped" not in doc["turns"]
+    flipped = HALF_TURNS["screen_flipped"]
+    rows = _activity("WALKING", 20, ODD_WALK, True, 7) + _activity("STANDING", 30, ODD_STAND, False, 8)
+    labels = shown_in_order(head, rows, flipped)
+    standing = labels[-12:]  # well inside the standing part
+    assert standing.count("STANDING") >= 10, labels
+    assert head.walk_turn() == 2  # TURN_NAMES: none, top_down, screen_flipped, both
+
+
+def test_before_its_first_walk_a_phone_in_a_forbidden_turn_is_not_named_standing(tmp_path, capsys):
+    head, _ = calibrate(
+        tmp_path,
+        [
+            _activity("WALKING", 30, ODD_WALK, True, 0),
+            _activity("SITTING", 30, ODD_SIT, False, 1),
+            _activity("STANDING", 30, ODD_STAND, False, 2),
+        ],
+    )
+    labels = shown_in_order(head, _activity("STANDING", 30, ODD_STAND, False, 8), HALF_TURNS["screen_flipped"])
+    assert "STANDING" not in labels  # the turn is not known: its tilt looks like sitting, or like nothing

@@ -209,6 +209,7 @@ def run(
     seconds: float,
     settings: PersonalSettings,
     seed: int,
+    walk_first: bool = False,
 ) -> dict:
     data = load_dataset()
     base = load_artifact(ANY_MODEL)
@@ -225,7 +226,7 @@ def run(
             sim, drawn = simulate_placement(rec, placement, limb, rng)
             simulated.append(sim)
             bouts.append(drawn)
-        row = study_subject(simulated, pocket, base, activities, seconds, settings)
+        row = study_subject(simulated, pocket, base, activities, seconds, settings, walk_first)
         row["placement"] = placement
         row["limb"] = limb.__dict__
         row["bouts"] = bouts
@@ -273,7 +274,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for placement in [p.strip() for p in args.placements.split(",")]:
         if placement not in PLACEMENTS:
             parser.error(f"placement {placement!r}: expected one of {', '.join(PLACEMENTS)}")
-        report = run(placement, subjects, DEFAULT_ACTIVITIES, args.seconds, settings, args.seed)
+        report = run(placement, subjects, DEFAULT_ACTIVITIES, args.seconds, settings, args.seed, args.walk_first)
+        report["walk_first"] = args.walk_first
         report["subject_set"] = args.subjects
         print(f"\n{placement}, {settings}, subjects {args.subjects}")
         print(table(report), flush=True)

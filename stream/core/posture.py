@@ -99,6 +99,14 @@ INSEPARABLE = 1e6
 MOTION_CLIP = 20.0
 #: A window within this many spreads of a posture's angle from the walk is near it.
 ANGLE_GATE_Z = 2.0
+#: The shared model's probability of moving (walking, up or down stairs)
+#: past which a window's gravity joins the device's live walk direction,
+#: each window with weight :data:`LIVE_WEIGHT`.
+LIVE_WALK_P = 0.6
+LIVE_WEIGHT = 0.2
+#: A live walk within this many degrees of the calibrated walk under a
+#: half-turn shows the device is in that turn.
+LIVE_MATCH_DEG = 20.0
 _SLOW = 25  # samples (0.5 s) of the moving average that keeps the body acceleration below ~2 Hz
 
 
@@ -195,27 +203,33 @@ class PersonalHead:
     feature_intercept: Sequence[float] = ()
     decoder: dict | None = None
     summary: tuple[str, ...] = ()
+    follows_walk: bool = True  # False: the live walk direction is never followed (studies' comparison)
     _arrays: tuple = field(default=(), repr=False)
+    # the device's gravity direction while walking lately (unit, its frame now): state kept while served
+    live_walk: np.ndarray | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.postures = tuple(self.postures)
         self.turns = tuple(dict.fromkeys(("none", *self.turns)))
         self.calibrated = frozenset(self.calibrated) | frozenset(self.postures)
         k = len(self.postures)
-        signs = np.array([TURNS[t] for t in self.turns], np.float32)  # (S, 3)
+        # every posture's prototypes under every half-turn; which turns count is decided per row
+        # (the turns allowed at fit time, and the one the device's own walk shows it is in)
+        signs = np.array([TURNS[t] for t in TURN_NAMES], np.float32)  # (4, 3)
+        allowed = np.array([t in self.turns for t in TURN_NAMES])
         turned = np.zeros((len(POSTURES), MAX_PROTOTYPES * len(TURNS), 3), np.float32)
         penalty = np.full((len(POSTURES), MAX_PROTOTYPES * len(TURNS)), -10.0, np.float32)
         turn_of = np.zeros((len(POSTURES), MAX_PROTOTYPES * len(TURNS)), np.int64)
         mean = np.zeros((len(POSTURES), N_MOTION), np.float32)
         margins = np.zeros((len(POSTURES), len(POSTURES)), np.float32)
         slots = [POSTURES.index(p) for p in self.postures]
-        # the walk's direction under each allowed turn, and each posture's angle from it (spread 1: unused)
+        # the walk's direction under each turn, and each posture's angle from it (spread 1: unused)
         walks = np.zeros((len(TURNS), 3), np.float32)
         angles = np.zeros((len(POSTURES), 2), np.float32)
         angles[:, 1] = 1.0
         anchored = len(self.walk_down) == 3 and len(self.walk_angle) == k and k > 0
         if anchored:
-            walks[: len(signs)] = np.asarray(self.walk_down, np.float32)[None, :] * signs
+            walks[:] = np.asarray(self.walk_down, np.float32)[None, :] * signs
         for i, (slot, posture) in enumerate(zip(slots, self.postures)):
             protos = np.asarray(self.prototypes[posture], np.float32).reshape(-1, 3)
             variants = (protos[None, :, :] * signs[:, None, :]).reshape(-1, 3)
@@ -246,8 +260,46 @@ class PersonalHead:
                 padded,
                 intercept,
             )
-        anchor = (walks, turn_of, angles) if anchored else None
-        self._arrays = (turned, penalty, mean, scale, margins, mask, np.array(columns), discriminant, anchor)
+        anchor = (walks, angles) if anchored else None
+        self._arrays = (
+            turned,
+            penalty,
+            mean,
+            scale,
+            margins,
+            mask,
+            np.array(columns),
+            discriminant,
+            anchor,
+            turn_of,
+            allowed,
+        )
+        self.live_walk = None
+
+    def follow_walk(self, down: np.ndarray, windows: int = 1) -> None:
+        """Fold the gravity direction of ``windows`` walking windows (their
+        mean, ``down``) into the device's live walk direction (each window
+        weighs :data:`LIVE_WEIGHT`)."""
+        d = np.asarray(down, np.float64)
+        d = d / max(float(np.linalg.norm(d)), 1e-9)
+        if self.live_walk is None:
+            self.live_walk = d
+            return
+        keep = (1.0 - LIVE_WEIGHT) ** windows
+        m = keep * self.live_walk + (1.0 - keep) * d
+        self.live_walk = m / max(float(np.linalg.norm(m)), 1e-9)
+
+    def walk_turn(self) -> int | None:
+        """The half-turn (index into :data:`TURN_NAMES`) the device's live walk
+        shows it is in against its calibrated walk, None when it has not
+        walked since it was loaded, or matches no turn, or more than one,
+        within :data:`LIVE_MATCH_DEG`."""
+        anchor = self._arrays[8]
+        if self.live_walk is None or anchor is None:
+            return None
+        cos = anchor[0].astype(np.float64) @ self.live_walk
+        close = np.flatnonzero(cos >= np.cos(np.deg2rad(LIVE_MATCH_DEG)))
+        return int(close[0]) if len(close) == 1 else None  # a walk two turns leave alike shows neither
 
     @property
     def feature_size(self) -> int:
@@ -279,7 +331,16 @@ def posture_scores(
     from the walk lies from the posture's, inf without a walking anchor)."""
     cues = np.asarray(cues, np.float32)
     turned = np.stack([h._arrays[0] for h in heads])  # (n, 3, J, 3)
-    penalty = np.stack([h._arrays[1] for h in heads])
+    turn_of = np.stack([h._arrays[9] for h in heads])  # (n, 3, J)
+    allowed = np.stack([h._arrays[10] for h in heads])  # (n, 4)
+    live = [h.walk_turn() if h.live_walk is not None else None for h in heads]
+    for i, t in enumerate(live):
+        if t is not None:  # the device's own walk shows the turn it is in: that one counts, alone
+            allowed[i] = False
+            allowed[i, t] = True
+    penalty = np.stack([h._arrays[1] for h in heads]) + np.where(
+        np.take_along_axis(allowed[:, None, :], turn_of, axis=2), 0.0, -10.0
+    ).astype(np.float32)
     mean = np.stack([h._arrays[2] for h in heads])  # (n, 3, D)
     scale = np.stack([h._arrays[3] for h in heads])  # (n, D)
     mask = np.stack([h._arrays[5] for h in heads])  # (n, 3)
@@ -294,10 +355,12 @@ def posture_scores(
     if with_anchor:
         a = np.asarray(with_anchor)
         walks = np.stack([heads[i]._arrays[8][0] for i in with_anchor])  # (m, T, 3)
-        turn_of = np.stack([heads[i]._arrays[8][1] for i in with_anchor])  # (m, 3, J)
-        angles = np.stack([heads[i]._arrays[8][2] for i in with_anchor])  # (m, 3, 2)
+        for r, i in enumerate(with_anchor):  # where the device walked in a turn, its live walk stands for it there
+            if live[i] is not None:
+                walks[r, live[i]] = heads[i].live_walk
+        angles = np.stack([heads[i]._arrays[8][1] for i in with_anchor])  # (m, 3, 2)
         degrees = np.degrees(np.arccos(np.clip(np.einsum("mtd,md->mt", walks, cues[a, :3]), -1.0, 1.0)))
-        at = np.take_along_axis(degrees[:, None, :], turn_of, axis=2)  # (m, 3, J): under each variant's turn
+        at = np.take_along_axis(degrees[:, None, :], turn_of[a], axis=2)  # (m, 3, J): under each variant's turn
         zed = np.abs(at - angles[:, :, :1]) / angles[:, :, 1:]
         w = np.array([heads[i].angle_weight for i in with_anchor], np.float32)[:, None, None]
         term = np.maximum(-0.5 * w * zed * zed, -MOTION_CLIP)
@@ -321,6 +384,18 @@ def posture_scores(
     return np.where(mask, scores, -1e9), best, mask, anchored
 
 
+def follow_walks(heads: Sequence[PersonalHead], base: np.ndarray, cues: np.ndarray, finite: np.ndarray) -> None:
+    """Each anchored head's live walk direction follows its rows the shared
+    model says are moving (one update per device and call)."""
+    walking = np.flatnonzero((np.asarray(base)[:, :_FIRST_POSTURE].sum(axis=1) >= LIVE_WALK_P) & finite)
+    rows: dict[int, list[int]] = {}
+    for i in walking:
+        if heads[i]._arrays[8] is not None and heads[i].follows_walk:
+            rows.setdefault(id(heads[i]), []).append(int(i))
+    for idx in rows.values():
+        heads[idx[0]].follow_walk(np.asarray(cues, np.float64)[idx, :3].mean(axis=0), len(idx))
+
+
 def apply_heads(
     base: np.ndarray, cues: np.ndarray, heads: Sequence[PersonalHead], features: np.ndarray | None = None
 ) -> np.ndarray:
@@ -330,7 +405,10 @@ def apply_heads(
     said; STILL's probability given to the postures the head is sure of, else
     left on STILL. ``features``: the shared model's features of each row's
     window (for heads with a feature discriminant; without them such a head
-    says STILL). Use :meth:`PersonalHead.pick` for a device's own columns."""
+    says STILL). Use :meth:`PersonalHead.pick` for a device's own columns.
+    Then the rows the shared model says are moving update their heads'
+    live walk direction (:func:`follow_walks`), for the calls after this one:
+    call it with each device's windows in time order, as the worker does."""
     base = np.asarray(base, np.float64)
     n = len(base)
     out = np.zeros((n, len(SLOTS)))
@@ -342,6 +420,7 @@ def apply_heads(
     finite = np.isfinite(cues).all(axis=1)
     cues = np.where(finite[:, None], cues, 0.0)
     scores, best, mask, zed = posture_scores(heads, cues, features)
+    follow_walks(heads, base, cues, finite)  # after: a window's walk counts for the windows after it
     gate = np.array([np.cos(np.deg2rad(h.max_angle)) for h in heads])
     top = scores.argmax(axis=1)
     rows = np.arange(n)
