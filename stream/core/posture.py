@@ -389,9 +389,9 @@ def follow_walks(heads: Sequence[PersonalHead], base: np.ndarray, cues: np.ndarr
     model says are moving (one update per device and call)."""
     walking = np.flatnonzero((np.asarray(base)[:, :_FIRST_POSTURE].sum(axis=1) >= LIVE_WALK_P) & finite)
     rows: dict[int, list[int]] = {}
-    for i in walking:
+    for i in walking.tolist():
         if heads[i]._arrays[8] is not None and heads[i].follows_walk:
-            rows.setdefault(id(heads[i]), []).append(int(i))
+            rows.setdefault(id(heads[i]), []).append(i)
     for idx in rows.values():
         heads[idx[0]].follow_walk(np.asarray(cues, np.float64)[idx, :3].mean(axis=0), len(idx))
 
