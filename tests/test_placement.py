@@ -438,3 +438,26 @@ def test_before_its_first_walk_a_phone_in_a_forbidden_turn_is_not_named_standing
     )
     labels = shown_in_order(head, _activity("STANDING", 30, ODD_STAND, False, 8), HALF_TURNS["screen_flipped"])
     assert "STANDING" not in labels  # the turn is not known: its tilt looks like sitting, or like nothing
+
+
+def test_a_few_seconds_of_movement_between_postures_is_not_taken_for_the_devices_walk():
+    from harstream.stream.core.posture import LIVE_MIN_RUN, PersonalHead, apply_heads
+
+    head = PersonalHead(
+        "phone:a", "p", "any@1", ("SITTING", "STANDING"),
+        {"SITTING": [[0.0, 0.0, 1.0]], "STANDING": [[0.0, 1.0, 0.0]]},
+        motion_mean=[[-3.0] * 6, [-3.0] * 6], motion_scale=[1.0] * 6, margins=[[0.0, 2.0], [2.0, 0.0]],
+        walk_down=[0.0, 1.0, 0.0], walk_angle=[[90.0, 12.0], [0.0, 12.0]],
+    )  # fmt: skip
+    moving, still = np.array([[0.9, 0.0, 0.0, 0.1]]), np.array([[0.0, 0.0, 0.0, 1.0]])
+    turning = np.array([[0.0, 0.7, 0.7] + [-3.0] * 6])  # gravity on its way from standing to sitting
+
+    def one(base):
+        apply_heads(base, turning, [head])
+
+    for base in [still] + [moving] * 3 + [still]:  # standing up or sitting down: 2-4 s
+        one(base)
+    assert head.live_walk is None
+    for _ in range(LIVE_MIN_RUN):  # a walk lasts
+        one(moving)
+    assert head.live_walk is not None

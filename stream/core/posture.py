@@ -104,6 +104,9 @@ ANGLE_GATE_Z = 2.0
 #: each window with weight :data:`LIVE_WEIGHT`.
 LIVE_WALK_P = 0.6
 LIVE_WEIGHT = 0.2
+#: Only a window at least this far into a run of moving windows counts
+#: (4 windows: about 5 s; standing up or sitting down takes 2-4 s).
+LIVE_MIN_RUN = 4
 #: A live walk within this many degrees of the calibrated walk under a
 #: half-turn shows the device is in that turn.
 LIVE_MATCH_DEG = 20.0
@@ -207,6 +210,7 @@ class PersonalHead:
     _arrays: tuple = field(default=(), repr=False)
     # the device's gravity direction while walking lately (unit, its frame now): state kept while served
     live_walk: np.ndarray | None = field(default=None, init=False, repr=False)
+    moving_run: int = field(default=0, init=False, repr=False)  # consecutive moving windows just seen
 
     def __post_init__(self) -> None:
         self.postures = tuple(self.postures)
@@ -275,6 +279,7 @@ class PersonalHead:
             allowed,
         )
         self.live_walk = None
+        self.moving_run = 0
 
     def follow_walk(self, down: np.ndarray, windows: int = 1) -> None:
         """Fold the gravity direction of ``windows`` walking windows (their
@@ -386,12 +391,17 @@ def posture_scores(
 
 def follow_walks(heads: Sequence[PersonalHead], base: np.ndarray, cues: np.ndarray, finite: np.ndarray) -> None:
     """Each anchored head's live walk direction follows its rows the shared
-    model says are moving (one update per device and call)."""
-    walking = np.flatnonzero((np.asarray(base)[:, :_FIRST_POSTURE].sum(axis=1) >= LIVE_WALK_P) & finite)
+    model says are moving, from the :data:`LIVE_MIN_RUN`-th window of a run
+    of them on (one update per device and call; rows in time order)."""
+    moving = (np.asarray(base)[:, :_FIRST_POSTURE].sum(axis=1) >= LIVE_WALK_P) & finite
     rows: dict[int, list[int]] = {}
-    for i in walking.tolist():
-        if heads[i]._arrays[8] is not None and heads[i].follows_walk:
-            rows.setdefault(id(heads[i]), []).append(i)
+    for i, head in enumerate(heads):
+        if head._arrays[8] is None or not head.follows_walk:
+            continue
+        # a walk lasts: a posture's change (a few seconds of movement) is not one
+        head.moving_run = head.moving_run + 1 if moving[i] else 0
+        if head.moving_run >= LIVE_MIN_RUN:
+            rows.setdefault(id(head), []).append(i)
     for idx in rows.values():
         heads[idx[0]].follow_walk(np.asarray(cues, np.float64)[idx, :3].mean(axis=0), len(idx))
 
