@@ -39,6 +39,12 @@ wrist-like geometry, not a measurement on a pocket or a wrist.
 
     python -m harstream.models.studies.placement_calibration                  # test subjects, both placements
     python -m harstream.models.studies.placement_calibration --subjects validation --placements thigh
+    python -m harstream.models.studies.placement_calibration --walk-first     # each scored session's walk first
+
+The head's settings are options (``--sharpness``, ``--angle-weight``,
+``--no-walk-anchor``, ``--no-roll-free``, ``--no-live-walk``: see
+:func:`~harstream.models.studies.calibration.add_head_options`); figures
+and choices in docs/BENCHMARKS.md.
 """
 
 from __future__ import annotations
