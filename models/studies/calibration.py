@@ -77,20 +77,18 @@ def expected_names(y: np.ndarray, classes: Sequence[str]) -> np.ndarray:
     return np.where(np.isin(names, list(classes)), names, STILL)
 
 
-#: False: heads never follow the device's live walk (the comparison in docs/BENCHMARKS.md).
-FOLLOW_WALK = True
-
-
-def published(head: PersonalHead, base, samples: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, ...]:
+def published(
+    head: PersonalHead, base, samples: np.ndarray, labels: np.ndarray, follow_walk: bool = True
+) -> tuple[np.ndarray, ...]:
     """``(raw labels, displayed labels, truth (-1: not wholly in one activity))``
-    of every window the worker makes of one uninterrupted stream."""
+    of every window the worker makes of one uninterrupted stream
+    (``follow_walk`` False: the head never follows the device's live walk)."""
     processed = preprocess_recording(samples.astype(np.float32))
     starts = np.arange(0, len(samples) - WINDOW + 1, STEP)
     x = context_windows(processed, starts, base.context_steps)
     probs = np.concatenate([np.asarray(base.model(x[i : i + 512])) for i in range(0, len(x), 512)])
-    head = replace(
-        head, follows_walk=FOLLOW_WALK
-    )  # a fresh copy: its live walk starts where a newly loaded head's does
+    # a fresh copy: its live walk starts where a newly loaded head's does
+    head = replace(head, follows_walk=follow_walk)
     cues, features = posture_cues(x), window_features(x, base)
     # window by window in time order, as the worker's batches take a device's windows
     rows = np.concatenate(
@@ -151,6 +149,7 @@ def study_subject(
     seconds: float,
     settings: PersonalSettings,
     walk_first: bool = False,
+    follow_walk: bool = True,
 ) -> dict:
     first, *later = sorted(recs, key=lambda r: r.name)
     if walk_first:
@@ -171,7 +170,7 @@ def study_subject(
         turn = np.diag(signs) @ rotation
         raw, shown, truth = [], [], []
         for rec in later:
-            r, s, t = published(fit.head, base, rotate_samples(rec.samples, turn), np.asarray(rec.labels))
+            r, s, t = published(fit.head, base, rotate_samples(rec.samples, turn), np.asarray(rec.labels), follow_walk)
             raw.append(r)
             shown.append(s)
             truth.append(t)
@@ -206,6 +205,7 @@ def run(
     settings: PersonalSettings,
     seed: int,
     walk_first: bool = False,
+    follow_walk: bool = True,
 ):
     data = load_dataset()
     base = load_artifact(ANY_MODEL)
@@ -216,7 +216,7 @@ def run(
         if len(recs) < 2:
             print(f"subject {subject}: one session only, skipped", file=sys.stderr)
             continue
-        row = study_subject(recs, rotation, base, activities, seconds, settings, walk_first)
+        row = study_subject(recs, rotation, base, activities, seconds, settings, walk_first, follow_walk)
         print(json.dumps({k: v for k, v in row.items() if not k.endswith(("per_class", "postures"))}), flush=True)
         rows.append(row)
     summary = summarise(rows)
@@ -293,8 +293,6 @@ def add_head_options(parser: argparse.ArgumentParser) -> None:
 
 
 def head_settings(args: argparse.Namespace) -> PersonalSettings:
-    global FOLLOW_WALK
-    FOLLOW_WALK = not args.no_live_walk
     return PersonalSettings(
         max_angle=args.max_angle,
         half_turns=not args.no_half_turns,
@@ -332,8 +330,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     existing = json.loads(args.out.read_text()) if args.out.is_file() else []
     for precision in args.named_precision:
         settings = replace(head_settings(args), named_precision=precision)
-        report = run(subjects, activities, args.seconds, settings, args.seed, args.walk_first)
+        report = run(subjects, activities, args.seconds, settings, args.seed, args.walk_first, not args.no_live_walk)
         report["walk_first"] = args.walk_first
+        report["live_walk"] = not args.no_live_walk
         report["subject_set"] = args.subjects
         print(f"\n{settings}, activities {activities}, subjects {args.subjects}")
         print(table(report), flush=True)

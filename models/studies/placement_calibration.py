@@ -216,6 +216,7 @@ def run(
     settings: PersonalSettings,
     seed: int,
     walk_first: bool = False,
+    follow_walk: bool = True,
 ) -> dict:
     data = load_dataset()
     base = load_artifact(ANY_MODEL)
@@ -232,7 +233,7 @@ def run(
             sim, drawn = simulate_placement(rec, placement, limb, rng)
             simulated.append(sim)
             bouts.append(drawn)
-        row = study_subject(simulated, pocket, base, activities, seconds, settings, walk_first)
+        row = study_subject(simulated, pocket, base, activities, seconds, settings, walk_first, follow_walk)
         row["placement"] = placement
         row["limb"] = limb.__dict__
         row["bouts"] = bouts
@@ -280,8 +281,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     for placement in [p.strip() for p in args.placements.split(",")]:
         if placement not in PLACEMENTS:
             parser.error(f"placement {placement!r}: expected one of {', '.join(PLACEMENTS)}")
-        report = run(placement, subjects, DEFAULT_ACTIVITIES, args.seconds, settings, args.seed, args.walk_first)
+        report = run(
+            placement,
+            subjects,
+            DEFAULT_ACTIVITIES,
+            args.seconds,
+            settings,
+            args.seed,
+            args.walk_first,
+            not args.no_live_walk,
+        )
         report["walk_first"] = args.walk_first
+        report["live_walk"] = not args.no_live_walk
         report["subject_set"] = args.subjects
         print(f"\n{placement}, {settings}, subjects {args.subjects}")
         print(table(report), flush=True)

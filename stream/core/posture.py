@@ -210,6 +210,7 @@ class PersonalHead:
     _arrays: tuple = field(default=(), repr=False)
     # the device's gravity direction while walking lately (unit, its frame now): state kept while served
     live_walk: np.ndarray | None = field(default=None, init=False, repr=False)
+    live_turn: int | None = field(default=None, init=False, repr=False)  # the turn it shows (walk_turn)
     moving_run: int = field(default=0, init=False, repr=False)  # consecutive moving windows just seen
 
     def __post_init__(self) -> None:
@@ -221,9 +222,9 @@ class PersonalHead:
         # (the turns allowed at fit time, and the one the device's own walk shows it is in)
         signs = np.array([TURNS[t] for t in TURN_NAMES], np.float32)  # (4, 3)
         allowed = np.array([t in self.turns for t in TURN_NAMES])
-        turned = np.zeros((len(POSTURES), MAX_PROTOTYPES * len(TURNS), 3), np.float32)
-        penalty = np.full((len(POSTURES), MAX_PROTOTYPES * len(TURNS)), -10.0, np.float32)
-        turn_of = np.zeros((len(POSTURES), MAX_PROTOTYPES * len(TURNS)), np.int64)
+        # (posture, turn, prototype, xyz); penalty -10 (cosine units) for an empty prototype slot
+        turned = np.zeros((len(POSTURES), len(TURNS), MAX_PROTOTYPES, 3), np.float32)
+        penalty = np.full((len(POSTURES), len(TURNS), MAX_PROTOTYPES), -10.0, np.float32)
         mean = np.zeros((len(POSTURES), N_MOTION), np.float32)
         margins = np.zeros((len(POSTURES), len(POSTURES)), np.float32)
         slots = [POSTURES.index(p) for p in self.postures]
@@ -236,10 +237,8 @@ class PersonalHead:
             walks[:] = np.asarray(self.walk_down, np.float32)[None, :] * signs
         for i, (slot, posture) in enumerate(zip(slots, self.postures)):
             protos = np.asarray(self.prototypes[posture], np.float32).reshape(-1, 3)
-            variants = (protos[None, :, :] * signs[:, None, :]).reshape(-1, 3)
-            turned[slot, : len(variants)] = variants
-            penalty[slot, : len(variants)] = 0.0
-            turn_of[slot, : len(variants)] = np.repeat(np.arange(len(signs)), len(protos))
+            turned[slot, :, : len(protos)] = protos[None, :, :] * signs[:, None, :]
+            penalty[slot, :, : len(protos)] = 0.0
             if anchored:
                 angles[slot] = np.asarray(self.walk_angle, np.float32)[i]
             if k and len(self.motion_mean):
@@ -275,36 +274,25 @@ class PersonalHead:
             np.array(columns),
             discriminant,
             anchor,
-            turn_of,
-            allowed,
+            np.where(allowed, 0.0, -10.0).astype(np.float32),  # the turns allowed at fit time, as a penalty
         )
         self.live_walk = None
+        self.live_turn = None
         self.moving_run = 0
 
     def follow_walk(self, down: np.ndarray, windows: int = 1) -> None:
         """Fold the gravity direction of ``windows`` walking windows (their
         mean, ``down``) into the device's live walk direction (each window
-        weighs :data:`LIVE_WEIGHT`)."""
-        d = np.asarray(down, np.float64)
-        d = d / max(float(np.linalg.norm(d)), 1e-9)
-        if self.live_walk is None:
-            self.live_walk = d
-            return
-        keep = (1.0 - LIVE_WEIGHT) ** windows
-        m = keep * self.live_walk + (1.0 - keep) * d
-        self.live_walk = m / max(float(np.linalg.norm(m)), 1e-9)
+        weighs :data:`LIVE_WEIGHT`); nothing without a calibrated walk."""
+        if self._arrays[8] is not None:
+            _follow([self], np.asarray(down, np.float64).reshape(1, 3), np.array([windows]))
 
     def walk_turn(self) -> int | None:
         """The half-turn (index into :data:`TURN_NAMES`) the device's live walk
         shows it is in against its calibrated walk, None when it has not
         walked since it was loaded, or matches no turn, or more than one,
         within :data:`LIVE_MATCH_DEG`."""
-        anchor = self._arrays[8]
-        if self.live_walk is None or anchor is None:
-            return None
-        cos = anchor[0].astype(np.float64) @ self.live_walk
-        close = np.flatnonzero(cos >= np.cos(np.deg2rad(LIVE_MATCH_DEG)))
-        return int(close[0]) if len(close) == 1 else None  # a walk two turns leave alike shows neither
+        return self.live_turn
 
     @property
     def feature_size(self) -> int:
@@ -335,27 +323,23 @@ def posture_scores(
     unusable slots score -1e9; angle z: how many spreads the row's angle
     from the walk lies from the posture's, inf without a walking anchor)."""
     cues = np.asarray(cues, np.float32)
-    turned = np.stack([h._arrays[0] for h in heads])  # (n, 3, J, 3)
-    turn_of = np.stack([h._arrays[9] for h in heads])  # (n, 3, J)
-    allowed = np.stack([h._arrays[10] for h in heads])  # (n, 4)
-    live = [h.walk_turn() if h.live_walk is not None else None for h in heads]
+    turned = np.stack([h._arrays[0] for h in heads])  # (n, 3, T, P, 3)
+    turn_penalty = np.stack([h._arrays[9] for h in heads])  # (n, T): 0 where the turn counts
+    live = [h.live_turn for h in heads]
     for i, t in enumerate(live):
         if t is not None:  # the device's own walk shows the turn it is in: that one counts, alone
-            allowed[i] = False
-            allowed[i, t] = True
-    penalty = np.stack([h._arrays[1] for h in heads]) + np.where(
-        np.take_along_axis(allowed[:, None, :], turn_of, axis=2), 0.0, -10.0
-    ).astype(np.float32)
+            turn_penalty[i] = -10.0
+            turn_penalty[i, t] = 0.0
     mean = np.stack([h._arrays[2] for h in heads])  # (n, 3, D)
     scale = np.stack([h._arrays[3] for h in heads])  # (n, D)
     mask = np.stack([h._arrays[5] for h in heads])  # (n, 3)
     sharp = np.array([h.sharpness for h in heads], np.float32)[:, None]
     weight = np.array([h.motion_weight for h in heads], np.float32)[:, None]
-    cosines = np.einsum("nkjd,nd->nkj", turned, cues[:, :3]) + penalty  # (n, 3, J)
-    best = cosines.max(axis=2)  # (n, 3)
+    cosines = np.einsum("nktpd,nd->nktp", turned, cues[:, :3]) + np.stack([h._arrays[1] for h in heads])
+    per_turn = cosines.max(axis=3) + turn_penalty[:, None, :]  # (n, 3, T): the best prototype under each turn
+    best = per_turn.max(axis=2)  # (n, 3)
     tilt = sharp * best
-    anchored = np.zeros((len(heads), cosines.shape[1]), np.float32)  # (n, 3): z of the angle from the walk
-    anchored[:] = np.inf
+    anchored = np.full(best.shape, np.inf, np.float32)  # (n, 3): z of the angle from the walk
     with_anchor = [i for i, h in enumerate(heads) if h._arrays[8] is not None]
     if with_anchor:
         a = np.asarray(with_anchor)
@@ -365,12 +349,11 @@ def posture_scores(
                 walks[r, live[i]] = heads[i].live_walk
         angles = np.stack([heads[i]._arrays[8][1] for i in with_anchor])  # (m, 3, 2)
         degrees = np.degrees(np.arccos(np.clip(np.einsum("mtd,md->mt", walks, cues[a, :3]), -1.0, 1.0)))
-        at = np.take_along_axis(degrees[:, None, :], turn_of[a], axis=2)  # (m, 3, J): under each variant's turn
-        zed = np.abs(at - angles[:, :, :1]) / angles[:, :, 1:]
+        zed = np.abs(degrees[:, None, :] - angles[:, :, :1]) / angles[:, :, 1:]  # (m, 3, T)
         w = np.array([heads[i].angle_weight for i in with_anchor], np.float32)[:, None, None]
         term = np.maximum(-0.5 * w * zed * zed, -MOTION_CLIP)
-        tilt[a] = (sharp[a][:, :, None] * cosines[a] + term).max(axis=2)
-        anchored[a] = np.where(penalty[a] == 0.0, zed, np.inf).min(axis=2)
+        tilt[a] = (sharp[a][:, :, None] * per_turn[a] + term).max(axis=2)
+        anchored[a] = np.where(per_turn[a] > -5.0, zed, np.inf).min(axis=2)  # over the turns that count
     z = (cues[:, None, 3:] - mean) / scale[:, None, :]
     likelihood = np.maximum(-0.5 * np.einsum("nkd,nkd->nk", z, z), -MOTION_CLIP)
     scores = tilt + weight * likelihood
@@ -402,8 +385,31 @@ def follow_walks(heads: Sequence[PersonalHead], base: np.ndarray, cues: np.ndarr
         head.moving_run = head.moving_run + 1 if moving[i] else 0
         if head.moving_run >= LIVE_MIN_RUN:
             rows.setdefault(id(head), []).append(i)
-    for idx in rows.values():
-        heads[idx[0]].follow_walk(np.asarray(cues, np.float64)[idx, :3].mean(axis=0), len(idx))
+    if rows:
+        idx = list(rows.values())
+        flat = np.concatenate(idx)
+        group = np.repeat(np.arange(len(idx)), [len(i) for i in idx])
+        sums = np.zeros((len(idx), 3))  # each device's windows' summed direction: its mean's direction
+        np.add.at(sums, group, np.asarray(cues, np.float64)[flat, :3])
+        _follow([heads[i[0]] for i in idx], sums, np.bincount(group))
+
+
+def _follow(heads: Sequence[PersonalHead], down: np.ndarray, windows: np.ndarray) -> None:
+    """Fold ``down`` ``(m, 3)`` (the mean of ``windows`` walking windows each)
+    into each of ``heads``' live walk, and say which turn each now shows."""
+    d = down / np.maximum(np.linalg.norm(down, axis=1, keepdims=True), 1e-9)
+    known = np.array([h.live_walk is not None for h in heads])
+    old = np.stack([h.live_walk if h.live_walk is not None else np.zeros(3) for h in heads])
+    keep = np.where(known, (1.0 - LIVE_WEIGHT) ** windows, 0.0)[:, None]
+    live = keep * old + (1.0 - keep) * d
+    live /= np.maximum(np.linalg.norm(live, axis=1, keepdims=True), 1e-9)
+    walks = np.stack([h._arrays[8][0] for h in heads]).astype(np.float64)  # (m, T, 3)
+    close = np.einsum("mtd,md->mt", walks, live) >= np.cos(np.deg2rad(LIVE_MATCH_DEG))
+    turn = close.argmax(axis=1)
+    unique = close.sum(axis=1) == 1  # a walk two turns leave alike shows neither
+    for h, v, t, u in zip(heads, live, turn.tolist(), unique.tolist()):
+        h.live_walk = v
+        h.live_turn = t if u else None
 
 
 def apply_heads(
