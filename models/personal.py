@@ -26,6 +26,12 @@ shared model, in the same batch as every other device:
   default) they are allowed wherever the calibrated postures stay at least
   :data:`SEPARATION_DEG` apart under them (:func:`choose_turns`, decided at
   fit time and said in the summary the page shows);
+- where a walk was calibrated, the device's gravity direction while walking
+  and each posture's angle from it (:func:`walk_angles`: a limb's flexion,
+  a trunk's lean, whatever the limb's roll); how much to trust that angle
+  over the full direction (:func:`roll_free`) is decided by the same
+  two-fold check (whichever names more of its windows right), and said in
+  the summary;
 - which activities were calibrated (``calibrated``), the base model it was
   fitted over (a personal model over another base is refused by the worker:
   refit it), and the display decoder's parameters.
