@@ -26,6 +26,12 @@ shared model, in the same batch as every other device:
   default) they are allowed wherever the calibrated postures stay at least
   :data:`SEPARATION_DEG` apart under them (:func:`choose_turns`, decided at
   fit time and said in the summary the page shows);
+- where a walk was calibrated, the device's gravity direction while walking
+  and each posture's angle from it (:func:`walk_angles`: a limb's flexion,
+  a trunk's lean, whatever the limb's roll); how much to trust that angle
+  over the full direction (:func:`roll_free`) is decided by the same
+  two-fold check (whichever names more of its windows right), and said in
+  the summary;
 - which activities were calibrated (``calibrated``), the base model it was
   fitted over (a personal model over another base is refused by the worker:
   refit it), and the display decoder's parameters.
@@ -134,6 +140,23 @@ class PersonalSettings:
     #: A posture is named past the lead at which the calibration's own check
     #: named this share of its windows right (:func:`confident_margin`).
     named_precision: float = 0.9
+    #: Also score each posture by its angle from the calibrated walk's gravity
+    #: direction (the limb's flexion, the trunk's lean), where a walk was calibrated.
+    walk_anchor: bool = True
+    #: Weight of that angle's log-likelihood in a posture's score.
+    angle_weight: float = 1.0
+    #: The angle's spread is at least this (degrees): another bout, another chair.
+    angle_spread: float = 12.0
+    #: Also try trusting the angle from the walk over the whole tilt
+    #: (:func:`roll_free`) and keep whichever the calibration's check names more right with.
+    roll_free: bool = True
+
+
+def roll_free(settings: PersonalSettings) -> PersonalSettings:
+    """``settings`` trusting a posture's angle from the walk (which a limb's
+    roll does not change) over its whole gravity direction: a quarter of the
+    sharpness, three times the angle's weight (docs/BENCHMARKS.md)."""
+    return replace(settings, sharpness=settings.sharpness / 4, angle_weight=settings.angle_weight * 3)
 
 
 @dataclass
@@ -156,6 +179,7 @@ class PairCheck:
     angle: float  # degrees between their gravity directions (closest prototypes)
     accuracy: float  # share right in the two-fold check on the calibration's windows
     margin: float  # score units the winner must lead by; INSEPARABLE: never named
+    named: float = 0.0  # share of the check's windows named, and named right, past that margin
 
     @property
     def separable(self) -> bool:
@@ -339,9 +363,11 @@ def _head(
     settings: PersonalSettings,
     margins: np.ndarray | None = None,
     features: Sequence[np.ndarray] | None = None,
+    walk_down: np.ndarray | None = None,
 ) -> PersonalHead:
     """A head from each posture's still windows' cues (and the shared
-    model's features of them: a discriminant with two postures or more);
+    model's features of them: a discriminant with two postures or more;
+    the walk's gravity direction: each posture's angle from it);
     margins 0 unless given."""
     motion = [c[:, 3:].astype(np.float64) for c in cues]
     if motion:
@@ -364,7 +390,35 @@ def _head(
         motion_weight=settings.motion_weight,
         margins=(np.zeros((k, k)) if margins is None else margins).tolist(),
         **(fit_discriminant(features) if features is not None and settings.discriminant else {}),
+        **(walk_angles(walk_down, cues, settings) if walk_down is not None and settings.walk_anchor else {}),
     )
+
+
+def walk_angles(walk_down: np.ndarray, cues: Sequence[np.ndarray], settings: PersonalSettings) -> dict:
+    """``walk_down`` and each posture's angle from it (mean, spread at least
+    :attr:`PersonalSettings.angle_spread`), as :class:`PersonalHead` arguments.
+
+    >>> walk_angles(np.array([1.0, 0.0, 0.0]), [np.array([[0.0, 1.0, 0.0] + [0.0] * 6])], PersonalSettings())
+    {'walk_down': [1.0, 0.0, 0.0], 'walk_angle': [[90.0, 12.0]], 'angle_weight': 1.0}
+    """
+    rows = []
+    for c in cues:
+        degrees = np.degrees(np.arccos(np.clip(c[:, :3].astype(np.float64) @ walk_down, -1.0, 1.0)))
+        rows.append([round(float(degrees.mean()), 3), round(max(float(degrees.std()), settings.angle_spread), 3)])
+    return {
+        "walk_down": np.round(np.asarray(walk_down, float), 6).tolist(),
+        "walk_angle": rows,
+        "angle_weight": settings.angle_weight,
+    }
+
+
+def walk_direction(cues: np.ndarray) -> np.ndarray | None:
+    """The unit mean gravity direction of walking windows' cues (None without any)."""
+    if len(cues) == 0:
+        return None
+    m = np.asarray(cues, np.float64)[:, :3].mean(axis=0)
+    norm = np.linalg.norm(m)
+    return m / norm if norm > 0.5 else None  # a walk whose direction wanders all round anchors nothing
 
 
 def fit_discriminant(features: Sequence[np.ndarray]) -> dict:
@@ -398,8 +452,9 @@ def learn_margins(
     turns: Sequence[str],
     settings: PersonalSettings,
     features: Sequence[np.ndarray] | None = None,
-) -> tuple[np.ndarray, list[tuple[float, float]]]:
-    """``(margins (k, k), [(accuracy, margin) per pair in combinations order])``.
+    walk_down: np.ndarray | None = None,
+) -> tuple[np.ndarray, list[tuple[float, float, float]]]:
+    """``(margins (k, k), [(accuracy, margin, named right) per pair in combinations order])``.
 
     Two-fold check on the calibration's own windows: a head fitted on the
     first half of each posture's windows scores the second half, and the
@@ -414,11 +469,13 @@ def learn_margins(
         for fold in (0, 1):
             train = [h[fold] for h in halves]
             train_features = [h[fold] for h in feature_halves] if feature_halves is not None else None
-            head = _head(postures, train, [np.zeros(len(t)) for t in train], turns, settings, None, train_features)
+            head = _head(
+                postures, train, [np.zeros(len(t)) for t in train], turns, settings, None, train_features, walk_down
+            )
             slots = [POSTURES.index(p) for p in postures]
             for i, held in enumerate(h[1 - fold] for h in halves):
                 held_features = feature_halves[i][1 - fold] if feature_halves is not None else None
-                scores, _, _ = posture_scores([head] * len(held), held, held_features)
+                scores, *_ = posture_scores([head] * len(held), held, held_features)
                 for j in range(k):
                     if j != i:
                         leads.setdefault((min(i, j), max(i, j)), []).append(scores[:, slots[i]] - scores[:, slots[j]])
@@ -428,7 +485,8 @@ def learn_margins(
         accuracy = float(np.mean(d > 0)) if len(d) else 0.0
         margin = confident_margin(d, settings.named_precision)
         margins[i, j] = margins[j, i] = margin
-        report.append((round(accuracy, 4), round(margin, 3)))
+        named = float(np.mean(d >= margin)) if len(d) and margin < INSEPARABLE else 0.0
+        report.append((round(accuracy, 4), round(margin, 3), round(named, 4)))
     return margins, report
 
 
@@ -503,6 +561,7 @@ def fit_personal(
     still_cues: list[np.ndarray] = []
     still_bouts: list[np.ndarray] = []
     still_features: list[np.ndarray] = []
+    walk_down = None
     for index, name in enumerate(ACTIVITIES):
         if name not in seconds:
             continue
@@ -515,17 +574,29 @@ def fit_personal(
             still_cues.append(cues[still])
             still_bouts.append(data.bout[still])
             still_features.append(features[still])
-    head = _head(postures, still_cues, still_bouts, ("none",), settings, None, still_features)
+        if check.accepted and name == "WALKING":
+            walk_down = walk_direction(cues[mine & (base_class != _STILL_INDEX)])
+    head = _head(postures, still_cues, still_bouts, ("none",), settings, None, still_features, walk_down)
     turns = choose_turns({p: np.asarray(v) for p, v in head.prototypes.items()}) if settings.half_turns else ("none",)
-    margins, checked = learn_margins(postures, still_cues, turns, settings, still_features)
+    chosen = settings
+    margins, checked = learn_margins(postures, still_cues, turns, settings, still_features, walk_down)
+    if walk_down is not None and settings.walk_anchor and settings.roll_free and len(postures) >= 2:
+        # how much to trust the whole tilt: a limb rolled otherwise from bout to bout (a forearm) is
+        # better told by its angle from the walk; the calibration's own check decides
+        other = roll_free(settings)
+        other_margins, other_checked = learn_margins(postures, still_cues, turns, other, still_features, walk_down)
+        if sum(c[2] for c in other_checked) > sum(c[2] for c in checked):
+            chosen, margins, checked = other, other_margins, other_checked
+            head = _head(postures, still_cues, still_bouts, ("none",), chosen, None, still_features, walk_down)
     pairs = [
         PairCheck(
             (a, b),
             separation(np.asarray(head.prototypes[a]), np.asarray(head.prototypes[b]), ["none"]),
             accuracy,
             margin,
+            named,
         )
-        for (a, b), (accuracy, margin) in zip(itertools.combinations(postures, 2), checked)
+        for (a, b), (accuracy, margin, named) in zip(itertools.combinations(postures, 2), checked)
     ]
     head = replace(
         head,
@@ -537,12 +608,12 @@ def fit_personal(
     head = replace(
         head,
         decoder=personal_decoder(base.metadata.get("decoder"), head.classes, base.model_id),
-        summary=tuple(describe(head, pairs, checks)),
+        summary=tuple(describe(head, pairs, checks, roll_free_chosen=chosen is not settings)),
     )
     return PersonalFit(
         head=head,
         checks=checks,
-        settings=settings,
+        settings=chosen,
         context_steps=steps,
         seconds=time.perf_counter() - started,
         pairs=pairs,
@@ -574,12 +645,23 @@ def _said(name: str) -> str:
     return "lying" if name == "LAYING" else name.lower().replace("_", " ")
 
 
-def describe(head: PersonalHead, pairs: Sequence[PairCheck], checks: Sequence[ActivityCheck]) -> list[str]:
+def describe(
+    head: PersonalHead, pairs: Sequence[PairCheck], checks: Sequence[ActivityCheck], roll_free_chosen: bool = False
+) -> list[str]:
     """What the calibration learned and what will show as STILL, in a few
     lines for the page and the CLI."""
     lines = []
     learned = [c.activity for c in checks if c.accepted]
     lines.append(f"Learned: {', '.join(_said(a) for a in learned)}." if learned else "Nothing learned.")
+    if len(head.walk_down) == 3 and len(head.postures):
+        lines.append(
+            "Postures are judged by how far the device is tilted from the way it hangs while walking"
+            + (
+                " more than by its exact direction (the check on this calibration named more right that way)."
+                if roll_free_chosen
+                else ", and by its direction."
+            )
+        )
     for pair in pairs:
         a, b = (_said(p) for p in pair.postures)
         if not pair.separable:

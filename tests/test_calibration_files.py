@@ -257,3 +257,57 @@ def test_a_feature_discriminant_out_of_shape_or_range_is_refused_by_name(folder,
     (folder.path / "d.personal.json").write_text(json.dumps(doc))
     (event,) = folder.settle()
     assert event.kind == "refused" and words in event.reason
+
+
+def test_a_model_fitted_on_another_feature_width_is_refused_by_name_and_counted(tmp_path):
+    staged = ServedModel(
+        "any", "any", BASE.model_id, PLACEMENT_FREE, (1, 2, 4), features=lambda x: np.zeros((len(x), 7), np.float32)
+    )
+    folder = Folder(tmp_path)
+    folder.registry = PersonalRegistry(tmp_path, lambda p: load_personal_model(p, staged), interval=0.0)
+    for name, width in (("wide.personal.json", 5), ("fits.personal.json", 7)):
+        doc = good_doc("phone:" + name[0])
+        doc.update(
+            feature_mean=[0.0] * width,
+            feature_scale=[1.0] * width,
+            feature_coef=[[1.0, -1.0]] * width,
+            feature_intercept=[0.0, 0.0],
+        )
+        write_personal_file(tmp_path / name, doc)
+    events = {e.name: e for e in folder.settle()}
+    assert events["fits.personal.json"].kind == "loaded"
+    refused = events["wide.personal.json"]
+    assert refused.kind == "refused" and "take 5 features of the shared model, but" in refused.reason
+    assert "gives 7 a window" in refused.reason
+    assert folder.registry.stats()["refusals_by_reason"] == {"feature_width": 1}
+    assert folder.router.route("phone:w").mode != "personal"  # never served: not STILL in silence
+
+
+def test_a_walking_anchor_survives_the_file_and_a_file_without_one_still_loads(tmp_path):
+    plain = read_personal_file(write_personal_file(tmp_path / "old.personal.json", good_doc()))
+    assert len(plain.walk_down) == 0  # a file written before the anchor: served without it
+    doc = good_doc()
+    doc.update(walk_down=[1.0, 0.0, 0.0], walk_angle=[[85.0, 12.0], [5.0, 12.0]])
+    doc["settings"]["angle_weight"] = 2.0
+    back = read_personal_file(write_personal_file(tmp_path / "new.personal.json", doc))
+    assert list(back.walk_down) == [1.0, 0.0, 0.0] and back.walk_angle == [[85.0, 12.0], [5.0, 12.0]]
+    assert back.angle_weight == 2.0
+    assert head_to_json(back)["walk_angle"] == [[85.0, 12.0], [5.0, 12.0]]
+
+
+@pytest.mark.parametrize(
+    "changes, words",
+    [
+        (dict(walk_down=[3.0, 0.0, 0.0], walk_angle=[[85.0, 12.0], [5.0, 12.0]]), "walk_down: values must be"),
+        (dict(walk_down=[0.5, 0.0, 0.0], walk_angle=[[85.0, 12.0], [5.0, 12.0]]), "walk_down: must be a unit vector"),
+        (dict(walk_down=[1.0, 0.0, 0.0], walk_angle=[[85.0, 12.0]]), "walk_angle: shape (1, 2), expected (2, 2)"),
+        (dict(walk_down=[1.0, 0.0, 0.0], walk_angle=[[85.0, 0.0], [5.0, 12.0]]), "each spread must be at least"),
+    ],
+)
+def test_a_walking_anchor_out_of_shape_or_range_is_refused_by_name(folder, changes, words):
+    doc = good_doc()
+    doc.update(**changes)
+    doc["settings"]["angle_weight"] = 1.0
+    (folder.path / "w.personal.json").write_text(json.dumps(doc))
+    (event,) = folder.settle()
+    assert event.kind == "refused" and words in event.reason

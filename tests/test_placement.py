@@ -331,3 +331,133 @@ def test_calibrate_names_an_unreadable_recording_and_exits_2(tmp_path, capsys):
     bad.write_text("time,acc_x\n0,1\n")
     assert main(["calibrate", "--data", str(bad), "--out", str(tmp_path / "x.keras")]) == 2
     assert "bad.csv" in capsys.readouterr().err
+
+
+def _rolled(direction, axis, degrees: float) -> tuple[float, float, float]:
+    """``direction`` turned by ``degrees`` about ``axis`` (Rodrigues)."""
+    from scipy.spatial.transform import Rotation
+
+    axis = np.asarray(axis, float) / np.linalg.norm(axis)
+    return tuple(Rotation.from_rotvec(np.deg2rad(degrees) * axis).apply(np.asarray(direction, float)))
+
+
+def test_a_thigh_on_another_chair_still_sits_by_its_angle_from_the_walk(tmp_path, capsys):
+    head, doc = calibrate(
+        tmp_path,
+        [
+            _activity("WALKING", 30, POCKET_STAND, True, 0),
+            _activity("SITTING", 30, POCKET_SIT, False, 1),
+            _activity("STANDING", 30, POCKET_STAND, False, 2),
+        ],
+    )
+    assert len(doc["walk_down"]) == 3 and doc["walk_angle"][0][0] > 60  # sitting: the thigh far from upright
+    # the same thigh flexion, the leg rolled 60° about its own length: far from the sitting prototypes
+    other_chair = _rolled(POCKET_SIT, POCKET_STAND, 60.0)
+    down = np.asarray(other_chair) / np.linalg.norm(other_chair)
+    protos = np.asarray(head.prototypes["SITTING"])
+    assert np.degrees(np.arccos((protos @ down).max())) > head.max_angle
+    sitting = shown(head, _activity("SITTING", 20, other_chair, False, 13))
+    assert sitting.count("SITTING") >= 0.9 * len(sitting)
+
+
+def _forearm(flexion: float, roll: float) -> tuple[float, float, float]:
+    """Gravity on a forearm flexed ``flexion`` degrees from hanging (hanging: along x) and rolled ``roll``."""
+    f, r = np.deg2rad(flexion), np.deg2rad(roll)
+    return (float(np.cos(f)), float(np.sin(f) * np.cos(r)), float(np.sin(f) * np.sin(r)))
+
+
+def test_a_forearm_rolled_otherwise_each_bout_is_told_by_its_angle_from_the_walk(tmp_path, capsys):
+    head, doc = calibrate(
+        tmp_path,
+        [
+            _activity("WALKING", 30, _forearm(0, 0), True, 0),
+            _activity("SITTING", 25, _forearm(70, 0), False, 1),
+            _activity("STANDING", 25, _forearm(40, 180), False, 2),
+            _activity("SITTING", 25, _forearm(70, 100), False, 3),
+            _activity("STANDING", 25, _forearm(40, 280), False, 4),
+        ],
+    )
+    assert any("more than by its exact direction" in line for line in doc["summary"])  # the check chose it
+    # later bouts rolled otherwise again: each nearer the other posture's direction than its own
+    standing = shown(head, _activity("STANDING", 20, _forearm(40, 0), False, 5))
+    sitting = shown(head, _activity("SITTING", 20, _forearm(70, 180), False, 6))
+    assert standing.count("STANDING") >= 0.9 * len(standing)
+    assert sitting.count("SITTING") >= 0.9 * len(sitting)
+
+
+def shown_in_order(head, rows, turn) -> list[str]:
+    """Like :func:`shown`, the head given one window at a time in time order (as the worker's batches do)."""
+    from harstream.models.dataset import context_windows
+    from harstream.models.personal import window_features
+    from harstream.stream.core.pipeline import preprocess_recording
+    from harstream.stream.core.posture import apply_heads, posture_cues
+
+    samples = np.array([r[:6] for r in rows], np.float64) * np.concatenate([turn, turn])
+    processed = preprocess_recording(samples)
+    starts = np.arange(256, len(samples) - 127, 64)
+    x = context_windows(processed, starts, BASE.context_steps)
+    probs, cues, features = np.asarray(BASE.model(x)), posture_cues(x), window_features(x, BASE)
+    return [
+        head.classes[
+            int(head.pick(apply_heads(probs[i : i + 1], cues[i : i + 1], [head], features[i : i + 1])).argmax())
+        ]
+        for i in range(len(x))
+    ]
+
+
+# a phone worn so that turning its screen the other way brings standing onto sitting
+ODD_WALK, ODD_STAND, ODD_SIT = (0.6, 0.7, 0.4), (0.62, 0.72, 0.3), (-0.55, 0.75, -0.2)
+
+
+def test_a_phone_put_back_in_a_turn_its_postures_forbid_stands_again_once_its_walk_shows_the_turn(tmp_path, capsys):
+    head, doc = calibrate(
+        tmp_path,
+        [
+            _activity("WALKING", 30, ODD_WALK, True, 0),
+            _activity("SITTING", 30, ODD_SIT, False, 1),
+            _activity("STANDING", 30, ODD_STAND, False, 2),
+        ],
+    )
+    assert "screen_flipped" not in doc["turns"]
+    flipped = HALF_TURNS["screen_flipped"]
+    rows = _activity("WALKING", 20, ODD_WALK, True, 7) + _activity("STANDING", 30, ODD_STAND, False, 8)
+    labels = shown_in_order(head, rows, flipped)
+    standing = labels[-12:]  # well inside the standing part
+    assert standing.count("STANDING") >= 10, labels
+    assert head.walk_turn() == 2  # TURN_NAMES: none, top_down, screen_flipped, both
+
+
+def test_before_its_first_walk_a_phone_in_a_forbidden_turn_is_not_named_standing(tmp_path, capsys):
+    head, _ = calibrate(
+        tmp_path,
+        [
+            _activity("WALKING", 30, ODD_WALK, True, 0),
+            _activity("SITTING", 30, ODD_SIT, False, 1),
+            _activity("STANDING", 30, ODD_STAND, False, 2),
+        ],
+    )
+    labels = shown_in_order(head, _activity("STANDING", 30, ODD_STAND, False, 8), HALF_TURNS["screen_flipped"])
+    assert "STANDING" not in labels  # the turn is not known: its tilt looks like sitting, or like nothing
+
+
+def test_a_few_seconds_of_movement_between_postures_is_not_taken_for_the_devices_walk():
+    from harstream.stream.core.posture import LIVE_MIN_RUN, PersonalHead, apply_heads
+
+    head = PersonalHead(
+        "phone:a", "p", "any@1", ("SITTING", "STANDING"),
+        {"SITTING": [[0.0, 0.0, 1.0]], "STANDING": [[0.0, 1.0, 0.0]]},
+        motion_mean=[[-3.0] * 6, [-3.0] * 6], motion_scale=[1.0] * 6, margins=[[0.0, 2.0], [2.0, 0.0]],
+        walk_down=[0.0, 1.0, 0.0], walk_angle=[[90.0, 12.0], [0.0, 12.0]],
+    )  # fmt: skip
+    moving, still = np.array([[0.9, 0.0, 0.0, 0.1]]), np.array([[0.0, 0.0, 0.0, 1.0]])
+    turning = np.array([[0.0, 0.7, 0.7] + [-3.0] * 6])  # gravity on its way from standing to sitting
+
+    def one(base):
+        apply_heads(base, turning, [head])
+
+    for base in [still] + [moving] * 3 + [still]:  # standing up or sitting down: 2-4 s
+        one(base)
+    assert head.live_walk is None
+    for _ in range(LIVE_MIN_RUN):  # a walk lasts
+        one(moving)
+    assert head.live_walk is not None

@@ -77,14 +77,23 @@ def expected_names(y: np.ndarray, classes: Sequence[str]) -> np.ndarray:
     return np.where(np.isin(names, list(classes)), names, STILL)
 
 
-def published(head: PersonalHead, base, samples: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, ...]:
+def published(
+    head: PersonalHead, base, samples: np.ndarray, labels: np.ndarray, follow_walk: bool = True
+) -> tuple[np.ndarray, ...]:
     """``(raw labels, displayed labels, truth (-1: not wholly in one activity))``
-    of every window the worker makes of one uninterrupted stream."""
+    of every window the worker makes of one uninterrupted stream
+    (``follow_walk`` False: the head never follows the device's live walk)."""
     processed = preprocess_recording(samples.astype(np.float32))
     starts = np.arange(0, len(samples) - WINDOW + 1, STEP)
     x = context_windows(processed, starts, base.context_steps)
     probs = np.concatenate([np.asarray(base.model(x[i : i + 512])) for i in range(0, len(x), 512)])
-    rows = head.pick(apply_heads(probs, posture_cues(x), [head] * len(x), window_features(x, base)))
+    # a fresh copy: its live walk starts where a newly loaded head's does
+    head = replace(head, follows_walk=follow_walk)
+    cues, features = posture_cues(x), window_features(x, base)
+    # window by window in time order, as the worker's batches take a device's windows
+    rows = np.concatenate(
+        [head.pick(apply_heads(probs[i : i + 1], cues[i : i + 1], [head], features[i : i + 1])) for i in range(len(x))]
+    )
     classes = np.array(head.classes)
     display = display_for(head.classes, head.decoder)()
     motion = window_motion(x[:, 0])
@@ -114,6 +123,24 @@ def published(head: PersonalHead, base, samples: np.ndarray, labels: np.ndarray)
     return raw, np.array(shown), truth
 
 
+def walk_moved_first(rec: Recording) -> Recording:
+    """``rec`` with its first walking bout moved to its start (simulated: the
+    person walks before the first posture, as a day mostly goes; HAPT's
+    sessions hold their postures first and walk at the end)."""
+    labels = np.asarray(rec.labels)
+    where = np.flatnonzero(labels == ACTIVITIES.index("WALKING") + 1)
+    if len(where) == 0:
+        return rec
+    start = int(where[0])
+    end = (
+        start + int(np.argmax(labels[start:] != labels[start]))
+        if np.any(labels[start:] != labels[start])
+        else len(labels)
+    )
+    order = np.r_[start:end, 0:start, end : len(labels)]
+    return replace(rec, name=rec.name + "+walk-first", samples=rec.samples[order], labels=labels[order])
+
+
 def study_subject(
     recs: Sequence[Recording],
     rotation: np.ndarray,
@@ -121,8 +148,12 @@ def study_subject(
     activities: Sequence[str],
     seconds: float,
     settings: PersonalSettings,
+    walk_first: bool = False,
+    follow_walk: bool = True,
 ) -> dict:
     first, *later = sorted(recs, key=lambda r: r.name)
+    if walk_first:
+        later = [walk_moved_first(r) for r in later]
     calibration = first_seconds(rotate_recording(first, rotation), activities, seconds)
     fit = fit_personal([calibration], base, settings)
     row: dict = {
@@ -139,7 +170,7 @@ def study_subject(
         turn = np.diag(signs) @ rotation
         raw, shown, truth = [], [], []
         for rec in later:
-            r, s, t = published(fit.head, base, rotate_samples(rec.samples, turn), np.asarray(rec.labels))
+            r, s, t = published(fit.head, base, rotate_samples(rec.samples, turn), np.asarray(rec.labels), follow_walk)
             raw.append(r)
             shown.append(s)
             truth.append(t)
@@ -167,7 +198,15 @@ def study_subject(
     return row
 
 
-def run(subjects: Sequence[int], activities: Sequence[str], seconds: float, settings: PersonalSettings, seed: int):
+def run(
+    subjects: Sequence[int],
+    activities: Sequence[str],
+    seconds: float,
+    settings: PersonalSettings,
+    seed: int,
+    walk_first: bool = False,
+    follow_walk: bool = True,
+):
     data = load_dataset()
     base = load_artifact(ANY_MODEL)
     rng = np.random.default_rng(seed)
@@ -177,9 +216,24 @@ def run(subjects: Sequence[int], activities: Sequence[str], seconds: float, sett
         if len(recs) < 2:
             print(f"subject {subject}: one session only, skipped", file=sys.stderr)
             continue
-        row = study_subject(recs, rotation, base, activities, seconds, settings)
+        row = study_subject(recs, rotation, base, activities, seconds, settings, walk_first, follow_walk)
         print(json.dumps({k: v for k, v in row.items() if not k.endswith(("per_class", "postures"))}), flush=True)
         rows.append(row)
+    summary = summarise(rows)
+    return {
+        "subjects": list(subjects),
+        "activities": list(activities),
+        "seconds_per_activity": seconds,
+        "settings": settings.__dict__,
+        "seed": seed,
+        "base_model": base.model_id,
+        "rows": rows,
+        "summary": summary,
+    }
+
+
+def summarise(rows: Sequence[dict]) -> dict:
+    """Means (and worst subjects) over :func:`study_subject` rows."""
     summary: dict = {}
     for key in rows[0] if rows else []:
         if key.startswith(("raw_", "shown_")) and not key.endswith(("per_class", "postures")):
@@ -201,16 +255,7 @@ def run(subjects: Sequence[int], activities: Sequence[str], seconds: float, sett
                     k: round(float(np.mean([o[k] for o in outcomes])), 4) for k in outcomes[0]
                 }
     summary["fit_seconds_median"] = float(np.median([r["fit_seconds"] for r in rows])) if rows else float("nan")
-    return {
-        "subjects": list(subjects),
-        "activities": list(activities),
-        "seconds_per_activity": seconds,
-        "settings": settings.__dict__,
-        "seed": seed,
-        "base_model": base.model_id,
-        "rows": rows,
-        "summary": summary,
-    }
+    return summary
 
 
 def table(report: dict) -> str:
@@ -230,6 +275,36 @@ def table(report: dict) -> str:
     return "\n".join(lines)
 
 
+def add_head_options(parser: argparse.ArgumentParser) -> None:
+    """The personal head's settings a study may vary (:class:`PersonalSettings`)."""
+    defaults = PersonalSettings()
+    parser.add_argument("--max-angle", type=float, default=defaults.max_angle)
+    parser.add_argument("--no-half-turns", action="store_true")
+    parser.add_argument("--no-discriminant", action="store_true", help="no discriminant on the shared model's features")
+    parser.add_argument("--no-walk-anchor", action="store_true", help="no angle from the calibrated walk's gravity")
+    parser.add_argument("--angle-weight", type=float, default=defaults.angle_weight)
+    parser.add_argument("--angle-spread", type=float, default=defaults.angle_spread)
+    parser.add_argument("--sharpness", type=float, default=defaults.sharpness)
+    parser.add_argument("--no-roll-free", action="store_true", help="never trust the angle from the walk over the tilt")
+    parser.add_argument("--no-live-walk", action="store_true", help="heads do not follow the device's live walk")
+    parser.add_argument(
+        "--walk-first", action="store_true", help="score sessions with their first walk moved to the start (simulated)"
+    )
+
+
+def head_settings(args: argparse.Namespace) -> PersonalSettings:
+    return PersonalSettings(
+        max_angle=args.max_angle,
+        half_turns=not args.no_half_turns,
+        discriminant=not args.no_discriminant,
+        walk_anchor=not args.no_walk_anchor,
+        angle_weight=args.angle_weight,
+        angle_spread=args.angle_spread,
+        sharpness=args.sharpness,
+        roll_free=not args.no_roll_free,
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from ..dataset import VALIDATION_SUBJECTS
 
@@ -239,12 +314,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--subjects", default="test", help="'test' (UCI test subjects), 'validation', or e.g. 2,4,9")
     parser.add_argument("--activities", default=",".join(DEFAULT_ACTIVITIES), help="calibrated activities, or 'all'")
     parser.add_argument("--seconds", type=float, default=60.0, help="first seconds of each activity used")
-    parser.add_argument("--max-angle", type=float, default=PersonalSettings.max_angle)
-    parser.add_argument("--no-half-turns", action="store_true")
-    parser.add_argument("--no-discriminant", action="store_true", help="no discriminant on the shared model's features")
     parser.add_argument(
         "--named-precision", type=float, nargs="+", default=[PersonalSettings.named_precision], help="one run each"
     )
+    add_head_options(parser)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=REPORT)
     args = parser.parse_args(argv)
@@ -256,13 +329,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     existing = json.loads(args.out.read_text()) if args.out.is_file() else []
     for precision in args.named_precision:
-        settings = PersonalSettings(
-            max_angle=args.max_angle,
-            half_turns=not args.no_half_turns,
-            discriminant=not args.no_discriminant,
-            named_precision=precision,
-        )
-        report = run(subjects, activities, args.seconds, settings, args.seed)
+        settings = replace(head_settings(args), named_precision=precision)
+        report = run(subjects, activities, args.seconds, settings, args.seed, args.walk_first, not args.no_live_walk)
+        report["walk_first"] = args.walk_first
+        report["live_walk"] = not args.no_live_walk
         report["subject_set"] = args.subjects
         print(f"\n{settings}, activities {activities}, subjects {args.subjects}")
         print(table(report), flush=True)

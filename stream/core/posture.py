@@ -20,6 +20,18 @@ held the same way. Where the calibration had two postures or more, a linear
 discriminant on the shared model's own features of the window (its feature
 stage's output: how the body moves, in a placement-free way) adds to that.
 
+The walking anchor: where the calibration had a walk, the head keeps the
+device's mean gravity direction while walking (``walk_down``) and, per
+posture, the angle between it and the posture's gravity (``walk_angle``:
+mean and spread, degrees). On a thigh or a forearm that is the limb's
+flexion from hanging (standing near 0°, sitting near 90° on a thigh), on a
+waist the trunk's lean from upright (the APE method: sitting leans back);
+it does not depend on how the device is rolled about the limb, which
+changes from bout to bout where the prototypes' full direction does not
+repeat. A still window whose angle from the walk lies within
+:data:`ANGLE_GATE_Z` spreads of a posture's is near it even where it is
+farther than ``max_angle`` from every prototype.
+
 Half-turns: a phone put back into a pocket turned round (top down, or screen
 facing the other way) sees gravity with the signs of two of its components
 flipped. :data:`TURNS` are those sign patterns; a head matches the current
@@ -85,6 +97,19 @@ INSEPARABLE = 1e6
 #: A posture's motion log-likelihood is clipped here (a window unlike every
 #: calibrated posture must not swamp the tilt).
 MOTION_CLIP = 20.0
+#: A window within this many spreads of a posture's angle from the walk is near it.
+ANGLE_GATE_Z = 2.0
+#: The shared model's probability of moving (walking, up or down stairs)
+#: past which a window's gravity joins the device's live walk direction,
+#: each window with weight :data:`LIVE_WEIGHT`.
+LIVE_WALK_P = 0.6
+LIVE_WEIGHT = 0.2
+#: Only a window at least this far into a run of moving windows counts
+#: (4 windows: about 5 s; standing up or sitting down takes 2-4 s).
+LIVE_MIN_RUN = 4
+#: A live walk within this many degrees of the calibrated walk under a
+#: half-turn shows the device is in that turn.
+LIVE_MATCH_DEG = 20.0
 _SLOW = 25  # samples (0.5 s) of the moving average that keeps the body acceleration below ~2 Hz
 
 
@@ -147,6 +172,9 @@ class PersonalHead:
     ``turns``: the half-turns (:data:`TURNS` names) under which they are
     matched; ``motion_mean`` ``(postures, N_MOTION)`` and ``motion_scale``
     ``(N_MOTION,)``: each posture's mean micro-motion cues and their spread;
+    ``walk_down`` ``(3,)`` (or empty) and ``walk_angle`` ``(postures, 2)``:
+    the calibrated walk's gravity direction and each posture's angle from
+    it, mean and spread (degrees), scored with weight ``angle_weight``;
     ``margins`` ``(postures, postures)``: by how much (score units) the
     best posture must beat each other one to be named, else STILL
     (:data:`INSEPARABLE`: never). Farther than ``max_angle`` degrees from
@@ -167,6 +195,9 @@ class PersonalHead:
     motion_weight: float = 1.0
     margins: Sequence[Sequence[float]] = ()
     calibrated: frozenset[str] = frozenset()
+    walk_down: Sequence[float] = ()
+    walk_angle: Sequence[Sequence[float]] = ()
+    angle_weight: float = 1.0
     # a linear discriminant on the shared model's own window features (its feature
     # stage's output for the current window): mean, scale (F,), coef (F, postures), intercept
     feature_mean: Sequence[float] = ()
@@ -175,24 +206,41 @@ class PersonalHead:
     feature_intercept: Sequence[float] = ()
     decoder: dict | None = None
     summary: tuple[str, ...] = ()
+    follows_walk: bool = True  # False: the live walk direction is never followed (studies' comparison)
     _arrays: tuple = field(default=(), repr=False)
+    # the device's gravity direction while walking lately (unit, its frame now): state kept while served
+    live_walk: np.ndarray | None = field(default=None, init=False, repr=False)
+    live_turn: int | None = field(default=None, init=False, repr=False)  # the turn it shows (walk_turn)
+    moving_run: int = field(default=0, init=False, repr=False)  # consecutive moving windows just seen
 
     def __post_init__(self) -> None:
         self.postures = tuple(self.postures)
         self.turns = tuple(dict.fromkeys(("none", *self.turns)))
         self.calibrated = frozenset(self.calibrated) | frozenset(self.postures)
         k = len(self.postures)
-        signs = np.array([TURNS[t] for t in self.turns], np.float32)  # (S, 3)
-        turned = np.zeros((len(POSTURES), MAX_PROTOTYPES * len(TURNS), 3), np.float32)
-        penalty = np.full((len(POSTURES), MAX_PROTOTYPES * len(TURNS)), -10.0, np.float32)
+        # every posture's prototypes under every half-turn; which turns count is decided per row
+        # (the turns allowed at fit time, and the one the device's own walk shows it is in)
+        signs = np.array([TURNS[t] for t in TURN_NAMES], np.float32)  # (4, 3)
+        allowed = np.array([t in self.turns for t in TURN_NAMES])
+        # (posture, turn, prototype, xyz); penalty -10 (cosine units) for an empty prototype slot
+        turned = np.zeros((len(POSTURES), len(TURNS), MAX_PROTOTYPES, 3), np.float32)
+        penalty = np.full((len(POSTURES), len(TURNS), MAX_PROTOTYPES), -10.0, np.float32)
         mean = np.zeros((len(POSTURES), N_MOTION), np.float32)
         margins = np.zeros((len(POSTURES), len(POSTURES)), np.float32)
         slots = [POSTURES.index(p) for p in self.postures]
+        # the walk's direction under each turn, and each posture's angle from it (spread 1: unused)
+        walks = np.zeros((len(TURNS), 3), np.float32)
+        angles = np.zeros((len(POSTURES), 2), np.float32)
+        angles[:, 1] = 1.0
+        anchored = len(self.walk_down) == 3 and len(self.walk_angle) == k and k > 0
+        if anchored:
+            walks[:] = np.asarray(self.walk_down, np.float32)[None, :] * signs
         for i, (slot, posture) in enumerate(zip(slots, self.postures)):
             protos = np.asarray(self.prototypes[posture], np.float32).reshape(-1, 3)
-            variants = (protos[None, :, :] * signs[:, None, :]).reshape(-1, 3)
-            turned[slot, : len(variants)] = variants
-            penalty[slot, : len(variants)] = 0.0
+            turned[slot, :, : len(protos)] = protos[None, :, :] * signs[:, None, :]
+            penalty[slot, :, : len(protos)] = 0.0
+            if anchored:
+                angles[slot] = np.asarray(self.walk_angle, np.float32)[i]
             if k and len(self.motion_mean):
                 mean[slot] = np.asarray(self.motion_mean, np.float32)[i]
             for j, other in enumerate(slots):
@@ -215,7 +263,36 @@ class PersonalHead:
                 padded,
                 intercept,
             )
-        self._arrays = (turned, penalty, mean, scale, margins, mask, np.array(columns), discriminant)
+        anchor = (walks, angles) if anchored else None
+        self._arrays = (
+            turned,
+            penalty,
+            mean,
+            scale,
+            margins,
+            mask,
+            np.array(columns),
+            discriminant,
+            anchor,
+            np.where(allowed, 0.0, -10.0).astype(np.float32),  # the turns allowed at fit time, as a penalty
+        )
+        self.live_walk = None
+        self.live_turn = None
+        self.moving_run = 0
+
+    def follow_walk(self, down: np.ndarray, windows: int = 1) -> None:
+        """Fold the gravity direction of ``windows`` walking windows (their
+        mean, ``down``) into the device's live walk direction (each window
+        weighs :data:`LIVE_WEIGHT`); nothing without a calibrated walk."""
+        if self._arrays[8] is not None:
+            _follow([self], np.asarray(down, np.float64).reshape(1, 3), np.array([windows]))
+
+    def walk_turn(self) -> int | None:
+        """The half-turn (index into :data:`TURN_NAMES`) the device's live walk
+        shows it is in against its calibrated walk, None when it has not
+        walked since it was loaded, or matches no turn, or more than one,
+        within :data:`LIVE_MATCH_DEG`."""
+        return self.live_turn
 
     @property
     def feature_size(self) -> int:
@@ -238,24 +315,48 @@ LDA_CLIP = 20.0
 
 def posture_scores(
     heads: Sequence[PersonalHead], cues: np.ndarray, features: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(scores, best cosine, usable)`` per row and posture slot, row ``i``
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(scores, best cosine, usable, angle z)`` per row and posture slot, row ``i``
     scored by ``heads[i]`` (a slot is usable where the posture was
     calibrated and the row has what its head needs: the shared model's
     features ``features[i]`` for a head with a feature discriminant;
-    unusable slots score -1e9)."""
+    unusable slots score -1e9; angle z: how many spreads the row's angle
+    from the walk lies from the posture's, inf without a walking anchor)."""
     cues = np.asarray(cues, np.float32)
-    turned = np.stack([h._arrays[0] for h in heads])  # (n, 3, J, 3)
-    penalty = np.stack([h._arrays[1] for h in heads])
+    turned = np.stack([h._arrays[0] for h in heads])  # (n, 3, T, P, 3)
+    turn_penalty = np.stack([h._arrays[9] for h in heads])  # (n, T): 0 where the turn counts
+    live = [h.live_turn for h in heads]
+    for i, t in enumerate(live):
+        if t is not None:  # the device's own walk shows the turn it is in: that one counts, alone
+            turn_penalty[i] = -10.0
+            turn_penalty[i, t] = 0.0
     mean = np.stack([h._arrays[2] for h in heads])  # (n, 3, D)
     scale = np.stack([h._arrays[3] for h in heads])  # (n, D)
     mask = np.stack([h._arrays[5] for h in heads])  # (n, 3)
     sharp = np.array([h.sharpness for h in heads], np.float32)[:, None]
     weight = np.array([h.motion_weight for h in heads], np.float32)[:, None]
-    best = (np.einsum("nkjd,nd->nkj", turned, cues[:, :3]) + penalty).max(axis=2)  # (n, 3)
+    cosines = np.einsum("nktpd,nd->nktp", turned, cues[:, :3]) + np.stack([h._arrays[1] for h in heads])
+    per_turn = cosines.max(axis=3) + turn_penalty[:, None, :]  # (n, 3, T): the best prototype under each turn
+    best = per_turn.max(axis=2)  # (n, 3)
+    tilt = sharp * best
+    anchored = np.full(best.shape, np.inf, np.float32)  # (n, 3): z of the angle from the walk
+    with_anchor = [i for i, h in enumerate(heads) if h._arrays[8] is not None]
+    if with_anchor:
+        a = np.asarray(with_anchor)
+        walks = np.stack([heads[i]._arrays[8][0] for i in with_anchor])  # (m, T, 3)
+        for r, i in enumerate(with_anchor):  # where the device walked in a turn, its live walk stands for it there
+            if live[i] is not None:
+                walks[r, live[i]] = heads[i].live_walk
+        angles = np.stack([heads[i]._arrays[8][1] for i in with_anchor])  # (m, 3, 2)
+        degrees = np.degrees(np.arccos(np.clip(np.einsum("mtd,md->mt", walks, cues[a, :3]), -1.0, 1.0)))
+        zed = np.abs(degrees[:, None, :] - angles[:, :, :1]) / angles[:, :, 1:]  # (m, 3, T)
+        w = np.array([heads[i].angle_weight for i in with_anchor], np.float32)[:, None, None]
+        term = np.maximum(-0.5 * w * zed * zed, -MOTION_CLIP)
+        tilt[a] = (sharp[a][:, :, None] * per_turn[a] + term).max(axis=2)
+        anchored[a] = np.where(per_turn[a] > -5.0, zed, np.inf).min(axis=2)  # over the turns that count
     z = (cues[:, None, 3:] - mean) / scale[:, None, :]
     likelihood = np.maximum(-0.5 * np.einsum("nkd,nkd->nk", z, z), -MOTION_CLIP)
-    scores = sharp * best + weight * likelihood
+    scores = tilt + weight * likelihood
     with_lda = [i for i, h in enumerate(heads) if h._arrays[7] is not None]
     if with_lda:
         width = None if features is None else np.asarray(features).reshape(len(heads), -1).shape[1]
@@ -268,7 +369,47 @@ def posture_scores(
             centred = (f - np.stack([p[0] for p in parts])) / np.stack([p[1] for p in parts])
             lda = np.einsum("nf,nfk->nk", centred, np.stack([p[2] for p in parts])) + np.stack([p[3] for p in parts])
             scores[fits] += np.clip(np.nan_to_num(lda), -LDA_CLIP, LDA_CLIP)
-    return np.where(mask, scores, -1e9), best, mask
+    return np.where(mask, scores, -1e9), best, mask, anchored
+
+
+def follow_walks(heads: Sequence[PersonalHead], base: np.ndarray, cues: np.ndarray, finite: np.ndarray) -> None:
+    """Each anchored head's live walk direction follows its rows the shared
+    model says are moving, from the :data:`LIVE_MIN_RUN`-th window of a run
+    of them on (one update per device and call; rows in time order)."""
+    moving = (np.asarray(base)[:, :_FIRST_POSTURE].sum(axis=1) >= LIVE_WALK_P) & finite
+    rows: dict[int, list[int]] = {}
+    for i, head in enumerate(heads):
+        if head._arrays[8] is None or not head.follows_walk:
+            continue
+        # a walk lasts: a posture's change (a few seconds of movement) is not one
+        head.moving_run = head.moving_run + 1 if moving[i] else 0
+        if head.moving_run >= LIVE_MIN_RUN:
+            rows.setdefault(id(head), []).append(i)
+    if rows:
+        idx = list(rows.values())
+        flat = np.concatenate(idx)
+        group = np.repeat(np.arange(len(idx)), [len(i) for i in idx])
+        sums = np.zeros((len(idx), 3))  # each device's windows' summed direction: its mean's direction
+        np.add.at(sums, group, np.asarray(cues, np.float64)[flat, :3])
+        _follow([heads[i[0]] for i in idx], sums, np.bincount(group))
+
+
+def _follow(heads: Sequence[PersonalHead], down: np.ndarray, windows: np.ndarray) -> None:
+    """Fold ``down`` ``(m, 3)`` (the mean of ``windows`` walking windows each)
+    into each of ``heads``' live walk, and say which turn each now shows."""
+    d = down / np.maximum(np.linalg.norm(down, axis=1, keepdims=True), 1e-9)
+    known = np.array([h.live_walk is not None for h in heads])
+    old = np.stack([h.live_walk if h.live_walk is not None else np.zeros(3) for h in heads])
+    keep = np.where(known, (1.0 - LIVE_WEIGHT) ** windows, 0.0)[:, None]
+    live = keep * old + (1.0 - keep) * d
+    live /= np.maximum(np.linalg.norm(live, axis=1, keepdims=True), 1e-9)
+    walks = np.stack([h._arrays[8][0] for h in heads]).astype(np.float64)  # (m, T, 3)
+    close = np.einsum("mtd,md->mt", walks, live) >= np.cos(np.deg2rad(LIVE_MATCH_DEG))
+    turn = close.argmax(axis=1)
+    unique = close.sum(axis=1) == 1  # a walk two turns leave alike shows neither
+    for h, v, t, u in zip(heads, live, turn.tolist(), unique.tolist()):
+        h.live_walk = v
+        h.live_turn = t if u else None
 
 
 def apply_heads(
@@ -280,7 +421,10 @@ def apply_heads(
     said; STILL's probability given to the postures the head is sure of, else
     left on STILL. ``features``: the shared model's features of each row's
     window (for heads with a feature discriminant; without them such a head
-    says STILL). Use :meth:`PersonalHead.pick` for a device's own columns."""
+    says STILL). Use :meth:`PersonalHead.pick` for a device's own columns.
+    Then the rows the shared model says are moving update their heads'
+    live walk direction (:func:`follow_walks`), for the calls after this one:
+    call it with each device's windows in time order, as the worker does."""
     base = np.asarray(base, np.float64)
     n = len(base)
     out = np.zeros((n, len(SLOTS)))
@@ -291,11 +435,13 @@ def apply_heads(
     cues = np.asarray(cues, np.float32)
     finite = np.isfinite(cues).all(axis=1)
     cues = np.where(finite[:, None], cues, 0.0)
-    scores, best, mask = posture_scores(heads, cues, features)
+    scores, best, mask, zed = posture_scores(heads, cues, features)
+    follow_walks(heads, base, cues, finite)  # after: a window's walk counts for the windows after it
     gate = np.array([np.cos(np.deg2rad(h.max_angle)) for h in heads])
-    near = (np.where(mask, best, -np.inf).max(axis=1) >= gate) & finite & mask.any(axis=1)
     top = scores.argmax(axis=1)
     rows = np.arange(n)
+    near = (np.where(mask, best, -np.inf).max(axis=1) >= gate) | (zed[rows, top] <= ANGLE_GATE_Z)
+    near &= finite & mask.any(axis=1)
     margins = np.stack([h._arrays[4] for h in heads])[rows, top]  # (n, 3): top against each
     lead = scores[rows, top][:, None] - scores
     beaten = (lead >= margins) | ~mask

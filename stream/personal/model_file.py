@@ -48,7 +48,14 @@ MAX_FEATURES = 2048
 
 
 class PersonalModelError(ValueError):
-    """A personal-model file that cannot be served, and why."""
+    """A personal-model file that cannot be served, and why; ``kind`` names
+    the reason for the counts (``bad_file``: unreadable or out of shape or
+    range; ``keras_format``, ``other_base``, ``needs_features``,
+    ``feature_width``: the loader's reasons)."""
+
+    def __init__(self, message: str, kind: str = "bad_file"):
+        super().__init__(message)
+        self.kind = kind
 
 
 def read_personal_file(path: str | Path) -> PersonalHead:
@@ -170,6 +177,18 @@ def head_from_json(doc: Any, where: str = "personal model", digest: str = "") ->
             "feature_coef": _floats(doc, "feature_coef", (n, k), -1e9, 1e9, where).tolist(),
             "feature_intercept": _floats(doc, "feature_intercept", (k,), -1e9, 1e9, where).tolist(),
         }
+    anchor: dict = {}
+    if doc.get("walk_down") is not None:  # optional (files before it have none): the calibrated walk's direction
+        down = _floats(doc, "walk_down", (3,), -1.01, 1.01, where)
+        if abs(float(np.linalg.norm(down)) - 1.0) > 0.05:
+            raise PersonalModelError(f"{where}: walk_down: must be a unit vector")
+        anchor = {
+            "walk_down": (down / np.linalg.norm(down)).tolist(),
+            "walk_angle": _floats(doc, "walk_angle", (k, 2), 0.0, 180.0, where).tolist(),
+            "angle_weight": float(_floats(settings, "angle_weight", (), 0.0, 100.0, f"{where}: settings")),
+        }
+        if k and min(row[1] for row in anchor["walk_angle"]) < 0.1:
+            raise PersonalModelError(f"{where}: walk_angle: each spread must be at least 0.1 degrees")
     decoder = doc.get("decoder")
     if decoder is not None and not isinstance(decoder, dict):
         raise PersonalModelError(f"{where}: decoder: expected an object")
@@ -193,6 +212,7 @@ def head_from_json(doc: Any, where: str = "personal model", digest: str = "") ->
         decoder=decoder,
         summary=tuple(s[:300] for s in summary),
         **discriminant,
+        **anchor,
     )
 
 
@@ -223,6 +243,10 @@ def head_to_json(head: PersonalHead, **extra: Any) -> dict:
         doc["feature_scale"] = np.round(np.asarray(head.feature_scale, float), 6).tolist()
         doc["feature_coef"] = np.round(np.asarray(head.feature_coef, float), 6).tolist()
         doc["feature_intercept"] = np.round(np.asarray(head.feature_intercept, float), 6).tolist()
+    if len(head.walk_down) == 3:
+        doc["walk_down"] = np.round(np.asarray(head.walk_down, float), 6).tolist()
+        doc["walk_angle"] = np.round(np.asarray(head.walk_angle, float).reshape(-1, 2), 3).tolist()
+        doc["settings"]["angle_weight"] = head.angle_weight
     if head.decoder is not None:
         doc["decoder"] = head.decoder
     doc.update(extra)

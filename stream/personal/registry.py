@@ -175,6 +175,7 @@ class PersonalRegistry:
         self.device_of: dict[str, str] = {}  # file name -> the device it serves
         self.refused: dict[str, str] = {}  # file name -> why (latest refusals)
         self.refusals = 0
+        self.refusals_by_reason: dict[str, int] = {}  # reason kind -> count (PersonalModelError.kind)
         self.loads = 0
         self.load_ms_max = 0.0
         self._queue: dict[str, None] = {}  # names waiting to be loaded, in order
@@ -220,14 +221,14 @@ class PersonalRegistry:
         try:
             model = self.load(self.folder / name)
         except Exception as exc:  # PersonalModelError, or a bug met on one file: refuse this file only
-            return self._refuse(name, str(exc) or type(exc).__name__, router)
+            return self._refuse(name, str(exc) or type(exc).__name__, router, getattr(exc, "kind", "load_error"))
         finally:
             self.loads += 1
             self.load_ms_max = max(self.load_ms_max, (self.clock() - started) * 1000.0)
         device = served_device(model)
         owner = next((n for n, d in self.device_of.items() if d == device and n != name), None)
         if owner is not None:
-            return self._refuse(name, f"device {device} is already served by {owner}", router)
+            return self._refuse(name, f"device {device} is already served by {owner}", router, "device_taken")
         previous = self.device_of.get(name)
         if previous is not None and previous != device:
             router.drop_personal(previous)
@@ -237,10 +238,11 @@ class PersonalRegistry:
         log.debug("personal model %s (%s) now serves device %s", name, model.model_id, device)
         return RegistryEvent("loaded", name, device, model=model)
 
-    def _refuse(self, name: str, reason: str, router: ModelRouter) -> RegistryEvent:
+    def _refuse(self, name: str, reason: str, router: ModelRouter, kind: str) -> RegistryEvent:
         reason = reason.splitlines()[0][:300] if reason else "unknown error"
         log.warning("personal model %s refused: %s (its device keeps the model it had)", name, reason)
         self.refusals += 1
+        self.refusals_by_reason[kind] = self.refusals_by_reason.get(kind, 0) + 1
         self.refused.pop(name, None)
         self.refused[name] = reason
         while len(self.refused) > MAX_REFUSALS_LISTED:
@@ -256,6 +258,7 @@ class PersonalRegistry:
             "loads": self.loads,
             "load_ms_max": round(self.load_ms_max, 2),
             "refusals": self.refusals,
+            "refusals_by_reason": dict(self.refusals_by_reason),
             "refused": dict(self.refused),
         }
 
