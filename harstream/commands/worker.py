@@ -105,6 +105,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "(default %(default)s)",
     )
     parser.add_argument(
+        "--between",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="display-only updates between windows: per waist-mode device a second grid of windows "
+        "32 samples (0.64 s) after the model's, labelled by the same model and decoded by its own decoder, "
+        "published as predictions with `between` set (a now label every 0.64 s; one more model call per "
+        "window; never in the history; off with --redis) (default: on)",
+    )
+    parser.add_argument(
         "--smooth",
         type=Number(int, 1, 1000),
         default=DEFAULT_WINDOWS,
@@ -253,6 +262,8 @@ def run(args: argparse.Namespace) -> int:
         features=waist.features,
         require_session=args.require_session,
         placement_interval=args.placement_interval,
+        # the durable log commits windows by number: its path publishes the model's windows only
+        between=args.between and not args.redis,
     )
     stop = stop_on_signals()
     import gc

@@ -55,7 +55,7 @@ from typing import Any
 import numpy as np
 
 from harstream.stream.core.barometer import PRESSURE_REASONS
-from harstream.stream.core.batch_push import push_many
+from harstream.stream.core.batch_push import push_both
 from harstream.stream.core.context import WindowContext
 from harstream.stream.core.decoder import window_motion
 from harstream.stream.core.device_windows import DeviceWindows
@@ -212,6 +212,10 @@ class WorkerConfig:
     # switch the device's model (and log a line) each time. A refused change
     # keeps the current mode and the samples; counted as ``placement_refused``.
     placement_interval: float = 10.0
+    # Display-only updates between windows: a second grid of windows offset by half a step
+    # (32 samples) per waist-mode device, its own context and display decoder, published as
+    # predictions with ``between`` set (never in the history); one more model call per window.
+    between: bool = False
 
 
 @dataclass
@@ -234,6 +238,7 @@ class PendingWindow:
     waist_likeness: float | None = None  # how like the waist gait (the model's own score, if it gives one)
     cue: np.ndarray | None = None  # a calibrated device's posture cues (posture.posture_cues) of this window
     placement: np.ndarray | None = None  # (3,) where the device seems worn (placement.PLACEMENTS), if estimated
+    between: bool = False  # a window of the offset grid: display only (WorkerConfig.between)
 
 
 def one_model_router(classes: Sequence[str], model_id: str, config: WorkerConfig) -> ModelRouter:
@@ -263,6 +268,12 @@ def make_display(served: ServedModel, config: WorkerConfig, windows: int | None 
     return Smoother(served.classes, config.smooth_windows if windows is None else windows, config.threshold)
 
 
+def has_between(served: ServedModel, config: WorkerConfig) -> bool:
+    """Whether a device served by ``served`` gets display-only updates between
+    windows: when the worker is asked to, for waist-mode devices."""
+    return config.between and served.mode == "waist" and served.head is None
+
+
 class Device:
     """What the worker knows about one device: one small object per concern,
     in the order the data flows through them."""
@@ -274,6 +285,7 @@ class Device:
         "inbox",
         "windows",
         "display",
+        "between",
         "history",
         "signal",
         "ready_at",
@@ -306,6 +318,8 @@ class Device:
         self.route_version = route_version  # the router's version when it was routed
         self.windows = DeviceWindows(seq, served.context_steps)  # pipeline + window context
         self.display = make_display(served, config)  # what the screen shows
+        # the offset grid's own display decoder (WorkerConfig.between), waist mode only
+        self.between = make_display(served, config) if has_between(served, config) else None
         self.history = History(history_params(self.display, served.classes), config.history)  # what happened
         self.signal = SignalFeed(config.signal_decimation, config.signal_interval, now)  # decimated raw signal
         self.ready_at: float | None = None  # when buffered samples completed a window
@@ -322,9 +336,11 @@ class Device:
             self.evidence = StairsEvidence()
             self.worn = PlacementTracker()  # and perhaps another body: its placement is learned afresh
         self.incarnation.restart(seq, session)
-        self.windows = DeviceWindows(seq, self.served.context_steps)
+        self.windows = DeviceWindows(seq, self.served.context_steps, self.between is not None)
         self.inbox.clear()
         self.display.reset()
+        if self.between is not None:
+            self.between.reset()
         self.signal.reset()  # the display feed must not join samples from both sides of a gap
         return settled
 
@@ -335,8 +351,15 @@ class Device:
         if served.context_steps != self.served.context_steps or served.features is not self.served.features:
             # (a context of one model's feature vectors means nothing to another model)
             self.windows.context = WindowContext(served.context_steps) if served.context_steps else None
+            if self.windows.between is not None:
+                self.windows.between_context = self.windows.context and WindowContext(served.context_steps)
         self.served = served
         self.display = make_display(served, config)
+        if self.between is not None and has_between(served, config):
+            self.between = make_display(served, config)
+        else:  # an offset grid starts with a run (its windows are placed from the run's first sample)
+            self.between = None
+            self.windows.stop_between()
         settled = self.history.settle()
         final_until = self.history.final_until
         self.history = History(history_params(self.display, served.classes), config.history)
@@ -580,34 +603,37 @@ class StreamCore:
             except ValueError as exc:
                 self._drop("pipeline", str(exc))
                 continue
-            pipe = state.windows.pipeline
-            jobs.append((state, raw, labels, arrived, pipe.emitted, pipe.samples_seen))
-        results = push_many([j[0].windows.pipeline for j in jobs], [j[1] for j in jobs])
-        inputs = self._window_inputs([j[0] for j in jobs], results)
-        # each window's body motion and gravity for the display decoder, all devices' windows in one call
-        counts = [len(r) for r in results]
+            pipe, second = state.windows.pipeline, state.windows.between
+            jobs.append((state, raw, labels, arrived, pipe.emitted, pipe.samples_seen, second and second.emitted))
+        results, extra = push_both(
+            [j[0].windows.pipeline for j in jobs], [j[0].windows.between for j in jobs], [j[1] for j in jobs]
+        )
+        n = len(jobs)
+        # the model's inputs, body motion and gravity of both grids' new windows, all devices' in one call each
+        every_state = [j[0] for j in jobs] * 2
+        both = self._window_inputs(every_state, results + extra)
+        inputs, extra_inputs = both[:n], both[n:]
+        counts = [len(r) for r in results + extra]
         if sum(counts):
-            every = np.concatenate(results)
+            every = np.concatenate(results + extra)
             motions = np.split(window_motion(every), np.cumsum(counts)[:-1])
             turns = np.split(window_gravity(every), np.cumsum(counts)[:-1])
         else:
-            motions = turns = results
+            motions = turns = results + extra
         cues = self._posture_cues([j[0] for j in jobs], results)
         likenesses, placements = self._waist_likeness([j[0] for j in jobs], results)
-        for (
-            (state, _, labels, arrived, first_window, seen_before),
-            windows,
-            x,
-            moved,
-            turned,
-            cue,
-            likeness,
-            worn,
-        ) in zip(jobs, results, inputs, motions, turns, cues, likenesses, placements):
+        for k, ((state, _, labels, arrived, first_window, seen_before, first_between), windows, x) in enumerate(
+            zip(jobs, results, inputs)
+        ):
             if len(windows):
                 self._unproven.pop(state.name, None)  # it completed a window: a real device
-            described = state.windows.describe(windows, labels, first_window, seen_before, inputs=x)
-            for i, (w, m, g, like) in enumerate(zip(described, moved, turned, likeness)):
+            described = state.windows.describe(
+                windows, labels, first_window, seen_before, x, extra[k], extra_inputs[k], first_between or 0
+            )
+            cue, likeness, worn = cues[k], likenesses[k], placements[k]
+            for w in described:
+                i = w.index
+                m, g = (motions[n + k], turns[n + k]) if w.between else (motions[k], turns[k])
                 self._enqueue(
                     PendingWindow(
                         state.name,
@@ -619,14 +645,16 @@ class StreamCore:
                         w.t_end,
                         w.truth,
                         state.served,
-                        float(m),
-                        (float(g[0]), float(g[1]), float(g[2])),
-                        like,
-                        None if cue is None else cue[i],
-                        None if worn is None else worn[i],
+                        float(m[i]),
+                        (float(g[i][0]), float(g[i][1]), float(g[i][2])),
+                        None if w.between else likeness[i],
+                        None if cue is None or w.between else cue[i],
+                        None if worn is None or w.between else worn[i],
+                        w.between,
                     )
                 )
             self.totals["windows"] += len(windows)
+            self.totals["between"] += len(extra[k])
 
     def _waist_likeness(
         self, states: list[Device], results: list[np.ndarray]
@@ -799,7 +827,15 @@ class StreamCore:
             classes = list(w.served.classes)
             state = self.devices.get(w.device)
             raw = [round(float(v), 6) for v in p]
-            if state is not None and state.generation == w.generation and state.served is w.served:
+            if w.between:  # display only: the offset grid's own decoder, no history, no placement
+                current = state is not None and state.generation == w.generation and state.served is w.served
+                core = state.between if current and state is not None else None
+                if core is None:  # reset, evicted, moved meanwhile, or no longer served with an offset grid
+                    core = make_display(w.served, self.config, windows=1)
+                smoothed, smoothed_probs = core.update(raw, w.motion, w.gravity)
+                if core.refused:
+                    self._drop("probabilities", f"device {w.device} window {w.window} (between): {core.refused}")
+            elif state is not None and state.generation == w.generation and state.served is w.served:
                 smoothed, smoothed_probs = state.display.update(raw, w.motion, w.gravity)
                 if state.display.refused:
                     self._drop("probabilities", f"device {w.device} window {w.window}: {state.display.refused}")
@@ -811,7 +847,7 @@ class StreamCore:
                 smoothed, smoothed_probs = make_display(w.served, self.config, windows=1).update(raw)
             label = classes[int(p.argmax())]
             worn = None
-            if state is not None and w.placement is not None:
+            if state is not None and w.placement is not None and not w.between:
                 # the gait says where the device is worn: moving windows only, shown while moving
                 moving = label in MOVING
                 placement = state.worn.push(w.placement[None, :], np.array([moving]))
@@ -845,6 +881,7 @@ class StreamCore:
                     mode=w.served.mode,
                     classes=classes,
                     placement=worn,
+                    between=w.between,
                 )
             )
         self.totals["predictions"] += len(out)
