@@ -61,8 +61,14 @@ def test_between_windows_are_the_filtered_stream_cut_32_samples_after_each_windo
 def test_between_predictions_do_not_depend_on_chunking(chunk):
     data = _signal()
     config = WorkerConfig(between=True, context_steps=(1, 2, 4))
-    reference = [(p.window, p.between, round(p.t_end, 6), float(x.sum())) for p, x in _run(StreamCore(SIX, "m", config), data, 50)]
-    got = [(p.window, p.between, round(p.t_end, 6), float(x.sum())) for p, x in _run(StreamCore(SIX, "m", config), data, chunk)]
+    reference = [
+        (p.window, p.between, round(p.t_end, 6), float(x.sum()))
+        for p, x in _run(StreamCore(SIX, "m", config), data, 50)
+    ]
+    got = [
+        (p.window, p.between, round(p.t_end, 6), float(x.sum()))
+        for p, x in _run(StreamCore(SIX, "m", config), data, chunk)
+    ]
     assert got == reference
 
 

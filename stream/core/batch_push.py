@@ -96,7 +96,7 @@ def push_both(
         steady = [k for k, i in enumerate(idx) if seconds[i] is not None and before[k] >= BETWEEN]
         if steady:
             grids = [seconds[idx[k]] for k in steady]
-            for k, windows in zip(steady, window_processed_many(grids, processed[steady])):  # type: ignore[arg-type]
+            for k, windows in zip(steady, window_processed_many(grids, processed[steady])):
                 extra[idx[k]] = windows
         for k, i in enumerate(idx):
             second = seconds[i]

@@ -361,7 +361,8 @@ def decode_prediction(frames: Sequence[bytes]) -> Prediction:
         raise ProtocolError("header", f"prediction lacks fields: {exc}") from exc
     if not isinstance(p.between, bool):
         raise ProtocolError(
-            "header", f"prediction of device {str(p.device)[:64]!r}: between must be true or false, got {p.between!r}"[:300]
+            "header",
+            f"prediction of device {str(p.device)[:64]!r}: between must be true or false, got {p.between!r}"[:300],
         )
     if p.placement is not None and p.placement not in PLACEMENTS:
         raise ProtocolError(
