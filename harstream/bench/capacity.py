@@ -75,13 +75,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--partitions", type=PARTITIONS, default=12, help="partitions of the log with --redis (default 12)"
     )
     parser.add_argument(
-        "--worker-arg",
-        action="append",
-        default=[],
-        metavar="ARG",
-        help="an argument passed on to each worker (repeat it; e.g. --worker-arg=--no-between)",
-    )
-    parser.add_argument(
         "--profile", default=None, metavar="FILE", help="run the (first) worker under cProfile and write the stats here"
     )
 
