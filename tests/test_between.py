@@ -1,7 +1,8 @@
 """Display-only updates between windows: a second grid of windows 32 samples
 after the model's, windowed from the same filtered samples whatever the
-chunking, decoded by its own decoder, published as predictions marked
-``between`` that leave the model's windows and the history untouched."""
+chunking; those whose signal moved are labelled with the model's windows as
+context and shown as the decoder's peek, published as predictions marked
+``between`` that leave the model's windows, the decoder and the history untouched."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import threading
 import numpy as np
 import pytest
 
-from harstream.stream.core.decoder import DecoderParams, decode_sequence, display_for, window_motion
+from harstream.stream.core.decoder import Decoder, DecoderParams, display_for, window_motion
 from harstream.stream.core.pipeline import BETWEEN, STEP, cut_windows, preprocess_recording
 from harstream.stream.core.protocol import (
     Prediction,
@@ -44,7 +45,8 @@ def _run(core: StreamCore, data: np.ndarray, chunk: int, probs=None) -> list[tup
 
 def test_between_windows_are_the_filtered_stream_cut_32_samples_after_each_window():
     data = _signal()
-    got = _run(StreamCore(SIX, "m", WorkerConfig(between=True)), data, chunk=25)
+    every = WorkerConfig(between=True, between_motion=0.0, between_turn=0.0)  # random data: every one moved
+    got = _run(StreamCore(SIX, "m", every), data, chunk=25)
     between = [(p, x) for p, x in got if p.between]
     assert [p.window for p, _ in between] == list(range(len(between)))
     expected = cut_windows(preprocess_recording(data), BETWEEN + STEP * np.arange(len(between)))
@@ -53,8 +55,39 @@ def test_between_windows_are_the_filtered_stream_cut_32_samples_after_each_windo
     ends = {(p.window, p.between): p.t_end for p, _ in got}
     assert all(ends[(k, True)] - ends[(k, False)] == pytest.approx(BETWEEN / 50) for k in range(len(between)))
     # and comes out after it, before the next one, even when one message completes several
-    in_one = [p.t_end for p, _ in _run(StreamCore(SIX, "m", WorkerConfig(between=True)), data, chunk=400)]
+    in_one = [p.t_end for p, _ in _run(StreamCore(SIX, "m", every), data, chunk=400)]
     assert in_one == sorted(in_one)
+
+
+def test_a_between_windows_context_is_the_windows_of_the_models_grid_before_it():
+    data = _signal()
+    every = WorkerConfig(between=True, between_motion=0.0, between_turn=0.0, context_steps=(1, 2, 4))
+    got = _run(StreamCore(SIX, "m", every), data, chunk=10)
+    processed = preprocess_recording(data)
+    for p, x in got:
+        if not p.between:
+            continue
+        j = p.window  # context: windows j, j - 1, j - 3 of the model's grid (the first one before there are any)
+        starts = [BETWEEN + STEP * j] + [STEP * max(j - s + 1, 0) for s in (1, 2, 4)]
+        assert np.array_equal(x, cut_windows(processed, np.array(starts))), j
+
+
+def test_between_windows_of_a_still_signal_are_not_labelled():
+    still = np.tile(np.array([[0.0, 0.0, 1.0, 0.0, 0.0, 0.0]], np.float32), (1200, 1))
+    core = StreamCore(SIX, "m", WorkerConfig(between=True))
+    got = _run(core, still, chunk=10)
+    assert got and not any(p.between for p, _ in got)
+    assert core.totals["between_quiet"] == (1200 - BETWEEN - 128) // STEP + 1 and core.totals["between"] == 0
+
+
+def test_a_peek_leaves_the_decoder_as_it_was():
+    params = DecoderParams.uniform(SIX, stay=0.9)
+    rng = np.random.default_rng(3)
+    windows = [list(map(float, p)) for p in rng.dirichlet(np.ones(6) * 0.3, size=40)]
+    plain, peeking = Decoder(params), Decoder(params)
+    for p, q in zip(windows, windows[1:] + windows[:1]):
+        peeking.peek(q, 0.1)
+        assert peeking.update(p, 0.05) == plain.update(p, 0.05)
 
 
 @pytest.mark.parametrize("chunk", [7, 10, 64, 333])
@@ -138,6 +171,7 @@ def test_a_published_session_between_labels_equal_the_offline_offset_grid_on_loo
     from harstream.models.runtime import load_runtime
     from harstream.simulator.replay import ReplaySchedule, devices_for, replay
     from harstream.stream.bus.zmq_worker import serve
+    from harstream.stream.core.context import WindowContext
     from harstream.stream.core.protocol import decode_output
 
     artifact = load_artifact()
@@ -145,11 +179,25 @@ def test_a_published_session_between_labels_equal_the_offline_offset_grid_on_loo
     params = DecoderParams.from_json(artifact.metadata["decoder"])
     rec = embedded.of_subjects([9])[0]
     rec = type(rec)(rec.name, rec.subject, rec.samples[:6000], rec.labels[:6000])  # 2 minutes, ~90 windows
-    offline = {}
-    for between in (False, True):
-        x = session_windows(rec.samples.astype(np.float32), 10, artifact.context_steps, between=between)
-        own = x[:, 0] if artifact.context_steps else x
-        offline[between] = decode_sequence(params, runtime.predict(x), window_motion(own), window_gravity(own))
+    samples = rec.samples.astype(np.float32)
+    main = session_windows(samples, 10)
+    offset = session_windows(samples, 10, between=True)
+    stacks = WindowContext(artifact.context_steps).push(main)
+    m0, g0, m1, g1 = window_motion(main), window_gravity(main), window_motion(offset), window_gravity(offset)
+    # offline: the decoder over the model's windows; after window j, a peek at between window j when it moved
+    decoder, offline = Decoder(params), {False: [], True: {}}
+    config = WorkerConfig()
+    for j, p in enumerate(runtime.predict(stacks)):
+        offline[False].append(decoder.update([round(float(v), 6) for v in p], float(m0[j]), list(g0[j]))[0])
+        if j >= len(offset):
+            continue
+        cos = float(g0[j] @ g1[j]) / float(np.linalg.norm(g0[j]) * np.linalg.norm(g1[j]))
+        turn = np.degrees(np.arccos(np.clip(cos, -1, 1)))
+        if abs(m1[j] - m0[j]) > config.between_motion or turn > config.between_turn:
+            rows = [offset[j]] + [main[max(j - s + 1, 0)] for s in artifact.context_steps]
+            q = runtime.predict(np.stack(rows)[None])[0]
+            offline[True][j] = decoder.peek([round(float(v), 6) for v in q], float(m1[j]))[0]
+    assert offline[True], "the session has no between window that moved"
 
     stop, ready, bound = threading.Event(), threading.Event(), {}
     config = WorkerConfig(
@@ -199,7 +247,6 @@ def test_a_published_session_between_labels_equal_the_offline_offset_grid_on_loo
         thread.join(30)
         sub.close(0)
         ctx.term()
-    for between in (False, True):
-        mine = sorted((p for p in got if p.between is between), key=lambda p: p.window)
-        assert [p.window for p in mine] == list(range(len(offline[between])))
-        assert [p.smoothed for p in mine] == offline[between]
+    windows = sorted((p for p in got if not p.between), key=lambda p: p.window)
+    assert [p.smoothed for p in windows] == offline[False]
+    assert {p.window: p.smoothed for p in got if p.between} == offline[True]

@@ -56,7 +56,6 @@ import numpy as np
 
 from harstream.stream.core.barometer import PRESSURE_REASONS
 from harstream.stream.core.batch_push import push_both
-from harstream.stream.core.context import WindowContext
 from harstream.stream.core.decoder import window_motion
 from harstream.stream.core.device_windows import DeviceWindows
 from harstream.stream.core.history import History, HistorySettings, Piece, history_params
@@ -212,10 +211,14 @@ class WorkerConfig:
     # switch the device's model (and log a line) each time. A refused change
     # keeps the current mode and the samples; counted as ``placement_refused``.
     placement_interval: float = 10.0
-    # Display-only updates between windows: a second grid of windows offset by half a step
-    # (32 samples) per waist-mode device, its own context and display decoder, published as
-    # predictions with ``between`` set (never in the history); one more model call per window.
+    # Display-only updates between windows: per waist-mode device a second grid of windows
+    # offset by half a step (32 samples); a window of it whose body motion or gravity differs
+    # from the window it follows by more than these is labelled by the model (the model's
+    # grid's windows as its context) and the display decoder's peek at it is published as a
+    # prediction with ``between`` set (never in the history); the others cost only their cut
     between: bool = False
+    between_motion: float = 0.03  # g of mean body-acceleration magnitude
+    between_turn: float = 10.0  # degrees between the gravity directions
 
 
 @dataclass
@@ -268,10 +271,19 @@ def make_display(served: ServedModel, config: WorkerConfig, windows: int | None 
     return Smoother(served.classes, config.smooth_windows if windows is None else windows, config.threshold)
 
 
-def has_between(served: ServedModel, config: WorkerConfig) -> bool:
-    """Whether a device served by ``served`` gets display-only updates between
-    windows: when the worker is asked to, for waist-mode devices."""
-    return config.between and served.mode == "waist" and served.head is None
+def has_between(served: ServedModel, config: WorkerConfig, display: Any) -> bool:
+    """Whether a device served by ``served`` with ``display`` gets
+    display-only updates between windows: when the worker is asked to, for
+    waist-mode devices whose display core can peek."""
+    return config.between and served.mode == "waist" and served.head is None and hasattr(display, "peek")
+
+
+def _degrees(a: np.ndarray, b: np.ndarray) -> float:
+    """Angle between two gravity vectors, degrees."""
+    na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
+    if na == 0.0 or nb == 0.0:
+        return 180.0
+    return math.degrees(math.acos(max(-1.0, min(1.0, float(np.dot(a, b)) / (na * nb)))))
 
 
 class Device:
@@ -285,11 +297,11 @@ class Device:
         "inbox",
         "windows",
         "display",
-        "between",
         "history",
         "signal",
         "ready_at",
         "served",
+        "between",
         "placement",
         "placement_at",
         "route_version",
@@ -318,8 +330,8 @@ class Device:
         self.route_version = route_version  # the router's version when it was routed
         self.windows = DeviceWindows(seq, served.context_steps)  # pipeline + window context
         self.display = make_display(served, config)  # what the screen shows
-        # the offset grid's own display decoder (WorkerConfig.between), waist mode only
-        self.between = make_display(served, config) if has_between(served, config) else None
+        # display-only updates between windows (WorkerConfig.between), from the run's start
+        self.between = has_between(served, config, self.display)
         self.history = History(history_params(self.display, served.classes), config.history)  # what happened
         self.signal = SignalFeed(config.signal_decimation, config.signal_interval, now)  # decimated raw signal
         self.ready_at: float | None = None  # when buffered samples completed a window
@@ -336,11 +348,9 @@ class Device:
             self.evidence = StairsEvidence()
             self.worn = PlacementTracker()  # and perhaps another body: its placement is learned afresh
         self.incarnation.restart(seq, session)
-        self.windows = DeviceWindows(seq, self.served.context_steps, self.between is not None)
+        self.windows = DeviceWindows(seq, self.served.context_steps, self.between)
         self.inbox.clear()
         self.display.reset()
-        if self.between is not None:
-            self.between.reset()
         self.signal.reset()  # the display feed must not join samples from both sides of a gap
         return settled
 
@@ -350,15 +360,12 @@ class Device:
         only if its context steps or feature stage differ."""
         if served.context_steps != self.served.context_steps or served.features is not self.served.features:
             # (a context of one model's feature vectors means nothing to another model)
-            self.windows.context = WindowContext(served.context_steps) if served.context_steps else None
-            if self.windows.between is not None:
-                self.windows.between_context = self.windows.context and WindowContext(served.context_steps)
+            self.windows.restart_context(served.context_steps)
         self.served = served
         self.display = make_display(served, config)
-        if self.between is not None and has_between(served, config):
-            self.between = make_display(served, config)
-        else:  # an offset grid starts with a run (its windows are placed from the run's first sample)
-            self.between = None
+        # an offset grid starts with a run (its windows are placed from the run's first sample)
+        self.between = has_between(served, config, self.display)
+        if not self.between:
             self.windows.stop_between()
         settled = self.history.settle()
         final_until = self.history.final_until
@@ -609,10 +616,7 @@ class StreamCore:
             [j[0].windows.pipeline for j in jobs], [j[0].windows.between for j in jobs], [j[1] for j in jobs]
         )
         n = len(jobs)
-        # the model's inputs, body motion and gravity of both grids' new windows, all devices' in one call each
-        every_state = [j[0] for j in jobs] * 2
-        both = self._window_inputs(every_state, results + extra)
-        inputs, extra_inputs = both[:n], both[n:]
+        # body motion and gravity of both grids' new windows, all devices' in one call each
         counts = [len(r) for r in results + extra]
         if sum(counts):
             every = np.concatenate(results + extra)
@@ -620,6 +624,11 @@ class StreamCore:
             turns = np.split(window_gravity(every), np.cumsum(counts)[:-1])
         else:
             motions = turns = results + extra
+        # which between windows the model labels: those whose signal moved away from the window they follow
+        fired = [self._between_fired(j, motions[k], turns[k], motions[n + k], turns[n + k]) for k, j in enumerate(jobs)]
+        chosen = [e[f] for e, f in zip(extra, fired)]
+        both = self._window_inputs([j[0] for j in jobs] * 2, results + chosen)
+        inputs, extra_inputs = both[:n], both[n:]
         cues = self._posture_cues([j[0] for j in jobs], results)
         likenesses, placements = self._waist_likeness([j[0] for j in jobs], results)
         for k, ((state, _, labels, arrived, first_window, seen_before, first_between), windows, x) in enumerate(
@@ -627,9 +636,8 @@ class StreamCore:
         ):
             if len(windows):
                 self._unproven.pop(state.name, None)  # it completed a window: a real device
-            described = state.windows.describe(
-                windows, labels, first_window, seen_before, x, extra[k], extra_inputs[k], first_between or 0
-            )
+            between = [(first_between + int(i), int(i), e) for i, e in zip(fired[k], extra_inputs[k])]
+            described = state.windows.describe(windows, labels, first_window, seen_before, x, between)
             cue, likeness, worn = cues[k], likenesses[k], placements[k]
             for w in described:
                 i = w.index
@@ -654,7 +662,32 @@ class StreamCore:
                     )
                 )
             self.totals["windows"] += len(windows)
-            self.totals["between"] += len(extra[k])
+            self.totals["between"] += len(between)
+            self.totals["between_quiet"] += len(extra[k]) - len(between)
+
+    def _between_fired(
+        self, job: tuple, motion: np.ndarray, gravity: np.ndarray, b_motion: np.ndarray, b_gravity: np.ndarray
+    ) -> np.ndarray:
+        """Rows of a device's new between windows worth a model call: body
+        motion or gravity changed since the window each follows (its last
+        window's cue is kept across flushes); records that cue."""
+        state, first_window, first_between = job[0], job[4], job[6]
+        cfg, windows = self.config, state.windows
+        out = []
+        for i in range(len(b_motion)):
+            j = first_between + i  # the window it follows
+            if first_window <= j < first_window + len(motion):
+                m, g = float(motion[j - first_window]), gravity[j - first_window]
+            elif windows.last_cue is not None and windows.last_cue[0] == j:
+                m, g = windows.last_cue[1], windows.last_cue[2]
+            else:
+                out.append(i)  # nothing to compare with
+                continue
+            if abs(float(b_motion[i]) - m) > cfg.between_motion or _degrees(b_gravity[i], g) > cfg.between_turn:
+                out.append(i)
+        if len(motion):
+            windows.last_cue = (first_window + len(motion) - 1, float(motion[-1]), gravity[-1])
+        return np.asarray(out, dtype=np.int64)
 
     def _waist_likeness(
         self, states: list[Device], results: list[np.ndarray]
@@ -827,14 +860,14 @@ class StreamCore:
             classes = list(w.served.classes)
             state = self.devices.get(w.device)
             raw = [round(float(v), 6) for v in p]
-            if w.between:  # display only: the offset grid's own decoder, no history, no placement
-                current = state is not None and state.generation == w.generation and state.served is w.served
-                core = state.between if current and state is not None else None
-                if core is None:  # reset, evicted, moved meanwhile, or no longer served with an offset grid
-                    core = make_display(w.served, self.config, windows=1)
-                smoothed, smoothed_probs = core.update(raw, w.motion, w.gravity)
-                if core.refused:
-                    self._drop("probabilities", f"device {w.device} window {w.window} (between): {core.refused}")
+            if w.between:  # display only: a peek of the device's decoder, no history, no placement
+                if state is not None and state.generation == w.generation and state.served is w.served:
+                    smoothed, smoothed_probs = state.display.peek(raw, w.motion)
+                    if state.display.refused:
+                        reason = state.display.refused
+                        self._drop("probabilities", f"device {w.device} window {w.window} (between): {reason}")
+                else:  # reset, evicted or moved meanwhile: this window stands alone
+                    smoothed, smoothed_probs = make_display(w.served, self.config, windows=1).update(raw)
             elif state is not None and state.generation == w.generation and state.served is w.served:
                 smoothed, smoothed_probs = state.display.update(raw, w.motion, w.gravity)
                 if state.display.refused:
