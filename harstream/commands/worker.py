@@ -109,9 +109,22 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="display-only updates between windows: per waist-mode device a second grid of windows "
-        "32 samples (0.64 s) after the model's, labelled by the same model and decoded by its own decoder, "
-        "published as predictions with `between` set (a now label every 0.64 s; one more model call per "
-        "window; never in the history; off with --redis) (default: on)",
+        "32 samples (0.64 s) after the model's; one whose body motion or gravity moved since the window it "
+        "follows is labelled by the same model and the display decoder's peek at it is published as a "
+        "prediction with `between` set (never in the history; off with --redis) (default: on)",
+    )
+    parser.add_argument(
+        "--between-motion",
+        type=Number(float, 0, 16),
+        default=0.03,
+        help="g of body motion a between window must differ by from the window it follows to be labelled "
+        "(default %(default)s)",
+    )
+    parser.add_argument(
+        "--between-turn",
+        type=Number(float, 0, 180),
+        default=10.0,
+        help="degrees its gravity must turn, the other way to be labelled (default %(default)s)",
     )
     parser.add_argument(
         "--smooth",
@@ -264,6 +277,8 @@ def run(args: argparse.Namespace) -> int:
         placement_interval=args.placement_interval,
         # the durable log commits windows by number: its path publishes the model's windows only
         between=args.between and not args.redis,
+        between_motion=args.between_motion,
+        between_turn=args.between_turn,
     )
     stop = stop_on_signals()
     import gc
