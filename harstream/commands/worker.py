@@ -107,11 +107,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--between",
         action=argparse.BooleanOptionalAction,
-        default=True,
+        default=False,
         help="display-only updates between windows: per waist-mode device a second grid of windows "
         "32 samples (0.64 s) after the model's; one whose body motion or gravity moved since the window it "
         "follows is labelled by the same model and the display decoder's peek at it is published as a "
-        "prediction with `between` set (never in the history; off with --redis) (default: on)",
+        "prediction with `between` set (never in the history; not with --redis): the now label ~1 point more "
+        "accurate and ~0.1 s sooner at about +35-48 %% worker CPU (docs/BENCHMARKS.md) (default: off)",
     )
     parser.add_argument(
         "--between-motion",
