@@ -250,3 +250,55 @@ def test_a_published_session_between_labels_equal_the_offline_offset_grid_on_loo
     windows = sorted((p for p in got if not p.between), key=lambda p: p.window)
     assert [p.smoothed for p in windows] == offline[False]
     assert {p.window: p.smoothed for p in got if p.between} == offline[True]
+
+
+@pytest.mark.parametrize("flag", ["--between", "--no-between"])
+def test_the_worker_command_publishes_between_updates_only_when_asked(ipc_address, flag):
+    """A real `harstream worker` process and a real `harstream simulate`: with
+    --between some predictions come marked between, never without it."""
+    import os
+    import subprocess
+    import sys
+
+    import zmq
+
+    from harstream.stream.core.protocol import decode_output
+
+    env = {**os.environ, "HARSTREAM_INGEST": ipc_address(f"in{flag}"), "HARSTREAM_OUTPUT": ipc_address(f"out{flag}")}
+    exe = [sys.executable, "-m", "harstream"]
+    ctx = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, b"p/")
+    sub.connect(env["HARSTREAM_OUTPUT"])
+    procs = [
+        subprocess.Popen(
+            exe + ["worker", "--runtime", "none", "--single-model", flag, "--stats-every", "60"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        ),
+        subprocess.Popen(
+            exe + ["simulate", "--subjects", "2", "--speed", "0", "--loop", "--duration", "120"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        ),
+    ]
+    got: list[Prediction] = []
+    try:
+        while len(got) < 400 and sub.poll(60_000):
+            msg = decode_output(sub.recv_multipart())
+            if isinstance(msg, Prediction):
+                got.append(msg)
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait(20)
+        sub.close(0)
+        ctx.term()
+    windows = [p for p in got if not p.between]
+    assert len(windows) >= 100
+    if flag == "--between":
+        assert any(p.between for p in got)
+    else:
+        assert not any(p.between for p in got)
