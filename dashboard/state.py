@@ -214,6 +214,7 @@ class DeviceState:
         # device that sat still for an hour says an hour): label, seconds.
         self.run_label: str | None = None
         self.run_seconds = 0.0
+        self.between: Prediction | None = None  # the newest display-only update between windows
         # The worker's final history (runs of final pieces, bus time), its
         # provisional pieces after them, and the day's minutes it keeps.
         self.final: deque[dict] = deque(maxlen=MAX_HISTORY_RUNS)
@@ -222,10 +223,22 @@ class DeviceState:
 
     @property
     def latest(self) -> Prediction | None:
-        return self.predictions[-1] if self.predictions else None
+        """The newest now label: the last window's, or a display-only update
+        between windows that came after it."""
+        last = self.predictions[-1] if self.predictions else None
+        between = self.between
+        if between is not None and (last is None or between.t_end > last.t_end):
+            return between
+        return last
 
     def add_prediction(self, p: Prediction, now: float) -> None:
-        previous = self.latest
+        if p.between:  # a display-only update between windows: the card's label, not a window of the timeline
+            self.between = p
+            self.last_seen = self.last_prediction = now
+            if p.smoothed != self.run_label:
+                self.run_label, self.run_seconds = p.smoothed, 0.0
+            return
+        previous = self.predictions[-1] if self.predictions else None
         # A run goes on while the display keeps its label over consecutive
         # windows; a restarted stream (window numbers start again) starts anew.
         if previous is not None and p.smoothed == self.run_label and p.window == previous.window + 1:

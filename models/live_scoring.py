@@ -104,14 +104,22 @@ def display_timeline(n_samples: int, window_classes: Sequence[int]) -> np.ndarra
     return shown
 
 
-def session_windows(samples: np.ndarray, chunk: int = CHUNK, context_steps: Sequence[int] = ()) -> np.ndarray:
+def session_windows(
+    samples: np.ndarray, chunk: int = CHUNK, context_steps: Sequence[int] = (), between: bool = False
+) -> np.ndarray:
     """The session pushed chunk by chunk through a fresh DevicePipeline (and
-    a fresh WindowContext for a model with context windows), as the worker does."""
-    pipe = DevicePipeline()
+    a fresh WindowContext for a model with context windows), as the worker does;
+    with ``between`` the windows of the worker's offset grid instead (window
+    ``k`` covers samples ``32 + 64k … 32 + 64k + 127``, filtered with the rest:
+    :func:`~harstream.stream.core.batch_push.push_both`)."""
+    from harstream.stream.core.batch_push import push_both
+
+    pipe, second = DevicePipeline(), DevicePipeline()
     context = WindowContext(context_steps) if context_steps else None
     parts = []
     for i in range(0, len(samples), chunk):
-        windows = pipe.push(samples[i : i + chunk])
+        main, offset = push_both([pipe], [second if between else None], [samples[i : i + chunk]])
+        windows = offset[0] if between else main[0]
         parts.append(context.push(windows) if context is not None else windows)
     shape = (0, 1 + len(context_steps), WINDOW, 9) if context_steps else (0, WINDOW, 9)
     return np.concatenate(parts) if parts else np.empty(shape, np.float32)

@@ -202,7 +202,7 @@ class Listener:
         while not self._stop.is_set():
             if self.sock.poll(50):
                 msg = decode_output(self.sock.recv_multipart())
-                if isinstance(msg, Prediction):
+                if isinstance(msg, Prediction) and not msg.between:  # windows, not the updates between them
                     self.predictions.append(msg)
 
     def devices(self) -> set[str]:

@@ -328,3 +328,20 @@ def test_the_final_history_is_never_rewritten_on_the_page_and_provisional_pieces
     assert device.provisional == []
     segments = device.segments(60.0)["history"]
     assert segments == [{"start": -10.0, "end": -4.0, "label": "SITTING", "provisional": False}]
+
+
+def test_a_between_update_changes_the_card_but_adds_no_band_to_the_timeline():
+    live = LiveState()
+    for i in range(10):
+        live.feed(decoded("a", i, "WALKING", "WALKING"), now=float(i))
+    probs = [0.02, 0.02, 0.02, 0.9, 0.02, 0.02]
+    t_end = 9 * 1.28 + 2.54 + 0.64
+    between = Prediction("a", 9, t_end - 2.54, t_end, "SITTING", probs, "SITTING", probs, "m", 2.0, between=True)
+    live.feed(encode_prediction(between), now=10.0)
+    device = live.devices["a"]
+    assert device.latest is not None and device.latest.smoothed == "SITTING" and device.latest.between
+    assert [s["label"] for s in device.segments(60.0)["display"]] == ["WALKING"]
+    assert device.windows == 10
+    # the next window of the model's grid is the newest again
+    live.feed(decoded("a", 10, "SITTING", "SITTING"), now=11.0)
+    assert device.latest is not None and not device.latest.between and device.latest.window == 10

@@ -154,7 +154,7 @@ def _collect_predictions(address: str, stop: threading.Event, into: list) -> thr
         while not stop.is_set():
             if sock.poll(50):
                 msg = decode_output(sock.recv_multipart())
-                if isinstance(msg, Prediction):
+                if isinstance(msg, Prediction) and not msg.between:  # windows, not the updates between them
                     into.append(msg)
         sock.close(0)
         ctx.term()

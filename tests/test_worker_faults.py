@@ -40,7 +40,11 @@ class Reader:
         while not self.stop.is_set():
             if self.sock.poll(50):
                 msg = decode_output(self.sock.recv_multipart())
-                (self.predictions if isinstance(msg, Prediction) else self.stats).append(msg)
+                if isinstance(msg, Prediction):
+                    if not msg.between:  # windows, not the display-only updates between them
+                        self.predictions.append(msg)
+                else:
+                    self.stats.append(msg)
 
     def wait(self, condition, timeout: float = 60.0) -> bool:
         return wait_for(lambda: condition(self), timeout)

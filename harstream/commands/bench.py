@@ -20,6 +20,7 @@ BENCHMARKS = {
     "restart": "first prediction and windows lost after a worker is killed and restarted",
     "stairs": "stairs on evidence: the worker's published label on HAPT held-out subjects, SIMULATED pressure on/off",
     "personal_models": "personal models: noticed -> serving, load time, memory, the heads' cost in a batch",
+    "between": "the worker core's CPU with and without the display-only updates between windows (in process)",
 }
 
 

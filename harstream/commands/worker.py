@@ -105,6 +105,29 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "(default %(default)s)",
     )
     parser.add_argument(
+        "--between",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="display-only updates between windows: per waist-mode device a second grid of windows "
+        "32 samples (0.64 s) after the model's; one whose body motion or gravity moved since the window it "
+        "follows is labelled by the same model and the display decoder's peek at it is published as a "
+        "prediction with `between` set (never in the history; not with --redis): the now label ~1 point more "
+        "accurate and ~0.1 s sooner at about +35-48 %% worker CPU (docs/BENCHMARKS.md) (default: off)",
+    )
+    parser.add_argument(
+        "--between-motion",
+        type=Number(float, 0, 16),
+        default=0.03,
+        help="g of body motion a between window must differ by from the window it follows to be labelled "
+        "(default %(default)s)",
+    )
+    parser.add_argument(
+        "--between-turn",
+        type=Number(float, 0, 180),
+        default=10.0,
+        help="degrees its gravity must turn, the other way to be labelled (default %(default)s)",
+    )
+    parser.add_argument(
         "--smooth",
         type=Number(int, 1, 1000),
         default=DEFAULT_WINDOWS,
@@ -253,6 +276,10 @@ def run(args: argparse.Namespace) -> int:
         features=waist.features,
         require_session=args.require_session,
         placement_interval=args.placement_interval,
+        # the durable log commits windows by number: its path publishes the model's windows only
+        between=args.between and not args.redis,
+        between_motion=args.between_motion,
+        between_turn=args.between_turn,
     )
     stop = stop_on_signals()
     import gc

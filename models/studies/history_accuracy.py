@@ -361,7 +361,7 @@ def collect(address: str, out: Path, idle: float = 20.0, start_timeout: float = 
                 row = {"kind": "history", "device": msg.device, "pieces": msg.pieces, "today": msg.today}
             elif isinstance(msg, Prediction):
                 row = {"kind": "prediction", "device": msg.device, "window": msg.window, "t_start": msg.t_start}
-                row |= {"t_end": msg.t_end, "smoothed": msg.smoothed, "label": msg.label}
+                row |= {"t_end": msg.t_end, "smoothed": msg.smoothed, "label": msg.label, "between": msg.between}
             else:
                 continue
             f.write(json.dumps({**row, "received": received}) + "\n")
@@ -389,7 +389,8 @@ def score_published(path: Path, subjects: Sequence[int] | None = None) -> dict:
             for p in row["pieces"]:
                 if p["final"]:
                     finals[row["device"]].append({**p, "received": row["received"]})
-        else:  # by time, not by number: a pipeline restarted after a gap numbers its windows from 0
+        elif not row.get("between"):  # by time, not by number: a restarted pipeline numbers windows from 0
+            # (a display-only update between windows is no window: models/studies/now_published.py scores it)
             now[row["device"]][round((row["t_start"] - wall0) * RATE / STEP)] = row["smoothed"]
     replays, late, overlaps, uncovered = [], [], 0, 0
     for name, rec in recs.items():

@@ -35,6 +35,12 @@ classifier is not shown); after movement it switches sooner, at posterior
 ``moved_switch_at`` instead of ``switch_at``. ``lock_motion = 0`` turns the
 lock off, and so does calling :meth:`Decoder.update` without a motion.
 
+:meth:`Decoder.peek` answers what the display would show if a window's
+probabilities were the next step, without taking them in: the worker's
+display-only updates between two windows (a window ending halfway between
+them) are peeks, so the filter's state and hysteresis move with the model's
+windows only.
+
 The transition direction (``direction``, off when None): each window's
 gravity (:func:`~harstream.stream.core.transition_direction.window_gravity`)
 with its motion feeds a :class:`~harstream.stream.core.transition_direction.DirectionDetector`;
@@ -291,6 +297,40 @@ class Decoder:
         """Each state's evidence from one window's (valid) class probabilities."""
         p = self.params
         return self._scale * (self._mix @ probs + p.floor) ** p.sharpness
+
+    def peek(self, probs: Sequence[float], motion: float | None = None) -> tuple[str, list[float]]:
+        """What the display would show, and each class's posterior, if
+        ``probs`` (with its window's ``motion``) were the next window; the
+        state does not move. Refused like :meth:`update` (then the display as it is).
+
+        >>> d = Decoder(DecoderParams.uniform(["A", "B"], stay=0.8, switch_at=0.6))
+        >>> d.update([0.9, 0.1])[0], d.peek([0.01, 0.99])[0], d.shown
+        ('A', 'B', 'A')
+        """
+        self.refused = refusal_reason(probs, len(self.classes))
+        if self.refused is not None:
+            return self.shown, self.class_posterior()
+        p = self.params
+        evidence = self.evidence(np.asarray(probs, dtype=np.float64))
+        verdict = self._detector.verdict if self._detector is not None else None
+        if verdict is not None and p.direction is not None:
+            for i, name in self._verdict_of:
+                evidence[i] *= (verdict[name] + p.direction.floor) ** p.direction.weight
+            evidence[self._not_after_verdict] *= p.direction.floor**p.direction.weight
+        posterior = evidence * (self._t @ self._posterior)
+        total = posterior.sum()
+        if not np.isfinite(total) or total <= 0.0:
+            return self.shown, self.class_posterior()
+        posterior /= total
+        best = int(posterior.argmax())
+        need = p.switch_at
+        if p.lock_motion > 0.0 and motion is not None and np.isfinite(motion) and self._shown in self._postures:
+            if self._moved or motion > p.lock_motion:
+                need = p.moved_switch_at
+            elif self._held >= p.lock_settle and best in self._lockable:
+                need = np.inf
+        shown = best if self._shown is None or (best != self._shown and posterior[best] >= need) else self._shown
+        return self.params.states[shown], [round(float(v), 6) for v in posterior[: len(self.classes)]]
 
     def update(
         self, probs: Sequence[float], motion: float | None = None, gravity: Sequence[float] | None = None

@@ -20,6 +20,8 @@ from harstream.stream.core.rate import RATE_HZ
 
 WINDOW = 128
 STEP = 64
+# the offset of the display-only second grid of windows (worker option ``between``): halfway between two windows
+BETWEEN = STEP // 2
 RAW_CHANNELS = 6
 WINDOW_CHANNELS = 9
 WINDOW_CHANNEL_NAMES = (

@@ -322,7 +322,11 @@ class Prediction:
     worker: then they are the six ACTIVITIES). ``placement`` is where the
     device seems worn (``waist``, ``thigh`` or ``wrist``), estimated from its
     gait in ``any`` and ``personal`` mode; None while unsure, while still, or
-    from a worker that does not estimate it.
+    from a worker that does not estimate it. ``between`` marks a display-only
+    update from the window ending halfway to the next one (the worker's offset
+    grid): ``window`` is then the number of the window it follows, ``t_start``
+    and ``t_end`` its own samples' times; it is no window of the model's grid
+    and never enters the history (False from a worker that does not make them).
     """
 
     device: str
@@ -340,6 +344,7 @@ class Prediction:
     mode: str = ""
     classes: list[str] | None = None
     placement: str | None = None
+    between: bool = False
 
 
 def encode_prediction(p: Prediction) -> list[bytes]:
@@ -354,6 +359,11 @@ def decode_prediction(frames: Sequence[bytes]) -> Prediction:
         p = Prediction(**{k: body[k] for k in Prediction.__dataclass_fields__ if k in body})
     except TypeError as exc:
         raise ProtocolError("header", f"prediction lacks fields: {exc}") from exc
+    if not isinstance(p.between, bool):
+        raise ProtocolError(
+            "header",
+            f"prediction of device {str(p.device)[:64]!r}: between must be true or false, got {p.between!r}"[:300],
+        )
     if p.placement is not None and p.placement not in PLACEMENTS:
         raise ProtocolError(
             "header",

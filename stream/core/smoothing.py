@@ -91,6 +91,16 @@ class Smoother:
         self._last = (label, [round(float(v), 6) for v in mean])
         return self._last
 
+    def peek(self, probs: Sequence[float], motion: float | None = None) -> tuple[str, list[float]]:
+        """What :meth:`update` would answer for ``probs``, leaving the state as
+        it is (a display-only update between windows); refused like it."""
+        self.refused = refusal_reason(probs, len(self.classes))
+        if self.refused is not None:
+            return self._last
+        mean = np.mean([*self._recent, np.asarray(probs, dtype=np.float64)][-(self._recent.maxlen or 1) :], axis=0)
+        best = int(mean.argmax())
+        return (self.classes[best] if mean[best] >= self.threshold else UNKNOWN), [round(float(v), 6) for v in mean]
+
     def reset(self) -> None:
         self._recent.clear()
         self._last = (UNKNOWN, [])

@@ -55,8 +55,7 @@ from typing import Any
 import numpy as np
 
 from harstream.stream.core.barometer import PRESSURE_REASONS
-from harstream.stream.core.batch_push import push_many
-from harstream.stream.core.context import WindowContext
+from harstream.stream.core.batch_push import push_both
 from harstream.stream.core.decoder import window_motion
 from harstream.stream.core.device_windows import DeviceWindows
 from harstream.stream.core.history import History, HistorySettings, Piece, history_params
@@ -212,6 +211,14 @@ class WorkerConfig:
     # switch the device's model (and log a line) each time. A refused change
     # keeps the current mode and the samples; counted as ``placement_refused``.
     placement_interval: float = 10.0
+    # Display-only updates between windows: per waist-mode device a second grid of windows
+    # offset by half a step (32 samples); a window of it whose body motion or gravity differs
+    # from the window it follows by more than these is labelled by the model (the model's
+    # grid's windows as its context) and the display decoder's peek at it is published as a
+    # prediction with ``between`` set (never in the history); the others cost only their cut
+    between: bool = False
+    between_motion: float = 0.03  # g of mean body-acceleration magnitude
+    between_turn: float = 10.0  # degrees between the gravity directions
 
 
 @dataclass
@@ -234,6 +241,7 @@ class PendingWindow:
     waist_likeness: float | None = None  # how like the waist gait (the model's own score, if it gives one)
     cue: np.ndarray | None = None  # a calibrated device's posture cues (posture.posture_cues) of this window
     placement: np.ndarray | None = None  # (3,) where the device seems worn (placement.PLACEMENTS), if estimated
+    between: bool = False  # a window of the offset grid: display only (WorkerConfig.between)
 
 
 def one_model_router(classes: Sequence[str], model_id: str, config: WorkerConfig) -> ModelRouter:
@@ -263,6 +271,21 @@ def make_display(served: ServedModel, config: WorkerConfig, windows: int | None 
     return Smoother(served.classes, config.smooth_windows if windows is None else windows, config.threshold)
 
 
+def has_between(served: ServedModel, config: WorkerConfig, display: Any) -> bool:
+    """Whether a device served by ``served`` with ``display`` gets
+    display-only updates between windows: when the worker is asked to, for
+    waist-mode devices whose display core can peek."""
+    return config.between and served.mode == "waist" and served.head is None and hasattr(display, "peek")
+
+
+def _degrees(a: np.ndarray, b: np.ndarray) -> float:
+    """Angle between two gravity vectors, degrees."""
+    na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
+    if na == 0.0 or nb == 0.0:
+        return 180.0
+    return math.degrees(math.acos(max(-1.0, min(1.0, float(np.dot(a, b)) / (na * nb)))))
+
+
 class Device:
     """What the worker knows about one device: one small object per concern,
     in the order the data flows through them."""
@@ -278,6 +301,7 @@ class Device:
         "signal",
         "ready_at",
         "served",
+        "between",
         "placement",
         "placement_at",
         "route_version",
@@ -306,6 +330,8 @@ class Device:
         self.route_version = route_version  # the router's version when it was routed
         self.windows = DeviceWindows(seq, served.context_steps)  # pipeline + window context
         self.display = make_display(served, config)  # what the screen shows
+        # display-only updates between windows (WorkerConfig.between), from the run's start
+        self.between = has_between(served, config, self.display)
         self.history = History(history_params(self.display, served.classes), config.history)  # what happened
         self.signal = SignalFeed(config.signal_decimation, config.signal_interval, now)  # decimated raw signal
         self.ready_at: float | None = None  # when buffered samples completed a window
@@ -322,7 +348,7 @@ class Device:
             self.evidence = StairsEvidence()
             self.worn = PlacementTracker()  # and perhaps another body: its placement is learned afresh
         self.incarnation.restart(seq, session)
-        self.windows = DeviceWindows(seq, self.served.context_steps)
+        self.windows = DeviceWindows(seq, self.served.context_steps, self.between)
         self.inbox.clear()
         self.display.reset()
         self.signal.reset()  # the display feed must not join samples from both sides of a gap
@@ -334,9 +360,13 @@ class Device:
         only if its context steps or feature stage differ."""
         if served.context_steps != self.served.context_steps or served.features is not self.served.features:
             # (a context of one model's feature vectors means nothing to another model)
-            self.windows.context = WindowContext(served.context_steps) if served.context_steps else None
+            self.windows.restart_context(served.context_steps)
         self.served = served
         self.display = make_display(served, config)
+        # an offset grid starts with a run (its windows are placed from the run's first sample)
+        self.between = has_between(served, config, self.display)
+        if not self.between:
+            self.windows.stop_between()
         settled = self.history.settle()
         final_until = self.history.final_until
         self.history = History(history_params(self.display, served.classes), config.history)
@@ -580,34 +610,38 @@ class StreamCore:
             except ValueError as exc:
                 self._drop("pipeline", str(exc))
                 continue
-            pipe = state.windows.pipeline
-            jobs.append((state, raw, labels, arrived, pipe.emitted, pipe.samples_seen))
-        results = push_many([j[0].windows.pipeline for j in jobs], [j[1] for j in jobs])
-        inputs = self._window_inputs([j[0] for j in jobs], results)
-        # each window's body motion and gravity for the display decoder, all devices' windows in one call
-        counts = [len(r) for r in results]
+            pipe, second = state.windows.pipeline, state.windows.between
+            jobs.append((state, raw, labels, arrived, pipe.emitted, pipe.samples_seen, second and second.emitted))
+        results, extra = push_both(
+            [j[0].windows.pipeline for j in jobs], [j[0].windows.between for j in jobs], [j[1] for j in jobs]
+        )
+        n = len(jobs)
+        # body motion and gravity of both grids' new windows, all devices' in one call each
+        counts = [len(r) for r in results + extra]
         if sum(counts):
-            every = np.concatenate(results)
+            every = np.concatenate(results + extra)
             motions = np.split(window_motion(every), np.cumsum(counts)[:-1])
             turns = np.split(window_gravity(every), np.cumsum(counts)[:-1])
         else:
-            motions = turns = results
+            motions = turns = results + extra
+        # which between windows the model labels: those whose signal moved away from the window they follow
+        fired = [self._between_fired(j, motions[k], turns[k], motions[n + k], turns[n + k]) for k, j in enumerate(jobs)]
+        chosen = [e[f] for e, f in zip(extra, fired)]
+        both = self._window_inputs([j[0] for j in jobs] * 2, results + chosen)
+        inputs, extra_inputs = both[:n], both[n:]
         cues = self._posture_cues([j[0] for j in jobs], results)
         likenesses, placements = self._waist_likeness([j[0] for j in jobs], results)
-        for (
-            (state, _, labels, arrived, first_window, seen_before),
-            windows,
-            x,
-            moved,
-            turned,
-            cue,
-            likeness,
-            worn,
-        ) in zip(jobs, results, inputs, motions, turns, cues, likenesses, placements):
+        for k, ((state, _, labels, arrived, first_window, seen_before, first_between), windows, x) in enumerate(
+            zip(jobs, results, inputs)
+        ):
             if len(windows):
                 self._unproven.pop(state.name, None)  # it completed a window: a real device
-            described = state.windows.describe(windows, labels, first_window, seen_before, inputs=x)
-            for i, (w, m, g, like) in enumerate(zip(described, moved, turned, likeness)):
+            between = [(first_between + int(i), int(i), e) for i, e in zip(fired[k], extra_inputs[k])]
+            described = state.windows.describe(windows, labels, first_window, seen_before, x, between)
+            cue, likeness, worn = cues[k], likenesses[k], placements[k]
+            for w in described:
+                i = w.index
+                m, g = (motions[n + k], turns[n + k]) if w.between else (motions[k], turns[k])
                 self._enqueue(
                     PendingWindow(
                         state.name,
@@ -619,14 +653,41 @@ class StreamCore:
                         w.t_end,
                         w.truth,
                         state.served,
-                        float(m),
-                        (float(g[0]), float(g[1]), float(g[2])),
-                        like,
-                        None if cue is None else cue[i],
-                        None if worn is None else worn[i],
+                        float(m[i]),
+                        (float(g[i][0]), float(g[i][1]), float(g[i][2])),
+                        None if w.between else likeness[i],
+                        None if cue is None or w.between else cue[i],
+                        None if worn is None or w.between else worn[i],
+                        w.between,
                     )
                 )
             self.totals["windows"] += len(windows)
+            self.totals["between"] += len(between)
+            self.totals["between_quiet"] += len(extra[k]) - len(between)
+
+    def _between_fired(
+        self, job: tuple, motion: np.ndarray, gravity: np.ndarray, b_motion: np.ndarray, b_gravity: np.ndarray
+    ) -> np.ndarray:
+        """Rows of a device's new between windows worth a model call: body
+        motion or gravity changed since the window each follows (its last
+        window's cue is kept across flushes); records that cue."""
+        state, first_window, first_between = job[0], job[4], job[6]
+        cfg, windows = self.config, state.windows
+        out = []
+        for i in range(len(b_motion)):
+            j = first_between + i  # the window it follows
+            if first_window <= j < first_window + len(motion):
+                m, g = float(motion[j - first_window]), gravity[j - first_window]
+            elif windows.last_cue is not None and windows.last_cue[0] == j:
+                m, g = windows.last_cue[1], windows.last_cue[2]
+            else:
+                out.append(i)  # nothing to compare with
+                continue
+            if abs(float(b_motion[i]) - m) > cfg.between_motion or _degrees(b_gravity[i], g) > cfg.between_turn:
+                out.append(i)
+        if len(motion):
+            windows.last_cue = (first_window + len(motion) - 1, float(motion[-1]), gravity[-1])
+        return np.asarray(out, dtype=np.int64)
 
     def _waist_likeness(
         self, states: list[Device], results: list[np.ndarray]
@@ -799,7 +860,15 @@ class StreamCore:
             classes = list(w.served.classes)
             state = self.devices.get(w.device)
             raw = [round(float(v), 6) for v in p]
-            if state is not None and state.generation == w.generation and state.served is w.served:
+            if w.between:  # display only: a peek of the device's decoder, no history, no placement
+                if state is not None and state.generation == w.generation and state.served is w.served:
+                    smoothed, smoothed_probs = state.display.peek(raw, w.motion)
+                    if state.display.refused:
+                        reason = state.display.refused
+                        self._drop("probabilities", f"device {w.device} window {w.window} (between): {reason}")
+                else:  # reset, evicted or moved meanwhile: this window stands alone
+                    smoothed, smoothed_probs = make_display(w.served, self.config, windows=1).update(raw)
+            elif state is not None and state.generation == w.generation and state.served is w.served:
                 smoothed, smoothed_probs = state.display.update(raw, w.motion, w.gravity)
                 if state.display.refused:
                     self._drop("probabilities", f"device {w.device} window {w.window}: {state.display.refused}")
@@ -811,7 +880,7 @@ class StreamCore:
                 smoothed, smoothed_probs = make_display(w.served, self.config, windows=1).update(raw)
             label = classes[int(p.argmax())]
             worn = None
-            if state is not None and w.placement is not None:
+            if state is not None and w.placement is not None and not w.between:
                 # the gait says where the device is worn: moving windows only, shown while moving
                 moving = label in MOVING
                 placement = state.worn.push(w.placement[None, :], np.array([moving]))
@@ -845,6 +914,7 @@ class StreamCore:
                     mode=w.served.mode,
                     classes=classes,
                     placement=worn,
+                    between=w.between,
                 )
             )
         self.totals["predictions"] += len(out)

@@ -1,0 +1,304 @@
+"""Display-only updates between windows: a second grid of windows 32 samples
+after the model's, windowed from the same filtered samples whatever the
+chunking; those whose signal moved are labelled with the model's windows as
+context and shown as the decoder's peek, published as predictions marked
+``between`` that leave the model's windows, the decoder and the history untouched."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from harstream.stream.core.decoder import Decoder, DecoderParams, display_for, window_motion
+from harstream.stream.core.pipeline import BETWEEN, STEP, cut_windows, preprocess_recording
+from harstream.stream.core.protocol import (
+    Prediction,
+    ProtocolError,
+    SampleBatch,
+    decode_prediction,
+    encode_prediction,
+    encode_samples,
+)
+from harstream.stream.core.transition_direction import window_gravity
+from harstream.stream.core.worker import StreamCore, WorkerConfig
+
+SIX = ["A", "B", "C", "D", "E", "F"]
+
+
+def _signal(n: int = 1200, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).normal(size=(n, 6)).astype(np.float32)
+
+
+def _run(core: StreamCore, data: np.ndarray, chunk: int, probs=None) -> list[tuple[Prediction, np.ndarray]]:
+    """Feed ``data`` in ``chunk``-sample messages; every prediction with the model input it was made from."""
+    out = []
+    for i in range(0, len(data), chunk):
+        core.ingest(encode_samples(SampleBatch("d1", seq=i, t0=i / 50, samples=data[i : i + chunk])), now=i / 50)
+        while core.waiting:
+            x, taken = core.take_batch()
+            p = np.full((len(taken), 6), 1 / 6) if probs is None else np.stack([probs(w) for w in taken])
+            out += list(zip(core.finish_batch(taken, p, now=i / 50), x))
+    return out
+
+
+def test_between_windows_are_the_filtered_stream_cut_32_samples_after_each_window():
+    data = _signal()
+    every = WorkerConfig(between=True, between_motion=0.0, between_turn=0.0)  # random data: every one moved
+    got = _run(StreamCore(SIX, "m", every), data, chunk=25)
+    between = [(p, x) for p, x in got if p.between]
+    assert [p.window for p, _ in between] == list(range(len(between)))
+    expected = cut_windows(preprocess_recording(data), BETWEEN + STEP * np.arange(len(between)))
+    assert np.array_equal(np.stack([x for _, x in between]), expected)
+    # each one ends 32 samples (0.64 s) after the window it follows
+    ends = {(p.window, p.between): p.t_end for p, _ in got}
+    assert all(ends[(k, True)] - ends[(k, False)] == pytest.approx(BETWEEN / 50) for k in range(len(between)))
+    # and comes out after it, before the next one, even when one message completes several
+    in_one = [p.t_end for p, _ in _run(StreamCore(SIX, "m", every), data, chunk=400)]
+    assert in_one == sorted(in_one)
+
+
+def test_a_between_windows_context_is_the_windows_of_the_models_grid_before_it():
+    data = _signal()
+    every = WorkerConfig(between=True, between_motion=0.0, between_turn=0.0, context_steps=(1, 2, 4))
+    got = _run(StreamCore(SIX, "m", every), data, chunk=10)
+    processed = preprocess_recording(data)
+    for p, x in got:
+        if not p.between:
+            continue
+        j = p.window  # context: windows j, j - 1, j - 3 of the model's grid (the first one before there are any)
+        starts = [BETWEEN + STEP * j] + [STEP * max(j - s + 1, 0) for s in (1, 2, 4)]
+        assert np.array_equal(x, cut_windows(processed, np.array(starts))), j
+
+
+def test_between_windows_of_a_still_signal_are_not_labelled():
+    still = np.tile(np.array([[0.0, 0.0, 1.0, 0.0, 0.0, 0.0]], np.float32), (1200, 1))
+    core = StreamCore(SIX, "m", WorkerConfig(between=True))
+    got = _run(core, still, chunk=10)
+    assert got and not any(p.between for p, _ in got)
+    assert core.totals["between_quiet"] == (1200 - BETWEEN - 128) // STEP + 1 and core.totals["between"] == 0
+
+
+def test_a_peek_leaves_the_decoder_as_it_was():
+    params = DecoderParams.uniform(SIX, stay=0.9)
+    rng = np.random.default_rng(3)
+    windows = [list(map(float, p)) for p in rng.dirichlet(np.ones(6) * 0.3, size=40)]
+    plain, peeking = Decoder(params), Decoder(params)
+    for p, q in zip(windows, windows[1:] + windows[:1]):
+        peeking.peek(q, 0.1)
+        assert peeking.update(p, 0.05) == plain.update(p, 0.05)
+
+
+@pytest.mark.parametrize("chunk", [7, 10, 64, 333])
+def test_between_predictions_do_not_depend_on_chunking(chunk):
+    data = _signal()
+    config = WorkerConfig(between=True, context_steps=(1, 2, 4))
+    reference = [
+        (p.window, p.between, round(p.t_end, 6), float(x.sum()))
+        for p, x in _run(StreamCore(SIX, "m", config), data, 50)
+    ]
+    got = [
+        (p.window, p.between, round(p.t_end, 6), float(x.sum()))
+        for p, x in _run(StreamCore(SIX, "m", config), data, chunk)
+    ]
+    assert got == reference
+
+
+def test_a_between_prediction_leaves_the_model_windows_and_the_history_as_without_it():
+    data = _signal(2000)
+    params = DecoderParams.uniform(SIX, stay=0.9)
+    config = dict(context_steps=(1, 2, 4), display=display_for(SIX, params.to_json()))
+    rng = np.random.default_rng(1)
+    table = rng.dirichlet(np.ones(6), size=64)  # the same probabilities for a window whichever grid is on
+
+    def probs(w):
+        return table[(w.window * 2 + w.between) % 64]
+
+    on = StreamCore(SIX, "m", WorkerConfig(between=True, **config))
+    off = StreamCore(SIX, "m", WorkerConfig(between=False, **config))
+    with_between = [p for p, _ in _run(on, data, 10, probs)]
+    without = [p for p, _ in _run(off, data, 10, probs)]
+    assert any(p.between for p in with_between)
+    assert [(p.window, p.smoothed, p.probs) for p in with_between if not p.between] == [
+        (p.window, p.smoothed, p.probs) for p in without
+    ]
+    assert on.take_history() == off.take_history()
+    assert on.totals["between"] == sum(p.between for p in with_between) and off.totals["between"] == 0
+
+
+def test_a_device_not_in_waist_mode_gets_no_between_windows():
+    from harstream.stream.core.model_routing import ModelRouter, ServedModel
+
+    anywhere = ServedModel("any", "any", "m-any", ("WALKING", "WALKING_UPSTAIRS", "WALKING_DOWNSTAIRS", "STILL"))
+    router = ModelRouter(ServedModel("waist", "waist", "m", tuple(SIX)), anywhere)
+    core = StreamCore(SIX, "m", WorkerConfig(between=True), router=router)
+    data = _signal(600)
+    out = []
+    for i in range(0, len(data), 50):
+        batch = SampleBatch("d1", seq=i, t0=i / 50, samples=data[i : i + 50], meta={"placement": "any"})
+        core.ingest(encode_samples(batch), now=i / 50)
+        while core.waiting:
+            _, taken = core.take_batch()
+            out += core.finish_batch(taken, np.full((len(taken), 4), 0.25), now=i / 50)
+    assert out and not any(p.between for p in out)
+
+
+def test_between_round_trips_and_a_message_without_it_is_a_window():
+    p = Prediction("d", 3, 1.0, 3.54, "A", [1.0], "A", [1.0], "m", 1.0, between=True)
+    assert decode_prediction(encode_prediction(p)).between is True
+    old = encode_prediction(Prediction("d", 3, 1.0, 3.54, "A", [1.0], "A", [1.0], "m", 1.0))
+    body = old[1].replace(b',"between":false', b"")
+    assert b"between" not in body
+    assert decode_prediction([old[0], body]).between is False
+
+
+def test_a_between_that_is_not_true_or_false_is_refused_as_a_bad_header():
+    frames = encode_prediction(Prediction("d", 3, 1.0, 3.54, "A", [1.0], "A", [1.0], "m", 1.0, between=True))
+    with pytest.raises(ProtocolError) as err:
+        decode_prediction([frames[0], frames[1].replace(b'"between":true', b'"between":"yes"')])
+    assert err.value.reason == "header" and "between" in err.value.detail
+
+
+def test_a_published_session_between_labels_equal_the_offline_offset_grid_on_loopback(embedded):
+    """A real worker on 127.0.0.1 with the shipped model, its decoder and
+    between updates on; one held-out session replayed; the model's windows'
+    labels and the between updates' labels equal the offline decoding of each grid."""
+    import zmq
+
+    from harstream.models.artifact import load_artifact
+    from harstream.models.live_scoring import session_windows
+    from harstream.models.runtime import load_runtime
+    from harstream.simulator.replay import ReplaySchedule, devices_for, replay
+    from harstream.stream.bus.zmq_worker import serve
+    from harstream.stream.core.context import WindowContext
+    from harstream.stream.core.protocol import decode_output
+
+    artifact = load_artifact()
+    runtime = load_runtime(artifact, "auto")
+    params = DecoderParams.from_json(artifact.metadata["decoder"])
+    rec = embedded.of_subjects([9])[0]
+    rec = type(rec)(rec.name, rec.subject, rec.samples[:6000], rec.labels[:6000])  # 2 minutes, ~90 windows
+    samples = rec.samples.astype(np.float32)
+    main = session_windows(samples, 10)
+    offset = session_windows(samples, 10, between=True)
+    stacks = WindowContext(artifact.context_steps).push(main)
+    m0, g0, m1, g1 = window_motion(main), window_gravity(main), window_motion(offset), window_gravity(offset)
+    # offline: the decoder over the model's windows; after window j, a peek at between window j when it moved
+    decoder, offline = Decoder(params), {False: [], True: {}}
+    config = WorkerConfig()
+    for j, p in enumerate(runtime.predict(stacks)):
+        offline[False].append(decoder.update([round(float(v), 6) for v in p], float(m0[j]), list(g0[j]))[0])
+        if j >= len(offset):
+            continue
+        cos = float(g0[j] @ g1[j]) / float(np.linalg.norm(g0[j]) * np.linalg.norm(g1[j]))
+        turn = np.degrees(np.arccos(np.clip(cos, -1, 1)))
+        if abs(m1[j] - m0[j]) > config.between_motion or turn > config.between_turn:
+            rows = [offset[j]] + [main[max(j - s + 1, 0)] for s in artifact.context_steps]
+            q = runtime.predict(np.stack(rows)[None])[0]
+            offline[True][j] = decoder.peek([round(float(v), 6) for v in q], float(m1[j]))[0]
+    assert offline[True], "the session has no between window that moved"
+
+    stop, ready, bound = threading.Event(), threading.Event(), {}
+    config = WorkerConfig(
+        context_steps=artifact.context_steps,
+        display=display_for(artifact.classes, artifact.metadata["decoder"]),
+        between=True,
+    )
+    thread = threading.Thread(
+        target=serve,
+        daemon=True,
+        kwargs=dict(
+            runtime=runtime,
+            classes=artifact.classes,
+            model_id=artifact.model_id,
+            ingest="tcp://127.0.0.1:*",
+            output="tcp://127.0.0.1:*",
+            config=config,
+            stop=stop,
+            stats_every=0.2,
+            on_ready=ready.set,
+            on_bound=lambda i, o: bound.update(ingest=i, output=o),
+            printer=None,
+        ),
+    )
+    thread.start()
+    ctx = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    want = len(offline[False]) + len(offline[True])
+    try:
+        assert ready.wait(60), "worker did not start"
+        sub.setsockopt(zmq.SUBSCRIBE, b"p/")
+        sub.connect(bound["output"])
+        replay(
+            ReplaySchedule(devices_for([rec]), chunk=10),
+            publish=bound["ingest"],
+            speed=0,
+            wait_subscriptions=1,
+            printer=None,
+        )
+        got: list[Prediction] = []
+        while len(got) < want and sub.poll(30_000):
+            msg = decode_output(sub.recv_multipart())
+            if isinstance(msg, Prediction):
+                got.append(msg)
+    finally:
+        stop.set()
+        thread.join(30)
+        sub.close(0)
+        ctx.term()
+    windows = sorted((p for p in got if not p.between), key=lambda p: p.window)
+    assert [p.smoothed for p in windows] == offline[False]
+    assert {p.window: p.smoothed for p in got if p.between} == offline[True]
+
+
+@pytest.mark.parametrize("flag", ["--between", "--no-between"])
+def test_the_worker_command_publishes_between_updates_only_when_asked(ipc_address, flag):
+    """A real `harstream worker` process and a real `harstream simulate`: with
+    --between some predictions come marked between, never without it."""
+    import os
+    import subprocess
+    import sys
+
+    import zmq
+
+    from harstream.stream.core.protocol import decode_output
+
+    env = {**os.environ, "HARSTREAM_INGEST": ipc_address(f"in{flag}"), "HARSTREAM_OUTPUT": ipc_address(f"out{flag}")}
+    exe = [sys.executable, "-m", "harstream"]
+    ctx = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, b"p/")
+    sub.connect(env["HARSTREAM_OUTPUT"])
+    procs = [
+        subprocess.Popen(
+            exe + ["worker", "--runtime", "none", "--single-model", flag, "--stats-every", "60"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        ),
+        subprocess.Popen(
+            exe + ["simulate", "--subjects", "2", "--speed", "0", "--loop", "--duration", "120"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        ),
+    ]
+    got: list[Prediction] = []
+    try:
+        while len(got) < 400 and sub.poll(60_000):
+            msg = decode_output(sub.recv_multipart())
+            if isinstance(msg, Prediction):
+                got.append(msg)
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait(20)
+        sub.close(0)
+        ctx.term()
+    windows = [p for p in got if not p.between]
+    assert len(windows) >= 100
+    if flag == "--between":
+        assert any(p.between for p in got)
+    else:
+        assert not any(p.between for p in got)
