@@ -61,19 +61,43 @@ GRID: dict[str, tuple] = {
     "min_windows": (1, 3, 5, 8),
     "confirm": (0, 1, 2),
 }
+#: The handled state's knobs (stream/core/history.py), the others fixed as chosen by :data:`GRID`.
+HANDLED_GRID: dict[str, tuple] = {
+    "handled_motion": (0.0, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35),
+    "handled_stay": (0.3, 0.6, 0.9),
+}
 #: The history's goals (issue: the final history, per sample; its changes per true change).
 GOALS = {"sample_accuracy": 0.96, "changes_per_true_change": 1.2, "final_within_s": 3.0}
 
 
-def offline_pieces(params: DecoderParams, settings: HistorySettings, probs: np.ndarray) -> list[Piece]:
+def offline_pieces(
+    params: DecoderParams, settings: HistorySettings, probs: np.ndarray, motion: np.ndarray | None = None
+) -> list[Piece]:
     """The final pieces of one uninterrupted session whose window ``j`` has
-    ``probs[j]`` (times in seconds from the session's first sample)."""
+    ``probs[j]`` and body motion ``motion[j]`` if given (times in seconds from
+    the session's first sample)."""
     h = History(params, settings)
     out: list[Piece] = []
     for j, p in enumerate(np.asarray(probs, dtype=np.float64)):
         t = STEP * j / RATE
-        out += [q for q in h.push(j, t, t + (WINDOW - 1) / RATE, [round(float(v), 6) for v in p]) if q.final]
+        m = None if motion is None else float(motion[j])
+        out += [q for q in h.push(j, t, t + (WINDOW - 1) / RATE, [round(float(v), 6) for v in p], m) if q.final]
     return out + h.settle()
+
+
+def with_motion(sessions: Sequence[tuple]) -> list[tuple]:
+    """``(recording, probabilities)`` sessions with each window's body motion
+    (:func:`~harstream.stream.core.decoder.window_motion`, as the worker computes it) added."""
+    from harstream.models.live_scoring import session_windows
+    from harstream.stream.core.decoder import window_motion
+
+    out = []
+    for rec, probs, *_ in sessions:
+        motion = window_motion(session_windows(rec.samples))
+        if len(motion) != len(probs):
+            raise ValueError(f"{rec.name}: {len(motion)} windows of motion for {len(probs)} of probabilities")
+        out.append((rec, probs, motion))
+    return out
 
 
 def shown_from_pieces(
@@ -121,13 +145,14 @@ def score_offline(
 ) -> dict:
     """The history's figures over sessions ``(recording, window probabilities)``."""
     replays = []
-    for rec, probs in sessions:
+    for rec, probs, *motion in sessions:
         n = len(rec.samples)
+        pieces = offline_pieces(params, settings, probs, motion[0] if motion else None)
         replays.append(
             SessionReplay(
                 rec.name,
                 truth_labels(rec.labels, params.classes),
-                {"history": shown_from_pieces(n, offline_pieces(params, settings, probs), 0.0, params.classes)},
+                {"history": shown_from_pieces(n, pieces, 0.0, params.classes)},
                 tuple(params.classes),
             )
         )
@@ -214,9 +239,9 @@ def inserted_changes(params: DecoderParams, settings: HistorySettings, sessions:
     classes = list(params.classes)
     kinds: dict[str, dict] = {}
     changes = changes_labelled = truth_changes = 0
-    for rec, probs in sessions:
+    for rec, probs, *motion in sessions:
         n = len(rec.samples)
-        shown = shown_from_pieces(n, offline_pieces(params, settings, probs), 0.0, classes)
+        shown = shown_from_pieces(n, offline_pieces(params, settings, probs, motion[0] if motion else None), 0.0, classes)
         truth = truth_labels(rec.labels, classes)
         labelled = (truth >= 1) & (truth <= len(classes))
         changes += activity_changes(shown)
@@ -255,7 +280,7 @@ def inserted_changes(params: DecoderParams, settings: HistorySettings, sessions:
         }
         k["shown"] = dict(sorted(k["shown"].items(), key=lambda kv: -kv[1]))
     return {
-        "settings": {k: getattr(settings, k) for k in GRID},
+        "settings": {k: getattr(settings, k) for k in (*GRID, *HANDLED_GRID)},
         "activity_changes": changes,
         "activity_changes_on_labelled_samples_only": changes_labelled,
         "true_changes": truth_changes,
@@ -295,6 +320,42 @@ def choose(progress: bool = True) -> dict:
         "pareto": pareto(results),
         "validation_subjects": list(VALIDATION_SUBJECTS),
         "decoder_parameters": "shipped knobs over transitions and out-of-fold emission of the fit subjects only",
+        "grid": results,
+    }
+
+
+def choose_handled(progress: bool = True) -> dict:
+    """The handled state's knobs (:data:`HANDLED_GRID`), the other knobs as
+    chosen by :func:`choose` (the :class:`HistorySettings` defaults), scored on
+    the validation subjects with each window's body motion and chosen by
+    :data:`RULE`; where the chosen setting's extra changes are, beside the
+    same without the handled state."""
+    from ..dataset import VALIDATION_SUBJECTS
+    from .decoder_tuning import validation_probabilities, waist_target
+
+    params = tuning_params()
+    validation = with_motion(validation_probabilities(waist_target(), progress))
+    fixed = {k: getattr(HistorySettings(), k) for k in GRID}
+    keep = ("sample_accuracy", "changes_per_true_change", "activity_changes_per_true_change")
+    results: list[dict] = []
+    for values in itertools.product(*HANDLED_GRID.values()):
+        knobs: dict = dict(zip(HANDLED_GRID, values))
+        if knobs["handled_motion"] == 0 and knobs["handled_stay"] != HANDLED_GRID["handled_stay"][0]:
+            continue  # off: the stay does not matter
+        r = score_offline(params, HistorySettings(**fixed, **knobs), validation)
+        results.append({**knobs, **{k: round(float(r[k]), 4) for k in keep}})
+        if progress:
+            print(results[-1], flush=True)
+    best = choose_by_rule(results)
+    chosen = {k: best[k] for k in HANDLED_GRID}
+    return {
+        "fixed": fixed,
+        "chosen": chosen,
+        "validation": {k: best[k] for k in keep},
+        "rule": RULE,
+        "inserted_changes": inserted_changes(params, HistorySettings(**fixed, **chosen), validation),
+        "inserted_changes_without": inserted_changes(params, HistorySettings(**fixed), validation),
+        "validation_subjects": list(VALIDATION_SUBJECTS),
         "grid": results,
     }
 
@@ -488,6 +549,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="the final history: choose on validation, score as published")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("choose", help="score the knob grid on the validation subjects")
+    sub.add_parser("handled", help="the handled state's knobs on the validation subjects (with motion)")
     sub.add_parser("motion", help="body motion of LAYING windows, lying vs the phone handled (validation subjects)")
     c = sub.add_parser("collect", help="record a worker's published history and predictions")
     c.add_argument("--subscribe", default="tcp://127.0.0.1:5556")
@@ -500,6 +562,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "choose":
         record = choose()
         (REPORTS / "history_choice.json").write_text(json.dumps(record, indent=2) + "\n")
+        print(json.dumps({k: v for k, v in record.items() if k != "grid"}, indent=2))
+    elif args.command == "handled":
+        record = choose_handled()
+        (REPORTS / "history_handled.json").write_text(json.dumps(record, indent=2) + "\n")
         print(json.dumps({k: v for k, v in record.items() if k != "grid"}, indent=2))
     elif args.command == "motion":
         from .decoder_tuning import validation_probabilities, waist_target

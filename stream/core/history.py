@@ -58,6 +58,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from harstream.stream.core.activities import POSTURES, UNKNOWN
 from harstream.stream.core.decoder import Decoder, DecoderParams
 from harstream.stream.core.pipeline import STEP, WINDOW
 from harstream.stream.core.smoothing import refusal_reason
@@ -70,6 +71,12 @@ MAX_WINDOW_SECONDS = 60.0
 METHODS = ("marginal", "viterbi")
 #: The longest minimum bout the lattice may impose (windows; 8 is about 10 s).
 MAX_MIN_WINDOWS = 8
+#: The handled state (module docstring): how likely the device is picked up in a window, how
+#: likely a (re)start finds it handled, and how steeply the share of a still posture's evidence
+#: it takes rises with the window's motion (q = m^k / (m^k + handled_motion^k)).
+HANDLED_ENTER = 0.02
+HANDLED_INITIAL = 0.1
+HANDLED_STEEPNESS = 2.0
 
 
 @dataclass(frozen=True)
@@ -100,6 +107,12 @@ class HistorySettings:
     # a change between activities is made final only when this many windows of look-ahead (at
     # most lag: those there are) are decoded in the new activity too (0: off)
     confirm: int = 2
+    # the device handled (module docstring): body motion (g, decoder.window_motion) at which a
+    # window the classifier reads as a still posture is as likely the device moved by hand
+    # (picked up, put down, carried) as a person keeping still (0: off, the history takes no motion)
+    handled_motion: float = 0.0
+    # how likely a handled device is still handled a window later (1.28 s)
+    handled_stay: float = 0.3
 
     def __post_init__(self) -> None:
         if not (type(self.lag) is int and 0 <= self.lag <= MAX_LAG):
@@ -112,9 +125,13 @@ class HistorySettings:
             raise ValueError(f"history carry {self.carry!r} must be soft or hard")
         if self.method not in METHODS:
             raise ValueError(f"history method {self.method!r} must be one of {', '.join(METHODS)}")
-        for name, value, hi in (("stay", self.stay, 1e3), ("power", self.power, 10.0)):
-            if not (math.isfinite(value) and 0.0 <= value <= hi):
+        limits = (("stay", self.stay, 1e3), ("power", self.power, 10.0), ("handled_motion", self.handled_motion, 16.0))
+        for name, value, hi in limits:
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and 0.0 <= value <= hi):
                 raise ValueError(f"history {name} {value!r} must be within 0..{hi:g}")
+        stay = self.handled_stay
+        if not (isinstance(stay, (int, float)) and math.isfinite(stay) and 0.0 <= stay < 1.0):
+            raise ValueError(f"history handled_stay {stay!r} must be within 0..1 (1 excluded)")
 
 
 @dataclass
@@ -131,20 +148,27 @@ class History:
     def __init__(self, params: DecoderParams, settings: HistorySettings | None = None):
         self.settings = settings or HistorySettings()
         self.params = params
-        self.states = params.states
-        matrix = params.matrix + self.settings.stay * np.eye(len(self.states))
+        matrix = params.matrix + self.settings.stay * np.eye(len(params.states))
+        matrix, initial = matrix / matrix.sum(axis=1, keepdims=True), params.initial
+        n = len(params.classes)
+        #: the classes a moving device is not in (the still postures the model has)
+        self._still = np.array([i for i, c in enumerate(params.classes) if c in POSTURES], dtype=np.int64)
+        self._handled = self.settings.handled_motion > 0 and len(self._still) > 0
+        self.states: tuple[str, ...] = params.states
+        if self._handled:
+            matrix, initial = with_handled(matrix, initial, n, self.settings.handled_stay)
+            self.states = (*params.states, UNKNOWN)
         self._matrix, self._initial, self._base = duration_lattice(
-            matrix / matrix.sum(axis=1, keepdims=True),
-            params.initial,
-            [self.settings.min_windows if i < len(params.classes) else 1 for i in range(len(self.states))],
+            matrix, initial, [self.settings.min_windows if i < n else 1 for i in range(len(self.states))]
         )
         self._of_base = np.eye(len(self.states))[self._base]  # (expanded, base) one-hot: marginals per state
-        self._plain = matrix / matrix.sum(axis=1, keepdims=True)  # the same without minimum bout lengths
+        self._plain = matrix  # the same without minimum bout lengths
         with np.errstate(divide="ignore"):
             self._log_matrix = np.log(self._matrix)
         self._evidence = Decoder(params).evidence  # the decoder's own emission, read, not changed
         self._pending: list[_Window] = []
         self._decided: int | None = None  # state of the last final window of this run
+        self._held = UNKNOWN  # what the last final window of this run was shown as
         self._filtered: np.ndarray | None = None  # its filtered state distribution
         self._last: _Window | None = None  # the last window taken (its number and times)
         self.final_until: float | None = None  # everything before this time is final
@@ -152,11 +176,15 @@ class History:
 
     # ------------------------------------------------------------ the verbs
 
-    def push(self, window: int, t_start: float, t_end: float, probs: Sequence[float]) -> list[Piece]:
+    def push(
+        self, window: int, t_start: float, t_end: float, probs: Sequence[float], motion: float | None = None
+    ) -> list[Piece]:
         """One window (its number since the stream began, its first and last
-        sample's time, its class probabilities): the new final pieces, then
-        the provisional ones. A window refused (:attr:`refused` says why)
-        changes nothing and returns nothing."""
+        sample's time, its class probabilities, and its body motion if known:
+        :func:`~harstream.stream.core.decoder.window_motion`, g): the new final
+        pieces, then the provisional ones. A window refused (:attr:`refused`
+        says why) changes nothing and returns nothing; a motion that is not a
+        finite number >= 0 counts as not known."""
         self.refused = self._refusal(window, t_start, t_end, probs)
         if self.refused is not None:
             return []
@@ -165,7 +193,10 @@ class History:
         if last is not None and window != last.window + 1:
             out += self.settle()  # a gap in the windows: the run before it is over
             self._decided = self._filtered = None
+            self._held = UNKNOWN
         evidence = self._evidence(np.asarray(probs, dtype=np.float64)) ** self.settings.power
+        if self._handled:
+            evidence = self._with_handled(evidence, motion)
         item = _Window(window, float(t_start), float(t_end), evidence)
         self._pending.append(item)
         self._last = item
@@ -189,6 +220,7 @@ class History:
         out = self.settle()
         self._last = None
         self._decided = self._filtered = None
+        self._held = UNKNOWN
         return out
 
     @property
@@ -197,6 +229,19 @@ class History:
         return len(self._pending)
 
     # ------------------------------------------------------------ internals
+
+    def _with_handled(self, evidence: np.ndarray, motion: float | None) -> np.ndarray:
+        """The evidence with the handled state's: the share ``q`` of the still
+        postures' evidence the window's motion says is the device moved by
+        hand (``q`` is one half at ``handled_motion``, steeply more above,
+        steeply less below); no motion known, no handled evidence."""
+        m = float(motion) if isinstance(motion, (int, float)) else math.nan
+        if not (math.isfinite(m) and m >= 0.0):
+            return np.append(evidence, 0.0)
+        q = m**HANDLED_STEEPNESS / (m**HANDLED_STEEPNESS + self.settings.handled_motion**HANDLED_STEEPNESS)
+        out = evidence.copy()
+        out[self._still] *= 1.0 - q
+        return np.append(out, q * float(evidence[self._still].max()))
 
     def _refusal(self, window: int, t_start: float, t_end: float, probs: Sequence[float]) -> str | None:
         if type(window) is not int or window < 0:
@@ -291,6 +336,8 @@ class History:
         self._filtered = f / total if np.isfinite(total) and total > 0 else self._initial
         self._pending.pop(0)
         self._decided = state
+        label = self._shown(state, self._held)
+        self._held = label
         if self.final_until is not None:
             # contiguous with, never over, what is final; a boundary computed another way may land a
             # fraction of a microsecond after it: that is float noise (the wire rounds to µs), not a gap
@@ -298,20 +345,27 @@ class History:
         if end <= start:  # all of it is final already (a window after a settle)
             return []
         self.final_until = end
-        return [Piece(round(start, 6), round(end, 6), self.states[state], True)]
+        return [Piece(round(start, 6), round(end, 6), label, True)]
+
+    def _shown(self, state: int, before: str) -> str:
+        """What a state is shown as: the handled state as what was shown before it."""
+        if self._handled and state == len(self.states) - 1:
+            return before
+        return self.states[state]
 
     def _provisional(self) -> list[Piece]:
         if not self._pending:
             return []
         out: list[Piece] = []
         start = self.final_until
+        held = self._held
         for w, state in zip(self._pending, self._decode()):
             piece_start = w.t_start if start is None else start
             end = self._end(w, last_of_run=w is self._pending[-1])
             start = end
             if end <= piece_start:
                 continue
-            label = self.states[state]
+            label = held = self._shown(state, held)
             if out and out[-1].label == label:
                 out[-1] = Piece(out[-1].start, round(end, 6), label, False)
             else:
@@ -371,6 +425,28 @@ def duration_lattice(
     start = np.zeros(len(base))
     start[last] = initial
     return expanded, start, base
+
+
+def with_handled(
+    matrix: np.ndarray, initial: np.ndarray, n_classes: int, stay: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """The lattice with one more state, the device handled: entered from any
+    state with probability :data:`HANDLED_ENTER`, kept with ``stay``, left
+    for an activity as a (re)start would begin; a (re)start is in it with
+    :data:`HANDLED_INITIAL`.
+
+    >>> m, init = with_handled(np.array([[0.9, 0.1], [0.2, 0.8]]), np.array([0.5, 0.5]), 2, 0.8)
+    >>> m.round(3).tolist(), init.round(2).tolist()
+    ([[0.882, 0.098, 0.02], [0.196, 0.784, 0.02], [0.1, 0.1, 0.8]], [0.45, 0.45, 0.1])
+    """
+    s = len(matrix)
+    out = np.zeros((s + 1, s + 1))
+    out[:s, :s] = matrix * (1.0 - HANDLED_ENTER)
+    out[:s, s] = HANDLED_ENTER
+    start = np.asarray(initial[:n_classes], dtype=np.float64)
+    out[s, :n_classes] = (1.0 - stay) * start / start.sum()
+    out[s, s] = stay
+    return out, np.append(np.asarray(initial) * (1.0 - HANDLED_INITIAL), HANDLED_INITIAL)
 
 
 def merge_pieces(pieces: Sequence[Piece]) -> list[Piece]:
