@@ -64,6 +64,7 @@ GRID: dict[str, tuple] = {
 #: The handled state's knobs (stream/core/history.py), the others fixed as chosen by :data:`GRID`.
 HANDLED_GRID: dict[str, tuple] = {
     "handled_motion": (0.0, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35),
+    "handled_turn": (0.0, 30.0, 45.0, 60.0, 90.0),
     "handled_stay": (0.3, 0.6, 0.9),
 }
 #: The history's goals (issue: the final history, per sample; its changes per true change).
@@ -71,32 +72,40 @@ GOALS = {"sample_accuracy": 0.96, "changes_per_true_change": 1.2, "final_within_
 
 
 def offline_pieces(
-    params: DecoderParams, settings: HistorySettings, probs: np.ndarray, motion: np.ndarray | None = None
+    params: DecoderParams,
+    settings: HistorySettings,
+    probs: np.ndarray,
+    motion: np.ndarray | None = None,
+    gravity: np.ndarray | None = None,
 ) -> list[Piece]:
     """The final pieces of one uninterrupted session whose window ``j`` has
-    ``probs[j]`` and body motion ``motion[j]`` if given (times in seconds from
-    the session's first sample)."""
+    ``probs[j]``, and body motion ``motion[j]`` and gravity ``gravity[j]`` if
+    given (times in seconds from the session's first sample)."""
     h = History(params, settings)
     out: list[Piece] = []
     for j, p in enumerate(np.asarray(probs, dtype=np.float64)):
         t = STEP * j / RATE
         m = None if motion is None else float(motion[j])
-        out += [q for q in h.push(j, t, t + (WINDOW - 1) / RATE, [round(float(v), 6) for v in p], m) if q.final]
+        g = None if gravity is None else [float(v) for v in gravity[j]]
+        pushed = h.push(j, t, t + (WINDOW - 1) / RATE, [round(float(v), 6) for v in p], m, g)
+        out += [q for q in pushed if q.final]
     return out + h.settle()
 
 
 def with_motion(sessions: Sequence[tuple]) -> list[tuple]:
     """``(recording, probabilities)`` sessions with each window's body motion
-    (:func:`~harstream.stream.core.decoder.window_motion`, as the worker computes it) added."""
+    (:func:`~harstream.stream.core.decoder.window_motion`) and gravity
+    (:func:`~harstream.stream.core.transition_direction.window_gravity`) added, as the worker computes them."""
     from harstream.models.live_scoring import session_windows
     from harstream.stream.core.decoder import window_motion
+    from harstream.stream.core.transition_direction import window_gravity
 
     out = []
     for rec, probs, *_ in sessions:
-        motion = window_motion(session_windows(rec.samples))
-        if len(motion) != len(probs):
-            raise ValueError(f"{rec.name}: {len(motion)} windows of motion for {len(probs)} of probabilities")
-        out.append((rec, probs, motion))
+        windows = session_windows(rec.samples)
+        if len(windows) != len(probs):
+            raise ValueError(f"{rec.name}: {len(windows)} windows of signal for {len(probs)} of probabilities")
+        out.append((rec, probs, window_motion(windows), window_gravity(windows)))
     return out
 
 
@@ -145,9 +154,9 @@ def score_offline(
 ) -> dict:
     """The history's figures over sessions ``(recording, window probabilities)``."""
     replays = []
-    for rec, probs, *motion in sessions:
+    for rec, probs, *signal in sessions:
         n = len(rec.samples)
-        pieces = offline_pieces(params, settings, probs, motion[0] if motion else None)
+        pieces = offline_pieces(params, settings, probs, *signal)
         replays.append(
             SessionReplay(
                 rec.name,
@@ -239,9 +248,9 @@ def inserted_changes(params: DecoderParams, settings: HistorySettings, sessions:
     classes = list(params.classes)
     kinds: dict[str, dict] = {}
     changes = changes_labelled = truth_changes = 0
-    for rec, probs, *motion in sessions:
+    for rec, probs, *signal in sessions:
         n = len(rec.samples)
-        shown = shown_from_pieces(n, offline_pieces(params, settings, probs, motion[0] if motion else None), 0.0, classes)
+        shown = shown_from_pieces(n, offline_pieces(params, settings, probs, *signal), 0.0, classes)
         truth = truth_labels(rec.labels, classes)
         labelled = (truth >= 1) & (truth <= len(classes))
         changes += activity_changes(shown)
@@ -340,7 +349,8 @@ def choose_handled(progress: bool = True) -> dict:
     results: list[dict] = []
     for values in itertools.product(*HANDLED_GRID.values()):
         knobs: dict = dict(zip(HANDLED_GRID, values))
-        if knobs["handled_motion"] == 0 and knobs["handled_stay"] != HANDLED_GRID["handled_stay"][0]:
+        off = knobs["handled_motion"] == 0 and knobs["handled_turn"] == 0
+        if off and knobs["handled_stay"] != HANDLED_GRID["handled_stay"][0]:
             continue  # off: the stay does not matter
         r = score_offline(params, HistorySettings(**fixed, **knobs), validation)
         results.append({**knobs, **{k: round(float(r[k]), 4) for k in keep}})

@@ -110,7 +110,10 @@ class HistorySettings:
     # the device handled (module docstring): body motion (g, decoder.window_motion) at which a
     # window the classifier reads as a still posture is as likely the device moved by hand
     # (picked up, put down, carried) as a person keeping still (0: off, the history takes no motion)
-    handled_motion: float = 0.0
+    handled_motion: float = 0.2
+    # the same for a window the classifier reads as walking or stairs: degrees its gravity direction
+    # turned since the window before (a person walking keeps the device's orientation; 0: off)
+    handled_turn: float = 45.0
     # how likely a handled device is still handled a window later (1.28 s)
     handled_stay: float = 0.3
 
@@ -126,6 +129,7 @@ class HistorySettings:
         if self.method not in METHODS:
             raise ValueError(f"history method {self.method!r} must be one of {', '.join(METHODS)}")
         limits = (("stay", self.stay, 1e3), ("power", self.power, 10.0), ("handled_motion", self.handled_motion, 16.0))
+        limits += (("handled_turn", self.handled_turn, 180.0),)
         for name, value, hi in limits:
             if not (isinstance(value, (int, float)) and math.isfinite(value) and 0.0 <= value <= hi):
                 raise ValueError(f"history {name} {value!r} must be within 0..{hi:g}")
@@ -153,7 +157,9 @@ class History:
         n = len(params.classes)
         #: the classes a moving device is not in (the still postures the model has)
         self._still = np.array([i for i, c in enumerate(params.classes) if c in POSTURES], dtype=np.int64)
-        self._handled = self.settings.handled_motion > 0 and len(self._still) > 0
+        self._handled = (self.settings.handled_motion > 0 or self.settings.handled_turn > 0) and len(self._still) > 0
+        self._moving = np.array([i for i, c in enumerate(params.classes) if c not in POSTURES], dtype=np.int64)
+        self._gravity: np.ndarray | None = None  # the last window's gravity direction
         self.states: tuple[str, ...] = params.states
         if self._handled:
             matrix, initial = with_handled(matrix, initial, n, self.settings.handled_stay)
@@ -177,7 +183,13 @@ class History:
     # ------------------------------------------------------------ the verbs
 
     def push(
-        self, window: int, t_start: float, t_end: float, probs: Sequence[float], motion: float | None = None
+        self,
+        window: int,
+        t_start: float,
+        t_end: float,
+        probs: Sequence[float],
+        motion: float | None = None,
+        gravity: Sequence[float] | None = None,
     ) -> list[Piece]:
         """One window (its number since the stream began, its first and last
         sample's time, its class probabilities, and its body motion if known:
@@ -192,11 +204,11 @@ class History:
         last = self._last
         if last is not None and window != last.window + 1:
             out += self.settle()  # a gap in the windows: the run before it is over
-            self._decided = self._filtered = None
+            self._decided = self._filtered = self._gravity = None
             self._held = UNKNOWN
         evidence = self._evidence(np.asarray(probs, dtype=np.float64)) ** self.settings.power
         if self._handled:
-            evidence = self._with_handled(evidence, motion)
+            evidence = self._with_handled(evidence, motion, self._turn(gravity))
         item = _Window(window, float(t_start), float(t_end), evidence)
         self._pending.append(item)
         self._last = item
@@ -219,7 +231,7 @@ class History:
         final stays final: the new run's pieces start no earlier."""
         out = self.settle()
         self._last = None
-        self._decided = self._filtered = None
+        self._decided = self._filtered = self._gravity = None
         self._held = UNKNOWN
         return out
 
@@ -230,18 +242,38 @@ class History:
 
     # ------------------------------------------------------------ internals
 
-    def _with_handled(self, evidence: np.ndarray, motion: float | None) -> np.ndarray:
+    def _turn(self, gravity: Sequence[float] | None) -> float:
+        """Degrees the gravity direction turned since the window before (nan: not known)."""
+        g = None
+        if gravity is not None:
+            try:
+                g = np.asarray(gravity, dtype=np.float64).reshape(3)
+            except (TypeError, ValueError):
+                g = None
+        if g is not None and not (np.all(np.isfinite(g)) and np.linalg.norm(g) > 0):
+            g = None
+        before, self._gravity = self._gravity, None if g is None else g / np.linalg.norm(g)
+        if before is None or self._gravity is None:
+            return math.nan
+        return math.degrees(math.acos(float(np.clip(before @ self._gravity, -1.0, 1.0))))
+
+    def _with_handled(self, evidence: np.ndarray, motion: float | None, turn: float = math.nan) -> np.ndarray:
         """The evidence with the handled state's: the share ``q`` of the still
         postures' evidence the window's motion says is the device moved by
         hand (``q`` is one half at ``handled_motion``, steeply more above,
         steeply less below); no motion known, no handled evidence."""
         m = float(motion) if isinstance(motion, (int, float)) else math.nan
-        if not (math.isfinite(m) and m >= 0.0):
-            return np.append(evidence, 0.0)
-        q = m**HANDLED_STEEPNESS / (m**HANDLED_STEEPNESS + self.settings.handled_motion**HANDLED_STEEPNESS)
         out = evidence.copy()
-        out[self._still] *= 1.0 - q
-        return np.append(out, q * float(evidence[self._still].max()))
+        handled = 0.0
+        if self.settings.handled_motion > 0 and math.isfinite(m) and m >= 0.0:
+            q = _share(m, self.settings.handled_motion)
+            out[self._still] *= 1.0 - q
+            handled = q * float(evidence[self._still].max())
+        if self.settings.handled_turn > 0 and math.isfinite(turn) and len(self._moving):
+            q = _share(turn, self.settings.handled_turn)
+            out[self._moving] *= 1.0 - q
+            handled = max(handled, q * float(evidence[self._moving].max()))
+        return np.append(out, handled)
 
     def _refusal(self, window: int, t_start: float, t_end: float, probs: Sequence[float]) -> str | None:
         if type(window) is not int or window < 0:
@@ -371,6 +403,12 @@ class History:
             else:
                 out.append(Piece(round(piece_start, 6), round(end, 6), label, False))
         return out
+
+
+def _share(x: float, half: float) -> float:
+    """How much of a window's evidence a cue ``x`` gives the handled state:
+    one half at ``half``, rising steeply (:data:`HANDLED_STEEPNESS`) above it."""
+    return x**HANDLED_STEEPNESS / (x**HANDLED_STEEPNESS + half**HANDLED_STEEPNESS)
 
 
 def _marginal_states(prior: np.ndarray, evidence: np.ndarray, matrix: np.ndarray, of_base: np.ndarray) -> list[int]:
