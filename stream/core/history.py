@@ -465,9 +465,7 @@ def duration_lattice(
     return expanded, start, base
 
 
-def with_handled(
-    matrix: np.ndarray, initial: np.ndarray, n_classes: int, stay: float
-) -> tuple[np.ndarray, np.ndarray]:
+def with_handled(matrix: np.ndarray, initial: np.ndarray, n_classes: int, stay: float) -> tuple[np.ndarray, np.ndarray]:
     """The lattice with one more state, the device handled: entered from any
     state with probability :data:`HANDLED_ENTER`, kept with ``stay``, left
     for an activity as a (re)start would begin; a (re)start is in it with
