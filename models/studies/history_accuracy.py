@@ -16,7 +16,11 @@ The record (``docs/reports/history_choice.json``) also says where the chosen
 setting's changes beyond the true ones are (:func:`inserted_changes`: before
 a session's first label, after its last, in unlabelled gaps, over labelled
 activities; by what was shown, how long, which subject) and keeps the grid's
-Pareto front of accuracy against changes (:func:`pareto`).
+Pareto front of accuracy against changes (:func:`pareto`). The handled
+state's knobs are chosen after the others, on the same subjects with each
+window's body motion and gravity (:func:`choose_handled`)::
+
+    python -m harstream.models.studies.history_accuracy handled
 
 As published: ``harstream simulate --wait 1`` replays the 19 held-out
 sessions at 50 Hz into ``harstream worker``; :func:`collect` (``collect``
@@ -374,8 +378,8 @@ def lying_motion(sessions: Sequence[tuple]) -> dict:
     """Body motion (:func:`~harstream.stream.core.decoder.window_motion`, g) of the
     windows the classifier calls LAYING: those inside a labelled lying bout,
     and those wholly before a session's first label or after its last (the
-    phone handled before and after the protocol). A cue the history does not
-    use yet (it takes no motion)."""
+    phone handled before and after the protocol): the cue of the history's
+    handled state."""
     from harstream.models.live_scoring import session_windows
     from harstream.stream.core.decoder import window_motion
 

@@ -18,6 +18,22 @@ minimum length, are not all in the new activity, the bout before goes on
 is merged into the one before it while it is still provisional). Neither
 waits for more windows than the lag.
 
+A device being handled (picked up, put down, carried between activities,
+strapped on) is its own state. Its evidence comes from the signal beside the
+classifier's probabilities: each window's body motion (the worker's
+:func:`~harstream.stream.core.decoder.window_motion`) and gravity direction
+(:func:`~harstream.stream.core.transition_direction.window_gravity`). A window
+the classifier reads as a still posture (sitting, standing, lying) while the
+body acceleration is about ``handled_motion`` g or more, or as walking or
+stairs while the gravity direction turned ``handled_turn`` degrees or more
+since the window before (a person walking keeps the device's orientation),
+gives that share of its evidence to the handled state. The handled state is
+shown as the bout it interrupts (a phone picked up while standing and put
+down again is one stretch of standing, not standing, lying, standing), and as
+``unknown`` where nothing was shown before it in the run. A window without
+motion or gravity gives it nothing; a model without still postures (the
+placement-free one) has no handled state.
+
 A window stands for the middle half of its samples (a window is about its
 middle): its piece of time runs from the end of the previous piece to 96 of
 its 128 samples. The first window of a run also takes its first quarter, the
