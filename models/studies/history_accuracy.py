@@ -466,13 +466,16 @@ def score_published(path: Path, subjects: Sequence[int] | None = None) -> dict:
                     finals[row["device"]].append({**p, "received": row["received"]})
         else:  # by time, not by number: a pipeline restarted after a gap numbers its windows from 0
             now[row["device"]][round((row["t_start"] - wall0) * RATE / STEP)] = row["smoothed"]
-    replays, late, overlaps, uncovered = [], [], 0, 0
+    replays, late, overlaps, uncovered, unknown = [], [], 0, 0, 0
     for name, rec in recs.items():
         n = len(rec.samples)
         pieces = sorted(finals[name], key=lambda p: p["start"])
         overlaps += sum(1 for a, b in zip(pieces, pieces[1:]) if b["start"] < a["end"] - 1e-6)
         shown = shown_from_pieces(n, pieces, wall0)
-        uncovered += int(np.sum(shown == NOTHING))
+        # no final piece at all (a piece of the handled state shown as "unknown" is final too)
+        covered = shown_from_pieces(n, [{**p, "label": ACTIVITIES[0]} for p in pieces], wall0)
+        uncovered += int(np.sum(covered == NOTHING))
+        unknown += int(np.sum((shown == NOTHING) & (covered != NOTHING)))
         windows = max(now[name]) + 1 if now[name] else 0
         now_codes = [display_code(now[name].get(j, "unknown")) for j in range(windows)]
         replays.append(
@@ -494,6 +497,7 @@ def score_published(path: Path, subjects: Sequence[int] | None = None) -> dict:
     }
     out["overlapping_final_pieces"] = overlaps
     out["samples_never_final"] = uncovered
+    out["samples_final_as_unknown"] = unknown
     out["wall0"] = wall0
     return out
 
@@ -606,6 +610,8 @@ def main(argv: list[str] | None = None) -> int:
             result["overlapping_final_pieces"],
             "never final:",
             result["samples_never_final"],
+            "final as unknown:",
+            result["samples_final_as_unknown"],
         )
         if args.plot:
             plot_published(args.record, args.plot, Path("docs/img/history_timeline.png"), result["wall0"])
