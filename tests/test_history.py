@@ -464,3 +464,10 @@ def test_with_the_handled_state_no_order_of_windows_makes_two_final_pieces_for_o
     for a, b in zip(out, out[1:]):
         assert b.start >= a.end - 1e-9, (a, b)
     assert all(p.start < p.end for p in out)
+
+
+@pytest.mark.parametrize("gravity", ["abc", [1.0, 2.0], [float("nan"), 0.0, 0.0], [0.0, 0.0, 0.0], [None, 1, 2]])
+def test_a_malformed_gravity_counts_as_not_known_and_the_window_is_taken(gravity):
+    h = History(POSE, HistorySettings(handled_motion=0.2, handled_turn=30.0))
+    h.push(0, *window(0), READ["W"], STILL, UPRIGHT)
+    assert h.push(1, *window(1), READ["W"], STILL, gravity) and h.refused is None

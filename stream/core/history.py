@@ -144,8 +144,8 @@ class HistorySettings:
             raise ValueError(f"history carry {self.carry!r} must be soft or hard")
         if self.method not in METHODS:
             raise ValueError(f"history method {self.method!r} must be one of {', '.join(METHODS)}")
-        limits = (("stay", self.stay, 1e3), ("power", self.power, 10.0), ("handled_motion", self.handled_motion, 16.0))
-        limits += (("handled_turn", self.handled_turn, 180.0),)
+        limits = [("stay", self.stay, 1e3), ("power", self.power, 10.0), ("handled_motion", self.handled_motion, 16.0)]
+        limits.append(("handled_turn", self.handled_turn, 180.0))
         for name, value, hi in limits:
             if not (isinstance(value, (int, float)) and math.isfinite(value) and 0.0 <= value <= hi):
                 raise ValueError(f"history {name} {value!r} must be within 0..{hi:g}")
@@ -175,7 +175,7 @@ class History:
         self._still = np.array([i for i, c in enumerate(params.classes) if c in POSTURES], dtype=np.int64)
         self._handled = (self.settings.handled_motion > 0 or self.settings.handled_turn > 0) and len(self._still) > 0
         self._moving = np.array([i for i, c in enumerate(params.classes) if c not in POSTURES], dtype=np.int64)
-        self._gravity: np.ndarray | None = None  # the last window's gravity direction
+        self._gravity: tuple[float, float, float] | None = None  # the last window's gravity direction
         self.states: tuple[str, ...] = params.states
         if self._handled:
             matrix, initial = with_handled(matrix, initial, n, self.settings.handled_stay)
@@ -260,18 +260,20 @@ class History:
 
     def _turn(self, gravity: Sequence[float] | None) -> float:
         """Degrees the gravity direction turned since the window before (nan: not known)."""
-        g = None
-        if gravity is not None:
-            try:
-                g = np.asarray(gravity, dtype=np.float64).reshape(3)
-            except (TypeError, ValueError):
-                g = None
-        if g is not None and not (np.all(np.isfinite(g)) and np.linalg.norm(g) > 0):
+        g: tuple[float, float, float] | None = None
+        try:
+            if gravity is not None and len(gravity) == 3:
+                x, y, z = (float(v) for v in gravity)
+                norm = math.sqrt(x * x + y * y + z * z)
+                if math.isfinite(norm) and norm > 0:
+                    g = (x / norm, y / norm, z / norm)
+        except (TypeError, ValueError):
             g = None
-        before, self._gravity = self._gravity, None if g is None else g / np.linalg.norm(g)
-        if before is None or self._gravity is None:
+        before, self._gravity = self._gravity, g
+        if before is None or g is None:
             return math.nan
-        return math.degrees(math.acos(float(np.clip(before @ self._gravity, -1.0, 1.0))))
+        cos = before[0] * g[0] + before[1] * g[1] + before[2] * g[2]
+        return math.degrees(math.acos(min(1.0, max(-1.0, cos))))
 
     def _with_handled(self, evidence: np.ndarray, motion: float | None, turn: float = math.nan) -> np.ndarray:
         """The evidence with the handled state's: the share ``q`` of the still
