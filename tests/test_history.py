@@ -221,13 +221,16 @@ def test_day_totals_count_final_minutes_and_split_at_midnight():
 # ---------------------------------------------------------------- in the worker core
 
 
-def samples(n: int) -> np.ndarray:
+def samples(n: int, amplitude: float) -> np.ndarray:
     t = np.arange(n)[:, None] / 50.0
-    return (np.sin(2 * np.pi * 1.5 * t + np.arange(6)) * 0.3).astype(np.float32)
+    return (np.sin(2 * np.pi * 1.5 * t + np.arange(6)) * amplitude).astype(np.float32)
 
 
-def feed(core: StreamCore, device: str, first: int, n: int, now: float, t0: float = 1000.0) -> None:
-    data = samples(first + n)
+def feed(
+    core: StreamCore, device: str, first: int, n: int, now: float, t0: float = 1000.0, amplitude: float = 0.01
+) -> None:
+    """Samples of a device kept still (as a sitting person keeps it), or moved at ``amplitude`` g."""
+    data = samples(first + n, amplitude)
     for seq in range(first, first + n, 10):
         core.ingest(encode_samples(SampleBatch(device, seq, t0 + seq / 50, data[seq : seq + 10])), now)
 
@@ -252,6 +255,14 @@ def test_the_worker_publishes_final_pieces_and_the_days_minutes():
     assert pieces[0]["start"] == 1000.0
     assert_tiles([Piece(**p) for p in pieces])
     assert updates[-1].today["minutes"]["sitting"] == pytest.approx((pieces[-1]["end"] - 1000.0) / 60, abs=0.01)
+
+
+def test_the_worker_gives_the_history_each_windows_motion():
+    """The model says sitting throughout; the device moves all along: the history shows it handled."""
+    core = StreamCore(ACTIVITIES, "m", WorkerConfig(max_batch=100))
+    feed(core, "d", 0, 50 * 30, now=0.0, amplitude=0.3)
+    run_model(core, now=0.1)
+    assert {p["label"] for p in final_pieces(core)} == {"unknown"}
 
 
 def test_a_quiet_device_gets_its_last_stretch_settled_and_an_evicted_one_too():
@@ -345,3 +356,118 @@ def test_tail_final_json_prints_the_published_final_pieces_on_loopback(embedded,
     assert all(p["label"] in ACTIVITIES or "_TO_" in p["label"] for p in lines)
     for a, b in zip(lines, lines[1:]):
         assert b["start"] == pytest.approx(a["end"], abs=1e-6)
+
+
+# ---------------------------------------------------------------- the device handled
+
+POSE = DecoderParams.uniform(["WALKING", "SITTING", "STANDING", "LAYING"], stay=0.9)
+READ = {
+    "W": [0.94, 0.02, 0.02, 0.02],
+    "S": [0.02, 0.94, 0.02, 0.02],
+    "T": [0.02, 0.02, 0.94, 0.02],
+    "L": [0.02, 0.02, 0.02, 0.94],
+}
+HANDLED = HistorySettings(lag=2, min_windows=3, confirm=2, handled_motion=0.2, handled_turn=0.0, handled_stay=0.6)
+UPRIGHT, FLAT, TILTED = [1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.7, 0.0, 0.7]
+
+
+def shown(settings: HistorySettings, reads: str, motion: list | None = None, gravity: list | None = None) -> list[str]:
+    """The merged final history's labels of windows read as ``reads``, each with its motion and gravity."""
+    h = History(POSE, settings)
+    out: list[Piece] = []
+    for j, c in enumerate(reads):
+        m = None if motion is None else motion[j]
+        g = None if gravity is None else gravity[j]
+        out += finals(h.push(j, *window(j), READ[c], m, g))
+    return [p.label for p in merge_pieces(out + h.settle())]
+
+
+STILL, MOVING = 0.01, 0.6
+#: standing, the device picked up and put down flat (read as lying while it moves), standing again
+PUT_DOWN = "T" * 10 + "L" * 4 + "T" * 10
+PUT_DOWN_MOTION = [STILL] * 10 + [MOVING] * 4 + [STILL] * 10
+
+
+def test_without_the_handled_state_a_device_moved_flat_shows_as_lying():
+    """The control for the next test."""
+    plain = HistorySettings(lag=2, min_windows=3, confirm=2, handled_motion=0.0, handled_turn=0.0)
+    assert shown(plain, PUT_DOWN, PUT_DOWN_MOTION) == ["STANDING", "LAYING", "STANDING"]
+
+
+def test_a_still_posture_read_while_the_device_moves_is_held_in_the_bout_before():
+    assert shown(HANDLED, PUT_DOWN, PUT_DOWN_MOTION) == ["STANDING"]
+
+
+def test_a_still_posture_read_while_still_is_shown():
+    assert shown(HANDLED, PUT_DOWN, [STILL] * len(PUT_DOWN)) == ["STANDING", "LAYING", "STANDING"]
+
+
+def test_without_a_motion_the_handled_state_takes_nothing():
+    assert shown(HANDLED, PUT_DOWN) == ["STANDING", "LAYING", "STANDING"]
+    assert shown(HANDLED, PUT_DOWN, [float("nan")] * len(PUT_DOWN)) == ["STANDING", "LAYING", "STANDING"]
+
+
+def test_a_device_handled_before_anything_was_shown_is_unknown_then_the_first_activity():
+    reads, motion = "L" * 4 + "T" * 10, [MOVING] * 4 + [STILL] * 10
+    assert shown(HANDLED, reads, motion) == ["unknown", "STANDING"]
+
+
+def test_walking_is_walking_however_much_it_moves():
+    assert shown(HANDLED, "T" * 8 + "W" * 12, [STILL] * 8 + [MOVING] * 12) == ["STANDING", "WALKING"]
+
+
+def test_walking_read_while_the_device_turns_over_is_the_device_handled():
+    turning = HistorySettings(lag=2, min_windows=3, confirm=2, handled_motion=0.2, handled_turn=30.0)
+    reads = "T" * 10 + "W" * 4 + "T" * 10
+    flips = [UPRIGHT] * 10 + [FLAT, UPRIGHT, FLAT, UPRIGHT] + [UPRIGHT] * 10
+    steady = [UPRIGHT] * len(reads)
+    motion = [STILL] * 10 + [MOVING] * 4 + [STILL] * 10
+    assert shown(turning, reads, motion, steady) == ["STANDING", "WALKING", "STANDING"]  # the control
+    assert shown(turning, reads, motion, flips) == ["STANDING"]
+
+
+def test_the_handled_state_never_delays_finality():
+    h = History(POSE, HANDLED)
+    for j, c in enumerate(PUT_DOWN):
+        new = finals(h.push(j, *window(j), READ[c], PUT_DOWN_MOTION[j], TILTED))
+        assert [p.end for p in new] == ([] if j < 2 else [pytest.approx(window(j - 2)[0] + 96 / 50)])
+
+
+@pytest.mark.parametrize(
+    "knobs",
+    [{"handled_motion": -0.1}, {"handled_motion": float("nan")}, {"handled_stay": 1.0}, {"handled_turn": 181.0}],
+)
+def test_impossible_handled_knobs_are_refused(knobs):
+    with pytest.raises(ValueError, match="history handled"):
+        HistorySettings(**knobs)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    order=st.lists(st.integers(0, 30), min_size=1, max_size=80),
+    motion=st.lists(st.one_of(st.none(), st.floats(0.0, 2.0), st.just(float("nan"))), min_size=80, max_size=80),
+    settle_at=st.sets(st.integers(0, 79), max_size=5),
+    stay=st.sampled_from([0.0, 0.6, 0.9]),
+)
+def test_with_the_handled_state_no_order_of_windows_makes_two_final_pieces_for_one_stretch(
+    order, motion, settle_at, stay
+):
+    h = History(POSE, HistorySettings(handled_motion=0.2, handled_turn=30.0, handled_stay=stay))
+    rng = np.random.default_rng(len(order))
+    out: list[Piece] = []
+    for k, j in enumerate(order):
+        gravity = rng.normal(size=3).tolist() if k % 3 else None
+        out += finals(h.push(j, *window(j), rng.dirichlet(np.ones(4)).round(6).tolist(), motion[k], gravity))
+        if k in settle_at:
+            out += h.settle()
+    out += h.settle()
+    for a, b in zip(out, out[1:]):
+        assert b.start >= a.end - 1e-9, (a, b)
+    assert all(p.start < p.end for p in out)
+
+
+@pytest.mark.parametrize("gravity", ["abc", [1.0, 2.0], [float("nan"), 0.0, 0.0], [0.0, 0.0, 0.0], [None, 1, 2]])
+def test_a_malformed_gravity_counts_as_not_known_and_the_window_is_taken(gravity):
+    h = History(POSE, HistorySettings(handled_motion=0.2, handled_turn=30.0))
+    h.push(0, *window(0), READ["W"], STILL, UPRIGHT)
+    assert h.push(1, *window(1), READ["W"], STILL, gravity) and h.refused is None

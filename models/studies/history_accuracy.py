@@ -16,7 +16,11 @@ The record (``docs/reports/history_choice.json``) also says where the chosen
 setting's changes beyond the true ones are (:func:`inserted_changes`: before
 a session's first label, after its last, in unlabelled gaps, over labelled
 activities; by what was shown, how long, which subject) and keeps the grid's
-Pareto front of accuracy against changes (:func:`pareto`).
+Pareto front of accuracy against changes (:func:`pareto`). The handled
+state's knobs are chosen after the others, on the same subjects with each
+window's body motion and gravity (:func:`choose_handled`)::
+
+    python -m harstream.models.studies.history_accuracy handled
 
 As published: ``harstream simulate --wait 1`` replays the 19 held-out
 sessions at 50 Hz into ``harstream worker``; :func:`collect` (``collect``
@@ -61,19 +65,52 @@ GRID: dict[str, tuple] = {
     "min_windows": (1, 3, 5, 8),
     "confirm": (0, 1, 2),
 }
+#: The handled state's knobs (stream/core/history.py), the others fixed as chosen by :data:`GRID`.
+HANDLED_GRID: dict[str, tuple] = {
+    "handled_motion": (0.0, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35),
+    "handled_turn": (0.0, 30.0, 45.0, 60.0, 90.0),
+    "handled_stay": (0.3, 0.6, 0.9),
+}
 #: The history's goals (issue: the final history, per sample; its changes per true change).
 GOALS = {"sample_accuracy": 0.96, "changes_per_true_change": 1.2, "final_within_s": 3.0}
 
 
-def offline_pieces(params: DecoderParams, settings: HistorySettings, probs: np.ndarray) -> list[Piece]:
+def offline_pieces(
+    params: DecoderParams,
+    settings: HistorySettings,
+    probs: np.ndarray,
+    motion: np.ndarray | None = None,
+    gravity: np.ndarray | None = None,
+) -> list[Piece]:
     """The final pieces of one uninterrupted session whose window ``j`` has
-    ``probs[j]`` (times in seconds from the session's first sample)."""
+    ``probs[j]``, and body motion ``motion[j]`` and gravity ``gravity[j]`` if
+    given (times in seconds from the session's first sample)."""
     h = History(params, settings)
     out: list[Piece] = []
     for j, p in enumerate(np.asarray(probs, dtype=np.float64)):
         t = STEP * j / RATE
-        out += [q for q in h.push(j, t, t + (WINDOW - 1) / RATE, [round(float(v), 6) for v in p]) if q.final]
+        m = None if motion is None else float(motion[j])
+        g = None if gravity is None else [float(v) for v in gravity[j]]
+        pushed = h.push(j, t, t + (WINDOW - 1) / RATE, [round(float(v), 6) for v in p], m, g)
+        out += [q for q in pushed if q.final]
     return out + h.settle()
+
+
+def with_motion(sessions: Sequence[tuple]) -> list[tuple]:
+    """``(recording, probabilities)`` sessions with each window's body motion
+    (:func:`~harstream.stream.core.decoder.window_motion`) and gravity
+    (:func:`~harstream.stream.core.transition_direction.window_gravity`) added, as the worker computes them."""
+    from harstream.models.live_scoring import session_windows
+    from harstream.stream.core.decoder import window_motion
+    from harstream.stream.core.transition_direction import window_gravity
+
+    out = []
+    for rec, probs, *_ in sessions:
+        windows = session_windows(rec.samples)
+        if len(windows) != len(probs):
+            raise ValueError(f"{rec.name}: {len(windows)} windows of signal for {len(probs)} of probabilities")
+        out.append((rec, probs, window_motion(windows), window_gravity(windows)))
+    return out
 
 
 def shown_from_pieces(
@@ -121,13 +158,14 @@ def score_offline(
 ) -> dict:
     """The history's figures over sessions ``(recording, window probabilities)``."""
     replays = []
-    for rec, probs in sessions:
+    for rec, probs, *signal in sessions:
         n = len(rec.samples)
+        pieces = offline_pieces(params, settings, probs, *signal)
         replays.append(
             SessionReplay(
                 rec.name,
                 truth_labels(rec.labels, params.classes),
-                {"history": shown_from_pieces(n, offline_pieces(params, settings, probs), 0.0, params.classes)},
+                {"history": shown_from_pieces(n, pieces, 0.0, params.classes)},
                 tuple(params.classes),
             )
         )
@@ -214,9 +252,9 @@ def inserted_changes(params: DecoderParams, settings: HistorySettings, sessions:
     classes = list(params.classes)
     kinds: dict[str, dict] = {}
     changes = changes_labelled = truth_changes = 0
-    for rec, probs in sessions:
+    for rec, probs, *signal in sessions:
         n = len(rec.samples)
-        shown = shown_from_pieces(n, offline_pieces(params, settings, probs), 0.0, classes)
+        shown = shown_from_pieces(n, offline_pieces(params, settings, probs, *signal), 0.0, classes)
         truth = truth_labels(rec.labels, classes)
         labelled = (truth >= 1) & (truth <= len(classes))
         changes += activity_changes(shown)
@@ -255,7 +293,7 @@ def inserted_changes(params: DecoderParams, settings: HistorySettings, sessions:
         }
         k["shown"] = dict(sorted(k["shown"].items(), key=lambda kv: -kv[1]))
     return {
-        "settings": {k: getattr(settings, k) for k in GRID},
+        "settings": {k: getattr(settings, k) for k in (*GRID, *HANDLED_GRID)},
         "activity_changes": changes,
         "activity_changes_on_labelled_samples_only": changes_labelled,
         "true_changes": truth_changes,
@@ -299,12 +337,49 @@ def choose(progress: bool = True) -> dict:
     }
 
 
+def choose_handled(progress: bool = True) -> dict:
+    """The handled state's knobs (:data:`HANDLED_GRID`), the other knobs as
+    chosen by :func:`choose` (the :class:`HistorySettings` defaults), scored on
+    the validation subjects with each window's body motion and chosen by
+    :data:`RULE`; where the chosen setting's extra changes are, beside the
+    same without the handled state."""
+    from ..dataset import VALIDATION_SUBJECTS
+    from .decoder_tuning import validation_probabilities, waist_target
+
+    params = tuning_params()
+    validation = with_motion(validation_probabilities(waist_target(), progress))
+    fixed = {k: getattr(HistorySettings(), k) for k in GRID}
+    keep = ("sample_accuracy", "changes_per_true_change", "activity_changes_per_true_change")
+    results: list[dict] = []
+    for values in itertools.product(*HANDLED_GRID.values()):
+        knobs: dict = dict(zip(HANDLED_GRID, values))
+        off = knobs["handled_motion"] == 0 and knobs["handled_turn"] == 0
+        if off and knobs["handled_stay"] != HANDLED_GRID["handled_stay"][0]:
+            continue  # off: the stay does not matter
+        r = score_offline(params, HistorySettings(**fixed, **knobs), validation)
+        results.append({**knobs, **{k: round(float(r[k]), 4) for k in keep}})
+        if progress:
+            print(results[-1], flush=True)
+    best = choose_by_rule(results)
+    chosen = {k: best[k] for k in HANDLED_GRID}
+    return {
+        "fixed": fixed,
+        "chosen": chosen,
+        "validation": {k: best[k] for k in keep},
+        "rule": RULE,
+        "inserted_changes": inserted_changes(params, HistorySettings(**fixed, **chosen), validation),
+        "inserted_changes_without": inserted_changes(params, HistorySettings(**fixed), validation),
+        "validation_subjects": list(VALIDATION_SUBJECTS),
+        "grid": results,
+    }
+
+
 def lying_motion(sessions: Sequence[tuple]) -> dict:
     """Body motion (:func:`~harstream.stream.core.decoder.window_motion`, g) of the
     windows the classifier calls LAYING: those inside a labelled lying bout,
     and those wholly before a session's first label or after its last (the
-    phone handled before and after the protocol). A cue the history does not
-    use yet (it takes no motion)."""
+    phone handled before and after the protocol): the cue of the history's
+    handled state."""
     from harstream.models.live_scoring import session_windows
     from harstream.stream.core.decoder import window_motion
 
@@ -392,13 +467,16 @@ def score_published(path: Path, subjects: Sequence[int] | None = None) -> dict:
         elif not row.get("between"):  # by time, not by number: a restarted pipeline numbers windows from 0
             # (a display-only update between windows is no window: models/studies/now_published.py scores it)
             now[row["device"]][round((row["t_start"] - wall0) * RATE / STEP)] = row["smoothed"]
-    replays, late, overlaps, uncovered = [], [], 0, 0
+    replays, late, overlaps, uncovered, unknown = [], [], 0, 0, 0
     for name, rec in recs.items():
         n = len(rec.samples)
         pieces = sorted(finals[name], key=lambda p: p["start"])
         overlaps += sum(1 for a, b in zip(pieces, pieces[1:]) if b["start"] < a["end"] - 1e-6)
         shown = shown_from_pieces(n, pieces, wall0)
-        uncovered += int(np.sum(shown == NOTHING))
+        # no final piece at all (a piece of the handled state shown as "unknown" is final too)
+        covered = shown_from_pieces(n, [{**p, "label": ACTIVITIES[0]} for p in pieces], wall0)
+        uncovered += int(np.sum(covered == NOTHING))
+        unknown += int(np.sum((shown == NOTHING) & (covered != NOTHING)))
         windows = max(now[name]) + 1 if now[name] else 0
         now_codes = [display_code(now[name].get(j, "unknown")) for j in range(windows)]
         replays.append(
@@ -420,6 +498,7 @@ def score_published(path: Path, subjects: Sequence[int] | None = None) -> dict:
     }
     out["overlapping_final_pieces"] = overlaps
     out["samples_never_final"] = uncovered
+    out["samples_final_as_unknown"] = unknown
     out["wall0"] = wall0
     return out
 
@@ -489,6 +568,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="the final history: choose on validation, score as published")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("choose", help="score the knob grid on the validation subjects")
+    sub.add_parser("handled", help="the handled state's knobs on the validation subjects (with motion)")
     sub.add_parser("motion", help="body motion of LAYING windows, lying vs the phone handled (validation subjects)")
     c = sub.add_parser("collect", help="record a worker's published history and predictions")
     c.add_argument("--subscribe", default="tcp://127.0.0.1:5556")
@@ -501,6 +581,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "choose":
         record = choose()
         (REPORTS / "history_choice.json").write_text(json.dumps(record, indent=2) + "\n")
+        print(json.dumps({k: v for k, v in record.items() if k != "grid"}, indent=2))
+    elif args.command == "handled":
+        record = choose_handled()
+        (REPORTS / "history_handled.json").write_text(json.dumps(record, indent=2) + "\n")
         print(json.dumps({k: v for k, v in record.items() if k != "grid"}, indent=2))
     elif args.command == "motion":
         from .decoder_tuning import validation_probabilities, waist_target
@@ -527,6 +611,8 @@ def main(argv: list[str] | None = None) -> int:
             result["overlapping_final_pieces"],
             "never final:",
             result["samples_never_final"],
+            "final as unknown:",
+            result["samples_final_as_unknown"],
         )
         if args.plot:
             plot_published(args.record, args.plot, Path("docs/img/history_timeline.png"), result["wall0"])

@@ -18,6 +18,22 @@ minimum length, are not all in the new activity, the bout before goes on
 is merged into the one before it while it is still provisional). Neither
 waits for more windows than the lag.
 
+A device being handled (picked up, put down, carried between activities,
+strapped on) is its own state. Its evidence comes from the signal beside the
+classifier's probabilities: each window's body motion (the worker's
+:func:`~harstream.stream.core.decoder.window_motion`) and gravity direction
+(:func:`~harstream.stream.core.transition_direction.window_gravity`). A window
+the classifier reads as a still posture (sitting, standing, lying) while the
+body acceleration is about ``handled_motion`` g or more, or as walking or
+stairs while the gravity direction turned ``handled_turn`` degrees or more
+since the window before (a person walking keeps the device's orientation),
+gives that share of its evidence to the handled state. The handled state is
+shown as the bout it interrupts (a phone picked up while standing and put
+down again is one stretch of standing, not standing, lying, standing), and as
+``unknown`` where nothing was shown before it in the run. A window without
+motion or gravity gives it nothing; a model without still postures (the
+placement-free one) has no handled state.
+
 A window stands for the middle half of its samples (a window is about its
 middle): its piece of time runs from the end of the previous piece to 96 of
 its 128 samples. The first window of a run also takes its first quarter, the
@@ -58,6 +74,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from harstream.stream.core.activities import POSTURES, UNKNOWN
 from harstream.stream.core.decoder import Decoder, DecoderParams
 from harstream.stream.core.pipeline import STEP, WINDOW
 from harstream.stream.core.smoothing import refusal_reason
@@ -70,6 +87,12 @@ MAX_WINDOW_SECONDS = 60.0
 METHODS = ("marginal", "viterbi")
 #: The longest minimum bout the lattice may impose (windows; 8 is about 10 s).
 MAX_MIN_WINDOWS = 8
+#: The handled state (module docstring): how likely the device is picked up in a window, how
+#: likely a (re)start finds it handled, and how steeply the share of a still posture's evidence
+#: it takes rises with the window's motion (q = m^k / (m^k + handled_motion^k)).
+HANDLED_ENTER = 0.02
+HANDLED_INITIAL = 0.1
+HANDLED_STEEPNESS = 2.0
 
 
 @dataclass(frozen=True)
@@ -100,6 +123,15 @@ class HistorySettings:
     # a change between activities is made final only when this many windows of look-ahead (at
     # most lag: those there are) are decoded in the new activity too (0: off)
     confirm: int = 2
+    # the device handled (module docstring): body motion (g, decoder.window_motion) at which a
+    # window the classifier reads as a still posture is as likely the device moved by hand
+    # (picked up, put down, carried) as a person keeping still (0: off, the history takes no motion)
+    handled_motion: float = 0.2
+    # the same for a window the classifier reads as walking or stairs: degrees its gravity direction
+    # turned since the window before (a person walking keeps the device's orientation; 0: off)
+    handled_turn: float = 45.0
+    # how likely a handled device is still handled a window later (1.28 s)
+    handled_stay: float = 0.3
 
     def __post_init__(self) -> None:
         if not (type(self.lag) is int and 0 <= self.lag <= MAX_LAG):
@@ -112,9 +144,14 @@ class HistorySettings:
             raise ValueError(f"history carry {self.carry!r} must be soft or hard")
         if self.method not in METHODS:
             raise ValueError(f"history method {self.method!r} must be one of {', '.join(METHODS)}")
-        for name, value, hi in (("stay", self.stay, 1e3), ("power", self.power, 10.0)):
-            if not (math.isfinite(value) and 0.0 <= value <= hi):
+        limits = [("stay", self.stay, 1e3), ("power", self.power, 10.0), ("handled_motion", self.handled_motion, 16.0)]
+        limits.append(("handled_turn", self.handled_turn, 180.0))
+        for name, value, hi in limits:
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and 0.0 <= value <= hi):
                 raise ValueError(f"history {name} {value!r} must be within 0..{hi:g}")
+        stay = self.handled_stay
+        if not (isinstance(stay, (int, float)) and math.isfinite(stay) and 0.0 <= stay < 1.0):
+            raise ValueError(f"history handled_stay {stay!r} must be within 0..1 (1 excluded)")
 
 
 @dataclass
@@ -131,20 +168,29 @@ class History:
     def __init__(self, params: DecoderParams, settings: HistorySettings | None = None):
         self.settings = settings or HistorySettings()
         self.params = params
-        self.states = params.states
-        matrix = params.matrix + self.settings.stay * np.eye(len(self.states))
+        matrix = params.matrix + self.settings.stay * np.eye(len(params.states))
+        matrix, initial = matrix / matrix.sum(axis=1, keepdims=True), params.initial
+        n = len(params.classes)
+        #: the classes a moving device is not in (the still postures the model has)
+        self._still = np.array([i for i, c in enumerate(params.classes) if c in POSTURES], dtype=np.int64)
+        self._handled = (self.settings.handled_motion > 0 or self.settings.handled_turn > 0) and len(self._still) > 0
+        self._moving = np.array([i for i, c in enumerate(params.classes) if c not in POSTURES], dtype=np.int64)
+        self._gravity: tuple[float, float, float] | None = None  # the last window's gravity direction
+        self.states: tuple[str, ...] = params.states
+        if self._handled:
+            matrix, initial = with_handled(matrix, initial, n, self.settings.handled_stay)
+            self.states = (*params.states, UNKNOWN)
         self._matrix, self._initial, self._base = duration_lattice(
-            matrix / matrix.sum(axis=1, keepdims=True),
-            params.initial,
-            [self.settings.min_windows if i < len(params.classes) else 1 for i in range(len(self.states))],
+            matrix, initial, [self.settings.min_windows if i < n else 1 for i in range(len(self.states))]
         )
         self._of_base = np.eye(len(self.states))[self._base]  # (expanded, base) one-hot: marginals per state
-        self._plain = matrix / matrix.sum(axis=1, keepdims=True)  # the same without minimum bout lengths
+        self._plain = matrix  # the same without minimum bout lengths
         with np.errstate(divide="ignore"):
             self._log_matrix = np.log(self._matrix)
         self._evidence = Decoder(params).evidence  # the decoder's own emission, read, not changed
         self._pending: list[_Window] = []
         self._decided: int | None = None  # state of the last final window of this run
+        self._held = UNKNOWN  # what the last final window of this run was shown as
         self._filtered: np.ndarray | None = None  # its filtered state distribution
         self._last: _Window | None = None  # the last window taken (its number and times)
         self.final_until: float | None = None  # everything before this time is final
@@ -152,11 +198,21 @@ class History:
 
     # ------------------------------------------------------------ the verbs
 
-    def push(self, window: int, t_start: float, t_end: float, probs: Sequence[float]) -> list[Piece]:
+    def push(
+        self,
+        window: int,
+        t_start: float,
+        t_end: float,
+        probs: Sequence[float],
+        motion: float | None = None,
+        gravity: Sequence[float] | None = None,
+    ) -> list[Piece]:
         """One window (its number since the stream began, its first and last
-        sample's time, its class probabilities): the new final pieces, then
-        the provisional ones. A window refused (:attr:`refused` says why)
-        changes nothing and returns nothing."""
+        sample's time, its class probabilities, and its body motion if known:
+        :func:`~harstream.stream.core.decoder.window_motion`, g): the new final
+        pieces, then the provisional ones. A window refused (:attr:`refused`
+        says why) changes nothing and returns nothing; a motion that is not a
+        finite number >= 0 counts as not known."""
         self.refused = self._refusal(window, t_start, t_end, probs)
         if self.refused is not None:
             return []
@@ -164,8 +220,11 @@ class History:
         last = self._last
         if last is not None and window != last.window + 1:
             out += self.settle()  # a gap in the windows: the run before it is over
-            self._decided = self._filtered = None
+            self._decided = self._filtered = self._gravity = None
+            self._held = UNKNOWN
         evidence = self._evidence(np.asarray(probs, dtype=np.float64)) ** self.settings.power
+        if self._handled:
+            evidence = self._with_handled(evidence, motion, self._turn(gravity))
         item = _Window(window, float(t_start), float(t_end), evidence)
         self._pending.append(item)
         self._last = item
@@ -188,7 +247,8 @@ class History:
         final stays final: the new run's pieces start no earlier."""
         out = self.settle()
         self._last = None
-        self._decided = self._filtered = None
+        self._decided = self._filtered = self._gravity = None
+        self._held = UNKNOWN
         return out
 
     @property
@@ -197,6 +257,41 @@ class History:
         return len(self._pending)
 
     # ------------------------------------------------------------ internals
+
+    def _turn(self, gravity: Sequence[float] | None) -> float:
+        """Degrees the gravity direction turned since the window before (nan: not known)."""
+        g: tuple[float, float, float] | None = None
+        try:
+            if gravity is not None and len(gravity) == 3:
+                x, y, z = (float(v) for v in gravity)
+                norm = math.sqrt(x * x + y * y + z * z)
+                if math.isfinite(norm) and norm > 0:
+                    g = (x / norm, y / norm, z / norm)
+        except (TypeError, ValueError):
+            g = None
+        before, self._gravity = self._gravity, g
+        if before is None or g is None:
+            return math.nan
+        cos = before[0] * g[0] + before[1] * g[1] + before[2] * g[2]
+        return math.degrees(math.acos(min(1.0, max(-1.0, cos))))
+
+    def _with_handled(self, evidence: np.ndarray, motion: float | None, turn: float = math.nan) -> np.ndarray:
+        """The evidence with the handled state's: the share ``q`` of the still
+        postures' evidence the window's motion says is the device moved by
+        hand (``q`` is one half at ``handled_motion``, steeply more above,
+        steeply less below); no motion known, no handled evidence."""
+        m = float(motion) if isinstance(motion, (int, float)) else math.nan
+        out = evidence.copy()
+        handled = 0.0
+        if self.settings.handled_motion > 0 and math.isfinite(m) and m >= 0.0:
+            q = _share(m, self.settings.handled_motion)
+            out[self._still] *= 1.0 - q
+            handled = q * float(evidence[self._still].max())
+        if self.settings.handled_turn > 0 and math.isfinite(turn) and len(self._moving):
+            q = _share(turn, self.settings.handled_turn)
+            out[self._moving] *= 1.0 - q
+            handled = max(handled, q * float(evidence[self._moving].max()))
+        return np.append(out, handled)
 
     def _refusal(self, window: int, t_start: float, t_end: float, probs: Sequence[float]) -> str | None:
         if type(window) is not int or window < 0:
@@ -291,6 +386,8 @@ class History:
         self._filtered = f / total if np.isfinite(total) and total > 0 else self._initial
         self._pending.pop(0)
         self._decided = state
+        label = self._shown(state, self._held)
+        self._held = label
         if self.final_until is not None:
             # contiguous with, never over, what is final; a boundary computed another way may land a
             # fraction of a microsecond after it: that is float noise (the wire rounds to µs), not a gap
@@ -298,25 +395,38 @@ class History:
         if end <= start:  # all of it is final already (a window after a settle)
             return []
         self.final_until = end
-        return [Piece(round(start, 6), round(end, 6), self.states[state], True)]
+        return [Piece(round(start, 6), round(end, 6), label, True)]
+
+    def _shown(self, state: int, before: str) -> str:
+        """What a state is shown as: the handled state as what was shown before it."""
+        if self._handled and state == len(self.states) - 1:
+            return before
+        return self.states[state]
 
     def _provisional(self) -> list[Piece]:
         if not self._pending:
             return []
         out: list[Piece] = []
         start = self.final_until
+        held = self._held
         for w, state in zip(self._pending, self._decode()):
             piece_start = w.t_start if start is None else start
             end = self._end(w, last_of_run=w is self._pending[-1])
             start = end
             if end <= piece_start:
                 continue
-            label = self.states[state]
+            label = held = self._shown(state, held)
             if out and out[-1].label == label:
                 out[-1] = Piece(out[-1].start, round(end, 6), label, False)
             else:
                 out.append(Piece(round(piece_start, 6), round(end, 6), label, False))
         return out
+
+
+def _share(x: float, half: float) -> float:
+    """How much of a window's evidence a cue ``x`` gives the handled state:
+    one half at ``half``, rising steeply (:data:`HANDLED_STEEPNESS`) above it."""
+    return x**HANDLED_STEEPNESS / (x**HANDLED_STEEPNESS + half**HANDLED_STEEPNESS)
 
 
 def _marginal_states(prior: np.ndarray, evidence: np.ndarray, matrix: np.ndarray, of_base: np.ndarray) -> list[int]:
@@ -371,6 +481,26 @@ def duration_lattice(
     start = np.zeros(len(base))
     start[last] = initial
     return expanded, start, base
+
+
+def with_handled(matrix: np.ndarray, initial: np.ndarray, n_classes: int, stay: float) -> tuple[np.ndarray, np.ndarray]:
+    """The lattice with one more state, the device handled: entered from any
+    state with probability :data:`HANDLED_ENTER`, kept with ``stay``, left
+    for an activity as a (re)start would begin; a (re)start is in it with
+    :data:`HANDLED_INITIAL`.
+
+    >>> m, init = with_handled(np.array([[0.9, 0.1], [0.2, 0.8]]), np.array([0.5, 0.5]), 2, 0.8)
+    >>> m.round(3).tolist(), init.round(2).tolist()
+    ([[0.882, 0.098, 0.02], [0.196, 0.784, 0.02], [0.1, 0.1, 0.8]], [0.45, 0.45, 0.1])
+    """
+    s = len(matrix)
+    out = np.zeros((s + 1, s + 1))
+    out[:s, :s] = matrix * (1.0 - HANDLED_ENTER)
+    out[:s, s] = HANDLED_ENTER
+    start = np.asarray(initial[:n_classes], dtype=np.float64)
+    out[s, :n_classes] = (1.0 - stay) * start / start.sum()
+    out[s, s] = stay
+    return out, np.append(np.asarray(initial) * (1.0 - HANDLED_INITIAL), HANDLED_INITIAL)
 
 
 def merge_pieces(pieces: Sequence[Piece]) -> list[Piece]:

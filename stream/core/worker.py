@@ -872,7 +872,7 @@ class StreamCore:
                 smoothed, smoothed_probs = state.display.update(raw, w.motion, w.gravity)
                 if state.display.refused:
                     self._drop("probabilities", f"device {w.device} window {w.window}: {state.display.refused}")
-                pieces = state.history.push(w.window, w.t_start, w.t_end, raw)
+                pieces = state.history.push(w.window, w.t_start, w.t_end, raw, w.motion, w.gravity)
                 if state.history.refused and not state.display.refused:
                     self._drop("history", f"device {w.device} window {w.window}: {state.history.refused}")
                 self._revise(state, pieces)
