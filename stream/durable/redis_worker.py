@@ -1,23 +1,31 @@
 """The stream worker on the durable log: partitions by lease, state rebuilt
 from the log on takeover, predictions committed idempotently.
 
-Each owned partition gets its own :class:`~harstream.stream.core.worker.StreamCore`
-(used through its public verbs only) behind a
-:class:`~harstream.stream.durable.window_keys.WindowGrid`, so dropping a partition is
-dropping an object and every window has a key (device, window) that does not
-depend on the worker. The loop:
+The worker holds one :class:`~harstream.stream.core.worker.StreamCore` (used
+through its public verbs only) for every partition it owns, so a model call
+takes every partition's windows, as large a batch as the bus worker's. Each
+owned partition feeds its devices to it through its own
+:class:`~harstream.stream.durable.window_keys.WindowGrid` (every window has a key
+(device, window) that does not depend on the worker) and decides alone what
+it runs, commits and publishes (its
+:class:`~harstream.stream.durable.partition_state.PartitionState`); a device's
+partition is its hash (:func:`~harstream.stream.durable.partitions.partition_of`),
+and a partition given away takes its devices out of the core
+(:meth:`~harstream.stream.core.worker.StreamCore.forget`). The loop:
 
 1. **balance** (every ``balance_every_ms``): heartbeat into the member set,
    compute this worker's quota (:mod:`~harstream.stream.durable.partitions`), give
    back surplus partitions (drain: flush, predict, commit, release) and take
    free ones (acquire a lease with a new epoch, then rebuild);
-2. **read** each owned partition's stream with ``XREADGROUP … >`` and feed
-   the samples to the partition's core; acknowledge them (fenced);
-3. **predict** due batches of all partitions, one model call per served
-   model (each device is served in its mode, as by the single-process
-   worker: a :class:`~harstream.stream.core.model_routing.ModelRouter` shared by
-   every partition's core, kept in step with the personal-model folder);
-   **commit** the predictions through the fenced script (a window at or below
+2. **read** each owned partition's stream with ``XREADGROUP … >`` (an entry
+   carries one or several samples messages,
+   :func:`~harstream.stream.durable.bridge.entry_messages`) and feed the
+   samples to the core; acknowledge them (fenced);
+3. **predict** due batches, one model call per batch of one served model
+   (each device is served in its mode, as by the single-process worker: a
+   :class:`~harstream.stream.core.model_routing.ModelRouter`, kept in step
+   with the personal-model folder); **commit** each partition's predictions
+   through the fenced script, all partitions in one round trip (a window at or below
    the device's committed one is skipped, so a replay never duplicates), then
    publish them on the ZeroMQ output bus as the single-process worker does.
 
@@ -51,14 +59,15 @@ import numpy as np
 import redis
 
 from harstream.stream.core.model_routing import ModelRouter, ServedModel
-from harstream.stream.core.protocol import HistoryUpdate, Prediction, ProtocolError, decode_samples
+from harstream.stream.core.protocol import HistoryUpdate, Prediction, ProtocolError, SampleBatch, decode_samples
 from harstream.stream.core.subscriptions import Subscriptions
 from harstream.stream.core.worker import StreamCore, WorkerConfig, WorkerStats, one_model_router
+from harstream.stream.durable.bridge import entry_messages
 from harstream.stream.durable.broker import GROUP, PREFIX, Backoff, Keys, connect
 from harstream.stream.durable.history_store import HistoryStore, restore_today
 from harstream.stream.durable.leases import Fenced, Lease, Leases
 from harstream.stream.durable.partition_state import PartitionState
-from harstream.stream.durable.partitions import DEFAULT_PARTITIONS, plan
+from harstream.stream.durable.partitions import DEFAULT_PARTITIONS, partition_of, plan
 
 log = logging.getLogger(__name__)
 
@@ -126,11 +135,20 @@ class RedisWorker:
         self.publish = publish or (lambda predictions: None)
         # of the output bus: whose signal feed to make
         self.subscriptions = subscriptions if subscriptions is not None else Subscriptions()
+        # one core for every owned partition (each partition's devices are its own)
+        self.core = StreamCore(
+            self.classes,
+            self.model_id,
+            self.config,
+            self.worker_id,
+            router=self.router,
+            subscriptions=self.subscriptions,
+        )
+        self.core.started = time.monotonic()
         self.owned: dict[int, PartitionState] = {}
         self.counts: Counter[str] = Counter()
-        self.drops: Counter[str] = Counter()  # of the worker itself (model_refused), beside its cores'
-        self.retired: Counter[str] = Counter()  # totals of cores of partitions given away
-        self.retired_drops: Counter[str] = Counter()
+        self.drops: Counter[str] = Counter()  # of the worker itself (model_refused), beside its core's
+        self.retired: Counter[str] = Counter()  # window-grid counts of partitions given away
         self.backoff = Backoff()
         self.broker_up = True
         self.members: list[str] = []
@@ -177,21 +195,13 @@ class RedisWorker:
 
     def _take_over(self, lease: Lease, now: float) -> None:
         started = time.monotonic()
-        core = StreamCore(
-            self.classes,
-            self.model_id,
-            self.config,
-            self.worker_id,
-            router=self.router,
-            subscriptions=self.subscriptions,
-        )
-        core.started = now
-        owned = PartitionState(lease, core, self.config.smooth_windows, renewed=now)
+        owned = PartitionState(lease, self.core, self.config.smooth_windows, renewed=now)
         self.owned[lease.partition] = owned
         try:
             self._rebuild(owned, now, started)
         except Exception:
             self.owned.pop(lease.partition, None)  # half rebuilt: the lease runs out, someone retries
+            self.core.forget(owned.devices())
             raise
 
     def _rebuild(self, owned: PartitionState, now: float, started: float) -> None:
@@ -221,16 +231,14 @@ class RedisWorker:
                 if not entries:
                     break
                 for _entry_id, fields in entries:
-                    batch = self._decode(owned, fields)
-                    if batch is None:
-                        continue
-                    first_seq.setdefault(batch.device, batch.seq)
-                    replayed += owned.admit(batch, now, owned.replay_from(batch.device, context_windows))
+                    for batch in self._decode(lease.partition, fields):
+                        first_seq.setdefault(batch.device, batch.seq)
+                        replayed += owned.admit(batch, now, owned.replay_from(batch.device, context_windows))
                 cursor = "(" + _text(entries[-1][0])
                 if len(entries) < 5000:
                     break
             owned.count_unlogged(first_seq)
-            core.take_signals(now + 1e9)  # the replay is not news for the display
+            core.quiet_signals(first_seq)  # the replay is not news for the display
         if claimed:
             self.leases.ack(lease, GROUP, claimed)
         elapsed = (time.monotonic() - started) * 1000
@@ -270,19 +278,22 @@ class RedisWorker:
         owned = self.owned.get(p)
         if owned is None:
             return
-        while owned.core.waiting:
-            self._run_batches(now, only=p, force=True)
+        while self.core.waiting and p in self.owned:  # every partition's waiting windows: one core
+            self._run_batches(now, force=True)
+        if p not in self.owned:  # fenced meanwhile
+            return
         self.leases.release(owned.lease)
         self._drop(p, "released")
 
     def _drop(self, p: int, why: str) -> None:
+        """Forget partition ``p``: its state, and its devices in the core."""
         owned = self.owned.pop(p, None)
         if owned is None:
             return
-        stats = owned.core.stats(time.monotonic())
-        self.retired.update(stats.totals)
-        self.retired_drops.update(stats.drops)
-        self.retired.update({k: v for k, v in owned.grid.counts.items()})
+        self.retired.update(owned.grid.counts)
+        windows = self.core.forget(owned.devices())
+        if windows:
+            self.counts["windows_given_away"] += windows
         if why != "released":
             self.counts["leases_lost"] += 1
         log.info("%s: partition %d dropped (%s)", self.worker_id, p, why)
@@ -313,7 +324,7 @@ class RedisWorker:
             time.sleep(block_ms / 1000)
             return 0
         reply = self.client.xreadgroup(GROUP, self.worker_id, streams, count=self.lc.read_count, block=block_ms or None)
-        n = 0
+        n = messages = 0
         now = time.monotonic()
         acks: list[tuple[int, Lease, list]] = []
         for stream, entries in reply or []:
@@ -322,9 +333,9 @@ class RedisWorker:
             if owned is None:
                 continue
             for _entry_id, fields in entries:
-                batch = self._decode(owned, fields)
-                if batch is not None:
+                for batch in self._decode(p, fields):
                     owned.admit(batch, now)
+                    messages += 1
                 n += 1
             acks.append((p, owned.lease, [e[0] for e in entries]))
         # every partition's acknowledgement in one round trip, each fenced by its own lease
@@ -335,61 +346,69 @@ class RedisWorker:
                     self.owned[p].fence()
                 self._drop(p, str(result))
         self.counts["entries"] += n
+        self.counts["messages"] += messages
         return n
 
-    def _decode(self, owned: PartitionState, fields: dict):
+    def _decode(self, p: int, fields: dict) -> list[SampleBatch]:
+        """The samples messages of one log entry of partition ``p`` (one or
+        several), each validated as on the bus; the bad ones counted by reason
+        and left out (``partition``: a device that is not ``p``'s)."""
         try:
-            return decode_samples([fields[b"t"], fields[b"h"], fields[b"s"]])
-        except KeyError as exc:
-            owned.core.count_drop("frame_count", f"log entry lacks field {exc}")
-        except ProtocolError as exc:
-            owned.core.count_drop(exc.reason, exc.detail)
-        return None
+            messages = entry_messages(fields)
+        except ValueError as exc:
+            self.core.count_drop("frame_count", str(exc))
+            return []
+        out = []
+        for frames in messages:
+            try:
+                batch = decode_samples(frames)
+            except ProtocolError as exc:
+                self.core.count_drop(exc.reason, exc.detail)
+                continue
+            if partition_of(batch.device, self.lc.partitions) != p:
+                self.core.count_drop("partition", f"device {batch.device} in the log of partition {p}, not its own")
+                continue
+            out.append(batch)
+        return out
 
     # ------------------------------------------------------------ predict
 
-    def _run_batches(self, now: float, only: int | None = None, force: bool = False) -> int:
-        """Model calls for every partition with a due batch; returns windows predicted."""
+    def _run_batches(self, now: float, force: bool = False) -> int:
+        """Model calls while a batch is due (``force``: while any window waits); returns windows predicted."""
         total = 0
         for _ in range(1000):
-            parts = [
-                (p, o)
-                for p, o in self.owned.items()
-                if (only is None or p == only) and (o.core.batch_due(now) or (force and o.core.waiting))
-            ]
-            if not parts:
+            if not (self.core.batch_due(now) or (force and self.core.waiting)):
                 break
-            taken_all, rows = [], 0
-            for p, o in parts:
-                if rows >= self.config.max_batch:
-                    break
-                x, taken = o.core.take_batch()
-                taken_all.append((p, o, x, taken))
-                rows += len(taken)
-            self._predict(taken_all)
-            total += rows
+            x, taken = self.core.take_batch()
+            self._predict(x, taken)
+            total += len(taken)
             now = time.monotonic()
         return total
 
-    def _predict(self, taken_all: list) -> None:
-        """Label the batches taken from the partitions: one model call per
-        served model (a partition's batch holds one model's windows), each by
-        that model's runtime."""
-        by_model: dict[int, tuple[ServedModel, list]] = {}
-        for item in taken_all:
-            taken = item[3]
-            if taken:
-                by_model.setdefault(id(taken[0].served), (taken[0].served, []))[1].append(item)
-        for served, items in by_model.values():
-            self._predict_model(served, items)
-
-    def _predict_model(self, served: ServedModel, items: list) -> None:
-        jobs = []  # (p, state, taken, keys, mask of windows an earlier owner committed)
+    def _predict(self, x: np.ndarray, taken: list) -> None:
+        """Label one batch (one served model's windows, of any owned
+        partitions) in one call of that model's runtime; each partition
+        settles its windows, all partitions commit in one round trip, each
+        fenced by its own lease, and what held is published."""
+        if not taken:
+            return
+        served: ServedModel = taken[0].served
+        by_partition: dict[int, list[int]] = {}
+        for i, w in enumerate(taken):
+            by_partition.setdefault(partition_of(w.device, self.lc.partitions), []).append(i)
+        jobs = []  # (p, state, its windows, keys, mask of windows an earlier owner committed)
         xs = []
-        for p, o, x, taken in items:
-            keys, old = o.to_run(taken)
-            jobs.append((p, o, taken, keys, old))
-            xs.append(x[~old])
+        for p, idx in by_partition.items():
+            o = self.owned.get(p)
+            if o is None:  # given away meanwhile (its devices left the core): nothing of it is ours
+                self.counts["windows_given_away"] += len(idx)
+                continue
+            mine = [taken[i] for i in idx]
+            keys, old = o.to_run(mine)
+            jobs.append((p, o, mine, keys, old))
+            xs.append(x[idx][~old])
+        if not jobs:
+            return
         x_new = np.concatenate(xs)
         n_classes = len(served.output_classes)  # a personal head's windows get the shared model's classes
         try:
@@ -400,16 +419,15 @@ class RedisWorker:
             else:
                 probs_new = np.empty((0, n_classes))
         except Exception as exc:  # never die on a batch; counted in windows, as on the bus
-            for _, o, taken, _, _ in jobs:
-                o.core.count_drop("inference", f"{len(taken)} windows: {type(exc).__name__}: {exc}", len(taken))
+            self.core.count_drop("inference", f"{len(taken)} windows: {type(exc).__name__}: {exc}", len(taken))
             return
         now = time.monotonic()
         wall = time.time()
         offset = 0
         settled_all = []
-        for p, o, taken, keys, old in jobs:
+        for p, o, mine, keys, old in jobs:
             k_new = int((~old).sum())
-            settled = o.settle(taken, keys, old, probs_new[offset : offset + k_new], now)
+            settled = o.settle(mine, keys, old, probs_new[offset : offset + k_new], now)
             offset += k_new
             self.counts["unkeyed"] += settled.unkeyed
             self.counts["replayed_windows"] += settled.replayed
@@ -425,14 +443,15 @@ class RedisWorker:
             else:
                 self.counts["committed"] += result[0]
                 self.counts["skipped_committed"] += result[1]
-        for _, o, settled in settled_all:
-            out = o.to_publish(settled)  # a stale owner publishes nothing
-            for pred in out:
-                self._latencies.append(pred.latency_ms)
-                self._lags.append((wall - pred.t_end) * 1000.0)
-            if out:
-                self.publish(out)
-            self.counts["published"] += len(out)
+        out = [
+            pred for _, o, settled in settled_all for pred in o.to_publish(settled)
+        ]  # a stale owner publishes nothing
+        for pred in out:
+            self._latencies.append(pred.latency_ms)
+            self._lags.append((wall - pred.t_end) * 1000.0)
+        if out:
+            self.publish(out)
+        self.counts["published"] += len(out)
 
     # ---------------------------------------------------------- the loop
 
@@ -451,10 +470,9 @@ class RedisWorker:
                 self.balance(now)
             # Wait for entries until the oldest waiting window must run (never past 10 ms or the next
             # chore), not in a busy loop of non-blocking reads while windows wait for a batch to fill.
-            for o in self.owned.values():
-                deadline = o.core.next_deadline()
-                if deadline is not None:
-                    wake = min(wake, deadline)
+            deadline = self.core.next_deadline()
+            if deadline is not None:
+                wake = min(wake, deadline)
             self.read(now, block_ms=int(min(10.0, (wake - now) * 1000)) if wake > now + 0.001 else 0)
             self._run_batches(time.monotonic())
             if not self.broker_up:
@@ -473,34 +491,38 @@ class RedisWorker:
             raise
 
     def cores(self) -> list[StreamCore]:
-        return [o.core for o in self.owned.values()]
+        return [self.core]
 
     def evict_idle(self, now: float) -> None:
-        """Idle devices of every owned partition, forgotten by its core and its state."""
-        for o in self.owned.values():
-            o.forget(o.core.evict_idle(now))
+        """Idle devices, forgotten by the core and by their partition's state."""
+        gone = self.core.evict_idle(now)
+        if gone:
+            for o in self.owned.values():
+                o.forget(gone)
 
     def settle_quiet(self, now: float) -> None:
-        for o in self.owned.values():
-            o.core.settle_quiet(now)
+        self.core.settle_quiet(now)
 
     def take_history(self) -> list[HistoryUpdate]:
-        """Every owned partition's history revisions, kept first (fenced by
-        its lease; final pieces idempotent by device and time, clipped to what
-        is not final yet) and returned as kept; a partition whose lease is
-        lost publishes nothing more."""
+        """The core's history revisions, each kept first under its device's
+        partition's lease (final pieces idempotent by device and time, clipped
+        to what is not final yet) and returned as kept; a partition whose
+        lease is lost publishes nothing more."""
         out: list[HistoryUpdate] = []
-        for p, o in list(self.owned.items()):
-            for update in o.core.take_history():
-                state = o.core.devices.get(update.device)
-                classes = state.served.classes if state is not None else tuple(self.classes)
-                kept = self.history.keep(self.keys.lease(p), o.lease.value, update, o.core, classes)
-                if kept is None:
-                    self.counts["fenced"] += 1
-                    o.fence()
-                    self._drop(p, f"partition {p}: lease lost while keeping history")
-                    break
-                out.append(kept)
+        for update in self.core.take_history():
+            p = partition_of(update.device, self.lc.partitions)
+            o = self.owned.get(p)
+            if o is None:  # given away, or fenced by an earlier update
+                continue
+            state = self.core.devices.get(update.device)
+            classes = state.served.classes if state is not None else tuple(self.classes)
+            kept = self.history.keep(self.keys.lease(p), o.lease.value, update, self.core, classes)
+            if kept is None:
+                self.counts["fenced"] += 1
+                o.fence()
+                self._drop(p, f"partition {p}: lease lost while keeping history")
+                continue
+            out.append(kept)
         return out
 
     def forget_chore(self, now: float) -> None:
@@ -523,54 +545,29 @@ class RedisWorker:
         return gone
 
     def stats(self, now: float) -> WorkerStats:
-        """The worker's statistics, every partition's together, with ``broker``."""
-        per = [o.core.stats(now) for o in self.owned.values()]
-        totals, drops = Counter(self.retired), Counter(self.retired_drops) + self.drops
-        grid: Counter[str] = Counter()
-        modes: Counter[str] = Counter()
-        served: Counter[str] = Counter()  # devices per model key
-        for o, s in zip(self.owned.values(), per):
-            totals.update(s.totals)
-            drops.update(s.drops)
+        """The worker's statistics (its core's, with ``broker``)."""
+        out = self.core.stats(now)
+        grid: Counter[str] = Counter(self.retired)
+        for o in self.owned.values():
             grid.update(o.grid.counts)
-            modes.update(s.modes)
-            served.update({m["key"]: m["devices"] for m in s.models})
         lat = np.asarray(self._latencies) if self._latencies else None
         lag = np.asarray(self._lags) if self._lags else None
-        batches = sum(s.batches for s in per)
-        out = WorkerStats(
-            devices=sum(s.devices for s in per),
-            interval_s=max((s.interval_s for s in per), default=0.0),
-            samples_per_s=round(sum(s.samples_per_s for s in per), 1),
-            windows_per_s=round(sum(s.windows_per_s for s in per), 1),
-            predictions_per_s=round(sum(s.predictions_per_s for s in per), 1),
-            messages_per_s=round(sum(s.messages_per_s for s in per), 1),
-            batches=batches,
-            batch_mean=round(sum(s.batch_mean * s.batches for s in per) / batches, 2) if batches else 0.0,
-            batch_max=max((s.batch_max for s in per), default=0),
-            latency_p50_ms=round(float(np.percentile(lat, 50)), 2) if lat is not None else None,
-            latency_p99_ms=round(float(np.percentile(lat, 99)), 2) if lat is not None else None,
-            lag_p50_ms=round(float(np.percentile(lag, 50)), 2) if lag is not None else None,
-            lag_p99_ms=round(float(np.percentile(lag, 99)), 2) if lag is not None else None,
-            pending=sum(s.pending for s in per),
-            pending_high_water=max((s.pending_high_water for s in per), default=0),
-            drops=dict(drops),
-            totals=dict(totals),
-            model=self.model_id,
-            models=self.router.describe(served),
-            modes=dict(modes),
-            worker=self.worker_id,
-            broker={
-                "up": self.broker_up,
-                "url": self.url,
-                "members": len(self.members),
-                "partitions": sorted(self.owned),
-                "epochs": {str(p): o.lease.epoch for p, o in self.owned.items()},
-                "lost_samples": grid["lost_samples"] + self.retired["lost_samples"],
-                "rebuild_ms_max": round(max(self.rebuild_ms), 1) if self.rebuild_ms else None,
-                **dict(self.counts),
-            },
-        )
+        # latency and lag of what was published (not of windows replayed on takeover)
+        out.latency_p50_ms = round(float(np.percentile(lat, 50)), 2) if lat is not None else None
+        out.latency_p99_ms = round(float(np.percentile(lat, 99)), 2) if lat is not None else None
+        out.lag_p50_ms = round(float(np.percentile(lag, 50)), 2) if lag is not None else None
+        out.lag_p99_ms = round(float(np.percentile(lag, 99)), 2) if lag is not None else None
+        out.drops = dict(Counter(out.drops) + self.drops)
+        out.broker = {
+            "up": self.broker_up,
+            "url": self.url,
+            "members": len(self.members),
+            "partitions": sorted(self.owned),
+            "epochs": {str(p): o.lease.epoch for p, o in self.owned.items()},
+            "lost_samples": grid["lost_samples"],
+            "rebuild_ms_max": round(max(self.rebuild_ms), 1) if self.rebuild_ms else None,
+            **dict(self.counts),
+        }
         self._latencies, self._lags, self.rebuild_ms = [], [], []
         return out
 
