@@ -57,6 +57,7 @@ log = logging.getLogger(__name__)
 MAX_SAMPLES_BYTES = MAX_SAMPLES_PER_MESSAGE * 24  # the largest valid samples frame: 5000 x 6 float32
 MAX_MESSAGE_BYTES = 1024 + MAX_HEADER_BYTES + MAX_SAMPLES_BYTES  # the largest valid message, topic included
 DEFAULT_MAX_BYTES = 128 * 2**20  # bytes buffered while the broker is away
+MAX_DRAIN = 20_000  # messages taken from the socket per flush at most
 MAX_ENTRY_BYTES = 256 * 1024  # messages packed into one log entry, in bytes (one larger message goes alone)
 _LENGTHS = struct.Struct("<III")  # topic, header and samples lengths of each packed message
 
@@ -384,19 +385,24 @@ def serve_bridge(
             on_ready(address)
         next_flush = time.monotonic() + flush_ms / 1000
         next_print = time.monotonic() + stats_every
+        behind = False
         while not stop.is_set():
+            # Messages wait in the socket until the flush (up to rcvhwm): one wake-up and one drain
+            # per flush, not one per message; at once again while a backlog is being drained.
+            wait = next_flush - time.monotonic()
+            if wait > 0 and not behind and stop.wait(wait):
+                break
+            drained = 0
+            while drained < MAX_DRAIN:
+                try:
+                    frames = receive_frames(sub.recv, zmq.NOBLOCK)  # recv_multipart at 60 % of its cost
+                except zmq.Again:
+                    break
+                drained += 1
+                buf.add(frames)
+            counts["received"] += drained
+            behind = drained >= MAX_DRAIN
             now = time.monotonic()
-            if sub.poll(int(max(0.0, next_flush - now) * 1000)):  # pyzmq truncates a float the same way
-                for _ in range(20_000):
-                    try:
-                        frames = receive_frames(sub.recv, zmq.NOBLOCK)  # recv_multipart at 60 % of its cost
-                    except zmq.Again:
-                        break
-                    counts["received"] += 1
-                    buf.add(frames)
-            now = time.monotonic()
-            if now < next_flush:
-                continue
             next_flush = now + flush_ms / 1000
             if buf.buffered and backoff.ready(now):
                 taken = buf.take()

@@ -106,6 +106,38 @@ return n
 """
 
 
+def run_scripts(client, calls: list[tuple]) -> list:
+    """Run ``(script, keys, args)`` calls of registered scripts in one
+    pipelined round trip, by their SHA: without the ``SCRIPT EXISTS`` round
+    trip redis-py's pipeline makes first on every execute. A script the
+    server lacks (it restarted) is loaded and its calls run once more; any
+    other error is raised, as ``execute()`` would.
+
+    Returns each call's reply, in order."""
+    import redis
+
+    def execute(todo: list[int]) -> list:
+        pipe = client.pipeline(transaction=False)
+        for i in todo:
+            script, keys, args = calls[i]
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+        return pipe.execute(raise_on_error=False)
+
+    if not calls:
+        return []
+    results = execute(list(range(len(calls))))
+    missing = [i for i, r in enumerate(results) if isinstance(r, redis.exceptions.NoScriptError)]
+    if missing:
+        for script in {id(calls[i][0]): calls[i][0] for i in missing}.values():
+            client.script_load(script.script)
+        for i, result in zip(missing, execute(missing)):
+            results[i] = result
+    for result in results:
+        if isinstance(result, Exception):
+            raise result
+    return results
+
+
 class Fenced(Exception):
     """This worker's lease on the partition is gone; its write was refused."""
 
@@ -185,17 +217,16 @@ class Leases:
         """:meth:`ack` for several partitions in one round trip: per partition,
         entries acknowledged or the :class:`Fenced` it met (not raised)."""
         acks = [(lease, ids) for lease, ids in acks if ids]
-        if not acks:
-            return []
-        pipe = self.client.pipeline(transaction=False)
-        for lease, ids in acks:
-            self._ack(
-                keys=[self.keys.lease(lease.partition), self.keys.partition(lease.partition)],
-                args=[lease.value, group, *ids],
-                client=pipe,
+        calls = [
+            (
+                self._ack,
+                [self.keys.lease(lease.partition), self.keys.partition(lease.partition)],
+                [lease.value, group, *ids],
             )
+            for lease, ids in acks
+        ]
         out: list[int | Fenced] = []
-        for (lease, _), result in zip(acks, pipe.execute()):
+        for (lease, _), result in zip(acks, run_scripts(self.client, calls)):
             out.append(_fenced(lease) if result == -1 else int(result))
         return out
 
@@ -204,13 +235,11 @@ class Leases:
     ) -> list[tuple[int, int] | Fenced]:
         """:meth:`commit` for several partitions in one round trip: per
         partition, (written, skipped) or the :class:`Fenced` it met (not raised)."""
-        if not commits:
-            return []
-        pipe = self.client.pipeline(transaction=False)
-        for lease, rows in commits:
-            self._commit(keys=self._commit_keys(lease), args=self._commit_args(lease, rows, maxlen), client=pipe)
+        calls = [
+            (self._commit, self._commit_keys(lease), self._commit_args(lease, rows, maxlen)) for lease, rows in commits
+        ]
         out: list[tuple[int, int] | Fenced] = []
-        for (lease, _), result in zip(commits, pipe.execute()):
+        for (lease, _), result in zip(commits, run_scripts(self.client, calls)):
             out.append(_fenced(lease) if result == -1 else (int(result[0]), int(result[1])))
         return out
 

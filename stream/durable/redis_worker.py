@@ -83,6 +83,9 @@ class LogConfig:
     rebuild_s: float = 12.0  # log tail replayed on takeover (context 4 windows + warm-up + window in progress)
     warmup_windows: int = 2  # windows of filter warm-up before the first context window
     read_count: int = 2000  # entries per partition per read
+    # Entries read are acknowledged together at most this often (a takeover replays the log tail up to
+    # the last entry read anyway, acknowledged or not; acknowledging keeps the pending lists short).
+    ack_every_ms: int = 100
     predictions_maxlen: int = 100_000  # the capped predictions stream
     # A device with no window committed for this long loses its progress record and latest
     # prediction in the broker (0: kept for ever); an id-rotating client cannot grow them for good.
@@ -157,6 +160,8 @@ class RedisWorker:
         self._lags: list[float] = []
         self._lock = threading.Lock()
         self._next_balance = 0.0
+        self._unacked: dict[int, list] = {}  # partition -> ids of entries read, not yet acknowledged
+        self._next_ack = 0.0
         self._lost: set[int] = set()
         self._renewer_stop = threading.Event()
         self._renewer = threading.Thread(target=self._renew_loop, name="lease-renewer", daemon=True)
@@ -282,6 +287,9 @@ class RedisWorker:
             self._run_batches(now, force=True)
         if p not in self.owned:  # fenced meanwhile
             return
+        self.acknowledge(only=p)
+        if p not in self.owned:
+            return
         self.leases.release(owned.lease)
         self._drop(p, "released")
 
@@ -291,6 +299,7 @@ class RedisWorker:
         if owned is None:
             return
         self.retired.update(owned.grid.counts)
+        self._unacked.pop(p, None)  # the next owner claims them
         windows = self.core.forget(owned.devices())
         if windows:
             self.counts["windows_given_away"] += windows
@@ -326,7 +335,6 @@ class RedisWorker:
         reply = self.client.xreadgroup(GROUP, self.worker_id, streams, count=self.lc.read_count, block=block_ms or None)
         n = messages = 0
         now = time.monotonic()
-        acks: list[tuple[int, Lease, list]] = []
         for stream, entries in reply or []:
             p = int(_text(stream).rsplit(":", 1)[1])
             owned = self.owned.get(p)
@@ -337,17 +345,25 @@ class RedisWorker:
                     owned.admit(batch, now)
                     messages += 1
                 n += 1
-            acks.append((p, owned.lease, [e[0] for e in entries]))
-        # every partition's acknowledgement in one round trip, each fenced by its own lease
+            self._unacked.setdefault(p, []).extend(e[0] for e in entries)
+        if now >= self._next_ack:
+            self._next_ack = now + self.lc.ack_every_ms / 1000
+            self.acknowledge()
+        self.counts["entries"] += n
+        self.counts["messages"] += messages
+        return n
+
+    def acknowledge(self, only: int | None = None) -> None:
+        """Acknowledge the entries read of every owned partition (or of
+        ``only``): one round trip, each partition fenced by its own lease."""
+        parts = [p for p in self._unacked if (only is None or p == only) and p in self.owned]
+        acks = [(p, self.owned[p].lease, self._unacked.pop(p)) for p in parts]
         results = self.leases.ack_many(GROUP, [(lease, ids) for _, lease, ids in acks if ids])
         for (p, _, _), result in zip([a for a in acks if a[2]], results):
             if isinstance(result, Fenced):
                 if p in self.owned:
                     self.owned[p].fence()
                 self._drop(p, str(result))
-        self.counts["entries"] += n
-        self.counts["messages"] += messages
-        return n
 
     def _decode(self, p: int, fields: dict) -> list[SampleBatch]:
         """The samples messages of one log entry of partition ``p`` (one or
@@ -506,23 +522,31 @@ class RedisWorker:
     def take_history(self) -> list[HistoryUpdate]:
         """The core's history revisions, each kept first under its device's
         partition's lease (final pieces idempotent by device and time, clipped
-        to what is not final yet) and returned as kept; a partition whose
-        lease is lost publishes nothing more."""
-        out: list[HistoryUpdate] = []
+        to what is not final yet; all in one round trip) and returned as kept;
+        a partition whose lease is lost publishes nothing more."""
+        items, owners = [], []
         for update in self.core.take_history():
             p = partition_of(update.device, self.lc.partitions)
             o = self.owned.get(p)
-            if o is None:  # given away, or fenced by an earlier update
+            if o is None:  # given away meanwhile: nothing of it is ours
                 continue
             state = self.core.devices.get(update.device)
             classes = state.served.classes if state is not None else tuple(self.classes)
-            kept = self.history.keep(self.keys.lease(p), o.lease.value, update, self.core, classes)
-            if kept is None:
-                self.counts["fenced"] += 1
-                o.fence()
-                self._drop(p, f"partition {p}: lease lost while keeping history")
+            items.append((self.keys.lease(p), o.lease.value, update, classes))
+            owners.append(p)
+        out: list[HistoryUpdate] = []
+        lost: set[int] = set()
+        for p, kept in zip(owners, self.history.keep_many(items, self.core)):
+            if kept is None or p in lost:
+                if p not in lost:
+                    self.counts["fenced"] += 1
+                    lost.add(p)
                 continue
             out.append(kept)
+        for p in lost:
+            if p in self.owned:
+                self.owned[p].fence()
+                self._drop(p, f"partition {p}: lease lost while keeping history")
         return out
 
     def forget_chore(self, now: float) -> None:
