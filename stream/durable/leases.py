@@ -187,6 +187,11 @@ class Leases:
     def renew(self, lease: Lease) -> bool:
         return bool(self._renew(keys=[self.keys.lease(lease.partition)], args=[lease.value, self.ttl_ms]))
 
+    def renew_many(self, leases: list[Lease]) -> list[bool]:
+        """:meth:`renew` for several partitions in one round trip: per lease, renewed or lost."""
+        calls = [(self._renew, [self.keys.lease(lease.partition)], [lease.value, self.ttl_ms]) for lease in leases]
+        return [bool(result) for result in run_scripts(self.client, calls)]
+
     def release(self, lease: Lease) -> bool:
         return bool(self._release(keys=[self.keys.lease(lease.partition)], args=[lease.value]))
 
@@ -212,6 +217,23 @@ class Leases:
         if out == -1:
             raise Fenced(f"partition {p}: lease epoch {lease.epoch} no longer held by {lease.worker}")
         return int(out)
+
+    def forget_many(self, leases: list[Lease], older_than_ms: int, limit: int = 1000) -> list[int | Fenced]:
+        """:meth:`forget` for several partitions in one round trip: per lease,
+        devices forgotten or the :class:`Fenced` it met (not raised)."""
+        calls = [
+            (
+                self._forget,
+                [self.keys.lease(lease.partition), self.keys.progress(lease.partition), self.keys.latest]
+                + [self.keys.seen(lease.partition)],
+                [lease.value, int(older_than_ms), int(limit)],
+            )
+            for lease in leases
+        ]
+        return [
+            _fenced(lease) if result == -1 else int(result)
+            for lease, result in zip(leases, run_scripts(self.client, calls))
+        ]
 
     def ack_many(self, group: str, acks: list[tuple[Lease, list]]) -> list[int | Fenced]:
         """:meth:`ack` for several partitions in one round trip: per partition,

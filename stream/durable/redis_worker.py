@@ -86,6 +86,9 @@ class LogConfig:
     # Entries read are acknowledged together at most this often (a takeover replays the log tail up to
     # the last entry read anyway, acknowledged or not; acknowledging keeps the pending lists short).
     ack_every_ms: int = 100
+    # After a read that brought entries, the next one waits this long (the bridge writes every 20 ms):
+    # one read per write of the bridge, not one per turn of the loop while windows wait for a batch.
+    read_gap_ms: float = 10.0
     predictions_maxlen: int = 100_000  # the capped predictions stream
     # A device with no window committed for this long loses its progress record and latest
     # prediction in the broker (0: kept for ever); an id-rotating client cannot grow them for good.
@@ -162,6 +165,7 @@ class RedisWorker:
         self._next_balance = 0.0
         self._unacked: dict[int, list] = {}  # partition -> ids of entries read, not yet acknowledged
         self._next_ack = 0.0
+        self._read_after = 0.0  # monotonic time before which the loop does not read
         self._lost: set[int] = set()
         self._renewer_stop = threading.Event()
         self._renewer = threading.Thread(target=self._renew_loop, name="lease-renewer", daemon=True)
@@ -311,13 +315,15 @@ class RedisWorker:
         client = connect(self.url, allow_remote=self.lc.allow_remote_broker)
         leases = Leases(client, self.keys, self.lc.lease_ttl_ms)
         while not self._renewer_stop.wait(self.lc.renew_every_ms / 1000):
-            for p, owned in list(self.owned.items()):
-                try:
-                    ok = leases.renew(owned.lease)
-                except Exception:  # broker away: the lease runs out on its own
-                    continue
+            owned = list(self.owned.items())
+            try:  # every lease in one round trip
+                renewed = leases.renew_many([o.lease for _, o in owned])
+            except Exception:  # broker away: the leases run out on their own
+                continue
+            now = time.monotonic()
+            for (p, o), ok in zip(owned, renewed):
                 if ok:
-                    owned.renewed = time.monotonic()
+                    o.renewed = now
                 else:
                     with self._lock:
                         self._lost.add(p)
@@ -473,7 +479,8 @@ class RedisWorker:
 
     def step(self, now: float, wake: float, publish: Callable[[list[Prediction]], None]) -> None:
         """One turn of the edge loop: balance if due, read (waiting at most
-        until ``wake``, 10 ms), predict, commit and ``publish``. A broker error
+        until ``wake``, 10 ms; not again within ``read_gap_ms`` of a read that
+        brought entries), predict, commit and ``publish``. A broker error
         is counted and retried with back-off; anything else is counted here
         and raised for the loop to count (``internal``)."""
         self.publish = publish
@@ -489,7 +496,10 @@ class RedisWorker:
             deadline = self.core.next_deadline()
             if deadline is not None:
                 wake = min(wake, deadline)
-            self.read(now, block_ms=int(min(10.0, (wake - now) * 1000)) if wake > now + 0.001 else 0)
+            if now < self._read_after:  # entries came a moment ago: the next ones are a bridge flush away
+                time.sleep(max(0.0, min(wake, self._read_after) - now))
+            elif self.read(now, block_ms=int(min(10.0, (wake - now) * 1000)) if wake > now + 0.001 else 0):
+                self._read_after = time.monotonic() + self.lc.read_gap_ms / 1000
             self._run_batches(time.monotonic())
             if not self.broker_up:
                 log.warning("%s: broker %s back", self.worker_id, self.url)
@@ -560,11 +570,13 @@ class RedisWorker:
         """Let the broker forget the owned partitions' devices with no window
         committed for ``forget_after_s`` (fenced, as every write); how many."""
         gone = 0
-        for p, o in list(self.owned.items()):
-            try:
-                gone += self.leases.forget(o.lease, int(self.lc.forget_after_s * 1000))
-            except Fenced as exc:
-                self._drop(p, str(exc))
+        owned = list(self.owned.items())
+        results = self.leases.forget_many([o.lease for _, o in owned], int(self.lc.forget_after_s * 1000))
+        for (p, _), result in zip(owned, results):  # every partition in one round trip
+            if isinstance(result, Fenced):
+                self._drop(p, str(result))
+            else:
+                gone += result
         self.counts["forgotten_devices"] += gone
         return gone
 
