@@ -87,19 +87,28 @@ class HistoryStore:
         to publish, or None where the lease is no longer ours."""
         from harstream.stream.durable.leases import run_scripts
 
-        out: list[HistoryUpdate | None] = []
+        calls, at = self.keep_calls(items)
+        return self.kept(items, at, run_scripts(self.client, calls), core)
+
+    def keep_calls(self, items: Sequence[tuple[str, str, HistoryUpdate, Sequence[str]]]) -> tuple[list, list[int]]:
+        """The script calls of :meth:`keep_many` (to run with others), and the
+        item each is for (an update with nothing final needs none)."""
         calls, at = [], []
-        for lease_key, lease_value, update, _ in items:
+        for i, (lease_key, lease_value, update, _) in enumerate(items):
             args: list = [lease_value, update.device]
             for p in split_at_midnight(update.final_pieces()):
                 category = CATEGORY.get(p["label"], "")
                 args += [repr(p["start"]), repr(p["end"]), p["label"], category, str(int(p["start"] // DAY))]
-            out.append(update)  # nothing final: published as it is
             if len(args) > 2:
                 keys = [lease_key, self.until_key(), self.pieces_key(update.device), self.today_key(update.device)]
                 calls.append((self._keep, keys, args))
-                at.append(len(out) - 1)
-        for i, reply in zip(at, run_scripts(self.client, calls)):
+                at.append(i)
+        return calls, at
+
+    def kept(self, items: Sequence[tuple], at: list[int], replies: list, core=None) -> list[HistoryUpdate | None]:
+        """What :meth:`keep_many` returns, from the replies of its calls."""
+        out: list[HistoryUpdate | None] = [update for _, _, update, _ in items]  # nothing final: as it is
+        for i, reply in zip(at, replies):
             out[i] = None if reply == -1 else self._kept(items[i][2], reply, core, items[i][3])
         return out
 

@@ -178,6 +178,24 @@ class Leases:
         values = self.client.mget([self.keys.lease(p) for p in range(partitions)])
         return [v.decode() if v is not None else None for v in values]
 
+    def heartbeat_and_holders(self, worker: str, partitions: int) -> tuple[list[str], list[str | None]]:
+        """:meth:`heartbeat` and :meth:`holders` in one round trip."""
+        import redis
+
+        pipe = self.client.pipeline(transaction=False)
+        pipe.evalsha(self._heartbeat.sha, 1, self.keys.members, worker, self.ttl_ms)
+        pipe.mget([self.keys.lease(p) for p in range(partitions)])
+        members, values = pipe.execute(raise_on_error=False)
+        if isinstance(members, redis.exceptions.NoScriptError):  # the server restarted: load it
+            members = self._heartbeat(keys=[self.keys.members], args=[worker, self.ttl_ms])
+        for reply in (members, values):
+            if isinstance(reply, Exception):
+                raise reply
+        return (
+            sorted(m.decode() if isinstance(m, bytes) else m for m in members),
+            [v.decode() if v is not None else None for v in values],
+        )
+
     def acquire(self, partition: int, worker: str) -> Lease | None:
         epoch = int(
             self._acquire(keys=[self.keys.lease(partition), self.keys.epoch(partition)], args=[worker, self.ttl_ms])
@@ -257,13 +275,21 @@ class Leases:
     ) -> list[tuple[int, int] | Fenced]:
         """:meth:`commit` for several partitions in one round trip: per
         partition, (written, skipped) or the :class:`Fenced` it met (not raised)."""
-        calls = [
+        return self.commit_results(commits, run_scripts(self.client, self.commit_calls(commits, maxlen)))
+
+    def commit_calls(self, commits: list[tuple[Lease, list[tuple[str, int, dict, dict]]]], maxlen: int) -> list:
+        """The script calls of :meth:`commit_many`, to run with others (:func:`run_scripts`)."""
+        return [
             (self._commit, self._commit_keys(lease), self._commit_args(lease, rows, maxlen)) for lease, rows in commits
         ]
-        out: list[tuple[int, int] | Fenced] = []
-        for (lease, _), result in zip(commits, run_scripts(self.client, calls)):
-            out.append(_fenced(lease) if result == -1 else (int(result[0]), int(result[1])))
-        return out
+
+    @staticmethod
+    def commit_results(commits: list[tuple[Lease, list]], replies: list) -> list[tuple[int, int] | Fenced]:
+        """What :meth:`commit_many` returns, from the replies of its calls."""
+        return [
+            _fenced(lease) if reply == -1 else (int(reply[0]), int(reply[1]))
+            for (lease, _), reply in zip(commits, replies)
+        ]
 
     def _commit_keys(self, lease: Lease) -> list[str]:
         p = lease.partition

@@ -65,7 +65,7 @@ from harstream.stream.core.worker import StreamCore, WorkerConfig, WorkerStats, 
 from harstream.stream.durable.bridge import entry_messages
 from harstream.stream.durable.broker import GROUP, PREFIX, Backoff, Keys, connect
 from harstream.stream.durable.history_store import HistoryStore, restore_today
-from harstream.stream.durable.leases import Fenced, Lease, Leases
+from harstream.stream.durable.leases import Fenced, Lease, Leases, run_scripts
 from harstream.stream.durable.partition_state import PartitionState
 from harstream.stream.durable.partitions import DEFAULT_PARTITIONS, partition_of, plan
 
@@ -166,6 +166,7 @@ class RedisWorker:
         self._unacked: dict[int, list] = {}  # partition -> ids of entries read, not yet acknowledged
         self._next_ack = 0.0
         self._read_after = 0.0  # monotonic time before which the loop does not read
+        self._kept_history: list[HistoryUpdate] = []  # kept with a commit, to publish after its predictions
         self._lost: set[int] = set()
         self._renewer_stop = threading.Event()
         self._renewer = threading.Thread(target=self._renew_loop, name="lease-renewer", daemon=True)
@@ -182,10 +183,9 @@ class RedisWorker:
 
     def balance(self, now: float) -> None:
         """Join/refresh membership; give back surplus partitions; take free ones."""
-        self.members = self.leases.heartbeat(self.worker_id)
+        self.members, holders = self.leases.heartbeat_and_holders(self.worker_id, self.lc.partitions)
         if self.worker_id not in self.members:  # our own heartbeat expired meanwhile
             self.members = sorted({*self.members, self.worker_id})
-        holders = self.leases.holders(self.lc.partitions)
         with self._lock:
             lost, self._lost = self._lost, set()
         for p in lost:
@@ -454,9 +454,15 @@ class RedisWorker:
             self.counts["unkeyed"] += settled.unkeyed
             self.counts["replayed_windows"] += settled.replayed
             settled_all.append((p, o, settled))
-        # every partition's commit in one round trip, each fenced by its own lease
+        # every partition's commit and the history revisions of these windows in one round trip,
+        # each fenced by its partition's lease
         to_commit = [(p, o, settled) for p, o, settled in settled_all if settled.rows]
-        results = self.leases.commit_many([(o.lease, st.rows) for _, o, st in to_commit], self.lc.predictions_maxlen)
+        commits = [(o.lease, st.rows) for _, o, st in to_commit]
+        calls = self.leases.commit_calls(commits, self.lc.predictions_maxlen)
+        items, owners = self._history_items(self.core.take_history())
+        keep_calls, at = self.history.keep_calls(items)
+        replies = run_scripts(self.client, calls + keep_calls)
+        results = self.leases.commit_results(commits, replies[: len(calls)])
         for (p, o, settled), result in zip(to_commit, results):
             if isinstance(result, Fenced):
                 self.counts["fenced"] += len(settled.rows)
@@ -465,6 +471,7 @@ class RedisWorker:
             else:
                 self.counts["committed"] += result[0]
                 self.counts["skipped_committed"] += result[1]
+        self._kept_history += self._history_out(owners, self.history.kept(items, at, replies[len(calls) :], self.core))
         out = [
             pred for _, o, settled in settled_all for pred in o.to_publish(settled)
         ]  # a stale owner publishes nothing
@@ -532,10 +539,19 @@ class RedisWorker:
     def take_history(self) -> list[HistoryUpdate]:
         """The core's history revisions, each kept first under its device's
         partition's lease (final pieces idempotent by device and time, clipped
-        to what is not final yet; all in one round trip) and returned as kept;
-        a partition whose lease is lost publishes nothing more."""
+        to what is not final yet; all in one round trip, or in the round trip
+        of the predictions that made them) and returned as kept; a partition
+        whose lease is lost publishes nothing more."""
+        out, self._kept_history = self._kept_history, []
+        items, owners = self._history_items(self.core.take_history())
+        if items:
+            out += self._history_out(owners, self.history.keep_many(items, self.core))
+        return out
+
+    def _history_items(self, updates: list[HistoryUpdate]) -> tuple[list[tuple], list[int]]:
+        """The updates of owned partitions as items to keep, and each one's partition."""
         items, owners = [], []
-        for update in self.core.take_history():
+        for update in updates:
             p = partition_of(update.device, self.lc.partitions)
             o = self.owned.get(p)
             if o is None:  # given away meanwhile: nothing of it is ours
@@ -544,19 +560,23 @@ class RedisWorker:
             classes = state.served.classes if state is not None else tuple(self.classes)
             items.append((self.keys.lease(p), o.lease.value, update, classes))
             owners.append(p)
+        return items, owners
+
+    def _history_out(self, owners: list[int], kept: list[HistoryUpdate | None]) -> list[HistoryUpdate]:
+        """The kept updates to publish; a partition where one was refused is fenced and dropped."""
         out: list[HistoryUpdate] = []
         lost: set[int] = set()
-        for p, kept in zip(owners, self.history.keep_many(items, self.core)):
-            if kept is None or p in lost:
-                if p not in lost:
-                    self.counts["fenced"] += 1
-                    lost.add(p)
+        for p, update in zip(owners, kept):
+            if p not in self.owned or p in lost:  # dropped meanwhile (its commit was fenced)
                 continue
-            out.append(kept)
+            if update is None:
+                self.counts["fenced"] += 1
+                lost.add(p)
+                continue
+            out.append(update)
         for p in lost:
-            if p in self.owned:
-                self.owned[p].fence()
-                self._drop(p, f"partition {p}: lease lost while keeping history")
+            self.owned[p].fence()
+            self._drop(p, f"partition {p}: lease lost while keeping history")
         return out
 
     def forget_chore(self, now: float) -> None:
