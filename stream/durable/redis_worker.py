@@ -51,7 +51,7 @@ import json
 import logging
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -166,6 +166,7 @@ class RedisWorker:
         self._unacked: dict[int, list] = {}  # partition -> ids of entries read, not yet acknowledged
         self._next_ack = 0.0
         self._read_after = 0.0  # monotonic time before which the loop does not read
+        self._backlog: deque[tuple[PartitionState, SampleBatch]] = deque()  # read, not yet admitted
         self._kept_history: list[HistoryUpdate] = []  # kept with a commit, to publish after its predictions
         self._lost: set[int] = set()
         self._renewer_stop = threading.Event()
@@ -332,7 +333,8 @@ class RedisWorker:
     # --------------------------------------------------------------- read
 
     def read(self, now: float, block_ms: int) -> int:
-        """Read new entries of the owned partitions into their cores; how many."""
+        """Read new entries of the owned partitions into the backlog (decoded,
+        not yet given to the core: :meth:`admit_some`); how many."""
         ttl = self.lc.lease_ttl_ms / 1000
         streams = {self.keys.partition(p): ">" for p, o in self.owned.items() if o.readable(now, ttl)}
         if not streams:
@@ -348,7 +350,7 @@ class RedisWorker:
                 continue
             for _entry_id, fields in entries:
                 for batch in self._decode(p, fields):
-                    owned.admit(batch, now)
+                    self._backlog.append((owned, batch))
                     messages += 1
                 n += 1
             self._unacked.setdefault(p, []).extend(e[0] for e in entries)
@@ -357,6 +359,23 @@ class RedisWorker:
             self.acknowledge()
         self.counts["entries"] += n
         self.counts["messages"] += messages
+        return n
+
+    def admit_some(self) -> int:
+        """Give the backlog's messages to the core, each stamped as it arrives,
+        until a batch's worth of devices complete a window (as the bus worker
+        reads: a large read is predicted as it is taken in, not all stamped
+        at once and then queued); how many. A message of a partition given
+        away meanwhile is skipped (its next owner replays it from the log)."""
+        n = 0
+        core = self.core
+        while self._backlog and core.ready_devices < core.config.max_batch:
+            state, batch = self._backlog.popleft()
+            owner = self.owned.get(state.lease.partition)
+            if owner is None or owner is not state:
+                continue
+            owner.admit(batch, time.monotonic())
+            n += 1
         return n
 
     def acknowledge(self, only: int | None = None) -> None:
@@ -503,10 +522,13 @@ class RedisWorker:
             deadline = self.core.next_deadline()
             if deadline is not None:
                 wake = min(wake, deadline)
-            if now < self._read_after:  # entries came a moment ago: the next ones are a bridge flush away
+            if self._backlog:  # what was read goes in first, a batch's worth at a time
+                pass
+            elif now < self._read_after:  # entries came a moment ago: the next ones are a bridge flush away
                 time.sleep(max(0.0, min(wake, self._read_after) - now))
             elif self.read(now, block_ms=int(min(10.0, (wake - now) * 1000)) if wake > now + 0.001 else 0):
                 self._read_after = time.monotonic() + self.lc.read_gap_ms / 1000
+            self.admit_some()
             self._run_batches(time.monotonic())
             if not self.broker_up:
                 log.warning("%s: broker %s back", self.worker_id, self.url)
