@@ -700,7 +700,7 @@ def serve_redis(
     import zmq
 
     from harstream.stream.bus.addresses import output_address
-    from harstream.stream.bus.edge import OutputEdge, run_edge
+    from harstream.stream.bus.edge import EdgeOptions, OutputEdge, run_edge
     from harstream.stream.bus.proxy import output_credentials
     from harstream.stream.bus.sockets import SUBSCRIPTION_BYTES, BusSockets
     from harstream.stream.durable.bridge import check_partitions
@@ -754,20 +754,17 @@ def serve_redis(
         if on_ready:
             on_ready()
         forget = [("forgetting devices", 1.0, worker.forget_chore)] if log_config.forget_after_s > 0 else []
-        final = run_edge(
-            worker,
-            edge,
-            worker_id,
-            stop,
-            runtime_name=getattr(runtime, "name", "?"),
-            stats_every=stats_every,
-            print_every=print_every,
-            printer=printer,
-            personal=personal,
-            router=worker.router,
-            registry_drops=worker.drops,
-            extra_chores=forget,
+        options = EdgeOptions(
+            getattr(runtime, "name", "?"),
+            stats_every,
+            print_every,
+            printer,
+            personal,
+            worker.router,
+            worker.drops,
+            forget,
         )
+        final = run_edge(worker, edge, worker_id, stop, options)
         try:
             worker.close(leave=True)
         except redis.RedisError:
