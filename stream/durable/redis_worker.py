@@ -128,7 +128,7 @@ class RedisWorker:
         self.config = config or WorkerConfig()
         if router is None:  # one model for every device, as StreamCore describes it from the config
             router = one_model_router(classes, model_id, self.config)
-        self.router = router  # shared by every partition's core: a personal model serves wherever its device is
+        self.router = router  # a personal model serves wherever its device is
         self.personal = personal
         self.runtime, self.classes, self.model_id = runtime, list(router.waist.classes), router.waist.model_id
         self.url = url
