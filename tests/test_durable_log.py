@@ -643,3 +643,26 @@ def test_a_log_entry_cut_short_or_in_another_devices_partition_is_counted_and_th
         worker.close(leave=False)
     assert drops == {"frame_count": 1, "partition": 2}
     assert [(p.device, p.window) for p in got] == [("good", 0), ("good", 1), ("good", 2)]
+
+
+def test_a_partition_given_away_takes_its_devices_out_of_the_workers_one_core(redis_url):
+    from harstream.stream.durable.bridge import pack_messages
+    from harstream.stream.durable.partitions import partition_of
+
+    client = connect(redis_url)
+    worker = _log_worker_in_process(redis_url)
+    got: list = []
+    names = [f"dev-{i}" for i in range(40)]
+    try:
+        for name in names:
+            client.xadd(Keys().partition(partition_of(name, PARTITIONS)), {"m": pack_messages(_messages(name, 3))})
+        _step_until(worker, got, 2 * len(names))
+        gone = 0
+        mine = [n for n in names if partition_of(n, PARTITIONS) == gone]
+        assert mine and all(n in worker.core.devices for n in names)
+        worker.release(gone, time.monotonic())
+        left = set(worker.core.devices)
+    finally:
+        worker.close(leave=False)
+    assert gone not in worker.owned
+    assert left == set(names) - set(mine)  # the others' state stays in the core
