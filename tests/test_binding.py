@@ -222,7 +222,7 @@ def test_a_keyed_bridge_and_durable_worker_serve_a_keyed_producer_and_refuse_a_s
     from harstream.models.runtime import NullRuntime
     from harstream.stream.core.activities import ACTIVITIES
     from harstream.stream.core.worker import WorkerConfig
-    from harstream.stream.durable.bridge import serve_bridge
+    from harstream.stream.durable.bridge import entry_messages, serve_bridge
     from harstream.stream.durable.broker import Keys, connect
     from harstream.stream.durable.redis_worker import LogConfig, serve_redis
 
@@ -299,9 +299,10 @@ def test_a_keyed_bridge_and_durable_worker_serve_a_keyed_producer_and_refuse_a_s
     # Nothing of the stranger, the plain producer or the huge frame reached the log.
     client = connect(redis_url)
     topics = {
-        fields[b"t"].decode()
+        topic.decode()
         for p in range(4)
         for _, fields in client.xrange(Keys().partition(p))  # type: ignore[union-attr]
+        for topic, _, _ in entry_messages(fields)
     }
     assert topics and all("/keyed-1/" in t for t in topics), topics
     assert results["bridge"]["received"] == 10  # keyed-1's 320 samples in 32s, and nothing else

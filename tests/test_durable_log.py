@@ -566,3 +566,103 @@ def test_a_taking_worker_claims_every_entry_a_dead_owner_read_and_never_acknowle
     assert len(claimed) == 2500
     consumers = {c["name"].decode(): c["pending"] for c in client.xinfo_consumers(stream, GROUP)}
     assert consumers.get("dead-owner", 0) == 0 and consumers["heir"] == 2500
+
+
+def _log_worker_in_process(redis_url: str):
+    """A RedisWorker driven here (no thread), holding every partition."""
+    from harstream.models.runtime import NullRuntime
+    from harstream.stream.core.worker import WorkerConfig
+    from harstream.stream.durable.redis_worker import RedisWorker
+
+    worker = RedisWorker(
+        NullRuntime(6),
+        ACTIVITIES,
+        "none",
+        redis_url,
+        WorkerConfig(signal_interval=0),
+        LogConfig(partitions=PARTITIONS),
+        worker_id="w",
+    )
+    worker.balance(time.monotonic())
+    assert len(worker.owned) == PARTITIONS
+    return worker
+
+
+def _step_until(worker, got: list, windows: int, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while len(got) < windows and time.monotonic() < deadline:
+        now = time.monotonic()
+        worker.step(now, now + 0.05, got.extend)
+
+
+def _messages(device: str, n: int) -> list[tuple[bytes, bytes, bytes]]:
+    """``n`` consecutive messages of 64 samples."""
+    from harstream.stream.core.protocol import SampleBatch, encode_samples
+
+    rng = np.random.default_rng(0)
+    out = []
+    for k in range(n):
+        batch = SampleBatch(device, 64 * k, 1000.0 + 64 * k / 50, rng.normal(0, 0.3, (64, 6)).astype(np.float32))
+        t, h, s = encode_samples(batch)
+        out.append((t, h, s))
+    return out
+
+
+def test_a_log_written_one_message_per_entry_by_an_older_bridge_is_still_read(redis_url):
+    from harstream.stream.durable.partitions import partition_of
+
+    client = connect(redis_url)
+    worker = _log_worker_in_process(redis_url)
+    got: list = []
+    try:
+        stream = Keys().partition(partition_of("older", PARTITIONS))
+        for t, h, s in _messages("older", 4):  # 256 samples: three windows
+            client.xadd(stream, {"t": t, "h": h, "s": s})
+        _step_until(worker, got, 3)
+    finally:
+        worker.close(leave=False)
+    assert [(p.device, p.window) for p in got] == [("older", 0), ("older", 1), ("older", 2)]
+
+
+def test_a_log_entry_cut_short_or_in_another_devices_partition_is_counted_and_the_rest_is_read(redis_url):
+    from harstream.stream.durable.bridge import pack_messages
+    from harstream.stream.durable.partitions import partition_of
+
+    client = connect(redis_url)
+    worker = _log_worker_in_process(redis_url)
+    got: list = []
+    p = partition_of("good", PARTITIONS)
+    try:
+        messages = _messages("good", 4)
+        client.xadd(Keys().partition(p), {"m": pack_messages(messages[:2])[:-5]})  # its last message cut short
+        client.xadd(Keys().partition((p + 1) % PARTITIONS), {"m": pack_messages(messages[:2])})  # not its partition
+        client.xadd(Keys().partition(p), {"m": pack_messages(messages)})
+        _step_until(worker, got, 3)
+        drops = worker.stats(time.monotonic()).drops
+    finally:
+        worker.close(leave=False)
+    assert drops == {"frame_count": 1, "partition": 2}
+    assert [(p.device, p.window) for p in got] == [("good", 0), ("good", 1), ("good", 2)]
+
+
+def test_a_partition_given_away_takes_its_devices_out_of_the_workers_one_core(redis_url):
+    from harstream.stream.durable.bridge import pack_messages
+    from harstream.stream.durable.partitions import partition_of
+
+    client = connect(redis_url)
+    worker = _log_worker_in_process(redis_url)
+    got: list = []
+    names = [f"dev-{i}" for i in range(40)]
+    try:
+        for name in names:
+            client.xadd(Keys().partition(partition_of(name, PARTITIONS)), {"m": pack_messages(_messages(name, 3))})
+        _step_until(worker, got, 2 * len(names))
+        gone = 0
+        mine = [n for n in names if partition_of(n, PARTITIONS) == gone]
+        assert mine and all(n in worker.core.devices for n in names)
+        worker.release(gone, time.monotonic())
+        left = set(worker.core.devices)
+    finally:
+        worker.close(leave=False)
+    assert gone not in worker.owned
+    assert left == set(names) - set(mine)  # the others' state stays in the core

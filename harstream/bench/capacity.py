@@ -50,6 +50,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="extra argument for every worker, e.g. --worker-arg=--whole-model (repeatable)",
     )
     parser.add_argument(
+        "--bridge-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="with --redis: extra argument for the bridge, e.g. --bridge-arg=--flush-ms=40 (repeatable)",
+    )
+    parser.add_argument(
         "--watch-signals",
         action="store_true",
         help="subscribe to every device's signal feed too (g/), as if a page showed all of "
@@ -236,7 +243,9 @@ def start_durable(shards: int, args: argparse.Namespace, env: dict, folder):
     exe = [sys.executable, "-m", "harstream"]
     partitions = str(args.partitions)
     bridge = subprocess.Popen(
-        exe + ["bridge", "--redis", url, "--partitions", partitions, "--stats-every", "1000"],
+        exe
+        + ["bridge", "--redis", url, "--partitions", partitions, "--stats-every", "1000"]
+        + list(getattr(args, "bridge_arg", [])),
         env=env,
         stdout=subprocess.DEVNULL,
     )

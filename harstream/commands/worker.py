@@ -10,8 +10,10 @@ serves ``--model`` to every device, as before modes.
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import sys
+from collections.abc import Callable
 
 from harstream.commands._options import (
     PARTITIONS,
@@ -302,7 +304,8 @@ def run(args: argparse.Namespace) -> int:
             f"{'any (' + anywhere.model_id + ')' if anywhere else 'no any mode'}, personal (watching {folder})",
             flush=True,
         )
-    if args.redis:
+    serving: Callable[..., dict] = functools.partial(serve, ingest=ingest)  # the bus worker, or:
+    if args.redis:  # the worker on the durable log
         from harstream.stream.durable.redis_worker import LogConfig, serve_redis
 
         log_config = LogConfig(
@@ -312,47 +315,32 @@ def run(args: argparse.Namespace) -> int:
             allow_remote_broker=args.allow_remote_broker,
             forget_after_s=args.forget_after,
         )
-        try:
-            with bus_errors("worker"):
-                final = serve_redis(
-                    runtime,
-                    classes,
-                    model_id,
-                    args.redis,
-                    output=output,
-                    config=config,
-                    log_config=log_config,
-                    worker_id=args.id,
-                    stop=stop,
-                    print_every=args.stats_every,
-                    printer=lambda line: print(line, flush=True),
-                    router=router,
-                    personal=personal,
-                    keys=args.keys,
-                    output_secret=output_secret,
-                )
-        except ValueError as exc:  # the broker refused, the partition count disagreeing
-            raise SystemExit(f"worker: {exc}") from None
+        serving = functools.partial(serve_redis, url=args.redis, log_config=log_config)
+    try:
+        with bus_errors("worker"):
+            final = serving(
+                runtime,
+                classes,
+                model_id,
+                output=output,
+                config=config,
+                worker_id=args.id,
+                stop=stop,
+                print_every=args.stats_every,
+                printer=lambda line: print(line, flush=True),
+                router=router,
+                personal=personal,
+                keys=args.keys,
+                output_secret=output_secret,
+            )
+    except ValueError as exc:  # the broker refused, the partition count disagreeing
+        if not args.redis:
+            raise
+        raise SystemExit(f"worker: {exc}") from None
+    if args.redis:
         print(f"worker: stopped; totals {final.get('totals')}, broker {final.get('broker')}", flush=True)
-        return 0
-    with bus_errors("worker"):
-        final = serve(
-            runtime,
-            classes,
-            model_id,
-            ingest=ingest,
-            output=output,
-            config=config,
-            worker_id=args.id,
-            stop=stop,
-            print_every=args.stats_every,
-            keys=args.keys,
-            printer=lambda line: print(line, flush=True),
-            router=router,
-            personal=personal,
-            output_secret=output_secret,
-        )
-    print(f"worker: stopped; totals {final.get('totals')}, drops {final.get('drops')}", flush=True)
+    else:
+        print(f"worker: stopped; totals {final.get('totals')}, drops {final.get('drops')}", flush=True)
     return 0
 
 

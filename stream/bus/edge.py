@@ -26,6 +26,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from harstream.stream.core.chores import CHORES_S, IDLE_SWEEP_S, Chores
@@ -150,27 +151,32 @@ def apply_registry(personal: Any, router: ModelRouter, cores: Iterable[StreamCor
     return events
 
 
-def run_edge(
-    transport: Transport,
-    edge: OutputEdge,
-    worker_id: str,
-    stop: Any,
-    runtime_name: str = "?",
-    stats_every: float = 1.0,
-    print_every: float = 5.0,
-    printer: Callable[[str], None] | None = print,
-    personal: Any = None,
-    router: ModelRouter | None = None,
-    registry_drops: Counter | None = None,
-    extra_chores: Sequence[tuple[str, float, Callable[[float], Any]]] = (),
-) -> WorkerStats:
-    """Run ``transport`` until ``stop`` (a threading.Event) is set; returns the last statistics.
+@dataclass
+class EdgeOptions:
+    """How :func:`run_edge` runs around a transport (both workers pass theirs).
 
     ``personal`` (a :class:`~harstream.stream.personal.registry.PersonalRegistry`)
     is polled every 0.1 s to keep ``router`` in step with its folder, its
     refusals counted in ``registry_drops``; ``extra_chores`` are the
     transport's own ``(name, period, step(now))``.
     """
+
+    runtime_name: str = "?"
+    stats_every: float = 1.0
+    print_every: float = 5.0
+    printer: Callable[[str], None] | None = print
+    personal: Any = None
+    router: ModelRouter | None = None
+    registry_drops: Counter | None = None
+    extra_chores: Sequence[tuple[str, float, Callable[[float], Any]]] = ()
+
+
+def run_edge(
+    transport: Transport, edge: OutputEdge, worker_id: str, stop: Any, options: EdgeOptions | None = None
+) -> WorkerStats:
+    """Run ``transport`` until ``stop`` (a threading.Event) is set, as ``options``
+    say; returns the last statistics."""
+    o = options or EdgeOptions()
     cores = transport.cores
     chores = Chores(on_failure=lambda name, exc: edge._count("internal", f"{name}: {type(exc).__name__}: {exc}"))
 
@@ -184,29 +190,30 @@ def run_edge(
 
     def publish_stats(now: float) -> None:
         stats = transport.stats(now)
-        stats.worker, stats.runtime = worker_id, runtime_name
+        stats.worker, stats.runtime = worker_id, o.runtime_name
         stats.drops = dict(Counter(stats.drops) + edge.drops)
         stats.subscriptions = edge.subscriptions.stats()
-        if personal is not None:
-            stats.personal = personal.stats()
+        if o.personal is not None:
+            stats.personal = o.personal.stats()
         last[0] = stats
         edge.publish_stats(worker_id, stats)
-        if printer is not None and now >= next_print[0]:
-            next_print[0] = now + print_every
-            printer(format_stats(stats.to_dict()))
+        if o.printer is not None and now >= next_print[0]:
+            next_print[0] = now + o.print_every
+            o.printer(format_stats(stats.to_dict()))
 
     now = time.monotonic()
     last: list[WorkerStats | None] = [None]
-    next_print = [now + print_every]
+    next_print = [now + o.print_every]
     chores.every("signals", CHORES_S, outputs, first=now + CHORES_S)
     chores.every("eviction", IDLE_SWEEP_S, transport.evict_idle, first=now + IDLE_SWEEP_S)
     chores.every("history", HISTORY_S, history, first=now + HISTORY_S)
-    if personal is not None and router is not None:
-        drops = registry_drops if registry_drops is not None else Counter()
+    if o.personal is not None and o.router is not None:
+        personal, router = o.personal, o.router
+        drops = o.registry_drops if o.registry_drops is not None else Counter()
         chores.every("personal models", CHORES_S, lambda t: apply_registry(personal, router, cores(), drops, t))
-    for name, period, step in extra_chores:
+    for name, period, step in o.extra_chores:
         chores.every(name, period, step, first=now + period)
-    chores.every("stats", stats_every, publish_stats, first=now + stats_every)
+    chores.every("stats", o.stats_every, publish_stats, first=now + o.stats_every)
 
     def publish(predictions: list[Prediction]) -> None:
         # the history revisions these windows made go out right after them
@@ -216,7 +223,7 @@ def run_edge(
         chores.guarded("step", transport.step, time.monotonic(), chores.next_due, publish)
         chores.run_due(time.monotonic())
     final = transport.stats(time.monotonic())
-    final.worker, final.runtime = worker_id, runtime_name
+    final.worker, final.runtime = worker_id, o.runtime_name
     final.drops = dict(Counter(final.drops) + edge.drops)
     return final
 

@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
-from harstream.stream.bus.edge import OutputEdge, publish_to_all_with_room, run_edge
+from harstream.stream.bus.edge import EdgeOptions, OutputEdge, publish_to_all_with_room, run_edge
 from harstream.stream.core.model_routing import ModelRouter
 from harstream.stream.core.protocol import HistoryUpdate, Prediction
 from harstream.stream.core.worker import StreamCore, WorkerConfig, WorkerStats
@@ -121,19 +121,10 @@ def serve(
         core.started = time.monotonic()
         if on_ready:
             on_ready()
-        final = run_edge(
-            BusTransport(sub, core, runtime),
-            edge,
-            worker_id,
-            stop,
-            runtime_name=getattr(runtime, "name", "?"),
-            stats_every=stats_every,
-            print_every=print_every,
-            printer=printer,
-            personal=personal,
-            router=core.router,
-            registry_drops=core.drops,
+        options = EdgeOptions(
+            getattr(runtime, "name", "?"), stats_every, print_every, printer, personal, core.router, core.drops
         )
+        final = run_edge(BusTransport(sub, core, runtime), edge, worker_id, stop, options)
         return final.to_dict()
     finally:
         if personal is not None:

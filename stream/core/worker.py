@@ -48,7 +48,7 @@ import logging
 import math
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -1000,6 +1000,40 @@ class StreamCore:
             )
         self.totals["evicted"] += len(gone)
         return gone
+
+    def forget(self, devices: Iterable[str]) -> int:
+        """Forget ``devices`` at once, nothing of them published: their state,
+        buffered samples and waiting windows (another worker serves them now;
+        a worker on the durable log gave their partition away). How many
+        waiting windows went with them."""
+        gone = {d for d in devices if d in self.devices}
+        if not gone:
+            return 0
+        for device in gone:
+            del self.devices[device]
+            self._unproven.pop(device, None)
+        self._ready = [state for state in self._ready if state.name not in gone]
+        dropped = 0
+        for key in list(self._queues):
+            queue = self._queues[key]
+            kept = deque(w for w in queue if w.device not in gone)
+            dropped += len(queue) - len(kept)
+            if kept:
+                self._queues[key] = kept
+            else:
+                del self._queues[key]
+        self._waiting -= dropped
+        self._history = [h for h in self._history if h.device not in gone]
+        return dropped
+
+    def quiet_signals(self, devices: Iterable[str]) -> None:
+        """Drop what the signal feeds of ``devices`` collected (samples
+        replayed from a log are not news for the display); their feeds go on
+        with the next samples."""
+        for device in devices:
+            state = self.devices.get(device)
+            if state is not None:
+                state.signal.reset()
 
     def _evict_unproven(self, look: int = 8) -> bool:
         """Make room by forgetting a device that never completed a window: of

@@ -2,11 +2,17 @@
 
 Stateless: a message's partition comes from its topic's device id
 (:func:`~harstream.stream.durable.partitions.partition_of`), its bytes go into the
-partition's Redis stream unchanged (fields ``t`` topic, ``h`` JSON header,
-``s`` float32 samples; never pickled), and the workers validate them as they
+partition's Redis stream unchanged, and the workers validate them as they
 validate the bus. Messages are gathered per partition and written every
 ``flush_ms`` in one pipelined round trip, each stream trimmed to the last
-``retention_s`` seconds (``XADD … MINID ~``).
+``retention_s`` seconds (``XADD … MINID ~``). One log entry carries the
+messages of one flush of its partition (:func:`pack_messages`: field ``m``,
+each message as three little-endian uint32 lengths and its topic, JSON header
+and float32 samples; never pickled), so a flush costs one ``XADD`` per
+partition rather than one per message; a device holding more than
+:attr:`BrokerMemory.SMALL` bytes in a flush gets entries of its own.
+:func:`entry_messages` reads both this and the older one-message entry
+(fields ``t`` topic, ``h`` header, ``s`` samples).
 
 :class:`PartitionBuffer` is the sans-I/O core; :func:`serve_bridge` puts a
 ZeroMQ socket and a Redis client at its edges. No message larger than the
@@ -33,6 +39,7 @@ from __future__ import annotations
 
 import heapq
 import logging
+import struct
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
@@ -50,6 +57,96 @@ log = logging.getLogger(__name__)
 MAX_SAMPLES_BYTES = MAX_SAMPLES_PER_MESSAGE * 24  # the largest valid samples frame: 5000 x 6 float32
 MAX_MESSAGE_BYTES = 1024 + MAX_HEADER_BYTES + MAX_SAMPLES_BYTES  # the largest valid message, topic included
 DEFAULT_MAX_BYTES = 128 * 2**20  # bytes buffered while the broker is away
+MAX_DRAIN = 20_000  # messages taken from the socket per flush at most
+MAX_ENTRY_BYTES = 256 * 1024  # messages packed into one log entry, in bytes (one larger message goes alone)
+_LENGTHS = struct.Struct("<III")  # topic, header and samples lengths of each packed message
+
+Row = tuple[bytes, bytes, bytes]  # one samples message: topic, header, samples
+
+
+def pack_messages(rows: Sequence[Row]) -> bytes:
+    """The ``m`` field of a log entry carrying ``rows`` (samples messages, in order).
+
+    >>> entry_messages({b"m": pack_messages([(b"s/1/a/", b"{}", b"xy"), (b"s/2/b/", b"{}", b"")])})
+    [(b's/1/a/', b'{}', b'xy'), (b's/2/b/', b'{}', b'')]
+    >>> entry_messages({b"t": b"s/1/a/", b"h": b"{}", b"s": b"xy"})  # an entry written before packing
+    [(b's/1/a/', b'{}', b'xy')]
+    """
+    parts: list[bytes] = []
+    for topic, header, samples in rows:
+        parts += (_LENGTHS.pack(len(topic), len(header), len(samples)), topic, header, samples)
+    return b"".join(parts)
+
+
+def entry_messages(fields: dict) -> list[Row]:
+    """The samples messages of one log entry (as XREADGROUP/XRANGE return its
+    fields): several in field ``m``, or one in fields ``t``, ``h``, ``s``.
+    ``ValueError`` naming what is wrong for an entry that is neither, or whose
+    packed messages are cut short."""
+    packed = fields.get(b"m")
+    if packed is None:
+        try:
+            return [(fields[b"t"], fields[b"h"], fields[b"s"])]
+        except KeyError as exc:
+            raise ValueError(f"log entry lacks field {exc} (and has no packed messages)") from None
+    out: list[Row] = []
+    view, at, size = memoryview(packed), 0, _LENGTHS.size
+    while at < len(packed):
+        if at + size > len(packed):
+            raise ValueError(f"log entry's packed messages cut short at byte {at} of {len(packed)}")
+        nt, nh, ns = _LENGTHS.unpack_from(packed, at)
+        at += size
+        end = at + nt + nh + ns
+        if end > len(packed):
+            raise ValueError(f"log entry's message at byte {at} runs past its end ({end} > {len(packed)})")
+        out.append((bytes(view[at : at + nt]), bytes(view[at + nt : at + nt + nh]), bytes(view[at + nt + nh : end])))
+        at = end
+    return out
+
+
+def pack_entries(taken: list[tuple[int, str, list[Row]]]) -> list[tuple[int, list[Row]]]:
+    """The log entries of a flush, as (partition, messages): per partition,
+    the devices holding at most :attr:`BrokerMemory.SMALL` bytes together
+    (up to :data:`MAX_ENTRY_BYTES` an entry), then each larger device in
+    entries of its own, keeping ``taken``'s order (fewest bytes first), so a
+    full broker refuses the large backlogs, not a device streaming at its pace.
+
+    >>> rows = lambda n, size: [(b"t", b"h", b"s" * size)] * n
+    >>> [(p, len(r)) for p, r in pack_entries([(0, "a", rows(2, 1)), (1, "b", rows(1, 1)), (0, "c", rows(1, 1))])]
+    [(0, 3), (1, 1)]
+    >>> [(p, len(r)) for p, r in pack_entries([(0, "a", rows(1, 1)), (0, "big", rows(3, 40_000))])]
+    [(0, 1), (0, 3)]
+    """
+    small: dict[int, list[list[Row]]] = {}
+    sizes: dict[int, int] = {}
+    large: list[tuple[int, list[Row]]] = []
+    for p, _device, rows in taken:
+        held = sum(len(t) + len(h) + len(x) for t, h, x in rows)
+        if held > BrokerMemory.SMALL:
+            _chunk(large, p, rows)
+            continue
+        entries = small.setdefault(p, [[]])
+        if entries[-1] and sizes[p] + held > MAX_ENTRY_BYTES:
+            entries.append([])
+            sizes[p] = 0
+        entries[-1].extend(rows)
+        sizes[p] = sizes.get(p, 0) + held
+    return [(p, rows) for p, entries in small.items() for rows in entries] + large
+
+
+def _chunk(out: list[tuple[int, list[Row]]], p: int, rows: list[Row]) -> None:
+    """``rows`` of partition ``p`` as entries of at most :data:`MAX_ENTRY_BYTES` (one message at least)."""
+    entry: list[Row] = []
+    size = 0
+    for row in rows:
+        n = len(row[0]) + len(row[1]) + len(row[2])
+        if entry and size + n > MAX_ENTRY_BYTES:
+            out.append((p, entry))
+            entry, size = [], 0
+        entry.append(row)
+        size += n
+    if entry:
+        out.append((p, entry))
 
 
 class PartitionBuffer:
@@ -288,19 +385,24 @@ def serve_bridge(
             on_ready(address)
         next_flush = time.monotonic() + flush_ms / 1000
         next_print = time.monotonic() + stats_every
+        behind = False
         while not stop.is_set():
+            # Messages wait in the socket until the flush (up to rcvhwm): one wake-up and one drain
+            # per flush, not one per message; at once again while a backlog is being drained.
+            wait = next_flush - time.monotonic()
+            if wait > 0 and not behind and stop.wait(wait):
+                break
+            drained = 0
+            while drained < MAX_DRAIN:
+                try:
+                    frames = receive_frames(sub.recv, zmq.NOBLOCK)  # recv_multipart at 60 % of its cost
+                except zmq.Again:
+                    break
+                drained += 1
+                buf.add(frames)
+            counts["received"] += drained
+            behind = drained >= MAX_DRAIN
             now = time.monotonic()
-            if sub.poll(int(max(0.0, next_flush - now) * 1000)):  # pyzmq truncates a float the same way
-                for _ in range(20_000):
-                    try:
-                        frames = receive_frames(sub.recv, zmq.NOBLOCK)  # recv_multipart at 60 % of its cost
-                    except zmq.Again:
-                        break
-                    counts["received"] += 1
-                    buf.add(frames)
-            now = time.monotonic()
-            if now < next_flush:
-                continue
             next_flush = now + flush_ms / 1000
             if buf.buffered and backoff.ready(now):
                 taken = buf.take()
@@ -313,16 +415,19 @@ def serve_bridge(
                     # leave the workers room for their commits: past it, the largest backlogs are refused
                     taken, over = memory.fit(taken)
                     buf.rejected["broker_full"] += over
-                    refused = _write(client, names, taken, retention_s)
+                    entries = pack_entries(taken)
+                    refused = _write(client, names, entries, retention_s)
                     if any(reason == "broker_full" for _, _, reason in refused):
                         # Full: trim what the workers have read, then write the refused ones once more
                         # (the devices holding the least first); what is refused again is dropped.
                         counts["trimmed"] += _make_room(client, names, partitions, retention_s)
-                        refused = _write(client, names, [(p, "", [row]) for p, row, _ in refused], retention_s)
-                    counts["written"] += sum(len(rows) for _, _, rows in taken) - len(refused)
+                        refused = _write(client, names, [(p, rows) for p, rows, _ in refused], retention_s)
+                    counts["written"] += sum(len(rows) for _, rows in entries) - sum(len(r) for _, r, _ in refused)
+                    counts["entries"] += len(entries) - len(refused)
                     counts["flushes"] += 1
-                    # Refused by a broker that answered: dropped and counted, never retried at the front.
-                    buf.rejected.update(reason for _, _, reason in refused)
+                    # Refused by a broker that answered: dropped and counted (in messages), never retried at the front.
+                    for _, rows, reason in refused:
+                        buf.rejected[reason] += len(rows)
                     if not broker_up:
                         log.warning("bridge: broker %s back", url)
                     broker_up = True
@@ -349,29 +454,24 @@ def serve_bridge(
         client.close()
 
 
-def _write(client, keys, taken: list, retention_s: float) -> list[tuple[int, tuple, str]]:
-    """Write ``taken`` (partition, device, messages) in one pipelined round
-    trip, each stream trimmed to ``retention_s``; returns the messages the
-    broker refused as (partition, message, reason): ``broker_full`` (over its
-    ``maxmemory``) or ``broker_refused`` (anything else it refused for that
-    entry). Raises ``RedisError`` if the broker is away."""
+def _write(client, keys, entries: list[tuple[int, list[Row]]], retention_s: float) -> list[tuple[int, list[Row], str]]:
+    """Write ``entries`` (partition, messages of one log entry) in one
+    pipelined round trip, each stream trimmed to ``retention_s``; returns the
+    entries the broker refused as (partition, messages, reason): ``broker_full``
+    (over its ``maxmemory``) or ``broker_refused`` (anything else it refused for
+    that entry). Raises ``RedisError`` if the broker is away."""
     import redis
 
     minid = f"{max(0, int(time.time() * 1000 - retention_s * 1000))}-0"
     pipe = client.pipeline(transaction=False)
-    sent = []
-    for p, _device, rows in taken:
-        stream = keys.partition(p)
-        for row in rows:
-            topic, header, samples = row
-            pipe.xadd(stream, {"t": topic, "h": header, "s": samples}, minid=minid, approximate=True)
-            sent.append((p, row))
+    for p, rows in entries:
+        pipe.xadd(keys.partition(p), {"m": pack_messages(rows)}, minid=minid, approximate=True)
     refused = []
-    for (p, row), result in zip(sent, pipe.execute(raise_on_error=False)):
+    for (p, rows), result in zip(entries, pipe.execute(raise_on_error=False)):
         if isinstance(result, redis.exceptions.OutOfMemoryError):
-            refused.append((p, row, "broker_full"))
+            refused.append((p, rows, "broker_full"))
         elif isinstance(result, Exception):
-            refused.append((p, row, "broker_refused"))
+            refused.append((p, rows, "broker_refused"))
     return refused
 
 

@@ -79,19 +79,42 @@ class HistoryStore:
         final pieces as kept, clipped; its provisional ones as they were; the
         day as kept, also given to ``core``'s day totals), or None if the
         lease is no longer ours (publish nothing)."""
-        args: list = [lease_value, update.device]
-        for p in split_at_midnight(update.final_pieces()):
-            category = CATEGORY.get(p["label"], "")
-            args += [repr(p["start"]), repr(p["end"]), p["label"], category, str(int(p["start"] // DAY))]
-        if len(args) == 2:
-            return update
-        out = self._keep(
-            keys=[lease_key, self.until_key(), self.pieces_key(update.device), self.today_key(update.device)],
-            args=args,
-        )
-        if out == -1:
-            return None
-        flat, day_flat = out
+        return self.keep_many([(lease_key, lease_value, update, classes)], core)[0]
+
+    def keep_many(self, items: Sequence[tuple[str, str, HistoryUpdate, Sequence[str]]], core=None) -> list:
+        """:meth:`keep` for ``(lease key, lease value, update, classes)`` items,
+        in one round trip (each fenced by its own lease); per item the update
+        to publish, or None where the lease is no longer ours."""
+        from harstream.stream.durable.leases import run_scripts
+
+        calls, at = self.keep_calls(items)
+        return self.kept(items, at, run_scripts(self.client, calls), core)
+
+    def keep_calls(self, items: Sequence[tuple[str, str, HistoryUpdate, Sequence[str]]]) -> tuple[list, list[int]]:
+        """The script calls of :meth:`keep_many` (to run with others), and the
+        item each is for (an update with nothing final needs none)."""
+        calls, at = [], []
+        for i, (lease_key, lease_value, update, _) in enumerate(items):
+            args: list = [lease_value, update.device]
+            for p in split_at_midnight(update.final_pieces()):
+                category = CATEGORY.get(p["label"], "")
+                args += [repr(p["start"]), repr(p["end"]), p["label"], category, str(int(p["start"] // DAY))]
+            if len(args) > 2:
+                keys = [lease_key, self.until_key(), self.pieces_key(update.device), self.today_key(update.device)]
+                calls.append((self._keep, keys, args))
+                at.append(i)
+        return calls, at
+
+    def kept(self, items: Sequence[tuple], at: list[int], replies: list, core=None) -> list[HistoryUpdate | None]:
+        """What :meth:`keep_many` returns, from the replies of its calls."""
+        out: list[HistoryUpdate | None] = [update for _, _, update, _ in items]  # nothing final: as it is
+        for i, reply in zip(at, replies):
+            out[i] = None if reply == -1 else self._kept(items[i][2], reply, core, items[i][3])
+        return out
+
+    @staticmethod
+    def _kept(update: HistoryUpdate, reply, core, classes: Sequence[str]) -> HistoryUpdate:
+        flat, day_flat = reply
         kept = [
             {"start": float(flat[i]), "end": float(flat[i + 1]), "label": _text(flat[i + 2]), "final": True}
             for i in range(0, len(flat), 3)

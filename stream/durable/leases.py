@@ -106,6 +106,38 @@ return n
 """
 
 
+def run_scripts(client, calls: list[tuple]) -> list:
+    """Run ``(script, keys, args)`` calls of registered scripts in one
+    pipelined round trip, by their SHA: without the ``SCRIPT EXISTS`` round
+    trip redis-py's pipeline makes first on every execute. A script the
+    server lacks (it restarted) is loaded and its calls run once more; any
+    other error is raised, as ``execute()`` would.
+
+    Returns each call's reply, in order."""
+    import redis
+
+    def execute(todo: list[int]) -> list:
+        pipe = client.pipeline(transaction=False)
+        for i in todo:
+            script, keys, args = calls[i]
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+        return pipe.execute(raise_on_error=False)
+
+    if not calls:
+        return []
+    results = execute(list(range(len(calls))))
+    missing = [i for i, r in enumerate(results) if isinstance(r, redis.exceptions.NoScriptError)]
+    if missing:
+        for script in {id(calls[i][0]): calls[i][0] for i in missing}.values():
+            client.script_load(script.script)
+        for i, result in zip(missing, execute(missing)):
+            results[i] = result
+    for result in results:
+        if isinstance(result, Exception):
+            raise result
+    return results
+
+
 class Fenced(Exception):
     """This worker's lease on the partition is gone; its write was refused."""
 
@@ -146,6 +178,24 @@ class Leases:
         values = self.client.mget([self.keys.lease(p) for p in range(partitions)])
         return [v.decode() if v is not None else None for v in values]
 
+    def heartbeat_and_holders(self, worker: str, partitions: int) -> tuple[list[str], list[str | None]]:
+        """:meth:`heartbeat` and :meth:`holders` in one round trip."""
+        import redis
+
+        pipe = self.client.pipeline(transaction=False)
+        pipe.evalsha(self._heartbeat.sha, 1, self.keys.members, worker, self.ttl_ms)
+        pipe.mget([self.keys.lease(p) for p in range(partitions)])
+        members, values = pipe.execute(raise_on_error=False)
+        if isinstance(members, redis.exceptions.NoScriptError):  # the server restarted: load it
+            members = self._heartbeat(keys=[self.keys.members], args=[worker, self.ttl_ms])
+        for reply in (members, values):
+            if isinstance(reply, Exception):
+                raise reply
+        return (
+            sorted(m.decode() if isinstance(m, bytes) else m for m in members),
+            [v.decode() if v is not None else None for v in values],
+        )
+
     def acquire(self, partition: int, worker: str) -> Lease | None:
         epoch = int(
             self._acquire(keys=[self.keys.lease(partition), self.keys.epoch(partition)], args=[worker, self.ttl_ms])
@@ -154,6 +204,11 @@ class Leases:
 
     def renew(self, lease: Lease) -> bool:
         return bool(self._renew(keys=[self.keys.lease(lease.partition)], args=[lease.value, self.ttl_ms]))
+
+    def renew_many(self, leases: list[Lease]) -> list[bool]:
+        """:meth:`renew` for several partitions in one round trip: per lease, renewed or lost."""
+        calls = [(self._renew, [self.keys.lease(lease.partition)], [lease.value, self.ttl_ms]) for lease in leases]
+        return [bool(result) for result in run_scripts(self.client, calls)]
 
     def release(self, lease: Lease) -> bool:
         return bool(self._release(keys=[self.keys.lease(lease.partition)], args=[lease.value]))
@@ -181,21 +236,37 @@ class Leases:
             raise Fenced(f"partition {p}: lease epoch {lease.epoch} no longer held by {lease.worker}")
         return int(out)
 
+    def forget_many(self, leases: list[Lease], older_than_ms: int, limit: int = 1000) -> list[int | Fenced]:
+        """:meth:`forget` for several partitions in one round trip: per lease,
+        devices forgotten or the :class:`Fenced` it met (not raised)."""
+        calls = [
+            (
+                self._forget,
+                [self.keys.lease(lease.partition), self.keys.progress(lease.partition), self.keys.latest]
+                + [self.keys.seen(lease.partition)],
+                [lease.value, int(older_than_ms), int(limit)],
+            )
+            for lease in leases
+        ]
+        return [
+            _fenced(lease) if result == -1 else int(result)
+            for lease, result in zip(leases, run_scripts(self.client, calls))
+        ]
+
     def ack_many(self, group: str, acks: list[tuple[Lease, list]]) -> list[int | Fenced]:
         """:meth:`ack` for several partitions in one round trip: per partition,
         entries acknowledged or the :class:`Fenced` it met (not raised)."""
         acks = [(lease, ids) for lease, ids in acks if ids]
-        if not acks:
-            return []
-        pipe = self.client.pipeline(transaction=False)
-        for lease, ids in acks:
-            self._ack(
-                keys=[self.keys.lease(lease.partition), self.keys.partition(lease.partition)],
-                args=[lease.value, group, *ids],
-                client=pipe,
+        calls = [
+            (
+                self._ack,
+                [self.keys.lease(lease.partition), self.keys.partition(lease.partition)],
+                [lease.value, group, *ids],
             )
+            for lease, ids in acks
+        ]
         out: list[int | Fenced] = []
-        for (lease, _), result in zip(acks, pipe.execute()):
+        for (lease, _), result in zip(acks, run_scripts(self.client, calls)):
             out.append(_fenced(lease) if result == -1 else int(result))
         return out
 
@@ -204,15 +275,21 @@ class Leases:
     ) -> list[tuple[int, int] | Fenced]:
         """:meth:`commit` for several partitions in one round trip: per
         partition, (written, skipped) or the :class:`Fenced` it met (not raised)."""
-        if not commits:
-            return []
-        pipe = self.client.pipeline(transaction=False)
-        for lease, rows in commits:
-            self._commit(keys=self._commit_keys(lease), args=self._commit_args(lease, rows, maxlen), client=pipe)
-        out: list[tuple[int, int] | Fenced] = []
-        for (lease, _), result in zip(commits, pipe.execute()):
-            out.append(_fenced(lease) if result == -1 else (int(result[0]), int(result[1])))
-        return out
+        return self.commit_results(commits, run_scripts(self.client, self.commit_calls(commits, maxlen)))
+
+    def commit_calls(self, commits: list[tuple[Lease, list[tuple[str, int, dict, dict]]]], maxlen: int) -> list:
+        """The script calls of :meth:`commit_many`, to run with others (:func:`run_scripts`)."""
+        return [
+            (self._commit, self._commit_keys(lease), self._commit_args(lease, rows, maxlen)) for lease, rows in commits
+        ]
+
+    @staticmethod
+    def commit_results(commits: list[tuple[Lease, list]], replies: list) -> list[tuple[int, int] | Fenced]:
+        """What :meth:`commit_many` returns, from the replies of its calls."""
+        return [
+            _fenced(lease) if reply == -1 else (int(reply[0]), int(reply[1]))
+            for (lease, _), reply in zip(commits, replies)
+        ]
 
     def _commit_keys(self, lease: Lease) -> list[str]:
         p = lease.partition

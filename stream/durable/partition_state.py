@@ -2,9 +2,11 @@
 
 :class:`PartitionState` is the sans-I/O core of the worker on the log
 (:mod:`~harstream.stream.durable.redis_worker` is the edge that reads and
-writes Redis around it). It holds the partition's
-:class:`~harstream.stream.core.worker.StreamCore` behind a
-:class:`~harstream.stream.durable.window_keys.WindowGrid` and decides:
+writes Redis around it). It feeds the partition's devices to a
+:class:`~harstream.stream.core.worker.StreamCore` (the worker's one core,
+shared by all the partitions it owns, so a model call takes every
+partition's windows) through the partition's own
+:class:`~harstream.stream.durable.window_keys.WindowGrid`, and decides:
 
 - **what to run**: a window at or below the device's window an earlier owner
   committed (its progress record) is not run through the model again; its
@@ -69,7 +71,8 @@ class Settled:
 
 @dataclass
 class PartitionState:
-    """One owned partition: its lease, core, window grid and what earlier owners committed."""
+    """One owned partition: its lease, the core its devices go to, its window
+    grid and what earlier owners committed."""
 
     lease: Lease
     core: StreamCore
@@ -172,6 +175,10 @@ class PartitionState:
             settled.rows.append((pred.device, key, {"v": 1, **pred.__dict__}, progress))
             settled.publish.append(pred)
         return settled
+
+    def devices(self) -> list[str]:
+        """The partition's devices the core holds (or held) samples of."""
+        return self.grid.devices()
 
     def fence(self) -> None:
         """A write was refused: another owner holds the partition now."""

@@ -1,23 +1,31 @@
 """The stream worker on the durable log: partitions by lease, state rebuilt
 from the log on takeover, predictions committed idempotently.
 
-Each owned partition gets its own :class:`~harstream.stream.core.worker.StreamCore`
-(used through its public verbs only) behind a
-:class:`~harstream.stream.durable.window_keys.WindowGrid`, so dropping a partition is
-dropping an object and every window has a key (device, window) that does not
-depend on the worker. The loop:
+The worker holds one :class:`~harstream.stream.core.worker.StreamCore` (used
+through its public verbs only) for every partition it owns, so a model call
+takes every partition's windows, as large a batch as the bus worker's. Each
+owned partition feeds its devices to it through its own
+:class:`~harstream.stream.durable.window_keys.WindowGrid` (every window has a key
+(device, window) that does not depend on the worker) and decides alone what
+it runs, commits and publishes (its
+:class:`~harstream.stream.durable.partition_state.PartitionState`); a device's
+partition is its hash (:func:`~harstream.stream.durable.partitions.partition_of`),
+and a partition given away takes its devices out of the core
+(:meth:`~harstream.stream.core.worker.StreamCore.forget`). The loop:
 
 1. **balance** (every ``balance_every_ms``): heartbeat into the member set,
    compute this worker's quota (:mod:`~harstream.stream.durable.partitions`), give
    back surplus partitions (drain: flush, predict, commit, release) and take
    free ones (acquire a lease with a new epoch, then rebuild);
-2. **read** each owned partition's stream with ``XREADGROUP … >`` and feed
-   the samples to the partition's core; acknowledge them (fenced);
-3. **predict** due batches of all partitions, one model call per served
-   model (each device is served in its mode, as by the single-process
-   worker: a :class:`~harstream.stream.core.model_routing.ModelRouter` shared by
-   every partition's core, kept in step with the personal-model folder);
-   **commit** the predictions through the fenced script (a window at or below
+2. **read** each owned partition's stream with ``XREADGROUP … >`` (an entry
+   carries one or several samples messages,
+   :func:`~harstream.stream.durable.bridge.entry_messages`) and feed the
+   samples to the core; acknowledge them (fenced);
+3. **predict** due batches, one model call per batch of one served model
+   (each device is served in its mode, as by the single-process worker: a
+   :class:`~harstream.stream.core.model_routing.ModelRouter`, kept in step
+   with the personal-model folder); **commit** each partition's predictions
+   through the fenced script, all partitions in one round trip (a window at or below
    the device's committed one is skipped, so a replay never duplicates), then
    publish them on the ZeroMQ output bus as the single-process worker does.
 
@@ -43,7 +51,7 @@ import json
 import logging
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -51,14 +59,15 @@ import numpy as np
 import redis
 
 from harstream.stream.core.model_routing import ModelRouter, ServedModel
-from harstream.stream.core.protocol import HistoryUpdate, Prediction, ProtocolError, decode_samples
+from harstream.stream.core.protocol import HistoryUpdate, Prediction, ProtocolError, SampleBatch, decode_samples
 from harstream.stream.core.subscriptions import Subscriptions
 from harstream.stream.core.worker import StreamCore, WorkerConfig, WorkerStats, one_model_router
+from harstream.stream.durable.bridge import entry_messages
 from harstream.stream.durable.broker import GROUP, PREFIX, Backoff, Keys, connect
 from harstream.stream.durable.history_store import HistoryStore, restore_today
-from harstream.stream.durable.leases import Fenced, Lease, Leases
+from harstream.stream.durable.leases import Fenced, Lease, Leases, run_scripts
 from harstream.stream.durable.partition_state import PartitionState
-from harstream.stream.durable.partitions import DEFAULT_PARTITIONS, plan
+from harstream.stream.durable.partitions import DEFAULT_PARTITIONS, partition_of, plan
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +83,12 @@ class LogConfig:
     rebuild_s: float = 12.0  # log tail replayed on takeover (context 4 windows + warm-up + window in progress)
     warmup_windows: int = 2  # windows of filter warm-up before the first context window
     read_count: int = 2000  # entries per partition per read
+    # Entries read are acknowledged together at most this often (a takeover replays the log tail up to
+    # the last entry read anyway, acknowledged or not; acknowledging keeps the pending lists short).
+    ack_every_ms: int = 100
+    # After a read that brought entries, the next one waits this long (the bridge writes every 20 ms):
+    # one read per write of the bridge, not one per turn of the loop while windows wait for a batch.
+    read_gap_ms: float = 10.0
     predictions_maxlen: int = 100_000  # the capped predictions stream
     # A device with no window committed for this long loses its progress record and latest
     # prediction in the broker (0: kept for ever); an id-rotating client cannot grow them for good.
@@ -113,7 +128,7 @@ class RedisWorker:
         self.config = config or WorkerConfig()
         if router is None:  # one model for every device, as StreamCore describes it from the config
             router = one_model_router(classes, model_id, self.config)
-        self.router = router  # shared by every partition's core: a personal model serves wherever its device is
+        self.router = router  # a personal model serves wherever its device is
         self.personal = personal
         self.runtime, self.classes, self.model_id = runtime, list(router.waist.classes), router.waist.model_id
         self.url = url
@@ -126,11 +141,20 @@ class RedisWorker:
         self.publish = publish or (lambda predictions: None)
         # of the output bus: whose signal feed to make
         self.subscriptions = subscriptions if subscriptions is not None else Subscriptions()
+        # one core for every owned partition (each partition's devices are its own)
+        self.core = StreamCore(
+            self.classes,
+            self.model_id,
+            self.config,
+            self.worker_id,
+            router=self.router,
+            subscriptions=self.subscriptions,
+        )
+        self.core.started = time.monotonic()
         self.owned: dict[int, PartitionState] = {}
         self.counts: Counter[str] = Counter()
-        self.drops: Counter[str] = Counter()  # of the worker itself (model_refused), beside its cores'
-        self.retired: Counter[str] = Counter()  # totals of cores of partitions given away
-        self.retired_drops: Counter[str] = Counter()
+        self.drops: Counter[str] = Counter()  # of the worker itself (model_refused), beside its core's
+        self.retired: Counter[str] = Counter()  # window-grid counts of partitions given away
         self.backoff = Backoff()
         self.broker_up = True
         self.members: list[str] = []
@@ -139,6 +163,11 @@ class RedisWorker:
         self._lags: list[float] = []
         self._lock = threading.Lock()
         self._next_balance = 0.0
+        self._unacked: dict[int, list] = {}  # partition -> ids of entries read, not yet acknowledged
+        self._next_ack = 0.0
+        self._read_after = 0.0  # monotonic time before which the loop does not read
+        self._backlog: deque[tuple[PartitionState, SampleBatch]] = deque()  # read, not yet admitted
+        self._kept_history: list[HistoryUpdate] = []  # kept with a commit, to publish after its predictions
         self._lost: set[int] = set()
         self._renewer_stop = threading.Event()
         self._renewer = threading.Thread(target=self._renew_loop, name="lease-renewer", daemon=True)
@@ -155,10 +184,9 @@ class RedisWorker:
 
     def balance(self, now: float) -> None:
         """Join/refresh membership; give back surplus partitions; take free ones."""
-        self.members = self.leases.heartbeat(self.worker_id)
+        self.members, holders = self.leases.heartbeat_and_holders(self.worker_id, self.lc.partitions)
         if self.worker_id not in self.members:  # our own heartbeat expired meanwhile
             self.members = sorted({*self.members, self.worker_id})
-        holders = self.leases.holders(self.lc.partitions)
         with self._lock:
             lost, self._lost = self._lost, set()
         for p in lost:
@@ -177,21 +205,13 @@ class RedisWorker:
 
     def _take_over(self, lease: Lease, now: float) -> None:
         started = time.monotonic()
-        core = StreamCore(
-            self.classes,
-            self.model_id,
-            self.config,
-            self.worker_id,
-            router=self.router,
-            subscriptions=self.subscriptions,
-        )
-        core.started = now
-        owned = PartitionState(lease, core, self.config.smooth_windows, renewed=now)
+        owned = PartitionState(lease, self.core, self.config.smooth_windows, renewed=now)
         self.owned[lease.partition] = owned
         try:
             self._rebuild(owned, now, started)
         except Exception:
             self.owned.pop(lease.partition, None)  # half rebuilt: the lease runs out, someone retries
+            self.core.forget(owned.devices())
             raise
 
     def _rebuild(self, owned: PartitionState, now: float, started: float) -> None:
@@ -221,16 +241,14 @@ class RedisWorker:
                 if not entries:
                     break
                 for _entry_id, fields in entries:
-                    batch = self._decode(owned, fields)
-                    if batch is None:
-                        continue
-                    first_seq.setdefault(batch.device, batch.seq)
-                    replayed += owned.admit(batch, now, owned.replay_from(batch.device, context_windows))
+                    for batch in self._decode(lease.partition, fields):
+                        first_seq.setdefault(batch.device, batch.seq)
+                        replayed += owned.admit(batch, now, owned.replay_from(batch.device, context_windows))
                 cursor = "(" + _text(entries[-1][0])
                 if len(entries) < 5000:
                     break
             owned.count_unlogged(first_seq)
-            core.take_signals(now + 1e9)  # the replay is not news for the display
+            core.quiet_signals(first_seq)  # the replay is not news for the display
         if claimed:
             self.leases.ack(lease, GROUP, claimed)
         elapsed = (time.monotonic() - started) * 1000
@@ -270,19 +288,26 @@ class RedisWorker:
         owned = self.owned.get(p)
         if owned is None:
             return
-        while owned.core.waiting:
-            self._run_batches(now, only=p, force=True)
+        while self.core.waiting and p in self.owned:  # every partition's waiting windows: one core
+            self._run_batches(now, force=True)
+        if p not in self.owned:  # fenced meanwhile
+            return
+        self.acknowledge(only=p)
+        if p not in self.owned:
+            return
         self.leases.release(owned.lease)
         self._drop(p, "released")
 
     def _drop(self, p: int, why: str) -> None:
+        """Forget partition ``p``: its state, and its devices in the core."""
         owned = self.owned.pop(p, None)
         if owned is None:
             return
-        stats = owned.core.stats(time.monotonic())
-        self.retired.update(stats.totals)
-        self.retired_drops.update(stats.drops)
-        self.retired.update({k: v for k, v in owned.grid.counts.items()})
+        self.retired.update(owned.grid.counts)
+        self._unacked.pop(p, None)  # the next owner claims them
+        windows = self.core.forget(owned.devices())
+        if windows:
+            self.counts["windows_given_away"] += windows
         if why != "released":
             self.counts["leases_lost"] += 1
         log.info("%s: partition %d dropped (%s)", self.worker_id, p, why)
@@ -291,13 +316,15 @@ class RedisWorker:
         client = connect(self.url, allow_remote=self.lc.allow_remote_broker)
         leases = Leases(client, self.keys, self.lc.lease_ttl_ms)
         while not self._renewer_stop.wait(self.lc.renew_every_ms / 1000):
-            for p, owned in list(self.owned.items()):
-                try:
-                    ok = leases.renew(owned.lease)
-                except Exception:  # broker away: the lease runs out on its own
-                    continue
+            owned = list(self.owned.items())
+            try:  # every lease in one round trip
+                renewed = leases.renew_many([o.lease for _, o in owned])
+            except Exception:  # broker away: the leases run out on their own
+                continue
+            now = time.monotonic()
+            for (p, o), ok in zip(owned, renewed):
                 if ok:
-                    owned.renewed = time.monotonic()
+                    o.renewed = now
                 else:
                     with self._lock:
                         self._lost.add(p)
@@ -306,90 +333,123 @@ class RedisWorker:
     # --------------------------------------------------------------- read
 
     def read(self, now: float, block_ms: int) -> int:
-        """Read new entries of the owned partitions into their cores; how many."""
+        """Read new entries of the owned partitions into the backlog (decoded,
+        not yet given to the core: :meth:`admit_some`); how many."""
         ttl = self.lc.lease_ttl_ms / 1000
         streams = {self.keys.partition(p): ">" for p, o in self.owned.items() if o.readable(now, ttl)}
         if not streams:
             time.sleep(block_ms / 1000)
             return 0
         reply = self.client.xreadgroup(GROUP, self.worker_id, streams, count=self.lc.read_count, block=block_ms or None)
-        n = 0
+        n = messages = 0
         now = time.monotonic()
-        acks: list[tuple[int, Lease, list]] = []
         for stream, entries in reply or []:
             p = int(_text(stream).rsplit(":", 1)[1])
             owned = self.owned.get(p)
             if owned is None:
                 continue
             for _entry_id, fields in entries:
-                batch = self._decode(owned, fields)
-                if batch is not None:
-                    owned.admit(batch, now)
+                for batch in self._decode(p, fields):
+                    self._backlog.append((owned, batch))
+                    messages += 1
                 n += 1
-            acks.append((p, owned.lease, [e[0] for e in entries]))
-        # every partition's acknowledgement in one round trip, each fenced by its own lease
+            self._unacked.setdefault(p, []).extend(e[0] for e in entries)
+        if now >= self._next_ack:
+            self._next_ack = now + self.lc.ack_every_ms / 1000
+            self.acknowledge()
+        self.counts["entries"] += n
+        self.counts["messages"] += messages
+        return n
+
+    def admit_some(self) -> int:
+        """Give the backlog's messages to the core, each stamped as it arrives,
+        until a batch's worth of devices complete a window (as the bus worker
+        reads: a large read is predicted as it is taken in, not all stamped
+        at once and then queued); how many. A message of a partition given
+        away meanwhile is skipped (its next owner replays it from the log)."""
+        n = 0
+        core = self.core
+        while self._backlog and core.ready_devices < core.config.max_batch:
+            state, batch = self._backlog.popleft()
+            owner = self.owned.get(state.lease.partition)
+            if owner is None or owner is not state:
+                continue
+            owner.admit(batch, time.monotonic())
+            n += 1
+        return n
+
+    def acknowledge(self, only: int | None = None) -> None:
+        """Acknowledge the entries read of every owned partition (or of
+        ``only``): one round trip, each partition fenced by its own lease."""
+        parts = [p for p in self._unacked if (only is None or p == only) and p in self.owned]
+        acks = [(p, self.owned[p].lease, self._unacked.pop(p)) for p in parts]
         results = self.leases.ack_many(GROUP, [(lease, ids) for _, lease, ids in acks if ids])
         for (p, _, _), result in zip([a for a in acks if a[2]], results):
             if isinstance(result, Fenced):
                 if p in self.owned:
                     self.owned[p].fence()
                 self._drop(p, str(result))
-        self.counts["entries"] += n
-        return n
 
-    def _decode(self, owned: PartitionState, fields: dict):
+    def _decode(self, p: int, fields: dict) -> list[SampleBatch]:
+        """The samples messages of one log entry of partition ``p`` (one or
+        several), each validated as on the bus; the bad ones counted by reason
+        and left out (``partition``: a device that is not ``p``'s)."""
         try:
-            return decode_samples([fields[b"t"], fields[b"h"], fields[b"s"]])
-        except KeyError as exc:
-            owned.core.count_drop("frame_count", f"log entry lacks field {exc}")
-        except ProtocolError as exc:
-            owned.core.count_drop(exc.reason, exc.detail)
-        return None
+            messages = entry_messages(fields)
+        except ValueError as exc:
+            self.core.count_drop("frame_count", str(exc))
+            return []
+        out = []
+        for frames in messages:
+            try:
+                batch = decode_samples(frames)
+            except ProtocolError as exc:
+                self.core.count_drop(exc.reason, exc.detail)
+                continue
+            if partition_of(batch.device, self.lc.partitions) != p:
+                self.core.count_drop("partition", f"device {batch.device} in the log of partition {p}, not its own")
+                continue
+            out.append(batch)
+        return out
 
     # ------------------------------------------------------------ predict
 
-    def _run_batches(self, now: float, only: int | None = None, force: bool = False) -> int:
-        """Model calls for every partition with a due batch; returns windows predicted."""
+    def _run_batches(self, now: float, force: bool = False) -> int:
+        """Model calls while a batch is due (``force``: while any window waits); returns windows predicted."""
         total = 0
         for _ in range(1000):
-            parts = [
-                (p, o)
-                for p, o in self.owned.items()
-                if (only is None or p == only) and (o.core.batch_due(now) or (force and o.core.waiting))
-            ]
-            if not parts:
+            if not (self.core.batch_due(now) or (force and self.core.waiting)):
                 break
-            taken_all, rows = [], 0
-            for p, o in parts:
-                if rows >= self.config.max_batch:
-                    break
-                x, taken = o.core.take_batch()
-                taken_all.append((p, o, x, taken))
-                rows += len(taken)
-            self._predict(taken_all)
-            total += rows
+            x, taken = self.core.take_batch()
+            self._predict(x, taken)
+            total += len(taken)
             now = time.monotonic()
         return total
 
-    def _predict(self, taken_all: list) -> None:
-        """Label the batches taken from the partitions: one model call per
-        served model (a partition's batch holds one model's windows), each by
-        that model's runtime."""
-        by_model: dict[int, tuple[ServedModel, list]] = {}
-        for item in taken_all:
-            taken = item[3]
-            if taken:
-                by_model.setdefault(id(taken[0].served), (taken[0].served, []))[1].append(item)
-        for served, items in by_model.values():
-            self._predict_model(served, items)
-
-    def _predict_model(self, served: ServedModel, items: list) -> None:
-        jobs = []  # (p, state, taken, keys, mask of windows an earlier owner committed)
+    def _predict(self, x: np.ndarray, taken: list) -> None:
+        """Label one batch (one served model's windows, of any owned
+        partitions) in one call of that model's runtime; each partition
+        settles its windows, all partitions commit in one round trip, each
+        fenced by its own lease, and what held is published."""
+        if not taken:
+            return
+        served: ServedModel = taken[0].served
+        by_partition: dict[int, list[int]] = {}
+        for i, w in enumerate(taken):
+            by_partition.setdefault(partition_of(w.device, self.lc.partitions), []).append(i)
+        jobs = []  # (p, state, its windows, keys, mask of windows an earlier owner committed)
         xs = []
-        for p, o, x, taken in items:
-            keys, old = o.to_run(taken)
-            jobs.append((p, o, taken, keys, old))
-            xs.append(x[~old])
+        for p, idx in by_partition.items():
+            o = self.owned.get(p)
+            if o is None:  # given away meanwhile (its devices left the core): nothing of it is ours
+                self.counts["windows_given_away"] += len(idx)
+                continue
+            mine = [taken[i] for i in idx]
+            keys, old = o.to_run(mine)
+            jobs.append((p, o, mine, keys, old))
+            xs.append(x[idx][~old])
+        if not jobs:
+            return
         x_new = np.concatenate(xs)
         n_classes = len(served.output_classes)  # a personal head's windows get the shared model's classes
         try:
@@ -400,23 +460,28 @@ class RedisWorker:
             else:
                 probs_new = np.empty((0, n_classes))
         except Exception as exc:  # never die on a batch; counted in windows, as on the bus
-            for _, o, taken, _, _ in jobs:
-                o.core.count_drop("inference", f"{len(taken)} windows: {type(exc).__name__}: {exc}", len(taken))
+            self.core.count_drop("inference", f"{len(taken)} windows: {type(exc).__name__}: {exc}", len(taken))
             return
         now = time.monotonic()
         wall = time.time()
         offset = 0
         settled_all = []
-        for p, o, taken, keys, old in jobs:
+        for p, o, mine, keys, old in jobs:
             k_new = int((~old).sum())
-            settled = o.settle(taken, keys, old, probs_new[offset : offset + k_new], now)
+            settled = o.settle(mine, keys, old, probs_new[offset : offset + k_new], now)
             offset += k_new
             self.counts["unkeyed"] += settled.unkeyed
             self.counts["replayed_windows"] += settled.replayed
             settled_all.append((p, o, settled))
-        # every partition's commit in one round trip, each fenced by its own lease
+        # every partition's commit and the history revisions of these windows in one round trip,
+        # each fenced by its partition's lease
         to_commit = [(p, o, settled) for p, o, settled in settled_all if settled.rows]
-        results = self.leases.commit_many([(o.lease, st.rows) for _, o, st in to_commit], self.lc.predictions_maxlen)
+        commits = [(o.lease, st.rows) for _, o, st in to_commit]
+        calls = self.leases.commit_calls(commits, self.lc.predictions_maxlen)
+        items, owners = self._history_items(self.core.take_history())
+        keep_calls, at = self.history.keep_calls(items)
+        replies = run_scripts(self.client, calls + keep_calls)
+        results = self.leases.commit_results(commits, replies[: len(calls)])
         for (p, o, settled), result in zip(to_commit, results):
             if isinstance(result, Fenced):
                 self.counts["fenced"] += len(settled.rows)
@@ -425,20 +490,23 @@ class RedisWorker:
             else:
                 self.counts["committed"] += result[0]
                 self.counts["skipped_committed"] += result[1]
-        for _, o, settled in settled_all:
-            out = o.to_publish(settled)  # a stale owner publishes nothing
-            for pred in out:
-                self._latencies.append(pred.latency_ms)
-                self._lags.append((wall - pred.t_end) * 1000.0)
-            if out:
-                self.publish(out)
-            self.counts["published"] += len(out)
+        self._kept_history += self._history_out(owners, self.history.kept(items, at, replies[len(calls) :], self.core))
+        out = [
+            pred for _, o, settled in settled_all for pred in o.to_publish(settled)
+        ]  # a stale owner publishes nothing
+        for pred in out:
+            self._latencies.append(pred.latency_ms)
+            self._lags.append((wall - pred.t_end) * 1000.0)
+        if out:
+            self.publish(out)
+        self.counts["published"] += len(out)
 
     # ---------------------------------------------------------- the loop
 
     def step(self, now: float, wake: float, publish: Callable[[list[Prediction]], None]) -> None:
         """One turn of the edge loop: balance if due, read (waiting at most
-        until ``wake``, 10 ms), predict, commit and ``publish``. A broker error
+        until ``wake``, 10 ms; not again within ``read_gap_ms`` of a read that
+        brought entries), predict, commit and ``publish``. A broker error
         is counted and retried with back-off; anything else is counted here
         and raised for the loop to count (``internal``)."""
         self.publish = publish
@@ -451,11 +519,16 @@ class RedisWorker:
                 self.balance(now)
             # Wait for entries until the oldest waiting window must run (never past 10 ms or the next
             # chore), not in a busy loop of non-blocking reads while windows wait for a batch to fill.
-            for o in self.owned.values():
-                deadline = o.core.next_deadline()
-                if deadline is not None:
-                    wake = min(wake, deadline)
-            self.read(now, block_ms=int(min(10.0, (wake - now) * 1000)) if wake > now + 0.001 else 0)
+            deadline = self.core.next_deadline()
+            if deadline is not None:
+                wake = min(wake, deadline)
+            if self._backlog:  # what was read goes in first, a batch's worth at a time
+                pass
+            elif now < self._read_after:  # entries came a moment ago: the next ones are a bridge flush away
+                time.sleep(max(0.0, min(wake, self._read_after) - now))
+            elif self.read(now, block_ms=int(min(10.0, (wake - now) * 1000)) if wake > now + 0.001 else 0):
+                self._read_after = time.monotonic() + self.lc.read_gap_ms / 1000
+            self.admit_some()
             self._run_batches(time.monotonic())
             if not self.broker_up:
                 log.warning("%s: broker %s back", self.worker_id, self.url)
@@ -473,34 +546,59 @@ class RedisWorker:
             raise
 
     def cores(self) -> list[StreamCore]:
-        return [o.core for o in self.owned.values()]
+        return [self.core]
 
     def evict_idle(self, now: float) -> None:
-        """Idle devices of every owned partition, forgotten by its core and its state."""
-        for o in self.owned.values():
-            o.forget(o.core.evict_idle(now))
+        """Idle devices, forgotten by the core and by their partition's state."""
+        gone = self.core.evict_idle(now)
+        if gone:
+            for o in self.owned.values():
+                o.forget(gone)
 
     def settle_quiet(self, now: float) -> None:
-        for o in self.owned.values():
-            o.core.settle_quiet(now)
+        self.core.settle_quiet(now)
 
     def take_history(self) -> list[HistoryUpdate]:
-        """Every owned partition's history revisions, kept first (fenced by
-        its lease; final pieces idempotent by device and time, clipped to what
-        is not final yet) and returned as kept; a partition whose lease is
-        lost publishes nothing more."""
+        """The core's history revisions, each kept first under its device's
+        partition's lease (final pieces idempotent by device and time, clipped
+        to what is not final yet; all in one round trip, or in the round trip
+        of the predictions that made them) and returned as kept; a partition
+        whose lease is lost publishes nothing more."""
+        out, self._kept_history = self._kept_history, []
+        items, owners = self._history_items(self.core.take_history())
+        if items:
+            out += self._history_out(owners, self.history.keep_many(items, self.core))
+        return out
+
+    def _history_items(self, updates: list[HistoryUpdate]) -> tuple[list[tuple], list[int]]:
+        """The updates of owned partitions as items to keep, and each one's partition."""
+        items, owners = [], []
+        for update in updates:
+            p = partition_of(update.device, self.lc.partitions)
+            o = self.owned.get(p)
+            if o is None:  # given away meanwhile: nothing of it is ours
+                continue
+            state = self.core.devices.get(update.device)
+            classes = state.served.classes if state is not None else tuple(self.classes)
+            items.append((self.keys.lease(p), o.lease.value, update, classes))
+            owners.append(p)
+        return items, owners
+
+    def _history_out(self, owners: list[int], kept: list[HistoryUpdate | None]) -> list[HistoryUpdate]:
+        """The kept updates to publish; a partition where one was refused is fenced and dropped."""
         out: list[HistoryUpdate] = []
-        for p, o in list(self.owned.items()):
-            for update in o.core.take_history():
-                state = o.core.devices.get(update.device)
-                classes = state.served.classes if state is not None else tuple(self.classes)
-                kept = self.history.keep(self.keys.lease(p), o.lease.value, update, o.core, classes)
-                if kept is None:
-                    self.counts["fenced"] += 1
-                    o.fence()
-                    self._drop(p, f"partition {p}: lease lost while keeping history")
-                    break
-                out.append(kept)
+        lost: set[int] = set()
+        for p, update in zip(owners, kept):
+            if p not in self.owned or p in lost:  # dropped meanwhile (its commit was fenced)
+                continue
+            if update is None:
+                self.counts["fenced"] += 1
+                lost.add(p)
+                continue
+            out.append(update)
+        for p in lost:
+            self.owned[p].fence()
+            self._drop(p, f"partition {p}: lease lost while keeping history")
         return out
 
     def forget_chore(self, now: float) -> None:
@@ -514,63 +612,40 @@ class RedisWorker:
         """Let the broker forget the owned partitions' devices with no window
         committed for ``forget_after_s`` (fenced, as every write); how many."""
         gone = 0
-        for p, o in list(self.owned.items()):
-            try:
-                gone += self.leases.forget(o.lease, int(self.lc.forget_after_s * 1000))
-            except Fenced as exc:
-                self._drop(p, str(exc))
+        owned = list(self.owned.items())
+        results = self.leases.forget_many([o.lease for _, o in owned], int(self.lc.forget_after_s * 1000))
+        for (p, _), result in zip(owned, results):  # every partition in one round trip
+            if isinstance(result, Fenced):
+                self._drop(p, str(result))
+            else:
+                gone += result
         self.counts["forgotten_devices"] += gone
         return gone
 
     def stats(self, now: float) -> WorkerStats:
-        """The worker's statistics, every partition's together, with ``broker``."""
-        per = [o.core.stats(now) for o in self.owned.values()]
-        totals, drops = Counter(self.retired), Counter(self.retired_drops) + self.drops
-        grid: Counter[str] = Counter()
-        modes: Counter[str] = Counter()
-        served: Counter[str] = Counter()  # devices per model key
-        for o, s in zip(self.owned.values(), per):
-            totals.update(s.totals)
-            drops.update(s.drops)
+        """The worker's statistics (its core's, with ``broker``)."""
+        out = self.core.stats(now)
+        grid: Counter[str] = Counter(self.retired)
+        for o in self.owned.values():
             grid.update(o.grid.counts)
-            modes.update(s.modes)
-            served.update({m["key"]: m["devices"] for m in s.models})
         lat = np.asarray(self._latencies) if self._latencies else None
         lag = np.asarray(self._lags) if self._lags else None
-        batches = sum(s.batches for s in per)
-        out = WorkerStats(
-            devices=sum(s.devices for s in per),
-            interval_s=max((s.interval_s for s in per), default=0.0),
-            samples_per_s=round(sum(s.samples_per_s for s in per), 1),
-            windows_per_s=round(sum(s.windows_per_s for s in per), 1),
-            predictions_per_s=round(sum(s.predictions_per_s for s in per), 1),
-            messages_per_s=round(sum(s.messages_per_s for s in per), 1),
-            batches=batches,
-            batch_mean=round(sum(s.batch_mean * s.batches for s in per) / batches, 2) if batches else 0.0,
-            batch_max=max((s.batch_max for s in per), default=0),
-            latency_p50_ms=round(float(np.percentile(lat, 50)), 2) if lat is not None else None,
-            latency_p99_ms=round(float(np.percentile(lat, 99)), 2) if lat is not None else None,
-            lag_p50_ms=round(float(np.percentile(lag, 50)), 2) if lag is not None else None,
-            lag_p99_ms=round(float(np.percentile(lag, 99)), 2) if lag is not None else None,
-            pending=sum(s.pending for s in per),
-            pending_high_water=max((s.pending_high_water for s in per), default=0),
-            drops=dict(drops),
-            totals=dict(totals),
-            model=self.model_id,
-            models=self.router.describe(served),
-            modes=dict(modes),
-            worker=self.worker_id,
-            broker={
-                "up": self.broker_up,
-                "url": self.url,
-                "members": len(self.members),
-                "partitions": sorted(self.owned),
-                "epochs": {str(p): o.lease.epoch for p, o in self.owned.items()},
-                "lost_samples": grid["lost_samples"] + self.retired["lost_samples"],
-                "rebuild_ms_max": round(max(self.rebuild_ms), 1) if self.rebuild_ms else None,
-                **dict(self.counts),
-            },
-        )
+        # latency and lag of what was published (not of windows replayed on takeover)
+        out.latency_p50_ms = round(float(np.percentile(lat, 50)), 2) if lat is not None else None
+        out.latency_p99_ms = round(float(np.percentile(lat, 99)), 2) if lat is not None else None
+        out.lag_p50_ms = round(float(np.percentile(lag, 50)), 2) if lag is not None else None
+        out.lag_p99_ms = round(float(np.percentile(lag, 99)), 2) if lag is not None else None
+        out.drops = dict(Counter(out.drops) + self.drops)
+        out.broker = {
+            "up": self.broker_up,
+            "url": self.url,
+            "members": len(self.members),
+            "partitions": sorted(self.owned),
+            "epochs": {str(p): o.lease.epoch for p, o in self.owned.items()},
+            "lost_samples": grid["lost_samples"],
+            "rebuild_ms_max": round(max(self.rebuild_ms), 1) if self.rebuild_ms else None,
+            **dict(self.counts),
+        }
         self._latencies, self._lags, self.rebuild_ms = [], [], []
         return out
 
@@ -625,7 +700,7 @@ def serve_redis(
     import zmq
 
     from harstream.stream.bus.addresses import output_address
-    from harstream.stream.bus.edge import OutputEdge, run_edge
+    from harstream.stream.bus.edge import EdgeOptions, OutputEdge, run_edge
     from harstream.stream.bus.proxy import output_credentials
     from harstream.stream.bus.sockets import SUBSCRIPTION_BYTES, BusSockets
     from harstream.stream.durable.bridge import check_partitions
@@ -679,20 +754,17 @@ def serve_redis(
         if on_ready:
             on_ready()
         forget = [("forgetting devices", 1.0, worker.forget_chore)] if log_config.forget_after_s > 0 else []
-        final = run_edge(
-            worker,
-            edge,
-            worker_id,
-            stop,
-            runtime_name=getattr(runtime, "name", "?"),
-            stats_every=stats_every,
-            print_every=print_every,
-            printer=printer,
-            personal=personal,
-            router=worker.router,
-            registry_drops=worker.drops,
-            extra_chores=forget,
+        options = EdgeOptions(
+            getattr(runtime, "name", "?"),
+            stats_every,
+            print_every,
+            printer,
+            personal,
+            worker.router,
+            worker.drops,
+            forget,
         )
+        final = run_edge(worker, edge, worker_id, stop, options)
         try:
             worker.close(leave=True)
         except redis.RedisError:

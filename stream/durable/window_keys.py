@@ -93,6 +93,10 @@ class WindowGrid:
         origin = None if track is None else track.origins.get(generation)
         return None if origin is None else origin // STEP + window
 
+    def devices(self) -> list[str]:
+        """The devices whose windows the grid numbers."""
+        return list(self._tracks)
+
     def forget(self, device: str) -> None:
         """The core evicted ``device``: its next samples start a new pipeline (generation 1)."""
         self._tracks.pop(device, None)
