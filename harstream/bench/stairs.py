@@ -210,7 +210,10 @@ def barometer_only(rates=(1.0, 5.0, 25.0), noises=(0.01, 0.03, 0.05), runs: int 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--rates", type=Number(float, 0.1, 100.0), nargs="+", default=[1.0, 5.0, 25.0], help="barometer rates (Hz)"
+        "--rates", type=Number(float, 0.1, 100.0),
+        nargs="*",
+        default=[1.0, 5.0, 25.0],
+        help="barometer rates (Hz; none: no simulated barometer)",
     )
     parser.add_argument(
         "--noise", type=Number(float, 0.0, 1.0), default=0.03, help="barometer noise (hPa, standard deviation)"
@@ -248,6 +251,11 @@ def run(args: argparse.Namespace) -> int:
         originals = [r for r in recordings if r.subject in set(UCI_TEST_SUBJECTS)]
         for kind in LIMBS:
             conditions[kind] = (True, limb_recordings(originals, kind, seed + TEST_ROTATION_OFFSET))
+        for kind in LIMBS:  # limbs swinging beyond the simulated training ranges
+            conditions[f"{kind} unseen"] = (
+                True,
+                limb_recordings(originals, kind, seed + TEST_ROTATION_OFFSET, unseen=True),
+            )
     for rate in args.rates:
         model = SimulatedBarometer(rate_hz=rate, noise_hpa=args.noise, doors_per_min=args.doors)
         conditions[f"pressure {rate:g} Hz"] = (
