@@ -128,6 +128,7 @@ def score(rows: list[tuple[str | None, str, str | None, str]], whole: bool = Fal
     from harstream.stream.core.activities import ACTIVITIES, PLACEMENT_FREE, class_for
 
     per: dict[str, Counter] = {c: Counter() for c in PLACEMENT_FREE}
+    agree = 0  # moving vs still: published moving (any walking class) exactly when the truth moves
     for end_truth, published, inside, own in rows:
         truth = inside if whole else end_truth
         shown = own if raw else published
@@ -137,12 +138,14 @@ def score(rows: list[tuple[str | None, str, str | None, str]], whole: bool = Fal
         per[cls]["n"] += 1
         per[cls]["right"] += shown == cls
         per[cls][f"shown {shown}"] += 1
+        agree += (shown == "STILL") == (cls == "STILL")
     total = sum(c["n"] for c in per.values())
     right = sum(c["right"] for c in per.values())
     walking = per["WALKING"]
     return {
         "accuracy": round(right / max(total, 1), 4),
         "windows": total,
+        "moving_vs_still": round(agree / max(total, 1), 4),
         "stairs_as_walking": round(
             sum(per[c]["shown WALKING"] for c in ("WALKING_UPSTAIRS", "WALKING_DOWNSTAIRS"))
             / max(per["WALKING_UPSTAIRS"]["n"] + per["WALKING_DOWNSTAIRS"]["n"], 1),
@@ -210,7 +213,8 @@ def barometer_only(rates=(1.0, 5.0, 25.0), noises=(0.01, 0.03, 0.05), runs: int 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--rates", type=Number(float, 0.1, 100.0),
+        "--rates",
+        type=Number(float, 0.1, 100.0),
         nargs="*",
         default=[1.0, 5.0, 25.0],
         help="barometer rates (Hz; none: no simulated barometer)",
@@ -277,7 +281,7 @@ def run(args: argparse.Namespace) -> int:
             print(
                 f"{name:>16} {label:>5}: accuracy {r['accuracy']:.4f} on {r['windows']} windows; recall "
                 + ", ".join(f"{c} {v['recall']:.3f}" for c, v in r["per_class"].items())
-                + f"; stairs false alarm {r['stairs_false_alarm']:.3f}"
+                + f"; stairs false alarm {r['stairs_false_alarm']:.3f}; moving vs still {r['moving_vs_still']:.4f}"
                 + f" ({time.perf_counter() - began:.0f} s)",
                 flush=True,
             )
