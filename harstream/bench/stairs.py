@@ -129,6 +129,7 @@ def score(rows: list[tuple[str | None, str, str | None, str]], whole: bool = Fal
 
     per: dict[str, Counter] = {c: Counter() for c in PLACEMENT_FREE}
     agree = 0  # moving vs still: published moving (any walking class) exactly when the truth moves
+    postures: dict[str, Counter] = {}  # each HAPT posture: windows, and those shown STILL
     for end_truth, published, inside, own in rows:
         truth = inside if whole else end_truth
         shown = own if raw else published
@@ -139,6 +140,9 @@ def score(rows: list[tuple[str | None, str, str | None, str]], whole: bool = Fal
         per[cls]["right"] += shown == cls
         per[cls][f"shown {shown}"] += 1
         agree += (shown == "STILL") == (cls == "STILL")
+        if cls == "STILL":
+            postures.setdefault(truth, Counter())["n"] += 1
+            postures[truth]["still"] += shown == "STILL"
     total = sum(c["n"] for c in per.values())
     right = sum(c["right"] for c in per.values())
     walking = per["WALKING"]
@@ -155,6 +159,7 @@ def score(rows: list[tuple[str | None, str, str | None, str]], whole: bool = Fal
             (walking["shown WALKING_UPSTAIRS"] + walking["shown WALKING_DOWNSTAIRS"]) / max(walking["n"], 1), 4
         ),
         "per_class": {c: {"windows": v["n"], "recall": round(v["right"] / max(v["n"], 1), 4)} for c, v in per.items()},
+        "posture_as_still": {p: round(v["still"] / max(v["n"], 1), 4) for p, v in sorted(postures.items())},
         "shown": {c: {k[6:]: n for k, n in v.items() if k.startswith("shown ")} for c, v in per.items()},
     }
 

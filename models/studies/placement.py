@@ -13,7 +13,11 @@ HAPT's six classes against the four placement-free ones, the model's own
 classes (on a limb: flat walking → WALKING, postures → STILL), moving vs
 still, flat walking shown as WALKING, stairs false alarms on flat walking,
 and, for a model that carries one, the placement estimate's confusion on
-moving windows. Scored once, on the test subjects.
+moving windows. Each model is scored twice: as it labels each window, and
+with the product's rule that a stepping window is never shown STILL
+(:mod:`~harstream.stream.core.stepping`; rows named ``MODEL + steps``: a
+window the model calls STILL whose body acceleration steps counts as
+WALKING). Scored once, on the test subjects.
 
     python -m harstream.models.studies.placement                          # docs/reports/placement_study.json,
     python -m harstream.models.studies.placement --models base.keras any  # docs/img/placement_study.png
@@ -31,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from harstream.stream.core.activities import ACTIVITIES, PLACEMENT_FREE
+from harstream.stream.core.stepping import stepping
 from harstream.stream.data.recordings import UCI_TEST_SUBJECTS, load_dataset
 
 from ..artifact import PRETRAINED_DIR, load_artifact
@@ -81,6 +86,17 @@ def run(models: Sequence[str], seed: int = 0, subjects: Sequence[int] = UCI_TEST
                 **placement_scores(predicted, w.y, placement),
                 "confusion": confusion.tolist(),
             }
+            steps = stepping(w.x[:, 0] if w.x.ndim == 4 else w.x)  # the current window (context behind it)
+            ruled = np.where(steps & (predicted == PLACEMENT_FREE.index("STILL")), 0, predicted)
+            confusion_ruled = np.zeros_like(confusion)
+            np.add.at(confusion_ruled, (w.y, ruled), 1)
+            ruled_row = {
+                "model": f"{name} + steps",
+                "architecture": row["architecture"],
+                **placement_scores(ruled, w.y, placement),
+                "confusion": confusion_ruled.tolist(),
+                "stepping_share": [float(np.mean(steps[w.y == c])) for c in range(6)],
+            }
             if estimator is not None:
                 moving = w.y < 3
                 guess = estimator.probabilities(w.x[moving]).argmax(1)
@@ -88,8 +104,9 @@ def run(models: Sequence[str], seed: int = 0, subjects: Sequence[int] = UCI_TEST
                 truth = PLACEMENTS.index(placement.split("_")[0])
                 row["placement_right"] = float(np.mean(guess == truth)) if moving.any() else None
             row["seconds"] = round(time.perf_counter() - started, 1)
-            print(json.dumps({k: v for k, v in row.items() if k != "confusion"}), flush=True)
-            report["rows"].append(row)
+            for r in (row, ruled_row):
+                print(json.dumps({k: v for k, v in r.items() if k != "confusion"}), flush=True)
+                report["rows"].append(r)
     return report
 
 
