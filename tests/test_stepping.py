@@ -187,3 +187,11 @@ def test_a_calibrated_device_stepping_is_published_walking_not_a_posture():
     core.router.set_personal(personal_model("phone:cal", "cal@1", classes))
     got = _stream(core, "phone:cal", _walking_samples(30), [0.05, 0.0, 0.0, 0.05, 0.9])[3:]
     assert got and {p.smoothed for p in got} == {"WALKING"}
+
+
+def test_the_placement_study_scores_the_rule_as_the_worker_applies_it():
+    from harstream.models.studies.placement import with_steps
+
+    predicted = np.array([3, 3, 1, 0])  # STILL, STILL, UPSTAIRS, WALKING
+    got = with_steps(predicted, np.array([True, False, True, True]))
+    assert got.tolist() == [0, 3, 1, 0]
