@@ -140,7 +140,7 @@ def score(rows: list[tuple[str | None, str, str | None, str]], whole: bool = Fal
         per[cls]["right"] += shown == cls
         per[cls][f"shown {shown}"] += 1
         agree += (shown == "STILL") == (cls == "STILL")
-        if cls == "STILL":
+        if cls == "STILL" and truth is not None:
             postures.setdefault(truth, Counter())["n"] += 1
             postures[truth]["still"] += shown == "STILL"
     total = sum(c["n"] for c in per.values())
