@@ -195,3 +195,27 @@ def test_the_placement_study_scores_the_rule_as_the_worker_applies_it():
     predicted = np.array([3, 3, 1, 0])  # STILL, STILL, UPSTAIRS, WALKING
     got = with_steps(predicted, np.array([True, False, True, True]))
     assert got.tolist() == [0, 3, 1, 0]
+
+
+def test_a_hapt_training_subjects_postures_stay_still_and_walks_are_walking_over_the_real_worker(embedded):
+    """Subject 1 (a training subject) streamed as a live device in any mode,
+    its model always saying STILL: what steps is the walk, not the postures."""
+    from harstream.bench.stairs import replay_published
+
+    served = ServedModel("any", "any", "still@1", PLACEMENT_FREE, runtime=Always(STILL_PROBS))
+    rows = [r for rec in embedded.recordings if rec.subject == 1 for r in replay_published(rec, served, gated=True)]
+    whole = [(inside, shown) for _, shown, inside, _ in rows if inside is not None]
+    postures = [shown for inside, shown in whole if inside in ("SITTING", "STANDING", "LAYING", "LYING")]
+    walks = [shown for inside, shown in whole if inside == "WALKING"]
+    assert len(postures) > 100 and postures.count("STILL") == len(postures)
+    assert len(walks) > 50 and walks.count("WALKING") / len(walks) >= 0.95
+
+
+class Always:
+    """A runtime that gives every window the same probabilities."""
+
+    def __init__(self, probs):
+        self.probs = np.asarray(probs, np.float32)
+
+    def predict(self, x):
+        return np.tile(self.probs, (len(x), 1))
