@@ -19,6 +19,16 @@ T0 = 1_700_000_000.0
 STILL_PROBS = [0.05, 0.02, 0.03, 0.9]  # a walk the model has never seen: its SVM falls back to STILL
 
 
+class Always:
+    """A runtime that gives every window the same probabilities."""
+
+    def __init__(self, probs):
+        self.probs = np.asarray(probs, np.float32)
+
+    def predict(self, x):
+        return np.tile(self.probs, (len(x), 1))
+
+
 def _body(signal: np.ndarray) -> np.ndarray:
     """Windows ``(n, 128, 9)`` whose body acceleration is ``signal`` ``(n, 128, 3)``."""
     w = np.zeros(signal.shape[:2] + (9,), np.float32)
@@ -209,13 +219,3 @@ def test_a_hapt_training_subjects_postures_stay_still_and_walks_are_walking_over
     walks = [shown for inside, shown in whole if inside == "WALKING"]
     assert len(postures) > 100 and postures.count("STILL") == len(postures)
     assert len(walks) > 50 and walks.count("WALKING") / len(walks) >= 0.95
-
-
-class Always:
-    """A runtime that gives every window the same probabilities."""
-
-    def __init__(self, probs):
-        self.probs = np.asarray(probs, np.float32)
-
-    def predict(self, x):
-        return np.tile(self.probs, (len(x), 1))
