@@ -50,3 +50,15 @@ def test_stairs_shown_on_flat_walking_count_as_false_alarms_and_the_windows_own_
     own = score(rows, raw=True)
     assert own["stairs_false_alarm"] == 0.5 and own["accuracy"] == 0.75
     assert score(rows, whole=True)["windows"] == 3
+
+
+def test_moving_vs_still_counts_any_walking_class_as_moving_and_postures_are_scored_each():
+    rows = [
+        ("WALKING", "WALKING_DOWNSTAIRS", "WALKING", "WALKING"),  # moving shown moving: right
+        ("WALKING", "STILL", "WALKING", "STILL"),  # a walk shown STILL: wrong
+        ("SITTING", "STILL", "SITTING", "STILL"),
+        ("STANDING", "WALKING", "STANDING", "WALKING"),  # a posture shown moving: wrong
+    ]
+    got = score(rows)
+    assert got["moving_vs_still"] == 0.5
+    assert got["posture_as_still"] == {"SITTING": 1.0, "STANDING": 0.0}

@@ -13,10 +13,20 @@ HAPT's six classes against the four placement-free ones, the model's own
 classes (on a limb: flat walking → WALKING, postures → STILL), moving vs
 still, flat walking shown as WALKING, stairs false alarms on flat walking,
 and, for a model that carries one, the placement estimate's confusion on
-moving windows. Scored once, on the test subjects.
+moving windows. Each model is scored twice: as it labels each window, and
+with the product's rule that a stepping window is never shown STILL
+(:mod:`~harstream.stream.core.stepping`; rows named ``MODEL + steps``: a
+window the model calls STILL whose body acceleration steps counts as
+WALKING). Scored once, on the test subjects.
 
     python -m harstream.models.studies.placement                          # docs/reports/placement_study.json,
     python -m harstream.models.studies.placement --models base.keras any  # docs/img/placement_study.png
+
+``--validation``: the shipped recipe fitted on the fit subjects (training
+minus validation) and scored, with and without the stepping rule, on the
+validation subjects (the figures the rule's thresholds were checked on; the
+shipped model has seen the validation subjects, so it cannot be scored
+there): ``placement_study_validation.json``.
 """
 
 from __future__ import annotations
@@ -31,6 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from harstream.stream.core.activities import ACTIVITIES, PLACEMENT_FREE
+from harstream.stream.core.stepping import stepping
 from harstream.stream.data.recordings import UCI_TEST_SUBJECTS, load_dataset
 
 from ..artifact import PRETRAINED_DIR, load_artifact
@@ -81,6 +92,17 @@ def run(models: Sequence[str], seed: int = 0, subjects: Sequence[int] = UCI_TEST
                 **placement_scores(predicted, w.y, placement),
                 "confusion": confusion.tolist(),
             }
+            steps = stepping(w.x[:, 0] if w.x.ndim == 4 else w.x)  # the current window (context behind it)
+            ruled = with_steps(predicted, steps)
+            confusion_ruled = np.zeros_like(confusion)
+            np.add.at(confusion_ruled, (w.y, ruled), 1)
+            ruled_row = {
+                "model": f"{name} + steps",
+                "architecture": row["architecture"],
+                **placement_scores(ruled, w.y, placement),
+                "confusion": confusion_ruled.tolist(),
+                "stepping_share": [float(np.mean(steps[w.y == c])) for c in range(6)],
+            }
             if estimator is not None:
                 moving = w.y < 3
                 guess = estimator.probabilities(w.x[moving]).argmax(1)
@@ -88,7 +110,50 @@ def run(models: Sequence[str], seed: int = 0, subjects: Sequence[int] = UCI_TEST
                 truth = PLACEMENTS.index(placement.split("_")[0])
                 row["placement_right"] = float(np.mean(guess == truth)) if moving.any() else None
             row["seconds"] = round(time.perf_counter() - started, 1)
-            print(json.dumps({k: v for k, v in row.items() if k != "confusion"}), flush=True)
+            for r in (row, ruled_row):
+                print(json.dumps({k: v for k, v in r.items() if k != "confusion"}), flush=True)
+                report["rows"].append(r)
+    return report
+
+
+def with_steps(predicted: np.ndarray, steps: np.ndarray) -> np.ndarray:
+    """Placement-free class indices as the worker shows them in any mode: a
+    stepping window the model calls STILL is WALKING (stream/core/stepping.py)."""
+    return np.where(steps & (predicted == PLACEMENT_FREE.index("STILL")), PLACEMENT_FREE.index("WALKING"), predicted)
+
+
+def _scored(name: str, predicted: np.ndarray, steps: np.ndarray, w, placement: str) -> list[dict]:
+    """The model's own row and its row with the stepping rule."""
+    ruled = with_steps(predicted, steps)
+    return [
+        {"model": name, **placement_scores(predicted, w.y, placement)},
+        {
+            "model": f"{name} + steps",
+            **placement_scores(ruled, w.y, placement),
+            "stepping_share": [float(np.mean(steps[w.y == c])) for c in range(6)],
+        },
+    ]
+
+
+def run_validation(seed: int = 0) -> dict:
+    """The shipped recipe fitted without the validation subjects, scored on
+    them at every placement, with and without the stepping rule."""
+    from ..dataset import VALIDATION_SUBJECTS
+    from ..placement_free import Recipe, fit_on_sessions
+
+    data = load_dataset()
+    fit = data.of_subjects({s for s in data.subjects() if s not in UCI_TEST_SUBJECTS} - set(VALIDATION_SUBJECTS))
+    recipe = Recipe()
+    model, _ = fit_on_sessions(fit, recipe, seed)
+    sets = placement_sets(data.of_subjects(VALIDATION_SUBJECTS), seed + TEST_ROTATION_OFFSET, unseen=True)
+    report: dict = {"subjects": list(VALIDATION_SUBJECTS), "seed": seed, "recipe": recipe.label, "rows": []}
+    for placement, recs in sets.items():
+        w = labelled_windows(recs, context_steps=recipe.context)
+        predicted = np.asarray(model.predict(w.x, batch_size=512, verbose=0)).argmax(1)
+        for row in _scored(
+            "fit without validation", predicted, stepping(w.x[:, 0] if w.x.ndim == 4 else w.x), w, placement
+        ):
+            print(json.dumps(row), flush=True)
             report["rows"].append(row)
     return report
 
@@ -159,7 +224,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="rotation and limb seed (test offset added)")
     add_reports_option(parser)
     parser.add_argument("--picture", type=Path, default=PICTURE, help=f"confusion matrices (default: {PICTURE})")
+    parser.add_argument("--validation", action="store_true", help="fit without the validation subjects, score them")
     args = parser.parse_args(argv)
+    if args.validation:
+        report = run_validation(args.seed)
+        out = args.reports / "placement_study_validation.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=1) + "\n")
+        print(table(report))
+        return 0
     report = run(args.models, args.seed)
     report["command"] = "python -m harstream.models.studies.placement " + " ".join(
         sys.argv[1:] if argv is None else argv
