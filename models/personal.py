@@ -152,10 +152,13 @@ class PersonalSettings:
     roll_free: bool = True
     #: Show STILL where a window is near a posture only by its angle from the
     #: walk and that angle lies near another posture's too
-    #: (:data:`~harstream.stream.core.posture.AMBIGUOUS_Z`).
-    angle_abstain: bool = True
-    #: Where the fit trusts the angle over the roll (:func:`roll_free`), also
-    #: show STILL where the angle favours another posture than the one named.
+    #: (:data:`~harstream.stream.core.posture.AMBIGUOUS_Z`). Off: on the test
+    #: subjects it turned more right postures into STILL than wrong ones and
+    #: cost the simulated thigh (docs/BENCHMARKS.md, "Abstaining on a wrist").
+    angle_abstain: bool = False
+    #: With ``angle_abstain``, where the fit trusts the angle over the roll
+    #: (:func:`roll_free`), also show STILL where the angle favours another
+    #: posture than the one named.
     angle_agrees: bool = True
 
 
@@ -406,7 +409,7 @@ def walk_angles(walk_down: np.ndarray, cues: Sequence[np.ndarray], settings: Per
     :attr:`PersonalSettings.angle_spread`), as :class:`PersonalHead` arguments.
 
     >>> walk_angles(np.array([1.0, 0.0, 0.0]), [np.array([[0.0, 1.0, 0.0] + [0.0] * 6])], PersonalSettings())
-    {'walk_down': [1.0, 0.0, 0.0], 'walk_angle': [[90.0, 12.0]], 'angle_weight': 1.0, 'angle_abstain': True}
+    {'walk_down': [1.0, 0.0, 0.0], 'walk_angle': [[90.0, 12.0]], 'angle_weight': 1.0, 'angle_abstain': False}
     """
     rows = []
     for c in cues:
@@ -596,7 +599,7 @@ def fit_personal(
         if sum(c[2] for c in other_checked) > sum(c[2] for c in checked):
             chosen, margins, checked = other, other_margins, other_checked
             head = _head(postures, still_cues, still_bouts, ("none",), chosen, None, still_features, walk_down)
-            head = replace(head, angle_trusted=settings.angle_agrees)
+            head = replace(head, angle_trusted=settings.angle_abstain and settings.angle_agrees)
     pairs = [
         PairCheck(
             (a, b),
