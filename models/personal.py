@@ -150,6 +150,16 @@ class PersonalSettings:
     #: Also try trusting the angle from the walk over the whole tilt
     #: (:func:`roll_free`) and keep whichever the calibration's check names more right with.
     roll_free: bool = True
+    #: Show STILL where a window is near a posture only by its angle from the
+    #: walk and that angle lies near another posture's too
+    #: (:data:`~harstream.stream.core.posture.AMBIGUOUS_Z`). Off: on the test
+    #: subjects it turned more right postures into STILL than wrong ones and
+    #: cost the simulated thigh (docs/BENCHMARKS.md, "Abstaining on a wrist").
+    angle_abstain: bool = False
+    #: With ``angle_abstain``, where the fit trusts the angle over the roll
+    #: (:func:`roll_free`), also show STILL where the angle favours another
+    #: posture than the one named.
+    angle_agrees: bool = True
 
 
 def roll_free(settings: PersonalSettings) -> PersonalSettings:
@@ -399,7 +409,7 @@ def walk_angles(walk_down: np.ndarray, cues: Sequence[np.ndarray], settings: Per
     :attr:`PersonalSettings.angle_spread`), as :class:`PersonalHead` arguments.
 
     >>> walk_angles(np.array([1.0, 0.0, 0.0]), [np.array([[0.0, 1.0, 0.0] + [0.0] * 6])], PersonalSettings())
-    {'walk_down': [1.0, 0.0, 0.0], 'walk_angle': [[90.0, 12.0]], 'angle_weight': 1.0}
+    {'walk_down': [1.0, 0.0, 0.0], 'walk_angle': [[90.0, 12.0]], 'angle_weight': 1.0, 'angle_abstain': False}
     """
     rows = []
     for c in cues:
@@ -409,6 +419,7 @@ def walk_angles(walk_down: np.ndarray, cues: Sequence[np.ndarray], settings: Per
         "walk_down": np.round(np.asarray(walk_down, float), 6).tolist(),
         "walk_angle": rows,
         "angle_weight": settings.angle_weight,
+        "angle_abstain": settings.angle_abstain,
     }
 
 
@@ -588,6 +599,7 @@ def fit_personal(
         if sum(c[2] for c in other_checked) > sum(c[2] for c in checked):
             chosen, margins, checked = other, other_margins, other_checked
             head = _head(postures, still_cues, still_bouts, ("none",), chosen, None, still_features, walk_down)
+            head = replace(head, angle_trusted=settings.angle_abstain and settings.angle_agrees)
     pairs = [
         PairCheck(
             (a, b),
@@ -662,6 +674,15 @@ def describe(
                 else ", and by its direction."
             )
         )
+        if head.angle_abstain and len(head.postures) >= 2:
+            lines.append(
+                "Where that tilt is one two postures share, it shows STILL rather than guess"
+                + (
+                    ", and STILL too where the tilt and the rest of the evidence disagree."
+                    if head.angle_trusted
+                    else "."
+                )
+            )
     for pair in pairs:
         a, b = (_said(p) for p in pair.postures)
         if not pair.separable:

@@ -311,3 +311,23 @@ def test_a_walking_anchor_out_of_shape_or_range_is_refused_by_name(folder, chang
     (folder.path / "w.personal.json").write_text(json.dumps(doc))
     (event,) = folder.settle()
     assert event.kind == "refused" and words in event.reason
+
+
+def test_abstaining_on_an_overlapping_angle_survives_the_file_and_older_files_keep_naming(tmp_path):
+    doc = good_doc()
+    doc.update(walk_down=[1.0, 0.0, 0.0], walk_angle=[[85.0, 12.0], [5.0, 12.0]])
+    doc["settings"]["angle_weight"] = 1.0
+    old = read_personal_file(write_personal_file(tmp_path / "old.personal.json", doc))
+    assert old.angle_abstain is False  # written before the setting: serves as it always did
+    doc["settings"]["angle_abstain"] = True
+    new = read_personal_file(write_personal_file(tmp_path / "new.personal.json", doc))
+    assert new.angle_abstain is True and head_to_json(new)["settings"]["angle_abstain"] is True
+
+
+def test_an_angle_abstain_setting_that_is_not_true_or_false_is_refused_by_name(folder):
+    doc = good_doc()
+    doc.update(walk_down=[1.0, 0.0, 0.0], walk_angle=[[85.0, 12.0], [5.0, 12.0]])
+    doc["settings"].update(angle_weight=1.0, angle_abstain="yes")
+    (folder.path / "w.personal.json").write_text(json.dumps(doc))
+    (event,) = folder.settle()
+    assert event.kind == "refused" and "settings: angle_abstain: expected true or false" in event.reason

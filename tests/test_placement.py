@@ -461,3 +461,45 @@ def test_a_few_seconds_of_movement_between_postures_is_not_taken_for_the_devices
     for _ in range(LIVE_MIN_RUN):  # a walk lasts
         one(moving)
     assert head.live_walk is not None
+
+
+def _overlapping_head(abstain: bool, sitting_angle: float = 75.0, standing_angle: float = 45.0, trusted: bool = False):
+    from harstream.stream.core.posture import PersonalHead
+
+    return PersonalHead(
+        "watch:a", "p", "any@1", ("SITTING", "STANDING"),
+        {"SITTING": [[0.0, 0.0, 1.0]], "STANDING": [[0.0, 1.0, 0.0]]},
+        motion_mean=[[-3.0] * 6, [-3.0] * 6], motion_scale=[1.0] * 6, margins=[[0.0, 2.0], [2.0, 0.0]],
+        walk_down=[0.0, 1.0, 0.0], walk_angle=[[sitting_angle, 12.0], [standing_angle, 12.0]],
+        angle_abstain=abstain, angle_trusted=trusted,
+    )  # fmt: skip
+
+
+def _shown(head, degrees_from_walk: float) -> str:
+    from harstream.stream.core.posture import apply_heads
+
+    a = np.deg2rad(degrees_from_walk)
+    cues = np.array([[np.sin(a), np.cos(a), 0.0] + [-3.0] * 6])  # away from the walk, about z
+    return head.classes[int(head.pick(apply_heads(np.array([[0.0, 0.0, 0.0, 1.0]]), cues, [head]))[0].argmax())]
+
+
+def test_a_wrist_held_at_an_angle_two_postures_share_shows_still_not_a_confident_posture():
+    # 55° from the walk: within two spreads of standing's 45° and of sitting's 75°, and far from every prototype
+    assert _shown(_overlapping_head(abstain=True), 55.0) == "STILL"
+    assert _shown(_overlapping_head(abstain=False), 55.0) == "STANDING"  # what it said before
+
+
+def test_a_wrist_held_at_an_angle_only_one_posture_has_is_still_named():
+    # 25° from the walk: within two spreads of standing's 45°, more than four from sitting's 75°
+    assert _shown(_overlapping_head(abstain=True), 25.0) == "STANDING"
+
+
+def test_a_window_on_a_postures_own_prototype_is_named_even_where_the_angles_overlap():
+    # both postures' angles near 10-20°, but the window lies on standing's prototype: its whole tilt says so
+    assert _shown(_overlapping_head(abstain=True, sitting_angle=20.0, standing_angle=10.0), 0.0) == "STANDING"
+
+
+def test_where_the_calibration_trusts_the_angle_a_posture_the_angle_argues_against_shows_still():
+    # on standing's prototype, but its angle (0°) is sitting's (20°) more than standing's (45°)
+    assert _shown(_overlapping_head(True, sitting_angle=20.0, standing_angle=45.0, trusted=True), 0.0) == "STILL"
+    assert _shown(_overlapping_head(True, sitting_angle=20.0, standing_angle=45.0, trusted=False), 0.0) == "STANDING"

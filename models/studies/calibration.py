@@ -286,6 +286,14 @@ def add_head_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--angle-spread", type=float, default=defaults.angle_spread)
     parser.add_argument("--sharpness", type=float, default=defaults.sharpness)
     parser.add_argument("--no-roll-free", action="store_true", help="never trust the angle from the walk over the tilt")
+    parser.add_argument(
+        "--angle-abstain", action="store_true", help="STILL where only an angle two postures share names one"
+    )
+    parser.add_argument(
+        "--no-angle-agrees",
+        action="store_true",
+        help="with --angle-abstain: name even what a trusted angle argues against",
+    )
     parser.add_argument("--no-live-walk", action="store_true", help="heads do not follow the device's live walk")
     parser.add_argument(
         "--walk-first", action="store_true", help="score sessions with their first walk moved to the start (simulated)"
@@ -302,6 +310,8 @@ def head_settings(args: argparse.Namespace) -> PersonalSettings:
         angle_spread=args.angle_spread,
         sharpness=args.sharpness,
         roll_free=not args.no_roll_free,
+        angle_abstain=args.angle_abstain,
+        angle_agrees=not args.no_angle_agrees,
     )
 
 

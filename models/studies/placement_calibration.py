@@ -40,6 +40,17 @@ wrist-like geometry, not a measurement on a pocket or a wrist.
     python -m harstream.models.studies.placement_calibration                  # test subjects, both placements
     python -m harstream.models.studies.placement_calibration --subjects validation --placements thigh
     python -m harstream.models.studies.placement_calibration --walk-first     # each scored session's walk first
+    python -m harstream.models.studies.placement_calibration --sway           # can sway alone tell sitting from standing?
+
+``--sway`` measures what the simulated placements' micro-motion can say at
+all: the simulated limb carries the waist's recorded sway through a rotation,
+and every sway cue here is orientation-free, so it is the waist's. On the
+training subjects, each subject's sitting and standing cue means from the
+first session name the second session's windows (nearest in spreads), from
+one window's cues (:func:`~harstream.stream.core.posture.posture_cues`)
+averaged over the last 1, 4 or 8 windows of the bout (up to ~10 s), and from
+the body acceleration's, the rotation's and the acceleration magnitude's
+power in 0.1-1 Hz and 1-3 Hz (and their ratio) over the last 10.24 s.
 
 The head's settings are options (``--sharpness``, ``--angle-weight``,
 ``--no-walk-anchor``, ``--no-roll-free``, ``--no-live-walk``: see
@@ -208,6 +219,98 @@ def simulate_placement(
     return replace(rec, name=f"{rec.name}@{placement}", samples=out), drawn
 
 
+_SWAY_SAMPLES = 512  # 10.24 s
+
+
+def _band_powers(segment: np.ndarray) -> list[float]:
+    """log10 power in 0.1-1 Hz and 1-3 Hz, and their ratio, of the body
+    acceleration, the rotation and the acceleration magnitude of a
+    preprocessed ``(n, 9)`` segment."""
+    f = np.fft.rfftfreq(len(segment), 1.0 / RATE_HZ)
+    slow, fast = (f >= 0.1) & (f < 1.0), (f >= 1.0) & (f < 3.0)
+    taper = np.hanning(len(segment))[:, None]
+    out = []
+    for signal in (segment[:, 0:3], segment[:, 3:6], np.linalg.norm(segment[:, 6:9], axis=1, keepdims=True)):
+        power = (np.abs(np.fft.rfft((signal - signal.mean(axis=0)) * taper, axis=0)) ** 2).sum(axis=1)
+        lo, hi = power[slow].sum() + 1e-12, power[fast].sum() + 1e-12
+        out += [np.log10(lo), np.log10(hi), np.log10(lo / hi)]
+    return out
+
+
+def _sway_cues(rec: Recording, windows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(window cues, their posture, band powers, their posture)`` of a
+    recording's sitting and standing windows wholly inside one bout (window
+    cues averaged over up to ``windows`` windows of the bout)."""
+    from harstream.stream.core.pipeline import STEP, WINDOW, preprocess_recording
+    from harstream.stream.core.posture import posture_cues
+
+    processed = preprocess_recording(np.asarray(rec.samples, np.float32)).astype(np.float64)
+    labels = np.asarray(rec.labels)
+    keep = list(_POSTURE_LABELS)[:2]  # sitting, standing
+    starts = np.arange(0, len(processed) - WINDOW + 1, STEP)
+    span = labels[starts[:, None] + np.arange(WINDOW)]
+    y = np.where((span == span[:, :1]).all(axis=1), span[:, 0], -1)
+    cues = posture_cues(processed[starts[:, None] + np.arange(WINDOW)].astype(np.float32))[:, 3:].astype(np.float64)
+    smoothed = cues.copy()
+    for i in range(len(cues)):
+        j = i
+        while j > 0 and i - j < windows - 1 and y[j - 1] == y[i]:
+            j -= 1
+        smoothed[i] = cues[j : i + 1].mean(axis=0)
+    chosen = np.isin(y, keep)
+    bands, band_y = [], []
+    for end in range(_SWAY_SAMPLES, len(processed) + 1, STEP):
+        run_labels = labels[end - _SWAY_SAMPLES : end]
+        if run_labels[0] in keep and (run_labels == run_labels[0]).all():
+            bands.append(_band_powers(processed[end - _SWAY_SAMPLES : end]))
+            band_y.append(run_labels[0])
+    return smoothed[chosen], y[chosen], np.array(bands), np.array(band_y)
+
+
+def _nearest_mean(train: np.ndarray, train_y: np.ndarray, test: np.ndarray, test_y: np.ndarray) -> float | None:
+    """Share of ``test`` named right by the nearer posture mean of ``train``
+    (distance in the pooled within-posture spread, at least 0.25)."""
+    classes = np.unique(train_y)
+    if len(classes) < 2 or len(np.unique(test_y)) < 2:
+        return None
+    means = np.stack([train[train_y == c].mean(axis=0) for c in classes])
+    spread = np.maximum(np.concatenate([train[train_y == c] - m for c, m in zip(classes, means)]).std(axis=0), 0.25)
+    distance = (((test[:, None, :] - means[None]) / spread) ** 2).sum(axis=2)
+    return float(np.mean(classes[distance.argmin(axis=1)] == test_y))
+
+
+def sway_separation(subjects: Sequence[int]) -> dict:
+    """How well sway alone names sitting against standing in another session (see the module doc)."""
+    data = load_dataset()
+    result: dict = {"subjects": list(subjects)}
+    for windows in (1, 4, 8):
+        window_scores, band_scores = [], []
+        for subject in subjects:
+            recs = sorted(data.of_subjects([subject]), key=lambda r: r.name)
+            if len(recs) < 2:
+                continue
+            (c1, y1, b1, by1), (c2, y2, b2, by2) = (_sway_cues(r, windows) for r in recs[:2])
+            score = _nearest_mean(c1, y1, c2, y2)
+            if score is not None:
+                window_scores.append(score)
+            if windows == 1:
+                band = _nearest_mean(b1, by1, b2, by2) if len(b1) and len(b2) else None
+                if band is not None:
+                    band_scores.append(band)
+        result[f"window_cues_over_{windows}"] = {
+            "mean": round(float(np.mean(window_scores)), 4),
+            "worst": round(float(np.min(window_scores)), 4),
+            "subjects": len(window_scores),
+        }
+        if band_scores:
+            result["band_powers_10s"] = {
+                "mean": round(float(np.mean(band_scores)), 4),
+                "worst": round(float(np.min(band_scores)), 4),
+                "subjects": len(band_scores),
+            }
+    return result
+
+
 def run(
     placement: str,
     subjects: Sequence[int],
@@ -269,7 +372,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_head_options(parser)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(REPORT))
+    parser.add_argument("--sway", action="store_true", help="only: sway alone, sitting vs standing, training subjects")
     args = parser.parse_args(argv)
+    if args.sway:
+        held_out = {*UCI_TEST_SUBJECTS, *VALIDATION_SUBJECTS}
+        result = sway_separation([s for s in range(1, 31) if s not in held_out])
+        print(json.dumps(result, indent=2))
+        return 0
     subjects = {"test": list(UCI_TEST_SUBJECTS), "validation": list(VALIDATION_SUBJECTS)}.get(args.subjects)
     if subjects is None:
         subjects = [int(s) for s in args.subjects.split(",")]

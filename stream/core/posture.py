@@ -30,7 +30,14 @@ it does not depend on how the device is rolled about the limb, which
 changes from bout to bout where the prototypes' full direction does not
 repeat. A still window whose angle from the walk lies within
 :data:`ANGLE_GATE_Z` spreads of a posture's is near it even where it is
-farther than ``max_angle`` from every prototype.
+farther than ``max_angle`` from every prototype. Where a limb's angle
+overlaps between postures (a forearm is held alike standing and sitting),
+a head with ``angle_abstain`` shows STILL rather than a confident guess: a
+window near a posture only by its angle is not named when the angle lies
+within :data:`AMBIGUOUS_Z` spreads of another posture's too; and where the
+calibration's check chose to trust the angle over the roll
+(``angle_trusted``), a posture the angle argues against (it lies nearer, in
+spreads, another posture's) is not named either.
 
 Half-turns: a phone put back into a pocket turned round (top down, or screen
 facing the other way) sees gravity with the signs of two of its components
@@ -99,6 +106,12 @@ INSEPARABLE = 1e6
 MOTION_CLIP = 20.0
 #: A window within this many spreads of a posture's angle from the walk is near it.
 ANGLE_GATE_Z = 2.0
+#: A window near a posture only by its angle from the walk (farther than
+#: ``max_angle`` from the posture's every prototype: the limb rolled
+#: otherwise) is not named when its angle also lies within this many spreads
+#: of another calibrated posture's: the angle does not separate them there,
+#: so it shows STILL rather than a confident guess (heads with ``angle_abstain``).
+AMBIGUOUS_Z = 2.0
 #: The shared model's probability of moving (walking, up or down stairs)
 #: past which a window's gravity joins the device's live walk direction,
 #: each window with weight :data:`LIVE_WEIGHT`.
@@ -178,7 +191,10 @@ class PersonalHead:
     ``margins`` ``(postures, postures)``: by how much (score units) the
     best posture must beat each other one to be named, else STILL
     (:data:`INSEPARABLE`: never). Farther than ``max_angle`` degrees from
-    every prototype is plain STILL too. ``calibrated`` is every activity the
+    every prototype is plain STILL too, and so, with ``angle_abstain``, is
+    an angle two postures share (see the module doc; ``angle_trusted``:
+    the fit trusted the angle over the roll, so the angle must not argue
+    against the name either). ``calibrated`` is every activity the
     calibration accepted (moving ones included).
     """
 
@@ -198,6 +214,8 @@ class PersonalHead:
     walk_down: Sequence[float] = ()
     walk_angle: Sequence[Sequence[float]] = ()
     angle_weight: float = 1.0
+    angle_abstain: bool = False  # STILL where only the angle speaks and two postures' angles overlap (AMBIGUOUS_Z)
+    angle_trusted: bool = False  # the fit trusted the angle over the roll: with angle_abstain, it must agree
     # a linear discriminant on the shared model's own window features (its feature
     # stage's output for the current window): mean, scale (F,), coef (F, postures), intercept
     feature_mean: Sequence[float] = ()
@@ -447,6 +465,16 @@ def apply_heads(
     beaten = (lead >= margins) | ~mask
     beaten[rows, top] = True
     sure = near & beaten.all(axis=1)
+    # near only by the angle from the walk, and that angle is near another posture's too: not told apart
+    by_angle_only = best[rows, top] < gate
+    others = np.where(mask, zed, np.inf)
+    others[rows, top] = np.inf
+    overlap = (others <= AMBIGUOUS_Z).any(axis=1)
+    abstains = np.array([h.angle_abstain for h in heads])
+    sure &= ~(abstains & by_angle_only & overlap)
+    # where the calibration chose to trust the angle over the roll, a name the angle disagrees with is not given
+    agrees = np.array([h.angle_abstain and h.angle_trusted for h in heads])
+    sure &= ~(agrees & (zed[rows, top] > others.min(axis=1)))
     finite_scores = np.where(mask, scores, -np.inf)
     shifted = np.exp(finite_scores - finite_scores.max(axis=1, keepdims=True, initial=-1e30))
     share = shifted / np.maximum(shifted.sum(axis=1, keepdims=True), 1e-30)

@@ -111,6 +111,14 @@ def _floats(doc: dict, key: str, shape: tuple[int, ...], low: float, high: float
     return value
 
 
+def _flag(doc: dict, key: str, where: str) -> bool:
+    """``doc[key]`` as a bool (False when absent)."""
+    value = doc.get(key, False)
+    if not isinstance(value, bool):
+        raise PersonalModelError(f"{where}: {key}: expected true or false")
+    return value
+
+
 def _names(doc: dict, key: str, allowed: Sequence[str], where: str) -> list[str]:
     value = doc.get(key)
     if not isinstance(value, list) or len(value) > len(allowed) or len(set(map(str, value))) != len(value):
@@ -186,6 +194,9 @@ def head_from_json(doc: Any, where: str = "personal model", digest: str = "") ->
             "walk_down": (down / np.linalg.norm(down)).tolist(),
             "walk_angle": _floats(doc, "walk_angle", (k, 2), 0.0, 180.0, where).tolist(),
             "angle_weight": float(_floats(settings, "angle_weight", (), 0.0, 100.0, f"{where}: settings")),
+            # optional (files before it have none, and keep naming as they did)
+            "angle_abstain": _flag(settings, "angle_abstain", f"{where}: settings"),
+            "angle_trusted": _flag(settings, "angle_trusted", f"{where}: settings"),
         }
         if k and min(row[1] for row in anchor["walk_angle"]) < 0.1:
             raise PersonalModelError(f"{where}: walk_angle: each spread must be at least 0.1 degrees")
@@ -247,6 +258,8 @@ def head_to_json(head: PersonalHead, **extra: Any) -> dict:
         doc["walk_down"] = np.round(np.asarray(head.walk_down, float), 6).tolist()
         doc["walk_angle"] = np.round(np.asarray(head.walk_angle, float).reshape(-1, 2), 3).tolist()
         doc["settings"]["angle_weight"] = head.angle_weight
+        doc["settings"]["angle_abstain"] = head.angle_abstain
+        doc["settings"]["angle_trusted"] = head.angle_trusted
     if head.decoder is not None:
         doc["decoder"] = head.decoder
     doc.update(extra)
