@@ -45,7 +45,7 @@ def _run(core: StreamCore, data: np.ndarray, chunk: int, probs=None) -> list[tup
 
 def test_between_windows_are_the_filtered_stream_cut_32_samples_after_each_window():
     data = _signal()
-    every = WorkerConfig(between=True, between_motion=0.0, between_turn=0.0)  # random data: every one moved
+    every = WorkerConfig(between_devices=None, between_motion=0.0, between_turn=0.0)  # random data: every one moved
     got = _run(StreamCore(SIX, "m", every), data, chunk=25)
     between = [(p, x) for p, x in got if p.between]
     assert [p.window for p, _ in between] == list(range(len(between)))
@@ -61,7 +61,7 @@ def test_between_windows_are_the_filtered_stream_cut_32_samples_after_each_windo
 
 def test_a_between_windows_context_is_the_windows_of_the_models_grid_before_it():
     data = _signal()
-    every = WorkerConfig(between=True, between_motion=0.0, between_turn=0.0, context_steps=(1, 2, 4))
+    every = WorkerConfig(between_devices=None, between_motion=0.0, between_turn=0.0, context_steps=(1, 2, 4))
     got = _run(StreamCore(SIX, "m", every), data, chunk=10)
     processed = preprocess_recording(data)
     for p, x in got:
@@ -74,7 +74,7 @@ def test_a_between_windows_context_is_the_windows_of_the_models_grid_before_it()
 
 def test_between_windows_of_a_still_signal_are_not_labelled():
     still = np.tile(np.array([[0.0, 0.0, 1.0, 0.0, 0.0, 0.0]], np.float32), (1200, 1))
-    core = StreamCore(SIX, "m", WorkerConfig(between=True))
+    core = StreamCore(SIX, "m", WorkerConfig(between_devices=None))
     got = _run(core, still, chunk=10)
     assert got and not any(p.between for p, _ in got)
     assert core.totals["between_quiet"] == (1200 - BETWEEN - 128) // STEP + 1 and core.totals["between"] == 0
@@ -93,7 +93,7 @@ def test_a_peek_leaves_the_decoder_as_it_was():
 @pytest.mark.parametrize("chunk", [7, 10, 64, 333])
 def test_between_predictions_do_not_depend_on_chunking(chunk):
     data = _signal()
-    config = WorkerConfig(between=True, context_steps=(1, 2, 4))
+    config = WorkerConfig(between_devices=None, context_steps=(1, 2, 4))
     reference = [
         (p.window, p.between, round(p.t_end, 6), float(x.sum()))
         for p, x in _run(StreamCore(SIX, "m", config), data, 50)
@@ -115,8 +115,8 @@ def test_a_between_prediction_leaves_the_model_windows_and_the_history_as_withou
     def probs(w):
         return table[(w.window * 2 + w.between) % 64]
 
-    on = StreamCore(SIX, "m", WorkerConfig(between=True, **config))
-    off = StreamCore(SIX, "m", WorkerConfig(between=False, **config))
+    on = StreamCore(SIX, "m", WorkerConfig(between_devices=None, **config))
+    off = StreamCore(SIX, "m", WorkerConfig(between_devices=0, **config))
     with_between = [p for p, _ in _run(on, data, 10, probs)]
     without = [p for p, _ in _run(off, data, 10, probs)]
     assert any(p.between for p in with_between)
@@ -132,7 +132,7 @@ def test_a_device_not_in_waist_mode_gets_no_between_windows():
 
     anywhere = ServedModel("any", "any", "m-any", ("WALKING", "WALKING_UPSTAIRS", "WALKING_DOWNSTAIRS", "STILL"))
     router = ModelRouter(ServedModel("waist", "waist", "m", tuple(SIX)), anywhere)
-    core = StreamCore(SIX, "m", WorkerConfig(between=True), router=router)
+    core = StreamCore(SIX, "m", WorkerConfig(between_devices=None), router=router)
     data = _signal(600)
     out = []
     for i in range(0, len(data), 50):
@@ -162,7 +162,7 @@ def test_a_between_that_is_not_true_or_false_is_refused_as_a_bad_header():
 
 def test_a_published_session_between_labels_equal_the_offline_offset_grid_on_loopback(embedded):
     """A real worker on 127.0.0.1 with the shipped model, its decoder and
-    between updates on; one held-out session replayed; the model's windows'
+    the default config (between updates for the first devices); one held-out session replayed; the model's windows'
     labels and the between updates' labels equal the offline decoding of each grid."""
     import zmq
 
@@ -203,8 +203,7 @@ def test_a_published_session_between_labels_equal_the_offline_offset_grid_on_loo
     config = WorkerConfig(
         context_steps=artifact.context_steps,
         display=display_for(artifact.classes, artifact.metadata["decoder"]),
-        between=True,
-    )
+    )  # the default: between updates for the first 256 waist devices
     thread = threading.Thread(
         target=serve,
         daemon=True,

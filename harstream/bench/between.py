@@ -53,9 +53,11 @@ def run(args: argparse.Namespace) -> int:
             part = rec.samples[off + i : off + i + chunk].astype(np.float32)
             messages.append(encode_samples(SampleBatch(f"d{d}", seq=i, t0=1000.0 + i / 50, samples=part)))
     settings: dict[str, dict] = {
-        "off (today's worker)": dict(between=False),
-        "cut only (between windows cut, none labelled)": dict(between=True, between_motion=16.0, between_turn=180.0),
-        "--between (gated peeks)": dict(between=True),
+        "off (--between-devices 0)": dict(between_devices=0),
+        "cut only (between windows cut, none labelled)": dict(
+            between_devices=None, between_motion=16.0, between_turn=180.0
+        ),
+        "--between (gated peeks)": dict(between_devices=None),
     }
 
     def one(kw: dict) -> tuple[float, int]:
@@ -83,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
             seconds, labelled = one(kw)
             cpu[name].append(seconds)
             between[name] = labelled
-    base = statistics.median(cpu["off (today's worker)"])
+    base = statistics.median(cpu["off (--between-devices 0)"])
     print(f"{devices} devices x {args.seconds:g} s, process CPU s (median of {args.repeats}, interleaved)\n")
     print("| worker core | CPU s (each run) | median | vs today | between updates published |")
     print("|---|---|---|---|---|")
