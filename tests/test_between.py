@@ -22,7 +22,7 @@ from harstream.stream.core.protocol import (
     encode_samples,
 )
 from harstream.stream.core.transition_direction import window_gravity
-from harstream.stream.core.worker import StreamCore, WorkerConfig
+from harstream.stream.core.worker import StreamCore, WorkerConfig, format_stats
 
 SIX = ["A", "B", "C", "D", "E", "F"]
 
@@ -45,7 +45,7 @@ def _run(core: StreamCore, data: np.ndarray, chunk: int, probs=None) -> list[tup
 
 def test_between_windows_are_the_filtered_stream_cut_32_samples_after_each_window():
     data = _signal()
-    every = WorkerConfig(between=True, between_motion=0.0, between_turn=0.0)  # random data: every one moved
+    every = WorkerConfig(between_devices=None, between_motion=0.0, between_turn=0.0)  # random data: every one moved
     got = _run(StreamCore(SIX, "m", every), data, chunk=25)
     between = [(p, x) for p, x in got if p.between]
     assert [p.window for p, _ in between] == list(range(len(between)))
@@ -61,7 +61,7 @@ def test_between_windows_are_the_filtered_stream_cut_32_samples_after_each_windo
 
 def test_a_between_windows_context_is_the_windows_of_the_models_grid_before_it():
     data = _signal()
-    every = WorkerConfig(between=True, between_motion=0.0, between_turn=0.0, context_steps=(1, 2, 4))
+    every = WorkerConfig(between_devices=None, between_motion=0.0, between_turn=0.0, context_steps=(1, 2, 4))
     got = _run(StreamCore(SIX, "m", every), data, chunk=10)
     processed = preprocess_recording(data)
     for p, x in got:
@@ -74,7 +74,7 @@ def test_a_between_windows_context_is_the_windows_of_the_models_grid_before_it()
 
 def test_between_windows_of_a_still_signal_are_not_labelled():
     still = np.tile(np.array([[0.0, 0.0, 1.0, 0.0, 0.0, 0.0]], np.float32), (1200, 1))
-    core = StreamCore(SIX, "m", WorkerConfig(between=True))
+    core = StreamCore(SIX, "m", WorkerConfig(between_devices=None))
     got = _run(core, still, chunk=10)
     assert got and not any(p.between for p, _ in got)
     assert core.totals["between_quiet"] == (1200 - BETWEEN - 128) // STEP + 1 and core.totals["between"] == 0
@@ -93,7 +93,7 @@ def test_a_peek_leaves_the_decoder_as_it_was():
 @pytest.mark.parametrize("chunk", [7, 10, 64, 333])
 def test_between_predictions_do_not_depend_on_chunking(chunk):
     data = _signal()
-    config = WorkerConfig(between=True, context_steps=(1, 2, 4))
+    config = WorkerConfig(between_devices=None, context_steps=(1, 2, 4))
     reference = [
         (p.window, p.between, round(p.t_end, 6), float(x.sum()))
         for p, x in _run(StreamCore(SIX, "m", config), data, 50)
@@ -115,8 +115,8 @@ def test_a_between_prediction_leaves_the_model_windows_and_the_history_as_withou
     def probs(w):
         return table[(w.window * 2 + w.between) % 64]
 
-    on = StreamCore(SIX, "m", WorkerConfig(between=True, **config))
-    off = StreamCore(SIX, "m", WorkerConfig(between=False, **config))
+    on = StreamCore(SIX, "m", WorkerConfig(between_devices=None, **config))
+    off = StreamCore(SIX, "m", WorkerConfig(between_devices=0, **config))
     with_between = [p for p, _ in _run(on, data, 10, probs)]
     without = [p for p, _ in _run(off, data, 10, probs)]
     assert any(p.between for p in with_between)
@@ -132,7 +132,7 @@ def test_a_device_not_in_waist_mode_gets_no_between_windows():
 
     anywhere = ServedModel("any", "any", "m-any", ("WALKING", "WALKING_UPSTAIRS", "WALKING_DOWNSTAIRS", "STILL"))
     router = ModelRouter(ServedModel("waist", "waist", "m", tuple(SIX)), anywhere)
-    core = StreamCore(SIX, "m", WorkerConfig(between=True), router=router)
+    core = StreamCore(SIX, "m", WorkerConfig(between_devices=None), router=router)
     data = _signal(600)
     out = []
     for i in range(0, len(data), 50):
@@ -142,6 +142,92 @@ def test_a_device_not_in_waist_mode_gets_no_between_windows():
             _, taken = core.take_batch()
             out += core.finish_batch(taken, np.full((len(taken), 4), 0.25), now=i / 50)
     assert out and not any(p.between for p in out)
+
+
+def _run_devices(
+    core: StreamCore, data: np.ndarray, devices: list[tuple[str, float]], chunk: int = 10
+) -> list[Prediction]:
+    """Feed every ``(device, start time)`` the same ``data`` in ``chunk``-sample
+    messages, the devices' messages interleaved by time; all predictions."""
+    messages = sorted(
+        (t0 + i / 50, k, SampleBatch(d, seq=i, t0=t0 + i / 50, samples=data[i : i + chunk]))
+        for k, (d, t0) in enumerate(devices)
+        for i in range(0, len(data), chunk)
+    )
+    out = []
+    for now, _, batch in messages:
+        core.ingest(encode_samples(batch), now=now)
+        while core.waiting:
+            _, taken = core.take_batch()
+            out += core.finish_batch(taken, np.full((len(taken), 6), 1 / 6), now=now)
+    return out
+
+
+def _with_between(predictions: list[Prediction]) -> set[str]:
+    return {p.device for p in predictions if p.between}
+
+
+MOVED = dict(between_motion=0.0, between_turn=0.0)  # random data: every between window moved
+
+
+def test_a_device_past_the_budget_gets_no_between_updates():
+    core = StreamCore(SIX, "m", WorkerConfig(between_devices=2, **MOVED))
+    got = _run_devices(core, _signal(600), [("d1", 0.0), ("d2", 0.0), ("d3", 0.0)])
+    assert {p.device for p in got} == {"d1", "d2", "d3"}
+    assert _with_between(got) == {"d1", "d2"}
+    assert core.stats(now=20.0).between == {"devices": 2, "limit": 2, "refused": 1, "waiting": 1}
+
+
+def test_a_place_freed_by_an_evicted_device_goes_to_the_next_new_device():
+    core = StreamCore(SIX, "m", WorkerConfig(between_devices=1, idle_timeout=30.0, **MOVED))
+    data = _signal(600)  # 12 s each
+    first = _run_devices(core, data, [("d1", 0.0), ("d2", 20.0)])
+    assert _with_between(first) == {"d1"}
+    assert core.evict_idle(now=45.0) == ["d1"]  # heard last at 11.8 s; d2 at 31.8 s
+    later = _run_devices(core, data, [("d3", 45.0)])
+    assert _with_between(later) == {"d3"}
+    assert core.stats(now=60.0).between == {"devices": 1, "limit": 1, "refused": 1, "waiting": 1}
+
+
+def test_a_device_moved_off_waist_mode_frees_its_place():
+    from harstream.stream.core.model_routing import ModelRouter, ServedModel
+
+    anywhere = ServedModel("any", "any", "m-any", ("WALKING", "WALKING_UPSTAIRS", "WALKING_DOWNSTAIRS", "STILL"))
+    core = StreamCore(
+        SIX,
+        "m",
+        WorkerConfig(between_devices=1, placement_interval=0.0, **MOVED),
+        router=ModelRouter(ServedModel("waist", "waist", "m", tuple(SIX)), anywhere),
+    )
+    core.ingest(encode_samples(SampleBatch("d1", seq=0, t0=0.0, samples=_signal(10))), now=0.0)
+    assert core.between_places.holders == {"d1"}
+    moved = SampleBatch("d1", seq=10, t0=0.2, samples=_signal(10), meta={"placement": "any"})
+    core.ingest(encode_samples(moved), now=0.2)
+    assert core.devices["d1"].served.mode == "any" and core.between_places.holders == set()
+    got = _run_devices(core, _signal(600), [("d2", 1.0)])
+    assert _with_between(got) == {"d2"}
+
+
+def test_devices_past_the_budget_cut_no_between_windows():
+    """Above the budget a device costs what it did without between updates:
+    its offset grid is never cut (nor filtered a second time)."""
+    data = _signal(1200)
+    alone = StreamCore(SIX, "m", WorkerConfig(between_devices=1))
+    _run_devices(alone, data, [("d1", 0.0)])
+    crowd = StreamCore(SIX, "m", WorkerConfig(between_devices=1))
+    _run_devices(crowd, data, [(f"d{k}", 0.0) for k in range(1, 6)])
+    cut = alone.totals["between"] + alone.totals["between_quiet"]
+    assert cut > 0
+    assert crowd.totals["between"] + crowd.totals["between_quiet"] == cut
+    assert [name for name, d in crowd.devices.items() if d.windows.between is not None] == ["d1"]
+    assert crowd.totals["windows"] == 5 * alone.totals["windows"]
+
+
+def test_the_stats_line_shows_the_between_places():
+    core = StreamCore(SIX, "m", WorkerConfig(between_devices=1))
+    _run_devices(core, _signal(300), [("d1", 0.0), ("d2", 0.0)])
+    assert "between=1/1 refused=1" in format_stats(core.stats(now=10.0))
+    assert "between=" not in format_stats(StreamCore(SIX, "m", WorkerConfig(between_devices=0)).stats(now=1.0))
 
 
 def test_between_round_trips_and_a_message_without_it_is_a_window():
@@ -162,7 +248,7 @@ def test_a_between_that_is_not_true_or_false_is_refused_as_a_bad_header():
 
 def test_a_published_session_between_labels_equal_the_offline_offset_grid_on_loopback(embedded):
     """A real worker on 127.0.0.1 with the shipped model, its decoder and
-    between updates on; one held-out session replayed; the model's windows'
+    the default config (between updates for the first devices); one held-out session replayed; the model's windows'
     labels and the between updates' labels equal the offline decoding of each grid."""
     import zmq
 
@@ -203,8 +289,7 @@ def test_a_published_session_between_labels_equal_the_offline_offset_grid_on_loo
     config = WorkerConfig(
         context_steps=artifact.context_steps,
         display=display_for(artifact.classes, artifact.metadata["decoder"]),
-        between=True,
-    )
+    )  # the default: between updates for the first 256 waist devices
     thread = threading.Thread(
         target=serve,
         daemon=True,
@@ -252,10 +337,14 @@ def test_a_published_session_between_labels_equal_the_offline_offset_grid_on_loo
     assert {p.window: p.smoothed for p in got if p.between} == offline[True]
 
 
-@pytest.mark.parametrize("flag", ["--between", "--no-between"])
-def test_the_worker_command_publishes_between_updates_only_when_asked(ipc_address, flag):
-    """A real `harstream worker` process and a real `harstream simulate`: with
-    --between some predictions come marked between, never without it."""
+@pytest.mark.parametrize(
+    "flag", ["--between", "--no-between", "--between-devices=0", "--between-devices=256", "--stats-every=60"]
+)
+def test_the_worker_command_publishes_between_updates_unless_turned_off(ipc_address, flag):
+    """A real `harstream worker` process and a real `harstream simulate`: by
+    default (--stats-every alone), with --between or a place for the device,
+    some predictions come marked between; never with --no-between or
+    --between-devices=0."""
     import os
     import subprocess
     import sys
@@ -264,7 +353,8 @@ def test_the_worker_command_publishes_between_updates_only_when_asked(ipc_addres
 
     from harstream.stream.core.protocol import decode_output
 
-    env = {**os.environ, "HARSTREAM_INGEST": ipc_address(f"in{flag}"), "HARSTREAM_OUTPUT": ipc_address(f"out{flag}")}
+    name = flag.strip("-").replace("=", "")
+    env = {**os.environ, "HARSTREAM_INGEST": ipc_address(f"in{name}"), "HARSTREAM_OUTPUT": ipc_address(f"out{name}")}
     exe = [sys.executable, "-m", "harstream"]
     ctx = zmq.Context()
     sub = ctx.socket(zmq.SUB)
@@ -298,7 +388,7 @@ def test_the_worker_command_publishes_between_updates_only_when_asked(ipc_addres
         ctx.term()
     windows = [p for p in got if not p.between]
     assert len(windows) >= 100
-    if flag == "--between":
+    if flag not in ("--no-between", "--between-devices=0"):
         assert any(p.between for p in got)
     else:
         assert not any(p.between for p in got)

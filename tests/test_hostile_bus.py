@@ -104,8 +104,9 @@ class Bus:
                 if sub.poll(50):
                     msg = decode_output(sub.recv_multipart())
                     with self.lock:
-                        if isinstance(msg, Prediction) and not msg.between:  # windows, not the updates between them
-                            self.predictions.append(msg)
+                        if isinstance(msg, Prediction):
+                            if not msg.between:  # windows, not the updates between them
+                                self.predictions.append(msg)
                         else:
                             self.stats = msg
         finally:

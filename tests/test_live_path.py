@@ -89,8 +89,9 @@ class Collector:
         while not self._stop.is_set():
             if self.sock.poll(50):
                 msg = decode_output(self.sock.recv_multipart())
-                if isinstance(msg, Prediction) and not msg.between:  # windows, not the updates between them
-                    self.predictions.append(msg)
+                if isinstance(msg, Prediction):
+                    if not msg.between:  # windows, not the updates between them
+                        self.predictions.append(msg)
                 else:
                     self.stats[msg["worker"]] = msg
 

@@ -15,7 +15,8 @@ from harstream.stream.durable.partition_state import PartitionState
 
 
 def state(**progress) -> PartitionState:
-    s = PartitionState(Lease(0, "w", epoch=1), StreamCore(ACTIVITIES, "m", WorkerConfig(signal_interval=0)))
+    config = WorkerConfig(signal_interval=0, between_devices=0)  # as the durable worker makes it: windows only
+    s = PartitionState(Lease(0, "w", epoch=1), StreamCore(ACTIVITIES, "m", config))
     s.load_progress(progress)
     return s
 

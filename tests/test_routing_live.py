@@ -146,8 +146,9 @@ class Bus:
                 self.seq[device] = seq + 64
             while self.sub.poll(20):
                 message = decode_output(self.sub.recv_multipart())
-                if isinstance(message, Prediction) and not message.between:  # windows, not the updates between them
-                    self.predictions.append(message)
+                if isinstance(message, Prediction):
+                    if not message.between:  # windows, not the updates between them
+                        self.predictions.append(message)
                 else:
                     self.stats = message
             if until(self):

@@ -154,7 +154,9 @@ def _serve_core(samples: np.ndarray, predict, features=None, chunk: int = 50) ->
     from harstream.stream.core.protocol import SampleBatch, encode_samples
     from harstream.stream.core.worker import StreamCore, WorkerConfig
 
-    core = StreamCore(ACTIVITIES, "m", WorkerConfig(context_steps=(1, 2), features=features, max_batch=8))
+    core = StreamCore(
+        ACTIVITIES, "m", WorkerConfig(between_devices=0, context_steps=(1, 2), features=features, max_batch=8)
+    )
     out = []
     for seq in range(0, len(samples), chunk):
         part = samples[seq : seq + chunk].astype(np.float32)
@@ -188,7 +190,7 @@ def test_a_failing_feature_stage_drops_its_windows_counted_and_the_worker_goes_o
     def broken(windows):
         raise RuntimeError("interpreter gone")
 
-    core = StreamCore(ACTIVITIES, "m", WorkerConfig(context_steps=(1, 2), features=broken))
+    core = StreamCore(ACTIVITIES, "m", WorkerConfig(between_devices=0, context_steps=(1, 2), features=broken))
     core.ingest(encode_samples(SampleBatch("d1", 0, 0.0, np.zeros((256, 6), np.float32))), now=0.0)
     assert core.pending == [] and core.drops["inference"] == 3  # windows 0, 1, 2
 

@@ -1,4 +1,8 @@
-"""The worker core (no sockets): per-device state, batching, smoothing, rejects."""
+"""The worker core (no sockets): per-device state, batching, smoothing, rejects.
+
+About the model's windows: the display-only updates between windows (on by
+default for the first devices) are off here (``between_devices=0``);
+tests/test_between.py has them."""
 
 from __future__ import annotations
 
@@ -34,7 +38,7 @@ def drain(core) -> list:
 
 def test_windows_match_the_offline_pipeline_whatever_the_chunking():
     data = signal(1000)
-    core = StreamCore(ACTIVITIES, "m", WorkerConfig(max_batch=1000))
+    core = StreamCore(ACTIVITIES, "m", WorkerConfig(between_devices=0, max_batch=1000))
     seq = 0
     for size in [3, 50, 1, 77, 200, 13] * 10:
         if seq >= len(data):
@@ -48,7 +52,7 @@ def test_windows_match_the_offline_pipeline_whatever_the_chunking():
 
 def test_truth_is_the_label_at_the_window_end():
     labels = np.repeat(np.arange(1, 7, dtype=np.int16), 100)  # 600 samples, 6 activities
-    core = StreamCore(ACTIVITIES, "m")
+    core = StreamCore(ACTIVITIES, "m", WorkerConfig(between_devices=0))
     for seq in range(0, 600, 10):
         send(core, "d", seq, signal(600)[seq : seq + 10], labels[seq : seq + 10])
     preds = drain(core)
@@ -57,7 +61,7 @@ def test_truth_is_the_label_at_the_window_end():
 
 
 def test_a_gap_restarts_the_device_pipeline_and_is_counted():
-    core = StreamCore(ACTIVITIES, "m")
+    core = StreamCore(ACTIVITIES, "m", WorkerConfig(between_devices=0))
     send(core, "d", 0, signal(200))
     send(core, "d", 500, signal(200))  # samples 200..499 never arrived
     preds = drain(core)
@@ -66,7 +70,7 @@ def test_a_gap_restarts_the_device_pipeline_and_is_counted():
 
 
 def test_duplicates_and_late_chunks_are_dropped_and_counted():
-    core = StreamCore(ACTIVITIES, "m")
+    core = StreamCore(ACTIVITIES, "m", WorkerConfig(between_devices=0))
     send(core, "d", 0, signal(100))
     send(core, "d", 0 + 50, signal(10))  # behind: overlaps what was seen
     send(core, "d", 100, signal(100))
@@ -76,14 +80,14 @@ def test_duplicates_and_late_chunks_are_dropped_and_counted():
 
 
 def test_seq_zero_means_the_device_started_over():
-    core = StreamCore(ACTIVITIES, "m")
+    core = StreamCore(ACTIVITIES, "m", WorkerConfig(between_devices=0))
     send(core, "d", 0, signal(300))
     send(core, "d", 0, signal(128))
     assert core.totals["restarts"] == 1 and [p.window for p in drain(core)] == [0, 1, 2, 0]
 
 
 def test_malformed_messages_are_counted_and_the_good_device_keeps_being_served():
-    core = StreamCore(ACTIVITIES, "m")
+    core = StreamCore(ACTIVITIES, "m", WorkerConfig(between_devices=0))
     good = encode_samples(SampleBatch("good", 0, 0.0, signal(10)))
     for seq in range(0, 256, 10):
         send(core, "good", seq, signal(256)[seq : seq + 10])
@@ -96,14 +100,14 @@ def test_malformed_messages_are_counted_and_the_good_device_keeps_being_served()
 
 
 def test_idle_devices_are_evicted():
-    core = StreamCore(ACTIVITIES, "m", WorkerConfig(idle_timeout=5.0))
+    core = StreamCore(ACTIVITIES, "m", WorkerConfig(between_devices=0, idle_timeout=5.0))
     send(core, "old", 0, signal(10), now=0.0)
     send(core, "new", 0, signal(10), now=4.0)
     assert core.evict_idle(now=6.0) == ["old"] and list(core.devices) == ["new"]
 
 
 def test_waiting_windows_are_bounded_and_overflow_is_counted():
-    core = StreamCore(ACTIVITIES, "m", WorkerConfig(max_pending=3))
+    core = StreamCore(ACTIVITIES, "m", WorkerConfig(between_devices=0, max_pending=3))
     send(core, "d", 0, signal(128 + 64 * 9))  # 10 windows at once
     assert len(core.pending) == 3 and core.drops["overload"] == 7
     assert [w.window for w in core.pending] == [7, 8, 9]  # the newest are kept
@@ -112,7 +116,7 @@ def test_waiting_windows_are_bounded_and_overflow_is_counted():
 def test_devices_outside_the_shard_are_not_processed():
     from harstream.stream.core.protocol import shard_of
 
-    core = StreamCore(ACTIVITIES, "m", WorkerConfig(shard=(0, 2)))
+    core = StreamCore(ACTIVITIES, "m", WorkerConfig(between_devices=0, shard=(0, 2)))
     names = [f"dev{i}" for i in range(20)]
     for name in names:
         send(core, name, 0, signal(10))
@@ -121,7 +125,7 @@ def test_devices_outside_the_shard_are_not_processed():
 
 
 def test_a_batch_waits_at_most_max_wait_for_more_windows():
-    core = StreamCore(ACTIVITIES, "m", WorkerConfig(max_batch=4, max_wait=0.005))
+    core = StreamCore(ACTIVITIES, "m", WorkerConfig(between_devices=0, max_batch=4, max_wait=0.005))
     send(core, "a", 0, signal(128), now=10.0)
     assert not core.batch_due(10.004) and core.batch_due(10.005)
     for name in "bcd":
@@ -130,7 +134,7 @@ def test_a_batch_waits_at_most_max_wait_for_more_windows():
 
 
 def test_smoothed_label_is_unknown_when_windows_disagree():
-    core = StreamCore(ACTIVITIES, "m", WorkerConfig(smooth_windows=2, threshold=0.6))
+    core = StreamCore(ACTIVITIES, "m", WorkerConfig(between_devices=0, smooth_windows=2, threshold=0.6))
     send(core, "d", 0, signal(192))
     x, taken = core.take_batch()
     preds = core.finish_batch(taken, np.array([np.eye(6)[0], np.eye(6)[3]]), now=0.0)
@@ -146,7 +150,7 @@ def test_smoother_averages_the_last_windows():
 
 
 def test_signal_feed_is_decimated_to_10_hz_per_device():
-    core = StreamCore(ACTIVITIES, "m", WorkerConfig(signal_interval=0.5))
+    core = StreamCore(ACTIVITIES, "m", WorkerConfig(between_devices=0, signal_interval=0.5))
     data = signal(100)
     for seq in range(0, 100, 7):
         send(core, "d", seq, data[seq : seq + 7], now=0.1)
@@ -157,7 +161,7 @@ def test_signal_feed_is_decimated_to_10_hz_per_device():
 
 
 def test_stats_report_rates_latency_and_drops():
-    core = StreamCore(ACTIVITIES, "m")
+    core = StreamCore(ACTIVITIES, "m", WorkerConfig(between_devices=0))
     core.started = 0.0
     send(core, "d", 0, signal(256), now=0.0)
     core.ingest([b"x"], 0.0)
@@ -177,7 +181,7 @@ def test_many_devices_filtered_together_get_exactly_their_own_windows(monkeypatc
     )
     rng = np.random.default_rng(7)
     data = {f"d{i}": signal(700, seed=i) * (1 + i / 10) for i in range(20)}
-    core = StreamCore(ACTIVITIES, "m", WorkerConfig(max_batch=10_000, max_pending=10_000))
+    core = StreamCore(ACTIVITIES, "m", WorkerConfig(between_devices=0, max_batch=10_000, max_pending=10_000))
     pos = dict.fromkeys(data, 0)
     while any(p < 700 for p in pos.values()):
         for name, samples in data.items():  # interleaved like a live bus
@@ -280,7 +284,7 @@ def test_signal_feed_keeps_every_fifth_sample_by_seq_whatever_the_chunking():
 
 
 def test_a_second_session_under_a_live_device_id_neither_feeds_nor_resets_it():
-    core = StreamCore(ACTIVITIES, "m", WorkerConfig(takeover_after=2.0))
+    core = StreamCore(ACTIVITIES, "m", WorkerConfig(between_devices=0, takeover_after=2.0))
     data = signal(256)
     for seq in range(0, 256, 32):
         core.ingest(
@@ -293,14 +297,14 @@ def test_a_second_session_under_a_live_device_id_neither_feeds_nor_resets_it():
 
 
 def test_stale_samples_are_dropped_against_the_wall_clock():
-    core = StreamCore(ACTIVITIES, "m", WorkerConfig(stale_after=5.0), wall_clock=lambda: 2000.0)
+    core = StreamCore(ACTIVITIES, "m", WorkerConfig(between_devices=0, stale_after=5.0), wall_clock=lambda: 2000.0)
     core.ingest(encode_samples(SampleBatch("old", 0, 1990.0, signal(10))), now=0.0)
     core.ingest(encode_samples(SampleBatch("new", 0, 1999.0, signal(10))), now=0.0)
     assert core.drops["stale"] == 1 and list(core.devices) == ["new"]
 
 
 def test_a_full_device_table_forgets_a_device_with_no_window_before_refusing():
-    core = StreamCore(ACTIVITIES, "m", WorkerConfig(max_devices=3))
+    core = StreamCore(ACTIVITIES, "m", WorkerConfig(between_devices=0, max_devices=3))
     send(core, "proven", 0, signal(128))
     core.flush()
     send(core, "filling", 0, signal(100))
@@ -311,7 +315,7 @@ def test_a_full_device_table_forgets_a_device_with_no_window_before_refusing():
 
 
 def test_a_worker_requiring_sessions_refuses_a_producer_that_names_none():
-    core = StreamCore(ACTIVITIES, "m", WorkerConfig(require_session=True))
+    core = StreamCore(ACTIVITIES, "m", WorkerConfig(between_devices=0, require_session=True))
     data = signal(128)
     core.ingest(encode_samples(SampleBatch("anon", 0, 0.0, data)), now=0.0)
     core.ingest(encode_samples(SampleBatch("named", 0, 0.0, data, session="s1")), now=0.0)

@@ -6,9 +6,10 @@ decision, from its checked conversion), its decoder and its feature stage;
 ``--devices`` devices stream held-out HAPT sessions (different offsets) in
 10-sample messages, all in step; after each round of messages every waiting
 batch is labelled and every prediction encoded. Process CPU seconds per
-setting, rounds interleaved: today's worker (``off``), between windows cut but
-none labelled (``cut only``: the gate set out of reach), and ``--between`` as
-built (the gate of ``WorkerConfig``). Prints a Markdown table.
+setting, rounds interleaved: no between updates (``--between-devices 0``),
+between windows cut but none labelled (``cut only``: the gate set out of
+reach), ``--between`` for every device as built (the gate of ``WorkerConfig``)
+and the default (the first 256 devices). Prints a Markdown table.
 """
 
 from __future__ import annotations
@@ -53,9 +54,12 @@ def run(args: argparse.Namespace) -> int:
             part = rec.samples[off + i : off + i + chunk].astype(np.float32)
             messages.append(encode_samples(SampleBatch(f"d{d}", seq=i, t0=1000.0 + i / 50, samples=part)))
     settings: dict[str, dict] = {
-        "off (today's worker)": dict(between=False),
-        "cut only (between windows cut, none labelled)": dict(between=True, between_motion=16.0, between_turn=180.0),
-        "--between (gated peeks)": dict(between=True),
+        "off (--between-devices 0)": dict(between_devices=0),
+        "cut only (between windows cut, none labelled)": dict(
+            between_devices=None, between_motion=16.0, between_turn=180.0
+        ),
+        "--between (gated peeks, every device)": dict(between_devices=None),
+        "default (--between-devices 256)": dict(between_devices=256),
     }
 
     def one(kw: dict) -> tuple[float, int]:
@@ -83,9 +87,9 @@ def run(args: argparse.Namespace) -> int:
             seconds, labelled = one(kw)
             cpu[name].append(seconds)
             between[name] = labelled
-    base = statistics.median(cpu["off (today's worker)"])
+    base = statistics.median(cpu["off (--between-devices 0)"])
     print(f"{devices} devices x {args.seconds:g} s, process CPU s (median of {args.repeats}, interleaved)\n")
-    print("| worker core | CPU s (each run) | median | vs today | between updates published |")
+    print("| worker core | CPU s (each run) | median | vs off | between updates published |")
     print("|---|---|---|---|---|")
     for name, values in cpu.items():
         med = statistics.median(values)

@@ -107,14 +107,23 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "(default %(default)s)",
     )
     parser.add_argument(
-        "--between",
-        action=argparse.BooleanOptionalAction,
-        default=False,
-        help="display-only updates between windows: per waist-mode device a second grid of windows "
+        "--between-devices",
+        type=Number(int, 0, 1_000_000),
+        default=256,
+        metavar="N",
+        help="display-only updates between windows for the first N waist-mode devices at a time (a device "
+        "that leaves frees its place; 0 = off; never with --redis): per such device a second grid of windows "
         "32 samples (0.64 s) after the model's; one whose body motion or gravity moved since the window it "
         "follows is labelled by the same model and the display decoder's peek at it is published as a "
-        "prediction with `between` set (never in the history; not with --redis): the now label ~1 point more "
-        "accurate and ~0.1 s sooner at about +35-48 %% worker CPU (docs/BENCHMARKS.md) (default: off)",
+        "prediction with `between` set (never in the history): the now label ~1.5 points more accurate and "
+        "~0.3 s sooner at about +48 %% worker CPU per such device (docs/BENCHMARKS.md) (default %(default)s)",
+    )
+    parser.add_argument(
+        "--between",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="--between: between updates for every waist-mode device (no limit); "
+        "--no-between: for none (= --between-devices 0)",
     )
     parser.add_argument(
         "--between-motion",
@@ -279,7 +288,7 @@ def run(args: argparse.Namespace) -> int:
         require_session=args.require_session,
         placement_interval=args.placement_interval,
         # the durable log commits windows by number: its path publishes the model's windows only
-        between=args.between and not args.redis,
+        between_devices=0 if args.redis or args.between is False else None if args.between else args.between_devices,
         between_motion=args.between_motion,
         between_turn=args.between_turn,
     )

@@ -40,6 +40,10 @@ bounded: windows waiting for inference (oldest dropped, counted as
 ``overload``) and the number of devices (a full table forgets a device that
 never completed a window; only when all have is a new one refused as
 ``devices_full``).
+
+Display-only updates between windows go to at most ``between_devices``
+waist-mode devices at a time (:class:`BetweenPlaces`: first come, first
+served; a device that leaves frees its place); the others cost nothing extra.
 """
 
 from __future__ import annotations
@@ -155,6 +159,7 @@ class WorkerStats:
     personal: dict | None = None  # the watched personal-model folder
     shard: str | None = None  # "k/N" of a sharded bus worker
     broker: dict | None = None  # the durable log: partitions, epochs, leases, commits
+    between: dict | None = None  # display-only updates between windows (BetweenPlaces.stats), when on
 
     def to_dict(self) -> dict:
         """The stats message's body: every field, the optional ones only when set."""
@@ -172,7 +177,7 @@ class WorkerStats:
         return cls(**{k: v for k, v in data.items() if k in names})
 
 
-_OPTIONAL_STATS = frozenset({"subscriptions", "personal", "shard", "broker"})
+_OPTIONAL_STATS = frozenset({"subscriptions", "personal", "shard", "broker", "between"})
 
 
 @dataclass
@@ -216,8 +221,9 @@ class WorkerConfig:
     # offset by half a step (32 samples); a window of it whose body motion or gravity differs
     # from the window it follows by more than these is labelled by the model (the model's
     # grid's windows as its context) and the display decoder's peek at it is published as a
-    # prediction with ``between`` set (never in the history); the others cost only their cut
-    between: bool = False
+    # prediction with ``between`` set (never in the history); the others cost only their cut.
+    # At most this many devices have them at a time (BetweenPlaces); 0 = off, None = every one.
+    between_devices: int | None = 256
     between_motion: float = 0.03  # g of mean body-acceleration magnitude
     between_turn: float = 10.0  # degrees between the gravity directions
 
@@ -242,7 +248,7 @@ class PendingWindow:
     waist_likeness: float | None = None  # how like the waist gait (the model's own score, if it gives one)
     cue: np.ndarray | None = None  # a calibrated device's posture cues (posture.posture_cues) of this window
     placement: np.ndarray | None = None  # (3,) where the device seems worn (placement.PLACEMENTS), if estimated
-    between: bool = False  # a window of the offset grid: display only (WorkerConfig.between)
+    between: bool = False  # a window of the offset grid: display only (WorkerConfig.between_devices)
     stepping: bool | None = None  # whether a gated device's window steps (stepping.stepping): then never STILL
 
 
@@ -274,10 +280,63 @@ def make_display(served: ServedModel, config: WorkerConfig, windows: int | None 
 
 
 def has_between(served: ServedModel, config: WorkerConfig, display: Any) -> bool:
-    """Whether a device served by ``served`` with ``display`` gets
-    display-only updates between windows: when the worker is asked to, for
-    waist-mode devices whose display core can peek."""
-    return config.between and served.mode == "waist" and served.head is None and hasattr(display, "peek")
+    """Whether a device served by ``served`` with ``display`` may have
+    display-only updates between windows: when the worker gives them to any
+    device, to waist-mode devices whose display core can peek (whether it
+    does is :class:`BetweenPlaces`'s)."""
+    return config.between_devices != 0 and served.mode == "waist" and served.head is None and hasattr(display, "peek")
+
+
+class BetweenPlaces:
+    """Which devices have display-only updates between windows: at most
+    ``limit`` at a time (None: no limit), first come first served. A device
+    asks when a run of its stream starts (its offset grid is placed from the
+    run's first sample) and keeps its place over later runs; one that leaves
+    (evicted, forgotten, moved off waist mode) frees it for the next to ask.
+    A refused device waits, counted once, and asks again at its next run.
+
+    >>> places = BetweenPlaces(2)
+    >>> [places.ask(d) for d in ("a", "b", "c")]
+    [True, True, False]
+    >>> places.free("a")
+    >>> places.ask("d"), places.ask("c"), places.stats()
+    (True, False, {'devices': 2, 'limit': 2, 'refused': 1, 'waiting': 1})
+    """
+
+    __slots__ = ("limit", "holders", "waiting", "refused")
+
+    def __init__(self, limit: int | None):
+        self.limit = limit
+        self.holders: set[str] = set()  # devices with a place
+        self.waiting: set[str] = set()  # devices refused one, still here
+        self.refused = 0  # devices refused a place since start (once per wait)
+
+    def ask(self, device: str) -> bool:
+        """Whether ``device`` has a place, taking a free one if it has none."""
+        if device in self.holders:
+            return True
+        if self.limit is not None and len(self.holders) >= self.limit:
+            if device not in self.waiting:
+                self.waiting.add(device)
+                self.refused += 1
+            return False
+        self.waiting.discard(device)
+        self.holders.add(device)
+        return True
+
+    def free(self, device: str) -> None:
+        """``device`` leaves: its place (or its wait) ends."""
+        self.holders.discard(device)
+        self.waiting.discard(device)
+
+    def stats(self) -> dict:
+        """Devices with a place now, the limit, devices refused one since start, those still waiting."""
+        return {
+            "devices": len(self.holders),
+            "limit": self.limit,
+            "refused": self.refused,
+            "waiting": len(self.waiting),
+        }
 
 
 def _degrees(a: np.ndarray, b: np.ndarray) -> float:
@@ -303,7 +362,9 @@ class Device:
         "signal",
         "ready_at",
         "served",
+        "may_between",
         "between",
+        "places",
         "placement",
         "placement_at",
         "route_version",
@@ -321,6 +382,7 @@ class Device:
         session: str = "",
         placement: str | None = None,
         route_version: int = 0,
+        places: BetweenPlaces | None = None,
     ):
         self.name = name
         self.generation = 0  # counts pipeline restarts; a window of an older run skips the display
@@ -332,8 +394,10 @@ class Device:
         self.route_version = route_version  # the router's version when it was routed
         self.windows = DeviceWindows(seq, served.context_steps)  # pipeline + window context
         self.display = make_display(served, config)  # what the screen shows
-        # display-only updates between windows (WorkerConfig.between), from the run's start
-        self.between = has_between(served, config, self.display)
+        # display-only updates between windows: whether it may have them, the worker's places, whether it does
+        self.may_between = has_between(served, config, self.display)
+        self.places = places if places is not None else BetweenPlaces(config.between_devices)
+        self.between = False  # asked for at each run's start (restart)
         self.history = History(history_params(self.display, served.classes), config.history)  # what happened
         self.signal = SignalFeed(config.signal_decimation, config.signal_interval, now)  # decimated raw signal
         self.ready_at: float | None = None  # when buffered samples completed a window
@@ -350,6 +414,7 @@ class Device:
             self.evidence = StairsEvidence()
             self.worn = PlacementTracker()  # and perhaps another body: its placement is learned afresh
         self.incarnation.restart(seq, session)
+        self.between = self.may_between and self.places.ask(self.name)  # the offset grid starts with a run
         self.windows = DeviceWindows(seq, self.served.context_steps, self.between)
         self.inbox.clear()
         self.display.reset()
@@ -365,9 +430,12 @@ class Device:
             self.windows.restart_context(served.context_steps)
         self.served = served
         self.display = make_display(served, config)
-        # an offset grid starts with a run (its windows are placed from the run's first sample)
-        self.between = has_between(served, config, self.display)
-        if not self.between:
+        # an offset grid starts with a run (its windows are placed from the run's first sample):
+        # one moved onto waist mode asks for a place at its next run; one moved off frees its place
+        self.may_between = has_between(served, config, self.display)
+        if not self.may_between:
+            self.between = False
+            self.places.free(self.name)
             self.windows.stop_between()
         settled = self.history.settle()
         final_until = self.history.final_until
@@ -422,6 +490,7 @@ class StreamCore:
         self._last_stats: tuple[float, Counter[str]] | None = None
         self._pending_high_water = 0
         self._history: list[HistoryUpdate] = []  # revisions waiting to be published
+        self.between_places = BetweenPlaces(self.config.between_devices)  # who has display-only updates between windows
         self.today = DayTotals(self.config.max_devices)
         self.started: float | None = None
         # The output bus's subscriptions: only devices whose signal topic someone
@@ -468,7 +537,17 @@ class StreamCore:
                 self._drop("devices_full", f"already tracking {cfg.max_devices} devices, all of them proven")
                 return
             served = self.router.route(batch.device, placement)
-            state = Device(batch.device, batch.seq, served, cfg, now, batch.session, placement, self.router.version)
+            state = Device(
+                batch.device,
+                batch.seq,
+                served,
+                cfg,
+                now,
+                batch.session,
+                placement,
+                self.router.version,
+                self.between_places,
+            )
             self.devices[batch.device] = state
             self._unproven[batch.device] = None
             if self._watched is not None:
@@ -1001,6 +1080,7 @@ class StreamCore:
             self._revise(self.devices[device], self.devices[device].history.settle())
             del self.devices[device]
             self._unproven.pop(device, None)
+            self.between_places.free(device)
         if gone:
             log.info(
                 "%d device(s) idle for %.0f s evicted (%s%s)",
@@ -1065,6 +1145,7 @@ class StreamCore:
         victim = min(oldest, key=samples)
         del self.devices[victim]
         del self._unproven[victim]
+        self.between_places.free(victim)
         self.totals["evicted_unproven"] += 1
         self._note("evicted_unproven", f"device table full: {victim} (no window yet) forgotten to make room")
         return True
@@ -1101,6 +1182,7 @@ class StreamCore:
             models=self.router.describe(Counter(stats_key(d.served) for d in self.devices.values())),
             modes=dict(Counter(d.served.mode for d in self.devices.values())),
             worker=self.worker_id,
+            between=self.between_places.stats() if self.config.between_devices != 0 else None,
         )
         self._last_stats = (now, Counter(self.totals))
         self._latencies, self._lags, self._batch_sizes = [], [], []
@@ -1147,6 +1229,9 @@ def format_stats(stats: dict | WorkerStats) -> str:
         f"latency p50={s.latency_p50_ms} p99={s.latency_p99_ms} ms "
         f"lag p99={s.lag_p99_ms} ms pending={s.pending} drops={drops}"
     )
+    if s.between is not None:
+        b = s.between
+        line += f" between={b.get('devices')}/{'all' if b.get('limit') is None else b.get('limit')} refused={b.get('refused')}"
     if s.broker is not None:
         line += (
             f" broker={'up' if s.broker.get('up') else 'DOWN'} partitions={s.broker.get('partitions')} "

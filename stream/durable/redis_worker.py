@@ -53,7 +53,7 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import redis
@@ -125,7 +125,8 @@ class RedisWorker:
         personal=None,
         subscriptions: Subscriptions | None = None,
     ):
-        self.config = config or WorkerConfig()
+        # the log commits windows by number: this path publishes the model's windows only
+        self.config = replace(config or WorkerConfig(), between_devices=0)
         if router is None:  # one model for every device, as StreamCore describes it from the config
             router = one_model_router(classes, model_id, self.config)
         self.router = router  # a personal model serves wherever its device is
