@@ -290,9 +290,9 @@ def test_a_calibrated_device_stepping_is_published_walking_not_a_posture():
 def test_the_placement_study_scores_the_rule_as_the_worker_applies_it():
     from harstream.models.studies.placement import with_steps
 
-    predicted = np.array([3, 3, 1, 0])  # STILL, STILL, UPSTAIRS, WALKING
-    got = with_steps(predicted, np.array([True, False, True, True]))
-    assert got.tolist() == [0, 3, 1, 0]
+    predicted = np.array([3, 3, 1, 0, 0, 2, 3])  # STILL, STILL, UPSTAIRS, WALKING, WALKING, DOWNSTAIRS, STILL
+    got = with_steps(predicted, np.array([STEPPING, NEITHER, STEPPING, STEPPING, AT_REST, AT_REST, AT_REST]))
+    assert got.tolist() == [0, 3, 1, 0, 3, 3, 3]
 
 
 def test_a_hapt_training_subjects_postures_stay_still_and_walks_are_walking_over_the_real_worker(embedded):
