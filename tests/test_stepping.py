@@ -15,6 +15,9 @@ from harstream.stream.core.protocol import SampleBatch, encode_samples
 from harstream.stream.core.stepping import (
     AT_REST,
     MAX_REST_G,
+    MIN_BAND_SHARE,
+    MIN_REGULARITY,
+    MIN_RMS_G,
     NEITHER,
     STEPPING,
     MovingEvidence,
@@ -135,6 +138,16 @@ def test_a_phone_on_a_table_or_in_a_still_hand_is_at_rest():
 def test_no_walk_at_any_cadence_and_swing_is_at_rest(step_hz, amplitude_g):
     windows = _body(np.stack([_gait(amplitude_g, step_hz, seed=s) for s in range(5)]))
     assert not (motion_evidence(windows) == AT_REST).any()
+
+
+def test_a_window_whose_walk_ended_a_second_before_its_end_is_at_rest_though_it_steps():
+    walk = _gait(0.4, 1.8, seed=9)
+    ended = walk.copy()
+    ended[-55:] = np.random.default_rng(9).normal(0, 0.002, (55, 3))  # stood still for the last 1.1 s
+    rms, share, regular, _ = step_measures(_body(ended[None]))[0]
+    assert rms >= MIN_RMS_G and share >= MIN_BAND_SHARE and regular >= MIN_REGULARITY  # the window steps ...
+    assert motion_evidence(_body(ended[None])).tolist() == [AT_REST]  # ... but its end is at rest
+    assert motion_evidence(_body(walk[None])).tolist() == [STEPPING]
 
 
 def test_a_walk_too_gentle_to_step_but_above_rest_is_neither():

@@ -36,16 +36,20 @@ class the placement-free model would otherwise give; stairs stay for the
 stairs gate, :mod:`~harstream.stream.core.stairs`, to grant on its own
 evidence).
 
-The converse holds too: a window whose body acceleration RMS is below
-:data:`MAX_REST_G` is AT REST and is never shown moving. No walk at any
-placement is that quiet: the quietest of HAPT's training subjects' walking
-and stairs windows reads 0.18 g at the waist (0.19 g on a simulated wrist),
-while 90 % of their sitting, standing and lying windows read below 0.05 g;
-a walk's trunk bounces 2-5 cm at every step, 0.2-0.8 g peak at 1.5-2 Hz. What it
-corrects is what a display decoder still holds of a walk that ended, and a
-limb's posture the model misreads as a walk: the probability of every moving
-class moves onto the non-moving class the model finds likeliest (STILL, or a
-calibrated posture). Its cost: a walk far slower than HAPT's slowest (a
+The converse holds too: a window whose newest second (:data:`REST_SPAN`
+samples: what is shown is the window's end) has a body acceleration RMS
+below :data:`MAX_REST_G` is AT REST and is never shown moving, even if the
+window as a whole steps (the walk ended inside it). No second of a walk at
+any placement is that quiet: the quietest newest second of HAPT's training
+subjects' walking and stairs windows reads 0.16 g at the waist (0.15 g on a
+simulated wrist; none of 2,569 below 0.05 g at any placement), while 96 % of
+their sitting, standing and lying windows' read below 0.05 g; a walk's trunk
+bounces 2-5 cm at every step,
+0.2-0.8 g peak at 1.5-2 Hz, two steps a second. What it corrects is what a
+display decoder still holds of a walk that ended, and a limb's posture the
+model misreads as a walk: the probability of every moving class moves onto
+the non-moving class the model finds likeliest (STILL, or a calibrated
+posture). Its cost: a walk far slower than HAPT's slowest (a
 shuffle bouncing under 1 cm at 1.2 steps a second reads about 0.04 g RMS at
 the trunk) would be shown STILL; a wrist or thigh swings more than the trunk.
 
@@ -85,8 +89,9 @@ MIN_RMS_G = 0.08
 MIN_BAND_SHARE = 0.35
 MIN_REGULARITY = 0.5
 MIN_DIP = 0.3
-#: Below this body acceleration RMS (g) a window is at rest (see the module doc).
+#: Below this body acceleration RMS (g) over its newest REST_SPAN samples (1 s) a window is at rest.
 MAX_REST_G = 0.05
+REST_SPAN = 50
 #: What :func:`motion_evidence` says of a window.
 STEPPING, NEITHER, AT_REST = 1, 0, -1
 
@@ -95,14 +100,15 @@ MOVING = ("WALKING", "WALKING_UPSTAIRS", "WALKING_DOWNSTAIRS")
 
 
 def step_measures(windows: np.ndarray) -> np.ndarray:
-    """``(n, 128, 9)`` windows in, ``(n, 3)`` out: each window's body
-    acceleration RMS (g), the share of its power in :data:`BAND_HZ`, and its
+    """``(n, 128, 9)`` windows in, ``(n, 4)`` out: each window's body
+    acceleration RMS (g), the share of its power in :data:`BAND_HZ`, its
     regularity (the autocorrelation's highest peak at a step or stride lag
-    after a dip below :data:`MIN_DIP`; 0 where there is none)."""
+    after a dip below :data:`MIN_DIP`; 0 where there is none), and the RMS
+    (g) of its newest :data:`REST_SPAN` samples."""
     body = np.asarray(windows, dtype=np.float64)[:, :, 0:3]
     n, length = body.shape[0], body.shape[1]
     if n == 0:
-        return np.zeros((0, 3))
+        return np.zeros((0, 4))
     body = body - body.mean(axis=1, keepdims=True)
     energy = np.einsum("nwc,nwc->nw", body, body)  # |a(t)|²
     rms = np.sqrt(energy.mean(axis=1))
@@ -124,7 +130,9 @@ def step_measures(windows: np.ndarray) -> np.ndarray:
     dipped = np.minimum.accumulate(r[:, 1:hi], axis=1)[:, lo - 2 : hi - 2] < MIN_DIP  # fell before each lag
     peak = (r[:, lo:hi] >= r[:, lo - 1 : hi - 1]) & (r[:, lo:hi] >= r[:, lo + 1 : hi + 1])
     regular = np.where(peak & dipped, r[:, lo:hi], 0.0).max(axis=1)
-    return np.stack([rms, share, regular], axis=1)
+    newest = body[:, -REST_SPAN:] - body[:, -REST_SPAN:].mean(axis=1, keepdims=True)
+    rest = np.sqrt(np.einsum("nwc,nwc->n", newest, newest) / newest.shape[1])
+    return np.stack([rms, share, regular, rest], axis=1)
 
 
 def stepping(windows: np.ndarray) -> np.ndarray:
@@ -137,7 +145,7 @@ def motion_evidence(windows: np.ndarray) -> np.ndarray:
     the module doc): ``(n,)`` int8."""
     m = step_measures(windows)
     steps = (m[:, 0] >= MIN_RMS_G) & (m[:, 1] >= MIN_BAND_SHARE) & (m[:, 2] >= MIN_REGULARITY)
-    return np.where(steps, STEPPING, np.where(m[:, 0] < MAX_REST_G, AT_REST, NEITHER)).astype(np.int8)
+    return np.where(m[:, 3] < MAX_REST_G, AT_REST, np.where(steps, STEPPING, NEITHER)).astype(np.int8)
 
 
 def evidence_of(windows: Sequence[np.ndarray], wanted: Sequence[bool]) -> list[np.ndarray | None]:
