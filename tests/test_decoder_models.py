@@ -98,12 +98,27 @@ def test_a_saved_personal_model_carries_decoder_parameters_for_its_classes(perso
     assert params.emission[sitting].argmax() == sitting  # sitting is expected to look like sitting
 
 
-def _window(core: StreamCore, seq: int, probs: list[float], gravity=(0.0, 0.0, 0.0)):
+def _window(core: StreamCore, seq: int, probs: list[float], gravity=(0.0, 0.0, 0.0), motion=None):
+    """The device's next window (its first 128 samples, then 64 more each):
+    still with ``gravity``, plus ``motion`` (t in s -> (n, 3) acceleration in
+    g) if given; its model labels it ``probs``."""
     samples = np.zeros((64 if seq else 128, 6))
     samples[:, :3] = gravity
+    if motion is not None:
+        samples[:, :3] += motion(np.arange(len(samples)) / RATE)
     core.ingest(encode_samples(SampleBatch(DEVICE, seq, 1000.0 + seq / RATE, samples)), 0.0)
     _, taken = core.take_batch()
     return core.finish_batch(taken, np.tile(probs, (len(taken), 1)), now=0.0)
+
+
+def _shift(t: np.ndarray) -> np.ndarray:
+    """A push of 0.3 g forward and back over half a second, as in shifting one's weight."""
+    return np.outer(0.3 * np.sin(2 * np.pi * (t - 0.4) / 0.5) * ((t >= 0.4) & (t < 0.9)), [0.0, 0.6, 0.8])
+
+
+def _walk(t: np.ndarray) -> np.ndarray:
+    """A 0.3 g bounce at 1.8 steps a second along gravity (z)."""
+    return np.outer(0.3 * np.sin(2 * np.pi * 1.8 * t), [0.0, 0.0, 1.0])
 
 
 def test_the_worker_shows_a_personal_models_decoded_label_so_one_odd_window_does_not_flip_it(personal_file):
@@ -121,7 +136,9 @@ def test_the_worker_shows_a_personal_models_decoded_label_so_one_odd_window_does
     still, walking = [0.04, 0.03, 0.03, 0.9], [0.9, 0.03, 0.03, 0.04]
     seq, published = 0, []
     for probs in [still] * 6 + [walking] + [still] * 2:
-        published += _window(core, seq, probs, gravity=(0.0, 0.6, 0.8))
+        # the blip: shifting in the seat, one push the model takes for a step
+        shift = _shift if probs is walking else None
+        published += _window(core, seq, probs, gravity=(0.0, 0.6, 0.8), motion=shift)
         seq += 128 if seq == 0 else 64
     assert [p.mode for p in published] == ["personal"] * 9
     assert [p.label for p in published][6] == "WALKING"  # the raw label flips on the blip ...
@@ -139,8 +156,9 @@ def test_a_model_without_decoder_parameters_is_served_with_its_raw_label_and_one
         router=ModelRouter(ServedModel("waist", "waist", "hapt@1", ACTIVITIES), anywhere),
     )
     seq, shown = 0, []
-    for probs in [[0.1, 0.1, 0.1, 0.7]] * 3 + [[0.7, 0.1, 0.1, 0.1]]:
-        shown += [p.smoothed for p in _window(core, seq, probs)]
+    for probs in [[0.1, 0.1, 0.1, 0.7]] * 3 + [[0.7, 0.1, 0.1, 0.1]]:  # at rest, then walking off
+        walk = _walk if probs[0] > 0.5 else None
+        shown += [p.smoothed for p in _window(core, seq, probs, gravity=(0.0, 0.0, 1.0), motion=walk)]
         seq += 128 if seq == 0 else 64
     assert shown == ["STILL", "STILL", "STILL", "WALKING"]  # each window's own label
     assert isinstance(factory(), Smoother)

@@ -30,11 +30,26 @@ def _core(placement_probabilities) -> StreamCore:
     return StreamCore(ACTIVITIES, "waist@1", router=ModelRouter(waist, anywhere))
 
 
+def _samples(start: int, n: int, walking: bool) -> np.ndarray:
+    """Samples ``start`` .. ``start + n`` of a phone upright in a pocket (50 Hz;
+    acceleration in g with gravity along y, rotation rate in rad/s): walking
+    (a 0.3 g bounce at 1.8 steps a second, a sway at the stride) or at rest."""
+    t = (start + np.arange(n)) / 50.0
+    step = 2 * np.pi * 1.8 * t
+    acc = [0.1 * np.sin(step / 2), 1 + 0.3 * np.sin(step) + 0.1 * np.sin(2 * step + 0.5), 0.15 * np.sin(step + 1)]
+    gyro = [0.4 * np.sin(step / 2), 0.2 * np.sin(step), 0.6 * np.sin(step / 2 + 1)]
+    walk = np.column_stack(acc + gyro)
+    rest = np.tile([0.0, 1.0, 0.0, 0.0, 0.0, 0.0], (n, 1))
+    return (walk if walking else rest).astype(np.float32)
+
+
 def _run(core: StreamCore, device: str, seconds: int, probs, meta=None) -> list[Prediction]:
-    """``seconds`` of samples in 1-s messages; every window labelled ``probs``."""
+    """``seconds`` of samples in 1-s messages, walking where the model (every
+    window labelled ``probs``) says walking, else at rest."""
+    walking = int(np.argmax(probs)) == 0
     out = []
     for s in range(seconds):
-        batch = SampleBatch(device, s * 50, T0 + s, np.zeros((50, 6), np.float32), meta=meta or {})
+        batch = SampleBatch(device, s * 50, T0 + s, _samples(s * 50, 50, walking), meta=meta or {})
         core.ingest(encode_samples(batch), now=float(s))
         while core.waiting:
             _, taken = core.take_batch()

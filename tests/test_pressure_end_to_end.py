@@ -39,6 +39,16 @@ class Always:
         return np.tile(self.probs, (len(x), 1))
 
 
+def _walk(t: np.ndarray) -> np.ndarray:
+    """A walk at times ``t`` (s), the phone upright in a pocket: acceleration
+    in g with gravity along y, rotation rate in rad/s; a 0.3 g bounce at 1.8
+    steps a second, a sway at the stride."""
+    step = 2 * np.pi * 1.8 * t
+    acc = [0.1 * np.sin(step / 2), 1 + 0.3 * np.sin(step) + 0.1 * np.sin(2 * step + 0.5), 0.15 * np.sin(step + 1)]
+    gyro = [0.4 * np.sin(step / 2), 0.2 * np.sin(step), 0.6 * np.sin(step / 2 + 1)]
+    return np.column_stack(acc + gyro)
+
+
 def _router() -> ModelRouter:
     waist = ServedModel("waist", "waist", "waist@t", ACTIVITIES, runtime=Always([0, 0, 1, 0, 0, 0]))
     anywhere = ServedModel("any", "any", "any@t", PLACEMENT_FREE, runtime=Always([0.1, 0.05, 0.8, 0.05]))
@@ -82,7 +92,7 @@ class _RoutedWorker:
 
 
 async def _phone(port: int, device: str, seconds: int, climb_m_s: float | None) -> list[dict]:
-    """A phone sending ``seconds`` of 50 Hz motion (1-s messages, as fast as
+    """A phone sending ``seconds`` of a 50 Hz walk (1-s messages, as fast as
     taken) and, if ``climb_m_s`` is given, a 10 Hz barometer climbing that
     fast; the predictions it was sent back."""
     start = time.time() - seconds  # readings of the last ``seconds``: the worker judges none stale
@@ -92,10 +102,11 @@ async def _phone(port: int, device: str, seconds: int, climb_m_s: float | None) 
         assert json.loads(await ws.recv())["type"] == "welcome"
         for s in range(seconds):
             t = start + s + np.arange(50) / 50
+            walk = _walk(t - start)
             msg = {
                 "type": "samples",
-                "acc": np.column_stack([t * 1000, np.zeros(50), np.full(50, G), 0.3 * np.sin(9 * t)]).tolist(),
-                "gyro": np.column_stack([t * 1000, np.zeros((50, 3))]).tolist(),
+                "acc": np.column_stack([t * 1000, walk[:, :3] * G]).tolist(),
+                "gyro": np.column_stack([t * 1000, walk[:, 3:]]).tolist(),
             }
             if climb_m_s is not None:
                 tp = start + s + np.arange(0, 1, 0.1)
@@ -173,7 +184,7 @@ def test_the_simulators_pressure_channel_reaches_the_worker_over_the_real_bus(pr
 
     labels = np.r_[np.full(1000, 1), np.full(1500, 2), np.full(1000, 1)].astype(np.int16)
     rows = simulate_pressure(labels, SimulatedBarometer(rate_hz=10, noise_hpa=0.02, doors_per_min=0), seed=3)
-    samples = np.tile(np.float32([0, 1, 0, 0, 0, 0]), (len(labels), 1))
+    samples = _walk(np.arange(len(labels)) / 50).astype(np.float32)  # walking throughout: level, stairs, level
     device = ReplayDevice("sim-baro", samples, labels, pressure=rows if pressure else None)
     worker = _RoutedWorker()
     got: list = []
@@ -222,7 +233,7 @@ def test_the_durable_log_carries_the_pressure_channel_to_its_workers(redis_url, 
 
     labels = np.r_[np.full(1000, 1), np.full(1500, 2), np.full(500, 1)].astype(np.int16)
     rows = simulate_pressure(labels, SimulatedBarometer(rate_hz=10, noise_hpa=0.02, doors_per_min=0), seed=4)
-    device = ReplayDevice("log-baro", np.tile(np.float32([0, 1, 0, 0, 0, 0]), (len(labels), 1)), labels, pressure=rows)
+    device = ReplayDevice("log-baro", _walk(np.arange(len(labels)) / 50).astype(np.float32), labels, pressure=rows)
     url = redis_url
     out = ipc_address("out")
     tail = Collector(out, verb="bind")

@@ -21,8 +21,19 @@ def _core(**any_kw) -> StreamCore:
     return StreamCore(ACTIVITIES, "waist@1", router=ModelRouter(waist, anywhere))
 
 
+def _walk(start: int, n: int) -> np.ndarray:
+    """Samples ``start`` .. ``start + n`` of a walk, the phone upright in a
+    pocket (50 Hz; acceleration in g with gravity along y, rotation rate in
+    rad/s): a 0.3 g bounce at 1.8 steps a second, a sway at the stride."""
+    t = (start + np.arange(n)) / 50.0
+    step = 2 * np.pi * 1.8 * t
+    acc = [0.1 * np.sin(step / 2), 1 + 0.3 * np.sin(step) + 0.1 * np.sin(2 * step + 0.5), 0.15 * np.sin(step + 1)]
+    gyro = [0.4 * np.sin(step / 2), 0.2 * np.sin(step), 0.6 * np.sin(step / 2 + 1)]
+    return np.column_stack(acc + gyro).astype(np.float32)
+
+
 def _run(core: StreamCore, device: str, seconds: int, probs, climb_m_s: float | None = None, meta=None) -> list:
-    """Stream ``seconds`` of samples (with a barometer climbing ``climb_m_s``
+    """Stream ``seconds`` of a walk (with a barometer climbing ``climb_m_s``
     if given) in 1-s messages; every window labelled ``probs``."""
     out = []
     for s in range(seconds):
@@ -30,7 +41,7 @@ def _run(core: StreamCore, device: str, seconds: int, probs, climb_m_s: float | 
         if climb_m_s is not None:
             t = s + np.arange(0, 1, 0.1)
             pressure = np.column_stack([T0 + t, pressure_hpa(climb_m_s * t, 1005.0)])
-        batch = SampleBatch(device, s * 50, T0 + s, np.zeros((50, 6), np.float32), meta=meta or {}, pressure=pressure)
+        batch = SampleBatch(device, s * 50, T0 + s, _walk(s * 50, 50), meta=meta or {}, pressure=pressure)
         core.ingest(encode_samples(batch), now=float(s))
         while core.waiting:
             x, taken = core.take_batch()

@@ -1,6 +1,7 @@
 """Still only on evidence of stillness: a window that steps is never shown
-STILL in ``any`` or ``personal`` mode (stream/core/stepping.py), the detector
-on synthetic signals and the rule on the real worker's published label."""
+STILL, and a window at rest never moving, in ``any`` or ``personal`` mode
+(stream/core/stepping.py), the detector on synthetic signals and the rule on
+the real worker's published label."""
 
 from __future__ import annotations
 
@@ -11,7 +12,20 @@ from harstream.stream.core.activities import ACTIVITIES, PLACEMENT_FREE
 from harstream.stream.core.model_routing import ModelRouter, ServedModel, personal_model
 from harstream.stream.core.pipeline import WINDOW
 from harstream.stream.core.protocol import SampleBatch, encode_samples
-from harstream.stream.core.stepping import MovingEvidence, step_measures, stepping, stepping_of
+from harstream.stream.core.stepping import (
+    AT_REST,
+    MAX_REST_G,
+    MIN_BAND_SHARE,
+    MIN_REGULARITY,
+    MIN_RMS_G,
+    NEITHER,
+    STEPPING,
+    MovingEvidence,
+    evidence_of,
+    motion_evidence,
+    step_measures,
+    stepping,
+)
 from harstream.stream.core.worker import StreamCore
 
 RATE = 50.0
@@ -105,36 +119,101 @@ def test_the_measures_do_not_depend_on_how_the_device_is_turned():
     np.testing.assert_allclose(step_measures(_body(walk[None])), step_measures(_body((walk @ q.T)[None])), atol=1e-5)
 
 
-def test_stepping_of_scores_only_the_devices_asked_for_in_one_call():
+def test_evidence_of_scores_only_the_devices_asked_for_in_one_call():
     walk, table = _body(_gait(0.3, 1.9)[None]), np.zeros((2, WINDOW, 9), np.float32)
-    got = stepping_of([walk, table, walk, walk[:0]], [True, True, False, True])
-    assert got[0].tolist() == [True] and got[1].tolist() == [False, False] and got[2] is None and got[3] is None
+    got = evidence_of([walk, table, walk, walk[:0]], [True, True, False, True])
+    assert got[0].tolist() == [STEPPING] and got[1].tolist() == [AT_REST, AT_REST]
+    assert got[2] is None and got[3] is None
+
+
+def test_a_phone_on_a_table_or_in_a_still_hand_is_at_rest():
+    rng = np.random.default_rng(11)
+    table = rng.normal(0, 0.002, (20, WINDOW, 3))  # MEMS noise
+    hand = table + 0.02 * np.sin(2 * np.pi * rng.uniform(0.2, 8, (20, 1, 3)) * np.arange(WINDOW)[:, None] / RATE)
+    assert (motion_evidence(_body(np.concatenate([table, hand]))) == AT_REST).all()
+
+
+@pytest.mark.parametrize("step_hz", [1.3, 1.8, 2.6])
+@pytest.mark.parametrize("amplitude_g", [0.12, 0.4, 1.5])
+def test_no_walk_at_any_cadence_and_swing_is_at_rest(step_hz, amplitude_g):
+    windows = _body(np.stack([_gait(amplitude_g, step_hz, seed=s) for s in range(5)]))
+    assert not (motion_evidence(windows) == AT_REST).any()
+
+
+def test_a_window_whose_walk_ended_a_second_before_its_end_is_at_rest_though_it_steps():
+    walk = _gait(0.4, 1.8, seed=9)
+    ended = walk.copy()
+    ended[-55:] = np.random.default_rng(9).normal(0, 0.002, (55, 3))  # stood still for the last 1.1 s
+    rms, share, regular, _ = step_measures(_body(ended[None]))[0]
+    assert rms >= MIN_RMS_G and share >= MIN_BAND_SHARE and regular >= MIN_REGULARITY  # the window steps ...
+    assert motion_evidence(_body(ended[None])).tolist() == [AT_REST]  # ... but its end is at rest
+    assert motion_evidence(_body(walk[None])).tolist() == [STEPPING]
+
+
+def test_a_walk_too_gentle_to_step_but_above_rest_is_neither():
+    windows = _body(np.stack([_gait(0.07, 1.8, seed=s) for s in range(5)]))  # RMS between 0.05 and 0.08 g
+    assert (motion_evidence(windows) == NEITHER).all()
+
+
+def test_typing_and_fidgeting_are_never_stepping_whatever_their_energy():
+    """Knocks of 0.05-0.2 g: at rest when faint, else neither, never stepping."""
+    rng = np.random.default_rng(12)
+    signal = rng.normal(0, 0.003, (20, WINDOW, 3))
+    signal[:, 40:50] += np.linspace(0.05, 0.2, 20)[:, None, None] * np.exp(-np.arange(10) / 2.0)[:, None]
+    assert STEPPING not in motion_evidence(_body(signal))
 
 
 def test_a_stepping_window_labelled_still_is_shown_walking_with_the_bars_on_walking():
     rule = MovingEvidence(PLACEMENT_FREE)
-    assert rule.judge("STILL", [0.1, 0.05, 0.05, 0.8], stepping=True) == ("WALKING", [0.9, 0.05, 0.05, 0.0])
-    assert rule.last
+    assert rule.judge("STILL", [0.1, 0.05, 0.05, 0.8], STEPPING) == ("WALKING", [0.9, 0.05, 0.05, 0.0])
+    assert rule.last == "steps"
+
+
+def test_a_window_at_rest_labelled_walking_or_stairs_is_shown_still_with_the_bars_on_still():
+    rule = MovingEvidence(PLACEMENT_FREE)
+    assert rule.judge("WALKING", [0.6, 0.1, 0.1, 0.2], AT_REST) == ("STILL", [0.0, 0.0, 0.0, 1.0])
+    assert rule.last == "rest"
+    assert rule.judge("WALKING_DOWNSTAIRS", [0.1, 0.0, 0.7, 0.2], AT_REST)[0] == "STILL"
+
+
+def test_a_window_at_rest_labelled_still_is_left_alone():
+    rule = MovingEvidence(PLACEMENT_FREE)
+    assert rule.judge("STILL", [0.3, 0.0, 0.0, 0.7], AT_REST) == ("STILL", [0.3, 0.0, 0.0, 0.7])
+    assert rule.last == ""
+
+
+def test_a_calibrated_device_at_rest_is_shown_its_likeliest_posture_not_walking():
+    classes = ("WALKING", "WALKING_UPSTAIRS", "WALKING_DOWNSTAIRS", "SITTING", "STANDING")
+    label, probs = MovingEvidence(classes).judge("WALKING", [0.6, 0.0, 0.05, 0.1, 0.25], AT_REST)
+    assert label == "STANDING" and probs == [0.0, 0.0, 0.0, 0.1, 0.9]
+
+
+def test_the_rest_threshold_sits_far_below_any_walk_at_the_trunk():
+    """A 2 cm bounce at 1.5 steps a second, a gentle walk at the waist, is
+    over twice the rest threshold (RMS of a sine: peak / sqrt 2)."""
+    peak_g = (2 * np.pi * 1.5) ** 2 * 0.02 / 9.81
+    assert peak_g / np.sqrt(2) > 2 * MAX_REST_G
 
 
 def test_a_stepping_window_keeps_a_moving_label_for_the_stairs_gate_to_judge():
     rule = MovingEvidence(PLACEMENT_FREE)
-    assert rule.judge("WALKING_UPSTAIRS", [0.1, 0.6, 0.1, 0.2], stepping=True) == (
+    assert rule.judge("WALKING_UPSTAIRS", [0.1, 0.6, 0.1, 0.2], STEPPING) == (
         "WALKING_UPSTAIRS",
         [0.1, 0.6, 0.1, 0.2],
     )
     assert not rule.last
 
 
-def test_a_window_that_does_not_step_keeps_the_models_label():
+def test_a_window_that_neither_steps_nor_rests_keeps_the_models_label():
     rule = MovingEvidence(PLACEMENT_FREE)
-    assert rule.judge("STILL", [0.1, 0.0, 0.0, 0.9], stepping=False)[0] == "STILL"
-    assert rule.judge("STILL", [0.1, 0.0, 0.0, 0.9], stepping=None)[0] == "STILL"
+    assert rule.judge("STILL", [0.1, 0.0, 0.0, 0.9], NEITHER)[0] == "STILL"
+    assert rule.judge("WALKING", [0.9, 0.0, 0.0, 0.1], NEITHER)[0] == "WALKING"
+    assert rule.judge("WALKING", [0.9, 0.0, 0.0, 0.1], None)[0] == "WALKING"
 
 
 def test_a_calibrated_posture_of_a_stepping_window_is_shown_walking_too():
     classes = ("WALKING", "WALKING_UPSTAIRS", "WALKING_DOWNSTAIRS", "SITTING", "STANDING", "STILL")
-    label, probs = MovingEvidence(classes).judge("STANDING", [0.2, 0.0, 0.0, 0.1, 0.6, 0.1], stepping=True)
+    label, probs = MovingEvidence(classes).judge("STANDING", [0.2, 0.0, 0.0, 0.1, 0.6, 0.1], STEPPING)
     assert label == "WALKING" and probs == [1.0, 0.0, 0.0, 0.0, 0.0, 0.0]
 
 
@@ -186,6 +265,28 @@ def test_a_device_at_rest_the_model_calls_still_stays_still():
     assert got and {p.smoothed for p in got} == {"STILL"}
 
 
+def test_a_device_at_rest_the_model_calls_walking_is_published_still_and_counted():
+    core = _core()
+    got = _stream(core, "phone:table", _still_samples(30), [0.8, 0.05, 0.05, 0.1])
+    assert got and {p.label for p in got} == {"STILL"} and {p.smoothed for p in got} == {"STILL"}
+    assert all(p.smoothed_probs[0] == 0.0 for p in got)  # the bars agree with the label
+    assert core.totals["still_by_rest"] == len(got) and core.totals["moving_by_steps"] == 0
+
+
+def test_a_calibrated_device_at_rest_is_published_its_posture_not_walking():
+    classes = ("WALKING", "WALKING_UPSTAIRS", "WALKING_DOWNSTAIRS", "SITTING", "STANDING")
+    core = _core()
+    core.router.set_personal(personal_model("phone:cal", "cal@1", classes))
+    got = _stream(core, "phone:cal", _still_samples(30), [0.7, 0.0, 0.0, 0.05, 0.25])
+    assert got and {p.smoothed for p in got} == {"STANDING"}
+
+
+def test_a_device_at_rest_declaring_the_waist_keeps_the_models_walking():
+    core = _core()
+    got = _stream(core, "phone:belt", _still_samples(30), [1, 0, 0, 0, 0, 0], meta={"placement": "waist"})
+    assert got and {p.label for p in got} == {"WALKING"} and core.totals["still_by_rest"] == 0
+
+
 def test_a_device_declaring_the_waist_keeps_the_models_label():
     got = _stream(_core(), "phone:belt", _walking_samples(30), [0, 0, 0, 1, 0, 0], meta={"placement": "waist"})
     assert got and {p.label for p in got} == {"SITTING"}
@@ -202,9 +303,9 @@ def test_a_calibrated_device_stepping_is_published_walking_not_a_posture():
 def test_the_placement_study_scores_the_rule_as_the_worker_applies_it():
     from harstream.models.studies.placement import with_steps
 
-    predicted = np.array([3, 3, 1, 0])  # STILL, STILL, UPSTAIRS, WALKING
-    got = with_steps(predicted, np.array([True, False, True, True]))
-    assert got.tolist() == [0, 3, 1, 0]
+    predicted = np.array([3, 3, 1, 0, 0, 2, 3])  # STILL, STILL, UPSTAIRS, WALKING, WALKING, DOWNSTAIRS, STILL
+    got = with_steps(predicted, np.array([STEPPING, NEITHER, STEPPING, STEPPING, AT_REST, AT_REST, AT_REST]))
+    assert got.tolist() == [0, 3, 1, 0, 3, 3, 3]
 
 
 def test_a_hapt_training_subjects_postures_stay_still_and_walks_are_walking_over_the_real_worker(embedded):

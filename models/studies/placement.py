@@ -14,16 +14,17 @@ classes (on a limb: flat walking → WALKING, postures → STILL), moving vs
 still, flat walking shown as WALKING, stairs false alarms on flat walking,
 and, for a model that carries one, the placement estimate's confusion on
 moving windows. Each model is scored twice: as it labels each window, and
-with the product's rule that a stepping window is never shown STILL
-(:mod:`~harstream.stream.core.stepping`; rows named ``MODEL + steps``: a
-window the model calls STILL whose body acceleration steps counts as
-WALKING). Scored once, on the test subjects.
+with the product's rules that a stepping window is never shown STILL and a
+window at rest never moving (:mod:`~harstream.stream.core.stepping`; rows
+named ``MODEL + steps/rest``: a window the model calls STILL whose body
+acceleration steps counts as WALKING, one it calls moving whose body
+acceleration is at rest counts as STILL). Scored once, on the test subjects.
 
     python -m harstream.models.studies.placement                          # docs/reports/placement_study.json,
     python -m harstream.models.studies.placement --models base.keras any  # docs/img/placement_study.png
 
 ``--validation``: the shipped recipe fitted on the fit subjects (training
-minus validation) and scored, with and without the stepping rule, on the
+minus validation) and scored, with and without the rules, on the
 validation subjects (the figures the rule's thresholds were checked on; the
 shipped model has seen the validation subjects, so it cannot be scored
 there): ``placement_study_validation.json``.
@@ -41,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from harstream.stream.core.activities import ACTIVITIES, PLACEMENT_FREE
-from harstream.stream.core.stepping import stepping
+from harstream.stream.core.stepping import AT_REST, STEPPING, motion_evidence
 from harstream.stream.data.recordings import UCI_TEST_SUBJECTS, load_dataset
 
 from ..artifact import PRETRAINED_DIR, load_artifact
@@ -92,16 +93,16 @@ def run(models: Sequence[str], seed: int = 0, subjects: Sequence[int] = UCI_TEST
                 **placement_scores(predicted, w.y, placement),
                 "confusion": confusion.tolist(),
             }
-            steps = stepping(w.x[:, 0] if w.x.ndim == 4 else w.x)  # the current window (context behind it)
-            ruled = with_steps(predicted, steps)
+            evidence = motion_evidence(w.x[:, 0] if w.x.ndim == 4 else w.x)  # the current window (context behind)
+            ruled = with_steps(predicted, evidence)
             confusion_ruled = np.zeros_like(confusion)
             np.add.at(confusion_ruled, (w.y, ruled), 1)
             ruled_row = {
-                "model": f"{name} + steps",
+                "model": f"{name} + steps/rest",
                 "architecture": row["architecture"],
                 **placement_scores(ruled, w.y, placement),
                 "confusion": confusion_ruled.tolist(),
-                "stepping_share": [float(np.mean(steps[w.y == c])) for c in range(6)],
+                **_shares(evidence, w.y),
             }
             if estimator is not None:
                 moving = w.y < 3
@@ -116,28 +117,36 @@ def run(models: Sequence[str], seed: int = 0, subjects: Sequence[int] = UCI_TEST
     return report
 
 
-def with_steps(predicted: np.ndarray, steps: np.ndarray) -> np.ndarray:
-    """Placement-free class indices as the worker shows them in any mode: a
-    stepping window the model calls STILL is WALKING (stream/core/stepping.py)."""
-    return np.where(steps & (predicted == PLACEMENT_FREE.index("STILL")), PLACEMENT_FREE.index("WALKING"), predicted)
+def with_steps(predicted: np.ndarray, evidence: np.ndarray) -> np.ndarray:
+    """Placement-free class indices as the worker shows them in any mode
+    (stream/core/stepping.py): given each window's motion evidence, a
+    stepping window the model calls STILL is WALKING, a window at rest it
+    calls moving is STILL."""
+    still, walking = PLACEMENT_FREE.index("STILL"), PLACEMENT_FREE.index("WALKING")
+    shown = np.where((evidence == STEPPING) & (predicted == still), walking, predicted)
+    return np.where((evidence == AT_REST) & (predicted != still), still, shown)
 
 
-def _scored(name: str, predicted: np.ndarray, steps: np.ndarray, w, placement: str) -> list[dict]:
-    """The model's own row and its row with the stepping rule."""
-    ruled = with_steps(predicted, steps)
+def _shares(evidence: np.ndarray, y: np.ndarray) -> dict[str, list[float]]:
+    """The share of each HAPT class's windows that step and that are at rest."""
+    return {
+        f"{name}_share": [float(np.mean(evidence[y == c] == value)) for c in range(6)]
+        for name, value in (("stepping", STEPPING), ("rest", AT_REST))
+    }
+
+
+def _scored(name: str, predicted: np.ndarray, evidence: np.ndarray, w, placement: str) -> list[dict]:
+    """The model's own row and its row with the rules."""
+    ruled = with_steps(predicted, evidence)
     return [
         {"model": name, **placement_scores(predicted, w.y, placement)},
-        {
-            "model": f"{name} + steps",
-            **placement_scores(ruled, w.y, placement),
-            "stepping_share": [float(np.mean(steps[w.y == c])) for c in range(6)],
-        },
+        {"model": f"{name} + steps/rest", **placement_scores(ruled, w.y, placement), **_shares(evidence, w.y)},
     ]
 
 
 def run_validation(seed: int = 0) -> dict:
     """The shipped recipe fitted without the validation subjects, scored on
-    them at every placement, with and without the stepping rule."""
+    them at every placement, with and without the rules."""
     from ..dataset import VALIDATION_SUBJECTS
     from ..placement_free import Recipe, fit_on_sessions
 
@@ -151,7 +160,7 @@ def run_validation(seed: int = 0) -> dict:
         w = labelled_windows(recs, context_steps=recipe.context)
         predicted = np.asarray(model.predict(w.x, batch_size=512, verbose=0)).argmax(1)
         for row in _scored(
-            "fit without validation", predicted, stepping(w.x[:, 0] if w.x.ndim == 4 else w.x), w, placement
+            "fit without validation", predicted, motion_evidence(w.x[:, 0] if w.x.ndim == 4 else w.x), w, placement
         ):
             print(json.dumps(row), flush=True)
             report["rows"].append(row)

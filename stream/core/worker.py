@@ -91,7 +91,7 @@ from harstream.stream.core.sample_buffer import SampleBuffer
 from harstream.stream.core.signal_feed import SignalFeed
 from harstream.stream.core.smoothing import DEFAULT_THRESHOLD, DEFAULT_WINDOWS, Smoother
 from harstream.stream.core.stairs import MOVING, StairsEvidence, gated
-from harstream.stream.core.stepping import MovingEvidence, stepping_of
+from harstream.stream.core.stepping import MovingEvidence, evidence_of
 from harstream.stream.core.subscriptions import Subscriptions, WatchedDevices
 from harstream.stream.core.today import DayTotals
 from harstream.stream.core.transition_direction import window_gravity
@@ -249,7 +249,8 @@ class PendingWindow:
     cue: np.ndarray | None = None  # a calibrated device's posture cues (posture.posture_cues) of this window
     placement: np.ndarray | None = None  # (3,) where the device seems worn (placement.PLACEMENTS), if estimated
     between: bool = False  # a window of the offset grid: display only (WorkerConfig.between_devices)
-    stepping: bool | None = None  # whether a gated device's window steps (stepping.stepping): then never STILL
+    # a gated device's window: steps (then never STILL), at rest (never moving) or neither (stepping.motion_evidence)
+    stepping: int | None = None
 
 
 def one_model_router(classes: Sequence[str], model_id: str, config: WorkerConfig) -> ModelRouter:
@@ -712,7 +713,7 @@ class StreamCore:
         inputs, extra_inputs = both[:n], both[n:]
         cues = self._posture_cues([j[0] for j in jobs], results)
         likenesses, placements = self._waist_likeness([j[0] for j in jobs], results)
-        steps = stepping_of(results, [gated(j[0].served.mode, j[0].served.classes) for j in jobs])
+        steps = evidence_of(results, [gated(j[0].served.mode, j[0].served.classes) for j in jobs])
         for k, ((state, _, labels, arrived, first_window, seen_before, first_between), windows, x) in enumerate(
             zip(jobs, results, inputs)
         ):
@@ -741,7 +742,7 @@ class StreamCore:
                         None if cue is None or w.between else cue[i],
                         None if worn is None or w.between else worn[i],
                         w.between,
-                        None if steps[k] is None or w.between else bool(steps[k][i]),
+                        None if steps[k] is None or w.between else int(steps[k][i]),
                     )
                 )
             self.totals["windows"] += len(windows)
@@ -943,11 +944,14 @@ class StreamCore:
             classes = list(w.served.classes)
             state = self.devices.get(w.device)
             raw = [round(float(v), 6) for v in p]
-            steps = MovingEvidence(classes) if w.stepping else None  # a stepping window is never shown STILL
-            if steps is not None:  # (stream/core/stepping.py): the display and history see it moving too
-                p = np.asarray(steps.judge(classes[int(p.argmax())], raw, True)[1])
+            # a stepping window is never shown STILL, a window at rest never moving
+            steps = MovingEvidence(classes) if w.stepping else None  # None: unknown, 0: neither
+            rested = False
+            if steps is not None:  # (stream/core/stepping.py): the display and history see it so too
+                p = np.asarray(steps.judge(classes[int(p.argmax())], raw, w.stepping)[1])
                 raw = [round(float(v), 6) for v in p]
-                self.totals["moving_by_steps"] += int(steps.last)
+                self.totals["moving_by_steps"] += steps.last == "steps"
+                rested = steps.last == "rest"
             if w.between:  # display only: a peek of the device's decoder, no history, no placement
                 if state is not None and state.generation == w.generation and state.served is w.served:
                     smoothed, smoothed_probs = state.display.peek(raw, w.motion)
@@ -974,7 +978,8 @@ class StreamCore:
                 placement = state.worn.push(w.placement[None, :], np.array([moving]))
                 worn = placement if moving else None
             if steps is not None:
-                smoothed, smoothed_probs = steps.judge(smoothed, smoothed_probs, True)
+                smoothed, smoothed_probs = steps.judge(smoothed, smoothed_probs, w.stepping)
+                self.totals["still_by_rest"] += rested or steps.last == "rest"  # its label or the shown one
             if gated(w.served.mode, classes):  # stairs only on evidence (stream/core/stairs.py)
                 evidence = state.evidence if state is not None else StairsEvidence()
                 judge = evidence.judge
