@@ -258,10 +258,15 @@ class Leases:
         ]
 
     def ack_many(self, group: str, acks: list[tuple[Lease, list]]) -> list[int | Fenced]:
-        """:meth:`ack` for several partitions in one round trip: per partition,
-        entries acknowledged or the :class:`Fenced` it met (not raised)."""
+        """:meth:`ack` for several partitions in one round trip: per partition
+        with entries to acknowledge, entries acknowledged or the
+        :class:`Fenced` it met (not raised)."""
         acks = [(lease, ids) for lease, ids in acks if ids]
-        calls = [
+        return self.ack_results(acks, run_scripts(self.client, self.ack_calls(group, acks)))
+
+    def ack_calls(self, group: str, acks: list[tuple[Lease, list]]) -> list:
+        """The script calls of :meth:`ack_many` (``acks`` each with ids), to run with others (:func:`run_scripts`)."""
+        return [
             (
                 self._ack,
                 [self.keys.lease(lease.partition), self.keys.partition(lease.partition)],
@@ -269,10 +274,11 @@ class Leases:
             )
             for lease, ids in acks
         ]
-        out: list[int | Fenced] = []
-        for (lease, _), result in zip(acks, run_scripts(self.client, calls)):
-            out.append(_fenced(lease) if result == -1 else int(result))
-        return out
+
+    @staticmethod
+    def ack_results(acks: list[tuple[Lease, list]], replies: list) -> list[int | Fenced]:
+        """What :meth:`ack_many` returns, from the replies of its calls."""
+        return [_fenced(lease) if reply == -1 else int(reply) for (lease, _), reply in zip(acks, replies)]
 
     def commit_many(
         self, commits: list[tuple[Lease, list[tuple[str, int, dict, dict]]]], maxlen: int
