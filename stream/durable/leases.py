@@ -48,6 +48,20 @@ end
 return 0
 """
 
+# KEYS: leases; ARGV: ttl_ms, then each lease's value -> per lease 1 renewed, 0 lost
+_RENEW_MANY = """
+local out = {}
+for i, key in ipairs(KEYS) do
+  if redis.call('GET', key) == ARGV[i + 1] then
+    redis.call('PEXPIRE', key, ARGV[1])
+    out[i] = 1
+  else
+    out[i] = 0
+  end
+end
+return out
+"""
+
 # KEYS: lease; ARGV: value -> 1 released, 0 was not ours
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -165,6 +179,7 @@ class Leases:
         self._heartbeat = client.register_script(_HEARTBEAT)
         self._acquire = client.register_script(_ACQUIRE)
         self._renew = client.register_script(_RENEW)
+        self._renew_many = client.register_script(_RENEW_MANY)
         self._release = client.register_script(_RELEASE)
         self._commit = client.register_script(_COMMIT)
         self._ack = client.register_script(_ACK)
@@ -211,8 +226,13 @@ class Leases:
 
     def renew_many(self, leases: list[Lease]) -> list[bool]:
         """:meth:`renew` for several partitions in one round trip: per lease, renewed or lost."""
-        calls = [(self._renew, [self.keys.lease(lease.partition)], [lease.value, self.ttl_ms]) for lease in leases]
-        return [bool(result) for result in run_scripts(self.client, calls)]
+        if not leases:
+            return []
+        keys = [self.keys.lease(lease.partition) for lease in leases]
+        (replies,) = run_scripts(
+            self.client, [(self._renew_many, keys, [self.ttl_ms, *(lease.value for lease in leases)])]
+        )
+        return [bool(result) for result in replies]
 
     def release(self, lease: Lease) -> bool:
         return bool(self._release(keys=[self.keys.lease(lease.partition)], args=[lease.value]))
