@@ -6,6 +6,7 @@ predictions are exactly one per (device, window)."""
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
 import tempfile
 import threading
@@ -218,6 +219,20 @@ def test_a_stale_owner_cannot_write_after_its_lease_moved_and_a_replayed_window_
         leases.commit(old, [("d1", 8, {}, {"w": 8, "recent": []})], maxlen=100)
     assert leases.commit(new, [row, ("d1", 8, {}, {"w": 8, "recent": []})], maxlen=100) == (1, 1)
     assert client.xlen(Keys().predictions) == 2
+
+
+def test_a_progress_record_not_led_by_its_window_still_bounds_what_is_committed(redis_url):
+    """The commit script reads ``{"w":N,...}`` without decoding the record; any other
+    spelling of a record (keys in another order, stdlib spacing) is decoded as before."""
+    client = connect(redis_url)
+    keys = Keys("hs-spelling")
+    leases = Leases(client, keys, ttl_ms=5000)
+    lease = leases.acquire(0, "w")
+    client.hset(keys.progress(0), "a", json.dumps({"m": "waist", "w": 9, "recent": []}))
+    client.hset(keys.progress(0), "b", json.dumps({"w": 9, "recent": []}))  # '{"w": 9' with a space
+    rows = [(d, w, {"device": d, "window": w}, {"w": w, "recent": []}) for d in "ab" for w in (9, 10)]
+    assert leases.commit(lease, rows, maxlen=100) == (2, 2)
+    assert sorted(json.loads(client.hget(keys.progress(0), d))["w"] for d in "ab") == [10, 10]
 
 
 def test_bridge_and_worker_ride_out_a_broker_restart(ipc_address):

@@ -20,7 +20,8 @@ and a partition given away takes its devices out of the core
 2. **read** each owned partition's stream with ``XREADGROUP … >`` (an entry
    carries one or several samples messages,
    :func:`~harstream.stream.durable.bridge.entry_messages`) and feed the
-   samples to the core; acknowledge them (fenced);
+   samples to the core; acknowledge them (fenced), in the round trip of
+   the next commit (on their own if none comes within ``ack_every_ms``);
 3. **predict** due batches, one model call per batch of one served model
    (each device is served in its mode, as by the single-process worker: a
    :class:`~harstream.stream.core.model_routing.ModelRouter`, kept in step
@@ -83,9 +84,10 @@ class LogConfig:
     rebuild_s: float = 12.0  # log tail replayed on takeover (context 4 windows + warm-up + window in progress)
     warmup_windows: int = 2  # windows of filter warm-up before the first context window
     read_count: int = 2000  # entries per partition per read
-    # Entries read are acknowledged together at most this often (a takeover replays the log tail up to
-    # the last entry read anyway, acknowledged or not; acknowledging keeps the pending lists short).
-    ack_every_ms: int = 100
+    # Entries read are acknowledged in the round trip of each commit, and on their own when no commit
+    # took them along for this long (a takeover replays the log tail up to the last entry read anyway,
+    # acknowledged or not; acknowledging keeps the pending lists short).
+    ack_every_ms: int = 250
     # After a read that brought entries, the next one waits this long (the bridge writes every 20 ms):
     # one read per write of the bridge, not one per turn of the loop while windows wait for a batch.
     read_gap_ms: float = 10.0
@@ -355,8 +357,7 @@ class RedisWorker:
                     messages += 1
                 n += 1
             self._unacked.setdefault(p, []).extend(e[0] for e in entries)
-        if now >= self._next_ack:
-            self._next_ack = now + self.lc.ack_every_ms / 1000
+        if now >= self._next_ack:  # no commit took the acknowledgements along lately
             self.acknowledge()
         self.counts["entries"] += n
         self.counts["messages"] += messages
@@ -382,10 +383,19 @@ class RedisWorker:
     def acknowledge(self, only: int | None = None) -> None:
         """Acknowledge the entries read of every owned partition (or of
         ``only``): one round trip, each partition fenced by its own lease."""
+        acks = self._acks(only)
+        self._acked(acks, self.leases.ack_many(GROUP, [(lease, ids) for _, lease, ids in acks]))
+
+    def _acks(self, only: int | None = None) -> list[tuple[int, Lease, list]]:
+        """The entries to acknowledge, per owned partition (or ``only``) that has any; taken from the unacked."""
+        self._next_ack = time.monotonic() + self.lc.ack_every_ms / 1000
         parts = [p for p in self._unacked if (only is None or p == only) and p in self.owned]
         acks = [(p, self.owned[p].lease, self._unacked.pop(p)) for p in parts]
-        results = self.leases.ack_many(GROUP, [(lease, ids) for _, lease, ids in acks if ids])
-        for (p, _, _), result in zip([a for a in acks if a[2]], results):
+        return [a for a in acks if a[2]]
+
+    def _acked(self, acks: list[tuple[int, Lease, list]], results: list) -> None:
+        """A partition whose acknowledgement met another owner is fenced and dropped."""
+        for (p, _, _), result in zip(acks, results):
             if isinstance(result, Fenced):
                 if p in self.owned:
                     self.owned[p].fence()
@@ -481,7 +491,9 @@ class RedisWorker:
         calls = self.leases.commit_calls(commits, self.lc.predictions_maxlen)
         items, owners = self._history_items(self.core.take_history())
         keep_calls, at = self.history.keep_calls(items)
-        replies = run_scripts(self.client, calls + keep_calls)
+        acks = self._acks()  # the entries read so far, acknowledged in the same round trip
+        ack_calls = self.leases.ack_calls(GROUP, [(lease, ids) for _, lease, ids in acks])
+        replies = run_scripts(self.client, calls + keep_calls + ack_calls)
         results = self.leases.commit_results(commits, replies[: len(calls)])
         for (p, o, settled), result in zip(to_commit, results):
             if isinstance(result, Fenced):
@@ -491,7 +503,11 @@ class RedisWorker:
             else:
                 self.counts["committed"] += result[0]
                 self.counts["skipped_committed"] += result[1]
-        self._kept_history += self._history_out(owners, self.history.kept(items, at, replies[len(calls) :], self.core))
+        n_kept = len(calls) + len(keep_calls)
+        self._kept_history += self._history_out(
+            owners, self.history.kept(items, at, replies[len(calls) : n_kept], self.core)
+        )
+        self._acked(acks, self.leases.ack_results([(lease, ids) for _, lease, ids in acks], replies[n_kept:]))
         out = [
             pred for _, o, settled in settled_all for pred in o.to_publish(settled)
         ]  # a stale owner publishes nothing
