@@ -8,6 +8,7 @@ never a path beside the installed package, which may not be writable.
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 #: The default report folder, relative to the current directory.
@@ -24,3 +25,17 @@ def add_reports_option(parser: argparse.ArgumentParser) -> None:
         default=REPORTS,
         help=f"folder the reports and caches are written to (default: {REPORTS}, from the current directory)",
     )
+
+
+def write_report(folder: Path, name: str, record: object) -> Path:
+    """Write ``record`` as indented JSON to ``folder/name`` (folder made if
+    missing) and return the path.
+
+    >>> import tempfile; folder = Path(tempfile.mkdtemp()) / "reports"
+    >>> write_report(folder, "x.json", {"a": 1}).read_text()
+    '{\\n "a": 1\\n}\\n'
+    """
+    path = folder / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=1) + "\n")
+    return path

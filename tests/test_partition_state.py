@@ -6,6 +6,7 @@ The real-server tests are tests/test_durable_log.py and tests/test_hostile_durab
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from harstream.stream.core.activities import ACTIVITIES
 from harstream.stream.core.protocol import SampleBatch
@@ -110,3 +111,9 @@ def test_evicted_devices_are_forgotten_everywhere():
     s.admit(SampleBatch("d", 0, 0.0, samples(64)), now=0.0)
     s.forget(["d"])
     assert "d" not in s.committed and "d" not in s.stored and s.grid.key("d", 1, 0) is None
+
+
+def test_a_core_giving_updates_between_windows_is_refused_for_a_partition():
+    # the log keys and commits windows by number; a display-only update between two has none
+    with pytest.raises(ValueError, match="between"):
+        PartitionState(Lease(0, "w", epoch=1), StreamCore(ACTIVITIES, "m", WorkerConfig()))

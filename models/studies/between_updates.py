@@ -40,7 +40,7 @@ import numpy as np
 
 from harstream.models import decoder_fit as fit
 from harstream.models.live_scoring import SessionReplay, display_code, score_replays, session_windows, truth_labels
-from harstream.models.reports import add_reports_option
+from harstream.models.reports import add_reports_option, write_report
 from harstream.models.studies import decoder_tuning as tuning
 from harstream.models.studies.half_hop import timeline
 from harstream.stream.core.decoder import Decoder, window_motion
@@ -192,9 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     record["decoder"] = {**knobs, **lock}
     record["seconds"] = round(time.perf_counter() - start)
     print("chosen:", record["chosen"])
-    report = args.reports / REPORT_NAME
-    report.parent.mkdir(parents=True, exist_ok=True)
-    report.write_text(json.dumps(record, indent=1) + "\n")
+    report = write_report(args.reports, REPORT_NAME, record)
     print("written", report)
     return 0
 

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import time
 from collections.abc import Sequence
 
@@ -52,7 +51,7 @@ from harstream.models.live_scoring import (
     score_replays,
     truth_labels,
 )
-from harstream.models.reports import add_reports_option
+from harstream.models.reports import add_reports_option, write_report
 from harstream.models.studies import decoder_tuning as tuning
 from harstream.models.studies.posture_lock import session_motion
 from harstream.stream.core.activities import ACTIVITIES
@@ -337,9 +336,7 @@ def main(argv: list[str] | None = None) -> int:
         "shipped_knobs": SHIPPED_KNOBS,
         "shipped_lock": SHIPPED_LOCK,
     }
-    report = args.reports / REPORT_NAME
-    report.parent.mkdir(parents=True, exist_ok=True)
-    report.write_text(json.dumps(record, indent=1) + "\n")
+    report = write_report(args.reports, REPORT_NAME, record)
     print("written", report, f"({time.perf_counter() - start:.0f} s)")
     return 0
 

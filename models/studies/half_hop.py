@@ -36,7 +36,7 @@ from harstream.models.live_scoring import (
     session_windows,
     truth_labels,
 )
-from harstream.models.reports import add_reports_option
+from harstream.models.reports import add_reports_option, write_report
 from harstream.models.studies import decoder_tuning as tuning
 from harstream.stream.core.decoder import Decoder, DecoderParams, window_motion
 from harstream.stream.core.pipeline import STEP, WINDOW
@@ -145,9 +145,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{kind}: {100 * r['sample_accuracy']:.2f} % delay {r['delay_median_s']:.2f} s "
             f"p90 {r['delay_p90_s']:.2f} changes/true {r['changes_per_true_change']:.2f}"
         )
-    report = args.reports / (REPORT_NAME.replace(".json", "_test.json") if args.test else REPORT_NAME)
-    report.parent.mkdir(parents=True, exist_ok=True)
-    report.write_text(json.dumps(record, indent=1) + "\n")
+    report = write_report(
+        args.reports, REPORT_NAME.replace(".json", "_test.json") if args.test else REPORT_NAME, record
+    )
     print("written", report)
     return 0
 

@@ -35,7 +35,7 @@ from harstream.models.live_scoring import (
     score_replays,
     truth_labels,
 )
-from harstream.models.reports import add_reports_option
+from harstream.models.reports import add_reports_option, write_report
 from harstream.stream.core.activities import ACTIVITIES
 
 REPORT_NAME = "now_published.json"
@@ -116,9 +116,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['changes_per_true_change']:.2f}"
         )
     print("messages", record["messages"])
-    report = args.reports / REPORT_NAME
-    report.parent.mkdir(parents=True, exist_ok=True)
-    report.write_text(json.dumps(record, indent=1) + "\n")
+    report = write_report(args.reports, REPORT_NAME, record)
     print("written", report)
     return 0
 

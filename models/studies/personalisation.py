@@ -9,10 +9,9 @@ writes ``personalisation.json`` into the reports folder (default ``docs/reports`
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-from harstream.models.reports import add_reports_option
+from harstream.models.reports import add_reports_option, write_report
 from harstream.stream.data.recordings import UCI_TEST_SUBJECTS, load_embedded
 
 from ..artifact import load_artifact
@@ -65,9 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     add_reports_option(parser)
     args = parser.parse_args(argv)
     rows = personalisation_study(args.model)
-    report = args.reports / REPORT_NAME
-    report.parent.mkdir(parents=True, exist_ok=True)
-    report.write_text(json.dumps(rows, indent=1) + "\n")
+    report = write_report(args.reports, REPORT_NAME, rows)
     print(report)
     return 0
 

@@ -37,7 +37,7 @@ import numpy as np
 
 from harstream.models import decoder_fit as fit
 from harstream.models.live_scoring import replay_probabilities, score_replays, session_windows
-from harstream.models.reports import add_reports_option
+from harstream.models.reports import add_reports_option, write_report
 from harstream.models.studies import decoder_tuning as tuning
 from harstream.stream.core.activities import ACTIVITIES
 from harstream.stream.core.decoder import Decoder, DecoderParams, window_motion
@@ -134,9 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         f"more display changes (+0.05) than the decoder without the lock, the {args.top} most accurate go to "
         "validation; the most accurate there is chosen",
     }
-    report = args.reports / REPORT_NAME
-    report.parent.mkdir(parents=True, exist_ok=True)
-    report.write_text(json.dumps(record, indent=1) + "\n")
+    report = write_report(args.reports, REPORT_NAME, record)
     print("chosen", chosen["knobs"], "validation", fmt(chosen["validation"]), "; written", report)
     if args.write:
         from harstream.models.artifact import DEFAULT_MODEL, metadata_path

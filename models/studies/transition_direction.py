@@ -37,7 +37,7 @@ import numpy as np
 
 from harstream.models import decoder_fit as fit
 from harstream.models.live_scoring import replay_probabilities, score_replays, session_windows
-from harstream.models.reports import add_reports_option
+from harstream.models.reports import add_reports_option, write_report
 from harstream.models.studies import decoder_tuning as tuning
 from harstream.models.transition_direction import Event, event_accuracy, find_events, fit_direction
 from harstream.stream.core.decoder import Decoder, DecoderParams, window_motion
@@ -223,9 +223,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         print("wrote", ship(record, args.model, direction))
     record["seconds"] = round(time.perf_counter() - start)
-    report = args.reports / REPORT_NAME
-    report.parent.mkdir(parents=True, exist_ok=True)
-    report.write_text(json.dumps(record, indent=1) + "\n")
+    report = write_report(args.reports, REPORT_NAME, record)
     print("written", report)
     return 0
 

@@ -52,7 +52,7 @@ from harstream.models.live_scoring import (
     session_windows,
     truth_labels,
 )
-from harstream.models.reports import add_reports_option
+from harstream.models.reports import add_reports_option, write_report
 from harstream.models.studies import decoder_tuning as tuning
 from harstream.stream.core.activities import ACTIVITIES
 from harstream.stream.core.decoder import Decoder, DecoderParams, window_motion
@@ -389,9 +389,7 @@ def main(argv: list[str] | None = None) -> int:
         "no slower and with no more display changes (+0.05) than the shipped decoder, the most accurate "
         "goes to validation; test subjects not read"
     )
-    report = args.reports / REPORT_NAME
-    report.parent.mkdir(parents=True, exist_ok=True)
-    report.write_text(json.dumps(record, indent=1) + "\n")
+    report = write_report(args.reports, REPORT_NAME, record)
     print("written", report)
     return 0
 

@@ -24,9 +24,10 @@ partition's windows) through the partition's own
 
 >>> import numpy as np
 >>> from harstream.stream.core.protocol import SampleBatch
->>> from harstream.stream.core.worker import StreamCore
+>>> from harstream.stream.core.worker import StreamCore, WorkerConfig
 >>> from harstream.stream.durable.leases import Lease
->>> state = PartitionState(Lease(3, "w", epoch=2), StreamCore(list("ABCDEF"), "m"))
+>>> core = StreamCore(list("ABCDEF"), "m", WorkerConfig(between_devices=0))  # the log keys windows by number
+>>> state = PartitionState(Lease(3, "w", epoch=2), core)
 >>> state.load_progress({"d": {"w": 1, "m": "waist", "recent": [[1, [1, 0, 0, 0, 0, 0]]]}})
 >>> state.admit(SampleBatch("d", 0, 0.0, np.zeros((256, 6), np.float32)), now=0.0)
 True
@@ -86,6 +87,11 @@ class PartitionState:
     renewed: float = 0.0  # monotonic time of the last successful renewal
     fenced: bool = False  # a write was refused: another owner holds the partition
     counts: Counter[str] = field(default_factory=Counter)
+
+    def __post_init__(self) -> None:
+        if self.core.config.between_devices != 0:
+            # the log keys and commits windows by number; a display-only window between two has none
+            raise ValueError("a partition's core must give no updates between windows (between_devices=0)")
 
     # ------------------------------------------------------------ takeover
 
