@@ -6,10 +6,9 @@ context and shown as the decoder's peek, published as predictions marked
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 import pytest
+from conftest import worker_thread
 
 from harstream.stream.core.decoder import Decoder, DecoderParams, display_for, window_motion
 from harstream.stream.core.pipeline import BETWEEN, STEP, cut_windows, preprocess_recording
@@ -256,7 +255,6 @@ def test_a_published_session_between_labels_equal_the_offline_offset_grid_on_loo
     from harstream.models.live_scoring import session_windows
     from harstream.models.runtime import load_runtime
     from harstream.simulator.replay import ReplaySchedule, devices_for, replay
-    from harstream.stream.bus.zmq_worker import serve
     from harstream.stream.core.context import WindowContext
     from harstream.stream.core.protocol import decode_output
 
@@ -285,53 +283,32 @@ def test_a_published_session_between_labels_equal_the_offline_offset_grid_on_loo
             offline[True][j] = decoder.peek([round(float(v), 6) for v in q], float(m1[j]))[0]
     assert offline[True], "the session has no between window that moved"
 
-    stop, ready, bound = threading.Event(), threading.Event(), {}
     config = WorkerConfig(
         context_steps=artifact.context_steps,
         display=display_for(artifact.classes, artifact.metadata["decoder"]),
     )  # the default: between updates for the first 256 waist devices
-    thread = threading.Thread(
-        target=serve,
-        daemon=True,
-        kwargs=dict(
-            runtime=runtime,
-            classes=artifact.classes,
-            model_id=artifact.model_id,
-            ingest="tcp://127.0.0.1:*",
-            output="tcp://127.0.0.1:*",
-            config=config,
-            stop=stop,
-            stats_every=0.2,
-            on_ready=ready.set,
-            on_bound=lambda i, o: bound.update(ingest=i, output=o),
-            printer=None,
-        ),
-    )
-    thread.start()
-    ctx = zmq.Context()
-    sub = ctx.socket(zmq.SUB)
-    want = len(offline[False]) + len(offline[True])
-    try:
-        assert ready.wait(60), "worker did not start"
-        sub.setsockopt(zmq.SUBSCRIBE, b"p/")
-        sub.connect(bound["output"])
-        replay(
-            ReplaySchedule(devices_for([rec]), chunk=10),
-            publish=bound["ingest"],
-            speed=0,
-            wait_subscriptions=1,
-            printer=None,
-        )
-        got: list[Prediction] = []
-        while len(got) < want and sub.poll(30_000):
-            msg = decode_output(sub.recv_multipart())
-            if isinstance(msg, Prediction):
-                got.append(msg)
-    finally:
-        stop.set()
-        thread.join(30)
-        sub.close(0)
-        ctx.term()
+    with worker_thread(runtime, artifact.classes, artifact.model_id, config=config, stats_every=0.2) as w:
+        ctx = zmq.Context()
+        sub = ctx.socket(zmq.SUB)
+        want = len(offline[False]) + len(offline[True])
+        try:
+            sub.setsockopt(zmq.SUBSCRIBE, b"p/")
+            sub.connect(w.output)
+            replay(
+                ReplaySchedule(devices_for([rec]), chunk=10),
+                publish=w.ingest,
+                speed=0,
+                wait_subscriptions=1,
+                printer=None,
+            )
+            got: list[Prediction] = []
+            while len(got) < want and sub.poll(30_000):
+                msg = decode_output(sub.recv_multipart())
+                if isinstance(msg, Prediction):
+                    got.append(msg)
+        finally:
+            sub.close(0)
+            ctx.term()
     windows = sorted((p for p in got if not p.between), key=lambda p: p.window)
     assert [p.smoothed for p in windows] == offline[False]
     assert {p.window: p.smoothed for p in got if p.between} == offline[True]

@@ -5,10 +5,10 @@ the worker publishes exactly what the offline decoder computes."""
 from __future__ import annotations
 
 import logging
-import threading
 
 import numpy as np
 import pytest
+from conftest import worker_thread
 
 from harstream.stream.core.activities import ACTIVITIES, UNKNOWN
 from harstream.stream.core.decoder import (
@@ -233,7 +233,6 @@ def test_a_published_session_equals_the_offline_decoder_on_loopback(embedded, tm
     from harstream.models.live_scoring import session_windows
     from harstream.models.runtime import load_runtime
     from harstream.simulator.replay import ReplaySchedule, devices_for, replay
-    from harstream.stream.bus.zmq_worker import serve
     from harstream.stream.core.protocol import Prediction, decode_output
 
     artifact = load_artifact()
@@ -245,51 +244,30 @@ def test_a_published_session_equals_the_offline_decoder_on_loopback(embedded, tm
     own = x[:, 0] if artifact.context_steps else x
     offline = decode_sequence(params, runtime.predict(x), window_motion(own), window_gravity(own))
 
-    stop, ready, bound = threading.Event(), threading.Event(), {}
     config = WorkerConfig(
         context_steps=artifact.context_steps, display=display_for(artifact.classes, artifact.metadata["decoder"])
     )
-    thread = threading.Thread(
-        target=serve,
-        daemon=True,
-        kwargs=dict(
-            runtime=runtime,
-            classes=artifact.classes,
-            model_id=artifact.model_id,
-            ingest="tcp://127.0.0.1:*",
-            output="tcp://127.0.0.1:*",
-            config=config,
-            stop=stop,
-            stats_every=0.2,
-            on_ready=ready.set,
-            on_bound=lambda i, o: bound.update(ingest=i, output=o),
-            printer=None,
-        ),
-    )
-    thread.start()
-    ctx = zmq.Context()
-    sub = ctx.socket(zmq.SUB)
-    try:
-        assert ready.wait(60), "worker did not start"
-        sub.setsockopt(zmq.SUBSCRIBE, b"p/")
-        sub.connect(bound["output"])
-        replay(
-            ReplaySchedule(devices_for([rec]), chunk=10),
-            publish=bound["ingest"],
-            speed=0,
-            wait_subscriptions=1,
-            printer=None,
-        )
-        got: list[Prediction] = []
-        while len(got) < len(offline) and sub.poll(30_000):
-            msg = decode_output(sub.recv_multipart())
-            if isinstance(msg, Prediction) and not msg.between:  # windows, not the updates between them
-                got.append(msg)
-    finally:
-        stop.set()
-        thread.join(30)
-        sub.close(0)
-        ctx.term()
+    with worker_thread(runtime, artifact.classes, artifact.model_id, config=config, stats_every=0.2) as w:
+        ctx = zmq.Context()
+        sub = ctx.socket(zmq.SUB)
+        try:
+            sub.setsockopt(zmq.SUBSCRIBE, b"p/")
+            sub.connect(w.output)
+            replay(
+                ReplaySchedule(devices_for([rec]), chunk=10),
+                publish=w.ingest,
+                speed=0,
+                wait_subscriptions=1,
+                printer=None,
+            )
+            got: list[Prediction] = []
+            while len(got) < len(offline) and sub.poll(30_000):
+                msg = decode_output(sub.recv_multipart())
+                if isinstance(msg, Prediction) and not msg.between:  # windows, not the updates between them
+                    got.append(msg)
+        finally:
+            sub.close(0)
+            ctx.term()
     got.sort(key=lambda p: p.window)
     assert [p.window for p in got] == list(range(len(offline)))
     assert [p.smoothed for p in got] == offline

@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 import time
 
 import numpy as np
 import pytest
+from conftest import worker_thread
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -303,53 +303,32 @@ def test_tail_final_json_prints_the_published_final_pieces_on_loopback(embedded,
     from harstream.models.artifact import load_artifact
     from harstream.models.runtime import load_runtime
     from harstream.simulator.replay import ReplaySchedule, devices_for, replay
-    from harstream.stream.bus.zmq_worker import serve
     from harstream.stream.core.decoder import display_for
 
     artifact = load_artifact()
     rec = embedded.of_subjects([9])[0]
     rec = type(rec)(rec.name, rec.subject, rec.samples[:600], rec.labels[:600])  # 12 s, 8 windows
-    stop, ready, bound = threading.Event(), threading.Event(), {}
     config = WorkerConfig(
         context_steps=artifact.context_steps, display=display_for(artifact.classes, artifact.metadata["decoder"])
     )
-    thread = threading.Thread(
-        target=serve,
-        daemon=True,
-        kwargs=dict(
-            runtime=load_runtime(artifact, "auto"),
-            classes=artifact.classes,
-            model_id=artifact.model_id,
-            ingest="tcp://127.0.0.1:*",
-            output="tcp://127.0.0.1:*",
-            config=config,
-            stop=stop,
-            on_ready=ready.set,
-            on_bound=lambda i, o: bound.update(ingest=i, output=o),
-            printer=None,
-        ),
-    )
-    thread.start()
-    tail = None
-    try:
-        assert ready.wait(60), "worker did not start"
-        tail = subprocess.Popen(
-            [sys.executable, "-m", "harstream", "tail", "--final", "--json", "--count", "6"]
-            + ["--subscribe", bound["output"]],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        assert tail.stderr is not None and "listening" in tail.stderr.readline()
-        time.sleep(1.0)  # its subscription reaches the worker (ZeroMQ keeps nothing for late joiners)
-        # at 50 Hz wall clock: bus times are the samples' own (a sped-up replay compresses them)
-        replay(ReplaySchedule(devices_for([rec]), chunk=10), publish=bound["ingest"], speed=1, printer=None)
-        out, err = tail.communicate(timeout=60)
-    finally:
-        stop.set()
-        thread.join(10)
-        if tail is not None and tail.poll() is None:
-            tail.kill()
+    with worker_thread(load_runtime(artifact, "auto"), artifact.classes, artifact.model_id, config=config) as w:
+        tail = None
+        try:
+            tail = subprocess.Popen(
+                [sys.executable, "-m", "harstream", "tail", "--final", "--json", "--count", "6"]
+                + ["--subscribe", w.output],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            assert tail.stderr is not None and "listening" in tail.stderr.readline()
+            time.sleep(1.0)  # its subscription reaches the worker (ZeroMQ keeps nothing for late joiners)
+            # at 50 Hz wall clock: bus times are the samples' own (a sped-up replay compresses them)
+            replay(ReplaySchedule(devices_for([rec]), chunk=10), publish=w.ingest, speed=1, printer=None)
+            out, err = tail.communicate(timeout=60)
+        finally:
+            if tail is not None and tail.poll() is None:
+                tail.kill()
     lines = [json.loads(line) for line in out.splitlines()]
     assert len(lines) == 6, err
     assert all(set(p) == {"device", "start", "end", "label"} and p["device"] == rec.name for p in lines)
