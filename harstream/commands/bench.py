@@ -19,6 +19,8 @@ BENCHMARKS = {
     "pipeline": "preprocessing cost per device-second vs a batch offline filter",
     "restart": "first prediction and windows lost after a worker is killed and restarted",
     "stairs": "stairs on evidence: the worker's published label on HAPT held-out subjects, SIMULATED pressure on/off",
+    "phones": "held-out sessions streamed in real time as phones through a real gateway and worker, scored on "
+    "the label each phone was sent back (waist, SIMULATED thigh and wrist, with and without fidgets)",
     "personal_models": "personal models: noticed -> serving, load time, memory, the heads' cost in a batch",
     "between": "the worker core's CPU with and without the display-only updates between windows (in process)",
 }
