@@ -328,3 +328,157 @@ def simulate_limb(samples: np.ndarray, limb: LimbMotion, rate: float = 50.0) -> 
     out[:, 0:3] = np.einsum("nji,nj->ni", rotation, force)  # Rᵀ · force
     out[:, 3:6] = np.einsum("nji,nj->ni", rotation, samples[:, 3:6]) + own
     return out
+
+
+# ------------------------------------------------------------------ moving while staying put
+#
+# A person sitting or standing does not hold a wrist or a thigh still. The hand
+# reaches for a cup, gestures while talking, types; the thigh shifts when the
+# legs cross or uncross, and a knee bounces. HAPT's waist sees almost none of
+# it, and :func:`simulate_limb` keeps a still limb at its mean angle, so no
+# model taught from them has seen a limb that moves while its owner stays put.
+# :func:`simulate_fidgets` adds such motion to the still bouts of a simulated
+# limb recording, from the kinematics of human movement rather than data:
+# reaches and gestures follow the minimum-jerk profile (Flash & Hogan 1985),
+# 0.3-1.2 s each way over 3-35 cm while the forearm turns 10-70°; physiological
+# tremor and typing add 3-9 Hz vibration of 0.005-0.03 g; a bouncing knee
+# oscillates at 3.5-6 Hz. What it does not make: periodic hand work at step
+# frequencies (wiping, stirring, waving), which a wrist step counter counts as
+# steps too.
+
+
+@dataclass(frozen=True)
+class Fidgets:
+    """How one simulated limb moves while its owner sits or stands (rates per
+    minute, times in seconds, angles in degrees, lengths in metres, g)."""
+
+    kind: str
+    per_minute: float  # reach-hold-return movements
+    reach: tuple[float, float]  # each movement's one-way time
+    hold: tuple[float, float]  # time held away before coming back
+    angle: tuple[float, float]  # how far the limb turns
+    distance: tuple[float, float]  # how far the device travels
+    tremor_g: float  # RMS of the 3-9 Hz vibration (tremor, typing)
+    bounces_per_minute: float  # bouts of a bouncing knee
+    bounce_g: tuple[float, float]  # its acceleration amplitude
+
+    @staticmethod
+    def draw(kind: str, rng: np.random.Generator) -> Fidgets:
+        """A random fidgeting habit of ``kind`` within :data:`FIDGET_RANGES`."""
+        r = _ranges_of(kind, FIDGET_RANGES)
+        return Fidgets(
+            kind,
+            per_minute=float(rng.uniform(*r["per_minute"])),
+            reach=r["reach"],
+            hold=r["hold"],
+            angle=r["angle"],
+            distance=r["distance"],
+            tremor_g=float(rng.uniform(*r["tremor_g"])),
+            bounces_per_minute=float(rng.uniform(*r["bounces_per_minute"])),
+            bounce_g=r["bounce_g"],
+        )
+
+
+#: Ranges per limb (see the note above :class:`Fidgets`). A thigh's movements
+#: are posture shifts (legs crossed, held long); a wrist's are reaches and gestures.
+FIDGET_RANGES: dict[str, dict[str, tuple[float, float]]] = {
+    "wrist": {
+        "per_minute": (3, 20),
+        "reach": (0.3, 1.2),
+        "hold": (0.0, 4.0),
+        "angle": (10, 70),
+        "distance": (0.03, 0.35),
+        "tremor_g": (0.005, 0.03),
+        "bounces_per_minute": (0, 0),
+        "bounce_g": (0, 0),
+    },
+    "thigh": {
+        "per_minute": (0.5, 4),
+        "reach": (0.5, 1.5),
+        "hold": (2.0, 30.0),
+        "angle": (10, 45),
+        "distance": (0.02, 0.2),
+        "tremor_g": (0.002, 0.01),
+        "bounces_per_minute": (0, 1.5),
+        "bounce_g": (0.05, 0.3),
+    },
+}
+#: HAPT labels of the bouts a limb fidgets in: sitting and standing.
+FIDGET_LABELS = (4, 5)
+
+
+def minimum_jerk(tau: np.ndarray) -> np.ndarray:
+    """The minimum-jerk position profile from 0 to 1 over ``tau`` in [0, 1]
+    (clipped outside): 10τ³ - 15τ⁴ + 6τ⁵.
+
+    >>> minimum_jerk(np.array([-1.0, 0.0, 0.5, 1.0, 2.0])).tolist()
+    [0.0, 0.0, 0.5, 1.0, 1.0]
+    """
+    t = np.clip(tau, 0.0, 1.0)
+    return t**3 * (10 - 15 * t + 6 * t * t)
+
+
+def simulate_fidgets(
+    samples: np.ndarray, labels: np.ndarray, fidgets: Fidgets, rng: np.random.Generator, rate: float = 50.0
+) -> np.ndarray:
+    """Raw ``(n, 6)`` samples (acc in g, gyro in rad/s) of a device that
+    fidgets as ``fidgets`` says inside every sitting or standing bout of
+    ``labels`` (:data:`FIDGET_LABELS`), on top of what it measured there.
+
+    Each movement turns the device about a random axis by an angle in
+    ``angle`` and carries it ``distance`` along a random direction, out and
+    back on :func:`minimum_jerk` profiles with a ``hold`` between; movements
+    stay inside their bout. The device measures its specific force and rate
+    of turn in its own moving frame, exactly as :func:`simulate_limb` does.
+    """
+    from scipy.signal import butter, sosfilt
+    from scipy.spatial.transform import Rotation
+
+    samples = np.asarray(samples, np.float64)
+    labels = np.asarray(labels)
+    n = len(samples)
+    t = np.arange(n) / rate
+    rotvec = np.zeros((n, 3))
+    position = np.zeros((n, 3))
+    vibration = np.zeros((n, 3))
+    still = np.isin(labels, FIDGET_LABELS)
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], still.astype(np.int8), [0]])))
+    for start, stop in zip(edges[::2], edges[1::2]):
+        span = (stop - start) / rate
+        at = rng.exponential(60.0 / fidgets.per_minute)
+        while at < span:
+            there, hold, back = rng.uniform(*fidgets.reach), rng.uniform(*fidgets.hold), rng.uniform(*fidgets.reach)
+            if at + there + hold + back >= span:
+                break
+            axis, direction = rng.normal(size=3), rng.normal(size=3)
+            axis /= np.linalg.norm(axis)
+            direction /= np.linalg.norm(direction)
+            local = t[start:stop] - t[start] - at
+            profile = minimum_jerk(local / there) - minimum_jerk((local - there - hold) / back)
+            rotvec[start:stop] += np.outer(profile, axis * np.deg2rad(rng.uniform(*fidgets.angle)))
+            position[start:stop] += np.outer(profile, direction * rng.uniform(*fidgets.distance))
+            at += there + hold + back + rng.exponential(60.0 / fidgets.per_minute)
+        noise = rng.normal(size=(stop - start, 3))
+        sos = butter(2, (3.0, 9.0), btype="bandpass", fs=rate, output="sos")
+        shaped = sosfilt(sos, noise, axis=0)
+        vibration[start:stop] = fidgets.tremor_g * shaped / max(float(np.sqrt((shaped**2).sum(axis=1).mean())), 1e-12)
+        if fidgets.bounces_per_minute > 0:
+            at = rng.exponential(60.0 / fidgets.bounces_per_minute)
+            while at < span:
+                length = rng.uniform(3.0, 20.0)
+                inside = (t[start:stop] - t[start] >= at) & (t[start:stop] - t[start] < min(at + length, span))
+                direction = rng.normal(size=3)
+                direction /= np.linalg.norm(direction)
+                wave = rng.uniform(*fidgets.bounce_g) * np.sin(2 * np.pi * rng.uniform(3.5, 6.0) * t[start:stop])
+                vibration[start:stop] += np.outer(np.where(inside, wave, 0.0), direction)
+                at += length + rng.exponential(60.0 / fidgets.bounces_per_minute)
+
+    turn = Rotation.from_rotvec(rotvec).as_matrix()  # device frame at rest → moved, (n, 3, 3)
+    carried = np.gradient(np.gradient(position, axis=0), axis=0) * rate * rate / STANDARD_GRAVITY
+    step = np.einsum("nji,njk->nik", turn[:-1], turn[1:])
+    own = Rotation.from_matrix(step).as_rotvec() * rate
+    own = np.concatenate([own[:1], 0.5 * (own[1:] + own[:-1]), own[-1:]]) if n > 1 else np.zeros((n, 3))
+    out = np.empty_like(samples)
+    out[:, 0:3] = np.einsum("nji,nj->ni", turn, samples[:, 0:3] + carried) + vibration
+    out[:, 3:6] = np.einsum("nji,nj->ni", turn, samples[:, 3:6]) + own
+    return out

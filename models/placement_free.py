@@ -72,7 +72,16 @@ from harstream.models.reports import REPORTS
 from harstream.stream.core.activities import PLACEMENT_FREE
 from harstream.stream.data.recordings import UCI_TEST_SUBJECTS, Recording
 
-from .augment import LIMBS, LimbMotion, rotate_samples, rotation_within, simulate_limb, uniform_rotations
+from .augment import (
+    LIMBS,
+    Fidgets,
+    LimbMotion,
+    rotate_samples,
+    rotation_within,
+    simulate_fidgets,
+    simulate_limb,
+    uniform_rotations,
+)
 from .dataset import Windows, labelled_windows
 from .invariant import (
     PlacementFreeFeatures,
@@ -243,20 +252,30 @@ def limb_labels(y: np.ndarray) -> np.ndarray:
     return np.where(merged < STILL_CLASS, 0, merged)
 
 
-def limb_recordings(recordings: Iterable[Recording], kind: str, seed: int, unseen: bool = False) -> list[Recording]:
+def limb_recordings(
+    recordings: Iterable[Recording], kind: str, seed: int, unseen: bool = False, fidgets: bool = False
+) -> list[Recording]:
     """Each HAPT waist recording (as recorded, not turned) as a device on a
     swinging ``kind`` limb would have measured it
     (:func:`~harstream.models.augment.simulate_limb`, a random limb per
     session), then turned by a uniform random rotation (how the pocket or
     strap holds it). Labels are the recording's own; names get ``@kind``.
-    ``unseen``: limbs from beyond the training ranges (:meth:`LimbMotion.draw_unseen`)."""
+    ``unseen``: limbs from beyond the training ranges (:meth:`LimbMotion.draw_unseen`).
+    ``fidgets``: the limb also moves while its owner sits or stands
+    (:func:`~harstream.models.augment.simulate_fidgets`, a random habit per
+    session, drawn after the limbs: the limbs are the same as without)."""
     rng = np.random.default_rng([seed, LIMBS.index(kind) + 1] + ([1] if unseen else []))
     draw = LimbMotion.draw_unseen if unseen else LimbMotion.draw
+    habits = np.random.default_rng([seed, LIMBS.index(kind) + 1, 2])
     out = []
     for rec in recordings:
         limb = draw(kind, rng)
-        samples = rotate_samples(simulate_limb(rec.samples, limb, rec.rate), uniform_rotations(1, rng)[0])
-        out.append(replace(rec, name=f"{rec.name}@{kind}", samples=samples))
+        samples = simulate_limb(rec.samples, limb, rec.rate)
+        if fidgets:
+            samples = simulate_fidgets(samples, rec.labels, Fidgets.draw(kind, habits), habits, rec.rate)
+        samples = rotate_samples(samples, uniform_rotations(1, rng)[0])
+        name = f"{rec.name}@{kind}" + ("+fidgets" if fidgets else "")
+        out.append(replace(rec, name=name, samples=samples))
     return out
 
 

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from harstream.models import feature_math
-from harstream.models.augment import LimbMotion, gait_phase, simulate_limb
+from harstream.models.augment import Fidgets, LimbMotion, gait_phase, simulate_fidgets, simulate_limb
 from harstream.models.invariant import PlacementRobustFeatures, placement_robust_features
 from harstream.models.placement_estimate import PLACEMENTS, PlacementEstimator
 from harstream.models.placement_free import Recipe, limb_labels, placement_scores
@@ -167,6 +167,59 @@ def test_the_lever_adds_centripetal_and_tangential_acceleration_that_no_rotation
     # turning a frame never changes a vector's length; only the lever does
     assert change(0.0) < 0.01
     assert change(0.75) > 0.1
+
+
+def _sitting(seconds: float = 120.0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A still device (gravity along x, sensor noise only) labelled 10 s
+    standing, ``seconds`` sitting, then 10 s walking (HAPT labels 5, 4, 1)."""
+    rng = np.random.default_rng(seed)
+    n = int((seconds + 20) * RATE)
+    samples = 0.002 * rng.normal(size=(n, 6))
+    samples[:, 0] += 1.0
+    labels = np.full(n, 4)
+    labels[: int(10 * RATE)] = 5
+    labels[-int(10 * RATE) :] = 1
+    return samples, labels
+
+
+def _habit(kind: str, **changes) -> Fidgets:
+    from dataclasses import replace
+
+    return replace(Fidgets.draw(kind, np.random.default_rng(0)), **changes)
+
+
+def test_a_limb_fidgets_only_while_its_owner_sits_or_stands():
+    samples, labels = _sitting()
+    moved = simulate_fidgets(samples, labels, _habit("wrist", per_minute=30.0), np.random.default_rng(1))
+    walking = labels == 1
+    assert np.array_equal(moved[walking], samples[walking])
+    assert np.abs(moved[~walking] - samples[~walking]).max() > 0.1
+
+
+def test_a_fidget_turns_the_device_without_changing_the_size_of_gravity():
+    """With no travel and no vibration the device only turns: |acc| stays 1 g
+    while gravity's direction in the device swings by tens of degrees."""
+    samples, labels = _sitting()
+    samples[:, :3] = [1.0, 0.0, 0.0]
+    samples[:, 3:] = 0.0
+    habit = _habit("wrist", per_minute=20.0, distance=(0.0, 0.0), tremor_g=0.0, angle=(40.0, 60.0))
+    moved = simulate_fidgets(samples, labels, habit, np.random.default_rng(2))
+    assert np.allclose(np.linalg.norm(moved[:, :3], axis=1), 1.0, atol=1e-9)
+    assert np.degrees(np.arccos(np.clip(moved[:, 0], -1, 1))).max() > 30.0
+    assert np.abs(moved[:, 3:]).max() > 0.5  # the gyroscope sees the turn (rad/s)
+
+
+def test_a_fidgeting_wrist_moves_well_above_rest_yet_does_not_step():
+    """Reaches and gestures are not a gait: most of a gesturing wrist's
+    windows have motion a resting device never shows, and (almost) none of
+    them steps, so the stepping rule cannot force them to WALKING."""
+    from harstream.stream.core.stepping import STEPPING, motion_evidence, step_measures
+
+    samples, labels = _sitting(seconds=300.0)
+    moved = simulate_fidgets(samples, labels, _habit("wrist", per_minute=15.0), np.random.default_rng(3))
+    sitting = _windows(moved)[3:-6]  # windows wholly inside the sitting bout
+    assert np.median(step_measures(sitting)[:, 0]) > 0.05
+    assert np.mean(motion_evidence(sitting) == STEPPING) < 0.02
 
 
 def test_an_unknown_limb_is_refused_by_name():

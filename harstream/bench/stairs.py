@@ -260,6 +260,11 @@ def run(args: argparse.Namespace) -> int:
         originals = [r for r in recordings if r.subject in set(UCI_TEST_SUBJECTS)]
         for kind in LIMBS:
             conditions[kind] = (True, limb_recordings(originals, kind, seed + TEST_ROTATION_OFFSET))
+        for kind in LIMBS:  # limbs that also move while their owner sits or stands
+            conditions[f"{kind} fidgets"] = (
+                True,
+                limb_recordings(originals, kind, seed + TEST_ROTATION_OFFSET, fidgets=True),
+            )
         for kind in LIMBS:  # limbs swinging beyond the simulated training ranges
             conditions[f"{kind} unseen"] = (
                 True,
