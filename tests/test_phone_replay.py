@@ -97,3 +97,56 @@ def test_phones_replayed_through_a_real_gateway_get_a_label_for_every_window():
     assert scored["windows_received"] == scored["windows_expected"] == 10
     # the stand-in model calls every window downstairs; the phone has no barometer: WALKING, which is right
     assert scored["at_window_end"]["accuracy"] == 1.0 and scored["errors"] == 0
+
+
+def test_harstream_simulate_sends_sessions_as_phones_through_a_gateway_and_prints_their_labels():
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    worker = _RoutedWorker()
+    exe = [sys.executable, "-m", "harstream"]
+    gateway = subprocess.Popen(
+        exe + ["gateway", "--port", str(port), "--ingest", worker.ingest, "--output", worker.output],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        url = f"ws://127.0.0.1:{port}/ws"
+        done = subprocess.run(
+            exe + ["simulate", "--gateway", url, "--subjects", "2", "--duration", "6"],
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
+    finally:
+        gateway.terminate()
+        gateway.wait(20)
+        worker.close()
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = [x for x in done.stdout.splitlines() if "labels back" in x]
+    assert len(lines) == 2  # subject 2 has two sessions: two phones
+    assert all("phone:replay-" in x and ": 3 labels back" in x for x in lines), lines  # 6 s: 3 windows each
+
+
+def test_harstream_simulate_refuses_a_gateway_address_that_is_not_a_websocket():
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "harstream", "simulate", "--gateway", "http://127.0.0.1:1/ws", "--subjects", "2"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0 and "expected a ws:// or wss:// address" in done.stderr

@@ -61,6 +61,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="declare this placement in every message (any: the worker serves the placement-free model)",
     )
     parser.add_argument(
+        "--gateway",
+        default=None,
+        metavar="ws://HOST:PORT/ws",
+        help="send each session as a phone over this gateway WebSocket instead of the bus (real time only; "
+        "m/s² and deg/s at --phone-rate Hz with uneven reading times; phones are served in any mode) "
+        "and print what each phone was sent back",
+    )
+    parser.add_argument(
+        "--phone-rate", type=Number(float, 10.0, 500.0), default=100.0, help="with --gateway: each phone's rate (Hz)"
+    )
+    parser.add_argument(
         "--no-tail-replay",
         dest="tail_replay",
         action="store_false",
@@ -92,6 +103,8 @@ def run(args: argparse.Namespace) -> int:
             rec if rec.pressure is not None else with_simulated_pressure(rec, model, seed=i)
             for i, rec in enumerate(recordings)
         ]
+    if args.gateway:
+        return _as_phones(args, recordings)
     devices = devices_for(recordings, args.devices)
     schedule = ReplaySchedule(devices, chunk=args.chunk, loop=args.loop)
     print(
@@ -117,3 +130,42 @@ def run(args: argparse.Namespace) -> int:
         )
     print(stats.line(), flush=True)
     return 0
+
+
+def _as_phones(args: argparse.Namespace, recordings: list) -> int:
+    """The sessions as phones through the gateway (simulator/phones.py), in real time."""
+    import asyncio
+    from collections import Counter
+    from dataclasses import replace
+    from urllib.parse import urlsplit
+
+    from harstream.simulator.phones import PhoneHabits, replay_phones
+
+    if urlsplit(args.gateway).scheme not in ("ws", "wss"):
+        raise SystemExit(f"simulate: --gateway {args.gateway!r}: expected a ws:// or wss:// address")
+    if args.speed != 1.0 or args.loop or args.devices is not None:
+        raise SystemExit(
+            "simulate: --gateway streams each session once as one phone in real time (no --speed, --loop or --devices)"
+        )
+    if args.duration is not None:
+        recordings = [
+            replace(r, samples=r.samples[: int(args.duration * 50)], labels=r.labels[: int(args.duration * 50)])
+            for r in recordings
+        ]
+    print(
+        f"simulate: {len(recordings)} sessions as phones replay-0 … replay-{len(recordings) - 1} "
+        f"at {args.phone_rate:g} Hz through {args.gateway}",
+        flush=True,
+    )
+    try:
+        runs = asyncio.run(replay_phones(args.gateway, recordings, PhoneHabits(rate_hz=args.phone_rate)))
+    except KeyboardInterrupt:
+        return 130
+    for run in runs:
+        shown = Counter(p["smoothed"] for p in run.predictions if not p.get("between"))
+        print(
+            f"simulate: phone:{run.device} ({run.recording.name}): {sum(shown.values())} labels back "
+            f"{dict(shown.most_common())}" + (f", {len(run.errors)} errors: {run.errors[:3]}" if run.errors else ""),
+            flush=True,
+        )
+    return 1 if any(run.errors for run in runs) else 0
