@@ -112,6 +112,7 @@ class PhoneRun:
     predictions: list[dict] = field(default_factory=list)
     errors: list[dict] = field(default_factory=list)
     welcome: dict | None = None
+    late_s: float = 0.0  # how far behind its schedule this phone sent at worst (a busy client)
 
 
 async def stream_phone(
@@ -145,32 +146,49 @@ async def stream_phone(
                 delay = run.t0 + send_at - time.time()
                 if delay > 0:
                     await asyncio.sleep(delay)
-                await ws.send(json.dumps(message))
+                run.late_s = max(run.late_s, -delay)
+                await ws.send(json.dumps(at_time(message, run.t0 * 1000.0)))
             await asyncio.sleep(settle_s)
         finally:
             listener.cancel()
     return run
 
 
+def at_time(message: dict, t0_ms: float) -> dict:
+    """``message`` (made with ``t0_ms`` 0) with every reading time moved by ``t0_ms``.
+
+    >>> at_time({"type": "samples", "acc": [[0.0, 1, 2, 3]], "gyro": []}, 1000.0)
+    {'type': 'samples', 'acc': [[1000.0, 1, 2, 3]], 'gyro': []}
+    """
+    moved = dict(message)
+    for key in ("acc", "gyro", "pressure"):
+        if key in message:
+            moved[key] = [[row[0] + t0_ms, *row[1:]] for row in message[key]]
+    return moved
+
+
 async def replay_phones(
     url: str,
     recordings: Sequence,
     habits: PhoneHabits = PhoneHabits(),
-    prefix: str = "replay",
+    prefix: str | Sequence[str] = "replay",
     start_in_s: float = 2.0,
     hello: dict | None = None,
 ) -> list[PhoneRun]:
-    """Every recording as its own phone (``{prefix}-{i}``), all starting
-    together ``start_in_s`` from now and streaming in real time; returns
-    what each phone was sent back. A phone's own habits differ by its seed."""
-    t0 = time.time() + start_in_s
-    runs, tasks = [], []
-    for i, rec in enumerate(recordings):
-        run = PhoneRun(f"{prefix}-{i}", rec, t0=t0)
+    """Every recording as its own phone (``{prefix}-{i}``, or the names
+    given), all starting together ``start_in_s`` after their messages are
+    made, streaming in real time; returns what each phone was sent back. A
+    phone's own habits differ by its seed."""
+    names = [f"{prefix}-{i}" for i in range(len(recordings))] if isinstance(prefix, str) else list(prefix)
+    if len(names) != len(recordings):
+        raise ValueError(f"{len(names)} phone names for {len(recordings)} recordings")
+    made = []
+    for i, rec in enumerate(recordings):  # all made before the clock starts: no phone starts late
         own = PhoneHabits(habits.rate_hz, habits.jitter, habits.batch_s, seed=habits.seed * 7919 + i)
-        messages = phone_messages(rec.samples, getattr(rec, "pressure", None), own, t0 * 1000.0)
-        runs.append(run)
-        tasks.append(stream_phone(url, run, messages, hello=hello))
+        made.append(phone_messages(rec.samples, getattr(rec, "pressure", None), own, 0.0))
+    t0 = time.time() + start_in_s
+    runs = [PhoneRun(name, rec, t0=t0) for name, rec in zip(names, recordings)]
+    tasks = [stream_phone(url, run, messages, hello=hello) for run, messages in zip(runs, made)]
     results = await asyncio.gather(*tasks, return_exceptions=True)
     for run, result in zip(runs, results):
         if isinstance(result, BaseException):
