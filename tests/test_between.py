@@ -71,6 +71,16 @@ def test_a_between_windows_context_is_the_windows_of_the_models_grid_before_it()
         assert np.array_equal(x, cut_windows(processed, np.array(starts))), j
 
 
+def test_a_between_window_without_a_gravity_direction_counts_as_turned_all_the_way():
+    # an all-zero reading has no gravity direction (turn_degrees: nan); the worker takes it as 180 degrees
+    zeros = np.zeros((1200, 6), np.float32)
+    every = (1200 - BETWEEN - 128) // STEP + 1
+    for turn, labelled in ((179.0, every), (180.0, 0)):
+        core = StreamCore(SIX, "m", WorkerConfig(between_devices=None, between_motion=16.0, between_turn=turn))
+        _run(core, zeros, chunk=10)
+        assert (core.totals["between"], core.totals["between_quiet"]) == (labelled, every - labelled), turn
+
+
 def test_between_windows_of_a_still_signal_are_not_labelled():
     still = np.tile(np.array([[0.0, 0.0, 1.0, 0.0, 0.0, 0.0]], np.float32), (1200, 1))
     core = StreamCore(SIX, "m", WorkerConfig(between_devices=None))
