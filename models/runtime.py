@@ -297,6 +297,23 @@ def time_runtime(runtime: Runtime, x: np.ndarray, repeats: int = 5) -> float:
     return float(np.median(times))
 
 
+def window_cost(runtime: Runtime, x: np.ndarray, top: int) -> float:
+    """What the runtime choice minimises: seconds per window of a full batch of
+    ``top`` windows of ``x`` (what matters under load) plus a share of one
+    window's latency (what matters when idle)."""
+    return (time_runtime(runtime, x[:1]) + time_runtime(runtime, x[:top])) / top
+
+
+def candidate_entry(agreement: Agreement, cost: float) -> dict:
+    """A candidate runtime's entry in a runtime choice's report."""
+    return {
+        "agrees": agreement.ok,
+        "argmax_mismatches": agreement.argmax_mismatches,
+        "max_abs_diff": agreement.max_abs_diff,
+        "cost_ms": round(cost * 1000, 3),
+    }
+
+
 @dataclass
 class Selected:
     """The serving runtime, its fallback and why they were chosen."""
@@ -365,16 +382,8 @@ def load_runtime(
             report["candidates"][name] = {"error": str(exc)[:300]}
             continue
         agreement = check_agreement(rt, reference, check)
-        # Cost per window of a full batch (what matters under load) plus a
-        # share of the single-window latency (what matters when idle).
-        top = max(sizes)
-        cost = (time_runtime(rt, check[:1]) + time_runtime(rt, check[:top])) / top
-        report["candidates"][name] = {
-            "agrees": agreement.ok,
-            "argmax_mismatches": agreement.argmax_mismatches,
-            "max_abs_diff": agreement.max_abs_diff,
-            "cost_ms": round(cost * 1000, 3),
-        }
+        cost = window_cost(rt, check, max(sizes))
+        report["candidates"][name] = candidate_entry(agreement, cost)
         if agreement.ok:
             good.append((cost, rt))
             if isinstance(rt, TfliteRuntime):

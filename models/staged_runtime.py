@@ -143,9 +143,10 @@ def load_staged_runtime(artifact, kind: str = "auto", check: np.ndarray | None =
         KerasRuntime,
         RuntimeMismatch,
         Selected,
+        candidate_entry,
         check_agreement,
         check_windows,
-        time_runtime,
+        window_cost,
     )
     from .staged import feature_layer
 
@@ -181,14 +182,8 @@ def load_staged_runtime(artifact, kind: str = "auto", check: np.ndarray | None =
             else:
                 whole = StagedRuntime(keras_rt[FEATURE_STAGE], rt)
             agreement = check_agreement(whole, reference, check)
-            top = min(64, len(sample))
-            cost = (time_runtime(rt, sample[:1]) + time_runtime(rt, sample[:top])) / top
-            candidates[rt_name] = {
-                "agrees": agreement.ok,
-                "argmax_mismatches": agreement.argmax_mismatches,
-                "max_abs_diff": agreement.max_abs_diff,
-                "cost_ms": round(cost * 1000, 3),
-            }
+            cost = window_cost(rt, sample, min(64, len(sample)))
+            candidates[rt_name] = candidate_entry(agreement, cost)
             if agreement.ok:
                 good.append((cost, rt))
                 agreeing.setdefault(name, {})[rt_name] = rt

@@ -222,6 +222,38 @@ def worker_thread(
         thread.join(30)
 
 
+def replayed_predictions(
+    worker: ThreadWorker, rec, count: int, keep: Callable[[Prediction], bool] = lambda p: True
+) -> list[Prediction]:
+    """Replay the recording ``rec`` into ``worker`` (10-sample messages, as
+    fast as it takes them) and collect the predictions ``keep`` accepts from
+    its output bus until there are ``count`` (or none came for 30 s)."""
+    from harstream.simulator.replay import ReplaySchedule, devices_for, replay
+    from harstream.stream.core.protocol import decode_output
+
+    ctx = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    got: list[Prediction] = []
+    try:
+        sub.setsockopt(zmq.SUBSCRIBE, b"p/")
+        sub.connect(worker.output)
+        replay(
+            ReplaySchedule(devices_for([rec]), chunk=10),
+            publish=worker.ingest,
+            speed=0,
+            wait_subscriptions=1,
+            printer=None,
+        )
+        while len(got) < count and sub.poll(30_000):
+            msg = decode_output(sub.recv_multipart())
+            if isinstance(msg, Prediction) and keep(msg):
+                got.append(msg)
+    finally:
+        sub.close(0)
+        ctx.term()
+    return got
+
+
 @pytest.fixture
 def redis_url():
     """A fresh redis-server on a Unix socket in a short temporary folder (a

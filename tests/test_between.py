@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import worker_thread
+from conftest import replayed_predictions, worker_thread
 
 from harstream.stream.core.decoder import Decoder, DecoderParams, display_for, window_motion
 from harstream.stream.core.pipeline import BETWEEN, STEP, cut_windows, preprocess_recording
@@ -69,6 +69,16 @@ def test_a_between_windows_context_is_the_windows_of_the_models_grid_before_it()
         j = p.window  # context: windows j, j - 1, j - 3 of the model's grid (the first one before there are any)
         starts = [BETWEEN + STEP * j] + [STEP * max(j - s + 1, 0) for s in (1, 2, 4)]
         assert np.array_equal(x, cut_windows(processed, np.array(starts))), j
+
+
+def test_a_between_window_without_a_gravity_direction_counts_as_turned_all_the_way():
+    # an all-zero reading has no gravity direction (turn_degrees: nan); the worker takes it as 180 degrees
+    zeros = np.zeros((1200, 6), np.float32)
+    every = (1200 - BETWEEN - 128) // STEP + 1
+    for turn, labelled in ((179.0, every), (180.0, 0)):
+        core = StreamCore(SIX, "m", WorkerConfig(between_devices=None, between_motion=16.0, between_turn=turn))
+        _run(core, zeros, chunk=10)
+        assert (core.totals["between"], core.totals["between_quiet"]) == (labelled, every - labelled), turn
 
 
 def test_between_windows_of_a_still_signal_are_not_labelled():
@@ -249,14 +259,10 @@ def test_a_published_session_between_labels_equal_the_offline_offset_grid_on_loo
     """A real worker on 127.0.0.1 with the shipped model, its decoder and
     the default config (between updates for the first devices); one held-out session replayed; the model's windows'
     labels and the between updates' labels equal the offline decoding of each grid."""
-    import zmq
-
     from harstream.models.artifact import load_artifact
     from harstream.models.live_scoring import session_windows
     from harstream.models.runtime import load_runtime
-    from harstream.simulator.replay import ReplaySchedule, devices_for, replay
     from harstream.stream.core.context import WindowContext
-    from harstream.stream.core.protocol import decode_output
 
     artifact = load_artifact()
     runtime = load_runtime(artifact, "auto")
@@ -288,27 +294,7 @@ def test_a_published_session_between_labels_equal_the_offline_offset_grid_on_loo
         display=display_for(artifact.classes, artifact.metadata["decoder"]),
     )  # the default: between updates for the first 256 waist devices
     with worker_thread(runtime, artifact.classes, artifact.model_id, config=config, stats_every=0.2) as w:
-        ctx = zmq.Context()
-        sub = ctx.socket(zmq.SUB)
-        want = len(offline[False]) + len(offline[True])
-        try:
-            sub.setsockopt(zmq.SUBSCRIBE, b"p/")
-            sub.connect(w.output)
-            replay(
-                ReplaySchedule(devices_for([rec]), chunk=10),
-                publish=w.ingest,
-                speed=0,
-                wait_subscriptions=1,
-                printer=None,
-            )
-            got: list[Prediction] = []
-            while len(got) < want and sub.poll(30_000):
-                msg = decode_output(sub.recv_multipart())
-                if isinstance(msg, Prediction):
-                    got.append(msg)
-        finally:
-            sub.close(0)
-            ctx.term()
+        got = replayed_predictions(w, rec, len(offline[False]) + len(offline[True]))
     windows = sorted((p for p in got if not p.between), key=lambda p: p.window)
     assert [p.smoothed for p in windows] == offline[False]
     assert {p.window: p.smoothed for p in got if p.between} == offline[True]

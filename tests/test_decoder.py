@@ -8,7 +8,7 @@ import logging
 
 import numpy as np
 import pytest
-from conftest import worker_thread
+from conftest import replayed_predictions, worker_thread
 
 from harstream.stream.core.activities import ACTIVITIES, UNKNOWN
 from harstream.stream.core.decoder import (
@@ -227,13 +227,9 @@ def test_the_worker_resets_the_decoder_on_a_gap_and_counts_refused_probabilities
 def test_a_published_session_equals_the_offline_decoder_on_loopback(embedded, tmp_path):
     """A real worker on 127.0.0.1 with the shipped model and its decoder; one
     held-out session replayed; every published label equals the offline one."""
-    import zmq
-
     from harstream.models.artifact import load_artifact
     from harstream.models.live_scoring import session_windows
     from harstream.models.runtime import load_runtime
-    from harstream.simulator.replay import ReplaySchedule, devices_for, replay
-    from harstream.stream.core.protocol import Prediction, decode_output
 
     artifact = load_artifact()
     runtime = load_runtime(artifact, "auto")
@@ -248,26 +244,8 @@ def test_a_published_session_equals_the_offline_decoder_on_loopback(embedded, tm
         context_steps=artifact.context_steps, display=display_for(artifact.classes, artifact.metadata["decoder"])
     )
     with worker_thread(runtime, artifact.classes, artifact.model_id, config=config, stats_every=0.2) as w:
-        ctx = zmq.Context()
-        sub = ctx.socket(zmq.SUB)
-        try:
-            sub.setsockopt(zmq.SUBSCRIBE, b"p/")
-            sub.connect(w.output)
-            replay(
-                ReplaySchedule(devices_for([rec]), chunk=10),
-                publish=w.ingest,
-                speed=0,
-                wait_subscriptions=1,
-                printer=None,
-            )
-            got: list[Prediction] = []
-            while len(got) < len(offline) and sub.poll(30_000):
-                msg = decode_output(sub.recv_multipart())
-                if isinstance(msg, Prediction) and not msg.between:  # windows, not the updates between them
-                    got.append(msg)
-        finally:
-            sub.close(0)
-            ctx.term()
+        # windows, not the updates between them
+        got = replayed_predictions(w, rec, len(offline), keep=lambda p: not p.between)
     got.sort(key=lambda p: p.window)
     assert [p.window for p in got] == list(range(len(offline)))
     assert [p.smoothed for p in got] == offline

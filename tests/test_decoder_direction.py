@@ -15,6 +15,7 @@ from harstream.stream.core.transition_direction import (
     DirectionDetector,
     DirectionParams,
     DirectionParamsError,
+    turn_degrees,
 )
 
 STANDING = [1.0, -0.13, 0.08]
@@ -62,6 +63,25 @@ def test_an_unusable_gravity_reading_neither_starts_nor_ends_an_event(bad):
     assert det.push(STILL, bad) is None
     assert det.push(float("nan"), SITTING) is None
     assert det.push(STILL, SITTING) is not None  # the first usable still window ends it
+
+
+def test_the_turn_between_gravity_directions_ignores_length_and_is_not_known_without_a_direction():
+    assert turn_degrees([0.0, 0.0, 1.0], [0.0, 0.0, 9.0]) == 0.0
+    assert turn_degrees([0.0, 0.0, 1.0], [0.0, 1.0, 1.0]) == pytest.approx(45.0)
+    assert turn_degrees(STANDING, np.negative(STANDING)) == pytest.approx(180.0)
+    # the worker's float32 rows are taken as they are
+    assert turn_degrees(np.float32(STANDING), np.float32(SITTING)) == pytest.approx(turn_degrees(STANDING, SITTING))
+    for none in (
+        [0.0, 0.0, 0.0],
+        None,
+        [1.0, 2.0],
+        [np.inf, 0.0, 0.0],
+        [np.nan, 0.0, 1.0],
+        "abc",
+        [None, 1, 2],
+        [1e200, 0, 0],
+    ):
+        assert np.isnan(turn_degrees(none, STANDING)) and np.isnan(turn_degrees(STANDING, none)), none
 
 
 def test_direction_parameters_round_trip_and_malformed_ones_say_what_is_wrong():

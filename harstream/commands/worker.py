@@ -451,18 +451,25 @@ def load_served(path: str | None, mode: str, args: argparse.Namespace):
     )
 
 
-def waist_likeness_of(meta: dict, path: str | None):
-    """The stairs gate's gait evidence from a placement-free model's metadata
-    (its numpy placement estimate: ``(n, 128, 9) -> (n,)`` probability that
-    each window's gait is a waist's), None when the model carries none."""
+def placement_estimator_of(meta: dict, path: str | None):
+    """The numpy placement estimate a placement-free model's metadata carries
+    (:class:`~harstream.models.placement_estimate.PlacementEstimator`), None
+    when the model carries none; one that does not load is the model's error."""
     from harstream.models.placement_estimate import PlacementEstimator
 
     if meta.get("placement") != "any":
         return None
     try:
-        estimator = PlacementEstimator.from_metadata(meta)
+        return PlacementEstimator.from_metadata(meta)
     except ValueError as exc:
         raise ModelLoadError(f"{path}: {exc}") from None
+
+
+def waist_likeness_of(meta: dict, path: str | None):
+    """The stairs gate's gait evidence from a placement-free model's metadata
+    (its numpy placement estimate: ``(n, 128, 9) -> (n,)`` probability that
+    each window's gait is a waist's), None when the model carries none."""
+    estimator = placement_estimator_of(meta, path)
     return None if estimator is None else estimator.waist_likeness
 
 
@@ -471,14 +478,7 @@ def placement_probabilities_of(meta: dict, path: str | None):
     metadata (``(n, 128, 9) -> (n, 3)`` probabilities of waist, thigh,
     wrist; the core takes the waist-likeness from it too), None when the
     model carries no estimate."""
-    from harstream.models.placement_estimate import PlacementEstimator
-
-    if meta.get("placement") != "any":
-        return None
-    try:
-        estimator = PlacementEstimator.from_metadata(meta)
-    except ValueError as exc:
-        raise ModelLoadError(f"{path}: {exc}") from None
+    estimator = placement_estimator_of(meta, path)
     return None if estimator is None else estimator.probabilities
 
 

@@ -31,7 +31,7 @@ screen from its window's last sample until the next label).
 from __future__ import annotations
 
 import argparse
-import json
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -68,16 +68,13 @@ def rounded(p: np.ndarray) -> list[float]:
 def sessions_grids(model: Callable[[np.ndarray], np.ndarray], context: tuple[int, ...], recs) -> list[dict]:
     """Per session: the model's windows' and the offset windows' probabilities
     (own-grid and model's-grid context), motion and gravity."""
+    probs = functools.partial(tuning.predict_in_batches, model)
     out = []
     for rec in recs:
         main = session_windows(rec.samples, context_steps=())
         offset = session_windows(rec.samples, context_steps=(), between=True)
         j = np.arange(len(offset))
         mixed = np.stack([offset] + [main[np.clip(j - s + 1, 0, None)] for s in context], axis=1)
-
-        def probs(x: np.ndarray) -> np.ndarray:
-            return np.concatenate([np.asarray(model(x[i : i + 512])) for i in range(0, len(x), 512)])
-
         out.append(
             {
                 "rec": rec,
@@ -128,15 +125,11 @@ def main(argv: list[str] | None = None) -> int:
     add_reports_option(parser)
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    from harstream.models.artifact import DEFAULT_MODEL, metadata_path
     from harstream.models.dataset import VALIDATION_SUBJECTS
 
     waist = tuning.waist_target()
     classes = waist.classes
-    shipped = json.loads(metadata_path(DEFAULT_MODEL).read_text())["decoder"]
-    chosen = shipped.get("chosen", {})
-    knobs = dict((chosen.get("now_label") or chosen)["knobs"])
-    lock = {k: shipped[k] for k in ("lock_motion", "lock_settle", "moved_switch_at")}
+    _, knobs, lock = tuning.shipped_decoder()
     stats = tuning.label_statistics(waist, with_validation=False, reports=args.reports)
     params = replace(fit.params_for(stats, classes, knobs), **lock)
     model = waist.fit(tuning.training_sessions(waist, with_validation=False))

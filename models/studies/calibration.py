@@ -315,9 +315,31 @@ def head_settings(args: argparse.Namespace) -> PersonalSettings:
     )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def subjects_named(choice: str) -> list[int]:
+    """``--subjects``: 'test' (the UCI test subjects), 'validation', or numbers such as 2,4,9."""
     from ..dataset import VALIDATION_SUBJECTS
 
+    named = {"test": list(UCI_TEST_SUBJECTS), "validation": list(VALIDATION_SUBJECTS)}
+    return named[choice] if choice in named else [int(s) for s in choice.split(",")]
+
+
+def earlier_runs(path: Path) -> list[dict]:
+    """The runs a study's report file holds already (none without the file)."""
+    return json.loads(path.read_text()) if path.is_file() else []
+
+
+def save_run(path: Path, runs: list[dict], report: dict, args: argparse.Namespace) -> None:
+    """``report`` with its run's walk options and subject set, added to ``runs``
+    (the file's earlier runs), all of them written to ``path``."""
+    report["walk_first"] = args.walk_first
+    report["live_walk"] = not args.no_live_walk
+    report["subject_set"] = args.subjects
+    runs.append(report)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(runs, indent=2) + "\n")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m harstream.models.studies.calibration", description=__doc__.split("\n")[0]
     )
@@ -331,24 +353,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=REPORT)
     args = parser.parse_args(argv)
-    subjects = {"test": list(UCI_TEST_SUBJECTS), "validation": list(VALIDATION_SUBJECTS)}.get(args.subjects)
-    if subjects is None:
-        subjects = [int(s) for s in args.subjects.split(",")]
+    subjects = subjects_named(args.subjects)
     activities = (
         list(ACTIVITIES) if args.activities == "all" else [a.strip().upper() for a in args.activities.split(",")]
     )
-    existing = json.loads(args.out.read_text()) if args.out.is_file() else []
+    runs = earlier_runs(args.out)
     for precision in args.named_precision:
         settings = replace(head_settings(args), named_precision=precision)
         report = run(subjects, activities, args.seconds, settings, args.seed, args.walk_first, not args.no_live_walk)
-        report["walk_first"] = args.walk_first
-        report["live_walk"] = not args.no_live_walk
-        report["subject_set"] = args.subjects
         print(f"\n{settings}, activities {activities}, subjects {args.subjects}")
         print(table(report), flush=True)
-        existing.append(report)
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(existing, indent=2) + "\n")
+        save_run(args.out, runs, report, args)
     return 0
 
 

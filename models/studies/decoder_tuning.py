@@ -80,7 +80,7 @@ class Target:
         x = session_windows(rec.samples, context_steps=self.context)
         if len(x) == 0:
             return np.empty((0, len(self.classes)))
-        return np.concatenate([np.asarray(model(x[i : i + 512])) for i in range(0, len(x), 512)]).astype(np.float64)
+        return predict_in_batches(model, x).astype(np.float64)
 
 
 def waist_target(model: Path | None = None) -> Target:
@@ -141,7 +141,25 @@ def any_target(model: Path | None = None) -> Target:
 TARGETS = {"waist": waist_target, "any": any_target}
 
 
+def shipped_decoder() -> tuple[dict, dict, dict]:
+    """The shipped waist model's ``decoder`` entry, the knobs its now label was
+    built with (the now label's own where the entry has them) and its posture
+    lock (``lock_motion``, ``lock_settle``, ``moved_switch_at``)."""
+    from harstream.models.artifact import DEFAULT_MODEL, metadata_path
+
+    shipped = json.loads(metadata_path(DEFAULT_MODEL).read_text())["decoder"]
+    chosen = shipped.get("chosen", {})
+    knobs = dict((chosen.get("now_label") or chosen)["knobs"])
+    lock = {k: shipped[k] for k in ("lock_motion", "lock_settle", "moved_switch_at")}
+    return shipped, knobs, lock
+
+
 # --------------------------------------------------------------- probabilities
+
+
+def predict_in_batches(model: Callable[[np.ndarray], Any], x: np.ndarray) -> np.ndarray:
+    """``model``'s probabilities for windows ``x`` (at least one), 512 windows a call."""
+    return np.concatenate([np.asarray(model(x[i : i + 512])) for i in range(0, len(x), 512)])
 
 
 def cached(path: Path, sessions: Sequence[Recording], compute) -> list[tuple[Recording, np.ndarray]]:

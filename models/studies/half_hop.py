@@ -20,7 +20,6 @@ more model call per device every 64 samples: twice the inference.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -80,15 +79,12 @@ def main(argv: list[str] | None = None) -> int:
     add_reports_option(parser)
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    from harstream.models.artifact import DEFAULT_MODEL, load_artifact, metadata_path
+    from harstream.models.artifact import load_artifact
     from harstream.models.dataset import VALIDATION_SUBJECTS
 
     waist = tuning.waist_target()
     classes = waist.classes
-    shipped = json.loads(metadata_path(DEFAULT_MODEL).read_text())["decoder"]
-    chosen = shipped.get("chosen", {})
-    knobs = dict((chosen.get("now_label") or chosen)["knobs"])
-    lock = {k: shipped[k] for k in ("lock_motion", "lock_settle", "moved_switch_at")}
+    shipped, knobs, lock = tuning.shipped_decoder()
     if args.test:
         from harstream.models.runtime import load_runtime
         from harstream.stream.data.recordings import UCI_TEST_SUBJECTS, load_embedded
@@ -121,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         for offset in (0, OFFSET):
             x = session_windows(rec.samples[offset:], context_steps=waist.context)
             own = x[:, 0] if waist.context else x
-            probs = np.concatenate([np.asarray(model(x[i : i + 512])) for i in range(0, len(x), 512)])
+            probs = tuning.predict_in_batches(model, x)
             ends = offset + STEP * np.arange(len(x)) + WINDOW - 1
             grids.append((ends, probs, window_motion(own), window_gravity(own)))
         for kind, core in displays.items():

@@ -76,7 +76,17 @@ from harstream.stream.data.recordings import UCI_TEST_SUBJECTS, Recording, load_
 from ..artifact import ANY_MODEL, load_artifact
 from ..augment import WAIST_SIDEWAYS, WAIST_UP, LimbMotion, simulate_limb, uniform_rotations
 from ..personal import PersonalSettings
-from .calibration import DEFAULT_ACTIVITIES, add_head_options, head_settings, study_subject, summarise, table
+from .calibration import (
+    DEFAULT_ACTIVITIES,
+    add_head_options,
+    earlier_runs,
+    head_settings,
+    save_run,
+    study_subject,
+    subjects_named,
+    summarise,
+    table,
+)
 
 REPORT = REPORTS / "placement_calibration_study.json"
 PLACEMENTS = ("thigh", "wrist")
@@ -379,13 +389,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = sway_separation([s for s in range(1, 31) if s not in held_out])
         print(json.dumps(result, indent=2))
         return 0
-    subjects = {"test": list(UCI_TEST_SUBJECTS), "validation": list(VALIDATION_SUBJECTS)}.get(args.subjects)
-    if subjects is None:
-        subjects = [int(s) for s in args.subjects.split(",")]
+    subjects = subjects_named(args.subjects)
     from pathlib import Path
 
     out = Path(args.out)
-    existing = json.loads(out.read_text()) if out.is_file() else []
+    runs = earlier_runs(out)
     settings = head_settings(args)
     for placement in [p.strip() for p in args.placements.split(",")]:
         if placement not in PLACEMENTS:
@@ -400,14 +408,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.walk_first,
             not args.no_live_walk,
         )
-        report["walk_first"] = args.walk_first
-        report["live_walk"] = not args.no_live_walk
-        report["subject_set"] = args.subjects
         print(f"\n{placement}, {settings}, subjects {args.subjects}")
         print(table(report), flush=True)
-        existing.append(report)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(existing, indent=2) + "\n")
+        save_run(out, runs, report, args)
     return 0
 
 

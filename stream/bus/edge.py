@@ -63,6 +63,44 @@ class OutputEdge:
         self.drops: Counter[str] = Counter()
         self._logged: set[str] = set()
 
+    @classmethod
+    def open(
+        cls,
+        sockets: Any,
+        output: str | None,
+        *,
+        sndhwm: int,
+        keys: str | None,
+        output_secret: str | None,
+        linger: int = 0,
+    ) -> OutputEdge:
+        """A worker's output edge on a socket opened by ``sockets`` (its
+        :class:`~harstream.stream.bus.sockets.BusSockets`) at ``output`` (as in
+        :mod:`~harstream.stream.bus.addresses`, bound by default). Without
+        ``keys``, a proxy's output secret file ``output_secret`` is shown to
+        its back end (only workers may publish output)."""
+        import zmq
+
+        from harstream.stream.bus.addresses import output_address
+        from harstream.stream.bus.proxy import output_credentials
+        from harstream.stream.bus.sockets import SUBSCRIPTION_BYTES
+
+        # XPUB with NODROP: a full subscriber queue makes a non-blocking send fail
+        # with EAGAIN, so a loss is seen and counted; the message is then sent
+        # again without NODROP, which reaches every subscriber with room (the full
+        # one loses its own copy). One stuck subscriber never silences the others.
+        pub = sockets.open(
+            zmq.XPUB,
+            output or output_address(),
+            "bind",
+            max_message=SUBSCRIPTION_BYTES,
+            sndhwm=sndhwm,
+            linger=linger,
+            options={zmq.XPUB_NODROP: 1, **output_credentials(None if keys else output_secret)},
+            retry_bind_s=10.0,
+        )
+        return cls(pub)
+
     def send(self, frames: list[bytes]) -> None:
         """Publish one message to every subscriber with room; never blocks, never raises."""
         try:

@@ -70,9 +70,8 @@ def serve(
 
     import zmq
 
-    from harstream.stream.bus.addresses import ingest_address, output_address
-    from harstream.stream.bus.proxy import output_credentials
-    from harstream.stream.bus.sockets import SAMPLE_MESSAGE_BYTES, SUBSCRIPTION_BYTES, BusSockets
+    from harstream.stream.bus.addresses import ingest_address
+    from harstream.stream.bus.sockets import SAMPLE_MESSAGE_BYTES, BusSockets
     from harstream.stream.core.protocol import SAMPLES_PREFIX, shard_prefixes
 
     config = config or WorkerConfig()
@@ -92,23 +91,9 @@ def serve(
             subscribe=prefixes,
             retry_bind_s=10.0,
         )
-        # XPUB with NODROP: a full subscriber queue makes a non-blocking send fail
-        # with EAGAIN, so a loss is seen and counted; the message is then sent
-        # again without NODROP, which reaches every subscriber with room (the full
-        # one loses its own copy). One stuck subscriber never silences the others.
-        pub = sockets.open(
-            zmq.XPUB,
-            output or output_address(),
-            "bind",
-            max_message=SUBSCRIPTION_BYTES,
-            sndhwm=sndhwm,
-            # behind a proxy, its output secret (only workers may publish output)
-            options={zmq.XPUB_NODROP: 1, **output_credentials(None if keys else output_secret)},
-            retry_bind_s=10.0,
-        )
-        edge = OutputEdge(pub)
+        edge = OutputEdge.open(sockets, output, sndhwm=sndhwm, keys=keys, output_secret=output_secret)
         core = StreamCore(classes, model_id, config, worker_id, router=router, subscriptions=edge.subscriptions)
-        in_addr, out_addr = sub.getsockopt_string(zmq.LAST_ENDPOINT), pub.getsockopt_string(zmq.LAST_ENDPOINT)
+        in_addr, out_addr = sub.getsockopt_string(zmq.LAST_ENDPOINT), edge.pub.getsockopt_string(zmq.LAST_ENDPOINT)
         log.info(
             "worker %s: ingest %s, output %s, %s",
             worker_id,
@@ -117,7 +102,7 @@ def serve(
             f"shard {config.shard[0]}/{config.shard[1]}" if config.shard else "all shards",
         )
         if on_bound:
-            on_bound(sub.getsockopt_string(zmq.LAST_ENDPOINT), pub.getsockopt_string(zmq.LAST_ENDPOINT))
+            on_bound(sub.getsockopt_string(zmq.LAST_ENDPOINT), edge.pub.getsockopt_string(zmq.LAST_ENDPOINT))
         core.started = time.monotonic()
         if on_ready:
             on_ready()

@@ -298,6 +298,31 @@ class Decoder:
         p = self.params
         return self._scale * (self._mix @ probs + p.floor) ** p.sharpness
 
+    def _weigh_by_direction(self, evidence: np.ndarray) -> np.ndarray:
+        """``evidence`` with the posture states weighed by the transition
+        direction's verdict, when there is one (in place)."""
+        verdict = self._detector.verdict if self._detector is not None else None
+        direction = self.params.direction
+        if verdict is not None and direction is not None:
+            for i, name in self._verdict_of:
+                evidence[i] *= (verdict[name] + direction.floor) ** direction.weight
+            evidence[self._not_after_verdict] *= direction.floor**direction.weight
+        return evidence
+
+    def _switch_need(self, best: int, motion: float | None) -> tuple[float, bool]:
+        """The posterior state ``best`` needs to take the display over after a
+        window with body ``motion`` (the posture lock), and whether the device
+        has moved since the shown posture began, counting this window."""
+        p = self.params
+        if p.lock_motion > 0.0 and motion is not None and np.isfinite(motion) and self._shown in self._postures:
+            moved = self._moved or motion > p.lock_motion
+            if moved:
+                return p.moved_switch_at, moved
+            if self._held >= p.lock_settle and best in self._lockable:
+                return np.inf, moved  # a settled posture, no movement: only walking may take over
+            return p.switch_at, moved
+        return p.switch_at, self._moved
+
     def peek(self, probs: Sequence[float], motion: float | None = None) -> tuple[str, list[float]]:
         """What the display would show, and each class's posterior, if
         ``probs`` (with its window's ``motion``) were the next window; the
@@ -310,25 +335,14 @@ class Decoder:
         self.refused = refusal_reason(probs, len(self.classes))
         if self.refused is not None:
             return self.shown, self.class_posterior()
-        p = self.params
-        evidence = self.evidence(np.asarray(probs, dtype=np.float64))
-        verdict = self._detector.verdict if self._detector is not None else None
-        if verdict is not None and p.direction is not None:
-            for i, name in self._verdict_of:
-                evidence[i] *= (verdict[name] + p.direction.floor) ** p.direction.weight
-            evidence[self._not_after_verdict] *= p.direction.floor**p.direction.weight
+        evidence = self._weigh_by_direction(self.evidence(np.asarray(probs, dtype=np.float64)))
         posterior = evidence * (self._t @ self._posterior)
         total = posterior.sum()
         if not np.isfinite(total) or total <= 0.0:
             return self.shown, self.class_posterior()
         posterior /= total
         best = int(posterior.argmax())
-        need = p.switch_at
-        if p.lock_motion > 0.0 and motion is not None and np.isfinite(motion) and self._shown in self._postures:
-            if self._moved or motion > p.lock_motion:
-                need = p.moved_switch_at
-            elif self._held >= p.lock_settle and best in self._lockable:
-                need = np.inf
+        need, _ = self._switch_need(best, motion)
         shown = best if self._shown is None or (best != self._shown and posterior[best] >= need) else self._shown
         return self.params.states[shown], [round(float(v), 6) for v in posterior[: len(self.classes)]]
 
@@ -347,11 +361,7 @@ class Decoder:
         if self._detector is not None:
             if motion is not None and gravity is not None and self._detector.push(float(motion), gravity):
                 self._moved = True  # a transition is movement, even one the lock's threshold missed
-            verdict = self._detector.verdict
-            if verdict is not None and p.direction is not None:
-                for i, name in self._verdict_of:
-                    evidence[i] *= (verdict[name] + p.direction.floor) ** p.direction.weight
-                evidence[self._not_after_verdict] *= p.direction.floor**p.direction.weight
+            evidence = self._weigh_by_direction(evidence)
         posterior = evidence * (self._t @ self._posterior)
         total = posterior.sum()
         if not np.isfinite(total) or total <= 0.0:  # evidence ruled out every state: start afresh
@@ -359,13 +369,7 @@ class Decoder:
             total = posterior.sum()
         self._posterior = posterior / total
         best = int(self._posterior.argmax())
-        need = p.switch_at
-        if p.lock_motion > 0.0 and motion is not None and np.isfinite(motion) and self._shown in self._postures:
-            self._moved = self._moved or motion > p.lock_motion
-            if self._moved:
-                need = p.moved_switch_at
-            elif self._held >= p.lock_settle and best in self._lockable:
-                need = np.inf  # a settled posture, no movement: only walking may take over
+        need, self._moved = self._switch_need(best, motion)
         if self._shown is None or (best != self._shown and self._posterior[best] >= need):
             self._shown, self._moved, self._held = best, False, 0
         else:

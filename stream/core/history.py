@@ -78,6 +78,7 @@ from harstream.stream.core.activities import POSTURES, UNKNOWN
 from harstream.stream.core.decoder import Decoder, DecoderParams
 from harstream.stream.core.pipeline import STEP, WINDOW
 from harstream.stream.core.smoothing import refusal_reason
+from harstream.stream.core.transition_direction import turn_degrees
 
 #: How many hops of look-ahead the smoother may take at most: with 1.28 s
 #: hops, 2 keeps every window final within 3 s of its end.
@@ -175,7 +176,7 @@ class History:
         self._still = np.array([i for i, c in enumerate(params.classes) if c in POSTURES], dtype=np.int64)
         self._handled = (self.settings.handled_motion > 0 or self.settings.handled_turn > 0) and len(self._still) > 0
         self._moving = np.array([i for i, c in enumerate(params.classes) if c not in POSTURES], dtype=np.int64)
-        self._gravity: tuple[float, float, float] | None = None  # the last window's gravity direction
+        self._gravity: Sequence[float] | None = None  # the last window's gravity, as given
         self.states: tuple[str, ...] = params.states
         if self._handled:
             matrix, initial = with_handled(matrix, initial, n, self.settings.handled_stay)
@@ -260,20 +261,8 @@ class History:
 
     def _turn(self, gravity: Sequence[float] | None) -> float:
         """Degrees the gravity direction turned since the window before (nan: not known)."""
-        g: tuple[float, float, float] | None = None
-        try:
-            if gravity is not None and len(gravity) == 3:
-                x, y, z = (float(v) for v in gravity)
-                norm = math.sqrt(x * x + y * y + z * z)
-                if math.isfinite(norm) and norm > 0:
-                    g = (x / norm, y / norm, z / norm)
-        except (TypeError, ValueError):
-            g = None
-        before, self._gravity = self._gravity, g
-        if before is None or g is None:
-            return math.nan
-        cos = before[0] * g[0] + before[1] * g[1] + before[2] * g[2]
-        return math.degrees(math.acos(min(1.0, max(-1.0, cos))))
+        before, self._gravity = self._gravity, gravity
+        return turn_degrees(before, gravity)
 
     def _with_handled(self, evidence: np.ndarray, motion: float | None, turn: float = math.nan) -> np.ndarray:
         """The evidence with the handled state's: the share ``q`` of the still

@@ -27,6 +27,7 @@ window's gravity over with its motion.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -60,6 +61,60 @@ def window_gravity(windows: np.ndarray) -> np.ndarray:
     """
     x = np.asarray(windows, dtype=np.float32)
     return x[:, x.shape[1] // 2 :, 6:9].mean(axis=1)
+
+
+def turn_degrees(before: Sequence[float] | np.ndarray | None, after: Sequence[float] | np.ndarray | None) -> float:
+    """Degrees the gravity direction turned from ``before`` to ``after``
+    (0 to 180; only the directions count, not the lengths), or nan where
+    either has no direction: None, a zero vector, anything but three finite
+    numbers. The one place this is decided; each caller says what a turn it
+    cannot know means to it (the history takes no evidence from it, the
+    worker counts it as a turn all the way round).
+
+    Two float32 arrays (the worker's gravity rows) are measured in float32,
+    as numpy takes a norm; anything else in float64.
+
+    >>> turn_degrees([0.0, 0.0, 1.0], [0.0, 2.0, 0.0])
+    90.0
+    >>> turn_degrees([1.0, 0.0, 0.0], [-0.5, 0.0, 0.0])
+    180.0
+    >>> turn_degrees([1.0, 0.0, 0.0], [0.0, 0.0, 0.0])  # a zero vector has no direction
+    nan
+    >>> turn_degrees(None, [1.0, 0.0, 0.0]), turn_degrees([1.0, float("nan"), 0.0], [1.0, 0.0, 0.0])
+    (nan, nan)
+    >>> turn_degrees(np.float32([0, 0, 1]), np.float32([0, 0, 0]))
+    nan
+    """
+    if _float32_row(before) and _float32_row(after):
+        a, b = np.asarray(before), np.asarray(after)
+        na, nb = float(np.sqrt(a.dot(a))), float(np.sqrt(b.dot(b)))  # np.linalg.norm's own arithmetic
+        if not (0.0 < na < math.inf and 0.0 < nb < math.inf):
+            return math.nan
+        return math.degrees(math.acos(max(-1.0, min(1.0, float(a.dot(b)) / (na * nb)))))
+    u, v = _direction(before), _direction(after)
+    if u is None or v is None:
+        return math.nan
+    cos = u[0] * v[0] + u[1] * v[1] + u[2] * v[2]
+    return math.degrees(math.acos(min(1.0, max(-1.0, cos))))
+
+
+def _float32_row(g: object) -> bool:
+    return isinstance(g, np.ndarray) and g.dtype == np.float32 and g.shape == (3,)
+
+
+def _direction(g: Sequence[float] | np.ndarray | None) -> tuple[float, float, float] | None:
+    """``g`` scaled to length 1 as three floats, None where it has no direction."""
+    try:
+        if g is None or len(g) != 3:
+            return None
+        x, y, z = g
+        x, y, z = float(x), float(y), float(z)
+    except (TypeError, ValueError):
+        return None
+    norm = math.sqrt(x * x + y * y + z * z)
+    if not (math.isfinite(norm) and norm > 0):
+        return None
+    return (x / norm, y / norm, z / norm)
 
 
 def unit(g: Sequence[float] | np.ndarray) -> np.ndarray | None:
@@ -228,6 +283,7 @@ __all__ = [
     "DirectionParams",
     "DirectionParamsError",
     "event_features",
+    "turn_degrees",
     "unit",
     "window_gravity",
 ]

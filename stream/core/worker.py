@@ -94,7 +94,7 @@ from harstream.stream.core.stairs import MOVING, StairsEvidence, gated
 from harstream.stream.core.stepping import MovingEvidence, evidence_of
 from harstream.stream.core.subscriptions import Subscriptions, WatchedDevices
 from harstream.stream.core.today import DayTotals
-from harstream.stream.core.transition_direction import window_gravity
+from harstream.stream.core.transition_direction import turn_degrees, window_gravity
 
 log = logging.getLogger(__name__)
 
@@ -338,14 +338,6 @@ class BetweenPlaces:
             "refused": self.refused,
             "waiting": len(self.waiting),
         }
-
-
-def _degrees(a: np.ndarray, b: np.ndarray) -> float:
-    """Angle between two gravity vectors, degrees."""
-    na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
-    if na == 0.0 or nb == 0.0:
-        return 180.0
-    return math.degrees(math.acos(max(-1.0, min(1.0, float(np.dot(a, b)) / (na * nb)))))
 
 
 class Device:
@@ -767,7 +759,10 @@ class StreamCore:
             else:
                 out.append(i)  # nothing to compare with
                 continue
-            if abs(float(b_motion[i]) - m) > cfg.between_motion or _degrees(b_gravity[i], g) > cfg.between_turn:
+            turn = turn_degrees(b_gravity[i], g)
+            if math.isnan(turn):
+                turn = 180.0  # no gravity direction (an all-zero reading): as far as it can turn
+            if abs(float(b_motion[i]) - m) > cfg.between_motion or turn > cfg.between_turn:
                 out.append(i)
         if len(motion):
             windows.last_cue = (first_window + len(motion) - 1, float(motion[-1]), gravity[-1])

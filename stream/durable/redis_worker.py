@@ -716,10 +716,8 @@ def serve_redis(
     import redis
     import zmq
 
-    from harstream.stream.bus.addresses import output_address
     from harstream.stream.bus.edge import EdgeOptions, OutputEdge, run_edge
-    from harstream.stream.bus.proxy import output_credentials
-    from harstream.stream.bus.sockets import SUBSCRIPTION_BYTES, BusSockets
+    from harstream.stream.bus.sockets import BusSockets
     from harstream.stream.durable.bridge import check_partitions
 
     worker_id = worker_id or f"worker-{os.getpid()}"
@@ -728,19 +726,8 @@ def serve_redis(
     worker = None
     backoff = Backoff()
     try:
-        pub = sockets.open(
-            zmq.XPUB,
-            output or output_address(),
-            "bind",
-            max_message=SUBSCRIPTION_BYTES,
-            sndhwm=sndhwm,
-            linger=1000,
-            # behind a proxy, its output secret (only workers may publish output)
-            options={zmq.XPUB_NODROP: 1, **output_credentials(None if keys else output_secret)},
-            retry_bind_s=10.0,
-        )
-        edge = OutputEdge(pub)
-        out_addr = pub.getsockopt_string(zmq.LAST_ENDPOINT)
+        edge = OutputEdge.open(sockets, output, sndhwm=sndhwm, keys=keys, output_secret=output_secret, linger=1000)
+        out_addr = edge.pub.getsockopt_string(zmq.LAST_ENDPOINT)
         log_config = log_config or LogConfig()
         while not stop.is_set():
             try:
