@@ -111,10 +111,34 @@ def test_a_fit_that_fails_is_answered_and_the_gateway_keeps_serving(running_gate
     asyncio.run(main())
 
 
+class HeldFitter(PersonalFitter):
+    """The real fit, held until the file ``release`` exists (the fit runs in
+    a spawned child process: a file is what both sides can see)."""
+
+    def __init__(self, release: Path):
+        super().__init__()
+        self.release = release
+
+    def __getstate__(self) -> dict:
+        return {**super().__getstate__(), "release": str(self.release)}
+
+    def __setstate__(self, state: dict) -> None:
+        PersonalFitter.__init__(self, state["base_path"])
+        self.release = Path(state["release"])
+
+    def __call__(self, folder: Path, device: str, out: Path) -> dict:
+        deadline = time.monotonic() + 60
+        while not self.release.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return super().__call__(folder, device, out)
+
+
 def test_other_phones_stream_on_while_a_calibration_is_fitted(running_gateway, tmp_path):
+    release = tmp_path / "release"
+
     async def main():
         async with running_gateway(calibration_dir=str(tmp_path / "c"), personal_dir=str(tmp_path / "p")) as (gw, tap):
-            gw.calibrations.fit = PersonalFitter()
+            gw.calibrations.fit = HeldFitter(release)
             url = f"ws://127.0.0.1:{gw.port}/ws"
             async with connect(url) as ws, connect(url) as other:
                 await hello(ws, "fits-1")
@@ -131,6 +155,7 @@ def test_other_phones_stream_on_while_a_calibration_is_fitted(running_gateway, t
                     await other.send(json.dumps(msg))
                 await tap.collect("phone:streams-1", 100)
                 assert gw.stats()["calibration"]["fits_queued"] == 1  # still fitting when they arrived
+                release.touch()
 
                 done = json.loads(await asyncio.wait_for(ws.recv(), 60))
                 assert done["event"] == "done" and done["calibrated"] == ["WALKING"], done
