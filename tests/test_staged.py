@@ -213,14 +213,21 @@ def test_a_device_moved_to_a_model_with_another_feature_stage_starts_its_context
 
 
 @pytest.fixture
-def recorded_staged_model(staged_artifact, tmp_path):
+def recorded_staged_model(staged_artifact, tmp_path, monkeypatch):
     """A copy of the staged model whose full start (numpy features + LiteRT
     decision, checked against Keras) left its staged serving record in the
-    test's cache; returns ``(path, check stacks, the full path's runtime)``."""
+    test's cache; returns ``(path, check stacks, the full path's runtime)``.
+    The start ranks its candidates as an idle machine does (numpy, then
+    LiteRT, then tf.function): timed on a busy one, tf.function can win, and
+    the record would then need TensorFlow."""
     import shutil
 
+    from harstream.models import runtime
     from harstream.models.artifact import load_artifact
     from harstream.models.staged_runtime import load_staged_runtime
+
+    order = {"numpy": 0.0, "tflite": 1.0}
+    monkeypatch.setattr(runtime, "window_cost", lambda rt, sample, n: order.get(rt.name, 2.0))
 
     path = tmp_path / "ctx.keras"
     shutil.copy(staged_artifact.path, path)
