@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -109,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
         )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     record = {
-        "command": "harstream bench phones " + " ".join(f"--placements {' '.join(args.placements)}".split()),
+        "command": "harstream " + " ".join(sys.argv[1:]),
         "phone": {"rate_hz": args.rate, "jitter": args.jitter, "pocket_pressure_hz": args.pocket_pressure},
         "simulated": "thigh and wrist motion, fidgets and any barometer are simulated from HAPT's waist recordings",
         "results": results,
@@ -238,7 +239,7 @@ class _Services:
 
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/stats", timeout=10) as r:
             stats = json.loads(r.read())
-        return {k: v for k, v in stats.get("rejected", stats).items() if v} if isinstance(stats, dict) else {}
+        return {"counts": stats.get("counts"), "rejects": stats.get("rejects")}
 
     def __exit__(self, *exc) -> None:
         for proc in (self.gateway, self.worker):
