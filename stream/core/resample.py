@@ -10,6 +10,10 @@ Each :class:`Chunk` carries ``seq`` (index of its first sample in the device's
 stream, as on the bus); a new segment skips ``seq`` ahead by the length of the
 gap (at least 1), so a receiver sees it as a gap and resets.
 
+A device without a gyroscope sends only its accelerometer; :meth:`Resampler.use_streams`
+``(("acc",))`` then builds the grid from the accelerometer alone and reads the
+gyroscope as zero (the caller decides when, and says so downstream).
+
 The arithmetic is in three pure functions, :func:`last_grid_index`,
 :func:`grid_points` and :func:`interpolate`, which
 :func:`resample_linear` also uses for a whole signal at once (CSV
@@ -125,6 +129,26 @@ class Resampler:
         self.late = 0  # readings dropped: older than what was already emitted
         self.clock_jumps = 0
         self._pending_new_segment = False
+        self.streams: tuple[str, ...] = STREAMS  # the streams the grid is built from; the others read 0
+
+    def use_streams(self, streams: tuple[str, ...]) -> None:
+        """Build the grid from ``streams`` only (``("acc",)``: a device with no
+        gyroscope; its gyro channels read 0). A change starts a new segment.
+
+        >>> r = Resampler(hold=0.0)
+        >>> r.push("acc", np.arange(0, 1.0, 0.01), np.ones((100, 3)))
+        >>> r.pull()                                  # no gyroscope readings: nothing yet
+        []
+        >>> r.use_streams(("acc",))
+        >>> [(c.seq, c.samples.shape, c.samples[0].tolist()) for c in r.pull()]
+        [(0, (50, 6), [1.0, 1.0, 1.0, 0.0, 0.0, 0.0])]
+        """
+        if not streams or any(s not in STREAMS for s in streams) or "acc" not in streams:
+            raise ValueError(f"streams {streams!r}: the accelerometer and any of {STREAMS}")
+        streams = tuple(s for s in STREAMS if s in streams)
+        if streams != self.streams:
+            self._end_segment(clear=False, before=self._last_t)
+            self.streams = streams
 
     # ------------------------------------------------------------------ input
 
@@ -174,8 +198,9 @@ class Resampler:
     def pull(self) -> list[Chunk]:
         """Grid samples both streams cover now, as chunks (one per segment piece)."""
         chunks: list[Chunk] = []
+        needed = self.streams
         for _ in range(1000):  # each pass emits a chunk or ends a segment
-            if not all(len(self._t[s]) for s in STREAMS):
+            if not all(len(self._t[s]) for s in needed):
                 # One stream silent: keep only what a restart could use.
                 for s in STREAMS:
                     t = self._t[s]
@@ -183,7 +208,7 @@ class Resampler:
                         keep = t >= t[-1] - self.max_gap
                         self._t[s], self._v[s] = t[keep], self._v[s][keep]
                 break
-            ends = [self._t[s][-1] for s in STREAMS]
+            ends = [self._t[s][-1] for s in needed]
             if max(ends) - min(ends) > self.max_skew:
                 self._end_segment(clear=False, before=max(ends) - self.max_gap)
                 continue
@@ -206,7 +231,7 @@ class Resampler:
             # readings close enough together to interpolate between?
             n_ok = len(grid)
             gap_after: dict[str, float] = {}
-            for s in STREAMS:
+            for s in needed:
                 t = self._t[s]
                 right = np.searchsorted(t, grid, side="left").clip(1, len(t) - 1)
                 span = t[right] - t[right - 1]
@@ -216,7 +241,10 @@ class Resampler:
                     gap_after = {s: float(t[right[bad[0]]])}
             if n_ok:
                 g = grid[:n_ok]
-                out = np.concatenate([interpolate(g, self._t[s], self._v[s]) for s in STREAMS], axis=1)
+                out = np.concatenate(
+                    [interpolate(g, self._t[s], self._v[s]) if s in needed else np.zeros((n_ok, 3)) for s in STREAMS],
+                    axis=1,
+                )
                 chunks.append(Chunk(self.seq, float(g[0]), out, self._pending_new_segment))
                 self._pending_new_segment = False
                 self.seq += n_ok
@@ -241,7 +269,7 @@ class Resampler:
         """The end of the earliest hole (> max_gap between readings) of either
         stream that reaches past ``after``; inf if there is none."""
         end = np.inf
-        for s in STREAMS:
+        for s in self.streams:
             t = self._t[s]
             if len(t) > 1:
                 holes = np.flatnonzero((np.diff(t) > self.max_gap) & (t[1:] >= after))
@@ -250,7 +278,7 @@ class Resampler:
         return end
 
     def _open_segment(self) -> bool:
-        start = max(self._t[s][0] for s in STREAMS)
+        start = max(self._t[s][0] for s in self.streams)
         if self._last_t is not None:
             # A segment after a gap: make seq jump by the silence, at least 1.
             jump = max(1, int(round((start - self._last_t) * self.rate)) - 1)
@@ -281,7 +309,7 @@ class Resampler:
 
     def _trim(self, t_emitted: float) -> None:
         """Drop readings no longer needed to interpolate after ``t_emitted``."""
-        for s in STREAMS:
+        for s in self.streams:
             t = self._t[s]
             i = max(int(np.searchsorted(t, t_emitted, side="right")) - 1, 0)
             self._t[s], self._v[s] = t[i:], self._v[s][i:]

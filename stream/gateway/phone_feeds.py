@@ -18,6 +18,14 @@ pressure and no motion keeps its newest, the older counted in
 ``pressure_overflow``); a reading not later than the device's previous one
 is left out and counted (``pressure_order``).
 
+A device without a gyroscope (many budget phones; a browser whose
+``rotationRate`` is null) sends its accelerometer alone. Once its
+accelerometer has run :data:`NO_GYRO_AFTER_S` seconds since it (re)connected
+without a single gyroscope reading, it is served from the accelerometer alone:
+its gyro channels read 0 and its batches say ``meta.gyro: false``, so the
+worker and anyone reading the bus know. A gyroscope reading later switches it
+back (a new segment).
+
 Clocks: a device whose readings are within ``clock_window`` of the gateway's
 clock (Sensor Logger, browsers: Unix time) keeps its own times; any other
 clock (SensorServer's time since boot, a wrong phone clock) is pinned to the
@@ -49,6 +57,8 @@ from harstream.stream.gateway.phone_formats import FormatError, Readings
 
 MAX_FEEDS = 10_000  # device states kept; beyond this the idle half is forgotten
 CLOCK_WINDOW_S = 120.0  # readings this close to the gateway's clock are taken as Unix time
+#: Seconds of accelerometer readings with no gyroscope reading before a device is served without one.
+NO_GYRO_AFTER_S = 3.0
 
 
 class DeviceFeed:
@@ -80,6 +90,7 @@ class DeviceFeed:
         self._pressure = np.empty((0, 2))  # barometer readings waiting for the next batch (device clock)
         self._pressure_last: float | None = None  # newest barometer reading taken, device clock
         self.pressure_refused: dict[str, int] = {}  # readings left out here, by reason
+        self._first_acc: float | None = None  # first accelerometer reading since (re)connecting, device clock
 
     def check(self, readings: Readings, now: float) -> None:
         """Refuse readings whose times cannot be right (see the module doc); changes nothing."""
@@ -112,6 +123,7 @@ class DeviceFeed:
             if len(t):
                 r.push(stream, t, getattr(readings, stream))
         self._take_pressure(readings)
+        self._choose_streams(readings)
         if len(readings.acc_t) or len(readings.gyro_t):
             newest = max(float(t.max()) for t in (readings.acc_t, readings.gyro_t) if len(t))
             jumped = r.clock_jumps != self._jumps
@@ -125,6 +137,8 @@ class DeviceFeed:
             for i in range(0, len(chunk.samples), MAX_SAMPLES_PER_MESSAGE):
                 part = chunk.samples[i : i + MAX_SAMPLES_PER_MESSAGE]
                 meta = {"source": self.source, "segment": r.segments}
+                if not self.has_gyro:
+                    meta["gyro"] = False
                 t0 = chunk.t0 + i / r.rate + (self.offset or 0.0)
                 batch = SampleBatch(self.device, chunk.seq + i, t0, part, meta=meta, session=self.session)
                 if len(self._pressure):
@@ -133,6 +147,24 @@ class DeviceFeed:
                 out.append(batch)
                 self.samples_out += len(part)
         return out
+
+    @property
+    def has_gyro(self) -> bool:
+        """Whether this device is served with its gyroscope (see the module doc)."""
+        return "gyro" in self.resampler.streams
+
+    def _choose_streams(self, readings: Readings) -> None:
+        r = self.resampler
+        if len(readings.gyro_t):
+            if not self.has_gyro:  # it has one after all
+                r.use_streams(("acc", "gyro"))
+            return
+        if not len(readings.acc_t) or not self.has_gyro:
+            return
+        if self._first_acc is None:
+            self._first_acc = float(readings.acc_t.min())
+        if r.segments == 0 and float(readings.acc_t.max()) - self._first_acc >= NO_GYRO_AFTER_S:
+            r.use_streams(("acc",))
 
     def _take_pressure(self, readings: Readings) -> None:
         for reason, n in readings.pressure_refused.items():
@@ -156,6 +188,7 @@ class DeviceFeed:
         self.offset = None  # the phone may have rebooted: pin its clock afresh
         self._last_t = None
         self._pressure, self._pressure_last = self._pressure[:0], None
+        self._first_acc = None
 
 
 class FeedTable:

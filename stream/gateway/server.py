@@ -245,6 +245,7 @@ class Gateway:
                     "source": f.source,
                     "samples_out": f.samples_out,
                     "segments": f.resampler.segments,
+                    "gyro": f.has_gyro,
                     "late": f.resampler.late,
                     "idle_s": round(now - f.last_seen, 1),
                 }
