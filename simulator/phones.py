@@ -29,7 +29,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -44,12 +44,13 @@ STANDARD_GRAVITY = 9.80665
 class PhoneHabits:
     """How a simulated phone sends: its sensor rate (Hz), the spread of its
     reading times (a share of one period, uniform ±), how often it sends
-    (seconds), and its barometer's rate (Hz) if the recording has pressure."""
+    (seconds), and whether it has a gyroscope."""
 
     rate_hz: float = 100.0
     jitter: float = 0.2
     batch_s: float = 0.2
     seed: int = 0
+    gyro: bool = True  # False: a phone without a gyroscope (no "gyro" list at all)
 
     def __post_init__(self) -> None:
         if not 10.0 <= self.rate_hz <= 500.0:
@@ -87,11 +88,9 @@ def phone_messages(
     for hi in edges:
         pick = (times >= lo) & (times < hi) if hi < edges[-1] else times >= lo
         if pick.any():
-            message: dict = {
-                "type": "samples",
-                "acc": np.round(acc_rows[pick], 4).tolist(),
-                "gyro": np.round(gyro_rows[pick], 4).tolist(),
-            }
+            message: dict = {"type": "samples", "acc": np.round(acc_rows[pick], 4).tolist()}
+            if habits.gyro:
+                message["gyro"] = np.round(gyro_rows[pick], 4).tolist()
             if pressure is not None:
                 rows = pressure[(pressure[:, 0] >= lo) & (pressure[:, 0] < hi)]
                 if len(rows):
@@ -184,7 +183,7 @@ async def replay_phones(
         raise ValueError(f"{len(names)} phone names for {len(recordings)} recordings")
     made = []
     for i, rec in enumerate(recordings):  # all made before the clock starts: no phone starts late
-        own = PhoneHabits(habits.rate_hz, habits.jitter, habits.batch_s, seed=habits.seed * 7919 + i)
+        own = replace(habits, seed=habits.seed * 7919 + i)
         made.append(phone_messages(rec.samples, getattr(rec, "pressure", None), own, 0.0))
     t0 = time.time() + start_in_s
     runs = [PhoneRun(name, rec, t0=t0) for name, rec in zip(names, recordings)]

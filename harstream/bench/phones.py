@@ -57,6 +57,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="HZ",
         help="a SIMULATED barometer at HZ on the thigh phones",
     )
+    parser.add_argument("--no-gyro", action="store_true", help="phones without a gyroscope (no gyro readings)")
     parser.add_argument("--out", type=Path, default=Path("docs/reports/phones_live.json"))
 
 
@@ -86,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
             sets[name] = [with_simulated_pressure(r, model, seed=i) for i, r in enumerate(sets[name])]
 
     with _Services() as services:
-        habits = PhoneHabits(rate_hz=args.rate, jitter=args.jitter)
+        habits = PhoneHabits(rate_hz=args.rate, jitter=args.jitter, gyro=not args.no_gyro)
         began = time.time()
         print(f"{sum(len(s) for s in sets.values())} phones streaming in real time …", flush=True)
 
@@ -111,7 +112,12 @@ def run(args: argparse.Namespace) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     record = {
         "command": "harstream " + " ".join(sys.argv[1:]),
-        "phone": {"rate_hz": args.rate, "jitter": args.jitter, "pocket_pressure_hz": args.pocket_pressure},
+        "phone": {
+            "rate_hz": args.rate,
+            "jitter": args.jitter,
+            "pocket_pressure_hz": args.pocket_pressure,
+            "gyroscope": not args.no_gyro,
+        },
         "simulated": "thigh and wrist motion, fidgets and any barometer are simulated from HAPT's waist recordings",
         "results": results,
     }
