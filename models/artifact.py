@@ -26,6 +26,9 @@ PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
 DEFAULT_MODEL = PRETRAINED_DIR / "default.keras"
 #: The placement-free model (metadata ``"placement": "any"``).
 ANY_MODEL = PRETRAINED_DIR / "any.keras"
+#: The same recipe taught without the gyroscope (metadata ``"gyroscope": false``),
+#: for any-mode devices that send none.
+ANY_NO_GYRO_MODEL = PRETRAINED_DIR / "any_nogyro.keras"
 #: Where a model may be worn, as its metadata's ``placement`` says: ``waist``
 #: (HAPT's phone at the waist; also a model without the key), ``any``
 #: (placement-free) or ``personal`` (calibrated on one device).

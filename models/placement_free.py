@@ -160,6 +160,20 @@ def sessions_as_shipped(recordings: Sequence[Recording], seed: int) -> tuple[lis
     return train, held
 
 
+def as_recipe_reads(recordings: Sequence[Recording], recipe: Recipe) -> list[Recording]:
+    """``recordings`` as a device the recipe is for reads them: without a
+    gyroscope (``recipe.gyro`` False) every rotation rate is 0, as the gateway
+    serves a phone that sends its accelerometer alone."""
+    if recipe.gyro:
+        return list(recordings)
+    out = []
+    for rec in recordings:
+        samples = np.array(rec.samples, copy=True)
+        samples[:, 3:6] = 0.0
+        out.append(replace(rec, samples=samples))
+    return out
+
+
 def scale_motion(x: np.ndarray, factors: np.ndarray) -> np.ndarray:
     """Windows whose body acceleration and rotation rate are multiplied by
     ``factors`` (one per window); gravity (total − body) is kept."""
@@ -183,6 +197,9 @@ class Recipe:
     #: training (``"omit"``: only the limb's flat walks and postures are taught; the placement
     #: estimate still learns from all its moving windows)
     limb_stairs: str = DEFAULT_LIMB_STAIRS
+    #: False: taught without the gyroscope (every session's rotation rate read as 0, as the
+    #: gateway serves a phone that has none), for devices that send the accelerometer alone
+    gyro: bool = True
 
     @property
     def label(self) -> str:
@@ -191,7 +208,8 @@ class Recipe:
         limbs = "+limbs-" + "-".join(self.limbs) if self.limbs else ""
         feats = "" if self.features == "free" else f"+{self.features}"
         stairs = "" if self.limb_stairs == "walking" else f"+limbstairs-{self.limb_stairs}"
-        return f"any-svm-C{self.C:g}-{ctx}{amp}{limbs}{feats}{stairs}"
+        gyro = "" if self.gyro else "+nogyro"
+        return f"any-svm-C{self.C:g}-{ctx}{amp}{limbs}{feats}{stairs}{gyro}"
 
     @staticmethod
     def from_label(label: str) -> Recipe:
@@ -200,7 +218,7 @@ class Recipe:
 
         m = re.fullmatch(
             r"any-svm-C([0-9.eE+-]+)-(single|context[0-9-]+)(\+amp([0-9.]+)-([0-9.]+))?"
-            r"(\+limbs-([a-z-]+))?(\+(robust))?(\+limbstairs-(omit))?",
+            r"(\+limbs-([a-z-]+))?(\+(robust))?(\+limbstairs-(omit))?(\+nogyro)?",
             label,
         )
         if m is None:
@@ -208,7 +226,15 @@ class Recipe:
         context = () if m.group(2) == "single" else tuple(int(v) for v in m.group(2)[len("context") :].split("-"))
         amplitude = (float(m.group(4)), float(m.group(5))) if m.group(3) else None
         limbs = tuple(m.group(7).split("-")) if m.group(6) else ()
-        recipe = Recipe(context, float(m.group(1)), amplitude, limbs, m.group(9) or "free", m.group(11) or "walking")
+        recipe = Recipe(
+            context,
+            float(m.group(1)),
+            amplitude,
+            limbs,
+            m.group(9) or "free",
+            m.group(11) or "walking",
+            not m.group(12),
+        )
         if recipe.label != label:
             raise ValueError(f"placement-free recipe label {label!r} does not round-trip (got {recipe.label!r})")
         return recipe
@@ -388,7 +414,7 @@ def fit_on_sessions(
     from :func:`limb_recordings` of the recipe's limbs."""
     from harstream.stream.core.pipeline import WINDOW, WINDOW_CHANNELS
 
-    turned = rotated_recordings(waist, seed)
+    turned = as_recipe_reads(rotated_recordings(waist, seed), recipe)
     input_shape = ((1 + len(recipe.context),) if recipe.context else ()) + (WINDOW, WINDOW_CHANNELS)
     if recipe.amplitude is None:
         feats, y, groups = recording_features(turned, recipe)
@@ -396,7 +422,8 @@ def fit_on_sessions(
     else:  # the motion scaling works on windows: take the slow path
         waist_part = training_features(_windows(turned, recipe.context), recipe, seed)
     limbs = {
-        kind: recording_features(limb_recordings(waist, kind, seed), recipe, every=LIMB_EVERY) for kind in recipe.limbs
+        kind: recording_features(as_recipe_reads(limb_recordings(waist, kind, seed), recipe), recipe, every=LIMB_EVERY)
+        for kind in recipe.limbs
     }
     return fit_features(waist_part, limbs, recipe, seed, input_shape, verbose)
 
@@ -523,7 +550,7 @@ def ship(recipe: Recipe, out: Path, seed: int = 0, command: str | None = None) -
     data = load_dataset()
     train_subjects = [s for s in data.subjects() if s not in UCI_TEST_SUBJECTS]
     started = time.perf_counter()
-    _, test_recs = sessions_as_shipped(data.recordings, seed)
+    test_recs = as_recipe_reads(sessions_as_shipped(data.recordings, seed)[1], recipe)
     train_originals = [r for r in data.recordings if r.subject not in set(UCI_TEST_SUBJECTS)]
     model, history = fit_on_sessions(train_originals, recipe, seed, verbose=1)
     seconds = time.perf_counter() - started
@@ -534,6 +561,7 @@ def ship(recipe: Recipe, out: Path, seed: int = 0, command: str | None = None) -
     metadata = {
         "architecture": recipe.label,
         "placement": "any",
+        "gyroscope": recipe.gyro,
         "classes": list(PLACEMENT_FREE),
         "seed": seed,
         "context_steps": list(recipe.context),
@@ -573,8 +601,9 @@ def ship(recipe: Recipe, out: Path, seed: int = 0, command: str | None = None) -
 
 
 def _recipe(text: str) -> Recipe:
-    """``C=1,context=1-2-4,amplitude=0.7-1.5,limbs=thigh-wrist,features=robust,limb_stairs=omit``
-    (``context=none``, ``amplitude=none``, ``limbs=none``, ``features=free``, ``limb_stairs=walking``)."""
+    """``C=1,context=1-2-4,amplitude=0.7-1.5,limbs=thigh-wrist,features=robust,limb_stairs=omit,gyro=no``
+    (``context=none``, ``amplitude=none``, ``limbs=none``, ``features=free``, ``limb_stairs=walking``,
+    ``gyro=yes``)."""
     recipe = Recipe()
     for part in filter(None, text.split(",")):
         key, _, value = part.partition("=")
@@ -595,6 +624,10 @@ def _recipe(text: str) -> Recipe:
             if value not in FEATURE_SETS:
                 raise argparse.ArgumentTypeError(f"recipe {text!r}: features are {' or '.join(FEATURE_SETS)}")
             recipe = replace(recipe, features=value)
+        elif key == "gyro":
+            if value not in ("yes", "no"):
+                raise argparse.ArgumentTypeError(f"recipe {text!r}: gyro is yes or no")
+            recipe = replace(recipe, gyro=value == "yes")
         elif key == "amplitude":
             bounds = [] if value == "none" else [float(v) for v in value.split("-")]
             if len(bounds) not in (0, 2):
@@ -602,7 +635,7 @@ def _recipe(text: str) -> Recipe:
             recipe = replace(recipe, amplitude=(bounds[0], bounds[1]) if bounds else None)
         else:
             raise argparse.ArgumentTypeError(
-                f"recipe {text!r}: unknown key {key!r} (C, context, amplitude, limbs, features, limb_stairs)"
+                f"recipe {text!r}: unknown key {key!r} (C, context, amplitude, limbs, features, limb_stairs, gyro)"
             )
     return recipe
 

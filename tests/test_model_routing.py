@@ -182,6 +182,34 @@ def test_a_declared_placement_on_a_later_message_moves_the_device():
     assert core.devices["phone:p1"].served.mode == "waist"
 
 
+def _with_bare() -> ModelRouter:
+    r = router()
+    return ModelRouter(r.waist, r.any, ServedModel("any:no-gyro", "any", "free0@3", PLACEMENT_FREE, (1, 2, 4)))
+
+
+def test_a_phone_without_a_gyroscope_is_served_by_the_model_taught_without_one():
+    core = StreamCore(ACTIVITIES, "hapt@1", router=_with_bare())
+    send(core, "phone:cheap", 0, meta={"gyro": False})
+    send(core, "phone:pixel", 0)
+    got = {p.device: p.model for p in label_all(core)}
+    assert got == {"phone:cheap": "free0@3", "phone:pixel": "free@2"}
+
+
+def test_a_gyroscope_that_appears_moves_the_phone_back_to_the_model_with_one():
+    core = StreamCore(ACTIVITIES, "hapt@1", router=_with_bare())
+    send(core, "phone:cheap", 0, meta={"gyro": False})
+    assert {p.model for p in label_all(core)} == {"free0@3"}
+    send(core, "phone:cheap", 1000)  # the gateway's new segment, now with the gyroscope
+    assert {p.model for p in label_all(core)} == {"free@2"}
+    assert core.totals["mode_switches"] == 1
+
+
+def test_without_a_model_taught_without_the_gyroscope_such_a_phone_gets_the_any_model():
+    assert router().route("phone:cheap", gyro=False).key == "any"
+    with pytest.raises(ValueError, match="its own key"):
+        ModelRouter(router().waist, router().any, router().any)
+
+
 def test_stats_count_devices_per_mode_and_list_the_models_served():
     core = StreamCore(ACTIVITIES, "hapt@1", router=router())
     for device in ("replay-1", "phone:a", "phone:b"):

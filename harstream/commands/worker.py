@@ -56,6 +56,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "any.keras; skipped with a warning if it does not load, unless given here)",
     )
     parser.add_argument(
+        "--any-nogyro-model",
+        default=None,
+        metavar="PATH",
+        help="placement-free model taught without the gyroscope, for any-mode phones that send none "
+        "(default: the shipped any_nogyro.keras; without one they get --any-model with their gyro read as 0)",
+    )
+    parser.add_argument(
         "--personal-dir",
         default=None,
         metavar="DIR",
@@ -265,9 +272,10 @@ def run(args: argparse.Namespace) -> int:
     routing = not args.single_model
     try:
         waist = load_served(args.model, "waist", args)
-        anywhere = None
+        anywhere = bare = None
         if routing:
             anywhere = load_any(args)
+            bare = load_any_without_gyro(args) if anywhere is not None else None
     except ModelLoadError as exc:
         raise SystemExit(f"worker: {exc}") from None
     runtime, classes, model_id = waist.runtime, list(waist.classes), waist.model_id
@@ -301,7 +309,7 @@ def run(args: argparse.Namespace) -> int:
     gc.freeze()
     router = personal = None
     if routing:
-        router = ModelRouter(waist, anywhere)
+        router = ModelRouter(waist, anywhere, bare)
         folder = personal_dir(args.personal_dir)
         personal = PersonalRegistry(
             folder,
@@ -310,7 +318,9 @@ def run(args: argparse.Namespace) -> int:
         )
         print(
             f"worker: modes waist ({waist.model_id}), "
-            f"{'any (' + anywhere.model_id + ')' if anywhere else 'no any mode'}, personal (watching {folder})",
+            f"{'any (' + anywhere.model_id + ')' if anywhere else 'no any mode'}, "
+            + (f"any without a gyroscope ({bare.model_id}), " if bare else "")
+            + f"personal (watching {folder})",
             flush=True,
         )
     serving: Callable[..., dict] = functools.partial(serve, ingest=ingest)  # the bus worker, or:
@@ -499,6 +509,25 @@ def load_any(args: argparse.Namespace):
             raise
         print(f"worker: no any mode (phones are served in waist mode): {exc}", flush=True)
         return None
+
+
+def load_any_without_gyro(args: argparse.Namespace):
+    """The placement-free model taught without the gyroscope (``--any-nogyro-model``,
+    an error if it does not load; else the shipped one, None with a note if it
+    does not), served under its own batch key."""
+    from dataclasses import replace
+
+    from harstream.models.artifact import ANY_NO_GYRO_MODEL
+
+    path = args.any_nogyro_model
+    try:
+        served = load_served(path or ANY_NO_GYRO_MODEL, "any", args)
+    except ModelLoadError as exc:
+        if path is not None:
+            raise
+        print(f"worker: phones without a gyroscope get the any model with their gyro read as 0: {exc}", flush=True)
+        return None
+    return replace(served, key="any:no-gyro")
 
 
 def _agreement(report: dict) -> str:

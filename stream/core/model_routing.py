@@ -153,27 +153,43 @@ def declared_placement(meta: Mapping[str, Any]) -> str | None:
 class ModelRouter:
     """The served models and the rule that picks one per device."""
 
-    def __init__(self, waist: ServedModel, any_model: ServedModel | None = None):
+    def __init__(
+        self, waist: ServedModel, any_model: ServedModel | None = None, any_without_gyro: ServedModel | None = None
+    ):
         if waist.mode != "waist":
             raise ValueError(f"the default model must be served in waist mode, not {waist.mode!r}")
-        if any_model is not None and any_model.mode != "any":
-            raise ValueError(f"the placement-free model must be served in any mode, not {any_model.mode!r}")
+        for model in (any_model, any_without_gyro):
+            if model is not None and model.mode != "any":
+                raise ValueError(f"a placement-free model must be served in any mode, not {model.mode!r}")
+        if any_without_gyro is not None and (any_model is None or any_without_gyro.key == any_model.key):
+            raise ValueError("a placement-free model without the gyroscope needs the one with it, under its own key")
         self.waist = waist
         self.any = any_model
+        #: the placement-free model taught without the gyroscope, for any-mode devices that send none
+        self.any_without_gyro = any_without_gyro
         self.personal: dict[str, ServedModel] = {}  # device -> its model
         self.version = 0
 
-    def route(self, device: str, placement: str | None = None) -> ServedModel:
+    def route(self, device: str, placement: str | None = None, gyro: bool = True) -> ServedModel:
         """The model for ``device`` whose samples declared ``placement``
         (``waist``, ``any`` or None): its personal model, else the declared
-        placement's model, else ``any`` for a gateway phone, else ``waist``."""
+        placement's model, else ``any`` for a gateway phone, else ``waist``.
+        In ``any`` mode a device without a gyroscope (``gyro`` False: its
+        samples say ``meta.gyro: false``) gets the placement-free model
+        taught without one, where it is served.
+
+        >>> w, a = ServedModel("waist", "waist", "w", ("WALKING",)), ServedModel("any", "any", "a", ("STILL",))
+        >>> bare = ServedModel("any:no-gyro", "any", "a0", ("STILL",))
+        >>> ModelRouter(w, a, bare).route("phone:cheap", gyro=False).key
+        'any:no-gyro'
+        """
         personal = self.personal.get(device)
         if personal is not None:
             return personal
         if placement == "waist":
             return self.waist
         if self.any is not None and (placement == "any" or device.startswith(PHONE_NAMESPACE)):
-            return self.any
+            return self.any if gyro or self.any_without_gyro is None else self.any_without_gyro
         return self.waist
 
     def set_personal(self, model: ServedModel) -> None:
@@ -192,8 +208,9 @@ class ModelRouter:
 
     @property
     def models(self) -> list[ServedModel]:
-        """Every model served: waist, any (if served), then personal ones by device."""
-        shared = [self.waist] + ([self.any] if self.any is not None else [])
+        """Every model served: waist, any and any without the gyroscope (if
+        served), then personal ones by device."""
+        shared = [m for m in (self.waist, self.any, self.any_without_gyro) if m is not None]
         return shared + [self.personal[d] for d in sorted(self.personal)]
 
     def describe(self, modes: Counter[str] | None = None) -> list[dict]:

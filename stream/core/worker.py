@@ -360,6 +360,7 @@ class Device:
         "places",
         "placement",
         "placement_at",
+        "gyro",
         "route_version",
         "evidence",
         "worn",
@@ -376,6 +377,7 @@ class Device:
         placement: str | None = None,
         route_version: int = 0,
         places: BetweenPlaces | None = None,
+        gyro: bool = True,
     ):
         self.name = name
         self.generation = 0  # counts pipeline restarts; a window of an older run skips the display
@@ -384,6 +386,7 @@ class Device:
         self.served = served  # the model that labels its windows (its mode: waist, any, personal)
         self.placement = placement  # what its samples declared (meta.placement), if anything
         self.placement_at = -math.inf  # when a declared placement last changed its route
+        self.gyro = gyro  # False: its samples say it has no gyroscope (meta.gyro false; gyro channels 0)
         self.route_version = route_version  # the router's version when it was routed
         self.windows = DeviceWindows(seq, served.context_steps)  # pipeline + window context
         self.display = make_display(served, config)  # what the screen shows
@@ -525,11 +528,12 @@ class StreamCore:
                 return
         state = self.devices.get(batch.device)
         placement = self._placement(batch)
+        gyro = not batch.meta or batch.meta.get("gyro") is not False
         if state is None:
             if len(self.devices) >= cfg.max_devices and not self._evict_unproven():
                 self._drop("devices_full", f"already tracking {cfg.max_devices} devices, all of them proven")
                 return
-            served = self.router.route(batch.device, placement)
+            served = self.router.route(batch.device, placement, gyro)
             state = Device(
                 batch.device,
                 batch.seq,
@@ -540,6 +544,7 @@ class StreamCore:
                 placement,
                 self.router.version,
                 self.between_places,
+                gyro,
             )
             self.devices[batch.device] = state
             self._unproven[batch.device] = None
@@ -575,8 +580,12 @@ class StreamCore:
                 self._revise(state, state.restart(batch.seq, batch.session))
             if placement is not None and placement != state.placement:
                 placement = self._placement_change(state, placement, now)
-            if state.route_version != self.router.version or (placement is not None and placement != state.placement):
-                self._reroute(state, placement)
+            if (
+                state.route_version != self.router.version
+                or (placement is not None and placement != state.placement)
+                or gyro != state.gyro
+            ):
+                self._reroute(state, placement, gyro)
         state.incarnation.advance(batch.seq, len(batch), now)
         state.windows.anchor(batch)  # times of later windows
         state.inbox.append(batch.samples, batch.labels)
@@ -641,13 +650,16 @@ class StreamCore:
         state.placement_at = now
         return placement
 
-    def _reroute(self, state: Device, placement: str | None) -> None:
+    def _reroute(self, state: Device, placement: str | None, gyro: bool | None = None) -> None:
         """Route ``state`` again (the router changed, or its declared
-        placement did); a new model gets a fresh display."""
+        placement did, or whether it has a gyroscope); a new model gets a
+        fresh display."""
         if placement is not None:
             state.placement = placement
+        if gyro is not None:
+            state.gyro = gyro
         state.route_version = self.router.version
-        served = self.router.route(state.name, state.placement)
+        served = self.router.route(state.name, state.placement, state.gyro)
         if served is not state.served:
             log.info(
                 "device %s: now served in %s mode by %s (was %s by %s)",
