@@ -126,7 +126,10 @@ def fit_placement_estimator(
 
     mean = features.mean(axis=0)
     scale = features.std(axis=0)
-    scale = np.where(scale > 1e-9, scale, 1.0)
+    # a feature that does not vary (the gyroscope's, for a model taught without one: float
+    # noise around a constant) carries nothing; a scale that the metadata's 7 decimals
+    # would round to 0 must not divide by it
+    scale = np.where(scale > 1e-6, scale, 1.0)
     model = LogisticRegression(C=C, max_iter=2000, class_weight="balanced")
     model.fit((features - mean) / scale, placements)
     if list(model.classes_) != list(range(len(classes))):

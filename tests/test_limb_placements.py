@@ -372,6 +372,29 @@ def test_the_shipped_placement_free_model_carries_a_placement_estimate_over_its_
     assert shipped.metadata["data"]["limbs"] == ["thigh", "wrist"]
 
 
+def test_an_estimate_fitted_with_a_feature_that_does_not_vary_survives_its_metadata():
+    """A model taught without the gyroscope has gyroscope features that are a
+    constant give or take float noise: the stored estimate must load again."""
+    from harstream.models import feature_math
+    from harstream.models.placement_estimate import fit_placement_estimator
+
+    rng = np.random.default_rng(0)
+    feats = rng.normal(size=(90, feature_math.ROBUST_FEATURES))
+    feats[:, 3] = -27.6 + 1e-8 * rng.normal(size=90)  # log energy of a zero signal, float noise
+    estimator = fit_placement_estimator(feats, np.arange(90) % 3)
+    again = PlacementEstimator.from_json(estimator.to_json())
+    assert again.scale[3] == 1.0
+    assert np.allclose(again.coef, estimator.coef, atol=1e-6)
+
+
+def test_the_shipped_model_without_the_gyroscope_carries_an_estimate_that_loads():
+    from harstream.models.artifact import ANY_NO_GYRO_MODEL, load_artifact
+
+    bare = load_artifact(ANY_NO_GYRO_MODEL)
+    assert bare.metadata["gyroscope"] is False and "+nogyro" in bare.metadata["architecture"]
+    assert PlacementEstimator.from_metadata(bare.metadata) is not None
+
+
 @pytest.mark.parametrize("kind", ["thigh", "wrist"])
 def test_the_shipped_model_calls_a_test_subject_s_simulated_limb_walk_walking_not_stairs(shipped, kind):
     from harstream.models.dataset import labelled_windows
