@@ -9,7 +9,7 @@ import json
 import time
 
 import numpy as np
-from test_pressure_end_to_end import G, _RoutedWorker, _walk
+from test_pressure_end_to_end import G, _RoutedWorker, _walk, gateway_for
 from websockets.asyncio.client import connect
 
 from harstream.stream.gateway.phone_feeds import NO_GYRO_AFTER_S, DeviceFeed
@@ -76,17 +76,12 @@ def test_a_gyroscope_that_appears_after_the_switch_is_used_again_in_a_new_segmen
 
 
 def test_a_browser_phone_without_rotation_rate_gets_labels_back_through_the_real_gateway():
-    from harstream.stream.gateway.server import Gateway, GatewayConfig
-
     worker = _RoutedWorker()
     try:
 
         async def main():
-            gw = Gateway(GatewayConfig(port=0, ingest=worker.ingest, output=worker.output, stats_interval=0))
-            await gw.start()
             got: list[dict] = []
-            try:
-                await asyncio.sleep(0.5)
+            async with gateway_for(worker) as gw:
                 start = time.time() - 12
                 async with connect(f"ws://127.0.0.1:{gw.port}/ws") as ws:
                     hello = {"type": "hello", "device": "no-gyro", "units": {"acc": "m/s2", "gyro": "deg/s"}}
@@ -105,8 +100,6 @@ def test_a_browser_phone_without_rotation_rate_gets_labels_back_through_the_real
                     except TimeoutError:
                         pass
                 stats = gw.stats()
-            finally:
-                await gw.close()
             return got, stats
 
         got, stats = asyncio.run(main())

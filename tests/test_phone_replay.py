@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 import pytest
-from test_pressure_end_to_end import _RoutedWorker, _walk
+from test_pressure_end_to_end import _RoutedWorker, _walk, gateway_for
 
 from harstream.simulator.phones import STANDARD_GRAVITY, PhoneHabits, phone_messages, replay_phones
 from harstream.stream.data.recordings import Recording
@@ -71,20 +71,14 @@ def test_the_gateway_turns_a_replayed_phone_back_into_the_recording():
 
 def test_phones_replayed_through_a_real_gateway_get_a_label_for_every_window():
     from harstream.bench.phones import score_runs
-    from harstream.stream.gateway.server import Gateway, GatewayConfig
 
     recs = [_recording(8.0, "a"), _recording(8.0, "b")]  # 5 windows each
     worker = _RoutedWorker()
     try:
 
         async def main():
-            gw = Gateway(GatewayConfig(port=0, ingest=worker.ingest, output=worker.output, stats_interval=0))
-            await gw.start()
-            try:
-                await asyncio.sleep(0.5)  # the worker's subscription reaches the gateway's socket
+            async with gateway_for(worker) as gw:
                 return await replay_phones(f"ws://127.0.0.1:{gw.port}/ws", recs, PhoneHabits(), start_in_s=0.5)
-            finally:
-                await gw.close()
 
         runs = asyncio.run(main())
     finally:

@@ -7,6 +7,7 @@ WALKING_DOWNSTAIRS, as the waist-taught model does for a thigh's flat walk."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shutil
 import threading
@@ -91,6 +92,18 @@ class _RoutedWorker:
         return self.result
 
 
+@contextlib.asynccontextmanager
+async def gateway_for(worker: _RoutedWorker):
+    """A real gateway on a free port publishing to ``worker`` and forwarding its predictions."""
+    gw = Gateway(GatewayConfig(port=0, ingest=worker.ingest, output=worker.output, stats_interval=0))
+    await gw.start()
+    try:
+        await asyncio.sleep(0.5)  # the worker's subscription reaches the gateway's socket
+        yield gw
+    finally:
+        await gw.close()
+
+
 async def _phone(port: int, device: str, seconds: int, climb_m_s: float | None) -> list[dict]:
     """A phone sending ``seconds`` of a 50 Hz walk (1-s messages, as fast as
     taken) and, if ``climb_m_s`` is given, a 10 Hz barometer climbing that
@@ -128,16 +141,8 @@ def test_a_phone_without_a_barometer_gets_walking_and_a_climbing_one_gets_stairs
     try:
 
         async def main():
-            gw = Gateway(GatewayConfig(port=0, ingest=worker.ingest, output=worker.output, stats_interval=0))
-            await gw.start()
-            try:
-                await asyncio.sleep(0.5)  # the worker's subscription reaches the gateway's socket
-                page, pocket = await asyncio.gather(
-                    _phone(gw.port, "page-1", 30, None), _phone(gw.port, "pocket-1", 30, 0.25)
-                )
-            finally:
-                await gw.close()
-            return page, pocket
+            async with gateway_for(worker) as gw:
+                return await asyncio.gather(_phone(gw.port, "page-1", 30, None), _phone(gw.port, "pocket-1", 30, 0.25))
 
         page, pocket = asyncio.run(main())
     finally:
