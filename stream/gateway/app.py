@@ -391,6 +391,11 @@ class Routes:
         assert session.device is not None
         gw.publish(session.device, readings, session.kind)
         gw.counters.count("messages")
+        feed = gw.feeds[session.device]
+        if feed.warning is not None:  # the readings were kept; the phone is told what is wrong with them
+            reason, detail = feed.warning
+            feed.warning = None
+            await conn.reply({"type": "warning", "reason": reason, "detail": detail})
 
 
 class _Session:

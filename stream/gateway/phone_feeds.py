@@ -26,6 +26,14 @@ its gyro channels read 0 and its batches say ``meta.gyro: false``, so the
 worker and anyone reading the bus know. A gyroscope reading later switches it
 back (a new segment).
 
+A device whose accelerometer leaves gravity out (a browser's ``acceleration``
+instead of ``accelerationIncludingGravity``, Android's linear acceleration)
+cannot be labelled: every posture and the gravity split need the 1 g a device
+at rest reads. Its readings still flow, but every :data:`GRAVITY_CHECK_S`
+seconds whose accelerometer averages under :data:`NO_GRAVITY_BELOW_G` leave a
+``no_gravity`` warning in :attr:`DeviceFeed.warning` for the edge to send and
+count.
+
 Clocks: a device whose readings are within ``clock_window`` of the gateway's
 clock (Sensor Logger, browsers: Unix time) keeps its own times; any other
 clock (SensorServer's time since boot, a wrong phone clock) is pinned to the
@@ -59,6 +67,10 @@ MAX_FEEDS = 10_000  # device states kept; beyond this the idle half is forgotten
 CLOCK_WINDOW_S = 120.0  # readings this close to the gateway's clock are taken as Unix time
 #: Seconds of accelerometer readings with no gyroscope reading before a device is served without one.
 NO_GYRO_AFTER_S = 3.0
+#: An accelerometer whose readings' magnitude averages under this (g) over GRAVITY_CHECK_S
+#: seconds leaves gravity out (a device including it reads about 1 g on average, moving or not).
+NO_GRAVITY_BELOW_G = 0.5
+GRAVITY_CHECK_S = 5.0
 
 
 class DeviceFeed:
@@ -91,6 +103,9 @@ class DeviceFeed:
         self._pressure_last: float | None = None  # newest barometer reading taken, device clock
         self.pressure_refused: dict[str, int] = {}  # readings left out here, by reason
         self._first_acc: float | None = None  # first accelerometer reading since (re)connecting, device clock
+        self._gravity = GravityCheck()
+        self.warning: tuple[str, str] | None = None  # (reason, detail) for the edge to send, then clear
+        self.warnings = 0  # how many it raised
 
     def check(self, readings: Readings, now: float) -> None:
         """Refuse readings whose times cannot be right (see the module doc); changes nothing."""
@@ -124,6 +139,7 @@ class DeviceFeed:
                 r.push(stream, t, getattr(readings, stream))
         self._take_pressure(readings)
         self._choose_streams(readings)
+        self._check_gravity(readings)
         if len(readings.acc_t) or len(readings.gyro_t):
             newest = max(float(t.max()) for t in (readings.acc_t, readings.gyro_t) if len(t))
             jumped = r.clock_jumps != self._jumps
@@ -166,6 +182,17 @@ class DeviceFeed:
         if r.segments == 0 and float(readings.acc_t.max()) - self._first_acc >= NO_GYRO_AFTER_S:
             r.use_streams(("acc",))
 
+    def _check_gravity(self, readings: Readings) -> None:
+        mean = self._gravity.push(readings.acc_t, readings.acc)
+        if mean is not None and mean < NO_GRAVITY_BELOW_G:
+            self.warnings += 1
+            self.warning = (
+                "no_gravity",
+                f"device {self.device}: the accelerometer averaged {mean:.2f} g over {GRAVITY_CHECK_S:g} s; with "
+                "gravity included a device reads about 1 g: send acceleration including gravity "
+                "(browsers: accelerationIncludingGravity; Android: TYPE_ACCELEROMETER, not linear acceleration)",
+            )
+
     def _take_pressure(self, readings: Readings) -> None:
         for reason, n in readings.pressure_refused.items():
             self.pressure_refused[reason] = self.pressure_refused.get(reason, 0) + n
@@ -189,6 +216,36 @@ class DeviceFeed:
         self._last_t = None
         self._pressure, self._pressure_last = self._pressure[:0], None
         self._first_acc = None
+
+
+class GravityCheck:
+    """The mean magnitude of an accelerometer's readings over each span of
+    :data:`GRAVITY_CHECK_S` seconds (its own clock).
+
+    >>> check = GravityCheck()
+    >>> check.push(np.arange(0, 3, 0.01), np.full((300, 3), 0.02)) is None    # 3 s: not yet
+    True
+    >>> round(check.push(np.arange(3, 6, 0.01), np.full((300, 3), 0.02)), 3)  # linear acceleration
+    0.035
+    """
+
+    def __init__(self) -> None:
+        self.total = 0.0  # sum of |acc| (g) in the current span
+        self.n = 0
+        self.since: float | None = None  # the span's first reading
+
+    def push(self, t: np.ndarray, acc: np.ndarray) -> float | None:
+        """Take readings; the span's mean |acc| (g) when they complete one, else None."""
+        if not len(t):
+            return None
+        self.total += float(np.linalg.norm(acc, axis=1).sum())
+        self.n += len(t)
+        self.since = float(t.min()) if self.since is None else self.since
+        if float(t.max()) - self.since < GRAVITY_CHECK_S:
+            return None
+        mean = self.total / self.n
+        self.total, self.n, self.since = 0.0, 0, None
+        return mean
 
 
 class FeedTable:

@@ -308,7 +308,10 @@ class Gateway:
         refused = dict(feed.pressure_refused)
         self.counts["readings_in"] += len(readings)
         sent = 0
+        warned = feed.warnings
         batches = feed.add(readings, time.time())
+        if feed.warnings > warned and feed.warning is not None:  # the readings are kept; counted and logged here
+            self.counters.reject(feed.warning[0], feed.warning[1])
         for reason, n in feed.pressure_refused.items():  # barometer readings left out; the motion went on
             if n > refused.get(reason, 0):
                 self.counters.reject(

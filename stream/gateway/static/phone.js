@@ -135,7 +135,7 @@ function connect() {
       showMode(msg);
     } else if (msg.type === "calibration") {
       if (state.onCalibration) state.onCalibration(msg);
-    } else if (msg.type === "error") {
+    } else if (msg.type === "error" || msg.type === "warning") {
       $("error").textContent = `${msg.reason}: ${msg.detail}`;
     }
   };

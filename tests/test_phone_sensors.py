@@ -1,6 +1,8 @@
-"""A phone without a gyroscope (a budget phone, a browser whose rotationRate is
-null) is served from its accelerometer alone: its gyro reads 0 and its
-batches say so; a gyroscope that shows up later is used again."""
+"""What the gateway makes of a phone's sensors. A phone without a gyroscope
+(a budget phone, a browser whose rotationRate is null) is served from its
+accelerometer alone: its gyro reads 0 and its batches say so; a gyroscope
+that shows up later is used again. A phone whose accelerometer leaves
+gravity out is told so, and counted."""
 
 from __future__ import annotations
 
@@ -107,3 +109,57 @@ def test_a_browser_phone_without_rotation_rate_gets_labels_back_through_the_real
         worker.close()
     assert len(got) >= 3 and {p["mode"] for p in got} == {"any"}
     assert stats["devices"]["phone:no-gyro"]["gyro"] is False
+
+
+def test_an_accelerometer_without_gravity_is_warned_about_every_five_seconds_and_its_readings_kept():
+    def linear(t):
+        walk = _walk(t)
+        walk[:, 1] -= 1.0  # gravity (along y in this walk) left out, as Android's linear acceleration does
+        return Readings(t, walk[:, :3], t, walk[:, 3:])
+
+    feed, out = _feed(linear, 11.0)
+    assert feed.warnings == 2 and feed.warning is not None
+    reason, detail = feed.warning
+    assert reason == "no_gravity" and "including gravity" in detail and "phone:p" in detail
+    assert sum(len(b) for b in out) > 10 * 50  # nothing of it was dropped
+
+
+def test_a_walking_or_resting_phone_with_gravity_is_never_warned():
+    feed, _ = _feed(_both, 11.0)
+    assert feed.warnings == 0 and feed.warning is None
+
+
+def test_a_browser_sending_acceleration_without_gravity_is_told_over_the_websocket():
+    worker = _RoutedWorker()
+    try:
+
+        async def main():
+            async with gateway_for(worker) as gw:
+                start = time.time() - 8
+                warnings = []
+                async with connect(f"ws://127.0.0.1:{gw.port}/ws") as ws:
+                    hello = {"type": "hello", "device": "linear", "units": {"acc": "m/s2", "gyro": "deg/s"}}
+                    await ws.send(json.dumps(hello))
+                    assert json.loads(await ws.recv())["type"] == "welcome"
+                    for k in range(40):  # 8 s of event.acceleration: the walk without its 1 g
+                        t = start + k * 0.2 + np.arange(10) / 50
+                        walk = _walk(t - start)
+                        walk[:, 1] -= 1.0
+                        acc = np.column_stack([t * 1000, walk[:, :3] * G]).tolist()
+                        gyro = np.column_stack([t * 1000, np.rad2deg(walk[:, 3:])]).tolist()
+                        await ws.send(json.dumps({"type": "samples", "acc": acc, "gyro": gyro}))
+                    try:
+                        async with asyncio.timeout(10):
+                            while not warnings:
+                                msg = json.loads(await ws.recv())
+                                if msg.get("type") == "warning":
+                                    warnings.append(msg)
+                    except TimeoutError:
+                        pass
+                return warnings, gw.stats()
+
+        warnings, stats = asyncio.run(main())
+    finally:
+        worker.close()
+    assert [w["reason"] for w in warnings] == ["no_gravity"]
+    assert stats["rejects"]["no_gravity"] == 1
