@@ -124,6 +124,16 @@ def test_an_accelerometer_without_gravity_is_warned_about_every_five_seconds_and
     assert sum(len(b) for b in out) > 10 * 50  # nothing of it was dropped
 
 
+def test_an_accelerometer_in_m_s2_declared_as_g_is_warned_about_its_units():
+    def metres(t):
+        walk = _walk(t)
+        return Readings(t, walk[:, :3] * G, t, walk[:, 3:])
+
+    feed, _ = _feed(metres, 6.0)
+    assert feed.warnings == 1 and feed.warning is not None
+    assert feed.warning[0] == "acc_units" and '"m/s2"' in feed.warning[1]
+
+
 def test_a_walking_or_resting_phone_with_gravity_is_never_warned():
     feed, _ = _feed(_both, 11.0)
     assert feed.warnings == 0 and feed.warning is None

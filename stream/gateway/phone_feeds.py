@@ -32,7 +32,8 @@ cannot be labelled: every posture and the gravity split need the 1 g a device
 at rest reads. Its readings still flow, but every :data:`GRAVITY_CHECK_S`
 seconds whose accelerometer averages under :data:`NO_GRAVITY_BELOW_G` leave a
 ``no_gravity`` warning in :attr:`DeviceFeed.warning` for the edge to send and
-count.
+count. One that averages over :data:`UNITS_ABOVE_G` (m/s² sent as g) leaves an
+``acc_units`` warning the same way.
 
 Clocks: a device whose readings are within ``clock_window`` of the gateway's
 clock (Sensor Logger, browsers: Unix time) keeps its own times; any other
@@ -71,6 +72,8 @@ NO_GYRO_AFTER_S = 3.0
 #: seconds leaves gravity out (a device including it reads about 1 g on average, moving or not).
 NO_GRAVITY_BELOW_G = 0.5
 GRAVITY_CHECK_S = 5.0
+#: Above this mean (g) the readings are not in g (m/s² sent as g read about 9.8).
+UNITS_ABOVE_G = 3.0
 
 
 class DeviceFeed:
@@ -184,13 +187,21 @@ class DeviceFeed:
 
     def _check_gravity(self, readings: Readings) -> None:
         mean = self._gravity.push(readings.acc_t, readings.acc)
-        if mean is not None and mean < NO_GRAVITY_BELOW_G:
-            self.warnings += 1
+        if mean is None or NO_GRAVITY_BELOW_G <= mean <= UNITS_ABOVE_G:
+            return
+        self.warnings += 1
+        said = f"device {self.device}: the accelerometer averaged {mean:.2f} g over {GRAVITY_CHECK_S:g} s"
+        if mean < NO_GRAVITY_BELOW_G:
             self.warning = (
                 "no_gravity",
-                f"device {self.device}: the accelerometer averaged {mean:.2f} g over {GRAVITY_CHECK_S:g} s; with "
-                "gravity included a device reads about 1 g: send acceleration including gravity "
+                f"{said}; with gravity included a device reads about 1 g: send acceleration including gravity "
                 "(browsers: accelerationIncludingGravity; Android: TYPE_ACCELEROMETER, not linear acceleration)",
+            )
+        else:
+            self.warning = (
+                "acc_units",
+                f"{said}; a device carried by a person reads about 1 g on average: if these are m/s², "
+                'say so in hello ("units": {"acc": "m/s2"})',
             )
 
     def _take_pressure(self, readings: Readings) -> None:
