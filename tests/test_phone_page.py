@@ -391,3 +391,64 @@ def test_a_phone_calibrated_on_the_page_is_served_by_its_personal_model_without_
         except subprocess.TimeoutExpired:
             worker.kill()
             worker.wait()
+
+
+def _motion(acceleration: str, rotation: str) -> str:
+    """A page script dispatching DeviceMotionEvents with these JS expressions (``t`` in s)."""
+    return f"""
+(seconds) => new Promise((done) => {{
+  const G = 9.80665, end = performance.now() + seconds * 1000;
+  const timer = setInterval(() => {{
+    const t = (performance.timeOrigin + performance.now()) / 1000;
+    window.dispatchEvent(new DeviceMotionEvent("devicemotion", {{
+      accelerationIncludingGravity: {acceleration}, rotationRate: {rotation}, interval: 16,
+    }}));
+    if (performance.now() > end) {{ clearInterval(timer); done(); }}
+  }}, 16);
+}})
+"""
+
+
+async def _streaming_page(pw, port: int):
+    browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+    page = await browser.new_page()
+    await page.goto(f"http://127.0.0.1:{port}/phone")
+    await page.click("#start")
+    await page.wait_for_function("document.getElementById('status').textContent === 'streaming'")
+    return browser, page
+
+
+def test_a_phone_page_without_a_gyroscope_streams_its_accelerometer_alone(running_gateway):
+    from playwright.async_api import async_playwright
+
+    async def main():
+        async with running_gateway() as (gw, tap):
+            async with async_playwright() as pw:
+                browser, page = await _streaming_page(pw, gw.port)
+                device = await page.text_content("#bus-device")
+                sway = "{x: 0.5 * G * Math.sin(2 * Math.PI * 0.5 * t), y: G, z: 0}"
+                await page.evaluate(_motion(sway, "null"), 5.0)  # rotationRate null: no gyroscope
+                batches = await tap.collect(device, 60)
+                await browser.close()
+        samples = np.concatenate([b.samples for b in batches])
+        assert all(b.meta.get("gyro") is False for b in batches)
+        assert np.all(samples[:, 3:] == 0.0) and np.allclose(samples[:, 1], 1.0, atol=0.03)
+
+    asyncio.run(main())
+
+
+def test_a_phone_page_sending_acceleration_without_gravity_shows_the_gateway_s_warning(running_gateway):
+    from playwright.async_api import async_playwright
+
+    async def main():
+        async with running_gateway() as (gw, _):
+            async with async_playwright() as pw:
+                browser, page = await _streaming_page(pw, gw.port)
+                linear = "{x: 0.5 * G * Math.sin(2 * Math.PI * 0.5 * t), y: 0, z: 0}"  # gravity left out
+                await page.evaluate(_motion(linear, "{alpha: 10, beta: 20, gamma: -30}"), 6.5)
+                await page.wait_for_function("document.getElementById('error').textContent.includes('no_gravity')")
+                shown = await page.text_content("#error")
+                await browser.close()
+        assert "including gravity" in shown
+
+    asyncio.run(main())
