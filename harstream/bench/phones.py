@@ -24,7 +24,17 @@ nothing is):
   a bouncing knee: :func:`~harstream.models.augment.simulate_fidgets`).
 
 ``--pocket-pressure HZ`` gives the thigh phones a SIMULATED barometer (a
-phone in a pocket has one; a watch often not). A run takes as long as the
+phone in a pocket has one; a watch often not).
+
+``--calibrated`` measures the issue's calibrated figure the way a user gets
+it: per held-out subject and placement (thigh, wrist), both sessions as the
+SIMULATED placement of the calibration study
+(:func:`~harstream.models.studies.placement_calibration.simulate_placement`,
+its draws), the first 60 s of walking, sitting and standing of the first
+session written as CSV files and fitted by ``harstream calibrate`` (the
+command, as a process) into the worker's ``--personal-dir``, and the second
+session streamed as that phone; scored exactly (sitting shown STILL is
+wrong) on walking, sitting and standing. A run takes as long as the
 longest session (about 7.5 minutes for the held-out subjects).
 
     harstream bench phones [--placements waist thigh wrist ...] [--rate 100] [--jitter 0.2]
@@ -58,6 +68,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="a SIMULATED barometer at HZ on the thigh phones",
     )
     parser.add_argument("--no-gyro", action="store_true", help="phones without a gyroscope (no gyro readings)")
+    parser.add_argument(
+        "--calibrated",
+        action="store_true",
+        help="calibrated phones: `harstream calibrate` on each subject's first session, the second streamed "
+        "(thigh and wrist, SIMULATED as the calibration study does)",
+    )
     parser.add_argument("--out", type=Path, default=Path("docs/reports/phones_live.json"))
 
 
@@ -74,7 +90,14 @@ def run(args: argparse.Namespace) -> int:
     originals = [r for r in recordings if r.subject in subjects]
     held = [r for r in sessions_as_shipped(recordings, seed)[1] if r.subject in subjects]
     sets = {}
-    for name in args.placements:
+    workdir = None
+    if args.calibrated:
+        import tempfile
+
+        workdir = Path(tempfile.mkdtemp(prefix="harstream-bench-phones-"))
+        for kind in ("thigh", "wrist"):
+            sets[f"{kind} calibrated"] = calibrated_sessions(kind, sorted(subjects), workdir / "personal", workdir)
+    for name in [] if args.calibrated else args.placements:
         if name == "waist":
             sets[name] = held
             continue
@@ -86,14 +109,14 @@ def run(args: argparse.Namespace) -> int:
             model = SimulatedBarometer(rate_hz=args.pocket_pressure)
             sets[name] = [with_simulated_pressure(r, model, seed=i) for i, r in enumerate(sets[name])]
 
-    with _Services() as services:
+    with _Services(workdir / "personal" if workdir else None) as services:
         habits = PhoneHabits(rate_hz=args.rate, jitter=args.jitter, gyro=not args.no_gyro)
         began = time.time()
         print(f"{sum(len(s) for s in sets.values())} phones streaming in real time …", flush=True)
 
-        names = [f"{name}-{i}" for name, recs in sets.items() for i in range(len(recs))]
+        names = [phone_name(name, i) for name, recs in sets.items() for i in range(len(recs))]
         phones = asyncio.run(replay_phones(services.url, [r for recs in sets.values() for r in recs], habits, names))
-        runs = {name: [p for p in phones if p.device.rsplit("-", 1)[0] == name] for name in sets}
+        runs = {name: [p for p in phones if p.device.rsplit("-", 1)[0] == phone_name(name, 0)[:-2]] for name in sets}
         print(f"streamed in {time.time() - began:.0f} s; gateway counters {services.stats()}", flush=True)
 
     results = {}
@@ -101,7 +124,9 @@ def run(args: argparse.Namespace) -> int:
         results[name] = score_runs(phone_runs)
         r = results[name]
         print(
-            f"{name:>14}: at window end: own classes {r['at_window_end']['own_classes']:.4f}, moving vs still "
+            f"{name:>14} ({', '.join(r['modes'])} mode): exact walk/sit/stand {r['at_window_end']['exact']:.4f} / "
+            f"{r['whole_windows']['exact']:.4f}; at window end: own classes "
+            f"{r['at_window_end']['own_classes']:.4f}, moving vs still "
             f"{r['at_window_end']['moving_vs_still']:.4f}; whole windows: own classes "
             f"{r['whole_windows']['own_classes']:.4f}, moving vs still {r['whole_windows']['moving_vs_still']:.4f}; "
             f"windows {r['windows_received']} "
@@ -124,6 +149,82 @@ def run(args: argparse.Namespace) -> int:
     args.out.write_text(json.dumps(record, indent=1))
     print(f"wrote {args.out}")
     return 0
+
+
+def phone_name(placement: str, i: int) -> str:
+    """The phone id of ``placement``'s ``i``-th session (a device id allows no spaces).
+
+    >>> phone_name("thigh calibrated", 3), phone_name("wrist+fidgets", 0)
+    ('thigh.calibrated-3', 'wrist+fidgets-0')
+    """
+    return f"{placement.replace(' ', '.')}-{i}"
+
+
+def calibrated_sessions(kind: str, subjects: list[int], personal: Path, workdir: Path, seed: int = 0) -> list:
+    """Each subject's second session as a calibrated ``kind`` device, its
+    personal model fitted by ``harstream calibrate`` into ``personal`` from
+    the first session's first 60 s of walking, sitting and standing (CSV files
+    in ``workdir``). The placement and the pocket are drawn as
+    ``placement_calibration`` draws them for ``seed``."""
+    import subprocess
+
+    import numpy as np
+
+    from harstream.models.augment import LimbMotion, uniform_rotations
+    from harstream.models.placement_free import rotate_recording
+    from harstream.models.studies.calibration import first_seconds
+    from harstream.models.studies.placement_calibration import PLACEMENTS, simulate_placement
+    from harstream.stream.data.recordings import load_embedded
+
+    data = load_embedded()
+    rng = np.random.default_rng([seed, PLACEMENTS.index(kind)])
+    scored: list = []
+    for subject, pocket in zip(subjects, uniform_rotations(len(subjects), rng)):
+        recs = sorted(data.of_subjects([subject]), key=lambda r: r.name)
+        if len(recs) < 2:
+            continue
+        limb = LimbMotion.draw(kind, rng)
+        first, *later = [rotate_recording(simulate_placement(r, kind, limb, rng)[0], pocket) for r in recs]
+        folder = workdir / f"{kind}-{subject}"
+        write_bouts(first_seconds(first, ("WALKING", "SITTING", "STANDING"), 60.0), folder)
+        device = "phone:" + phone_name(f"{kind} calibrated", len(scored))
+        done = subprocess.run(
+            [sys.executable, "-m", "harstream", "calibrate", "--data", str(folder), "--device", device]
+            + ["--out", str(personal / f"{device.split(':')[1]}.personal.json")],
+            capture_output=True,
+            text=True,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"harstream calibrate for {device} failed: {done.stderr[-500:]}")
+        print(f"{device}: {done.stdout.strip().splitlines()[-1]}", flush=True)
+        scored.append(later[0])
+    return scored
+
+
+def write_bouts(rec, folder: Path) -> None:
+    """Each labelled stretch of ``rec`` as its own CSV file in ``folder``
+    (docs/recordings.md: a pause inside one file is refused)."""
+    import numpy as np
+
+    from harstream.stream.core.activities import label_name
+
+    folder.mkdir(parents=True, exist_ok=True)
+    labelled = np.asarray(rec.labels) > 0
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], labelled.astype(np.int8), [0]])))
+    for k, (a, b) in enumerate(zip(edges[::2], edges[1::2])):
+        rows = ["time,acc_x,acc_y,acc_z,gyro_x,gyro_y,gyro_z,label"]
+        for i in range(a, b):
+            values = ",".join(f"{v:.6f}" for v in rec.samples[i])
+            rows.append(f"{i / 50:.2f},{values},{label_name(int(rec.labels[i]))}")
+        (folder / f"bout{k:02d}_user{rec.subject:02d}.csv").write_text("\n".join(rows) + "\n")
+
+
+def exact(rows, whole: bool = False) -> float:
+    """Of the windows whose truth is walking, sitting or standing, the share
+    shown exactly that (the issue's calibrated figure: STILL is wrong)."""
+    wanted = ("WALKING", "SITTING", "STANDING")
+    hits = [shown == truth for end, shown, inside, _ in rows if (truth := inside if whole else end) in wanted]
+    return round(sum(hits) / len(hits), 4) if hits else float("nan")
 
 
 def score_runs(runs) -> dict:
@@ -160,8 +261,13 @@ def score_runs(runs) -> dict:
         "errors": errors,
         "sent_late_s_max": round(max((run.late_s for run in runs), default=0.0), 2),
         "delay_s": {"p50": round(float(np.median(d)), 2), "p99": round(float(np.percentile(d, 99)), 2)},
-        "at_window_end": {**score(rows), "own_classes": own_classes(rows)},
-        "whole_windows": {**score(rows, whole=True), "own_classes": own_classes(rows, whole=True)},
+        "modes": sorted({str(p.get("mode")) for run in runs for p in run.predictions}),
+        "at_window_end": {**score(rows), "own_classes": own_classes(rows), "exact": exact(rows)},
+        "whole_windows": {
+            **score(rows, whole=True),
+            "own_classes": own_classes(rows, whole=True),
+            "exact": exact(rows, whole=True),
+        },
     }
 
 
@@ -181,6 +287,9 @@ def own_classes(rows, whole: bool = False) -> float:
 class _Services:
     """A worker and a gateway as processes on free loopback ports, stopped on exit."""
 
+    def __init__(self, personal_dir: Path | None = None):
+        self.personal_dir = personal_dir
+
     def __enter__(self) -> _Services:
         import socket
         import subprocess
@@ -196,7 +305,9 @@ class _Services:
         exe = [sys.executable, "-m", "harstream"]
         self.log = open(f"/tmp/harstream-bench-phones-{port}.log", "w")  # noqa: SIM115 (closed in __exit__)
         self.worker = subprocess.Popen(
-            exe + ["worker", "--ingest", f"tcp://127.0.0.1:{ingest}", "--publish", f"tcp://127.0.0.1:{output}"],
+            exe
+            + ["worker", "--ingest", f"tcp://127.0.0.1:{ingest}", "--publish", f"tcp://127.0.0.1:{output}"]
+            + (["--personal-dir", str(self.personal_dir)] if self.personal_dir else []),
             stdout=subprocess.PIPE,
             stderr=self.log,
             text=True,
