@@ -144,3 +144,16 @@ def test_harstream_simulate_refuses_a_gateway_address_that_is_not_a_websocket():
         timeout=60,
     )
     assert done.returncode != 0 and "expected a ws:// or wss:// address" in done.stderr
+
+
+def test_a_calibration_s_bouts_are_written_as_csv_files_harstream_calibrate_reads_back(tmp_path):
+    from harstream.bench.phones import write_bouts
+    from harstream.stream.data.recordings import load_csv
+
+    rec = _recording(6.0)
+    labels = np.full(300, -1, np.int16)
+    labels[0:100], labels[150:250] = 1, 4  # a walk, a pause, a sit
+    write_bouts(Recording("r", 3, rec.samples, labels, 50.0, "test"), tmp_path)
+    back = sorted(load_csv(tmp_path).recordings, key=lambda r: r.name)
+    assert [(r.subject, len(r.samples), set(r.labels.tolist())) for r in back] == [(3, 100, {1}), (3, 100, {4})]
+    np.testing.assert_allclose(back[1].samples, rec.samples[150:250], atol=1e-5)
