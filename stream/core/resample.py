@@ -196,7 +196,7 @@ class Resampler:
     # ----------------------------------------------------------------- output
 
     def pull(self) -> list[Chunk]:
-        """Grid samples both streams cover now, as chunks (one per segment piece)."""
+        """Grid samples the streams in use cover now, as chunks (one per segment piece)."""
         chunks: list[Chunk] = []
         needed = self.streams
         for _ in range(1000):  # each pass emits a chunk or ends a segment

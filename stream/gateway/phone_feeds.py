@@ -227,6 +227,7 @@ class DeviceFeed:
         self._last_t = None
         self._pressure, self._pressure_last = self._pressure[:0], None
         self._first_acc = None
+        self._gravity = GravityCheck()  # a new connection's clock may differ
 
 
 class GravityCheck:
