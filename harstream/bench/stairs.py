@@ -54,6 +54,8 @@ if TYPE_CHECKING:  # heavy imports happen inside the functions (bench modules im
     from harstream.stream.data.recordings import Recording
 
 T0 = 1_700_000_000.0
+#: What a device at rest may be shown: STILL, or a posture a personal model knows.
+STILL_SHOWN = ("STILL", "SITTING", "STANDING", "LAYING")
 
 
 def replay_published(
@@ -139,7 +141,7 @@ def score(rows: list[tuple[str | None, str, str | None, str]], whole: bool = Fal
         per[cls]["n"] += 1
         per[cls]["right"] += shown == cls
         per[cls][f"shown {shown}"] += 1
-        agree += (shown == "STILL") == (cls == "STILL")
+        agree += (shown in STILL_SHOWN) == (cls == "STILL")
         if cls == "STILL" and truth is not None:
             postures.setdefault(truth, Counter())["n"] += 1
             postures[truth]["still"] += shown == "STILL"
