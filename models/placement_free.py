@@ -511,7 +511,7 @@ def select(recipes: Sequence[Recipe], seed: int = 0, out: Path | None = None, un
         model, history = fit_on_sessions(fit_recs, recipe, seed)
         row: dict[str, Any] = {"recipe": recipe.label, "seconds": 0.0}
         for placement, recs in val_sets.items():
-            val = _windows(recs, recipe.context)
+            val = _windows(as_recipe_reads(recs, recipe), recipe.context)  # read as the recipe's devices read
             predicted = np.asarray(model.predict(val.x, batch_size=512, verbose=0)).argmax(1)
             row[placement] = {
                 k: v for k, v in placement_scores(predicted, val.y, placement).items() if k != "placement"
