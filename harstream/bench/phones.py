@@ -116,7 +116,9 @@ def run(args: argparse.Namespace) -> int:
 
         names = [phone_name(name, i) for name, recs in sets.items() for i in range(len(recs))]
         phones = asyncio.run(replay_phones(services.url, [r for recs in sets.values() for r in recs], habits, names))
-        runs = {name: [p for p in phones if p.device.rsplit("-", 1)[0] == phone_name(name, 0)[:-2]] for name in sets}
+        runs, first = {}, 0  # replay_phones keeps the order it was given: each set's phones are consecutive
+        for name, recs in sets.items():
+            runs[name], first = phones[first : first + len(recs)], first + len(recs)
         print(f"streamed in {time.time() - began:.0f} s; gateway counters {services.stats()}", flush=True)
 
     results = {}
@@ -221,9 +223,18 @@ def write_bouts(rec, folder: Path) -> None:
 
 def exact(rows, whole: bool = False) -> float:
     """Of the windows whose truth is walking, sitting or standing, the share
-    shown exactly that (the issue's calibrated figure: STILL is wrong)."""
-    wanted = ("WALKING", "SITTING", "STANDING")
-    hits = [shown == truth for end, shown, inside, _ in rows if (truth := inside if whole else end) in wanted]
+    shown exactly that (the issue's calibrated figure: STILL is wrong).
+
+    >>> exact([("SITTING", "SITTING", None, ""), ("STANDING", "STILL", None, "")])
+    0.5
+    """
+    return _share_right(rows, {t: (t,) for t in ("WALKING", "SITTING", "STANDING")}, whole)
+
+
+def _share_right(rows, right: dict[str, tuple[str, ...]], whole: bool) -> float:
+    """Of the rows whose truth (at the window's end, or ``whole``) is a key
+    of ``right``, the share whose shown label is one of its values."""
+    hits = [shown in right[truth] for end, shown, inside, _ in rows if (truth := inside if whole else end) in right]
     return round(sum(hits) / len(hits), 4) if hits else float("nan")
 
 
@@ -279,13 +290,9 @@ def own_classes(rows, whole: bool = False) -> float:
     >>> own_classes([("WALKING", "WALKING", None, ""), ("SITTING", "WALKING", None, ""), ("LAYING", "STILL", None, "")])
     0.5
     """
-    wanted = {"WALKING": "WALKING", "SITTING": "STILL", "STANDING": "STILL"}
-    hits = [
-        shown in (wanted[truth], truth)  # a calibrated phone may name the posture itself
-        for end, shown, inside, _ in rows
-        if (truth := inside if whole else end) in wanted
-    ]
-    return round(sum(hits) / len(hits), 4) if hits else float("nan")
+    # a calibrated phone may name the posture itself
+    right = {"WALKING": ("WALKING",), "SITTING": ("STILL", "SITTING"), "STANDING": ("STILL", "STANDING")}
+    return _share_right(rows, right, whole)
 
 
 class _Services:
