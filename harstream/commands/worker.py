@@ -502,13 +502,7 @@ def _one_blas_thread() -> None:
 def load_any(args: argparse.Namespace):
     """The placement-free model for any mode: ``--any-model`` (an error if it
     does not load), else the shipped one (None, with a warning, if it does not)."""
-    try:
-        return load_served(args.any_model, "any", args)
-    except ModelLoadError as exc:
-        if args.any_model is not None:
-            raise
-        print(f"worker: no any mode (phones are served in waist mode): {exc}", flush=True)
-        return None
+    return _optional_any(args.any_model, None, "no any mode (phones are served in waist mode)", args)
 
 
 def load_any_without_gyro(args: argparse.Namespace):
@@ -519,15 +513,21 @@ def load_any_without_gyro(args: argparse.Namespace):
 
     from harstream.models.artifact import ANY_NO_GYRO_MODEL
 
-    path = args.any_nogyro_model
+    note = "phones without a gyroscope get the any model with their gyro read as 0"
+    served = _optional_any(args.any_nogyro_model, ANY_NO_GYRO_MODEL, note, args)
+    return None if served is None else replace(served, key="any:no-gyro")
+
+
+def _optional_any(path: str | None, shipped, note: str, args: argparse.Namespace):
+    """A placement-free model: ``path`` (an error if it does not load), else
+    ``shipped`` (None: the shipped any.keras), None with ``note`` if that does not load."""
     try:
-        served = load_served(path or ANY_NO_GYRO_MODEL, "any", args)
+        return load_served(path or shipped, "any", args)
     except ModelLoadError as exc:
         if path is not None:
             raise
-        print(f"worker: phones without a gyroscope get the any model with their gyro read as 0: {exc}", flush=True)
+        print(f"worker: {note}: {exc}", flush=True)
         return None
-    return replace(served, key="any:no-gyro")
 
 
 def _agreement(report: dict) -> str:
