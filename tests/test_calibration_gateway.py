@@ -164,6 +164,29 @@ def test_other_phones_stream_on_while_a_calibration_is_fitted(running_gateway, t
     asyncio.run(main())
 
 
+def test_a_phone_waiting_for_its_fit_is_not_closed_as_idle(running_gateway, tmp_path):
+    """A phone that sends nothing while its calibration is fitted (a script
+    awaiting the result) still gets the result after the idle timeout."""
+    release = tmp_path / "release"
+
+    async def main():
+        async with running_gateway(
+            calibration_dir=str(tmp_path / "c"), personal_dir=str(tmp_path / "p"), idle_timeout=1.0
+        ) as (gw, _):
+            gw.calibrations.fit = HeldFitter(release)
+            async with connect(f"ws://127.0.0.1:{gw.port}/ws") as ws:
+                await hello(ws, "waits-1")
+                assert (await record_walk(ws, 22, time.time() - 60))["ok"]
+                assert (await ask(ws, action="finish"))["event"] == "fitting"
+                await asyncio.sleep(2.5)  # silent for two and a half idle timeouts
+                release.touch()
+                done = json.loads(await asyncio.wait_for(ws.recv(), 60))
+                assert done["event"] == "done", done
+            assert "idle" not in gw.stats()["rejects"]
+
+    asyncio.run(main())
+
+
 async def hello_with(url: str, device: str, key: str | None = None, local: str = "127.0.0.1"):
     """A connection from client address ``local`` that said hello; (socket, welcome)."""
     ws = await connect(url, local_addr=(local, 0))

@@ -307,6 +307,8 @@ class Routes:
                     async with asyncio.timeout(c.idle_timeout):
                         message = await ws.receive()
                 except TimeoutError:
+                    if session.device is not None and gw.calibrations.fitting(session.device):
+                        continue  # a phone waiting for its fit's result is not idle
                     gw.counters.reject("idle", f"{c.idle_timeout:g} s without a message")
                     conn.close(1008, "idle")
                     break

@@ -139,6 +139,11 @@ class Calibrations:
         self._fitting_from: set[str] = set()  # client addresses with a fit queued or running
         self._tasks: set[asyncio.Task] = set()
 
+    def fitting(self, device: str) -> bool:
+        """Whether ``device``'s calibration is queued or being fitted."""
+        desk = self._desks.get(device)
+        return desk is not None and desk.fitting
+
     def recording(self, device: str) -> bool:
         desk = self._desks.get(device)
         return desk is not None and desk.session.current is not None
