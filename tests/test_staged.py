@@ -212,30 +212,45 @@ def test_a_device_moved_to_a_model_with_another_feature_stage_starts_its_context
 # ------------------------------------------------------------ fast start from the staged record
 
 
-@pytest.fixture
-def recorded_staged_model(staged_artifact, tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def _staged_record(staged_artifact, tmp_path_factory):
     """A copy of the staged model whose full start (numpy features + LiteRT
-    decision, checked against Keras) left its staged serving record in the
-    test's cache; returns ``(path, check stacks, the full path's runtime)``.
-    The start ranks its candidates as an idle machine does (numpy, then
-    LiteRT, then tf.function): timed on a busy one, tf.function can win, and
-    the record would then need TensorFlow."""
+    decision, checked against Keras) left its staged serving record in a cache
+    beside it; made once per module (the start converts the model):
+    ``(folder, check stacks, the full path's runtime)``. The start ranks its
+    candidates as an idle machine does (numpy, then LiteRT, then tf.function):
+    timed on a busy one, tf.function can win, and the record would then need
+    TensorFlow."""
     import shutil
 
     from harstream.models import runtime
     from harstream.models.artifact import load_artifact
     from harstream.models.staged_runtime import load_staged_runtime
 
-    order = {"numpy": 0.0, "tflite": 1.0}
-    monkeypatch.setattr(runtime, "window_cost", lambda rt, sample, n: order.get(rt.name, 2.0))
-
-    path = tmp_path / "ctx.keras"
-    shutil.copy(staged_artifact.path, path)
-    shutil.copy(staged_artifact.path.with_suffix(".json"), path.with_suffix(".json"))
+    folder = tmp_path_factory.mktemp("recorded")
+    shutil.copy(staged_artifact.path, folder / "ctx.keras")
+    shutil.copy(staged_artifact.path.with_suffix(".json"), folder / "ctx.json")
     check = WindowContext((1, 2)).push(_stream_windows())[:9]
-    full = load_staged_runtime(load_artifact(path), "auto", check=check)
+    order = {"numpy": 0.0, "tflite": 1.0}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HARSTREAM_CACHE", str(folder / "cache"))
+        patch.setattr(runtime, "window_cost", lambda rt, sample, n: order.get(rt.name, 2.0))
+        full = load_staged_runtime(load_artifact(folder / "ctx.keras"), "auto", check=check)
     assert full.name == "staged(numpy+tflite)", full.report
-    return path, check, full
+    return folder, check, full
+
+
+@pytest.fixture
+def recorded_staged_model(_staged_record, tmp_path, monkeypatch):
+    """The recorded staged model and its cache, copied for this test alone (tests
+    change the model file or the cached decision); ``(path, check stacks, the
+    full path's runtime)``."""
+    import shutil
+
+    folder, check, full = _staged_record
+    mine = shutil.copytree(folder, tmp_path / "recorded")
+    monkeypatch.setenv("HARSTREAM_CACHE", str(mine / "cache"))
+    return mine / "ctx.keras", check, full
 
 
 _FAST_START = """
