@@ -184,7 +184,14 @@ def test_a_device_past_the_budget_gets_no_between_updates():
     got = _run_devices(core, _signal(600), [("d1", 0.0), ("d2", 0.0), ("d3", 0.0)])
     assert {p.device for p in got} == {"d1", "d2", "d3"}
     assert _with_between(got) == {"d1", "d2"}
-    assert core.stats(now=20.0).between == {"devices": 2, "limit": 2, "refused": 1, "waiting": 1}
+    assert core.stats(now=20.0).between == {
+        "devices": 2,
+        "limit": 2,
+        "refused": 1,
+        "waiting": 1,
+        "taken_back": 0,
+        "loop_busy": None,
+    }
 
 
 def test_a_place_freed_by_an_evicted_device_goes_to_the_next_new_device():
@@ -195,7 +202,50 @@ def test_a_place_freed_by_an_evicted_device_goes_to_the_next_new_device():
     assert core.evict_idle(now=45.0) == ["d1"]  # heard last at 11.8 s; d2 at 31.8 s
     later = _run_devices(core, data, [("d3", 45.0)])
     assert _with_between(later) == {"d3"}
-    assert core.stats(now=60.0).between == {"devices": 1, "limit": 1, "refused": 1, "waiting": 1}
+    assert core.stats(now=60.0).between == {
+        "devices": 1,
+        "limit": 1,
+        "refused": 1,
+        "waiting": 1,
+        "taken_back": 0,
+        "loop_busy": None,
+    }
+
+
+def test_a_loop_with_room_gives_every_new_run_a_place_past_the_budget():
+    core = StreamCore(SIX, "m", WorkerConfig(between_devices=1, **MOVED))
+    assert core.fit_between(busy=0.1) == []  # the edge measured a loop at 10 % of a core
+    got = _run_devices(core, _signal(600), [("d1", 0.0), ("d2", 0.0), ("d3", 0.0)])
+    assert _with_between(got) == {"d1", "d2", "d3"}
+
+
+def test_a_busy_loop_takes_places_back_newest_first_down_to_the_budget():
+    core = StreamCore(SIX, "m", WorkerConfig(between_devices=1, **MOVED))
+    core.fit_between(busy=0.1)
+    _run_devices(core, _signal(300), [("d1", 0.0), ("d2", 0.0), ("d3", 0.1)])
+    assert core.fit_between(busy=0.95) == ["d3"]  # a quarter of the two above the budget, rounded up
+    assert core.fit_between(busy=0.95) == ["d2"]
+    assert core.fit_between(busy=0.95) == []  # d1 holds one of the budget's places
+    later = _run_devices(core, _signal(600)[300:], [("d1", 6.0), ("d2", 6.0), ("d3", 6.1)])
+    assert _with_between(later) == {"d1"}
+    assert core.devices["d3"].windows.between is None  # it stopped cutting the offset grid
+    assert core.stats(now=20.0).between["taken_back"] == 2
+
+
+def test_between_the_marks_no_new_run_gets_a_place_and_none_is_taken():
+    core = StreamCore(SIX, "m", WorkerConfig(between_devices=1, **MOVED))
+    core.fit_between(busy=0.1)
+    _run_devices(core, _signal(300), [("d1", 0.0), ("d2", 0.0)])
+    assert core.fit_between(busy=0.6) == []
+    got = _run_devices(core, _signal(600), [("d3", 7.0)])
+    assert _with_between(got) == set()
+
+
+def test_without_headroom_the_budget_is_exact():
+    core = StreamCore(SIX, "m", WorkerConfig(between_devices=1, between_headroom=None, **MOVED))
+    core.fit_between(busy=0.0)
+    got = _run_devices(core, _signal(600), [("d1", 0.0), ("d2", 0.0)])
+    assert _with_between(got) == {"d1"}
 
 
 def test_a_device_moved_off_waist_mode_frees_its_place():
@@ -209,10 +259,10 @@ def test_a_device_moved_off_waist_mode_frees_its_place():
         router=ModelRouter(ServedModel("waist", "waist", "m", tuple(SIX)), anywhere),
     )
     core.ingest(encode_samples(SampleBatch("d1", seq=0, t0=0.0, samples=_signal(10))), now=0.0)
-    assert core.between_places.holders == {"d1"}
+    assert set(core.between_places.holders) == {"d1"}
     moved = SampleBatch("d1", seq=10, t0=0.2, samples=_signal(10), meta={"placement": "any"})
     core.ingest(encode_samples(moved), now=0.2)
-    assert core.devices["d1"].served.mode == "any" and core.between_places.holders == set()
+    assert core.devices["d1"].served.mode == "any" and not core.between_places.holders
     got = _run_devices(core, _signal(600), [("d2", 1.0)])
     assert _with_between(got) == {"d2"}
 
@@ -355,3 +405,61 @@ def test_the_worker_command_publishes_between_updates_unless_turned_off(ipc_addr
         assert any(p.between for p in got)
     else:
         assert not any(p.between for p in got)
+
+
+@pytest.mark.parametrize(("flag", "served"), [("--between-headroom", 3), ("--no-between-headroom", 1)])
+def test_an_idle_worker_gives_every_device_a_place_past_its_budget(ipc_address, flag, served):
+    """A real `harstream worker --between-devices 1` with room on its loop:
+    three replayed devices all get between updates; with
+    --no-between-headroom only the first does."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import zmq
+
+    from harstream.stream.core.protocol import decode_output
+
+    name = flag.strip("-")
+    env = {**os.environ, "HARSTREAM_INGEST": ipc_address(f"in{name}"), "HARSTREAM_OUTPUT": ipc_address(f"out{name}")}
+    exe = [sys.executable, "-m", "harstream"]
+    ctx = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    for topic in (b"p/", b"stats/"):
+        sub.setsockopt(zmq.SUBSCRIBE, topic)
+    sub.connect(env["HARSTREAM_OUTPUT"])
+    worker = ["worker", "--runtime", "none", "--single-model", "--between-devices", "1", flag, "--stats-every", "0.5"]
+    procs = [subprocess.Popen(exe + worker, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    between: set[str] = set()
+    devices: set[str] = set()
+    try:
+        measured = False  # the worker has measured its loop once: places follow its load from then on
+        deadline = time.monotonic() + 60
+        while not measured and time.monotonic() < deadline and sub.poll(10_000):
+            frames = sub.recv_multipart()
+            measured = frames[0].startswith(b"stats/") and json.loads(frames[1])["between"]["loop_busy"] is not None
+        assert measured
+        simulate = ["simulate", "--subjects", "2", "--devices", "3", "--speed", "4", "--duration", "60"]
+        procs.append(subprocess.Popen(exe + simulate, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and (len(between) < served or len(devices) < 3) and sub.poll(10_000):
+            msg = decode_output(sub.recv_multipart())
+            if isinstance(msg, Prediction):
+                devices.add(msg.device)
+                if msg.between:
+                    between.add(msg.device)
+        for _ in range(100):  # a little longer: no fourth device, and no place past the budget without headroom
+            if sub.poll(100):
+                msg = decode_output(sub.recv_multipart())
+                if isinstance(msg, Prediction) and msg.between:
+                    between.add(msg.device)
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait(20)
+        sub.close(0)
+        ctx.term()
+    assert len(devices) == 3
+    assert len(between) == served

@@ -118,7 +118,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         type=Number(int, 0, 1_000_000),
         default=256,
         metavar="N",
-        help="display-only updates between windows for the first N waist-mode devices at a time (a device "
+        help="display-only updates between windows for at least N waist-mode devices at a time, first come "
+        "first served, and for every further one while the worker's loop has room (--between-headroom; a device "
         "that leaves frees its place; 0 = off; never with --redis): per such device a second grid of windows "
         "32 samples (0.64 s) after the model's; one whose body motion or gravity moved since the window it "
         "follows is labelled by the same model and the display decoder's peek at it is published as a "
@@ -131,6 +132,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="--between: between updates for every waist-mode device (no limit); "
         "--no-between: for none (= --between-devices 0)",
+    )
+    parser.add_argument(
+        "--between-headroom",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="places past --between-devices follow the worker loop's load: every new run gets one while "
+        "the loop uses under half a core, none while it is between half and 3/4, and past 3/4 a quarter of "
+        "them are taken back each second, newest first (--no-between-headroom: exactly N) (default on)",
     )
     parser.add_argument(
         "--between-motion",
@@ -245,6 +254,7 @@ def run(args: argparse.Namespace) -> int:
     from harstream.models.personal_serving import load_personal_model
     from harstream.stream.bus import addresses as bus
     from harstream.stream.bus.zmq_worker import serve
+    from harstream.stream.core.headroom import Headroom
     from harstream.stream.core.model_routing import ModelRouter
     from harstream.stream.core.worker import WorkerConfig
     from harstream.stream.personal.registry import PersonalRegistry, personal_dir
@@ -297,6 +307,7 @@ def run(args: argparse.Namespace) -> int:
         placement_interval=args.placement_interval,
         # the durable log commits windows by number: its path publishes the model's windows only
         between_devices=0 if args.redis or args.between is False else None if args.between else args.between_devices,
+        between_headroom=Headroom() if args.between_headroom else None,
         between_motion=args.between_motion,
         between_turn=args.between_turn,
     )

@@ -7,7 +7,8 @@ and the worker on the durable log,
 loop: read and predict (the transport's :meth:`Transport.step`), publish,
 and do chores on timers (:class:`~harstream.stream.core.chores.Chores`:
 signal feeds and subscriptions every 0.1 s, the history of devices gone
-quiet every 0.25 s, the idle sweep every second,
+quiet every 0.25 s, the idle sweep every second, the places for
+display-only updates between windows by the loop's load every second,
 the personal-model folder, statistics), each chore guarded: a failure is
 counted as ``internal`` and logged once, never the end of the worker. A
 transport supplies only what differs: how it reads (and acknowledges) and
@@ -48,6 +49,8 @@ log = logging.getLogger(__name__)
 #: How often the history of devices gone quiet is looked at (a look at every device):
 #: a device that stops is final about WorkerConfig.history_quiet + this after its last sample.
 HISTORY_S = 0.25
+#: How often places for display-only updates between windows follow the loop's load.
+BETWEEN_PLACES_S = 1.0
 
 
 class OutputEdge:
@@ -239,12 +242,22 @@ def run_edge(
             next_print[0] = now + o.print_every
             o.printer(format_stats(stats.to_dict()))
 
+    def fit_between(now: float) -> None:
+        # the loop's own CPU time (this thread's) over wall time: how much of a core it needs
+        cpu = time.thread_time()
+        busy = (cpu - loop_clock[0]) / max(now - loop_clock[1], 1e-9)
+        loop_clock[:] = [cpu, now]
+        for core in cores():
+            core.fit_between(busy)
+
     now = time.monotonic()
+    loop_clock = [time.thread_time(), now]
     last: list[WorkerStats | None] = [None]
     next_print = [now + o.print_every]
     chores.every("signals", CHORES_S, outputs, first=now + CHORES_S)
     chores.every("eviction", IDLE_SWEEP_S, transport.evict_idle, first=now + IDLE_SWEEP_S)
     chores.every("history", HISTORY_S, history, first=now + HISTORY_S)
+    chores.every("between places", BETWEEN_PLACES_S, fit_between, first=now + BETWEEN_PLACES_S)
     if o.personal is not None and o.router is not None:
         personal, router = o.personal, o.router
         drops = o.registry_drops if o.registry_drops is not None else Counter()

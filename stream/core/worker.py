@@ -41,9 +41,11 @@ bounded: windows waiting for inference (oldest dropped, counted as
 never completed a window; only when all have is a new one refused as
 ``devices_full``).
 
-Display-only updates between windows go to at most ``between_devices``
-waist-mode devices at a time (:class:`BetweenPlaces`: first come, first
-served; a device that leaves frees its place); the others cost nothing extra.
+Display-only updates between windows go to ``between_devices`` waist-mode
+devices at a time (:class:`BetweenPlaces`: first come, first served; a device
+that leaves frees its place), and to more while the worker's loop has room
+(:meth:`StreamCore.fit_between`, :mod:`~harstream.stream.core.headroom`); the
+others cost nothing extra.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ from harstream.stream.core.barometer import PRESSURE_REASONS
 from harstream.stream.core.batch_push import push_both
 from harstream.stream.core.decoder import window_motion
 from harstream.stream.core.device_windows import DeviceWindows
+from harstream.stream.core.headroom import Headroom
 from harstream.stream.core.history import History, HistorySettings, Piece, history_params
 from harstream.stream.core.incarnation import (
     DUPLICATE,
@@ -222,8 +225,10 @@ class WorkerConfig:
     # from the window it follows by more than these is labelled by the model (the model's
     # grid's windows as its context) and the display decoder's peek at it is published as a
     # prediction with ``between`` set (never in the history); the others cost only their cut.
-    # At most this many devices have them at a time (BetweenPlaces); 0 = off, None = every one.
+    # At least this many devices have them at a time (BetweenPlaces); 0 = off, None = every one.
+    # More while the worker's loop has room (between_headroom; None: exactly this many).
     between_devices: int | None = 256
+    between_headroom: Headroom | None = Headroom()
     between_motion: float = 0.03  # g of mean body-acceleration magnitude
     between_turn: float = 10.0  # degrees between the gravity directions
 
@@ -292,25 +297,29 @@ class BetweenPlaces:
     """Which devices have display-only updates between windows: at most
     ``limit`` at a time (None: no limit), first come first served. A device
     asks when a run of its stream starts (its offset grid is placed from the
-    run's first sample) and keeps its place over later runs; one that leaves
-    (evicted, forgotten, moved off waist mode) frees it for the next to ask.
-    A refused device waits, counted once, and asks again at its next run.
+    run's first sample) and keeps its place over later runs unless the place is
+    taken back (:meth:`resize`, newest first); one that leaves (evicted,
+    forgotten, moved off waist mode) frees it for the next to ask. A refused
+    device waits, counted once, and asks again at its next run.
 
     >>> places = BetweenPlaces(2)
     >>> [places.ask(d) for d in ("a", "b", "c")]
     [True, True, False]
     >>> places.free("a")
     >>> places.ask("d"), places.ask("c"), places.stats()
-    (True, False, {'devices': 2, 'limit': 2, 'refused': 1, 'waiting': 1})
+    (True, False, {'devices': 2, 'limit': 2, 'refused': 1, 'waiting': 1, 'taken_back': 0})
+    >>> places.resize(1), places.stats()["taken_back"]
+    (['d'], 1)
     """
 
-    __slots__ = ("limit", "holders", "waiting", "refused")
+    __slots__ = ("limit", "holders", "waiting", "refused", "taken_back")
 
     def __init__(self, limit: int | None):
         self.limit = limit
-        self.holders: set[str] = set()  # devices with a place
+        self.holders: dict[str, None] = {}  # devices with a place, oldest first
         self.waiting: set[str] = set()  # devices refused one, still here
         self.refused = 0  # devices refused a place since start (once per wait)
+        self.taken_back = 0  # places taken back since start
 
     def ask(self, device: str) -> bool:
         """Whether ``device`` has a place, taking a free one if it has none."""
@@ -322,21 +331,35 @@ class BetweenPlaces:
                 self.refused += 1
             return False
         self.waiting.discard(device)
-        self.holders.add(device)
+        self.holders[device] = None
         return True
 
     def free(self, device: str) -> None:
         """``device`` leaves: its place (or its wait) ends."""
-        self.holders.discard(device)
+        self.holders.pop(device, None)
         self.waiting.discard(device)
 
+    def resize(self, limit: int | None) -> list[str]:
+        """Set the limit; the holders past it lose their places, newest first
+        (returned; they wait and ask again at their next run)."""
+        self.limit = limit
+        over = len(self.holders) - limit if limit is not None else 0
+        gone = list(self.holders)[::-1][: max(over, 0)]
+        for device in gone:
+            del self.holders[device]
+            self.waiting.add(device)
+        self.taken_back += len(gone)
+        return gone
+
     def stats(self) -> dict:
-        """Devices with a place now, the limit, devices refused one since start, those still waiting."""
+        """Devices with a place now, the limit, devices refused one since start,
+        those still waiting, places taken back since start."""
         return {
             "devices": len(self.holders),
             "limit": self.limit,
             "refused": self.refused,
             "waiting": len(self.waiting),
+            "taken_back": self.taken_back,
         }
 
 
@@ -487,6 +510,7 @@ class StreamCore:
         self._pending_high_water = 0
         self._history: list[HistoryUpdate] = []  # revisions waiting to be published
         self.between_places = BetweenPlaces(self.config.between_devices)  # who has display-only updates between windows
+        self.loop_busy: float | None = None  # the edge loop's share of a core, last measured (fit_between)
         self.today = DayTotals(self.config.max_devices)
         self.started: float | None = None
         # The output bus's subscriptions: only devices whose signal topic someone
@@ -1083,6 +1107,24 @@ class StreamCore:
             if state.history.pending and now - state.incarnation.last_seen > quiet:
                 self._revise(state, state.history.settle())
 
+    def fit_between(self, busy: float) -> list[str]:
+        """Give or take back places for display-only updates between windows by
+        how ``busy`` the worker's loop was (its share of one core over the last
+        period), as ``config.between_headroom`` says; the devices that lost
+        theirs are returned (they stop cutting the offset grid at once)."""
+        cfg = self.config
+        self.loop_busy = round(busy, 3) if math.isfinite(busy) else None
+        if cfg.between_headroom is None or not cfg.between_devices:  # fixed, off (0) or every device (None)
+            return []
+        places = self.between_places
+        gone = places.resize(cfg.between_headroom.limit(len(places.holders), busy, cfg.between_devices))
+        for name in gone:
+            device = self.devices.get(name)
+            if device is not None:
+                device.between = False
+                device.windows.stop_between()
+        return gone
+
     def evict_idle(self, now: float) -> list[str]:
         """Forget devices silent for longer than ``idle_timeout`` (one log line
         per sweep); first settle the history of those quiet for ``history_quiet``."""
@@ -1194,7 +1236,9 @@ class StreamCore:
             models=self.router.describe(Counter(stats_key(d.served) for d in self.devices.values())),
             modes=dict(Counter(d.served.mode for d in self.devices.values())),
             worker=self.worker_id,
-            between=self.between_places.stats() if self.config.between_devices != 0 else None,
+            between={**self.between_places.stats(), "loop_busy": self.loop_busy}
+            if self.config.between_devices != 0
+            else None,
         )
         self._last_stats = (now, Counter(self.totals))
         self._latencies, self._lags, self._batch_sizes = [], [], []
@@ -1244,6 +1288,7 @@ def format_stats(stats: dict | WorkerStats) -> str:
     if s.between is not None:
         b = s.between
         line += f" between={b.get('devices')}/{'all' if b.get('limit') is None else b.get('limit')} refused={b.get('refused')}"
+        line += f" taken_back={b.get('taken_back', 0)}"
     if s.broker is not None:
         line += (
             f" broker={'up' if s.broker.get('up') else 'DOWN'} partitions={s.broker.get('partitions')} "
