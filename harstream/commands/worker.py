@@ -376,12 +376,27 @@ class ModelLoadError(Exception):
 
 def display_maker(args: argparse.Namespace):
     """``(classes, metadata) -> display factory`` for ``--display`` (None: the
-    core's moving average of ``--smooth`` windows)."""
+    core's moving average of ``--smooth`` windows). A model whose metadata
+    carries no decoder is shown window by window, and the start-up line says
+    which model that is (several are served at once)."""
+    from harstream.models.artifact import model_id_of
     from harstream.stream.core.decoder import display_for
+    from harstream.stream.core.smoothing import Smoother
 
     if args.display != "decoder" or args.runtime == "none":
         return None
-    return lambda classes, meta: display_for(classes, meta.get("decoder"), args.threshold)
+
+    def make(classes: list[str], meta: dict):
+        if meta.get("decoder") is None and "architecture" in meta:  # a shared model (a personal head: its own)
+            print(
+                f"worker: model {model_id_of(meta)} carries no display decoder: "
+                "its devices are shown each window's own label",
+                flush=True,
+            )
+            return lambda: Smoother(classes, windows=1, threshold=args.threshold)
+        return display_for(classes, meta.get("decoder"), args.threshold)
+
+    return make
 
 
 def load_served(path: str | None, mode: str, args: argparse.Namespace):
