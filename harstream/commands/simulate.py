@@ -49,7 +49,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="start only once N subscriptions reached the socket (at most 10 s)",
     )
     add_keys(parser)
-    parser.add_argument("--hwm", type=HWM, default=100_000, help="send high-water mark in messages")
+    parser.add_argument("--hwm", type=HWM, default=100_000, help="send high-water mark in messages (default 100000)")
     parser.add_argument(
         "--pressure",
         type=Number(float, 0.1, 100.0),
@@ -76,7 +76,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "and print what each phone was sent back",
     )
     parser.add_argument(
-        "--phone-rate", type=Number(float, 10.0, 500.0), default=100.0, help="with --gateway: each phone's rate (Hz)"
+        "--phone-rate",
+        type=Number(float, 10.0, 500.0),
+        default=100.0,
+        help="with --gateway: each phone's rate (Hz; default 100)",
     )
     parser.add_argument(
         "--no-tail-replay",

@@ -157,12 +157,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_THRESHOLD,
         help="smoothed probability below which the activity is 'unknown' (default %(default)s)",
     )
-    parser.add_argument("--idle-timeout", type=SECONDS, default=30.0, help="seconds before a silent device is evicted")
+    parser.add_argument(
+        "--idle-timeout", type=SECONDS, default=30.0, help="seconds before a silent device is evicted (default 30)"
+    )
     parser.add_argument(
         "--signal-interval",
         type=SECONDS_OR_OFF,
         default=0.5,
-        help="seconds between decimated signal messages per device (0 = off)",
+        help="seconds between decimated signal messages per device (0 = off; default 0.5)",
     )
     add_broker(
         parser,
@@ -237,7 +239,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="serve a staged context model in one piece (every window's features computed for "
         "each decision it is part of) instead of its features once per window; for comparison",
     )
-    parser.add_argument("--stats-every", type=STATS_EVERY, default=5.0, help="seconds between printed stats lines")
+    parser.add_argument(
+        "--stats-every", type=STATS_EVERY, default=5.0, help="seconds between printed stats lines (default 5)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
