@@ -37,10 +37,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--devices",
         type=COUNT,
         default=None,
-        help="number of concurrent devices, cycling the sessions with different start offsets",
+        help="number of concurrent devices, cycling the sessions with different start offsets "
+        "(default: one per session)",
     )
     parser.add_argument("--publish", default=None, help=endpoint_help("ingest", "connect"))
-    parser.add_argument("--duration", type=SECONDS, default=None, help="stop after this many seconds")
+    parser.add_argument(
+        "--duration",
+        type=SECONDS,
+        default=None,
+        help="stop after this many seconds (with --gateway: each phone's first SECONDS of its session; "
+        "default: when the sessions end, never with --loop)",
+    )
     parser.add_argument(
         "--wait",
         type=Number(int, 0, 100_000),
