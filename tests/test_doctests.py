@@ -14,6 +14,7 @@ def modules_with_examples() -> list[str]:
     names = []
     for package in (
         "harstream",
+        "harstream.commands",
         "harstream.stream",
         "harstream.stream.core",
         "harstream.stream.bus",

@@ -68,7 +68,7 @@ SPEED = Number(float, 0, 1000, low_open=True)  # times real time
 RATE = Number(float, 0, 1e7, low_open=True)  # per second
 COUNT = Number(int, 1, 10**12)  # a number of things, at least one
 PARTITIONS = Number(int, 1, 1024)
-SUBJECT = Number(int, 1, 10**6)
+SUBJECT = Number(int, 0, 10**6)  # 0: a CSV recording with no subject column or _userNN name
 SEED = Number(int, 0, 2**32 - 1)
 EPOCHS = Number(int, 1, 100_000)
 HWM = Number(int, 1, 10**8)  # messages queued per peer before ZeroMQ drops

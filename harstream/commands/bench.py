@@ -8,6 +8,7 @@ table ready for docs/BENCHMARKS.md.
 from __future__ import annotations
 
 import argparse
+import copy
 import importlib
 
 BENCHMARKS = {
@@ -29,10 +30,27 @@ BENCHMARKS = {
 def configure(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True)
     for name, help_text in BENCHMARKS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        p = sub.add_parser(name, help=help_text, description=help_text, formatter_class=DefaultsShown)
         # Benchmark modules import only argparse at module level; the heavy
         # imports happen inside run().
         _module(name).configure(p)
+
+
+class DefaultsShown(argparse.HelpFormatter):
+    """Help that shows every option's default (a benchmark's settings are its
+    figures' conditions), unless the option's help already says it."""
+
+    def _format_action(self, action: argparse.Action) -> str:
+        default = action.default
+        if (
+            action.option_strings
+            and default not in (None, False, argparse.SUPPRESS)
+            and "default" not in (action.help or "")
+        ):
+            shown = " ".join(map(str, default)) if isinstance(default, list | tuple) else str(default)
+            action = copy.copy(action)
+            action.help = f"{action.help or ''} (default {shown.replace('%', '%%')})".strip()
+        return super()._format_action(action)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -28,7 +28,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--retention", type=Number(float, 10, 86_400), default=60.0, help="seconds of log kept (default 60)"
     )
-    parser.add_argument("--stats-every", type=STATS_EVERY, default=5.0, help="seconds between printed stats lines")
+    parser.add_argument(
+        "--stats-every", type=STATS_EVERY, default=5.0, help="seconds between printed stats lines (default 5)"
+    )
     add_keys(parser)
 
 

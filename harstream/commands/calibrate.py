@@ -10,6 +10,13 @@ the device's own parameters over the shared placement-free model). An
 ``--out`` of the old form, ``x.keras`` (or ``x.json``, or ``x``), writes
 ``x.personal.json`` beside it and says so.
 
+``--device`` is the id the worker sees the device by (a phone through the
+gateway: ``phone:<its id>``). Without it, a folder the /phone page wrote
+(``runs/calibration/<device folder>/``) names its device in ``device.txt``,
+so ``harstream calibrate --data runs/calibration/<device folder> --out
+runs/personal/<device folder>.personal.json`` refits the page's takes for the
+same phone; any other folder gives its own name, with a warning.
+
 ``--data`` is a CSV file or a folder of CSV files of ONE device in the format
 of docs/recordings.md, with a ``label`` column naming the activity (any
 subset of walking, upstairs, downstairs, sitting, standing, lying). Each
@@ -31,6 +38,9 @@ from pathlib import Path
 
 from harstream.commands._options import Number
 
+#: Beside a device's calibration CSVs the gateway writes its bus id in this file.
+DEVICE_FILE = "device.txt"
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, metavar="DIR", help="labelled CSV file or folder of one device")
@@ -41,7 +51,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="where to write the personal model (x.keras or x.json become x.personal.json)",
     )
     parser.add_argument(
-        "--device", default=None, help="device name in the metadata (default: the --data folder's name)"
+        "--device",
+        default=None,
+        metavar="ID",
+        help="the device's id on the bus, which the worker serves the model to (a phone through the gateway: "
+        "phone:<its id>; default: the device.txt the /phone page writes beside its CSVs, else the --data "
+        "folder's name, with a warning)",
     )
     parser.add_argument(
         "--base", default=None, metavar="PATH.keras", help="placement-free base model (default: the shipped any.keras)"
@@ -58,6 +73,31 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="DEG",
         help="a still device farther than this from every calibrated posture shows plain STILL (default 30)",
+    )
+
+
+def calibration_device(data: str | Path, given: str | None) -> tuple[str, str | None]:
+    """The device a calibration of ``data`` is for, and a warning when it was
+    guessed: ``given`` (``--device``); else the ``device.txt`` the gateway
+    writes beside a device's calibration CSVs (its bus id, so a refit by hand
+    serves the same phone); else the folder's (or the file's) name, which no
+    phone on the gateway has (those are ``phone:<id>``).
+
+    >>> calibration_device("runs/calibration/x", "phone:pixel-7")
+    ('phone:pixel-7', None)
+    """
+    if given is not None:
+        return given, None
+    path = Path(data)
+    folder = path if path.is_dir() else path.parent
+    note = folder / DEVICE_FILE
+    if note.is_file() and note.stat().st_size <= 256:
+        return note.read_text(encoding="utf-8", errors="replace").strip(), None
+    name = path.resolve().stem
+    return name, (
+        f"calibrate: no --device and no {DEVICE_FILE} in {folder}: the model is for device {name!r}, "
+        "the --data folder's name; give --device with the id the worker sees (a phone through the gateway: "
+        "phone:<its id>)"
     )
 
 
@@ -83,12 +123,15 @@ def run(args: argparse.Namespace) -> int:
     from harstream.stream.personal.model_file import personal_file_name
 
     out = Path(args.out)
-    device = args.device or Path(args.data).resolve().stem
+    device, guessed = calibration_device(args.data, args.device)
     try:
         check_device_id(device)
     except ProtocolError as exc:
-        print(f"--device {device[:60]!r}: {exc.detail}", file=sys.stderr)
+        where = "--device" if args.device is not None else f"{Path(args.data)} ({DEVICE_FILE} or folder name)"
+        print(f"{where} {device[:60]!r}: {exc.detail}", file=sys.stderr)
         return 2
+    if guessed:
+        print(guessed, file=sys.stderr)
     try:
         dataset = load_csv(args.data)
         base = load_artifact(args.base or ANY_MODEL)
@@ -116,5 +159,5 @@ def run(args: argparse.Namespace) -> int:
     path = save_personal(fit, out, device, base, command=command)
     if path != out:
         print(f"--out {out}: a personal model is {personal_file_name(out).name} now (JSON parameters, not Keras)")
-    print(f"wrote {path} (classes {', '.join(fit.classes)}; fitted in {fit.seconds:.1f} s)")
+    print(f"wrote {path} for device {device} (classes {', '.join(fit.classes)}; fitted in {fit.seconds:.1f} s)")
     return 0

@@ -83,10 +83,13 @@ def describe_dataset(dataset: Dataset, layout: str, sessions: bool = False) -> s
         name = f"{label:>3} {label_name(label)}"
         lines.append(f"{name:<26}{counts[label]:>12,}{counts[label] / max(total, 1):>9.1%}")
     if sessions:
-        lines += ["", f"{'session':<26}{'subject':>9}{'samples':>12}{'duration':>10}{'labelled':>10}"]
+        width = max([26, *(len(r.name) + 1 for r in dataset.recordings)])  # a long file name keeps its columns
+        lines += ["", f"{'session':<{width}}{'subject':>9}{'samples':>12}{'duration':>10}{'labelled':>10}"]
         for r in recs:
             labelled = float((r.labels >= 1).mean()) if len(r) else 0.0
-            lines.append(f"{r.name:<26}{r.subject:>9}{len(r):>12,}{_duration(len(r) / r.rate):>10}{labelled:>10.0%}")
+            lines.append(
+                f"{r.name:<{width}}{r.subject:>9}{len(r):>12,}{_duration(len(r) / r.rate):>10}{labelled:>10.0%}"
+            )
     return "\n".join(lines)
 
 

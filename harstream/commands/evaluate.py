@@ -133,7 +133,7 @@ def run_artifact(args: argparse.Namespace) -> int:
     same_source = trained_on.get("sha256") == data.sha256
     intro = [
         f"Model `{artifact.model_id}` ({_display(artifact.path)}), architecture {meta.get('architecture')}, "
-        f"{meta.get('epochs')} epochs, seed {meta.get('seed')}, trained on {meta.get('windows', {}).get('train', 0):,} windows "
+        f"{_training(meta)}, seed {meta.get('seed')}, trained on {meta.get('windows', {}).get('train', 0):,} windows "
         f"of `{trained_on.get('source')}`.",
         "",
         f"Evaluated on {len(data.test):,} windows of held-out subjects "
@@ -262,3 +262,17 @@ def run(args: argparse.Namespace) -> int:
     except argparse.ArgumentTypeError as exc:
         print(f"harstream evaluate: {exc}", file=sys.stderr)
         return 2
+
+
+def _training(meta: dict) -> str:
+    """How a model was trained, for the report's first line: epochs for a
+    network, none for a model fitted in closed form (an SVM records 1).
+
+    >>> _training({"architecture": "lstm", "epochs": 15})
+    '15 epochs'
+    >>> _training({"architecture": "svm-C1-context1-2-4", "epochs": 1, "recipe": {"architecture": "svm"}})
+    'fitted in closed form'
+    """
+    if (meta.get("recipe") or {}).get("architecture") == "svm" or str(meta.get("architecture", "")).startswith("svm"):
+        return "fitted in closed form"
+    return f"{meta.get('epochs')} epochs"

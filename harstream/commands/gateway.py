@@ -72,25 +72,32 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=50.0,
         help="new connections/s per client address (default 50, bursts of 4 s worth)",
     )
-    parser.add_argument("--idle-timeout", type=SECONDS, default=30.0, help="close connections silent this long (s)")
+    parser.add_argument(
+        "--idle-timeout", type=SECONDS, default=30.0, help="close connections silent this long (s; default 30)"
+    )
     parser.add_argument(
         "--open-timeout",
         type=SECONDS,
         default=10.0,
-        help="a request head, or a whole POST body, must arrive within this (s)",
+        help="a request head, or a whole POST body, must arrive within this (s; default 10)",
     )
-    parser.add_argument("--max-errors", type=COUNT, default=20, help="refused messages before a WebSocket is closed")
+    parser.add_argument(
+        "--max-errors", type=COUNT, default=20, help="refused messages before a WebSocket is closed (default 20)"
+    )
     parser.add_argument(
         "--write-timeout",
         type=SECONDS,
         default=10.0,
-        help="cut off a client that reads nothing this long while data waits for it (s)",
+        help="cut off a client that reads nothing this long while data waits for it (s; default 10)",
     )
     parser.add_argument(
-        "--max-gap", type=Number(float, 0, 60, low_open=True), default=0.5, help="silence (s) that starts a new segment"
+        "--max-gap",
+        type=Number(float, 0, 60, low_open=True),
+        default=0.5,
+        help="silence (s) that starts a new segment (default 0.5)",
     )
     parser.add_argument(
-        "--stats-interval", type=SECONDS_OR_OFF, default=5.0, help="seconds between stats log lines (0: off)"
+        "--stats-interval", type=SECONDS_OR_OFF, default=5.0, help="seconds between stats log lines (0: off; default 5)"
     )
     parser.add_argument(
         "--calibration-dir",

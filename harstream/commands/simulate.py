@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from harstream.commands._options import COUNT, HWM, SECONDS, SUBJECT, Number, add_keys, check_endpoints, endpoint_help
 
@@ -13,9 +14,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
         type=SUBJECT,
         nargs="+",
         metavar="S",
-        help="subjects whose sessions to replay (default: the held-out test subjects 2 4 9 10 12 13 18 20 24)",
+        help="subjects whose sessions to replay (default: the held-out test subjects 2 4 9 10 12 13 18 20 24; "
+        "a CSV without a subject column or _userNN in its name is subject 0)",
     )
-    parser.add_argument("--source", default=None, help="recording source (default: the embedded HAPT data)")
+    parser.add_argument(
+        "--source",
+        default=None,
+        help="recording source: a HAPT RawData folder, a CSV file or folder (docs/recordings.md) "
+        "(default: the embedded HAPT data)",
+    )
     parser.add_argument(
         "--speed",
         type=Number(float, 0, 1000),
@@ -30,10 +37,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--devices",
         type=COUNT,
         default=None,
-        help="number of concurrent devices, cycling the sessions with different start offsets",
+        help="number of concurrent devices, cycling the sessions with different start offsets "
+        "(default: one per session)",
     )
     parser.add_argument("--publish", default=None, help=endpoint_help("ingest", "connect"))
-    parser.add_argument("--duration", type=SECONDS, default=None, help="stop after this many seconds")
+    parser.add_argument(
+        "--duration",
+        type=SECONDS,
+        default=None,
+        help="stop after this many seconds (with --gateway: each phone's first SECONDS of its session; "
+        "default: when the sessions end, never with --loop)",
+    )
     parser.add_argument(
         "--wait",
         type=Number(int, 0, 100_000),
@@ -42,7 +56,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="start only once N subscriptions reached the socket (at most 10 s)",
     )
     add_keys(parser)
-    parser.add_argument("--hwm", type=HWM, default=100_000, help="send high-water mark in messages")
+    parser.add_argument("--hwm", type=HWM, default=100_000, help="send high-water mark in messages (default 100000)")
     parser.add_argument(
         "--pressure",
         type=Number(float, 0.1, 100.0),
@@ -69,7 +83,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "and print what each phone was sent back",
     )
     parser.add_argument(
-        "--phone-rate", type=Number(float, 10.0, 500.0), default=100.0, help="with --gateway: each phone's rate (Hz)"
+        "--phone-rate",
+        type=Number(float, 10.0, 500.0),
+        default=100.0,
+        help="with --gateway: each phone's rate (Hz; default 100)",
     )
     parser.add_argument(
         "--no-tail-replay",
@@ -84,12 +101,16 @@ def run(args: argparse.Namespace) -> int:
     from harstream.commands._running import bus_errors, stop_on_signals
     from harstream.simulator.replay import ReplaySchedule, devices_for, replay
     from harstream.stream.bus.addresses import ingest_address
-    from harstream.stream.data.recordings import UCI_TEST_SUBJECTS, load_dataset
+    from harstream.stream.data.recordings import UCI_TEST_SUBJECTS, RecordingError, load_dataset
 
     check_endpoints("simulate", args.keys, ("--publish", args.publish or ingest_address(), "connect"))
 
     subjects = args.subjects or list(UCI_TEST_SUBJECTS)
-    dataset = load_dataset(args.source)
+    try:
+        dataset = load_dataset(args.source)
+    except RecordingError as exc:  # a bad file: said in one line, as `harstream data` says it
+        print(f"harstream simulate: {exc}", file=sys.stderr)
+        return 2
     recordings = dataset.of_subjects(subjects)
     if not recordings:
         raise SystemExit(
@@ -124,7 +145,9 @@ def run(args: argparse.Namespace) -> int:
             keys=args.keys,
             tail_replay=args.tail_replay,
             meta={"placement": args.placement} if args.placement else None,
-            stream_clock=args.pressure is not None,
+            # a barometer's readings keep their spacing against the samples at any --speed:
+            # a simulated one, or a recording's own (a CSV's pressure_hpa column)
+            stream_clock=any(rec.pressure is not None for rec in recordings),
             stop=stop_on_signals(),
             printer=lambda line: print(line, flush=True),
         )

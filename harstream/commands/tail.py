@@ -41,10 +41,14 @@ def format_piece(device: str, piece: dict, as_json: bool) -> str:
 
 
 def format_prediction(p) -> str:
-    """One terminal line per prediction."""
+    """One terminal line per prediction: the label shown, its confidence, the
+    window's own label, and for a replay its truth, marked ``ok`` or ``≠``
+    (not marked where the recording has no label there: truth ``unknown``)."""
+    from harstream.stream.core.activities import UNKNOWN
+
     conf = max(p.smoothed_probs) if p.smoothed_probs else 0.0
     truth = f"  truth {p.truth}" if p.truth else ""
-    mark = "" if not p.truth else ("  ok" if p.truth == p.smoothed else "  ≠")
+    mark = "" if not p.truth or p.truth == UNKNOWN else ("  ok" if p.truth == p.smoothed else "  ≠")
     return (
         f"{p.device:<20} #{p.window:<5} {p.smoothed:<18} {conf:5.2f}  (raw {p.label}){truth}{mark}"
         f"  {p.latency_ms:.1f} ms"
@@ -61,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
     from harstream.stream.core.worker import format_stats
 
     if args.json and not args.final:
-        raise SystemExit("tail: --json goes with --final")
+        print("harstream tail: --json goes with --final (one JSON object per final piece)", file=sys.stderr)
+        return 2
     kind = b"h/" if args.final else b"p/"
     topics = [kind + (device.encode() + b"/" if device else b"") for device in args.device or [""]]
     if args.stats:

@@ -100,8 +100,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     add_data_arguments(parser)
     parser.add_argument("--epochs", type=EPOCHS, default=None, help=f"default: the architecture's ({_epochs_help()})")
-    parser.add_argument("--batch-size", type=Number(int, 1, 65_536), default=64)
-    parser.add_argument("--seed", type=SEED, default=0)
+    parser.add_argument("--batch-size", type=Number(int, 1, 65_536), default=64, help="windows per step (default 64)")
+    parser.add_argument("--seed", type=SEED, default=0, help="initialisation, shuffling and augmentation (default 0)")
     parser.add_argument(
         "--context",
         default=None,

@@ -166,12 +166,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_THRESHOLD,
         help="smoothed probability below which the activity is 'unknown' (default %(default)s)",
     )
-    parser.add_argument("--idle-timeout", type=SECONDS, default=30.0, help="seconds before a silent device is evicted")
+    parser.add_argument(
+        "--idle-timeout", type=SECONDS, default=30.0, help="seconds before a silent device is evicted (default 30)"
+    )
     parser.add_argument(
         "--signal-interval",
         type=SECONDS_OR_OFF,
         default=0.5,
-        help="seconds between decimated signal messages per device (0 = off)",
+        help="seconds between decimated signal messages per device (0 = off; default 0.5)",
     )
     add_broker(
         parser,
@@ -246,7 +248,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="serve a staged context model in one piece (every window's features computed for "
         "each decision it is part of) instead of its features once per window; for comparison",
     )
-    parser.add_argument("--stats-every", type=STATS_EVERY, default=5.0, help="seconds between printed stats lines")
+    parser.add_argument(
+        "--stats-every", type=STATS_EVERY, default=5.0, help="seconds between printed stats lines (default 5)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -387,12 +391,27 @@ class ModelLoadError(Exception):
 
 def display_maker(args: argparse.Namespace):
     """``(classes, metadata) -> display factory`` for ``--display`` (None: the
-    core's moving average of ``--smooth`` windows)."""
+    core's moving average of ``--smooth`` windows). A model whose metadata
+    carries no decoder is shown window by window, and the start-up line says
+    which model that is (several are served at once)."""
+    from harstream.models.artifact import model_id_of
     from harstream.stream.core.decoder import display_for
+    from harstream.stream.core.smoothing import Smoother
 
     if args.display != "decoder" or args.runtime == "none":
         return None
-    return lambda classes, meta: display_for(classes, meta.get("decoder"), args.threshold)
+
+    def make(classes: list[str], meta: dict):
+        if meta.get("decoder") is None and "architecture" in meta:  # a shared model (a personal head: its own)
+            print(
+                f"worker: model {model_id_of(meta)} carries no display decoder: "
+                "its devices are shown each window's own label",
+                flush=True,
+            )
+            return lambda: Smoother(classes, windows=1, threshold=args.threshold)
+        return display_for(classes, meta.get("decoder"), args.threshold)
+
+    return make
 
 
 def load_served(path: str | None, mode: str, args: argparse.Namespace):
