@@ -15,6 +15,7 @@ def modules_with_examples() -> list[str]:
     for package in (
         "harstream",
         "harstream.commands",
+        "harstream.bench",
         "harstream.stream",
         "harstream.stream.core",
         "harstream.stream.bus",

@@ -19,6 +19,7 @@ device-seconds served per CPU-second.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterable
 
 from harstream.commands._options import PARTITIONS, SECONDS, SECONDS_OR_OFF, Number
 
@@ -147,8 +148,8 @@ def paths_row(bus: dict, durable: dict) -> str:
 HEADER = (
     "| devices | workers | offered samples/s | taken samples/s | windows/s | batch mean | latency p50 / p99 ms "
     "| worst 1-s p99 ms | lag p50 / p99 ms | drops (sim / worker) | worker CPU (cores) | device-s per worker CPU-s "
-    "| simulator CPU | load avg | keeps up |\n"
-    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    "| simulator CPU | load avg | between places / taken back | keeps up |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 )
 
 
@@ -158,7 +159,7 @@ def row(r: dict) -> str:
         f"| {r['batch']:.1f} | {r['lat50']:.1f} / {r['lat99']:.1f} | {r['lat99max']:.1f} "
         f"| {r['lag50']:.0f} / {r['lag99']:.0f} | {r['sim_drops']} / {r['worker_drops']} | {r['worker_cpu']:.2f} "
         f"| {r['taken'] / 50 / r['worker_cpu'] if r['worker_cpu'] > 0 else float('nan'):,.0f} | {r['sim_cpu']:.2f} "
-        f"| {r['load']:.1f} "
+        f"| {r['load']:.1f} | {r.get('between', 'off')} "
         f"| {'yes' if r['ok'] else 'no'} |"
     )
 
@@ -440,4 +441,20 @@ def measure(
         "durable": durable,
         "path_cpu": sum(path_parts.values()),  # every process of the path: workers (+ proxy | bridge + redis)
         "path_parts": path_parts,
+        # display-only updates between windows, as the workers' last stats said (places now, taken back, loop busy)
+        "between": between_places(last.values()),
     }
+
+
+def between_places(stats: Iterable[dict]) -> str:
+    """``devices with a place / taken back, loop busy`` over the workers' last
+    stats; ``off`` when no worker gives updates between windows.
+
+    >>> between_places([{"between": {"devices": 700, "taken_back": 40, "loop_busy": 0.81}}, {"between": None}])
+    '700 / 40, busy 0.81'
+    """
+    places = [s["between"] for s in stats if s.get("between")]
+    if not places:
+        return "off"
+    busy = "/".join(f"{b['loop_busy']:.2f}" if b.get("loop_busy") is not None else "?" for b in places)
+    return f"{sum(b['devices'] for b in places)} / {sum(b.get('taken_back', 0) for b in places)}, busy {busy}"

@@ -106,10 +106,12 @@ def any_target(model: Path | None = None) -> Target:
     """The placement-free model: its recipe (read back from the artifact's
     architecture label) on the training sessions turned by the rotations its
     own training gave them
-    (:func:`~harstream.models.placement_free.sessions_as_shipped`); each
-    refit also gets its simulated limbs, from the same sessions as recorded."""
+    (:func:`~harstream.models.placement_free.sessions_as_shipped`), read
+    as its device reads them (no rotation rate for a recipe taught without
+    the gyroscope); each refit also gets its simulated limbs, from the same
+    sessions as recorded."""
     from harstream.models.artifact import ANY_MODEL, ArtifactError, load_artifact
-    from harstream.models.placement_free import Recipe, fit_on_sessions, sessions_as_shipped
+    from harstream.models.placement_free import Recipe, as_recipe_reads, fit_on_sessions, sessions_as_shipped
     from harstream.stream.data.recordings import load_embedded
 
     artifact = load_artifact(model or ANY_MODEL)
@@ -133,7 +135,8 @@ def any_target(model: Path | None = None) -> Target:
     def sessions() -> list[Recording]:
         recordings = load_embedded().recordings
         recorded.update({r.name: r for r in recordings})
-        return sessions_as_shipped(recordings, seed)[0]
+        # as the device the recipe is for reads them: one taught without the gyroscope is scored without it
+        return as_recipe_reads(sessions_as_shipped(recordings, seed)[0], recipe)
 
     return Target("any", tuple(artifact.classes), tuple(recipe.context), fit_model, sessions, "decoder_any")
 
