@@ -321,6 +321,21 @@ def test_a_device_id_cannot_be_taken_by_a_second_connection_without_its_key(runn
     asyncio.run(main())
 
 
+def test_a_second_sensor_logger_session_under_a_posting_id_is_told_to_wait_not_to_show_a_key(running_gateway):
+    async def main():
+        async with running_gateway() as (gw, _):
+            readings = jittered(100, time.time(), 1, 1)
+            first = json.dumps(next(sensor_logger_batches(readings, "shared", "session-1"))).encode()
+            second = json.dumps(next(sensor_logger_batches(readings, "shared", "session-2"))).encode()
+            assert (await http_post(gw.port, "/data", first))[0] == 200
+            status, body = await http_post(gw.port, "/data", second)
+            assert status == 409 and "HTTP posts" in body and "use another id or wait" in body, body
+            assert "key" not in body  # Sensor Logger has none to show
+            assert gw.rejects["device_in_use"] == 1
+
+    asyncio.run(main())
+
+
 BAD_MESSAGES = [
     (b"\x00\xffnot json", "json"),
     (b"[1, 2, 3]", "json"),

@@ -66,6 +66,29 @@ class Claim:
     expires: float | None = None  # HTTP leases expire; connections hold until closed
 
 
+def in_use(device: str, held: Claim, now: float, http: bool) -> str:
+    """Why ``device`` cannot be taken, and what the refused sender can do. An
+    HTTP sender (Sensor Logger) shows no key, and an HTTP lease has none to
+    show, so only a WebSocket taking over a connection can use a key.
+
+    >>> in_use("phone:a", Claim("post-1", "k", expires=12.0), now=4.0, http=True)
+    "device 'phone:a' is in use by another sender's HTTP posts (free in 8 s unless they go on); use another id or wait"
+    >>> in_use("phone:a", Claim("conn-1", "k"), now=4.0, http=True)
+    "device 'phone:a' is connected elsewhere; use another id or wait until it disconnects"
+    >>> in_use("phone:a", Claim("conn-1", "k"), now=4.0, http=False)
+    "device 'phone:a' is connected elsewhere; reconnect with its key to take over"
+    """
+    if held.expires is not None:
+        left = max(held.expires - now, 0.0)
+        return (
+            f"device {device!r} is in use by another sender's HTTP posts (free in {left:.0f} s unless they go on); "
+            "use another id or wait"
+        )
+    if http:
+        return f"device {device!r} is connected elsewhere; use another id or wait until it disconnects"
+    return f"device {device!r} is connected elsewhere; reconnect with its key to take over"
+
+
 class ClaimTable:
     """Device id (bus form) → :class:`Claim`."""
 
@@ -101,9 +124,7 @@ class ClaimTable:
         displaced = None
         if held is not None and not (held.expires is not None and held.expires < now):
             if not self.key_matches(device, key):
-                raise FormatError(
-                    "device_in_use", f"device {device!r} is connected elsewhere; reconnect with its key to take over"
-                )
+                raise FormatError("device_in_use", in_use(device, held, now, http=lease is not None))
             displaced = held
         if held is None and len(self._claims) >= self.max_claims:
             self.expire(now)
