@@ -9,7 +9,11 @@ readings cannot be right:
   further beyond the device's previous message than the wall clock has moved
   since (plus ``max_ahead``): far-future timestamps never reach the resampler.
 - ``rate_limit``: more readings per second than the device's budget, summed
-  over all its connections and HTTP sessions.
+  over all its connections and HTTP sessions. The budget starts with
+  :data:`BUDGET_START_S` seconds' worth and keeps what a quiet device does
+  not spend, up to :data:`BUDGET_SAVED_S` seconds' worth: a phone that kept
+  reading into a buffer while its screen was off (or its network was down)
+  flushes the buffer whole, and one that never pauses gets the rate.
 
 Barometer readings ride along: each batch out carries the device's pressure
 readings that came since the previous batch (in the batch's clock), at most
@@ -65,6 +69,11 @@ from harstream.stream.gateway.admission import RateLimit
 from harstream.stream.gateway.phone_formats import FormatError, Readings
 
 MAX_FEEDS = 10_000  # device states kept; beyond this the idle half is forgotten
+#: A new device's reading budget, in seconds of its rate (``max_readings_per_s``).
+BUDGET_START_S = 2.0
+#: The most a quiet device saves for a flush, in seconds of its rate: what a
+#: message may start ahead of the wall clock (``max_ahead``) and a little more.
+BUDGET_SAVED_S = 32.0
 CLOCK_WINDOW_S = 120.0  # readings this close to the gateway's clock are taken as Unix time
 #: Seconds of accelerometer readings with no gyroscope reading before a device is served without one.
 NO_GYRO_AFTER_S = 3.0
@@ -91,7 +100,12 @@ class DeviceFeed:
         self.device = device
         self.resampler = Resampler(max_gap=max_gap)
         self.max_span, self.max_ahead = max_span, max_ahead
-        self.budget = RateLimit(max_readings_per_s, 2 * max_readings_per_s)
+        self.budget = RateLimit(
+            max_readings_per_s,
+            max(BUDGET_SAVED_S, max_ahead + BUDGET_START_S) * max_readings_per_s,
+            start=BUDGET_START_S * max_readings_per_s,
+            now=now,
+        )
         self.offset: float | None = None  # device clock → Unix time
         self._jumps = 0
         self._last_t: float | None = None  # newest reading so far, device clock
@@ -131,7 +145,7 @@ class DeviceFeed:
     def add(self, readings: Readings, now: float) -> list[SampleBatch]:
         """Check, then push readings; return the 50 Hz batches ready to publish."""
         self.check(readings, now)
-        if not self.budget.take(len(readings)):
+        if not self.budget.take(len(readings), now):
             raise FormatError("rate_limit", f"more than {self.budget.rate:g} readings/s for device {self.device!r}")
         self.last_seen = now
         r = self.resampler

@@ -1,0 +1,99 @@
+"""What real phones and watches send that the simulated phones did not: a
+phone that buffers while its screen is off and then flushes, and the other
+habits of real devices and apps. Each case is a real client on a real
+gateway where it can be, else the gateway's own sans-I/O feed with its
+clock passed in."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import numpy as np
+import pytest
+from websockets.asyncio.client import connect
+
+from harstream.stream.gateway.phone_feeds import DeviceFeed
+from harstream.stream.gateway.phone_formats import FormatError, Readings
+
+pytestmark = pytest.mark.timeout(60)
+
+G = 9.80665
+
+
+def _still(t: np.ndarray) -> Readings:
+    """Readings at times ``t`` (s) of a device lying still: 1 g on z, no rotation."""
+    acc = np.tile([0.0, 0.0, 1.0], (len(t), 1))
+    return Readings(t, acc, t.copy(), np.zeros((len(t), 3)))
+
+
+# ------------------------------------------------ a phone that buffers, then flushes
+
+
+def test_a_200_hz_phone_that_buffered_30_s_with_its_screen_off_has_its_flush_kept():
+    """A 200 Hz phone streams 10 s, goes quiet for 30 s (screen off: the app
+    keeps reading into a buffer), then flushes the 30 s in the largest
+    messages the protocol allows (5,000 rows a list). The device spent
+    nothing while quiet; the flush is its own readings, on time, and must be
+    kept whole: no readings refused, no hole, one segment."""
+    now = 1_000_000.0
+    feed = DeviceFeed("phone:pocket", now=now)
+    out = 0
+    for k in range(50):  # 10 s live, 200 ms messages
+        t = now + k * 0.2 + np.arange(40) / 200
+        out += sum(len(b) for b in feed.add(_still(t), now=now + (k + 1) * 0.2))
+    flushed_at = now + 40.0
+    buffered = now + 10.0 + np.arange(30 * 200) / 200
+    for part in np.split(buffered, [5000]):  # 5,000 + 1,000 rows of each sensor
+        out += sum(len(b) for b in feed.add(_still(part), now=flushed_at))
+    assert feed.resampler.segments == 1
+    assert out >= 40 * 50 - 10  # 40 s at 50 Hz, less the resampler's hold
+
+
+def test_a_device_that_floods_still_gets_its_rate_and_no_more():
+    """Readings not spent while quiet are kept for a flush, but a device that
+    never pauses gets the limit's rate: 4,000 readings a second here."""
+    now = 2_000_000.0
+    feed = DeviceFeed("phone:flood", now=now, max_readings_per_s=4000.0)
+    taken = refused = 0
+    for k in range(100):  # 10 s of 2,000 readings every 100 ms: 20,000 a second asked
+        t = now + k * 0.1 + np.arange(1000) * 1e-4
+        try:
+            feed.add(_still(t), now=now + k * 0.1)
+            taken += 2000
+        except FormatError as exc:
+            assert exc.reason == "rate_limit"
+            refused += 1
+    assert refused > 0
+    assert taken <= 8000 + 4000 * 10  # its first 2 s worth, then 4,000 a second
+
+
+def test_a_phone_flushing_its_buffer_through_a_real_gateway_is_not_refused(running_gateway):
+    """The same through a real gateway with a small readings limit (100 a
+    second, so the test takes seconds): 1 s live at 50 Hz, 3 s quiet, then
+    the 3 s buffered sent at once. Before, the bucket held 2 s worth at most
+    and refused the flush as rate_limit."""
+
+    async def main():
+        async with running_gateway(max_readings_per_s=100.0) as (gw, tap):
+            start = time.time()
+            async with connect(f"ws://127.0.0.1:{gw.port}/ws") as ws:
+                await ws.send(json.dumps({"type": "hello", "device": "flush"}))
+                assert json.loads(await ws.recv())["type"] == "welcome"
+
+                def rows(t0: float, n: int) -> list:
+                    t = (t0 + np.arange(n) / 50) * 1000
+                    return np.column_stack([t, np.zeros(n), np.zeros(n), np.ones(n)]).tolist()
+
+                await ws.send(json.dumps({"type": "samples", "acc": rows(start, 50), "gyro": rows(start, 50)}))
+                await asyncio.sleep(3.0)
+                await ws.send(json.dumps({"type": "samples", "acc": rows(start + 1, 150), "gyro": rows(start + 1, 150)}))
+                await ws.send(json.dumps({"type": "hello", "device": "x"}))  # answered: all before it was handled
+                reply = json.loads(await ws.recv())
+                assert reply["reason"] == "order", reply  # not rate_limit
+                got = await tap.collect("phone:flush", 190)
+            assert "rate_limit" not in gw.rejects
+            assert sum(len(b) for b in got) >= 190
+
+    asyncio.run(main())
