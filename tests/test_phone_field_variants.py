@@ -97,3 +97,48 @@ def test_a_phone_flushing_its_buffer_through_a_real_gateway_is_not_refused(runni
             assert sum(len(b) for b in got) >= 190
 
     asyncio.run(main())
+
+
+# ------------------------------------------------ Sensor Logger as the app writes it
+
+
+def _sensor_logger_batch(device: str, message_id: int, t0: float, seconds: float = 1.0) -> dict:
+    """One Sensor Logger push as the app sends it: 100 Hz accelerometer (no
+    gravity), gravity and gyroscope, ``accuracy`` beside ``values``, epoch ns
+    integers, a barometer at about 1 Hz, and sensors we do not read."""
+    payload = []
+    for k in range(int(seconds * 100)):
+        ns = int((t0 + k / 100) * 1e9)
+        for name, xyz in (("accelerometer", (0.01, 0.02, -0.1)), ("gravity", (0.3, 3.5, 9.1)), ("gyroscope", (0.02, -0.01, 0.0))):
+            payload.append({"name": name, "values": dict(zip("zyx", xyz[::-1])), "accuracy": 3, "time": ns})
+    payload.append({"name": "microphone", "time": int(t0 * 1e9), "values": {"dBFS": -47.9}})
+    payload.append({"name": "barometer", "values": {"relativeAltitude": 0.04, "pressure": 1010.4}, "accuracy": 3, "time": int(t0 * 1e9)})
+    return {"messageId": message_id, "sessionId": "c5ae-60-4-95-1917", "deviceId": device, "payload": payload}
+
+
+@pytest.mark.parametrize("pressure", [None, "missing"], ids=["null", "missing"])
+def test_a_sensor_logger_barometer_reading_without_a_number_is_left_out_and_its_batch_kept(pressure, running_gateway):
+    """Sensor Logger is a JavaScript app: JSON.stringify writes a NaN reading
+    as null. A barometer entry whose pressure is null (or absent) is one bad
+    barometer reading: left out and counted as pressure_non_finite, as a NaN
+    in our own protocol is; the second of motion beside it is kept. Before,
+    the whole batch was refused (400, types) and its motion lost."""
+    from test_gateway import http_post
+
+    async def main():
+        async with running_gateway() as (gw, tap):
+            start = time.time() - 2.0
+            for i in range(2):
+                batch = _sensor_logger_batch("sl-null", i, start + i)
+                values = batch["payload"][-1]["values"]
+                if pressure == "missing":
+                    del values["pressure"]
+                else:
+                    values["pressure"] = pressure
+                status, text = await http_post(gw.port, "/data", json.dumps(batch).encode())
+                assert status == 200, text
+            got = await tap.collect("phone:sl-null", 90)
+            assert sum(len(b) for b in got) >= 90
+            assert gw.rejects["pressure_non_finite"] == 2 and "types" not in gw.rejects
+
+    asyncio.run(main())

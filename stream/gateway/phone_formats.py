@@ -269,9 +269,14 @@ def parse_sensor_logger(msg: dict, platform: str = "android") -> Readings:
         if not _is_number(t):
             raise FormatError("types", f"payload[{i}] ({name}): time must be a number (epoch ns)")
         if name == BAROMETER:
-            if not isinstance(values, dict) or not _is_number(values.get("pressure")):
+            if not isinstance(values, dict):
                 raise FormatError("types", f"payload[{i}] (barometer): values must hold pressure, a number (hPa)")
-            barometer.append([float(t) / 1e9, float(values["pressure"])])
+            hpa = values.get("pressure")
+            if hpa is not None and not _is_number(hpa):
+                raise FormatError("types", f"payload[{i}] (barometer): pressure must be a number (hPa)")
+            # null (JavaScript's JSON.stringify writes NaN so) or absent: one reading
+            # that is not a number, left out and counted like a NaN
+            barometer.append([float(t) / 1e9, math.nan if hpa is None else float(hpa)])
             continue
         if not isinstance(values, dict) or not all(_is_number(values.get(k)) for k in "xyz"):
             raise FormatError("types", f"payload[{i}] ({name}): values must be {{x, y, z}} numbers")
