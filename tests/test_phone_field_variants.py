@@ -142,3 +142,54 @@ def test_a_sensor_logger_barometer_reading_without_a_number_is_left_out_and_its_
             assert gw.rejects["pressure_non_finite"] == 2 and "types" not in gw.rejects
 
     asyncio.run(main())
+
+
+# ------------------------------------------------ a device clock that steps forward
+
+
+def _stream(feed: DeviceFeed, now: float, seconds: float, clock_step_at: float, step: float) -> tuple[int, int]:
+    """``seconds`` of 200 ms messages of a 100 Hz phone whose clock steps
+    ``step`` seconds forward at ``clock_step_at``; (samples out, refusals)."""
+    out = refused = 0
+    for k in range(int(seconds / 0.2)):
+        t = now + k * 0.2 + (step if k * 0.2 >= clock_step_at else 0.0) + np.arange(20) / 100
+        try:
+            out += sum(len(b) for b in feed.add(_still(t), now=now + (k + 1) * 0.2))
+        except FormatError as exc:
+            assert exc.reason == "time"
+            refused += 1
+    return out, refused
+
+
+def test_a_phone_clock_that_steps_forward_is_refused_for_seconds_not_for_ever():
+    """A phone's clock set 10 minutes forward (a person setting the clock, a
+    network time correction, a replay that skipped a pause) mid-stream. Its first
+    messages on the new clock are refused (time) as before; once the new
+    clock has run on consistently for a few seconds it is taken as the
+    device's clock, a new segment, pinned to the gateway's clock. Before,
+    every later message was refused: an HTTP (Sensor Logger) phone, which
+    never reconnects, was refused for ever."""
+    now = 3_000_000.0
+    feed = DeviceFeed("phone:stepped", now=now)
+    out, refused = _stream(feed, now, 120.0, clock_step_at=60.0, step=600.0)
+    assert 0 < refused <= 30  # at most about 5 s refused
+    assert out >= 110 * 50
+    assert feed.resampler.segments == 2
+    batches = feed.add(_still(now + 120.0 + 600.0 + np.arange(100) / 100), now=now + 121.0)
+    assert abs(batches[-1].t0 - (now + 120.0)) < 2.0  # bus time follows the gateway's clock, not the stepped one
+
+
+def test_far_future_readings_that_do_not_go_on_stay_refused():
+    """One message a day ahead, then the phone's own clock again: the day-ahead
+    message is refused and the phone streams on in its first segment."""
+    now = 4_000_000.0
+    feed = DeviceFeed("phone:spike", now=now)
+    out = 0
+    for k in range(100):
+        ahead = 86400.0 if k in (50, 51, 52) else 0.0
+        t = now + k * 0.2 + ahead + np.arange(20) / 100
+        try:
+            out += sum(len(b) for b in feed.add(_still(t), now=now + (k + 1) * 0.2))
+        except FormatError as exc:
+            assert exc.reason == "time" and k in (50, 51, 52)
+    assert feed.resampler.segments == 1 + 1  # the 600 ms refused is a hole: one new segment after it

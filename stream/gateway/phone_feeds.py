@@ -8,6 +8,11 @@ readings cannot be right:
 - ``time``: one message spanning more than ``max_span`` seconds, or starting
   further beyond the device's previous message than the wall clock has moved
   since (plus ``max_ahead``): far-future timestamps never reach the resampler.
+  A device clock that stepped forward (set by hand, corrected by network
+  time, a replay that skipped a pause) is refused so only until its readings
+  have gone on from one another for :data:`CLOCK_STEP_CONFIRM_S` seconds of
+  the gateway's clock; then it is taken as the device's clock, like one that
+  jumped back: a new segment, pinned afresh.
 - ``rate_limit``: more readings per second than the device's budget, summed
   over all its connections and HTTP sessions. The budget starts with
   :data:`BUDGET_START_S` seconds' worth and keeps what a quiet device does
@@ -69,6 +74,9 @@ from harstream.stream.gateway.admission import RateLimit
 from harstream.stream.gateway.phone_formats import FormatError, Readings
 
 MAX_FEEDS = 10_000  # device states kept; beyond this the idle half is forgotten
+#: A device clock that stepped forward beyond ``max_ahead`` is taken as the device's clock
+#: once its readings have gone on from one another this long (seconds, gateway clock).
+CLOCK_STEP_CONFIRM_S = 5.0
 #: A new device's reading budget, in seconds of its rate (``max_readings_per_s``).
 BUDGET_START_S = 2.0
 #: The most a quiet device saves for a flush, in seconds of its rate: what a
@@ -123,6 +131,8 @@ class DeviceFeed:
         self._gravity = GravityCheck()
         self.warning: tuple[str, str] | None = None  # (reason, detail) for the edge to send, then clear
         self.warnings = 0  # how many it raised
+        # readings on a clock that stepped forward, refused so far: (first seen, newest reading, last seen)
+        self._step: tuple[float, float, float] | None = None
 
     def check(self, readings: Readings, now: float) -> None:
         """Refuse readings whose times cannot be right (see the module doc); changes nothing."""
@@ -144,9 +154,13 @@ class DeviceFeed:
 
     def add(self, readings: Readings, now: float) -> list[SampleBatch]:
         """Check, then push readings; return the 50 Hz batches ready to publish."""
-        self.check(readings, now)
+        stepped = self._clock_stepped(readings, now)
+        if not stepped:
+            self.check(readings, now)
         if not self.budget.take(len(readings), now):
             raise FormatError("rate_limit", f"more than {self.budget.rate:g} readings/s for device {self.device!r}")
+        if stepped:  # the device's clock now: a new segment, pinned afresh
+            self.restart()
         self.last_seen = now
         r = self.resampler
         first = readings.acc_t[:1] if len(readings.acc_t) else readings.gyro_t[:1]
@@ -180,6 +194,31 @@ class DeviceFeed:
                 out.append(batch)
                 self.samples_out += len(part)
         return out
+
+    def _clock_stepped(self, readings: Readings, now: float) -> bool:
+        """Whether ``readings``, too far ahead of the device's previous message,
+        go on a clock that stepped forward and has run on for
+        :data:`CLOCK_STEP_CONFIRM_S` seconds (see the module doc)."""
+        times = [t for t in (readings.acc_t, readings.gyro_t) if len(t)]
+        if not times or self._last_t is None:
+            return False
+        lo, hi = min(float(t.min()) for t in times), max(float(t.max()) for t in times)
+        if hi - lo > self.max_span:
+            return False
+        if lo - self._last_t <= (now - self._last_wall) + self.max_ahead:
+            self._step = None  # on the device's known clock
+            return False
+        step = self._step
+        goes_on = (
+            step is not None
+            and lo >= step[1] - self.resampler.max_gap
+            and lo - step[1] <= (now - step[2]) + self.max_ahead
+        )
+        if step is None or not goes_on:
+            self._step = (now, hi, now)
+            return False
+        self._step = (step[0], max(step[1], hi), now)
+        return now - step[0] >= CLOCK_STEP_CONFIRM_S
 
     @property
     def has_gyro(self) -> bool:
@@ -242,6 +281,7 @@ class DeviceFeed:
         self._pressure, self._pressure_last = self._pressure[:0], None
         self._first_acc = None
         self._gravity = GravityCheck()  # a new connection's clock may differ
+        self._step = None
 
 
 class GravityCheck:
