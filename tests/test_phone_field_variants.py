@@ -193,3 +193,46 @@ def test_far_future_readings_that_do_not_go_on_stay_refused():
         except FormatError as exc:
             assert exc.reason == "time" and k in (50, 51, 52)
     assert feed.resampler.segments == 1 + 1  # the 600 ms refused is a hole: one new segment after it
+
+
+# ------------------------------------------------ a sensor left at a slow rate
+
+
+async def _send_rows(ws, t: np.ndarray, extra: dict | None = None) -> None:
+    rows = np.column_stack([t * 1000, np.zeros(len(t)), np.zeros(len(t)), np.full(len(t), G)]).tolist()
+    await ws.send(json.dumps({"type": "samples", "acc": rows, "gyro": [[r[0], 0.0, 0.0, 0.0] for r in rows], **(extra or {})}))
+
+
+def test_a_phone_left_at_5_hz_is_told_so_and_not_interpolated_to_50(running_gateway):
+    """SensorServer's default sampling period, and Android's SENSOR_DELAY_NORMAL,
+    are 200 ms: 5 readings a second, too few for a 50 Hz pipeline. The gateway
+    says so (a low_rate warning, counted) and publishes none of it, rather than
+    draw straight lines between readings 200 ms apart; a 25 Hz watch beside it
+    is served and warned of nothing."""
+
+    async def main():
+        async with running_gateway() as (gw, tap):
+            start = time.time() - 12.0
+            async with (
+                connect(f"ws://127.0.0.1:{gw.port}/ws") as slow,
+                connect(f"ws://127.0.0.1:{gw.port}/ws") as watch,
+            ):
+                for ws, name in ((slow, "slow"), (watch, "watch")):
+                    await ws.send(json.dumps({"type": "hello", "device": name, "units": {"acc": "m/s2"}}))
+                    assert json.loads(await ws.recv())["type"] == "welcome"
+                for k in range(12):  # 12 s, one message a second
+                    await _send_rows(slow, start + k + np.arange(5) / 5)
+                    await _send_rows(watch, start + k + np.arange(25) / 25)
+                warning = json.loads(await asyncio.wait_for(slow.recv(), 10))
+                assert warning["type"] == "warning" and warning["reason"] == "low_rate", warning
+                assert "5" in warning["detail"] and "Hz" in warning["detail"]
+                got = await tap.collect("phone:watch", 500)
+                assert sum(len(b) for b in got) >= 500
+                await asyncio.sleep(0.3)
+            slow_out = gw.feeds["phone:slow"].samples_out
+            assert slow_out <= 5 * 50  # at most the first span, before it was judged
+            assert gw.rejects["low_rate"] >= 1
+            assert gw.feeds["phone:watch"].warnings == 0
+            assert gw.stats()["devices"]["phone:slow"]["low_rate"] is True
+
+    asyncio.run(main())

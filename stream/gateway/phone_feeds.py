@@ -44,6 +44,14 @@ seconds whose accelerometer averages under :data:`NO_GRAVITY_BELOW_G` leave a
 count. One that averages over :data:`UNITS_ABOVE_G` (m/s² sent as g) leaves an
 ``acc_units`` warning the same way.
 
+A sensor sending fewer than :data:`MIN_RATE_HZ` readings a second (SensorServer
+left at its default 200 ms period, Android's ``SENSOR_DELAY_NORMAL``) is too
+slow for a 50 Hz pipeline: straight lines drawn between readings 200 ms apart
+are not a signal. Every :data:`RATE_CHECK_S` seconds it is found so, a
+``low_rate`` warning is left the same way, and the device's readings are left
+out (counted in :attr:`DeviceFeed.slow_readings`) until a span of its sensors
+is fast enough again.
+
 Clocks: a device whose readings are within ``clock_window`` of the gateway's
 clock (Sensor Logger, browsers: Unix time) keeps its own times; any other
 clock (SensorServer's time since boot, a wrong phone clock) is pinned to the
@@ -91,6 +99,11 @@ NO_GRAVITY_BELOW_G = 0.5
 GRAVITY_CHECK_S = 5.0
 #: Above this mean (g) the readings are not in g (m/s² sent as g read about 9.8).
 UNITS_ABOVE_G = 3.0
+#: A sensor sending fewer readings a second than this (over the time its readings cover) is
+#: too slow for the 50 Hz pipeline: SensorServer's default period and Android's
+#: SENSOR_DELAY_NORMAL are 200 ms (5 Hz). Its readings are left out, not interpolated.
+MIN_RATE_HZ = 10.0
+RATE_CHECK_S = 5.0
 
 
 class DeviceFeed:
@@ -133,6 +146,9 @@ class DeviceFeed:
         self.warnings = 0  # how many it raised
         # readings on a clock that stepped forward, refused so far: (first seen, newest reading, last seen)
         self._step: tuple[float, float, float] | None = None
+        self._rates = {stream: RateCheck(max_gap) for stream in ("acc", "gyro")}
+        self.rate_hz: dict[str, float] = {}  # each sensor's rate over its last span checked
+        self.slow_readings = 0  # readings not used: their sensor ran under MIN_RATE_HZ
 
     def check(self, readings: Readings, now: float) -> None:
         """Refuse readings whose times cannot be right (see the module doc); changes nothing."""
@@ -164,12 +180,15 @@ class DeviceFeed:
         self.last_seen = now
         r = self.resampler
         first = readings.acc_t[:1] if len(readings.acc_t) else readings.gyro_t[:1]
-        for stream in ("acc", "gyro"):
-            t = getattr(readings, f"{stream}_t")
-            if len(t):
-                r.push(stream, t, getattr(readings, stream))
-        self._take_pressure(readings)
-        self._choose_streams(readings)
+        if self._too_slow(readings):  # not drawn as straight lines between sparse readings
+            self.slow_readings += len(readings)
+        else:
+            for stream in ("acc", "gyro"):
+                t = getattr(readings, f"{stream}_t")
+                if len(t):
+                    r.push(stream, t, getattr(readings, stream))
+            self._take_pressure(readings)
+            self._choose_streams(readings)
         self._check_gravity(readings)
         if len(readings.acc_t) or len(readings.gyro_t):
             newest = max(float(t.max()) for t in (readings.acc_t, readings.gyro_t) if len(t))
@@ -238,6 +257,32 @@ class DeviceFeed:
         if r.segments == 0 and float(readings.acc_t.max()) - self._first_acc >= NO_GYRO_AFTER_S:
             r.use_streams(("acc",))
 
+    @property
+    def low_rate(self) -> bool:
+        """Whether a sensor of this device ran under :data:`MIN_RATE_HZ` over its last span checked."""
+        return any(rate < MIN_RATE_HZ for rate in self.rate_hz.values())
+
+    def _too_slow(self, readings: Readings) -> bool:
+        """Judge each sensor's rate as its readings come (see :class:`RateCheck`);
+        whether this device's readings are to be left out (a ``low_rate`` warning
+        with every span found slow)."""
+        for stream in ("acc", "gyro"):
+            rate = self._rates[stream].push(getattr(readings, f"{stream}_t"))
+            if rate is None:
+                continue
+            self.rate_hz[stream] = rate
+            if rate < MIN_RATE_HZ:
+                self.warnings += 1
+                name = {"acc": "accelerometer", "gyro": "gyroscope"}[stream]
+                self.warning = (
+                    "low_rate",
+                    f"device {self.device}: the {name} ran at {rate:.1f} Hz over {RATE_CHECK_S:g} s; "
+                    f"at least {MIN_RATE_HZ:g} Hz is needed (the model works at 50 Hz): set the app's sampling rate "
+                    "higher (SensorServer: a sampling period of 20,000 us or less; Android: SENSOR_DELAY_GAME "
+                    "or faster); until then its readings are not used",
+                )
+        return self.low_rate
+
     def _check_gravity(self, readings: Readings) -> None:
         mean = self._gravity.push(readings.acc_t, readings.acc)
         if mean is None or NO_GRAVITY_BELOW_G <= mean <= UNITS_ABOVE_G:
@@ -282,6 +327,50 @@ class DeviceFeed:
         self._first_acc = None
         self._gravity = GravityCheck()  # a new connection's clock may differ
         self._step = None
+        self._rates = {stream: RateCheck(self.resampler.max_gap) for stream in ("acc", "gyro")}
+
+
+class RateCheck:
+    """How many readings a second one sensor sends, over each span of
+    :data:`RATE_CHECK_S` seconds of its own clock, counting only the time its
+    readings cover (a hole longer than ``max_gap`` is silence, not a slow
+    sensor; repeated times are not counted).
+
+    >>> check = RateCheck()
+    >>> check.push(np.arange(0, 3, 0.2)) is None                   # 3 s at 5 Hz: not yet
+    True
+    >>> round(check.push(np.arange(3, 6, 0.2)), 1)                 # SensorServer's default
+    5.0
+    >>> watch = RateCheck()
+    >>> round(watch.push(np.r_[np.arange(0, 2, 0.04), np.arange(4, 7, 0.04)]), 1)  # 25 Hz, a 2 s hole
+    25.0
+    """
+
+    def __init__(self, max_gap: float = 0.5) -> None:
+        self.max_gap = max_gap
+        self.last: float | None = None  # newest reading so far
+        self.since: float | None = None  # the span's first reading
+        self.intervals = 0
+        self.covered = 0.0  # seconds between readings no further apart than max_gap
+
+    def push(self, t: np.ndarray) -> float | None:
+        """Take reading times; the span's rate (Hz) when they complete one, else None."""
+        if not len(t):
+            return None
+        t = np.sort(np.asarray(t, dtype=np.float64))
+        if self.last is not None and t[0] >= self.last:
+            t = np.concatenate([[self.last], t])
+        dt = np.diff(t)
+        kept = (dt > 0) & (dt <= self.max_gap)
+        self.intervals += int(kept.sum())
+        self.covered += float(dt[kept].sum())
+        self.last = float(t[-1]) if self.last is None else max(self.last, float(t[-1]))
+        self.since = float(t[0]) if self.since is None else self.since
+        if self.last - self.since < RATE_CHECK_S or self.covered <= 0:
+            return None
+        rate = self.intervals / self.covered
+        self.intervals, self.covered, self.since = 0, 0.0, None
+        return rate
 
 
 class GravityCheck:
