@@ -236,3 +236,34 @@ def test_a_phone_left_at_5_hz_is_told_so_and_not_interpolated_to_50(running_gate
             assert gw.stats()["devices"]["phone:slow"]["low_rate"] is True
 
     asyncio.run(main())
+
+
+# ------------------------------------------------ reading times in the wrong unit
+
+
+@pytest.mark.parametrize(
+    "scale, says",
+    [(1e-3, "seconds"), (1e3, "microseconds"), (1e6, "nanoseconds")],
+    ids=["s", "us", "ns"],
+)
+def test_reading_times_sent_in_another_unit_than_milliseconds_are_refused_saying_which(scale, says, running_gateway):
+    """``t_ms`` is milliseconds. Unix seconds (Python's time.time()), micro-
+    or nanoseconds (Android's SensorEvent.timestamp is ns) are refused with a
+    reason that names the unit they look like. Before, seconds were taken as
+    milliseconds: 100 Hz readings read as 100 kHz, a minute of walking squeezed
+    into 60 ms, published without a word."""
+
+    async def main():
+        async with running_gateway() as (gw, _tap):
+            async with connect(f"ws://127.0.0.1:{gw.port}/ws") as ws:
+                await ws.send(json.dumps({"type": "hello", "device": f"units-{says}"}))
+                assert json.loads(await ws.recv())["type"] == "welcome"
+                t = (time.time() + np.arange(20) / 100) * 1000 * scale
+                rows = np.column_stack([t, np.zeros(20), np.zeros(20), np.ones(20)]).tolist()
+                await ws.send(json.dumps({"type": "samples", "acc": rows, "gyro": rows}))
+                reply = json.loads(await ws.recv())
+            assert reply["type"] == "error" and reply["reason"] in ("time", "values"), reply
+            assert says in reply["detail"], reply
+            assert gw.feeds[f"phone:units-{says}"].samples_out == 0
+
+    asyncio.run(main())

@@ -443,5 +443,39 @@ def _rows(raw: Any, name: str, width: int = 4) -> np.ndarray:
     except OverflowError:
         raise FormatError("values", f"{name}: a number too large for a float") from None
     if len(rows) and not (np.abs(rows[:, 0]) < 1e15).all():  # ms: beyond year 33658
-        raise FormatError("values", f"{name}: time beyond any clock (t_ms must be < 1e15)")
+        big = float(np.abs(rows[:, 0]).max())
+        like, by = ("nanoseconds", "1,000,000") if big >= 1e17 else ("microseconds", "1,000")
+        raise FormatError(
+            "values",
+            f"{name}: time {big:.4g} is beyond any clock in milliseconds (t_ms must be < 1e15); "
+            f"it looks like {like}: divide by {by}",
+        )
+    check_spacing(rows[:, 0], name)
     return rows
+
+
+#: Readings closer than this (ms) come from no sensor (20 kHz): times in seconds read as ms.
+MIN_SPACING_MS = 0.05
+
+
+def check_spacing(t_ms: np.ndarray, name: str) -> None:
+    """Refuse reading times whose usual spacing no sensor has: ``t_ms`` in seconds.
+
+    >>> check_spacing(np.arange(10) * 10.0, "acc")                  # 100 Hz in ms
+    >>> try:
+    ...     check_spacing(np.arange(10) * 0.01, "acc")              # 100 Hz in seconds
+    ... except FormatError as exc:
+    ...     print(exc.reason)
+    time
+    """
+    if len(t_ms) < 5:
+        return
+    steps = np.diff(np.sort(t_ms))
+    steps = steps[steps > 0]
+    if len(steps) >= 4 and float(np.median(steps)) < MIN_SPACING_MS:
+        step = float(np.median(steps))
+        raise FormatError(
+            "time",
+            f"{name}: readings {step:.3g} ms apart ({1000 / step:,.0f} Hz); t_ms is in milliseconds and these "
+            "look like seconds: multiply by 1,000",
+        )
