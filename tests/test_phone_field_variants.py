@@ -267,3 +267,27 @@ def test_reading_times_sent_in_another_unit_than_milliseconds_are_refused_saying
             assert gw.feeds[f"phone:units-{says}"].samples_out == 0
 
     asyncio.run(main())
+
+
+def test_a_sensor_logger_push_over_the_size_limit_says_what_to_change_in_the_app(running_gateway):
+    """An Android phone at its top rates (gyroscope 840 Hz, accelerometer,
+    gravity and total acceleration at 207 Hz: a Samsung A52 in Sensor
+    Logger's published sampling table) pushes about 200 KiB a second; a 2 s
+    batch period is over the 256 KiB a push may hold. The 413 says what to
+    change rather than only the size."""
+    from test_gateway import http_post
+
+    async def main():
+        async with running_gateway() as (gw, _tap):
+            t0, payload = time.time() - 3, []
+            for name, rate in (("accelerometer", 207), ("gravity", 207), ("totalacceleration", 207), ("gyroscope", 840)):
+                for k in range(2 * rate):
+                    xyz = {"z": 9.123456789012345, "y": -0.123456789012345, "x": 0.0123456789012345}
+                    payload.append({"name": name, "values": xyz, "accuracy": 3, "time": int((t0 + k / rate) * 1e9)})
+            body = json.dumps({"messageId": 0, "sessionId": "s", "deviceId": "a52", "payload": payload}).encode()
+            assert len(body) > 256 * 1024
+            status, text = await http_post(gw.port, "/data", body)
+            assert status == 413 and "batch period" in text, text
+            assert gw.rejects["too_large"] == 1
+
+    asyncio.run(main())

@@ -74,6 +74,12 @@ MAX_SESSIONS = 10_000  # Sensor Logger HTTP sessions whose message order is trac
 DRAIN_FACTOR = 16  # an oversized body up to this many times the limit is read before refusing it
 CLOSE = {"Connection": "close"}  # after a refused body: do not read the rest as another request
 HTTP_STATUS = {"device_in_use": 409, "too_large": 413, "rate_limit": 429, "busy": 503}
+# An Android phone at its top rates pushes 120-210 KiB a second in Sensor Logger's JSON (docs/phones.md).
+TOO_LARGE_ADVICE = (
+    "in Sensor Logger set a shorter batch period (1 s), a sampling rate of 100 Hz, or fewer sensors "
+    "(accelerometer, gravity or total acceleration, gyroscope, barometer are all harstream reads); "
+    "or run the gateway with a larger --max-message"
+)
 
 
 class Admission:
@@ -240,8 +246,9 @@ class Routes:
                 gw.publish(device, ready, "sensorlogger")
         except FormatError as exc:
             gw.counters.reject(exc.reason, exc.detail)
+            advice = f"; {TOO_LARGE_ADVICE}" if exc.reason == "too_large" else ""
             return PlainTextResponse(
-                f"{exc.reason}: {exc.detail}\n",
+                f"{exc.reason}: {exc.detail}{advice}\n",
                 status_code=HTTP_STATUS.get(exc.reason, 400),
                 headers=CLOSE if exc.reason == "too_large" else None,
             )
