@@ -291,3 +291,54 @@ def test_a_sensor_logger_push_over_the_size_limit_says_what_to_change_in_the_app
             assert gw.rejects["too_large"] == 1
 
     asyncio.run(main())
+
+
+# ------------------------------------------------ a watch paired with a Sensor Logger phone
+
+
+def _wrist_motion(t0: float, seconds: float, standardised: bool) -> list[dict]:
+    """Sensor Logger's ``wristmotion`` entries (its watch app) of a watch lying
+    face up, 100 Hz: CoreMotion's gravity and user acceleration in g with
+    gravity along -z by default; with "Standardise Units & Frames" m/s² in
+    Android's frame (+z)."""
+    unit, sign = (G, 1.0) if standardised else (1.0, -1.0)
+    out = []
+    for k in range(int(seconds * 100)):
+        values = {
+            "rotationRateX": 0.1, "rotationRateY": 0.0, "rotationRateZ": 0.0,
+            "gravityX": 0.0, "gravityY": 0.0, "gravityZ": sign * unit,
+            "accelerationX": 0.02 * unit * sign, "accelerationY": 0.0, "accelerationZ": 0.0,
+            "quaternionW": 1.0, "quaternionX": 0.0, "quaternionY": 0.0, "quaternionZ": 0.0,
+            "pitch": 0.0, "roll": 0.0, "yaw": 0.0,
+        }  # fmt: skip
+        out.append({"name": "wristmotion", "time": int((t0 + k / 100) * 1e9), "values": values})
+    return out
+
+
+@pytest.mark.parametrize("standardised", [False, True], ids=["default-g", "standardised-m/s2"])
+def test_a_watch_paired_with_a_sensor_logger_phone_is_served_as_a_device_of_its_own(standardised, running_gateway):
+    """Sensor Logger's watch app streams the watch's motion (``wristmotion``:
+    gravity, user acceleration, rotation rate) in the phone's own pushes.
+    The watch is published as ``phone:<deviceId>.watch``, its acceleration
+    with gravity in g in Android's frame whichever units the app used, its
+    rotation in rad/s; the phone beside it as before. Before, every
+    ``wristmotion`` entry was skipped: a watch got no label at all."""
+    from test_gateway import http_post
+
+    async def main():
+        async with running_gateway() as (gw, tap):
+            start = time.time() - 3.0
+            for i in range(3):
+                batch = _sensor_logger_batch("sl-pair", i, start + i)
+                batch["payload"] += _wrist_motion(start + i, 1.0, standardised)
+                status, text = await http_post(gw.port, "/data", json.dumps(batch).encode())
+                assert status == 200, text
+            watch = await tap.collect("phone:sl-pair.watch", 120)
+            phone = await tap.collect("phone:sl-pair", 120)
+            samples = np.concatenate([b.samples for b in watch])
+            np.testing.assert_allclose(samples[:, :3].mean(axis=0), [0.02, 0.0, 1.0], atol=1e-3)
+            np.testing.assert_allclose(samples[:, 3:].mean(axis=0), [0.1, 0.0, 0.0], atol=1e-6)
+            assert sum(len(b) for b in phone) >= 120
+            assert gw.stats()["devices"]["phone:sl-pair.watch"]["source"] == "sensorlogger"
+
+    asyncio.run(main())

@@ -244,6 +244,7 @@ class Routes:
                     self._orders.pop(next(iter(self._orders)))
             for ready in order.add(msg.get("messageId"), readings, time.monotonic()):
                 gw.publish(device, ready, "sensorlogger")
+                self._publish_watch(ready, ("http", readings.session))
         except FormatError as exc:
             gw.counters.reject(exc.reason, exc.detail)
             advice = f"; {TOO_LARGE_ADVICE}" if exc.reason == "too_large" else ""
@@ -267,6 +268,17 @@ class Routes:
             return PlainTextResponse("internal error\n", status_code=500)
         gw.counters.count("messages")
         return PlainTextResponse("ok\n")
+
+    def _publish_watch(self, readings: Readings, owner: Any) -> None:
+        """A paired watch's readings (Sensor Logger's ``wristmotion``) as a device
+        of its own, ``phone:<deviceId>.watch``, held by the phone's sender like
+        an HTTP session (the watch sends nothing itself)."""
+        watch = readings.watch
+        if watch is None or watch.device is None or not len(watch):
+            return
+        gw = self.gateway
+        device = gw.claim(watch.device, (*owner, "watch"), None, lease=gw.config.http_lease)
+        gw.publish(device, watch, "sensorlogger")
 
     async def _read_body(self, request: Request) -> bytes:
         """The body, at most ``max_message`` bytes, complete within ``open_timeout``.
@@ -399,6 +411,7 @@ class Routes:
             raise FormatError("fields", "SensorServer events are read by `harstream gateway --connect`, not sent here")
         assert session.device is not None
         gw.publish(session.device, readings, session.kind)
+        self._publish_watch(readings, ("ws", id(conn)))
         gw.counters.count("messages")
         feed = gw.feeds[session.device]
         if feed.warning is not None:  # the readings were kept; the phone is told what is wrong with them
