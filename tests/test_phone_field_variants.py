@@ -88,7 +88,9 @@ def test_a_phone_flushing_its_buffer_through_a_real_gateway_is_not_refused(runni
 
                 await ws.send(json.dumps({"type": "samples", "acc": rows(start, 50), "gyro": rows(start, 50)}))
                 await asyncio.sleep(3.0)
-                await ws.send(json.dumps({"type": "samples", "acc": rows(start + 1, 150), "gyro": rows(start + 1, 150)}))
+                await ws.send(
+                    json.dumps({"type": "samples", "acc": rows(start + 1, 150), "gyro": rows(start + 1, 150)})
+                )
                 await ws.send(json.dumps({"type": "hello", "device": "x"}))  # answered: all before it was handled
                 reply = json.loads(await ws.recv())
                 assert reply["reason"] == "order", reply  # not rate_limit
@@ -109,10 +111,21 @@ def _sensor_logger_batch(device: str, message_id: int, t0: float, seconds: float
     payload = []
     for k in range(int(seconds * 100)):
         ns = int((t0 + k / 100) * 1e9)
-        for name, xyz in (("accelerometer", (0.01, 0.02, -0.1)), ("gravity", (0.3, 3.5, 9.1)), ("gyroscope", (0.02, -0.01, 0.0))):
+        for name, xyz in (
+            ("accelerometer", (0.01, 0.02, -0.1)),
+            ("gravity", (0.3, 3.5, 9.1)),
+            ("gyroscope", (0.02, -0.01, 0.0)),
+        ):
             payload.append({"name": name, "values": dict(zip("zyx", xyz[::-1])), "accuracy": 3, "time": ns})
     payload.append({"name": "microphone", "time": int(t0 * 1e9), "values": {"dBFS": -47.9}})
-    payload.append({"name": "barometer", "values": {"relativeAltitude": 0.04, "pressure": 1010.4}, "accuracy": 3, "time": int(t0 * 1e9)})
+    payload.append(
+        {
+            "name": "barometer",
+            "values": {"relativeAltitude": 0.04, "pressure": 1010.4},
+            "accuracy": 3,
+            "time": int(t0 * 1e9),
+        }
+    )
     return {"messageId": message_id, "sessionId": "c5ae-60-4-95-1917", "deviceId": device, "payload": payload}
 
 
@@ -200,7 +213,9 @@ def test_far_future_readings_that_do_not_go_on_stay_refused():
 
 async def _send_rows(ws, t: np.ndarray, extra: dict | None = None) -> None:
     rows = np.column_stack([t * 1000, np.zeros(len(t)), np.zeros(len(t)), np.full(len(t), G)]).tolist()
-    await ws.send(json.dumps({"type": "samples", "acc": rows, "gyro": [[r[0], 0.0, 0.0, 0.0] for r in rows], **(extra or {})}))
+    await ws.send(
+        json.dumps({"type": "samples", "acc": rows, "gyro": [[r[0], 0.0, 0.0, 0.0] for r in rows], **(extra or {})})
+    )
 
 
 def test_a_phone_left_at_5_hz_is_told_so_and_not_interpolated_to_50(running_gateway):
@@ -280,7 +295,12 @@ def test_a_sensor_logger_push_over_the_size_limit_says_what_to_change_in_the_app
     async def main():
         async with running_gateway() as (gw, _tap):
             t0, payload = time.time() - 3, []
-            for name, rate in (("accelerometer", 207), ("gravity", 207), ("totalacceleration", 207), ("gyroscope", 840)):
+            for name, rate in (
+                ("accelerometer", 207),
+                ("gravity", 207),
+                ("totalacceleration", 207),
+                ("gyroscope", 840),
+            ):
                 for k in range(2 * rate):
                     xyz = {"z": 9.123456789012345, "y": -0.123456789012345, "x": 0.0123456789012345}
                     payload.append({"name": name, "values": xyz, "accuracy": 3, "time": int((t0 + k / rate) * 1e9)})

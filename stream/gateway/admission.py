@@ -180,7 +180,9 @@ class RateLimit:
         """Spend ``n`` if there is that much; ``now`` is the bucket's own clock
         if it was made with one (else ``time.monotonic()``)."""
         now = time.monotonic() if now is None else now
-        self.tokens = min(self.burst, self.tokens + max(now - self.stamp, 0.0) * self.rate)  # a clock set back earns nothing
+        self.tokens = min(
+            self.burst, self.tokens + max(now - self.stamp, 0.0) * self.rate
+        )  # a clock set back earns nothing
         self.stamp = now
         if self.tokens < n:
             return False
