@@ -362,3 +362,26 @@ def test_a_watch_paired_with_a_sensor_logger_phone_is_served_as_a_device_of_its_
             assert gw.stats()["devices"]["phone:sl-pair.watch"]["source"] == "sensorlogger"
 
     asyncio.run(main())
+
+
+# ------------------------------------------------ the simulated phone learns the habit
+
+
+def test_a_simulated_phone_can_go_quiet_and_flush_what_it_read():
+    """PhoneHabits(quiet_every_s, quiet_s): the simulated phone sends nothing
+    for ``quiet_s`` at the end of every ``quiet_every_s`` (its screen off),
+    then sends every message it held at once, in order; every reading is
+    still sent once, so the bench can replay phones as real ones behave."""
+    from harstream.simulator.phones import PhoneHabits, phone_messages
+
+    samples = np.zeros((50 * 40, 6), np.float32)
+    samples[:, 2] = 1.0
+    plain = phone_messages(samples, None, PhoneHabits(rate_hz=100), t0_ms=0.0)
+    quiet = phone_messages(samples, None, PhoneHabits(rate_hz=100, quiet_every_s=20.0, quiet_s=10.0), t0_ms=0.0)
+    assert [m for _, m in quiet] == [m for _, m in plain]  # the same readings, in the same order
+    sent = np.array([at for at, _ in quiet])
+    assert np.all(np.diff(sent) >= 0)
+    assert not np.any((sent > 10.0 + 1e-9) & (sent < 20.0 - 1e-9))  # nothing sent while quiet
+    assert np.sum(np.isclose(sent, 20.0)) == 50  # the 10 s held (50 messages), flushed at its end
+    with pytest.raises(ValueError):
+        PhoneHabits(quiet_every_s=10.0, quiet_s=10.0)
