@@ -218,11 +218,11 @@ class DeviceFeed:
         """Whether ``readings``, too far ahead of the device's previous message,
         go on a clock that stepped forward and has run on for
         :data:`CLOCK_STEP_CONFIRM_S` seconds (see the module doc)."""
-        times = [t for t in (readings.acc_t, readings.gyro_t) if len(t)]
-        if not times or self._last_t is None:
+        times = [t for t in (readings.acc_t, readings.gyro_t, readings.pressure_t) if len(t)]
+        if not times or self._last_t is None or not (len(readings.acc_t) or len(readings.gyro_t)):
             return False
         lo, hi = min(float(t.min()) for t in times), max(float(t.max()) for t in times)
-        if hi - lo > self.max_span:
+        if hi - lo > self.max_span:  # refused by check()
             return False
         if lo - self._last_t <= (now - self._last_wall) + self.max_ahead:
             self._step = None  # on the device's known clock
