@@ -7,6 +7,7 @@ clock passed in."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 
@@ -385,3 +386,90 @@ def test_a_simulated_phone_can_go_quiet_and_flush_what_it_read():
     assert np.sum(np.isclose(sent, 20.0)) == 50  # the 10 s held (50 messages), flushed at its end
     with pytest.raises(ValueError):
         PhoneHabits(quiet_every_s=10.0, quiet_s=10.0)
+
+
+# ------------------------------------------------ a flush reaches the worker's labels
+
+
+def test_a_worker_judges_a_phone_s_flush_fresh_by_when_the_gateway_sent_it():
+    """The worker drops samples older than --stale-after (5 s) on arrival: a
+    backlog a restarted worker is handed must not burst out as old windows.
+    A phone's own flush is not such a backlog: the gateway says when it sent
+    each batch (meta.sent) and the worker judges age by that. A batch without
+    it is judged by its samples' time, as before."""
+    from harstream.stream.core.protocol import SampleBatch, encode_samples
+    from harstream.stream.core.worker import StreamCore, WorkerConfig
+
+    core = StreamCore(["A", "B", "C", "D", "E", "F"], "m", WorkerConfig(stale_after=5.0), wall_clock=lambda: 1000.0)
+    old = np.zeros((10, 6))
+    core.ingest(encode_samples(SampleBatch("flushed", 0, 980.0, old, meta={"sent": 999.9})), now=0.0)
+    core.ingest(encode_samples(SampleBatch("backlog", 0, 980.0, old)), now=0.0)
+    core.ingest(encode_samples(SampleBatch("held-by-a-queue", 0, 980.0, old, meta={"sent": 981.0})), now=0.0)
+    assert set(core.devices) == {"flushed"}
+    assert core.drops["stale"] == 2
+
+
+def test_a_phone_s_buffered_readings_get_their_labels_from_a_real_worker():
+    """A phone that read 12 s into its buffer before it could send (screen
+    off, no network) sends its held messages at once through a real gateway to a real
+    worker at the shipped --stale-after of 5 s: every window of them gets its
+    label back. Before, the worker dropped the batches older than 5 s as
+    stale: the buffered minutes had no labels."""
+    import threading
+
+    from test_pressure_end_to_end import _router
+
+    from harstream.stream.bus.zmq_worker import serve
+    from harstream.stream.core.activities import ACTIVITIES
+    from harstream.stream.core.worker import WorkerConfig
+    from harstream.stream.gateway.server import Gateway, GatewayConfig
+
+    stop, ready, bound = threading.Event(), threading.Event(), {}
+    thread = threading.Thread(
+        target=serve,
+        args=(None, ACTIVITIES, "waist@t"),
+        kwargs=dict(
+            ingest="tcp://127.0.0.1:*",
+            output="tcp://127.0.0.1:*",
+            config=WorkerConfig(stale_after=5.0),
+            stop=stop,
+            on_ready=ready.set,
+            on_bound=lambda i, o: bound.update(ingest=i, output=o),
+            printer=None,
+            router=_router(),
+        ),
+        daemon=True,
+    )
+    thread.start()
+    assert ready.wait(30)
+
+    async def main() -> list[dict]:
+        gw = Gateway(GatewayConfig(port=0, ingest=bound["ingest"], output=bound["output"], stats_interval=0))
+        await gw.start()
+        try:
+            await asyncio.sleep(0.5)  # the worker's subscription reaches the gateway
+            async with connect(f"ws://127.0.0.1:{gw.port}/ws") as ws:
+                await ws.send(json.dumps({"type": "hello", "device": "buffered", "units": {"acc": "m/s2"}}))
+                assert json.loads(await ws.recv())["type"] == "welcome"
+                t = time.time() - 14.0 + np.arange(600) / 50  # 12 s read, the newest 2 s ago
+                rows = np.column_stack([t * 1000, np.zeros(600), np.full(600, G), np.zeros(600)]).tolist()
+                for i in range(0, 600, 10):  # held as it was read: a message every 200 ms, sent at once
+                    part = rows[i : i + 10]
+                    await ws.send(json.dumps({"type": "samples", "acc": part, "gyro": [[r[0], 0, 0, 0] for r in part]}))
+                got: list[dict] = []
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(8):
+                        while len({p["t_end"] for p in got}) < 8:
+                            message = json.loads(await ws.recv())
+                            if message["type"] == "prediction":
+                                got.append(message)
+                return got
+        finally:
+            await gw.close()
+
+    try:
+        got = asyncio.run(main())
+    finally:
+        stop.set()
+        thread.join(30)
+    assert len({p["t_end"] for p in got}) == 8  # (600 - 128) // 64 + 1 windows, none dropped as stale

@@ -202,7 +202,9 @@ class DeviceFeed:
         for chunk in r.pull():
             for i in range(0, len(chunk.samples), MAX_SAMPLES_PER_MESSAGE):
                 part = chunk.samples[i : i + MAX_SAMPLES_PER_MESSAGE]
-                meta = {"source": self.source, "segment": r.segments}
+                # sent: when the gateway published it; a worker judges staleness by that, so a
+                # phone's flush of readings it held (screen off, no network) is labelled
+                meta = {"source": self.source, "segment": r.segments, "sent": round(now, 3)}
                 if not self.has_gyro:
                     meta["gyro"] = False
                 t0 = chunk.t0 + i / r.rate + (self.offset or 0.0)
