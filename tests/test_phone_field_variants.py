@@ -409,12 +409,10 @@ def test_a_worker_judges_a_phone_s_flush_fresh_by_when_the_gateway_sent_it():
     assert core.drops["stale"] == 2
 
 
-def test_a_phone_s_buffered_readings_get_their_labels_from_a_real_worker():
-    """A phone that read 12 s into its buffer before it could send (screen
-    off, no network) sends its held messages at once through a real gateway to a real
-    worker at the shipped --stale-after of 5 s: every window of them gets its
-    label back. Before, the worker dropped the batches older than 5 s as
-    stale: the buffered minutes had no labels."""
+def _labels_back(send, windows: int) -> list[dict]:
+    """A real worker (the stand-in router, the shipped --stale-after of 5 s)
+    and a real gateway; ``send(ws)`` streams as one phone, which then keeps the
+    predictions sent back until ``windows`` windows are labelled (or 8 s)."""
     import threading
 
     from test_pressure_end_to_end import _router
@@ -449,27 +447,66 @@ def test_a_phone_s_buffered_readings_get_their_labels_from_a_real_worker():
         try:
             await asyncio.sleep(0.5)  # the worker's subscription reaches the gateway
             async with connect(f"ws://127.0.0.1:{gw.port}/ws") as ws:
-                await ws.send(json.dumps({"type": "hello", "device": "buffered", "units": {"acc": "m/s2"}}))
+                await ws.send(json.dumps({"type": "hello", "device": "phone", "units": {"acc": "m/s2"}}))
                 assert json.loads(await ws.recv())["type"] == "welcome"
-                t = time.time() - 14.0 + np.arange(600) / 50  # 12 s read, the newest 2 s ago
-                rows = np.column_stack([t * 1000, np.zeros(600), np.full(600, G), np.zeros(600)]).tolist()
-                for i in range(0, 600, 10):  # held as it was read: a message every 200 ms, sent at once
-                    part = rows[i : i + 10]
-                    await ws.send(json.dumps({"type": "samples", "acc": part, "gyro": [[r[0], 0, 0, 0] for r in part]}))
                 got: list[dict] = []
+
+                async def listen() -> None:
+                    async for raw in ws:
+                        message = json.loads(raw)
+                        if message["type"] == "prediction":
+                            got.append(message)
+                            if len({p["t_end"] for p in got}) >= windows:
+                                return
+
+                listener = asyncio.create_task(listen())
+                await send(ws)
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(8):
-                        while len({p["t_end"] for p in got}) < 8:
-                            message = json.loads(await ws.recv())
-                            if message["type"] == "prediction":
-                                got.append(message)
+                    await asyncio.wait_for(listener, 8)
                 return got
         finally:
             await gw.close()
 
     try:
-        got = asyncio.run(main())
+        return asyncio.run(main())
     finally:
         stop.set()
         thread.join(30)
+
+
+def _samples(t: np.ndarray) -> str:
+    rows = np.column_stack([t * 1000, np.zeros(len(t)), np.full(len(t), G), np.zeros(len(t))]).tolist()
+    return json.dumps({"type": "samples", "acc": rows, "gyro": [[r[0], 0, 0, 0] for r in rows]})
+
+
+def test_a_phone_s_buffered_readings_get_their_labels_from_a_real_worker():
+    """A phone that read 12 s into its buffer before it could send (screen
+    off, no network) sends its held messages at once through a real gateway
+    to a real worker at the shipped --stale-after of 5 s: every window of
+    them gets its label back. Before, the worker dropped the batches older
+    than 5 s as stale: the buffered minutes had no labels."""
+
+    async def send(ws) -> None:
+        t = time.time() - 14.0 + np.arange(600) / 50  # 12 s read, the newest 2 s ago
+        for i in range(0, 600, 10):  # held as it was read: a message every 200 ms, sent at once
+            await ws.send(_samples(t[i : i + 10]))
+
+    got = _labels_back(send, 8)
     assert len({p["t_end"] for p in got}) == 8  # (600 - 128) // 64 + 1 windows, none dropped as stale
+
+
+def test_a_phone_whose_clock_is_a_minute_slow_gets_its_labels():
+    """A phone clock 60 s behind the gateway's (within the 2 minutes the
+    gateway takes as the phone's own Unix time) streaming live. Before, the
+    worker judged every batch a minute old and dropped it as stale: such a
+    phone was never labelled at all."""
+
+    async def send(ws) -> None:
+        start = time.time()
+        for k in range(22):  # 4.4 s live, a message every 200 ms
+            t = start - 60.0 + k * 0.2 + np.arange(10) / 50
+            await ws.send(_samples(t))
+            await asyncio.sleep(max(0.0, start + (k + 1) * 0.2 - time.time()))
+
+    got = _labels_back(send, 2)
+    assert len({p["t_end"] for p in got}) == 2  # (220 - 128) // 64 + 1
