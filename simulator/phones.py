@@ -44,17 +44,24 @@ STANDARD_GRAVITY = 9.80665
 class PhoneHabits:
     """How a simulated phone sends: its sensor rate (Hz), the spread of its
     reading times (a share of one period, uniform ±), how often it sends
-    (seconds), and whether it has a gyroscope."""
+    (seconds), whether it has a gyroscope, and whether it goes quiet: for
+    ``quiet_s`` at the end of every ``quiet_every_s`` it sends nothing (its
+    screen off, the app reading on into a buffer) and then sends every
+    message it held at once, as real phones do."""
 
     rate_hz: float = 100.0
     jitter: float = 0.2
     batch_s: float = 0.2
     seed: int = 0
     gyro: bool = True  # False: a phone without a gyroscope (no "gyro" list at all)
+    quiet_every_s: float = 0.0  # 0: never quiet
+    quiet_s: float = 0.0
 
     def __post_init__(self) -> None:
-        if not 10.0 <= self.rate_hz <= 500.0:
-            raise ValueError(f"phone rate {self.rate_hz} Hz: expected 10-500 Hz")
+        if not 10.0 <= self.rate_hz <= 1000.0:
+            raise ValueError(f"phone rate {self.rate_hz} Hz: expected 10-1000 Hz")
+        if self.quiet_s < 0 or (self.quiet_s > 0 and not self.quiet_s < self.quiet_every_s):
+            raise ValueError(f"quiet {self.quiet_s} s every {self.quiet_every_s} s: expected 0 <= quiet < every")
         if not 0.0 <= self.jitter < 0.5:
             raise ValueError(f"jitter {self.jitter}: expected a share of one period in [0, 0.5)")
         if not 0.02 <= self.batch_s <= 5.0:
@@ -97,7 +104,21 @@ def phone_messages(
                     message["pressure"] = [[t0_ms + t * 1000.0, round(float(h), 3)] for t, h in rows]
             out.append((float(round(hi, 6)), message))
         lo = hi
+    if habits.quiet_s > 0:
+        out = [(_after_quiet(at, habits), message) for at, message in out]
     return out
+
+
+def _after_quiet(at: float, habits: PhoneHabits) -> float:
+    """When a message due at ``at`` is sent: at the end of the quiet spell it
+    falls in, else at once.
+
+    >>> habits = PhoneHabits(quiet_every_s=20.0, quiet_s=5.0)
+    >>> _after_quiet(14.0, habits), _after_quiet(16.2, habits), _after_quiet(21.0, habits)
+    (14.0, 20.0, 21.0)
+    """
+    cycle_end = (np.floor(at / habits.quiet_every_s) + 1) * habits.quiet_every_s
+    return float(round(cycle_end, 6)) if at > cycle_end - habits.quiet_s else at
 
 
 @dataclass

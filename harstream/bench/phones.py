@@ -56,7 +56,7 @@ PLACEMENTS = ("waist", "thigh", "wrist", "thigh+fidgets", "wrist+fidgets")
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--placements", nargs="+", choices=PLACEMENTS, default=list(PLACEMENTS))
     parser.add_argument("--subjects", type=SUBJECT, nargs="+", metavar="S", help="default: the held-out subjects")
-    parser.add_argument("--rate", type=Number(float, 10.0, 500.0), default=100.0, help="each phone's sensor rate (Hz)")
+    parser.add_argument("--rate", type=Number(float, 10.0, 1000.0), default=100.0, help="each phone's sensor rate (Hz)")
     parser.add_argument(
         "--jitter", type=Number(float, 0.0, 0.49), default=0.2, help="reading times spread (share of a period)"
     )
@@ -68,6 +68,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="a SIMULATED barometer at HZ on the thigh phones",
     )
     parser.add_argument("--no-gyro", action="store_true", help="phones without a gyroscope (no gyro readings)")
+    parser.add_argument(
+        "--quiet",
+        type=Number(float, 0.0, 600.0),
+        nargs=2,
+        default=(0.0, 0.0),
+        metavar=("EVERY", "FOR"),
+        help="each phone goes quiet for FOR s at the end of every EVERY s (screen off) and then flushes what it "
+        "read (default: never)",
+    )
     parser.add_argument(
         "--calibrated",
         action="store_true",
@@ -84,6 +93,10 @@ def run(args: argparse.Namespace) -> int:
     from harstream.simulator.phones import PhoneHabits, replay_phones
     from harstream.stream.data.recordings import UCI_TEST_SUBJECTS, load_embedded
 
+    every, quiet = args.quiet
+    if quiet > 0 and not quiet < every:
+        print(f"harstream bench phones: --quiet {every:g} {quiet:g}: the quiet spell must be shorter", file=sys.stderr)
+        return 2
     seed = 0  # the shipped placement-free model's (its metadata's) seed; its test turns
     subjects = set(args.subjects or UCI_TEST_SUBJECTS)
     recordings = load_embedded().recordings
@@ -110,7 +123,13 @@ def run(args: argparse.Namespace) -> int:
             sets[name] = [with_simulated_pressure(r, model, seed=i) for i, r in enumerate(sets[name])]
 
     with _Services(workdir / "personal" if workdir else None) as services:
-        habits = PhoneHabits(rate_hz=args.rate, jitter=args.jitter, gyro=not args.no_gyro)
+        habits = PhoneHabits(
+            rate_hz=args.rate,
+            jitter=args.jitter,
+            gyro=not args.no_gyro,
+            quiet_every_s=args.quiet[0],
+            quiet_s=args.quiet[1],
+        )
         began = time.time()
         print(f"{sum(len(s) for s in sets.values())} phones streaming in real time …", flush=True)
 
@@ -144,6 +163,8 @@ def run(args: argparse.Namespace) -> int:
             "jitter": args.jitter,
             "pocket_pressure_hz": args.pocket_pressure,
             "gyroscope": not args.no_gyro,
+            "quiet_every_s": args.quiet[0],
+            "quiet_s": args.quiet[1],
         },
         "simulated": "thigh and wrist motion, fidgets and any barometer are simulated from HAPT's waist recordings",
         "results": results,

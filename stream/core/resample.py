@@ -1,6 +1,6 @@
 """Irregular, multi-rate accelerometer + gyroscope streams onto one 50 Hz grid.
 
-Phones deliver each sensor at its own uneven rate (60-500 Hz), in batches,
+Phones deliver each sensor at its own uneven rate (10-1,000 Hz), in batches,
 sometimes out of order. :class:`Resampler` holds one device's two streams and
 linearly interpolates both onto a common grid ``t0 + k / rate`` by timestamp.
 It never interpolates across silence: when either stream has a hole longer

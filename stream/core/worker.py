@@ -28,7 +28,9 @@ the incarnation's rule, documented there and in docs/protocol.md ("Device
 identity"). A malformed message is dropped, counted by reason and logged
 once per reason; so is a bug met on one message (``internal``): the worker
 goes on. With ``stale_after`` set, samples older than that (wall clock) are
-dropped as ``stale``.
+dropped as ``stale``; their age is counted from when their producer says it
+sent them (``meta.sent``: the gateway sends a phone's held readings late on
+purpose), else from their last sample's time.
 
 Raw samples are buffered per device and pushed through the pipeline only when
 they complete a window (the pipeline is chunk-invariant, so the windows are
@@ -463,6 +465,22 @@ class Device:
         return settled
 
 
+def sent_at(batch: SampleBatch) -> float:
+    """When ``batch`` was sent, as its producer says (``meta.sent``, Unix s:
+    the gateway sends a phone's held readings late, on purpose), else the time
+    of its last sample. Staleness is judged from this.
+
+    >>> sent_at(SampleBatch("d", 0, 100.0, np.zeros((50, 6)), meta={"sent": 130.5}))
+    130.5
+    >>> sent_at(SampleBatch("d", 0, 100.0, np.zeros((50, 6)), meta={"sent": "soon"}))
+    100.98
+    """
+    sent = batch.meta.get("sent") if batch.meta else None
+    if isinstance(sent, (int, float)) and not isinstance(sent, bool) and math.isfinite(sent):
+        return float(sent)
+    return batch.t0 + (len(batch) - 1) / batch.rate
+
+
 class StreamCore:
     """Per-device state, batching and smoothing of the worker; no sockets.
 
@@ -546,7 +564,7 @@ class StreamCore:
             self._drop("session", f"device {batch.device}: no producer session, and this worker requires one")
             return
         if cfg.stale_after is not None:
-            age = self.wall_clock() - (batch.t0 + (len(batch) - 1) / batch.rate)
+            age = self.wall_clock() - sent_at(batch)
             if age > cfg.stale_after:
                 self._drop("stale", f"device {batch.device}: samples {age:.1f} s old (bound {cfg.stale_after:g} s)")
                 return

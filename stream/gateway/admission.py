@@ -163,20 +163,26 @@ def check_token(token: str | None, query: bytes, headers: Sequence[tuple[bytes, 
 
 
 class RateLimit:
-    """Token bucket: ``rate`` per second, bursts up to ``burst``.
+    """Token bucket: ``rate`` per second, bursts up to ``burst`` (it starts
+    with ``start``, default ``burst``).
 
     >>> bucket = RateLimit(rate=1.0, burst=2.0)
     >>> [bucket.take() for _ in range(3)]
     [True, True, False]
     """
 
-    def __init__(self, rate: float, burst: float):
+    def __init__(self, rate: float, burst: float, start: float | None = None, now: float | None = None):
         self.rate, self.burst = rate, burst
-        self.tokens, self.stamp = burst, time.monotonic()
+        self.tokens = burst if start is None else min(start, burst)
+        self.stamp = time.monotonic() if now is None else now
 
-    def take(self, n: float = 1.0) -> bool:
-        now = time.monotonic()
-        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+    def take(self, n: float = 1.0, now: float | None = None) -> bool:
+        """Spend ``n`` if there is that much; ``now`` is the bucket's own clock
+        if it was made with one (else ``time.monotonic()``)."""
+        now = time.monotonic() if now is None else now
+        self.tokens = min(
+            self.burst, self.tokens + max(now - self.stamp, 0.0) * self.rate
+        )  # a clock set back earns nothing
         self.stamp = now
         if self.tokens < n:
             return False

@@ -74,6 +74,12 @@ MAX_SESSIONS = 10_000  # Sensor Logger HTTP sessions whose message order is trac
 DRAIN_FACTOR = 16  # an oversized body up to this many times the limit is read before refusing it
 CLOSE = {"Connection": "close"}  # after a refused body: do not read the rest as another request
 HTTP_STATUS = {"device_in_use": 409, "too_large": 413, "rate_limit": 429, "busy": 503}
+# An Android phone at its top rates pushes 120-210 KiB a second in Sensor Logger's JSON (docs/phones.md).
+TOO_LARGE_ADVICE = (
+    "in Sensor Logger set a shorter batch period (1 s), a sampling rate of 100 Hz, or fewer sensors "
+    "(accelerometer, gravity or total acceleration, gyroscope, barometer are all harstream reads); "
+    "or run the gateway with a larger --max-message"
+)
 
 
 class Admission:
@@ -238,10 +244,12 @@ class Routes:
                     self._orders.pop(next(iter(self._orders)))
             for ready in order.add(msg.get("messageId"), readings, time.monotonic()):
                 gw.publish(device, ready, "sensorlogger")
+                self._publish_watch(ready, ("http", readings.session))
         except FormatError as exc:
             gw.counters.reject(exc.reason, exc.detail)
+            advice = f"; {TOO_LARGE_ADVICE}" if exc.reason == "too_large" else ""
             return PlainTextResponse(
-                f"{exc.reason}: {exc.detail}\n",
+                f"{exc.reason}: {exc.detail}{advice}\n",
                 status_code=HTTP_STATUS.get(exc.reason, 400),
                 headers=CLOSE if exc.reason == "too_large" else None,
             )
@@ -260,6 +268,17 @@ class Routes:
             return PlainTextResponse("internal error\n", status_code=500)
         gw.counters.count("messages")
         return PlainTextResponse("ok\n")
+
+    def _publish_watch(self, readings: Readings, owner: Any) -> None:
+        """A paired watch's readings (Sensor Logger's ``wristmotion``) as a device
+        of its own, ``phone:<deviceId>.watch``, held by the phone's sender like
+        an HTTP session (the watch sends nothing itself)."""
+        watch = readings.watch
+        if watch is None or watch.device is None or not len(watch):
+            return
+        gw = self.gateway
+        device = gw.claim(watch.device, (*owner, "watch"), None, lease=gw.config.http_lease)
+        gw.publish(device, watch, "sensorlogger")
 
     async def _read_body(self, request: Request) -> bytes:
         """The body, at most ``max_message`` bytes, complete within ``open_timeout``.
@@ -392,6 +411,7 @@ class Routes:
             raise FormatError("fields", "SensorServer events are read by `harstream gateway --connect`, not sent here")
         assert session.device is not None
         gw.publish(session.device, readings, session.kind)
+        self._publish_watch(readings, ("ws", id(conn)))
         gw.counters.count("messages")
         feed = gw.feeds[session.device]
         if feed.warning is not None:  # the readings were kept; the phone is told what is wrong with them

@@ -8,8 +8,17 @@ readings cannot be right:
 - ``time``: one message spanning more than ``max_span`` seconds, or starting
   further beyond the device's previous message than the wall clock has moved
   since (plus ``max_ahead``): far-future timestamps never reach the resampler.
+  A device clock that stepped forward (set by hand, corrected by network
+  time, a replay that skipped a pause) is refused so only until its readings
+  have gone on from one another for :data:`CLOCK_STEP_CONFIRM_S` seconds of
+  the gateway's clock; then it is taken as the device's clock, like one that
+  jumped back: a new segment, pinned afresh.
 - ``rate_limit``: more readings per second than the device's budget, summed
-  over all its connections and HTTP sessions.
+  over all its connections and HTTP sessions. The budget starts with
+  :data:`BUDGET_START_S` seconds' worth and keeps what a quiet device does
+  not spend, up to :data:`BUDGET_SAVED_S` seconds' worth: a phone that kept
+  reading into a buffer while its screen was off (or its network was down)
+  flushes the buffer whole, and one that never pauses gets the rate.
 
 Barometer readings ride along: each batch out carries the device's pressure
 readings that came since the previous batch (in the batch's clock), at most
@@ -34,6 +43,14 @@ seconds whose accelerometer averages under :data:`NO_GRAVITY_BELOW_G` leave a
 ``no_gravity`` warning in :attr:`DeviceFeed.warning` for the edge to send and
 count. One that averages over :data:`UNITS_ABOVE_G` (m/s² sent as g) leaves an
 ``acc_units`` warning the same way.
+
+A sensor sending fewer than :data:`MIN_RATE_HZ` readings a second (SensorServer
+left at its default 200 ms period, Android's ``SENSOR_DELAY_NORMAL``) is too
+slow for a 50 Hz pipeline: straight lines drawn between readings 200 ms apart
+are not a signal. Every :data:`RATE_CHECK_S` seconds it is found so, a
+``low_rate`` warning is left the same way, and the device's readings are left
+out (counted in :attr:`DeviceFeed.slow_readings`) until a span of its sensors
+is fast enough again.
 
 Clocks: a device whose readings are within ``clock_window`` of the gateway's
 clock (Sensor Logger, browsers: Unix time) keeps its own times; any other
@@ -65,6 +82,14 @@ from harstream.stream.gateway.admission import RateLimit
 from harstream.stream.gateway.phone_formats import FormatError, Readings
 
 MAX_FEEDS = 10_000  # device states kept; beyond this the idle half is forgotten
+#: A device clock that stepped forward beyond ``max_ahead`` is taken as the device's clock
+#: once its readings have gone on from one another this long (seconds, gateway clock).
+CLOCK_STEP_CONFIRM_S = 5.0
+#: A new device's reading budget, in seconds of its rate (``max_readings_per_s``).
+BUDGET_START_S = 2.0
+#: The most a quiet device saves for a flush, in seconds of its rate: what a
+#: message may start ahead of the wall clock (``max_ahead``) and a little more.
+BUDGET_SAVED_S = 32.0
 CLOCK_WINDOW_S = 120.0  # readings this close to the gateway's clock are taken as Unix time
 #: Seconds of accelerometer readings with no gyroscope reading before a device is served without one.
 NO_GYRO_AFTER_S = 3.0
@@ -74,6 +99,11 @@ NO_GRAVITY_BELOW_G = 0.5
 GRAVITY_CHECK_S = 5.0
 #: Above this mean (g) the readings are not in g (m/s² sent as g read about 9.8).
 UNITS_ABOVE_G = 3.0
+#: A sensor sending fewer readings a second than this (over the time its readings cover) is
+#: too slow for the 50 Hz pipeline: SensorServer's default period and Android's
+#: SENSOR_DELAY_NORMAL are 200 ms (5 Hz). Its readings are left out, not interpolated.
+MIN_RATE_HZ = 10.0
+RATE_CHECK_S = 5.0
 
 
 class DeviceFeed:
@@ -91,7 +121,12 @@ class DeviceFeed:
         self.device = device
         self.resampler = Resampler(max_gap=max_gap)
         self.max_span, self.max_ahead = max_span, max_ahead
-        self.budget = RateLimit(max_readings_per_s, 2 * max_readings_per_s)
+        self.budget = RateLimit(
+            max_readings_per_s,
+            max(BUDGET_SAVED_S, max_ahead + BUDGET_START_S) * max_readings_per_s,
+            start=BUDGET_START_S * max_readings_per_s,
+            now=now,
+        )
         self.offset: float | None = None  # device clock → Unix time
         self._jumps = 0
         self._last_t: float | None = None  # newest reading so far, device clock
@@ -109,6 +144,11 @@ class DeviceFeed:
         self._gravity = GravityCheck()
         self.warning: tuple[str, str] | None = None  # (reason, detail) for the edge to send, then clear
         self.warnings = 0  # how many it raised
+        # readings on a clock that stepped forward, refused so far: (first seen, newest reading, last seen)
+        self._step: tuple[float, float, float] | None = None
+        self._rates = {stream: RateCheck(max_gap) for stream in ("acc", "gyro")}
+        self.rate_hz: dict[str, float] = {}  # each sensor's rate over its last span checked
+        self.slow_readings = 0  # readings not used: their sensor ran under MIN_RATE_HZ
 
     def check(self, readings: Readings, now: float) -> None:
         """Refuse readings whose times cannot be right (see the module doc); changes nothing."""
@@ -130,18 +170,25 @@ class DeviceFeed:
 
     def add(self, readings: Readings, now: float) -> list[SampleBatch]:
         """Check, then push readings; return the 50 Hz batches ready to publish."""
-        self.check(readings, now)
-        if not self.budget.take(len(readings)):
+        stepped = self._clock_stepped(readings, now)
+        if not stepped:
+            self.check(readings, now)
+        if not self.budget.take(len(readings), now):
             raise FormatError("rate_limit", f"more than {self.budget.rate:g} readings/s for device {self.device!r}")
+        if stepped:  # the device's clock now: a new segment, pinned afresh
+            self.restart()
         self.last_seen = now
         r = self.resampler
         first = readings.acc_t[:1] if len(readings.acc_t) else readings.gyro_t[:1]
-        for stream in ("acc", "gyro"):
-            t = getattr(readings, f"{stream}_t")
-            if len(t):
-                r.push(stream, t, getattr(readings, stream))
-        self._take_pressure(readings)
-        self._choose_streams(readings)
+        if self._too_slow(readings):  # not drawn as straight lines between sparse readings
+            self.slow_readings += len(readings)
+        else:
+            for stream in ("acc", "gyro"):
+                t = getattr(readings, f"{stream}_t")
+                if len(t):
+                    r.push(stream, t, getattr(readings, stream))
+            self._take_pressure(readings)
+            self._choose_streams(readings)
         self._check_gravity(readings)
         if len(readings.acc_t) or len(readings.gyro_t):
             newest = max(float(t.max()) for t in (readings.acc_t, readings.gyro_t) if len(t))
@@ -155,7 +202,9 @@ class DeviceFeed:
         for chunk in r.pull():
             for i in range(0, len(chunk.samples), MAX_SAMPLES_PER_MESSAGE):
                 part = chunk.samples[i : i + MAX_SAMPLES_PER_MESSAGE]
-                meta = {"source": self.source, "segment": r.segments}
+                # sent: when the gateway published it; a worker judges staleness by that, so a
+                # phone's flush of readings it held (screen off, no network) is labelled
+                meta = {"source": self.source, "segment": r.segments, "sent": round(now, 3)}
                 if not self.has_gyro:
                     meta["gyro"] = False
                 t0 = chunk.t0 + i / r.rate + (self.offset or 0.0)
@@ -166,6 +215,31 @@ class DeviceFeed:
                 out.append(batch)
                 self.samples_out += len(part)
         return out
+
+    def _clock_stepped(self, readings: Readings, now: float) -> bool:
+        """Whether ``readings``, too far ahead of the device's previous message,
+        go on a clock that stepped forward and has run on for
+        :data:`CLOCK_STEP_CONFIRM_S` seconds (see the module doc)."""
+        times = [t for t in (readings.acc_t, readings.gyro_t, readings.pressure_t) if len(t)]
+        if not times or self._last_t is None or not (len(readings.acc_t) or len(readings.gyro_t)):
+            return False
+        lo, hi = min(float(t.min()) for t in times), max(float(t.max()) for t in times)
+        if hi - lo > self.max_span:  # refused by check()
+            return False
+        if lo - self._last_t <= (now - self._last_wall) + self.max_ahead:
+            self._step = None  # on the device's known clock
+            return False
+        step = self._step
+        goes_on = (
+            step is not None
+            and lo >= step[1] - self.resampler.max_gap
+            and lo - step[1] <= (now - step[2]) + self.max_ahead
+        )
+        if step is None or not goes_on:
+            self._step = (now, hi, now)
+            return False
+        self._step = (step[0], max(step[1], hi), now)
+        return now - step[0] >= CLOCK_STEP_CONFIRM_S
 
     @property
     def has_gyro(self) -> bool:
@@ -184,6 +258,32 @@ class DeviceFeed:
             self._first_acc = float(readings.acc_t.min())
         if r.segments == 0 and float(readings.acc_t.max()) - self._first_acc >= NO_GYRO_AFTER_S:
             r.use_streams(("acc",))
+
+    @property
+    def low_rate(self) -> bool:
+        """Whether a sensor of this device ran under :data:`MIN_RATE_HZ` over its last span checked."""
+        return any(rate < MIN_RATE_HZ for rate in self.rate_hz.values())
+
+    def _too_slow(self, readings: Readings) -> bool:
+        """Judge each sensor's rate as its readings come (see :class:`RateCheck`);
+        whether this device's readings are to be left out (a ``low_rate`` warning
+        with every span found slow)."""
+        for stream in ("acc", "gyro"):
+            rate = self._rates[stream].push(getattr(readings, f"{stream}_t"))
+            if rate is None:
+                continue
+            self.rate_hz[stream] = rate
+            if rate < MIN_RATE_HZ:
+                self.warnings += 1
+                name = {"acc": "accelerometer", "gyro": "gyroscope"}[stream]
+                self.warning = (
+                    "low_rate",
+                    f"device {self.device}: the {name} ran at {rate:.1f} Hz over {RATE_CHECK_S:g} s; "
+                    f"at least {MIN_RATE_HZ:g} Hz is needed (the model works at 50 Hz): set the app's sampling rate "
+                    "higher (SensorServer: a sampling period of 20,000 us or less; Android: SENSOR_DELAY_GAME "
+                    "or faster); until then its readings are not used",
+                )
+        return self.low_rate
 
     def _check_gravity(self, readings: Readings) -> None:
         mean = self._gravity.push(readings.acc_t, readings.acc)
@@ -228,6 +328,51 @@ class DeviceFeed:
         self._pressure, self._pressure_last = self._pressure[:0], None
         self._first_acc = None
         self._gravity = GravityCheck()  # a new connection's clock may differ
+        self._step = None
+        self._rates = {stream: RateCheck(self.resampler.max_gap) for stream in ("acc", "gyro")}
+
+
+class RateCheck:
+    """How many readings a second one sensor sends, over each span of
+    :data:`RATE_CHECK_S` seconds of its own clock, counting only the time its
+    readings cover (a hole longer than ``max_gap`` is silence, not a slow
+    sensor; repeated times are not counted).
+
+    >>> check = RateCheck()
+    >>> check.push(np.arange(0, 3, 0.2)) is None                   # 3 s at 5 Hz: not yet
+    True
+    >>> round(check.push(np.arange(3, 6, 0.2)), 1)                 # SensorServer's default
+    5.0
+    >>> watch = RateCheck()
+    >>> round(watch.push(np.r_[np.arange(0, 2, 0.04), np.arange(4, 7, 0.04)]), 1)  # 25 Hz, a 2 s hole
+    25.0
+    """
+
+    def __init__(self, max_gap: float = 0.5) -> None:
+        self.max_gap = max_gap
+        self.last: float | None = None  # newest reading so far
+        self.since: float | None = None  # the span's first reading
+        self.intervals = 0
+        self.covered = 0.0  # seconds between readings no further apart than max_gap
+
+    def push(self, t: np.ndarray) -> float | None:
+        """Take reading times; the span's rate (Hz) when they complete one, else None."""
+        if not len(t):
+            return None
+        t = np.sort(np.asarray(t, dtype=np.float64))
+        if self.last is not None and t[0] >= self.last:
+            t = np.concatenate([[self.last], t])
+        dt = np.diff(t)
+        kept = (dt > 0) & (dt <= self.max_gap)
+        self.intervals += int(kept.sum())
+        self.covered += float(dt[kept].sum())
+        self.last = float(t[-1]) if self.last is None else max(self.last, float(t[-1]))
+        self.since = float(t[0]) if self.since is None else self.since
+        if self.last - self.since < RATE_CHECK_S or self.covered <= 0:
+            return None
+        rate = self.intervals / self.covered
+        self.intervals, self.covered, self.since = 0, 0.0, None
+        return rate
 
 
 class GravityCheck:

@@ -99,6 +99,7 @@ class Readings:
     pressure_t: np.ndarray = field(default_factory=lambda: np.empty(0))  # s, the device's clock
     pressure: np.ndarray = field(default_factory=lambda: np.empty(0))  # hPa
     pressure_refused: dict[str, int] = field(default_factory=dict)
+    watch: Readings | None = None  # a paired watch's readings in the same message (Sensor Logger's wristmotion)
 
     def __len__(self) -> int:
         return len(self.acc_t) + len(self.gyro_t) + len(self.pressure_t)
@@ -227,6 +228,12 @@ def parse_samples(msg: dict, hello: Hello) -> Readings:
 
 SENSOR_LOGGER_SENSORS = ("accelerometer", "gravity", "totalacceleration", "gyroscope")
 BAROMETER = "barometer"  # Sensor Logger's entry: values {pressure (hPa), relativeAltitude (m)}
+#: Sensor Logger's watch app (Apple Watch, Wear OS): the watch's motion, in the phone's pushes.
+WRIST_MOTION = "wristmotion"
+WRIST_FIELDS = tuple(
+    f"{kind}{axis}" for kind in ("acceleration", "gravity", "rotationRate") for axis in "XYZ"
+)  # user acceleration and gravity: g (m/s² when "Standardise Units & Frames" is on); rotation rate: rad/s
+WATCH_SUFFIX = ".watch"  # the watch's device id: the phone's deviceId + this
 
 
 def parse_sensor_logger(msg: dict, platform: str = "android") -> Readings:
@@ -234,6 +241,7 @@ def parse_sensor_logger(msg: dict, platform: str = "android") -> Readings:
 
     ``platform="ios"`` flips the acceleration sign (Sensor Logger's iOS default
     frame); ``android`` also fits iOS with "Standardise Units & Frames" on.
+    A paired watch's ``wristmotion`` entries become :attr:`Readings.watch`.
     Other sensors in the payload (location, battery, …) are ignored.
 
     >>> batch = {"deviceId": "a1", "sessionId": "s", "messageId": 3, "payload": [
@@ -259,19 +267,32 @@ def parse_sensor_logger(msg: dict, platform: str = "android") -> Readings:
         raise FormatError("too_large", f"payload has {len(payload)} entries, at most {4 * MAX_ROWS}")
     found: dict[str, list[list[float]]] = {name: [] for name in SENSOR_LOGGER_SENSORS}
     barometer: list[list[float]] = []
+    wrist: list[list[float]] = []
     for i, entry in enumerate(payload):
         if not isinstance(entry, dict):
             raise FormatError("types", f"payload[{i}] is not an object")
         name = entry.get("name")
-        if name not in found and name != BAROMETER:
+        if name not in found and name not in (BAROMETER, WRIST_MOTION):
             continue
         t, values = entry.get("time"), entry.get("values")
         if not _is_number(t):
             raise FormatError("types", f"payload[{i}] ({name}): time must be a number (epoch ns)")
+        if name == WRIST_MOTION:
+            if not isinstance(values, dict) or not all(_is_number(values.get(k)) for k in WRIST_FIELDS):
+                raise FormatError(
+                    "types", f"payload[{i}] (wristmotion): values must hold numbers {', '.join(WRIST_FIELDS)}"
+                )
+            wrist.append([float(t) / 1e9, *(float(values[k]) for k in WRIST_FIELDS)])
+            continue
         if name == BAROMETER:
-            if not isinstance(values, dict) or not _is_number(values.get("pressure")):
+            if not isinstance(values, dict):
                 raise FormatError("types", f"payload[{i}] (barometer): values must hold pressure, a number (hPa)")
-            barometer.append([float(t) / 1e9, float(values["pressure"])])
+            hpa = values.get("pressure")
+            if hpa is not None and not _is_number(hpa):
+                raise FormatError("types", f"payload[{i}] (barometer): pressure must be a number (hPa)")
+            # null (JavaScript's JSON.stringify writes NaN so) or absent: one reading
+            # that is not a number, left out and counted like a NaN
+            barometer.append([float(t) / 1e9, math.nan if hpa is None else float(hpa)])
             continue
         if not isinstance(values, dict) or not all(_is_number(values.get(k)) for k in "xyz"):
             raise FormatError("types", f"payload[{i}] ({name}): values must be {{x, y, z}} numbers")
@@ -306,8 +327,30 @@ def parse_sensor_logger(msg: dict, platform: str = "android") -> Readings:
         b = np.array(barometer, dtype=np.float64)
         b = b[np.argsort(b[:, 0], kind="stable")]  # batches list sensors apart; time orders them
         out.take_pressure(b[:, 0], b[:, 1])
+    if wrist:
+        out.watch = _watch_readings(np.array(wrist, dtype=np.float64), device, out.session)
     check_readings(out)
     return out
+
+
+def _watch_readings(rows: np.ndarray, device: str, session: str | None) -> Readings:
+    """Sensor Logger's ``wristmotion`` rows ``[t, acceleration xyz, gravity xyz,
+    rotationRate xyz]`` → the watch's :class:`Readings` (device ``<deviceId>.watch``).
+
+    By default the app writes them as CoreMotion does: in g, with the opposite
+    sign to Android (gravity along -z face up); with "Standardise Units &
+    Frames" in m/s², Android's frame. A watch carried by a person reads about
+    1 g of gravity, so the size of the gravity vector says which.
+    """
+    if len(rows) > MAX_ROWS:
+        raise FormatError("too_large", f"{len(rows)} wristmotion readings, at most {MAX_ROWS} per batch")
+    rows = rows[np.argsort(rows[:, 0], kind="stable")]
+    watch = check_device(device + WATCH_SUFFIX, f"deviceId {device!r} + {WATCH_SUFFIX!r} (the paired watch)")
+    total, gravity = rows[:, 1:4] + rows[:, 4:7], rows[:, 4:7]
+    standardised = float(np.median(np.linalg.norm(gravity, axis=1))) > 3.0  # m/s², Android's frame
+    scale = 1.0 / STANDARD_GRAVITY if standardised else -1.0
+    out = Readings(rows[:, 0], total * scale, rows[:, 0].copy(), rows[:, 7:10], device=watch, session=session)
+    return check_readings(out)
 
 
 class MessageOrder:
@@ -408,7 +451,7 @@ def check_readings(r: Readings) -> Readings:
         if len(v) and np.abs(v).max() > limit:
             row = int(np.abs(v).max(axis=1).argmax())
             raise FormatError(
-                "values", f"{name} reading {row}: |{np.abs(v).max():.1f}| {unit} exceeds {limit:g} {unit}"
+                "values", f"{name} reading {row}: |{np.abs(v).max():.4g}| {unit} exceeds {limit:g} {unit}"
             )
     return r
 
@@ -438,5 +481,39 @@ def _rows(raw: Any, name: str, width: int = 4) -> np.ndarray:
     except OverflowError:
         raise FormatError("values", f"{name}: a number too large for a float") from None
     if len(rows) and not (np.abs(rows[:, 0]) < 1e15).all():  # ms: beyond year 33658
-        raise FormatError("values", f"{name}: time beyond any clock (t_ms must be < 1e15)")
+        big = float(np.abs(rows[:, 0]).max())
+        like, by = ("nanoseconds", "1,000,000") if big >= 1e17 else ("microseconds", "1,000")
+        raise FormatError(
+            "values",
+            f"{name}: time {big:.4g} is beyond any clock in milliseconds (t_ms must be < 1e15); "
+            f"it looks like {like}: divide by {by}",
+        )
+    check_spacing(rows[:, 0], name)
     return rows
+
+
+#: Readings closer than this (ms) come from no sensor (20 kHz): times in seconds read as ms.
+MIN_SPACING_MS = 0.05
+
+
+def check_spacing(t_ms: np.ndarray, name: str) -> None:
+    """Refuse reading times whose usual spacing no sensor has: ``t_ms`` in seconds.
+
+    >>> check_spacing(np.arange(10) * 10.0, "acc")                  # 100 Hz in ms
+    >>> try:
+    ...     check_spacing(np.arange(10) * 0.01, "acc")              # 100 Hz in seconds
+    ... except FormatError as exc:
+    ...     print(exc.reason)
+    time
+    """
+    if len(t_ms) < 5:
+        return
+    steps = np.diff(np.sort(t_ms))
+    steps = steps[steps > 0]
+    if len(steps) >= 4 and float(np.median(steps)) < MIN_SPACING_MS:
+        step = float(np.median(steps))
+        raise FormatError(
+            "time",
+            f"{name}: readings {step:.3g} ms apart ({1000 / step:,.0f} Hz); t_ms is in milliseconds and these "
+            "look like seconds: multiply by 1,000",
+        )

@@ -247,6 +247,8 @@ class Gateway:
                     "segments": f.resampler.segments,
                     "gyro": f.has_gyro,
                     "late": f.resampler.late,
+                    "low_rate": f.low_rate,
+                    "rate_hz": {s: round(r, 1) for s, r in f.rate_hz.items()},
                     "idle_s": round(now - f.last_seen, 1),
                 }
                 for d, f in list(self.feeds.items())[:1000]
