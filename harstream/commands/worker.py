@@ -137,7 +137,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--between-headroom",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="places past --between-devices follow the worker loop's load: every new run gets one while "
+        help="places past --between-devices follow the worker loop's load over 5 s: every new run gets one while "
         "the loop uses under half a core, none while it is between half and 3/4, and past 3/4 a quarter of "
         "them are taken back each second, newest first (--no-between-headroom: exactly N) (default on)",
     )

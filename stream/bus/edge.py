@@ -8,7 +8,7 @@ loop: read and predict (the transport's :meth:`Transport.step`), publish,
 and do chores on timers (:class:`~harstream.stream.core.chores.Chores`:
 signal feeds and subscriptions every 0.1 s, the history of devices gone
 quiet every 0.25 s, the idle sweep every second, the places for
-display-only updates between windows by the loop's load every second,
+display-only updates between windows every second, by the loop's load over 5 s,
 the personal-model folder, statistics), each chore guarded: a failure is
 counted as ``internal`` and logged once, never the end of the worker. A
 transport supplies only what differs: how it reads (and acknowledges) and
@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -49,8 +49,10 @@ log = logging.getLogger(__name__)
 #: How often the history of devices gone quiet is looked at (a look at every device):
 #: a device that stops is final about WorkerConfig.history_quiet + this after its last sample.
 HISTORY_S = 0.25
-#: How often places for display-only updates between windows follow the loop's load.
+#: How often places for display-only updates between windows follow the loop's load,
+#: measured over the last BUSY_OVER_S seconds.
 BETWEEN_PLACES_S = 1.0
+BUSY_OVER_S = 5.0
 
 
 class OutputEdge:
@@ -243,15 +245,16 @@ def run_edge(
             o.printer(format_stats(stats.to_dict()))
 
     def fit_between(now: float) -> None:
-        # the loop's own CPU time (this thread's) over wall time: how much of a core it needs
-        cpu = time.thread_time()
-        busy = (cpu - loop_clock[0]) / max(now - loop_clock[1], 1e-9)
-        loop_clock[:] = [cpu, now]
+        # the loop's own CPU time (this thread's) over the last BUSY_OVER_S of wall time: how much
+        # of a core it needs, past a start-up's or a reconnection wave's burst
+        loop_clock.append((time.thread_time(), now))
+        (cpu0, wall0), (cpu1, wall1) = loop_clock[0], loop_clock[-1]
+        busy = (cpu1 - cpu0) / max(wall1 - wall0, 1e-9)
         for core in cores():
             core.fit_between(busy)
 
     now = time.monotonic()
-    loop_clock = [time.thread_time(), now]
+    loop_clock = deque([(time.thread_time(), now)], maxlen=round(BUSY_OVER_S / BETWEEN_PLACES_S) + 1)
     last: list[WorkerStats | None] = [None]
     next_print = [now + o.print_every]
     chores.every("signals", CHORES_S, outputs, first=now + CHORES_S)
