@@ -331,3 +331,19 @@ def test_an_angle_abstain_setting_that_is_not_true_or_false_is_refused_by_name(f
     (folder.path / "w.personal.json").write_text(json.dumps(doc))
     (event,) = folder.settle()
     assert event.kind == "refused" and "settings: angle_abstain: expected true or false" in event.reason
+
+
+def test_a_model_written_into_the_folder_serves_within_a_few_polls_not_an_interval(tmp_path):
+    """The folder's own change is seen at the next poll (0.1 s in the worker),
+    the file loaded one settling look later, long before the next full look."""
+    router = ModelRouter(ServedModel("waist", "waist", "hapt@1", ACTIVITIES), BASE)
+    registry = PersonalRegistry(tmp_path, lambda p: load_personal_model(p, BASE), interval=60.0)
+    assert registry.poll(0.0, router) == []  # the first look, an empty folder
+    write_personal_file(tmp_path / "a.personal.json", good_doc())
+    events = []
+    now = 0.0
+    while not events and now < 1.0:
+        now = round(now + 0.1, 1)
+        events += registry.poll(now, router)
+    assert [(e.kind, e.device) for e in events] == [("loaded", "phone:a")]
+    assert now <= 0.4  # noticed at 0.1 s, settled a look 0.2 s later; the next full look was due at 60 s

@@ -8,9 +8,11 @@ whose ``device`` is the device's id on the bus (``phone:pixel-7``).
 file says which device it is for.
 
 The worker's loop calls :meth:`PersonalRegistry.poll` often; it looks at the
-folder once per ``interval`` (one ``lstat`` per file), and loads a file that
-changed — once it has stayed unchanged for one more look, so a half-written
-file is not read — right there in the loop: a personal model is a few
+folder once per ``interval`` (one ``lstat`` per file), and at once when the
+folder itself changed (one ``stat`` per poll: a file created, renamed in or
+removed), and loads a file that changed — once it has stayed unchanged for
+one more look, :data:`SETTLE_LOOK_S` later, so a half-written file is not
+read — right there in the loop: a personal model is a few
 kilobytes of checked JSON, read in about a millisecond, and loading stops for
 the tick once :data:`LOAD_BUDGET_S` is spent (the rest go on the next tick).
 The loaded model then serves its device
@@ -57,6 +59,9 @@ DEFAULT_PERSONAL_DIR = Path("runs/personal")
 MAX_REFUSALS_LISTED = 50
 #: Seconds of loading per poll; files past it wait for the next poll.
 LOAD_BUDGET_S = 0.02
+#: Seconds until the next look while a new or changed file waits to settle (it is loaded
+#: once unchanged for one more look).
+SETTLE_LOOK_S = 0.2
 #: Files in the folder looked at, at most (a folder of a million files is not listed whole).
 MAX_FILES = 100_000
 #: Names the registry looks at: the personal-model format, and the old Keras one (refused).
@@ -111,6 +116,12 @@ class FolderWatch:
             del self._handled[name]
         self._previous = dict(listing)
         return ready, gone
+
+    @property
+    def unsettled(self) -> bool:
+        """Whether the last listing held a file new or changed since it was
+        handled, waiting for one more look to load it."""
+        return any(self._handled.get(n) != sig for n, sig in self._previous.items())
 
 
 @dataclass
@@ -180,15 +191,17 @@ class PersonalRegistry:
         self.load_ms_max = 0.0
         self._queue: dict[str, None] = {}  # names waiting to be loaded, in order
         self._next_look = 0.0
+        self._folder_mtime: int | None = None  # the folder's own modification time at the last look
 
     def poll(self, now: float, router: ModelRouter) -> list[RegistryEvent]:
         """Apply removals and load what is waiting (within
         :data:`LOAD_BUDGET_S`); look at the folder if ``interval`` has passed.
         Never raises for a bad file."""
         events: list[RegistryEvent] = []
-        if now >= self._next_look:
-            self._next_look = now + self.interval
+        if now >= self._next_look or self._folder_changed():
             ready, gone = self.watch.update(list_models(self.folder))
+            # a file waiting to settle is looked at again soon, not a whole interval later
+            self._next_look = now + (min(SETTLE_LOOK_S, self.interval) if self.watch.unsettled else self.interval)
             for name in gone:
                 self._queue.pop(name, None)
                 self.refused.pop(name, None)
@@ -215,6 +228,18 @@ class PersonalRegistry:
                 len(self._queue),
             )
         return events
+
+    def _folder_changed(self) -> bool:
+        """Whether the folder itself changed since the last look (one ``stat``:
+        a file created, renamed in or removed; a file rewritten in place is
+        seen at the next look)."""
+        try:
+            mtime = os.stat(self.folder).st_mtime_ns
+        except OSError:
+            mtime = None
+        changed = mtime != self._folder_mtime
+        self._folder_mtime = mtime
+        return changed
 
     def _load(self, name: str, router: ModelRouter) -> RegistryEvent:
         started = self.clock()
