@@ -42,6 +42,15 @@ def number_options(command: str) -> list[tuple[str, Number]]:
     ]
 
 
+def given(command: str, option: str, value: str) -> list[str]:
+    """``option`` given ``value`` as the command line spells it: once, or as
+    many times as an option of a fixed number of values takes."""
+    action = next(a for a in parser_of(command)._actions if option in a.option_strings)
+    if isinstance(action.nargs, int) and action.nargs > 1:
+        return [option, *[value] * action.nargs]
+    return [f"{option}={value}"]
+
+
 def bad_values(kind: Number) -> list[str]:
     """Just below, just above, not finite, not a number."""
     step = 1 if kind.kind is int else 0.5
@@ -83,7 +92,7 @@ def test_every_command_with_numbers_is_covered():
 def test_a_bad_number_is_a_one_line_usage_error_naming_the_option(command, option, kind, capsys):
     for bad in bad_values(kind):
         with pytest.raises(SystemExit) as exited:
-            main([*command.split(), f"{option}={bad}"])
+            main([*command.split(), *given(command, option, bad)])
         assert exited.value.code == 2, (option, bad)
         err = capsys.readouterr().err.strip().splitlines()
         assert err[-1].startswith(f"harstream {command}: error: argument {option}: "), err[-1]
