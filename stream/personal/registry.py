@@ -195,8 +195,9 @@ class PersonalRegistry:
 
     def poll(self, now: float, router: ModelRouter) -> list[RegistryEvent]:
         """Apply removals and load what is waiting (within
-        :data:`LOAD_BUDGET_S`); look at the folder if ``interval`` has passed.
-        Never raises for a bad file."""
+        :data:`LOAD_BUDGET_S`); look at the folder if ``interval`` has passed
+        (:data:`SETTLE_LOOK_S` while a file waits to settle) or the folder
+        itself changed. Never raises for a bad file."""
         events: list[RegistryEvent] = []
         if now >= self._next_look or self._folder_changed():
             ready, gone = self.watch.update(list_models(self.folder))
