@@ -152,16 +152,15 @@ class DeviceFeed:
 
     def check(self, readings: Readings, now: float) -> None:
         """Refuse readings whose times cannot be right (see the module doc); changes nothing."""
-        times = [t for t in (readings.acc_t, readings.gyro_t, readings.pressure_t) if len(t)]
-        if not times:
+        span = _span(readings)
+        if span is None:
             return
-        lo, hi = min(float(t.min()) for t in times), max(float(t.max()) for t in times)
+        lo, hi = span
         if hi - lo > self.max_span:
             raise FormatError("time", f"readings span {hi - lo:.0f} s in one message, at most {self.max_span:g} s")
         if self._last_t is not None:
             ahead = lo - self._last_t
-            allowed = (now - self._last_wall) + self.max_ahead
-            if ahead > allowed:
+            if ahead > self._allowed_ahead(now):
                 raise FormatError(
                     "time",
                     f"readings start {ahead:.0f} s after this device's previous message, "
@@ -216,17 +215,22 @@ class DeviceFeed:
                 self.samples_out += len(part)
         return out
 
+    def _allowed_ahead(self, now: float) -> float:
+        """How far past the device's previous message its next may start
+        (device clock): the wall clock's move since, plus ``max_ahead``."""
+        return (now - self._last_wall) + self.max_ahead
+
     def _clock_stepped(self, readings: Readings, now: float) -> bool:
         """Whether ``readings``, too far ahead of the device's previous message,
         go on a clock that stepped forward and has run on for
         :data:`CLOCK_STEP_CONFIRM_S` seconds (see the module doc)."""
-        times = [t for t in (readings.acc_t, readings.gyro_t, readings.pressure_t) if len(t)]
-        if not times or self._last_t is None or not (len(readings.acc_t) or len(readings.gyro_t)):
+        span = _span(readings)
+        if span is None or self._last_t is None or not (len(readings.acc_t) or len(readings.gyro_t)):
             return False
-        lo, hi = min(float(t.min()) for t in times), max(float(t.max()) for t in times)
+        lo, hi = span
         if hi - lo > self.max_span:  # refused by check()
             return False
-        if lo - self._last_t <= (now - self._last_wall) + self.max_ahead:
+        if lo - self._last_t <= self._allowed_ahead(now):
             self._step = None  # on the device's known clock
             return False
         step = self._step
@@ -330,6 +334,15 @@ class DeviceFeed:
         self._gravity = GravityCheck()  # a new connection's clock may differ
         self._step = None
         self._rates = {stream: RateCheck(self.resampler.max_gap) for stream in ("acc", "gyro")}
+
+
+def _span(readings: Readings) -> tuple[float, float] | None:
+    """The first and last reading time of ``readings`` over every sensor
+    (device clock); None when it holds none."""
+    times = [t for t in (readings.acc_t, readings.gyro_t, readings.pressure_t) if len(t)]
+    if not times:
+        return None
+    return min(float(t.min()) for t in times), max(float(t.max()) for t in times)
 
 
 class RateCheck:
