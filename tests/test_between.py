@@ -350,6 +350,15 @@ def test_a_published_session_between_labels_equal_the_offline_offset_grid_on_loo
     assert {p.window: p.smoothed for p in got if p.between} == offline[True]
 
 
+def _stop(procs: list, sub, ctx) -> None:
+    """End the command processes a test started and its subscriber."""
+    for p in procs:
+        p.terminate()
+        p.wait(20)
+    sub.close(0)
+    ctx.term()
+
+
 @pytest.mark.parametrize(
     "flag", ["--between", "--no-between", "--between-devices=0", "--between-devices=256", "--stats-every=60"]
 )
@@ -394,11 +403,7 @@ def test_the_worker_command_publishes_between_updates_unless_turned_off(ipc_addr
             if isinstance(msg, Prediction):
                 got.append(msg)
     finally:
-        for p in procs:
-            p.terminate()
-            p.wait(20)
-        sub.close(0)
-        ctx.term()
+        _stop(procs, sub, ctx)
     windows = [p for p in got if not p.between]
     assert len(windows) >= 100
     if flag not in ("--no-between", "--between-devices=0"):
@@ -449,9 +454,5 @@ def test_an_idle_worker_gives_every_device_a_place_past_its_budget(ipc_address):
                 if msg.between:
                     between.add(msg.device)
     finally:
-        for p in procs:
-            p.terminate()
-            p.wait(20)
-        sub.close(0)
-        ctx.term()
+        _stop(procs, sub, ctx)
     assert len(devices) == 3 and between == devices
