@@ -37,9 +37,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from harstream.commands._options import Number
-
-#: Beside a device's calibration CSVs the gateway writes its bus id in this file.
-DEVICE_FILE = "device.txt"
+from harstream.stream.personal.calibration import DEVICE_FILE
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

@@ -63,6 +63,7 @@ from harstream.stream.core.protocol import SampleBatch
 from harstream.stream.gateway.counters import Counters
 from harstream.stream.personal.calibration import (
     DEFAULT_LIMITS,
+    DEVICE_FILE,
     CalibrationError,
     CalibrationLimits,
     CalibrationSession,
@@ -349,7 +350,7 @@ def write_and_fit(
     fresh.mkdir(parents=True)
     for file, text in files.items():
         (fresh / file).write_text(text, encoding="utf-8")
-    (fresh / "device.txt").write_text(device + "\n", encoding="utf-8")
+    (fresh / DEVICE_FILE).write_text(device + "\n", encoding="utf-8")
     (fresh / OWNER_FILE).write_text(owner + "\n", encoding="ascii")
     shutil.rmtree(folder, ignore_errors=True)  # the previous calibration of this device
     os.replace(fresh, folder)

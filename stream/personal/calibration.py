@@ -73,6 +73,8 @@ WINDOW, STEP = 128, 64
 FOLDER_SLUG_CHARS = 40
 _SLUG = re.compile(r"[^a-z0-9]+")
 CSV_HEADER = "time,acc_x,acc_y,acc_z,gyro_x,gyro_y,gyro_z,label\n"
+#: Beside a device's calibration CSVs: its id on the bus (what `harstream calibrate` serves a refit to).
+DEVICE_FILE = "device.txt"
 
 
 class CalibrationError(InputError):
