@@ -180,6 +180,23 @@ def test_sensor_logger_http_posts_reach_the_bus_with_gravity_and_android_signs(n
     asyncio.run(main())
 
 
+def test_a_refused_sensor_logger_push_does_not_hold_back_the_pushes_after_it(running_gateway):
+    async def main():
+        async with running_gateway() as (gw, tap):
+            t = jittered(100, time.time(), 3, 7)
+            first, refused, after = list(sensor_logger_batches(t, "sl-hole", "s1"))[:3]
+            refused["payload"][0]["values"]["x"] = "fast"  # a batch the gateway must refuse
+            assert await http_post(gw.port, "/data", json.dumps(first).encode()) == (200, "ok\n")
+            published = gw.stats()["devices"]["phone:sl-hole"]["samples_out"]
+            status, _ = await http_post(gw.port, "/data", json.dumps(refused).encode())
+            assert status == 400
+            assert await http_post(gw.port, "/data", json.dumps(after).encode()) == (200, "ok\n")
+            # Answered, and already on the bus: not parked until the order gives up on the hole.
+            assert gw.stats()["devices"]["phone:sl-hole"]["samples_out"] > published + 20
+
+    asyncio.run(main())
+
+
 def test_sensor_logger_json_over_a_websocket_is_accepted_too(running_gateway):
     async def main():
         async with running_gateway() as (gw, tap):

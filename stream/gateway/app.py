@@ -227,6 +227,7 @@ class Routes:
         """One Sensor Logger batch. Never raises: every failure is an answer and a count."""
         gw, c = self.gateway, self.gateway.config
         gw.counters.count("http_posts")
+        msg: Any = None
         try:
             body = await self._read_body(request)
             msg = load_message(body)
@@ -242,11 +243,10 @@ class Routes:
                 order = self._orders[owner] = MessageOrder()
                 if len(self._orders) > MAX_SESSIONS:  # sessions come and go; forget the oldest
                     self._orders.pop(next(iter(self._orders)))
-            for ready in order.add(msg.get("messageId"), readings, time.monotonic()):
-                gw.publish(device, ready, "sensorlogger")
-                self._publish_watch(ready, ("http", readings.session))
+            self._pass_on(device, readings.session, order.add(msg.get("messageId"), readings, time.monotonic()))
         except FormatError as exc:
             gw.counters.reject(exc.reason, exc.detail)
+            self._refused_batch(msg)
             advice = f"; {TOO_LARGE_ADVICE}" if exc.reason == "too_large" else ""
             return PlainTextResponse(
                 f"{exc.reason}: {exc.detail}{advice}\n",
@@ -268,6 +268,33 @@ class Routes:
             return PlainTextResponse("internal error\n", status_code=500)
         gw.counters.count("messages")
         return PlainTextResponse("ok\n")
+
+    def _pass_on(self, device: str, session: str | None, batches: list[Readings]) -> None:
+        for ready in batches:
+            self.gateway.publish(device, ready, "sensorlogger")
+            self._publish_watch(ready, ("http", session))
+
+    def _refused_batch(self, msg: Any) -> None:
+        """A refused push leaves a hole in its session's ``messageId`` sequence
+        that nothing will fill: the batches waiting behind it go on now instead
+        of after the order's longest wait."""
+        if not isinstance(msg, dict):
+            return
+        local, session = msg.get("deviceId"), msg.get("sessionId")
+        if not isinstance(local, str) or not (session is None or isinstance(session, str | int)):
+            return
+        owner = ("http", local, None if session is None else str(session))
+        order = self._orders.get(owner)
+        if order is None:
+            return
+        ready = order.refused(msg.get("messageId"), time.monotonic())
+        if ready:
+            try:
+                device = self.gateway.claim(local, owner, None, lease=self.gateway.config.http_lease)
+            except FormatError as exc:  # the id went to another sender meanwhile: its batches cannot go on
+                self.gateway.counters.reject(exc.reason, exc.detail)
+                return
+            self._pass_on(device, owner[2], ready)
 
     def _publish_watch(self, readings: Readings, owner: Any) -> None:
         """A paired watch's readings (Sensor Logger's ``wristmotion``) as a device

@@ -361,9 +361,14 @@ class MessageOrder:
     missing one arrives, or until ``max_pending`` batches wait or the oldest
     has waited ``max_wait`` seconds; then the missing one is given up on.
 
+    A batch the gateway refused leaves a hole nothing will fill:
+    :meth:`refused` tells the order so, and the batches after it go on at once.
+
     >>> order = MessageOrder()
     >>> order.add(0, "a", now=0.0), order.add(2, "c", now=0.1), order.add(1, "b", now=0.2)
     (['a'], [], ['b', 'c'])
+    >>> order.add(4, "e", now=0.3), order.refused(3, now=0.4)
+    ([], ['e'])
     """
 
     def __init__(self, max_pending: int = 4, max_wait: float = 3.0):
@@ -377,7 +382,7 @@ class MessageOrder:
         if not _is_number(message_id) or isinstance(message_id, float) or self.next is None or message_id < self.next:
             if _is_number(message_id) and not isinstance(message_id, float) and self.next is None:
                 self.next = message_id + 1
-            return [item]
+            return [] if item is _REFUSED else [item]
         self.pending[message_id] = (now, item)
         ready = []
         while self.pending:
@@ -393,7 +398,17 @@ class MessageOrder:
                 self.next = first
                 continue
             break
-        return ready
+        return [item for item in ready if item is not _REFUSED]
+
+    def refused(self, message_id: Any, now: float) -> list:
+        """Items now ready, in order, once the batch ``message_id`` was refused
+        (a batch already waiting under that id is kept: it was not refused)."""
+        if _is_number(message_id) and message_id in self.pending:
+            return []
+        return self.add(message_id, _REFUSED, now)
+
+
+_REFUSED = object()  # stands in the order for a batch the gateway refused
 
 
 # --------------------------------------------------------------- SensorServer
