@@ -126,7 +126,7 @@ class TwoModelDecoder(Decoder):
         if self.refused is not None:
             return self.shown, self.class_posterior()
         p = self.params
-        evidence = self._scale * (self._mix @ np.asarray(probs, dtype=np.float64) + p.floor) ** p.sharpness
+        evidence = self.evidence(np.asarray(probs, dtype=np.float64))
         if fast is not None and self.fast_weight > 0.0:
             q = np.asarray(fast, dtype=np.float64)
             factor = (self._fast_mix @ q + p.floor) ** (p.sharpness * self.fast_weight)

@@ -232,6 +232,37 @@ class DecoderParams:
             raise DecoderParamsError(f"decoder parameters: {type(exc).__name__}: {exc}") from None
 
 
+@dataclass(frozen=True)
+class Emission:
+    """Each state's evidence from one window's (valid) class probabilities:
+    an activity state's is its class's, a transition state's the mean of its
+    two postures' (or the fitted ``emission`` map), sharpened. Holds no
+    reference to its parameters, so it may be shared and kept apart from them."""
+
+    mix: np.ndarray  # (states, classes)
+    scale: np.ndarray  # (states,)
+    floor: float
+    sharpness: float
+
+    @staticmethod
+    def of(params: DecoderParams) -> Emission:
+        n, s = len(params.classes), len(params.states)
+        if params.emission is not None:
+            mix = np.asarray(params.emission, dtype=np.float64)
+        else:
+            mix = np.zeros((s, n))
+            mix[np.arange(n), np.arange(n)] = 1.0
+            index = {c: i for i, c in enumerate(params.classes)}
+            for k, name in enumerate(params.transitions):
+                ends = [index[c] for c in TRANSITION_ENDS[name] if c in index]
+                mix[n + k, ends] = 1.0 / len(ends) if ends else 0.0
+        scale = np.concatenate([np.ones(n), np.full(s - n, params.transition_evidence)])
+        return Emission(mix, scale, float(params.floor), float(params.sharpness))
+
+    def __call__(self, probs: np.ndarray) -> np.ndarray:
+        return self.scale * (self.mix @ probs + self.floor) ** self.sharpness
+
+
 class Decoder:
     """Forward filter + hysteresis for one device; ``update`` once per window.
 
@@ -246,19 +277,7 @@ class Decoder:
         self.params = params
         self.classes = list(params.classes)
         n, s = len(params.classes), len(params.states)
-        # evidence of each state as a linear map of the class probabilities:
-        # activity state = its class; transition state = mean of its two postures
-        if params.emission is not None:
-            mix = params.emission
-        else:
-            mix = np.zeros((s, n))
-            mix[np.arange(n), np.arange(n)] = 1.0
-            index = {c: i for i, c in enumerate(params.classes)}
-            for k, name in enumerate(params.transitions):
-                ends = [index[c] for c in TRANSITION_ENDS[name] if c in index]
-                mix[n + k, ends] = 1.0 / len(ends) if ends else 0.0
-        self._mix = mix
-        self._scale = np.concatenate([np.ones(n), np.full(s - n, params.transition_evidence)])
+        self._emission = Emission.of(params)
         self._t = params.matrix.T.copy()  # predict: prior = T @ posterior
         # the postures among the classes, and what the lock keeps them from: other postures, transitions
         self._postures = frozenset(i for i, c in enumerate(params.classes) if c in POSTURES)
@@ -284,6 +303,10 @@ class Decoder:
             self._detector.reset()
         self.refused = None
 
+    def evidence(self, probs: np.ndarray) -> np.ndarray:
+        """Each state's evidence from one window's (valid) class probabilities."""
+        return self._emission(probs)
+
     @property
     def shown(self) -> str:
         return self.params.states[self._shown] if self._shown is not None else UNKNOWN
@@ -292,11 +315,6 @@ class Decoder:
         """The filtered probability of each class (transition states' mass is
         the rest up to 1)."""
         return [round(float(v), 6) for v in self._posterior[: len(self.classes)]]
-
-    def evidence(self, probs: np.ndarray) -> np.ndarray:
-        """Each state's evidence from one window's (valid) class probabilities."""
-        p = self.params
-        return self._scale * (self._mix @ probs + p.floor) ** p.sharpness
 
     def _weigh_by_direction(self, evidence: np.ndarray) -> np.ndarray:
         """``evidence`` with the posture states weighed by the transition

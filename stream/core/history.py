@@ -68,14 +68,16 @@ Piece(start=0.0, end=1.92, label='A', final=True)
 
 from __future__ import annotations
 
+import functools
 import math
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from harstream.stream.core.activities import POSTURES, UNKNOWN
-from harstream.stream.core.decoder import Decoder, DecoderParams
+from harstream.stream.core.decoder import Decoder, DecoderParams, Emission
 from harstream.stream.core.pipeline import STEP, WINDOW
 from harstream.stream.core.smoothing import refusal_reason
 from harstream.stream.core.transition_direction import turn_degrees
@@ -163,32 +165,85 @@ class _Window:
     evidence: np.ndarray
 
 
+@dataclass(frozen=True)
+class Lattice:
+    """The model a :class:`History` smooths over, for one decoder's parameters
+    and one :class:`HistorySettings`: the same for every device of a model, so
+    built once (:meth:`shared`) and never written to."""
+
+    states: tuple[str, ...]
+    still: np.ndarray  # the classes a moving device is not in (the still postures the model has)
+    moving: np.ndarray
+    handled: bool  # whether the device-handled state is in the lattice
+    matrix: np.ndarray  # expanded by the minimum bout lengths
+    initial: np.ndarray
+    base: np.ndarray  # each expanded state's base state
+    of_base: np.ndarray  # (expanded, base) one-hot: marginals per state
+    plain: np.ndarray  # the base transition matrix, without minimum bout lengths
+    log_matrix: np.ndarray
+    evidence: Emission  # the decoder's own emission
+
+    @staticmethod
+    def build(params: DecoderParams, settings: HistorySettings) -> Lattice:
+        matrix = params.matrix + settings.stay * np.eye(len(params.states))
+        matrix, initial = matrix / matrix.sum(axis=1, keepdims=True), params.initial
+        n = len(params.classes)
+        still = np.array([i for i, c in enumerate(params.classes) if c in POSTURES], dtype=np.int64)
+        moving = np.array([i for i, c in enumerate(params.classes) if c not in POSTURES], dtype=np.int64)
+        handled = (settings.handled_motion > 0 or settings.handled_turn > 0) and len(still) > 0
+        states = params.states
+        if handled:
+            matrix, initial = with_handled(matrix, initial, n, settings.handled_stay)
+            states = (*params.states, UNKNOWN)
+        expanded, initial, base = duration_lattice(
+            matrix, initial, [settings.min_windows if i < n else 1 for i in range(len(states))]
+        )
+        with np.errstate(divide="ignore"):
+            log_matrix = np.log(expanded)
+        arrays = dict(
+            still=still,
+            moving=moving,
+            matrix=expanded,
+            initial=np.array(initial, dtype=np.float64),
+            base=base,
+            of_base=np.eye(len(states))[base],
+            plain=matrix,
+            log_matrix=log_matrix,
+        )
+        for array in arrays.values():
+            array.flags.writeable = False
+        return Lattice(states=states, handled=handled, evidence=Emission.of(params), **arrays)
+
+    @staticmethod
+    def shared(params: DecoderParams, settings: HistorySettings) -> Lattice:
+        """The lattice of ``params`` and ``settings``, built at its first use."""
+        key = (id(params), settings)
+        held = _LATTICES.get(key)
+        if held is not None and held[0]() is params:
+            return held[1]
+        lattice = Lattice.build(params, settings)
+        # forgotten with its parameters (a model unloaded), so an id used again is never matched
+        _LATTICES[key] = (weakref.ref(params, lambda _: _LATTICES.pop(key, None)), lattice)
+        return lattice
+
+
+_LATTICES: dict[tuple[int, HistorySettings], tuple[weakref.ref, Lattice]] = {}
+
+
 class History:
     """Fixed-lag smoothing of one device's windows into final pieces of time."""
 
     def __init__(self, params: DecoderParams, settings: HistorySettings | None = None):
         self.settings = settings or HistorySettings()
         self.params = params
-        matrix = params.matrix + self.settings.stay * np.eye(len(params.states))
-        matrix, initial = matrix / matrix.sum(axis=1, keepdims=True), params.initial
-        n = len(params.classes)
-        #: the classes a moving device is not in (the still postures the model has)
-        self._still = np.array([i for i, c in enumerate(params.classes) if c in POSTURES], dtype=np.int64)
-        self._handled = (self.settings.handled_motion > 0 or self.settings.handled_turn > 0) and len(self._still) > 0
-        self._moving = np.array([i for i, c in enumerate(params.classes) if c not in POSTURES], dtype=np.int64)
+        # every device of a model smooths over the same lattice: built once, shared, read-only
+        lattice = Lattice.shared(params, self.settings)
+        self.states: tuple[str, ...] = lattice.states
+        self._still, self._moving, self._handled = lattice.still, lattice.moving, lattice.handled
+        self._matrix, self._initial, self._base = lattice.matrix, lattice.initial, lattice.base
+        self._of_base, self._plain, self._log_matrix = lattice.of_base, lattice.plain, lattice.log_matrix
+        self._evidence = lattice.evidence
         self._gravity: Sequence[float] | None = None  # the last window's gravity, as given
-        self.states: tuple[str, ...] = params.states
-        if self._handled:
-            matrix, initial = with_handled(matrix, initial, n, self.settings.handled_stay)
-            self.states = (*params.states, UNKNOWN)
-        self._matrix, self._initial, self._base = duration_lattice(
-            matrix, initial, [self.settings.min_windows if i < n else 1 for i in range(len(self.states))]
-        )
-        self._of_base = np.eye(len(self.states))[self._base]  # (expanded, base) one-hot: marginals per state
-        self._plain = matrix  # the same without minimum bout lengths
-        with np.errstate(divide="ignore"):
-            self._log_matrix = np.log(self._matrix)
-        self._evidence = Decoder(params).evidence  # the decoder's own emission, read, not changed
         self._pending: list[_Window] = []
         self._decided: int | None = None  # state of the last final window of this run
         self._held = UNKNOWN  # what the last final window of this run was shown as
@@ -512,7 +567,22 @@ def history_params(display: object, classes: Sequence[str]) -> DecoderParams:
     parameters, or (a model without them) a plain sticky filter over its classes."""
     if isinstance(display, Decoder):
         return display.params
+    return _plain_params(tuple(classes))
+
+
+@functools.lru_cache(maxsize=64)
+def _plain_params(classes: tuple[str, ...]) -> DecoderParams:
+    # one object per class list, so the devices of a model without a decoder share one lattice
     return DecoderParams.uniform(classes, stay=0.9)
 
 
-__all__ = ["History", "HistorySettings", "MAX_LAG", "Piece", "duration_lattice", "history_params", "merge_pieces"]
+__all__ = [
+    "History",
+    "HistorySettings",
+    "Lattice",
+    "MAX_LAG",
+    "Piece",
+    "duration_lattice",
+    "history_params",
+    "merge_pieces",
+]
