@@ -24,6 +24,7 @@ BENCHMARKS = {
     "the label each phone was sent back (waist, SIMULATED thigh and wrist, with and without fidgets)",
     "personal_models": "personal models: noticed -> serving, load time, memory, the heads' cost in a batch",
     "between": "the worker core's CPU with and without the display-only updates between windows (in process)",
+    "memory": "the worker core's memory per device and its growth while devices come and go (in process)",
 }
 
 
