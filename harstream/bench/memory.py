@@ -92,10 +92,13 @@ def run(args: argparse.Namespace) -> int:
         if k % 50 == 0:
             core.stats(now)
         if k in marks:
-            core.evict_idle(now + config.idle_timeout - 1e-3)  # the replaced devices go now: only streaming ones are held
+            # the replaced devices go now: only the streaming ones are held
+            core.evict_idle(now + config.idle_timeout - 1e-3)
             core.take_history()
             gc.collect()
-            rows.append(((k + 1) * CHUNK / 50 / 60, len(core.devices), (tracemalloc.get_traced_memory()[0] - base) / 1e6))
+            rows.append(
+                ((k + 1) * CHUNK / 50 / 60, len(core.devices), (tracemalloc.get_traced_memory()[0] - base) / 1e6)
+            )
     peak = (tracemalloc.get_traced_memory()[1] - base) / 1e6
     tracemalloc.stop()
     seconds = time.perf_counter() - wall
