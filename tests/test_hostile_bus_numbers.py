@@ -1,0 +1,65 @@
+"""Numbers JSON can carry and a float cannot, in a samples header, against a
+real worker (``serve`` in a thread) on loopback ZeroMQ.
+
+A 400-digit integer is valid JSON (Python reads up to 4,300 digits). Turned
+into a float it raises ``OverflowError``, which the worker counted as
+``internal`` (a bug met on one message, logged with its traceback) instead of
+a reason naming the field; a producer's ``meta.sent`` of that size even
+refused samples that were otherwise good.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+import zmq
+from conftest import worker_thread
+
+from harstream.stream.core.protocol import SampleBatch, decode_output, encode_samples
+from harstream.stream.core.worker import WorkerConfig
+
+pytestmark = pytest.mark.timeout(60)
+HUGE = 10**400
+
+
+def _frames(device: str, seq: int, **header_changes) -> list[bytes]:
+    frames = encode_samples(SampleBatch(device, seq, time.time(), np.zeros((10, 6), np.float32), session="s1"))
+    header = json.loads(frames[1])
+    for name, value in header_changes.items():
+        if name.startswith("meta."):
+            header.setdefault("meta", {})[name[5:]] = value
+        else:
+            header[name] = value
+    return [frames[0], json.dumps(header).encode(), frames[2]]
+
+
+def test_a_rate_or_a_sent_time_of_400_digits_is_judged_by_its_field_not_an_internal_error():
+    config = WorkerConfig(stale_after=5.0)
+    with worker_thread(config=config, stats_every=0.1) as worker:
+        ctx = zmq.Context()
+        pub, sub = ctx.socket(zmq.PUB), ctx.socket(zmq.SUB)
+        try:
+            sub.setsockopt(zmq.SUBSCRIBE, b"stats/")
+            sub.connect(worker.output)
+            pub.connect(worker.ingest)
+            time.sleep(0.3)  # the worker's subscription reaches this publisher
+            pub.send_multipart(_frames("huge-rate", 0, rate=HUGE))
+            pub.send_multipart(_frames("huge-rate", 10, rate=-HUGE))
+            # a sent time no clock has: the samples are judged by their own time, and are fresh
+            pub.send_multipart(_frames("huge-sent", 0, **{"meta.sent": HUGE}))
+            deadline = time.monotonic() + 10
+            drops, totals = {}, {}
+            while drops.get("header", 0) < 2 or totals.get("samples", 0) < 10:
+                assert time.monotonic() < deadline, (drops, totals)
+                if sub.poll(200):
+                    stats = decode_output(sub.recv_multipart())
+                    drops, totals = stats.get("drops", {}), stats.get("totals", {})
+            assert "internal" not in drops, drops
+            assert drops["header"] == 2 and totals["devices_seen"] == 1, (drops, totals)
+        finally:
+            pub.close(0)
+            sub.close(0)
+            ctx.term()
