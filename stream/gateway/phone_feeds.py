@@ -25,7 +25,9 @@ readings that came since the previous batch (in the batch's clock), at most
 :data:`~harstream.stream.core.protocol.MAX_PRESSURE_ROWS` (a device sending
 pressure and no motion keeps its newest, the older counted in
 ``pressure_overflow``); a reading not later than the device's previous one
-is left out and counted (``pressure_order``).
+is left out and counted (``pressure_order``), and so is one that lands
+outside the bus's times on the batch's clock (``pressure_time``: a barometer
+on another clock than the motion).
 
 A device without a gyroscope (many budget phones; a browser whose
 ``rotationRate`` is null) sends its accelerometer alone. Once its
@@ -76,7 +78,13 @@ from __future__ import annotations
 import numpy as np
 
 from harstream.stream.core.barometer import screen_pressure
-from harstream.stream.core.protocol import MAX_PRESSURE_ROWS, MAX_SAMPLES_PER_MESSAGE, SampleBatch, new_session_id
+from harstream.stream.core.protocol import (
+    MAX_PRESSURE_ROWS,
+    MAX_SAMPLES_PER_MESSAGE,
+    MAX_T0,
+    SampleBatch,
+    new_session_id,
+)
 from harstream.stream.core.resample import Resampler
 from harstream.stream.gateway.admission import RateLimit
 from harstream.stream.gateway.phone_formats import FormatError, Readings
@@ -209,7 +217,7 @@ class DeviceFeed:
                 t0 = chunk.t0 + i / r.rate + (self.offset or 0.0)
                 batch = SampleBatch(self.device, chunk.seq + i, t0, part, meta=meta, session=self.session)
                 if len(self._pressure):
-                    batch.pressure = self._pressure + [self.offset or 0.0, 0.0]
+                    batch.pressure = self._bus_pressure()
                     self._pressure = self._pressure[:0]
                 out.append(batch)
                 self.samples_out += len(part)
@@ -323,6 +331,17 @@ class DeviceFeed:
                 over = len(self._pressure) - MAX_PRESSURE_ROWS
                 self.pressure_refused["pressure_overflow"] = self.pressure_refused.get("pressure_overflow", 0) + over
                 self._pressure = self._pressure[over:]
+
+    def _bus_pressure(self) -> np.ndarray | None:
+        """The waiting barometer readings on the bus clock; a reading that lands
+        outside the bus's times (0 … 1e10 s: a barometer on another clock than
+        the motion it rides with) is left out and counted (``pressure_time``),
+        so the worker never refuses the batch, and its motion, for it."""
+        rows = self._pressure + [self.offset or 0.0, 0.0]
+        ok = (rows[:, 0] >= 0.0) & (rows[:, 0] < MAX_T0)
+        if not ok.all():
+            self.pressure_refused["pressure_time"] = self.pressure_refused.get("pressure_time", 0) + int((~ok).sum())
+        return rows[ok] if ok.any() else None
 
     def restart(self) -> None:
         """A new connection for this device: do not join its data to the old one."""

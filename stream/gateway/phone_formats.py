@@ -52,6 +52,9 @@ MAX_INT_DIGITS = 20  # a JSON integer longer than this is garbage (and costly to
 #: A phone's own device id. The gateway publishes it as ``phone:<id>``, which
 #: must fit the bus's 64 characters, hence 58.
 LOCAL_DEVICE_ID = re.compile(r"[A-Za-z0-9_.:@+-]{1,58}")
+#: A device's key as a phone shows it back (a welcome's key is 22 URL-safe
+#: characters): printable ASCII only, so comparing and hashing it cannot fail.
+KEY = re.compile(r"[!-~]{0,128}")
 
 ACC_UNITS = {"g": 1.0, "m/s2": 1.0 / STANDARD_GRAVITY, "m/s^2": 1.0 / STANDARD_GRAVITY}
 GYRO_UNITS = {"rad/s": 1.0, "deg/s": math.pi / 180.0}
@@ -77,6 +80,7 @@ REASONS = (
     "time",  # readings spanning too long, or far beyond the device's previous message
     *PRESSURE_REASONS,  # barometer readings outside 300-1,100 hPa, not finite, or out of time order (left out)
     "pressure_overflow",  # barometer readings beyond 1,000 waiting for motion to travel with (oldest left out)
+    "pressure_time",  # barometer readings landing outside 0-1e10 s on the bus clock (another clock than the motion)
 )
 
 
@@ -183,18 +187,21 @@ def parse_hello(msg: dict) -> Hello:
     units = msg.get("units", {"acc": "g", "gyro": "rad/s"})
     if not isinstance(units, dict):
         raise FormatError("types", "hello.units must be an object {acc, gyro}")
-    acc_unit, gyro_unit = units.get("acc", "g"), units.get("gyro", "rad/s")
-    frame = msg.get("frame", "android")
-    if acc_unit not in ACC_UNITS:
-        raise FormatError("units", f"hello.units.acc {acc_unit!r}: expected one of {sorted(ACC_UNITS)}")
-    if gyro_unit not in GYRO_UNITS:
-        raise FormatError("units", f"hello.units.gyro {gyro_unit!r}: expected one of {sorted(GYRO_UNITS)}")
-    if frame not in FRAMES:
-        raise FormatError("units", f"hello.frame {frame!r}: expected one of {sorted(FRAMES)}")
+    acc = _choice(units.get("acc", "g"), ACC_UNITS, "hello.units.acc")
+    gyro = _choice(units.get("gyro", "rad/s"), GYRO_UNITS, "hello.units.gyro")
+    frame = _choice(msg.get("frame", "android"), FRAMES, "hello.frame")
     key = msg.get("key")
-    if key is not None and not (isinstance(key, str) and len(key) <= 128):
-        raise FormatError("types", "hello.key must be a string of at most 128 characters")
-    return Hello(device, ACC_UNITS[acc_unit] * FRAMES[frame], GYRO_UNITS[gyro_unit], key)
+    if key is not None and not (isinstance(key, str) and KEY.fullmatch(key)):
+        raise FormatError("types", "hello.key must be the key of a welcome: at most 128 printable ASCII characters")
+    return Hello(device, acc * frame, gyro, key)
+
+
+def _choice(value: Any, table: dict[str, float], where: str) -> float:
+    """``table[value]`` for a name in ``table``; anything else (another name, a
+    number, a list) is :class:`FormatError` ``units`` naming the choices."""
+    if not isinstance(value, str) or value not in table:
+        raise FormatError("units", f"{where} {str(value)[:40]!r}: expected one of {sorted(table)}")
+    return table[value]
 
 
 def parse_samples(msg: dict, hello: Hello) -> Readings:
@@ -272,8 +279,8 @@ def parse_sensor_logger(msg: dict, platform: str = "android") -> Readings:
         if not isinstance(entry, dict):
             raise FormatError("types", f"payload[{i}] is not an object")
         name = entry.get("name")
-        if name not in found and name not in (BAROMETER, WRIST_MOTION):
-            continue
+        if not isinstance(name, str) or (name not in found and name not in (BAROMETER, WRIST_MOTION)):
+            continue  # another sensor (or no name at all): not read, like location or battery
         t, values = entry.get("time"), entry.get("values")
         if not _is_number(t):
             raise FormatError("types", f"payload[{i}] ({name}): time must be a number (epoch ns)")
@@ -407,7 +414,8 @@ SENSOR_SERVER_TYPES = {
 
 def parse_sensor_server(msg: dict) -> Readings:
     """One SensorServer event → :class:`Readings` (time = ns since boot, in s)."""
-    kind = SENSOR_SERVER_TYPES.get(msg.get("type"))  # type: ignore[arg-type]
+    sensor = msg.get("type")
+    kind = SENSOR_SERVER_TYPES.get(sensor) if isinstance(sensor, str) else None
     if kind is None:
         raise FormatError(
             "fields", f"sensor type {str(msg.get('type'))[:60]!r}: expected one of {sorted(SENSOR_SERVER_TYPES)}"

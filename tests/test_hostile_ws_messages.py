@@ -1,0 +1,162 @@
+"""Phone messages with odd JSON types, against the real gateway on 127.0.0.1
+(``running_gateway``: uvicorn, a real WebSocket or HTTP client, a real ZeroMQ
+SUB on the ingest bus). Each is answered with an error naming the field and
+counted under its reason; none is an ``internal`` error that closes the
+connection (1011), and a good phone beside it keeps its device."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import numpy as np
+import pytest
+from websockets.asyncio.client import connect
+
+from harstream.stream.core.protocol import decode_samples
+from harstream.stream.gateway.phone_formats import FormatError, parse_sensor_server
+
+pytestmark = pytest.mark.timeout(60)
+G = 9.80665
+
+
+async def _hello(port: int, hello: dict) -> tuple[object, dict]:
+    ws = await connect(f"ws://127.0.0.1:{port}/ws")
+    await ws.send(json.dumps(hello))
+    return ws, json.loads(await ws.recv())
+
+
+def _motion(t0_s: float, n: int = 50, rate: float = 100.0) -> dict:
+    t = (t0_s + np.arange(n) / rate) * 1000.0
+    return {
+        "type": "samples",
+        "acc": np.column_stack([t, np.zeros(n), np.full(n, G), np.zeros(n)]).tolist(),
+        "gyro": np.column_stack([t, np.zeros((n, 3))]).tolist(),
+    }
+
+
+ODD_HELLOS = [("frame", []), ("frame", {"ios": 1}), ("frame", 1), ("units", {"acc": ["g"]}), ("units", {"gyro": {}})]
+ODD_KEYS = ["\ud800", "caf\u00e9", "a\nb", "k" * 129]
+
+
+def test_a_hello_naming_its_units_or_frame_by_a_list_or_object_is_refused_as_units_and_the_connection_kept(
+    running_gateway,
+):
+    async def main():
+        async with running_gateway() as (gw, tap):
+            for field, value in ODD_HELLOS:
+                ws, reply = await _hello(gw.port, {"type": "hello", "device": "odd", field: value})
+                assert reply["type"] == "error" and reply["reason"] == "units", (field, value, reply)
+                assert field in reply["detail"], reply
+                # the connection is still there and can say hello properly
+                await ws.send(json.dumps({"type": "hello", "device": "odd"}))
+                assert json.loads(await ws.recv())["type"] == "welcome"
+                await ws.close()
+            assert gw.rejects["units"] == len(ODD_HELLOS) and gw.rejects.get("internal", 0) == 0
+
+    asyncio.run(main())
+
+
+def test_a_hello_key_that_is_not_printable_ascii_is_refused_and_the_holder_keeps_its_device(running_gateway):
+    async def main():
+        async with running_gateway() as (gw, tap):
+            owner, welcome = await _hello(gw.port, {"type": "hello", "device": "held"})
+            assert welcome["type"] == "welcome"
+            for key in ODD_KEYS:
+                # a lone surrogate cannot even be encoded to compare it: it was an internal error (1011)
+                thief, reply = await _hello(gw.port, {"type": "hello", "device": "held", "key": key})
+                assert reply["type"] == "error" and reply["reason"] == "types" and "key" in reply["detail"], reply
+                # nor is a free device claimed under such a key (its owner could never show it back)
+                free, reply = await _hello(gw.port, {"type": "hello", "device": "free", "key": key})
+                assert reply["reason"] == "types", reply
+                for ws in (thief, free):
+                    await ws.close()
+            await owner.send(json.dumps(_motion(time.time())))
+            await tap.collect("phone:held", 20, timeout=10)
+            await owner.close()
+            assert gw.rejects["types"] == 2 * len(ODD_KEYS) and gw.rejects.get("internal", 0) == 0
+
+    asyncio.run(main())
+
+
+def test_the_key_a_welcome_gives_is_taken_back_by_the_hello_check(running_gateway):
+    async def main():
+        async with running_gateway() as (gw, tap):
+            first, welcome = await _hello(gw.port, {"type": "hello", "device": "back"})
+            second, again = await _hello(gw.port, {"type": "hello", "device": "back", "key": welcome["key"]})
+            assert again["type"] == "welcome" and again["key"] == welcome["key"], again
+            for ws in (first, second):
+                await ws.close()
+
+    asyncio.run(main())
+
+
+async def _post(port: int, body: bytes) -> tuple[int, str]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    head = f"POST /data HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    writer.write(head.encode() + body)
+    response = await reader.read()
+    writer.close()
+    head_b, _, text = response.partition(b"\r\n\r\n")
+    return int(head_b.split()[1]), text.decode()
+
+
+def test_a_sensor_logger_entry_whose_name_is_not_text_is_skipped_and_its_batch_kept(running_gateway):
+    async def main():
+        async with running_gateway() as (gw, tap):
+            start = time.time()
+            payload = [{"name": ["accelerometer"], "time": int(start * 1e9), "values": {"x": 0, "y": 0, "z": 0}}]
+            payload.append({"name": {"x": 1}, "time": int(start * 1e9), "values": {}})
+            for k in range(100):
+                ns = int((start + k * 0.01) * 1e9)
+                payload.append({"name": "totalacceleration", "time": ns, "values": {"x": 0, "y": G, "z": 0}})
+                payload.append({"name": "gyroscope", "time": ns, "values": {"x": 0, "y": 0, "z": 0}})
+            body = {"messageId": 0, "sessionId": "s", "deviceId": "odd-names", "payload": payload}
+            status, text = await _post(gw.port, json.dumps(body).encode())
+            assert status == 200, text  # was 500 "internal error": the batch and its second of motion lost
+            await tap.collect("phone:odd-names", 40, timeout=10)
+            assert gw.rejects.get("internal", 0) == 0
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("sensor", [["android.sensor.accelerometer"], {"a": 1}, 7, None])
+def test_a_sensorserver_event_whose_type_is_not_text_is_refused_by_name(sensor):
+    # read by the gateway's SensorServer client: a TypeError there dropped the phone's connection
+    with pytest.raises(FormatError) as refused:
+        parse_sensor_server({"type": sensor, "values": [0, 0, 9.8], "timestamp": 10**9})
+    assert refused.value.reason == "fields" and "sensor type" in refused.value.detail
+
+
+def test_barometer_readings_on_another_clock_than_the_motion_are_left_out_and_the_motion_published(
+    running_gateway,
+):
+    """A phone whose clock runs 300 s fast (its motion is pinned to the gateway's
+    clock) and whose barometer counts seconds since boot: those readings land
+    before 1970 on the bus clock. Before, they rode with the next batch, which
+    every worker refused whole (``pressure``): the phone's motion was lost."""
+
+    async def main():
+        async with running_gateway() as (gw, tap):
+            ws, welcome = await _hello(gw.port, {"type": "hello", "device": "two-clocks", "units": {"acc": "m/s2"}})
+            assert welcome["type"] == "welcome"
+            fast = time.time() + 300.0
+            await ws.send(json.dumps(_motion(fast)))
+            await ws.send(
+                json.dumps({"type": "samples", "acc": [], "pressure": [[40_000.0, 1001.0], [40_040.0, 1001.1]]})
+            )
+            for k in range(1, 4):
+                await ws.send(json.dumps(_motion(fast + 0.5 * k)))
+            got = []
+            async with asyncio.timeout(10):
+                while sum(len(b) for b in got) < 75:
+                    frames = await tap.sub.recv_multipart()
+                    batch = decode_samples(frames)  # raised ProtocolError('pressure') before
+                    if batch.device == "phone:two-clocks":
+                        got.append(batch)
+                        assert batch.pressure is None or (batch.pressure[:, 0] >= 0).all()
+            await ws.close()
+            assert gw.rejects["pressure_time"] == 2, dict(gw.rejects)
+
+    asyncio.run(main())
