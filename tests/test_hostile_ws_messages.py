@@ -160,3 +160,29 @@ def test_barometer_readings_on_another_clock_than_the_motion_are_left_out_and_th
             assert gw.rejects["pressure_time"] == 2, dict(gw.rejects)
 
     asyncio.run(main())
+
+
+def _sensor_logger_batch(device: str, message_id: int, start: float, seconds: float = 1.0) -> bytes:
+    payload = []
+    for k in range(int(seconds * 100)):
+        ns = int((start + k * 0.01) * 1e9)
+        payload.append({"name": "totalacceleration", "time": ns, "values": {"x": 0, "y": G, "z": 0}})
+        payload.append({"name": "gyroscope", "time": ns, "values": {"x": 0, "y": 0, "z": 0}})
+    return json.dumps({"messageId": message_id, "sessionId": "rec", "deviceId": device, "payload": payload}).encode()
+
+
+def test_a_sensor_logger_batch_waiting_for_a_missing_one_is_published_when_the_phone_stops(running_gateway):
+    """Pushes 0 and 2 arrive, push 1 never does (lost, or refused), and the
+    recording stops. Push 2 waited for push 1 until a later push came, which
+    never did: its second of motion was never published."""
+
+    async def main():
+        async with running_gateway() as (gw, tap):
+            start = time.time() - 3.0
+            for message_id, offset in ((0, 0.0), (2, 2.0)):
+                status, text = await _post(gw.port, _sensor_logger_batch("stops", message_id, start + offset))
+                assert status == 200, text
+            got = await tap.collect("phone:stops", 90, timeout=10)  # push 2 given up waiting after 3 s
+            assert got[-1].t0 + len(got[-1]) / 50 > start + 2.5
+
+    asyncio.run(main())

@@ -367,10 +367,14 @@ class MessageOrder:
     arrive swapped. A batch ahead of the next expected id waits until the
     missing one arrives, or until ``max_pending`` batches wait or the oldest
     has waited ``max_wait`` seconds; then the missing one is given up on.
+    :meth:`due` gives up on it by the clock alone, for a phone that sent
+    nothing after (its recording stopped, or the missing batch was refused).
 
     >>> order = MessageOrder()
     >>> order.add(0, "a", now=0.0), order.add(2, "c", now=0.1), order.add(1, "b", now=0.2)
     (['a'], [], ['b', 'c'])
+    >>> order.add(4, "e", now=1.0), order.due(now=2.0), order.due(now=4.1)
+    ([], [], ['e'])
     """
 
     def __init__(self, max_pending: int = 4, max_wait: float = 3.0):
@@ -386,6 +390,11 @@ class MessageOrder:
                 self.next = message_id + 1
             return [item]
         self.pending[message_id] = (now, item)
+        return self.due(now)
+
+    def due(self, now: float) -> list:
+        """Items ready now, in order, giving up on a missing batch that the
+        oldest waiting one has waited ``max_wait`` for."""
         ready = []
         while self.pending:
             if self.next in self.pending:
