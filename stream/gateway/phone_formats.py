@@ -48,6 +48,7 @@ STANDARD_GRAVITY = 9.80665  # m/s² per g
 MAX_ACC_G = 50.0  # no phone accelerometer reads beyond this; larger is garbage
 MAX_GYRO_RAD_S = 100.0  # ~5700 °/s; phone gyros saturate near 35 rad/s
 MAX_ROWS = 5000  # readings per stream per message
+MAX_SESSION_CHARS = 128  # a Sensor Logger sessionId (a UUID or a date-time is under 40)
 MAX_INT_DIGITS = 20  # a JSON integer longer than this is garbage (and costly to convert)
 #: A phone's own device id. The gateway publishes it as ``phone:<id>``, which
 #: must fit the bus's 64 characters, hence 58.
@@ -265,8 +266,11 @@ def parse_sensor_logger(msg: dict, platform: str = "android") -> Readings:
         raise FormatError("units", f"platform {platform!r}: expected android or ios")
     device = check_device(msg.get("deviceId"), "deviceId")
     session = msg.get("sessionId")
-    if session is not None and not isinstance(session, (str, int)):
-        raise FormatError("types", "sessionId must be a string")
+    if session is not None and not (
+        isinstance(session, str) and len(session) <= MAX_SESSION_CHARS or _is_number(session)
+    ):
+        # it keys the session's claim and message order, held for thousands of sessions
+        raise FormatError("types", f"sessionId must be a string of at most {MAX_SESSION_CHARS} characters")
     payload = msg.get("payload")
     if not isinstance(payload, list):
         raise FormatError("types", "payload must be a list of {name, time, values}")
