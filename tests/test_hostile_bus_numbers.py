@@ -63,3 +63,39 @@ def test_a_rate_or_a_sent_time_of_400_digits_is_judged_by_its_field_not_an_inter
             pub.close(0)
             sub.close(0)
             ctx.term()
+
+
+def test_barometer_readings_spread_over_hours_in_one_small_message_do_not_stall_the_worker():
+    """One 30 KB message, one sample and 1,000 pressure readings 2 s apart
+    (33 minutes of barometer), made the worker fit about 4,000 vertical speeds
+    at once: two seconds of its loop, for every device, per message. Now a
+    message's readings are worked through only as far as its samples pay for
+    (the rest waits, and what could never be looked up is not worked out)."""
+    with worker_thread(stats_every=0.1) as worker:
+        ctx = zmq.Context()
+        pub, sub = ctx.socket(zmq.PUB), ctx.socket(zmq.SUB)
+        try:
+            sub.setsockopt(zmq.SUBSCRIBE, b"stats/")
+            sub.connect(worker.output)
+            pub.connect(worker.ingest)
+            time.sleep(0.3)  # the worker's subscription reaches this publisher
+            rng = np.random.default_rng(0)
+            started = time.monotonic()
+            for k in range(5):
+                t0 = 1000.0 + 3000.0 * k
+                pressure = np.column_stack([t0 + np.arange(1000) * 2.0, 1000.0 + rng.normal(0, 0.01, 1000)])
+                batch = SampleBatch(f"baro-{k}", 0, t0, np.zeros((1, 6), np.float32), session="s1", pressure=pressure)
+                pub.send_multipart(encode_samples(batch))
+            pub.send_multipart(_frames("good", 0))
+            totals: dict = {}
+            while totals.get("messages", 0) < 6:
+                assert time.monotonic() - started < 20, totals
+                if sub.poll(200):
+                    totals = decode_output(sub.recv_multipart()).get("totals", {})
+            took = time.monotonic() - started
+            assert totals["pressure_readings"] == 5000
+            assert took < 2.0, f"the worker took {took:.1f} s over 5 small messages"  # about 10 s before
+        finally:
+            pub.close(0)
+            sub.close(0)
+            ctx.term()

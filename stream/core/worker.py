@@ -651,7 +651,8 @@ class StreamCore:
         refused ones counted by reason."""
         refused = dict(batch.pressure_refused)
         if batch.pressure is not None and len(batch.pressure):
-            for reason, n in state.evidence.push_pressure(batch.pressure[:, 0], batch.pressure[:, 1]).items():
+            pushed = state.evidence.push_pressure(batch.pressure[:, 0], batch.pressure[:, 1], len(batch))
+            for reason, n in pushed.items():
                 refused[reason] = refused.get(reason, 0) + n
             self.totals["pressure_readings"] += len(batch.pressure)
         for reason, n in refused.items():
