@@ -99,3 +99,13 @@ def test_barometer_readings_spread_over_hours_in_one_small_message_do_not_stall_
             pub.close(0)
             sub.close(0)
             ctx.term()
+
+
+def test_barometer_readings_packed_microseconds_apart_do_not_pile_up_in_a_device():
+    from harstream.stream.core.barometer import MAX_KEPT, AltitudeRate
+
+    barometer, t = AltitudeRate(), 100.0
+    for _ in range(20):  # 20 messages of 1,000 readings within 1 ms each: 20,000 readings held before
+        barometer.push(t + np.arange(1000) * 1e-6, np.full(1000, 1000.0), max_estimates=4)
+        t += 0.001
+    assert len(barometer._t) == len(barometer._h) == MAX_KEPT

@@ -88,6 +88,9 @@ UP, DOWN, LEVEL = "up", "down", "level"
 MIN_READINGS = 4
 #: Seconds of estimates kept for lookups (a window is judged by the estimate at its end).
 MEMORY_S = 60.0
+#: Readings kept at most (a span and a hop of a 500 Hz barometer; phones read 1-25 Hz):
+#: readings packed microseconds apart cannot pile up in one device's memory.
+MAX_KEPT = 4500
 
 
 def altitude_m(hpa: np.ndarray | float, reference_hpa: float = SEA_LEVEL_HPA) -> np.ndarray:
@@ -219,8 +222,8 @@ class AltitudeRate:
             self._tick = math.ceil(t[0] / self.hop)
         self.readings += len(t)
         out: list[VerticalSpeed] = []
-        self._t = np.concatenate([self._t, t])
-        self._h = np.concatenate([self._h, altitude_m(hpa, self._reference)])
+        self._t = np.concatenate([self._t, t])[-MAX_KEPT:]
+        self._h = np.concatenate([self._h, altitude_m(hpa, self._reference)])[-MAX_KEPT:]
         newest = float(t[-1])
         useful = math.ceil((newest - MEMORY_S - self.span) / self.hop)
         if self._tick < useful:  # estimates that would be gone before anyone asked for them
