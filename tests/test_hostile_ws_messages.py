@@ -7,6 +7,7 @@ connection (1011), and a good phone beside it keeps its device."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 
@@ -203,5 +204,35 @@ def test_a_sensor_logger_session_id_longer_than_any_app_writes_is_refused_naming
             body["sessionId"] = "2f1c9a4e-5d6b-4c8a-9e7f-0a1b2c3d4e5f"  # a UUID, as the app sends
             status, text = await _post(gw.port, json.dumps(body).encode())
             assert status == 200, text
+
+    asyncio.run(main())
+
+
+def test_a_phone_whose_gyroscope_stops_mid_stream_goes_on_from_its_accelerometer_and_is_told(running_gateway):
+    """A gyroscope that stops sending (the OS throttles it, a browser's
+    rotationRate turns null) while the accelerometer goes on: no grid point had
+    both streams any more, and every later reading was lost without a word
+    until the phone reconnected. Now it is served from its accelerometer alone
+    after 3 s (meta.gyro false), and told so."""
+
+    async def main():
+        async with running_gateway() as (gw, tap):
+            ws, welcome = await _hello(gw.port, {"type": "hello", "device": "gyro-stops", "units": {"acc": "m/s2"}})
+            assert welcome["type"] == "welcome"
+            start = time.time() - 8.0
+            warnings = []
+            for k in range(16):  # 8 s of 0.5 s messages; the gyroscope stops after 1 s
+                msg = _motion(start + 0.5 * k)
+                if k >= 2:
+                    del msg["gyro"]
+                await ws.send(json.dumps(msg))
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(0.02):
+                        warnings.append(json.loads(await ws.recv()))
+            got = await tap.collect("phone:gyro-stops", 250, timeout=10)
+            assert sum(len(b) for b in got if b.meta.get("gyro") is False) >= 150
+            assert [w["reason"] for w in warnings] == ["gyro_stopped"], warnings
+            assert gw.rejects["gyro_stopped"] == 1
+            await ws.close()
 
     asyncio.run(main())

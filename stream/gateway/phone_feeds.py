@@ -34,8 +34,10 @@ A device without a gyroscope (many budget phones; a browser whose
 accelerometer has run :data:`NO_GYRO_AFTER_S` seconds since it (re)connected
 without a single gyroscope reading, it is served from the accelerometer alone:
 its gyro channels read 0 and its batches say ``meta.gyro: false``, so the
-worker and anyone reading the bus know. A gyroscope reading later switches it
-back (a new segment).
+worker and anyone reading the bus know; so is one whose gyroscope stops
+sending while its accelerometer goes on for :data:`NO_GYRO_AFTER_S` seconds,
+with a ``gyro_stopped`` warning. A gyroscope reading later switches it back
+(a new segment).
 
 A device whose accelerometer leaves gravity out (a browser's ``acceleration``
 instead of ``accelerationIncludingGravity``, Android's linear acceleration)
@@ -149,6 +151,7 @@ class DeviceFeed:
         self._pressure_last: float | None = None  # newest barometer reading taken, device clock
         self.pressure_refused: dict[str, int] = {}  # readings left out here, by reason
         self._first_acc: float | None = None  # first accelerometer reading since (re)connecting, device clock
+        self._last_gyro: float | None = None  # newest gyroscope reading since (re)connecting, device clock
         self._gravity = GravityCheck()
         self.warning: tuple[str, str] | None = None  # (reason, detail) for the edge to send, then clear
         self.warnings = 0  # how many it raised
@@ -261,6 +264,8 @@ class DeviceFeed:
     def _choose_streams(self, readings: Readings) -> None:
         r = self.resampler
         if len(readings.gyro_t):
+            newest = float(readings.gyro_t.max())
+            self._last_gyro = newest if self._last_gyro is None else max(self._last_gyro, newest)
             if not self.has_gyro:  # it has one after all
                 r.use_streams(("acc", "gyro"))
             return
@@ -268,8 +273,19 @@ class DeviceFeed:
             return
         if self._first_acc is None:
             self._first_acc = float(readings.acc_t.min())
-        if r.segments == 0 and float(readings.acc_t.max()) - self._first_acc >= NO_GYRO_AFTER_S:
+        newest = float(readings.acc_t.max())
+        if r.segments == 0 and newest - self._first_acc >= NO_GYRO_AFTER_S:
             r.use_streams(("acc",))
+        elif self._last_gyro is not None and newest - self._last_gyro >= NO_GYRO_AFTER_S:
+            # the gyroscope stopped mid-stream: without this, no grid point has both
+            # streams again and every later reading is lost without a word
+            r.use_streams(("acc",))
+            self.warnings += 1
+            self.warning = (
+                "gyro_stopped",
+                f"device {self.device}: no gyroscope reading for {newest - self._last_gyro:.1f} s while the "
+                "accelerometer went on; served from the accelerometer alone until the gyroscope is back",
+            )
 
     @property
     def low_rate(self) -> bool:
@@ -350,6 +366,7 @@ class DeviceFeed:
         self._last_t = None
         self._pressure, self._pressure_last = self._pressure[:0], None
         self._first_acc = None
+        self._last_gyro = None
         self._gravity = GravityCheck()  # a new connection's clock may differ
         self._step = None
         self._rates = {stream: RateCheck(self.resampler.max_gap) for stream in ("acc", "gyro")}

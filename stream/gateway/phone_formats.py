@@ -81,6 +81,7 @@ REASONS = (
     "time",  # readings spanning too long, or far beyond the device's previous message
     *PRESSURE_REASONS,  # barometer readings outside 300-1,100 hPa, not finite, or out of time order (left out)
     "pressure_overflow",  # barometer readings beyond 1,000 waiting for motion to travel with (oldest left out)
+    "gyro_stopped",  # warning: the gyroscope stopped mid-stream; served from the accelerometer alone (kept)
     "pressure_time",  # barometer readings landing outside 0-1e10 s on the bus clock (another clock than the motion)
 )
 
