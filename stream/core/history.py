@@ -181,13 +181,13 @@ class History:
         if self._handled:
             matrix, initial = with_handled(matrix, initial, n, self.settings.handled_stay)
             self.states = (*params.states, UNKNOWN)
-        self._matrix, self._initial, self._base = duration_lattice(
-            matrix, initial, [self.settings.min_windows if i < n else 1 for i in range(len(self.states))]
+        # the expanded model is the same for every device served with these parameters: made once, shared
+        # read-only (it was most of a device's memory: a flood of new ids cost 50 KB each)
+        lattice = shared_lattice(
+            matrix, initial, tuple(self.settings.min_windows if i < n else 1 for i in range(len(self.states)))
         )
-        self._of_base = np.eye(len(self.states))[self._base]  # (expanded, base) one-hot: marginals per state
+        self._matrix, self._initial, self._base, self._of_base, self._log_matrix = lattice
         self._plain = matrix  # the same without minimum bout lengths
-        with np.errstate(divide="ignore"):
-            self._log_matrix = np.log(self._matrix)
         self._evidence = Decoder(params).evidence  # the decoder's own emission, read, not changed
         self._pending: list[_Window] = []
         self._decided: int | None = None  # state of the last final window of this run
@@ -438,6 +438,38 @@ def _marginal_states(prior: np.ndarray, evidence: np.ndarray, matrix: np.ndarray
         b = matrix @ (evidence[k] * b)
         b = b / b.sum() if b.sum() > 0 else np.ones_like(b)
     return states
+
+
+#: Expanded models kept for sharing (one per served model and settings; a few in practice).
+LATTICES_KEPT = 64
+_lattices: dict[bytes, tuple[np.ndarray, ...]] = {}
+
+
+def shared_lattice(matrix: np.ndarray, initial: np.ndarray, min_windows: tuple[int, ...]) -> tuple[np.ndarray, ...]:
+    """:func:`duration_lattice` of these arguments with its one-hot base map and
+    log matrix, ``(matrix, initial, base, of_base, log_matrix)``, read-only and
+    shared by every caller with equal arguments.
+
+    >>> a = shared_lattice(np.array([[0.9, 0.1], [0.2, 0.8]]), np.array([0.5, 0.5]), (1, 3))
+    >>> b = shared_lattice(np.array([[0.9, 0.1], [0.2, 0.8]]), np.array([0.5, 0.5]), (1, 3))
+    >>> a[0] is b[0], a[0].flags.writeable
+    (True, False)
+    """
+    matrix, initial = np.asarray(matrix, np.float64), np.asarray(initial, np.float64)
+    key = b"|".join([matrix.tobytes(), str(matrix.shape).encode(), initial.tobytes(), repr(min_windows).encode()])
+    found = _lattices.get(key)
+    if found is None:
+        expanded, start, base = duration_lattice(matrix, initial, min_windows)
+        of_base = np.eye(len(matrix))[base]  # (expanded, base) one-hot: marginals per state
+        with np.errstate(divide="ignore"):
+            log_matrix = np.log(expanded)
+        found = (expanded, start, base, of_base, log_matrix)
+        for array in found:
+            array.setflags(write=False)
+        while len(_lattices) >= LATTICES_KEPT:
+            del _lattices[next(iter(_lattices))]
+        _lattices[key] = found
+    return found
 
 
 def duration_lattice(
