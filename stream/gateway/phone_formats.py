@@ -400,7 +400,9 @@ class MessageOrder:
     def due(self, now: float) -> list:
         """Items ready now, in order, giving up on a missing batch that the
         oldest waiting one has waited ``max_wait`` for."""
-        ready = []
+        ready: list = []
+        if self.next is None:  # pending only ever holds ids at or after a known next
+            return ready
         while self.pending:
             if self.next in self.pending:
                 ready.append(self.pending.pop(self.next)[1])
