@@ -62,3 +62,19 @@ def test_a_field_longer_than_the_csv_reader_takes_is_a_usage_error_naming_its_li
     )
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
     assert "line 202" in done.stderr
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be", "utf-32"])
+def test_a_csv_saved_as_utf16_or_utf32_is_refused_saying_to_save_it_as_utf8(tmp_path, encoding):
+    # before: "unknown '\ufffd\ufffdt\x00i\x00m\x00e\x00', ..." for each column of the header
+    (tmp_path / "sheet.csv").write_text(HEADER + _rows(), encoding=encoding)
+    with pytest.raises(RecordingError) as refused:
+        load_csv(tmp_path / "sheet.csv")
+    assert "sheet.csv line 1: UTF-16 or UTF-32 text" in str(refused.value) and "UTF-8" in str(refused.value)
+
+
+def test_a_tab_separated_file_is_refused_saying_so(tmp_path):
+    (tmp_path / "tabs.csv").write_text((HEADER + _rows()).replace(",", "\t"))
+    with pytest.raises(RecordingError) as refused:
+        load_csv(tmp_path / "tabs.csv")
+    assert "separated by commas, not tabs" in str(refused.value)

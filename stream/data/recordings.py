@@ -17,6 +17,7 @@ Sources:
 
 from __future__ import annotations
 
+import codecs
 import csv
 import gzip
 import hashlib
@@ -490,6 +491,12 @@ def read_csv_recording(path: str | os.PathLike) -> Recording:
     where = _display(path)
     if not path.is_file():
         raise RecordingError(f"{where}: missing (CSV recording)")
+    with open(path, "rb") as raw:
+        start = raw.read(4)
+    if start[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE) or b"\x00" in start:
+        raise RecordingError(
+            f"{where} line 1: UTF-16 or UTF-32 text (a spreadsheet's 'Unicode text'); save it as CSV in UTF-8"
+        )
     with open(path, newline="", encoding="utf-8-sig", errors="replace") as f:
         reader = csv.reader(f)
         header = next(reader, None)
@@ -510,9 +517,11 @@ def read_csv_recording(path: str | os.PathLike) -> Recording:
                 problems.append("unknown " + ", ".join(repr(u) for u in unknown))
             if duplicated:
                 problems.append("repeated " + ", ".join(duplicated))
-            hint = (
-                " (fields must be separated by commas, not semicolons)" if len(header) == 1 and ";" in header[0] else ""
-            )
+            hint = ""
+            if len(header) == 1:
+                for sign, name in ((";", "semicolons"), ("\t", "tabs")):
+                    if sign in header[0]:
+                        hint = f" (fields must be separated by commas, not {name})"
             raise RecordingError(
                 f"{where} line 1 (header): {'; '.join(problems)}; expected columns "
                 f"{','.join(CSV_COLUMNS)} and optionally {','.join(CSV_OPTIONAL)}{hint}"
