@@ -236,3 +236,36 @@ def test_a_phone_whose_gyroscope_stops_mid_stream_goes_on_from_its_accelerometer
             await ws.close()
 
     asyncio.run(main())
+
+
+async def _raw(port: int, head: str) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(head.encode("latin-1"))
+    response = await reader.read()
+    writer.close()
+    return response
+
+
+@pytest.mark.parametrize("origin", ["http://[::1", "http://[zz]:80"])
+def test_a_malformed_origin_header_is_refused_403_and_counted_not_answered_500(origin, running_gateway):
+    """urlsplit raises on an unclosed or bogus IPv6 bracket: the admission
+    check let it out, uvicorn answered 500 and logged a traceback for every
+    such request (uncounted), on POST /data, /stats and the WebSocket alike."""
+
+    async def main():
+        async with running_gateway() as (gw, tap):
+            p = gw.port
+            heads = [
+                f"GET /stats HTTP/1.1\r\nHost: 127.0.0.1:{p}\r\nOrigin: {origin}\r\nConnection: close\r\n\r\n",
+                f"POST /data HTTP/1.1\r\nHost: 127.0.0.1:{p}\r\nOrigin: {origin}\r\nContent-Length: 2\r\n"
+                "Connection: close\r\n\r\n{}",
+                f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{p}\r\nOrigin: {origin}\r\nUpgrade: websocket\r\n"
+                "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            ]
+            for head in heads:
+                response = await _raw(p, head)
+                assert response.startswith(b"HTTP/1.1 403"), response[:200]
+                assert b"malformed Origin" in response
+            assert gw.rejects["origin"] == len(heads)
+
+    asyncio.run(main())
