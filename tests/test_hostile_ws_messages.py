@@ -269,3 +269,33 @@ def test_a_malformed_origin_header_is_refused_403_and_counted_not_answered_500(o
             assert gw.rejects["origin"] == len(heads)
 
     asyncio.run(main())
+
+
+def test_a_phone_whose_id_is_too_long_to_name_its_watch_keeps_its_own_readings(running_gateway):
+    """A 55-character deviceId plus '.watch' is past the 58 a phone id may
+    have: every push with the watch's entries was refused whole (400 device),
+    the phone's own motion with it. Now only the watch is left out, counted."""
+
+    async def main():
+        async with running_gateway() as (gw, tap):
+            device = "p" * 55
+            body = json.loads(_sensor_logger_batch(device, 0, time.time()))
+            body["payload"] += [
+                {
+                    "name": "wristmotion",
+                    "time": entry["time"],
+                    "values": {
+                        **{f"{k}{a}": 0.0 for k in ("acceleration", "rotationRate") for a in "XYZ"},
+                        "gravityX": 0.0,
+                        "gravityY": -1.0,
+                        "gravityZ": 0.0,
+                    },
+                }
+                for entry in body["payload"][::2]
+            ]
+            status, text = await _post(gw.port, json.dumps(body).encode())
+            assert status == 200, text
+            await tap.collect(f"phone:{device}", 40, timeout=10)
+            assert gw.rejects["device"] == 1
+
+    asyncio.run(main())

@@ -301,9 +301,15 @@ class Routes:
         of its own, ``phone:<deviceId>.watch``, held by the phone's sender like
         an HTTP session (the watch sends nothing itself)."""
         watch = readings.watch
+        gw = self.gateway
+        if watch is not None and watch.device is None and len(watch):
+            gw.counters.reject(
+                "device",
+                f"deviceId {readings.device!r}: too long to name its paired watch (+ '.watch'); watch left out",
+            )
+            return
         if watch is None or watch.device is None or not len(watch):
             return
-        gw = self.gateway
         device = gw.claim(watch.device, (*owner, "watch"), None, lease=gw.config.http_lease)
         gw.publish(device, watch, "sensorlogger")
 

@@ -357,7 +357,9 @@ def _watch_readings(rows: np.ndarray, device: str, session: str | None) -> Readi
     if len(rows) > MAX_ROWS:
         raise FormatError("too_large", f"{len(rows)} wristmotion readings, at most {MAX_ROWS} per batch")
     rows = rows[np.argsort(rows[:, 0], kind="stable")]
-    watch = check_device(device + WATCH_SUFFIX, f"deviceId {device!r} + {WATCH_SUFFIX!r} (the paired watch)")
+    # a deviceId too long to name its watch too leaves the watch without an id (device None: not
+    # published, counted by the edge), never the phone's own readings refused with it
+    watch = device + WATCH_SUFFIX if LOCAL_DEVICE_ID.fullmatch(device + WATCH_SUFFIX) else None
     total, gravity = rows[:, 1:4] + rows[:, 4:7], rows[:, 4:7]
     standardised = float(np.median(np.linalg.norm(gravity, axis=1))) > 3.0  # m/s², Android's frame
     scale = 1.0 / STANDARD_GRAVITY if standardised else -1.0
