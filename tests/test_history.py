@@ -132,15 +132,6 @@ def test_the_duration_lattice_keeps_a_bout_at_least_its_minimum():
         assert (here @ matrix)[base == state].sum() < 1.0  # then it may end
 
 
-def test_the_devices_of_one_model_share_one_lattice_that_nobody_can_write():
-    settings = HistorySettings(min_windows=3)
-    a, b = History(PARAMS3, settings), History(PARAMS3, settings)
-    assert a._matrix is b._matrix and a._log_matrix is b._log_matrix
-    with pytest.raises(ValueError, match="read-only"):
-        a._matrix[0, 0] = 1.0
-    assert History(PARAMS3, HistorySettings(min_windows=4))._matrix is not a._matrix
-
-
 def test_a_lattice_is_forgotten_with_the_parameters_it_was_built_for():
     import gc
 

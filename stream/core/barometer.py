@@ -84,6 +84,13 @@ LEVEL_SE = 0.05
 #: An estimate leans up or down at :data:`LEVEL_SPEED` or more and this many standard errors.
 LEAN_Z = 2.0
 UP, DOWN, LEVEL = "up", "down", "level"
+#: An estimate needs readings in at least 4 bins of its span (:meth:`AltitudeRate._fit`).
+MIN_READINGS = 4
+#: Seconds of estimates kept for lookups (a window is judged by the estimate at its end).
+MEMORY_S = 60.0
+#: Readings kept at most (a span and a hop of a 500 Hz barometer; phones read 1-25 Hz):
+#: readings packed microseconds apart cannot pile up in one device's memory.
+MAX_KEPT = 4500
 
 
 def altitude_m(hpa: np.ndarray | float, reference_hpa: float = SEA_LEVEL_HPA) -> np.ndarray:
@@ -186,10 +193,26 @@ class AltitudeRate:
         self._run: tuple[str | None, int] = (None, 0)  # the latest estimates' reading, and for how many
         # (tick, verdict) of the last minute of estimates: a window is judged by the
         # estimate at its own end, however far the readings ran ahead of it
-        self._verdicts: deque[tuple[float, str | None, VerticalSpeed]] = deque(maxlen=int(60 / hop) + 1)
+        self._verdicts: deque[tuple[float, str | None, VerticalSpeed]] = deque(maxlen=int(MEMORY_S / hop) + 1)
 
-    def push(self, t: Sequence[float] | np.ndarray, hpa: Sequence[float] | np.ndarray) -> list[VerticalSpeed]:
-        """Take readings; the estimates they completed, oldest first."""
+    def push(
+        self, t: Sequence[float] | np.ndarray, hpa: Sequence[float] | np.ndarray, max_estimates: int | None = None
+    ) -> list[VerticalSpeed]:
+        """Take readings; the estimates they completed, oldest first.
+
+        Each estimate is a fit (about half a millisecond), so what one push
+        costs is bounded by the readings, not by the time they claim to span:
+        a tick whose span cannot hold :data:`MIN_READINGS` readings is passed
+        over (it has no estimate), a tick more than :data:`MEMORY_S` and a span
+        before the newest reading is never worked out (its estimate would
+        not be kept for lookups), and ``max_estimates`` (None: no bound)
+        leaves the ticks past it for a later push.
+
+        >>> est = AltitudeRate()
+        >>> sparse = est.push(np.arange(1000) * 7.9, np.full(1000, 1000.0))  # 2 h of readings 8 s apart
+        >>> len(sparse), est._tick * est.hop >= 7892.1   # no tick had an estimate to make, none was tried
+        (0, True)
+        """
         t, hpa, refused = screen_pressure(t, hpa, self.last_t)
         self.refused.update(refused)
         if not len(t):
@@ -199,15 +222,28 @@ class AltitudeRate:
             self._tick = math.ceil(t[0] / self.hop)
         self.readings += len(t)
         out: list[VerticalSpeed] = []
-        self._t = np.concatenate([self._t, t])
-        self._h = np.concatenate([self._h, altitude_m(hpa, self._reference)])
+        self._t = np.concatenate([self._t, t])[-MAX_KEPT:]
+        self._h = np.concatenate([self._h, altitude_m(hpa, self._reference)])[-MAX_KEPT:]
         newest = float(t[-1])
+        useful = math.ceil((newest - MEMORY_S - self.span) / self.hop)
+        if self._tick < useful:  # estimates that would be gone before anyone asked for them
+            self._tick, self._run = useful, (None, 0)
+        made = 0
         while self._tick * self.hop < newest:  # every reading up to the tick is in
             tick = self._tick * self.hop
-            first = self._t[np.searchsorted(self._t, tick - self.span, side="right")]
+            j = int(np.searchsorted(self._t, tick - self.span, side="right"))
+            first = self._t[j]
             if first > tick:  # a silence: nothing in this tick's span, go on to the next reading
                 self._tick = max(math.ceil(first / self.hop), self._tick + 1)
                 continue
+            if int(np.searchsorted(self._t, tick, side="right")) - j < MIN_READINGS:
+                # too few readings for a fit until the span can reach the reading that makes enough
+                enough = self._t[j + MIN_READINGS - 1] if j + MIN_READINGS - 1 < len(self._t) else newest
+                self._tick = max(math.ceil(enough / self.hop), self._tick + 1)
+                continue
+            if max_estimates is not None and made >= max_estimates:
+                break  # the rest on a later push
+            made += 1
             estimate = self._estimate(tick)
             if estimate is not None:
                 out.append(estimate)

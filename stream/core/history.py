@@ -79,6 +79,7 @@ import numpy as np
 from harstream.stream.core.activities import POSTURES, UNKNOWN
 from harstream.stream.core.decoder import Decoder, DecoderParams, Emission
 from harstream.stream.core.pipeline import STEP, WINDOW
+from harstream.stream.core.protocol import MAX_TIME
 from harstream.stream.core.smoothing import refusal_reason
 from harstream.stream.core.transition_direction import turn_degrees
 
@@ -344,6 +345,10 @@ class History:
             return "window times are not numbers"
         if not (math.isfinite(t_start) and math.isfinite(t_end) and 0.0 < t_end - t_start <= MAX_WINDOW_SECONDS):
             return f"window times {t_start!r}..{t_end!r} are not a window (0 < length <= {MAX_WINDOW_SECONDS:g} s)"
+        if not (0.0 <= t_start and t_end <= MAX_TIME - 1.0):
+            # a producer's t0 that jumped back near 0 within one run puts a window's first samples before
+            # 0: its pieces would be refused by every reader of the history (decode_history)
+            return f"window times {t_start:.6g}..{t_end:.6g} are outside the bus's times (0..{MAX_TIME:g} s)"
         if self._last is not None and window <= self._last.window:
             return f"window {window} is not after window {self._last.window}"
         return refusal_reason(probs, len(self.params.classes))

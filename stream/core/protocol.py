@@ -224,10 +224,11 @@ def decode_samples(frames: Sequence[bytes]) -> SampleBatch:
     if not (isinstance(t0, float) and math.isfinite(t0) or isinstance(t0, int)) or not 0 <= t0 < MAX_T0:
         raise ProtocolError("time", f"t0 {str(t0)[:40]} outside 0..{MAX_T0:g} s")
     t0 = float(t0)
-    rate = float(_field(header, "rate", (int, float)))
-    if rate != RATE_HZ:
+    rate = _field(header, "rate", (int, float))
+    if rate != RATE_HZ:  # compared as sent: a 400-digit int has no float to be turned into
         # The filters and windows are designed for 50 Hz; producers resample.
-        raise ProtocolError("header", f"rate {rate} Hz; the bus carries {RATE_HZ:g} Hz samples")
+        raise ProtocolError("header", f"rate {str(rate)[:40]} Hz; the bus carries {RATE_HZ:g} Hz samples")
+    rate = float(rate)
     n = _field(header, "n", int)
     units = header.get("units", UNITS)
     if units != UNITS:

@@ -79,6 +79,12 @@ def gated(mode: str, classes: Sequence[str]) -> bool:
     return mode in GATED_MODES and all(c in classes for c in MOVING)
 
 
+#: Barometer estimates one message's samples pay for: one per hop (0.5 s) of 50 Hz samples ...
+ESTIMATES_PER_SAMPLE = 1 / 25
+#: ... and a few more, so readings a little ahead of their samples are not left waiting.
+ESTIMATES_SLACK = 4
+
+
 class StairsEvidence:
     """One device's evidence for stairs: its barometer (if it sends pressure)
     and the rule above (see the module doc)."""
@@ -101,13 +107,20 @@ class StairsEvidence:
             return float(np.mean(self.gait))
         return likeness
 
-    def push_pressure(self, t: np.ndarray | Sequence[float], hpa: np.ndarray | Sequence[float]) -> dict[str, int]:
+    def push_pressure(
+        self, t: np.ndarray | Sequence[float], hpa: np.ndarray | Sequence[float], samples: int | None = None
+    ) -> dict[str, int]:
         """Take barometer readings (seconds on the samples' clock, hPa); the
-        ones refused, by reason."""
+        ones refused, by reason. With ``samples``, the count of samples they
+        came with, the barometer works out at most as many estimates as those
+        samples' time holds ticks (:data:`ESTIMATES_PER_SAMPLE`), plus
+        :data:`ESTIMATES_SLACK`; the rest on a later message: a message of one
+        sample cannot buy seconds of fits with a thousand readings spread over hours."""
         if self.barometer is None:
             self.barometer = AltitudeRate()
         before = dict(self.barometer.refused)
-        self.barometer.push(t, hpa)
+        budget = None if samples is None else int(samples * ESTIMATES_PER_SAMPLE) + ESTIMATES_SLACK
+        self.barometer.push(t, hpa, budget)
         return {r: n - before.get(r, 0) for r, n in self.barometer.refused.items() if n != before.get(r, 0)}
 
     def vertical(self, t: float) -> str | None:

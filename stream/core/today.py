@@ -59,12 +59,27 @@ class DayTotals:
     def __init__(self, max_devices: int = 50_000):
         self.max_devices = max_devices
         self._days: OrderedDict[str, tuple[str, dict[str, float]]] = OrderedDict()
+        #: per device, the end of the latest time counted: a stretch is counted once, even when
+        #: its device comes back (evicted, restarted) and its final pieces cover it again
+        self._until: dict[str, float] = {}
 
     def add(self, device: str, start: float, end: float, label: str) -> None:
-        """Count a final piece (a transition, ``unknown`` or a bad time counts nothing)."""
+        """Count a final piece (a transition, ``unknown`` or a bad time counts nothing);
+        only its part after the time already counted for ``device``.
+
+        >>> days = DayTotals()
+        >>> days.add("d", 0.0, 600.0, "SITTING"); days.add("d", 0.0, 900.0, "SITTING")   # the same time again
+        >>> days.seconds("d")
+        ('1970-01-01', {'sitting': 900.0})
+        """
         category = CATEGORY.get(label)
         if category is None or not (math.isfinite(start) and math.isfinite(end) and 0 <= start < end <= MAX_TIME):
             return
+        counted = self._until.get(device)
+        if counted is not None and device in self._days:
+            start = max(start, counted)
+        if start < end:
+            self._until[device] = end
         while start < end:
             midnight = (math.floor(start / DAY) + 1) * DAY
             part_end = min(end, midnight)
@@ -81,7 +96,8 @@ class DayTotals:
         self._days[device] = held
         self._days.move_to_end(device)
         while len(self._days) > self.max_devices:
-            self._days.popitem(last=False)
+            gone, _ = self._days.popitem(last=False)
+            self._until.pop(gone, None)
 
     def restore(self, device: str, day: str, seconds: dict[str, float]) -> None:
         """Take a device's day as kept elsewhere (a durable store after a restart)."""
@@ -112,6 +128,7 @@ class DayTotals:
 
     def forget(self, device: str) -> None:
         self._days.pop(device, None)
+        self._until.pop(device, None)
 
 
 __all__ = ["ACTIVITY_VIEW", "CATEGORY", "DayTotals", "PLACEMENT_FREE_VIEW", "day_of"]

@@ -84,6 +84,7 @@ from harstream.stream.core.pipeline import WINDOW, check_samples
 from harstream.stream.core.placement import PLACEMENTS, PlacementTracker
 from harstream.stream.core.posture import N_CUES, apply_heads, posture_cues
 from harstream.stream.core.protocol import (
+    MAX_T0,
     HistoryUpdate,
     Prediction,
     ProtocolError,
@@ -474,9 +475,12 @@ def sent_at(batch: SampleBatch) -> float:
     130.5
     >>> sent_at(SampleBatch("d", 0, 100.0, np.zeros((50, 6)), meta={"sent": "soon"}))
     100.98
+    >>> sent_at(SampleBatch("d", 0, 100.0, np.zeros((50, 6)), meta={"sent": 10**400}))
+    100.98
     """
     sent = batch.meta.get("sent") if batch.meta else None
-    if isinstance(sent, (int, float)) and not isinstance(sent, bool) and math.isfinite(sent):
+    # compared, never converted first: a 400-digit int has no float (and is no time)
+    if isinstance(sent, (int, float)) and not isinstance(sent, bool) and 0 <= sent < MAX_T0:
         return float(sent)
     return batch.t0 + (len(batch) - 1) / batch.rate
 
@@ -647,7 +651,8 @@ class StreamCore:
         refused ones counted by reason."""
         refused = dict(batch.pressure_refused)
         if batch.pressure is not None and len(batch.pressure):
-            for reason, n in state.evidence.push_pressure(batch.pressure[:, 0], batch.pressure[:, 1]).items():
+            pushed = state.evidence.push_pressure(batch.pressure[:, 0], batch.pressure[:, 1], len(batch))
+            for reason, n in pushed.items():
                 refused[reason] = refused.get(reason, 0) + n
             self.totals["pressure_readings"] += len(batch.pressure)
         for reason, n in refused.items():

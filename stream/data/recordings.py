@@ -17,6 +17,7 @@ Sources:
 
 from __future__ import annotations
 
+import codecs
 import csv
 import gzip
 import hashlib
@@ -34,6 +35,7 @@ import numpy as np
 
 from harstream.stream.core.activities import ACTIVITIES, TRANSITIONS, UNKNOWN, UNLABELLED
 from harstream.stream.core.barometer import MAX_HPA, MIN_HPA
+from harstream.stream.core.protocol import MAX_ACC_G, MAX_GYRO_RAD_S
 from harstream.stream.core.rate import RATE_HZ
 from harstream.stream.core.resample import MAX_GAP_S, resample_linear
 from harstream.stream.data.safe_pickle import frame_columns, load_restricted
@@ -489,6 +491,12 @@ def read_csv_recording(path: str | os.PathLike) -> Recording:
     where = _display(path)
     if not path.is_file():
         raise RecordingError(f"{where}: missing (CSV recording)")
+    with open(path, "rb") as raw:
+        start = raw.read(4)
+    if start[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE) or b"\x00" in start:
+        raise RecordingError(
+            f"{where} line 1: UTF-16 or UTF-32 text (a spreadsheet's 'Unicode text'); save it as CSV in UTF-8"
+        )
     with open(path, newline="", encoding="utf-8-sig", errors="replace") as f:
         reader = csv.reader(f)
         header = next(reader, None)
@@ -509,23 +517,30 @@ def read_csv_recording(path: str | os.PathLike) -> Recording:
                 problems.append("unknown " + ", ".join(repr(u) for u in unknown))
             if duplicated:
                 problems.append("repeated " + ", ".join(duplicated))
-            hint = (
-                " (fields must be separated by commas, not semicolons)" if len(header) == 1 and ";" in header[0] else ""
-            )
+            hint = ""
+            if len(header) == 1:
+                for sign, name in ((";", "semicolons"), ("\t", "tabs")):
+                    if sign in header[0]:
+                        hint = f" (fields must be separated by commas, not {name})"
             raise RecordingError(
                 f"{where} line 1 (header): {'; '.join(problems)}; expected columns "
                 f"{','.join(CSV_COLUMNS)} and optionally {','.join(CSV_OPTIONAL)}{hint}"
             )
         columns: list[list[str]] = [[] for _ in names]
         lines: list[int] = []
-        for row in reader:
-            if not row or (len(row) == 1 and not row[0].strip()):
-                continue  # blank line
-            if len(row) != len(names):
-                raise RecordingError(f"{where} line {reader.line_num}: {len(row)} fields, the header has {len(names)}")
-            for column, value in zip(columns, row):
-                column.append(value)
-            lines.append(reader.line_num)
+        try:
+            for row in reader:
+                if not row or (len(row) == 1 and not row[0].strip()):
+                    continue  # blank line
+                if len(row) != len(names):
+                    raise RecordingError(
+                        f"{where} line {reader.line_num}: {len(row)} fields, the header has {len(names)}"
+                    )
+                for column, value in zip(columns, row):
+                    column.append(value)
+                lines.append(reader.line_num)
+        except csv.Error as exc:  # a field over the csv module's limit (128 KiB): no number is that long
+            raise RecordingError(f"{where} line {reader.line_num}: not a CSV row we read ({exc})") from None
     if not lines:
         raise RecordingError(f"{where}: no data rows after the header")
     line_numbers = np.array(lines, dtype=np.int64)
@@ -535,6 +550,8 @@ def read_csv_recording(path: str | os.PathLike) -> Recording:
     for name in CSV_COLUMNS:
         numeric[name] = _csv_numbers(by_name[name], line_numbers, where, name)
     time = numeric[CSV_TIME]
+    for name in CHANNELS:
+        _check_physical(numeric[name], line_numbers, where, name)
     samples = np.column_stack([numeric[c] for c in CHANNELS])
     if CSV_LABEL in by_name:
         labels = _parse_csv_labels(by_name[CSV_LABEL], line_numbers, where)
@@ -587,6 +604,23 @@ def _csv_numbers(values: list[str], lines: np.ndarray, where: str, name: str) ->
                 shown = repr(text[:40]) if text.strip() else "empty"
                 raise RecordingError(f"{where} line {int(lines[i])}, column {name}: {shown} is not a finite number")
     return numbers
+
+
+def _check_physical(values: np.ndarray, lines: np.ndarray, where: str, name: str) -> None:
+    """Refuse a channel value beyond the bus's physical range (±100 g, ±100 rad/s),
+    naming its line: no body moves so, and numbers that large are another unit
+    or garbage (they overflow the filters' float32 arithmetic)."""
+    limit, unit, hint = (
+        (MAX_ACC_G, "g", "acceleration in g, m/s² ÷ 9.80665")
+        if name.startswith("acc")
+        else (MAX_GYRO_RAD_S, "rad/s", "rotation in rad/s, deg/s ÷ 57.2958")
+    )
+    bad = np.flatnonzero(np.abs(values) > limit)
+    if len(bad):
+        i = bad[0]
+        raise RecordingError(
+            f"{where} line {int(lines[i])}, column {name}: {values[i]:.6g} is beyond ±{limit:g} {unit} ({hint})"
+        )
 
 
 def _to_50hz(

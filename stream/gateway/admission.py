@@ -144,7 +144,10 @@ def check_origin(headers: Sequence[tuple[bytes, bytes]]) -> Refusal | None:
     if not origins:
         return None
     origin, host = origins[0], (header_values(headers, b"host") or [""])[0]
-    split = urlsplit(origin)
+    try:
+        split = urlsplit(origin)
+    except ValueError:  # "http://[::1" (an unclosed IPv6 bracket), "http://[zz]"
+        return Refusal(403, "origin", f"malformed Origin {origin[:80]!r} refused")
     if origin == "null" or split.scheme not in ("http", "https") or split.netloc.lower() != host.lower():
         return Refusal(403, "origin", f"cross-origin request from {origin[:80]} refused")
     return None

@@ -71,6 +71,7 @@ STATIC = {
 PUBLIC = ("/", *STATIC)  # served without a token: the page reads the token from its own URL
 OUTBOX = 64  # messages queued to one phone; past this, predictions for it are dropped (counted)
 MAX_SESSIONS = 10_000  # Sensor Logger HTTP sessions whose message order is tracked
+RELEASE_S = 0.5  # how often batches waiting for a missing one are looked at, while any waits
 DRAIN_FACTOR = 16  # an oversized body up to this many times the limit is read before refusing it
 CLOSE = {"Connection": "close"}  # after a refused body: do not read the rest as another request
 HTTP_STATUS = {"device_in_use": 409, "too_large": 413, "rate_limit": 429, "busy": 503}
@@ -208,6 +209,7 @@ class Routes:
             for path, (name, _) in STATIC.items()
         }
         self._orders: dict[Any, MessageOrder] = {}  # Sensor Logger HTTP sessions
+        self._sweeper: asyncio.Task | None = None  # releases batches that waited out a missing one
 
     # ---------------------------------------------------------------- HTTP
 
@@ -244,6 +246,8 @@ class Routes:
                 if len(self._orders) > MAX_SESSIONS:  # sessions come and go; forget the oldest
                     self._orders.pop(next(iter(self._orders)))
             self._pass_on(device, readings.session, order.add(msg.get("messageId"), readings, time.monotonic()))
+            if order.pending and self._sweeper is None:
+                self._sweeper = asyncio.create_task(self._release_overdue())
         except FormatError as exc:
             gw.counters.reject(exc.reason, exc.detail)
             self._refused_batch(msg)
@@ -296,14 +300,43 @@ class Routes:
                 return
             self._pass_on(device, owner[2], ready)
 
+    async def _release_overdue(self) -> None:
+        """Publish the batches that waited out a missing one (:meth:`MessageOrder.due`)
+        while any wait: a phone whose recording stops, or whose missing batch was
+        refused, sends nothing more to let them go. Ends when none waits."""
+        gw = self.gateway
+        try:
+            while any(order.pending for order in self._orders.values()):
+                await asyncio.sleep(RELEASE_S)
+                now = time.monotonic()
+                for owner, order in list(self._orders.items()):
+                    for ready in order.due(now) if order.pending else ():
+                        try:
+                            device = gw.claim(ready.device, owner, None, lease=gw.config.http_lease)
+                            gw.publish(device, ready, "sensorlogger")
+                            self._publish_watch(ready, ("http", ready.session))
+                        except FormatError as exc:
+                            gw.counters.reject(exc.reason, exc.detail)
+        except Exception:  # never let it end the gateway; a later batch starts a new one
+            log.exception("releasing Sensor Logger batches that waited failed")
+            gw.counters.reject("internal", "releasing waiting batches")
+        finally:
+            self._sweeper = None
+
     def _publish_watch(self, readings: Readings, owner: Any) -> None:
         """A paired watch's readings (Sensor Logger's ``wristmotion``) as a device
         of its own, ``phone:<deviceId>.watch``, held by the phone's sender like
         an HTTP session (the watch sends nothing itself)."""
         watch = readings.watch
+        gw = self.gateway
+        if watch is not None and watch.device is None and len(watch):
+            gw.counters.reject(
+                "device",
+                f"deviceId {readings.device!r}: too long to name its paired watch (+ '.watch'); watch left out",
+            )
+            return
         if watch is None or watch.device is None or not len(watch):
             return
-        gw = self.gateway
         device = gw.claim(watch.device, (*owner, "watch"), None, lease=gw.config.http_lease)
         gw.publish(device, watch, "sensorlogger")
 

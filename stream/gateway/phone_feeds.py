@@ -25,15 +25,19 @@ readings that came since the previous batch (in the batch's clock), at most
 :data:`~harstream.stream.core.protocol.MAX_PRESSURE_ROWS` (a device sending
 pressure and no motion keeps its newest, the older counted in
 ``pressure_overflow``); a reading not later than the device's previous one
-is left out and counted (``pressure_order``).
+is left out and counted (``pressure_order``), and so is one that lands
+outside the bus's times on the batch's clock (``pressure_time``: a barometer
+on another clock than the motion).
 
 A device without a gyroscope (many budget phones; a browser whose
 ``rotationRate`` is null) sends its accelerometer alone. Once its
 accelerometer has run :data:`NO_GYRO_AFTER_S` seconds since it (re)connected
 without a single gyroscope reading, it is served from the accelerometer alone:
 its gyro channels read 0 and its batches say ``meta.gyro: false``, so the
-worker and anyone reading the bus know. A gyroscope reading later switches it
-back (a new segment).
+worker and anyone reading the bus know; so is one whose gyroscope stops
+sending while its accelerometer goes on for :data:`NO_GYRO_AFTER_S` seconds,
+with a ``gyro_stopped`` warning. A gyroscope reading later switches it back
+(a new segment).
 
 A device whose accelerometer leaves gravity out (a browser's ``acceleration``
 instead of ``accelerationIncludingGravity``, Android's linear acceleration)
@@ -76,7 +80,13 @@ from __future__ import annotations
 import numpy as np
 
 from harstream.stream.core.barometer import screen_pressure
-from harstream.stream.core.protocol import MAX_PRESSURE_ROWS, MAX_SAMPLES_PER_MESSAGE, SampleBatch, new_session_id
+from harstream.stream.core.protocol import (
+    MAX_PRESSURE_ROWS,
+    MAX_SAMPLES_PER_MESSAGE,
+    MAX_T0,
+    SampleBatch,
+    new_session_id,
+)
 from harstream.stream.core.resample import Resampler
 from harstream.stream.gateway.admission import RateLimit
 from harstream.stream.gateway.phone_formats import FormatError, Readings
@@ -141,6 +151,7 @@ class DeviceFeed:
         self._pressure_last: float | None = None  # newest barometer reading taken, device clock
         self.pressure_refused: dict[str, int] = {}  # readings left out here, by reason
         self._first_acc: float | None = None  # first accelerometer reading since (re)connecting, device clock
+        self._last_gyro: float | None = None  # newest gyroscope reading since (re)connecting, device clock
         self._gravity = GravityCheck()
         self.warning: tuple[str, str] | None = None  # (reason, detail) for the edge to send, then clear
         self.warnings = 0  # how many it raised
@@ -209,7 +220,7 @@ class DeviceFeed:
                 t0 = chunk.t0 + i / r.rate + (self.offset or 0.0)
                 batch = SampleBatch(self.device, chunk.seq + i, t0, part, meta=meta, session=self.session)
                 if len(self._pressure):
-                    batch.pressure = self._pressure + [self.offset or 0.0, 0.0]
+                    batch.pressure = self._bus_pressure()
                     self._pressure = self._pressure[:0]
                 out.append(batch)
                 self.samples_out += len(part)
@@ -253,6 +264,8 @@ class DeviceFeed:
     def _choose_streams(self, readings: Readings) -> None:
         r = self.resampler
         if len(readings.gyro_t):
+            newest = float(readings.gyro_t.max())
+            self._last_gyro = newest if self._last_gyro is None else max(self._last_gyro, newest)
             if not self.has_gyro:  # it has one after all
                 r.use_streams(("acc", "gyro"))
             return
@@ -260,8 +273,19 @@ class DeviceFeed:
             return
         if self._first_acc is None:
             self._first_acc = float(readings.acc_t.min())
-        if r.segments == 0 and float(readings.acc_t.max()) - self._first_acc >= NO_GYRO_AFTER_S:
+        newest = float(readings.acc_t.max())
+        if r.segments == 0 and newest - self._first_acc >= NO_GYRO_AFTER_S:
             r.use_streams(("acc",))
+        elif self._last_gyro is not None and newest - self._last_gyro >= NO_GYRO_AFTER_S:
+            # the gyroscope stopped mid-stream: without this, no grid point has both
+            # streams again and every later reading is lost without a word
+            r.use_streams(("acc",))
+            self.warnings += 1
+            self.warning = (
+                "gyro_stopped",
+                f"device {self.device}: no gyroscope reading for {newest - self._last_gyro:.1f} s while the "
+                "accelerometer went on; served from the accelerometer alone until the gyroscope is back",
+            )
 
     @property
     def low_rate(self) -> bool:
@@ -324,6 +348,17 @@ class DeviceFeed:
                 self.pressure_refused["pressure_overflow"] = self.pressure_refused.get("pressure_overflow", 0) + over
                 self._pressure = self._pressure[over:]
 
+    def _bus_pressure(self) -> np.ndarray | None:
+        """The waiting barometer readings on the bus clock; a reading that lands
+        outside the bus's times (0 … 1e10 s: a barometer on another clock than
+        the motion it rides with) is left out and counted (``pressure_time``),
+        so the worker never refuses the batch, and its motion, for it."""
+        rows = self._pressure + [self.offset or 0.0, 0.0]
+        ok = (rows[:, 0] >= 0.0) & (rows[:, 0] < MAX_T0)
+        if not ok.all():
+            self.pressure_refused["pressure_time"] = self.pressure_refused.get("pressure_time", 0) + int((~ok).sum())
+        return rows[ok] if ok.any() else None
+
     def restart(self) -> None:
         """A new connection for this device: do not join its data to the old one."""
         self.resampler.restart()
@@ -331,6 +366,7 @@ class DeviceFeed:
         self._last_t = None
         self._pressure, self._pressure_last = self._pressure[:0], None
         self._first_acc = None
+        self._last_gyro = None
         self._gravity = GravityCheck()  # a new connection's clock may differ
         self._step = None
         self._rates = {stream: RateCheck(self.resampler.max_gap) for stream in ("acc", "gyro")}

@@ -48,10 +48,14 @@ STANDARD_GRAVITY = 9.80665  # m/s² per g
 MAX_ACC_G = 50.0  # no phone accelerometer reads beyond this; larger is garbage
 MAX_GYRO_RAD_S = 100.0  # ~5700 °/s; phone gyros saturate near 35 rad/s
 MAX_ROWS = 5000  # readings per stream per message
+MAX_SESSION_CHARS = 128  # a Sensor Logger sessionId (a UUID or a date-time is under 40)
 MAX_INT_DIGITS = 20  # a JSON integer longer than this is garbage (and costly to convert)
 #: A phone's own device id. The gateway publishes it as ``phone:<id>``, which
 #: must fit the bus's 64 characters, hence 58.
 LOCAL_DEVICE_ID = re.compile(r"[A-Za-z0-9_.:@+-]{1,58}")
+#: A device's key as a phone shows it back (a welcome's key is 22 URL-safe
+#: characters): printable ASCII only, so comparing and hashing it cannot fail.
+KEY = re.compile(r"[!-~]{0,128}")
 
 ACC_UNITS = {"g": 1.0, "m/s2": 1.0 / STANDARD_GRAVITY, "m/s^2": 1.0 / STANDARD_GRAVITY}
 GYRO_UNITS = {"rad/s": 1.0, "deg/s": math.pi / 180.0}
@@ -77,6 +81,8 @@ REASONS = (
     "time",  # readings spanning too long, or far beyond the device's previous message
     *PRESSURE_REASONS,  # barometer readings outside 300-1,100 hPa, not finite, or out of time order (left out)
     "pressure_overflow",  # barometer readings beyond 1,000 waiting for motion to travel with (oldest left out)
+    "gyro_stopped",  # warning: the gyroscope stopped mid-stream; served from the accelerometer alone (kept)
+    "pressure_time",  # barometer readings landing outside 0-1e10 s on the bus clock (another clock than the motion)
 )
 
 
@@ -183,18 +189,21 @@ def parse_hello(msg: dict) -> Hello:
     units = msg.get("units", {"acc": "g", "gyro": "rad/s"})
     if not isinstance(units, dict):
         raise FormatError("types", "hello.units must be an object {acc, gyro}")
-    acc_unit, gyro_unit = units.get("acc", "g"), units.get("gyro", "rad/s")
-    frame = msg.get("frame", "android")
-    if acc_unit not in ACC_UNITS:
-        raise FormatError("units", f"hello.units.acc {acc_unit!r}: expected one of {sorted(ACC_UNITS)}")
-    if gyro_unit not in GYRO_UNITS:
-        raise FormatError("units", f"hello.units.gyro {gyro_unit!r}: expected one of {sorted(GYRO_UNITS)}")
-    if frame not in FRAMES:
-        raise FormatError("units", f"hello.frame {frame!r}: expected one of {sorted(FRAMES)}")
+    acc = _choice(units.get("acc", "g"), ACC_UNITS, "hello.units.acc")
+    gyro = _choice(units.get("gyro", "rad/s"), GYRO_UNITS, "hello.units.gyro")
+    frame = _choice(msg.get("frame", "android"), FRAMES, "hello.frame")
     key = msg.get("key")
-    if key is not None and not (isinstance(key, str) and len(key) <= 128):
-        raise FormatError("types", "hello.key must be a string of at most 128 characters")
-    return Hello(device, ACC_UNITS[acc_unit] * FRAMES[frame], GYRO_UNITS[gyro_unit], key)
+    if key is not None and not (isinstance(key, str) and KEY.fullmatch(key)):
+        raise FormatError("types", "hello.key must be the key of a welcome: at most 128 printable ASCII characters")
+    return Hello(device, acc * frame, gyro, key)
+
+
+def _choice(value: Any, table: dict[str, float], where: str) -> float:
+    """``table[value]`` for a name in ``table``; anything else (another name, a
+    number, a list) is :class:`FormatError` ``units`` naming the choices."""
+    if not isinstance(value, str) or value not in table:
+        raise FormatError("units", f"{where} {str(value)[:40]!r}: expected one of {sorted(table)}")
+    return table[value]
 
 
 def parse_samples(msg: dict, hello: Hello) -> Readings:
@@ -258,8 +267,11 @@ def parse_sensor_logger(msg: dict, platform: str = "android") -> Readings:
         raise FormatError("units", f"platform {platform!r}: expected android or ios")
     device = check_device(msg.get("deviceId"), "deviceId")
     session = msg.get("sessionId")
-    if session is not None and not isinstance(session, (str, int)):
-        raise FormatError("types", "sessionId must be a string")
+    if session is not None and not (
+        isinstance(session, str) and len(session) <= MAX_SESSION_CHARS or _is_number(session)
+    ):
+        # it keys the session's claim and message order, held for thousands of sessions
+        raise FormatError("types", f"sessionId must be a string of at most {MAX_SESSION_CHARS} characters")
     payload = msg.get("payload")
     if not isinstance(payload, list):
         raise FormatError("types", "payload must be a list of {name, time, values}")
@@ -272,8 +284,8 @@ def parse_sensor_logger(msg: dict, platform: str = "android") -> Readings:
         if not isinstance(entry, dict):
             raise FormatError("types", f"payload[{i}] is not an object")
         name = entry.get("name")
-        if name not in found and name not in (BAROMETER, WRIST_MOTION):
-            continue
+        if not isinstance(name, str) or (name not in found and name not in (BAROMETER, WRIST_MOTION)):
+            continue  # another sensor (or no name at all): not read, like location or battery
         t, values = entry.get("time"), entry.get("values")
         if not _is_number(t):
             raise FormatError("types", f"payload[{i}] ({name}): time must be a number (epoch ns)")
@@ -345,7 +357,9 @@ def _watch_readings(rows: np.ndarray, device: str, session: str | None) -> Readi
     if len(rows) > MAX_ROWS:
         raise FormatError("too_large", f"{len(rows)} wristmotion readings, at most {MAX_ROWS} per batch")
     rows = rows[np.argsort(rows[:, 0], kind="stable")]
-    watch = check_device(device + WATCH_SUFFIX, f"deviceId {device!r} + {WATCH_SUFFIX!r} (the paired watch)")
+    # a deviceId too long to name its watch too leaves the watch without an id (device None: not
+    # published, counted by the edge), never the phone's own readings refused with it
+    watch = device + WATCH_SUFFIX if LOCAL_DEVICE_ID.fullmatch(device + WATCH_SUFFIX) else None
     total, gravity = rows[:, 1:4] + rows[:, 4:7], rows[:, 4:7]
     standardised = float(np.median(np.linalg.norm(gravity, axis=1))) > 3.0  # m/s², Android's frame
     scale = 1.0 / STANDARD_GRAVITY if standardised else -1.0
@@ -360,6 +374,8 @@ class MessageOrder:
     arrive swapped. A batch ahead of the next expected id waits until the
     missing one arrives, or until ``max_pending`` batches wait or the oldest
     has waited ``max_wait`` seconds; then the missing one is given up on.
+    :meth:`due` gives up on it by the clock alone, for a phone that sent
+    nothing after (its recording stopped, or the missing batch was lost).
 
     A batch the gateway refused leaves a hole nothing will fill:
     :meth:`refused` tells the order so, and the batches after it go on at once.
@@ -369,6 +385,8 @@ class MessageOrder:
     (['a'], [], ['b', 'c'])
     >>> order.add(4, "e", now=0.3), order.refused(3, now=0.4)
     ([], ['e'])
+    >>> order.add(6, "g", now=1.0), order.due(now=2.0), order.due(now=4.1)
+    ([], [], ['g'])
     """
 
     def __init__(self, max_pending: int = 4, max_wait: float = 3.0):
@@ -384,7 +402,14 @@ class MessageOrder:
                 self.next = message_id + 1
             return [] if item is _REFUSED else [item]
         self.pending[message_id] = (now, item)
-        ready = []
+        return self.due(now)
+
+    def due(self, now: float) -> list:
+        """Items ready now, in order, giving up on a missing batch that the
+        oldest waiting one has waited ``max_wait`` for."""
+        ready: list = []
+        if self.next is None:  # pending only ever holds ids at or after a known next
+            return ready
         while self.pending:
             if self.next in self.pending:
                 ready.append(self.pending.pop(self.next)[1])
@@ -422,7 +447,8 @@ SENSOR_SERVER_TYPES = {
 
 def parse_sensor_server(msg: dict) -> Readings:
     """One SensorServer event → :class:`Readings` (time = ns since boot, in s)."""
-    kind = SENSOR_SERVER_TYPES.get(msg.get("type"))  # type: ignore[arg-type]
+    sensor = msg.get("type")
+    kind = SENSOR_SERVER_TYPES.get(sensor) if isinstance(sensor, str) else None
     if kind is None:
         raise FormatError(
             "fields", f"sensor type {str(msg.get('type'))[:60]!r}: expected one of {sorted(SENSOR_SERVER_TYPES)}"
