@@ -175,6 +175,27 @@ def _stream(feed: DeviceFeed, now: float, seconds: float, clock_step_at: float, 
     return out, refused
 
 
+def test_a_device_cannot_send_its_signal_faster_than_it_happens():
+    """Within its reading budget, a device sends 10 Hz readings covering 20 s
+    of its own time every 200 ms: 100 s of signal a second, which the
+    resampler would turn into 5,000 samples a second for the worker. It is
+    refused (time) once the flush allowance is spent, and over 20 s gets
+    about that allowance plus the time that passed."""
+    now = 2_500_000.0
+    feed = DeviceFeed("phone:fast-forward", now=now)
+    out, refused, t_dev = 0, 0, now
+    for k in range(100):  # 20 s of the gateway's clock
+        t = t_dev + np.arange(200) / 10  # each message goes on from the last one taken
+        try:
+            out += sum(len(b) for b in feed.add(_still(t), now=now + k * 0.2))
+            t_dev = float(t[-1]) + 0.1
+        except FormatError as exc:
+            assert exc.reason == "time" and "faster than it happens" in exc.detail
+            refused += 1
+    assert refused > 80
+    assert out <= 50 * (60 + 30 + 1.05 * 20 + 20)  # max_span + max_ahead, the time passed, one message more
+
+
 def test_a_phone_clock_that_steps_forward_is_refused_for_seconds_not_for_ever():
     """A phone's clock set 10 minutes forward (a person setting the clock, a
     network time correction, a replay that skipped a pause) mid-stream. Its first

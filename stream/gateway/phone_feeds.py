@@ -13,6 +13,14 @@ readings cannot be right:
   have gone on from one another for :data:`CLOCK_STEP_CONFIRM_S` seconds of
   the gateway's clock; then it is taken as the device's clock, like one that
   jumped back: a new segment, pinned afresh.
+- ``time`` too: readings that cover more of the device's own time than has
+  passed. A device cannot send its signal faster than it happens: the time
+  its motion readings cover is taken from a budget of :data:`SIGNAL_RATE`
+  seconds per second of the gateway's clock, that starts with (and keeps up
+  to) ``max_span + max_ahead`` seconds, so a flush is whole; without it a
+  device within its reading budget could send sparse readings covering
+  minutes a second, which the resampler would turn into minutes of 50 Hz
+  samples for the worker.
 - ``rate_limit``: more readings per second than the device's budget, summed
   over all its connections and HTTP sessions. The budget starts with
   :data:`BUDGET_START_S` seconds' worth and keeps what a quiet device does
@@ -101,6 +109,9 @@ BUDGET_START_S = 2.0
 #: message may start ahead of the wall clock (``max_ahead``) and a little more.
 BUDGET_SAVED_S = 32.0
 CLOCK_WINDOW_S = 120.0  # readings this close to the gateway's clock are taken as Unix time
+#: Seconds of its own time a device's readings may cover per second of the gateway's clock
+#: (a little over 1: clocks that run fast, reading times that jitter).
+SIGNAL_RATE = 1.05
 #: Seconds of accelerometer readings with no gyroscope reading before a device is served without one.
 NO_GYRO_AFTER_S = 3.0
 #: An accelerometer whose readings' magnitude averages under this (g) over GRAVITY_CHECK_S
@@ -137,6 +148,8 @@ class DeviceFeed:
             start=BUDGET_START_S * max_readings_per_s,
             now=now,
         )
+        # seconds of the device's own time its readings may still cover (see the module doc)
+        self.signal_budget = RateLimit(SIGNAL_RATE, max_span + max_ahead, now=now)
         self.offset: float | None = None  # device clock → Unix time
         self._jumps = 0
         self._last_t: float | None = None  # newest reading so far, device clock
@@ -185,6 +198,13 @@ class DeviceFeed:
             self.check(readings, now)
         if not self.budget.take(len(readings), now):
             raise FormatError("rate_limit", f"more than {self.budget.rate:g} readings/s for device {self.device!r}")
+        covered = _motion_span(readings)
+        if covered > 0 and not self.signal_budget.take(covered, now):
+            raise FormatError(
+                "time",
+                f"readings cover {covered:.1f} s of this device's time, more than has passed on the gateway's clock "
+                "since its earlier readings: a device cannot send its signal faster than it happens",
+            )
         if stepped:  # the device's clock now: a new segment, pinned afresh
             self.restart()
         self.last_seen = now
@@ -379,6 +399,15 @@ def _span(readings: Readings) -> tuple[float, float] | None:
     if not times:
         return None
     return min(float(t.min()) for t in times), max(float(t.max()) for t in times)
+
+
+def _motion_span(readings: Readings) -> float:
+    """Seconds of the device's time its motion readings cover (what the
+    resampler turns into 50 Hz samples)."""
+    times = [t for t in (readings.acc_t, readings.gyro_t) if len(t)]
+    if not times:
+        return 0.0
+    return max(float(t.max()) for t in times) - min(float(t.min()) for t in times)
 
 
 class RateCheck:
