@@ -110,6 +110,7 @@ WORKER_REASONS = (
     "shard",  # a device outside this worker's shard
     "devices_full",  # a new device while max_devices are tracked
     "overload",  # a window dropped because max_pending windows were waiting
+    "backlog",  # a device's window dropped because max_pending_device of its own were waiting
     "pipeline",  # the pipeline refused the samples
     "inference",  # the model runtime failed on a batch
     "output_hwm",  # an output message a subscriber missed: its queue was full
@@ -197,6 +198,9 @@ class WorkerConfig:
     idle_timeout: float = 30.0  # seconds without samples before a device is evicted
     max_devices: int = 50_000
     max_pending: int = 8192  # windows waiting for inference
+    # of which one device's: a producer sending faster than real time cannot fill the queue alone
+    # (a phone's longest flush, 90 s, is 70 windows)
+    max_pending_device: int = 128
     signal_interval: float = 0.5  # seconds between signal messages per device; 0 = off
     signal_decimation: int = 5  # 50 Hz -> 10 Hz for display
     shard: tuple[int, int] | None = None  # (k, N): only devices with shard_of % N == k
@@ -519,6 +523,7 @@ class StreamCore:
         # Windows waiting for the model, one queue per served model (key), each oldest first.
         self._queues: dict[str, deque[PendingWindow]] = {}
         self._waiting = 0
+        self._waiting_of: Counter[str] = Counter()  # windows waiting, per device
         self._ready: list[Device] = []  # devices whose buffered samples complete a window
         # Devices that never completed a window, oldest first: evicted first when the table is full.
         self._unproven: dict[str, None] = {}
@@ -912,10 +917,14 @@ class StreamCore:
         return inputs
 
     def _enqueue(self, window: PendingWindow) -> None:
+        cap = self.config.max_pending_device
+        if self._waiting_of[window.device] >= cap:
+            self._drop("backlog", f"{window.device} has {cap} windows waiting; dropped its newest")
+            return
         if self._waiting >= self.config.max_pending:
             queue = self._oldest_queue()
             old = queue.popleft()
-            self._waiting -= 1
+            self._taken(old.device)
             if not queue:
                 del self._queues[old.served.key]
             self._drop("overload", f"{self.config.max_pending} windows waiting; dropped one of {old.device}")
@@ -924,7 +933,17 @@ class StreamCore:
             waiting = self._queues[window.served.key] = deque()
         waiting.append(window)
         self._waiting += 1
+        self._waiting_of[window.device] += 1
         self._pending_high_water = max(self._pending_high_water, self._waiting)
+
+    def _taken(self, device: str, n: int = 1) -> None:
+        """``n`` of ``device``'s windows left the queues."""
+        self._waiting -= n
+        left = self._waiting_of[device] - n
+        if left > 0:
+            self._waiting_of[device] = left
+        else:
+            del self._waiting_of[device]
 
     def _oldest_queue(self) -> deque[PendingWindow]:
         """The model queue whose first window waited longest (few models: a scan)."""
@@ -968,7 +987,8 @@ class StreamCore:
             return np.empty((0, WINDOW, 9), np.float32), []
         queue = self._oldest_queue()
         taken = [queue.popleft() for _ in range(min(self.config.max_batch, len(queue)))]
-        self._waiting -= len(taken)
+        for w in taken:
+            self._taken(w.device)
         if not queue:
             del self._queues[taken[0].served.key]
         self._batch_sizes.append(len(taken))
@@ -1190,7 +1210,8 @@ class StreamCore:
                 self._queues[key] = kept
             else:
                 del self._queues[key]
-        self._waiting -= dropped
+        for device in gone:
+            self._taken(device, self._waiting_of.get(device, 0))
         self._history = [h for h in self._history if h.device not in gone]
         return dropped
 
