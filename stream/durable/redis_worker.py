@@ -246,7 +246,11 @@ class RedisWorker:
                 for _entry_id, fields in entries:
                     for batch in self._decode(lease.partition, fields):
                         first_seq.setdefault(batch.device, batch.seq)
-                        replayed += owned.admit(batch, now, owned.replay_from(batch.device, context_windows))
+                        try:
+                            replayed += owned.admit(batch, now, owned.replay_from(batch.device, context_windows))
+                        except Exception as exc:  # one message met a bug: dropped and counted, the takeover goes on
+                            log.exception("device %s: replayed message dropped", batch.device)
+                            self.core.count_drop("internal", f"device {batch.device}: {type(exc).__name__}: {exc}")
                 cursor = "(" + _text(entries[-1][0])
                 if len(entries) < 5000:
                     break
@@ -376,7 +380,11 @@ class RedisWorker:
             owner = self.owned.get(state.lease.partition)
             if owner is None or owner is not state:
                 continue
-            owner.admit(batch, time.monotonic())
+            try:
+                owner.admit(batch, time.monotonic())
+            except Exception as exc:  # nor a bug met on one message: drop it and go on, as on the bus
+                log.exception("device %s: logged message dropped", batch.device)
+                self.core.count_drop("internal", f"device {batch.device}: {type(exc).__name__}: {exc}")
             n += 1
         return n
 
@@ -416,6 +424,9 @@ class RedisWorker:
                 batch = decode_samples(frames)
             except ProtocolError as exc:
                 self.core.count_drop(exc.reason, exc.detail)
+                continue
+            except Exception as exc:  # a decoder bug must not stop the worker (as on the bus)
+                self.core.count_drop("internal", f"undecodable entry ({type(exc).__name__}: {exc})")
                 continue
             if partition_of(batch.device, self.lc.partitions) != p:
                 self.core.count_drop("partition", f"device {batch.device} in the log of partition {p}, not its own")
