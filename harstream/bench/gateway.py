@@ -70,6 +70,8 @@ async def _main(args) -> int:
         "10000",
         "--readings-limit",
         "1000000",
+        "--signal-rate",
+        "1000000",
         "--max-connections",
         "5000",
         "--connects-limit",

@@ -67,6 +67,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rate-limit", type=RATE, default=100.0, help="messages/s per connection (default 100)")
     parser.add_argument("--readings-limit", type=RATE, default=4000.0, help="readings/s per device (default 4000)")
     parser.add_argument(
+        "--signal-rate",
+        type=Number(float, 1.0, 1e6),
+        default=1.05,  # phone_feeds.SIGNAL_RATE (the command imports no gateway module before it runs)
+        help="seconds of its own time a device's readings may cover per second, after a 90 s allowance "
+        "(default 1.05: a phone cannot send its signal faster than it happens; raise it to replay faster)",
+    )
+    parser.add_argument(
         "--connects-limit",
         type=RATE,
         default=50.0,
@@ -169,6 +176,7 @@ def run(args: argparse.Namespace) -> int:
         max_connections=args.max_connections,
         max_messages_per_s=args.rate_limit,
         max_readings_per_s=args.readings_limit,
+        signal_rate=args.signal_rate,
         idle_timeout=args.idle_timeout,
         max_gap=args.max_gap,
         stats_interval=args.stats_interval,

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from harstream.stream.bus import addresses as bus
+from harstream.stream.gateway.phone_feeds import SIGNAL_RATE
 from harstream.stream.personal.registry import personal_dir as registry_folder
 
 
@@ -40,6 +41,7 @@ class GatewayConfig:
     # Rates.
     max_messages_per_s: float = 100.0  # per connection (burst = 2 s worth)
     max_readings_per_s: float = 4000.0  # per device, acc + gyro readings, over all its connections
+    signal_rate: float = SIGNAL_RATE  # seconds of its own time a device's readings may cover per second (after 90 s)
     max_pings_per_s: float = 2.0  # WebSocket ping/pong frames from a client (burst 10)
     max_connects_per_s: float = 50.0  # new connections per source address (burst = 4 s worth)
     max_connections: int = 512

@@ -15,8 +15,8 @@ readings cannot be right:
   jumped back: a new segment, pinned afresh.
 - ``time`` too: readings that cover more of the device's own time than has
   passed. A device cannot send its signal faster than it happens: the time
-  its motion readings cover is taken from a budget of :data:`SIGNAL_RATE`
-  seconds per second of the gateway's clock, that starts with (and keeps up
+  its motion readings cover is taken from a budget of ``signal_rate``
+  (:data:`SIGNAL_RATE`) seconds per second of the gateway's clock, that starts with (and keeps up
   to) ``max_span + max_ahead`` seconds, so a flush is whole; without it a
   device within its reading budget could send sparse readings covering
   minutes a second, which the resampler would turn into minutes of 50 Hz
@@ -138,6 +138,7 @@ class DeviceFeed:
         max_span: float = 60.0,
         max_ahead: float = 30.0,
         max_readings_per_s: float = 4000.0,
+        signal_rate: float = SIGNAL_RATE,
     ):
         self.device = device
         self.resampler = Resampler(max_gap=max_gap)
@@ -149,7 +150,7 @@ class DeviceFeed:
             now=now,
         )
         # seconds of the device's own time its readings may still cover (see the module doc)
-        self.signal_budget = RateLimit(SIGNAL_RATE, max_span + max_ahead, now=now)
+        self.signal_budget = RateLimit(signal_rate, max_span + max_ahead, now=now)
         self.offset: float | None = None  # device clock → Unix time
         self._jumps = 0
         self._last_t: float | None = None  # newest reading so far, device clock

@@ -87,6 +87,7 @@ class Gateway:
             max_span=config.max_span,
             max_ahead=config.max_ahead,
             max_readings_per_s=config.max_readings_per_s,
+            signal_rate=config.signal_rate,
         )
         self._subscribed: set[str] = set()  # devices whose predictions we receive
         # ``fit`` comes from the command (this package does not import the
