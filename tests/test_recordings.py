@@ -419,3 +419,44 @@ def test_data_command_on_embedded_data_prints_61_sessions(embedded):
     assert "sessions  61\n" in done.stdout
     assert "subjects  30\n" in done.stdout
     assert "samples   1,122,772" in done.stdout
+
+
+# ------------------------------------------------------------ large CSV files
+
+
+def _long_csv(path: Path, n: int = 1050) -> None:
+    time = np.arange(n) / 50
+    labels = [("WALKING", "SITTING", "4")[(i // 300) % 3] for i in range(n)]
+    pressure = [f"{1000 + i / 1000:.3f}" if i % 25 == 0 else "" for i in range(n)]
+    write_csv(path, time, signal(n, seed=5), {"label": labels, "subject": ["7"] * n, "pressure_hpa": pressure})
+
+
+def test_a_csv_read_a_chunk_at_a_time_is_the_csv_read_whole(tmp_path, monkeypatch):
+    import harstream.stream.data.recordings as recordings
+
+    path = tmp_path / "long.csv"
+    _long_csv(path)
+    whole = recordings.read_csv_recording(path)
+    monkeypatch.setattr(recordings, "CSV_CHUNK_ROWS", 100)  # eleven chunks, a label run across each edge
+    chunked = recordings.read_csv_recording(path)
+    assert np.array_equal(chunked.samples, whole.samples) and np.array_equal(chunked.labels, whole.labels)
+    assert np.array_equal(chunked.pressure, whole.pressure) and chunked.pressure[0, 0] == 0.0
+    assert chunked.subject == whole.subject == 7 and len(whole.samples) == 1050
+
+
+@pytest.mark.parametrize(
+    "line, text, says",
+    [
+        (778, "15.52,0,0,1,0,0,abc,WALKING,7,", "line 778, column gyro_z"),
+        (901, "17.98,0,0,1,0,0,0,WALKING,8,", "line 901, column subject: subject '8' differs from '7'"),
+    ],
+)
+def test_a_bad_row_in_a_later_chunk_is_named_by_its_own_line(tmp_path, monkeypatch, line, text, says):
+    import harstream.stream.data.recordings as recordings
+
+    path = tmp_path / "long.csv"
+    _long_csv(path)
+    replace_line(path, line, text)
+    monkeypatch.setattr(recordings, "CSV_CHUNK_ROWS", 100)
+    with pytest.raises(RecordingError, match=says):
+        recordings.read_csv_recording(path)

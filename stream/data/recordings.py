@@ -27,7 +27,7 @@ import math
 import os
 import re
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -439,7 +439,7 @@ def _label_names() -> dict[str, int]:
     return names
 
 
-def _parse_csv_labels(values: list[str], lines: np.ndarray, where: str) -> np.ndarray:
+def _parse_csv_labels(values: Sequence[str], lines: np.ndarray, where: str) -> np.ndarray:
     names = _label_names()
     unique, inverse = np.unique(np.array(values, dtype=str), return_inverse=True)
     codes = np.empty(len(unique), dtype=np.int16)
@@ -485,6 +485,40 @@ def _csv_subject(path: Path, values: list[str] | None, lines: np.ndarray) -> int
     return subject
 
 
+#: Rows of a CSV recording read before they are turned into arrays.
+CSV_CHUNK_ROWS = 65_536
+
+
+class _CsvChunks:
+    """A CSV recording's data rows, checked and turned into arrays a chunk at a
+    time (each problem an error naming its line and column)."""
+
+    def __init__(self, path: Path, where: str, names: list[str]):
+        self.path, self.where, self.names = path, where, names
+        self.lines: list[np.ndarray] = []
+        self.numbers: dict[str, list[np.ndarray]] = {name: [] for name in CSV_COLUMNS}
+        self.labels: list[np.ndarray] = []
+        self.pressure: list[np.ndarray] = []
+        self.subjects: dict[str, int] = {}  # each subject value met, with its first line
+
+    def take(self, rows: list[list[str]], lines: list[int]) -> None:
+        where, at = self.where, np.array(lines, dtype=np.int64)
+        by_name = dict(zip(self.names, zip(*rows)))
+        for name in CSV_COLUMNS:
+            self.numbers[name].append(_csv_numbers(by_name[name], at, where, name))
+        for name in CHANNELS:
+            _check_physical(self.numbers[name][-1], at, where, name)
+        if CSV_LABEL in by_name:
+            self.labels.append(_parse_csv_labels(by_name[CSV_LABEL], at, where))
+        if CSV_SUBJECT in by_name:
+            for value, line in zip(by_name[CSV_SUBJECT], lines):
+                if self.subjects.setdefault(value, line) == line and len(self.subjects) > 1:
+                    break  # a second subject: refused by the caller, naming this line
+        if CSV_PRESSURE in by_name:
+            self.pressure.append(_csv_pressure(by_name[CSV_PRESSURE], self.numbers[CSV_TIME][-1], at, where))
+        self.lines.append(at)
+
+
 def read_csv_recording(path: str | os.PathLike) -> Recording:
     """One recording from a CSV file in the format of ``docs/recordings.md``."""
     path = Path(path)
@@ -526,7 +560,10 @@ def read_csv_recording(path: str | os.PathLike) -> Recording:
                 f"{where} line 1 (header): {'; '.join(problems)}; expected columns "
                 f"{','.join(CSV_COLUMNS)} and optionally {','.join(CSV_OPTIONAL)}{hint}"
             )
-        columns: list[list[str]] = [[] for _ in names]
+        # Read in chunks, each turned into arrays at once: a day's file at 50 Hz is
+        # millions of rows, which as Python strings would take gigabytes.
+        chunks = _CsvChunks(path, where, names)
+        rows: list[list[str]] = []
         lines: list[int] = []
         try:
             for row in reader:
@@ -536,40 +573,39 @@ def read_csv_recording(path: str | os.PathLike) -> Recording:
                     raise RecordingError(
                         f"{where} line {reader.line_num}: {len(row)} fields, the header has {len(names)}"
                     )
-                for column, value in zip(columns, row):
-                    column.append(value)
+                rows.append(row)
                 lines.append(reader.line_num)
+                if len(rows) == CSV_CHUNK_ROWS:
+                    chunks.take(rows, lines)
+                    rows, lines = [], []
         except csv.Error as exc:  # a field over the csv module's limit (128 KiB): no number is that long
             raise RecordingError(f"{where} line {reader.line_num}: not a CSV row we read ({exc})") from None
-    if not lines:
+        if rows:
+            chunks.take(rows, lines)
+    if not chunks.lines:
         raise RecordingError(f"{where}: no data rows after the header")
-    line_numbers = np.array(lines, dtype=np.int64)
-    by_name = dict(zip(names, columns))
-
-    numeric = {}
-    for name in CSV_COLUMNS:
-        numeric[name] = _csv_numbers(by_name[name], line_numbers, where, name)
-    time = numeric[CSV_TIME]
-    for name in CHANNELS:
-        _check_physical(numeric[name], line_numbers, where, name)
-    samples = np.column_stack([numeric[c] for c in CHANNELS])
-    if CSV_LABEL in by_name:
-        labels = _parse_csv_labels(by_name[CSV_LABEL], line_numbers, where)
+    line_numbers = np.concatenate(chunks.lines)
+    time = np.concatenate(chunks.numbers[CSV_TIME])
+    samples = np.column_stack([np.concatenate(chunks.numbers[c]) for c in CHANNELS])
+    if CSV_LABEL in names:
+        labels = np.concatenate(chunks.labels)
     else:
         labels = np.full(len(time), UNLABELLED, dtype=np.int16)
-    subject = _csv_subject(path, by_name.get(CSV_SUBJECT), line_numbers)
+    subjects = chunks.subjects
+    subject = _csv_subject(path, list(subjects) if CSV_SUBJECT in names else None, np.array(list(subjects.values())))
     pressure = None
-    if CSV_PRESSURE in by_name:
-        pressure = _csv_pressure(by_name[CSV_PRESSURE], time, line_numbers, where)
+    if CSV_PRESSURE in names:
+        pressure = np.concatenate(chunks.pressure) if chunks.pressure else np.empty((0, 2))
+        pressure[:, 0] -= time[0]
     samples, labels = _to_50hz(time, samples, labels, line_numbers, where)
     return Recording(
         name=path.stem, subject=subject, samples=samples, labels=labels, source=str(path), pressure=pressure
     )
 
 
-def _csv_pressure(values: list[str], time: np.ndarray, lines: np.ndarray, where: str) -> np.ndarray:
-    """The ``pressure_hpa`` column: ``(m, 2)`` rows of (seconds since the
-    first row, hPa) for the rows that hold a reading (barometers read slower
+def _csv_pressure(values: Sequence[str], time: np.ndarray, lines: np.ndarray, where: str) -> np.ndarray:
+    """The ``pressure_hpa`` column: ``(m, 2)`` rows of (the row's time, hPa)
+    for the rows that hold a reading (barometers read slower
     than motion sensors: an empty cell is a row without one); a value that is
     not a number within 300-1,100 hPa is an error naming its line."""
     rows = [i for i, text in enumerate(values) if text.strip()]
@@ -585,10 +621,10 @@ def _csv_pressure(values: list[str], time: np.ndarray, lines: np.ndarray, where:
                 f"{where} line {int(lines[i])}, column {CSV_PRESSURE}: {text.strip()[:40]!r} is not a pressure "
                 f"in hPa within {MIN_HPA:g}-{MAX_HPA:g} (leave the cell empty where there is no reading)"
             )
-    return np.column_stack([time[rows] - time[0], hpa]) if rows else np.empty((0, 2))
+    return np.column_stack([time[rows], hpa]) if rows else np.empty((0, 2))
 
 
-def _csv_numbers(values: list[str], lines: np.ndarray, where: str, name: str) -> np.ndarray:
+def _csv_numbers(values: Sequence[str], lines: np.ndarray, where: str, name: str) -> np.ndarray:
     try:
         numbers = np.array(values, dtype=np.float64)
         bad = np.flatnonzero(~np.isfinite(numbers))
