@@ -520,6 +520,31 @@ def test_connections_beyond_the_limit_are_refused_not_queued(running_gateway):
     asyncio.run(main())
 
 
+def test_one_address_cannot_hold_every_connection(running_gateway):
+    async def main():
+        async with running_gateway(max_connections=10, max_connections_per_address=3) as (gw, tap):
+            url = f"ws://127.0.0.1:{gw.port}/ws"
+            held = [await connect(url) for _ in range(3)]
+            with pytest.raises(Exception, match="503"):
+                await connect(url)
+            assert gw.rejects["busy"] == 1
+            async with connect(url, local_addr=("127.0.0.2", 0)) as other:  # another address still gets in
+                await other.send(json.dumps({"type": "hello", "device": "neighbour"}))
+                assert json.loads(await other.recv())["type"] == "welcome"
+            await held[0].close()
+            async with asyncio.timeout(5):
+                while True:  # the closed one's place comes back to its address
+                    try:
+                        again = await connect(url)
+                        break
+                    except Exception:
+                        await asyncio.sleep(0.05)
+            for ws in [again, *held[1:]]:
+                await ws.close()
+
+    asyncio.run(main())
+
+
 def test_rate_limit_refuses_a_flood_on_that_connection_only(running_gateway):
     async def main():
         async with running_gateway(max_messages_per_s=10, max_errors=1000) as (gw, tap):

@@ -74,6 +74,8 @@ async def _main(args) -> int:
         "1000000",
         "--max-connections",
         "5000",
+        "--max-connections-per-address",
+        "5000",
         "--connects-limit",
         "10000",
     ]

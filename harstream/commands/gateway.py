@@ -64,6 +64,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-connections", type=Number(int, 1, 1_000_000), default=512, help="open connections (default 512)"
     )
+    parser.add_argument(
+        "--max-connections-per-address",
+        type=Number(int, 1, 1_000_000),
+        default=128,
+        help="open connections from one client address (default 128; raise it for many phones behind one NAT)",
+    )
     parser.add_argument("--rate-limit", type=RATE, default=100.0, help="messages/s per connection (default 100)")
     parser.add_argument("--readings-limit", type=RATE, default=4000.0, help="readings/s per device (default 4000)")
     parser.add_argument(
@@ -174,6 +180,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         max_message=args.max_message,
         max_connections=args.max_connections,
+        max_connections_per_address=args.max_connections_per_address,
         max_messages_per_s=args.rate_limit,
         max_readings_per_s=args.readings_limit,
         signal_rate=args.signal_rate,

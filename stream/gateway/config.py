@@ -45,6 +45,7 @@ class GatewayConfig:
     max_pings_per_s: float = 2.0  # WebSocket ping/pong frames from a client (burst 10)
     max_connects_per_s: float = 50.0  # new connections per source address (burst = 4 s worth)
     max_connections: int = 512
+    max_connections_per_address: int = 128  # of those, open at once from one client address
     max_errors: int = 20  # refused messages per connection, then it is closed
 
     # Times.

@@ -6,7 +6,9 @@ client can do before or beside a request never reaches the app, so these
 subclasses guard it and count every refusal by reason:
 
 - **HTTP** (:class:`GuardedH11Protocol`): connections beyond
-  ``max_connections`` get ``503`` (``busy``), a source opening more than
+  ``max_connections`` get ``503`` (``busy``), and so do those of a source
+  already holding ``max_connections_per_address`` (one address cannot take
+  every place: a WebSocket holds its place until it closes), a source opening more than
   ``max_connects_per_s`` gets ``429`` (``source_rate``), a request head not
   complete within ``open_timeout`` gets ``408`` (``timeout``; uvicorn itself
   waits forever), and what h11 cannot parse — a duplicated or signed
@@ -28,6 +30,7 @@ subclasses guard it and count every refusal by reason:
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from typing import Any
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -47,6 +50,20 @@ class Guard:
         self.config = config
         self.counters = counters
         self.sources = SourceLimits(config.max_connects_per_s, 4 * config.max_connects_per_s)
+        self._source_of: dict[Any, str] = {}  # each open connection's transport -> its client address
+        self.held: Counter[str] = Counter()  # open connections per client address
+
+    def hold(self, transport: Any, source: str) -> None:
+        self._source_of[transport] = source
+        self.held[source] += 1
+
+    def release(self, transport: Any) -> None:
+        """A connection closed (an HTTP one, or the WebSocket it was upgraded to)."""
+        source = self._source_of.pop(transport, None)
+        if source is not None:
+            self.held[source] -= 1
+            if self.held[source] <= 0:
+                del self.held[source]
 
 
 class WriteWatch:
@@ -102,6 +119,13 @@ class GuardedH11Protocol(H11Protocol):
         source = self.client[0] if self.client else "?"
         if len(self.connections) > g.config.max_connections:
             return self._refuse(503, "Service Unavailable", "busy", "too many connections\n")
+        if g.held[source] >= g.config.max_connections_per_address:
+            return self._refuse(
+                503,
+                "Service Unavailable",
+                "busy",
+                f"{g.config.max_connections_per_address} connections from {source} are open already\n",
+            )
         if not g.sources.take(source):
             return self._refuse(
                 429,
@@ -109,10 +133,12 @@ class GuardedH11Protocol(H11Protocol):
                 "source_rate",
                 f"more than {g.config.max_connects_per_s:g} new connections/s from {source}\n",
             )
+        g.hold(transport, source)
         self._watch = WriteWatch(transport, g, self.loop)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_timers()
+        self.guard.release(self.transport)
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -194,6 +220,7 @@ class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self._watch is not None:
             self._watch.stop()
+        self.guard.release(self.transport)
         super().connection_lost(exc)
 
     def handle_ping(self) -> None:
