@@ -57,6 +57,24 @@ def tiny_lstm(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def shipped_model(tmp_path_factory):
+    """The shipped default model and its LiteRT runtime (checked against Keras
+    on the usual check windows, as ``load_runtime`` always does), loaded and
+    converted once per session: read-only, shared by the tests that serve it
+    through a real worker. The runtime kind and its batch sizes are none of
+    their claims (each compares the worker with the same runtime offline);
+    LiteRT is what ``auto`` serves it with, and two batch sizes halve the
+    conversions."""
+    from harstream.models.artifact import load_artifact
+    from harstream.models.runtime import load_runtime
+
+    artifact = load_artifact()
+    with pytest.MonkeyPatch.context() as patch:  # its conversions in a folder of its own
+        patch.setenv("HARSTREAM_CACHE", str(tmp_path_factory.mktemp("shipped-cache")))
+        return artifact, load_runtime(artifact, "tflite", sizes=(1, 16))
+
+
+@pytest.fixture(scope="session")
 def embedded():
     """The embedded HAPT dataset (decoded once, cached on disk)."""
     from harstream.stream.data.recordings import load_embedded

@@ -297,21 +297,19 @@ def test_a_restart_settles_the_history_and_the_new_stream_never_rewrites_it():
 # ---------------------------------------------------------------- on a real bus
 
 
-def test_tail_final_json_prints_the_published_final_pieces_on_loopback(embedded, tmp_path):
+def test_tail_final_json_prints_the_published_final_pieces_on_loopback(embedded, shipped_model):
     """A real worker with the shipped model on 127.0.0.1, a held-out session
     replayed into it, and `harstream tail --final --json` as the reader."""
-    from harstream.models.artifact import load_artifact
-    from harstream.models.runtime import load_runtime
     from harstream.simulator.replay import ReplaySchedule, devices_for, replay
     from harstream.stream.core.decoder import display_for
 
-    artifact = load_artifact()
+    artifact, runtime = shipped_model
     rec = embedded.of_subjects([9])[0]
     rec = type(rec)(rec.name, rec.subject, rec.samples[:600], rec.labels[:600])  # 12 s, 8 windows
     config = WorkerConfig(
         context_steps=artifact.context_steps, display=display_for(artifact.classes, artifact.metadata["decoder"])
     )
-    with worker_thread(load_runtime(artifact, "auto"), artifact.classes, artifact.model_id, config=config) as w:
+    with worker_thread(runtime, artifact.classes, artifact.model_id, config=config) as w:
         tail = None
         try:
             tail = subprocess.Popen(
@@ -323,8 +321,16 @@ def test_tail_final_json_prints_the_published_final_pieces_on_loopback(embedded,
             )
             assert tail.stderr is not None and "listening" in tail.stderr.readline()
             time.sleep(1.0)  # its subscription reaches the worker (ZeroMQ keeps nothing for late joiners)
-            # at 50 Hz wall clock: bus times are the samples' own (a sped-up replay compresses them)
-            replay(ReplaySchedule(devices_for([rec]), chunk=10), publish=w.ingest, speed=1, printer=None)
+            # as fast as the worker takes it, each message timed by its place in the stream: bus
+            # times are the samples' own, as at 50 Hz wall clock (a plain sped-up replay compresses them)
+            replay(
+                ReplaySchedule(devices_for([rec]), chunk=10),
+                publish=w.ingest,
+                speed=0,
+                stream_clock=True,
+                wait_subscriptions=1,
+                printer=None,
+            )
             out, err = tail.communicate(timeout=60)
         finally:
             if tail is not None and tail.poll() is None:
