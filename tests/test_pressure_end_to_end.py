@@ -200,7 +200,7 @@ def test_the_simulators_pressure_channel_reaches_the_worker_over_the_real_bus(pr
         replay(
             ReplaySchedule([device], chunk=25),
             publish=worker.ingest,
-            speed=5.0,
+            speed=0,
             meta={"placement": "any"},
             stream_clock=True,
             wait_subscriptions=1,
@@ -249,9 +249,10 @@ def test_the_durable_log_carries_the_pressure_channel_to_its_workers(redis_url, 
         replay(
             ReplaySchedule([device], chunk=25),
             publish=bridge.ingest,
-            speed=5.0,
+            speed=0,
             meta={"placement": "any"},
             stream_clock=True,
+            wait_subscriptions=1,
             printer=None,
             tail_replay=False,
         )
