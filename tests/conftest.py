@@ -38,10 +38,12 @@ def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> bool:
     return False
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def tiny_lstm(tmp_path_factory):
     """A small untrained LSTM artifact (deterministic outputs) and its LiteRT
-    runtime, for tests of the live path that need a real model, not a good one."""
+    runtime, for tests of the live path that need a real model, not a good one.
+    Built and converted once per session: read-only (the runtime serialises its
+    calls), shared by every module that serves it."""
     import keras
 
     from harstream.models.artifact import load_artifact, save_artifact
