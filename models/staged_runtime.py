@@ -18,6 +18,7 @@ neither at import time: only the functions that take a Keras model do.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -129,15 +130,20 @@ def stage_artifact(artifact, stage: str):
     return ModelArtifact(model=model, metadata={**artifact.metadata, "sha256": sha}, path=artifact.path)
 
 
-def load_staged_runtime(artifact, kind: str = "auto", check: np.ndarray | None = None) -> StagedRuntime:
+def load_staged_runtime(
+    artifact, kind: str = "auto", check: np.ndarray | None = None, sizes: Sequence[int] | None = None
+) -> StagedRuntime:
     """Runtimes for the two stages of a staged ``artifact``: for each stage the
     fastest of ``kind`` (``auto``: LiteRT, XLA ``tf.function`` and, for a
     feature layer that has one, its numpy path) whose
     probabilities, with the other stage in Keras, agree with the whole Keras
     model on ``check`` stacks (same argmax, within 1e-4); the whole path is
     checked once more. Each stage keeps the next agreeing runtime (or Keras) as
-    its fallback."""
+    its fallback. ``sizes``: the compiled runtimes' fixed batch sizes (as
+    :func:`~harstream.models.runtime.load_runtime` takes them; its
+    ``BATCH_SIZES`` when None)."""
     from .runtime import (
+        BATCH_SIZES,
         BUILDERS,
         RUNTIMES,
         KerasRuntime,
@@ -173,7 +179,11 @@ def load_staged_runtime(artifact, kind: str = "auto", check: np.ndarray | None =
         for rt_name in names:
             rt: Runtime
             try:
-                rt = NumpyFeatures.of_stage(part.model) if rt_name == "numpy" else BUILDERS[rt_name](part)
+                rt = (
+                    NumpyFeatures.of_stage(part.model)
+                    if rt_name == "numpy"
+                    else BUILDERS[rt_name](part, BATCH_SIZES if sizes is None else sizes)
+                )
             except Exception as exc:  # conversion can fail for exotic layers
                 candidates[rt_name] = {"error": str(exc)[:300]}
                 continue

@@ -38,10 +38,12 @@ def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> bool:
     return False
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def tiny_lstm(tmp_path_factory):
     """A small untrained LSTM artifact (deterministic outputs) and its LiteRT
-    runtime, for tests of the live path that need a real model, not a good one."""
+    runtime, for tests of the live path that need a real model, not a good one.
+    Built and converted once per session: read-only (the runtime serialises its
+    calls), shared by every module that serves it."""
     import keras
 
     from harstream.models.artifact import load_artifact, save_artifact
@@ -54,6 +56,24 @@ def tiny_lstm(tmp_path_factory):
     path = tmp_path_factory.mktemp("m") / "tiny.keras"
     artifact = load_artifact(save_artifact(keras.Model(inp, x), {"architecture": "tiny"}, path))
     return artifact, TfliteRuntime(artifact, (1, 16))
+
+
+@pytest.fixture(scope="session")
+def shipped_model(tmp_path_factory):
+    """The shipped default model and its LiteRT runtime (checked against Keras
+    on the usual check windows, as ``load_runtime`` always does), loaded and
+    converted once per session: read-only, shared by the tests that serve it
+    through a real worker. The runtime kind and its batch sizes are none of
+    their claims (each compares the worker with the same runtime offline);
+    LiteRT is what ``auto`` serves it with, and two batch sizes halve the
+    conversions."""
+    from harstream.models.artifact import load_artifact
+    from harstream.models.runtime import load_runtime
+
+    artifact = load_artifact()
+    with pytest.MonkeyPatch.context() as patch:  # its conversions in a folder of its own
+        patch.setenv("HARSTREAM_CACHE", str(tmp_path_factory.mktemp("shipped-cache")))
+        return artifact, load_runtime(artifact, "tflite", sizes=(1, 16))
 
 
 @pytest.fixture(scope="session")

@@ -305,17 +305,14 @@ def test_a_between_that_is_not_true_or_false_is_refused_as_a_bad_header():
     assert err.value.reason == "header" and "between" in err.value.detail
 
 
-def test_a_published_session_between_labels_equal_the_offline_offset_grid_on_loopback(embedded):
+def test_a_published_session_between_labels_equal_the_offline_offset_grid_on_loopback(embedded, shipped_model):
     """A real worker on 127.0.0.1 with the shipped model, its decoder and
     the default config (between updates for the first devices); one held-out session replayed; the model's windows'
     labels and the between updates' labels equal the offline decoding of each grid."""
-    from harstream.models.artifact import load_artifact
     from harstream.models.live_scoring import session_windows
-    from harstream.models.runtime import load_runtime
     from harstream.stream.core.context import WindowContext
 
-    artifact = load_artifact()
-    runtime = load_runtime(artifact, "auto")
+    artifact, runtime = shipped_model
     params = DecoderParams.from_json(artifact.metadata["decoder"])
     rec = embedded.of_subjects([9])[0]
     rec = type(rec)(rec.name, rec.subject, rec.samples[:6000], rec.labels[:6000])  # 2 minutes, ~90 windows

@@ -224,15 +224,12 @@ def test_the_worker_resets_the_decoder_on_a_gap_and_counts_refused_probabilities
     assert core.drops["probabilities"] == 1
 
 
-def test_a_published_session_equals_the_offline_decoder_on_loopback(embedded, tmp_path):
+def test_a_published_session_equals_the_offline_decoder_on_loopback(embedded, shipped_model):
     """A real worker on 127.0.0.1 with the shipped model and its decoder; one
     held-out session replayed; every published label equals the offline one."""
-    from harstream.models.artifact import load_artifact
     from harstream.models.live_scoring import session_windows
-    from harstream.models.runtime import load_runtime
 
-    artifact = load_artifact()
-    runtime = load_runtime(artifact, "auto")
+    artifact, runtime = shipped_model
     params = DecoderParams.from_json(artifact.metadata["decoder"])
     rec = embedded.of_subjects([9])[0]
     rec = type(rec)(rec.name, rec.subject, rec.samples[:6000], rec.labels[:6000])  # 2 minutes, ~90 windows

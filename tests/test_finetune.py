@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 
@@ -63,10 +64,11 @@ def test_finetune_on_own_csv_recordings_learns_them_and_writes_a_loadable_artifa
     assert tuned.model.count_params() == base.count_params()
 
 
-def test_harstream_train_finetune_writes_a_model_from_a_csv(output_dir):
-    import subprocess
-    import sys
-
+def test_harstream_train_finetune_writes_a_model_from_a_csv(output_dir, capsys, monkeypatch):
+    """The command's own entry point, ``harstream.cli.main()`` reading
+    ``sys.argv`` as the console script does, in this process (TensorFlow is
+    imported once, not again in a subprocess)."""
+    from harstream.cli import main
     from harstream.models.architectures import ChannelStats
     from harstream.models.artifact import load_artifact, save_artifact
     from harstream.models.modern import build_resnet
@@ -79,29 +81,13 @@ def test_harstream_train_finetune_writes_a_model_from_a_csv(output_dir):
     )
     out = output_dir / "tuned.keras"
     out.unlink(missing_ok=True)
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "harstream",
-            "train",
-            "--finetune",
-            str(base),
-            "--data",
-            str(csv),
-            "--out",
-            str(out),
-            "--epochs",
-            "1",
-            "--progress",
-            "none",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "fine-tuned on" in proc.stdout
+    argv = ["train", "--finetune", str(base), "--data", str(csv), "--out", str(out), "--epochs", "1"]
+    monkeypatch.setattr(sys, "argv", ["harstream", *argv, "--progress", "none"])
+    capsys.readouterr()
+    code = main()
+    stdout, stderr = capsys.readouterr()
+    assert code == 0, stderr[-2000:]
+    assert "fine-tuned on" in stdout
     assert load_artifact(out).metadata["finetune"]["own_windows"] > 0
 
 

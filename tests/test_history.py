@@ -310,22 +310,27 @@ def test_a_restart_settles_the_history_and_the_new_stream_never_rewrites_it():
 # ---------------------------------------------------------------- on a real bus
 
 
-def test_tail_final_json_prints_the_published_final_pieces_on_loopback(embedded, tmp_path):
+def test_tail_final_json_prints_the_published_final_pieces_on_loopback(embedded, shipped_model):
     """A real worker with the shipped model on 127.0.0.1, a held-out session
     replayed into it, and `harstream tail --final --json` as the reader."""
-    from harstream.models.artifact import load_artifact
-    from harstream.models.runtime import load_runtime
+    import zmq
+
     from harstream.simulator.replay import ReplaySchedule, devices_for, replay
     from harstream.stream.core.decoder import display_for
+    from harstream.stream.core.protocol import decode_output
 
-    artifact = load_artifact()
+    artifact, runtime = shipped_model
     rec = embedded.of_subjects([9])[0]
     rec = type(rec)(rec.name, rec.subject, rec.samples[:600], rec.labels[:600])  # 12 s, 8 windows
     config = WorkerConfig(
         context_steps=artifact.context_steps, display=display_for(artifact.classes, artifact.metadata["decoder"])
     )
-    with worker_thread(load_runtime(artifact, "auto"), artifact.classes, artifact.model_id, config=config) as w:
+    with worker_thread(runtime, artifact.classes, artifact.model_id, config=config, stats_every=0.2) as w:
         tail = None
+        ctx = zmq.Context()
+        stats = ctx.socket(zmq.SUB)
+        stats.setsockopt(zmq.SUBSCRIBE, b"stats/")
+        stats.connect(w.output)
         try:
             tail = subprocess.Popen(
                 [sys.executable, "-m", "harstream", "tail", "--final", "--json", "--count", "6"]
@@ -335,13 +340,30 @@ def test_tail_final_json_prints_the_published_final_pieces_on_loopback(embedded,
                 text=True,
             )
             assert tail.stderr is not None and "listening" in tail.stderr.readline()
-            time.sleep(1.0)  # its subscription reaches the worker (ZeroMQ keeps nothing for late joiners)
-            # at 50 Hz wall clock: bus times are the samples' own (a sped-up replay compresses them)
-            replay(ReplaySchedule(devices_for([rec]), chunk=10), publish=w.ingest, speed=1, printer=None)
+            # its subscription has reached the worker (ZeroMQ keeps nothing for late joiners): the
+            # worker's stats count two prefixes, this test's stats/ and the tail's h/
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and stats.poll(1000):
+                if (decode_output(stats.recv_multipart()).get("subscriptions") or {}).get("prefixes", 0) >= 2:
+                    break
+            else:
+                raise AssertionError("the tail's subscription never reached the worker")
+            # as fast as the worker takes it, each message timed by its place in the stream: bus
+            # times are the samples' own, as at 50 Hz wall clock (a plain sped-up replay compresses them)
+            replay(
+                ReplaySchedule(devices_for([rec]), chunk=10),
+                publish=w.ingest,
+                speed=0,
+                stream_clock=True,
+                wait_subscriptions=1,
+                printer=None,
+            )
             out, err = tail.communicate(timeout=60)
         finally:
             if tail is not None and tail.poll() is None:
                 tail.kill()
+            stats.close(0)
+            ctx.term()
     lines = [json.loads(line) for line in out.splitlines()]
     assert len(lines) == 6, err
     assert all(set(p) == {"device", "start", "end", "label"} and p["device"] == rec.name for p in lines)

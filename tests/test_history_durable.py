@@ -115,7 +115,13 @@ def test_a_durable_worker_publishes_the_final_history_it_keeps(redis_url, tiny_l
         from conftest import wait_for
 
         assert wait_for(lambda: sum(owners(redis_url).values()) > 0)
-        replay(ReplaySchedule(devices_for([rec]), chunk=10), publish=bridge.ingest, speed=5, wait_subscriptions=1)
+        replay(
+            ReplaySchedule(devices_for([rec]), chunk=10),
+            publish=bridge.ingest,
+            speed=0,
+            stream_clock=True,
+            wait_subscriptions=1,
+        )
         # the device goes quiet: its last stretch is settled (a revision with no provisional piece) and kept
         assert wait_for(lambda: bool(got) and all(p["final"] for p in got[-1].pieces), timeout=30)
     finally:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -27,7 +26,6 @@ from harstream.models.training import load_training_data, train_and_save, train_
 
 # Subjects 1, 3, 5, 6 train; 2 and 4 (UCI test subjects) are held out.
 SMALL_SLICE = (1, 2, 3, 4, 5, 6)
-VENV_BIN = Path(sys.executable).parent
 
 
 @pytest.fixture(scope="module")
@@ -271,14 +269,27 @@ def test_several_architectures_are_repeated_round_robin(small_data, scratch_arch
 # ---------------------------------------------------------------------------- CLI
 
 
-def _harstream(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    return subprocess.run([str(VENV_BIN / "harstream"), *args], capture_output=True, text=True, timeout=300, env=env)
+@pytest.fixture
+def harstream_cli(capsys, monkeypatch):
+    """``harstream_cli("train", ...)`` runs the ``harstream`` command's own
+    entry point, ``harstream.cli.main()`` reading ``sys.argv`` as the console
+    script does, in this process (TensorFlow is imported once, not per
+    command); its exit code and what it printed."""
+    from harstream.cli import main
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        capsys.readouterr()
+        monkeypatch.setattr(sys, "argv", ["harstream", *args])
+        code = main()
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(["harstream", *args], code, out, err)
+
+    return run
 
 
-def test_harstream_train_then_evaluate_on_the_command_line(tmp_path, embedded):
+def test_harstream_train_then_evaluate_on_the_command_line(tmp_path, embedded, harstream_cli):
     out = tmp_path / "cli.keras"
-    trained = _harstream(
+    trained = harstream_cli(
         "train", "--model", "cnn_lstm", "--subjects", "1,2", "--epochs", "1", "--progress", "none", "--out", str(out)
     )
     assert trained.returncode == 0, trained.stderr
@@ -288,30 +299,30 @@ def test_harstream_train_then_evaluate_on_the_command_line(tmp_path, embedded):
     assert meta["command"].startswith("harstream train --model cnn_lstm")
 
     report = tmp_path / "report" / "cli.md"
-    evaluated = _harstream("evaluate", "--artifact", str(out), "--report", str(report))
+    evaluated = harstream_cli("evaluate", "--artifact", str(out), "--report", str(report))
     assert evaluated.returncode == 0, evaluated.stderr
     assert "held-out subjects 2" in evaluated.stdout and "## Confusion matrix" in evaluated.stdout
     assert report.with_suffix(".png").is_file() and "## Per class" in report.read_text()
 
 
-def test_harstream_train_fits_the_svm_and_records_that_epochs_do_not_apply(tmp_path, embedded):
+def test_harstream_train_fits_the_svm_and_records_that_epochs_do_not_apply(tmp_path, embedded, harstream_cli):
     out = tmp_path / "svm.keras"
-    trained = _harstream("train", "--model", "svm", "--subjects", "1,3,2", "--progress", "none", "--out", str(out))
+    trained = harstream_cli("train", "--model", "svm", "--subjects", "1,3,2", "--progress", "none", "--out", str(out))
     assert trained.returncode == 0, trained.stderr
     assert "fitting svm with scikit-learn" in trained.stdout and "held-out subjects:" in trained.stdout
     meta = json.loads(out.with_suffix(".json").read_text())
     assert meta["architecture"] == "svm" and meta["epochs"] is None and meta["test_accuracy"] > 0.5
 
 
-def test_harstream_train_fits_an_svm_with_context_windows_that_evaluate_reads_back(tmp_path, embedded):
+def test_harstream_train_fits_an_svm_with_context_windows_that_evaluate_reads_back(tmp_path, embedded, harstream_cli):
     out = tmp_path / "svm_ctx.keras"
-    trained = _harstream(
+    trained = harstream_cli(
         "train", "--model", "svm", "--context", "1,2", "--subjects", "1,3,2", "--progress", "none", "--out", str(out)
     )
     assert trained.returncode == 0, trained.stderr
     meta = json.loads(out.with_suffix(".json").read_text())
     assert meta["context_steps"] == [1, 2] and meta["input"]["shape"] == [None, 3, 128, 9]
-    evaluated = _harstream("evaluate", "--artifact", str(out))
+    evaluated = harstream_cli("evaluate", "--artifact", str(out))
     assert evaluated.returncode == 0, evaluated.stderr
     assert "held-out subjects 2" in evaluated.stdout
 

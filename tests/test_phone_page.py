@@ -36,6 +36,7 @@ G = 9.80665
 MOTION_SCRIPT = """
 (seconds) => new Promise((done) => {
   const G = 9.80665, end = performance.now() + seconds * 1000;
+  window.__stopMotion = false;
   const timer = setInterval(() => {
     const t = (performance.timeOrigin + performance.now()) / 1000;
     window.dispatchEvent(new DeviceMotionEvent("devicemotion", {
@@ -43,10 +44,12 @@ MOTION_SCRIPT = """
       rotationRate: {alpha: 10, beta: 20, gamma: -30},
       interval: 16,
     }));
-    if (performance.now() > end) { clearInterval(timer); done(); }
+    if (performance.now() > end || window.__stopMotion) { clearInterval(timer); done(); }
   }, 16);
 })
 """
+# Setting window.__stopMotion ends a motion script early (once its test has what it waited for).
+STOP_MOTION = "window.__stopMotion = true"
 
 
 def test_phone_page_streams_device_motion_and_shows_predictions(running_gateway):
@@ -158,6 +161,7 @@ def test_phone_page_resumes_streaming_after_the_gateway_restarts():
                 resumed = await tap.collect(device, 50)
                 assert sum(len(b) for b in resumed) >= 50
                 assert await page.evaluate("window.harstream.reconnects") >= 1
+                await page.evaluate(STOP_MOTION)
                 await motion
                 await browser.close()
         finally:
@@ -398,12 +402,13 @@ def _motion(acceleration: str, rotation: str) -> str:
     return f"""
 (seconds) => new Promise((done) => {{
   const G = 9.80665, end = performance.now() + seconds * 1000;
+  window.__stopMotion = false;
   const timer = setInterval(() => {{
     const t = (performance.timeOrigin + performance.now()) / 1000;
     window.dispatchEvent(new DeviceMotionEvent("devicemotion", {{
       accelerationIncludingGravity: {acceleration}, rotationRate: {rotation}, interval: 16,
     }}));
-    if (performance.now() > end) {{ clearInterval(timer); done(); }}
+    if (performance.now() > end || window.__stopMotion) {{ clearInterval(timer); done(); }}
   }}, 16);
 }})
 """
@@ -427,8 +432,12 @@ def test_a_phone_page_without_a_gyroscope_streams_its_accelerometer_alone(runnin
                 browser, page = await _streaming_page(pw, gw.port)
                 device = await page.text_content("#bus-device")
                 sway = "{x: 0.5 * G * Math.sin(2 * Math.PI * 0.5 * t), y: G, z: 0}"
-                await page.evaluate(_motion(sway, "null"), 5.0)  # rotationRate null: no gyroscope
+                motion = asyncio.ensure_future(
+                    page.evaluate(_motion(sway, "null"), 5.0)
+                )  # rotationRate null: no gyroscope
                 batches = await tap.collect(device, 60)
+                await page.evaluate(STOP_MOTION)
+                await motion
                 await browser.close()
         samples = np.concatenate([b.samples for b in batches])
         assert all(b.meta.get("gyro") is False for b in batches)
@@ -445,9 +454,11 @@ def test_a_phone_page_sending_acceleration_without_gravity_shows_the_gateway_s_w
             async with async_playwright() as pw:
                 browser, page = await _streaming_page(pw, gw.port)
                 linear = "{x: 0.5 * G * Math.sin(2 * Math.PI * 0.5 * t), y: 0, z: 0}"  # gravity left out
-                await page.evaluate(_motion(linear, "{alpha: 10, beta: 20, gamma: -30}"), 6.5)
+                motion = asyncio.ensure_future(page.evaluate(_motion(linear, "{alpha: 10, beta: 20, gamma: -30}"), 6.5))
                 await page.wait_for_function("document.getElementById('error').textContent.includes('no_gravity')")
                 shown = await page.text_content("#error")
+                await page.evaluate(STOP_MOTION)
+                await motion
                 await browser.close()
         assert "including gravity" in shown
 

@@ -145,3 +145,23 @@ def test_filter_banks_of_different_rates_are_refused_together_and_left_untouched
         UciFilterBank.apply_many(banks, np.zeros((2, 10, 6)))
     for bank, rate in zip(banks, (50.0, 100.0)):
         np.testing.assert_array_equal(bank.apply(RECORDING[:50]), UciFilterBank(rate_hz=rate).apply(RECORDING[:50]))
+
+
+def test_scipy_signal_is_imported_when_a_filter_is_first_designed_not_by_the_commands_that_never_filter():
+    """``harstream tail`` (which formats the worker's stats) and a worker's
+    core start without scipy.signal's seconds of import; designing a filter
+    bank brings it."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "import harstream.commands.tail, harstream.stream.core.worker\n"
+        "print('scipy.signal' in sys.modules)\n"
+        "from harstream.stream.core.filters import UciFilterBank\n"
+        "UciFilterBank()\n"
+        "print('scipy.signal' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-1500:]
+    assert done.stdout.split() == ["False", "True"]

@@ -157,27 +157,35 @@ def test_a_phone_without_a_barometer_gets_walking_and_a_climbing_one_gets_stairs
     assert stats["totals"]["pressure_readings"] >= 250
 
 
-def _collect_predictions(address: str, stop: threading.Event, into: list) -> threading.Thread:
+def _collect_predictions(address: str, stop: threading.Event, into: list) -> tuple[threading.Thread, threading.Event]:
+    """Collect the worker's predictions into ``into`` until ``stop``; the event
+    is set once the worker's stats arrive (subscribed after ``p/`` on the same
+    connection: the prediction subscription is live by then)."""
     import zmq
 
     from harstream.stream.core.protocol import Prediction, decode_output
+
+    live = threading.Event()
 
     def run():
         ctx = zmq.Context()
         sock = ctx.socket(zmq.SUB)
         sock.setsockopt(zmq.SUBSCRIBE, b"p/")
+        sock.setsockopt(zmq.SUBSCRIBE, b"stats/")
         sock.connect(address)
         while not stop.is_set():
             if sock.poll(50):
                 msg = decode_output(sock.recv_multipart())
                 if isinstance(msg, Prediction) and not msg.between:  # windows, not the updates between them
                     into.append(msg)
+                elif isinstance(msg, dict):
+                    live.set()
         sock.close(0)
         ctx.term()
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
-    return thread
+    return thread, live
 
 
 @pytest.mark.parametrize("pressure", [True, False], ids=["simulated-barometer", "no-barometer"])
@@ -194,13 +202,13 @@ def test_the_simulators_pressure_channel_reaches_the_worker_over_the_real_bus(pr
     worker = _RoutedWorker()
     got: list = []
     stop = threading.Event()
-    reader = _collect_predictions(worker.output, stop, got)
+    reader, live = _collect_predictions(worker.output, stop, got)
     try:
-        time.sleep(0.3)
+        assert live.wait(30), "the worker's output never reached the reader"
         replay(
             ReplaySchedule([device], chunk=25),
             publish=worker.ingest,
-            speed=5.0,
+            speed=0,
             meta={"placement": "any"},
             stream_clock=True,
             wait_subscriptions=1,
@@ -249,9 +257,10 @@ def test_the_durable_log_carries_the_pressure_channel_to_its_workers(redis_url, 
         replay(
             ReplaySchedule([device], chunk=25),
             publish=bridge.ingest,
-            speed=5.0,
+            speed=0,
             meta={"placement": "any"},
             stream_clock=True,
+            wait_subscriptions=1,
             printer=None,
             tail_replay=False,
         )

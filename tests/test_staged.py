@@ -121,12 +121,17 @@ def test_a_one_window_model_cannot_be_restaged():
         restage(model)
 
 
+#: The compiled runtimes' batch sizes here: each size is a conversion (or a trace) at start.
+SIZES = (1, 4)
+
+
 @pytest.mark.parametrize("kind", ["tflite", "tf-function"])
 def test_each_stage_served_by_a_compiled_runtime_agrees_with_keras(staged_artifact, kind):
     from harstream.models.staged_runtime import load_staged_runtime
 
     check = WindowContext((1, 2)).push(_stream_windows())
-    runtime = load_staged_runtime(staged_artifact, kind, check=check[:9])
+    # batch sizes 1 and 4 (the worker's are 1, 4, 16, 64): half the conversions, the same splits and padding
+    runtime = load_staged_runtime(staged_artifact, kind, check=check[:9], sizes=SIZES)
     assert runtime.name == f"staged({kind}+{kind})"
     expected = np.asarray(staged_artifact.model(check))
     got = runtime.predict(check[:7])  # an odd batch: split into 4 + 1 + 1 + 1 or padded
@@ -235,7 +240,7 @@ def _staged_record(staged_artifact, tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("HARSTREAM_CACHE", str(folder / "cache"))
         patch.setattr(runtime, "window_cost", lambda rt, sample, n: order.get(rt.name, 2.0))
-        full = load_staged_runtime(load_artifact(folder / "ctx.keras"), "auto", check=check)
+        full = load_staged_runtime(load_artifact(folder / "ctx.keras"), "auto", check=check, sizes=SIZES)
     assert full.name == "staged(numpy+tflite)", full.report
     return folder, check, full
 

@@ -281,6 +281,9 @@ def run(args: argparse.Namespace) -> int:
             ("--ingest", ingest or bus.ingest_address(), "bind"),
             ("--publish", output or bus.output_address(), "bind"),
         )
+    from harstream.stream.core.filters import UciFilterBank
+
+    UciFilterBank()  # designs the filters (imports scipy.signal) now, not when the first samples arrive
     if args.display == "raw":
         args.smooth = 1  # a moving average of one window is the raw label with the unknown threshold
     routing = not args.single_model

@@ -27,7 +27,6 @@ from collections.abc import Sequence
 from functools import cache
 
 import numpy as np
-from scipy import signal
 
 from harstream.stream.core.rate import RATE_HZ
 
@@ -38,16 +37,27 @@ MEDIAN_SIZE = 3
 
 
 @cache
+def _signal():
+    """``scipy.signal``, imported when a filter is first designed or run: its
+    import takes seconds (it brings scipy.stats and scipy.interpolate), which
+    a command that never filters (``harstream tail``, the proxy, a refused
+    address) should not wait for."""
+    from scipy import signal
+
+    return signal
+
+
+@cache
 def butter_lowpass(cutoff_hz: float, rate_hz: float = RATE_HZ, order: int = BUTTER_ORDER) -> np.ndarray:
     """Second-order sections of a Butterworth low-pass."""
-    return signal.butter(order, cutoff_hz, btype="low", fs=rate_hz, output="sos")
+    return _signal().butter(order, cutoff_hz, btype="low", fs=rate_hz, output="sos")
 
 
 @cache
 def _unit_steady_state(sos_bytes: bytes, sections: int) -> np.ndarray:
     # sosfilt_zi is a linear solve, far dearer than one chunk of filtering:
     # computed once per filter design, not once per device.
-    return signal.sosfilt_zi(np.frombuffer(sos_bytes).reshape(sections, 6))
+    return _signal().sosfilt_zi(np.frombuffer(sos_bytes).reshape(sections, 6))
 
 
 class CausalMedian:
@@ -111,7 +121,7 @@ class CausalLowpass:
             return x.copy()
         if self._zi is None:
             self._zi = self._steady_state(x[0])
-        y, self._zi = signal.sosfilt(self.sos, x, axis=0, zi=self._zi)
+        y, self._zi = _signal().sosfilt(self.sos, x, axis=0, zi=self._zi)
         return y
 
     @staticmethod
@@ -124,7 +134,7 @@ class CausalLowpass:
             return x.copy()
         # Each device's state, stacked as (sections, D, 2, c) for sosfilt along axis 1.
         zi = np.stack([f._zi if f._zi is not None else f._steady_state(x[k, 0]) for k, f in enumerate(filters)], axis=1)
-        y, zi = signal.sosfilt(sos, x, axis=1, zi=zi)
+        y, zi = _signal().sosfilt(sos, x, axis=1, zi=zi)
         for k, f in enumerate(filters):
             f._zi = zi[:, k].copy()
         return y
