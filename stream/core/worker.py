@@ -110,7 +110,7 @@ WORKER_REASONS = (
     "shard",  # a device outside this worker's shard
     "devices_full",  # a new device while max_devices are tracked
     "overload",  # a window dropped because max_pending windows were waiting
-    "backlog",  # a device's window dropped because max_pending_device of its own were waiting
+    "backlog",  # a full queue: a window of a device holding more than its share of it, dropped
     "pipeline",  # the pipeline refused the samples
     "inference",  # the model runtime failed on a batch
     "output_hwm",  # an output message a subscriber missed: its queue was full
@@ -198,9 +198,6 @@ class WorkerConfig:
     idle_timeout: float = 30.0  # seconds without samples before a device is evicted
     max_devices: int = 50_000
     max_pending: int = 8192  # windows waiting for inference
-    # of which one device's: a producer sending faster than real time cannot fill the queue alone
-    # (a phone's longest flush, 90 s, is 70 windows)
-    max_pending_device: int = 128
     signal_interval: float = 0.5  # seconds between signal messages per device; 0 = off
     signal_decimation: int = 5  # 50 Hz -> 10 Hz for display
     shard: tuple[int, int] | None = None  # (k, N): only devices with shard_of % N == k
@@ -917,11 +914,14 @@ class StreamCore:
         return inputs
 
     def _enqueue(self, window: PendingWindow) -> None:
-        cap = self.config.max_pending_device
-        if self._waiting_of[window.device] >= cap:
-            self._drop("backlog", f"{window.device} has {cap} windows waiting; dropped its newest")
-            return
         if self._waiting >= self.config.max_pending:
+            # Full. A device holding more than its share while others wait (a producer sending faster
+            # than real time) loses its own newest window, not theirs; else the oldest window goes.
+            share = self.config.max_pending / len(self._waiting_of)
+            held = self._waiting_of[window.device]
+            if held >= share and len(self._waiting_of) > 1:
+                self._drop("backlog", f"{window.device} holds {held} of the {self._waiting} windows waiting")
+                return
             queue = self._oldest_queue()
             old = queue.popleft()
             self._taken(old.device)
