@@ -242,9 +242,9 @@ def test_a_full_broker_refuses_what_does_not_fit_and_the_good_device_goes_on(dur
             pub.send_multipart(junk(f"junk-{i % 10}", (i // 10) * 5000))
         assert d.wait(lambda: d.rejected().get("broker_full", 0) >= 1, timeout=60), d.bridge_stats
         # While the broker is full its writes can be refused for a moment: a few windows may go
-        # (counted as broker_full; up to 6 seen in a loaded full run), never the device's numbering, and
-        # it gets in as soon as there is room. The defect this catches loses every window after the fill.
-        d.assert_good_device_goes_on(more=10, timeout=60, max_lost=8)
+        # (counted as broker_full; up to 9 seen in a full run), never the device's numbering, and it
+        # gets in as soon as there is room. The defect this catches loses every window after the fill.
+        d.assert_good_device_goes_on(more=10, timeout=60, max_lost=16)
     finally:
         pub.close(0)
     with d.lock:

@@ -240,7 +240,10 @@ def test_phone_page_calibration_writes_a_personal_model_into_the_registry(runnin
     registry, data = tmp_path / "personal", tmp_path / "calibration"
 
     async def main():
-        async with running_gateway(output=True, calibration_dir=str(data), personal_dir=str(registry)) as (gw, tap):
+        # signal_rate: the takes' motion is played 20 times faster than real time (see take)
+        async with running_gateway(
+            output=True, calibration_dir=str(data), personal_dir=str(registry), signal_rate=30.0
+        ) as (gw, tap):
             gw.calibrations.fit = PersonalFitter()
             async with async_playwright() as pw:
                 browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
@@ -357,6 +360,7 @@ def test_a_phone_calibrated_on_the_page_is_served_by_its_personal_model_without_
             stats_interval=0,
             calibration_dir=str(tmp_path / "calibration"),
             personal_dir=str(registry),
+            signal_rate=30.0,  # the takes' motion is played 20 times faster than real time (see take)
         )
         gw = Gateway(config, fit=PersonalFitter())
         await gw.start()
