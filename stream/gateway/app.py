@@ -278,6 +278,19 @@ class Routes:
             self.gateway.publish(device, ready, "sensorlogger")
             self._publish_watch(ready, ("http", session))
 
+    def _pass_on_later(self, owner: tuple[str, str, str | None], batches: list[Readings]) -> None:
+        """Batches a session's order let go outside the request that brought
+        them (a later refusal, the sweep): each published under the session's
+        claim, taken again; what cannot be (the id went to another sender, the
+        feed refuses the readings) is counted, never raised."""
+        gw = self.gateway
+        for ready in batches:
+            try:
+                device = gw.claim(owner[1], owner, None, lease=gw.config.http_lease)
+                self._pass_on(device, owner[2], [ready])
+            except FormatError as exc:
+                gw.counters.reject(exc.reason, exc.detail)
+
     def _refused_batch(self, msg: Any) -> None:
         """A refused push leaves a hole in its session's ``messageId`` sequence
         that nothing will fill: the batches waiting behind it go on now instead
@@ -291,14 +304,7 @@ class Routes:
         order = self._orders.get(owner)
         if order is None:
             return
-        ready = order.refused(msg.get("messageId"), time.monotonic())
-        if ready:
-            try:
-                device = self.gateway.claim(local, owner, None, lease=self.gateway.config.http_lease)
-            except FormatError as exc:  # the id went to another sender meanwhile: its batches cannot go on
-                self.gateway.counters.reject(exc.reason, exc.detail)
-                return
-            self._pass_on(device, owner[2], ready)
+        self._pass_on_later(owner, order.refused(msg.get("messageId"), time.monotonic()))
 
     async def _release_overdue(self) -> None:
         """Publish the batches that waited out a missing one (:meth:`MessageOrder.due`)
@@ -310,13 +316,8 @@ class Routes:
                 await asyncio.sleep(RELEASE_S)
                 now = time.monotonic()
                 for owner, order in list(self._orders.items()):
-                    for ready in order.due(now) if order.pending else ():
-                        try:
-                            device = gw.claim(ready.device, owner, None, lease=gw.config.http_lease)
-                            gw.publish(device, ready, "sensorlogger")
-                            self._publish_watch(ready, ("http", ready.session))
-                        except FormatError as exc:
-                            gw.counters.reject(exc.reason, exc.detail)
+                    if order.pending:
+                        self._pass_on_later(owner, order.due(now))
         except Exception:  # never let it end the gateway; a later batch starts a new one
             log.exception("releasing Sensor Logger batches that waited failed")
             gw.counters.reject("internal", "releasing waiting batches")
@@ -329,13 +330,13 @@ class Routes:
         an HTTP session (the watch sends nothing itself)."""
         watch = readings.watch
         gw = self.gateway
-        if watch is not None and watch.device is None and len(watch):
+        if watch is None or not len(watch):
+            return
+        if watch.device is None:
             gw.counters.reject(
                 "device",
                 f"deviceId {readings.device!r}: too long to name its paired watch (+ '.watch'); watch left out",
             )
-            return
-        if watch is None or watch.device is None or not len(watch):
             return
         device = gw.claim(watch.device, (*owner, "watch"), None, lease=gw.config.http_lease)
         gw.publish(device, watch, "sensorlogger")

@@ -199,7 +199,8 @@ class DeviceFeed:
             self.check(readings, now)
         if not self.budget.take(len(readings), now):
             raise FormatError("rate_limit", f"more than {self.budget.rate:g} readings/s for device {self.device!r}")
-        covered = _motion_span(readings)
+        motion = _span(readings, ("acc_t", "gyro_t"))
+        covered = motion[1] - motion[0] if motion is not None else 0.0
         if covered > 0 and not self.signal_budget.take(covered, now):
             raise FormatError(
                 "time",
@@ -393,22 +394,16 @@ class DeviceFeed:
         self._rates = {stream: RateCheck(self.resampler.max_gap) for stream in ("acc", "gyro")}
 
 
-def _span(readings: Readings) -> tuple[float, float] | None:
-    """The first and last reading time of ``readings`` over every sensor
-    (device clock); None when it holds none."""
-    times = [t for t in (readings.acc_t, readings.gyro_t, readings.pressure_t) if len(t)]
+def _span(
+    readings: Readings, sensors: tuple[str, ...] = ("acc_t", "gyro_t", "pressure_t")
+) -> tuple[float, float] | None:
+    """The first and last reading time of ``readings`` over ``sensors`` (every
+    one by default; the motion sensors' span is what the resampler turns into
+    50 Hz samples), device clock; None when they hold none."""
+    times = [t for t in (getattr(readings, name) for name in sensors) if len(t)]
     if not times:
         return None
     return min(float(t.min()) for t in times), max(float(t.max()) for t in times)
-
-
-def _motion_span(readings: Readings) -> float:
-    """Seconds of the device's time its motion readings cover (what the
-    resampler turns into 50 Hz samples)."""
-    times = [t for t in (readings.acc_t, readings.gyro_t) if len(t)]
-    if not times:
-        return 0.0
-    return max(float(t.max()) for t in times) - min(float(t.min()) for t in times)
 
 
 class RateCheck:
