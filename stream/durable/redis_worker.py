@@ -246,11 +246,7 @@ class RedisWorker:
                 for _entry_id, fields in entries:
                     for batch in self._decode(lease.partition, fields):
                         first_seq.setdefault(batch.device, batch.seq)
-                        try:
-                            replayed += owned.admit(batch, now, owned.replay_from(batch.device, context_windows))
-                        except Exception as exc:  # one message met a bug: dropped and counted, the takeover goes on
-                            log.exception("device %s: replayed message dropped", batch.device)
-                            self.core.count_drop("internal", f"device {batch.device}: {type(exc).__name__}: {exc}")
+                        replayed += self._admit(owned, batch, now, owned.replay_from(batch.device, context_windows))
                 cursor = "(" + _text(entries[-1][0])
                 if len(entries) < 5000:
                     break
@@ -380,13 +376,19 @@ class RedisWorker:
             owner = self.owned.get(state.lease.partition)
             if owner is None or owner is not state:
                 continue
-            try:
-                owner.admit(batch, time.monotonic())
-            except Exception as exc:  # nor a bug met on one message: drop it and go on, as on the bus
-                log.exception("device %s: logged message dropped", batch.device)
-                self.core.count_drop("internal", f"device {batch.device}: {type(exc).__name__}: {exc}")
+            self._admit(owner, batch, time.monotonic())
             n += 1
         return n
+
+    def _admit(self, owner: PartitionState, batch: SampleBatch, now: float, start_at: int = 0) -> bool:
+        """:meth:`PartitionState.admit`; a bug met on one message drops that message,
+        counted ``internal``, and the worker (or a takeover's replay) goes on, as on the bus."""
+        try:
+            return owner.admit(batch, now, start_at)
+        except Exception as exc:
+            log.exception("device %s: logged message dropped", batch.device)
+            self.core.count_drop("internal", f"device {batch.device}: {type(exc).__name__}: {exc}")
+            return False
 
     def acknowledge(self, only: int | None = None) -> None:
         """Acknowledge the entries read of every owned partition (or of
