@@ -493,15 +493,29 @@ class _CsvChunks:
     """A CSV recording's data rows, checked and turned into arrays a chunk at a
     time (each problem an error naming its line and column)."""
 
-    def __init__(self, path: Path, where: str, names: list[str]):
-        self.path, self.where, self.names = path, where, names
+    def __init__(self, where: str, names: list[str]):
+        self.where, self.names = where, names
+        self._rows: list[list[str]] = []  # read, not yet turned into arrays
+        self._at: list[int] = []  # their line numbers
         self.lines: list[np.ndarray] = []
         self.numbers: dict[str, list[np.ndarray]] = {name: [] for name in CSV_COLUMNS}
         self.labels: list[np.ndarray] = []
         self.pressure: list[np.ndarray] = []
         self.subjects: dict[str, int] = {}  # each subject value met, with its first line
 
-    def take(self, rows: list[list[str]], lines: list[int]) -> None:
+    def add(self, row: list[str], line: int) -> None:
+        self._rows.append(row)
+        self._at.append(line)
+        if len(self._rows) == CSV_CHUNK_ROWS:
+            self.finish()
+
+    def finish(self) -> None:
+        """Turn the rows read so far into arrays."""
+        if self._rows:
+            self._take(self._rows, self._at)
+            self._rows, self._at = [], []
+
+    def _take(self, rows: list[list[str]], lines: list[int]) -> None:
         where, at = self.where, np.array(lines, dtype=np.int64)
         by_name = dict(zip(self.names, zip(*rows)))
         for name in CSV_COLUMNS:
@@ -562,9 +576,7 @@ def read_csv_recording(path: str | os.PathLike) -> Recording:
             )
         # Read in chunks, each turned into arrays at once: a day's file at 50 Hz is
         # millions of rows, which as Python strings would take gigabytes.
-        chunks = _CsvChunks(path, where, names)
-        rows: list[list[str]] = []
-        lines: list[int] = []
+        chunks = _CsvChunks(where, names)
         try:
             for row in reader:
                 if not row or (len(row) == 1 and not row[0].strip()):
@@ -573,15 +585,10 @@ def read_csv_recording(path: str | os.PathLike) -> Recording:
                     raise RecordingError(
                         f"{where} line {reader.line_num}: {len(row)} fields, the header has {len(names)}"
                     )
-                rows.append(row)
-                lines.append(reader.line_num)
-                if len(rows) == CSV_CHUNK_ROWS:
-                    chunks.take(rows, lines)
-                    rows, lines = [], []
+                chunks.add(row, reader.line_num)
         except csv.Error as exc:  # a field over the csv module's limit (128 KiB): no number is that long
             raise RecordingError(f"{where} line {reader.line_num}: not a CSV row we read ({exc})") from None
-        if rows:
-            chunks.take(rows, lines)
+        chunks.finish()
     if not chunks.lines:
         raise RecordingError(f"{where}: no data rows after the header")
     line_numbers = np.concatenate(chunks.lines)
