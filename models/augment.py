@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from harstream.stream.core.protocol import STANDARD_GRAVITY
+
 TRIPLETS = (slice(0, 3), slice(3, 6), slice(6, 9))
 
 
@@ -154,7 +156,6 @@ def rotate_samples(samples: np.ndarray, rotation: np.ndarray) -> np.ndarray:
 #: step frequency — forward-backward).
 WAIST_UP = np.array([1.0, 0.0, 0.0])
 WAIST_SIDEWAYS = np.array([0.0, 0.0, 1.0])
-STANDARD_GRAVITY = 9.80665
 LIMBS = ("thigh", "wrist")
 
 

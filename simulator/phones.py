@@ -33,11 +33,9 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from harstream.stream.core.protocol import RATE_HZ
+from harstream.stream.core.protocol import RATE_HZ, STANDARD_GRAVITY
 
 log = logging.getLogger(__name__)
-
-STANDARD_GRAVITY = 9.80665
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,9 @@ same phone; any other folder gives its own name, with a warning.
 
 ``--data`` is a CSV file or a folder of CSV files of ONE device in the format
 of docs/recordings.md, with a ``label`` column naming the activity (any
-subset of walking, upstairs, downstairs, sitting, standing, lying). Each
+subset of walking, upstairs, downstairs, sitting, standing, lying), or
+Sensor Logger exports of it (zips or unpacked, one per activity named after
+it, e.g. ``walking.zip``, or one whose annotations name each activity). Each
 activity with at least 20 s of data that agrees with it (a posture held
 still, walking while moving) is calibrated; the others are refused with the
 reason and fall back to the placement-free classes. Where a CSV has a
@@ -41,7 +43,12 @@ from harstream.stream.personal.calibration import DEVICE_FILE
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", required=True, metavar="DIR", help="labelled CSV file or folder of one device")
+    parser.add_argument(
+        "--data",
+        required=True,
+        metavar="DIR",
+        help="labelled CSV file or folder of one device, or its Sensor Logger exports (docs/recordings.md)",
+    )
     parser.add_argument(
         "--out",
         required=True,
@@ -117,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
     from harstream.models.artifact import ANY_MODEL, ArtifactError, load_artifact
     from harstream.models.personal import PersonalSettings, fit_personal, save_personal
     from harstream.stream.core.protocol import ProtocolError, check_device_id
-    from harstream.stream.data.recordings import RecordingError, load_csv
+    from harstream.stream.data.recordings import RecordingError, load_device_recordings
     from harstream.stream.personal.model_file import personal_file_name
 
     out = Path(args.out)
@@ -131,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
     if guessed:
         print(guessed, file=sys.stderr)
     try:
-        dataset = load_csv(args.data)
+        dataset = load_device_recordings(args.data)
         base = load_artifact(args.base or ANY_MODEL)
     except (RecordingError, ArtifactError) as exc:
         print(exc, file=sys.stderr)

@@ -1,7 +1,8 @@
 """``harstream data``: what is in a recording source, at a glance.
 
 Prints sessions, subjects, samples, duration, samples per label and the UCI
-subject split for recordings (embedded HAPT, a RawData folder, CSV); windows
+subject split for recordings (embedded HAPT, a RawData folder, CSV, Sensor Logger
+exports); windows
 per split and class counts for a UCI HAR Dataset folder.
 """
 
@@ -21,7 +22,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--data",
         metavar="PATH",
         default=None,
-        help="HAPT RawData folder, CSV file or folder, or UCI HAR Dataset folder "
+        help="HAPT RawData folder, CSV file or folder, Sensor Logger export (.zip or unpacked) or folder of them, "
+        "or UCI HAR Dataset folder "
         "(default: the embedded HAPT recordings)",
     )
     parser.add_argument("--sessions", action="store_true", help="also list every session")

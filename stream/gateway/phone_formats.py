@@ -43,8 +43,8 @@ import numpy as np
 
 from harstream.stream.core.barometer import PRESSURE_REASONS, screen_pressure
 from harstream.stream.core.errors import InputError
+from harstream.stream.core.protocol import STANDARD_GRAVITY
 
-STANDARD_GRAVITY = 9.80665  # m/s² per g
 MAX_ACC_G = 50.0  # no phone accelerometer reads beyond this; larger is garbage
 MAX_GYRO_RAD_S = 100.0  # ~5700 °/s; phone gyros saturate near 35 rad/s
 MAX_ROWS = 5000  # readings per stream per message
