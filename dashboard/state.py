@@ -57,6 +57,7 @@ MAX_HISTORY_RUNS = 400  # per device: final history, adjacent pieces of one labe
 SIGNAL_SECONDS = 10.0  # raw signal kept per device (stream seconds)
 MAX_SIGNAL_CHUNKS = 400  # hard bound on signal messages kept per device
 MAX_DEVICES = 2000  # beyond this the least recently seen device is forgotten
+MAX_WORKERS = 256  # workers' stats kept; beyond, stale ones are forgotten, then new names refused
 LIVE_AFTER_S = 60.0  # a device not heard from for this long is no longer "live"
 FORGET_AFTER_S = 600.0  # ... and is dropped entirely after this long
 STALE_AFTER_S = 5.0  # no stats / no predictions for this long: show a banner
@@ -392,12 +393,55 @@ class DeviceState:
         return {"t": t, "acc": acc, "gyro": gyro}
 
 
+#: Seconds of a worker's running totals its rates on the page are taken over: devices
+#: in step finish their windows together, so one stats interval holds several windows or none.
+RATE_SPAN_S = 10.0
+_TOTALS = {"windows_per_s": "windows", "samples_per_s": "samples"}
+
+
+class WorkerRates:
+    """Windows and samples per second of one worker over its last
+    :data:`RATE_SPAN_S`, from the running totals in its stats messages.
+
+    >>> r = WorkerRates()
+    >>> for t, w in ((0, 0), (1, 4), (2, 4), (3, 8), (4, 12)):
+    ...     r.add(t, {"totals": {"windows": w}})
+    >>> r.rate("windows_per_s")
+    3.0
+    """
+
+    def __init__(self) -> None:
+        self._seen: deque[tuple[float, dict[str, float]]] = deque(maxlen=64)  # a flood shortens the span
+
+    def add(self, now: float, stats: dict) -> None:
+        totals = stats.get("totals")
+        if not isinstance(totals, dict):
+            return
+        counts = {k: float(v) for k, v in totals.items() if k in _TOTALS.values() and _is_number(v)}
+        if self._seen and any(counts.get(k, 0.0) < v for k, v in self._seen[-1][1].items()):
+            self._seen.clear()  # a restarted worker counts from 0 again
+        self._seen.append((now, counts))
+        while len(self._seen) > 2 and now - self._seen[1][0] >= RATE_SPAN_S:
+            self._seen.popleft()
+
+    def rate(self, name: str) -> float | None:
+        """Per second over the span, or None before two messages of it."""
+        key = _TOTALS.get(name)
+        if key is None or len(self._seen) < 2:
+            return None
+        (t0, first), (t1, last) = self._seen[0], self._seen[-1]
+        if t1 <= t0 or key not in first or key not in last:
+            return None
+        return (last[key] - first[key]) / (t1 - t0)
+
+
 class LiveState:
     """Everything the dashboard has heard on the output bus."""
 
     def __init__(self) -> None:
         self.devices: dict[str, DeviceState] = {}
         self.stats: dict[str, tuple[float, dict]] = {}  # worker -> (received, stats)
+        self.rates: dict[str, WorkerRates] = {}
         self.rejects: Counter[str] = Counter()
         self.messages = 0
         self.first_seen: float | None = None
@@ -446,7 +490,15 @@ class LiveState:
             self._device(message.device, now).add_history(message, now)
         elif isinstance(message, dict):
             worker = str(message.get("worker", "")) or "worker"
+            if worker not in self.stats and len(self.stats) >= MAX_WORKERS:
+                for old in [w for w, (received, _) in self.stats.items() if now - received > 3 * STALE_AFTER_S]:
+                    del self.stats[old]
+                    self.rates.pop(old, None)
+                if len(self.stats) >= MAX_WORKERS:  # that many live workers' names: a forger's, counted
+                    self.rejects["workers"] += 1
+                    return
             self.stats[worker] = (now, message)
+            self.rates.setdefault(worker, WorkerRates()).add(now, message)
             self.last_stats = now
         else:
             raise TypeError(f"not an output-bus message: {type(message).__name__}")
@@ -533,7 +585,8 @@ class LiveState:
 
     def health(self, now: float, stale_after: float = STALE_AFTER_S) -> Health:
         """Fleet health; ``problem`` says what the banner should say."""
-        fresh = [stats for received, stats in self.stats.values() if now - received <= 3 * stale_after]
+        fresh_workers = [w for w, (received, _) in self.stats.items() if now - received <= 3 * stale_after]
+        fresh = [self.stats[w][1] for w in fresh_workers]
         drops: Counter[str] = Counter()
         for stats in fresh:
             for reason, count in _drops(stats).items():
@@ -549,8 +602,8 @@ class LiveState:
         return Health(
             workers=sorted(w for w, (received, _) in self.stats.items() if now - received <= 3 * stale_after),
             devices=None if (n := _sum(fresh, "devices")) is None else int(n),
-            samples_per_s=_sum(fresh, "samples_per_s"),
-            windows_per_s=_sum(fresh, "windows_per_s"),
+            samples_per_s=self._rate(fresh_workers, "samples_per_s"),
+            windows_per_s=self._rate(fresh_workers, "windows_per_s"),
             latency_p50_ms=_max(fresh, "latency_p50_ms"),
             latency_p99_ms=_max(fresh, "latency_p99_ms"),
             drops=dict(drops),
@@ -559,6 +612,18 @@ class LiveState:
             data_age_s=data_age,
             problem=problem,
         )
+
+    def _rate(self, workers: list[str], name: str) -> float | None:
+        """``name`` summed over ``workers``: each over its last seconds where its
+        totals say, else as its newest stats message says."""
+        values = []
+        for w in workers:
+            value = self.rates[w].rate(name) if w in self.rates else None
+            if value is None:
+                value = stats_value(self.stats[w][1], name)
+            if value is not None:
+                values.append(value)
+        return float(sum(values)) if values else None
 
 
 # -------------------------------------------------------------- stats keys

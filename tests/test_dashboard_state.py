@@ -224,6 +224,35 @@ def test_health_sums_workers_and_tolerates_missing_or_odd_stats_keys():
     assert h.drops == {"gap": 7, "non_finite": 1}
 
 
+def test_windows_per_second_is_taken_over_the_last_seconds_not_the_last_stats_interval():
+    # devices in step finish their windows together: a 1-s stats interval holds 4 windows or none
+    live = LiveState()
+    windows = 0
+    for t in range(12):
+        windows += 4 if t % 4 != 3 else 0
+        live.feed(
+            encode_stats("w0", {"windows_per_s": 4.0 if t % 4 != 3 else 0.0, "totals": {"windows": windows}}), now=t
+        )
+    assert live.stats["w0"][1]["windows_per_s"] == 0.0  # the newest interval had none
+    assert live.health(now=11.5).windows_per_s == pytest.approx(3.0, abs=0.5)
+
+
+def test_a_restarted_worker_s_totals_start_its_rate_afresh():
+    live = LiveState()
+    for t, windows in ((0, 100), (1, 104), (2, 108), (3, 4), (4, 8)):  # restarted at t=3
+        live.feed(encode_stats("w0", {"totals": {"windows": windows}}), now=t)
+    assert live.health(now=4.5).windows_per_s == pytest.approx(4.0)
+
+
+def test_forged_worker_names_cannot_grow_the_page_s_memory_without_bound():
+    live = LiveState()
+    for i in range(state_module.MAX_WORKERS + 50):
+        live.feed(encode_stats(f"w{i}", {"devices": 1}), now=0.0)
+    assert len(live.stats) == state_module.MAX_WORKERS and live.rejects["workers"] == 50
+    live.feed(encode_stats("late", {"devices": 1}), now=1000.0)  # the stale ones make room again
+    assert "late" in live.stats and len(live.stats) == 1
+
+
 @pytest.mark.parametrize(
     "frames, reason",
     [
