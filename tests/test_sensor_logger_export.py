@@ -137,6 +137,16 @@ def test_a_pause_in_the_readings_splits_an_export_into_stretches(tmp_path):
     assert all(8.5 * 50 < len(r.samples) < 9.2 * 50 for r in recs)  # nothing bridged across the pause
 
 
+def test_a_gyroscope_that_stops_early_is_said_not_quietly_lost(tmp_path, caplog):
+    files = _android_files(seconds=20)
+    lines = files["Gyroscope.csv"].splitlines()
+    files["Gyroscope.csv"] = "\n".join(row for row in lines if row[0] == "t" or float(row.split(",")[1]) < 12) + "\n"
+    with caplog.at_level("WARNING"):
+        (rec,) = load_dataset(_write_folder(tmp_path / "walk", files)).recordings
+    assert len(rec.samples) <= 12 * 50
+    assert "only the time both cover is read (8.0 s left out)" in caplog.text
+
+
 def test_a_paired_watch_becomes_a_recording_of_its_own_in_android_s_frame(tmp_path):
     files = _android_files()
     tw = _times(12, 50, 4)

@@ -976,6 +976,16 @@ def _sl_resampler(where: str, acc_t: np.ndarray, acc: np.ndarray, gyro_t: np.nda
         lines = np.arange(2, len(t) + 2)
         for k, axis in enumerate("xyz"):
             _check_physical(values[:, k], lines, where, f"{name}_{axis}")
+    first, last = min(acc_t.min(), gyro_t.min()), max(acc_t.max(), gyro_t.max())
+    left_out = max(acc_t.min(), gyro_t.min()) - first + last - min(acc_t.max(), gyro_t.max())
+    if left_out > 1.0:  # e.g. a gyroscope that stopped: say so rather than lose it quietly
+        log.warning(
+            "%s: the accelerometer reads from %.1f to %.1f s and the gyroscope from %.1f to %.1f s; "
+            "only the time both cover is read (%.1f s left out)",
+            where,
+            *(v - first for v in (acc_t.min(), acc_t.max(), gyro_t.min(), gyro_t.max())),
+            left_out,
+        )
     resampler = Resampler(RATE_HZ, hold=0.0, max_skew=math.inf)
     resampler.push("acc", acc_t, acc)
     resampler.push("gyro", gyro_t, gyro)
