@@ -51,10 +51,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--connect",
         action="append",
         default=[],
-        metavar="ws://PHONE:8080",
-        help="also read a SensorServer phone (repeatable); reconnects with back-off",
+        type=phone_address,
+        metavar="URL",
+        help="also read a phone that serves its sensors (repeatable): ws://PHONE:8080 a SensorServer app, "
+        "http://PHONE:8080 a phyphox experiment with remote access on; tries again with back-off when it drops",
     )
-    parser.add_argument("--device", help="device id for a single --connect phone (default sensorserver-<host>)")
+    parser.add_argument(
+        "--device", help="device id for a single --connect phone (default sensorserver-<host> or phyphox-<host>)"
+    )
     parser.add_argument(
         "--max-message",
         type=Number(int, 1024, 64 << 20),
@@ -148,6 +152,26 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="a calibration session untouched this long gives its place up (default 120 s)",
     )
     add_keys(parser)
+
+
+def phone_address(text: str) -> str:
+    """A ``--connect`` address: ws(s):// for SensorServer, http(s):// for phyphox.
+
+    >>> phone_address("http://192.168.1.42:8080")
+    'http://192.168.1.42:8080'
+    """
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(text)
+        ok = parts.scheme in ("ws", "wss", "http", "https") and bool(parts.hostname)
+    except ValueError:  # a malformed port or IPv6 address
+        ok = False
+    if not ok:
+        raise argparse.ArgumentTypeError(
+            f"{text[:80]!r}: expected ws://PHONE:8080 (SensorServer) or http://PHONE:8080 (phyphox)"
+        )
+    return text
 
 
 def run(args: argparse.Namespace) -> int:

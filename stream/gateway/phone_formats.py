@@ -474,6 +474,96 @@ def parse_sensor_server(msg: dict) -> Readings:
     return out
 
 
+# ------------------------------------------------------------------ phyphox
+
+#: phyphox sensor inputs read (``/config``'s ``inputs[].source``) → our stream.
+PHYPHOX_SOURCES = {"accelerometer": "acc", "gyroscope": "gyro", "pressure": "pressure"}
+#: A phyphox buffer name: its experiments' names are short identifiers (accX, acc_time, gyrZ, pressure).
+PHYPHOX_BUFFER = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+
+
+def phyphox_buffers(config: dict) -> dict[str, tuple[str, ...]]:
+    """The buffers of a phyphox experiment (its ``/config`` answer) that hold
+    what we read: ``{"acc": (t, x, y, z), "gyro": (t, x, y, z), "pressure": (t, x)}``.
+
+    An experiment whose acceleration has gravity removed (phyphox's "Acceleration
+    without g", source ``linear_acceleration``) is refused with what to run instead.
+
+    >>> phyphox_buffers({"inputs": [{"source": "accelerometer", "outputs": [
+    ...     {"x": "accX"}, {"y": "accY"}, {"z": "accZ"}, {"t": "acc_time"}]}]})
+    {'acc': ('acc_time', 'accX', 'accY', 'accZ')}
+    """
+    inputs = config.get("inputs") if isinstance(config, dict) else None
+    if not isinstance(inputs, list):
+        raise FormatError("types", "phyphox /config: inputs must be a list")
+    found: dict[str, tuple[str, ...]] = {}
+    sources = []
+    for entry in inputs[:64]:
+        if not isinstance(entry, dict) or not isinstance(entry.get("source"), str):
+            continue
+        source = entry["source"].lower()
+        sources.append(source[:40])
+        kind = PHYPHOX_SOURCES.get(source)
+        outputs = entry.get("outputs")
+        if kind is None or kind in found or not isinstance(outputs, list):
+            continue
+        names = {k: v for o in outputs if isinstance(o, dict) for k, v in o.items() if isinstance(v, str)}
+        wanted = ("t", "x") if kind == "pressure" else ("t", "x", "y", "z")
+        if all(k in names and PHYPHOX_BUFFER.fullmatch(names[k]) for k in wanted):
+            found[kind] = tuple(names[k] for k in wanted)
+    if "acc" not in found:
+        hint = (
+            'its acceleration has gravity removed; run phyphox\'s "Acceleration with g" or a simple experiment '
+            "with Accelerometer and Gyroscope"
+            if "linear_acceleration" in sources
+            else "run an experiment with the accelerometer (a simple experiment with Accelerometer and Gyroscope)"
+        )
+        raise FormatError("fields", f"phyphox experiment reads {', '.join(sources) or 'no sensor'}: {hint}")
+    return found
+
+
+def parse_phyphox(answer: dict, buffers: dict[str, tuple[str, ...]]) -> Readings:
+    """One phyphox ``/get`` answer → :class:`Readings` (experiment time in s;
+    acceleration in m/s² → g, rotation in rad/s, pressure in hPa). A row with a
+    value phyphox could not give (``null``) is left out, as a stream's rows beyond
+    its shortest buffer (read while the phone appended).
+
+    >>> b = {"acc": ("t", "x", "y", "z")}
+    >>> r = parse_phyphox({"buffer": {"t": {"buffer": [0.01, 0.02]}, "x": {"buffer": [0, 0]},
+    ...     "y": {"buffer": [9.80665, None]}, "z": {"buffer": [0, 0]}}}, b)
+    >>> r.acc_t.tolist(), r.acc.tolist()
+    ([0.01], [[0.0, 1.0, 0.0]])
+    """
+    got = answer.get("buffer") if isinstance(answer, dict) else None
+    if not isinstance(got, dict):
+        raise FormatError("types", "phyphox /get: buffer must be an object")
+    out = Readings()
+    for kind, names in buffers.items():
+        columns = []
+        for name in names:
+            entry = got.get(name)
+            values = entry.get("buffer") if isinstance(entry, dict) else None
+            if values is None:
+                break  # not in this answer: the experiment has no such buffer any more
+            if not isinstance(values, list) or len(values) > MAX_ROWS:
+                raise FormatError("too_large" if isinstance(values, list) else "types", f"phyphox buffer {name}")
+            if not all(v is None or _is_number(v) for v in values):
+                raise FormatError("types", f"phyphox buffer {name}: values must be numbers or null")
+            columns.append([math.nan if v is None else float(v) for v in values])
+        if len(columns) < len(names):
+            continue
+        n = min(len(c) for c in columns)
+        rows = np.array([c[:n] for c in columns], dtype=np.float64).T.reshape(n, len(names))
+        rows = rows[np.isfinite(rows).all(axis=1)]
+        if kind == "pressure":
+            out.take_pressure(rows[:, 0], rows[:, 1])
+        elif kind == "acc":
+            out.acc_t, out.acc = rows[:, 0], rows[:, 1:] / STANDARD_GRAVITY
+        else:
+            out.gyro_t, out.gyro = rows[:, 0], rows[:, 1:]
+    return check_readings(out)
+
+
 # ------------------------------------------------------------------ checks
 
 

@@ -53,6 +53,7 @@ from harstream.stream.gateway.counters import Counters
 from harstream.stream.gateway.device_claims import ClaimTable, bus_device, local_device
 from harstream.stream.gateway.phone_feeds import FeedTable
 from harstream.stream.gateway.phone_formats import Readings
+from harstream.stream.gateway.phyphox_client import follow_phyphox
 from harstream.stream.gateway.sensorserver_client import follow_sensor_server
 from harstream.stream.personal.calibration import CalibrationLimits
 
@@ -171,7 +172,8 @@ class Gateway:
             self._tasks.append(asyncio.create_task(self._log_stats()))
         for url in c.connect:
             device = c.device if c.device and len(c.connect) == 1 else None
-            self._tasks.append(asyncio.create_task(follow_sensor_server(self, url, device)))
+            follow = follow_phyphox if url.startswith(("http://", "https://")) else follow_sensor_server
+            self._tasks.append(asyncio.create_task(follow(self, url, device)))
         scheme = "https" if c.tls_cert else "http"
         log.info(
             "gateway on %s://%s:%d (ws at /ws, Sensor Logger POST /data, page /phone, /stats) -> %s",

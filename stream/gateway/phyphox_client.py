@@ -1,0 +1,164 @@
+"""The gateway as a client of the phyphox app (``--connect http://phone:8080``).
+
+phyphox (RWTH Aachen; Android and iOS, widely used in teaching) serves its
+running experiment over HTTP when "Allow remote access" is on: ``/config``
+names the experiment's sensor inputs and buffers, ``/get?t=T&x=T|t`` returns
+the values recorded after time ``T``. :func:`follow_phyphox` asks about ten
+times a second for what is new, publishes it like any phone (``phone:<device>``),
+and, when the phone stops answering, tries again with back-off (1 s doubling to
+30 s) for as long as the gateway runs.
+
+:class:`PhyphoxPoll` is the part without I/O: which buffers to ask for, from
+which time on, and what an answer holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import urllib.request
+from urllib.parse import quote, urlsplit
+
+from harstream.stream.gateway.phone_formats import (
+    FormatError,
+    Readings,
+    check_device,
+    parse_phyphox,
+    phyphox_buffers,
+)
+from harstream.stream.gateway.port import GatewayPort
+
+log = logging.getLogger("harstream.gateway")
+
+POLL_S = 0.1  # between two asks for new values
+TIMEOUT_S = 5.0  # an ask not answered within this is a dropped phone
+FROM_START = -1.0  # a threshold before every experiment time (phyphox counts from 0)
+
+
+class PhyphoxPoll:
+    """One phyphox phone's polling state.
+
+    >>> poll = PhyphoxPoll({"acc": ("acc_time", "accX", "accY", "accZ")})
+    >>> poll.query()                       # first: the newest value only, to learn the phone's time
+    '/get?acc_time=&accX=&accY=&accZ='
+    >>> r = poll.take({"buffer": {"acc_time": {"buffer": [12.5]}, "accX": {"buffer": [0]},
+    ...     "accY": {"buffer": [9.8]}, "accZ": {"buffer": [0]}}, "status": {"session": "a1"}})
+    >>> len(r), poll.query()               # nothing published yet; from now on, what is newer
+    (0, '/get?acc_time=12.5&accX=12.5%7Cacc_time&accY=12.5%7Cacc_time&accZ=12.5%7Cacc_time')
+    """
+
+    def __init__(self, buffers: dict[str, tuple[str, ...]]):
+        self.buffers = buffers
+        self._after: dict[str, float | None] = {kind: None for kind in buffers}
+        self.session: str | None = None
+
+    def query(self) -> str:
+        """The path of the next ``/get``: per stream its time buffer and values after the last time read."""
+        parts = []
+        for kind, (t, *values) in self.buffers.items():
+            after = self._after[kind]
+            since = "" if after is None else repr(after)
+            parts.append(f"{quote(t)}={since}")
+            parts += [f"{quote(v)}={quote(since + '|' + t) if since else ''}" for v in values]
+        return "/get?" + "&".join(parts)
+
+    def take(self, answer: dict) -> Readings:
+        """The readings of one ``/get`` answer that are new (none from the first,
+        which only tells where the phone's time is); a new session (the
+        experiment cleared or restarted on the phone) is read from its start."""
+        status = answer.get("status") if isinstance(answer, dict) else None
+        session = status.get("session") if isinstance(status, dict) else None
+        session = str(session)[:64] if session is not None else None
+        restarted = self.session is not None and session != self.session
+        first = all(v is None for v in self._after.values())
+        self.session = session
+        readings = parse_phyphox(answer, self.buffers)
+        for kind, t in (("acc", readings.acc_t), ("gyro", readings.gyro_t), ("pressure", readings.pressure_t)):
+            if kind in self._after and len(t):
+                self._after[kind] = float(t.max())
+        if restarted:
+            self._after = {kind: FROM_START for kind in self.buffers}  # its times start again from 0
+            return Readings()
+        return Readings() if first else readings
+
+    def skip_ahead(self) -> None:
+        """Ask for the newest values only next time (an answer that was too large to take)."""
+        self._after = {kind: None for kind in self.buffers}
+
+
+def phyphox_base(url: str) -> str:
+    """``http://host:port`` of a phyphox phone's address.
+
+    >>> phyphox_base("http://192.168.1.42:8080/")
+    'http://192.168.1.42:8080'
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{url!r}: a phyphox address is http://PHONE:8080")
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _fetch(url: str, limit: int) -> dict:
+    """One JSON answer of the phone, at most ``limit`` bytes (phyphox's server
+    wants one request per connection: no keep-alive)."""
+    request = urllib.request.Request(url, headers={"Connection": "close"})
+    with urllib.request.urlopen(request, timeout=TIMEOUT_S) as reply:
+        body = reply.read(limit + 1)
+    if len(body) > limit:
+        raise FormatError("too_large", f"phyphox answer over {limit} bytes")
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        raise FormatError("json", "phyphox answer is not JSON") from None
+    if not isinstance(answer, dict):
+        raise FormatError("json", "phyphox answer is not a JSON object")
+    return answer
+
+
+async def follow_phyphox(gateway: GatewayPort, url: str, device: str | None = None) -> None:
+    """Read a phyphox phone into ``gateway``, asking again after a drop until the gateway closes."""
+    base = phyphox_base(url)
+    local = check_device(device or f"phyphox-{urlsplit(url).hostname or 'phone'}")
+    owner = ("phyphox", base)
+    limit = gateway.config.max_message
+    delay = 1.0
+    while not gateway.closing:
+        bus_id = None
+        try:
+            poll = PhyphoxPoll(phyphox_buffers(await asyncio.to_thread(_fetch, base + "/config", limit)))
+            bus_id = gateway.claim(local, owner, None)
+            log.info("reading phyphox %s (%s) as device %s", base, ", ".join(poll.buffers), bus_id)
+            delay = 1.0
+            await _poll(gateway, poll, base, bus_id, limit)
+        except (OSError, TimeoutError) as exc:
+            log.warning("phyphox %s: %s; retrying in %.0f s", base, exc, delay)
+        except FormatError as exc:
+            gateway.counters.reject(exc.reason, f"phyphox {base}: {exc.detail}")
+            log.warning("phyphox %s: %s; retrying in %.0f s", base, exc, delay)
+        except Exception as exc:  # an unexpected answer must not end the loop
+            log.warning("phyphox %s: %r; retrying in %.0f s", base, exc, delay)
+        finally:
+            if bus_id is not None:
+                gateway.release(bus_id, owner)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 30.0)
+
+
+async def _poll(gateway: GatewayPort, poll: PhyphoxPoll, base: str, device: str, limit: int) -> None:
+    while not gateway.closing:
+        try:
+            readings = poll.take(await asyncio.to_thread(_fetch, base + poll.query(), limit))
+        except FormatError as exc:
+            if exc.reason != "too_large":
+                raise
+            gateway.counters.reject(exc.reason, f"phyphox {base}: {exc.detail}; reading from its newest values on")
+            poll.skip_ahead()
+            readings = Readings()
+        if len(readings):
+            try:
+                gateway.publish(device, readings, "phyphox")
+                gateway.counters.count("messages", 1)
+            except FormatError as exc:
+                gateway.counters.reject(exc.reason, exc.detail)
+        await asyncio.sleep(POLL_S)
