@@ -5,8 +5,8 @@ running experiment over HTTP when "Allow remote access" is on: ``/config``
 names the experiment's sensor inputs and buffers, ``/get?t=T&x=T|t`` returns
 the values recorded after time ``T``. :func:`follow_phyphox` asks about ten
 times a second for what is new, publishes it like any phone (``phone:<device>``),
-and, when the phone stops answering, tries again with back-off (1 s doubling to
-30 s) for as long as the gateway runs.
+and, when the phone stops answering, tries again with back-off
+(:mod:`~harstream.stream.gateway.reconnect`) for as long as the gateway runs.
 
 :class:`PhyphoxPoll` is the part without I/O: which buffers to ask for, from
 which time on, and what an answer holds.
@@ -28,6 +28,7 @@ from harstream.stream.gateway.phone_formats import (
     phyphox_buffers,
 )
 from harstream.stream.gateway.port import GatewayPort
+from harstream.stream.gateway.reconnect import Backoff, follow
 
 log = logging.getLogger("harstream.gateway")
 
@@ -122,27 +123,18 @@ async def follow_phyphox(gateway: GatewayPort, url: str, device: str | None = No
     local = check_device(device or f"phyphox-{urlsplit(url).hostname or 'phone'}")
     owner = ("phyphox", base)
     limit = gateway.config.max_message
-    delay = 1.0
-    while not gateway.closing:
-        bus_id = None
+
+    async def session(backoff: Backoff) -> None:
+        poll = PhyphoxPoll(phyphox_buffers(await asyncio.to_thread(_fetch, base + "/config", limit)))
+        bus_id = gateway.claim(local, owner, None)
         try:
-            poll = PhyphoxPoll(phyphox_buffers(await asyncio.to_thread(_fetch, base + "/config", limit)))
-            bus_id = gateway.claim(local, owner, None)
             log.info("reading phyphox %s (%s) as device %s", base, ", ".join(poll.buffers), bus_id)
-            delay = 1.0
+            backoff.connected()
             await _poll(gateway, poll, base, bus_id, limit)
-        except (OSError, TimeoutError) as exc:
-            log.warning("phyphox %s: %s; retrying in %.0f s", base, exc, delay)
-        except FormatError as exc:
-            gateway.counters.reject(exc.reason, f"phyphox {base}: {exc.detail}")
-            log.warning("phyphox %s: %s; retrying in %.0f s", base, exc, delay)
-        except Exception as exc:  # an unexpected answer must not end the loop
-            log.warning("phyphox %s: %r; retrying in %.0f s", base, exc, delay)
         finally:
-            if bus_id is not None:
-                gateway.release(bus_id, owner)
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 30.0)
+            gateway.release(bus_id, owner)
+
+    await follow(gateway, f"phyphox {base}", session)
 
 
 async def _poll(gateway: GatewayPort, poll: PhyphoxPoll, base: str, device: str, limit: int) -> None:

@@ -2,8 +2,9 @@
 
 Here the phone is the WebSocket server and sends one JSON event per sensor
 reading. :func:`follow_sensor_server` connects, gathers about 100 ms of
-events per bus message, and reconnects with back-off (1 s doubling to 30 s)
-when the phone drops, for as long as the gateway runs. The device is
+events per bus message, and reconnects with back-off
+(:mod:`~harstream.stream.gateway.reconnect`) when the phone drops, for as
+long as the gateway runs. The device is
 published as ``phone:<device>`` like every gateway device.
 """
 
@@ -26,6 +27,7 @@ from harstream.stream.gateway.phone_formats import (
     parse_sensor_server,
 )
 from harstream.stream.gateway.port import GatewayPort
+from harstream.stream.gateway.reconnect import Backoff, follow
 
 log = logging.getLogger("harstream.gateway")
 
@@ -49,29 +51,20 @@ async def follow_sensor_server(gateway: GatewayPort, url: str, device: str | Non
     """Read a SensorServer phone into ``gateway``, reconnecting until the gateway closes."""
     local = check_device(device or f"sensorserver-{urlsplit(url).hostname or 'phone'}")
     owner = ("sensorserver", url)
-    delay = 1.0
-    while not gateway.closing:
-        bus_id = None
-        try:
-            async with ws_connect(
-                sensor_server_url(url), max_size=gateway.config.max_message, open_timeout=10, compression=None
-            ) as phone:
-                bus_id = gateway.claim(local, owner, None)
+
+    async def session(backoff: Backoff) -> None:
+        async with ws_connect(
+            sensor_server_url(url), max_size=gateway.config.max_message, open_timeout=10, compression=None
+        ) as phone:
+            bus_id = gateway.claim(local, owner, None)
+            try:
                 log.info("connected to SensorServer %s as device %s", url, bus_id)
-                delay = 1.0
+                backoff.connected()
                 await _read(gateway, phone, bus_id)
-        except (OSError, ConnectionClosed, TimeoutError) as exc:
-            log.warning("SensorServer %s: %s; retrying in %.0f s", url, exc, delay)
-        except FormatError as exc:
-            gateway.counters.reject(exc.reason, exc.detail)
-            log.warning("SensorServer %s: %s; retrying in %.0f s", url, exc, delay)
-        except Exception as exc:  # an unexpected reply must not end the reconnect loop
-            log.warning("SensorServer %s: %r; retrying in %.0f s", url, exc, delay)
-        finally:
-            if bus_id is not None:
+            finally:
                 gateway.release(bus_id, owner)
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 30.0)
+
+    await follow(gateway, f"SensorServer {url}", session, dropped=(ConnectionClosed,))
 
 
 async def _read(gateway: GatewayPort, phone, device: str) -> None:
