@@ -199,6 +199,64 @@ def test_lock_knobs_round_trip_through_json_and_out_of_range_ones_are_named():
     assert DecoderParams.from_json(old).lock_motion == 0.0  # parameters from before the lock: no lock
 
 
+# ------------------------------------------------------------- following the raw label
+
+
+def follow_raw(at: float | None = 0.2, params: DecoderParams | None = None) -> DecoderParams:
+    from dataclasses import replace
+
+    return replace(params or sticky(), follow_raw_at=at)
+
+
+def test_a_change_the_classifier_sees_is_shown_at_once_where_the_hysteresis_lagged():
+    windows = [[0.9, 0.1]] * 10 + [[0.2, 0.8]] * 3  # the classifier says B from window 10 on
+    assert shown_after(Decoder(sticky()), windows)[10] == "A"  # the hysteresis waits for 0.6
+    assert shown_after(Decoder(follow_raw()), windows)[10:] == ["B"] * 3
+
+
+def test_a_clear_blip_is_still_vetoed_by_the_filter():
+    windows = [[0.9, 0.1]] * 10 + [[0.45, 0.55]] + [[0.9, 0.1]] * 3  # B's posterior stays far below 0.2
+    assert set(shown_after(Decoder(follow_raw()), windows)) == {"A"}
+    assert "B" in shown_after(Decoder(follow_raw(0.0)), windows)  # no veto: the raw label itself
+
+
+def test_a_peek_follows_the_raw_label_and_leaves_the_state():
+    decoder = Decoder(follow_raw())
+    shown_after(decoder, [[0.9, 0.1]] * 10)
+    assert decoder.peek([0.2, 0.8])[0] == "B" and decoder.shown == "A"
+    assert Decoder(sticky()).peek([0.2, 0.8])[0] == "B"  # a fresh decoder shows its first window
+
+
+def test_the_posture_lock_still_holds_a_settled_posture_against_the_raw_label():
+    params = follow_raw(0.0, posture_lock())
+    windows = [(SIT, STILL)] * 6 + [(STAND, STILL)] * 4 + [(SIT, STILL)] * 2
+    assert set(shown_with_motion(params, windows)) == {"SITTING"}
+    moved = [(SIT, STILL)] * 6 + [(STAND, MOVING)] + [(STAND, STILL)] * 2
+    assert shown_with_motion(params, moved)[6] == "STANDING"  # after movement, at once
+
+
+def test_follow_raw_round_trips_through_json_and_older_parameters_load_without_it():
+    again = DecoderParams.from_json(follow_raw(0.2).to_json())
+    assert again.follow_raw_at == 0.2
+    old = {k: v for k, v in follow_raw(0.2).to_json().items() if k != "follow_raw_at"}
+    assert DecoderParams.from_json(old).follow_raw_at is None  # parameters from before it: the hysteresis alone
+    assert DecoderParams.from_json(follow_raw(None).to_json()).follow_raw_at is None
+    for bad in (1.5, -0.1, float("nan")):
+        with pytest.raises(DecoderParamsError, match="follow_raw_at"):
+            DecoderParams.from_json(sticky().to_json() | {"follow_raw_at": bad})
+
+
+def test_following_the_raw_label_leaves_the_history_s_lattice_as_it_was():
+    from harstream.stream.core.history import HistorySettings, Lattice
+
+    settings = HistorySettings()
+    before, after = Lattice.build(sticky(), settings), Lattice.build(follow_raw(0.2), settings)
+    for name in ("matrix", "initial", "plain", "log_matrix", "base"):
+        np.testing.assert_array_equal(getattr(before, name), getattr(after, name))
+    np.testing.assert_array_equal(before.evidence.mix, after.evidence.mix)
+    assert (before.evidence.floor, before.evidence.sharpness) == (after.evidence.floor, after.evidence.sharpness)
+
+
 # ------------------------------------------------------------- in the worker
 
 

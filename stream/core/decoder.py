@@ -35,6 +35,16 @@ classifier is not shown); after movement it switches sooner, at posterior
 ``moved_switch_at`` instead of ``switch_at``. ``lock_motion = 0`` turns the
 lock off, and so does calling :meth:`Decoder.update` without a motion.
 
+Following the raw label (``follow_raw_at``, off when None): the display shows
+the window's own label (the classifier's most probable class, what the
+worker publishes as ``label``) unless the filtered posterior of that class
+is below ``follow_raw_at`` or the posture lock holds it; only then does the
+hysteresis decide. So the filter vetoes the raw label's clear blips, and a
+change the classifier sees is shown at once instead of after the filter's
+lag (chosen per subject on the training subjects:
+:mod:`harstream.models.studies.now_rules`). Display only: the filter, and the
+history built from the same parameters, do not change.
+
 :meth:`Decoder.peek` answers what the display would show if a window's
 probabilities were the next step, without taking them in: the worker's
 display-only updates between two windows (a window ending halfway between
@@ -121,6 +131,8 @@ class DecoderParams:
     moved_switch_at: float = 0.5  # switch_at for leaving a posture after movement
     # which posture follows a transition, from the gravity turn (module docstring); None = off
     direction: DirectionParams | None = None
+    # show the raw window label unless its class's posterior is below this (module docstring); None = off
+    follow_raw_at: float | None = None
 
     @property
     def states(self) -> tuple[str, ...]:
@@ -168,6 +180,10 @@ class DecoderParams:
         ):
             if not (np.isfinite(value) and lo <= value <= hi):
                 raise DecoderParamsError(f"{where}: {name} {value} is outside {lo}..{hi}")
+        if self.follow_raw_at is not None and not (
+            isinstance(self.follow_raw_at, (int, float)) and 0.0 <= self.follow_raw_at <= 1.0
+        ):
+            raise DecoderParamsError(f"{where}: follow_raw_at {self.follow_raw_at} is outside 0..1 (or null: off)")
         if self.emission is not None:
             emission = np.asarray(self.emission, dtype=np.float64)
             if emission.shape != (s, len(self.classes)):
@@ -195,6 +211,7 @@ class DecoderParams:
             "lock_settle": self.lock_settle,
             "moved_switch_at": self.moved_switch_at,
             "direction": None if self.direction is None else self.direction.to_json(),
+            "follow_raw_at": self.follow_raw_at,
         }
 
     @classmethod
@@ -223,6 +240,7 @@ class DecoderParams:
                 lock_settle=int(d.get("lock_settle", 3)),
                 moved_switch_at=float(d.get("moved_switch_at", d.get("switch_at", 0.5))),
                 direction=None if d.get("direction") is None else DirectionParams.from_json(d["direction"]),
+                follow_raw_at=None if d.get("follow_raw_at") is None else float(d["follow_raw_at"]),
             )
         except (KeyError, TypeError, ValueError) as exc:
             if isinstance(exc, DecoderParamsError):
@@ -341,6 +359,24 @@ class Decoder:
             return p.switch_at, moved
         return p.switch_at, self._moved
 
+    def _choose(self, posterior: np.ndarray, probs: np.ndarray, motion: float | None) -> tuple[int, bool]:
+        """The state to show after a window whose class probabilities
+        ``probs``, filtered ``posterior`` and body ``motion`` are these, and
+        whether the device has moved since the shown posture began (counting
+        this window): the raw label where ``follow_raw_at`` lets it through,
+        else the hysteresis."""
+        threshold = self.params.follow_raw_at
+        if threshold is not None:
+            raw = int(probs.argmax())
+            need, moved = self._switch_need(raw, motion)
+            if self._shown is None or raw == self._shown or (posterior[raw] >= threshold and np.isfinite(need)):
+                return raw, moved
+        best = int(posterior.argmax())
+        need, moved = self._switch_need(best, motion)
+        if self._shown is None or (best != self._shown and posterior[best] >= need):
+            return best, moved
+        return self._shown, moved
+
     def peek(self, probs: Sequence[float], motion: float | None = None) -> tuple[str, list[float]]:
         """What the display would show, and each class's posterior, if
         ``probs`` (with its window's ``motion``) were the next window; the
@@ -353,15 +389,14 @@ class Decoder:
         self.refused = refusal_reason(probs, len(self.classes))
         if self.refused is not None:
             return self.shown, self.class_posterior()
-        evidence = self._weigh_by_direction(self.evidence(np.asarray(probs, dtype=np.float64)))
+        probs_in = np.asarray(probs, dtype=np.float64)
+        evidence = self._weigh_by_direction(self.evidence(probs_in))
         posterior = evidence * (self._t @ self._posterior)
         total = posterior.sum()
         if not np.isfinite(total) or total <= 0.0:
             return self.shown, self.class_posterior()
         posterior /= total
-        best = int(posterior.argmax())
-        need, _ = self._switch_need(best, motion)
-        shown = best if self._shown is None or (best != self._shown and posterior[best] >= need) else self._shown
+        shown, _ = self._choose(posterior, probs_in, motion)
         return self.params.states[shown], [round(float(v), 6) for v in posterior[: len(self.classes)]]
 
     def update(
@@ -375,7 +410,8 @@ class Decoder:
         if self.refused is not None:
             return self.shown, self.class_posterior()
         p = self.params
-        evidence = self.evidence(np.asarray(probs, dtype=np.float64))
+        probs_in = np.asarray(probs, dtype=np.float64)
+        evidence = self.evidence(probs_in)
         if self._detector is not None:
             if motion is not None and gravity is not None and self._detector.push(float(motion), gravity):
                 self._moved = True  # a transition is movement, even one the lock's threshold missed
@@ -386,10 +422,9 @@ class Decoder:
             posterior = evidence * p.initial
             total = posterior.sum()
         self._posterior = posterior / total
-        best = int(self._posterior.argmax())
-        need, self._moved = self._switch_need(best, motion)
-        if self._shown is None or (best != self._shown and self._posterior[best] >= need):
-            self._shown, self._moved, self._held = best, False, 0
+        shown, self._moved = self._choose(self._posterior, probs_in, motion)
+        if shown != self._shown:
+            self._shown, self._moved, self._held = shown, False, 0
         else:
             self._held += 1
         if self._detector is not None and self._shown < len(self.classes) and self._shown not in self._postures:
