@@ -53,6 +53,7 @@ class StandInPhyphox:
         }
         self.served: dict[str, list[float]] = {"acc_time": [], "gyr_time": []}  # times sent after the first ask
         self.asks: list[str] = []
+        self.backlog = 0.0  # seconds the next partial answer reaches back (a phone flushing what it held)
 
     def answer(self, path: str) -> dict:
         self.asks.append(path)
@@ -71,12 +72,14 @@ class StandInPhyphox:
             if value == "":
                 chosen, mode = values[-1:], "single"
             else:
-                threshold = float(value.split("|")[0])
+                threshold = float(value.split("|")[0]) - self.backlog
                 chosen, mode = values[ref_values > threshold], "partial"
                 if name in self.served:
                     self.served[name] += chosen.tolist()
             # phyphox's DecimalFormat("0.#######E0"): 8 significant digits
             out[name] = {"size": 0, "updateMode": mode, "buffer": [float(f"{v:.7e}") for v in chosen]}
+        if any(o["updateMode"] == "partial" for o in out.values()):
+            self.backlog = 0.0
         return {"buffer": out, "status": {"session": "5a3c", "measuring": True, "timedRun": False, "countDown": 0}}
 
 
@@ -161,6 +164,27 @@ def test_a_phyphox_experiment_without_gravity_is_refused_saying_which_to_run(run
     asyncio.run(main())
     with pytest.raises(FormatError, match='gravity removed; run phyphox\'s "Acceleration with g"'):
         phyphox_buffers(linear)
+
+
+def test_a_phyphox_answer_larger_than_a_message_is_counted_and_reading_goes_on_from_the_newest(running_gateway):
+    phone = StandInPhyphox(SIMPLE_EXPERIMENT)
+    phone.start -= 20  # the phone has recorded 20 s before the gateway asks: it starts from the newest
+
+    async def main():
+        with serving(phone) as url:
+            async with running_gateway(connect=[url], device="phy-4", max_message=4096) as (gw, tap):
+                await tap.collect("phone:phy-4", 50)
+                assert not gw.rejects["too_large"]
+                phone.backlog = 10.0  # then one answer holds 10 s: too large for a message
+                async with asyncio.timeout(10):
+                    while not gw.rejects["too_large"]:
+                        await asyncio.sleep(0.05)
+                before = sum(len(b) for b in tap.batches if b.device == "phone:phy-4")
+                got = await tap.collect("phone:phy-4", before + 50)  # and reading goes on
+        assert phone.served["acc_time"][0] > 19.0  # nothing of the 20 s before it began reading
+        assert sum(len(b) for b in got) >= before + 50
+
+    asyncio.run(main())
 
 
 def test_a_phyphox_session_that_restarts_is_read_again_from_its_start():
