@@ -77,6 +77,39 @@ def shipped_model(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def any_model_record(tmp_path_factory) -> Path:
+    """A cache folder (for ``HARSTREAM_CACHE``) holding the shipped
+    placement-free model's staged serving record, as a worker serving mode
+    any leaves one on its machine: numpy features and the decision stage's
+    LiteRT conversion (batch sizes 1 and 16), checked against the whole Keras
+    model first. A calibration fit finds the shared model there and runs
+    without TensorFlow. Made once per session (one conversion)."""
+    from harstream.models.artifact import ANY_MODEL, load_artifact
+    from harstream.models.runtime import TfliteRuntime, check_agreement, check_windows
+    from harstream.models.staged import stages
+    from harstream.models.staged_runtime import (
+        DECISION_STAGE,
+        NumpyFeatures,
+        StagedRuntime,
+        record_staged_serving,
+        stage_artifact,
+    )
+
+    cache = tmp_path_factory.mktemp("any-record")
+    artifact = load_artifact(ANY_MODEL)
+    check = check_windows(context_steps=artifact.context_steps)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HARSTREAM_CACHE", str(cache))
+        features = NumpyFeatures.of_stage(stages(artifact.model)[0])
+        decision = TfliteRuntime(stage_artifact(artifact, DECISION_STAGE), (1, 16))
+        reference = np.asarray(artifact.model(check, training=False))
+        agreement = check_agreement(StagedRuntime(features, decision), reference, check)
+        assert agreement.ok, agreement
+        assert record_staged_serving(artifact, features, decision, agreement) is not None
+    return cache
+
+
+@pytest.fixture(scope="session")
 def embedded():
     """The embedded HAPT dataset (decoded once, cached on disk)."""
     from harstream.stream.data.recordings import load_embedded
