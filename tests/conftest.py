@@ -76,37 +76,68 @@ def shipped_model(tmp_path_factory):
         return artifact, load_runtime(artifact, "tflite", sizes=(1, 16))
 
 
-@pytest.fixture(scope="session")
-def any_model_record(tmp_path_factory) -> Path:
-    """A cache folder (for ``HARSTREAM_CACHE``) holding the shipped
-    placement-free model's staged serving record, as a worker serving mode
-    any leaves one on its machine: numpy features and the decision stage's
-    LiteRT conversion (batch sizes 1 and 16), checked against the whole Keras
-    model first. A calibration fit finds the shared model there and runs
-    without TensorFlow. Made once per session (one conversion)."""
-    from harstream.models.artifact import ANY_MODEL, load_artifact
-    from harstream.models.runtime import TfliteRuntime, check_agreement, check_windows
-    from harstream.models.staged import stages
-    from harstream.models.staged_runtime import (
-        DECISION_STAGE,
-        NumpyFeatures,
-        StagedRuntime,
-        record_staged_serving,
-        stage_artifact,
-    )
+class ShippedRecords:
+    """A cache folder (for ``HARSTREAM_CACHE``) holding shipped models' staged
+    serving records, as a worker that served them leaves them on its machine:
+    numpy features and the decision stage's LiteRT conversion (batch size 1
+    alone: one conversion; a worker splits every batch into ones), checked
+    against the whole Keras model first on the usual check windows. A worker started
+    with ``--runtime auto`` there serves them without TensorFlow (fast start),
+    and a calibration fit calls the shared model without it. Each model is
+    recorded once per session, when a test first asks for it."""
 
-    cache = tmp_path_factory.mktemp("any-record")
-    artifact = load_artifact(ANY_MODEL)
-    check = check_windows(context_steps=artifact.context_steps)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("HARSTREAM_CACHE", str(cache))
-        features = NumpyFeatures.of_stage(stages(artifact.model)[0])
-        decision = TfliteRuntime(stage_artifact(artifact, DECISION_STAGE), (1, 16))
-        reference = np.asarray(artifact.model(check, training=False))
-        agreement = check_agreement(StagedRuntime(features, decision), reference, check)
-        assert agreement.ok, agreement
-        assert record_staged_serving(artifact, features, decision, agreement) is not None
-    return cache
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self._made: set[Path] = set()
+        self._checks: dict[tuple[int, ...], np.ndarray] = {}  # check windows by context steps
+
+    def of(self, *models: Path) -> Path:
+        """The folder, with a record for each of ``models``."""
+        for model in models:
+            if Path(model) not in self._made:
+                self._record(Path(model))
+                self._made.add(Path(model))
+        return self.folder
+
+    def _record(self, model: Path) -> None:
+        from harstream.models.artifact import load_artifact
+        from harstream.models.runtime import TfliteRuntime, check_agreement, check_windows
+        from harstream.models.staged import stages
+        from harstream.models.staged_runtime import (
+            DECISION_STAGE,
+            NumpyFeatures,
+            StagedRuntime,
+            record_staged_serving,
+            stage_artifact,
+        )
+
+        artifact = load_artifact(model)
+        steps = artifact.context_steps
+        check = self._checks.get(steps)
+        if check is None:
+            check = self._checks[steps] = check_windows(context_steps=steps)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("HARSTREAM_CACHE", str(self.folder))
+            features = NumpyFeatures.of_stage(stages(artifact.model)[0])
+            decision = TfliteRuntime(stage_artifact(artifact, DECISION_STAGE), (1,))
+            reference = np.asarray(artifact.model(check, training=False))
+            agreement = check_agreement(StagedRuntime(features, decision), reference, check)
+            assert agreement.ok, (model, agreement)
+            assert record_staged_serving(artifact, features, decision, agreement) is not None
+
+
+@pytest.fixture(scope="session")
+def shipped_records(tmp_path_factory) -> ShippedRecords:
+    """Shipped models' staged serving records in one cache folder (:class:`ShippedRecords`)."""
+    return ShippedRecords(tmp_path_factory.mktemp("shipped-records"))
+
+
+@pytest.fixture
+def any_model_record(shipped_records) -> Path:
+    """A cache folder holding the shipped placement-free model's staged serving record."""
+    from harstream.models.artifact import ANY_MODEL
+
+    return shipped_records.of(ANY_MODEL)
 
 
 @pytest.fixture(scope="session")
