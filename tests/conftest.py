@@ -59,21 +59,19 @@ def tiny_lstm(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def shipped_model(tmp_path_factory):
-    """The shipped default model and its LiteRT runtime (checked against Keras
-    on the usual check windows, as ``load_runtime`` always does), loaded and
-    converted once per session: read-only, shared by the tests that serve it
-    through a real worker. The runtime kind and its batch sizes are none of
-    their claims (each compares the worker with the same runtime offline);
-    LiteRT is what ``auto`` serves it with, and two batch sizes halve the
-    conversions."""
-    from harstream.models.artifact import load_artifact
-    from harstream.models.runtime import load_runtime
+def shipped_model(shipped_records):
+    """The shipped default model and the runtime ``--runtime auto`` serves it
+    with on a machine that served it before: numpy features and the decision
+    stage's LiteRT conversion, from its staged serving record (checked against
+    Keras when the record was made, :class:`ShippedRecords`); read-only, shared
+    by the tests that serve it through a real worker. The runtime is none of
+    their claims (each compares the worker with the same runtime offline)."""
+    from harstream.models.artifact import DEFAULT_MODEL, load_artifact
+    from harstream.models.fast_start import load_cached_runtime
 
-    artifact = load_artifact()
-    with pytest.MonkeyPatch.context() as patch:  # its conversions in a folder of its own
-        patch.setenv("HARSTREAM_CACHE", str(tmp_path_factory.mktemp("shipped-cache")))
-        return artifact, load_runtime(artifact, "tflite", sizes=(1, 16))
+    cached = load_cached_runtime(DEFAULT_MODEL, cache=shipped_records.of(DEFAULT_MODEL) / "tflite")
+    assert cached is not None, "the shipped model's serving record did not load"
+    return load_artifact(DEFAULT_MODEL), cached[0]
 
 
 class ShippedRecords:
