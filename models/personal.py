@@ -532,29 +532,87 @@ def confident_margin(leads: np.ndarray, precision: float = 0.9) -> float:
     return min(margin, INSEPARABLE)
 
 
+@dataclass(frozen=True)
+class SharedModel:
+    """The placement-free model a personal model is fitted over, as the fit
+    calls it: its artifact (metadata, path; ``model`` None when it is served
+    without Keras), its probabilities of window stacks and its feature
+    stage's features of windows (None: the artifact's Keras model computes them)."""
+
+    artifact: ModelArtifact
+    probabilities: Callable[[np.ndarray], np.ndarray] | None = None
+    features: Callable[[np.ndarray], np.ndarray] | None = None
+    served_by: str = "keras"
+
+
+def check_placement_free(meta: dict, where: str | Path) -> None:
+    """Refuse (:class:`~harstream.models.artifact.ArtifactError`) a base model
+    that is not placement-free: a personal model builds on one only."""
+    from .artifact import ArtifactError
+
+    placement = str(meta.get("placement", "waist"))
+    if placement != "any" or list(meta.get("classes") or ()) != list(PLACEMENT_FREE):
+        raise ArtifactError(
+            f"{where}: a personal model builds on a placement-free model (placement 'any'), not {placement!r}"
+        )
+
+
+def load_shared_model(path: str | Path | None = None) -> SharedModel:
+    """The placement-free model at ``path`` (the shipped ``any.keras`` when
+    None) for fitting personal models over it, checked placement-free from
+    its metadata before anything is loaded.
+
+    When a worker serving it on this machine left its staged serving record
+    (:func:`~harstream.models.fast_start.load_cached_runtime`: numpy features
+    and the decision stage's LiteRT conversion, checked against Keras), the
+    fit calls that: no TensorFlow, no Keras, the numbers the worker serves
+    with. Else Keras loads it (safe mode)."""
+    from .artifact import ANY_MODEL, ModelArtifact, load_artifact, read_metadata
+    from .fast_start import load_cached_runtime
+    from .staged_runtime import NumpyFeatures, StagedRuntime
+
+    path = Path(path) if path is not None else ANY_MODEL
+    meta = read_metadata(path)
+    check_placement_free(meta, path)
+    cached = load_cached_runtime(path)
+    if cached is not None:
+        runtime, meta = cached
+        if isinstance(runtime, StagedRuntime) and isinstance(runtime.feature_runtime, NumpyFeatures):
+            artifact = ModelArtifact(model=None, metadata=meta, path=path)
+            return SharedModel(artifact, runtime.predict, runtime.features, runtime.name)
+    return SharedModel(load_artifact(path))
+
+
+def import_fit_modules() -> None:
+    """Import what a fit imports on its first call (scipy's filter design,
+    scikit-learn's discriminant analysis): seconds a fit process that
+    prepares while a person records spends then, not after they finish."""
+    import scipy.signal  # noqa: F401
+    import sklearn.discriminant_analysis  # noqa: F401
+
+
 def fit_personal(
     recordings: Sequence[Recording],
     base: ModelArtifact | None = None,
     settings: PersonalSettings = PersonalSettings(),
     base_probabilities: Callable[[np.ndarray], np.ndarray] | None = None,
+    base_features: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> PersonalFit:
     """A personal model from one device's labelled calibration recordings.
 
     ``base`` is the placement-free artifact (the shipped ``any.keras`` when
-    None); ``base_probabilities`` (windows or stacks → probabilities) may
-    stand in for calling its Keras model. Activities without enough data, or
-    whose data contradicts the activity (see the module doc), are refused
-    with a reason and left out; what they would have taught falls back to the
-    base model's classes.
+    None); ``base_probabilities`` (window stacks → probabilities) and
+    ``base_features`` (windows → its feature stage's features) may stand in
+    for calling its Keras model (:func:`load_shared_model` gives both without
+    TensorFlow). Activities without enough data, or whose data contradicts
+    the activity (see the module doc), are refused with a reason and left
+    out; what they would have taught falls back to the base model's classes.
     """
-    from .artifact import ANY_MODEL, ArtifactError, load_artifact
+    from .artifact import ANY_MODEL, load_artifact
 
     started = time.perf_counter()
     base = load_artifact(ANY_MODEL) if base is None else base
-    if base.placement != "any" or base.classes != list(PLACEMENT_FREE):
-        raise ArtifactError(
-            f"{base.path}: a personal model builds on a placement-free model (placement 'any'), not {base.placement!r}"
-        )
+    check_placement_free(base.metadata, base.path)
     steps = base.context_steps
     data = _calibration_windows(recordings, steps)
     seconds = labelled_seconds(recordings)
@@ -562,7 +620,8 @@ def fit_personal(
         predict = base_probabilities or (lambda x: np.asarray(base.model(x, training=False)))
         base_class = np.concatenate([predict(data.x[i : i + 512]) for i in range(0, len(data.x), 512)]).argmax(1)
         cues = posture_cues(data.x)
-        features = window_features(data.x, base)
+        current = data.x[:, 0] if data.x.ndim == 4 else data.x
+        features = np.asarray(base_features(current), np.float32) if base_features else window_features(data.x, base)
     else:
         base_class = np.empty(0, np.int64)
         cues = np.empty((0, 3 + N_MOTION), np.float32)

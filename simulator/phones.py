@@ -133,12 +133,34 @@ class PhoneRun:
     late_s: float = 0.0  # how far behind its schedule this phone sent at worst (a busy client)
 
 
+def labelled_to_the_end(run: PhoneRun) -> bool:
+    """Whether ``run`` has the label of its recording's last whole window (a
+    window's own prediction, not an update between windows; its end read on
+    the phone's clock, as :func:`harstream.bench.phones.score_runs` reads it).
+
+    >>> run = PhoneRun("p", type("R", (), {"samples": np.zeros((300, 6))})(), t0=100.0)
+    >>> labelled_to_the_end(run)
+    False
+    >>> run.predictions.append({"t_end": 100.0 + 255 / 50})  # the window of samples 128..255
+    >>> labelled_to_the_end(run)
+    True
+    """
+    from harstream.stream.core.pipeline import STEP, WINDOW
+
+    samples = getattr(run.recording, "samples", None)
+    if samples is None or len(samples) < WINDOW:
+        return False
+    last = (len(samples) - WINDOW) // STEP * STEP + WINDOW - 1
+    return any(not p.get("between") and round((float(p["t_end"]) - run.t0) * RATE_HZ) >= last for p in run.predictions)
+
+
 async def stream_phone(
     url: str, run: PhoneRun, messages: list[tuple[float, dict]], settle_s: float = 4.0, hello: dict | None = None
 ) -> PhoneRun:
     """Connect as ``run.device``, send ``messages`` on their schedule from
     ``run.t0``, keep every ``prediction`` and ``error`` the gateway sends,
-    and close ``settle_s`` after the last message (the last windows' labels)."""
+    and close once the last whole window's label came back
+    (:func:`labelled_to_the_end`), at most ``settle_s`` after the last message."""
     from websockets.asyncio.client import connect
 
     async with connect(url, compression=None, max_queue=None, open_timeout=30) as ws:
@@ -166,7 +188,9 @@ async def stream_phone(
                     await asyncio.sleep(delay)
                 run.late_s = max(run.late_s, -delay)
                 await ws.send(json.dumps(at_time(message, run.t0 * 1000.0)))
-            await asyncio.sleep(settle_s)
+            settled = time.monotonic() + settle_s
+            while time.monotonic() < settled and not labelled_to_the_end(run):
+                await asyncio.sleep(0.05)
         finally:
             listener.cancel()
     return run

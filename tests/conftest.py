@@ -59,21 +59,83 @@ def tiny_lstm(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def shipped_model(tmp_path_factory):
-    """The shipped default model and its LiteRT runtime (checked against Keras
-    on the usual check windows, as ``load_runtime`` always does), loaded and
-    converted once per session: read-only, shared by the tests that serve it
-    through a real worker. The runtime kind and its batch sizes are none of
-    their claims (each compares the worker with the same runtime offline);
-    LiteRT is what ``auto`` serves it with, and two batch sizes halve the
-    conversions."""
-    from harstream.models.artifact import load_artifact
-    from harstream.models.runtime import load_runtime
+def shipped_model(shipped_records):
+    """The shipped default model and the runtime ``--runtime auto`` serves it
+    with on a machine that served it before: numpy features and the decision
+    stage's LiteRT conversion, from its staged serving record (checked against
+    Keras when the record was made, :class:`ShippedRecords`); read-only, shared
+    by the tests that serve it through a real worker. The runtime is none of
+    their claims (each compares the worker with the same runtime offline)."""
+    from harstream.models.artifact import DEFAULT_MODEL, load_artifact
+    from harstream.models.fast_start import load_cached_runtime
 
-    artifact = load_artifact()
-    with pytest.MonkeyPatch.context() as patch:  # its conversions in a folder of its own
-        patch.setenv("HARSTREAM_CACHE", str(tmp_path_factory.mktemp("shipped-cache")))
-        return artifact, load_runtime(artifact, "tflite", sizes=(1, 16))
+    cached = load_cached_runtime(DEFAULT_MODEL, cache=shipped_records.of(DEFAULT_MODEL) / "tflite")
+    assert cached is not None, "the shipped model's serving record did not load"
+    return load_artifact(DEFAULT_MODEL), cached[0]
+
+
+class ShippedRecords:
+    """A cache folder (for ``HARSTREAM_CACHE``) holding shipped models' staged
+    serving records, as a worker that served them leaves them on its machine:
+    numpy features and the decision stage's LiteRT conversion (batch size 1
+    alone: one conversion; a worker splits every batch into ones), checked
+    against the whole Keras model first on the usual check windows. A worker started
+    with ``--runtime auto`` there serves them without TensorFlow (fast start),
+    and a calibration fit calls the shared model without it. Each model is
+    recorded once per session, when a test first asks for it."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self._made: set[Path] = set()
+        self._checks: dict[tuple[int, ...], np.ndarray] = {}  # check windows by context steps
+
+    def of(self, *models: Path) -> Path:
+        """The folder, with a record for each of ``models``."""
+        for model in models:
+            if Path(model) not in self._made:
+                self._record(Path(model))
+                self._made.add(Path(model))
+        return self.folder
+
+    def _record(self, model: Path) -> None:
+        from harstream.models.artifact import load_artifact
+        from harstream.models.runtime import TfliteRuntime, check_agreement, check_windows
+        from harstream.models.staged import stages
+        from harstream.models.staged_runtime import (
+            DECISION_STAGE,
+            NumpyFeatures,
+            StagedRuntime,
+            record_staged_serving,
+            stage_artifact,
+        )
+
+        artifact = load_artifact(model)
+        steps = artifact.context_steps
+        check = self._checks.get(steps)
+        if check is None:
+            check = self._checks[steps] = check_windows(context_steps=steps)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("HARSTREAM_CACHE", str(self.folder))
+            features = NumpyFeatures.of_stage(stages(artifact.model)[0])
+            decision = TfliteRuntime(stage_artifact(artifact, DECISION_STAGE), (1,))
+            reference = np.asarray(artifact.model(check, training=False))
+            agreement = check_agreement(StagedRuntime(features, decision), reference, check)
+            assert agreement.ok, (model, agreement)
+            assert record_staged_serving(artifact, features, decision, agreement) is not None
+
+
+@pytest.fixture(scope="session")
+def shipped_records(tmp_path_factory) -> ShippedRecords:
+    """Shipped models' staged serving records in one cache folder (:class:`ShippedRecords`)."""
+    return ShippedRecords(tmp_path_factory.mktemp("shipped-records"))
+
+
+@pytest.fixture
+def any_model_record(shipped_records) -> Path:
+    """A cache folder holding the shipped placement-free model's staged serving record."""
+    from harstream.models.artifact import ANY_MODEL
+
+    return shipped_records.of(ANY_MODEL)
 
 
 @pytest.fixture(scope="session")

@@ -9,10 +9,19 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from websockets.asyncio.client import connect
 
 from harstream.commands.gateway import PersonalFitter
 from harstream.models.artifact import DEFAULT_MODEL
+
+
+@pytest.fixture
+def fits_from_record(any_model_record, monkeypatch):
+    """The gateway's fit process (spawned during the test, with its
+    environment) finds the shared model's staged serving record, as beside a
+    worker serving mode any, and fits without TensorFlow."""
+    monkeypatch.setenv("HARSTREAM_CACHE", str(any_model_record))
 
 
 def walking(t: np.ndarray) -> np.ndarray:
@@ -64,7 +73,7 @@ def test_calibrating_before_hello_is_refused(running_gateway):
     asyncio.run(main())
 
 
-def test_bad_calibration_requests_are_answered_and_counted(running_gateway, tmp_path):
+def test_bad_calibration_requests_are_answered_and_counted(running_gateway, tmp_path, fits_from_record):
     async def main():
         async with running_gateway(calibration_dir=str(tmp_path / "c"), personal_dir=str(tmp_path / "p")) as (gw, _):
             async with connect(f"ws://127.0.0.1:{gw.port}/ws") as ws:
@@ -133,7 +142,7 @@ class HeldFitter(PersonalFitter):
         return super().__call__(folder, device, out)
 
 
-def test_other_phones_stream_on_while_a_calibration_is_fitted(running_gateway, tmp_path):
+def test_other_phones_stream_on_while_a_calibration_is_fitted(running_gateway, tmp_path, fits_from_record):
     release = tmp_path / "release"
 
     async def main():
@@ -164,7 +173,7 @@ def test_other_phones_stream_on_while_a_calibration_is_fitted(running_gateway, t
     asyncio.run(main())
 
 
-def test_a_phone_waiting_for_its_fit_is_not_closed_as_idle(running_gateway, tmp_path):
+def test_a_phone_waiting_for_its_fit_is_not_closed_as_idle(running_gateway, tmp_path, fits_from_record):
     """A phone that sends nothing while its calibration is fitted (a script
     awaiting the result) still gets the result after the idle timeout."""
     release = tmp_path / "release"
@@ -196,7 +205,7 @@ async def hello_with(url: str, device: str, key: str | None = None, local: str =
     return ws, welcome
 
 
-def test_a_calibration_belongs_to_the_key_that_made_it(running_gateway, tmp_path):
+def test_a_calibration_belongs_to_the_key_that_made_it(running_gateway, tmp_path, fits_from_record):
     """The owner calibrates and leaves; a stranger taking the free id cannot
     start, finish or delete its calibration (counted as not_owner), and the
     owner, back with its key, can."""
@@ -255,7 +264,7 @@ def test_a_model_made_outside_the_page_cannot_be_replaced_from_a_phone(running_g
     asyncio.run(main())
 
 
-def test_idle_calibrations_from_one_address_cannot_lock_other_phones_out(running_gateway, tmp_path):
+def test_idle_calibrations_from_one_address_cannot_lock_other_phones_out(running_gateway, tmp_path, fits_from_record):
     """32 connections from one address each open a calibration and go quiet:
     the address holds two (the rest are refused as calibration_limit), a phone
     from another address calibrates, and an idle session gives its place up."""
@@ -281,3 +290,64 @@ def test_idle_calibrations_from_one_address_cannot_lock_other_phones_out(running
                 await ws.close()
 
     asyncio.run(main())
+
+
+_FIT_IN_A_FRESH_PROCESS = """
+import json, sys
+from pathlib import Path
+from harstream.commands.gateway import PersonalFitter
+fitter = PersonalFitter()
+fitter.prepare()
+result = fitter(Path(sys.argv[1]), "phone:same", Path(sys.argv[2]))
+print(json.dumps({"result": result, "loaded": sorted(m for m in ("tensorflow", "keras") if m in sys.modules)}))
+"""
+
+
+def _personal_file(path: Path) -> dict:
+    """A written personal model without what differs from fit to fit (when, how long)."""
+    meta = json.loads(path.read_text())
+    for key in ("calibrated_at", "fit_seconds"):
+        assert meta.pop(key, None) is not None, key
+    return meta
+
+
+def test_the_fit_over_the_shared_models_record_needs_no_tensorflow_and_is_the_fit_over_keras(
+    any_model_record, embedded, tmp_path, monkeypatch
+):
+    """Subject 2 walks, sits and stands for 25 s each, calibrated on the page:
+    the gateway's fit, in a fresh process that finds the shared model's staged
+    record (as beside a worker serving mode any), never imports TensorFlow
+    and writes the very personal model the fit over the Keras model writes."""
+    import subprocess
+    import sys
+
+    from harstream.stream.personal.calibration import CalibrationSession
+
+    rec = min((r for r in embedded.recordings if r.subject == 2), key=lambda r: r.name)
+    session = CalibrationSession("phone:same")
+    for take, (word, label) in enumerate((("walk", 1), ("sit", 4), ("stand", 5))):
+        session.start(word)
+        session.add(100.0 * take, rec.samples[np.asarray(rec.labels) == label][: 25 * 50])
+        assert session.stop().ok, word
+    folder = tmp_path / "takes"
+    folder.mkdir()
+    for name, text in session.files().items():
+        (folder / name).write_text(text, encoding="utf-8")
+
+    monkeypatch.setenv("HARSTREAM_CACHE", str(any_model_record))
+    out = subprocess.run(
+        [sys.executable, "-c", _FIT_IN_A_FRESH_PROCESS, str(folder), str(tmp_path / "record.personal.json")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["loaded"] == [], got
+    assert got["result"]["calibrated"] == ["WALKING", "SITTING", "STANDING"], got
+
+    monkeypatch.setenv("HARSTREAM_CACHE", str(tmp_path / "empty-cache"))  # no record: Keras loads it
+    keras_fitter = PersonalFitter()
+    keras_fitter(folder, "phone:same", tmp_path / "keras.personal.json")
+    assert type(keras_fitter._base.artifact.model).__name__ != "NoneType"
+    assert _personal_file(tmp_path / "record.personal.json") == _personal_file(tmp_path / "keras.personal.json")

@@ -226,7 +226,9 @@ async def take(page, kind: str, seconds: float = 24, speed: float = 20, offset: 
     return await page.text_content("#cal-check")
 
 
-def test_phone_page_calibration_writes_a_personal_model_into_the_registry(running_gateway, tmp_path):
+def test_phone_page_calibration_writes_a_personal_model_into_the_registry(
+    running_gateway, tmp_path, any_model_record, monkeypatch
+):
     """Walk, sit and stand are learned; a 'lie down' take spent walking is
     questioned at once, kept anyway, and refused by the fit with the reason;
     the stairs are skipped. The takes land as documented CSVs, the model in
@@ -238,6 +240,7 @@ def test_phone_page_calibration_writes_a_personal_model_into_the_registry(runnin
     from harstream.stream.personal.calibration import device_folder_name
 
     registry, data = tmp_path / "personal", tmp_path / "calibration"
+    monkeypatch.setenv("HARSTREAM_CACHE", str(any_model_record))  # the fit process finds the shared model's record
 
     async def main():
         # signal_rate: the takes' motion is played 20 times faster than real time (see take)
@@ -314,7 +317,9 @@ async def move_until(page, kind: str, condition: str, timeout_s: float) -> None:
         await motion
 
 
-def test_a_phone_calibrated_on_the_page_is_served_by_its_personal_model_without_a_restart(ipc_address, tmp_path):
+def test_a_phone_calibrated_on_the_page_is_served_by_its_personal_model_without_a_restart(
+    ipc_address, tmp_path, shipped_records, monkeypatch
+):
     """The whole path: a real worker (its own process) serves the page's phone
     in mode any; the page's calibration goes through the gateway into the
     registry folder the worker watches; the same worker, not restarted, then
@@ -326,9 +331,13 @@ def test_a_phone_calibrated_on_the_page_is_served_by_its_personal_model_without_
     from playwright.async_api import async_playwright
 
     from harstream.commands.gateway import PersonalFitter
+    from harstream.models.artifact import ANY_MODEL, ANY_NO_GYRO_MODEL, DEFAULT_MODEL
 
     ingest, output = ipc_address("ingest"), ipc_address("output")
     registry = tmp_path / "personal"
+    # the shipped models' serving records, as a worker that served them before leaves them: this worker
+    # starts without TensorFlow, and the gateway's fit process calls the shared model without it
+    monkeypatch.setenv("HARSTREAM_CACHE", str(shipped_records.of(DEFAULT_MODEL, ANY_MODEL, ANY_NO_GYRO_MODEL)))
     worker = subprocess.Popen(
         [
             sys.executable,
@@ -344,7 +353,7 @@ def test_a_phone_calibrated_on_the_page_is_served_by_its_personal_model_without_
             "--personal-poll",
             "0.2",
             "--runtime",
-            "keras",
+            "auto",
             "--stats-every",
             "3600",  # no stats lines (0 is refused: 0.1..3600)
         ],

@@ -125,9 +125,20 @@ def test_a_one_window_model_cannot_be_restaged():
 SIZES = (1, 4)
 
 
+@pytest.fixture(scope="module")
+def _conversions(tmp_path_factory):
+    """One LiteRT cache for this module's staged model: the first test that
+    serves its stages with LiteRT converts them (at SIZES), the staged record's
+    full start below reads them back, as a worker reads the cache it shares
+    (keyed by each stage's hash and batch size)."""
+    return tmp_path_factory.mktemp("conversions")
+
+
 @pytest.mark.parametrize("kind", ["tflite", "tf-function"])
-def test_each_stage_served_by_a_compiled_runtime_agrees_with_keras(staged_artifact, kind):
+def test_each_stage_served_by_a_compiled_runtime_agrees_with_keras(staged_artifact, kind, _conversions, monkeypatch):
     from harstream.models.staged_runtime import load_staged_runtime
+
+    monkeypatch.setenv("HARSTREAM_CACHE", str(_conversions))
 
     check = WindowContext((1, 2)).push(_stream_windows())
     # batch sizes 1 and 4 (the worker's are 1, 4, 16, 64): half the conversions, the same splits and padding
@@ -218,7 +229,7 @@ def test_a_device_moved_to_a_model_with_another_feature_stage_starts_its_context
 
 
 @pytest.fixture(scope="module")
-def _staged_record(staged_artifact, tmp_path_factory):
+def _staged_record(staged_artifact, tmp_path_factory, _conversions):
     """A copy of the staged model whose full start (numpy features + LiteRT
     decision, checked against Keras) left its staged serving record in a cache
     beside it; made once per module (the start converts the model):
@@ -233,6 +244,7 @@ def _staged_record(staged_artifact, tmp_path_factory):
     from harstream.models.staged_runtime import load_staged_runtime
 
     folder = tmp_path_factory.mktemp("recorded")
+    shutil.copytree(_conversions, folder / "cache")  # the stages' conversions, if a test above made them
     shutil.copy(staged_artifact.path, folder / "ctx.keras")
     shutil.copy(staged_artifact.path.with_suffix(".json"), folder / "ctx.json")
     check = WindowContext((1, 2)).push(_stream_windows())[:9]

@@ -121,8 +121,8 @@ def stairs_checked(recordings: list) -> list:
 
 
 def run(args: argparse.Namespace) -> int:
-    from harstream.models.artifact import ANY_MODEL, ArtifactError, load_artifact
-    from harstream.models.personal import PersonalSettings, fit_personal, save_personal
+    from harstream.models.artifact import ArtifactError
+    from harstream.models.personal import PersonalSettings, fit_personal, load_shared_model, save_personal
     from harstream.stream.core.protocol import ProtocolError, check_device_id
     from harstream.stream.data.recordings import RecordingError, load_device_recordings
     from harstream.stream.personal.model_file import personal_file_name
@@ -139,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
         print(guessed, file=sys.stderr)
     try:
         dataset = load_device_recordings(args.data)
-        base = load_artifact(args.base or ANY_MODEL)
+        shared = load_shared_model(args.base)  # without TensorFlow where a worker left its serving record
     except (RecordingError, ArtifactError) as exc:
         print(exc, file=sys.stderr)
         return 2
@@ -147,7 +147,9 @@ def run(args: argparse.Namespace) -> int:
     if args.max_angle is not None:  # range-checked by its option type
         settings = replace(settings, max_angle=args.max_angle)
     try:
-        fit = fit_personal(stairs_checked(dataset.recordings), base, settings)
+        fit = fit_personal(
+            stairs_checked(dataset.recordings), shared.artifact, settings, shared.probabilities, shared.features
+        )
     except ArtifactError as exc:
         print(exc, file=sys.stderr)
         return 2
@@ -161,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
     command = "harstream calibrate " + shlex.join(sys.argv[2:]) if len(sys.argv) > 2 else None
     for line in fit.summary:
         print(line)
-    path = save_personal(fit, out, device, base, command=command)
+    path = save_personal(fit, out, device, shared.artifact, command=command)
     if path != out:
         print(f"--out {out}: a personal model is {personal_file_name(out).name} now (JSON parameters, not Keras)")
     print(f"wrote {path} for device {device} (classes {', '.join(fit.classes)}; fitted in {fit.seconds:.1f} s)")

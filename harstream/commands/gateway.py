@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import threading
 from pathlib import Path
+from typing import Any
 
 from harstream.commands._options import (
     COUNT,
@@ -235,11 +236,13 @@ def run(args: argparse.Namespace) -> int:
 class PersonalFitter:
     """The gateway's ``fit``: a personal model from a device's calibration CSVs,
     as ``harstream calibrate`` makes it (load_csv, fit_personal, save_personal).
-    The base model is loaded on first use, in the gateway's fit process."""
+    The base model is loaded on first use, in the gateway's fit process: from
+    the staged serving record a worker on this machine left (no TensorFlow),
+    else with Keras (:func:`~harstream.models.personal.load_shared_model`)."""
 
     def __init__(self, base: str | Path | None = None):
         self.base_path = base
-        self._base = None
+        self._base: Any = None
         self._lock = threading.Lock()
 
     def __getstate__(self) -> dict:
@@ -252,24 +255,35 @@ class PersonalFitter:
 
     def prepare(self) -> None:
         """Load the base model now (the gateway calls this in its fit process
-        when a calibration starts, so the first fit does not wait for it)."""
-        from harstream.models.artifact import ANY_MODEL, load_artifact
+        when a calibration starts, so the first fit does not wait for it),
+        and the modules a fit imports."""
+        from harstream.models.personal import import_fit_modules
+
+        self._shared()
+        import_fit_modules()
+
+    def _shared(self) -> Any:
+        from harstream.models.personal import load_shared_model
 
         with self._lock:
             if self._base is None:
-                self._base = load_artifact(self.base_path or ANY_MODEL)
+                self._base = load_shared_model(self.base_path)
+            return self._base
 
     def __call__(self, folder: Path, device: str, out: Path) -> dict:
-        from harstream.models.artifact import ANY_MODEL, load_artifact
         from harstream.models.personal import fit_personal, save_personal
         from harstream.stream.data.recordings import load_csv
 
+        shared = self._shared()
         with self._lock:
-            if self._base is None:
-                self._base = load_artifact(self.base_path or ANY_MODEL)
             dataset = load_csv(folder)
-            fit = fit_personal(dataset.recordings, self._base)
-            save_personal(fit, out, device, self._base, command=f"/phone calibration of {device}")
+            fit = fit_personal(
+                dataset.recordings,
+                shared.artifact,
+                base_probabilities=shared.probabilities,
+                base_features=shared.features,
+            )
+            save_personal(fit, out, device, shared.artifact, command=f"/phone calibration of {device}")
         return {
             "calibrated": fit.calibrated,
             "refused": fit.refused,

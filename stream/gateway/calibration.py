@@ -375,9 +375,10 @@ class FitProcess:
     """One child process (spawned, niced) that runs :func:`write_and_fit`, one
     call at a time.
 
-    A fit is seconds of TensorFlow: in a thread of the gateway it held the
-    interpreter lock long enough to stall every phone's stream (and loaded
-    hundreds of MB into the gateway). In its own process it cannot; a fit that
+    A fit is CPU for a while (with the shared model in Keras, seconds of
+    TensorFlow; from its serving record, numpy and LiteRT): in a thread of the
+    gateway it held the interpreter lock long enough to stall every phone's
+    stream (and loaded hundreds of MB into the gateway). In its own process it cannot; a fit that
     kills its process (out of memory) is that device's error, and the next fit
     starts a fresh process. ``fit`` is pickled to the child, which keeps the
     last one (and whatever it loaded, such as its base model) for the next call.
