@@ -10,6 +10,7 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,7 @@ from harstream.stream.core.protocol import Prediction, SampleBatch, decode_outpu
 from harstream.stream.core.worker import WorkerConfig
 from harstream.stream.durable.bridge import entry_messages, serve_bridge
 from harstream.stream.durable.broker import Keys, connect, start_redis
+from harstream.stream.durable.partitions import partition_of
 from harstream.stream.durable.redis_worker import LogConfig, serve_redis
 
 pytestmark = pytest.mark.skipif(
@@ -45,8 +47,11 @@ class Durable:
         maxmemory_mb: int = 0,
         retention_s: float = 60.0,
         log_config: LogConfig | None = None,
+        before: Callable[[str], None] | None = None,
     ):
         self.proc, self.url = start_redis(folder, unix_socket=folder / "redis.sock", maxmemory_mb=maxmemory_mb)
+        if before is not None:  # what the broker holds before the bridge and the worker start
+            before(self.url)
         self.stop = threading.Event()
         self.ctx = zmq.Context()
         self.lock = threading.Lock()
@@ -292,3 +297,37 @@ def test_devices_gone_quiet_are_forgotten_by_the_broker_and_a_live_one_is_kept(d
     assert GOOD in known()
     assert d.wait(lambda: d.stats.get("broker", {}).get("forgotten_devices", 0) >= len(rotated)), d.stats["broker"]
     assert all(client.zcard(keys.seen(p)) <= 1 for p in range(PARTITIONS))
+
+
+def test_junk_another_client_left_in_the_brokers_records_is_set_aside_and_the_device_goes_on():
+    """Before the worker starts, another client has written junk into every
+    record the worker reads or its scripts update for the good device: its
+    partition's lease (no expiry) and epoch counter, its progress record, the
+    time its history is final up to, its day's minutes. Each used to stop the
+    worker: the takeover failed on every try, or a script error refused every
+    commit of every partition (the worker retrying "broker errors" for good).
+    Now each is counted as junk and started afresh, and no window is lost."""
+    keys = Keys()
+    p = partition_of(GOOD, PARTITIONS)
+
+    def junk_records(url: str) -> None:
+        client = connect(url)
+        client.set(keys.lease(p), "squatter 1")  # no expiry: no worker's lease
+        client.set(keys.epoch(p), "not a number")
+        client.hset(keys.progress(p), mapping={GOOD: "junk{", "other-phone": '{"w": "x", "recent": 5}'})
+        client.hset(f"{keys.prefix}hist_until", GOOD, "junk")
+        client.hset(f"{keys.prefix}today:{GOOD}", mapping={"day": "9" * 30, "walking": "x"})
+        client.close()
+
+    folder = Path(tempfile.mkdtemp(prefix="hs-hd-"))
+    d = Durable(folder, before=junk_records)
+    try:
+        d.assert_good_device_goes_on()
+        assert d.wait(lambda: d.stats.get("broker", {}).get("junk", {}).get("history", 0) >= 1), d.stats
+        broker = d.stats["broker"]
+        assert broker["junk"]["progress"] >= 2, broker  # two at the takeover, GOOD's again at its first commit
+        assert broker["committed"] >= broker["published"] - 1, broker  # nothing committed and not published
+        assert broker.get("broker_errors", 0) == 0, broker
+    finally:
+        d.close()
+        shutil.rmtree(folder, ignore_errors=True)

@@ -31,10 +31,19 @@ if ARGV[2] ~= '0' then redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV
 return redis.call('ZRANGE', KEYS[1], 0, -1)
 """
 
-# KEYS: lease, epoch; ARGV: worker, ttl_ms -> epoch, or 0 if held
+# KEYS: lease, epoch; ARGV: worker, ttl_ms -> epoch, or 0 if held. A lease
+# key with no expiry is junk (every owner sets one, and renews it) and taken,
+# else the partition would never be served again; an epoch counter that is
+# not an integer restarts from the server's time in ms, past any count it held.
 _ACQUIRE = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-local epoch = redis.call('INCR', KEYS[2])
+if redis.call('PTTL', KEYS[1]) ~= -1 and redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local epoch = redis.pcall('INCR', KEYS[2])
+if type(epoch) == 'table' then
+  local t = redis.call('TIME')
+  epoch = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  redis.call('DEL', KEYS[2])
+  redis.call('SET', KEYS[2], epoch)
+end
 redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. epoch, 'PX', ARGV[2])
 return epoch
 """
@@ -70,20 +79,29 @@ return 0
 
 # KEYS: lease, progress, predictions, latest, seen
 # ARGV: value, maxlen, then (device, window, prediction JSON, progress JSON) per prediction
-# -> {written, skipped} or -1 when fenced. A window at or below the device's
+# -> {written, skipped, junk} or -1 when fenced. A window at or below the device's
 # committed one is skipped: a replay overwrites nothing and duplicates nothing.
 # Each written device is scored in ``seen`` by the server's time, for _FORGET.
+# A progress record without a readable window (written by another client) is
+# junk: counted, and taken as no window committed, so the new one replaces it
+# (raising here would refuse every commit of the partition, for good).
 _COMMIT = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local written, skipped = 0, 0
+local written, skipped, junk = 0, 0, 0
 for i = 3, #ARGV, 4 do
   local device, window = ARGV[i], tonumber(ARGV[i + 1])
   local cur = redis.call('HGET', KEYS[2], device)
   local done = -1
   if cur then  -- a record starts with its window ({"w":N,...}): read without decoding it all
-    done = tonumber(string.match(cur, '^{"w":(%-?%d+)[,}]') or cjson.decode(cur)['w'])
+    local w = string.match(cur, '^{"w":(%-?%d+)[,}]')
+    if not w then
+      local ok, record = pcall(cjson.decode, cur)
+      if ok and type(record) == 'table' then w = record['w'] end
+    end
+    done = tonumber(w)
+    if done == nil then done, junk = -1, junk + 1 end
   end
   if window > done then
     redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], '*', 'device', device, 'window', ARGV[i + 1], 'p', ARGV[i + 2])
@@ -95,7 +113,7 @@ for i = 3, #ARGV, 4 do
     skipped = skipped + 1
   end
 end
-return {written, skipped}
+return {written, skipped, junk}
 """
 
 # KEYS: lease, progress, latest, seen; ARGV: value, age_ms, limit
@@ -302,9 +320,9 @@ class Leases:
 
     def commit_many(
         self, commits: list[tuple[Lease, list[tuple[str, int, dict, dict]]]], maxlen: int
-    ) -> list[tuple[int, int] | Fenced]:
+    ) -> list[tuple[int, int, int] | Fenced]:
         """:meth:`commit` for several partitions in one round trip: per
-        partition, (written, skipped) or the :class:`Fenced` it met (not raised)."""
+        partition, (written, skipped, junk) or the :class:`Fenced` it met (not raised)."""
         return self.commit_results(commits, run_scripts(self.client, self.commit_calls(commits, maxlen)))
 
     def commit_calls(self, commits: list[tuple[Lease, list[tuple[str, int, dict, dict]]]], maxlen: int) -> list:
@@ -314,10 +332,11 @@ class Leases:
         ]
 
     @staticmethod
-    def commit_results(commits: list[tuple[Lease, list]], replies: list) -> list[tuple[int, int] | Fenced]:
-        """What :meth:`commit_many` returns, from the replies of its calls."""
+    def commit_results(commits: list[tuple[Lease, list]], replies: list) -> list[tuple[int, int, int] | Fenced]:
+        """What :meth:`commit_many` returns, from the replies of its calls:
+        per partition (written, skipped, junk progress records replaced)."""
         return [
-            _fenced(lease) if reply == -1 else (int(reply[0]), int(reply[1]))
+            _fenced(lease) if reply == -1 else (int(reply[0]), int(reply[1]), int(reply[2]))
             for (lease, _), reply in zip(commits, replies)
         ]
 
