@@ -57,6 +57,8 @@ MAX_HISTORY_RUNS = 400  # per device: final history, adjacent pieces of one labe
 SIGNAL_SECONDS = 10.0  # raw signal kept per device (stream seconds)
 MAX_SIGNAL_CHUNKS = 400  # hard bound on signal messages kept per device
 MAX_DEVICES = 2000  # beyond this the least recently seen device is forgotten
+MAX_WORKERS = 64  # workers' stats kept; beyond this the least recently heard is forgotten
+MAX_DROP_REASONS = 64  # drop reasons taken from one stats message (a worker has a few dozen)
 LIVE_AFTER_S = 60.0  # a device not heard from for this long is no longer "live"
 FORGET_AFTER_S = 600.0  # ... and is dropped entirely after this long
 STALE_AFTER_S = 5.0  # no stats / no predictions for this long: show a banner
@@ -446,7 +448,10 @@ class LiveState:
             self._device(message.device, now).add_history(message, now)
         elif isinstance(message, dict):
             worker = str(message.get("worker", "")) or "worker"
+            self.stats.pop(worker, None)  # kept in the order heard, the least recently heard first
             self.stats[worker] = (now, message)
+            while len(self.stats) > MAX_WORKERS:  # ids that change (restarts) or a publisher inventing them
+                del self.stats[next(iter(self.stats))]
             self.last_stats = now
         else:
             raise TypeError(f"not an output-bus message: {type(message).__name__}")
@@ -461,7 +466,9 @@ class LiveState:
 
     def forget(self, now: float, keep: int = MAX_DEVICES) -> None:
         """Drop devices silent for FORGET_AFTER_S, then the least recently
-        seen beyond ``keep``."""
+        seen beyond ``keep``; and workers' stats not heard for as long."""
+        for worker in [w for w, (received, _) in self.stats.items() if now - received > FORGET_AFTER_S]:
+            del self.stats[worker]
         for name in [d for d, s in self.devices.items() if now - s.last_seen > FORGET_AFTER_S]:
             del self.devices[name]
         if len(self.devices) > keep:
@@ -596,7 +603,7 @@ def _drops(stats: dict) -> dict[str, int]:
     for key in ("drops", "dropped", "rejects", "rejected"):
         value = stats.get(key)
         if isinstance(value, dict):
-            return {str(k): int(v) for k, v in value.items() if _is_number(v)}
+            return {str(k)[:64]: int(v) for k, v in list(value.items())[:MAX_DROP_REASONS] if _is_number(v)}
     return {}
 
 
@@ -641,3 +648,5 @@ def _check_prediction(p: Prediction) -> None:
         raise ValueError("classes must name each entry of probs")
     if not (_is_number(p.t_start) and _is_number(p.t_end)):
         raise ValueError("t_start and t_end must be numbers")
+    if type(p.window) is not int or not _is_number(p.latency_ms):  # both are written into the page's text
+        raise ValueError("window must be an integer and latency_ms a number")
