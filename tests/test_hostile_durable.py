@@ -331,3 +331,44 @@ def test_junk_another_client_left_in_the_brokers_records_is_set_aside_and_the_de
     finally:
         d.close()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_keys_of_another_type_under_the_brokers_names_are_replaced_and_the_device_goes_on():
+    """Before the worker starts, another client has put a key of the wrong
+    type under each name the worker writes (a string where a hash, a stream
+    or a sorted set belongs; a hash where the good device's lease belongs).
+    Every script writing one raised WRONGTYPE and took the round trip's
+    commits with it: the worker retried "broker errors" and published
+    nothing. Now each such key is deleted and made afresh, counted as junk."""
+    keys = Keys()
+    p = partition_of(GOOD, PARTITIONS)
+
+    def wrong_types(url: str) -> None:
+        client = connect(url)
+        for key in (
+            keys.progress(p),
+            keys.latest,
+            keys.predictions,
+            keys.seen(p),
+            keys.members,
+            f"{keys.prefix}hist_until",
+            f"{keys.prefix}today:{GOOD}",
+        ):
+            client.set(key, "junk")
+        client.rpush(f"{keys.prefix}hist:{GOOD}", "junk")
+        client.hset(keys.lease(p), "junk", "1")
+        client.close()
+
+    folder = Path(tempfile.mkdtemp(prefix="hs-hd-"))
+    d = Durable(folder, before=wrong_types)
+    try:
+        d.assert_good_device_goes_on()
+        assert d.wait(lambda: d.stats.get("broker", {}).get("junk", {}).get("history", 0) >= 3), d.stats
+        broker = d.stats["broker"]
+        assert broker["junk"]["progress"] >= 2, broker  # the shared keys, at the first commit at least
+        assert broker.get("broker_errors", 0) == 0, broker
+        client = connect(d.url)
+        assert client.type(keys.predictions) == b"stream" and client.type(keys.latest) == b"hash"
+    finally:
+        d.close()
+        shutil.rmtree(folder, ignore_errors=True)

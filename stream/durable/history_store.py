@@ -20,6 +20,7 @@ from collections.abc import Sequence
 
 from harstream.stream.core.protocol import HistoryUpdate
 from harstream.stream.core.today import CATEGORY, DAY, day_of
+from harstream.stream.durable.leases import OWN_KEY_LUA
 
 log = logging.getLogger(__name__)
 
@@ -29,10 +30,12 @@ log = logging.getLogger(__name__)
 # junk records met}, or -1 if not our lease. Junk (another client's: a final time that is no
 # number, a day's seconds that are none) is counted and started afresh, never raised: a script
 # error here would refuse the commits of every partition in the same round trip, for good.
-_KEEP = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+_KEEP = (
+    OWN_KEY_LUA
+    + """
+if redis.pcall('GET', KEYS[1]) ~= ARGV[1] then return -1 end
 local device = ARGV[2]
-local junk = 0
+local junk = own(KEYS[2], 'hash') + own(KEYS[3], 'hash') + own(KEYS[4], 'hash')
 local until_ = redis.call('HGET', KEYS[2], device)
 until_ = until_ and tonumber(until_)
 if not until_ or until_ ~= until_ then  -- absent, or junk (not a number, NaN)
@@ -67,6 +70,7 @@ end
 redis.call('HSET', KEYS[2], device, string.format('%.6f', until_))
 return {kept, redis.call('HGETALL', KEYS[4]), junk}
 """
+)
 
 
 class HistoryStore:
@@ -160,6 +164,20 @@ class HistoryStore:
         return [{"start": s, "end": e, "label": label} for s, e, label in rows]
 
 
+def hash_or_junk(client, key: str) -> dict:
+    """``HGETALL key``; a key of another type (another client's junk) reads
+    as ``{"": ""}``, which no reader takes (the scripts replace the key at
+    their next write)."""
+    import redis
+
+    try:
+        return client.hgetall(key)
+    except redis.ResponseError as exc:
+        if "WRONGTYPE" not in str(exc):
+            raise
+        return {"": ""}
+
+
 def split_at_midnight(pieces: Sequence[dict]) -> list[dict]:
     """Pieces that cross midnight (UTC) cut in two, so each day counts its own part.
 
@@ -182,7 +200,7 @@ def restore_today(store: HistoryStore, core, devices: Sequence[str]) -> int:
     counted in ``store.junk``; the next final piece starts it afresh."""
     n = 0
     for device in devices:
-        raw = {_text(k): _text(v) for k, v in store.client.hgetall(store.today_key(device)).items()}
+        raw = {_text(k): _text(v) for k, v in hash_or_junk(store.client, store.today_key(device)).items()}
         held = _day(raw)
         if held is not None:
             core.today.restore(device, *held)

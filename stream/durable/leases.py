@@ -22,14 +22,35 @@ import orjson
 
 from harstream.stream.durable.broker import Keys
 
+#: Lua prepended to the scripts that write the deployment's keys: ``own(key,
+#: kind)`` deletes ``key`` if another client left a key of another type under
+#: its name (a string where a hash belongs: every write to it would raise, and
+#: the script's error refuse every commit of the round trip) and says 1 if so.
+#: A lease of another type is read with ``redis.pcall``: not ours, so fenced,
+#: and the acquire script (no expiry) takes it.
+OWN_KEY_LUA = """
+local function own(key, kind)
+  local t = redis.call('TYPE', key)['ok']
+  if t ~= kind and t ~= 'none' then
+    redis.call('DEL', key)
+    return 1
+  end
+  return 0
+end
+"""
+
 # KEYS: members; ARGV: worker, ttl_ms -> live member ids, sorted
-_HEARTBEAT = """
+_HEARTBEAT = (
+    OWN_KEY_LUA
+    + """
+own(KEYS[1], 'zset')
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 if ARGV[2] ~= '0' then redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1]) end
 return redis.call('ZRANGE', KEYS[1], 0, -1)
 """
+)
 
 # KEYS: lease, epoch; ARGV: worker, ttl_ms -> epoch, or 0 if held. A lease
 # key with no expiry is junk (every owner sets one, and renews it) and taken,
@@ -50,7 +71,7 @@ return epoch
 
 # KEYS: lease; ARGV: value, ttl_ms -> 1 renewed, 0 lost
 _RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
+if redis.pcall('GET', KEYS[1]) == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   return 1
 end
@@ -61,7 +82,7 @@ return 0
 _RENEW_MANY = """
 local out = {}
 for i, key in ipairs(KEYS) do
-  if redis.call('GET', key) == ARGV[i + 1] then
+  if redis.pcall('GET', key) == ARGV[i + 1] then
     redis.call('PEXPIRE', key, ARGV[1])
     out[i] = 1
   else
@@ -73,7 +94,7 @@ return out
 
 # KEYS: lease; ARGV: value -> 1 released, 0 was not ours
 _RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+if redis.pcall('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
 
@@ -85,11 +106,14 @@ return 0
 # A progress record without a readable window (written by another client) is
 # junk: counted, and taken as no window committed, so the new one replaces it
 # (raising here would refuse every commit of the partition, for good).
-_COMMIT = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+_COMMIT = (
+    OWN_KEY_LUA
+    + """
+if redis.pcall('GET', KEYS[1]) ~= ARGV[1] then return -1 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local written, skipped, junk = 0, 0, 0
+junk = own(KEYS[2], 'hash') + own(KEYS[3], 'stream') + own(KEYS[4], 'hash') + own(KEYS[5], 'zset')
 for i = 3, #ARGV, 4 do
   local device, window = ARGV[i], tonumber(ARGV[i + 1])
   local cur = redis.call('HGET', KEYS[2], device)
@@ -115,13 +139,19 @@ for i = 3, #ARGV, 4 do
 end
 return {written, skipped, junk}
 """
+)
 
 # KEYS: lease, progress, latest, seen; ARGV: value, age_ms, limit
 # -> devices forgotten, or -1 when fenced: up to ``limit`` devices of the
 # partition whose last window was committed more than ``age_ms`` ago lose
 # their progress record and their latest prediction.
-_FORGET = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+_FORGET = (
+    OWN_KEY_LUA
+    + """
+if redis.pcall('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+own(KEYS[2], 'hash')
+own(KEYS[3], 'hash')
+own(KEYS[4], 'zset')
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local old = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now - tonumber(ARGV[2]), 'LIMIT', 0, tonumber(ARGV[3]))
@@ -132,10 +162,11 @@ for _, device in ipairs(old) do
 end
 return #old
 """
+)
 
 # KEYS: lease, stream; ARGV: value, group, ids... -> acked count or -1 when fenced
 _ACK = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+if redis.pcall('GET', KEYS[1]) ~= ARGV[1] then return -1 end
 local n = 0
 for i = 3, #ARGV do n = n + redis.call('XACK', KEYS[2], ARGV[2], ARGV[i]) end
 return n

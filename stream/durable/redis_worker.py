@@ -64,7 +64,7 @@ from harstream.stream.core.subscriptions import Subscriptions
 from harstream.stream.core.worker import StreamCore, WorkerConfig, WorkerStats, one_model_router
 from harstream.stream.durable.bridge import entry_messages
 from harstream.stream.durable.broker import GROUP, PREFIX, Backoff, Keys, connect
-from harstream.stream.durable.history_store import HistoryStore, restore_today
+from harstream.stream.durable.history_store import HistoryStore, hash_or_junk, restore_today
 from harstream.stream.durable.leases import Fenced, Lease, Leases, run_scripts
 from harstream.stream.durable.partition_state import PartitionState
 from harstream.stream.durable.partitions import DEFAULT_PARTITIONS, partition_of, plan
@@ -233,7 +233,7 @@ class RedisWorker:
             if _text(group["name"]) == GROUP:
                 last = _text(group["last-delivered-id"])
         claimed = self._claim_pending(stream)
-        progress = self.client.hgetall(self.keys.progress(lease.partition))
+        progress = hash_or_junk(self.client, self.keys.progress(lease.partition))
         junk = owned.load_progress({_text(device): raw for device, raw in progress.items()})
         if junk:  # the commit replaces such a record with the device's next window's
             self._junk("progress", len(junk), f"partition {lease.partition}, device {junk[0][:64]!r}")
