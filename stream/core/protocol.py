@@ -552,6 +552,8 @@ def _valid_today(today: Any) -> bool:
         and len(minutes) <= 16
         and all(
             isinstance(k, str)
+            and 0 < len(k) <= 32
+            and k.isprintable()  # a category's name is shown
             and isinstance(v, (int, float))
             and not isinstance(v, bool)
             and math.isfinite(v)
