@@ -372,3 +372,22 @@ def test_keys_of_another_type_under_the_brokers_names_are_replaced_and_the_devic
     finally:
         d.close()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_a_partition_log_replaced_or_deleted_by_another_client_is_made_readable_again(durable_factory):
+    """The good device's partition log replaced by a string, then deleted
+    (the bridge's next write makes it again, without the consumer group):
+    either made every read of every partition fail (WRONGTYPE, NOGROUP), the
+    worker retrying for good. Now the worker makes the log a stream with its
+    group again (fenced by its lease), counts it as junk, and the device goes
+    on; what the bridge could not write meanwhile is refused and counted."""
+    d = durable_factory()
+    client = connect(d.url)
+    log = Keys().partition(partition_of(GOOD, PARTITIONS))
+    client.delete(log)
+    client.set(log, "junk")
+    d.assert_good_device_goes_on(max_lost=40)
+    client.delete(log)
+    d.assert_good_device_goes_on(max_lost=40)
+    assert d.stats["broker"]["junk"].get("log", 0) >= 2, d.stats["broker"]
+    assert client.type(log) == b"stream"

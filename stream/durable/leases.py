@@ -164,6 +164,20 @@ return #old
 """
 )
 
+# KEYS: lease, stream; ARGV: value, group -> 1 if the stream was junk (another type: deleted), 0,
+# or -1 when fenced. The partition's log made readable again: a key of another type under its
+# name, or the log deleted and written afresh without the consumer group (both made every read
+# of every partition fail), becomes a stream with the group, read from its first entry.
+_REPAIR_LOG = (
+    OWN_KEY_LUA
+    + """
+if redis.pcall('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+local junk = own(KEYS[2], 'stream')
+redis.pcall('XGROUP', 'CREATE', KEYS[2], ARGV[2], '0', 'MKSTREAM')
+return junk
+"""
+)
+
 # KEYS: lease, stream; ARGV: value, group, ids... -> acked count or -1 when fenced
 _ACK = """
 if redis.pcall('GET', KEYS[1]) ~= ARGV[1] then return -1 end
@@ -233,6 +247,7 @@ class Leases:
         self._commit = client.register_script(_COMMIT)
         self._ack = client.register_script(_ACK)
         self._forget = client.register_script(_FORGET)
+        self._repair_log = client.register_script(_REPAIR_LOG)
 
     def heartbeat(self, worker: str, leave: bool = False) -> list[str]:
         """Refresh ``worker``'s membership; the live members, sorted."""
@@ -282,6 +297,19 @@ class Leases:
             self.client, [(self._renew_many, keys, [self.ttl_ms, *(lease.value for lease in leases)])]
         )
         return [bool(result) for result in replies]
+
+    def repair_logs(self, leases: list[Lease], group: str) -> int:
+        """Make each lease's partition log a stream with ``group`` again
+        (fenced, in one round trip); how many were of another type (junk)."""
+        calls = [
+            (
+                self._repair_log,
+                [self.keys.lease(lease.partition), self.keys.partition(lease.partition)],
+                [lease.value, group],
+            )
+            for lease in leases
+        ]
+        return sum(max(0, int(r)) for r in run_scripts(self.client, calls))
 
     def release(self, lease: Lease) -> bool:
         return bool(self._release(keys=[self.keys.lease(lease.partition)], args=[lease.value]))

@@ -348,7 +348,18 @@ class RedisWorker:
         if not streams:
             time.sleep(block_ms / 1000)
             return 0
-        reply = self.client.xreadgroup(GROUP, self.worker_id, streams, count=self.lc.read_count, block=block_ms or None)
+        try:
+            reply = self.client.xreadgroup(
+                GROUP, self.worker_id, streams, count=self.lc.read_count, block=block_ms or None
+            )
+        except redis.ResponseError as exc:
+            # one partition's log of another type, or deleted (and its group with it), by another
+            # client: every read of every partition failed, for good. Made readable again, counted.
+            if not any(s in str(exc) for s in ("WRONGTYPE", "NOGROUP", "UNBLOCKED")):
+                raise
+            junk = self.leases.repair_logs([self.owned[p].lease for p in list(self.owned)], GROUP)
+            self._junk("log", max(1, junk), str(exc)[:100])
+            return 0
         n = messages = 0
         now = time.monotonic()
         for stream, entries in reply or []:
