@@ -56,6 +56,7 @@ MAX_PREDICTIONS = 400  # per device: ~8.5 min at one window per 1.28 s
 MAX_HISTORY_RUNS = 400  # per device: final history, adjacent pieces of one label joined
 SIGNAL_SECONDS = 10.0  # raw signal kept per device (stream seconds)
 MAX_SIGNAL_CHUNKS = 400  # hard bound on signal messages kept per device
+MAX_SIGNAL_RATE = 1000.0  # Hz: a signal message's rate past this is no signal (the worker sends 10 Hz)
 MAX_DEVICES = 2000  # beyond this the least recently seen device is forgotten
 MAX_WORKERS = 64  # workers' stats kept; beyond this the least recently heard is forgotten
 MAX_DROP_REASONS = 64  # drop reasons taken from one stats message (a worker has a few dozen)
@@ -301,10 +302,13 @@ class DeviceState:
         return out
 
     def add_signal(self, s: Signal, now: float) -> None:
-        if not (_is_number(s.t0) and _is_number(s.rate) and s.rate > 0):
-            raise ValueError(f"signal t0 {s.t0!r} and rate {s.rate!r} must be numbers, rate > 0")
+        if not (_is_number(s.t0) and _is_number(s.rate) and 0 < s.rate <= MAX_SIGNAL_RATE):
+            raise ValueError(f"signal t0 {s.t0!r} and rate {s.rate!r} must be numbers, rate in 0..{MAX_SIGNAL_RATE}")
         acc = np.asarray(s.acc, dtype=np.float32).reshape(-1, 3)
         gyro = np.asarray(s.gyro, dtype=np.float32).reshape(-1, 3)
+        # drawn against one time axis: as many rows of each, finite (a chart cannot draw NaN)
+        if len(acc) != len(gyro) or not (np.isfinite(acc).all() and np.isfinite(gyro).all()):
+            raise ValueError("signal acc and gyro must be as many rows of 3 finite numbers")
         if len(self.signal) == self.signal.maxlen:
             self._signal_n -= len(self.signal[0][2])
         self.signal.append((float(s.t0), float(s.rate), acc, gyro))

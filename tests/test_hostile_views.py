@@ -18,8 +18,10 @@ import zmq
 from harstream.stream.core.protocol import (
     HistoryUpdate,
     Prediction,
+    Signal,
     encode_history,
     encode_prediction,
+    encode_signal,
     encode_stats,
 )
 
@@ -163,10 +165,12 @@ def markdown_forgeries(url: str) -> list[list[bytes]]:
     }
     p = prediction("d1", 3, model=f"x` {image('model')} `x", mode="**m**", label=image("label"), smoothed="SITTING")
     piece = {"start": 1.0, "end": 2.0, "label": "SITTING", "final": True}
-    today = {"day": "2026-12-07", "minutes": {image("today"): 5.0}}
+    today = {"day": "2026-12-07", "minutes": {f"[t]({url})": 5.0}}  # a category's name: 32 characters at most
     broken = prediction("d1", 4, latency_ms=image("latency"))  # formatted as a number by the page
     history = encode_history(HistoryUpdate("d1", [piece], today=today))
-    return [encode_stats("w", stats), encode_prediction(p), history, encode_prediction(broken)]
+    # the device on screen's raw signal at a rate of 1e308: its window of seconds overflowed
+    signal = encode_signal(Signal("d1", 0.0, 1e308, [[0.0, 0.0, 1.0]] * 5, [[0.0, 0.0, 0.0]] * 3))
+    return [encode_stats("w", stats), encode_prediction(p), history, encode_prediction(broken), signal]
 
 
 def test_dashboard_shows_markdown_in_bus_text_as_text_and_loads_nothing_it_names(tmp_path: Path):
