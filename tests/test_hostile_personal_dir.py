@@ -109,3 +109,47 @@ def test_decoder_parameters_of_infinity_are_refused_by_name_and_the_model_serves
         assert "lock_settle" in str(exc)
     else:
         raise AssertionError("lock_settle of Infinity was taken")
+
+
+def test_an_owner_record_that_is_a_fifo_is_refused_without_freezing_the_gateway(running_gateway, tmp_path: Path):
+    """A device's calibration folder holds its owner record, read when a phone
+    starts calibrating. Someone who can write the folder made it a FIFO: the
+    gateway opened it on its event loop and waited for a writer, every phone
+    frozen with it. Now the record is opened without waiting and must be a
+    small regular file; anything else is refused as not_owner, by name."""
+    import asyncio
+    import os
+    import threading
+
+    from test_calibration_gateway import ask, hello_with
+
+    from harstream.commands.gateway import PersonalFitter
+    from harstream.stream.personal.calibration import device_folder_name
+
+    data = tmp_path / "c"
+    folder = data / device_folder_name("phone:victim")
+    folder.mkdir(parents=True)
+    fifo = folder / "owner"
+    os.mkfifo(fifo)
+    released = threading.Event()
+
+    def release_after(seconds: float) -> None:  # a writer at last, so a frozen gateway ends the test
+        if not released.wait(seconds):
+            with open(fifo, "wb"):
+                pass
+
+    threading.Thread(target=release_after, args=(5.0,), daemon=True).start()
+
+    async def main():
+        async with running_gateway(calibration_dir=str(data), personal_dir=str(tmp_path / "p")) as (gw, _):
+            gw.calibrations.fit = PersonalFitter()
+            ws, _ = await hello_with(f"ws://127.0.0.1:{gw.port}/ws", "victim")
+            started = time.monotonic()
+            answer = await ask(ws, action="start", activity="walk")
+            took = time.monotonic() - started
+            released.set()
+            await ws.close()
+            assert took < 2.0, f"the gateway froze {took:.1f} s on the owner record"
+            assert answer["reason"] == "not_owner" and "owner record" in answer["detail"], answer
+
+    asyncio.run(main())
