@@ -255,3 +255,43 @@ def test_the_dashboard_keeps_a_bounded_number_of_workers_stats_whatever_ids_arri
     assert len(state.health(20.0).drops) <= 64
     state.forget(20.0 + FORGET_AFTER_S + 1)
     assert state.stats == {}
+
+
+# ------------------------------------------------------------ the phone page
+
+
+def test_a_prediction_whose_probabilities_are_no_list_of_numbers_is_not_forwarded_to_the_phone(running_gateway):
+    """The gateway re-encodes each prediction for its phone: probabilities
+    nested 900 deep (JSON allows it; deeper fails to decode) were decoded,
+    encoded again and sent to the phone as they were. A prediction's
+    probabilities must now be a flat list of at most 64 numbers (refused as
+    header otherwise, counted as bad_predictions), and the good one after
+    it arrives."""
+    import asyncio
+    import contextlib
+    import json
+
+    from websockets.asyncio.client import connect
+
+    deep: list = []
+    for _ in range(900):
+        deep = [deep]
+
+    async def main():
+        async with running_gateway(output=True) as (gw, tap):
+            async with connect(f"ws://127.0.0.1:{gw.port}/ws") as ws:
+                await ws.send(json.dumps({"type": "hello", "device": "p1"}))
+                await ws.recv()
+                good = prediction("phone:p1", 1)
+                async with asyncio.timeout(10):
+                    while True:  # the forged one first, then a good one, until the subscription is live
+                        await tap.pub.send_multipart(encode_prediction(prediction("phone:p1", 0, probs=deep)))
+                        await tap.publish(good)
+                        with contextlib.suppress(TimeoutError):
+                            async with asyncio.timeout(0.1):
+                                msg = json.loads(await ws.recv())
+                                break
+                assert msg["type"] == "prediction" and msg["probs"] == [0.1, 0.9], msg
+                assert gw.stats()["counts"]["bad_predictions"] >= 1
+
+    asyncio.run(main())

@@ -367,6 +367,13 @@ def decode_prediction(frames: Sequence[bytes]) -> Prediction:
         )
     if p.truth is not None:
         _check_text(p.truth, f"prediction of device {device}: truth", 64)
+    for name in ("probs", "smoothed_probs"):  # re-encoded by readers (the gateway, for each phone)
+        value = getattr(p, name)
+        # (null: a non-finite number, as the encoder writes it)
+        if not isinstance(value, list) or len(value) > 64 or not all(v is None or _is_time(v) for v in value):
+            raise ProtocolError(
+                "header", f"prediction of device {device}: {name} must be a list of at most 64 numbers or nulls"
+            )
     if p.classes is not None:
         if not isinstance(p.classes, list) or len(p.classes) > 64:
             raise ProtocolError("header", f"prediction of device {device}: classes must be a list of at most 64")
