@@ -7,6 +7,7 @@ the broker holds stays bounded."""
 from __future__ import annotations
 
 import shutil
+import struct
 import tempfile
 import threading
 import time
@@ -391,3 +392,23 @@ def test_a_partition_log_replaced_or_deleted_by_another_client_is_made_readable_
     d.assert_good_device_goes_on(max_lost=40)
     assert d.stats["broker"]["junk"].get("log", 0) >= 2, d.stats["broker"]
     assert client.type(log) == b"stream"
+
+
+def test_log_entries_of_millions_of_empty_messages_from_another_client_are_refused_whole(durable_factory):
+    """Another client writes entries into the good device's partition log
+    that no bridge writes: 4.8 MB of empty packed messages (400,000 each), an
+    entry of 5,000 one-byte messages. Each message was decoded, refused and
+    counted: three such entries held the worker about 25 s, every device
+    waiting. Now an entry larger than a bridge writes, or holding an empty
+    message or more messages than fit, is refused whole (frame_count)."""
+    d = durable_factory()
+    client = connect(d.url)
+    log = Keys().partition(partition_of(GOOD, PARTITIONS))
+    tiny = struct.pack("<III", 1, 1, 1) + b"sh0"
+    for packed in (b"\0" * (12 * 400_000), b"\0" * (12 * 400_000), b"\0" * (12 * 80_000), tiny * 5_000):
+        client.xadd(log, {"m": packed})
+    started = time.monotonic()
+    d.assert_good_device_goes_on(timeout=10)
+    assert time.monotonic() - started < 5, "the worker was held"
+    assert d.wait(lambda: d.drops().get("frame_count", 0) >= 4), d.drops()
+    assert d.drops().get("header", 0) == 0, d.drops()  # refused whole, not message by message
