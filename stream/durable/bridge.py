@@ -73,8 +73,8 @@ Row = tuple[bytes, bytes, bytes]  # one samples message: topic, header, samples
 def pack_messages(rows: Sequence[Row]) -> bytes:
     """The ``m`` field of a log entry carrying ``rows`` (samples messages, in order).
 
-    >>> entry_messages({b"m": pack_messages([(b"s/1/a/", b"{}", b"xy"), (b"s/2/b/", b"{}", b"")])})
-    [(b's/1/a/', b'{}', b'xy'), (b's/2/b/', b'{}', b'')]
+    >>> entry_messages({b"m": pack_messages([(b"s/1/a/", b"{}", b"xy"), (b"s/2/b/", b"{}", b"z")])})
+    [(b's/1/a/', b'{}', b'xy'), (b's/2/b/', b'{}', b'z')]
     >>> entry_messages({b"t": b"s/1/a/", b"h": b"{}", b"s": b"xy"})  # an entry written before packing
     [(b's/1/a/', b'{}', b'xy')]
     """
