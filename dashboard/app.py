@@ -20,6 +20,8 @@ import streamlit as st
 from harstream.dashboard.charts import (
     confusion_chart,
     duration_text,
+    md,
+    md_code,
     mix_chart,
     overview_html,
     pretty,
@@ -86,20 +88,21 @@ def show_health(state: LiveState, endpoint: str, now: float) -> None:
     dropped = sum(health.drops.values()) + sum(health.rejects.values())
     cols[5].metric("dropped", f"{dropped:,}")
     if dropped:
-        parts = [f"{reason} {count:,}" for reason, count in sorted(health.drops.items())]
-        parts += [f"undecodable here: {reason} {count:,}" for reason, count in sorted(health.rejects.items())]
+        parts = [f"{md(reason)} {count:,}" for reason, count in sorted(health.drops.items())]
+        parts += [f"undecodable here: {md(reason)} {count:,}" for reason, count in sorted(health.rejects.items())]
         st.caption("Dropped by reason: " + " · ".join(parts))
     workers = []
     for name in health.workers:
         stats = state.stats[name][1]
+        # every value from the bus is any publisher's text: shown as text, never as markdown
         extra = [
-            f"model `{stats['model']}`" if "model" in stats else None,
-            f"runtime {stats['runtime']}" if "runtime" in stats else None,
-            f"batch mean {stats['batch_mean']}" if "batch_mean" in stats else None,
-            f"pending {stats['pending']}" if "pending" in stats else None,
+            f"model {md_code(stats['model'])}" if "model" in stats else None,
+            f"runtime {md(stats['runtime'])}" if "runtime" in stats else None,
+            f"batch mean {md(stats['batch_mean'])}" if "batch_mean" in stats else None,
+            f"pending {md(stats['pending'])}" if "pending" in stats else None,
         ]
         details = ", ".join(str(x) for x in extra if x)
-        workers.append(f"{name} ({details})" if details else name)
+        workers.append(f"{md(name)} ({details})" if details else md(name))
     st.caption(f"Subscribed to `{endpoint}` · workers: {'; '.join(workers) if workers else 'none'}")
 
 
@@ -150,14 +153,14 @@ def show_device(state: LiveState, devices: list[str]) -> str | None:
     left, right = st.columns([1, 2])
     with left:
         st.markdown(
-            f"**{pretty(p.smoothed)}** for {duration_text(ds.run_seconds)} (window {p.window}: "
-            f"raw {pretty(p.label)}, {p.latency_ms:.1f} ms, model `{p.model}`)"
+            f"**{md(pretty(p.smoothed))}** for {duration_text(ds.run_seconds)} (window {p.window}: "
+            f"raw {md(pretty(p.label))}, {p.latency_ms:.1f} ms, model {md_code(p.model)})"
         )
         if p.mode:
             worn = (
                 f" · worn: **{WORN_TEXT[p.placement]}** (estimated from the gait)" if p.placement in WORN_TEXT else ""
             )
-            st.caption(f"Mode **{p.mode}**: {MODE_HINTS.get(p.mode, 'a mode this page does not know')}{worn}")
+            st.caption(f"Mode **{md(p.mode)}**: {MODE_HINTS.get(p.mode, 'a mode this page does not know')}{worn}")
         st.vega_lite_chart(spec=probability_chart(p.smoothed_probs or p.probs, p.probs, classes_of(p)), width="stretch")
     with right:
         accuracy = ds.rolling_accuracy()
@@ -172,7 +175,7 @@ def show_device(state: LiveState, devices: list[str]) -> str | None:
         )
         if ds.today:
             st.vega_lite_chart(spec=today_chart(ds.today), width="stretch")
-            st.caption(today_text(ds.today) + " (kept by the worker: a reload shows it again)")
+            st.caption(today_text(ds.today, md) + " (kept by the worker: a reload shows it again)")
     signal = ds.signal_frame()
     acc_col, gyro_col = st.columns(2)
     if len(signal["t"]):

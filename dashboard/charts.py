@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import html
 import json
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -82,6 +83,43 @@ def pretty(activity: str | None) -> str:
     if not activity:
         return "–"
     return activity.replace("_", " ").capitalize()
+
+
+#: Characters CommonMark lets a backslash escape: all ASCII punctuation.
+_MARKDOWN_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
+#: What GitHub-flavoured markdown turns into a link even when escaped (Streamlit
+#: finds them in the text): ``scheme:``, ``www.``, the ``@`` of an address; a
+#: word joiner (invisible) after each keeps them text.
+_AUTOLINKED = re.compile(r"(:|www\.|@)", re.IGNORECASE)
+
+
+def md(text: object) -> str:
+    """``text`` (from the bus: any publisher's) as markdown that shows it as
+    it is: every ASCII punctuation character escaped, so an image, a link,
+    emphasis, LaTeX (``$``) or a code span in it is text, never rendered (an
+    image would have every viewer's browser fetch an address of the
+    publisher's choosing); an address in it gets an invisible word joiner
+    after its ``:`` (``www.``, ``@``), so it is not made a link either.
+
+    >>> print(md("![x](p.png) *a* $1$"))
+    \\!\\[x\\]\\(p\\.png\\) \\*a\\* \\$1\\$
+    """
+    text = _AUTOLINKED.sub("\\1\u2060", str(text))
+    return _MARKDOWN_PUNCTUATION.sub(r"\\\1", text)
+
+
+def md_code(text: object) -> str:
+    """``text`` as a markdown code span whatever backticks it holds (a fence
+    longer than its longest run of them), so nothing in it is rendered.
+
+    >>> md_code("m1"), md_code("x` ![i](u) `x")
+    ('`m1`', '`` x` ![i](u) `x ``')
+    """
+    text = str(text)
+    if "`" not in text:
+        return f"`{text}`"
+    fence = "`" * (max(len(run) for run in re.findall("`+", text)) + 1)
+    return f"{fence} {text} {fence}"
 
 
 def colour_of(activity: str | None) -> str:
@@ -321,8 +359,9 @@ def timeline_chart(segments: dict[str, Sequence[dict]], seconds: float) -> Spec:
     }
 
 
-def today_text(today: dict | None) -> str:
-    """The day's minutes from the final history, for a card or a caption.
+def today_text(today: dict | None, name: Callable[[str], str] = str) -> str:
+    """The day's minutes from the final history, for a card or a caption
+    (``name`` shows each category's name from the bus: :func:`md` in markdown).
 
     >>> today_text({"day": "2026-12-07", "minutes": {"walking": 12.4, "stairs": 0.0, "sitting": 61.0}})
     'today: walking 12 min · sitting 1 h 1 min'
@@ -334,14 +373,14 @@ def today_text(today: dict | None) -> str:
     if not today or not isinstance(today.get("minutes"), dict):
         return ""
     parts = []
-    for name, minutes in today["minutes"].items():
+    for category, minutes in today["minutes"].items():
         whole = int(round(minutes))
         if whole >= 60:
-            parts.append(f"{name} {whole // 60} h {whole % 60} min")
+            parts.append(f"{name(category)} {whole // 60} h {whole % 60} min")
         elif whole >= 1:
-            parts.append(f"{name} {whole} min")
+            parts.append(f"{name(category)} {whole} min")
         elif minutes * 60 >= 1:  # a sped-up replay counts bus time: seconds, not minutes
-            parts.append(f"{name} {minutes * 60:.0f} s")
+            parts.append(f"{name(category)} {minutes * 60:.0f} s")
     return "today: " + (" · ".join(parts) if parts else "nothing final yet")
 
 

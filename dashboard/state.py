@@ -56,8 +56,10 @@ MAX_PREDICTIONS = 400  # per device: ~8.5 min at one window per 1.28 s
 MAX_HISTORY_RUNS = 400  # per device: final history, adjacent pieces of one label joined
 SIGNAL_SECONDS = 10.0  # raw signal kept per device (stream seconds)
 MAX_SIGNAL_CHUNKS = 400  # hard bound on signal messages kept per device
+MAX_SIGNAL_RATE = 1000.0  # Hz: a signal message's rate past this is no signal (the worker sends 10 Hz)
 MAX_DEVICES = 2000  # beyond this the least recently seen device is forgotten
-MAX_WORKERS = 256  # workers' stats kept; beyond, stale ones are forgotten, then new names refused
+MAX_WORKERS = 64  # workers' stats kept; beyond this the least recently heard is forgotten
+MAX_DROP_REASONS = 64  # drop reasons taken from one stats message (a worker has a few dozen)
 LIVE_AFTER_S = 60.0  # a device not heard from for this long is no longer "live"
 FORGET_AFTER_S = 600.0  # ... and is dropped entirely after this long
 STALE_AFTER_S = 5.0  # no stats / no predictions for this long: show a banner
@@ -300,10 +302,13 @@ class DeviceState:
         return out
 
     def add_signal(self, s: Signal, now: float) -> None:
-        if not (_is_number(s.t0) and _is_number(s.rate) and s.rate > 0):
-            raise ValueError(f"signal t0 {s.t0!r} and rate {s.rate!r} must be numbers, rate > 0")
+        if not (_is_number(s.t0) and _is_number(s.rate) and 0 < s.rate <= MAX_SIGNAL_RATE):
+            raise ValueError(f"signal t0 {s.t0!r} and rate {s.rate!r} must be numbers, rate in 0..{MAX_SIGNAL_RATE}")
         acc = np.asarray(s.acc, dtype=np.float32).reshape(-1, 3)
         gyro = np.asarray(s.gyro, dtype=np.float32).reshape(-1, 3)
+        # drawn against one time axis: as many rows of each, finite (a chart cannot draw NaN)
+        if len(acc) != len(gyro) or not (np.isfinite(acc).all() and np.isfinite(gyro).all()):
+            raise ValueError("signal acc and gyro must be as many rows of 3 finite numbers")
         if len(self.signal) == self.signal.maxlen:
             self._signal_n -= len(self.signal[0][2])
         self.signal.append((float(s.t0), float(s.rate), acc, gyro))
@@ -490,15 +495,13 @@ class LiveState:
             self._device(message.device, now).add_history(message, now)
         elif isinstance(message, dict):
             worker = str(message.get("worker", "")) or "worker"
-            if worker not in self.stats and len(self.stats) >= MAX_WORKERS:
-                for old in [w for w, (received, _) in self.stats.items() if now - received > 3 * STALE_AFTER_S]:
-                    del self.stats[old]
-                    self.rates.pop(old, None)
-                if len(self.stats) >= MAX_WORKERS:  # that many live workers' names: a forger's, counted
-                    self.rejects["workers"] += 1
-                    return
+            self.stats.pop(worker, None)  # kept in the order heard, the least recently heard first
             self.stats[worker] = (now, message)
             self.rates.setdefault(worker, WorkerRates()).add(now, message)
+            while len(self.stats) > MAX_WORKERS:  # ids that change (restarts) or a publisher inventing them
+                forgotten = next(iter(self.stats))
+                del self.stats[forgotten]
+                self.rates.pop(forgotten, None)
             self.last_stats = now
         else:
             raise TypeError(f"not an output-bus message: {type(message).__name__}")
@@ -513,7 +516,10 @@ class LiveState:
 
     def forget(self, now: float, keep: int = MAX_DEVICES) -> None:
         """Drop devices silent for FORGET_AFTER_S, then the least recently
-        seen beyond ``keep``."""
+        seen beyond ``keep``; and workers' stats not heard for as long."""
+        for worker in [w for w, (received, _) in self.stats.items() if now - received > FORGET_AFTER_S]:
+            del self.stats[worker]
+            self.rates.pop(worker, None)
         for name in [d for d, s in self.devices.items() if now - s.last_seen > FORGET_AFTER_S]:
             del self.devices[name]
         if len(self.devices) > keep:
@@ -661,7 +667,7 @@ def _drops(stats: dict) -> dict[str, int]:
     for key in ("drops", "dropped", "rejects", "rejected"):
         value = stats.get(key)
         if isinstance(value, dict):
-            return {str(k): int(v) for k, v in value.items() if _is_number(v)}
+            return {str(k)[:64]: int(v) for k, v in list(value.items())[:MAX_DROP_REASONS] if _is_number(v)}
     return {}
 
 
@@ -706,3 +712,5 @@ def _check_prediction(p: Prediction) -> None:
         raise ValueError("classes must name each entry of probs")
     if not (_is_number(p.t_start) and _is_number(p.t_end)):
         raise ValueError("t_start and t_end must be numbers")
+    if type(p.window) is not int or not _is_number(p.latency_ms):  # both are written into the page's text
+        raise ValueError("window must be an integer and latency_ms a number")

@@ -63,15 +63,39 @@ def drop_noise(text: str) -> str:
     return "".join(line for line in text.splitlines(keepends=True) if not NOISE.match(line))
 
 
+def terminal_safe(line: str) -> str:
+    r"""``line`` with every unprintable character written as its escape, so
+    that nothing a publisher put in a message (a terminal escape sequence, a
+    newline forging a line, a bidi override) acts on the terminal (``harstream tail``'s lines, every log line).
+
+    >>> terminal_safe("[w] drops=\x1b[2J=1 \u202eok")
+    '[w] drops=\\x1b[2J=1 \\u202eok'
+    """
+    if line.isprintable():
+        return line
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in line)
+
+
+class PrintableFormatter(logging.Formatter):
+    """Log lines whose message shows every unprintable character as its
+    escape (:func:`terminal_safe`): a log line often carries a name from
+    outside (a file in the personal-model folder, an address, an error a
+    peer sent), and a newline in it would forge a log line, an escape
+    sequence act on the terminal. A traceback is appended as it is."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's name)
+        record.message = terminal_safe(record.message)
+        return super().formatMessage(record)
+
+
 def configure_logging(verbose: bool) -> None:
     """Set up harstream's own log lines and quiet third-party ones.
 
     Call before anything imports TensorFlow (``harstream.cli.main`` does).
     """
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-    )
+    handler = logging.StreamHandler()
+    handler.setFormatter(PrintableFormatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
     if verbose:
         os.environ[LOG_ENV] = "debug"  # the demo's parts inherit it
         return

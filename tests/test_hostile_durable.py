@@ -7,9 +7,11 @@ the broker holds stays bounded."""
 from __future__ import annotations
 
 import shutil
+import struct
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +25,7 @@ from harstream.stream.core.protocol import Prediction, SampleBatch, decode_outpu
 from harstream.stream.core.worker import WorkerConfig
 from harstream.stream.durable.bridge import entry_messages, serve_bridge
 from harstream.stream.durable.broker import Keys, connect, start_redis
+from harstream.stream.durable.partitions import partition_of
 from harstream.stream.durable.redis_worker import LogConfig, serve_redis
 
 pytestmark = pytest.mark.skipif(
@@ -45,8 +48,11 @@ class Durable:
         maxmemory_mb: int = 0,
         retention_s: float = 60.0,
         log_config: LogConfig | None = None,
+        before: Callable[[str], None] | None = None,
     ):
         self.proc, self.url = start_redis(folder, unix_socket=folder / "redis.sock", maxmemory_mb=maxmemory_mb)
+        if before is not None:  # what the broker holds before the bridge and the worker start
+            before(self.url)
         self.stop = threading.Event()
         self.ctx = zmq.Context()
         self.lock = threading.Lock()
@@ -292,3 +298,117 @@ def test_devices_gone_quiet_are_forgotten_by_the_broker_and_a_live_one_is_kept(d
     assert GOOD in known()
     assert d.wait(lambda: d.stats.get("broker", {}).get("forgotten_devices", 0) >= len(rotated)), d.stats["broker"]
     assert all(client.zcard(keys.seen(p)) <= 1 for p in range(PARTITIONS))
+
+
+def test_junk_another_client_left_in_the_brokers_records_is_set_aside_and_the_device_goes_on():
+    """Before the worker starts, another client has written junk into every
+    record the worker reads or its scripts update for the good device: its
+    partition's lease (no expiry) and epoch counter, its progress record, the
+    time its history is final up to, its day's minutes. Each used to stop the
+    worker: the takeover failed on every try, or a script error refused every
+    commit of every partition (the worker retrying "broker errors" for good).
+    Now each is counted as junk and started afresh, and no window is lost."""
+    keys = Keys()
+    p = partition_of(GOOD, PARTITIONS)
+
+    def junk_records(url: str) -> None:
+        client = connect(url)
+        client.set(keys.lease(p), "squatter 1")  # no expiry: no worker's lease
+        client.set(keys.epoch(p), "not a number")
+        client.hset(keys.progress(p), mapping={GOOD: "junk{", "other-phone": '{"w": "x", "recent": 5}'})
+        client.hset(f"{keys.prefix}hist_until", GOOD, "junk")
+        client.hset(f"{keys.prefix}today:{GOOD}", mapping={"day": "9" * 30, "walking": "x"})
+        client.close()
+
+    folder = Path(tempfile.mkdtemp(prefix="hs-hd-"))
+    d = Durable(folder, before=junk_records)
+    try:
+        d.assert_good_device_goes_on()
+        assert d.wait(lambda: d.stats.get("broker", {}).get("junk", {}).get("history", 0) >= 1), d.stats
+        broker = d.stats["broker"]
+        assert broker["junk"]["progress"] >= 2, broker  # two at the takeover, GOOD's again at its first commit
+        assert broker["committed"] >= broker["published"] - 1, broker  # nothing committed and not published
+        assert broker.get("broker_errors", 0) == 0, broker
+    finally:
+        d.close()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_keys_of_another_type_under_the_brokers_names_are_replaced_and_the_device_goes_on():
+    """Before the worker starts, another client has put a key of the wrong
+    type under each name the worker writes (a string where a hash, a stream
+    or a sorted set belongs; a hash where the good device's lease belongs).
+    Every script writing one raised WRONGTYPE and took the round trip's
+    commits with it: the worker retried "broker errors" and published
+    nothing. Now each such key is deleted and made afresh, counted as junk."""
+    keys = Keys()
+    p = partition_of(GOOD, PARTITIONS)
+
+    def wrong_types(url: str) -> None:
+        client = connect(url)
+        for key in (
+            keys.progress(p),
+            keys.latest,
+            keys.predictions,
+            keys.seen(p),
+            keys.members,
+            f"{keys.prefix}hist_until",
+            f"{keys.prefix}today:{GOOD}",
+        ):
+            client.set(key, "junk")
+        client.rpush(f"{keys.prefix}hist:{GOOD}", "junk")
+        client.hset(keys.lease(p), "junk", "1")
+        client.close()
+
+    folder = Path(tempfile.mkdtemp(prefix="hs-hd-"))
+    d = Durable(folder, before=wrong_types)
+    try:
+        d.assert_good_device_goes_on()
+        assert d.wait(lambda: d.stats.get("broker", {}).get("junk", {}).get("history", 0) >= 3), d.stats
+        broker = d.stats["broker"]
+        assert broker["junk"]["progress"] >= 2, broker  # the shared keys, at the first commit at least
+        assert broker.get("broker_errors", 0) == 0, broker
+        client = connect(d.url)
+        assert client.type(keys.predictions) == b"stream" and client.type(keys.latest) == b"hash"
+    finally:
+        d.close()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_a_partition_log_replaced_or_deleted_by_another_client_is_made_readable_again(durable_factory):
+    """The good device's partition log replaced by a string, then deleted
+    (the bridge's next write makes it again, without the consumer group):
+    either made every read of every partition fail (WRONGTYPE, NOGROUP), the
+    worker retrying for good. Now the worker makes the log a stream with its
+    group again (fenced by its lease), counts it as junk, and the device goes
+    on; what the bridge could not write meanwhile is refused and counted."""
+    d = durable_factory()
+    client = connect(d.url)
+    log = Keys().partition(partition_of(GOOD, PARTITIONS))
+    client.delete(log)
+    client.set(log, "junk")
+    d.assert_good_device_goes_on(max_lost=40)
+    client.delete(log)
+    d.assert_good_device_goes_on(max_lost=40)
+    assert d.stats["broker"]["junk"].get("log", 0) >= 2, d.stats["broker"]
+    assert client.type(log) == b"stream"
+
+
+def test_log_entries_of_millions_of_empty_messages_from_another_client_are_refused_whole(durable_factory):
+    """Another client writes entries into the good device's partition log
+    that no bridge writes: 4.8 MB of empty packed messages (400,000 each), an
+    entry of 5,000 one-byte messages. Each message was decoded, refused and
+    counted: three such entries held the worker about 25 s, every device
+    waiting. Now an entry larger than a bridge writes, or holding an empty
+    message or more messages than fit, is refused whole (frame_count)."""
+    d = durable_factory()
+    client = connect(d.url)
+    log = Keys().partition(partition_of(GOOD, PARTITIONS))
+    tiny = struct.pack("<III", 1, 1, 1) + b"sh0"
+    for packed in (b"\0" * (12 * 400_000), b"\0" * (12 * 400_000), b"\0" * (12 * 80_000), tiny * 5_000):
+        client.xadd(log, {"m": packed})
+    started = time.monotonic()
+    d.assert_good_device_goes_on(timeout=10)
+    assert time.monotonic() - started < 5, "the worker was held"
+    assert d.wait(lambda: d.drops().get("frame_count", 0) >= 4), d.drops()
+    assert d.drops().get("header", 0) == 0, d.drops()  # refused whole, not message by message

@@ -681,7 +681,9 @@ def test_a_phone_that_never_reads_its_predictions_is_cut_off(attack):
         ws = await connect(f"ws://127.0.0.1:{attack.port}/ws", sock=sock, max_queue=1)
         await ws.send(json.dumps({"type": "hello", "device": "deaf"}))
         await ws.recv()
-        big = Prediction("phone:deaf", 0, 0.0, 2.56, "LAYING", [1 / 6] * 6, "LAYING", [1 / 6] * 6, "m" * 2000, 1.0)
+        probs = [1 / 64] * 64  # as large as a prediction the decoder takes may be
+        big = Prediction("phone:deaf", 0, 0.0, 2.56, "LAYING", probs, "LAYING", probs, "m" * 200, 1.0)
+        big.classes = [f"{i:02d}" + "C" * 62 for i in range(64)]
         frames = encode_prediction(big)
         before = attack.rejects("slow_reader")
         deadline = time.monotonic() + 20

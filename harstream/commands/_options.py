@@ -74,6 +74,23 @@ EPOCHS = Number(int, 1, 100_000)
 HWM = Number(int, 1, 10**8)  # messages queued per peer before ZeroMQ drops
 
 
+def worker_name(text: str) -> str:
+    """A worker's id (``--id``): 1-200 printable characters, as every reader
+    of the output bus takes them (a control character would make each of its
+    predictions refused as malformed).
+
+    >>> worker_name("w1 on host-2")
+    'w1 on host-2'
+    >>> worker_name("w\\x1b[2J")
+    Traceback (most recent call last):
+    ...
+    argparse.ArgumentTypeError: 'w\\x1b[2J' is not 1-200 printable characters
+    """
+    if not 1 <= len(text) <= 200 or not text.isprintable():
+        raise argparse.ArgumentTypeError(f"{text[:60]!r} is not 1-200 printable characters")
+    return text
+
+
 def add_keys(parser: argparse.ArgumentParser) -> None:
     """``--keys DIR``: the CURVE key folder of every part on the bus."""
     parser.add_argument(

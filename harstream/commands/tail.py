@@ -8,6 +8,7 @@ import argparse
 import sys
 
 from harstream.commands._options import COUNT, add_keys, endpoint_help
+from harstream.logs import terminal_safe
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -100,16 +101,16 @@ def run(args: argparse.Namespace) -> int:
             except Exception as exc:  # malformed, or fields of the wrong type: skip it
                 bad += 1
                 if bad == 1:
-                    print(f"tail: skipping malformed message ({exc})", file=sys.stderr, flush=True)
+                    print(terminal_safe(f"tail: skipping malformed message ({exc})"), file=sys.stderr, flush=True)
                 continue
             if isinstance(msg, HistoryUpdate):
                 for line in lines[: None if args.count is None else args.count - seen]:
-                    print(line, flush=True)
+                    print(terminal_safe(line), flush=True)
                     seen += 1
                 continue
             if isinstance(msg, Prediction):
                 seen += 1
-            print(lines[0], flush=True)
+            print(terminal_safe(lines[0]), flush=True)
     finally:
         sockets.close(0)
     return 0

@@ -26,6 +26,7 @@ from harstream.commands._options import (
     check_broker,
     check_endpoints,
     endpoint_help,
+    worker_name,
 )
 
 
@@ -94,7 +95,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="connect to the back ends of `harstream proxy` (5557 in, 5558 out) instead of binding",
     )
     parser.add_argument("--shard", type=_shard, default=None, metavar="k/N", help="handle only shard k of N")
-    parser.add_argument("--id", default=None, help="worker id in stats and predictions")
+    parser.add_argument(
+        "--id", type=worker_name, default=None, help="worker id in stats and predictions (printable, 1-200 characters)"
+    )
     parser.add_argument(
         "--max-batch", type=Number(int, 1, 4096), default=64, help="windows per model call (default 64)"
     )

@@ -73,6 +73,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -237,17 +238,25 @@ class DecoderParams:
                 switch_at=float(d.get("switch_at", 0.5)),
                 emission=None if d.get("emission") is None else np.asarray(d["emission"], dtype=np.float64),
                 lock_motion=float(d.get("lock_motion", 0.0)),
-                lock_settle=int(d.get("lock_settle", 3)),
+                lock_settle=_whole(d.get("lock_settle", 3), "lock_settle"),
                 moved_switch_at=float(d.get("moved_switch_at", d.get("switch_at", 0.5))),
                 direction=None if d.get("direction") is None else DirectionParams.from_json(d["direction"]),
                 follow_raw_at=None if d.get("follow_raw_at") is None else float(d["follow_raw_at"]),
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:  # OverflowError: int(Infinity)
             if isinstance(exc, DecoderParamsError):
                 raise
             if isinstance(exc, DirectionParamsError):
                 raise DecoderParamsError(f"decoder parameters: {exc}") from None
             raise DecoderParamsError(f"decoder parameters: {type(exc).__name__}: {exc}") from None
+
+
+def _whole(value: Any, name: str) -> int:
+    """``value`` as an int if it is a whole number within an int64 (JSON's
+    1e308 and Infinity are not)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not abs(value) < 2**63 or value != int(value):
+        raise DecoderParamsError(f"decoder parameters: {name} {value!r} is not a whole number")
+    return int(value)
 
 
 @dataclass(frozen=True)

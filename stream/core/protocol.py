@@ -362,6 +362,25 @@ def decode_prediction(frames: Sequence[bytes]) -> Prediction:
         p = Prediction(**{k: body[k] for k in Prediction.__dataclass_fields__ if k in body})
     except TypeError as exc:
         raise ProtocolError("header", f"prediction lacks fields: {exc}") from exc
+    device = check_device_id(p.device)
+    for name, most in (("label", 64), ("smoothed", 64), ("model", 200), ("mode", 32), ("worker", 200)):
+        _check_text(
+            getattr(p, name), f"prediction of device {device}: {name}", most, empty=name not in ("label", "smoothed")
+        )
+    if p.truth is not None:
+        _check_text(p.truth, f"prediction of device {device}: truth", 64)
+    for name in ("probs", "smoothed_probs"):  # re-encoded by readers (the gateway, for each phone)
+        value = getattr(p, name)
+        # (null: a non-finite number, as the encoder writes it)
+        if not isinstance(value, list) or len(value) > 64 or not all(v is None or _is_time(v) for v in value):
+            raise ProtocolError(
+                "header", f"prediction of device {device}: {name} must be a list of at most 64 numbers or nulls"
+            )
+    if p.classes is not None:
+        if not isinstance(p.classes, list) or len(p.classes) > 64:
+            raise ProtocolError("header", f"prediction of device {device}: classes must be a list of at most 64")
+        for c in p.classes:
+            _check_text(c, f"prediction of device {device}: a class", 64)
     if not isinstance(p.between, bool):
         raise ProtocolError(
             "header",
@@ -419,7 +438,13 @@ def encode_stats(worker: str, stats: dict) -> list[bytes]:
 
 
 def decode_stats(frames: Sequence[bytes]) -> dict:
-    return _single_json(frames, STATS_PREFIX)
+    """A stats message; the text a reader shows of it (``worker``, ``model``,
+    ``runtime``) checked as a prediction's is."""
+    body = _single_json(frames, STATS_PREFIX)
+    for name in ("worker", "model", "runtime"):
+        if name in body:
+            _check_text(body[name], f"stats: {name}", 200, empty=True)
+    return body
 
 
 # ------------------------------------------------------------------- history
@@ -491,16 +516,36 @@ def decode_history(frames: Sequence[bytes]) -> HistoryUpdate:
             raise ProtocolError(
                 "header", f"{where}: start {start} and end {end} are not times in order within 0..{MAX_TIME:g}"
             )
-        if not isinstance(label, str) or not 0 < len(label) <= 64 or not isinstance(final, bool):
-            raise ProtocolError("header", f"{where}: label must be 1-64 characters and final a bool")
+        if not isinstance(final, bool):
+            raise ProtocolError("header", f"{where}: final must be a bool")
+        _check_text(label, f"{where}: label", 64)
         out.append({"start": float(start), "end": float(end), "label": label, "final": final})
     today = body.get("today")
     if today is not None and not _valid_today(today):
         raise ProtocolError("header", f"history of {device}: today must be {{day, minutes: {{name: minutes}}}}")
     mode, worker = body.get("mode", ""), body.get("worker", "")
-    if not isinstance(mode, str) or not isinstance(worker, str):
-        raise ProtocolError("header", f"history of {device}: mode and worker must be text")
-    return HistoryUpdate(device, out, mode[:32], today, worker[:200])
+    _check_text(mode, f"history of {device}: mode", 32, empty=True)
+    _check_text(worker, f"history of {device}: worker", 200, empty=True)
+    return HistoryUpdate(device, out, mode, today, worker)
+
+
+def _check_text(value: Any, where: str, most: int, empty: bool = False) -> str:
+    r"""``value`` if it is text a reader may show as it is: at most ``most``
+    printable characters (no control character, so no terminal escape or
+    newline; no bidi override or zero-width character, which Python counts
+    as unprintable format characters).
+
+    >>> _check_text("WALKING_UPSTAIRS", "label", 64)
+    'WALKING_UPSTAIRS'
+    >>> _check_text("\x1b[2JSITTING", "label", 64)
+    Traceback (most recent call last):
+    ...
+    harstream.stream.core.protocol.ProtocolError: header: label must be 1-64 printable characters, got '\x1b[2JSITTING'
+    """
+    if not isinstance(value, str) or len(value) > most or not (value or empty) or not value.isprintable():
+        shown = repr(value)[:60] if isinstance(value, str) else f"a {type(value).__name__}"
+        raise ProtocolError("header", f"{where} must be {0 if empty else 1}-{most} printable characters, got {shown}")
+    return value
 
 
 def _is_time(value: Any) -> bool:
@@ -516,6 +561,8 @@ def _valid_today(today: Any) -> bool:
         and len(minutes) <= 16
         and all(
             isinstance(k, str)
+            and 0 < len(k) <= 32
+            and k.isprintable()  # a category's name is shown
             and isinstance(v, (int, float))
             and not isinstance(v, bool)
             and math.isfinite(v)

@@ -46,6 +46,7 @@ from collections.abc import Callable, Sequence
 
 from harstream.stream.core.protocol import (
     DEVICE_ID,
+    MAX_FRAME_BYTES,
     MAX_HEADER_BYTES,
     MAX_SAMPLES_PER_MESSAGE,
     SAMPLES_PREFIX,
@@ -60,6 +61,11 @@ DEFAULT_MAX_BYTES = 128 * 2**20  # bytes buffered while the broker is away
 MAX_DRAIN = 20_000  # messages taken from the socket per flush at most
 MAX_ENTRY_BYTES = 256 * 1024  # messages packed into one log entry, in bytes (one larger message goes alone)
 _LENGTHS = struct.Struct("<III")  # topic, header and samples lengths of each packed message
+#: The most a log entry the bridge writes can hold: its packed messages, or one larger message
+#: alone (three frames, each at most a receiving socket's largest). A reader refuses more.
+MAX_LOGGED_ENTRY_BYTES = MAX_ENTRY_BYTES + 3 * MAX_FRAME_BYTES
+#: Messages in one entry, at most: a valid message is over 64 bytes (topic, header, one sample).
+MAX_MESSAGES_PER_ENTRY = MAX_ENTRY_BYTES // 64
 
 Row = tuple[bytes, bytes, bytes]  # one samples message: topic, header, samples
 
@@ -67,8 +73,8 @@ Row = tuple[bytes, bytes, bytes]  # one samples message: topic, header, samples
 def pack_messages(rows: Sequence[Row]) -> bytes:
     """The ``m`` field of a log entry carrying ``rows`` (samples messages, in order).
 
-    >>> entry_messages({b"m": pack_messages([(b"s/1/a/", b"{}", b"xy"), (b"s/2/b/", b"{}", b"")])})
-    [(b's/1/a/', b'{}', b'xy'), (b's/2/b/', b'{}', b'')]
+    >>> entry_messages({b"m": pack_messages([(b"s/1/a/", b"{}", b"xy"), (b"s/2/b/", b"{}", b"z")])})
+    [(b's/1/a/', b'{}', b'xy'), (b's/2/b/', b'{}', b'z')]
     >>> entry_messages({b"t": b"s/1/a/", b"h": b"{}", b"s": b"xy"})  # an entry written before packing
     [(b's/1/a/', b'{}', b'xy')]
     """
@@ -89,12 +95,20 @@ def entry_messages(fields: dict) -> list[Row]:
             return [(fields[b"t"], fields[b"h"], fields[b"s"])]
         except KeyError as exc:
             raise ValueError(f"log entry lacks field {exc} (and has no packed messages)") from None
+    # No bridge writes more, or empty messages: another client's entry of millions of empty
+    # messages held a worker for seconds each (every one decoded, refused and counted).
+    if len(packed) > MAX_LOGGED_ENTRY_BYTES:
+        raise ValueError(f"log entry of {len(packed)} bytes, more than the {MAX_LOGGED_ENTRY_BYTES} one can hold")
     out: list[Row] = []
     view, at, size = memoryview(packed), 0, _LENGTHS.size
     while at < len(packed):
         if at + size > len(packed):
             raise ValueError(f"log entry's packed messages cut short at byte {at} of {len(packed)}")
+        if len(out) >= MAX_MESSAGES_PER_ENTRY:
+            raise ValueError(f"log entry of more than {MAX_MESSAGES_PER_ENTRY} messages")
         nt, nh, ns = _LENGTHS.unpack_from(packed, at)
+        if not (nt and nh and ns):
+            raise ValueError(f"log entry's message at byte {at} has an empty frame")
         at += size
         end = at + nt + nh + ns
         if end > len(packed):

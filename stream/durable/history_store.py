@@ -14,20 +14,34 @@ new owner's core each device's day, so the minutes survive a worker restart.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Sequence
 
 from harstream.stream.core.protocol import HistoryUpdate
 from harstream.stream.core.today import CATEGORY, DAY, day_of
+from harstream.stream.durable.leases import OWN_KEY_LUA
+
+log = logging.getLogger(__name__)
 
 # KEYS: lease, hist_until, hist:<device>, today:<device>
 # ARGV: lease value, device, then per piece: start, end, label, category ("" = none), day number
-# Returns {kept pieces as a flat list [start, end, label, ...] (clipped), the day's hash flat},
-# or -1 if not our lease.
-_KEEP = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+# Returns {kept pieces as a flat list [start, end, label, ...] (clipped), the day's hash flat,
+# junk records met}, or -1 if not our lease. Junk (another client's: a final time that is no
+# number, a day's seconds that are none) is counted and started afresh, never raised: a script
+# error here would refuse the commits of every partition in the same round trip, for good.
+_KEEP = (
+    OWN_KEY_LUA
+    + """
+if redis.pcall('GET', KEYS[1]) ~= ARGV[1] then return -1 end
 local device = ARGV[2]
-local until_ = tonumber(redis.call('HGET', KEYS[2], device) or '-1')
+local junk = own(KEYS[2], 'hash') + own(KEYS[3], 'hash') + own(KEYS[4], 'hash')
+local until_ = redis.call('HGET', KEYS[2], device)
+until_ = until_ and tonumber(until_)
+if not until_ or until_ ~= until_ then  -- absent, or junk (not a number, NaN)
+  if redis.call('HEXISTS', KEYS[2], device) == 1 then junk = junk + 1 end
+  until_ = -1
+end
 local kept = {}
 for i = 3, #ARGV, 5 do
   local s, e = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
@@ -42,7 +56,10 @@ for i = 3, #ARGV, 5 do
         redis.call('DEL', KEYS[4])
         redis.call('HSET', KEYS[4], 'day', day)
       end
-      redis.call('HINCRBYFLOAT', KEYS[4], category, e - s)
+      if type(redis.pcall('HINCRBYFLOAT', KEYS[4], category, e - s)) == 'table' then  -- junk seconds
+        redis.call('HSET', KEYS[4], category, string.format('%.6f', e - s))
+        junk = junk + 1
+      end
     end
     until_ = e
     table.insert(kept, string.format('%.6f', s))
@@ -51,8 +68,9 @@ for i = 3, #ARGV, 5 do
   end
 end
 redis.call('HSET', KEYS[2], device, string.format('%.6f', until_))
-return {kept, redis.call('HGETALL', KEYS[4])}
+return {kept, redis.call('HGETALL', KEYS[4]), junk}
 """
+)
 
 
 class HistoryStore:
@@ -62,6 +80,7 @@ class HistoryStore:
         self.client = client
         self.prefix = prefix
         self._keep = client.register_script(_KEEP)
+        self.junk = 0  # junk records met in the broker (another client's) and started afresh
 
     def until_key(self) -> str:
         return f"{self.prefix}hist_until"
@@ -112,9 +131,15 @@ class HistoryStore:
             out[i] = None if reply == -1 else self._kept(items[i][2], reply, core, items[i][3])
         return out
 
-    @staticmethod
-    def _kept(update: HistoryUpdate, reply, core, classes: Sequence[str]) -> HistoryUpdate:
-        flat, day_flat = reply
+    def _kept(self, update: HistoryUpdate, reply, core, classes: Sequence[str]) -> HistoryUpdate:
+        flat, day_flat, junk = reply
+        if junk and not self.junk:
+            log.warning(
+                "history of %s: a record in the broker is junk (written by another client?); started afresh "
+                "and counted in stats as broker.junk.history",
+                update.device,
+            )
+        self.junk += int(junk)
         kept = [
             {"start": float(flat[i]), "end": float(flat[i + 1]), "label": _text(flat[i + 2]), "final": True}
             for i in range(0, len(flat), 3)
@@ -139,6 +164,20 @@ class HistoryStore:
         return [{"start": s, "end": e, "label": label} for s, e, label in rows]
 
 
+def hash_or_junk(client, key: str) -> dict:
+    """``HGETALL key``; a key of another type (another client's junk) reads
+    as ``{"": ""}``, which no reader takes (the scripts replace the key at
+    their next write)."""
+    import redis
+
+    try:
+        return client.hgetall(key)
+    except redis.ResponseError as exc:
+        if "WRONGTYPE" not in str(exc):
+            raise
+        return {"": ""}
+
+
 def split_at_midnight(pieces: Sequence[dict]) -> list[dict]:
     """Pieces that cross midnight (UTC) cut in two, so each day counts its own part.
 
@@ -156,26 +195,41 @@ def split_at_midnight(pieces: Sequence[dict]) -> list[dict]:
 
 
 def restore_today(store: HistoryStore, core, devices: Sequence[str]) -> int:
-    """Give ``core`` (a StreamCore) each device's day as kept; how many had one."""
+    """Give ``core`` (a StreamCore) each device's day as kept; how many had
+    one. A kept day that is junk (not one a worker writes) is left out and
+    counted in ``store.junk``; the next final piece starts it afresh."""
     n = 0
     for device in devices:
-        held = store.today(device)
+        raw = {_text(k): _text(v) for k, v in hash_or_junk(store.client, store.today_key(device)).items()}
+        held = _day(raw)
         if held is not None:
             core.today.restore(device, *held)
             n += 1
+        elif raw:
+            store.junk += 1
     return n
 
 
+#: The day numbers a kept day may have (days since 1970; bus times stay below 1e10 s).
+MAX_DAY = int(1e10 // DAY)
+
+
 def _day(raw: dict[str, str]) -> tuple[str, dict[str, float]] | None:
-    """A kept day hash (``day`` number and seconds per category) as (date, seconds)."""
+    """A kept day hash (``day`` number and seconds per category) as (date,
+    seconds); None where there is none, or it is junk (a day that is no day
+    number of a bus time, seconds that are no numbers: another client's).
+
+    >>> _day({"day": "1", "walking": "60.5"}), _day({"day": "9" * 30}), _day({"day": "1", "walking": "x"})
+    (('1970-01-02', {'walking': 60.5}), None, None)
+    """
     day = raw.pop("day", None)
-    if day is None:
+    if day is None or not (day.isascii() and day.isdigit()) or int(day) > MAX_DAY:
         return None
     try:
-        seconds = {k: float(v) for k, v in raw.items() if math.isfinite(float(v))}
-        return day_of(int(day) * DAY), seconds
+        seconds = {k: float(v) for k, v in raw.items()}
     except ValueError:
         return None
+    return day_of(int(day) * DAY), {k: v for k, v in seconds.items() if math.isfinite(v)}
 
 
 def _text(value) -> str:

@@ -22,26 +22,56 @@ import orjson
 
 from harstream.stream.durable.broker import Keys
 
+#: Lua prepended to the scripts that write the deployment's keys: ``own(key,
+#: kind)`` deletes ``key`` if another client left a key of another type under
+#: its name (a string where a hash belongs: every write to it would raise, and
+#: the script's error refuse every commit of the round trip) and says 1 if so.
+#: A lease of another type is read with ``redis.pcall``: not ours, so fenced,
+#: and the acquire script (no expiry) takes it.
+OWN_KEY_LUA = """
+local function own(key, kind)
+  local t = redis.call('TYPE', key)['ok']
+  if t ~= kind and t ~= 'none' then
+    redis.call('DEL', key)
+    return 1
+  end
+  return 0
+end
+"""
+
 # KEYS: members; ARGV: worker, ttl_ms -> live member ids, sorted
-_HEARTBEAT = """
+_HEARTBEAT = (
+    OWN_KEY_LUA
+    + """
+own(KEYS[1], 'zset')
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 if ARGV[2] ~= '0' then redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1]) end
 return redis.call('ZRANGE', KEYS[1], 0, -1)
 """
+)
 
-# KEYS: lease, epoch; ARGV: worker, ttl_ms -> epoch, or 0 if held
+# KEYS: lease, epoch; ARGV: worker, ttl_ms -> epoch, or 0 if held. A lease
+# key with no expiry is junk (every owner sets one, and renews it) and taken,
+# else the partition would never be served again; an epoch counter that is
+# not an integer restarts from the server's time in ms, past any count it held.
 _ACQUIRE = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-local epoch = redis.call('INCR', KEYS[2])
+if redis.call('PTTL', KEYS[1]) ~= -1 and redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local epoch = redis.pcall('INCR', KEYS[2])
+if type(epoch) == 'table' then
+  local t = redis.call('TIME')
+  epoch = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  redis.call('DEL', KEYS[2])
+  redis.call('SET', KEYS[2], epoch)
+end
 redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. epoch, 'PX', ARGV[2])
 return epoch
 """
 
 # KEYS: lease; ARGV: value, ttl_ms -> 1 renewed, 0 lost
 _RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
+if redis.pcall('GET', KEYS[1]) == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   return 1
 end
@@ -52,7 +82,7 @@ return 0
 _RENEW_MANY = """
 local out = {}
 for i, key in ipairs(KEYS) do
-  if redis.call('GET', key) == ARGV[i + 1] then
+  if redis.pcall('GET', key) == ARGV[i + 1] then
     redis.call('PEXPIRE', key, ARGV[1])
     out[i] = 1
   else
@@ -64,26 +94,38 @@ return out
 
 # KEYS: lease; ARGV: value -> 1 released, 0 was not ours
 _RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+if redis.pcall('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
 
 # KEYS: lease, progress, predictions, latest, seen
 # ARGV: value, maxlen, then (device, window, prediction JSON, progress JSON) per prediction
-# -> {written, skipped} or -1 when fenced. A window at or below the device's
+# -> {written, skipped, junk} or -1 when fenced. A window at or below the device's
 # committed one is skipped: a replay overwrites nothing and duplicates nothing.
 # Each written device is scored in ``seen`` by the server's time, for _FORGET.
-_COMMIT = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+# A progress record without a readable window (written by another client) is
+# junk: counted, and taken as no window committed, so the new one replaces it
+# (raising here would refuse every commit of the partition, for good).
+_COMMIT = (
+    OWN_KEY_LUA
+    + """
+if redis.pcall('GET', KEYS[1]) ~= ARGV[1] then return -1 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local written, skipped = 0, 0
+local written, skipped, junk = 0, 0, 0
+junk = own(KEYS[2], 'hash') + own(KEYS[3], 'stream') + own(KEYS[4], 'hash') + own(KEYS[5], 'zset')
 for i = 3, #ARGV, 4 do
   local device, window = ARGV[i], tonumber(ARGV[i + 1])
   local cur = redis.call('HGET', KEYS[2], device)
   local done = -1
   if cur then  -- a record starts with its window ({"w":N,...}): read without decoding it all
-    done = tonumber(string.match(cur, '^{"w":(%-?%d+)[,}]') or cjson.decode(cur)['w'])
+    local w = string.match(cur, '^{"w":(%-?%d+)[,}]')
+    if not w then
+      local ok, record = pcall(cjson.decode, cur)
+      if ok and type(record) == 'table' then w = record['w'] end
+    end
+    done = tonumber(w)
+    if done == nil then done, junk = -1, junk + 1 end
   end
   if window > done then
     redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], '*', 'device', device, 'window', ARGV[i + 1], 'p', ARGV[i + 2])
@@ -95,15 +137,21 @@ for i = 3, #ARGV, 4 do
     skipped = skipped + 1
   end
 end
-return {written, skipped}
+return {written, skipped, junk}
 """
+)
 
 # KEYS: lease, progress, latest, seen; ARGV: value, age_ms, limit
 # -> devices forgotten, or -1 when fenced: up to ``limit`` devices of the
 # partition whose last window was committed more than ``age_ms`` ago lose
 # their progress record and their latest prediction.
-_FORGET = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+_FORGET = (
+    OWN_KEY_LUA
+    + """
+if redis.pcall('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+own(KEYS[2], 'hash')
+own(KEYS[3], 'hash')
+own(KEYS[4], 'zset')
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local old = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now - tonumber(ARGV[2]), 'LIMIT', 0, tonumber(ARGV[3]))
@@ -114,10 +162,25 @@ for _, device in ipairs(old) do
 end
 return #old
 """
+)
+
+# KEYS: lease, stream; ARGV: value, group -> 1 if the stream was junk (another type: deleted), 0,
+# or -1 when fenced. The partition's log made readable again: a key of another type under its
+# name, or the log deleted and written afresh without the consumer group (both made every read
+# of every partition fail), becomes a stream with the group, read from its first entry.
+_REPAIR_LOG = (
+    OWN_KEY_LUA
+    + """
+if redis.pcall('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+local junk = own(KEYS[2], 'stream')
+redis.pcall('XGROUP', 'CREATE', KEYS[2], ARGV[2], '0', 'MKSTREAM')
+return junk
+"""
+)
 
 # KEYS: lease, stream; ARGV: value, group, ids... -> acked count or -1 when fenced
 _ACK = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+if redis.pcall('GET', KEYS[1]) ~= ARGV[1] then return -1 end
 local n = 0
 for i = 3, #ARGV do n = n + redis.call('XACK', KEYS[2], ARGV[2], ARGV[i]) end
 return n
@@ -184,6 +247,7 @@ class Leases:
         self._commit = client.register_script(_COMMIT)
         self._ack = client.register_script(_ACK)
         self._forget = client.register_script(_FORGET)
+        self._repair_log = client.register_script(_REPAIR_LOG)
 
     def heartbeat(self, worker: str, leave: bool = False) -> list[str]:
         """Refresh ``worker``'s membership; the live members, sorted."""
@@ -233,6 +297,19 @@ class Leases:
             self.client, [(self._renew_many, keys, [self.ttl_ms, *(lease.value for lease in leases)])]
         )
         return [bool(result) for result in replies]
+
+    def repair_logs(self, leases: list[Lease], group: str) -> int:
+        """Make each lease's partition log a stream with ``group`` again
+        (fenced, in one round trip); how many were of another type (junk)."""
+        calls = [
+            (
+                self._repair_log,
+                [self.keys.lease(lease.partition), self.keys.partition(lease.partition)],
+                [lease.value, group],
+            )
+            for lease in leases
+        ]
+        return sum(max(0, int(r)) for r in run_scripts(self.client, calls))
 
     def release(self, lease: Lease) -> bool:
         return bool(self._release(keys=[self.keys.lease(lease.partition)], args=[lease.value]))
@@ -302,9 +379,9 @@ class Leases:
 
     def commit_many(
         self, commits: list[tuple[Lease, list[tuple[str, int, dict, dict]]]], maxlen: int
-    ) -> list[tuple[int, int] | Fenced]:
+    ) -> list[tuple[int, int, int] | Fenced]:
         """:meth:`commit` for several partitions in one round trip: per
-        partition, (written, skipped) or the :class:`Fenced` it met (not raised)."""
+        partition, (written, skipped, junk) or the :class:`Fenced` it met (not raised)."""
         return self.commit_results(commits, run_scripts(self.client, self.commit_calls(commits, maxlen)))
 
     def commit_calls(self, commits: list[tuple[Lease, list[tuple[str, int, dict, dict]]]], maxlen: int) -> list:
@@ -314,10 +391,11 @@ class Leases:
         ]
 
     @staticmethod
-    def commit_results(commits: list[tuple[Lease, list]], replies: list) -> list[tuple[int, int] | Fenced]:
-        """What :meth:`commit_many` returns, from the replies of its calls."""
+    def commit_results(commits: list[tuple[Lease, list]], replies: list) -> list[tuple[int, int, int] | Fenced]:
+        """What :meth:`commit_many` returns, from the replies of its calls:
+        per partition (written, skipped, junk progress records replaced)."""
         return [
-            _fenced(lease) if reply == -1 else (int(reply[0]), int(reply[1]))
+            _fenced(lease) if reply == -1 else (int(reply[0]), int(reply[1]), int(reply[2]))
             for (lease, _), reply in zip(commits, replies)
         ]
 

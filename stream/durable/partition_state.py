@@ -28,7 +28,8 @@ partition's windows) through the partition's own
 >>> from harstream.stream.durable.leases import Lease
 >>> core = StreamCore(list("ABCDEF"), "m", WorkerConfig(between_devices=0))  # the log keys windows by number
 >>> state = PartitionState(Lease(3, "w", epoch=2), core)
->>> state.load_progress({"d": {"w": 1, "m": "waist", "recent": [[1, [1, 0, 0, 0, 0, 0]]]}})
+>>> state.load_progress({"d": {"w": 1, "m": "waist", "recent": [[1, [1, 0, 0, 0, 0, 0]]]}})  # no junk
+[]
 >>> state.admit(SampleBatch("d", 0, 0.0, np.zeros((256, 6), np.float32)), now=0.0)
 True
 >>> x, taken = state.core.take_batch()
@@ -45,6 +46,7 @@ True
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections import Counter, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -95,15 +97,24 @@ class PartitionState:
 
     # ------------------------------------------------------------ takeover
 
-    def load_progress(self, records: Mapping[str, Mapping]) -> None:
-        """Take the partition's progress records (device -> ``{"w", "m", "recent"}``)."""
-        for device, record in records.items():
-            self.committed[device] = int(record["w"])
-            recent = [(int(w), probs) for w, probs in record.get("recent", [])]
-            model = record.get("m")  # absent in records of workers that served one model
+    def load_progress(self, records: Mapping[str, Mapping | str | bytes]) -> list[str]:
+        """Take the partition's progress records (device -> ``{"w", "m",
+        "recent"}``, parsed or as the broker holds them, JSON). A record that
+        is not one a worker writes (another client's junk: not JSON, a window
+        that is no count, probabilities that are no numbers in 0..1) is left
+        out, as if the device had none; returns the devices of those."""
+        junk = []
+        for device, raw in records.items():
+            record = progress_record(raw)
+            if record is None:
+                junk.append(device)
+                continue
+            w, model, recent = record
+            self.committed[device] = w
             self.stored[device] = (model, dict(recent))
             if model is not None:
                 self.recent[device] = (model, deque(recent, maxlen=self.smooth_windows))
+        return junk
 
     def replay_from(self, device: str, context_windows: int) -> int:
         """The first seq of ``device`` a rebuild feeds its pipeline: ``context_windows``
@@ -212,3 +223,49 @@ class PartitionState:
         if got is None or len(got) != n or (model is not None and model != stats_key(window.served)):
             return [1.0 / n] * n
         return got
+
+
+#: The largest window number a progress record may hold (the bus's largest seq, in windows).
+MAX_WINDOW = 2**53 // STEP
+#: The most classes a stored probability row may have.
+MAX_CLASSES = 64
+
+
+def progress_record(raw: Mapping | str | bytes) -> tuple[int, str | None, list[tuple[int, list[float]]]] | None:
+    """``(window, model, recent)`` of one progress record, or None if it is
+    not one a worker writes.
+
+    >>> progress_record(b'{"w": 3, "m": "waist", "recent": [[3, [0.5, 0.5]]]}')
+    (3, 'waist', [(3, [0.5, 0.5])])
+    >>> progress_record(b"junk"), progress_record('{"w": "3"}'), progress_record('{"w": 3, "recent": [[3, ["x"]]]}')
+    (None, None, None)
+    """
+    if not isinstance(raw, Mapping):
+        try:
+            raw = json.loads(raw)
+        except (ValueError, RecursionError):  # not UTF-8, not JSON, a 5000-digit number, nested too deep
+            return None
+    if not isinstance(raw, Mapping):
+        return None
+    w, model, recent = raw.get("w"), raw.get("m"), raw.get("recent", [])
+    if not isinstance(w, int) or not _count(w) or not (model is None or isinstance(model, str)):
+        return None
+    if not isinstance(recent, list):
+        return None
+    rows = []
+    for row in recent[:64]:
+        if not (isinstance(row, list) and len(row) == 2 and _count(row[0]) and isinstance(row[1], list)):
+            return None
+        probs = row[1]
+        if len(probs) > MAX_CLASSES or not all(_probability(v) for v in probs):
+            return None
+        rows.append((int(row[0]), [float(v) for v in probs]))
+    return w, model, rows
+
+
+def _count(value) -> bool:
+    return type(value) is int and -1 <= value <= MAX_WINDOW
+
+
+def _probability(value) -> bool:
+    return type(value) in (int, float) and 0.0 <= value <= 1.0

@@ -48,7 +48,6 @@ partition whose last renewal is older than the lease time.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -65,7 +64,7 @@ from harstream.stream.core.subscriptions import Subscriptions
 from harstream.stream.core.worker import StreamCore, WorkerConfig, WorkerStats, one_model_router
 from harstream.stream.durable.bridge import entry_messages
 from harstream.stream.durable.broker import GROUP, PREFIX, Backoff, Keys, connect
-from harstream.stream.durable.history_store import HistoryStore, restore_today
+from harstream.stream.durable.history_store import HistoryStore, hash_or_junk, restore_today
 from harstream.stream.durable.leases import Fenced, Lease, Leases, run_scripts
 from harstream.stream.durable.partition_state import PartitionState
 from harstream.stream.durable.partitions import DEFAULT_PARTITIONS, partition_of, plan
@@ -158,6 +157,8 @@ class RedisWorker:
         self.counts: Counter[str] = Counter()
         self.drops: Counter[str] = Counter()  # of the worker itself (model_refused), beside its core's
         self.retired: Counter[str] = Counter()  # window-grid counts of partitions given away
+        # records in the broker no worker wrote (another client's junk), met and set aside, by key kind
+        self.junk: Counter[str] = Counter()
         self.backoff = Backoff()
         self.broker_up = True
         self.members: list[str] = []
@@ -197,7 +198,9 @@ class RedisWorker:
         for p, o in list(self.owned.items()):
             if holders[p] != o.lease.value:
                 self._drop(p, f"lease now {holders[p]!r}")
-        free = {p for p, h in enumerate(holders) if h is None}
+        # free, or held by no member: a worker gone (its lease runs out within the TTL, which the
+        # acquire script respects) or junk another client wrote (no expiry: the script takes it)
+        free = {p for p, h in enumerate(holders) if h is None or h.rsplit(" ", 1)[0] not in self.members}
         todo = plan(set(self.owned), free, self.members.index(self.worker_id), len(self.members), self.lc.partitions)
         for p in todo.release:
             self.release(p, now)
@@ -230,8 +233,10 @@ class RedisWorker:
             if _text(group["name"]) == GROUP:
                 last = _text(group["last-delivered-id"])
         claimed = self._claim_pending(stream)
-        progress = self.client.hgetall(self.keys.progress(lease.partition))
-        owned.load_progress({_text(device): json.loads(raw) for device, raw in progress.items()})
+        progress = hash_or_junk(self.client, self.keys.progress(lease.partition))
+        junk = owned.load_progress({_text(device): raw for device, raw in progress.items()})
+        if junk:  # the commit replaces such a record with the device's next window's
+            self._junk("progress", len(junk), f"partition {lease.partition}, device {junk[0][:64]!r}")
         restore_today(self.history, core, list(owned.committed))  # the day's minutes survive a restart
         replayed = 0
         context_windows = self._context_windows
@@ -343,7 +348,18 @@ class RedisWorker:
         if not streams:
             time.sleep(block_ms / 1000)
             return 0
-        reply = self.client.xreadgroup(GROUP, self.worker_id, streams, count=self.lc.read_count, block=block_ms or None)
+        try:
+            reply = self.client.xreadgroup(
+                GROUP, self.worker_id, streams, count=self.lc.read_count, block=block_ms or None
+            )
+        except redis.ResponseError as exc:
+            # one partition's log of another type, or deleted (and its group with it), by another
+            # client: every read of every partition failed, for good. Made readable again, counted.
+            if not any(s in str(exc) for s in ("WRONGTYPE", "NOGROUP", "UNBLOCKED")):
+                raise
+            junk = self.leases.repair_logs([self.owned[p].lease for p in list(self.owned)], GROUP)
+            self._junk("log", max(1, junk), str(exc)[:100])
+            return 0
         n = messages = 0
         now = time.monotonic()
         for stream, entries in reply or []:
@@ -516,6 +532,8 @@ class RedisWorker:
             else:
                 self.counts["committed"] += result[0]
                 self.counts["skipped_committed"] += result[1]
+                if result[2]:
+                    self._junk("progress", result[2])
         n_kept = len(calls) + len(keep_calls)
         self._kept_history += self._history_out(
             owners, self.history.kept(items, at, replies[len(calls) : n_kept], self.core)
@@ -652,6 +670,20 @@ class RedisWorker:
         self.counts["forgotten_devices"] += gone
         return gone
 
+    def _junk(self, kind: str, n: int = 1, detail: str = "") -> None:
+        """Count ``n`` records of ``kind`` in the broker that no worker could
+        have written; the first of each kind is logged."""
+        if not self.junk[kind]:
+            log.warning(
+                "%s: a %s record in the broker is junk (written by another client?)%s; set aside and counted "
+                "in stats as broker.junk.%s",
+                self.worker_id,
+                kind,
+                f": {detail}" if detail else "",
+                kind,
+            )
+        self.junk[kind] += n
+
     def stats(self, now: float) -> WorkerStats:
         """The worker's statistics (its core's, with ``broker``)."""
         out = self.core.stats(now)
@@ -675,6 +707,7 @@ class RedisWorker:
             "lost_samples": grid["lost_samples"],
             "rebuild_ms_max": round(max(self.rebuild_ms), 1) if self.rebuild_ms else None,
             **dict(self.counts),
+            "junk": dict(self.junk + Counter(history=self.history.junk)),
         }
         self._latencies, self._lags, self.rebuild_ms = [], [], []
         return out

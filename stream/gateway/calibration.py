@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import hmac
 import logging
@@ -52,6 +53,7 @@ import multiprocessing
 import os
 import pickle
 import shutil
+import stat
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -84,6 +86,24 @@ Reply = Callable[[dict], Awaitable[None]]
 MAX_SESSIONS = 32  # devices calibrating at once (each holds < 1 MB: 6 takes of 120 s, float32)
 MAX_QUEUED_FITS = 4  # fits waiting for the fit process; past this ``busy``
 OWNER_FILE = "owner"  # beside a device's CSVs: sha256 of the key that calibrated it
+
+
+def read_owner_record(path: Path) -> bytes:
+    """The owner record at ``path`` (a key's SHA-256 in hex), read on the
+    event loop, so never waiting: opened without following a symlink and
+    without blocking (a FIFO there froze the gateway waiting for a writer),
+    and it must be a regular file of at most 200 bytes; ``OSError`` else
+    (``FileNotFoundError`` where there is none)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > 200:
+            raise OSError(errno.EINVAL, "not a regular file of at most 200 bytes")
+        return os.read(fd, 200).strip()
+    finally:
+        os.close(fd)
+
+
 MODEL_SUFFIXES = (PERSONAL_SUFFIX, ".keras", ".json")  # a personal model in the registry (and the older format)
 
 
@@ -238,8 +258,7 @@ class Calibrations:
         or it has none yet."""
         name = device_folder_name(device)
         try:
-            with open(self.data_dir / name / OWNER_FILE, "rb") as f:
-                recorded = f.read(200).strip()
+            recorded = read_owner_record(self.data_dir / name / OWNER_FILE)
         except FileNotFoundError:
             if any((self.personal_dir / f"{name}{suffix}").exists() for suffix in MODEL_SUFFIXES):
                 raise CalibrationRefusal(

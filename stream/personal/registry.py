@@ -10,7 +10,9 @@ file says which device it is for.
 The worker's loop calls :meth:`PersonalRegistry.poll` often; it looks at the
 folder once per ``interval`` (one ``lstat`` per file), and at once when the
 folder itself changed (one ``stat`` per poll: a file created, renamed in or
-removed), and loads a file that changed — once it has stayed unchanged for
+removed), a slice per poll (:data:`LIST_BUDGET_S`: a folder of many
+thousand files is looked at over several polls, never in one that holds the
+loop), and loads a file that changed — once it has stayed unchanged for
 one more look, :data:`SETTLE_LOOK_S` later, so a half-written file is not
 read — right there in the loop: a personal model is a few
 kilobytes of checked JSON, read in about a millisecond, and loading stops for
@@ -41,11 +43,14 @@ gone out.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from harstream.stream.core.model_routing import ModelRouter, ServedModel, served_device
 from harstream.stream.core.protocol import check_device_id
@@ -59,6 +64,10 @@ DEFAULT_PERSONAL_DIR = Path("runs/personal")
 MAX_REFUSALS_LISTED = 50
 #: Seconds of loading per poll; files past it wait for the next poll.
 LOAD_BUDGET_S = 0.02
+#: Seconds of listing the folder per poll; a larger folder is looked at over several polls.
+LIST_BUDGET_S = 0.005
+#: Refusals logged one by one per poll; the rest are counted in one line (all are in the stats).
+MAX_REFUSALS_LOGGED = 5
 #: Seconds until the next look while a new or changed file waits to settle (it is loaded
 #: once unchanged for one more look).
 SETTLE_LOOK_S = 0.2
@@ -101,27 +110,32 @@ class FolderWatch:
     def __init__(self) -> None:
         self._previous: dict[str, Signature] = {}
         self._handled: dict[str, Signature] = {}  # the signature last loaded (or refused)
+        self._unsettled = False
 
     def update(self, listing: dict[str, Signature]) -> tuple[list[str], list[str]]:
         """``(names to load, names removed)`` for this listing. A name is
         loaded once its signature held for two looks in a row and differs
         from the one last handled."""
-        ready = [
-            n for n, sig in sorted(listing.items()) if self._previous.get(n) == sig and self._handled.get(n) != sig
-        ]
+        if listing == self._handled:  # the usual look at a large folder: nothing changed (compared in C)
+            self._previous, self._unsettled = listing, False
+            return [], []
+        handled = self._handled
+        new = [(n, sig) for n, sig in listing.items() if handled.get(n) != sig]
+        ready = sorted(n for n, sig in new if self._previous.get(n) == sig)
         for name in ready:
             self._handled[name] = listing[name]
-        gone = sorted(n for n in self._handled if n not in listing)
+        gone = sorted(self._handled.keys() - listing.keys())
         for name in gone:
             del self._handled[name]
-        self._previous = dict(listing)
+        self._previous = listing
+        self._unsettled = len(new) > len(ready)
         return ready, gone
 
     @property
     def unsettled(self) -> bool:
         """Whether the last listing held a file new or changed since it was
         handled, waiting for one more look to load it."""
-        return any(self._handled.get(n) != sig for n, sig in self._previous.items())
+        return self._unsettled
 
 
 @dataclass
@@ -140,26 +154,57 @@ def list_models(folder: Path) -> dict[str, Signature]:
     """``{file name: signature}`` of the entries of ``folder`` named like a
     model (:data:`MODEL_SUFFIXES`), whatever their type (the loader refuses
     what is not a regular file); hidden names are skipped (a writer's
-    staging); an absent folder lists nothing."""
-    out: dict[str, Signature] = {}
-    try:
-        with os.scandir(folder) as entries:
-            for n, entry in enumerate(entries):
-                if n >= MAX_FILES:
-                    log.warning(
-                        "personal models: more than %d entries in %s; the rest are not looked at", MAX_FILES, folder
-                    )
-                    break
-                if entry.name.startswith(".") or not entry.name.endswith(MODEL_SUFFIXES):
-                    continue
+    staging); an absent folder lists nothing. All at once: the registry
+    takes it a slice per poll (:class:`FolderScan`)."""
+    scan = FolderScan(folder)
+    while not scan.step(math.inf):
+        pass
+    return scan.listing
+
+
+class FolderScan:
+    """One look at the folder (what :func:`list_models` gives), taken a slice
+    per call of :meth:`step`: listing a folder of many thousand files in one
+    go (a few hundred ms for 20,000, seconds for :data:`MAX_FILES`) held the
+    worker's loop, and so every device's predictions, that long each look."""
+
+    def __init__(self, folder: Path, clock: Callable[[], float] = time.perf_counter):
+        self.folder = folder
+        self.clock = clock
+        self.listing: dict[str, Signature] = {}
+        self.entries = 0
+        try:
+            self._entries: Any = os.scandir(folder)  # closed when done (an iterator holding the folder open)
+        except OSError:  # absent, not a folder, unreadable: nothing
+            self._entries = None
+
+    def step(self, budget_s: float) -> bool:
+        """List entries for about ``budget_s`` seconds; True once the look is complete."""
+        if self._entries is None:
+            return True
+        started = self.clock()
+        for entry in self._entries:
+            self.entries += 1
+            if self.entries > MAX_FILES:
+                log.warning(
+                    "personal models: more than %d entries in %s; the rest are not looked at", MAX_FILES, self.folder
+                )
+                break
+            if not entry.name.startswith(".") and entry.name.endswith(MODEL_SUFFIXES):
                 try:
                     st = entry.stat(follow_symlinks=False)
                 except OSError:
                     continue
-                out[entry.name] = (st.st_mtime_ns, st.st_size, st.st_mode)
-    except (FileNotFoundError, NotADirectoryError):
-        pass
-    return out
+                self.listing[entry.name] = (st.st_mtime_ns, st.st_size, st.st_mode)
+            if self.entries % 64 == 0 and self.clock() - started > budget_s:
+                return False
+        self.close()
+        return True
+
+    def close(self) -> None:
+        if self._entries is not None:
+            self._entries.close()
+            self._entries = None
 
 
 class PersonalRegistry:
@@ -184,14 +229,18 @@ class PersonalRegistry:
         self.clock = clock
         self.watch = FolderWatch()
         self.device_of: dict[str, str] = {}  # file name -> the device it serves
-        self.refused: dict[str, str] = {}  # file name -> why (latest refusals)
+        self.refused: OrderedDict[str, str] = OrderedDict()  # file name -> why (latest refusals)
         self.refusals = 0
         self.refusals_by_reason: dict[str, int] = {}  # reason kind -> count (PersonalModelError.kind)
         self.loads = 0
         self.load_ms_max = 0.0
-        self._queue: dict[str, None] = {}  # names waiting to be loaded, in order
+        # names waiting to be loaded, in order (taken from the front: an OrderedDict does it in
+        # O(1), a dict's first key after many deletions is a walk past every deleted slot)
+        self._queue: OrderedDict[str, None] = OrderedDict()
         self._next_look = 0.0
         self._folder_mtime: int | None = None  # the folder's own modification time at the last look
+        self._scan: FolderScan | None = None  # the look under way, a slice per poll
+        self._logged = 0  # refusals logged in this poll
 
     def poll(self, now: float, router: ModelRouter) -> list[RegistryEvent]:
         """Apply removals and load what is waiting (within
@@ -199,8 +248,11 @@ class PersonalRegistry:
         (:data:`SETTLE_LOOK_S` while a file waits to settle) or the folder
         itself changed. Never raises for a bad file."""
         events: list[RegistryEvent] = []
-        if now >= self._next_look or self._folder_changed():
-            ready, gone = self.watch.update(list_models(self.folder))
+        if self._scan is None and (now >= self._next_look or self._folder_changed()):
+            self._scan = FolderScan(self.folder, self.clock)
+        if self._scan is not None and self._scan.step(LIST_BUDGET_S):
+            listing, self._scan = self._scan.listing, None
+            ready, gone = self.watch.update(listing)
             # a file waiting to settle is looked at again soon, not a whole interval later
             self._next_look = now + (min(SETTLE_LOOK_S, self.interval) if self.watch.unsettled else self.interval)
             for name in gone:
@@ -214,12 +266,17 @@ class PersonalRegistry:
                 self._queue[name] = None
         started = self.clock()
         loaded = 0
+        self._logged = 0
         while self._queue and self.clock() - started < LOAD_BUDGET_S:
-            name = next(iter(self._queue))
-            del self._queue[name]
+            name, _ = self._queue.popitem(last=False)
             event = self._load(name, router)
             loaded += event.kind == "loaded"
             events.append(event)
+        if self._logged > MAX_REFUSALS_LOGGED:
+            log.warning(
+                "personal models: %d more refused in this look (stats: personal.refused, refusals_by_reason)",
+                self._logged - MAX_REFUSALS_LOGGED,
+            )
         if loaded:  # one line per look, not per model (a folder of thousands)
             log.info(
                 "%d personal model(s) now serving (%s%s); %d waiting",
@@ -266,13 +323,15 @@ class PersonalRegistry:
 
     def _refuse(self, name: str, reason: str, router: ModelRouter, kind: str) -> RegistryEvent:
         reason = reason.splitlines()[0][:300] if reason else "unknown error"
-        log.warning("personal model %s refused: %s (its device keeps the model it had)", name, reason)
+        self._logged += 1
+        if self._logged <= MAX_REFUSALS_LOGGED:  # a folder of a thousand junk files is not a thousand lines
+            log.warning("personal model %s refused: %s (its device keeps the model it had)", name, reason)
         self.refusals += 1
         self.refusals_by_reason[kind] = self.refusals_by_reason.get(kind, 0) + 1
         self.refused.pop(name, None)
         self.refused[name] = reason
         while len(self.refused) > MAX_REFUSALS_LISTED:
-            del self.refused[next(iter(self.refused))]
+            self.refused.popitem(last=False)
         return RegistryEvent("refused", name, self.device_of.get(name), reason)
 
     def stats(self) -> dict:
@@ -289,4 +348,7 @@ class PersonalRegistry:
         }
 
     def close(self) -> None:
-        """Nothing runs in the background; kept for the edges that call it."""
+        """Nothing runs in the background; a look under way is let go."""
+        if self._scan is not None:
+            self._scan.close()
+            self._scan = None
