@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -179,21 +180,49 @@ def _pressure_of(dev: ReplayDevice, idx: np.ndarray) -> np.ndarray | None:
     return np.concatenate(parts)
 
 
+_NOT_IN_ID = re.compile(r"[^A-Za-z0-9_.:@+-]+")
+#: A recording's part of a device id; the rest of the 64 characters is left for a copy's ``.<k>``.
+MAX_NAME_ID = 56
+
+
+def device_ids(names: Sequence[str]) -> list[str]:
+    """A bus device id for each recording name: what an id cannot hold (spaces,
+    brackets, accents) becomes ``_``, long names are cut, and names that then
+    coincide get ``-2``, ``-3``, ...
+
+    >>> device_ids(["exp01_user01", "my walk (1)", "my walk [1]", ""])
+    ['exp01_user01', 'my_walk_1_', 'my_walk_1_-2', 'recording']
+    """
+    out: list[str] = []
+    taken: set[str] = set()
+    for name in names:
+        base = _NOT_IN_ID.sub("_", name)[:MAX_NAME_ID] or "recording"
+        device, k = base, 1
+        while device in taken:
+            k += 1
+            device = f"{base[: MAX_NAME_ID - len(str(k)) - 1]}-{k}"
+        taken.add(device)
+        out.append(device)
+    return out
+
+
 def devices_for(recordings: Sequence, count: int | None = None, spread: int = 7919) -> list[ReplayDevice]:
     """Devices replaying ``recordings`` (objects with name, samples, labels).
 
-    With ``count`` larger than the number of recordings, they are cycled; the
+    Each is named after its recording (:func:`device_ids`). With ``count``
+    larger than the number of recordings, they are cycled; the
     ``k``-th copy of a recording is called ``<name>.<k>`` and starts ``k *
     spread`` samples in (wrapping), so copies do not move in lockstep.
     """
     if not recordings:
         raise ValueError("no recordings to replay")
     count = len(recordings) if count is None else count
+    ids = device_ids([rec.name for rec in recordings])
     out = []
     for i in range(count):
         rec = recordings[i % len(recordings)]
         copy = i // len(recordings)
-        name = rec.name if copy == 0 else f"{rec.name}.{copy}"
+        name = ids[i % len(recordings)] if copy == 0 else f"{ids[i % len(recordings)]}.{copy}"
         samples = np.asarray(rec.samples, dtype=np.float32)
         pressure = getattr(rec, "pressure", None)
         out.append(

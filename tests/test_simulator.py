@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from harstream.simulator.replay import ReplayDevice, ReplaySchedule, devices_for, replay
-from harstream.stream.core.protocol import decode_samples
+from harstream.stream.core.protocol import DEVICE_ID, decode_samples
+from harstream.stream.data.recordings import load_csv
 
 
 def make_devices(count: int, length: int = 300) -> list[ReplayDevice]:
@@ -73,6 +74,18 @@ def test_more_devices_than_sessions_cycle_with_offsets(embedded):
         f"{recs[0].name}.2",
     ]
     assert len({d.start for d in devices if d.device.startswith(recs[0].name)}) == 3
+
+
+def test_recordings_named_as_people_name_files_replay_as_valid_distinct_devices(tmp_path):
+    # a download's "walk (1).csv" used to stop `harstream simulate` with a traceback on its device id
+    header = "time,acc_x,acc_y,acc_z,gyro_x,gyro_y,gyro_z\n"
+    rows = "".join(f"{i * 0.02:.2f},0,1,0,0,0,0\n" for i in range(200))
+    for name in ("walk (1).csv", "walk [1].csv", f"{'ä' * 80}.csv"):
+        (tmp_path / name).write_text(header + rows)
+    devices = devices_for(load_csv(tmp_path).recordings, count=4)
+    names = [d.device for d in devices]
+    assert len(set(names)) == 4 and all(DEVICE_ID.fullmatch(n) for n in names)
+    assert "walk_1_" in names and "walk_1_-2" in names
 
 
 def replay_in_thread(**kwargs) -> tuple[threading.Thread, dict]:
