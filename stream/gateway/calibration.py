@@ -240,7 +240,7 @@ class Calibrations:
                 raise CalibrationError("busy", "this device's calibration is being fitted; wait for its result")
             self._check_owner(device, owner)
             self._desks.pop(device, None)
-            removed = self._delete(device)
+            removed = await asyncio.to_thread(self._delete, device)  # file system work off the event loop
             self.counters.count("calibrations_deleted")
             await reply({"type": "calibration", "event": "deleted", "removed": removed})
         else:
