@@ -23,7 +23,7 @@ from harstream.commands._options import (
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "Accept phone sensor streams (harstream JSON over WebSocket at /ws, Sensor Logger HTTP POST "
-        "at /data, a phone browser at /phone, SensorServer with --connect) and publish them as 50 Hz "
+        "at /data, a phone browser at /phone, SensorServer or phyphox with --connect) and publish them as 50 Hz "
         "samples on the ingest bus. See docs/phones.md."
     )
     parser.add_argument(
