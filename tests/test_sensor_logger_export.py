@@ -218,6 +218,15 @@ def test_calibration_reads_a_folder_of_exports_one_per_activity(tmp_path):
     assert sorted((r.name, int(r.labels[0])) for r in recs) == [("sitting-2026-12-07", 4), ("walking", 1)]
 
 
+def test_a_folder_of_own_csv_recordings_is_read_as_such_beside_a_stray_zip(tmp_path):
+    (tmp_path / "walk.csv").write_text(
+        "time,acc_x,acc_y,acc_z,gyro_x,gyro_y,gyro_z\n" + "".join(f"{i * 0.02:.2f},0,1,0,0,0,0\n" for i in range(200))
+    )
+    _write_zip(tmp_path / "photos.zip", {"a.txt": "not a recording"})
+    assert detect_layout(tmp_path) == "csv"
+    assert [r.name for r in load_dataset(tmp_path).recordings] == ["walk"]
+
+
 def test_harstream_data_summarises_an_export(tmp_path, capsys):
     path = _write_zip(tmp_path / "standing.zip", _android_files())
     assert main(["data", "--data", str(path)]) == 0

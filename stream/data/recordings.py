@@ -1277,10 +1277,14 @@ def detect_layout(source: str | os.PathLike | None) -> str:
         return "hapt-rawdata"
     if _uci_root(path) is not None:
         return "uci-har"
-    if _sensor_logger_exports(path):
+    # an export unpacked holds .csv files too; a folder of own CSVs keeps them read
+    # as such even beside a zip that has nothing to do with them
+    if _Export.looks_like(path):
         return "sensor-logger"
     if any(path.glob("*.csv")):
         return "csv"
+    if _sensor_logger_exports(path):
+        return "sensor-logger"
     raise RecordingError(
         f"{_display(path)}: not a recording source; expected a HAPT RawData folder "
         "(acc_expXX_userYY.txt, gyro_expXX_userYY.txt, labels.txt), a folder of .csv "
