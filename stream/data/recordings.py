@@ -818,9 +818,6 @@ class _Export:
     def has(self, name: str) -> bool:
         return name in self._members
 
-    def files(self) -> list[Path]:
-        return [self.path] if self._zip is not None else [m for found in self._members.values() for m in found]
-
     @contextlib.contextmanager
     def table(self, name: str) -> Iterator[tuple[list[str], Iterator[tuple[int, list[str]]], str]]:
         """A CSV file of the export: its header (lower case), its rows with their
@@ -879,16 +876,17 @@ def _sl_numbers(chunk: list[tuple[int, list[str]]], columns: list[int], where: s
             return out
     except (ValueError, IndexError):
         pass
-    for line, row in chunk:
+    out = np.empty((len(chunk), len(columns)))  # row by row, to name the line at fault
+    for i, (line, row) in enumerate(chunk):
         try:
-            ok = all(math.isfinite(float(row[c])) for c in columns)
+            out[i] = [float(row[c]) for c in columns]
         except (ValueError, IndexError):
-            ok = False
-        if not ok:
+            out[i] = math.nan
+        if not np.isfinite(out[i]).all():
             raise RecordingError(
                 f"{where} line {line}: {','.join(row)[:80]!r} does not hold finite numbers in {', '.join(names)}"
             )
-    raise AssertionError("a chunk that failed to convert has a bad row")
+    return out
 
 
 def _sl_activity(text: str) -> int:
