@@ -334,6 +334,28 @@ def test_junk_another_client_left_in_the_brokers_records_is_set_aside_and_the_de
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def test_a_lease_another_client_set_to_expire_in_an_hour_does_not_hold_the_partition():
+    """Another client has set the good device's partition lease with an
+    expiry of an hour: no worker sets one past the longest lease time, so
+    the worker takes it as junk at once instead of leaving the partition
+    unserved for the hour."""
+    keys = Keys()
+    p = partition_of(GOOD, PARTITIONS)
+
+    def squat(url: str) -> None:
+        client = connect(url)
+        client.set(keys.lease(p), "squatter 1", px=3_600_000)
+        client.close()
+
+    folder = Path(tempfile.mkdtemp(prefix="hs-hd-"))
+    d = Durable(folder, before=squat)
+    try:
+        d.assert_good_device_goes_on()
+    finally:
+        d.close()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def test_keys_of_another_type_under_the_brokers_names_are_replaced_and_the_device_goes_on():
     """Before the worker starts, another client has put a key of the wrong
     type under each name the worker writes (a string where a hash, a stream

@@ -28,6 +28,7 @@ from harstream.commands._options import (
     endpoint_help,
     worker_name,
 )
+from harstream.stream.durable.leases import MAX_LEASE_MS
 
 
 def _shard(text: str) -> tuple[int, int]:
@@ -189,7 +190,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--lease-ms",
-        type=Number(int, 100, 60_000),
+        type=Number(int, 100, MAX_LEASE_MS),
         default=600,
         help="lease time: a dead worker's partitions move after this (default 600)",
     )

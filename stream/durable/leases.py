@@ -22,6 +22,10 @@ import orjson
 
 from harstream.stream.durable.broker import Keys
 
+#: The longest lease time a worker may use (ms): a lease expiring later than
+#: this was not set by a worker.
+MAX_LEASE_MS = 60_000
+
 #: Lua prepended to the scripts that write the deployment's keys: ``own(key,
 #: kind)`` deletes ``key`` if another client left a key of another type under
 #: its name (a string where a hash belongs: every write to it would raise, and
@@ -52,12 +56,15 @@ return redis.call('ZRANGE', KEYS[1], 0, -1)
 """
 )
 
-# KEYS: lease, epoch; ARGV: worker, ttl_ms -> epoch, or 0 if held. A lease
-# key with no expiry is junk (every owner sets one, and renews it) and taken,
-# else the partition would never be served again; an epoch counter that is
-# not an integer restarts from the server's time in ms, past any count it held.
+# KEYS: lease, epoch; ARGV: worker, ttl_ms, longest ttl_ms -> epoch, or 0 if
+# held. A lease key with no expiry, or one expiring later than any worker's
+# lease time allows, is junk (every owner sets one within the limit, and renews
+# it) and taken, else the partition would not be served again for as long as
+# another client chose; an epoch counter that is not an integer restarts from
+# the server's time in ms, past any count it held.
 _ACQUIRE = """
-if redis.call('PTTL', KEYS[1]) ~= -1 and redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local left = redis.call('PTTL', KEYS[1])
+if left >= 0 and left <= tonumber(ARGV[3]) then return 0 end
 local epoch = redis.pcall('INCR', KEYS[2])
 if type(epoch) == 'table' then
   local t = redis.call('TIME')
@@ -238,6 +245,8 @@ class Leases:
     """The scripts, registered once per client; every method is one round trip."""
 
     def __init__(self, client, keys: Keys, ttl_ms: int):
+        if not 0 < ttl_ms <= MAX_LEASE_MS:
+            raise ValueError(f"lease time {ttl_ms!r} ms must be within 1..{MAX_LEASE_MS}")
         self.client, self.keys, self.ttl_ms = client, keys, int(ttl_ms)
         self._heartbeat = client.register_script(_HEARTBEAT)
         self._acquire = client.register_script(_ACQUIRE)
@@ -281,7 +290,10 @@ class Leases:
 
     def acquire(self, partition: int, worker: str) -> Lease | None:
         epoch = int(
-            self._acquire(keys=[self.keys.lease(partition), self.keys.epoch(partition)], args=[worker, self.ttl_ms])
+            self._acquire(
+                keys=[self.keys.lease(partition), self.keys.epoch(partition)],
+                args=[worker, self.ttl_ms, MAX_LEASE_MS],
+            )
         )
         return Lease(partition, worker, epoch) if epoch else None
 
