@@ -67,7 +67,7 @@ from harstream.stream.core.batch_push import push_both
 from harstream.stream.core.decoder import window_motion
 from harstream.stream.core.device_windows import DeviceWindows
 from harstream.stream.core.headroom import Headroom
-from harstream.stream.core.history import History, HistorySettings, Piece, history_params
+from harstream.stream.core.history import History, HistorySettings, Piece, history_params, window_rotation
 from harstream.stream.core.incarnation import (
     DUPLICATE,
     FOREIGN,
@@ -260,6 +260,9 @@ class PendingWindow:
     between: bool = False  # a window of the offset grid: display only (WorkerConfig.between_devices)
     # a gated device's window: steps (then never STILL), at rest (never moving) or neither (stepping.motion_evidence)
     stepping: int | None = None
+    # its rotation about its own mean (history.window_rotation, rad/s): the history's set-down cue; None for
+    # a device without a gyroscope
+    rotation: float | None = None
 
 
 def one_model_router(classes: Sequence[str], model_id: str, config: WorkerConfig) -> ModelRouter:
@@ -751,14 +754,16 @@ class StreamCore:
             [j[0].windows.pipeline for j in jobs], [j[0].windows.between for j in jobs], [j[1] for j in jobs]
         )
         n = len(jobs)
-        # body motion and gravity of both grids' new windows, all devices' in one call each
+        # body motion and gravity of both grids' new windows (the model grid's rotation too, for the history),
+        # all devices' in one call each
         counts = [len(r) for r in results + extra]
         if sum(counts):
             every = np.concatenate(results + extra)
             motions = np.split(window_motion(every), np.cumsum(counts)[:-1])
             turns = np.split(window_gravity(every), np.cumsum(counts)[:-1])
+            rotations = np.split(window_rotation(every[: sum(counts[:n])]), np.cumsum(counts[:n])[:-1])
         else:
-            motions = turns = results + extra
+            motions = turns = rotations = results + extra
         # which between windows the model labels: those whose signal moved away from the window they follow
         fired = [self._between_fired(j, motions[k], turns[k], motions[n + k], turns[n + k]) for k, j in enumerate(jobs)]
         chosen = [e[f] for e, f in zip(extra, fired)]
@@ -796,6 +801,7 @@ class StreamCore:
                         None if worn is None or w.between else worn[i],
                         w.between,
                         None if steps[k] is None or w.between else int(steps[k][i]),
+                        rotation=None if w.between or not state.gyro else float(rotations[k][i]),
                     )
                 )
             self.totals["windows"] += len(windows)
@@ -1038,7 +1044,7 @@ class StreamCore:
                 smoothed, smoothed_probs = state.display.update(raw, w.motion, w.gravity)
                 if state.display.refused:
                     self._drop("probabilities", f"device {w.device} window {w.window}: {state.display.refused}")
-                pieces = state.history.push(w.window, w.t_start, w.t_end, raw, w.motion, w.gravity)
+                pieces = state.history.push(w.window, w.t_start, w.t_end, raw, w.motion, w.gravity, w.rotation)
                 if state.history.refused and not state.display.refused:
                     self._drop("history", f"device {w.device} window {w.window}: {state.history.refused}")
                 self._revise(state, pieces)
