@@ -280,6 +280,23 @@ def test_the_worker_gives_the_history_each_windows_motion():
     assert {p["label"] for p in final_pieces(core)} == {"unknown"}
 
 
+def test_the_worker_gives_the_history_each_windows_steps():
+    """The model says walking throughout: a device shaken at random by hand is handled (nothing was
+    shown before it: unknown), one that bounces at a walk's steady 1.5 Hz is walking."""
+    config = WorkerConfig(max_batch=100, history=HistorySettings(handled_steps=0.2))
+    core = StreamCore(ACTIVITIES, "m", config)
+    feed(core, "walked", 0, 50 * 30, now=0.0, amplitude=0.3)
+    shaken = np.random.default_rng(0).normal(0, 0.3, (50 * 30, 6)).astype(np.float32)
+    for seq in range(0, len(shaken), 10):
+        core.ingest(encode_samples(SampleBatch("shaken", seq, 1000.0 + seq / 50, shaken[seq : seq + 10])), 0.0)
+    run_model(core, now=0.1, klass=0)
+    updates = core.take_history()
+    labels = {
+        d: {p["label"] for h in updates if h.device == d for p in h.pieces if p["final"]} for d in ("walked", "shaken")
+    }
+    assert labels == {"walked": {"WALKING"}, "shaken": {"unknown"}}
+
+
 def test_a_quiet_device_gets_its_last_stretch_settled_and_an_evicted_one_too():
     core = StreamCore(ACTIVITIES, "m", WorkerConfig(history_quiet=1.5, idle_timeout=30.0))
     feed(core, "d", 0, 50 * 10, now=0.0)
@@ -449,9 +466,36 @@ def test_the_handled_state_never_delays_finality():
         assert [p.end for p in new] == ([] if j < 2 else [pytest.approx(window(j - 2)[0] + 96 / 50)])
 
 
+STEPPING, NO_STEPS = 0.8, 0.0  # a walk's step regularity; a hand's
+
+
+def shown_with_steps(settings: HistorySettings, reads: str, regularity: list[float | None]) -> list[str]:
+    h = History(POSE, settings)
+    out: list[Piece] = []
+    for j, c in enumerate(reads):
+        out += finals(h.push(j, *window(j), READ[c], STILL if c != "W" else MOVING, UPRIGHT, None, regularity[j]))
+    return [p.label for p in merge_pieces(out + h.settle())]
+
+
+def test_walking_read_without_steps_is_the_device_handled():
+    by_steps = replace(HANDLED, handled_steps=0.2)
+    reads = "T" * 10 + "W" * 4 + "T" * 10
+    assert shown_with_steps(by_steps, reads, [STEPPING] * 24) == ["STANDING", "WALKING", "STANDING"]  # a walk
+    assert shown_with_steps(by_steps, reads, [NO_STEPS] * 24) == ["STANDING"]  # a phone moved about by hand
+    off = replace(HANDLED, handled_steps=0.0)
+    assert shown_with_steps(off, reads, [NO_STEPS] * 24) == ["STANDING", "WALKING", "STANDING"]  # cue off
+    assert shown_with_steps(by_steps, reads, [None] * 24) == ["STANDING", "WALKING", "STANDING"]  # not known
+
+
 @pytest.mark.parametrize(
     "knobs",
-    [{"handled_motion": -0.1}, {"handled_motion": float("nan")}, {"handled_stay": 1.0}, {"handled_turn": 181.0}],
+    [
+        {"handled_motion": -0.1},
+        {"handled_motion": float("nan")},
+        {"handled_stay": 1.0},
+        {"handled_turn": 181.0},
+        {"handled_steps": 1.5},
+    ],
 )
 def test_impossible_handled_knobs_are_refused(knobs):
     with pytest.raises(ValueError, match="history handled"):

@@ -27,7 +27,11 @@ the classifier reads as a still posture (sitting, standing, lying) while the
 body acceleration is about ``handled_motion`` g or more, or as walking or
 stairs while the gravity direction turned ``handled_turn`` degrees or more
 since the window before (a person walking keeps the device's orientation),
-gives that share of its evidence to the handled state. The handled state is
+gives that share of its evidence to the handled state; so does a window read
+as walking or stairs without steps (a walk's acceleration comes back at each
+step or stride: its regularity,
+:func:`~harstream.stream.core.stepping.step_measures`, far below
+``handled_steps``; a hand moving the device does not step). The handled state is
 shown as the bout it interrupts (a phone picked up while standing and put
 down again is one stretch of standing, not standing, lying, standing), and as
 ``unknown`` where nothing was shown before it in the run. A window without
@@ -116,6 +120,9 @@ MAX_MIN_WINDOWS = 8
 HANDLED_ENTER = 0.02
 HANDLED_INITIAL = 0.1
 HANDLED_STEEPNESS = 2.0
+#: The same for the lack of steps (q = handled_steps^k / (handled_steps^k + regularity^k)): steep,
+#: almost a cut (steepness 2 and 4 kept less accuracy for as many changes on validation).
+HANDLED_STEPS_STEEPNESS = 8.0
 
 
 @dataclass(frozen=True)
@@ -153,6 +160,10 @@ class HistorySettings:
     # the same for a window the classifier reads as walking or stairs: degrees its gravity direction
     # turned since the window before (a person walking keeps the device's orientation; 0: off)
     handled_turn: float = 45.0
+    # the same for a window read as walking or stairs: the step regularity (stepping.step_measures, 0..1)
+    # below which it is as likely the device moved by hand as a person walking (0: off); chosen on
+    # validation (`history_accuracy steps`, docs/reports/history_steps.json)
+    handled_steps: float = 0.25
     # how likely a handled device is still handled a window later (1.28 s)
     handled_stay: float = 0.3
     # a device set down, not worn (module docstring): a window is at rest below both (body motion, g,
@@ -175,7 +186,7 @@ class HistorySettings:
         if self.method not in METHODS:
             raise ValueError(f"history method {self.method!r} must be one of {', '.join(METHODS)}")
         limits = [("stay", self.stay, 1e3), ("power", self.power, 10.0), ("handled_motion", self.handled_motion, 16.0)]
-        limits.append(("handled_turn", self.handled_turn, 180.0))
+        limits += [("handled_turn", self.handled_turn, 180.0), ("handled_steps", self.handled_steps, 1.0)]
         for name, value, hi in limits:
             if not (isinstance(value, (int, float)) and math.isfinite(value) and 0.0 <= value <= hi):
                 raise ValueError(f"history {name} {value!r} must be within 0..{hi:g}")
@@ -225,7 +236,9 @@ class Lattice:
         n = len(params.classes)
         still = np.array([i for i, c in enumerate(params.classes) if c in POSTURES], dtype=np.int64)
         moving = np.array([i for i, c in enumerate(params.classes) if c not in POSTURES], dtype=np.int64)
-        handled = (settings.handled_motion > 0 or settings.handled_turn > 0) and len(still) > 0
+        handled = (settings.handled_motion > 0 or settings.handled_turn > 0 or settings.handled_steps > 0) and len(
+            still
+        ) > 0
         states = params.states
         if handled:
             matrix, initial = with_handled(matrix, initial, n, settings.handled_stay)
@@ -299,15 +312,17 @@ class History:
         motion: float | None = None,
         gravity: Sequence[float] | None = None,
         rotation: float | None = None,
+        steps: float | None = None,
     ) -> list[Piece]:
         """One window (its number since the stream began, its first and last
         sample's time, its class probabilities, and if known its body motion:
         :func:`~harstream.stream.core.decoder.window_motion`, g; its gravity:
         :func:`~harstream.stream.core.transition_direction.window_gravity`; its
-        rotation: :func:`window_rotation`, rad/s): the new final pieces, then
-        the provisional ones. A window refused (:attr:`refused` says why)
-        changes nothing and returns nothing; a motion or rotation that is not
-        a finite number >= 0 counts as not known."""
+        rotation: :func:`window_rotation`, rad/s; its step regularity:
+        :func:`~harstream.stream.core.stepping.step_measures`): the new final
+        pieces, then the provisional ones. A window refused (:attr:`refused`
+        says why) changes nothing and returns nothing; a cue that is not a
+        finite number >= 0 counts as not known."""
         self.refused = self._refusal(window, t_start, t_end, probs)
         if self.refused is not None:
             return []
@@ -320,7 +335,7 @@ class History:
             self._rest_run = 0
         evidence = self._evidence(np.asarray(probs, dtype=np.float64)) ** self.settings.power
         if self._handled:
-            evidence = self._with_handled(evidence, motion, self._turn(gravity))
+            evidence = self._with_handled(evidence, motion, self._turn(gravity), steps)
         item = _Window(window, float(t_start), float(t_end), evidence, self._at_rest(motion, rotation))
         self._pending.append(item)
         self._last = item
@@ -360,12 +375,16 @@ class History:
         before, self._gravity = self._gravity, gravity
         return turn_degrees(before, gravity)
 
-    def _with_handled(self, evidence: np.ndarray, motion: float | None, turn: float = math.nan) -> np.ndarray:
+    def _with_handled(
+        self, evidence: np.ndarray, motion: float | None, turn: float = math.nan, steps: float | None = None
+    ) -> np.ndarray:
         """The evidence with the handled state's: the share ``q`` of the still
         postures' evidence the window's motion says is the device moved by
         hand (``q`` is one half at ``handled_motion``, steeply more above,
-        steeply less below); no motion known, no handled evidence."""
+        steeply less below), and of the moving classes' the turn or the lack
+        of steps says; no cue known, no handled evidence."""
         m = float(motion) if isinstance(motion, (int, float)) else math.nan
+        r = float(steps) if isinstance(steps, (int, float)) else math.nan
         out = evidence.copy()
         handled = 0.0
         if self.settings.handled_motion > 0 and math.isfinite(m) and m >= 0.0:
@@ -374,6 +393,11 @@ class History:
             handled = q * float(evidence[self._still].max())
         if self.settings.handled_turn > 0 and math.isfinite(turn) and len(self._moving):
             q = _share(turn, self.settings.handled_turn)
+            out[self._moving] *= 1.0 - q
+            handled = max(handled, q * float(evidence[self._moving].max()))
+        if self.settings.handled_steps > 0 and math.isfinite(r) and r >= 0.0 and len(self._moving):
+            k, half = HANDLED_STEPS_STEEPNESS, self.settings.handled_steps
+            q = half**k / (half**k + r**k)  # one half at handled_steps, all of it without any regularity
             out[self._moving] *= 1.0 - q
             handled = max(handled, q * float(evidence[self._moving].max()))
         return np.append(out, handled)
