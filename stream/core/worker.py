@@ -765,9 +765,9 @@ class StreamCore:
             turns = np.split(window_gravity(every), np.cumsum(counts)[:-1])
             model_grid = every[: sum(counts[:n])]
             rotations = np.split(window_rotation(model_grid), np.cumsum(counts[:n])[:-1])
-            regularities = np.split(step_measures(model_grid)[:, 2], np.cumsum(counts[:n])[:-1])
+            measures = np.split(step_measures(model_grid), np.cumsum(counts[:n])[:-1])
         else:
-            motions = turns = rotations = regularities = results + extra
+            motions = turns = rotations = measures = results + extra
         # which between windows the model labels: those whose signal moved away from the window they follow
         fired = [self._between_fired(j, motions[k], turns[k], motions[n + k], turns[n + k]) for k, j in enumerate(jobs)]
         chosen = [e[f] for e, f in zip(extra, fired)]
@@ -775,7 +775,7 @@ class StreamCore:
         inputs, extra_inputs = both[:n], both[n:]
         cues = self._posture_cues([j[0] for j in jobs], results)
         likenesses, placements = self._waist_likeness([j[0] for j in jobs], results)
-        steps = evidence_of(results, [gated(j[0].served.mode, j[0].served.classes) for j in jobs])
+        steps = evidence_of(results, [gated(j[0].served.mode, j[0].served.classes) for j in jobs], measures[:n])
         for k, ((state, _, labels, arrived, first_window, seen_before, first_between), windows, x) in enumerate(
             zip(jobs, results, inputs)
         ):
@@ -806,7 +806,7 @@ class StreamCore:
                         w.between,
                         None if steps[k] is None or w.between else int(steps[k][i]),
                         rotation=None if w.between or not state.gyro else float(rotations[k][i]),
-                        regularity=None if w.between else float(regularities[k][i]),
+                        regularity=None if w.between else float(measures[k][i, 2]),
                     )
                 )
             self.totals["windows"] += len(windows)
