@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from harstream.stream.core.activities import ACTIVITIES, STILL, TRANSITIONS, UNKNOWN
+from harstream.stream.core.activities import ACTIVITIES, SET_DOWN, STILL, TRANSITIONS, UNKNOWN
 
 from .state import MODE_HINTS, PREDICTED, TRANSITION, UNLABELLED, WORN_TEXT, OverviewRow, display_category
 
@@ -31,6 +31,7 @@ COLOURS = {
     # grey, hatched wherever it is drawn (cards, timeline lanes).
     TRANSITION: "#b9b2ab",
     UNKNOWN: "#6f6865",  # nothing decided yet, or the model abstained
+    SET_DOWN: "#d4a6c8",  # the final history's device set down, not worn (kept apart from lying)
     UNLABELLED: "#e4e1de",  # the recording has no label here
 }
 # Stripes for transitions: CSS for the cards, a Vega gradient for the charts
@@ -69,6 +70,7 @@ ICONS = {
     STILL: "airline_seat_recline_normal",
     TRANSITION: "sync_alt",
     UNKNOWN: "help",
+    SET_DOWN: "table_restaurant",
     UNLABELLED: "help",
 }
 LEGEND = tuple(COLOURS)
@@ -367,13 +369,16 @@ def today_text(today: dict | None, name: Callable[[str], str] = str) -> str:
     'today: walking 12 min · sitting 1 h 1 min'
     >>> today_text({"day": "2026-12-07", "minutes": {"walking": 0.25, "lying": 0.0}})
     'today: walking 15 s'
+    >>> today_text({"day": "2026-12-07", "minutes": {"lying": 0.0, "set_down": 95.0}})
+    'today: set down 1 h 35 min'
     >>> today_text(None)
     ''
     """
     if not today or not isinstance(today.get("minutes"), dict):
         return ""
     parts = []
-    for category, minutes in today["minutes"].items():
+    for key, minutes in today["minutes"].items():
+        category = key.replace("_", " ")  # set_down: set down
         whole = int(round(minutes))
         if whole >= 60:
             parts.append(f"{name(category)} {whole // 60} h {whole % 60} min")
@@ -386,7 +391,7 @@ def today_text(today: dict | None, name: Callable[[str], str] = str) -> str:
 
 def today_chart(today: dict) -> Spec:
     """The day's minutes per activity (final history) as bars."""
-    values = [{"activity": k, "minutes": round(float(v), 1)} for k, v in today["minutes"].items()]
+    values = [{"activity": k.replace("_", " "), "minutes": round(float(v), 1)} for k, v in today["minutes"].items()]
     return {
         "title": {"text": f"today ({today['day']}, UTC): minutes from the final history", "fontSize": 12},
         "data": {"values": values},

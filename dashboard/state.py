@@ -33,7 +33,7 @@ from typing import Any, TypeGuard
 import numpy as np
 from sklearn.metrics import confusion_matrix
 
-from harstream.stream.core.activities import ACTIVITIES, STILL, TRANSITIONS, UNKNOWN
+from harstream.stream.core.activities import ACTIVITIES, SET_DOWN, STILL, TRANSITIONS, UNKNOWN
 from harstream.stream.core.pipeline import STEP, WINDOW
 from harstream.stream.core.placement import PLACEMENTS
 from harstream.stream.core.protocol import (
@@ -140,12 +140,15 @@ def truth_category(truth: str | None) -> str | None:
 
 def display_category(label: str | None) -> str:
     """What a published display label is drawn as: an activity, TRANSITION
-    for a postural transition the decoder shows as such, else UNKNOWN.
+    for a postural transition the decoder shows as such, SET_DOWN for the
+    final history's device set down (not worn), else UNKNOWN.
 
     >>> display_category("SIT_TO_LIE"), display_category("WALKING"), display_category(None)
     ('TRANSITION', 'WALKING', 'unknown')
+    >>> display_category("SET_DOWN")
+    'SET_DOWN'
     """
-    if label is not None and (label in ACTIVITIES or label == STILL):
+    if label is not None and (label in ACTIVITIES or label in (STILL, SET_DOWN)):
         return label
     if label in TRANSITIONS:
         return TRANSITION

@@ -372,3 +372,24 @@ def test_a_between_update_changes_the_card_but_adds_no_band_to_the_timeline():
     # the next window of the model's grid is the newest again
     live.feed(decoded("a", 10, "SITTING", "SITTING"), now=11.0)
     assert device.latest is not None and not device.latest.between and device.latest.window == 10
+
+
+def test_a_device_set_down_is_drawn_in_the_history_lane_apart_from_lying_and_counted_apart_today():
+    from harstream.dashboard.charts import COLOURS, timeline_chart, today_text
+    from harstream.stream.core.protocol import HistoryUpdate, encode_history
+
+    live = LiveState()
+    live.feed(prediction("a", 5, "LAYING", t_end=10.0), now=1.0)
+    pieces = [
+        {"start": 0.0, "end": 4.0, "label": "LAYING", "final": True},
+        {"start": 4.0, "end": 10.0, "label": "SET_DOWN", "final": True},
+    ]
+    today = {"day": "2026-12-07", "minutes": {"lying": 4.0, "set_down": 6.0}}
+    assert live.feed(encode_history(HistoryUpdate("a", pieces, "waist", today, "w0")), now=2.0)
+    device = live.devices["a"]
+    segments = device.segments(60.0)["history"]
+    assert [s["label"] for s in segments] == ["LAYING", "SET_DOWN"]
+    drawn = timeline_chart({"history": segments}, 60.0)["data"]["values"]
+    assert [v["activity"] for v in drawn] == ["LAYING", "SET_DOWN"]
+    assert COLOURS["SET_DOWN"] != COLOURS["LAYING"] and drawn[1]["label"] == "Set down"
+    assert today_text(device.today) == "today: lying 4 min · set down 6 min"

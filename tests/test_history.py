@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -248,10 +249,11 @@ def feed(
         core.ingest(encode_samples(SampleBatch(device, seq, t0 + seq / 50, data[seq : seq + 10])), now)
 
 
-def run_model(core: StreamCore, now: float) -> None:
+def run_model(core: StreamCore, now: float, klass: int = 3) -> None:
+    """The model's answer for every window: class ``klass`` (SITTING unless told), 90 % sure."""
     while core.pending:
         x, taken = core.take_batch()
-        core.finish_batch(taken, np.tile(np.eye(6)[3] * 0.9 + 0.1 / 6, (len(x), 1)), now=now)
+        core.finish_batch(taken, np.tile(np.eye(6)[klass] * 0.9 + 0.1 / 6, (len(x), 1)), now=now)
 
 
 def final_pieces(core: StreamCore) -> list[dict]:
@@ -276,6 +278,23 @@ def test_the_worker_gives_the_history_each_windows_motion():
     feed(core, "d", 0, 50 * 30, now=0.0, amplitude=0.3)
     run_model(core, now=0.1)
     assert {p["label"] for p in final_pieces(core)} == {"unknown"}
+
+
+def test_the_worker_gives_the_history_each_windows_steps():
+    """The model says walking throughout: a device shaken at random by hand is handled (nothing was
+    shown before it: unknown), one that bounces at a walk's steady 1.5 Hz is walking."""
+    config = WorkerConfig(max_batch=100, history=HistorySettings(handled_steps=0.2))
+    core = StreamCore(ACTIVITIES, "m", config)
+    feed(core, "walked", 0, 50 * 30, now=0.0, amplitude=0.3)
+    shaken = np.random.default_rng(0).normal(0, 0.3, (50 * 30, 6)).astype(np.float32)
+    for seq in range(0, len(shaken), 10):
+        core.ingest(encode_samples(SampleBatch("shaken", seq, 1000.0 + seq / 50, shaken[seq : seq + 10])), 0.0)
+    run_model(core, now=0.1, klass=0)
+    updates = core.take_history()
+    labels = {
+        d: {p["label"] for h in updates if h.device == d for p in h.pieces if p["final"]} for d in ("walked", "shaken")
+    }
+    assert labels == {"walked": {"WALKING"}, "shaken": {"unknown"}}
 
 
 def test_a_quiet_device_gets_its_last_stretch_settled_and_an_evicted_one_too():
@@ -447,9 +466,36 @@ def test_the_handled_state_never_delays_finality():
         assert [p.end for p in new] == ([] if j < 2 else [pytest.approx(window(j - 2)[0] + 96 / 50)])
 
 
+STEPPING, NO_STEPS = 0.8, 0.0  # a walk's step regularity; a hand's
+
+
+def shown_with_steps(settings: HistorySettings, reads: str, regularity: list[float | None]) -> list[str]:
+    h = History(POSE, settings)
+    out: list[Piece] = []
+    for j, c in enumerate(reads):
+        out += finals(h.push(j, *window(j), READ[c], STILL if c != "W" else MOVING, UPRIGHT, None, regularity[j]))
+    return [p.label for p in merge_pieces(out + h.settle())]
+
+
+def test_walking_read_without_steps_is_the_device_handled():
+    by_steps = replace(HANDLED, handled_steps=0.2)
+    reads = "T" * 10 + "W" * 4 + "T" * 10
+    assert shown_with_steps(by_steps, reads, [STEPPING] * 24) == ["STANDING", "WALKING", "STANDING"]  # a walk
+    assert shown_with_steps(by_steps, reads, [NO_STEPS] * 24) == ["STANDING"]  # a phone moved about by hand
+    off = replace(HANDLED, handled_steps=0.0)
+    assert shown_with_steps(off, reads, [NO_STEPS] * 24) == ["STANDING", "WALKING", "STANDING"]  # cue off
+    assert shown_with_steps(by_steps, reads, [None] * 24) == ["STANDING", "WALKING", "STANDING"]  # not known
+
+
 @pytest.mark.parametrize(
     "knobs",
-    [{"handled_motion": -0.1}, {"handled_motion": float("nan")}, {"handled_stay": 1.0}, {"handled_turn": 181.0}],
+    [
+        {"handled_motion": -0.1},
+        {"handled_motion": float("nan")},
+        {"handled_stay": 1.0},
+        {"handled_turn": 181.0},
+        {"handled_steps": 1.5},
+    ],
 )
 def test_impossible_handled_knobs_are_refused(knobs):
     with pytest.raises(ValueError, match="history handled"):
@@ -485,3 +531,177 @@ def test_a_malformed_gravity_counts_as_not_known_and_the_window_is_taken(gravity
     h = History(POSE, HistorySettings(handled_motion=0.2, handled_turn=30.0))
     h.push(0, *window(0), READ["W"], STILL, UPRIGHT)
     assert h.push(1, *window(1), READ["W"], STILL, gravity) and h.refused is None
+
+
+# ---------------------------------------------------------------- the device set down
+
+SET_DOWN_ON = HistorySettings(
+    lag=2, min_windows=3, confirm=2, set_down_motion=0.0065, set_down_rotation=0.0045, set_down_windows=3
+)
+QUIET, STIRRING = (0.004, 0.003), (0.008, 0.009)  # (motion g, rotation rad/s): a phone's noise; a person lying
+
+
+def shown_at(settings: HistorySettings, reads: str, cues: list[tuple[float, float] | None]) -> list[str]:
+    """The merged final history's labels of windows read as ``reads``, each with its (motion, rotation)."""
+    h = History(POSE, settings)
+    out: list[Piece] = []
+    for j, c in enumerate(reads):
+        m, r = cues[j] if cues[j] is not None else (None, None)
+        out += finals(h.push(j, *window(j), READ[c], m, FLAT, r))
+    return [p.label for p in merge_pieces(out + h.settle())]
+
+
+def test_a_device_lying_at_its_sensors_noise_is_set_down_and_a_person_lying_is_lying():
+    assert shown_at(SET_DOWN_ON, "L" * 12, [QUIET] * 12) == ["SET_DOWN"]
+    assert shown_at(SET_DOWN_ON, "L" * 12, [STIRRING] * 12) == ["LAYING"]
+
+
+def test_a_person_lying_then_the_phone_put_on_the_table_is_lying_then_set_down():
+    assert shown_at(SET_DOWN_ON, "L" * 20, [STIRRING] * 8 + [QUIET] * 12) == ["LAYING", "SET_DOWN"]
+
+
+def test_fewer_quiet_windows_in_a_row_than_the_setting_are_no_set_down():
+    cues = [STIRRING] * 8 + [QUIET] * 2 + [STIRRING] * 8
+    assert shown_at(SET_DOWN_ON, "L" * 18, cues) == ["LAYING"]
+    assert shown_at(replace(SET_DOWN_ON, set_down_windows=2), "L" * 18, cues) == ["LAYING", "SET_DOWN", "LAYING"]
+
+
+def test_without_a_rotation_or_with_the_state_off_nothing_is_set_down():
+    assert shown_at(SET_DOWN_ON, "L" * 12, [None] * 12) == ["LAYING"]  # no gyroscope
+    assert shown_at(replace(SET_DOWN_ON, set_down_rotation=0.0), "L" * 12, [QUIET] * 12) == ["LAYING"]
+
+
+def test_a_phone_picked_up_from_the_table_is_handled_not_worn_until_an_activity_is_read():
+    handled = replace(SET_DOWN_ON, handled_motion=0.2, handled_turn=0.0, handled_stay=0.6)
+    cues = [QUIET] * 10 + [(0.6, 1.0)] * 3 + [(0.01, 0.02)] * 10
+    assert shown_at(handled, "L" * 13 + "T" * 10, cues) == ["SET_DOWN", "unknown", "STANDING"]
+
+
+def test_the_set_down_state_never_delays_finality():
+    """Window j is final when window j + 2 arrives, set down or not, from the run's first window on."""
+    h = History(POSE, SET_DOWN_ON)
+    cues = [STIRRING] * 6 + [QUIET] * 10
+    for j, cue in enumerate(cues):
+        new = finals(h.push(j, *window(j), READ["L"], cue[0], FLAT, cue[1]))
+        assert [p.end for p in new] == ([] if j < 2 else [pytest.approx(window(j - 2)[0] + 96 / 50)])
+        assert [p.label for p in new] == ([] if j < 2 else ["SET_DOWN" if j - 2 >= 6 else "LAYING"])
+
+
+@pytest.mark.parametrize(
+    "knobs", [{"set_down_motion": -0.1}, {"set_down_rotation": float("nan")}, {"set_down_windows": 0}]
+)
+def test_impossible_set_down_knobs_are_refused(knobs):
+    with pytest.raises(ValueError, match="history set_down"):
+        HistorySettings(**knobs)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    order=st.lists(st.integers(0, 30), min_size=1, max_size=80),
+    quiet=st.lists(st.booleans(), min_size=31, max_size=31),
+    settle_at=st.sets(st.integers(0, 79), max_size=5),
+    need=st.integers(1, 4),
+)
+def test_with_the_set_down_state_no_order_of_windows_rewrites_a_final_piece(order, quiet, settle_at, need):
+    h = History(POSE, replace(SET_DOWN_ON, set_down_windows=need))
+    rng = np.random.default_rng(len(order))
+    out: list[Piece] = []
+    for k, j in enumerate(order):
+        m, r = QUIET if quiet[j] else STIRRING
+        out += finals(h.push(j, *window(j), rng.dirichlet(np.ones(4)).round(6).tolist(), m, FLAT, r))
+        if k in settle_at:
+            out += h.settle()
+    out += h.settle()
+    for a, b in zip(out, out[1:]):
+        assert b.start >= a.end - 1e-9, (a, b)
+    assert all(p.start < p.end for p in out)
+
+
+def lying_samples(n: int, breathing: bool, seed: int = 0, gyro: bool = True) -> np.ndarray:
+    """A device lying flat with a phone's sensor noise (0.002 g, 0.002 rad/s per axis); with
+    ``breathing``, worn by a person lying: the pelvis rocking 0.5 degrees at 0.25 Hz, a heartbeat."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n) / 50.0
+    acc, turn = np.zeros((n, 3)), np.zeros((n, 3))
+    acc[:, 2] = 1.0
+    if breathing:
+        tilt = np.radians(0.5) * np.sin(2 * np.pi * 0.25 * t)
+        turn[:, 0] = np.radians(0.5) * 2 * np.pi * 0.25 * np.cos(2 * np.pi * 0.25 * t)
+        acc[:, 1], acc[:, 2] = np.sin(tilt), np.cos(tilt) + 0.004 * np.sin(2 * np.pi * 1.2 * t)
+    acc += rng.normal(0, 0.002, (n, 3))
+    turn = turn + rng.normal(0, 0.002, (n, 3)) if gyro else np.zeros((n, 3))
+    return np.hstack([acc, turn]).astype(np.float32)
+
+
+def test_the_worker_shows_a_phone_on_a_table_set_down_and_a_person_lying_as_lying():
+    """The model says lying for both; the worker's history tells them apart by the signal, and the
+    day counts the phone's time apart from lying. A device without a gyroscope is never set down."""
+    core = StreamCore(ACTIVITIES, "m", WorkerConfig(max_batch=100))
+    streams = {"table": lying_samples(50 * 30, False), "sleeper": lying_samples(50 * 30, True)}
+    streams["no-gyro"] = lying_samples(50 * 30, False, gyro=False)
+    for device, data in streams.items():
+        meta = {"gyro": False} if device == "no-gyro" else {}
+        for seq in range(0, len(data), 10):
+            core.ingest(encode_samples(SampleBatch(device, seq, 1000.0 + seq / 50, data[seq : seq + 10], meta=meta)), 0)
+    run_model(core, now=0.1, klass=5)
+    updates = core.take_history()
+    labels = {d: {p["label"] for h in updates if h.device == d for p in h.pieces if p["final"]} for d in streams}
+    assert labels == {"table": {"SET_DOWN"}, "sleeper": {"LAYING"}, "no-gyro": {"LAYING"}}
+    today = {h.device: h.today["minutes"] for h in updates if h.today}
+    assert today["table"]["lying"] == 0.0 and today["table"]["set_down"] > 0.4
+    assert today["sleeper"]["lying"] > 0.4 and "set_down" not in today["sleeper"]
+
+
+class SaysLying:
+    """A runtime that reads every window as lying, 90 % sure (the model is not what is tested)."""
+
+    def predict(self, x):
+        return np.tile(np.eye(6, dtype=np.float32)[5] * 0.9 + 0.1 / 6, (len(x), 1))
+
+
+def test_tail_final_json_shows_a_phone_on_a_table_set_down_on_a_real_bus():
+    """A real worker on 127.0.0.1 (its model always says lying), a phone at its sensors' noise and a
+    person lying replayed into it, and `harstream tail --final --json` as the reader: every line is
+    one JSON piece, the phone's pieces are SET_DOWN and the person's LAYING."""
+    import zmq
+
+    from harstream.simulator.replay import ReplayDevice, ReplaySchedule, replay
+    from harstream.stream.core.protocol import decode_output
+
+    devices = [ReplayDevice("table", lying_samples(50 * 12, False), None)]
+    devices.append(ReplayDevice("sleeper", lying_samples(50 * 12, True), None))
+    with worker_thread(SaysLying(), stats_every=0.2) as w:
+        tail = None
+        ctx = zmq.Context()
+        stats = ctx.socket(zmq.SUB)
+        stats.setsockopt(zmq.SUBSCRIBE, b"stats/")
+        stats.connect(w.output)
+        try:
+            # 12 s, 8 windows each: 8 final pieces per device once each is settled (quiet for 1 s)
+            tail = subprocess.Popen(
+                [sys.executable, "-m", "harstream", "tail", "--final", "--json", "--count", "16"]
+                + ["--subscribe", w.output],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            assert tail.stderr is not None and "listening" in tail.stderr.readline()
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and stats.poll(1000):
+                if (decode_output(stats.recv_multipart()).get("subscriptions") or {}).get("prefixes", 0) >= 2:
+                    break
+            else:
+                raise AssertionError("the tail's subscription never reached the worker")
+            schedule = ReplaySchedule(devices, chunk=10)
+            replay(schedule, publish=w.ingest, speed=0, stream_clock=True, wait_subscriptions=1, printer=None)
+            out, err = tail.communicate(timeout=60)
+        finally:
+            if tail is not None and tail.poll() is None:
+                tail.kill()
+            stats.close(0)
+            ctx.term()
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert len(lines) == 16, err
+    assert all(set(p) == {"device", "start", "end", "label"} for p in lines)
+    labels = {d: {p["label"] for p in lines if p["device"] == d} for d in ("table", "sleeper")}
+    assert labels == {"table": {"SET_DOWN"}, "sleeper": {"LAYING"}}

@@ -51,7 +51,9 @@ def _replay_minutes(core: StreamCore, device: str, session: str, minutes: float,
     SITTING, and return the device's last ``today`` as published."""
     sitting = np.zeros((1, 6), np.float32)
     sitting[0, ACTIVITIES.index("SITTING")] = 1.0
+    # a person sitting moves the device a little (a signal without any noise reads as a device set down)
     samples = np.tile(np.array([0, 1, 0, 0, 0, 0], np.float32), (500, 1))
+    samples += np.random.default_rng(0).normal(0, 0.01, samples.shape).astype(np.float32)
     today = None
     for k in range(int(minutes * 60 * 50 / 500)):
         core.ingest(encode_samples(SampleBatch(device, 500 * k, 10.0 * k, samples, session=session)), now)

@@ -22,6 +22,17 @@ window's body motion and gravity (:func:`choose_handled`)::
 
     python -m harstream.models.studies.history_accuracy handled
 
+The handled state's step cue (a window read as walking or stairs without steps)::
+
+    python -m harstream.models.studies.history_accuracy steps
+
+The set-down state's cue and knobs (a device lying on something, not worn): how
+far apart at-rest windows before and after the protocol and still people are
+(fit subjects for the statistics, validation subjects for the choice), and the
+knobs chosen by :data:`SET_DOWN_RULE`, the others fixed::
+
+    python -m harstream.models.studies.history_accuracy set_down
+
 As published: ``harstream simulate --wait 1`` replays the 19 held-out
 sessions at 50 Hz into ``harstream worker``; :func:`collect` (``collect``
 subcommand) subscribes to its output and writes every history message and
@@ -47,7 +58,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harstream.stream.core.activities import ACTIVITIES
+from harstream.stream.core.activities import ACTIVITIES, SET_DOWN
 from harstream.stream.core.decoder import DecoderParams
 from harstream.stream.core.history import History, HistorySettings, Piece
 from harstream.stream.core.pipeline import STEP, WINDOW
@@ -71,6 +82,32 @@ HANDLED_GRID: dict[str, tuple] = {
     "handled_turn": (0.0, 30.0, 45.0, 60.0, 90.0),
     "handled_stay": (0.3, 0.6, 0.9),
 }
+#: The handled state's step cue (stream/core/history.py: a window read as walking or stairs without
+#: steps), the others fixed as shipped; chosen by :data:`RULE` (``python -m
+#: harstream.models.studies.history_accuracy steps``). Its steepness (8) was looked at first on the
+#: same validation subjects (2, 4, 8 at 0.1-0.4: 8 kept the most accuracy for its changes).
+STEPS_GRID: dict[str, tuple] = {
+    "handled_steps": (0.0, 0.1, 0.15, 0.2, 0.25, 0.3),
+    "handled_stay": (0.3, 0.6),
+}
+#: The set-down state's knobs (stream/core/history.py), the others fixed; rotation 0 is off.
+SET_DOWN_GRID: dict[str, tuple] = {
+    "set_down_motion": (0.006, 0.0065, 0.007, 0.008),
+    "set_down_rotation": (0.004, 0.0045, 0.005, 0.0055),
+    "set_down_windows": (1, 2, 3),
+}
+#: Declared before anything was scored. People are never to be shown set down: a setting must show
+#: no sample of a labelled activity of the fit subjects as set down (their sessions' signal alone: the
+#: state takes no probabilities). Among those, the history's goals on the validation subjects as
+#: :data:`RULE` weighs them; ties (the state is rare in HAPT), the one that shows the most validation
+#: samples outside labelled activities as set down, then the fewest labelled ones, then the strictest
+#: (lower motion and rotation thresholds, more windows in a row).
+SET_DOWN_RULE = (
+    "settings showing no labelled-activity sample of the fit subjects as set down; among them by RULE on "
+    "the validation subjects (>= 96 % per sample, then the fewest activity changes per true change); ties: "
+    "the most validation samples outside labelled activities shown set down, then the fewest labelled ones, "
+    "then the strictest thresholds"
+)
 #: The history's goals (issue: the final history, per sample; its changes per true change).
 GOALS = {"sample_accuracy": 0.96, "changes_per_true_change": 1.2, "final_within_s": 3.0}
 
@@ -81,27 +118,37 @@ def offline_pieces(
     probs: np.ndarray,
     motion: np.ndarray | None = None,
     gravity: np.ndarray | None = None,
+    rotation: np.ndarray | None = None,
+    steps: np.ndarray | None = None,
 ) -> list[Piece]:
     """The final pieces of one uninterrupted session whose window ``j`` has
-    ``probs[j]``, and body motion ``motion[j]`` and gravity ``gravity[j]`` if
-    given (times in seconds from the session's first sample)."""
+    ``probs[j]``, and body motion ``motion[j]``, gravity ``gravity[j]``,
+    rotation ``rotation[j]`` and step regularity ``steps[j]`` if given (times
+    in seconds from the session's first sample)."""
     h = History(params, settings)
     out: list[Piece] = []
     for j, p in enumerate(np.asarray(probs, dtype=np.float64)):
         t = STEP * j / RATE
         m = None if motion is None else float(motion[j])
         g = None if gravity is None else [float(v) for v in gravity[j]]
-        pushed = h.push(j, t, t + (WINDOW - 1) / RATE, [round(float(v), 6) for v in p], m, g)
+        r = None if rotation is None else float(rotation[j])
+        k = None if steps is None else float(steps[j])
+        pushed = h.push(j, t, t + (WINDOW - 1) / RATE, [round(float(v), 6) for v in p], m, g, r, k)
         out += [q for q in pushed if q.final]
     return out + h.settle()
 
 
-def with_motion(sessions: Sequence[tuple]) -> list[tuple]:
+def with_motion(sessions: Sequence[tuple], rotation: bool = False, steps: bool = False) -> list[tuple]:
     """``(recording, probabilities)`` sessions with each window's body motion
-    (:func:`~harstream.stream.core.decoder.window_motion`) and gravity
-    (:func:`~harstream.stream.core.transition_direction.window_gravity`) added, as the worker computes them."""
+    (:func:`~harstream.stream.core.decoder.window_motion`), gravity
+    (:func:`~harstream.stream.core.transition_direction.window_gravity`) and, with
+    ``rotation``, rotation (:func:`~harstream.stream.core.history.window_rotation`), with
+    ``steps`` step regularity (:func:`~harstream.stream.core.stepping.step_measures`; rotation
+    None unless asked for) added, as the worker computes them."""
     from harstream.models.live_scoring import session_windows
     from harstream.stream.core.decoder import window_motion
+    from harstream.stream.core.history import window_rotation
+    from harstream.stream.core.stepping import step_measures
     from harstream.stream.core.transition_direction import window_gravity
 
     out = []
@@ -109,7 +156,12 @@ def with_motion(sessions: Sequence[tuple]) -> list[tuple]:
         windows = session_windows(rec.samples)
         if len(windows) != len(probs):
             raise ValueError(f"{rec.name}: {len(windows)} windows of signal for {len(probs)} of probabilities")
-        out.append((rec, probs, window_motion(windows), window_gravity(windows)))
+        cues = [window_motion(windows), window_gravity(windows)]
+        if rotation or steps:
+            cues.append(window_rotation(windows) if rotation else None)
+        if steps:
+            cues.append(step_measures(windows)[:, 2])
+        out.append((rec, probs, *cues))
     return out
 
 
@@ -293,7 +345,7 @@ def inserted_changes(params: DecoderParams, settings: HistorySettings, sessions:
         }
         k["shown"] = dict(sorted(k["shown"].items(), key=lambda kv: -kv[1]))
     return {
-        "settings": {k: getattr(settings, k) for k in (*GRID, *HANDLED_GRID)},
+        "settings": {k: getattr(settings, k) for k in (*GRID, *HANDLED_GRID, *STEPS_GRID, *SET_DOWN_GRID)},
         "activity_changes": changes,
         "activity_changes_on_labelled_samples_only": changes_labelled,
         "true_changes": truth_changes,
@@ -369,6 +421,220 @@ def choose_handled(progress: bool = True) -> dict:
         "rule": RULE,
         "inserted_changes": inserted_changes(params, HistorySettings(**fixed, **chosen), validation),
         "inserted_changes_without": inserted_changes(params, HistorySettings(**fixed), validation),
+        "validation_subjects": list(VALIDATION_SUBJECTS),
+        "grid": results,
+    }
+
+
+def set_down_cues(sessions: Sequence, with_probs: bool = False) -> dict:
+    """Body motion and rotation (g, rad/s; :func:`~harstream.stream.core.decoder.window_motion`,
+    :func:`~harstream.stream.core.history.window_rotation`) of windows wholly inside a labelled
+    sitting, standing or lying bout, and of windows wholly before a session's first label or after
+    its last (where a phone may lie on a table); with ``with_probs`` (sessions ``(recording,
+    probs)``) also those edge windows the classifier calls LAYING. Percentiles per group, over all
+    its windows and over its still ones (below 0.012 g and 0.02 rad/s), and how many are at rest."""
+    from harstream.models.live_scoring import session_windows
+    from harstream.stream.core.decoder import window_motion
+    from harstream.stream.core.history import window_rotation
+
+    groups: dict[str, list[tuple[float, float]]] = {"labelled sitting, standing, lying": [], "before/after": []}
+    groups["before/after, read LAYING"] = []
+    laying = list(ACTIVITIES).index("LAYING")
+    for item in sessions:
+        rec, probs = (item[0], item[1]) if with_probs else (item, None)
+        windows = session_windows(rec.samples)
+        motion, rotation = window_motion(windows), window_rotation(windows)
+        labels = rec.labels
+        known = np.flatnonzero((labels >= 1) & (labels <= 12))
+        for j in range(len(windows)):
+            span = labels[STEP * j : STEP * j + WINDOW]
+            cue = (float(motion[j]), float(rotation[j]))
+            if span[0] in (4, 5, 6) and np.all(span == span[0]):
+                groups["labelled sitting, standing, lying"].append(cue)
+            elif STEP * j + WINDOW <= known[0] or STEP * j >= known[-1]:
+                groups["before/after"].append(cue)
+                if probs is not None and int(np.argmax(probs[j])) == laying:
+                    groups["before/after, read LAYING"].append(cue)
+    out: dict = {}
+    for name, values in groups.items():
+        if not values:
+            continue
+        v = np.asarray(values)
+        still = v[(v[:, 0] < 0.012) & (v[:, 1] < 0.02)]
+        row: dict = {"windows": len(v), "still_windows (< 0.012 g and < 0.02 rad/s)": len(still)}
+        for k, measure in enumerate(("motion_g", "rotation_rad_s")):
+            for label, part in (("all", v), ("still", still)):
+                if len(part):
+                    pct = np.percentile(part[:, k], [0, 1, 5, 50, 95])
+                    row[f"{measure} {label} (min, p1, p5, median, p95)"] = [round(float(x), 5) for x in pct]
+        for m, r in ((0.0065, 0.0045), (0.007, 0.005)):
+            row[f"at rest (< {m} g and < {r} rad/s)"] = int(np.sum((v[:, 0] < m) & (v[:, 1] < r)))
+        out[name] = row
+    return out
+
+
+def rest_cues(recordings: Sequence) -> list[tuple]:
+    """``(recording, motion, rotation)`` of each recording's windows, as the worker computes them."""
+    from harstream.models.live_scoring import session_windows
+    from harstream.stream.core.decoder import window_motion
+    from harstream.stream.core.history import window_rotation
+
+    out = []
+    for rec in recordings:
+        windows = session_windows(rec.samples)
+        out.append((rec, window_motion(windows), window_rotation(windows)))
+    return out
+
+
+def set_down_labelled(settings: HistorySettings, sessions: Sequence[tuple]) -> dict:
+    """How much of labelled activity (samples) and of the rest of the
+    sessions ``(recording, motion, rotation)`` (:func:`rest_cues`) the history
+    shows set down, from their signal alone (the state takes no
+    probabilities: uniform ones stand in)."""
+    params = DecoderParams.uniform(list(ACTIVITIES), stay=0.9)
+    labelled = other = 0
+    for rec, motion, rotation in sessions:
+        probs = np.full((len(motion), len(ACTIVITIES)), 1.0 / len(ACTIVITIES))
+        pieces = offline_pieces(params, settings, probs, motion, None, rotation)
+        down_pieces = [Piece(p.start, p.end, "x", p.final) for p in pieces if p.label == SET_DOWN]
+        down = shown_from_pieces(len(rec.samples), down_pieces, 0.0, ["x"]) == 0
+        activity = (rec.labels >= 1) & (rec.labels <= 6)
+        labelled += int(np.sum(down & activity))
+        other += int(np.sum(down & ~activity))
+    return {"labelled_samples_set_down": labelled, "other_samples_set_down": other}
+
+
+def choose_set_down_by_rule(rows: Sequence[dict]) -> dict:
+    """The row :data:`SET_DOWN_RULE` picks.
+
+    >>> row = lambda acc, fit, other, m: {"sample_accuracy": acc, "activity_changes_per_true_change": 1.6,
+    ...     "fit": {"labelled_samples_set_down": fit}, "validation": {"other_samples_set_down": other,
+    ...     "labelled_samples_set_down": 0}, "set_down_motion": m, "set_down_rotation": 0.004, "set_down_windows": 2}
+    >>> choose_set_down_by_rule([row(0.961, 0, 0, 0.006), row(0.961, 0, 640, 0.007), row(0.961, 5, 900, 0.008)])["set_down_motion"]
+    0.007
+    """
+    changes = "activity_changes_per_true_change"
+    allowed = [r for r in rows if r["fit"]["labelled_samples_set_down"] == 0]
+    goal = choose_by_rule(allowed)
+    tied = [r for r in allowed if (r["sample_accuracy"], r[changes]) == (goal["sample_accuracy"], goal[changes])]
+    return min(
+        tied,
+        key=lambda r: (
+            -r["validation"]["other_samples_set_down"],
+            r["validation"]["labelled_samples_set_down"],
+            r.get("set_down_motion", 0.0),
+            r.get("set_down_rotation", 0.0),
+            -r.get("set_down_windows", 0),
+        ),
+    )
+
+
+def choose_set_down(progress: bool = True) -> dict:
+    """The set-down state's knobs (:data:`SET_DOWN_GRID`), the other knobs as
+    shipped (:class:`HistorySettings` defaults), chosen by :data:`SET_DOWN_RULE`;
+    the cues' separation on the fit and the validation subjects; where the
+    chosen setting's extra changes are, beside the same without the state."""
+    from ..dataset import VALIDATION_SUBJECTS
+    from .decoder_tuning import training_sessions, validation_probabilities, waist_target
+
+    target = waist_target()
+    params = tuning_params()
+    raw = validation_probabilities(target, progress)
+    validation = with_motion(raw, rotation=True)
+    fit = training_sessions(target, with_validation=False)
+    fit_cues = rest_cues(fit)
+    validation_cues = [(rec, motion, rotation) for rec, _, motion, _, rotation in validation]
+    off = {"set_down_rotation": 0.0}
+    fixed = {k: v for k, v in vars(HistorySettings()).items() if k not in SET_DOWN_GRID}
+    keep = ("sample_accuracy", "changes_per_true_change", "activity_changes_per_true_change")
+    results: list[dict] = []
+    for values in [None, *itertools.product(*SET_DOWN_GRID.values())]:
+        knobs: dict = off if values is None else dict(zip(SET_DOWN_GRID, values))
+        settings = HistorySettings(**fixed, **knobs)
+        r = score_offline(params, settings, validation)
+        row = {**knobs, **{k: round(float(r[k]), 4) for k in keep}}
+        row["fit"] = set_down_labelled(settings, fit_cues)
+        row["validation"] = set_down_labelled(settings, validation_cues)
+        results.append(row)
+        if progress:
+            print(row, flush=True)
+    best = choose_set_down_by_rule(results)
+    chosen = {k: best[k] for k in SET_DOWN_GRID if k in best} or off
+    return {
+        "fixed": fixed,
+        "chosen": chosen,
+        "validation": {k: best[k] for k in keep},
+        "rule": SET_DOWN_RULE,
+        "cues_fit_subjects": set_down_cues(fit),
+        "cues_validation_subjects": set_down_cues(raw, with_probs=True),
+        "inserted_changes": inserted_changes(params, HistorySettings(**fixed, **chosen), validation),
+        "inserted_changes_without": inserted_changes(params, HistorySettings(**fixed, **off), validation),
+        "validation_subjects": list(VALIDATION_SUBJECTS),
+        "grid": results,
+    }
+
+
+def choose_steps(progress: bool = True) -> dict:
+    """The handled state's step cue (:data:`STEPS_GRID`), the other knobs as
+    shipped, scored on the validation subjects with every cue the worker
+    gives the history and chosen by :data:`RULE`; where the chosen setting's
+    extra changes are, beside the same without the cue; and the cue itself:
+    the step regularity of the windows the classifier reads as walking or
+    stairs, inside labelled walking and stairs bouts, before the first or after
+    the last label, in unlabelled gaps."""
+    from ..dataset import VALIDATION_SUBJECTS
+    from .decoder_tuning import validation_probabilities, waist_target
+
+    params = tuning_params()
+    validation = with_motion(validation_probabilities(waist_target(), progress), rotation=True, steps=True)
+    fixed = {k: v for k, v in vars(HistorySettings()).items() if k not in STEPS_GRID}
+    keep = ("sample_accuracy", "changes_per_true_change", "activity_changes_per_true_change")
+    results: list[dict] = []
+    for values in itertools.product(*STEPS_GRID.values()):
+        knobs: dict = dict(zip(STEPS_GRID, values))
+        if knobs["handled_steps"] == 0 and knobs["handled_stay"] != HistorySettings().handled_stay:
+            continue  # off: the stay is the shipped one's
+        r = score_offline(params, HistorySettings(**fixed, **knobs), validation)
+        results.append({**knobs, **{k: round(float(r[k]), 4) for k in keep}})
+        if progress:
+            print(results[-1], flush=True)
+    best = choose_by_rule(results)
+    chosen = {k: best[k] for k in STEPS_GRID}
+    off = {**chosen, "handled_steps": 0.0, "handled_stay": HistorySettings().handled_stay}
+    groups: dict[str, list[float]] = {"labelled walking or stairs": [], "before/after": [], "gap": [], "other": []}
+    for rec, probs, *_, regularity in validation:
+        labels = rec.labels
+        known = np.flatnonzero((labels >= 1) & (labels <= 12))
+        for j in range(len(probs)):
+            if ACTIVITIES[int(np.argmax(probs[j]))] not in ("WALKING", "WALKING_UPSTAIRS", "WALKING_DOWNSTAIRS"):
+                continue
+            span = labels[STEP * j : STEP * j + WINDOW]
+            if span[0] in (1, 2, 3) and np.all(span == span[0]):
+                where = "labelled walking or stairs"
+            elif STEP * j + WINDOW <= known[0] or STEP * j >= known[-1]:
+                where = "before/after"
+            elif np.all(span <= 0):
+                where = "gap"
+            else:
+                where = "other"
+            groups[where].append(float(regularity[j]))
+    cue = {
+        name: {
+            "windows": len(v),
+            "regularity (p5, p25, median, p75)": [round(float(x), 3) for x in np.percentile(v, [5, 25, 50, 75])],
+            "below 0.1 / 0.2 / 0.3": [int(np.sum(np.asarray(v) < t)) for t in (0.1, 0.2, 0.3)],
+        }
+        for name, v in groups.items()
+        if v
+    }
+    return {
+        "fixed": fixed,
+        "chosen": chosen,
+        "validation": {k: best[k] for k in keep},
+        "rule": RULE,
+        "cue_of_windows_read_as_walking_or_stairs": cue,
+        "inserted_changes": inserted_changes(params, HistorySettings(**fixed, **chosen), validation),
+        "inserted_changes_without": inserted_changes(params, HistorySettings(**fixed, **off), validation),
         "validation_subjects": list(VALIDATION_SUBJECTS),
         "grid": results,
     }
@@ -468,6 +734,7 @@ def score_published(path: Path, subjects: Sequence[int] | None = None) -> dict:
             # (a display-only update between windows is no window: models/studies/now_published.py scores it)
             now[row["device"]][round((row["t_start"] - wall0) * RATE / STEP)] = row["smoothed"]
     replays, late, overlaps, uncovered, unknown = [], [], 0, 0, 0
+    set_down = {"samples": 0, "over_labelled_activity": 0, "sessions": 0}
     for name, rec in recs.items():
         n = len(rec.samples)
         pieces = sorted(finals[name], key=lambda p: p["start"])
@@ -476,7 +743,13 @@ def score_published(path: Path, subjects: Sequence[int] | None = None) -> dict:
         # no final piece at all (a piece of the handled state shown as "unknown" is final too)
         covered = shown_from_pieces(n, [{**p, "label": ACTIVITIES[0]} for p in pieces], wall0)
         uncovered += int(np.sum(covered == NOTHING))
-        unknown += int(np.sum((shown == NOTHING) & (covered != NOTHING)))
+        down = shown_from_pieces(n, [{**p, "label": ACTIVITIES[0]} for p in pieces if p["label"] == SET_DOWN], wall0)
+        down_mask = down != NOTHING
+        activity = (rec.labels >= 1) & (rec.labels <= 6)
+        set_down["samples"] += int(np.sum(down_mask))
+        set_down["over_labelled_activity"] += int(np.sum(down_mask & activity))
+        set_down["sessions"] += bool(down_mask.any())
+        unknown += int(np.sum((shown == NOTHING) & (covered != NOTHING) & ~down_mask))
         windows = max(now[name]) + 1 if now[name] else 0
         now_codes = [display_code(now[name].get(j, "unknown")) for j in range(windows)]
         replays.append(
@@ -499,6 +772,7 @@ def score_published(path: Path, subjects: Sequence[int] | None = None) -> dict:
     out["overlapping_final_pieces"] = overlaps
     out["samples_never_final"] = uncovered
     out["samples_final_as_unknown"] = unknown
+    out["samples_final_as_set_down"] = set_down
     out["wall0"] = wall0
     return out
 
@@ -569,6 +843,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("choose", help="score the knob grid on the validation subjects")
     sub.add_parser("handled", help="the handled state's knobs on the validation subjects (with motion)")
+    sub.add_parser("steps", help="the handled state's step cue on the validation subjects")
+    sub.add_parser("set_down", help="the set-down state's cue and knobs (fit and validation subjects)")
     sub.add_parser("motion", help="body motion of LAYING windows, lying vs the phone handled (validation subjects)")
     c = sub.add_parser("collect", help="record a worker's published history and predictions")
     c.add_argument("--subscribe", default="tcp://127.0.0.1:5556")
@@ -585,6 +861,14 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "handled":
         record = choose_handled()
         (REPORTS / "history_handled.json").write_text(json.dumps(record, indent=2) + "\n")
+        print(json.dumps({k: v for k, v in record.items() if k != "grid"}, indent=2))
+    elif args.command == "steps":
+        record = choose_steps()
+        (REPORTS / "history_steps.json").write_text(json.dumps(record, indent=2) + "\n")
+        print(json.dumps({k: v for k, v in record.items() if k != "grid"}, indent=2))
+    elif args.command == "set_down":
+        record = choose_set_down()
+        (REPORTS / "history_set_down.json").write_text(json.dumps(record, indent=2) + "\n")
         print(json.dumps({k: v for k, v in record.items() if k != "grid"}, indent=2))
     elif args.command == "motion":
         from .decoder_tuning import validation_probabilities, waist_target
@@ -613,6 +897,8 @@ def main(argv: list[str] | None = None) -> int:
             result["samples_never_final"],
             "final as unknown:",
             result["samples_final_as_unknown"],
+            "set down:",
+            result["samples_final_as_set_down"],
         )
         if args.plot:
             plot_published(args.record, args.plot, Path("docs/img/history_timeline.png"), result["wall0"])

@@ -29,6 +29,9 @@ PLACEMENT_FREE = ("WALKING", "WALKING_UPSTAIRS", "WALKING_DOWNSTAIRS", STILL)
 #: The postures a calibration can teach a device, in ACTIVITIES order.
 POSTURES = ("SITTING", "STANDING", "LAYING")
 UNKNOWN = "unknown"
+#: The final history's label for a device set down, not worn (a phone lying on a table): no
+#: activity of its owner, counted apart from lying (stream/core/history.py).
+SET_DOWN = "SET_DOWN"
 UNLABELLED = -1
 
 

@@ -27,12 +27,35 @@ the classifier reads as a still posture (sitting, standing, lying) while the
 body acceleration is about ``handled_motion`` g or more, or as walking or
 stairs while the gravity direction turned ``handled_turn`` degrees or more
 since the window before (a person walking keeps the device's orientation),
-gives that share of its evidence to the handled state. The handled state is
+gives that share of its evidence to the handled state; so does a window read
+as walking or stairs without steps (a walk's acceleration comes back at each
+step or stride: its regularity,
+:func:`~harstream.stream.core.stepping.step_measures`, far below
+``handled_steps``; a hand moving the device does not step). The handled state is
 shown as the bout it interrupts (a phone picked up while standing and put
 down again is one stretch of standing, not standing, lying, standing), and as
 ``unknown`` where nothing was shown before it in the run. A window without
 motion or gravity gives it nothing; a model without still postures (the
 placement-free one) has no handled state.
+
+A device set down, not worn (a phone on a table or a nightstand), is shown as
+such: :data:`~harstream.stream.core.activities.SET_DOWN`, not an activity
+(like a postural transition it is no change between activities, and the day
+counts it apart from lying). A worn device moves with its wearer, however
+still: breathing, the heartbeat and postural tremor keep its rotation and
+body acceleration above the sensor's own noise; a device lying on something
+still reads the noise alone. A window whose body motion is below
+``set_down_motion`` g and whose rotation
+(:func:`window_rotation`: the gyroscope about its own mean, so its constant
+bias does not count) is below ``set_down_rotation`` rad/s is at rest;
+``set_down_windows`` or more at-rest windows in a row are shown set down
+(decided with the look-ahead the history has anyway, so a run of up to
+``lag + 1`` windows is seen whole before its first window is final; nothing
+final changes). A window without rotation (a device without a gyroscope) is
+never at rest. The thresholds sit just above one phone's noise floor (the
+HAPT recordings'); a phone whose sensors are noisier is never shown set down
+(as before: lying, or what its posture reads), one whose gyroscope is much
+quieter may show a person keeping very still as set down.
 
 A window stands for the middle half of its samples (a window is about its
 middle): its piece of time runs from the end of the previous piece to 96 of
@@ -76,7 +99,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harstream.stream.core.activities import POSTURES, UNKNOWN
+from harstream.stream.core.activities import POSTURES, SET_DOWN, UNKNOWN
 from harstream.stream.core.decoder import Decoder, DecoderParams, Emission
 from harstream.stream.core.pipeline import STEP, WINDOW
 from harstream.stream.core.protocol import MAX_TIME
@@ -97,6 +120,9 @@ MAX_MIN_WINDOWS = 8
 HANDLED_ENTER = 0.02
 HANDLED_INITIAL = 0.1
 HANDLED_STEEPNESS = 2.0
+#: The same for the lack of steps (q = handled_steps^k / (handled_steps^k + regularity^k)): steep,
+#: almost a cut (steepness 2 and 4 kept less accuracy for as many changes on validation).
+HANDLED_STEPS_STEEPNESS = 8.0
 
 
 @dataclass(frozen=True)
@@ -134,8 +160,19 @@ class HistorySettings:
     # the same for a window the classifier reads as walking or stairs: degrees its gravity direction
     # turned since the window before (a person walking keeps the device's orientation; 0: off)
     handled_turn: float = 45.0
+    # the same for a window read as walking or stairs: the step regularity (stepping.step_measures, 0..1)
+    # below which it is as likely the device moved by hand as a person walking (0: off); chosen on
+    # validation (`history_accuracy steps`, docs/reports/history_steps.json)
+    handled_steps: float = 0.25
     # how likely a handled device is still handled a window later (1.28 s)
     handled_stay: float = 0.3
+    # a device set down, not worn (module docstring): a window is at rest below both (body motion, g,
+    # decoder.window_motion; rotation, rad/s, window_rotation), and this many at-rest windows in a row
+    # are shown SET_DOWN (rotation 0: off); chosen on validation (`history_accuracy set_down`,
+    # docs/reports/history_set_down.json)
+    set_down_motion: float = 0.007
+    set_down_rotation: float = 0.0045
+    set_down_windows: int = 3
 
     def __post_init__(self) -> None:
         if not (type(self.lag) is int and 0 <= self.lag <= MAX_LAG):
@@ -149,10 +186,17 @@ class HistorySettings:
         if self.method not in METHODS:
             raise ValueError(f"history method {self.method!r} must be one of {', '.join(METHODS)}")
         limits = [("stay", self.stay, 1e3), ("power", self.power, 10.0), ("handled_motion", self.handled_motion, 16.0)]
-        limits.append(("handled_turn", self.handled_turn, 180.0))
+        limits += [("handled_turn", self.handled_turn, 180.0), ("handled_steps", self.handled_steps, 1.0)]
         for name, value, hi in limits:
             if not (isinstance(value, (int, float)) and math.isfinite(value) and 0.0 <= value <= hi):
                 raise ValueError(f"history {name} {value!r} must be within 0..{hi:g}")
+        for name, value in (("set_down_motion", self.set_down_motion), ("set_down_rotation", self.set_down_rotation)):
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and 0.0 <= value <= 1.0):
+                raise ValueError(f"history {name} {value!r} must be within 0..1")
+        if not (type(self.set_down_windows) is int and 1 <= self.set_down_windows <= MAX_MIN_WINDOWS):
+            raise ValueError(
+                f"history set_down_windows {self.set_down_windows!r} must be an int in 1..{MAX_MIN_WINDOWS}"
+            )
         stay = self.handled_stay
         if not (isinstance(stay, (int, float)) and math.isfinite(stay) and 0.0 <= stay < 1.0):
             raise ValueError(f"history handled_stay {stay!r} must be within 0..1 (1 excluded)")
@@ -164,6 +208,7 @@ class _Window:
     t_start: float
     t_end: float
     evidence: np.ndarray
+    rest: bool = False  # at rest: set down if enough such windows come in a row
 
 
 @dataclass(frozen=True)
@@ -191,7 +236,9 @@ class Lattice:
         n = len(params.classes)
         still = np.array([i for i, c in enumerate(params.classes) if c in POSTURES], dtype=np.int64)
         moving = np.array([i for i, c in enumerate(params.classes) if c not in POSTURES], dtype=np.int64)
-        handled = (settings.handled_motion > 0 or settings.handled_turn > 0) and len(still) > 0
+        handled = (settings.handled_motion > 0 or settings.handled_turn > 0 or settings.handled_steps > 0) and len(
+            still
+        ) > 0
         states = params.states
         if handled:
             matrix, initial = with_handled(matrix, initial, n, settings.handled_stay)
@@ -248,6 +295,7 @@ class History:
         self._pending: list[_Window] = []
         self._decided: int | None = None  # state of the last final window of this run
         self._held = UNKNOWN  # what the last final window of this run was shown as
+        self._rest_run = 0  # at-rest windows in a row up to the last final window of this run
         self._filtered: np.ndarray | None = None  # its filtered state distribution
         self._last: _Window | None = None  # the last window taken (its number and times)
         self.final_until: float | None = None  # everything before this time is final
@@ -263,12 +311,17 @@ class History:
         probs: Sequence[float],
         motion: float | None = None,
         gravity: Sequence[float] | None = None,
+        rotation: float | None = None,
+        steps: float | None = None,
     ) -> list[Piece]:
         """One window (its number since the stream began, its first and last
-        sample's time, its class probabilities, and its body motion if known:
-        :func:`~harstream.stream.core.decoder.window_motion`, g): the new final
+        sample's time, its class probabilities, and if known its body motion:
+        :func:`~harstream.stream.core.decoder.window_motion`, g; its gravity:
+        :func:`~harstream.stream.core.transition_direction.window_gravity`; its
+        rotation: :func:`window_rotation`, rad/s; its step regularity:
+        :func:`~harstream.stream.core.stepping.step_measures`): the new final
         pieces, then the provisional ones. A window refused (:attr:`refused`
-        says why) changes nothing and returns nothing; a motion that is not a
+        says why) changes nothing and returns nothing; a cue that is not a
         finite number >= 0 counts as not known."""
         self.refused = self._refusal(window, t_start, t_end, probs)
         if self.refused is not None:
@@ -279,10 +332,11 @@ class History:
             out += self.settle()  # a gap in the windows: the run before it is over
             self._decided = self._filtered = self._gravity = None
             self._held = UNKNOWN
+            self._rest_run = 0
         evidence = self._evidence(np.asarray(probs, dtype=np.float64)) ** self.settings.power
         if self._handled:
-            evidence = self._with_handled(evidence, motion, self._turn(gravity))
-        item = _Window(window, float(t_start), float(t_end), evidence)
+            evidence = self._with_handled(evidence, motion, self._turn(gravity), steps)
+        item = _Window(window, float(t_start), float(t_end), evidence, self._at_rest(motion, rotation))
         self._pending.append(item)
         self._last = item
         while len(self._pending) > self.settings.lag:
@@ -306,6 +360,7 @@ class History:
         self._last = None
         self._decided = self._filtered = self._gravity = None
         self._held = UNKNOWN
+        self._rest_run = 0
         return out
 
     @property
@@ -320,12 +375,16 @@ class History:
         before, self._gravity = self._gravity, gravity
         return turn_degrees(before, gravity)
 
-    def _with_handled(self, evidence: np.ndarray, motion: float | None, turn: float = math.nan) -> np.ndarray:
+    def _with_handled(
+        self, evidence: np.ndarray, motion: float | None, turn: float = math.nan, steps: float | None = None
+    ) -> np.ndarray:
         """The evidence with the handled state's: the share ``q`` of the still
         postures' evidence the window's motion says is the device moved by
         hand (``q`` is one half at ``handled_motion``, steeply more above,
-        steeply less below); no motion known, no handled evidence."""
+        steeply less below), and of the moving classes' the turn or the lack
+        of steps says; no cue known, no handled evidence."""
         m = float(motion) if isinstance(motion, (int, float)) else math.nan
+        r = float(steps) if isinstance(steps, (int, float)) else math.nan
         out = evidence.copy()
         handled = 0.0
         if self.settings.handled_motion > 0 and math.isfinite(m) and m >= 0.0:
@@ -336,7 +395,39 @@ class History:
             q = _share(turn, self.settings.handled_turn)
             out[self._moving] *= 1.0 - q
             handled = max(handled, q * float(evidence[self._moving].max()))
+        if self.settings.handled_steps > 0 and math.isfinite(r) and r >= 0.0 and len(self._moving):
+            k, half = HANDLED_STEPS_STEEPNESS, self.settings.handled_steps
+            q = half**k / (half**k + r**k)  # one half at handled_steps, all of it without any regularity
+            out[self._moving] *= 1.0 - q
+            handled = max(handled, q * float(evidence[self._moving].max()))
         return np.append(out, handled)
+
+    def _at_rest(self, motion: float | None, rotation: float | None) -> bool:
+        """Whether a window reads a device at rest (module docstring): both
+        cues known and below their thresholds; never with the set-down state off."""
+        s = self.settings
+        if s.set_down_rotation <= 0 or s.set_down_motion <= 0:
+            return False
+        cues = [float(v) if isinstance(v, (int, float)) else math.nan for v in (motion, rotation)]
+        return (
+            all(math.isfinite(v) and v >= 0.0 for v in cues)
+            and cues[0] < s.set_down_motion
+            and cues[1] < s.set_down_rotation
+        )
+
+    def _set_down(self) -> list[bool]:
+        """Whether each pending window is shown set down: at rest, in a run of
+        at-rest windows (the final ones before it counted) at least
+        ``set_down_windows`` long as far as the pending windows show it."""
+        rests = [w.rest for w in self._pending]
+        run, through = self._rest_run, []
+        for r in rests:
+            run = run + 1 if r else 0
+            through.append(run)
+        for k in range(len(rests) - 2, -1, -1):  # a run's length as far as it is known, for each of its windows
+            if rests[k] and rests[k + 1]:
+                through[k] = through[k + 1]
+        return [r and t >= self.settings.set_down_windows for r, t in zip(rests, through)]
 
     def _refusal(self, window: int, t_start: float, t_end: float, probs: Sequence[float]) -> str | None:
         if type(window) is not int or window < 0:
@@ -429,14 +520,17 @@ class History:
 
     def _finalise(self, state: int, last_of_run: bool) -> list[Piece]:
         w = self._pending[0]
+        set_down = self._set_down()[0]
         start, end = self._span(w, last_of_run)
         f = self._prior() * w.evidence[self._base]
         total = f.sum()
         self._filtered = f / total if np.isfinite(total) and total > 0 else self._initial
         self._pending.pop(0)
         self._decided = state
-        label = self._shown(state, self._held)
-        self._held = label
+        self._rest_run = self._rest_run + 1 if w.rest else 0
+        label = SET_DOWN if set_down else self._shown(state, self._held)
+        # a device picked up from where it was set down is handled before anything is worn: unknown
+        self._held = UNKNOWN if set_down else label
         if self.final_until is not None:
             # contiguous with, never over, what is final; a boundary computed another way may land a
             # fraction of a microsecond after it: that is float noise (the wire rounds to µs), not a gap
@@ -458,18 +552,35 @@ class History:
         out: list[Piece] = []
         start = self.final_until
         held = self._held
-        for w, state in zip(self._pending, self._decode()):
+        for w, state, set_down in zip(self._pending, self._decode(), self._set_down()):
             piece_start = w.t_start if start is None else start
             end = self._end(w, last_of_run=w is self._pending[-1])
             start = end
             if end <= piece_start:
                 continue
-            label = held = self._shown(state, held)
+            label = SET_DOWN if set_down else self._shown(state, held)
+            held = UNKNOWN if set_down else label
             if out and out[-1].label == label:
                 out[-1] = Piece(out[-1].start, round(end, 6), label, False)
             else:
                 out.append(Piece(round(piece_start, 6), round(end, 6), label, False))
         return out
+
+
+def window_rotation(windows: np.ndarray) -> np.ndarray:
+    """How much each window turns about its own mean: the RMS over its samples
+    of the gyroscope (channels 3-5, rad/s) less each axis's mean (a gyroscope's
+    constant bias is no motion), the set-down state's cue. ``(n, 128, 9)``
+    windows in, ``(n,)`` out.
+
+    >>> w = np.zeros((2, 128, 9), np.float32); w[:, :, 3] = 0.5   # a bias alone
+    >>> w[1, ::2, 4] = 0.02; w[1, 1::2, 4] = -0.02                 # and a turn to and fro
+    >>> [round(float(r), 4) for r in window_rotation(w)]
+    [0.0, 0.02]
+    """
+    gyro = np.asarray(windows, dtype=np.float32)[:, :, 3:6]
+    about = gyro - gyro.mean(axis=1, keepdims=True)
+    return np.sqrt(np.einsum("nwc,nwc->n", about, about) / max(gyro.shape[1], 1))
 
 
 def _share(x: float, half: float) -> float:
@@ -590,4 +701,5 @@ __all__ = [
     "duration_lattice",
     "history_params",
     "merge_pieces",
+    "window_rotation",
 ]

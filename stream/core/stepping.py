@@ -143,18 +143,28 @@ def stepping(windows: np.ndarray) -> np.ndarray:
 def motion_evidence(windows: np.ndarray) -> np.ndarray:
     """Each window :data:`STEPPING`, :data:`AT_REST` or :data:`NEITHER` (see
     the module doc): ``(n,)`` int8."""
-    m = step_measures(windows)
+    return evidence_from(step_measures(windows))
+
+
+def evidence_from(m: np.ndarray) -> np.ndarray:
+    """:func:`motion_evidence` from windows' :func:`step_measures` ``(n, 4)``."""
     steps = (m[:, 0] >= MIN_RMS_G) & (m[:, 1] >= MIN_BAND_SHARE) & (m[:, 2] >= MIN_REGULARITY)
     return np.where(m[:, 3] < MAX_REST_G, AT_REST, np.where(steps, STEPPING, NEITHER)).astype(np.int8)
 
 
-def evidence_of(windows: Sequence[np.ndarray], wanted: Sequence[bool]) -> list[np.ndarray | None]:
+def evidence_of(
+    windows: Sequence[np.ndarray], wanted: Sequence[bool], measures: Sequence[np.ndarray] | None = None
+) -> list[np.ndarray | None]:
     """:func:`motion_evidence` of each device's new ``windows`` where
     ``wanted`` (None elsewhere), all in one call (per device a call costs
-    more than a batched window)."""
+    more than a batched window); from their :func:`step_measures` if the
+    caller has them already (``measures``, one array per device)."""
     idx = [i for i, (w, want) in enumerate(zip(windows, wanted)) if want and len(w)]
     out: list[np.ndarray | None] = [None] * len(windows)
-    if idx:
+    if idx and measures is not None:
+        for i in idx:
+            out[i] = evidence_from(measures[i])
+    elif idx:
         every = motion_evidence(np.concatenate([windows[i] for i in idx]))
         for i, part in zip(idx, np.split(every, np.cumsum([len(windows[i]) for i in idx])[:-1])):
             out[i] = part

@@ -6,7 +6,8 @@ a piece across midnight (UTC, bus time) is split between the two days, and a
 device keeps only its latest day. What is shown depends on what the device's
 model can know: the five activities (walking, stairs, sitting, standing,
 lying) for a waist or calibrated device, moving and still for one served
-placement-free.
+placement-free; and, on a day the device lay set down (not worn, the history's
+``SET_DOWN``), those minutes apart (``set_down``), never counted as lying or still.
 
 >>> days = DayTotals()
 >>> days.add("d1", 0.0, 90.0, "WALKING")
@@ -16,6 +17,9 @@ placement-free.
 {'day': '1970-01-01', 'minutes': {'walking': 1.5, 'stairs': 0.0, 'sitting': 1.0, 'standing': 0.0, 'lying': 0.0}}
 >>> days.summary("d1", ("WALKING", "STILL"))["minutes"]
 {'moving': 1.5, 'still': 1.0}
+>>> days.add("d1", 210.0, 330.0, "SET_DOWN")             # the phone on a table: apart, not lying
+>>> days.summary("d1", ("WALKING", "SITTING", "LAYING"))["minutes"]
+{'walking': 1.5, 'stairs': 0.0, 'sitting': 1.0, 'standing': 0.0, 'lying': 0.0, 'set_down': 2.0}
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import math
 from collections import OrderedDict
 from collections.abc import Sequence
 
-from harstream.stream.core.activities import STILL
+from harstream.stream.core.activities import SET_DOWN, STILL
 
 #: Which summary entry each label counts toward.
 CATEGORY = {
@@ -36,6 +40,7 @@ CATEGORY = {
     "STANDING": "standing",
     "LAYING": "lying",
     STILL: "still",
+    SET_DOWN: "set_down",
 }
 ACTIVITY_VIEW = ("walking", "stairs", "sitting", "standing", "lying")
 PLACEMENT_FREE_VIEW = ("moving", "still")
@@ -124,6 +129,8 @@ class DayTotals:
             minutes = {k: secs.get(k, 0.0) / 60.0 for k in ACTIVITY_VIEW}
             if secs.get("still"):  # served placement-free earlier today
                 minutes["still"] = secs["still"] / 60.0
+        if secs.get("set_down"):  # not worn: no activity of its owner, shown apart
+            minutes["set_down"] = secs["set_down"] / 60.0
         return {"day": day, "minutes": {k: round(v, 2) for k, v in minutes.items()}}
 
     def forget(self, device: str) -> None:

@@ -67,7 +67,7 @@ from harstream.stream.core.batch_push import push_both
 from harstream.stream.core.decoder import window_motion
 from harstream.stream.core.device_windows import DeviceWindows
 from harstream.stream.core.headroom import Headroom
-from harstream.stream.core.history import History, HistorySettings, Piece, history_params
+from harstream.stream.core.history import History, HistorySettings, Piece, history_params, window_rotation
 from harstream.stream.core.incarnation import (
     DUPLICATE,
     FOREIGN,
@@ -97,7 +97,7 @@ from harstream.stream.core.sample_buffer import SampleBuffer
 from harstream.stream.core.signal_feed import SignalFeed
 from harstream.stream.core.smoothing import DEFAULT_THRESHOLD, DEFAULT_WINDOWS, Smoother
 from harstream.stream.core.stairs import MOVING, StairsEvidence, gated
-from harstream.stream.core.stepping import MovingEvidence, evidence_of
+from harstream.stream.core.stepping import MovingEvidence, evidence_of, step_measures
 from harstream.stream.core.subscriptions import Subscriptions, WatchedDevices
 from harstream.stream.core.today import DayTotals
 from harstream.stream.core.transition_direction import turn_degrees, window_gravity
@@ -260,6 +260,11 @@ class PendingWindow:
     between: bool = False  # a window of the offset grid: display only (WorkerConfig.between_devices)
     # a gated device's window: steps (then never STILL), at rest (never moving) or neither (stepping.motion_evidence)
     stepping: int | None = None
+    # its rotation about its own mean (history.window_rotation, rad/s): the history's set-down cue; None for
+    # a device without a gyroscope
+    rotation: float | None = None
+    # its step regularity (stepping.step_measures): the history's cue of a device moved by hand, not walked
+    regularity: float | None = None
 
 
 def one_model_router(classes: Sequence[str], model_id: str, config: WorkerConfig) -> ModelRouter:
@@ -751,14 +756,18 @@ class StreamCore:
             [j[0].windows.pipeline for j in jobs], [j[0].windows.between for j in jobs], [j[1] for j in jobs]
         )
         n = len(jobs)
-        # body motion and gravity of both grids' new windows, all devices' in one call each
+        # body motion and gravity of both grids' new windows (the model grid's rotation and step regularity
+        # too, for the history), all devices' in one call each
         counts = [len(r) for r in results + extra]
         if sum(counts):
             every = np.concatenate(results + extra)
             motions = np.split(window_motion(every), np.cumsum(counts)[:-1])
             turns = np.split(window_gravity(every), np.cumsum(counts)[:-1])
+            model_grid = every[: sum(counts[:n])]
+            rotations = np.split(window_rotation(model_grid), np.cumsum(counts[:n])[:-1])
+            measures = np.split(step_measures(model_grid), np.cumsum(counts[:n])[:-1])
         else:
-            motions = turns = results + extra
+            motions = turns = rotations = measures = results + extra
         # which between windows the model labels: those whose signal moved away from the window they follow
         fired = [self._between_fired(j, motions[k], turns[k], motions[n + k], turns[n + k]) for k, j in enumerate(jobs)]
         chosen = [e[f] for e, f in zip(extra, fired)]
@@ -766,7 +775,7 @@ class StreamCore:
         inputs, extra_inputs = both[:n], both[n:]
         cues = self._posture_cues([j[0] for j in jobs], results)
         likenesses, placements = self._waist_likeness([j[0] for j in jobs], results)
-        steps = evidence_of(results, [gated(j[0].served.mode, j[0].served.classes) for j in jobs])
+        steps = evidence_of(results, [gated(j[0].served.mode, j[0].served.classes) for j in jobs], measures[:n])
         for k, ((state, _, labels, arrived, first_window, seen_before, first_between), windows, x) in enumerate(
             zip(jobs, results, inputs)
         ):
@@ -796,6 +805,8 @@ class StreamCore:
                         None if worn is None or w.between else worn[i],
                         w.between,
                         None if steps[k] is None or w.between else int(steps[k][i]),
+                        rotation=None if w.between or not state.gyro else float(rotations[k][i]),
+                        regularity=None if w.between else float(measures[k][i, 2]),
                     )
                 )
             self.totals["windows"] += len(windows)
@@ -1038,7 +1049,9 @@ class StreamCore:
                 smoothed, smoothed_probs = state.display.update(raw, w.motion, w.gravity)
                 if state.display.refused:
                     self._drop("probabilities", f"device {w.device} window {w.window}: {state.display.refused}")
-                pieces = state.history.push(w.window, w.t_start, w.t_end, raw, w.motion, w.gravity)
+                pieces = state.history.push(
+                    w.window, w.t_start, w.t_end, raw, w.motion, w.gravity, w.rotation, w.regularity
+                )
                 if state.history.refused and not state.display.refused:
                     self._drop("history", f"device {w.device} window {w.window}: {state.history.refused}")
                 self._revise(state, pieces)
