@@ -633,10 +633,21 @@ def lying_samples(n: int, breathing: bool, seed: int = 0, gyro: bool = True) -> 
     return np.hstack([acc, turn]).astype(np.float32)
 
 
+#: The worker's own history settings with the set-down state on (it is off by default).
+WORKER_SET_DOWN_ON = replace(HistorySettings(), set_down_rotation=0.0045)
+
+
+def test_the_set_down_state_is_off_by_default():
+    """A person keeping still reads below a 2011 phone's noise floor on today's quieter gyroscopes:
+    until each device's own floor is learnt, nothing is shown set down unless asked for."""
+    assert HistorySettings().set_down_rotation == 0.0
+    assert shown_at(HistorySettings(lag=2, min_windows=3, confirm=2), "L" * 12, [QUIET] * 12) == ["LAYING"]
+
+
 def test_the_worker_shows_a_phone_on_a_table_set_down_and_a_person_lying_as_lying():
     """The model says lying for both; the worker's history tells them apart by the signal, and the
     day counts the phone's time apart from lying. A device without a gyroscope is never set down."""
-    core = StreamCore(ACTIVITIES, "m", WorkerConfig(max_batch=100))
+    core = StreamCore(ACTIVITIES, "m", WorkerConfig(max_batch=100, history=WORKER_SET_DOWN_ON))
     streams = {"table": lying_samples(50 * 30, False), "sleeper": lying_samples(50 * 30, True)}
     streams["no-gyro"] = lying_samples(50 * 30, False, gyro=False)
     for device, data in streams.items():
@@ -670,7 +681,7 @@ def test_tail_final_json_shows_a_phone_on_a_table_set_down_on_a_real_bus():
 
     devices = [ReplayDevice("table", lying_samples(50 * 12, False), None)]
     devices.append(ReplayDevice("sleeper", lying_samples(50 * 12, True), None))
-    with worker_thread(SaysLying(), stats_every=0.2) as w:
+    with worker_thread(SaysLying(), stats_every=0.2, config=WorkerConfig(history=WORKER_SET_DOWN_ON)) as w:
         tail = None
         ctx = zmq.Context()
         stats = ctx.socket(zmq.SUB)

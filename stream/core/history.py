@@ -55,7 +55,9 @@ final changes). A window without rotation (a device without a gyroscope) is
 never at rest. The thresholds sit just above one phone's noise floor (the
 HAPT recordings'); a phone whose sensors are noisier is never shown set down
 (as before: lying, or what its posture reads), one whose gyroscope is much
-quieter may show a person keeping very still as set down.
+quieter may show a person keeping very still as set down, and today's
+gyroscopes are several times quieter than that 2011 phone's: so the state is
+off unless a deployment sets ``set_down_rotation``.
 
 A window stands for the middle half of its samples (a window is about its
 middle): its piece of time runs from the end of the previous piece to 96 of
@@ -168,10 +170,13 @@ class HistorySettings:
     handled_stay: float = 0.3
     # a device set down, not worn (module docstring): a window is at rest below both (body motion, g,
     # decoder.window_motion; rotation, rad/s, window_rotation), and this many at-rest windows in a row
-    # are shown SET_DOWN (rotation 0: off); chosen on validation (`history_accuracy set_down`,
-    # docs/reports/history_set_down.json)
+    # are shown SET_DOWN (rotation 0: off). Off by default: the thresholds chosen on validation
+    # (`history_accuracy set_down`, docs/reports/history_set_down.json: rotation 0.0045) sit just above
+    # one 2011 phone's gyroscope noise; today's gyroscopes are several times quieter, so a person
+    # sitting still with the phone in a pocket would read as set down. It waits for each device's own
+    # noise floor to be learnt.
     set_down_motion: float = 0.007
-    set_down_rotation: float = 0.0045
+    set_down_rotation: float = 0.0
     set_down_windows: int = 3
 
     def __post_init__(self) -> None:
