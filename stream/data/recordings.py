@@ -769,6 +769,11 @@ SL_MAX_FILE_BYTES = 4 << 30
 #: Export names (and annotations) that name an activity, besides the HAPT names themselves.
 SL_ACTIVITY_WORDS = {"walk": 1, "upstairs": 2, "downstairs": 3, "sit": 4, "stand": 5, "lie": 6, "lying": 6}
 _SL_LEADING_WORD = re.compile(r"[a-z]+(?:[ _-][a-z]+)*")
+#: An activity is named in its first few words (``walking_downstairs``: two), so only
+#: these are read: a long text (an annotation of 128 KiB of one-letter words) cost
+#: seconds per row when every run of leading words was joined and looked up.
+SL_ACTIVITY_WORDS_READ = 4
+SL_ACTIVITY_CHARS = 200
 
 
 class _Export:
@@ -897,10 +902,10 @@ def _sl_activity(text: str) -> int:
     [1, 2, 4, -1]
     """
     names = {n: code for n, code in _label_names().items() if 1 <= code <= 6}
-    match = _SL_LEADING_WORD.match(text.strip().lower())
+    match = _SL_LEADING_WORD.match(text[:SL_ACTIVITY_CHARS].strip().lower())
     if match is None:
         return UNLABELLED
-    words = re.split(r"[ _-]", match.group(0))
+    words = re.split(r"[ _-]", match.group(0))[:SL_ACTIVITY_WORDS_READ]
     for n in range(len(words), 0, -1):  # the longest run of leading words that names one
         key = "_".join(words[:n])
         if key in names or key in SL_ACTIVITY_WORDS:
