@@ -913,31 +913,40 @@ def _sl_activity(text: str) -> int:
     return UNLABELLED
 
 
-def _sl_labels(export: _Export, t: np.ndarray) -> np.ndarray:
-    """A label for each sample time ``t`` (s since the epoch): from the export's
-    annotations where one names an activity (each annotation starts a stretch
-    that lasts until the next; one naming none leaves its stretch unlabelled),
-    else from the export's name, else unlabelled."""
-    if export.has(SL_ANNOTATION):
-        marks = []
-        with export.table(SL_ANNOTATION) as (header, rows, where):
-            if "time" in header and "text" in header:
-                ti, xi = header.index("time"), header.index("text")
-                for line, row in rows:
-                    try:
-                        at = float(row[ti]) / 1e9
-                    except (ValueError, IndexError):
-                        raise RecordingError(
-                            f"{where} line {line}: {','.join(row)[:80]!r}: time is not a number"
-                        ) from None
-                    marks.append((at, _sl_activity(row[xi] if xi < len(row) else "")))
-        marks.sort()
-        if any(code != UNLABELLED for _, code in marks):
-            labels = np.full(len(t), UNLABELLED, dtype=np.int16)
-            for at, code in marks:
-                labels[t >= at] = code
-            return labels
-    return np.full(len(t), _sl_activity(export.name), dtype=np.int16)
+def _sl_marks(export: _Export) -> tuple[np.ndarray, np.ndarray] | None:
+    """The export's annotations that name activities, as (times in s since the
+    epoch, labels) in time order, each starting a stretch that lasts until the
+    next (one naming none leaves its stretch unlabelled); None where none names
+    an activity (the export's name labels it then)."""
+    if not export.has(SL_ANNOTATION):
+        return None
+    marks = []
+    with export.table(SL_ANNOTATION) as (header, rows, where):
+        if "time" not in header or "text" not in header:
+            return None
+        ti, xi = header.index("time"), header.index("text")
+        for line, row in rows:
+            try:
+                at = float(row[ti]) / 1e9
+            except (ValueError, IndexError):
+                at = math.nan
+            if not math.isfinite(at):
+                raise RecordingError(f"{where} line {line}: {','.join(row)[:80]!r}: time is not a finite number")
+            marks.append((at, _sl_activity(row[xi] if xi < len(row) else "")))
+    marks.sort()  # at one time, the last of them (as sorted) holds
+    if not any(code != UNLABELLED for _, code in marks):
+        return None
+    return np.array([at for at, _ in marks]), np.array([code for _, code in marks], dtype=np.int16)
+
+
+def _sl_labels(export: _Export, marks: tuple[np.ndarray, np.ndarray] | None, t: np.ndarray) -> np.ndarray:
+    """A label for each sample time ``t`` (s since the epoch): from the
+    annotations' ``marks`` (:func:`_sl_marks`), else from the export's name."""
+    if marks is None:
+        return np.full(len(t), _sl_activity(export.name), dtype=np.int16)
+    times, codes = marks
+    latest = np.searchsorted(times, t, side="right") - 1  # the last mark at or before each sample
+    return np.where(latest >= 0, codes[latest.clip(0)], UNLABELLED).astype(np.int16)
 
 
 def _sl_motion(export: _Export) -> tuple[Resampler, str]:
@@ -1006,9 +1015,9 @@ def _sl_segments(resampler: Resampler) -> list[tuple[float, np.ndarray]]:
     return [(t0, np.concatenate(parts)) for t0, parts in pieces]
 
 
-def _sl_pressure(export: _Export, start: float, end: float) -> np.ndarray | None:
-    """The export's barometer between ``start`` and ``end`` (s since the epoch)
-    as (seconds since ``start``, hPa) rows; empty readings are left out."""
+def _sl_pressure(export: _Export) -> np.ndarray | None:
+    """The export's barometer as (s since the epoch, hPa) rows in time order;
+    empty readings are left out. Read once for all of an export's stretches."""
     if not export.has(SL_BAROMETER):
         return None
     out = []
@@ -1029,10 +1038,18 @@ def _sl_pressure(export: _Export, start: float, end: float) -> np.ndarray | None
                     f"{where} line {line}: {','.join(row)[:80]!r} is not a time and a pressure "
                     f"in hPa within {MIN_HPA:g}-{MAX_HPA:g}"
                 )
-            if start <= at <= end:
-                out.append((at - start, hpa))
+            out.append((at, hpa))
     out.sort()
     return np.array(out, dtype=np.float64).reshape(-1, 2)
+
+
+def _sl_pressure_between(pressure: np.ndarray | None, start: float, end: float) -> np.ndarray | None:
+    """The barometer rows between ``start`` and ``end`` as (s since ``start``, hPa)."""
+    if pressure is None:
+        return None
+    first = int(np.searchsorted(pressure[:, 0], start, side="left"))
+    last = int(np.searchsorted(pressure[:, 0], end, side="right"))
+    return pressure[first:last] - [start, 0.0]
 
 
 def read_sensor_logger_export(path: str | os.PathLike) -> list[Recording]:
@@ -1060,16 +1077,20 @@ def _sl_recordings(export: _Export, name: str, resampler: Resampler) -> list[Rec
         )
     match = _USER_IN_NAME.search(export.name)
     subject = int(match.group(1)) if match else 0
+    # the barometer and the annotations are read once, not once a stretch: an export
+    # cut by hundreds of pauses read its barometer file hundreds of times
+    barometer = None if name.endswith(".watch") else _sl_pressure(export)
+    marks = _sl_marks(export)
     out = []
     for k, (t0, samples) in enumerate(pieces, 1):
         t = t0 + np.arange(len(samples)) / RATE_HZ
-        pressure = None if name.endswith(".watch") else _sl_pressure(export, t0, float(t[-1]))
+        pressure = _sl_pressure_between(barometer, t0, float(t[-1]))
         out.append(
             Recording(
                 name if len(pieces) == 1 else f"{name}-{k}",
                 subject,
                 samples,
-                _sl_labels(export, t),
+                _sl_labels(export, marks, t),
                 source=export.where,
                 pressure=pressure,
             )
