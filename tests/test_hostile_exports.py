@@ -20,11 +20,11 @@ from test_sensor_logger_export import T0_NS, G, _acc, _android_files, _gyro, _se
 
 @pytest.mark.timeout(60)
 def test_an_annotation_of_many_short_words_is_read_at_once(tmp_path):
-    # 128 KiB of one-letter words (the csv module's largest field): every run of
-    # leading words was joined and looked up, ~30 s for one annotation
+    # 8 KB of one-letter words (the longest line read): every run of leading words
+    # was joined and looked up, ~0.15 s an annotation, 15 s for these 100
     files = _android_files()
     files["Annotation.csv"] = "time,seconds_elapsed,text\n" + "".join(
-        f'{T0_NS + k * 1_000_000_000},{k},"walking {"a " * 65_000}"\n' for k in range(3)
+        f'{T0_NS + k * 50_000_000},{k},"walking {"a " * 4_000}"\n' for k in range(100)
     )
     path = _write_zip(tmp_path / "export.zip", files)
     started = time.monotonic()
@@ -70,4 +70,76 @@ def test_an_annotation_at_a_time_that_is_no_number_is_refused_naming_its_line(tm
     files["Annotation.csv"] = f"time,seconds_elapsed,text\n{T0_NS},0,walking\nnan,1,sitting\n"
     path = _write_zip(tmp_path / "export.zip", files)
     with pytest.raises(RecordingError, match=r"Annotation.csv line 3: .*time is not a finite number"):
+        read_sensor_logger_export(path)
+
+
+def _bomb(path: Path, name: str, head: bytes, chunk: bytes, megabytes: int) -> Path:
+    """An Android export whose ``name`` is ``head`` then ``chunk`` repeated to ``megabytes`` MB, deflated."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as z:
+        for member, text in _android_files().items():
+            if member != name:
+                z.writestr(member, text)
+        with z.open(name, "w", force_zip64=True) as f:
+            f.write(head)
+            for _ in range(megabytes * (1 << 20) // len(chunk)):
+                f.write(chunk)
+    return path
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    "chunk",
+    [b"0,0,0,0,0\n" * 100_000, b"0," * 500_000],
+    ids=["twenty million rows of zeros", "one line of a hundred million fields"],
+)
+def test_a_zip_bomb_is_refused_before_it_is_read(tmp_path, chunk):
+    # 200 MB in 0.2-0.4 MB of zip: read, they took 150 s and 1.7 GB (rows of zeros)
+    # or 1.3 GB (one line) of memory; the 4 GiB each file may hold, 20 times that
+    path = _bomb(tmp_path / "bomb.zip", "Gyroscope.csv", b"time,seconds_elapsed,z,y,x\n", chunk, 200)
+    assert path.stat().st_size < 500_000
+    started = time.monotonic()
+    with pytest.raises(RecordingError, match=r"bomb.zip: Gyroscope.csv: 20\d,\d{3},\d{3} bytes packed into [\d,]+, over 100:1"):
+        read_sensor_logger_export(path)
+    assert time.monotonic() - started < 2.0
+
+
+def test_a_member_whose_declared_size_lies_is_not_read_past_it(tmp_path):
+    path = _write_zip(tmp_path / "liar.zip", _android_files())
+    data = bytearray(path.read_bytes())
+    # the central directory's uncompressed size of Gyroscope.csv says 1,000 bytes
+    entry = data.index(b"PK\x01\x02" + b"", data.index(b"PK\x01\x02"))
+    while data[entry + 46 : entry + 46 + 13] != b"Gyroscope.csv":
+        entry = data.index(b"PK\x01\x02", entry + 4)
+    data[entry + 24 : entry + 28] = (1000).to_bytes(4, "little")
+    path.write_bytes(bytes(data))
+    with pytest.raises(RecordingError, match=r"liar.zip: Gyroscope.csv: cannot be read \(BadZipFile"):
+        read_sensor_logger_export(path)
+
+
+def test_an_enormous_line_in_an_unpacked_export_is_refused_naming_it(tmp_path):
+    folder = tmp_path / "walking"
+    folder.mkdir()
+    for name, text in _android_files().items():
+        (folder / name).write_text(text)
+    with open(folder / "Gyroscope.csv", "a") as f:
+        f.write("0," * 2_000_000 + "\n")  # one row of two million fields, after the good ones
+    lines = (folder / "Gyroscope.csv").read_text().count("\n")
+    with pytest.raises(RecordingError, match=rf"Gyroscope.csv line {lines}: longer than 8,192 characters"):
+        read_sensor_logger_export(folder)
+
+
+def test_a_file_of_more_rows_than_read_is_refused_naming_the_line(tmp_path, monkeypatch):
+    # the real limit (50 million rows) is a day at 580 Hz; lowered here to keep the test short
+    monkeypatch.setattr("harstream.stream.data.recordings.SL_MAX_ROWS", 1000)
+    path = _write_zip(tmp_path / "long.zip", _android_files())
+    with pytest.raises(RecordingError, match=r"long.zip: TotalAcceleration.csv line 1002: more than 1,000 rows"):
+        read_sensor_logger_export(path)
+
+
+def test_a_row_of_thousands_of_fields_is_refused_naming_its_line(tmp_path):
+    files = _android_files()
+    files["Gyroscope.csv"] += "1," * 3000 + "\n"
+    lines = files["Gyroscope.csv"].count("\n")
+    path = _write_zip(tmp_path / "wide.zip", files)
+    with pytest.raises(RecordingError, match=rf"wide.zip: Gyroscope.csv line {lines}: 3,001 fields, more than the 256"):
         read_sensor_logger_export(path)

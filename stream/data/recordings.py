@@ -36,6 +36,7 @@ import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import numpy as np
 
@@ -766,6 +767,22 @@ SL_WRIST = "wristmotion.csv"  # a paired watch's motion (g and CoreMotion's sign
 #: Largest file read out of an export (uncompressed): a day of one sensor at 500 Hz is ~3 GB of
 #: text, so this refuses a zip bomb long before it fills the memory.
 SL_MAX_FILE_BYTES = 4 << 30
+#: A zip member packed tighter than this (uncompressed : compressed) is refused: sensor
+#: readings with their noise pack 3-5:1, a zip bomb's repeated text hundreds to
+#: thousands (Apache POI refuses beyond 100:1 for the same reason). Files under
+#: :data:`SL_RATIO_FROM` bytes are not judged (a short metadata file packs as it likes).
+SL_MAX_RATIO = 100
+SL_RATIO_FROM = 1 << 20
+#: Rows read from one file: 4 GiB of the app's rows (~90 bytes: an epoch-ns time and
+#: full-precision numbers). Short rows of zeros packed 10 bytes each held 4x their
+#: size as numbers: 4 GiB of them would have needed 17 GB.
+SL_MAX_ROWS = 50_000_000
+#: Longest line read (characters) and most fields in a row: a sensor's row is under
+#: 200 characters and 20 fields, an annotation a line of text. One 200 MB line of
+#: empty fields was split into 100 million of them (1.3 GB from a 250 KB zip); rows
+#: are read 65,536 at a time, so these bound what a chunk holds.
+SL_MAX_LINE_CHARS = 8192
+SL_MAX_FIELDS = 256
 #: Export names (and annotations) that name an activity, besides the HAPT names themselves.
 SL_ACTIVITY_WORDS = {"walk": 1, "upstairs": 2, "downstairs": 3, "sit": 4, "stand": 5, "lie": 6, "lying": 6}
 _SL_LEADING_WORD = re.compile(r"[a-z]+(?:[ _-][a-z]+)*")
@@ -817,7 +834,7 @@ class _Export:
         for name in (SL_GYRO, SL_TOTAL, SL_USER):
             if name in names:
                 with open(names[name], encoding="utf-8", errors="replace") as f:
-                    return "seconds_elapsed" in f.readline().lower()
+                    return "seconds_elapsed" in f.readline(4096).lower()  # a header, not a whole file of one line
         return False
 
     def has(self, name: str) -> bool:
@@ -834,12 +851,18 @@ class _Export:
         size = found[0].file_size if self._zip is not None else found[0].stat().st_size
         if size > SL_MAX_FILE_BYTES:
             raise RecordingError(f"{where}: {size:,} bytes, more than the {SL_MAX_FILE_BYTES:,} read from one file")
+        if self._zip is not None and size > SL_RATIO_FROM and size > SL_MAX_RATIO * found[0].compress_size:
+            raise RecordingError(
+                f"{where}: {size:,} bytes packed into {found[0].compress_size:,}, over {SL_MAX_RATIO}:1; "
+                "sensor readings do not pack so tightly (a zip bomb?), so it is not read"
+            )
         try:
+            # a member's declared size bounds what zipfile reads (beyond it: a CRC error)
             raw = self._zip.open(found[0]) if self._zip is not None else open(found[0], "rb")
             with io.TextIOWrapper(raw, encoding="utf-8-sig", errors="replace", newline="") as f:
-                reader = csv.reader(f)
+                reader = csv.reader(_bounded_lines(f, where))
                 header = [h.strip().lower() for h in next(reader, [])]
-                yield header, ((reader.line_num, row) for row in reader if row), where
+                yield header, _bounded_rows(reader, where), where
         except (zipfile.BadZipFile, OSError, EOFError, RuntimeError, zlib.error, csv.Error) as exc:
             raise RecordingError(f"{where}: cannot be read ({type(exc).__name__}: {exc})") from None
 
@@ -871,6 +894,35 @@ class _Export:
             for k, v in values.items()
         )
         return -1.0 if values.get("platform", "").strip().lower() == "ios" and not standardised else 1.0
+
+
+def _bounded_lines(f: io.TextIOWrapper, where: str) -> Iterator[str]:
+    """The lines of ``f``, each at most :data:`SL_MAX_LINE_CHARS` long, else an error naming it."""
+    number = 0
+    while line := f.readline(SL_MAX_LINE_CHARS + 1):
+        number += 1
+        if len(line) > SL_MAX_LINE_CHARS:
+            raise RecordingError(
+                f"{where} line {number}: longer than {SL_MAX_LINE_CHARS:,} characters; "
+                "no row of a Sensor Logger file is (not a sensor's readings)"
+            )
+        yield line
+
+
+def _bounded_rows(reader: Any, where: str) -> Iterator[tuple[int, list[str]]]:
+    """A csv reader's non-empty rows with their line numbers, at most :data:`SL_MAX_ROWS`."""
+    for count, row in enumerate((row for row in reader if row), 1):
+        if len(row) > SL_MAX_FIELDS:
+            raise RecordingError(
+                f"{where} line {reader.line_num}: {len(row):,} fields, more than the {SL_MAX_FIELDS} "
+                "a Sensor Logger file's row may have"
+            )
+        if count > SL_MAX_ROWS:
+            raise RecordingError(
+                f"{where} line {reader.line_num}: more than {SL_MAX_ROWS:,} rows, more than read from one file "
+                "(a day at 500 Hz is 43 million); split the recording"
+            )
+        yield reader.line_num, row
 
 
 def _sl_numbers(chunk: list[tuple[int, list[str]]], columns: list[int], where: str, names: Sequence[str]) -> np.ndarray:
