@@ -143,3 +143,15 @@ def test_a_row_of_thousands_of_fields_is_refused_naming_its_line(tmp_path):
     path = _write_zip(tmp_path / "wide.zip", files)
     with pytest.raises(RecordingError, match=rf"wide.zip: Gyroscope.csv line {lines}: 3,001 fields, more than the 256"):
         read_sensor_logger_export(path)
+
+
+@pytest.mark.parametrize("rate", [2.04, 5.0])
+def test_an_export_read_too_slowly_is_refused_not_interpolated_into_50_hz(tmp_path, rate):
+    # a phone at 2 Hz (steps of 0.49 s, under the 0.5 s pause) became 25 samples a
+    # reading: 10 minutes of straight lines served as a recording, 25 times its size
+    t = np.arange(0, 600, 1 / rate)
+    files = {"TotalAcceleration.csv": _sensor_csv(t, _acc(t) * G), "Gyroscope.csv": _sensor_csv(t, _gyro(t))}
+    path = _write_zip(tmp_path / "walking.zip", files)
+    with pytest.raises(RecordingError, match=rf"walking.zip: the accelerometer read {rate:.3g} times a second; at least 10 Hz"):
+        read_sensor_logger_export(path)
+    assert main(["data", "--data", str(path)]) == 2

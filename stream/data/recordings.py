@@ -1033,6 +1033,19 @@ def _sl_motion(export: _Export) -> tuple[Resampler, str]:
     return _sl_resampler(export.where, acc_t, acc * (sign / STANDARD_GRAVITY), gyro_t, gyro), what
 
 
+#: Readings a second a sensor must make where it reads without a pause: the live path's
+#: own threshold (the gateway's MIN_RATE_HZ leaves a slower phone's readings out).
+SL_MIN_RATE_HZ = 10.0
+
+
+def _sl_rate(t: np.ndarray) -> float:
+    """Readings a second over the time a sensor read without a pause (inf if it never did)."""
+    steps = np.diff(np.unique(t))
+    steps = steps[steps <= MAX_GAP_S]
+    covered = float(steps.sum())
+    return len(steps) / covered if covered > 0 else math.inf
+
+
 def _sl_resampler(where: str, acc_t: np.ndarray, acc: np.ndarray, gyro_t: np.ndarray, gyro: np.ndarray) -> Resampler:
     for values, t, name in ((acc, acc_t, "acc"), (gyro, gyro_t, "gyro")):
         if not len(t):
@@ -1040,6 +1053,16 @@ def _sl_resampler(where: str, acc_t: np.ndarray, acc: np.ndarray, gyro_t: np.nda
         lines = np.arange(2, len(t) + 2)
         for k, axis in enumerate("xyz"):
             _check_physical(values[:, k], lines, where, f"{name}_{axis}")
+        # straight lines between readings 0.2-0.5 s apart are not a signal, and each
+        # reading would become up to 25 samples: 5 Hz is not interpolated into 50
+        rate = _sl_rate(t)
+        if rate < SL_MIN_RATE_HZ:
+            sensor = "accelerometer" if name == "acc" else "gyroscope"
+            raise RecordingError(
+                f"{where}: the {sensor} read {rate:.3g} times a second; at least {SL_MIN_RATE_HZ:g} Hz is needed "
+                "(the model works at 50 Hz, and the live path leaves slower phones' readings out): "
+                "record with a higher sampling rate in Sensor Logger's settings"
+            )
     first, last = min(acc_t.min(), gyro_t.min()), max(acc_t.max(), gyro_t.max())
     left_out = max(acc_t.min(), gyro_t.min()) - first + last - min(acc_t.max(), gyro_t.max())
     if left_out > 1.0:  # e.g. a gyroscope that stopped: say so rather than lose it quietly
