@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_sensor_logger_export import T0_NS, G, _acc, _android_files, _gyro, _sensor_csv, _write_zip
 
 from harstream.cli import main
 from harstream.stream.data.recordings import RecordingError, read_sensor_logger_export
-from test_sensor_logger_export import T0_NS, G, _acc, _android_files, _gyro, _sensor_csv, _write_zip
 
 
 @pytest.mark.timeout(60)
@@ -98,7 +98,9 @@ def test_a_zip_bomb_is_refused_before_it_is_read(tmp_path, chunk):
     path = _bomb(tmp_path / "bomb.zip", "Gyroscope.csv", b"time,seconds_elapsed,z,y,x\n", chunk, 200)
     assert path.stat().st_size < 500_000
     started = time.monotonic()
-    with pytest.raises(RecordingError, match=r"bomb.zip: Gyroscope.csv: 20\d,\d{3},\d{3} bytes packed into [\d,]+, over 100:1"):
+    with pytest.raises(
+        RecordingError, match=r"bomb.zip: Gyroscope.csv: 20\d,\d{3},\d{3} bytes packed into [\d,]+, over 100:1"
+    ):
         read_sensor_logger_export(path)
     assert time.monotonic() - started < 2.0
 
@@ -152,6 +154,8 @@ def test_an_export_read_too_slowly_is_refused_not_interpolated_into_50_hz(tmp_pa
     t = np.arange(0, 600, 1 / rate)
     files = {"TotalAcceleration.csv": _sensor_csv(t, _acc(t) * G), "Gyroscope.csv": _sensor_csv(t, _gyro(t))}
     path = _write_zip(tmp_path / "walking.zip", files)
-    with pytest.raises(RecordingError, match=rf"walking.zip: the accelerometer read {rate:.3g} times a second; at least 10 Hz"):
+    with pytest.raises(
+        RecordingError, match=rf"walking.zip: the accelerometer read {rate:.3g} times a second; at least 10 Hz"
+    ):
         read_sensor_logger_export(path)
     assert main(["data", "--data", str(path)]) == 2
