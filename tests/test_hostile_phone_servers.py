@@ -152,3 +152,17 @@ def test_a_phyphox_answer_that_is_no_json_object_is_counted(running_gateway, bod
                 await _until(lambda: gw.rejects["json"] + gw.rejects["values"] >= 1, 10)
 
     asyncio.run(main())
+
+
+def test_a_sensorserver_phone_redirecting_elsewhere_is_not_followed_and_is_counted(running_gateway):
+    # websockets' connect followed up to 10 redirects to any address the phone named
+    async def main():
+        with raw_phone(reply("404 Not Found")) as elsewhere:
+            where = f"ws://127.0.0.1:{elsewhere.port}/sensors/connect"
+            with raw_phone(reply("302 Found", headers=f"Location: {where}\r\n")) as phone:
+                async with running_gateway(connect=[f"ws://127.0.0.1:{phone.port}"], device="moved") as (gw, tap):
+                    await _until(lambda: gw.rejects["http"] >= 1, 10)
+            assert phone.requests[0].startswith(b"GET /sensors/connect?types=")
+            assert not elsewhere.requests
+
+    asyncio.run(main())

@@ -17,7 +17,7 @@ from urllib.parse import quote, urlsplit
 
 import numpy as np
 from websockets.asyncio.client import connect as ws_connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from harstream.stream.gateway.phone_formats import (
     FormatError,
@@ -47,15 +47,34 @@ def sensor_server_url(url: str) -> str:
     return base
 
 
+class _Connect(ws_connect):
+    """websockets' connect, refusing a redirect: it followed up to 10 to any
+    address, so a phone could send the gateway to another host."""
+
+    def process_redirect(self, exc: Exception) -> Exception | str:
+        return exc
+
+
 async def follow_sensor_server(gateway: GatewayPort, url: str, device: str | None = None) -> None:
     """Read a SensorServer phone into ``gateway``, reconnecting until the gateway closes."""
     local = check_device(device or f"sensorserver-{urlsplit(url).hostname or 'phone'}")
     owner = ("sensorserver", url)
 
     async def session(backoff: Backoff) -> None:
-        async with ws_connect(
-            sensor_server_url(url), max_size=gateway.config.max_message, open_timeout=10, compression=None
-        ) as phone:
+        try:
+            opened = await _Connect(
+                sensor_server_url(url), max_size=gateway.config.max_message, open_timeout=10, compression=None
+            )
+        except InvalidStatus as exc:
+            status = exc.response.status_code
+            where = exc.response.headers.get("Location", "")
+            raise FormatError(
+                "http",
+                f"SensorServer answered {status} instead of opening the WebSocket"
+                + (f" (to {where[:80]!r})" if where else "")
+                + "; a redirect is not followed",
+            ) from None
+        async with opened as phone:
             bus_id = gateway.claim(local, owner, None)
             try:
                 log.info("connected to SensorServer %s as device %s", url, bus_id)
