@@ -192,3 +192,15 @@ def test_a_zip_whose_end_record_understates_its_files_is_refused_by_its_director
     with pytest.raises(RecordingError, match=r"liar.zip: a zip of 4 files in a directory of [\d,]+ bytes"):
         read_sensor_logger_export(path)
     assert time.monotonic() - started < 0.5
+
+
+def test_more_annotations_than_any_recording_has_are_refused_naming_the_line(tmp_path):
+    # each annotation is held as a Python object: 50 million rows (the limit of a
+    # sensor's file) would have been ~5 GB
+    files = _android_files()
+    files["Annotation.csv"] = "time,seconds_elapsed,text\n" + "".join(
+        f"{T0_NS + k * 1000},{k},walking\n" for k in range(100_001)
+    )
+    path = _write_zip(tmp_path / "marks.zip", files)
+    with pytest.raises(RecordingError, match=r"marks.zip: Annotation.csv line 100002: more than 100,000 rows"):
+        read_sensor_logger_export(path)

@@ -33,6 +33,7 @@ import re
 import warnings
 import zipfile
 import zlib
+from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -777,6 +778,9 @@ SL_RATIO_FROM = 1 << 20
 #: full-precision numbers). Short rows of zeros packed 10 bytes each held 4x their
 #: size as numbers: 4 GiB of them would have needed 17 GB.
 SL_MAX_ROWS = 50_000_000
+#: Annotations read from one export (the app's pencil button: a few a recording). Each
+#: is held as a Python object (~100 bytes), so 50 million would have been 5 GB.
+SL_MAX_ANNOTATIONS = 100_000
 #: Longest line read (characters) and most fields in a row: a sensor's row is under
 #: 200 characters and 20 fields, an annotation a line of text. One 200 MB line of
 #: empty fields was split into 100 million of them (1.3 GB from a 250 KB zip); rows
@@ -879,7 +883,9 @@ class _Export:
         return name in self._members
 
     @contextlib.contextmanager
-    def table(self, name: str) -> Iterator[tuple[list[str], Iterator[tuple[int, list[str]]], str]]:
+    def table(
+        self, name: str, max_rows: int | None = None
+    ) -> Iterator[tuple[list[str], Iterator[tuple[int, list[str]]], str]]:
         """A CSV file of the export: its header (lower case), its rows with their
         line numbers (read as they are used, never all held as text), and where it is."""
         found = self._members[name]
@@ -900,7 +906,7 @@ class _Export:
             with io.TextIOWrapper(raw, encoding="utf-8-sig", errors="replace", newline="") as f:
                 reader = csv.reader(_bounded_lines(f, where))
                 header = [h.strip().lower() for h in next(reader, [])]
-                yield header, _bounded_rows(reader, where), where
+                yield header, _bounded_rows(reader, where, SL_MAX_ROWS if max_rows is None else max_rows), where
         except (zipfile.BadZipFile, OSError, EOFError, RuntimeError, zlib.error, csv.Error) as exc:
             raise RecordingError(f"{where}: cannot be read ({type(exc).__name__}: {exc})") from None
 
@@ -947,18 +953,18 @@ def _bounded_lines(f: io.TextIOWrapper, where: str) -> Iterator[str]:
         yield line
 
 
-def _bounded_rows(reader: Any, where: str) -> Iterator[tuple[int, list[str]]]:
-    """A csv reader's non-empty rows with their line numbers, at most :data:`SL_MAX_ROWS`."""
+def _bounded_rows(reader: Any, where: str, max_rows: int) -> Iterator[tuple[int, list[str]]]:
+    """A csv reader's non-empty rows with their line numbers, at most ``max_rows``."""
     for count, row in enumerate((row for row in reader if row), 1):
         if len(row) > SL_MAX_FIELDS:
             raise RecordingError(
                 f"{where} line {reader.line_num}: {len(row):,} fields, more than the {SL_MAX_FIELDS} "
                 "a Sensor Logger file's row may have"
             )
-        if count > SL_MAX_ROWS:
+        if count > max_rows:
             raise RecordingError(
-                f"{where} line {reader.line_num}: more than {SL_MAX_ROWS:,} rows, more than read from one file "
-                "(a day at 500 Hz is 43 million); split the recording"
+                f"{where} line {reader.line_num}: more than {max_rows:,} rows, more than read from this file "
+                "(a day of a sensor at 500 Hz is 43 million, of annotations a few dozen); split the recording"
             )
         yield reader.line_num, row
 
@@ -1011,7 +1017,7 @@ def _sl_marks(export: _Export) -> tuple[np.ndarray, np.ndarray] | None:
     if not export.has(SL_ANNOTATION):
         return None
     marks = []
-    with export.table(SL_ANNOTATION) as (header, rows, where):
+    with export.table(SL_ANNOTATION, SL_MAX_ANNOTATIONS) as (header, rows, where):
         if "time" not in header or "text" not in header:
             return None
         ti, xi = header.index("time"), header.index("text")
@@ -1133,7 +1139,7 @@ def _sl_pressure(export: _Export) -> np.ndarray | None:
     empty readings are left out. Read once for all of an export's stretches."""
     if not export.has(SL_BAROMETER):
         return None
-    out = []
+    times, values = array("d"), array("d")  # 16 bytes a reading: a tuple each took ~100
     with export.table(SL_BAROMETER) as (header, rows, where):
         if "time" not in header or "pressure" not in header:
             raise RecordingError(f"{where} line 1 (header): needs time and pressure")
@@ -1151,9 +1157,10 @@ def _sl_pressure(export: _Export) -> np.ndarray | None:
                     f"{where} line {line}: {','.join(row)[:80]!r} is not a time and a pressure "
                     f"in hPa within {MIN_HPA:g}-{MAX_HPA:g}"
                 )
-            out.append((at, hpa))
-    out.sort()
-    return np.array(out, dtype=np.float64).reshape(-1, 2)
+            times.append(at)
+            values.append(hpa)
+    out = np.column_stack([np.frombuffer(times), np.frombuffer(values)]) if times else np.empty((0, 2))
+    return out[np.lexsort((out[:, 1], out[:, 0]))]  # by time, then pressure
 
 
 def _sl_pressure_between(pressure: np.ndarray | None, start: float, end: float) -> np.ndarray | None:
