@@ -5,11 +5,16 @@ the thousand. The real command and a real SUB socket, or the real gateway."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import subprocess
 import sys
+import time
 
 import numpy as np
 import zmq
+from test_gateway import jittered, our_protocol_messages
+from websockets.asyncio.client import connect
 
 from harstream.stream.core.protocol import decode_samples
 
@@ -51,3 +56,27 @@ def test_a_barometer_on_every_row_replayed_in_large_messages_reaches_the_bus_who
     # each reading at its row's time on the samples' clock
     np.testing.assert_allclose(readings[:, 0] - batches[0].t0, np.arange(6000) / 50, atol=1e-3)
     np.testing.assert_allclose(readings[:, 1], 1008.4 - 0.001 * np.arange(6000), atol=1e-6)
+
+
+def test_barometer_readings_in_a_message_of_their_own_ride_with_the_next_motion(running_gateway):
+    # docs/websocket-protocol.md: pressure is optional beside acc and gyro, readings travel
+    # with the device's next batch. A message of pressure alone (a client sending each
+    # sensor as it fires) was refused whole as `fields` and its readings lost.
+    async def main():
+        async with running_gateway() as (gw, tap):
+            start = time.time()
+            t_acc, t_gyro = jittered(100, start, 4, 1), jittered(100, start, 4, 2)
+            async with connect(f"ws://127.0.0.1:{gw.port}/ws") as ws:
+                await ws.send(json.dumps({"type": "hello", "device": "baro-2", "units": {"acc": "m/s2"}}))
+                await ws.recv()
+                for k, msg in enumerate(our_protocol_messages(t_acc, t_gyro)):
+                    await ws.send(json.dumps(msg))
+                    at = msg["acc"][-1][0]
+                    await ws.send(json.dumps({"type": "samples", "pressure": [[at + 1.0, 1003.0 - 0.01 * k]]}))
+                batches = await tap.collect("phone:baro-2", 150)
+                await asyncio.sleep(0.3)
+            rows = [b.pressure for b in batches if b.pressure is not None]
+            assert rows and len(np.concatenate(rows)) >= 10, dict(gw.rejects)
+            assert gw.rejects["fields"] == 0, dict(gw.rejects)
+
+    asyncio.run(main())
