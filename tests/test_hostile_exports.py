@@ -204,3 +204,22 @@ def test_more_annotations_than_any_recording_has_are_refused_naming_the_line(tmp
     path = _write_zip(tmp_path / "marks.zip", files)
     with pytest.raises(RecordingError, match=r"marks.zip: Annotation.csv line 100002: more than 100,000 rows"):
         read_sensor_logger_export(path)
+
+
+@pytest.mark.timeout(120)
+def test_the_resampler_takes_an_export_of_thousands_of_stretches_in_linear_time():
+    # a Sensor Logger export is pushed into the live path's Resampler whole: at the end
+    # of each stretch it copied the rest of the recording (and np.interp each column of
+    # it): 3,000 stretches of 3 s took 65 s, a day's recording with a dropout every
+    # few seconds hours
+    from harstream.stream.core.resample import Resampler
+
+    t = np.concatenate([k * 4.0 + np.arange(0, 3.0, 0.02) for k in range(3000)])
+    resampler = Resampler(hold=0.0, max_skew=np.inf)
+    resampler.push("acc", t, np.ones((len(t), 3)))
+    resampler.push("gyro", t + 0.001, np.zeros((len(t), 3)))
+    started, samples = time.monotonic(), 0
+    while chunks := resampler.pull():
+        samples += sum(len(c.samples) for c in chunks)
+    assert time.monotonic() - started < 10.0
+    assert resampler.segments == 3000 and samples == 3000 * 149
