@@ -223,3 +223,20 @@ def test_the_resampler_takes_an_export_of_thousands_of_stretches_in_linear_time(
         samples += sum(len(c.samples) for c in chunks)
     assert time.monotonic() - started < 10.0
     assert resampler.segments == 3000 and samples == 3000 * 149
+
+
+@pytest.mark.parametrize("member", ["Gyroscope.csv", "TotalAcceleration.csv"])
+def test_a_value_beyond_any_sensor_is_refused_naming_its_file_and_real_line(tmp_path, member):
+    # it named the zip and a row count (header + rows), not the file and its line:
+    # a blank line before it put the error a line off
+    files = _android_files()
+    lines = files[member].split("\n")
+    lines.insert(1, "")
+    row = lines[40].split(",")
+    row[2] = "5000.0"  # the z column (Sensor Logger writes z, y, x)
+    lines[40] = ",".join(row)
+    files[member] = "\n".join(lines)
+    path = _write_zip(tmp_path / "walk.zip", files)
+    channel = "gyro_z" if member.startswith("Gyro") else "acc_z"
+    with pytest.raises(RecordingError, match=rf"walk.zip: {member} line 41, column {channel}: [\d.]+ is beyond"):
+        read_sensor_logger_export(path)

@@ -860,6 +860,7 @@ class _Export:
                 if p.is_file():
                     members.setdefault(p.name.lower(), []).append(p)
         self._members = members
+        self.lines: dict[str, tuple[str, np.ndarray]] = {}  # per file read: where it is, each reading's line
 
     def close(self) -> None:
         if self._zip is not None:
@@ -914,7 +915,7 @@ class _Export:
         """``(time in s since the epoch, values (n, len(fields)))`` of a sensor's
         file; every number finite, or an error naming its line."""
         wanted = ("time", *fields)
-        parts = []
+        parts, lines = [], []
         with self.table(name) as (header, rows, where):
             missing = [f for f in wanted if f not in header]
             if missing:
@@ -922,7 +923,10 @@ class _Export:
             columns = [header.index(f) for f in wanted]
             while chunk := list(itertools.islice(rows, CSV_CHUNK_ROWS)):
                 parts.append(_sl_numbers(chunk, columns, where, wanted))
+                lines.append(np.fromiter((line for line, _ in chunk), dtype=np.int64, count=len(chunk)))
         out = np.concatenate(parts) if parts else np.empty((0, len(wanted)))
+        # each reading's file and line, for an error found later (blank lines make them differ from row numbers)
+        self.lines[name] = (where, np.concatenate(lines) if lines else np.empty(0, dtype=np.int64))
         return out[:, 0] / 1e9, out[:, 1:]
 
     def frame_sign(self) -> float:
@@ -1074,7 +1078,13 @@ def _sl_motion(export: _Export) -> tuple[Resampler, str]:
     if not export.has(SL_GYRO):
         raise RecordingError(f"{export.where}: no Gyroscope.csv; record with Gyroscope enabled in Sensor Logger")
     gyro_t, gyro = export.readings(SL_GYRO, axes)
-    return _sl_resampler(export.where, acc_t, acc * (sign / STANDARD_GRAVITY), gyro_t, gyro), what
+    acc_from = export.lines[SL_TOTAL if export.has(SL_TOTAL) else SL_USER]
+    if not export.has(SL_TOTAL):  # a value out of range may be the gravity's: name both files
+        acc_from = (f"{acc_from[0]} (+ {SL_GRAVITY})", acc_from[1])
+    resampler = _sl_resampler(
+        export.where, acc_t, acc * (sign / STANDARD_GRAVITY), gyro_t, gyro, (acc_from, export.lines[SL_GYRO])
+    )
+    return resampler, what
 
 
 #: Readings a second a sensor must make where it reads without a pause: the live path's
@@ -1090,13 +1100,21 @@ def _sl_rate(t: np.ndarray) -> float:
     return len(steps) / covered if covered > 0 else math.inf
 
 
-def _sl_resampler(where: str, acc_t: np.ndarray, acc: np.ndarray, gyro_t: np.ndarray, gyro: np.ndarray) -> Resampler:
-    for values, t, name in ((acc, acc_t, "acc"), (gyro, gyro_t, "gyro")):
+def _sl_resampler(
+    where: str,
+    acc_t: np.ndarray,
+    acc: np.ndarray,
+    gyro_t: np.ndarray,
+    gyro: np.ndarray,
+    files: tuple[tuple[str, np.ndarray], tuple[str, np.ndarray]],
+) -> Resampler:
+    """The live path's Resampler holding these readings; ``files``: where the acc
+    and the gyro readings were read, and each reading's line (for an error)."""
+    for values, t, name, (found, lines) in ((acc, acc_t, "acc", files[0]), (gyro, gyro_t, "gyro", files[1])):
         if not len(t):
-            raise RecordingError(f"{where}: no {name} readings")
-        lines = np.arange(2, len(t) + 2)
+            raise RecordingError(f"{found}: no {name} readings")
         for k, axis in enumerate("xyz"):
-            _check_physical(values[:, k], lines, where, f"{name}_{axis}")
+            _check_physical(values[:, k], lines, found, f"{name}_{axis}")
         # straight lines between readings 0.2-0.5 s apart are not a signal, and each
         # reading would become up to 25 samples: 5 Hz is not interpolated into 50
         rate = _sl_rate(t)
@@ -1226,7 +1244,8 @@ def _sl_wrist(export: _Export) -> Resampler:
     t, v = export.readings(SL_WRIST, fields)
     standardised = len(t) > 0 and float(np.median(np.linalg.norm(v[:, 3:6], axis=1))) > 3.0
     total = (v[:, 0:3] + v[:, 3:6]) * (1.0 / STANDARD_GRAVITY if standardised else -1.0)
-    return _sl_resampler(f"{export.where} (WristMotion.csv)", t, total, t.copy(), v[:, 6:9])
+    found = export.lines[SL_WRIST]
+    return _sl_resampler(f"{export.where} (WristMotion.csv)", t, total, t.copy(), v[:, 6:9], (found, found))
 
 
 def _sensor_logger_exports(path: Path) -> list[Path]:
