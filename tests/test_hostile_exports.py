@@ -240,3 +240,23 @@ def test_a_value_beyond_any_sensor_is_refused_naming_its_file_and_real_line(tmp_
     channel = "gyro_z" if member.startswith("Gyro") else "acc_z"
     with pytest.raises(RecordingError, match=rf"walk.zip: {member} line 41, column {channel}: [\d.]+ is beyond"):
         read_sensor_logger_export(path)
+
+
+def test_member_names_that_climb_out_or_are_absolute_are_only_read_never_written(tmp_path):
+    # an export is read from the zip by file name; nothing is unpacked, so names such
+    # as ../../x or /etc/x reach no file outside it
+    inside = {"../../../TotalAcceleration.csv": "TotalAcceleration.csv", "/abs/Gyroscope.csv": "Gyroscope.csv"}
+    files = _android_files()
+    path = tmp_path / "a" / "walking.zip"
+    path.parent.mkdir()
+    with zipfile.ZipFile(path, "w") as z:
+        for name, text in files.items():
+            z.writestr(next((k for k, v in inside.items() if v == name), name), text)
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    (rec,) = read_sensor_logger_export(path)
+    assert len(rec.samples) > 500 and set(rec.labels.tolist()) == {1}
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+    with zipfile.ZipFile(path, "a") as z:  # the same file name twice: which to read is not guessed
+        z.writestr("other/gyroscope.CSV", files["Gyroscope.csv"])
+    with pytest.raises(RecordingError, match=r"2 files of this name in one export; keep one"):
+        read_sensor_logger_export(path)
