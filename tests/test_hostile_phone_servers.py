@@ -166,3 +166,21 @@ def test_a_sensorserver_phone_redirecting_elsewhere_is_not_followed_and_is_count
             assert not elsewhere.requests
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [b"garbage\r\n\r\n", b"HTTP/1.1 200 OK\r\n" + b"X-A: b\r\n" * 200 + b"\r\n{}"],
+    ids=["no status line", "200 header lines"],
+)
+def test_a_phyphox_answer_that_is_no_http_is_counted(running_gateway, answer):
+    # it was logged as a dropped phone and counted nowhere
+    def send(conn: socket.socket, request: bytes) -> None:
+        conn.sendall(answer)
+
+    async def main():
+        with raw_phone(send) as phone:
+            async with running_gateway(connect=[phone.url], device="junk") as (gw, tap):
+                await _until(lambda: gw.rejects["http"] >= 1, 10)
+
+    asyncio.run(main())

@@ -157,9 +157,9 @@ class _Ask:
                 raise TimeoutError(
                     f"phyphox answer not complete within {TIMEOUT_S:g} s" if self.timed_out else "phyphox ask abandoned"
                 ) from None
-            if isinstance(exc, OSError):
-                raise
-            raise OSError(f"phyphox answer is not HTTP ({type(exc).__name__})") from None
+            if isinstance(exc, (OSError, http.client.IncompleteRead)):
+                raise OSError(f"phyphox answer cut short ({exc})") from None  # a phone that went away
+            raise FormatError("http", f"phyphox {parts.path}: the answer is not HTTP ({type(exc).__name__})") from None
         finally:
             timer.cancel()
             connection.close()
