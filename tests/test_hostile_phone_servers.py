@@ -184,3 +184,80 @@ def test_a_phyphox_answer_that_is_no_http_is_counted(running_gateway, answer):
                 await _until(lambda: gw.rejects["http"] >= 1, 10)
 
     asyncio.run(main())
+
+
+FLOOD = """
+import asyncio, json, sys
+from websockets.asyncio.server import serve
+
+async def flood(ws):
+    t = 10**9
+    try:
+        while True:
+            for _ in range(100):
+                t += 1000
+                await ws.send(json.dumps({"type": "android.sensor.accelerometer", "values": [0.1, 9.8, 0.2], "timestamp": t}))
+            await asyncio.sleep(0)
+    except Exception:
+        pass
+
+async def main():
+    async with serve(flood, "127.0.0.1", 0, compression=None) as server:
+        print(server.sockets[0].getsockname()[1], flush=True)
+        await asyncio.Future()
+
+asyncio.run(main())
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_sensorserver_phone_flooding_events_leaves_the_other_phones_served_and_the_gateway_stoppable():
+    # recv() returned at once while the phone's messages were queued: the read loop held the
+    # event loop, other phones' hellos took 1-2 s instead of ~10 ms, and closing waited
+    # websockets' 10 s close handshake behind the flood
+    from websockets.sync.client import connect as sync_connect
+
+    flood = subprocess.Popen([sys.executable, "-c", FLOOD], stdout=subprocess.PIPE, text=True)
+    gateway = None
+    try:
+        assert flood.stdout is not None
+        phone = int(flood.stdout.readline())
+        port = _free_port()
+        gateway = subprocess.Popen(
+            [sys.executable, "-m", "harstream", "gateway", "--port", str(port), "--no-calibration"]
+            + ["--no-predictions", "--ingest", "tcp://127.0.0.1:0", "--connect", f"ws://127.0.0.1:{phone}"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, "the gateway did not come up"
+                time.sleep(0.1)
+        time.sleep(2.0)  # the flood under way
+        took = []
+        for k in range(8):
+            started = time.monotonic()
+            with sync_connect(f"ws://127.0.0.1:{port}/ws", open_timeout=30) as ws:
+                ws.send(f'{{"type": "hello", "device": "other-{k}"}}')
+                assert '"welcome"' in str(ws.recv(timeout=30))
+            took.append(time.monotonic() - started)
+        assert sorted(took)[len(took) // 2] < 0.5, took
+        stopped = time.monotonic()
+        gateway.send_signal(signal.SIGTERM)
+        gateway.wait(30)
+        assert time.monotonic() - stopped < 5.0
+    finally:
+        for proc in (gateway, flood):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
