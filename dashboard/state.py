@@ -425,7 +425,7 @@ class WorkerRates:
         totals = stats.get("totals")
         if not isinstance(totals, dict):
             return
-        counts = {k: float(v) for k, v in totals.items() if k in _TOTALS.values() and _is_number(v)}
+        counts = {k: float(v) for k, v in totals.items() if k in _TOTALS.values() and _is_stat(v)}
         if self._seen and any(counts.get(k, 0.0) < v for k, v in self._seen[-1][1].items()):
             self._seen.clear()  # a restarted worker counts from 0 again
         self._seen.append((now, counts))
@@ -655,11 +655,11 @@ def stats_value(stats: dict, name: str) -> float | None:
     {"p50": ...}}``)."""
     for key in _STATS_KEYS.get(name, (name,)):
         value = stats.get(key)
-        if _is_number(value):
+        if _is_stat(value):
             return float(value)
     if name.startswith("latency_") and isinstance(stats.get("latency_ms"), dict):
         value = stats["latency_ms"].get(name.split("_")[1])
-        if _is_number(value):
+        if _is_stat(value):
             return float(value)
     if isinstance(value := stats.get(name), (list, dict)) and name == "devices":
         return float(len(value))
@@ -670,7 +670,7 @@ def _drops(stats: dict) -> dict[str, int]:
     for key in ("drops", "dropped", "rejects", "rejected"):
         value = stats.get(key)
         if isinstance(value, dict):
-            return {str(k)[:64]: int(v) for k, v in list(value.items())[:MAX_DROP_REASONS] if _is_number(v)}
+            return {str(k)[:64]: int(v) for k, v in list(value.items())[:MAX_DROP_REASONS] if _is_stat(v)}
     return {}
 
 
@@ -686,6 +686,18 @@ def _max(stats: list[dict], name: str) -> float | None:
 
 def _is_number(value: Any) -> TypeGuard[int | float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+#: The largest count, total or rate a stats message may give (a worker's sample total
+#: at 500,000 a second reaches it in 63 years): beyond it, or below 0, a number is
+#: left out as a missing one. 1e308 devices from two workers summed to inf, and the
+#: health line's int() of it raised on every refresh; totals of -1e308 then 1e308
+#: made a rate of inf windows a second.
+MAX_STAT = 1e15
+
+
+def _is_stat(value: Any) -> TypeGuard[int | float]:
+    return _is_number(value) and 0 <= value <= MAX_STAT
 
 
 _NUMBER_TYPES = {float, int}

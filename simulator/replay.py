@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from harstream.stream.core.protocol import RATE_HZ, SampleBatch, check_device_id
+from harstream.stream.core.protocol import MAX_PRESSURE_ROWS, RATE_HZ, SampleBatch, check_device_id
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,30 @@ class Chunk:
     samples: np.ndarray
     labels: np.ndarray | None
     pressure: np.ndarray | None = None  # (m, 2): (seconds after the chunk's first sample, hPa)
+
+    def parts(self, max_pressure: int = MAX_PRESSURE_ROWS) -> list[Chunk]:
+        """This chunk as consecutive chunks that each carry at most ``max_pressure``
+        barometer readings (a bus message's most): a barometer read on every row of a
+        CSV, sent with ``--chunk 2000``, does not fit one message. Readings closer
+        together than that within one sample (over 50,000 Hz) keep the newest.
+
+        >>> c = Chunk("d", 7, np.zeros((4, 6)), None, np.column_stack([np.arange(8) / 100, np.full(8, 1000.0)]))
+        >>> [(p.seq, len(p.samples), p.pressure[:, 0].round(3).tolist()) for p in c.parts(3)]
+        [(7, 1, [0.0, 0.01]), (8, 1, [0.0, 0.01]), (9, 1, [0.0, 0.01]), (10, 1, [0.0, 0.01])]
+        """
+        if self.pressure is None or len(self.pressure) <= max_pressure:
+            return [self]
+        n = len(self.samples)
+        at = np.floor(self.pressure[:, 0] * RATE_HZ + 1e-9).astype(np.int64).clip(0, n - 1)  # the sample each falls in
+        before = np.concatenate([[0], np.cumsum(np.bincount(at, minlength=n))])  # readings before sample k
+        out, start = [], 0
+        while start < n:
+            end = max(int(np.searchsorted(before, before[start] + max_pressure, side="right")) - 1, start + 1)
+            rows = self.pressure[(at >= start) & (at < end)][-max_pressure:] - [start / RATE_HZ, 0.0]
+            labels = None if self.labels is None else self.labels[start:end]
+            out.append(Chunk(self.device, self.seq + start, self.samples[start:end], labels, rows))
+            start = end
+        return out
 
     def batch(self, t0: float, rate: float = RATE_HZ, session: str = "", meta: dict | None = None) -> SampleBatch:
         pressure = None if self.pressure is None else self.pressure + [t0, 0.0]
@@ -359,7 +383,7 @@ def replay(
                 available = target
             if tail is not None:
                 _answer_subscriptions(sock, tail, stats)
-            for chunk in schedule.advance(available):
+            for chunk in (part for whole in schedule.advance(available) for part in whole.parts()):
                 if stream_clock:
                     t0 = wall0 + chunk.seq / rate
                 elif speed == 0:

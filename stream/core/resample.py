@@ -66,6 +66,12 @@ def interpolate(grid: np.ndarray, t: np.ndarray, values: np.ndarray) -> np.ndarr
     """Each column of ``values`` (n, c), read at increasing times ``t`` (n,),
     linearly interpolated at ``grid``: ``(len(grid), c)`` float64."""
     out = np.empty((len(grid), values.shape[1]))
+    if len(grid) and len(t) > 2:
+        # only the readings around the grid: np.interp copies a column it is given
+        # whole, and a buffer may hold far more than the grid spans (the same numbers)
+        lo = max(int(np.searchsorted(t, grid[0], side="right")) - 1, 0)
+        hi = int(np.searchsorted(t, grid[-1], side="left")) + 1
+        t, values = t[lo:hi], values[lo:hi]
     for c in range(values.shape[1]):
         out[:, c] = np.interp(grid, t, values[:, c])
     return out
@@ -222,7 +228,8 @@ class Resampler:
             # (a hole is not interpolated, and two readings a year apart
             # must not cost a year of grid), nor more than MAX_GRID at once.
             g0 = origin + first / self.rate
-            horizon = min(horizon, self._first_hole_end(g0), g0 + (MAX_GRID - 1) / self.rate)
+            cap = g0 + (MAX_GRID - 1) / self.rate
+            horizon = min(horizon, self._first_hole_end(g0, cap), cap)
             last = last_grid_index(origin, horizon, self.rate)
             if last < first:
                 break
@@ -265,12 +272,17 @@ class Resampler:
 
     # -------------------------------------------------------------- internals
 
-    def _first_hole_end(self, after: float) -> float:
+    def _first_hole_end(self, after: float, until: float = np.inf) -> float:
         """The end of the earliest hole (> max_gap between readings) of either
-        stream that reaches past ``after``; inf if there is none."""
+        stream that reaches past ``after``, if it ends by ``until``; inf if there
+        is none. Only the readings up to ``until`` are looked at: the whole buffer
+        was, at every pass (quadratic in an export of thousands of stretches)."""
         end = np.inf
         for s in self.streams:
             t = self._t[s]
+            if np.isfinite(until):
+                first = max(int(np.searchsorted(t, after, side="left")) - 1, 0)
+                t = t[first : int(np.searchsorted(t, until, side="right")) + 1]
             if len(t) > 1:
                 holes = np.flatnonzero((np.diff(t) > self.max_gap) & (t[1:] >= after))
                 if len(holes):
@@ -299,8 +311,11 @@ class Resampler:
             if clear:
                 self._t[s], self._v[s] = np.empty(0), np.empty((0, 3))
             elif before is not None:
-                keep = self._t[s] >= before
-                self._t[s], self._v[s] = self._t[s][keep], self._v[s][keep]
+                # times are kept sorted: a slice (a view), not a mask that copies the whole
+                # buffer: an export of thousands of stretches held the rest of the recording
+                # here and copied it at every stretch's end (quadratic)
+                i = int(np.searchsorted(self._t[s], before, side="left"))
+                self._t[s], self._v[s] = self._t[s][i:], self._v[s][i:]
         if clear and self._last_t is not None:
             # New time base: seq still jumps by one so the receiver resets.
             self.seq += 1

@@ -33,9 +33,11 @@ import re
 import warnings
 import zipfile
 import zlib
+from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import numpy as np
 
@@ -766,9 +768,64 @@ SL_WRIST = "wristmotion.csv"  # a paired watch's motion (g and CoreMotion's sign
 #: Largest file read out of an export (uncompressed): a day of one sensor at 500 Hz is ~3 GB of
 #: text, so this refuses a zip bomb long before it fills the memory.
 SL_MAX_FILE_BYTES = 4 << 30
+#: A zip member packed tighter than this (uncompressed : compressed) is refused: sensor
+#: readings with their noise pack 3-5:1, a zip bomb's repeated text hundreds to
+#: thousands (Apache POI refuses beyond 100:1 for the same reason). Files under
+#: :data:`SL_RATIO_FROM` bytes are not judged (a short metadata file packs as it likes).
+SL_MAX_RATIO = 100
+SL_RATIO_FROM = 1 << 20
+#: Rows read from one file: 4 GiB of the app's rows (~90 bytes: an epoch-ns time and
+#: full-precision numbers). Short rows of zeros packed 10 bytes each held 4x their
+#: size as numbers: 4 GiB of them would have needed 17 GB.
+SL_MAX_ROWS = 50_000_000
+#: Annotations read from one export (the app's pencil button: a few a recording). Each
+#: is held as a Python object (~100 bytes), so 50 million would have been 5 GB.
+SL_MAX_ANNOTATIONS = 100_000
+#: Longest line read (characters) and most fields in a row: a sensor's row is under
+#: 200 characters and 20 fields, an annotation a line of text. One 200 MB line of
+#: empty fields was split into 100 million of them (1.3 GB from a 250 KB zip); rows
+#: are read 65,536 at a time, so these bound what a chunk holds.
+SL_MAX_LINE_CHARS = 8192
+SL_MAX_FIELDS = 256
 #: Export names (and annotations) that name an activity, besides the HAPT names themselves.
 SL_ACTIVITY_WORDS = {"walk": 1, "upstairs": 2, "downstairs": 3, "sit": 4, "stand": 5, "lie": 6, "lying": 6}
 _SL_LEADING_WORD = re.compile(r"[a-z]+(?:[ _-][a-z]+)*")
+#: An activity is named in its first few words (``walking_downstairs``: two), so only
+#: these are read: a long text (an annotation of 128 KiB of one-letter words) cost
+#: seconds per row when every run of leading words was joined and looked up.
+SL_ACTIVITY_WORDS_READ = 4
+SL_ACTIVITY_CHARS = 200
+
+
+#: Files a zip export may hold, and the bytes of its directory: the app writes one file
+#: per sensor (a few dozen). zipfile reads the whole directory when it opens a zip:
+#: 300,000 empty entries (26 MB) took 6 s and 380 MB before a word was said, a gigabyte
+#: of them minutes and gigabytes. It reads as many bytes as the end record says the
+#: directory has, whatever count it gives, so both are bounded.
+SL_MAX_MEMBERS = 1000
+SL_MAX_DIRECTORY_BYTES = 1 << 20
+
+
+def _zip_directory(path: Path) -> tuple[int, int] | None:
+    """(files, directory bytes) as a zip's end record gives them, read before
+    zipfile reads the directory (None without such a record: zipfile says what is wrong)."""
+    with open(path, "rb") as f:
+        size = f.seek(0, os.SEEK_END)
+        f.seek(max(0, size - (22 + 0xFFFF)))  # the end record, and a comment of up to 64 KiB after it
+        tail = f.read()
+        at = tail.rfind(b"PK\x05\x06")
+        if at < 0 or len(tail) < at + 22:
+            return None
+        entries = int.from_bytes(tail[at + 10 : at + 12], "little")
+        directory = int.from_bytes(tail[at + 12 : at + 16], "little")
+        if at < 20 or tail[at - 20 : at - 16] != b"PK\x06\x07":
+            return entries, directory
+        # ZIP64: the locator before the end record says where the ZIP64 end record is
+        f.seek(int.from_bytes(tail[at - 12 : at - 4], "little"))
+        record = f.read(56)
+        if len(record) < 56 or record[:4] != b"PK\x06\x06":
+            return None
+        return int.from_bytes(record[32:40], "little"), int.from_bytes(record[40:48], "little")
 
 
 class _Export:
@@ -784,6 +841,13 @@ class _Export:
         self._zip: zipfile.ZipFile | None = None
         members: dict[str, list] = {}
         if path.is_file():
+            directory = _zip_directory(path)
+            if directory is not None and (directory[0] > SL_MAX_MEMBERS or directory[1] > SL_MAX_DIRECTORY_BYTES):
+                raise RecordingError(
+                    f"{self.where}: a zip of {directory[0]:,} files in a directory of {directory[1]:,} bytes; "
+                    f"an export holds a few dozen (at most {SL_MAX_MEMBERS:,} files, "
+                    f"{SL_MAX_DIRECTORY_BYTES:,} bytes read)"
+                )
             try:
                 self._zip = zipfile.ZipFile(path)
             except (zipfile.BadZipFile, OSError) as exc:
@@ -796,6 +860,7 @@ class _Export:
                 if p.is_file():
                     members.setdefault(p.name.lower(), []).append(p)
         self._members = members
+        self.lines: dict[str, tuple[str, np.ndarray]] = {}  # per file read: where it is, each reading's line
 
     def close(self) -> None:
         if self._zip is not None:
@@ -812,14 +877,16 @@ class _Export:
         for name in (SL_GYRO, SL_TOTAL, SL_USER):
             if name in names:
                 with open(names[name], encoding="utf-8", errors="replace") as f:
-                    return "seconds_elapsed" in f.readline().lower()
+                    return "seconds_elapsed" in f.readline(4096).lower()  # a header, not a whole file of one line
         return False
 
     def has(self, name: str) -> bool:
         return name in self._members
 
     @contextlib.contextmanager
-    def table(self, name: str) -> Iterator[tuple[list[str], Iterator[tuple[int, list[str]]], str]]:
+    def table(
+        self, name: str, max_rows: int | None = None
+    ) -> Iterator[tuple[list[str], Iterator[tuple[int, list[str]]], str]]:
         """A CSV file of the export: its header (lower case), its rows with their
         line numbers (read as they are used, never all held as text), and where it is."""
         found = self._members[name]
@@ -829,12 +896,18 @@ class _Export:
         size = found[0].file_size if self._zip is not None else found[0].stat().st_size
         if size > SL_MAX_FILE_BYTES:
             raise RecordingError(f"{where}: {size:,} bytes, more than the {SL_MAX_FILE_BYTES:,} read from one file")
+        if self._zip is not None and size > SL_RATIO_FROM and size > SL_MAX_RATIO * found[0].compress_size:
+            raise RecordingError(
+                f"{where}: {size:,} bytes packed into {found[0].compress_size:,}, over {SL_MAX_RATIO}:1; "
+                "sensor readings do not pack so tightly (a zip bomb?), so it is not read"
+            )
         try:
+            # a member's declared size bounds what zipfile reads (beyond it: a CRC error)
             raw = self._zip.open(found[0]) if self._zip is not None else open(found[0], "rb")
             with io.TextIOWrapper(raw, encoding="utf-8-sig", errors="replace", newline="") as f:
-                reader = csv.reader(f)
+                reader = csv.reader(_bounded_lines(f, where))
                 header = [h.strip().lower() for h in next(reader, [])]
-                yield header, ((reader.line_num, row) for row in reader if row), where
+                yield header, _bounded_rows(reader, where, SL_MAX_ROWS if max_rows is None else max_rows), where
         except (zipfile.BadZipFile, OSError, EOFError, RuntimeError, zlib.error, csv.Error) as exc:
             raise RecordingError(f"{where}: cannot be read ({type(exc).__name__}: {exc})") from None
 
@@ -842,7 +915,7 @@ class _Export:
         """``(time in s since the epoch, values (n, len(fields)))`` of a sensor's
         file; every number finite, or an error naming its line."""
         wanted = ("time", *fields)
-        parts = []
+        parts, lines = [], []
         with self.table(name) as (header, rows, where):
             missing = [f for f in wanted if f not in header]
             if missing:
@@ -850,7 +923,10 @@ class _Export:
             columns = [header.index(f) for f in wanted]
             while chunk := list(itertools.islice(rows, CSV_CHUNK_ROWS)):
                 parts.append(_sl_numbers(chunk, columns, where, wanted))
+                lines.append(np.fromiter((line for line, _ in chunk), dtype=np.int64, count=len(chunk)))
         out = np.concatenate(parts) if parts else np.empty((0, len(wanted)))
+        # each reading's file and line, for an error found later (blank lines make them differ from row numbers)
+        self.lines[name] = (where, np.concatenate(lines) if lines else np.empty(0, dtype=np.int64))
         return out[:, 0] / 1e9, out[:, 1:]
 
     def frame_sign(self) -> float:
@@ -866,6 +942,35 @@ class _Export:
             for k, v in values.items()
         )
         return -1.0 if values.get("platform", "").strip().lower() == "ios" and not standardised else 1.0
+
+
+def _bounded_lines(f: io.TextIOWrapper, where: str) -> Iterator[str]:
+    """The lines of ``f``, each at most :data:`SL_MAX_LINE_CHARS` long, else an error naming it."""
+    number = 0
+    while line := f.readline(SL_MAX_LINE_CHARS + 1):
+        number += 1
+        if len(line) > SL_MAX_LINE_CHARS:
+            raise RecordingError(
+                f"{where} line {number}: longer than {SL_MAX_LINE_CHARS:,} characters; "
+                "no row of a Sensor Logger file is (not a sensor's readings)"
+            )
+        yield line
+
+
+def _bounded_rows(reader: Any, where: str, max_rows: int) -> Iterator[tuple[int, list[str]]]:
+    """A csv reader's non-empty rows with their line numbers, at most ``max_rows``."""
+    for count, row in enumerate((row for row in reader if row), 1):
+        if len(row) > SL_MAX_FIELDS:
+            raise RecordingError(
+                f"{where} line {reader.line_num}: {len(row):,} fields, more than the {SL_MAX_FIELDS} "
+                "a Sensor Logger file's row may have"
+            )
+        if count > max_rows:
+            raise RecordingError(
+                f"{where} line {reader.line_num}: more than {max_rows:,} rows, more than read from this file "
+                "(a day of a sensor at 500 Hz is 43 million, of annotations a few dozen); split the recording"
+            )
+        yield reader.line_num, row
 
 
 def _sl_numbers(chunk: list[tuple[int, list[str]]], columns: list[int], where: str, names: Sequence[str]) -> np.ndarray:
@@ -897,10 +1002,10 @@ def _sl_activity(text: str) -> int:
     [1, 2, 4, -1]
     """
     names = {n: code for n, code in _label_names().items() if 1 <= code <= 6}
-    match = _SL_LEADING_WORD.match(text.strip().lower())
+    match = _SL_LEADING_WORD.match(text[:SL_ACTIVITY_CHARS].strip().lower())
     if match is None:
         return UNLABELLED
-    words = re.split(r"[ _-]", match.group(0))
+    words = re.split(r"[ _-]", match.group(0))[:SL_ACTIVITY_WORDS_READ]
     for n in range(len(words), 0, -1):  # the longest run of leading words that names one
         key = "_".join(words[:n])
         if key in names or key in SL_ACTIVITY_WORDS:
@@ -908,31 +1013,40 @@ def _sl_activity(text: str) -> int:
     return UNLABELLED
 
 
-def _sl_labels(export: _Export, t: np.ndarray) -> np.ndarray:
-    """A label for each sample time ``t`` (s since the epoch): from the export's
-    annotations where one names an activity (each annotation starts a stretch
-    that lasts until the next; one naming none leaves its stretch unlabelled),
-    else from the export's name, else unlabelled."""
-    if export.has(SL_ANNOTATION):
-        marks = []
-        with export.table(SL_ANNOTATION) as (header, rows, where):
-            if "time" in header and "text" in header:
-                ti, xi = header.index("time"), header.index("text")
-                for line, row in rows:
-                    try:
-                        at = float(row[ti]) / 1e9
-                    except (ValueError, IndexError):
-                        raise RecordingError(
-                            f"{where} line {line}: {','.join(row)[:80]!r}: time is not a number"
-                        ) from None
-                    marks.append((at, _sl_activity(row[xi] if xi < len(row) else "")))
-        marks.sort()
-        if any(code != UNLABELLED for _, code in marks):
-            labels = np.full(len(t), UNLABELLED, dtype=np.int16)
-            for at, code in marks:
-                labels[t >= at] = code
-            return labels
-    return np.full(len(t), _sl_activity(export.name), dtype=np.int16)
+def _sl_marks(export: _Export) -> tuple[np.ndarray, np.ndarray] | None:
+    """The export's annotations that name activities, as (times in s since the
+    epoch, labels) in time order, each starting a stretch that lasts until the
+    next (one naming none leaves its stretch unlabelled); None where none names
+    an activity (the export's name labels it then)."""
+    if not export.has(SL_ANNOTATION):
+        return None
+    marks = []
+    with export.table(SL_ANNOTATION, SL_MAX_ANNOTATIONS) as (header, rows, where):
+        if "time" not in header or "text" not in header:
+            return None
+        ti, xi = header.index("time"), header.index("text")
+        for line, row in rows:
+            try:
+                at = float(row[ti]) / 1e9
+            except (ValueError, IndexError):
+                at = math.nan
+            if not math.isfinite(at):
+                raise RecordingError(f"{where} line {line}: {','.join(row)[:80]!r}: time is not a finite number")
+            marks.append((at, _sl_activity(row[xi] if xi < len(row) else "")))
+    marks.sort()  # at one time, the last of them (as sorted) holds
+    if not any(code != UNLABELLED for _, code in marks):
+        return None
+    return np.array([at for at, _ in marks]), np.array([code for _, code in marks], dtype=np.int16)
+
+
+def _sl_labels(export: _Export, marks: tuple[np.ndarray, np.ndarray] | None, t: np.ndarray) -> np.ndarray:
+    """A label for each sample time ``t`` (s since the epoch): from the
+    annotations' ``marks`` (:func:`_sl_marks`), else from the export's name."""
+    if marks is None:
+        return np.full(len(t), _sl_activity(export.name), dtype=np.int16)
+    times, codes = marks
+    latest = np.searchsorted(times, t, side="right") - 1  # the last mark at or before each sample
+    return np.where(latest >= 0, codes[latest.clip(0)], UNLABELLED).astype(np.int16)
 
 
 def _sl_motion(export: _Export) -> tuple[Resampler, str]:
@@ -964,16 +1078,53 @@ def _sl_motion(export: _Export) -> tuple[Resampler, str]:
     if not export.has(SL_GYRO):
         raise RecordingError(f"{export.where}: no Gyroscope.csv; record with Gyroscope enabled in Sensor Logger")
     gyro_t, gyro = export.readings(SL_GYRO, axes)
-    return _sl_resampler(export.where, acc_t, acc * (sign / STANDARD_GRAVITY), gyro_t, gyro), what
+    acc_from = export.lines[SL_TOTAL if export.has(SL_TOTAL) else SL_USER]
+    if not export.has(SL_TOTAL):  # a value out of range may be the gravity's: name both files
+        acc_from = (f"{acc_from[0]} (+ {SL_GRAVITY})", acc_from[1])
+    resampler = _sl_resampler(
+        export.where, acc_t, acc * (sign / STANDARD_GRAVITY), gyro_t, gyro, (acc_from, export.lines[SL_GYRO])
+    )
+    return resampler, what
 
 
-def _sl_resampler(where: str, acc_t: np.ndarray, acc: np.ndarray, gyro_t: np.ndarray, gyro: np.ndarray) -> Resampler:
-    for values, t, name in ((acc, acc_t, "acc"), (gyro, gyro_t, "gyro")):
+#: Readings a second a sensor must make where it reads without a pause: the live path's
+#: own threshold (the gateway's MIN_RATE_HZ leaves a slower phone's readings out).
+SL_MIN_RATE_HZ = 10.0
+
+
+def _sl_rate(t: np.ndarray) -> float:
+    """Readings a second over the time a sensor read without a pause (inf if it never did)."""
+    steps = np.diff(np.unique(t))
+    steps = steps[steps <= MAX_GAP_S]
+    covered = float(steps.sum())
+    return len(steps) / covered if covered > 0 else math.inf
+
+
+def _sl_resampler(
+    where: str,
+    acc_t: np.ndarray,
+    acc: np.ndarray,
+    gyro_t: np.ndarray,
+    gyro: np.ndarray,
+    files: tuple[tuple[str, np.ndarray], tuple[str, np.ndarray]],
+) -> Resampler:
+    """The live path's Resampler holding these readings; ``files``: where the acc
+    and the gyro readings were read, and each reading's line (for an error)."""
+    for values, t, name, (found, lines) in ((acc, acc_t, "acc", files[0]), (gyro, gyro_t, "gyro", files[1])):
         if not len(t):
-            raise RecordingError(f"{where}: no {name} readings")
-        lines = np.arange(2, len(t) + 2)
+            raise RecordingError(f"{found}: no {name} readings")
         for k, axis in enumerate("xyz"):
-            _check_physical(values[:, k], lines, where, f"{name}_{axis}")
+            _check_physical(values[:, k], lines, found, f"{name}_{axis}")
+        # straight lines between readings 0.2-0.5 s apart are not a signal, and each
+        # reading would become up to 25 samples: 5 Hz is not interpolated into 50
+        rate = _sl_rate(t)
+        if rate < SL_MIN_RATE_HZ:
+            sensor = "accelerometer" if name == "acc" else "gyroscope"
+            raise RecordingError(
+                f"{where}: the {sensor} read {rate:.3g} times a second; at least {SL_MIN_RATE_HZ:g} Hz is needed "
+                "(the model works at 50 Hz, and the live path leaves slower phones' readings out): "
+                "record with a higher sampling rate in Sensor Logger's settings"
+            )
     first, last = min(acc_t.min(), gyro_t.min()), max(acc_t.max(), gyro_t.max())
     left_out = max(acc_t.min(), gyro_t.min()) - first + last - min(acc_t.max(), gyro_t.max())
     if left_out > 1.0:  # e.g. a gyroscope that stopped: say so rather than lose it quietly
@@ -1001,12 +1152,12 @@ def _sl_segments(resampler: Resampler) -> list[tuple[float, np.ndarray]]:
     return [(t0, np.concatenate(parts)) for t0, parts in pieces]
 
 
-def _sl_pressure(export: _Export, start: float, end: float) -> np.ndarray | None:
-    """The export's barometer between ``start`` and ``end`` (s since the epoch)
-    as (seconds since ``start``, hPa) rows; empty readings are left out."""
+def _sl_pressure(export: _Export) -> np.ndarray | None:
+    """The export's barometer as (s since the epoch, hPa) rows in time order;
+    empty readings are left out. Read once for all of an export's stretches."""
     if not export.has(SL_BAROMETER):
         return None
-    out = []
+    times, values = array("d"), array("d")  # 16 bytes a reading: a tuple each took ~100
     with export.table(SL_BAROMETER) as (header, rows, where):
         if "time" not in header or "pressure" not in header:
             raise RecordingError(f"{where} line 1 (header): needs time and pressure")
@@ -1024,10 +1175,19 @@ def _sl_pressure(export: _Export, start: float, end: float) -> np.ndarray | None
                     f"{where} line {line}: {','.join(row)[:80]!r} is not a time and a pressure "
                     f"in hPa within {MIN_HPA:g}-{MAX_HPA:g}"
                 )
-            if start <= at <= end:
-                out.append((at - start, hpa))
-    out.sort()
-    return np.array(out, dtype=np.float64).reshape(-1, 2)
+            times.append(at)
+            values.append(hpa)
+    out = np.column_stack([np.frombuffer(times), np.frombuffer(values)]) if times else np.empty((0, 2))
+    return out[np.lexsort((out[:, 1], out[:, 0]))]  # by time, then pressure
+
+
+def _sl_pressure_between(pressure: np.ndarray | None, start: float, end: float) -> np.ndarray | None:
+    """The barometer rows between ``start`` and ``end`` as (s since ``start``, hPa)."""
+    if pressure is None:
+        return None
+    first = int(np.searchsorted(pressure[:, 0], start, side="left"))
+    last = int(np.searchsorted(pressure[:, 0], end, side="right"))
+    return pressure[first:last] - [start, 0.0]
 
 
 def read_sensor_logger_export(path: str | os.PathLike) -> list[Recording]:
@@ -1055,16 +1215,20 @@ def _sl_recordings(export: _Export, name: str, resampler: Resampler) -> list[Rec
         )
     match = _USER_IN_NAME.search(export.name)
     subject = int(match.group(1)) if match else 0
+    # the barometer and the annotations are read once, not once a stretch: an export
+    # cut by hundreds of pauses read its barometer file hundreds of times
+    barometer = None if name.endswith(".watch") else _sl_pressure(export)
+    marks = _sl_marks(export)
     out = []
     for k, (t0, samples) in enumerate(pieces, 1):
         t = t0 + np.arange(len(samples)) / RATE_HZ
-        pressure = None if name.endswith(".watch") else _sl_pressure(export, t0, float(t[-1]))
+        pressure = _sl_pressure_between(barometer, t0, float(t[-1]))
         out.append(
             Recording(
                 name if len(pieces) == 1 else f"{name}-{k}",
                 subject,
                 samples,
-                _sl_labels(export, t),
+                _sl_labels(export, marks, t),
                 source=export.where,
                 pressure=pressure,
             )
@@ -1080,7 +1244,8 @@ def _sl_wrist(export: _Export) -> Resampler:
     t, v = export.readings(SL_WRIST, fields)
     standardised = len(t) > 0 and float(np.median(np.linalg.norm(v[:, 3:6], axis=1))) > 3.0
     total = (v[:, 0:3] + v[:, 3:6]) * (1.0 / STANDARD_GRAVITY if standardised else -1.0)
-    return _sl_resampler(f"{export.where} (WristMotion.csv)", t, total, t.copy(), v[:, 6:9])
+    found = export.lines[SL_WRIST]
+    return _sl_resampler(f"{export.where} (WristMotion.csv)", t, total, t.copy(), v[:, 6:9], (found, found))
 
 
 def _sensor_logger_exports(path: Path) -> list[Path]:

@@ -217,8 +217,9 @@ def parse_samples(msg: dict, hello: Hello) -> Readings:
     """
     if msg.get("type") != "samples":
         raise FormatError("fields", f"message type {msg.get('type')!r}: expected samples")
-    if "acc" not in msg and "gyro" not in msg:
-        raise FormatError("fields", "samples message has neither acc nor gyro")
+    if "acc" not in msg and "gyro" not in msg and "pressure" not in msg:
+        # pressure alone is a message too: its readings ride with the device's next batch
+        raise FormatError("fields", "samples message has none of acc, gyro and pressure")
     out = Readings(device=hello.device)
     for name, scale in (("acc", hello.acc_scale), ("gyro", hello.gyro_scale)):
         rows = _rows(msg.get(name, []), name)

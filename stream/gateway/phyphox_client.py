@@ -15,15 +15,18 @@ which time on, and what an answer holds.
 from __future__ import annotations
 
 import asyncio
-import json
+import contextlib
+import http.client
 import logging
-import urllib.request
+import socket
+import threading
 from urllib.parse import quote, urlsplit
 
 from harstream.stream.gateway.phone_formats import (
     FormatError,
     Readings,
     check_device,
+    load_message,
     parse_phyphox,
     phyphox_buffers,
 )
@@ -100,21 +103,87 @@ def phyphox_base(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
-def _fetch(url: str, limit: int) -> dict:
-    """One JSON answer of the phone, at most ``limit`` bytes (phyphox's server
-    wants one request per connection: no keep-alive)."""
-    request = urllib.request.Request(url, headers={"Connection": "close"})
-    with urllib.request.urlopen(request, timeout=TIMEOUT_S) as reply:
-        body = reply.read(limit + 1)
-    if len(body) > limit:
-        raise FormatError("too_large", f"phyphox answer over {limit} bytes")
+class _Ask:
+    """One GET of a phyphox phone, over within :data:`TIMEOUT_S` however the phone
+    answers: the connection is cut at the deadline, or at once when the gateway
+    stops waiting (:meth:`cut`). A socket timeout alone bounds each read, so a
+    phone dripping a byte a second held a thread (and the gateway's exit) for as
+    long as it liked. Only a 200 answer is read: a redirect is not followed (a
+    phone cannot send the gateway to another address)."""
+
+    def __init__(self, url: str, limit: int):
+        self.url, self.limit = url, limit
+        self._lock = threading.Lock()
+        self._sock: socket.socket | None = None
+        self._cut = False
+        self.timed_out = False
+
+    def cut(self, timed_out: bool = False) -> None:
+        with self._lock:
+            if self._cut:
+                return
+            self._cut, self.timed_out = True, timed_out
+            if self._sock is not None:
+                with contextlib.suppress(OSError):
+                    self._sock.shutdown(socket.SHUT_RDWR)
+
+    def run(self) -> dict:
+        parts = urlsplit(self.url)
+        kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+        connection = kind(parts.netloc, timeout=TIMEOUT_S)
+        timer = threading.Timer(TIMEOUT_S, self.cut, kwargs={"timed_out": True})
+        timer.daemon = True
+        try:
+            connection.connect()
+            with self._lock:
+                self._sock = connection.sock
+                if self._cut:
+                    raise TimeoutError("phyphox ask abandoned")
+            timer.start()
+            path = parts.path + (f"?{parts.query}" if parts.query else "")
+            connection.request("GET", path, headers={"Connection": "close"})
+            reply = connection.getresponse()
+            if reply.status != 200:
+                where = reply.getheader("Location", "")
+                raise FormatError(
+                    "http",
+                    f"phyphox {parts.path}: answered {reply.status} {reply.reason[:40]!r}"
+                    + (f" to {where[:80]!r}" if where else "")
+                    + "; a phyphox phone answers 200 (a redirect is not followed)",
+                )
+            body = reply.read(self.limit + 1)
+        except (OSError, http.client.HTTPException) as exc:
+            if self._cut:
+                raise TimeoutError(
+                    f"phyphox answer not complete within {TIMEOUT_S:g} s" if self.timed_out else "phyphox ask abandoned"
+                ) from None
+            if isinstance(exc, (OSError, http.client.IncompleteRead)):
+                raise OSError(f"phyphox answer cut short ({exc})") from None  # a phone that went away
+            raise FormatError("http", f"phyphox {parts.path}: the answer is not HTTP ({type(exc).__name__})") from None
+        finally:
+            timer.cancel()
+            connection.close()
+        if self._cut:  # the body ended because the connection was cut
+            raise TimeoutError(f"phyphox answer not complete within {TIMEOUT_S:g} s")
+        if len(body) > self.limit:
+            raise FormatError("too_large", f"phyphox answer over {self.limit} bytes")
+        return load_message(bytes(body))
+
+
+async def _fetch(gateway: GatewayPort, url: str, limit: int) -> dict:
+    """One JSON object the phone answers, at most ``limit`` bytes (phyphox's server
+    wants one request per connection: no keep-alive); a phone too slow to answer
+    within :data:`TIMEOUT_S` is counted (``timeout``) and dropped."""
+    ask = _Ask(url, limit)
     try:
-        answer = json.loads(body)
-    except ValueError:
-        raise FormatError("json", "phyphox answer is not JSON") from None
-    if not isinstance(answer, dict):
-        raise FormatError("json", "phyphox answer is not a JSON object")
-    return answer
+        return await asyncio.to_thread(ask.run)
+    except asyncio.CancelledError:
+        ask.cut()  # the gateway is closing: the thread ends now, not when the phone is done
+        raise
+    except TimeoutError as exc:
+        if ask.timed_out:
+            gateway.counters.reject("timeout", f"{url}: {exc}")
+        raise
 
 
 async def follow_phyphox(gateway: GatewayPort, url: str, device: str | None = None) -> None:
@@ -125,7 +194,7 @@ async def follow_phyphox(gateway: GatewayPort, url: str, device: str | None = No
     limit = gateway.config.max_message
 
     async def session(backoff: Backoff) -> None:
-        poll = PhyphoxPoll(phyphox_buffers(await asyncio.to_thread(_fetch, base + "/config", limit)))
+        poll = PhyphoxPoll(phyphox_buffers(await _fetch(gateway, base + "/config", limit)))
         bus_id = gateway.claim(local, owner, None)
         try:
             log.info("reading phyphox %s (%s) as device %s", base, ", ".join(poll.buffers), bus_id)
@@ -140,7 +209,7 @@ async def follow_phyphox(gateway: GatewayPort, url: str, device: str | None = No
 async def _poll(gateway: GatewayPort, poll: PhyphoxPoll, base: str, device: str, limit: int) -> None:
     while not gateway.closing:
         try:
-            readings = poll.take(await asyncio.to_thread(_fetch, base + poll.query(), limit))
+            readings = poll.take(await _fetch(gateway, base + poll.query(), limit))
         except FormatError as exc:
             if exc.reason != "too_large":
                 raise

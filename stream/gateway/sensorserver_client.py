@@ -17,8 +17,9 @@ from urllib.parse import quote, urlsplit
 
 import numpy as np
 from websockets.asyncio.client import connect as ws_connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from harstream.stream.gateway.admission import RateLimit
 from harstream.stream.gateway.phone_formats import (
     FormatError,
     Readings,
@@ -33,6 +34,13 @@ log = logging.getLogger("harstream.gateway")
 
 SENSOR_SERVER_TYPES = '["android.sensor.accelerometer","android.sensor.gyroscope"]'
 GATHER_S = 0.1  # events gathered into one bus message
+#: Events a phone may send a second (one message a reading: three sensors at 1 kHz, and
+#: room); beyond it they are dropped unread and counted (``rate_limit``).
+MAX_EVENTS_PER_S = 5000.0
+#: Messages read before the gateway's other phones get the event loop again: recv()
+#: returns at once while a phone's messages are queued, so a phone flooding events held
+#: the loop and every other phone's answers took 1-2 s instead of 10 ms.
+YIELD_EVERY = 8
 
 
 def sensor_server_url(url: str) -> str:
@@ -47,15 +55,38 @@ def sensor_server_url(url: str) -> str:
     return base
 
 
+class _Connect(ws_connect):
+    """websockets' connect, refusing a redirect: it followed up to 10 to any
+    address, so a phone could send the gateway to another host."""
+
+    def process_redirect(self, exc: Exception) -> Exception | str:
+        return exc
+
+
 async def follow_sensor_server(gateway: GatewayPort, url: str, device: str | None = None) -> None:
     """Read a SensorServer phone into ``gateway``, reconnecting until the gateway closes."""
     local = check_device(device or f"sensorserver-{urlsplit(url).hostname or 'phone'}")
     owner = ("sensorserver", url)
 
     async def session(backoff: Backoff) -> None:
-        async with ws_connect(
-            sensor_server_url(url), max_size=gateway.config.max_message, open_timeout=10, compression=None
-        ) as phone:
+        try:
+            opened = await _Connect(
+                sensor_server_url(url),
+                max_size=gateway.config.max_message,
+                open_timeout=10,
+                close_timeout=1,
+                compression=None,
+            )
+        except InvalidStatus as exc:
+            status = exc.response.status_code
+            where = exc.response.headers.get("Location", "")
+            raise FormatError(
+                "http",
+                f"SensorServer answered {status} instead of opening the WebSocket"
+                + (f" (to {where[:80]!r})" if where else "")
+                + "; a redirect is not followed",
+            ) from None
+        async with opened as phone:
             bus_id = gateway.claim(local, owner, None)
             try:
                 log.info("connected to SensorServer %s as device %s", url, bus_id)
@@ -73,8 +104,18 @@ async def _read(gateway: GatewayPort, phone, device: str) -> None:
     pending: list[Readings] = []
     deadline = time.monotonic() + GATHER_S
     silent_since = time.monotonic()
+    events = RateLimit(MAX_EVENTS_PER_S, 2 * MAX_EVENTS_PER_S)
+    read, over = 0, 0
 
     def flush() -> None:
+        nonlocal over
+        if over:
+            gateway.counters.reject(
+                "rate_limit", f"{device}: {over} events over {MAX_EVENTS_PER_S:g}/s, not read", over
+            )
+            over = 0
+        if not pending:
+            return
         try:
             gateway.publish(device, concat(pending), "sensorserver")
             gateway.counters.count("messages", len(pending))
@@ -88,20 +129,24 @@ async def _read(gateway: GatewayPort, phone, device: str) -> None:
                 async with asyncio.timeout(max(deadline - time.monotonic(), 0.001)):
                     raw = await phone.recv()
                 silent_since = time.monotonic()
-                try:
-                    pending.append(parse_sensor_server(load_message(raw)))
-                except FormatError as exc:
-                    gateway.counters.reject(exc.reason, exc.detail)
+                read += 1
+                if not events.take():
+                    over += 1
+                else:
+                    try:
+                        pending.append(parse_sensor_server(load_message(raw)))
+                    except FormatError as exc:
+                        gateway.counters.reject(exc.reason, exc.detail)
             except TimeoutError:
                 if time.monotonic() - silent_since > gateway.config.idle_timeout:
                     raise
+            if read % YIELD_EVERY == 0:
+                await asyncio.sleep(0)  # the other phones' turn
             if time.monotonic() >= deadline:
-                if pending:
-                    flush()
+                flush()
                 deadline = time.monotonic() + GATHER_S
     finally:
-        if pending:
-            flush()
+        flush()
 
 
 def concat(parts: list[Readings]) -> Readings:
