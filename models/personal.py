@@ -160,6 +160,13 @@ class PersonalSettings:
     #: (:func:`roll_free`), also show STILL where the angle favours another
     #: posture than the one named.
     angle_agrees: bool = True
+    #: The sides rule, ``(apart, buffer, limit)`` degrees (None: off): where
+    #: a posture's angle from the walk lies at least ``apart`` from every
+    #: other calibrated posture's (a thigh standing and sitting), a still
+    #: window too far from every posture to be near one, but on that
+    #: posture's side of the midpoint by ``buffer`` and within ``limit`` of
+    #: its angle, is near it (:func:`~harstream.stream.core.posture.side_of`).
+    sides: tuple[float, float, float] | None = None
 
 
 def roll_free(settings: PersonalSettings) -> PersonalSettings:
@@ -420,6 +427,7 @@ def walk_angles(walk_down: np.ndarray, cues: Sequence[np.ndarray], settings: Per
         "walk_angle": rows,
         "angle_weight": settings.angle_weight,
         "angle_abstain": settings.angle_abstain,
+        **({"sides": [float(v) for v in settings.sides]} if settings.sides else {}),
     }
 
 
@@ -741,6 +749,20 @@ def describe(
                     if head.angle_trusted
                     else "."
                 )
+            )
+    if len(head.sides) == 3 and len(head.postures) >= 2:
+        apart, buffer, limit = head.sides
+        angles = dict(zip(head.postures, (row[0] for row in head.walk_angle)))
+        far = [
+            f"{_said(a)} and {_said(b)}"
+            for a, b in itertools.combinations(head.postures, 2)
+            if abs(angles[a] - angles[b]) >= apart
+        ]
+        if far:
+            lines.append(
+                f"{'; '.join(far).capitalize()} lie far apart in that tilt: a still device on one's side of the "
+                f"midpoint (by {buffer:.0f}°, within {limit:.0f}° of it) is named so even held otherwise "
+                "(another chair, legs crossed, the device shifted); STILL between them."
             )
     for pair in pairs:
         a, b = (_said(p) for p in pair.postures)

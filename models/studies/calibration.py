@@ -296,6 +296,15 @@ def add_head_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-live-walk", action="store_true", help="heads do not follow the device's live walk")
     parser.add_argument(
+        "--sides",
+        type=float,
+        nargs=3,
+        metavar=("APART", "BUFFER", "LIMIT"),
+        default=defaults.sides,
+        help="the sides rule's degrees (PersonalSettings.sides)",
+    )
+    parser.add_argument("--no-sides", action="store_true", help="the sides rule off")
+    parser.add_argument(
         "--walk-first", action="store_true", help="score sessions with their first walk moved to the start (simulated)"
     )
 
@@ -312,6 +321,7 @@ def head_settings(args: argparse.Namespace) -> PersonalSettings:
         roll_free=not args.no_roll_free,
         angle_abstain=args.angle_abstain,
         angle_agrees=not args.no_angle_agrees,
+        sides=None if args.no_sides or args.sides is None else tuple(args.sides),
     )
 
 

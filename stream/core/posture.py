@@ -216,6 +216,8 @@ class PersonalHead:
     angle_weight: float = 1.0
     angle_abstain: bool = False  # STILL where only the angle speaks and two postures' angles overlap (AMBIGUOUS_Z)
     angle_trusted: bool = False  # the fit trusted the angle over the roll: with angle_abstain, it must agree
+    # the sides rule: (apart, buffer, limit) degrees, empty: off (see :data:`SIDES` and the module doc)
+    sides: Sequence[float] = ()
     # a linear discriminant on the shared model's own window features (its feature
     # stage's output for the current window): mean, scale (F,), coef (F, postures), intercept
     feature_mean: Sequence[float] = ()
@@ -282,6 +284,10 @@ class PersonalHead:
                 intercept,
             )
         anchor = (walks, angles) if anchored else None
+        if len(self.sides) and not (anchored and len(self.sides) == 3):
+            raise ValueError("sides: (apart, buffer, limit) degrees, and only with a walking anchor")
+        # the sides rule's numbers; apart inf: off (no two postures are that far apart)
+        sides = np.array(self.sides if len(self.sides) else (np.inf, 0.0, 0.0), np.float32)
         self._arrays = (
             turned,
             penalty,
@@ -293,6 +299,7 @@ class PersonalHead:
             discriminant,
             anchor,
             np.where(allowed, 0.0, -10.0).astype(np.float32),  # the turns allowed at fit time, as a penalty
+            sides,
         )
         self.live_walk = None
         self.live_turn = None
@@ -333,13 +340,15 @@ LDA_CLIP = 20.0
 
 def posture_scores(
     heads: Sequence[PersonalHead], cues: np.ndarray, features: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """``(scores, best cosine, usable, angle z)`` per row and posture slot, row ``i``
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(scores, best cosine, usable, angle z, angle off)`` per row and posture slot, row ``i``
     scored by ``heads[i]`` (a slot is usable where the posture was
     calibrated and the row has what its head needs: the shared model's
     features ``features[i]`` for a head with a feature discriminant;
     unusable slots score -1e9; angle z: how many spreads the row's angle
-    from the walk lies from the posture's, inf without a walking anchor)."""
+    from the walk lies from the posture's, inf without a walking anchor;
+    angle off ``(n, 3, turns)``: how many degrees it lies from the
+    posture's, under each half-turn that counts, inf elsewhere)."""
     cues = np.asarray(cues, np.float32)
     turned = np.stack([h._arrays[0] for h in heads])  # (n, 3, T, P, 3)
     turn_penalty = np.stack([h._arrays[9] for h in heads])  # (n, T): 0 where the turn counts
@@ -358,6 +367,7 @@ def posture_scores(
     best = per_turn.max(axis=2)  # (n, 3)
     tilt = sharp * best
     anchored = np.full(best.shape, np.inf, np.float32)  # (n, 3): z of the angle from the walk
+    off = np.full(per_turn.shape, np.inf, np.float32)  # (n, 3, T): degrees from the posture's angle, per turn
     with_anchor = [i for i, h in enumerate(heads) if h._arrays[8] is not None]
     if with_anchor:
         a = np.asarray(with_anchor)
@@ -367,7 +377,9 @@ def posture_scores(
                 walks[r, live[i]] = heads[i].live_walk
         angles = np.stack([heads[i]._arrays[8][1] for i in with_anchor])  # (m, 3, 2)
         degrees = np.degrees(np.arccos(np.clip(np.einsum("mtd,md->mt", walks, cues[a, :3]), -1.0, 1.0)))
-        zed = np.abs(degrees[:, None, :] - angles[:, :, :1]) / angles[:, :, 1:]  # (m, 3, T)
+        apart = np.abs(degrees[:, None, :] - angles[:, :, :1])  # (m, 3, T)
+        zed = apart / angles[:, :, 1:]
+        off[a] = np.where(per_turn[a] > -5.0, apart, np.inf)
         w = np.array([heads[i].angle_weight for i in with_anchor], np.float32)[:, None, None]
         term = np.maximum(-0.5 * w * zed * zed, -MOTION_CLIP)
         tilt[a] = (sharp[a][:, :, None] * per_turn[a] + term).max(axis=2)
@@ -387,7 +399,28 @@ def posture_scores(
             centred = (f - np.stack([p[0] for p in parts])) / np.stack([p[1] for p in parts])
             lda = np.einsum("nf,nfk->nk", centred, np.stack([p[2] for p in parts])) + np.stack([p[3] for p in parts])
             scores[fits] += np.clip(np.nan_to_num(lda), -LDA_CLIP, LDA_CLIP)
-    return np.where(mask, scores, -1e9), best, mask, anchored
+    return np.where(mask, scores, -1e9), best, mask, anchored, np.where(mask[:, :, None], off, np.inf)
+
+
+def side_of(heads: Sequence[PersonalHead], off: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Per row, the posture slot whose side of the angle from the walk the
+    row lies on (:data:`SIDES`), -1 where none (the head's rule is off, or
+    the row lies in a buffer or beyond the limit, or the postures near the
+    named one in angle leave it unsure, or two half-turns that count name
+    two postures). ``off``, ``mask``: from :func:`posture_scores`."""
+    sides = np.stack([h._arrays[10] for h in heads])  # (n, 3): apart, buffer, limit
+    apart, buffer, limit = sides[:, 0], sides[:, 1], sides[:, 2]
+    means = np.stack([h._arrays[8][1][:, 0] if h._arrays[8] is not None else np.zeros(3) for h in heads])  # (n, 3)
+    far = np.abs(means[:, :, None] - means[:, None, :]) >= apart[:, None, None]  # (n, k, k')
+    others = mask[:, None, :] & ~np.eye(mask.shape[1], dtype=bool)[None]  # (n, k, k'): the other calibrated postures
+    # k is named under a turn where every other posture is far from it in angle and the row lies
+    # past the midpoint between them by the buffer, and within the limit of k's angle
+    with np.errstate(invalid="ignore"):  # inf - inf where a turn does not count: nan, never past the buffer
+        lead = off[:, None, :, :] - off[:, :, None, :]  # (n, k, k', T): degrees nearer k than k'
+    beyond = np.where(others[..., None], far[..., None] & (lead >= 2.0 * buffer[:, None, None, None]), True)
+    named = beyond.all(axis=2) & (off <= limit[:, None, None]) & mask[:, :, None] & others.any(axis=2)[..., None]
+    named = named.any(axis=2)  # (n, k): under some turn that counts
+    return np.where(named.sum(axis=1) == 1, named.argmax(axis=1), -1)
 
 
 def follow_walks(heads: Sequence[PersonalHead], base: np.ndarray, cues: np.ndarray, finite: np.ndarray) -> None:
@@ -453,12 +486,13 @@ def apply_heads(
     cues = np.asarray(cues, np.float32)
     finite = np.isfinite(cues).all(axis=1)
     cues = np.where(finite[:, None], cues, 0.0)
-    scores, best, mask, zed = posture_scores(heads, cues, features)
+    scores, best, mask, zed, off = posture_scores(heads, cues, features)
     follow_walks(heads, base, cues, finite)  # after: a window's walk counts for the windows after it
     gate = np.array([np.cos(np.deg2rad(h.max_angle)) for h in heads])
     top = scores.argmax(axis=1)
     rows = np.arange(n)
     near = (np.where(mask, best, -np.inf).max(axis=1) >= gate) | (zed[rows, top] <= ANGLE_GATE_Z)
+    near |= side_of(heads, off, mask) == top  # on the best posture's side of the angle, far from the others
     near &= finite & mask.any(axis=1)
     margins = np.stack([h._arrays[4] for h in heads])[rows, top]  # (n, 3): top against each
     lead = scores[rows, top][:, None] - scores

@@ -198,6 +198,9 @@ def head_from_json(doc: Any, where: str = "personal model", digest: str = "") ->
             "angle_abstain": _flag(settings, "angle_abstain", f"{where}: settings"),
             "angle_trusted": _flag(settings, "angle_trusted", f"{where}: settings"),
         }
+        if settings.get("sides") is not None:  # optional (files before it have none, and keep naming as they did)
+            sides = _floats(settings, "sides", (3,), 0.0, 180.0, f"{where}: settings")
+            anchor["sides"] = sides.tolist()
         if k and min(row[1] for row in anchor["walk_angle"]) < 0.1:
             raise PersonalModelError(f"{where}: walk_angle: each spread must be at least 0.1 degrees")
     decoder = doc.get("decoder")
@@ -260,6 +263,8 @@ def head_to_json(head: PersonalHead, **extra: Any) -> dict:
         doc["settings"]["angle_weight"] = head.angle_weight
         doc["settings"]["angle_abstain"] = head.angle_abstain
         doc["settings"]["angle_trusted"] = head.angle_trusted
+        if len(head.sides) == 3:
+            doc["settings"]["sides"] = [round(float(v), 3) for v in head.sides]
     if head.decoder is not None:
         doc["decoder"] = head.decoder
     doc.update(extra)
