@@ -167,6 +167,11 @@ class PersonalSettings:
     #: posture's side of the midpoint by ``buffer`` and within ``limit`` of
     #: its angle, is near it (:func:`~harstream.stream.core.posture.side_of`).
     sides: tuple[float, float, float] | None = None
+    #: Cosine units a half-turn costs a posture's tilt while the device's
+    #: live walk has not shown it is in one: the device is taken to be as it
+    #: was calibrated unless a turn fits clearly better (a phone slid in the
+    #: pocket is not a phone turned round). 0: every allowed turn as likely.
+    turn_cost: float = 0.0
 
 
 def roll_free(settings: PersonalSettings) -> PersonalSettings:
@@ -406,6 +411,7 @@ def _head(
         motion_scale=scale.tolist(),
         motion_weight=settings.motion_weight,
         margins=(np.zeros((k, k)) if margins is None else margins).tolist(),
+        turn_cost=settings.turn_cost,
         **(fit_discriminant(features) if features is not None and settings.discriminant else {}),
         **(walk_angles(walk_down, cues, settings) if walk_down is not None and settings.walk_anchor else {}),
     )
@@ -783,6 +789,11 @@ def describe(
         lost = [TURN_WORDS[t] for t in TURN_WORDS if t not in head.turns]
         if kept:
             lines.append(f"Postures keep their names when the device comes back turned: {'; '.join(kept)}.")
+            if head.turn_cost:
+                lines.append(
+                    "Until its next walk shows how it sits, the device is taken as calibrated unless a turn fits "
+                    "clearly better (a phone that slid in the pocket is not one turned round)."
+                )
         if lost:
             lines.append(
                 f"Put back turned ({'; '.join(lost)}) the postures would look alike: it shows STILL or the "

@@ -503,3 +503,55 @@ def test_where_the_calibration_trusts_the_angle_a_posture_the_angle_argues_again
     # on standing's prototype, but its angle (0°) is sitting's (20°) more than standing's (45°)
     assert _shown(_overlapping_head(True, sitting_angle=20.0, standing_angle=45.0, trusted=True), 0.0) == "STILL"
     assert _shown(_overlapping_head(True, sitting_angle=20.0, standing_angle=45.0, trusted=False), 0.0) == "STANDING"
+
+
+def _thigh_head(sides=(40.0, 5.0, 45.0), postures=("SITTING", "STANDING"), angles=((85.0, 12.0), (5.0, 12.0))):
+    """A thigh's head, the walk along y: sitting 85° from it, standing 5° (prototypes there, unrolled)."""
+    from harstream.stream.core.posture import PersonalHead
+
+    protos = {p: [_from_walk(a[0], 0.0)] for p, a in zip(postures, angles)}
+    return PersonalHead(
+        "phone:a", "p", "any@1", postures, protos,
+        motion_mean=[[-3.0] * 6] * len(postures), motion_scale=[1.0] * 6,
+        margins=(2.0 * (1 - np.eye(len(postures)))).tolist(),
+        walk_down=[0.0, 1.0, 0.0], walk_angle=[list(a) for a in angles], sides=sides,
+    )  # fmt: skip
+
+
+def _from_walk(degrees: float, roll: float) -> list[float]:
+    """Gravity ``degrees`` from the walk (along y), rolled ``roll`` degrees about the walk's direction."""
+    a, r = np.deg2rad(degrees), np.deg2rad(roll)
+    return [float(np.sin(a) * np.cos(r)), float(np.cos(a)), float(np.sin(a) * np.sin(r))]
+
+
+def _named(head, degrees: float, roll: float = 0.0) -> str:
+    from harstream.stream.core.posture import apply_heads
+
+    cues = np.array([_from_walk(degrees, roll) + [-3.0] * 6])
+    return head.classes[int(head.pick(apply_heads(np.array([[0.0, 0.0, 0.0, 1.0]]), cues, [head]))[0].argmax())]
+
+
+def test_a_thigh_crossed_over_the_other_sits_by_the_side_of_the_midpoint_it_lies_on():
+    # the knee raised to 115° and the thigh rolled 40°: more than two spreads from sitting's 85°, 30° from every prototype
+    assert _named(_thigh_head(sides=()), 115.0, 40.0) == "STILL"  # without the rule: honest, exact-wrong
+    assert _named(_thigh_head(), 115.0, 40.0) == "SITTING"
+    assert _named(_thigh_head(), 62.0, -35.0) == "SITTING"  # perched on a stool, the phone turned in the pocket
+    assert _named(_thigh_head(), 36.0, 20.0) == "STANDING"  # a foot up on a rail
+
+
+def test_a_still_thigh_between_its_postures_or_beyond_them_stays_still():
+    head = _thigh_head()
+    assert _named(head, 45.0) == "STILL"  # the midpoint (within the buffer): either could be it
+    assert _named(head, 42.0, 30.0) == "STILL"
+    assert _named(head, 150.0) == "STILL"  # beyond the limit: like neither (a leg up a wall, lying)
+
+
+def test_where_calibrated_postures_lie_close_in_angle_an_uncalibrated_lying_stays_still():
+    # a waist: standing 5° from the walk, sitting leaning back 20°; lying is 90° from the walk
+    head = _thigh_head(angles=((20.0, 12.0), (5.0, 12.0)))
+    assert _named(head, 90.0) == "STILL"
+    assert _named(head, 60.0, 40.0) == "STILL"
+    # a thigh that calibrated lying too: sitting and lying lie close, so the rule names neither there
+    three = _thigh_head(postures=("SITTING", "STANDING", "LAYING"), angles=((85.0, 12.0), (5.0, 12.0), (95.0, 12.0)))
+    assert _named(three, 125.0, 40.0) == "STILL"
+    assert _named(three, 36.0, 20.0) == "STANDING"  # standing lies far from both

@@ -365,6 +365,7 @@ def run(
     follow_walk: bool = True,
     later_vary: bool = False,
     vary_draws: int = 1,
+    turns: Sequence[str] | None = None,
 ) -> dict:
     data = load_dataset()
     base = load_artifact(ANY_MODEL)
@@ -389,7 +390,9 @@ def run(
                 )
                 simulated.append(replace(extra, name=f"{extra.name}#{draw}"))
                 bouts.append(drawn)
-        row = study_subject(simulated, pocket, base, activities, seconds, settings, walk_first, follow_walk)
+        row = study_subject(
+            simulated, pocket, base, activities, seconds, settings, walk_first, follow_walk, *([turns] if turns else [])
+        )
         row["placement"] = placement
         row["limb"] = limb.__dict__
         row["bouts"] = bouts

@@ -216,8 +216,10 @@ class PersonalHead:
     angle_weight: float = 1.0
     angle_abstain: bool = False  # STILL where only the angle speaks and two postures' angles overlap (AMBIGUOUS_Z)
     angle_trusted: bool = False  # the fit trusted the angle over the roll: with angle_abstain, it must agree
-    # the sides rule: (apart, buffer, limit) degrees, empty: off (see :data:`SIDES` and the module doc)
+    # the sides rule: (apart, buffer, limit) degrees, empty: off (see :func:`side_of` and the module doc)
     sides: Sequence[float] = ()
+    # cosine units a half-turn costs before the device's walk shows it is in one (0: none)
+    turn_cost: float = 0.0
     # a linear discriminant on the shared model's own window features (its feature
     # stage's output for the current window): mean, scale (F,), coef (F, postures), intercept
     feature_mean: Sequence[float] = ()
@@ -284,10 +286,9 @@ class PersonalHead:
                 intercept,
             )
         anchor = (walks, angles) if anchored else None
-        if len(self.sides) and not (anchored and len(self.sides) == 3):
-            raise ValueError("sides: (apart, buffer, limit) degrees, and only with a walking anchor")
-        # the sides rule's numbers; apart inf: off (no two postures are that far apart)
-        sides = np.array(self.sides if len(self.sides) else (np.inf, 0.0, 0.0), np.float32)
+        # the sides rule's numbers; apart inf: off (no two postures are that far apart), as without a walking anchor
+        on = anchored and len(self.sides) == 3
+        sides = np.array(self.sides if on else (np.inf, 0.0, 0.0), np.float32)
         self._arrays = (
             turned,
             penalty,
@@ -298,7 +299,8 @@ class PersonalHead:
             np.array(columns),
             discriminant,
             anchor,
-            np.where(allowed, 0.0, -10.0).astype(np.float32),  # the turns allowed at fit time, as a penalty
+            # the turns allowed at fit time, as a penalty; a turn costs turn_cost until the device's walk shows it
+            np.where(allowed, np.where(np.arange(len(TURNS)) == 0, 0.0, -self.turn_cost), -10.0).astype(np.float32),
             sides,
         )
         self.live_walk = None
