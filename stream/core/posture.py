@@ -39,11 +39,26 @@ calibration's check chose to trust the angle over the roll
 (``angle_trusted``), a posture the angle argues against (it lies nearer, in
 spreads, another posture's) is not named either.
 
+The sides rule (``sides``: apart, buffer, limit, degrees): where a
+posture's angle from the walk lies at least ``apart`` from every other
+calibrated posture's (a thigh: standing near 0°, sitting near 90°; never a
+waist, whose postures differ by 2-25°), a still window that is near no
+posture by the gates above — a thigh crossed over the other, another
+chair, the phone shifted in the pocket — is near the best-scoring posture
+all the same where its angle lies on that posture's side of the midpoint
+by ``buffer`` and within ``limit`` of the posture's angle (:func:`side_of`):
+between the two, and beyond the limit (unlike every calibrated posture,
+e.g. an uncalibrated lying at a waist), it stays STILL.
+
 Half-turns: a phone put back into a pocket turned round (top down, or screen
 facing the other way) sees gravity with the signs of two of its components
 flipped. :data:`TURNS` are those sign patterns; a head matches the current
 direction against its prototypes under the turns it allows (decided when it
-was fitted: only where the calibrated postures stay apart under them).
+was fitted: only where the calibrated postures stay apart under them). A
+head's ``turn_cost`` (cosine units) is taken off a match under a half-turn
+while the device's live walk has not shown which turn it is in: the device
+is as calibrated unless a turn fits clearly better (a phone that slid in
+the pocket is not one turned round).
 
 >>> head = PersonalHead(
 ...     "phone:a", "personal@1", "any@2", ("SITTING", "STANDING"),
@@ -494,7 +509,8 @@ def apply_heads(
     top = scores.argmax(axis=1)
     rows = np.arange(n)
     near = (np.where(mask, best, -np.inf).max(axis=1) >= gate) | (zed[rows, top] <= ANGLE_GATE_Z)
-    near |= side_of(heads, off, mask) == top  # on the best posture's side of the angle, far from the others
+    if any(len(h.sides) for h in heads):  # on the best posture's side of the angle, far from the others
+        near |= side_of(heads, off, mask) == top
     near &= finite & mask.any(axis=1)
     margins = np.stack([h._arrays[4] for h in heads])[rows, top]  # (n, 3): top against each
     lead = scores[rows, top][:, None] - scores
