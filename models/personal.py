@@ -166,11 +166,15 @@ class PersonalSettings:
     #: window too far from every posture to be near one, but on that
     #: posture's side of the midpoint by ``buffer`` and within ``limit`` of
     #: its angle, is near it (:func:`~harstream.stream.core.posture.side_of`).
-    sides: tuple[float, float, float] | None = None
+    #: Chosen on the validation subjects by the rule declared in
+    #: :mod:`harstream.models.studies.posture_sides` (docs/BENCHMARKS.md).
+    sides: tuple[float, float, float] | None = (40.0, 10.0, 60.0)
     #: Cosine units a half-turn costs a posture's tilt while the device's
     #: live walk has not shown it is in one: the device is taken to be as it
     #: was calibrated unless a turn fits clearly better (a phone slid in the
     #: pocket is not a phone turned round). 0: every allowed turn as likely.
+    #: Off: on the validation subjects it cost the turned figures and HAPT's
+    #: lying (:mod:`harstream.models.studies.posture_sides`).
     turn_cost: float = 0.0
 
 
@@ -422,7 +426,7 @@ def walk_angles(walk_down: np.ndarray, cues: Sequence[np.ndarray], settings: Per
     :attr:`PersonalSettings.angle_spread`), as :class:`PersonalHead` arguments.
 
     >>> walk_angles(np.array([1.0, 0.0, 0.0]), [np.array([[0.0, 1.0, 0.0] + [0.0] * 6])], PersonalSettings())
-    {'walk_down': [1.0, 0.0, 0.0], 'walk_angle': [[90.0, 12.0]], 'angle_weight': 1.0, 'angle_abstain': False}
+    {'walk_down': [1.0, 0.0, 0.0], 'walk_angle': [[90.0, 12.0]], 'angle_weight': 1.0, 'angle_abstain': False, 'sides': [40.0, 10.0, 60.0]}
     """
     rows = []
     for c in cues:
