@@ -4,6 +4,7 @@ artifact, and ``harstream calibrate`` on small labelled CSVs."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -358,6 +359,31 @@ def test_a_thigh_on_another_chair_still_sits_by_its_angle_from_the_walk(tmp_path
     assert np.degrees(np.arccos((protos @ down).max())) > head.max_angle
     sitting = shown(head, _activity("SITTING", 20, other_chair, False, 13))
     assert sitting.count("SITTING") >= 0.9 * len(sitting)
+
+
+def test_a_thigh_crossed_over_the_other_still_sits_though_like_no_calibrated_bout(tmp_path, capsys):
+    head, doc = calibrate(
+        tmp_path,
+        [
+            _activity("WALKING", 30, POCKET_STAND, True, 0),
+            _activity("SITTING", 30, POCKET_SIT, False, 1),
+            _activity("STANDING", 30, POCKET_STAND, False, 2),
+        ],
+    )
+    assert doc["settings"]["sides"] == [40.0, 10.0, 60.0]  # the calibration's default
+    # the thigh rolled 40° about its length and the knee raised 30° more (this thigh on top)
+    raised = _rolled(_rolled(POCKET_SIT, POCKET_STAND, 40.0), np.cross(POCKET_STAND, POCKET_SIT), 30.0)
+    down = np.asarray(raised) / np.linalg.norm(raised)
+    protos = np.asarray(head.prototypes["SITTING"])
+    assert np.degrees(np.arccos((protos @ down).max())) > head.max_angle
+    sitting_angle, spread = head.walk_angle[0]
+    assert abs(np.degrees(np.arccos(down @ np.asarray(head.walk_down))) - sitting_angle) > 2 * spread
+    # walked to the sofa (the device's walk shows it is as calibrated, no half-turn), then sat so
+    rows = _activity("WALKING", 20, POCKET_STAND, True, 7) + _activity("SITTING", 30, raised, False, 14)
+    sitting = shown_in_order(dataclasses.replace(head), rows, np.ones(3))[-12:]  # well inside the sitting
+    assert sitting.count("SITTING") >= 11, sitting
+    without = shown_in_order(dataclasses.replace(head, sides=()), rows, np.ones(3))[-12:]  # the rule off: STILL
+    assert without.count("STILL") >= 11, without
 
 
 def _forearm(flexion: float, roll: float) -> tuple[float, float, float]:
