@@ -301,9 +301,13 @@ class PersonalHead:
                 intercept,
             )
         anchor = (walks, angles) if anchored else None
-        # the sides rule's numbers; apart inf: off (no two postures are that far apart), as without a walking anchor
-        on = anchored and len(self.sides) == 3
-        sides = np.array(self.sides if on else (np.inf, 0.0, 0.0), np.float32)
+        # the sides rule's numbers (apart, buffer, limit) and each posture slot's angle from the walk;
+        # None: off (as without a walking anchor)
+        sides = (
+            np.concatenate([np.asarray(self.sides, np.float32), angles[:, 0]])
+            if anchored and len(self.sides) == 3
+            else None
+        )
         self._arrays = (
             turned,
             penalty,
@@ -425,9 +429,9 @@ def side_of(heads: Sequence[PersonalHead], off: np.ndarray, mask: np.ndarray) ->
     the row lies in a buffer or beyond the limit, or the postures near the
     named one in angle leave it unsure, or two half-turns that count name
     two postures). ``off``, ``mask``: from :func:`posture_scores`."""
-    sides = np.stack([h._arrays[10] for h in heads])  # (n, 3): apart, buffer, limit
-    apart, buffer, limit = sides[:, 0], sides[:, 1], sides[:, 2]
-    means = np.stack([h._arrays[8][1][:, 0] if h._arrays[8] is not None else np.zeros(3) for h in heads])  # (n, 3)
+    off_rule = np.array([np.inf, 0.0, 0.0, 0.0, 0.0, 0.0], np.float32)  # apart inf: no two postures that far apart
+    sides = np.stack([off_rule if h._arrays[10] is None else h._arrays[10] for h in heads])  # (n, 6)
+    apart, buffer, limit, means = sides[:, 0], sides[:, 1], sides[:, 2], sides[:, 3:]
     far = np.abs(means[:, :, None] - means[:, None, :]) >= apart[:, None, None]  # (n, k, k')
     others = mask[:, None, :] & ~np.eye(mask.shape[1], dtype=bool)[None]  # (n, k, k'): the other calibrated postures
     # k is named under a turn where every other posture is far from it in angle and the row lies
@@ -509,8 +513,10 @@ def apply_heads(
     top = scores.argmax(axis=1)
     rows = np.arange(n)
     near = (np.where(mask, best, -np.inf).max(axis=1) >= gate) | (zed[rows, top] <= ANGLE_GATE_Z)
-    if any(len(h.sides) for h in heads):  # on the best posture's side of the angle, far from the others
-        near |= side_of(heads, off, mask) == top
+    # near no posture, but on the best one's side of the angle, far from the others (only the rows it may change)
+    ruled = np.flatnonzero(~near & np.array([h._arrays[10] is not None for h in heads]))
+    if len(ruled):
+        near[ruled] = side_of([heads[i] for i in ruled], off[ruled], mask[ruled]) == top[ruled]
     near &= finite & mask.any(axis=1)
     margins = np.stack([h._arrays[4] for h in heads])[rows, top]  # (n, 3): top against each
     lead = scores[rows, top][:, None] - scores
