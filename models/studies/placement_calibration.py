@@ -384,7 +384,9 @@ def run(
             sim, drawn = simulate_placement(rec, placement, limb, rng, vary if i else None)
             simulated.append(sim)
             bouts.append(drawn)
-            for draw in range(1, vary_draws if i and vary is not None else 1):  # the same session, held otherwise
+            for draw in range(1, vary_draws if i else 1):  # the same session, held otherwise
+                if vary is None:
+                    break
                 extra, drawn = simulate_placement(
                     rec, placement, limb, np.random.default_rng(int(vary.integers(2**32))), vary
                 )

@@ -439,9 +439,10 @@ def side_of(heads: Sequence[PersonalHead], off: np.ndarray, mask: np.ndarray) ->
     with np.errstate(invalid="ignore"):  # inf - inf where a turn does not count: nan, never past the buffer
         lead = off[:, None, :, :] - off[:, :, None, :]  # (n, k, k', T): degrees nearer k than k'
     beyond = np.where(others[..., None], far[..., None] & (lead >= 2.0 * buffer[:, None, None, None]), True)
-    named = beyond.all(axis=2) & (off <= limit[:, None, None]) & mask[:, :, None] & others.any(axis=2)[..., None]
-    named = named.any(axis=2)  # (n, k): under some turn that counts
-    return np.where(named.sum(axis=1) == 1, named.argmax(axis=1), -1)
+    alone = others.any(axis=2)  # (n, k): k has another calibrated posture to lie apart from
+    named = beyond.all(axis=2) & (off <= limit[:, None, None]) & (mask & alone)[:, :, None]
+    side = named.any(axis=2)  # (n, k): under some turn that counts
+    return np.where(side.sum(axis=1) == 1, side.argmax(axis=1), -1)
 
 
 def follow_walks(heads: Sequence[PersonalHead], base: np.ndarray, cues: np.ndarray, finite: np.ndarray) -> None:
@@ -516,7 +517,7 @@ def apply_heads(
     # near no posture, but on the best one's side of the angle, far from the others (only the rows it may change)
     ruled = np.flatnonzero(~near & np.array([h._arrays[10] is not None for h in heads]))
     if len(ruled):
-        near[ruled] = side_of([heads[i] for i in ruled], off[ruled], mask[ruled]) == top[ruled]
+        near[ruled] = side_of([heads[int(i)] for i in ruled], off[ruled], mask[ruled]) == top[ruled]
     near &= finite & mask.any(axis=1)
     margins = np.stack([h._arrays[4] for h in heads])[rows, top]  # (n, 3): top against each
     lead = scores[rows, top][:, None] - scores
