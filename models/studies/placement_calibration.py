@@ -41,6 +41,12 @@ wrist-like geometry, not a measurement on a pocket or a wrist.
     python -m harstream.models.studies.placement_calibration --subjects validation --placements thigh
     python -m harstream.models.studies.placement_calibration --walk-first     # each scored session's walk first
     python -m harstream.models.studies.placement_calibration --sway           # can sway alone tell sitting from standing?
+    python -m harstream.models.studies.placement_calibration --later-vary --vary-draws 2   # later bouts held otherwise
+
+``--later-vary``: the scored session's sitting and standing bouts are held
+in ways drawn from :mod:`~harstream.models.later_bouts` (legs crossed, a
+sofa, a foot on a rail; a forearm on a desk, holding a phone) and the device
+slips on the limb afresh each bout; the calibration session stays as above.
 
 ``--sway`` measures what the simulated placements' micro-motion can say at
 all: the simulated limb carries the waist's recorded sway through a rotation,
