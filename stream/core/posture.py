@@ -46,9 +46,10 @@ waist, whose postures differ by 2-25°), a still window that is near no
 posture by the gates above — a thigh crossed over the other, another
 chair, the phone shifted in the pocket — is near the best-scoring posture
 all the same where its angle lies on that posture's side of the midpoint
-by ``buffer`` and within ``limit`` of the posture's angle (:func:`side_of`):
+by ``buffer`` and within ``limit`` of the posture's angle, its direction
+within ``limit`` of one of the posture's prototypes (:func:`side_of`):
 between the two, and beyond the limit (unlike every calibrated posture,
-e.g. an uncalibrated lying at a waist), it stays STILL.
+e.g. an uncalibrated lying), it stays STILL.
 
 Half-turns: a phone put back into a pocket turned round (top down, or screen
 facing the other way) sees gravity with the signs of two of its components
@@ -423,12 +424,14 @@ def posture_scores(
     return np.where(mask, scores, -1e9), best, mask, anchored, np.where(mask[:, :, None], off, np.inf)
 
 
-def side_of(heads: Sequence[PersonalHead], off: np.ndarray, mask: np.ndarray) -> np.ndarray:
+def side_of(heads: Sequence[PersonalHead], off: np.ndarray, mask: np.ndarray, best: np.ndarray) -> np.ndarray:
     """Per row, the posture slot whose side of the angle from the walk the
-    row lies on (:data:`SIDES`), -1 where none (the head's rule is off, or
-    the row lies in a buffer or beyond the limit, or the postures near the
-    named one in angle leave it unsure, or two half-turns that count name
-    two postures). ``off``, ``mask``: from :func:`posture_scores`."""
+    row lies on (the sides rule, see the module doc), -1 where none (the
+    head's rule is off, or the row lies in the buffer, or farther than the
+    limit from the posture's angle or from its every prototype — unlike it
+    in the whole direction too, as an uncalibrated lying is — or a posture
+    near the named one in angle leaves it unsure, or two half-turns that
+    count name two postures). ``off``, ``mask``, ``best``: from :func:`posture_scores`."""
     off_rule = np.array([np.inf, 0.0, 0.0, 0.0, 0.0, 0.0], np.float32)  # apart inf: no two postures that far apart
     sides = np.stack([off_rule if h._arrays[10] is None else h._arrays[10] for h in heads])  # (n, 6)
     apart, buffer, limit, means = sides[:, 0], sides[:, 1], sides[:, 2], sides[:, 3:]
@@ -440,7 +443,8 @@ def side_of(heads: Sequence[PersonalHead], off: np.ndarray, mask: np.ndarray) ->
         lead = off[:, None, :, :] - off[:, :, None, :]  # (n, k, k', T): degrees nearer k than k'
     beyond = np.where(others[..., None], far[..., None] & (lead >= 2.0 * buffer[:, None, None, None]), True)
     alone = others.any(axis=2)  # (n, k): k has another calibrated posture to lie apart from
-    named = beyond.all(axis=2) & (off <= limit[:, None, None]) & (mask & alone)[:, :, None]
+    alike = best >= np.cos(np.deg2rad(limit))[:, None]  # (n, k): within the limit of a prototype, too
+    named = beyond.all(axis=2) & (off <= limit[:, None, None]) & (mask & alone & alike)[:, :, None]
     side = named.any(axis=2)  # (n, k): under some turn that counts
     return np.where(side.sum(axis=1) == 1, side.argmax(axis=1), -1)
 
@@ -517,7 +521,7 @@ def apply_heads(
     # near no posture, but on the best one's side of the angle, far from the others (only the rows it may change)
     ruled = np.flatnonzero(~near & np.array([h._arrays[10] is not None for h in heads]))
     if len(ruled):
-        near[ruled] = side_of([heads[int(i)] for i in ruled], off[ruled], mask[ruled]) == top[ruled]
+        near[ruled] = side_of([heads[int(i)] for i in ruled], off[ruled], mask[ruled], best[ruled]) == top[ruled]
     near &= finite & mask.any(axis=1)
     margins = np.stack([h._arrays[4] for h in heads])[rows, top]  # (n, 3): top against each
     lead = scores[rows, top][:, None] - scores
