@@ -340,10 +340,10 @@ def test_the_sides_rule_survives_the_file_and_older_files_keep_naming_as_they_di
     doc.update(walk_down=[0.0, 1.0, 0.0], walk_angle=[[90.0, 12.0], [0.0, 12.0]])
     doc["settings"]["angle_weight"] = 1.0
     old = read_personal_file(write_personal_file(tmp_path / "old.personal.json", doc))
-    doc["settings"]["sides"] = [40.0, 5.0, 45.0]
+    doc["settings"]["sides"] = [40.0, 10.0, 60.0]
     new = read_personal_file(write_personal_file(tmp_path / "new.personal.json", doc))
-    assert len(old.sides) == 0 and list(new.sides) == [40.0, 5.0, 45.0]
-    assert head_to_json(new)["settings"]["sides"] == [40.0, 5.0, 45.0] and "sides" not in head_to_json(old)["settings"]
+    assert len(old.sides) == 0 and list(new.sides) == [40.0, 10.0, 60.0]
+    assert head_to_json(new)["settings"]["sides"] == [40.0, 10.0, 60.0] and "sides" not in head_to_json(old)["settings"]
     # a thigh crossed over the other: 120° from the walk and rolled 40°, far from sitting's prototype and angle
     a, r = np.deg2rad(120.0), np.deg2rad(40.0)
     cues = np.array([[np.sin(a) * np.sin(r), np.cos(a), np.sin(a) * np.cos(r)] + [-3.0] * N_MOTION])
