@@ -519,7 +519,7 @@ def apply_heads(
     rows = np.arange(n)
     near = (np.where(mask, best, -np.inf).max(axis=1) >= gate) | (zed[rows, top] <= ANGLE_GATE_Z)
     # near no posture, but on the best one's side of the angle, far from the others (only the rows it may change)
-    ruled = np.flatnonzero(~near & np.array([h._arrays[10] is not None for h in heads]))
+    ruled = np.array([i for i in np.flatnonzero(~near).tolist() if heads[i]._arrays[10] is not None], np.intp)
     if len(ruled):
         near[ruled] = side_of([heads[int(i)] for i in ruled], off[ruled], mask[ruled], best[ruled]) == top[ruled]
     near &= finite & mask.any(axis=1)
