@@ -160,6 +160,22 @@ class PersonalSettings:
     #: (:func:`roll_free`), also show STILL where the angle favours another
     #: posture than the one named.
     angle_agrees: bool = True
+    #: The sides rule, ``(apart, buffer, limit)`` degrees (None: off): where
+    #: a posture's angle from the walk lies at least ``apart`` from every
+    #: other calibrated posture's (a thigh standing and sitting), a still
+    #: window too far from every posture to be near one, but on that
+    #: posture's side of the midpoint by ``buffer`` and within ``limit`` of
+    #: its angle, is near it (:func:`~harstream.stream.core.posture.side_of`).
+    #: Chosen on the validation subjects by the rule declared in
+    #: :mod:`harstream.models.studies.posture_sides` (docs/BENCHMARKS.md).
+    sides: tuple[float, float, float] | None = (40.0, 10.0, 60.0)
+    #: Cosine units a half-turn costs a posture's tilt while the device's
+    #: live walk has not shown it is in one: the device is taken to be as it
+    #: was calibrated unless a turn fits clearly better (a phone slid in the
+    #: pocket is not a phone turned round). 0: every allowed turn as likely.
+    #: Off: on the validation subjects it cost the turned figures and HAPT's
+    #: lying (:mod:`harstream.models.studies.posture_sides`).
+    turn_cost: float = 0.0
 
 
 def roll_free(settings: PersonalSettings) -> PersonalSettings:
@@ -399,6 +415,7 @@ def _head(
         motion_scale=scale.tolist(),
         motion_weight=settings.motion_weight,
         margins=(np.zeros((k, k)) if margins is None else margins).tolist(),
+        turn_cost=settings.turn_cost,
         **(fit_discriminant(features) if features is not None and settings.discriminant else {}),
         **(walk_angles(walk_down, cues, settings) if walk_down is not None and settings.walk_anchor else {}),
     )
@@ -409,7 +426,7 @@ def walk_angles(walk_down: np.ndarray, cues: Sequence[np.ndarray], settings: Per
     :attr:`PersonalSettings.angle_spread`), as :class:`PersonalHead` arguments.
 
     >>> walk_angles(np.array([1.0, 0.0, 0.0]), [np.array([[0.0, 1.0, 0.0] + [0.0] * 6])], PersonalSettings())
-    {'walk_down': [1.0, 0.0, 0.0], 'walk_angle': [[90.0, 12.0]], 'angle_weight': 1.0, 'angle_abstain': False}
+    {'walk_down': [1.0, 0.0, 0.0], 'walk_angle': [[90.0, 12.0]], 'angle_weight': 1.0, 'angle_abstain': False, 'sides': [40.0, 10.0, 60.0]}
     """
     rows = []
     for c in cues:
@@ -420,6 +437,7 @@ def walk_angles(walk_down: np.ndarray, cues: Sequence[np.ndarray], settings: Per
         "walk_angle": rows,
         "angle_weight": settings.angle_weight,
         "angle_abstain": settings.angle_abstain,
+        **({"sides": [float(v) for v in settings.sides]} if settings.sides else {}),
     }
 
 
@@ -742,6 +760,20 @@ def describe(
                     else "."
                 )
             )
+    if len(head.sides) == 3 and len(head.postures) >= 2:
+        apart, buffer, limit = head.sides
+        angles = dict(zip(head.postures, (row[0] for row in head.walk_angle)))
+        far = [
+            f"{_said(a)} and {_said(b)}"
+            for a, b in itertools.combinations(head.postures, 2)
+            if abs(angles[a] - angles[b]) >= apart
+        ]
+        if far:
+            lines.append(
+                f"{'; '.join(far).capitalize()} lie far apart in that tilt: a still device on one's side of the "
+                f"midpoint (by {buffer:.0f}°, within {limit:.0f}° of it) is named so even held otherwise "
+                "(another chair, legs crossed, the device shifted); STILL between them."
+            )
     for pair in pairs:
         a, b = (_said(p) for p in pair.postures)
         if not pair.separable:
@@ -761,6 +793,11 @@ def describe(
         lost = [TURN_WORDS[t] for t in TURN_WORDS if t not in head.turns]
         if kept:
             lines.append(f"Postures keep their names when the device comes back turned: {'; '.join(kept)}.")
+            if head.turn_cost:
+                lines.append(
+                    "Until its next walk shows how it sits, the device is taken as calibrated unless a turn fits "
+                    "clearly better (a phone that slid in the pocket is not one turned round)."
+                )
         if lost:
             lines.append(
                 f"Put back turned ({'; '.join(lost)}) the postures would look alike: it shows STILL or the "

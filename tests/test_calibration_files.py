@@ -333,6 +333,75 @@ def test_an_angle_abstain_setting_that_is_not_true_or_false_is_refused_by_name(f
     assert event.kind == "refused" and "settings: angle_abstain: expected true or false" in event.reason
 
 
+def test_the_sides_rule_survives_the_file_and_older_files_keep_naming_as_they_did(tmp_path):
+    from harstream.stream.core.posture import apply_heads
+
+    doc = good_doc()  # sitting 90° from the walk (along y), standing 0°
+    doc.update(walk_down=[0.0, 1.0, 0.0], walk_angle=[[90.0, 12.0], [0.0, 12.0]])
+    doc["settings"]["angle_weight"] = 1.0
+    old = read_personal_file(write_personal_file(tmp_path / "old.personal.json", doc))
+    doc["settings"]["sides"] = [40.0, 10.0, 60.0]
+    new = read_personal_file(write_personal_file(tmp_path / "new.personal.json", doc))
+    assert len(old.sides) == 0 and list(new.sides) == [40.0, 10.0, 60.0]
+    assert head_to_json(new)["settings"]["sides"] == [40.0, 10.0, 60.0] and "sides" not in head_to_json(old)["settings"]
+    # a thigh crossed over the other: 120° from the walk and rolled 40°, far from sitting's prototype and angle
+    a, r = np.deg2rad(120.0), np.deg2rad(40.0)
+    cues = np.array([[np.sin(a) * np.sin(r), np.cos(a), np.sin(a) * np.cos(r)] + [-3.0] * N_MOTION])
+
+    def named(head) -> str:
+        return head.classes[int(head.pick(apply_heads(np.array([[0.0, 0.0, 0.0, 1.0]]), cues, [head]))[0].argmax())]
+
+    assert named(old) == "STILL"  # written before the rule: serves as it always did
+    assert named(new) == "SITTING"
+
+
+@pytest.mark.parametrize(
+    "sides, words",
+    [
+        ([40.0, 5.0], "settings: sides: shape (2,), expected (3,)"),
+        ([40.0, -5.0, 45.0], "settings: sides: values must be"),
+    ],
+)
+def test_a_sides_rule_out_of_shape_or_range_is_refused_by_name(folder, sides, words):
+    doc = good_doc()
+    doc.update(walk_down=[0.0, 1.0, 0.0], walk_angle=[[90.0, 12.0], [0.0, 12.0]])
+    doc["settings"].update(angle_weight=1.0, sides=sides)
+    (folder.path / "w.personal.json").write_text(json.dumps(doc))
+    (event,) = folder.settle()
+    assert event.kind == "refused" and words in event.reason
+
+
+def test_a_turn_cost_survives_the_file_and_older_files_match_every_allowed_turn_alike(tmp_path):
+    from harstream.stream.core.posture import apply_heads
+
+    # standing along y; sitting such that turned top down it lies 25° from standing (the fit allows that turn)
+    a = np.deg2rad(25.0)
+    doc = good_doc()
+    doc["prototypes"] = {"SITTING": [[-np.sin(a), -np.cos(a), 0.0]], "STANDING": [[0.0, 1.0, 0.0]]}
+    old = read_personal_file(write_personal_file(tmp_path / "old.personal.json", doc))
+    doc["settings"]["turn_cost"] = 0.1
+    new = read_personal_file(write_personal_file(tmp_path / "new.personal.json", doc))
+    assert old.turn_cost == 0.0 and new.turn_cost == 0.1
+    assert head_to_json(new)["settings"]["turn_cost"] == 0.1 and "turn_cost" not in head_to_json(old)["settings"]
+    # standing, the phone slid 15° in the pocket: 10° from sitting seen through the half-turn
+    b = np.deg2rad(15.0)
+    cues = np.array([[np.sin(b), np.cos(b), 0.0] + [-3.0] * N_MOTION])
+
+    def named(head) -> str:
+        return head.classes[int(head.pick(apply_heads(np.array([[0.0, 0.0, 0.0, 1.0]]), cues, [head]))[0].argmax())]
+
+    assert named(old) == "SITTING"  # written before the cost: as it always did, through the turn
+    assert named(new) == "STANDING"  # the device as calibrated, unless a turn fits clearly better
+
+
+def test_a_turn_cost_out_of_range_is_refused_by_name(folder):
+    doc = good_doc()
+    doc["settings"]["turn_cost"] = 5.0
+    (folder.path / "w.personal.json").write_text(json.dumps(doc))
+    (event,) = folder.settle()
+    assert event.kind == "refused" and "settings: turn_cost: values must be finite and within 0..2" in event.reason
+
+
 def test_a_model_written_into_the_folder_serves_within_a_few_polls_not_an_interval(tmp_path):
     """The folder's own change is seen at the next poll (0.1 s in the worker),
     the file loaded one settling look later, long before the next full look."""

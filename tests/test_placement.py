@@ -4,6 +4,7 @@ artifact, and ``harstream calibrate`` on small labelled CSVs."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -360,6 +361,31 @@ def test_a_thigh_on_another_chair_still_sits_by_its_angle_from_the_walk(tmp_path
     assert sitting.count("SITTING") >= 0.9 * len(sitting)
 
 
+def test_a_thigh_crossed_over_the_other_still_sits_though_like_no_calibrated_bout(tmp_path, capsys):
+    head, doc = calibrate(
+        tmp_path,
+        [
+            _activity("WALKING", 30, POCKET_STAND, True, 0),
+            _activity("SITTING", 30, POCKET_SIT, False, 1),
+            _activity("STANDING", 30, POCKET_STAND, False, 2),
+        ],
+    )
+    assert doc["settings"]["sides"] == [40.0, 10.0, 60.0]  # the calibration's default
+    # the thigh rolled 40° about its length and the knee raised 30° more (this thigh on top)
+    raised = _rolled(_rolled(POCKET_SIT, POCKET_STAND, 40.0), np.cross(POCKET_STAND, POCKET_SIT), 30.0)
+    down = np.asarray(raised) / np.linalg.norm(raised)
+    protos = np.asarray(head.prototypes["SITTING"])
+    assert np.degrees(np.arccos((protos @ down).max())) > head.max_angle
+    sitting_angle, spread = head.walk_angle[0]
+    assert abs(np.degrees(np.arccos(down @ np.asarray(head.walk_down))) - sitting_angle) > 2 * spread
+    # walked to the sofa (the device's walk shows it is as calibrated, no half-turn), then sat so
+    rows = _activity("WALKING", 20, POCKET_STAND, True, 7) + _activity("SITTING", 30, raised, False, 14)
+    sitting = shown_in_order(dataclasses.replace(head), rows, np.ones(3))[-12:]  # well inside the sitting
+    assert sitting.count("SITTING") >= 11, sitting
+    without = shown_in_order(dataclasses.replace(head, sides=()), rows, np.ones(3))[-12:]  # the rule off: STILL
+    assert without.count("STILL") >= 11, without
+
+
 def _forearm(flexion: float, roll: float) -> tuple[float, float, float]:
     """Gravity on a forearm flexed ``flexion`` degrees from hanging (hanging: along x) and rolled ``roll``."""
     f, r = np.deg2rad(flexion), np.deg2rad(roll)
@@ -503,3 +529,57 @@ def test_where_the_calibration_trusts_the_angle_a_posture_the_angle_argues_again
     # on standing's prototype, but its angle (0°) is sitting's (20°) more than standing's (45°)
     assert _shown(_overlapping_head(True, sitting_angle=20.0, standing_angle=45.0, trusted=True), 0.0) == "STILL"
     assert _shown(_overlapping_head(True, sitting_angle=20.0, standing_angle=45.0, trusted=False), 0.0) == "STANDING"
+
+
+def _thigh_head(sides=(40.0, 10.0, 60.0), postures=("SITTING", "STANDING"), angles=((85.0, 12.0), (5.0, 12.0))):
+    """A thigh's head, the walk along y: sitting 85° from it, standing 5° (prototypes there, unrolled)."""
+    from harstream.stream.core.posture import PersonalHead
+
+    protos = {p: [_from_walk(a[0], 0.0)] for p, a in zip(postures, angles)}
+    return PersonalHead(
+        "phone:a", "p", "any@1", postures, protos,
+        motion_mean=[[-3.0] * 6] * len(postures), motion_scale=[1.0] * 6,
+        margins=(2.0 * (1 - np.eye(len(postures)))).tolist(),
+        walk_down=[0.0, 1.0, 0.0], walk_angle=[list(a) for a in angles], sides=sides,
+    )  # fmt: skip
+
+
+def _from_walk(degrees: float, roll: float) -> list[float]:
+    """Gravity ``degrees`` from the walk (along y), rolled ``roll`` degrees about the walk's direction."""
+    a, r = np.deg2rad(degrees), np.deg2rad(roll)
+    return [float(np.sin(a) * np.cos(r)), float(np.cos(a)), float(np.sin(a) * np.sin(r))]
+
+
+def _named(head, degrees: float, roll: float = 0.0) -> str:
+    from harstream.stream.core.posture import apply_heads
+
+    cues = np.array([_from_walk(degrees, roll) + [-3.0] * 6])
+    return head.classes[int(head.pick(apply_heads(np.array([[0.0, 0.0, 0.0, 1.0]]), cues, [head]))[0].argmax())]
+
+
+def test_a_thigh_crossed_over_the_other_sits_by_the_side_of_the_midpoint_it_lies_on():
+    # the knee raised to 115° and the thigh rolled 40°: more than two spreads from sitting's 85°, 30° from every prototype
+    assert _named(_thigh_head(sides=()), 115.0, 40.0) == "STILL"  # without the rule: honest, exact-wrong
+    assert _named(_thigh_head(), 115.0, 40.0) == "SITTING"
+    assert _named(_thigh_head(), 62.0, -35.0) == "SITTING"  # perched on a stool, the phone turned in the pocket
+    assert _named(_thigh_head(), 34.0, 45.0) == "STANDING"  # a foot up on a rail, the phone turned in the pocket
+
+
+def test_a_still_thigh_between_its_postures_or_beyond_them_stays_still():
+    head = _thigh_head()
+    assert _named(head, 45.0) == "STILL"  # the midpoint (within the buffer): either could be it
+    assert _named(head, 42.0, 30.0) == "STILL"
+    assert _named(head, 150.0) == "STILL"  # beyond the limit: like neither (a leg up a wall)
+    # on sitting's side in angle, but 90° from its every direction: lying on a side, not calibrated
+    assert _named(head, 120.0, 90.0) == "STILL"
+
+
+def test_where_calibrated_postures_lie_close_in_angle_an_uncalibrated_lying_stays_still():
+    # a waist: standing 5° from the walk, sitting leaning back 20°; lying is 90° from the walk
+    head = _thigh_head(angles=((20.0, 12.0), (5.0, 12.0)))
+    assert _named(head, 90.0) == "STILL"
+    assert _named(head, 60.0, 40.0) == "STILL"
+    # a thigh that calibrated lying too: sitting and lying lie close, so the rule names neither there
+    three = _thigh_head(postures=("SITTING", "STANDING", "LAYING"), angles=((85.0, 12.0), (5.0, 12.0), (95.0, 12.0)))
+    assert _named(three, 125.0, 40.0) == "STILL"
+    assert _named(three, 34.0, 45.0) == "STANDING"  # standing lies far from both

@@ -150,6 +150,7 @@ def study_subject(
     settings: PersonalSettings,
     walk_first: bool = False,
     follow_walk: bool = True,
+    turns: Sequence[str] = tuple(TURNS),
 ) -> dict:
     first, *later = sorted(recs, key=lambda r: r.name)
     if walk_first:
@@ -166,8 +167,8 @@ def study_subject(
         "fit_seconds": round(fit.seconds, 2),
         "scored_on": [r.name for r in later],
     }
-    for variant, signs in TURNS.items():
-        turn = np.diag(signs) @ rotation
+    for variant in turns:  # as worn, and put back turned
+        turn = np.diag(TURNS[variant]) @ rotation
         raw, shown, truth = [], [], []
         for rec in later:
             r, s, t = published(fit.head, base, rotate_samples(rec.samples, turn), np.asarray(rec.labels), follow_walk)
@@ -206,6 +207,7 @@ def run(
     seed: int,
     walk_first: bool = False,
     follow_walk: bool = True,
+    turns: Sequence[str] = tuple(TURNS),
 ):
     data = load_dataset()
     base = load_artifact(ANY_MODEL)
@@ -216,7 +218,7 @@ def run(
         if len(recs) < 2:
             print(f"subject {subject}: one session only, skipped", file=sys.stderr)
             continue
-        row = study_subject(recs, rotation, base, activities, seconds, settings, walk_first, follow_walk)
+        row = study_subject(recs, rotation, base, activities, seconds, settings, walk_first, follow_walk, turns)
         print(json.dumps({k: v for k, v in row.items() if not k.endswith(("per_class", "postures"))}), flush=True)
         rows.append(row)
     summary = summarise(rows)
@@ -239,8 +241,9 @@ def summarise(rows: Sequence[dict]) -> dict:
         if key.startswith(("raw_", "shown_")) and not key.endswith(("per_class", "postures")):
             summary[key] = round(float(np.mean([r[key] for r in rows])), 4)
             summary[key + "_min"] = round(float(np.min([r[key] for r in rows])), 4)
+    scored = [t for t in TURNS if rows and f"shown_{t}" in rows[0]]
     for what in ("raw", "shown"):
-        for variant in TURNS:
+        for variant in scored:
             per = [r[f"{what}_{variant}_per_class"] for r in rows]
             summary[f"{what}_{variant}_per_class"] = {
                 c: round(float(np.mean([p[c] for p in per if c in p])), 4)
@@ -248,7 +251,7 @@ def summarise(rows: Sequence[dict]) -> dict:
                 if any(c in p for p in per)
             }
     for what in ("raw", "shown"):
-        for variant in TURNS:
+        for variant in scored:
             outcomes = [r[f"{what}_{variant}_postures"] for r in rows if f"{what}_{variant}_postures" in r]
             if outcomes:
                 summary[f"{what}_{variant}_postures"] = {
@@ -296,6 +299,18 @@ def add_head_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-live-walk", action="store_true", help="heads do not follow the device's live walk")
     parser.add_argument(
+        "--sides",
+        type=float,
+        nargs=3,
+        metavar=("APART", "BUFFER", "LIMIT"),
+        default=defaults.sides,
+        help="the sides rule's degrees (PersonalSettings.sides)",
+    )
+    parser.add_argument("--no-sides", action="store_true", help="the sides rule off")
+    parser.add_argument(
+        "--turn-cost", type=float, default=defaults.turn_cost, help="cosine units a half-turn costs (PersonalSettings)"
+    )
+    parser.add_argument(
         "--walk-first", action="store_true", help="score sessions with their first walk moved to the start (simulated)"
     )
 
@@ -312,6 +327,8 @@ def head_settings(args: argparse.Namespace) -> PersonalSettings:
         roll_free=not args.no_roll_free,
         angle_abstain=args.angle_abstain,
         angle_agrees=not args.no_angle_agrees,
+        sides=None if args.no_sides or args.sides is None else tuple(args.sides),
+        turn_cost=args.turn_cost,
     )
 
 

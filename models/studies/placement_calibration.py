@@ -41,6 +41,12 @@ wrist-like geometry, not a measurement on a pocket or a wrist.
     python -m harstream.models.studies.placement_calibration --subjects validation --placements thigh
     python -m harstream.models.studies.placement_calibration --walk-first     # each scored session's walk first
     python -m harstream.models.studies.placement_calibration --sway           # can sway alone tell sitting from standing?
+    python -m harstream.models.studies.placement_calibration --later-vary --vary-draws 2   # later bouts held otherwise
+
+``--later-vary``: the scored session's sitting and standing bouts are held
+in ways drawn from :mod:`~harstream.models.later_bouts` (legs crossed, a
+sofa, a foot on a rail; a forearm on a desk, holding a phone) and the device
+slips on the limb afresh each bout; the calibration session stays as above.
 
 ``--sway`` measures what the simulated placements' micro-motion can say at
 all: the simulated limb carries the waist's recorded sway through a rotation,
@@ -75,6 +81,7 @@ from harstream.stream.data.recordings import UCI_TEST_SUBJECTS, Recording, load_
 
 from ..artifact import ANY_MODEL, load_artifact
 from ..augment import WAIST_SIDEWAYS, WAIST_UP, LimbMotion, simulate_limb, uniform_rotations
+from ..later_bouts import LATER_WAYS, draw_slip, draw_way, way_rotation
 from ..personal import PersonalSettings
 from .calibration import (
     DEFAULT_ACTIVITIES,
@@ -169,11 +176,22 @@ def _runs(labels: np.ndarray) -> list[tuple[int, int, int]]:
 
 
 def simulate_placement(
-    rec: Recording, placement: str, limb: LimbMotion, rng: np.random.Generator
+    rec: Recording,
+    placement: str,
+    limb: LimbMotion,
+    rng: np.random.Generator,
+    vary: np.random.Generator | None = None,
 ) -> tuple[Recording, list[dict]]:
     """``rec`` as a device on ``placement`` (in the limb's frame: turn it
     with the pocket's orientation afterwards) would have recorded it, and the
-    angle drawn for each still bout (see the module doc)."""
+    angle drawn for each still bout (see the module doc).
+
+    ``vary``: the later bouts vary (:mod:`~harstream.models.later_bouts`,
+    drawn from this generator): each sitting and standing bout is held in a
+    way drawn from :data:`~harstream.models.later_bouts.LATER_WAYS` instead
+    of :data:`POSTURE_ANGLES`, and the device slips on the limb afresh for
+    every labelled bout, moving ones included (``rng`` draws what it draws
+    without, so the limb and pocket of later subjects stay the same)."""
     from scipy.spatial.transform import Rotation, Slerp
 
     samples = np.asarray(rec.samples, np.float64)
@@ -182,22 +200,36 @@ def simulate_placement(
     hanging = limb_reading(limb.offset, 0.0)  # the swing's rest: what simulate_limb gives with the gate shut
     runs = _runs(labels)
     fixed: list[np.ndarray | None] = []  # each run's rotation (None: interpolated)
+    slips: list[np.ndarray] = []  # each run's slip of the device on the limb (identity without ``vary``)
     drawn = []
     for start, end, label in runs:
+        slip = draw_slip(placement, vary) if vary is not None and label >= 1 else np.eye(3)
+        slips.append(slip)
         if label in _MOVING_LABELS:
-            fixed.append(hanging)
+            fixed.append(slip @ hanging)
         elif label in _POSTURE_LABELS:
             posture = _POSTURE_LABELS[label]
             flexion, roll = POSTURE_ANGLES[placement][posture].draw(rng)
+            held = limb_reading(flexion, roll)
+            way = None
+            if vary is not None and posture in LATER_WAYS[placement]:
+                way = draw_way(placement, posture, vary)
+                flexion, roll = way.flexion[0], way.roll[0]
+                held = way_rotation(way)
             down = samples[start:end, 0:3].mean(axis=0)  # the waist's gravity in this bout
             # the waist's own tilt removed, the limb's put in; its sway carried through
-            fixed.append(limb_reading(flexion, roll) @ _aligning(down, WAIST_UP))
+            fixed.append(slip @ held @ _aligning(down, WAIST_UP))
             drawn.append(
                 {
                     "posture": posture,
                     "seconds": round((end - start) / rec.rate, 1),
                     "flexion": round(flexion, 1),
                     "roll": round(roll, 1),
+                    **(
+                        {"way": way.name, "sideways": round(way.sideways[0], 1), "slip_deg": _degrees(slip)}
+                        if way is not None
+                        else {}
+                    ),
                 }
             )
         else:
@@ -224,9 +256,16 @@ def simulate_placement(
     own = Rotation.from_matrix(step).as_rotvec() * rec.rate
     own = np.concatenate([own[:1], 0.5 * (own[1:] + own[:-1]), own[-1:]])
     out[:, 3:6] = np.einsum("nij,nj->ni", rotation, samples[:, 3:6]) + own
-    moving = np.isin(labels, _MOVING_LABELS)
-    out[moving] = swinging[moving]
+    for (start, end, label), slip in zip(runs, slips):
+        if label in _MOVING_LABELS:  # the swinging limb, read by the device as it sits on it in this run
+            out[start:end, 0:3] = swinging[start:end, 0:3] @ slip.T
+            out[start:end, 3:6] = swinging[start:end, 3:6] @ slip.T
     return replace(rec, name=f"{rec.name}@{placement}", samples=out), drawn
+
+
+def _degrees(rotation: np.ndarray) -> float:
+    """How far ``rotation`` turns (degrees)."""
+    return round(float(np.degrees(np.arccos(np.clip((np.trace(rotation) - 1.0) / 2.0, -1.0, 1.0)))), 1)
 
 
 _SWAY_SAMPLES = 512  # 10.24 s
@@ -330,10 +369,15 @@ def run(
     seed: int,
     walk_first: bool = False,
     follow_walk: bool = True,
+    later_vary: bool = False,
+    vary_draws: int = 1,
+    turns: Sequence[str] | None = None,
 ) -> dict:
     data = load_dataset()
     base = load_artifact(ANY_MODEL)
     rng = np.random.default_rng([seed, PLACEMENTS.index(placement)])
+    # the later bouts' ways and slips from their own generator: the limbs and pockets stay those without them
+    vary = np.random.default_rng([seed, PLACEMENTS.index(placement), 1]) if later_vary else None
     rows = []
     for subject, pocket in zip(subjects, uniform_rotations(len(subjects), rng)):
         recs = sorted(data.of_subjects([subject]), key=lambda r: r.name)
@@ -342,11 +386,21 @@ def run(
             continue
         limb = LimbMotion.draw(placement, rng)
         simulated, bouts = [], []
-        for rec in recs:
-            sim, drawn = simulate_placement(rec, placement, limb, rng)
+        for i, rec in enumerate(recs):  # the first session calibrates (as study_subject takes it); the rest vary
+            sim, drawn = simulate_placement(rec, placement, limb, rng, vary if i else None)
             simulated.append(sim)
             bouts.append(drawn)
-        row = study_subject(simulated, pocket, base, activities, seconds, settings, walk_first, follow_walk)
+            for draw in range(1, vary_draws if i else 1):  # the same session, held otherwise
+                if vary is None:
+                    break
+                extra, drawn = simulate_placement(
+                    rec, placement, limb, np.random.default_rng(int(vary.integers(2**32))), vary
+                )
+                simulated.append(replace(extra, name=f"{extra.name}#{draw}"))
+                bouts.append(drawn)
+        row = study_subject(
+            simulated, pocket, base, activities, seconds, settings, walk_first, follow_walk, *([turns] if turns else [])
+        )
         row["placement"] = placement
         row["limb"] = limb.__dict__
         row["bouts"] = bouts
@@ -365,6 +419,8 @@ def run(
         "seed": seed,
         "base_model": base.model_id,
         "rate_hz": RATE_HZ,
+        "later_vary": later_vary,
+        "vary_draws": vary_draws if later_vary else 0,
         "rows": rows,
         "summary": summarise(rows),
     }
@@ -383,6 +439,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(REPORT))
     parser.add_argument("--sway", action="store_true", help="only: sway alone, sitting vs standing, training subjects")
+    parser.add_argument(
+        "--later-vary",
+        action="store_true",
+        help="the scored session's postures held in other ways, the device slipping between bouts (models/later_bouts.py)",
+    )
+    parser.add_argument(
+        "--vary-draws",
+        type=int,
+        default=1,
+        help="with --later-vary: the scored session this many times, each held otherwise",
+    )
     args = parser.parse_args(argv)
     if args.sway:
         held_out = {*UCI_TEST_SUBJECTS, *VALIDATION_SUBJECTS}
@@ -407,8 +474,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.seed,
             args.walk_first,
             not args.no_live_walk,
+            args.later_vary,
+            args.vary_draws,
         )
-        print(f"\n{placement}, {settings}, subjects {args.subjects}")
+        print(f"\n{placement}{' (later bouts vary)' if args.later_vary else ''}, {settings}, subjects {args.subjects}")
         print(table(report), flush=True)
         save_run(out, runs, report, args)
     return 0

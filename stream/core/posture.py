@@ -39,11 +39,27 @@ calibration's check chose to trust the angle over the roll
 (``angle_trusted``), a posture the angle argues against (it lies nearer, in
 spreads, another posture's) is not named either.
 
+The sides rule (``sides``: apart, buffer, limit, degrees): where a
+posture's angle from the walk lies at least ``apart`` from every other
+calibrated posture's (a thigh: standing near 0°, sitting near 90°; never a
+waist, whose postures differ by 2-25°), a still window that is near no
+posture by the gates above — a thigh crossed over the other, another
+chair, the phone shifted in the pocket — is near the best-scoring posture
+all the same where its angle lies on that posture's side of the midpoint
+by ``buffer`` and within ``limit`` of the posture's angle, its direction
+within ``limit`` of one of the posture's prototypes (:func:`side_of`):
+between the two, and beyond the limit (unlike every calibrated posture,
+e.g. an uncalibrated lying), it stays STILL.
+
 Half-turns: a phone put back into a pocket turned round (top down, or screen
 facing the other way) sees gravity with the signs of two of its components
 flipped. :data:`TURNS` are those sign patterns; a head matches the current
 direction against its prototypes under the turns it allows (decided when it
-was fitted: only where the calibrated postures stay apart under them).
+was fitted: only where the calibrated postures stay apart under them). A
+head's ``turn_cost`` (cosine units) is taken off a match under a half-turn
+while the device's live walk has not shown which turn it is in: the device
+is as calibrated unless a turn fits clearly better (a phone that slid in
+the pocket is not one turned round).
 
 >>> head = PersonalHead(
 ...     "phone:a", "personal@1", "any@2", ("SITTING", "STANDING"),
@@ -216,6 +232,10 @@ class PersonalHead:
     angle_weight: float = 1.0
     angle_abstain: bool = False  # STILL where only the angle speaks and two postures' angles overlap (AMBIGUOUS_Z)
     angle_trusted: bool = False  # the fit trusted the angle over the roll: with angle_abstain, it must agree
+    # the sides rule: (apart, buffer, limit) degrees, empty: off (see :func:`side_of` and the module doc)
+    sides: Sequence[float] = ()
+    # cosine units a half-turn costs before the device's walk shows it is in one (0: none)
+    turn_cost: float = 0.0
     # a linear discriminant on the shared model's own window features (its feature
     # stage's output for the current window): mean, scale (F,), coef (F, postures), intercept
     feature_mean: Sequence[float] = ()
@@ -282,6 +302,13 @@ class PersonalHead:
                 intercept,
             )
         anchor = (walks, angles) if anchored else None
+        # the sides rule's numbers (apart, buffer, limit) and each posture slot's angle from the walk;
+        # None: off (as without a walking anchor)
+        sides = (
+            np.concatenate([np.asarray(self.sides, np.float32), angles[:, 0]])
+            if anchored and len(self.sides) == 3
+            else None
+        )
         self._arrays = (
             turned,
             penalty,
@@ -292,7 +319,9 @@ class PersonalHead:
             np.array(columns),
             discriminant,
             anchor,
-            np.where(allowed, 0.0, -10.0).astype(np.float32),  # the turns allowed at fit time, as a penalty
+            # the turns allowed at fit time, as a penalty; a turn costs turn_cost until the device's walk shows it
+            np.where(allowed, np.where(np.arange(len(TURNS)) == 0, 0.0, -self.turn_cost), -10.0).astype(np.float32),
+            sides,
         )
         self.live_walk = None
         self.live_turn = None
@@ -333,13 +362,15 @@ LDA_CLIP = 20.0
 
 def posture_scores(
     heads: Sequence[PersonalHead], cues: np.ndarray, features: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """``(scores, best cosine, usable, angle z)`` per row and posture slot, row ``i``
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(scores, best cosine, usable, angle z, angle off)`` per row and posture slot, row ``i``
     scored by ``heads[i]`` (a slot is usable where the posture was
     calibrated and the row has what its head needs: the shared model's
     features ``features[i]`` for a head with a feature discriminant;
     unusable slots score -1e9; angle z: how many spreads the row's angle
-    from the walk lies from the posture's, inf without a walking anchor)."""
+    from the walk lies from the posture's, inf without a walking anchor;
+    angle off ``(n, 3, turns)``: how many degrees it lies from the
+    posture's, under each half-turn that counts, inf elsewhere)."""
     cues = np.asarray(cues, np.float32)
     turned = np.stack([h._arrays[0] for h in heads])  # (n, 3, T, P, 3)
     turn_penalty = np.stack([h._arrays[9] for h in heads])  # (n, T): 0 where the turn counts
@@ -358,6 +389,7 @@ def posture_scores(
     best = per_turn.max(axis=2)  # (n, 3)
     tilt = sharp * best
     anchored = np.full(best.shape, np.inf, np.float32)  # (n, 3): z of the angle from the walk
+    off = np.full(per_turn.shape, np.inf, np.float32)  # (n, 3, T): degrees from the posture's angle, per turn
     with_anchor = [i for i, h in enumerate(heads) if h._arrays[8] is not None]
     if with_anchor:
         a = np.asarray(with_anchor)
@@ -367,7 +399,9 @@ def posture_scores(
                 walks[r, live[i]] = heads[i].live_walk
         angles = np.stack([heads[i]._arrays[8][1] for i in with_anchor])  # (m, 3, 2)
         degrees = np.degrees(np.arccos(np.clip(np.einsum("mtd,md->mt", walks, cues[a, :3]), -1.0, 1.0)))
-        zed = np.abs(degrees[:, None, :] - angles[:, :, :1]) / angles[:, :, 1:]  # (m, 3, T)
+        apart = np.abs(degrees[:, None, :] - angles[:, :, :1])  # (m, 3, T)
+        zed = apart / angles[:, :, 1:]
+        off[a] = np.where(per_turn[a] > -5.0, apart, np.inf)
         w = np.array([heads[i].angle_weight for i in with_anchor], np.float32)[:, None, None]
         term = np.maximum(-0.5 * w * zed * zed, -MOTION_CLIP)
         tilt[a] = (sharp[a][:, :, None] * per_turn[a] + term).max(axis=2)
@@ -387,7 +421,32 @@ def posture_scores(
             centred = (f - np.stack([p[0] for p in parts])) / np.stack([p[1] for p in parts])
             lda = np.einsum("nf,nfk->nk", centred, np.stack([p[2] for p in parts])) + np.stack([p[3] for p in parts])
             scores[fits] += np.clip(np.nan_to_num(lda), -LDA_CLIP, LDA_CLIP)
-    return np.where(mask, scores, -1e9), best, mask, anchored
+    return np.where(mask, scores, -1e9), best, mask, anchored, np.where(mask[:, :, None], off, np.inf)
+
+
+def side_of(heads: Sequence[PersonalHead], off: np.ndarray, mask: np.ndarray, best: np.ndarray) -> np.ndarray:
+    """Per row, the posture slot whose side of the angle from the walk the
+    row lies on (the sides rule, see the module doc), -1 where none (the
+    head's rule is off, or the row lies in the buffer, or farther than the
+    limit from the posture's angle or from its every prototype — unlike it
+    in the whole direction too, as an uncalibrated lying is — or a posture
+    near the named one in angle leaves it unsure, or two half-turns that
+    count name two postures). ``off``, ``mask``, ``best``: from :func:`posture_scores`."""
+    off_rule = np.array([np.inf, 0.0, 0.0, 0.0, 0.0, 0.0], np.float32)  # apart inf: no two postures that far apart
+    sides = np.stack([off_rule if h._arrays[10] is None else h._arrays[10] for h in heads])  # (n, 6)
+    apart, buffer, limit, means = sides[:, 0], sides[:, 1], sides[:, 2], sides[:, 3:]
+    far = np.abs(means[:, :, None] - means[:, None, :]) >= apart[:, None, None]  # (n, k, k')
+    others = mask[:, None, :] & ~np.eye(mask.shape[1], dtype=bool)[None]  # (n, k, k'): the other calibrated postures
+    # k is named under a turn where every other posture is far from it in angle and the row lies
+    # past the midpoint between them by the buffer, and within the limit of k's angle
+    with np.errstate(invalid="ignore"):  # inf - inf where a turn does not count: nan, never past the buffer
+        lead = off[:, None, :, :] - off[:, :, None, :]  # (n, k, k', T): degrees nearer k than k'
+    beyond = np.where(others[..., None], far[..., None] & (lead >= 2.0 * buffer[:, None, None, None]), True)
+    alone = others.any(axis=2)  # (n, k): k has another calibrated posture to lie apart from
+    alike = best >= np.cos(np.deg2rad(limit))[:, None]  # (n, k): within the limit of a prototype, too
+    named = beyond.all(axis=2) & (off <= limit[:, None, None]) & (mask & alone & alike)[:, :, None]
+    side = named.any(axis=2)  # (n, k): under some turn that counts
+    return np.where(side.sum(axis=1) == 1, side.argmax(axis=1), -1)
 
 
 def follow_walks(heads: Sequence[PersonalHead], base: np.ndarray, cues: np.ndarray, finite: np.ndarray) -> None:
@@ -453,12 +512,16 @@ def apply_heads(
     cues = np.asarray(cues, np.float32)
     finite = np.isfinite(cues).all(axis=1)
     cues = np.where(finite[:, None], cues, 0.0)
-    scores, best, mask, zed = posture_scores(heads, cues, features)
+    scores, best, mask, zed, off = posture_scores(heads, cues, features)
     follow_walks(heads, base, cues, finite)  # after: a window's walk counts for the windows after it
     gate = np.array([np.cos(np.deg2rad(h.max_angle)) for h in heads])
     top = scores.argmax(axis=1)
     rows = np.arange(n)
     near = (np.where(mask, best, -np.inf).max(axis=1) >= gate) | (zed[rows, top] <= ANGLE_GATE_Z)
+    # near no posture, but on the best one's side of the angle, far from the others (only the rows it may change)
+    ruled = np.array([i for i in np.flatnonzero(~near).tolist() if heads[i]._arrays[10] is not None], np.intp)
+    if len(ruled):
+        near[ruled] = side_of([heads[int(i)] for i in ruled], off[ruled], mask[ruled], best[ruled]) == top[ruled]
     near &= finite & mask.any(axis=1)
     margins = np.stack([h._arrays[4] for h in heads])[rows, top]  # (n, 3): top against each
     lead = scores[rows, top][:, None] - scores

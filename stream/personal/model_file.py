@@ -198,8 +198,15 @@ def head_from_json(doc: Any, where: str = "personal model", digest: str = "") ->
             "angle_abstain": _flag(settings, "angle_abstain", f"{where}: settings"),
             "angle_trusted": _flag(settings, "angle_trusted", f"{where}: settings"),
         }
+        if settings.get("sides") is not None:  # optional (files before it have none, and keep naming as they did)
+            sides = _floats(settings, "sides", (3,), 0.0, 180.0, f"{where}: settings")
+            anchor["sides"] = sides.tolist()
         if k and min(row[1] for row in anchor["walk_angle"]) < 0.1:
             raise PersonalModelError(f"{where}: walk_angle: each spread must be at least 0.1 degrees")
+    # optional (files before it have none, and keep matching every allowed turn alike)
+    turn_cost = (
+        float(_floats(settings, "turn_cost", (), 0.0, 2.0, f"{where}: settings")) if "turn_cost" in settings else 0.0
+    )
     decoder = doc.get("decoder")
     if decoder is not None and not isinstance(decoder, dict):
         raise PersonalModelError(f"{where}: decoder: expected an object")
@@ -220,6 +227,7 @@ def head_from_json(doc: Any, where: str = "personal model", digest: str = "") ->
         motion_weight=weight,
         margins=margins.tolist(),
         calibrated=frozenset(calibrated),
+        turn_cost=turn_cost,
         decoder=decoder,
         summary=tuple(s[:300] for s in summary),
         **discriminant,
@@ -249,6 +257,8 @@ def head_to_json(head: PersonalHead, **extra: Any) -> dict:
         ).tolist(),
         "summary": list(head.summary),
     }
+    if head.turn_cost:
+        doc["settings"]["turn_cost"] = head.turn_cost
     if head.feature_size:
         doc["feature_mean"] = np.round(np.asarray(head.feature_mean, float), 6).tolist()
         doc["feature_scale"] = np.round(np.asarray(head.feature_scale, float), 6).tolist()
@@ -260,6 +270,8 @@ def head_to_json(head: PersonalHead, **extra: Any) -> dict:
         doc["settings"]["angle_weight"] = head.angle_weight
         doc["settings"]["angle_abstain"] = head.angle_abstain
         doc["settings"]["angle_trusted"] = head.angle_trusted
+        if len(head.sides) == 3:
+            doc["settings"]["sides"] = [round(float(v), 3) for v in head.sides]
     if head.decoder is not None:
         doc["decoder"] = head.decoder
     doc.update(extra)
