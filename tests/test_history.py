@@ -19,7 +19,7 @@ from harstream.stream.core.activities import ACTIVITIES, PLACEMENT_FREE
 from harstream.stream.core.decoder import DecoderParams
 from harstream.stream.core.history import History, HistorySettings, Piece, duration_lattice, merge_pieces
 from harstream.stream.core.protocol import SampleBatch, encode_samples
-from harstream.stream.core.today import DayTotals
+from harstream.stream.core.today import DayTotals, day_of
 from harstream.stream.core.worker import StreamCore, WorkerConfig
 
 PARAMS = DecoderParams.uniform(["A", "B"], stay=0.9)
@@ -230,6 +230,19 @@ def test_day_totals_count_final_minutes_and_split_at_midnight():
     summary = days.summary("d", ACTIVITIES)
     assert summary["minutes"] == {"walking": 0.0, "stairs": 1.0, "sitting": 2.0, "standing": 0.0, "lying": 0.0}
     assert days.summary("d", PLACEMENT_FREE)["minutes"] == {"moving": 1.0, "still": 2.0}
+
+
+@pytest.mark.parametrize("days_long", [0.5, 1.0, 2.0, 40_000.0])
+def test_a_piece_spanning_days_counts_only_its_last_days_part(days_long):
+    """However many midnights a piece spans (a device's clock may jump years), the day kept is the
+    one it ends in, with that day's part of it; a piece ending at midnight is its day before's."""
+    days = DayTotals()
+    end = 100_000 * 86_400.0 + 3_600.0  # 01:00
+    days.add("d", end - days_long * 86_400.0, end, "SITTING")
+    part = min(days_long * 86_400.0, 3_600.0)
+    assert days.seconds("d") == (day_of(end - 1.0), {"sitting": part})
+    days.add("e", 0.0, 86_400.0 * 3, "SITTING")
+    assert days.seconds("e") == (day_of(86_400.0 * 3 - 1.0), {"sitting": 86_400.0})
 
 
 # ---------------------------------------------------------------- in the worker core

@@ -85,6 +85,9 @@ class DayTotals:
             start = max(start, counted)
         if start < end:
             self._until[device] = end
+        # only the day the piece ends in is kept: its days before are never looked at (one step, not
+        # one per day of a piece that spans years)
+        start = max(start, (math.ceil(end / DAY) - 1) * DAY)
         while start < end:
             midnight = (math.floor(start / DAY) + 1) * DAY
             part_end = min(end, midnight)
