@@ -263,6 +263,24 @@ def _read_matrix(path: Path, columns: int, what: str) -> np.ndarray:
     return data
 
 
+def _check_matrix_physical(path: Path, matrix: np.ndarray, gyro: bool, first_column: int = 1) -> None:
+    """Refuse a value beyond the bus's physical range (±100 g, ±100 rad/s),
+    naming its file, line and value: numbers that large are another unit or
+    garbage, and overflow float32 (the bus, the filters) to infinity."""
+    limit, unit, hint = (
+        (MAX_GYRO_RAD_S, "rad/s", "rotation in rad/s, deg/s ÷ 57.2958")
+        if gyro
+        else (MAX_ACC_G, "g", "acceleration in g, m/s² ÷ 9.80665")
+    )
+    bad = np.argwhere(np.abs(matrix) > limit)
+    if len(bad):
+        row, column = (int(i) for i in bad[0])
+        raise RecordingError(
+            f"{_display(path)} line {_line_of_row(path, row)}, value {column + first_column}: "
+            f"{matrix[row, column]:.6g} is beyond ±{limit:g} {unit} ({hint})"
+        )
+
+
 def _first_bad_line(path: Path, columns: int) -> str:
     with open(path, encoding="utf-8", errors="replace") as f:
         for number, line in enumerate(f, 1):
@@ -381,7 +399,9 @@ def load_hapt_rawdata(path: str | os.PathLike, progress: bool = False) -> Datase
     arrays: dict[tuple[int, int], np.ndarray] = {}
     for key in _progress(keys, progress, "reading HAPT RawData", "session"):
         acc = _read_matrix(sessions[key]["acc"], 3, "acceleration x y z in g")
+        _check_matrix_physical(sessions[key]["acc"], acc, gyro=False)
         gyro = _read_matrix(sessions[key]["gyro"], 3, "angular velocity x y z in rad/s")
+        _check_matrix_physical(sessions[key]["gyro"], gyro, gyro=True)
         if len(acc) != len(gyro):
             raise RecordingError(
                 f"{_display(sessions[key]['gyro'])}: {len(gyro)} samples but "
@@ -1385,6 +1405,7 @@ def load_uci_folder(path: str | os.PathLike, progress: bool = False) -> UciWindo
     for split, signal in _progress(jobs, progress, "reading UCI HAR", "file"):
         file = root / split / "Inertial Signals" / f"{signal}_{split}.txt"
         matrix = _read_matrix(file, UCI_WINDOW, f"{signal}, {UCI_WINDOW} values per window")
+        _check_matrix_physical(file, matrix, gyro="gyro" in signal)
         agree(split, file, len(matrix))
         signals[split].append(matrix.astype(np.float32))
         files.append(file)

@@ -1,0 +1,88 @@
+"""Dataset folders other than Sensor Logger's made hostile: a HAPT RawData
+folder and a UCI HAR Dataset folder handed to ``harstream data`` (the same
+readers ``train --data`` and ``simulate --source`` use). Each is refused
+naming its file and line, never a traceback, never read as numbers no body
+makes, and never held whole in memory."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+UCI_SIGNALS = [f"{g}_{a}" for g in ("body_acc", "body_gyro", "total_acc") for a in "xyz"]
+
+
+def write_rawdata(folder: Path, n: int = 300) -> Path:
+    """One HAPT session of ``n`` samples at rest, labelled standing."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "acc_exp01_user01.txt").write_text("0.01 -0.02 0.98\n" * n)
+    (folder / "gyro_exp01_user01.txt").write_text("0.001 0.002 -0.003\n" * n)
+    (folder / "labels.txt").write_text(f"1 1 5 1 {n}\n")
+    return folder
+
+
+def write_uci(root: Path, n: int = 2) -> Path:
+    for split in ("train", "test"):
+        signals = root / split / "Inertial Signals"
+        signals.mkdir(parents=True)
+        for name in UCI_SIGNALS:
+            (signals / f"{name}_{split}.txt").write_text((" ".join(["0.5"] * 128) + "\n") * n)
+        (root / split / f"y_{split}.txt").write_text("1\n" * n)
+        (root / split / f"subject_{split}.txt").write_text("3\n" * n)
+    return root
+
+
+def set_line(path: Path, number: int, text: str) -> None:
+    lines = path.read_text().splitlines()
+    lines[number - 1] = text
+    path.write_text("\n".join(lines) + "\n")
+
+
+def harstream_data(folder: Path, timeout: float = 20) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "harstream", "data", "--data", str(folder)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.mark.parametrize(
+    "file, line, says",
+    [
+        ("acc_exp01_user01.txt", "1e308 0 1", "acc_exp01_user01.txt line 101, value 1: 1e+308 is beyond ±100 g"),
+        ("acc_exp01_user01.txt", "0 0 -980.665", "acc_exp01_user01.txt line 101, value 3: -980.665 is beyond ±100 g"),
+        ("gyro_exp01_user01.txt", "0 573 0", "gyro_exp01_user01.txt line 101, value 2: 573 is beyond ±100 rad/s"),
+    ],
+)
+def test_a_rawdata_value_beyond_any_body_is_refused_naming_file_line_and_value(tmp_path, file, line, says):
+    # before, 1e308 g was read: `harstream data` summarised it and `simulate`
+    # published it as float32 infinity ("overflow encountered in cast")
+    folder = write_rawdata(tmp_path / "RawData")
+    set_line(folder / file, 101, line)
+    done = harstream_data(folder)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert says in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_uci_window_value_beyond_any_body_is_refused_naming_file_line_and_value(tmp_path):
+    root = write_uci(tmp_path / "HARDataset")
+    set_line(root / "test/Inertial Signals/body_gyro_y_test.txt", 2, " ".join(["0.5"] * 127 + ["-1e39"]))
+    done = harstream_data(root)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "body_gyro_y_test.txt line 2, value 128: -1e+39 is beyond ±100 rad/s" in done.stderr
+
+
+def test_rawdata_and_uci_at_the_edge_of_the_physical_range_are_read(tmp_path):
+    folder = write_rawdata(tmp_path / "RawData")
+    set_line(folder / "acc_exp01_user01.txt", 5, "100 -100 1")
+    set_line(folder / "gyro_exp01_user01.txt", 5, "-100 100 0")
+    assert harstream_data(folder).returncode == 0
+    root = write_uci(tmp_path / "HARDataset")
+    set_line(root / "train/Inertial Signals/total_acc_x_train.txt", 1, " ".join(["100"] * 128))
+    done = harstream_data(root)
+    assert done.returncode == 0, done.stderr
