@@ -86,3 +86,45 @@ def test_rawdata_and_uci_at_the_edge_of_the_physical_range_are_read(tmp_path):
     set_line(root / "train/Inertial Signals/total_acc_x_train.txt", 1, " ".join(["100"] * 128))
     done = harstream_data(root)
     assert done.returncode == 0, done.stderr
+
+
+GIB = 1 << 30
+
+
+@pytest.mark.parametrize(
+    "file, line",
+    [("acc_exp01_user01.txt", 301), ("gyro_exp01_user01.txt", 301), ("labels.txt", 2)],
+)
+def test_a_rawdata_file_ending_in_a_gigabyte_without_a_line_end_is_refused_at_once(tmp_path, file, line):
+    # before, a 1 GiB sparse tail (NUL bytes, no newline) took 20 s and 4 GB of memory
+    # to be refused (numpy's reader and then the Python scan held the line whole)
+    folder = write_rawdata(tmp_path / "RawData")
+    with open(folder / file, "r+b") as f:
+        f.truncate(GIB)  # sparse: no disk used
+    done = harstream_data(folder, timeout=10)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert f"{file} line {line}: longer than 65,536 bytes without a line end" in done.stderr
+
+
+def test_a_uci_file_of_one_endless_line_is_refused_at_once(tmp_path):
+    root = write_uci(tmp_path / "HARDataset")
+    with open(root / "train/Inertial Signals/total_acc_z_train.txt", "wb") as f:
+        f.truncate(GIB)
+    done = harstream_data(root, timeout=10)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "total_acc_z_train.txt line 1: longer than 65,536 bytes without a line end" in done.stderr
+
+
+@pytest.mark.parametrize("length, refused", [(65_536, False), (65_537, True)])
+def test_a_line_at_the_limit_across_the_readers_chunk_boundary_is_judged_by_its_whole_length(tmp_path, length, refused):
+    row = "0.01 -0.02 0.98\n"  # 16 bytes
+    before = (1 << 20) // len(row) - 64  # the long line starts 1 KiB before the first 1 MiB ends
+    folder = write_rawdata(tmp_path / "RawData", n=before + 200)
+    long = "0 0 1" + " " * (length - 5)
+    (folder / "acc_exp01_user01.txt").write_text(row * before + long + "\n" + row * 199)
+    done = harstream_data(folder)
+    if refused:
+        assert done.returncode == 2
+        assert f"acc_exp01_user01.txt line {before + 1}: longer than 65,536 bytes" in done.stderr
+    else:
+        assert done.returncode == 0, done.stderr

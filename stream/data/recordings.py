@@ -242,6 +242,32 @@ def _display(path: Path) -> str:
     return str(path)
 
 
+#: The longest line a text matrix or labels.txt may have, in bytes. A UCI HAR
+#: row of 128 values is about 2,000; a longer one is no row of numbers (a file
+#: of NUL bytes, a sparse file of gigabytes) and would be held whole in memory.
+MAX_LINE_BYTES = 65_536
+
+
+def _check_line_lengths(path: Path, what: str) -> None:
+    """Refuse a line longer than :data:`MAX_LINE_BYTES`, naming it, after
+    reading at most that much past the previous line end."""
+    line, run = 1, 0  # the current line's number and its bytes so far
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            ends = np.flatnonzero(np.frombuffer(chunk, dtype=np.uint8) == 0x0A)
+            starts = np.r_[0, ends + 1]  # where each line of this chunk begins
+            lengths = np.r_[ends, len(chunk)] - starts
+            lengths[0] += run
+            long = np.flatnonzero(lengths > MAX_LINE_BYTES)
+            if len(long):
+                raise RecordingError(
+                    f"{_display(path)} line {line + int(long[0])}: longer than {MAX_LINE_BYTES:,} bytes "
+                    f"without a line end; not a row of {what}"
+                )
+            line += len(ends)
+            run = int(lengths[-1])
+
+
 def _read_matrix(path: Path, columns: int, what: str) -> np.ndarray:
     """Whitespace-separated numbers, ``columns`` per line, as float64.
 
@@ -250,6 +276,7 @@ def _read_matrix(path: Path, columns: int, what: str) -> np.ndarray:
     """
     if not path.is_file():
         raise RecordingError(f"{_display(path)}: missing ({what})")
+    _check_line_lengths(path, what)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "input contained no data" is reported below
@@ -342,6 +369,7 @@ def _rawdata_root(path: Path) -> Path:
 def _parse_hapt_labels(path: Path) -> list[_LabelRow]:
     if not path.is_file():
         raise RecordingError(f"{_display(path)}: missing (HAPT labels: experiment user activity start end)")
+    _check_line_lengths(path, "labels (experiment user activity start end)")
     rows: list[_LabelRow] = []
     with open(path, encoding="utf-8", errors="replace") as f:
         for number, line in enumerate(f, 1):
