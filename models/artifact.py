@@ -105,7 +105,51 @@ def library_versions() -> dict[str, str]:
 
 
 def file_sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+#: The largest model file, and the most its zip members may unpack to in all
+#: (the shipped models are 3-10 MB); Keras reads a member whole into memory and
+#: guards only members declaring over 4 GiB.
+MAX_MODEL_BYTES = 1 << 30
+#: The most a ``.keras`` file's ``config.json`` or ``metadata.json`` may unpack to
+#: (the shipped ones are under 100 kB).
+MAX_MODEL_CONFIG_BYTES = 16 << 20
+
+
+def check_model_zip(path: Path) -> None:
+    """Refuse a ``.keras`` file larger than :data:`MAX_MODEL_BYTES`, or whose
+    zip members declare more than Keras should unpack (a zip bomb), naming the
+    member, from the zip's directory alone."""
+    import zipfile
+
+    size = path.stat().st_size
+    if size > MAX_MODEL_BYTES:
+        raise ArtifactError(f"{path}: {size:,} bytes; a model file over {MAX_MODEL_BYTES:,} bytes is not read")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        raise ArtifactError(f"{path}: not a .keras zip ({exc})") from None
+    total = 0
+    for info in members[:10_000]:
+        total += info.file_size
+        if info.filename in ("config.json", "metadata.json") and info.file_size > MAX_MODEL_CONFIG_BYTES:
+            raise ArtifactError(
+                f"{path}: member {info.filename} unpacks to {info.file_size:,} bytes; "
+                f"over {MAX_MODEL_CONFIG_BYTES:,} is no Keras model's (a zip bomb?)"
+            )
+        if total > MAX_MODEL_BYTES:
+            raise ArtifactError(
+                f"{path}: members up to {info.filename[:100]!r} unpack to {total:,} bytes; "
+                f"over {MAX_MODEL_BYTES:,} is not read (a zip bomb?)"
+            )
+    if len(members) > 10_000:
+        raise ArtifactError(f"{path}: {len(members):,} zip members; a Keras model has a few")
 
 
 def save_artifact(model: Any, metadata: dict, path: str | Path) -> Path:
@@ -247,15 +291,17 @@ def load_artifact(path: str | Path | None = None) -> ModelArtifact:
     Always in Keras safe mode: a file that needs arbitrary code is refused.
     """
     path = Path(path) if path is not None else DEFAULT_MODEL
-    meta = read_metadata(path)  # before TensorFlow is imported: bad metadata is refused at once
+    # before TensorFlow is imported: bad metadata and a zip bomb are refused at once
+    meta = read_metadata(path)
+    check_model_zip(path)
+    if meta.get("sha256") and file_sha256(path) != meta["sha256"]:
+        raise ArtifactError(f"{path}: file hash does not match its metadata; the file was changed")
 
     import keras
 
     # register our layers (WindowFeatures, RBFKernel, PlacementFreeFeatures, PostureHead, …) for safe mode
     from . import features, invariant, posture_layers, staged, svm  # noqa: F401
 
-    if meta.get("sha256") and file_sha256(path) != meta["sha256"]:
-        raise ArtifactError(f"{path}: file hash does not match its metadata; the file was changed")
     try:
         model = keras.saving.load_model(path, safe_mode=True, compile=False)
     except Exception as exc:  # keras raises many types for a bad file

@@ -110,3 +110,93 @@ def test_the_shipped_models_metadata_passes_the_checks():
 
     for model in (DEFAULT_MODEL, ANY_MODEL, ANY_NO_GYRO_MODEL):
         read_metadata(model)
+
+
+def write_zip(path: Path, members: list[tuple[str, int, int, bytes]]) -> None:
+    """A zip written by hand: (name, method 0 stored / 8 deflated, declared size,
+    data); CRCs are 0 (a reader that checks finds out only after unpacking)."""
+    import struct
+
+    body, directory = b"", b""
+    for name, method, size, data in members:
+        raw = name.encode()
+        offset = len(body)
+        body += struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, method, 0, 0, 0, len(data), size, len(raw), 0)
+        body += raw + data
+        directory += struct.pack(
+            "<IHHHHHHIIIHHHHHII",
+            0x02014B50,
+            20,
+            20,
+            0,
+            method,
+            0,
+            0,
+            0,
+            len(data),
+            size,
+            len(raw),
+            0,
+            0,
+            0,
+            0,
+            0,
+            offset,
+        )
+        directory += raw
+    end = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, len(members), len(members), len(directory), len(body), 0)
+    path.write_bytes(body + directory + end)
+
+
+def deflated_spaces(size: int) -> bytes:
+    """``size`` bytes of spaces deflated (raw), built from one compressed block
+    repeated: after a full flush a block refers to nothing before it."""
+    import zlib
+
+    block = 16 << 20
+    squeeze = zlib.compressobj(9, zlib.DEFLATED, -15)
+    one = squeeze.compress(b" " * block) + squeeze.flush(zlib.Z_FULL_FLUSH)
+    return one * (size // block) + squeeze.flush()
+
+
+def peak_rss_of(command: list[str]) -> tuple[subprocess.CompletedProcess, int]:
+    """Run ``command`` in a fresh Python that reports its child's peak memory (bytes)."""
+    probe = (
+        "import resource, subprocess, sys, json;"
+        "done = subprocess.run(sys.argv[1:], capture_output=True, text=True, timeout=120);"
+        "print(json.dumps([done.returncode, done.stdout, done.stderr,"
+        " resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024]))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe, *command], capture_output=True, text=True, timeout=150)
+    code, stdout, stderr, peak = json.loads(out.stdout)
+    return subprocess.CompletedProcess(command, code, stdout, stderr), peak
+
+
+def test_a_keras_zip_whose_config_unpacks_to_gigabytes_is_refused_from_its_directory(tmp_path):
+    # before, Keras (it guards only members declaring over 4 GiB) read the 3 GiB
+    # config.json into memory, then failed on it: 3+ GB of memory for a 3 MB file
+    model = tmp_path / "bomb.keras"
+    write_zip(
+        model,
+        [
+            ("metadata.json", 0, 2, b"{}"),
+            ("config.json", 8, 3 << 30, deflated_spaces(3 << 30)),
+        ],
+    )
+    from harstream.models.artifact import file_sha256
+
+    metadata_path(model).write_text(changed(sha256=file_sha256(model)))
+    done, peak = peak_rss_of([sys.executable, "-m", "harstream", "evaluate", "--artifact", str(model)])
+    assert peak < 1 << 30, f"peak memory {peak:,} bytes"
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert f"{model}: member config.json unpacks to 3,221,225,472 bytes" in done.stderr
+
+
+def test_a_model_file_of_gigabytes_is_refused_before_it_is_hashed(tmp_path):
+    model = artifact_with(tmp_path, changed(sha256="0" * 64))
+    with open(model, "r+b") as f:
+        f.truncate(3 << 30)  # sparse
+    done, peak = peak_rss_of([sys.executable, "-m", "harstream", "evaluate", "--artifact", str(model)])
+    assert peak < 1 << 30, f"peak memory {peak:,} bytes"
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert f"{model}: 3,221,225,472 bytes; a model file over 1,073,741,824 bytes is not read" in done.stderr
