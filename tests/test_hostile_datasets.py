@@ -128,3 +128,16 @@ def test_a_line_at_the_limit_across_the_readers_chunk_boundary_is_judged_by_its_
         assert f"acc_exp01_user01.txt line {before + 1}: longer than 65,536 bytes" in done.stderr
     else:
         assert done.returncode == 0, done.stderr
+
+
+def test_two_files_naming_the_same_session_are_refused_naming_both(tmp_path):
+    # before, acc_exp1_user1.txt and acc_exp01_user01.txt were both session (1, 1):
+    # whichever the folder listed last was read and the other silently dropped
+    folder = write_rawdata(tmp_path / "RawData")
+    (folder / "acc_exp1_user1.txt").write_text("0.5 0.5 0.5\n" * 300)
+    done = harstream_data(folder)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert (
+        "acc_exp1_user1.txt: the same acc file of experiment 1 user 1 as acc_exp01_user01.txt; keep one of them"
+        in done.stderr
+    )

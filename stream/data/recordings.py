@@ -413,7 +413,14 @@ def load_hapt_rawdata(path: str | os.PathLike, progress: bool = False) -> Datase
         match = _RAW_FILE.fullmatch(file.name)
         if match:
             kind, exp, user = match.group(1), int(match.group(2)), int(match.group(3))
-            sessions.setdefault((exp, user), {})[kind] = file
+            files = sessions.setdefault((exp, user), {})
+            if kind in files:  # acc_exp1_user1.txt beside acc_exp01_user01.txt: which one is the session?
+                first, second = sorted((files[kind].name, file.name))
+                raise RecordingError(
+                    f"{_display(root / second)}: the same {kind} file of experiment {exp} user {user} as {first}; "
+                    "keep one of them"
+                )
+            files[kind] = file
     if not sessions:
         raise RecordingError(f"{_display(root)}: no acc_expXX_userYY.txt files (not a HAPT RawData folder)")
     for _session, files in sorted(sessions.items()):
