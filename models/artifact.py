@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -104,7 +105,51 @@ def library_versions() -> dict[str, str]:
 
 
 def file_sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+#: The largest model file, and the most its zip members may unpack to in all
+#: (the shipped models are 3-10 MB); Keras reads a member whole into memory and
+#: guards only members declaring over 4 GiB.
+MAX_MODEL_BYTES = 1 << 30
+#: The most a ``.keras`` file's ``config.json`` or ``metadata.json`` may unpack to
+#: (the shipped ones are under 100 kB).
+MAX_MODEL_CONFIG_BYTES = 16 << 20
+
+
+def check_model_zip(path: Path) -> None:
+    """Refuse a ``.keras`` file larger than :data:`MAX_MODEL_BYTES`, or whose
+    zip members declare more than Keras should unpack (a zip bomb), naming the
+    member, from the zip's directory alone."""
+    import zipfile
+
+    size = path.stat().st_size
+    if size > MAX_MODEL_BYTES:
+        raise ArtifactError(f"{path}: {size:,} bytes; a model file over {MAX_MODEL_BYTES:,} bytes is not read")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        raise ArtifactError(f"{path}: not a .keras zip ({exc})") from None
+    total = 0
+    for info in members[:10_000]:
+        total += info.file_size
+        if info.filename in ("config.json", "metadata.json") and info.file_size > MAX_MODEL_CONFIG_BYTES:
+            raise ArtifactError(
+                f"{path}: member {info.filename} unpacks to {info.file_size:,} bytes; "
+                f"over {MAX_MODEL_CONFIG_BYTES:,} is no Keras model's (a zip bomb?)"
+            )
+        if total > MAX_MODEL_BYTES:
+            raise ArtifactError(
+                f"{path}: members up to {info.filename[:100]!r} unpack to {total:,} bytes; "
+                f"over {MAX_MODEL_BYTES:,} is not read (a zip bomb?)"
+            )
+    if len(members) > 10_000:
+        raise ArtifactError(f"{path}: {len(members):,} zip members; a Keras model has a few")
 
 
 def save_artifact(model: Any, metadata: dict, path: str | Path) -> Path:
@@ -144,18 +189,77 @@ def read_metadata(path: str | Path) -> dict:
         raise ArtifactError(f"{path}: no such model file")
     if not meta_file.is_file():
         raise ArtifactError(f"{meta_file}: metadata missing; a model needs its .json beside it")
+    with open(meta_file, "rb") as f:
+        text = f.read(MAX_METADATA_BYTES + 1)
+    if len(text) > MAX_METADATA_BYTES:
+        raise ArtifactError(f"{meta_file}: larger than {MAX_METADATA_BYTES:,} bytes; no model's metadata is")
     try:
-        meta = json.loads(meta_file.read_text())
-    except json.JSONDecodeError as exc:
-        raise ArtifactError(f"{meta_file}: not valid JSON ({exc})") from exc
+        meta = json.loads(text)
+    except (ValueError, RecursionError) as exc:  # a number of 5,000 digits, arrays nested 100,000 deep
+        raise ArtifactError(f"{meta_file}: not valid JSON ({str(exc)[:200]})") from None
+    check_fields(meta, where=str(meta_file))
     check_compatible(meta, where=str(meta_file))
     return meta
+
+
+#: The largest metadata file read (the shipped ones are under 40 kB).
+MAX_METADATA_BYTES = 4 << 20
+_OPTIONAL_OBJECTS = ("data", "decoder", "split", "windows", "stages", "recipe", "placement_estimate", "input")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_fields(meta: Any, where: str = "metadata") -> None:
+    """Refuse metadata whose fields readers use are of the wrong type, naming
+    the field: the metadata must be an object; ``architecture`` short
+    printable text; ``sha256`` 64 hex digits; ``context_steps``, ``seed``,
+    ``epochs``, ``split.test_subjects`` and ``windows.train`` whole numbers;
+    the objects (``decoder``, ``stages``, …) objects."""
+    if not isinstance(meta, dict):
+        raise ArtifactError(f"{where}: a JSON {type(meta).__name__}, not an object of model metadata")
+
+    def wrong(field: str, wanted: str) -> ArtifactError:
+        shown = json.dumps(_field(meta, field))
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        return ArtifactError(f"{where}: {field} {shown} is not {wanted}")
+
+    architecture = meta.get("architecture", "model")
+    if not isinstance(architecture, str) or not architecture.isprintable() or not 0 < len(architecture) <= 100:
+        raise wrong("architecture", "printable text of 1-100 characters")
+    if "sha256" in meta and not (isinstance(meta["sha256"], str) and _SHA256.fullmatch(meta["sha256"])):
+        raise wrong("sha256", "64 lowercase hex digits")
+    for name in _OPTIONAL_OBJECTS:
+        if meta.get(name) is not None and not isinstance(meta[name], dict):
+            raise wrong(name, "an object")
+    steps = meta.get("context_steps")
+    if steps is not None and not (isinstance(steps, list) and len(steps) <= 64 and all(map(_whole, steps))):
+        raise wrong("context_steps", "a list of whole numbers")
+    for name in ("seed", "epochs"):
+        if meta.get(name) is not None and not _whole(meta[name]):
+            raise wrong(name, "a whole number")
+    held_out = (meta.get("split") or {}).get("test_subjects")
+    if held_out is not None and not (isinstance(held_out, list) and all(map(_whole, held_out))):
+        raise wrong("split.test_subjects", "a list of whole numbers")
+    if (meta.get("windows") or {}).get("train") is not None and not _whole(meta["windows"]["train"]):
+        raise wrong("windows.train", "a whole number")
+
+
+def _field(meta: dict, dotted: str) -> Any:
+    value: Any = meta
+    for part in dotted.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
 
 
 def check_compatible(meta: dict, where: str = "metadata") -> None:
     """Refuse metadata whose preprocessing or classes differ from the pipeline's."""
     expected = preprocessing_params()
     got = meta.get("preprocessing")
+    if not isinstance(got, dict):
+        raise ArtifactError(f"{where}: preprocessing is not an object; it names the pipeline the model was trained for")
     if got != expected:
         diffs = sorted(k for k in set(expected) | set(got or {}) if (got or {}).get(k) != expected.get(k))
         raise ArtifactError(
@@ -163,8 +267,8 @@ def check_compatible(meta: dict, where: str = "metadata") -> None:
             f"(differs in {', '.join(diffs) or 'everything'}); retrain it with this version"
         )
     placement = meta.get("placement", "waist")
-    if placement not in PLACEMENTS:
-        raise ArtifactError(f"{where}: placement {placement!r} is not one of {', '.join(PLACEMENTS)}")
+    if not isinstance(placement, str) or placement not in PLACEMENTS:
+        raise ArtifactError(f"{where}: placement {json.dumps(placement)[:60]} is not one of {', '.join(PLACEMENTS)}")
     classes = meta.get("classes")
     if placement == "personal":
         calibrated = [c for c in POSTURES if c in (classes or [])]
@@ -172,7 +276,13 @@ def check_compatible(meta: dict, where: str = "metadata") -> None:
     else:
         expected = list(PLACEMENT_FREE if placement == "any" else ACTIVITIES)
     if classes != expected:
-        raise ArtifactError(f"{where}: classes {classes} are not what a {placement} model has: {expected}")
+        shown = json.dumps(classes)
+        shown = (
+            shown
+            if len(shown) <= 300
+            else f"{shown[:300]}... ({len(classes) if isinstance(classes, list) else 1:,} in all)"
+        )
+        raise ArtifactError(f"{where}: classes {shown} are not what a {placement} model has: {expected}")
 
 
 def load_artifact(path: str | Path | None = None) -> ModelArtifact:
@@ -180,15 +290,18 @@ def load_artifact(path: str | Path | None = None) -> ModelArtifact:
 
     Always in Keras safe mode: a file that needs arbitrary code is refused.
     """
+    path = Path(path) if path is not None else DEFAULT_MODEL
+    # before TensorFlow is imported: bad metadata and a zip bomb are refused at once
+    meta = read_metadata(path)
+    check_model_zip(path)
+    if meta.get("sha256") and file_sha256(path) != meta["sha256"]:
+        raise ArtifactError(f"{path}: file hash does not match its metadata; the file was changed")
+
     import keras
 
     # register our layers (WindowFeatures, RBFKernel, PlacementFreeFeatures, PostureHead, …) for safe mode
     from . import features, invariant, posture_layers, staged, svm  # noqa: F401
 
-    path = Path(path) if path is not None else DEFAULT_MODEL
-    meta = read_metadata(path)
-    if meta.get("sha256") and file_sha256(path) != meta["sha256"]:
-        raise ArtifactError(f"{path}: file hash does not match its metadata; the file was changed")
     try:
         model = keras.saving.load_model(path, safe_mode=True, compile=False)
     except Exception as exc:  # keras raises many types for a bad file

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from harstream.models.artifact import DEFAULT_MODEL, ArtifactError, file_sha256, read_metadata
+from harstream.models.artifact import DEFAULT_MODEL, ArtifactError, check_model_zip, file_sha256, read_metadata
 from harstream.models.runtime import Runtime, TfliteRuntime, read_blobs, serving_record_path, tflite_cache_dir
 from harstream.models.staged_runtime import staged_from_record
 
@@ -38,6 +38,7 @@ def load_cached_runtime(
     sha = meta.get("sha256")
     if not sha:
         return None
+    check_model_zip(path)
     if file_sha256(path) != sha:
         raise ArtifactError(f"{path}: file hash does not match its metadata; the file was changed")
     cache = tflite_cache_dir() if cache is None else cache

@@ -72,13 +72,14 @@ UCI_SIGNALS = [f"{g}_{a}" for g in ("body_acc", "body_gyro", "total_acc") for a 
 
 
 def write_uci(root: Path, counts: dict[str, int]) -> None:
-    """A UCI HAR folder; value = 1000*split + 100*signal + row + column/1000."""
+    """A UCI HAR folder; value = 10*split + signal + row/100 + column/100000
+    (every value within the physical range the reader takes)."""
     for s, (split, n) in enumerate(counts.items()):
         signals = root / split / "Inertial Signals"
         signals.mkdir(parents=True)
         for c, name in enumerate(UCI_SIGNALS):
-            rows = 1000 * s + 100 * c + np.arange(n)[:, None] + np.arange(128)[None, :] / 1000
-            np.savetxt(signals / f"{name}_{split}.txt", rows, fmt="%.4f")
+            rows = 10 * s + c + np.arange(n)[:, None] / 100 + np.arange(128)[None, :] / 100000
+            np.savetxt(signals / f"{name}_{split}.txt", rows, fmt="%.6f")
         (root / split / f"y_{split}.txt").write_text("".join(f"{i % 6 + 1}\n" for i in range(n)))
         (root / split / f"subject_{split}.txt").write_text("".join(f"{2 + s}\n" for _ in range(n)))
 
@@ -327,10 +328,10 @@ def test_uci_folder_gives_windows_in_uci_channel_order_with_classes_0_to_5(tmp_p
     assert windows.split.tolist() == ["train"] * 3 + ["test"] * 2
     assert windows.y.tolist() == [0, 1, 2, 0, 1]
     assert windows.subjects.tolist() == [2, 2, 2, 3, 3]
-    # Channel c of row r in split s holds 1000 s + 100 c + r (+ time / 1000).
+    # Channel c of row r in split s holds 10 s + c + r / 100 (+ time / 100000).
     test = windows.part("test")
-    np.testing.assert_allclose(test.x[1, 5, :], 1000 + 100 * np.arange(9) + 1 + 0.005, rtol=1e-6)
-    np.testing.assert_allclose(windows.x[2, 127, :], 100 * np.arange(9) + 2 + 0.127, rtol=1e-6)
+    np.testing.assert_allclose(test.x[1, 5, :], 10 + np.arange(9) + 0.01 + 0.00005, rtol=1e-6)
+    np.testing.assert_allclose(windows.x[2, 127, :], np.arange(9) + 0.02 + 0.00127, rtol=1e-6, atol=1e-7)
 
 
 def test_load_dataset_refuses_uci_folder_and_points_to_load_uci_folder(tmp_path):

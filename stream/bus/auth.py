@@ -19,10 +19,15 @@ A server host needs ``bus.key_secret`` and ``clients/``; a client host needs
 from __future__ import annotations
 
 import ipaddress
+import itertools
+import logging
+import re
 import threading
 from pathlib import Path
 
 from harstream.stream.bus.addresses import parse_endpoint
+
+log = logging.getLogger(__name__)
 
 
 class BusAuthError(ValueError):
@@ -83,8 +88,6 @@ def secure(socket, endpoint: str, default_verb: str, keys: str | Path | None) ->
     refuse_off_loopback(address, keys)
     if keys is None:
         return False
-    import zmq.auth
-
     folder = Path(keys)
     if verb == "bind":
         public, secret = _pair(folder, "bus")
@@ -93,7 +96,7 @@ def secure(socket, endpoint: str, default_verb: str, keys: str | Path | None) ->
     else:
         public, secret = _pair(folder, "client")
         socket.curve_secretkey, socket.curve_publickey = secret, public
-        server_public, _ = zmq.auth.load_certificate(_need(folder / "bus.key"))
+        server_public, _ = read_key_file(_need(folder / "bus.key"))
         socket.curve_serverkey = server_public
     return verb == "bind"
 
@@ -124,9 +127,10 @@ class _SharedAuthenticator:
                     )
                 self._running[self._key] = (auth, folder, users + 1)
                 return
+            allowed = read_client_keys(clients)  # every file judged before the thread starts
             auth = ThreadAuthenticator(zmq.Context.shadow(context.underlying))
             auth.start()
-            auth.configure_curve(domain="*", location=str(clients))
+            auth.certs["*"] = allowed  # what configure_curve would set, without reading the folder again
             self._running[self._key] = (auth, clients, 1)
 
     def stop(self) -> None:
@@ -153,12 +157,75 @@ def start_authenticator(context, keys: str | Path):
     return _SharedAuthenticator(context, clients)
 
 
-def _pair(folder: Path, name: str) -> tuple[bytes, bytes]:
-    import zmq.auth
+#: The largest key file read (pyzmq writes about 360 bytes).
+MAX_KEY_FILE_BYTES = 4096
+#: The most client keys a folder may list.
+MAX_CLIENT_KEYS = 10_000
+_Z85_KEY = re.compile(rb'\s*(public|secret)-key\s*=\s*"([^"]*)"\s*')
 
-    public, secret = zmq.auth.load_certificate(_need(folder / f"{name}.key_secret"))
+
+def read_key_file(path: Path) -> tuple[bytes, bytes | None]:
+    """``(public, secret)`` keys of a CURVE certificate file as pyzmq writes
+    it (``secret`` None in a public file), each 40 Z85 characters; anything
+    else, a file that is no regular file (a FIFO would block the reader), a
+    symlink loop or one over :data:`MAX_KEY_FILE_BYTES` is refused naming it.
+    A secret file others may read is taken, with a warning."""
+    import os
+    import stat
+
+    from zmq.utils import z85
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        raise BusAuthError(f"{path}: cannot be read ({exc.strerror})") from None
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(f.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise BusAuthError(f"{path}: not a regular file; a key file is text written by `harstream keys`")
+        text = f.read(MAX_KEY_FILE_BYTES + 1)
+    if len(text) > MAX_KEY_FILE_BYTES:
+        raise BusAuthError(f"{path}: over {MAX_KEY_FILE_BYTES:,} bytes; not a key file")
+    keys: dict[bytes, bytes] = {}
+    for line in text.splitlines():
+        match = _Z85_KEY.fullmatch(line)
+        if match:
+            keys[match.group(1)] = match.group(2)
+    for kind, key in keys.items():
+        try:
+            ok = len(key) == 40 and len(z85.decode(key)) == 32
+        except (ValueError, KeyError, TypeError):
+            ok = False
+        if not ok:
+            raise BusAuthError(f"{path}: its {kind.decode()}-key is not 40 Z85 characters (a CURVE key); remake it")
+    if b"public" not in keys:
+        raise BusAuthError(f"{path}: no public-key line; not a key file made by `harstream keys`")
+    if b"secret" in keys and info.st_mode & 0o077:
+        log.warning(
+            "%s: a secret key others on this machine may read (mode %o); chmod 600 it", path, info.st_mode & 0o777
+        )
+    return keys[b"public"], keys.get(b"secret")
+
+
+def read_client_keys(folder: Path) -> dict[bytes, bool]:
+    """The public keys a server lets in: every ``*.key`` file in ``folder``
+    (as pyzmq reads them), each read by :func:`read_key_file`; one bad file
+    is refused naming it, rather than pyzmq's silent answer (it logs the
+    error and then lets no client in)."""
+    try:
+        files = sorted(itertools.islice((p for p in folder.iterdir() if p.name.endswith(".key")), MAX_CLIENT_KEYS + 1))
+    except OSError as exc:
+        raise BusAuthError(f"{folder}: cannot be listed ({exc.strerror})") from None
+    if len(files) > MAX_CLIENT_KEYS:
+        raise BusAuthError(f"{folder}: over {MAX_CLIENT_KEYS:,} .key files; a bus lets in fewer clients")
+    return {read_key_file(path)[0]: True for path in files}
+
+
+def _pair(folder: Path, name: str) -> tuple[bytes, bytes]:
+    path = _need(folder / f"{name}.key_secret")
+    public, secret = read_key_file(path)
     if secret is None:
-        raise BusAuthError(f"{folder / f'{name}.key_secret'}: no secret key in it")
+        raise BusAuthError(f"{path}: no secret key in it")
     return public, secret
 
 

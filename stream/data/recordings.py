@@ -242,6 +242,32 @@ def _display(path: Path) -> str:
     return str(path)
 
 
+#: The longest line a text matrix or labels.txt may have, in bytes. A UCI HAR
+#: row of 128 values is about 2,000; a longer one is no row of numbers (a file
+#: of NUL bytes, a sparse file of gigabytes) and would be held whole in memory.
+MAX_LINE_BYTES = 65_536
+
+
+def _check_line_lengths(path: Path, what: str) -> None:
+    """Refuse a line longer than :data:`MAX_LINE_BYTES`, naming it, after
+    reading at most that much past the previous line end."""
+    line, run = 1, 0  # the current line's number and its bytes so far
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            ends = np.flatnonzero(np.frombuffer(chunk, dtype=np.uint8) == 0x0A)
+            starts = np.r_[0, ends + 1]  # where each line of this chunk begins
+            lengths = np.r_[ends, len(chunk)] - starts
+            lengths[0] += run
+            long = np.flatnonzero(lengths > MAX_LINE_BYTES)
+            if len(long):
+                raise RecordingError(
+                    f"{_display(path)} line {line + int(long[0])}: longer than {MAX_LINE_BYTES:,} bytes "
+                    f"without a line end; not a row of {what}"
+                )
+            line += len(ends)
+            run = int(lengths[-1])
+
+
 def _read_matrix(path: Path, columns: int, what: str) -> np.ndarray:
     """Whitespace-separated numbers, ``columns`` per line, as float64.
 
@@ -250,6 +276,7 @@ def _read_matrix(path: Path, columns: int, what: str) -> np.ndarray:
     """
     if not path.is_file():
         raise RecordingError(f"{_display(path)}: missing ({what})")
+    _check_line_lengths(path, what)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "input contained no data" is reported below
@@ -261,6 +288,24 @@ def _read_matrix(path: Path, columns: int, what: str) -> np.ndarray:
     if data.shape[1] != columns or not np.isfinite(data).all():
         raise RecordingError(_first_bad_line(path, columns))
     return data
+
+
+def _check_matrix_physical(path: Path, matrix: np.ndarray, gyro: bool, first_column: int = 1) -> None:
+    """Refuse a value beyond the bus's physical range (±100 g, ±100 rad/s),
+    naming its file, line and value: numbers that large are another unit or
+    garbage, and overflow float32 (the bus, the filters) to infinity."""
+    limit, unit, hint = (
+        (MAX_GYRO_RAD_S, "rad/s", "rotation in rad/s, deg/s ÷ 57.2958")
+        if gyro
+        else (MAX_ACC_G, "g", "acceleration in g, m/s² ÷ 9.80665")
+    )
+    bad = np.argwhere(np.abs(matrix) > limit)
+    if len(bad):
+        row, column = (int(i) for i in bad[0])
+        raise RecordingError(
+            f"{_display(path)} line {_line_of_row(path, row)}, value {column + first_column}: "
+            f"{matrix[row, column]:.6g} is beyond ±{limit:g} {unit} ({hint})"
+        )
 
 
 def _first_bad_line(path: Path, columns: int) -> str:
@@ -324,6 +369,7 @@ def _rawdata_root(path: Path) -> Path:
 def _parse_hapt_labels(path: Path) -> list[_LabelRow]:
     if not path.is_file():
         raise RecordingError(f"{_display(path)}: missing (HAPT labels: experiment user activity start end)")
+    _check_line_lengths(path, "labels (experiment user activity start end)")
     rows: list[_LabelRow] = []
     with open(path, encoding="utf-8", errors="replace") as f:
         for number, line in enumerate(f, 1):
@@ -367,7 +413,14 @@ def load_hapt_rawdata(path: str | os.PathLike, progress: bool = False) -> Datase
         match = _RAW_FILE.fullmatch(file.name)
         if match:
             kind, exp, user = match.group(1), int(match.group(2)), int(match.group(3))
-            sessions.setdefault((exp, user), {})[kind] = file
+            files = sessions.setdefault((exp, user), {})
+            if kind in files:  # acc_exp1_user1.txt beside acc_exp01_user01.txt: which one is the session?
+                first, second = sorted((files[kind].name, file.name))
+                raise RecordingError(
+                    f"{_display(root / second)}: the same {kind} file of experiment {exp} user {user} as {first}; "
+                    "keep one of them"
+                )
+            files[kind] = file
     if not sessions:
         raise RecordingError(f"{_display(root)}: no acc_expXX_userYY.txt files (not a HAPT RawData folder)")
     for _session, files in sorted(sessions.items()):
@@ -381,7 +434,9 @@ def load_hapt_rawdata(path: str | os.PathLike, progress: bool = False) -> Datase
     arrays: dict[tuple[int, int], np.ndarray] = {}
     for key in _progress(keys, progress, "reading HAPT RawData", "session"):
         acc = _read_matrix(sessions[key]["acc"], 3, "acceleration x y z in g")
+        _check_matrix_physical(sessions[key]["acc"], acc, gyro=False)
         gyro = _read_matrix(sessions[key]["gyro"], 3, "angular velocity x y z in rad/s")
+        _check_matrix_physical(sessions[key]["gyro"], gyro, gyro=True)
         if len(acc) != len(gyro):
             raise RecordingError(
                 f"{_display(sessions[key]['gyro'])}: {len(gyro)} samples but "
@@ -1385,6 +1440,7 @@ def load_uci_folder(path: str | os.PathLike, progress: bool = False) -> UciWindo
     for split, signal in _progress(jobs, progress, "reading UCI HAR", "file"):
         file = root / split / "Inertial Signals" / f"{signal}_{split}.txt"
         matrix = _read_matrix(file, UCI_WINDOW, f"{signal}, {UCI_WINDOW} values per window")
+        _check_matrix_physical(file, matrix, gyro="gyro" in signal)
         agree(split, file, len(matrix))
         signals[split].append(matrix.astype(np.float32))
         files.append(file)
