@@ -342,14 +342,51 @@ def test_a_restart_settles_the_history_and_the_new_stream_never_rewrites_it():
 # ---------------------------------------------------------------- on a real bus
 
 
+def final_pieces_through_tail(worker, schedule, count: int) -> tuple[list[dict], str]:
+    """``schedule`` replayed into ``worker`` as fast as it takes it (bus times are the samples' own,
+    as at 50 Hz wall clock), read by `harstream tail --final --json --count COUNT` once its
+    subscription has reached the worker (ZeroMQ keeps nothing for late joiners: the worker's stats
+    count two prefixes, this reader's stats/ and the tail's h/); its lines as JSON, and its stderr."""
+    import zmq
+
+    from harstream.simulator.replay import replay
+    from harstream.stream.core.protocol import decode_output
+
+    tail = None
+    ctx = zmq.Context()
+    stats = ctx.socket(zmq.SUB)
+    stats.setsockopt(zmq.SUBSCRIBE, b"stats/")
+    stats.connect(worker.output)
+    try:
+        tail = subprocess.Popen(
+            [sys.executable, "-m", "harstream", "tail", "--final", "--json", "--count", str(count)]
+            + ["--subscribe", worker.output],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert tail.stderr is not None and "listening" in tail.stderr.readline()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and stats.poll(1000):
+            if (decode_output(stats.recv_multipart()).get("subscriptions") or {}).get("prefixes", 0) >= 2:
+                break
+        else:
+            raise AssertionError("the tail's subscription never reached the worker")
+        replay(schedule, publish=worker.ingest, speed=0, stream_clock=True, wait_subscriptions=1, printer=None)
+        out, err = tail.communicate(timeout=60)
+    finally:
+        if tail is not None and tail.poll() is None:
+            tail.kill()
+        stats.close(0)
+        ctx.term()
+    return [json.loads(line) for line in out.splitlines()], err
+
+
 def test_tail_final_json_prints_the_published_final_pieces_on_loopback(embedded, shipped_model):
     """A real worker with the shipped model on 127.0.0.1, a held-out session
     replayed into it, and `harstream tail --final --json` as the reader."""
-    import zmq
-
-    from harstream.simulator.replay import ReplaySchedule, devices_for, replay
+    from harstream.simulator.replay import ReplaySchedule, devices_for
     from harstream.stream.core.decoder import display_for
-    from harstream.stream.core.protocol import decode_output
 
     artifact, runtime = shipped_model
     rec = embedded.of_subjects([9])[0]
@@ -358,45 +395,7 @@ def test_tail_final_json_prints_the_published_final_pieces_on_loopback(embedded,
         context_steps=artifact.context_steps, display=display_for(artifact.classes, artifact.metadata["decoder"])
     )
     with worker_thread(runtime, artifact.classes, artifact.model_id, config=config, stats_every=0.2) as w:
-        tail = None
-        ctx = zmq.Context()
-        stats = ctx.socket(zmq.SUB)
-        stats.setsockopt(zmq.SUBSCRIBE, b"stats/")
-        stats.connect(w.output)
-        try:
-            tail = subprocess.Popen(
-                [sys.executable, "-m", "harstream", "tail", "--final", "--json", "--count", "6"]
-                + ["--subscribe", w.output],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-            assert tail.stderr is not None and "listening" in tail.stderr.readline()
-            # its subscription has reached the worker (ZeroMQ keeps nothing for late joiners): the
-            # worker's stats count two prefixes, this test's stats/ and the tail's h/
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and stats.poll(1000):
-                if (decode_output(stats.recv_multipart()).get("subscriptions") or {}).get("prefixes", 0) >= 2:
-                    break
-            else:
-                raise AssertionError("the tail's subscription never reached the worker")
-            # as fast as the worker takes it, each message timed by its place in the stream: bus
-            # times are the samples' own, as at 50 Hz wall clock (a plain sped-up replay compresses them)
-            replay(
-                ReplaySchedule(devices_for([rec]), chunk=10),
-                publish=w.ingest,
-                speed=0,
-                stream_clock=True,
-                wait_subscriptions=1,
-                printer=None,
-            )
-            out, err = tail.communicate(timeout=60)
-        finally:
-            if tail is not None and tail.poll() is None:
-                tail.kill()
-            stats.close(0)
-            ctx.term()
-    lines = [json.loads(line) for line in out.splitlines()]
+        lines, err = final_pieces_through_tail(w, ReplaySchedule(devices_for([rec]), chunk=10), count=6)
     assert len(lines) == 6, err
     assert all(set(p) == {"device", "start", "end", "label"} and p["device"] == rec.name for p in lines)
     assert all(p["label"] in ACTIVITIES or "_TO_" in p["label"] for p in lines)
@@ -687,44 +686,13 @@ def test_tail_final_json_shows_a_phone_on_a_table_set_down_on_a_real_bus():
     """A real worker on 127.0.0.1 (its model always says lying), a phone at its sensors' noise and a
     person lying replayed into it, and `harstream tail --final --json` as the reader: every line is
     one JSON piece, the phone's pieces are SET_DOWN and the person's LAYING."""
-    import zmq
-
-    from harstream.simulator.replay import ReplayDevice, ReplaySchedule, replay
-    from harstream.stream.core.protocol import decode_output
+    from harstream.simulator.replay import ReplayDevice, ReplaySchedule
 
     devices = [ReplayDevice("table", lying_samples(50 * 12, False), None)]
     devices.append(ReplayDevice("sleeper", lying_samples(50 * 12, True), None))
     with worker_thread(SaysLying(), stats_every=0.2, config=WorkerConfig(history=WORKER_SET_DOWN_ON)) as w:
-        tail = None
-        ctx = zmq.Context()
-        stats = ctx.socket(zmq.SUB)
-        stats.setsockopt(zmq.SUBSCRIBE, b"stats/")
-        stats.connect(w.output)
-        try:
-            # 12 s, 8 windows each: 8 final pieces per device once each is settled (quiet for 1 s)
-            tail = subprocess.Popen(
-                [sys.executable, "-m", "harstream", "tail", "--final", "--json", "--count", "16"]
-                + ["--subscribe", w.output],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-            assert tail.stderr is not None and "listening" in tail.stderr.readline()
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and stats.poll(1000):
-                if (decode_output(stats.recv_multipart()).get("subscriptions") or {}).get("prefixes", 0) >= 2:
-                    break
-            else:
-                raise AssertionError("the tail's subscription never reached the worker")
-            schedule = ReplaySchedule(devices, chunk=10)
-            replay(schedule, publish=w.ingest, speed=0, stream_clock=True, wait_subscriptions=1, printer=None)
-            out, err = tail.communicate(timeout=60)
-        finally:
-            if tail is not None and tail.poll() is None:
-                tail.kill()
-            stats.close(0)
-            ctx.term()
-    lines = [json.loads(line) for line in out.splitlines()]
+        # 12 s, 8 windows each: 8 final pieces per device once each is settled (quiet for 1 s)
+        lines, err = final_pieces_through_tail(w, ReplaySchedule(devices, chunk=10), count=16)
     assert len(lines) == 16, err
     assert all(set(p) == {"device", "start", "end", "label"} for p in lines)
     labels = {d: {p["label"] for p in lines if p["device"] == d} for d in ("table", "sleeper")}
