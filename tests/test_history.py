@@ -216,9 +216,14 @@ def test_no_order_of_windows_makes_two_final_pieces_for_one_stretch(
         if k in settle_at:
             out += h.settle()
     out += h.settle()
-    for a, b in zip(out, out[1:]):
+    assert_one_piece_per_stretch(out)
+
+
+def assert_one_piece_per_stretch(pieces: list[Piece]) -> None:
+    """Final pieces never overlap (one piece for one stretch of time) and none is empty."""
+    for a, b in zip(pieces, pieces[1:]):
         assert b.start >= a.end - 1e-9, (a, b)
-    assert all(p.start < p.end for p in out)
+    assert all(p.start < p.end for p in pieces)
 
 
 def test_day_totals_count_final_minutes_and_split_at_midnight():
@@ -533,9 +538,7 @@ def test_with_the_handled_state_no_order_of_windows_makes_two_final_pieces_for_o
         if k in settle_at:
             out += h.settle()
     out += h.settle()
-    for a, b in zip(out, out[1:]):
-        assert b.start >= a.end - 1e-9, (a, b)
-    assert all(p.start < p.end for p in out)
+    assert_one_piece_per_stretch(out)
 
 
 @pytest.mark.parametrize("gravity", ["abc", [1.0, 2.0], [float("nan"), 0.0, 0.0], [0.0, 0.0, 0.0], [None, 1, 2]])
@@ -624,9 +627,7 @@ def test_with_the_set_down_state_no_order_of_windows_rewrites_a_final_piece(orde
         if k in settle_at:
             out += h.settle()
     out += h.settle()
-    for a, b in zip(out, out[1:]):
-        assert b.start >= a.end - 1e-9, (a, b)
-    assert all(p.start < p.end for p in out)
+    assert_one_piece_per_stretch(out)
 
 
 def lying_samples(n: int, breathing: bool, seed: int = 0, gyro: bool = True) -> np.ndarray:

@@ -300,7 +300,7 @@ def test_devices_gone_quiet_are_forgotten_by_the_broker_and_a_live_one_is_kept(d
     assert all(client.zcard(keys.seen(p)) <= 1 for p in range(PARTITIONS))
 
 
-def test_junk_another_client_left_in_the_brokers_records_is_set_aside_and_the_device_goes_on():
+def test_junk_another_client_left_in_the_brokers_records_is_set_aside_and_the_device_goes_on(durable_factory):
     """Before the worker starts, another client has written junk into every
     record the worker reads or its scripts update for the good device: its
     partition's lease (no expiry) and epoch counter, its progress record, the
@@ -320,21 +320,16 @@ def test_junk_another_client_left_in_the_brokers_records_is_set_aside_and_the_de
         client.hset(f"{keys.prefix}today:{GOOD}", mapping={"day": "9" * 30, "walking": "x"})
         client.close()
 
-    folder = Path(tempfile.mkdtemp(prefix="hs-hd-"))
-    d = Durable(folder, before=junk_records)
-    try:
-        d.assert_good_device_goes_on()
-        assert d.wait(lambda: d.stats.get("broker", {}).get("junk", {}).get("history", 0) >= 1), d.stats
-        broker = d.stats["broker"]
-        assert broker["junk"]["progress"] >= 2, broker  # two at the takeover, GOOD's again at its first commit
-        assert broker["committed"] >= broker["published"] - 1, broker  # nothing committed and not published
-        assert broker.get("broker_errors", 0) == 0, broker
-    finally:
-        d.close()
-        shutil.rmtree(folder, ignore_errors=True)
+    d = durable_factory(before=junk_records)
+    d.assert_good_device_goes_on()
+    assert d.wait(lambda: d.stats.get("broker", {}).get("junk", {}).get("history", 0) >= 1), d.stats
+    broker = d.stats["broker"]
+    assert broker["junk"]["progress"] >= 2, broker  # two at the takeover, GOOD's again at its first commit
+    assert broker["committed"] >= broker["published"] - 1, broker  # nothing committed and not published
+    assert broker.get("broker_errors", 0) == 0, broker
 
 
-def test_a_lease_another_client_set_to_expire_in_an_hour_does_not_hold_the_partition():
+def test_a_lease_another_client_set_to_expire_in_an_hour_does_not_hold_the_partition(durable_factory):
     """Another client has set the good device's partition lease with an
     expiry of an hour: no worker sets one past the longest lease time, so
     the worker takes it as junk at once instead of leaving the partition
@@ -347,16 +342,11 @@ def test_a_lease_another_client_set_to_expire_in_an_hour_does_not_hold_the_parti
         client.set(keys.lease(p), "squatter 1", px=3_600_000)
         client.close()
 
-    folder = Path(tempfile.mkdtemp(prefix="hs-hd-"))
-    d = Durable(folder, before=squat)
-    try:
-        d.assert_good_device_goes_on()
-    finally:
-        d.close()
-        shutil.rmtree(folder, ignore_errors=True)
+    d = durable_factory(before=squat)
+    d.assert_good_device_goes_on()
 
 
-def test_keys_of_another_type_under_the_brokers_names_are_replaced_and_the_device_goes_on():
+def test_keys_of_another_type_under_the_brokers_names_are_replaced_and_the_device_goes_on(durable_factory):
     """Before the worker starts, another client has put a key of the wrong
     type under each name the worker writes (a string where a hash, a stream
     or a sorted set belongs; a hash where the good device's lease belongs).
@@ -382,19 +372,14 @@ def test_keys_of_another_type_under_the_brokers_names_are_replaced_and_the_devic
         client.hset(keys.lease(p), "junk", "1")
         client.close()
 
-    folder = Path(tempfile.mkdtemp(prefix="hs-hd-"))
-    d = Durable(folder, before=wrong_types)
-    try:
-        d.assert_good_device_goes_on()
-        assert d.wait(lambda: d.stats.get("broker", {}).get("junk", {}).get("history", 0) >= 3), d.stats
-        broker = d.stats["broker"]
-        assert broker["junk"]["progress"] >= 2, broker  # the shared keys, at the first commit at least
-        assert broker.get("broker_errors", 0) == 0, broker
-        client = connect(d.url)
-        assert client.type(keys.predictions) == b"stream" and client.type(keys.latest) == b"hash"
-    finally:
-        d.close()
-        shutil.rmtree(folder, ignore_errors=True)
+    d = durable_factory(before=wrong_types)
+    d.assert_good_device_goes_on()
+    assert d.wait(lambda: d.stats.get("broker", {}).get("junk", {}).get("history", 0) >= 3), d.stats
+    broker = d.stats["broker"]
+    assert broker["junk"]["progress"] >= 2, broker  # the shared keys, at the first commit at least
+    assert broker.get("broker_errors", 0) == 0, broker
+    client = connect(d.url)
+    assert client.type(keys.predictions) == b"stream" and client.type(keys.latest) == b"hash"
 
 
 def test_a_partition_log_replaced_or_deleted_by_another_client_is_made_readable_again(durable_factory):

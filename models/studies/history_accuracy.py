@@ -854,21 +854,16 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("record", type=Path)
     s.add_argument("--plot", default=None, metavar="DEVICE", help="also draw this session's timeline")
     args = parser.parse_args(argv)
-    if args.command == "choose":
-        record = choose()
-        (REPORTS / "history_choice.json").write_text(json.dumps(record, indent=2) + "\n")
-        print(json.dumps({k: v for k, v in record.items() if k != "grid"}, indent=2))
-    elif args.command == "handled":
-        record = choose_handled()
-        (REPORTS / "history_handled.json").write_text(json.dumps(record, indent=2) + "\n")
-        print(json.dumps({k: v for k, v in record.items() if k != "grid"}, indent=2))
-    elif args.command == "steps":
-        record = choose_steps()
-        (REPORTS / "history_steps.json").write_text(json.dumps(record, indent=2) + "\n")
-        print(json.dumps({k: v for k, v in record.items() if k != "grid"}, indent=2))
-    elif args.command == "set_down":
-        record = choose_set_down()
-        (REPORTS / "history_set_down.json").write_text(json.dumps(record, indent=2) + "\n")
+    choices = {
+        "choose": (choose, "history_choice.json"),
+        "handled": (choose_handled, "history_handled.json"),
+        "steps": (choose_steps, "history_steps.json"),
+        "set_down": (choose_set_down, "history_set_down.json"),
+    }
+    if args.command in choices:
+        run, name = choices[args.command]
+        record = run()
+        (REPORTS / name).write_text(json.dumps(record, indent=2) + "\n")
         print(json.dumps({k: v for k, v in record.items() if k != "grid"}, indent=2))
     elif args.command == "motion":
         from .decoder_tuning import validation_probabilities, waist_target
