@@ -22,6 +22,7 @@ from typing import Any
 
 from harstream.stream.core.activities import ACTIVITIES, PLACEMENT_FREE, POSTURES, STILL
 from harstream.stream.core.pipeline import preprocessing_params
+from harstream.stream.files.small_file import FileRefused, read_small_file
 
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
 DEFAULT_MODEL = PRETRAINED_DIR / "default.keras"
@@ -189,10 +190,10 @@ def read_metadata(path: str | Path) -> dict:
         raise ArtifactError(f"{path}: no such model file")
     if not meta_file.is_file():
         raise ArtifactError(f"{meta_file}: metadata missing; a model needs its .json beside it")
-    with open(meta_file, "rb") as f:
-        text = f.read(MAX_METADATA_BYTES + 1)
-    if len(text) > MAX_METADATA_BYTES:
-        raise ArtifactError(f"{meta_file}: larger than {MAX_METADATA_BYTES:,} bytes; no model's metadata is")
+    try:
+        text = read_small_file(meta_file, MAX_METADATA_BYTES, follow_symlinks=True).data
+    except FileRefused as exc:  # a FIFO or a device where the .json should be, or too large
+        raise ArtifactError(f"{meta_file}: {exc.strerror}; no model's metadata is") from None
     try:
         meta = json.loads(text)
     except (ValueError, RecursionError) as exc:  # a number of 5,000 digits, arrays nested 100,000 deep
