@@ -5,10 +5,11 @@ zip's whole directory when it opens one (300,000 empty entries took 6 s and
 380 MB before a word was said), as many bytes as the end record says it has
 whatever count it gives, and unpacks whatever a member declares. So
 :func:`open_zip` reads the end record first and refuses too many files or too
-large a directory; and :func:`check_member` refuses a member that declares more than may be read, or
-that packs tighter than the data could (a zip bomb), before it is opened. The
-limits are each caller's (:class:`ZipLimits`); anything over them is a
-:class:`ZipRefused` naming the zip, or the member, and the bound.
+large a directory, and :func:`check_member` refuses a member that declares
+more than may be read, or packs tighter than its data could (a zip bomb),
+before it is opened. The limits are each caller's (:class:`ZipLimits`);
+anything over them is a :class:`ZipRefused` naming the zip, or the member,
+and the bound.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ class ZipLimits:
     ratio_from: int = 1 << 20  # members under this many bytes are not judged by their packing
 
 
-def zip_directory(path: Path) -> tuple[int, int] | None:
+def _zip_directory(path: Path) -> tuple[int, int] | None:
     """(files, directory bytes) as a zip's end record gives them, read before
     zipfile reads the directory (None without such a record: zipfile says what is wrong)."""
     with open(path, "rb") as f:
@@ -62,7 +63,7 @@ def open_zip(path: Path, limits: ZipLimits, where: str) -> zipfile.ZipFile:
     directory; a :class:`ZipRefused` naming ``where`` otherwise, or if it is
     no zip. Its members are judged one by one (:func:`check_member`)."""
     try:
-        directory = zip_directory(path)
+        directory = _zip_directory(path)
     except OSError as exc:
         raise ZipRefused(f"{where}: not a zip file we can read ({exc})") from None
     if directory is not None and (directory[0] > limits.members or directory[1] > limits.directory_bytes):
