@@ -16,12 +16,14 @@ import hashlib
 import json
 import platform
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from harstream.stream.core.activities import ACTIVITIES, PLACEMENT_FREE, POSTURES, STILL
 from harstream.stream.core.pipeline import preprocessing_params
+from harstream.stream.files.small_file import FileRefused, read_small_file
+from harstream.stream.files.zip_limits import ZipLimits, ZipRefused, check_member, open_zip
 
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
 DEFAULT_MODEL = PRETRAINED_DIR / "default.keras"
@@ -119,37 +121,33 @@ MAX_MODEL_BYTES = 1 << 30
 #: The most a ``.keras`` file's ``config.json`` or ``metadata.json`` may unpack to
 #: (the shipped ones are under 100 kB).
 MAX_MODEL_CONFIG_BYTES = 16 << 20
+#: What a ``.keras`` zip may declare: a Keras model holds a few files.
+MODEL_ZIP_LIMITS = ZipLimits(members=10_000, directory_bytes=4 << 20, member_bytes=MAX_MODEL_BYTES)
+_CONFIG_LIMITS = replace(MODEL_ZIP_LIMITS, member_bytes=MAX_MODEL_CONFIG_BYTES)
 
 
 def check_model_zip(path: Path) -> None:
     """Refuse a ``.keras`` file larger than :data:`MAX_MODEL_BYTES`, or whose
-    zip members declare more than Keras should unpack (a zip bomb), naming the
-    member, from the zip's directory alone."""
-    import zipfile
-
+    zip declares more than Keras should unpack (a zip bomb), naming the
+    member, from the zip's directory alone (:data:`MODEL_ZIP_LIMITS`)."""
     size = path.stat().st_size
     if size > MAX_MODEL_BYTES:
         raise ArtifactError(f"{path}: {size:,} bytes; a model file over {MAX_MODEL_BYTES:,} bytes is not read")
     try:
-        with zipfile.ZipFile(path) as archive:
+        with open_zip(path, MODEL_ZIP_LIMITS, str(path)) as archive:
             members = archive.infolist()
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
-        raise ArtifactError(f"{path}: not a .keras zip ({exc})") from None
-    total = 0
-    for info in members[:10_000]:
-        total += info.file_size
-        if info.filename in ("config.json", "metadata.json") and info.file_size > MAX_MODEL_CONFIG_BYTES:
-            raise ArtifactError(
-                f"{path}: member {info.filename} unpacks to {info.file_size:,} bytes; "
-                f"over {MAX_MODEL_CONFIG_BYTES:,} is no Keras model's (a zip bomb?)"
-            )
-        if total > MAX_MODEL_BYTES:
-            raise ArtifactError(
-                f"{path}: members up to {info.filename[:100]!r} unpack to {total:,} bytes; "
-                f"over {MAX_MODEL_BYTES:,} is not read (a zip bomb?)"
-            )
-    if len(members) > 10_000:
-        raise ArtifactError(f"{path}: {len(members):,} zip members; a Keras model has a few")
+        total = 0
+        for info in members:
+            config = info.filename in ("config.json", "metadata.json")
+            check_member(info, _CONFIG_LIMITS if config else MODEL_ZIP_LIMITS, f"{path}: member {info.filename}")
+            total += info.file_size
+            if total > MAX_MODEL_BYTES:
+                raise ZipRefused(
+                    f"{path}: members up to {info.filename[:100]!r} unpack to {total:,} bytes; "
+                    f"over {MAX_MODEL_BYTES:,} is not read (a zip bomb?)"
+                )
+    except ZipRefused as exc:
+        raise ArtifactError(str(exc)) from None
 
 
 def save_artifact(model: Any, metadata: dict, path: str | Path) -> Path:
@@ -189,10 +187,10 @@ def read_metadata(path: str | Path) -> dict:
         raise ArtifactError(f"{path}: no such model file")
     if not meta_file.is_file():
         raise ArtifactError(f"{meta_file}: metadata missing; a model needs its .json beside it")
-    with open(meta_file, "rb") as f:
-        text = f.read(MAX_METADATA_BYTES + 1)
-    if len(text) > MAX_METADATA_BYTES:
-        raise ArtifactError(f"{meta_file}: larger than {MAX_METADATA_BYTES:,} bytes; no model's metadata is")
+    try:
+        text = read_small_file(meta_file, MAX_METADATA_BYTES, follow_symlinks=True).data
+    except FileRefused as exc:  # a FIFO or a device where the .json should be, or too large
+        raise ArtifactError(f"{meta_file}: {exc.strerror}; no model's metadata is") from None
     try:
         meta = json.loads(text)
     except (ValueError, RecursionError) as exc:  # a number of 5,000 digits, arrays nested 100,000 deep

@@ -20,6 +20,7 @@ def modules_with_examples() -> list[str]:
         "harstream.stream.core",
         "harstream.stream.bus",
         "harstream.stream.data",
+        "harstream.stream.files",
         "harstream.stream.personal",
         "harstream.stream.gateway",
         "harstream.stream.durable",

@@ -89,7 +89,7 @@ def test_metadata_of_gigabytes_is_refused_without_reading_it(tmp_path):
         f.truncate(1 << 30)  # sparse
     done = evaluate(model)
     assert done.returncode == 2
-    assert "larger than 4,194,304 bytes; no model's metadata is" in done.stderr
+    assert "over 4,194,304 bytes; no model's metadata is" in done.stderr
 
 
 def test_a_worker_given_metadata_that_is_no_object_names_it_and_exits(tmp_path):

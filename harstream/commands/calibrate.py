@@ -33,12 +33,14 @@ unreadable input, 0 otherwise (refusals are printed, not fatal).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shlex
 import sys
 from dataclasses import replace
 from pathlib import Path
 
 from harstream.commands._options import Number
+from harstream.stream.files.small_file import read_small_file
 from harstream.stream.personal.calibration import DEVICE_FILE
 
 
@@ -95,9 +97,9 @@ def calibration_device(data: str | Path, given: str | None) -> tuple[str, str | 
         return given, None
     path = Path(data)
     folder = path if path.is_dir() else path.parent
-    note = folder / DEVICE_FILE
-    if note.is_file() and note.stat().st_size <= 256:
-        return note.read_text(encoding="utf-8", errors="replace").strip(), None
+    with contextlib.suppress(OSError):  # none, or no small regular file: the folder's name
+        note = read_small_file(folder / DEVICE_FILE, 256, follow_symlinks=True).data
+        return note.decode("utf-8", errors="replace").strip(), None
     name = path.resolve().stem
     return name, (
         f"calibrate: no --device and no {DEVICE_FILE} in {folder}: the model is for device {name!r}, "

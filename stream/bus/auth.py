@@ -26,6 +26,7 @@ import threading
 from pathlib import Path
 
 from harstream.stream.bus.addresses import parse_endpoint
+from harstream.stream.files.small_file import FileRefused, read_small_file
 
 log = logging.getLogger(__name__)
 
@@ -170,22 +171,14 @@ def read_key_file(path: Path) -> tuple[bytes, bytes | None]:
     else, a file that is no regular file (a FIFO would block the reader), a
     symlink loop or one over :data:`MAX_KEY_FILE_BYTES` is refused naming it.
     A secret file others may read is taken, with a warning."""
-    import os
-    import stat
-
     from zmq.utils import z85
 
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        text, mode = read_small_file(path, MAX_KEY_FILE_BYTES, follow_symlinks=True)
+    except FileRefused as exc:
+        raise BusAuthError(f"{path}: {exc.strerror}; not a key file made by `harstream keys`") from None
     except OSError as exc:
         raise BusAuthError(f"{path}: cannot be read ({exc.strerror})") from None
-    with os.fdopen(fd, "rb") as f:
-        info = os.fstat(f.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise BusAuthError(f"{path}: not a regular file; a key file is text written by `harstream keys`")
-        text = f.read(MAX_KEY_FILE_BYTES + 1)
-    if len(text) > MAX_KEY_FILE_BYTES:
-        raise BusAuthError(f"{path}: over {MAX_KEY_FILE_BYTES:,} bytes; not a key file")
     keys: dict[bytes, bytes] = {}
     for line in text.splitlines():
         match = _Z85_KEY.fullmatch(line)
@@ -200,10 +193,8 @@ def read_key_file(path: Path) -> tuple[bytes, bytes | None]:
             raise BusAuthError(f"{path}: its {kind.decode()}-key is not 40 Z85 characters (a CURVE key); remake it")
     if b"public" not in keys:
         raise BusAuthError(f"{path}: no public-key line; not a key file made by `harstream keys`")
-    if b"secret" in keys and info.st_mode & 0o077:
-        log.warning(
-            "%s: a secret key others on this machine may read (mode %o); chmod 600 it", path, info.st_mode & 0o777
-        )
+    if b"secret" in keys and mode & 0o077:
+        log.warning("%s: a secret key others on this machine may read (mode %o); chmod 600 it", path, mode & 0o777)
     return keys[b"public"], keys.get(b"secret")
 
 

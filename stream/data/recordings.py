@@ -48,6 +48,7 @@ from harstream.stream.core.protocol import MAX_ACC_G, MAX_GYRO_RAD_S, STANDARD_G
 from harstream.stream.core.rate import RATE_HZ
 from harstream.stream.core.resample import MAX_GAP_S, Resampler, resample_linear
 from harstream.stream.data.safe_pickle import frame_columns, load_restricted
+from harstream.stream.files.zip_limits import ZipLimits, ZipRefused, check_member, open_zip
 
 CHANNELS = ("acc_x", "acc_y", "acc_z", "gyro_x", "gyro_y", "gyro_z")
 UCI_TEST_SUBJECTS = (2, 4, 9, 10, 12, 13, 18, 20, 24)
@@ -853,34 +854,17 @@ SL_ACTIVITY_CHARS = 200
 
 
 #: Files a zip export may hold, and the bytes of its directory: the app writes one file
-#: per sensor (a few dozen). zipfile reads the whole directory when it opens a zip:
-#: 300,000 empty entries (26 MB) took 6 s and 380 MB before a word was said, a gigabyte
-#: of them minutes and gigabytes. It reads as many bytes as the end record says the
-#: directory has, whatever count it gives, so both are bounded.
+#: per sensor (a few dozen). Both are judged from the zip's end record before zipfile
+#: reads the directory (:mod:`harstream.stream.files.zip_limits` says why).
 SL_MAX_MEMBERS = 1000
 SL_MAX_DIRECTORY_BYTES = 1 << 20
-
-
-def _zip_directory(path: Path) -> tuple[int, int] | None:
-    """(files, directory bytes) as a zip's end record gives them, read before
-    zipfile reads the directory (None without such a record: zipfile says what is wrong)."""
-    with open(path, "rb") as f:
-        size = f.seek(0, os.SEEK_END)
-        f.seek(max(0, size - (22 + 0xFFFF)))  # the end record, and a comment of up to 64 KiB after it
-        tail = f.read()
-        at = tail.rfind(b"PK\x05\x06")
-        if at < 0 or len(tail) < at + 22:
-            return None
-        entries = int.from_bytes(tail[at + 10 : at + 12], "little")
-        directory = int.from_bytes(tail[at + 12 : at + 16], "little")
-        if at < 20 or tail[at - 20 : at - 16] != b"PK\x06\x07":
-            return entries, directory
-        # ZIP64: the locator before the end record says where the ZIP64 end record is
-        f.seek(int.from_bytes(tail[at - 12 : at - 4], "little"))
-        record = f.read(56)
-        if len(record) < 56 or record[:4] != b"PK\x06\x06":
-            return None
-        return int.from_bytes(record[32:40], "little"), int.from_bytes(record[40:48], "little")
+SL_ZIP_LIMITS = ZipLimits(
+    members=SL_MAX_MEMBERS,
+    directory_bytes=SL_MAX_DIRECTORY_BYTES,
+    member_bytes=SL_MAX_FILE_BYTES,
+    max_ratio=SL_MAX_RATIO,
+    ratio_from=SL_RATIO_FROM,
+)
 
 
 class _Export:
@@ -896,17 +880,10 @@ class _Export:
         self._zip: zipfile.ZipFile | None = None
         members: dict[str, list] = {}
         if path.is_file():
-            directory = _zip_directory(path)
-            if directory is not None and (directory[0] > SL_MAX_MEMBERS or directory[1] > SL_MAX_DIRECTORY_BYTES):
-                raise RecordingError(
-                    f"{self.where}: a zip of {directory[0]:,} files in a directory of {directory[1]:,} bytes; "
-                    f"an export holds a few dozen (at most {SL_MAX_MEMBERS:,} files, "
-                    f"{SL_MAX_DIRECTORY_BYTES:,} bytes read)"
-                )
             try:
-                self._zip = zipfile.ZipFile(path)
-            except (zipfile.BadZipFile, OSError) as exc:
-                raise RecordingError(f"{self.where}: not a zip file we can read ({exc})") from None
+                self._zip = open_zip(path, SL_ZIP_LIMITS, self.where)
+            except ZipRefused as exc:
+                raise RecordingError(str(exc)) from None
             for info in self._zip.infolist():
                 if not info.is_dir():
                     members.setdefault(PurePosixPath(info.filename).name.lower(), []).append(info)
@@ -948,14 +925,13 @@ class _Export:
         where = f"{self.where}: {found[0].filename if self._zip is not None else found[0].name}"
         if len(found) > 1:
             raise RecordingError(f"{where}: {len(found)} files of this name in one export; keep one")
-        size = found[0].file_size if self._zip is not None else found[0].stat().st_size
-        if size > SL_MAX_FILE_BYTES:
+        if self._zip is not None:
+            try:
+                check_member(found[0], SL_ZIP_LIMITS, where)
+            except ZipRefused as exc:
+                raise RecordingError(str(exc)) from None
+        elif (size := found[0].stat().st_size) > SL_MAX_FILE_BYTES:
             raise RecordingError(f"{where}: {size:,} bytes, more than the {SL_MAX_FILE_BYTES:,} read from one file")
-        if self._zip is not None and size > SL_RATIO_FROM and size > SL_MAX_RATIO * found[0].compress_size:
-            raise RecordingError(
-                f"{where}: {size:,} bytes packed into {found[0].compress_size:,}, over {SL_MAX_RATIO}:1; "
-                "sensor readings do not pack so tightly (a zip bomb?), so it is not read"
-            )
         try:
             # a member's declared size bounds what zipfile reads (beyond it: a CRC error)
             raw = self._zip.open(found[0]) if self._zip is not None else open(found[0], "rb")

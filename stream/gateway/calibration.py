@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import hashlib
 import hmac
 import logging
@@ -53,7 +52,6 @@ import multiprocessing
 import os
 import pickle
 import shutil
-import stat
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -62,6 +60,7 @@ from pathlib import Path
 from typing import Any
 
 from harstream.stream.core.protocol import SampleBatch
+from harstream.stream.files.small_file import read_small_file
 from harstream.stream.gateway.counters import Counters
 from harstream.stream.personal.calibration import (
     DEFAULT_LIMITS,
@@ -90,18 +89,11 @@ OWNER_FILE = "owner"  # beside a device's CSVs: sha256 of the key that calibrate
 
 def read_owner_record(path: Path) -> bytes:
     """The owner record at ``path`` (a key's SHA-256 in hex), read on the
-    event loop, so never waiting: opened without following a symlink and
-    without blocking (a FIFO there froze the gateway waiting for a writer),
-    and it must be a regular file of at most 200 bytes; ``OSError`` else
-    (``FileNotFoundError`` where there is none)."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode) or info.st_size > 200:
-            raise OSError(errno.EINVAL, "not a regular file of at most 200 bytes")
-        return os.read(fd, 200).strip()
-    finally:
-        os.close(fd)
+    event loop, so never waiting: a FIFO there froze the gateway waiting for a
+    writer, so it is read by :func:`~harstream.stream.files.small_file.read_small_file`
+    (no symlink followed, a regular file of at most 200 bytes); ``OSError``
+    else (``FileNotFoundError`` where there is none)."""
+    return read_small_file(path, 200).data.strip()
 
 
 MODEL_SUFFIXES = (PERSONAL_SUFFIX, ".keras", ".json")  # a personal model in the registry (and the older format)

@@ -6,10 +6,10 @@ micro-motion means, margins, the half-turns it allows, the activities it
 calibrated, the base model it was fitted over — plus what the calibration
 said (``summary``, ``calibration``) and the display decoder's parameters:
 a few kilobytes. Reading it needs no TensorFlow and runs no code: the file
-is opened without following a symlink, must be a regular file of at most
-:data:`MAX_BYTES` (checked on the open file before a byte is read), is
-parsed as JSON, and every number is checked for its shape and range before
-a head is built. Anything else is a :class:`PersonalModelError` naming the
+is read by :func:`~harstream.stream.files.small_file.read_small_file` (no
+symlink followed, a regular file of at most :data:`MAX_BYTES`, checked before
+a byte is read), parsed as JSON, and every number is checked for its shape
+and range before a head is built. Anything else is a :class:`PersonalModelError` naming the
 file and what was wrong.
 
 >>> import tempfile, pathlib
@@ -28,7 +28,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import stat
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -38,6 +37,7 @@ import numpy as np
 from harstream.stream.core.activities import ACTIVITIES, POSTURES
 from harstream.stream.core.posture import INSEPARABLE, MAX_PROTOTYPES, N_MOTION, TURN_NAMES, PersonalHead
 from harstream.stream.core.protocol import ProtocolError, check_device_id
+from harstream.stream.files.small_file import FileRefused, read_small_file
 
 FORMAT = "harstream-personal/1"
 SUFFIX = ".personal.json"
@@ -61,7 +61,12 @@ class PersonalModelError(ValueError):
 def read_personal_file(path: str | Path) -> PersonalHead:
     """The checked :class:`PersonalHead` in ``path``; :class:`PersonalModelError` otherwise."""
     path = Path(path)
-    raw = _read_bounded(path)
+    try:
+        raw = read_small_file(path, MAX_BYTES).data
+    except FileRefused as exc:  # a symlink, a FIFO, a device, a folder; too large
+        raise PersonalModelError(f"{path.name}: {exc.strerror}; refused unread") from None
+    except OSError as exc:  # gone, unreadable
+        raise PersonalModelError(f"{path.name}: cannot be read ({exc.strerror}); refused unread") from None
     try:
         doc = json.loads(raw)
     except (ValueError, RecursionError) as exc:  # not UTF-8, not JSON, nested too deep, a 5000-digit number
@@ -69,30 +74,6 @@ def read_personal_file(path: str | Path) -> PersonalHead:
             f"{path.name}: not a JSON personal model ({type(exc).__name__}: {exc})"[:300]
         ) from None
     return head_from_json(doc, path.name, hashlib.sha256(raw).hexdigest())
-
-
-def _read_bounded(path: Path) -> bytes:
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
-    try:
-        fd = os.open(path, flags)
-    except OSError as exc:  # a symlink (ELOOP under O_NOFOLLOW), gone, unreadable
-        kind = "a symlink" if path.is_symlink() else exc.strerror
-        raise PersonalModelError(f"{path.name}: not a regular file ({kind}); refused unread") from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):  # a FIFO, a device, a folder: never read
-            raise PersonalModelError(f"{path.name}: not a regular file; refused unread")
-        if info.st_size > MAX_BYTES:
-            raise PersonalModelError(
-                f"{path.name}: {info.st_size} bytes, more than the {MAX_BYTES} a personal model may have; refused unread"
-            )
-        with os.fdopen(fd, "rb", closefd=False) as f:
-            raw = f.read(MAX_BYTES + 1)
-        if len(raw) > MAX_BYTES:  # grew after the check
-            raise PersonalModelError(f"{path.name}: more than {MAX_BYTES} bytes; refused")
-        return raw
-    finally:
-        os.close(fd)
 
 
 def _floats(doc: dict, key: str, shape: tuple[int, ...], low: float, high: float, where: str) -> np.ndarray:
