@@ -415,6 +415,46 @@ def test_a_request_head_that_never_ends_is_cut_off(attack):
     assert answer.startswith(b"HTTP/1.1 408")
 
 
+def test_connections_that_never_send_a_byte_are_let_go_within_the_open_timeout(attack):
+    """An address's every place held by connections that say nothing: its phones
+    get in again once --open-timeout (2 s here) has passed, not never."""
+    source = "127.0.0.3"  # an address of its own: its places are the ones taken
+
+    def connect_from() -> socket.socket:
+        s = socket.socket()
+        s.bind((source, 0))
+        s.settimeout(10)
+        s.connect(("127.0.0.1", attack.port))
+        return s
+
+    def ask_stats() -> bytes:
+        with connect_from() as s:
+            s.sendall(b"GET /stats HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            return s.recv(100)
+
+    def hold_every_place():
+        silent = [connect_from() for _ in range(128)]  # --max-connections-per-address (default)
+        try:
+            time.sleep(0.2)
+            assert ask_stats().startswith(b"HTTP/1.1 503"), "the silent connections do not hold the places"
+            answers = []
+            deadline = time.monotonic() + 3.5
+            for s in silent:  # each told 408 and closed, once the open timeout has passed
+                s.settimeout(max(0.01, deadline - time.monotonic()))
+                with contextlib.suppress(OSError):
+                    answers.append(s.recv(100)[:12])
+            return answers, ask_stats()
+        finally:
+            for s in silent:
+                s.close()
+
+    started = time.monotonic()
+    answers, later = refused(attack, "timeout", hold_every_place)
+    assert answers == [b"HTTP/1.1 408"] * 128
+    assert later.startswith(b"HTTP/1.1 200"), later
+    assert time.monotonic() - started < 4.5
+
+
 def test_a_json_integer_of_thousands_of_digits_is_refused_as_a_value(attack):
     body = b'{"deviceId": "big", "sessionId": "s", "payload": [{"name": "gyroscope", "time": ' + b"9" * 5000 + b"}]}"
     status, text = refused(attack, "values", lambda: post(attack.port, body))

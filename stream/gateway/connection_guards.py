@@ -10,8 +10,9 @@ subclasses guard it and count every refusal by reason:
   already holding ``max_connections_per_address`` (one address cannot take
   every place: a WebSocket holds its place until it closes), a source opening more than
   ``max_connects_per_s`` gets ``429`` (``source_rate``), a request head not
-  complete within ``open_timeout`` gets ``408`` (``timeout``; uvicorn itself
-  waits forever), and what h11 cannot parse — a duplicated or signed
+  complete within ``open_timeout`` of the connection (or of its first byte
+  after a response) gets ``408`` (``timeout``; uvicorn itself waits forever,
+  even on a connection that never sends a byte), and what h11 cannot parse — a duplicated or signed
   Content-Length, ``1_0``, a bad request line — is answered ``400``
   (``http_malformed``) or ``431`` when the head is over ``max_head``
   (``head_too_large``).
@@ -135,6 +136,9 @@ class GuardedH11Protocol(H11Protocol):
             )
         g.hold(transport, source)
         self._watch = WriteWatch(transport, g, self.loop)
+        # The head's time runs from the connection itself: one that never
+        # sends a byte would otherwise hold its place (and its address's) for ever.
+        self._head_timer = self.loop.call_later(g.config.open_timeout, self._head_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_timers()
