@@ -17,7 +17,10 @@ subclasses guard it and count every refusal by reason:
   (``http_malformed``) or ``431`` when the head is over ``max_head``
   (``head_too_large``).
 - **WebSocket** (:class:`GuardedWebSocketProtocol`): pings and pongs beyond
-  ``max_pings_per_s`` close the connection (``ping_rate``); a frame over
+  ``max_pings_per_s`` close the connection (``ping_rate``), and so does a
+  message in more than ``MAX_FRAGMENTS`` frames (``ws_fragments``: empty
+  continuation frames never reach the size limit, and uvicorn would keep
+  parsing and keeping them until the message ends); a frame over
   ``max_message`` (``too_large``) or breaking the protocol (``ws_protocol``) is
   counted when websockets closes the connection for it.
 - **Both**: a client that reads nothing while we have data for it — its
@@ -42,6 +45,10 @@ from harstream.stream.gateway.config import GatewayConfig
 from harstream.stream.gateway.counters import Counters
 
 WATCH_INTERVAL_S = 0.5
+# Frames one WebSocket message may come in. Phone apps and browsers send a
+# message as one frame; a client library fragmenting a 256 KiB message into
+# 4 KiB pieces needs 64.
+MAX_FRAGMENTS = 64
 
 
 class Guard:
@@ -215,6 +222,7 @@ class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
         super().__init__(*args, **kwargs)
         self._control = RateLimit(self.guard.config.max_pings_per_s, 10.0)
         self._failed = False
+        self._fragments = 0  # frames of the message being received
         self._watch: WriteWatch | None = None
 
     def connection_made(self, transport: Any) -> None:
@@ -235,18 +243,42 @@ class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
         if self._control_frame_allowed():
             super().handle_pong(event)
 
+    def handle_text(self, event: Any) -> None:
+        if not self._failed:
+            self._fragments = 1
+            super().handle_text(event)
+
+    def handle_bytes(self, event: Any) -> None:
+        if not self._failed:
+            self._fragments = 1
+            super().handle_bytes(event)
+
+    def handle_cont(self, event: Any) -> None:
+        if self._failed:
+            return
+        self._fragments += 1
+        if self._fragments > MAX_FRAGMENTS:
+            self._fail("ws_fragments", f"message in more than {MAX_FRAGMENTS} frames")
+            return
+        super().handle_cont(event)
+
     def _control_frame_allowed(self) -> bool:
         if self._failed:
             return False
         if self._control.take():
             return True
-        self.guard.counters.reject("ping_rate", f"more than {self.guard.config.max_pings_per_s:g} pings/pongs per s")
+        self._fail("ping_rate", f"more than {self.guard.config.max_pings_per_s:g} pings/pongs per s", "too many pings")
+        return False
+
+    def _fail(self, reason: str, detail: str, close_reason: str | None = None) -> None:
+        """Close with 1008 now, counted as ``reason``; what the client still sends is dropped."""
+        self.guard.counters.reject(reason, detail)
         self._failed = True
-        self.conn.fail(1008, "too many pings")
+        self.frames = []
+        self.conn.fail(1008, close_reason or detail)
         self.transport.write(b"".join(self.conn.data_to_send()))
         self.close_sent = True
         self.transport.close()
-        return False
 
     def handle_parser_exception(self) -> None:
         if not self._failed:

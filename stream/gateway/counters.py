@@ -33,6 +33,7 @@ EDGE_REASONS = (
     "timeout",  # request head or body not complete in time
     "source_rate",  # too many new connections from one address
     "ping_rate",  # WebSocket ping/pong flood
+    "ws_fragments",  # a WebSocket message in more frames than any client sends
     "slow_reader",  # a client that does not read what it is sent
     "ws_protocol",  # a WebSocket frame that breaks the protocol (bad opcode, bad UTF-8, ...)
     "memory",  # a message that could not be held in memory
