@@ -15,7 +15,10 @@ subclasses guard it and count every refusal by reason:
   even on a connection that never sends a byte), and what h11 cannot parse — a duplicated or signed
   Content-Length, ``1_0``, a bad request line — is answered ``400``
   (``http_malformed``) or ``431`` when the head is over ``max_head``
-  (``head_too_large``).
+  (``head_too_large``); a chunked body in more than ``MAX_BODY_PIECES``
+  pieces is answered ``400`` (``chunks``: h11 spends time in proportion to
+  what is buffered behind each chunk, so 43,000 one-byte chunks in one read
+  held the event loop for a second).
 - **WebSocket** (:class:`GuardedWebSocketProtocol`): pings and pongs beyond
   ``max_pings_per_s`` close the connection (``ping_rate``), and so does a
   message in more than ``MAX_FRAGMENTS`` frames (``ws_fragments``: empty
@@ -37,6 +40,7 @@ import asyncio
 from collections import Counter
 from typing import Any
 
+import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
@@ -49,6 +53,35 @@ WATCH_INTERVAL_S = 0.5
 # message as one frame; a client library fragmenting a 256 KiB message into
 # 4 KiB pieces needs 64.
 MAX_FRAGMENTS = 64
+# Pieces (h11 Data events) of one chunked request body. Apps send a body with a
+# Content-Length; a client streaming 256 KiB in chunks of 256 bytes needs 1,024.
+MAX_BODY_PIECES = 1024
+# The scope key telling a route its request was refused under it (and counted) by a guard.
+REFUSED = "harstream.refused"
+
+
+class PieceCountingConnection(h11.Connection):
+    """h11's server connection, refusing a chunked body past ``MAX_BODY_PIECES``
+    pieces with the ``RemoteProtocolError`` uvicorn answers through
+    ``send_400_response``; ``too_many_pieces`` tells that answer why."""
+
+    def __init__(self, max_incomplete_event_size: int):
+        super().__init__(h11.SERVER, max_incomplete_event_size)
+        self.chunked = False
+        self.pieces = 0
+        self.too_many_pieces = False
+
+    def next_event(self) -> Any:
+        event = super().next_event()
+        if isinstance(event, h11.Request):
+            self.chunked = any(name == b"transfer-encoding" for name, _ in event.headers)
+            self.pieces = 0
+        elif isinstance(event, h11.Data) and self.chunked:
+            self.pieces += 1
+            if self.pieces > MAX_BODY_PIECES:
+                self.too_many_pieces = True
+                raise h11.RemoteProtocolError(f"chunked body in more than {MAX_BODY_PIECES} pieces")
+        return event
 
 
 class Guard:
@@ -117,6 +150,10 @@ class GuardedH11Protocol(H11Protocol):
 
     guard: Guard
 
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.conn = PieceCountingConnection(self.guard.config.max_head)
+
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         g = self.guard
@@ -171,7 +208,9 @@ class GuardedH11Protocol(H11Protocol):
         if self._refused:
             return
         pending = len(self.conn.trailing_data[0])
-        if pending >= self.guard.config.max_head:
+        if isinstance(self.conn, PieceCountingConnection) and self.conn.too_many_pieces:
+            self._refuse(400, "Bad Request", "chunks", f"chunked body in more than {MAX_BODY_PIECES} pieces\n")
+        elif pending >= self.guard.config.max_head:
             self._refuse(
                 431,
                 "Request Header Fields Too Large",
@@ -199,6 +238,8 @@ class GuardedH11Protocol(H11Protocol):
     def _refuse(self, status: int, phrase: str, reason: str, text: str) -> None:
         self.guard.counters.reject(reason, text.strip())
         self._refused = True
+        if self.cycle is not None:  # a route still reading the body sees it end: counted here, not there
+            self.cycle.scope[REFUSED] = reason  # type: ignore[typeddict-unknown-key]
         self.transport.write(_plain_response(status, phrase, text))
         self.transport.close()
         if self._watch is None:  # still cut off a client that never reads the answer

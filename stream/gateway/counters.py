@@ -28,6 +28,7 @@ EDGE_REASONS = (
     "head_too_large",  # request line + headers over the limit
     "uri_too_long",  # path + query over the limit
     "http_malformed",  # not parseable HTTP (bad Content-Length, bad line, ...)
+    "chunks",  # a chunked body in more pieces than any client sends
     "not_found",  # no such path
     "method",  # method not allowed on that path
     "timeout",  # request head or body not complete in time
