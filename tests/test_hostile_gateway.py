@@ -755,6 +755,30 @@ def test_a_connection_flood_from_one_address_is_refused(attack):
     assert b"429" in refused(attack, "source_rate", flood)
 
 
+def test_requests_on_one_kept_alive_connection_are_limited_like_a_websocket_s_messages(attack):
+    """Nothing limited the requests of one kept-alive connection: it asked as
+    fast as the gateway could answer (measured: 1,000 requests/s, a core busy).
+    Now 100/s, bursts of 200 (--rate-limit), as a WebSocket's messages."""
+
+    def pipeline():
+        with socket.socket() as s:
+            s.settimeout(10)
+            s.connect(("127.0.0.1", attack.port))
+            ask = f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{attack.port}\r\n\r\n".encode()
+            last = f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{attack.port}\r\nConnection: close\r\n\r\n".encode()
+            with contextlib.suppress(OSError):
+                s.sendall(ask * 399 + last)
+            data = b""
+            with contextlib.suppress(OSError):
+                while chunk := s.recv(65536):
+                    data += chunk
+            return data
+
+    answers = refused(attack, "rate_limit", pipeline)
+    assert answers.count(b"HTTP/1.1 200") <= 220 and answers.count(b"HTTP/1.1 429") == 1, answers[-300:]
+    assert answers.endswith(b"more than 100 requests/s on one connection\n"), answers[-300:]
+
+
 # ----------------------------------------------------------- identity
 
 

@@ -18,7 +18,10 @@ subclasses guard it and count every refusal by reason:
   (``head_too_large``); a chunked body in more than ``MAX_BODY_PIECES``
   pieces is answered ``400`` (``chunks``: h11 spends time in proportion to
   what is buffered behind each chunk, so 43,000 one-byte chunks in one read
-  held the event loop for a second).
+  held the event loop for a second), and a kept-alive connection's requests
+  beyond ``max_messages_per_s`` (bursts of 2 s worth) are answered ``429``
+  (``rate_limit``, as a WebSocket's messages are; one connection asked as
+  fast as the gateway could answer).
 - **WebSocket** (:class:`GuardedWebSocketProtocol`): pings and pongs beyond
   ``max_pings_per_s`` close the connection (``ping_rate``), and so does a
   message in more than ``MAX_FRAGMENTS`` frames (``ws_fragments``: empty
@@ -38,13 +41,15 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Callable
+from http import HTTPStatus
 from typing import Any
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
-from harstream.stream.gateway.admission import RateLimit, SourceLimits
+from harstream.stream.gateway.admission import RateLimit, Refusal, SourceLimits
 from harstream.stream.gateway.config import GatewayConfig
 from harstream.stream.gateway.counters import Counters
 
@@ -60,28 +65,41 @@ MAX_BODY_PIECES = 1024
 REFUSED = "harstream.refused"
 
 
-class PieceCountingConnection(h11.Connection):
-    """h11's server connection, refusing a chunked body past ``MAX_BODY_PIECES``
-    pieces with the ``RemoteProtocolError`` uvicorn answers through
-    ``send_400_response``; ``too_many_pieces`` tells that answer why."""
+class GuardedConnection(h11.Connection):
+    """h11's server connection with two limits on what one connection asks:
+
+    - each request is charged to the connection's budget (``admit``); past it,
+      ``rate_limit`` (429): a kept-alive connection asks no faster than a
+      WebSocket may send messages;
+    - a chunked body in more than ``MAX_BODY_PIECES`` pieces: ``chunks`` (400).
+
+    Either raises the ``RemoteProtocolError`` uvicorn answers through
+    ``send_400_response`` before any route runs; ``refusal`` says which.
+    """
 
     def __init__(self, max_incomplete_event_size: int):
         super().__init__(h11.SERVER, max_incomplete_event_size)
+        self.admit: Callable[[], Refusal | None] = lambda: None
         self.chunked = False
         self.pieces = 0
-        self.too_many_pieces = False
+        self.refusal: Refusal | None = None
 
     def next_event(self) -> Any:
         event = super().next_event()
         if isinstance(event, h11.Request):
             self.chunked = any(name == b"transfer-encoding" for name, _ in event.headers)
             self.pieces = 0
+            self._refuse(self.admit())
         elif isinstance(event, h11.Data) and self.chunked:
             self.pieces += 1
             if self.pieces > MAX_BODY_PIECES:
-                self.too_many_pieces = True
-                raise h11.RemoteProtocolError(f"chunked body in more than {MAX_BODY_PIECES} pieces")
+                self._refuse(Refusal(400, "chunks", f"chunked body in more than {MAX_BODY_PIECES} pieces"))
         return event
+
+    def _refuse(self, refusal: Refusal | None) -> None:
+        if refusal is not None:
+            self.refusal = refusal
+            raise h11.RemoteProtocolError(refusal.text)
 
 
 class Guard:
@@ -152,7 +170,7 @@ class GuardedH11Protocol(H11Protocol):
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self.conn = PieceCountingConnection(self.guard.config.max_head)
+        self.conn: GuardedConnection = GuardedConnection(self.guard.config.max_head)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -179,10 +197,19 @@ class GuardedH11Protocol(H11Protocol):
                 f"more than {g.config.max_connects_per_s:g} new connections/s from {source}\n",
             )
         g.hold(transport, source)
+        self._requests = RateLimit(g.config.max_messages_per_s, 2 * g.config.max_messages_per_s)
+        self.conn.admit = self._admit
         self._watch = WriteWatch(transport, g, self.loop)
         # The head's time runs from the connection itself: one that never
         # sends a byte would otherwise hold its place (and its address's) for ever.
         self._head_timer = self.loop.call_later(g.config.open_timeout, self._head_timeout)
+
+    def _admit(self) -> Refusal | None:
+        if self._requests.take():
+            return None
+        return Refusal(
+            429, "rate_limit", f"more than {self.guard.config.max_messages_per_s:g} requests/s on one connection"
+        )
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_timers()
@@ -208,8 +235,9 @@ class GuardedH11Protocol(H11Protocol):
         if self._refused:
             return
         pending = len(self.conn.trailing_data[0])
-        if isinstance(self.conn, PieceCountingConnection) and self.conn.too_many_pieces:
-            self._refuse(400, "Bad Request", "chunks", f"chunked body in more than {MAX_BODY_PIECES} pieces\n")
+        refusal = self.conn.refusal
+        if refusal is not None:
+            self._refuse(refusal.status, HTTPStatus(refusal.status).phrase, refusal.reason, refusal.text + "\n")
         elif pending >= self.guard.config.max_head:
             self._refuse(
                 431,
@@ -239,7 +267,7 @@ class GuardedH11Protocol(H11Protocol):
         self.guard.counters.reject(reason, text.strip())
         self._refused = True
         if self.cycle is not None:  # a route still reading the body sees it end: counted here, not there
-            self.cycle.scope[REFUSED] = reason  # type: ignore[typeddict-unknown-key]
+            self.cycle.scope[REFUSED] = reason  # type: ignore[literal-required]
         self.transport.write(_plain_response(status, phrase, text))
         self.transport.close()
         if self._watch is None:  # still cut off a client that never reads the answer
