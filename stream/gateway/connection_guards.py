@@ -40,6 +40,8 @@ subclasses guard it and count every refusal by reason:
 from __future__ import annotations
 
 import asyncio
+import ssl
+from asyncio.sslproto import SSLProtocol
 from collections import Counter
 from collections.abc import Callable
 from http import HTTPStatus
@@ -105,12 +107,25 @@ class GuardedConnection(h11.Connection):
 class Guard:
     """What every guarded connection of one gateway shares: limits, counters, per-source buckets."""
 
-    def __init__(self, config: GatewayConfig, counters: Counters):
+    def __init__(self, config: GatewayConfig, counters: Counters, tls: ssl.SSLContext | None = None):
         self.config = config
         self.counters = counters
+        self.tls = tls
         self.sources = SourceLimits(config.max_connects_per_s, 4 * config.max_connects_per_s)
         self._source_of: dict[Any, str] = {}  # each open connection's transport -> its client address
         self.held: Counter[str] = Counter()  # open connections per client address
+        self.handshaking: Counter[str] = Counter()  # TLS handshakes under way per client address
+
+    def admit(self, source: str, open_now: int) -> Refusal | None:
+        """A new connection from ``source``, ``open_now`` open with it: refused, or None."""
+        c = self.config
+        if open_now > c.max_connections:
+            return Refusal(503, "busy", "too many connections")
+        if self.held[source] + self.handshaking[source] >= c.max_connections_per_address:
+            return Refusal(503, "busy", f"{c.max_connections_per_address} connections from {source} are open already")
+        if not self.sources.take(source):
+            return Refusal(429, "source_rate", f"more than {c.max_connects_per_s:g} new connections/s from {source}")
+        return None
 
     def hold(self, transport: Any, source: str) -> None:
         self._source_of[transport] = source
@@ -172,30 +187,21 @@ class GuardedH11Protocol(H11Protocol):
         super().__init__(*args, **kwargs)
         self.conn: GuardedConnection = GuardedConnection(self.guard.config.max_head)
 
+    #: Set by :class:`TLSGate`, which counted and admitted the connection before its handshake.
+    admitted = False
+
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         g = self.guard
-        g.counters.count("tcp_connections")
         self._refused = False
         self._head_timer: asyncio.TimerHandle | None = None
         self._watch: WriteWatch | None = None
         source = self.client[0] if self.client else "?"
-        if len(self.connections) > g.config.max_connections:
-            return self._refuse(503, "Service Unavailable", "busy", "too many connections\n")
-        if g.held[source] >= g.config.max_connections_per_address:
-            return self._refuse(
-                503,
-                "Service Unavailable",
-                "busy",
-                f"{g.config.max_connections_per_address} connections from {source} are open already\n",
-            )
-        if not g.sources.take(source):
-            return self._refuse(
-                429,
-                "Too Many Requests",
-                "source_rate",
-                f"more than {g.config.max_connects_per_s:g} new connections/s from {source}\n",
-            )
+        if not self.admitted:
+            g.counters.count("tcp_connections")
+            refusal = g.admit(source, len(self.connections))
+            if refusal is not None:
+                return self._refuse_with(refusal)
         g.hold(transport, source)
         self._requests = RateLimit(g.config.max_messages_per_s, 2 * g.config.max_messages_per_s)
         self.conn.admit = self._admit
@@ -235,9 +241,8 @@ class GuardedH11Protocol(H11Protocol):
         if self._refused:
             return
         pending = len(self.conn.trailing_data[0])
-        refusal = self.conn.refusal
-        if refusal is not None:
-            self._refuse(refusal.status, HTTPStatus(refusal.status).phrase, refusal.reason, refusal.text + "\n")
+        if self.conn.refusal is not None:
+            self._refuse_with(self.conn.refusal)
         elif pending >= self.guard.config.max_head:
             self._refuse(
                 431,
@@ -262,6 +267,9 @@ class GuardedH11Protocol(H11Protocol):
                 "timeout",
                 f"request head not complete within {self.guard.config.open_timeout:g} s\n",
             )
+
+    def _refuse_with(self, refusal: Refusal) -> None:
+        self._refuse(refusal.status, HTTPStatus(refusal.status).phrase, refusal.reason, refusal.text + "\n")
 
     def _refuse(self, status: int, phrase: str, reason: str, text: str) -> None:
         self.guard.counters.reject(reason, text.strip())
@@ -364,9 +372,72 @@ class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
         super().data_received(data)
 
 
-def guarded_protocols(config: GatewayConfig, counters: Counters) -> tuple[type, type]:
-    """The (HTTP, WebSocket) protocol classes for uvicorn's ``http=`` and ``ws=``."""
-    guard = Guard(config, counters)
+class TLSGate(asyncio.Protocol):
+    """A raw TCP connection to a gateway serving TLS: admitted by the same
+    limits as any (:meth:`Guard.admit`: places, the address's places, its rate),
+    then its handshake, which must end within ``open_timeout``; then
+    ``inner``, the guarded HTTP protocol, takes the encrypted connection.
+
+    asyncio's own TLS server runs the handshake before any protocol sees the
+    connection, for up to 60 s: connections that never sent a byte were held
+    uncounted, past every limit, until the process had no file left.
+    """
+
+    def __init__(self, guard: Guard, inner: GuardedH11Protocol):
+        self.guard, self.inner = guard, inner
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        g, inner = self.guard, self.inner
+        assert g.tls is not None and isinstance(transport, asyncio.Transport)
+        g.counters.count("tcp_connections")
+        peer = transport.get_extra_info("peername")
+        source = str(peer[0]) if peer else "?"
+        refusal = g.admit(source, len(inner.connections) + sum(g.handshaking.values()) + 1)
+        if refusal is not None:  # nothing can be said before the handshake: the connection is closed
+            g.counters.reject(refusal.reason, refusal.text)
+            transport.abort()
+            return
+        g.handshaking[source] += 1
+        inner.admitted = True
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+        tls = SSLProtocol(loop, inner, g.tls, done, server_side=True, ssl_handshake_timeout=g.config.open_timeout)
+        transport.set_protocol(tls)
+        tls.connection_made(transport)
+        started = loop.time()
+        done.add_done_callback(lambda _: self._handshake_ended(done, source, loop.time() - started, transport))
+
+    def _handshake_ended(self, done: asyncio.Future, source: str, took: float, transport: asyncio.Transport) -> None:
+        g = self.guard
+        g.handshaking[source] -= 1
+        if g.handshaking[source] <= 0:
+            del g.handshaking[source]
+        failed = done.cancelled() or done.exception() is not None
+        if failed:
+            if took >= g.config.open_timeout:
+                g.counters.reject(
+                    "timeout", f"TLS handshake from {source} not complete within {g.config.open_timeout:g} s"
+                )
+            else:
+                g.counters.reject("tls", f"TLS handshake from {source} failed")
+            transport.abort()
+
+    def data_received(self, data: bytes) -> None:  # the TLS protocol reads from here on
+        pass
+
+
+def guarded_protocols(
+    config: GatewayConfig, counters: Counters, tls: ssl.SSLContext | None = None
+) -> tuple[Callable[..., asyncio.Protocol], type]:
+    """What uvicorn's ``http=`` and ``ws=`` take: the guarded HTTP protocol (behind
+    a :class:`TLSGate` when serving ``tls``) and the guarded WebSocket protocol."""
+    guard = Guard(config, counters, tls)
     http = type("GatewayHttpProtocol", (GuardedH11Protocol,), {"guard": guard})
     ws = type("GatewayWebSocketProtocol", (GuardedWebSocketProtocol,), {"guard": guard})
-    return http, ws
+    if tls is None:
+        return http, ws
+
+    def gated(**kwargs: Any) -> asyncio.Protocol:
+        return TLSGate(guard, http(**kwargs))
+
+    return gated, ws

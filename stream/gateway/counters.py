@@ -31,7 +31,8 @@ EDGE_REASONS = (
     "chunks",  # a chunked body in more pieces than any client sends
     "not_found",  # no such path
     "method",  # method not allowed on that path
-    "timeout",  # request head or body not complete in time
+    "timeout",  # request head or body (or a TLS handshake) not complete in time
+    "tls",  # a TLS handshake that failed (plain HTTP on the TLS port, no common cipher, ...)
     "source_rate",  # too many new connections from one address
     "ping_rate",  # WebSocket ping/pong flood
     "ws_fragments",  # a WebSocket message in more frames than any client sends
