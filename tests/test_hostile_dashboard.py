@@ -1,0 +1,78 @@
+"""The dashboard's own HTTP edge against a hostile web page: a real
+`harstream dashboard` process (Streamlit) and a real WebSocket client."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def dashboard(*options: str):
+    port = free_port()
+    cmd = [sys.executable, "-c", "import sys; from harstream.cli import main; sys.exit(main())", "dashboard"]
+    cmd += ["--port", str(port), "--subscribe", f"tcp://127.0.0.1:{free_port()}", *options]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            with contextlib.suppress(OSError):
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=1) as r:
+                    if r.status == 200:
+                        break
+            assert proc.poll() is None and time.monotonic() < deadline, "the dashboard did not start"
+            time.sleep(0.1)
+        yield port
+    finally:
+        proc.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(10)
+        if proc.poll() is None:
+            proc.kill()
+
+
+async def stream_opens(port: int, name: str) -> bool:
+    """Whether the page's live WebSocket opens for a browser that reached
+    127.0.0.1 under ``name`` (what a rebound DNS name looks like to the server)."""
+    try:
+        async with connect(
+            f"ws://{name}:{port}/_stcore/stream",
+            host="127.0.0.1",
+            port=port,
+            origin=f"http://{name}:{port}",
+            subprotocols=["streamlit"],  # type: ignore[list-item]
+        ):
+            return True
+    except InvalidStatus:
+        return False
+
+
+def test_a_page_on_a_rebound_name_cannot_read_the_dashboard():
+    """A web page whose own name the attacker re-points at 127.0.0.1 (DNS
+    rebinding) is same-origin with what it loads there: it could open the
+    dashboard's stream and read every device's activity. Only the names the
+    dashboard serves under (loopback, --host, --allow-host) open it, as the
+    gateway's Host allow-list does."""
+    with dashboard("--allow-host", "dash.lan") as port:
+        opened = {
+            name: asyncio.run(stream_opens(port, name))
+            for name in ("rebound.example", "127.0.0.1", "localhost", "dash.lan")
+        }
+    assert opened == {"rebound.example": False, "127.0.0.1": True, "localhost": True, "dash.lan": True}
