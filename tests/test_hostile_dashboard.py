@@ -76,3 +76,35 @@ def test_a_page_on_a_rebound_name_cannot_read_the_dashboard():
             for name in ("rebound.example", "127.0.0.1", "localhost", "dash.lan")
         }
     assert opened == {"rebound.example": False, "127.0.0.1": True, "localhost": True, "dash.lan": True}
+
+
+def test_the_dashboard_off_loopback_needs_a_token():
+    """Every other part refuses an address off loopback without keys or a token;
+    `harstream dashboard --host 0.0.0.0` served every device's activity to
+    anyone on the network (Streamlit has no login of its own)."""
+    cmd = [sys.executable, "-c", "import sys; from harstream.cli import main; sys.exit(main())", "dashboard"]
+    try:
+        done = subprocess.run(
+            [*cmd, "--host", "0.0.0.0", "--port", str(free_port())], capture_output=True, text=True, timeout=10
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("the dashboard served 0.0.0.0 without a token")
+    assert done.returncode == 2 and "--token" in done.stderr, done.stderr
+
+
+def test_a_dashboard_with_a_token_shows_nothing_to_a_page_without_it(monkeypatch):
+    from streamlit.testing.v1 import AppTest
+    from test_dashboard_app import APP
+
+    monkeypatch.setenv("HARSTREAM_OUTPUT", f"tcp://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("HARSTREAM_DASHBOARD_TOKEN", "s3cret")
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params["token"] = "guess"
+    at.run()
+    assert not at.exception, at.exception
+    assert [e.value for e in at.error] == [
+        "**Token needed**: open this page with `?token=` and the dashboard's --token."
+    ]
+    at.query_params["token"] = "s3cret"
+    at.run()
+    assert [e for e in at.error if "No worker" in e.value], [e.value for e in at.error]

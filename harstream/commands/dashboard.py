@@ -24,6 +24,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=PORT, default=8501, help="HTTP port (default 8501)")
     parser.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1)")
     parser.add_argument(
+        "--token",
+        help="shared secret a page must carry in its address (?token=…); required for a --host off loopback",
+    )
+    parser.add_argument(
         "--allow-host",
         action="append",
         default=[],
@@ -93,8 +97,13 @@ def streamlit_command(port: int, host: str = "127.0.0.1", allow: Sequence[str] =
     return command
 
 
-def streamlit_env(subscribe: str | None, refresh: float = 1.0, keys: str | None = None) -> dict[str, str]:
+def streamlit_env(
+    subscribe: str | None, refresh: float = 1.0, keys: str | None = None, token: str | None = None
+) -> dict[str, str]:
     env = dict(os.environ)
+    env.pop("HARSTREAM_DASHBOARD_TOKEN", None)
+    if token:  # in the environment, not on the command line other users can read
+        env["HARSTREAM_DASHBOARD_TOKEN"] = token
     if subscribe:
         env["HARSTREAM_OUTPUT"] = subscribe
     if keys:
@@ -106,15 +115,20 @@ def streamlit_env(subscribe: str | None, refresh: float = 1.0, keys: str | None 
 
 def run(args: argparse.Namespace) -> int:
     from harstream.stream.bus.addresses import output_address
+    from harstream.stream.gateway.admission import is_loopback
 
     subscribe = args.subscribe or output_address()
+    if not is_loopback(args.host) and not args.token:  # Streamlit has no login: the token is the page's
+        print(f"harstream dashboard: serving {args.host} (not loopback) requires a token (--token)", file=sys.stderr)
+        return 2
     # Refused here, before Streamlit starts: the page itself could only show the refusal.
     check_endpoints("dashboard", args.keys, ("--subscribe", subscribe, "connect"))
     command = streamlit_command(args.port, args.host, args.allow_host)
-    print(f"dashboard: http://{args.host}:{args.port}  (subscribing to {subscribe})", flush=True)
+    opened = "/?token=…" if args.token else ""
+    print(f"dashboard: http://{args.host}:{args.port}{opened}  (subscribing to {subscribe})", flush=True)
     if args.host in WILDCARD_HOSTS and not args.allow_host:
         print("dashboard: browsers elsewhere need the name they use given with --allow-host NAME", flush=True)
     # Become Streamlit rather than wrap it: signals (Ctrl-C, the demo's
     # SIGTERM) reach the server directly and no extra process is left over.
-    os.execve(sys.executable, command, streamlit_env(args.subscribe, args.refresh, args.keys))
+    os.execve(sys.executable, command, streamlit_env(args.subscribe, args.refresh, args.keys, args.token))
     return 0  # not reached
