@@ -150,6 +150,7 @@ class Gateway:
             http=http,
             ws=ws,
             lifespan="off",
+            proxy_headers=False,  # no proxy in front: X-Forwarded-For from a local client would name any address
             log_config=None,
             access_log=False,
             ws_max_size=c.max_message,
