@@ -7,11 +7,15 @@ a prediction.
 
 Environment: ``HARSTREAM_OUTPUT`` (the bus to subscribe to, default
 ``tcp://127.0.0.1:5556``), ``HARSTREAM_DASHBOARD_REFRESH`` (seconds, 1.0),
-``HARSTREAM_KEYS`` (a CURVE key folder, for a bus off loopback).
+``HARSTREAM_KEYS`` (a CURVE key folder, for a bus off loopback),
+``HARSTREAM_DASHBOARD_TOKEN`` (when set, a page shows nothing unless its
+address carries ``?token=`` with it: served off loopback, the command
+requires one).
 """
 
 from __future__ import annotations
 
+import hmac
 import os
 import time
 
@@ -37,10 +41,18 @@ from harstream.stream.bus.addresses import output_address
 from harstream.stream.bus.auth import BusAuthError
 
 REFRESH_S = float(os.environ.get("HARSTREAM_DASHBOARD_REFRESH", "1.0"))
+TOKEN = os.environ.get("HARSTREAM_DASHBOARD_TOKEN") or None
 TIMELINE_S = 180.0  # seconds of recording in the device timeline
 FORGET_EVERY_S = 30.0
 
 st.set_page_config(page_title="harstream · live", page_icon=":material/directions_run:", layout="wide")
+
+
+def admitted() -> bool:
+    """Every page without a token (loopback); with one, a page whose address carries it."""
+    if TOKEN is None:
+        return True
+    return hmac.compare_digest(st.query_params.get("token", "").encode(), TOKEN.encode())
 
 
 def session() -> tuple[Subscriber, LiveState]:
@@ -220,4 +232,7 @@ def live() -> None:
 
 
 st.title("harstream · live activity recognition")
-live()
+if admitted():
+    live()
+else:  # nothing from the bus reaches this session
+    st.error("**Token needed**: open this page with `?token=` and the dashboard's --token.")

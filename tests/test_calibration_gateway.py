@@ -351,3 +351,27 @@ def test_the_fit_over_the_shared_models_record_needs_no_tensorflow_and_is_the_fi
     keras_fitter(folder, "phone:same", tmp_path / "keras.personal.json")
     assert type(keras_fitter._base.artifact.model).__name__ != "NoneType"
     assert _personal_file(tmp_path / "record.personal.json") == _personal_file(tmp_path / "keras.personal.json")
+
+
+def test_a_forwarded_for_header_does_not_make_one_address_many(running_gateway, tmp_path):
+    """uvicorn took X-Forwarded-For from any client on 127.0.0.1 as its address:
+    a local client naming a new one on each connection opened a calibration on
+    every one, past the two an address may hold. The gateway is no proxy's
+    back end: the address is the connection's own."""
+
+    async def main():
+        async with running_gateway(calibration_dir=str(tmp_path / "c"), personal_dir=str(tmp_path / "p")) as (gw, _):
+            gw.calibrations.fit = PersonalFitter()
+            url = f"ws://127.0.0.1:{gw.port}/ws"
+            answers, sockets = [], []
+            for i in range(4):
+                ws = await connect(url, additional_headers={"X-Forwarded-For": f"10.9.0.{i}"})
+                sockets.append(ws)
+                assert (await hello(ws, f"forwarded-{i}"))["type"] == "welcome"
+                answers.append(await ask(ws, action="start", activity="sit"))
+            assert [a["event"] for a in answers].count("started") == 2, answers
+            assert {a.get("reason") for a in answers[2:]} == {"calibration_limit"}
+            for ws in sockets:
+                await ws.close()
+
+    asyncio.run(main())

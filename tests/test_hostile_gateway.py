@@ -405,6 +405,47 @@ def test_a_chunked_body_over_the_limit_is_answered_413(attack):
     assert status == 413
 
 
+def test_a_chunked_body_in_one_byte_pieces_does_not_hold_the_gateway(attack):
+    """Parsing a chunk costs h11 time in proportion to what is buffered behind
+    it: 43,000 one-byte chunks in one 256 KiB read held the event loop 1.1 s,
+    and one such POST held it until --open-timeout (measured: 2.95 s of CPU with
+    2 s; 10 s by default), every phone's samples waiting behind it."""
+    head = b"POST /data HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+    late: list[float] = []
+
+    def pieces():
+        with socket.create_connection(("127.0.0.1", attack.port), timeout=10) as s:
+            done = threading.Event()
+
+            def probe():  # the gateway's answers while the pieces arrive
+                while not done.is_set():
+                    started = time.monotonic()
+                    http(
+                        attack.port,
+                        f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{attack.port}\r\nConnection: close\r\n\r\n".encode(),
+                    )
+                    late.append(time.monotonic() - started)
+                    time.sleep(0.05)
+
+            prober = threading.Thread(target=probe)
+            prober.start()
+            try:
+                with contextlib.suppress(OSError):
+                    s.sendall(head + b"1\r\n \r\n" * 200_000 + b"0\r\n\r\n")
+                with contextlib.suppress(OSError):
+                    return s.recv(1000)
+            finally:
+                time.sleep(0.1)
+                done.set()
+                prober.join()
+
+    timeouts = attack.rejects("timeout")
+    answer = refused(attack, "chunks", pieces)
+    assert answer.startswith(b"HTTP/1.1 400") and b"pieces" in answer, answer
+    assert attack.rejects("timeout") == timeouts, "one refusal counted twice"
+    assert max(late) < 0.5, f"the gateway answered others {max(late):.2f} s late"
+
+
 def test_a_request_head_that_never_ends_is_cut_off(attack):
     def slowloris():
         with socket.create_connection(("127.0.0.1", attack.port), timeout=10) as s:
@@ -413,6 +454,46 @@ def test_a_request_head_that_never_ends_is_cut_off(attack):
 
     answer = refused(attack, "timeout", slowloris)
     assert answer.startswith(b"HTTP/1.1 408")
+
+
+def test_connections_that_never_send_a_byte_are_let_go_within_the_open_timeout(attack):
+    """An address's every place held by connections that say nothing: its phones
+    get in again once --open-timeout (2 s here) has passed, not never."""
+    source = "127.0.0.3"  # an address of its own: its places are the ones taken
+
+    def connect_from() -> socket.socket:
+        s = socket.socket()
+        s.bind((source, 0))
+        s.settimeout(10)
+        s.connect(("127.0.0.1", attack.port))
+        return s
+
+    def ask_stats() -> bytes:
+        with connect_from() as s:
+            s.sendall(b"GET /stats HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            return s.recv(100)
+
+    def hold_every_place():
+        silent = [connect_from() for _ in range(128)]  # --max-connections-per-address (default)
+        try:
+            time.sleep(0.2)
+            assert ask_stats().startswith(b"HTTP/1.1 503"), "the silent connections do not hold the places"
+            answers = []
+            deadline = time.monotonic() + 3.5
+            for s in silent:  # each told 408 and closed, once the open timeout has passed
+                s.settimeout(max(0.01, deadline - time.monotonic()))
+                with contextlib.suppress(OSError):
+                    answers.append(s.recv(100)[:12])
+            return answers, ask_stats()
+        finally:
+            for s in silent:
+                s.close()
+
+    started = time.monotonic()
+    answers, later = refused(attack, "timeout", hold_every_place)
+    assert answers == [b"HTTP/1.1 408"] * 128
+    assert later.startswith(b"HTTP/1.1 200"), later
+    assert time.monotonic() - started < 4.5
 
 
 def test_a_json_integer_of_thousands_of_digits_is_refused_as_a_value(attack):
@@ -497,6 +578,53 @@ def test_a_ping_flood_from_a_client_that_never_reads_is_closed(attack):
             return True
 
     assert refused(attack, "ping_rate", flood)
+
+
+def upgraded(port: int) -> socket.socket:
+    """A raw socket past the WebSocket handshake on /ws."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s.sendall(
+        f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += s.recv(1)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return s
+
+
+def test_a_message_that_never_ends_in_empty_fragments_is_closed_at_once(attack):
+    """A text frame without FIN, then empty continuation frames: they never reach
+    the size limit, and each was parsed and kept until the connection went idle
+    (measured: /stats 0.01 -> 1.3-2 s to answer, +20 MB over 15 s, one client)."""
+
+    def flood():
+        with upgraded(attack.port) as s:
+            empty = b"\x00\x80\x00\x00\x00\x00"  # continuation, no FIN, masked, no payload
+            started = time.monotonic()
+            with contextlib.suppress(OSError):
+                s.sendall(b"\x01\x81\x00\x00\x00\x00{" + empty * 20_000)
+            s.settimeout(2)
+            data = b""
+            with contextlib.suppress(OSError):
+                while chunk := s.recv(65536):
+                    data += chunk
+            return data, time.monotonic() - started
+
+    data, took = refused(attack, "ws_fragments", flood)
+    assert data[:2] == b"\x88" + bytes([len(data) - 2]) and data[2:4] == (1008).to_bytes(2, "big"), data
+    assert b"frames" in data and took < 1.5
+
+
+def test_a_message_in_a_few_fragments_is_served(attack):
+    async def main():
+        async with connect(f"ws://127.0.0.1:{attack.port}/ws") as ws:
+            text = json.dumps({"type": "hello", "device": "fragments"})
+            await ws.send(iter([text[:5], text[5:20], text[20:]]))
+            return json.loads(await ws.recv())
+
+    assert run(main())["type"] == "welcome"
 
 
 def test_a_message_over_the_size_limit_closes_with_1009(attack):
@@ -625,6 +753,30 @@ def test_a_connection_flood_from_one_address_is_refused(attack):
         return statuses
 
     assert b"429" in refused(attack, "source_rate", flood)
+
+
+def test_requests_on_one_kept_alive_connection_are_limited_like_a_websocket_s_messages(attack):
+    """Nothing limited the requests of one kept-alive connection: it asked as
+    fast as the gateway could answer (measured: 1,000 requests/s, a core busy).
+    Now 100/s, bursts of 200 (--rate-limit), as a WebSocket's messages."""
+
+    def pipeline():
+        with socket.socket() as s:
+            s.settimeout(10)
+            s.connect(("127.0.0.1", attack.port))
+            ask = f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{attack.port}\r\n\r\n".encode()
+            last = f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{attack.port}\r\nConnection: close\r\n\r\n".encode()
+            with contextlib.suppress(OSError):
+                s.sendall(ask * 399 + last)
+            data = b""
+            with contextlib.suppress(OSError):
+                while chunk := s.recv(65536):
+                    data += chunk
+            return data
+
+    answers = refused(attack, "rate_limit", pipeline)
+    assert answers.count(b"HTTP/1.1 200") <= 220 and answers.count(b"HTTP/1.1 429") == 1, answers[-300:]
+    assert answers.endswith(b"more than 100 requests/s on one connection\n"), answers[-300:]
 
 
 # ----------------------------------------------------------- identity

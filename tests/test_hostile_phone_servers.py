@@ -261,3 +261,46 @@ def test_a_sensorserver_phone_flooding_events_leaves_the_other_phones_served_and
             if proc is not None and proc.poll() is None:
                 proc.kill()
                 proc.wait()
+
+
+def websocket_phone(then: bytes) -> Callable[[socket.socket, bytes], None]:
+    """A SensorServer stand-in: opens the WebSocket, sends ``then`` (raw frames), holds the line."""
+
+    def answer(conn: socket.socket, request: bytes) -> None:
+        import base64
+        import hashlib
+
+        key = next(
+            line.split(b":", 1)[1].strip()
+            for line in request.split(b"\r\n")
+            if line.lower().startswith(b"sec-websocket-key")
+        )
+        accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+        conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n")
+        conn.sendall(b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n" + then)
+        time.sleep(2)  # the line held: what closes it is the gateway's refusal
+
+    return answer
+
+
+@pytest.mark.parametrize(
+    ("frames", "reason"),
+    [
+        (b"\x01\x01{" + b"\x00\x00" * 20_000, "ws_fragments"),  # a message that never ends, in empty fragments
+        (b"\x81\x7f" + (300_000).to_bytes(8, "big") + b" " * 300_000, "too_large"),  # over --max-message
+        (b"\x81\x04\xff\xfe\xfd\xfc", "ws_protocol"),  # not UTF-8 in a text frame
+    ],
+)
+def test_a_sensorserver_phone_breaking_the_websocket_is_counted_by_reason(running_gateway, frames, reason):
+    """The gateway closed such a phone and logged it, but counted nothing; the
+    fragments even surfaced as a bare AssertionError from inside websockets
+    (a recv() cancelled while the connection closed, called again)."""
+
+    async def main():
+        with raw_phone(websocket_phone(frames)) as phone:
+            url = phone.url.replace("http://", "ws://")
+            async with running_gateway(connect=[url]) as (gw, _):
+                await _until(lambda: gw.rejects[reason] >= 1, 10)
+                assert gw.rejects["internal"] == 0
+
+    asyncio.run(main())

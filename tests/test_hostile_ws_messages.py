@@ -299,3 +299,19 @@ def test_a_phone_whose_id_is_too_long_to_name_its_watch_keeps_its_own_readings(r
             assert gw.rejects["device"] == 1
 
     asyncio.run(main())
+
+
+def test_a_platform_of_kilobytes_is_refused_without_echoing_it_back(running_gateway):
+    """Every other refusal quotes at most a few dozen characters of what it
+    refuses; ?platform= was quoted whole (3,000 characters back, and logged)."""
+
+    async def main():
+        async with running_gateway() as (gw, _):
+            async with connect(f"ws://127.0.0.1:{gw.port}/ws?platform={'x' * 3000}") as ws:
+                batch = {"deviceId": "far", "sessionId": "s", "messageId": 0, "payload": []}
+                await ws.send(json.dumps(batch))
+                reply = json.loads(await ws.recv())
+            assert reply["reason"] == "units" and "expected android or ios" in reply["detail"]
+            assert len(reply["detail"]) < 120, reply["detail"]
+
+    asyncio.run(main())

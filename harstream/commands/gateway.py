@@ -75,7 +75,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=128,
         help="open connections from one client address (default 128; raise it for many phones behind one NAT)",
     )
-    parser.add_argument("--rate-limit", type=RATE, default=100.0, help="messages/s per connection (default 100)")
+    parser.add_argument(
+        "--rate-limit", type=RATE, default=100.0, help="messages (or HTTP requests)/s per connection (default 100)"
+    )
     parser.add_argument("--readings-limit", type=RATE, default=4000.0, help="readings/s per device (default 4000)")
     parser.add_argument(
         "--signal-rate",

@@ -47,6 +47,7 @@ from harstream.stream.gateway.admission import (
     check_origin,
     check_token,
 )
+from harstream.stream.gateway.connection_guards import REFUSED
 from harstream.stream.gateway.device_claims import local_device
 from harstream.stream.gateway.phone_formats import (
     FormatError,
@@ -261,7 +262,8 @@ class Routes:
             gw.counters.reject("timeout", "POST body")
             return PlainTextResponse(f"body not complete within {c.open_timeout:g} s\n", status_code=408, headers=CLOSE)
         except ClientDisconnect:
-            gw.counters.reject("timeout", "client left before sending its body")
+            if REFUSED not in request.scope:  # else the connection guard refused it, and counted why
+                gw.counters.reject("timeout", "client left before sending its body")
             return PlainTextResponse("incomplete body\n", status_code=400)
         except MemoryError:
             gw.counters.reject("memory", "POST /data")

@@ -39,7 +39,7 @@ class GatewayConfig:
     max_write_buffer: int = 1024 * 1024  # unsent bytes to one client before it is cut off
 
     # Rates.
-    max_messages_per_s: float = 100.0  # per connection (burst = 2 s worth)
+    max_messages_per_s: float = 100.0  # per connection, WebSocket messages or HTTP requests (burst = 2 s worth)
     max_readings_per_s: float = 4000.0  # per device, acc + gyro readings, over all its connections
     signal_rate: float = SIGNAL_RATE  # seconds of its own time a device's readings may cover per second (after 90 s)
     max_pings_per_s: float = 2.0  # WebSocket ping/pong frames from a client (burst 10)

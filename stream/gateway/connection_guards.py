@@ -10,13 +10,23 @@ subclasses guard it and count every refusal by reason:
   already holding ``max_connections_per_address`` (one address cannot take
   every place: a WebSocket holds its place until it closes), a source opening more than
   ``max_connects_per_s`` gets ``429`` (``source_rate``), a request head not
-  complete within ``open_timeout`` gets ``408`` (``timeout``; uvicorn itself
-  waits forever), and what h11 cannot parse — a duplicated or signed
+  complete within ``open_timeout`` of the connection (or of its first byte
+  after a response) gets ``408`` (``timeout``; uvicorn itself waits forever,
+  even on a connection that never sends a byte), and what h11 cannot parse — a duplicated or signed
   Content-Length, ``1_0``, a bad request line — is answered ``400``
   (``http_malformed``) or ``431`` when the head is over ``max_head``
-  (``head_too_large``).
+  (``head_too_large``); a chunked body in more than ``MAX_BODY_PIECES``
+  pieces is answered ``400`` (``chunks``: h11 spends time in proportion to
+  what is buffered behind each chunk, so 43,000 one-byte chunks in one read
+  held the event loop for a second), and a kept-alive connection's requests
+  beyond ``max_messages_per_s`` (bursts of 2 s worth) are answered ``429``
+  (``rate_limit``, as a WebSocket's messages are; one connection asked as
+  fast as the gateway could answer).
 - **WebSocket** (:class:`GuardedWebSocketProtocol`): pings and pongs beyond
-  ``max_pings_per_s`` close the connection (``ping_rate``); a frame over
+  ``max_pings_per_s`` close the connection (``ping_rate``), and so does a
+  message in more than ``MAX_FRAGMENTS`` frames (``ws_fragments``: empty
+  continuation frames never reach the size limit, and uvicorn would keep
+  parsing and keeping them until the message ends); a frame over
   ``max_message`` (``too_large``) or breaking the protocol (``ws_protocol``) is
   counted when websockets closes the connection for it.
 - **Both**: a client that reads nothing while we have data for it — its
@@ -30,28 +40,92 @@ subclasses guard it and count every refusal by reason:
 from __future__ import annotations
 
 import asyncio
+import ssl
+from asyncio.sslproto import SSLProtocol
 from collections import Counter
+from collections.abc import Callable
+from http import HTTPStatus
 from typing import Any
 
+import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
-from harstream.stream.gateway.admission import RateLimit, SourceLimits
+from harstream.stream.gateway.admission import RateLimit, Refusal, SourceLimits
 from harstream.stream.gateway.config import GatewayConfig
 from harstream.stream.gateway.counters import Counters
 
 WATCH_INTERVAL_S = 0.5
+# Frames one WebSocket message may come in. Phone apps and browsers send a
+# message as one frame; a client library fragmenting a 256 KiB message into
+# 4 KiB pieces needs 64.
+MAX_FRAGMENTS = 64
+# Pieces (h11 Data events) of one chunked request body. Apps send a body with a
+# Content-Length; a client streaming 256 KiB in chunks of 256 bytes needs 1,024.
+MAX_BODY_PIECES = 1024
+# The scope key telling a route its request was refused under it (and counted) by a guard.
+REFUSED = "harstream.refused"
+
+
+class GuardedConnection(h11.Connection):
+    """h11's server connection with two limits on what one connection asks:
+
+    - each request is charged to the connection's budget (``admit``); past it,
+      ``rate_limit`` (429): a kept-alive connection asks no faster than a
+      WebSocket may send messages;
+    - a chunked body in more than ``MAX_BODY_PIECES`` pieces: ``chunks`` (400).
+
+    Either raises the ``RemoteProtocolError`` uvicorn answers through
+    ``send_400_response`` before any route runs; ``refusal`` says which.
+    """
+
+    def __init__(self, max_incomplete_event_size: int):
+        super().__init__(h11.SERVER, max_incomplete_event_size)
+        self.admit: Callable[[], Refusal | None] = lambda: None
+        self.chunked = False
+        self.pieces = 0
+        self.refusal: Refusal | None = None
+
+    def next_event(self) -> Any:
+        event = super().next_event()
+        if isinstance(event, h11.Request):
+            self.chunked = any(name == b"transfer-encoding" for name, _ in event.headers)
+            self.pieces = 0
+            self._refuse(self.admit())
+        elif isinstance(event, h11.Data) and self.chunked:
+            self.pieces += 1
+            if self.pieces > MAX_BODY_PIECES:
+                self._refuse(Refusal(400, "chunks", f"chunked body in more than {MAX_BODY_PIECES} pieces"))
+        return event
+
+    def _refuse(self, refusal: Refusal | None) -> None:
+        if refusal is not None:
+            self.refusal = refusal
+            raise h11.RemoteProtocolError(refusal.text)
 
 
 class Guard:
     """What every guarded connection of one gateway shares: limits, counters, per-source buckets."""
 
-    def __init__(self, config: GatewayConfig, counters: Counters):
+    def __init__(self, config: GatewayConfig, counters: Counters, tls: ssl.SSLContext | None = None):
         self.config = config
         self.counters = counters
+        self.tls = tls
         self.sources = SourceLimits(config.max_connects_per_s, 4 * config.max_connects_per_s)
         self._source_of: dict[Any, str] = {}  # each open connection's transport -> its client address
         self.held: Counter[str] = Counter()  # open connections per client address
+        self.handshaking: Counter[str] = Counter()  # TLS handshakes under way per client address
+
+    def admit(self, source: str, open_now: int) -> Refusal | None:
+        """A new connection from ``source``, ``open_now`` open with it: refused, or None."""
+        c = self.config
+        if open_now > c.max_connections:
+            return Refusal(503, "busy", "too many connections")
+        if self.held[source] + self.handshaking[source] >= c.max_connections_per_address:
+            return Refusal(503, "busy", f"{c.max_connections_per_address} connections from {source} are open already")
+        if not self.sources.take(source):
+            return Refusal(429, "source_rate", f"more than {c.max_connects_per_s:g} new connections/s from {source}")
+        return None
 
     def hold(self, transport: Any, source: str) -> None:
         self._source_of[transport] = source
@@ -109,32 +183,39 @@ class GuardedH11Protocol(H11Protocol):
 
     guard: Guard
 
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.conn: GuardedConnection = GuardedConnection(self.guard.config.max_head)
+
+    #: Set by :class:`TLSGate`, which counted and admitted the connection before its handshake.
+    admitted = False
+
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         g = self.guard
-        g.counters.count("tcp_connections")
         self._refused = False
         self._head_timer: asyncio.TimerHandle | None = None
         self._watch: WriteWatch | None = None
         source = self.client[0] if self.client else "?"
-        if len(self.connections) > g.config.max_connections:
-            return self._refuse(503, "Service Unavailable", "busy", "too many connections\n")
-        if g.held[source] >= g.config.max_connections_per_address:
-            return self._refuse(
-                503,
-                "Service Unavailable",
-                "busy",
-                f"{g.config.max_connections_per_address} connections from {source} are open already\n",
-            )
-        if not g.sources.take(source):
-            return self._refuse(
-                429,
-                "Too Many Requests",
-                "source_rate",
-                f"more than {g.config.max_connects_per_s:g} new connections/s from {source}\n",
-            )
+        if not self.admitted:
+            g.counters.count("tcp_connections")
+            refusal = g.admit(source, len(self.connections))
+            if refusal is not None:
+                return self._refuse_with(refusal)
         g.hold(transport, source)
+        self._requests = RateLimit(g.config.max_messages_per_s, 2 * g.config.max_messages_per_s)
+        self.conn.admit = self._admit
         self._watch = WriteWatch(transport, g, self.loop)
+        # The head's time runs from the connection itself: one that never
+        # sends a byte would otherwise hold its place (and its address's) for ever.
+        self._head_timer = self.loop.call_later(g.config.open_timeout, self._head_timeout)
+
+    def _admit(self) -> Refusal | None:
+        if self._requests.take():
+            return None
+        return Refusal(
+            429, "rate_limit", f"more than {self.guard.config.max_messages_per_s:g} requests/s on one connection"
+        )
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_timers()
@@ -160,7 +241,9 @@ class GuardedH11Protocol(H11Protocol):
         if self._refused:
             return
         pending = len(self.conn.trailing_data[0])
-        if pending >= self.guard.config.max_head:
+        if self.conn.refusal is not None:
+            self._refuse_with(self.conn.refusal)
+        elif pending >= self.guard.config.max_head:
             self._refuse(
                 431,
                 "Request Header Fields Too Large",
@@ -185,9 +268,14 @@ class GuardedH11Protocol(H11Protocol):
                 f"request head not complete within {self.guard.config.open_timeout:g} s\n",
             )
 
+    def _refuse_with(self, refusal: Refusal) -> None:
+        self._refuse(refusal.status, HTTPStatus(refusal.status).phrase, refusal.reason, refusal.text + "\n")
+
     def _refuse(self, status: int, phrase: str, reason: str, text: str) -> None:
         self.guard.counters.reject(reason, text.strip())
         self._refused = True
+        if self.cycle is not None:  # a route still reading the body sees it end: counted here, not there
+            self.cycle.scope[REFUSED] = reason  # type: ignore[literal-required]
         self.transport.write(_plain_response(status, phrase, text))
         self.transport.close()
         if self._watch is None:  # still cut off a client that never reads the answer
@@ -211,6 +299,7 @@ class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
         super().__init__(*args, **kwargs)
         self._control = RateLimit(self.guard.config.max_pings_per_s, 10.0)
         self._failed = False
+        self._fragments = 0  # frames of the message being received
         self._watch: WriteWatch | None = None
 
     def connection_made(self, transport: Any) -> None:
@@ -231,18 +320,42 @@ class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
         if self._control_frame_allowed():
             super().handle_pong(event)
 
+    def handle_text(self, event: Any) -> None:
+        if not self._failed:
+            self._fragments = 1
+            super().handle_text(event)
+
+    def handle_bytes(self, event: Any) -> None:
+        if not self._failed:
+            self._fragments = 1
+            super().handle_bytes(event)
+
+    def handle_cont(self, event: Any) -> None:
+        if self._failed:
+            return
+        self._fragments += 1
+        if self._fragments > MAX_FRAGMENTS:
+            self._fail("ws_fragments", f"message in more than {MAX_FRAGMENTS} frames")
+            return
+        super().handle_cont(event)
+
     def _control_frame_allowed(self) -> bool:
         if self._failed:
             return False
         if self._control.take():
             return True
-        self.guard.counters.reject("ping_rate", f"more than {self.guard.config.max_pings_per_s:g} pings/pongs per s")
+        self._fail("ping_rate", f"more than {self.guard.config.max_pings_per_s:g} pings/pongs per s", "too many pings")
+        return False
+
+    def _fail(self, reason: str, detail: str, close_reason: str | None = None) -> None:
+        """Close with 1008 now, counted as ``reason``; what the client still sends is dropped."""
+        self.guard.counters.reject(reason, detail)
         self._failed = True
-        self.conn.fail(1008, "too many pings")
+        self.frames = []
+        self.conn.fail(1008, close_reason or detail)
         self.transport.write(b"".join(self.conn.data_to_send()))
         self.close_sent = True
         self.transport.close()
-        return False
 
     def handle_parser_exception(self) -> None:
         if not self._failed:
@@ -259,9 +372,72 @@ class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
         super().data_received(data)
 
 
-def guarded_protocols(config: GatewayConfig, counters: Counters) -> tuple[type, type]:
-    """The (HTTP, WebSocket) protocol classes for uvicorn's ``http=`` and ``ws=``."""
-    guard = Guard(config, counters)
+class TLSGate(asyncio.Protocol):
+    """A raw TCP connection to a gateway serving TLS: admitted by the same
+    limits as any (:meth:`Guard.admit`: places, the address's places, its rate),
+    then its handshake, which must end within ``open_timeout``; then
+    ``inner``, the guarded HTTP protocol, takes the encrypted connection.
+
+    asyncio's own TLS server runs the handshake before any protocol sees the
+    connection, for up to 60 s: connections that never sent a byte were held
+    uncounted, past every limit, until the process had no file left.
+    """
+
+    def __init__(self, guard: Guard, inner: GuardedH11Protocol):
+        self.guard, self.inner = guard, inner
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        g, inner = self.guard, self.inner
+        assert g.tls is not None and isinstance(transport, asyncio.Transport)
+        g.counters.count("tcp_connections")
+        peer = transport.get_extra_info("peername")
+        source = str(peer[0]) if peer else "?"
+        refusal = g.admit(source, len(inner.connections) + sum(g.handshaking.values()) + 1)
+        if refusal is not None:  # nothing can be said before the handshake: the connection is closed
+            g.counters.reject(refusal.reason, refusal.text)
+            transport.abort()
+            return
+        g.handshaking[source] += 1
+        inner.admitted = True
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+        tls = SSLProtocol(loop, inner, g.tls, done, server_side=True, ssl_handshake_timeout=g.config.open_timeout)
+        transport.set_protocol(tls)
+        tls.connection_made(transport)
+        started = loop.time()
+        done.add_done_callback(lambda _: self._handshake_ended(done, source, loop.time() - started, transport))
+
+    def _handshake_ended(self, done: asyncio.Future, source: str, took: float, transport: asyncio.Transport) -> None:
+        g = self.guard
+        g.handshaking[source] -= 1
+        if g.handshaking[source] <= 0:
+            del g.handshaking[source]
+        failed = done.cancelled() or done.exception() is not None
+        if failed:
+            if took >= g.config.open_timeout:
+                g.counters.reject(
+                    "timeout", f"TLS handshake from {source} not complete within {g.config.open_timeout:g} s"
+                )
+            else:
+                g.counters.reject("tls", f"TLS handshake from {source} failed")
+            transport.abort()
+
+    def data_received(self, data: bytes) -> None:  # the TLS protocol reads from here on
+        pass
+
+
+def guarded_protocols(
+    config: GatewayConfig, counters: Counters, tls: ssl.SSLContext | None = None
+) -> tuple[Callable[..., asyncio.Protocol], type]:
+    """What uvicorn's ``http=`` and ``ws=`` take: the guarded HTTP protocol (behind
+    a :class:`TLSGate` when serving ``tls``) and the guarded WebSocket protocol."""
+    guard = Guard(config, counters, tls)
     http = type("GatewayHttpProtocol", (GuardedH11Protocol,), {"guard": guard})
     ws = type("GatewayWebSocketProtocol", (GuardedWebSocketProtocol,), {"guard": guard})
-    return http, ws
+    if tls is None:
+        return http, ws
+
+    def gated(**kwargs: Any) -> asyncio.Protocol:
+        return TLSGate(guard, http(**kwargs))
+
+    return gated, ws

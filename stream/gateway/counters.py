@@ -28,11 +28,14 @@ EDGE_REASONS = (
     "head_too_large",  # request line + headers over the limit
     "uri_too_long",  # path + query over the limit
     "http_malformed",  # not parseable HTTP (bad Content-Length, bad line, ...)
+    "chunks",  # a chunked body in more pieces than any client sends
     "not_found",  # no such path
     "method",  # method not allowed on that path
-    "timeout",  # request head or body not complete in time
+    "timeout",  # request head or body (or a TLS handshake) not complete in time
+    "tls",  # a TLS handshake that failed (plain HTTP on the TLS port, no common cipher, ...)
     "source_rate",  # too many new connections from one address
     "ping_rate",  # WebSocket ping/pong flood
+    "ws_fragments",  # a WebSocket message in more frames than any client sends
     "slow_reader",  # a client that does not read what it is sent
     "ws_protocol",  # a WebSocket frame that breaks the protocol (bad opcode, bad UTF-8, ...)
     "memory",  # a message that could not be held in memory

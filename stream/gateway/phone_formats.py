@@ -265,7 +265,7 @@ def parse_sensor_logger(msg: dict, platform: str = "android") -> Readings:
     [1009.9]
     """
     if platform not in ("android", "ios"):
-        raise FormatError("units", f"platform {platform!r}: expected android or ios")
+        raise FormatError("units", f"platform {platform[:40]!r}: expected android or ios")
     device = check_device(msg.get("deviceId"), "deviceId")
     session = msg.get("sessionId")
     if session is not None and not (

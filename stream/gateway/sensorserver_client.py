@@ -92,10 +92,31 @@ async def follow_sensor_server(gateway: GatewayPort, url: str, device: str | Non
                 log.info("connected to SensorServer %s as device %s", url, bus_id)
                 backoff.connected()
                 await _read(gateway, phone, bus_id)
+            except ConnectionClosed as exc:
+                refused = refusal(exc)
+                if refused is not None:
+                    gateway.counters.reject(refused, f"SensorServer {url}: {exc}")
+                raise
             finally:
                 gateway.release(bus_id, owner)
 
     await follow(gateway, f"SensorServer {url}", session, dropped=(ConnectionClosed,))
+
+
+def refusal(exc: ConnectionClosed) -> str | None:
+    """The reason the gateway closed a phone's WebSocket for what the phone sent
+    (its own close frame says), or None when the phone closed or went away.
+
+    >>> from websockets.frames import Close
+    >>> refusal(ConnectionClosed(None, Close(1009, "too many fragments"))), refusal(ConnectionClosed(None, None))
+    ('ws_fragments', None)
+    """
+    sent = exc.sent
+    if sent is None or exc.rcvd_then_sent:
+        return None
+    if sent.code == 1009:
+        return "ws_fragments" if "fragments" in sent.reason else "too_large"
+    return "ws_protocol" if sent.code in (1002, 1007) else None
 
 
 async def _read(gateway: GatewayPort, phone, device: str) -> None:
@@ -123,11 +144,18 @@ async def _read(gateway: GatewayPort, phone, device: str) -> None:
             gateway.counters.reject(exc.reason, exc.detail)
         pending.clear()
 
+    # One recv() at a time, never cancelled while it may be half-way through a
+    # message: a recv() cancelled while websockets closed the connection for
+    # what the phone sent (too many fragments) and called again met the rest
+    # of that message and failed with a bare AssertionError.
+    receiving: asyncio.Future | None = None
     try:
         while True:
-            try:
-                async with asyncio.timeout(max(deadline - time.monotonic(), 0.001)):
-                    raw = await phone.recv()
+            if receiving is None:
+                receiving = asyncio.ensure_future(phone.recv())
+            done, _ = await asyncio.wait({receiving}, timeout=max(deadline - time.monotonic(), 0.001))
+            if done:
+                raw, receiving = receiving.result(), None  # ConnectionClosed when the phone is gone
                 silent_since = time.monotonic()
                 read += 1
                 if not events.take():
@@ -137,15 +165,16 @@ async def _read(gateway: GatewayPort, phone, device: str) -> None:
                         pending.append(parse_sensor_server(load_message(raw)))
                     except FormatError as exc:
                         gateway.counters.reject(exc.reason, exc.detail)
-            except TimeoutError:
-                if time.monotonic() - silent_since > gateway.config.idle_timeout:
-                    raise
+            elif time.monotonic() - silent_since > gateway.config.idle_timeout:
+                raise TimeoutError(f"no event for {gateway.config.idle_timeout:g} s")
             if read % YIELD_EVERY == 0:
                 await asyncio.sleep(0)  # the other phones' turn
             if time.monotonic() >= deadline:
                 flush()
                 deadline = time.monotonic() + GATHER_S
     finally:
+        if receiving is not None:
+            receiving.cancel()
         flush()
 
 

@@ -33,6 +33,7 @@ import asyncio
 import json
 import logging
 import socket
+import ssl
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -132,11 +133,15 @@ class Gateway:
 
     async def start(self) -> None:
         c = self.config
+        tls = None
+        if c.tls_cert:  # the handshake runs behind the connection guards (TLSGate), not before them
+            tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            tls.load_cert_chain(c.tls_cert, c.tls_key)  # an unreadable certificate: OSError / ssl.SSLError here
         family = socket.AF_INET6 if ":" in c.host else socket.AF_INET
         self._socket = socket.create_server((c.host, c.port), family=family, backlog=1024)
         self._socket.setblocking(False)
         policy = HostPolicy(c.host, self.port, c.allow_host)
-        http, ws = guarded_protocols(c, self.counters)
+        http, ws = guarded_protocols(c, self.counters, tls)
         # uvicorn's own log lines (start-up banner, one warning per malformed
         # request) are replaced by ours and by the counts in /stats.
         logging.getLogger("uvicorn.error").setLevel(logging.ERROR)
@@ -145,6 +150,7 @@ class Gateway:
             http=http,
             ws=ws,
             lifespan="off",
+            proxy_headers=False,  # no proxy in front: X-Forwarded-For from a local client would name any address
             log_config=None,
             access_log=False,
             ws_max_size=c.max_message,
@@ -154,8 +160,6 @@ class Gateway:
             h11_max_incomplete_event_size=c.max_head,
             timeout_keep_alive=5,
             timeout_graceful_shutdown=2,
-            ssl_certfile=c.tls_cert,
-            ssl_keyfile=c.tls_key,
             server_header=False,
             date_header=False,
         )
