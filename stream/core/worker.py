@@ -57,7 +57,7 @@ import math
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
@@ -1330,6 +1330,31 @@ def _cue_of(window: PendingWindow) -> np.ndarray:
     """A window's posture cues; NaN (the head then says plain STILL) for a
     window made before its device was calibrated."""
     return window.cue if window.cue is not None else np.full(N_CUES, np.nan, np.float32)
+
+
+def rates_since(stats: WorkerStats, since: tuple[float, dict[str, int]], now: float) -> WorkerStats:
+    """``stats`` with its rates (samples, messages, windows, predictions per
+    second) over the time since ``since``, a time and the ``totals`` then, in
+    place of its own interval's; the rest as it is.
+
+    >>> s = WorkerStats(interval_s=1.0, windows_per_s=0.0, totals={"windows": 30})
+    >>> rates_since(s, (0.0, {"windows": 10}), now=5.0).windows_per_s
+    4.0
+    """
+    then, before = since
+    elapsed = max(now - then, 1e-9)
+
+    def rate(name: str) -> float:
+        return round((stats.totals.get(name, 0) - before.get(name, 0)) / elapsed, 1)
+
+    return replace(
+        stats,
+        interval_s=round(elapsed, 3),
+        samples_per_s=rate("samples"),
+        messages_per_s=rate("messages"),
+        windows_per_s=rate("windows"),
+        predictions_per_s=rate("predictions"),
+    )
 
 
 def format_stats(stats: dict | WorkerStats) -> str:
