@@ -104,6 +104,12 @@ def plan(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
 
         ingest_back = _backend(ingest, DEFAULT_PROXY_INGEST_BACKEND)
         output_back = _backend(output, DEFAULT_PROXY_OUTPUT_BACKEND)
+        taken = {ingest, output} & {ingest_back, output_back}
+        if taken:
+            raise SystemExit(
+                f"harstream demo: the proxy's back ends are the front ports + 2 ({ingest_back}, {output_back}); "
+                f"{', '.join(sorted(taken))} is a front address too: pick --ingest/--output ports further apart"
+            )
         secret = str(default_output_secret(output_back))  # only the workers may publish output
         parts = [
             (
@@ -244,12 +250,21 @@ def _wait_http(url: str, procs: list[tuple[str, subprocess.Popen]], timeout: flo
 
 def _backend(address: str, default: str) -> str:
     """The proxy back end beside a front ``address``: a sibling socket file
-    for ``ipc://``, else ``default``.
+    for ``ipc://``, the port two up on the same host for ``tcp://`` (the
+    defaults 5555/5556 give 5557/5558; a demo moved to other ports does not
+    take those), else ``default``.
 
     >>> _backend("ipc:///tmp/bus/in", "tcp://127.0.0.1:5557"), _backend("tcp://127.0.0.1:5555", "tcp://127.0.0.1:5557")
     ('ipc:///tmp/bus/in.back', 'tcp://127.0.0.1:5557')
+    >>> _backend("tcp://127.0.0.1:18555", "tcp://127.0.0.1:5557")
+    'tcp://127.0.0.1:18557'
     """
-    return address + ".back" if address.startswith("ipc://") else default
+    if address.startswith("ipc://"):
+        return address + ".back"
+    host, _, port = address.rpartition(":")
+    if address.startswith("tcp://") and port.isdigit() and int(port) + 2 <= 65535:
+        return f"{host}:{int(port) + 2}"
+    return default
 
 
 def _bare(address: str) -> str:
