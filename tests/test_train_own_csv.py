@@ -10,6 +10,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 
 def _csv(path, label: str, seconds: float = 3.0) -> None:
     rows = ["time,acc_x,acc_y,acc_z,gyro_x,gyro_y,gyro_z,label"]
@@ -35,3 +37,15 @@ def test_the_svm_on_own_recordings_of_some_activities_names_the_missing_ones(tmp
     assert "WALKING," not in error and "SITTING" not in error
     assert "--finetune" in error
     assert "no held-out windows" in done.stdout
+
+
+
+def test_no_windows_of_the_chosen_subjects_names_those_the_source_has(tmp_path):
+    """`harstream evaluate --data my_csvs/` windows the held-out subjects only;
+    an own CSV is subject 0, and the refusal said only "no labelled windows
+    (subjects [2, 4, …])"."""
+    from harstream.models.training import load_training_data
+
+    _csv(tmp_path / "walk.csv", "WALKING")
+    with pytest.raises(ValueError, match=r"it has subjects \[0\].*--test-subjects"):
+        load_training_data(tmp_path, subjects=[2, 4, 9])
