@@ -100,7 +100,7 @@ def load_training_data(
         windows = windows.take(np.isin(windows.subjects, sorted(keep)))
     if len(windows) == 0 and keep is None:
         raise ValueError(f"{source}: no labelled windows (a window is 2.56 s wholly inside one labelled activity 1-6)")
-    if len(windows) == 0:
+    if len(windows) == 0 and keep is not None:
         raise ValueError(
             f"{source or 'embedded'}: no labelled windows of subjects {sorted(keep)} (it has subjects {has}; "
             "an own CSV without a subject column is subject 0): choose them with --subjects / --test-subjects"

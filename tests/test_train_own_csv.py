@@ -39,7 +39,6 @@ def test_the_svm_on_own_recordings_of_some_activities_names_the_missing_ones(tmp
     assert "no held-out windows" in done.stdout
 
 
-
 def test_no_windows_of_the_chosen_subjects_names_those_the_source_has(tmp_path):
     """`harstream evaluate --data my_csvs/` windows the held-out subjects only;
     an own CSV is subject 0, and the refusal said only "no labelled windows
