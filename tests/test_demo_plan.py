@@ -74,3 +74,12 @@ def test_the_durable_demo_moved_to_other_tcp_ports_moves_the_proxy_back_ends_too
             "--output",
             "tcp://127.0.0.1:18557",
         )
+
+
+def test_the_running_banner_names_the_phone_page_when_the_gateway_runs():
+    parser = argparse.ArgumentParser()
+    demo.configure(parser)
+    plain = demo.running_banner(parser.parse_args(["--port", "8600"]))
+    assert "http://127.0.0.1:8600" in plain and "/phone" not in plain
+    phones = demo.running_banner(parser.parse_args(["--gateway", "--gateway-port", "8766"]))
+    assert "http://127.0.0.1:8766/phone" in phones and "docs/phones.md" in phones

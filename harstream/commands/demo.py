@@ -195,7 +195,7 @@ def run(args: argparse.Namespace) -> int:
             procs.append((name, subprocess.Popen(argv, env=env, start_new_session=True)))
         url = f"http://127.0.0.1:{args.port}"
         if _wait_http(f"{url}/_stcore/health", procs, timeout=60.0, stop=stop):
-            print(f"\n  harstream demo is running: open {url}\n  (Ctrl-C stops everything)\n", flush=True)
+            print(running_banner(args), flush=True)
         elif not stop.is_set() and all(p.poll() is None for _, p in procs):
             print(f"demo: the dashboard is slow to start; it will be at {url}", flush=True)
         while not stop.wait(0.5):
@@ -246,6 +246,20 @@ def _wait_http(url: str, procs: list[tuple[str, subprocess.Popen]], timeout: flo
             pass
         stop.wait(0.3)
     return False
+
+
+def running_banner(args: argparse.Namespace) -> str:
+    """What the demo says once its page answers: where to look, and with
+    ``--gateway`` where a phone's page is (on loopback: this machine's browser)."""
+    lines = [f"  harstream demo is running: open http://127.0.0.1:{args.port}"]
+    if args.gateway:
+        lines.append(
+            f"  phones: http://127.0.0.1:{args.gateway_port}/phone on this machine, or "
+            f"harstream simulate --gateway ws://127.0.0.1:{args.gateway_port}/ws "
+            "(a phone on your Wi-Fi: docs/phones.md)"
+        )
+    lines.append("  (Ctrl-C stops everything)")
+    return "\n" + "\n".join(lines) + "\n"
 
 
 def _backend(address: str, default: str) -> str:
