@@ -1,6 +1,6 @@
 """The line `harstream worker` prints every `--stats-every` seconds (5 by
-default) gives the rates over those seconds. It gave the rates of the last
-stats message (one second), so 19 replayed devices that start together, whose
+default) gives the rates, batches and latencies of those seconds. It gave the last
+stats message's (one second), so 19 replayed devices that start together, whose
 windows all complete in the same second of every 1.28 s, read `windows/s=19.0`
 on one line and `windows/s=0.0` on the next while they streamed steadily. A
 real worker (`serve` in a thread) on loopback ZeroMQ."""
@@ -44,3 +44,6 @@ def test_the_printed_line_gives_the_rates_of_its_whole_period():
     windows = float(re.search(r"windows/s=([\d.]+)", lines[1]).group(1))
     # 9 windows in the ~1 s period (the last 0.1 s of it alone: none)
     assert 4 <= windows <= 12, lines
+    # and the batches that labelled them, and their latency: not "batch=0.0 latency None" beside them
+    assert float(re.search(r"batch=([\d.]+)", lines[1]).group(1)) >= 1, lines
+    assert "latency p50=None" not in lines[1], lines

@@ -256,7 +256,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--stats-every",
         type=STATS_EVERY,
         default=5.0,
-        help="seconds between printed stats lines, each with the rates over those seconds (default 5)",
+        help="seconds between printed stats lines, each of those seconds: rates and batches over them, "
+        "latency and lag the worst second's (default 5)",
     )
 
 
