@@ -17,7 +17,8 @@ COMMANDS = {
     "data": "summarise a recording source (embedded HAPT, RawData folder, CSV, UCI folder)",
     "train": "train a model on windows made by the streaming pipeline",
     "calibrate": "fit a personal model from one device's labelled CSVs (postures + placement-free movement)",
-    "evaluate": "repeat train+evaluate, report mean ± std and confusion matrices",
+    "evaluate": "score the shipped model (or --artifact) on the held-out subjects; --model: repeat train+evaluate, "
+    "mean ± std",
     "simulate": "replay recorded sessions as live 50 Hz devices on the bus",
     "worker": "preprocess streams, run the model, publish predictions",
     "broker": "run redis-server for the durable partitioned log (data in runs/broker/)",

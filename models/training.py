@@ -89,15 +89,22 @@ def load_training_data(
         )
         name, sha = uci.source or str(source), uci.sha256
         windowed_by = UCI_WINDOWS
+        has = sorted({int(s) for s in uci.subjects})
     else:
         dataset = recordings.load_dataset(source, progress=progress)
         recs = dataset.recordings if keep is None else dataset.of_subjects(keep)
         windows = labelled_windows(recs, progress=progress, context_steps=context_steps)
         name, sha, windowed_by = dataset.source, dataset.sha256, PIPELINE
+        has = dataset.subjects()
     if keep is not None:
         windows = windows.take(np.isin(windows.subjects, sorted(keep)))
-    if len(windows) == 0:
-        raise ValueError(f"{source or 'embedded'}: no labelled windows (subjects {sorted(keep or [])})")
+    if len(windows) == 0 and keep is None:
+        raise ValueError(f"{source}: no labelled windows (a window is 2.56 s wholly inside one labelled activity 1-6)")
+    if len(windows) == 0 and keep is not None:
+        raise ValueError(
+            f"{source or 'embedded'}: no labelled windows of subjects {sorted(keep)} (it has subjects {has}; "
+            "an own CSV without a subject column is subject 0): choose them with --subjects / --test-subjects"
+        )
     train, test = split_by_subject(windows, test_subjects)
     return TrainingData(train, test, name, sha, test_subjects, windowed_by)
 

@@ -51,3 +51,10 @@ def test_every_benchmark_option_with_a_default_shows_it_once(capsys):
 def test_command_options_say_their_default(capsys, argv, option, default):
     entry = _entry(_raw_help(capsys, *argv), option)
     assert re.search(rf"default {re.escape(default)}\b", entry), entry
+
+
+def test_the_command_list_says_evaluate_scores_the_shipped_model_by_default(capsys):
+    """README: `harstream evaluate` scores the shipped model on the held-out
+    subjects; the command list said only "repeat train+evaluate"."""
+    said = _help(capsys)
+    assert "evaluate score the shipped model (or --artifact) on the held-out subjects" in said

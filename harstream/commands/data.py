@@ -70,6 +70,12 @@ def describe_dataset(dataset: Dataset, layout: str, sessions: bool = False) -> s
         f"sessions  {len(recs):,}",
         f"subjects  {len(dataset.subjects()):,}",
         f"samples   {total:,} ({_duration(total / RATE_HZ)} at {RATE_HZ:g} Hz)",
+    ]
+    barometers = [r.pressure for r in recs if r.pressure is not None and len(r.pressure)]
+    if barometers:  # a CSV's pressure_hpa column, an export's Barometer.csv
+        readings = sum(len(p) for p in barometers)
+        lines.append(f"barometer {len(barometers):,} of {len(recs):,} sessions, {readings:,} readings")
+    lines += [
         "",
         f"{'split (UCI test subjects)':<26}{'subjects':>9}{'sessions':>10}{'samples':>12}",
     ]

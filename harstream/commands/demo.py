@@ -104,6 +104,12 @@ def plan(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
 
         ingest_back = _backend(ingest, DEFAULT_PROXY_INGEST_BACKEND)
         output_back = _backend(output, DEFAULT_PROXY_OUTPUT_BACKEND)
+        taken = {ingest, output} & {ingest_back, output_back}
+        if taken:
+            raise SystemExit(
+                f"harstream demo: the proxy's back ends are the front ports + 2 ({ingest_back}, {output_back}); "
+                f"{', '.join(sorted(taken))} is a front address too: pick --ingest/--output ports further apart"
+            )
         secret = str(default_output_secret(output_back))  # only the workers may publish output
         parts = [
             (
@@ -189,7 +195,7 @@ def run(args: argparse.Namespace) -> int:
             procs.append((name, subprocess.Popen(argv, env=env, start_new_session=True)))
         url = f"http://127.0.0.1:{args.port}"
         if _wait_http(f"{url}/_stcore/health", procs, timeout=60.0, stop=stop):
-            print(f"\n  harstream demo is running: open {url}\n  (Ctrl-C stops everything)\n", flush=True)
+            print(running_banner(args), flush=True)
         elif not stop.is_set() and all(p.poll() is None for _, p in procs):
             print(f"demo: the dashboard is slow to start; it will be at {url}", flush=True)
         while not stop.wait(0.5):
@@ -242,14 +248,37 @@ def _wait_http(url: str, procs: list[tuple[str, subprocess.Popen]], timeout: flo
     return False
 
 
+def running_banner(args: argparse.Namespace) -> str:
+    """What the demo says once its page answers: where to look, and with
+    ``--gateway`` where a phone's page is (on loopback: this machine's browser)."""
+    lines = [f"  harstream demo is running: open http://127.0.0.1:{args.port}"]
+    if args.gateway:
+        lines.append(
+            f"  phones: http://127.0.0.1:{args.gateway_port}/phone on this machine, or "
+            f"harstream simulate --gateway ws://127.0.0.1:{args.gateway_port}/ws "
+            "(a phone on your Wi-Fi: docs/phones.md)"
+        )
+    lines.append("  (Ctrl-C stops everything)")
+    return "\n" + "\n".join(lines) + "\n"
+
+
 def _backend(address: str, default: str) -> str:
     """The proxy back end beside a front ``address``: a sibling socket file
-    for ``ipc://``, else ``default``.
+    for ``ipc://``, the port two up on the same host for ``tcp://`` (the
+    defaults 5555/5556 give 5557/5558; a demo moved to other ports does not
+    take those), else ``default``.
 
     >>> _backend("ipc:///tmp/bus/in", "tcp://127.0.0.1:5557"), _backend("tcp://127.0.0.1:5555", "tcp://127.0.0.1:5557")
     ('ipc:///tmp/bus/in.back', 'tcp://127.0.0.1:5557')
+    >>> _backend("tcp://127.0.0.1:18555", "tcp://127.0.0.1:5557")
+    'tcp://127.0.0.1:18557'
     """
-    return address + ".back" if address.startswith("ipc://") else default
+    if address.startswith("ipc://"):
+        return address + ".back"
+    host, _, port = address.rpartition(":")
+    if address.startswith("tcp://") and port.isdigit() and int(port) + 2 <= 65535:
+        return f"{host}:{int(port) + 2}"
+    return default
 
 
 def _bare(address: str) -> str:

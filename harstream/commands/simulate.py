@@ -14,8 +14,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         type=SUBJECT,
         nargs="+",
         metavar="S",
-        help="subjects whose sessions to replay (default: the held-out test subjects 2 4 9 10 12 13 18 20 24; "
-        "a CSV without a subject column or _userNN in its name is subject 0)",
+        help="subjects whose sessions to replay (default: HAPT's held-out test subjects 2 4 9 10 12 13 18 20 24; "
+        "every session of a CSV or Sensor Logger --source, where one without a subject column or _userNN "
+        "in its name is subject 0)",
     )
     parser.add_argument(
         "--source",
@@ -101,16 +102,19 @@ def run(args: argparse.Namespace) -> int:
     from harstream.commands._running import bus_errors, stop_on_signals
     from harstream.simulator.replay import ReplaySchedule, devices_for, replay
     from harstream.stream.bus.addresses import ingest_address
-    from harstream.stream.data.recordings import UCI_TEST_SUBJECTS, RecordingError, load_dataset
+    from harstream.stream.data.recordings import UCI_TEST_SUBJECTS, RecordingError, detect_layout, load_dataset
 
     check_endpoints("simulate", args.keys, ("--publish", args.publish or ingest_address(), "connect"))
 
-    subjects = args.subjects or list(UCI_TEST_SUBJECTS)
     try:
         dataset = load_dataset(args.source)
+        layout = detect_layout(args.source)
     except RecordingError as exc:  # a bad file: said in one line, as `harstream data` says it
         print(f"harstream simulate: {exc}", file=sys.stderr)
         return 2
+    # HAPT (embedded or RawData): the subjects no model saw; own recordings: all of them
+    hapt = layout in ("embedded", "hapt-rawdata")
+    subjects = args.subjects or (list(UCI_TEST_SUBJECTS) if hapt else dataset.subjects())
     recordings = dataset.of_subjects(subjects)
     if not recordings:
         raise SystemExit(

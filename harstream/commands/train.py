@@ -136,6 +136,7 @@ def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter hides the report
     from harstream.models.registry import DEFAULT_EPOCHS
     from harstream.models.training import ESTIMATORS, train_and_save
+    from harstream.stream.core.activities import ACTIVITIES
     from harstream.stream.data.recordings import RecordingError
 
     if args.epochs is not None and args.epochs < 1:
@@ -173,6 +174,22 @@ def run(args: argparse.Namespace) -> int:
     if len(data.train) == 0:
         print("harstream train: no training windows (all chosen subjects are test subjects)", file=sys.stderr)
         return 2
+    if len(data.test) == 0:
+        print(
+            "no held-out windows: the model will not be scored (none of --data's subjects is a test subject; "
+            "an own CSV without a subject column is subject 0, a training subject)",
+            flush=True,
+        )
+    if args.model in ESTIMATORS:
+        missing = sorted(set(range(len(ACTIVITIES))) - {int(y) for y in data.train.y})
+        if missing:
+            print(
+                f"harstream train: no training windows of {', '.join(ACTIVITIES[k] for k in missing)}: "
+                f"--model {args.model} needs all {len(ACTIVITIES)} activities; record them, or fine-tune the "
+                "shipped model on yours (harstream train --finetune models/pretrained/default.keras --data ...)",
+                file=sys.stderr,
+            )
+            return 2
     if args.model in ESTIMATORS:
         epochs = None
         print(

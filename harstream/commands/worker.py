@@ -253,7 +253,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "each decision it is part of) instead of its features once per window; for comparison",
     )
     parser.add_argument(
-        "--stats-every", type=STATS_EVERY, default=5.0, help="seconds between printed stats lines (default 5)"
+        "--stats-every",
+        type=STATS_EVERY,
+        default=5.0,
+        help="seconds between printed stats lines, each of those seconds: rates and batches over them, "
+        "latency and lag the worst second's (default 5)",
     )
 
 

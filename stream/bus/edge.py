@@ -42,7 +42,7 @@ from harstream.stream.core.protocol import (
     encode_stats,
 )
 from harstream.stream.core.subscriptions import Subscriptions
-from harstream.stream.core.worker import StreamCore, WorkerStats, format_stats
+from harstream.stream.core.worker import StreamCore, WorkerStats, format_stats, over_period
 
 log = logging.getLogger(__name__)
 
@@ -240,9 +240,16 @@ def run_edge(
             stats.personal = o.personal.stats()
         last[0] = stats
         edge.publish_stats(worker_id, stats)
-        if o.printer is not None and now >= next_print[0]:
+        if o.printer is None:
+            return
+        unprinted.append(stats)
+        if now >= next_print[0]:
             next_print[0] = now + o.print_every
-            o.printer(format_stats(stats.to_dict()))
+            # the line says what happened over its whole period, not in the last stats message's
+            # second: windows of devices started together complete in the same second (0 or all)
+            o.printer(format_stats(over_period(unprinted, printed[0], now).to_dict()))
+            printed[0] = (now, dict(stats.totals))
+            unprinted.clear()
 
     def fit_between(now: float) -> None:
         # the loop's own CPU time (this thread's) over the last BUSY_OVER_S of wall time: how much
@@ -257,6 +264,8 @@ def run_edge(
     loop_clock = deque([(time.thread_time(), now)], maxlen=round(BUSY_OVER_S / BETWEEN_PLACES_S) + 1)
     last: list[WorkerStats | None] = [None]
     next_print = [now + o.print_every]
+    printed: list[tuple[float, dict[str, int]]] = [(now, {})]
+    unprinted: list[WorkerStats] = []  # the stats messages since the last printed line
     chores.every("signals", CHORES_S, outputs, first=now + CHORES_S)
     chores.every("eviction", IDLE_SWEEP_S, transport.evict_idle, first=now + IDLE_SWEEP_S)
     chores.every("history", HISTORY_S, history, first=now + HISTORY_S)

@@ -57,7 +57,7 @@ import math
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
@@ -1330,6 +1330,48 @@ def _cue_of(window: PendingWindow) -> np.ndarray:
     """A window's posture cues; NaN (the head then says plain STILL) for a
     window made before its device was calibrated."""
     return window.cue if window.cue is not None else np.full(N_CUES, np.nan, np.float32)
+
+
+def over_period(seconds: Sequence[WorkerStats], since: tuple[float, dict[str, int]], now: float) -> WorkerStats:
+    """The newest of ``seconds`` (the stats of a period, oldest first) with
+    its rates (samples, messages, windows, predictions per second) over the
+    time since ``since``, a time and the ``totals`` then, its batches over all
+    of them, and its latencies and lags the worst second's: what a line printed
+    once a period says of the period, not of its last second alone.
+
+    >>> a = WorkerStats(batches=2, batch_mean=3.0, batch_max=4, latency_p99_ms=9.0, totals={"windows": 16})
+    >>> b = WorkerStats(interval_s=1.0, totals={"windows": 30})
+    >>> s = over_period([a, b], (0.0, {"windows": 10}), now=5.0)
+    >>> s.windows_per_s, s.batches, s.batch_mean, s.batch_max, s.latency_p99_ms
+    (4.0, 2, 3.0, 4, 9.0)
+    """
+    stats = seconds[-1]
+    then, before = since
+    elapsed = max(now - then, 1e-9)
+
+    def rate(name: str) -> float:
+        return round((stats.totals.get(name, 0) - before.get(name, 0)) / elapsed, 1)
+
+    def worst(name: str) -> float | None:
+        values = [v for v in (getattr(s, name) for s in seconds) if v is not None]
+        return max(values) if values else None
+
+    batches = sum(s.batches for s in seconds)
+    return replace(
+        stats,
+        interval_s=round(elapsed, 3),
+        samples_per_s=rate("samples"),
+        messages_per_s=rate("messages"),
+        windows_per_s=rate("windows"),
+        predictions_per_s=rate("predictions"),
+        batches=batches,
+        batch_mean=round(sum(s.batches * s.batch_mean for s in seconds) / batches, 2) if batches else 0.0,
+        batch_max=max(s.batch_max for s in seconds),
+        latency_p50_ms=worst("latency_p50_ms"),
+        latency_p99_ms=worst("latency_p99_ms"),
+        lag_p50_ms=worst("lag_p50_ms"),
+        lag_p99_ms=worst("lag_p99_ms"),
+    )
 
 
 def format_stats(stats: dict | WorkerStats) -> str:
