@@ -243,8 +243,9 @@ async def _send_rows(ws, t: np.ndarray, extra: dict | None = None) -> None:
 def test_a_phone_left_at_5_hz_is_told_so_and_not_interpolated_to_50(running_gateway):
     """SensorServer's default sampling period, and Android's SENSOR_DELAY_NORMAL,
     are 200 ms: 5 readings a second, too few for a 50 Hz pipeline. The gateway
-    says so (a low_rate warning, counted) and publishes none of it, rather than
-    draw straight lines between readings 200 ms apart; a 25 Hz watch beside it
+    says so (a low_rate warning, counted) after its first second and publishes
+    less than a window of it, rather than draw straight lines between readings
+    200 ms apart; a 25 Hz watch beside it
     is served and warned of nothing."""
 
     async def main():
@@ -267,7 +268,7 @@ def test_a_phone_left_at_5_hz_is_told_so_and_not_interpolated_to_50(running_gate
                 assert sum(len(b) for b in got) >= 500
                 await asyncio.sleep(0.3)
             slow_out = gw.feeds["phone:slow"].samples_out
-            assert slow_out <= 5 * 50  # at most the first span, before it was judged
+            assert slow_out < 128  # at most its first second, before it was judged: not one window
             assert gw.rejects["low_rate"] >= 1
             assert gw.feeds["phone:watch"].warnings == 0
             assert gw.stats()["devices"]["phone:slow"]["low_rate"] is True

@@ -59,10 +59,12 @@ count. One that averages over :data:`UNITS_ABOVE_G` (m/s² sent as g) leaves an
 A sensor sending fewer than :data:`MIN_RATE_HZ` readings a second (SensorServer
 left at its default 200 ms period, Android's ``SENSOR_DELAY_NORMAL``) is too
 slow for a 50 Hz pipeline: straight lines drawn between readings 200 ms apart
-are not a signal. Every :data:`RATE_CHECK_S` seconds it is found so, a
-``low_rate`` warning is left the same way, and the device's readings are left
-out (counted in :attr:`DeviceFeed.slow_readings`) until a span of its sensors
-is fast enough again.
+are not a signal. Its first second is judged, then every
+:data:`RATE_CHECK_S` seconds; each time it is found so, a ``low_rate``
+warning is left the same way, and the device's readings are left out
+(counted in :attr:`DeviceFeed.slow_readings`) until a span of its sensors is
+fast enough again. What its first second drew is less than a window: no
+label is made from it.
 
 Clocks: a device whose readings are within ``clock_window`` of the gateway's
 clock (Sensor Logger, browsers: Unix time) keeps its own times; any other
@@ -125,6 +127,11 @@ UNITS_ABOVE_G = 3.0
 #: SENSOR_DELAY_NORMAL are 200 ms (5 Hz). Its readings are left out, not interpolated.
 MIN_RATE_HZ = 10.0
 RATE_CHECK_S = 5.0
+# A sensor's first span is judged sooner: less than one window of its readings
+# reaches the bus before a slow sensor is found slow, so no label is ever made
+# from readings drawn as straight lines. A second of a 10 Hz sensor is 10
+# readings, enough to tell it from a 5 Hz one.
+FIRST_RATE_CHECK_S = 1.0
 
 
 class DeviceFeed:
@@ -407,18 +414,21 @@ def _span(
 
 
 class RateCheck:
-    """How many readings a second one sensor sends, over each span of
+    """How many readings a second one sensor sends, over its first
+    :data:`FIRST_RATE_CHECK_S` seconds and then each span of
     :data:`RATE_CHECK_S` seconds of its own clock, counting only the time its
     readings cover (a hole longer than ``max_gap`` is silence, not a slow
     sensor; repeated times are not counted).
 
     >>> check = RateCheck()
-    >>> check.push(np.arange(0, 3, 0.2)) is None                   # 3 s at 5 Hz: not yet
+    >>> check.push(np.arange(0, 0.8, 0.2)) is None                 # 0.6 s at 5 Hz: not yet
     True
-    >>> round(check.push(np.arange(3, 6, 0.2)), 1)                 # SensorServer's default
+    >>> round(check.push(np.arange(0.8, 1.6, 0.2)), 1)             # SensorServer's default
     5.0
+    >>> check.push(np.arange(1.6, 4.6, 0.2)) is None               # then every 5 s
+    True
     >>> watch = RateCheck()
-    >>> round(watch.push(np.r_[np.arange(0, 2, 0.04), np.arange(4, 7, 0.04)]), 1)  # 25 Hz, a 2 s hole
+    >>> round(watch.push(np.r_[np.arange(0, 0.6, 0.04), np.arange(4, 7, 0.04)]), 1)  # 25 Hz, a 3.4 s hole
     25.0
     """
 
@@ -428,6 +438,7 @@ class RateCheck:
         self.since: float | None = None  # the span's first reading
         self.intervals = 0
         self.covered = 0.0  # seconds between readings no further apart than max_gap
+        self.span = FIRST_RATE_CHECK_S  # this span's length; RATE_CHECK_S after the first
 
     def push(self, t: np.ndarray) -> float | None:
         """Take reading times; the span's rate (Hz) when they complete one, else None."""
@@ -442,10 +453,10 @@ class RateCheck:
         self.covered += float(dt[kept].sum())
         self.last = float(t[-1]) if self.last is None else max(self.last, float(t[-1]))
         self.since = float(t[0]) if self.since is None else self.since
-        if self.last - self.since < RATE_CHECK_S or self.covered <= 0:
+        if self.last - self.since < self.span or self.covered <= 0:
             return None
         rate = self.intervals / self.covered
-        self.intervals, self.covered, self.since = 0, 0.0, None
+        self.intervals, self.covered, self.since, self.span = 0, 0.0, None, RATE_CHECK_S
         return rate
 
 
