@@ -11,6 +11,8 @@ names and byte values); the routes and connection guards turn a
 - **Origin**, when a browser sends one, must be this very host: apps send none.
 - **Token**, when set, in ``?token=`` or ``Authorization: Bearer``.
 - Headers that decide any of the above may appear once only.
+- Every per-address limit counts a client by :func:`address_key`: an IPv4
+  address, or the /64 of an IPv6 one (what one home or phone network is given).
 
 >>> policy = HostPolicy("127.0.0.1", 8765, allow=["phone-gw.lan"])
 >>> [policy.allows(h) for h in ("127.0.0.1:8765", "localhost", "[::1]:8765", "PHONE-GW.lan:8765", "evil.example:8765")]
@@ -64,6 +66,33 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def address_key(address: str) -> str:
+    """The key every per-address limit counts a client address under.
+
+    An IPv4 address is its own key; an IPv6 address is counted by its /64,
+    the network every home router and phone network hands one subscriber (a
+    host holding one can take a fresh address per connection); an IPv4-mapped
+    IPv6 address (``::ffff:a.b.c.d``, an IPv4 client of a dual-stack socket)
+    is that IPv4 address. Anything else (``"?"``, a Unix socket) is kept as it is.
+
+    >>> address_key("192.0.2.7"), address_key("::ffff:192.0.2.7")
+    ('192.0.2.7', '192.0.2.7')
+    >>> address_key("2001:db8:1:2:aaaa::1"), address_key("2001:DB8:1:2::bbbb"), address_key("2001:db8:1:3::1")
+    ('2001:db8:1:2::/64', '2001:db8:1:2::/64', '2001:db8:1:3::/64')
+    >>> address_key("fe80::1%eth0"), address_key("::1"), address_key("?")
+    ('fe80::/64', '::/64', '?')
+    """
+    try:
+        ip = ipaddress.ip_address(address.strip("[]"))
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((int(ip) >> 64 << 64, 64)))
+    return str(ip)
 
 
 def split_host(value: str) -> str:

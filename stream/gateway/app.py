@@ -42,6 +42,7 @@ from harstream.stream.gateway.admission import (
     HostPolicy,
     RateLimit,
     Refusal,
+    address_key,
     check_head,
     check_host,
     check_origin,
@@ -380,7 +381,7 @@ class Routes:
         gw.counters.count("ws_connections")
         await ws.accept()
         conn = PhoneConnection(ws)
-        session = _Session(ws.query_params.get("platform", "android"), ws.client.host if ws.client else "")
+        session = _Session(ws.query_params.get("platform", "android"), address_key(ws.client.host) if ws.client else "")
         messages = RateLimit(c.max_messages_per_s, 2 * c.max_messages_per_s)
         errors = 0
         try:
@@ -488,7 +489,7 @@ class _Session:
 
     def __init__(self, platform: str, address: str = ""):
         self.platform = platform
-        self.address = address  # the client's address, for per-address limits
+        self.address = address  # the client's address_key (IPv4 address, IPv6 /64), for per-address limits
         self.kind: str | None = None
         self.hello: Hello | None = None
         self.device: str | None = None  # bus id, once claimed

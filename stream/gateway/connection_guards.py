@@ -8,7 +8,8 @@ subclasses guard it and count every refusal by reason:
 - **HTTP** (:class:`GuardedH11Protocol`): connections beyond
   ``max_connections`` get ``503`` (``busy``), and so do those of a source
   already holding ``max_connections_per_address`` (one address cannot take
-  every place: a WebSocket holds its place until it closes), a source opening more than
+  every place: a WebSocket holds its place until it closes; a source is an IPv4
+  address or an IPv6 /64, :func:`~harstream.stream.gateway.admission.address_key`), a source opening more than
   ``max_connects_per_s`` gets ``429`` (``source_rate``), a request head not
   complete within ``open_timeout`` of the connection (or of its first byte
   after a response) gets ``408`` (``timeout``; uvicorn itself waits forever,
@@ -51,7 +52,7 @@ import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
-from harstream.stream.gateway.admission import RateLimit, Refusal, SourceLimits
+from harstream.stream.gateway.admission import RateLimit, Refusal, SourceLimits, address_key
 from harstream.stream.gateway.config import GatewayConfig
 from harstream.stream.gateway.counters import Counters
 
@@ -112,9 +113,10 @@ class Guard:
         self.counters = counters
         self.tls = tls
         self.sources = SourceLimits(config.max_connects_per_s, 4 * config.max_connects_per_s)
-        self._source_of: dict[Any, str] = {}  # each open connection's transport -> its client address
-        self.held: Counter[str] = Counter()  # open connections per client address
-        self.handshaking: Counter[str] = Counter()  # TLS handshakes under way per client address
+        # Keyed by source: address_key of the client address (an IPv4 address, an IPv6 /64).
+        self._source_of: dict[Any, str] = {}  # each open connection's transport -> its source
+        self.held: Counter[str] = Counter()  # open connections per source
+        self.handshaking: Counter[str] = Counter()  # TLS handshakes under way per source
 
     def admit(self, source: str, open_now: int) -> Refusal | None:
         """A new connection from ``source``, ``open_now`` open with it: refused, or None."""
@@ -196,7 +198,7 @@ class GuardedH11Protocol(H11Protocol):
         self._refused = False
         self._head_timer: asyncio.TimerHandle | None = None
         self._watch: WriteWatch | None = None
-        source = self.client[0] if self.client else "?"
+        source = address_key(self.client[0]) if self.client else "?"
         if not self.admitted:
             g.counters.count("tcp_connections")
             refusal = g.admit(source, len(self.connections))
@@ -391,7 +393,7 @@ class TLSGate(asyncio.Protocol):
         assert g.tls is not None and isinstance(transport, asyncio.Transport)
         g.counters.count("tcp_connections")
         peer = transport.get_extra_info("peername")
-        source = str(peer[0]) if peer else "?"
+        source = address_key(str(peer[0])) if peer else "?"
         refusal = g.admit(source, len(inner.connections) + sum(g.handshaking.values()) + 1)
         if refusal is not None:  # nothing can be said before the handshake: the connection is closed
             g.counters.reject(refusal.reason, refusal.text)
