@@ -115,6 +115,15 @@ async def main(folder):
             await ws.close()
     finally:
         await gw.close()
+    # --connects-limit 1 (bursts of 4 s worth): the fifth new connection of the /64 within a second
+    gw = Gateway(GatewayConfig(host="::1", port=0, ingest="tcp://127.0.0.1:9", stats_interval=0, max_connects_per_s=1))
+    await gw.start()
+    try:
+        port = gw.port
+        sources = [HOST + s for s in ("1", "2", "3", "4", "a1")] + [NEIGHBOUR + "1"]
+        out["connects"] = await loop.run_in_executor(None, lambda: [ask_stats(s, port) for s in sources])
+    finally:
+        await gw.close()
     print(json.dumps(out))
 
 import sys
@@ -125,8 +134,9 @@ asyncio.run(main(sys.argv[1]))
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("ip"), reason="needs root")
 def test_one_host_holding_a_64_is_one_address_to_every_limit(tmp_path):
     """From fresh addresses of one /64: the fourth connection is refused when
-    an address may hold three, and the third calibration when it may hold two;
-    an address of the next /64 gets in."""
+    an address may hold three, the third calibration when it may hold two,
+    and the fifth new connection in a second when it may open four; an
+    address of the next /64 gets in each time."""
     addresses = [f"2001:db8:1:2::{i}" for i in ("1", "2", "3", "4", "a1", "a2", "a3")] + [
         "2001:db8:1:3::1",
         "2001:db8:1:3::a1",
@@ -143,3 +153,4 @@ def test_one_host_holding_a_64_is_one_address_to_every_limit(tmp_path):
     assert out["fourth_of_the_64"] == "HTTP/1.1 503", out
     assert out["neighbour"] == "HTTP/1.1 200", out
     assert out["calibrations"] == ["started", "started", "calibration_limit", "started"], out
+    assert out["connects"] == ["HTTP/1.1 200"] * 4 + ["HTTP/1.1 429", "HTTP/1.1 200"], out
