@@ -18,6 +18,7 @@ import asyncio
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 
@@ -37,6 +38,16 @@ def test_an_ipv6_client_is_counted_by_its_64_an_ipv4_one_by_its_address():
     assert address_key("?") == "?"
 
 
+def _has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
+            sock.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _has_ipv6_loopback(), reason="this machine has no IPv6 loopback (::1)")
 def test_the_limits_hold_over_ipv6(running_gateway):
     """A gateway on ::1: a client's fourth connection is refused when three is
     the most one address may hold, and the refusal names its /64."""
