@@ -403,10 +403,12 @@ class TLSGate(asyncio.Protocol):
         inner.admitted = True
         loop = asyncio.get_running_loop()
         done = loop.create_future()
+        # before the handshake's own timer starts (in connection_made): a handshake cut by
+        # that timer then always took open_timeout or more, and is counted a timeout
+        started = loop.time()
         tls = SSLProtocol(loop, inner, g.tls, done, server_side=True, ssl_handshake_timeout=g.config.open_timeout)
         transport.set_protocol(tls)
         tls.connection_made(transport)
-        started = loop.time()
         done.add_done_callback(lambda _: self._handshake_ended(done, source, loop.time() - started, transport))
 
     def _handshake_ended(self, done: asyncio.Future, source: str, took: float, transport: asyncio.Transport) -> None:
