@@ -69,7 +69,7 @@ class ModelArtifact:
         """How many windows back each extra input window lies (empty: the model
         takes one window); the worker stacks them with
         :class:`~harstream.stream.core.context.WindowContext`."""
-        return tuple(int(s) for s in self.metadata.get("context_steps") or ())
+        return context_steps_of(self.metadata)
 
     @property
     def stages(self) -> dict | None:
@@ -283,6 +283,24 @@ def check_compatible(meta: dict, where: str = "metadata") -> None:
         raise ArtifactError(f"{where}: classes {shown} are not what a {placement} model has: {expected}")
 
 
+def check_artifact(path: str | Path | None = None) -> dict:
+    """The metadata of the artifact at ``path`` (the shipped default when
+    None), after every check that needs no TensorFlow: its metadata, its zip
+    (no bomb) and its hash. A command checks the model and its data this way
+    before it pays for TensorFlow (:func:`load_artifact` checks again)."""
+    path = Path(path) if path is not None else DEFAULT_MODEL
+    meta = read_metadata(path)
+    check_model_zip(path)
+    if meta.get("sha256") and file_sha256(path) != meta["sha256"]:
+        raise ArtifactError(f"{path}: file hash does not match its metadata; the file was changed")
+    return meta
+
+
+def context_steps_of(metadata: dict) -> tuple[int, ...]:
+    """The past windows (steps back) a model with this metadata takes with each window."""
+    return tuple(int(s) for s in metadata.get("context_steps") or ())
+
+
 def load_artifact(path: str | Path | None = None) -> ModelArtifact:
     """Load a model artifact (the shipped default when ``path`` is None).
 
@@ -290,10 +308,7 @@ def load_artifact(path: str | Path | None = None) -> ModelArtifact:
     """
     path = Path(path) if path is not None else DEFAULT_MODEL
     # before TensorFlow is imported: bad metadata and a zip bomb are refused at once
-    meta = read_metadata(path)
-    check_model_zip(path)
-    if meta.get("sha256") and file_sha256(path) != meta["sha256"]:
-        raise ArtifactError(f"{path}: file hash does not match its metadata; the file was changed")
+    meta = check_artifact(path)
 
     import keras
 

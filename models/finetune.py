@@ -59,14 +59,14 @@ def finetune(
     """
     from harstream.stream.data.recordings import load_dataset
 
-    from .artifact import load_artifact, save_artifact
+    from .artifact import check_artifact, context_steps_of, load_artifact, save_artifact
 
-    artifact = load_artifact(base)
+    # the base's file and the data are checked before TensorFlow is imported (seconds)
+    steps = context_steps_of(check_artifact(base))  # a context model learns from windows with their past
     dataset = load_dataset(data)
     recordings = sorted(dataset.recordings, key=lambda r: r.name)
     held_out = recordings[-1] if len(recordings) >= 2 else None
     train_recs = recordings[:-1] if held_out else recordings
-    steps = artifact.context_steps  # a context model learns from windows with their past
     own = labelled_windows(train_recs, context_steps=steps)
     if len(own) == 0:
         raise ValueError(
@@ -76,6 +76,7 @@ def finetune(
     test = labelled_windows([held_out], context_steps=steps) if held_out else None
     if test is not None and len(test) == 0:
         test = None
+    artifact = load_artifact(base)
 
     replay_pool = None
     if (len(own) if replay is None else replay) > 0:

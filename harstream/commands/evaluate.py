@@ -91,16 +91,18 @@ def _write(report: str, path: Path | None) -> None:
 
 
 def run_artifact(args: argparse.Namespace) -> int:
-    from harstream.models.artifact import ArtifactError, load_artifact
+    """The model and the data are checked, and the data windowed, before
+    TensorFlow is imported (seconds): a wrong ``--data`` or subject list is
+    said at once, not after the model loaded."""
+    from harstream.models.artifact import ArtifactError, check_artifact, context_steps_of, load_artifact
     from harstream.models.evaluation import evaluate_model, evaluation_report, plot_confusion_matrix
     from harstream.stream.data.recordings import UCI_TEST_SUBJECTS, RecordingError
 
     try:
-        artifact = load_artifact(args.artifact)
+        meta = check_artifact(args.artifact)
     except ArtifactError as exc:
         print(f"harstream evaluate: {exc}", file=sys.stderr)
         return 2
-    meta = artifact.metadata
     held_out = (
         parse_subjects(args.test_subjects) or meta.get("split", {}).get("test_subjects") or list(UCI_TEST_SUBJECTS)
     )
@@ -117,7 +119,7 @@ def run_artifact(args: argparse.Namespace) -> int:
     args.test_subjects = ",".join(str(s) for s in held_out)
     args.subjects = args.test_subjects  # window only the held-out subjects: faster
     try:
-        data = load_data(args, progress=False, context_steps=artifact.context_steps)
+        data = load_data(args, progress=False, context_steps=context_steps_of(meta))
     except (RecordingError, ValueError, argparse.ArgumentTypeError) as exc:
         print(f"harstream evaluate: {exc}", file=sys.stderr)
         return 2
@@ -127,6 +129,11 @@ def run_artifact(args: argparse.Namespace) -> int:
             f"{', '.join(map(str, held_out))}; choose others with --test-subjects",
             file=sys.stderr,
         )
+        return 2
+    try:
+        artifact = load_artifact(args.artifact)  # TensorFlow from here on
+    except ArtifactError as exc:
+        print(f"harstream evaluate: {exc}", file=sys.stderr)
         return 2
     evaluation = evaluate_model(artifact.model, data.test)
     trained_on = meta.get("data", {})

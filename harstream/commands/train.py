@@ -148,7 +148,11 @@ def run(args: argparse.Namespace) -> int:
         if args.data is None or args.out is None:
             print("harstream train --finetune: give --data (your CSV recordings) and --out PATH.keras", file=sys.stderr)
             return 2
-        result = finetune(args.finetune, args.data, args.out, epochs=args.epochs or 5, seed=args.seed, verbose=2)
+        try:  # the base model's file and the data are checked before TensorFlow is imported
+            result = finetune(args.finetune, args.data, args.out, epochs=args.epochs or 5, seed=args.seed, verbose=2)
+        except ValueError as exc:  # RecordingError, ArtifactError, no labelled windows: said, not a traceback
+            print(f"harstream train --finetune: {exc}", file=sys.stderr)
+            return 2
         print(f"fine-tuned on {result.windows} windows -> {result.path}")
         if result.held_out:
             print(

@@ -9,8 +9,13 @@ A phone that said ``hello`` on ``/ws`` may send, on the same connection::
     {"type": "calibrate", "action": "cancel"}        -> forget everything
     {"type": "calibrate", "action": "delete"}        -> remove its files and model
 
-Between ``start`` and ``stop`` every 50 Hz sample the gateway publishes for
-that device is kept too (:class:`~.calibration.CalibrationSession`). Answers
+A take keeps the 50 Hz samples the gateway publishes for that device whose
+times fall between ``start`` and ``stop``: after the newest reading the
+device had sent when ``start`` came, up to the newest one when ``stop`` came
+(:class:`~.calibration.CalibrationSession`). Samples are published a little
+after their readings arrive (the resampler holds the newest 0.1 s back), so
+the message order alone would put the end of one activity into the next
+take. Answers
 are ``{"type": "calibration", "event": "started" | "take" | "fitting" | "done"
 | "cancelled" | "deleted" | "error", ...}``.
 
@@ -81,6 +86,16 @@ log = logging.getLogger("harstream.gateway")
 #: so it must pickle.
 FitFunction = Callable[[Path, str, Path], dict]
 Reply = Callable[[dict], Awaitable[None]]
+#: ``newest_reading(device) -> (clock, time)``: the bus time of the newest
+#: reading the gateway has had from ``device`` (None before any), and a number
+#: that changes whenever its times stop comparing with earlier ones (a
+#: reconnection, a clock that jumped).
+NewestReading = Callable[[str], tuple[int, float | None]]
+
+
+def _no_reading(device: str) -> tuple[int, float | None]:
+    return 0, None
+
 
 MAX_SESSIONS = 32  # devices calibrating at once (each holds < 1 MB: 6 takes of 120 s, float32)
 MAX_QUEUED_FITS = 4  # fits waiting for the fit process; past this ``busy``
@@ -126,6 +141,7 @@ class _Desk:
     owner: str  # key_hash of the key that opened it
     address: str  # the client address that opened it
     fitting: bool = False
+    clock: int = 0  # the device's clock its takes' times are on (NewestReading)
 
 
 class Calibrations:
@@ -139,8 +155,10 @@ class Calibrations:
         counters: Counters,
         limits: CalibrationLimits = DEFAULT_LIMITS,
         policy: CalibrationPolicy = CalibrationPolicy(),
+        newest_reading: NewestReading = _no_reading,
     ):
         self.data_dir = Path(data_dir)
+        self.newest_reading = newest_reading
         self.personal_dir = Path(personal_dir)
         self.fit = fit
         self.counters = counters
@@ -161,12 +179,27 @@ class Calibrations:
         desk = self._desks.get(device)
         return desk is not None and desk.session.current is not None
 
-    def feed(self, batch: SampleBatch) -> None:
-        """A batch the gateway published: kept if its device is recording a take."""
+    def feed(self, batch: SampleBatch, clock: int = 0) -> None:
+        """A batch the gateway published, its times on the device's ``clock``
+        (:data:`NewestReading`): its samples that fall in a take's times are kept."""
         desk = self._desks.get(batch.device)
-        if desk is not None and desk.session.current is not None:
-            desk.session.add(batch.t0, batch.samples)
+        if desk is None or desk.fitting:
+            return
+        if clock != desk.clock:
+            desk.session.new_clock()
+            desk.clock = clock
+        desk.session.add(batch.t0, batch.samples)
+        if desk.session.current is not None:
             desk.touched = time.monotonic()  # a long take is not idle
+
+    def _newest(self, device: str, desk: _Desk) -> float | None:
+        """Where a take starts or stops: the bus time of the device's newest
+        reading (on the desk's clock from now on)."""
+        clock, newest = self.newest_reading(device)
+        if clock != desk.clock:
+            desk.session.new_clock()
+            desk.clock = clock
+        return newest
 
     async def handle(self, device: str, msg: dict, reply: Reply, key: str = "", address: str = "") -> None:
         """One ``calibrate`` message of ``device``'s own connection, which holds
@@ -195,11 +228,12 @@ class Calibrations:
                 desk = self._open(device, owner, address, now)
                 if self._queued == 0:  # the fit process loads its model while the person records
                     self._spawn(self._fitter.prepare(self.fit))
-            desk.session.start(activity)
+            desk.session.start(activity, after=self._newest(device, desk))
             desk.touched = now
             await reply({"type": "calibration", "event": "started", "activity": activity})
         elif action == "stop":
-            check = self._desk(device).session.stop()
+            desk = self._desk(device)
+            check = desk.session.stop(until=self._newest(device, desk))
             await reply({"type": "calibration", "event": "take", **check.as_message()})
         elif action == "discard":
             self._desk(device).session.discard(msg.get("activity"))

@@ -87,6 +87,8 @@ time
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from harstream.stream.core.barometer import screen_pressure
@@ -132,6 +134,7 @@ RATE_CHECK_S = 5.0
 # from readings drawn as straight lines. A second of a 10 Hz sensor is 10
 # readings, enough to tell it from a 5 Hz one.
 FIRST_RATE_CHECK_S = 1.0
+_CLOCKS = itertools.count(1)  # DeviceFeed.clock: never the same number twice in one gateway
 
 
 class DeviceFeed:
@@ -160,6 +163,9 @@ class DeviceFeed:
         self.signal_budget = RateLimit(signal_rate, max_span + max_ahead, now=now)
         self.offset: float | None = None  # device clock → Unix time
         self._jumps = 0
+        # a new number whenever the bus times of this device stop comparing with earlier
+        # ones (a new feed, a restart, a clock that jumped back or stepped forward)
+        self.clock = next(_CLOCKS)
         self._last_t: float | None = None  # newest reading so far, device clock
         self._last_wall = now  # when it arrived, gateway clock
         self.source = ""
@@ -235,6 +241,8 @@ class DeviceFeed:
             self._last_t = newest if (self._last_t is None or jumped) else max(self._last_t, newest)
             self._last_wall = now
         if len(first) and (self.offset is None or r.clock_jumps != self._jumps):
+            if r.clock_jumps != self._jumps:
+                self.clock = next(_CLOCKS)
             self.offset = 0.0 if abs(first[0] - now) < CLOCK_WINDOW_S else now - float(first[0])
             self._jumps = r.clock_jumps
         out = []
@@ -254,6 +262,23 @@ class DeviceFeed:
                 out.append(batch)
                 self.samples_out += len(part)
         return out
+
+    @property
+    def newest_reading(self) -> float | None:
+        """The bus time of the newest motion reading so far (None before
+        any): a calibration take starts and stops there, since the batches
+        published so far stop short of it (the resampler holds the newest
+        ``hold`` seconds back).
+
+        >>> feed = DeviceFeed("phone:a", now=1000.0)
+        >>> t = 1000.0 + np.arange(60) / 100.0
+        >>> batches = feed.add(Readings(t, np.zeros((60, 3)), t, np.zeros((60, 3))), now=1001.0)
+        >>> feed.newest_reading, round(batches[-1].t0 + (len(batches[-1]) - 1) / 50, 2)
+        (1000.59, 1000.48)
+        """
+        if self._last_t is None or self.offset is None:
+            return None
+        return self._last_t + self.offset
 
     def _allowed_ahead(self, now: float) -> float:
         """How far past the device's previous message its next may start
@@ -391,6 +416,7 @@ class DeviceFeed:
     def restart(self) -> None:
         """A new connection for this device: do not join its data to the old one."""
         self.resampler.restart()
+        self.clock = next(_CLOCKS)
         self.offset = None  # the phone may have rebooted: pin its clock afresh
         self._last_t = None
         self._pressure, self._pressure_last = self._pressure[:0], None
@@ -506,6 +532,13 @@ class FeedTable:
 
     def items(self):
         return self._feeds.items()
+
+    def newest_reading(self, device: str) -> tuple[int, float | None]:
+        """``(clock, bus time of the newest reading)`` of ``device``
+        (:attr:`DeviceFeed.newest_reading`; ``clock`` changes when its times
+        stop comparing with earlier ones); ``(0, None)`` for a device without a feed."""
+        feed = self._feeds.get(device)
+        return (0, None) if feed is None else (feed.clock, feed.newest_reading)
 
     def start(self, device: str, now: float, keep: set[str] | frozenset[str] = frozenset()) -> DeviceFeed:
         """The feed of a device that (re)connects: new, or restarted as a new segment."""

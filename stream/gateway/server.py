@@ -101,6 +101,7 @@ class Gateway:
             self.counters,
             CalibrationLimits(config.calibration_max_take, config.calibration_max_bytes),
             CalibrationPolicy(config.calibration_max_sessions, config.calibration_per_address, config.calibration_idle),
+            newest_reading=self.feeds.newest_reading,
         )
         self.started = time.time()
         self._extra_routes = extra_routes
@@ -333,7 +334,7 @@ class Gateway:
                 self.counts["bus_dropped"] += len(batch)
                 continue
             sent += len(batch)
-            self.calibrations.feed(batch)  # kept only while the device records a calibration take
+            self.calibrations.feed(batch, feed.clock)  # kept only where it falls in a calibration take
         if feed.resampler.late > late:
             self.rejects["late"] += feed.resampler.late - late
         self.counts["samples_out"] += sent

@@ -2,8 +2,14 @@
 
 The ``/phone`` page leads a person through a few activities; for each one it
 sends ``start`` and ``stop`` over its WebSocket, and the gateway hands every
-50 Hz sample it publishes for that device in between to the device's
-:class:`CalibrationSession` — exactly the samples the worker sees. On
+50 Hz sample it publishes for that device to the device's
+:class:`CalibrationSession` — exactly the samples the worker sees. A take
+keeps those whose times fall after the newest reading the gateway had from
+the device when ``start`` came, up to the newest one when ``stop`` came: the
+gateway publishes a reading's samples a little later (its resampler holds the
+newest 0.1 s back), so what is published after ``start`` may still be what
+the person did before it, and what is published after ``stop`` may belong
+to the take. On
 ``stop`` the take is checked at once (:func:`check_take`: enough seconds,
 the phone moving or still as asked) so the page can offer a retry; on
 ``finish`` the takes become CSV files in the documented format
@@ -185,13 +191,22 @@ def check_take(activity: str, seconds: float, moving: float) -> TakeCheck:
     return TakeCheck(activity, seconds, moving, not reason, reason)
 
 
+#: Two sample times closer than this (s) are the same time (a grid time computed
+#: two ways); far below the 20 ms between samples.
+SAME_TIME_S = 1e-6
+
+
 @dataclass
 class Take:
-    """One activity's samples, as continuous pieces ``(t0, (n, 6))``."""
+    """One activity's samples, as continuous pieces ``(t0, (n, 6))``: those
+    later than ``after`` and not later than ``until`` (None: no bound)."""
 
     activity: str
     pieces: list[tuple[float, np.ndarray]] = field(default_factory=list)
     truncated: bool = False
+    after: float | None = None
+    until: float | None = None
+    next_t: float | None = None  # where the last piece goes on
 
     @property
     def samples(self) -> int:
@@ -200,14 +215,61 @@ class Take:
     def all_samples(self) -> np.ndarray:
         return np.concatenate([p for _, p in self.pieces]) if self.pieces else np.empty((0, 6))
 
+    def add(self, t0: float, samples: np.ndarray, max_samples: int) -> None:
+        """Keep the samples (50 Hz from ``t0``) that fall in this take's times,
+        up to ``max_samples`` in all."""
+        t = t0 + np.arange(len(samples)) / RATE_HZ
+        inside = np.ones(len(samples), dtype=bool)
+        if self.after is not None:
+            inside &= t > self.after + SAME_TIME_S
+        if self.until is not None:
+            inside &= t <= self.until + SAME_TIME_S
+        if not inside.any():
+            return
+        first = int(np.argmax(inside))
+        samples = samples[first : first + int(inside.sum())]  # the times in a take's bounds are consecutive
+        t0 = float(t[first])
+        room = max_samples - self.samples
+        if room <= 0:
+            self.truncated = True
+            return
+        if len(samples) > room:
+            samples, self.truncated = samples[:room], True
+        samples = np.array(samples, np.float32)  # a copy (the caller's batch may be reused), as on the bus
+        # A gap (the resampler started a new segment) starts a new piece: a CSV
+        # may not pause for more than 0.5 s, and interpolating across would invent data.
+        if self.pieces and self.next_t is not None and abs(t0 - self.next_t) < 0.5 / RATE_HZ:
+            start, previous = self.pieces[-1]
+            self.pieces[-1] = (start, np.concatenate([previous, samples]))
+        else:
+            self.pieces.append((t0, samples))
+        self.next_t = t0 + len(samples) / RATE_HZ
+
+    def drop_short_pieces(self) -> None:
+        """Forget pieces too short to give a window."""
+        if self.pieces and len(self.pieces[-1][1]) < WINDOW:
+            self.next_t = None  # the piece it pointed to goes
+        self.pieces = [(t, p) for t, p in self.pieces if len(p) >= WINDOW]
+
 
 class CalibrationSession:
     """One device's calibration: takes in, checks and CSV files out.
 
-    ``start(activity)`` opens a take (a retry replaces that activity's
-    earlier take), ``add(t0, samples)`` appends the device's 50 Hz samples
-    while a take is open, ``stop()`` closes it and returns its
-    :class:`TakeCheck`. ``files()`` renders every kept take.
+    ``start(activity, after)`` opens a take (a retry replaces that activity's
+    earlier take) of the samples later than ``after``, ``add(t0, samples)``
+    hands it the device's 50 Hz samples, ``stop(until)`` closes it at
+    ``until`` and returns its :class:`TakeCheck`; samples up to ``until`` that
+    come after the ``stop`` still join it. ``files()`` renders every kept take.
+    ``after`` and ``until`` are times on the samples' clock: the newest
+    reading the device had sent when the person pressed start and stop (None:
+    from the first sample given, up to the last one before ``stop``).
+
+    >>> s = CalibrationSession("phone:web-1")
+    >>> s.start("sit", after=10.0)
+    'SITTING'
+    >>> s.add(9.9, np.zeros((10, 6)))            # 9.90 ... 10.08 s: the first six were before start
+    >>> s.current.pieces[0][0], s.current.samples
+    (10.02, 4)
     """
 
     def __init__(self, device: str, limits: CalibrationLimits = DEFAULT_LIMITS):
@@ -215,44 +277,48 @@ class CalibrationSession:
         self.limits = limits
         self.takes: dict[str, Take] = {}
         self.current: Take | None = None
-        self._next_t: float | None = None
+        self._ending: Take | None = None  # the take last stopped, while samples up to its stop may still come
 
-    def start(self, activity: object) -> str:
+    def start(self, activity: object, after: float | None = None) -> str:
         name = parse_activity(activity)
-        self.current = Take(name)
-        self._next_t = None
+        self.current = Take(name, after=after)
         return name
 
     def add(self, t0: float, samples: np.ndarray) -> None:
-        """Samples of the device starting at ``t0`` (50 Hz); ignored between takes."""
-        take = self.current
-        if take is None or len(samples) == 0:
+        """Samples of the device starting at ``t0`` (50 Hz); kept by the take
+        whose times they fall in, ignored between takes."""
+        if len(samples) == 0:
             return
-        room = int(self.limits.max_take_seconds * RATE_HZ) - take.samples
-        if room <= 0:
-            take.truncated = True
-            return
-        if len(samples) > room:
-            samples, take.truncated = samples[:room], True
-        samples = np.array(samples, np.float32)  # a copy (the caller's batch may be reused), as on the bus
-        # A gap (the resampler started a new segment) starts a new piece: a CSV
-        # may not pause for more than 0.5 s, and interpolating across would invent data.
-        if take.pieces and self._next_t is not None and abs(t0 - self._next_t) < 0.5 / RATE_HZ:
-            first, previous = take.pieces[-1]
-            take.pieces[-1] = (first, np.concatenate([previous, samples]))
-        else:
-            take.pieces.append((t0, samples))
-        self._next_t = t0 + len(samples) / RATE_HZ
+        limit = int(self.limits.max_take_seconds * RATE_HZ)
+        ending = self._ending
+        if ending is not None:
+            ending.add(t0, samples, limit)
+            assert ending.until is not None  # set by stop()
+            if t0 + (len(samples) - 1) / RATE_HZ > ending.until + SAME_TIME_S:  # past its stop: it is complete
+                self._ending = None
+        if self.current is not None:
+            self.current.add(t0, samples, limit)
 
-    def stop(self) -> TakeCheck:
+    def new_clock(self) -> None:
+        """The samples' clock changed (the device reconnected, its clock
+        jumped): times from before no longer compare, and every sample from now
+        on came after the open take's start and after the last take's stop."""
+        if self.current is not None:
+            self.current.after = None
+        self._ending = None
+
+    def stop(self, until: float | None = None) -> TakeCheck:
         take = self.current
         if take is None:
             raise CalibrationError("calibration", "stop without a start: no activity is being recorded")
         self.current = None
-        take.pieces = [(t, p) for t, p in take.pieces if len(p) >= WINDOW]  # too short to give a window
+        take.drop_short_pieces()
         check = check_take(take.activity, take.samples / RATE_HZ, motion_share(take.all_samples()))
         check.truncated = take.truncated
         self.takes[take.activity] = take
+        if until is not None:
+            take.until = until
+            self._ending = take
         return check
 
     def discard(self, activity: object) -> None:
@@ -269,6 +335,7 @@ class CalibrationSession:
         for activity in ACTIVITIES:
             take = self.takes.get(activity)
             if take is not None:
+                take.drop_short_pieces()  # a piece begun by samples that came after its stop
                 for i, (_, piece) in enumerate(take.pieces, 1):
                     out[f"{activity.lower()}-{i}.csv"] = take_csv(piece, activity)
         if not out:

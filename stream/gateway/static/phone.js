@@ -77,7 +77,8 @@ function flush() {
 }
 
 // Sends a message after every reading taken so far, so that the gateway sees
-// them before it (calibration takes are cut by these messages). False when offline.
+// them before it (a calibration take starts and stops at the newest reading the
+// gateway has when these messages come). False when offline.
 function sendNow(message) {
   flush();
   const ws = state.ws;
