@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import os
 import shutil
+import subprocess
 import tempfile
 import threading
 import time
@@ -26,6 +27,16 @@ from harstream.stream.core.protocol import Prediction, SampleBatch, decode_sampl
 from harstream.stream.gateway.server import Gateway, GatewayConfig
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
+    """Ask ``proc`` to stop (SIGTERM) and wait up to ``timeout`` s; kill it if it has not."""
+    proc.terminate()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout)
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> bool:

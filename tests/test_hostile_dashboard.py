@@ -12,6 +12,7 @@ import time
 import urllib.request
 
 import pytest
+from conftest import stop_process
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
@@ -41,11 +42,7 @@ def dashboard(*options: str):
             time.sleep(0.1)
         yield port
     finally:
-        proc.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(10)
-        if proc.poll() is None:
-            proc.kill()
+        stop_process(proc)
 
 
 async def stream_opens(port: int, name: str) -> bool:

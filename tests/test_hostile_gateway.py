@@ -27,6 +27,7 @@ import time
 import numpy as np
 import pytest
 import zmq
+from conftest import stop_process
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
@@ -209,11 +210,7 @@ def attack(tmp_path_factory):
         phone.close()
         print(f"gateway peak memory {_peak_rss_mb(proc.pid):.0f} MB")
     finally:
-        proc.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(10)
-        if proc.poll() is None:
-            proc.kill()
+        stop_process(proc)
         bus.close()
 
 
