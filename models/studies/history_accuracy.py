@@ -53,7 +53,7 @@ import itertools
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -224,6 +224,37 @@ def score_offline(
     return add_activity_changes(score_replays(replays, events=events)["history"], replays, "history")
 
 
+#: The figures each grid row keeps of a scored setting.
+FIGURES = ("sample_accuracy", "changes_per_true_change", "activity_changes_per_true_change")
+
+
+def scored(params: DecoderParams, settings: HistorySettings, validation: Sequence) -> dict:
+    """The :data:`FIGURES` of ``settings`` on ``validation`` (:func:`score_offline`), rounded."""
+    r = score_offline(params, settings, validation)
+    return {k: round(float(r[k]), 4) for k in FIGURES}
+
+
+def grid_rows(
+    grid: Mapping[str, Sequence],
+    fixed: dict,
+    params: DecoderParams,
+    validation: Sequence,
+    skip: Callable[[dict], bool],
+    progress: bool,
+) -> list[dict]:
+    """One row per setting of ``grid`` over the ``fixed`` knobs, unless ``skip``
+    (it is the same as another): its knobs and :func:`scored` figures."""
+    rows: list[dict] = []
+    for values in itertools.product(*grid.values()):
+        knobs: dict = dict(zip(grid, values))
+        if skip(knobs):
+            continue
+        rows.append({**knobs, **scored(params, HistorySettings(**fixed, **knobs), validation)})
+        if progress:
+            print(rows[-1], flush=True)
+    return rows
+
+
 def tuning_params() -> DecoderParams:
     """The shipped decoder's knobs over statistics of the fit subjects only
     (transitions and out-of-fold emission without the validation subjects)."""
@@ -362,23 +393,14 @@ def choose(progress: bool = True) -> dict:
 
     params = tuning_params()
     validation = validation_probabilities(waist_target(), progress)
-    results: list[dict] = []
-    for values in itertools.product(*GRID.values()):
-        knobs: dict = dict(zip(GRID, values))
-        if knobs["confirm"] > knobs["lag"]:
-            continue  # confirmation looks no further than the look-ahead: the same as confirm = lag
-        r = score_offline(params, HistorySettings(**knobs), validation)
-        keep = ("sample_accuracy", "changes_per_true_change", "activity_changes_per_true_change")
-        figures = {k: round(float(r[k]), 4) for k in keep}
-        results.append({**knobs, **figures})
-        if progress:
-            print(knobs, figures, flush=True)
+    # confirmation looks no further than the look-ahead: confirm > lag is the same as confirm = lag
+    results = grid_rows(GRID, {}, params, validation, lambda knobs: knobs["confirm"] > knobs["lag"], progress)
     best = choose_by_rule(results)
     from ..dataset import VALIDATION_SUBJECTS
 
     return {
         "chosen": {k: best[k] for k in GRID},
-        "validation": {k: best[k] for k in keep},
+        "validation": {k: best[k] for k in FIGURES},
         "rule": RULE,
         "inserted_changes": inserted_changes(params, HistorySettings(**{k: best[k] for k in GRID}), validation),
         "inserted_changes_before": inserted_changes(params, PREVIOUS, validation),
@@ -401,23 +423,18 @@ def choose_handled(progress: bool = True) -> dict:
     params = tuning_params()
     validation = with_motion(validation_probabilities(waist_target(), progress))
     fixed = {k: getattr(HistorySettings(), k) for k in GRID}
-    keep = ("sample_accuracy", "changes_per_true_change", "activity_changes_per_true_change")
-    results: list[dict] = []
-    for values in itertools.product(*HANDLED_GRID.values()):
-        knobs: dict = dict(zip(HANDLED_GRID, values))
+
+    def skip(knobs: dict) -> bool:  # off: the stay does not matter
         off = knobs["handled_motion"] == 0 and knobs["handled_turn"] == 0
-        if off and knobs["handled_stay"] != HANDLED_GRID["handled_stay"][0]:
-            continue  # off: the stay does not matter
-        r = score_offline(params, HistorySettings(**fixed, **knobs), validation)
-        results.append({**knobs, **{k: round(float(r[k]), 4) for k in keep}})
-        if progress:
-            print(results[-1], flush=True)
+        return off and knobs["handled_stay"] != HANDLED_GRID["handled_stay"][0]
+
+    results = grid_rows(HANDLED_GRID, fixed, params, validation, skip, progress)
     best = choose_by_rule(results)
     chosen = {k: best[k] for k in HANDLED_GRID}
     return {
         "fixed": fixed,
         "chosen": chosen,
-        "validation": {k: best[k] for k in keep},
+        "validation": {k: best[k] for k in FIGURES},
         "rule": RULE,
         "inserted_changes": inserted_changes(params, HistorySettings(**fixed, **chosen), validation),
         "inserted_changes_without": inserted_changes(params, HistorySettings(**fixed), validation),
@@ -546,13 +563,11 @@ def choose_set_down(progress: bool = True) -> dict:
     validation_cues = [(rec, motion, rotation) for rec, _, motion, _, rotation in validation]
     off = {"set_down_rotation": 0.0}
     fixed = {k: v for k, v in vars(HistorySettings()).items() if k not in SET_DOWN_GRID}
-    keep = ("sample_accuracy", "changes_per_true_change", "activity_changes_per_true_change")
     results: list[dict] = []
     for values in [None, *itertools.product(*SET_DOWN_GRID.values())]:
         knobs: dict = off if values is None else dict(zip(SET_DOWN_GRID, values))
         settings = HistorySettings(**fixed, **knobs)
-        r = score_offline(params, settings, validation)
-        row = {**knobs, **{k: round(float(r[k]), 4) for k in keep}}
+        row = {**knobs, **scored(params, settings, validation)}
         row["fit"] = set_down_labelled(settings, fit_cues)
         row["validation"] = set_down_labelled(settings, validation_cues)
         results.append(row)
@@ -563,7 +578,7 @@ def choose_set_down(progress: bool = True) -> dict:
     return {
         "fixed": fixed,
         "chosen": chosen,
-        "validation": {k: best[k] for k in keep},
+        "validation": {k: best[k] for k in FIGURES},
         "rule": SET_DOWN_RULE,
         "cues_fit_subjects": set_down_cues(fit),
         "cues_validation_subjects": set_down_cues(raw, with_probs=True),
@@ -588,16 +603,11 @@ def choose_steps(progress: bool = True) -> dict:
     params = tuning_params()
     validation = with_motion(validation_probabilities(waist_target(), progress), rotation=True, steps=True)
     fixed = {k: v for k, v in vars(HistorySettings()).items() if k not in STEPS_GRID}
-    keep = ("sample_accuracy", "changes_per_true_change", "activity_changes_per_true_change")
-    results: list[dict] = []
-    for values in itertools.product(*STEPS_GRID.values()):
-        knobs: dict = dict(zip(STEPS_GRID, values))
-        if knobs["handled_steps"] == 0 and knobs["handled_stay"] != HistorySettings().handled_stay:
-            continue  # off: the stay is the shipped one's
-        r = score_offline(params, HistorySettings(**fixed, **knobs), validation)
-        results.append({**knobs, **{k: round(float(r[k]), 4) for k in keep}})
-        if progress:
-            print(results[-1], flush=True)
+
+    def skip(knobs: dict) -> bool:  # off: the stay is the shipped one's
+        return knobs["handled_steps"] == 0 and knobs["handled_stay"] != HistorySettings().handled_stay
+
+    results = grid_rows(STEPS_GRID, fixed, params, validation, skip, progress)
     best = choose_by_rule(results)
     chosen = {k: best[k] for k in STEPS_GRID}
     off = {**chosen, "handled_steps": 0.0, "handled_stay": HistorySettings().handled_stay}
@@ -630,7 +640,7 @@ def choose_steps(progress: bool = True) -> dict:
     return {
         "fixed": fixed,
         "chosen": chosen,
-        "validation": {k: best[k] for k in keep},
+        "validation": {k: best[k] for k in FIGURES},
         "rule": RULE,
         "cue_of_windows_read_as_walking_or_stairs": cue,
         "inserted_changes": inserted_changes(params, HistorySettings(**fixed, **chosen), validation),
