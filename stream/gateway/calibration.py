@@ -185,9 +185,7 @@ class Calibrations:
         desk = self._desks.get(batch.device)
         if desk is None or desk.fitting:
             return
-        if clock != desk.clock:
-            desk.session.new_clock()
-            desk.clock = clock
+        self._on_clock(desk, clock)
         desk.session.add(batch.t0, batch.samples)
         if desk.session.current is not None:
             desk.touched = time.monotonic()  # a long take is not idle
@@ -196,10 +194,16 @@ class Calibrations:
         """Where a take starts or stops: the bus time of the device's newest
         reading (on the desk's clock from now on)."""
         clock, newest = self.newest_reading(device)
+        self._on_clock(desk, clock)
+        return newest
+
+    @staticmethod
+    def _on_clock(desk: _Desk, clock: int) -> None:
+        """Times on another ``clock`` than the desk's do not compare with the
+        take's bounds: the session is told, and the desk follows the clock."""
         if clock != desk.clock:
             desk.session.new_clock()
             desk.clock = clock
-        return newest
 
     async def handle(self, device: str, msg: dict, reply: Reply, key: str = "", address: str = "") -> None:
         """One ``calibrate`` message of ``device``'s own connection, which holds
