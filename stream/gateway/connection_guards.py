@@ -172,10 +172,10 @@ class WriteWatch:
         self._timer = self.loop.call_later(WATCH_INTERVAL_S, self._check)
 
 
-def _plain_response(status: int, phrase: str, text: str) -> bytes:
-    body = text.encode()
+def _plain_response(refusal: Refusal) -> bytes:
+    body = (refusal.text + "\n").encode()
     return (
-        f"HTTP/1.1 {status} {phrase}\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        f"HTTP/1.1 {refusal.status} {HTTPStatus(refusal.status).phrase}\r\nContent-Type: text/plain; charset=utf-8\r\n"
         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
     ).encode() + body
 
@@ -246,39 +246,25 @@ class GuardedH11Protocol(H11Protocol):
         if self.conn.refusal is not None:
             self._refuse_with(self.conn.refusal)
         elif pending >= self.guard.config.max_head:
-            self._refuse(
-                431,
-                "Request Header Fields Too Large",
-                "head_too_large",
-                f"request head over {self.guard.config.max_head} bytes\n",
-            )
+            self._refuse_with(Refusal(431, "head_too_large", f"request head over {self.guard.config.max_head} bytes"))
         else:
-            self._refuse(
-                400,
-                "Bad Request",
-                "http_malformed",
-                "malformed HTTP request (request line, header or Content-Length)\n",
+            self._refuse_with(
+                Refusal(400, "http_malformed", "malformed HTTP request (request line, header or Content-Length)")
             )
 
     def _head_timeout(self) -> None:
         self._head_timer = None
         if not self._refused and not self.transport.is_closing():
-            self._refuse(
-                408,
-                "Request Timeout",
-                "timeout",
-                f"request head not complete within {self.guard.config.open_timeout:g} s\n",
+            self._refuse_with(
+                Refusal(408, "timeout", f"request head not complete within {self.guard.config.open_timeout:g} s")
             )
 
     def _refuse_with(self, refusal: Refusal) -> None:
-        self._refuse(refusal.status, HTTPStatus(refusal.status).phrase, refusal.reason, refusal.text + "\n")
-
-    def _refuse(self, status: int, phrase: str, reason: str, text: str) -> None:
-        self.guard.counters.reject(reason, text.strip())
+        self.guard.counters.reject(refusal.reason, refusal.text)
         self._refused = True
         if self.cycle is not None:  # a route still reading the body sees it end: counted here, not there
-            self.cycle.scope[REFUSED] = reason  # type: ignore[literal-required]
-        self.transport.write(_plain_response(status, phrase, text))
+            self.cycle.scope[REFUSED] = refusal.reason  # type: ignore[literal-required]
+        self.transport.write(_plain_response(refusal))
         self.transport.close()
         if self._watch is None:  # still cut off a client that never reads the answer
             self._watch = WriteWatch(self.transport, self.guard, self.loop)
