@@ -194,7 +194,6 @@ def run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 2
-    if args.model in ESTIMATORS:
         epochs = None
         print(
             f"fitting svm with scikit-learn (--epochs and --batch-size do not apply), seed {args.seed}"
